@@ -1,0 +1,68 @@
+/* Logging to stderr. Level from st_log_set_level() or the ST_LOG environment
+ * variable; one fprintf per line so lines from threads do not interleave. */
+#include "st_log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int s_level = -1;
+
+static void s_init_level(void) {
+    if (s_level >= 0) return;
+    const char *env = getenv("ST_LOG");
+    s_level = ST_LOG_INFO;
+    if (!env) return;
+    if (!strcmp(env, "error")) s_level = ST_LOG_ERROR;
+    else if (!strcmp(env, "warn")) s_level = ST_LOG_WARN;
+    else if (!strcmp(env, "debug")) s_level = ST_LOG_DEBUG;
+}
+
+void st_log_set_level(st_log_level_t level) { s_level = (int)level; }
+
+st_log_level_t st_log_get_level(void) {
+    s_init_level();
+    return (st_log_level_t)s_level;
+}
+
+static void s_vlog(st_log_level_t level, const char *func, const char *fmt, va_list ap) {
+    static const char *names[] = {"error", "warn", "info", "debug"};
+    char line[1024];
+    int n = snprintf(line, sizeof line, "%s: %s: ", names[level], func);
+    if (n < 0 || (size_t)n >= sizeof line) n = 0;
+    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    fprintf(stderr, "%s\n", line);
+}
+
+void st_log_at(st_log_level_t level, const char *func, const char *fmt, ...) {
+    if ((int)level > (int)st_log_get_level()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    s_vlog(level, func, fmt, ap);
+    va_end(ap);
+}
+
+int st_fail_at(int code, const char *func, const char *fmt, ...) {
+    if (st_log_get_level() >= ST_LOG_ERROR) {
+        va_list ap;
+        va_start(ap, fmt);
+        s_vlog(ST_LOG_ERROR, func, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+const char *st_strerror(int code) {
+    switch (code) {
+    case ST_OK: return "ok";
+    case ST_EINVAL: return "invalid argument";
+    case ST_ENOMEM: return "out of memory";
+    case ST_EIO: return "i/o error";
+    case ST_EFORMAT: return "malformed input";
+    case ST_EUNSUP: return "unsupported";
+    case ST_EPROTO: return "protocol error";
+    case ST_ETIMEOUT: return "timed out";
+    case ST_ERANGE: return "out of range";
+    default: return "unknown error";
+    }
+}

@@ -1,0 +1,126 @@
+/* st_kernels: quantized block formats, type traits and the dispatch table of
+ * compute kernels (dot products, activation quantization, dequantization).
+ *
+ * One table per instruction set (ref = portable scalar C, always built; avx2;
+ * later avx512, neon...). st_kernels_select() probes the CPU once and returns
+ * the best table; callers never see #ifdef __AVX2__. Kernels never allocate:
+ * every buffer is the caller's.
+ *
+ * Numerics follow ggml so that results match llama.cpp: a weight row of type T
+ * is multiplied with an activation row converted to st_type_traits(T)->vec_dot_type
+ * (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants, F16 for F16, BF16 for BF16).
+ */
+#ifndef ST_KERNELS_H
+#define ST_KERNELS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ggml type ids: these numbers are stored in GGUF files. */
+typedef enum {
+    ST_TYPE_F32 = 0,
+    ST_TYPE_F16 = 1,
+    ST_TYPE_Q4_0 = 2,
+    ST_TYPE_Q4_1 = 3,
+    ST_TYPE_Q5_0 = 6,
+    ST_TYPE_Q5_1 = 7,
+    ST_TYPE_Q8_0 = 8,
+    ST_TYPE_Q8_1 = 9,
+    ST_TYPE_Q2_K = 10,
+    ST_TYPE_Q3_K = 11,
+    ST_TYPE_Q4_K = 12,
+    ST_TYPE_Q5_K = 13,
+    ST_TYPE_Q6_K = 14,
+    ST_TYPE_Q8_K = 15,
+    ST_TYPE_BF16 = 30,
+    ST_TYPE_COUNT = 40 /* size of per-type tables; ids >= this are unknown */
+} st_type_t;
+
+#define ST_QK4_0 32
+#define ST_QK8_0 32
+#define ST_QK_K 256
+
+typedef struct {
+    uint16_t d;              /* fp16 scale */
+    uint8_t qs[ST_QK4_0 / 2]; /* element j: low nibble of qs[j]; j+16: high nibble; value (q-8)*d */
+} st_block_q4_0;
+_Static_assert(sizeof(st_block_q4_0) == 18, "GGUF Q4_0 layout");
+
+typedef struct {
+    uint16_t d;          /* fp16 scale */
+    int8_t qs[ST_QK8_0]; /* value q*d */
+} st_block_q8_0;
+_Static_assert(sizeof(st_block_q8_0) == 34, "GGUF Q8_0 layout");
+
+typedef struct {
+    uint8_t ql[ST_QK_K / 2];     /* quants, lower 4 bits */
+    uint8_t qh[ST_QK_K / 4];     /* quants, upper 2 bits */
+    int8_t scales[ST_QK_K / 16]; /* 8-bit scales of 16-element groups */
+    uint16_t d;                  /* fp16 super-block scale */
+} st_block_q6_k;
+_Static_assert(sizeof(st_block_q6_k) == 210, "GGUF Q6_K layout");
+
+typedef struct {
+    float d;                      /* scale */
+    int8_t qs[ST_QK_K];           /* quants */
+    int16_t bsums[ST_QK_K / 16];  /* sums of groups of 16 quants */
+} st_block_q8_k;
+_Static_assert(sizeof(st_block_q8_k) == 292, "ggml Q8_K layout");
+
+typedef struct {
+    const char *name;         /* "Q4_0"; NULL when the id is unknown */
+    int blck;                 /* elements per block */
+    size_t size;              /* bytes per block */
+    st_type_t vec_dot_type;   /* activation format for dot products with this weight type */
+    bool supported;           /* kernels exist for it as a weight type */
+} st_type_traits_t;
+
+/* Traits of a ggml type id, or NULL for an id we do not know at all. */
+const st_type_traits_t *st_type_traits(int type);
+/* "Q4_0", or "unknown" for an unknown id. */
+const char *st_type_name(int type);
+/* Bytes of a row of n elements (n must be a multiple of the block size). */
+size_t st_row_size(st_type_t type, int64_t n);
+
+/* fp16 / bf16 <-> f32, round to nearest even (same bits as ggml's reference). */
+float st_fp16_to_fp32(uint16_t h);
+uint16_t st_fp32_to_fp16(float f);
+float st_bf16_to_fp32(uint16_t h);
+uint16_t st_fp32_to_bf16(float f);
+
+/* s[0] = dot(w row, x row) over n elements; w in the weight type, x in its vec_dot_type. */
+typedef void (*st_vec_dot_fn)(int n, float *s, const void *w, const void *x);
+/* Convert n floats into a row of the table's type (activation quantization). */
+typedef void (*st_from_float_fn)(int n, const float *x, void *y);
+/* Convert a row of n elements of the table's type back to floats. */
+typedef void (*st_to_float_fn)(int n, const void *x, float *y);
+
+typedef struct {
+    const char *name;                        /* "ref", "avx2", ... */
+    st_vec_dot_fn vec_dot[ST_TYPE_COUNT];    /* by weight type */
+    st_from_float_fn from_float[ST_TYPE_COUNT]; /* by target type: F32, F16, BF16, Q8_0, Q8_K, (Q4_0) */
+    st_to_float_fn to_float[ST_TYPE_COUNT];  /* by stored type */
+} st_kernels_t;
+
+extern const st_kernels_t st_kernels_ref;
+#if defined(__x86_64__)
+extern const st_kernels_t st_kernels_avx2;
+#endif
+
+/* Best table for this CPU, probed once; ST_KERNELS=ref forces the reference. */
+const st_kernels_t *st_kernels_select(void);
+
+/* Weight quantization exactly as ggml's reference quantizers (and llama-quantize):
+ * used to write model files. n is a multiple of the block size. */
+void st_quantize_row_q4_0_ref(int n, const float *x, st_block_q4_0 *y);
+void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
+
+/* y[t][r] = dot(W row r, x row t) for rows r in [r0, r1) and tokens t in [0, n_tok).
+ * w: first row of W (weight type wtype, rows of n_in elements, contiguous);
+ * x: n_tok activation rows already converted to the vec_dot_type, x_stride bytes apart;
+ * y: floats, row t starts at y + t * y_stride. */
+void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
+               const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
+
+#endif
