@@ -1,0 +1,356 @@
+/* The SmallThinker forward pass (spec §3), one batch of tokens of one
+ * sequence at a time. Read st_decode() top to bottom: embedding, then per
+ * layer the router on the raw input, attention (RMSNorm, q/k/v, RoPE or NoPE,
+ * global or sliding-window causal attention, output projection, residual),
+ * the MoE (RMSNorm, experts, weighted sum, residual); then the output head.
+ *
+ * Numerics follow llama.cpp's CPU backend where it matters for matching its
+ * logits: activations are converted to the weight type's vec_dot format
+ * (Q8_0 for Q4_0/Q8_0 weights), RMSNorm sums in double, q and the attention
+ * probabilities are rounded to F16 when the KV cache is F16 (ggml converts
+ * them for its F16 matmuls), expert outputs are summed in routing order.
+ */
+#include "forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "forward_internal.h"
+#include "moe.h"
+#include "st_log.h"
+
+st_ctx_params_t st_ctx_default_params(void) {
+    st_ctx_params_t p = {.n_ctx = 4096, .n_batch = 64, .n_threads = st_cpu_count(), .kv_type = ST_TYPE_F16};
+    return p;
+}
+
+static void *s_alloc(size_t n, size_t size, bool *ok) {
+    void *p = calloc(n ? n : 1, size);
+    if (!p) *ok = false;
+    return p;
+}
+
+static size_t s_max(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Bytes of one activation row converted for any weight of the model, for widths up to n. */
+static size_t s_conv_row_bytes(int64_t n) {
+    size_t b = (size_t)n * sizeof(float);
+    const st_type_t fmts[] = {ST_TYPE_Q8_0, ST_TYPE_Q8_K, ST_TYPE_F16, ST_TYPE_BF16};
+    for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
+        const st_type_traits_t *t = st_type_traits(fmts[i]);
+        size_t nb = ((size_t)n + (size_t)t->blck - 1) / (size_t)t->blck;
+        b = s_max(b, nb * t->size);
+    }
+    return b;
+}
+
+st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
+    st_ctx_params_t p = params ? *params : st_ctx_default_params();
+    if (p.n_threads < 1) p.n_threads = st_cpu_count();
+    if (p.n_batch < 1 || p.n_batch > 4096 || p.n_ctx < 1 || p.n_ctx > (1 << 24)) {
+        st_fail(ST_EINVAL, "n_batch %d / n_ctx %d out of range", p.n_batch, p.n_ctx);
+        return NULL;
+    }
+    if (p.kv_type != ST_TYPE_F16 && p.kv_type != ST_TYPE_F32) {
+        st_fail(ST_EINVAL, "KV cache type must be F16 or F32");
+        return NULL;
+    }
+    st_ctx_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    const st_config_t *cfg = &m->cfg;
+    c->m = m;
+    c->p = p;
+    c->k = st_kernels_select();
+    c->pool = st_pool_new(p.n_threads);
+    bool ok = c->pool != NULL;
+    size_t B = (size_t)p.n_batch, K = (size_t)cfg->n_expert_used;
+    size_t nq = (size_t)cfg->n_head * cfg->head_dim, nkv = (size_t)cfg->n_head_kv * cfg->head_dim;
+    size_t widest = s_max(s_max((size_t)cfg->n_embd, nq), (size_t)cfg->n_ff_exp);
+    c->x = s_alloc(B * cfg->n_embd, sizeof(float), &ok);
+    c->xn = s_alloc(B * widest, sizeof(float), &ok);
+    c->q = s_alloc(B * nq, sizeof(float), &ok);
+    c->kx = s_alloc(B * nkv, sizeof(float), &ok);
+    c->vx = s_alloc(B * nkv, sizeof(float), &ok);
+    c->attn = s_alloc(B * nq, sizeof(float), &ok);
+    c->proj = s_alloc(B * cfg->n_embd, sizeof(float), &ok);
+    c->moe_out = s_alloc(B * cfg->n_embd, sizeof(float), &ok);
+    c->router = s_alloc(B * cfg->n_expert, sizeof(float), &ok);
+    c->ids = s_alloc(B * K, sizeof(int32_t), &ok);
+    c->wts = s_alloc(B * K, sizeof(float), &ok);
+    c->xq_row = s_conv_row_bytes((int64_t)widest);
+    c->xq = s_alloc(B * K, c->xq_row, &ok);
+    c->pair_tok = s_alloc(B * K, sizeof(int), &ok);
+    c->pair_of = s_alloc(B * K, sizeof(int), &ok);
+    c->exp_start = s_alloc((size_t)cfg->n_expert + 1, sizeof(int), &ok);
+    c->gate = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
+    c->up = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
+    c->ybuf = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
+    c->scratch_n = s_max((size_t)p.n_ctx, s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
+    c->scratch = s_alloc((size_t)p.n_threads * c->scratch_n, sizeof(float), &ok);
+    if (!ok) {
+        st_ctx_destroy(&c);
+        st_fail(ST_ENOMEM, "no memory for the forward-pass buffers (n_batch %d)", p.n_batch);
+        return NULL;
+    }
+    return c;
+}
+
+void st_ctx_destroy(st_ctx_t **cp) {
+    if (!cp || !*cp) return;
+    st_ctx_t *c = *cp;
+    st_pool_destroy(&c->pool);
+    float *bufs[] = {c->x, c->xn, c->q, c->kx, c->vx, c->attn, c->proj, c->moe_out, c->router,
+                     c->wts, c->gate, c->up, c->ybuf, c->scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+    free(c->ids);
+    free(c->xq);
+    free(c->pair_tok);
+    free(c->pair_of);
+    free(c->exp_start);
+    free(c);
+    *cp = NULL;
+}
+
+const st_ctx_params_t *st_ctx_params(const st_ctx_t *c) { return &c->p; }
+const st_model_t *st_ctx_model(const st_ctx_t *c) { return c->m; }
+const st_forward_stats_t *st_ctx_stats(const st_ctx_t *c) { return &c->stats; }
+
+void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b) {
+    if (b) c->moe = *b;
+    else memset(&c->moe, 0, sizeof c->moe);
+}
+
+/* ---- building blocks ---------------------------------------------------- */
+
+/* y = (x / rms(x)) * w, summing squares in double like ggml. */
+static void s_rmsnorm(const float *x, const float *w, int n, float eps, float *y) {
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (double)(x[i] * x[i]);
+    const float mean = (float)(sum / n);
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
+}
+
+/* Converts n_tok rows of n floats (x_stride apart) into the vec_dot format of
+ * weight type wt, rows c->xq_row bytes apart in dst. */
+void st_convert_rows(const st_ctx_t *c, st_type_t wt, const float *x, size_t x_stride, int n_tok, int n, uint8_t *dst) {
+    st_type_t vt = st_type_traits(wt)->vec_dot_type;
+    for (int t = 0; t < n_tok; t++) c->k->from_float[vt](n, x + (size_t)t * x_stride, dst + (size_t)t * c->xq_row);
+}
+
+typedef struct {
+    const st_kernels_t *k;
+    const st_weight_t *w;
+    int64_t e;
+    const uint8_t *x;
+    size_t x_stride;
+    int n_tok;
+    float *y;
+    size_t y_stride;
+} linear_job_t;
+
+static void s_linear_worker(void *arg, int ith, int nth) {
+    const linear_job_t *j = arg;
+    int r0, r1;
+    st_split_range((int)j->w->n_rows, ith, nth, &r0, &r1);
+    if (r0 < r1)
+        st_matmul(j->k, j->w->type, st_weight_row(j->w, j->e, 0), (int)j->w->n_cols, r0, r1, j->x, j->x_stride,
+                  j->n_tok, j->y, j->y_stride);
+}
+
+/* y[t] = W_e · x[t] for n_tok rows of x (n_cols floats each, contiguous);
+ * y rows are y_stride floats apart. */
+void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride) {
+    st_convert_rows(c, w->type, x, (size_t)w->n_cols, n_tok, (int)w->n_cols, c->xq);
+    linear_job_t j = {c->k, w, e, c->xq, c->xq_row, n_tok, y, y_stride};
+    st_pool_run(c->pool, s_linear_worker, &j);
+}
+
+/* NEOX RoPE in place on n_heads heads of d dims at position pos; theta is
+ * advanced by repeated multiplication as ggml does. */
+static void s_rope(float *v, int n_heads, int d, int pos, float base) {
+    const float theta_scale = powf(base, -2.0f / (float)d);
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * d;
+        float theta = (float)pos;
+        for (int i = 0; i < d / 2; i++) {
+            const float cs = cosf(theta), sn = sinf(theta);
+            const float x0 = x[i], x1 = x[i + d / 2];
+            x[i] = x0 * cs - x1 * sn;
+            x[i + d / 2] = x0 * sn + x1 * cs;
+            theta *= theta_scale;
+        }
+    }
+}
+
+static inline float s_kv_get(const st_kv_t *kv, const void *base, size_t idx) {
+    return kv->type == ST_TYPE_F16 ? st_fp16_to_fp32(((const uint16_t *)base)[idx]) : ((const float *)base)[idx];
+}
+
+static void s_kv_put(st_kv_t *kv, void *base, size_t idx, const float *src, size_t n) {
+    if (kv->type == ST_TYPE_F16)
+        for (size_t i = 0; i < n; i++) ((uint16_t *)base)[idx + i] = st_fp32_to_fp16(src[i]);
+    else
+        memcpy((float *)base + idx, src, n * sizeof(float));
+}
+
+typedef struct {
+    st_ctx_t *c;
+    st_kv_t *kv;
+    int layer;
+    int pos0;
+    int n_tok;
+} attn_job_t;
+
+/* Attention for (token, head) pairs split across threads: scores over the
+ * allowed past positions, softmax, weighted sum of values. */
+static void s_attn_worker(void *arg, int ith, int nth) {
+    const attn_job_t *j = arg;
+    const st_ctx_t *c = j->c;
+    const st_config_t *cfg = &c->m->cfg;
+    const st_kv_layer_t *L = &j->kv->layers[j->layer];
+    const int D = cfg->head_dim, H = cfg->n_head, group = cfg->n_head / cfg->n_head_kv;
+    const bool f16 = j->kv->type == ST_TYPE_F16;
+    const float scale = 1.0f / sqrtf((float)D);
+    float *scores = c->scratch + (size_t)ith * c->scratch_n;
+    float qh[1024];
+    int lo, hi;
+    st_split_range(j->n_tok * H, ith, nth, &lo, &hi);
+    for (int item = lo; item < hi; item++) {
+        const int t = item / H, h = item % H, g = h / group;
+        const int pos = j->pos0 + t;
+        const int first = cfg->is_swa[j->layer] && pos - cfg->n_swa + 1 > 0 ? pos - cfg->n_swa + 1 : 0;
+        const float *q = c->q + (size_t)t * H * D + (size_t)h * D;
+        for (int i = 0; i < D; i++) qh[i] = f16 ? st_fp16_to_fp32(st_fp32_to_fp16(q[i])) : q[i];
+        float mx = -INFINITY;
+        for (int p = first; p <= pos; p++) {
+            const size_t base = (size_t)(p % L->cap) * j->kv->row + (size_t)g * D;
+            float s = 0.0f;
+            for (int i = 0; i < D; i++) s += qh[i] * s_kv_get(j->kv, L->k, base + i);
+            s *= scale;
+            scores[p - first] = s;
+            if (s > mx) mx = s;
+        }
+        const int n = pos - first + 1;
+        double sum = 0.0;
+        for (int i = 0; i < n; i++) {
+            const float e = expf(scores[i] - mx);
+            scores[i] = e;
+            sum += (double)e;
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int i = 0; i < n; i++) {
+            scores[i] *= inv;
+            if (f16) scores[i] = st_fp16_to_fp32(st_fp32_to_fp16(scores[i]));
+        }
+        float *o = c->attn + (size_t)t * H * D + (size_t)h * D;
+        for (int i = 0; i < D; i++) o[i] = 0.0f;
+        for (int p = first; p <= pos; p++) {
+            const size_t base = (size_t)(p % L->cap) * j->kv->row + (size_t)g * D;
+            const float a = scores[p - first];
+            for (int i = 0; i < D; i++) o[i] += a * s_kv_get(j->kv, L->v, base + i);
+        }
+    }
+}
+
+/* Attention block of one layer for n_tok tokens: c->x -> c->x (residual added). */
+static void s_attention(st_ctx_t *c, st_kv_t *kv, int il, int pos0, int n_tok) {
+    const st_model_t *m = c->m;
+    const st_config_t *cfg = &m->cfg;
+    const st_layer_t *L = &m->layers[il];
+    const int E = cfg->n_embd, D = cfg->head_dim;
+    const size_t nq = (size_t)cfg->n_head * D, nkv = (size_t)cfg->n_head_kv * D;
+
+    for (int t = 0; t < n_tok; t++)
+        s_rmsnorm(c->x + (size_t)t * E, (const float *)L->attn_norm.data, E, cfg->rms_eps, c->xn + (size_t)t * E);
+    st_linear(c, &L->wq, 0, c->xn, n_tok, c->q, nq);
+    st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
+    st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
+
+    st_kv_layer_t *KL = &kv->layers[il];
+    const float base = cfg->is_swa[il] ? cfg->rope_base_swa : cfg->rope_base;
+    for (int t = 0; t < n_tok; t++) {
+        const int pos = pos0 + t;
+        if (cfg->use_rope[il]) {
+            s_rope(c->q + (size_t)t * nq, cfg->n_head, D, pos, base);
+            s_rope(c->kx + (size_t)t * nkv, cfg->n_head_kv, D, pos, base);
+        }
+        const size_t slot = (size_t)(pos % KL->cap) * kv->row;
+        s_kv_put(kv, KL->k, slot, c->kx + (size_t)t * nkv, nkv);
+        s_kv_put(kv, KL->v, slot, c->vx + (size_t)t * nkv, nkv);
+    }
+
+    attn_job_t j = {c, kv, il, pos0, n_tok};
+    st_pool_run(c->pool, s_attn_worker, &j);
+
+    st_linear(c, &L->wo, 0, c->attn, n_tok, c->proj, (size_t)E);
+    for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->proj[i];
+}
+
+/* One chunk of at most n_batch tokens. */
+static int s_decode_chunk(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float *logits, bool all_logits) {
+    const st_model_t *m = c->m;
+    const st_config_t *cfg = &m->cfg;
+    const int E = cfg->n_embd;
+    const int pos0 = kv->pos;
+
+    /* embedding */
+    for (int t = 0; t < n_tok; t++)
+        c->k->to_float[m->tok_embd.type](E, st_weight_row(&m->tok_embd, 0, tokens[t]), c->x + (size_t)t * E);
+
+    for (int il = 0; il < cfg->n_layer; il++) {
+        const st_layer_t *L = &m->layers[il];
+        /* router on the raw layer input, before attention */
+        st_linear(c, &L->router, 0, c->x, n_tok, c->router, (size_t)cfg->n_expert);
+        st_route_t route;
+        st_moe_route(c, il, n_tok, &route);
+        if (c->moe.prefetch) {
+            int rc = c->moe.prefetch(c->moe.arg, &route);
+            if (rc < 0) return rc;
+        }
+
+        s_attention(c, kv, il, pos0, n_tok);
+
+        /* MoE on the normed post-attention state, then the residual */
+        for (int t = 0; t < n_tok; t++)
+            s_rmsnorm(c->x + (size_t)t * E, (const float *)L->ffn_norm.data, E, cfg->rms_eps, c->xn + (size_t)t * E);
+        int rc = c->moe.compute ? c->moe.compute(c->moe.arg, &route, c->xn, c->moe_out)
+                                : st_moe_local(c, &route, c->xn, c->moe_out);
+        if (rc < 0) return rc;
+        for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->moe_out[i];
+    }
+
+    /* output head: all rows, or only the last */
+    if (logits) {
+        int first = all_logits ? 0 : n_tok - 1, n_out = n_tok - first;
+        for (int t = 0; t < n_out; t++)
+            s_rmsnorm(c->x + (size_t)(first + t) * E, (const float *)m->output_norm.data, E, cfg->rms_eps,
+                      c->xn + (size_t)t * E);
+        st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
+    }
+    kv->pos += n_tok;
+    c->stats.tokens += (uint64_t)n_tok;
+    return 0;
+}
+
+int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float *logits, bool all_logits) {
+    const st_config_t *cfg = &c->m->cfg;
+    if (n_tok < 1) return st_fail(ST_EINVAL, "no tokens");
+    if (n_tok > kv->n_ctx - kv->pos)
+        return st_fail(ST_ERANGE, "context full: %d tokens + %d new > %d", kv->pos, n_tok, kv->n_ctx);
+    for (int t = 0; t < n_tok; t++)
+        if (tokens[t] < 0 || tokens[t] >= cfg->n_vocab)
+            return st_fail(ST_ERANGE, "token id %d not in 0..%d", tokens[t], cfg->n_vocab - 1);
+    for (int done = 0; done < n_tok;) {
+        int n = n_tok - done < c->p.n_batch ? n_tok - done : c->p.n_batch;
+        bool last = done + n == n_tok;
+        float *out = NULL;
+        if (logits && all_logits) out = logits + (size_t)done * cfg->n_vocab;
+        else if (logits && last) out = logits;
+        int rc = s_decode_chunk(c, kv, tokens + done, n, out, all_logits);
+        if (rc < 0) return rc;
+        done += n;
+    }
+    return 0;
+}

@@ -1,0 +1,82 @@
+/* forward: the SmallThinker forward pass over a batch of tokens of one
+ * sequence, with its KV cache.
+ *
+ * st_ctx_t holds what a forward pass needs besides the weights: the thread
+ * pool, the kernels and scratch buffers sized once from the model and
+ * n_batch (the hot path never allocates). st_kv_t is one sequence's KV cache:
+ * full for global layers, a ring for sliding-window layers. The MoE step goes
+ * through st_moe_fn so that experts can be computed elsewhere (the cluster).
+ */
+#ifndef ST_FORWARD_H
+#define ST_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "model.h"
+
+typedef struct {
+    int n_ctx;        /* positions a KV cache holds (default: model's n_ctx_train, capped at 4096) */
+    int n_batch;      /* tokens per internal step (default 64) */
+    int n_threads;    /* default: all CPUs */
+    st_type_t kv_type; /* ST_TYPE_F16 (default, as llama.cpp) or ST_TYPE_F32 */
+} st_ctx_params_t;
+
+st_ctx_params_t st_ctx_default_params(void);
+
+typedef struct st_ctx st_ctx_t;
+typedef struct st_kv st_kv_t;
+
+/* Routing of a batch in one layer: for token t, experts ids[t*k + j] with
+ * weights w[t*k + j], j = 0..k-1 in the order their outputs are summed. */
+typedef struct {
+    int layer;
+    int n_tok;
+    int k;
+    const int32_t *ids;
+    const float *w;
+} st_route_t;
+
+/* MoE hook. prefetch() is called right after routing, before attention (may
+ * be NULL); compute() must write out[t*n_embd..] = sum_j w_tj * expert_j(m_t)
+ * for every token, m being the ffn_norm-ed activations (n_tok x n_embd). */
+typedef struct {
+    void *arg;
+    int (*prefetch)(void *arg, const st_route_t *r);
+    int (*compute)(void *arg, const st_route_t *r, const float *m, float *out);
+} st_moe_backend_t;
+
+typedef struct {
+    uint64_t tokens;        /* tokens processed */
+    uint64_t expert_calls;  /* (token, expert) pairs computed locally */
+    uint64_t neurons;       /* expert neurons evaluated (gate rows) */
+    uint64_t neurons_active; /* of those, with relu(gate) > 0 */
+} st_forward_stats_t;
+
+/* NULL (logged) on failure. The model must outlive the context. */
+st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *p);
+void st_ctx_destroy(st_ctx_t **c);
+const st_ctx_params_t *st_ctx_params(const st_ctx_t *c);
+const st_model_t *st_ctx_model(const st_ctx_t *c);
+/* Replaces the local expert computation (NULL restores it). */
+void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b);
+const st_forward_stats_t *st_ctx_stats(const st_ctx_t *c);
+
+/* A KV cache for one sequence of up to n_ctx tokens (NULL on failure). */
+st_kv_t *st_kv_new(const st_ctx_t *c, int n_ctx);
+void st_kv_destroy(st_kv_t **kv);
+int st_kv_pos(const st_kv_t *kv); /* tokens stored so far = next position */
+int st_kv_capacity(const st_kv_t *kv);
+void st_kv_clear(st_kv_t *kv);
+
+/* Runs n_tok tokens at positions kv_pos.. and appends them to the cache.
+ * logits: NULL, or n_vocab floats for the last token, or n_tok x n_vocab
+ * floats when all_logits. Returns 0 or a negative ST_E* code (ST_ERANGE when
+ * the cache is full; bad token ids are refused before anything changes). */
+int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float *logits, bool all_logits);
+
+/* The local expert computation (what st_moe_backend_t replaces); exposed for
+ * the cluster's node and fallback path. */
+int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out);
+
+#endif

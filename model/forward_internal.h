@@ -1,0 +1,61 @@
+/* Private structures shared by forward.c, moe.c and kv_cache.c. */
+#ifndef ST_FORWARD_INTERNAL_H
+#define ST_FORWARD_INTERNAL_H
+
+#include "forward.h"
+#include "threadpool.h"
+
+typedef struct {
+    int cap;    /* slots: n_ctx, or the SWA ring size */
+    void *k, *v; /* cap x row elements of the cache type */
+} st_kv_layer_t;
+
+struct st_kv {
+    int n_ctx;
+    int pos;
+    int n_layer;
+    st_type_t type;
+    size_t row; /* elements per slot: n_head_kv * head_dim */
+    st_kv_layer_t *layers;
+};
+
+struct st_ctx {
+    const st_model_t *m;
+    st_ctx_params_t p;
+    const st_kernels_t *k;
+    st_pool_t *pool;
+    st_moe_backend_t moe; /* compute == NULL: local */
+    st_forward_stats_t stats;
+
+    /* activations, n_batch rows each */
+    float *x;      /* residual stream, n_embd */
+    float *xn;     /* normed input of a matmul, max(n_embd, q width) */
+    float *q;      /* n_head*head_dim */
+    float *kx, *vx; /* n_head_kv*head_dim */
+    float *attn;   /* n_head*head_dim */
+    float *proj;   /* n_embd */
+    float *moe_out; /* n_embd */
+    float *router;  /* n_expert */
+    int32_t *ids;   /* n_expert_used */
+    float *wts;     /* n_expert_used */
+    uint8_t *xq;    /* activations converted for a matmul: n_batch*k rows of the widest row */
+    size_t xq_row;  /* bytes of one converted row (max over formats and widths) */
+
+    /* experts, n_batch*k (token, expert) pairs */
+    int *pair_tok;     /* token of each pair, pairs grouped by expert */
+    int *pair_of;      /* for (t, j): index of its pair */
+    int *exp_start;    /* n_expert+1: pairs of expert e are [exp_start[e], exp_start[e+1]) */
+    float *gate, *up;  /* pairs x n_ff_exp */
+    float *ybuf;       /* pairs x n_embd */
+
+    float *scratch;    /* per thread: max(n_ctx, n_embd) floats */
+    size_t scratch_n;
+};
+
+/* Converts n_tok rows of n floats (x_stride apart) to weight type wt's vec_dot
+ * format, rows c->xq_row bytes apart in dst. */
+void st_convert_rows(const st_ctx_t *c, st_type_t wt, const float *x, size_t x_stride, int n_tok, int n, uint8_t *dst);
+/* y[t] = W_e . x[t] for n_tok contiguous rows of x; y rows y_stride floats apart. Uses c->xq. */
+void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride);
+
+#endif

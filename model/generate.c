@@ -1,0 +1,111 @@
+/* The generation loop and ChatML prompt building (see generate.h). */
+#include "generate.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "st_log.h"
+
+static double s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
+                float *prompt_logits, int32_t *out_tokens, st_token_cb cb, void *cb_arg, st_generate_result_t *res) {
+    const st_model_t *m = st_ctx_model(c);
+    const int V = m->cfg.n_vocab;
+    memset(res, 0, sizeof *res);
+    res->n_prompt = n_prompt;
+    if (n_prompt < 1) return st_fail(ST_EINVAL, "empty prompt");
+    float *logits = malloc((size_t)V * sizeof(float));
+    if (!logits) return st_fail(ST_ENOMEM, "no memory for logits");
+    int rc = 0;
+    double t0 = s_now_ms();
+    if (prompt_logits) {
+        rc = st_decode(c, kv, prompt, n_prompt, prompt_logits, true);
+        if (rc == 0) memcpy(logits, prompt_logits + (size_t)(n_prompt - 1) * V, (size_t)V * sizeof(float));
+    } else {
+        rc = st_decode(c, kv, prompt, n_prompt, logits, false);
+    }
+    for (int i = 0; i < n_prompt; i++) st_sampler_accept(smp, prompt[i]);
+    double t1 = s_now_ms();
+    res->prompt_ms = t1 - t0;
+    char piece[256];
+    for (int i = 0; rc == 0 && i < n_predict; i++) {
+        int32_t tok = st_sampler_sample(smp, logits);
+        st_sampler_accept(smp, tok);
+        if (out_tokens) out_tokens[i] = tok;
+        res->n_generated++;
+        bool eog = m->tok && st_token_is_eog(m->tok, tok);
+        int n = 0;
+        if (m->tok && !eog) {
+            n = st_token_to_piece(m->tok, tok, false, piece, (int)sizeof piece);
+            if (n < 0) n = 0;
+            if (n > (int)sizeof piece) n = (int)sizeof piece; /* longest Qwen token is far shorter */
+        }
+        if (eog) {
+            res->stopped_eog = true;
+            break;
+        }
+        if (cb && !cb(cb_arg, tok, piece, n)) break;
+        if (i + 1 == n_predict) break;
+        rc = st_decode(c, kv, &tok, 1, logits, false);
+    }
+    res->generate_ms = s_now_ms() - t1;
+    free(logits);
+    return rc;
+}
+
+char *st_chatml_prompt(const char *system, const char *user) {
+    size_t n = strlen(user) + (system ? strlen(system) : 0) + 128;
+    char *s = malloc(n);
+    if (!s) return NULL;
+    int len = 0;
+    if (system) len = snprintf(s, n, "<|im_start|>system\n%s<|im_end|>\n", system);
+    snprintf(s + len, n - (size_t)len, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user);
+    return s;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static int s_utf8_len(const unsigned char *s, size_t avail) {
+    unsigned char c = s[0];
+    int n;
+    uint32_t cp;
+    if (c < 0x80) return 1;
+    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
+    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
+    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
+    else return 0;
+    if ((size_t)n > avail) return 0;
+    for (int i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return n;
+}
+
+char *st_utf8_sanitize(const char *s, size_t len) {
+    char *out = malloc(len * 3 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len;) {
+        int n = s_utf8_len((const unsigned char *)s + i, len - i);
+        if (n == 0) {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(out + o, s + i, (size_t)n);
+            o += (size_t)n;
+            i += (size_t)n;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}

@@ -1,0 +1,40 @@
+/* generate: the prompt -> tokens loop shared by st-run, st-coordinator and
+ * the HTTP API: prefill the prompt, then sample, stream and stop on an
+ * end-of-generation token or after n_predict tokens. */
+#ifndef ST_GENERATE_H
+#define ST_GENERATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "forward.h"
+#include "sampler.h"
+
+/* Called for each generated token with its text bytes (empty for control
+ * tokens); return false to stop early. */
+typedef bool (*st_token_cb)(void *arg, int32_t token, const char *piece, int piece_len);
+
+typedef struct {
+    int n_prompt;
+    int n_generated;     /* including a final end-of-generation token */
+    bool stopped_eog;    /* ended on an end-of-generation token */
+    double prompt_ms;    /* prefill wall time */
+    double generate_ms;  /* decode wall time */
+} st_generate_result_t;
+
+/* Runs prompt[0..n_prompt) through the model (appending to kv), then samples
+ * up to n_predict tokens; generated ids go to out_tokens (capacity n_predict)
+ * when not NULL. prompt_logits, when not NULL, receives n_prompt x n_vocab
+ * teacher-forced logits. Returns 0 or a negative ST_E* code. */
+int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
+                float *prompt_logits, int32_t *out_tokens, st_token_cb cb, void *cb_arg, st_generate_result_t *res);
+
+/* Wraps a user message (and an optional system message) in ChatML with the
+ * assistant generation prompt. Returns a malloc'd string or NULL. */
+char *st_chatml_prompt(const char *system, const char *user);
+
+/* Copies len bytes into a malloc'd NUL-terminated string in which every
+ * invalid UTF-8 sequence is replaced by U+FFFD (safe for JSON). */
+char *st_utf8_sanitize(const char *s, size_t len);
+
+#endif

@@ -1,0 +1,184 @@
+/* MoE: routing and the local expert computation.
+ *
+ * Routing follows llama.cpp's build_moe_ffn: probabilities (softmax over all
+ * experts, or sigmoid), the k largest taken in descending order, weights
+ * renormalised over the k (sum clamped at 2^-14), optional scale. Selection
+ * runs on the logits (same order, no sigmoid saturation ties).
+ *
+ * Experts: (token, expert) pairs are grouped by expert so each expert matrix
+ * is streamed once per batch: gate and up rows for all of an expert's
+ * tokens, z = relu(gate) * up, then down. Outputs are weighted and summed per
+ * token in routing order, as ggml adds its expert views.
+ */
+#include "moe.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "st_log.h"
+
+void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {
+    const st_config_t *cfg = &c->m->cfg;
+    const int X = cfg->n_expert, K = cfg->n_expert_used;
+    float *prob = c->scratch; /* X floats; thread 0's scratch is free between jobs */
+    for (int t = 0; t < n_tok; t++) {
+        const float *lg = c->router + (size_t)t * X;
+        if (cfg->gating == ST_GATING_SOFTMAX) {
+            float mx = -INFINITY;
+            for (int e = 0; e < X; e++) mx = lg[e] > mx ? lg[e] : mx;
+            double sum = 0.0;
+            for (int e = 0; e < X; e++) sum += (double)(prob[e] = expf(lg[e] - mx));
+            const float inv = (float)(1.0 / sum);
+            for (int e = 0; e < X; e++) prob[e] *= inv;
+        } else {
+            for (int e = 0; e < X; e++) prob[e] = 1.0f / (1.0f + expf(-lg[e]));
+        }
+        int32_t *ids = c->ids + (size_t)t * K;
+        float *w = c->wts + (size_t)t * K;
+        /* top-k by logit, descending; ties keep the lower id first */
+        for (int j = 0; j < K; j++) {
+            int best = -1;
+            for (int e = 0; e < X; e++) {
+                bool taken = false;
+                for (int i = 0; i < j; i++) taken |= ids[i] == e;
+                if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
+            }
+            ids[j] = best;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j < K; j++) sum += (w[j] = prob[ids[j]]);
+        if (sum < 6.103515625e-5f) sum = 6.103515625e-5f;
+        for (int j = 0; j < K; j++) w[j] /= sum;
+        if (cfg->expert_weights_scale != 0.0f && cfg->expert_weights_scale != 1.0f)
+            for (int j = 0; j < K; j++) w[j] *= cfg->expert_weights_scale;
+    }
+    r->layer = layer;
+    r->n_tok = n_tok;
+    r->k = K;
+    r->ids = c->ids;
+    r->w = c->wts;
+}
+
+/* Work unit: rows [r0, r1) of one expert's matrix for all its pairs. */
+#define ROW_CHUNK 64
+
+typedef struct {
+    st_ctx_t *c;
+    const st_layer_t *L;
+    int phase; /* 0: gate+up, 1: down */
+    int n_units;
+    int units_per_exp;
+    int n_rows;
+    int chunk; /* rows per unit */
+} expert_job_t;
+
+static void s_expert_worker(void *arg, int ith, int nth) {
+    const expert_job_t *j = arg;
+    st_ctx_t *c = j->c;
+    const st_config_t *cfg = &c->m->cfg;
+    const int F = cfg->n_ff_exp, E = cfg->n_embd;
+    for (int u = ith; u < j->n_units; u += nth) {
+        /* unit u -> (expert slot, row chunk); skip experts with no pairs */
+        const int e = u / j->units_per_exp, chunk = u % j->units_per_exp;
+        const int p0 = c->exp_start[e], np = c->exp_start[e + 1] - p0;
+        if (np == 0) continue;
+        const int r0 = chunk * j->chunk, r1 = r0 + j->chunk < j->n_rows ? r0 + j->chunk : j->n_rows;
+        const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
+        if (j->phase == 0) {
+            st_matmul(c->k, j->L->gate_exps.type, st_weight_row(&j->L->gate_exps, e, 0), E, r0, r1, x, c->xq_row,
+                      np, c->gate + (size_t)p0 * F, (size_t)F);
+            st_matmul(c->k, j->L->up_exps.type, st_weight_row(&j->L->up_exps, e, 0), E, r0, r1, x, c->xq_row, np,
+                      c->up + (size_t)p0 * F, (size_t)F);
+        } else if (!j->L->down_transposed) {
+            st_matmul(c->k, j->L->down_exps.type, st_weight_row(&j->L->down_exps, e, 0), F, r0, r1, x, c->xq_row,
+                      np, c->ybuf + (size_t)p0 * E, (size_t)E);
+        } else {
+            /* transposed quantized down: y[:, r0..r1) = sum_j z_j * row_j[r0..r1) */
+            const st_weight_t *w = &j->L->down_exps;
+            const st_type_traits_t *tr = st_type_traits(w->type);
+            float *tmp = c->scratch + (size_t)ith * c->scratch_n;
+            const int c0 = r0, n = r1 - c0; /* chunk is a multiple of the block size */
+            for (int p = p0; p < p0 + np; p++) {
+                float *y = c->ybuf + (size_t)p * E;
+                const float *z = c->gate + (size_t)p * F; /* z kept in gate for this layout */
+                for (int i = r0; i < r1; i++) y[i] = 0.0f;
+                for (int nj = 0; nj < F; nj++) {
+                    if (z[nj] == 0.0f) continue;
+                    const uint8_t *row = st_weight_row(w, e, nj);
+                    c->k->to_float[w->type](n, row + (size_t)(c0 / tr->blck) * tr->size, tmp);
+                    for (int i = r0; i < r1; i++) y[i] += z[nj] * tmp[i - c0];
+                }
+            }
+        }
+    }
+}
+
+int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out) {
+    const st_config_t *cfg = &c->m->cfg;
+    const st_layer_t *L = &c->m->layers[r->layer];
+    const int X = cfg->n_expert, K = r->k, F = cfg->n_ff_exp, E = cfg->n_embd;
+    const int n_pairs = r->n_tok * K;
+    if (r->n_tok > c->p.n_batch || K != cfg->n_expert_used || r->layer < 0 || r->layer >= cfg->n_layer)
+        return st_fail(ST_EINVAL, "bad route: layer %d, %d tokens, k %d", r->layer, r->n_tok, K);
+
+    /* group pairs by expert (counting sort keeps token order within an expert) */
+    memset(c->exp_start, 0, (size_t)(X + 1) * sizeof(int));
+    for (int i = 0; i < n_pairs; i++) {
+        if (r->ids[i] < 0 || r->ids[i] >= X) return st_fail(ST_ERANGE, "expert id %d", r->ids[i]);
+        c->exp_start[r->ids[i] + 1]++;
+    }
+    for (int e = 0; e < X; e++) c->exp_start[e + 1] += c->exp_start[e];
+    int *fill = c->pair_tok; /* reuse: first as cursor per expert is not possible; count again */
+    for (int i = 0; i < n_pairs; i++) fill[i] = -1;
+    for (int i = 0; i < n_pairs; i++) {
+        const int e = r->ids[i];
+        int p = c->exp_start[e];
+        while (c->pair_tok[p] >= 0) p++; /* next free slot of expert e (k is small) */
+        c->pair_tok[p] = i / K;
+        c->pair_of[i] = p;
+    }
+
+    /* gate and up for every pair */
+    for (int p = 0; p < n_pairs; p++)
+        st_convert_rows(c, L->gate_exps.type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
+    const int upe_gate = (F + ROW_CHUNK - 1) / ROW_CHUNK;
+    expert_job_t j = {c, L, 0, X * upe_gate, upe_gate, F, ROW_CHUNK};
+    st_pool_run(c->pool, s_expert_worker, &j);
+
+    /* z = relu(gate) * up, converted for down */
+    uint64_t active = 0;
+    for (int p = 0; p < n_pairs; p++) {
+        float *g = c->gate + (size_t)p * F;
+        const float *u = c->up + (size_t)p * F;
+        for (int i = 0; i < F; i++) {
+            g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
+            active += g[i] != 0.0f;
+        }
+        if (!L->down_transposed) st_convert_rows(c, L->down_exps.type, g, 0, 1, F, c->xq + (size_t)p * c->xq_row);
+    }
+    int chunk = ROW_CHUNK;
+    if (L->down_transposed) { /* columns of a transposed row: whole blocks per unit */
+        const int blck = st_type_traits(L->down_exps.type)->blck;
+        chunk = (ROW_CHUNK + blck - 1) / blck * blck;
+    }
+    const int upe_down = (E + chunk - 1) / chunk;
+    expert_job_t jd = {c, L, 1, X * upe_down, upe_down, E, chunk};
+    st_pool_run(c->pool, s_expert_worker, &jd);
+
+    /* weighted sum per token in routing order: ((y0*w0 + y1*w1) + y2*w2) ... */
+    for (int t = 0; t < r->n_tok; t++) {
+        float *o = out + (size_t)t * E;
+        for (int jx = 0; jx < K; jx++) {
+            const float w = r->w[t * K + jx];
+            const float *y = c->ybuf + (size_t)c->pair_of[t * K + jx] * E;
+            if (jx == 0)
+                for (int i = 0; i < E; i++) o[i] = y[i] * w;
+            else
+                for (int i = 0; i < E; i++) o[i] += y[i] * w;
+        }
+    }
+    c->stats.expert_calls += (uint64_t)n_pairs;
+    c->stats.neurons += (uint64_t)n_pairs * F;
+    c->stats.neurons_active += active;
+    return 0;
+}

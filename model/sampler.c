@@ -1,0 +1,160 @@
+/* Token sampling. Candidates are (id, logit) pairs; each stage narrows them.
+ * Full sorts happen only when temp > 0, after top-k has cut the list. */
+#include "sampler.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_log.h"
+
+typedef struct {
+    int32_t id;
+    float logit;
+    float p;
+} cand_t;
+
+struct st_sampler {
+    st_sampler_params_t p;
+    int n_vocab;
+    cand_t *cand;
+    int32_t *recent; /* ring of the last repeat_last_n tokens */
+    int n_recent, recent_head;
+    uint64_t rng[2];
+};
+
+st_sampler_params_t st_sampler_default_params(void) {
+    st_sampler_params_t p = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f,
+                             .repeat_last_n = 64, .seed = 0xC0FFEE};
+    return p;
+}
+
+static uint64_t s_splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* xoroshiro128+ -> uniform double in [0, 1) */
+static double s_uniform(st_sampler_t *s) {
+    uint64_t s0 = s->rng[0], s1 = s->rng[1], r = s0 + s1;
+    s1 ^= s0;
+    s->rng[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
+    s->rng[1] = (s1 << 37) | (s1 >> 27);
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}
+
+st_sampler_t *st_sampler_new(const st_sampler_params_t *p, int n_vocab) {
+    if (n_vocab < 1 || !(p->temp == p->temp) || p->repeat_penalty <= 0.0f || p->repeat_last_n < 0 ||
+        p->repeat_last_n > 1 << 20 || p->top_p <= 0.0f) {
+        st_fail(ST_EINVAL, "bad sampling parameters");
+        return NULL;
+    }
+    st_sampler_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
+    s->recent = malloc(((size_t)p->repeat_last_n + 1) * sizeof *s->recent);
+    if (!s->cand || !s->recent) {
+        st_sampler_destroy(&s);
+        return NULL;
+    }
+    uint64_t x = p->seed;
+    s->rng[0] = s_splitmix(&x);
+    s->rng[1] = s_splitmix(&x);
+    return s;
+}
+
+void st_sampler_destroy(st_sampler_t **sp) {
+    if (!sp || !*sp) return;
+    free((*sp)->cand);
+    free((*sp)->recent);
+    free(*sp);
+    *sp = NULL;
+}
+
+void st_sampler_accept(st_sampler_t *s, int32_t token) {
+    if (s->p.repeat_last_n == 0) return;
+    s->recent[s->recent_head] = token;
+    s->recent_head = (s->recent_head + 1) % s->p.repeat_last_n;
+    if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
+}
+
+static int s_by_logit_desc(const void *a, const void *b) {
+    const cand_t *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id;
+}
+
+/* Keeps the k best candidates, sorted descending (partial selection first). */
+static int s_top_k(cand_t *c, int n, int k) {
+    if (k <= 0 || k >= n) {
+        qsort(c, (size_t)n, sizeof *c, s_by_logit_desc);
+        return n;
+    }
+    /* quickselect-free: keep a sorted prefix of size k by insertion */
+    qsort(c, (size_t)k, sizeof *c, s_by_logit_desc);
+    for (int i = k; i < n; i++) {
+        if (s_by_logit_desc(&c[i], &c[k - 1]) >= 0) continue;
+        int j = k - 1;
+        cand_t v = c[i];
+        while (j > 0 && s_by_logit_desc(&v, &c[j - 1]) < 0) {
+            c[j] = c[j - 1];
+            j--;
+        }
+        c[j] = v;
+    }
+    return k;
+}
+
+int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
+    const int V = s->n_vocab;
+    /* repetition penalty (llama.cpp: divide positive logits, multiply negative) */
+    if (s->p.repeat_penalty != 1.0f)
+        for (int i = 0; i < s->n_recent; i++) {
+            int32_t id = s->recent[i];
+            if (id < 0 || id >= V) continue;
+            bool seen = false; /* penalise each id once */
+            for (int j = 0; j < i; j++) seen |= s->recent[j] == id;
+            if (seen) continue;
+            logits[id] = logits[id] > 0 ? logits[id] / s->p.repeat_penalty : logits[id] * s->p.repeat_penalty;
+        }
+    if (s->p.temp <= 0.0f) {
+        int32_t best = 0;
+        for (int i = 1; i < V; i++)
+            if (logits[i] > logits[best]) best = i;
+        return best;
+    }
+    cand_t *c = s->cand;
+    for (int i = 0; i < V; i++) c[i] = (cand_t){i, logits[i], 0.0f};
+    int n = s_top_k(c, V, s->p.top_k);
+    /* probabilities at temperature 1 for top-p / min-p */
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (c[i].p = expf(c[i].logit - c[0].logit));
+    if (s->p.top_p < 1.0f) {
+        double acc = 0.0;
+        for (int i = 0; i < n; i++) {
+            acc += c[i].p / sum;
+            if (acc >= s->p.top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (s->p.min_p > 0.0f) {
+        int keep = 1;
+        while (keep < n && c[keep].p >= s->p.min_p * c[0].p) keep++;
+        n = keep;
+    }
+    sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (c[i].p = expf((c[i].logit - c[0].logit) / s->p.temp));
+    double r = s_uniform(s) * sum, acc = 0.0;
+    for (int i = 0; i < n; i++) {
+        acc += c[i].p;
+        if (r < acc) return c[i].id;
+    }
+    return c[n - 1].id;
+}

@@ -1,0 +1,32 @@
+/* sampler: picks the next token from logits. Greedy when temp <= 0;
+ * otherwise repetition penalty -> top-k -> top-p -> min-p -> temperature ->
+ * draw (llama.cpp's default order). Deterministic for a given seed. */
+#ifndef ST_SAMPLER_H
+#define ST_SAMPLER_H
+
+#include <stdint.h>
+
+typedef struct {
+    float temp;           /* <= 0: greedy (argmax) */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* tokens looked back for the penalty */
+    uint64_t seed;
+} st_sampler_params_t;
+
+st_sampler_params_t st_sampler_default_params(void);
+
+typedef struct st_sampler st_sampler_t;
+
+/* NULL on bad parameters (logged) or no memory. */
+st_sampler_t *st_sampler_new(const st_sampler_params_t *p, int n_vocab);
+void st_sampler_destroy(st_sampler_t **s);
+
+/* Records a token of the context (prompt or generated) for the penalty. */
+void st_sampler_accept(st_sampler_t *s, int32_t token);
+/* Picks a token; logits may be modified (penalties). */
+int32_t st_sampler_sample(st_sampler_t *s, float *logits);
+
+#endif
