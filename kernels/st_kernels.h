@@ -33,7 +33,24 @@ typedef enum {
     ST_TYPE_Q5_K = 13,
     ST_TYPE_Q6_K = 14,
     ST_TYPE_Q8_K = 15,
+    ST_TYPE_IQ2_XXS = 16,
+    ST_TYPE_IQ2_XS = 17,
+    ST_TYPE_IQ3_XXS = 18,
+    ST_TYPE_IQ1_S = 19,
+    ST_TYPE_IQ4_NL = 20,
+    ST_TYPE_IQ3_S = 21,
+    ST_TYPE_IQ2_S = 22,
+    ST_TYPE_IQ4_XS = 23,
+    ST_TYPE_I8 = 24,
+    ST_TYPE_I16 = 25,
+    ST_TYPE_I32 = 26,
+    ST_TYPE_I64 = 27,
+    ST_TYPE_F64 = 28,
+    ST_TYPE_IQ1_M = 29,
     ST_TYPE_BF16 = 30,
+    ST_TYPE_TQ1_0 = 34,
+    ST_TYPE_TQ2_0 = 35,
+    ST_TYPE_MXFP4 = 39,
     ST_TYPE_COUNT = 40 /* size of per-type tables; ids >= this are unknown */
 } st_type_t;
 
@@ -108,8 +125,11 @@ extern const st_kernels_t st_kernels_ref;
 extern const st_kernels_t st_kernels_avx2;
 #endif
 
-/* Best table for this CPU, probed once; ST_KERNELS=ref forces the reference. */
+/* Best table for this CPU, probed once; ST_KERNELS=ref (or avx2...) forces a table. */
 const st_kernels_t *st_kernels_select(void);
+/* The table called name ("ref", "avx2"), or NULL when it is not built into this
+ * binary or this CPU cannot run it. Lets tests and benchmarks compare tables. */
+const st_kernels_t *st_kernels_by_name(const char *name);
 
 /* Weight quantization exactly as ggml's reference quantizers (and llama-quantize):
  * used to write model files. n is a multiple of the block size. */
@@ -119,7 +139,9 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
 /* y[t][r] = dot(W row r, x row t) for rows r in [r0, r1) and tokens t in [0, n_tok).
  * w: first row of W (weight type wtype, rows of n_in elements, contiguous);
  * x: n_tok activation rows already converted to the vec_dot_type, x_stride bytes apart;
- * y: floats, row t starts at y + t * y_stride. */
+ * y: floats, row t starts at y + t * y_stride (y_stride counted in floats, not bytes),
+ *    and y[t * y_stride + r] receives row r: only columns [r0, r1) are written, so
+ *    threads given disjoint row ranges can share y. */
 void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
                const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
 

@@ -1,0 +1,586 @@
+/* Tests for kernels/: type traits, fp16/bf16 conversions, the reference
+ * quantizers against hand-computed values, the reference dot products against
+ * a float dot of the dequantized rows, and every SIMD table against the
+ * reference on seeded random data of odd sizes.
+ */
+#include <criterion/criterion.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_kernels.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+/* ---- test utilities ---- */
+
+static uint64_t s_rng;
+
+static void rng_seed(uint64_t seed) { s_rng = seed * 0x9E3779B97F4A7C15ull + 1; }
+
+static uint32_t rng_u32(void) { /* xorshift64* */
+    s_rng ^= s_rng >> 12;
+    s_rng ^= s_rng << 25;
+    s_rng ^= s_rng >> 27;
+    return (uint32_t)((s_rng * 0x2545F4914F6CDD1Dull) >> 32);
+}
+
+static float rng_float(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
+
+static void rng_bytes(void *p, size_t n) {
+    uint8_t *b = p;
+    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)rng_u32();
+}
+
+/* Activation-like floats: mostly small, a few outliers (as hidden states have). */
+static void fill_floats(float *x, int n) {
+    for (int i = 0; i < n; i++) x[i] = rng_float(-1.0f, 1.0f) * ((rng_u32() % 16) == 0 ? 8.0f : 1.0f);
+}
+
+static uint32_t f2u(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float u2f(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* A row of n elements of weight type t, random but well formed. */
+static void fill_weights(st_type_t t, void *row, int n) {
+    const st_kernels_t *ref = &st_kernels_ref;
+    switch (t) {
+    case ST_TYPE_Q4_0: {
+        st_block_q4_0 *b = row;
+        rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK4_0; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.02f, 0.02f));
+        break;
+    }
+    case ST_TYPE_Q8_0: {
+        st_block_q8_0 *b = row;
+        rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK8_0; i++) {
+            b[i].d = st_fp32_to_fp16(rng_float(-0.01f, 0.01f));
+            for (int j = 0; j < ST_QK8_0; j++)
+                if (b[i].qs[j] == -128) b[i].qs[j] = -127; /* quantizers never write -128 */
+        }
+        break;
+    }
+    case ST_TYPE_Q6_K: {
+        st_block_q6_k *b = row;
+        rng_bytes(b, st_row_size(t, n)); /* any bits are valid quants and scales */
+        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+        break;
+    }
+    default: { /* float formats */
+        float *f = malloc((size_t)n * sizeof *f);
+        fill_floats(f, n);
+        ref->from_float[t](n, f, row);
+        free(f);
+    }
+    }
+}
+
+/* A row of n activations converted with the reference to the vec_dot_type of t. */
+static void fill_activations(st_type_t t, void *row, int n) {
+    float *f = malloc((size_t)n * sizeof *f);
+    fill_floats(f, n);
+    st_kernels_ref.from_float[st_type_traits(t)->vec_dot_type](n, f, row);
+    free(f);
+}
+
+/* sum |w_i * x_i| over the dequantized rows (double): the scale of the rounding
+ * error of any summation order of the same terms. */
+static double abs_dot(st_type_t t, const void *w, const void *x, int n, double *dot) {
+    float *fw = malloc((size_t)n * sizeof *fw), *fx = malloc((size_t)n * sizeof *fx);
+    st_kernels_ref.to_float[t](n, w, fw);
+    st_kernels_ref.to_float[st_type_traits(t)->vec_dot_type](n, x, fx);
+    double s = 0.0, d = 0.0;
+    for (int i = 0; i < n; i++) {
+        s += fabs((double)fw[i] * fx[i]);
+        d += (double)fw[i] * fx[i];
+    }
+    free(fw);
+    free(fx);
+    if (dot) *dot = d;
+    return s;
+}
+
+static const st_kernels_t *need(const char *name) {
+    const st_kernels_t *k = st_kernels_by_name(name);
+    if (!k) cr_skip_test("%s kernels not built or not supported by this CPU", name);
+    return k;
+}
+
+static const st_type_t s_weight_types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16,
+                                           ST_TYPE_Q8_0, ST_TYPE_Q4_0, ST_TYPE_Q6_K};
+#define N_WEIGHT_TYPES (int)(sizeof s_weight_types / sizeof s_weight_types[0])
+
+/* Sizes to try for a type: odd block counts (1, 3, ..., 65 blocks of 32; 1..9
+ * super-blocks of 256), and for float formats odd element counts plus big rows. */
+static int sizes_for(st_type_t t, int *out) {
+    int k = 0;
+    const int blck = st_type_traits(t)->blck;
+    if (blck == ST_QK_K)
+        for (int nb = 1; nb <= 9; nb++) out[k++] = nb * ST_QK_K;
+    else if (blck == 32)
+        for (int nb = 1; nb <= 65; nb += 2) out[k++] = nb * 32;
+    else {
+        for (int n = 1; n <= 129; n += 2) out[k++] = n;
+        out[k++] = 1536;
+        out[k++] = 4099;
+    }
+    return k;
+}
+
+/* ---- traits ---- */
+
+Test(kernels, traits_of_supported_types) {
+    const struct {
+        st_type_t t;
+        const char *name;
+        int blck;
+        size_t size;
+        st_type_t vdt;
+    } want[] = {
+        {ST_TYPE_F32, "F32", 1, 4, ST_TYPE_F32},       {ST_TYPE_F16, "F16", 1, 2, ST_TYPE_F16},
+        {ST_TYPE_BF16, "BF16", 1, 2, ST_TYPE_BF16},    {ST_TYPE_Q4_0, "Q4_0", 32, 18, ST_TYPE_Q8_0},
+        {ST_TYPE_Q8_0, "Q8_0", 32, 34, ST_TYPE_Q8_0},  {ST_TYPE_Q6_K, "Q6_K", 256, 210, ST_TYPE_Q8_K},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const st_type_traits_t *tr = st_type_traits(want[i].t);
+        cr_assert_not_null(tr);
+        cr_assert_str_eq(tr->name, want[i].name);
+        cr_assert_str_eq(st_type_name(want[i].t), want[i].name);
+        cr_assert_eq(tr->blck, want[i].blck, "%s", want[i].name);
+        cr_assert_eq(tr->size, want[i].size, "%s", want[i].name);
+        cr_assert_eq(tr->vec_dot_type, want[i].vdt, "%s", want[i].name);
+        cr_assert(tr->supported, "%s", want[i].name);
+    }
+}
+
+Test(kernels, traits_of_known_unsupported_types) {
+    /* sizes as in ggml-common.h, so a GGUF reader can size tensors it will not use */
+    const struct {
+        int id;
+        int blck;
+        size_t size;
+    } want[] = {{3, 32, 20},   {6, 32, 22},   {7, 32, 24},   {9, 32, 36},   {10, 256, 84},
+                {11, 256, 110}, {12, 256, 144}, {13, 256, 176}, {15, 256, 292}, {16, 256, 66},
+                {17, 256, 74},  {18, 256, 98},  {19, 256, 50},  {20, 32, 18},   {21, 256, 110},
+                {22, 256, 82},  {23, 256, 136}, {24, 1, 1},     {25, 1, 2},     {26, 1, 4},
+                {27, 1, 8},     {28, 1, 8},     {29, 256, 56},  {34, 256, 54},  {35, 256, 66},
+                {39, 32, 17}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const st_type_traits_t *tr = st_type_traits(want[i].id);
+        cr_assert_not_null(tr, "id %d", want[i].id);
+        cr_assert_eq(tr->blck, want[i].blck, "id %d", want[i].id);
+        cr_assert_eq(tr->size, want[i].size, "id %d", want[i].id);
+        cr_assert(!tr->supported, "id %d", want[i].id);
+    }
+    cr_assert_str_eq(st_type_name(ST_TYPE_Q4_K), "Q4_K");
+    cr_assert_str_eq(st_type_name(ST_TYPE_IQ4_XS), "IQ4_XS");
+}
+
+Test(kernels, traits_of_unknown_id_is_null) {
+    const int ids[] = {-1, 4, 5, 31, 32, 33, 36, 37, 38, ST_TYPE_COUNT, 1000};
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        cr_assert_null(st_type_traits(ids[i]), "id %d", ids[i]);
+        cr_assert_str_eq(st_type_name(ids[i]), "unknown");
+    }
+}
+
+Test(kernels, row_size_of_each_type) {
+    cr_assert_eq(st_row_size(ST_TYPE_F32, 10), 40);
+    cr_assert_eq(st_row_size(ST_TYPE_F16, 10), 20);
+    cr_assert_eq(st_row_size(ST_TYPE_BF16, 10), 20);
+    cr_assert_eq(st_row_size(ST_TYPE_Q4_0, 64), 36);
+    cr_assert_eq(st_row_size(ST_TYPE_Q8_0, 64), 68);
+    cr_assert_eq(st_row_size(ST_TYPE_Q6_K, 512), 420);
+    cr_assert_eq(st_row_size(ST_TYPE_Q8_K, 256), 292);
+    cr_assert_eq(st_row_size(ST_TYPE_Q4_K, 256), 144);
+    cr_assert_eq(st_row_size(ST_TYPE_Q4_0, 0), 0);
+    /* spec sanity size: one 4B expert matrix, 1536 x 768 Q4_0 */
+    cr_assert_eq(st_row_size(ST_TYPE_Q4_0, 1536) * 768, 663552);
+}
+
+Test(kernels, every_table_is_complete_for_supported_types) {
+    const char *names[] = {"ref", "avx2"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const st_kernels_t *k = st_kernels_by_name(names[i]);
+        if (!k) continue;
+        cr_assert_str_eq(k->name, names[i]);
+        for (int t = 0; t < ST_TYPE_COUNT; t++) {
+            const st_type_traits_t *tr = st_type_traits(t);
+            if (!tr || !tr->supported) continue;
+            cr_assert_not_null(k->vec_dot[t], "%s vec_dot %s", k->name, tr->name);
+            cr_assert_not_null(k->to_float[t], "%s to_float %s", k->name, tr->name);
+            cr_assert_not_null(k->from_float[tr->vec_dot_type], "%s from_float %s", k->name, tr->name);
+        }
+        cr_assert_not_null(k->from_float[ST_TYPE_Q4_0]);
+    }
+    cr_assert_not_null(st_kernels_select());
+    cr_assert_null(st_kernels_by_name("no-such-isa"));
+    cr_assert_null(st_kernels_by_name(NULL));
+}
+
+/* ---- fp16 / bf16 ---- */
+
+Test(kernels, fp16_known_values) {
+    const struct {
+        float f;
+        uint16_t h;
+    } v[] = {
+        {0.0f, 0x0000},          {-0.0f, 0x8000},         {1.0f, 0x3c00},
+        {-2.0f, 0xc000},         {65504.0f, 0x7bff},      {65519.99f, 0x7bff},
+        {65520.0f, 0x7c00},      {1e10f, 0x7c00},         {-INFINITY, 0xfc00},
+        {0x1p-24f, 0x0001},      {0x1p-25f, 0x0000},      /* tie: rounds to even (0) */
+        {0x1.8p-25f, 0x0001},    {0x1.8p-24f, 0x0002},    /* tie 1.5 -> 2 */
+        {0x1p-14f, 0x0400},      {0x1.ff8p-15f, 0x03ff},  /* largest subnormal */
+        {0x1.ffcp-15f, 0x0400},  /* largest subnormal + half a step: tie, even -> min normal */
+        {1.0f + 0x1p-11f, 0x3c00}, /* tie: even */
+        {1.0f + 0x3p-11f, 0x3c02}, /* tie: even, upward */
+        {0.1f, 0x2e66},          {0x1p-26f, 0x0000},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        cr_assert_eq(st_fp32_to_fp16(v[i].f), v[i].h, "%a -> %04x, want %04x", (double)v[i].f,
+                     st_fp32_to_fp16(v[i].f), v[i].h);
+    }
+    cr_assert_eq(st_fp16_to_fp32(0x0001), 0x1p-24f);
+    cr_assert_eq(st_fp16_to_fp32(0x03ff), 0x1.ff8p-15f);
+    cr_assert_eq(st_fp16_to_fp32(0x7bff), 65504.0f);
+    cr_assert(isnan(st_fp16_to_fp32(0x7e00)));
+    cr_assert(isnan(st_fp16_to_fp32(st_fp32_to_fp16(NAN))));
+}
+
+Test(kernels, fp16_round_trip_is_exact_for_all_halves) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = st_fp16_to_fp32((uint16_t)h);
+        uint16_t back = st_fp32_to_fp16(f);
+        bool nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+        uint16_t want = nan ? (uint16_t)(h | 0x200) : (uint16_t)h; /* signalling NaNs come back quiet */
+        cr_assert_eq(back, want, "%04x -> %a -> %04x", h, (double)f, back);
+    }
+}
+
+Test(kernels, fp16_rounds_midpoints_to_even) {
+    /* halfway between two adjacent finite halves (both signs), and a hair on either side */
+    for (uint32_t h = 0; h < 0x7bff; h++) {
+        for (uint32_t s = 0; s <= 0x8000; s += 0x8000) {
+            double a = st_fp16_to_fp32((uint16_t)(h | s)), b = st_fp16_to_fp32((uint16_t)((h + 1) | s));
+            float mid = (float)((a + b) / 2); /* exact: halves have 11 bits */
+            uint16_t even = (h & 1) ? (uint16_t)((h + 1) | s) : (uint16_t)(h | s);
+            cr_assert_eq(st_fp32_to_fp16(mid), even, "mid of %04x", h | s);
+            cr_assert_eq(st_fp32_to_fp16(nextafterf(mid, 0.0f)), (uint16_t)(h | s));
+            cr_assert_eq(st_fp32_to_fp16(nextafterf(mid, s ? -INFINITY : INFINITY)), (uint16_t)((h + 1) | s));
+        }
+    }
+}
+
+#if defined(__x86_64__)
+__attribute__((target("f16c"))) static uint16_t f16c_from_float(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+__attribute__((target("f16c"))) static float f16c_to_float(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+
+Test(kernels, fp16_matches_f16c_bits) {
+#if defined(__x86_64__)
+    if (!__builtin_cpu_supports("f16c")) cr_skip_test("no F16C");
+    for (uint32_t h = 0; h < 65536; h++) {
+        float a = st_fp16_to_fp32((uint16_t)h), b = f16c_to_float((uint16_t)h);
+        cr_assert_eq(f2u(a), f2u(b), "%04x", h);
+    }
+    rng_seed(16);
+    for (int i = 0; i < 2000000; i++) { /* random bit patterns: every exponent, NaNs, subnormals */
+        float f = u2f(rng_u32());
+        cr_assert_eq(st_fp32_to_fp16(f), f16c_from_float(f), "%08x", f2u(f));
+    }
+#else
+    cr_skip_test("not x86");
+#endif
+}
+
+Test(kernels, bf16_known_values_and_round_trip) {
+    cr_assert_eq(st_fp32_to_bf16(1.0f), 0x3f80);
+    cr_assert_eq(st_fp32_to_bf16(1.0f + 0x1p-8f), 0x3f80); /* tie: even */
+    cr_assert_eq(st_fp32_to_bf16(1.0f + 0x3p-8f), 0x3f82); /* tie: even, upward */
+    cr_assert_eq(st_fp32_to_bf16(1.0f + 0x1.8p-8f), 0x3f81);
+    cr_assert_eq(st_fp32_to_bf16(-INFINITY), 0xff80);
+    cr_assert_eq(st_fp32_to_bf16(u2f(0x7f800001)), 0x7fc0); /* signalling NaN: forced quiet */
+    cr_assert_eq(st_bf16_to_fp32(0xc040), -3.0f);
+    for (uint32_t h = 0; h < 65536; h++) {
+        bool nan = (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+        uint16_t want = nan ? (uint16_t)(h | 0x40) : (uint16_t)h;
+        cr_assert_eq(st_fp32_to_bf16(st_bf16_to_fp32((uint16_t)h)), want, "%04x", h);
+    }
+}
+
+/* ---- reference quantizers vs hand-computed values ---- */
+
+Test(kernels, q4_0_quantize_known_block) {
+    /* x = -16..15: the largest magnitude is -16, so d = -16 / -8 = 2, q = trunc(x / 2 + 8.5) capped
+     * at 15: even x come back exact, odd x come back as x + 1, and 15 (q = 16) is capped to 14. */
+    float x[32], y[32];
+    for (int j = 0; j < 32; j++) x[j] = (float)(j - 16);
+    st_block_q4_0 b;
+    st_quantize_row_q4_0_ref(32, x, &b);
+    cr_assert_eq(b.d, 0x4000); /* fp16 2.0 */
+    cr_assert_eq(b.qs[0], 0x80); /* x[0] = -16 -> q 0, x[16] = 0 -> q 8 */
+    cr_assert_eq(b.qs[15], 0xf8); /* x[15] = -1 -> q 8, x[31] = 15 -> q 15 */
+    st_kernels_ref.to_float[ST_TYPE_Q4_0](32, &b, y);
+    for (int j = 0; j < 32; j++) {
+        int v = j - 16;
+        float want = (float)(v == 15 ? 14 : (v & 1) ? v + 1 : v);
+        cr_assert_eq(y[j], want, "j=%d: %g, want %g", j, (double)y[j], (double)want);
+    }
+}
+
+Test(kernels, q4_0_quantize_zero_block) {
+    float x[32] = {0}, y[32];
+    st_block_q4_0 b;
+    st_quantize_row_q4_0_ref(32, x, &b);
+    cr_assert_eq(b.d, 0x8000); /* d = 0 / -8 = -0, as ggml writes it */
+    for (int j = 0; j < 16; j++) cr_assert_eq(b.qs[j], 0x88);
+    st_kernels_ref.to_float[ST_TYPE_Q4_0](32, &b, y);
+    for (int j = 0; j < 32; j++) cr_assert_eq(y[j], 0.0f);
+}
+
+Test(kernels, q8_0_quantize_known_block) {
+    /* amax = 127 so d = 1 and q = roundf(x): halves go away from zero (2.5 -> 3, -0.5 -> -1) */
+    float x[32] = {127, -127, 0.5f, -0.5f, 1.5f, 2.5f, -2.5f, 2.49f, 0.49f, -100.2f, 3};
+    const int8_t want[32] = {127, -127, 1, -1, 2, 3, -3, 2, 0, -100, 3};
+    st_block_q8_0 b;
+    st_quantize_row_q8_0_ref(32, x, &b);
+    cr_assert_eq(b.d, 0x3c00); /* fp16 1.0 */
+    for (int j = 0; j < 32; j++) cr_assert_eq(b.qs[j], want[j], "j=%d: %d", j, b.qs[j]);
+    float y[32];
+    st_kernels_ref.to_float[ST_TYPE_Q8_0](32, &b, y);
+    for (int j = 0; j < 32; j++) cr_assert_eq(y[j], (float)want[j]);
+}
+
+Test(kernels, q8_k_quantize_known_block) {
+    /* x = j - 128: the largest magnitude is -128, scale -127 / -128 = 0.9921875 (exact),
+     * q = nearest-even(0.9921875 x), d = 1 / 0.9921875 */
+    float x[256];
+    for (int j = 0; j < 256; j++) x[j] = (float)(j - 128);
+    st_block_q8_k b;
+    st_kernels_ref.from_float[ST_TYPE_Q8_K](256, x, &b);
+    cr_assert_eq(b.d, 1.0f / 0.9921875f);
+    for (int j = 0; j < 256; j++) {
+        double v = 0.9921875 * (j - 128);
+        cr_assert_eq(b.qs[j], (int8_t)nearbyint(v), "j=%d", j);
+    }
+    cr_assert_eq(b.qs[0], -127);
+    cr_assert_eq(b.qs[64], -64); /* -64 * 0.9921875 = -63.5: tie to even */
+    cr_assert_eq(b.qs[192], 64); /* 64 * 0.9921875 = 63.5: tie to even */
+    cr_assert_eq(b.qs[255], 126);
+    for (int g = 0; g < 16; g++) {
+        int sum = 0;
+        for (int j = 0; j < 16; j++) sum += b.qs[g * 16 + j];
+        cr_assert_eq(b.bsums[g], sum, "group %d", g);
+    }
+}
+
+Test(kernels, quantize_error_is_within_half_a_step) {
+    rng_seed(7);
+    float x[1024], y[1024];
+    fill_floats(x, 1024);
+    st_block_q8_0 q8[32];
+    st_quantize_row_q8_0_ref(1024, x, q8);
+    st_kernels_ref.to_float[ST_TYPE_Q8_0](1024, q8, y);
+    for (int j = 0; j < 1024; j++) { /* half a step, plus the fp16 rounding of d times |q| <= 127 */
+        float d = st_fp16_to_fp32(q8[j / 32].d);
+        cr_assert(fabsf(x[j] - y[j]) <= 0.5f * d + 127 * d * 0x1p-11f, "j=%d", j);
+    }
+    st_block_q4_0 q4[32];
+    st_quantize_row_q4_0_ref(1024, x, q4);
+    st_kernels_ref.to_float[ST_TYPE_Q4_0](1024, q4, y);
+    for (int j = 0; j < 1024; j++) { /* a full step on the side opposite the max (8 is capped to 7) */
+        float d = fabsf(st_fp16_to_fp32(q4[j / 32].d));
+        cr_assert(fabsf(x[j] - y[j]) <= 1.01f * d, "j=%d", j);
+    }
+    st_block_q8_k qk[4];
+    st_kernels_ref.from_float[ST_TYPE_Q8_K](1024, x, qk);
+    st_kernels_ref.to_float[ST_TYPE_Q8_K](1024, qk, y);
+    for (int j = 0; j < 1024; j++) cr_assert(fabsf(x[j] - y[j]) <= 0.501f * fabsf(qk[j / 256].d), "j=%d", j);
+}
+
+/* ---- reference dot products vs the dequantized rows ---- */
+
+Test(kernels, ref_vec_dot_matches_dequantized_dot) {
+    static uint8_t w[4099 * 4], x[4099 * 4];
+    int sizes[128];
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        const int ns = sizes_for(t, sizes);
+        for (int si = 0; si < ns; si++) {
+            const int n = sizes[si];
+            rng_seed(100 * t + n);
+            fill_weights(t, w, n);
+            fill_activations(t, x, n);
+            float got;
+            double want;
+            st_kernels_ref.vec_dot[t](n, &got, w, x);
+            /* the block sums are exact integers; only the float scaling and summation round */
+            double tol = 1e-5 * abs_dot(t, w, x, n, &want) + 1e-30;
+            cr_assert(fabs(got - want) <= tol, "%s n=%d: %g vs %g", st_type_name(t), n, (double)got, want);
+        }
+    }
+}
+
+/* ---- SIMD tables vs the reference ---- */
+
+static void check_vec_dot_matches_ref(const st_kernels_t *k) {
+    static uint8_t w[4099 * 4], x[4099 * 4];
+    int sizes[128];
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        const int ns = sizes_for(t, sizes);
+        for (int si = 0; si < ns; si++) {
+            const int n = sizes[si];
+            rng_seed(1234 + 100 * t + n);
+            fill_weights(t, w, n);
+            fill_activations(t, x, n);
+            float want, got;
+            st_kernels_ref.vec_dot[t](n, &want, w, x);
+            k->vec_dot[t](n, &got, w, x);
+            /* Same terms summed in another order (SIMD lanes, FMA, float vs double). Each
+             * result is within (number of additions per lane) * 2^-24 * sum|terms| of the
+             * exact value; < 200 additions per lane here, so 1e-5 * sum|w x| bounds both. */
+            double tol = 1e-5 * abs_dot(t, w, x, n, NULL) + 1e-30;
+            cr_assert(fabs((double)got - want) <= tol, "%s %s n=%d: %.9g vs ref %.9g (tol %g)", k->name,
+                      st_type_name(t), n, (double)got, (double)want, tol);
+        }
+    }
+}
+
+static void check_extremes_match_ref(const st_kernels_t *k) {
+    /* saturating quants: every Q4_0 nibble 0 or 15, Q8_0 +-127, Q6_K all ones, scales +-128,
+     * activations +-127: the integer paths must not overflow (int16 pair sums and all) */
+    static st_block_q4_0 w4[64];
+    static st_block_q8_0 w8[64], x8[64];
+    static st_block_q6_k w6[8];
+    static st_block_q8_k xk[8];
+    for (int pattern = 0; pattern < 4; pattern++) {
+        const uint8_t nib = pattern & 1 ? 0xff : 0x00;
+        const int8_t q = pattern & 2 ? 127 : -127;
+        for (int b = 0; b < 64; b++) {
+            w4[b].d = w8[b].d = x8[b].d = 0x3c00;
+            memset(w4[b].qs, nib, sizeof w4[b].qs);
+            memset(w8[b].qs, (pattern & 1) ? 127 : -127, sizeof w8[b].qs);
+            memset(x8[b].qs, q, sizeof x8[b].qs);
+        }
+        for (int b = 0; b < 8; b++) {
+            memset(w6[b].ql, nib, sizeof w6[b].ql);
+            memset(w6[b].qh, nib, sizeof w6[b].qh);
+            memset(w6[b].scales, pattern & 1 ? 127 : 0x80, sizeof w6[b].scales);
+            w6[b].d = 0x3c00;
+            xk[b].d = 1.0f;
+            memset(xk[b].qs, q, sizeof xk[b].qs);
+            for (int g = 0; g < 16; g++) xk[b].bsums[g] = (int16_t)(16 * q);
+        }
+        float want, got;
+        st_kernels_ref.vec_dot[ST_TYPE_Q4_0](64 * 32, &want, w4, x8);
+        k->vec_dot[ST_TYPE_Q4_0](64 * 32, &got, w4, x8);
+        cr_assert_eq(got, want, "q4_0 pattern %d: %g vs %g", pattern, (double)got, (double)want);
+        st_kernels_ref.vec_dot[ST_TYPE_Q8_0](64 * 32, &want, w8, x8);
+        k->vec_dot[ST_TYPE_Q8_0](64 * 32, &got, w8, x8);
+        cr_assert_eq(got, want, "q8_0 pattern %d: %g vs %g", pattern, (double)got, (double)want);
+        st_kernels_ref.vec_dot[ST_TYPE_Q6_K](8 * 256, &want, w6, xk);
+        k->vec_dot[ST_TYPE_Q6_K](8 * 256, &got, w6, xk);
+        /* lane sums reach 2^24 here, past exact float integers: allow the order to matter */
+        cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want), "q6_K pattern %d: %g vs %g", pattern, (double)got, (double)want);
+    }
+}
+
+/* Quantizers must give the same bits as the reference, ties and zero blocks included. */
+static void check_from_float_matches_ref(const st_kernels_t *k) {
+    static float x[9 * 256 + 8];
+    static uint8_t want[16384], got[16384];
+    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q8_K, ST_TYPE_Q4_0};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const st_type_t t = types[ti];
+        const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
+        for (int n = step; n <= 9 * 256 + 7; n += step * (blck == 32 ? 2 : 1)) {
+            rng_seed(99 + n);
+            fill_floats(x, n);
+            for (int i = 0; i < n; i++) {
+                if (i % 5 == 0) x[i] = (float)(int)(x[i] * 100) + 0.5f; /* exact halves */
+                if (i / 32 % 7 == 3) x[i] = 0.0f;                      /* whole zero blocks */
+            }
+            memset(want, 0xaa, sizeof want);
+            memset(got, 0xaa, sizeof got);
+            st_kernels_ref.from_float[t](n, x, want);
+            k->from_float[t](n, x, got);
+            const size_t size = st_row_size(t, n);
+            cr_assert(memcmp(want, got, size + 16) == 0, "%s from_float %s n=%d", k->name, st_type_name(t), n);
+        }
+    }
+}
+
+static void check_to_float_matches_ref(const st_kernels_t *k) {
+    static uint8_t row[9 * 256 * 4];
+    static float want[9 * 256 + 8], got[9 * 256 + 8];
+    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q4_0, ST_TYPE_Q6_K};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const st_type_t t = types[ti];
+        const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
+        for (int n = step; n <= 9 * 256; n += step) {
+            rng_seed(77 + n);
+            fill_weights(t, row, n);
+            memset(want, 0, sizeof want);
+            memset(got, 0, sizeof got);
+            st_kernels_ref.to_float[t](n, row, want);
+            k->to_float[t](n, row, got);
+            cr_assert(memcmp(want, got, sizeof want) == 0, "%s to_float %s n=%d", k->name, st_type_name(t), n);
+        }
+    }
+}
+
+Test(kernels, avx2_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("avx2")); }
+Test(kernels, avx2_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("avx2")); }
+Test(kernels, avx2_from_float_matches_ref_bits) { check_from_float_matches_ref(need("avx2")); }
+Test(kernels, avx2_to_float_matches_ref_bits) { check_to_float_matches_ref(need("avx2")); }
+
+/* ---- matmul ---- */
+
+Test(kernels, matmul_matches_vec_dot_per_row_and_token) {
+    enum { N_IN = 256, N_ROWS = 13, N_TOK = 5, Y_STRIDE = 17 };
+    const char *names[] = {"ref", "avx2"};
+    for (size_t ki = 0; ki < sizeof names / sizeof names[0]; ki++) {
+        const st_kernels_t *k = st_kernels_by_name(names[ki]);
+        if (!k) continue;
+        for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const st_type_t t = s_weight_types[ti];
+            const size_t wrow = st_row_size(t, N_IN);
+            const size_t x_stride = st_row_size(st_type_traits(t)->vec_dot_type, N_IN) + 40;
+            static uint8_t w[N_ROWS * N_IN * 4], x[N_TOK * (N_IN * 4 + 40)];
+            rng_seed(5 + t);
+            for (int r = 0; r < N_ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
+            for (int i = 0; i < N_TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
+            float y[N_TOK * Y_STRIDE];
+            for (int i = 0; i < N_TOK * Y_STRIDE; i++) y[i] = -12345.0f;
+            const int r0 = 3, r1 = 11;
+            st_matmul(k, t, w, N_IN, r0, r1, x, x_stride, N_TOK, y, Y_STRIDE);
+            for (int i = 0; i < N_TOK; i++) {
+                for (int r = 0; r < Y_STRIDE; r++) {
+                    float got = y[i * Y_STRIDE + r];
+                    if (r < r0 || r >= r1) {
+                        cr_assert_eq(got, -12345.0f, "%s: row %d token %d written", k->name, r, i);
+                        continue;
+                    }
+                    float want;
+                    k->vec_dot[t](N_IN, &want, w + r * wrow, x + i * x_stride);
+                    cr_assert_eq(got, want, "%s %s row %d token %d", k->name, st_type_name(t), r, i);
+                }
+            }
+        }
+    }
+}
