@@ -1,33 +1,34 @@
-/* table_avx2: the AVX2+FMA+F16C dispatch table (placeholder: reference kernels). */
-#include "../ref/kernels_ref.h"
+/* table_avx2: the AVX2+FMA+F16C dispatch table. Entries without a faster
+ * version point at the reference, so the table is complete. */
+#include "kernels_avx2.h"
 
 const st_kernels_t st_kernels_avx2 = {
     .name = "avx2",
     .vec_dot =
         {
-            [ST_TYPE_F32] = st_vec_dot_f32_f32_ref,
-            [ST_TYPE_F16] = st_vec_dot_f16_f16_ref,
-            [ST_TYPE_BF16] = st_vec_dot_bf16_bf16_ref,
-            [ST_TYPE_Q4_0] = st_vec_dot_q4_0_q8_0_ref,
-            [ST_TYPE_Q8_0] = st_vec_dot_q8_0_q8_0_ref,
-            [ST_TYPE_Q6_K] = st_vec_dot_q6_k_q8_k_ref,
+            [ST_TYPE_F32] = st_vec_dot_f32_f32_avx2,
+            [ST_TYPE_F16] = st_vec_dot_f16_f16_avx2,
+            [ST_TYPE_BF16] = st_vec_dot_bf16_bf16_avx2,
+            [ST_TYPE_Q4_0] = st_vec_dot_q4_0_q8_0_avx2,
+            [ST_TYPE_Q8_0] = st_vec_dot_q8_0_q8_0_avx2,
+            [ST_TYPE_Q6_K] = st_vec_dot_q6_k_q8_k_avx2,
         },
     .from_float =
         {
             [ST_TYPE_F32] = st_from_float_f32_ref,
-            [ST_TYPE_F16] = st_from_float_f16_ref,
+            [ST_TYPE_F16] = st_from_float_f16_avx2,
             [ST_TYPE_BF16] = st_from_float_bf16_ref,
-            [ST_TYPE_Q4_0] = st_from_float_q4_0_ref,
-            [ST_TYPE_Q8_0] = st_from_float_q8_0_ref,
-            [ST_TYPE_Q8_K] = st_from_float_q8_k_ref,
+            [ST_TYPE_Q4_0] = st_from_float_q4_0_ref, /* weights: offline, exactness over speed */
+            [ST_TYPE_Q8_0] = st_from_float_q8_0_avx2,
+            [ST_TYPE_Q8_K] = st_from_float_q8_k_avx2,
         },
     .to_float =
         {
             [ST_TYPE_F32] = st_to_float_f32_ref,
-            [ST_TYPE_F16] = st_to_float_f16_ref,
-            [ST_TYPE_BF16] = st_to_float_bf16_ref,
-            [ST_TYPE_Q4_0] = st_to_float_q4_0_ref,
-            [ST_TYPE_Q8_0] = st_to_float_q8_0_ref,
+            [ST_TYPE_F16] = st_to_float_f16_avx2,
+            [ST_TYPE_BF16] = st_to_float_bf16_avx2,
+            [ST_TYPE_Q4_0] = st_to_float_q4_0_avx2,
+            [ST_TYPE_Q8_0] = st_to_float_q8_0_avx2,
             [ST_TYPE_Q6_K] = st_to_float_q6_k_ref,
             [ST_TYPE_Q8_K] = st_to_float_q8_k_ref,
         },

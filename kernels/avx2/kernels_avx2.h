@@ -1,0 +1,24 @@
+/* kernels_avx2: the AVX2+FMA+F16C kernels by name, for kernels/avx2 only.
+ * Same arguments and results as the _ref functions they replace. */
+#ifndef ST_KERNELS_AVX2_H
+#define ST_KERNELS_AVX2_H
+
+#include "../ref/kernels_ref.h"
+
+void st_vec_dot_f32_f32_avx2(int n, float *s, const void *w, const void *x);
+void st_vec_dot_f16_f16_avx2(int n, float *s, const void *w, const void *x);
+void st_vec_dot_bf16_bf16_avx2(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q4_0_q8_0_avx2(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q8_0_q8_0_avx2(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *w, const void *x);
+
+void st_from_float_f16_avx2(int n, const float *x, void *y);
+void st_from_float_q8_0_avx2(int n, const float *x, void *y);
+void st_from_float_q8_k_avx2(int n, const float *x, void *y);
+
+void st_to_float_f16_avx2(int n, const void *x, float *y);
+void st_to_float_bf16_avx2(int n, const void *x, float *y);
+void st_to_float_q4_0_avx2(int n, const void *x, float *y);
+void st_to_float_q8_0_avx2(int n, const void *x, float *y);
+
+#endif
