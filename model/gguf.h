@@ -91,6 +91,16 @@ int st_gguf_arr_str(const st_gguf_t *g, const char *key, uint64_t i, st_str_t *o
 /* Element i of an integer/bool array as int64 (1/0/negative as above). */
 int st_gguf_arr_int(const st_gguf_t *g, const char *key, uint64_t i, int64_t *out);
 
+/* Keys in file order, for tools that list or copy metadata. */
+int64_t st_gguf_n_kv(const st_gguf_t *g);
+/* Name and value type of key i (arrays: ST_GGUF_ARRAY); false when i is out of range. */
+bool st_gguf_kv_at(const st_gguf_t *g, int64_t i, st_str_t *key, st_gguf_vtype_t *type);
+/* Value type of key, or ST_GGUF_VTYPE_COUNT when absent. */
+st_gguf_vtype_t st_gguf_kv_type(const st_gguf_t *g, const char *key);
+/* Packed little-endian bytes of a numeric or bool scalar key (maybe unaligned), with its type;
+ * NULL for strings, arrays and absent keys. Valid until st_gguf_destroy(). */
+const void *st_gguf_get_scalar(const st_gguf_t *g, const char *key, st_gguf_vtype_t *type);
+
 /* Tensors, in file order. */
 int64_t st_gguf_n_tensors(const st_gguf_t *g);
 const st_gguf_tensor_t *st_gguf_tensor(const st_gguf_t *g, int64_t i);
