@@ -122,6 +122,7 @@ typedef struct {
 
 extern const st_kernels_t st_kernels_ref;
 #if defined(__x86_64__)
+/* Absent from -DST_REF_ONLY builds: outside kernels/, use st_kernels_by_name("avx2"). */
 extern const st_kernels_t st_kernels_avx2;
 #endif
 
