@@ -45,6 +45,8 @@ static size_t s_conv_row_bytes(int64_t n) {
     return b;
 }
 
+/* m may be a shell with only cfg set (st-node): then st_decode is unavailable
+ * and only st_experts_eval works. */
 st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     st_ctx_params_t p = params ? *params : st_ctx_default_params();
     if (p.n_threads < 1) p.n_threads = st_cpu_count();
@@ -83,6 +85,21 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->pair_tok = s_alloc(B * K, sizeof(int), &ok);
     c->pair_of = s_alloc(B * K, sizeof(int), &ok);
     c->exp_start = s_alloc((size_t)cfg->n_expert + 1, sizeof(int), &ok);
+    c->exp_fill = s_alloc((size_t)cfg->n_expert, sizeof(int), &ok);
+    c->pair_tokidx = s_alloc(B * K, sizeof(int32_t), &ok);
+    c->yout = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
+    if (m->layers) { /* a loaded model: pointers to every expert matrix, by layer */
+        size_t X = (size_t)cfg->n_expert;
+        c->exp_ptrs = s_alloc((size_t)cfg->n_layer * 3 * X, sizeof(void *), &ok);
+        for (int il = 0; ok && il < cfg->n_layer; il++) {
+            const st_layer_t *L = &m->layers[il];
+            for (size_t e = 0; e < X; e++) {
+                c->exp_ptrs[((size_t)il * 3 + 0) * X + e] = st_weight_row(&L->gate_exps, (int64_t)e, 0);
+                c->exp_ptrs[((size_t)il * 3 + 1) * X + e] = st_weight_row(&L->up_exps, (int64_t)e, 0);
+                c->exp_ptrs[((size_t)il * 3 + 2) * X + e] = st_weight_row(&L->down_exps, (int64_t)e, 0);
+            }
+        }
+    }
     c->gate = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
     c->up = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
     c->ybuf = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
@@ -101,13 +118,16 @@ void st_ctx_destroy(st_ctx_t **cp) {
     st_ctx_t *c = *cp;
     st_pool_destroy(&c->pool);
     float *bufs[] = {c->x, c->xn, c->q, c->kx, c->vx, c->attn, c->proj, c->moe_out, c->router,
-                     c->wts, c->gate, c->up, c->ybuf, c->scratch};
+                     c->wts, c->gate, c->up, c->ybuf, c->scratch, c->yout};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->ids);
     free(c->xq);
     free(c->pair_tok);
     free(c->pair_of);
     free(c->exp_start);
+    free(c->exp_fill);
+    free(c->pair_tokidx);
+    free(c->exp_ptrs);
     free(c);
     *cp = NULL;
 }

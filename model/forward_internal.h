@@ -45,6 +45,10 @@ struct st_ctx {
     int *pair_tok;     /* token of each pair, pairs grouped by expert */
     int *pair_of;      /* for (t, j): index of its pair */
     int *exp_start;    /* n_expert+1: pairs of expert e are [exp_start[e], exp_start[e+1]) */
+    int *exp_fill;     /* n_expert: next free pair slot of each expert while grouping */
+    int32_t *pair_tokidx; /* token of pair i in routing order (t*k + j -> t) */
+    float *yout;       /* pairs x n_embd: expert outputs in routing order */
+    const void **exp_ptrs; /* n_layer x 3 x n_expert: gate, up, down matrix of each expert (loaded model) */
     float *gate, *up;  /* pairs x n_ff_exp */
     float *ybuf;       /* pairs x n_embd */
 

@@ -1,4 +1,4 @@
-/* MoE: routing and the local expert computation.
+/* MoE: routing and the expert computation.
  *
  * Routing follows llama.cpp's build_moe_ffn: probabilities (softmax over all
  * experts, or sigmoid), the k largest taken in descending order, weights
@@ -8,7 +8,7 @@
  * Experts: (token, expert) pairs are grouped by expert so each expert matrix
  * is streamed once per batch: gate and up rows for all of an expert's
  * tokens, z = relu(gate) * up, then down. Outputs are weighted and summed per
- * token in routing order, as ggml adds its expert views.
+ * token in routing order, as ggml adds its expert views (st_moe_combine).
  */
 #include "moe.h"
 
@@ -59,12 +59,21 @@ void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {
     r->w = c->wts;
 }
 
+st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
+    const st_layer_t *L = &c->m->layers[il];
+    st_expert_set_t s = {L->gate_exps.type, L->up_exps.type, L->down_exps.type, L->down_transposed,
+                         (const void *const *)c->exp_ptrs + (size_t)il * 3 * c->m->cfg.n_expert,
+                         (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 1) * c->m->cfg.n_expert,
+                         (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 2) * c->m->cfg.n_expert};
+    return s;
+}
+
 /* Work unit: rows [r0, r1) of one expert's matrix for all its pairs. */
 #define ROW_CHUNK 64
 
 typedef struct {
     st_ctx_t *c;
-    const st_layer_t *L;
+    const st_expert_set_t *set;
     int phase; /* 0: gate+up, 1: down */
     int n_units;
     int units_per_exp;
@@ -75,74 +84,72 @@ typedef struct {
 static void s_expert_worker(void *arg, int ith, int nth) {
     const expert_job_t *j = arg;
     st_ctx_t *c = j->c;
+    const st_expert_set_t *set = j->set;
     const st_config_t *cfg = &c->m->cfg;
     const int F = cfg->n_ff_exp, E = cfg->n_embd;
     for (int u = ith; u < j->n_units; u += nth) {
-        /* unit u -> (expert slot, row chunk); skip experts with no pairs */
+        /* unit u -> (expert, row chunk); skip experts with no pairs */
         const int e = u / j->units_per_exp, chunk = u % j->units_per_exp;
         const int p0 = c->exp_start[e], np = c->exp_start[e + 1] - p0;
         if (np == 0) continue;
         const int r0 = chunk * j->chunk, r1 = r0 + j->chunk < j->n_rows ? r0 + j->chunk : j->n_rows;
         const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
         if (j->phase == 0) {
-            st_matmul(c->k, j->L->gate_exps.type, st_weight_row(&j->L->gate_exps, e, 0), E, r0, r1, x, c->xq_row,
-                      np, c->gate + (size_t)p0 * F, (size_t)F);
-            st_matmul(c->k, j->L->up_exps.type, st_weight_row(&j->L->up_exps, e, 0), E, r0, r1, x, c->xq_row, np,
-                      c->up + (size_t)p0 * F, (size_t)F);
-        } else if (!j->L->down_transposed) {
-            st_matmul(c->k, j->L->down_exps.type, st_weight_row(&j->L->down_exps, e, 0), F, r0, r1, x, c->xq_row,
-                      np, c->ybuf + (size_t)p0 * E, (size_t)E);
+            st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, c->gate + (size_t)p0 * F,
+                      (size_t)F);
+            st_matmul(c->k, set->up_type, set->up[e], E, r0, r1, x, c->xq_row, np, c->up + (size_t)p0 * F, (size_t)F);
+        } else if (!set->down_transposed) {
+            st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, x, c->xq_row, np, c->ybuf + (size_t)p0 * E,
+                      (size_t)E);
         } else {
-            /* transposed quantized down: y[:, r0..r1) = sum_j z_j * row_j[r0..r1) */
-            const st_weight_t *w = &j->L->down_exps;
-            const st_type_traits_t *tr = st_type_traits(w->type);
+            /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
+            const st_type_traits_t *tr = st_type_traits(set->down_type);
+            const size_t row_bytes = st_row_size(set->down_type, E);
             float *tmp = c->scratch + (size_t)ith * c->scratch_n;
-            const int c0 = r0, n = r1 - c0; /* chunk is a multiple of the block size */
+            const int n = r1 - r0; /* r0 is a multiple of the block size */
             for (int p = p0; p < p0 + np; p++) {
                 float *y = c->ybuf + (size_t)p * E;
                 const float *z = c->gate + (size_t)p * F; /* z kept in gate for this layout */
                 for (int i = r0; i < r1; i++) y[i] = 0.0f;
                 for (int nj = 0; nj < F; nj++) {
                     if (z[nj] == 0.0f) continue;
-                    const uint8_t *row = st_weight_row(w, e, nj);
-                    c->k->to_float[w->type](n, row + (size_t)(c0 / tr->blck) * tr->size, tmp);
-                    for (int i = r0; i < r1; i++) y[i] += z[nj] * tmp[i - c0];
+                    const uint8_t *row = (const uint8_t *)set->down[e] + (size_t)nj * row_bytes;
+                    c->k->to_float[set->down_type](n, row + (size_t)(r0 / tr->blck) * tr->size, tmp);
+                    for (int i = r0; i < r1; i++) y[i] += z[nj] * tmp[i - r0];
                 }
             }
         }
     }
 }
 
-int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out) {
+int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
+                    const float *m, int n_tok, float *y) {
     const st_config_t *cfg = &c->m->cfg;
-    const st_layer_t *L = &c->m->layers[r->layer];
-    const int X = cfg->n_expert, K = r->k, F = cfg->n_ff_exp, E = cfg->n_embd;
-    const int n_pairs = r->n_tok * K;
-    if (r->n_tok > c->p.n_batch || K != cfg->n_expert_used || r->layer < 0 || r->layer >= cfg->n_layer)
-        return st_fail(ST_EINVAL, "bad route: layer %d, %d tokens, k %d", r->layer, r->n_tok, K);
+    const int X = cfg->n_expert, F = cfg->n_ff_exp, E = cfg->n_embd;
+    if (n_pairs < 0 || n_pairs > c->p.n_batch * cfg->n_expert_used)
+        return st_fail(ST_EINVAL, "%d expert pairs (at most %d)", n_pairs, c->p.n_batch * cfg->n_expert_used);
 
-    /* group pairs by expert (counting sort keeps token order within an expert) */
+    /* group pairs by expert (counting sort keeps pair order within an expert) */
     memset(c->exp_start, 0, (size_t)(X + 1) * sizeof(int));
     for (int i = 0; i < n_pairs; i++) {
-        if (r->ids[i] < 0 || r->ids[i] >= X) return st_fail(ST_ERANGE, "expert id %d", r->ids[i]);
-        c->exp_start[r->ids[i] + 1]++;
+        if (ids[i] < 0 || ids[i] >= X || !set->gate[ids[i]] || !set->up[ids[i]] || !set->down[ids[i]])
+            return st_fail(ST_ERANGE, "expert %d is not available", ids[i]);
+        if (tok[i] < 0 || tok[i] >= n_tok) return st_fail(ST_ERANGE, "pair token %d of %d", tok[i], n_tok);
+        c->exp_start[ids[i] + 1]++;
     }
     for (int e = 0; e < X; e++) c->exp_start[e + 1] += c->exp_start[e];
-    int *fill = c->pair_tok; /* reuse: first as cursor per expert is not possible; count again */
-    for (int i = 0; i < n_pairs; i++) fill[i] = -1;
+    for (int e = 0; e < X; e++) c->exp_fill[e] = c->exp_start[e];
     for (int i = 0; i < n_pairs; i++) {
-        const int e = r->ids[i];
-        int p = c->exp_start[e];
-        while (c->pair_tok[p] >= 0) p++; /* next free slot of expert e (k is small) */
-        c->pair_tok[p] = i / K;
+        const int p = c->exp_fill[ids[i]]++;
+        c->pair_tok[p] = tok[i];
         c->pair_of[i] = p;
     }
 
     /* gate and up for every pair */
     for (int p = 0; p < n_pairs; p++)
-        st_convert_rows(c, L->gate_exps.type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
+        st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
     const int upe_gate = (F + ROW_CHUNK - 1) / ROW_CHUNK;
-    expert_job_t j = {c, L, 0, X * upe_gate, upe_gate, F, ROW_CHUNK};
+    expert_job_t j = {c, set, 0, X * upe_gate, upe_gate, F, ROW_CHUNK};
     st_pool_run(c->pool, s_expert_worker, &j);
 
     /* z = relu(gate) * up, converted for down */
@@ -154,31 +161,48 @@ int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out) {
             g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
             active += g[i] != 0.0f;
         }
-        if (!L->down_transposed) st_convert_rows(c, L->down_exps.type, g, 0, 1, F, c->xq + (size_t)p * c->xq_row);
+        if (!set->down_transposed) st_convert_rows(c, set->down_type, g, 0, 1, F, c->xq + (size_t)p * c->xq_row);
     }
     int chunk = ROW_CHUNK;
-    if (L->down_transposed) { /* columns of a transposed row: whole blocks per unit */
-        const int blck = st_type_traits(L->down_exps.type)->blck;
+    if (set->down_transposed) { /* columns of a transposed row: whole blocks per unit */
+        const int blck = st_type_traits(set->down_type)->blck;
         chunk = (ROW_CHUNK + blck - 1) / blck * blck;
     }
     const int upe_down = (E + chunk - 1) / chunk;
-    expert_job_t jd = {c, L, 1, X * upe_down, upe_down, E, chunk};
+    expert_job_t jd = {c, set, 1, X * upe_down, upe_down, E, chunk};
     st_pool_run(c->pool, s_expert_worker, &jd);
 
-    /* weighted sum per token in routing order: ((y0*w0 + y1*w1) + y2*w2) ... */
+    for (int i = 0; i < n_pairs; i++) memcpy(y + (size_t)i * E, c->ybuf + (size_t)c->pair_of[i] * E, (size_t)E * sizeof(float));
+    c->stats.expert_calls += (uint64_t)n_pairs;
+    c->stats.neurons += (uint64_t)n_pairs * F;
+    c->stats.neurons_active += active;
+    return 0;
+}
+
+void st_moe_combine(const st_route_t *r, int n_embd, const float *y, float *out) {
+    const int K = r->k, E = n_embd;
     for (int t = 0; t < r->n_tok; t++) {
         float *o = out + (size_t)t * E;
         for (int jx = 0; jx < K; jx++) {
             const float w = r->w[t * K + jx];
-            const float *y = c->ybuf + (size_t)c->pair_of[t * K + jx] * E;
+            const float *yy = y + ((size_t)t * K + jx) * E;
             if (jx == 0)
-                for (int i = 0; i < E; i++) o[i] = y[i] * w;
+                for (int i = 0; i < E; i++) o[i] = yy[i] * w;
             else
-                for (int i = 0; i < E; i++) o[i] += y[i] * w;
+                for (int i = 0; i < E; i++) o[i] += yy[i] * w;
         }
     }
-    c->stats.expert_calls += (uint64_t)n_pairs;
-    c->stats.neurons += (uint64_t)n_pairs * F;
-    c->stats.neurons_active += active;
+}
+
+int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out) {
+    const st_config_t *cfg = &c->m->cfg;
+    if (r->n_tok > c->p.n_batch || r->k != cfg->n_expert_used || r->layer < 0 || r->layer >= cfg->n_layer)
+        return st_fail(ST_EINVAL, "bad route: layer %d, %d tokens, k %d", r->layer, r->n_tok, r->k);
+    const int n_pairs = r->n_tok * r->k;
+    for (int i = 0; i < n_pairs; i++) c->pair_tokidx[i] = i / r->k;
+    st_expert_set_t set = st_model_expert_set(c, r->layer);
+    int rc = st_experts_eval(c, &set, n_pairs, c->pair_tokidx, r->ids, m, r->n_tok, c->yout);
+    if (rc < 0) return rc;
+    st_moe_combine(r, cfg->n_embd, c->yout, out);
     return 0;
 }
