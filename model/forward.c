@@ -159,6 +159,12 @@ void st_convert_rows(const st_ctx_t *c, st_type_t wt, const float *x, size_t x_s
     for (int t = 0; t < n_tok; t++) c->k->from_float[vt](n, x + (size_t)t * x_stride, dst + (size_t)t * c->xq_row);
 }
 
+void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int n_tok, int n, void *dst) {
+    st_type_t vt = st_type_traits(wt)->vec_dot_type;
+    size_t row = st_row_size(vt, n);
+    for (int t = 0; t < n_tok; t++) c->k->from_float[vt](n, x + (size_t)t * n, (uint8_t *)dst + (size_t)t * row);
+}
+
 typedef struct {
     const st_kernels_t *k;
     const st_weight_t *w;

@@ -99,6 +99,16 @@ st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il);
 int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
                     const float *m, int n_tok, float *y);
 
+/* The same with the activations already converted to the gate weight's
+ * vec_dot format (st_type_traits(set->gate_type)->vec_dot_type), n_tok rows
+ * xq_stride bytes apart: what a node receives on the wire. */
+int st_experts_eval_converted(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok,
+                              const int32_t *ids, const void *xq, size_t xq_stride, int n_tok, float *y);
+
+/* Converts n_tok rows of n_embd floats to the vec_dot format of weight type wt
+ * (what st_experts_eval_converted takes); rows of st_row_size(vec_dot_type, n) bytes. */
+void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int n_tok, int n, void *dst);
+
 /* out[t] = sum_j w_tj * y[t*k + j], summed in routing order j = 0..k-1
  * exactly as st_moe_local does (so a cluster gets bit-identical results). */
 void st_moe_combine(const st_route_t *r, int n_embd, const float *y, float *out);

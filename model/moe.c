@@ -122,9 +122,14 @@ static void s_expert_worker(void *arg, int ith, int nth) {
     }
 }
 
-int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
-                    const float *m, int n_tok, float *y) {
+/* Shared by both entry points: m (floats) or xq (rows already converted to the
+ * gate's vec_dot format, xq_stride bytes apart) is the input. */
+static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok,
+                          const int32_t *ids, const float *m, const uint8_t *xq, size_t xq_stride, int n_tok, float *y) {
     const st_config_t *cfg = &c->m->cfg;
+    if (st_type_traits(set->gate_type)->vec_dot_type != st_type_traits(set->up_type)->vec_dot_type)
+        return st_fail(ST_EUNSUP, "expert gate (%s) and up (%s) need different activation formats",
+                       st_type_name(set->gate_type), st_type_name(set->up_type));
     const int X = cfg->n_expert, F = cfg->n_ff_exp, E = cfg->n_embd;
     if (n_pairs < 0 || n_pairs > c->p.n_batch * cfg->n_expert_used)
         return st_fail(ST_EINVAL, "%d expert pairs (at most %d)", n_pairs, c->p.n_batch * cfg->n_expert_used);
@@ -146,8 +151,11 @@ int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const 
     }
 
     /* gate and up for every pair */
-    for (int p = 0; p < n_pairs; p++)
-        st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
+    const size_t in_row = st_row_size(st_type_traits(set->gate_type)->vec_dot_type, E);
+    for (int p = 0; p < n_pairs; p++) {
+        if (m) st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
+        else memcpy(c->xq + (size_t)p * c->xq_row, xq + (size_t)c->pair_tok[p] * xq_stride, in_row);
+    }
     const int upe_gate = (F + ROW_CHUNK - 1) / ROW_CHUNK;
     expert_job_t j = {c, set, 0, X * upe_gate, upe_gate, F, ROW_CHUNK};
     st_pool_run(c->pool, s_expert_worker, &j);
@@ -177,6 +185,16 @@ int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const 
     c->stats.neurons += (uint64_t)n_pairs * F;
     c->stats.neurons_active += active;
     return 0;
+}
+
+int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
+                    const float *m, int n_tok, float *y) {
+    return s_experts_eval(c, set, n_pairs, tok, ids, m, NULL, 0, n_tok, y);
+}
+
+int st_experts_eval_converted(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok,
+                              const int32_t *ids, const void *xq, size_t xq_stride, int n_tok, float *y) {
+    return s_experts_eval(c, set, n_pairs, tok, ids, NULL, xq, xq_stride, n_tok, y);
 }
 
 void st_moe_combine(const st_route_t *r, int n_embd, const float *y, float *out) {
