@@ -95,9 +95,26 @@ static void s_expert_worker(void *arg, int ith, int nth) {
         const int r0 = chunk * j->chunk, r1 = r0 + j->chunk < j->n_rows ? r0 + j->chunk : j->n_rows;
         const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
         if (j->phase == 0) {
-            st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, c->gate + (size_t)p0 * F,
-                      (size_t)F);
-            st_matmul(c->k, set->up_type, set->up[e], E, r0, r1, x, c->xq_row, np, c->up + (size_t)p0 * F, (size_t)F);
+            /* ReGLU: up row r only matters where relu(gate_r) > 0 for some pair;
+             * skipping the others is exact (their z is 0 whatever up gives) */
+            float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
+            st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, gate, (size_t)F);
+            for (int r = r0; r < r1;) {
+                bool need = false;
+                for (int p = 0; p < np && !need; p++) need = gate[(size_t)p * F + r] > 0.0f;
+                if (!need) {
+                    r++;
+                    continue;
+                }
+                int run = r + 1;
+                for (; run < r1; run++) {
+                    bool n2 = false;
+                    for (int p = 0; p < np && !n2; p++) n2 = gate[(size_t)p * F + run] > 0.0f;
+                    if (!n2) break;
+                }
+                st_matmul(c->k, set->up_type, set->up[e], E, r, run, x, c->xq_row, np, up, (size_t)F);
+                r = run;
+            }
         } else if (!set->down_transposed) {
             st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, x, c->xq_row, np, c->ybuf + (size_t)p0 * E,
                       (size_t)E);
