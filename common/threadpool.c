@@ -2,12 +2,14 @@
 #include "threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#define SPIN_ITERS 200000 /* ~0.1-1 ms of polling before a worker sleeps */
+#define SPIN_ITERS 4096    /* pause-polls before yielding the CPU (~10-50 us) */
+#define YIELD_ITERS 2000   /* sched_yield-polls before a worker sleeps (~ms when others want the CPU) */
 
 struct st_pool {
     int n;
@@ -48,6 +50,10 @@ static void *s_worker(void *p) {
                !atomic_load(&pool->stop)) {
             if (++spins < SPIN_ITERS) {
                 s_cpu_relax();
+                continue;
+            }
+            if (spins < SPIN_ITERS + YIELD_ITERS) {
+                sched_yield(); /* on a busy machine, let the thread we wait for run */
                 continue;
             }
             pthread_mutex_lock(&pool->mu);
@@ -133,7 +139,10 @@ void st_pool_run(st_pool_t *pool, st_pool_fn fn, void *arg) {
         pthread_mutex_unlock(&pool->mu);
     }
     fn(arg, 0, pool->n);
-    while (atomic_load_explicit(&pool->pending, memory_order_acquire) > 0) s_cpu_relax();
+    for (int spins = 0; atomic_load_explicit(&pool->pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ITERS) s_cpu_relax();
+        else sched_yield();
+    }
 }
 
 void st_split_range(int n, int ith, int nth, int *lo, int *hi) {
