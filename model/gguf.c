@@ -446,8 +446,10 @@ static bool s_parse(s_cur_t *c, st_gguf_t *g) {
     }
     if (!s_index_tensors(c, g)) return false;
 
-    /* data section: header end rounded up to the alignment (pos <= size, so no overflow) */
-    g->data_offset = c->pos + (g->alignment - c->pos % g->alignment) % g->alignment;
+    /* data section: header end rounded up to the alignment */
+    size_t pad = (g->alignment - c->pos % g->alignment) % g->alignment;
+    if (pad > SIZE_MAX - c->pos) return s_fail(c, "data section offset overflows");
+    g->data_offset = c->pos + pad;
     return s_place_tensors(c, g);
 }
 
