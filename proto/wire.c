@@ -1,0 +1,816 @@
+/* wire: Envelope <-> st_wire_msg_t, with every field checked (see wire.h).
+ *
+ * This is the one file that includes the generated protobuf-c header, so the
+ * rest of the program only ever handles checked plain structs. Decoding is in
+ * three guarded steps: the frame length is checked against
+ * ST_WIRE_MAX_ENVELOPE before protobuf-c parses it (its allocations are then
+ * bounded by that length), the parsed message is checked field by field
+ * (version, type matching the body, hash lengths, string lengths, list
+ * counts), and only then are our own lists allocated, as one block.
+ * st_wire_check() adds what needs the model's shape.
+ */
+#include "wire.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st.pb-c.h"
+#include "st_kernels.h"
+#include "st_log.h"
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static int s_why(char *why, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int s_why(char *why, size_t cap, const char *fmt, ...) {
+    if (why && cap) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(why, cap, fmt, ap);
+        va_end(ap);
+    }
+    return ST_EPROTO;
+}
+
+const char *st_wire_type_name(int type) {
+    static const char *names[ST_MSG_COUNT] = {"NONE",      "HELLO",           "INVENTORY",      "ASSIGN",
+                                              "ASSIGN_ACK", "SHARD_PUT",      "SHARD_ACK",      "EXPERT_PREFETCH",
+                                              "EXPERT_COMPUTE", "EXPERT_RESULT", "HEARTBEAT",   "ERROR"};
+    return type >= 0 && type < ST_MSG_COUNT ? names[type] : "?";
+}
+
+/* body case of each message type */
+static const St__Envelope__BodyCase s_case_of[ST_MSG_COUNT] = {
+    [ST_MSG_NONE] = ST__ENVELOPE__BODY__NOT_SET,
+    [ST_MSG_HELLO] = ST__ENVELOPE__BODY_HELLO,
+    [ST_MSG_INVENTORY] = ST__ENVELOPE__BODY_INVENTORY,
+    [ST_MSG_ASSIGN] = ST__ENVELOPE__BODY_ASSIGN,
+    [ST_MSG_ASSIGN_ACK] = ST__ENVELOPE__BODY_ASSIGN_ACK,
+    [ST_MSG_SHARD_PUT] = ST__ENVELOPE__BODY_SHARD_PUT,
+    [ST_MSG_SHARD_ACK] = ST__ENVELOPE__BODY_SHARD_ACK,
+    [ST_MSG_EXPERT_PREFETCH] = ST__ENVELOPE__BODY_PREFETCH,
+    [ST_MSG_EXPERT_COMPUTE] = ST__ENVELOPE__BODY_COMPUTE,
+    [ST_MSG_EXPERT_RESULT] = ST__ENVELOPE__BODY_RESULT,
+    [ST_MSG_HEARTBEAT] = ST__ENVELOPE__BODY_HEARTBEAT,
+    [ST_MSG_ERROR] = ST__ENVELOPE__BODY_ERROR,
+};
+
+void st_wire_hash(const void *data, size_t len, uint8_t out[ST_WIRE_HASH_BYTES]) {
+    crypto_generichash(out, ST_WIRE_HASH_BYTES, data, len, NULL, 0);
+}
+
+/* ---- encoding ---------------------------------------------------------- */
+
+/* Everything a St__Envelope built from a msg points to. */
+typedef struct {
+    St__Envelope env;
+    St__ModelShape shape;
+    union {
+        St__Hello hello;
+        St__Inventory inventory;
+        St__Assign assign;
+        St__AssignAck assign_ack;
+        St__ShardPut shard_put;
+        St__ShardAck shard_ack;
+        St__ExpertPrefetch prefetch;
+        St__ExpertCompute compute;
+        St__ExpertResult result;
+        St__Heartbeat heartbeat;
+        St__Error error;
+    } b;
+    void *block; /* ExpertRef structs and pointer arrays */
+} pb_build_t;
+
+static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p) {
+    st__model_shape__init(p);
+    p->model_hash.len = ST_WIRE_HASH_BYTES;
+    p->model_hash.data = (uint8_t *)s->model_hash;
+    p->n_layer = s->n_layer;
+    p->n_embd = s->n_embd;
+    p->n_ff_exp = s->n_ff_exp;
+    p->n_expert = s->n_expert;
+    p->n_expert_used = s->n_expert_used;
+    p->gate_type = s->gate_type;
+    p->up_type = s->up_type;
+    p->down_type = s->down_type;
+    p->down_transposed = s->down_transposed;
+    p->expert_bytes = s->expert_bytes;
+}
+
+/* Builds ref lists a (na) and b (nb) into one allocation. */
+static int s_refs_to_pb(pb_build_t *pb, const st_wire_ref_t *a, uint32_t na, St__ExpertRef ***pa,
+                        const st_wire_ref_t *b, uint32_t nb, St__ExpertRef ***pbb) {
+    if (na > ST_WIRE_MAX_REFS || nb > ST_WIRE_MAX_REFS || (na && !a) || (nb && !b)) return ST_EINVAL;
+    size_t n = (size_t)na + nb;
+    pb->block = malloc((n ? n : 1) * (sizeof(St__ExpertRef) + sizeof(St__ExpertRef *)));
+    if (!pb->block) return ST_ENOMEM;
+    St__ExpertRef **ptrs = pb->block;
+    St__ExpertRef *refs = (St__ExpertRef *)(ptrs + n);
+    for (size_t i = 0; i < n; i++) {
+        const st_wire_ref_t *r = i < na ? &a[i] : &b[i - na];
+        st__expert_ref__init(&refs[i]);
+        refs[i].layer = r->layer;
+        refs[i].expert = r->expert;
+        if (r->has_hash) {
+            refs[i].hash.len = ST_WIRE_HASH_BYTES;
+            refs[i].hash.data = (uint8_t *)r->hash;
+        }
+        ptrs[i] = &refs[i];
+    }
+    *pa = ptrs;
+    if (pbb) *pbb = ptrs + na;
+    return 0;
+}
+
+static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
+    memset(pb, 0, sizeof *pb);
+    if (m->type <= ST_MSG_NONE || m->type >= ST_MSG_COUNT) return ST_EINVAL;
+    St__Envelope *e = &pb->env;
+    st__envelope__init(e);
+    e->version = ST_WIRE_VERSION;
+    e->type = (St__MsgType)m->type;
+    e->request_id = m->request_id;
+    e->body_case = s_case_of[m->type];
+    int rc = 0;
+    switch (m->type) {
+    case ST_MSG_HELLO:
+        st__hello__init(&pb->b.hello);
+        pb->b.hello.coordinator_id = (char *)m->hello.coordinator_id;
+        s_shape_to_pb(&m->hello.shape, &pb->shape);
+        pb->b.hello.shape = &pb->shape;
+        e->hello = &pb->b.hello;
+        break;
+    case ST_MSG_INVENTORY: {
+        St__Inventory *p = &pb->b.inventory;
+        st__inventory__init(p);
+        p->node_id = (char *)m->inventory.node_id;
+        p->mem_budget = m->inventory.mem_budget;
+        p->store_free = m->inventory.store_free;
+        p->threads = m->inventory.threads;
+        p->n_held = m->inventory.n_held;
+        rc = s_refs_to_pb(pb, m->inventory.held, m->inventory.n_held, &p->held, NULL, 0, NULL);
+        e->inventory = p;
+        break;
+    }
+    case ST_MSG_ASSIGN: {
+        St__Assign *p = &pb->b.assign;
+        st__assign__init(p);
+        s_shape_to_pb(&m->assign.shape, &pb->shape);
+        p->shape = &pb->shape;
+        p->n_experts = m->assign.n_experts;
+        p->n_pinned = m->assign.n_pinned;
+        rc = s_refs_to_pb(pb, m->assign.experts, m->assign.n_experts, &p->experts, m->assign.pinned,
+                          m->assign.n_pinned, &p->pinned);
+        e->assign = p;
+        break;
+    }
+    case ST_MSG_ASSIGN_ACK: {
+        St__AssignAck *p = &pb->b.assign_ack;
+        st__assign_ack__init(p);
+        p->n_missing = m->assign_ack.n_missing;
+        rc = s_refs_to_pb(pb, m->assign_ack.missing, m->assign_ack.n_missing, &p->missing, NULL, 0, NULL);
+        e->assign_ack = p;
+        break;
+    }
+    case ST_MSG_SHARD_PUT: {
+        St__ShardPut *p = &pb->b.shard_put;
+        st__shard_put__init(p);
+        p->layer = m->shard_put.layer;
+        p->expert = m->shard_put.expert;
+        p->offset = m->shard_put.offset;
+        p->total = m->shard_put.total;
+        p->chunk_hash.len = ST_WIRE_HASH_BYTES;
+        p->chunk_hash.data = (uint8_t *)m->shard_put.chunk_hash;
+        e->shard_put = p;
+        break;
+    }
+    case ST_MSG_SHARD_ACK: {
+        St__ShardAck *p = &pb->b.shard_ack;
+        st__shard_ack__init(p);
+        p->layer = m->shard_ack.layer;
+        p->expert = m->shard_ack.expert;
+        p->offset = m->shard_ack.offset;
+        p->ok = m->shard_ack.ok;
+        p->complete = m->shard_ack.complete;
+        e->shard_ack = p;
+        break;
+    }
+    case ST_MSG_EXPERT_PREFETCH: {
+        St__ExpertPrefetch *p = &pb->b.prefetch;
+        st__expert_prefetch__init(p);
+        if (m->prefetch.n_experts > ST_WIRE_MAX_REFS || (m->prefetch.n_experts && !m->prefetch.experts))
+            return ST_EINVAL;
+        p->layer = m->prefetch.layer;
+        p->n_experts = m->prefetch.n_experts;
+        p->experts = m->prefetch.experts;
+        e->prefetch = p;
+        break;
+    }
+    case ST_MSG_EXPERT_COMPUTE: {
+        St__ExpertCompute *p = &pb->b.compute;
+        st__expert_compute__init(p);
+        const st_wire_compute_t *c = &m->compute;
+        if (c->n_pairs > ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED || (c->n_pairs && (!c->pair_token || !c->pair_expert)))
+            return ST_EINVAL;
+        p->layer = c->layer;
+        p->n_tokens = c->n_tokens;
+        p->act_type = c->act_type;
+        p->n_pair_token = p->n_pair_expert = c->n_pairs;
+        /* int32 and uint32 share their representation; values are checked non-negative on decode */
+        p->pair_token = (uint32_t *)c->pair_token;
+        p->pair_expert = (uint32_t *)c->pair_expert;
+        e->compute = p;
+        break;
+    }
+    case ST_MSG_EXPERT_RESULT: {
+        St__ExpertResult *p = &pb->b.result;
+        st__expert_result__init(p);
+        p->n_pairs = m->result.n_pairs;
+        p->compute_us = m->result.compute_us;
+        p->cache_hits = m->result.cache_hits;
+        p->cache_misses = m->result.cache_misses;
+        e->result = p;
+        break;
+    }
+    case ST_MSG_HEARTBEAT:
+        st__heartbeat__init(&pb->b.heartbeat);
+        pb->b.heartbeat.seq = m->heartbeat.seq;
+        pb->b.heartbeat.mem_used = m->heartbeat.mem_used;
+        e->heartbeat = &pb->b.heartbeat;
+        break;
+    case ST_MSG_ERROR:
+        st__error__init(&pb->b.error);
+        pb->b.error.code = m->error.code;
+        pb->b.error.message = (char *)m->error.message;
+        e->error = &pb->b.error;
+        break;
+    default: return ST_EINVAL;
+    }
+    return rc;
+}
+
+/* ids and strings are NUL-terminated arrays inside the struct: bound them */
+static bool s_strings_ok(const st_wire_msg_t *m) {
+    switch (m->type) {
+    case ST_MSG_HELLO: return memchr(m->hello.coordinator_id, 0, sizeof m->hello.coordinator_id) != NULL;
+    case ST_MSG_INVENTORY: return memchr(m->inventory.node_id, 0, sizeof m->inventory.node_id) != NULL;
+    case ST_MSG_ERROR: return memchr(m->error.message, 0, sizeof m->error.message) != NULL;
+    default: return true;
+    }
+}
+
+size_t st_wire_encoded_size(const st_wire_msg_t *m) {
+    pb_build_t pb = {.block = NULL};
+    if (!s_strings_ok(m) || s_build(m, &pb)) {
+        free(pb.block);
+        return 0;
+    }
+    size_t n = st__envelope__get_packed_size(&pb.env);
+    free(pb.block);
+    return n;
+}
+
+int st_wire_encode(const st_wire_msg_t *m, uint8_t *buf, size_t cap, size_t *len) {
+    pb_build_t pb = {.block = NULL};
+    if (!s_strings_ok(m)) return st_fail(ST_EINVAL, "unterminated string in %s", st_wire_type_name(m->type));
+    int rc = s_build(m, &pb);
+    if (rc) {
+        free(pb.block);
+        return st_fail(rc, "cannot encode a %s message", st_wire_type_name(m->type));
+    }
+    size_t n = st__envelope__get_packed_size(&pb.env);
+    if (n > cap || n > ST_WIRE_MAX_ENVELOPE) {
+        free(pb.block);
+        return st_fail(ST_ERANGE, "%s message of %zu B (room for %zu)", st_wire_type_name(m->type), n, cap);
+    }
+    *len = st__envelope__pack(&pb.env, buf);
+    free(pb.block);
+    return 0;
+}
+
+/* ---- decoding ---------------------------------------------------------- */
+
+static int s_hash_from_pb(const ProtobufCBinaryData *b, uint8_t *out, const char *what, char *why, size_t cap) {
+    if (b->len != ST_WIRE_HASH_BYTES) return s_why(why, cap, "%s of %zu B (want %d)", what, b->len, ST_WIRE_HASH_BYTES);
+    memcpy(out, b->data, ST_WIRE_HASH_BYTES);
+    return 0;
+}
+
+static int s_string_from_pb(const char *s, char *out, size_t cap, const char *what, char *why, size_t why_cap) {
+    size_t n = s ? strlen(s) : 0;
+    if (n >= cap) return s_why(why, why_cap, "%s of %zu B (at most %zu)", what, n, cap - 1);
+    memcpy(out, s ? s : "", n + 1);
+    return 0;
+}
+
+static int s_shape_from_pb(const St__ModelShape *p, st_wire_shape_t *s, char *why, size_t cap) {
+    if (!p) return s_why(why, cap, "no model shape");
+    memset(s, 0, sizeof *s);
+    if (s_hash_from_pb(&p->model_hash, s->model_hash, "model hash", why, cap)) return ST_EPROTO;
+    s->n_layer = p->n_layer;
+    s->n_embd = p->n_embd;
+    s->n_ff_exp = p->n_ff_exp;
+    s->n_expert = p->n_expert;
+    s->n_expert_used = p->n_expert_used;
+    s->gate_type = p->gate_type;
+    s->up_type = p->up_type;
+    s->down_type = p->down_type;
+    s->down_transposed = p->down_transposed;
+    s->expert_bytes = p->expert_bytes;
+    return 0;
+}
+
+static int s_refs_from_pb(St__ExpertRef *const *p, size_t n, st_wire_ref_t *out, bool need_hash, const char *what,
+                          char *why, size_t cap) {
+    for (size_t i = 0; i < n; i++) {
+        const St__ExpertRef *r = p[i];
+        out[i].layer = r->layer;
+        out[i].expert = r->expert;
+        out[i].has_hash = r->hash.len != 0;
+        if (out[i].has_hash || need_hash) {
+            if (s_hash_from_pb(&r->hash, out[i].hash, what, why, cap)) return ST_EPROTO;
+        } else {
+            memset(out[i].hash, 0, ST_WIRE_HASH_BYTES);
+        }
+    }
+    return 0;
+}
+
+/* Checks the counts of a parsed envelope and sums the bytes our lists need. */
+static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t cap) {
+    size_t refs = 0, ints = 0;
+    switch (e->body_case) {
+    case ST__ENVELOPE__BODY_INVENTORY: refs = e->inventory->n_held; break;
+    case ST__ENVELOPE__BODY_ASSIGN:
+        if (e->assign->n_experts > ST_WIRE_MAX_REFS || e->assign->n_pinned > ST_WIRE_MAX_REFS)
+            return s_why(why, cap, "assign lists of %zu and %zu experts (at most %d)", e->assign->n_experts,
+                         e->assign->n_pinned, ST_WIRE_MAX_REFS);
+        refs = e->assign->n_experts + e->assign->n_pinned;
+        break;
+    case ST__ENVELOPE__BODY_ASSIGN_ACK: refs = e->assign_ack->n_missing; break;
+    case ST__ENVELOPE__BODY_PREFETCH: ints = e->prefetch->n_experts; break;
+    case ST__ENVELOPE__BODY_COMPUTE:
+        if (e->compute->n_pair_token != e->compute->n_pair_expert)
+            return s_why(why, cap, "%zu pair tokens but %zu pair experts", e->compute->n_pair_token,
+                         e->compute->n_pair_expert);
+        if (e->compute->n_pair_token > (size_t)ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED)
+            return s_why(why, cap, "%zu pairs (at most %d)", e->compute->n_pair_token,
+                         ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED);
+        ints = 2 * e->compute->n_pair_token;
+        break;
+    default: break;
+    }
+    if (refs > 2 * (size_t)ST_WIRE_MAX_REFS || (e->body_case != ST__ENVELOPE__BODY_ASSIGN && refs > ST_WIRE_MAX_REFS))
+        return s_why(why, cap, "list of %zu experts (at most %d)", refs, ST_WIRE_MAX_REFS);
+    if (ints > 2 * (size_t)ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED)
+        return s_why(why, cap, "list of %zu ids", ints);
+    if (e->body_case == ST__ENVELOPE__BODY_PREFETCH && ints > ST_WIRE_MAX_EXPERTS)
+        return s_why(why, cap, "prefetch of %zu experts (at most %d)", ints, ST_WIRE_MAX_EXPERTS);
+    *bytes = refs * sizeof(st_wire_ref_t) + ints * sizeof(int32_t);
+    return 0;
+}
+
+static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t cap) {
+    if (e->version != ST_WIRE_VERSION)
+        return s_why(why, cap, "protocol version %u (this program speaks %d)", e->version, ST_WIRE_VERSION);
+    if ((int)e->type <= ST_MSG_NONE || (int)e->type >= ST_MSG_COUNT)
+        return s_why(why, cap, "unknown message type %d", (int)e->type);
+    if (e->body_case != s_case_of[e->type])
+        return s_why(why, cap, "%s message without its body", st_wire_type_name((int)e->type));
+    size_t bytes = 0;
+    if (s_list_bytes(e, &bytes, why, cap)) return ST_EPROTO;
+    uint8_t *block = NULL;
+    if (bytes) {
+        block = malloc(bytes);
+        if (!block) return s_why(why, cap, "no memory for %zu B of lists", bytes);
+    }
+    m->owned_ = block;
+    int rc = 0;
+    switch (m->type) {
+    case ST_MSG_HELLO:
+        rc = s_string_from_pb(e->hello->coordinator_id, m->hello.coordinator_id, sizeof m->hello.coordinator_id,
+                              "coordinator id", why, cap);
+        if (!rc) rc = s_shape_from_pb(e->hello->shape, &m->hello.shape, why, cap);
+        break;
+    case ST_MSG_INVENTORY: {
+        st_wire_inventory_t *v = &m->inventory;
+        rc = s_string_from_pb(e->inventory->node_id, v->node_id, sizeof v->node_id, "node id", why, cap);
+        v->mem_budget = e->inventory->mem_budget;
+        v->store_free = e->inventory->store_free;
+        v->threads = e->inventory->threads;
+        v->n_held = (uint32_t)e->inventory->n_held;
+        v->held = (st_wire_ref_t *)block;
+        if (!rc) rc = s_refs_from_pb(e->inventory->held, v->n_held, v->held, true, "held expert hash", why, cap);
+        break;
+    }
+    case ST_MSG_ASSIGN: {
+        st_wire_assign_t *a = &m->assign;
+        rc = s_shape_from_pb(e->assign->shape, &a->shape, why, cap);
+        a->n_experts = (uint32_t)e->assign->n_experts;
+        a->n_pinned = (uint32_t)e->assign->n_pinned;
+        a->experts = (st_wire_ref_t *)block;
+        a->pinned = a->experts + a->n_experts;
+        if (!rc) rc = s_refs_from_pb(e->assign->experts, a->n_experts, a->experts, true, "expert hash", why, cap);
+        if (!rc) rc = s_refs_from_pb(e->assign->pinned, a->n_pinned, a->pinned, false, "pinned hash", why, cap);
+        break;
+    }
+    case ST_MSG_ASSIGN_ACK:
+        m->assign_ack.n_missing = (uint32_t)e->assign_ack->n_missing;
+        m->assign_ack.missing = (st_wire_ref_t *)block;
+        rc = s_refs_from_pb(e->assign_ack->missing, m->assign_ack.n_missing, m->assign_ack.missing, false,
+                            "missing hash", why, cap);
+        break;
+    case ST_MSG_SHARD_PUT: {
+        st_wire_shard_put_t *s = &m->shard_put;
+        s->layer = e->shard_put->layer;
+        s->expert = e->shard_put->expert;
+        s->offset = e->shard_put->offset;
+        s->total = e->shard_put->total;
+        rc = s_hash_from_pb(&e->shard_put->chunk_hash, s->chunk_hash, "chunk hash", why, cap);
+        break;
+    }
+    case ST_MSG_SHARD_ACK:
+        m->shard_ack.layer = e->shard_ack->layer;
+        m->shard_ack.expert = e->shard_ack->expert;
+        m->shard_ack.offset = e->shard_ack->offset;
+        m->shard_ack.ok = e->shard_ack->ok;
+        m->shard_ack.complete = e->shard_ack->complete;
+        break;
+    case ST_MSG_EXPERT_PREFETCH:
+        m->prefetch.layer = e->prefetch->layer;
+        m->prefetch.n_experts = (uint32_t)e->prefetch->n_experts;
+        m->prefetch.experts = (uint32_t *)block;
+        if (m->prefetch.n_experts)
+            memcpy(m->prefetch.experts, e->prefetch->experts, m->prefetch.n_experts * sizeof(uint32_t));
+        break;
+    case ST_MSG_EXPERT_COMPUTE: {
+        st_wire_compute_t *c = &m->compute;
+        c->layer = e->compute->layer;
+        c->n_tokens = e->compute->n_tokens;
+        c->act_type = e->compute->act_type;
+        c->n_pairs = (uint32_t)e->compute->n_pair_token;
+        c->pair_token = (int32_t *)block;
+        c->pair_expert = c->pair_token + c->n_pairs;
+        for (uint32_t i = 0; i < c->n_pairs && !rc; i++) {
+            if (e->compute->pair_token[i] > INT32_MAX || e->compute->pair_expert[i] > INT32_MAX)
+                rc = s_why(why, cap, "pair %u: id out of range", i);
+            c->pair_token[i] = (int32_t)e->compute->pair_token[i];
+            c->pair_expert[i] = (int32_t)e->compute->pair_expert[i];
+        }
+        break;
+    }
+    case ST_MSG_EXPERT_RESULT:
+        m->result.n_pairs = e->result->n_pairs;
+        m->result.compute_us = e->result->compute_us;
+        m->result.cache_hits = e->result->cache_hits;
+        m->result.cache_misses = e->result->cache_misses;
+        break;
+    case ST_MSG_HEARTBEAT:
+        m->heartbeat.seq = e->heartbeat->seq;
+        m->heartbeat.mem_used = e->heartbeat->mem_used;
+        break;
+    case ST_MSG_ERROR:
+        m->error.code = e->error->code;
+        rc = s_string_from_pb(e->error->message, m->error.message, sizeof m->error.message, "error message", why, cap);
+        break;
+    default: rc = s_why(why, cap, "unknown message type");
+    }
+    return rc;
+}
+
+int st_wire_decode(const uint8_t *buf, size_t len, st_wire_msg_t *m, char *why, size_t why_cap) {
+    memset(m, 0, sizeof *m);
+    if (why && why_cap) why[0] = '\0';
+    if (len == 0) return s_why(why, why_cap, "empty envelope");
+    if (len > ST_WIRE_MAX_ENVELOPE) return s_why(why, why_cap, "envelope of %zu B (at most %u)", len, ST_WIRE_MAX_ENVELOPE);
+    St__Envelope *e = st__envelope__unpack(NULL, len, buf);
+    if (!e) return s_why(why, why_cap, "envelope of %zu B does not parse", len);
+    if ((int)e->type > ST_MSG_NONE && (int)e->type < ST_MSG_COUNT) m->type = (st_msg_type_t)e->type;
+    m->request_id = e->request_id;
+    int rc = s_from_pb(e, m, why, why_cap);
+    st__envelope__free_unpacked(e, NULL);
+    if (rc) {
+        free(m->owned_);
+        st_msg_type_t t = m->type;
+        uint64_t id = m->request_id;
+        memset(m, 0, sizeof *m);
+        m->type = t;
+        m->request_id = id;
+        return ST_EPROTO;
+    }
+    return 0;
+}
+
+void st_wire_msg_clear(st_wire_msg_t *m) {
+    if (!m) return;
+    free(m->owned_);
+    memset(m, 0, sizeof *m);
+}
+
+/* ---- checks against the model's shape ------------------------------------ */
+
+/* bytes of a row of n elements of type, 0 for an unknown type or a partial block
+ * (st_row_size asserts instead: these shapes come from the network) */
+static uint64_t s_row_bytes(uint32_t type, uint32_t n) {
+    const st_type_traits_t *t = st_type_traits((int)type);
+    if (!t || !t->name || t->blck <= 0 || n % (uint32_t)t->blck) return 0;
+    return (uint64_t)(n / (uint32_t)t->blck) * t->size;
+}
+
+uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint64_t sizes[3]) {
+    sizes[0] = (uint64_t)s->n_ff_exp * s_row_bytes(s->gate_type, s->n_embd);
+    sizes[1] = (uint64_t)s->n_ff_exp * s_row_bytes(s->up_type, s->n_embd);
+    sizes[2] = s->down_transposed ? (uint64_t)s->n_ff_exp * s_row_bytes(s->down_type, s->n_embd)
+                                  : (uint64_t)s->n_embd * s_row_bytes(s->down_type, s->n_ff_exp);
+    if (!sizes[0] || !sizes[1] || !sizes[2]) return sizes[0] = sizes[1] = sizes[2] = 0;
+    return sizes[0] + sizes[1] + sizes[2];
+}
+
+size_t st_wire_act_row_bytes(const st_wire_shape_t *s) {
+    const st_type_traits_t *g = st_type_traits((int)s->gate_type);
+    if (!g || !g->name) return 0;
+    return (size_t)s_row_bytes(g->vec_dot_type, s->n_embd);
+}
+
+uint32_t st_wire_max_tokens(const st_wire_shape_t *s) {
+    size_t row = st_wire_act_row_bytes(s);
+    if (!row) return 0;
+    size_t n = ST_WIRE_MAX_FRAME / row;
+    return n < ST_WIRE_MAX_TOKENS ? (uint32_t)n : ST_WIRE_MAX_TOKENS;
+}
+
+uint64_t st_wire_max_result_frame(const st_wire_shape_t *s) {
+    return (uint64_t)st_wire_max_tokens(s) * s->n_expert_used * s->n_embd * sizeof(float);
+}
+
+/* a weight type we have kernels for, with n a whole number of its blocks */
+static bool s_type_fits(uint32_t type, uint32_t n) {
+    const st_type_traits_t *t = st_type_traits((int)type);
+    return t && t->name && t->supported && t->blck > 0 && n % (uint32_t)t->blck == 0;
+}
+
+int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t cap) {
+    if (s->n_layer < 1 || s->n_layer > ST_WIRE_MAX_LAYERS) return s_why(why, cap, "n_layer %u", s->n_layer);
+    if (s->n_embd < 1 || s->n_embd > ST_WIRE_MAX_EMBD) return s_why(why, cap, "n_embd %u", s->n_embd);
+    if (s->n_ff_exp < 1 || s->n_ff_exp > ST_WIRE_MAX_EMBD) return s_why(why, cap, "n_ff_exp %u", s->n_ff_exp);
+    if (s->n_expert < 1 || s->n_expert > ST_WIRE_MAX_EXPERTS) return s_why(why, cap, "n_expert %u", s->n_expert);
+    if (s->n_expert_used < 1 || s->n_expert_used > s->n_expert || s->n_expert_used > ST_WIRE_MAX_EXPERT_USED)
+        return s_why(why, cap, "n_expert_used %u of %u", s->n_expert_used, s->n_expert);
+    if (!s_type_fits(s->gate_type, s->n_embd) || !s_type_fits(s->up_type, s->n_embd))
+        return s_why(why, cap, "gate/up types %u/%u with n_embd %u", s->gate_type, s->up_type, s->n_embd);
+    if (!s_type_fits(s->down_type, s->down_transposed ? s->n_embd : s->n_ff_exp))
+        return s_why(why, cap, "down type %u with %s rows", s->down_type, s->down_transposed ? "n_embd" : "n_ff_exp");
+    const st_type_traits_t *g = st_type_traits((int)s->gate_type), *u = st_type_traits((int)s->up_type);
+    if (g->vec_dot_type != u->vec_dot_type) return s_why(why, cap, "gate and up take different activation types");
+    if (!s_type_fits(g->vec_dot_type, s->n_embd)) return s_why(why, cap, "activation type with n_embd %u", s->n_embd);
+    uint64_t sizes[3];
+    uint64_t eb = st_wire_matrix_bytes(s, sizes);
+    if (eb == 0 || eb != s->expert_bytes)
+        return s_why(why, cap, "expert_bytes %llu (the shape makes %llu)", (unsigned long long)s->expert_bytes,
+                     (unsigned long long)eb);
+    if (st_wire_max_tokens(s) < 1) return s_why(why, cap, "one activation row is larger than a frame");
+    return 0;
+}
+
+static bool s_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b) {
+    return !memcmp(a->model_hash, b->model_hash, ST_WIRE_HASH_BYTES) && a->n_layer == b->n_layer &&
+           a->n_embd == b->n_embd && a->n_ff_exp == b->n_ff_exp && a->n_expert == b->n_expert &&
+           a->n_expert_used == b->n_expert_used && a->gate_type == b->gate_type && a->up_type == b->up_type &&
+           a->down_type == b->down_type && a->down_transposed == b->down_transposed &&
+           a->expert_bytes == b->expert_bytes;
+}
+
+static int s_check_refs(const st_wire_ref_t *r, uint32_t n, const st_wire_shape_t *s, const char *what, char *why,
+                        size_t cap) {
+    for (uint32_t i = 0; i < n; i++)
+        if (r[i].layer >= s->n_layer || r[i].expert >= s->n_expert)
+            return s_why(why, cap, "%s %u: expert %u.%u outside %u layers x %u experts", what, i, r[i].layer,
+                         r[i].expert, s->n_layer, s->n_expert);
+    return 0;
+}
+
+int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t cap) {
+    const bool has_frame = m->type == ST_MSG_SHARD_PUT || m->type == ST_MSG_EXPERT_COMPUTE ||
+                           m->type == ST_MSG_EXPERT_RESULT;
+    if (!has_frame && frame_len) return s_why(why, cap, "%s with a %zu B frame", st_wire_type_name(m->type), frame_len);
+    if (m->type == ST_MSG_HELLO || m->type == ST_MSG_ASSIGN) {
+        const st_wire_shape_t *own = m->type == ST_MSG_HELLO ? &m->hello.shape : &m->assign.shape;
+        if (st_wire_check_shape(own, why, cap)) return ST_EPROTO;
+        if (s && !s_shape_eq(s, own)) return s_why(why, cap, "model shape differs from the expected one");
+        s = own;
+    }
+    if (m->type == ST_MSG_HEARTBEAT || m->type == ST_MSG_ERROR || m->type == ST_MSG_HELLO ||
+        m->type == ST_MSG_SHARD_ACK)
+        return 0;
+    if (!s) return s_why(why, cap, "%s before the model's shape is known", st_wire_type_name(m->type));
+    switch (m->type) {
+    case ST_MSG_INVENTORY: return s_check_refs(m->inventory.held, m->inventory.n_held, s, "held", why, cap);
+    case ST_MSG_ASSIGN_ACK: return s_check_refs(m->assign_ack.missing, m->assign_ack.n_missing, s, "missing", why, cap);
+    case ST_MSG_ASSIGN: {
+        const st_wire_assign_t *a = &m->assign;
+        if (a->n_experts > s->n_layer * s->n_expert || a->n_pinned > a->n_experts)
+            return s_why(why, cap, "%u experts, %u pinned", a->n_experts, a->n_pinned);
+        if (s_check_refs(a->experts, a->n_experts, s, "expert", why, cap)) return ST_EPROTO;
+        return s_check_refs(a->pinned, a->n_pinned, s, "pinned", why, cap);
+    }
+    case ST_MSG_SHARD_PUT: {
+        const st_wire_shard_put_t *p = &m->shard_put;
+        if (p->layer >= s->n_layer || p->expert >= s->n_expert)
+            return s_why(why, cap, "shard of expert %u.%u", p->layer, p->expert);
+        if (p->total != s->expert_bytes)
+            return s_why(why, cap, "shard total %llu (expert is %llu B)", (unsigned long long)p->total,
+                         (unsigned long long)s->expert_bytes);
+        if (frame_len == 0 || frame_len > ST_WIRE_MAX_CHUNK)
+            return s_why(why, cap, "shard chunk of %zu B (1..%u)", frame_len, ST_WIRE_MAX_CHUNK);
+        if (p->offset >= p->total || frame_len > p->total - p->offset)
+            return s_why(why, cap, "chunk [%llu, +%zu) outside the expert's %llu B", (unsigned long long)p->offset,
+                         frame_len, (unsigned long long)p->total);
+        return 0;
+    }
+    case ST_MSG_EXPERT_PREFETCH:
+        if (m->prefetch.layer >= s->n_layer) return s_why(why, cap, "prefetch of layer %u", m->prefetch.layer);
+        for (uint32_t i = 0; i < m->prefetch.n_experts; i++)
+            if (m->prefetch.experts[i] >= s->n_expert) return s_why(why, cap, "prefetch of expert %u", m->prefetch.experts[i]);
+        return 0;
+    case ST_MSG_EXPERT_COMPUTE: {
+        const st_wire_compute_t *c = &m->compute;
+        if (c->layer >= s->n_layer) return s_why(why, cap, "layer %u of %u", c->layer, s->n_layer);
+        if (c->n_tokens < 1 || c->n_tokens > st_wire_max_tokens(s))
+            return s_why(why, cap, "%u tokens (1..%u)", c->n_tokens, st_wire_max_tokens(s));
+        if (c->act_type != (uint32_t)st_type_traits((int)s->gate_type)->vec_dot_type)
+            return s_why(why, cap, "activation type %s (the experts take %s)", st_type_name((int)c->act_type),
+                         st_type_name(st_type_traits((int)s->gate_type)->vec_dot_type));
+        if (c->n_pairs < 1 || c->n_pairs > c->n_tokens * s->n_expert_used)
+            return s_why(why, cap, "%u pairs for %u tokens", c->n_pairs, c->n_tokens);
+        for (uint32_t i = 0; i < c->n_pairs; i++)
+            if ((uint32_t)c->pair_token[i] >= c->n_tokens || (uint32_t)c->pair_expert[i] >= s->n_expert)
+                return s_why(why, cap, "pair %u: token %d, expert %d", i, c->pair_token[i], c->pair_expert[i]);
+        size_t want = (size_t)c->n_tokens * st_wire_act_row_bytes(s);
+        if (frame_len != want) return s_why(why, cap, "activation frame of %zu B (want %zu)", frame_len, want);
+        return 0;
+    }
+    case ST_MSG_EXPERT_RESULT: {
+        uint64_t max = (uint64_t)st_wire_max_tokens(s) * s->n_expert_used;
+        if (m->result.n_pairs < 1 || m->result.n_pairs > max) return s_why(why, cap, "result of %u pairs", m->result.n_pairs);
+        size_t want = (size_t)m->result.n_pairs * s->n_embd * sizeof(float);
+        if (frame_len != want) return s_why(why, cap, "result frame of %zu B (want %zu)", frame_len, want);
+        return 0;
+    }
+    default: return s_why(why, cap, "unknown message type %d", (int)m->type);
+    }
+}
+
+/* ---- sockets ------------------------------------------------------------- */
+
+int st_wire_socket_limits(void *sock, int64_t max_frame, int hwm) {
+    int linger = 0;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &max_frame, sizeof max_frame) ||
+        zmq_setsockopt(sock, ZMQ_RCVHWM, &hwm, sizeof hwm) || zmq_setsockopt(sock, ZMQ_SNDHWM, &hwm, sizeof hwm) ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger))
+        return st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+static int s_errno_code(void) {
+    int e = zmq_errno();
+    return e == EAGAIN ? ST_ETIMEOUT : ST_EIO;
+}
+
+/* discards the rest of a multipart message */
+static void s_drain(void *sock, zmq_msg_t *part) {
+    int more = 1;
+    size_t sz = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+    while (more) {
+        if (zmq_msg_recv(part, sock, 0) < 0) break;
+        more = zmq_msg_more(part);
+    }
+}
+
+int st_wire_recv(void *sock, bool router, st_wire_rx_t *rx, char *why, size_t cap) {
+    memset(&rx->msg, 0, sizeof rx->msg);
+    rx->peer_len = 0;
+    rx->has_frame = false;
+    if (why && cap) why[0] = '\0';
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, sock, 0) < 0) {
+        zmq_msg_close(&part);
+        return s_errno_code();
+    }
+    /* from here on the message is consumed whole, whatever it holds */
+    if (router) {
+        size_t n = zmq_msg_size(&part);
+        if (n > sizeof rx->peer) n = sizeof rx->peer; /* zmq identities are at most 255 B */
+        memcpy(rx->peer, zmq_msg_data(&part), n);
+        rx->peer_len = n;
+        if (!zmq_msg_more(&part)) {
+            zmq_msg_close(&part);
+            return s_why(why, cap, "message without an envelope");
+        }
+        if (zmq_msg_recv(&part, sock, 0) < 0) {
+            zmq_msg_close(&part);
+            return s_errno_code();
+        }
+    }
+    int rc = st_wire_decode(zmq_msg_data(&part), zmq_msg_size(&part), &rx->msg, why, cap);
+    if (rc == 0 && zmq_msg_more(&part)) {
+        zmq_msg_init(&rx->frame);
+        if (zmq_msg_recv(&rx->frame, sock, 0) < 0) {
+            zmq_msg_close(&rx->frame);
+            st_msg_type_t t = rx->msg.type;
+            uint64_t id = rx->msg.request_id;
+            st_wire_msg_clear(&rx->msg);
+            rx->msg.type = t;
+            rx->msg.request_id = id;
+            zmq_msg_close(&part);
+            return s_errno_code();
+        }
+        rx->has_frame = true;
+        if (zmq_msg_more(&rx->frame)) rc = s_why(why, cap, "more than one raw frame");
+    }
+    s_drain(sock, &part);
+    zmq_msg_close(&part);
+    if (rc) {
+        st_msg_type_t t = rx->msg.type;
+        uint64_t id = rx->msg.request_id;
+        st_wire_rx_clear(rx);
+        rx->msg.type = t;
+        rx->msg.request_id = id;
+        return ST_EPROTO;
+    }
+    return 0;
+}
+
+void st_wire_rx_clear(st_wire_rx_t *rx) {
+    if (!rx) return;
+    st_wire_msg_clear(&rx->msg);
+    if (rx->has_frame) zmq_msg_close(&rx->frame);
+    rx->has_frame = false;
+}
+
+static int s_send_env(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, bool more, int flags) {
+    pb_build_t pb = {.block = NULL};
+    int rc = s_strings_ok(m) ? s_build(m, &pb) : ST_EINVAL;
+    if (rc) {
+        free(pb.block);
+        return st_fail(ST_EINVAL, "cannot encode a %s message", st_wire_type_name(m->type));
+    }
+    zmq_msg_t env;
+    size_t n = st__envelope__get_packed_size(&pb.env);
+    if (n > ST_WIRE_MAX_ENVELOPE || zmq_msg_init_size(&env, n)) {
+        free(pb.block);
+        return st_fail(ST_ENOMEM, "%s envelope of %zu B", st_wire_type_name(m->type), n);
+    }
+    st__envelope__pack(&pb.env, zmq_msg_data(&env));
+    free(pb.block);
+    if (peer && zmq_send(sock, peer, peer_len, ZMQ_SNDMORE | flags) < 0) {
+        zmq_msg_close(&env);
+        return s_errno_code();
+    }
+    /* once the first part is queued, zmq queues the rest of the message atomically */
+    if (zmq_msg_send(&env, sock, (more ? ZMQ_SNDMORE : 0) | (peer ? 0 : flags)) < 0) {
+        rc = s_errno_code();
+        zmq_msg_close(&env);
+        return rc;
+    }
+    return 0;
+}
+
+int st_wire_send(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, const void *frame,
+                 size_t frame_len, int flags) {
+    const bool more = frame != NULL || frame_len != 0;
+    int rc = s_send_env(sock, peer, peer_len, m, more, flags);
+    if (rc || !more) return rc;
+    if (zmq_send(sock, frame, frame_len, 0) < 0) return s_errno_code();
+    return 0;
+}
+
+int st_wire_send_zmsg(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, zmq_msg_t *frame,
+                      int flags) {
+    int rc = s_send_env(sock, peer, peer_len, m, frame != NULL, flags);
+    if (!frame) return rc;
+    if (rc) {
+        zmq_msg_close(frame);
+        return rc;
+    }
+    if (zmq_msg_send(frame, sock, 0) < 0) {
+        rc = s_errno_code();
+        zmq_msg_close(frame);
+    }
+    return rc;
+}
+
+int st_wire_send_error(void *sock, const void *peer, size_t peer_len, uint64_t request_id, int code, const char *fmt,
+                       ...) {
+    st_wire_msg_t m = {.type = ST_MSG_ERROR, .request_id = request_id};
+    m.error.code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m.error.message, sizeof m.error.message, fmt, ap);
+    va_end(ap);
+    return st_wire_send(sock, peer, peer_len, &m, NULL, 0, ZMQ_DONTWAIT);
+}

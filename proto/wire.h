@@ -1,0 +1,258 @@
+/* wire: the coordinator <-> node protocol as plain C structs.
+ *
+ * A message on a ZeroMQ socket is, in order: [the peer identity, added and
+ * removed by ROUTER sockets], one Envelope frame (protobuf, proto/st.proto),
+ * and at most one raw frame of little-endian bytes (activations, expert
+ * outputs, shard bytes). There is no empty delimiter frame: the coordinator
+ * uses a DEALER, the node a ROUTER.
+ *
+ * This module is the only one that sees the generated protobuf-c code. It
+ * converts an Envelope to st_wire_msg_t and checks it in two steps:
+ *   st_wire_decode()  structure: version, type/body agreement, hash and string
+ *                     lengths, list counts against ST_WIRE_MAX_*; nothing is
+ *                     allocated from a length before that length is checked.
+ *   st_wire_check()   meaning, against the model's shape: layer and expert ids,
+ *                     token counts, activation type, exact raw frame sizes.
+ * st_wire_recv() does both socket-side steps (all parts are always consumed,
+ * so a bad message never desynchronises the stream) and st_wire_send() builds
+ * and sends one message.
+ *
+ * Conventions the two ends share (see also the comments in st.proto):
+ *  - Every reply carries the request_id of its request. EXPERT_PREFETCH is
+ *    one-way: it gets no reply unless it is malformed (then an ERROR).
+ *  - Errors: ERROR with code = a negative ST_E* value and a short message.
+ *  - An expert's bytes are gate | up | down, each matrix exactly as in the
+ *    GGUF (st_wire_matrix_bytes); its hash is BLAKE2b-256 of those bytes.
+ *  - SHARD_PUT chunks of one expert come in order (offset = bytes sent so
+ *    far; offset 0 restarts that expert), each at most ST_WIRE_MAX_CHUNK bytes.
+ *  - EXPERT_COMPUTE: frame = n_tokens rows of st_row_size(act_type, n_embd)
+ *    bytes, act_type = vec_dot type of gate_type (Q8_0 for Q4_0 weights);
+ *    n_tokens <= st_wire_max_tokens(shape). EXPERT_RESULT: frame = n_pairs x
+ *    n_embd float32 LE, unweighted expert outputs in request order.
+ */
+#ifndef ST_WIRE_H
+#define ST_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+#define ST_WIRE_VERSION 1
+#define ST_WIRE_HASH_BYTES 32          /* BLAKE2b-256 */
+#define ST_WIRE_MAX_ENVELOPE (1u << 20) /* bytes of one Envelope frame */
+#define ST_WIRE_MAX_FRAME (4u << 20)   /* bytes of one raw frame a node accepts */
+#define ST_WIRE_MAX_CHUNK (1u << 20)   /* bytes of one SHARD_PUT chunk */
+#define ST_WIRE_MAX_TOKENS 512         /* tokens of one EXPERT_COMPUTE */
+#define ST_WIRE_MAX_LAYERS 512
+#define ST_WIRE_MAX_EXPERTS 1024       /* n_expert */
+#define ST_WIRE_MAX_EXPERT_USED 64     /* n_expert_used */
+#define ST_WIRE_MAX_EMBD 65536         /* n_embd, n_ff_exp */
+#define ST_WIRE_MAX_REFS 65536         /* entries of one expert list */
+#define ST_WIRE_MAX_ID 64              /* bytes of a node or coordinator id */
+#define ST_WIRE_MAX_ERRMSG 256         /* bytes of an error message */
+
+typedef enum {
+    ST_MSG_NONE = 0,
+    ST_MSG_HELLO = 1,           /* coordinator -> node: model shape + hash */
+    ST_MSG_INVENTORY = 2,       /* node -> coordinator: answers HELLO */
+    ST_MSG_ASSIGN = 3,          /* coordinator -> node: its experts and pinned ones */
+    ST_MSG_ASSIGN_ACK = 4,      /* node -> coordinator: experts still missing */
+    ST_MSG_SHARD_PUT = 5,       /* coordinator -> node: one chunk (frame: bytes) */
+    ST_MSG_SHARD_ACK = 6,       /* node -> coordinator */
+    ST_MSG_EXPERT_PREFETCH = 7, /* coordinator -> node, one-way */
+    ST_MSG_EXPERT_COMPUTE = 8,  /* coordinator -> node (frame: activations) */
+    ST_MSG_EXPERT_RESULT = 9,   /* node -> coordinator (frame: f32 outputs) */
+    ST_MSG_HEARTBEAT = 10,      /* both ways; a node answers with its own */
+    ST_MSG_ERROR = 11,          /* node -> coordinator: a request was refused */
+    ST_MSG_COUNT
+} st_msg_type_t;
+
+/* Shapes of a model's experts; every request is checked against them. */
+typedef struct {
+    uint8_t model_hash[ST_WIRE_HASH_BYTES];
+    uint32_t n_layer, n_embd, n_ff_exp, n_expert, n_expert_used;
+    uint32_t gate_type, up_type, down_type; /* ggml type ids */
+    bool down_transposed;                   /* down stored as n_ff_exp rows of n_embd */
+    uint64_t expert_bytes;                  /* gate + up + down bytes of one expert */
+} st_wire_shape_t;
+
+typedef struct {
+    uint32_t layer, expert;
+    bool has_hash; /* hash is optional in lists where it means nothing */
+    uint8_t hash[ST_WIRE_HASH_BYTES];
+} st_wire_ref_t;
+
+typedef struct {
+    char coordinator_id[ST_WIRE_MAX_ID + 1];
+    st_wire_shape_t shape;
+} st_wire_hello_t;
+
+typedef struct {
+    char node_id[ST_WIRE_MAX_ID + 1];
+    uint64_t mem_budget, store_free;
+    uint32_t threads;
+    uint32_t n_held;
+    st_wire_ref_t *held; /* experts of the HELLO's model in the store, verified, with hashes */
+} st_wire_inventory_t;
+
+typedef struct {
+    st_wire_shape_t shape;
+    uint32_t n_experts, n_pinned;
+    st_wire_ref_t *experts; /* each with the hash it must have */
+    st_wire_ref_t *pinned;  /* subset of experts to keep in RAM (hash not needed) */
+} st_wire_assign_t;
+
+typedef struct {
+    uint32_t n_missing;
+    st_wire_ref_t *missing;
+} st_wire_assign_ack_t;
+
+typedef struct {
+    uint32_t layer, expert;
+    uint64_t offset, total; /* total = shape.expert_bytes */
+    uint8_t chunk_hash[ST_WIRE_HASH_BYTES];
+} st_wire_shard_put_t;
+
+typedef struct {
+    uint32_t layer, expert;
+    uint64_t offset;
+    bool ok;       /* chunk accepted */
+    bool complete; /* the whole expert is stored and verified */
+} st_wire_shard_ack_t;
+
+typedef struct {
+    uint32_t layer;
+    uint32_t n_experts;
+    uint32_t *experts;
+} st_wire_prefetch_t;
+
+typedef struct {
+    uint32_t layer, n_tokens, act_type;
+    uint32_t n_pairs;
+    int32_t *pair_token;  /* n_pairs, each < n_tokens */
+    int32_t *pair_expert; /* n_pairs, each < n_expert */
+} st_wire_compute_t;
+
+typedef struct {
+    uint32_t n_pairs;
+    uint64_t compute_us;
+    uint32_t cache_hits, cache_misses;
+} st_wire_result_t;
+
+typedef struct {
+    uint64_t seq, mem_used;
+} st_wire_heartbeat_t;
+
+typedef struct {
+    int32_t code; /* negative ST_E* */
+    char message[ST_WIRE_MAX_ERRMSG + 1];
+} st_wire_error_t;
+
+/* One message. To send, fill type, request_id and the body of that type; list
+ * pointers are the caller's. A decoded message owns its lists until
+ * st_wire_msg_clear(). */
+typedef struct {
+    st_msg_type_t type;
+    uint64_t request_id;
+    union {
+        st_wire_hello_t hello;
+        st_wire_inventory_t inventory;
+        st_wire_assign_t assign;
+        st_wire_assign_ack_t assign_ack;
+        st_wire_shard_put_t shard_put;
+        st_wire_shard_ack_t shard_ack;
+        st_wire_prefetch_t prefetch;
+        st_wire_compute_t compute;
+        st_wire_result_t result;
+        st_wire_heartbeat_t heartbeat;
+        st_wire_error_t error;
+    };
+    void *owned_; /* lists allocated by st_wire_decode (one block) */
+} st_wire_msg_t;
+
+/* "HELLO", ... ("?" for an unknown type). */
+const char *st_wire_type_name(int type);
+
+/* Bytes of the encoded Envelope (0 when m is not encodable: unknown type). */
+size_t st_wire_encoded_size(const st_wire_msg_t *m);
+/* Encodes m into buf (cap bytes); *len receives the size. 0, ST_EINVAL for an
+ * unknown type or a list above the limits, ST_ERANGE when cap is too small. */
+int st_wire_encode(const st_wire_msg_t *m, uint8_t *buf, size_t cap, size_t *len);
+
+/* Decodes and structurally checks one Envelope. 0, or ST_EPROTO with a reason
+ * in why (may be NULL). On failure m->type and m->request_id are still set
+ * when they could be read (so an ERROR reply can name the request), and
+ * nothing needs clearing; on success call st_wire_msg_clear(m). */
+int st_wire_decode(const uint8_t *buf, size_t len, st_wire_msg_t *m, char *why, size_t why_cap);
+/* Frees what st_wire_decode allocated; zeroes m. Safe on a zeroed msg. */
+void st_wire_msg_clear(st_wire_msg_t *m);
+
+/* Checks a shape on its own: sizes in range, supported types, block-aligned
+ * widths, expert_bytes consistent. 0 or ST_EPROTO with why. */
+int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t why_cap);
+/* Checks a decoded message against a (checked) shape and the size of its raw
+ * frame (0 when it has none): ids, counts, types, exact frame sizes. For
+ * HELLO/ASSIGN the message's own shape is checked and must equal *s when s is
+ * not NULL; other types need s (ST_EPROTO without it). */
+int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t why_cap);
+
+/* Bytes of an expert's gate, up and down matrices in the shape (sizes[0..2]);
+ * returns their sum (0 if a type is unknown). */
+uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint64_t sizes[3]);
+/* Bytes of one activation row on the wire (act_type = vec_dot type of gate). */
+size_t st_wire_act_row_bytes(const st_wire_shape_t *s);
+/* Largest n_tokens of an EXPERT_COMPUTE whose frame fits ST_WIRE_MAX_FRAME. */
+uint32_t st_wire_max_tokens(const st_wire_shape_t *s);
+/* Largest raw frame a coordinator may receive for this shape (an
+ * EXPERT_RESULT of st_wire_max_tokens tokens, all experts used). */
+uint64_t st_wire_max_result_frame(const st_wire_shape_t *s);
+
+/* BLAKE2b-256 of len bytes (libsodium). */
+void st_wire_hash(const void *data, size_t len, uint8_t out[ST_WIRE_HASH_BYTES]);
+
+/* Socket limits: ZMQ_MAXMSGSIZE = max_frame (every frame of every message
+ * must fit, so pass at least ST_WIRE_MAX_ENVELOPE), receive/send HWM in
+ * messages, linger 0. Call before bind/connect. 0 or ST_EIO. */
+int st_wire_socket_limits(void *sock, int64_t max_frame, int hwm);
+
+/* A received message. The raw frame (if any) stays in frame until cleared. */
+typedef struct {
+    uint8_t peer[256]; /* ROUTER: identity of the sender */
+    size_t peer_len;
+    st_wire_msg_t msg;
+    zmq_msg_t frame;
+    bool has_frame;
+} st_wire_rx_t;
+
+/* Raw frame of a received message (NULL, 0 when none). Valid until st_wire_rx_clear. */
+static inline const uint8_t *st_wire_rx_frame(st_wire_rx_t *rx, size_t *len) {
+    *len = rx->has_frame ? zmq_msg_size(&rx->frame) : 0;
+    return rx->has_frame ? (const uint8_t *)zmq_msg_data(&rx->frame) : NULL;
+}
+
+/* Receives one whole message (router: the socket is a ROUTER, first part is
+ * the peer identity). flags: 0 or ZMQ_DONTWAIT. Returns 0 (call
+ * st_wire_rx_clear after use); ST_EPROTO for a malformed message, which has
+ * been consumed entirely (rx->peer and, where readable, rx->msg.type and
+ * request_id are set so the caller can answer with an ERROR); ST_ETIMEOUT when
+ * nothing arrived (EAGAIN: ZMQ_DONTWAIT or ZMQ_RCVTIMEO); ST_EIO on other
+ * socket errors, incl. EINTR. Structural checks only: st_wire_check() next. */
+int st_wire_recv(void *sock, bool router, st_wire_rx_t *rx, char *why, size_t why_cap);
+void st_wire_rx_clear(st_wire_rx_t *rx);
+
+/* Sends [peer], Envelope, [frame]. peer: NULL for a DEALER. frame: copied by
+ * zmq (NULL/0: no frame). Returns 0, ST_EINVAL (unencodable), ST_ETIMEOUT
+ * (ZMQ_SNDTIMEO / HWM with ZMQ_DONTWAIT in flags), ST_EIO. */
+int st_wire_send(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, const void *frame,
+                 size_t frame_len, int flags);
+/* The same without copying the frame: takes ownership of *frame (a
+ * zmq_msg_t, e.g. from zmq_msg_init_size) in every case. */
+int st_wire_send_zmsg(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, zmq_msg_t *frame,
+                      int flags);
+
+/* Convenience: an ERROR reply to request_id with code and a printf message. */
+int st_wire_send_error(void *sock, const void *peer, size_t peer_len, uint64_t request_id, int code, const char *fmt,
+                       ...) __attribute__((format(printf, 6, 7)));
+
+#endif

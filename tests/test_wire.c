@@ -1,0 +1,581 @@
+/* Tests of proto/wire: every message type round-trips, every truncation and
+ * every malformed field is refused, requests are checked against the model's
+ * shape, and the socket helpers keep a stream in sync after bad messages. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "st_kernels.h"
+#include "st_log.h"
+#include "wire.h"
+
+/* A small Q4_0 model: 4 layers, n_embd 64, n_ff_exp 32, 8 experts, top 2. */
+static st_wire_shape_t s_shape(void) {
+    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2,
+                         .gate_type = ST_TYPE_Q4_0, .up_type = ST_TYPE_Q4_0, .down_type = ST_TYPE_Q4_0};
+    for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) s.model_hash[i] = (uint8_t)(i * 7 + 1);
+    uint64_t sizes[3];
+    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
+    return s;
+}
+
+static st_wire_ref_t s_ref(uint32_t layer, uint32_t expert, bool hash) {
+    st_wire_ref_t r = {.layer = layer, .expert = expert, .has_hash = hash};
+    if (hash)
+        for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) r.hash[i] = (uint8_t)(layer * 31 + expert * 7 + i);
+    return r;
+}
+
+/* One message of every type, with lists the caller's (static) arrays. */
+static st_wire_ref_t g_refs[5], g_pins[2];
+static uint32_t g_pref[3] = {1, 5, 7};
+static int32_t g_tok[4] = {0, 0, 1, 2}, g_exp[4] = {1, 3, 3, 0};
+
+static st_wire_msg_t s_example(st_msg_type_t t) {
+    for (int i = 0; i < 5; i++) g_refs[i] = s_ref((uint32_t)i % 4, (uint32_t)i, true);
+    g_pins[0] = s_ref(1, 1, false);
+    g_pins[1] = s_ref(2, 2, true);
+    st_wire_msg_t m = {.type = t, .request_id = 0x123456789abcull + (uint64_t)t};
+    switch (t) {
+    case ST_MSG_HELLO:
+        strcpy(m.hello.coordinator_id, "coord-1");
+        m.hello.shape = s_shape();
+        break;
+    case ST_MSG_INVENTORY:
+        strcpy(m.inventory.node_id, "node-a");
+        m.inventory.mem_budget = 1536ull << 20;
+        m.inventory.store_free = 1ull << 40;
+        m.inventory.threads = 4;
+        m.inventory.n_held = 5;
+        m.inventory.held = g_refs;
+        break;
+    case ST_MSG_ASSIGN:
+        m.assign.shape = s_shape();
+        m.assign.n_experts = 5;
+        m.assign.experts = g_refs;
+        m.assign.n_pinned = 2;
+        m.assign.pinned = g_pins;
+        break;
+    case ST_MSG_ASSIGN_ACK:
+        m.assign_ack.n_missing = 2;
+        m.assign_ack.missing = g_pins;
+        break;
+    case ST_MSG_SHARD_PUT:
+        m.shard_put = (st_wire_shard_put_t){.layer = 3, .expert = 7, .offset = 100, .total = s_shape().expert_bytes};
+        memset(m.shard_put.chunk_hash, 0xab, ST_WIRE_HASH_BYTES);
+        break;
+    case ST_MSG_SHARD_ACK:
+        m.shard_ack = (st_wire_shard_ack_t){.layer = 2, .expert = 6, .offset = 4096, .ok = true, .complete = true};
+        break;
+    case ST_MSG_EXPERT_PREFETCH:
+        m.prefetch = (st_wire_prefetch_t){.layer = 3, .n_experts = 3, .experts = g_pref};
+        break;
+    case ST_MSG_EXPERT_COMPUTE:
+        m.compute = (st_wire_compute_t){.layer = 1, .n_tokens = 3, .act_type = ST_TYPE_Q8_0, .n_pairs = 4,
+                                        .pair_token = g_tok, .pair_expert = g_exp};
+        break;
+    case ST_MSG_EXPERT_RESULT:
+        m.result = (st_wire_result_t){.n_pairs = 4, .compute_us = 1234567, .cache_hits = 3, .cache_misses = 1};
+        break;
+    case ST_MSG_HEARTBEAT: m.heartbeat = (st_wire_heartbeat_t){.seq = 77, .mem_used = 1ull << 33}; break;
+    case ST_MSG_ERROR:
+        m.error.code = ST_EPROTO;
+        strcpy(m.error.message, "bad header: layer 9 of 4");
+        break;
+    default: break;
+    }
+    return m;
+}
+
+static void s_assert_refs_eq(const st_wire_ref_t *a, const st_wire_ref_t *b, uint32_t n) {
+    for (uint32_t i = 0; i < n; i++) {
+        cr_assert_eq(a[i].layer, b[i].layer);
+        cr_assert_eq(a[i].expert, b[i].expert);
+        cr_assert_eq(a[i].has_hash, b[i].has_hash);
+        if (a[i].has_hash) cr_assert_arr_eq(a[i].hash, b[i].hash, ST_WIRE_HASH_BYTES);
+    }
+}
+
+static void s_assert_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b) {
+    cr_assert_arr_eq(a->model_hash, b->model_hash, ST_WIRE_HASH_BYTES);
+    cr_assert(a->n_layer == b->n_layer && a->n_embd == b->n_embd && a->n_ff_exp == b->n_ff_exp &&
+              a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->gate_type == b->gate_type &&
+              a->up_type == b->up_type && a->down_type == b->down_type && a->down_transposed == b->down_transposed &&
+              a->expert_bytes == b->expert_bytes);
+}
+
+static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
+    cr_assert_eq(a->type, b->type);
+    cr_assert_eq(a->request_id, b->request_id);
+    switch (a->type) {
+    case ST_MSG_HELLO:
+        cr_assert_str_eq(a->hello.coordinator_id, b->hello.coordinator_id);
+        s_assert_shape_eq(&a->hello.shape, &b->hello.shape);
+        break;
+    case ST_MSG_INVENTORY:
+        cr_assert_str_eq(a->inventory.node_id, b->inventory.node_id);
+        cr_assert(a->inventory.mem_budget == b->inventory.mem_budget &&
+                  a->inventory.store_free == b->inventory.store_free && a->inventory.threads == b->inventory.threads);
+        cr_assert_eq(a->inventory.n_held, b->inventory.n_held);
+        s_assert_refs_eq(a->inventory.held, b->inventory.held, a->inventory.n_held);
+        break;
+    case ST_MSG_ASSIGN:
+        s_assert_shape_eq(&a->assign.shape, &b->assign.shape);
+        cr_assert(a->assign.n_experts == b->assign.n_experts && a->assign.n_pinned == b->assign.n_pinned);
+        s_assert_refs_eq(a->assign.experts, b->assign.experts, a->assign.n_experts);
+        s_assert_refs_eq(a->assign.pinned, b->assign.pinned, a->assign.n_pinned);
+        break;
+    case ST_MSG_ASSIGN_ACK:
+        cr_assert_eq(a->assign_ack.n_missing, b->assign_ack.n_missing);
+        s_assert_refs_eq(a->assign_ack.missing, b->assign_ack.missing, a->assign_ack.n_missing);
+        break;
+    case ST_MSG_SHARD_PUT:
+        cr_assert(a->shard_put.layer == b->shard_put.layer && a->shard_put.expert == b->shard_put.expert &&
+                  a->shard_put.offset == b->shard_put.offset && a->shard_put.total == b->shard_put.total);
+        cr_assert_arr_eq(a->shard_put.chunk_hash, b->shard_put.chunk_hash, ST_WIRE_HASH_BYTES);
+        break;
+    case ST_MSG_SHARD_ACK: cr_assert_arr_eq(&a->shard_ack, &b->shard_ack, sizeof a->shard_ack); break;
+    case ST_MSG_EXPERT_PREFETCH:
+        cr_assert_eq(a->prefetch.layer, b->prefetch.layer);
+        cr_assert_eq(a->prefetch.n_experts, b->prefetch.n_experts);
+        cr_assert_arr_eq(a->prefetch.experts, b->prefetch.experts, a->prefetch.n_experts * sizeof(uint32_t));
+        break;
+    case ST_MSG_EXPERT_COMPUTE:
+        cr_assert(a->compute.layer == b->compute.layer && a->compute.n_tokens == b->compute.n_tokens &&
+                  a->compute.act_type == b->compute.act_type && a->compute.n_pairs == b->compute.n_pairs);
+        cr_assert_arr_eq(a->compute.pair_token, b->compute.pair_token, a->compute.n_pairs * sizeof(int32_t));
+        cr_assert_arr_eq(a->compute.pair_expert, b->compute.pair_expert, a->compute.n_pairs * sizeof(int32_t));
+        break;
+    case ST_MSG_EXPERT_RESULT: cr_assert_arr_eq(&a->result, &b->result, sizeof a->result); break;
+    case ST_MSG_HEARTBEAT: cr_assert_arr_eq(&a->heartbeat, &b->heartbeat, sizeof a->heartbeat); break;
+    case ST_MSG_ERROR:
+        cr_assert_eq(a->error.code, b->error.code);
+        cr_assert_str_eq(a->error.message, b->error.message);
+        break;
+    default: cr_assert_fail("type %d", a->type);
+    }
+}
+
+static size_t s_encode(const st_wire_msg_t *m, uint8_t *buf, size_t cap) {
+    size_t len = 0;
+    cr_assert_eq(st_wire_encode(m, buf, cap, &len), 0, "encode %s", st_wire_type_name(m->type));
+    cr_assert_eq(len, st_wire_encoded_size(m));
+    return len;
+}
+
+static void setup(void) { st_log_set_level(ST_LOG_ERROR); }
+TestSuite(wire, .init = setup);
+
+Test(wire, every_type_round_trips) {
+    uint8_t buf[4096];
+    for (int t = ST_MSG_HELLO; t < ST_MSG_COUNT; t++) {
+        st_wire_msg_t m = s_example((st_msg_type_t)t), d;
+        size_t len = s_encode(&m, buf, sizeof buf);
+        char why[256];
+        cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), 0, "%s: %s", st_wire_type_name(t), why);
+        s_assert_msg_eq(&m, &d);
+        st_wire_msg_clear(&d);
+        cr_assert_eq(d.type, ST_MSG_NONE); /* clear zeroes */
+        st_wire_msg_clear(&d);             /* and is safe twice */
+    }
+}
+
+Test(wire, empty_lists_round_trip) {
+    uint8_t buf[512];
+    st_wire_msg_t m = {.type = ST_MSG_ASSIGN_ACK, .request_id = 5}, d;
+    size_t len = s_encode(&m, buf, sizeof buf);
+    cr_assert_eq(st_wire_decode(buf, len, &d, NULL, 0), 0);
+    cr_assert_eq(d.assign_ack.n_missing, 0);
+    st_wire_msg_clear(&d);
+}
+
+Test(wire, every_truncation_is_refused) {
+    uint8_t buf[4096];
+    for (int t = ST_MSG_HELLO; t < ST_MSG_COUNT; t++) {
+        st_wire_msg_t m = s_example((st_msg_type_t)t), d;
+        size_t len = s_encode(&m, buf, sizeof buf);
+        for (size_t n = 0; n < len; n++) {
+            uint8_t *copy = malloc(n ? n : 1); /* exact size: ASan sees any read past the end */
+            memcpy(copy, buf, n);
+            int rc = st_wire_decode(copy, n, &d, NULL, 0);
+            cr_assert_eq(rc, ST_EPROTO, "%s truncated to %zu of %zu B was accepted", st_wire_type_name(t), n, len);
+            free(copy);
+        }
+    }
+}
+
+Test(wire, bad_version_is_refused_with_the_request_id) {
+    uint8_t buf[512];
+    st_wire_msg_t m = s_example(ST_MSG_HELLO), d;
+    size_t len = s_encode(&m, buf, sizeof buf);
+    cr_assert_eq(buf[0], 0x08); /* field 1 (version), varint */
+    cr_assert_eq(buf[1], ST_WIRE_VERSION);
+    buf[1] = ST_WIRE_VERSION + 1;
+    char why[256];
+    cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "version"), "%s", why);
+    cr_assert_eq(d.type, ST_MSG_HELLO);
+    cr_assert_eq(d.request_id, m.request_id);
+}
+
+Test(wire, garbage_and_oversized_envelopes_are_refused) {
+    uint8_t junk[64];
+    st_wire_msg_t d;
+    for (int seed = 0; seed < 2000; seed++) {
+        srand((unsigned)seed);
+        size_t n = (size_t)(rand() % (int)sizeof junk);
+        for (size_t i = 0; i < n; i++) junk[i] = (uint8_t)rand();
+        if (st_wire_decode(junk, n, &d, NULL, 0) == 0) st_wire_msg_clear(&d); /* must not crash or leak */
+    }
+    uint8_t *big = calloc(1, ST_WIRE_MAX_ENVELOPE + 1);
+    char why[256];
+    cr_assert_eq(st_wire_decode(big, ST_WIRE_MAX_ENVELOPE + 1, &d, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "at most"), "%s", why);
+    free(big);
+    cr_assert_eq(st_wire_decode(junk, 0, &d, NULL, 0), ST_EPROTO);
+}
+
+/* ---- hand-made envelopes: fields the encoder would never produce ---------- */
+
+typedef struct {
+    uint8_t b[1 << 16];
+    size_t n;
+} pb_t;
+
+static void pb_varint(pb_t *p, uint64_t v) {
+    do {
+        p->b[p->n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v);
+}
+static void pb_uint(pb_t *p, int field, uint64_t v) {
+    pb_varint(p, (uint64_t)field << 3);
+    pb_varint(p, v);
+}
+static void pb_bytes(pb_t *p, int field, const void *d, size_t n) {
+    pb_varint(p, (uint64_t)field << 3 | 2);
+    pb_varint(p, n);
+    memcpy(p->b + p->n, d, n);
+    p->n += n;
+}
+/* Envelope {version, type, request_id, body field = inner} */
+static size_t pb_envelope(uint8_t *out, uint32_t version, int type, int body_field, const pb_t *inner) {
+    pb_t *e = calloc(1, sizeof *e);
+    pb_uint(e, 1, version);
+    pb_uint(e, 2, (uint64_t)type);
+    pb_uint(e, 3, 42);
+    if (body_field) pb_bytes(e, body_field, inner->b, inner->n);
+    memcpy(out, e->b, e->n);
+    size_t n = e->n;
+    free(e);
+    return n;
+}
+
+static int s_decode_raw(const uint8_t *b, size_t n, char *why) {
+    st_wire_msg_t d;
+    int rc = st_wire_decode(b, n, &d, why, 256);
+    if (rc == 0) st_wire_msg_clear(&d);
+    return rc;
+}
+
+Test(wire, body_must_match_type) {
+    static pb_t inner;
+    static uint8_t out[1 << 16];
+    char why[256];
+    inner.n = 0;
+    pb_uint(&inner, 1, 7); /* Heartbeat{seq=7} */
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HEARTBEAT, 19, &inner), why), 0, "%s", why);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HELLO, 19, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HEARTBEAT, 0, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, 99, 19, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, 0, 0, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 0, ST_MSG_HEARTBEAT, 19, &inner), why), ST_EPROTO);
+}
+
+Test(wire, hashes_must_be_32_bytes) {
+    static pb_t inner;
+    static uint8_t out[1 << 16];
+    char why[256];
+    uint8_t h[33] = {0};
+    for (size_t len = 0; len <= 33; len++) {
+        inner.n = 0; /* ShardPut{layer 1, expert 1, offset 0, total 10, chunk_hash} */
+        pb_uint(&inner, 1, 1);
+        pb_uint(&inner, 2, 1);
+        pb_uint(&inner, 4, 10);
+        pb_bytes(&inner, 5, h, len);
+        int rc = s_decode_raw(out, pb_envelope(out, 1, ST_MSG_SHARD_PUT, 14, &inner), why);
+        cr_assert_eq(rc, len == 32 ? 0 : ST_EPROTO, "hash of %zu B: %d (%s)", len, rc, why);
+    }
+}
+
+Test(wire, pair_lists_must_have_equal_length) {
+    static pb_t inner;
+    static uint8_t out[1 << 16];
+    char why[256];
+    inner.n = 0; /* ExpertCompute{layer 0, n_tokens 1, act Q8_0, tokens [0,0], experts [1]} */
+    pb_uint(&inner, 2, 1);
+    pb_uint(&inner, 3, ST_TYPE_Q8_0);
+    uint8_t two_zeros[2] = {0, 0}, one[1] = {1};
+    pb_bytes(&inner, 4, two_zeros, 2);
+    pb_bytes(&inner, 5, one, 1);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_EXPERT_COMPUTE, 17, &inner), why), ST_EPROTO);
+    cr_assert(strstr(why, "pair"), "%s", why);
+}
+
+Test(wire, oversized_counts_are_refused) {
+    static pb_t inner;
+    static uint8_t out[1 << 17];
+    char why[256];
+    /* a prefetch of more experts than any model has */
+    inner.n = 0;
+    pb_uint(&inner, 1, 0);
+    uint8_t ids[ST_WIRE_MAX_EXPERTS + 1];
+    memset(ids, 1, sizeof ids);
+    pb_bytes(&inner, 2, ids, sizeof ids); /* packed varints: 1025 ids */
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_EXPERT_PREFETCH, 16, &inner), why), ST_EPROTO);
+    /* a string longer than an id */
+    inner.n = 0;
+    char id[ST_WIRE_MAX_ID + 2];
+    memset(id, 'x', sizeof id);
+    pb_bytes(&inner, 1, id, sizeof id);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_INVENTORY, 11, &inner), why), ST_EPROTO);
+    cr_assert(strstr(why, "node id"), "%s", why);
+    /* the encoder refuses what the decoder would refuse */
+    st_wire_msg_t m = s_example(ST_MSG_EXPERT_COMPUTE);
+    m.compute.n_pairs = ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED + 1;
+    uint8_t buf[64];
+    size_t len;
+    cr_assert_eq(st_wire_encode(&m, buf, sizeof buf, &len), ST_EINVAL);
+    m = s_example(ST_MSG_INVENTORY);
+    cr_assert_eq(st_wire_encode(&m, buf, 8, &len), ST_ERANGE); /* buffer too small */
+}
+
+/* ---- checks against the shape ---------------------------------------------- */
+
+Test(wire, shape_checks) {
+    st_wire_shape_t s = s_shape(), b;
+    char why[256];
+    cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
+    uint64_t sizes[3];
+    cr_assert_eq(st_wire_matrix_bytes(&s, sizes), 32 * 36 * 2 + 64 * 18); /* Q4_0: 18 B per 32 */
+    b = s, b.expert_bytes++;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.n_expert_used = 9;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.n_layer = 0;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.n_embd = 48, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* not whole Q4_0 blocks */
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.gate_type = 99;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.n_expert = ST_WIRE_MAX_EXPERTS + 1;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    /* F32 experts: activations travel as F32 */
+    b = s, b.gate_type = b.up_type = b.down_type = ST_TYPE_F32, b.expert_bytes = st_wire_matrix_bytes(&b, sizes);
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_act_row_bytes(&b), 64 * 4);
+    cr_assert_eq(st_wire_max_tokens(&b), ST_WIRE_MAX_TOKENS);
+    cr_assert_eq(st_wire_max_result_frame(&b), (uint64_t)ST_WIRE_MAX_TOKENS * 2 * 64 * 4);
+}
+
+Test(wire, compute_checked_against_shape) {
+    st_wire_shape_t s = s_shape();
+    char why[256];
+    const size_t frame = 3 * st_row_size(ST_TYPE_Q8_0, 64);
+    st_wire_msg_t m = s_example(ST_MSG_EXPERT_COMPUTE);
+    cr_assert_eq(st_wire_check(&m, &s, frame, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &s, frame - 1, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check(&m, &s, frame + 1, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check(&m, NULL, frame, why, sizeof why), ST_EPROTO); /* no shape yet */
+    st_wire_msg_t b = m;
+    b.compute.layer = 4;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    b = m, b.compute.act_type = ST_TYPE_F32;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "Q8_0"), "%s", why);
+    b = m, b.compute.n_tokens = 0;
+    cr_assert_eq(st_wire_check(&b, &s, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.compute.n_tokens = ST_WIRE_MAX_TOKENS + 1;
+    cr_assert_eq(st_wire_check(&b, &s, (ST_WIRE_MAX_TOKENS + 1) * st_row_size(ST_TYPE_Q8_0, 64), why, sizeof why),
+                 ST_EPROTO);
+    b = m, b.compute.n_pairs = 0;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    b = m, b.compute.n_tokens = 1; /* 4 pairs > 1 token x top-2; tokens 1, 2 out of range too */
+    cr_assert_eq(st_wire_check(&b, &s, frame / 3, why, sizeof why), ST_EPROTO);
+    int32_t bad_tok[4] = {0, 0, 1, 3}, bad_exp[4] = {1, 3, 8, 0};
+    b = m, b.compute.pair_token = bad_tok;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    b = m, b.compute.pair_expert = bad_exp;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+}
+
+Test(wire, shard_put_checked_against_shape) {
+    st_wire_shape_t s = s_shape();
+    char why[256];
+    st_wire_msg_t m = s_example(ST_MSG_SHARD_PUT);
+    const size_t rest = (size_t)(s.expert_bytes - m.shard_put.offset);
+    cr_assert_eq(st_wire_check(&m, &s, rest, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &s, rest + 1, why, sizeof why), ST_EPROTO); /* past the end */
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    st_wire_msg_t b = m;
+    b.shard_put.total++;
+    cr_assert_eq(st_wire_check(&b, &s, 10, why, sizeof why), ST_EPROTO);
+    b = m, b.shard_put.offset = s.expert_bytes;
+    cr_assert_eq(st_wire_check(&b, &s, 1, why, sizeof why), ST_EPROTO);
+    b = m, b.shard_put.offset = UINT64_MAX; /* no wrap-around */
+    cr_assert_eq(st_wire_check(&b, &s, 1, why, sizeof why), ST_EPROTO);
+    b = m, b.shard_put.layer = 4;
+    cr_assert_eq(st_wire_check(&b, &s, 1, why, sizeof why), ST_EPROTO);
+}
+
+Test(wire, other_types_checked_against_shape) {
+    st_wire_shape_t s = s_shape(), other = s_shape();
+    char why[256];
+    other.model_hash[0] ^= 1;
+    st_wire_msg_t m = s_example(ST_MSG_HELLO);
+    cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &other, 0, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check(&m, NULL, 5, why, sizeof why), ST_EPROTO); /* HELLO takes no frame */
+    m = s_example(ST_MSG_ASSIGN);
+    cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), 0, "%s", why);
+    st_wire_ref_t bad[1] = {s_ref(0, 8, true)};
+    m.assign.experts = bad, m.assign.n_experts = 1, m.assign.n_pinned = 0;
+    cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), ST_EPROTO);
+    m = s_example(ST_MSG_EXPERT_PREFETCH);
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
+    m.prefetch.layer = 4;
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    m = s_example(ST_MSG_EXPERT_RESULT);
+    cr_assert_eq(st_wire_check(&m, &s, 4 * 64 * 4, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &s, 4 * 64 * 4 - 4, why, sizeof why), ST_EPROTO);
+    m = s_example(ST_MSG_HEARTBEAT);
+    cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), 0, "%s", why);
+}
+
+Test(wire, hash_is_blake2b_256) {
+    /* BLAKE2b-256("abc"), RFC 7693 test vector family (digest length 32) */
+    static const uint8_t want[32] = {0xbd, 0xdd, 0x81, 0x3c, 0x63, 0x42, 0x39, 0x72, 0x31, 0x71, 0xef,
+                                     0x3f, 0xee, 0x98, 0x57, 0x9b, 0x94, 0x96, 0x4e, 0x3b, 0xb1, 0xcb,
+                                     0x3e, 0x42, 0x72, 0x62, 0xc8, 0xc0, 0x68, 0xd5, 0x23, 0x19};
+    uint8_t h[32];
+    st_wire_hash("abc", 3, h);
+    cr_assert_arr_eq(h, want, 32);
+}
+
+/* ---- sockets ------------------------------------------------------------------ */
+
+typedef struct {
+    void *ctx, *router, *dealer;
+} pair_t;
+
+static pair_t s_pair(void) {
+    pair_t p;
+    p.ctx = zmq_ctx_new();
+    p.router = zmq_socket(p.ctx, ZMQ_ROUTER);
+    p.dealer = zmq_socket(p.ctx, ZMQ_DEALER);
+    cr_assert_eq(st_wire_socket_limits(p.router, ST_WIRE_MAX_ENVELOPE + 4096, 16), 0);
+    cr_assert_eq(st_wire_socket_limits(p.dealer, ST_WIRE_MAX_FRAME, 16), 0);
+    int timeout = 5000; /* deadline on every wait */
+    zmq_setsockopt(p.router, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    zmq_setsockopt(p.dealer, ZMQ_RCVTIMEO, &timeout, sizeof timeout);
+    cr_assert_eq(zmq_bind(p.router, "tcp://127.0.0.1:*"), 0);
+    char ep[256];
+    size_t n = sizeof ep;
+    zmq_getsockopt(p.router, ZMQ_LAST_ENDPOINT, ep, &n);
+    cr_assert_eq(zmq_connect(p.dealer, ep), 0);
+    return p;
+}
+
+static void s_pair_close(pair_t *p) {
+    zmq_close(p->router);
+    zmq_close(p->dealer);
+    zmq_ctx_term(p->ctx);
+}
+
+Test(wire, socket_round_trip_with_frame_and_reply) {
+    pair_t p = s_pair();
+    st_wire_msg_t m = s_example(ST_MSG_EXPERT_COMPUTE);
+    uint8_t act[3 * 68];
+    for (size_t i = 0; i < sizeof act; i++) act[i] = (uint8_t)i;
+    cr_assert_eq(st_wire_send(p.dealer, NULL, 0, &m, act, sizeof act, 0), 0);
+    st_wire_rx_t rx;
+    char why[256];
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, why, sizeof why), 0, "%s", why);
+    s_assert_msg_eq(&m, &rx.msg);
+    size_t len;
+    const uint8_t *f = st_wire_rx_frame(&rx, &len);
+    cr_assert_eq(len, sizeof act);
+    cr_assert_arr_eq(f, act, sizeof act);
+    st_wire_shape_t s = s_shape();
+    cr_assert_eq(st_wire_check(&rx.msg, &s, len, why, sizeof why), 0, "%s", why);
+    /* the reply goes back to the identity it came from, zero-copy */
+    st_wire_msg_t r = s_example(ST_MSG_EXPERT_RESULT);
+    r.request_id = rx.msg.request_id;
+    zmq_msg_t out;
+    zmq_msg_init_size(&out, 4 * 64 * sizeof(float));
+    memset(zmq_msg_data(&out), 0, zmq_msg_size(&out));
+    cr_assert_eq(st_wire_send_zmsg(p.router, rx.peer, rx.peer_len, &r, &out, 0), 0);
+    st_wire_rx_clear(&rx);
+    st_wire_rx_t back;
+    cr_assert_eq(st_wire_recv(p.dealer, false, &back, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(back.msg.type, ST_MSG_EXPERT_RESULT);
+    cr_assert_eq(back.msg.request_id, m.request_id);
+    st_wire_rx_frame(&back, &len);
+    cr_assert_eq(st_wire_check(&back.msg, &s, len, why, sizeof why), 0, "%s", why);
+    st_wire_rx_clear(&back);
+    s_pair_close(&p);
+}
+
+Test(wire, bad_messages_leave_the_stream_in_sync) {
+    pair_t p = s_pair();
+    st_wire_rx_t rx;
+    char why[256];
+    /* garbage envelope, then a good message */
+    zmq_send(p.dealer, "\xff\xff\xff", 3, 0);
+    /* three raw frames: one too many */
+    st_wire_msg_t hb = s_example(ST_MSG_HEARTBEAT);
+    uint8_t env[256];
+    size_t n = s_encode(&hb, env, sizeof env);
+    zmq_send(p.dealer, env, n, ZMQ_SNDMORE);
+    zmq_send(p.dealer, "a", 1, ZMQ_SNDMORE);
+    zmq_send(p.dealer, "b", 1, 0);
+    /* empty envelope */
+    zmq_send(p.dealer, "", 0, 0);
+    cr_assert_eq(st_wire_send(p.dealer, NULL, 0, &hb, NULL, 0, 0), 0);
+
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, why, sizeof why), ST_EPROTO);
+    cr_assert_gt(rx.peer_len, 0); /* can be answered */
+    cr_assert_eq(st_wire_send_error(p.router, rx.peer, rx.peer_len, rx.msg.request_id, ST_EPROTO, "%s", why), 0);
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "raw frame"), "%s", why);
+    cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
+    cr_assert_eq(rx.msg.request_id, hb.request_id);
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
+    st_wire_rx_clear(&rx);
+
+    st_wire_rx_t e;
+    cr_assert_eq(st_wire_recv(p.dealer, false, &e, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(e.msg.type, ST_MSG_ERROR);
+    cr_assert_eq(e.msg.error.code, ST_EPROTO);
+    st_wire_rx_clear(&e);
+    s_pair_close(&p);
+}
+
+Test(wire, frames_over_maxmsgsize_are_never_delivered) {
+    pair_t p = s_pair();
+    st_wire_msg_t hb = s_example(ST_MSG_HEARTBEAT);
+    size_t big = ST_WIRE_MAX_ENVELOPE + 4096 + 1;
+    uint8_t *junk = calloc(1, big);
+    cr_assert_eq(st_wire_send(p.dealer, NULL, 0, &hb, junk, big, 0), 0);
+    free(junk);
+    /* the router drops the connection instead of allocating the frame; nothing arrives */
+    int t = 300;
+    zmq_setsockopt(p.router, ZMQ_RCVTIMEO, &t, sizeof t);
+    st_wire_rx_t rx;
+    cr_assert_eq(st_wire_recv(p.router, true, &rx, NULL, 0), ST_ETIMEOUT);
+    s_pair_close(&p);
+}
