@@ -51,9 +51,9 @@ static int s_layer_pattern(const st_gguf_t *g, st_config_t *c) {
     st_gguf_vtype_t et;
     uint64_t n;
     const void *data;
-    int arr = st_gguf_get_arr(g, pkey, &et, &n, &data);
     uint32_t period = 4;
-    if (arr == 1) {
+    if (st_gguf_kv_type(g, pkey) == ST_GGUF_ARRAY) { /* one bool per layer */
+        if (st_gguf_get_arr(g, pkey, &et, &n, &data) != 1) return ST_EFORMAT;
         if (n != (uint64_t)c->n_layer) return st_fail(ST_EFORMAT, "%s has %llu entries for %d layers", pkey, (unsigned long long)n, c->n_layer);
         for (int il = 0; il < c->n_layer; il++) {
             int64_t v;

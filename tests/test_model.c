@@ -95,6 +95,116 @@ Test(model, swa_pattern_key_and_per_layer_array) {
     st_model_destroy(&m);
 }
 
+Test(model, powerinfer_file_gives_identical_logits) {
+    /* same weights written by PowerInfer's converter: transposed down (F32: transposed
+     * back exactly at load), no gating key (sigmoid assumed), extra lm_head_profiler */
+    st_model_t *a = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid"));
+    st_model_t *b = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid", "--powerinfer"));
+    cr_assert_eq(b->cfg.gating, ST_GATING_SIGMOID);
+    cr_assert_not_null(st_gguf_find_tensor(b->gguf, "lm_head_profiler"));
+    const int V = a->cfg.n_vocab;
+    int32_t toks[10] = {785, 3974, 13876, 38835, 34208, 916, 279, 15678, 5562, 13};
+    float *la = malloc((size_t)10 * V * sizeof(float)), *lb = malloc((size_t)10 * V * sizeof(float));
+    st_model_t *models[2] = {a, b};
+    for (int i = 0; i < 2; i++) {
+        st_ctx_params_t p = st_ctx_default_params();
+        p.n_ctx = 16;
+        p.n_threads = 2;
+        st_ctx_t *c = st_ctx_new(models[i], &p);
+        st_kv_t *kv = st_kv_new(c, 16);
+        cr_assert_eq(st_decode(c, kv, toks, 10, i ? lb : la, true), 0);
+        st_kv_destroy(&kv);
+        st_ctx_destroy(&c);
+    }
+    cr_assert_eq(memcmp(la, lb, (size_t)10 * V * sizeof(float)), 0, "logits differ");
+    free(la);
+    free(lb);
+    st_model_destroy(&a);
+    st_model_destroy(&b);
+}
+
+/* Last-position logits of a short prompt. */
+static float *s_logits(const st_model_t *m) {
+    const int V = m->cfg.n_vocab;
+    int32_t toks[6] = {785, 3974, 13876, 38835, 34208, 916};
+    float *l = malloc((size_t)V * sizeof(float));
+    st_ctx_params_t p = st_ctx_default_params();
+    p.n_ctx = 8;
+    p.n_threads = 2;
+    st_ctx_t *c = st_ctx_new(m, &p);
+    st_kv_t *kv = st_kv_new(c, 8);
+    cr_assert_eq(st_decode(c, kv, toks, 6, l, false), 0);
+    st_kv_destroy(&kv);
+    st_ctx_destroy(&c);
+    return l;
+}
+
+static double s_max_diff(const float *a, const float *b, int n) {
+    double worst = 0;
+    for (int i = 0; i < n; i++) worst = fmax(worst, fabs(a[i] - b[i]));
+    return worst;
+}
+
+Test(model, powerinfer_quantized_transposed_down_is_as_close_as_quantization_noise) {
+    /* Q8_0 transposed down is quantized along the other axis (other weights, not the
+     * same file): its distance to the F32 model must be of the order of the standard
+     * Q8_0 model's distance to it */
+    const char *const f32[] = {"--type", "f32", "--hidden", "96", "--heads", "4", "--seed", "4", NULL};
+    const char *const q8[] = {"--type", "q8_0", "--hidden", "96", "--heads", "4", "--seed", "4", NULL};
+    const char *const q8p[] = {"--type", "q8_0", "--hidden", "96", "--heads", "4", "--seed", "4", "--powerinfer", NULL};
+    st_model_t *m[3] = {s_load(f32), s_load(q8), s_load(q8p)};
+    cr_assert(m[2]->layers[0].down_transposed && !m[1]->layers[0].down_transposed);
+    float *l[3];
+    for (int i = 0; i < 3; i++) l[i] = s_logits(m[i]);
+    const int V = m[0]->cfg.n_vocab;
+    double d_std = s_max_diff(l[0], l[1], V), d_pi = s_max_diff(l[0], l[2], V);
+    cr_log_info("max |d| to F32: Q8_0 %g, PowerInfer Q8_0 %g", d_std, d_pi);
+    cr_assert(d_pi < 3 * d_std + 1e-3, "transposed Q8_0: %g vs quantization noise %g", d_pi, d_std);
+    for (int i = 0; i < 3; i++) {
+        free(l[i]);
+        st_model_destroy(&m[i]);
+    }
+}
+
+Test(model, transposed_down_axpy_path_matches_dot_path) {
+    /* the axpy path (down stored neuron-major) against the dot path on the same F32
+     * weights, at the level of one expert evaluation */
+    st_model_t *m = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4"));
+    const st_config_t *cfg = &m->cfg;
+    const int E = cfg->n_embd, F = cfg->n_ff_exp, X = cfg->n_expert;
+    st_ctx_params_t p = st_ctx_default_params();
+    p.n_threads = 2;
+    p.n_ctx = 8;
+    st_ctx_t *c = st_ctx_new(m, &p);
+    st_expert_set_t dot = st_model_expert_set(c, 1), axpy = dot;
+    float *downT = malloc((size_t)X * E * F * sizeof(float));
+    const void **ptrs = malloc((size_t)X * sizeof(void *));
+    for (int e = 0; e < X; e++) {
+        const float *d = dot.down[e];
+        for (int i = 0; i < E; i++)
+            for (int j = 0; j < F; j++) downT[(size_t)e * E * F + (size_t)j * E + i] = d[(size_t)i * F + j];
+        ptrs[e] = downT + (size_t)e * E * F;
+    }
+    axpy.down = ptrs;
+    axpy.down_transposed = true;
+    float m_in[3 * 96];
+    for (int i = 0; i < 3 * E; i++) m_in[i] = sinf(0.37f * i) * 1.5f;
+    int32_t tok[6] = {0, 0, 1, 1, 2, 2}, ids[6] = {0, 5, 2, 7, 5, 3};
+    float *y1 = malloc(6 * (size_t)E * sizeof(float)), *y2 = malloc(6 * (size_t)E * sizeof(float));
+    cr_assert_eq(st_experts_eval(c, &dot, 6, tok, ids, m_in, 3, y1), 0);
+    cr_assert_eq(st_experts_eval(c, &axpy, 6, tok, ids, m_in, 3, y2), 0);
+    double worst = 0, mag = 0;
+    for (int i = 0; i < 6 * E; i++) worst = fmax(worst, fabs(y1[i] - y2[i])), mag = fmax(mag, fabs(y1[i]));
+    /* F32 sums over 64 neurons in another order */
+    cr_assert(mag > 0 && worst <= 1e-5 * mag, "axpy vs dot: max |d| %g (max |y| %g)", worst, mag);
+    free(y1);
+    free(y2);
+    free(downT);
+    free(ptrs);
+    st_ctx_destroy(&c);
+    st_model_destroy(&m);
+}
+
 /* ---- refusals: a copy of a valid file with one thing changed ---------------- */
 
 typedef struct {
