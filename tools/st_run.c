@@ -1,245 +1,28 @@
 /* st-run: the whole model in one process. Tokenizes a prompt (optionally as
  * a ChatML chat turn), runs it, streams the generated text to stdout; or
- * prints JSON, or writes teacher-forced logits for every prompt position. */
-#include <cjson/cJSON.h>
-#include <getopt.h>
+ * prints JSON, or writes teacher-forced logits for every prompt position.
+ * The command line and the run live in model/cli.c, shared with
+ * st-coordinator so that both take the same flags and print the same output. */
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
-#include "forward.h"
-#include "generate.h"
+#include "cli.h"
 #include "model.h"
-#include "parse.h"
-#include "sampler.h"
 #include "st_log.h"
-#include "threadpool.h"
 
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: st-run -m MODEL (-p TEXT | -f FILE | --tokens IDS) [options]\n"
             "\n"
             "Runs a SmallThinker GGUF model in one process and streams the generated text.\n"
-            "\n"
-            "  -m, --model FILE       GGUF model (required)\n"
-            "  -p, --prompt TEXT      prompt text (special tokens like <|im_start|> are parsed)\n"
-            "  -f, --file FILE        read the prompt text from FILE\n"
-            "      --tokens IDS       comma-separated prompt token ids instead of text\n"
-            "      --chat             wrap the prompt as a ChatML user turn + assistant prompt\n"
-            "      --system TEXT      system message for --chat (default: none)\n"
-            "  -n, --n-predict N      tokens to generate (default 128; 0 with --logits-out)\n"
-            "      --temp T           temperature, 0 = greedy (default 0.6)\n"
-            "      --top-k K          top-k, 0 = off (default 20)\n"
-            "      --top-p P          top-p, 1 = off (default 0.95)\n"
-            "      --min-p P          min-p, 0 = off (default 0)\n"
-            "      --repeat-penalty R repetition penalty, 1 = off (default 1)\n"
-            "      --seed S           sampling seed (default 42)\n"
-            "  -t, --threads N        threads (default: all %d CPUs)\n"
-            "      --ctx N            context size (default: prompt + n-predict)\n"
-            "      --batch N          tokens per prefill step (default 64)\n"
-            "      --kv-type f16|f32  KV cache type (default f16)\n"
-            "      --json             print {\"prompt_tokens\",\"generated_tokens\",\"text\"} instead of streaming\n"
-            "      --logits-out FILE  write float32 LE logits [n_prompt x n_vocab], one row per prompt position\n"
-            "      --no-special       do not parse special-token text in the prompt\n"
-            "      --stats            print timings and expert statistics to stderr\n"
-            "  -v, --verbose          more log output\n"
-            "  -h, --help             this help\n",
-            st_cpu_count());
-}
-
-enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_SEED,
-       OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS };
-
-typedef struct {
-    const char *model, *prompt, *prompt_file, *tokens, *system, *logits_out;
-    bool chat, json, no_special, stats;
-    long n_predict, threads, ctx, batch;
-    st_type_t kv_type;
-    st_sampler_params_t sp;
-} args_t;
-
-static int s_bad(const char *flag, const char *val) {
-    fprintf(stderr, "st-run: invalid value '%s' for %s (see --help)\n", val, flag);
-    return 2;
-}
-
-static int s_parse_args(int argc, char **argv, args_t *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
-        {"file", required_argument, 0, 'f'},    {"tokens", required_argument, 0, OPT_TOKENS},
-        {"chat", no_argument, 0, OPT_CHAT},     {"system", required_argument, 0, OPT_SYSTEM},
-        {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, OPT_TEMP},
-        {"top-k", required_argument, 0, OPT_TOPK}, {"top-p", required_argument, 0, OPT_TOPP},
-        {"min-p", required_argument, 0, OPT_MINP}, {"repeat-penalty", required_argument, 0, OPT_REPEAT},
-        {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, 't'},
-        {"ctx", required_argument, 0, OPT_CTX}, {"batch", required_argument, 0, OPT_BATCH},
-        {"kv-type", required_argument, 0, OPT_KV}, {"json", no_argument, 0, OPT_JSON},
-        {"logits-out", required_argument, 0, OPT_LOGITS}, {"no-special", no_argument, 0, OPT_NOSPECIAL},
-        {"stats", no_argument, 0, OPT_STATS},   {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
-    a->n_predict = -1;
-    a->threads = st_cpu_count();
-    a->kv_type = ST_TYPE_F16;
-    a->sp = st_sampler_default_params();
-    a->sp.temp = 0.6f;
-    a->sp.top_k = 20;
-    a->sp.top_p = 0.95f;
-    a->sp.min_p = 0.0f;
-    a->sp.seed = 42;
-    double d;
-    long l;
-    int c;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:p:f:n:t:vh", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm': a->model = optarg; break;
-        case 'p': a->prompt = optarg; break;
-        case 'f': a->prompt_file = optarg; break;
-        case OPT_TOKENS: a->tokens = optarg; break;
-        case OPT_CHAT: a->chat = true; break;
-        case OPT_SYSTEM: a->system = optarg; break;
-        case 'n': if (!st_parse_int(optarg, 0, 1 << 24, &a->n_predict)) return s_bad("-n", optarg); break;
-        case OPT_TEMP: if (!st_parse_float(optarg, 0, 100, &d)) return s_bad("--temp", optarg); a->sp.temp = (float)d; break;
-        case OPT_TOPK: if (!st_parse_int(optarg, 0, 1 << 24, &l)) return s_bad("--top-k", optarg); a->sp.top_k = (int)l; break;
-        case OPT_TOPP: if (!st_parse_float(optarg, 1e-6, 1, &d)) return s_bad("--top-p", optarg); a->sp.top_p = (float)d; break;
-        case OPT_MINP: if (!st_parse_float(optarg, 0, 1, &d)) return s_bad("--min-p", optarg); a->sp.min_p = (float)d; break;
-        case OPT_REPEAT: if (!st_parse_float(optarg, 1e-3, 100, &d)) return s_bad("--repeat-penalty", optarg); a->sp.repeat_penalty = (float)d; break;
-        case OPT_SEED: if (!st_parse_int(optarg, 0, 0x7fffffffffffffffL, &l)) return s_bad("--seed", optarg); a->sp.seed = (uint64_t)l; break;
-        case 't': if (!st_parse_int(optarg, 1, 1024, &a->threads)) return s_bad("-t", optarg); break;
-        case OPT_CTX: if (!st_parse_int(optarg, 1, 1 << 24, &a->ctx)) return s_bad("--ctx", optarg); break;
-        case OPT_BATCH: if (!st_parse_int(optarg, 1, 4096, &a->batch)) return s_bad("--batch", optarg); break;
-        case OPT_KV:
-            if (!strcmp(optarg, "f16")) a->kv_type = ST_TYPE_F16;
-            else if (!strcmp(optarg, "f32")) a->kv_type = ST_TYPE_F32;
-            else return s_bad("--kv-type", optarg);
-            break;
-        case OPT_JSON: a->json = true; break;
-        case OPT_LOGITS: a->logits_out = optarg; break;
-        case OPT_NOSPECIAL: a->no_special = true; break;
-        case OPT_STATS: a->stats = true; break;
-        case 'v': st_log_set_level(ST_LOG_DEBUG); break;
-        case 'h': s_usage(stdout); exit(0);
-        default:
-            fprintf(stderr, "st-run: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "st-run: unexpected argument '%s' (see --help)\n", argv[optind]);
-        return 2;
-    }
-    if (!a->model) {
-        fprintf(stderr, "st-run: -m MODEL is required (see --help)\n");
-        return 2;
-    }
-    if (!!a->prompt + !!a->prompt_file + !!a->tokens != 1) {
-        fprintf(stderr, "st-run: give exactly one of -p TEXT, -f FILE, --tokens IDS\n");
-        return 2;
-    }
-    if (a->n_predict < 0) a->n_predict = a->logits_out ? 0 : 128;
-    return 0;
-}
-
-static char *s_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *b = realloc(buf, cap + 1);
-            if (!b) break;
-            buf = b;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
-static bool s_stream_cb(void *arg, int32_t token, const char *piece, int len) {
-    (void)arg;
-    (void)token;
-    fwrite(piece, 1, (size_t)len, stdout);
-    fflush(stdout);
-    return true;
-}
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-} text_t;
-
-static bool s_collect_cb(void *arg, int32_t token, const char *piece, int len) {
-    (void)token;
-    text_t *t = arg;
-    if (t->len + (size_t)len + 1 > t->cap) {
-        size_t cap = (t->cap + (size_t)len + 1) * 2;
-        char *b = realloc(t->buf, cap);
-        if (!b) return false;
-        t->buf = b;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, piece, (size_t)len);
-    t->len += (size_t)len;
-    return true;
-}
-
-static cJSON *s_int_array(const int32_t *v, int n) {
-    cJSON *a = cJSON_CreateArray();
-    for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(v[i]));
-    return a;
-}
-
-/* Tokenizes the prompt as asked: ids from --tokens, or text (file/flag, chat-wrapped). */
-static int32_t *s_prompt_tokens(const args_t *a, const st_model_t *m, int *n_out) {
-    if (a->tokens) {
-        int32_t *ids = st_parse_int_list(a->tokens, 0, m->cfg.n_vocab - 1, n_out);
-        if (!ids) fprintf(stderr, "st-run: --tokens needs comma-separated ids in 0..%d\n", m->cfg.n_vocab - 1);
-        return ids;
-    }
-    if (!m->tok) {
-        fprintf(stderr, "st-run: the model has no tokenizer; use --tokens\n");
-        return NULL;
-    }
-    size_t len = 0;
-    char *text = NULL;
-    if (a->prompt_file) {
-        text = s_read_file(a->prompt_file, &len);
-        if (!text) {
-            fprintf(stderr, "st-run: cannot read %s\n", a->prompt_file);
-            return NULL;
-        }
-    } else {
-        text = strdup(a->prompt);
-        len = strlen(text);
-    }
-    if (a->chat) {
-        char *wrapped = st_chatml_prompt(a->system, text);
-        free(text);
-        text = wrapped;
-        len = text ? strlen(text) : 0;
-    }
-    if (!text) return NULL;
-    int n = st_tokenize(m->tok, text, len, !a->no_special, NULL, 0);
-    int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof *ids) : NULL;
-    if (ids && st_tokenize(m->tok, text, len, !a->no_special, ids, n) != n) {
-        free(ids);
-        ids = NULL;
-    }
-    free(text);
-    *n_out = n;
-    return ids;
+            "\n");
+    st_cli_usage_options(f);
+    st_cli_usage_tail(f);
 }
 
 int main(int argc, char **argv) {
-    args_t a = {0};
-    int rc = s_parse_args(argc, argv, &a);
+    st_cli_args_t a;
+    const st_cli_extra_t extra = {.usage = s_usage};
+    int rc = st_cli_parse("st-run", argc, argv, &a, &extra);
     if (rc) return rc;
 
     st_model_t *m = st_model_load(a.model);
@@ -248,93 +31,7 @@ int main(int argc, char **argv) {
     st_model_describe(m, desc, sizeof desc);
     st_log(ST_LOG_INFO, "%s", desc);
 
-    int n_prompt = 0;
-    int32_t *prompt = s_prompt_tokens(&a, m, &n_prompt);
-    int status = 1;
-    st_ctx_t *c = NULL;
-    st_kv_t *kv = NULL;
-    st_sampler_t *smp = NULL;
-    float *plogits = NULL;
-    int32_t *gen = NULL;
-    text_t text = {0};
-    if (!prompt) goto out;
-    if (n_prompt == 0 && (a.n_predict > 0 || a.logits_out)) {
-        fprintf(stderr, "st-run: the prompt is empty: nothing to run\n");
-        goto out;
-    }
-
-    st_ctx_params_t cp = st_ctx_default_params();
-    cp.n_threads = (int)a.threads;
-    cp.kv_type = a.kv_type;
-    if (a.batch) cp.n_batch = (int)a.batch;
-    long need = n_prompt + a.n_predict;
-    cp.n_ctx = (int)(a.ctx ? a.ctx : (need > 0 ? need : 1));
-    if (need > cp.n_ctx) {
-        fprintf(stderr, "st-run: prompt (%d) + n-predict (%ld) exceeds --ctx %d\n", n_prompt, a.n_predict, cp.n_ctx);
-        goto out;
-    }
-    c = st_ctx_new(m, &cp);
-    kv = c ? st_kv_new(c, cp.n_ctx) : NULL;
-    smp = st_sampler_new(&a.sp, m->cfg.n_vocab);
-    gen = malloc(((size_t)a.n_predict + 1) * sizeof *gen);
-    if (!c || !kv || !smp || !gen) goto out;
-
-    st_generate_result_t res = {0};
-    if (n_prompt > 0 && (a.n_predict > 0 || a.logits_out)) {
-        if (a.logits_out) {
-            plogits = malloc((size_t)n_prompt * m->cfg.n_vocab * sizeof(float));
-            if (!plogits) {
-                fprintf(stderr, "st-run: no memory for %d x %d logits\n", n_prompt, m->cfg.n_vocab);
-                goto out;
-            }
-        }
-        rc = st_generate(c, kv, smp, prompt, n_prompt, (int)a.n_predict, plogits, gen,
-                         a.json ? s_collect_cb : s_stream_cb, a.json ? (void *)&text : NULL, &res);
-        if (rc < 0) {
-            fprintf(stderr, "st-run: generation failed: %s\n", st_strerror(rc));
-            goto out;
-        }
-    }
-    if (a.logits_out) {
-        FILE *f = fopen(a.logits_out, "wb");
-        size_t nv = (size_t)n_prompt * m->cfg.n_vocab;
-        if (!f || fwrite(plogits, sizeof(float), nv, f) != nv || fclose(f) != 0) {
-            fprintf(stderr, "st-run: cannot write %s\n", a.logits_out);
-            goto out;
-        }
-    }
-    if (a.json) {
-        cJSON *o = cJSON_CreateObject();
-        char *clean = st_utf8_sanitize(text.buf ? text.buf : "", text.len);
-        cJSON_AddItemToObject(o, "prompt_tokens", s_int_array(prompt, n_prompt));
-        cJSON_AddItemToObject(o, "generated_tokens", s_int_array(gen, res.n_generated));
-        cJSON_AddStringToObject(o, "text", clean ? clean : "");
-        char *s = cJSON_PrintUnformatted(o);
-        if (s) printf("%s\n", s);
-        free(s);
-        free(clean);
-        cJSON_Delete(o);
-    } else if (res.n_generated > 0) {
-        printf("\n");
-    }
-    if (a.stats && n_prompt > 0) {
-        const st_forward_stats_t *fs = st_ctx_stats(c);
-        fprintf(stderr, "prompt: %d tokens in %.1f ms (%.1f tok/s); generated %d tokens in %.1f ms (%.2f tok/s)\n",
-                n_prompt, res.prompt_ms, n_prompt * 1e3 / (res.prompt_ms > 0 ? res.prompt_ms : 1), res.n_generated,
-                res.generate_ms, res.n_generated > 1 ? (res.n_generated - 1) * 1e3 / res.generate_ms : 0.0);
-        if (fs->neurons)
-            fprintf(stderr, "experts: %llu calls, %.1f%% of expert neurons inactive after relu(gate)\n",
-                    (unsigned long long)fs->expert_calls, 100.0 * (1.0 - (double)fs->neurons_active / fs->neurons));
-    }
-    status = 0;
-out:
-    free(text.buf);
-    free(gen);
-    free(plogits);
-    free(prompt);
-    st_sampler_destroy(&smp);
-    st_kv_destroy(&kv);
-    st_ctx_destroy(&c);
+    int status = st_cli_run("st-run", &a, m, NULL);
     st_model_destroy(&m);
     return status;
 }

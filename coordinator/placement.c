@@ -1,0 +1,406 @@
+/* placement: experts to nodes (see placement.h for the rules).
+ *
+ * Everything is integer bookkeeping over n_layer x n_expert slots; the only
+ * floating point is in the proportional shares and the profile order, and
+ * ties are broken by node index rotated by layer, so the result is the same
+ * on every run and every machine.
+ */
+#include "placement.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "st_log.h"
+
+struct st_placement {
+    int n_nodes, n_layer, n_expert, R;
+    uint64_t expert_bytes;
+    int *owners;      /* [(l * X + e) * R + r], -1 = none */
+    uint8_t *pinned;  /* same indexing */
+    int *n_owners;    /* [l * X + e] */
+    int *node_count;  /* experts per node */
+    int dropped;      /* replicas that fit nowhere */
+};
+
+static size_t s_slot(const st_placement_t *pl, int l, int e) { return (size_t)l * pl->n_expert + e; }
+
+/* Shares of total slots proportional to w[i], each at most cap[i] (water
+ * filling: nodes whose share would exceed their cap are fixed at the cap and
+ * the rest is shared again), rounded by largest remainder. */
+static void s_shares(int n, const double *w, const int64_t *cap, int64_t total, int64_t *out) {
+    bool *fixed = calloc((size_t)n, sizeof *fixed);
+    double *ideal = calloc((size_t)n, sizeof *ideal);
+    int64_t left = total;
+    for (;;) {
+        double W = 0;
+        for (int i = 0; i < n; i++)
+            if (!fixed[i]) W += w[i];
+        bool changed = false;
+        for (int i = 0; i < n; i++) {
+            if (fixed[i]) continue;
+            ideal[i] = W > 0 ? (double)left * w[i] / W : 0;
+            if (ideal[i] > (double)cap[i]) {
+                fixed[i] = true;
+                out[i] = cap[i];
+                left -= cap[i];
+                changed = true;
+            }
+        }
+        if (!changed) break;
+    }
+    int64_t given = 0;
+    for (int i = 0; i < n; i++)
+        if (!fixed[i]) given += (out[i] = (int64_t)ideal[i]);
+    for (int64_t r = left - given; r > 0; r--) { /* largest remainders, lower index first */
+        int best = -1;
+        for (int i = 0; i < n; i++) {
+            if (fixed[i] || out[i] >= cap[i]) continue;
+            double rem = ideal[i] - (double)out[i];
+            if (best < 0 || rem > ideal[best] - (double)out[best]) best = i;
+        }
+        if (best < 0) break;
+        out[best]++;
+    }
+    free(fixed);
+    free(ideal);
+}
+
+/* Experts of a layer, hottest first (stable: equal counts keep id order). */
+static void s_hot_order(const st_place_params_t *p, int l, int *order) {
+    const int X = p->n_expert;
+    for (int e = 0; e < X; e++) order[e] = e;
+    if (!p->profile) return;
+    const double *f = p->profile + (size_t)l * X;
+    for (int i = 1; i < X; i++) { /* insertion sort: X is small (<= a few hundred) */
+        int v = order[i], j = i;
+        while (j > 0 && f[order[j - 1]] < f[v]) {
+            order[j] = order[j - 1];
+            j--;
+        }
+        order[j] = v;
+    }
+}
+
+static bool s_held(const st_place_node_t *nodes, int i, size_t slot) { return nodes[i].held && nodes[i].held[slot]; }
+
+static void s_add_owner(st_placement_t *pl, size_t slot, int node) {
+    pl->owners[slot * pl->R + pl->n_owners[slot]++] = node;
+    pl->node_count[node]++;
+}
+
+/* First copies of layer l: per-layer quotas from cumulative targets, then
+ * sticky (held) experts, then the rest hottest first. */
+static void s_place_layer(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes,
+                          const int64_t *Q, int l, int *quota, int *order) {
+    const int N = pl->n_nodes, X = pl->n_expert, L = pl->n_layer;
+    int given = 0;
+    for (int i = 0; i < N; i++) { /* everyone's whole per-layer share first */
+        int64_t base = Q[i] / L, room = Q[i] - pl->node_count[i];
+        quota[i] = (int)(base < room ? base : room);
+        given += quota[i];
+    }
+    for (int s = given; s < X; s++) { /* the remainders to the largest cumulative deficits */
+        int best = -1;
+        double best_def = 0;
+        for (int k = 0; k < N; k++) {
+            int i = (k + l) % N;
+            int64_t have = pl->node_count[i] + quota[i];
+            if (have >= Q[i]) continue;
+            double def = (double)Q[i] * (l + 1) / L - (double)have;
+            if (best < 0 || def > best_def) best = i, best_def = def;
+        }
+        quota[best]++; /* sum(Q) = L * X, so some node always has room */
+    }
+    s_hot_order(p, l, order);
+    int *left = quota; /* consumed below */
+    int *full = calloc((size_t)N, sizeof *full);
+    for (int i = 0; i < N; i++) full[i] = quota[i];
+    for (int oi = 0; oi < X; oi++) { /* sticky pass */
+        int e = order[oi], best = -1;
+        size_t slot = s_slot(pl, l, e);
+        for (int i = 0; i < N; i++)
+            if (left[i] > 0 && s_held(nodes, i, slot) && (best < 0 || left[i] > left[best])) best = i;
+        if (best >= 0) {
+            s_add_owner(pl, slot, best);
+            left[best]--;
+        }
+    }
+    for (int oi = 0; oi < X; oi++) { /* the rest: most quota left (as a fraction) first */
+        int e = order[oi], best = -1;
+        size_t slot = s_slot(pl, l, e);
+        if (pl->n_owners[slot]) continue;
+        for (int k = 0; k < N; k++) {
+            int i = (k + l) % N;
+            if (left[i] <= 0) continue;
+            if (best < 0 || (double)left[i] / full[i] > (double)left[best] / full[best]) best = i;
+        }
+        s_add_owner(pl, slot, best);
+        left[best]--;
+    }
+    free(full);
+}
+
+/* Copy r of every expert, where RAM allows: prefer a node that holds it,
+ * then the node with the fewest copies in this layer relative to its weight,
+ * then the lowest load relative to budget. */
+static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes,
+                             const double *w, int *layer_count, int *order) {
+    const int N = pl->n_nodes, X = pl->n_expert;
+    const uint64_t eb = pl->expert_bytes;
+    for (int r = 1; r < pl->R; r++) {
+        for (int l = 0; l < pl->n_layer; l++) {
+            memset(layer_count, 0, (size_t)N * sizeof *layer_count);
+            for (int e = 0; e < X; e++) {
+                size_t slot = s_slot(pl, l, e);
+                for (int k = 0; k < pl->n_owners[slot]; k++) layer_count[pl->owners[slot * pl->R + k]]++;
+            }
+            s_hot_order(p, l, order);
+            for (int oi = 0; oi < X; oi++) {
+                size_t slot = s_slot(pl, l, order[oi]);
+                int best = -1;
+                double best_key[3] = {0, 0, 0};
+                for (int k = 0; k < N; k++) {
+                    int i = (k + l + r) % N;
+                    bool owner = false;
+                    for (int j = 0; j < pl->n_owners[slot]; j++) owner |= pl->owners[slot * pl->R + j] == i;
+                    uint64_t load = (uint64_t)pl->node_count[i] * eb;
+                    uint64_t store = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
+                    if (owner || load + eb > nodes[i].mem_budget || load + eb > store) continue;
+                    double key[3] = {s_held(nodes, i, slot) ? 0 : 1, (layer_count[i] + 1) / w[i],
+                                     (double)(load + eb) / (double)nodes[i].mem_budget};
+                    bool better = best < 0;
+                    for (int q = 0; !better && q < 3; q++) {
+                        if (key[q] < best_key[q]) better = true;
+                        if (key[q] != best_key[q]) break;
+                    }
+                    if (better) best = i, memcpy(best_key, key, sizeof key);
+                }
+                if (best < 0) {
+                    pl->dropped++;
+                    continue;
+                }
+                s_add_owner(pl, slot, best);
+                layer_count[best]++;
+            }
+        }
+    }
+}
+
+/* Each node pins its hottest experts (profile > 0) up to pin_fraction of its budget. */
+static void s_pin(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes) {
+    if (!p->profile || p->pin_fraction <= 0) return;
+    const size_t S = (size_t)pl->n_layer * pl->n_expert;
+    for (int i = 0; i < pl->n_nodes; i++) {
+        uint64_t room = (uint64_t)((double)nodes[i].mem_budget * (p->pin_fraction > 1 ? 1 : p->pin_fraction));
+        for (uint64_t used = 0; used + pl->expert_bytes <= room; used += pl->expert_bytes) {
+            size_t best = S; /* hottest unpinned expert the node owns */
+            int best_r = 0;
+            for (size_t s = 0; s < S; s++)
+                for (int r = 0; r < pl->n_owners[s]; r++)
+                    if (pl->owners[s * pl->R + r] == i && !pl->pinned[s * pl->R + r] && p->profile[s] > 0 &&
+                        (best == S || p->profile[s] > p->profile[best]))
+                        best = s, best_r = r;
+            if (best == S) break;
+            pl->pinned[best * pl->R + best_r] = 1;
+        }
+    }
+}
+
+st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node_t *nodes, int n_nodes) {
+    if (!p || !nodes || n_nodes < 1 || n_nodes > 4096 || p->n_layer < 1 || p->n_expert < 1 || p->expert_bytes == 0 ||
+        p->replication < 1) {
+        st_fail(ST_EINVAL, "bad placement parameters (%d nodes, %d layers, %d experts, R %d)", n_nodes,
+                p ? p->n_layer : 0, p ? p->n_expert : 0, p ? p->replication : 0);
+        return NULL;
+    }
+    const int N = n_nodes, L = p->n_layer, X = p->n_expert;
+    const int64_t total = (int64_t)L * X;
+    st_placement_t *pl = calloc(1, sizeof *pl);
+    double *w = calloc((size_t)N, sizeof *w);
+    int64_t *cap = calloc((size_t)N, sizeof *cap), *Q = calloc((size_t)N, sizeof *Q);
+    int *quota = calloc((size_t)N, sizeof *quota), *order = calloc((size_t)X, sizeof *order);
+    if (!pl || !w || !cap || !Q || !quota || !order) goto fail;
+    pl->n_nodes = N;
+    pl->n_layer = L;
+    pl->n_expert = X;
+    pl->R = p->replication < N ? p->replication : N;
+    pl->expert_bytes = p->expert_bytes;
+    pl->owners = malloc((size_t)total * pl->R * sizeof *pl->owners);
+    pl->pinned = calloc((size_t)total * pl->R, 1);
+    pl->n_owners = calloc((size_t)total, sizeof *pl->n_owners);
+    pl->node_count = calloc((size_t)N, sizeof *pl->node_count);
+    if (!pl->owners || !pl->pinned || !pl->n_owners || !pl->node_count) goto fail;
+    for (size_t i = 0; i < (size_t)total * pl->R; i++) pl->owners[i] = -1;
+
+    bool any_budget = false;
+    int64_t cap_sum = 0;
+    for (int i = 0; i < N; i++) any_budget |= nodes[i].mem_budget > 0;
+    for (int i = 0; i < N; i++) {
+        w[i] = any_budget ? (double)nodes[i].mem_budget : 1.0;
+        uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
+        cap[i] = any_budget ? (int64_t)(c / p->expert_bytes) : total;
+        if (cap[i] > total) cap[i] = total;
+        if (w[i] <= 0) w[i] = 1e-9; /* a node with no budget only takes what others cannot */
+        cap_sum += cap[i];
+    }
+    if (cap_sum < total) {
+        st_fail(ST_ENOMEM, "the nodes can store %lld of the %lld experts (%.1f of %.1f MiB): add nodes or memory",
+                (long long)cap_sum, (long long)total, (double)cap_sum * p->expert_bytes / (1 << 20),
+                (double)total * p->expert_bytes / (1 << 20));
+        goto fail;
+    }
+    s_shares(N, w, cap, total, Q);
+    for (int l = 0; l < L; l++) s_place_layer(pl, p, nodes, Q, l, quota, order);
+    s_place_replicas(pl, p, nodes, w, quota, order);
+    s_pin(pl, p, nodes);
+    free(w);
+    free(cap);
+    free(Q);
+    free(quota);
+    free(order);
+    return pl;
+fail:
+    if (pl && !pl->owners) st_fail(ST_ENOMEM, "no memory for the placement");
+    free(w);
+    free(cap);
+    free(Q);
+    free(quota);
+    free(order);
+    st_placement_destroy(&pl);
+    return NULL;
+}
+
+void st_placement_destroy(st_placement_t **plp) {
+    if (!plp || !*plp) return;
+    st_placement_t *pl = *plp;
+    free(pl->owners);
+    free(pl->pinned);
+    free(pl->n_owners);
+    free(pl->node_count);
+    free(pl);
+    *plp = NULL;
+}
+
+int st_placement_n_nodes(const st_placement_t *pl) { return pl->n_nodes; }
+int st_placement_n_layer(const st_placement_t *pl) { return pl->n_layer; }
+int st_placement_n_expert(const st_placement_t *pl) { return pl->n_expert; }
+int st_placement_replication(const st_placement_t *pl) { return pl->R; }
+int st_placement_replicas_dropped(const st_placement_t *pl) { return pl->dropped; }
+
+static bool s_in_range(const st_placement_t *pl, int l, int e) {
+    return l >= 0 && l < pl->n_layer && e >= 0 && e < pl->n_expert;
+}
+
+int st_placement_n_owners(const st_placement_t *pl, int l, int e) {
+    return s_in_range(pl, l, e) ? pl->n_owners[s_slot(pl, l, e)] : 0;
+}
+
+int st_placement_owner(const st_placement_t *pl, int l, int e, int r) {
+    if (!s_in_range(pl, l, e) || r < 0 || r >= pl->n_owners[s_slot(pl, l, e)]) return -1;
+    return pl->owners[s_slot(pl, l, e) * pl->R + r];
+}
+
+static int s_owner_index(const st_placement_t *pl, int node, int l, int e) {
+    if (!s_in_range(pl, l, e)) return -1;
+    size_t s = s_slot(pl, l, e);
+    for (int r = 0; r < pl->n_owners[s]; r++)
+        if (pl->owners[s * pl->R + r] == node) return r;
+    return -1;
+}
+
+bool st_placement_owns(const st_placement_t *pl, int node, int l, int e) { return s_owner_index(pl, node, l, e) >= 0; }
+
+bool st_placement_pinned(const st_placement_t *pl, int node, int l, int e) {
+    int r = s_owner_index(pl, node, l, e);
+    return r >= 0 && pl->pinned[s_slot(pl, l, e) * pl->R + r];
+}
+
+int st_placement_node_experts(const st_placement_t *pl, int node) {
+    return node >= 0 && node < pl->n_nodes ? pl->node_count[node] : 0;
+}
+
+uint64_t st_placement_node_bytes(const st_placement_t *pl, int node) {
+    return (uint64_t)st_placement_node_experts(pl, node) * pl->expert_bytes;
+}
+
+static int s_pinned_count(const st_placement_t *pl, int node) {
+    int n = 0;
+    for (size_t s = 0; s < (size_t)pl->n_layer * pl->n_expert; s++)
+        for (int r = 0; r < pl->n_owners[s]; r++) n += pl->owners[s * pl->R + r] == node && pl->pinned[s * pl->R + r];
+    return n;
+}
+
+void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *names) {
+    fprintf(f, "placement: %d layers x %d experts of %.2f MiB on %d node%s, replication %d", pl->n_layer,
+            pl->n_expert, (double)pl->expert_bytes / (1 << 20), pl->n_nodes, pl->n_nodes == 1 ? "" : "s", pl->R);
+    if (pl->dropped) fprintf(f, " (%d replicas did not fit in RAM)", pl->dropped);
+    fprintf(f, "\n");
+    for (int i = 0; i < pl->n_nodes; i++) {
+        int lo = pl->n_expert, hi = 0;
+        for (int l = 0; l < pl->n_layer; l++) {
+            int n = 0;
+            for (int e = 0; e < pl->n_expert; e++) n += st_placement_owns(pl, i, l, e);
+            lo = n < lo ? n : lo;
+            hi = n > hi ? n : hi;
+        }
+        fprintf(f, "  node %d %-28s %5d experts %9.1f MiB, %d-%d per layer, %d pinned\n", i,
+                names && names[i] ? names[i] : "", pl->node_count[i],
+                (double)st_placement_node_bytes(pl, i) / (1 << 20), lo, hi, s_pinned_count(pl, i));
+    }
+}
+
+int st_placement_save_json(const st_placement_t *pl, const char *path, const char *const *names,
+                           const char *model_hash_hex) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return st_fail(ST_ENOMEM, "no memory");
+    if (model_hash_hex) cJSON_AddStringToObject(o, "model_hash", model_hash_hex);
+    cJSON_AddNumberToObject(o, "n_layer", pl->n_layer);
+    cJSON_AddNumberToObject(o, "n_expert", pl->n_expert);
+    cJSON_AddNumberToObject(o, "expert_bytes", (double)pl->expert_bytes);
+    cJSON_AddNumberToObject(o, "replication", pl->R);
+    cJSON_AddNumberToObject(o, "replicas_dropped", pl->dropped);
+    cJSON *jn = cJSON_AddArrayToObject(o, "nodes");
+    for (int i = 0; i < pl->n_nodes; i++) {
+        cJSON *n = cJSON_CreateObject();
+        cJSON_AddStringToObject(n, "name", names && names[i] ? names[i] : "");
+        cJSON_AddNumberToObject(n, "experts", pl->node_count[i]);
+        cJSON_AddNumberToObject(n, "bytes", (double)st_placement_node_bytes(pl, i));
+        cJSON_AddNumberToObject(n, "pinned", s_pinned_count(pl, i));
+        cJSON_AddItemToArray(jn, n);
+    }
+    /* layers[l][e] = [owner nodes...]; a "pinned" list of [layer, expert, node] */
+    cJSON *jl = cJSON_AddArrayToObject(o, "layers");
+    cJSON *jp = cJSON_AddArrayToObject(o, "pinned");
+    for (int l = 0; l < pl->n_layer; l++) {
+        cJSON *row = cJSON_CreateArray();
+        for (int e = 0; e < pl->n_expert; e++) {
+            size_t s = s_slot(pl, l, e);
+            cJSON_AddItemToArray(row, cJSON_CreateIntArray(pl->owners + s * pl->R, pl->n_owners[s]));
+            for (int r = 0; r < pl->n_owners[s]; r++)
+                if (pl->pinned[s * pl->R + r]) {
+                    int v[3] = {l, e, pl->owners[s * pl->R + r]};
+                    cJSON_AddItemToArray(jp, cJSON_CreateIntArray(v, 3));
+                }
+        }
+        cJSON_AddItemToArray(jl, row);
+    }
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) return st_fail(ST_ENOMEM, "no memory for the placement JSON");
+    char tmp[4096];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid()) >= sizeof tmp) {
+        free(text);
+        return st_fail(ST_EINVAL, "path too long");
+    }
+    FILE *f = fopen(tmp, "w");
+    bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f) ok = fclose(f) == 0 && ok;
+    free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return st_fail(ST_EIO, "cannot write %s", path);
+    }
+    return 0;
+}

@@ -1,0 +1,78 @@
+/* placement: which node(s) own each (layer, expert) pair.
+ *
+ * A pure function of its inputs (node budgets, what each node already holds,
+ * the model's shapes, the replication factor and an optional routing profile),
+ * so a restarted coordinator or node gets the same answer and nothing moves.
+ *
+ *   1. First copies: every node gets a share of the n_layer x n_expert experts
+ *      proportional to its RAM budget (largest remainder), never more than it
+ *      can store (its store capacity, or its budget when it reports none).
+ *      Beyond RAM, a node serves experts from its store (slower, but placed).
+ *   2. Per layer: each node gets floor(share / n_layer) experts of every
+ *      layer, the remainders going to the largest cumulative deficits, so
+ *      each layer's experts sit on all nodes and a token's k experts run in
+ *      parallel.
+ *   3. Inside a layer an expert stays on a node that already holds it while
+ *      that node's quota lasts (restart and join move only what must move);
+ *      the others are dealt hottest first (profile order) to the node with the
+ *      most quota left, so hot experts of a layer land on different nodes.
+ *   4. Replicas (copies 2..R) go only where RAM allows: a node never gets a
+ *      replica that would take its load over its budget. Replicas that fit
+ *      nowhere are counted (st_placement_replicas_dropped).
+ *   5. With a profile, each node pins its hottest experts up to pin_fraction
+ *      of its budget.
+ */
+#ifndef ST_PLACEMENT_H
+#define ST_PLACEMENT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct {
+    uint64_t mem_budget; /* bytes of RAM the node gives to experts (0: unknown, weighs like the others) */
+    uint64_t store_cap;  /* bytes its store can hold (held + free): the hard limit; 0: its mem_budget */
+    const uint8_t *held; /* n_layer * n_expert flags: expert already in its store (NULL: none) */
+} st_place_node_t;
+
+typedef struct {
+    int n_layer;
+    int n_expert;
+    uint64_t expert_bytes;  /* gate + up + down bytes of one expert */
+    int replication;        /* copies wanted per expert, >= 1 (capped at the node count) */
+    const double *profile;  /* n_layer * n_expert routing frequencies, or NULL */
+    double pin_fraction;    /* of a node's budget for pinned hot experts (needs a profile) */
+} st_place_params_t;
+
+typedef struct st_placement st_placement_t;
+
+/* Places the experts on n_nodes >= 1 nodes. NULL (logged, naming the
+ * shortfall) when the nodes cannot store one copy of every expert or on bad
+ * parameters. The caller keeps the inputs; the result does not point at them. */
+st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node_t *nodes, int n_nodes);
+void st_placement_destroy(st_placement_t **pl);
+
+int st_placement_n_nodes(const st_placement_t *pl);
+int st_placement_n_layer(const st_placement_t *pl);
+int st_placement_n_expert(const st_placement_t *pl);
+int st_placement_replication(const st_placement_t *pl); /* effective R (after the node-count cap) */
+
+/* Owners of (layer, expert): count, and owner r (0 = primary) as a node index. */
+int st_placement_n_owners(const st_placement_t *pl, int layer, int expert);
+int st_placement_owner(const st_placement_t *pl, int layer, int expert, int r);
+/* Whether node owns (layer, expert), and whether it should pin it in RAM. */
+bool st_placement_owns(const st_placement_t *pl, int node, int layer, int expert);
+bool st_placement_pinned(const st_placement_t *pl, int node, int layer, int expert);
+
+int st_placement_node_experts(const st_placement_t *pl, int node); /* experts (all copies) on node */
+uint64_t st_placement_node_bytes(const st_placement_t *pl, int node);
+int st_placement_replicas_dropped(const st_placement_t *pl);
+
+/* Human-readable summary (one line per node). names may be NULL. */
+void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *names);
+/* Writes the placement as JSON to path (atomically: temp file + rename).
+ * names and model_hash_hex may be NULL. 0 or a negative ST_E* code. */
+int st_placement_save_json(const st_placement_t *pl, const char *path, const char *const *names,
+                           const char *model_hash_hex);
+
+#endif

@@ -1,0 +1,65 @@
+/* cli: the one-shot command line shared by st-run and st-coordinator, so the
+ * two accept the same flags and print the same outputs (and can be compared
+ * byte for byte): prompt options, sampling, context, --json, --logits-out,
+ * --stats. A program adds its own options through st_cli_extra_t and hooks
+ * into the run through st_cli_hooks_t (st-coordinator installs its MoE
+ * backend on the context and adds cluster statistics).
+ */
+#ifndef ST_CLI_H
+#define ST_CLI_H
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "forward.h"
+#include "generate.h"
+#include "model.h"
+#include "sampler.h"
+
+typedef struct {
+    const char *model, *prompt, *prompt_file, *tokens, *system, *logits_out;
+    bool chat, json, no_special, stats;
+    long n_predict, threads, ctx, batch;
+    st_type_t kv_type;
+    st_sampler_params_t sp;
+} st_cli_args_t;
+
+/* First option value a program may use for its own long options. */
+#define ST_CLI_OPT_EXTRA 1000
+
+typedef struct {
+    const struct option *opts; /* {0}-terminated; values >= ST_CLI_OPT_EXTRA */
+    /* Handles one of opts: 0, or 2 after printing a usage error. */
+    int (*handle)(void *arg, int opt, const char *val);
+    void *arg;
+    void (*usage)(FILE *f); /* the program's whole --help text */
+} st_cli_extra_t;
+
+/* Parses argv into a (defaults first). prog names the program in messages;
+ * extra may be NULL (st-run). --help prints usage and exits 0. Returns 0, or
+ * 2 after printing why the command line is wrong. */
+int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, const st_cli_extra_t *extra);
+
+/* The shared option lines of --help (from -m to --stats), and the closing
+ * -v/-h lines, as st-run prints them. */
+void st_cli_usage_options(FILE *f);
+void st_cli_usage_tail(FILE *f);
+
+typedef struct {
+    void *arg;
+    /* After the prompt is tokenized, before the context exists: may change
+     * the context parameters. Nonzero stops the run with that status. */
+    int (*on_params)(void *arg, st_ctx_params_t *p);
+    /* After the context is created (install a MoE backend here). Nonzero stops. */
+    int (*on_ctx)(void *arg, st_ctx_t *c);
+    /* After generation, with --stats: extra statistics lines on stderr. */
+    void (*on_stats)(void *arg, st_ctx_t *c, const st_generate_result_t *res);
+} st_cli_hooks_t;
+
+/* Runs the one-shot flow on a loaded model: tokenize the prompt, generate
+ * (streaming to stdout, or --json), write --logits-out, print --stats.
+ * hooks may be NULL. Returns the process exit status (0 or 1). */
+int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, const st_cli_hooks_t *hooks);
+
+#endif

@@ -1,0 +1,323 @@
+/* Placement: every expert gets an owner on any number of nodes, shares follow
+ * the budgets and never exceed them when RAM suffices, each layer is spread
+ * over the nodes, replicas land on distinct nodes where RAM allows, held
+ * experts stay put, hot experts of a layer go to different nodes. */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "placement.h"
+
+#define MiB (1024ull * 1024)
+
+static st_place_params_t s_params(int layers, int experts, int R) {
+    st_place_params_t p = {.n_layer = layers, .n_expert = experts, .expert_bytes = 2 * MiB, .replication = R};
+    return p;
+}
+
+static void s_nodes(st_place_node_t *nodes, int n, uint64_t budget) {
+    for (int i = 0; i < n; i++) nodes[i] = (st_place_node_t){.mem_budget = budget};
+}
+
+/* Every (layer, expert) has exactly want distinct owners, all valid nodes. */
+static void s_check_owners(const st_placement_t *pl, int want) {
+    for (int l = 0; l < st_placement_n_layer(pl); l++)
+        for (int e = 0; e < st_placement_n_expert(pl); e++) {
+            int n = st_placement_n_owners(pl, l, e);
+            cr_assert_eq(n, want, "layer %d expert %d: %d owners, want %d", l, e, n, want);
+            for (int r = 0; r < n; r++) {
+                int a = st_placement_owner(pl, l, e, r);
+                cr_assert(a >= 0 && a < st_placement_n_nodes(pl));
+                cr_assert(st_placement_owns(pl, a, l, e));
+                for (int q = 0; q < r; q++) cr_assert_neq(a, st_placement_owner(pl, l, e, q), "duplicate owner");
+            }
+        }
+}
+
+static int s_layer_count(const st_placement_t *pl, int node, int l) {
+    int n = 0;
+    for (int e = 0; e < st_placement_n_expert(pl); e++) n += st_placement_owns(pl, node, l, e);
+    return n;
+}
+
+Test(placement, any_node_count_equal_budgets_is_balanced_and_spread) {
+    const int L = 6, X = 8;
+    for (int N = 1; N <= 9; N++) {
+        st_place_node_t nodes[9];
+        s_nodes(nodes, N, 1024 * MiB);
+        st_place_params_t p = s_params(L, X, 1);
+        st_placement_t *pl = st_placement_new(&p, nodes, N);
+        cr_assert_not_null(pl, "N=%d", N);
+        s_check_owners(pl, 1);
+        int total = 0;
+        for (int i = 0; i < N; i++) {
+            int c = st_placement_node_experts(pl, i);
+            total += c;
+            /* equal shares: within one expert of L*X/N */
+            cr_assert(c * N >= L * X - N && c * N <= L * X + N, "N=%d node %d has %d experts", N, i, c);
+            for (int l = 0; l < L; l++) {
+                int lc = s_layer_count(pl, i, l);
+                /* per layer: floor or ceil of X/N (every node takes part in every layer it can) */
+                cr_assert(lc >= X / N && lc <= (X + N - 1) / N, "N=%d node %d layer %d: %d experts", N, i, l, lc);
+            }
+        }
+        cr_assert_eq(total, L * X);
+        st_placement_destroy(&pl);
+        cr_assert_null(pl);
+    }
+}
+
+Test(placement, shares_follow_budgets_and_respect_them) {
+    const int L = 8, X = 16; /* 128 experts of 2 MiB = 256 MiB */
+    st_place_node_t nodes[3] = {{.mem_budget = 64 * MiB}, {.mem_budget = 128 * MiB}, {.mem_budget = 192 * MiB}};
+    st_place_params_t p = s_params(L, X, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 3);
+    cr_assert_not_null(pl);
+    s_check_owners(pl, 1);
+    const double share[3] = {1.0 / 6, 2.0 / 6, 3.0 / 6};
+    for (int i = 0; i < 3; i++) {
+        int c = st_placement_node_experts(pl, i);
+        cr_assert(st_placement_node_bytes(pl, i) <= nodes[i].mem_budget, "node %d over its budget", i);
+        cr_assert(c >= (int)(share[i] * L * X) - 1 && c <= (int)(share[i] * L * X) + 1, "node %d: %d experts", i, c);
+        for (int l = 0; l < L; l++) /* each layer is split in about the same proportion */
+            cr_assert(abs(s_layer_count(pl, i, l) - (int)(share[i] * X + 0.5)) <= 1, "node %d layer %d", i, l);
+    }
+    st_placement_destroy(&pl);
+}
+
+Test(placement, five_nodes_of_different_sizes) {
+    const int L = 32, X = 32;
+    st_place_node_t nodes[5] = {{.mem_budget = 1536 * MiB}, {.mem_budget = 1024 * MiB}, {.mem_budget = 512 * MiB},
+                                {.mem_budget = 1024 * MiB}, {.mem_budget = 2048 * MiB}};
+    st_place_params_t p = s_params(L, X, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 5);
+    cr_assert_not_null(pl);
+    s_check_owners(pl, 1);
+    for (int i = 0; i < 5; i++) cr_assert(st_placement_node_bytes(pl, i) <= nodes[i].mem_budget);
+    for (int l = 0; l < L; l++) { /* every node takes part in every layer (each holds >= 2 GB / 6 GB of it) */
+        for (int i = 0; i < 5; i++) cr_assert_gt(s_layer_count(pl, i, l), 0, "node %d idle in layer %d", i, l);
+    }
+    st_placement_destroy(&pl);
+}
+
+Test(placement, too_little_capacity_is_refused) {
+    st_place_node_t nodes[2];
+    s_nodes(nodes, 2, 10 * MiB); /* 10 experts of 2 MiB, 32 needed */
+    st_place_params_t p = s_params(4, 8, 1);
+    cr_assert_null(st_placement_new(&p, nodes, 2));
+}
+
+Test(placement, store_beyond_ram_is_used_in_budget_proportion) {
+    /* 64 experts = 128 MiB; RAM 32 + 32 MiB, each store 100 MiB: placed, half each */
+    st_place_node_t nodes[2] = {{.mem_budget = 32 * MiB, .store_cap = 100 * MiB},
+                                {.mem_budget = 32 * MiB, .store_cap = 100 * MiB}};
+    st_place_params_t p = s_params(8, 8, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    s_check_owners(pl, 1);
+    cr_assert_eq(st_placement_node_experts(pl, 0), 32);
+    cr_assert_eq(st_placement_node_experts(pl, 1), 32);
+    for (int i = 0; i < 2; i++) cr_assert_leq(st_placement_node_bytes(pl, i), nodes[i].store_cap);
+    st_placement_destroy(&pl);
+}
+
+Test(placement, capped_store_pushes_the_rest_elsewhere) {
+    /* node 0 has the big budget but can store only 10 experts */
+    st_place_node_t nodes[2] = {{.mem_budget = 1024 * MiB, .store_cap = 20 * MiB}, {.mem_budget = 64 * MiB}};
+    st_place_params_t p = s_params(4, 8, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    s_check_owners(pl, 1);
+    cr_assert_eq(st_placement_node_experts(pl, 0), 10);
+    cr_assert_eq(st_placement_node_experts(pl, 1), 22);
+    st_placement_destroy(&pl);
+}
+
+Test(placement, replication_on_distinct_nodes) {
+    const int L = 4, X = 8;
+    for (int N = 2; N <= 5; N++) {
+        st_place_node_t nodes[5];
+        s_nodes(nodes, N, 1024 * MiB);
+        st_place_params_t p = s_params(L, X, 2);
+        st_placement_t *pl = st_placement_new(&p, nodes, N);
+        cr_assert_not_null(pl);
+        cr_assert_eq(st_placement_replication(pl), 2);
+        cr_assert_eq(st_placement_replicas_dropped(pl), 0);
+        s_check_owners(pl, 2);
+        for (int i = 0; i < N; i++) /* the copies are shared evenly too */
+            cr_assert(abs(st_placement_node_experts(pl, i) * N - 2 * L * X) <= 2 * N, "N=%d node %d: %d", N, i,
+                      st_placement_node_experts(pl, i));
+        st_placement_destroy(&pl);
+    }
+}
+
+Test(placement, replication_capped_at_node_count) {
+    st_place_node_t nodes[2];
+    s_nodes(nodes, 2, 1024 * MiB);
+    st_place_params_t p = s_params(2, 4, 5);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_replication(pl), 2);
+    s_check_owners(pl, 2);
+    st_placement_destroy(&pl);
+}
+
+Test(placement, replicas_only_where_ram_allows) {
+    /* 32 experts = 64 MiB; RAM 48 + 48 MiB: first copies 16 + 16, room for 8 replicas each */
+    st_place_node_t nodes[2];
+    s_nodes(nodes, 2, 48 * MiB);
+    st_place_params_t p = s_params(4, 8, 2);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    for (int i = 0; i < 2; i++) cr_assert_leq(st_placement_node_bytes(pl, i), nodes[i].mem_budget);
+    cr_assert_eq(st_placement_replicas_dropped(pl), 16);
+    int replicated = 0;
+    for (int l = 0; l < 4; l++)
+        for (int e = 0; e < 8; e++) {
+            cr_assert_geq(st_placement_n_owners(pl, l, e), 1);
+            replicated += st_placement_n_owners(pl, l, e) == 2;
+        }
+    cr_assert_eq(replicated, 16);
+    st_placement_destroy(&pl);
+}
+
+Test(placement, same_inputs_same_placement) {
+    st_place_node_t nodes[3];
+    s_nodes(nodes, 3, 512 * MiB);
+    st_place_params_t p = s_params(8, 16, 2);
+    st_placement_t *a = st_placement_new(&p, nodes, 3), *b = st_placement_new(&p, nodes, 3);
+    for (int l = 0; l < 8; l++)
+        for (int e = 0; e < 16; e++)
+            for (int r = 0; r < 2; r++) cr_assert_eq(st_placement_owner(a, l, e, r), st_placement_owner(b, l, e, r));
+    st_placement_destroy(&a);
+    st_placement_destroy(&b);
+}
+
+/* held[node] flags from a placement */
+static uint8_t *s_held_of(const st_placement_t *pl, int node) {
+    int L = st_placement_n_layer(pl), X = st_placement_n_expert(pl);
+    uint8_t *h = calloc((size_t)L * X, 1);
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < X; e++) h[l * X + e] = st_placement_owns(pl, node, l, e);
+    return h;
+}
+
+Test(placement, a_new_node_takes_experts_only_from_the_others) {
+    const int L = 8, X = 16;
+    st_place_node_t nodes[3];
+    s_nodes(nodes, 3, 512 * MiB);
+    st_place_params_t p = s_params(L, X, 1);
+    /* nodes 0 and 2 first (the new node gets index 1: order must not matter) */
+    st_place_node_t two[2] = {nodes[0], nodes[2]};
+    st_placement_t *before = st_placement_new(&p, two, 2);
+    uint8_t *h0 = s_held_of(before, 0), *h2 = s_held_of(before, 1);
+    nodes[0].held = h0;
+    nodes[2].held = h2;
+    st_placement_t *after = st_placement_new(&p, nodes, 3);
+    int moved = 0;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < X; e++) {
+            int was = st_placement_owner(before, l, e, 0) == 0 ? 0 : 2, now = st_placement_owner(after, l, e, 0);
+            if (now != was) {
+                cr_assert_eq(now, 1, "layer %d expert %d moved from node %d to old node %d", l, e, was, now);
+                moved++;
+            }
+        }
+    cr_assert(abs(moved - L * X / 3) <= 1, "%d experts moved, %d expected", moved, L * X / 3);
+    /* a restart with everything held moves nothing */
+    uint8_t *h[3] = {s_held_of(after, 0), s_held_of(after, 1), s_held_of(after, 2)};
+    for (int i = 0; i < 3; i++) nodes[i].held = h[i];
+    st_placement_t *again = st_placement_new(&p, nodes, 3);
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < X; e++) cr_assert_eq(st_placement_owner(again, l, e, 0), st_placement_owner(after, l, e, 0));
+    for (int i = 0; i < 3; i++) free(h[i]);
+    free(h0);
+    free(h2);
+    st_placement_destroy(&before);
+    st_placement_destroy(&after);
+    st_placement_destroy(&again);
+}
+
+Test(placement, hot_experts_of_a_layer_on_different_nodes_and_pinned) {
+    const int L = 4, X = 16, N = 4;
+    double *prof = calloc((size_t)L * X, sizeof *prof);
+    for (int l = 0; l < L; l++) /* hot: experts 3, 7, 8, 9 of every layer (ids close together on purpose) */
+        for (int e = 0; e < X; e++) prof[l * X + e] = (e == 3 || e == 7 || e == 8 || e == 9) ? 100 - e : 1;
+    st_place_node_t nodes[N];
+    s_nodes(nodes, N, 64 * MiB);
+    st_place_params_t p = s_params(L, X, 1);
+    p.profile = prof;
+    p.pin_fraction = 0.25; /* 16 MiB: 8 experts of 2 MiB */
+    st_placement_t *pl = st_placement_new(&p, nodes, N);
+    cr_assert_not_null(pl);
+    for (int l = 0; l < L; l++) {
+        int hot[4] = {3, 7, 8, 9}, seen = 0;
+        for (int i = 0; i < 4; i++) seen |= 1 << st_placement_owner(pl, l, hot[i], 0);
+        cr_assert_eq(seen, 0xf, "layer %d: hot experts share a node", l);
+        for (int i = 0; i < 4; i++) cr_assert(st_placement_pinned(pl, st_placement_owner(pl, l, hot[i], 0), l, hot[i]));
+    }
+    for (int i = 0; i < N; i++) {
+        int pinned = 0;
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < X; e++) pinned += st_placement_pinned(pl, i, l, e);
+        cr_assert_leq(pinned, 8, "node %d pins %d experts, over its pin budget", i, pinned);
+    }
+    st_placement_destroy(&pl);
+    free(prof);
+}
+
+Test(placement, nothing_pinned_without_a_profile) {
+    st_place_node_t nodes[2];
+    s_nodes(nodes, 2, 1024 * MiB);
+    st_place_params_t p = s_params(2, 8, 1);
+    p.pin_fraction = 0.5;
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    for (int l = 0; l < 2; l++)
+        for (int e = 0; e < 8; e++) cr_assert(!st_placement_pinned(pl, st_placement_owner(pl, l, e, 0), l, e));
+    st_placement_destroy(&pl);
+}
+
+Test(placement, bad_parameters_are_refused) {
+    st_place_node_t nodes[1] = {{.mem_budget = 16 * MiB}};
+    st_place_params_t p = s_params(2, 4, 1);
+    cr_assert_null(st_placement_new(&p, nodes, 0));
+    p.replication = 0;
+    cr_assert_null(st_placement_new(&p, nodes, 1));
+    p = s_params(0, 4, 1);
+    cr_assert_null(st_placement_new(&p, nodes, 1));
+    p = s_params(2, 4, 1);
+    p.expert_bytes = 0;
+    cr_assert_null(st_placement_new(&p, nodes, 1));
+    p = s_params(2, 4, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 1);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_owner(pl, 5, 0, 0), -1); /* out of range: no owner, no crash */
+    cr_assert_eq(st_placement_owner(pl, 0, 4, 0), -1);
+    cr_assert_eq(st_placement_owner(pl, 0, 0, 1), -1);
+    cr_assert_eq(st_placement_n_owners(pl, -1, 0), 0);
+    st_placement_destroy(&pl);
+    st_placement_destroy(&pl); /* safe twice */
+}
+
+Test(placement, json_is_written_and_lists_every_expert) {
+    st_place_node_t nodes[3];
+    s_nodes(nodes, 3, 512 * MiB);
+    st_place_params_t p = s_params(2, 4, 2);
+    st_placement_t *pl = st_placement_new(&p, nodes, 3);
+    char path[] = "/tmp/st-placement-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    const char *names[3] = {"tcp://a:1", "tcp://b:2", "tcp://c:3"};
+    cr_assert_eq(st_placement_save_json(pl, path, names, "abcd"), 0);
+    FILE *f = fopen(path, "r");
+    char buf[8192] = {0};
+    cr_assert_gt(fread(buf, 1, sizeof buf - 1, f), 0);
+    fclose(f);
+    cr_assert_not_null(strstr(buf, "\"model_hash\":\"abcd\""));
+    cr_assert_not_null(strstr(buf, "\"name\":\"tcp://b:2\""));
+    cr_assert_not_null(strstr(buf, "\"layers\":[[["));
+    unlink(path);
+    cr_assert_lt(st_placement_save_json(pl, "/nonexistent-dir/x.json", NULL, NULL), 0);
+    st_placement_destroy(&pl);
+}
