@@ -18,14 +18,21 @@
 
 typedef struct st_tokenizer st_tokenizer_t;
 
-/* NULL (logged) when the GGUF lacks a usable gpt2/qwen2 vocabulary. */
+/* NULL (logged) when the GGUF lacks a usable gpt2/qwen2 vocabulary. Copies
+ * what it needs: g may be closed afterwards. The tokenizer is read-only once
+ * built, so any number of threads may use it at once. */
 st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g);
+/* Frees *t and sets it to NULL; safe on NULL. */
 void st_tokenizer_destroy(st_tokenizer_t **t);
 
 int32_t st_tokenizer_n_vocab(const st_tokenizer_t *t);
+/* BOS and EOS ids (tokenizer.ggml.{bos,eos}_token_id, llama.cpp's defaults otherwise), or -1. */
+int32_t st_tokenizer_bos(const st_tokenizer_t *t);
+int32_t st_tokenizer_eos(const st_tokenizer_t *t);
 
-/* Tokenizes len bytes of text (need not be NUL-terminated, any bytes: invalid
- * UTF-8 is tokenized byte-wise as llama.cpp does). Writes at most cap ids and
+/* Tokenizes len bytes of text (need not be NUL-terminated, any bytes: as in
+ * llama.cpp, each byte that starts no complete UTF-8 sequence is read as
+ * U+FFFD). Writes at most cap ids (ids may be NULL when cap is 0) and
  * returns the total number of tokens (call again with a larger buffer when it
  * exceeds cap), or a negative ST_E* code. No BOS is added unless the GGUF's
  * tokenizer.ggml.add_bos_token is true. */
