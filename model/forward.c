@@ -210,10 +210,6 @@ static void s_rope(float *v, int n_heads, int d, int pos, float base) {
     }
 }
 
-static inline float s_kv_get(const st_kv_t *kv, const void *base, size_t idx) {
-    return kv->type == ST_TYPE_F16 ? st_fp16_to_fp32(((const uint16_t *)base)[idx]) : ((const float *)base)[idx];
-}
-
 static void s_kv_put(st_kv_t *kv, void *base, size_t idx, const float *src, size_t n) {
     if (kv->type == ST_TYPE_F16)
         for (size_t i = 0; i < n; i++) ((uint16_t *)base)[idx + i] = st_fp32_to_fp16(src[i]);
@@ -230,30 +226,37 @@ typedef struct {
 } attn_job_t;
 
 /* Attention for (token, head) pairs split across threads: scores over the
- * allowed past positions, softmax, weighted sum of values. */
+ * allowed past positions, softmax, weighted sum of values. With an F16 cache,
+ * q is rounded to F16 and dotted with the F16 keys, and the probabilities are
+ * rounded to F16 before weighting the values: what ggml's F16 matmuls do. */
 static void s_attn_worker(void *arg, int ith, int nth) {
     const attn_job_t *j = arg;
     const st_ctx_t *c = j->c;
     const st_config_t *cfg = &c->m->cfg;
     const st_kv_layer_t *L = &j->kv->layers[j->layer];
     const int D = cfg->head_dim, H = cfg->n_head, group = cfg->n_head / cfg->n_head_kv;
-    const bool f16 = j->kv->type == ST_TYPE_F16;
+    const st_type_t kt = j->kv->type;
+    const bool f16 = kt == ST_TYPE_F16;
+    const size_t esz = f16 ? 2 : 4, row_bytes = j->kv->row * esz;
+    const st_vec_dot_fn dot = c->k->vec_dot[kt];
+    const st_to_float_fn to_float = c->k->to_float[kt];
     const float scale = 1.0f / sqrtf((float)D);
     float *scores = c->scratch + (size_t)ith * c->scratch_n;
-    float qh[1024];
+    float vrow[1024];
+    uint8_t qh[1024 * 4];
     int lo, hi;
     st_split_range(j->n_tok * H, ith, nth, &lo, &hi);
     for (int item = lo; item < hi; item++) {
         const int t = item / H, h = item % H, g = h / group;
         const int pos = j->pos0 + t;
         const int first = cfg->is_swa[j->layer] && pos - cfg->n_swa + 1 > 0 ? pos - cfg->n_swa + 1 : 0;
-        const float *q = c->q + (size_t)t * H * D + (size_t)h * D;
-        for (int i = 0; i < D; i++) qh[i] = f16 ? st_fp16_to_fp32(st_fp32_to_fp16(q[i])) : q[i];
+        c->k->from_float[kt](D, c->q + (size_t)t * H * D + (size_t)h * D, qh);
+        const uint8_t *kbase = (const uint8_t *)L->k + (size_t)g * D * esz;
+        const uint8_t *vbase = (const uint8_t *)L->v + (size_t)g * D * esz;
         float mx = -INFINITY;
         for (int p = first; p <= pos; p++) {
-            const size_t base = (size_t)(p % L->cap) * j->kv->row + (size_t)g * D;
-            float s = 0.0f;
-            for (int i = 0; i < D; i++) s += qh[i] * s_kv_get(j->kv, L->k, base + i);
+            float s;
+            dot(D, &s, kbase + (size_t)(p % L->cap) * row_bytes, qh);
             s *= scale;
             scores[p - first] = s;
             if (s > mx) mx = s;
@@ -273,9 +276,9 @@ static void s_attn_worker(void *arg, int ith, int nth) {
         float *o = c->attn + (size_t)t * H * D + (size_t)h * D;
         for (int i = 0; i < D; i++) o[i] = 0.0f;
         for (int p = first; p <= pos; p++) {
-            const size_t base = (size_t)(p % L->cap) * j->kv->row + (size_t)g * D;
             const float a = scores[p - first];
-            for (int i = 0; i < D; i++) o[i] += a * s_kv_get(j->kv, L->v, base + i);
+            to_float(D, vbase + (size_t)(p % L->cap) * row_bytes, vrow);
+            for (int i = 0; i < D; i++) o[i] += a * vrow[i];
         }
     }
 }
