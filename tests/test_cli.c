@@ -1,0 +1,135 @@
+/* st-run as a user runs it: flags, outputs, exit codes.
+ *
+ * Expected ids and text come from llama.cpp through the reference oracle, on
+ * the tiny F32 model (st-synth --type f32 == make-smallthinker.mjs --type f32):
+ *   node oracle.mjs --model tiny-f32.gguf --prompt "hi there" --chat --n 4
+ *   -> prompt_tokens [151644,872,198,6023,1052,151645,198,151644,77091,198]
+ *      generated_tokens [151571,83683,29083,82747], text "𝖖 inconvenient (# moderators"
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "testutil.h"
+
+#define ST_RUN ST_BINARY_DIR "/st-run"
+
+static const char *s_tiny(void) {
+    static char path[1024];
+    const char *const args[] = {"--type", "f32", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path));
+    return path;
+}
+
+/* Runs cmd, captures stdout into out (NUL-terminated), returns the exit status. */
+static int s_run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int s_run(char *out, size_t cap, const char *fmt, ...) {
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void s_assert_ids(cJSON *arr, const int *want, int n, const char *what) {
+    cr_assert_eq(cJSON_GetArraySize(arr), n, "%s: %d ids, want %d", what, cJSON_GetArraySize(arr), n);
+    for (int i = 0; i < n; i++)
+        cr_assert_eq((int)cJSON_GetArrayItem(arr, i)->valuedouble, want[i], "%s[%d]", what, i);
+}
+
+Test(cli, help_exits_zero_and_lists_the_interface) {
+    static char out[16384];
+    cr_assert_eq(s_run(out, sizeof out, "%s --help", ST_RUN), 0);
+    const char *flags[] = {"-m", "-p", "-n", "--chat", "--temp", "--top-k", "--top-p", "--seed", "-t", "--json",
+                           "--tokens", "--logits-out", "--kv-type", "--ctx", "--help"};
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        cr_expect(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
+}
+
+Test(cli, wrong_flags_fail_with_a_message) {
+    static char out[4096];
+    cr_assert_eq(s_run(out, sizeof out, "%s --bogus 2>&1", ST_RUN), 2);
+    cr_assert(strstr(out, "--bogus"), "message names the flag: %s", out);
+    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf -p hi -n -3 2>&1", ST_RUN), 2);
+    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf 2>&1", ST_RUN), 2, "no prompt");
+    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf -p hi --kv-type q4 2>&1", ST_RUN), 2);
+}
+
+Test(cli, missing_or_broken_model_fails_cleanly) {
+    static char out[4096];
+    int rc = s_run(out, sizeof out, "%s -m /nonexistent/model.gguf -p hi 2>&1", ST_RUN);
+    cr_assert(rc != 0 && rc != -1, "exit %d", rc);
+    cr_assert(strstr(out, "/nonexistent/model.gguf"), "message names the file: %s", out);
+    FILE *f = fopen("/tmp/st-cli-broken.gguf", "wb");
+    fputs("GGUF this is not a model", f);
+    fclose(f);
+    rc = s_run(out, sizeof out, "%s -m /tmp/st-cli-broken.gguf -p hi 2>&1", ST_RUN);
+    remove("/tmp/st-cli-broken.gguf");
+    cr_assert(rc != 0 && rc != -1, "exit %d", rc);
+}
+
+Test(cli, json_chat_greedy_matches_llama_cpp) {
+    static char out[65536];
+    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 --json -t 2 2>/dev/null",
+                       ST_RUN, s_tiny()),
+                 0);
+    cJSON *j = cJSON_Parse(out);
+    cr_assert_not_null(j, "not JSON: %s", out);
+    const int prompt[] = {151644, 872, 198, 6023, 1052, 151645, 198, 151644, 77091, 198};
+    const int gen[] = {151571, 83683, 29083, 82747};
+    s_assert_ids(cJSON_GetObjectItem(j, "prompt_tokens"), prompt, 10, "prompt_tokens");
+    s_assert_ids(cJSON_GetObjectItem(j, "generated_tokens"), gen, 4, "generated_tokens");
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "text")->valuestring, "𝖖 inconvenient (# moderators");
+    cJSON_Delete(j);
+}
+
+Test(cli, streamed_text_equals_json_text) {
+    static char out[65536];
+    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 -t 2 2>/dev/null", ST_RUN,
+                       s_tiny()),
+                 0);
+    cr_assert_str_eq(out, "𝖖 inconvenient (# moderators\n");
+}
+
+Test(cli, n0_json_prints_only_the_prompt_ids) {
+    static char out[65536];
+    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 0 --json 2>/dev/null", ST_RUN, s_tiny()),
+                 0);
+    cJSON *j = cJSON_Parse(out);
+    cr_assert_not_null(j);
+    const int prompt[] = {151644, 872, 198, 6023, 1052, 151645, 198, 151644, 77091, 198};
+    s_assert_ids(cJSON_GetObjectItem(j, "prompt_tokens"), prompt, 10, "prompt_tokens");
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "generated_tokens")), 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "text")->valuestring, "");
+    cJSON_Delete(j);
+    /* the empty prompt: no tokens, nothing to run, still valid JSON */
+    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p '' -n 0 --json 2>/dev/null", ST_RUN, s_tiny()), 0);
+    j = cJSON_Parse(out);
+    cr_assert_not_null(j);
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "prompt_tokens")), 0);
+    cJSON_Delete(j);
+}
+
+Test(cli, logits_out_has_one_row_per_prompt_position) {
+    static char out[4096];
+    const char *file = "/tmp/st-cli-logits.bin";
+    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' --tokens 785,3974,13876,38835 --logits-out %s -t 2 2>/dev/null",
+                       ST_RUN, s_tiny(), file),
+                 0);
+    struct stat sb;
+    cr_assert_eq(stat(file, &sb), 0);
+    cr_assert_eq((long long)sb.st_size, 4LL * 151669 * 4, "4 rows of n_vocab float32");
+    /* --logits-out defaults to -n 0: nothing generated on stdout */
+    cr_assert_str_eq(out, "");
+    remove(file);
+}
