@@ -117,14 +117,21 @@ static void s_place_layer(st_placement_t *pl, const st_place_params_t *p, const 
     int *left = quota; /* consumed below */
     int *full = calloc((size_t)N, sizeof *full);
     for (int i = 0; i < N; i++) full[i] = quota[i];
-    for (int oi = 0; oi < X; oi++) { /* sticky pass */
-        int e = order[oi], best = -1;
-        size_t slot = s_slot(pl, l, e);
-        for (int i = 0; i < N; i++)
-            if (left[i] > 0 && s_held(nodes, i, slot) && (best < 0 || left[i] > left[best])) best = i;
-        if (best >= 0) {
-            s_add_owner(pl, slot, best);
-            left[best]--;
+    /* sticky pass: experts with the fewest holders first, so an expert only
+     * one node holds is not crowded out by one that several hold */
+    for (int holders = 1; holders <= N; holders++) {
+        for (int oi = 0; oi < X; oi++) {
+            int e = order[oi], best = -1, n_held = 0;
+            size_t slot = s_slot(pl, l, e);
+            if (pl->n_owners[slot]) continue;
+            for (int i = 0; i < N; i++) n_held += s_held(nodes, i, slot);
+            if (n_held != holders) continue;
+            for (int i = 0; i < N; i++)
+                if (left[i] > 0 && s_held(nodes, i, slot) && (best < 0 || left[i] > left[best])) best = i;
+            if (best >= 0) {
+                s_add_owner(pl, slot, best);
+                left[best]--;
+            }
         }
     }
     for (int oi = 0; oi < X; oi++) { /* the rest: most quota left (as a fraction) first */

@@ -239,6 +239,28 @@ Test(placement, a_new_node_takes_experts_only_from_the_others) {
     st_placement_destroy(&again);
 }
 
+Test(placement, a_node_back_after_its_experts_were_copied_elsewhere_moves_nothing) {
+    /* node 1 was away: node 0 took every expert; node 1 comes back with its half */
+    const int L = 4, X = 8;
+    st_place_node_t nodes[2];
+    s_nodes(nodes, 2, 512 * MiB);
+    st_place_params_t p = s_params(L, X, 1);
+    st_placement_t *both = st_placement_new(&p, nodes, 2);
+    uint8_t *h1 = s_held_of(both, 1), *all = calloc((size_t)L * X, 1);
+    memset(all, 1, (size_t)L * X);
+    nodes[0].held = all;
+    nodes[1].held = h1;
+    st_placement_t *back = st_placement_new(&p, nodes, 2);
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < X; e++)
+            if (h1[l * X + e]) cr_assert_eq(st_placement_owner(back, l, e, 0), 1, "layer %d expert %d left node 1", l, e);
+    cr_assert_eq(st_placement_node_experts(back, 1), L * X / 2);
+    free(h1);
+    free(all);
+    st_placement_destroy(&both);
+    st_placement_destroy(&back);
+}
+
 Test(placement, hot_experts_of_a_layer_on_different_nodes_and_pinned) {
     const int L = 4, X = 16, N = 4;
     double *prof = calloc((size_t)L * X, sizeof *prof);

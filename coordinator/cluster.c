@@ -1,0 +1,532 @@
+/* cluster: DEALER sockets to the nodes, request/reply matching with
+ * deadlines, byte counters, and the setup exchanges (see cluster.h).
+ *
+ * Receiving never blocks: each socket has ZMQ_RCVTIMEO 0 and the only place
+ * that sleeps is zmq_poll() with the time left until a deadline. A message
+ * that fails the wire checks is counted and dropped, like a stale reply, so a
+ * confused or hostile node can delay an answer (until its deadline) but never
+ * corrupt one.
+ */
+#include "cluster.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "st_log.h"
+
+typedef struct {
+    st_node_addr_t addr;
+    void *sock;
+    bool up;
+    st_node_stats_t stats;
+    bool has_inventory;
+    st_wire_inventory_t inv; /* held: our copy */
+} node_t;
+
+struct st_cluster {
+    void *zctx;
+    node_t *nodes;
+    int n;
+    st_cluster_opts_t o;
+    st_wire_shape_t shape;
+    bool has_shape;
+    uint64_t next_rid;
+};
+
+double st_cluster_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int s_open_socket(st_cluster_t *c, node_t *nd) {
+    nd->sock = zmq_socket(c->zctx, ZMQ_DEALER);
+    if (!nd->sock) return st_fail(ST_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
+    int64_t max_frame = c->o.max_frame > ST_WIRE_MAX_ENVELOPE ? c->o.max_frame : ST_WIRE_MAX_ENVELOPE;
+    int zero = 0, ivl = 100, ivl_max = 1000;
+    if (st_wire_socket_limits(nd->sock, max_frame, 1000) < 0 ||
+        zmq_setsockopt(nd->sock, ZMQ_RCVTIMEO, &zero, sizeof zero) ||
+        zmq_setsockopt(nd->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
+        zmq_setsockopt(nd->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max))
+        return st_fail(ST_EIO, "socket options for %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
+    if (!c->o.insecure) {
+        if (!nd->addr.server_key[0])
+            return st_fail(ST_EINVAL, "no public key for node %s (give one in the cluster file, or --insecure)",
+                           nd->addr.url);
+        if (zmq_setsockopt(nd->sock, ZMQ_CURVE_SERVERKEY, nd->addr.server_key, ST_Z85_KEY_LEN) ||
+            zmq_setsockopt(nd->sock, ZMQ_CURVE_PUBLICKEY, c->o.public_key, ST_Z85_KEY_LEN) ||
+            zmq_setsockopt(nd->sock, ZMQ_CURVE_SECRETKEY, c->o.secret_key, ST_Z85_KEY_LEN))
+            return st_fail(ST_EINVAL, "CURVE keys for node %s refused: %s", nd->addr.url, zmq_strerror(zmq_errno()));
+    }
+    if (zmq_connect(nd->sock, nd->addr.url))
+        return st_fail(ST_EINVAL, "cannot connect to %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_cluster_opts_t *o) {
+    if (n_nodes < 1 || n_nodes > 4096) {
+        st_fail(ST_EINVAL, "%d nodes (1..4096)", n_nodes);
+        return NULL;
+    }
+    st_cluster_t *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->o = *o;
+    if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
+    c->n = n_nodes;
+    c->next_rid = 1;
+    c->nodes = calloc((size_t)n_nodes, sizeof *c->nodes);
+    c->zctx = zmq_ctx_new();
+    if (!c->nodes || !c->zctx) {
+        st_fail(ST_ENOMEM, "no memory for %d node connections", n_nodes);
+        st_cluster_destroy(&c);
+        return NULL;
+    }
+    for (int i = 0; i < n_nodes; i++) {
+        c->nodes[i].addr = nodes[i];
+        c->nodes[i].up = true;
+        if (s_open_socket(c, &c->nodes[i]) < 0) {
+            st_cluster_destroy(&c);
+            return NULL;
+        }
+    }
+    return c;
+}
+
+void st_cluster_destroy(st_cluster_t **cp) {
+    if (!cp || !*cp) return;
+    st_cluster_t *c = *cp;
+    for (int i = 0; c->nodes && i < c->n; i++) {
+        if (c->nodes[i].sock) zmq_close(c->nodes[i].sock);
+        free(c->nodes[i].inv.held);
+    }
+    if (c->zctx) zmq_ctx_term(c->zctx);
+    free(c->nodes);
+    free(c);
+    *cp = NULL;
+}
+
+int st_cluster_n_nodes(const st_cluster_t *c) { return c->n; }
+const char *st_cluster_url(const st_cluster_t *c, int node) { return c->nodes[node].addr.url; }
+bool st_cluster_is_up(const st_cluster_t *c, int node) { return c->nodes[node].up; }
+const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node) { return &c->nodes[node].stats; }
+const st_wire_shape_t *st_cluster_shape(const st_cluster_t *c) { return c->has_shape ? &c->shape : NULL; }
+
+int st_cluster_n_up(const st_cluster_t *c) {
+    int n = 0;
+    for (int i = 0; i < c->n; i++) n += c->nodes[i].up;
+    return n;
+}
+
+void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
+    if (!c->nodes[node].up) return;
+    c->nodes[node].up = false;
+    st_log(ST_LOG_WARN, "node %d (%s) is down: %s", node, c->nodes[node].addr.url, why);
+}
+
+int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
+    node_t *nd = &c->nodes[node];
+    if (!nd->up) return st_fail(ST_EIO, "node %d (%s) is down", node, nd->addr.url);
+    m->request_id = c->next_rid++;
+    int rc = st_wire_send(nd->sock, NULL, 0, m, frame, frame_len, ZMQ_DONTWAIT);
+    if (rc < 0) return rc;
+    nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
+    if (request) nd->stats.requests++;
+    else nd->stats.oneway++;
+    return 0;
+}
+
+int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t *frame, bool request) {
+    node_t *nd = &c->nodes[node];
+    if (!nd->up) {
+        zmq_msg_close(frame);
+        return st_fail(ST_EIO, "node %d (%s) is down", node, nd->addr.url);
+    }
+    m->request_id = c->next_rid++;
+    size_t frame_len = zmq_msg_size(frame);
+    int rc = st_wire_send_zmsg(nd->sock, NULL, 0, m, frame, ZMQ_DONTWAIT);
+    if (rc < 0) return rc;
+    nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
+    if (request) nd->stats.requests++;
+    else nd->stats.oneway++;
+    return 0;
+}
+
+/* Waits up to timeout_ms for messages, then hands every well-formed one to
+ * on_msg. Returns the number handled (0 on timeout) or a negative code. */
+typedef int (*s_msg_fn)(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg);
+
+static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
+    zmq_pollitem_t stack_items[64], *items = stack_items;
+    if (c->n > 64 && !(items = malloc((size_t)c->n * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
+    for (int i = 0; i < c->n; i++) items[i] = (zmq_pollitem_t){.socket = c->nodes[i].sock, .events = ZMQ_POLLIN};
+    int handled = 0, rc = zmq_poll(items, c->n, timeout_ms < 0 ? 0 : timeout_ms);
+    if (rc < 0 && zmq_errno() != EINTR) rc = st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+    for (int i = 0; rc > 0 && i < c->n; i++) {
+        if (!(items[i].revents & ZMQ_POLLIN)) continue;
+        for (;;) { /* drain this socket */
+            st_wire_rx_t rx;
+            char why[160] = "";
+            int r = st_wire_recv(c->nodes[i].sock, false, &rx, why, sizeof why);
+            if (r == ST_ETIMEOUT) break;
+            if (r < 0) {
+                c->nodes[i].stats.stale++;
+                st_log(ST_LOG_DEBUG, "node %d: bad message dropped: %s", i, why);
+                if (r != ST_EPROTO) break;
+                continue;
+            }
+            size_t flen;
+            st_wire_rx_frame(&rx, &flen);
+            c->nodes[i].stats.bytes_in += st_wire_encoded_size(&rx.msg) + flen;
+            if (c->has_shape && st_wire_check(&rx.msg, &c->shape, flen, why, sizeof why) < 0) {
+                c->nodes[i].stats.stale++;
+                st_log(ST_LOG_WARN, "node %d (%s): %s refused: %s", i, c->nodes[i].addr.url,
+                       st_wire_type_name(rx.msg.type), why);
+                st_wire_rx_clear(&rx);
+                continue;
+            }
+            int hr = on_msg(c, i, &rx, arg);
+            st_wire_rx_clear(&rx);
+            if (hr < 0) {
+                rc = hr;
+                break;
+            }
+            handled++;
+        }
+    }
+    if (items != stack_items) free(items);
+    return rc < 0 ? rc : handled;
+}
+
+typedef struct {
+    uint64_t *rids;
+    int pending;
+    st_cluster_reply_fn fn;
+    void *arg;
+} gather_t;
+
+static int s_gather_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
+    gather_t *g = arg;
+    node_t *nd = &c->nodes[node];
+    if (!g->rids[node] || rx->msg.request_id != g->rids[node]) {
+        if (rx->msg.type != ST_MSG_HEARTBEAT) nd->stats.stale++;
+        return 0;
+    }
+    g->rids[node] = 0;
+    g->pending--;
+    nd->stats.replies++;
+    if (rx->msg.type == ST_MSG_ERROR) nd->stats.errors++;
+    return g->fn ? g->fn(g->arg, node, rx) : 0;
+}
+
+int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg) {
+    gather_t g = {rids, 0, fn, arg};
+    for (int i = 0; i < c->n; i++) g.pending += rids[i] != 0;
+    while (g.pending > 0) {
+        double left = deadline_ms - st_cluster_now_ms();
+        if (left <= 0) break;
+        int rc = s_poll(c, (int)(left + 0.999), s_gather_msg, &g);
+        if (rc < 0) return rc;
+    }
+    if (g.pending == 0) return 0;
+    for (int i = 0; i < c->n; i++)
+        if (rids[i]) c->nodes[i].stats.timeouts++;
+    return ST_ETIMEOUT;
+}
+
+/* ---- HELLO -> INVENTORY ------------------------------------------------- */
+
+static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
+    st_cluster_t *c = arg;
+    node_t *nd = &c->nodes[node];
+    if (rx->msg.type != ST_MSG_INVENTORY) {
+        char why[400];
+        snprintf(why, sizeof why, "answered HELLO with %s%s%s", st_wire_type_name(rx->msg.type),
+                 rx->msg.type == ST_MSG_ERROR ? ": " : "", rx->msg.type == ST_MSG_ERROR ? rx->msg.error.message : "");
+        st_cluster_set_down(c, node, why);
+        return 0;
+    }
+    const st_wire_inventory_t *inv = &rx->msg.inventory;
+    free(nd->inv.held);
+    nd->inv = *inv;
+    nd->inv.held = NULL;
+    if (inv->n_held) {
+        nd->inv.held = malloc(inv->n_held * sizeof *inv->held);
+        if (!nd->inv.held) return st_fail(ST_ENOMEM, "no memory for an inventory");
+        memcpy(nd->inv.held, inv->held, inv->n_held * sizeof *inv->held);
+    }
+    nd->has_inventory = true;
+    return 0;
+}
+
+int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
+    c->shape = *shape;
+    c->has_shape = true;
+    uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
+    if (!rids) return st_fail(ST_ENOMEM, "no memory");
+    for (int i = 0; i < c->n; i++) {
+        if (!c->nodes[i].up) continue;
+        st_wire_msg_t m = {.type = ST_MSG_HELLO};
+        snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
+        m.hello.shape = *shape;
+        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "HELLO could not be sent");
+        else rids[i] = m.request_id;
+    }
+    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + c->o.timeout_ms, s_on_inventory, c);
+    for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++) {
+        if (!rids[i]) continue;
+        char why[128];
+        snprintf(why, sizeof why, "no answer to HELLO within %d ms (not running, wrong address or key?)",
+                 c->o.timeout_ms);
+        st_cluster_set_down(c, i, why);
+    }
+    free(rids);
+    if (rc < 0 && rc != ST_ETIMEOUT) return rc;
+    return st_cluster_n_up(c);
+}
+
+const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node) {
+    return c->nodes[node].has_inventory ? &c->nodes[node].inv : NULL;
+}
+
+/* ---- ASSIGN -> ASSIGN_ACK ----------------------------------------------- */
+
+typedef struct {
+    st_cluster_t *c;
+    st_cluster_assign_t *a;
+    int acked;
+} assign_ctx_t;
+
+static int s_on_assign_ack(void *arg, int node, st_wire_rx_t *rx) {
+    assign_ctx_t *x = arg;
+    if (rx->msg.type != ST_MSG_ASSIGN_ACK) {
+        char why[400];
+        snprintf(why, sizeof why, "answered ASSIGN with %s%s%s", st_wire_type_name(rx->msg.type),
+                 rx->msg.type == ST_MSG_ERROR ? ": " : "", rx->msg.type == ST_MSG_ERROR ? rx->msg.error.message : "");
+        st_cluster_set_down(x->c, node, why);
+        return 0;
+    }
+    st_cluster_assign_t *a = &x->a[node];
+    const st_wire_assign_ack_t *ack = &rx->msg.assign_ack;
+    /* the node may only ask for experts it was assigned */
+    for (uint32_t i = 0; i < ack->n_missing; i++) {
+        bool ok = false;
+        for (uint32_t j = 0; !ok && j < a->n_experts; j++)
+            ok = a->experts[j].layer == ack->missing[i].layer && a->experts[j].expert == ack->missing[i].expert;
+        if (!ok) {
+            st_cluster_set_down(x->c, node, "asked for an expert it was not assigned");
+            return 0;
+        }
+    }
+    free(a->missing);
+    a->missing = NULL;
+    a->n_missing = ack->n_missing;
+    if (ack->n_missing) {
+        a->missing = malloc(ack->n_missing * sizeof *a->missing);
+        if (!a->missing) return st_fail(ST_ENOMEM, "no memory");
+        memcpy(a->missing, ack->missing, ack->n_missing * sizeof *a->missing);
+    }
+    x->acked++;
+    return 0;
+}
+
+int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
+    uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
+    if (!rids) return st_fail(ST_ENOMEM, "no memory");
+    for (int i = 0; i < c->n; i++) {
+        if (!c->nodes[i].up) continue;
+        st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
+        m.assign.shape = c->shape;
+        m.assign.n_experts = a[i].n_experts;
+        m.assign.experts = a[i].experts;
+        m.assign.n_pinned = a[i].n_pinned;
+        m.assign.pinned = a[i].pinned;
+        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "ASSIGN could not be sent");
+        else rids[i] = m.request_id;
+    }
+    assign_ctx_t x = {c, a, 0};
+    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + c->o.timeout_ms, s_on_assign_ack, &x);
+    for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++)
+        if (rids[i]) st_cluster_set_down(c, i, "no answer to ASSIGN");
+    free(rids);
+    if (rc < 0 && rc != ST_ETIMEOUT) return rc;
+    return x.acked;
+}
+
+void st_cluster_assign_free(st_cluster_assign_t *a, int n_nodes) {
+    for (int i = 0; a && i < n_nodes; i++) {
+        free(a[i].experts);
+        free(a[i].pinned);
+        free(a[i].missing);
+        memset(&a[i], 0, sizeof a[i]);
+    }
+}
+
+/* ---- shard push ----------------------------------------------------------- */
+
+#define PUSH_WINDOW 4   /* chunks in flight per node */
+#define PUSH_RETRIES 3  /* restarts of one expert */
+
+typedef struct {
+    uint64_t rid;
+    uint32_t k; /* index in the node's missing list */
+    uint64_t offset;
+    uint32_t len;
+} inflight_t;
+
+typedef struct {
+    uint32_t k;        /* next expert to send */
+    uint64_t offset;   /* next offset in it */
+    inflight_t fl[PUSH_WINDOW];
+    int n_fl;
+    int retries;
+    double last_progress;
+    uint32_t done;     /* experts completed */
+} push_node_t;
+
+typedef struct {
+    const st_cluster_assign_t *a;
+    push_node_t *pn;
+    uint64_t bytes_done;
+    uint32_t experts_done;
+    uint64_t expert_bytes;
+} push_t;
+
+static void s_push_restart(st_cluster_t *c, push_t *p, int node, uint32_t k, const char *why) {
+    push_node_t *pn = &p->pn[node];
+    if (++pn->retries > PUSH_RETRIES) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "shard push failed %d times (%s)", pn->retries, why);
+        st_cluster_set_down(c, node, msg);
+        return;
+    }
+    st_log(ST_LOG_WARN, "node %d: resending expert %u/%u: %s", node, p->a[node].missing[k].layer,
+           p->a[node].missing[k].expert, why);
+    pn->n_fl = 0; /* later acks are stale now */
+    pn->k = k;
+    pn->offset = 0;
+}
+
+static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
+    push_t *p = arg;
+    push_node_t *pn = &p->pn[node];
+    int f = -1;
+    for (int i = 0; i < pn->n_fl; i++)
+        if (pn->fl[i].rid == rx->msg.request_id) f = i;
+    if (f < 0) {
+        c->nodes[node].stats.stale++;
+        return 0;
+    }
+    inflight_t fl = pn->fl[f];
+    memmove(&pn->fl[f], &pn->fl[f + 1], (size_t)(pn->n_fl - f - 1) * sizeof *pn->fl);
+    pn->n_fl--;
+    c->nodes[node].stats.replies++;
+    pn->last_progress = st_cluster_now_ms();
+    const st_wire_shard_ack_t *ack = &rx->msg.shard_ack;
+    const st_wire_ref_t *ref = &p->a[node].missing[fl.k];
+    if (rx->msg.type == ST_MSG_ERROR) {
+        c->nodes[node].stats.errors++;
+        s_push_restart(c, p, node, fl.k, rx->msg.error.message);
+    } else if (rx->msg.type != ST_MSG_SHARD_ACK || !ack->ok || ack->layer != ref->layer ||
+               ack->expert != ref->expert || ack->offset != fl.offset) {
+        s_push_restart(c, p, node, fl.k, "chunk refused");
+    } else {
+        p->bytes_done += fl.len;
+        if (fl.offset + fl.len == p->expert_bytes) {
+            if (!ack->complete) s_push_restart(c, p, node, fl.k, "expert not verified after its last chunk");
+            else pn->done++, p->experts_done++;
+        }
+    }
+    return 0;
+}
+
+static void s_progress(const push_t *p, uint32_t total_experts, uint64_t total_bytes, double t0, bool final) {
+    double s = (st_cluster_now_ms() - t0) / 1e3;
+    fprintf(stderr, "\rpushing shards: %u/%u experts, %.1f/%.1f MiB, %.1f MiB/s%s", p->experts_done,
+            total_experts, (double)p->bytes_done / (1 << 20), (double)total_bytes / (1 << 20),
+            s > 0 ? (double)p->bytes_done / (1 << 20) / s : 0.0, final ? "\n" : "   ");
+    fflush(stderr);
+}
+
+int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
+                        int ack_timeout_ms, bool quiet) {
+    if (!c->has_shape || !read) return st_fail(ST_EINVAL, "push before HELLO, or no reader");
+    const uint64_t EB = c->shape.expert_bytes;
+    push_t p = {a, calloc((size_t)c->n, sizeof *p.pn), 0, 0, EB};
+    uint8_t *buf = malloc(ST_WIRE_MAX_CHUNK);
+    if (!p.pn || !buf) {
+        free(p.pn);
+        free(buf);
+        return st_fail(ST_ENOMEM, "no memory for the shard push");
+    }
+    uint32_t total_experts = 0;
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].up) total_experts += a[i].n_missing;
+    if (total_experts == 0) {
+        free(p.pn);
+        free(buf);
+        return 0;
+    }
+    const uint64_t total_bytes = (uint64_t)total_experts * EB;
+    const bool tty = isatty(2);
+    const double t0 = st_cluster_now_ms();
+    double last_print = 0;
+    for (int i = 0; i < c->n; i++) p.pn[i].last_progress = t0;
+    int rc = 0;
+    for (;;) {
+        bool busy = false;
+        for (int i = 0; i < c->n; i++) { /* fill each node's window */
+            push_node_t *pn = &p.pn[i];
+            while (c->nodes[i].up && pn->n_fl < PUSH_WINDOW && pn->k < a[i].n_missing) {
+                const st_wire_ref_t *ref = &a[i].missing[pn->k];
+                uint64_t len = EB - pn->offset < ST_WIRE_MAX_CHUNK ? EB - pn->offset : ST_WIRE_MAX_CHUNK;
+                if (read(arg, ref->layer, ref->expert, pn->offset, buf, (size_t)len) < 0) {
+                    rc = st_fail(ST_EIO, "cannot read expert %u/%u", ref->layer, ref->expert);
+                    goto out;
+                }
+                st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT};
+                m.shard_put = (st_wire_shard_put_t){ref->layer, ref->expert, pn->offset, EB, {0}};
+                st_wire_hash(buf, (size_t)len, m.shard_put.chunk_hash);
+                if (st_cluster_send(c, i, &m, buf, (size_t)len, true) < 0) {
+                    st_cluster_set_down(c, i, "shard chunk could not be sent");
+                    break;
+                }
+                if (pn->n_fl == 0) pn->last_progress = st_cluster_now_ms();
+                pn->fl[pn->n_fl++] = (inflight_t){m.request_id, pn->k, pn->offset, (uint32_t)len};
+                pn->offset += len;
+                if (pn->offset == EB) pn->k++, pn->offset = 0;
+            }
+            if (!c->nodes[i].up) continue;
+            if (pn->n_fl > 0) {
+                busy = true;
+                if (st_cluster_now_ms() - pn->last_progress > ack_timeout_ms) {
+                    char why[128];
+                    snprintf(why, sizeof why, "no shard acknowledgement within %d ms", ack_timeout_ms);
+                    st_cluster_set_down(c, i, why);
+                }
+            }
+        }
+        if (!busy) break;
+        int r = s_poll(c, 100, s_on_shard_ack, &p);
+        if (r < 0) {
+            rc = r;
+            goto out;
+        }
+        double now = st_cluster_now_ms();
+        if (!quiet && tty && now - last_print > 200) {
+            s_progress(&p, total_experts, total_bytes, t0, false);
+            last_print = now;
+        }
+    }
+out:
+    if (!quiet) s_progress(&p, total_experts, total_bytes, t0, true);
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].up && p.pn[i].done < a[i].n_missing)
+            st_cluster_set_down(c, i, "did not receive all its experts");
+    int64_t done = (int64_t)p.bytes_done;
+    free(p.pn);
+    free(buf);
+    return rc < 0 ? rc : done;
+}

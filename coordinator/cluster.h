@@ -1,0 +1,121 @@
+/* cluster: the coordinator's connections to its nodes.
+ *
+ * One DEALER socket per node, all owned by the calling thread and polled
+ * together, so requests to different nodes are in flight at once and every
+ * wait has a deadline. Every request gets a fresh request id; a reply that
+ * does not match a request still waited for (e.g. one that arrives after its
+ * deadline) is counted as stale and dropped. Bytes are counted per node as
+ * they pass: Envelope + raw frame (ZeroMQ's own framing, a few bytes per
+ * part, is not included).
+ *
+ * The setup exchanges live here too, both ends' expectations in one place:
+ * HELLO -> INVENTORY, ASSIGN -> ASSIGN_ACK, and the shard push (SHARD_PUT
+ * chunks, a window of them in flight per node, each answered by SHARD_ACK).
+ */
+#ifndef ST_CLUSTER_H
+#define ST_CLUSTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+#define ST_Z85_KEY_LEN 40
+
+typedef struct {
+    char url[256];
+    char server_key[ST_Z85_KEY_LEN + 1]; /* the node's CURVE public key (Z85), "" when insecure */
+} st_node_addr_t;
+
+typedef struct {
+    bool insecure;                        /* plain TCP: no keys at all */
+    char public_key[ST_Z85_KEY_LEN + 1];  /* the coordinator's CURVE key pair (when !insecure) */
+    char secret_key[ST_Z85_KEY_LEN + 1];
+    int timeout_ms;                       /* default deadline of a reply (HELLO, ASSIGN) */
+    int64_t max_frame;                    /* largest frame accepted from a node (ZMQ_MAXMSGSIZE) */
+    const char *id;                       /* coordinator id sent in HELLO */
+} st_cluster_opts_t;
+
+typedef struct {
+    uint64_t requests;  /* messages that expect a reply (round trips) */
+    uint64_t oneway;    /* messages that do not (prefetch) */
+    uint64_t replies;   /* matching replies received */
+    uint64_t bytes_out, bytes_in;
+    uint64_t timeouts;  /* requests abandoned at their deadline */
+    uint64_t errors;    /* ERROR replies */
+    uint64_t stale;     /* replies to no pending request, dropped */
+} st_node_stats_t;
+
+typedef struct st_cluster st_cluster_t;
+
+/* Opens one DEALER per node and connects (ZeroMQ connects in the background:
+ * nothing waits here). NULL (logged) on a bad address or key. */
+st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_cluster_opts_t *o);
+void st_cluster_destroy(st_cluster_t **c);
+
+int st_cluster_n_nodes(const st_cluster_t *c);
+const char *st_cluster_url(const st_cluster_t *c, int node);
+bool st_cluster_is_up(const st_cluster_t *c, int node);
+int st_cluster_n_up(const st_cluster_t *c);
+/* Marks a node down (logs a warning with why, once); nothing is sent to it afterwards. */
+void st_cluster_set_down(st_cluster_t *c, int node, const char *why);
+/* Counters since st_cluster_new (borrowed, live). */
+const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node);
+/* The shape replies are checked against (after st_cluster_hello: the HELLO's). */
+const st_wire_shape_t *st_cluster_shape(const st_cluster_t *c);
+
+/* Sends m to node: a request (expects a reply) or one-way. A fresh request id
+ * is written to m->request_id. frame: raw bytes (copied) or NULL. 0, or a
+ * negative ST_E* code (ST_ETIMEOUT when the node's queue is full). */
+int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request);
+/* The same taking ownership of *frame (no copy; closed in every case). */
+int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t *frame, bool request);
+
+/* Called for every reply that matches a waited-for request; rx (message and
+ * frame) is valid during the call only. Return 0, or a negative code to stop
+ * waiting (the wait returns it). */
+typedef int (*st_cluster_reply_fn)(void *arg, int node, st_wire_rx_t *rx);
+
+/* Waits for the replies to rids[node] (0: nothing awaited from that node)
+ * until each arrived or deadline_ms (CLOCK_MONOTONIC, see st_cluster_now_ms)
+ * passed; an ERROR reply also answers its request. rids[node] is zeroed as
+ * its reply arrives. Returns 0 when all arrived, ST_ETIMEOUT when some did not
+ * (their rids stay set; counted as timeouts), or fn's negative code. */
+int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg);
+
+/* Monotonic clock in milliseconds. */
+double st_cluster_now_ms(void);
+
+/* HELLO to every node, then waits up to opts.timeout_ms for each INVENTORY.
+ * A node that does not answer (or answers wrongly) is marked down, naming it.
+ * Returns the number of nodes up (0 is for the caller to judge). */
+int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape);
+/* The node's INVENTORY (borrowed until st_cluster_destroy; NULL when it did not answer). */
+const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node);
+
+/* Per node: the experts to assign (each with its hash) and the pinned ones. */
+typedef struct {
+    uint32_t n_experts, n_pinned;
+    st_wire_ref_t *experts, *pinned;
+    uint32_t n_missing;     /* filled by st_cluster_assign: what the node asks for */
+    st_wire_ref_t *missing; /* malloc'd; free with st_cluster_assign_free */
+} st_cluster_assign_t;
+
+/* ASSIGN to every node up (all at once), waits for each ASSIGN_ACK. A node
+ * that fails is marked down. Returns the number of nodes that acknowledged. */
+int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a);
+void st_cluster_assign_free(st_cluster_assign_t *a, int n_nodes);
+
+/* Reads len bytes at offset of expert (layer, e)'s gate|up|down stream into dst. */
+typedef int (*st_shard_read_fn)(void *arg, uint32_t layer, uint32_t expert, uint64_t offset, void *dst, size_t len);
+
+/* Pushes every node's missing experts in chunks (window of chunks in flight
+ * per node, all nodes at once), with a progress line on stderr unless quiet.
+ * A chunk refused is resent (the expert restarts) up to 3 times. Each ack must
+ * come within ack_timeout_ms of the previous progress of that node, else the
+ * node is marked down. Returns the bytes pushed, or a negative ST_E* code
+ * when nothing could be pushed at all (no memory, no reader). */
+int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
+                        int ack_timeout_ms, bool quiet);
+
+#endif

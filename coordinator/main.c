@@ -1,0 +1,467 @@
+/* st-coordinator: runs a SmallThinker model with its experts on st-node
+ * processes. Same one-shot flags and output as st-run (model/cli.c), so the
+ * two can be compared byte for byte; the experts go through remote_moe.
+ *
+ * Start-up: load the model (mmap; expert bytes are read only to hash, push
+ * or compute them as a fallback), HELLO every node for its INVENTORY, place
+ * the experts (placement.c), ASSIGN each node its share, push what it lacks
+ * (progress on stderr), then generate. Next to the model (or in --state-dir)
+ * it keeps MODEL.placement.json (the placement, for people and tools),
+ * MODEL.st-hashes (expert hashes, so the model is hashed once) and
+ * MODEL.st-profile (routing counts, so the next placement pins hot experts).
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "cluster.h"
+#include "model.h"
+#include "parse.h"
+#include "placement.h"
+#include "remote_moe.h"
+#include "st_log.h"
+
+#define PROG "st-coordinator"
+
+typedef struct {
+    const char *nodes, *cluster_file, *key_file, *state_dir, *id;
+    bool insecure, no_fallback, no_prefetch, quiet_push;
+    long replication, timeout_ms, push_timeout_ms;
+    double pin_fraction;
+} coord_args_t;
+
+enum { OPT_NODES = ST_CLI_OPT_EXTRA, OPT_CLUSTER, OPT_KEY, OPT_INSECURE, OPT_REPL, OPT_TIMEOUT, OPT_PUSH_TIMEOUT,
+       OPT_NO_FALLBACK, OPT_NO_PREFETCH, OPT_STATE_DIR, OPT_PIN, OPT_ID, OPT_HTTP, OPT_QUIET_PUSH };
+
+static const struct option s_opts[] = {
+    {"nodes", required_argument, 0, OPT_NODES},         {"cluster", required_argument, 0, OPT_CLUSTER},
+    {"key", required_argument, 0, OPT_KEY},             {"insecure", no_argument, 0, OPT_INSECURE},
+    {"replication", required_argument, 0, OPT_REPL},    {"timeout-ms", required_argument, 0, OPT_TIMEOUT},
+    {"push-timeout-ms", required_argument, 0, OPT_PUSH_TIMEOUT},
+    {"no-fallback", no_argument, 0, OPT_NO_FALLBACK},   {"no-prefetch", no_argument, 0, OPT_NO_PREFETCH},
+    {"state-dir", required_argument, 0, OPT_STATE_DIR}, {"pin-fraction", required_argument, 0, OPT_PIN},
+    {"id", required_argument, 0, OPT_ID},               {"http", required_argument, 0, OPT_HTTP},
+    {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},     {0, 0, 0, 0}};
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
+            "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
+            "\n"
+            "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
+            "st-run prints for the same flags.\n"
+            "\n"
+            "cluster\n"
+            "      --nodes URLS       comma-separated node endpoints, e.g. tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
+            "      --cluster FILE     one node per line: URL [NODE_PUBLIC_KEY]; '#' starts a comment\n"
+            "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
+            "      --key FILE         the coordinator's CURVE secret key (Z85, from st-keygen)\n"
+            "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
+            "      --timeout-ms N     deadline of each expert round trip and of HELLO/ASSIGN (default 10000)\n"
+            "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
+            "      --no-fallback      fail when a node is down instead of computing its experts here\n"
+            "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
+            "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
+            "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
+            "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
+            "      --quiet-push       no shard push progress line\n"
+            "      --stats            also: per decode token round trips, bytes and node compute per node\n"
+            "\n"
+            "generation (as st-run)\n");
+    st_cli_usage_options(f);
+    st_cli_usage_tail(f);
+}
+
+static int s_bad(const char *flag, const char *val) {
+    fprintf(stderr, PROG ": invalid value '%s' for %s (see --help)\n", val, flag);
+    return 2;
+}
+
+static int s_handle(void *arg, int opt, const char *v) {
+    coord_args_t *c = arg;
+    double d;
+    switch (opt) {
+    case OPT_NODES: c->nodes = v; break;
+    case OPT_CLUSTER: c->cluster_file = v; break;
+    case OPT_KEY: c->key_file = v; break;
+    case OPT_INSECURE: c->insecure = true; break;
+    case OPT_REPL: if (!st_parse_int(v, 1, 64, &c->replication)) return s_bad("--replication", v); break;
+    case OPT_TIMEOUT: if (!st_parse_int(v, 1, 86400000, &c->timeout_ms)) return s_bad("--timeout-ms", v); break;
+    case OPT_PUSH_TIMEOUT:
+        if (!st_parse_int(v, 1, 86400000, &c->push_timeout_ms)) return s_bad("--push-timeout-ms", v);
+        break;
+    case OPT_NO_FALLBACK: c->no_fallback = true; break;
+    case OPT_NO_PREFETCH: c->no_prefetch = true; break;
+    case OPT_STATE_DIR: c->state_dir = v; break;
+    case OPT_PIN: if (!st_parse_float(v, 0, 1, &d)) return s_bad("--pin-fraction", v); c->pin_fraction = d; break;
+    case OPT_ID: c->id = v; break;
+    case OPT_QUIET_PUSH: c->quiet_push = true; break;
+    case OPT_HTTP:
+        fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
+        return 2;
+    default: return 2;
+    }
+    return 0;
+}
+
+/* ---- node list ------------------------------------------------------------ */
+
+static int s_add_node(st_node_addr_t **v, int *n, const char *url, size_t url_len, const char *key, size_t key_len) {
+    if (url_len == 0 || url_len >= sizeof((*v)->url)) {
+        fprintf(stderr, PROG ": bad node address '%.*s'\n", (int)url_len, url);
+        return -1;
+    }
+    if (key_len && key_len != ST_Z85_KEY_LEN) {
+        fprintf(stderr, PROG ": node %.*s: the public key must be %d Z85 characters\n", (int)url_len, url,
+                ST_Z85_KEY_LEN);
+        return -1;
+    }
+    st_node_addr_t *nv = realloc(*v, (size_t)(*n + 1) * sizeof *nv);
+    if (!nv) return -1;
+    *v = nv;
+    memset(&nv[*n], 0, sizeof nv[*n]);
+    memcpy(nv[*n].url, url, url_len);
+    memcpy(nv[*n].server_key, key, key_len);
+    (*n)++;
+    return 0;
+}
+
+static st_node_addr_t *s_node_list(const coord_args_t *ca, int *n) {
+    st_node_addr_t *v = NULL;
+    *n = 0;
+    if (ca->nodes) {
+        for (const char *p = ca->nodes; *p;) {
+            size_t len = strcspn(p, ",");
+            if (len && s_add_node(&v, n, p, len, "", 0) < 0) goto fail;
+            p += len + (p[len] == ',');
+        }
+    }
+    if (ca->cluster_file) {
+        FILE *f = fopen(ca->cluster_file, "r");
+        if (!f) {
+            fprintf(stderr, PROG ": cannot read the cluster file %s\n", ca->cluster_file);
+            goto fail;
+        }
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "#\r\n")] = '\0';
+            const char *url = line + strspn(line, " \t");
+            size_t ul = strcspn(url, " \t");
+            const char *key = url + ul + strspn(url + ul, " \t");
+            size_t kl = strcspn(key, " \t");
+            if (ul && s_add_node(&v, n, url, ul, key, kl) < 0) {
+                fclose(f);
+                goto fail;
+            }
+        }
+        fclose(f);
+    }
+    if (*n == 0) {
+        fprintf(stderr, PROG ": no nodes: give --nodes URL,... or --cluster FILE\n");
+        goto fail;
+    }
+    return v;
+fail:
+    free(v);
+    return NULL;
+}
+
+/* ---- state files beside the model ----------------------------------------- */
+
+static void s_state_path(const coord_args_t *ca, const char *model, const char *suffix, char *out, size_t cap) {
+    if (!ca->state_dir) {
+        snprintf(out, cap, "%s%s", model, suffix);
+        return;
+    }
+    const char *base = strrchr(model, '/');
+    snprintf(out, cap, "%s/%s%s", ca->state_dir, base ? base + 1 : model, suffix);
+}
+
+/* Routing profile: "st-profile 1 L X" then L lines of X counts. */
+static uint64_t *s_profile_load(const char *path, int L, int X) {
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    int v, l, x;
+    uint64_t *c = NULL;
+    if (fscanf(f, "st-profile %d %d %d", &v, &l, &x) == 3 && v == 1 && l == L && x == X &&
+        (c = calloc((size_t)L * X, sizeof *c))) {
+        for (size_t i = 0; i < (size_t)L * X; i++) {
+            unsigned long long u;
+            if (fscanf(f, "%llu", &u) != 1) {
+                free(c);
+                c = NULL;
+                break;
+            }
+            c[i] = u;
+        }
+    }
+    fclose(f);
+    return c;
+}
+
+static void s_profile_save(const char *path, const uint64_t *add, int L, int X) {
+    uint64_t *c = s_profile_load(path, L, X);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    bool ok = f != NULL;
+    if (f) {
+        fprintf(f, "st-profile 1 %d %d\n", L, X);
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < X; e++)
+                fprintf(f, "%llu%c", (unsigned long long)(add[l * X + e] + (c ? c[l * X + e] : 0)),
+                        e + 1 == X ? '\n' : ' ');
+        ok = fclose(f) == 0;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        st_log(ST_LOG_WARN, "cannot write the routing profile %s", path);
+    }
+    free(c);
+}
+
+/* ---- the run ---------------------------------------------------------------- */
+
+typedef struct {
+    const coord_args_t *ca;
+    const st_cli_args_t *a;
+    st_model_t *m;
+    st_wire_shape_t shape;
+    st_node_addr_t *addrs;
+    int n_nodes;
+    st_cluster_t *cl;
+    st_expert_hashes_t *hashes;
+    st_placement_t *pl;
+    st_remote_moe_t *rm;
+} coord_t;
+
+static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, void *dst, size_t len) {
+    return st_remote_expert_read(((coord_t *)arg)->m, layer, e, off, dst, len);
+}
+
+static int s_load_key(const char *path, char secret[ST_Z85_KEY_LEN + 1], char public[ST_Z85_KEY_LEN + 1]) {
+    FILE *f = fopen(path, "r");
+    char line[128] = "";
+    bool ok = f && fgets(line, sizeof line, f);
+    if (f) fclose(f);
+    line[strcspn(line, " \t\r\n")] = '\0';
+    if (!ok || strlen(line) != ST_Z85_KEY_LEN || zmq_curve_public(public, line) != 0) {
+        fprintf(stderr, PROG ": %s does not hold a Z85 CURVE secret key (make one with st-keygen)\n", path);
+        return -1;
+    }
+    memcpy(secret, line, ST_Z85_KEY_LEN + 1);
+    sodium_memzero(line, sizeof line);
+    return 0;
+}
+
+/* Connect, HELLO, place, ASSIGN, push. 0 or an exit status. */
+static int s_setup(coord_t *c) {
+    const coord_args_t *ca = c->ca;
+    const st_model_t *m = c->m;
+    const int L = m->cfg.n_layer, X = m->cfg.n_expert;
+    char path[4096];
+    if (st_remote_model_shape(m, &c->shape) < 0) return 1;
+    char hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, c->shape.model_hash, ST_WIRE_HASH_BYTES);
+
+    st_cluster_opts_t o = {.insecure = ca->insecure, .timeout_ms = (int)ca->timeout_ms, .id = ca->id};
+    o.max_frame = (int64_t)st_wire_max_result_frame(&c->shape) + 4096;
+    if (ca->insecure) {
+        st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
+    } else if (!ca->key_file) {
+        fprintf(stderr, PROG ": encrypted transport needs --key FILE and each node's public key in --cluster FILE;\n"
+                        "  pass --insecure to talk plain TCP on a network you trust\n");
+        return 2;
+    } else if (s_load_key(ca->key_file, o.secret_key, o.public_key) < 0) {
+        return 1;
+    }
+    c->cl = st_cluster_new(c->addrs, c->n_nodes, &o);
+    sodium_memzero(o.secret_key, sizeof o.secret_key);
+    if (!c->cl) return 1;
+
+    int up = st_cluster_hello(c->cl, &c->shape);
+    if (up < 0) return 1;
+    if (up == 0) {
+        if (ca->no_fallback) {
+            fprintf(stderr, PROG ": no node answered (see above) and --no-fallback is set\n");
+            return 1;
+        }
+        st_log(ST_LOG_WARN, "no node answered: every expert is computed here, from the model file");
+    }
+
+    /* expert hashes: the ASSIGN carries one per expert, and held shards are checked against them */
+    s_state_path(ca, c->a->model, ".st-hashes", path, sizeof path);
+    c->hashes = st_expert_hashes_new(m, &c->shape, path);
+    if (!c->hashes || st_expert_hashes_fill(c->hashes, NULL, (int)c->a->threads) < 0) return 1;
+    st_expert_hashes_save(c->hashes);
+
+    /* placement over the nodes that answered */
+    st_place_node_t *pn = calloc((size_t)c->n_nodes, sizeof *pn);
+    uint8_t *held = calloc((size_t)c->n_nodes * L * X, 1);
+    double *prof = NULL;
+    s_state_path(ca, c->a->model, ".st-profile", path, sizeof path);
+    uint64_t *counts = s_profile_load(path, L, X);
+    if (counts && (prof = calloc((size_t)L * X, sizeof *prof)))
+        for (size_t i = 0; i < (size_t)L * X; i++) prof[i] = (double)counts[i];
+    free(counts);
+    const char **names = calloc((size_t)c->n_nodes, sizeof *names);
+    if (!pn || !held || !names) return 1;
+    uint64_t held_total = 0;
+    for (int i = 0; i < c->n_nodes; i++) {
+        names[i] = st_cluster_url(c->cl, i);
+        const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
+        if (!st_cluster_is_up(c->cl, i) || !inv) continue; /* budget 0: gets nothing */
+        uint8_t *h = held + (size_t)i * L * X;
+        for (uint32_t k = 0; k < inv->n_held; k++) {
+            const st_wire_ref_t *r = &inv->held[k];
+            const uint8_t *want = st_expert_hash(c->hashes, (int)r->layer, (int)r->expert);
+            if (r->layer < (uint32_t)L && r->expert < (uint32_t)X && r->has_hash && want &&
+                !memcmp(want, r->hash, ST_WIRE_HASH_BYTES))
+                h[r->layer * X + r->expert] = 1;
+        }
+        uint64_t n_held = 0;
+        for (int s = 0; s < L * X; s++) n_held += h[s];
+        held_total += n_held;
+        pn[i] = (st_place_node_t){inv->mem_budget, n_held * c->shape.expert_bytes + inv->store_free, h};
+        st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
+               inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
+               (unsigned long long)n_held);
+    }
+    int rc = 0;
+    if (up > 0) {
+        st_place_params_t pp = {L, X, c->shape.expert_bytes, (int)ca->replication, prof, ca->pin_fraction};
+        c->pl = st_placement_new(&pp, pn, c->n_nodes);
+        if (!c->pl) rc = 1;
+    } else { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
+        st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
+        st_place_params_t pp = {L, X, c->shape.expert_bytes, 1, NULL, 0};
+        c->pl = st_placement_new(&pp, &one, 1);
+    }
+    if (rc == 0 && up > 0) {
+        st_placement_print(c->pl, stderr, names);
+        s_state_path(ca, c->a->model, ".placement.json", path, sizeof path);
+        if (st_placement_save_json(c->pl, path, names, hex) < 0) st_log(ST_LOG_WARN, "placement not saved");
+        else st_log(ST_LOG_INFO, "placement saved to %s", path);
+    }
+
+    /* ASSIGN and push */
+    st_cluster_assign_t *as = calloc((size_t)c->n_nodes, sizeof *as);
+    if (rc == 0 && up > 0 && as) {
+        for (int i = 0; i < c->n_nodes; i++) {
+            int n = st_placement_node_experts(c->pl, i);
+            as[i].experts = calloc((size_t)n + 1, sizeof *as[i].experts);
+            as[i].pinned = calloc((size_t)n + 1, sizeof *as[i].pinned);
+            if (!as[i].experts || !as[i].pinned) {
+                rc = 1;
+                break;
+            }
+            for (int l = 0; l < L; l++)
+                for (int e = 0; e < X; e++) {
+                    if (!st_placement_owns(c->pl, i, l, e)) continue;
+                    st_wire_ref_t r = {(uint32_t)l, (uint32_t)e, true, {0}};
+                    memcpy(r.hash, st_expert_hash(c->hashes, l, e), ST_WIRE_HASH_BYTES);
+                    as[i].experts[as[i].n_experts++] = r;
+                    if (st_placement_pinned(c->pl, i, l, e)) as[i].pinned[as[i].n_pinned++] = r;
+                }
+        }
+        if (rc == 0) {
+            st_cluster_assign(c->cl, as);
+            uint32_t missing = 0;
+            for (int i = 0; i < c->n_nodes; i++)
+                if (st_cluster_is_up(c->cl, i)) missing += as[i].n_missing;
+            int64_t pushed = st_cluster_push(c->cl, as, s_read_shard, c, (int)ca->push_timeout_ms, ca->quiet_push);
+            if (pushed < 0) rc = 1;
+            else
+                fprintf(stderr, "cluster: %d of %d nodes up, %llu experts already held, %u pushed (%lld shard bytes)\n",
+                        st_cluster_n_up(c->cl), c->n_nodes, (unsigned long long)held_total, missing,
+                        (long long)pushed);
+        }
+    } else if (!as) {
+        rc = 1;
+    }
+    st_cluster_assign_free(as, c->n_nodes);
+    free(as);
+    free(pn);
+    free(held);
+    free(prof);
+    free(names);
+    if (rc == 0 && st_cluster_n_up(c->cl) < up && ca->no_fallback) {
+        fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
+        rc = 1;
+    }
+    return rc;
+}
+
+static int s_on_params(void *arg, st_ctx_params_t *p) {
+    coord_t *c = arg;
+    int rc = s_setup(c);
+    if (rc) return rc;
+    uint32_t max_tok = st_wire_max_tokens(&c->shape); /* one EXPERT_COMPUTE per node per layer and batch */
+    if ((uint32_t)p->n_batch > max_tok) {
+        st_log(ST_LOG_INFO, "--batch %d capped at %u tokens (the largest expert request)", p->n_batch, max_tok);
+        p->n_batch = (int)max_tok;
+    }
+    return 0;
+}
+
+static int s_on_ctx(void *arg, st_ctx_t *ctx) {
+    coord_t *c = arg;
+    st_remote_opts_t o = {(int)c->ca->timeout_ms, !c->ca->no_fallback, !c->ca->no_prefetch, c->a->stats};
+    c->rm = st_remote_moe_new(ctx, c->cl, c->pl, &o);
+    if (!c->rm) return 1;
+    st_moe_backend_t b = st_remote_moe_backend(c->rm);
+    st_ctx_set_moe(ctx, &b);
+    return 0;
+}
+
+static void s_on_stats(void *arg, st_ctx_t *ctx, const st_generate_result_t *res) {
+    (void)ctx;
+    (void)res;
+    coord_t *c = arg;
+    if (!c->rm) return;
+    st_remote_moe_finish(c->rm);
+    st_remote_moe_print_stats(c->rm, stderr);
+}
+
+int main(int argc, char **argv) {
+    coord_args_t ca = {.replication = 1, .timeout_ms = 10000, .push_timeout_ms = 60000, .pin_fraction = 0.5};
+    st_cli_args_t a;
+    const st_cli_extra_t extra = {s_opts, s_handle, &ca, s_usage};
+    int rc = st_cli_parse(PROG, argc, argv, &a, &extra);
+    if (rc) return rc;
+    if (sodium_init() < 0) {
+        fprintf(stderr, PROG ": libsodium failed to initialise\n");
+        return 1;
+    }
+    coord_t c = {.ca = &ca, .a = &a};
+    c.addrs = s_node_list(&ca, &c.n_nodes);
+    if (!c.addrs) return 2;
+
+    c.m = st_model_load(a.model);
+    if (!c.m) {
+        free(c.addrs);
+        return 1;
+    }
+    char desc[512];
+    st_model_describe(c.m, desc, sizeof desc);
+    st_log(ST_LOG_INFO, "%s", desc);
+
+    const st_cli_hooks_t hooks = {&c, s_on_params, s_on_ctx, s_on_stats};
+    int status = st_cli_run(PROG, &a, c.m, &hooks);
+    if (c.rm) {
+        char path[4096];
+        st_remote_moe_finish(c.rm);
+        s_state_path(&ca, a.model, ".st-profile", path, sizeof path);
+        s_profile_save(path, st_remote_moe_route_counts(c.rm), c.m->cfg.n_layer, c.m->cfg.n_expert);
+    }
+    st_remote_moe_destroy(&c.rm);
+    st_placement_destroy(&c.pl);
+    st_expert_hashes_destroy(&c.hashes);
+    st_cluster_destroy(&c.cl);
+    st_model_destroy(&c.m);
+    free(c.addrs);
+    return status;
+}

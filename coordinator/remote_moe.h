@@ -1,0 +1,98 @@
+/* remote_moe: the MoE step of the forward pass run on the cluster
+ * (an st_moe_backend_t), and the model as the cluster sees it: the experts'
+ * shape, the model hash, each expert's BLAKE2b hash and bytes.
+ *
+ * Per layer: prefetch() (right after routing, before attention) picks the
+ * node that computes each (token, expert) pair and tells each node which of
+ * its experts are coming (one-way EXPERT_PREFETCH); compute() converts the
+ * activations once to the gate weight's vec_dot format, sends every involved
+ * node one EXPERT_COMPUTE with its pairs and the rows of the tokens they use,
+ * computes meanwhile the pairs no node can take (fallback, from the model
+ * file), gathers the per-pair EXPERT_RESULT vectors into routing order and
+ * sums them with st_moe_combine(), so the result is bit-identical to the
+ * single-process path whatever the placement. A node that misses its
+ * deadline or answers with an error is marked down and its pairs are
+ * computed locally (fallback) or the step fails with an error naming it.
+ */
+#ifndef ST_REMOTE_MOE_H
+#define ST_REMOTE_MOE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cluster.h"
+#include "forward.h"
+#include "model.h"
+#include "placement.h"
+
+/* ---- the model's experts ---------------------------------------------------- */
+
+/* The experts' shape of a loaded model, model_hash included: BLAKE2b-256 over
+ * a version tag, the file size, the GGUF header (metadata + tensor infos, all
+ * bytes before the data section) and the first and last 4 KiB of every
+ * expert tensor. That reads a few MB, not the whole file, and identifies the
+ * model (copies of the file keep their identity); the shards themselves are
+ * checked with real per-expert hashes. 0 or a negative ST_E* code (ST_EUNSUP
+ * when the layers' expert types differ). */
+int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *shape);
+
+/* Copies len bytes at offset of expert (layer, e)'s gate|up|down bytes. */
+int st_remote_expert_read(const st_model_t *m, uint32_t layer, uint32_t e, uint64_t offset, void *dst, size_t len);
+
+typedef struct st_expert_hashes st_expert_hashes_t;
+
+/* Per-expert BLAKE2b-256 hashes, loaded from cache_path when that file
+ * matches the model (same model hash, size and mtime), else computed on
+ * demand. cache_path may be NULL (no cache). NULL on no memory. */
+st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shape_t *shape, const char *cache_path);
+void st_expert_hashes_destroy(st_expert_hashes_t **h);
+/* Computes the hashes of the flagged experts (n_layer x n_expert flags; NULL:
+ * all) not yet known, with n_threads threads. Returns how many were computed. */
+int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_threads);
+/* The hash of (layer, e), or NULL when not computed yet. */
+const uint8_t *st_expert_hash(const st_expert_hashes_t *h, int layer, int e);
+/* Writes the cache file if new hashes were computed (atomically; a failure
+ * only warns: the cache is an optimisation). */
+void st_expert_hashes_save(st_expert_hashes_t *h);
+
+/* ---- the backend ------------------------------------------------------------ */
+
+typedef struct {
+    int timeout_ms;  /* deadline of one EXPERT_COMPUTE round trip */
+    bool fallback;   /* compute the pairs of a node that is down here (else: fail) */
+    bool prefetch;   /* send EXPERT_PREFETCH after routing */
+    bool stats;      /* one line per decode token on stderr */
+} st_remote_opts_t;
+
+typedef struct st_remote_moe st_remote_moe_t;
+
+/* The backend for ctx (whose model must be the one placed). cl and pl are
+ * borrowed and must outlive it. NULL on no memory. */
+st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
+                                   const st_remote_opts_t *o);
+void st_remote_moe_destroy(st_remote_moe_t **r);
+/* The st_moe_backend_t to install with st_ctx_set_moe(). */
+st_moe_backend_t st_remote_moe_backend(st_remote_moe_t *r);
+
+/* Closes the current step's statistics (call after the generation). */
+void st_remote_moe_finish(st_remote_moe_t *r);
+/* Summary: round trips, bytes and node compute per decode token and node,
+ * prefetch hits, fallback pairs. */
+void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f);
+
+typedef struct {
+    uint64_t decode_tokens, prefill_steps, prefill_tokens;
+    uint64_t rt_decode;        /* EXPERT_COMPUTE round trips during decode */
+    uint64_t involved_decode;  /* (token, layer, node) triples with pairs on the node */
+    int max_rt_per_layer_node; /* most round trips one node got in one layer */
+    uint64_t bytes_out_decode, bytes_in_decode;
+    uint64_t fallback_pairs;   /* pairs computed by the coordinator */
+    uint64_t remote_pairs;
+} st_remote_totals_t;
+const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
+
+/* Routing counts so far: n_layer x n_expert (token, expert) selections. */
+const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r);
+
+#endif
