@@ -1,0 +1,621 @@
+/* node: the st-node serve loop (see node.h).
+ *
+ * One thread owns the ROUTER socket and handles one message at a time: a
+ * node serves one coordinator's layer at a time anyway, and keeping the
+ * socket, the store and the cache on one thread needs no locks. Compute runs
+ * on the context's thread pool. While the socket is idle the loop loads
+ * queued experts (prefetch hints, pinned experts) from the store, one per
+ * turn, so a request that arrives meanwhile waits for at most one read.
+ *
+ * A request's experts are taken from the cache or read into it and held
+ * until its pairs are computed. If they do not all fit in the cache at once
+ * (a prefill touching many experts on a small node), the request is computed
+ * in batches of experts that fit; every pair's output depends only on its own
+ * activation row and expert, so batching and chunking to the context's
+ * n_batch never change a bit of the result.
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <malloc.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "forward.h"
+#include "lru.h"
+#include "st_log.h"
+#include "store.h"
+#include "threadpool.h"
+#include "wire.h"
+
+#define NODE_HWM 2                 /* messages queued per peer and direction */
+#define NODE_POLL_MS 200           /* longest wait before the stop flag is looked at */
+#define NODE_SLACK (4u << 20)      /* stacks, libc and zmq bookkeeping not measured otherwise */
+#define NODE_THREAD_SLACK (256u << 10)
+
+struct st_node {
+    st_node_opts_t o;
+    char id[ST_WIRE_MAX_ID + 1];
+    char endpoint[256];
+    void *zctx, *sock;
+    uint64_t base_rss; /* resident bytes after start-up, before any model */
+
+    /* the model: shape and store (from HELLO or ASSIGN) */
+    bool have_shape;
+    st_wire_shape_t shape;
+    st_store_t *store;
+    uint32_t n_keys;
+
+    /* the assignment and what computing it needs (from ASSIGN) */
+    bool assigned;
+    uint8_t *flags; /* per key: ASSIGNED | PINNED */
+    uint8_t (*want)[ST_WIRE_HASH_BYTES];
+    st_model_t shell; /* cfg only: the context needs shapes, never weights */
+    st_ctx_t *ctx;
+    st_lru_t *lru;
+    uint64_t gate_bytes, up_bytes;
+    int max_pairs;              /* pairs per st_experts_eval_converted call */
+    uint32_t max_req_pairs;     /* pairs of one request */
+    const void **gate, **up, **down; /* n_expert pointers each: the current batch */
+    float *ybuf;                /* max_pairs x n_embd */
+    int32_t *sub_tok, *sub_exp; /* max_pairs */
+    uint32_t *sub_idx;          /* max_req_pairs */
+    uint32_t *distinct;         /* n_expert */
+    uint32_t *mark;             /* n_expert: stamp of the request that saw it */
+    uint8_t *in_batch;          /* n_expert */
+    uint32_t stamp;
+    uint32_t *queue;            /* keys to load when idle (ring) */
+    uint32_t q_head, q_len, q_cap;
+
+    /* counters */
+    uint64_t requests, errors;
+    time_t log_second;
+    int logs_this_second;
+};
+
+enum { ASSIGNED = 1, PINNED = 2 };
+
+static uint64_t s_now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static uint64_t s_rss(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+static uint64_t s_heap_bytes(void) {
+    struct mallinfo2 mi = mallinfo2();
+    return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
+}
+
+/* Bad input is logged, at most 10 lines a second: a hostile peer cannot flood the log. */
+static void s_log_bad(st_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void s_log_bad(st_node_t *n, const char *fmt, ...) {
+    time_t now = time(NULL);
+    if (now != n->log_second) n->log_second = now, n->logs_this_second = 0;
+    if (n->logs_this_second++ >= 10) return;
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    st_log(ST_LOG_WARN, "%s", line);
+}
+
+static int s_reply_error(st_node_t *n, const st_wire_rx_t *rx, int code, const char *why) {
+    n->errors++;
+    s_log_bad(n, "refused %s #%llu: %s", st_wire_type_name(rx->msg.type), (unsigned long long)rx->msg.request_id,
+              why);
+    return st_wire_send_error(n->sock, rx->peer, rx->peer_len, rx->msg.request_id, code, "%s", why);
+}
+
+static int s_reply(st_node_t *n, const st_wire_rx_t *rx, st_wire_msg_t *m) {
+    m->request_id = rx->msg.request_id;
+    return st_wire_send(n->sock, rx->peer, rx->peer_len, m, NULL, 0, ZMQ_DONTWAIT);
+}
+
+/* ---- model set-up and tear-down ---- */
+
+static void s_teardown_assignment(st_node_t *n) {
+    st_lru_destroy(&n->lru);
+    st_ctx_destroy(&n->ctx);
+    free(n->gate), free(n->up), free(n->down), free(n->ybuf), free(n->sub_tok), free(n->sub_exp), free(n->sub_idx);
+    free(n->distinct), free(n->mark), free(n->in_batch), free(n->queue);
+    n->gate = n->up = n->down = NULL;
+    n->ybuf = NULL;
+    n->sub_tok = n->sub_exp = NULL;
+    n->sub_idx = n->distinct = n->mark = n->queue = NULL;
+    n->in_batch = NULL;
+    n->q_head = n->q_len = n->q_cap = 0;
+    n->assigned = false;
+}
+
+static void s_teardown_model(st_node_t *n) {
+    s_teardown_assignment(n);
+    st_store_close(&n->store);
+    free(n->flags), free(n->want);
+    n->flags = NULL;
+    n->want = NULL;
+    n->have_shape = false;
+}
+
+static bool s_same_model(const st_node_t *n, const st_wire_shape_t *s) {
+    return n->have_shape && !memcmp(&n->shape.model_hash, s->model_hash, ST_WIRE_HASH_BYTES) &&
+           n->shape.n_layer == s->n_layer && n->shape.n_embd == s->n_embd && n->shape.n_ff_exp == s->n_ff_exp &&
+           n->shape.n_expert == s->n_expert && n->shape.n_expert_used == s->n_expert_used &&
+           n->shape.gate_type == s->gate_type && n->shape.up_type == s->up_type &&
+           n->shape.down_type == s->down_type && n->shape.down_transposed == s->down_transposed &&
+           n->shape.expert_bytes == s->expert_bytes;
+}
+
+/* Opens the store of shape's model (closing another model's). */
+static int s_use_model(st_node_t *n, const st_wire_shape_t *s) {
+    if (s_same_model(n, s)) return 0;
+    s_teardown_model(n);
+    n->store = st_store_open(n->o.store_dir, s);
+    if (!n->store) return ST_EIO;
+    n->shape = *s;
+    n->n_keys = s->n_layer * s->n_expert;
+    n->flags = calloc(n->n_keys, 1);
+    n->want = calloc(n->n_keys, sizeof *n->want);
+    if (!n->flags || !n->want) {
+        s_teardown_model(n);
+        return ST_ENOMEM;
+    }
+    n->have_shape = true;
+    return 0;
+}
+
+/* Context, buffers and cache for the current shape, all charged to --mem. */
+static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
+    const st_wire_shape_t *s = &n->shape;
+    const int batch = n->o.batch > 0 ? n->o.batch : 64;
+    memset(&n->shell, 0, sizeof n->shell);
+    st_config_t *cfg = &n->shell.cfg;
+    cfg->n_layer = (int)s->n_layer;
+    cfg->n_embd = (int)s->n_embd;
+    cfg->n_ff_exp = (int)s->n_ff_exp;
+    cfg->n_expert = (int)s->n_expert;
+    cfg->n_expert_used = (int)s->n_expert_used;
+    cfg->n_vocab = 1;
+    cfg->n_ctx_train = 1;
+
+    const uint64_t heap0 = s_heap_bytes();
+    st_ctx_params_t p = st_ctx_default_params();
+    p.n_ctx = 1; /* no attention here: keeps the per-thread scratch small */
+    p.n_batch = batch;
+    p.n_threads = n->o.threads > 0 ? n->o.threads : st_cpu_count();
+    p.kv_type = ST_TYPE_F32;
+    n->ctx = st_ctx_new(&n->shell, &p);
+    if (!n->ctx) {
+        snprintf(why, cap, "cannot create the compute context");
+        return ST_ENOMEM;
+    }
+    const int X = cfg->n_expert, E = cfg->n_embd;
+    n->max_pairs = batch * cfg->n_expert_used;
+    n->max_req_pairs = st_wire_max_tokens(s) * s->n_expert_used;
+    n->gate = calloc((size_t)X, sizeof *n->gate);
+    n->up = calloc((size_t)X, sizeof *n->up);
+    n->down = calloc((size_t)X, sizeof *n->down);
+    n->ybuf = malloc((size_t)n->max_pairs * E * sizeof(float));
+    n->sub_tok = malloc((size_t)n->max_pairs * sizeof(int32_t));
+    n->sub_exp = malloc((size_t)n->max_pairs * sizeof(int32_t));
+    n->sub_idx = malloc((size_t)n->max_req_pairs * sizeof(uint32_t));
+    n->distinct = malloc((size_t)X * sizeof(uint32_t));
+    n->mark = calloc((size_t)X, sizeof(uint32_t));
+    n->in_batch = calloc((size_t)X, 1);
+    n->q_cap = n->n_keys;
+    n->queue = malloc((size_t)n->q_cap * sizeof(uint32_t));
+    if (!n->gate || !n->up || !n->down || !n->ybuf || !n->sub_tok || !n->sub_exp || !n->sub_idx || !n->distinct ||
+        !n->mark || !n->in_batch || !n->queue) {
+        snprintf(why, cap, "no memory for compute buffers");
+        return ST_ENOMEM;
+    }
+    const uint64_t heap = s_heap_bytes() - heap0; /* context + buffers, as malloc counts them */
+    uint64_t sizes[3];
+    st_wire_matrix_bytes(s, sizes);
+    n->gate_bytes = sizes[0];
+    n->up_bytes = sizes[1];
+
+    /* receive: HWM messages per direction plus the one being read, each at most a max frame;
+     * send: replies of at most max_req_pairs outputs, HWM queued plus one being written */
+    const uint64_t rx_reserve = (uint64_t)(NODE_HWM + 2) * (ST_WIRE_MAX_FRAME + ST_WIRE_MAX_ENVELOPE / 16);
+    const uint64_t tx_reserve = (uint64_t)(NODE_HWM + 1) * n->max_req_pairs * E * sizeof(float);
+    const uint64_t fixed = n->base_rss + heap + st_store_mem_bytes(n->store) + rx_reserve + tx_reserve + NODE_SLACK +
+                           (uint64_t)p.n_threads * NODE_THREAD_SLACK;
+    const uint64_t one = st_lru_entry_cost(st_store_record_bytes(n->store));
+    if (fixed + one > n->o.mem) {
+        snprintf(why, cap, "--mem %llu B is too small for this model: the node needs %llu B plus %llu B per cached expert",
+                 (unsigned long long)n->o.mem, (unsigned long long)fixed, (unsigned long long)one);
+        return ST_ENOMEM;
+    }
+    n->lru = st_lru_new(n->o.mem);
+    if (!n->lru || st_lru_charge(n->lru, (int64_t)fixed)) {
+        snprintf(why, cap, "cannot set up the expert cache");
+        return ST_ENOMEM;
+    }
+    st_log(ST_LOG_INFO, "model %u layers x %u experts, %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
+           "room for %llu experts in RAM",
+           s->n_layer, s->n_expert, (unsigned long long)s->expert_bytes, (unsigned long long)fixed,
+           (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one));
+    return 0;
+}
+
+static uint32_t s_key(const st_node_t *n, uint32_t layer, uint32_t expert) { return layer * n->shape.n_expert + expert; }
+
+/* assigned and in the store with the assigned hash */
+static bool s_present(const st_node_t *n, uint32_t key) {
+    if (!(n->flags[key] & ASSIGNED)) return false;
+    const uint8_t *h = st_store_hash(n->store, key / n->shape.n_expert, key % n->shape.n_expert);
+    return h && !memcmp(h, n->want[key], ST_WIRE_HASH_BYTES);
+}
+
+static void s_enqueue(st_node_t *n, uint32_t key) {
+    if (!n->queue || n->q_len >= n->q_cap) return;
+    n->queue[(n->q_head + n->q_len++) % n->q_cap] = key;
+}
+
+/* Cached data of an expert, read from the store when needed; held. */
+static const uint8_t *s_acquire(st_node_t *n, uint32_t key, int *rc, bool *hit) {
+    uint8_t *p = st_lru_get(n->lru, key);
+    *hit = p != NULL;
+    if (p) return p;
+    p = st_lru_insert(n->lru, key, st_store_record_bytes(n->store), (n->flags[key] & PINNED) != 0);
+    if (!p) {
+        *rc = ST_ENOMEM;
+        return NULL;
+    }
+    *rc = st_store_read(n->store, key / n->shape.n_expert, key % n->shape.n_expert, p);
+    if (*rc) {
+        st_lru_remove(n->lru, key);
+        return NULL;
+    }
+    return p;
+}
+
+/* Loads one queued expert (idle time). */
+static void s_load_one(st_node_t *n) {
+    const uint32_t key = n->queue[n->q_head];
+    n->q_head = (n->q_head + 1) % n->q_cap;
+    n->q_len--;
+    if (!n->lru || !s_present(n, key) || st_lru_contains(n->lru, key)) return;
+    int rc;
+    bool hit;
+    if (s_acquire(n, key, &rc, &hit)) st_lru_release(n->lru, key);
+}
+
+/* ---- handlers ---- */
+
+static int s_on_hello(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    const st_wire_shape_t *s = &rx->msg.hello.shape;
+    if (st_wire_check(&rx->msg, NULL, 0, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
+    int rc = s_use_model(n, s);
+    if (rc) return s_reply_error(n, rx, rc, "cannot open the store for this model");
+    const int count = st_store_count(n->store);
+    st_wire_ref_t *held = malloc((size_t)(count ? count : 1) * sizeof *held);
+    if (!held) return s_reply_error(n, rx, ST_ENOMEM, "no memory for the inventory");
+    st_store_list(n->store, held, count);
+    st_wire_msg_t m = {.type = ST_MSG_INVENTORY};
+    snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "%s", n->id);
+    m.inventory.mem_budget = n->o.mem;
+    m.inventory.store_free = st_store_free_bytes(n->store);
+    m.inventory.threads = (uint32_t)(n->o.threads > 0 ? n->o.threads : st_cpu_count());
+    m.inventory.n_held = (uint32_t)count;
+    m.inventory.held = held;
+    st_log(ST_LOG_INFO, "HELLO from %s: %d experts of this model in the store", rx->msg.hello.coordinator_id, count);
+    rc = s_reply(n, rx, &m);
+    free(held);
+    return rc;
+}
+
+static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
+    char why[512];
+    const st_wire_assign_t *a = &rx->msg.assign;
+    if (st_wire_check(&rx->msg, NULL, 0, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
+    int rc = s_use_model(n, &a->shape);
+    if (rc) return s_reply_error(n, rx, rc, "cannot open the store for this model");
+    if (!n->assigned) {
+        rc = s_setup_compute(n, why, sizeof why);
+        if (rc) {
+            s_teardown_assignment(n);
+            return s_reply_error(n, rx, rc, why);
+        }
+        n->assigned = true;
+    }
+    memset(n->flags, 0, n->n_keys);
+    for (uint32_t i = 0; i < a->n_experts; i++) {
+        const uint32_t k = s_key(n, a->experts[i].layer, a->experts[i].expert);
+        n->flags[k] = ASSIGNED;
+        memcpy(n->want[k], a->experts[i].hash, ST_WIRE_HASH_BYTES);
+    }
+    for (uint32_t i = 0; i < a->n_pinned; i++) {
+        const uint32_t k = s_key(n, a->pinned[i].layer, a->pinned[i].expert);
+        if (n->flags[k] & ASSIGNED) n->flags[k] |= PINNED;
+    }
+    /* drop cached experts that are no longer ours (or have another hash now); re-pin the rest */
+    st_wire_ref_t *missing = malloc((size_t)(a->n_experts ? a->n_experts : 1) * sizeof *missing);
+    if (!missing) return s_reply_error(n, rx, ST_ENOMEM, "no memory for the missing list");
+    uint32_t n_missing = 0, n_pinned = 0;
+    n->q_len = 0;
+    for (uint32_t k = 0; k < n->n_keys; k++) {
+        if (st_lru_contains(n->lru, k)) {
+            if (!s_present(n, k)) st_lru_remove(n->lru, k);
+            else st_lru_pin(n->lru, k, (n->flags[k] & PINNED) != 0);
+        }
+        if (!(n->flags[k] & ASSIGNED)) continue;
+        if (!s_present(n, k)) {
+            missing[n_missing++] = (st_wire_ref_t){.layer = k / n->shape.n_expert, .expert = k % n->shape.n_expert};
+        } else if (n->flags[k] & PINNED) {
+            s_enqueue(n, k); /* loaded while idle */
+        }
+        n_pinned += (n->flags[k] & PINNED) != 0;
+    }
+    st_log(ST_LOG_INFO, "ASSIGN: %u experts (%u pinned), %u missing", a->n_experts, n_pinned, n_missing);
+    st_wire_msg_t m = {.type = ST_MSG_ASSIGN_ACK};
+    m.assign_ack.n_missing = n_missing;
+    m.assign_ack.missing = missing;
+    rc = s_reply(n, rx, &m);
+    free(missing);
+    return rc;
+}
+
+static int s_on_shard(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    size_t len;
+    const uint8_t *data = st_wire_rx_frame(rx, &len);
+    if (!n->assigned) return s_reply_error(n, rx, ST_EPROTO, "SHARD_PUT before ASSIGN");
+    if (st_wire_check(&rx->msg, &n->shape, len, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
+    const st_wire_shard_put_t *p = &rx->msg.shard_put;
+    const uint32_t k = s_key(n, p->layer, p->expert);
+    if (!(n->flags[k] & ASSIGNED)) {
+        snprintf(why, sizeof why, "expert %u.%u is not assigned to this node", p->layer, p->expert);
+        return s_reply_error(n, rx, ST_ERANGE, why);
+    }
+    bool complete = false;
+    int rc = st_store_put(n->store, p->layer, p->expert, n->want[k], p->offset, data, len, p->chunk_hash, &complete);
+    if (rc && rc != ST_EPROTO) {
+        snprintf(why, sizeof why, "store: %s", st_strerror(rc));
+        return s_reply_error(n, rx, rc, why);
+    }
+    if (rc) {
+        n->errors++;
+        s_log_bad(n, "SHARD_PUT %u.%u at %llu rejected (hash or order)", p->layer, p->expert,
+                  (unsigned long long)p->offset);
+    }
+    if (complete) {
+        st_lru_remove(n->lru, k); /* an older version may be cached */
+        if (n->flags[k] & PINNED) s_enqueue(n, k);
+    }
+    st_wire_msg_t m = {.type = ST_MSG_SHARD_ACK};
+    m.shard_ack = (st_wire_shard_ack_t){.layer = p->layer, .expert = p->expert, .offset = p->offset,
+                                        .ok = rc == 0, .complete = complete};
+    return s_reply(n, rx, &m);
+}
+
+static int s_on_prefetch(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    if (!n->assigned) return s_reply_error(n, rx, ST_EPROTO, "EXPERT_PREFETCH before ASSIGN");
+    if (st_wire_check(&rx->msg, &n->shape, 0, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
+    /* one-way: experts that are not ours or not there are ignored */
+    for (uint32_t i = 0; i < rx->msg.prefetch.n_experts; i++) {
+        const uint32_t k = s_key(n, rx->msg.prefetch.layer, rx->msg.prefetch.experts[i]);
+        if (s_present(n, k) && !st_lru_contains(n->lru, k)) s_enqueue(n, k);
+    }
+    return 0;
+}
+
+/* Computes the pairs whose expert is in the current batch into y (request order). */
+static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t *xq, size_t stride, float *y) {
+    const st_expert_set_t set = {(st_type_t)n->shape.gate_type, (st_type_t)n->shape.up_type,
+                                 (st_type_t)n->shape.down_type, n->shape.down_transposed,
+                                 n->gate, n->up, n->down};
+    const size_t E = n->shape.n_embd;
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < c->n_pairs; i++)
+        if (n->in_batch[c->pair_expert[i]]) n->sub_idx[m++] = i;
+    if (m == c->n_pairs && m <= (uint32_t)n->max_pairs) /* the common case: straight into the reply */
+        return st_experts_eval_converted(n->ctx, &set, (int)m, c->pair_token, c->pair_expert, xq, stride,
+                                         (int)c->n_tokens, y);
+    for (uint32_t i0 = 0; i0 < m; i0 += (uint32_t)n->max_pairs) {
+        const uint32_t cnt = m - i0 < (uint32_t)n->max_pairs ? m - i0 : (uint32_t)n->max_pairs;
+        for (uint32_t j = 0; j < cnt; j++) {
+            n->sub_tok[j] = c->pair_token[n->sub_idx[i0 + j]];
+            n->sub_exp[j] = c->pair_expert[n->sub_idx[i0 + j]];
+        }
+        int rc = st_experts_eval_converted(n->ctx, &set, (int)cnt, n->sub_tok, n->sub_exp, xq, stride,
+                                           (int)c->n_tokens, n->ybuf);
+        if (rc) return rc;
+        for (uint32_t j = 0; j < cnt; j++)
+            memcpy(y + (size_t)n->sub_idx[i0 + j] * E, n->ybuf + (size_t)j * E, E * sizeof(float));
+    }
+    return 0;
+}
+
+static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    size_t len;
+    const uint8_t *xq = st_wire_rx_frame(rx, &len);
+    if (!n->assigned) return s_reply_error(n, rx, ST_EPROTO, "EXPERT_COMPUTE before ASSIGN");
+    if (st_wire_check(&rx->msg, &n->shape, len, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
+    const uint64_t t0 = s_now_us();
+    const st_wire_compute_t *c = &rx->msg.compute;
+    const uint32_t X = n->shape.n_expert;
+    /* distinct experts, in order of first use; all must be ours and stored */
+    if (++n->stamp == 0) memset(n->mark, 0, X * sizeof *n->mark), n->stamp = 1;
+    uint32_t nd = 0;
+    for (uint32_t i = 0; i < c->n_pairs; i++) {
+        const uint32_t e = (uint32_t)c->pair_expert[i];
+        if (n->mark[e] == n->stamp) continue;
+        n->mark[e] = n->stamp;
+        const uint32_t k = s_key(n, c->layer, e);
+        if (!(n->flags[k] & ASSIGNED)) {
+            snprintf(why, sizeof why, "expert %u.%u is not assigned to this node", c->layer, e);
+            return s_reply_error(n, rx, ST_ERANGE, why);
+        }
+        if (!s_present(n, k)) {
+            snprintf(why, sizeof why, "expert %u.%u is not in the store yet", c->layer, e);
+            return s_reply_error(n, rx, ST_ERANGE, why);
+        }
+        n->distinct[nd++] = e;
+    }
+    zmq_msg_t out;
+    const size_t E = n->shape.n_embd;
+    if (zmq_msg_init_size(&out, (size_t)c->n_pairs * E * sizeof(float)))
+        return s_reply_error(n, rx, ST_ENOMEM, "no memory for the result");
+    float *y = zmq_msg_data(&out);
+    const size_t stride = st_wire_act_row_bytes(&n->shape);
+    uint32_t hits = 0, misses = 0, i = 0;
+    int rc = 0;
+    while (i < nd && !rc) {
+        /* hold as many of the remaining experts as fit, then compute their pairs */
+        const uint32_t first = i;
+        while (i < nd) {
+            const uint32_t e = n->distinct[i], k = s_key(n, c->layer, e);
+            bool hit;
+            int arc = 0;
+            const uint8_t *p = s_acquire(n, k, &arc, &hit);
+            if (!p) {
+                if (arc == ST_ENOMEM && i > first) break; /* compute what we hold first */
+                rc = arc;
+                snprintf(why, sizeof why, arc == ST_ENOMEM ? "expert %u.%u does not fit in --mem" :
+                                                             "expert %u.%u could not be read from the store",
+                         c->layer, e);
+                break;
+            }
+            hits += hit, misses += !hit;
+            n->gate[e] = p;
+            n->up[e] = p + n->gate_bytes;
+            n->down[e] = p + n->gate_bytes + n->up_bytes;
+            n->in_batch[e] = 1;
+            i++;
+        }
+        if (!rc && i > first) {
+            rc = s_eval_batch(n, c, xq, stride, y);
+            if (rc) snprintf(why, sizeof why, "expert computation failed: %s", st_strerror(rc));
+        }
+        for (uint32_t j = first; j < i; j++) {
+            const uint32_t e = n->distinct[j];
+            st_lru_release(n->lru, s_key(n, c->layer, e));
+            n->gate[e] = n->up[e] = n->down[e] = NULL;
+            n->in_batch[e] = 0;
+        }
+    }
+    if (rc) {
+        zmq_msg_close(&out);
+        return s_reply_error(n, rx, rc, why);
+    }
+    st_wire_msg_t m = {.type = ST_MSG_EXPERT_RESULT, .request_id = rx->msg.request_id};
+    m.result = (st_wire_result_t){.n_pairs = c->n_pairs, .compute_us = s_now_us() - t0, .cache_hits = hits,
+                                  .cache_misses = misses};
+    st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
+           c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
+    return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, ZMQ_DONTWAIT);
+}
+
+static int s_on_heartbeat(st_node_t *n, st_wire_rx_t *rx) {
+    st_wire_msg_t m = {.type = ST_MSG_HEARTBEAT};
+    m.heartbeat.seq = rx->msg.heartbeat.seq;
+    m.heartbeat.mem_used = s_rss();
+    return s_reply(n, rx, &m);
+}
+
+/* Receives and answers one message. */
+static void s_handle_one(st_node_t *n) {
+    st_wire_rx_t rx;
+    char why[256];
+    int rc = st_wire_recv(n->sock, true, &rx, why, sizeof why);
+    if (rc == ST_EPROTO) {
+        if (rx.peer_len) s_reply_error(n, &rx, ST_EPROTO, why);
+        return;
+    }
+    if (rc) return; /* nothing there after all, or interrupted */
+    n->requests++;
+    switch (rx.msg.type) {
+    case ST_MSG_HELLO: s_on_hello(n, &rx); break;
+    case ST_MSG_ASSIGN: s_on_assign(n, &rx); break;
+    case ST_MSG_SHARD_PUT: s_on_shard(n, &rx); break;
+    case ST_MSG_EXPERT_PREFETCH: s_on_prefetch(n, &rx); break;
+    case ST_MSG_EXPERT_COMPUTE: s_on_compute(n, &rx); break;
+    case ST_MSG_HEARTBEAT: s_on_heartbeat(n, &rx); break;
+    default:
+        snprintf(why, sizeof why, "a node does not take %s messages", st_wire_type_name(rx.msg.type));
+        s_reply_error(n, &rx, ST_EPROTO, why);
+    }
+    st_wire_rx_clear(&rx);
+}
+
+/* ---- life cycle ---- */
+
+st_node_t *st_node_new(const st_node_opts_t *o) {
+    if (!o->listen || !o->store_dir || o->mem == 0) {
+        st_fail(ST_EINVAL, "--listen, --store and --mem are required");
+        return NULL;
+    }
+    st_node_t *n = calloc(1, sizeof *n);
+    if (!n) return NULL;
+    n->o = *o;
+    if (o->id && *o->id) snprintf(n->id, sizeof n->id, "%s", o->id);
+    else if (gethostname(n->id, sizeof n->id - 1)) snprintf(n->id, sizeof n->id, "st-node");
+    n->zctx = zmq_ctx_new();
+    n->sock = n->zctx ? zmq_socket(n->zctx, ZMQ_ROUTER) : NULL;
+    if (!n->sock) {
+        st_fail(ST_EIO, "zmq: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    const int64_t max_frame = ST_WIRE_MAX_FRAME > ST_WIRE_MAX_ENVELOPE ? ST_WIRE_MAX_FRAME : ST_WIRE_MAX_ENVELOPE;
+    if (st_wire_socket_limits(n->sock, max_frame, NODE_HWM)) goto fail;
+    if (zmq_bind(n->sock, o->listen)) {
+        st_fail(ST_EIO, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    size_t len = sizeof n->endpoint;
+    zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &len);
+    n->base_rss = s_rss();
+    return n;
+fail:
+    st_node_destroy(&n);
+    return NULL;
+}
+
+void st_node_destroy(st_node_t **np) {
+    if (!np || !*np) return;
+    st_node_t *n = *np;
+    s_teardown_model(n);
+    if (n->sock) zmq_close(n->sock);
+    if (n->zctx) zmq_ctx_term(n->zctx);
+    free(n);
+    *np = NULL;
+}
+
+const char *st_node_endpoint(const st_node_t *n) { return n->endpoint; }
+
+int st_node_run(st_node_t *n, volatile sig_atomic_t *stop) {
+    while (!*stop) {
+        zmq_pollitem_t it = {.socket = n->sock, .events = ZMQ_POLLIN};
+        const int r = zmq_poll(&it, 1, n->q_len ? 0 : NODE_POLL_MS);
+        if (r < 0) {
+            if (zmq_errno() == EINTR) continue;
+            return st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+        }
+        if (r > 0 && (it.revents & ZMQ_POLLIN)) s_handle_one(n);
+        else if (n->q_len) s_load_one(n);
+    }
+    st_log(ST_LOG_INFO, "stopping: %llu requests served, %llu refused", (unsigned long long)n->requests,
+           (unsigned long long)n->errors);
+    return 0;
+}

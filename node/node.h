@@ -1,0 +1,45 @@
+/* node: an expert server (st-node). One ROUTER socket, one thread that owns
+ * it, a compute pool of -t threads.
+ *
+ * A coordinator says HELLO (model shape and hash) and gets the INVENTORY of
+ * what this node's store holds for that model; ASSIGN gives the node its
+ * experts (with hashes) and the pinned ones, and the ASSIGN_ACK lists the
+ * experts still missing; SHARD_PUT chunks fill the store; EXPERT_PREFETCH
+ * queues experts to load from the store while the socket is idle;
+ * EXPERT_COMPUTE evaluates (token, expert) pairs and answers with one output
+ * vector per pair. Any bad request gets an ERROR and the node goes on.
+ *
+ * Memory: everything the node allocates for a model (compute context,
+ * scratch, reply and receive reserves, the store's buffers) is charged to one
+ * budget, --mem, together with the process's resident size measured before
+ * the model arrived; what is left is the expert cache (lru.h).
+ */
+#ifndef ST_NODE_H
+#define ST_NODE_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *listen;    /* ZeroMQ endpoint to bind; "tcp://127.0.0.1:*" picks a free port */
+    uint64_t mem;          /* --mem: bytes of RAM the node may use */
+    const char *store_dir; /* --store */
+    int threads;           /* -t: compute threads (0: all CPUs) */
+    int batch;             /* tokens per internal compute step (0: 64) */
+    const char *id;        /* node id (NULL: host name) */
+    bool insecure;         /* plain TCP (the only transport until CURVE lands) */
+} st_node_opts_t;
+
+typedef struct st_node st_node_t;
+
+/* Binds the socket. NULL on failure (logged). */
+st_node_t *st_node_new(const st_node_opts_t *o);
+void st_node_destroy(st_node_t **n);
+/* The endpoint actually bound (with the port chosen for "*"). */
+const char *st_node_endpoint(const st_node_t *n);
+/* Serves until *stop becomes non-zero (checked at least every 200 ms).
+ * Returns 0, or a negative ST_E* code on a fatal socket error. */
+int st_node_run(st_node_t *n, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,632 @@
+/* Integration tests of st-node: a real st-node process on 127.0.0.1, driven
+ * by a DEALER socket from the test. Experts come from a synthetic model made
+ * by st-synth; every EXPERT_RESULT is compared bit for bit with
+ * st_experts_eval on the same model loaded in the test. Every wait has a
+ * deadline: the node's "listening on" line, each reply, its exit. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "forward.h"
+#include "model.h"
+#include "st_log.h"
+#include "testutil.h"
+#include "wire.h"
+
+extern char **environ;
+
+#define DEADLINE_MS 20000
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- the node process ---- */
+
+typedef struct {
+    pid_t pid;
+    int out; /* its stdout */
+    char endpoint[256];
+} node_proc_t;
+
+/* the running node, stopped by the fixture's teardown if a test fails midway */
+static pid_t g_pid;
+
+/* Starts st-node (optionally under with-mem-limit) and waits for its endpoint. */
+static node_proc_t s_start(const char *store, const char *mem, const char *report) {
+    node_proc_t p = {0};
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
+    char bin[1024];
+    snprintf(bin, sizeof bin, "%s/st-node", ST_BINARY_DIR);
+    char tool[1024];
+    snprintf(tool, sizeof tool, "%s/../shared/tools/with-mem-limit", ST_SOURCE_DIR);
+    const char *argv_plain[] = {bin, "--listen", "tcp://127.0.0.1:*", "--mem", mem, "--store", store,
+                                "-t", "2", "--insecure", "--id", "test-node", NULL};
+    const char *argv_limit[] = {tool, mem, "--report", report, "--", bin, "--listen", "tcp://127.0.0.1:*", "--mem",
+                                mem, "--store", store, "-t", "2", "--insecure", "--id", "test-node", NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_addclose(&fa, fds[0]);
+    const char **argv = report ? argv_limit : argv_plain;
+    cr_assert_eq(posix_spawn(&p.pid, argv[0], &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    g_pid = p.pid;
+    close(fds[1]);
+    p.out = fds[0];
+    /* read "listening on ENDPOINT\n" with a deadline */
+    char line[512];
+    size_t n = 0;
+    const double end = s_now() + DEADLINE_MS / 1000.0;
+    while (n < sizeof line - 1 && !memchr(line, '\n', n)) {
+        struct pollfd pf = {.fd = p.out, .events = POLLIN};
+        int left = (int)((end - s_now()) * 1000);
+        cr_assert_gt(left, 0, "st-node did not say where it listens in time");
+        if (poll(&pf, 1, left) <= 0) continue;
+        ssize_t r = read(p.out, line + n, sizeof line - 1 - n);
+        cr_assert_gt(r, 0, "st-node exited before listening");
+        n += (size_t)r;
+    }
+    line[n] = '\0';
+    cr_assert_eq(sscanf(line, "listening on %255s", p.endpoint), 1, "%s", line);
+    return p;
+}
+
+/* SIGTERM, then waits (with a deadline) for a clean exit. */
+static int s_stop(node_proc_t *p) {
+    kill(p->pid, SIGTERM);
+    const double end = s_now() + DEADLINE_MS / 1000.0;
+    int st = 0;
+    for (;;) {
+        pid_t r = waitpid(p->pid, &st, WNOHANG);
+        if (r == p->pid) {
+            g_pid = 0;
+            break;
+        }
+        cr_assert(s_now() < end, "st-node did not stop after SIGTERM");
+        struct timespec ts = {0, 10 * 1000 * 1000};
+        nanosleep(&ts, NULL); /* polling the exit status, bounded by the deadline */
+    }
+    close(p->out);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* ---- the client ---- */
+
+typedef struct {
+    void *ctx, *sock;
+    uint64_t next_id;
+    uint64_t bytes_out, bytes_in;
+} client_t;
+
+static void s_connect(client_t *c, const char *endpoint) {
+    if (!c->ctx) c->ctx = zmq_ctx_new();
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    cr_assert_eq(st_wire_socket_limits(c->sock, 64 << 20, 100), 0);
+    int t = DEADLINE_MS;
+    zmq_setsockopt(c->sock, ZMQ_RCVTIMEO, &t, sizeof t);
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &t, sizeof t);
+    cr_assert_eq(zmq_connect(c->sock, endpoint), 0);
+    if (!c->next_id) c->next_id = 1;
+}
+
+static void s_disconnect(client_t *c) {
+    zmq_close(c->sock);
+    c->sock = NULL;
+}
+
+static void s_client_close(client_t *c) {
+    if (c->sock) s_disconnect(c);
+    zmq_ctx_term(c->ctx);
+}
+
+/* Sends m (+ frame) and receives the reply into rx; asserts the reply's id. */
+static void s_call(client_t *c, st_wire_msg_t *m, const void *frame, size_t frame_len, st_wire_rx_t *rx) {
+    m->request_id = c->next_id++;
+    cr_assert_eq(st_wire_send(c->sock, NULL, 0, m, frame, frame_len, 0), 0);
+    c->bytes_out += st_wire_encoded_size(m) + frame_len;
+    char why[256];
+    int rc = st_wire_recv(c->sock, false, rx, why, sizeof why);
+    cr_assert_eq(rc, 0, "no valid reply to %s: %d %s", st_wire_type_name(m->type), rc, why);
+    cr_assert_eq(rx->msg.request_id, m->request_id);
+    size_t len;
+    st_wire_rx_frame(rx, &len);
+    c->bytes_in += st_wire_encoded_size(&rx->msg) + len;
+}
+
+/* Expects an ERROR reply to m. */
+static void s_expect_error(client_t *c, st_wire_msg_t *m, const void *frame, size_t len, const char *what) {
+    st_wire_rx_t rx;
+    s_call(c, m, frame, len, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_ERROR, "%s: got %s", what, st_wire_type_name(rx.msg.type));
+    cr_assert_lt(rx.msg.error.code, 0);
+    cr_log_info("%s -> ERROR %d: %s", what, rx.msg.error.code, rx.msg.error.message);
+    st_wire_rx_clear(&rx);
+}
+
+/* ---- the model ---- */
+
+typedef struct {
+    st_model_t *m;
+    st_ctx_t *ctx;
+    st_wire_shape_t shape;
+    uint8_t (*hash)[32]; /* per (layer, expert) */
+    uint8_t *bytes;      /* scratch: one expert's gate|up|down */
+} model_t;
+
+static const uint8_t *s_expert(model_t *md, int l, int e) {
+    const st_layer_t *L = &md->m->layers[l];
+    const st_weight_t *w[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    size_t off = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t n = (size_t)w[i]->n_rows * w[i]->row_bytes;
+        memcpy(md->bytes + off, st_weight_row(w[i], e, 0), n);
+        off += n;
+    }
+    cr_assert_eq(off, md->shape.expert_bytes);
+    return md->bytes;
+}
+
+static void s_load_model(model_t *md, const char *const *args) {
+    char path[1024];
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    md->m = st_model_load(path);
+    cr_assert_not_null(md->m);
+    st_ctx_params_t p = st_ctx_default_params();
+    p.n_threads = 2;
+    p.n_batch = 512;
+    p.n_ctx = 16;
+    md->ctx = st_ctx_new(md->m, &p);
+    cr_assert_not_null(md->ctx);
+    const st_config_t *cfg = &md->m->cfg;
+    const st_layer_t *L = &md->m->layers[0];
+    st_wire_shape_t *s = &md->shape;
+    *s = (st_wire_shape_t){.n_layer = (uint32_t)cfg->n_layer, .n_embd = (uint32_t)cfg->n_embd,
+                           .n_ff_exp = (uint32_t)cfg->n_ff_exp, .n_expert = (uint32_t)cfg->n_expert,
+                           .n_expert_used = (uint32_t)cfg->n_expert_used, .gate_type = L->gate_exps.type,
+                           .up_type = L->up_exps.type, .down_type = L->down_exps.type,
+                           .down_transposed = L->down_transposed};
+    uint64_t sizes[3];
+    s->expert_bytes = st_wire_matrix_bytes(s, sizes);
+    md->bytes = malloc(s->expert_bytes);
+    md->hash = malloc((size_t)cfg->n_layer * cfg->n_expert * 32);
+    /* model hash: BLAKE2b of all expert hashes in order */
+    uint8_t *all = malloc((size_t)cfg->n_layer * cfg->n_expert * 32);
+    for (int l = 0; l < cfg->n_layer; l++)
+        for (int e = 0; e < cfg->n_expert; e++) {
+            st_wire_hash(s_expert(md, l, e), s->expert_bytes, md->hash[l * cfg->n_expert + e]);
+            memcpy(all + (size_t)(l * cfg->n_expert + e) * 32, md->hash[l * cfg->n_expert + e], 32);
+        }
+    st_wire_hash(all, (size_t)cfg->n_layer * cfg->n_expert * 32, s->model_hash);
+    free(all);
+    char why[256];
+    cr_assert_eq(st_wire_check_shape(s, why, sizeof why), 0, "%s", why);
+}
+
+static void s_free_model(model_t *md) {
+    st_ctx_destroy(&md->ctx);
+    st_model_destroy(&md->m);
+    free(md->bytes);
+    free(md->hash);
+}
+
+/* ---- protocol steps ---- */
+
+static st_wire_msg_t s_hello(const model_t *md) {
+    st_wire_msg_t m = {.type = ST_MSG_HELLO};
+    strcpy(m.hello.coordinator_id, "test");
+    m.hello.shape = md->shape;
+    return m;
+}
+
+/* HELLO; returns the number of experts the node holds (and checks their hashes). */
+static uint32_t s_do_hello(client_t *c, model_t *md) {
+    st_wire_msg_t m = s_hello(md);
+    st_wire_rx_t rx;
+    s_call(c, &m, NULL, 0, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    const st_wire_inventory_t *v = &rx.msg.inventory;
+    cr_assert_str_eq(v->node_id, "test-node");
+    cr_assert_gt(v->mem_budget, 0);
+    cr_assert_gt(v->store_free, 0);
+    for (uint32_t i = 0; i < v->n_held; i++)
+        cr_assert_arr_eq(v->held[i].hash, md->hash[v->held[i].layer * md->shape.n_expert + v->held[i].expert], 32);
+    uint32_t n = v->n_held;
+    st_wire_rx_clear(&rx);
+    return n;
+}
+
+/* ASSIGN every expert of the model, pinning the first n_pin; returns how many are missing. */
+static uint32_t s_do_assign(client_t *c, model_t *md, uint32_t n_pin) {
+    const uint32_t n = md->shape.n_layer * md->shape.n_expert;
+    st_wire_ref_t *refs = calloc(n, sizeof *refs);
+    for (uint32_t k = 0; k < n; k++) {
+        refs[k] = (st_wire_ref_t){.layer = k / md->shape.n_expert, .expert = k % md->shape.n_expert, .has_hash = true};
+        memcpy(refs[k].hash, md->hash[k], 32);
+    }
+    st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = md->shape, .n_experts = n, .experts = refs, .n_pinned = n_pin, .pinned = refs};
+    st_wire_rx_t rx;
+    s_call(c, &m, NULL, 0, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_ASSIGN_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    uint32_t missing = rx.msg.assign_ack.n_missing;
+    st_wire_rx_clear(&rx);
+    free(refs);
+    return missing;
+}
+
+/* Pushes one expert in chunks; returns the bytes sent. */
+static uint64_t s_push_expert(client_t *c, model_t *md, uint32_t l, uint32_t e, size_t chunk) {
+    const uint8_t *b = s_expert(md, (int)l, (int)e);
+    const uint64_t total = md->shape.expert_bytes;
+    for (uint64_t off = 0; off < total; off += chunk) {
+        const size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
+        st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT};
+        m.shard_put = (st_wire_shard_put_t){.layer = l, .expert = e, .offset = off, .total = total};
+        st_wire_hash(b + off, n, m.shard_put.chunk_hash);
+        st_wire_rx_t rx;
+        s_call(c, &m, b + off, n, &rx);
+        cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+        cr_assert(rx.msg.shard_ack.ok);
+        cr_assert_eq(rx.msg.shard_ack.complete, off + n == total);
+        st_wire_rx_clear(&rx);
+    }
+    return total;
+}
+
+static void s_push_all(client_t *c, model_t *md, size_t chunk) {
+    for (uint32_t l = 0; l < md->shape.n_layer; l++)
+        for (uint32_t e = 0; e < md->shape.n_expert; e++) s_push_expert(c, md, l, e, chunk);
+}
+
+/* One EXPERT_COMPUTE of n_tok random tokens with top-k distinct experts each
+ * (random, or when all, spread so that the tokens use every expert),
+ * compared bit for bit with st_experts_eval. */
+typedef struct {
+    double seconds;
+    uint64_t compute_us;
+    size_t bytes_out, bytes_in;
+    uint32_t hits, misses;
+} compute_stats_t;
+
+static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer, int n_tok, bool all, unsigned seed) {
+    const int E = (int)md->shape.n_embd, X = (int)md->shape.n_expert;
+    const int k = (int)md->shape.n_expert_used;
+    const int n_pairs = n_tok * k;
+    float *x = malloc((size_t)n_tok * E * sizeof(float));
+    int32_t *tok = malloc((size_t)n_pairs * sizeof(int32_t)), *ids = malloc((size_t)n_pairs * sizeof(int32_t));
+    srand(seed);
+    for (int i = 0; i < n_tok * E; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+    for (int t = 0; t < n_tok; t++)
+        for (int j = 0; j < k; j++) {
+            tok[t * k + j] = t;
+            int e;
+            bool dup;
+            do { /* distinct experts per token, as the router picks them */
+                e = all ? (t * k + j) % X : rand() % X; /* all: the tokens cover every expert */
+                dup = false;
+                for (int i = 0; i < j; i++) dup |= ids[t * k + i] == e;
+            } while (dup);
+            ids[t * k + j] = e;
+        }
+    /* what one process computes */
+    float *want = malloc((size_t)n_pairs * E * sizeof(float));
+    st_expert_set_t set = st_model_expert_set(md->ctx, (int)layer);
+    cr_assert_eq(st_experts_eval(md->ctx, &set, n_pairs, tok, ids, x, n_tok, want), 0);
+    /* what the node computes from the activations converted as a coordinator sends them */
+    const size_t row = st_wire_act_row_bytes(&md->shape);
+    uint8_t *act = malloc((size_t)n_tok * row);
+    st_convert_activations(md->ctx, (st_type_t)md->shape.gate_type, x, n_tok, E, act);
+    st_wire_msg_t m = {.type = ST_MSG_EXPERT_COMPUTE};
+    m.compute = (st_wire_compute_t){.layer = layer, .n_tokens = (uint32_t)n_tok,
+                                    .act_type = (uint32_t)st_type_traits((int)md->shape.gate_type)->vec_dot_type,
+                                    .n_pairs = (uint32_t)n_pairs, .pair_token = tok, .pair_expert = ids};
+    st_wire_rx_t rx;
+    const uint64_t out0 = c->bytes_out, in0 = c->bytes_in;
+    const double t0 = s_now();
+    s_call(c, &m, act, (size_t)n_tok * row, &rx);
+    compute_stats_t st = {.seconds = s_now() - t0};
+    cr_assert_eq(rx.msg.type, ST_MSG_EXPERT_RESULT, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    size_t len;
+    const uint8_t *got = st_wire_rx_frame(&rx, &len);
+    char why[256];
+    cr_assert_eq(st_wire_check(&rx.msg, &md->shape, len, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(len, (size_t)n_pairs * E * sizeof(float));
+    cr_assert_eq(memcmp(got, want, len), 0, "layer %u, %d tokens: node output differs from st_experts_eval", layer,
+                 n_tok);
+    st.compute_us = rx.msg.result.compute_us;
+    st.hits = rx.msg.result.cache_hits;
+    st.misses = rx.msg.result.cache_misses;
+    st.bytes_out = (size_t)(c->bytes_out - out0);
+    st.bytes_in = (size_t)(c->bytes_in - in0);
+    st_wire_rx_clear(&rx);
+    free(x), free(tok), free(ids), free(want), free(act);
+    return st;
+}
+
+static char g_store[256];
+
+static void setup(void) {
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_store, sizeof g_store, "/tmp/st-test-node-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_store));
+}
+static void teardown(void) {
+    if (g_pid > 0) { /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL */
+        kill(g_pid, SIGTERM);
+        const double end = s_now() + 5.0;
+        while (waitpid(g_pid, NULL, WNOHANG) == 0 && s_now() < end) {
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        if (waitpid(g_pid, NULL, WNOHANG) == 0) {
+            kill(g_pid, SIGKILL);
+            waitpid(g_pid, NULL, 0);
+        }
+        g_pid = 0;
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_store);
+    if (system(cmd)) cr_log_warn("could not remove %s", g_store);
+}
+TestSuite(node, .init = setup, .fini = teardown, .timeout = 300);
+
+#define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+Test(node, serves_experts_bit_identical_to_one_process) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    node_proc_t p = s_start(g_store, "256M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    cr_assert_eq(s_do_hello(&c, &md), 0);
+    const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
+    cr_assert_eq(s_do_assign(&c, &md, 4), n_all);
+    const uint64_t pushed0 = c.bytes_out;
+    s_push_all(&c, &md, 1000);
+    cr_log_info("pushed %u experts of %llu B: %llu B on the wire", n_all, (unsigned long long)md.shape.expert_bytes,
+                (unsigned long long)(c.bytes_out - pushed0));
+    cr_assert_eq(s_do_assign(&c, &md, 4), 0); /* nothing missing now */
+
+    /* decode-sized requests on every layer, then prefill-sized ones (chunked inside the node) */
+    compute_stats_t d = {0};
+    for (uint32_t l = 0; l < md.shape.n_layer; l++) d = s_check_compute(&c, &md, l, 1, false, 100 + l);
+    for (int rep = 0; rep < 20; rep++) d = s_check_compute(&c, &md, 1, 1, false, 200 + (unsigned)rep);
+    cr_log_info("decode (1 token, top-%u): node compute %llu us, round trip %.0f us, %zu B out, %zu B back",
+                md.shape.n_expert_used, (unsigned long long)d.compute_us, d.seconds * 1e6, d.bytes_out, d.bytes_in);
+    s_check_compute(&c, &md, 2, 7, false, 300);
+    compute_stats_t pf = s_check_compute(&c, &md, 3, 300, false, 301);
+    cr_log_info("prefill (300 tokens): node compute %llu us, %zu B out, %zu B back",
+                (unsigned long long)pf.compute_us, pf.bytes_out, pf.bytes_in);
+    s_check_compute(&c, &md, 0, 64, true, 302); /* every expert of the layer */
+
+    /* a heartbeat reports the node's memory */
+    st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT};
+    hb.heartbeat.seq = 9;
+    st_wire_rx_t rx;
+    s_call(&c, &hb, NULL, 0, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
+    cr_assert_eq(rx.msg.heartbeat.seq, 9);
+    cr_assert_gt(rx.msg.heartbeat.mem_used, 0);
+    cr_assert_lt(rx.msg.heartbeat.mem_used, 256u << 20);
+    st_wire_rx_clear(&rx);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0, "st-node did not exit cleanly");
+    s_free_model(&md);
+}
+
+Test(node, f32_experts_with_prefetch) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));
+    node_proc_t p = s_start(g_store, "128M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0);
+    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    /* one-way prefetch: no reply; the next request finds them in RAM */
+    st_wire_msg_t pf = {.type = ST_MSG_EXPERT_PREFETCH, .request_id = 777};
+    uint32_t ex[3] = {1, 2, 5};
+    pf.prefetch = (st_wire_prefetch_t){.layer = 1, .n_experts = 3, .experts = ex};
+    cr_assert_eq(st_wire_send(c.sock, NULL, 0, &pf, NULL, 0, 0), 0);
+    s_check_compute(&c, &md, 1, 3, false, 5);
+    s_check_compute(&c, &md, 0, 33, true, 6);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    s_free_model(&md);
+}
+
+Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    node_proc_t p = s_start(g_store, "256M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+
+    /* before any model: compute is refused */
+    int32_t tok[2] = {0, 0}, ids[2] = {0, 1};
+    const size_t row = st_wire_act_row_bytes(&md.shape);
+    uint8_t *act = calloc(4, row);
+    st_wire_msg_t cm = {.type = ST_MSG_EXPERT_COMPUTE};
+    cm.compute = (st_wire_compute_t){.layer = 0, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2,
+                                     .pair_token = tok, .pair_expert = ids};
+    s_expect_error(&c, &cm, act, row, "compute before ASSIGN");
+
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0);
+    /* a tampered shard chunk: SHARD_ACK ok=false, nothing stored */
+    const uint8_t *b = s_expert(&md, 0, 0);
+    uint8_t *bad = malloc(md.shape.expert_bytes);
+    memcpy(bad, b, md.shape.expert_bytes);
+    st_wire_msg_t sp = {.type = ST_MSG_SHARD_PUT};
+    sp.shard_put = (st_wire_shard_put_t){.layer = 0, .expert = 0, .offset = 0, .total = md.shape.expert_bytes};
+    st_wire_hash(bad, md.shape.expert_bytes, sp.shard_put.chunk_hash);
+    bad[10] ^= 4; /* flipped after hashing: in transit */
+    st_wire_rx_t rx;
+    s_call(&c, &sp, bad, md.shape.expert_bytes, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
+    cr_assert(!rx.msg.shard_ack.ok && !rx.msg.shard_ack.complete);
+    st_wire_rx_clear(&rx);
+    /* a consistent chunk of the wrong bytes: the whole-expert hash (from ASSIGN) refuses it */
+    st_wire_hash(bad, md.shape.expert_bytes, sp.shard_put.chunk_hash);
+    s_call(&c, &sp, bad, md.shape.expert_bytes, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
+    cr_assert(!rx.msg.shard_ack.ok && !rx.msg.shard_ack.complete);
+    st_wire_rx_clear(&rx);
+    free(bad);
+    cr_assert_eq(s_do_hello(&c, &md), 0); /* not stored */
+    s_expect_error(&c, &cm, act, row, "compute of an expert not pushed yet");
+    s_push_all(&c, &md, 4096);
+
+    /* garbage, truncated and wrong-version envelopes */
+    zmq_send(c.sock, "\x01\x02\x03garbage", 10, 0);
+    st_wire_rx_t e;
+    cr_assert_eq(st_wire_recv(c.sock, false, &e, NULL, 0), 0);
+    cr_assert_eq(e.msg.type, ST_MSG_ERROR);
+    st_wire_rx_clear(&e);
+    uint8_t env[256];
+    size_t env_len;
+    cm.request_id = 4242;
+    cr_assert_eq(st_wire_encode(&cm, env, sizeof env, &env_len), 0);
+    for (size_t cut = 1; cut < env_len; cut += 3) {
+        zmq_send(c.sock, env, cut, ZMQ_SNDMORE);
+        zmq_send(c.sock, act, row, 0);
+        cr_assert_eq(st_wire_recv(c.sock, false, &e, NULL, 0), 0, "no answer to a %zu B truncation", cut);
+        cr_assert_eq(e.msg.type, ST_MSG_ERROR);
+        st_wire_rx_clear(&e);
+    }
+    env[1] = ST_WIRE_VERSION + 1;
+    zmq_send(c.sock, env, env_len, 0);
+    cr_assert_eq(st_wire_recv(c.sock, false, &e, NULL, 0), 0);
+    cr_assert_eq(e.msg.type, ST_MSG_ERROR);
+    cr_assert_eq(e.msg.request_id, 4242);
+    cr_assert(strstr(e.msg.error.message, "version"), "%s", e.msg.error.message);
+    st_wire_rx_clear(&e);
+
+    /* requests that parse but do not fit the model or the assignment */
+    st_wire_msg_t b2 = cm;
+    s_expect_error(&c, &b2, act, row - 1, "activation frame one byte short");
+    s_expect_error(&c, &b2, act, row + 1, "activation frame one byte long");
+    s_expect_error(&c, &b2, NULL, 0, "no activation frame");
+    b2.compute.layer = md.shape.n_layer;
+    s_expect_error(&c, &b2, act, row, "layer out of range");
+    b2 = cm, b2.compute.act_type = ST_TYPE_F32;
+    s_expect_error(&c, &b2, act, 64 * 4, "wrong activation type");
+    int32_t bad_tok[2] = {0, 1}, bad_ids[2] = {0, 8};
+    b2 = cm, b2.compute.pair_token = bad_tok;
+    s_expect_error(&c, &b2, act, row, "pair token beyond n_tokens");
+    b2 = cm, b2.compute.pair_expert = bad_ids;
+    s_expect_error(&c, &b2, act, row, "expert id beyond n_expert");
+    b2 = cm, b2.compute.n_tokens = ST_WIRE_MAX_TOKENS + 1;
+    s_expect_error(&c, &b2, act, row, "too many tokens");
+    st_wire_msg_t inv = {.type = ST_MSG_INVENTORY};
+    s_expect_error(&c, &inv, NULL, 0, "a message type a node does not take");
+    st_wire_msg_t other = s_hello(&md);
+    other.hello.shape.expert_bytes++;
+    s_expect_error(&c, &other, NULL, 0, "inconsistent shape");
+    st_wire_msg_t sp2 = sp;
+    sp2.shard_put.offset = md.shape.expert_bytes;
+    s_expect_error(&c, &sp2, "x", 1, "shard chunk past the end");
+
+    /* a frame above ZMQ_MAXMSGSIZE: the node drops that connection instead of reading it */
+    size_t huge = ST_WIRE_MAX_FRAME + 1;
+    uint8_t *big = calloc(1, huge);
+    st_wire_msg_t bm = cm;
+    bm.request_id = 99;
+    cr_assert_eq(st_wire_send(c.sock, NULL, 0, &bm, big, huge, 0), 0);
+    free(big);
+    s_disconnect(&c);
+
+    /* the node still serves a new connection, correctly */
+    s_connect(&c, p.endpoint);
+    s_check_compute(&c, &md, 2, 3, false, 11);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    free(act);
+    s_free_model(&md);
+}
+
+Test(node, restart_reports_its_store_and_needs_no_shards) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
+    node_proc_t p = s_start(g_store, "256M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    cr_assert_eq(s_do_hello(&c, &md), 0);
+    cr_assert_eq(s_do_assign(&c, &md, 2), n_all);
+    s_push_all(&c, &md, 2048);
+    s_check_compute(&c, &md, 1, 2, false, 1);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+
+    p = s_start(g_store, "256M", NULL);
+    client_t c2 = {0};
+    s_connect(&c2, p.endpoint);
+    cr_assert_eq(s_do_hello(&c2, &md), n_all); /* everything is still there, hashes checked */
+    cr_assert_eq(s_do_assign(&c2, &md, 2), 0); /* so no shard needs sending */
+    s_check_compute(&c2, &md, 1, 2, false, 1);
+    s_check_compute(&c2, &md, 3, 5, false, 2);
+    s_client_close(&c2);
+    cr_assert_eq(s_stop(&p), 0);
+    s_free_model(&md);
+}
+
+/* Bigger F32 experts (3 MiB each) under a small --mem: a request that needs
+ * more experts than fit is computed in batches, still bit-identical, and the
+ * node's peak memory (page cache included) stays under --mem. */
+Test(node, small_memory_budget_is_respected) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "f32", "--hidden", "512", "--expert-ffn", "512", "--layers", "2", "--heads",
+                            "4", "--kv-heads", "2", "--embd-type", "q4_0", "--tied"));
+    char tool[1024], report[300];
+    snprintf(tool, sizeof tool, "%s/../shared/tools/with-mem-limit", ST_SOURCE_DIR);
+    snprintf(report, sizeof report, "%s/mem.json", g_store);
+    /* measure peak memory when the cgroup tool can run here */
+    const bool limit = access(tool, X_OK) == 0 && st_test_system("'%s' 64M -- true 2>/dev/null", tool) == 0;
+    if (!limit) cr_log_warn("with-mem-limit unavailable: peak memory not measured");
+    const char *mem = "48M";
+    node_proc_t p = s_start(g_store, mem, limit ? report : NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    s_do_hello(&c, &md);
+    cr_assert_eq(s_do_assign(&c, &md, 1), md.shape.n_layer * md.shape.n_expert);
+    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    compute_stats_t st = s_check_compute(&c, &md, 0, 40, true, 21); /* 40 tokens over all 8 experts */
+    cr_log_info("all experts of a layer under --mem %s: %u from RAM, %u from the store, %llu us", mem, st.hits,
+                st.misses, (unsigned long long)st.compute_us);
+    for (int rep = 0; rep < 4; rep++) s_check_compute(&c, &md, (uint32_t)rep % 2, 3, false, 30 + (unsigned)rep);
+    st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT};
+    st_wire_rx_t rx;
+    s_call(&c, &hb, NULL, 0, &rx);
+    cr_log_info("node RSS %llu B under --mem %s", (unsigned long long)rx.msg.heartbeat.mem_used, mem);
+    cr_assert_lt(rx.msg.heartbeat.mem_used, 48u << 20);
+    st_wire_rx_clear(&rx);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    if (limit) {
+        cJSON *j = st_test_read_json(report);
+        cr_assert_not_null(j);
+        const double peak = cJSON_GetObjectItem(j, "peak_bytes")->valuedouble;
+        const double hits = cJSON_GetObjectItem(j, "limit_hits")->valuedouble;
+        cr_log_info("peak %.0f B (page cache included) under --mem %s, limit hit %.0f times", peak, mem, hits);
+        cr_assert_lt(peak, 48.0 * 1024 * 1024);
+        cr_assert_eq(hits, 0);
+        cJSON_Delete(j);
+    }
+    s_free_model(&md);
+}

@@ -1,0 +1,281 @@
+/* Tests of node/store: experts written chunk by chunk are verified, survive a
+ * restart, and anything that does not match its hash (a chunk, a whole
+ * expert, a record changed on disk, a damaged index) is refused or dropped. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "st_kernels.h"
+#include "st_log.h"
+#include "store.h"
+#include "wire.h"
+
+static char g_dir[256];
+
+static void setup(void) {
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-store-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+static void teardown(void) {
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    cr_assert_eq(system(cmd), 0);
+}
+TestSuite(store, .init = setup, .fini = teardown);
+
+/* 2 layers x 4 experts, n_embd 64, n_ff_exp 64, Q8_0: 3 x 64 rows x 68 B = 13056 B per expert */
+static st_wire_shape_t s_shape(void) {
+    st_wire_shape_t s = {.n_layer = 2, .n_embd = 64, .n_ff_exp = 64, .n_expert = 4, .n_expert_used = 2,
+                         .gate_type = ST_TYPE_Q8_0, .up_type = ST_TYPE_Q8_0, .down_type = ST_TYPE_Q8_0};
+    memset(s.model_hash, 0x5a, sizeof s.model_hash);
+    uint64_t sizes[3];
+    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
+    return s;
+}
+
+static uint8_t *s_expert_bytes(const st_wire_shape_t *s, int seed, uint8_t hash[32]) {
+    uint8_t *b = malloc(s->expert_bytes);
+    srand((unsigned)seed);
+    for (uint64_t i = 0; i < s->expert_bytes; i++) b[i] = (uint8_t)rand();
+    st_wire_hash(b, s->expert_bytes, hash);
+    return b;
+}
+
+/* pushes a whole expert in chunks of `chunk` bytes; returns the last rc */
+static int s_push(st_store_t *st, uint32_t l, uint32_t e, const uint8_t *b, const uint8_t want[32], size_t chunk,
+                  bool *complete) {
+    const uint64_t total = st_store_shape(st)->expert_bytes;
+    int rc = 0;
+    for (uint64_t off = 0; off < total && rc == 0; off += chunk) {
+        size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
+        uint8_t h[32];
+        st_wire_hash(b + off, n, h);
+        rc = st_store_put(st, l, e, want, off, b + off, n, h, complete);
+        if (off + n < total) cr_assert(!*complete);
+    }
+    return rc;
+}
+
+static void *s_aligned(size_t n) {
+    void *p = NULL;
+    cr_assert_eq(posix_memalign(&p, 4096, n), 0);
+    return p;
+}
+
+Test(store, write_verify_read_and_restart) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    cr_assert_not_null(st);
+    cr_assert_eq(st_store_count(st), 0);
+    cr_assert_eq(st_store_record_bytes(st) % 4096, 0);
+    cr_assert_geq(st_store_record_bytes(st), sh.expert_bytes);
+    uint8_t h1[32], h2[32];
+    uint8_t *b1 = s_expert_bytes(&sh, 1, h1), *b2 = s_expert_bytes(&sh, 2, h2);
+    bool complete = false;
+    cr_assert_eq(s_push(st, 1, 3, b1, h1, 5000, &complete), 0);
+    cr_assert(complete);
+    cr_assert_eq(s_push(st, 0, 0, b2, h2, ST_WIRE_MAX_CHUNK, &complete), 0); /* one chunk */
+    cr_assert(complete);
+    cr_assert_eq(st_store_count(st), 2);
+    cr_assert_arr_eq(st_store_hash(st, 1, 3), h1, 32);
+    cr_assert_null(st_store_hash(st, 1, 2));
+    cr_assert_null(st_store_hash(st, 9, 0)); /* outside the shape: no crash */
+    uint8_t *buf = s_aligned(st_store_record_bytes(st));
+    cr_assert_eq(st_store_read(st, 1, 3, buf), 0);
+    cr_assert_arr_eq(buf, b1, sh.expert_bytes);
+    cr_assert_eq(st_store_read(st, 1, 2, buf), ST_ERANGE);
+    cr_assert_gt(st_store_free_bytes(st), 0);
+    st_store_close(&st);
+    cr_assert_null(st);
+
+    /* a restart finds both, verified, in (layer, expert) order */
+    st = st_store_open(g_dir, &sh);
+    cr_assert_not_null(st);
+    st_wire_ref_t refs[8];
+    cr_assert_eq(st_store_list(st, refs, 8), 2);
+    cr_assert(refs[0].layer == 0 && refs[0].expert == 0 && refs[0].has_hash);
+    cr_assert_arr_eq(refs[0].hash, h2, 32);
+    cr_assert(refs[1].layer == 1 && refs[1].expert == 3);
+    cr_assert_eq(st_store_read(st, 0, 0, buf), 0);
+    cr_assert_arr_eq(buf, b2, sh.expert_bytes);
+    /* another model's store under the same directory is separate */
+    st_wire_shape_t other = sh;
+    other.model_hash[0] ^= 1;
+    st_store_t *st2 = st_store_open(g_dir, &other);
+    cr_assert_eq(st_store_count(st2), 0);
+    st_store_close(&st2);
+    st_store_close(&st);
+    free(buf), free(b1), free(b2);
+}
+
+Test(store, corrupt_chunk_is_rejected_before_writing) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h[32];
+    uint8_t *b = s_expert_bytes(&sh, 3, h);
+    uint8_t ch[32];
+    st_wire_hash(b, 4096, ch);
+    bool complete;
+    cr_assert_eq(st_store_put(st, 0, 1, h, 0, b, 4096, ch, &complete), 0);
+    /* second chunk: one bit flipped in transit */
+    st_wire_hash(b + 4096, 4096, ch);
+    b[5000] ^= 1;
+    cr_assert_eq(st_store_put(st, 0, 1, h, 4096, b + 4096, 4096, ch, &complete), ST_EPROTO);
+    b[5000] ^= 1;
+    /* the good chunk is then accepted at the same offset and the expert completes */
+    cr_assert_eq(st_store_put(st, 0, 1, h, 4096, b + 4096, 4096, ch, &complete), 0);
+    size_t rest = (size_t)sh.expert_bytes - 8192;
+    st_wire_hash(b + 8192, rest, ch);
+    cr_assert_eq(st_store_put(st, 0, 1, h, 8192, b + 8192, rest, ch, &complete), 0);
+    cr_assert(complete);
+    uint8_t *buf = s_aligned(st_store_record_bytes(st));
+    cr_assert_eq(st_store_read(st, 0, 1, buf), 0);
+    cr_assert_arr_eq(buf, b, sh.expert_bytes);
+    st_store_close(&st);
+    free(buf), free(b);
+}
+
+Test(store, whole_expert_mismatch_is_not_stored) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h[32], wrong[32];
+    uint8_t *b = s_expert_bytes(&sh, 4, h);
+    memcpy(wrong, h, 32);
+    wrong[31] ^= 0x80; /* the assignment expects other bytes: every chunk is fine, the whole is not */
+    bool complete = true;
+    cr_assert_eq(s_push(st, 1, 1, b, wrong, 4096, &complete), ST_EPROTO);
+    cr_assert(!complete);
+    cr_assert_eq(st_store_count(st), 0);
+    cr_assert_null(st_store_hash(st, 1, 1));
+    st_store_close(&st);
+    st = st_store_open(g_dir, &sh); /* and not after a restart either */
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    free(b);
+}
+
+Test(store, chunks_out_of_order_are_refused) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h[32], ch[32];
+    uint8_t *b = s_expert_bytes(&sh, 5, h);
+    bool complete;
+    st_wire_hash(b + 4096, 4096, ch);
+    cr_assert_eq(st_store_put(st, 0, 2, h, 4096, b + 4096, 4096, ch, &complete), ST_EPROTO); /* no start */
+    st_wire_hash(b, 4096, ch);
+    cr_assert_eq(st_store_put(st, 0, 2, h, 0, b, 4096, ch, &complete), 0);
+    st_wire_hash(b + 8192, 4096, ch);
+    cr_assert_eq(st_store_put(st, 0, 2, h, 8192, b + 8192, 4096, ch, &complete), ST_EPROTO); /* a gap */
+    st_wire_hash(b, 100, ch);
+    cr_assert_eq(st_store_put(st, 9, 0, h, 0, b, 100, ch, &complete), ST_ERANGE);
+    cr_assert_eq(st_store_put(st, 0, 2, h, sh.expert_bytes, b, 100, ch, &complete), ST_ERANGE);
+    /* offset 0 restarts the transfer */
+    cr_assert_eq(s_push(st, 0, 2, b, h, 3000, &complete), 0);
+    cr_assert(complete);
+    st_store_close(&st);
+    free(b);
+}
+
+static void s_flip_byte(const char *path, off_t off) {
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0, "%s", path);
+    uint8_t c;
+    cr_assert_eq(pread(fd, &c, 1, off), 1);
+    c ^= 0x01;
+    cr_assert_eq(pwrite(fd, &c, 1, off), 1);
+    close(fd);
+}
+
+static void s_model_path(const st_wire_shape_t *sh, const char *name, char *out, size_t cap) {
+    char hex[65];
+    for (int i = 0; i < 32; i++) sprintf(hex + 2 * i, "%02x", sh->model_hash[i]);
+    snprintf(out, cap, "%s/%s/%s", g_dir, hex, name);
+}
+
+Test(store, tampered_data_file_is_detected) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h1[32], h2[32];
+    uint8_t *b1 = s_expert_bytes(&sh, 6, h1), *b2 = s_expert_bytes(&sh, 7, h2);
+    bool complete;
+    cr_assert_eq(s_push(st, 0, 0, b1, h1, 8192, &complete), 0);
+    cr_assert_eq(s_push(st, 0, 1, b2, h2, 8192, &complete), 0);
+    st_store_close(&st);
+    char path[600];
+    s_model_path(&sh, "experts.dat", path, sizeof path);
+    struct stat s;
+    cr_assert_eq(stat(path, &s), 0);
+    cr_assert_eq((uint64_t)s.st_size, 2 * ((sh.expert_bytes + 4095) / 4096 * 4096)); /* two 4096-aligned records */
+    s_flip_byte(path, 100); /* inside record 0 */
+    st = st_store_open(g_dir, &sh);
+    cr_assert_eq(st_store_count(st), 1); /* the damaged expert is dropped at open */
+    cr_assert_null(st_store_hash(st, 0, 0));
+    cr_assert_not_null(st_store_hash(st, 0, 1));
+    /* damage found on a later read too */
+    const off_t rec = (off_t)st_store_record_bytes(st);
+    s_flip_byte(path, rec + 7);
+    uint8_t *buf = s_aligned((size_t)rec);
+    cr_assert_eq(st_store_read(st, 0, 1, buf), ST_EFORMAT);
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    st = st_store_open(g_dir, &sh);
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    free(buf), free(b1), free(b2);
+}
+
+Test(store, damaged_index_starts_empty) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h[32];
+    uint8_t *b = s_expert_bytes(&sh, 8, h);
+    bool complete;
+    cr_assert_eq(s_push(st, 1, 2, b, h, 8192, &complete), 0);
+    st_store_close(&st);
+    char path[600];
+    s_model_path(&sh, "index", path, sizeof path);
+    s_flip_byte(path, 70); /* the index's own checksum no longer matches */
+    st = st_store_open(g_dir, &sh);
+    cr_assert_not_null(st);
+    cr_assert_eq(st_store_count(st), 0);
+    /* and the store is usable again */
+    cr_assert_eq(s_push(st, 1, 2, b, h, 8192, &complete), 0);
+    cr_assert_eq(st_store_count(st), 1);
+    st_store_close(&st);
+    /* a truncated index likewise */
+    cr_assert_eq(truncate(path, 20), 0);
+    st = st_store_open(g_dir, &sh);
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    free(b);
+}
+
+Test(store, new_version_replaces_the_old) {
+    st_wire_shape_t sh = s_shape();
+    st_store_t *st = st_store_open(g_dir, &sh);
+    uint8_t h1[32], h2[32];
+    uint8_t *b1 = s_expert_bytes(&sh, 9, h1), *b2 = s_expert_bytes(&sh, 10, h2);
+    bool complete;
+    cr_assert_eq(s_push(st, 0, 3, b1, h1, 8192, &complete), 0);
+    cr_assert_eq(s_push(st, 0, 3, b2, h2, 8192, &complete), 0);
+    cr_assert_eq(st_store_count(st), 1);
+    cr_assert_arr_eq(st_store_hash(st, 0, 3), h2, 32);
+    uint8_t *buf = s_aligned(st_store_record_bytes(st));
+    cr_assert_eq(st_store_read(st, 0, 3, buf), 0);
+    cr_assert_arr_eq(buf, b2, sh.expert_bytes);
+    cr_assert_eq(st_store_remove(st, 0, 3), 0);
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    free(buf), free(b1), free(b2);
+}
+
+Test(store, bad_shape_is_refused) {
+    st_wire_shape_t sh = s_shape();
+    sh.expert_bytes++;
+    cr_assert_null(st_store_open(g_dir, &sh));
+}
