@@ -1,0 +1,440 @@
+/* The cluster end to end: real st-node processes on loopback and
+ * st-coordinator against st-run, the single-process reference.
+ *
+ * For synthetic models (tiny F32, tiny Q4_0, 8 layers with a sliding window)
+ * on 1, 2, 3 and 5 nodes: the greedy tokens and the teacher-forced logits
+ * are bit-identical to st-run's (the coordinator sums per-pair expert outputs
+ * in routing order, exactly as one process does), a second run gives the
+ * same bytes again and pushes no shard (the stores persist), and --stats
+ * shows exactly one round trip per layer per involved node per decode token.
+ * A node restarted on its store re-announces it and gets zero shard bytes. A
+ * node down at start is named and its share placed elsewhere; a node that
+ * passes setup and then fails (a fake node in a thread here: silent, or
+ * answering ERROR) is named and its experts are computed by the coordinator
+ * (same bytes), or with --no-fallback the run fails clearly within deadline.
+ *
+ * Nodes bind tcp://127.0.0.1:* and print the port they got; every wait has
+ * a deadline (poll on the node's stdout, `timeout` around each command), no
+ * sleeps. Nodes die with the test process (PR_SET_PDEATHSIG).
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+#include "wire.h"
+
+#define BIN ST_BINARY_DIR
+#define MAX_NODES 5
+#define PROMPT "The quick brown fox jumps over the lazy dog"
+#define N_PREDICT 12
+
+typedef struct {
+    pid_t pid;
+    char url[128];
+    char store[512];
+} node_t;
+
+typedef struct {
+    char dir[256]; /* temp dir: stores, logs, outputs */
+    node_t nodes[MAX_NODES];
+    int n;
+} cluster_t;
+
+static double s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Starts st-node on its store (listen: "tcp://127.0.0.1:*" or a fixed URL);
+ * waits (deadline 10 s) for the "listening on URL" line. */
+static void s_node_start(cluster_t *c, int i, const char *listen) {
+    node_t *nd = &c->nodes[i];
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    char log[600];
+    snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(out[1], 1);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        close(out[0]);
+        execl(BIN "/st-node", "st-node", "--listen", listen, "--mem", "256M", "--store", nd->store, "-t", "1",
+              "--insecure", (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    nd->pid = pid;
+    char buf[256] = "";
+    size_t len = 0;
+    double deadline = s_now_ms() + 10000;
+    while (!strchr(buf, '\n')) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        int left = (int)(deadline - s_now_ms());
+        cr_assert_gt(left, 0, "node %d did not start within 10 s (log: %s)", i, log);
+        cr_assert_geq(poll(&p, 1, left), 0);
+        if (!(p.revents & (POLLIN | POLLHUP))) continue;
+        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(n, 0, "node %d exited before listening (log: %s)", i, log);
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    close(out[0]);
+    cr_assert_eq(sscanf(buf, "listening on %127s", nd->url), 1, "node %d said: %s", i, buf);
+}
+
+static void s_node_stop(cluster_t *c, int i, int sig) {
+    node_t *nd = &c->nodes[i];
+    if (nd->pid <= 0) return;
+    kill(nd->pid, sig);
+    waitpid(nd->pid, NULL, 0);
+    nd->pid = 0;
+}
+
+static void s_cluster_start(cluster_t *c, int n) {
+    memset(c, 0, sizeof *c);
+    snprintf(c->dir, sizeof c->dir, "/tmp/st-test-cluster-XXXXXX");
+    cr_assert_not_null(mkdtemp(c->dir));
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        snprintf(c->nodes[i].store, sizeof c->nodes[i].store, "%s/store-%d", c->dir, i);
+        cr_assert_eq(mkdir(c->nodes[i].store, 0755), 0);
+        s_node_start(c, i, "tcp://127.0.0.1:*");
+    }
+}
+
+static void s_cluster_stop(cluster_t *c) {
+    for (int i = 0; i < c->n; i++) s_node_stop(c, i, SIGTERM);
+    st_test_system("rm -rf '%s'", c->dir);
+}
+
+static void s_node_list(const cluster_t *c, char *out, size_t cap) {
+    size_t used = 0;
+    out[0] = '\0';
+    for (int i = 0; i < c->n; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", c->nodes[i].url);
+}
+
+/* A run's outputs: stdout (JSON), stderr, logits. */
+typedef struct {
+    int status;
+    char *out, *err, *logits;
+    size_t logits_len;
+} run_t;
+
+static void s_run_free(run_t *r) {
+    free(r->out);
+    free(r->err);
+    free(r->logits);
+    memset(r, 0, sizeof *r);
+}
+
+/* Runs st-run (nodes NULL) or st-coordinator on the model with the test's
+ * one-shot flags plus extra; a 120 s timeout keeps a hang from hanging the test. */
+static run_t s_run(const char *dir, const char *tag, const char *model, const char *nodes, const char *extra) {
+    char out[600], err[600], lg[600];
+    snprintf(out, sizeof out, "%s/%s.out", dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", dir, tag);
+    snprintf(lg, sizeof lg, "%s/%s.logits", dir, tag);
+    unlink(lg);
+    run_t r = {0};
+    const char *flags = "-p '" PROMPT "' --temp 0 --json -t 1";
+    if (nodes)
+        r.status = st_test_system("timeout 120 '%s/st-coordinator' -m '%s' --nodes %s --insecure --state-dir '%s' "
+                                  "--quiet-push -n %d --logits-out '%s' %s %s > '%s' 2> '%s'",
+                                  BIN, model, nodes, dir, N_PREDICT, lg, flags, extra, out, err);
+    else
+        r.status = st_test_system("timeout 120 '%s/st-run' -m '%s' -n %d --logits-out '%s' %s %s > '%s' 2> '%s'",
+                                  BIN, model, N_PREDICT, lg, flags, extra, out, err);
+    r.out = st_test_read_file(out, NULL);
+    r.err = st_test_read_file(err, NULL);
+    r.logits = st_test_read_file(lg, &r.logits_len);
+    cr_assert_not_null(r.out);
+    cr_assert_not_null(r.err);
+    return r;
+}
+
+static const char *s_model(const char *const *args) {
+    static char path[8][1024];
+    static int next;
+    char *p = path[next++ % 8];
+    cr_assert_not_null(st_test_model(args, p, 1024), "st-synth failed");
+    return p;
+}
+
+/* Bytes pushed, from "cluster: ... pushed (N shard bytes)". */
+static long s_pushed(const char *err) {
+    const char *p = strstr(err, " pushed (");
+    long n = -1;
+    cr_assert_not_null(p, "no push summary in:\n%s", err);
+    cr_assert_eq(sscanf(p, " pushed (%ld shard bytes)", &n), 1);
+    return n;
+}
+
+/* Every "stats: token" line: for each node, round trips == layers involved;
+ * returns the number of decode tokens seen. */
+static int s_check_round_trips(const char *err, int n_nodes) {
+    int tokens = 0;
+    for (const char *l = strstr(err, "stats: token "); l; l = strstr(l + 1, "stats: token ")) {
+        tokens++;
+        const char *eol = strchr(l, '\n');
+        int seen = 0;
+        for (const char *p = strstr(l, " node "); p && (!eol || p < eol); p = strstr(p + 1, " node ")) {
+            int node;
+            unsigned long long rt, layers;
+            cr_assert_eq(sscanf(p, " node %d rt %llu layers %llu", &node, &rt, &layers), 3, "bad stats line: %.200s",
+                         l);
+            cr_assert_eq(rt, layers, "decode token %d: node %d made %llu round trips for %llu involved layers", tokens,
+                         node, rt, layers);
+            seen++;
+        }
+        cr_assert_eq(seen, n_nodes, "stats line without every node: %.200s", l);
+    }
+    cr_assert_not_null(strstr(err, "at most 1 round trip per layer per node"), "%s", err);
+    return tokens;
+}
+
+static void s_same(const run_t *want, const run_t *got, const char *what) {
+    cr_assert_eq(got->status, 0, "%s failed:\n%s", what, got->err);
+    cr_assert_str_eq(got->out, want->out, "%s: tokens/text differ from st-run", what);
+    cr_assert_not_null(got->logits, "%s wrote no logits", what);
+    cr_assert_eq(got->logits_len, want->logits_len, "%s: logits size", what);
+    if (memcmp(got->logits, want->logits, want->logits_len)) { /* say by how much before failing */
+        const float *a = (const float *)want->logits, *b = (const float *)got->logits;
+        size_t n = want->logits_len / sizeof(float), at = 0;
+        float worst = 0;
+        for (size_t i = 0; i < n; i++)
+            if (fabsf(a[i] - b[i]) > worst) worst = fabsf(a[i] - b[i]), at = i;
+        cr_assert_fail("%s: logits not bit-identical to st-run (max |diff| %g at %zu)", what, worst, at);
+    }
+}
+
+/* The whole matrix for one model: 1, 2, 3, 5 nodes. */
+static void s_matrix(const char *const *synth) {
+    const char *model = s_model(synth);
+    char dir[] = "/tmp/st-test-ref-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    run_t ref = s_run(dir, "ref", model, NULL, "");
+    cr_assert_eq(ref.status, 0, "st-run failed:\n%s", ref.err);
+    cr_assert_not_null(ref.logits);
+    const int counts[] = {1, 2, 3, 5};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        cluster_t c;
+        s_cluster_start(&c, counts[k]);
+        char nodes[1024], what[64];
+        s_node_list(&c, nodes, sizeof nodes);
+        snprintf(what, sizeof what, "%d node(s), first run", counts[k]);
+        run_t r1 = s_run(c.dir, "run1", model, nodes, "--stats");
+        s_same(&ref, &r1, what);
+        cr_assert_gt(s_pushed(r1.err), 0, "%s: nothing pushed to fresh stores", what);
+        cr_assert_eq(s_check_round_trips(r1.err, counts[k]), N_PREDICT - 1, "%s: decode tokens in --stats", what);
+        snprintf(what, sizeof what, "%d node(s), second run", counts[k]);
+        run_t r2 = s_run(c.dir, "run2", model, nodes, "");
+        s_same(&ref, &r2, what);
+        cr_assert_eq(s_pushed(r2.err), 0, "%s: shards pushed again", what);
+        s_run_free(&r1);
+        s_run_free(&r2);
+        s_cluster_stop(&c);
+    }
+    s_run_free(&ref);
+    st_test_system("rm -rf '%s'", dir);
+}
+
+Test(cluster, tiny_f32_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
+    const char *synth[] = {"--type", "f32", NULL};
+    s_matrix(synth);
+}
+
+Test(cluster, tiny_q4_0_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    s_matrix(synth);
+}
+
+Test(cluster, swa_8_layers_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
+    const char *synth[] = {"--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "7", NULL};
+    s_matrix(synth);
+}
+
+Test(cluster, restarted_node_gets_zero_shard_bytes, .timeout = 120) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 3);
+    char nodes[1024];
+    s_node_list(&c, nodes, sizeof nodes);
+    run_t r1 = s_run(c.dir, "before", model, nodes, "");
+    cr_assert_eq(r1.status, 0, "%s", r1.err);
+    cr_assert_gt(s_pushed(r1.err), 0);
+    /* kill -9 node 1 and start it again on the same port and store */
+    char url[128];
+    snprintf(url, sizeof url, "%s", c.nodes[1].url);
+    s_node_stop(&c, 1, SIGKILL);
+    s_node_start(&c, 1, url);
+    cr_assert_str_eq(c.nodes[1].url, url);
+    run_t r2 = s_run(c.dir, "after", model, nodes, "");
+    cr_assert_eq(r2.status, 0, "%s", r2.err);
+    cr_assert_not_null(strstr(r2.err, "3 of 3 nodes up"), "%s", r2.err);
+    cr_assert_eq(s_pushed(r2.err), 0, "the restarted node was sent shards again:\n%s", r2.err);
+    cr_assert_str_eq(r2.out, r1.out);
+    cr_assert_eq(memcmp(r1.logits, r2.logits, r1.logits_len), 0);
+    s_run_free(&r1);
+    s_run_free(&r2);
+    s_cluster_stop(&c);
+}
+
+Test(cluster, node_down_at_start_is_named_and_skipped, .timeout = 120) {
+    const char *synth[] = {"--type", "f32", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 2);
+    char nodes[1024];
+    s_node_list(&c, nodes, sizeof nodes);
+    run_t ref = s_run(c.dir, "ref", model, NULL, "");
+    s_node_stop(&c, 1, SIGKILL);
+    /* the live node takes every expert at placement, same answer, the dead one named */
+    run_t r = s_run(c.dir, "down", model, nodes, "--timeout-ms 500 --no-fallback");
+    s_same(&ref, &r, "one node of two down at start");
+    cr_assert_not_null(strstr(r.err, "1 of 2 nodes up"), "%s", r.err);
+    cr_assert_not_null(strstr(r.err, c.nodes[1].url), "the dead node is not named:\n%s", r.err);
+    s_run_free(&ref);
+    s_run_free(&r);
+    s_cluster_stop(&c);
+}
+
+/* A node that passes setup (answers HELLO and ASSIGN, claims to hold every
+ * expert) and then fails every EXPERT_COMPUTE: silently, or with an ERROR. */
+typedef struct {
+    void *zctx, *sock;
+    char url[128];
+    bool answer_error;
+    volatile int stop;
+    pthread_t thread;
+} fake_node_t;
+
+static void *s_fake_node(void *arg) {
+    fake_node_t *f = arg;
+    while (!f->stop) {
+        st_wire_rx_t rx;
+        if (st_wire_recv(f->sock, true, &rx, NULL, 0) < 0) continue; /* RCVTIMEO: re-checks stop */
+        st_wire_msg_t m = {.request_id = rx.msg.request_id};
+        bool reply = true;
+        if (rx.msg.type == ST_MSG_HELLO) {
+            m.type = ST_MSG_INVENTORY;
+            snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "fake");
+            m.inventory.mem_budget = 256u << 20;
+            m.inventory.store_free = 1u << 30;
+            m.inventory.threads = 1;
+        } else if (rx.msg.type == ST_MSG_ASSIGN) {
+            m.type = ST_MSG_ASSIGN_ACK; /* "I hold them all" */
+        } else if (rx.msg.type == ST_MSG_EXPERT_COMPUTE && f->answer_error) {
+            st_wire_send_error(f->sock, rx.peer, rx.peer_len, rx.msg.request_id, -5, "disk on fire");
+            reply = false;
+        } else {
+            reply = false;
+        }
+        if (reply) st_wire_send(f->sock, rx.peer, rx.peer_len, &m, NULL, 0, 0);
+        st_wire_rx_clear(&rx);
+    }
+    return NULL;
+}
+
+static void s_fake_start(fake_node_t *f, bool answer_error) {
+    memset(f, 0, sizeof *f);
+    f->answer_error = answer_error;
+    f->zctx = zmq_ctx_new();
+    f->sock = zmq_socket(f->zctx, ZMQ_ROUTER);
+    int t = 100;
+    cr_assert_eq(st_wire_socket_limits(f->sock, 8 << 20, 1000), 0);
+    zmq_setsockopt(f->sock, ZMQ_RCVTIMEO, &t, sizeof t);
+    cr_assert_eq(zmq_bind(f->sock, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof f->url;
+    zmq_getsockopt(f->sock, ZMQ_LAST_ENDPOINT, f->url, &len);
+    cr_assert_eq(pthread_create(&f->thread, NULL, s_fake_node, f), 0);
+}
+
+static void s_fake_stop(fake_node_t *f) {
+    f->stop = 1;
+    pthread_join(f->thread, NULL);
+    zmq_close(f->sock);
+    zmq_ctx_term(f->zctx);
+}
+
+static void s_failing_node(bool answer_error) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 1);
+    fake_node_t f;
+    s_fake_start(&f, answer_error);
+    char nodes[1024];
+    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].url, f.url);
+    run_t ref = s_run(c.dir, "ref", model, NULL, "");
+    /* fallback: the coordinator computes the failing node's experts, same bytes */
+    run_t r = s_run(c.dir, "fail", model, nodes, "--timeout-ms 300 --stats");
+    s_same(&ref, &r, answer_error ? "a node answering ERROR" : "a silent node");
+    cr_assert_not_null(strstr(r.err, f.url), "the failing node is not named:\n%s", r.err);
+    unsigned long long here = 0;
+    const char *p = strstr(r.err, " pairs on nodes, ");
+    cr_assert(p && sscanf(p, " pairs on nodes, %llu computed here", &here) == 1 && here > 0, "%s", r.err);
+    /* without fallback: a clear error naming it, within the deadline */
+    double t0 = s_now_ms();
+    run_t n = s_run(c.dir, "nofb", model, nodes, "--timeout-ms 300 --no-fallback");
+    cr_assert_neq(n.status, 0);
+    cr_assert_lt(s_now_ms() - t0, 30000);
+    cr_assert_not_null(strstr(n.err, f.url), "the failing node is not named:\n%s", n.err);
+    s_run_free(&ref);
+    s_run_free(&r);
+    s_run_free(&n);
+    s_fake_stop(&f);
+    s_cluster_stop(&c);
+}
+
+Test(cluster, silent_node_times_out_and_its_experts_are_computed_here, .timeout = 120) { s_failing_node(false); }
+
+Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
+
+Test(cluster, no_node_at_all_gives_a_clear_error_quickly, .timeout = 60) {
+    const char *synth[] = {"--type", "f32", NULL};
+    const char *model = s_model(synth);
+    char dir[] = "/tmp/st-test-none-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    run_t f = s_run(dir, "none", model, "tcp://127.0.0.1:1", "--timeout-ms 300 --no-fallback");
+    cr_assert_neq(f.status, 0);
+    cr_assert_not_null(strstr(f.err, "tcp://127.0.0.1:1"), "%s", f.err);
+    s_run_free(&f);
+    st_test_system("rm -rf '%s'", dir);
+}
+
+Test(cluster, local_cluster_script_answers_like_st_run, .timeout = 120) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    char dir[] = "/tmp/st-test-lc-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    run_t ref = s_run(dir, "ref", model, NULL, "");
+    int rc = st_test_system("ST_BIN='%s' timeout 120 '%s/deploy/local-cluster' -m '%s' -n 3 --mem 256M -- "
+                            "-p '" PROMPT "' --temp 0 --json -t 1 -n %d --state-dir '%s' > '%s/lc.out' 2> '%s/lc.err'",
+                            BIN, ST_SOURCE_DIR, model, N_PREDICT, dir, dir, dir);
+    char path[600];
+    snprintf(path, sizeof path, "%s/lc.out", dir);
+    char *out = st_test_read_file(path, NULL);
+    cr_assert_eq(rc, 0);
+    cr_assert_str_eq(out, ref.out);
+    free(out);
+    s_run_free(&ref);
+    st_test_system("rm -rf '%s'", dir);
+}
