@@ -72,6 +72,7 @@ struct st_node {
     uint32_t stamp;
     uint32_t *queue;            /* keys to load when idle (ring) */
     uint32_t q_head, q_len, q_cap;
+    uint64_t fixed; /* bytes charged to --mem besides the cached experts */
 
     /* counters */
     uint64_t requests, errors;
@@ -243,6 +244,7 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
                  (unsigned long long)n->o.mem, (unsigned long long)fixed, (unsigned long long)one);
         return ST_ENOMEM;
     }
+    n->fixed = fixed;
     n->lru = st_lru_new(n->o.mem);
     if (!n->lru || st_lru_charge(n->lru, (int64_t)fixed)) {
         snprintf(why, cap, "cannot set up the expert cache");
@@ -343,10 +345,23 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
         n->flags[k] = ASSIGNED;
         memcpy(n->want[k], a->experts[i].hash, ST_WIRE_HASH_BYTES);
     }
+    /* pin in the order given (hottest first) while room for a request's
+     * worth of unpinned experts (n_expert_used, at least one) remains */
+    const uint64_t cost = st_lru_entry_cost(st_store_record_bytes(n->store));
+    const uint64_t room = (n->o.mem - n->fixed) / cost;
+    const uint64_t keep = room > n->shape.n_expert_used ? n->shape.n_expert_used : 1;
+    const uint64_t pin_cap = room > keep ? room - keep : 0;
+    uint32_t n_pin_asked = 0;
+    uint64_t n_pin = 0;
     for (uint32_t i = 0; i < a->n_pinned; i++) {
         const uint32_t k = s_key(n, a->pinned[i].layer, a->pinned[i].expert);
-        if (n->flags[k] & ASSIGNED) n->flags[k] |= PINNED;
+        if (!(n->flags[k] & ASSIGNED) || (n->flags[k] & PINNED)) continue;
+        n_pin_asked++;
+        if (n_pin < pin_cap) n->flags[k] |= PINNED, n_pin++;
     }
+    if (n_pin < n_pin_asked)
+        st_log(ST_LOG_WARN, "only %llu of %u pinned experts fit in --mem; the rest are cached as usual",
+               (unsigned long long)n_pin, n_pin_asked);
     /* drop cached experts that are no longer ours (or have another hash now); re-pin the rest */
     st_wire_ref_t *missing = malloc((size_t)(a->n_experts ? a->n_experts : 1) * sizeof *missing);
     if (!missing) return s_reply_error(n, rx, ST_ENOMEM, "no memory for the missing list");
