@@ -1,0 +1,392 @@
+/* st-bench: prompt-processing and decode speed of one model, in the terms
+ * llama-bench uses so that the two tables sit side by side.
+ *
+ * pp<P>: P random tokens decoded as one batch into an empty cache (tok/s).
+ * tg<N>: N single-token steps into an empty cache, logits every step (tok/s).
+ * Both are repeated -r times after one warm-up of each (which also faults the
+ * mapped weights in), and reported as mean +- sample sd of the per-run t/s, as
+ * llama-bench does. Also reported: model load time, peak RSS (VmHWM), and how
+ * close decode is to the memory-bandwidth limit: the bytes of weights one
+ * decode step reads (dense matrices, k experts per layer, output head, one
+ * embedding row) times tok/s, over the read bandwidth measured here with all
+ * threads on a buffer much bigger than the last-level cache, before the model
+ * is loaded (the buffer is freed again, so it does not raise peak RSS).
+ */
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "forward.h"
+#include "model.h"
+#include "parse.h"
+#include "st_log.h"
+#include "threadpool.h"
+
+#define MAX_REPS 100
+#define BW_BUFFER (256u << 20) /* 256 MiB: 8x a 32 MiB L3; small enough for a 1 GiB budget */
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: st-bench -m MODEL [options]\n"
+            "\n"
+            "Measures prompt processing (ppP) and decode (tgN) tokens/s like llama-bench,\n"
+            "plus load time, peak RSS and decode speed against the memory-bandwidth limit.\n"
+            "\n"
+            "  -m, --model FILE   GGUF model (required)\n"
+            "  -p, --n-prompt P   prompt tokens of the pp test, one batch; 0 skips it (default 64)\n"
+            "  -n, --n-gen N      decode steps of the tg test; 0 skips it (default 32)\n"
+            "  -t, --threads N    threads (default: all %d CPUs)\n"
+            "  -r, --repetitions R  runs of each test after one warm-up (default 3)\n"
+            "      --kv-type f16|f32  KV cache type (default f16, as llama-bench)\n"
+            "      --no-bw        skip the memory-bandwidth measurement\n"
+            "      --mem SIZE     memory budget for experts (not yet supported)\n"
+            "      --json         print one JSON object instead of a markdown table\n"
+            "  -v, --verbose      more log output\n"
+            "  -h, --help         this help\n",
+            st_cpu_count());
+}
+
+typedef struct {
+    const char *model;
+    long n_prompt, n_gen, threads, reps;
+    st_type_t kv_type;
+    bool json, no_bw;
+} args_t;
+
+enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW };
+
+static int s_bad(const char *flag, const char *val) {
+    fprintf(stderr, "st-bench: invalid value '%s' for %s (see --help)\n", val, flag);
+    return 2;
+}
+
+static int s_parse_args(int argc, char **argv, args_t *a) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"n-prompt", required_argument, 0, 'p'},
+        {"n-gen", required_argument, 0, 'n'},   {"threads", required_argument, 0, 't'},
+        {"repetitions", required_argument, 0, 'r'}, {"kv-type", required_argument, 0, OPT_KV},
+        {"no-bw", no_argument, 0, OPT_NOBW},    {"mem", required_argument, 0, OPT_MEM},
+        {"json", no_argument, 0, OPT_JSON},     {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    a->n_prompt = 64;
+    a->n_gen = 32;
+    a->threads = st_cpu_count();
+    a->reps = 3;
+    a->kv_type = ST_TYPE_F16;
+    uint64_t mem;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "m:p:n:t:r:vh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': a->model = optarg; break;
+        case 'p': if (!st_parse_int(optarg, 0, 4096, &a->n_prompt)) return s_bad("-p", optarg); break;
+        case 'n': if (!st_parse_int(optarg, 0, 1 << 16, &a->n_gen)) return s_bad("-n", optarg); break;
+        case 't': if (!st_parse_int(optarg, 1, 1024, &a->threads)) return s_bad("-t", optarg); break;
+        case 'r': if (!st_parse_int(optarg, 1, MAX_REPS, &a->reps)) return s_bad("-r", optarg); break;
+        case OPT_KV:
+            if (!strcmp(optarg, "f16")) a->kv_type = ST_TYPE_F16;
+            else if (!strcmp(optarg, "f32")) a->kv_type = ST_TYPE_F32;
+            else return s_bad("--kv-type", optarg);
+            break;
+        case OPT_NOBW: a->no_bw = true; break;
+        case OPT_MEM:
+            if (!st_parse_size(optarg, &mem)) return s_bad("--mem", optarg);
+            fprintf(stderr, "st-bench: --mem (memory-budgeted experts) is not yet supported\n");
+            return 2;
+        case OPT_JSON: a->json = true; break;
+        case 'v': st_log_set_level(ST_LOG_DEBUG); break;
+        case 'h': s_usage(stdout); exit(0);
+        default:
+            fprintf(stderr, "st-bench: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "st-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (!a->model) {
+        fprintf(stderr, "st-bench: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    if (a->n_prompt == 0 && a->n_gen == 0) {
+        fprintf(stderr, "st-bench: -p 0 and -n 0: nothing to measure\n");
+        return 2;
+    }
+    return 0;
+}
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Peak resident set in bytes: VmHWM, or ru_maxrss when /proc is absent. */
+static uint64_t s_peak_rss(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb == 0) {
+        struct rusage ru;
+        if (getrusage(RUSAGE_SELF, &ru) == 0) kb = (unsigned long long)ru.ru_maxrss;
+    }
+    return (uint64_t)kb * 1024;
+}
+
+/* ---- bytes of weights a decode step reads -------------------------------- */
+
+static uint64_t s_matrix_bytes(const st_weight_t *w) { return w->data ? (uint64_t)w->row_bytes * (uint64_t)w->n_rows : 0; }
+
+/* Per decode token: every dense matrix and norm once, n_expert_used experts'
+ * gate, up and down per layer, the output head, one embedding row. Matrices
+ * that are views of one fused tensor (attn_qkv) are counted by their rows, so
+ * nothing twice. */
+static uint64_t s_decode_bytes(const st_model_t *m) {
+    const st_config_t *cfg = &m->cfg;
+    uint64_t b = (uint64_t)m->tok_embd.row_bytes + s_matrix_bytes(&m->output_norm) + s_matrix_bytes(&m->output);
+    for (int il = 0; il < cfg->n_layer; il++) {
+        const st_layer_t *L = &m->layers[il];
+        const st_weight_t *dense[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo, &L->ffn_norm, &L->router};
+        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) b += s_matrix_bytes(dense[i]);
+        b += (uint64_t)cfg->n_expert_used *
+             (s_matrix_bytes(&L->gate_exps) + s_matrix_bytes(&L->up_exps) + s_matrix_bytes(&L->down_exps));
+    }
+    return b;
+}
+
+/* ---- memory bandwidth ---------------------------------------------------- */
+
+/* 16-byte vectors: native on every 64-bit target (SSE2, NEON), so the loop
+ * compiles to plain vector loads without any ISA flag */
+typedef uint64_t v2u64 __attribute__((vector_size(16)));
+
+typedef struct {
+    const v2u64 *buf;
+    int n; /* cache lines (4 vectors each) */
+    uint64_t sink[64];
+} bw_job_t;
+
+/* Each thread reads its contiguous slice, 2 cache lines per step, 8 independent accumulators. */
+static void s_bw_worker(void *arg, int ith, int nth) {
+    bw_job_t *j = arg;
+    int lo, hi;
+    st_split_range(j->n / 2, ith, nth, &lo, &hi);
+    v2u64 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
+    for (const v2u64 *p = j->buf + 8 * (size_t)lo, *e = j->buf + 8 * (size_t)hi; p < e; p += 8) {
+        a0 ^= p[0];
+        a1 ^= p[1];
+        a2 ^= p[2];
+        a3 ^= p[3];
+        a4 ^= p[4];
+        a5 ^= p[5];
+        a6 ^= p[6];
+        a7 ^= p[7];
+    }
+    v2u64 a = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
+    j->sink[ith % 64] = a[0] ^ a[1];
+}
+
+/* Best of 8 passes over a BW_BUFFER buffer with the pool's threads, bytes/s; 0 on failure. */
+static double s_measure_bandwidth(st_pool_t *pool) {
+    void *buf = NULL;
+    if (posix_memalign(&buf, 4096, BW_BUFFER) != 0) return 0.0;
+    memset(buf, 1, BW_BUFFER); /* fault every page in before timing */
+    bw_job_t j = {.buf = buf, .n = (int)(BW_BUFFER / 64)};
+    double best = 0.0;
+    for (int pass = 0; pass < 8; pass++) {
+        double t0 = s_now();
+        st_pool_run(pool, s_bw_worker, &j);
+        double dt = s_now() - t0;
+        if (dt > 0 && BW_BUFFER / dt > best) best = BW_BUFFER / dt;
+    }
+    free(buf);
+    return best;
+}
+
+/* ---- the tests ----------------------------------------------------------- */
+
+typedef struct {
+    char name[32];
+    int n_prompt, n_gen;
+    int n;
+    double ts[MAX_REPS];
+    double mean, sd;
+} test_result_t;
+
+static void s_stats(test_result_t *r) {
+    double s = 0.0, ss = 0.0;
+    for (int i = 0; i < r->n; i++) s += r->ts[i];
+    r->mean = s / r->n;
+    for (int i = 0; i < r->n; i++) ss += (r->ts[i] - r->mean) * (r->ts[i] - r->mean);
+    r->sd = r->n > 1 ? sqrt(ss / (r->n - 1)) : 0.0;
+}
+
+static uint64_t s_rng = 0x853c49e6748fea9bull;
+static int32_t s_random_token(int n_vocab) {
+    s_rng ^= s_rng << 13;
+    s_rng ^= s_rng >> 7;
+    s_rng ^= s_rng << 17;
+    return (int32_t)(s_rng % (uint64_t)n_vocab);
+}
+
+/* One pp run: n_prompt random tokens in one batch into an empty cache; seconds or < 0. */
+static double s_run_pp(st_ctx_t *c, st_kv_t *kv, int n_prompt, int32_t *toks, float *logits) {
+    const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
+    for (int i = 0; i < n_prompt; i++) toks[i] = s_random_token(n_vocab);
+    st_kv_clear(kv);
+    double t0 = s_now();
+    int rc = st_decode(c, kv, toks, n_prompt, logits, false);
+    return rc < 0 ? -1.0 : s_now() - t0;
+}
+
+/* One tg run: n_gen single-token steps into an empty cache; seconds or < 0. */
+static double s_run_tg(st_ctx_t *c, st_kv_t *kv, int n_gen, float *logits) {
+    const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
+    st_kv_clear(kv);
+    double t0 = s_now();
+    for (int i = 0; i < n_gen; i++) {
+        int32_t tok = s_random_token(n_vocab);
+        if (st_decode(c, kv, &tok, 1, logits, false) < 0) return -1.0;
+    }
+    return s_now() - t0;
+}
+
+static void s_print_markdown(const args_t *a, const st_model_t *m, const char *kname, uint64_t file_size,
+                             const test_result_t *res, int n_res, double load_ms, uint64_t rss, uint64_t dec_bytes,
+                             double bw) {
+    char desc[256];
+    snprintf(desc, sizeof desc, "smallthinker %dx%d %s", m->cfg.n_embd, m->cfg.n_layer, st_type_name(m->layers[0].wq.type));
+    printf("| model | size | threads | kernels | test | t/s |\n");
+    printf("| --- | ---: | ---: | --- | ---: | ---: |\n");
+    for (int i = 0; i < n_res; i++)
+        printf("| %s | %.2f GiB | %ld | %s | %s | %.2f ± %.2f |\n", desc, file_size / 1073741824.0, a->threads, kname,
+               res[i].name, res[i].mean, res[i].sd);
+    printf("\n");
+    printf("load: %.1f ms; peak RSS: %.1f MiB (%.3fx the %.1f MiB file)\n", load_ms, rss / 1048576.0,
+           (double)rss / (double)file_size, file_size / 1048576.0);
+    printf("decode reads %.1f MiB of weights per token", dec_bytes / 1048576.0);
+    if (bw > 0) {
+        printf("; memory bandwidth (%ld threads, read): %.2f GB/s", a->threads, bw / 1e9);
+        for (int i = 0; i < n_res; i++)
+            if (res[i].n_gen > 0)
+                printf("; %s at %.2f GB/s = %.1f%% of it", res[i].name, res[i].mean * dec_bytes / 1e9,
+                       100.0 * res[i].mean * dec_bytes / bw);
+    }
+    printf("\n");
+}
+
+static void s_print_json(const args_t *a, const char *kname, uint64_t file_size, const test_result_t *res, int n_res,
+                         double load_ms, uint64_t rss, uint64_t dec_bytes, double bw) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "model_filename", a->model);
+    cJSON_AddNumberToObject(o, "model_size", (double)file_size);
+    cJSON_AddNumberToObject(o, "n_threads", (double)a->threads);
+    cJSON_AddStringToObject(o, "kernels", kname);
+    cJSON_AddNumberToObject(o, "load_ms", load_ms);
+    cJSON_AddNumberToObject(o, "peak_rss_bytes", (double)rss);
+    cJSON_AddNumberToObject(o, "decode_weight_bytes_per_token", (double)dec_bytes);
+    cJSON_AddNumberToObject(o, "mem_bandwidth_bytes_per_s", bw);
+    cJSON *tests = cJSON_AddArrayToObject(o, "tests");
+    for (int i = 0; i < n_res; i++) {
+        cJSON *t = cJSON_CreateObject();
+        cJSON_AddStringToObject(t, "name", res[i].name);
+        cJSON_AddNumberToObject(t, "n_prompt", res[i].n_prompt);
+        cJSON_AddNumberToObject(t, "n_gen", res[i].n_gen);
+        cJSON_AddNumberToObject(t, "avg_ts", res[i].mean);
+        cJSON_AddNumberToObject(t, "stddev_ts", res[i].sd);
+        cJSON *s = cJSON_AddArrayToObject(t, "samples_ts");
+        for (int k = 0; k < res[i].n; k++) cJSON_AddItemToArray(s, cJSON_CreateNumber(res[i].ts[k]));
+        if (res[i].n_gen > 0 && bw > 0) cJSON_AddNumberToObject(t, "bandwidth_fraction", res[i].mean * dec_bytes / bw);
+        cJSON_AddItemToArray(tests, t);
+    }
+    char *txt = cJSON_Print(o);
+    if (txt) printf("%s\n", txt);
+    free(txt);
+    cJSON_Delete(o);
+}
+
+int main(int argc, char **argv) {
+    args_t a = {0};
+    int rc = s_parse_args(argc, argv, &a);
+    if (rc) return rc;
+
+    /* bandwidth first, while the model is not resident: its buffer never adds to the peak */
+    st_pool_t *pool = a.no_bw ? NULL : st_pool_new((int)a.threads);
+    const double bw = pool ? s_measure_bandwidth(pool) : 0.0;
+    st_pool_destroy(&pool);
+
+    double t0 = s_now();
+    st_model_t *m = st_model_load(a.model);
+    double load_ms = 1e3 * (s_now() - t0);
+    if (!m) return 1;
+    const uint64_t file_size = st_gguf_file_size(m->gguf);
+
+    int status = 1;
+    st_ctx_params_t cp = st_ctx_default_params();
+    cp.n_threads = (int)a.threads;
+    cp.kv_type = a.kv_type;
+    cp.n_batch = a.n_prompt > 0 ? (int)a.n_prompt : 1; /* the prompt in one batch, as llama-bench */
+    cp.n_ctx = (int)(a.n_prompt > a.n_gen ? a.n_prompt : a.n_gen) + 1;
+    st_ctx_t *c = st_ctx_new(m, &cp);
+    st_kv_t *kv = c ? st_kv_new(c, cp.n_ctx) : NULL;
+    float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+    int32_t *toks = malloc((size_t)(a.n_prompt + 1) * sizeof *toks);
+    test_result_t res[2];
+    int n_res = 0;
+    if (!c || !kv || !logits || !toks) goto out;
+
+    /* warm-up: faults the mapped weights in and wakes the threads */
+    if ((a.n_prompt > 0 && s_run_pp(c, kv, (int)a.n_prompt, toks, logits) < 0) ||
+        (a.n_gen > 0 && s_run_tg(c, kv, a.n_gen < 4 ? (int)a.n_gen : 4, logits) < 0)) {
+        fprintf(stderr, "st-bench: decoding failed\n");
+        goto out;
+    }
+    if (a.n_prompt > 0) {
+        test_result_t *r = &res[n_res++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "pp%ld", a.n_prompt);
+        r->n_prompt = (int)a.n_prompt;
+    }
+    if (a.n_gen > 0) {
+        test_result_t *r = &res[n_res++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "tg%ld", a.n_gen);
+        r->n_gen = (int)a.n_gen;
+    }
+    /* repetitions interleave the tests so that a noisy neighbour hits both alike */
+    for (int rep = 0; rep < a.reps; rep++) {
+        for (int i = 0; i < n_res; i++) {
+            test_result_t *r = &res[i];
+            double dt = r->n_prompt ? s_run_pp(c, kv, r->n_prompt, toks, logits) : s_run_tg(c, kv, r->n_gen, logits);
+            if (dt <= 0) {
+                fprintf(stderr, "st-bench: decoding failed\n");
+                goto out;
+            }
+            r->ts[r->n++] = (r->n_prompt ? r->n_prompt : r->n_gen) / dt;
+        }
+    }
+    for (int i = 0; i < n_res; i++) s_stats(&res[i]);
+
+    const uint64_t rss = s_peak_rss();
+    const uint64_t dec_bytes = s_decode_bytes(m);
+    const char *kname = st_kernels_select()->name;
+    if (a.json) s_print_json(&a, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
+    else s_print_markdown(&a, m, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
+    status = 0;
+out:
+    free(toks);
+    free(logits);
+    st_kv_destroy(&kv);
+    st_ctx_destroy(&c);
+    st_model_destroy(&m);
+    return status;
+}
