@@ -184,7 +184,10 @@ static int s_use_model(st_node_t *n, const st_wire_shape_t *s) {
 /* Context, buffers and cache for the current shape, all charged to --mem. */
 static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     const st_wire_shape_t *s = &n->shape;
-    const int batch = n->o.batch > 0 ? n->o.batch : 64;
+    /* one call must hold every pair of one expert: up to a request's tokens */
+    const int k_used = (int)s->n_expert_used, max_tok = (int)st_wire_max_tokens(s);
+    int batch = n->o.batch > 0 ? n->o.batch : 64;
+    if (batch * k_used < max_tok) batch = (max_tok + k_used - 1) / k_used;
     memset(&n->shell, 0, sizeof n->shell);
     st_config_t *cfg = &n->shell.cfg;
     cfg->n_layer = (int)s->n_layer;
@@ -434,29 +437,53 @@ static int s_on_prefetch(st_node_t *n, st_wire_rx_t *rx) {
     return 0;
 }
 
-/* Computes the pairs whose expert is in the current batch into y (request order). */
-static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t *xq, size_t stride, float *y) {
+/* Computes the pairs whose expert is in the current batch (experts[0..nb))
+ * into y, in request order. The kernels may group an expert's tokens (tiles
+ * of rows), so an expert's pairs are never split over two calls and keep
+ * their request order: the node then computes exactly what st-run computes
+ * for the same tokens. (Only an expert named twice for one token can exceed
+ * a call; such a request is split and still answered.) */
+static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t *xq, size_t stride, float *y,
+                        const uint32_t *experts, uint32_t nb) {
     const st_expert_set_t set = {(st_type_t)n->shape.gate_type, (st_type_t)n->shape.up_type,
                                  (st_type_t)n->shape.down_type, n->shape.down_transposed,
                                  n->gate, n->up, n->down};
     const size_t E = n->shape.n_embd;
+    const uint32_t max = (uint32_t)n->max_pairs;
     uint32_t m = 0;
-    for (uint32_t i = 0; i < c->n_pairs; i++)
-        if (n->in_batch[c->pair_expert[i]]) n->sub_idx[m++] = i;
-    if (m == c->n_pairs && m <= (uint32_t)n->max_pairs) /* the common case: straight into the reply */
+    for (uint32_t i = 0; i < c->n_pairs; i++) m += n->in_batch[c->pair_expert[i]];
+    if (m == c->n_pairs && m <= max) /* the common case: one call, straight into the reply */
         return st_experts_eval_converted(n->ctx, &set, (int)m, c->pair_token, c->pair_expert, xq, stride,
                                          (int)c->n_tokens, y);
-    for (uint32_t i0 = 0; i0 < m; i0 += (uint32_t)n->max_pairs) {
-        const uint32_t cnt = m - i0 < (uint32_t)n->max_pairs ? m - i0 : (uint32_t)n->max_pairs;
-        for (uint32_t j = 0; j < cnt; j++) {
-            n->sub_tok[j] = c->pair_token[n->sub_idx[i0 + j]];
-            n->sub_exp[j] = c->pair_expert[n->sub_idx[i0 + j]];
+    /* pairs grouped by expert, request order within each */
+    m = 0;
+    for (uint32_t b = 0; b < nb; b++)
+        for (uint32_t i = 0; i < c->n_pairs; i++)
+            if ((uint32_t)c->pair_expert[i] == experts[b]) n->sub_idx[m++] = i;
+    for (uint32_t i0 = 0; i0 < m;) {
+        /* as many whole experts as fit in one call */
+        uint32_t j = i0;
+        while (j < m) {
+            const int32_t e = c->pair_expert[n->sub_idx[j]];
+            uint32_t g = j;
+            while (g < m && c->pair_expert[n->sub_idx[g]] == e) g++;
+            if (g - i0 > max) {
+                if (j == i0) j = i0 + max; /* one expert alone is too many: split it */
+                break;
+            }
+            j = g;
+        }
+        const uint32_t cnt = j - i0;
+        for (uint32_t k = 0; k < cnt; k++) {
+            n->sub_tok[k] = c->pair_token[n->sub_idx[i0 + k]];
+            n->sub_exp[k] = c->pair_expert[n->sub_idx[i0 + k]];
         }
         int rc = st_experts_eval_converted(n->ctx, &set, (int)cnt, n->sub_tok, n->sub_exp, xq, stride,
                                            (int)c->n_tokens, n->ybuf);
         if (rc) return rc;
-        for (uint32_t j = 0; j < cnt; j++)
-            memcpy(y + (size_t)n->sub_idx[i0 + j] * E, n->ybuf + (size_t)j * E, E * sizeof(float));
+        for (uint32_t k = 0; k < cnt; k++)
+            memcpy(y + (size_t)n->sub_idx[i0 + k] * E, n->ybuf + (size_t)k * E, E * sizeof(float));
+        i0 = j;
     }
     return 0;
 }
@@ -520,7 +547,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
             i++;
         }
         if (!rc && i > first) {
-            rc = s_eval_batch(n, c, xq, stride, y);
+            rc = s_eval_batch(n, c, xq, stride, y, n->distinct + first, i - first);
             if (rc) snprintf(why, sizeof why, "expert computation failed: %s", st_strerror(rc));
         }
         for (uint32_t j = first; j < i; j++) {

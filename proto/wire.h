@@ -28,7 +28,10 @@
  *  - EXPERT_COMPUTE: frame = n_tokens rows of st_row_size(act_type, n_embd)
  *    bytes, act_type = vec_dot type of gate_type (Q8_0 for Q4_0 weights);
  *    n_tokens <= st_wire_max_tokens(shape). EXPERT_RESULT: frame = n_pairs x
- *    n_embd float32 LE, unweighted expert outputs in request order.
+ *    n_embd float32 LE, unweighted expert outputs in request order. A node
+ *    computes all pairs of one expert in one kernel call, in request order;
+ *    so list pairs token-major (t*k + j, as st-run routes them) for the same
+ *    tokens st-run computes in one step, and the outputs are bit-identical.
  */
 #ifndef ST_WIRE_H
 #define ST_WIRE_H

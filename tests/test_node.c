@@ -636,3 +636,39 @@ Test(node, small_memory_budget_is_respected) {
     }
     s_free_model(&md);
 }
+
+/* Numbers on a 4B-shaped layer (n_embd 1536, 32 experts of 768, top-4, Q4_0):
+ * set ST_NODE_BENCH=1 to run it (it generates a ~300 MB model once). */
+Test(node, bench_4b_shaped) {
+    if (!getenv("ST_NODE_BENCH")) cr_skip_test("set ST_NODE_BENCH=1 to run");
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--preset", "4b", "--layers", "1", "--type", "q4_0"));
+    node_proc_t p = s_start(g_store, "1G", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0);
+    const double t0 = s_now();
+    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    const double push = s_now() - t0;
+    cr_log_info("4b-shaped: pushed %u experts of %llu B in %.2f s (%.0f MB/s)", md.shape.n_expert,
+                (unsigned long long)md.shape.expert_bytes, push,
+                (double)md.shape.n_expert * (double)md.shape.expert_bytes / push / 1e6);
+    s_check_compute(&c, &md, 0, 8, true, 1); /* warm: every expert in RAM */
+    double rt = 0, comp = 0;
+    const int reps = 50;
+    compute_stats_t st = {0};
+    for (int i = 0; i < reps; i++) {
+        st = s_check_compute(&c, &md, 0, 1, false, 10 + (unsigned)i);
+        rt += st.seconds, comp += (double)st.compute_us;
+    }
+    cr_log_info("4b-shaped decode (1 token x top-%u on one node): node compute %.0f us, round trip %.0f us, "
+                "%zu B out, %zu B back", md.shape.n_expert_used, comp / reps, rt / reps * 1e6, st.bytes_out,
+                st.bytes_in);
+    st = s_check_compute(&c, &md, 0, 128, false, 99);
+    cr_log_info("4b-shaped prefill (128 tokens x top-%u): node compute %llu us, round trip %.0f us, %zu B out, %zu B back",
+                md.shape.n_expert_used, (unsigned long long)st.compute_us, st.seconds * 1e6, st.bytes_out, st.bytes_in);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    s_free_model(&md);
+}
