@@ -1,8 +1,8 @@
-/* matmul: a weight matrix times a batch of activation rows, over the table's
- * vec_dot. Rows are the outer loop so each weight row is read from memory once
- * and stays in L1 while every token uses it; the caller splits rows between
- * threads. A fused multi-token kernel can replace the inner loop later without
- * changing this interface.
+/* matmul: a weight matrix times a batch of activation rows. The table's
+ * matmul kernel for the weight type when it has one (several rows and tokens
+ * per step); otherwise the table's vec_dot with rows as the outer loop, so
+ * each weight row is read from memory once and stays in L1 while every token
+ * uses it. The caller splits rows between threads.
  */
 #include "st_kernels.h"
 
@@ -10,6 +10,10 @@
 
 void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
                const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    if (k->matmul[wtype] && r0 < r1 && n_tok > 0) {
+        k->matmul[wtype](n_in, w, r0, r1, x, x_stride, n_tok, y, y_stride);
+        return;
+    }
     const st_vec_dot_fn dot = k->vec_dot[wtype];
     assert(dot && r0 >= 0 && r0 <= r1 && n_tok >= 0);
     const size_t row_size = st_row_size(wtype, n_in);

@@ -112,12 +112,18 @@ typedef void (*st_vec_dot_fn)(int n, float *s, const void *w, const void *x);
 typedef void (*st_from_float_fn)(int n, const float *x, void *y);
 /* Convert a row of n elements of the table's type back to floats. */
 typedef void (*st_to_float_fn)(int n, const void *x, float *y);
+/* A whole st_matmul() for one weight type (arguments as there, w = row 0):
+ * several rows and tokens per step, so weights are unpacked once for many
+ * products. Results agree with the table's vec_dot up to float rounding. */
+typedef void (*st_matmul_fn)(int n_in, const void *w, int r0, int r1, const void *x, size_t x_stride, int n_tok,
+                             float *y, size_t y_stride);
 
 typedef struct {
     const char *name;                        /* "ref", "avx2", ... */
     st_vec_dot_fn vec_dot[ST_TYPE_COUNT];    /* by weight type */
     st_from_float_fn from_float[ST_TYPE_COUNT]; /* by target type: F32, F16, BF16, Q8_0, Q8_K, (Q4_0) */
     st_to_float_fn to_float[ST_TYPE_COUNT];  /* by stored type */
+    st_matmul_fn matmul[ST_TYPE_COUNT];      /* by weight type; NULL: rows x tokens of vec_dot */
 } st_kernels_t;
 
 extern const st_kernels_t st_kernels_ref;

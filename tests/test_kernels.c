@@ -553,36 +553,91 @@ Test(kernels, avx2_to_float_matches_ref_bits) { check_to_float_matches_ref(need(
 
 /* ---- matmul ---- */
 
-Test(kernels, matmul_matches_vec_dot_per_row_and_token) {
-    enum { N_IN = 256, N_ROWS = 13, N_TOK = 5, Y_STRIDE = 17 };
-    const char *names[] = {"ref", "avx2"};
-    for (size_t ki = 0; ki < sizeof names / sizeof names[0]; ki++) {
-        const st_kernels_t *k = st_kernels_by_name(names[ki]);
-        if (!k) continue;
-        for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
-            const st_type_t t = s_weight_types[ti];
-            const size_t wrow = st_row_size(t, N_IN);
-            const size_t x_stride = st_row_size(st_type_traits(t)->vec_dot_type, N_IN) + 40;
-            static uint8_t w[N_ROWS * N_IN * 4], x[N_TOK * (N_IN * 4 + 40)];
-            rng_seed(5 + t);
-            for (int r = 0; r < N_ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
-            for (int i = 0; i < N_TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
-            float y[N_TOK * Y_STRIDE];
-            for (int i = 0; i < N_TOK * Y_STRIDE; i++) y[i] = -12345.0f;
-            const int r0 = 3, r1 = 11;
-            st_matmul(k, t, w, N_IN, r0, r1, x, x_stride, N_TOK, y, Y_STRIDE);
-            for (int i = 0; i < N_TOK; i++) {
-                for (int r = 0; r < Y_STRIDE; r++) {
-                    float got = y[i * Y_STRIDE + r];
-                    if (r < r0 || r >= r1) {
-                        cr_assert_eq(got, -12345.0f, "%s: row %d token %d written", k->name, r, i);
-                        continue;
-                    }
-                    float want;
-                    k->vec_dot[t](N_IN, &want, w + r * wrow, x + i * x_stride);
-                    cr_assert_eq(got, want, "%s %s row %d token %d", k->name, st_type_name(t), r, i);
-                }
+/* st_matmul against the reference vec_dot for every row and token, on a shape
+ * that exercises the multi-row kernels' edges: r0 not a multiple of 8, groups of
+ * 8 rows plus leftovers, token counts around the 4-token chunks and past the
+ * 64-token pass, rows longer than one 64-block pass; rows outside [r0, r1) and
+ * columns of y past n_rows must stay untouched. */
+static void check_matmul_matches_ref(const st_kernels_t *k, st_type_t t, int n_in, int n_rows, int r0, int r1,
+                                     int n_tok) {
+    const int y_stride = n_rows + 3;
+    const size_t wrow = st_row_size(t, n_in);
+    const size_t x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in) + 40;
+    uint8_t *w = malloc((size_t)n_rows * wrow), *x = malloc((size_t)n_tok * x_stride);
+    float *y = malloc((size_t)n_tok * y_stride * sizeof *y);
+    rng_seed(5 + 7 * t + n_in + n_rows + n_tok);
+    for (int r = 0; r < n_rows; r++) fill_weights(t, w + r * wrow, n_in);
+    for (int i = 0; i < n_tok; i++) fill_activations(t, x + i * x_stride, n_in);
+    for (int i = 0; i < n_tok * y_stride; i++) y[i] = -12345.0f;
+    st_matmul(k, t, w, n_in, r0, r1, x, x_stride, n_tok, y, y_stride);
+    for (int i = 0; i < n_tok; i++) {
+        for (int r = 0; r < y_stride; r++) {
+            const float got = y[i * y_stride + r];
+            if (r < r0 || r >= r1) {
+                cr_assert_eq(got, -12345.0f, "%s %s: row %d token %d written", k->name, st_type_name(t), r, i);
+                continue;
             }
+            float want;
+            st_kernels_ref.vec_dot[t](n_in, &want, w + r * wrow, x + i * x_stride);
+            /* same exact integer block sums, float scaling summed in another order (lanes,
+             * FMA, passes of 64 blocks added at the end): as for vec_dot, 1e-5 * sum|w x| */
+            const double tol = 1e-5 * abs_dot(t, w + r * wrow, x + i * x_stride, n_in, NULL) + 1e-30;
+            cr_assert(fabs((double)got - want) <= tol, "%s %s n_in=%d row %d of [%d,%d) token %d/%d: %.9g vs ref %.9g",
+                      k->name, st_type_name(t), n_in, r, r0, r1, i, n_tok, (double)got, (double)want);
+        }
+    }
+    free(w);
+    free(x);
+    free(y);
+}
+
+static void check_matmul_shapes(const st_kernels_t *k) {
+    static const int toks[] = {1, 2, 3, 4, 5, 8, 9, 67};
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        const int blck = st_type_traits(t)->blck;
+        const int n_ins[] = {blck, 3 * blck, blck == 32 ? 65 * 32 : 5 * blck}; /* 65 blocks: two passes */
+        for (size_t ni = 0; ni < sizeof n_ins / sizeof n_ins[0]; ni++)
+            for (size_t nt = 0; nt < sizeof toks / sizeof toks[0]; nt++) {
+                if (toks[nt] > 9 && ni != 1) continue; /* the long token run on one width is enough */
+                check_matmul_matches_ref(k, t, n_ins[ni], 29, 3, 26, toks[nt]); /* 2 groups of 8 + 7 */
+                check_matmul_matches_ref(k, t, n_ins[ni], 16, 0, 16, toks[nt]); /* whole groups only */
+                check_matmul_matches_ref(k, t, n_ins[ni], 7, 1, 6, toks[nt]);   /* no whole group */
+            }
+    }
+}
+
+Test(kernels, ref_matmul_matches_ref_vec_dot) { check_matmul_shapes(&st_kernels_ref); }
+Test(kernels, avx2_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx2")); }
+
+/* Saturating Q4_0 quants (every nibble 0 or 15) against activations at +-127 and
+ * -128 (the format allows it, our quantizer never writes it), 8 rows x 5 tokens:
+ * the int16 sums of the 8-row kernels must not overflow. Scales of 1 keep every
+ * float an exact integer, so the result must equal the reference exactly. */
+static void check_matmul_extremes(const st_kernels_t *k) {
+    enum { NB = 64, ROWS = 9, TOK = 5 };
+    static st_block_q4_0 w[ROWS * NB];
+    static st_block_q8_0 x[TOK * NB];
+    for (int pattern = 0; pattern < 6; pattern++) {
+        const uint8_t nib = pattern & 1 ? 0xff : 0x00;
+        const int8_t q = (pattern >> 1) == 0 ? 127 : (pattern >> 1) == 1 ? -127 : -128;
+        for (int b = 0; b < ROWS * NB; b++) {
+            w[b].d = 0x3c00;
+            memset(w[b].qs, nib, sizeof w[b].qs);
+        }
+        for (int b = 0; b < TOK * NB; b++) {
+            x[b].d = 0x3c00;
+            memset(x[b].qs, q, sizeof x[b].qs);
+        }
+        float y[TOK * ROWS];
+        st_matmul(k, ST_TYPE_Q4_0, w, NB * 32, 0, ROWS, x, NB * sizeof(st_block_q8_0), TOK, y, ROWS);
+        for (int i = 0; i < TOK * ROWS; i++) {
+            float want;
+            st_kernels_ref.vec_dot[ST_TYPE_Q4_0](NB * 32, &want, w + (i % ROWS) * NB, x + (i / ROWS) * NB);
+            cr_assert_eq(y[i], want, "%s pattern %d, row %d token %d: %g vs %g", k->name, pattern, i % ROWS,
+                         i / ROWS, (double)y[i], (double)want);
         }
     }
 }
+
+Test(kernels, avx2_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx2")); }

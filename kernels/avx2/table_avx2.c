@@ -32,4 +32,8 @@ const st_kernels_t st_kernels_avx2 = {
             [ST_TYPE_Q6_K] = st_to_float_q6_k_ref,
             [ST_TYPE_Q8_K] = st_to_float_q8_k_ref,
         },
+    .matmul =
+        {
+            [ST_TYPE_Q4_0] = st_matmul_q4_0_q8_0_avx2,
+        },
 };
