@@ -36,6 +36,7 @@
 
 #define NODE_HWM 2                 /* messages queued per peer and direction */
 #define NODE_POLL_MS 200           /* longest wait before the stop flag is looked at */
+#define NODE_SEND_MS 2000          /* longest wait for a peer to take a reply (then it is dropped) */
 #define NODE_SLACK (4u << 20)      /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
 
@@ -126,7 +127,7 @@ static int s_reply_error(st_node_t *n, const st_wire_rx_t *rx, int code, const c
 
 static int s_reply(st_node_t *n, const st_wire_rx_t *rx, st_wire_msg_t *m) {
     m->request_id = rx->msg.request_id;
-    return st_wire_send(n->sock, rx->peer, rx->peer_len, m, NULL, 0, ZMQ_DONTWAIT);
+    return st_wire_send(n->sock, rx->peer, rx->peer_len, m, NULL, 0, 0);
 }
 
 /* ---- model set-up and tear-down ---- */
@@ -566,7 +567,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
                                   .cache_misses = misses};
     st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
            c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
-    return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, ZMQ_DONTWAIT);
+    return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
 }
 
 static int s_on_heartbeat(st_node_t *n, st_wire_rx_t *rx) {
@@ -621,6 +622,14 @@ st_node_t *st_node_new(const st_node_opts_t *o) {
     }
     const int64_t max_frame = ST_WIRE_MAX_FRAME > ST_WIRE_MAX_ENVELOPE ? ST_WIRE_MAX_FRAME : ST_WIRE_MAX_ENVELOPE;
     if (st_wire_socket_limits(n->sock, max_frame, NODE_HWM)) goto fail;
+    /* a reply to a peer whose queue is full waits (NODE_SEND_MS at most) instead of
+     * being dropped silently, as a ROUTER does by default; an unknown peer is an error */
+    const int mandatory = 1, send_ms = NODE_SEND_MS;
+    if (zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) ||
+        zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &send_ms, sizeof send_ms)) {
+        st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
     if (zmq_bind(n->sock, o->listen)) {
         st_fail(ST_EIO, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;

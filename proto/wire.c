@@ -812,5 +812,5 @@ int st_wire_send_error(void *sock, const void *peer, size_t peer_len, uint64_t r
     va_start(ap, fmt);
     vsnprintf(m.error.message, sizeof m.error.message, fmt, ap);
     va_end(ap);
-    return st_wire_send(sock, peer, peer_len, &m, NULL, 0, ZMQ_DONTWAIT);
+    return st_wire_send(sock, peer, peer_len, &m, NULL, 0, 0);
 }

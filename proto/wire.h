@@ -254,7 +254,8 @@ int st_wire_send(void *sock, const void *peer, size_t peer_len, const st_wire_ms
 int st_wire_send_zmsg(void *sock, const void *peer, size_t peer_len, const st_wire_msg_t *m, zmq_msg_t *frame,
                       int flags);
 
-/* Convenience: an ERROR reply to request_id with code and a printf message. */
+/* Convenience: an ERROR reply to request_id with code and a printf message
+ * (waits at most the socket's ZMQ_SNDTIMEO when the peer's queue is full). */
 int st_wire_send_error(void *sock, const void *peer, size_t peer_len, uint64_t request_id, int code, const char *fmt,
                        ...) __attribute__((format(printf, 6, 7)));
 

@@ -560,6 +560,63 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     s_free_model(&md);
 }
 
+/* A coordinator pipelines requests (heartbeats, a window of shard chunks):
+ * the node answers every one, in order, none dropped on a full queue. */
+Test(node, pipelined_requests_all_get_replies) {
+    node_proc_t p = s_start(g_store, "64M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.endpoint);
+    enum { N = 200 };
+    for (uint64_t i = 0; i < N; i++) {
+        st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT, .request_id = 1000 + i};
+        hb.heartbeat.seq = i;
+        cr_assert_eq(st_wire_send(c.sock, NULL, 0, &hb, NULL, 0, 0), 0);
+    }
+    for (uint64_t i = 0; i < N; i++) {
+        st_wire_rx_t rx;
+        cr_assert_eq(st_wire_recv(c.sock, false, &rx, NULL, 0), 0, "reply %llu of %d missing", (unsigned long long)i, N);
+        cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
+        cr_assert_eq(rx.msg.request_id, 1000 + i); /* in order */
+        cr_assert_eq(rx.msg.heartbeat.seq, i);
+        st_wire_rx_clear(&rx);
+    }
+    /* shard chunks with a window of 4 in flight, as the coordinator pushes them */
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "f32"));
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0);
+    const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
+    const size_t chunk = 16384, per = (size_t)((md.shape.expert_bytes + chunk - 1) / chunk);
+    size_t sent = 0, acked = 0, complete = 0;
+    while (acked < n_all * per) {
+        while (sent < n_all * per && sent - acked < 4) {
+            const uint32_t k = (uint32_t)(sent / per);
+            const uint64_t off = (sent % per) * chunk;
+            const uint8_t *b = s_expert(&md, (int)(k / md.shape.n_expert), (int)(k % md.shape.n_expert));
+            const size_t n = md.shape.expert_bytes - off < chunk ? (size_t)(md.shape.expert_bytes - off) : chunk;
+            st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT, .request_id = 5000 + sent};
+            m.shard_put = (st_wire_shard_put_t){.layer = k / md.shape.n_expert, .expert = k % md.shape.n_expert,
+                                                .offset = off, .total = md.shape.expert_bytes};
+            st_wire_hash(b + off, n, m.shard_put.chunk_hash);
+            cr_assert_eq(st_wire_send(c.sock, NULL, 0, &m, b + off, n, 0), 0);
+            sent++;
+        }
+        st_wire_rx_t rx;
+        cr_assert_eq(st_wire_recv(c.sock, false, &rx, NULL, 0), 0, "ack %zu of %zu missing", acked, n_all * per);
+        cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
+        cr_assert_eq(rx.msg.request_id, 5000 + acked);
+        cr_assert(rx.msg.shard_ack.ok);
+        complete += rx.msg.shard_ack.complete;
+        st_wire_rx_clear(&rx);
+        acked++;
+    }
+    cr_assert_eq(complete, n_all);
+    s_check_compute(&c, &md, 1, 4, false, 3);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    s_free_model(&md);
+}
+
 Test(node, restart_reports_its_store_and_needs_no_shards) {
     model_t md = {0};
     s_load_model(&md, SYNTH("--type", "q4_0"));
