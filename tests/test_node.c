@@ -9,7 +9,7 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,8 +23,6 @@
 #include "st_log.h"
 #include "testutil.h"
 #include "wire.h"
-
-extern char **environ;
 
 #define DEADLINE_MS 20000
 
@@ -58,13 +56,21 @@ static node_proc_t s_start(const char *store, const char *mem, const char *repor
                                 "-t", "2", "--insecure", "--id", "test-node", NULL};
     const char *argv_limit[] = {tool, mem, "--report", report, "--", bin, "--listen", "tcp://127.0.0.1:*", "--mem",
                                 mem, "--store", store, "-t", "2", "--insecure", "--id", "test-node", NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
-    posix_spawn_file_actions_addclose(&fa, fds[0]);
     const char **argv = report ? argv_limit : argv_plain;
-    cr_assert_eq(posix_spawn(&p.pid, argv[0], &fa, NULL, (char *const *)argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
+    const pid_t parent = getpid();
+    p.pid = fork();
+    cr_assert_geq(p.pid, 0);
+    if (p.pid == 0) {
+        /* the node goes when the test process does, even if it crashes (else it
+         * would keep ctest's output pipe open) */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent) _exit(127);
+        dup2(fds[1], 1);
+        close(fds[0]);
+        close(fds[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
     g_pid = p.pid;
     close(fds[1]);
     p.out = fds[0];
