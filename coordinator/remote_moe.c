@@ -577,7 +577,9 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
     if (rc < 0) return rc;
 
     result_ctx_t x = {r, rt};
-    rc = st_cluster_gather(r->cl, r->rids, st_cluster_now_ms() + r->o.timeout_ms, s_on_result, &x);
+    double t_wait = st_cluster_now_ms();
+    rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
+    if (r->step_decode) r->tot.wait_ms_decode += st_cluster_now_ms() - t_wait;
     if (rc < 0 && rc != ST_ETIMEOUT) return rc;
 
     /* nodes that missed the deadline or failed: down, their pairs here */
@@ -639,7 +641,8 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
                 (unsigned long long)look);
     }
     fprintf(f, "cluster: decode: %.2f round trips per token for %.2f involved (layer, node) pairs, at most %d round "
-               "trip per layer per node; %.0f B per token (%.0f out, %.0f in)\n",
+               "trip per layer per node; %.0f B per token (%.0f out, %.0f in); waiting for nodes %.2f ms per token\n",
             t->rt_decode / T, t->involved_decode / T, t->max_rt_per_layer_node,
-            (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T);
+            (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
+            t->wait_ms_decode / T);
 }

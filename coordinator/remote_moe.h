@@ -89,6 +89,7 @@ typedef struct {
     uint64_t bytes_out_decode, bytes_in_decode;
     uint64_t fallback_pairs;   /* pairs computed by the coordinator */
     uint64_t remote_pairs;
+    double wait_ms_decode;     /* wall time spent waiting for node results during decode */
 } st_remote_totals_t;
 const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 
