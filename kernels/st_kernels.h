@@ -112,11 +112,12 @@ typedef void (*st_vec_dot_fn)(int n, float *s, const void *w, const void *x);
 typedef void (*st_from_float_fn)(int n, const float *x, void *y);
 /* Convert a row of n elements of the table's type back to floats. */
 typedef void (*st_to_float_fn)(int n, const void *x, float *y);
-/* A whole st_matmul() for one weight type (arguments as there, w = row 0):
- * several rows and tokens per step, so weights are unpacked once for many
- * products. Results agree with the table's vec_dot up to float rounding. */
-typedef void (*st_matmul_fn)(int n_in, const void *w, int r0, int r1, const void *x, size_t x_stride, int n_tok,
-                             float *y, size_t y_stride);
+/* st_matmul() / st_matmul_rows() for one weight type (arguments as there, w =
+ * row 0; rows NULL: rows r0..r1-1, else rows[r0..r1)): several rows and tokens
+ * per step, so weights are unpacked once for many products. Results agree
+ * with the table's vec_dot up to float rounding. */
+typedef void (*st_matmul_fn)(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                             size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 typedef struct {
     const char *name;                        /* "ref", "avx2", ... */
@@ -151,5 +152,12 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
  *    threads given disjoint row ranges can share y. */
 void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
                const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
+
+/* The same for the n_rows rows listed in rows (any order, each in range, no
+ * repeats): y[t * y_stride + rows[i]] = dot(W row rows[i], x row t); nothing
+ * else of y is written. For sparse products, e.g. the up rows of the neurons
+ * that ReGLU keeps: listed rows cost about what consecutive ones do. */
+void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows,
+                    int n_rows, const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 #endif

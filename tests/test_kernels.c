@@ -591,6 +591,52 @@ static void check_matmul_matches_ref(const st_kernels_t *k, st_type_t t, int n_i
     free(y);
 }
 
+/* st_matmul_rows on a seeded random subset of rows, in random order: listed rows
+ * match the reference, every other element of y stays untouched. */
+static void check_matmul_rows_matches_ref(const st_kernels_t *k, st_type_t t, int n_in, int n_rows, int n_tok) {
+    const int y_stride = n_rows + 3;
+    const size_t wrow = st_row_size(t, n_in);
+    const size_t x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in) + 8;
+    uint8_t *w = malloc((size_t)n_rows * wrow), *x = malloc((size_t)n_tok * x_stride);
+    float *y = malloc((size_t)n_tok * y_stride * sizeof *y);
+    int32_t *list = malloc((size_t)n_rows * sizeof *list);
+    bool *listed = calloc((size_t)n_rows, sizeof *listed);
+    rng_seed(77 + 3 * t + n_in + n_rows + n_tok);
+    for (int r = 0; r < n_rows; r++) fill_weights(t, w + r * wrow, n_in);
+    for (int i = 0; i < n_tok; i++) fill_activations(t, x + i * x_stride, n_in);
+    int n_list = 0;
+    for (int r = 0; r < n_rows; r++)
+        if (rng_u32() % 3) list[n_list++] = r; /* about 2/3 of the rows */
+    for (int i = n_list - 1; i > 0; i--) {      /* shuffled: any order is allowed */
+        const int j = (int)(rng_u32() % (uint32_t)(i + 1));
+        const int32_t tmp = list[i];
+        list[i] = list[j];
+        list[j] = tmp;
+    }
+    for (int i = 0; i < n_list; i++) listed[list[i]] = true;
+    for (int i = 0; i < n_tok * y_stride; i++) y[i] = -12345.0f;
+    st_matmul_rows(k, t, w, n_in, list, n_list, x, x_stride, n_tok, y, y_stride);
+    for (int i = 0; i < n_tok; i++) {
+        for (int r = 0; r < y_stride; r++) {
+            const float got = y[i * y_stride + r];
+            if (r >= n_rows || !listed[r]) {
+                cr_assert_eq(got, -12345.0f, "%s %s: unlisted row %d token %d written", k->name, st_type_name(t), r, i);
+                continue;
+            }
+            float want;
+            st_kernels_ref.vec_dot[t](n_in, &want, w + r * wrow, x + i * x_stride);
+            const double tol = 1e-5 * abs_dot(t, w + r * wrow, x + i * x_stride, n_in, NULL) + 1e-30; /* as above */
+            cr_assert(fabs((double)got - want) <= tol, "%s %s listed row %d token %d/%d: %.9g vs ref %.9g", k->name,
+                      st_type_name(t), r, i, n_tok, (double)got, (double)want);
+        }
+    }
+    free(w);
+    free(x);
+    free(y);
+    free(list);
+    free(listed);
+}
+
 static void check_matmul_shapes(const st_kernels_t *k) {
     static const int toks[] = {1, 2, 3, 4, 5, 8, 9, 67};
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
@@ -603,9 +649,53 @@ static void check_matmul_shapes(const st_kernels_t *k) {
                 check_matmul_matches_ref(k, t, n_ins[ni], 29, 3, 26, toks[nt]); /* 2 groups of 8 + 7 */
                 check_matmul_matches_ref(k, t, n_ins[ni], 16, 0, 16, toks[nt]); /* whole groups only */
                 check_matmul_matches_ref(k, t, n_ins[ni], 7, 1, 6, toks[nt]);   /* no whole group */
+                check_matmul_rows_matches_ref(k, t, n_ins[ni], 40, toks[nt]);
+                check_matmul_rows_matches_ref(k, t, n_ins[ni], 5, toks[nt]);
             }
     }
 }
+
+/* A (row, token) result must not depend on how the work is split: rows cut at
+ * odd places, tokens one at a time, listed rows in pieces and in another order
+ * all give the bits of one whole call (the cluster relies on it: a node computes
+ * some rows or tokens of what st-run computes in one call). */
+static void check_matmul_split_invariant(const st_kernels_t *k) {
+    enum { N_IN = 65 * 32, ROWS = 37, TOK = 6 };
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        if (N_IN % st_type_traits(t)->blck) continue;
+        const size_t wrow = st_row_size(t, N_IN), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, N_IN);
+        uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
+        static float whole[TOK * ROWS], split[TOK * ROWS];
+        rng_seed(31 + t);
+        for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
+        for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
+        st_matmul(k, t, w, N_IN, 0, ROWS, x, x_stride, TOK, whole, ROWS);
+
+        const int cuts[] = {0, 5, 13, 14, 29, ROWS}; /* rows in pieces of 5, 8, 1, 15, 8 */
+        memset(split, 0, sizeof split);
+        for (int c = 0; c + 1 < (int)(sizeof cuts / sizeof cuts[0]); c++)
+            st_matmul(k, t, w, N_IN, cuts[c], cuts[c + 1], x, x_stride, TOK, split, ROWS);
+        cr_assert(memcmp(whole, split, sizeof whole) == 0, "%s %s: rows split differently", k->name, st_type_name(t));
+
+        memset(split, 0, sizeof split);
+        for (int i = 0; i < TOK; i++) st_matmul(k, t, w, N_IN, 0, ROWS, x + i * x_stride, x_stride, 1, split + i * ROWS, ROWS);
+        cr_assert(memcmp(whole, split, sizeof whole) == 0, "%s %s: one token at a time", k->name, st_type_name(t));
+
+        int32_t list[ROWS];
+        for (int r = 0; r < ROWS; r++) list[r] = (r * 11) % ROWS; /* 11 is prime to 37: a permutation */
+        memset(split, 0, sizeof split);
+        st_matmul_rows(k, t, w, N_IN, list, 3, x, x_stride, TOK, split, ROWS);
+        st_matmul_rows(k, t, w, N_IN, list + 3, 20, x, x_stride, TOK, split, ROWS);
+        st_matmul_rows(k, t, w, N_IN, list + 23, ROWS - 23, x, x_stride, TOK, split, ROWS);
+        cr_assert(memcmp(whole, split, sizeof whole) == 0, "%s %s: listed rows in pieces", k->name, st_type_name(t));
+        free(w);
+        free(x);
+    }
+}
+
+Test(kernels, ref_matmul_split_invariant) { check_matmul_split_invariant(&st_kernels_ref); }
+Test(kernels, avx2_matmul_split_invariant) { check_matmul_split_invariant(need("avx2")); }
 
 Test(kernels, ref_matmul_matches_ref_vec_dot) { check_matmul_shapes(&st_kernels_ref); }
 Test(kernels, avx2_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx2")); }

@@ -4,18 +4,24 @@
  * A one-row dot product spends most of its time on per-block overhead: the
  * nibbles are unpacked, two maddubs and a madd reduce 32 products, and the
  * int32 lanes of each block need a float conversion and an FMA of their own.
- * Here 8 consecutive rows are read together and transposed on the fly (one
- * 32-bit group of 4 nibble pairs per row per lane), so that for one block:
+ * Here 8 rows are read together and transposed on the fly (one 32-bit group
+ * of 4 nibble pairs per row per lane), so that for one block:
  *   - lane j of every vector belongs to row j: the 8 block sums come out of
  *     one madd in row order, with no horizontal reduction;
  *   - the unpacked nibbles are reused by up to 4 tokens;
  *   - the -8 offset of Q4_0 is applied once per block and token, as
  *     8 * sum(y) subtracted from the integer block sum (sum(y) precomputed
  *     per token and block, shared by all rows).
+ * The 8 rows are 8 pointers: consecutive rows, or any listed rows (the active
+ * rows of a ReGLU up matrix). While one group is computed, the next group's
+ * rows are prefetched, a block's share per step, so DRAM streams meanwhile.
  * Products are exact integers per block, as in the reference; the block sum is
  * scaled by d_w * d_x and accumulated with FMA into the row's lane. Only the
  * float rounding differs from st_vec_dot_q4_0_q8_0_ref (fma, lane order).
- * Rows past the last group of 8 use the one-row AVX2 dot product.
+ * The last 1..7 rows go through the same code as a group padded with copies of
+ * its last row, so each (row, token) result is the same float sequence
+ * whatever r0, r1, the row list or the other tokens of the call: results are
+ * bit-identical however callers split the work between threads or machines.
  *
  * int16 range: maddubs of (0..15) x (-128..127) gives pairs within +-3840; eight
  * of them (32 products of one block and row) stay within +-30720 < 32767.
@@ -25,9 +31,9 @@
 #include <assert.h>
 #include <immintrin.h>
 
-#define TOK_CHUNK 4  /* tokens sharing one unpack of the weights (registers) */
-#define TOK_PASS 64  /* tokens per pass over a group of 8 rows (kept in L1 meanwhile) */
-#define BLK_PASS 64  /* blocks per pass (2048 inputs): bounds the per-token tables */
+#define TOK_CHUNK 4 /* tokens sharing one unpack of the weights (registers) */
+#define TOK_PASS 64 /* tokens per pass over a group of 8 rows (kept in L1 meanwhile) */
+#define BLK_PASS 64 /* blocks per pass (2048 inputs): bounds the per-token tables */
 
 typedef struct {
     float dx[TOK_PASS][BLK_PASS];    /* activation scales as floats */
@@ -45,40 +51,55 @@ static inline int32_t s_sum8(const st_block_q8_0 *x) {
     return 8 * _mm_cvtsi128_si32(s);
 }
 
-/* Scales of block b of 8 rows, row_bytes apart, as 8 floats in row order. */
-static inline __m256 s_scales8(const uint8_t *wb, size_t row_bytes) {
-    const uint16_t *d0 = (const uint16_t *)wb;
-    __m128i h = _mm_cvtsi32_si128(*d0);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + row_bytes), 1);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 2 * row_bytes), 2);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 3 * row_bytes), 3);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 4 * row_bytes), 4);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 5 * row_bytes), 5);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 6 * row_bytes), 6);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(wb + 7 * row_bytes), 7);
+/* The 8 rows of a group: consecutive rows (base + j * stride) or listed ones
+ * (p[j]); which one is a constant in each specialisation below. */
+typedef struct {
+    const uint8_t *const *p;
+    const uint8_t *base;
+    size_t stride;
+} rows8_t;
+
+static inline __attribute__((always_inline)) const uint8_t *s_at(const rows8_t *r, bool listed, int j) {
+    return listed ? r->p[j] : r->base + (size_t)j * r->stride;
+}
+
+/* fp16 scales of the 8 rows' block at byte offset off, as 8 floats in row order */
+static inline __attribute__((always_inline)) __m256 s_scales8(const rows8_t *r, bool listed, size_t off) {
+    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)(s_at(r, listed, 0) + off));
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 1) + off), 1);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 2) + off), 2);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 3) + off), 3);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 4) + off), 4);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 5) + off), 5);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 6) + off), 6);
+    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 7) + off), 7);
     return _mm256_cvtph_ps(h);
 }
 
-/* 8 rows x NT tokens over blocks [0, nb) of the current pass; acc[t] lane j = row j. */
-static inline void s_rows8(const uint8_t *w, size_t row_bytes, int nb, const st_block_q8_0 *const *xt,
-                           const float (*dx)[BLK_PASS], const int32_t (*sy8)[BLK_PASS], int NT, __m256 *acc) {
+/* Rows r x NT tokens over blocks [0, nb) of the current pass; acc[t] lane j = row j.
+ * pf: the next group's rows (prefetched), or NULL: consecutive rows are one range,
+ * prefetched in order (8 x 18 bytes per block); listed ones row by row, row b % 8
+ * getting 144 bytes every 8 blocks (nb * 18 bytes each in all). */
+static inline __attribute__((always_inline)) void s_rows8(const rows8_t *r, const rows8_t *pf, bool listed, int nb,
+                                                          const st_block_q8_0 *const *xt, const float (*dx)[BLK_PASS],
+                                                          const int32_t (*sy8)[BLK_PASS], int NT, __m256 *acc) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
 #pragma GCC unroll 4
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    /* the 8 rows are one contiguous range: prefetch the next group's as we go, a
-     * block's share (8 x 18 bytes) per step, so DRAM streams while we compute */
-    const uint8_t *pf = w + 8 * row_bytes;
     for (int b = 0; b < nb; b++) {
-        const uint8_t *wb = w + (size_t)b * sizeof(st_block_q4_0);
-        _mm_prefetch((const char *)pf + (size_t)b * 144, _MM_HINT_T0);
-        _mm_prefetch((const char *)pf + (size_t)b * 144 + 64, _MM_HINT_T0);
-        _mm_prefetch((const char *)pf + (size_t)b * 144 + 128, _MM_HINT_T0);
-        const uint8_t *q = wb + 2;
+        const size_t off = (size_t)b * sizeof(st_block_q4_0);
+        if (pf) {
+            const uint8_t *f = listed ? pf->p[b & 7] + (size_t)(b >> 3) * 144 : pf->base + (size_t)b * 144;
+            _mm_prefetch((const char *)f, _MM_HINT_T0);
+            _mm_prefetch((const char *)f + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)f + 128, _MM_HINT_T0);
+        }
         /* rows j and j+4 in the two 128-bit halves, then a 4x4 transpose of dwords per half */
-        const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)(q + 4 * row_bytes), (const __m128i *)q);
-        const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(q + 5 * row_bytes), (const __m128i *)(q + row_bytes));
-        const __m256i a2 = _mm256_loadu2_m128i((const __m128i *)(q + 6 * row_bytes), (const __m128i *)(q + 2 * row_bytes));
-        const __m256i a3 = _mm256_loadu2_m128i((const __m128i *)(q + 7 * row_bytes), (const __m128i *)(q + 3 * row_bytes));
+        const size_t q = off + 2;
+        const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 4) + q), (const __m128i *)(s_at(r, listed, 0) + q));
+        const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 5) + q), (const __m128i *)(s_at(r, listed, 1) + q));
+        const __m256i a2 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 6) + q), (const __m128i *)(s_at(r, listed, 2) + q));
+        const __m256i a3 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 7) + q), (const __m128i *)(s_at(r, listed, 3) + q));
         const __m256i t0 = _mm256_unpacklo_epi32(a0, a1), t1 = _mm256_unpackhi_epi32(a0, a1);
         const __m256i t2 = _mm256_unpacklo_epi32(a2, a3), t3 = _mm256_unpackhi_epi32(a2, a3);
         __m256i g[4]; /* g[k] lane j: bytes 4k..4k+3 of row j's nibbles */
@@ -91,8 +112,8 @@ static inline void s_rows8(const uint8_t *w, size_t row_bytes, int nb, const st_
         for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
-            const __m256i lo = _mm256_and_si256(g[k], m4);                        /* elements 4k..4k+3 */
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4);  /* elements 16+4k.. */
+            const __m256i lo = _mm256_and_si256(g[k], m4);                       /* elements 4k..4k+3 */
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4); /* elements 16+4k.. */
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) {
                 const int32_t *y = (const int32_t *)xt[t][b].qs;
@@ -100,7 +121,7 @@ static inline void s_rows8(const uint8_t *w, size_t row_bytes, int nb, const st_
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(y[4 + k])));
             }
         }
-        const __m256 dw = s_scales8(wb, row_bytes);
+        const __m256 dw = s_scales8(r, listed, off);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             const __m256i si = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), _mm256_set1_epi32(sy8[t][b]));
@@ -109,21 +130,33 @@ static inline void s_rows8(const uint8_t *w, size_t row_bytes, int nb, const st_
     }
 }
 
-/* The same for one token count known at compile time, so acc and s16 stay in registers. */
-#define ROWS8_NT(NT)                                                                                              \
-    static void s_rows8_##NT(const uint8_t *w, size_t row_bytes, int nb, const st_block_q8_0 *const *xt,        \
-                             const float (*dx)[BLK_PASS], const int32_t (*sy8)[BLK_PASS], __m256 *acc) {         \
-        s_rows8(w, row_bytes, nb, xt, dx, sy8, NT, acc);                                                         \
+/* One function per (listing, token count), so acc and s16 stay in registers. */
+#define ROWS8(NAME, LISTED, NT)                                                                                     \
+    static void NAME(const rows8_t *r, const rows8_t *pf, int nb, const st_block_q8_0 *const *xt,                 \
+                     const float (*dx)[BLK_PASS], const int32_t (*sy8)[BLK_PASS], __m256 *acc) {                   \
+        s_rows8(r, pf, LISTED, nb, xt, dx, sy8, NT, acc);                                                          \
     }
-ROWS8_NT(1)
-ROWS8_NT(2)
-ROWS8_NT(3)
-ROWS8_NT(4)
+ROWS8(s_rows8_c1, false, 1)
+ROWS8(s_rows8_c2, false, 2)
+ROWS8(s_rows8_c3, false, 3)
+ROWS8(s_rows8_c4, false, 4)
+ROWS8(s_rows8_l1, true, 1)
+ROWS8(s_rows8_l2, true, 2)
+ROWS8(s_rows8_l3, true, 3)
+ROWS8(s_rows8_l4, true, 4)
 
-void st_matmul_q4_0_q8_0_avx2(int n_in, const void *vw, int r0, int r1, const void *vx, size_t x_stride, int n_tok,
-                              float *y, size_t y_stride) {
+typedef void (*rows8_fn)(const rows8_t *, const rows8_t *, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
+                         const int32_t (*)[BLK_PASS], __m256 *);
+static const rows8_fn s_rows8_fns[2][TOK_CHUNK] = {{s_rows8_c1, s_rows8_c2, s_rows8_c3, s_rows8_c4},
+                                                   {s_rows8_l1, s_rows8_l2, s_rows8_l3, s_rows8_l4}};
+
+/* Row i of the work: rows[r0 + i] when listed, else r0 + i. */
+static inline int s_row(const int32_t *rows, int r0, int i) { return rows ? rows[r0 + i] : r0 + i; }
+
+void st_matmul_q4_0_q8_0_avx2(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride) {
     assert(n_in % ST_QK4_0 == 0);
-    const int nb_all = n_in / ST_QK4_0;
+    const int nb_all = n_in / ST_QK4_0, n = r1 - r0;
     const size_t row_bytes = (size_t)nb_all * sizeof(st_block_q4_0);
     const uint8_t *w = vw;
     const uint8_t *x = vx;
@@ -131,6 +164,7 @@ void st_matmul_q4_0_q8_0_avx2(int n_in, const void *vw, int r0, int r1, const vo
     const st_block_q8_0 *xt[TOK_PASS];
     for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
         const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
+        const size_t boff = (size_t)b0 * sizeof(st_block_q4_0);
         const bool first = b0 == 0;
         for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
             const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
@@ -141,32 +175,56 @@ void st_matmul_q4_0_q8_0_avx2(int n_in, const void *vw, int r0, int r1, const vo
                     tt.sy8[t][b] = s_sum8(&xt[t][b]);
                 }
             }
-            int r = r0;
-            for (; r + 8 <= r1; r += 8) {
-                const uint8_t *wr = w + (size_t)r * row_bytes + (size_t)b0 * sizeof(st_block_q4_0);
+            const uint8_t *p[16]; /* listed: this group's rows, then the next group's */
+            int i = 0;
+            if (rows)
+                for (int j = 0; j < 8 && j < n; j++) p[8 + j] = w + (size_t)rows[r0 + j] * row_bytes + boff;
+            for (; i + 8 <= n; i += 8) {
+                const bool more = i + 16 <= n;
+                rows8_t cur = {p, w + (size_t)(r0 + i) * row_bytes + boff, row_bytes};
+                rows8_t next = {p + 8, cur.base + 8 * row_bytes, row_bytes};
+                if (rows) {
+                    for (int j = 0; j < 8; j++) p[j] = p[8 + j];
+                    if (more)
+                        for (int j = 0; j < 8; j++) p[8 + j] = w + (size_t)rows[r0 + i + 8 + j] * row_bytes + boff;
+                }
                 for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
                     const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
                     __m256 acc[TOK_CHUNK];
-                    const st_block_q8_0 *const *x4 = xt + t0;
-                    switch (nt) {
-                    case 1: s_rows8_1(wr, row_bytes, nb, x4, tt.dx + t0, tt.sy8 + t0, acc); break;
-                    case 2: s_rows8_2(wr, row_bytes, nb, x4, tt.dx + t0, tt.sy8 + t0, acc); break;
-                    case 3: s_rows8_3(wr, row_bytes, nb, x4, tt.dx + t0, tt.sy8 + t0, acc); break;
-                    default: s_rows8_4(wr, row_bytes, nb, x4, tt.dx + t0, tt.sy8 + t0, acc); break;
-                    }
+                    s_rows8_fns[rows != NULL][nt - 1](&cur, more && t0 == 0 ? &next : NULL, nb, xt + t0, tt.dx + t0,
+                                                      tt.sy8 + t0, acc);
+                    float out[8];
                     for (int t = 0; t < nt; t++) {
-                        float *yr = y + (size_t)(tp + t0 + t) * y_stride + r;
-                        _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));
+                        float *yt = y + (size_t)(tp + t0 + t) * y_stride;
+                        if (!rows) {
+                            float *yr = yt + r0 + i;
+                            _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));
+                            continue;
+                        }
+                        _mm256_storeu_ps(out, acc[t]);
+                        for (int j = 0; j < 8; j++) {
+                            float *yr = yt + rows[r0 + i + j];
+                            *yr = first ? out[j] : *yr + out[j];
+                        }
                     }
                 }
             }
-            for (; r < r1; r++) { /* leftover rows, one at a time */
-                const uint8_t *wr = w + (size_t)r * row_bytes + (size_t)b0 * sizeof(st_block_q4_0);
-                for (int t = 0; t < ntp; t++) {
-                    float s;
-                    st_vec_dot_q4_0_q8_0_avx2(nb * ST_QK4_0, &s, wr, xt[t]);
-                    float *yr = y + (size_t)(tp + t) * y_stride + r;
-                    *yr = first ? s : *yr + s;
+            if (i < n) { /* the last 1..7 rows: a listed group padded with its last row */
+                for (int j = 0; j < 8; j++) p[j] = w + (size_t)s_row(rows, r0, i + (i + j < n ? j : n - 1 - i)) * row_bytes + boff;
+                rows8_t cur = {p, NULL, 0};
+                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
+                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
+                    __m256 acc[TOK_CHUNK];
+                    s_rows8_fns[1][nt - 1](&cur, NULL, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
+                    float out[8];
+                    for (int t = 0; t < nt; t++) {
+                        _mm256_storeu_ps(out, acc[t]);
+                        float *yt = y + (size_t)(tp + t0 + t) * y_stride;
+                        for (int j = 0; i + j < n; j++) {
+                            float *yr = yt + s_row(rows, r0, i + j);
+                            *yr = first ? out[j] : *yr + out[j];
+                        }
+                    }
                 }
             }
         }
