@@ -119,6 +119,8 @@ static inline __attribute__((always_inline)) void s_rows8(const rows8_t *r, cons
                 const int32_t *y = (const int32_t *)xt[t][b].qs;
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(y[k])));
                 s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(y[4 + k])));
+                /* keeps the sums in order: reassociated, they need more registers than AVX2 has */
+                __asm__("" : "+x"(s16[t]));
             }
         }
         const __m256 dw = s_scales8(r, listed, off);
