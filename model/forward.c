@@ -86,6 +86,8 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->pair_of = s_alloc(B * K, sizeof(int), &ok);
     c->exp_start = s_alloc((size_t)cfg->n_expert + 1, sizeof(int), &ok);
     c->exp_fill = s_alloc((size_t)cfg->n_expert, sizeof(int), &ok);
+    c->tok_kv = s_alloc(B, sizeof(st_kv_t *), &ok);
+    c->tok_pos = s_alloc(B, sizeof(int), &ok);
     c->pair_tokidx = s_alloc(B * K, sizeof(int32_t), &ok);
     c->yout = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
     if (m->layers) { /* a loaded model: pointers to every expert matrix, by layer */
@@ -126,6 +128,8 @@ void st_ctx_destroy(st_ctx_t **cp) {
     free(c->pair_of);
     free(c->exp_start);
     free(c->exp_fill);
+    free(c->tok_kv);
+    free(c->tok_pos);
     free(c->pair_tokidx);
     free(c->exp_ptrs);
     free(c);
@@ -219,10 +223,8 @@ static void s_kv_put(st_kv_t *kv, void *base, size_t idx, const float *src, size
 
 typedef struct {
     st_ctx_t *c;
-    st_kv_t *kv;
     int layer;
-    int pos0;
-    int n_tok;
+    int n_tok; /* token t belongs to cache c->tok_kv[t] at position c->tok_pos[t] */
 } attn_job_t;
 
 /* Attention for (token, head) pairs split across threads: scores over the
@@ -233,11 +235,10 @@ static void s_attn_worker(void *arg, int ith, int nth) {
     const attn_job_t *j = arg;
     const st_ctx_t *c = j->c;
     const st_config_t *cfg = &c->m->cfg;
-    const st_kv_layer_t *L = &j->kv->layers[j->layer];
     const int D = cfg->head_dim, H = cfg->n_head, group = cfg->n_head / cfg->n_head_kv;
-    const st_type_t kt = j->kv->type;
+    const st_type_t kt = c->p.kv_type; /* every cache of a context has its type */
     const bool f16 = kt == ST_TYPE_F16;
-    const size_t esz = f16 ? 2 : 4, row_bytes = j->kv->row * esz;
+    const size_t esz = f16 ? 2 : 4, row_bytes = (size_t)cfg->n_head_kv * D * esz;
     const st_vec_dot_fn dot = c->k->vec_dot[kt];
     const st_to_float_fn to_float = c->k->to_float[kt];
     const float scale = 1.0f / sqrtf((float)D);
@@ -248,7 +249,8 @@ static void s_attn_worker(void *arg, int ith, int nth) {
     st_split_range(j->n_tok * H, ith, nth, &lo, &hi);
     for (int item = lo; item < hi; item++) {
         const int t = item / H, h = item % H, g = h / group;
-        const int pos = j->pos0 + t;
+        const st_kv_layer_t *L = &c->tok_kv[t]->layers[j->layer];
+        const int pos = c->tok_pos[t];
         const int first = cfg->is_swa[j->layer] && pos - cfg->n_swa + 1 > 0 ? pos - cfg->n_swa + 1 : 0;
         c->k->from_float[kt](D, c->q + (size_t)t * H * D + (size_t)h * D, qh);
         const uint8_t *kbase = (const uint8_t *)L->k + (size_t)g * D * esz;
@@ -284,7 +286,7 @@ static void s_attn_worker(void *arg, int ith, int nth) {
 }
 
 /* Attention block of one layer for n_tok tokens: c->x -> c->x (residual added). */
-static void s_attention(st_ctx_t *c, st_kv_t *kv, int il, int pos0, int n_tok) {
+static void s_attention(st_ctx_t *c, int il, int n_tok) {
     const st_model_t *m = c->m;
     const st_config_t *cfg = &m->cfg;
     const st_layer_t *L = &m->layers[il];
@@ -297,10 +299,11 @@ static void s_attention(st_ctx_t *c, st_kv_t *kv, int il, int pos0, int n_tok) {
     st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
     st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
 
-    st_kv_layer_t *KL = &kv->layers[il];
     const float base = cfg->is_swa[il] ? cfg->rope_base_swa : cfg->rope_base;
     for (int t = 0; t < n_tok; t++) {
-        const int pos = pos0 + t;
+        st_kv_t *kv = c->tok_kv[t];
+        st_kv_layer_t *KL = &kv->layers[il];
+        const int pos = c->tok_pos[t];
         if (cfg->use_rope[il]) {
             s_rope(c->q + (size_t)t * nq, cfg->n_head, D, pos, base);
             s_rope(c->kx + (size_t)t * nkv, cfg->n_head_kv, D, pos, base);
@@ -310,19 +313,19 @@ static void s_attention(st_ctx_t *c, st_kv_t *kv, int il, int pos0, int n_tok) {
         s_kv_put(kv, KL->v, slot, c->vx + (size_t)t * nkv, nkv);
     }
 
-    attn_job_t j = {c, kv, il, pos0, n_tok};
+    attn_job_t j = {c, il, n_tok};
     st_pool_run(c->pool, s_attn_worker, &j);
 
     st_linear(c, &L->wo, 0, c->attn, n_tok, c->proj, (size_t)E);
     for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->proj[i];
 }
 
-/* One chunk of at most n_batch tokens. */
-static int s_decode_chunk(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float *logits, bool all_logits) {
+/* One chunk of at most n_batch tokens; token t goes to cache c->tok_kv[t] at
+ * position c->tok_pos[t] (one sequence's prompt, or one token of several). */
+static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *logits, bool all_logits) {
     const st_model_t *m = c->m;
     const st_config_t *cfg = &m->cfg;
     const int E = cfg->n_embd;
-    const int pos0 = kv->pos;
 
     /* embedding */
     for (int t = 0; t < n_tok; t++)
@@ -339,7 +342,7 @@ static int s_decode_chunk(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n
             if (rc < 0) return rc;
         }
 
-        s_attention(c, kv, il, pos0, n_tok);
+        s_attention(c, il, n_tok);
 
         /* MoE on the normed post-attention state, then the residual */
         for (int t = 0; t < n_tok; t++)
@@ -358,7 +361,7 @@ static int s_decode_chunk(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n
                       c->xn + (size_t)t * E);
         st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
     }
-    kv->pos += n_tok;
+    for (int t = 0; t < n_tok; t++) c->tok_kv[t]->pos = c->tok_pos[t] + 1;
     c->stats.tokens += (uint64_t)n_tok;
     return 0;
 }
@@ -377,9 +380,28 @@ int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float 
         float *out = NULL;
         if (logits && all_logits) out = logits + (size_t)done * cfg->n_vocab;
         else if (logits && last) out = logits;
-        int rc = s_decode_chunk(c, kv, tokens + done, n, out, all_logits);
+        for (int t = 0; t < n; t++) {
+            c->tok_kv[t] = kv;
+            c->tok_pos[t] = kv->pos + t;
+        }
+        int rc = s_decode_chunk(c, tokens + done, n, out, all_logits);
         if (rc < 0) return rc;
         done += n;
     }
     return 0;
+}
+
+int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_seq, float *logits) {
+    const st_config_t *cfg = &c->m->cfg;
+    if (n_seq < 1 || n_seq > c->p.n_batch) return st_fail(ST_EINVAL, "%d sequences (1..%d)", n_seq, c->p.n_batch);
+    for (int i = 0; i < n_seq; i++) {
+        if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
+            return st_fail(ST_ERANGE, "token id %d not in 0..%d", tokens[i], cfg->n_vocab - 1);
+        if (kvs[i]->pos >= kvs[i]->n_ctx) return st_fail(ST_ERANGE, "sequence %d: context full (%d)", i, kvs[i]->n_ctx);
+        for (int j = 0; j < i; j++)
+            if (kvs[j] == kvs[i]) return st_fail(ST_EINVAL, "sequence %d appears twice in one batch", i);
+        c->tok_kv[i] = kvs[i];
+        c->tok_pos[i] = kvs[i]->pos;
+    }
+    return s_decode_chunk(c, tokens, n_seq, logits, true);
 }

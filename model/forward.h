@@ -75,6 +75,12 @@ void st_kv_clear(st_kv_t *kv);
  * the cache is full; bad token ids are refused before anything changes). */
 int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float *logits, bool all_logits);
 
+/* One decode step for n_seq sequences at once (continuous batching): token i
+ * is appended to kvs[i] at its own position; the weights are read once for
+ * all. Each cache appears at most once; n_seq <= n_batch. logits: NULL or
+ * n_seq x n_vocab. Same numbers as n_seq separate st_decode calls. */
+int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_seq, float *logits);
+
 /* The local expert computation (what st_moe_backend_t replaces). */
 int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out);
 

@@ -52,6 +52,9 @@ struct st_ctx {
     float *gate, *up;  /* pairs x n_ff_exp */
     float *ybuf;       /* pairs x n_embd */
 
+    st_kv_t **tok_kv;  /* n_batch: cache of each token of the current chunk */
+    int *tok_pos;      /* n_batch: its position */
+
     float *scratch;    /* per thread: max(n_ctx, n_embd) floats */
     size_t scratch_n;
 };
