@@ -412,7 +412,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         a->n_experts = (uint32_t)e->assign->n_experts;
         a->n_pinned = (uint32_t)e->assign->n_pinned;
         a->experts = (st_wire_ref_t *)block;
-        a->pinned = a->experts + a->n_experts;
+        a->pinned = block ? a->experts + a->n_experts : NULL; /* NULL + 0 is undefined */
         if (!rc) rc = s_refs_from_pb(e->assign->experts, a->n_experts, a->experts, true, "expert hash", why, cap);
         if (!rc) rc = s_refs_from_pb(e->assign->pinned, a->n_pinned, a->pinned, false, "pinned hash", why, cap);
         break;
@@ -453,7 +453,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         c->act_type = e->compute->act_type;
         c->n_pairs = (uint32_t)e->compute->n_pair_token;
         c->pair_token = (int32_t *)block;
-        c->pair_expert = c->pair_token + c->n_pairs;
+        c->pair_expert = block ? c->pair_token + c->n_pairs : NULL; /* NULL + 0 is undefined */
         for (uint32_t i = 0; i < c->n_pairs && !rc; i++) {
             if (e->compute->pair_token[i] > INT32_MAX || e->compute->pair_expert[i] > INT32_MAX)
                 rc = s_why(why, cap, "pair %u: id out of range", i);
