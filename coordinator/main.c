@@ -18,6 +18,7 @@
 
 #include "cli.h"
 #include "cluster.h"
+#include "curve.h"
 #include "model.h"
 #include "parse.h"
 #include "placement.h"
@@ -55,10 +56,13 @@ static void s_usage(FILE *f) {
             "st-run prints for the same flags.\n"
             "\n"
             "cluster\n"
-            "      --nodes URLS       comma-separated node endpoints, e.g. tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
-            "      --cluster FILE     one node per line: URL [NODE_PUBLIC_KEY]; '#' starts a comment\n"
+            "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
+            "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
+            "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
+            "                         starting with '#' are comments\n"
             "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
-            "      --key FILE         the coordinator's CURVE secret key (Z85, from st-keygen)\n"
+            "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
+            "                         .pub in their --allow file)\n"
             "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
             "      --timeout-ms N     deadline of each expert round trip and of HELLO/ASSIGN (default 10000)\n"
             "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
@@ -147,11 +151,12 @@ static st_node_addr_t *s_node_list(const coord_args_t *ca, int *n) {
         }
         char line[1024];
         while (fgets(line, sizeof line, f)) {
-            line[strcspn(line, "#\r\n")] = '\0';
+            line[strcspn(line, "\r\n")] = '\0';
             const char *url = line + strspn(line, " \t");
             size_t ul = strcspn(url, " \t");
             const char *key = url + ul + strspn(url + ul, " \t");
             size_t kl = strcspn(key, " \t");
+            if (*url == '#') continue; /* only a whole line: '#' is also a Z85 character, so keys may hold it */
             if (ul && s_add_node(&v, n, url, ul, key, kl) < 0) {
                 fclose(f);
                 goto fail;
@@ -243,18 +248,7 @@ static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, voi
 }
 
 static int s_load_key(const char *path, char secret[ST_Z85_KEY_LEN + 1], char public[ST_Z85_KEY_LEN + 1]) {
-    FILE *f = fopen(path, "r");
-    char line[128] = "";
-    bool ok = f && fgets(line, sizeof line, f);
-    if (f) fclose(f);
-    line[strcspn(line, " \t\r\n")] = '\0';
-    if (!ok || strlen(line) != ST_Z85_KEY_LEN || zmq_curve_public(public, line) != 0) {
-        fprintf(stderr, PROG ": %s does not hold a Z85 CURVE secret key (make one with st-keygen)\n", path);
-        return -1;
-    }
-    memcpy(secret, line, ST_Z85_KEY_LEN + 1);
-    sodium_memzero(line, sizeof line);
-    return 0;
+    return st_curve_load_secret(path, secret, public) < 0 ? -1 : 0;
 }
 
 /* Connect, HELLO, place, ASSIGN, push. 0 or an exit status. */
@@ -440,6 +434,11 @@ int main(int argc, char **argv) {
     c.addrs = s_node_list(&ca, &c.n_nodes);
     if (!c.addrs) return 2;
 
+    if (ca.nodes && !ca.insecure) {
+        fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
+                        "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
+        return 2;
+    }
     c.m = st_model_load(a.model);
     if (!c.m) {
         free(c.addrs);

@@ -3,7 +3,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "curve.h"
 #include "node.h"
 #include "parse.h"
 #include "st_log.h"
@@ -18,7 +21,7 @@ static void s_on_signal(int sig) {
 
 static void s_usage(FILE *f) {
     fprintf(f,
-            "usage: st-node --listen URL --mem SIZE --store DIR --insecure [options]\n"
+            "usage: st-node --listen URL --mem SIZE --store DIR [--key FILE] (--allow FILE | --insecure) [options]\n"
             "\n"
             "Serves experts of a SmallThinker model to st-coordinator over ZeroMQ.\n"
             "\n"
@@ -29,8 +32,12 @@ static void s_usage(FILE *f) {
             "  -t N           compute threads (default: all %d CPUs)\n"
             "  --batch N      tokens per internal compute step (default 64)\n"
             "  --id NAME      node id reported to the coordinator (default: host name)\n"
-            "  --insecure     plain TCP, no encryption or authentication (required for now:\n"
-            "                 CURVE with --key/--allow comes with the hardening work)\n"
+            "  --key FILE     the node's CURVE secret key (default DIR/node.key, made on first start\n"
+            "                 with DIR/node.pub; the public key is printed, for the coordinator's\n"
+            "                 --cluster file)\n"
+            "  --allow FILE   coordinator public keys this node accepts, one Z85 key per line (from\n"
+            "                 st-keygen's NAME.pub); every other client is refused and logged\n"
+            "  --insecure     plain TCP, no encryption or authentication (logs a warning)\n"
             "  -h, --help     this help\n",
             st_cpu_count());
 }
@@ -44,6 +51,7 @@ static int s_bad(const char *fmt, const char *arg) {
 
 int main(int argc, char **argv) {
     st_node_opts_t o = {.listen = "tcp://*:5555"};
+    const char *key_file = NULL, *allow_file = NULL;
     bool have_mem = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -56,7 +64,8 @@ int main(int argc, char **argv) {
             o.insecure = true;
             continue;
         }
-        static const char *with_value[] = {"--listen", "--store", "--id", "--mem", "-t", "--threads", "--batch"};
+        static const char *with_value[] = {"--listen", "--store", "--id", "--mem", "-t", "--threads", "--batch",
+                                           "--key", "--allow"};
         bool known = false;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++) known |= !strcmp(a, with_value[j]);
         if (!known) return s_bad("unknown option %s", a);
@@ -65,6 +74,8 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--listen")) o.listen = v;
         else if (!strcmp(a, "--store")) o.store_dir = v;
         else if (!strcmp(a, "--id")) o.id = v;
+        else if (!strcmp(a, "--key")) key_file = v;
+        else if (!strcmp(a, "--allow")) allow_file = v;
         else if (!strcmp(a, "--mem")) {
             if (!st_parse_size(v, &o.mem) || o.mem < (16u << 20)) return s_bad("--mem %s: want a size of 16M or more", v);
             have_mem = true;
@@ -78,13 +89,38 @@ int main(int argc, char **argv) {
     }
     if (!have_mem) return s_bad("%s", "--mem SIZE is required");
     if (!o.store_dir) return s_bad("%s", "--store DIR is required");
-    if (!o.insecure) {
-        fprintf(stderr, "st-node: encrypted transport (CURVE, with --key and --allow FILE) is not available yet;\n"
-                        "         pass --insecure to serve over plain TCP on a network you trust\n");
-        return 2;
+    static uint8_t allow[ST_CURVE_MAX_ALLOW][ST_CURVE_KEY_BYTES];
+    if (o.insecure) {
+        if (allow_file || key_file) return s_bad("%s", "--insecure takes no --key or --allow (plain TCP has no keys)");
+        st_log(ST_LOG_WARN, "--insecure: traffic is neither encrypted nor authenticated; anyone who can reach %s "
+               "can use this node", o.listen);
+    } else {
+        if (!allow_file)
+            return s_bad("%s", "refusing to start without --allow FILE (the coordinator public keys to accept, one\n"
+                               "         Z85 key per line, e.g. its st-keygen NAME.pub); pass --insecure to serve plain\n"
+                               "         TCP to anyone on a network you trust");
+        int n_allow = st_curve_load_allow(allow_file, allow, ST_CURVE_MAX_ALLOW);
+        if (n_allow < 0) return 1;
+        o.allow = (const uint8_t(*)[32])allow;
+        o.n_allow = n_allow;
+        char path[4096], pub[ST_CURVE_Z85_LEN + 1];
+        if (!key_file) { /* DIR/node.key, made on first start like an SSH host key */
+            if (snprintf(path, sizeof path, "%s/node.key", o.store_dir) >= (int)sizeof path - 4)
+                return s_bad("%s", "--store path too long");
+            if (access(path, F_OK) != 0) {
+                mkdir(o.store_dir, 0700); /* the store would make it anyway */
+                path[strlen(path) - 4] = '\0'; /* DIR/node */
+                if (st_curve_keygen(path, pub) < 0) return 1;
+                st_log(ST_LOG_INFO, "made a new node key pair: %s.key (secret) and %s.pub", path, path);
+                strcat(path, ".key");
+            }
+            key_file = path;
+        }
+        if (st_curve_load_secret(key_file, o.secret_key, pub) < 0) return 1;
+        printf("node public key %s\n", pub);
+        st_log(ST_LOG_INFO, "CURVE: node public key %s (%s); %d coordinator key%s allowed", pub, key_file, n_allow,
+               n_allow == 1 ? "" : "s");
     }
-    st_log(ST_LOG_WARN, "--insecure: traffic is neither encrypted nor authenticated; anyone who can reach %s can use "
-           "this node", o.listen);
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <malloc.h>
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,9 +34,11 @@
 #include "store.h"
 #include "threadpool.h"
 #include "wire.h"
+#include "zap.h"
 
 #define NODE_HWM 2                 /* messages queued per peer and direction */
 #define NODE_POLL_MS 200           /* longest wait before the stop flag is looked at */
+#define NODE_HB_MS 1000           /* ZMTP heartbeat interval (dead peer after 3) */
 #define NODE_SEND_MS 2000          /* longest wait for a peer to take a reply (then it is dropped) */
 #define NODE_SLACK (4u << 20)      /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
@@ -45,6 +48,7 @@ struct st_node {
     char id[ST_WIRE_MAX_ID + 1];
     char endpoint[256];
     void *zctx, *sock;
+    st_zap_t *zap; /* CURVE: the ZAP handler thread (NULL when --insecure) */
     uint64_t base_rss; /* resident bytes after start-up, before any model */
 
     /* the model: shape and store (from HELLO or ASSIGN) */
@@ -604,14 +608,20 @@ static void s_handle_one(st_node_t *n) {
 
 /* ---- life cycle ---- */
 
-st_node_t *st_node_new(const st_node_opts_t *o) {
+st_node_t *st_node_new(st_node_opts_t *o) {
     if (!o->listen || !o->store_dir || o->mem == 0) {
         st_fail(ST_EINVAL, "--listen, --store and --mem are required");
+        return NULL;
+    }
+    if (!o->insecure && (o->n_allow < 1 || strlen(o->secret_key) != 40)) {
+        st_fail(ST_EINVAL, "CURVE needs the node's secret key and at least one allowed coordinator key");
         return NULL;
     }
     st_node_t *n = calloc(1, sizeof *n);
     if (!n) return NULL;
     n->o = *o;
+    sodium_memzero(n->o.secret_key, sizeof n->o.secret_key); /* the socket keeps its own copy */
+    n->o.allow = NULL;
     if (o->id && *o->id) snprintf(n->id, sizeof n->id, "%s", o->id);
     else if (gethostname(n->id, sizeof n->id - 1)) snprintf(n->id, sizeof n->id, "st-node");
     n->zctx = zmq_ctx_new();
@@ -630,6 +640,27 @@ st_node_t *st_node_new(const st_node_opts_t *o) {
         st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
+    /* ZMTP heartbeats, answered by libzmq's I/O thread even while we compute: a
+     * coordinator that vanishes without closing its connection is dropped */
+    const int hb_ivl = NODE_HB_MS, hb_timeout = 3 * NODE_HB_MS;
+    if (zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+        zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout)) {
+        st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
+        goto fail;
+    }
+    if (!o->insecure) {
+        /* CURVE server; the ZAP handler must be bound before the first client arrives */
+        const int server = 1;
+        n->zap = st_zap_new(n->zctx, n->sock, o->allow, o->n_allow);
+        int rc = !n->zap || zmq_setsockopt(n->sock, ZMQ_CURVE_SERVER, &server, sizeof server) ||
+                 zmq_setsockopt(n->sock, ZMQ_CURVE_SECRETKEY, o->secret_key, 40) ||
+                 zmq_setsockopt(n->sock, ZMQ_ZAP_DOMAIN, "st", 2);
+        sodium_memzero(o->secret_key, sizeof o->secret_key);
+        if (rc) {
+            st_fail(ST_EIO, "CURVE set-up: %s", zmq_strerror(zmq_errno()));
+            goto fail;
+        }
+    }
     if (zmq_bind(n->sock, o->listen)) {
         st_fail(ST_EIO, "cannot listen on %s: %s", o->listen, zmq_strerror(zmq_errno()));
         goto fail;
@@ -647,6 +678,7 @@ void st_node_destroy(st_node_t **np) {
     if (!np || !*np) return;
     st_node_t *n = *np;
     s_teardown_model(n);
+    st_zap_destroy(&n->zap);
     if (n->sock) zmq_close(n->sock);
     if (n->zctx) zmq_ctx_term(n->zctx);
     free(n);
@@ -666,7 +698,8 @@ int st_node_run(st_node_t *n, volatile sig_atomic_t *stop) {
         if (r > 0 && (it.revents & ZMQ_POLLIN)) s_handle_one(n);
         else if (n->q_len) s_load_one(n);
     }
-    st_log(ST_LOG_INFO, "stopping: %llu requests served, %llu refused", (unsigned long long)n->requests,
-           (unsigned long long)n->errors);
+    st_log(ST_LOG_INFO, "stopping: %llu requests served, %llu refused, %llu connections refused",
+           (unsigned long long)n->requests, (unsigned long long)n->errors,
+           (unsigned long long)(n->zap ? st_zap_refused(n->zap) : 0));
     return 0;
 }

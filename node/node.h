@@ -28,13 +28,20 @@ typedef struct {
     int threads;           /* -t: compute threads (0: all CPUs) */
     int batch;             /* tokens per internal compute step (0: 64) */
     const char *id;        /* node id (NULL: host name) */
-    bool insecure;         /* plain TCP (the only transport until CURVE lands) */
+    bool insecure;         /* plain TCP: no encryption, anyone may connect */
+    /* CURVE (when !insecure): the node's key pair and the coordinator keys it
+     * accepts (binary); a ZAP handler refuses every other key and logs it */
+    char secret_key[41];   /* Z85; wiped by st_node_new */
+    const uint8_t (*allow)[32];
+    int n_allow;
 } st_node_opts_t;
 
 typedef struct st_node st_node_t;
 
-/* Binds the socket. NULL on failure (logged). */
-st_node_t *st_node_new(const st_node_opts_t *o);
+/* Binds the socket (with CURVE: starts the ZAP handler thread first, and
+ * wipes the secret key from *o once the socket has it). NULL on failure
+ * (logged). */
+st_node_t *st_node_new(st_node_opts_t *o);
 void st_node_destroy(st_node_t **n);
 /* The endpoint actually bound (with the port chosen for "*"). */
 const char *st_node_endpoint(const st_node_t *n);

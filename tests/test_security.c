@@ -1,0 +1,434 @@
+/* Security of the cluster transport, with real st-node processes on
+ * 127.0.0.1: st-keygen's files, CURVE by default (a node will not start
+ * without --allow or --insecure), a client with an unknown key or in plain
+ * text gets nothing and the node logs the refusal, a tampered shard chunk is
+ * refused and never stored, and no secret key appears in a log or --help.
+ * Every wait has a deadline (the node's "listening on" line, each reply). */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "st_kernels.h"
+#include "st_log.h"
+#include "testutil.h"
+#include "wire.h"
+
+#define BIN ST_BINARY_DIR
+#define DEADLINE_MS 10000
+
+static double s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static char g_dir[64];
+
+static void setup(void) {
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-security-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static pid_t g_node;
+
+static void teardown(void) {
+    if (g_node > 0) kill(g_node, SIGKILL), waitpid(g_node, NULL, 0), g_node = 0;
+    st_test_system("rm -rf '%s'", g_dir);
+}
+
+TestSuite(security, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Whole file as a string ("" when missing). */
+static char *s_slurp(const char *path) {
+    char *s = st_test_read_file(path, NULL);
+    return s ? s : strdup("");
+}
+
+/* One Z85 key from a key file, checked to be exactly one line of 40 characters. */
+static void s_read_key(const char *path, char out[41]) {
+    char *s = st_test_read_file(path, NULL);
+    cr_assert_not_null(s, "%s missing", path);
+    cr_assert_eq(strlen(s), 41, "%s: want one 40-character key and a newline, got %zu bytes", path, strlen(s));
+    cr_assert_eq(s[40], '\n');
+    memcpy(out, s, 40);
+    out[40] = '\0';
+    free(s);
+}
+
+/* ---- a node process ---- */
+
+typedef struct {
+    pid_t pid;
+    char url[128], pub[41], log[256];
+} node_t;
+
+/* Starts st-node with extra args (NULL-terminated) on store DIR/store; waits
+ * for "listening on URL" (and the public key line before it with CURVE).
+ * Returns false when the node exited first (its exit status in *status). */
+static bool s_node_start(node_t *nd, const char *store, const char *const *extra, int *status) {
+    memset(nd, 0, sizeof *nd);
+    snprintf(nd->log, sizeof nd->log, "%s/node.log", g_dir);
+    const char *argv[32] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "64M", "--store", store,
+                            "-t", "1"};
+    int n = 9;
+    for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(out[1], 1);
+        int fd = open(nd->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        close(out[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    nd->pid = g_node = pid;
+    char buf[1024] = "";
+    size_t len = 0;
+    const double deadline = s_now_ms() + DEADLINE_MS;
+    while (!strstr(buf, "listening on ") || !strchr(strstr(buf, "listening on "), '\n')) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        int left = (int)(deadline - s_now_ms());
+        cr_assert_gt(left, 0, "st-node did not start within %d ms", DEADLINE_MS);
+        if (poll(&p, 1, left) <= 0) continue;
+        ssize_t r = read(out[0], buf + len, sizeof buf - 1 - len);
+        if (r <= 0) { /* exited */
+            close(out[0]);
+            int st;
+            waitpid(pid, &st, 0);
+            nd->pid = g_node = 0;
+            *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+            return false;
+        }
+        len += (size_t)r;
+        buf[len] = '\0';
+    }
+    close(out[0]);
+    cr_assert_eq(sscanf(strstr(buf, "listening on "), "listening on %127s", nd->url), 1);
+    const char *k = strstr(buf, "node public key ");
+    if (k) cr_assert_eq(sscanf(k, "node public key %40s", nd->pub), 1);
+    return true;
+}
+
+static void s_node_stop(node_t *nd) {
+    if (nd->pid <= 0) return;
+    kill(nd->pid, SIGTERM);
+    waitpid(nd->pid, NULL, 0);
+    nd->pid = g_node = 0;
+}
+
+/* Polls the node's log for text until the deadline. */
+static bool s_log_has(const node_t *nd, const char *text, int ms) {
+    const double deadline = s_now_ms() + ms;
+    for (;;) {
+        char *s = s_slurp(nd->log);
+        bool found = strstr(s, text) != NULL;
+        free(s);
+        if (found || s_now_ms() > deadline) return found;
+        poll(NULL, 0, 20); /* polling a file for a line, bounded by the deadline */
+    }
+}
+
+/* ---- a client ---- */
+
+typedef struct {
+    void *ctx, *sock;
+    uint64_t next;
+} client_t;
+
+/* A DEALER to url; CURVE when server_pub is set (with the given key pair, or a
+ * fresh one when pub/sec are NULL). */
+static void s_client(client_t *c, const char *url, const char *server_pub, const char *pub, const char *sec) {
+    c->ctx = zmq_ctx_new();
+    c->sock = zmq_socket(c->ctx, ZMQ_DEALER);
+    c->next = 1;
+    cr_assert_eq(st_wire_socket_limits(c->sock, 8 << 20, 100), 0);
+    if (server_pub) {
+        char p[41], s[41];
+        if (!pub) {
+            cr_assert_eq(zmq_curve_keypair(p, s), 0);
+            pub = p, sec = s;
+        }
+        cr_assert_eq(zmq_setsockopt(c->sock, ZMQ_CURVE_SERVERKEY, server_pub, 40), 0);
+        cr_assert_eq(zmq_setsockopt(c->sock, ZMQ_CURVE_PUBLICKEY, pub, 40), 0);
+        cr_assert_eq(zmq_setsockopt(c->sock, ZMQ_CURVE_SECRETKEY, sec, 40), 0);
+    }
+    cr_assert_eq(zmq_connect(c->sock, url), 0);
+}
+
+static void s_client_close(client_t *c) {
+    zmq_close(c->sock);
+    zmq_ctx_term(c->ctx);
+}
+
+/* Sends m (+frame), waits up to ms for the reply; false when none came. */
+static bool s_call(client_t *c, st_wire_msg_t *m, const void *frame, size_t len, st_wire_rx_t *rx, int ms) {
+    m->request_id = c->next++;
+    int t = ms;
+    zmq_setsockopt(c->sock, ZMQ_SNDTIMEO, &t, sizeof t);
+    if (st_wire_send(c->sock, NULL, 0, m, frame, len, 0) != 0) return false; /* no connection: nothing queued */
+    zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+    if (zmq_poll(&it, 1, ms) <= 0) return false;
+    char why[256];
+    cr_assert_eq(st_wire_recv(c->sock, false, rx, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(rx->msg.request_id, m->request_id);
+    return true;
+}
+
+/* A small Q4_0 shape (as in test_wire), experts of random bytes. */
+static st_wire_shape_t s_shape(void) {
+    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2,
+                         .gate_type = ST_TYPE_Q4_0, .up_type = ST_TYPE_Q4_0, .down_type = ST_TYPE_Q4_0};
+    for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) s.model_hash[i] = (uint8_t)(i * 13 + 5);
+    uint64_t sizes[3];
+    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
+    return s;
+}
+
+static st_wire_msg_t s_hello(void) {
+    st_wire_msg_t m = {.type = ST_MSG_HELLO};
+    strcpy(m.hello.coordinator_id, "test");
+    m.hello.shape = s_shape();
+    return m;
+}
+
+/* Starts a CURVE node that allows the key pair DIR/coord.{key,pub}. */
+static void s_curve_node(node_t *nd, char coord_pub[41], char coord_sec[41]) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "%s/coord", g_dir);
+    cr_assert_eq(st_test_system("'%s/st-keygen' '%s' > /dev/null 2>&1", BIN, cmd), 0);
+    char pub_path[300], key_path[300], store[300];
+    snprintf(pub_path, sizeof pub_path, "%s/coord.pub", g_dir);
+    snprintf(key_path, sizeof key_path, "%s/coord.key", g_dir);
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    s_read_key(pub_path, coord_pub);
+    s_read_key(key_path, coord_sec);
+    const char *extra[] = {"--allow", pub_path, NULL};
+    int st;
+    cr_assert(s_node_start(nd, store, extra, &st), "CURVE node did not start (exit %d)", st);
+    cr_assert_eq(strlen(nd->pub), 40, "no public key printed");
+}
+
+/* ---- tests ---- */
+
+Test(security, keygen_writes_a_0600_secret_and_its_public_key) {
+    char base[200], path[300], pub[41], sec[41], derived[41];
+    snprintf(base, sizeof base, "%s/k", g_dir);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "'%s/st-keygen' '%s' > '%s/k.stdout' 2> '%s/k.stderr'", BIN, base, g_dir, g_dir);
+    cr_assert_eq(st_test_system("%s", cmd), 0);
+    snprintf(path, sizeof path, "%s.key", base);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0);
+    cr_assert_eq(sb.st_mode & 0777, 0600, "secret key mode %o", sb.st_mode & 0777);
+    s_read_key(path, sec);
+    snprintf(path, sizeof path, "%s.pub", base);
+    s_read_key(path, pub);
+    cr_assert_eq(zmq_curve_public(derived, sec), 0, "not a Z85 secret key");
+    cr_assert_str_eq(derived, pub, "NAME.pub is not NAME.key's public key");
+    /* the public key is printed; the secret is nowhere in the output */
+    snprintf(path, sizeof path, "%s/k.stdout", g_dir);
+    char *out = s_slurp(path);
+    snprintf(path, sizeof path, "%s/k.stderr", g_dir);
+    char *err = s_slurp(path);
+    cr_assert_not_null(strstr(out, pub));
+    cr_assert_null(strstr(out, sec));
+    cr_assert_null(strstr(err, sec));
+    free(out), free(err);
+    /* never overwritten */
+    cr_assert_neq(st_test_system("'%s/st-keygen' '%s' > /dev/null 2>&1", BIN, base), 0);
+    snprintf(path, sizeof path, "%s.key", base);
+    char again[41];
+    s_read_key(path, again);
+    cr_assert_str_eq(again, sec);
+}
+
+Test(security, node_refuses_to_start_without_allow_or_insecure) {
+    node_t nd;
+    char store[300];
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    const char *extra[] = {NULL};
+    int st = 0;
+    cr_assert_not(s_node_start(&nd, store, extra, &st), "st-node started with neither --allow nor --insecure");
+    cr_assert_neq(st, 0);
+    char *log = s_slurp(nd.log);
+    cr_assert_not_null(strstr(log, "--allow"), "no reason given: %s", log);
+    cr_assert_not_null(strstr(log, "--insecure"), "no way out named: %s", log);
+    free(log);
+}
+
+Test(security, insecure_node_warns_at_every_start) {
+    node_t nd;
+    char store[300];
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    const char *extra[] = {"--insecure", NULL};
+    int st;
+    for (int i = 1; i <= 2; i++) {
+        cr_assert(s_node_start(&nd, store, extra, &st));
+        s_node_stop(&nd);
+        char *log = s_slurp(nd.log);
+        int n = 0;
+        for (const char *p = log; (p = strstr(p, "warn: ")) && strstr(p, "--insecure"); p++)
+            n += strncmp(strstr(p, "warn: "), "warn: ", 6) == 0 && strstr(p, "--insecure") < strchr(p, '\n');
+        cr_assert_geq(n, i, "start %d: no --insecure warning:\n%s", i, log);
+        free(log);
+    }
+}
+
+Test(security, node_key_is_made_once_and_kept) {
+    node_t nd;
+    char coord_pub[41], coord_sec[41], first[41], path[300];
+    s_curve_node(&nd, coord_pub, coord_sec);
+    snprintf(first, sizeof first, "%s", nd.pub);
+    snprintf(path, sizeof path, "%s/store/node.key", g_dir);
+    struct stat sb;
+    cr_assert_eq(stat(path, &sb), 0, "DIR/node.key not made");
+    cr_assert_eq(sb.st_mode & 0777, 0600);
+    char sec[41], pub[41];
+    s_read_key(path, sec);
+    snprintf(path, sizeof path, "%s/store/node.pub", g_dir);
+    s_read_key(path, pub);
+    cr_assert_str_eq(pub, first, "printed key is not DIR/node.pub");
+    s_node_stop(&nd);
+    /* second start: same key; the secret keys are in no log */
+    char allow[300], store[300];
+    snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    const char *extra[] = {"--allow", allow, NULL};
+    int st;
+    cr_assert(s_node_start(&nd, store, extra, &st));
+    cr_assert_str_eq(nd.pub, first);
+    s_node_stop(&nd);
+    char *log = s_slurp(nd.log);
+    cr_assert_null(strstr(log, sec), "the node's secret key is in its log");
+    cr_assert_null(strstr(log, coord_sec));
+    free(log);
+    cr_assert_eq(st_test_system("'%s/st-node' --help | grep -qF '%s'", BIN, sec) == 0, 0);
+}
+
+Test(security, unknown_key_and_plain_text_get_nothing_and_are_logged) {
+    node_t nd;
+    char coord_pub[41], coord_sec[41];
+    s_curve_node(&nd, coord_pub, coord_sec);
+    st_wire_rx_t rx;
+    /* an unknown key, right server key: refused by the ZAP handler */
+    client_t bad;
+    s_client(&bad, nd.url, nd.pub, NULL, NULL);
+    st_wire_msg_t m = s_hello();
+    cr_assert_not(s_call(&bad, &m, NULL, 0, &rx, 1500), "a client with an unknown key got a reply");
+    cr_assert(s_log_has(&nd, "is not on the allow list", 3000), "no refusal in the node's log");
+    s_client_close(&bad);
+    /* plain text: the handshake fails */
+    client_t plain;
+    s_client(&plain, nd.url, NULL, NULL, NULL);
+    m = s_hello();
+    cr_assert_not(s_call(&plain, &m, NULL, 0, &rx, 1500), "a plain-text client got a reply");
+    cr_assert(s_log_has(&nd, "handshake failed", 3000), "no plain-text refusal in the node's log");
+    s_client_close(&plain);
+    /* the allowed key works, with the node's pinned key */
+    client_t good;
+    s_client(&good, nd.url, nd.pub, coord_pub, coord_sec);
+    m = s_hello();
+    cr_assert(s_call(&good, &m, NULL, 0, &rx, DEADLINE_MS), "the allowed coordinator got no reply");
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+    st_wire_rx_clear(&rx);
+    s_client_close(&good);
+    /* the allowed key pair against a wrong server key: nothing either */
+    char other_pub[41], other_sec[41];
+    cr_assert_eq(zmq_curve_keypair(other_pub, other_sec), 0);
+    client_t wrong;
+    s_client(&wrong, nd.url, other_pub, coord_pub, coord_sec);
+    m = s_hello();
+    cr_assert_not(s_call(&wrong, &m, NULL, 0, &rx, 1000), "a client expecting another node key got a reply");
+    s_client_close(&wrong);
+    s_node_stop(&nd);
+}
+
+Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
+    node_t nd;
+    char coord_pub[41], coord_sec[41];
+    s_curve_node(&nd, coord_pub, coord_sec);
+    client_t c;
+    s_client(&c, nd.url, nd.pub, coord_pub, coord_sec);
+    st_wire_rx_t rx;
+    const st_wire_shape_t shape = s_shape();
+    const size_t EB = (size_t)shape.expert_bytes;
+    uint8_t *good = malloc(EB), *bad = malloc(EB);
+    srand(7);
+    for (size_t i = 0; i < EB; i++) good[i] = (uint8_t)rand();
+    memcpy(bad, good, EB);
+    bad[EB / 2] ^= 0x40; /* one flipped bit */
+    st_wire_msg_t m = s_hello();
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+    st_wire_rx_clear(&rx);
+    st_wire_ref_t ref = {.layer = 1, .expert = 2, .has_hash = true};
+    st_wire_hash(good, EB, ref.hash);
+    m = (st_wire_msg_t){.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = shape, .n_experts = 1, .experts = &ref};
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_ASSIGN_ACK);
+    cr_assert_eq(rx.msg.assign_ack.n_missing, 1);
+    st_wire_rx_clear(&rx);
+    /* 1: tampered in flight: the chunk does not match its own hash */
+    m = (st_wire_msg_t){.type = ST_MSG_SHARD_PUT};
+    m.shard_put = (st_wire_shard_put_t){.layer = 1, .expert = 2, .offset = 0, .total = EB};
+    st_wire_hash(good, EB, m.shard_put.chunk_hash);
+    cr_assert(s_call(&c, &m, bad, EB, &rx, DEADLINE_MS));
+    cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.ok, "a chunk that fails its hash was accepted");
+    cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.complete);
+    st_wire_rx_clear(&rx);
+    /* 2: consistent chunk hash, but not the expert the assignment names */
+    st_wire_hash(bad, EB, m.shard_put.chunk_hash);
+    cr_assert(s_call(&c, &m, bad, EB, &rx, DEADLINE_MS));
+    cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.ok, "an expert with the wrong hash was accepted");
+    cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.complete);
+    st_wire_rx_clear(&rx);
+    cr_assert(s_log_has(&nd, "rejected", 3000), "no log line for the refused shard");
+    /* not stored: the node holds nothing, now and after a restart */
+    m = s_hello();
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+    cr_assert_eq(rx.msg.inventory.n_held, 0, "a tampered expert is in the store");
+    st_wire_rx_clear(&rx);
+    /* the genuine bytes are accepted: the refusals were about the bytes */
+    st_wire_hash(good, EB, m.shard_put.chunk_hash);
+    m = (st_wire_msg_t){.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = shape, .n_experts = 1, .experts = &ref};
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    st_wire_rx_clear(&rx);
+    m = (st_wire_msg_t){.type = ST_MSG_SHARD_PUT};
+    m.shard_put = (st_wire_shard_put_t){.layer = 1, .expert = 2, .offset = 0, .total = EB};
+    st_wire_hash(good, EB, m.shard_put.chunk_hash);
+    cr_assert(s_call(&c, &m, good, EB, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
+    cr_assert(rx.msg.shard_ack.ok && rx.msg.shard_ack.complete);
+    st_wire_rx_clear(&rx);
+    s_client_close(&c);
+    s_node_stop(&nd);
+    free(good), free(bad);
+}
+
+Test(security, coordinator_wants_keys_unless_insecure) {
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x 2>&1 | "
+             "grep -q 'insecure'", BIN);
+    cr_assert_eq(st_test_system("%s", cmd), 0, "--nodes without --insecure is not refused with a reason");
+    cr_assert_neq(st_test_system("'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x "
+                                 "> /dev/null 2>&1", BIN), 0);
+}
