@@ -431,9 +431,6 @@ int main(int argc, char **argv) {
         return 1;
     }
     coord_t c = {.ca = &ca, .a = &a};
-    c.addrs = s_node_list(&ca, &c.n_nodes);
-    if (!c.addrs) return 2;
-
     if (ca.nodes && !ca.insecure) {
         fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
                         "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
@@ -442,6 +439,9 @@ int main(int argc, char **argv) {
     c.m = st_model_load(a.model);
     if (!c.m) {
         free(c.addrs);
+    c.addrs = s_node_list(&ca, &c.n_nodes);
+    if (!c.addrs) return 2;
+
         return 1;
     }
     char desc[512];
