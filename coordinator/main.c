@@ -153,10 +153,10 @@ static st_node_addr_t *s_node_list(const coord_args_t *ca, int *n) {
         while (fgets(line, sizeof line, f)) {
             line[strcspn(line, "\r\n")] = '\0';
             const char *url = line + strspn(line, " \t");
+            if (*url == '#') continue; /* only a whole line: '#' is also a Z85 character, so keys may hold it */
             size_t ul = strcspn(url, " \t");
             const char *key = url + ul + strspn(url + ul, " \t");
             size_t kl = strcspn(key, " \t");
-            if (*url == '#') continue; /* only a whole line: '#' is also a Z85 character, so keys may hold it */
             if (ul && s_add_node(&v, n, url, ul, key, kl) < 0) {
                 fclose(f);
                 goto fail;
@@ -436,12 +436,12 @@ int main(int argc, char **argv) {
                         "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
         return 2;
     }
-    c.m = st_model_load(a.model);
-    if (!c.m) {
-        free(c.addrs);
     c.addrs = s_node_list(&ca, &c.n_nodes);
     if (!c.addrs) return 2;
 
+    c.m = st_model_load(a.model);
+    if (!c.m) {
+        free(c.addrs);
         return 1;
     }
     char desc[512];

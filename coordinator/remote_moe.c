@@ -646,3 +646,11 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
             t->wait_ms_decode / T);
 }
+
+st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node) {
+    st_remote_node_totals_t t = {0};
+    if (node < 0 || node >= r->N) return t;
+    const node_acc_t *d = &r->dec[node], *p = &r->pre[node];
+    t = (st_remote_node_totals_t){d->rt + p->rt, d->us + p->us, d->hits + p->hits, d->misses + p->misses};
+    return t;
+}

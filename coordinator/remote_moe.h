@@ -96,4 +96,12 @@ const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 /* Routing counts so far: n_layer x n_expert (token, expert) selections. */
 const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r);
 
+/* One node's totals over closed steps (prefill and decode): round trips,
+ * node compute time, expert cache hits and misses it reported (the HTTP
+ * server's cluster view and /metrics). Zeros for a bad node index. */
+typedef struct {
+    uint64_t round_trips, compute_us, cache_hits, cache_misses;
+} st_remote_node_totals_t;
+st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node);
+
 #endif

@@ -33,7 +33,12 @@ void st_cli_usage_options(FILE *f) {
             "      --json             print {\"prompt_tokens\",\"generated_tokens\",\"text\"} instead of streaming\n"
             "      --logits-out FILE  write float32 LE logits [n_prompt x n_vocab], one row per prompt position\n"
             "      --no-special       do not parse special-token text in the prompt\n"
-            "      --stats            print timings and expert statistics to stderr\n",
+            "      --stats            print timings and expert statistics to stderr\n"
+            "      --http HOST:PORT   serve the OpenAI-compatible HTTP API and web chat instead of a one-shot run\n"
+            "                         (e.g. 127.0.0.1:8080; a non-loopback address needs --api-key)\n"
+            "      --api-key KEY      bearer token the HTTP API requires (default: none, loopback only)\n"
+            "      --parallel N       --http: sequences decoded together (default 8)\n"
+            "      --queue N          --http: requests waiting for a free sequence at most (default 64)\n",
             st_cpu_count());
 }
 
@@ -44,7 +49,8 @@ void st_cli_usage_tail(FILE *f) {
 }
 
 enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_SEED,
-       OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS };
+       OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS, OPT_HTTP, OPT_API_KEY,
+       OPT_PARALLEL, OPT_QUEUE };
 
 static const struct option s_opts[] = {
     {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
@@ -57,7 +63,9 @@ static const struct option s_opts[] = {
     {"ctx", required_argument, 0, OPT_CTX}, {"batch", required_argument, 0, OPT_BATCH},
     {"kv-type", required_argument, 0, OPT_KV}, {"json", no_argument, 0, OPT_JSON},
     {"logits-out", required_argument, 0, OPT_LOGITS}, {"no-special", no_argument, 0, OPT_NOSPECIAL},
-    {"stats", no_argument, 0, OPT_STATS},   {"verbose", no_argument, 0, 'v'},
+    {"stats", no_argument, 0, OPT_STATS},   {"http", required_argument, 0, OPT_HTTP},
+    {"api-key", required_argument, 0, OPT_API_KEY}, {"parallel", required_argument, 0, OPT_PARALLEL},
+    {"queue", required_argument, 0, OPT_QUEUE}, {"verbose", no_argument, 0, 'v'},
     {"help", no_argument, 0, 'h'}};
 #define N_OPTS (sizeof s_opts / sizeof s_opts[0])
 
@@ -83,6 +91,8 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
     a->sp.top_p = 0.95f;
     a->sp.min_p = 0.0f;
     a->sp.seed = 42;
+    a->parallel = 8;
+    a->queue = 64;
     double d;
     long l;
     int c, rc = 0;
@@ -114,6 +124,10 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_LOGITS: a->logits_out = optarg; break;
         case OPT_NOSPECIAL: a->no_special = true; break;
         case OPT_STATS: a->stats = true; break;
+        case OPT_HTTP: a->http = optarg; break;
+        case OPT_API_KEY: a->api_key = optarg; break;
+        case OPT_PARALLEL: if (!st_parse_int(optarg, 1, 256, &a->parallel)) rc = s_bad(prog, "--parallel", optarg); break;
+        case OPT_QUEUE: if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg); break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h':
             free(opts);
@@ -143,6 +157,7 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         fprintf(stderr, "%s: -m MODEL is required (see --help)\n", prog);
         return 2;
     }
+    if (a->http && !a->prompt && !a->prompt_file && !a->tokens) return 0; /* serve */
     if (!!a->prompt + !!a->prompt_file + !!a->tokens != 1) {
         fprintf(stderr, "%s: give exactly one of -p TEXT, -f FILE, --tokens IDS\n", prog);
         return 2;
@@ -249,6 +264,10 @@ static int32_t *s_prompt_tokens(const char *prog, const st_cli_args_t *a, const 
 }
 
 int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, const st_cli_hooks_t *h) {
+    if (a->http && !a->prompt && !a->prompt_file && !a->tokens) {
+        fprintf(stderr, "%s: this build has no HTTP server (install libmicrohttpd-dev and rebuild)\n", prog);
+        return 1;
+    }
     int n_prompt = 0, rc;
     int32_t *prompt = s_prompt_tokens(prog, a, m, &n_prompt);
     int status = 1;

@@ -19,8 +19,10 @@
 
 typedef struct {
     const char *model, *prompt, *prompt_file, *tokens, *system, *logits_out;
+    const char *http, *api_key; /* --http HOST:PORT serves instead of a one-shot run (server/) */
     bool chat, json, no_special, stats;
     long n_predict, threads, ctx, batch;
+    long parallel, queue; /* --http: sequences decoded together, requests waiting at most */
     st_type_t kv_type;
     st_sampler_params_t sp;
 } st_cli_args_t;
@@ -37,11 +39,13 @@ typedef struct {
 } st_cli_extra_t;
 
 /* Parses argv into a (defaults first). prog names the program in messages;
- * extra may be NULL (st-run). --help prints usage and exits 0. Returns 0, or
+ * extra may be NULL (st-run). With --http no prompt is needed (a->http set,
+ * a->n_predict stays -1 unless -n is given: the API's default max_tokens). --help prints usage and exits 0. Returns 0, or
  * 2 after printing why the command line is wrong. */
 int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, const st_cli_extra_t *extra);
 
-/* The shared option lines of --help (from -m to --stats), and the closing
+/* The shared option lines of --help (from -m to --stats, then the --http
+ * serving options), and the closing
  * -v/-h lines, as st-run prints them. */
 void st_cli_usage_options(FILE *f);
 void st_cli_usage_tail(FILE *f);

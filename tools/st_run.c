@@ -8,6 +8,9 @@
 #include "cli.h"
 #include "model.h"
 #include "st_log.h"
+#ifdef ST_HAVE_SERVER
+#include "server.h"
+#endif
 
 static void s_usage(FILE *f) {
     fprintf(f,
@@ -31,7 +34,13 @@ int main(int argc, char **argv) {
     st_model_describe(m, desc, sizeof desc);
     st_log(ST_LOG_INFO, "%s", desc);
 
-    int status = st_cli_run("st-run", &a, m, NULL);
+    int status;
+#ifdef ST_HAVE_SERVER
+    if (a.http && !a.prompt && !a.prompt_file && !a.tokens) /* serve the HTTP API (server/) */
+        status = st_server_main("st-run", &a, m, NULL, NULL);
+    else
+#endif
+        status = st_cli_run("st-run", &a, m, NULL);
     st_model_destroy(&m);
     return status;
 }

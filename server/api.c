@@ -1,0 +1,339 @@
+/* api: the OpenAI request and response formats, checked field by field.
+ *
+ * A body is parsed with cJSON; each known field must have its type and range
+ * or the request fails with 400 and an OpenAI-style error object naming the
+ * field (unknown fields are ignored, as OpenAI's own server does for
+ * compatible clients). A chat becomes a ChatML prompt: one user message
+ * exactly as `st-run --chat -p TEXT` wraps it (st_chatml_prompt), several
+ * messages as ChatML turns of all of them, then the assistant prompt.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "generate.h"
+#include "server_internal.h"
+#include "st_log.h"
+#include "tokenizer.h"
+
+char *st_api_error(const char *type, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    char *clean = st_utf8_sanitize(msg, strlen(msg));
+    cJSON *o = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(o, "error");
+    cJSON_AddStringToObject(e, "message", clean ? clean : "error");
+    cJSON_AddStringToObject(e, "type", type);
+    cJSON_AddNullToObject(e, "code");
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    free(clean);
+    return s;
+}
+
+#define BAD(...) (*err = st_api_error("invalid_request_error", __VA_ARGS__), 400)
+
+/* Number field: absent -> 1 (keep default), ok -> 0 with *v, wrong -> -1. */
+static int s_num(const cJSON *o, const char *name, double lo, double hi, bool integer, double *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return 1;
+    if (!cJSON_IsNumber(x) || !isfinite(x->valuedouble) || x->valuedouble < lo || x->valuedouble > hi) return -1;
+    if (integer && x->valuedouble != floor(x->valuedouble)) return -1;
+    *v = x->valuedouble;
+    return 0;
+}
+
+/* Text of a message's content: a string, or an array of {type:"text", text}. */
+static int s_content(const cJSON *c, char **out) {
+    if (cJSON_IsString(c)) return (*out = strdup(c->valuestring)) ? 0 : -1;
+    if (cJSON_IsNull(c)) return (*out = strdup("")) ? 0 : -1;
+    if (!cJSON_IsArray(c)) return -1;
+    size_t len = 1;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, c) {
+        const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
+        if (!cJSON_IsObject(p) || !cJSON_IsString(t)) return -1;
+        len += strlen(t->valuestring);
+    }
+    if (!(*out = calloc(1, len))) return -1;
+    cJSON_ArrayForEach(p, c) strcat(*out, cJSON_GetObjectItemCaseSensitive(p, "text")->valuestring);
+    return 0;
+}
+
+static char *s_chat_prompt(const cJSON *msgs, char **err, int *status) {
+    int n = cJSON_GetArraySize(msgs);
+    if (!cJSON_IsArray(msgs) || n < 1) return *status = BAD("'messages' must be a non-empty array"), NULL;
+    size_t cap = 64, len = 0;
+    char *s = malloc(cap);
+    const cJSON *msg;
+    int i = 0;
+    char *single = NULL;
+    cJSON_ArrayForEach(msg, msgs) {
+        const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
+        char *text = NULL;
+        if (!cJSON_IsObject(msg) || !cJSON_IsString(role) ||
+            s_content(cJSON_GetObjectItemCaseSensitive(msg, "content"), &text) < 0) {
+            free(s);
+            *status = BAD("messages[%d] needs a string 'role' and a string (or text parts) 'content'", i);
+            return NULL;
+        }
+        const char *r = role->valuestring;
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "developer")) {
+            free(s);
+            free(text);
+            *status = BAD("messages[%d].role '%.40s' is not system, developer, user or assistant", i, r);
+            return NULL;
+        }
+        if (!strcmp(r, "developer")) r = "system";
+        if (n == 1 && !strcmp(r, "user")) single = strdup(text);
+        size_t need = len + strlen(r) + strlen(text) + 64;
+        if (need > cap) {
+            char *ns = realloc(s, need * 2);
+            if (!ns) {
+                free(text);
+                break;
+            }
+            s = ns;
+            cap = need * 2;
+        }
+        len += (size_t)snprintf(s + len, cap - len, "<|im_start|>%s\n%s<|im_end|>\n", r, text);
+        free(text);
+        i++;
+    }
+    if (single) { /* exactly what st-run --chat -p TEXT runs */
+        free(s);
+        s = st_chatml_prompt(NULL, single);
+        free(single);
+        return s;
+    }
+    char *ns = realloc(s, len + 32);
+    if (!ns) {
+        free(s);
+        return NULL;
+    }
+    strcpy(ns + len, "<|im_start|>assistant\n");
+    return ns;
+}
+
+int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size_t blen, st_api_req_t *out,
+                 char **err) {
+    memset(out, 0, sizeof *out);
+    out->kind = kind;
+    out->job.sp = api->sp;
+    *err = NULL;
+    cJSON *o = cJSON_ParseWithLength(body, blen);
+    if (!o) return BAD("the body is not valid JSON");
+    int status = 0;
+    char *text = NULL;
+    double v;
+    if (!cJSON_IsObject(o)) {
+        status = BAD("the body must be a JSON object");
+        goto out;
+    }
+    const cJSON *x;
+#define FIELD_NUM(name, lo, hi, integer, dst)                                                                \
+    switch (s_num(o, name, lo, hi, integer, &v)) {                                                           \
+    case 0: dst; break;                                                                                      \
+    case -1: status = BAD("'%s' must be %s in [%g, %g]", name, integer ? "an integer" : "a number", (double)(lo), \
+                          (double)(hi));                                                                     \
+        goto out;                                                                                            \
+    }
+    int max_tokens = api->default_max_tokens;
+    FIELD_NUM("max_tokens", 1, 1 << 24, true, max_tokens = (int)v);
+    FIELD_NUM("max_completion_tokens", 1, 1 << 24, true, max_tokens = (int)v);
+    FIELD_NUM("temperature", 0, 100, false, out->job.sp.temp = (float)v);
+    FIELD_NUM("top_p", 0, 1, false, out->job.sp.top_p = v > 0 ? (float)v : 1e-6f);
+    FIELD_NUM("top_k", 0, 1 << 24, true, out->job.sp.top_k = (int)v);
+    FIELD_NUM("min_p", 0, 1, false, out->job.sp.min_p = (float)v);
+    FIELD_NUM("repeat_penalty", 0.001, 100, false, out->job.sp.repeat_penalty = (float)v);
+    FIELD_NUM("seed", 0, 9007199254740991.0, true, out->job.sp.seed = (uint64_t)v);
+    FIELD_NUM("presence_penalty", -2, 2, false, (void)v); /* accepted, not applied */
+    FIELD_NUM("frequency_penalty", -2, 2, false, (void)v);
+    FIELD_NUM("n", 1, 1, true, (void)v);
+    if ((x = cJSON_GetObjectItemCaseSensitive(o, "stream")) && !cJSON_IsNull(x)) {
+        if (!cJSON_IsBool(x)) {
+            status = BAD("'stream' must be a boolean");
+            goto out;
+        }
+        out->stream = cJSON_IsTrue(x);
+    }
+    if ((x = cJSON_GetObjectItemCaseSensitive(o, "stream_options")) && !cJSON_IsNull(x)) {
+        const cJSON *u = cJSON_GetObjectItemCaseSensitive(x, "include_usage");
+        if (!cJSON_IsObject(x) || (u && !cJSON_IsBool(u))) {
+            status = BAD("'stream_options' must be an object with a boolean 'include_usage'");
+            goto out;
+        }
+        out->include_usage = cJSON_IsTrue(u);
+    }
+    if ((x = cJSON_GetObjectItemCaseSensitive(o, "model")) && !cJSON_IsNull(x) && !cJSON_IsString(x)) {
+        status = BAD("'model' must be a string");
+        goto out;
+    }
+    if ((x = cJSON_GetObjectItemCaseSensitive(o, "stop")) && !cJSON_IsNull(x)) {
+        const cJSON *one = x, *e;
+        if (cJSON_IsArray(x) && cJSON_GetArraySize(x) > ST_SERVER_MAX_STOP) one = NULL;
+        else if (cJSON_IsArray(x)) cJSON_ArrayForEach(e, x) if (!cJSON_IsString(e)) one = NULL;
+        if (!one || !(cJSON_IsString(x) || cJSON_IsArray(x))) {
+            status = BAD("'stop' must be a string or an array of at most %d strings", ST_SERVER_MAX_STOP);
+            goto out;
+        }
+        const cJSON *list = cJSON_IsString(x) ? NULL : x;
+        for (e = list ? list->child : x; e; e = list ? e->next : NULL) {
+            size_t sl = strlen(e->valuestring);
+            if (sl == 0) continue;
+            if (sl > ST_SERVER_MAX_STOP_LEN) {
+                status = BAD("a stop string is longer than %d bytes", ST_SERVER_MAX_STOP_LEN);
+                goto out;
+            }
+            out->job.stop[out->job.n_stop++] = strdup(e->valuestring);
+        }
+    }
+    if (kind == ST_API_CHAT) {
+        text = s_chat_prompt(cJSON_GetObjectItemCaseSensitive(o, "messages"), err, &status);
+        if (!text) {
+            if (!status) status = 500, *err = st_api_error("server_error", "no memory");
+            goto out;
+        }
+    } else {
+        x = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+        if (cJSON_IsArray(x) && cJSON_GetArraySize(x) == 1) x = x->child;
+        if (!cJSON_IsString(x)) {
+            status = BAD("'prompt' must be a string (or an array of one string)");
+            goto out;
+        }
+        text = strdup(x->valuestring);
+    }
+    if (!api->m->tok) {
+        status = 400, *err = st_api_error("invalid_request_error", "the model has no tokenizer");
+        goto out;
+    }
+    int n = st_tokenize(api->m->tok, text, strlen(text), true, NULL, 0);
+    if (n < 1) {
+        status = BAD("the prompt is empty");
+        goto out;
+    }
+    if (n >= api->n_ctx) {
+        status = BAD("the prompt has %d tokens; the context holds %d", n, api->n_ctx);
+        goto out;
+    }
+    out->job.prompt = malloc((size_t)n * sizeof(int32_t));
+    if (!out->job.prompt || st_tokenize(api->m->tok, text, strlen(text), true, out->job.prompt, n) != n) {
+        status = 500, *err = st_api_error("server_error", "tokenization failed");
+        goto out;
+    }
+    out->job.n_prompt = n;
+    if (max_tokens <= 0) max_tokens = api->n_ctx - n;
+    if (n + max_tokens > api->n_ctx) {
+        status = BAD("prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens", n, max_tokens,
+                     api->n_ctx);
+        goto out;
+    }
+    out->job.max_tokens = max_tokens;
+out:
+    free(text);
+    cJSON_Delete(o);
+    if (status) st_api_req_free(out);
+    return status;
+}
+
+void st_api_req_free(st_api_req_t *r) {
+    free(r->job.prompt);
+    r->job.prompt = NULL;
+    for (int i = 0; i < r->job.n_stop; i++) free(r->job.stop[i]);
+    r->job.n_stop = 0;
+}
+
+static cJSON *s_usage(const st_req_out_t *o) {
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", o->n_prompt);
+    cJSON_AddNumberToObject(u, "completion_tokens", o->n_generated);
+    cJSON_AddNumberToObject(u, "total_tokens", o->n_prompt + o->n_generated);
+    return u;
+}
+
+static const char *s_finish(const st_req_out_t *o) {
+    return o->finish && !strcmp(o->finish, "length") ? "length" : o->finish && !strcmp(o->finish, "stop") ? "stop"
+                                                                                                        : "error";
+}
+
+static cJSON *s_head(const st_api_t *api, const st_api_req_t *r, const char *id, bool chunk) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "id", id);
+    cJSON_AddStringToObject(o, "object",
+                            r->kind == ST_API_CHAT ? (chunk ? "chat.completion.chunk" : "chat.completion")
+                                                   : "text_completion");
+    cJSON_AddNumberToObject(o, "created", (double)time(NULL));
+    cJSON_AddStringToObject(o, "model", api->model_name);
+    return o;
+}
+
+char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text,
+                      const st_req_out_t *f) {
+    cJSON *o = s_head(api, r, id, false);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(ch, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (r->kind == ST_API_CHAT) {
+        cJSON *msg = cJSON_AddObjectToObject(c, "message");
+        cJSON_AddStringToObject(msg, "role", "assistant");
+        cJSON_AddStringToObject(msg, "content", text);
+    } else {
+        cJSON_AddStringToObject(c, "text", text);
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    cJSON_AddStringToObject(c, "finish_reason", s_finish(f));
+    cJSON_AddItemToObject(o, "usage", s_usage(f));
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}
+
+char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
+                   const st_req_out_t *f) {
+    cJSON *o = s_head(api, r, id, true);
+    cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
+    cJSON_AddItemToArray(ch, c);
+    cJSON_AddNumberToObject(c, "index", 0);
+    if (r->kind == ST_API_CHAT) {
+        cJSON *d = cJSON_AddObjectToObject(c, "delta");
+        if (role) cJSON_AddStringToObject(d, "role", "assistant");
+        if (text) cJSON_AddStringToObject(d, "content", text);
+    } else {
+        cJSON_AddStringToObject(c, "text", text ? text : "");
+        cJSON_AddNullToObject(c, "logprobs");
+    }
+    if (f) {
+        cJSON_AddStringToObject(c, "finish_reason", s_finish(f));
+        cJSON_AddItemToObject(o, "usage", s_usage(f));
+    } else {
+        cJSON_AddNullToObject(c, "finish_reason");
+    }
+    char *j = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!j) return NULL;
+    size_t n = strlen(j) + 16;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "data: %s\n\n", j);
+    free(j);
+    return s;
+}
+
+char *st_api_models(const st_api_t *api) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "object", "list");
+    cJSON *d = cJSON_AddArrayToObject(o, "data"), *m = cJSON_CreateObject();
+    cJSON_AddItemToArray(d, m);
+    cJSON_AddStringToObject(m, "id", api->model_name);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "st-cluster");
+    cJSON_AddNumberToObject(m, "context_length", api->n_ctx);
+    char *s = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return s;
+}

@@ -1,0 +1,174 @@
+/* metrics: what the server reports about itself. /metrics is Prometheus'
+ * text format (counters end in _total, one HELP/TYPE pair per family);
+ * /health is JSON for people and the web chat's cluster view. Both read the
+ * scheduler's counters and the latest cluster view (a JSON array the
+ * scheduler thread refreshes, see server.h), so no HTTP thread touches the
+ * cluster's sockets. Per-node series take every numeric field of a node
+ * object that this table names.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "server_internal.h"
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} out_t;
+
+__attribute__((format(printf, 2, 3))) static void s_put(out_t *o, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(o->p ? o->p + o->len : NULL, o->p ? o->cap - o->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) return;
+        if (o->p && o->len + (size_t)n < o->cap) {
+            o->len += (size_t)n;
+            return;
+        }
+        size_t cap = (o->cap + (size_t)n + 1) * 2;
+        char *p = realloc(o->p, cap);
+        if (!p) return;
+        o->p = p;
+        o->cap = cap;
+    }
+}
+
+static void s_family(out_t *o, const char *name, const char *type, const char *help) {
+    s_put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+void st_metrics_memory(uint64_t *rss, uint64_t *peak) {
+    *rss = *peak = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return;
+    char line[256];
+    unsigned long long kb;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) *rss = kb * 1024;
+        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) *peak = kb * 1024;
+    }
+    fclose(f);
+}
+
+/* node object field -> metric */
+static const struct {
+    const char *field, *metric, *type, *help;
+} s_node_series[] = {
+    {"up", "st_node_up", "gauge", "1 while the node answers, 0 once it was marked down"},
+    {"mem_budget", "st_node_memory_budget_bytes", "gauge", "RAM budget the node announced (--mem)"},
+    {"expert_bytes", "st_node_expert_bytes", "gauge", "bytes of the experts placed on the node"},
+    {"experts", "st_node_experts", "gauge", "(layer, expert) pairs placed on the node"},
+    {"pinned", "st_node_experts_pinned", "gauge", "experts the node keeps pinned in RAM"},
+    {"requests", "st_node_requests_total", "counter", "round trips sent to the node"},
+    {"rtt_ms", "st_node_round_trip_ms", "gauge", "mean round-trip latency of expert requests (ms)"},
+    {"compute_ms", "st_node_compute_ms", "gauge", "mean compute time the node reports per request (ms)"},
+    {"bytes_out", "st_node_bytes_sent_total", "counter", "bytes sent to the node"},
+    {"bytes_in", "st_node_bytes_received_total", "counter", "bytes received from the node"},
+    {"timeouts", "st_node_timeouts_total", "counter", "requests to the node that passed their deadline"},
+    {"errors", "st_node_errors_total", "counter", "ERROR replies from the node"},
+    {"cache_hits", "st_node_cache_hits_total", "counter", "expert lookups served from the node's RAM cache"},
+    {"cache_misses", "st_node_cache_misses_total", "counter", "expert lookups the node loaded from its store"},
+    {"hit_rate", "st_node_cache_hit_rate", "gauge", "share of expert lookups served from RAM"},
+};
+
+char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
+    st_sched_stats_t st;
+    st_sched_stats(s, &st);
+    out_t o = {0};
+    s_family(&o, "st_http_requests_total", "counter", "HTTP requests answered, by status class");
+    static const char *cls[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+    for (int i = 0; i < 5; i++) s_put(&o, "st_http_requests_total{code=\"%s\"} %llu\n", cls[i], (unsigned long long)http[i]);
+    s_family(&o, "st_requests_total", "counter", "generation requests by outcome");
+    s_put(&o, "st_requests_total{outcome=\"done\"} %llu\n", (unsigned long long)st.requests_done);
+    s_put(&o, "st_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)st.requests_failed);
+    s_put(&o, "st_requests_total{outcome=\"rejected\"} %llu\n", (unsigned long long)st.requests_rejected);
+    s_put(&o, "st_requests_total{outcome=\"cancelled\"} %llu\n", (unsigned long long)st.requests_cancelled);
+    s_family(&o, "st_queue_length", "gauge", "requests waiting for a free sequence");
+    s_put(&o, "st_queue_length %d\n", st.queued);
+    s_family(&o, "st_queue_limit", "gauge", "requests that may wait (--queue)");
+    s_put(&o, "st_queue_limit %d\n", st.queue_max);
+    s_family(&o, "st_sequences_active", "gauge", "sequences being decoded");
+    s_put(&o, "st_sequences_active %d\n", st.active);
+    s_family(&o, "st_sequences_max", "gauge", "sequences decoded together at most (--parallel)");
+    s_put(&o, "st_sequences_max %d\n", st.parallel);
+    s_family(&o, "st_prompt_tokens_total", "counter", "prompt tokens prefilled");
+    s_put(&o, "st_prompt_tokens_total %llu\n", (unsigned long long)st.prompt_tokens);
+    s_family(&o, "st_generated_tokens_total", "counter", "tokens generated");
+    s_put(&o, "st_generated_tokens_total %llu\n", (unsigned long long)st.generated_tokens);
+    s_family(&o, "st_tokens_per_second", "gauge", "tokens generated per second over the last 10 s");
+    s_put(&o, "st_tokens_per_second %.3f\n", st.tokens_per_s);
+    s_family(&o, "st_batch_steps_total", "counter", "batched decode steps");
+    s_put(&o, "st_batch_steps_total %llu\n", (unsigned long long)st.batch_steps);
+    s_family(&o, "st_batch_sequences_total", "counter", "sequences over all batched decode steps");
+    s_put(&o, "st_batch_sequences_total %llu\n", (unsigned long long)st.batch_seqs);
+    s_family(&o, "st_time_to_first_token_seconds", "histogram", "from request to first generated token");
+    for (int b = 0; b < 8; b++)
+        s_put(&o, "st_time_to_first_token_seconds_bucket{le=\"%g\"} %llu\n", st_sched_ttft_bounds[b],
+              (unsigned long long)st.ttft_bucket[b]);
+    s_put(&o, "st_time_to_first_token_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)st.ttft_count);
+    s_put(&o, "st_time_to_first_token_seconds_sum %.6f\n", st.ttft_sum_s);
+    s_put(&o, "st_time_to_first_token_seconds_count %llu\n", (unsigned long long)st.ttft_count);
+    uint64_t rss, peak;
+    st_metrics_memory(&rss, &peak);
+    s_family(&o, "st_process_resident_memory_bytes", "gauge", "resident memory of this process");
+    s_put(&o, "st_process_resident_memory_bytes %llu\n", (unsigned long long)rss);
+    s_family(&o, "st_process_peak_resident_memory_bytes", "gauge", "peak resident memory of this process");
+    s_put(&o, "st_process_peak_resident_memory_bytes %llu\n", (unsigned long long)peak);
+
+    char *nj = st_sched_nodes_json(s);
+    cJSON *nodes = nj ? cJSON_Parse(nj) : NULL;
+    free(nj);
+    for (size_t k = 0; k < sizeof s_node_series / sizeof s_node_series[0]; k++) {
+        bool head = false;
+        const cJSON *n;
+        cJSON_ArrayForEach(n, nodes) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(n, s_node_series[k].field);
+            const cJSON *url = cJSON_GetObjectItemCaseSensitive(n, "url");
+            if (!cJSON_IsNumber(v) && !cJSON_IsBool(v)) continue;
+            if (!head) s_family(&o, s_node_series[k].metric, s_node_series[k].type, s_node_series[k].help);
+            head = true;
+            double x = cJSON_IsBool(v) ? cJSON_IsTrue(v) : v->valuedouble;
+            s_put(&o, "%s{node=\"%s\"} %.17g\n", s_node_series[k].metric,
+                  cJSON_IsString(url) ? url->valuestring : "?", x);
+        }
+    }
+    cJSON_Delete(nodes);
+    return o.p;
+}
+
+char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) {
+    st_sched_stats_t st;
+    st_sched_stats(s, &st);
+    cJSON *o = cJSON_CreateObject();
+    char *nj = st_sched_nodes_json(s);
+    cJSON *nodes = nj ? cJSON_Parse(nj) : NULL;
+    free(nj);
+    if (!nodes) nodes = cJSON_CreateArray();
+    int n_up = 0, n = cJSON_GetArraySize(nodes);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, nodes) n_up += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "up"));
+    cJSON_AddStringToObject(o, "status", n == 0 || n_up == n ? "ok" : n_up > 0 ? "degraded" : "fallback");
+    cJSON_AddStringToObject(o, "mode", n ? "cluster" : "single");
+    cJSON_AddStringToObject(o, "model", model_name);
+    cJSON_AddNumberToObject(o, "uptime_s", uptime_s);
+    cJSON_AddNumberToObject(o, "queued", st.queued);
+    cJSON_AddNumberToObject(o, "active", st.active);
+    cJSON_AddNumberToObject(o, "parallel", st.parallel);
+    cJSON_AddNumberToObject(o, "n_ctx", st.n_ctx);
+    cJSON_AddNumberToObject(o, "tokens_per_s", st.tokens_per_s);
+    cJSON_AddNumberToObject(o, "generated_tokens", (double)st.generated_tokens);
+    cJSON_AddNumberToObject(o, "ttft_avg_s", st.ttft_count ? st.ttft_sum_s / st.ttft_count : 0);
+    uint64_t rss, peak;
+    st_metrics_memory(&rss, &peak);
+    cJSON_AddNumberToObject(o, "rss_bytes", (double)rss);
+    cJSON_AddNumberToObject(o, "nodes_up", n_up);
+    cJSON_AddItemToObject(o, "nodes", nodes);
+    char *j = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    return j;
+}

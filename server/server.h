@@ -1,0 +1,40 @@
+/* server: the OpenAI-compatible HTTP API, the web chat and the metrics of
+ * st-coordinator and st-run (`--http HOST:PORT`).
+ *
+ * One program serves one model. Requests are queued (with a limit) and a
+ * single scheduler thread decodes all running sequences together, one token
+ * each per step (st_decode_batch, one KV cache per sequence; the prompt of a
+ * new sequence is prefilled with st_decode). That thread is the only one that
+ * touches the context and hence the cluster's sockets; HTTP threads
+ * (libmicrohttpd, one per connection) only queue requests and read their
+ * output. The only difference between st-run and st-coordinator is the MoE
+ * backend the hooks install and the cluster view they report.
+ */
+#ifndef ST_SERVER_H
+#define ST_SERVER_H
+
+#include <cjson/cJSON.h>
+
+#include "cli.h"
+#include "model.h"
+
+typedef struct {
+    void *arg;
+    /* Called on the scheduler thread (the one that owns the context) between
+     * decode steps and about once a second when idle: appends one object per
+     * node to nodes (see README "Serving": url, up, mem_budget, experts, ...).
+     * May be NULL (single process). */
+    void (*nodes)(void *arg, cJSON *nodes);
+    /* Called once the context exists and the hooks' on_ctx ran (may be NULL). */
+    void (*attach)(void *arg, st_ctx_t *c);
+} st_server_view_t;
+
+/* Serves a->http until SIGINT or SIGTERM: creates the context through hooks
+ * (on_params, on_ctx, as st_cli_run does; hooks and view may be NULL), starts
+ * the scheduler and the HTTP daemon, prints "serving on http://HOST:PORT/"
+ * on stdout once it answers. Refuses a non-loopback address without
+ * a->api_key. Returns the process exit status. */
+int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m, const st_cli_hooks_t *hooks,
+                   const st_server_view_t *view);
+
+#endif

@@ -1,0 +1,144 @@
+/* server_internal: the parts of the server library and what they share.
+ *   scheduler.c  queue + continuous batching (st_sched_*, st_req_*)
+ *   api.c        OpenAI request parsing and response formatting (st_api_*)
+ *   metrics.c    Prometheus text and the /health JSON (st_metrics_*)
+ *   http.c       libmicrohttpd daemon, routing, auth, body limit (st_http_*)
+ */
+#ifndef ST_SERVER_INTERNAL_H
+#define ST_SERVER_INTERNAL_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "forward.h"
+#include "model.h"
+#include "sampler.h"
+#include "server.h"
+
+#define ST_SERVER_MAX_BODY (1 << 20) /* bytes of one request body */
+#define ST_SERVER_MAX_STOP 4         /* stop strings per request (as OpenAI) */
+#define ST_SERVER_MAX_STOP_LEN 256
+
+/* ---- scheduler ------------------------------------------------------------ */
+
+typedef struct st_sched st_sched_t;
+typedef struct st_req st_req_t;
+
+typedef struct {
+    int32_t *prompt; /* taken by st_sched_submit */
+    int n_prompt;
+    int max_tokens;
+    st_sampler_params_t sp;
+    int n_stop;
+    char *stop[ST_SERVER_MAX_STOP]; /* taken by st_sched_submit */
+} st_job_t;
+
+typedef struct {
+    uint64_t requests_done, requests_failed, requests_rejected, requests_cancelled;
+    uint64_t prompt_tokens, generated_tokens, batch_steps, batch_seqs;
+    double ttft_sum_s;
+    uint64_t ttft_count;
+    uint64_t ttft_bucket[8]; /* cumulative counts per st_sched_ttft_bounds */
+    double tokens_per_s;     /* generated tokens over the last 10 s */
+    int queued, active, parallel, queue_max, n_ctx;
+} st_sched_stats_t;
+extern const double st_sched_ttft_bounds[8];
+
+/* The scheduler thread on c (borrowed, used only by that thread from now on).
+ * view may be NULL. NULL on failure. */
+st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, const st_server_view_t *view);
+/* Stops the thread: running and queued requests end with finish_reason
+ * "error", new ones are refused. Requests stay readable until released. */
+void st_sched_stop(st_sched_t *s);
+/* Stops (if needed) and frees; every request must have been released. */
+void st_sched_destroy(st_sched_t **s);
+/* Queues a job (takes its prompt and stop strings in every case). NULL with
+ * *err = ST_ERANGE when the queue is full, ST_ENOMEM otherwise. */
+st_req_t *st_sched_submit(st_sched_t *s, st_job_t *job, int *err);
+
+typedef struct {
+    char *text; /* new text since the last call (valid UTF-8, malloc'd, may be "") */
+    size_t len;
+    bool done;
+    const char *finish; /* "stop", "length", "error" when done */
+    int n_prompt, n_generated;
+} st_req_out_t;
+
+/* Waits up to timeout_ms for new text or the end; 0, or ST_ETIMEOUT with out
+ * still filled (empty text). The caller frees out->text. */
+int st_req_wait(st_req_t *r, st_req_out_t *out, int timeout_ms);
+/* The client is gone or done: cancels the request if it runs, drops the
+ * caller's reference and NULLs *r. */
+void st_req_release(st_req_t **r);
+
+void st_sched_stats(st_sched_t *s, st_sched_stats_t *out);
+/* The latest cluster view as a JSON array (malloc'd text; "[]" without a view). */
+char *st_sched_nodes_json(st_sched_t *s);
+
+/* ---- API -------------------------------------------------------------------- */
+
+typedef enum { ST_API_CHAT, ST_API_COMPLETION } st_api_kind_t;
+
+typedef struct {
+    st_api_kind_t kind;
+    bool stream, include_usage;
+    st_job_t job;
+} st_api_req_t;
+
+typedef struct {
+    const st_model_t *m;
+    const char *model_name;
+    st_sampler_params_t sp; /* defaults for fields a request leaves out */
+    int default_max_tokens; /* <= 0: what the context leaves */
+    int n_ctx;              /* per sequence */
+} st_api_t;
+
+/* Parses a request body. 0, or an HTTP status (400...) with a malloc'd
+ * OpenAI-style error JSON in *err_json. */
+int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size_t len, st_api_req_t *out,
+                 char **err_json);
+void st_api_req_free(st_api_req_t *r);
+/* {"error":{"message":msg,"type":type,"code":null}} (malloc'd). */
+char *st_api_error(const char *type, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Whole response of a non-streamed request (malloc'd JSON). */
+char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text,
+                      const st_req_out_t *o);
+/* One SSE event "data: {...}\n\n" (malloc'd): a text delta, or with finish
+ * set the closing chunk (and usage). role: first chat chunk. */
+char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
+                   const st_req_out_t *finish);
+char *st_api_models(const st_api_t *api);
+
+/* ---- metrics ------------------------------------------------------------------ */
+
+/* Prometheus text exposition of s (and per-node series from the view), plus
+ * the HTTP counters; malloc'd. */
+char *st_metrics_text(st_sched_t *s, const uint64_t *http_status_counts);
+/* The /health JSON (malloc'd). */
+char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s);
+/* Resident and peak resident memory of this process, bytes (0 when unknown). */
+void st_metrics_memory(uint64_t *rss, uint64_t *peak);
+
+/* ---- HTTP --------------------------------------------------------------------- */
+
+typedef struct st_http st_http_t;
+
+/* Binds host:port (port 0: any free port) and serves. NULL on failure (logged).
+ * api_key may be NULL (then a non-loopback address is refused). */
+st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s, const st_api_t *api);
+void st_http_destroy(st_http_t **h);
+/* "http://HOST:PORT" as bound (port resolved). */
+const char *st_http_url(const st_http_t *h);
+
+/* Splits "HOST:PORT" / "[V6]:PORT" / "PORT" / "HOST"; 0 or ST_EINVAL. */
+int st_http_parse_hostport(const char *s, char *host, size_t host_cap, int *port);
+/* True for 127.0.0.0/8, ::1 and "localhost". */
+bool st_http_is_loopback(const char *host);
+
+/* The embedded web chat page (generated from webui/index.html). */
+extern const unsigned char st_webui_html[];
+extern const size_t st_webui_html_len;
+
+#endif
