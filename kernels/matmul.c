@@ -8,8 +8,8 @@
 
 #include <assert.h>
 
-void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
-               const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride) {
+void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1, const void *x,
+               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     assert(r0 >= 0 && r0 <= r1 && n_tok >= 0);
     if (r0 == r1 || n_tok == 0) return;
     if (k->matmul[wtype]) {
@@ -25,8 +25,8 @@ void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, 
         for (int t = 0; t < n_tok; t++) dot(n_in, y + (size_t)t * y_stride + r, wrow, xs + (size_t)t * x_stride);
 }
 
-void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows,
-                    int n_rows, const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride) {
+void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows, int n_rows,
+                    const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride) {
     assert(n_rows >= 0 && n_tok >= 0 && (rows || n_rows == 0));
     if (n_rows == 0 || n_tok == 0) return;
     if (k->matmul[wtype]) {
@@ -39,7 +39,6 @@ void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n
     const char *xs = x;
     for (int i = 0; i < n_rows; i++) {
         const char *wrow = (const char *)w + (size_t)rows[i] * row_size;
-        for (int t = 0; t < n_tok; t++)
-            dot(n_in, y + (size_t)t * y_stride + rows[i], wrow, xs + (size_t)t * x_stride);
+        for (int t = 0; t < n_tok; t++) dot(n_in, y + (size_t)t * y_stride + rows[i], wrow, xs + (size_t)t * x_stride);
     }
 }

@@ -2,7 +2,7 @@
  *
  * The tables themselves are const; the chosen pointer is the only state, kept
  * in an atomic so that a racing first call from two threads is harmless. The
- * ST_KERNELS environment variable ("ref", "avx2") overrides the probe, which is
+ * ST_KERNELS environment variable ("ref", "avx2", "avx512") overrides the probe, which is
  * how the reference path is run on a machine with SIMD.
  */
 #include "st_kernels.h"
@@ -15,8 +15,15 @@
 #if defined(ST_HAVE_AVX2)
 static bool s_cpu_has_avx2(void) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+#endif
+
+#if defined(ST_HAVE_AVX512)
+static bool s_cpu_has_avx512(void) {
+    __builtin_cpu_init(); /* libgcc's probe also checks that the OS saves the zmm state (XCR0) */
+    return s_cpu_has_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
 }
 #endif
 
@@ -25,6 +32,9 @@ const st_kernels_t *st_kernels_by_name(const char *name) {
     if (!strcmp(name, "ref")) return &st_kernels_ref;
 #if defined(ST_HAVE_AVX2)
     if (!strcmp(name, "avx2")) return s_cpu_has_avx2() ? &st_kernels_avx2 : NULL;
+#endif
+#if defined(ST_HAVE_AVX512)
+    if (!strcmp(name, "avx512")) return s_cpu_has_avx512() ? &st_kernels_avx512 : NULL;
 #endif
     return NULL;
 }
@@ -36,8 +46,12 @@ static const st_kernels_t *s_probe(void) {
         if (k) return k;
         st_log(ST_LOG_WARN, "ST_KERNELS=%s is not available here; probing the CPU", env);
     }
-    const st_kernels_t *best = st_kernels_by_name("avx2");
-    return best ? best : &st_kernels_ref;
+    const char *const order[] = {"avx512", "avx2"}; /* best first */
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
+        const st_kernels_t *k = st_kernels_by_name(order[i]);
+        if (k) return k;
+    }
+    return &st_kernels_ref;
 }
 
 const st_kernels_t *st_kernels_select(void) {

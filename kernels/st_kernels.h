@@ -2,7 +2,7 @@
  * compute kernels (dot products, activation quantization, dequantization).
  *
  * One table per instruction set (ref = portable scalar C, always built; avx2;
- * later avx512, neon...). st_kernels_select() probes the CPU once and returns
+ * avx512 = AVX2 + VNNI matmul; later neon...). st_kernels_select() probes the CPU once and returns
  * the best table; callers never see #ifdef __AVX2__. Kernels never allocate:
  * every buffer is the caller's.
  *
@@ -129,8 +129,10 @@ typedef struct {
 
 extern const st_kernels_t st_kernels_ref;
 #if defined(__x86_64__)
-/* Absent from -DST_REF_ONLY builds: outside kernels/, use st_kernels_by_name("avx2"). */
+/* Absent from -DST_REF_ONLY builds (avx512 also from compilers without it):
+ * outside kernels/, use st_kernels_by_name("avx2") / ("avx512"). */
 extern const st_kernels_t st_kernels_avx2;
+extern const st_kernels_t st_kernels_avx512; /* AVX-512 F/VL/BW/VNNI */
 #endif
 
 /* Best table for this CPU, probed once; ST_KERNELS=ref (or avx2...) forces a table. */

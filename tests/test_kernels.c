@@ -211,7 +211,7 @@ Test(kernels, row_size_of_each_type) {
 }
 
 Test(kernels, every_table_is_complete_for_supported_types) {
-    const char *names[] = {"ref", "avx2"};
+    const char *names[] = {"ref", "avx2", "avx512"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const st_kernels_t *k = st_kernels_by_name(names[i]);
         if (!k) continue;
@@ -550,6 +550,10 @@ Test(kernels, avx2_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("avx2")
 Test(kernels, avx2_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("avx2")); }
 Test(kernels, avx2_from_float_matches_ref_bits) { check_from_float_matches_ref(need("avx2")); }
 Test(kernels, avx2_to_float_matches_ref_bits) { check_to_float_matches_ref(need("avx2")); }
+Test(kernels, avx512_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("avx512")); }
+Test(kernels, avx512_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("avx512")); }
+Test(kernels, avx512_from_float_matches_ref_bits) { check_from_float_matches_ref(need("avx512")); }
+Test(kernels, avx512_to_float_matches_ref_bits) { check_to_float_matches_ref(need("avx512")); }
 
 /* ---- matmul ---- */
 
@@ -696,9 +700,11 @@ static void check_matmul_split_invariant(const st_kernels_t *k) {
 
 Test(kernels, ref_matmul_split_invariant) { check_matmul_split_invariant(&st_kernels_ref); }
 Test(kernels, avx2_matmul_split_invariant) { check_matmul_split_invariant(need("avx2")); }
+Test(kernels, avx512_matmul_split_invariant) { check_matmul_split_invariant(need("avx512")); }
 
 Test(kernels, ref_matmul_matches_ref_vec_dot) { check_matmul_shapes(&st_kernels_ref); }
 Test(kernels, avx2_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx2")); }
+Test(kernels, avx512_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx512")); }
 
 /* Saturating Q4_0 quants (every nibble 0 or 15) against activations at +-127 and
  * -128 (the format allows it, our quantizer never writes it), 8 rows x 5 tokens:
@@ -731,3 +737,4 @@ static void check_matmul_extremes(const st_kernels_t *k) {
 }
 
 Test(kernels, avx2_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx2")); }
+Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx512")); }

@@ -23,212 +23,41 @@
  * whatever r0, r1, the row list or the other tokens of the call: results are
  * bit-identical however callers split the work between threads or machines.
  *
- * int16 range: maddubs of (0..15) x (-128..127) gives pairs within +-3840; eight
- * of them (32 products of one block and row) stay within +-30720 < 32767.
+ * The shared part lives in matmul_q4_0_q8_0.h (the AVX-512 table uses it too);
+ * this file supplies the AVX2 block sums.
  */
 #include "kernels_avx2.h"
 
-#include <assert.h>
 #include <immintrin.h>
 
-#define TOK_CHUNK 4 /* tokens sharing one unpack of the weights (registers) */
-#define TOK_PASS 64 /* tokens per pass over a group of 8 rows (kept in L1 meanwhile) */
-#define BLK_PASS 64 /* blocks per pass (2048 inputs): bounds the per-token tables */
+#include "matmul_q4_0_q8_0.h"
 
-typedef struct {
-    float dx[TOK_PASS][BLK_PASS];    /* activation scales as floats */
-    int32_t sy8[TOK_PASS][BLK_PASS]; /* 8 * sum of the block's 32 quants */
-} tok_tables_t;
-
-/* 8 * sum(y) of one Q8_0 block */
-static inline int32_t s_sum8(const st_block_q8_0 *x) {
-    const __m256i y = _mm256_loadu_si256((const __m256i *)x->qs);
-    const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), y);
-    const __m256i s32 = _mm256_madd_epi16(s16, _mm256_set1_epi16(1));
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return 8 * _mm_cvtsi128_si32(s);
-}
-
-/* The 8 rows of a group: consecutive rows (base + j * stride) or listed ones
- * (p[j]); which one is a constant in each specialisation below. */
-typedef struct {
-    const uint8_t *const *p;
-    const uint8_t *base;
-    size_t stride;
-} rows8_t;
-
-static inline __attribute__((always_inline)) const uint8_t *s_at(const rows8_t *r, bool listed, int j) {
-    return listed ? r->p[j] : r->base + (size_t)j * r->stride;
-}
-
-/* fp16 scales of the 8 rows' block at byte offset off, as 8 floats in row order */
-static inline __attribute__((always_inline)) __m256 s_scales8(const rows8_t *r, bool listed, size_t off) {
-    __m128i h = _mm_cvtsi32_si128(*(const uint16_t *)(s_at(r, listed, 0) + off));
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 1) + off), 1);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 2) + off), 2);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 3) + off), 3);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 4) + off), 4);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 5) + off), 5);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 6) + off), 6);
-    h = _mm_insert_epi16(h, *(const uint16_t *)(s_at(r, listed, 7) + off), 7);
-    return _mm256_cvtph_ps(h);
-}
-
-/* Rows r x NT tokens over blocks [0, nb) of the current pass; acc[t] lane j = row j.
- * pf: the next group's rows (prefetched), or NULL: consecutive rows are one range,
- * prefetched in order (8 x 18 bytes per block); listed ones row by row, row b % 8
- * getting 144 bytes every 8 blocks (nb * 18 bytes each in all). */
-static inline __attribute__((always_inline)) void s_rows8(const rows8_t *r, const rows8_t *pf, bool listed, int nb,
-                                                          const st_block_q8_0 *const *xt, const float (*dx)[BLK_PASS],
-                                                          const int32_t (*sy8)[BLK_PASS], int NT, __m256 *acc) {
-    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+/* int16 range: maddubs of (0..15) x (-128..127) gives pairs within +-3840; the
+ * eight of one block and row stay within +-30720 < 32767, then madd widens. */
+static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4], const st_block_q8_0 *const *xt,
+                                                               int b, int NT, __m256i *si) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    __m256i s16[4];
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; b++) {
-        const size_t off = (size_t)b * sizeof(st_block_q4_0);
-        if (pf) {
-            const uint8_t *f = listed ? pf->p[b & 7] + (size_t)(b >> 3) * 144 : pf->base + (size_t)b * 144;
-            _mm_prefetch((const char *)f, _MM_HINT_T0);
-            _mm_prefetch((const char *)f + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)f + 128, _MM_HINT_T0);
-        }
-        /* rows j and j+4 in the two 128-bit halves, then a 4x4 transpose of dwords per half */
-        const size_t q = off + 2;
-        const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 4) + q), (const __m128i *)(s_at(r, listed, 0) + q));
-        const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 5) + q), (const __m128i *)(s_at(r, listed, 1) + q));
-        const __m256i a2 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 6) + q), (const __m128i *)(s_at(r, listed, 2) + q));
-        const __m256i a3 = _mm256_loadu2_m128i((const __m128i *)(s_at(r, listed, 7) + q), (const __m128i *)(s_at(r, listed, 3) + q));
-        const __m256i t0 = _mm256_unpacklo_epi32(a0, a1), t1 = _mm256_unpackhi_epi32(a0, a1);
-        const __m256i t2 = _mm256_unpacklo_epi32(a2, a3), t3 = _mm256_unpackhi_epi32(a2, a3);
-        __m256i g[4]; /* g[k] lane j: bytes 4k..4k+3 of row j's nibbles */
-        g[0] = _mm256_unpacklo_epi64(t0, t2);
-        g[1] = _mm256_unpackhi_epi64(t0, t2);
-        g[2] = _mm256_unpacklo_epi64(t1, t3);
-        g[3] = _mm256_unpackhi_epi64(t1, t3);
-        __m256i s16[TOK_CHUNK];
+    for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) {
-            const __m256i lo = _mm256_and_si256(g[k], m4);                       /* elements 4k..4k+3 */
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4); /* elements 16+4k.. */
-#pragma GCC unroll 4
-            for (int t = 0; t < NT; t++) {
-                const int32_t *y = (const int32_t *)xt[t][b].qs;
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(y[k])));
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(y[4 + k])));
-                /* keeps the sums in order: reassociated, they need more registers than AVX2 has */
-                __asm__("" : "+x"(s16[t]));
-            }
-        }
-        const __m256 dw = s_scales8(r, listed, off);
+    for (int k = 0; k < 4; k++) {
+        const __m256i lo = _mm256_and_si256(g[k], m4);                       /* elements 4k..4k+3 */
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4); /* elements 16+4k.. */
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            const __m256i si = _mm256_sub_epi32(_mm256_madd_epi16(s16[t], ones), _mm256_set1_epi32(sy8[t][b]));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][b])), acc[t]);
+            const int8_t *y = xt[t][b].qs;
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(s_i32(y + 4 * k))));
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(s_i32(y + 16 + 4 * k))));
+            /* keeps the sums in order: reassociated, they need more registers than AVX2 has */
+            __asm__("" : "+x"(s16[t]));
         }
     }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) si[t] = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));
 }
 
-/* One function per (listing, token count), so acc and s16 stay in registers. */
-#define ROWS8(NAME, LISTED, NT)                                                                                     \
-    static void NAME(const rows8_t *r, const rows8_t *pf, int nb, const st_block_q8_0 *const *xt,                 \
-                     const float (*dx)[BLK_PASS], const int32_t (*sy8)[BLK_PASS], __m256 *acc) {                   \
-        s_rows8(r, pf, LISTED, nb, xt, dx, sy8, NT, acc);                                                          \
-    }
-ROWS8(s_rows8_c1, false, 1)
-ROWS8(s_rows8_c2, false, 2)
-ROWS8(s_rows8_c3, false, 3)
-ROWS8(s_rows8_c4, false, 4)
-ROWS8(s_rows8_l1, true, 1)
-ROWS8(s_rows8_l2, true, 2)
-ROWS8(s_rows8_l3, true, 3)
-ROWS8(s_rows8_l4, true, 4)
-
-typedef void (*rows8_fn)(const rows8_t *, const rows8_t *, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
-                         const int32_t (*)[BLK_PASS], __m256 *);
-static const rows8_fn s_rows8_fns[2][TOK_CHUNK] = {{s_rows8_c1, s_rows8_c2, s_rows8_c3, s_rows8_c4},
-                                                   {s_rows8_l1, s_rows8_l2, s_rows8_l3, s_rows8_l4}};
-
-/* Row i of the work: rows[r0 + i] when listed, else r0 + i. */
-static inline int s_row(const int32_t *rows, int r0, int i) { return rows ? rows[r0 + i] : r0 + i; }
-
-void st_matmul_q4_0_q8_0_avx2(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+void st_matmul_q4_0_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(n_in % ST_QK4_0 == 0);
-    const int nb_all = n_in / ST_QK4_0, n = r1 - r0;
-    const size_t row_bytes = (size_t)nb_all * sizeof(st_block_q4_0);
-    const uint8_t *w = vw;
-    const uint8_t *x = vx;
-    tok_tables_t tt;
-    const st_block_q8_0 *xt[TOK_PASS];
-    for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
-        const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
-        const size_t boff = (size_t)b0 * sizeof(st_block_q4_0);
-        const bool first = b0 == 0;
-        for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
-            const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
-            for (int t = 0; t < ntp; t++) {
-                xt[t] = (const st_block_q8_0 *)(x + (size_t)(tp + t) * x_stride) + b0;
-                for (int b = 0; b < nb; b++) {
-                    tt.dx[t][b] = _cvtsh_ss(xt[t][b].d);
-                    tt.sy8[t][b] = s_sum8(&xt[t][b]);
-                }
-            }
-            const uint8_t *p[16]; /* listed: this group's rows, then the next group's */
-            int i = 0;
-            if (rows)
-                for (int j = 0; j < 8 && j < n; j++) p[8 + j] = w + (size_t)rows[r0 + j] * row_bytes + boff;
-            for (; i + 8 <= n; i += 8) {
-                const bool more = i + 16 <= n;
-                rows8_t cur = {p, w + (size_t)(r0 + i) * row_bytes + boff, row_bytes};
-                rows8_t next = {p + 8, cur.base + 8 * row_bytes, row_bytes};
-                if (rows) {
-                    for (int j = 0; j < 8; j++) p[j] = p[8 + j];
-                    if (more)
-                        for (int j = 0; j < 8; j++) p[8 + j] = w + (size_t)rows[r0 + i + 8 + j] * row_bytes + boff;
-                }
-                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
-                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
-                    __m256 acc[TOK_CHUNK];
-                    s_rows8_fns[rows != NULL][nt - 1](&cur, more && t0 == 0 ? &next : NULL, nb, xt + t0, tt.dx + t0,
-                                                      tt.sy8 + t0, acc);
-                    float out[8];
-                    for (int t = 0; t < nt; t++) {
-                        float *yt = y + (size_t)(tp + t0 + t) * y_stride;
-                        if (!rows) {
-                            float *yr = yt + r0 + i;
-                            _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));
-                            continue;
-                        }
-                        _mm256_storeu_ps(out, acc[t]);
-                        for (int j = 0; j < 8; j++) {
-                            float *yr = yt + rows[r0 + i + j];
-                            *yr = first ? out[j] : *yr + out[j];
-                        }
-                    }
-                }
-            }
-            if (i < n) { /* the last 1..7 rows: a listed group padded with its last row */
-                for (int j = 0; j < 8; j++) p[j] = w + (size_t)s_row(rows, r0, i + (i + j < n ? j : n - 1 - i)) * row_bytes + boff;
-                rows8_t cur = {p, NULL, 0};
-                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
-                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
-                    __m256 acc[TOK_CHUNK];
-                    s_rows8_fns[1][nt - 1](&cur, NULL, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
-                    float out[8];
-                    for (int t = 0; t < nt; t++) {
-                        _mm256_storeu_ps(out, acc[t]);
-                        float *yt = y + (size_t)(tp + t0 + t) * y_stride;
-                        for (int j = 0; i + j < n; j++) {
-                            float *yr = yt + s_row(rows, r0, i + j);
-                            *yr = first ? out[j] : *yr + out[j];
-                        }
-                    }
-                }
-            }
-        }
-    }
+    s_matmul_q4_0_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }

@@ -1,0 +1,40 @@
+/* table_avx512: the AVX-512 dispatch table (F, VL, BW, VNNI, on top of AVX2,
+ * FMA and F16C). Only the Q4_0 matmul has its own kernel so far; every other
+ * entry is the AVX2 one, so the table is complete. */
+#include "kernels_avx512.h"
+
+const st_kernels_t st_kernels_avx512 = {
+    .name = "avx512",
+    .vec_dot =
+        {
+            [ST_TYPE_F32] = st_vec_dot_f32_f32_avx2,
+            [ST_TYPE_F16] = st_vec_dot_f16_f16_avx2,
+            [ST_TYPE_BF16] = st_vec_dot_bf16_bf16_avx2,
+            [ST_TYPE_Q4_0] = st_vec_dot_q4_0_q8_0_avx2,
+            [ST_TYPE_Q8_0] = st_vec_dot_q8_0_q8_0_avx2,
+            [ST_TYPE_Q6_K] = st_vec_dot_q6_k_q8_k_avx2,
+        },
+    .from_float =
+        {
+            [ST_TYPE_F32] = st_from_float_f32_ref,
+            [ST_TYPE_F16] = st_from_float_f16_avx2,
+            [ST_TYPE_BF16] = st_from_float_bf16_ref,
+            [ST_TYPE_Q4_0] = st_from_float_q4_0_ref,
+            [ST_TYPE_Q8_0] = st_from_float_q8_0_avx2,
+            [ST_TYPE_Q8_K] = st_from_float_q8_k_avx2,
+        },
+    .to_float =
+        {
+            [ST_TYPE_F32] = st_to_float_f32_ref,
+            [ST_TYPE_F16] = st_to_float_f16_avx2,
+            [ST_TYPE_BF16] = st_to_float_bf16_avx2,
+            [ST_TYPE_Q4_0] = st_to_float_q4_0_avx2,
+            [ST_TYPE_Q8_0] = st_to_float_q8_0_avx2,
+            [ST_TYPE_Q6_K] = st_to_float_q6_k_ref,
+            [ST_TYPE_Q8_K] = st_to_float_q8_k_ref,
+        },
+    .matmul =
+        {
+            [ST_TYPE_Q4_0] = st_matmul_q4_0_q8_0_avx512,
+        },
+};
