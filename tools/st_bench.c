@@ -66,13 +66,18 @@ static int s_bad(const char *flag, const char *val) {
 }
 
 static int s_parse_args(int argc, char **argv, args_t *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"n-prompt", required_argument, 0, 'p'},
-        {"n-gen", required_argument, 0, 'n'},   {"threads", required_argument, 0, 't'},
-        {"repetitions", required_argument, 0, 'r'}, {"kv-type", required_argument, 0, OPT_KV},
-        {"no-bw", no_argument, 0, OPT_NOBW},    {"mem", required_argument, 0, OPT_MEM},
-        {"json", no_argument, 0, OPT_JSON},     {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"n-prompt", required_argument, 0, 'p'},
+                                         {"n-gen", required_argument, 0, 'n'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"repetitions", required_argument, 0, 'r'},
+                                         {"kv-type", required_argument, 0, OPT_KV},
+                                         {"no-bw", no_argument, 0, OPT_NOBW},
+                                         {"mem", required_argument, 0, OPT_MEM},
+                                         {"json", no_argument, 0, OPT_JSON},
+                                         {"verbose", no_argument, 0, 'v'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     a->n_prompt = 64;
     a->n_gen = 32;
     a->threads = st_cpu_count();
@@ -84,14 +89,25 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     while ((c = getopt_long(argc, argv, "m:p:n:t:r:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
-        case 'p': if (!st_parse_int(optarg, 0, 4096, &a->n_prompt)) return s_bad("-p", optarg); break;
-        case 'n': if (!st_parse_int(optarg, 0, 1 << 16, &a->n_gen)) return s_bad("-n", optarg); break;
-        case 't': if (!st_parse_int(optarg, 1, 1024, &a->threads)) return s_bad("-t", optarg); break;
-        case 'r': if (!st_parse_int(optarg, 1, MAX_REPS, &a->reps)) return s_bad("-r", optarg); break;
+        case 'p':
+            if (!st_parse_int(optarg, 0, 4096, &a->n_prompt)) return s_bad("-p", optarg);
+            break;
+        case 'n':
+            if (!st_parse_int(optarg, 0, 1 << 16, &a->n_gen)) return s_bad("-n", optarg);
+            break;
+        case 't':
+            if (!st_parse_int(optarg, 1, 1024, &a->threads)) return s_bad("-t", optarg);
+            break;
+        case 'r':
+            if (!st_parse_int(optarg, 1, MAX_REPS, &a->reps)) return s_bad("-r", optarg);
+            break;
         case OPT_KV:
-            if (!strcmp(optarg, "f16")) a->kv_type = ST_TYPE_F16;
-            else if (!strcmp(optarg, "f32")) a->kv_type = ST_TYPE_F32;
-            else return s_bad("--kv-type", optarg);
+            if (!strcmp(optarg, "f16"))
+                a->kv_type = ST_TYPE_F16;
+            else if (!strcmp(optarg, "f32"))
+                a->kv_type = ST_TYPE_F32;
+            else
+                return s_bad("--kv-type", optarg);
             break;
         case OPT_NOBW: a->no_bw = true; break;
         case OPT_MEM:
@@ -152,7 +168,9 @@ static uint64_t s_peak_rss(void) {
 
 /* ---- bytes of weights a decode step reads -------------------------------- */
 
-static uint64_t s_matrix_bytes(const st_weight_t *w) { return w->data ? (uint64_t)w->row_bytes * (uint64_t)w->n_rows : 0; }
+static uint64_t s_matrix_bytes(const st_weight_t *w) {
+    return w->data ? (uint64_t)w->row_bytes * (uint64_t)w->n_rows : 0;
+}
 
 /* Per decode token: every dense matrix and norm once, n_expert_used experts'
  * gate, up and down per layer, the output head, one embedding row. Matrices
@@ -286,7 +304,8 @@ static void s_print_markdown(const args_t *a, const st_model_t *m, const char *k
                              const test_result_t *res, int n_res, double load_ms, uint64_t rss, uint64_t dec_bytes,
                              double bw) {
     char desc[256];
-    snprintf(desc, sizeof desc, "smallthinker %dx%d %s", m->cfg.n_embd, m->cfg.n_layer, st_type_name(m->layers[0].wq.type));
+    snprintf(desc, sizeof desc, "smallthinker %dx%d %s", m->cfg.n_embd, m->cfg.n_layer,
+             st_type_name(m->layers[0].wq.type));
     printf("| model | size | threads | kernels | test | t/s | CPU ms/token |\n");
     printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
     for (int i = 0; i < n_res; i++)
@@ -407,8 +426,10 @@ int main(int argc, char **argv) {
     const uint64_t rss = s_peak_rss();
     const uint64_t dec_bytes = s_decode_bytes(m);
     const char *kname = st_kernels_select()->name;
-    if (a.json) s_print_json(&a, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
-    else s_print_markdown(&a, m, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
+    if (a.json)
+        s_print_json(&a, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
+    else
+        s_print_markdown(&a, m, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
     status = 0;
 out:
     free(toks);
