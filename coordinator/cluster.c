@@ -17,9 +17,12 @@
 
 #include "st_log.h"
 
+#define CLUSTER_HB_MS 1000 /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
+
 typedef struct {
     st_node_addr_t addr;
     void *sock;
+    void *mon; /* PAIR on the socket's monitor: tells when the connection drops */
     bool up;
     st_node_stats_t stats;
     bool has_inventory;
@@ -61,6 +64,16 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
             zmq_setsockopt(nd->sock, ZMQ_CURVE_SECRETKEY, c->o.secret_key, ST_Z85_KEY_LEN))
             return st_fail(ST_EINVAL, "CURVE keys for node %s refused: %s", nd->addr.url, zmq_strerror(zmq_errno()));
     }
+    /* a dead node is noticed without waiting for a deadline: its connection drops
+     * (at once after kill -9; after the ZMTP heartbeat timeout when the link is cut) */
+    const int hb_ivl = CLUSTER_HB_MS, hb_timeout = 3 * CLUSTER_HB_MS, linger = 0;
+    char ep[64];
+    snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p", (void *)nd);
+    if (zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
+        zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
+        zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED) || !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) ||
+        zmq_setsockopt(nd->mon, ZMQ_LINGER, &linger, sizeof linger) || zmq_connect(nd->mon, ep))
+        return st_fail(ST_EIO, "monitor for %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
     if (zmq_connect(nd->sock, nd->addr.url))
         return st_fail(ST_EINVAL, "cannot connect to %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
     return 0;
@@ -99,6 +112,7 @@ void st_cluster_destroy(st_cluster_t **cp) {
     if (!cp || !*cp) return;
     st_cluster_t *c = *cp;
     for (int i = 0; c->nodes && i < c->n; i++) {
+        if (c->nodes[i].mon) zmq_close(c->nodes[i].mon);
         if (c->nodes[i].sock) zmq_close(c->nodes[i].sock);
         free(c->nodes[i].inv.held);
     }
@@ -159,11 +173,26 @@ int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t 
 typedef int (*s_msg_fn)(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg);
 
 static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
-    zmq_pollitem_t stack_items[64], *items = stack_items;
-    if (c->n > 64 && !(items = malloc((size_t)c->n * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
-    for (int i = 0; i < c->n; i++) items[i] = (zmq_pollitem_t){.socket = c->nodes[i].sock, .events = ZMQ_POLLIN};
-    int handled = 0, rc = zmq_poll(items, c->n, timeout_ms < 0 ? 0 : timeout_ms);
+    zmq_pollitem_t stack_items[128], *items = stack_items;
+    if (c->n > 64 && !(items = malloc((size_t)c->n * 2 * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
+    for (int i = 0; i < c->n; i++) {
+        items[i] = (zmq_pollitem_t){.socket = c->nodes[i].sock, .events = ZMQ_POLLIN};
+        items[c->n + i] = (zmq_pollitem_t){.socket = c->nodes[i].mon, .events = ZMQ_POLLIN};
+    }
+    int handled = 0, rc = zmq_poll(items, 2 * c->n, timeout_ms < 0 ? 0 : timeout_ms);
     if (rc < 0 && zmq_errno() != EINTR) rc = st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+    for (int i = 0; rc > 0 && i < c->n; i++) {
+        if (!(items[c->n + i].revents & ZMQ_POLLIN)) continue;
+        for (;;) { /* monitor events: [u16 event, u32 value], endpoint */
+            uint8_t ev[6];
+            char ep[256];
+            if (zmq_recv(c->nodes[i].mon, ev, sizeof ev, ZMQ_DONTWAIT) < 0) break;
+            zmq_recv(c->nodes[i].mon, ep, sizeof ep, ZMQ_DONTWAIT);
+            uint16_t event;
+            memcpy(&event, ev, 2);
+            if (event == ZMQ_EVENT_DISCONNECTED) st_cluster_set_down(c, i, "connection lost");
+        }
+    }
     for (int i = 0; rc > 0 && i < c->n; i++) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         for (;;) { /* drain this socket */
@@ -229,6 +258,9 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
         if (left <= 0) break;
         int rc = s_poll(c, (int)(left + 0.999), s_gather_msg, &g);
         if (rc < 0) return rc;
+        int alive = 0; /* a node whose connection dropped will not answer: stop waiting for it */
+        for (int i = 0; i < c->n; i++) alive += rids[i] && c->nodes[i].up;
+        if (alive == 0) break;
     }
     if (g.pending == 0) return 0;
     for (int i = 0; i < c->n; i++)

@@ -277,6 +277,7 @@ struct st_remote_moe {
 
     int assigned_layer; /* layer whose pair_node is valid (-1: none) */
     int *pair_node;     /* B*K: node computing the pair, -1 = here */
+    uint8_t *pair_done; /* B*K: output in y */
     int *load;          /* N: pairs per node in this layer */
     int *nd_n;          /* N: pairs in the node's request */
     int32_t *nd_tok, *nd_exp, *nd_pair; /* N x B*K */
@@ -326,6 +327,7 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
     bool ok = true;
 #define ALLOC(p, n) ok = ok && ((p) = calloc((size_t)(n) + 1, sizeof *(p))) != NULL
     ALLOC(r->pair_node, P);
+    ALLOC(r->pair_done, P);
     ALLOC(r->load, N);
     ALLOC(r->nd_n, N);
     ALLOC(r->nd_tok, N * P);
@@ -359,7 +361,7 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
 void st_remote_moe_destroy(st_remote_moe_t **rp) {
     if (!rp || !*rp) return;
     st_remote_moe_t *r = *rp;
-    void *bufs[] = {r->pair_node, r->load, r->nd_n, r->nd_tok, r->nd_exp, r->nd_pair, r->nd_rows,
+    void *bufs[] = {r->pair_node, r->pair_done, r->load, r->nd_n, r->nd_tok, r->nd_exp, r->nd_pair, r->nd_rows,
                     r->nd_row_tok, r->tok_local, r->rids, r->failed, r->conv, r->y, r->fb_tok,
                     r->fb_exp, r->fb_pair, r->fb_y, r->pf, r->step, r->dec, r->pre, r->rt_layer,
                     r->route_counts};
@@ -523,85 +525,116 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
     /* activations, converted once for every node */
     st_convert_activations(r->ctx, r->gate_type, m, rt->n_tok, r->E, r->conv);
 
-    /* one request per involved node: its pairs and the rows of their tokens */
+    /* Rounds: one request per involved node (its pairs and the rows of their
+     * tokens); the pairs of a node that fails (deadline, dropped connection,
+     * ERROR) go to another node holding those experts (a replica) in the next
+     * round, or are computed here at the end. Each pair's output is the same
+     * whoever computes it, so the combined result never changes. */
+    memset(r->pair_done, 0, (size_t)n_pairs);
+    for (int round = 0;; round++) {
+        int n_fb = 0;
+        for (int nd = 0; nd < r->N; nd++) {
+            r->rids[nd] = 0;
+            r->failed[nd] = false;
+            r->nd_n[nd] = 0;
+            r->nd_rows[nd] = 0;
+        }
+        for (int p = 0; p < n_pairs; p++) {
+            if (r->pair_done[p]) continue;
+            int nd = r->pair_node[p];
+            if (nd < 0) {
+                r->fb_tok[n_fb] = p / rt->k;
+                r->fb_exp[n_fb] = rt->ids[p];
+                r->fb_pair[n_fb++] = p;
+                continue;
+            }
+            int i = r->nd_n[nd]++;
+            r->nd_exp[(size_t)nd * P + i] = rt->ids[p];
+            r->nd_pair[(size_t)nd * P + i] = p;
+        }
+        for (int nd = 0; nd < r->N; nd++) {
+            if (!r->nd_n[nd]) continue;
+            int32_t *tok = r->nd_tok + (size_t)nd * P, *rows = r->nd_row_tok + (size_t)nd * r->B;
+            for (int t = 0; t < rt->n_tok; t++) r->tok_local[t] = -1;
+            for (int i = 0; i < r->nd_n[nd]; i++) {
+                int t = r->nd_pair[(size_t)nd * P + i] / rt->k;
+                if (r->tok_local[t] < 0) r->tok_local[t] = r->nd_rows[nd]++, rows[r->tok_local[t]] = t;
+                tok[i] = r->tok_local[t];
+            }
+            zmq_msg_t frame;
+            if (zmq_msg_init_size(&frame, (size_t)r->nd_rows[nd] * r->act_row)) return st_fail(ST_ENOMEM, "no memory");
+            uint8_t *fd = zmq_msg_data(&frame);
+            for (int j = 0; j < r->nd_rows[nd]; j++)
+                memcpy(fd + (size_t)j * r->act_row, r->conv + (size_t)rows[j] * r->act_row, r->act_row);
+            st_wire_msg_t msg = {.type = ST_MSG_EXPERT_COMPUTE};
+            msg.compute = (st_wire_compute_t){(uint32_t)rt->layer, (uint32_t)r->nd_rows[nd],
+                                              st_type_traits(r->gate_type)->vec_dot_type, (uint32_t)r->nd_n[nd], tok,
+                                              r->nd_exp + (size_t)nd * P};
+            if (st_cluster_send_zmsg(r->cl, nd, &msg, &frame, true) < 0) {
+                r->failed[nd] = true;
+                continue;
+            }
+            r->rids[nd] = msg.request_id;
+            r->step[nd].rt++;
+            r->step[nd].involved++;
+            r->step[nd].pairs += (uint64_t)r->nd_n[nd];
+            if (++r->rt_layer[nd] > r->tot.max_rt_per_layer_node) r->tot.max_rt_per_layer_node = r->rt_layer[nd];
+        }
+
+        /* pairs no node can take: computed here while the nodes work */
+        int rc = s_fallback(r, rt, n_fb, "no owner up");
+        if (rc < 0) return rc;
+        for (int i = 0; i < n_fb; i++) r->pair_done[r->fb_pair[i]] = 1;
+
+        result_ctx_t x = {r, rt};
+        double t_wait = st_cluster_now_ms();
+        rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
+        if (r->step_decode) r->tot.wait_ms_decode += st_cluster_now_ms() - t_wait;
+        if (rc < 0 && rc != ST_ETIMEOUT) return rc;
+
+        /* nodes that missed the deadline, lost their connection or failed: down;
+         * their pairs to a replica (next round), else here */
+        bool again = false;
+        for (int nd = 0; nd < r->N; nd++) {
+            if (!r->nd_n[nd]) continue;
+            const bool ok = !r->rids[nd] && !r->failed[nd];
+            if (ok) r->tot.remote_pairs += (uint64_t)r->nd_n[nd];
+            else {
+                char why[160];
+                if (r->rids[nd] && !st_cluster_is_up(r->cl, nd))
+                    snprintf(why, sizeof why, "connection lost during layer %d", rt->layer);
+                else if (r->rids[nd])
+                    snprintf(why, sizeof why, "no answer to layer %d within %d ms", rt->layer, r->o.timeout_ms);
+                else snprintf(why, sizeof why, "no usable answer for layer %d", rt->layer);
+                st_cluster_set_down(r->cl, nd, why);
+            }
+            for (int i = 0; i < r->nd_n[nd]; i++) {
+                int p = r->nd_pair[(size_t)nd * P + i];
+                if (ok) {
+                    r->pair_done[p] = 1;
+                    continue;
+                }
+                int e = rt->ids[p], best = -1; /* another owner that is up */
+                for (int o = 0; o < st_placement_n_owners(r->pl, rt->layer, e); o++) {
+                    int other = st_placement_owner(r->pl, rt->layer, e, o);
+                    if (st_cluster_is_up(r->cl, other) && (best < 0 || r->load[other] < r->load[best])) best = other;
+                }
+                r->pair_node[p] = best;
+                if (best >= 0) r->load[best]++, r->tot.resent_pairs++, again = true;
+            }
+        }
+        if (!again) break;
+    }
+    /* what is left (pairs whose every owner failed in the last round) is computed here */
     int n_fb = 0;
-    for (int nd = 0; nd < r->N; nd++) {
-        r->rids[nd] = 0;
-        r->failed[nd] = false;
-        r->nd_n[nd] = 0;
-        r->nd_rows[nd] = 0;
-    }
     for (int p = 0; p < n_pairs; p++) {
-        int nd = r->pair_node[p];
-        if (nd < 0) {
-            r->fb_tok[n_fb] = p / rt->k;
-            r->fb_exp[n_fb] = rt->ids[p];
-            r->fb_pair[n_fb++] = p;
-            continue;
-        }
-        int i = r->nd_n[nd]++;
-        r->nd_exp[(size_t)nd * P + i] = rt->ids[p];
-        r->nd_pair[(size_t)nd * P + i] = p;
+        if (r->pair_done[p]) continue;
+        r->fb_tok[n_fb] = p / rt->k;
+        r->fb_exp[n_fb] = rt->ids[p];
+        r->fb_pair[n_fb++] = p;
     }
-    for (int nd = 0; nd < r->N; nd++) {
-        if (!r->nd_n[nd]) continue;
-        int32_t *tok = r->nd_tok + (size_t)nd * P, *rows = r->nd_row_tok + (size_t)nd * r->B;
-        for (int t = 0; t < rt->n_tok; t++) r->tok_local[t] = -1;
-        for (int i = 0; i < r->nd_n[nd]; i++) {
-            int t = r->nd_pair[(size_t)nd * P + i] / rt->k;
-            if (r->tok_local[t] < 0) r->tok_local[t] = r->nd_rows[nd]++, rows[r->tok_local[t]] = t;
-            tok[i] = r->tok_local[t];
-        }
-        zmq_msg_t frame;
-        if (zmq_msg_init_size(&frame, (size_t)r->nd_rows[nd] * r->act_row)) return st_fail(ST_ENOMEM, "no memory");
-        uint8_t *fd = zmq_msg_data(&frame);
-        for (int j = 0; j < r->nd_rows[nd]; j++)
-            memcpy(fd + (size_t)j * r->act_row, r->conv + (size_t)rows[j] * r->act_row, r->act_row);
-        st_wire_msg_t msg = {.type = ST_MSG_EXPERT_COMPUTE};
-        msg.compute = (st_wire_compute_t){(uint32_t)rt->layer, (uint32_t)r->nd_rows[nd],
-                                          st_type_traits(r->gate_type)->vec_dot_type, (uint32_t)r->nd_n[nd], tok,
-                                          r->nd_exp + (size_t)nd * P};
-        if (st_cluster_send_zmsg(r->cl, nd, &msg, &frame, true) < 0) {
-            r->failed[nd] = true;
-            continue;
-        }
-        r->rids[nd] = msg.request_id;
-        r->step[nd].rt++;
-        r->step[nd].involved++;
-        r->step[nd].pairs += (uint64_t)r->nd_n[nd];
-        if (++r->rt_layer[nd] > r->tot.max_rt_per_layer_node) r->tot.max_rt_per_layer_node = r->rt_layer[nd];
-    }
-
-    /* pairs no node can take: computed here while the nodes work */
-    int rc = s_fallback(r, rt, n_fb, "no owner up");
-    if (rc < 0) return rc;
-
-    result_ctx_t x = {r, rt};
-    double t_wait = st_cluster_now_ms();
-    rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
-    if (r->step_decode) r->tot.wait_ms_decode += st_cluster_now_ms() - t_wait;
-    if (rc < 0 && rc != ST_ETIMEOUT) return rc;
-
-    /* nodes that missed the deadline or failed: down, their pairs here */
-    for (int nd = 0; nd < r->N; nd++) {
-        if (!r->rids[nd] && !r->failed[nd]) {
-            r->tot.remote_pairs += (uint64_t)r->nd_n[nd];
-            continue;
-        }
-        char why[160];
-        if (r->rids[nd]) snprintf(why, sizeof why, "no answer to layer %d within %d ms", rt->layer, r->o.timeout_ms);
-        else snprintf(why, sizeof why, "no usable answer for layer %d", rt->layer);
-        st_cluster_set_down(r->cl, nd, why);
-        int n = 0;
-        for (int i = 0; i < r->nd_n[nd]; i++) {
-            int p = r->nd_pair[(size_t)nd * P + i];
-            r->fb_tok[n] = p / rt->k;
-            r->fb_exp[n] = rt->ids[p];
-            r->fb_pair[n++] = p;
-        }
-        rc = s_fallback(r, rt, n, why);
-        if (rc < 0) return st_fail(rc, "node %d (%s): %s", nd, st_cluster_url(r->cl, nd), why);
-    }
+    int rc = s_fallback(r, rt, n_fb, "every owner failed");
+    if (rc < 0) return st_fail(rc, "layer %d: %d pairs could not be computed anywhere", rt->layer, n_fb);
 
     st_moe_combine(rt, r->E, r->y, out);
     if (rt->layer == r->L - 1) s_step_close(r); /* the batch is through */
@@ -625,10 +658,10 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
     const st_remote_totals_t *t = &r->tot;
     const double T = t->decode_tokens ? (double)t->decode_tokens : 1.0;
     fprintf(f, "cluster: %d of %d nodes up; prefill %llu steps (%llu tokens), decode %llu tokens; %llu pairs on "
-               "nodes, %llu computed here (fallback)\n",
+               "nodes, %llu computed here (fallback), %llu re-sent to a replica\n",
             st_cluster_n_up(r->cl), r->N, (unsigned long long)t->prefill_steps, (unsigned long long)t->prefill_tokens,
             (unsigned long long)t->decode_tokens, (unsigned long long)t->remote_pairs,
-            (unsigned long long)t->fallback_pairs);
+            (unsigned long long)t->fallback_pairs, (unsigned long long)t->resent_pairs);
     for (int i = 0; i < r->N; i++) {
         const node_acc_t *d = &r->dec[i], *p = &r->pre[i];
         uint64_t look = d->hits + d->misses + p->hits + p->misses;

@@ -88,6 +88,7 @@ typedef struct {
     int max_rt_per_layer_node; /* most round trips one node got in one layer */
     uint64_t bytes_out_decode, bytes_in_decode;
     uint64_t fallback_pairs;   /* pairs computed by the coordinator */
+    uint64_t resent_pairs;     /* pairs re-sent to a replica after their node failed */
     uint64_t remote_pairs;
     double wait_ms_decode;     /* wall time spent waiting for node results during decode */
 } st_remote_totals_t;
