@@ -1,0 +1,548 @@
+/* The HTTP API end to end: a real `st-run --http 127.0.0.1:0` (and a local
+ * cluster through deploy/local-cluster) on the tiny synthetic model, talked to
+ * over loopback with a small blocking HTTP/1.0 client (the server closes the
+ * connection after each answer, so a reply is everything up to EOF).
+ *
+ * At temperature 0 the chat answer, streamed or not, is exactly the text
+ * `st-run --chat --temp 0 -n N --json` prints; eight concurrent streams all
+ * finish with that same text (continuous batching gives each sequence the
+ * numbers it would get alone); bad requests get 4xx JSON errors and the
+ * server goes on serving; the API key is enforced; /metrics is valid
+ * Prometheus text and /health valid JSON. Every wait has a deadline.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define BIN ST_BINARY_DIR
+#define PROMPT "Tell me about foxes"
+#define N_PREDICT 12
+
+static double s_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static const char *s_tiny(void) {
+    static char path[1024];
+    const char *args[] = {"--type", "f32", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path));
+    return path;
+}
+
+/* ---- server process ----------------------------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char log[128];
+} server_t;
+
+/* Starts argv (a server printing "serving on http://127.0.0.1:PORT/") and
+ * waits up to deadline_ms for that line. */
+static void s_start(server_t *s, char *const argv[], int deadline_ms) {
+    int out[2];
+    cr_assert_eq(pipe(out), 0);
+    snprintf(s->log, sizeof s->log, "/tmp/st-test-http-%d-%d.log", (int)getpid(), rand() % 100000);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        setpgid(0, 0);
+        dup2(out[1], 1);
+        int fd = open(s->log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) dup2(fd, 2);
+        close(out[0]);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(out[1]);
+    s->pid = pid;
+    char buf[512] = "";
+    size_t len = 0;
+    double deadline = s_now_ms() + deadline_ms;
+    char *line;
+    while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
+        struct pollfd p = {out[0], POLLIN, 0};
+        int left = (int)(deadline - s_now_ms());
+        cr_assert_gt(left, 0, "no 'serving on' line within %d ms (log %s)", deadline_ms, s->log);
+        cr_assert_geq(poll(&p, 1, left), 0);
+        if (!(p.revents & (POLLIN | POLLHUP))) continue;
+        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(n, 0, "the server exited before serving (log %s)", s->log);
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    close(out[0]);
+    cr_assert_eq(sscanf(line, "serving on http://127.0.0.1:%d/", &s->port), 1, "said: %s", line);
+}
+
+/* SIGTERM to the process group; the server must exit within 10 s. */
+static int s_stop(server_t *s) {
+    kill(-s->pid, SIGTERM);
+    kill(s->pid, SIGTERM);
+    int st = -1;
+    for (double t0 = s_now_ms(); s_now_ms() - t0 < 10000;) {
+        if (waitpid(s->pid, &st, WNOHANG) == s->pid) break;
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL); /* polling the exit with a deadline */
+    }
+    if (waitpid(s->pid, NULL, WNOHANG) == 0) {
+        kill(-s->pid, SIGKILL);
+        waitpid(s->pid, &st, 0);
+        cr_assert_fail("the server did not stop on SIGTERM within 10 s");
+    }
+    unlink(s->log);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void s_start_single(server_t *s, const char *extra1, const char *extra2) {
+    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http", "127.0.0.1:0", "-t", "1",
+                    (char *)extra1, (char *)extra2, NULL};
+    s_start(s, argv, 20000);
+}
+
+/* ---- HTTP client ---------------------------------------------------------------- */
+
+typedef struct {
+    int status;
+    char *body;
+    size_t len;
+} resp_t;
+
+/* Sends one request (HTTP/1.0: the server closes after the answer) and reads
+ * the whole answer, deadline 60 s. auth may be NULL. */
+static resp_t s_http(int port, const char *method, const char *path, const char *auth, const char *body,
+                     size_t body_len) {
+    resp_t r = {0};
+    signal(SIGPIPE, SIG_IGN); /* a server that refuses a body early closes the socket */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char head[512];
+    int hl = snprintf(head, sizeof head,
+                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
+                      method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
+                      body ? body_len : 0);
+    cr_assert_eq(write(fd, head, (size_t)hl), hl);
+    for (size_t off = 0; body && off < body_len;) {
+        ssize_t n = write(fd, body + off, body_len - off);
+        if (n <= 0) break; /* the server may refuse early (413) and close */
+        off += (size_t)n;
+    }
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    double deadline = s_now_ms() + 60000;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int left = (int)(deadline - s_now_ms());
+        cr_assert_gt(left, 0, "no complete answer to %s %s within 60 s", method, path);
+        if (poll(&p, 1, left) <= 0) continue;
+        if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
+        ssize_t n = read(fd, buf + len, cap - len - 1);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    close(fd);
+    buf[len] = '\0';
+    cr_assert_eq(sscanf(buf, "HTTP/1.%*d %d", &r.status), 1, "not HTTP: %.100s", buf);
+    char *b = strstr(buf, "\r\n\r\n");
+    cr_assert_not_null(b);
+    b += 4;
+    r.len = len - (size_t)(b - buf);
+    r.body = malloc(r.len + 1);
+    memcpy(r.body, b, r.len + 1);
+    free(buf);
+    return r;
+}
+
+static resp_t s_post(int port, const char *path, const char *body) {
+    return s_http(port, "POST", path, NULL, body, strlen(body));
+}
+
+/* The error object of a 4xx answer (asserts its shape). */
+static void s_assert_error(resp_t r, int status, const char *what) {
+    cr_assert_eq(r.status, status, "%s: status %d, body %s", what, r.status, r.body);
+    cJSON *o = cJSON_Parse(r.body);
+    cJSON *e = cJSON_GetObjectItem(o, "error");
+    cr_assert(cJSON_IsString(cJSON_GetObjectItem(e, "message")), "%s: no error message in %s", what, r.body);
+    cJSON_Delete(o);
+    free(r.body);
+}
+
+/* Text of a chat answer: the message content, or the streamed deltas joined.
+ * *finish gets the finish_reason (static). Asserts the format. */
+static char *s_chat_text(resp_t r, bool stream, const char **finish) {
+    cr_assert_eq(r.status, 200, "status %d: %s", r.status, r.body);
+    static char fin[32];
+    fin[0] = '\0';
+    *finish = fin;
+    if (!stream) {
+        cJSON *o = cJSON_Parse(r.body);
+        cr_assert_not_null(o, "not JSON: %s", r.body);
+        cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+        char *t = strdup(cJSON_GetObjectItem(cJSON_GetObjectItem(c, "message"), "content")->valuestring);
+        snprintf(fin, sizeof fin, "%s", cJSON_GetObjectItem(c, "finish_reason")->valuestring);
+        cJSON *u = cJSON_GetObjectItem(o, "usage");
+        cr_assert_eq(cJSON_GetObjectItem(u, "completion_tokens")->valueint, N_PREDICT);
+        cJSON_Delete(o);
+        return t;
+    }
+    size_t cap = r.len + 1, len = 0;
+    char *t = calloc(1, cap);
+    bool done = false;
+    char *save = NULL;
+    for (char *line = strtok_r(r.body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == ':') continue; /* SSE comment */
+        cr_assert(!strncmp(line, "data: ", 6), "not an SSE data line: %s", line);
+        cr_assert(!done, "data after [DONE]");
+        if (!strcmp(line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        cJSON *o = cJSON_Parse(line + 6);
+        cr_assert_not_null(o, "bad chunk %s", line);
+        cr_assert_str_eq(cJSON_GetObjectItem(o, "object")->valuestring, "chat.completion.chunk");
+        cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+        cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "delta"), "content");
+        if (cJSON_IsString(content)) {
+            size_t n = strlen(content->valuestring);
+            memcpy(t + len, content->valuestring, n);
+            len += n;
+        }
+        cJSON *f = cJSON_GetObjectItem(c, "finish_reason");
+        if (cJSON_IsString(f)) snprintf(fin, sizeof fin, "%s", f->valuestring);
+        cJSON_Delete(o);
+    }
+    cr_assert(done, "the stream did not end with data: [DONE]");
+    return t;
+}
+
+static char *s_body(const char *text, int max_tokens, bool stream) {
+    static char b[1024];
+    snprintf(b, sizeof b,
+             "{\"model\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,"
+             "\"max_tokens\":%d,\"stream\":%s}",
+             text, max_tokens, stream ? "true" : "false");
+    return b;
+}
+
+/* What st-run prints (--json "text") for the prompt. */
+static char *s_st_run_text(const char *prompt, bool chat, int n) {
+    char cmd[2048], path[] = "/tmp/st-test-http-ref-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "timeout 60 '%s/st-run' -m '%s' -p '%s' %s --temp 0 -n %d -t 1 --json > '%s' 2>/dev/null",
+             BIN, s_tiny(), prompt, chat ? "--chat" : "", n, path);
+    cr_assert_eq(system(cmd), 0, "st-run failed");
+    cJSON *o = st_test_read_json(path);
+    unlink(path);
+    cr_assert_not_null(o);
+    char *t = strdup(cJSON_GetObjectItem(o, "text")->valuestring);
+    cJSON_Delete(o);
+    return t;
+}
+
+/* ---- tests ------------------------------------------------------------------------- */
+
+Test(http, chat_at_temp_0_is_st_run_text_whole_and_streamed, .timeout = 120) {
+    char *want = s_st_run_text(PROMPT, true, N_PREDICT);
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+    char *got = s_chat_text(r, false, &fin);
+    cr_assert_str_eq(got, want);
+    cr_assert_str_eq(fin, "length");
+    free(got);
+    free(r.body);
+    r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, true));
+    got = s_chat_text(r, true, &fin);
+    cr_assert_str_eq(got, want);
+    cr_assert_str_eq(fin, "length");
+    free(got);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+    free(want);
+}
+
+Test(http, completions_models_and_unknown_routes, .timeout = 120) {
+    char *want = s_st_run_text("Once upon a time", false, 8);
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    resp_t r = s_post(s.port, "/v1/completions", "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"max_tokens\":8}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cJSON *o = cJSON_Parse(r.body);
+    cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(c, "text")->valuestring, want);
+    cJSON_Delete(o);
+    free(r.body);
+    r = s_http(s.port, "GET", "/v1/models", NULL, NULL, 0);
+    o = cJSON_Parse(r.body);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "data"), 0), "id")->valuestring,
+                     strrchr(s_tiny(), '/') + 1);
+    cJSON_Delete(o);
+    free(r.body);
+    s_assert_error(s_http(s.port, "GET", "/v1/nothing", NULL, NULL, 0), 404, "unknown route");
+    s_assert_error(s_http(s.port, "GET", "/v1/chat/completions", NULL, NULL, 0), 405, "GET on a POST route");
+    r = s_http(s.port, "GET", "/", NULL, NULL, 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_not_null(strstr(r.body, "<html"), "the page is not HTML");
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+    free(want);
+}
+
+Test(http, bad_requests_get_4xx_json_and_the_server_goes_on, .timeout = 120) {
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    const struct {
+        const char *body, *what;
+    } bad[] = {
+        {"{not json", "bad JSON"},
+        {"[1,2]", "not an object"},
+        {"{}", "no messages"},
+        {"{\"messages\":\"hi\"}", "messages not an array"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "content not a string"},
+        {"{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", "unknown role"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"temperature\":\"hot\"}", "temperature a string"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":1.5}", "max_tokens not an integer"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":-3}", "max_tokens negative"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":100000000}", "over the context"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream\":1}", "stream a number"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":5}", "stop a number"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "5 stops"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":7}", "top_p out of range"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":\"x\"}", "seed a string"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        s_assert_error(s_post(s.port, "/v1/chat/completions", bad[i].body), 400, bad[i].what);
+    s_assert_error(s_post(s.port, "/v1/completions", "{\"prompt\":7}"), 400, "prompt a number");
+    /* 2 MiB body: over the 1 MiB limit */
+    size_t big = 2u << 20;
+    char *huge = malloc(big);
+    memset(huge, ' ', big);
+    memcpy(huge, "{\"messages\":", 12);
+    s_assert_error(s_http(s.port, "POST", "/v1/chat/completions", NULL, huge, big), 413, "2 MiB body");
+    free(huge);
+    /* still serving */
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+    free(s_chat_text(r, false, &fin));
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
+Test(http, api_key_is_required_when_given, .timeout = 120) {
+    server_t s;
+    s_start_single(&s, "--api-key", "s3cret-key");
+    s_assert_error(s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false)), 401, "no key");
+    s_assert_error(s_http(s.port, "GET", "/metrics", "wrong", NULL, 0), 401, "wrong key");
+    s_assert_error(s_http(s.port, "GET", "/health", "s3cret-ke", NULL, 0), 401, "key prefix");
+    resp_t r = s_http(s.port, "GET", "/health", "s3cret-key", NULL, 0);
+    cr_assert_eq(r.status, 200);
+    free(r.body);
+    r = s_http(s.port, "GET", "/", NULL, NULL, 0); /* the page itself is public; it asks for the key */
+    cr_assert_eq(r.status, 200);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+    /* a non-loopback address without a key is refused before anything is bound */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "timeout 30 '%s/st-run' -m '%s' --http 0.0.0.0:0 -t 1 2>/dev/null", BIN, s_tiny());
+    int st = system(cmd);
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 2, "st-run --http 0.0.0.0:0 without --api-key: status %d", st);
+}
+
+typedef struct {
+    int port, max_tokens;
+    char *text;
+    const char *finish;
+    double ms;
+} user_t;
+
+static void *s_user(void *arg) {
+    user_t *u = arg;
+    double t0 = s_now_ms();
+    resp_t r = s_post(u->port, "/v1/chat/completions", s_body(PROMPT, u->max_tokens, true));
+    u->ms = s_now_ms() - t0;
+    const char *fin;
+    u->text = s_chat_text(r, true, &fin);
+    u->finish = fin;
+    free(r.body);
+    return NULL;
+}
+
+Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 180) {
+    const int n_tok = 48;
+    char *want = s_st_run_text(PROMPT, true, n_tok);
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    user_t one = {s.port, n_tok, NULL, NULL, 0};
+    s_user(&one);
+    cr_assert_str_eq(one.text, want);
+    user_t u[8];
+    pthread_t th[8];
+    double t0 = s_now_ms();
+    for (int i = 0; i < 8; i++) {
+        u[i] = (user_t){s.port, n_tok, NULL, NULL, 0};
+        cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
+    }
+    for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+    double all_ms = s_now_ms() - t0;
+    for (int i = 0; i < 8; i++) {
+        cr_assert_str_eq(u[i].text, want, "user %d", i);
+        free(u[i].text);
+    }
+    fprintf(stderr, "http bench (tiny model, 1 thread): 1 user %.0f tok/s, 8 users %.0f tok/s aggregate\n",
+            n_tok * 1e3 / one.ms, 8 * n_tok * 1e3 / all_ms);
+    /* the batches really held several sequences */
+    resp_t r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0);
+    double steps = 0, seqs = 0;
+    char *p = strstr(r.body, "\nst_batch_steps_total ");
+    cr_assert_not_null(p);
+    steps = atof(p + 22);
+    p = strstr(r.body, "\nst_batch_sequences_total ");
+    cr_assert_not_null(p);
+    seqs = atof(p + 26);
+    cr_assert_gt(seqs / steps, 1.5, "mean batch %.2f sequences", seqs / steps);
+    free(r.body);
+    free(one.text);
+    free(want);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
+Test(http, full_queue_answers_429, .timeout = 120) {
+    server_t s;
+    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http", "127.0.0.1:0", "-t", "1", "--parallel", "1",
+                    "--queue", "0", NULL};
+    s_start(&s, argv, 20000);
+    /* a long stream holds the only sequence; its first bytes show it runs */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *body = s_body(PROMPT, 4000, true);
+    char req[1400];
+    int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    char buf[4096];
+    size_t got = 0;
+    for (double dl = s_now_ms() + 20000; !memmem(buf, got, "content\":\"", 10) || got < 600;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        cr_assert_lt(s_now_ms(), dl, "the first stream did not start");
+        if (poll(&p, 1, 1000) <= 0) continue;
+        ssize_t k = read(fd, buf + got, sizeof buf - got);
+        cr_assert_gt(k, 0);
+        got += (size_t)k;
+        if (got > 3000) got = 0; /* keep reading; only the start matters */
+    }
+    s_assert_error(s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false)), 429, "queue full");
+    close(fd); /* the client leaves: its sequence is cancelled */
+    resp_t r = {0};
+    for (double dl = s_now_ms() + 30000; s_now_ms() < dl;) { /* the slot comes free */
+        r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false));
+        if (r.status == 200) break;
+        free(r.body);
+        r.body = NULL;
+    }
+    cr_assert_eq(r.status, 200);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
+/* Each sample line: name{labels} value, with a HELP/TYPE before each family. */
+Test(http, metrics_and_health_parse, .timeout = 120) {
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false));
+    free(r.body);
+    r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0);
+    cr_assert_eq(r.status, 200);
+    int samples = 0;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (line[0] == '#') {
+            cr_assert(!strncmp(line, "# HELP ", 7) || !strncmp(line, "# TYPE ", 7), "%s", line);
+            continue;
+        }
+        char name[128];
+        double v;
+        int end = 0;
+        cr_assert(sscanf(line, "%127[a-zA-Z0-9_:]%n", name, &end) == 1, "bad sample %s", line);
+        const char *rest = line + end;
+        if (*rest == '{') rest = strchr(rest, '}') + 1;
+        char *e;
+        v = strtod(rest, &e);
+        cr_assert(e != rest && *e == '\0' && !isnan(v), "bad value in %s", line);
+        samples++;
+    }
+    cr_assert_gt(samples, 20);
+    free(r.body);
+    r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0);
+    cr_assert_not_null(strstr(r.body, "\nst_generated_tokens_total 4\n"), "%s", r.body);
+    cr_assert_not_null(strstr(r.body, "st_time_to_first_token_seconds_count 1\n"));
+    free(r.body);
+    r = s_http(s.port, "GET", "/health", NULL, NULL, 0);
+    cJSON *o = cJSON_Parse(r.body);
+    cr_assert_str_eq(cJSON_GetObjectItem(o, "status")->valuestring, "ok");
+    cr_assert_str_eq(cJSON_GetObjectItem(o, "mode")->valuestring, "single");
+    cr_assert(cJSON_IsArray(cJSON_GetObjectItem(o, "nodes")));
+    cJSON_Delete(o);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
+/* deploy/local-cluster --http: the same answer from two st-node processes, a
+ * cluster view in /health, and every process gone after SIGTERM. */
+Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
+    if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
+    char *want = s_st_run_text(PROMPT, true, N_PREDICT);
+    char dir[] = "/tmp/st-test-http-lc-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    setenv("ST_BIN", BIN, 1);
+    char *argv[] = {ST_SOURCE_DIR "/deploy/local-cluster", "-m", (char *)s_tiny(), "-n", "2", "--mem", "256M",
+                    "--http", "127.0.0.1:0", "--", "-t", "1", "--state-dir", dir, NULL};
+    server_t s;
+    s_start(&s, argv, 60000);
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, true));
+    char *got = s_chat_text(r, true, &fin);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(r.body);
+    cJSON *o = NULL;
+    for (double dl = s_now_ms() + 10000; s_now_ms() < dl;) { /* the view refreshes once a second */
+        r = s_http(s.port, "GET", "/health", NULL, NULL, 0);
+        o = cJSON_Parse(r.body);
+        free(r.body);
+        cJSON *n0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 0);
+        if (cJSON_GetObjectItem(n0, "requests") && cJSON_GetObjectItem(n0, "requests")->valuedouble > 0) break;
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    cr_assert_not_null(o, "no node with requests in /health");
+    cr_assert_eq(cJSON_GetObjectItem(o, "nodes_up")->valueint, 2);
+    cr_assert_str_eq(cJSON_GetObjectItem(o, "mode")->valuestring, "cluster");
+    cJSON_Delete(o);
+    s_stop(&s);
+    st_test_system("rm -rf '%s'", dir);
+    free(want);
+}
