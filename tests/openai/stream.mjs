@@ -1,0 +1,28 @@
+// The official OpenAI client library against our server: lists the model,
+// streams a chat answer at temperature 0 and checks it equals the
+// non-streamed answer, that chunks came one by one, and the finish reason.
+import { createRequire } from "node:module";
+import assert from "node:assert/strict";
+
+const require = createRequire(process.env.ST_NPM_DIR + "/package.json");
+const OpenAI = require("openai");
+const client = new OpenAI({ baseURL: process.env.ST_URL + "/v1", apiKey: "unused-on-loopback", timeout: 60000, maxRetries: 0 });
+
+const models = await client.models.list();
+const model = models.data[0].id;
+assert.ok(model.endsWith(".gguf"), `model id ${model}`);
+
+const messages = [{ role: "user", content: "Write a haiku about small computers" }];
+const stream = await client.chat.completions.create({ model, messages, temperature: 0, max_tokens: 20, stream: true });
+let text = "", chunks = 0, finish = null;
+for await (const chunk of stream) {
+  const c = chunk.choices[0];
+  if (c?.delta?.content) { text += c.delta.content; chunks++; }
+  if (c?.finish_reason) finish = c.finish_reason;
+}
+const whole = await client.chat.completions.create({ model, messages, temperature: 0, max_tokens: 20 });
+assert.equal(text, whole.choices[0].message.content, "streamed text differs from the whole answer");
+assert.ok(chunks >= 5, `only ${chunks} content chunks`);
+assert.ok(finish === "length" || finish === "stop", `finish_reason ${finish}`);
+assert.equal(whole.usage.completion_tokens <= 20, true);
+console.log(`openai client: ${chunks} chunks, ${text.length} chars, finish_reason ${finish}`);
