@@ -432,3 +432,202 @@ Test(security, coordinator_wants_keys_unless_insecure) {
     cr_assert_neq(st_test_system("'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x "
                                  "> /dev/null 2>&1", BIN), 0);
 }
+
+/* ---- soak: hostile traffic against a live node ---- */
+
+static uint64_t s_rss_kb(pid_t pid) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/statm", (int)pid);
+    FILE *f = fopen(path, "r");
+    unsigned long long size = 0, res = 0;
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
+        fclose(f);
+    }
+    return res * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
+}
+
+/* Reads every reply that arrives within ms (at least one wait); returns how many. */
+static int s_drain(client_t *c, int ms) {
+    int n = 0;
+    zmq_pollitem_t it = {.socket = c->sock, .events = ZMQ_POLLIN};
+    while (zmq_poll(&it, 1, n ? 0 : ms) > 0) {
+        st_wire_rx_t rx;
+        char why[128];
+        if (st_wire_recv(c->sock, false, &rx, why, sizeof why) == 0) st_wire_rx_clear(&rx);
+        n++;
+    }
+    return n;
+}
+
+/* HELLO + ASSIGN of the soak's two experts (a corrupted HELLO may have switched
+ * the node to another model, as a coordinator may): nothing missing, the
+ * store kept them. */
+static void s_session(client_t *c, const st_wire_ref_t *refs) {
+    s_drain(c, 1);
+    st_wire_rx_t rx;
+    st_wire_msg_t m = s_hello();
+    cr_assert(s_call(c, &m, NULL, 0, &rx, DEADLINE_MS), "the node stopped answering HELLO");
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY, "%s", rx.msg.error.message);
+    st_wire_rx_clear(&rx);
+    m = (st_wire_msg_t){.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = s_shape(), .n_experts = 2, .experts = (st_wire_ref_t *)refs};
+    cr_assert(s_call(c, &m, NULL, 0, &rx, DEADLINE_MS), "the node stopped answering ASSIGN");
+    cr_assert_eq(rx.msg.type, ST_MSG_ASSIGN_ACK, "%s", rx.msg.error.message);
+    cr_assert_eq(rx.msg.assign_ack.n_missing, 0, "the node lost stored experts during the soak");
+    st_wire_rx_clear(&rx);
+}
+
+/* The valid request and its answer before the soak; the same bytes after. */
+static void s_check_compute(client_t *c, const st_wire_msg_t *req, const uint8_t *act, size_t act_len,
+                            const uint8_t *want, size_t want_len) {
+    s_drain(c, 1);
+    st_wire_msg_t m = *req;
+    st_wire_rx_t rx;
+    cr_assert(s_call(c, &m, act, act_len, &rx, DEADLINE_MS), "the node stopped answering valid requests");
+    cr_assert_eq(rx.msg.type, ST_MSG_EXPERT_RESULT, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    size_t len;
+    const uint8_t *got = st_wire_rx_frame(&rx, &len);
+    cr_assert_eq(len, want_len);
+    cr_assert_eq(memcmp(got, want, len), 0, "the node's answer changed during the soak");
+    st_wire_rx_clear(&rx);
+}
+
+Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .timeout = 180) {
+    const bool light = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT"));
+    const int N = light ? 2000 : 10000;
+    node_t nd;
+    char coord_pub[41], coord_sec[41];
+    s_curve_node(&nd, coord_pub, coord_sec);
+    client_t c, intruder;
+    s_client(&c, nd.url, nd.pub, coord_pub, coord_sec);
+    s_client(&intruder, nd.url, nd.pub, NULL, NULL); /* unknown key */
+    const st_wire_shape_t shape = s_shape();
+    const size_t EB = (size_t)shape.expert_bytes;
+    uint8_t *expert = malloc(EB);
+    srand(11);
+    for (size_t i = 0; i < EB; i++) expert[i] = (uint8_t)rand();
+    /* Q4_0 blocks (18 B: fp16 scale + 16 B): finite scales, so outputs are numbers */
+    for (size_t i = 0; i + 18 <= EB; i += 18) expert[i] = 0x00, expert[i + 1] = 0x2c; /* 2^-4 */
+    st_wire_rx_t rx;
+    st_wire_msg_t m = s_hello();
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    st_wire_rx_clear(&rx);
+    st_wire_ref_t refs[2] = {{.layer = 0, .expert = 1, .has_hash = true}, {.layer = 2, .expert = 3, .has_hash = true}};
+    st_wire_hash(expert, EB, refs[0].hash);
+    memcpy(refs[1].hash, refs[0].hash, 32);
+    m = (st_wire_msg_t){.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = shape, .n_experts = 2, .experts = refs};
+    cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_ASSIGN_ACK, "%s", rx.msg.error.message);
+    st_wire_rx_clear(&rx);
+    st_wire_msg_t put[2];
+    for (int i = 0; i < 2; i++) {
+        put[i] = (st_wire_msg_t){.type = ST_MSG_SHARD_PUT};
+        put[i].shard_put = (st_wire_shard_put_t){.layer = refs[i].layer, .expert = refs[i].expert, .total = EB};
+        st_wire_hash(expert, EB, put[i].shard_put.chunk_hash);
+        m = put[i];
+        cr_assert(s_call(&c, &m, expert, EB, &rx, DEADLINE_MS));
+        cr_assert(rx.msg.shard_ack.ok && rx.msg.shard_ack.complete);
+        st_wire_rx_clear(&rx);
+    }
+    /* the valid request: 3 tokens on layer 0, expert 1; Q8_0 rows (34 B per 32: fp16 scale + 32 int8) */
+    const size_t row = st_wire_act_row_bytes(&shape), act_len = 3 * row;
+    uint8_t *act = malloc(act_len);
+    for (size_t i = 0; i < act_len; i++) act[i] = (uint8_t)(rand() % 64);
+    for (size_t i = 0; i + 34 <= act_len; i += 34) act[i] = 0x00, act[i + 1] = 0x2c;
+    static int32_t tok[3] = {0, 1, 2}, exp1[3] = {1, 1, 1};
+    st_wire_msg_t req = {.type = ST_MSG_EXPERT_COMPUTE};
+    req.compute = (st_wire_compute_t){.layer = 0, .n_tokens = 3, .act_type = ST_TYPE_Q8_0, .n_pairs = 3,
+                                      .pair_token = tok, .pair_expert = exp1};
+    m = req;
+    cr_assert(s_call(&c, &m, act, act_len, &rx, DEADLINE_MS));
+    cr_assert_eq(rx.msg.type, ST_MSG_EXPERT_RESULT, "%s", rx.msg.error.message);
+    size_t want_len;
+    const uint8_t *w = st_wire_rx_frame(&rx, &want_len);
+    uint8_t *want = malloc(want_len);
+    memcpy(want, w, want_len);
+    st_wire_rx_clear(&rx);
+    /* valid encodings to cut, replay and corrupt */
+    uint8_t enc[4][512];
+    size_t enc_len[4];
+    st_wire_msg_t valid[4] = {req, put[0], s_hello(), {.type = ST_MSG_HEARTBEAT}};
+    for (int i = 0; i < 4; i++) cr_assert_eq(st_wire_encode(&valid[i], enc[i], sizeof enc[i], &enc_len[i]), 0);
+    uint8_t *big = calloc(1, ST_WIRE_MAX_FRAME + 1);
+    uint64_t rss_warm = 0;
+    const double t0 = s_now_ms();
+    int replies = 0;
+    for (int i = 0; i < N; i++) {
+        if (i == N / 10) rss_warm = s_rss_kb(nd.pid);
+        const int kind = rand() % 8, v = rand() % 4;
+        uint8_t buf[600];
+        size_t len = 0;
+        const void *frame = NULL;
+        size_t flen = 0;
+        switch (kind) {
+        case 0: /* random bytes */
+            len = 1 + (size_t)(rand() % 300);
+            for (size_t j = 0; j < len; j++) buf[j] = (uint8_t)rand();
+            break;
+        case 1: /* truncated valid message */
+            len = (size_t)(rand() % (int)enc_len[v]);
+            memcpy(buf, enc[v], len);
+            break;
+        case 2: /* one byte flipped */
+            len = enc_len[v];
+            memcpy(buf, enc[v], len);
+            buf[rand() % (int)len] ^= (uint8_t)(1 + rand() % 255);
+            break;
+        case 3: /* replayed valid message, maybe with a wrong frame */
+            len = enc_len[v];
+            memcpy(buf, enc[v], len);
+            frame = v == 0 ? act : v == 1 ? expert : NULL;
+            flen = v == 0 ? act_len - (size_t)(rand() % 2) * row : v == 1 ? EB - (size_t)(rand() % 2) : 0;
+            break;
+        case 4: /* valid header, frame of a random size */
+            len = enc_len[0];
+            memcpy(buf, enc[0], len);
+            frame = big;
+            flen = (size_t)rand() % (64 << 10);
+            break;
+        case 5: /* oversized frame (above the node's ZMQ_MAXMSGSIZE: it drops the connection), rarely */
+            if (i % 500 == 0) {
+                len = enc_len[0];
+                memcpy(buf, enc[0], len);
+                frame = big;
+                flen = ST_WIRE_MAX_FRAME + 1;
+            } else {
+                len = 1, buf[0] = 0;
+            }
+            break;
+        default: /* the intruder, unknown key: sends, never hears back */
+            len = enc_len[v];
+            memcpy(buf, enc[v], len);
+            zmq_send(intruder.sock, buf, len, ZMQ_DONTWAIT);
+            continue;
+        }
+        /* raw frames: the envelope as given, then the frame */
+        zmq_send(c.sock, buf, len, frame ? ZMQ_SNDMORE | ZMQ_DONTWAIT : ZMQ_DONTWAIT);
+        if (frame) zmq_send(c.sock, frame, flen, ZMQ_DONTWAIT);
+        replies += s_drain(&c, kind == 5 && flen > ST_WIRE_MAX_FRAME ? 50 : 20);
+        if (i % 1000 == 999) s_session(&c, refs), s_check_compute(&c, &req, act, act_len, want, want_len);
+    }
+    const double ms = s_now_ms() - t0;
+    s_session(&c, refs);
+    s_check_compute(&c, &req, act, act_len, want, want_len);
+    const uint64_t rss_end = s_rss_kb(nd.pid);
+    cr_log_info("soak: %d messages in %.0f ms, %d replies; node RSS %llu kB after warm-up, %llu kB at the end", N, ms,
+                replies, (unsigned long long)rss_warm, (unsigned long long)rss_end);
+    cr_assert_lt(rss_end, rss_warm + 8 * 1024, "node RSS grew from %llu to %llu kB", (unsigned long long)rss_warm,
+                 (unsigned long long)rss_end);
+    cr_assert_gt(replies, N / 4, "the node answered only %d of %d messages", replies, N);
+    cr_assert(s_log_has(&nd, "is not on the allow list", 3000));
+    s_client_close(&intruder);
+    s_client_close(&c);
+    kill(nd.pid, SIGTERM);
+    int st;
+    waitpid(nd.pid, &st, 0);
+    nd.pid = g_node = 0;
+    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the node did not exit cleanly after the soak");
+    free(expert), free(act), free(want), free(big);
+}
