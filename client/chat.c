@@ -1,0 +1,317 @@
+/* st-chat: a terminal chat with the coordinator's OpenAI-compatible API.
+ *
+ * Each line is a user message; the answer streams in as it is generated
+ * (SSE through libcurl's write callback), and the whole conversation is sent
+ * each turn (the server keeps no state between requests). Lines are read
+ * with libedit (editing, history). Commands: /system TEXT, /reset, /stats,
+ * /help, /quit. A coordinator that cannot be reached is named with the
+ * reason and what to check, never a bare error code.
+ */
+#include <curl/curl.h>
+#include <editline/readline.h>
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    const char *url, *api_key;
+    char *system;
+    double temp;
+    long max_tokens;
+    cJSON *history; /* [{role, content}] */
+    /* the current answer */
+    char *sse;      /* SSE bytes not yet split into events */
+    size_t sse_len;
+    char *answer;
+    size_t answer_len;
+    int n_chunks;
+    char finish[32];
+    int completion_tokens, prompt_tokens;
+    double t_first, t_last;
+    /* totals for /stats */
+    int turns, tokens;
+    double gen_s;
+} chat_t;
+
+static double s_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void s_usage(FILE *f) {
+    fprintf(f,
+            "usage: st-chat [--url URL] [--api-key KEY] [options]\n"
+            "\n"
+            "Chats with a SmallThinker coordinator (st-coordinator --http) or st-run --http.\n"
+            "\n"
+            "      --url URL          the server (default http://127.0.0.1:8080)\n"
+            "      --api-key KEY      bearer token (default: $ST_API_KEY, else none)\n"
+            "      --system TEXT      system message (default: none; /system changes it)\n"
+            "      --temp T           temperature (default: the server's)\n"
+            "      --max-tokens N     longest answer (default 512)\n"
+            "  -h, --help             this help\n"
+            "\n"
+            "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n");
+}
+
+static size_t s_buf_cb(char *p, size_t sz, size_t n, void *arg) {
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = sz * n;
+    char *b = realloc(*buf, old + add + 1);
+    if (!b) return 0;
+    memcpy(b + old, p, add);
+    b[old + add] = '\0';
+    *buf = b;
+    return add;
+}
+
+/* One SSE event of the answer. */
+static void s_event(chat_t *c, const char *data) {
+    if (!strcmp(data, "[DONE]")) return;
+    cJSON *o = cJSON_Parse(data);
+    cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
+    cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content");
+    if (cJSON_IsString(content) && *content->valuestring) {
+        size_t n = strlen(content->valuestring);
+        char *a = realloc(c->answer, c->answer_len + n + 1);
+        if (a) {
+            memcpy(a + c->answer_len, content->valuestring, n + 1);
+            c->answer = a;
+            c->answer_len += n;
+        }
+        if (!c->n_chunks++) c->t_first = s_now();
+        c->t_last = s_now();
+        fputs(content->valuestring, stdout);
+        fflush(stdout);
+    }
+    cJSON *f = cJSON_GetObjectItem(ch, "finish_reason");
+    if (cJSON_IsString(f)) snprintf(c->finish, sizeof c->finish, "%s", f->valuestring);
+    cJSON *u = cJSON_GetObjectItem(o, "usage");
+    if (cJSON_IsObject(u)) {
+        c->completion_tokens = cJSON_GetObjectItem(u, "completion_tokens")->valueint;
+        c->prompt_tokens = cJSON_GetObjectItem(u, "prompt_tokens")->valueint;
+    }
+    cJSON *e = cJSON_GetObjectItem(o, "error");
+    if (e) fprintf(stderr, "\nst-chat: the server says: %s\n", cJSON_GetStringValue(cJSON_GetObjectItem(e, "message")));
+    cJSON_Delete(o);
+}
+
+static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
+    chat_t *c = arg;
+    size_t add = sz * n;
+    char *b = realloc(c->sse, c->sse_len + add + 1);
+    if (!b) return 0;
+    memcpy(b + c->sse_len, p, add);
+    c->sse = b;
+    c->sse_len += add;
+    c->sse[c->sse_len] = '\0';
+    char *end;
+    while ((end = strstr(c->sse, "\n\n"))) {
+        *end = '\0';
+        if (!strncmp(c->sse, "data: ", 6)) s_event(c, c->sse + 6);
+        else if (c->sse[0] == '{') s_event(c, c->sse); /* an error body, not SSE */
+        size_t used = (size_t)(end + 2 - c->sse);
+        memmove(c->sse, end + 2, c->sse_len - used + 1);
+        c->sse_len -= used;
+    }
+    return add;
+}
+
+/* A request; body NULL = GET. Returns the HTTP status, or -1 after saying
+ * why the server could not be reached. */
+static long s_request(chat_t *c, const char *path, const char *body, curl_write_callback cb, void *arg) {
+    CURL *h = curl_easy_init();
+    if (!h) return -1;
+    char url[1024], auth[600];
+    snprintf(url, sizeof url, "%s%s", c->url, path);
+    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    if (c->api_key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
+        hdr = curl_slist_append(hdr, auth);
+    }
+    char err[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, arg);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    CURLcode rc = curl_easy_perform(h);
+    long status = -1;
+    if (rc == CURLE_OK) {
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    } else {
+        fprintf(stderr, "\nst-chat: cannot reach the coordinator at %s: %s\n"
+                        "  is st-coordinator (or st-run) running with --http on that address, and the network up?\n",
+                c->url, *err ? err : curl_easy_strerror(rc));
+    }
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+static void s_turn(chat_t *c, const char *line) {
+    cJSON *msg = cJSON_CreateObject();
+    cJSON_AddStringToObject(msg, "role", "user");
+    cJSON_AddStringToObject(msg, "content", line);
+    cJSON_AddItemToArray(c->history, msg);
+    cJSON *req = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(req, "messages");
+    if (c->system) {
+        cJSON *s = cJSON_CreateObject();
+        cJSON_AddStringToObject(s, "role", "system");
+        cJSON_AddStringToObject(s, "content", c->system);
+        cJSON_AddItemToArray(msgs, s);
+    }
+    const cJSON *m;
+    cJSON_ArrayForEach(m, c->history) cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, true));
+    cJSON_AddBoolToObject(req, "stream", true);
+    cJSON_AddNumberToObject(req, "max_tokens", (double)c->max_tokens);
+    if (c->temp >= 0) cJSON_AddNumberToObject(req, "temperature", c->temp);
+    char *body = cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    free(c->answer);
+    c->answer = NULL;
+    c->answer_len = 0;
+    c->sse_len = 0;
+    c->n_chunks = 0;
+    c->finish[0] = '\0';
+    c->completion_tokens = 0;
+    double t0 = s_now();
+    long st = s_request(c, "/v1/chat/completions", body, s_sse_cb, c);
+    free(body);
+    if (st == 200) {
+        double dt = c->t_last > c->t_first ? c->t_last - c->t_first : 0;
+        printf("\n[%d tokens, %.1f tok/s, first token after %.2f s%s%s]\n", c->completion_tokens,
+               dt > 0 && c->completion_tokens > 1 ? (c->completion_tokens - 1) / dt : 0.0,
+               c->n_chunks ? c->t_first - t0 : 0.0, c->finish[0] ? ", " : "", c->finish);
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddStringToObject(a, "role", "assistant");
+        cJSON_AddStringToObject(a, "content", c->answer ? c->answer : "");
+        cJSON_AddItemToArray(c->history, a);
+        c->turns++;
+        c->tokens += c->completion_tokens;
+        c->gen_s += s_now() - t0;
+    } else {
+        if (st > 0) fprintf(stderr, "st-chat: the server answered HTTP %ld (see above)\n", st);
+        cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1); /* not answered: forget it */
+    }
+}
+
+static void s_stats(chat_t *c) {
+    char *body = NULL;
+    long st = s_request(c, "/health", NULL, s_buf_cb, &body);
+    printf("this session: %d turns, %d tokens, %.1f tok/s overall; %d messages in the conversation\n", c->turns,
+           c->tokens, c->gen_s > 0 ? c->tokens / c->gen_s : 0.0, cJSON_GetArraySize(c->history));
+    cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
+    if (o) {
+        printf("server: %s (%s), model %s, %.1f tok/s, %d active, %d queued, %d/%d nodes up\n",
+               cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")), cJSON_GetStringValue(cJSON_GetObjectItem(o, "mode")),
+               cJSON_GetStringValue(cJSON_GetObjectItem(o, "model")), cJSON_GetObjectItem(o, "tokens_per_s")->valuedouble,
+               cJSON_GetObjectItem(o, "active")->valueint, cJSON_GetObjectItem(o, "queued")->valueint,
+               cJSON_GetObjectItem(o, "nodes_up")->valueint, cJSON_GetArraySize(cJSON_GetObjectItem(o, "nodes")));
+        const cJSON *n;
+        cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes"))
+            printf("  %s %s: %s, %d experts, cache hits %.0f%%, round trip %.2f ms\n",
+                   cJSON_GetStringValue(cJSON_GetObjectItem(n, "id")), cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")),
+                   cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN",
+                   cJSON_GetObjectItem(n, "experts") ? cJSON_GetObjectItem(n, "experts")->valueint : 0,
+                   cJSON_GetObjectItem(n, "hit_rate") ? 100 * cJSON_GetObjectItem(n, "hit_rate")->valuedouble : 0.0,
+                   cJSON_GetObjectItem(n, "rtt_ms") ? cJSON_GetObjectItem(n, "rtt_ms")->valuedouble : 0.0);
+        cJSON_Delete(o);
+    } else if (st > 0) {
+        printf("server: /health answered HTTP %ld\n", st);
+    }
+    free(body);
+}
+
+int main(int argc, char **argv) {
+    chat_t c = {.url = "http://127.0.0.1:8080", .api_key = getenv("ST_API_KEY"), .temp = -1, .max_tokens = 512};
+    static const struct option opts[] = {{"url", required_argument, 0, 'u'},     {"api-key", required_argument, 0, 'k'},
+                                         {"system", required_argument, 0, 's'},  {"temp", required_argument, 0, 'T'},
+                                         {"max-tokens", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    int o;
+    char *end;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'u': c.url = optarg; break;
+        case 'k': c.api_key = optarg; break;
+        case 's': c.system = strdup(optarg); break;
+        case 'T':
+            c.temp = strtod(optarg, &end);
+            if (*end || c.temp < 0 || c.temp > 100) return fprintf(stderr, "st-chat: bad --temp %s\n", optarg), 2;
+            break;
+        case 'n':
+            c.max_tokens = strtol(optarg, &end, 10);
+            if (*end || c.max_tokens < 1) return fprintf(stderr, "st-chat: bad --max-tokens %s\n", optarg), 2;
+            break;
+        case 'h': s_usage(stdout); return 0;
+        default: s_usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) return fprintf(stderr, "st-chat: unexpected argument '%s' (see --help)\n", argv[optind]), 2;
+    size_t ul = strlen(c.url);
+    char *url = strdup(c.url);
+    while (ul && url[ul - 1] == '/') url[--ul] = '\0'; /* "http://h:8080/" works too */
+    c.url = url;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    char *body = NULL;
+    long st = s_request(&c, "/v1/models", NULL, s_buf_cb, &body);
+    if (st != 200) {
+        if (st == 401) fprintf(stderr, "st-chat: %s wants an API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
+        else if (st > 0) fprintf(stderr, "st-chat: %s answered HTTP %ld to /v1/models: is it an st-coordinator?\n", c.url, st);
+        free(body);
+        curl_global_cleanup();
+        return 1;
+    }
+    cJSON *models = cJSON_Parse(body);
+    const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(models, "data"), 0), "id"));
+    printf("st-chat: connected to %s (model %s). /help lists the commands.\n", c.url, name ? name : "?");
+    cJSON_Delete(models);
+    free(body);
+    c.history = cJSON_CreateArray();
+    using_history();
+    char *line;
+    while ((line = readline("> "))) {
+        char *t = line + strspn(line, " \t");
+        if (*t) add_history(t);
+        if (!*t) {
+        } else if (!strcmp(t, "/quit") || !strcmp(t, "/exit")) {
+            free(line);
+            break;
+        } else if (!strcmp(t, "/reset")) {
+            cJSON_Delete(c.history);
+            c.history = cJSON_CreateArray();
+            printf("(conversation cleared)\n");
+        } else if (!strncmp(t, "/system", 7) && (t[7] == ' ' || !t[7])) {
+            free(c.system);
+            const char *s = t + 7 + strspn(t + 7, " ");
+            c.system = *s ? strdup(s) : NULL;
+            printf(c.system ? "(system message set)\n" : "(system message cleared)\n");
+        } else if (!strcmp(t, "/stats")) {
+            s_stats(&c);
+        } else if (!strcmp(t, "/help")) {
+            printf("/system TEXT  set the system message (empty: none)\n/reset        forget the conversation\n"
+                   "/stats        this session's and the server's numbers\n/quit         leave\n");
+        } else if (t[0] == '/') {
+            printf("unknown command %s (/help lists them)\n", t);
+        } else {
+            s_turn(&c, t);
+        }
+        free(line);
+    }
+    cJSON_Delete(c.history);
+    free(c.answer);
+    free(c.sse);
+    free(c.system);
+    free(url);
+    curl_global_cleanup();
+    return 0;
+}

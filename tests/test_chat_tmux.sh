@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# st-chat in a real terminal (tmux): connect to st-run --http on loopback,
+# chat (streamed answer and its stats line), /stats, /system, /reset, line
+# history (Up recalls the last command), /quit; and a clear message when the
+# server is unreachable. Every wait polls the screen with a deadline.
+#   usage: test_chat_tmux.sh BUILD_DIR     (exit 77 = skipped: no tmux)
+set -uo pipefail
+BUILD=${1:?build dir}
+command -v tmux >/dev/null || { echo "skip: tmux not installed"; exit 77; }
+[ -x "$BUILD/st-chat" ] || { echo "skip: st-chat not built (libcurl/libedit missing)"; exit 77; }
+MODEL=${ST_MODEL_CACHE:-$HOME/.cache/st-models}/http-tiny-f32.gguf
+[ -f "$MODEL" ] || "$BUILD/st-synth" --type f32 --out "$MODEL" >/dev/null 2>&1 || { echo "st-synth failed"; exit 1; }
+TMP=$(mktemp -d /tmp/st-chat-tmux.XXXXXX)
+SESSION=st-chat-test-$$
+SPID=""
+cleanup() {
+  tmux kill-session -t "$SESSION" 2>/dev/null
+  [ -n "$SPID" ] && kill -TERM "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; echo "--- screen:"; tmux capture-pane -p -t "$SESSION" 2>/dev/null; exit 1; }
+
+# unreachable: a clear message, exit 1
+"$BUILD/st-chat" --url http://127.0.0.1:1 > "$TMP/u.out" 2> "$TMP/u.err" < /dev/null
+[ $? -eq 1 ] || fail "st-chat against a closed port should exit 1"
+grep -q "cannot reach the coordinator at http://127.0.0.1:1" "$TMP/u.err" || fail "no clear message: $(cat "$TMP/u.err")"
+
+"$BUILD/st-run" -m "$MODEL" --http 127.0.0.1:0 -t 1 > "$TMP/srv.out" 2> "$TMP/srv.err" &
+SPID=$!
+URL=""
+for _ in $(seq 400); do
+  URL=$(sed -n 's|^serving on \(http://[^ ]*\)/$|\1|p' "$TMP/srv.out")
+  [ -n "$URL" ] && break
+  kill -0 $SPID 2>/dev/null || fail "st-run --http exited: $(cat "$TMP/srv.err")"
+  sleep 0.05
+done
+[ -n "$URL" ] || fail "st-run --http did not serve within 20 s"
+
+# waits (10 s) until the screen shows $1 at least ${2:-1} times
+wait_for() {
+  local want=$1 n=${2:-1}
+  for _ in $(seq 200); do
+    [ "$(tmux capture-pane -p -S -200 -t "$SESSION" | grep -cF -- "$want")" -ge "$n" ] && return 0
+    sleep 0.05
+  done
+  fail "'$want' (x$n) did not appear"
+}
+
+tmux new-session -d -s "$SESSION" -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 8; sleep 30"
+wait_for "st-chat: connected to $URL"
+tmux send-keys -t "$SESSION" "Hello there" Enter
+wait_for "[8 tokens"
+tmux send-keys -t "$SESSION" "/stats" Enter
+wait_for "this session: 1 turns, 8 tokens"
+wait_for "server: ok (single)"
+tmux send-keys -t "$SESSION" "/system Answer briefly." Enter
+wait_for "(system message set)"
+tmux send-keys -t "$SESSION" "/reset" Enter
+wait_for "(conversation cleared)"
+tmux send-keys -t "$SESSION" Up Enter          # history: the last line again
+wait_for "(conversation cleared)" 2
+tmux send-keys -t "$SESSION" "/quit" Enter
+cmd=""
+for _ in $(seq 200); do  # st-chat gone: the pane runs the `sleep` after it
+  cmd=$(tmux display-message -p -t "$SESSION" '#{pane_current_command}')
+  [ "$cmd" = sleep ] && break
+  sleep 0.05
+done
+[ "$cmd" = sleep ] || fail "st-chat did not quit (pane runs $cmd)"
+echo "st-chat in tmux: connect, streamed answer, /stats, /system, /reset, history, /quit, unreachable message"
+exit 0
