@@ -24,6 +24,9 @@
 #include "placement.h"
 #include "remote_moe.h"
 #include "st_log.h"
+#ifdef ST_HAVE_SERVER
+#include "cluster_view.h"
+#endif
 
 #define PROG "st-coordinator"
 
@@ -449,7 +452,16 @@ int main(int argc, char **argv) {
     st_log(ST_LOG_INFO, "%s", desc);
 
     const st_cli_hooks_t hooks = {&c, s_on_params, s_on_ctx, s_on_stats};
-    int status = st_cli_run(PROG, &a, c.m, &hooks);
+    int status;
+#ifdef ST_HAVE_SERVER
+    if (a.http && !a.prompt && !a.prompt_file && !a.tokens) { /* serve the HTTP API (server/) */
+        st_cluster_view_t *view = st_cluster_view_new(&c.cl, &c.pl, &c.rm);
+        st_server_view_t sv = st_cluster_view_server(view);
+        status = view ? st_server_main(PROG, &a, c.m, &hooks, &sv) : 1;
+        st_cluster_view_destroy(&view);
+    } else
+#endif
+        status = st_cli_run(PROG, &a, c.m, &hooks);
     if (c.rm) {
         char path[4096];
         st_remote_moe_finish(c.rm);
