@@ -115,7 +115,7 @@ static void s_place_layer(st_placement_t *pl, const st_place_params_t *p, const 
     }
     s_hot_order(p, l, order);
     int *left = quota; /* consumed below */
-    int *full = calloc((size_t)N, sizeof *full);
+    int *full = calloc(N > 0 ? (size_t)N : 1, sizeof *full);
     for (int i = 0; i < N; i++) full[i] = quota[i];
     /* sticky pass: experts with the fewest holders first, so an expert only
      * one node holds is not crowded out by one that several hold */
