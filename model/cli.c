@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "expert_cache.h"
 #include "parse.h"
 #include "st_log.h"
 #include "threadpool.h"
@@ -34,6 +35,8 @@ void st_cli_usage_options(FILE *f) {
             "      --logits-out FILE  write float32 LE logits [n_prompt x n_vocab], one row per prompt position\n"
             "      --no-special       do not parse special-token text in the prompt\n"
             "      --stats            print timings and expert statistics to stderr\n"
+            "      --mem SIZE         memory budget of the whole process (e.g. 1G): dense weights mapped,\n"
+            "                         experts read from storage into an LRU/LFU cache that fits the rest\n"
             "      --http HOST:PORT   serve the OpenAI-compatible HTTP API and web chat instead of a one-shot run\n"
             "                         (e.g. 127.0.0.1:8080; a non-loopback address needs --api-key)\n"
             "      --api-key KEY      bearer token the HTTP API requires (default: none, loopback only)\n"
@@ -50,7 +53,7 @@ void st_cli_usage_tail(FILE *f) {
 
 enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_SEED,
        OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS, OPT_HTTP, OPT_API_KEY,
-       OPT_PARALLEL, OPT_QUEUE };
+       OPT_PARALLEL, OPT_QUEUE, OPT_MEM };
 
 static const struct option s_opts[] = {
     {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
@@ -65,7 +68,8 @@ static const struct option s_opts[] = {
     {"logits-out", required_argument, 0, OPT_LOGITS}, {"no-special", no_argument, 0, OPT_NOSPECIAL},
     {"stats", no_argument, 0, OPT_STATS},   {"http", required_argument, 0, OPT_HTTP},
     {"api-key", required_argument, 0, OPT_API_KEY}, {"parallel", required_argument, 0, OPT_PARALLEL},
-    {"queue", required_argument, 0, OPT_QUEUE}, {"verbose", no_argument, 0, 'v'},
+    {"queue", required_argument, 0, OPT_QUEUE}, {"mem", required_argument, 0, OPT_MEM},
+    {"verbose", no_argument, 0, 'v'},
     {"help", no_argument, 0, 'h'}};
 #define N_OPTS (sizeof s_opts / sizeof s_opts[0])
 
@@ -128,6 +132,7 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_API_KEY: a->api_key = optarg; break;
         case OPT_PARALLEL: if (!st_parse_int(optarg, 1, 256, &a->parallel)) rc = s_bad(prog, "--parallel", optarg); break;
         case OPT_QUEUE: if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg); break;
+        case OPT_MEM: if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg); break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h':
             free(opts);
@@ -277,7 +282,12 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
     float *plogits = NULL;
     int32_t *gen = NULL;
     text_t text = {0};
+    st_expert_cache_t *ec = NULL;
     if (!prompt) goto out;
+    if (a->mem && h && h->on_ctx) {
+        fprintf(stderr, "%s: --mem is not supported here (the experts are computed elsewhere)\n", prog);
+        goto out;
+    }
     if (n_prompt == 0 && (a->n_predict > 0 || a->logits_out)) {
         fprintf(stderr, "%s: the prompt is empty: nothing to run\n", prog);
         goto out;
@@ -303,6 +313,7 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
     if (!c || !kv || !smp || !gen) goto out;
     if (h && h->on_ctx && (status = h->on_ctx(h->arg, c)) != 0) goto out;
     status = 1;
+    if (a->mem && !(ec = st_expert_cache_install(prog, c, a->mem))) goto out;
 
     st_generate_result_t res = {0};
     if (n_prompt > 0 && (a->n_predict > 0 || a->logits_out)) {
@@ -350,6 +361,7 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
         if (fs->neurons)
             fprintf(stderr, "experts: %llu calls, %.1f%% of expert neurons inactive after relu(gate)\n",
                     (unsigned long long)fs->expert_calls, 100.0 * (1.0 - (double)fs->neurons_active / fs->neurons));
+        if (ec) st_expert_cache_print_stats(ec, stderr);
         if (h && h->on_stats) h->on_stats(h->arg, c, &res);
     }
     status = 0;
@@ -360,6 +372,8 @@ out:
     free(prompt);
     st_sampler_destroy(&smp);
     st_kv_destroy(&kv);
+    if (c) st_ctx_set_moe(c, NULL);
+    st_expert_cache_destroy(&ec);
     st_ctx_destroy(&c);
     return status;
 }

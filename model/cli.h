@@ -10,6 +10,7 @@
 
 #include <getopt.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "forward.h"
@@ -23,6 +24,7 @@ typedef struct {
     bool chat, json, no_special, stats;
     long n_predict, threads, ctx, batch;
     long parallel, queue; /* --http: sequences decoded together, requests waiting at most */
+    uint64_t mem;         /* --mem SIZE: whole-process budget, experts read from storage (0: off) */
     st_type_t kv_type;
     st_sampler_params_t sp;
 } st_cli_args_t;

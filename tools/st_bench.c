@@ -21,6 +21,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
+#include "expert_cache.h"
 #include "forward.h"
 #include "model.h"
 #include "parse.h"
@@ -44,7 +45,7 @@ static void s_usage(FILE *f) {
             "  -r, --repetitions R  runs of each test after one warm-up (default 3)\n"
             "      --kv-type f16|f32  KV cache type (default f16, as llama-bench)\n"
             "      --no-bw        skip the memory-bandwidth measurement\n"
-            "      --mem SIZE     memory budget for experts (not yet supported)\n"
+            "      --mem SIZE     whole-process memory budget (e.g. 1G): experts read from storage into a cache\n"
             "      --json         print one JSON object instead of a markdown table\n"
             "  -v, --verbose      more log output\n"
             "  -h, --help         this help\n",
@@ -56,6 +57,7 @@ typedef struct {
     long n_prompt, n_gen, threads, reps;
     st_type_t kv_type;
     bool json, no_bw;
+    uint64_t mem; /* --mem: 0 = off */
 } args_t;
 
 enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW };
@@ -83,7 +85,6 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     a->threads = st_cpu_count();
     a->reps = 3;
     a->kv_type = ST_TYPE_F16;
-    uint64_t mem;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "m:p:n:t:r:vh", opts, NULL)) != -1) {
@@ -111,9 +112,8 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             break;
         case OPT_NOBW: a->no_bw = true; break;
         case OPT_MEM:
-            if (!st_parse_size(optarg, &mem)) return s_bad("--mem", optarg);
-            fprintf(stderr, "st-bench: --mem (memory-budgeted experts) is not yet supported\n");
-            return 2;
+            if (!st_parse_size(optarg, &a->mem) || a->mem == 0) return s_bad("--mem", optarg);
+            break;
         case OPT_JSON: a->json = true; break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h': s_usage(stdout); exit(0);
@@ -386,10 +386,14 @@ int main(int argc, char **argv) {
     int32_t *toks = malloc((size_t)(a.n_prompt + 1) * sizeof *toks);
     test_result_t res[2];
     int n_res = 0;
+    st_expert_cache_t *ec = NULL;
     if (!c || !kv || !logits || !toks) goto out;
+    /* --mem: experts come from storage through a bounded cache; touching them
+     * through the mapping would fill the page cache */
+    if (a.mem && !(ec = st_expert_cache_install("st-bench", c, a.mem))) goto out;
 
     /* warm-up: faults the mapped weights in and wakes the threads */
-    st_log(ST_LOG_DEBUG, "weights touched (%u)", s_touch_weights(m));
+    if (!ec) st_log(ST_LOG_DEBUG, "weights touched (%u)", s_touch_weights(m));
     if ((a.n_prompt > 0 && s_run_pp(c, kv, (int)a.n_prompt, toks, logits) < 0) ||
         (a.n_gen > 0 && s_run_tg(c, kv, a.n_gen < 4 ? (int)a.n_gen : 4, logits) < 0)) {
         fprintf(stderr, "st-bench: decoding failed\n");
@@ -430,8 +434,11 @@ int main(int argc, char **argv) {
         s_print_json(&a, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
     else
         s_print_markdown(&a, m, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
+    if (ec) st_expert_cache_print_stats(ec, a.json ? stderr : stdout);
     status = 0;
 out:
+    if (c) st_ctx_set_moe(c, NULL);
+    st_expert_cache_destroy(&ec);
     free(toks);
     free(logits);
     st_kv_destroy(&kv);
