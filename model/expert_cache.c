@@ -36,13 +36,13 @@
 enum { SLOT_EMPTY, SLOT_LOADING, SLOT_READY, SLOT_ERROR };
 
 typedef struct {
-    int key;       /* layer * n_expert + expert, -1 when empty */
+    int key; /* layer * n_expert + expert, -1 when empty */
     int state;
-    int pending;   /* matrices still being read */
-    uint64_t pin;  /* == ec->gen: used by the current layer step */
-    uint32_t freq; /* uses, aged */
-    uint64_t last; /* lookup tick of the last use */
-    uint8_t *buf;  /* 3 spans: gate, up, down */
+    int pending;        /* matrices still being read */
+    uint64_t pin;       /* == ec->gen: used by the current layer step */
+    uint32_t freq;      /* uses, aged */
+    uint64_t last;      /* lookup tick of the last use */
+    uint8_t *buf;       /* 3 spans: gate, up, down */
     const void *mat[3]; /* the matrices inside buf */
 } slot_t;
 
@@ -56,23 +56,23 @@ struct st_expert_cache {
     int X, L, K;
     int fd;
     bool direct;
-    uint8_t *map_base;    /* the GGUF mapping (advice only) */
+    uint8_t *map_base; /* the GGUF mapping (advice only) */
     size_t map_size;
-    size_t span[3];       /* aligned bytes reserved per matrix kind */
+    size_t span[3]; /* aligned bytes reserved per matrix kind */
     size_t slot_bytes;
-    uint8_t *arena;       /* n_slots * slot_bytes, anonymous, faulted as filled */
+    uint8_t *arena; /* n_slots * slot_bytes, anonymous, faulted as filled */
     size_t arena_bytes;
     uint64_t cache_bytes;
 
     int n_slots;
     slot_t *slots;
-    int *slot_of;         /* L * X: slot of each expert, -1 */
+    int *slot_of; /* L * X: slot of each expert, -1 */
     uint64_t gen, tick;
 
     /* I/O */
     pthread_mutex_t mu;
     pthread_cond_t job_cv, done_cv;
-    job_t *q;             /* ring of 3 * n_slots jobs */
+    job_t *q; /* ring of 3 * n_slots jobs */
     int q_head, q_len, q_cap;
     int n_io;
     pthread_t *io;
@@ -82,9 +82,9 @@ struct st_expert_cache {
     double busy_t0;
 
     /* compute scratch */
-    int *uniq;            /* experts of the current step, routing order */
-    int n_uniq, uniq_layer; /* how many, for which layer (-1: none listed) */
-    bool *done;           /* per entry of uniq */
+    int *uniq;                       /* experts of the current step, routing order */
+    int n_uniq, uniq_layer;          /* how many, for which layer (-1: none listed) */
+    bool *done;                      /* per entry of uniq */
     const void **gate, **up, **down; /* X each */
     int32_t *ptok, *pids, *porig;    /* pairs of the ready experts */
     float *ysub, *y;                 /* n_batch * k * n_embd each */
@@ -289,8 +289,10 @@ static int s_request(st_expert_cache_t *ec, const st_route_t *r) {
                 return st_fail(ST_ENOMEM, "no free expert slot (%d slots)", ec->n_slots);
             }
             slot_t *s = &ec->slots[si];
-            if (s->key >= 0) ec->slot_of[s->key] = -1;
-            else ec->st.slots_used++;
+            if (s->key >= 0)
+                ec->slot_of[s->key] = -1;
+            else
+                ec->st.slots_used++;
             s->key = key;
             s->state = SLOT_LOADING;
             s->pending = 3;
@@ -372,8 +374,8 @@ static int s_compute(void *arg, const st_route_t *r, const float *m, float *out)
             np++;
         }
         const st_layer_t *Ly = &ec->m->layers[r->layer];
-        st_expert_set_t set = {Ly->gate_exps.type, Ly->up_exps.type, Ly->down_exps.type, Ly->down_transposed,
-                               ec->gate, ec->up, ec->down};
+        st_expert_set_t set = {
+            Ly->gate_exps.type, Ly->up_exps.type, Ly->down_exps.type, Ly->down_transposed, ec->gate, ec->up, ec->down};
         int rc = st_experts_eval(ec->c, &set, np, ec->ptok, ec->pids, m, r->n_tok, ec->ysub);
         if (rc < 0) return rc;
         for (int i = 0; i < np; i++)
@@ -411,7 +413,8 @@ st_expert_cache_t *st_expert_cache_new(st_ctx_t *c, const st_expert_cache_params
     }
     size_t span[3];
     if (!s_spans(m, span)) {
-        st_fail(ST_EUNSUP, "the model's experts are not stored in its GGUF file as they are used (memory buffer or converted weights)");
+        st_fail(ST_EUNSUP, "the model's experts are not stored in its GGUF file as they are used (memory buffer or "
+                           "converted weights)");
         return NULL;
     }
     const size_t slot_bytes = span[0] + span[1] + span[2];
@@ -420,7 +423,8 @@ st_expert_cache_t *st_expert_cache_new(st_ctx_t *c, const st_expert_cache_params
                          : st_ctx_params(c)->n_batch * cfg->n_expert_used;
     const uint64_t n_fit = p->cache_bytes / slot_bytes;
     if (n_fit < (uint64_t)need) {
-        st_fail(ST_ENOMEM, "an expert cache of %.1f MiB holds %llu experts (%.2f MiB each); one layer step needs %d (%.1f MiB)",
+        st_fail(ST_ENOMEM,
+                "an expert cache of %.1f MiB holds %llu experts (%.2f MiB each); one layer step needs %d (%.1f MiB)",
                 p->cache_bytes / 1048576.0, (unsigned long long)n_fit, slot_bytes / 1048576.0, need,
                 (double)need * slot_bytes / 1048576.0);
         return NULL;
@@ -584,8 +588,7 @@ st_expert_cache_t *st_expert_cache_install(const char *prog, st_ctx_t *c, uint64
         fprintf(stderr,
                 "%s: --mem %.0f MiB is too small for this model: dense weights, KV cache and the process need "
                 "about %.0f MiB, and the expert cache at least %d experts of %.2f MiB: use --mem %.0fM or more\n",
-                prog, mem_total / 1048576.0, reserve / 1048576.0, need, slot / 1048576.0,
-                min_total / 1048576.0 + 1);
+                prog, mem_total / 1048576.0, reserve / 1048576.0, need, slot / 1048576.0, min_total / 1048576.0 + 1);
         return NULL;
     }
     st_expert_cache_params_t p = {.cache_bytes = mem_total - reserve};

@@ -33,20 +33,20 @@ typedef struct {
 } st_expert_cache_params_t;
 
 typedef struct {
-    uint64_t tokens;       /* tokens whose experts went through the cache */
-    uint64_t lookups;      /* (layer step, expert) requests */
-    uint64_t hits;         /* of those, already resident or on their way */
-    uint64_t loads;        /* experts read from storage */
-    uint64_t bytes_read;   /* bytes read from storage (aligned spans) */
-    uint64_t reads;        /* pread calls */
-    double read_busy_s;    /* wall time with at least one read in flight */
-    double wait_s;         /* time compute() waited for reads */
-    int n_slots;           /* experts the cache holds */
-    int slots_used;        /* slots ever filled (never more than n_slots) */
-    uint64_t slot_bytes;   /* bytes of one slot */
-    uint64_t cache_bytes;  /* budget of the slots */
+    uint64_t tokens;         /* tokens whose experts went through the cache */
+    uint64_t lookups;        /* (layer step, expert) requests */
+    uint64_t hits;           /* of those, already resident or on their way */
+    uint64_t loads;          /* experts read from storage */
+    uint64_t bytes_read;     /* bytes read from storage (aligned spans) */
+    uint64_t reads;          /* pread calls */
+    double read_busy_s;      /* wall time with at least one read in flight */
+    double wait_s;           /* time compute() waited for reads */
+    int n_slots;             /* experts the cache holds */
+    int slots_used;          /* slots ever filled (never more than n_slots) */
+    uint64_t slot_bytes;     /* bytes of one slot */
+    uint64_t cache_bytes;    /* budget of the slots */
     uint64_t resident_bytes; /* slots_used * slot_bytes: always <= cache_bytes */
-    int direct;            /* 1 when reading with O_DIRECT */
+    int direct;              /* 1 when reading with O_DIRECT */
 } st_expert_cache_stats_t;
 
 /* Bytes of one slot (gate + up + down of one expert, 4096-aligned spans) of

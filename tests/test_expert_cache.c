@@ -71,8 +71,8 @@ static void s_check_identical(const char *const *args, int n_batch, int extra, b
     const uint64_t slot = st_expert_cache_slot_bytes(c);
     cr_assert_gt(slot, 0);
     const int need = cfg->n_expert < n_batch * cfg->n_expert_used ? cfg->n_expert : n_batch * cfg->n_expert_used;
-    st_expert_cache_params_t p = {.cache_bytes = (uint64_t)(need + extra) * slot + slot / 2, .n_io_threads = 3,
-                                  .no_direct = no_direct};
+    st_expert_cache_params_t p = {
+        .cache_bytes = (uint64_t)(need + extra) * slot + slot / 2, .n_io_threads = 3, .no_direct = no_direct};
     st_expert_cache_t *ec = st_expert_cache_new(c, &p);
     cr_assert_not_null(ec);
     st_moe_backend_t b = st_expert_cache_backend(ec);
@@ -115,12 +115,12 @@ Test(expert_cache, q8_0_powerinfer_transposed_down) {
                       false);
 }
 Test(expert_cache, f32_odd_shapes) {
-    s_check_identical(SYNTH("--type", "f32", "--hidden", "96", "--expert-ffn", "40", "--experts", "6", "--seed", "9"), 1,
-                      1, false, false);
+    s_check_identical(SYNTH("--type", "f32", "--hidden", "96", "--expert-ffn", "40", "--experts", "6", "--seed", "9"),
+                      1, 1, false, false);
 }
 Test(expert_cache, skewed_router) {
-    s_check_identical(SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "2", "--router-hot", "0.25:4"), 2,
-                      4, false, false);
+    s_check_identical(SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "2", "--router-hot", "0.25:4"), 2, 4,
+                      false, false);
 }
 
 /* Reads the redirected stderr. */
