@@ -618,8 +618,10 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     const uint64_t rss_end = s_rss_kb(nd.pid);
     cr_log_info("soak: %d messages in %.0f ms, %d replies; node RSS %llu kB after warm-up, %llu kB at the end", N, ms,
                 replies, (unsigned long long)rss_warm, (unsigned long long)rss_end);
+#ifndef __SANITIZE_ADDRESS__ /* ASan's quarantine holds freed memory: RSS is not the node's own */
     cr_assert_lt(rss_end, rss_warm + 8 * 1024, "node RSS grew from %llu to %llu kB", (unsigned long long)rss_warm,
                  (unsigned long long)rss_end);
+#endif
     cr_assert_gt(replies, N / 4, "the node answered only %d of %d messages", replies, N);
     cr_assert(s_log_has(&nd, "is not on the allow list", 3000));
     s_client_close(&intruder);

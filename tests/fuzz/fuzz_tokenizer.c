@@ -31,6 +31,13 @@ static void s_byte_text(unsigned b, char out[3]) {
     }
 }
 
+/* Frees the vocabulary at exit (also keeps LeakSanitizer from reporting it). */
+static void s_cleanup(void) {
+    st_tokenizer_destroy(&g_tok);
+    st_gguf_destroy(&g_gguf);
+    free(g_mem);
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc;
     (void)argv;
@@ -68,6 +75,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fclose(f);
     st_gguf_writer_destroy(&w);
     g_gguf = st_gguf_open_memory(g_mem, g_mem_len);
+    atexit(s_cleanup);
     g_tok = g_gguf ? st_tokenizer_from_gguf(g_gguf) : NULL;
     if (!g_tok) {
         fprintf(stderr, "fuzz_tokenizer: vocabulary refused\n");
