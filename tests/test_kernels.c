@@ -676,7 +676,7 @@ static void check_matmul_split_invariant(const st_kernels_t *k) {
         for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
         st_matmul(k, t, w, N_IN, 0, ROWS, x, x_stride, TOK, whole, ROWS);
 
-        const int cuts[] = {0, 5, 13, 14, 29, ROWS}; /* rows in pieces of 5, 8, 1, 15, 8 */
+        const int cuts[] = {0, 5, 13, 14, 16, 19, 29, ROWS}; /* rows in pieces of 5, 8, 1, 2, 3, 10, 8 */
         memset(split, 0, sizeof split);
         for (int c = 0; c + 1 < (int)(sizeof cuts / sizeof cuts[0]); c++)
             st_matmul(k, t, w, N_IN, cuts[c], cuts[c + 1], x, x_stride, TOK, split, ROWS);

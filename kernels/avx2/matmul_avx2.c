@@ -18,8 +18,9 @@
  * Products are exact integers per block, as in the reference; the block sum is
  * scaled by d_w * d_x and accumulated with FMA into the row's lane. Only the
  * float rounding differs from st_vec_dot_q4_0_q8_0_ref (fma, lane order).
- * The last 1..7 rows go through the same code as a group padded with copies of
- * its last row, so each (row, token) result is the same float sequence
+ * The last 4..7 rows go through the same code as a group padded with copies of
+ * its last row, the last 1..3 through a one-row loop with the same float
+ * steps as a lane, so each (row, token) result is the same float sequence
  * whatever r0, r1, the row list or the other tokens of the call: results are
  * bit-identical however callers split the work between threads or machines.
  *

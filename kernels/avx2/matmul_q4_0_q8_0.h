@@ -148,6 +148,32 @@ typedef void (*rows8_fn)(const rows8_t *, const rows8_t *, int, const st_block_q
 static const rows8_fn s_rows8_fns[2][TOK_CHUNK] = {{s_rows8_c1, s_rows8_c2, s_rows8_c3, s_rows8_c4},
                                                    {s_rows8_l1, s_rows8_l2, s_rows8_l3, s_rows8_l4}};
 
+/* One row x ntp tokens with the float steps of one lane of s_rows8: the same
+ * integer block sums (computed another way), then acc = fma(sum, dw * dx, acc)
+ * block after block; so a row gives the same bits on either path. For the
+ * last 1..3 rows of a call, where a padded group of 8 would waste its lanes
+ * (short runs of active up rows, say). acc[t] receives token t. */
+static void s_row1(const uint8_t *wr, int nb, const st_block_q8_0 *const *xt, const float (*dx)[BLK_PASS],
+                   const int32_t (*sy8)[BLK_PASS], int ntp, float *acc) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < ntp; t++) acc[t] = 0.0f;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = wr + (size_t)b * sizeof(st_block_q4_0);
+        const __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
+        const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), m4); /* elements 0..31 */
+        const float dw = _cvtsh_ss(s_u16(blk));
+        for (int t = 0; t < ntp; t++) {
+            const __m256i yv = _mm256_loadu_si256((const __m256i *)xt[t][b].qs);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones); /* pairs within +-3840 */
+            __m128i h = _mm_add_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+            h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1));
+            const float sum = (float)(_mm_cvtsi128_si32(h) - sy8[t][b]);
+            acc[t] = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(sum), _mm_set_ss(dw * dx[t][b]), _mm_set_ss(acc[t])));
+        }
+    }
+}
+
 /* Row i of the work: rows[r0 + i] when listed, else r0 + i. */
 static inline int s_row(const int32_t *rows, int r0, int i) { return rows ? rows[r0 + i] : r0 + i; }
 
@@ -207,7 +233,17 @@ static void s_matmul_q4_0_q8_0(int n_in, const void *vw, const int32_t *rows, in
                     }
                 }
             }
-            if (i < n) { /* the last 1..7 rows: a listed group padded with its last row */
+            if (n - i > 0 && n - i <= 3) /* the last 1..3 rows, one at a time */
+                for (; i < n; i++) {
+                    const int r = s_row(rows, r0, i);
+                    float acc[TOK_PASS];
+                    s_row1(w + (size_t)r * row_bytes + boff, nb, xt, tt.dx, tt.sy8, ntp, acc);
+                    for (int t = 0; t < ntp; t++) {
+                        float *yr = y + (size_t)(tp + t) * y_stride + r;
+                        *yr = first ? acc[t] : *yr + acc[t];
+                    }
+                }
+            if (i < n) { /* the last 4..7 rows: a listed group padded with its last row */
                 for (int j = 0; j < 8; j++)
                     p[j] = w + (size_t)s_row(rows, r0, i + (i + j < n ? j : n - 1 - i)) * row_bytes + boff;
                 rows8_t cur = {p, NULL, 0};
