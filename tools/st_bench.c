@@ -9,8 +9,9 @@
  * close decode is to the memory-bandwidth limit: the bytes of weights one
  * decode step reads (dense matrices, k experts per layer, output head, one
  * embedding row) times tok/s, over the read bandwidth measured here with all
- * threads on a buffer much bigger than the last-level cache, before the model
- * is loaded (the buffer is freed again, so it does not raise peak RSS).
+ * threads on a buffer much bigger than the last-level cache, in a child process
+ * before the model is loaded (so the buffer raises neither our peak RSS nor a
+ * --mem budget).
  */
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -19,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "expert_cache.h"
 #include "forward.h"
@@ -238,6 +241,37 @@ static double s_measure_bandwidth(st_pool_t *pool) {
     return best;
 }
 
+/* The measurement in a child process, so that its buffer counts neither in our
+ * peak RSS nor, after the child exits, against a --mem budget; in-process if
+ * fork is not possible. bytes/s, 0 on failure. */
+static double s_bandwidth(int n_threads) {
+    int fd[2] = {-1, -1};
+    pid_t pid = -1;
+    if (pipe(fd) == 0 && (pid = fork()) == 0) {
+        close(fd[0]);
+        st_pool_t *pool = st_pool_new(n_threads);
+        double bw = pool ? s_measure_bandwidth(pool) : 0.0;
+        st_pool_destroy(&pool);
+        _exit(write(fd[1], &bw, sizeof bw) == (ssize_t)sizeof bw ? 0 : 1);
+    }
+    double bw = 0.0;
+    if (pid > 0) {
+        close(fd[1]);
+        if (read(fd[0], &bw, sizeof bw) != (ssize_t)sizeof bw) bw = 0.0;
+        close(fd[0]);
+        waitpid(pid, NULL, 0);
+        return bw;
+    }
+    if (pid < 0 && fd[0] >= 0) {
+        close(fd[0]);
+        close(fd[1]);
+    }
+    st_pool_t *pool = st_pool_new(n_threads);
+    bw = pool ? s_measure_bandwidth(pool) : 0.0;
+    st_pool_destroy(&pool);
+    return bw;
+}
+
 /* ---- the tests ----------------------------------------------------------- */
 
 typedef struct {
@@ -363,10 +397,8 @@ int main(int argc, char **argv) {
     int rc = s_parse_args(argc, argv, &a);
     if (rc) return rc;
 
-    /* bandwidth first, while the model is not resident: its buffer never adds to the peak */
-    st_pool_t *pool = a.no_bw ? NULL : st_pool_new((int)a.threads);
-    const double bw = pool ? s_measure_bandwidth(pool) : 0.0;
-    st_pool_destroy(&pool);
+    /* bandwidth first, while the model is not resident, in a child process */
+    const double bw = a.no_bw ? 0.0 : s_bandwidth((int)a.threads);
 
     double t0 = s_now();
     st_model_t *m = st_model_load(a.model);
