@@ -245,9 +245,9 @@ static void s_attn_worker(void *arg, int ith, int nth) {
     float *scores = c->scratch + (size_t)ith * c->scratch_n;
     float vrow[1024];
     uint8_t qh[1024 * 4];
-    int lo, hi;
-    st_split_range(j->n_tok * H, ith, nth, &lo, &hi);
-    for (int item = lo; item < hi; item++) {
+    /* (token, head) items dealt round-robin: causal rows grow with t, so contiguous
+     * shares would give the last thread the longest rows */
+    for (int item = ith; item < j->n_tok * H; item += nth) {
         const int t = item / H, h = item % H, g = h / group;
         const st_kv_layer_t *L = &c->tok_kv[t]->layers[j->layer];
         const int pos = c->tok_pos[t];

@@ -68,17 +68,16 @@ st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
     return s;
 }
 
-/* Work unit: rows [r0, r1) of one expert's matrix for all its pairs. */
+/* Rows of an expert matrix are shared between threads in granules (32 rows, or
+ * ROW_CHUNK rounded to whole quant blocks for a transposed down). */
 #define ROW_CHUNK 64
 
 typedef struct {
     st_ctx_t *c;
     const st_expert_set_t *set;
     int phase; /* 0: gate+up, 1: down */
-    int n_units;
-    int units_per_exp;
     int n_rows;
-    int chunk; /* rows per unit */
+    int chunk; /* granule bound: 32-row granules, or this many for a transposed down */
 } expert_job_t;
 
 static void s_expert_worker(void *arg, int ith, int nth) {
@@ -87,34 +86,34 @@ static void s_expert_worker(void *arg, int ith, int nth) {
     const st_expert_set_t *set = j->set;
     const st_config_t *cfg = &c->m->cfg;
     const int F = cfg->n_ff_exp, E = cfg->n_embd;
-    for (int u = ith; u < j->n_units; u += nth) {
-        /* unit u -> (expert, row chunk); skip experts with no pairs */
-        const int e = u / j->units_per_exp, chunk = u % j->units_per_exp;
+    for (int e = 0; e < cfg->n_expert; e++) {
+        /* each thread one contiguous share of every active expert's rows, in
+         * 32-row granules (whole quant blocks for a transposed down): long
+         * streams for the prefetchers instead of 64-row units dealt in turn */
         const int p0 = c->exp_start[e], np = c->exp_start[e + 1] - p0;
         if (np == 0) continue;
-        const int r0 = chunk * j->chunk, r1 = r0 + j->chunk < j->n_rows ? r0 + j->chunk : j->n_rows;
+        const int gran = j->phase == 1 && set->down_transposed ? j->chunk /* whole K-quant blocks too */
+                         : j->chunk >= 32 ? 32 : j->chunk;
+        const int ng = (j->n_rows + gran - 1) / gran;
+        int g0, g1;
+        st_split_range(ng, ith, nth, &g0, &g1);
+        const int r0 = g0 * gran, r1 = g1 * gran < j->n_rows ? g1 * gran : j->n_rows;
+        if (r0 >= r1) continue;
         const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
         if (j->phase == 0) {
             /* ReGLU: up row r only matters where relu(gate_r) > 0 for some pair;
              * skipping the others is exact (their z is 0 whatever up gives) */
             float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
             st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, gate, (size_t)F);
-            for (int r = r0; r < r1;) {
+            /* the active rows, listed for one call (the thread's scratch is free in this phase) */
+            int32_t *list = (int32_t *)(c->scratch + (size_t)ith * c->scratch_n);
+            int n_list = 0;
+            for (int r = r0; r < r1; r++) {
                 bool need = false;
                 for (int p = 0; p < np && !need; p++) need = gate[(size_t)p * F + r] > 0.0f;
-                if (!need) {
-                    r++;
-                    continue;
-                }
-                int run = r + 1;
-                for (; run < r1; run++) {
-                    bool n2 = false;
-                    for (int p = 0; p < np && !n2; p++) n2 = gate[(size_t)p * F + run] > 0.0f;
-                    if (!n2) break;
-                }
-                st_matmul(c->k, set->up_type, set->up[e], E, r, run, x, c->xq_row, np, up, (size_t)F);
-                r = run;
+                if (need) list[n_list++] = r;
             }
+            st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
         } else if (!set->down_transposed) {
             st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, x, c->xq_row, np, c->ybuf + (size_t)p0 * E,
                       (size_t)E);
@@ -173,8 +172,7 @@ static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, 
         if (m) st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
         else memcpy(c->xq + (size_t)p * c->xq_row, xq + (size_t)c->pair_tok[p] * xq_stride, in_row);
     }
-    const int upe_gate = (F + ROW_CHUNK - 1) / ROW_CHUNK;
-    expert_job_t j = {c, set, 0, X * upe_gate, upe_gate, F, ROW_CHUNK};
+    expert_job_t j = {c, set, 0, F, ROW_CHUNK};
     st_pool_run(c->pool, s_expert_worker, &j);
 
     /* z = relu(gate) * up, converted for down */
@@ -193,8 +191,7 @@ static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, 
         const int blck = st_type_traits(set->down_type)->blck;
         chunk = (ROW_CHUNK + blck - 1) / blck * blck;
     }
-    const int upe_down = (E + chunk - 1) / chunk;
-    expert_job_t jd = {c, set, 1, X * upe_down, upe_down, E, chunk};
+    expert_job_t jd = {c, set, 1, E, chunk};
     st_pool_run(c->pool, s_expert_worker, &jd);
 
     for (int i = 0; i < n_pairs; i++) memcpy(y + (size_t)i * E, c->ybuf + (size_t)c->pair_of[i] * E, (size_t)E * sizeof(float));
