@@ -70,8 +70,7 @@ char *st_chatml_prompt(const char *system, const char *user) {
     return s;
 }
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static int s_utf8_len(const unsigned char *s, size_t avail) {
+int st_utf8_seq_len(const unsigned char *s, size_t avail) {
     unsigned char c = s[0];
     int n;
     uint32_t cp;
@@ -80,8 +79,8 @@ static int s_utf8_len(const unsigned char *s, size_t avail) {
     else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
     else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
     else return 0;
-    if ((size_t)n > avail) return 0;
     for (int i = 1; i < n; i++) {
+        if ((size_t)i >= avail) return -1;
         if ((s[i] & 0xC0) != 0x80) return 0;
         cp = (cp << 6) | (s[i] & 0x3F);
     }
@@ -95,8 +94,8 @@ char *st_utf8_sanitize(const char *s, size_t len) {
     if (!out) return NULL;
     size_t o = 0;
     for (size_t i = 0; i < len;) {
-        int n = s_utf8_len((const unsigned char *)s + i, len - i);
-        if (n == 0) {
+        int n = st_utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (n <= 0) { /* invalid, or cut short by the end */
             memcpy(out + o, "\xEF\xBF\xBD", 3);
             o += 3;
             i++;

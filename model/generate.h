@@ -33,6 +33,10 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
  * assistant generation prompt. Returns a malloc'd string or NULL. */
 char *st_chatml_prompt(const char *system, const char *user);
 
+/* UTF-8 at s[0..avail): length of the valid sequence starting there (1..4),
+ * 0 if invalid, -1 if the bytes so far could still become a valid one. */
+int st_utf8_seq_len(const unsigned char *s, size_t avail);
+
 /* Copies len bytes into a malloc'd NUL-terminated string in which every
  * invalid UTF-8 sequence is replaced by U+FFFD (safe for JSON). */
 char *st_utf8_sanitize(const char *s, size_t len);

@@ -117,28 +117,6 @@ static void s_unref(st_req_t *r) {
     free(r);
 }
 
-/* UTF-8 at s[0..avail): length of a valid sequence, 0 if invalid, -1 if the
- * bytes so far could still become a valid sequence (same rules as
- * st_utf8_sanitize, which calls the short ones invalid at the end). */
-static int s_utf8(const unsigned char *s, size_t avail) {
-    unsigned char c = s[0];
-    int n;
-    uint32_t cp;
-    if (c < 0x80) return 1;
-    if ((c & 0xE0) == 0xC0) n = 2, cp = c & 0x1F;
-    else if ((c & 0xF0) == 0xE0) n = 3, cp = c & 0x0F;
-    else if ((c & 0xF8) == 0xF0) n = 4, cp = c & 0x07;
-    else return 0;
-    for (int i = 1; i < n; i++) {
-        if ((size_t)i >= avail) return -1;
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return n;
-}
-
 /* Moves what is safe to show from raw to out (under mu). */
 static void s_flush(st_req_t *r) {
     size_t limit = r->raw.len;
@@ -146,7 +124,7 @@ static void s_flush(st_req_t *r) {
     const unsigned char *p = (const unsigned char *)r->raw.p;
     size_t i = r->scanned;
     while (i < limit) {
-        int n = s_utf8(p + i, r->raw.len - i);
+        int n = st_utf8_seq_len(p + i, r->raw.len - i);
         if (n < 0 && r->done) n = 0; /* the text ends inside a character */
         if (n < 0 || (n > 0 && i + (size_t)n > limit)) break;
         if (n == 0) {
