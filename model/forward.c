@@ -191,10 +191,19 @@ static void s_linear_worker(void *arg, int ith, int nth) {
 
 /* y[t] = W_e · x[t] for n_tok rows of x (n_cols floats each, contiguous);
  * y rows are y_stride floats apart. */
-void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride) {
-    st_convert_rows(c, w->type, x, (size_t)w->n_cols, n_tok, (int)w->n_cols, c->xq);
+/* The matmul of st_linear on rows already converted into c->xq. */
+static void s_linear_converted(st_ctx_t *c, const st_weight_t *w, int64_t e, int n_tok, float *y, size_t y_stride) {
     linear_job_t j = {c->k, w, e, c->xq, c->xq_row, n_tok, y, y_stride};
     st_pool_run(c->pool, s_linear_worker, &j);
+}
+
+void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride) {
+    st_convert_rows(c, w->type, x, (size_t)w->n_cols, n_tok, (int)w->n_cols, c->xq);
+    s_linear_converted(c, w, e, n_tok, y, y_stride);
+}
+
+static bool s_same_input_format(st_type_t a, st_type_t b) {
+    return st_type_traits(a)->vec_dot_type == st_type_traits(b)->vec_dot_type;
 }
 
 /* NEOX RoPE in place on n_heads heads of d dims at position pos; theta is
@@ -295,9 +304,12 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
 
     for (int t = 0; t < n_tok; t++)
         s_rmsnorm(c->x + (size_t)t * E, (const float *)L->attn_norm.data, E, cfg->rms_eps, c->xn + (size_t)t * E);
+    /* q, k and v read the same normed rows: convert them once when the formats agree */
     st_linear(c, &L->wq, 0, c->xn, n_tok, c->q, nq);
-    st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
-    st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
+    if (s_same_input_format(L->wq.type, L->wk.type)) s_linear_converted(c, &L->wk, 0, n_tok, c->kx, nkv);
+    else st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
+    if (s_same_input_format(L->wq.type, L->wv.type)) s_linear_converted(c, &L->wv, 0, n_tok, c->vx, nkv);
+    else st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
 
     const float base = cfg->is_swa[il] ? cfg->rope_base_swa : cfg->rope_base;
     for (int t = 0; t < n_tok; t++) {
