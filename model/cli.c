@@ -26,6 +26,8 @@ void st_cli_usage_options(FILE *f) {
             "      --top-p P          top-p, 1 = off (default 0.95)\n"
             "      --min-p P          min-p, 0 = off (default 0)\n"
             "      --repeat-penalty R repetition penalty, 1 = off (default 1)\n"
+            "      --presence-penalty P  subtracted from each token seen in the last 64, 0 = off (default 0)\n"
+            "      --frequency-penalty F subtracted per occurrence in the last 64, 0 = off (default 0)\n"
             "      --seed S           sampling seed (default 42)\n"
             "  -t, --threads N        threads (default: all %d CPUs)\n"
             "      --ctx N            context size (default: prompt + n-predict)\n"
@@ -51,7 +53,7 @@ void st_cli_usage_tail(FILE *f) {
             "  -h, --help             this help\n");
 }
 
-enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_SEED,
+enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_PRESENCE, OPT_FREQUENCY, OPT_SEED,
        OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS, OPT_HTTP, OPT_API_KEY,
        OPT_PARALLEL, OPT_QUEUE, OPT_MEM };
 
@@ -62,6 +64,7 @@ static const struct option s_opts[] = {
     {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, OPT_TEMP},
     {"top-k", required_argument, 0, OPT_TOPK}, {"top-p", required_argument, 0, OPT_TOPP},
     {"min-p", required_argument, 0, OPT_MINP}, {"repeat-penalty", required_argument, 0, OPT_REPEAT},
+    {"presence-penalty", required_argument, 0, OPT_PRESENCE}, {"frequency-penalty", required_argument, 0, OPT_FREQUENCY},
     {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, 't'},
     {"ctx", required_argument, 0, OPT_CTX}, {"batch", required_argument, 0, OPT_BATCH},
     {"kv-type", required_argument, 0, OPT_KV}, {"json", no_argument, 0, OPT_JSON},
@@ -115,6 +118,8 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_TOPP: if (!st_parse_float(optarg, 1e-6, 1, &d)) rc = s_bad(prog, "--top-p", optarg); else a->sp.top_p = (float)d; break;
         case OPT_MINP: if (!st_parse_float(optarg, 0, 1, &d)) rc = s_bad(prog, "--min-p", optarg); else a->sp.min_p = (float)d; break;
         case OPT_REPEAT: if (!st_parse_float(optarg, 1e-3, 100, &d)) rc = s_bad(prog, "--repeat-penalty", optarg); else a->sp.repeat_penalty = (float)d; break;
+        case OPT_PRESENCE: if (!st_parse_float(optarg, -2, 2, &d)) rc = s_bad(prog, "--presence-penalty", optarg); else a->sp.presence_penalty = (float)d; break;
+        case OPT_FREQUENCY: if (!st_parse_float(optarg, -2, 2, &d)) rc = s_bad(prog, "--frequency-penalty", optarg); else a->sp.frequency_penalty = (float)d; break;
         case OPT_SEED: if (!st_parse_int(optarg, 0, 0x7fffffffffffffffL, &l)) rc = s_bad(prog, "--seed", optarg); else a->sp.seed = (uint64_t)l; break;
         case 't': if (!st_parse_int(optarg, 1, 1024, &a->threads)) rc = s_bad(prog, "-t", optarg); break;
         case OPT_CTX: if (!st_parse_int(optarg, 1, 1 << 24, &a->ctx)) rc = s_bad(prog, "--ctx", optarg); break;

@@ -20,6 +20,7 @@ struct st_sampler {
     int n_vocab;
     cand_t *cand;
     int32_t *recent; /* ring of the last repeat_last_n tokens */
+    int32_t *count;  /* per id, occurrences in the ring: zero outside st_sampler_sample */
     int n_recent, recent_head;
     uint64_t rng[2];
 };
@@ -58,7 +59,8 @@ st_sampler_t *st_sampler_new(const st_sampler_params_t *p, int n_vocab) {
     s->n_vocab = n_vocab;
     s->cand = malloc((size_t)n_vocab * sizeof *s->cand);
     s->recent = malloc(((size_t)p->repeat_last_n + 1) * sizeof *s->recent);
-    if (!s->cand || !s->recent) {
+    s->count = calloc((size_t)n_vocab, sizeof *s->count);
+    if (!s->cand || !s->recent || !s->count) {
         st_sampler_destroy(&s);
         return NULL;
     }
@@ -72,6 +74,7 @@ void st_sampler_destroy(st_sampler_t **sp) {
     if (!sp || !*sp) return;
     free((*sp)->cand);
     free((*sp)->recent);
+    free((*sp)->count);
     free(*sp);
     *sp = NULL;
 }
@@ -112,16 +115,21 @@ static int s_top_k(cand_t *c, int n, int k) {
 
 int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
     const int V = s->n_vocab;
-    /* repetition penalty (llama.cpp: divide positive logits, multiply negative) */
-    if (s->p.repeat_penalty != 1.0f)
+    /* penalties over the window, as llama.cpp's penalties sampler: repetition
+     * divides a positive logit (multiplies a negative one), then
+     * logit -= count * frequency + (count > 0) * presence; once per distinct id */
+    if (s->p.repeat_penalty != 1.0f || s->p.presence_penalty != 0.0f || s->p.frequency_penalty != 0.0f) {
+        for (int i = 0; i < s->n_recent; i++)
+            if (s->recent[i] >= 0 && s->recent[i] < V) s->count[s->recent[i]]++;
         for (int i = 0; i < s->n_recent; i++) {
-            int32_t id = s->recent[i];
-            if (id < 0 || id >= V) continue;
-            bool seen = false; /* penalise each id once */
-            for (int j = 0; j < i; j++) seen |= s->recent[j] == id;
-            if (seen) continue;
-            logits[id] = logits[id] > 0 ? logits[id] / s->p.repeat_penalty : logits[id] * s->p.repeat_penalty;
+            const int32_t id = s->recent[i];
+            if (id < 0 || id >= V || s->count[id] == 0) continue; /* out of range, or done */
+            float l = logits[id];
+            if (s->p.repeat_penalty != 1.0f) l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+            logits[id] = l - ((float)s->count[id] * s->p.frequency_penalty + s->p.presence_penalty);
+            s->count[id] = 0;
         }
+    }
     if (s->p.temp <= 0.0f) {
         int32_t best = 0;
         for (int i = 1; i < V; i++)

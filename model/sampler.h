@@ -1,5 +1,5 @@
 /* sampler: picks the next token from logits. Greedy when temp <= 0;
- * otherwise repetition penalty -> top-k -> top-p -> min-p -> temperature ->
+ * otherwise penalties (repetition, presence, frequency) -> top-k -> top-p -> min-p -> temperature ->
  * draw (llama.cpp's default order). Deterministic for a given seed. */
 #ifndef ST_SAMPLER_H
 #define ST_SAMPLER_H
@@ -11,8 +11,10 @@ typedef struct {
     int top_k;            /* <= 0: off */
     float top_p;          /* >= 1: off */
     float min_p;          /* <= 0: off */
-    float repeat_penalty; /* 1: off */
-    int repeat_last_n;    /* tokens looked back for the penalty */
+    float repeat_penalty;   /* 1: off */
+    float presence_penalty; /* 0: off; subtracted once from each id seen in the window */
+    float frequency_penalty; /* 0: off; subtracted once per occurrence in the window */
+    int repeat_last_n;      /* tokens looked back for the penalties */
     uint64_t seed;
 } st_sampler_params_t;
 

@@ -152,8 +152,8 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     FIELD_NUM("min_p", 0, 1, false, out->job.sp.min_p = (float)v);
     FIELD_NUM("repeat_penalty", 0.001, 100, false, out->job.sp.repeat_penalty = (float)v);
     FIELD_NUM("seed", 0, 9007199254740991.0, true, out->job.sp.seed = (uint64_t)v);
-    FIELD_NUM("presence_penalty", -2, 2, false, (void)v); /* accepted, not applied */
-    FIELD_NUM("frequency_penalty", -2, 2, false, (void)v);
+    FIELD_NUM("presence_penalty", -2, 2, false, out->job.sp.presence_penalty = (float)v);
+    FIELD_NUM("frequency_penalty", -2, 2, false, out->job.sp.frequency_penalty = (float)v);
     FIELD_NUM("n", 1, 1, true, (void)v);
     if ((x = cJSON_GetObjectItemCaseSensitive(o, "stream")) && !cJSON_IsNull(x)) {
         if (!cJSON_IsBool(x)) {

@@ -245,13 +245,13 @@ static char *s_body(const char *text, int max_tokens, bool stream) {
 }
 
 /* What st-run prints (--json "text") for the prompt. */
-static char *s_st_run_text(const char *prompt, bool chat, int n) {
+static char *s_st_run_text_with(const char *prompt, bool chat, int n, const char *extra) {
     char cmd[2048], path[] = "/tmp/st-test-http-ref-XXXXXX";
     int fd = mkstemp(path);
     cr_assert_geq(fd, 0);
     close(fd);
-    snprintf(cmd, sizeof cmd, "timeout 60 '%s/st-run' -m '%s' -p '%s' %s --temp 0 -n %d -t 1 --json > '%s' 2>/dev/null",
-             BIN, s_tiny(), prompt, chat ? "--chat" : "", n, path);
+    snprintf(cmd, sizeof cmd, "timeout 60 '%s/st-run' -m '%s' -p '%s' %s --temp 0 -n %d -t 1 %s --json > '%s' 2>/dev/null",
+             BIN, s_tiny(), prompt, chat ? "--chat" : "", n, extra, path);
     cr_assert_eq(system(cmd), 0, "st-run failed");
     cJSON *o = st_test_read_json(path);
     unlink(path);
@@ -261,7 +261,32 @@ static char *s_st_run_text(const char *prompt, bool chat, int n) {
     return t;
 }
 
+static char *s_st_run_text(const char *prompt, bool chat, int n) { return s_st_run_text_with(prompt, chat, n, ""); }
+
 /* ---- tests ------------------------------------------------------------------------- */
+
+Test(http, presence_and_frequency_penalties_apply_as_in_st_run, .timeout = 120) {
+    const int n = N_PREDICT; /* these penalties part from the plain answer at token 11 */
+    char *plain = s_st_run_text(PROMPT, true, n);
+    char *want = s_st_run_text_with(PROMPT, true, n, "--presence-penalty -2 --frequency-penalty -0.5");
+    cr_assert_str_neq(want, plain, "the penalties should change this greedy answer");
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,\"max_tokens\":%d,"
+             "\"presence_penalty\":-2,\"frequency_penalty\":-0.5}",
+             PROMPT, n);
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", body);
+    char *got = s_chat_text(r, false, &fin);
+    cr_assert_str_eq(got, want);
+    free(got);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+    free(want);
+    free(plain);
+}
 
 Test(http, chat_at_temp_0_is_st_run_text_whole_and_streamed, .timeout = 120) {
     char *want = s_st_run_text(PROMPT, true, N_PREDICT);

@@ -114,3 +114,44 @@ Test(sampler, bad_parameters_are_refused) {
     p = st_sampler_default_params();
     cr_assert_null(st_sampler_new(&p, 0));
 }
+
+/* llama.cpp's penalties sampler: logit -= count * frequency + (count > 0) * presence,
+ * after the repetition penalty, over the last repeat_last_n accepted tokens */
+Test(sampler, presence_and_frequency_penalties) {
+    st_sampler_params_t p = st_sampler_default_params();
+    p.temp = 0.0f;
+    p.presence_penalty = 0.5f;
+    p.frequency_penalty = 0.25f;
+    p.repeat_last_n = 4;
+    st_sampler_t *s = st_sampler_new(&p, V);
+    cr_assert_not_null(s);
+    const int32_t ctx[] = {6, 2, 2, 2, 5}; /* 6 falls out of the window of 4 */
+    for (size_t i = 0; i < sizeof ctx / sizeof ctx[0]; i++) st_sampler_accept(s, ctx[i]);
+    float l[V] = {0, 0, 2.0f, 0, 0, 1.0f, 1.0f, 0};
+    /* 2: 2.0 - (3 * 0.25 + 0.5) = 0.75; 5: 1.0 - (0.25 + 0.5) = 0.25; 6: untouched 1.0 */
+    cr_assert_eq(st_sampler_sample(s, l), 6);
+    cr_assert_float_eq(l[2], 0.75f, 1e-6);
+    cr_assert_float_eq(l[5], 0.25f, 1e-6);
+    cr_assert_float_eq(l[6], 1.0f, 0);
+    /* twice in a row: the counts start from zero again */
+    float l2[V] = {0, 0, 2.0f, 0, 0, 1.0f, 1.0f, 0};
+    st_sampler_sample(s, l2);
+    cr_assert_float_eq(l2[2], 0.75f, 1e-6);
+    st_sampler_destroy(&s);
+}
+
+Test(sampler, penalties_combine_with_repetition) {
+    st_sampler_params_t p = st_sampler_default_params();
+    p.temp = 0.0f;
+    p.repeat_penalty = 2.0f;
+    p.presence_penalty = -1.0f; /* negative: encourages */
+    st_sampler_t *s = st_sampler_new(&p, V);
+    st_sampler_accept(s, 3);
+    st_sampler_accept(s, 4);
+    float l[V] = {1.2f, 0, 0, 4.0f, -1.0f, 0, 0, 0};
+    /* 3: 4 / 2 + 1 = 3; 4: -1 * 2 + 1 = -1 */
+    cr_assert_eq(st_sampler_sample(s, l), 3);
+    cr_assert_float_eq(l[3], 3.0f, 1e-6);
+    cr_assert_float_eq(l[4], -1.0f, 1e-6);
+    st_sampler_destroy(&s);
+}

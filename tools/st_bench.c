@@ -3,6 +3,8 @@
  *
  * pp<P>: P random tokens decoded as one batch into an empty cache (tok/s).
  * tg<N>: N single-token steps into an empty cache, logits every step (tok/s).
+ * tg<N>x<S> (--seqs S): S sequences decoded together, N steps of one token
+ *   each (st_decode_batch, as the server batches users); aggregate tok/s.
  * Both are repeated -r times after one warm-up of each (which also faults the
  * mapped weights in), and reported as mean +- sample sd of the per-run t/s, as
  * llama-bench does. Also reported: model load time, peak RSS (VmHWM), and how
@@ -46,6 +48,7 @@ static void s_usage(FILE *f) {
             "  -n, --n-gen N      decode steps of the tg test; 0 skips it (default 32)\n"
             "  -t, --threads N    threads (default: all %d CPUs)\n"
             "  -r, --repetitions R  runs of each test after one warm-up (default 3)\n"
+            "  -s, --seqs S       also run tgNxS: S sequences decoded together (aggregate tok/s)\n"
             "      --kv-type f16|f32  KV cache type (default f16, as llama-bench)\n"
             "      --no-bw        skip the memory-bandwidth measurement\n"
             "      --mem SIZE     whole-process memory budget (e.g. 1G): experts read from storage into a cache\n"
@@ -57,7 +60,7 @@ static void s_usage(FILE *f) {
 
 typedef struct {
     const char *model;
-    long n_prompt, n_gen, threads, reps;
+    long n_prompt, n_gen, threads, reps, seqs;
     st_type_t kv_type;
     bool json, no_bw;
     uint64_t mem; /* --mem: 0 = off */
@@ -76,6 +79,7 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"n-gen", required_argument, 0, 'n'},
                                          {"threads", required_argument, 0, 't'},
                                          {"repetitions", required_argument, 0, 'r'},
+                                         {"seqs", required_argument, 0, 's'},
                                          {"kv-type", required_argument, 0, OPT_KV},
                                          {"no-bw", no_argument, 0, OPT_NOBW},
                                          {"mem", required_argument, 0, OPT_MEM},
@@ -90,7 +94,7 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     a->kv_type = ST_TYPE_F16;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:p:n:t:r:vh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:p:n:t:r:s:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
         case 'p':
@@ -104,6 +108,9 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             break;
         case 'r':
             if (!st_parse_int(optarg, 1, MAX_REPS, &a->reps)) return s_bad("-r", optarg);
+            break;
+        case 's':
+            if (!st_parse_int(optarg, 2, 256, &a->seqs)) return s_bad("-s", optarg);
             break;
         case OPT_KV:
             if (!strcmp(optarg, "f16"))
@@ -131,6 +138,10 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     }
     if (!a->model) {
         fprintf(stderr, "st-bench: -m MODEL is required (see --help)\n");
+        return 2;
+    }
+    if (a->seqs && a->n_gen == 0) {
+        fprintf(stderr, "st-bench: --seqs needs decode steps (-n > 0)\n");
         return 2;
     }
     if (a->n_prompt == 0 && a->n_gen == 0) {
@@ -276,7 +287,7 @@ static double s_bandwidth(int n_threads) {
 
 typedef struct {
     char name[32];
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, n_seq; /* n_seq > 1: batched decode */
     int n;
     double ts[MAX_REPS];
     double mean, sd;
@@ -290,6 +301,9 @@ static void s_stats(test_result_t *r) {
     for (int i = 0; i < r->n; i++) ss += (r->ts[i] - r->mean) * (r->ts[i] - r->mean);
     r->sd = r->n > 1 ? sqrt(ss / (r->n - 1)) : 0.0;
 }
+
+/* Tokens one run of the test decodes. */
+static int s_test_tokens(const test_result_t *r) { return r->n_prompt ? r->n_prompt : r->n_gen * (r->n_seq > 1 ? r->n_seq : 1); }
 
 static uint64_t s_rng = 0x853c49e6748fea9bull;
 static int32_t s_random_token(int n_vocab) {
@@ -334,6 +348,20 @@ static double s_run_tg(st_ctx_t *c, st_kv_t *kv, int n_gen, float *logits) {
     return s_now() - t0;
 }
 
+/* One batched tg run: n_seq sequences, n_gen steps of one token each, all
+ * sequences in every step; seconds or < 0. */
+static double s_run_tg_batch(st_ctx_t *c, st_kv_t **kvs, int n_seq, int n_gen, float *logits) {
+    const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
+    int32_t toks[256];
+    for (int s = 0; s < n_seq; s++) st_kv_clear(kvs[s]);
+    double t0 = s_now();
+    for (int i = 0; i < n_gen; i++) {
+        for (int s = 0; s < n_seq; s++) toks[s] = s_random_token(n_vocab);
+        if (st_decode_batch(c, kvs, toks, n_seq, logits) < 0) return -1.0;
+    }
+    return s_now() - t0;
+}
+
 static void s_print_markdown(const args_t *a, const st_model_t *m, const char *kname, uint64_t file_size,
                              const test_result_t *res, int n_res, double load_ms, uint64_t rss, uint64_t dec_bytes,
                              double bw) {
@@ -345,7 +373,7 @@ static void s_print_markdown(const args_t *a, const st_model_t *m, const char *k
     for (int i = 0; i < n_res; i++)
         printf("| %s | %.2f GiB | %ld | %s | %s | %.2f ± %.2f | %.2f |\n", desc, file_size / 1073741824.0, a->threads,
                kname, res[i].name, res[i].mean, res[i].sd,
-               1e3 * res[i].cpu_s / (res[i].n * (res[i].n_prompt ? res[i].n_prompt : res[i].n_gen)));
+               1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
     printf("\n");
     printf("load: %.1f ms; peak RSS: %.1f MiB (%.3fx the %.1f MiB file)\n", load_ms, rss / 1048576.0,
            (double)rss / (double)file_size, file_size / 1048576.0);
@@ -353,7 +381,7 @@ static void s_print_markdown(const args_t *a, const st_model_t *m, const char *k
     if (bw > 0) {
         printf("; memory bandwidth (%ld threads, read): %.2f GB/s", a->threads, bw / 1e9);
         for (int i = 0; i < n_res; i++)
-            if (res[i].n_gen > 0)
+            if (res[i].n_gen > 0 && res[i].n_seq <= 1)
                 printf("; %s at %.2f GB/s = %.1f%% of it", res[i].name, res[i].mean * dec_bytes / 1e9,
                        100.0 * res[i].mean * dec_bytes / bw);
     }
@@ -377,13 +405,14 @@ static void s_print_json(const args_t *a, const char *kname, uint64_t file_size,
         cJSON_AddStringToObject(t, "name", res[i].name);
         cJSON_AddNumberToObject(t, "n_prompt", res[i].n_prompt);
         cJSON_AddNumberToObject(t, "n_gen", res[i].n_gen);
+        cJSON_AddNumberToObject(t, "n_seq", res[i].n_seq > 1 ? res[i].n_seq : 1);
         cJSON_AddNumberToObject(t, "avg_ts", res[i].mean);
         cJSON_AddNumberToObject(t, "stddev_ts", res[i].sd);
         cJSON_AddNumberToObject(t, "cpu_ms_per_token",
-                                1e3 * res[i].cpu_s / (res[i].n * (res[i].n_prompt ? res[i].n_prompt : res[i].n_gen)));
+                                1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
         cJSON *s = cJSON_AddArrayToObject(t, "samples_ts");
         for (int k = 0; k < res[i].n; k++) cJSON_AddItemToArray(s, cJSON_CreateNumber(res[i].ts[k]));
-        if (res[i].n_gen > 0 && bw > 0) cJSON_AddNumberToObject(t, "bandwidth_fraction", res[i].mean * dec_bytes / bw);
+        if (res[i].n_gen > 0 && res[i].n_seq <= 1 && bw > 0) cJSON_AddNumberToObject(t, "bandwidth_fraction", res[i].mean * dec_bytes / bw);
         cJSON_AddItemToArray(tests, t);
     }
     char *txt = cJSON_Print(o);
@@ -411,15 +440,20 @@ int main(int argc, char **argv) {
     cp.n_threads = (int)a.threads;
     cp.kv_type = a.kv_type;
     cp.n_batch = a.n_prompt > 0 ? (int)a.n_prompt : 1; /* the prompt in one batch, as llama-bench */
+    if (a.seqs > cp.n_batch) cp.n_batch = (int)a.seqs;
     cp.n_ctx = (int)(a.n_prompt > a.n_gen ? a.n_prompt : a.n_gen) + 1;
     st_ctx_t *c = st_ctx_new(m, &cp);
     st_kv_t *kv = c ? st_kv_new(c, cp.n_ctx) : NULL;
-    float *logits = malloc((size_t)m->cfg.n_vocab * sizeof *logits);
+    const int n_seq = a.seqs > 1 ? (int)a.seqs : 1;
+    float *logits = malloc((size_t)n_seq * m->cfg.n_vocab * sizeof *logits);
     int32_t *toks = malloc((size_t)(a.n_prompt + 1) * sizeof *toks);
-    test_result_t res[2];
+    st_kv_t **kvs = calloc((size_t)n_seq, sizeof *kvs);
+    test_result_t res[3];
     int n_res = 0;
     st_expert_cache_t *ec = NULL;
-    if (!c || !kv || !logits || !toks) goto out;
+    if (!c || !kv || !logits || !toks || !kvs) goto out;
+    for (int s = 0; s < n_seq && a.seqs; s++)
+        if (!(kvs[s] = st_kv_new(c, (int)a.n_gen + 1))) goto out;
     /* --mem: experts come from storage through a bounded cache; touching them
      * through the mapping would fill the page cache */
     if (a.mem && !(ec = st_expert_cache_install("st-bench", c, a.mem))) goto out;
@@ -443,18 +477,27 @@ int main(int argc, char **argv) {
         snprintf(r->name, sizeof r->name, "tg%ld", a.n_gen);
         r->n_gen = (int)a.n_gen;
     }
+    if (a.seqs) {
+        test_result_t *r = &res[n_res++];
+        memset(r, 0, sizeof *r);
+        snprintf(r->name, sizeof r->name, "tg%ldx%d", a.n_gen, n_seq);
+        r->n_gen = (int)a.n_gen;
+        r->n_seq = n_seq;
+    }
     /* repetitions interleave the tests so that a noisy neighbour hits both alike */
     for (int rep = 0; rep < a.reps; rep++) {
         for (int i = 0; i < n_res; i++) {
             test_result_t *r = &res[i];
             const double c0 = s_cpu_now();
-            double dt = r->n_prompt ? s_run_pp(c, kv, r->n_prompt, toks, logits) : s_run_tg(c, kv, r->n_gen, logits);
+            double dt = r->n_prompt ? s_run_pp(c, kv, r->n_prompt, toks, logits)
+                        : r->n_seq > 1 ? s_run_tg_batch(c, kvs, r->n_seq, r->n_gen, logits)
+                                       : s_run_tg(c, kv, r->n_gen, logits);
             r->cpu_s += s_cpu_now() - c0;
             if (dt <= 0) {
                 fprintf(stderr, "st-bench: decoding failed\n");
                 goto out;
             }
-            r->ts[r->n++] = (r->n_prompt ? r->n_prompt : r->n_gen) / dt;
+            r->ts[r->n++] = s_test_tokens(r) / dt;
         }
     }
     for (int i = 0; i < n_res; i++) s_stats(&res[i]);
@@ -471,6 +514,8 @@ int main(int argc, char **argv) {
 out:
     if (c) st_ctx_set_moe(c, NULL);
     st_expert_cache_destroy(&ec);
+    for (int s = 0; kvs && s < n_seq; s++) st_kv_destroy(&kvs[s]);
+    free(kvs);
     free(toks);
     free(logits);
     st_kv_destroy(&kv);
