@@ -104,6 +104,7 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     }
     c->gate = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
     c->up = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
+    c->zq = s_alloc(B * K, c->xq_row, &ok);
     c->ybuf = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
     c->scratch_n = s_max((size_t)p.n_ctx, s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
     c->scratch = s_alloc((size_t)p.n_threads * c->scratch_n, sizeof(float), &ok);
@@ -124,6 +125,7 @@ void st_ctx_destroy(st_ctx_t **cp) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->ids);
     free(c->xq);
+    free(c->zq);
     free(c->pair_tok);
     free(c->pair_of);
     free(c->exp_start);

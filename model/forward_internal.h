@@ -50,6 +50,7 @@ struct st_ctx {
     float *yout;       /* pairs x n_embd: expert outputs in routing order */
     const void **exp_ptrs; /* n_layer x 3 x n_expert: gate, up, down matrix of each expert (loaded model) */
     float *gate, *up;  /* pairs x n_ff_exp */
+    uint8_t *zq;       /* pairs x xq_row: relu(gate) * up converted for down */
     float *ybuf;       /* pairs x n_embd */
 
     st_kv_t **tok_kv;  /* n_batch: cache of each token of the current chunk */

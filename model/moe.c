@@ -13,6 +13,7 @@
 #include "moe.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "st_log.h"
@@ -78,7 +79,30 @@ typedef struct {
     int phase; /* 0: gate+up, 1: down */
     int n_rows;
     int chunk; /* granule bound: 32-row granules, or this many for a transposed down */
+    bool z_in_threads; /* phase 0 also forms z = relu(gate) * up and converts it for down */
+    _Atomic uint64_t active; /* phase 0 with z_in_threads: neurons with z != 0 */
 } expert_job_t;
+
+/* z = relu(gate) * up for neurons [r0, r1) of the np pairs from p0 (kept in
+ * gate); with zq, also converted for down, block by block (r0 and r1 on block
+ * bounds of that format). Returns how many z are not zero. */
+static uint64_t s_form_z(st_ctx_t *c, const st_expert_set_t *set, int p0, int np, int r0, int r1, bool convert) {
+    const int F = c->m->cfg.n_ff_exp;
+    uint64_t active = 0;
+    const st_type_t vt = st_type_traits(set->down_type)->vec_dot_type;
+    const st_type_traits_t *vtr = st_type_traits(vt);
+    for (int p = p0; p < p0 + np; p++) {
+        float *g = c->gate + (size_t)p * F;
+        const float *u = c->up + (size_t)p * F;
+        for (int i = r0; i < r1; i++) {
+            g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
+            active += g[i] != 0.0f;
+        }
+        if (convert)
+            c->k->from_float[vt](r1 - r0, g + r0, c->zq + (size_t)p * c->xq_row + (size_t)(r0 / vtr->blck) * vtr->size);
+    }
+    return active;
+}
 
 static void s_expert_worker(void *arg, int ith, int nth) {
     const expert_job_t *j = arg;
@@ -114,8 +138,12 @@ static void s_expert_worker(void *arg, int ith, int nth) {
                 if (need) list[n_list++] = r;
             }
             st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
+            if (j->z_in_threads)
+                atomic_fetch_add_explicit(&((expert_job_t *)j)->active,
+                                          s_form_z(c, set, p0, np, r0, r1, !set->down_transposed), memory_order_relaxed);
         } else if (!set->down_transposed) {
-            st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, x, c->xq_row, np, c->ybuf + (size_t)p0 * E,
+            const uint8_t *zq = c->zq + (size_t)p0 * c->xq_row;
+            st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row, np, c->ybuf + (size_t)p0 * E,
                       (size_t)E);
         } else {
             /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
@@ -172,26 +200,23 @@ static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, 
         if (m) st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
         else memcpy(c->xq + (size_t)p * c->xq_row, xq + (size_t)c->pair_tok[p] * xq_stride, in_row);
     }
-    expert_job_t j = {c, set, 0, F, ROW_CHUNK};
+    /* z = relu(gate) * up, converted for down: by each thread for its own
+     * 32-neuron granules when down's activation blocks fit in one (Q8_0, F16),
+     * else here after the gate and up rows are all done */
+    const int zblck = st_type_traits(st_type_traits(set->down_type)->vec_dot_type)->blck;
+    expert_job_t j = {c, set, 0, F, ROW_CHUNK, 32 % zblck == 0 && F % zblck == 0, 0};
     st_pool_run(c->pool, s_expert_worker, &j);
-
-    /* z = relu(gate) * up, converted for down */
-    uint64_t active = 0;
-    for (int p = 0; p < n_pairs; p++) {
-        float *g = c->gate + (size_t)p * F;
-        const float *u = c->up + (size_t)p * F;
-        for (int i = 0; i < F; i++) {
-            g[i] = g[i] > 0.0f ? g[i] * u[i] : 0.0f;
-            active += g[i] != 0.0f;
-        }
-        if (!set->down_transposed) st_convert_rows(c, set->down_type, g, 0, 1, F, c->xq + (size_t)p * c->xq_row);
-    }
+    uint64_t active = atomic_load(&j.active);
+    if (!j.z_in_threads)
+        for (int e = 0; e < X; e++)
+            active += s_form_z(c, set, c->exp_start[e], c->exp_start[e + 1] - c->exp_start[e], 0, F,
+                               !set->down_transposed);
     int chunk = ROW_CHUNK;
     if (set->down_transposed) { /* columns of a transposed row: whole blocks per unit */
         const int blck = st_type_traits(set->down_type)->blck;
         chunk = (ROW_CHUNK + blck - 1) / blck * blck;
     }
-    expert_job_t jd = {c, set, 1, E, chunk};
+    expert_job_t jd = {c, set, 1, E, chunk, false, 0};
     st_pool_run(c->pool, s_expert_worker, &jd);
 
     for (int i = 0; i < n_pairs; i++) memcpy(y + (size_t)i * E, c->ybuf + (size_t)c->pair_of[i] * E, (size_t)E * sizeof(float));
