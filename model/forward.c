@@ -106,7 +106,7 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->up = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
     c->zq = s_alloc(B * K, c->xq_row, &ok);
     c->ybuf = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
-    c->scratch_n = s_max((size_t)p.n_ctx, s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
+    c->scratch_n = s_max(s_max((size_t)p.n_ctx, (size_t)cfg->head_dim), s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
     c->scratch = s_alloc((size_t)p.n_threads * c->scratch_n, sizeof(float), &ok);
     if (!ok) {
         st_ctx_destroy(&c);
@@ -208,19 +208,26 @@ static bool s_same_input_format(st_type_t a, st_type_t b) {
     return st_type_traits(a)->vec_dot_type == st_type_traits(b)->vec_dot_type;
 }
 
-/* NEOX RoPE in place on n_heads heads of d dims at position pos; theta is
- * advanced by repeated multiplication as ggml does. */
-static void s_rope(float *v, int n_heads, int d, int pos, float base) {
+/* NEOX RoPE rotation factors for position pos: theta advanced by repeated
+ * multiplication as ggml does, the same for every head, so computed once. */
+static void s_rope_factors(int d, int pos, float base, float *cs, float *sn) {
     const float theta_scale = powf(base, -2.0f / (float)d);
+    float theta = (float)pos;
+    for (int i = 0; i < d / 2; i++) {
+        cs[i] = cosf(theta);
+        sn[i] = sinf(theta);
+        theta *= theta_scale;
+    }
+}
+
+/* NEOX RoPE in place on n_heads heads of d dims. */
+static void s_rope(float *v, int n_heads, int d, const float *cs, const float *sn) {
     for (int h = 0; h < n_heads; h++) {
         float *x = v + (size_t)h * d;
-        float theta = (float)pos;
         for (int i = 0; i < d / 2; i++) {
-            const float cs = cosf(theta), sn = sinf(theta);
             const float x0 = x[i], x1 = x[i + d / 2];
-            x[i] = x0 * cs - x1 * sn;
-            x[i + d / 2] = x0 * sn + x1 * cs;
-            theta *= theta_scale;
+            x[i] = x0 * cs[i] - x1 * sn[i];
+            x[i + d / 2] = x0 * sn[i] + x1 * cs[i];
         }
     }
 }
@@ -319,8 +326,10 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
         st_kv_layer_t *KL = &kv->layers[il];
         const int pos = c->tok_pos[t];
         if (cfg->use_rope[il]) {
-            s_rope(c->q + (size_t)t * nq, cfg->n_head, D, pos, base);
-            s_rope(c->kx + (size_t)t * nkv, cfg->n_head_kv, D, pos, base);
+            float *cs = c->scratch, *sn = c->scratch + D / 2; /* thread 0's scratch is free between jobs */
+            s_rope_factors(D, pos, base, cs, sn);
+            s_rope(c->q + (size_t)t * nq, cfg->n_head, D, cs, sn);
+            s_rope(c->kx + (size_t)t * nkv, cfg->n_head_kv, D, cs, sn);
         }
         const size_t slot = (size_t)(pos % KL->cap) * kv->row;
         s_kv_put(kv, KL->k, slot, c->kx + (size_t)t * nkv, nkv);
