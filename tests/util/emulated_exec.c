@@ -8,8 +8,10 @@
  * in a worker that re-executes the test binary (BoxFort), so not one test
  * would run.
  *
- * This file defines execve in the test executable itself. The executable
- * comes first in symbol lookup, so libcriterion's call and ours bind here.
+ * This file defines execve (and execv, execl, which the tests call and which
+ * in glibc would not go through an execve we could replace) in the test
+ * executable itself. The executable comes first in symbol lookup, so
+ * libcriterion's calls and ours bind here.
  * When ST_TEST_EMULATOR gives the emulator's absolute path (tests/CMakeLists.txt
  * sets it in the tests' environment, with QEMU_LD_PREFIX) and the file to run
  * is an ELF for the machine this test was built for (an aarch64 test or
@@ -22,6 +24,7 @@
  */
 #include <elf.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,4 +73,24 @@ int execve(const char *path, char *const argv[], char *const envp[]) {
     free(args);
     errno = err;
     return rc;
+}
+
+int execv(const char *path, char *const argv[]) { return execve(path, argv, environ); }
+
+int execl(const char *path, const char *arg, ...) {
+    char *argv[64];
+    int argc = 0;
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a; a = va_arg(ap, const char *)) {
+        if (argc == 63) {
+            va_end(ap);
+            errno = E2BIG;
+            return -1;
+        }
+        argv[argc++] = (char *)a;
+    }
+    va_end(ap);
+    argv[argc] = NULL;
+    return execve(path, argv, environ);
 }
