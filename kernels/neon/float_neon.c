@@ -35,6 +35,7 @@ static inline __attribute__((always_inline)) float s_dot(int n, const void *w, c
     for (int k = 0; k < 8; k++) a[k] = vdupq_n_f32(0.0f);
     int i = 0;
     for (; i + 32 <= n; i += 32)
+#pragma GCC unroll 8
         for (int k = 0; k < 8; k++) a[k] = vfmaq_f32(a[k], s_load4(w, i + 4 * k, f), s_load4(x, i + 4 * k, f));
     for (int k = 0; i + 4 <= n; i += 4, k++) a[k] = vfmaq_f32(a[k], s_load4(w, i, f), s_load4(x, i, f));
     for (int k = 0; k < 4; k++) a[k] = vaddq_f32(a[k], a[k + 4]);

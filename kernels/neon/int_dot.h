@@ -98,6 +98,7 @@ static inline __attribute__((always_inline)) float s_vec_dot_q8(int n, const voi
     if (b < nb) { /* the last 1..3 blocks in the same lanes; missing ones add 0 * 0 */
         int32x4_t p[4];
         float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma GCC unroll 4
         for (int k = 0; k < 4; k++) {
             p[k] = vdupq_n_s32(0);
             if (b + k < nb) {
@@ -147,6 +148,7 @@ static inline float s_vec_dot_q6_k(int n, const void *vw, const void *vx) {
             q[5] = vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(h1, m30));
             q[6] = vorrq_u8(vshrq_n_u8(l2, 4), vandq_u8(vshrq_n_u8(h0, 2), m30));
             q[7] = vorrq_u8(vshrq_n_u8(l3, 4), vandq_u8(vshrq_n_u8(h1, 2), m30));
+#pragma GCC unroll 8
             for (int g = 0; g < 8; g++)
                 acc = vmlaq_n_s32(acc, s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q[g]), vld1q_s8(y + 16 * g)),
                                   scale[g]);
@@ -176,17 +178,24 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
                                                           bool q4, const st_block_q8_0 *const *xt, int NT,
                                                           float32x4_t *acc) {
     const size_t bs = q4 ? sizeof(st_block_q4_0) : sizeof(st_block_q8_0);
+    /* (-O2 does not unroll these small loops by itself; unrolled, the arrays live in registers) */
+#pragma GCC unroll 4
     for (int t = 0; t < NT; t++) acc[t] = vdupq_n_f32(0.0f);
     for (int b = 0; b < nb; b++) {
         const size_t off = (size_t)b * bs;
-        if (pf)
+        if (pf) {
+#pragma GCC unroll 4
             for (int j = 0; j < ST_NEON_NR; j++) __builtin_prefetch(pf[j] + off);
+        }
         int8x16_t lo[ST_NEON_NR], hi[ST_NEON_NR];
+#pragma GCC unroll 4
         for (int j = 0; j < ST_NEON_NR; j++) s_unpack32(w[j] + off, q4, &lo[j], &hi[j]);
         const float32x4_t dw = s_scales4(w[0] + off, w[1] + off, w[2] + off, w[3] + off);
+#pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             const int8x16_t xl = vld1q_s8(xt[t][b].qs), xh = vld1q_s8(xt[t][b].qs + 16);
             int32x4_t p[ST_NEON_NR];
+#pragma GCC unroll 4
             for (int j = 0; j < ST_NEON_NR; j++) p[j] = s_dot16(s_dot16(vdupq_n_s32(0), lo[j], xl), hi[j], xh);
             const float32x4_t s = vcvtq_f32_s32(s_totals4(p[0], p[1], p[2], p[3]));
             acc[t] = vfmaq_f32(acc[t], s, vmulq_n_f32(dw, s_h2f(xt[t][b].d)));
