@@ -32,12 +32,15 @@ static inline __attribute__((always_inline)) float s_load1(const void *p, int i,
 
 static inline __attribute__((always_inline)) float s_dot(int n, const void *w, const void *x, s_fmt_t f) {
     float32x4_t a[8];
+#pragma GCC unroll 8
     for (int k = 0; k < 8; k++) a[k] = vdupq_n_f32(0.0f);
     int i = 0;
     for (; i + 32 <= n; i += 32)
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) a[k] = vfmaq_f32(a[k], s_load4(w, i + 4 * k, f), s_load4(x, i + 4 * k, f));
-    for (int k = 0; i + 4 <= n; i += 4, k++) a[k] = vfmaq_f32(a[k], s_load4(w, i, f), s_load4(x, i, f));
+    /* the rest into a[0]: a[variable] would keep the whole array in memory */
+    for (; i + 4 <= n; i += 4) a[0] = vfmaq_f32(a[0], s_load4(w, i, f), s_load4(x, i, f));
+#pragma GCC unroll 4
     for (int k = 0; k < 4; k++) a[k] = vaddq_f32(a[k], a[k + 4]);
     float sum = vaddvq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])));
     for (; i < n; i++) sum += s_load1(w, i, f) * s_load1(x, i, f);
