@@ -2,8 +2,16 @@
  *
  * The tables themselves are const; the chosen pointer is the only state, kept
  * in an atomic so that a racing first call from two threads is harmless. The
- * ST_KERNELS environment variable ("ref", "avx2", "avx512") overrides the probe, which is
- * how the reference path is run on a machine with SIMD.
+ * ST_KERNELS environment variable ("ref", "avx2", "avx512", "neon",
+ * "neon-dotprod") overrides the probe, which is how the reference path is run
+ * on a machine with SIMD.
+ *
+ * x86-64 asks cpuid (through libgcc's __builtin_cpu_supports, which also checks
+ * that the OS saves the vector registers). aarch64 asks the kernel: the
+ * AT_HWCAP bits of the auxiliary vector say what the CPU implements and the
+ * kernel allows (ASIMD on every Linux aarch64 core; ASIMDDP, the dot-product
+ * extension, on Cortex-A76 and later, not on the Pi 4's A72). qemu-user
+ * fills them in from the CPU it emulates (QEMU_CPU).
  */
 #include "st_kernels.h"
 #include "st_log.h"
@@ -27,6 +35,18 @@ static bool s_cpu_has_avx512(void) {
 }
 #endif
 
+#if defined(ST_HAVE_NEON) || defined(ST_HAVE_NEON_DOTPROD)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1ul << 1) /* linux/arch/arm64/include/uapi/asm/hwcap.h */
+#endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1ul << 20)
+#endif
+static bool s_cpu_has_neon(void) { return (getauxval(AT_HWCAP) & HWCAP_ASIMD) != 0; }
+static bool s_cpu_has_neon_dotprod(void) { return s_cpu_has_neon() && (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0; }
+#endif
+
 const st_kernels_t *st_kernels_by_name(const char *name) {
     if (!name) return NULL;
     if (!strcmp(name, "ref")) return &st_kernels_ref;
@@ -35,6 +55,12 @@ const st_kernels_t *st_kernels_by_name(const char *name) {
 #endif
 #if defined(ST_HAVE_AVX512)
     if (!strcmp(name, "avx512")) return s_cpu_has_avx512() ? &st_kernels_avx512 : NULL;
+#endif
+#if defined(ST_HAVE_NEON)
+    if (!strcmp(name, "neon")) return s_cpu_has_neon() ? &st_kernels_neon : NULL;
+#endif
+#if defined(ST_HAVE_NEON_DOTPROD)
+    if (!strcmp(name, "neon-dotprod")) return s_cpu_has_neon_dotprod() ? &st_kernels_neon_dotprod : NULL;
 #endif
     return NULL;
 }
@@ -46,7 +72,7 @@ static const st_kernels_t *s_probe(void) {
         if (k) return k;
         st_log(ST_LOG_WARN, "ST_KERNELS=%s is not available here; probing the CPU", env);
     }
-    const char *const order[] = {"avx512", "avx2"}; /* best first */
+    const char *const order[] = {"avx512", "avx2", "neon-dotprod", "neon"}; /* best first */
     for (size_t i = 0; i < sizeof order / sizeof order[0]; i++) {
         const st_kernels_t *k = st_kernels_by_name(order[i]);
         if (k) return k;

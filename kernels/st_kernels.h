@@ -2,8 +2,9 @@
  * compute kernels (dot products, activation quantization, dequantization).
  *
  * One table per instruction set (ref = portable scalar C, always built; avx2;
- * avx512 = AVX2 + VNNI matmul; later neon...). st_kernels_select() probes the CPU once and returns
- * the best table; callers never see #ifdef __AVX2__. Kernels never allocate:
+ * avx512 = AVX2 + VNNI matmul; on aarch64 neon = plain ASIMD and neon-dotprod =
+ * ASIMD + sdot). st_kernels_select() probes the CPU once and returns the best
+ * table; callers never see #ifdef __AVX2__. Kernels never allocate:
  * every buffer is the caller's.
  *
  * Numerics follow ggml so that results match llama.cpp: a weight row of type T
@@ -133,11 +134,16 @@ extern const st_kernels_t st_kernels_ref;
  * outside kernels/, use st_kernels_by_name("avx2") / ("avx512"). */
 extern const st_kernels_t st_kernels_avx2;
 extern const st_kernels_t st_kernels_avx512; /* AVX-512 F/VL/BW/VNNI */
+#elif defined(__aarch64__)
+/* Absent from -DST_REF_ONLY builds: outside kernels/, use st_kernels_by_name("neon")
+ * / ("neon-dotprod"). */
+extern const st_kernels_t st_kernels_neon;         /* ARMv8-A ASIMD (Pi 4: Cortex-A72) */
+extern const st_kernels_t st_kernels_neon_dotprod; /* + the dot-product extension (Pi 5: Cortex-A76) */
 #endif
 
-/* Best table for this CPU, probed once; ST_KERNELS=ref (or avx2...) forces a table. */
+/* Best table for this CPU, probed once; ST_KERNELS=ref (or avx2, neon...) forces a table. */
 const st_kernels_t *st_kernels_select(void);
-/* The table called name ("ref", "avx2"), or NULL when it is not built into this
+/* The table called name ("ref", "avx2", "neon-dotprod"...), or NULL when it is not built into this
  * binary or this CPU cannot run it. Lets tests and benchmarks compare tables. */
 const st_kernels_t *st_kernels_by_name(const char *name);
 

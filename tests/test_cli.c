@@ -49,7 +49,7 @@ static void s_assert_ids(cJSON *arr, const int *want, int n, const char *what) {
 
 Test(cli, help_exits_zero_and_lists_the_interface) {
     static char out[16384];
-    cr_assert_eq(s_run(out, sizeof out, "%s --help", ST_RUN), 0);
+    cr_assert_eq(s_run(out, sizeof out, "%s%s --help", st_test_run_prefix(), ST_RUN), 0);
     const char *flags[] = {"-m", "-p", "-n", "--chat", "--temp", "--top-k", "--top-p", "--seed", "-t", "--json",
                            "--tokens", "--logits-out", "--kv-type", "--ctx", "--help"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
@@ -58,30 +58,30 @@ Test(cli, help_exits_zero_and_lists_the_interface) {
 
 Test(cli, wrong_flags_fail_with_a_message) {
     static char out[4096];
-    cr_assert_eq(s_run(out, sizeof out, "%s --bogus 2>&1", ST_RUN), 2);
+    cr_assert_eq(s_run(out, sizeof out, "%s%s --bogus 2>&1", st_test_run_prefix(), ST_RUN), 2);
     cr_assert(strstr(out, "--bogus"), "message names the flag: %s", out);
-    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf -p hi -n -3 2>&1", ST_RUN), 2);
-    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf 2>&1", ST_RUN), 2, "no prompt");
-    cr_assert_eq(s_run(out, sizeof out, "%s -m x.gguf -p hi --kv-type q4 2>&1", ST_RUN), 2);
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m x.gguf -p hi -n -3 2>&1", st_test_run_prefix(), ST_RUN), 2);
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m x.gguf 2>&1", st_test_run_prefix(), ST_RUN), 2, "no prompt");
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m x.gguf -p hi --kv-type q4 2>&1", st_test_run_prefix(), ST_RUN), 2);
 }
 
 Test(cli, missing_or_broken_model_fails_cleanly) {
     static char out[4096];
-    int rc = s_run(out, sizeof out, "%s -m /nonexistent/model.gguf -p hi 2>&1", ST_RUN);
+    int rc = s_run(out, sizeof out, "%s%s -m /nonexistent/model.gguf -p hi 2>&1", st_test_run_prefix(), ST_RUN);
     cr_assert(rc != 0 && rc != -1, "exit %d", rc);
     cr_assert(strstr(out, "/nonexistent/model.gguf"), "message names the file: %s", out);
     FILE *f = fopen("/tmp/st-cli-broken.gguf", "wb");
     fputs("GGUF this is not a model", f);
     fclose(f);
-    rc = s_run(out, sizeof out, "%s -m /tmp/st-cli-broken.gguf -p hi 2>&1", ST_RUN);
+    rc = s_run(out, sizeof out, "%s%s -m /tmp/st-cli-broken.gguf -p hi 2>&1", st_test_run_prefix(), ST_RUN);
     remove("/tmp/st-cli-broken.gguf");
     cr_assert(rc != 0 && rc != -1, "exit %d", rc);
 }
 
 Test(cli, json_chat_greedy_matches_llama_cpp) {
     static char out[65536];
-    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 --json -t 2 2>/dev/null",
-                       ST_RUN, s_tiny()),
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 --json -t 2 2>/dev/null",
+                       st_test_run_prefix(), ST_RUN, s_tiny()),
                  0);
     cJSON *j = cJSON_Parse(out);
     cr_assert_not_null(j, "not JSON: %s", out);
@@ -95,15 +95,16 @@ Test(cli, json_chat_greedy_matches_llama_cpp) {
 
 Test(cli, streamed_text_equals_json_text) {
     static char out[65536];
-    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 -t 2 2>/dev/null", ST_RUN,
-                       s_tiny()),
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 -t 2 2>/dev/null",
+                       st_test_run_prefix(), ST_RUN, s_tiny()),
                  0);
     cr_assert_str_eq(out, "𝖖 inconvenient (# moderators\n");
 }
 
 Test(cli, n0_json_prints_only_the_prompt_ids) {
     static char out[65536];
-    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p 'hi there' --chat -n 0 --json 2>/dev/null", ST_RUN, s_tiny()),
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 0 --json 2>/dev/null",
+                       st_test_run_prefix(), ST_RUN, s_tiny()),
                  0);
     cJSON *j = cJSON_Parse(out);
     cr_assert_not_null(j);
@@ -113,7 +114,9 @@ Test(cli, n0_json_prints_only_the_prompt_ids) {
     cr_assert_str_eq(cJSON_GetObjectItem(j, "text")->valuestring, "");
     cJSON_Delete(j);
     /* the empty prompt: no tokens, nothing to run, still valid JSON */
-    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' -p '' -n 0 --json 2>/dev/null", ST_RUN, s_tiny()), 0);
+    cr_assert_eq(
+        s_run(out, sizeof out, "%s%s -m '%s' -p '' -n 0 --json 2>/dev/null", st_test_run_prefix(), ST_RUN, s_tiny()),
+        0);
     j = cJSON_Parse(out);
     cr_assert_not_null(j);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "prompt_tokens")), 0);
@@ -123,8 +126,8 @@ Test(cli, n0_json_prints_only_the_prompt_ids) {
 Test(cli, logits_out_has_one_row_per_prompt_position) {
     static char out[4096];
     const char *file = "/tmp/st-cli-logits.bin";
-    cr_assert_eq(s_run(out, sizeof out, "%s -m '%s' --tokens 785,3974,13876,38835 --logits-out %s -t 2 2>/dev/null",
-                       ST_RUN, s_tiny(), file),
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' --tokens 785,3974,13876,38835 --logits-out %s -t 2 2>/dev/null",
+                       st_test_run_prefix(), ST_RUN, s_tiny(), file),
                  0);
     struct stat sb;
     cr_assert_eq(stat(file, &sb), 0);

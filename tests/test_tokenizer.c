@@ -47,7 +47,7 @@ static const char *s_model_path(void) {
     const char *flags = "--type f32 --quiet --no-sidecar";
     int rc = -1;
     if (access(ST_BINARY_DIR "/st-synth", X_OK) == 0)
-        rc = st_test_system("'%s/st-synth' --out '%s' %s", ST_BINARY_DIR, tmp, flags);
+        rc = st_test_system("%s'%s/st-synth' --out '%s' %s", st_test_run_prefix(), ST_BINARY_DIR, tmp, flags);
     char script[1100];
     snprintf(script, sizeof script, "%s/make-smallthinker.mjs", s_oracle_home());
     if (rc != 0 && access(script, R_OK) == 0)

@@ -31,6 +31,14 @@ static int s_mkdirs(const char *path) {
     return mkdir(tmp, 0755) && errno != EEXIST ? -1 : 0;
 }
 
+const char *st_test_run_prefix(void) {
+    static char prefix[1100];
+    const char *emu = getenv("ST_TEST_EMULATOR");
+    if (!emu || !*emu || strchr(emu, '\'')) return "";
+    snprintf(prefix, sizeof prefix, "'%s' ", emu);
+    return prefix;
+}
+
 int st_test_system(const char *fmt, ...) {
     char cmd[8192];
     va_list ap;
@@ -63,7 +71,7 @@ const char *st_test_model(const char *const *args, char *path, size_t cap) {
     if (access(path, R_OK) == 0) return path;
     char tmp[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
-    int rc = st_test_system("'%s/st-synth' --quiet --out '%s'%s", ST_BINARY_DIR, tmp, argstr);
+    int rc = st_test_system("%s'%s/st-synth' --quiet --out '%s'%s", st_test_run_prefix(), ST_BINARY_DIR, tmp, argstr);
     if (rc != 0 || rename(tmp, path) != 0) {
         fprintf(stderr, "st-synth%s failed (exit %d)\n", argstr, rc);
         unlink(tmp);

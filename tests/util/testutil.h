@@ -21,6 +21,11 @@ char *st_test_read_file(const char *path, size_t *len);
 /* Parsed JSON file (NULL if unreadable or malformed). */
 cJSON *st_test_read_json(const char *path);
 
+/* What goes before one of our programs in a shell command: "" natively, the
+ * quoted emulator and a space when a cross-built test runs under one
+ * (ST_TEST_EMULATOR, set by tests/CMakeLists.txt; see util/emulated_exec.c). */
+const char *st_test_run_prefix(void);
+
 /* Runs a shell command, returns its exit status (-1 if it could not run). */
 int st_test_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

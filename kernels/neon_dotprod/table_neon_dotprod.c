@@ -1,0 +1,42 @@
+/* table_neon_dotprod: the "neon-dotprod" dispatch table, for Arm cores with
+ * the ARMv8.2 dot-product extension (Raspberry Pi 5's Cortex-A76). The
+ * integer dot products and matmuls use sdot; every other entry is the plain
+ * "neon" one, so the table is complete and its results are the same bits. */
+#include "../neon/kernels_neon.h"
+
+const st_kernels_t st_kernels_neon_dotprod = {
+    .name = "neon-dotprod",
+    .vec_dot =
+        {
+            [ST_TYPE_F32] = st_vec_dot_f32_f32_neon,
+            [ST_TYPE_F16] = st_vec_dot_f16_f16_neon,
+            [ST_TYPE_BF16] = st_vec_dot_bf16_bf16_neon,
+            [ST_TYPE_Q4_0] = st_vec_dot_q4_0_q8_0_neon_dotprod,
+            [ST_TYPE_Q8_0] = st_vec_dot_q8_0_q8_0_neon_dotprod,
+            [ST_TYPE_Q6_K] = st_vec_dot_q6_k_q8_k_neon_dotprod,
+        },
+    .from_float =
+        {
+            [ST_TYPE_F32] = st_from_float_f32_ref,
+            [ST_TYPE_F16] = st_from_float_f16_neon,
+            [ST_TYPE_BF16] = st_from_float_bf16_ref,
+            [ST_TYPE_Q4_0] = st_from_float_q4_0_ref,
+            [ST_TYPE_Q8_0] = st_from_float_q8_0_neon,
+            [ST_TYPE_Q8_K] = st_from_float_q8_k_neon,
+        },
+    .to_float =
+        {
+            [ST_TYPE_F32] = st_to_float_f32_ref,
+            [ST_TYPE_F16] = st_to_float_f16_neon,
+            [ST_TYPE_BF16] = st_to_float_bf16_neon,
+            [ST_TYPE_Q4_0] = st_to_float_q4_0_neon,
+            [ST_TYPE_Q8_0] = st_to_float_q8_0_neon,
+            [ST_TYPE_Q6_K] = st_to_float_q6_k_ref,
+            [ST_TYPE_Q8_K] = st_to_float_q8_k_ref,
+        },
+    .matmul =
+        {
+            [ST_TYPE_Q4_0] = st_matmul_q4_0_q8_0_neon_dotprod,
+            [ST_TYPE_Q8_0] = st_matmul_q8_0_q8_0_neon_dotprod,
+        },
+};
