@@ -11,16 +11,11 @@
  * that the generation was not over, and lets it go on (SIGCONT). Every wait
  * has a deadline. ST_TEST_LIGHT=1 (sanitizer builds) keeps replication 2 only. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "st_log.h"
@@ -32,15 +27,9 @@
 #define PROMPT "The quick brown fox jumps over the lazy dog"
 #define DEADLINE_MS 60000
 
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 typedef struct {
-    pid_t pid;
-    char url[128], store[300];
+    st_test_node_t p;
+    char store[300];
 } node_t;
 
 static char g_dir[64];
@@ -53,8 +42,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    for (int i = 0; i < N_NODES; i++)
-        if (g_nodes[i].pid > 0) kill(g_nodes[i].pid, SIGKILL), waitpid(g_nodes[i].pid, NULL, 0), g_nodes[i].pid = 0;
+    st_test_kill_all();
     st_test_system("rm -rf '%s'", g_dir);
 }
 
@@ -66,37 +54,9 @@ static void s_node_start(int i, const char *listen) {
     char log[300], allow[300];
     snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
     snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    int out[2];
-    cr_assert_eq(pipe(out), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(out[1], 1);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) dup2(fd, 2);
-        close(out[0]);
-        execl(BIN "/st-node", "st-node", "--listen", listen, "--mem", "256M", "--store", nd->store, "-t", "1",
-              "--allow", allow, (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    nd->pid = pid;
-    char buf[1024] = "";
-    size_t len = 0;
-    const double deadline = s_now_ms() + 10000;
-    while (!strstr(buf, "listening on ") || !strchr(strstr(buf, "listening on "), '\n')) {
-        struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
-        cr_assert_gt(left, 0, "node %d did not start (log %s)", i, log);
-        if (poll(&p, 1, left) <= 0) continue;
-        ssize_t r = read(out[0], buf + len, sizeof buf - 1 - len);
-        cr_assert_gt(r, 0, "node %d exited before listening (log %s)", i, log);
-        len += (size_t)r;
-        buf[len] = '\0';
-    }
-    close(out[0]);
-    cr_assert_eq(sscanf(strstr(buf, "listening on "), "listening on %127s", nd->url), 1);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem", "256M", "--store", nd->store,
+                          "-t", "1", "--allow", allow, NULL};
+    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited (log %s)", i, log);
 }
 
 /* Keys, three nodes, and the cluster file "URL NODE_PUBLIC_KEY". */
@@ -113,7 +73,7 @@ static void s_cluster(void) {
         snprintf(pubp, sizeof pubp, "%s/node.pub", g_nodes[i].store);
         char *pub = st_test_read_file(pubp, NULL);
         cr_assert_not_null(pub);
-        fprintf(f, "%s %s", g_nodes[i].url, pub);
+        fprintf(f, "%s %s", g_nodes[i].p.url, pub);
         free(pub);
     }
     fclose(f);
@@ -152,15 +112,10 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
              "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
              "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
              BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, N_PREDICT, out, err);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};
-    const double deadline = s_now_ms() + DEADLINE_MS;
+    const double deadline = st_test_now_ms() + DEADLINE_MS;
     bool done = kill_node < 0;
     int st = 0;
     while (!done) { /* watch for decode token 8 */
@@ -174,33 +129,26 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
             snprintf(last, sizeof last, "stats: token %d:", N_PREDICT - 1);
             r.killed_mid = e && !strstr(e, last);
             free(e);
-            kill(g_nodes[kill_node].pid, SIGKILL);
-            waitpid(g_nodes[kill_node].pid, NULL, 0);
-            g_nodes[kill_node].pid = 0;
+            st_test_node_stop(&g_nodes[kill_node].p, SIGKILL);
             kill(pid, SIGCONT);
             break;
         }
-        if (waitpid(pid, &st, WNOHANG) == pid) {
+        if ((st = st_test_wait(pid, 0)) >= 0) {
             pid = 0;
             break;
         }
-        cr_assert_lt(s_now_ms(), deadline, "the coordinator did not reach decode token 8");
+        cr_assert_lt(st_test_now_ms(), deadline, "the coordinator did not reach decode token 8");
         poll(NULL, 0, 1); /* polling a file for a line, bounded by the deadline */
     }
-    while (pid > 0) {
-        if (waitpid(pid, &st, WNOHANG) == pid) break;
-        if (s_now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            cr_assert_fail("%s: the coordinator hung", tag);
-        }
-        poll(NULL, 0, 5);
+    if (pid > 0 && (st = st_test_wait(pid, (int)(deadline - st_test_now_ms()))) < 0) {
+        st_test_stop(pid, SIGKILL, 5000);
+        cr_assert_fail("%s: the coordinator hung", tag);
     }
     r.out = st_test_read_file(out, NULL);
     r.err = st_test_read_file(err, NULL);
     cr_assert_not_null(r.out);
     cr_assert_not_null(r.err);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the coordinator failed:\n%s", tag, r.err);
+    cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
     return r;
 }
 
@@ -213,14 +161,6 @@ static unsigned long long s_count(const char *err, const char *fmt) {
                         &fb, &resent),
                  3, "%.300s", p);
     return !strcmp(fmt, "fallback") ? fb : !strcmp(fmt, "resent") ? resent : remote;
-}
-
-static long s_pushed(const char *err) {
-    const char *p = strstr(err, " pushed (");
-    long n = -1;
-    cr_assert_not_null(p, "no push summary:\n%s", err);
-    cr_assert_eq(sscanf(p, " pushed (%ld shard bytes)", &n), 1);
-    return n;
 }
 
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
@@ -236,9 +176,9 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     cr_assert_eq(s_count(a.err, "fallback"), 0);
 
     /* node 1 killed at decode token 8, replication 2: its pairs go to the replicas */
-    double t0 = s_now_ms();
+    double t0 = st_test_now_ms();
     run_t b = s_run(model, "kill-r2", 2, 1);
-    cr_log_info("replication 2 with a node killed: %.0f ms", s_now_ms() - t0);
+    cr_log_info("replication 2 with a node killed: %.0f ms", st_test_now_ms() - t0);
     cr_assert(b.killed_mid, "the generation was over before the node was killed");
     cr_assert_str_eq(b.out, ref, "tokens changed after kill -9 with replication 2:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "is down"), "the dead node was not marked down:\n%s", b.err);
@@ -246,12 +186,12 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];
-    snprintf(url, sizeof url, "%s", g_nodes[1].url);
+    snprintf(url, sizeof url, "%s", g_nodes[1].p.url);
     s_node_start(1, url);
     run_t c = s_run(model, "restarted", 2, -1);
     cr_assert_str_eq(c.out, ref);
     cr_assert_not_null(strstr(c.err, "3 of 3 nodes up"), "%s", c.err);
-    cr_assert_eq(s_pushed(c.err), 0, "the restarted node was sent shards again:\n%s", c.err);
+    cr_assert_eq(st_test_pushed(c.err), 0, "the restarted node was sent shards again:\n%s", c.err);
 
     if (!light) { /* replication 1: node 2 killed, the coordinator computes its experts */
         run_t d = s_run(model, "kill-r1", 1, 2);
