@@ -589,7 +589,10 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
         result_ctx_t x = {r, rt};
         double t_wait = st_cluster_now_ms();
         rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
-        if (r->step_decode) r->tot.wait_ms_decode += st_cluster_now_ms() - t_wait;
+        const double waited = st_cluster_now_ms() - t_wait;
+        if (r->step_decode) r->tot.wait_ms_decode += waited;
+        if (waited > r->tot.max_wait_ms) r->tot.max_wait_ms = waited;
+        r->tot.waits++;
         if (rc < 0 && rc != ST_ETIMEOUT) return rc;
 
         /* nodes that missed the deadline, lost their connection or failed: down;
@@ -678,6 +681,8 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             t->rt_decode / T, t->involved_decode / T, t->max_rt_per_layer_node,
             (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
             t->wait_ms_decode / T);
+    fprintf(f, "cluster: longest wait for node results %.1f ms of %llu waits (deadline %d ms)\n", t->max_wait_ms,
+            (unsigned long long)t->waits, r->o.timeout_ms);
 }
 
 st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node) {

@@ -91,6 +91,8 @@ typedef struct {
     uint64_t resent_pairs;     /* pairs re-sent to a replica after their node failed */
     uint64_t remote_pairs;
     double wait_ms_decode;     /* wall time spent waiting for node results during decode */
+    double max_wait_ms;        /* longest single wait for node results (bounded by timeout_ms) */
+    uint64_t waits;            /* waits for node results (one per round of a layer) */
 } st_remote_totals_t;
 const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 
