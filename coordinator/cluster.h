@@ -57,7 +57,8 @@ int st_cluster_n_nodes(const st_cluster_t *c);
 const char *st_cluster_url(const st_cluster_t *c, int node);
 bool st_cluster_is_up(const st_cluster_t *c, int node);
 int st_cluster_n_up(const st_cluster_t *c);
-/* Marks a node down (logs a warning with why, once); nothing is sent to it afterwards. */
+/* Marks a node down (logs a warning with why, once); nothing but its rejoin
+ * exchanges (see st_cluster_maintain) is sent to it afterwards. */
 void st_cluster_set_down(st_cluster_t *c, int node, const char *why);
 /* Counters since st_cluster_new (borrowed, live). */
 const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node);
@@ -117,5 +118,18 @@ typedef int (*st_shard_read_fn)(void *arg, uint32_t layer, uint32_t expert, uint
  * when nothing could be pushed at all (no memory, no reader). */
 int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
                         int ack_timeout_ms, bool quiet);
+
+/* Rejoin. A node marked down after st_cluster_assign is probed (HELLO) every
+ * 500 ms at first, backing off to 8 s each time it goes down again; the
+ * probes go out and their answers come in during the cluster's waits
+ * (st_cluster_gather, pushes). When it answers, it gets its ASSIGN again;
+ * when its store holds every assigned expert with the right hash, it is up
+ * again at once with no shard sent. Experts it lacks are pushed by
+ * st_cluster_maintain (with st_cluster_push's reader), which the caller runs
+ * between steps; it returns how many nodes came back that way, or a
+ * negative ST_E* code. */
+int st_cluster_maintain(st_cluster_t *c);
+/* Nodes that came back so far, and the shard bytes pushed to them (*bytes, may be NULL). */
+uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes);
 
 #endif

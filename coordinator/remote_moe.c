@@ -412,6 +412,7 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
     if (rt->layer == r->cur_layer) return;
     if (rt->layer <= r->cur_layer || !r->step_open) { /* a new batch through the layers */
         s_step_close(r);
+        st_cluster_maintain(r->cl); /* nodes coming back that need experts pushed: between steps */
         r->step_open = true;
         r->step_decode = rt->n_tok == 1;
         if (r->step_decode) r->tot.decode_tokens++;
@@ -683,6 +684,9 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             t->wait_ms_decode / T);
     fprintf(f, "cluster: longest wait for node results %.1f ms of %llu waits (deadline %d ms)\n", t->max_wait_ms,
             (unsigned long long)t->waits, r->o.timeout_ms);
+    uint64_t rejoin_bytes = 0, rejoins = st_cluster_rejoins(r->cl, &rejoin_bytes);
+    fprintf(f, "cluster: %llu rejoins of nodes that were down (%llu shard bytes sent to them)\n",
+            (unsigned long long)rejoins, (unsigned long long)rejoin_bytes);
 }
 
 st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node) {
