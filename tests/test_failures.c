@@ -24,6 +24,10 @@
 #define BIN ST_BINARY_DIR
 #define N_NODES 3
 #define N_PREDICT 64
+/* the rejoin test generates longer: the restarted node is probed 500 ms after
+ * it went down, and must come back while tokens are still to come */
+#define N_PREDICT_LONG 400
+static int g_n_predict = N_PREDICT;
 #define PROMPT "The quick brown fox jumps over the lazy dog"
 #define DEADLINE_MS 60000
 
@@ -92,7 +96,7 @@ static char *s_reference(const char *model) {
     char out[300];
     snprintf(out, sizeof out, "%s/ref.out", g_dir);
     cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, model, PROMPT, N_PREDICT, out),
+                                BIN, model, PROMPT, g_n_predict, out),
                  0);
     return st_test_read_file(out, NULL);
 }
@@ -102,8 +106,12 @@ typedef struct {
     bool killed_mid; /* the node died while tokens were still to come */
 } run_t;
 
-/* Runs st-coordinator; kill_node >= 0: SIGKILL that node when decode token 8 is printed. */
-static run_t s_run(const char *model, const char *tag, int replication, int kill_node) {
+typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART } after_kill_t;
+
+/* Runs st-coordinator; kill_node >= 0: SIGKILL that node when decode token 8
+ * is printed, then (while the coordinator is stopped) restart it on its port
+ * and store, or on an emptied store. */
+static run_t s_run_ex(const char *model, const char *tag, int replication, int kill_node, after_kill_t after) {
     char out[300], err[300];
     snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
     snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
@@ -111,7 +119,7 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
     snprintf(cmd, sizeof cmd,
              "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
              "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-             BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, N_PREDICT, out, err);
+             BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, g_n_predict, out, err);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};
@@ -126,10 +134,15 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
             kill(pid, SIGSTOP);
             e = st_test_read_file(err, NULL);
             char last[32];
-            snprintf(last, sizeof last, "stats: token %d:", N_PREDICT - 1);
+            snprintf(last, sizeof last, "stats: token %d:", g_n_predict - 1);
             r.killed_mid = e && !strstr(e, last);
             free(e);
+            char url[128];
+            snprintf(url, sizeof url, "%s", g_nodes[kill_node].p.url);
             st_test_node_stop(&g_nodes[kill_node].p, SIGKILL);
+            if (after == WIPE_AND_RESTART) /* its experts gone; its key (node.key) kept */
+                st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +", g_nodes[kill_node].store);
+            if (after != STAY_DEAD) s_node_start(kill_node, url);
             kill(pid, SIGCONT);
             break;
         }
@@ -150,6 +163,10 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
     cr_assert_not_null(r.err);
     cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
     return r;
+}
+
+static run_t s_run(const char *model, const char *tag, int replication, int kill_node) {
+    return s_run_ex(model, tag, replication, kill_node, STAY_DEAD);
 }
 
 static unsigned long long s_count(const char *err, const char *fmt) {
@@ -200,5 +217,65 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
         cr_assert_gt(s_count(d.err, "fallback"), 0, "nothing computed by the coordinator:\n%s", d.err);
         free(d.out), free(d.err);
     }
+    free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+}
+
+/* "N rejoins of nodes that were down (B shard bytes sent to them)" */
+static unsigned long long s_rejoins(const char *err, unsigned long long *bytes) {
+    const char *p = strstr(err, " rejoins of nodes that were down (");
+    unsigned long long n = 0;
+    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
+    while (p > err && p[-1] != ' ') p--;
+    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
+    return n;
+}
+
+/* Round trips of node k in the last decode token's --stats line. */
+static unsigned long long s_last_rt(const char *err, int k) {
+    const char *last = NULL;
+    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
+    cr_assert_not_null(last, "no --stats lines");
+    char key[32];
+    snprintf(key, sizeof key, " node %d rt ", k);
+    const char *p = strstr(last, key);
+    unsigned long long rt = 0;
+    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
+    return rt;
+}
+
+/* A node killed mid-generation and restarted while the coordinator still
+ * generates comes back in the same run: on its store with zero shard bytes,
+ * on an emptied store with its experts pushed again; it serves the last
+ * tokens, and the tokens are st-run's. */
+Test(failures, node_restarted_mid_generation_rejoins_the_run) {
+    g_n_predict = N_PREDICT_LONG;
+    const char *model = s_model();
+    char *ref = s_reference(model);
+    cr_assert_not_null(ref);
+    s_cluster();
+    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
+    cr_assert_str_eq(a.out, ref);
+
+    double t0 = st_test_now_ms();
+    run_t b = s_run_ex(model, "restart", 2, 1, RESTART);
+    const char *gen = strstr(b.err, "generated ");
+    cr_log_info("node 1 killed and restarted mid-run: %.0f ms (%.*s)", st_test_now_ms() - t0,
+                gen ? (int)strcspn(gen, "\n") : 0, gen ? gen : "");
+    cr_assert(b.killed_mid, "the generation was over before the node was killed");
+    cr_assert_str_eq(b.out, ref, "tokens changed:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "is down"), "%s", b.err);
+    unsigned long long bytes = 1;
+    cr_assert_geq(s_rejoins(b.err, &bytes), 1, "node 1 did not rejoin:\n%s", b.err);
+    cr_assert_eq(bytes, 0, "shards were sent to a node whose store was intact:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "3 of 3 nodes up;"), "%s", b.err);
+    cr_assert_gt(s_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
+
+    run_t c = s_run_ex(model, "wipe", 2, 2, WIPE_AND_RESTART);
+    cr_assert(c.killed_mid, "the generation was over before the node was killed");
+    cr_assert_str_eq(c.out, ref, "tokens changed:\n%s", c.err);
+    cr_assert_geq(s_rejoins(c.err, &bytes), 1, "node 2 did not rejoin:\n%s", c.err);
+    cr_assert_gt(bytes, 0, "nothing pushed to a node whose store was emptied:\n%s", c.err);
+    cr_assert_gt(s_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
+    cr_log_info("node 2 rejoined on an empty store: %llu shard bytes pushed to it during the run", bytes);
     free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
 }
