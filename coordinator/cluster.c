@@ -55,6 +55,7 @@ struct st_cluster {
     st_wire_shape_t shape;
     bool has_shape;
     uint64_t next_rid;
+    int n_mon; /* monitor endpoints made */
     /* the shard reader of st_cluster_push, for pushes at a rejoin */
     st_shard_read_fn read;
     void *read_arg;
@@ -91,7 +92,7 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
      * (at once after kill -9; after the ZMTP heartbeat timeout when the link is cut) */
     const int hb_ivl = CLUSTER_HB_MS, hb_timeout = 3 * CLUSTER_HB_MS, linger = 0;
     char ep[64];
-    snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p", (void *)nd);
+    snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p-%d", (void *)c, c->n_mon++); /* nodes move (realloc) */
     if (zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
         zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
         zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED) || !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) ||
@@ -351,16 +352,15 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
     return s_keep_inventory(nd, &rx->msg.inventory);
 }
 
-int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
-    c->shape = *shape;
-    c->has_shape = true;
+/* HELLO to nodes first.. that are up; waits for their INVENTORY. */
+static int s_hello_from(st_cluster_t *c, int first) {
     uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
-    for (int i = 0; i < c->n; i++) {
+    for (int i = first; i < c->n; i++) {
         if (!c->nodes[i].up) continue;
         st_wire_msg_t m = {.type = ST_MSG_HELLO};
         snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
-        m.hello.shape = *shape;
+        m.hello.shape = c->shape;
         if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "HELLO could not be sent");
         else rids[i] = m.request_id;
     }
@@ -377,8 +377,43 @@ int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
     return st_cluster_n_up(c);
 }
 
+int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
+    c->shape = *shape;
+    c->has_shape = true;
+    return s_hello_from(c, 0);
+}
+
+int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
+    if (n < 1 || c->n + n > 4096 || !c->has_shape) return st_fail(ST_EINVAL, "cannot add %d nodes", n);
+    node_t *nv = realloc(c->nodes, (size_t)(c->n + n) * sizeof *nv);
+    if (!nv) return st_fail(ST_ENOMEM, "no memory for %d more nodes", n);
+    c->nodes = nv;
+    memset(nv + c->n, 0, (size_t)n * sizeof *nv);
+    const int first = c->n;
+    for (int i = 0; i < n; i++) {
+        node_t *nd = &c->nodes[first + i];
+        nd->addr = nodes[i];
+        nd->up = true;
+        c->n++; /* counted before opening: st_cluster_destroy closes what was opened */
+        if (s_open_socket(c, nd) < 0) {
+            nd->up = false;
+            return ST_EINVAL;
+        }
+    }
+    int rc = s_hello_from(c, first);
+    if (rc < 0) return rc;
+    int up = 0;
+    for (int i = first; i < c->n; i++) up += c->nodes[i].up;
+    return up;
+}
+
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node) {
     return c->nodes[node].has_inventory ? &c->nodes[node].inv : NULL;
+}
+
+const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n) {
+    *n = c->nodes[node].n_experts;
+    return c->nodes[node].experts;
 }
 
 /* ---- ASSIGN -> ASSIGN_ACK ----------------------------------------------- */

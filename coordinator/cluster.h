@@ -91,8 +91,18 @@ double st_cluster_now_ms(void);
  * A node that does not answer (or answers wrongly) is marked down, naming it.
  * Returns the number of nodes up (0 is for the caller to judge). */
 int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape);
-/* The node's INVENTORY (borrowed until st_cluster_destroy; NULL when it did not answer). */
+/* The node's INVENTORY (borrowed until the next st_cluster_add or
+ * st_cluster_destroy; NULL when it did not answer). */
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node);
+/* The experts last assigned to the node (st_cluster_assign): *n of them,
+ * borrowed until the next st_cluster_assign or st_cluster_add. */
+const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n);
+
+/* Adds nodes to a running cluster (after st_cluster_hello): connects, HELLOs
+ * them and waits up to opts.timeout_ms for their INVENTORY; they take the
+ * next indices. Returns how many of them are up, or a negative ST_E* code.
+ * Placing experts on them is the caller's (ASSIGN and push as at setup). */
+int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n);
 
 /* Per node: the experts to assign (each with its hash) and the pinned ones. */
 typedef struct {

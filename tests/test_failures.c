@@ -37,7 +37,7 @@ typedef struct {
 } node_t;
 
 static char g_dir[64];
-static node_t g_nodes[N_NODES];
+static node_t g_nodes[N_NODES + 1]; /* + one that joins */
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
@@ -106,11 +106,12 @@ typedef struct {
     bool killed_mid; /* the node died while tokens were still to come */
 } run_t;
 
-typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART } after_kill_t;
+typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART, JOIN } after_kill_t;
 
 /* Runs st-coordinator; kill_node >= 0: SIGKILL that node when decode token 8
  * is printed, then (while the coordinator is stopped) restart it on its port
- * and store, or on an emptied store. */
+ * and store, or on an emptied store; or (JOIN) add that node to the cluster
+ * file and send the coordinator SIGHUP. */
 static run_t s_run_ex(const char *model, const char *tag, int replication, int kill_node, after_kill_t after) {
     char out[300], err[300];
     snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
@@ -139,6 +140,17 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
             free(e);
             char url[128];
             snprintf(url, sizeof url, "%s", g_nodes[kill_node].p.url);
+            if (after == JOIN) {
+                char path[400];
+                snprintf(path, sizeof path, "%s/cluster", g_dir);
+                FILE *f = fopen(path, "a");
+                cr_assert_not_null(f);
+                fprintf(f, "%s %s\n", url, g_nodes[kill_node].p.pub);
+                fclose(f);
+                kill(pid, SIGHUP);
+                kill(pid, SIGCONT);
+                break;
+            }
             st_test_node_stop(&g_nodes[kill_node].p, SIGKILL);
             if (after == WIPE_AND_RESTART) /* its experts gone; its key (node.key) kept */
                 st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +", g_nodes[kill_node].store);
@@ -278,4 +290,49 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     cr_assert_gt(s_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
     cr_log_info("node 2 rejoined on an empty store: %llu shard bytes pushed to it during the run", bytes);
     free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+}
+
+/* A node added to the cluster file while the coordinator generates joins
+ * on SIGHUP: it gets a share of the experts, and only that share moves (the
+ * other nodes are sent nothing and keep a subset of what they had); it
+ * serves the last tokens, and the tokens are st-run's. */
+Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
+    g_n_predict = N_PREDICT_LONG;
+    const char *model = s_model();
+    char *ref = s_reference(model);
+    cr_assert_not_null(ref);
+    s_cluster();
+    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
+    cr_assert_str_eq(a.out, ref);
+    snprintf(g_nodes[N_NODES].store, sizeof g_nodes[N_NODES].store, "%s/store-%d", g_dir, N_NODES);
+    s_node_start(N_NODES, "tcp://127.0.0.1:*");
+    cr_assert_eq(strlen(g_nodes[N_NODES].p.pub), 40);
+
+    run_t b = s_run_ex(model, "join", 2, N_NODES, JOIN);
+    cr_assert(b.killed_mid, "the generation was over before the node joined");
+    cr_assert_str_eq(b.out, ref, "tokens changed by the join:\n%s", b.err);
+    const char *j = strstr(b.err, "cluster: join: ");
+    cr_assert_not_null(j, "no join summary:\n%s", b.err);
+    cr_log_info("%.*s", (int)strcspn(j, "\n"), j);
+    unsigned before[N_NODES + 1], after[N_NODES + 1], pushed[N_NODES + 1];
+    long given_up = 0;
+    for (int i = 0; i <= N_NODES; i++) {
+        char key[32];
+        snprintf(key, sizeof key, " node %d ", i);
+        const char *p = strstr(j, key);
+        cr_assert(p && sscanf(p + strlen(key), "%u -> %u experts, %u pushed;", &before[i], &after[i], &pushed[i]) == 3,
+                  "%.400s", j);
+        if (i < N_NODES) {
+            cr_assert_eq(pushed[i], 0, "node %d was sent experts at the join:\n%.400s", i, j);
+            cr_assert_leq(after[i], before[i]);
+            given_up += (long)before[i] - (long)after[i];
+        }
+    }
+    cr_assert_eq(before[N_NODES], 0);
+    cr_assert_gt(after[N_NODES], 0, "the new node got no share");
+    cr_assert_eq(pushed[N_NODES], after[N_NODES], "the new node was not sent exactly its share");
+    cr_assert_eq(given_up, (long)after[N_NODES], "experts moved between the old nodes too");
+    cr_assert_not_null(strstr(b.err, "4 of 4 nodes up;"), "%s", b.err);
+    cr_assert_gt(s_last_rt(b.err, N_NODES), 0, "the new node does not serve after joining");
+    free(a.out), free(a.err), free(b.out), free(b.err), free(ref);
 }
