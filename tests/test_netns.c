@@ -196,6 +196,7 @@ typedef struct {
     char *out, *err;
     double ms;
     double partition_at, heal_at; /* ms since the start, 0: none */
+    double rejoin_ms;             /* from the heal to the coordinator's "rejoined" line, -1: not seen */
 } run_t;
 
 /* st-coordinator in namespace C; partition >= 0: cut that node off at decode
@@ -223,6 +224,9 @@ static run_t s_run(const char *model, const char *tag, int partition) {
         st = st_test_wait(pid, PARTITION_MS);
         s_partition(partition, false);
         r.heal_at = st_test_now_ms() - t0;
+        r.rejoin_ms = -1;
+        if (st < 0 && st_test_file_has(err, " rejoined: ", (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms())))
+            r.rejoin_ms = st_test_now_ms() - t0 - r.heal_at;
     }
     if (st < 0) st = st_test_wait(pid, (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms()));
     if (st < 0) {
@@ -299,6 +303,8 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     run_t shaped = s_run(model, "shaped", -1);
     cr_assert_str_eq(shaped.out, ref, "output over shaped links (1%% loss) differs from st-run's:\n%s", shaped.err);
     cr_assert_geq(st_test_pushed(shaped.err), 0, "no push summary:\n%s", shaped.err);
+    for (const char *l = shaped.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, "warn:", 5)) cr_log_info("shaped run: %.*s", (int)strcspn(l, "\n"), l);
     unsigned long long waits_shaped = 0;
     const double wait_shaped = s_max_wait(shaped.err, &waits_shaped);
 
@@ -317,9 +323,10 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     const double wait_part = s_max_wait(part.err, &waits_part);
 
     cr_log_info("setup %.0f ms; push run %.0f ms; shaped run %.0f ms (longest wait %.1f ms of %llu); partition run "
-                "%.0f ms (cut at %.0f ms, healed at %.0f ms; longest wait %.1f ms of %llu; deadline %d ms)",
+                "%.0f ms (cut at %.0f ms, healed at %.0f ms, rejoined %.0f ms after the heal; longest wait %.1f ms of "
+                "%llu; deadline %d ms)",
                 t_setup, push.ms, shaped.ms, wait_shaped, waits_shaped, part.ms, part.partition_at, part.heal_at,
-                wait_part, waits_part, TIMEOUT_MS);
+                part.rejoin_ms, wait_part, waits_part, TIMEOUT_MS);
     /* a wait ends at its deadline: zmq_poll's wake-up and the reply handling are the slack */
     cr_assert_leq(wait_shaped, TIMEOUT_MS + 100, "a wait overran its deadline");
     cr_assert_leq(wait_part, TIMEOUT_MS + 100, "a wait overran its deadline");
