@@ -595,23 +595,28 @@ static int s_wait_nodes_up(int port, int want, int ms) {
  * request with st-run's text while nodes are killed and restarted under a
  * steady stream of requests: a killed node is marked down and its pairs go
  * to the replicas; restarted on its store it rejoins (no shard sent) and
- * /health shows it up again. */
+ * /health shows it up again. Then a fourth node is added to the cluster
+ * file and joins on SIGHUP, still under the stream of requests. */
 Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
     char *want = s_st_run_text(PROMPT, true, N_PREDICT);
     char dir[] = "/tmp/st-test-http-churn-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
-    st_test_node_t nodes[3];
-    char stores[3][300], logs[3][300], list[512] = "";
+    st_test_node_t nodes[4];
+    char stores[4][300], logs[4][300], cluster[300];
+    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
+    FILE *cf = fopen(cluster, "w"); /* "URL" per line: no keys with --insecure */
+    cr_assert_not_null(cf);
     for (int i = 0; i < 3; i++) {
         snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
         snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
         const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
                               "-t", "1", "--insecure", NULL};
         cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "," : "", nodes[i].url);
+        fprintf(cf, "%s\n", nodes[i].url);
     }
-    char *argv[] = {BIN "/st-coordinator", "-m", (char *)s_tiny(), "--nodes", list, "--insecure", "--replication",
+    fclose(cf);
+    char *argv[] = {BIN "/st-coordinator", "-m", (char *)s_tiny(), "--cluster", cluster, "--insecure", "--replication",
                     "2", "--timeout-ms", "1000", "--state-dir", dir, "--quiet-push", "--http", "127.0.0.1:0",
                     "-t", "1", NULL};
     server_t s;
@@ -640,9 +645,25 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
         cr_assert_eq(st_test_node_start(&nodes[k], nargv, logs[k], 10000), 0);
         cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
     }
+    /* a fourth node joins */
+    snprintf(stores[3], sizeof stores[3], "%s/store-3", dir);
+    snprintf(logs[3], sizeof logs[3], "%s/node-3.log", dir);
+    const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[3],
+                           "-t", "1", "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&nodes[3], jargv, logs[3], 10000), 0);
+    cf = fopen(cluster, "a");
+    cr_assert_not_null(cf);
+    fprintf(cf, "%s\n", nodes[3].url);
+    fclose(cf);
+    int before = u.done;
+    kill(s.pid, SIGHUP);
+    cr_assert_eq(s_wait_nodes_up(s.port, 4, 20000), 4, "node 3 did not join (log %s)", s.log);
+    for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
+    cr_assert_geq(u.done, before + 3, "requests stalled after the join");
     u.stop = 1;
     pthread_join(th, NULL);
-    cr_log_info("%d requests answered while nodes 1 and 2 went and came back (%.0f ms)", u.done, s_now_ms() - t0);
+    cr_log_info("%d requests answered while nodes 1 and 2 went and came back and node 3 joined (%.0f ms)", u.done,
+                s_now_ms() - t0);
     cr_assert_eq(u.wrong, 0, "%d answers differ, e.g. %s", u.wrong, u.first_wrong ? u.first_wrong : "");
     char *log = st_test_read_file(s.log, NULL);
     cr_assert(log && strstr(log, " rejoined: "), "no rejoin in the coordinator's log");
@@ -652,6 +673,17 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
         cr_assert(zero && (!eol || zero < eol), "a restarted node was sent shards: %.200s", l);
     }
     cr_assert_geq(rejoins, 2);
+    const char *j = strstr(log, "cluster: join: ");
+    cr_assert_not_null(j, "no join summary in the coordinator's log");
+    cr_log_info("%.*s", (int)strcspn(j, "\n"), j);
+    for (int i = 0; i < 3; i++) { /* the old nodes were sent nothing at the join */
+        char key[40];
+        snprintf(key, sizeof key, " node %d ", i);
+        const char *p = strstr(j, key);
+        unsigned a = 0, b = 0, pushed = 1;
+        cr_assert(p && sscanf(p + strlen(key), "%u -> %u experts, %u pushed;", &a, &b, &pushed) == 3, "%.300s", j);
+        cr_assert_eq(pushed, 0, "node %d was sent experts at the join", i);
+    }
     free(log);
     r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
     got = s_chat_text(r, false, &fin);
@@ -659,7 +691,7 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     cr_assert_str_eq(got, want);
     free(got);
     s_stop(&s);
-    for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
+    for (int i = 0; i < 4; i++) st_test_node_stop(&nodes[i], SIGTERM);
     st_test_system("rm -rf '%s'", dir);
     free(want);
 }
