@@ -391,15 +391,19 @@ int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
     memset(nv + c->n, 0, (size_t)n * sizeof *nv);
     const int first = c->n;
     for (int i = 0; i < n; i++) {
-        node_t *nd = &c->nodes[first + i];
+        node_t *nd = &c->nodes[c->n];
         nd->addr = nodes[i];
         nd->up = true;
-        c->n++; /* counted before opening: st_cluster_destroy closes what was opened */
-        if (s_open_socket(c, nd) < 0) {
-            nd->up = false;
-            return ST_EINVAL;
+        if (s_open_socket(c, nd) < 0) { /* a bad address or key: that node is left out */
+            if (nd->mon) zmq_close(nd->mon);
+            if (nd->sock) zmq_close(nd->sock);
+            st_log(ST_LOG_WARN, "node %s not added (see above)", nodes[i].url);
+            memset(nd, 0, sizeof *nd);
+            continue;
         }
+        c->n++;
     }
+    if (c->n == first) return 0;
     int rc = s_hello_from(c, first);
     if (rc < 0) return rc;
     int up = 0;

@@ -100,7 +100,8 @@ const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t 
 
 /* Adds nodes to a running cluster (after st_cluster_hello): connects, HELLOs
  * them and waits up to opts.timeout_ms for their INVENTORY; they take the
- * next indices. Returns how many of them are up, or a negative ST_E* code.
+ * next indices (one with a bad address or key is left out, logged). Returns
+ * how many of them are up, or a negative ST_E* code.
  * Placing experts on them is the caller's (ASSIGN and push as at setup). */
 int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n);
 

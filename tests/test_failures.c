@@ -145,6 +145,7 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
                 snprintf(path, sizeof path, "%s/cluster", g_dir);
                 FILE *f = fopen(path, "a");
                 cr_assert_not_null(f);
+                fprintf(f, "tcp://no-such-host:notaport %s\n", g_nodes[kill_node].p.pub); /* left out, logged */
                 fprintf(f, "%s %s\n", url, g_nodes[kill_node].p.pub);
                 fclose(f);
                 kill(pid, SIGHUP);
@@ -311,6 +312,7 @@ Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
     run_t b = s_run_ex(model, "join", 2, N_NODES, JOIN);
     cr_assert(b.killed_mid, "the generation was over before the node joined");
     cr_assert_str_eq(b.out, ref, "tokens changed by the join:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "node tcp://no-such-host:notaport not added"), "%s", b.err);
     const char *j = strstr(b.err, "cluster: join: ");
     cr_assert_not_null(j, "no join summary:\n%s", b.err);
     cr_log_info("%.*s", (int)strcspn(j, "\n"), j);
