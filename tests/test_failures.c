@@ -27,9 +27,10 @@
 /* the rejoin test generates longer: the restarted node is probed 500 ms after
  * it went down, and must come back while tokens are still to come */
 #define N_PREDICT_LONG 400
+#define N_PREDICT_LONG_LIGHT 160 /* sanitizer builds: each token is several times slower already */
 static int g_n_predict = N_PREDICT;
 #define PROMPT "The quick brown fox jumps over the lazy dog"
-#define DEADLINE_MS 60000
+#define DEADLINE_MS 120000 /* per coordinator run: a hang guard, far above a run's time */
 
 typedef struct {
     st_test_node_t p;
@@ -261,7 +262,7 @@ static unsigned long long s_last_rt(const char *err, int k) {
  * on an emptied store with its experts pushed again; it serves the last
  * tokens, and the tokens are st-run's. */
 Test(failures, node_restarted_mid_generation_rejoins_the_run) {
-    g_n_predict = N_PREDICT_LONG;
+    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
     const char *model = s_model();
     char *ref = s_reference(model);
     cr_assert_not_null(ref);
@@ -298,7 +299,7 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
  * other nodes are sent nothing and keep a subset of what they had); it
  * serves the last tokens, and the tokens are st-run's. */
 Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
-    g_n_predict = N_PREDICT_LONG;
+    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
     const char *model = s_model();
     char *ref = s_reference(model);
     cr_assert_not_null(ref);
