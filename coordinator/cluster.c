@@ -17,7 +17,14 @@
 
 #include "st_log.h"
 
-#define CLUSTER_HB_MS 1000 /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
+#define CLUSTER_HB_MS 1000  /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
+#define REJOIN_PROBE_MS 500  /* a node that went down is asked for its INVENTORY after this... */
+#define REJOIN_MAX_MS 8000   /* ...doubled each time it goes down again, up to this */
+
+/* Rejoin of a node that went down after setup: HELLO (the probe), then its
+ * ASSIGN again; a node whose store still holds its share is back with no
+ * shard sent; missing experts are pushed by st_cluster_maintain. */
+enum { RJ_IDLE, RJ_HELLO, RJ_ASSIGN, RJ_PUSH };
 
 typedef struct {
     st_node_addr_t addr;
@@ -27,6 +34,17 @@ typedef struct {
     st_node_stats_t stats;
     bool has_inventory;
     st_wire_inventory_t inv; /* held: our copy */
+
+    /* its share, kept from st_cluster_assign for a rejoin */
+    uint32_t n_experts, n_pinned;
+    st_wire_ref_t *experts, *pinned;
+    int rj;                  /* RJ_* */
+    uint64_t rj_rid;         /* the rejoin request waited for */
+    double rj_deadline;      /* of that request */
+    double rj_next;          /* next probe */
+    int n_down;              /* times marked down (backoff) */
+    uint32_t rj_n_missing;   /* RJ_PUSH: what the node asked for */
+    st_wire_ref_t *rj_missing;
 } node_t;
 
 struct st_cluster {
@@ -37,6 +55,12 @@ struct st_cluster {
     st_wire_shape_t shape;
     bool has_shape;
     uint64_t next_rid;
+    int n_mon; /* monitor endpoints made */
+    /* the shard reader of st_cluster_push, for pushes at a rejoin */
+    st_shard_read_fn read;
+    void *read_arg;
+    int push_timeout_ms;
+    uint64_t rejoins, rejoin_bytes;
 };
 
 double st_cluster_now_ms(void) {
@@ -68,7 +92,7 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
      * (at once after kill -9; after the ZMTP heartbeat timeout when the link is cut) */
     const int hb_ivl = CLUSTER_HB_MS, hb_timeout = 3 * CLUSTER_HB_MS, linger = 0;
     char ep[64];
-    snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p", (void *)nd);
+    snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p-%d", (void *)c, c->n_mon++); /* nodes move (realloc) */
     if (zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
         zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
         zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED) || !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) ||
@@ -115,6 +139,9 @@ void st_cluster_destroy(st_cluster_t **cp) {
         if (c->nodes[i].mon) zmq_close(c->nodes[i].mon);
         if (c->nodes[i].sock) zmq_close(c->nodes[i].sock);
         free(c->nodes[i].inv.held);
+        free(c->nodes[i].experts);
+        free(c->nodes[i].pinned);
+        free(c->nodes[i].rj_missing);
     }
     if (c->zctx) zmq_ctx_term(c->zctx);
     free(c->nodes);
@@ -134,15 +161,25 @@ int st_cluster_n_up(const st_cluster_t *c) {
     return n;
 }
 
-void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
-    if (!c->nodes[node].up) return;
-    c->nodes[node].up = false;
-    st_log(ST_LOG_WARN, "node %d (%s) is down: %s", node, c->nodes[node].addr.url, why);
+/* When a node that went down is probed again: later each time it goes down. */
+static void s_rejoin_later(node_t *nd) {
+    int shift = nd->n_down > 1 ? nd->n_down - 1 : 0;
+    double wait = shift >= 5 ? REJOIN_MAX_MS : REJOIN_PROBE_MS * (double)(1 << shift);
+    nd->rj = RJ_IDLE;
+    nd->rj_next = st_cluster_now_ms() + (wait < REJOIN_MAX_MS ? wait : REJOIN_MAX_MS);
 }
 
-int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
+void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
     node_t *nd = &c->nodes[node];
-    if (!nd->up) return st_fail(ST_EIO, "node %d (%s) is down", node, nd->addr.url);
+    if (!nd->up) return;
+    nd->up = false;
+    nd->n_down++;
+    s_rejoin_later(nd);
+    st_log(ST_LOG_WARN, "node %d (%s) is down: %s", node, nd->addr.url, why);
+}
+
+/* Sends to the node whether up or not (the rejoin exchanges). */
+static int s_send(st_cluster_t *c, node_t *nd, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
     m->request_id = c->next_rid++;
     int rc = st_wire_send(nd->sock, NULL, 0, m, frame, frame_len, ZMQ_DONTWAIT);
     if (rc < 0) return rc;
@@ -150,6 +187,12 @@ int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *fra
     if (request) nd->stats.requests++;
     else nd->stats.oneway++;
     return 0;
+}
+
+int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
+    node_t *nd = &c->nodes[node];
+    if (!nd->up) return st_fail(ST_EIO, "node %d (%s) is down", node, nd->addr.url);
+    return s_send(c, nd, m, frame, frame_len, request);
 }
 
 int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t *frame, bool request) {
@@ -172,7 +215,11 @@ int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t 
  * on_msg. Returns the number handled (0 on timeout) or a negative code. */
 typedef int (*s_msg_fn)(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg);
 
+static void s_rejoin_tick(st_cluster_t *c);
+static void s_rejoin_msg(st_cluster_t *c, int node, st_wire_rx_t *rx);
+
 static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
+    s_rejoin_tick(c);
     zmq_pollitem_t stack_items[128], *items = stack_items;
     if (c->n > 64 && !(items = malloc((size_t)c->n * 2 * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
     for (int i = 0; i < c->n; i++) {
@@ -190,7 +237,10 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
             zmq_recv(c->nodes[i].mon, ep, sizeof ep, ZMQ_DONTWAIT);
             uint16_t event;
             memcpy(&event, ev, 2);
-            if (event == ZMQ_EVENT_DISCONNECTED) st_cluster_set_down(c, i, "connection lost");
+            if (event == ZMQ_EVENT_DISCONNECTED) {
+                st_cluster_set_down(c, i, "connection lost");
+                if (c->nodes[i].rj == RJ_HELLO || c->nodes[i].rj == RJ_ASSIGN) s_rejoin_later(&c->nodes[i]);
+            }
         }
     }
     for (int i = 0; rc > 0 && i < c->n; i++) {
@@ -213,6 +263,11 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
                 c->nodes[i].stats.stale++;
                 st_log(ST_LOG_WARN, "node %d (%s): %s refused: %s", i, c->nodes[i].addr.url,
                        st_wire_type_name(rx.msg.type), why);
+                st_wire_rx_clear(&rx);
+                continue;
+            }
+            if (!c->nodes[i].up) { /* nothing is waited for from a node that is down, but its rejoin */
+                s_rejoin_msg(c, i, &rx);
                 st_wire_rx_clear(&rx);
                 continue;
             }
@@ -270,6 +325,20 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
 
 /* ---- HELLO -> INVENTORY ------------------------------------------------- */
 
+static int s_keep_inventory(node_t *nd, const st_wire_inventory_t *inv) {
+    free(nd->inv.held);
+    nd->inv = *inv;
+    nd->inv.held = NULL;
+    nd->has_inventory = false;
+    if (inv->n_held) {
+        nd->inv.held = malloc(inv->n_held * sizeof *inv->held);
+        if (!nd->inv.held) return st_fail(ST_ENOMEM, "no memory for an inventory");
+        memcpy(nd->inv.held, inv->held, inv->n_held * sizeof *inv->held);
+    }
+    nd->has_inventory = true;
+    return 0;
+}
+
 static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
     st_cluster_t *c = arg;
     node_t *nd = &c->nodes[node];
@@ -280,29 +349,18 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
         st_cluster_set_down(c, node, why);
         return 0;
     }
-    const st_wire_inventory_t *inv = &rx->msg.inventory;
-    free(nd->inv.held);
-    nd->inv = *inv;
-    nd->inv.held = NULL;
-    if (inv->n_held) {
-        nd->inv.held = malloc(inv->n_held * sizeof *inv->held);
-        if (!nd->inv.held) return st_fail(ST_ENOMEM, "no memory for an inventory");
-        memcpy(nd->inv.held, inv->held, inv->n_held * sizeof *inv->held);
-    }
-    nd->has_inventory = true;
-    return 0;
+    return s_keep_inventory(nd, &rx->msg.inventory);
 }
 
-int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
-    c->shape = *shape;
-    c->has_shape = true;
+/* HELLO to nodes first.. that are up; waits for their INVENTORY. */
+static int s_hello_from(st_cluster_t *c, int first) {
     uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
-    for (int i = 0; i < c->n; i++) {
+    for (int i = first; i < c->n; i++) {
         if (!c->nodes[i].up) continue;
         st_wire_msg_t m = {.type = ST_MSG_HELLO};
         snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
-        m.hello.shape = *shape;
+        m.hello.shape = c->shape;
         if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "HELLO could not be sent");
         else rids[i] = m.request_id;
     }
@@ -319,11 +377,62 @@ int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
     return st_cluster_n_up(c);
 }
 
+int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
+    c->shape = *shape;
+    c->has_shape = true;
+    return s_hello_from(c, 0);
+}
+
+int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
+    if (n < 1 || c->n + n > 4096 || !c->has_shape) return st_fail(ST_EINVAL, "cannot add %d nodes", n);
+    node_t *nv = realloc(c->nodes, (size_t)(c->n + n) * sizeof *nv);
+    if (!nv) return st_fail(ST_ENOMEM, "no memory for %d more nodes", n);
+    c->nodes = nv;
+    memset(nv + c->n, 0, (size_t)n * sizeof *nv);
+    const int first = c->n;
+    for (int i = 0; i < n; i++) {
+        node_t *nd = &c->nodes[c->n];
+        nd->addr = nodes[i];
+        nd->up = true;
+        if (s_open_socket(c, nd) < 0) { /* a bad address or key: that node is left out */
+            if (nd->mon) zmq_close(nd->mon);
+            if (nd->sock) zmq_close(nd->sock);
+            st_log(ST_LOG_WARN, "node %s not added (see above)", nodes[i].url);
+            memset(nd, 0, sizeof *nd);
+            continue;
+        }
+        c->n++;
+    }
+    if (c->n == first) return 0;
+    int rc = s_hello_from(c, first);
+    if (rc < 0) return rc;
+    int up = 0;
+    for (int i = first; i < c->n; i++) up += c->nodes[i].up;
+    return up;
+}
+
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node) {
     return c->nodes[node].has_inventory ? &c->nodes[node].inv : NULL;
 }
 
+const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n) {
+    *n = c->nodes[node].n_experts;
+    return c->nodes[node].experts;
+}
+
 /* ---- ASSIGN -> ASSIGN_ACK ----------------------------------------------- */
+
+/* Whether every expert the node asks for is one of those assigned to it. */
+static bool s_missing_ok(const st_wire_assign_ack_t *ack, const st_wire_ref_t *experts, uint32_t n_experts) {
+    for (uint32_t i = 0; i < ack->n_missing; i++) {
+        bool ok = false;
+        for (uint32_t j = 0; !ok && j < n_experts; j++)
+            ok = experts[j].layer == ack->missing[i].layer && experts[j].expert == ack->missing[i].expert;
+        if (!ok) return false;
+    }
+    return true;
+}
+
 
 typedef struct {
     st_cluster_t *c;
@@ -343,14 +452,9 @@ static int s_on_assign_ack(void *arg, int node, st_wire_rx_t *rx) {
     st_cluster_assign_t *a = &x->a[node];
     const st_wire_assign_ack_t *ack = &rx->msg.assign_ack;
     /* the node may only ask for experts it was assigned */
-    for (uint32_t i = 0; i < ack->n_missing; i++) {
-        bool ok = false;
-        for (uint32_t j = 0; !ok && j < a->n_experts; j++)
-            ok = a->experts[j].layer == ack->missing[i].layer && a->experts[j].expert == ack->missing[i].expert;
-        if (!ok) {
-            st_cluster_set_down(x->c, node, "asked for an expert it was not assigned");
-            return 0;
-        }
+    if (!s_missing_ok(ack, a->experts, a->n_experts)) {
+        st_cluster_set_down(x->c, node, "asked for an expert it was not assigned");
+        return 0;
     }
     free(a->missing);
     a->missing = NULL;
@@ -364,9 +468,29 @@ static int s_on_assign_ack(void *arg, int node, st_wire_rx_t *rx) {
     return 0;
 }
 
+/* Our copy of the node's share, for its ASSIGN at a rejoin. */
+static int s_keep_share(node_t *nd, const st_cluster_assign_t *a) {
+    free(nd->experts);
+    free(nd->pinned);
+    nd->experts = malloc(((size_t)a->n_experts + 1) * sizeof *nd->experts);
+    nd->pinned = malloc(((size_t)a->n_pinned + 1) * sizeof *nd->pinned);
+    nd->n_experts = nd->n_pinned = 0;
+    if (!nd->experts || !nd->pinned) return st_fail(ST_ENOMEM, "no memory");
+    memcpy(nd->experts, a->experts, a->n_experts * sizeof *nd->experts);
+    memcpy(nd->pinned, a->pinned, a->n_pinned * sizeof *nd->pinned);
+    nd->n_experts = a->n_experts;
+    nd->n_pinned = a->n_pinned;
+    return 0;
+}
+
 int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
     uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
+    for (int i = 0; i < c->n; i++)
+        if (s_keep_share(&c->nodes[i], &a[i]) < 0) {
+            free(rids);
+            return ST_ENOMEM;
+        }
     for (int i = 0; i < c->n; i++) {
         if (!c->nodes[i].up) continue;
         st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
@@ -394,6 +518,135 @@ void st_cluster_assign_free(st_cluster_assign_t *a, int n_nodes) {
         free(a[i].missing);
         memset(&a[i], 0, sizeof a[i]);
     }
+}
+
+/* ---- rejoin ---------------------------------------------------------------- */
+
+static void s_rejoin_fail(st_cluster_t *c, int i, const char *why) {
+    st_log(ST_LOG_DEBUG, "node %d (%s): rejoin failed: %s", i, c->nodes[i].addr.url, why);
+    s_rejoin_later(&c->nodes[i]);
+}
+
+static void s_rejoined(st_cluster_t *c, int i, int64_t pushed) {
+    node_t *nd = &c->nodes[i];
+    nd->up = true;
+    nd->rj = RJ_IDLE;
+    c->rejoins++;
+    c->rejoin_bytes += (uint64_t)(pushed > 0 ? pushed : 0);
+    st_log(ST_LOG_INFO, "node %d (%s) rejoined: store verified against its %u assigned experts, %lld shard bytes sent",
+           i, nd->addr.url, nd->n_experts, (long long)pushed);
+}
+
+/* Probes the nodes that went down (a HELLO each, when due); abandons rejoin
+ * requests past their deadline. */
+static void s_rejoin_tick(st_cluster_t *c) {
+    const double now = st_cluster_now_ms();
+    for (int i = 0; i < c->n; i++) {
+        node_t *nd = &c->nodes[i];
+        if (nd->up || nd->n_experts == 0 || !c->has_shape) continue; /* nothing to rejoin for */
+        if ((nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN) && now > nd->rj_deadline) {
+            s_rejoin_fail(c, i, "no answer within the deadline");
+            continue;
+        }
+        if (nd->rj != RJ_IDLE || now < nd->rj_next) continue;
+        st_wire_msg_t m = {.type = ST_MSG_HELLO};
+        snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
+        m.hello.shape = c->shape;
+        if (s_send(c, nd, &m, NULL, 0, true) < 0) {
+            s_rejoin_fail(c, i, "HELLO could not be queued");
+            continue;
+        }
+        nd->rj = RJ_HELLO;
+        nd->rj_rid = m.request_id;
+        nd->rj_deadline = now + c->o.timeout_ms;
+    }
+}
+
+/* A message from a node that is down: the answer to its rejoin request, or stale. */
+static void s_rejoin_msg(st_cluster_t *c, int i, st_wire_rx_t *rx) {
+    node_t *nd = &c->nodes[i];
+    if ((nd->rj != RJ_HELLO && nd->rj != RJ_ASSIGN) || rx->msg.request_id != nd->rj_rid) {
+        if (rx->msg.type != ST_MSG_HEARTBEAT) nd->stats.stale++;
+        return;
+    }
+    nd->stats.replies++;
+    if (rx->msg.type == ST_MSG_ERROR) {
+        nd->stats.errors++;
+        s_rejoin_fail(c, i, rx->msg.error.message);
+        return;
+    }
+    if (nd->rj == RJ_HELLO) {
+        if (rx->msg.type != ST_MSG_INVENTORY || s_keep_inventory(nd, &rx->msg.inventory) < 0) {
+            s_rejoin_fail(c, i, "no INVENTORY");
+            return;
+        }
+        st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
+        m.assign.shape = c->shape;
+        m.assign.n_experts = nd->n_experts;
+        m.assign.experts = nd->experts;
+        m.assign.n_pinned = nd->n_pinned;
+        m.assign.pinned = nd->pinned;
+        if (s_send(c, nd, &m, NULL, 0, true) < 0) {
+            s_rejoin_fail(c, i, "ASSIGN could not be queued");
+            return;
+        }
+        nd->rj = RJ_ASSIGN;
+        nd->rj_rid = m.request_id;
+        nd->rj_deadline = st_cluster_now_ms() + c->o.timeout_ms;
+        return;
+    }
+    const st_wire_assign_ack_t *ack = &rx->msg.assign_ack;
+    if (rx->msg.type != ST_MSG_ASSIGN_ACK || !s_missing_ok(ack, nd->experts, nd->n_experts)) {
+        s_rejoin_fail(c, i, "no valid ASSIGN_ACK");
+        return;
+    }
+    if (ack->n_missing == 0) {
+        s_rejoined(c, i, 0);
+        return;
+    }
+    free(nd->rj_missing);
+    nd->rj_missing = malloc(ack->n_missing * sizeof *nd->rj_missing);
+    if (!nd->rj_missing) {
+        s_rejoin_fail(c, i, "no memory");
+        return;
+    }
+    memcpy(nd->rj_missing, ack->missing, ack->n_missing * sizeof *nd->rj_missing);
+    nd->rj_n_missing = ack->n_missing;
+    nd->rj = RJ_PUSH; /* st_cluster_maintain pushes them */
+}
+
+int st_cluster_maintain(st_cluster_t *c) {
+    int back = 0;
+    for (int i = 0; i < c->n; i++) {
+        node_t *nd = &c->nodes[i];
+        if (nd->up || nd->rj != RJ_PUSH) continue;
+        if (!c->read) {
+            s_rejoin_fail(c, i, "no shard reader to push its missing experts");
+            continue;
+        }
+        st_cluster_assign_t *a = calloc((size_t)c->n, sizeof *a);
+        if (!a) return st_fail(ST_ENOMEM, "no memory");
+        a[i] = (st_cluster_assign_t){nd->n_experts, nd->n_pinned, nd->experts, nd->pinned, nd->rj_n_missing,
+                                     nd->rj_missing};
+        st_log(ST_LOG_INFO, "node %d (%s) rejoins without %u of its experts: pushing them", i, nd->addr.url,
+               nd->rj_n_missing);
+        nd->up = true; /* for the push only; it marks the node down again if it fails */
+        int64_t pushed = st_cluster_push(c, a, c->read, c->read_arg, c->push_timeout_ms, true);
+        free(a);
+        if (pushed >= 0 && nd->up) {
+            s_rejoined(c, i, pushed);
+            back++;
+        } else {
+            nd->up = false;
+            s_rejoin_fail(c, i, "push failed");
+        }
+    }
+    return back;
+}
+
+uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes) {
+    if (bytes) *bytes = c->rejoin_bytes;
+    return c->rejoins;
 }
 
 /* ---- shard push ----------------------------------------------------------- */
@@ -485,6 +738,9 @@ static void s_progress(const push_t *p, uint32_t total_experts, uint64_t total_b
 int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
                         int ack_timeout_ms, bool quiet) {
     if (!c->has_shape || !read) return st_fail(ST_EINVAL, "push before HELLO, or no reader");
+    c->read = read; /* kept for the pushes of a rejoin */
+    c->read_arg = arg;
+    c->push_timeout_ms = ack_timeout_ms;
     const uint64_t EB = c->shape.expert_bytes;
     push_t p = {a, calloc((size_t)c->n, sizeof *p.pn), 0, 0, EB};
     uint8_t *buf = malloc(ST_WIRE_MAX_CHUNK);

@@ -57,7 +57,8 @@ int st_cluster_n_nodes(const st_cluster_t *c);
 const char *st_cluster_url(const st_cluster_t *c, int node);
 bool st_cluster_is_up(const st_cluster_t *c, int node);
 int st_cluster_n_up(const st_cluster_t *c);
-/* Marks a node down (logs a warning with why, once); nothing is sent to it afterwards. */
+/* Marks a node down (logs a warning with why, once); nothing but its rejoin
+ * exchanges (see st_cluster_maintain) is sent to it afterwards. */
 void st_cluster_set_down(st_cluster_t *c, int node, const char *why);
 /* Counters since st_cluster_new (borrowed, live). */
 const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node);
@@ -90,8 +91,19 @@ double st_cluster_now_ms(void);
  * A node that does not answer (or answers wrongly) is marked down, naming it.
  * Returns the number of nodes up (0 is for the caller to judge). */
 int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape);
-/* The node's INVENTORY (borrowed until st_cluster_destroy; NULL when it did not answer). */
+/* The node's INVENTORY (borrowed until the next st_cluster_add or
+ * st_cluster_destroy; NULL when it did not answer). */
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node);
+/* The experts last assigned to the node (st_cluster_assign): *n of them,
+ * borrowed until the next st_cluster_assign or st_cluster_add. */
+const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n);
+
+/* Adds nodes to a running cluster (after st_cluster_hello): connects, HELLOs
+ * them and waits up to opts.timeout_ms for their INVENTORY; they take the
+ * next indices (one with a bad address or key is left out, logged). Returns
+ * how many of them are up, or a negative ST_E* code.
+ * Placing experts on them is the caller's (ASSIGN and push as at setup). */
+int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n);
 
 /* Per node: the experts to assign (each with its hash) and the pinned ones. */
 typedef struct {
@@ -117,5 +129,18 @@ typedef int (*st_shard_read_fn)(void *arg, uint32_t layer, uint32_t expert, uint
  * when nothing could be pushed at all (no memory, no reader). */
 int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
                         int ack_timeout_ms, bool quiet);
+
+/* Rejoin. A node marked down after st_cluster_assign is probed (HELLO) every
+ * 500 ms at first, backing off to 8 s each time it goes down again; the
+ * probes go out and their answers come in during the cluster's waits
+ * (st_cluster_gather, pushes). When it answers, it gets its ASSIGN again;
+ * when its store holds every assigned expert with the right hash, it is up
+ * again at once with no shard sent. Experts it lacks are pushed by
+ * st_cluster_maintain (with st_cluster_push's reader), which the caller runs
+ * between steps; it returns how many nodes came back that way, or a
+ * negative ST_E* code. */
+int st_cluster_maintain(st_cluster_t *c);
+/* Nodes that came back so far, and the shard bytes pushed to them (*bytes, may be NULL). */
+uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes);
 
 #endif

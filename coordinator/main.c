@@ -10,6 +10,7 @@
  * MODEL.st-hashes (expert hashes, so the model is hashed once) and
  * MODEL.st-profile (routing counts, so the next placement pins hot experts).
  */
+#include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,7 +63,8 @@ static void s_usage(FILE *f) {
             "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
             "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
             "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
-            "                         starting with '#' are comments\n"
+            "                         starting with '#' are comments. Re-read on SIGHUP: nodes added to it join\n"
+            "                         (between two steps), and only the experts they take over move\n"
             "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
             "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
             "                         .pub in their --allow file)\n"
@@ -254,15 +256,133 @@ static int s_load_key(const char *path, char secret[ST_Z85_KEY_LEN + 1], char pu
     return st_curve_load_secret(path, secret, public) < 0 ? -1 : 0;
 }
 
+/* Places the experts over the nodes and sends each node up its ASSIGN, then
+ * pushes what it lacks. A node "holds" an expert when its INVENTORY showed
+ * it with the right hash, or when it is in the share it was last assigned
+ * (and pushed): placement keeps experts where they are, so when a node joins
+ * only what it takes over moves. At a join, a node that is down but has a
+ * share keeps it (it rejoins later) instead of handing it to the others.
+ * *out gets the placement. 0, or an exit status. */
+static int s_place(coord_t *c, st_placement_t **out, bool join) {
+    const coord_args_t *ca = c->ca;
+    const st_model_t *m = c->m;
+    const int L = m->cfg.n_layer, X = m->cfg.n_expert, N = st_cluster_n_nodes(c->cl);
+    const int up = st_cluster_n_up(c->cl);
+    char path[4096], hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, c->shape.model_hash, ST_WIRE_HASH_BYTES);
+    st_place_node_t *pn = calloc((size_t)N, sizeof *pn);
+    uint8_t *held = calloc((size_t)N * L * X, 1);
+    double *prof = NULL;
+    s_state_path(ca, c->a->model, ".st-profile", path, sizeof path);
+    uint64_t *counts = s_profile_load(path, L, X);
+    if (counts && (prof = calloc((size_t)L * X, sizeof *prof)))
+        for (size_t i = 0; i < (size_t)L * X; i++) prof[i] = (double)counts[i];
+    free(counts);
+    const char **names = calloc((size_t)N, sizeof *names);
+    st_cluster_assign_t *as = calloc((size_t)N, sizeof *as);
+    uint32_t *before = calloc((size_t)N, sizeof *before); /* experts of each node's previous share */
+    st_placement_t *pl = NULL;
+    int rc = pn && held && names && as && before ? 0 : 1;
+    uint64_t held_total = 0;
+    for (int i = 0; rc == 0 && i < N; i++) {
+        names[i] = st_cluster_url(c->cl, i);
+        const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
+        const st_wire_ref_t *share = st_cluster_share(c->cl, i, &before[i]);
+        if ((!st_cluster_is_up(c->cl, i) && !(join && before[i])) || !inv) continue; /* budget 0: gets nothing */
+        uint8_t *h = held + (size_t)i * L * X;
+        for (uint32_t k = 0; k < inv->n_held; k++) {
+            const st_wire_ref_t *r = &inv->held[k];
+            const uint8_t *want = st_expert_hash(c->hashes, (int)r->layer, (int)r->expert);
+            if (r->layer < (uint32_t)L && r->expert < (uint32_t)X && r->has_hash && want &&
+                !memcmp(want, r->hash, ST_WIRE_HASH_BYTES))
+                h[r->layer * X + r->expert] = 1;
+        }
+        for (uint32_t k = 0; k < before[i]; k++)
+            if (share[k].layer < (uint32_t)L && share[k].expert < (uint32_t)X)
+                h[share[k].layer * X + share[k].expert] = 1;
+        uint64_t n_held = 0;
+        for (int s = 0; s < L * X; s++) n_held += h[s];
+        held_total += n_held;
+        pn[i] = (st_place_node_t){inv->mem_budget, n_held * c->shape.expert_bytes + inv->store_free, h};
+        st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
+               inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
+               (unsigned long long)n_held);
+    }
+    if (rc == 0 && up > 0) {
+        st_place_params_t pp = {L, X, c->shape.expert_bytes, (int)ca->replication, prof, ca->pin_fraction};
+        if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
+    } else if (rc == 0) { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
+        st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
+        st_place_params_t pp = {L, X, c->shape.expert_bytes, 1, NULL, 0};
+        if (!(pl = st_placement_new(&pp, &one, 1))) rc = 1;
+    }
+    if (rc == 0 && up > 0) {
+        st_placement_print(pl, stderr, names);
+        s_state_path(ca, c->a->model, ".placement.json", path, sizeof path);
+        if (st_placement_save_json(pl, path, names, hex) < 0)
+            st_log(ST_LOG_WARN, "placement not saved");
+        else
+            st_log(ST_LOG_INFO, "placement saved to %s", path);
+    }
+
+    /* ASSIGN and push */
+    if (rc == 0 && up > 0) {
+        for (int i = 0; i < N; i++) {
+            int n = st_placement_node_experts(pl, i);
+            as[i].experts = calloc((size_t)n + 1, sizeof *as[i].experts);
+            as[i].pinned = calloc((size_t)n + 1, sizeof *as[i].pinned);
+            if (!as[i].experts || !as[i].pinned) {
+                rc = 1;
+                break;
+            }
+            for (int l = 0; l < L; l++)
+                for (int e = 0; e < X; e++) {
+                    if (!st_placement_owns(pl, i, l, e)) continue;
+                    st_wire_ref_t r = {(uint32_t)l, (uint32_t)e, true, {0}};
+                    memcpy(r.hash, st_expert_hash(c->hashes, l, e), ST_WIRE_HASH_BYTES);
+                    as[i].experts[as[i].n_experts++] = r;
+                    if (st_placement_pinned(pl, i, l, e)) as[i].pinned[as[i].n_pinned++] = r;
+                }
+        }
+        if (rc == 0) {
+            st_cluster_assign(c->cl, as);
+            uint32_t missing = 0;
+            for (int i = 0; i < N; i++)
+                if (st_cluster_is_up(c->cl, i)) missing += as[i].n_missing;
+            int64_t pushed = st_cluster_push(c->cl, as, s_read_shard, c, (int)ca->push_timeout_ms, ca->quiet_push);
+            if (pushed < 0)
+                rc = 1;
+            else if (!join)
+                fprintf(stderr, "cluster: %d of %d nodes up, %llu experts already held, %u pushed (%lld shard bytes)\n",
+                        st_cluster_n_up(c->cl), N, (unsigned long long)held_total, missing, (long long)pushed);
+            else { /* what moved: per node, experts before -> after and how many it was sent */
+                fprintf(stderr, "cluster: join: %d of %d nodes up, %u experts pushed (%lld shard bytes);",
+                        st_cluster_n_up(c->cl), N, missing, (long long)pushed);
+                for (int i = 0; i < N; i++)
+                    fprintf(stderr, " node %d %u -> %u experts, %u pushed;", i, before[i], as[i].n_experts,
+                            st_cluster_is_up(c->cl, i) ? as[i].n_missing : 0);
+                fprintf(stderr, "\n");
+            }
+        }
+    }
+    st_cluster_assign_free(as, N);
+    free(as);
+    free(pn);
+    free(held);
+    free(prof);
+    free(names);
+    free(before);
+    if (rc) st_placement_destroy(&pl);
+    *out = pl;
+    return rc;
+}
+
 /* Connect, HELLO, place, ASSIGN, push. 0 or an exit status. */
 static int s_setup(coord_t *c) {
     const coord_args_t *ca = c->ca;
     const st_model_t *m = c->m;
-    const int L = m->cfg.n_layer, X = m->cfg.n_expert;
     char path[4096];
     if (st_remote_model_shape(m, &c->shape) < 0) return 1;
-    char hex[2 * ST_WIRE_HASH_BYTES + 1];
-    sodium_bin2hex(hex, sizeof hex, c->shape.model_hash, ST_WIRE_HASH_BYTES);
 
     st_cluster_opts_t o = {.insecure = ca->insecure, .timeout_ms = (int)ca->timeout_ms, .id = ca->id};
     o.max_frame = (int64_t)st_wire_max_result_frame(&c->shape) + 4096;
@@ -295,96 +415,8 @@ static int s_setup(coord_t *c) {
     if (!c->hashes || st_expert_hashes_fill(c->hashes, NULL, (int)c->a->threads) < 0) return 1;
     st_expert_hashes_save(c->hashes);
 
-    /* placement over the nodes that answered */
-    st_place_node_t *pn = calloc((size_t)c->n_nodes, sizeof *pn);
-    uint8_t *held = calloc((size_t)c->n_nodes * L * X, 1);
-    double *prof = NULL;
-    s_state_path(ca, c->a->model, ".st-profile", path, sizeof path);
-    uint64_t *counts = s_profile_load(path, L, X);
-    if (counts && (prof = calloc((size_t)L * X, sizeof *prof)))
-        for (size_t i = 0; i < (size_t)L * X; i++) prof[i] = (double)counts[i];
-    free(counts);
-    const char **names = calloc((size_t)c->n_nodes, sizeof *names);
-    if (!pn || !held || !names) return 1;
-    uint64_t held_total = 0;
-    for (int i = 0; i < c->n_nodes; i++) {
-        names[i] = st_cluster_url(c->cl, i);
-        const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
-        if (!st_cluster_is_up(c->cl, i) || !inv) continue; /* budget 0: gets nothing */
-        uint8_t *h = held + (size_t)i * L * X;
-        for (uint32_t k = 0; k < inv->n_held; k++) {
-            const st_wire_ref_t *r = &inv->held[k];
-            const uint8_t *want = st_expert_hash(c->hashes, (int)r->layer, (int)r->expert);
-            if (r->layer < (uint32_t)L && r->expert < (uint32_t)X && r->has_hash && want &&
-                !memcmp(want, r->hash, ST_WIRE_HASH_BYTES))
-                h[r->layer * X + r->expert] = 1;
-        }
-        uint64_t n_held = 0;
-        for (int s = 0; s < L * X; s++) n_held += h[s];
-        held_total += n_held;
-        pn[i] = (st_place_node_t){inv->mem_budget, n_held * c->shape.expert_bytes + inv->store_free, h};
-        st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
-               inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
-               (unsigned long long)n_held);
-    }
-    int rc = 0;
-    if (up > 0) {
-        st_place_params_t pp = {L, X, c->shape.expert_bytes, (int)ca->replication, prof, ca->pin_fraction};
-        c->pl = st_placement_new(&pp, pn, c->n_nodes);
-        if (!c->pl) rc = 1;
-    } else { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
-        st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
-        st_place_params_t pp = {L, X, c->shape.expert_bytes, 1, NULL, 0};
-        c->pl = st_placement_new(&pp, &one, 1);
-    }
-    if (rc == 0 && up > 0) {
-        st_placement_print(c->pl, stderr, names);
-        s_state_path(ca, c->a->model, ".placement.json", path, sizeof path);
-        if (st_placement_save_json(c->pl, path, names, hex) < 0) st_log(ST_LOG_WARN, "placement not saved");
-        else st_log(ST_LOG_INFO, "placement saved to %s", path);
-    }
-
-    /* ASSIGN and push */
-    st_cluster_assign_t *as = calloc((size_t)c->n_nodes, sizeof *as);
-    if (rc == 0 && up > 0 && as) {
-        for (int i = 0; i < c->n_nodes; i++) {
-            int n = st_placement_node_experts(c->pl, i);
-            as[i].experts = calloc((size_t)n + 1, sizeof *as[i].experts);
-            as[i].pinned = calloc((size_t)n + 1, sizeof *as[i].pinned);
-            if (!as[i].experts || !as[i].pinned) {
-                rc = 1;
-                break;
-            }
-            for (int l = 0; l < L; l++)
-                for (int e = 0; e < X; e++) {
-                    if (!st_placement_owns(c->pl, i, l, e)) continue;
-                    st_wire_ref_t r = {(uint32_t)l, (uint32_t)e, true, {0}};
-                    memcpy(r.hash, st_expert_hash(c->hashes, l, e), ST_WIRE_HASH_BYTES);
-                    as[i].experts[as[i].n_experts++] = r;
-                    if (st_placement_pinned(c->pl, i, l, e)) as[i].pinned[as[i].n_pinned++] = r;
-                }
-        }
-        if (rc == 0) {
-            st_cluster_assign(c->cl, as);
-            uint32_t missing = 0;
-            for (int i = 0; i < c->n_nodes; i++)
-                if (st_cluster_is_up(c->cl, i)) missing += as[i].n_missing;
-            int64_t pushed = st_cluster_push(c->cl, as, s_read_shard, c, (int)ca->push_timeout_ms, ca->quiet_push);
-            if (pushed < 0) rc = 1;
-            else
-                fprintf(stderr, "cluster: %d of %d nodes up, %llu experts already held, %u pushed (%lld shard bytes)\n",
-                        st_cluster_n_up(c->cl), c->n_nodes, (unsigned long long)held_total, missing,
-                        (long long)pushed);
-        }
-    } else if (!as) {
-        rc = 1;
-    }
-    st_cluster_assign_free(as, c->n_nodes);
-    free(as);
-    free(pn);
-    free(held);
-    free(prof);
-    free(names);
+    int rc = s_place(c, &c->pl, false);
+    if (rc) return rc;
     if (rc == 0 && st_cluster_n_up(c->cl) < up && ca->no_fallback) {
         fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
         rc = 1;
@@ -404,9 +436,71 @@ static int s_on_params(void *arg, st_ctx_params_t *p) {
     return 0;
 }
 
+/* ---- nodes joining a running coordinator ---------------------------------- */
+
+static volatile sig_atomic_t s_hup; /* SIGHUP: re-read the cluster file */
+
+static void s_on_hup(int sig) {
+    (void)sig;
+    s_hup = 1;
+}
+
+/* Re-reads the cluster file; nodes not seen before are connected, HELLOed
+ * and placed: experts are placed again over all nodes keeping each where it
+ * is, so only what the new nodes take over moves (the summary line says what
+ * moved where). Runs between steps, on the generating thread. */
+static void s_join(coord_t *c) {
+    coord_args_t only = {.cluster_file = c->ca->cluster_file};
+    int n_all = 0;
+    st_node_addr_t *all = c->ca->cluster_file ? s_node_list(&only, &n_all) : NULL;
+    if (!all) {
+        st_log(ST_LOG_WARN, "SIGHUP: no cluster file to re-read (--cluster), or it is unreadable");
+        return;
+    }
+    int n_add = 0;
+    for (int i = 0; i < n_all; i++) {
+        bool known = false;
+        for (int k = 0; k < st_cluster_n_nodes(c->cl) && !known; k++)
+            known = !strcmp(all[i].url, st_cluster_url(c->cl, k));
+        for (int k = 0; k < n_add && !known; k++) known = !strcmp(all[i].url, all[k].url);
+        if (!known) all[n_add++] = all[i];
+    }
+    if (n_add == 0) {
+        st_log(ST_LOG_INFO, "SIGHUP: no new node in the cluster file");
+        free(all);
+        return;
+    }
+    const double t0 = st_cluster_now_ms();
+    int up = st_cluster_add(c->cl, all, n_add);
+    free(all);
+    if (up < 0) {
+        st_log(ST_LOG_WARN, "SIGHUP: the new nodes could not be added");
+        return;
+    }
+    st_log(ST_LOG_INFO, "SIGHUP: %d new node(s), %d up: placing the experts again", n_add, up);
+    st_placement_t *pl = NULL;
+    if (s_place(c, &pl, true) != 0 || st_remote_moe_set_placement(c->rm, pl) < 0) {
+        st_log(ST_LOG_WARN, "SIGHUP: no new placement; the new nodes get nothing");
+        st_placement_destroy(&pl);
+        return;
+    }
+    st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
+    c->pl = pl;
+    c->n_nodes = st_cluster_n_nodes(c->cl);
+    st_log(ST_LOG_INFO, "SIGHUP: %d node(s) joined in %.0f ms", up, st_cluster_now_ms() - t0);
+}
+
+static void s_between_steps(void *arg) {
+    coord_t *c = arg;
+    if (!s_hup) return;
+    s_hup = 0;
+    s_join(c);
+}
+
 static int s_on_ctx(void *arg, st_ctx_t *ctx) {
     coord_t *c = arg;
-    st_remote_opts_t o = {(int)c->ca->timeout_ms, !c->ca->no_fallback, !c->ca->no_prefetch, c->a->stats};
+    st_remote_opts_t o = {
+        (int)c->ca->timeout_ms, !c->ca->no_fallback, !c->ca->no_prefetch, c->a->stats, s_between_steps, c};
     c->rm = st_remote_moe_new(ctx, c->cl, c->pl, &o);
     if (!c->rm) return 1;
     st_moe_backend_t b = st_remote_moe_backend(c->rm);
@@ -441,6 +535,11 @@ int main(int argc, char **argv) {
     }
     c.addrs = s_node_list(&ca, &c.n_nodes);
     if (!c.addrs) return 2;
+    if (ca.cluster_file) { /* SIGHUP: new nodes in the cluster file join (between steps) */
+        struct sigaction sa = {.sa_handler = s_on_hup, .sa_flags = SA_RESTART};
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGHUP, &sa, NULL);
+    }
 
     c.m = st_model_load(a.model);
     if (!c.m) {

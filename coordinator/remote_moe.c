@@ -302,6 +302,57 @@ struct st_remote_moe {
     uint64_t *route_counts; /* L x X */
 };
 
+/* (Re)sizes the per-node arrays for n nodes (more than before: a node
+ * joined), keeping what they hold and zeroing the new entries. */
+static int s_alloc_nodes(st_remote_moe_t *r, int n) {
+    const size_t P = (size_t)r->B * r->K, B = (size_t)r->B, o = (size_t)r->N, N = (size_t)n;
+    bool ok = true;
+#define GROW(p, per)                                                                                                   \
+    do {                                                                                                               \
+        void *np_ = ok ? realloc((p), (N * (per) + 1) * sizeof *(p)) : NULL;                                           \
+        if (!np_) {                                                                                                    \
+            ok = false;                                                                                                \
+            break;                                                                                                     \
+        }                                                                                                              \
+        (p) = np_;                                                                                                     \
+        memset((p) + o * (per), 0, ((N - o) * (per) + 1) * sizeof *(p));                                               \
+    } while (0)
+    GROW(r->load, 1);
+    GROW(r->nd_n, 1);
+    GROW(r->nd_tok, P);
+    GROW(r->nd_exp, P);
+    GROW(r->nd_pair, P);
+    GROW(r->nd_rows, 1);
+    GROW(r->nd_row_tok, B);
+    GROW(r->rids, 1);
+    GROW(r->failed, 1);
+    GROW(r->step, 1);
+    GROW(r->dec, 1);
+    GROW(r->pre, 1);
+    GROW(r->rt_layer, 1);
+#undef GROW
+    if (!ok) return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
+    r->N = n;
+    return 0;
+}
+
+int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl) {
+    const int n = st_cluster_n_nodes(r->cl);
+    if (st_placement_n_nodes(pl) != n || n < r->N)
+        return st_fail(ST_EINVAL, "placement over %d nodes, cluster of %d", st_placement_n_nodes(pl), n);
+    if (n > r->N) {
+        const int old = r->N;
+        if (s_alloc_nodes(r, n) < 0) return ST_ENOMEM;
+        for (int i = old; i < n; i++) { /* the step's byte snapshot starts now for a new node */
+            const st_node_stats_t *ns = st_cluster_stats(r->cl, i);
+            r->step[i] = (node_acc_t){.bytes_out = ns->bytes_out, .bytes_in = ns->bytes_in};
+        }
+    }
+    r->pl = pl;
+    r->assigned_layer = -1;
+    return 0;
+}
+
 st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
                                    const st_remote_opts_t *o) {
     st_remote_moe_t *r = calloc(1, sizeof *r);
@@ -323,21 +374,14 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
     r->act_row = st_row_size(st_type_traits(r->gate_type)->vec_dot_type, r->E);
     r->assigned_layer = -1;
     r->cur_layer = -1;
-    const size_t N = (size_t)r->N, P = (size_t)r->B * r->K;
-    bool ok = true;
+    const size_t P = (size_t)r->B * r->K;
+    const int N = r->N;
+    r->N = 0;
+    bool ok = s_alloc_nodes(r, N) == 0;
 #define ALLOC(p, n) ok = ok && ((p) = calloc((size_t)(n) + 1, sizeof *(p))) != NULL
     ALLOC(r->pair_node, P);
     ALLOC(r->pair_done, P);
-    ALLOC(r->load, N);
-    ALLOC(r->nd_n, N);
-    ALLOC(r->nd_tok, N * P);
-    ALLOC(r->nd_exp, N * P);
-    ALLOC(r->nd_pair, N * P);
-    ALLOC(r->nd_rows, N);
-    ALLOC(r->nd_row_tok, N * (size_t)r->B);
     ALLOC(r->tok_local, (size_t)r->B);
-    ALLOC(r->rids, N);
-    ALLOC(r->failed, N);
     ALLOC(r->conv, (size_t)r->B * r->act_row);
     ALLOC(r->y, P * r->E);
     ALLOC(r->fb_tok, P);
@@ -345,10 +389,6 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
     ALLOC(r->fb_pair, P);
     ALLOC(r->fb_y, P * r->E);
     ALLOC(r->pf, (size_t)r->X);
-    ALLOC(r->step, N);
-    ALLOC(r->dec, N);
-    ALLOC(r->pre, N);
-    ALLOC(r->rt_layer, N);
     ALLOC(r->route_counts, (size_t)r->L * r->X);
 #undef ALLOC
     if (!ok) {
@@ -412,6 +452,8 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
     if (rt->layer == r->cur_layer) return;
     if (rt->layer <= r->cur_layer || !r->step_open) { /* a new batch through the layers */
         s_step_close(r);
+        st_cluster_maintain(r->cl); /* nodes coming back that need experts pushed: between steps */
+        if (r->o.between_steps) r->o.between_steps(r->o.arg); /* e.g. a node joins: may change pl and N */
         r->step_open = true;
         r->step_decode = rt->n_tok == 1;
         if (r->step_decode) r->tot.decode_tokens++;
@@ -589,7 +631,10 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
         result_ctx_t x = {r, rt};
         double t_wait = st_cluster_now_ms();
         rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
-        if (r->step_decode) r->tot.wait_ms_decode += st_cluster_now_ms() - t_wait;
+        const double waited = st_cluster_now_ms() - t_wait;
+        if (r->step_decode) r->tot.wait_ms_decode += waited;
+        if (waited > r->tot.max_wait_ms) r->tot.max_wait_ms = waited;
+        r->tot.waits++;
         if (rc < 0 && rc != ST_ETIMEOUT) return rc;
 
         /* nodes that missed the deadline, lost their connection or failed: down;
@@ -678,6 +723,11 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             t->rt_decode / T, t->involved_decode / T, t->max_rt_per_layer_node,
             (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
             t->wait_ms_decode / T);
+    fprintf(f, "cluster: longest wait for node results %.1f ms of %llu waits (deadline %d ms)\n", t->max_wait_ms,
+            (unsigned long long)t->waits, r->o.timeout_ms);
+    uint64_t rejoin_bytes = 0, rejoins = st_cluster_rejoins(r->cl, &rejoin_bytes);
+    fprintf(f, "cluster: %llu rejoins of nodes that were down (%llu shard bytes sent to them)\n",
+            (unsigned long long)rejoins, (unsigned long long)rejoin_bytes);
 }
 
 st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node) {

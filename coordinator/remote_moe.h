@@ -63,6 +63,10 @@ typedef struct {
     bool fallback;   /* compute the pairs of a node that is down here (else: fail) */
     bool prefetch;   /* send EXPERT_PREFETCH after routing */
     bool stats;      /* one line per decode token on stderr */
+    /* called between steps (a batch through all layers) on the generating
+     * thread, or NULL: where the caller may add nodes and switch placements */
+    void (*between_steps)(void *arg);
+    void *arg;
 } st_remote_opts_t;
 
 typedef struct st_remote_moe st_remote_moe_t;
@@ -72,6 +76,11 @@ typedef struct st_remote_moe st_remote_moe_t;
 st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
                                    const st_remote_opts_t *o);
 void st_remote_moe_destroy(st_remote_moe_t **r);
+/* Switches to pl (borrowed, must outlive r or the next switch), a placement
+ * over every node of the cluster, which may have grown (st_cluster_add)
+ * since. Call between steps (st_remote_opts_t.between_steps). 0 or a
+ * negative ST_E* code. */
+int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl);
 /* The st_moe_backend_t to install with st_ctx_set_moe(). */
 st_moe_backend_t st_remote_moe_backend(st_remote_moe_t *r);
 
@@ -91,6 +100,8 @@ typedef struct {
     uint64_t resent_pairs;     /* pairs re-sent to a replica after their node failed */
     uint64_t remote_pairs;
     double wait_ms_decode;     /* wall time spent waiting for node results during decode */
+    double max_wait_ms;        /* longest single wait for node results (bounded by timeout_ms) */
+    uint64_t waits;            /* waits for node results (one per round of a layer) */
 } st_remote_totals_t;
 const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 

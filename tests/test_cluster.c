@@ -18,18 +18,13 @@
  * sleeps. Nodes die with the test process (PR_SET_PDEATHSIG).
  */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <math.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "testutil.h"
@@ -41,8 +36,7 @@
 #define N_PREDICT 12
 
 typedef struct {
-    pid_t pid;
-    char url[128];
+    st_test_node_t p;
     char store[512];
 } node_t;
 
@@ -52,59 +46,21 @@ typedef struct {
     int n;
 } cluster_t;
 
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* Starts st-node on its store (listen: "tcp://127.0.0.1:*" or a fixed URL);
  * waits (deadline 10 s) for the "listening on URL" line. */
 static void s_node_start(cluster_t *c, int i, const char *listen) {
     node_t *nd = &c->nodes[i];
-    int out[2];
-    cr_assert_eq(pipe(out), 0);
     char log[600];
     snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(out[1], 1);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) dup2(fd, 2);
-        close(out[0]);
-        execl(BIN "/st-node", "st-node", "--listen", listen, "--mem", "256M", "--store", nd->store, "-t", "1",
-              "--insecure", (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    nd->pid = pid;
-    char buf[256] = "";
-    size_t len = 0;
-    double deadline = s_now_ms() + 10000;
-    while (!strchr(buf, '\n')) {
-        struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
-        cr_assert_gt(left, 0, "node %d did not start within 10 s (log: %s)", i, log);
-        cr_assert_geq(poll(&p, 1, left), 0);
-        if (!(p.revents & (POLLIN | POLLHUP))) continue;
-        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
-        cr_assert_gt(n, 0, "node %d exited before listening (log: %s)", i, log);
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
-    close(out[0]);
-    cr_assert_eq(sscanf(buf, "listening on %127s", nd->url), 1, "node %d said: %s", i, buf);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem", "256M", "--store", nd->store,
+                          "-t", "1", "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited before listening (log: %s)", i,
+                 log);
 }
 
-static void s_node_stop(cluster_t *c, int i, int sig) {
-    node_t *nd = &c->nodes[i];
-    if (nd->pid <= 0) return;
-    kill(nd->pid, sig);
-    waitpid(nd->pid, NULL, 0);
-    nd->pid = 0;
-}
+TestSuite(cluster, .fini = st_test_kill_all);
+
+static void s_node_stop(cluster_t *c, int i, int sig) { st_test_node_stop(&c->nodes[i].p, sig); }
 
 static void s_cluster_start(cluster_t *c, int n) {
     memset(c, 0, sizeof *c);
@@ -127,7 +83,7 @@ static void s_node_list(const cluster_t *c, char *out, size_t cap) {
     size_t used = 0;
     out[0] = '\0';
     for (int i = 0; i < c->n; i++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", c->nodes[i].url);
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", c->nodes[i].p.url);
 }
 
 /* A run's outputs: stdout (JSON), stderr, logits. */
@@ -175,15 +131,6 @@ static const char *s_model(const char *const *args) {
     char *p = path[next++ % 8];
     cr_assert_not_null(st_test_model(args, p, 1024), "st-synth failed");
     return p;
-}
-
-/* Bytes pushed, from "cluster: ... pushed (N shard bytes)". */
-static long s_pushed(const char *err) {
-    const char *p = strstr(err, " pushed (");
-    long n = -1;
-    cr_assert_not_null(p, "no push summary in:\n%s", err);
-    cr_assert_eq(sscanf(p, " pushed (%ld shard bytes)", &n), 1);
-    return n;
 }
 
 /* Every "stats: token" line: for each node, round trips == layers involved;
@@ -241,12 +188,12 @@ static void s_matrix(const char *const *synth) {
         snprintf(what, sizeof what, "%d node(s), first run", counts[k]);
         run_t r1 = s_run(c.dir, "run1", model, nodes, "--stats");
         s_same(&ref, &r1, what);
-        cr_assert_gt(s_pushed(r1.err), 0, "%s: nothing pushed to fresh stores", what);
+        cr_assert_gt(st_test_pushed(r1.err), 0, "%s: nothing pushed to fresh stores", what);
         cr_assert_eq(s_check_round_trips(r1.err, counts[k]), N_PREDICT - 1, "%s: decode tokens in --stats", what);
         snprintf(what, sizeof what, "%d node(s), second run", counts[k]);
         run_t r2 = s_run(c.dir, "run2", model, nodes, "");
         s_same(&ref, &r2, what);
-        cr_assert_eq(s_pushed(r2.err), 0, "%s: shards pushed again", what);
+        cr_assert_eq(st_test_pushed(r2.err), 0, "%s: shards pushed again", what);
         s_run_free(&r1);
         s_run_free(&r2);
         s_cluster_stop(&c);
@@ -279,17 +226,17 @@ Test(cluster, restarted_node_gets_zero_shard_bytes, .timeout = 120) {
     s_node_list(&c, nodes, sizeof nodes);
     run_t r1 = s_run(c.dir, "before", model, nodes, "");
     cr_assert_eq(r1.status, 0, "%s", r1.err);
-    cr_assert_gt(s_pushed(r1.err), 0);
+    cr_assert_gt(st_test_pushed(r1.err), 0);
     /* kill -9 node 1 and start it again on the same port and store */
     char url[128];
-    snprintf(url, sizeof url, "%s", c.nodes[1].url);
+    snprintf(url, sizeof url, "%s", c.nodes[1].p.url);
     s_node_stop(&c, 1, SIGKILL);
     s_node_start(&c, 1, url);
-    cr_assert_str_eq(c.nodes[1].url, url);
+    cr_assert_str_eq(c.nodes[1].p.url, url);
     run_t r2 = s_run(c.dir, "after", model, nodes, "");
     cr_assert_eq(r2.status, 0, "%s", r2.err);
     cr_assert_not_null(strstr(r2.err, "3 of 3 nodes up"), "%s", r2.err);
-    cr_assert_eq(s_pushed(r2.err), 0, "the restarted node was sent shards again:\n%s", r2.err);
+    cr_assert_eq(st_test_pushed(r2.err), 0, "the restarted node was sent shards again:\n%s", r2.err);
     cr_assert_str_eq(r2.out, r1.out);
     cr_assert_eq(memcmp(r1.logits, r2.logits, r1.logits_len), 0);
     s_run_free(&r1);
@@ -310,7 +257,7 @@ Test(cluster, node_down_at_start_is_named_and_skipped, .timeout = 120) {
     run_t r = s_run(c.dir, "down", model, nodes, "--timeout-ms 500 --no-fallback");
     s_same(&ref, &r, "one node of two down at start");
     cr_assert_not_null(strstr(r.err, "1 of 2 nodes up"), "%s", r.err);
-    cr_assert_not_null(strstr(r.err, c.nodes[1].url), "the dead node is not named:\n%s", r.err);
+    cr_assert_not_null(strstr(r.err, c.nodes[1].p.url), "the dead node is not named:\n%s", r.err);
     s_run_free(&ref);
     s_run_free(&r);
     s_cluster_stop(&c);
@@ -382,7 +329,7 @@ static void s_failing_node(bool answer_error) {
     fake_node_t f;
     s_fake_start(&f, answer_error);
     char nodes[1024];
-    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].url, f.url);
+    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
     run_t ref = s_run(c.dir, "ref", model, NULL, "");
     /* fallback: the coordinator computes the failing node's experts, same bytes */
     run_t r = s_run(c.dir, "fail", model, nodes, "--timeout-ms 300 --stats");
@@ -392,10 +339,10 @@ static void s_failing_node(bool answer_error) {
     const char *p = strstr(r.err, " pairs on nodes, ");
     cr_assert(p && sscanf(p, " pairs on nodes, %llu computed here", &here) == 1 && here > 0, "%s", r.err);
     /* without fallback: a clear error naming it, within the deadline */
-    double t0 = s_now_ms();
+    double t0 = st_test_now_ms();
     run_t n = s_run(c.dir, "nofb", model, nodes, "--timeout-ms 300 --no-fallback");
     cr_assert_neq(n.status, 0);
-    cr_assert_lt(s_now_ms() - t0, 30000);
+    cr_assert_lt(st_test_now_ms() - t0, 30000);
     cr_assert_not_null(strstr(n.err, f.url), "the failing node is not named:\n%s", n.err);
     s_run_free(&ref);
     s_run_free(&r);

@@ -11,16 +11,11 @@
  * that the generation was not over, and lets it go on (SIGCONT). Every wait
  * has a deadline. ST_TEST_LIGHT=1 (sanitizer builds) keeps replication 2 only. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "st_log.h"
@@ -29,22 +24,21 @@
 #define BIN ST_BINARY_DIR
 #define N_NODES 3
 #define N_PREDICT 64
+/* the rejoin test generates longer: the restarted node is probed 500 ms after
+ * it went down, and must come back while tokens are still to come */
+#define N_PREDICT_LONG 400
+#define N_PREDICT_LONG_LIGHT 160 /* sanitizer builds: each token is several times slower already */
+static int g_n_predict = N_PREDICT;
 #define PROMPT "The quick brown fox jumps over the lazy dog"
-#define DEADLINE_MS 60000
-
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
+#define DEADLINE_MS 120000 /* per coordinator run: a hang guard, far above a run's time */
 
 typedef struct {
-    pid_t pid;
-    char url[128], store[300];
+    st_test_node_t p;
+    char store[300];
 } node_t;
 
 static char g_dir[64];
-static node_t g_nodes[N_NODES];
+static node_t g_nodes[N_NODES + 1]; /* + one that joins */
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
@@ -53,8 +47,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    for (int i = 0; i < N_NODES; i++)
-        if (g_nodes[i].pid > 0) kill(g_nodes[i].pid, SIGKILL), waitpid(g_nodes[i].pid, NULL, 0), g_nodes[i].pid = 0;
+    st_test_kill_all();
     st_test_system("rm -rf '%s'", g_dir);
 }
 
@@ -66,37 +59,9 @@ static void s_node_start(int i, const char *listen) {
     char log[300], allow[300];
     snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
     snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    int out[2];
-    cr_assert_eq(pipe(out), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(out[1], 1);
-        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) dup2(fd, 2);
-        close(out[0]);
-        execl(BIN "/st-node", "st-node", "--listen", listen, "--mem", "256M", "--store", nd->store, "-t", "1",
-              "--allow", allow, (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    nd->pid = pid;
-    char buf[1024] = "";
-    size_t len = 0;
-    const double deadline = s_now_ms() + 10000;
-    while (!strstr(buf, "listening on ") || !strchr(strstr(buf, "listening on "), '\n')) {
-        struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
-        cr_assert_gt(left, 0, "node %d did not start (log %s)", i, log);
-        if (poll(&p, 1, left) <= 0) continue;
-        ssize_t r = read(out[0], buf + len, sizeof buf - 1 - len);
-        cr_assert_gt(r, 0, "node %d exited before listening (log %s)", i, log);
-        len += (size_t)r;
-        buf[len] = '\0';
-    }
-    close(out[0]);
-    cr_assert_eq(sscanf(strstr(buf, "listening on "), "listening on %127s", nd->url), 1);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem", "256M", "--store", nd->store,
+                          "-t", "1", "--allow", allow, NULL};
+    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited (log %s)", i, log);
 }
 
 /* Keys, three nodes, and the cluster file "URL NODE_PUBLIC_KEY". */
@@ -113,7 +78,7 @@ static void s_cluster(void) {
         snprintf(pubp, sizeof pubp, "%s/node.pub", g_nodes[i].store);
         char *pub = st_test_read_file(pubp, NULL);
         cr_assert_not_null(pub);
-        fprintf(f, "%s %s", g_nodes[i].url, pub);
+        fprintf(f, "%s %s", g_nodes[i].p.url, pub);
         free(pub);
     }
     fclose(f);
@@ -132,7 +97,7 @@ static char *s_reference(const char *model) {
     char out[300];
     snprintf(out, sizeof out, "%s/ref.out", g_dir);
     cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, model, PROMPT, N_PREDICT, out),
+                                BIN, model, PROMPT, g_n_predict, out),
                  0);
     return st_test_read_file(out, NULL);
 }
@@ -142,8 +107,13 @@ typedef struct {
     bool killed_mid; /* the node died while tokens were still to come */
 } run_t;
 
-/* Runs st-coordinator; kill_node >= 0: SIGKILL that node when decode token 8 is printed. */
-static run_t s_run(const char *model, const char *tag, int replication, int kill_node) {
+typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART, JOIN } after_kill_t;
+
+/* Runs st-coordinator; kill_node >= 0: SIGKILL that node when decode token 8
+ * is printed, then (while the coordinator is stopped) restart it on its port
+ * and store, or on an emptied store; or (JOIN) add that node to the cluster
+ * file and send the coordinator SIGHUP. */
+static run_t s_run_ex(const char *model, const char *tag, int replication, int kill_node, after_kill_t after) {
     char out[300], err[300];
     snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
     snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
@@ -151,16 +121,11 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
     snprintf(cmd, sizeof cmd,
              "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
              "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-             BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, N_PREDICT, out, err);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
+             BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, g_n_predict, out, err);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};
-    const double deadline = s_now_ms() + DEADLINE_MS;
+    const double deadline = st_test_now_ms() + DEADLINE_MS;
     bool done = kill_node < 0;
     int st = 0;
     while (!done) { /* watch for decode token 8 */
@@ -171,37 +136,51 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
             kill(pid, SIGSTOP);
             e = st_test_read_file(err, NULL);
             char last[32];
-            snprintf(last, sizeof last, "stats: token %d:", N_PREDICT - 1);
+            snprintf(last, sizeof last, "stats: token %d:", g_n_predict - 1);
             r.killed_mid = e && !strstr(e, last);
             free(e);
-            kill(g_nodes[kill_node].pid, SIGKILL);
-            waitpid(g_nodes[kill_node].pid, NULL, 0);
-            g_nodes[kill_node].pid = 0;
+            char url[128];
+            snprintf(url, sizeof url, "%s", g_nodes[kill_node].p.url);
+            if (after == JOIN) {
+                char path[400];
+                snprintf(path, sizeof path, "%s/cluster", g_dir);
+                FILE *f = fopen(path, "a");
+                cr_assert_not_null(f);
+                fprintf(f, "tcp://no-such-host:notaport %s\n", g_nodes[kill_node].p.pub); /* left out, logged */
+                fprintf(f, "%s %s\n", url, g_nodes[kill_node].p.pub);
+                fclose(f);
+                kill(pid, SIGHUP);
+                kill(pid, SIGCONT);
+                break;
+            }
+            st_test_node_stop(&g_nodes[kill_node].p, SIGKILL);
+            if (after == WIPE_AND_RESTART) /* its experts gone; its key (node.key) kept */
+                st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +", g_nodes[kill_node].store);
+            if (after != STAY_DEAD) s_node_start(kill_node, url);
             kill(pid, SIGCONT);
             break;
         }
-        if (waitpid(pid, &st, WNOHANG) == pid) {
+        if ((st = st_test_wait(pid, 0)) >= 0) {
             pid = 0;
             break;
         }
-        cr_assert_lt(s_now_ms(), deadline, "the coordinator did not reach decode token 8");
+        cr_assert_lt(st_test_now_ms(), deadline, "the coordinator did not reach decode token 8");
         poll(NULL, 0, 1); /* polling a file for a line, bounded by the deadline */
     }
-    while (pid > 0) {
-        if (waitpid(pid, &st, WNOHANG) == pid) break;
-        if (s_now_ms() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, NULL, 0);
-            cr_assert_fail("%s: the coordinator hung", tag);
-        }
-        poll(NULL, 0, 5);
+    if (pid > 0 && (st = st_test_wait(pid, (int)(deadline - st_test_now_ms()))) < 0) {
+        st_test_stop(pid, SIGKILL, 5000);
+        cr_assert_fail("%s: the coordinator hung", tag);
     }
     r.out = st_test_read_file(out, NULL);
     r.err = st_test_read_file(err, NULL);
     cr_assert_not_null(r.out);
     cr_assert_not_null(r.err);
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: the coordinator failed:\n%s", tag, r.err);
+    cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
     return r;
+}
+
+static run_t s_run(const char *model, const char *tag, int replication, int kill_node) {
+    return s_run_ex(model, tag, replication, kill_node, STAY_DEAD);
 }
 
 static unsigned long long s_count(const char *err, const char *fmt) {
@@ -213,14 +192,6 @@ static unsigned long long s_count(const char *err, const char *fmt) {
                         &fb, &resent),
                  3, "%.300s", p);
     return !strcmp(fmt, "fallback") ? fb : !strcmp(fmt, "resent") ? resent : remote;
-}
-
-static long s_pushed(const char *err) {
-    const char *p = strstr(err, " pushed (");
-    long n = -1;
-    cr_assert_not_null(p, "no push summary:\n%s", err);
-    cr_assert_eq(sscanf(p, " pushed (%ld shard bytes)", &n), 1);
-    return n;
 }
 
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
@@ -236,9 +207,9 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     cr_assert_eq(s_count(a.err, "fallback"), 0);
 
     /* node 1 killed at decode token 8, replication 2: its pairs go to the replicas */
-    double t0 = s_now_ms();
+    double t0 = st_test_now_ms();
     run_t b = s_run(model, "kill-r2", 2, 1);
-    cr_log_info("replication 2 with a node killed: %.0f ms", s_now_ms() - t0);
+    cr_log_info("replication 2 with a node killed: %.0f ms", st_test_now_ms() - t0);
     cr_assert(b.killed_mid, "the generation was over before the node was killed");
     cr_assert_str_eq(b.out, ref, "tokens changed after kill -9 with replication 2:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "is down"), "the dead node was not marked down:\n%s", b.err);
@@ -246,12 +217,12 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];
-    snprintf(url, sizeof url, "%s", g_nodes[1].url);
+    snprintf(url, sizeof url, "%s", g_nodes[1].p.url);
     s_node_start(1, url);
     run_t c = s_run(model, "restarted", 2, -1);
     cr_assert_str_eq(c.out, ref);
     cr_assert_not_null(strstr(c.err, "3 of 3 nodes up"), "%s", c.err);
-    cr_assert_eq(s_pushed(c.err), 0, "the restarted node was sent shards again:\n%s", c.err);
+    cr_assert_eq(st_test_pushed(c.err), 0, "the restarted node was sent shards again:\n%s", c.err);
 
     if (!light) { /* replication 1: node 2 killed, the coordinator computes its experts */
         run_t d = s_run(model, "kill-r1", 1, 2);
@@ -261,4 +232,110 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
         free(d.out), free(d.err);
     }
     free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+}
+
+/* "N rejoins of nodes that were down (B shard bytes sent to them)" */
+static unsigned long long s_rejoins(const char *err, unsigned long long *bytes) {
+    const char *p = strstr(err, " rejoins of nodes that were down (");
+    unsigned long long n = 0;
+    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
+    while (p > err && p[-1] != ' ') p--;
+    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
+    return n;
+}
+
+/* Round trips of node k in the last decode token's --stats line. */
+static unsigned long long s_last_rt(const char *err, int k) {
+    const char *last = NULL;
+    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
+    cr_assert_not_null(last, "no --stats lines");
+    char key[32];
+    snprintf(key, sizeof key, " node %d rt ", k);
+    const char *p = strstr(last, key);
+    unsigned long long rt = 0;
+    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
+    return rt;
+}
+
+/* A node killed mid-generation and restarted while the coordinator still
+ * generates comes back in the same run: on its store with zero shard bytes,
+ * on an emptied store with its experts pushed again; it serves the last
+ * tokens, and the tokens are st-run's. */
+Test(failures, node_restarted_mid_generation_rejoins_the_run) {
+    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
+    const char *model = s_model();
+    char *ref = s_reference(model);
+    cr_assert_not_null(ref);
+    s_cluster();
+    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
+    cr_assert_str_eq(a.out, ref);
+
+    double t0 = st_test_now_ms();
+    run_t b = s_run_ex(model, "restart", 2, 1, RESTART);
+    const char *gen = strstr(b.err, "generated ");
+    cr_log_info("node 1 killed and restarted mid-run: %.0f ms (%.*s)", st_test_now_ms() - t0,
+                gen ? (int)strcspn(gen, "\n") : 0, gen ? gen : "");
+    cr_assert(b.killed_mid, "the generation was over before the node was killed");
+    cr_assert_str_eq(b.out, ref, "tokens changed:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "is down"), "%s", b.err);
+    unsigned long long bytes = 1;
+    cr_assert_geq(s_rejoins(b.err, &bytes), 1, "node 1 did not rejoin:\n%s", b.err);
+    cr_assert_eq(bytes, 0, "shards were sent to a node whose store was intact:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "3 of 3 nodes up;"), "%s", b.err);
+    cr_assert_gt(s_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
+
+    run_t c = s_run_ex(model, "wipe", 2, 2, WIPE_AND_RESTART);
+    cr_assert(c.killed_mid, "the generation was over before the node was killed");
+    cr_assert_str_eq(c.out, ref, "tokens changed:\n%s", c.err);
+    cr_assert_geq(s_rejoins(c.err, &bytes), 1, "node 2 did not rejoin:\n%s", c.err);
+    cr_assert_gt(bytes, 0, "nothing pushed to a node whose store was emptied:\n%s", c.err);
+    cr_assert_gt(s_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
+    cr_log_info("node 2 rejoined on an empty store: %llu shard bytes pushed to it during the run", bytes);
+    free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+}
+
+/* A node added to the cluster file while the coordinator generates joins
+ * on SIGHUP: it gets a share of the experts, and only that share moves (the
+ * other nodes are sent nothing and keep a subset of what they had); it
+ * serves the last tokens, and the tokens are st-run's. */
+Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
+    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
+    const char *model = s_model();
+    char *ref = s_reference(model);
+    cr_assert_not_null(ref);
+    s_cluster();
+    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
+    cr_assert_str_eq(a.out, ref);
+    snprintf(g_nodes[N_NODES].store, sizeof g_nodes[N_NODES].store, "%s/store-%d", g_dir, N_NODES);
+    s_node_start(N_NODES, "tcp://127.0.0.1:*");
+    cr_assert_eq(strlen(g_nodes[N_NODES].p.pub), 40);
+
+    run_t b = s_run_ex(model, "join", 2, N_NODES, JOIN);
+    cr_assert(b.killed_mid, "the generation was over before the node joined");
+    cr_assert_str_eq(b.out, ref, "tokens changed by the join:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "node tcp://no-such-host:notaport not added"), "%s", b.err);
+    const char *j = strstr(b.err, "cluster: join: ");
+    cr_assert_not_null(j, "no join summary:\n%s", b.err);
+    cr_log_info("%.*s", (int)strcspn(j, "\n"), j);
+    unsigned before[N_NODES + 1], after[N_NODES + 1], pushed[N_NODES + 1];
+    long given_up = 0;
+    for (int i = 0; i <= N_NODES; i++) {
+        char key[32];
+        snprintf(key, sizeof key, " node %d ", i);
+        const char *p = strstr(j, key);
+        cr_assert(p && sscanf(p + strlen(key), "%u -> %u experts, %u pushed;", &before[i], &after[i], &pushed[i]) == 3,
+                  "%.400s", j);
+        if (i < N_NODES) {
+            cr_assert_eq(pushed[i], 0, "node %d was sent experts at the join:\n%.400s", i, j);
+            cr_assert_leq(after[i], before[i]);
+            given_up += (long)before[i] - (long)after[i];
+        }
+    }
+    cr_assert_eq(before[N_NODES], 0);
+    cr_assert_gt(after[N_NODES], 0, "the new node got no share");
+    cr_assert_eq(pushed[N_NODES], after[N_NODES], "the new node was not sent exactly its share");
+    cr_assert_eq(given_up, (long)after[N_NODES], "experts moved between the old nodes too");
+    cr_assert_not_null(strstr(b.err, "4 of 4 nodes up;"), "%s", b.err);
+    cr_assert_gt(s_last_rt(b.err, N_NODES), 0, "the new node does not serve after joining");
+    free(a.out), free(a.err), free(b.out), free(b.err), free(ref);
 }

@@ -571,3 +571,152 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     st_test_system("rm -rf '%s'", dir);
     free(want);
 }
+
+/* ---- a cluster whose nodes come and go while it serves ------------------------ */
+
+typedef struct {
+    int port;
+    volatile int stop;
+    int done, wrong;
+    char *first_wrong;
+} churn_t;
+
+/* Chat requests back to back until told to stop; counts those whose text
+ * differs from the first answer's (which the main thread checks). */
+static void *s_churn_user(void *arg) {
+    churn_t *u = arg;
+    char *first = NULL;
+    while (!u->stop) {
+        resp_t r = s_post(u->port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+        const char *fin;
+        char *t = s_chat_text(r, false, &fin);
+        free(r.body);
+        if (!first) first = strdup(t);
+        else if (strcmp(t, first) && !u->wrong++) u->first_wrong = strdup(t);
+        free(t);
+        u->done++;
+    }
+    free(first);
+    return NULL;
+}
+
+/* nodes_up from /health once the view shows want (the view refreshes once a
+ * second; rejoins happen while requests run), within ms; the last value. */
+static int s_wait_nodes_up(int port, int want, int ms) {
+    int up = -1;
+    for (double dl = s_now_ms() + ms; s_now_ms() < dl;) {
+        resp_t r = s_http(port, "GET", "/health", NULL, NULL, 0);
+        cJSON *o = cJSON_Parse(r.body);
+        free(r.body);
+        up = cJSON_GetObjectItem(o, "nodes_up") ? cJSON_GetObjectItem(o, "nodes_up")->valueint : -1;
+        cJSON_Delete(o);
+        if (up == want) break;
+        poll(NULL, 0, 50); /* polling /health with a deadline */
+    }
+    return up;
+}
+
+/* st-coordinator --http over three nodes (replication 2) answers every chat
+ * request with st-run's text while nodes are killed and restarted under a
+ * steady stream of requests: a killed node is marked down and its pairs go
+ * to the replicas; restarted on its store it rejoins (no shard sent) and
+ * /health shows it up again. Then a fourth node is added to the cluster
+ * file and joins on SIGHUP, still under the stream of requests. */
+Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
+    if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
+    char *want = s_st_run_text(PROMPT, true, N_PREDICT);
+    char dir[] = "/tmp/st-test-http-churn-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    st_test_node_t nodes[4];
+    char stores[4][300], logs[4][300], cluster[300];
+    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
+    FILE *cf = fopen(cluster, "w"); /* "URL" per line: no keys with --insecure */
+    cr_assert_not_null(cf);
+    for (int i = 0; i < 3; i++) {
+        snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
+        snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
+        const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
+                              "-t", "1", "--insecure", NULL};
+        cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
+        fprintf(cf, "%s\n", nodes[i].url);
+    }
+    fclose(cf);
+    char *argv[] = {BIN "/st-coordinator", "-m", (char *)s_tiny(), "--cluster", cluster, "--insecure", "--replication",
+                    "2", "--timeout-ms", "1000", "--state-dir", dir, "--quiet-push", "--http", "127.0.0.1:0",
+                    "-t", "1", NULL};
+    server_t s;
+    s_start(&s, argv, 60000);
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+    char *got = s_chat_text(r, false, &fin);
+    free(r.body);
+    cr_assert_str_eq(got, want, "the cluster's answer differs from st-run's");
+    free(got);
+
+    churn_t u = {.port = s.port};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, s_churn_user, &u), 0);
+    double t0 = s_now_ms();
+    for (int k = 1; k <= 2; k++) { /* node 1, then node 2: killed, then restarted on its store */
+        char url[128];
+        snprintf(url, sizeof url, "%s", nodes[k].url);
+        int before = u.done;
+        st_test_node_stop(&nodes[k], SIGKILL);
+        cr_assert_eq(s_wait_nodes_up(s.port, 2, 20000), 2, "node %d never shown down", k);
+        for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
+        cr_assert_geq(u.done, before + 3, "requests stalled with node %d down", k);
+        const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem", "256M", "--store", stores[k],
+                               "-t", "1", "--insecure", NULL};
+        cr_assert_eq(st_test_node_start(&nodes[k], nargv, logs[k], 10000), 0);
+        cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
+    }
+    /* a fourth node joins */
+    snprintf(stores[3], sizeof stores[3], "%s/store-3", dir);
+    snprintf(logs[3], sizeof logs[3], "%s/node-3.log", dir);
+    const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[3],
+                           "-t", "1", "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&nodes[3], jargv, logs[3], 10000), 0);
+    cf = fopen(cluster, "a");
+    cr_assert_not_null(cf);
+    fprintf(cf, "%s\n", nodes[3].url);
+    fclose(cf);
+    int before = u.done;
+    kill(s.pid, SIGHUP);
+    cr_assert_eq(s_wait_nodes_up(s.port, 4, 20000), 4, "node 3 did not join (log %s)", s.log);
+    for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
+    cr_assert_geq(u.done, before + 3, "requests stalled after the join");
+    u.stop = 1;
+    pthread_join(th, NULL);
+    cr_log_info("%d requests answered while nodes 1 and 2 went and came back and node 3 joined (%.0f ms)", u.done,
+                s_now_ms() - t0);
+    cr_assert_eq(u.wrong, 0, "%d answers differ, e.g. %s", u.wrong, u.first_wrong ? u.first_wrong : "");
+    char *log = st_test_read_file(s.log, NULL);
+    cr_assert(log && strstr(log, " rejoined: "), "no rejoin in the coordinator's log");
+    int rejoins = 0;
+    for (const char *l = strstr(log, " rejoined: "); l; l = strstr(l + 1, " rejoined: "), rejoins++) {
+        const char *eol = strchr(l, '\n'), *zero = strstr(l, ", 0 shard bytes sent");
+        cr_assert(zero && (!eol || zero < eol), "a restarted node was sent shards: %.200s", l);
+    }
+    cr_assert_geq(rejoins, 2);
+    const char *j = strstr(log, "cluster: join: ");
+    cr_assert_not_null(j, "no join summary in the coordinator's log");
+    cr_log_info("%.*s", (int)strcspn(j, "\n"), j);
+    for (int i = 0; i < 3; i++) { /* the old nodes were sent nothing at the join */
+        char key[40];
+        snprintf(key, sizeof key, " node %d ", i);
+        const char *p = strstr(j, key);
+        unsigned a = 0, b = 0, pushed = 1;
+        cr_assert(p && sscanf(p + strlen(key), "%u -> %u experts, %u pushed;", &a, &b, &pushed) == 3, "%.300s", j);
+        cr_assert_eq(pushed, 0, "node %d was sent experts at the join", i);
+    }
+    free(log);
+    r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+    got = s_chat_text(r, false, &fin);
+    free(r.body);
+    cr_assert_str_eq(got, want);
+    free(got);
+    s_stop(&s);
+    for (int i = 0; i < 4; i++) st_test_node_stop(&nodes[i], SIGTERM);
+    st_test_system("rm -rf '%s'", dir);
+    free(want);
+}

@@ -9,11 +9,9 @@
 #include <math.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -26,28 +24,18 @@
 
 #define DEADLINE_MS 20000
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double s_now(void) { return st_test_now_ms() / 1e3; }
 
 /* ---- the node process ---- */
 
 typedef struct {
-    pid_t pid;
-    int out; /* its stdout */
-    char endpoint[256];
+    st_test_node_t p;
+    bool wrapped; /* under with-mem-limit */
 } node_proc_t;
-
-/* the running node, stopped by the fixture's teardown if a test fails midway */
-static pid_t g_pid;
 
 /* Starts st-node (optionally under with-mem-limit) and waits for its endpoint. */
 static node_proc_t s_start(const char *store, const char *mem, const char *report) {
     node_proc_t p = {0};
-    int fds[2];
-    cr_assert_eq(pipe(fds), 0);
     char bin[1024];
     snprintf(bin, sizeof bin, "%s/st-node", ST_BINARY_DIR);
     char tool[1024];
@@ -56,59 +44,34 @@ static node_proc_t s_start(const char *store, const char *mem, const char *repor
                                 "-t", "2", "--insecure", "--id", "test-node", NULL};
     const char *argv_limit[] = {tool, mem, "--report", report, "--", bin, "--listen", "tcp://127.0.0.1:*", "--mem",
                                 mem, "--store", store, "-t", "2", "--insecure", "--id", "test-node", NULL};
-    const char **argv = report ? argv_limit : argv_plain;
-    const pid_t parent = getpid();
-    p.pid = fork();
-    cr_assert_geq(p.pid, 0);
-    if (p.pid == 0) {
-        /* the node goes when the test process does, even if it crashes (else it
-         * would keep ctest's output pipe open) */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent) _exit(127);
-        dup2(fds[1], 1);
-        close(fds[0]);
-        close(fds[1]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    g_pid = p.pid;
-    close(fds[1]);
-    p.out = fds[0];
-    /* read "listening on ENDPOINT\n" with a deadline */
-    char line[512];
-    size_t n = 0;
-    const double end = s_now() + DEADLINE_MS / 1000.0;
-    while (n < sizeof line - 1 && !memchr(line, '\n', n)) {
-        struct pollfd pf = {.fd = p.out, .events = POLLIN};
-        int left = (int)((end - s_now()) * 1000);
-        cr_assert_gt(left, 0, "st-node did not say where it listens in time");
-        if (poll(&pf, 1, left) <= 0) continue;
-        ssize_t r = read(p.out, line + n, sizeof line - 1 - n);
-        cr_assert_gt(r, 0, "st-node exited before listening");
-        n += (size_t)r;
-    }
-    line[n] = '\0';
-    cr_assert_eq(sscanf(line, "listening on %255s", p.endpoint), 1, "%s", line);
+    cr_assert_eq(st_test_node_start(&p.p, report ? argv_limit : argv_plain, NULL, DEADLINE_MS), 0,
+                 "st-node exited before listening");
+    p.wrapped = report != NULL;
     return p;
 }
 
-/* SIGTERM, then waits (with a deadline) for a clean exit. */
+/* SIGTERM, then waits (with a deadline) for a clean exit; the exit status.
+ * Under with-mem-limit the signal goes to st-node itself: a SIGTERM to the
+ * wrapper interrupts its `wait`, and it may report 143 for a node that
+ * stopped cleanly. */
 static int s_stop(node_proc_t *p) {
-    kill(p->pid, SIGTERM);
-    const double end = s_now() + DEADLINE_MS / 1000.0;
-    int st = 0;
-    for (;;) {
-        pid_t r = waitpid(p->pid, &st, WNOHANG);
-        if (r == p->pid) {
-            g_pid = 0;
-            break;
+    if (p->wrapped) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)p->p.pid, (int)p->p.pid);
+        char *kids = st_test_read_file(path, NULL);
+        int child = kids ? atoi(kids) : 0;
+        free(kids);
+        if (child > 0) {
+            kill(child, SIGTERM);
+            int st = st_test_wait(p->p.pid, DEADLINE_MS);
+            if (st >= 0) {
+                p->p.pid = 0;
+                close(p->p.out);
+                return st;
+            }
         }
-        cr_assert(s_now() < end, "st-node did not stop after SIGTERM");
-        struct timespec ts = {0, 10 * 1000 * 1000};
-        nanosleep(&ts, NULL); /* polling the exit status, bounded by the deadline */
     }
-    close(p->out);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return st_test_node_stop(&p->p, SIGTERM);
 }
 
 /* ---- the client ---- */
@@ -372,19 +335,7 @@ static void setup(void) {
     cr_assert_not_null(mkdtemp(g_store));
 }
 static void teardown(void) {
-    if (g_pid > 0) { /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL */
-        kill(g_pid, SIGTERM);
-        const double end = s_now() + 5.0;
-        while (waitpid(g_pid, NULL, WNOHANG) == 0 && s_now() < end) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-        if (waitpid(g_pid, NULL, WNOHANG) == 0) {
-            kill(g_pid, SIGKILL);
-            waitpid(g_pid, NULL, 0);
-        }
-        g_pid = 0;
-    }
+    st_test_kill_all(); /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL */
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_store);
     if (system(cmd)) cr_log_info("could not remove %s", g_store);
@@ -398,7 +349,7 @@ Test(node, serves_experts_bit_identical_to_one_process) {
     s_load_model(&md, SYNTH("--type", "q4_0"));
     node_proc_t p = s_start(g_store, "256M", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     cr_assert_eq(s_do_hello(&c, &md), 0);
     const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
     cr_assert_eq(s_do_assign(&c, &md, 4), n_all);
@@ -440,7 +391,7 @@ Test(node, f32_experts_with_prefetch) {
     s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));
     node_proc_t p = s_start(g_store, "128M", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     s_do_hello(&c, &md);
     s_do_assign(&c, &md, 0);
     s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
@@ -461,7 +412,7 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     s_load_model(&md, SYNTH("--type", "q4_0"));
     node_proc_t p = s_start(g_store, "256M", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
 
     /* before any model: compute is refused */
     int32_t tok[2] = {0, 0}, ids[2] = {0, 1};
@@ -558,7 +509,7 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     s_disconnect(&c);
 
     /* the node still serves a new connection, correctly */
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     s_check_compute(&c, &md, 2, 3, false, 11);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0);
@@ -571,7 +522,7 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
 Test(node, pipelined_requests_all_get_replies) {
     node_proc_t p = s_start(g_store, "64M", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     enum { N = 200 };
     for (uint64_t i = 0; i < N; i++) {
         st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT, .request_id = 1000 + i};
@@ -629,7 +580,7 @@ Test(node, restart_reports_its_store_and_needs_no_shards) {
     const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
     node_proc_t p = s_start(g_store, "256M", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     cr_assert_eq(s_do_hello(&c, &md), 0);
     cr_assert_eq(s_do_assign(&c, &md, 2), n_all);
     s_push_all(&c, &md, 2048);
@@ -639,7 +590,7 @@ Test(node, restart_reports_its_store_and_needs_no_shards) {
 
     p = s_start(g_store, "256M", NULL);
     client_t c2 = {0};
-    s_connect(&c2, p.endpoint);
+    s_connect(&c2, p.p.url);
     cr_assert_eq(s_do_hello(&c2, &md), n_all); /* everything is still there, hashes checked */
     cr_assert_eq(s_do_assign(&c2, &md, 2), 0); /* so no shard needs sending */
     s_check_compute(&c2, &md, 1, 2, false, 1);
@@ -671,7 +622,7 @@ Test(node, small_memory_budget_is_respected) {
     const char *mem = "48M";
     node_proc_t p = s_start(g_store, mem, limit ? report : NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     s_do_hello(&c, &md);
     cr_assert_eq(s_do_assign(&c, &md, 1), md.shape.n_layer * md.shape.n_expert);
     s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
@@ -688,7 +639,8 @@ Test(node, small_memory_budget_is_respected) {
 #endif
     st_wire_rx_clear(&rx);
     s_client_close(&c);
-    cr_assert_eq(s_stop(&p), 0);
+    int stop_st = s_stop(&p);
+    cr_assert_eq(stop_st, 0, "st-node (under with-mem-limit: %d) exited with %d", limit, stop_st);
     if (limit) {
         cJSON *j = st_test_read_json(report);
         cr_assert_not_null(j);
@@ -710,7 +662,7 @@ Test(node, bench_4b_shaped) {
     s_load_model(&md, SYNTH("--preset", "4b", "--layers", "1", "--type", "q4_0"));
     node_proc_t p = s_start(g_store, "1G", NULL);
     client_t c = {0};
-    s_connect(&c, p.endpoint);
+    s_connect(&c, p.p.url);
     s_do_hello(&c, &md);
     s_do_assign(&c, &md, 0);
     const double t0 = s_now();

@@ -5,16 +5,12 @@
  * refused and never stored, and no secret key appears in a log or --help.
  * Every wait has a deadline (the node's "listening on" line, each reply). */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -26,12 +22,6 @@
 #define BIN ST_BINARY_DIR
 #define DEADLINE_MS 10000
 
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static char g_dir[64];
 
 static void setup(void) {
@@ -40,10 +30,8 @@ static void setup(void) {
     cr_assert_not_null(mkdtemp(g_dir));
 }
 
-static pid_t g_node;
-
 static void teardown(void) {
-    if (g_node > 0) kill(g_node, SIGKILL), waitpid(g_node, NULL, 0), g_node = 0;
+    st_test_kill_all();
     st_test_system("rm -rf '%s'", g_dir);
 }
 
@@ -69,8 +57,8 @@ static void s_read_key(const char *path, char out[41]) {
 /* ---- a node process ---- */
 
 typedef struct {
-    pid_t pid;
-    char url[128], pub[41], log[256];
+    st_test_node_t p;
+    char log[256];
 } node_t;
 
 /* Starts st-node with extra args (NULL-terminated) on store DIR/store; waits
@@ -83,66 +71,14 @@ static bool s_node_start(node_t *nd, const char *store, const char *const *extra
                             "-t", "1"};
     int n = 9;
     for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
-    int out[2];
-    cr_assert_eq(pipe(out), 0);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(out[1], 1);
-        int fd = open(nd->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-        if (fd >= 0) dup2(fd, 2);
-        close(out[0]);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(out[1]);
-    nd->pid = g_node = pid;
-    char buf[1024] = "";
-    size_t len = 0;
-    const double deadline = s_now_ms() + DEADLINE_MS;
-    while (!strstr(buf, "listening on ") || !strchr(strstr(buf, "listening on "), '\n')) {
-        struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
-        cr_assert_gt(left, 0, "st-node did not start within %d ms", DEADLINE_MS);
-        if (poll(&p, 1, left) <= 0) continue;
-        ssize_t r = read(out[0], buf + len, sizeof buf - 1 - len);
-        if (r <= 0) { /* exited */
-            close(out[0]);
-            int st;
-            waitpid(pid, &st, 0);
-            nd->pid = g_node = 0;
-            *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-            return false;
-        }
-        len += (size_t)r;
-        buf[len] = '\0';
-    }
-    close(out[0]);
-    cr_assert_eq(sscanf(strstr(buf, "listening on "), "listening on %127s", nd->url), 1);
-    const char *k = strstr(buf, "node public key ");
-    if (k) cr_assert_eq(sscanf(k, "node public key %40s", nd->pub), 1);
-    return true;
+    *status = st_test_node_start(&nd->p, argv, nd->log, DEADLINE_MS);
+    return *status == 0;
 }
 
-static void s_node_stop(node_t *nd) {
-    if (nd->pid <= 0) return;
-    kill(nd->pid, SIGTERM);
-    waitpid(nd->pid, NULL, 0);
-    nd->pid = g_node = 0;
-}
+static void s_node_stop(node_t *nd) { st_test_node_stop(&nd->p, SIGTERM); }
 
 /* Polls the node's log for text until the deadline. */
-static bool s_log_has(const node_t *nd, const char *text, int ms) {
-    const double deadline = s_now_ms() + ms;
-    for (;;) {
-        char *s = s_slurp(nd->log);
-        bool found = strstr(s, text) != NULL;
-        free(s);
-        if (found || s_now_ms() > deadline) return found;
-        poll(NULL, 0, 20); /* polling a file for a line, bounded by the deadline */
-    }
-}
+static bool s_log_has(const node_t *nd, const char *text, int ms) { return st_test_file_has(nd->log, text, ms); }
 
 /* ---- a client ---- */
 
@@ -221,7 +157,7 @@ static void s_curve_node(node_t *nd, char coord_pub[41], char coord_sec[41]) {
     const char *extra[] = {"--allow", pub_path, NULL};
     int st;
     cr_assert(s_node_start(nd, store, extra, &st), "CURVE node did not start (exit %d)", st);
-    cr_assert_eq(strlen(nd->pub), 40, "no public key printed");
+    cr_assert_eq(strlen(nd->p.pub), 40, "no public key printed");
 }
 
 /* ---- tests ---- */
@@ -294,7 +230,7 @@ Test(security, node_key_is_made_once_and_kept) {
     node_t nd;
     char coord_pub[41], coord_sec[41], first[41], path[300];
     s_curve_node(&nd, coord_pub, coord_sec);
-    snprintf(first, sizeof first, "%s", nd.pub);
+    snprintf(first, sizeof first, "%s", nd.p.pub);
     snprintf(path, sizeof path, "%s/store/node.key", g_dir);
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0, "DIR/node.key not made");
@@ -312,7 +248,7 @@ Test(security, node_key_is_made_once_and_kept) {
     const char *extra[] = {"--allow", allow, NULL};
     int st;
     cr_assert(s_node_start(&nd, store, extra, &st));
-    cr_assert_str_eq(nd.pub, first);
+    cr_assert_str_eq(nd.p.pub, first);
     s_node_stop(&nd);
     char *log = s_slurp(nd.log);
     cr_assert_null(strstr(log, sec), "the node's secret key is in its log");
@@ -328,21 +264,21 @@ Test(security, unknown_key_and_plain_text_get_nothing_and_are_logged) {
     st_wire_rx_t rx;
     /* an unknown key, right server key: refused by the ZAP handler */
     client_t bad;
-    s_client(&bad, nd.url, nd.pub, NULL, NULL);
+    s_client(&bad, nd.p.url, nd.p.pub, NULL, NULL);
     st_wire_msg_t m = s_hello();
     cr_assert_not(s_call(&bad, &m, NULL, 0, &rx, 1500), "a client with an unknown key got a reply");
     cr_assert(s_log_has(&nd, "is not on the allow list", 3000), "no refusal in the node's log");
     s_client_close(&bad);
     /* plain text: the handshake fails */
     client_t plain;
-    s_client(&plain, nd.url, NULL, NULL, NULL);
+    s_client(&plain, nd.p.url, NULL, NULL, NULL);
     m = s_hello();
     cr_assert_not(s_call(&plain, &m, NULL, 0, &rx, 1500), "a plain-text client got a reply");
     cr_assert(s_log_has(&nd, "handshake failed", 3000), "no plain-text refusal in the node's log");
     s_client_close(&plain);
     /* the allowed key works, with the node's pinned key */
     client_t good;
-    s_client(&good, nd.url, nd.pub, coord_pub, coord_sec);
+    s_client(&good, nd.p.url, nd.p.pub, coord_pub, coord_sec);
     m = s_hello();
     cr_assert(s_call(&good, &m, NULL, 0, &rx, DEADLINE_MS), "the allowed coordinator got no reply");
     cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
@@ -352,7 +288,7 @@ Test(security, unknown_key_and_plain_text_get_nothing_and_are_logged) {
     char other_pub[41], other_sec[41];
     cr_assert_eq(zmq_curve_keypair(other_pub, other_sec), 0);
     client_t wrong;
-    s_client(&wrong, nd.url, other_pub, coord_pub, coord_sec);
+    s_client(&wrong, nd.p.url, other_pub, coord_pub, coord_sec);
     m = s_hello();
     cr_assert_not(s_call(&wrong, &m, NULL, 0, &rx, 1000), "a client expecting another node key got a reply");
     s_client_close(&wrong);
@@ -364,7 +300,7 @@ Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
     char coord_pub[41], coord_sec[41];
     s_curve_node(&nd, coord_pub, coord_sec);
     client_t c;
-    s_client(&c, nd.url, nd.pub, coord_pub, coord_sec);
+    s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
     st_wire_rx_t rx;
     const st_wire_shape_t shape = s_shape();
     const size_t EB = (size_t)shape.expert_bytes;
@@ -500,8 +436,8 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     char coord_pub[41], coord_sec[41];
     s_curve_node(&nd, coord_pub, coord_sec);
     client_t c, intruder;
-    s_client(&c, nd.url, nd.pub, coord_pub, coord_sec);
-    s_client(&intruder, nd.url, nd.pub, NULL, NULL); /* unknown key */
+    s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
+    s_client(&intruder, nd.p.url, nd.p.pub, NULL, NULL); /* unknown key */
     const st_wire_shape_t shape = s_shape();
     const size_t EB = (size_t)shape.expert_bytes;
     uint8_t *expert = malloc(EB);
@@ -555,10 +491,10 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     for (int i = 0; i < 4; i++) cr_assert_eq(st_wire_encode(&valid[i], enc[i], sizeof enc[i], &enc_len[i]), 0);
     uint8_t *big = calloc(1, ST_WIRE_MAX_FRAME + 1);
     uint64_t rss_warm = 0;
-    const double t0 = s_now_ms();
+    const double t0 = st_test_now_ms();
     int replies = 0;
     for (int i = 0; i < N; i++) {
-        if (i == N / 10) rss_warm = s_rss_kb(nd.pid);
+        if (i == N / 10) rss_warm = s_rss_kb(nd.p.pid);
         const int kind = rand() % 8, v = rand() % 4;
         uint8_t buf[600];
         size_t len = 0;
@@ -612,10 +548,10 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
         replies += s_drain(&c, kind == 5 && flen > ST_WIRE_MAX_FRAME ? 50 : 20);
         if (i % 1000 == 999) s_session(&c, refs), s_check_compute(&c, &req, act, act_len, want, want_len);
     }
-    const double ms = s_now_ms() - t0;
+    const double ms = st_test_now_ms() - t0;
     s_session(&c, refs);
     s_check_compute(&c, &req, act, act_len, want, want_len);
-    const uint64_t rss_end = s_rss_kb(nd.pid);
+    const uint64_t rss_end = s_rss_kb(nd.p.pid);
     cr_log_info("soak: %d messages in %.0f ms, %d replies; node RSS %llu kB after warm-up, %llu kB at the end", N, ms,
                 replies, (unsigned long long)rss_warm, (unsigned long long)rss_end);
 #ifndef __SANITIZE_ADDRESS__ /* ASan's quarantine holds freed memory: RSS is not the node's own */
@@ -626,10 +562,6 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     cr_assert(s_log_has(&nd, "is not on the allow list", 3000));
     s_client_close(&intruder);
     s_client_close(&c);
-    kill(nd.pid, SIGTERM);
-    int st;
-    waitpid(nd.pid, &st, 0);
-    nd.pid = g_node = 0;
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the node did not exit cleanly after the soak");
+    cr_assert_eq(st_test_node_stop(&nd.p, SIGTERM), 0, "the node did not exit cleanly after the soak");
     free(expert), free(act), free(want), free(big);
 }

@@ -1,21 +1,29 @@
 /* Test helpers (see testutil.h). */
 #include "testutil.h"
 
+#include <criterion/criterion.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 const char *st_test_model_dir(void) {
     static char dir[1024];
     const char *env = getenv("ST_MODEL_CACHE");
-    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
-    else snprintf(dir, sizeof dir, "%s/.cache/st-models", getenv("HOME") ? getenv("HOME") : "/tmp");
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/st-models", getenv("HOME") ? getenv("HOME") : "/tmp");
     return dir;
 }
 
@@ -104,4 +112,144 @@ cJSON *st_test_read_json(const char *path) {
     cJSON *j = s ? cJSON_Parse(s) : NULL;
     free(s);
     return j;
+}
+
+/* ---- processes ---------------------------------------------------------- */
+
+#define MAX_CHILDREN 64
+static pid_t s_children[MAX_CHILDREN]; /* spawned and not reaped yet (0: free slot) */
+
+static void s_forget(pid_t pid) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (s_children[i] == pid) s_children[i] = 0;
+}
+
+double st_test_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int death_sig) {
+    int out[2] = {-1, -1};
+    if (out_fd) cr_assert_eq(pipe(out), 0);
+    const pid_t parent = getpid();
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0, "fork failed");
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, death_sig);
+        if (getppid() != parent) _exit(127); /* the test died before prctl */
+        if (out_fd) {
+            dup2(out[1], 1);
+            close(out[0]);
+            close(out[1]);
+        }
+        if (log) {
+            int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+            if (fd >= 0) dup2(fd, 2), close(fd);
+        }
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    if (out_fd) close(out[1]), *out_fd = out[0];
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (!s_children[i]) {
+            s_children[i] = pid;
+            break;
+        }
+    return pid;
+}
+
+int st_test_wait(pid_t pid, int ms) {
+    const double deadline = st_test_now_ms() + ms;
+    for (;;) {
+        int st;
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid) {
+            s_forget(pid);
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        }
+        if (r < 0) { /* not our child (any more) */
+            s_forget(pid);
+            return -1;
+        }
+        if (st_test_now_ms() > deadline) return -1;
+        poll(NULL, 0, 5); /* polling an exit status, bounded by the deadline */
+    }
+}
+
+int st_test_stop(pid_t pid, int sig, int ms) {
+    if (pid <= 0) return 0;
+    kill(pid, sig);
+    if (sig == SIGSTOP || sig == SIGTSTP) kill(pid, SIGCONT); /* a stopped child would not die */
+    int st = st_test_wait(pid, ms);
+    if (st < 0) {
+        kill(pid, SIGKILL);
+        st = st_test_wait(pid, 5000);
+    }
+    return st;
+}
+
+void st_test_kill_all(void) {
+    for (int i = 0; i < MAX_CHILDREN; i++)
+        if (s_children[i] > 0) {
+            kill(s_children[i], SIGCONT);
+            st_test_stop(s_children[i], SIGTERM, 2000);
+            s_children[i] = 0;
+        }
+}
+
+int st_test_node_start(st_test_node_t *nd, const char *const *argv, const char *log, int ms) {
+    memset(nd, 0, sizeof *nd);
+    nd->pid = st_test_spawn(argv, &nd->out, log, SIGTERM); /* SIGTERM: a wrapper passes it on */
+    char buf[2048] = "";
+    size_t len = 0;
+    const double deadline = st_test_now_ms() + ms;
+    const char *at;
+    while (!(at = strstr(buf, "listening on ")) || !strchr(at, '\n')) {
+        struct pollfd p = {nd->out, POLLIN, 0};
+        int left = (int)(deadline - st_test_now_ms());
+        cr_assert_gt(left, 0, "%s did not start within %d ms (log %s)", argv[0], ms, log ? log : "stderr");
+        if (poll(&p, 1, left) <= 0) continue;
+        ssize_t r = read(nd->out, buf + len, sizeof buf - 1 - len);
+        if (r <= 0) { /* exited before listening */
+            close(nd->out);
+            int st = st_test_wait(nd->pid, 10000);
+            memset(nd, 0, sizeof *nd);
+            return st > 0 ? st : 128;
+        }
+        len += (size_t)r;
+        buf[len] = '\0';
+    }
+    cr_assert_eq(sscanf(at, "listening on %127s", nd->url), 1, "%s said: %s", argv[0], buf);
+    const char *k = strstr(buf, "node public key ");
+    if (k) cr_assert_eq(sscanf(k, "node public key %40s", nd->pub), 1);
+    return 0;
+}
+
+int st_test_node_stop(st_test_node_t *nd, int sig) {
+    if (nd->pid <= 0) return 0;
+    int st = st_test_stop(nd->pid, sig, 10000);
+    close(nd->out);
+    nd->pid = 0;
+    nd->out = -1;
+    return st;
+}
+
+bool st_test_file_has(const char *path, const char *text, int ms) {
+    const double deadline = st_test_now_ms() + ms;
+    for (;;) {
+        char *s = st_test_read_file(path, NULL);
+        bool found = s && strstr(s, text);
+        free(s);
+        if (found || st_test_now_ms() > deadline) return found;
+        poll(NULL, 0, 10); /* polling a file for a line, bounded by the deadline */
+    }
+}
+
+long st_test_pushed(const char *err) {
+    const char *p = err ? strstr(err, " pushed (") : NULL;
+    long n = -1;
+    if (!p || sscanf(p, " pushed (%ld shard bytes)", &n) != 1) return -1;
+    return n;
 }

@@ -1,11 +1,15 @@
 /* Test helpers shared by the Criterion suites: synthetic models generated on
- * demand with st-synth (cached), JSON golden files, file reading. */
+ * demand with st-synth (cached), JSON golden files, file reading, and the
+ * processes the integration tests start (st-node, st-coordinator): spawned
+ * so that they die with the test, waited for with deadlines, reaped by the
+ * fixture's fini even when a test fails midway. */
 #ifndef ST_TESTUTIL_H
 #define ST_TESTUTIL_H
 
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 
 /* Directory for generated test models: $ST_MODEL_CACHE or ~/.cache/st-models. */
 const char *st_test_model_dir(void);
@@ -28,5 +32,47 @@ const char *st_test_run_prefix(void);
 
 /* Runs a shell command, returns its exit status (-1 if it could not run). */
 int st_test_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- processes ---------------------------------------------------------- */
+
+/* Monotonic clock in milliseconds. */
+double st_test_now_ms(void);
+
+/* Forks and execs argv (NULL-terminated, argv[0] a path). Its stdout goes to
+ * a pipe whose read end is stored in *out_fd (out_fd NULL: inherited), its
+ * stderr is appended to log (NULL: inherited). The child gets death_sig when
+ * the test process dies (PR_SET_PDEATHSIG) and is remembered for
+ * st_test_kill_all. Returns its pid (the test fails when fork fails). */
+pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int death_sig);
+/* Waits up to ms for pid; its status as a shell reports it (exit code, or
+ * 128 + signal), or -1 when it is still running at the deadline. */
+int st_test_wait(pid_t pid, int ms);
+/* Sends sig, waits up to ms, then SIGKILLs; returns the status as st_test_wait. */
+int st_test_stop(pid_t pid, int sig, int ms);
+/* Stops every spawned process still running (SIGTERM, 2 s, SIGKILL): for a
+ * suite's .fini, so a failed test leaves nothing behind. */
+void st_test_kill_all(void);
+
+/* An st-node process. */
+typedef struct {
+    pid_t pid;
+    int out;       /* its stdout, kept open until st_test_node_stop */
+    char url[128]; /* from "listening on URL" */
+    char pub[41];  /* from "node public key KEY" (CURVE), else "" */
+} st_test_node_t;
+
+/* Starts argv (st-node, or a wrapper running it) with stderr appended to
+ * log and waits up to ms for its "listening on URL" line. 0 when listening;
+ * the node's exit status (> 0) when it exited first. A node still silent at
+ * the deadline fails the test. */
+int st_test_node_start(st_test_node_t *nd, const char *const *argv, const char *log, int ms);
+/* Sends sig and waits (10 s, then SIGKILL); returns its exit status as
+ * st_test_wait. Nothing to do (0) when it is not running. */
+int st_test_node_stop(st_test_node_t *nd, int sig);
+
+/* Polls path until it contains text or ms pass; whether it does. */
+bool st_test_file_has(const char *path, const char *text, int ms);
+/* N from a coordinator's "pushed (N shard bytes)" line; -1 when absent. */
+long st_test_pushed(const char *err);
 
 #endif

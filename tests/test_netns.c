@@ -1,0 +1,335 @@
+/* The cluster over shaped links between network namespaces: no hang, no lost
+ * or changed token, every wait bounded by its deadline.
+ *
+ * Topology (made here, names unique per run, removed at the end even when
+ * the test fails; namespaces left by a killed earlier run are removed first):
+ *
+ *   ns C: st-coordinator --- lo --- st-delay-proxy k --- veth k ---+
+ *                                                                   |
+ *   ns N0..N2:                                   st-node k on 10.77.k.2
+ *
+ * Each link: tbf bandwidth limit on both veth ends, 1% loss both ways by an
+ * nftables rule on the node side (`numgen random mod 100 < 1 drop`; this
+ * kernel has no netem), and DELAY_MS each way from the delaying proxy the
+ * coordinator connects through. CURVE as deployed.
+ *
+ * Phases: setup (namespaces, nodes, a first run that pushes the shards with
+ * the links unshaped); then the shaped run: N_PREDICT greedy tokens with
+ * replication 2, and at decode token 8 node 1 is cut off completely (nft
+ * drop all) for PARTITION_MS, then healed: it is marked down, its pairs go
+ * to the replicas, and after the heal it rejoins on its verified store (no
+ * shard sent) and serves again. The tokens must be st-run's; the
+ * coordinator's longest wait for node results must stay within its deadline
+ * (--timeout-ms) and the whole run within a bound. Needs root, ip, tc and
+ * nft; skipped with the reason otherwise. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "st_log.h"
+#include "testutil.h"
+
+#define BIN ST_BINARY_DIR
+#define N_NODES 3
+#define N_PREDICT 64
+#define PROMPT "The quick brown fox jumps over the lazy dog"
+#define DELAY_MS 20       /* each way, from the proxy */
+#define RATE "100mbit"    /* tbf on each veth end */
+#define TIMEOUT_MS 1500   /* the coordinator's deadline per expert round trip */
+#define PARTITION_MS 4000 /* node 1 cut off this long */
+#define RUN_DEADLINE_MS 120000
+
+static char g_dir[64], g_ip[64];
+static char g_ns_c[32], g_ns_n[N_NODES][32];
+static bool g_made;
+static st_test_node_t g_nodes[N_NODES];
+static char g_proxy_url[N_NODES][160];
+
+/* Path of an administration tool, or NULL. */
+static const char *s_tool(const char *name, char *buf, size_t cap) {
+    const char *dirs[] = {"/usr/sbin", "/sbin", "/usr/bin", "/bin"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++) {
+        snprintf(buf, cap, "%s/%s", dirs[i], name);
+        if (access(buf, X_OK) == 0) return buf;
+    }
+    return NULL;
+}
+
+/* Runs a command inside namespace ns (shell syntax); its exit status. */
+#define NS(ns, fmt, ...) st_test_system("'%s' netns exec %s " fmt, g_ip, ns, __VA_ARGS__)
+
+static void s_cleanup_namespaces(void) {
+    /* ours, and those of earlier runs whose process is gone (stnt-PID-...) */
+    st_test_system("'%s' netns list 2>/dev/null | awk '{print $1}' | grep '^stnt-' | while read ns; do "
+                   "pid=${ns#stnt-}; pid=${pid%%%%-*}; "
+                   "if [ \"$pid\" = %d ] || ! kill -0 \"$pid\" 2>/dev/null; then '%s' netns del \"$ns\"; fi; done",
+                   g_ip, (int)getpid(), g_ip);
+}
+
+static void setup(void) {
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-netns-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void teardown(void) {
+    st_test_kill_all();
+    if (g_made) s_cleanup_namespaces();
+    st_test_system("rm -rf '%s'", g_dir);
+}
+
+TestSuite(netns, .init = setup, .fini = teardown, .timeout = 300);
+
+/* Skips the test unless namespaces, tc and nft can be used here. */
+static void s_require(void) {
+    char buf[64];
+    if (geteuid() != 0) cr_skip_test("needs root (network namespaces, tc, nftables)");
+    if (!s_tool("ip", g_ip, sizeof g_ip)) cr_skip_test("needs `ip` (iproute2; scripts/setup installs it)");
+    if (!s_tool("tc", buf, sizeof buf)) cr_skip_test("needs `tc` (iproute2; scripts/setup installs it)");
+    if (!s_tool("nft", buf, sizeof buf)) cr_skip_test("needs `nft` (nftables; scripts/setup installs it)");
+    char probe[64];
+    snprintf(probe, sizeof probe, "stnt-%d-probe", (int)getpid());
+    g_made = true;
+    if (st_test_system("'%s' netns add %s 2>/dev/null", g_ip, probe) != 0)
+        cr_skip_test("cannot create a network namespace here (no CAP_NET_ADMIN?)");
+    int nft_ok = NS(probe, "nft add table inet st-probe %s", "2>/dev/null");
+    st_test_system("'%s' netns del %s", g_ip, probe);
+    if (nft_ok != 0) cr_skip_test("nftables does not work in a namespace here (no nf_tables?)");
+}
+
+/* Namespaces C and N0..N2, one veth pair per node, addresses, loopback up. */
+static void s_topology(void) {
+    s_cleanup_namespaces();
+    const int pid = (int)getpid();
+    snprintf(g_ns_c, sizeof g_ns_c, "stnt-%d-c", pid);
+    cr_assert_eq(st_test_system("'%s' netns add %s", g_ip, g_ns_c), 0);
+    cr_assert_eq(NS(g_ns_c, "ip link set lo up%s", ""), 0);
+    for (int k = 0; k < N_NODES; k++) {
+        snprintf(g_ns_n[k], sizeof g_ns_n[k], "stnt-%d-n%d", pid, k);
+        cr_assert_eq(st_test_system("'%s' netns add %s", g_ip, g_ns_n[k]), 0);
+        /* veth names are per namespace: created inside C, one end moved to Nk */
+        cr_assert_eq(NS(g_ns_c, "ip link add vc%d type veth peer name vn%d netns %s", k, k, g_ns_n[k]), 0);
+        cr_assert_eq(NS(g_ns_c, "sh -c 'ip addr add 10.77.%d.1/24 dev vc%d && ip link set vc%d up'", k, k, k), 0);
+        cr_assert_eq(NS(g_ns_n[k],
+                        "sh -c 'ip link set lo up && ip addr add 10.77.%d.2/24 dev vn%d && "
+                        "ip link set vn%d up'",
+                        k, k, k),
+                     0);
+    }
+}
+
+/* tbf on both ends, and the node-side nftables table: loss, and an empty
+ * "part" chain that a partition fills with one drop rule. */
+static void s_shape(void) {
+    char rules[300];
+    snprintf(rules, sizeof rules, "%s/shape.nft", g_dir);
+    FILE *f = fopen(rules, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "table inet st {\n"
+               "  chain part { }\n"
+               "  chain input { type filter hook input priority 0; policy accept;\n"
+               "    iifname \"lo\" accept; jump part; numgen random mod 100 < 1 drop; }\n"
+               "  chain output { type filter hook output priority 0; policy accept;\n"
+               "    oifname \"lo\" accept; jump part; numgen random mod 100 < 1 drop; }\n"
+               "}\n");
+    fclose(f);
+    for (int k = 0; k < N_NODES; k++) {
+        cr_assert_eq(NS(g_ns_c, "tc qdisc add dev vc%d root tbf rate %s burst 64kb latency 100ms", k, RATE), 0);
+        cr_assert_eq(NS(g_ns_n[k], "tc qdisc add dev vn%d root tbf rate %s burst 64kb latency 100ms", k, RATE), 0);
+        cr_assert_eq(NS(g_ns_n[k], "nft -f '%s'", rules), 0);
+    }
+}
+
+static void s_partition(int k, bool on) {
+    if (on)
+        cr_assert_eq(NS(g_ns_n[k], "nft add rule inet st part drop%s", ""), 0);
+    else
+        cr_assert_eq(NS(g_ns_n[k], "nft flush chain inet st part%s", ""), 0);
+}
+
+/* Keys, nodes in their namespaces, a proxy per node in C, the cluster file. */
+static void s_cluster(void) {
+    cr_assert_eq(st_test_system("'%s/st-keygen' '%s/coord' > /dev/null 2>&1", BIN, g_dir), 0);
+    char path[300], allow[300];
+    snprintf(path, sizeof path, "%s/cluster", g_dir);
+    snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int k = 0; k < N_NODES; k++) {
+        char store[300], log[300], listen[64], to[64];
+        snprintf(store, sizeof store, "%s/store-%d", g_dir, k);
+        snprintf(log, sizeof log, "%s/node-%d.log", g_dir, k);
+        snprintf(listen, sizeof listen, "tcp://10.77.%d.2:*", k);
+        const char *argv[] = {g_ip,   "netns",   "exec", g_ns_n[k], BIN "/st-node", "--listen",
+                              listen, "--mem",   "256M", "--store", store,          "-t",
+                              "1",    "--allow", allow,  NULL};
+        cr_assert_eq(st_test_node_start(&g_nodes[k], argv, log, 10000), 0, "node %d exited (log %s)", k, log);
+        cr_assert_eq(sscanf(g_nodes[k].url, "tcp://%63s", to), 1);
+        st_test_node_t proxy; /* "listening on HOST:PORT" like a node */
+        snprintf(log, sizeof log, "%s/proxy-%d.log", g_dir, k);
+        char delay[16];
+        snprintf(delay, sizeof delay, "%d", DELAY_MS);
+        const char *pargv[] = {g_ip,       "netns",       "exec", g_ns_c, BIN "/st-delay-proxy",
+                               "--listen", "127.0.0.1:0", "--to", to,     "--delay",
+                               delay,      NULL};
+        cr_assert_eq(st_test_node_start(&proxy, pargv, log, 10000), 0, "proxy %d exited (log %s)", k, log);
+        snprintf(g_proxy_url[k], sizeof g_proxy_url[k], "tcp://%s", proxy.url);
+        fprintf(f, "%s %s\n", g_proxy_url[k], g_nodes[k].pub);
+    }
+    fclose(f);
+}
+
+static const char *s_model(void) {
+    static char path[1024];
+    const char *args[] = {"--type",         "q4_0", "--hidden",     "512", "--layers", "4", "--experts", "16",
+                          "--experts-used", "4",    "--expert-ffn", "512", "--seed",   "5", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    return path;
+}
+
+typedef struct {
+    int status;
+    char *out, *err;
+    double ms;
+    double partition_at, heal_at; /* ms since the start, 0: none */
+    double rejoin_ms;             /* from the heal to the coordinator's "rejoined" line, -1: not seen */
+} run_t;
+
+/* st-coordinator in namespace C; partition >= 0: cut that node off at decode
+ * token 8 for PARTITION_MS, then heal it. Waits with RUN_DEADLINE_MS. */
+static run_t s_run(const char *model, const char *tag, int partition) {
+    char out[300], err[300];
+    snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec '%s' netns exec %s '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' "
+             "--replication 2 --state-dir '%s' --quiet-push --stats --timeout-ms %d -p '%s' -n %d --temp 0 --json "
+             "-t 1 > '%s' 2> '%s'",
+             g_ip, g_ns_c, BIN, model, g_dir, g_dir, g_dir, TIMEOUT_MS, PROMPT, N_PREDICT, out, err);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    run_t r = {0};
+    const double t0 = st_test_now_ms();
+    pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
+    int st = -1;
+    if (partition >= 0) {
+        cr_assert(st_test_file_has(err, "stats: token 8:", RUN_DEADLINE_MS), "%s: decode token 8 never came", tag);
+        s_partition(partition, true);
+        r.partition_at = st_test_now_ms() - t0;
+        /* the partition lasts PARTITION_MS unless the run ends first */
+        st = st_test_wait(pid, PARTITION_MS);
+        s_partition(partition, false);
+        r.heal_at = st_test_now_ms() - t0;
+        r.rejoin_ms = -1;
+        if (st < 0 && st_test_file_has(err, " rejoined: ", (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms())))
+            r.rejoin_ms = st_test_now_ms() - t0 - r.heal_at;
+    }
+    if (st < 0) st = st_test_wait(pid, (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms()));
+    if (st < 0) {
+        st_test_stop(pid, SIGKILL, 5000);
+        cr_assert_fail("%s: the coordinator hung (no exit within %d ms)", tag, RUN_DEADLINE_MS);
+    }
+    r.ms = st_test_now_ms() - t0;
+    r.status = st;
+    r.out = st_test_read_file(out, NULL);
+    r.err = st_test_read_file(err, NULL);
+    cr_assert_not_null(r.out);
+    cr_assert_not_null(r.err);
+    cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
+    return r;
+}
+
+/* Round trips of node k in the last decode token's --stats line. */
+static unsigned long long s_last_rt(const char *err, int k) {
+    const char *last = NULL;
+    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
+    cr_assert_not_null(last, "no --stats lines");
+    char key[32];
+    snprintf(key, sizeof key, " node %d rt ", k);
+    const char *p = strstr(last, key);
+    unsigned long long rt = 0;
+    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
+    return rt;
+}
+
+/* "N rejoins of nodes that were down (B shard bytes sent to them)" */
+static unsigned long long s_rejoins(const char *err, unsigned long long *bytes) {
+    const char *p = strstr(err, " rejoins of nodes that were down (");
+    unsigned long long n = 0;
+    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
+    while (p > err && p[-1] != ' ') p--;
+    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
+    return n;
+}
+
+/* "longest wait for node results X ms of N waits (deadline D ms)" */
+static double s_max_wait(const char *err, unsigned long long *waits) {
+    const char *p = strstr(err, "longest wait for node results ");
+    double ms = -1;
+    int deadline = 0;
+    cr_assert_not_null(p, "no wait summary:\n%s", err);
+    cr_assert_eq(
+        sscanf(p, "longest wait for node results %lf ms of %llu waits (deadline %d ms)", &ms, waits, &deadline), 3);
+    cr_assert_eq(deadline, TIMEOUT_MS);
+    return ms;
+}
+
+Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
+    s_require();
+    const char *model = s_model();
+    char ref_path[300];
+    snprintf(ref_path, sizeof ref_path, "%s/ref.out", g_dir);
+    cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
+                                BIN, model, PROMPT, N_PREDICT, ref_path),
+                 0);
+    char *ref = st_test_read_file(ref_path, NULL);
+    cr_assert_not_null(ref);
+
+    double t = st_test_now_ms();
+    s_topology();
+    s_cluster();
+    const double t_setup = st_test_now_ms() - t;
+
+    /* shards pushed over the delayed but otherwise clean links */
+    run_t push = s_run(model, "push", -1);
+    cr_assert_str_eq(push.out, ref, "output over the delayed links differs from st-run's");
+    cr_assert_gt(st_test_pushed(push.err), 0);
+
+    s_shape();
+    run_t shaped = s_run(model, "shaped", -1);
+    cr_assert_str_eq(shaped.out, ref, "output over shaped links (1%% loss) differs from st-run's:\n%s", shaped.err);
+    cr_assert_geq(st_test_pushed(shaped.err), 0, "no push summary:\n%s", shaped.err);
+    for (const char *l = shaped.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, "warn:", 5)) cr_log_info("shaped run: %.*s", (int)strcspn(l, "\n"), l);
+    unsigned long long waits_shaped = 0;
+    const double wait_shaped = s_max_wait(shaped.err, &waits_shaped);
+
+    run_t part = s_run(model, "partition", 1);
+    cr_assert_str_eq(part.out, ref, "tokens changed by the partition:\n%s", part.err);
+    cr_assert_not_null(strstr(part.err, "is down"), "the cut-off node was never marked down:\n%s", part.err);
+    /* healed: node 1 comes back on its verified store and serves again */
+    unsigned long long rejoin_bytes = 0;
+    cr_assert_geq(s_rejoins(part.err, &rejoin_bytes), 1, "node 1 did not rejoin after the heal:\n%s", part.err);
+    cr_assert_eq(rejoin_bytes, 0, "shards were sent to the node that rejoined");
+    cr_assert_not_null(strstr(part.err, "3 of 3 nodes up;"), "%s", part.err);
+    cr_assert_gt(s_last_rt(part.err, 1), 0, "node 1 is not used after it rejoined");
+    for (const char *l = part.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, "warn:", 5) || !strncmp(l, "cluster: ", 9) || strstr(l, "rejoin")) cr_log_info("%.*s", (int)strcspn(l, "\n"), l);
+    unsigned long long waits_part = 0;
+    const double wait_part = s_max_wait(part.err, &waits_part);
+
+    cr_log_info("setup %.0f ms; push run %.0f ms; shaped run %.0f ms (longest wait %.1f ms of %llu); partition run "
+                "%.0f ms (cut at %.0f ms, healed at %.0f ms, rejoined %.0f ms after the heal; longest wait %.1f ms of "
+                "%llu; deadline %d ms)",
+                t_setup, push.ms, shaped.ms, wait_shaped, waits_shaped, part.ms, part.partition_at, part.heal_at,
+                part.rejoin_ms, wait_part, waits_part, TIMEOUT_MS);
+    /* a wait ends at its deadline: zmq_poll's wake-up and the reply handling are the slack */
+    cr_assert_leq(wait_shaped, TIMEOUT_MS + 100, "a wait overran its deadline");
+    cr_assert_leq(wait_part, TIMEOUT_MS + 100, "a wait overran its deadline");
+    cr_assert_lt(part.ms, RUN_DEADLINE_MS);
+    free(push.out), free(push.err), free(shaped.out), free(shaped.err), free(part.out), free(part.err), free(ref);
+}
