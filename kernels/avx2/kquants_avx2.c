@@ -2,14 +2,22 @@
  * FMA and F16C (layouts in kernels/ref/kquants_ref.c).
  *
  * Each super-block is unpacked 32 quants at a time into unsigned bytes
- * (Q2_K 0..3, Q3_K q + 4 in 0..7, Q4_K 0..15, Q5_K 0..31), multiplied with
+ * (Q2_K 0..3, Q3_K's low 2 bits, Q4_K 0..15, Q5_K 0..31), multiplied with
  * the activations by maddubs (pairs within +-7936) and weighted by the group
  * scales with madd, so each super-block's sum is an exact int32 as in the
- * reference. Offsets never touch the elements: Q3_K's -4 is 4 * sum_g scale_g
- * * bsums_g, and the minimums of Q2_K/Q4_K/Q5_K are sum_g min_g * bsums_g,
- * both from Q8_K's precomputed sums of 16 activations. The integer sum is
- * scaled by d_w * d_x into 8 float lanes with FMA; minimum terms go to a
- * scalar float. Only the float rounding order differs from the reference.
+ * reference. Q3_K's -4 (high bit clear) is a second maddubs of 4 with the
+ * same activations; the minimums of Q2_K/Q4_K/Q5_K are sum_g min_g * bsums_g
+ * from Q8_K's precomputed sums of 16 activations. The integer sums are scaled
+ * by d_w * d_x into 8 float lanes with FMA.
+ *
+ * The int32 lanes and the float steps are those of ggml's AVX2 kernels
+ * (Q2_K: minimums into the lanes first; Q4_K/Q5_K: minimum terms in a scalar),
+ * which llama.cpp runs for Q2_K, Q3_K, Q5_K and Q6_K weights on AVX2 machines:
+ * the same bits, not only the same value up to rounding. On these random
+ * models any rounding difference is amplified by the 8-bit activations of the
+ * next layer, so bit-equal kernels keep the logits equal much longer (see
+ * tests/test_model_oracle.c). Against the reference, only the float rounding
+ * order differs.
  */
 #include "kernels_avx2.h"
 
@@ -49,12 +57,13 @@ void st_vec_dot_q2_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i m4 = _mm_set1_epi8(0x0f);
     __m256 acc = _mm256_setzero_ps();
-    float summ = 0.0f;
     for (int b = 0; b < n / ST_QK_K; b++) {
         const __m128i sm = _mm_loadu_si128((const __m128i *)w[b].scales);
         const __m128i sc8 = _mm_and_si128(sm, m4), mn8 = _mm_and_si128(_mm_srli_epi16(sm, 4), m4);
         const __m256i bs = _mm256_loadu_si256((const __m256i *)x[b].bsums);
-        const int summs = s_hsum_i32(_mm256_madd_epi16(_mm256_cvtepi8_epi16(mn8), bs));
+        const __m256i pm = _mm256_madd_epi16(_mm256_cvtepi8_epi16(mn8), bs); /* lane i: groups 2i, 2i+1 */
+        const float dall = x[b].d * _cvtsh_ss(w[b].d), dmin = -x[b].d * _cvtsh_ss(w[b].dmin);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(pm), acc);
         const int8_t *y = x[b].qs;
         __m256i sumi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
@@ -65,11 +74,9 @@ void st_vec_dot_q2_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s_pick_scales(sc8, 4 * h + k)));
             }
         }
-        const float dall = x[b].d * _cvtsh_ss(w[b].d), dmin = x[b].d * _cvtsh_ss(w[b].dmin);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
-        summ -= dmin * (float)summs;
     }
-    *s = s_hsum(acc) + summ;
+    *s = s_hsum(acc);
 }
 
 /* The 16 scales of a Q3_K super-block as signed bytes (-32..31). */
@@ -91,9 +98,6 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     __m256 acc = _mm256_setzero_ps();
     for (int b = 0; b < n / ST_QK_K; b++) {
         const __m128i sc8 = s_scales_q3k(w[b].scales);
-        /* q = q' - 4 with q' = low2 | hbit << 2: subtract 4 * sum_g scale_g bsums_g */
-        const __m256i offset =
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)x[b].bsums));
         const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
         const int8_t *y = x[b].qs;
         __m256i sumi = _mm256_setzero_si256();
@@ -101,15 +105,16 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * h));
             for (int k = 0; k < 4; k++, y += 32) {
                 const int c = 4 * h + k;
-                const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(hm, c), one);
-                const __m256i q =
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3), _mm256_slli_epi16(hb, 2));
-                const __m256i p = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)y));
+                /* q = low2 - (high bit clear ? 4 : 0): (low2 . y) - (4 . y) where the bit is clear,
+                 * pairs within +-1792 */
+                const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(bits, 2 * k), m3);
+                const __m256i four = _mm256_slli_epi16(_mm256_andnot_si256(_mm256_srli_epi16(hm, c), one), 2);
+                const __m256i yv = _mm256_loadu_si256((const __m256i *)y);
+                const __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(lo, yv), _mm256_maddubs_epi16(four, yv));
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s_pick_scales(sc8, c)));
             }
         }
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 2));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(_cvtsh_ss(w[b].d) * x[b].d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * _cvtsh_ss(w[b].d)), _mm256_cvtepi32_ps(sumi), acc);
     }
     *s = s_hsum(acc);
 }
