@@ -10,7 +10,13 @@
  *
  * Tolerance: twice llama.cpp's own difference between its two attention paths
  * (flash attention on/off) on the same tokens, or 1e-3 of the row's logit
- * standard deviation where that is larger (the issue's criterion).
+ * standard deviation where that is larger (the issue's criterion). Cases
+ * whose golden file has batch_max_diff (K-quant and Q4_1/Q5 weights) also take
+ * twice llama.cpp's own difference between its two matmul paths (prompt in
+ * one batch vs one token at a time): there the Q8_K/Q8_1 activation rounding
+ * amplifies any float-order difference, llama.cpp's own included; both of its
+ * runs, and ours, agree to the bit on the first positions and then part by
+ * ~0.05, with jumps of ~1 at the same few positions.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -134,7 +140,8 @@ static void s_run_case(const char *name) {
     int32_t *seq = malloc((size_t)n_seq * sizeof *seq);
     memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
     memcpy(seq + n_prompt, gen, (size_t)(n_gen - 1) * sizeof *seq);
-    const double fa = cJSON_GetObjectItem(g, "fa_max_diff")->valuedouble;
+    cJSON *bmd = cJSON_GetObjectItem(g, "batch_max_diff");
+    const double fa = fmax(cJSON_GetObjectItem(g, "fa_max_diff")->valuedouble, bmd ? bmd->valuedouble : 0.0);
     cJSON *rows = cJSON_GetObjectItem(g, "rows");
     int n_rows = cJSON_GetArraySize(rows), row_i = 0, checked = 0;
     const int chunk = cp.n_batch;
@@ -164,7 +171,7 @@ static void s_run_case(const char *name) {
         }
     }
     cr_assert_eq(checked, n_rows, "checked %d of %d rows", checked, n_rows);
-    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, fa_max_diff %.2e)", name, n_rows, worst, worst_tol, fa);
+    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, llama.cpp own spread %.2e)", name, n_rows, worst, worst_tol, fa);
 
     /* greedy decoding from the prompt: same tokens as llama.cpp (models up to 8
      * layers). A difference is accepted only at a near-tie of llama.cpp's own
@@ -219,5 +226,12 @@ ORACLE_CASE(fused_qkv, "fused-qkv")
 ORACLE_CASE(swa8_softmax, "swa8-softmax")
 ORACLE_CASE(router_hot_q4_0, "router-hot-q4_0")
 ORACLE_CASE(q4_0_llama_quantize, "q4_0-llama-quantize")
+ORACLE_CASE(q4_k_m_llama_quantize, "q4_k_m-llama-quantize")
+ORACLE_CASE(q5_k_m_llama_quantize, "q5_k_m-llama-quantize")
+ORACLE_CASE(q3_k_m_llama_quantize, "q3_k_m-llama-quantize")
+ORACLE_CASE(q2_k_llama_quantize, "q2_k-llama-quantize")
+ORACLE_CASE(q4_1_llama_quantize, "q4_1-llama-quantize")
+ORACLE_CASE(q5_0_llama_quantize, "q5_0-llama-quantize")
+ORACLE_CASE(q5_1_llama_quantize, "q5_1-llama-quantize")
 ORACLE_CASE(swa_long_ring, "swa-long-ring")
 ORACLE_CASE(model_4b_q4_0, "4b-q4_0")
