@@ -47,15 +47,6 @@ static cJSON *s_case_spec(const char *name) {
     return NULL;
 }
 
-static const char *s_llama_quantize(void) {
-    static char path[1024];
-    const char *bin = getenv("LLAMA_BIN");
-    snprintf(path, sizeof path, "%s/llama-quantize",
-             bin && *bin ? bin : (getenv("HOME") ? getenv("HOME") : "/root"));
-    if (!(bin && *bin)) snprintf(path, sizeof path, "%s/.cache/st-oracle/llama.cpp/build/bin/llama-quantize", getenv("HOME"));
-    return access(path, X_OK) == 0 ? path : NULL;
-}
-
 /* Builds the case's model with st-synth (+ llama-quantize); NULL = skip reason printed. */
 static bool s_model_path(cJSON *spec, char *path, size_t cap) {
     const char *args[64];
@@ -66,20 +57,9 @@ static bool s_model_path(cJSON *spec, char *path, size_t cap) {
         args[n++] = a->valuestring;
     }
     args[n] = NULL;
-    char base[1024];
-    cr_assert_not_null(st_test_model(args, base, sizeof base), "st-synth failed");
     cJSON *q = cJSON_GetObjectItem(spec, "quantize");
-    if (!q) {
-        snprintf(path, cap, "%s", base);
-        return true;
-    }
-    const char *lq = s_llama_quantize();
-    if (!lq) return false;
-    snprintf(path, cap, "%s.%s.gguf", base, q->valuestring);
-    if (access(path, R_OK) == 0) return true;
-    int rc = st_test_system("'%s' '%s' '%s.tmp' %s > /dev/null 2>&1 && mv '%s.tmp' '%s'", lq, base, path,
-                            q->valuestring, path, path);
-    cr_assert_eq(rc, 0, "llama-quantize failed");
+    if (q) return st_test_quantized_model(args, q->valuestring, path, cap);
+    cr_assert_not_null(st_test_model(args, path, cap), "st-synth failed");
     return true;
 }
 
