@@ -219,7 +219,7 @@ Test(kernels_quant, every_table_dot_matches_a_double_dot) {
 }
 
 Test(kernels_quant, zero_weights_or_zero_activations_give_zero) {
-    static uint8_t w[4 * 176], xq[4 * 292];
+    static uint8_t w[4 * 256], xq[4 * 292]; /* Q5_1: 24 B per 32 is the widest row */
     static float x[4 * 256];
     const int nt = s_n_tables();
     for (int ti = 0; ti < N_TYPES; ti++) {
@@ -247,7 +247,7 @@ Test(kernels_quant, zero_weights_or_zero_activations_give_zero) {
  * every integer path must hold its sums (int16 pairs and all). Sums reach
  * 2^24 and beyond, so the float order may move the last bit. */
 Test(kernels_quant, saturated_blocks_match_ref) {
-    static uint8_t w[8 * 176], xq[8 * 292];
+    static uint8_t w[8 * 256], xq[8 * 292]; /* Q5_1: 24 B per 32 is the widest row */
     const int nt = s_n_tables();
     for (int ti = 0; ti < N_TYPES; ti++) {
         const st_type_t t = s_types[ti];
