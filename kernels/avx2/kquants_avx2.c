@@ -10,14 +10,15 @@
  * from Q8_K's precomputed sums of 16 activations. The integer sums are scaled
  * by d_w * d_x into 8 float lanes with FMA.
  *
- * The int32 lanes and the float steps are those of ggml's AVX2 kernels
- * (Q2_K: minimums into the lanes first; Q4_K/Q5_K: minimum terms in a scalar),
- * which llama.cpp runs for Q2_K, Q3_K, Q5_K and Q6_K weights on AVX2 machines:
- * the same bits, not only the same value up to rounding. On these random
- * models any rounding difference is amplified by the 8-bit activations of the
- * next layer, so bit-equal kernels keep the logits equal much longer (see
- * tests/test_model_oracle.c). Against the reference, only the float rounding
- * order differs.
+ * For Q2_K, Q3_K and Q5_K the int32 lanes and the float steps are those of
+ * ggml's AVX2 kernels (Q2_K: minimums into the lanes first; Q5_K: minimum
+ * terms in a scalar), which llama.cpp runs for these weights on AVX2 machines
+ * (it repacks only Q4_0 and Q4_K there): the same bits, not only the same
+ * value up to rounding. On the random test models any rounding difference is
+ * amplified by the 8-bit activations of the next layer, so bit-equal kernels
+ * keep the logits equal much longer (tests/test_model_oracle.c). Q4_K keeps
+ * its minimum term in a scalar too. Against the reference, only the float
+ * rounding order differs.
  */
 #include "kernels_avx2.h"
 
