@@ -369,32 +369,46 @@ Test(kernels_quant, q8_1_quantize_follows_ggml_rules) {
     }
 }
 
-/* The Q4_K matmul gives each (row, token) the bits of the same table's dot
- * product, whatever the token count (chunks of 4 and leftovers) or row list. */
-Test(kernels_quant, q4_k_matmul_is_the_dot_product_bit_for_bit) {
+/* The Q4_K and Q6_K matmuls give each (row, token) the bits of the same
+ * table's dot product, whatever the token count (chunks of 4 and leftovers)
+ * or row list. */
+static void s_matmul_is_the_dot_product(st_type_t t) {
     enum { NB = 6, ROWS = 11, TOK = 9 };
-    static uint8_t w[ROWS * NB * 144], xq[TOK * NB * 292];
+    static uint8_t w[ROWS * NB * 210], xq[TOK * NB * 292];
     static float x[TOK * NB * 256], y[TOK * ROWS];
     const int n = NB * 256, nt = s_n_tables();
-    rng_seed(444);
-    for (int r = 0; r < ROWS; r++) fill_row(ST_TYPE_Q4_K, w + (size_t)r * NB * 144, n);
+    const size_t wr = st_row_size(t, n), xr = st_row_size(ST_TYPE_Q8_K, n);
+    rng_seed(444 + t);
+    for (int r = 0; r < ROWS; r++) {
+        if (t == ST_TYPE_Q6_K) { /* random bits, small fp16 d (last 2 bytes of each block) */
+            for (size_t i = 0; i < wr; i++) w[r * wr + i] = (uint8_t)rng_u32();
+            for (int b = 0; b < NB; b++) {
+                const uint16_t d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+                memcpy(w + r * wr + (size_t)b * 210 + 208, &d, 2);
+            }
+        } else {
+            fill_row(t, w + r * wr, n);
+        }
+    }
     fill_acts(x, TOK * n);
-    for (int t = 0; t < TOK; t++)
-        st_kernels_ref.from_float[ST_TYPE_Q8_K](n, x + (size_t)t * n, xq + (size_t)t * NB * 292);
+    for (int k = 0; k < TOK; k++) st_kernels_ref.from_float[ST_TYPE_Q8_K](n, x + (size_t)k * n, xq + k * xr);
     const int32_t list[] = {7, 2, 10, 0, 5};
     for (int k = 0; k < nt; k++) {
         for (int n_tok = 1; n_tok <= TOK; n_tok++) {
             memset(y, 0, sizeof y);
-            st_matmul(s_tables[k], ST_TYPE_Q4_K, w, n, 1, ROWS, xq, NB * 292, n_tok, y, ROWS);
-            st_matmul_rows(s_tables[k], ST_TYPE_Q4_K, w, n, list, 5, xq, NB * 292, n_tok, y, ROWS); /* same values */
-            for (int t = 0; t < n_tok; t++)
+            st_matmul(s_tables[k], t, w, n, 1, ROWS, xq, xr, n_tok, y, ROWS);
+            st_matmul_rows(s_tables[k], t, w, n, list, 5, xq, xr, n_tok, y, ROWS); /* same values again */
+            for (int i = 0; i < n_tok; i++)
                 for (int r = 1; r < ROWS; r++) {
                     float want;
-                    s_tables[k]->vec_dot[ST_TYPE_Q4_K](n, &want, w + (size_t)r * NB * 144, xq + (size_t)t * NB * 292);
-                    cr_assert(memcmp(&want, &y[t * ROWS + r], sizeof want) == 0,
-                              "%s n_tok %d row %d token %d: %a vs %a", s_tables[k]->name, n_tok, r, t,
-                              (double)y[t * ROWS + r], (double)want);
+                    s_tables[k]->vec_dot[t](n, &want, w + r * wr, xq + i * xr);
+                    cr_assert(memcmp(&want, &y[i * ROWS + r], sizeof want) == 0,
+                              "%s %s n_tok %d row %d token %d: %a vs %a", s_tables[k]->name, st_type_name(t), n_tok, r,
+                              i, (double)y[i * ROWS + r], (double)want);
                 }
         }
     }
 }
+
+Test(kernels_quant, q4_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q4_K); }
+Test(kernels_quant, q6_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q6_K); }
