@@ -9,7 +9,8 @@
  *
  * Numerics follow ggml so that results match llama.cpp: a weight row of type T
  * is multiplied with an activation row converted to st_type_traits(T)->vec_dot_type
- * (Q8_0 for Q4_0/Q8_0, Q8_K for the K-quants, F16 for F16, BF16 for BF16).
+ * (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F16 for
+ * F16, BF16 for BF16).
  */
 #ifndef ST_KERNELS_H
 #define ST_KERNELS_H
@@ -72,6 +73,69 @@ typedef struct {
 _Static_assert(sizeof(st_block_q8_0) == 34, "GGUF Q8_0 layout");
 
 typedef struct {
+    uint16_t d;               /* fp16 scale */
+    uint16_t m;               /* fp16 minimum */
+    uint8_t qs[ST_QK4_0 / 2]; /* nibbles as in Q4_0; value q*d + m */
+} st_block_q4_1;
+_Static_assert(sizeof(st_block_q4_1) == 20, "GGUF Q4_1 layout");
+
+typedef struct {
+    uint16_t d;               /* fp16 scale */
+    uint8_t qh[4];            /* bit j of this little-endian u32: 5th bit of element j */
+    uint8_t qs[ST_QK4_0 / 2]; /* low 4 bits, nibbles as in Q4_0; value (q-16)*d */
+} st_block_q5_0;
+_Static_assert(sizeof(st_block_q5_0) == 22, "GGUF Q5_0 layout");
+
+typedef struct {
+    uint16_t d;               /* fp16 scale */
+    uint16_t m;               /* fp16 minimum */
+    uint8_t qh[4];            /* 5th bits as in Q5_0 */
+    uint8_t qs[ST_QK4_0 / 2]; /* low 4 bits as in Q5_0; value q*d + m */
+} st_block_q5_1;
+_Static_assert(sizeof(st_block_q5_1) == 24, "GGUF Q5_1 layout");
+
+typedef struct {
+    uint16_t d;          /* fp16 scale */
+    uint16_t s;          /* fp16 of d * sum(qs): the activation side of the Q4_1/Q5_1 minimum term */
+    int8_t qs[ST_QK8_0]; /* value q*d */
+} st_block_q8_1;
+_Static_assert(sizeof(st_block_q8_1) == 36, "ggml Q8_1 layout");
+
+/* K-quants: super-blocks of 256. Element layouts are spelled out in kernels/ref/quant_ref.c. */
+typedef struct {
+    uint8_t scales[ST_QK_K / 16]; /* per 16 elements: scale (low nibble), min (high nibble) */
+    uint8_t qs[ST_QK_K / 4];      /* 2-bit quants */
+    uint16_t d;                   /* fp16 super-block scale of the scales */
+    uint16_t dmin;                /* fp16 super-block scale of the mins */
+} st_block_q2_k;
+_Static_assert(sizeof(st_block_q2_k) == 84, "GGUF Q2_K layout");
+
+typedef struct {
+    uint8_t hmask[ST_QK_K / 8]; /* high bit of each quant */
+    uint8_t qs[ST_QK_K / 4];    /* low 2 bits */
+    uint8_t scales[12];         /* 16 6-bit scales, packed, stored +32 */
+    uint16_t d;                 /* fp16 super-block scale */
+} st_block_q3_k;
+_Static_assert(sizeof(st_block_q3_k) == 110, "GGUF Q3_K layout");
+
+typedef struct {
+    uint16_t d;              /* fp16 super-block scale of the scales */
+    uint16_t dmin;           /* fp16 super-block scale of the mins */
+    uint8_t scales[12];      /* 8 6-bit scales and 8 6-bit mins of 32-element groups, packed */
+    uint8_t qs[ST_QK_K / 2]; /* 4-bit quants */
+} st_block_q4_k;
+_Static_assert(sizeof(st_block_q4_k) == 144, "GGUF Q4_K layout");
+
+typedef struct {
+    uint16_t d;              /* as Q4_K */
+    uint16_t dmin;
+    uint8_t scales[12];
+    uint8_t qh[ST_QK_K / 8]; /* 5th bit of each quant */
+    uint8_t qs[ST_QK_K / 2]; /* low 4 bits */
+} st_block_q5_k;
+_Static_assert(sizeof(st_block_q5_k) == 176, "GGUF Q5_K layout");
+
+typedef struct {
     uint8_t ql[ST_QK_K / 2];     /* quants, lower 4 bits */
     uint8_t qh[ST_QK_K / 4];     /* quants, upper 2 bits */
     int8_t scales[ST_QK_K / 16]; /* 8-bit scales of 16-element groups */
@@ -123,7 +187,7 @@ typedef void (*st_matmul_fn)(int n_in, const void *w, const int32_t *rows, int r
 typedef struct {
     const char *name;                        /* "ref", "avx2", ... */
     st_vec_dot_fn vec_dot[ST_TYPE_COUNT];    /* by weight type */
-    st_from_float_fn from_float[ST_TYPE_COUNT]; /* by target type: F32, F16, BF16, Q8_0, Q8_K, (Q4_0) */
+    st_from_float_fn from_float[ST_TYPE_COUNT]; /* by target type: F32, F16, BF16, Q8_0, Q8_1, Q8_K, (Q4_0) */
     st_to_float_fn to_float[ST_TYPE_COUNT];  /* by stored type */
     st_matmul_fn matmul[ST_TYPE_COUNT];      /* by weight type; NULL: rows x tokens of vec_dot */
 } st_kernels_t;

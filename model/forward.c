@@ -6,7 +6,7 @@
  *
  * Numerics follow llama.cpp's CPU backend where it matters for matching its
  * logits: activations are converted to the weight type's vec_dot format
- * (Q8_0 for Q4_0/Q8_0 weights), RMSNorm sums in double, q and the attention
+ * (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), RMSNorm sums in double, q and the attention
  * probabilities are rounded to F16 when the KV cache is F16 (ggml converts
  * them for its F16 matmuls), expert outputs are summed in routing order.
  */
@@ -36,7 +36,7 @@ static size_t s_max(size_t a, size_t b) { return a > b ? a : b; }
 /* Bytes of one activation row converted for any weight of the model, for widths up to n. */
 static size_t s_conv_row_bytes(int64_t n) {
     size_t b = (size_t)n * sizeof(float);
-    const st_type_t fmts[] = {ST_TYPE_Q8_0, ST_TYPE_Q8_K, ST_TYPE_F16, ST_TYPE_BF16};
+    const st_type_t fmts[] = {ST_TYPE_Q8_0, ST_TYPE_Q8_1, ST_TYPE_Q8_K, ST_TYPE_F16, ST_TYPE_BF16};
     for (size_t i = 0; i < sizeof fmts / sizeof fmts[0]; i++) {
         const st_type_traits_t *t = st_type_traits(fmts[i]);
         size_t nb = ((size_t)n + (size_t)t->blck - 1) / (size_t)t->blck;

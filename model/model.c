@@ -222,6 +222,10 @@ static int s_bind_layer(st_model_t *m, int il) {
     if ((rc = s_bind(g, NAME("ffn_gate_inp.weight"), c->n_embd, c->n_expert, 1, &L->router)) < 0) return rc;
     if ((rc = s_bind(g, NAME("ffn_gate_exps.weight"), c->n_embd, c->n_ff_exp, c->n_expert, &L->gate_exps)) < 0) return rc;
     if ((rc = s_bind(g, NAME("ffn_up_exps.weight"), c->n_embd, c->n_ff_exp, c->n_expert, &L->up_exps)) < 0) return rc;
+    /* gate and up read one conversion of the input (llama-quantize gives them one type) */
+    if (st_type_traits(L->gate_exps.type)->vec_dot_type != st_type_traits(L->up_exps.type)->vec_dot_type)
+        return st_fail(ST_EUNSUP, "layer %d: expert gate %s and up %s take different activation formats", il,
+                       st_type_name(L->gate_exps.type), st_type_name(L->up_exps.type));
     if ((rc = s_bind_down(m, NAME("ffn_down_exps.weight"), L)) < 0) return rc;
 #undef NAME
     return 0;

@@ -565,7 +565,9 @@ int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t cap) {
         return s_why(why, cap, "down type %u with %s rows", s->down_type, s->down_transposed ? "n_embd" : "n_ff_exp");
     const st_type_traits_t *g = st_type_traits((int)s->gate_type), *u = st_type_traits((int)s->up_type);
     if (g->vec_dot_type != u->vec_dot_type) return s_why(why, cap, "gate and up take different activation types");
-    if (!s_type_fits(g->vec_dot_type, s->n_embd)) return s_why(why, cap, "activation type with n_embd %u", s->n_embd);
+    const st_type_traits_t *a = st_type_traits(g->vec_dot_type); /* Q8_0, Q8_1, Q8_K...: not weight types */
+    if (!a || a->blck <= 0 || s->n_embd % (uint32_t)a->blck)
+        return s_why(why, cap, "activation type with n_embd %u", s->n_embd);
     uint64_t sizes[3];
     uint64_t eb = st_wire_matrix_bytes(s, sizes);
     if (eb == 0 || eb != s->expert_bytes)

@@ -172,8 +172,7 @@ static void s_same(const run_t *want, const run_t *got, const char *what) {
 }
 
 /* The whole matrix for one model: 1, 2, 3, 5 nodes. */
-static void s_matrix(const char *const *synth) {
-    const char *model = s_model(synth);
+static void s_matrix_model(const char *model) {
     char dir[] = "/tmp/st-test-ref-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     run_t ref = s_run(dir, "ref", model, NULL, "");
@@ -202,6 +201,8 @@ static void s_matrix(const char *const *synth) {
     st_test_system("rm -rf '%s'", dir);
 }
 
+static void s_matrix(const char *const *synth) { s_matrix_model(s_model(synth)); }
+
 Test(cluster, tiny_f32_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
     const char *synth[] = {"--type", "f32", NULL};
     s_matrix(synth);
@@ -215,6 +216,18 @@ Test(cluster, tiny_q4_0_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
 Test(cluster, swa_8_layers_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
     const char *synth[] = {"--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "7", NULL};
     s_matrix(synth);
+}
+
+/* K-quant experts, whose activations travel as Q8_K rows (skipped where
+ * llama-quantize is absent). llama-quantize's Q4_K_S on 4 layers: Q4_K experts
+ * in every layer (Q4_K_M would make layer 2's down Q6_K, and the cluster wants
+ * one expert shape for all layers: see coordinator/remote_moe.c). */
+Test(cluster, q4_k_s_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
+    const char *synth[] = {"--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--seed", "3",
+                           NULL};
+    static char model[1200];
+    if (!st_test_quantized_model(synth, "Q4_K_S", model, sizeof model)) cr_skip_test("llama-quantize not available");
+    s_matrix_model(model);
 }
 
 Test(cluster, restarted_node_gets_zero_shard_bytes, .timeout = 120) {

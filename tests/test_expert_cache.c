@@ -18,12 +18,16 @@
 
 #define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
 
-static st_model_t *s_load(const char *const *args) {
-    char path[1024];
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+static st_model_t *s_load_path(const char *path) {
     st_model_t *m = st_model_load(path);
     cr_assert_not_null(m, "cannot load %s", path);
     return m;
+}
+
+static st_model_t *s_load(const char *const *args) {
+    char path[1024];
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    return s_load_path(path);
 }
 
 #define N_PROMPT 11
@@ -62,8 +66,7 @@ static st_ctx_t *s_ctx(const st_model_t *m, int n_batch) {
 }
 
 /* Normal path vs a cache of `extra` slots more than one layer step needs. */
-static void s_check_identical(const char *const *args, int n_batch, int extra, bool no_direct, bool no_prefetch) {
-    st_model_t *m = s_load(args);
+static void s_check_identical_model(st_model_t *m, int n_batch, int extra, bool no_direct, bool no_prefetch) {
     const st_config_t *cfg = &m->cfg;
     st_ctx_t *c = s_ctx(m, n_batch);
     float *want = s_run(c);
@@ -105,6 +108,17 @@ static void s_check_identical(const char *const *args, int n_batch, int extra, b
     st_model_destroy(&m);
 }
 
+static void s_check_identical(const char *const *args, int n_batch, int extra, bool no_direct, bool no_prefetch) {
+    s_check_identical_model(s_load(args), n_batch, extra, no_direct, no_prefetch);
+}
+
+/* The model of args requantized by llama-quantize (skipped where it is absent). */
+static void s_check_identical_quantized(const char *const *args, const char *type, int n_batch, int extra) {
+    char path[1200];
+    if (!st_test_quantized_model(args, type, path, sizeof path)) cr_skip_test("llama-quantize not available");
+    s_check_identical_model(s_load_path(path), n_batch, extra, false, false);
+}
+
 #define Q4 SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "5")
 
 Test(expert_cache, q4_0_bit_identical_with_evictions) { s_check_identical(Q4, 1, 2, false, false); }
@@ -114,6 +128,17 @@ Test(expert_cache, q8_0_powerinfer_transposed_down) {
     s_check_identical(SYNTH("--type", "q8_0", "--powerinfer", "--gating", "sigmoid", "--seed", "3"), 3, 1, false,
                       false);
 }
+/* K-quant experts (Q4_K gate/up, Q6_K down on some layers; Q8_K activations)
+ * and Q4_1 ones (Q8_1 activations) through the cache. */
+#define KQ SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--experts-used", "4", \
+                 "--layers", "3", "--seed", "5")
+Test(expert_cache, q4_k_m_bit_identical_with_evictions) { s_check_identical_quantized(KQ, "Q4_K_M", 2, 2); }
+Test(expert_cache, q4_1_bit_identical_with_evictions) {
+    s_check_identical_quantized(SYNTH("--type", "f32", "--experts", "16", "--experts-used", "4", "--layers", "3",
+                                      "--seed", "6"),
+                                "Q4_1", 3, 1);
+}
+
 Test(expert_cache, f32_odd_shapes) {
     s_check_identical(SYNTH("--type", "f32", "--hidden", "96", "--expert-ffn", "40", "--experts", "6", "--seed", "9"),
                       1, 1, false, false);

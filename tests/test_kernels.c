@@ -82,6 +82,49 @@ static void fill_weights(st_type_t t, void *row, int n) {
         for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
         break;
     }
+    /* the other quantized formats: any bits are valid quants and scales; the
+     * fp16 scales (and minimums) are set to sizes like llama-quantize writes */
+    case ST_TYPE_Q4_1:
+    case ST_TYPE_Q5_1: {
+        const size_t bs = st_type_traits(t)->size;
+        rng_bytes(row, st_row_size(t, n));
+        for (int i = 0; i < n / 32; i++) {
+            uint16_t dm[2] = {st_fp32_to_fp16(rng_float(0.0f, 0.01f)), st_fp32_to_fp16(rng_float(-0.1f, 0.0f))};
+            memcpy((uint8_t *)row + i * bs, dm, sizeof dm); /* d, m lead both blocks */
+        }
+        break;
+    }
+    case ST_TYPE_Q5_0: {
+        st_block_q5_0 *b = row;
+        rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / 32; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.01f, 0.01f));
+        break;
+    }
+    case ST_TYPE_Q2_K: {
+        st_block_q2_k *b = row;
+        rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK_K; i++) {
+            b[i].d = st_fp32_to_fp16(rng_float(0.0f, 0.004f));
+            b[i].dmin = st_fp32_to_fp16(rng_float(0.0f, 0.004f));
+        }
+        break;
+    }
+    case ST_TYPE_Q3_K: {
+        st_block_q3_k *b = row;
+        rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+        break;
+    }
+    case ST_TYPE_Q4_K:
+    case ST_TYPE_Q5_K: {
+        const size_t bs = st_type_traits(t)->size;
+        rng_bytes(row, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK_K; i++) {
+            uint16_t dm[2] = {st_fp32_to_fp16(rng_float(0.0f, 0.0005f)), st_fp32_to_fp16(rng_float(0.0f, 0.002f))};
+            memcpy((uint8_t *)row + i * bs, dm, sizeof dm); /* d, dmin lead both blocks */
+        }
+        break;
+    }
     default: { /* float formats */
         float *f = malloc((size_t)n * sizeof *f);
         fill_floats(f, n);
@@ -122,8 +165,9 @@ static const st_kernels_t *need(const char *name) {
     return k;
 }
 
-static const st_type_t s_weight_types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16,
-                                           ST_TYPE_Q8_0, ST_TYPE_Q4_0, ST_TYPE_Q6_K};
+static const st_type_t s_weight_types[] = {ST_TYPE_F32,  ST_TYPE_F16,  ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q4_0,
+                                           ST_TYPE_Q6_K, ST_TYPE_Q4_1, ST_TYPE_Q5_0, ST_TYPE_Q5_1, ST_TYPE_Q2_K,
+                                           ST_TYPE_Q3_K, ST_TYPE_Q4_K, ST_TYPE_Q5_K};
 #define N_WEIGHT_TYPES (int)(sizeof s_weight_types / sizeof s_weight_types[0])
 
 /* Sizes to try for a type: odd block counts (1, 3, ..., 65 blocks of 32; 1..9
@@ -156,6 +200,10 @@ Test(kernels, traits_of_supported_types) {
         {ST_TYPE_F32, "F32", 1, 4, ST_TYPE_F32},       {ST_TYPE_F16, "F16", 1, 2, ST_TYPE_F16},
         {ST_TYPE_BF16, "BF16", 1, 2, ST_TYPE_BF16},    {ST_TYPE_Q4_0, "Q4_0", 32, 18, ST_TYPE_Q8_0},
         {ST_TYPE_Q8_0, "Q8_0", 32, 34, ST_TYPE_Q8_0},  {ST_TYPE_Q6_K, "Q6_K", 256, 210, ST_TYPE_Q8_K},
+        {ST_TYPE_Q4_1, "Q4_1", 32, 20, ST_TYPE_Q8_1},  {ST_TYPE_Q5_0, "Q5_0", 32, 22, ST_TYPE_Q8_0},
+        {ST_TYPE_Q5_1, "Q5_1", 32, 24, ST_TYPE_Q8_1},  {ST_TYPE_Q2_K, "Q2_K", 256, 84, ST_TYPE_Q8_K},
+        {ST_TYPE_Q3_K, "Q3_K", 256, 110, ST_TYPE_Q8_K}, {ST_TYPE_Q4_K, "Q4_K", 256, 144, ST_TYPE_Q8_K},
+        {ST_TYPE_Q5_K, "Q5_K", 256, 176, ST_TYPE_Q8_K},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const st_type_traits_t *tr = st_type_traits(want[i].t);
@@ -175,8 +223,7 @@ Test(kernels, traits_of_known_unsupported_types) {
         int id;
         int blck;
         size_t size;
-    } want[] = {{3, 32, 20},   {6, 32, 22},   {7, 32, 24},   {9, 32, 36},   {10, 256, 84},
-                {11, 256, 110}, {12, 256, 144}, {13, 256, 176}, {15, 256, 292}, {16, 256, 66},
+    } want[] = {{9, 32, 36},   {15, 256, 292}, {16, 256, 66},
                 {17, 256, 74},  {18, 256, 98},  {19, 256, 50},  {20, 32, 18},   {21, 256, 110},
                 {22, 256, 82},  {23, 256, 136}, {24, 1, 1},     {25, 1, 2},     {26, 1, 4},
                 {27, 1, 8},     {28, 1, 8},     {29, 256, 56},  {34, 256, 54},  {35, 256, 66},
@@ -188,7 +235,7 @@ Test(kernels, traits_of_known_unsupported_types) {
         cr_assert_eq(tr->size, want[i].size, "id %d", want[i].id);
         cr_assert(!tr->supported, "id %d", want[i].id);
     }
-    cr_assert_str_eq(st_type_name(ST_TYPE_Q4_K), "Q4_K");
+    cr_assert_str_eq(st_type_name(ST_TYPE_Q8_1), "Q8_1");
     cr_assert_str_eq(st_type_name(ST_TYPE_IQ4_XS), "IQ4_XS");
 }
 
@@ -439,6 +486,9 @@ Test(kernels, ref_vec_dot_matches_dequantized_dot) {
     int sizes[128];
     for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         const st_type_t t = s_weight_types[ti];
+        /* Q8_1's s is d * sum(q) rounded to fp16, not the sum of the dequantized
+         * activations: test_kernels_quant.c checks Q4_1/Q5_1 with that semantics */
+        if (st_type_traits(t)->vec_dot_type == ST_TYPE_Q8_1) continue;
         const int ns = sizes_for(t, sizes);
         for (int si = 0; si < ns; si++) {
             const int n = sizes[si];
@@ -524,7 +574,7 @@ static void check_extremes_match_ref(const st_kernels_t *k) {
 static void check_from_float_matches_ref(const st_kernels_t *k) {
     static float x[9 * 256 + 8];
     static uint8_t want[16384], got[16384];
-    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q8_K, ST_TYPE_Q4_0};
+    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q8_1, ST_TYPE_Q8_K, ST_TYPE_Q4_0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const st_type_t t = types[ti];
         const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
@@ -550,9 +600,8 @@ static void check_from_float_matches_ref(const st_kernels_t *k) {
 static void check_to_float_matches_ref(const st_kernels_t *k) {
     static uint8_t row[9 * 256 * 4];
     static float want[9 * 256 + 8], got[9 * 256 + 8];
-    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q4_0, ST_TYPE_Q6_K};
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        const st_type_t t = types[ti];
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
         const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
         for (int n = step; n <= 9 * 256; n += step) {
             rng_seed(77 + n);

@@ -276,8 +276,14 @@ static void s_expect_refused(const edit_t *ed, const char *want) {
 }
 
 Test(model, unsupported_tensor_type_is_named) {
+    edit_t ed = {.retype_tensor = "blk.1.ffn_up_exps.weight", .new_type = 20 /* IQ4_NL */};
+    s_expect_refused(&ed, "unsupported tensor type IQ4_NL in tensor blk.1.ffn_up_exps.weight");
+}
+
+Test(model, gate_and_up_with_different_activation_formats_refused) {
+    /* Q8_0 gate (Q8_0 activations) with a Q4_1 up (Q8_1 activations) */
     edit_t ed = {.retype_tensor = "blk.1.ffn_up_exps.weight", .new_type = 3 /* Q4_1 */};
-    s_expect_refused(&ed, "unsupported tensor type Q4_1 in tensor blk.1.ffn_up_exps.weight");
+    s_expect_refused(&ed, "layer 1: expert gate Q8_0 and up Q4_1 take different activation formats");
 }
 
 Test(model, missing_required_key) {

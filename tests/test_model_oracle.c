@@ -10,7 +10,13 @@
  *
  * Tolerance: twice llama.cpp's own difference between its two attention paths
  * (flash attention on/off) on the same tokens, or 1e-3 of the row's logit
- * standard deviation where that is larger (the issue's criterion).
+ * standard deviation where that is larger (the issue's criterion). Cases
+ * whose golden file has batch_max_diff (K-quant and Q4_1/Q5 weights) also take
+ * twice llama.cpp's own difference between its two matmul paths (prompt in
+ * one batch vs one token at a time): there the Q8_K/Q8_1 activation rounding
+ * amplifies any float-order difference, llama.cpp's own included; both of its
+ * runs, and ours, agree to the bit on the first positions and then part by
+ * ~0.05, with jumps of ~1 at the same few positions.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -41,15 +47,6 @@ static cJSON *s_case_spec(const char *name) {
     return NULL;
 }
 
-static const char *s_llama_quantize(void) {
-    static char path[1024];
-    const char *bin = getenv("LLAMA_BIN");
-    snprintf(path, sizeof path, "%s/llama-quantize",
-             bin && *bin ? bin : (getenv("HOME") ? getenv("HOME") : "/root"));
-    if (!(bin && *bin)) snprintf(path, sizeof path, "%s/.cache/st-oracle/llama.cpp/build/bin/llama-quantize", getenv("HOME"));
-    return access(path, X_OK) == 0 ? path : NULL;
-}
-
 /* Builds the case's model with st-synth (+ llama-quantize); NULL = skip reason printed. */
 static bool s_model_path(cJSON *spec, char *path, size_t cap) {
     const char *args[64];
@@ -60,20 +57,9 @@ static bool s_model_path(cJSON *spec, char *path, size_t cap) {
         args[n++] = a->valuestring;
     }
     args[n] = NULL;
-    char base[1024];
-    cr_assert_not_null(st_test_model(args, base, sizeof base), "st-synth failed");
     cJSON *q = cJSON_GetObjectItem(spec, "quantize");
-    if (!q) {
-        snprintf(path, cap, "%s", base);
-        return true;
-    }
-    const char *lq = s_llama_quantize();
-    if (!lq) return false;
-    snprintf(path, cap, "%s.%s.gguf", base, q->valuestring);
-    if (access(path, R_OK) == 0) return true;
-    int rc = st_test_system("'%s' '%s' '%s.tmp' %s > /dev/null 2>&1 && mv '%s.tmp' '%s'", lq, base, path,
-                            q->valuestring, path, path);
-    cr_assert_eq(rc, 0, "llama-quantize failed");
+    if (q) return st_test_quantized_model(args, q->valuestring, path, cap);
+    cr_assert_not_null(st_test_model(args, path, cap), "st-synth failed");
     return true;
 }
 
@@ -139,7 +125,8 @@ static void s_run_case(const char *name) {
     int32_t *seq = malloc((size_t)n_seq * sizeof *seq);
     memcpy(seq, prompt, (size_t)n_prompt * sizeof *seq);
     memcpy(seq + n_prompt, gen, (size_t)(n_gen - 1) * sizeof *seq);
-    const double fa = cJSON_GetObjectItem(g, "fa_max_diff")->valuedouble;
+    cJSON *bmd = cJSON_GetObjectItem(g, "batch_max_diff");
+    const double fa = fmax(cJSON_GetObjectItem(g, "fa_max_diff")->valuedouble, bmd ? bmd->valuedouble : 0.0);
     cJSON *rows = cJSON_GetObjectItem(g, "rows");
     int n_rows = cJSON_GetArraySize(rows), row_i = 0, checked = 0;
     const int chunk = cp.n_batch;
@@ -169,7 +156,7 @@ static void s_run_case(const char *name) {
         }
     }
     cr_assert_eq(checked, n_rows, "checked %d of %d rows", checked, n_rows);
-    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, fa_max_diff %.2e)", name, n_rows, worst, worst_tol, fa);
+    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, llama.cpp own spread %.2e)", name, n_rows, worst, worst_tol, fa);
 
     /* greedy decoding from the prompt: same tokens as llama.cpp (models up to 8
      * layers). A difference is accepted only at a near-tie of llama.cpp's own
@@ -224,5 +211,12 @@ ORACLE_CASE(fused_qkv, "fused-qkv")
 ORACLE_CASE(swa8_softmax, "swa8-softmax")
 ORACLE_CASE(router_hot_q4_0, "router-hot-q4_0")
 ORACLE_CASE(q4_0_llama_quantize, "q4_0-llama-quantize")
+ORACLE_CASE(q4_k_m_llama_quantize, "q4_k_m-llama-quantize")
+ORACLE_CASE(q5_k_m_llama_quantize, "q5_k_m-llama-quantize")
+ORACLE_CASE(q3_k_m_llama_quantize, "q3_k_m-llama-quantize")
+ORACLE_CASE(q2_k_llama_quantize, "q2_k-llama-quantize")
+ORACLE_CASE(q4_1_llama_quantize, "q4_1-llama-quantize")
+ORACLE_CASE(q5_0_llama_quantize, "q5_0-llama-quantize")
+ORACLE_CASE(q5_1_llama_quantize, "q5_1-llama-quantize")
 ORACLE_CASE(swa_long_ring, "swa-long-ring")
 ORACLE_CASE(model_4b_q4_0, "4b-q4_0")

@@ -378,6 +378,27 @@ Test(wire, shape_checks) {
     cr_assert_eq(st_wire_max_result_frame(&b), (uint64_t)ST_WIRE_MAX_TOKENS * 2 * 64 * 4);
 }
 
+Test(wire, k_quant_and_q8_1_shapes) {
+    /* a Q4_K_M-style expert (Q4_K gate/up, Q6_K down): activations travel as Q8_K */
+    st_wire_shape_t s = s_shape();
+    s.n_embd = 512, s.n_ff_exp = 256, s.gate_type = s.up_type = ST_TYPE_Q4_K, s.down_type = ST_TYPE_Q6_K;
+    uint64_t sizes[3];
+    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
+    char why[256];
+    cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(s.expert_bytes, 2 * 256 * 2 * 144 + 512 * 210);
+    cr_assert_eq(st_wire_act_row_bytes(&s), 2 * sizeof(st_block_q8_k));
+    st_wire_shape_t b = s;
+    b.n_embd = 384, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* 1.5 super-blocks */
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.up_type = ST_TYPE_Q4_1, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* Q8_K vs Q8_1 input */
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    /* Q5_1 experts take Q8_1 rows: 36 B per 32 */
+    b = s, b.gate_type = b.up_type = ST_TYPE_Q5_1, b.down_type = ST_TYPE_Q5_0, b.expert_bytes = st_wire_matrix_bytes(&b, sizes);
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_act_row_bytes(&b), 512 / 32 * 36);
+}
+
 Test(wire, compute_checked_against_shape) {
     st_wire_shape_t s = s_shape();
     char why[256];

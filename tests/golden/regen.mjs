@@ -4,7 +4,12 @@
 // the oracle's make-smallthinker.mjs (and llama-quantize where asked), runs the
 // oracle with flash attention off and on, and writes <name>.json with the prompt
 // and greedy token ids, the top-20 teacher-forced logits per position and the
-// largest logit difference between llama.cpp's two attention paths.
+// largest logit difference between llama.cpp's two attention paths. Cases with
+// "batch_spread": true also run the prompt one token at a time (--batch 1:
+// matrix-vector kernels instead of the batched, repacked ones) and record the
+// largest difference to the batched run as batch_max_diff: with K-quant
+// weights the Q8_K activation rounding turns llama.cpp's own float-order
+// differences into visible logit differences on these random models.
 //
 //   node tests/golden/regen.mjs [--out DIR] [--cases a,b] [--light]
 //
@@ -55,7 +60,7 @@ function makeModel(c) {
     return q;
 }
 
-function runOracle(c, model, flash) {
+function runOracle(c, model, flash, batch) {
     const args = [path.join(oracle, "oracle.mjs"), "--model", model, "--n", String(c.n), "--top", String(TOP),
         "--prompt-logits", "--kv-type", c.kv_type ?? "f16"];
     let tmp = null;
@@ -68,6 +73,7 @@ function runOracle(c, model, flash) {
         args.push("--prompt-file", tmp);
     }
     if (flash) args.push("--flash-attn");
+    if (batch) args.push("--batch", String(batch));
     const r = JSON.parse(sh("node", args));
     if (tmp) fs.unlinkSync(tmp);
     // rows by position in the teacher-forced sequence prompt + generated
@@ -86,11 +92,16 @@ for (const c of spec.cases) {
     const model = makeModel(c);
     const off = runOracle(c, model, false);
     const on = runOracle(c, model, true);
-    let faMax = 0;
-    for (const [pos, top] of off.rows) {
-        const other = new Map((on.rows.get(pos) ?? []).map((e) => [e.id, e.logit]));
-        for (const e of top) if (other.has(e.id)) faMax = Math.max(faMax, Math.abs(other.get(e.id) - e.logit));
-    }
+    const maxDiff = (b) => {
+        let m = 0;
+        for (const [pos, top] of off.rows) {
+            const other = new Map((b.rows.get(pos) ?? []).map((e) => [e.id, e.logit]));
+            for (const e of top) if (other.has(e.id)) m = Math.max(m, Math.abs(other.get(e.id) - e.logit));
+        }
+        return m;
+    };
+    const faMax = maxDiff(on);
+    const batchMax = c.batch_spread ? maxDiff(runOracle(c, model, false, 1)) : undefined;
     const positions = [...off.rows.keys()].sort((x, y) => x - y);
     const last = positions.slice(-4);
     const kept = positions.filter((p) => c.keep_from === undefined || last.includes(p) ||
@@ -98,10 +109,10 @@ for (const c of spec.cases) {
     const out = {
         name: c.name, oracle: off.r.oracle, kv_type: c.kv_type ?? "f16", n_vocab: off.r.n_vocab,
         prompt_tokens: off.r.prompt_tokens, generated_tokens: off.r.generated_tokens,
-        generated_tokens_flash: on.r.generated_tokens, fa_max_diff: faMax, top: TOP,
+        generated_tokens_flash: on.r.generated_tokens, fa_max_diff: faMax, batch_max_diff: batchMax, top: TOP,
         rows: kept.map((p) => [p, off.rows.get(p).flatMap((e) => [e.id, e.logit])]),
     };
     const file = path.join(outDir, `${c.name}.json`);
     fs.writeFileSync(file, JSON.stringify(out) + "\n");
-    log(`  ${file}: ${kept.length} rows, fa_max_diff ${faMax.toFixed(6)}, greedy ${out.generated_tokens.slice(0, 8).join(",")}...`);
+    log(`  ${file}: ${kept.length} rows, fa_max_diff ${faMax.toFixed(6)}${batchMax === undefined ? "" : `, batch_max_diff ${batchMax.toFixed(6)}`}, greedy ${out.generated_tokens.slice(0, 8).join(",")}...`);
 }

@@ -253,3 +253,31 @@ long st_test_pushed(const char *err) {
     if (!p || sscanf(p, " pushed (%ld shard bytes)", &n) != 1) return -1;
     return n;
 }
+
+const char *st_test_llama_quantize(void) {
+    static char path[1024];
+    const char *bin = getenv("LLAMA_BIN"), *home = getenv("HOME") ? getenv("HOME") : "/root";
+    if (bin && *bin)
+        snprintf(path, sizeof path, "%s/llama-quantize", bin);
+    else
+        snprintf(path, sizeof path, "%s/.cache/st-oracle/llama.cpp/build/bin/llama-quantize", home);
+    return access(path, X_OK) == 0 ? path : NULL;
+}
+
+bool st_test_quantized_model(const char *const *args, const char *type, char *path, size_t cap) {
+    const char *lq = st_test_llama_quantize();
+    if (!lq) return false;
+    char base[1024];
+    if (!st_test_model(args, base, sizeof base)) {
+        fprintf(stderr, "st-synth failed\n");
+        abort();
+    }
+    snprintf(path, cap, "%s.%s.gguf", base, type);
+    if (access(path, R_OK) == 0) return true;
+    if (st_test_system("'%s' '%s' '%s.tmp' %s > /dev/null 2>&1 && mv '%s.tmp' '%s'", lq, base, path, type, path,
+                       path)) {
+        fprintf(stderr, "llama-quantize %s failed for %s\n", type, base);
+        abort();
+    }
+    return true;
+}

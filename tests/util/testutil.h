@@ -20,6 +20,16 @@ const char *st_test_model_dir(void);
  * st-synth failed (the reason is printed). */
 const char *st_test_model(const char *const *synth_args, char *path, size_t cap);
 
+/* llama-quantize from the oracle's tools ($LLAMA_BIN, else
+ * ~/.cache/st-oracle/llama.cpp/build/bin), or NULL where it is absent (users
+ * without ../shared: callers skip). */
+const char *st_test_llama_quantize(void);
+
+/* Path of `st-synth ARGS...` requantized by llama-quantize to type ("Q4_K_M",
+ * "Q4_1"...), made once and cached beside the synthetic model. false when
+ * llama-quantize is absent (skip the test); asserts when a step fails. */
+bool st_test_quantized_model(const char *const *synth_args, const char *type, char *path, size_t cap);
+
 /* Whole file as a NUL-terminated malloc'd buffer (NULL if unreadable). */
 char *st_test_read_file(const char *path, size_t *len);
 /* Parsed JSON file (NULL if unreadable or malformed). */
