@@ -88,6 +88,7 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->exp_fill = s_alloc((size_t)cfg->n_expert, sizeof(int), &ok);
     c->tok_kv = s_alloc(B, sizeof(st_kv_t *), &ok);
     c->tok_pos = s_alloc(B, sizeof(int), &ok);
+    c->out_rows = s_alloc(B, sizeof(int32_t), &ok);
     c->pair_tokidx = s_alloc(B * K, sizeof(int32_t), &ok);
     c->yout = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
     if (m->layers) { /* a loaded model: pointers to every expert matrix, by layer */
@@ -132,6 +133,7 @@ void st_ctx_destroy(st_ctx_t **cp) {
     free(c->exp_fill);
     free(c->tok_kv);
     free(c->tok_pos);
+    free(c->out_rows);
     free(c->pair_tokidx);
     free(c->exp_ptrs);
     free(c);
@@ -344,8 +346,9 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
 }
 
 /* One chunk of at most n_batch tokens; token t goes to cache c->tok_kv[t] at
- * position c->tok_pos[t] (one sequence's prompt, or one token of several). */
-static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *logits, bool all_logits) {
+ * position c->tok_pos[t] (one sequence's prompt, one token of several, or a
+ * mix). logits: NULL, or one row per token listed in c->out_rows[0..n_out). */
+static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *logits, int n_out) {
     const st_model_t *m = c->m;
     const st_config_t *cfg = &m->cfg;
     const int E = cfg->n_embd;
@@ -376,11 +379,10 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
         for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->moe_out[i];
     }
 
-    /* output head: all rows, or only the last */
-    if (logits) {
-        int first = all_logits ? 0 : n_tok - 1, n_out = n_tok - first;
+    /* output head: the listed rows only */
+    if (logits && n_out > 0) {
         for (int t = 0; t < n_out; t++)
-            s_rmsnorm(c->x + (size_t)(first + t) * E, (const float *)m->output_norm.data, E, cfg->rms_eps,
+            s_rmsnorm(c->x + (size_t)c->out_rows[t] * E, (const float *)m->output_norm.data, E, cfg->rms_eps,
                       c->xn + (size_t)t * E);
         st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
     }
@@ -406,8 +408,11 @@ int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float 
         for (int t = 0; t < n; t++) {
             c->tok_kv[t] = kv;
             c->tok_pos[t] = kv->pos + t;
+            c->out_rows[t] = t;
         }
-        int rc = s_decode_chunk(c, tokens + done, n, out, all_logits);
+        int n_out = !out ? 0 : all_logits ? n : 1;
+        if (out && !all_logits) c->out_rows[0] = n - 1;
+        int rc = s_decode_chunk(c, tokens + done, n, out, n_out);
         if (rc < 0) return rc;
         done += n;
     }
@@ -425,6 +430,25 @@ int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int
             if (kvs[j] == kvs[i]) return st_fail(ST_EINVAL, "sequence %d appears twice in one batch", i);
         c->tok_kv[i] = kvs[i];
         c->tok_pos[i] = kvs[i]->pos;
+        c->out_rows[i] = i;
     }
-    return s_decode_chunk(c, tokens, n_seq, logits, true);
+    return s_decode_chunk(c, tokens, n_seq, logits, n_seq);
+}
+
+int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_tok, const bool *want,
+                    float *logits) {
+    const st_config_t *cfg = &c->m->cfg;
+    if (n_tok < 1 || n_tok > c->p.n_batch) return st_fail(ST_EINVAL, "%d tokens (1..%d)", n_tok, c->p.n_batch);
+    int n_out = 0;
+    for (int i = 0; i < n_tok; i++) {
+        if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
+            return st_fail(ST_ERANGE, "token id %d not in 0..%d", tokens[i], cfg->n_vocab - 1);
+        int pos = kvs[i]->pos; /* after this sequence's earlier tokens in the chunk */
+        for (int j = 0; j < i; j++) pos += kvs[j] == kvs[i];
+        if (pos >= kvs[i]->n_ctx) return st_fail(ST_ERANGE, "token %d: context full (%d)", i, kvs[i]->n_ctx);
+        c->tok_kv[i] = kvs[i];
+        c->tok_pos[i] = pos;
+        if (want && want[i]) c->out_rows[n_out++] = i;
+    }
+    return s_decode_chunk(c, tokens, n_tok, logits, n_out);
 }

@@ -81,6 +81,15 @@ int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float 
  * n_seq x n_vocab. Same numbers as n_seq separate st_decode calls. */
 int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_seq, float *logits);
 
+/* Tokens of several sequences in one pass (mixed batching: prompts being
+ * prefilled next to one-token decode steps). Token i is appended to kvs[i]; a
+ * cache may appear several times, its tokens in order at consecutive
+ * positions. n_tok <= n_batch. logits: NULL, or one row of n_vocab floats per
+ * token with want[i], in token order. Same numbers as decoding each sequence
+ * alone. */
+int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_tok, const bool *want,
+                    float *logits);
+
 /* The local expert computation (what st_moe_backend_t replaces). */
 int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out);
 

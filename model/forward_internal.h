@@ -55,6 +55,7 @@ struct st_ctx {
 
     st_kv_t **tok_kv;  /* n_batch: cache of each token of the current chunk */
     int *tok_pos;      /* n_batch: its position */
+    int32_t *out_rows; /* n_batch: tokens of the chunk whose logits are wanted */
 
     float *scratch;    /* per thread: max(n_ctx, n_embd) floats */
     size_t scratch_n;

@@ -1,8 +1,10 @@
 /* scheduler: continuous batching. Requests wait in a FIFO queue (bounded);
- * one thread takes up to `parallel` of them at a time, prefills each new
- * one's prompt into its own KV cache (st_decode), then advances all running
- * sequences by one token per step with st_decode_batch, so eight users share
- * each pass over the weights instead of waiting for each other.
+ * one thread takes up to `parallel` of them at a time, each with its own KV
+ * cache. Every step is one st_decode_mixed pass over the weights: one token
+ * for each running sequence, then prompt tokens of the new ones up to the
+ * batch size (a long prompt is prefilled over several steps while the others
+ * go on), so eight users share each pass instead of waiting for each other,
+ * and in a cluster each round trip to the nodes serves all of them.
  *
  * Each sequence is generated exactly as st_generate does it (the sampler
  * sees the prompt, then each sampled token; an end-of-generation token ends
@@ -64,6 +66,7 @@ struct st_req {
     st_kv_t *kv;
     st_sampler_t *smp;
     int32_t tok; /* sampled, printed, not yet decoded */
+    int n_fed;   /* prompt tokens decoded so far (prefill done at n_prompt) */
     double t_submit;
 };
 
@@ -85,10 +88,12 @@ struct st_sched {
     st_sched_stats_t st;
     uint64_t rate_tok[10];
     int64_t rate_sec[10];
-    /* step buffers */
+    /* step buffers: n_batch tokens, and the request of each wanted logits row */
+    int n_batch;
     st_req_t **batch;
     st_kv_t **kvs;
     int32_t *toks;
+    bool *want;
     float *logits;
 };
 
@@ -190,33 +195,60 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
     if (r->out.len) pthread_cond_broadcast(&r->cv);
 }
 
-/* Prefill of a new sequence and its first token; false when it ended. */
-static bool s_start(st_sched_t *s, st_req_t *r) {
-    const int V = s->m->cfg.n_vocab;
-    pthread_mutex_lock(&s->mu);
-    bool gone = r->cancelled;
-    pthread_mutex_unlock(&s->mu);
-    if (gone) return false;
+/* A new sequence's cache and sampler; false when it cannot start (ended). */
+static bool s_admit(st_sched_t *s, st_req_t *r) {
     r->kv = st_kv_new(s->c, r->job.n_prompt + r->job.max_tokens);
-    r->smp = st_sampler_new(&r->job.sp, V);
-    int rc = r->kv && r->smp ? st_decode(s->c, r->kv, r->job.prompt, r->job.n_prompt, s->logits, false) : ST_ENOMEM;
+    r->smp = st_sampler_new(&r->job.sp, s->m->cfg.n_vocab);
+    r->n_fed = 0;
+    if (r->kv && r->smp) return true;
     pthread_mutex_lock(&s->mu);
-    if (rc == 0 && !r->cancelled) {
-        for (int i = 0; i < r->job.n_prompt; i++) st_sampler_accept(r->smp, r->job.prompt[i]);
-        s->st.prompt_tokens += (uint64_t)r->job.n_prompt;
-        double ttft = s_now() - r->t_submit;
-        s->st.ttft_sum_s += ttft;
-        s->st.ttft_count++;
-        for (int b = 0; b < 8; b++)
-            if (ttft <= st_sched_ttft_bounds[b]) s->st.ttft_bucket[b]++;
-        s_emit(s, r, st_sampler_sample(r->smp, s->logits));
-    } else if (rc < 0) {
-        st_log(ST_LOG_WARN, "prefill of %d tokens failed: %s", r->job.n_prompt, st_strerror(rc));
-        s_finish(s, r, "error");
-    }
-    bool running = !r->done && !r->cancelled;
+    st_log(ST_LOG_WARN, "no memory for a sequence of %d tokens", r->job.n_prompt + r->job.max_tokens);
+    s_finish(s, r, "error");
     pthread_mutex_unlock(&s->mu);
-    return running;
+    return false;
+}
+
+/* The prompt is in the cache: its first token from logits (under mu). */
+static void s_prefilled(st_sched_t *s, st_req_t *r, float *logits) {
+    for (int i = 0; i < r->job.n_prompt; i++) st_sampler_accept(r->smp, r->job.prompt[i]);
+    s->st.prompt_tokens += (uint64_t)r->job.n_prompt;
+    double ttft = s_now() - r->t_submit;
+    s->st.ttft_sum_s += ttft;
+    s->st.ttft_count++;
+    for (int b = 0; b < 8; b++)
+        if (ttft <= st_sched_ttft_bounds[b]) s->st.ttft_bucket[b]++;
+    s_emit(s, r, st_sampler_sample(r->smp, logits));
+}
+
+/* Fills the step buffers: a token for each running sequence, then prompt
+ * tokens of those still prefilling, up to the batch size (scheduler thread,
+ * under mu). Returns the token count; *n_rows gets the wanted logits rows,
+ * whose requests are s->batch[0..n_rows). */
+static int s_plan_step(st_sched_t *s, int *n_rows) {
+    int n = 0, rows = 0;
+    for (int i = 0; i < s->n_active && n < s->n_batch; i++) {
+        st_req_t *r = s->active[i];
+        if (r->done || r->cancelled || r->n_fed < r->job.n_prompt) continue;
+        s->kvs[n] = r->kv;
+        s->toks[n] = r->tok;
+        s->want[n++] = true;
+        s->batch[rows++] = r;
+    }
+    for (int i = 0; i < s->n_active && n < s->n_batch; i++) {
+        st_req_t *r = s->active[i];
+        if (r->done || r->cancelled || r->n_fed >= r->job.n_prompt) continue;
+        int take = r->job.n_prompt - r->n_fed;
+        if (take > s->n_batch - n) take = s->n_batch - n;
+        for (int k = 0; k < take; k++) {
+            s->kvs[n] = r->kv;
+            s->toks[n] = r->job.prompt[r->n_fed + k];
+            s->want[n++] = r->n_fed + k == r->job.n_prompt - 1;
+        }
+        r->n_fed += take; /* by the time anyone reads it, the step has run */
+        if (r->n_fed == r->job.n_prompt) s->batch[rows++] = r;
+    }
+    *n_rows = rows;
+    return n;
 }
 
 static void s_view_refresh(st_sched_t *s, double *last) {
@@ -283,33 +315,36 @@ static void *s_thread(void *arg) {
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
             continue;
         }
-        int n_old = first_new, n_all = s->n_active;
+        int n_all = s->n_active;
         pthread_mutex_unlock(&s->mu);
+        for (int i = first_new; i < n_all; i++) s_admit(s, s->active[i]);
 
-        for (int i = first_new; i < n_all; i++) s_start(s, s->active[i]);
-        /* one step for the sequences that were already running */
         pthread_mutex_lock(&s->mu);
-        int n = 0;
-        for (int i = 0; i < n_old; i++) {
-            st_req_t *r = s->active[i];
-            if (r->done || r->cancelled) continue;
-            s->batch[n] = r;
-            s->kvs[n] = r->kv;
-            s->toks[n++] = r->tok;
-        }
+        s_reap(s);
+        int rows = 0, n = s_plan_step(s, &rows);
+        /* a running sequence counts once per step; prompt tokens are prefill */
+        int n_running = 0;
+        for (int j = 0; j < rows; j++) n_running += s->batch[j]->n_generated > 0;
         pthread_mutex_unlock(&s->mu);
-        int rc = n ? st_decode_batch(s->c, s->kvs, s->toks, n, s->logits) : 0;
+        int rc = n ? st_decode_mixed(s->c, s->kvs, s->toks, n, s->want, s->logits) : 0;
         pthread_mutex_lock(&s->mu);
-        if (n) {
+        if (n_running) {
             s->st.batch_steps++;
-            s->st.batch_seqs += (uint64_t)n;
+            s->st.batch_seqs += (uint64_t)n_running;
         }
-        for (int j = 0; j < n; j++) {
+        for (int j = 0; j < rows; j++) {
             st_req_t *r = s->batch[j];
+            float *lg = s->logits + (size_t)j * V;
             if (rc < 0) s_finish(s, r, "error");
-            else if (!r->cancelled) s_emit(s, r, st_sampler_sample(r->smp, s->logits + (size_t)j * V));
+            else if (r->cancelled) continue;
+            else if (r->n_generated == 0) s_prefilled(s, r, lg);
+            else s_emit(s, r, st_sampler_sample(r->smp, lg));
         }
-        if (rc < 0) st_log(ST_LOG_WARN, "decode step of %d sequences failed: %s", n, st_strerror(rc));
+        if (rc < 0) {
+            st_log(ST_LOG_WARN, "a step of %d tokens failed: %s", n, st_strerror(rc));
+            for (int i = 0; i < s->n_active; i++) /* their caches no longer match their prompts */
+                if (s->active[i]->n_fed > 0 && s->active[i]->n_generated == 0) s_finish(s, s->active[i], "error");
+        }
         pthread_mutex_unlock(&s->mu);
         s_view_refresh(s, &last_view);
         pthread_mutex_lock(&s->mu);
@@ -341,12 +376,14 @@ st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, co
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->active = calloc((size_t)s->parallel, sizeof *s->active);
-    s->kvs = calloc((size_t)s->parallel, sizeof *s->kvs);
-    s->batch = calloc((size_t)s->parallel, sizeof *s->batch);
-    s->toks = calloc((size_t)s->parallel, sizeof *s->toks);
+    s->n_batch = nb;
+    s->kvs = calloc((size_t)nb, sizeof *s->kvs);
+    s->batch = calloc((size_t)nb, sizeof *s->batch);
+    s->toks = calloc((size_t)nb, sizeof *s->toks);
+    s->want = calloc((size_t)nb, sizeof *s->want);
     s->logits = malloc((size_t)s->parallel * s->m->cfg.n_vocab * sizeof(float));
     s->nodes_json = strdup("[]");
-    if (!s->active || !s->kvs || !s->batch || !s->toks || !s->logits || !s->nodes_json ||
+    if (!s->active || !s->kvs || !s->batch || !s->toks || !s->want || !s->logits || !s->nodes_json ||
         pthread_create(&s->th, NULL, s_thread, s) != 0) {
         st_sched_destroy(&s);
         return NULL;
@@ -374,6 +411,7 @@ void st_sched_destroy(st_sched_t **sp) {
     free(s->kvs);
     free(s->batch);
     free(s->toks);
+    free(s->want);
     free(s->logits);
     free(s->nodes_json);
     pthread_cond_destroy(&s->cv);

@@ -385,6 +385,54 @@ Test(forward, kv_f32_and_f16_agree_closely) {
     st_model_destroy(&m);
 }
 
+Test(forward, mixed_prefill_and_decode_equal_separate_decoding) {
+    /* one pass with: sequence 0's next token, sequence 1's whole prompt and
+     * sequence 2's prompt cut in two passes; logits only where asked */
+    st_model_t *m = s_load(SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "2"));
+    const int V = m->cfg.n_vocab;
+    st_ctx_t *c = s_ctx(m, 32, 16);
+    st_kv_t *kv[3], *solo = st_kv_new(c, 32);
+    for (int i = 0; i < 3; i++) kv[i] = st_kv_new(c, 32);
+    const int32_t p0[3] = {785, 3974, 13876}, next0 = 38835;
+    const int32_t p1[5] = {100, 200, 300, 400, 500}, p2[6] = {9707, 11, 22, 33, 44, 55};
+    cr_assert_eq(st_decode(c, kv[0], p0, 3, NULL, false), 0);
+    /* pass 1: seq 0 one token (logits), seq 1 all 5 (logits of the last), seq 2 first 4 (none) */
+    st_kv_t *kvs[10] = {kv[0], kv[1], kv[1], kv[1], kv[1], kv[1], kv[2], kv[2], kv[2], kv[2]};
+    const int32_t toks[10] = {next0, p1[0], p1[1], p1[2], p1[3], p1[4], p2[0], p2[1], p2[2], p2[3]};
+    const bool want[10] = {true, false, false, false, false, true, false, false, false, false};
+    float *got = malloc((size_t)3 * V * sizeof(float)), *one = malloc((size_t)V * sizeof(float));
+    cr_assert_eq(st_decode_mixed(c, kvs, toks, 10, want, got), 0);
+    cr_assert_eq(st_kv_pos(kv[0]), 4);
+    cr_assert_eq(st_kv_pos(kv[1]), 5);
+    cr_assert_eq(st_kv_pos(kv[2]), 4);
+    /* pass 2: the rest of seq 2's prompt, logits of its last token */
+    st_kv_t *kvs2[2] = {kv[2], kv[2]};
+    const bool want2[2] = {false, true};
+    cr_assert_eq(st_decode_mixed(c, kvs2, p2 + 4, 2, want2, got + (size_t)2 * V), 0);
+    cr_assert_eq(st_kv_pos(kv[2]), 6);
+    for (int i = 0; i < 3; i++) {
+        st_kv_clear(solo);
+        if (i == 0) {
+            cr_assert_eq(st_decode(c, solo, p0, 3, NULL, false), 0);
+            cr_assert_eq(st_decode(c, solo, &next0, 1, one, false), 0);
+        } else {
+            cr_assert_eq(st_decode(c, solo, i == 1 ? p1 : p2, i == 1 ? 5 : 6, one, false), 0);
+        }
+        double worst = 0;
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(got[(size_t)i * V + v] - one[v]));
+        cr_assert(worst < 1e-3, "sequence %d: mixed vs alone max |d| %g", i, worst);
+    }
+    st_kv_t *full[1] = {kv[0]};
+    const int32_t big[1] = {(int32_t)V};
+    cr_assert_lt(st_decode_mixed(c, full, big, 1, NULL, NULL), 0, "a token id out of range");
+    for (int i = 0; i < 3; i++) st_kv_destroy(&kv[i]);
+    st_kv_destroy(&solo);
+    free(got);
+    free(one);
+    st_ctx_destroy(&c);
+    st_model_destroy(&m);
+}
+
 Test(forward, batched_sequences_equal_separate_decoding) {
     /* three users at different positions, one decode step together (continuous
      * batching) vs each alone: same logits */
