@@ -676,7 +676,7 @@ typedef struct {
     push_node_t *pn;
     uint64_t bytes_done;
     uint32_t experts_done;
-    uint64_t expert_bytes;
+    const st_wire_shape_t *shape; /* an expert's bytes depend on its layer */
 } push_t;
 
 static void s_push_restart(st_cluster_t *c, push_t *p, int node, uint32_t k, const char *why) {
@@ -719,7 +719,7 @@ static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg
         s_push_restart(c, p, node, fl.k, "chunk refused");
     } else {
         p->bytes_done += fl.len;
-        if (fl.offset + fl.len == p->expert_bytes) {
+        if (fl.offset + fl.len == st_wire_expert_bytes(p->shape, ref->layer)) {
             if (!ack->complete) s_push_restart(c, p, node, fl.k, "expert not verified after its last chunk");
             else pn->done++, p->experts_done++;
         }
@@ -741,8 +741,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
     c->read = read; /* kept for the pushes of a rejoin */
     c->read_arg = arg;
     c->push_timeout_ms = ack_timeout_ms;
-    const uint64_t EB = c->shape.expert_bytes;
-    push_t p = {a, calloc((size_t)c->n, sizeof *p.pn), 0, 0, EB};
+    push_t p = {a, calloc((size_t)c->n, sizeof *p.pn), 0, 0, &c->shape};
     uint8_t *buf = malloc(ST_WIRE_MAX_CHUNK);
     if (!p.pn || !buf) {
         free(p.pn);
@@ -750,14 +749,26 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
         return st_fail(ST_ENOMEM, "no memory for the shard push");
     }
     uint32_t total_experts = 0;
+    uint64_t total_bytes = 0;
     for (int i = 0; i < c->n; i++)
-        if (c->nodes[i].up) total_experts += a[i].n_missing;
+        if (c->nodes[i].up) {
+            total_experts += a[i].n_missing;
+            for (uint32_t k = 0; k < a[i].n_missing; k++) {
+                const uint64_t eb = st_wire_expert_bytes(&c->shape, a[i].missing[k].layer);
+                if (eb == 0) {
+                    free(p.pn);
+                    free(buf);
+                    return st_fail(ST_EINVAL, "node %d misses expert %u/%u, outside the model", i,
+                                   a[i].missing[k].layer, a[i].missing[k].expert);
+                }
+                total_bytes += eb;
+            }
+        }
     if (total_experts == 0) {
         free(p.pn);
         free(buf);
         return 0;
     }
-    const uint64_t total_bytes = (uint64_t)total_experts * EB;
     const bool tty = isatty(2);
     const double t0 = st_cluster_now_ms();
     double last_print = 0;
@@ -769,6 +780,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
             push_node_t *pn = &p.pn[i];
             while (c->nodes[i].up && pn->n_fl < PUSH_WINDOW && pn->k < a[i].n_missing) {
                 const st_wire_ref_t *ref = &a[i].missing[pn->k];
+                const uint64_t EB = st_wire_expert_bytes(&c->shape, ref->layer);
                 uint64_t len = EB - pn->offset < ST_WIRE_MAX_CHUNK ? EB - pn->offset : ST_WIRE_MAX_CHUNK;
                 if (read(arg, ref->layer, ref->expert, pn->offset, buf, (size_t)len) < 0) {
                     rc = st_fail(ST_EIO, "cannot read expert %u/%u", ref->layer, ref->expert);

@@ -303,17 +303,21 @@ static int s_place(coord_t *c, st_placement_t **out, bool join) {
         uint64_t n_held = 0;
         for (int s = 0; s < L * X; s++) n_held += h[s];
         held_total += n_held;
-        pn[i] = (st_place_node_t){inv->mem_budget, n_held * c->shape.expert_bytes + inv->store_free, h};
+        /* a store record fits the largest layer's expert */
+        pn[i] = (st_place_node_t){inv->mem_budget, n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free, h};
         st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
                inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
                (unsigned long long)n_held);
     }
+    uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
+    for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
     if (rc == 0 && up > 0) {
-        st_place_params_t pp = {L, X, c->shape.expert_bytes, (int)ca->replication, prof, ca->pin_fraction};
+        st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = (int)ca->replication, .profile = prof,
+                                .pin_fraction = ca->pin_fraction, .layer_bytes = layer_bytes};
         if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
     } else if (rc == 0) { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
         st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
-        st_place_params_t pp = {L, X, c->shape.expert_bytes, 1, NULL, 0};
+        st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = layer_bytes};
         if (!(pl = st_placement_new(&pp, &one, 1))) rc = 1;
     }
     if (rc == 0 && up > 0) {

@@ -16,7 +16,9 @@
 
 struct st_placement {
     int n_nodes, n_layer, n_expert, R;
-    uint64_t expert_bytes;
+    uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer */
+    uint64_t max_bytes;    /* the largest of them */
+    uint64_t *node_bytes;  /* bytes of the experts per node */
     int *owners;      /* [(l * X + e) * R + r], -1 = none */
     uint8_t *pinned;  /* same indexing */
     int *n_owners;    /* [l * X + e] */
@@ -88,6 +90,7 @@ static bool s_held(const st_place_node_t *nodes, int i, size_t slot) { return no
 static void s_add_owner(st_placement_t *pl, size_t slot, int node) {
     pl->owners[slot * pl->R + pl->n_owners[slot]++] = node;
     pl->node_count[node]++;
+    pl->node_bytes[node] += pl->layer_bytes[slot / (size_t)pl->n_expert];
 }
 
 /* First copies of layer l: per-layer quotas from cumulative targets, then
@@ -155,9 +158,9 @@ static void s_place_layer(st_placement_t *pl, const st_place_params_t *p, const 
 static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes,
                              const double *w, int *layer_count, int *order) {
     const int N = pl->n_nodes, X = pl->n_expert;
-    const uint64_t eb = pl->expert_bytes;
     for (int r = 1; r < pl->R; r++) {
         for (int l = 0; l < pl->n_layer; l++) {
+            const uint64_t eb = pl->layer_bytes[l];
             memset(layer_count, 0, (size_t)N * sizeof *layer_count);
             for (int e = 0; e < X; e++) {
                 size_t slot = s_slot(pl, l, e);
@@ -172,7 +175,7 @@ static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, con
                     int i = (k + l + r) % N;
                     bool owner = false;
                     for (int j = 0; j < pl->n_owners[slot]; j++) owner |= pl->owners[slot * pl->R + j] == i;
-                    uint64_t load = (uint64_t)pl->node_count[i] * eb;
+                    uint64_t load = pl->node_bytes[i];
                     uint64_t store = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
                     if (owner || load + eb > nodes[i].mem_budget || load + eb > store) continue;
                     double key[3] = {s_held(nodes, i, slot) ? 0 : 1, (layer_count[i] + 1) / w[i],
@@ -201,22 +204,26 @@ static void s_pin(st_placement_t *pl, const st_place_params_t *p, const st_place
     const size_t S = (size_t)pl->n_layer * pl->n_expert;
     for (int i = 0; i < pl->n_nodes; i++) {
         uint64_t room = (uint64_t)((double)nodes[i].mem_budget * (p->pin_fraction > 1 ? 1 : p->pin_fraction));
-        for (uint64_t used = 0; used + pl->expert_bytes <= room; used += pl->expert_bytes) {
-            size_t best = S; /* hottest unpinned expert the node owns */
+        for (uint64_t used = 0;;) {
+            size_t best = S; /* hottest unpinned expert the node owns that still fits */
             int best_r = 0;
             for (size_t s = 0; s < S; s++)
                 for (int r = 0; r < pl->n_owners[s]; r++)
                     if (pl->owners[s * pl->R + r] == i && !pl->pinned[s * pl->R + r] && p->profile[s] > 0 &&
+                        used + pl->layer_bytes[s / (size_t)pl->n_expert] <= room &&
                         (best == S || p->profile[s] > p->profile[best]))
                         best = s, best_r = r;
             if (best == S) break;
             pl->pinned[best * pl->R + best_r] = 1;
+            used += pl->layer_bytes[best / (size_t)pl->n_expert];
         }
     }
 }
 
 st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node_t *nodes, int n_nodes) {
-    if (!p || !nodes || n_nodes < 1 || n_nodes > 4096 || p->n_layer < 1 || p->n_expert < 1 || p->expert_bytes == 0 ||
+    bool sizes_ok = p && p->n_layer >= 1 && (p->layer_bytes || p->expert_bytes);
+    for (int l = 0; sizes_ok && p->layer_bytes && l < p->n_layer; l++) sizes_ok = p->layer_bytes[l] > 0;
+    if (!p || !nodes || n_nodes < 1 || n_nodes > 4096 || p->n_layer < 1 || p->n_expert < 1 || !sizes_ok ||
         p->replication < 1) {
         st_fail(ST_EINVAL, "bad placement parameters (%d nodes, %d layers, %d experts, R %d)", n_nodes,
                 p ? p->n_layer : 0, p ? p->n_expert : 0, p ? p->replication : 0);
@@ -233,7 +240,15 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     pl->n_layer = L;
     pl->n_expert = X;
     pl->R = p->replication < N ? p->replication : N;
-    pl->expert_bytes = p->expert_bytes;
+    pl->layer_bytes = malloc((size_t)L * sizeof *pl->layer_bytes);
+    pl->node_bytes = calloc((size_t)N, sizeof *pl->node_bytes);
+    if (!pl->layer_bytes || !pl->node_bytes) goto fail;
+    uint64_t all_bytes = 0; /* of one copy of every expert */
+    for (int l = 0; l < L; l++) {
+        pl->layer_bytes[l] = p->layer_bytes ? p->layer_bytes[l] : p->expert_bytes;
+        pl->max_bytes = pl->layer_bytes[l] > pl->max_bytes ? pl->layer_bytes[l] : pl->max_bytes;
+        all_bytes += pl->layer_bytes[l] * (uint64_t)X;
+    }
     pl->owners = malloc((size_t)total * pl->R * sizeof *pl->owners);
     pl->pinned = calloc((size_t)total * pl->R, 1);
     pl->n_owners = calloc((size_t)total, sizeof *pl->n_owners);
@@ -247,15 +262,16 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     for (int i = 0; i < N; i++) {
         w[i] = any_budget ? (double)nodes[i].mem_budget : 1.0;
         uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
-        cap[i] = any_budget ? (int64_t)(c / p->expert_bytes) : total;
+        cap[i] = any_budget ? (int64_t)(c / pl->max_bytes) : total; /* in the largest layer's experts: safe */
         if (cap[i] > total) cap[i] = total;
         if (w[i] <= 0) w[i] = 1e-9; /* a node with no budget only takes what others cannot */
         cap_sum += cap[i];
     }
     if (cap_sum < total) {
-        st_fail(ST_ENOMEM, "the nodes can store %lld of the %lld experts (%.1f of %.1f MiB): add nodes or memory",
-                (long long)cap_sum, (long long)total, (double)cap_sum * p->expert_bytes / (1 << 20),
-                (double)total * p->expert_bytes / (1 << 20));
+        st_fail(ST_ENOMEM, "the nodes can store %lld of the %lld experts (%.1f MiB, counted in experts of the "
+                "largest layer, of %.2f MiB; all experts: %.1f MiB): add nodes or memory", (long long)cap_sum,
+                (long long)total, (double)cap_sum * pl->max_bytes / (1 << 20), (double)pl->max_bytes / (1 << 20),
+                (double)all_bytes / (1 << 20));
         goto fail;
     }
     s_shares(N, w, cap, total, Q);
@@ -286,6 +302,8 @@ void st_placement_destroy(st_placement_t **plp) {
     free(pl->pinned);
     free(pl->n_owners);
     free(pl->node_count);
+    free(pl->layer_bytes);
+    free(pl->node_bytes);
     free(pl);
     *plp = NULL;
 }
@@ -329,7 +347,7 @@ int st_placement_node_experts(const st_placement_t *pl, int node) {
 }
 
 uint64_t st_placement_node_bytes(const st_placement_t *pl, int node) {
-    return (uint64_t)st_placement_node_experts(pl, node) * pl->expert_bytes;
+    return node >= 0 && node < pl->n_nodes ? pl->node_bytes[node] : 0;
 }
 
 static int s_pinned_count(const st_placement_t *pl, int node) {
@@ -340,8 +358,8 @@ static int s_pinned_count(const st_placement_t *pl, int node) {
 }
 
 void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *names) {
-    fprintf(f, "placement: %d layers x %d experts of %.2f MiB on %d node%s, replication %d", pl->n_layer,
-            pl->n_expert, (double)pl->expert_bytes / (1 << 20), pl->n_nodes, pl->n_nodes == 1 ? "" : "s", pl->R);
+    fprintf(f, "placement: %d layers x %d experts of up to %.2f MiB on %d node%s, replication %d", pl->n_layer,
+            pl->n_expert, (double)pl->max_bytes / (1 << 20), pl->n_nodes, pl->n_nodes == 1 ? "" : "s", pl->R);
     if (pl->dropped) fprintf(f, " (%d replicas did not fit in RAM)", pl->dropped);
     fprintf(f, "\n");
     for (int i = 0; i < pl->n_nodes; i++) {
@@ -365,7 +383,7 @@ int st_placement_save_json(const st_placement_t *pl, const char *path, const cha
     if (model_hash_hex) cJSON_AddStringToObject(o, "model_hash", model_hash_hex);
     cJSON_AddNumberToObject(o, "n_layer", pl->n_layer);
     cJSON_AddNumberToObject(o, "n_expert", pl->n_expert);
-    cJSON_AddNumberToObject(o, "expert_bytes", (double)pl->expert_bytes);
+    cJSON_AddNumberToObject(o, "expert_bytes", (double)pl->max_bytes); /* the largest layer's */
     cJSON_AddNumberToObject(o, "replication", pl->R);
     cJSON_AddNumberToObject(o, "replicas_dropped", pl->dropped);
     cJSON *jn = cJSON_AddArrayToObject(o, "nodes");

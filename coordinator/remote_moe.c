@@ -31,27 +31,33 @@ int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *s) {
     const st_config_t *cfg = &m->cfg;
     const st_layer_t *L0 = &m->layers[0];
     memset(s, 0, sizeof *s);
-    for (int il = 1; il < cfg->n_layer; il++) {
-        const st_layer_t *L = &m->layers[il];
-        if (L->gate_exps.type != L0->gate_exps.type || L->up_exps.type != L0->up_exps.type ||
-            L->down_exps.type != L0->down_exps.type || L->down_transposed != L0->down_transposed ||
-            L->gate_exps.mat_bytes != L0->gate_exps.mat_bytes || L->down_exps.mat_bytes != L0->down_exps.mat_bytes)
-            return st_fail(ST_EUNSUP, "layer %d's experts differ in type or size from layer 0's", il);
-    }
+    if (cfg->n_layer < 1 || cfg->n_layer > ST_WIRE_MAX_LAYERS)
+        return st_fail(ST_EUNSUP, "%d layers (the wire carries at most %d)", cfg->n_layer, ST_WIRE_MAX_LAYERS);
     s->n_layer = (uint32_t)cfg->n_layer;
     s->n_embd = (uint32_t)cfg->n_embd;
     s->n_ff_exp = (uint32_t)cfg->n_ff_exp;
     s->n_expert = (uint32_t)cfg->n_expert;
     s->n_expert_used = (uint32_t)cfg->n_expert_used;
-    s->gate_type = (uint32_t)L0->gate_exps.type;
-    s->up_type = (uint32_t)L0->up_exps.type;
-    s->down_type = (uint32_t)L0->down_exps.type;
     s->down_transposed = L0->down_transposed;
-    s->expert_bytes = L0->gate_exps.mat_bytes + L0->up_exps.mat_bytes + L0->down_exps.mat_bytes;
-    uint64_t sizes[3];
-    if (st_wire_matrix_bytes(s, sizes) != s->expert_bytes)
-        return st_fail(ST_EUNSUP, "expert matrices of %llu B do not match the wire's layout",
-                       (unsigned long long)s->expert_bytes);
+    /* types per layer (llama-quantize's mixes vary them); the layout (down transposed or not) is the model's */
+    for (int il = 0; il < cfg->n_layer; il++) {
+        const st_layer_t *L = &m->layers[il];
+        if (L->down_transposed != L0->down_transposed)
+            return st_fail(ST_EUNSUP, "layer %d's down experts are laid out unlike layer 0's", il);
+        if (L->gate_exps.type >= 255 || L->up_exps.type >= 255 || L->down_exps.type >= 255)
+            return st_fail(ST_EUNSUP, "layer %d: expert type ids %d/%d/%d", il, L->gate_exps.type, L->up_exps.type,
+                           L->down_exps.type);
+        s->gate_type[il] = (uint8_t)L->gate_exps.type;
+        s->up_type[il] = (uint8_t)L->up_exps.type;
+        s->down_type[il] = (uint8_t)L->down_exps.type;
+        uint64_t sizes[3];
+        st_wire_matrix_bytes(s, (uint32_t)il, sizes);
+        if (sizes[0] != L->gate_exps.mat_bytes || sizes[1] != L->up_exps.mat_bytes ||
+            sizes[2] != L->down_exps.mat_bytes)
+            return st_fail(ST_EUNSUP, "layer %d: expert matrices of %zu/%zu/%zu B do not match the wire's layout", il,
+                           (size_t)L->gate_exps.mat_bytes, (size_t)L->up_exps.mat_bytes,
+                           (size_t)L->down_exps.mat_bytes);
+    }
 
     /* the model hash: tag, file size, header bytes, expert tensor samples */
     const char *path = st_gguf_path(m->gguf);
@@ -63,7 +69,7 @@ int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *s) {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, ST_WIRE_HASH_BYTES);
     uint8_t num[8];
-    crypto_generichash_update(&st, (const uint8_t *)"st-model-hash-v1", 16);
+    crypto_generichash_update(&st, (const uint8_t *)"st-model-hash-v2", 16); /* v2: per-layer expert types */
     s_u64le(size, num);
     crypto_generichash_update(&st, num, 8);
     int fd = open(path, O_RDONLY);
@@ -225,7 +231,7 @@ int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_thre
         for (int i = 0; i < n; i++) h->known[todo[i]] = 1;
         h->dirty = true;
         st_log(ST_LOG_INFO, "hashed %d experts (%.1f MiB) in %.0f ms", n,
-               (double)n * h->shape.expert_bytes / (1 << 20), st_cluster_now_ms() - t0);
+               (double)n * st_wire_max_expert_bytes(&h->shape) / (1 << 20), st_cluster_now_ms() - t0);
     }
     free(todo);
     return n;
@@ -272,8 +278,9 @@ struct st_remote_moe {
     const st_placement_t *pl;
     st_remote_opts_t o;
     int N, E, K, X, L, B;
-    st_type_t gate_type;
-    size_t act_row;
+    size_t act_row;     /* largest activation row over the layers (conv's stride) */
+    st_type_t gate_type; /* of the layer being computed */
+    size_t row;          /* its activation row: bytes of one token in its gate's vec_dot format */
 
     int assigned_layer; /* layer whose pair_node is valid (-1: none) */
     int *pair_node;     /* B*K: node computing the pair, -1 = here */
@@ -286,7 +293,7 @@ struct st_remote_moe {
     int32_t *tok_local; /* B: global token -> row in the current node's request */
     uint64_t *rids;     /* N */
     bool *failed;       /* N: no usable answer in this layer */
-    uint8_t *conv;      /* B rows of act_row bytes */
+    uint8_t *conv;      /* B rows of the current layer's row bytes */
     float *y;           /* B*K x E per-pair outputs, routing order */
     int32_t *fb_tok, *fb_exp, *fb_pair;
     float *fb_y;
@@ -370,8 +377,11 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
     r->X = m->cfg.n_expert;
     r->L = m->cfg.n_layer;
     r->B = st_ctx_params(ctx)->n_batch;
-    r->gate_type = m->layers[0].gate_exps.type;
-    r->act_row = st_row_size(st_type_traits(r->gate_type)->vec_dot_type, r->E);
+    r->act_row = 0;
+    for (int il = 0; il < r->L; il++) { /* gate types may differ per layer: the widest row sizes conv */
+        size_t row = st_row_size(st_type_traits(m->layers[il].gate_exps.type)->vec_dot_type, r->E);
+        r->act_row = row > r->act_row ? row : r->act_row;
+    }
     r->assigned_layer = -1;
     r->cur_layer = -1;
     const size_t P = (size_t)r->B * r->K;
@@ -545,7 +555,7 @@ static int s_fallback(st_remote_moe_t *r, const st_route_t *rt, int n, const cha
         return st_fail(ST_EIO, "layer %d: %d expert pairs have no node to run on (%s) and fallback is off",
                        rt->layer, n, why);
     st_expert_set_t set = st_model_expert_set(r->ctx, rt->layer);
-    int rc = st_experts_eval_converted(r->ctx, &set, n, r->fb_tok, r->fb_exp, r->conv, r->act_row, rt->n_tok,
+    int rc = st_experts_eval_converted(r->ctx, &set, n, r->fb_tok, r->fb_exp, r->conv, r->row, rt->n_tok,
                                        r->fb_y);
     if (rc < 0) return rc;
     for (int i = 0; i < n; i++)
@@ -564,7 +574,9 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
     r->assigned_layer = -1;
     for (int p = 0; p < n_pairs; p++) r->route_counts[(size_t)rt->layer * r->X + rt->ids[p]]++;
 
-    /* activations, converted once for every node */
+    /* activations in this layer's gate format, converted once for every node */
+    r->gate_type = r->m->layers[rt->layer].gate_exps.type;
+    r->row = st_row_size(st_type_traits(r->gate_type)->vec_dot_type, r->E);
     st_convert_activations(r->ctx, r->gate_type, m, rt->n_tok, r->E, r->conv);
 
     /* Rounds: one request per involved node (its pairs and the rows of their
@@ -604,10 +616,10 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
                 tok[i] = r->tok_local[t];
             }
             zmq_msg_t frame;
-            if (zmq_msg_init_size(&frame, (size_t)r->nd_rows[nd] * r->act_row)) return st_fail(ST_ENOMEM, "no memory");
+            if (zmq_msg_init_size(&frame, (size_t)r->nd_rows[nd] * r->row)) return st_fail(ST_ENOMEM, "no memory");
             uint8_t *fd = zmq_msg_data(&frame);
             for (int j = 0; j < r->nd_rows[nd]; j++)
-                memcpy(fd + (size_t)j * r->act_row, r->conv + (size_t)rows[j] * r->act_row, r->act_row);
+                memcpy(fd + (size_t)j * r->row, r->conv + (size_t)rows[j] * r->row, r->row);
             st_wire_msg_t msg = {.type = ST_MSG_EXPERT_COMPUTE};
             msg.compute = (st_wire_compute_t){(uint32_t)rt->layer, (uint32_t)r->nd_rows[nd],
                                               st_type_traits(r->gate_type)->vec_dot_type, (uint32_t)r->nd_n[nd], tok,

@@ -64,7 +64,6 @@ struct st_node {
     st_model_t shell; /* cfg only: the context needs shapes, never weights */
     st_ctx_t *ctx;
     st_lru_t *lru;
-    uint64_t gate_bytes, up_bytes;
     int max_pairs;              /* pairs per st_experts_eval_converted call */
     uint32_t max_req_pairs;     /* pairs of one request */
     const void **gate, **up, **down; /* n_expert pointers each: the current batch */
@@ -160,12 +159,7 @@ static void s_teardown_model(st_node_t *n) {
 }
 
 static bool s_same_model(const st_node_t *n, const st_wire_shape_t *s) {
-    return n->have_shape && !memcmp(&n->shape.model_hash, s->model_hash, ST_WIRE_HASH_BYTES) &&
-           n->shape.n_layer == s->n_layer && n->shape.n_embd == s->n_embd && n->shape.n_ff_exp == s->n_ff_exp &&
-           n->shape.n_expert == s->n_expert && n->shape.n_expert_used == s->n_expert_used &&
-           n->shape.gate_type == s->gate_type && n->shape.up_type == s->up_type &&
-           n->shape.down_type == s->down_type && n->shape.down_transposed == s->down_transposed &&
-           n->shape.expert_bytes == s->expert_bytes;
+    return n->have_shape && st_wire_shape_eq(&n->shape, s);
 }
 
 /* Opens the store of shape's model (closing another model's). */
@@ -235,10 +229,6 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         return ST_ENOMEM;
     }
     const uint64_t heap = s_heap_bytes() - heap0; /* context + buffers, as malloc counts them */
-    uint64_t sizes[3];
-    st_wire_matrix_bytes(s, sizes);
-    n->gate_bytes = sizes[0];
-    n->up_bytes = sizes[1];
 
     /* receive: HWM messages per direction plus the one being read, each at most a max frame;
      * send: replies of at most max_req_pairs outputs, HWM queued plus one being written */
@@ -258,9 +248,9 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         snprintf(why, cap, "cannot set up the expert cache");
         return ST_ENOMEM;
     }
-    st_log(ST_LOG_INFO, "model %u layers x %u experts, %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
+    st_log(ST_LOG_INFO, "model %u layers x %u experts, up to %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
            "room for %llu experts in RAM",
-           s->n_layer, s->n_expert, (unsigned long long)s->expert_bytes, (unsigned long long)fixed,
+           s->n_layer, s->n_expert, (unsigned long long)st_wire_max_expert_bytes(s), (unsigned long long)fixed,
            (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one));
     return 0;
 }
@@ -450,8 +440,9 @@ static int s_on_prefetch(st_node_t *n, st_wire_rx_t *rx) {
  * a call; such a request is split and still answered.) */
 static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t *xq, size_t stride, float *y,
                         const uint32_t *experts, uint32_t nb) {
-    const st_expert_set_t set = {(st_type_t)n->shape.gate_type, (st_type_t)n->shape.up_type,
-                                 (st_type_t)n->shape.down_type, n->shape.down_transposed,
+    const uint32_t l = c->layer; /* checked against the shape */
+    const st_expert_set_t set = {(st_type_t)n->shape.gate_type[l], (st_type_t)n->shape.up_type[l],
+                                 (st_type_t)n->shape.down_type[l], n->shape.down_transposed,
                                  n->gate, n->up, n->down};
     const size_t E = n->shape.n_embd;
     const uint32_t max = (uint32_t)n->max_pairs;
@@ -525,7 +516,9 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     if (zmq_msg_init_size(&out, (size_t)c->n_pairs * E * sizeof(float)))
         return s_reply_error(n, rx, ST_ENOMEM, "no memory for the result");
     float *y = zmq_msg_data(&out);
-    const size_t stride = st_wire_act_row_bytes(&n->shape);
+    const size_t stride = st_wire_act_row_bytes(&n->shape, c->layer);
+    uint64_t sizes[3]; /* the layer's gate, up and down bytes: where each matrix starts in a record */
+    st_wire_matrix_bytes(&n->shape, c->layer, sizes);
     uint32_t hits = 0, misses = 0, i = 0;
     int rc = 0;
     while (i < nd && !rc) {
@@ -546,8 +539,8 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
             }
             hits += hit, misses += !hit;
             n->gate[e] = p;
-            n->up[e] = p + n->gate_bytes;
-            n->down[e] = p + n->gate_bytes + n->up_bytes;
+            n->up[e] = p + sizes[0];
+            n->down[e] = p + sizes[0] + sizes[1];
             n->in_batch[e] = 1;
             i++;
         }

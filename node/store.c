@@ -1,14 +1,18 @@
 /* store: experts on disk with an atomically replaced index (see store.h).
  *
  * Index file layout (all integers little-endian):
- *   "STSTORE1"                                  8 B magic
- *   n_layer n_embd n_ff_exp n_expert n_expert_used gate up down transposed   9 x u32
- *   expert_bytes record_bytes                  2 x u64
+ *   "STSTORE2"                                  8 B magic
+ *   n_layer n_embd n_ff_exp n_expert n_expert_used transposed   6 x u32
+ *   max_expert_bytes record_bytes              2 x u64
+ *   types_hash                                  32 B: BLAKE2b-256 of the n_layer gate,
+ *                                               then up, then down type ids (1 B each)
  *   model_hash                                  32 B
  *   count                                       u32
  *   count x { layer u32, expert u32, slot u32, hash 32 B }
  *   BLAKE2b-256 of everything above             32 B
- * Record `slot` of experts.dat starts at slot * record_bytes.
+ * Record `slot` of experts.dat starts at slot * record_bytes. Experts of
+ * different layers may differ in size (per-layer types): a record fits the
+ * largest, and holds st_wire_expert_bytes(shape, layer) bytes of its expert.
  *
  * Chunks of an expert are hash-checked, written in place into a free record
  * and hashed incrementally; when the expert is whole its hash is compared
@@ -34,7 +38,7 @@
 
 #define ST_STORE_ALIGN 4096
 #define ST_STORE_MAX_INFLIGHT 16
-#define ST_STORE_HDR (8 + 9 * 4 + 2 * 8 + ST_WIRE_HASH_BYTES + 4)
+#define ST_STORE_HDR (8 + 6 * 4 + 2 * 8 + 2 * ST_WIRE_HASH_BYTES + 4)
 #define ST_STORE_ENTRY (3 * 4 + ST_WIRE_HASH_BYTES)
 
 typedef struct {
@@ -109,6 +113,21 @@ static ssize_t s_pread_all(int fd, void *buf, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
+/* bytes of the expert stored under key */
+static uint64_t s_key_bytes(const st_store_t *s, uint32_t key) {
+    return st_wire_expert_bytes(&s->shape, key / s->shape.n_expert);
+}
+
+/* BLAKE2b-256 of the shape's per-layer type ids */
+static void s_types_hash(const st_wire_shape_t *h, uint8_t out[ST_WIRE_HASH_BYTES]) {
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, ST_WIRE_HASH_BYTES);
+    crypto_generichash_update(&st, h->gate_type, h->n_layer);
+    crypto_generichash_update(&st, h->up_type, h->n_layer);
+    crypto_generichash_update(&st, h->down_type, h->n_layer);
+    crypto_generichash_final(&st, out, ST_WIRE_HASH_BYTES);
+}
+
 static void s_index_path(const st_store_t *s, char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", s->dir, name);
 }
@@ -119,13 +138,13 @@ static int s_write_index(st_store_t *s) {
     size_t n = ST_STORE_HDR + (size_t)s->count * ST_STORE_ENTRY + ST_WIRE_HASH_BYTES;
     uint8_t *buf = malloc(n), *p = buf;
     if (!buf) return st_fail(ST_ENOMEM, "index of %zu B", n);
-    memcpy(p, "STSTORE1", 8), p += 8;
+    memcpy(p, "STSTORE2", 8), p += 8;
     const st_wire_shape_t *h = &s->shape;
-    uint32_t f[9] = {h->n_layer, h->n_embd, h->n_ff_exp, h->n_expert, h->n_expert_used,
-                     h->gate_type, h->up_type, h->down_type, h->down_transposed};
-    for (int i = 0; i < 9; i++) s_put32(&p, f[i]);
-    s_put64(&p, h->expert_bytes);
+    uint32_t f[6] = {h->n_layer, h->n_embd, h->n_ff_exp, h->n_expert, h->n_expert_used, h->down_transposed};
+    for (int i = 0; i < 6; i++) s_put32(&p, f[i]);
+    s_put64(&p, st_wire_max_expert_bytes(h));
     s_put64(&p, s->rec);
+    s_types_hash(h, p), p += ST_WIRE_HASH_BYTES;
     memcpy(p, h->model_hash, ST_WIRE_HASH_BYTES), p += ST_WIRE_HASH_BYTES;
     s_put32(&p, (uint32_t)s->count);
     for (uint32_t k = 0; k < s->n_keys; k++) {
@@ -182,23 +201,25 @@ static void s_read_index(st_store_t *s) {
         goto out;
     }
     const uint8_t *p = buf;
-    if (memcmp(p, "STSTORE1", 8)) {
+    if (memcmp(p, "STSTORE2", 8)) {
         bad = "magic";
         goto out;
     }
     p += 8;
     const st_wire_shape_t *h = &s->shape;
-    uint32_t f[9];
-    for (int i = 0; i < 9; i++) f[i] = s_get32(&p);
+    uint32_t f[6];
+    for (int i = 0; i < 6; i++) f[i] = s_get32(&p);
     uint64_t eb = s_get64(&p), rec = s_get64(&p);
+    uint8_t th[ST_WIRE_HASH_BYTES];
+    s_types_hash(h, th);
     if (f[0] != h->n_layer || f[1] != h->n_embd || f[2] != h->n_ff_exp || f[3] != h->n_expert ||
-        f[4] != h->n_expert_used || f[5] != h->gate_type || f[6] != h->up_type || f[7] != h->down_type ||
-        f[8] != (uint32_t)h->down_transposed || eb != h->expert_bytes || rec != s->rec ||
-        memcmp(p, h->model_hash, ST_WIRE_HASH_BYTES)) {
+        f[4] != h->n_expert_used || f[5] != (uint32_t)h->down_transposed || eb != st_wire_max_expert_bytes(h) ||
+        rec != s->rec || memcmp(p, th, ST_WIRE_HASH_BYTES) ||
+        memcmp(p + ST_WIRE_HASH_BYTES, h->model_hash, ST_WIRE_HASH_BYTES)) {
         bad = "shape";
         goto out;
     }
-    p += ST_WIRE_HASH_BYTES;
+    p += 2 * ST_WIRE_HASH_BYTES;
     uint32_t count = s_get32(&p);
     if (count > s->n_keys || n != ST_STORE_HDR + (size_t)count * ST_STORE_ENTRY + ST_WIRE_HASH_BYTES) {
         bad = "count";
@@ -238,25 +259,27 @@ static void s_drop_cache(const st_store_t *s, uint32_t slot) {
     posix_fadvise(s->fd, (off_t)slot * (off_t)s->rec, (off_t)s->rec, POSIX_FADV_DONTNEED);
 }
 
-/* reads record slot into buf (aligned, rec bytes); 0 or -1 */
-static int s_read_record(st_store_t *s, uint32_t slot, void *buf) {
+/* reads the record of key (held) into buf (aligned, rec bytes); 0 or -1 */
+static int s_read_record(st_store_t *s, uint32_t key, void *buf) {
+    const uint32_t slot = (uint32_t)s->slot_of[key];
+    const ssize_t eb = (ssize_t)s_key_bytes(s, key);
     const off_t off = (off_t)slot * (off_t)s->rec;
     if (s->fd_direct >= 0) {
         ssize_t r = s_pread_all(s->fd_direct, buf, s->rec, off);
-        if (r >= (ssize_t)s->shape.expert_bytes) return 0;
+        if (r >= eb) return 0;
         if (r < 0 && errno != EINVAL) return -1;
         /* this file system refuses O_DIRECT after all: read normally from now on */
         close(s->fd_direct);
         s->fd_direct = -1;
     }
-    ssize_t r = s_pread_all(s->fd, buf, s->shape.expert_bytes, off);
+    ssize_t r = s_pread_all(s->fd, buf, (size_t)eb, off);
     s_drop_cache(s, slot);
-    return r == (ssize_t)s->shape.expert_bytes ? 0 : -1;
+    return r == eb ? 0 : -1;
 }
 
 static bool s_record_ok(st_store_t *s, uint32_t key, const void *buf) {
     uint8_t h[ST_WIRE_HASH_BYTES];
-    crypto_generichash(h, sizeof h, buf, s->shape.expert_bytes, NULL, 0);
+    crypto_generichash(h, sizeof h, buf, s_key_bytes(s, key), NULL, 0);
     return sodium_memcmp(h, s->hash[key], sizeof h) == 0;
 }
 
@@ -277,7 +300,7 @@ st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape) {
     if (!s) return NULL;
     s->fd = s->fd_direct = -1;
     s->shape = *shape;
-    s->rec = (size_t)((shape->expert_bytes + ST_STORE_ALIGN - 1) / ST_STORE_ALIGN * ST_STORE_ALIGN);
+    s->rec = (size_t)((st_wire_max_expert_bytes(shape) + ST_STORE_ALIGN - 1) / ST_STORE_ALIGN * ST_STORE_ALIGN);
     s->n_keys = shape->n_layer * shape->n_expert;
     s->n_slots = s->n_keys + ST_STORE_MAX_INFLIGHT;
     s->slot_of = malloc(s->n_keys * sizeof *s->slot_of);
@@ -309,7 +332,7 @@ st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape) {
     int dropped = 0;
     for (uint32_t k = 0; k < s->n_keys; k++) {
         if (s->slot_of[k] < 0) continue;
-        if (s_read_record(s, (uint32_t)s->slot_of[k], s->stage) || !s_record_ok(s, k, s->stage)) {
+        if (s_read_record(s, k, s->stage) || !s_record_ok(s, k, s->stage)) {
             st_log(ST_LOG_WARN, "expert %u.%u in %s does not match its hash: dropped", k / shape->n_expert,
                    k % shape->n_expert, s->dir);
             s_forget(s, k);
@@ -392,9 +415,10 @@ int st_store_put(st_store_t *s, uint32_t layer, uint32_t expert, const uint8_t w
     *complete = false;
     uint32_t key;
     if (!s_key(s, layer, expert, &key)) return st_fail(ST_ERANGE, "expert %u.%u outside the model", layer, expert);
-    if (len == 0 || offset > s->shape.expert_bytes || len > s->shape.expert_bytes - offset)
+    const uint64_t eb = s_key_bytes(s, key);
+    if (len == 0 || offset > eb || len > eb - offset)
         return st_fail(ST_ERANGE, "chunk [%llu, +%zu) of a %llu B expert", (unsigned long long)offset, len,
-                       (unsigned long long)s->shape.expert_bytes);
+                       (unsigned long long)eb);
     /* 1. the chunk must be what the coordinator hashed */
     uint8_t h[ST_WIRE_HASH_BYTES];
     crypto_generichash(h, sizeof h, data, len, NULL, 0);
@@ -434,7 +458,7 @@ int st_store_put(st_store_t *s, uint32_t layer, uint32_t expert, const uint8_t w
     }
     crypto_generichash_update(&f->hs, data, len);
     f->next += len;
-    if (f->next < s->shape.expert_bytes) return 0;
+    if (f->next < eb) return 0;
     /* 4. whole: verify against the assignment, make durable, then index */
     crypto_generichash_final(&f->hs, h, sizeof h);
     if (sodium_memcmp(h, f->want, sizeof h)) {
@@ -475,7 +499,7 @@ int st_store_read(st_store_t *s, uint32_t layer, uint32_t expert, void *buf) {
     uint32_t key;
     if (!s_key(s, layer, expert, &key) || s->slot_of[key] < 0)
         return st_fail(ST_ERANGE, "expert %u.%u is not in the store", layer, expert);
-    if (s_read_record(s, (uint32_t)s->slot_of[key], buf))
+    if (s_read_record(s, key, buf))
         return st_fail(ST_EIO, "read of expert %u.%u: %s", layer, expert, strerror(errno));
     if (!s_record_ok(s, key, buf)) {
         s_forget(s, key);

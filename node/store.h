@@ -29,7 +29,8 @@ st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape);
 void st_store_close(st_store_t **s);
 
 const st_wire_shape_t *st_store_shape(const st_store_t *s);
-/* Bytes of one record: expert_bytes rounded up to 4096. */
+/* Bytes of one record: the largest layer's expert bytes rounded up to 4096
+ * (a record of layer l holds st_wire_expert_bytes(shape, l) bytes). */
 size_t st_store_record_bytes(const st_store_t *s);
 /* Memory the store itself uses (index, staging buffer), for budgeting. */
 size_t st_store_mem_bytes(const st_store_t *s);

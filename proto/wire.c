@@ -82,9 +82,10 @@ typedef struct {
         St__Error error;
     } b;
     void *block; /* ExpertRef structs and pointer arrays */
+    uint32_t types[3][ST_WIRE_MAX_LAYERS]; /* the shape's per-layer type ids, widened */
 } pb_build_t;
 
-static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p) {
+static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p, uint32_t types[3][ST_WIRE_MAX_LAYERS]) {
     st__model_shape__init(p);
     p->model_hash.len = ST_WIRE_HASH_BYTES;
     p->model_hash.data = (uint8_t *)s->model_hash;
@@ -93,11 +94,18 @@ static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p) {
     p->n_ff_exp = s->n_ff_exp;
     p->n_expert = s->n_expert;
     p->n_expert_used = s->n_expert_used;
-    p->gate_type = s->gate_type;
-    p->up_type = s->up_type;
-    p->down_type = s->down_type;
     p->down_transposed = s->down_transposed;
-    p->expert_bytes = s->expert_bytes;
+    /* a shape with more layers than the arrays hold goes out with none: the peer refuses it */
+    const size_t n = s->n_layer <= ST_WIRE_MAX_LAYERS ? s->n_layer : 0;
+    for (size_t l = 0; l < n; l++) {
+        types[0][l] = s->gate_type[l];
+        types[1][l] = s->up_type[l];
+        types[2][l] = s->down_type[l];
+    }
+    p->n_layer_gate_type = p->n_layer_up_type = p->n_layer_down_type = n;
+    p->layer_gate_type = types[0];
+    p->layer_up_type = types[1];
+    p->layer_down_type = types[2];
 }
 
 /* Builds ref lists a (na) and b (nb) into one allocation. */
@@ -139,7 +147,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
     case ST_MSG_HELLO:
         st__hello__init(&pb->b.hello);
         pb->b.hello.coordinator_id = (char *)m->hello.coordinator_id;
-        s_shape_to_pb(&m->hello.shape, &pb->shape);
+        s_shape_to_pb(&m->hello.shape, &pb->shape, pb->types);
         pb->b.hello.shape = &pb->shape;
         e->hello = &pb->b.hello;
         break;
@@ -158,7 +166,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
     case ST_MSG_ASSIGN: {
         St__Assign *p = &pb->b.assign;
         st__assign__init(p);
-        s_shape_to_pb(&m->assign.shape, &pb->shape);
+        s_shape_to_pb(&m->assign.shape, &pb->shape, pb->types);
         p->shape = &pb->shape;
         p->n_experts = m->assign.n_experts;
         p->n_pinned = m->assign.n_pinned;
@@ -315,11 +323,20 @@ static int s_shape_from_pb(const St__ModelShape *p, st_wire_shape_t *s, char *wh
     s->n_ff_exp = p->n_ff_exp;
     s->n_expert = p->n_expert;
     s->n_expert_used = p->n_expert_used;
-    s->gate_type = p->gate_type;
-    s->up_type = p->up_type;
-    s->down_type = p->down_type;
     s->down_transposed = p->down_transposed;
-    s->expert_bytes = p->expert_bytes;
+    if (p->n_layer < 1 || p->n_layer > ST_WIRE_MAX_LAYERS) return s_why(why, cap, "n_layer %u", p->n_layer);
+    if (p->n_layer_gate_type != p->n_layer || p->n_layer_up_type != p->n_layer || p->n_layer_down_type != p->n_layer)
+        return s_why(why, cap, "%zu/%zu/%zu per-layer gate/up/down types for %u layers", p->n_layer_gate_type,
+                     p->n_layer_up_type, p->n_layer_down_type, p->n_layer);
+    for (uint32_t l = 0; l < p->n_layer; l++) {
+        if (p->layer_gate_type[l] >= ST_TYPE_COUNT || p->layer_up_type[l] >= ST_TYPE_COUNT ||
+            p->layer_down_type[l] >= ST_TYPE_COUNT)
+            return s_why(why, cap, "layer %u: type ids %u/%u/%u", l, p->layer_gate_type[l], p->layer_up_type[l],
+                         p->layer_down_type[l]);
+        s->gate_type[l] = (uint8_t)p->layer_gate_type[l];
+        s->up_type[l] = (uint8_t)p->layer_up_type[l];
+        s->down_type[l] = (uint8_t)p->layer_down_type[l];
+    }
     return 0;
 }
 
@@ -520,23 +537,53 @@ static uint64_t s_row_bytes(uint32_t type, uint32_t n) {
     return (uint64_t)(n / (uint32_t)t->blck) * t->size;
 }
 
-uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint64_t sizes[3]) {
-    sizes[0] = (uint64_t)s->n_ff_exp * s_row_bytes(s->gate_type, s->n_embd);
-    sizes[1] = (uint64_t)s->n_ff_exp * s_row_bytes(s->up_type, s->n_embd);
-    sizes[2] = s->down_transposed ? (uint64_t)s->n_ff_exp * s_row_bytes(s->down_type, s->n_embd)
-                                  : (uint64_t)s->n_embd * s_row_bytes(s->down_type, s->n_ff_exp);
+uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint32_t l, uint64_t sizes[3]) {
+    sizes[0] = sizes[1] = sizes[2] = 0;
+    if (l >= s->n_layer || l >= ST_WIRE_MAX_LAYERS) return 0;
+    sizes[0] = (uint64_t)s->n_ff_exp * s_row_bytes(s->gate_type[l], s->n_embd);
+    sizes[1] = (uint64_t)s->n_ff_exp * s_row_bytes(s->up_type[l], s->n_embd);
+    sizes[2] = s->down_transposed ? (uint64_t)s->n_ff_exp * s_row_bytes(s->down_type[l], s->n_embd)
+                                  : (uint64_t)s->n_embd * s_row_bytes(s->down_type[l], s->n_ff_exp);
     if (!sizes[0] || !sizes[1] || !sizes[2]) return sizes[0] = sizes[1] = sizes[2] = 0;
     return sizes[0] + sizes[1] + sizes[2];
 }
 
-size_t st_wire_act_row_bytes(const st_wire_shape_t *s) {
-    const st_type_traits_t *g = st_type_traits((int)s->gate_type);
-    if (!g || !g->name) return 0;
-    return (size_t)s_row_bytes(g->vec_dot_type, s->n_embd);
+uint64_t st_wire_expert_bytes(const st_wire_shape_t *s, uint32_t layer) {
+    uint64_t sizes[3];
+    return st_wire_matrix_bytes(s, layer, sizes);
+}
+
+uint64_t st_wire_max_expert_bytes(const st_wire_shape_t *s) {
+    uint64_t max = 0;
+    for (uint32_t l = 0; l < s->n_layer && l < ST_WIRE_MAX_LAYERS; l++) {
+        uint64_t b = st_wire_expert_bytes(s, l);
+        max = b > max ? b : max;
+    }
+    return max;
+}
+
+int st_wire_act_type(const st_wire_shape_t *s, uint32_t l) {
+    if (l >= s->n_layer || l >= ST_WIRE_MAX_LAYERS) return -1;
+    const st_type_traits_t *g = st_type_traits((int)s->gate_type[l]);
+    return g && g->name ? (int)g->vec_dot_type : -1;
+}
+
+size_t st_wire_act_row_bytes(const st_wire_shape_t *s, uint32_t l) {
+    const int a = st_wire_act_type(s, l);
+    return a < 0 ? 0 : (size_t)s_row_bytes((uint32_t)a, s->n_embd);
+}
+
+size_t st_wire_max_act_row_bytes(const st_wire_shape_t *s) {
+    size_t max = 0;
+    for (uint32_t l = 0; l < s->n_layer && l < ST_WIRE_MAX_LAYERS; l++) {
+        size_t b = st_wire_act_row_bytes(s, l);
+        max = b > max ? b : max;
+    }
+    return max;
 }
 
 uint32_t st_wire_max_tokens(const st_wire_shape_t *s) {
-    size_t row = st_wire_act_row_bytes(s);
+    size_t row = st_wire_max_act_row_bytes(s);
     if (!row) return 0;
     size_t n = ST_WIRE_MAX_FRAME / row;
     return n < ST_WIRE_MAX_TOKENS ? (uint32_t)n : ST_WIRE_MAX_TOKENS;
@@ -544,6 +591,14 @@ uint32_t st_wire_max_tokens(const st_wire_shape_t *s) {
 
 uint64_t st_wire_max_result_frame(const st_wire_shape_t *s) {
     return (uint64_t)st_wire_max_tokens(s) * s->n_expert_used * s->n_embd * sizeof(float);
+}
+
+void st_wire_shape_set_types(st_wire_shape_t *s, uint32_t gate, uint32_t up, uint32_t down) {
+    for (uint32_t l = 0; l < s->n_layer && l < ST_WIRE_MAX_LAYERS; l++) {
+        s->gate_type[l] = (uint8_t)(gate < 255 ? gate : 255);
+        s->up_type[l] = (uint8_t)(up < 255 ? up : 255);
+        s->down_type[l] = (uint8_t)(down < 255 ? down : 255);
+    }
 }
 
 /* a weight type we have kernels for, with n a whole number of its blocks */
@@ -559,30 +614,34 @@ int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t cap) {
     if (s->n_expert < 1 || s->n_expert > ST_WIRE_MAX_EXPERTS) return s_why(why, cap, "n_expert %u", s->n_expert);
     if (s->n_expert_used < 1 || s->n_expert_used > s->n_expert || s->n_expert_used > ST_WIRE_MAX_EXPERT_USED)
         return s_why(why, cap, "n_expert_used %u of %u", s->n_expert_used, s->n_expert);
-    if (!s_type_fits(s->gate_type, s->n_embd) || !s_type_fits(s->up_type, s->n_embd))
-        return s_why(why, cap, "gate/up types %u/%u with n_embd %u", s->gate_type, s->up_type, s->n_embd);
-    if (!s_type_fits(s->down_type, s->down_transposed ? s->n_embd : s->n_ff_exp))
-        return s_why(why, cap, "down type %u with %s rows", s->down_type, s->down_transposed ? "n_embd" : "n_ff_exp");
-    const st_type_traits_t *g = st_type_traits((int)s->gate_type), *u = st_type_traits((int)s->up_type);
-    if (g->vec_dot_type != u->vec_dot_type) return s_why(why, cap, "gate and up take different activation types");
-    const st_type_traits_t *a = st_type_traits(g->vec_dot_type); /* Q8_0, Q8_1, Q8_K...: not weight types */
-    if (!a || a->blck <= 0 || s->n_embd % (uint32_t)a->blck)
-        return s_why(why, cap, "activation type with n_embd %u", s->n_embd);
-    uint64_t sizes[3];
-    uint64_t eb = st_wire_matrix_bytes(s, sizes);
-    if (eb == 0 || eb != s->expert_bytes)
-        return s_why(why, cap, "expert_bytes %llu (the shape makes %llu)", (unsigned long long)s->expert_bytes,
-                     (unsigned long long)eb);
+    for (uint32_t l = 0; l < s->n_layer; l++) {
+        const uint32_t gt = s->gate_type[l], ut = s->up_type[l], dt = s->down_type[l];
+        if (!s_type_fits(gt, s->n_embd) || !s_type_fits(ut, s->n_embd))
+            return s_why(why, cap, "layer %u: gate/up types %u/%u with n_embd %u", l, gt, ut, s->n_embd);
+        if (!s_type_fits(dt, s->down_transposed ? s->n_embd : s->n_ff_exp))
+            return s_why(why, cap, "layer %u: down type %u with %s rows", l, dt,
+                         s->down_transposed ? "n_embd" : "n_ff_exp");
+        const st_type_traits_t *g = st_type_traits((int)gt), *u = st_type_traits((int)ut);
+        if (g->vec_dot_type != u->vec_dot_type)
+            return s_why(why, cap, "layer %u: gate and up take different activation types", l);
+        const st_type_traits_t *a = st_type_traits(g->vec_dot_type); /* Q8_0, Q8_1, Q8_K...: not weight types */
+        if (!a || !a->name || a->blck <= 0 || s->n_embd % (uint32_t)a->blck)
+            return s_why(why, cap, "layer %u: activation type with n_embd %u", l, s->n_embd);
+        if (st_wire_expert_bytes(s, l) == 0) return s_why(why, cap, "layer %u: experts of no size", l);
+    }
     if (st_wire_max_tokens(s) < 1) return s_why(why, cap, "one activation row is larger than a frame");
     return 0;
 }
 
-static bool s_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b) {
-    return !memcmp(a->model_hash, b->model_hash, ST_WIRE_HASH_BYTES) && a->n_layer == b->n_layer &&
-           a->n_embd == b->n_embd && a->n_ff_exp == b->n_ff_exp && a->n_expert == b->n_expert &&
-           a->n_expert_used == b->n_expert_used && a->gate_type == b->gate_type && a->up_type == b->up_type &&
-           a->down_type == b->down_type && a->down_transposed == b->down_transposed &&
-           a->expert_bytes == b->expert_bytes;
+bool st_wire_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b) {
+    if (memcmp(a->model_hash, b->model_hash, ST_WIRE_HASH_BYTES) || a->n_layer != b->n_layer ||
+        a->n_embd != b->n_embd || a->n_ff_exp != b->n_ff_exp || a->n_expert != b->n_expert ||
+        a->n_expert_used != b->n_expert_used || a->down_transposed != b->down_transposed ||
+        a->n_layer > ST_WIRE_MAX_LAYERS)
+        return false;
+    const size_t n = a->n_layer;
+    return !memcmp(a->gate_type, b->gate_type, n) && !memcmp(a->up_type, b->up_type, n) &&
+           !memcmp(a->down_type, b->down_type, n);
 }
 
 static int s_check_refs(const st_wire_ref_t *r, uint32_t n, const st_wire_shape_t *s, const char *what, char *why,
@@ -601,7 +660,7 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
     if (m->type == ST_MSG_HELLO || m->type == ST_MSG_ASSIGN) {
         const st_wire_shape_t *own = m->type == ST_MSG_HELLO ? &m->hello.shape : &m->assign.shape;
         if (st_wire_check_shape(own, why, cap)) return ST_EPROTO;
-        if (s && !s_shape_eq(s, own)) return s_why(why, cap, "model shape differs from the expected one");
+        if (s && !st_wire_shape_eq(s, own)) return s_why(why, cap, "model shape differs from the expected one");
         s = own;
     }
     if (m->type == ST_MSG_HEARTBEAT || m->type == ST_MSG_ERROR || m->type == ST_MSG_HELLO ||
@@ -622,9 +681,10 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
         const st_wire_shard_put_t *p = &m->shard_put;
         if (p->layer >= s->n_layer || p->expert >= s->n_expert)
             return s_why(why, cap, "shard of expert %u.%u", p->layer, p->expert);
-        if (p->total != s->expert_bytes)
-            return s_why(why, cap, "shard total %llu (expert is %llu B)", (unsigned long long)p->total,
-                         (unsigned long long)s->expert_bytes);
+        const uint64_t eb = st_wire_expert_bytes(s, p->layer);
+        if (p->total != eb)
+            return s_why(why, cap, "shard total %llu (an expert of layer %u is %llu B)", (unsigned long long)p->total,
+                         p->layer, (unsigned long long)eb);
         if (frame_len == 0 || frame_len > ST_WIRE_MAX_CHUNK)
             return s_why(why, cap, "shard chunk of %zu B (1..%u)", frame_len, ST_WIRE_MAX_CHUNK);
         if (p->offset >= p->total || frame_len > p->total - p->offset)
@@ -642,15 +702,16 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
         if (c->layer >= s->n_layer) return s_why(why, cap, "layer %u of %u", c->layer, s->n_layer);
         if (c->n_tokens < 1 || c->n_tokens > st_wire_max_tokens(s))
             return s_why(why, cap, "%u tokens (1..%u)", c->n_tokens, st_wire_max_tokens(s));
-        if (c->act_type != (uint32_t)st_type_traits((int)s->gate_type)->vec_dot_type)
-            return s_why(why, cap, "activation type %s (the experts take %s)", st_type_name((int)c->act_type),
-                         st_type_name(st_type_traits((int)s->gate_type)->vec_dot_type));
+        const int act = st_wire_act_type(s, c->layer);
+        if (act < 0 || c->act_type != (uint32_t)act)
+            return s_why(why, cap, "activation type %u (layer %u's experts take %s)", c->act_type, c->layer,
+                         act < 0 ? "?" : st_type_name(act));
         if (c->n_pairs < 1 || c->n_pairs > c->n_tokens * s->n_expert_used)
             return s_why(why, cap, "%u pairs for %u tokens", c->n_pairs, c->n_tokens);
         for (uint32_t i = 0; i < c->n_pairs; i++)
             if ((uint32_t)c->pair_token[i] >= c->n_tokens || (uint32_t)c->pair_expert[i] >= s->n_expert)
                 return s_why(why, cap, "pair %u: token %d, expert %d", i, c->pair_token[i], c->pair_expert[i]);
-        size_t want = (size_t)c->n_tokens * st_wire_act_row_bytes(s);
+        size_t want = (size_t)c->n_tokens * st_wire_act_row_bytes(s, c->layer);
         if (frame_len != want) return s_why(why, cap, "activation frame of %zu B (want %zu)", frame_len, want);
         return 0;
     }

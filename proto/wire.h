@@ -21,12 +21,15 @@
  *  - Every reply carries the request_id of its request. EXPERT_PREFETCH is
  *    one-way: it gets no reply unless it is malformed (then an ERROR).
  *  - Errors: ERROR with code = a negative ST_E* value and a short message.
- *  - An expert's bytes are gate | up | down, each matrix exactly as in the
- *    GGUF (st_wire_matrix_bytes); its hash is BLAKE2b-256 of those bytes.
+ *  - Expert types are per layer (llama-quantize's mixes vary ffn_down's type
+ *    by layer). An expert's bytes are gate | up | down, each matrix exactly as
+ *    in the GGUF (st_wire_matrix_bytes of its layer); its hash is BLAKE2b-256
+ *    of those bytes.
  *  - SHARD_PUT chunks of one expert come in order (offset = bytes sent so
  *    far; offset 0 restarts that expert), each at most ST_WIRE_MAX_CHUNK bytes.
  *  - EXPERT_COMPUTE: frame = n_tokens rows of st_row_size(act_type, n_embd)
- *    bytes, act_type = vec_dot type of gate_type (Q8_0 for Q4_0 weights);
+ *    bytes, act_type = vec_dot type of the layer's gate type (Q8_0 for Q4_0
+ *    weights, Q8_K for K-quants: st_wire_act_type);
  *    n_tokens <= st_wire_max_tokens(shape). EXPERT_RESULT: frame = n_pairs x
  *    n_embd float32 LE, unweighted expert outputs in request order. A node
  *    computes all pairs of one expert in one kernel call, in request order;
@@ -41,7 +44,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#define ST_WIRE_VERSION 1
+#define ST_WIRE_VERSION 2 /* 2: expert types per layer */
 #define ST_WIRE_HASH_BYTES 32          /* BLAKE2b-256 */
 #define ST_WIRE_MAX_ENVELOPE (1u << 20) /* bytes of one Envelope frame */
 #define ST_WIRE_MAX_FRAME (4u << 20)   /* bytes of one raw frame a node accepts */
@@ -75,9 +78,10 @@ typedef enum {
 typedef struct {
     uint8_t model_hash[ST_WIRE_HASH_BYTES];
     uint32_t n_layer, n_embd, n_ff_exp, n_expert, n_expert_used;
-    uint32_t gate_type, up_type, down_type; /* ggml type ids */
-    bool down_transposed;                   /* down stored as n_ff_exp rows of n_embd */
-    uint64_t expert_bytes;                  /* gate + up + down bytes of one expert */
+    bool down_transposed; /* down stored as n_ff_exp rows of n_embd */
+    /* ggml type ids of layer l's expert matrices, l < n_layer (entries past
+     * n_layer mean nothing; st_wire_shape_eq ignores them) */
+    uint8_t gate_type[ST_WIRE_MAX_LAYERS], up_type[ST_WIRE_MAX_LAYERS], down_type[ST_WIRE_MAX_LAYERS];
 } st_wire_shape_t;
 
 typedef struct {
@@ -113,7 +117,7 @@ typedef struct {
 
 typedef struct {
     uint32_t layer, expert;
-    uint64_t offset, total; /* total = shape.expert_bytes */
+    uint64_t offset, total; /* total = st_wire_expert_bytes(shape, layer) */
     uint8_t chunk_hash[ST_WIRE_HASH_BYTES];
 } st_wire_shard_put_t;
 
@@ -191,8 +195,9 @@ int st_wire_decode(const uint8_t *buf, size_t len, st_wire_msg_t *m, char *why, 
 /* Frees what st_wire_decode allocated; zeroes m. Safe on a zeroed msg. */
 void st_wire_msg_clear(st_wire_msg_t *m);
 
-/* Checks a shape on its own: sizes in range, supported types, block-aligned
- * widths, expert_bytes consistent. 0 or ST_EPROTO with why. */
+/* Checks a shape on its own: sizes in range, each layer's types supported,
+ * with block-aligned widths and gate and up taking the same activation
+ * format. 0 or ST_EPROTO with why. */
 int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t why_cap);
 /* Checks a decoded message against a (checked) shape and the size of its raw
  * frame (0 when it has none): ids, counts, types, exact frame sizes. For
@@ -200,12 +205,28 @@ int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t why_cap);
  * not NULL; other types need s (ST_EPROTO without it). */
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t why_cap);
 
-/* Bytes of an expert's gate, up and down matrices in the shape (sizes[0..2]);
- * returns their sum (0 if a type is unknown). */
-uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint64_t sizes[3]);
-/* Bytes of one activation row on the wire (act_type = vec_dot type of gate). */
-size_t st_wire_act_row_bytes(const st_wire_shape_t *s);
-/* Largest n_tokens of an EXPERT_COMPUTE whose frame fits ST_WIRE_MAX_FRAME. */
+/* Equal model hash, sizes and per-layer types. */
+bool st_wire_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b);
+/* Sets every layer's (n_layer) gate, up and down type ids (ids above 255 are
+ * stored as 255, which no type has). */
+void st_wire_shape_set_types(st_wire_shape_t *s, uint32_t gate, uint32_t up, uint32_t down);
+
+/* Bytes of the gate, up and down matrices of one expert of layer (sizes[0..2]);
+ * returns their sum (0, sizes zeroed, if a type is unknown or layer >= n_layer). */
+uint64_t st_wire_matrix_bytes(const st_wire_shape_t *s, uint32_t layer, uint64_t sizes[3]);
+/* The same sum alone: the bytes of one expert of layer (its shard). */
+uint64_t st_wire_expert_bytes(const st_wire_shape_t *s, uint32_t layer);
+/* Largest st_wire_expert_bytes over the layers. */
+uint64_t st_wire_max_expert_bytes(const st_wire_shape_t *s);
+/* The activation type of layer's EXPERT_COMPUTE (vec_dot type of its gate;
+ * -1 for an unknown type or layer). */
+int st_wire_act_type(const st_wire_shape_t *s, uint32_t layer);
+/* Bytes of one activation row of layer on the wire (0 when unknown). */
+size_t st_wire_act_row_bytes(const st_wire_shape_t *s, uint32_t layer);
+/* Largest activation row over the layers. */
+size_t st_wire_max_act_row_bytes(const st_wire_shape_t *s);
+/* Largest n_tokens of an EXPERT_COMPUTE whose frame fits ST_WIRE_MAX_FRAME
+ * in every layer. */
 uint32_t st_wire_max_tokens(const st_wire_shape_t *s);
 /* Largest raw frame a coordinator may receive for this shape (an
  * EXPERT_RESULT of st_wire_max_tokens tokens, all experts used). */

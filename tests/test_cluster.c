@@ -27,6 +27,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "gguf.h"
+#include "st_kernels.h"
 #include "testutil.h"
 #include "wire.h"
 
@@ -220,8 +222,7 @@ Test(cluster, swa_8_layers_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
 
 /* K-quant experts, whose activations travel as Q8_K rows (skipped where
  * llama-quantize is absent). llama-quantize's Q4_K_S on 4 layers: Q4_K experts
- * in every layer (Q4_K_M would make layer 2's down Q6_K, and the cluster wants
- * one expert shape for all layers: see coordinator/remote_moe.c). */
+ * in every layer. */
 Test(cluster, q4_k_s_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
     const char *synth[] = {"--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--seed", "3",
                            NULL};
@@ -229,6 +230,48 @@ Test(cluster, q4_k_s_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
     if (!st_test_quantized_model(synth, "Q4_K_S", model, sizeof model)) cr_skip_test("llama-quantize not available");
     s_matrix_model(model);
 }
+
+/* Counts the distinct ffn_down_exps types of model's layers (printing them). */
+static int s_down_type_count(const char *model) {
+    st_gguf_t *g = st_gguf_open(model);
+    cr_assert_not_null(g, "%s", model);
+    int seen[ST_TYPE_COUNT] = {0}, n = 0;
+    char line[1024] = "";
+    for (int64_t i = 0; i < st_gguf_n_tensors(g); i++) {
+        const st_gguf_tensor_t *t = st_gguf_tensor(g, i);
+        int layer;
+        char what[32];
+        if (sscanf(t->name, "blk.%d.%31[a-z_].weight", &layer, what) != 2) continue;
+        if (!strcmp(what, "ffn_down_exps")) {
+            cr_assert(t->type >= 0 && t->type < ST_TYPE_COUNT);
+            n += !seen[t->type]++;
+            snprintf(line + strlen(line), sizeof line - strlen(line), " %d:%s", layer, st_type_name(t->type));
+        }
+    }
+    cr_log_info("%s: ffn_down_exps by layer:%s", model, line);
+    st_gguf_destroy(&g);
+    return n;
+}
+
+/* llama-quantize's mixes, as the published SmallThinker GGUFs are made:
+ * expert types differ by layer. Q4_K_M on 8 layers: use_more_bits() in
+ * llama-quant.cpp gives layers 0, 3, 6, 7 a Q6_K ffn_down, the rest Q4_K.
+ * Q3_K_M needs 16 layers (layer < n_layer/16 gets a Q5_K down, the rest Q4_K;
+ * gate and up Q3_K). The cluster carries types per layer; tokens and logits
+ * match st-run's. */
+static void s_mix_matrix(const char *type, const char *layers) {
+    const char *synth[] = {"--type", "f32", "--layers", layers, "--hidden", "256", "--expert-ffn", "256", "--experts",
+                           "16", "--seed", "5", NULL};
+    static char model[1200];
+    if (!st_test_quantized_model(synth, type, model, sizeof model)) cr_skip_test("llama-quantize not available");
+    cr_assert_geq(s_down_type_count(model), 2, "%s: every layer's ffn_down has one type: the test "
+                  "would not test per-layer types", type);
+    s_matrix_model(model);
+}
+
+Test(cluster, q4_k_m_mixed_layer_types_match_st_run_on_1_2_3_5_nodes, .timeout = 400) { s_mix_matrix("Q4_K_M", "8"); }
+
+Test(cluster, q3_k_m_mixed_layer_types_match_st_run_on_1_2_3_5_nodes, .timeout = 400) { s_mix_matrix("Q3_K_M", "16"); }
 
 Test(cluster, restarted_node_gets_zero_shard_bytes, .timeout = 120) {
     const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};

@@ -146,7 +146,7 @@ static const uint8_t *s_expert(model_t *md, int l, int e) {
         memcpy(md->bytes + off, st_weight_row(w[i], e, 0), n);
         off += n;
     }
-    cr_assert_eq(off, md->shape.expert_bytes);
+    cr_assert_eq(off, st_wire_expert_bytes(&md->shape, (uint32_t)l));
     return md->bytes;
 }
 
@@ -162,22 +162,24 @@ static void s_load_model(model_t *md, const char *const *args) {
     md->ctx = st_ctx_new(md->m, &p);
     cr_assert_not_null(md->ctx);
     const st_config_t *cfg = &md->m->cfg;
-    const st_layer_t *L = &md->m->layers[0];
     st_wire_shape_t *s = &md->shape;
-    *s = (st_wire_shape_t){.n_layer = (uint32_t)cfg->n_layer, .n_embd = (uint32_t)cfg->n_embd,
-                           .n_ff_exp = (uint32_t)cfg->n_ff_exp, .n_expert = (uint32_t)cfg->n_expert,
-                           .n_expert_used = (uint32_t)cfg->n_expert_used, .gate_type = L->gate_exps.type,
-                           .up_type = L->up_exps.type, .down_type = L->down_exps.type,
-                           .down_transposed = L->down_transposed};
-    uint64_t sizes[3];
-    s->expert_bytes = st_wire_matrix_bytes(s, sizes);
-    md->bytes = malloc(s->expert_bytes);
+    memset(s, 0, sizeof *s);
+    s->n_layer = (uint32_t)cfg->n_layer, s->n_embd = (uint32_t)cfg->n_embd, s->n_ff_exp = (uint32_t)cfg->n_ff_exp;
+    s->n_expert = (uint32_t)cfg->n_expert, s->n_expert_used = (uint32_t)cfg->n_expert_used;
+    s->down_transposed = md->m->layers[0].down_transposed;
+    for (int l = 0; l < cfg->n_layer; l++) {
+        const st_layer_t *L = &md->m->layers[l];
+        s->gate_type[l] = (uint8_t)L->gate_exps.type;
+        s->up_type[l] = (uint8_t)L->up_exps.type;
+        s->down_type[l] = (uint8_t)L->down_exps.type;
+    }
+    md->bytes = malloc(st_wire_max_expert_bytes(s));
     md->hash = malloc((size_t)cfg->n_layer * cfg->n_expert * 32);
     /* model hash: BLAKE2b of all expert hashes in order */
     uint8_t *all = malloc((size_t)cfg->n_layer * cfg->n_expert * 32);
     for (int l = 0; l < cfg->n_layer; l++)
         for (int e = 0; e < cfg->n_expert; e++) {
-            st_wire_hash(s_expert(md, l, e), s->expert_bytes, md->hash[l * cfg->n_expert + e]);
+            st_wire_hash(s_expert(md, l, e), st_wire_expert_bytes(s, (uint32_t)l), md->hash[l * cfg->n_expert + e]);
             memcpy(all + (size_t)(l * cfg->n_expert + e) * 32, md->hash[l * cfg->n_expert + e], 32);
         }
     st_wire_hash(all, (size_t)cfg->n_layer * cfg->n_expert * 32, s->model_hash);
@@ -241,7 +243,7 @@ static uint32_t s_do_assign(client_t *c, model_t *md, uint32_t n_pin) {
 /* Pushes one expert in chunks; returns the bytes sent. */
 static uint64_t s_push_expert(client_t *c, model_t *md, uint32_t l, uint32_t e, size_t chunk) {
     const uint8_t *b = s_expert(md, (int)l, (int)e);
-    const uint64_t total = md->shape.expert_bytes;
+    const uint64_t total = st_wire_expert_bytes(&md->shape, l);
     for (uint64_t off = 0; off < total; off += chunk) {
         const size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
         st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT};
@@ -297,12 +299,12 @@ static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer,
     st_expert_set_t set = st_model_expert_set(md->ctx, (int)layer);
     cr_assert_eq(st_experts_eval(md->ctx, &set, n_pairs, tok, ids, x, n_tok, want), 0);
     /* what the node computes from the activations converted as a coordinator sends them */
-    const size_t row = st_wire_act_row_bytes(&md->shape);
+    const size_t row = st_wire_act_row_bytes(&md->shape, layer);
     uint8_t *act = malloc((size_t)n_tok * row);
-    st_convert_activations(md->ctx, (st_type_t)md->shape.gate_type, x, n_tok, E, act);
+    st_convert_activations(md->ctx, (st_type_t)md->shape.gate_type[layer], x, n_tok, E, act);
     st_wire_msg_t m = {.type = ST_MSG_EXPERT_COMPUTE};
     m.compute = (st_wire_compute_t){.layer = layer, .n_tokens = (uint32_t)n_tok,
-                                    .act_type = (uint32_t)st_type_traits((int)md->shape.gate_type)->vec_dot_type,
+                                    .act_type = (uint32_t)st_wire_act_type(&md->shape, layer),
                                     .n_pairs = (uint32_t)n_pairs, .pair_token = tok, .pair_expert = ids};
     st_wire_rx_t rx;
     const uint64_t out0 = c->bytes_out, in0 = c->bytes_in;
@@ -355,7 +357,8 @@ Test(node, serves_experts_bit_identical_to_one_process) {
     cr_assert_eq(s_do_assign(&c, &md, 4), n_all);
     const uint64_t pushed0 = c.bytes_out;
     s_push_all(&c, &md, 1000);
-    cr_log_info("pushed %u experts of %llu B: %llu B on the wire", n_all, (unsigned long long)md.shape.expert_bytes,
+    cr_log_info("pushed %u experts of %llu B: %llu B on the wire", n_all,
+                (unsigned long long)st_wire_expert_bytes(&md.shape, 0),
                 (unsigned long long)(c.bytes_out - pushed0));
     cr_assert_eq(s_do_assign(&c, &md, 4), 0); /* nothing missing now */
 
@@ -416,7 +419,7 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
 
     /* before any model: compute is refused */
     int32_t tok[2] = {0, 0}, ids[2] = {0, 1};
-    const size_t row = st_wire_act_row_bytes(&md.shape);
+    const size_t row = st_wire_act_row_bytes(&md.shape, 0);
     uint8_t *act = calloc(4, row);
     st_wire_msg_t cm = {.type = ST_MSG_EXPERT_COMPUTE};
     cm.compute = (st_wire_compute_t){.layer = 0, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2,
@@ -427,20 +430,21 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     s_do_assign(&c, &md, 0);
     /* a tampered shard chunk: SHARD_ACK ok=false, nothing stored */
     const uint8_t *b = s_expert(&md, 0, 0);
-    uint8_t *bad = malloc(md.shape.expert_bytes);
-    memcpy(bad, b, md.shape.expert_bytes);
+    const uint64_t EB = st_wire_expert_bytes(&md.shape, 0);
+    uint8_t *bad = malloc(EB);
+    memcpy(bad, b, EB);
     st_wire_msg_t sp = {.type = ST_MSG_SHARD_PUT};
-    sp.shard_put = (st_wire_shard_put_t){.layer = 0, .expert = 0, .offset = 0, .total = md.shape.expert_bytes};
-    st_wire_hash(bad, md.shape.expert_bytes, sp.shard_put.chunk_hash);
+    sp.shard_put = (st_wire_shard_put_t){.layer = 0, .expert = 0, .offset = 0, .total = EB};
+    st_wire_hash(bad, EB, sp.shard_put.chunk_hash);
     bad[10] ^= 4; /* flipped after hashing: in transit */
     st_wire_rx_t rx;
-    s_call(&c, &sp, bad, md.shape.expert_bytes, &rx);
+    s_call(&c, &sp, bad, EB, &rx);
     cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
     cr_assert(!rx.msg.shard_ack.ok && !rx.msg.shard_ack.complete);
     st_wire_rx_clear(&rx);
     /* a consistent chunk of the wrong bytes: the whole-expert hash (from ASSIGN) refuses it */
-    st_wire_hash(bad, md.shape.expert_bytes, sp.shard_put.chunk_hash);
-    s_call(&c, &sp, bad, md.shape.expert_bytes, &rx);
+    st_wire_hash(bad, EB, sp.shard_put.chunk_hash);
+    s_call(&c, &sp, bad, EB, &rx);
     cr_assert_eq(rx.msg.type, ST_MSG_SHARD_ACK);
     cr_assert(!rx.msg.shard_ack.ok && !rx.msg.shard_ack.complete);
     st_wire_rx_clear(&rx);
@@ -493,10 +497,10 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     st_wire_msg_t inv = {.type = ST_MSG_INVENTORY};
     s_expect_error(&c, &inv, NULL, 0, "a message type a node does not take");
     st_wire_msg_t other = s_hello(&md);
-    other.hello.shape.expert_bytes++;
+    other.hello.shape.gate_type[0] = 99; /* no such type */
     s_expect_error(&c, &other, NULL, 0, "inconsistent shape");
     st_wire_msg_t sp2 = sp;
-    sp2.shard_put.offset = md.shape.expert_bytes;
+    sp2.shard_put.offset = EB;
     s_expect_error(&c, &sp2, "x", 1, "shard chunk past the end");
 
     /* a frame above ZMQ_MAXMSGSIZE: the node drops that connection instead of reading it */
@@ -543,17 +547,18 @@ Test(node, pipelined_requests_all_get_replies) {
     s_do_hello(&c, &md);
     s_do_assign(&c, &md, 0);
     const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
-    const size_t chunk = 16384, per = (size_t)((md.shape.expert_bytes + chunk - 1) / chunk);
+    const uint64_t EB = st_wire_expert_bytes(&md.shape, 0); /* st-synth: the same types in every layer */
+    const size_t chunk = 16384, per = (size_t)((EB + chunk - 1) / chunk);
     size_t sent = 0, acked = 0, complete = 0;
     while (acked < n_all * per) {
         while (sent < n_all * per && sent - acked < 4) {
             const uint32_t k = (uint32_t)(sent / per);
             const uint64_t off = (sent % per) * chunk;
             const uint8_t *b = s_expert(&md, (int)(k / md.shape.n_expert), (int)(k % md.shape.n_expert));
-            const size_t n = md.shape.expert_bytes - off < chunk ? (size_t)(md.shape.expert_bytes - off) : chunk;
+            const size_t n = EB - off < chunk ? (size_t)(EB - off) : chunk;
             st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT, .request_id = 5000 + sent};
             m.shard_put = (st_wire_shard_put_t){.layer = k / md.shape.n_expert, .expert = k % md.shape.n_expert,
-                                                .offset = off, .total = md.shape.expert_bytes};
+                                                .offset = off, .total = EB};
             st_wire_hash(b + off, n, m.shard_put.chunk_hash);
             cr_assert_eq(st_wire_send(c.sock, NULL, 0, &m, b + off, n, 0), 0);
             sent++;
@@ -669,8 +674,8 @@ Test(node, bench_4b_shaped) {
     s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
     const double push = s_now() - t0;
     cr_log_info("4b-shaped: pushed %u experts of %llu B in %.2f s (%.0f MB/s)", md.shape.n_expert,
-                (unsigned long long)md.shape.expert_bytes, push,
-                (double)md.shape.n_expert * (double)md.shape.expert_bytes / push / 1e6);
+                (unsigned long long)st_wire_expert_bytes(&md.shape, 0), push,
+                (double)md.shape.n_expert * (double)st_wire_expert_bytes(&md.shape, 0) / push / 1e6);
     s_check_compute(&c, &md, 0, 8, true, 1); /* warm: every expert in RAM */
     double rt = 0, comp = 0;
     const int reps = 50;

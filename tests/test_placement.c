@@ -343,3 +343,48 @@ Test(placement, json_is_written_and_lists_every_expert) {
     cr_assert_lt(st_placement_save_json(pl, "/nonexistent-dir/x.json", NULL, NULL), 0);
     st_placement_destroy(&pl);
 }
+
+/* llama-quantize's mixes: an expert's size depends on its layer. Node bytes
+ * are exact sums; capacities count in the largest layer's experts, so a
+ * placement never overcommits a store; replicas respect RAM in bytes. */
+Test(placement, per_layer_expert_bytes) {
+    const int L = 4, X = 8, N = 3;
+    const uint64_t lb[4] = {3 * MiB, 2 * MiB, 2 * MiB, 3 * MiB}; /* Q6_K downs in layers 0 and 3 */
+    st_place_node_t nodes[3];
+    s_nodes(nodes, N, 1024 * MiB);
+    st_place_params_t p = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = lb};
+    st_placement_t *pl = st_placement_new(&p, nodes, N);
+    cr_assert_not_null(pl);
+    s_check_owners(pl, 1);
+    uint64_t total = 0;
+    for (int i = 0; i < N; i++) {
+        uint64_t want = 0;
+        for (int l = 0; l < L; l++) want += (uint64_t)s_layer_count(pl, i, l) * lb[l];
+        cr_assert_eq(st_placement_node_bytes(pl, i), want, "node %d", i);
+        total += want;
+    }
+    cr_assert_eq(total, (uint64_t)X * (3 + 2 + 2 + 3) * MiB);
+    st_placement_destroy(&pl);
+    /* stores of 11 experts of the largest size hold 33 MiB: 3 nodes x 11 >= 32 experts */
+    for (int i = 0; i < N; i++) nodes[i] = (st_place_node_t){.mem_budget = 64 * MiB, .store_cap = 33 * MiB};
+    pl = st_placement_new(&p, nodes, N);
+    cr_assert_not_null(pl);
+    for (int i = 0; i < N; i++) cr_assert_leq(st_placement_node_bytes(pl, i), 33 * MiB, "node %d", i);
+    st_placement_destroy(&pl);
+    /* 10 per store is too few (30 < 32): refused, although the 80 MiB of experts would fit in 3 x 32 MiB
+     * (capacities count in the largest layer's experts: conservative, by at most the spread of sizes) */
+    for (int i = 0; i < N; i++) nodes[i].store_cap = 32 * MiB;
+    cr_assert_null(st_placement_new(&p, nodes, N));
+    /* replicas: RAM budgets in bytes, never exceeded */
+    for (int i = 0; i < N; i++) nodes[i] = (st_place_node_t){.mem_budget = 40 * MiB};
+    p.replication = 2;
+    pl = st_placement_new(&p, nodes, N);
+    cr_assert_not_null(pl);
+    for (int i = 0; i < N; i++) cr_assert_leq(st_placement_node_bytes(pl, i), 40 * MiB, "node %d", i);
+    cr_assert_gt(st_placement_replicas_dropped(pl), 0);
+    st_placement_destroy(&pl);
+    /* a zero-byte layer is a bad parameter */
+    const uint64_t bad[4] = {3 * MiB, 0, 2 * MiB, 3 * MiB};
+    p.layer_bytes = bad;
+    cr_assert_null(st_placement_new(&p, nodes, N));
+}

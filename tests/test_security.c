@@ -128,11 +128,9 @@ static bool s_call(client_t *c, st_wire_msg_t *m, const void *frame, size_t len,
 
 /* A small Q4_0 shape (as in test_wire), experts of random bytes. */
 static st_wire_shape_t s_shape(void) {
-    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2,
-                         .gate_type = ST_TYPE_Q4_0, .up_type = ST_TYPE_Q4_0, .down_type = ST_TYPE_Q4_0};
+    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2};
+    st_wire_shape_set_types(&s, ST_TYPE_Q4_0, ST_TYPE_Q4_0, ST_TYPE_Q4_0);
     for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) s.model_hash[i] = (uint8_t)(i * 13 + 5);
-    uint64_t sizes[3];
-    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
     return s;
 }
 
@@ -303,7 +301,7 @@ Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
     s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
     st_wire_rx_t rx;
     const st_wire_shape_t shape = s_shape();
-    const size_t EB = (size_t)shape.expert_bytes;
+    const size_t EB = (size_t)st_wire_expert_bytes(&shape, 0); /* every layer's (uniform shape) */
     uint8_t *good = malloc(EB), *bad = malloc(EB);
     srand(7);
     for (size_t i = 0; i < EB; i++) good[i] = (uint8_t)rand();
@@ -439,7 +437,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
     s_client(&intruder, nd.p.url, nd.p.pub, NULL, NULL); /* unknown key */
     const st_wire_shape_t shape = s_shape();
-    const size_t EB = (size_t)shape.expert_bytes;
+    const size_t EB = (size_t)st_wire_expert_bytes(&shape, 0); /* every layer's (uniform shape) */
     uint8_t *expert = malloc(EB);
     srand(11);
     for (size_t i = 0; i < EB; i++) expert[i] = (uint8_t)rand();
@@ -468,7 +466,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
         st_wire_rx_clear(&rx);
     }
     /* the valid request: 3 tokens on layer 0, expert 1; Q8_0 rows (34 B per 32: fp16 scale + 32 int8) */
-    const size_t row = st_wire_act_row_bytes(&shape), act_len = 3 * row;
+    const size_t row = st_wire_act_row_bytes(&shape, 0), act_len = 3 * row;
     uint8_t *act = malloc(act_len);
     for (size_t i = 0; i < act_len; i++) act[i] = (uint8_t)(rand() % 64);
     for (size_t i = 0; i + 34 <= act_len; i += 34) act[i] = 0x00, act[i + 1] = 0x2c;

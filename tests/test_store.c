@@ -30,26 +30,33 @@ TestSuite(store, .init = setup, .fini = teardown);
 
 /* 2 layers x 4 experts, n_embd 64, n_ff_exp 64, Q8_0: 3 x 64 rows x 68 B = 13056 B per expert */
 static st_wire_shape_t s_shape(void) {
-    st_wire_shape_t s = {.n_layer = 2, .n_embd = 64, .n_ff_exp = 64, .n_expert = 4, .n_expert_used = 2,
-                         .gate_type = ST_TYPE_Q8_0, .up_type = ST_TYPE_Q8_0, .down_type = ST_TYPE_Q8_0};
+    st_wire_shape_t s = {.n_layer = 2, .n_embd = 64, .n_ff_exp = 64, .n_expert = 4, .n_expert_used = 2};
+    st_wire_shape_set_types(&s, ST_TYPE_Q8_0, ST_TYPE_Q8_0, ST_TYPE_Q8_0);
     memset(s.model_hash, 0x5a, sizeof s.model_hash);
-    uint64_t sizes[3];
-    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
     return s;
 }
 
-static uint8_t *s_expert_bytes(const st_wire_shape_t *s, int seed, uint8_t hash[32]) {
-    uint8_t *b = malloc(s->expert_bytes);
+/* bytes of one expert of the (uniform) test shape */
+#define EB(s) st_wire_expert_bytes(s, 0)
+
+/* random bytes of one expert of layer l */
+static uint8_t *s_layer_expert_bytes(const st_wire_shape_t *s, uint32_t l, int seed, uint8_t hash[32]) {
+    const uint64_t n = st_wire_expert_bytes(s, l);
+    uint8_t *b = malloc(n);
     srand((unsigned)seed);
-    for (uint64_t i = 0; i < s->expert_bytes; i++) b[i] = (uint8_t)rand();
-    st_wire_hash(b, s->expert_bytes, hash);
+    for (uint64_t i = 0; i < n; i++) b[i] = (uint8_t)rand();
+    st_wire_hash(b, n, hash);
     return b;
+}
+
+static uint8_t *s_expert_bytes(const st_wire_shape_t *s, int seed, uint8_t hash[32]) {
+    return s_layer_expert_bytes(s, 0, seed, hash);
 }
 
 /* pushes a whole expert in chunks of `chunk` bytes; returns the last rc */
 static int s_push(st_store_t *st, uint32_t l, uint32_t e, const uint8_t *b, const uint8_t want[32], size_t chunk,
                   bool *complete) {
-    const uint64_t total = st_store_shape(st)->expert_bytes;
+    const uint64_t total = st_wire_expert_bytes(st_store_shape(st), l);
     int rc = 0;
     for (uint64_t off = 0; off < total && rc == 0; off += chunk) {
         size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
@@ -73,7 +80,7 @@ Test(store, write_verify_read_and_restart) {
     cr_assert_not_null(st);
     cr_assert_eq(st_store_count(st), 0);
     cr_assert_eq(st_store_record_bytes(st) % 4096, 0);
-    cr_assert_geq(st_store_record_bytes(st), sh.expert_bytes);
+    cr_assert_geq(st_store_record_bytes(st), EB(&sh));
     uint8_t h1[32], h2[32];
     uint8_t *b1 = s_expert_bytes(&sh, 1, h1), *b2 = s_expert_bytes(&sh, 2, h2);
     bool complete = false;
@@ -87,7 +94,7 @@ Test(store, write_verify_read_and_restart) {
     cr_assert_null(st_store_hash(st, 9, 0)); /* outside the shape: no crash */
     uint8_t *buf = s_aligned(st_store_record_bytes(st));
     cr_assert_eq(st_store_read(st, 1, 3, buf), 0);
-    cr_assert_arr_eq(buf, b1, sh.expert_bytes);
+    cr_assert_arr_eq(buf, b1, EB(&sh));
     cr_assert_eq(st_store_read(st, 1, 2, buf), ST_ERANGE);
     cr_assert_gt(st_store_free_bytes(st), 0);
     st_store_close(&st);
@@ -102,7 +109,7 @@ Test(store, write_verify_read_and_restart) {
     cr_assert_arr_eq(refs[0].hash, h2, 32);
     cr_assert(refs[1].layer == 1 && refs[1].expert == 3);
     cr_assert_eq(st_store_read(st, 0, 0, buf), 0);
-    cr_assert_arr_eq(buf, b2, sh.expert_bytes);
+    cr_assert_arr_eq(buf, b2, EB(&sh));
     /* another model's store under the same directory is separate */
     st_wire_shape_t other = sh;
     other.model_hash[0] ^= 1;
@@ -129,13 +136,13 @@ Test(store, corrupt_chunk_is_rejected_before_writing) {
     b[5000] ^= 1;
     /* the good chunk is then accepted at the same offset and the expert completes */
     cr_assert_eq(st_store_put(st, 0, 1, h, 4096, b + 4096, 4096, ch, &complete), 0);
-    size_t rest = (size_t)sh.expert_bytes - 8192;
+    size_t rest = (size_t)EB(&sh) - 8192;
     st_wire_hash(b + 8192, rest, ch);
     cr_assert_eq(st_store_put(st, 0, 1, h, 8192, b + 8192, rest, ch, &complete), 0);
     cr_assert(complete);
     uint8_t *buf = s_aligned(st_store_record_bytes(st));
     cr_assert_eq(st_store_read(st, 0, 1, buf), 0);
-    cr_assert_arr_eq(buf, b, sh.expert_bytes);
+    cr_assert_arr_eq(buf, b, EB(&sh));
     st_store_close(&st);
     free(buf), free(b);
 }
@@ -173,7 +180,7 @@ Test(store, chunks_out_of_order_are_refused) {
     cr_assert_eq(st_store_put(st, 0, 2, h, 8192, b + 8192, 4096, ch, &complete), ST_EPROTO); /* a gap */
     st_wire_hash(b, 100, ch);
     cr_assert_eq(st_store_put(st, 9, 0, h, 0, b, 100, ch, &complete), ST_ERANGE);
-    cr_assert_eq(st_store_put(st, 0, 2, h, sh.expert_bytes, b, 100, ch, &complete), ST_ERANGE);
+    cr_assert_eq(st_store_put(st, 0, 2, h, EB(&sh), b, 100, ch, &complete), ST_ERANGE);
     /* offset 0 restarts the transfer */
     cr_assert_eq(s_push(st, 0, 2, b, h, 3000, &complete), 0);
     cr_assert(complete);
@@ -210,7 +217,7 @@ Test(store, tampered_data_file_is_detected) {
     s_model_path(&sh, "experts.dat", path, sizeof path);
     struct stat s;
     cr_assert_eq(stat(path, &s), 0);
-    cr_assert_eq((uint64_t)s.st_size, 2 * ((sh.expert_bytes + 4095) / 4096 * 4096)); /* two 4096-aligned records */
+    cr_assert_eq((uint64_t)s.st_size, 2 * ((EB(&sh) + 4095) / 4096 * 4096)); /* two 4096-aligned records */
     s_flip_byte(path, 100); /* inside record 0 */
     st = st_store_open(g_dir, &sh);
     cr_assert_eq(st_store_count(st), 1); /* the damaged expert is dropped at open */
@@ -267,7 +274,7 @@ Test(store, new_version_replaces_the_old) {
     cr_assert_arr_eq(st_store_hash(st, 0, 3), h2, 32);
     uint8_t *buf = s_aligned(st_store_record_bytes(st));
     cr_assert_eq(st_store_read(st, 0, 3, buf), 0);
-    cr_assert_arr_eq(buf, b2, sh.expert_bytes);
+    cr_assert_arr_eq(buf, b2, EB(&sh));
     cr_assert_eq(st_store_remove(st, 0, 3), 0);
     cr_assert_eq(st_store_count(st), 0);
     st_store_close(&st);
@@ -276,6 +283,49 @@ Test(store, new_version_replaces_the_old) {
 
 Test(store, bad_shape_is_refused) {
     st_wire_shape_t sh = s_shape();
-    sh.expert_bytes++;
+    sh.gate_type[1] = 99; /* no such type */
     cr_assert_null(st_store_open(g_dir, &sh));
+}
+
+/* llama-quantize's mixes: experts of different layers differ in size. Records
+ * fit the largest; each holds (and hashes) exactly its layer's bytes. */
+Test(store, per_layer_expert_sizes) {
+    st_wire_shape_t sh = s_shape();
+    sh.down_type[1] = ST_TYPE_Q4_0; /* layer 1: 2 x 64 x 68 + 64 x 36 B */
+    const uint64_t e0 = st_wire_expert_bytes(&sh, 0), e1 = st_wire_expert_bytes(&sh, 1);
+    cr_assert_eq(e0, 3 * 64 * 68);
+    cr_assert_eq(e1, 2 * 64 * 68 + 64 * 36);
+    st_store_t *st = st_store_open(g_dir, &sh);
+    cr_assert_not_null(st);
+    cr_assert_eq(st_store_record_bytes(st), (e0 + 4095) / 4096 * 4096);
+    uint8_t h0[32], h1[32];
+    uint8_t *b0 = s_layer_expert_bytes(&sh, 0, 21, h0), *b1 = s_layer_expert_bytes(&sh, 1, 22, h1);
+    bool complete = false;
+    cr_assert_eq(s_push(st, 1, 2, b1, h1, 4096, &complete), 0);
+    cr_assert(complete);
+    cr_assert_eq(s_push(st, 0, 2, b0, h0, 4096, &complete), 0);
+    cr_assert(complete);
+    /* a chunk past layer 1's end (but inside layer 0's size) is refused */
+    uint8_t ch[32];
+    st_wire_hash(b0, 100, ch);
+    cr_assert_eq(st_store_put(st, 1, 3, h0, e1, b0, 100, ch, &complete), ST_ERANGE);
+    st_store_close(&st);
+    /* reopened: both verified with their own sizes */
+    st = st_store_open(g_dir, &sh);
+    cr_assert_not_null(st);
+    cr_assert_eq(st_store_count(st), 2);
+    uint8_t *buf = s_aligned(st_store_record_bytes(st));
+    cr_assert_eq(st_store_read(st, 1, 2, buf), 0);
+    cr_assert_arr_eq(buf, b1, e1);
+    cr_assert_eq(st_store_read(st, 0, 2, buf), 0);
+    cr_assert_arr_eq(buf, b0, e0);
+    st_store_close(&st);
+    /* the same model hash with another type mix is another index: it starts empty */
+    st_wire_shape_t other = sh;
+    other.down_type[1] = ST_TYPE_Q8_0;
+    st = st_store_open(g_dir, &other);
+    cr_assert_not_null(st);
+    cr_assert_eq(st_store_count(st), 0);
+    st_store_close(&st);
+    free(buf), free(b0), free(b1);
 }

@@ -11,11 +11,9 @@
 
 /* A small Q4_0 model: 4 layers, n_embd 64, n_ff_exp 32, 8 experts, top 2. */
 static st_wire_shape_t s_shape(void) {
-    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2,
-                         .gate_type = ST_TYPE_Q4_0, .up_type = ST_TYPE_Q4_0, .down_type = ST_TYPE_Q4_0};
+    st_wire_shape_t s = {.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2};
+    st_wire_shape_set_types(&s, ST_TYPE_Q4_0, ST_TYPE_Q4_0, ST_TYPE_Q4_0);
     for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) s.model_hash[i] = (uint8_t)(i * 7 + 1);
-    uint64_t sizes[3];
-    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
     return s;
 }
 
@@ -60,10 +58,13 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
         m.assign_ack.n_missing = 2;
         m.assign_ack.missing = g_pins;
         break;
-    case ST_MSG_SHARD_PUT:
-        m.shard_put = (st_wire_shard_put_t){.layer = 3, .expert = 7, .offset = 100, .total = s_shape().expert_bytes};
+    case ST_MSG_SHARD_PUT: {
+        const st_wire_shape_t sh = s_shape();
+        m.shard_put =
+            (st_wire_shard_put_t){.layer = 3, .expert = 7, .offset = 100, .total = st_wire_expert_bytes(&sh, 3)};
         memset(m.shard_put.chunk_hash, 0xab, ST_WIRE_HASH_BYTES);
         break;
+    }
     case ST_MSG_SHARD_ACK:
         m.shard_ack = (st_wire_shard_ack_t){.layer = 2, .expert = 6, .offset = 4096, .ok = true, .complete = true};
         break;
@@ -99,9 +100,12 @@ static void s_assert_refs_eq(const st_wire_ref_t *a, const st_wire_ref_t *b, uin
 static void s_assert_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b) {
     cr_assert_arr_eq(a->model_hash, b->model_hash, ST_WIRE_HASH_BYTES);
     cr_assert(a->n_layer == b->n_layer && a->n_embd == b->n_embd && a->n_ff_exp == b->n_ff_exp &&
-              a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used && a->gate_type == b->gate_type &&
-              a->up_type == b->up_type && a->down_type == b->down_type && a->down_transposed == b->down_transposed &&
-              a->expert_bytes == b->expert_bytes);
+              a->n_expert == b->n_expert && a->n_expert_used == b->n_expert_used &&
+              a->down_transposed == b->down_transposed);
+    cr_assert_arr_eq(a->gate_type, b->gate_type, a->n_layer);
+    cr_assert_arr_eq(a->up_type, b->up_type, a->n_layer);
+    cr_assert_arr_eq(a->down_type, b->down_type, a->n_layer);
+    cr_assert(st_wire_shape_eq(a, b));
 }
 
 static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
@@ -284,11 +288,11 @@ Test(wire, body_must_match_type) {
     char why[256];
     inner.n = 0;
     pb_uint(&inner, 1, 7); /* Heartbeat{seq=7} */
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HEARTBEAT, 19, &inner), why), 0, "%s", why);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HELLO, 19, &inner), why), ST_EPROTO);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_HEARTBEAT, 0, &inner), why), ST_EPROTO);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, 99, 19, &inner), why), ST_EPROTO);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, 0, 0, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_HEARTBEAT, 19, &inner), why), 0, "%s", why);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_HELLO, 19, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_HEARTBEAT, 0, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, 99, 19, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, 0, 0, &inner), why), ST_EPROTO);
     cr_assert_eq(s_decode_raw(out, pb_envelope(out, 0, ST_MSG_HEARTBEAT, 19, &inner), why), ST_EPROTO);
 }
 
@@ -303,7 +307,7 @@ Test(wire, hashes_must_be_32_bytes) {
         pb_uint(&inner, 2, 1);
         pb_uint(&inner, 4, 10);
         pb_bytes(&inner, 5, h, len);
-        int rc = s_decode_raw(out, pb_envelope(out, 1, ST_MSG_SHARD_PUT, 14, &inner), why);
+        int rc = s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_SHARD_PUT, 14, &inner), why);
         cr_assert_eq(rc, len == 32 ? 0 : ST_EPROTO, "hash of %zu B: %d (%s)", len, rc, why);
     }
 }
@@ -318,8 +322,100 @@ Test(wire, pair_lists_must_have_equal_length) {
     uint8_t two_zeros[2] = {0, 0}, one[1] = {1};
     pb_bytes(&inner, 4, two_zeros, 2);
     pb_bytes(&inner, 5, one, 1);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_EXPERT_COMPUTE, 17, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_EXPERT_COMPUTE, 17, &inner), why),
+                 ST_EPROTO);
     cr_assert(strstr(why, "pair"), "%s", why);
+}
+
+/* ModelShape{hash, n_layer, 512, 256, 8, 2, per-layer types (packed)} with
+ * n_gate/n_up/n_down entries of the given ids, in a HELLO (or a version-1
+ * envelope when version says so). */
+static size_t pb_hello(uint8_t *out, uint32_t version, uint32_t n_layer, const uint32_t *ids, size_t n_gate,
+                       size_t n_up, size_t n_down, bool old_fields) {
+    static pb_t shape, hello, packed;
+    uint8_t hash[ST_WIRE_HASH_BYTES] = {1};
+    shape.n = 0;
+    pb_bytes(&shape, 1, hash, sizeof hash);
+    pb_uint(&shape, 2, n_layer);
+    pb_uint(&shape, 3, 512);
+    pb_uint(&shape, 4, 256);
+    pb_uint(&shape, 5, 8);
+    pb_uint(&shape, 6, 2);
+    if (old_fields) { /* version 1's one gate/up/down type and expert_bytes */
+        pb_uint(&shape, 7, ST_TYPE_Q4_K);
+        pb_uint(&shape, 8, ST_TYPE_Q4_K);
+        pb_uint(&shape, 9, ST_TYPE_Q4_K);
+        pb_uint(&shape, 11, 3 * 256 * 144 * 2);
+    }
+    const size_t n[3] = {n_gate, n_up, n_down};
+    for (int f = 0; f < 3; f++) {
+        packed.n = 0;
+        for (size_t i = 0; i < n[f]; i++) pb_varint(&packed, ids[i * 3 + (size_t)f]);
+        if (n[f]) pb_bytes(&shape, 12 + f, packed.b, packed.n);
+    }
+    hello.n = 0;
+    pb_bytes(&hello, 1, "coord", 5);
+    pb_bytes(&hello, 2, shape.b, shape.n);
+    return pb_envelope(out, version, ST_MSG_HELLO, 10, &hello);
+}
+
+Test(wire, per_layer_type_lists_are_checked) {
+    static uint8_t out[1 << 16];
+    static uint32_t ids[3 * (ST_WIRE_MAX_LAYERS + 1)];
+    char why[256];
+    for (int l = 0; l < ST_WIRE_MAX_LAYERS + 1; l++)
+        ids[3 * l] = ids[3 * l + 1] = ST_TYPE_Q4_K, ids[3 * l + 2] = l % 3 ? ST_TYPE_Q4_K : ST_TYPE_Q6_K;
+    /* well formed: 4 layers, down Q6_K in layers 0 and 3 */
+    st_wire_msg_t d;
+    size_t n = pb_hello(out, ST_WIRE_VERSION, 4, ids, 4, 4, 4, false);
+    cr_assert_eq(st_wire_decode(out, n, &d, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&d, NULL, 0, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(d.hello.shape.down_type[0], ST_TYPE_Q6_K);
+    cr_assert_eq(d.hello.shape.down_type[1], ST_TYPE_Q4_K);
+    cr_assert_eq(d.hello.shape.down_type[3], ST_TYPE_Q6_K);
+    st_wire_msg_clear(&d);
+    /* counts that are not n_layer, in each list */
+    const size_t bad_counts[][3] = {{3, 4, 4}, {4, 5, 4}, {4, 4, 0}, {0, 0, 0}, {5, 5, 5}};
+    for (size_t i = 0; i < sizeof bad_counts / sizeof bad_counts[0]; i++) {
+        n = pb_hello(out, ST_WIRE_VERSION, 4, ids, bad_counts[i][0], bad_counts[i][1], bad_counts[i][2], false);
+        cr_assert_eq(s_decode_raw(out, n, why), ST_EPROTO, "counts %zu/%zu/%zu", bad_counts[i][0], bad_counts[i][1],
+                     bad_counts[i][2]);
+        cr_assert(strstr(why, "per-layer"), "%s", why);
+    }
+    /* more layers than the limit, with as many types */
+    n = pb_hello(out, ST_WIRE_VERSION, ST_WIRE_MAX_LAYERS + 1, ids, ST_WIRE_MAX_LAYERS + 1, ST_WIRE_MAX_LAYERS + 1,
+                 ST_WIRE_MAX_LAYERS + 1, false);
+    cr_assert_eq(s_decode_raw(out, n, why), ST_EPROTO);
+    cr_assert(strstr(why, "n_layer"), "%s", why);
+    /* type ids out of any table (decode), and unsupported or mismatched ones (check) */
+    const uint32_t bad_ids[] = {ST_TYPE_COUNT, 255, 256, 1u << 31, UINT32_MAX};
+    for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++)
+        for (int f = 0; f < 3; f++) {
+            static uint32_t t[12];
+            memcpy(t, ids, sizeof t);
+            t[2 * 3 + f] = bad_ids[i];
+            n = pb_hello(out, ST_WIRE_VERSION, 4, t, 4, 4, 4, false);
+            cr_assert_eq(s_decode_raw(out, n, why), ST_EPROTO, "id %u in list %d", bad_ids[i], f);
+            cr_assert(strstr(why, "layer 2"), "%s", why);
+        }
+    static uint32_t t[12];
+    memcpy(t, ids, sizeof t);
+    t[1 * 3 + 1] = ST_TYPE_Q4_1; /* layer 1: gate takes Q8_K, up Q8_1 */
+    n = pb_hello(out, ST_WIRE_VERSION, 4, t, 4, 4, 4, false);
+    cr_assert_eq(st_wire_decode(out, n, &d, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&d, NULL, 0, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "layer 1"), "%s", why);
+    st_wire_msg_clear(&d);
+    memcpy(t, ids, sizeof t);
+    t[3 * 3 + 0] = ST_TYPE_Q8_K; /* an activation format, not a weight type */
+    n = pb_hello(out, ST_WIRE_VERSION, 4, t, 4, 4, 4, false);
+    cr_assert_eq(st_wire_decode(out, n, &d, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&d, NULL, 0, why, sizeof why), ST_EPROTO);
+    st_wire_msg_clear(&d);
+    /* a version-1 peer (one type per matrix for the whole model) is refused by its version */
+    n = pb_hello(out, 1, 4, ids, 0, 0, 0, true);
+    cr_assert_eq(s_decode_raw(out, n, why), ST_EPROTO);
+    cr_assert(strstr(why, "version 1"), "%s", why);
 }
 
 Test(wire, oversized_counts_are_refused) {
@@ -332,13 +428,14 @@ Test(wire, oversized_counts_are_refused) {
     uint8_t ids[ST_WIRE_MAX_EXPERTS + 1];
     memset(ids, 1, sizeof ids);
     pb_bytes(&inner, 2, ids, sizeof ids); /* packed varints: 1025 ids */
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_EXPERT_PREFETCH, 16, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_EXPERT_PREFETCH, 16, &inner), why),
+                 ST_EPROTO);
     /* a string longer than an id */
     inner.n = 0;
     char id[ST_WIRE_MAX_ID + 2];
     memset(id, 'x', sizeof id);
     pb_bytes(&inner, 1, id, sizeof id);
-    cr_assert_eq(s_decode_raw(out, pb_envelope(out, 1, ST_MSG_INVENTORY, 11, &inner), why), ST_EPROTO);
+    cr_assert_eq(s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_INVENTORY, 11, &inner), why), ST_EPROTO);
     cr_assert(strstr(why, "node id"), "%s", why);
     /* the encoder refuses what the decoder would refuse */
     st_wire_msg_t m = s_example(ST_MSG_EXPERT_COMPUTE);
@@ -357,23 +454,30 @@ Test(wire, shape_checks) {
     char why[256];
     cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
     uint64_t sizes[3];
-    cr_assert_eq(st_wire_matrix_bytes(&s, sizes), 32 * 36 * 2 + 64 * 18); /* Q4_0: 18 B per 32 */
-    b = s, b.expert_bytes++;
-    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_matrix_bytes(&s, 3, sizes), 32 * 36 * 2 + 64 * 18); /* Q4_0: 18 B per 32 */
+    cr_assert_eq(st_wire_matrix_bytes(&s, 4, sizes), 0); /* no layer 4 */
+    cr_assert_eq(sizes[0] + sizes[1] + sizes[2], 0);
+    cr_assert_eq(st_wire_act_type(&s, 4), -1);
+    cr_assert_eq(st_wire_act_row_bytes(&s, 4), 0);
     b = s, b.n_expert_used = 9;
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
     b = s, b.n_layer = 0;
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
-    b = s, b.n_embd = 48, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* not whole Q4_0 blocks */
+    b = s, b.n_embd = 48; /* not whole Q4_0 blocks */
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
-    b = s, b.gate_type = 99;
+    b = s, b.gate_type[0] = 99;
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    b = s, b.down_type[3] = 99; /* the last layer is checked too */
+    cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "layer 3"), "%s", why);
+    b = s, b.up_type[2] = ST_TYPE_F32; /* gate Q8_0 input, up F32 input */
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
     b = s, b.n_expert = ST_WIRE_MAX_EXPERTS + 1;
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
     /* F32 experts: activations travel as F32 */
-    b = s, b.gate_type = b.up_type = b.down_type = ST_TYPE_F32, b.expert_bytes = st_wire_matrix_bytes(&b, sizes);
+    b = s, st_wire_shape_set_types(&b, ST_TYPE_F32, ST_TYPE_F32, ST_TYPE_F32);
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), 0, "%s", why);
-    cr_assert_eq(st_wire_act_row_bytes(&b), 64 * 4);
+    cr_assert_eq(st_wire_act_row_bytes(&b, 0), 64 * 4);
     cr_assert_eq(st_wire_max_tokens(&b), ST_WIRE_MAX_TOKENS);
     cr_assert_eq(st_wire_max_result_frame(&b), (uint64_t)ST_WIRE_MAX_TOKENS * 2 * 64 * 4);
 }
@@ -381,22 +485,74 @@ Test(wire, shape_checks) {
 Test(wire, k_quant_and_q8_1_shapes) {
     /* a Q4_K_M-style expert (Q4_K gate/up, Q6_K down): activations travel as Q8_K */
     st_wire_shape_t s = s_shape();
-    s.n_embd = 512, s.n_ff_exp = 256, s.gate_type = s.up_type = ST_TYPE_Q4_K, s.down_type = ST_TYPE_Q6_K;
-    uint64_t sizes[3];
-    s.expert_bytes = st_wire_matrix_bytes(&s, sizes);
+    s.n_embd = 512, s.n_ff_exp = 256;
+    st_wire_shape_set_types(&s, ST_TYPE_Q4_K, ST_TYPE_Q4_K, ST_TYPE_Q6_K);
     char why[256];
     cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
-    cr_assert_eq(s.expert_bytes, 2 * 256 * 2 * 144 + 512 * 210);
-    cr_assert_eq(st_wire_act_row_bytes(&s), 2 * sizeof(st_block_q8_k));
+    cr_assert_eq(st_wire_expert_bytes(&s, 0), 2 * 256 * 2 * 144 + 512 * 210);
+    cr_assert_eq(st_wire_act_row_bytes(&s, 0), 2 * sizeof(st_block_q8_k));
     st_wire_shape_t b = s;
-    b.n_embd = 384, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* 1.5 super-blocks */
+    b.n_embd = 384; /* 1.5 super-blocks */
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
-    b = s, b.up_type = ST_TYPE_Q4_1, b.expert_bytes = st_wire_matrix_bytes(&b, sizes); /* Q8_K vs Q8_1 input */
+    b = s, b.up_type[1] = ST_TYPE_Q4_1; /* Q8_K vs Q8_1 input in layer 1 */
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), ST_EPROTO);
     /* Q5_1 experts take Q8_1 rows: 36 B per 32 */
-    b = s, b.gate_type = b.up_type = ST_TYPE_Q5_1, b.down_type = ST_TYPE_Q5_0, b.expert_bytes = st_wire_matrix_bytes(&b, sizes);
+    b = s, st_wire_shape_set_types(&b, ST_TYPE_Q5_1, ST_TYPE_Q5_1, ST_TYPE_Q5_0);
     cr_assert_eq(st_wire_check_shape(&b, why, sizeof why), 0, "%s", why);
-    cr_assert_eq(st_wire_act_row_bytes(&b), 512 / 32 * 36);
+    cr_assert_eq(st_wire_act_row_bytes(&b, 0), 512 / 32 * 36);
+}
+
+/* llama-quantize's mixes: Q4_K_M gives some layers' down Q6_K, Q3_K_M some
+ * layers' gate/up Q3_K and down Q4_K/Q5_K; a Q4_0 layer beside K-quant
+ * layers takes Q8_0 rows while the others take Q8_K. */
+Test(wire, per_layer_types) {
+    st_wire_shape_t s = s_shape();
+    s.n_embd = 512, s.n_ff_exp = 256;
+    st_wire_shape_set_types(&s, ST_TYPE_Q4_K, ST_TYPE_Q4_K, ST_TYPE_Q4_K);
+    s.down_type[0] = s.down_type[3] = ST_TYPE_Q6_K;
+    s.gate_type[2] = s.up_type[2] = ST_TYPE_Q4_0, s.down_type[2] = ST_TYPE_Q8_0;
+    char why[256];
+    cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_expert_bytes(&s, 0), 2 * 256 * 2 * 144 + 512 * 210);
+    cr_assert_eq(st_wire_expert_bytes(&s, 1), 2 * 256 * 2 * 144 + 512 * 144);
+    cr_assert_eq(st_wire_expert_bytes(&s, 2), 2 * 256 * 16 * 18 + 512 * 8 * 34);
+    cr_assert_eq(st_wire_max_expert_bytes(&s), st_wire_expert_bytes(&s, 2)); /* Q4_0 + Q8_0 is the widest */
+    cr_assert_eq(st_wire_act_type(&s, 1), ST_TYPE_Q8_K);
+    cr_assert_eq(st_wire_act_type(&s, 2), ST_TYPE_Q8_0);
+    cr_assert_eq(st_wire_act_row_bytes(&s, 2), 16 * 34);
+    cr_assert_eq(st_wire_max_act_row_bytes(&s), 2 * sizeof(st_block_q8_k)); /* 584 B > 16 Q8_0 blocks of 34 */
+    /* round trip of the per-layer types in a HELLO */
+    st_wire_msg_t m = {.type = ST_MSG_HELLO, .request_id = 3}, d;
+    strcpy(m.hello.coordinator_id, "c");
+    m.hello.shape = s;
+    static uint8_t buf[1 << 16];
+    size_t len;
+    cr_assert_eq(st_wire_encode(&m, buf, sizeof buf, &len), 0);
+    cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), 0, "%s", why);
+    s_assert_shape_eq(&s, &d.hello.shape);
+    cr_assert_eq(st_wire_check(&d, &s, 0, why, sizeof why), 0, "%s", why);
+    st_wire_shape_t other = s;
+    other.down_type[1] = ST_TYPE_Q6_K; /* a node expecting another mix refuses this one */
+    cr_assert_eq(st_wire_check(&d, &other, 0, why, sizeof why), ST_EPROTO);
+    cr_assert(!st_wire_shape_eq(&s, &other));
+    st_wire_msg_clear(&d);
+    /* compute: each layer's own activation format and row size */
+    int32_t tok[2] = {0, 0}, ids[2] = {0, 1};
+    m = (st_wire_msg_t){.type = ST_MSG_EXPERT_COMPUTE};
+    m.compute = (st_wire_compute_t){.layer = 2, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2,
+                                    .pair_token = tok, .pair_expert = ids};
+    cr_assert_eq(st_wire_check(&m, &s, 16 * 34, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&m, &s, 2 * 292, why, sizeof why), ST_EPROTO);
+    m.compute.layer = 1;
+    cr_assert_eq(st_wire_check(&m, &s, 16 * 34, why, sizeof why), ST_EPROTO); /* layer 1 takes Q8_K */
+    m.compute.act_type = ST_TYPE_Q8_K;
+    cr_assert_eq(st_wire_check(&m, &s, 2 * 292, why, sizeof why), 0, "%s", why);
+    /* shard totals are the layer's */
+    m = (st_wire_msg_t){.type = ST_MSG_SHARD_PUT};
+    m.shard_put = (st_wire_shard_put_t){.layer = 1, .total = st_wire_expert_bytes(&s, 1)};
+    cr_assert_eq(st_wire_check(&m, &s, 100, why, sizeof why), 0, "%s", why);
+    m.shard_put.total = st_wire_expert_bytes(&s, 0);
+    cr_assert_eq(st_wire_check(&m, &s, 100, why, sizeof why), ST_EPROTO);
 }
 
 Test(wire, compute_checked_against_shape) {
@@ -435,14 +591,14 @@ Test(wire, shard_put_checked_against_shape) {
     st_wire_shape_t s = s_shape();
     char why[256];
     st_wire_msg_t m = s_example(ST_MSG_SHARD_PUT);
-    const size_t rest = (size_t)(s.expert_bytes - m.shard_put.offset);
+    const size_t rest = (size_t)(st_wire_expert_bytes(&s, m.shard_put.layer) - m.shard_put.offset);
     cr_assert_eq(st_wire_check(&m, &s, rest, why, sizeof why), 0, "%s", why);
     cr_assert_eq(st_wire_check(&m, &s, rest + 1, why, sizeof why), ST_EPROTO); /* past the end */
     cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
     st_wire_msg_t b = m;
     b.shard_put.total++;
     cr_assert_eq(st_wire_check(&b, &s, 10, why, sizeof why), ST_EPROTO);
-    b = m, b.shard_put.offset = s.expert_bytes;
+    b = m, b.shard_put.offset = st_wire_expert_bytes(&s, m.shard_put.layer);
     cr_assert_eq(st_wire_check(&b, &s, 1, why, sizeof why), ST_EPROTO);
     b = m, b.shard_put.offset = UINT64_MAX; /* no wrap-around */
     cr_assert_eq(st_wire_check(&b, &s, 1, why, sizeof why), ST_EPROTO);

@@ -19,11 +19,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argv;
     if (!getenv("ST_LOG")) st_log_set_level((st_log_level_t)-1); /* silent: refusals are the normal case */
     /* as in test_wire: 4 layers, n_embd 64, n_ff_exp 32, 8 experts, top 2, Q4_0 */
-    g_shape = (st_wire_shape_t){.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2,
-                                .gate_type = ST_TYPE_Q4_0, .up_type = ST_TYPE_Q4_0, .down_type = ST_TYPE_Q4_0};
+    g_shape = (st_wire_shape_t){.n_layer = 4, .n_embd = 64, .n_ff_exp = 32, .n_expert = 8, .n_expert_used = 2};
+    st_wire_shape_set_types(&g_shape, ST_TYPE_Q4_0, ST_TYPE_Q4_0, ST_TYPE_Q4_0);
+    g_shape.down_type[2] = ST_TYPE_Q8_0; /* per-layer types, as llama-quantize's mixes make them */
     for (int i = 0; i < ST_WIRE_HASH_BYTES; i++) g_shape.model_hash[i] = (uint8_t)(i * 7 + 1);
-    uint64_t sizes[3];
-    g_shape.expert_bytes = st_wire_matrix_bytes(&g_shape, sizes);
     return 0;
 }
 
@@ -40,7 +39,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (m.type == ST_MSG_HELLO || m.type == ST_MSG_ASSIGN) {
         const st_wire_shape_t *s = m.type == ST_MSG_HELLO ? &m.hello.shape : &m.assign.shape;
         if (st_wire_check_shape(s, why, sizeof why) == 0) {
-            (void)st_wire_act_row_bytes(s);
+            for (uint32_t l = 0; l <= s->n_layer; l++) { /* one past the end too */
+                uint64_t sizes[3];
+                (void)st_wire_matrix_bytes(s, l, sizes);
+                (void)st_wire_act_row_bytes(s, l);
+            }
+            (void)st_wire_max_expert_bytes(s);
             (void)st_wire_max_tokens(s);
             (void)st_wire_max_result_frame(s);
         }
