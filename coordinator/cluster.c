@@ -352,6 +352,11 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
     return s_keep_inventory(nd, &rx->msg.inventory);
 }
 
+/* A first contact waits at least this long: it includes TCP's connect (a lost
+ * SYN alone is retried after 1 s) and the CURVE handshake, which a short
+ * steady-state --timeout-ms for expert round trips should not cut off. */
+#define FIRST_CONTACT_MIN_MS 5000
+
 /* HELLO to nodes first.. that are up; waits for their INVENTORY. */
 static int s_hello_from(st_cluster_t *c, int first) {
     uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
@@ -364,12 +369,12 @@ static int s_hello_from(st_cluster_t *c, int first) {
         if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "HELLO could not be sent");
         else rids[i] = m.request_id;
     }
-    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + c->o.timeout_ms, s_on_inventory, c);
+    const int wait_ms = c->o.timeout_ms > FIRST_CONTACT_MIN_MS ? c->o.timeout_ms : FIRST_CONTACT_MIN_MS;
+    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + wait_ms, s_on_inventory, c);
     for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++) {
         if (!rids[i]) continue;
         char why[128];
-        snprintf(why, sizeof why, "no answer to HELLO within %d ms (not running, wrong address or key?)",
-                 c->o.timeout_ms);
+        snprintf(why, sizeof why, "no answer to HELLO within %d ms (not running, wrong address or key?)", wait_ms);
         st_cluster_set_down(c, i, why);
     }
     free(rids);

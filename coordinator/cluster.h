@@ -87,7 +87,8 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
 /* Monotonic clock in milliseconds. */
 double st_cluster_now_ms(void);
 
-/* HELLO to every node, then waits up to opts.timeout_ms for each INVENTORY.
+/* HELLO to every node, then waits up to opts.timeout_ms (at least 5 s: a
+ * first contact includes connecting) for each INVENTORY.
  * A node that does not answer (or answers wrongly) is marked down, naming it.
  * Returns the number of nodes up (0 is for the caller to judge). */
 int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape);
@@ -99,7 +100,7 @@ const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node)
 const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n);
 
 /* Adds nodes to a running cluster (after st_cluster_hello): connects, HELLOs
- * them and waits up to opts.timeout_ms for their INVENTORY; they take the
+ * them and waits as st_cluster_hello does for their INVENTORY; they take the
  * next indices (one with a bad address or key is left out, logged). Returns
  * how many of them are up, or a negative ST_E* code.
  * Placing experts on them is the caller's (ASSIGN and push as at setup). */
