@@ -113,6 +113,24 @@ static int s_top_k(cand_t *c, int n, int k) {
     return k;
 }
 
+/* First index of the largest value (NaNs never win). Two passes: eight
+ * running maxima the compiler turns into vector max instructions, then the
+ * first position holding the maximum: several times faster over a 150k vocab
+ * than one compare-and-branch per element. */
+static int32_t s_argmax(const float *x, int n) {
+    float m8[8];
+    for (int j = 0; j < 8; j++) m8[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m8[j] = x[i + j] > m8[j] ? x[i + j] : m8[j];
+    float m = -INFINITY;
+    for (int j = 0; j < 8; j++) m = m8[j] > m ? m8[j] : m;
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (i = 0; i < n; i++)
+        if (x[i] == m) return i;
+    return 0; /* all NaN or -inf */
+}
+
 int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
     const int V = s->n_vocab;
     /* penalties over the window, as llama.cpp's penalties sampler: repetition
@@ -130,12 +148,7 @@ int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
             s->count[id] = 0;
         }
     }
-    if (s->p.temp <= 0.0f) {
-        int32_t best = 0;
-        for (int i = 1; i < V; i++)
-            if (logits[i] > logits[best]) best = i;
-        return best;
-    }
+    if (s->p.temp <= 0.0f) return s_argmax(logits, V);
     cand_t *c = s->cand;
     for (int i = 0; i < V; i++) c[i] = (cand_t){i, logits[i], 0.0f};
     int n = s_top_k(c, V, s->p.top_k);
