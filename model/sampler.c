@@ -92,23 +92,25 @@ static int s_by_logit_desc(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-/* Keeps the k best candidates, sorted descending (partial selection first). */
-static int s_top_k(cand_t *c, int n, int k) {
+/* The k best of the n logits as candidates in c, sorted descending (ties: lower
+ * id first); all n when k <= 0 or k >= n. For a small k one pass over the
+ * logits keeps a sorted prefix: most values lose to its last entry at once. */
+static int s_top_k(cand_t *c, const float *logits, int n, int k) {
     if (k <= 0 || k >= n) {
+        for (int i = 0; i < n; i++) c[i] = (cand_t){i, logits[i], 0.0f};
         qsort(c, (size_t)n, sizeof *c, s_by_logit_desc);
         return n;
     }
-    /* quickselect-free: keep a sorted prefix of size k by insertion */
+    for (int i = 0; i < k; i++) c[i] = (cand_t){i, logits[i], 0.0f};
     qsort(c, (size_t)k, sizeof *c, s_by_logit_desc);
     for (int i = k; i < n; i++) {
-        if (s_by_logit_desc(&c[i], &c[k - 1]) >= 0) continue;
+        if (!(logits[i] > c[k - 1].logit)) continue; /* a later id loses a tie */
         int j = k - 1;
-        cand_t v = c[i];
-        while (j > 0 && s_by_logit_desc(&v, &c[j - 1]) < 0) {
+        while (j > 0 && logits[i] > c[j - 1].logit) {
             c[j] = c[j - 1];
             j--;
         }
-        c[j] = v;
+        c[j] = (cand_t){i, logits[i], 0.0f};
     }
     return k;
 }
@@ -150,8 +152,7 @@ int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
     }
     if (s->p.temp <= 0.0f) return s_argmax(logits, V);
     cand_t *c = s->cand;
-    for (int i = 0; i < V; i++) c[i] = (cand_t){i, logits[i], 0.0f};
-    int n = s_top_k(c, V, s->p.top_k);
+    int n = s_top_k(c, logits, V, s->p.top_k);
     /* probabilities at temperature 1 for top-p / min-p */
     double sum = 0.0;
     for (int i = 0; i < n; i++) sum += (c[i].p = expf(c[i].logit - c[0].logit));
