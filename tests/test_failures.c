@@ -234,29 +234,6 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
 }
 
-/* "N rejoins of nodes that were down (B shard bytes sent to them)" */
-static unsigned long long s_rejoins(const char *err, unsigned long long *bytes) {
-    const char *p = strstr(err, " rejoins of nodes that were down (");
-    unsigned long long n = 0;
-    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
-    while (p > err && p[-1] != ' ') p--;
-    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
-    return n;
-}
-
-/* Round trips of node k in the last decode token's --stats line. */
-static unsigned long long s_last_rt(const char *err, int k) {
-    const char *last = NULL;
-    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
-    cr_assert_not_null(last, "no --stats lines");
-    char key[32];
-    snprintf(key, sizeof key, " node %d rt ", k);
-    const char *p = strstr(last, key);
-    unsigned long long rt = 0;
-    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
-    return rt;
-}
-
 /* A node killed mid-generation and restarted while the coordinator still
  * generates comes back in the same run: on its store with zero shard bytes,
  * on an emptied store with its experts pushed again; it serves the last
@@ -279,17 +256,17 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     cr_assert_str_eq(b.out, ref, "tokens changed:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "is down"), "%s", b.err);
     unsigned long long bytes = 1;
-    cr_assert_geq(s_rejoins(b.err, &bytes), 1, "node 1 did not rejoin:\n%s", b.err);
+    cr_assert_geq(st_test_rejoins(b.err, &bytes), 1, "node 1 did not rejoin:\n%s", b.err);
     cr_assert_eq(bytes, 0, "shards were sent to a node whose store was intact:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "3 of 3 nodes up;"), "%s", b.err);
-    cr_assert_gt(s_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
+    cr_assert_gt(st_test_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
 
     run_t c = s_run_ex(model, "wipe", 2, 2, WIPE_AND_RESTART);
     cr_assert(c.killed_mid, "the generation was over before the node was killed");
     cr_assert_str_eq(c.out, ref, "tokens changed:\n%s", c.err);
-    cr_assert_geq(s_rejoins(c.err, &bytes), 1, "node 2 did not rejoin:\n%s", c.err);
+    cr_assert_geq(st_test_rejoins(c.err, &bytes), 1, "node 2 did not rejoin:\n%s", c.err);
     cr_assert_gt(bytes, 0, "nothing pushed to a node whose store was emptied:\n%s", c.err);
-    cr_assert_gt(s_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
+    cr_assert_gt(st_test_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
     cr_log_info("node 2 rejoined on an empty store: %llu shard bytes pushed to it during the run", bytes);
     free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
 }
@@ -336,6 +313,6 @@ Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
     cr_assert_eq(pushed[N_NODES], after[N_NODES], "the new node was not sent exactly its share");
     cr_assert_eq(given_up, (long)after[N_NODES], "experts moved between the old nodes too");
     cr_assert_not_null(strstr(b.err, "4 of 4 nodes up;"), "%s", b.err);
-    cr_assert_gt(s_last_rt(b.err, N_NODES), 0, "the new node does not serve after joining");
+    cr_assert_gt(st_test_last_rt(b.err, N_NODES), 0, "the new node does not serve after joining");
     free(a.out), free(a.err), free(b.out), free(b.err), free(ref);
 }

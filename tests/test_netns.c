@@ -243,29 +243,6 @@ static run_t s_run(const char *model, const char *tag, int partition) {
     return r;
 }
 
-/* Round trips of node k in the last decode token's --stats line. */
-static unsigned long long s_last_rt(const char *err, int k) {
-    const char *last = NULL;
-    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
-    cr_assert_not_null(last, "no --stats lines");
-    char key[32];
-    snprintf(key, sizeof key, " node %d rt ", k);
-    const char *p = strstr(last, key);
-    unsigned long long rt = 0;
-    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
-    return rt;
-}
-
-/* "N rejoins of nodes that were down (B shard bytes sent to them)" */
-static unsigned long long s_rejoins(const char *err, unsigned long long *bytes) {
-    const char *p = strstr(err, " rejoins of nodes that were down (");
-    unsigned long long n = 0;
-    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
-    while (p > err && p[-1] != ' ') p--;
-    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
-    return n;
-}
-
 /* "longest wait for node results X ms of N waits (deadline D ms)" */
 static double s_max_wait(const char *err, unsigned long long *waits) {
     const char *p = strstr(err, "longest wait for node results ");
@@ -313,10 +290,10 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     cr_assert_not_null(strstr(part.err, "is down"), "the cut-off node was never marked down:\n%s", part.err);
     /* healed: node 1 comes back on its verified store and serves again */
     unsigned long long rejoin_bytes = 0;
-    cr_assert_geq(s_rejoins(part.err, &rejoin_bytes), 1, "node 1 did not rejoin after the heal:\n%s", part.err);
+    cr_assert_geq(st_test_rejoins(part.err, &rejoin_bytes), 1, "node 1 did not rejoin after the heal:\n%s", part.err);
     cr_assert_eq(rejoin_bytes, 0, "shards were sent to the node that rejoined");
     cr_assert_not_null(strstr(part.err, "3 of 3 nodes up;"), "%s", part.err);
-    cr_assert_gt(s_last_rt(part.err, 1), 0, "node 1 is not used after it rejoined");
+    cr_assert_gt(st_test_last_rt(part.err, 1), 0, "node 1 is not used after it rejoined");
     for (const char *l = part.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
         if (!strncmp(l, "warn:", 5) || !strncmp(l, "cluster: ", 9) || strstr(l, "rejoin")) cr_log_info("%.*s", (int)strcspn(l, "\n"), l);
     unsigned long long waits_part = 0;

@@ -254,6 +254,27 @@ long st_test_pushed(const char *err) {
     return n;
 }
 
+unsigned long long st_test_rejoins(const char *err, unsigned long long *bytes) {
+    const char *p = strstr(err, " rejoins of nodes that were down (");
+    unsigned long long n = 0;
+    cr_assert_not_null(p, "no rejoin summary:\n%s", err);
+    while (p > err && p[-1] != ' ') p--;
+    cr_assert_eq(sscanf(p, "%llu rejoins of nodes that were down (%llu shard bytes", &n, bytes), 2);
+    return n;
+}
+
+unsigned long long st_test_last_rt(const char *err, int k) {
+    const char *last = NULL;
+    for (const char *p = strstr(err, "stats: token "); p; p = strstr(p + 1, "stats: token ")) last = p;
+    cr_assert_not_null(last, "no --stats lines");
+    char key[32];
+    snprintf(key, sizeof key, " node %d rt ", k);
+    const char *p = strstr(last, key);
+    unsigned long long rt = 0;
+    cr_assert(p && sscanf(p + strlen(key), "%llu", &rt) == 1, "%.300s", last);
+    return rt;
+}
+
 const char *st_test_llama_quantize(void) {
     static char path[1024];
     const char *bin = getenv("LLAMA_BIN"), *home = getenv("HOME") ? getenv("HOME") : "/root";

@@ -84,5 +84,10 @@ int st_test_node_stop(st_test_node_t *nd, int sig);
 bool st_test_file_has(const char *path, const char *text, int ms);
 /* N from a coordinator's "pushed (N shard bytes)" line; -1 when absent. */
 long st_test_pushed(const char *err);
+/* N and B of a coordinator's "N rejoins of nodes that were down (B shard bytes
+ * sent to them)" summary (asserts it is there). */
+unsigned long long st_test_rejoins(const char *err, unsigned long long *bytes);
+/* Round trips of node k in the last decode token's --stats line (asserts). */
+unsigned long long st_test_last_rt(const char *err, int k);
 
 #endif
