@@ -21,18 +21,12 @@
  * rounding order differs.
  */
 #include "kernels_avx2.h"
+#include "simd_avx2.h"
 
 #include <assert.h>
 #include <immintrin.h>
 #include <stddef.h>
 #include <string.h>
-
-static inline float s_hsum(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 static inline int s_hsum_i32(__m256i v) {
     __m128i r = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -77,7 +71,7 @@ void st_vec_dot_q2_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(dall), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = s_hsum(acc);
+    *s = st_hsum_avx2(acc);
 }
 
 /* The 16 scales of a Q3_K super-block as signed bytes (-32..31). */
@@ -117,7 +111,7 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
         }
         acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * _cvtsh_ss(w[b].d)), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = s_hsum(acc);
+    *s = st_hsum_avx2(acc);
 }
 
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K super-block, as bytes 0-7 and 8-15. */
@@ -176,7 +170,7 @@ static inline __attribute__((always_inline)) float s_dot_q45k(int n, const uint8
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
         summ -= dmin * (float)summs;
     }
-    return s_hsum(acc) + summ;
+    return st_hsum_avx2(acc) + summ;
 }
 
 void st_vec_dot_q4_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) {

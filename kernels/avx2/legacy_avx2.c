@@ -11,17 +11,11 @@
  * order of the float additions differs from the reference.
  */
 #include "kernels_avx2.h"
+#include "simd_avx2.h"
 
 #include <assert.h>
 #include <immintrin.h>
 #include <string.h>
-
-static inline float s_hsum(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 /* 32 nibbles: low nibbles are elements 0-15, high nibbles 16-31 */
 static inline __m256i s_nibbles(const uint8_t *qs) {
@@ -58,7 +52,7 @@ void st_vec_dot_q4_1_q8_1_avx2(int n, float *s, const void *vw, const void *vx) 
         const __m256 p = s_dot_u8_i8(s_nibbles(w[b].qs), _mm256_loadu_si256((const __m256i *)x[b].qs));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
-    *s = s_hsum(acc) + summs;
+    *s = st_hsum_avx2(acc) + summs;
 }
 
 void st_vec_dot_q5_0_q8_0_avx2(int n, float *s, const void *vw, const void *vx) {
@@ -74,7 +68,7 @@ void st_vec_dot_q5_0_q8_0_avx2(int n, float *s, const void *vw, const void *vx) 
         const __m256i p16 = _mm256_sub_epi16(_mm256_maddubs_epi16(q, y), _mm256_maddubs_epi16(sixteen, y));
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones)), acc);
     }
-    *s = s_hsum(acc);
+    *s = st_hsum_avx2(acc);
 }
 
 void st_vec_dot_q5_1_q8_1_avx2(int n, float *s, const void *vw, const void *vx) {
@@ -90,5 +84,5 @@ void st_vec_dot_q5_1_q8_1_avx2(int n, float *s, const void *vw, const void *vx) 
         const __m256 p = s_dot_u8_i8(q, _mm256_loadu_si256((const __m256i *)x[b].qs));
         acc = _mm256_fmadd_ps(d, p, acc);
     }
-    *s = s_hsum(acc) + summs;
+    *s = st_hsum_avx2(acc) + summs;
 }

@@ -16,19 +16,10 @@
  * callers split rows or tokens.
  */
 #include "kernels_avx2.h"
+#include "simd_avx2.h"
 
-#include <assert.h>
 #include <immintrin.h>
 #include <string.h>
-
-enum { TOK_CHUNK = 4 };
-
-static inline float s_hsum(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 /* 8 scales (bytes 0-7) and 8 minimums (bytes 8-15) of a super-block, as in kquants_avx2.c */
 static inline __m128i s_scale_min_k4(const uint8_t *q) {
@@ -50,19 +41,20 @@ static inline int s_min_sum(__m128i mins16, const st_block_q8_k *x) {
 }
 
 /* One row against nt (1..4) tokens; x[t] is token t's first block. */
-static inline __attribute__((always_inline)) void s_row(const st_block_q4_k *w, int nb, const st_block_q8_k *const *x,
+static inline __attribute__((always_inline)) void s_row(const void *vw, int nb, const st_block_q8_k *const *x,
                                                         int nt, float *out) {
+    const st_block_q4_k *w = vw;
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[TOK_CHUNK];
-    float summ[TOK_CHUNK];
-    for (int t = 0; t < TOK_CHUNK; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0.0f;
+    __m256 acc[ST_KQ_TOK_CHUNK];
+    float summ[ST_KQ_TOK_CHUNK];
+    for (int t = 0; t < ST_KQ_TOK_CHUNK; t++) acc[t] = _mm256_setzero_ps(), summ[t] = 0.0f;
     for (int b = 0; b < nb; b++) {
         const __m128i smn = s_scale_min_k4(w[b].scales);
         const __m128i mins16 = _mm256_extracti128_si256(_mm256_cvtepu8_epi16(smn), 1);
         uint8_t sc[16];
         _mm_storeu_si128((__m128i *)sc, smn);
-        __m256i sumi[TOK_CHUNK];
-        for (int t = 0; t < TOK_CHUNK; t++) sumi[t] = _mm256_setzero_si256();
+        __m256i sumi[ST_KQ_TOK_CHUNK];
+        for (int t = 0; t < ST_KQ_TOK_CHUNK; t++) sumi[t] = _mm256_setzero_si256();
         for (int j = 0; j < 4; j++) {
             const __m256i bits = _mm256_loadu_si256((const __m256i *)(w[b].qs + 32 * j));
             const __m256i lo = _mm256_and_si256(bits, m4), hi = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
@@ -83,26 +75,10 @@ static inline __attribute__((always_inline)) void s_row(const st_block_q4_k *w, 
             summ[t] -= dmin * (float)s_min_sum(mins16, &x[t][b]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = s_hsum(acc[t]) + summ[t];
+    for (int t = 0; t < nt; t++) out[t] = st_hsum_avx2(acc[t]) + summ[t];
 }
 
-void st_matmul_q4_k_q8_k_avx2(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+void st_matmul_q4_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(n_in % ST_QK_K == 0);
-    const int nb = n_in / ST_QK_K;
-    const size_t row_bytes = (size_t)nb * sizeof(st_block_q4_k);
-    const uint8_t *w = vw, *x = vx;
-    /* rows outer: a row (a few hundred bytes) stays in L1 while every token uses it */
-    for (int i = r0; i < r1; i++) {
-        const int r = rows ? rows[i] : i;
-        const st_block_q4_k *wr = (const st_block_q4_k *)(w + (size_t)r * row_bytes);
-        for (int t0 = 0; t0 < n_tok; t0 += TOK_CHUNK) {
-            const int nt = n_tok - t0 < TOK_CHUNK ? n_tok - t0 : TOK_CHUNK;
-            const st_block_q8_k *xt[TOK_CHUNK];
-            for (int t = 0; t < nt; t++) xt[t] = (const st_block_q8_k *)(x + (size_t)(t0 + t) * x_stride);
-            float out[TOK_CHUNK];
-            s_row(wr, nb, xt, nt, out);
-            for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * y_stride + r] = out[t];
-        }
-    }
+    st_kq_matmul_avx2(s_row, sizeof(st_block_q4_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }

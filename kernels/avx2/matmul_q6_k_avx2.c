@@ -9,29 +9,21 @@
  * st_vec_dot_q6_k_q8_k_avx2, so the result is that dot product's, bit for bit.
  */
 #include "kernels_avx2.h"
+#include "simd_avx2.h"
 
-#include <assert.h>
 #include <immintrin.h>
 
-enum { TOK_CHUNK = 4 };
-
-static inline float s_hsum(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
-static inline __attribute__((always_inline)) void s_row(const st_block_q6_k *w, int nb, const st_block_q8_k *const *x,
+static inline __attribute__((always_inline)) void s_row(const void *vw, int nb, const st_block_q8_k *const *x,
                                                         int nt, float *out) {
+    const st_block_q6_k *w = vw;
     const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
-    __m256 acc[TOK_CHUNK];
-    for (int t = 0; t < TOK_CHUNK; t++) acc[t] = _mm256_setzero_ps();
+    __m256 acc[ST_KQ_TOK_CHUNK];
+    for (int t = 0; t < ST_KQ_TOK_CHUNK; t++) acc[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
         const __m256i sc16 = _mm256_cvtepi8_epi16(sc8);
-        __m256i sumi[TOK_CHUNK];
-        for (int t = 0; t < TOK_CHUNK; t++) sumi[t] = _mm256_setzero_si256();
+        __m256i sumi[ST_KQ_TOK_CHUNK];
+        for (int t = 0; t < ST_KQ_TOK_CHUNK; t++) sumi[t] = _mm256_setzero_si256();
         const uint8_t *ql = w[b].ql, *qh = w[b].qh;
         for (int half = 0; half < 2; half++, ql += 64, qh += 32) {
             const __m256i h = _mm256_loadu_si256((const __m256i *)qh);
@@ -64,26 +56,10 @@ static inline __attribute__((always_inline)) void s_row(const st_block_q6_k *w, 
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(dw * x[t][b].d), _mm256_cvtepi32_ps(s), acc[t]);
         }
     }
-    for (int t = 0; t < nt; t++) out[t] = s_hsum(acc[t]);
+    for (int t = 0; t < nt; t++) out[t] = st_hsum_avx2(acc[t]);
 }
 
-void st_matmul_q6_k_q8_k_avx2(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+void st_matmul_q6_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(n_in % ST_QK_K == 0);
-    const int nb = n_in / ST_QK_K;
-    const size_t row_bytes = (size_t)nb * sizeof(st_block_q6_k);
-    const uint8_t *w = vw, *x = vx;
-    /* rows outer: a row stays in L1 while every token uses it */
-    for (int i = r0; i < r1; i++) {
-        const int r = rows ? rows[i] : i;
-        const st_block_q6_k *wr = (const st_block_q6_k *)(w + (size_t)r * row_bytes);
-        for (int t0 = 0; t0 < n_tok; t0 += TOK_CHUNK) {
-            const int nt = n_tok - t0 < TOK_CHUNK ? n_tok - t0 : TOK_CHUNK;
-            const st_block_q8_k *xt[TOK_CHUNK];
-            for (int t = 0; t < nt; t++) xt[t] = (const st_block_q8_k *)(x + (size_t)(t0 + t) * x_stride);
-            float out[TOK_CHUNK];
-            s_row(wr, nb, xt, nt, out);
-            for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * y_stride + r] = out[t];
-        }
-    }
+    st_kq_matmul_avx2(s_row, sizeof(st_block_q6_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }

@@ -8,16 +8,10 @@
  * Float formats: 4 independent FMA accumulators of 8 lanes hide the FMA latency.
  */
 #include "kernels_avx2.h"
+#include "simd_avx2.h"
 
 #include <assert.h>
 #include <immintrin.h>
-
-static inline float s_hsum(__m256 v) {
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
 
 void st_vec_dot_f32_f32_avx2(int n, float *s, const void *vw, const void *vx) {
     const float *w = vw, *x = vx;
@@ -30,7 +24,7 @@ void st_vec_dot_f32_f32_avx2(int n, float *s, const void *vw, const void *vx) {
         a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    float sum = s_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float sum = st_hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) sum += w[i] * x[i];
     *s = sum;
 }
@@ -48,7 +42,7 @@ void st_vec_dot_f16_f16_avx2(int n, float *s, const void *vw, const void *vx) {
         a3 = _mm256_fmadd_ps(s_load_f16(w + i + 24), s_load_f16(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(s_load_f16(w + i), s_load_f16(x + i), a0);
-    float sum = s_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float sum = st_hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) sum += _cvtsh_ss(w[i]) * _cvtsh_ss(x[i]);
     *s = sum;
 }
@@ -69,7 +63,7 @@ void st_vec_dot_bf16_bf16_avx2(int n, float *s, const void *vw, const void *vx) 
         a3 = _mm256_fmadd_ps(s_load_bf16(w + i + 24), s_load_bf16(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(s_load_bf16(w + i), s_load_bf16(x + i), a0);
-    float sum = s_hsum(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float sum = st_hsum_avx2(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++) sum += st_bf16_to_fp32(w[i]) * st_bf16_to_fp32(x[i]);
     *s = sum;
 }
@@ -105,7 +99,7 @@ void st_vec_dot_q4_0_q8_0_avx2(int n, float *s, const void *vw, const void *vx) 
         const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d));
         acc0 = _mm256_fmadd_ps(d0, s_block_q4_0_q8_0(&w[b], &x[b]), acc0);
     }
-    *s = s_hsum(_mm256_add_ps(acc0, acc1));
+    *s = st_hsum_avx2(_mm256_add_ps(acc0, acc1));
 }
 
 /* signed x signed bytes via |w| (unsigned) x (y with w's sign); like ggml this needs
@@ -132,7 +126,7 @@ void st_vec_dot_q8_0_q8_0_avx2(int n, float *s, const void *vw, const void *vx) 
         const __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * _cvtsh_ss(x[b].d));
         acc0 = _mm256_fmadd_ps(d0, s_block_q8_0_q8_0(&w[b], &x[b]), acc0);
     }
-    *s = s_hsum(_mm256_add_ps(acc0, acc1));
+    *s = st_hsum_avx2(_mm256_add_ps(acc0, acc1));
 }
 
 /* Q6_K x Q8_K. The 6-bit quants q are rebuilt unsigned (0..63) 32 at a time;
@@ -178,5 +172,5 @@ void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    *s = s_hsum(acc);
+    *s = st_hsum_avx2(acc);
 }
