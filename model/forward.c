@@ -420,19 +420,10 @@ int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float 
 }
 
 int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_seq, float *logits) {
-    const st_config_t *cfg = &c->m->cfg;
-    if (n_seq < 1 || n_seq > c->p.n_batch) return st_fail(ST_EINVAL, "%d sequences (1..%d)", n_seq, c->p.n_batch);
-    for (int i = 0; i < n_seq; i++) {
-        if (tokens[i] < 0 || tokens[i] >= cfg->n_vocab)
-            return st_fail(ST_ERANGE, "token id %d not in 0..%d", tokens[i], cfg->n_vocab - 1);
-        if (kvs[i]->pos >= kvs[i]->n_ctx) return st_fail(ST_ERANGE, "sequence %d: context full (%d)", i, kvs[i]->n_ctx);
+    for (int i = 0; i < n_seq; i++)
         for (int j = 0; j < i; j++)
             if (kvs[j] == kvs[i]) return st_fail(ST_EINVAL, "sequence %d appears twice in one batch", i);
-        c->tok_kv[i] = kvs[i];
-        c->tok_pos[i] = kvs[i]->pos;
-        c->out_rows[i] = i;
-    }
-    return s_decode_chunk(c, tokens, n_seq, logits, n_seq);
+    return st_decode_mixed(c, kvs, tokens, n_seq, NULL, logits);
 }
 
 int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_tok, const bool *want,
@@ -448,7 +439,7 @@ int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int
         if (pos >= kvs[i]->n_ctx) return st_fail(ST_ERANGE, "token %d: context full (%d)", i, kvs[i]->n_ctx);
         c->tok_kv[i] = kvs[i];
         c->tok_pos[i] = pos;
-        if (want && want[i]) c->out_rows[n_out++] = i;
+        if (!want || want[i]) c->out_rows[n_out++] = i;
     }
     return s_decode_chunk(c, tokens, n_tok, logits, n_out);
 }

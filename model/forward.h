@@ -85,8 +85,8 @@ int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int
  * prefilled next to one-token decode steps). Token i is appended to kvs[i]; a
  * cache may appear several times, its tokens in order at consecutive
  * positions. n_tok <= n_batch. logits: NULL, or one row of n_vocab floats per
- * token with want[i], in token order. Same numbers as decoding each sequence
- * alone. */
+ * token with want[i] (every token when want is NULL), in token order. Same
+ * numbers as decoding each sequence alone. */
 int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_tok, const bool *want,
                     float *logits);
 
