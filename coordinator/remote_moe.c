@@ -133,9 +133,9 @@ struct st_expert_hashes {
     st_wire_shape_t shape;
     char *path;
     int64_t mtime_s, mtime_ns;
-    size_t n;        /* n_layer * n_expert */
-    uint8_t *known;  /* n flags */
-    uint8_t *hash;   /* n x 32 */
+    size_t n;       /* n_layer * n_expert */
+    uint8_t *known; /* n flags */
+    uint8_t *hash;  /* n x 32 */
     bool dirty;
 };
 
@@ -196,20 +196,18 @@ typedef struct {
     int n_todo;
 } hash_job_t;
 
-static void s_hash_worker(void *arg, int ith, int nth) {
+static void s_hash_expert(void *arg, int i, int ith) {
+    (void)ith;
     const hash_job_t *j = arg;
     const st_model_t *m = j->h->m;
     const int X = m->cfg.n_expert;
-    for (int i = ith; i < j->n_todo; i += nth) {
-        uint32_t s = j->todo[i];
-        const st_layer_t *L = &m->layers[s / X];
-        const st_weight_t *ws[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
-        crypto_generichash_state st;
-        crypto_generichash_init(&st, NULL, 0, ST_WIRE_HASH_BYTES);
-        for (int k = 0; k < 3; k++)
-            crypto_generichash_update(&st, st_weight_row(ws[k], s % X, 0), ws[k]->mat_bytes);
-        crypto_generichash_final(&st, j->h->hash + (size_t)s * 32, ST_WIRE_HASH_BYTES);
-    }
+    const uint32_t s = j->todo[i];
+    const st_layer_t *L = &m->layers[s / X];
+    const st_weight_t *ws[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, ST_WIRE_HASH_BYTES);
+    for (int k = 0; k < 3; k++) crypto_generichash_update(&st, st_weight_row(ws[k], s % X, 0), ws[k]->mat_bytes);
+    crypto_generichash_final(&st, j->h->hash + (size_t)s * 32, ST_WIRE_HASH_BYTES);
 }
 
 int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_threads) {
@@ -226,7 +224,7 @@ int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_thre
             return st_fail(ST_ENOMEM, "no threads for hashing");
         }
         hash_job_t j = {h, todo, n};
-        st_pool_run(pool, s_hash_worker, &j);
+        st_pool_for(pool, n, s_hash_expert, &j);
         st_pool_destroy(&pool);
         for (int i = 0; i < n; i++) h->known[todo[i]] = 1;
         h->dirty = true;
@@ -278,33 +276,33 @@ struct st_remote_moe {
     const st_placement_t *pl;
     st_remote_opts_t o;
     int N, E, K, X, L, B;
-    size_t act_row;     /* largest activation row over the layers (conv's stride) */
+    size_t act_row;      /* largest activation row over the layers (conv's stride) */
     st_type_t gate_type; /* of the layer being computed */
     size_t row;          /* its activation row: bytes of one token in its gate's vec_dot format */
 
-    int assigned_layer; /* layer whose pair_node is valid (-1: none) */
-    int *pair_node;     /* B*K: node computing the pair, -1 = here */
-    uint8_t *pair_done; /* B*K: output in y */
-    int *load;          /* N: pairs per node in this layer */
-    int *nd_n;          /* N: pairs in the node's request */
+    int assigned_layer;                 /* layer whose pair_node is valid (-1: none) */
+    int *pair_node;                     /* B*K: node computing the pair, -1 = here */
+    uint8_t *pair_done;                 /* B*K: output in y */
+    int *load;                          /* N: pairs per node in this layer */
+    int *nd_n;                          /* N: pairs in the node's request */
     int32_t *nd_tok, *nd_exp, *nd_pair; /* N x B*K */
-    int *nd_rows;       /* N: token rows in the request */
-    int32_t *nd_row_tok; /* N x B: global token of each row */
-    int32_t *tok_local; /* B: global token -> row in the current node's request */
-    uint64_t *rids;     /* N */
-    bool *failed;       /* N: no usable answer in this layer */
-    uint8_t *conv;      /* B rows of the current layer's row bytes */
-    float *y;           /* B*K x E per-pair outputs, routing order */
+    int *nd_rows;                       /* N: token rows in the request */
+    int32_t *nd_row_tok;                /* N x B: global token of each row */
+    int32_t *tok_local;                 /* B: global token -> row in the current node's request */
+    uint64_t *rids;                     /* N */
+    bool *failed;                       /* N: no usable answer in this layer */
+    uint8_t *conv;                      /* B rows of the current layer's row bytes */
+    float *y;                           /* B*K x E per-pair outputs, routing order */
     int32_t *fb_tok, *fb_exp, *fb_pair;
     float *fb_y;
-    uint32_t *pf;       /* X: experts of one prefetch message */
+    uint32_t *pf; /* X: experts of one prefetch message */
 
     /* statistics */
     int cur_layer;
     bool step_open, step_decode;
     uint64_t n_decode_steps;
     node_acc_t *step, *dec, *pre; /* N each */
-    int *rt_layer;      /* N: round trips in the current layer */
+    int *rt_layer;                /* N: round trips in the current layer */
     st_remote_totals_t tot;
     uint64_t *route_counts; /* L x X */
 };
@@ -411,10 +409,10 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
 void st_remote_moe_destroy(st_remote_moe_t **rp) {
     if (!rp || !*rp) return;
     st_remote_moe_t *r = *rp;
-    void *bufs[] = {r->pair_node, r->pair_done, r->load, r->nd_n, r->nd_tok, r->nd_exp, r->nd_pair, r->nd_rows,
-                    r->nd_row_tok, r->tok_local, r->rids, r->failed, r->conv, r->y, r->fb_tok,
-                    r->fb_exp, r->fb_pair, r->fb_y, r->pf, r->step, r->dec, r->pre, r->rt_layer,
-                    r->route_counts};
+    void *bufs[] = {r->pair_node, r->pair_done, r->load,       r->nd_n,      r->nd_tok,   r->nd_exp,
+                    r->nd_pair,   r->nd_rows,   r->nd_row_tok, r->tok_local, r->rids,     r->failed,
+                    r->conv,      r->y,         r->fb_tok,     r->fb_exp,    r->fb_pair,  r->fb_y,
+                    r->pf,        r->step,      r->dec,        r->pre,       r->rt_layer, r->route_counts};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
     *rp = NULL;
@@ -448,9 +446,8 @@ static void s_step_close(st_remote_moe_t *r) {
             r->tot.bytes_in_decode += s->bytes_in;
             if (r->o.stats)
                 fprintf(stderr, " node %d rt %llu layers %llu out %llu in %llu us %llu hits %llu/%llu;", i,
-                        (unsigned long long)s->rt, (unsigned long long)s->involved,
-                        (unsigned long long)s->bytes_out, (unsigned long long)s->bytes_in,
-                        (unsigned long long)s->us, (unsigned long long)s->hits,
+                        (unsigned long long)s->rt, (unsigned long long)s->involved, (unsigned long long)s->bytes_out,
+                        (unsigned long long)s->bytes_in, (unsigned long long)s->us, (unsigned long long)s->hits,
                         (unsigned long long)(s->hits + s->misses));
         }
     }
@@ -466,8 +463,10 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
         if (r->o.between_steps) r->o.between_steps(r->o.arg); /* e.g. a node joins: may change pl and N */
         r->step_open = true;
         r->step_decode = rt->n_tok == 1;
-        if (r->step_decode) r->tot.decode_tokens++;
-        else r->tot.prefill_steps++, r->tot.prefill_tokens += (uint64_t)rt->n_tok;
+        if (r->step_decode)
+            r->tot.decode_tokens++;
+        else
+            r->tot.prefill_steps++, r->tot.prefill_tokens += (uint64_t)rt->n_tok;
         for (int i = 0; i < r->N; i++) {
             const st_node_stats_t *ns = st_cluster_stats(r->cl, i);
             r->step[i] = (node_acc_t){.bytes_out = ns->bytes_out, .bytes_in = ns->bytes_in};
@@ -552,11 +551,10 @@ static int s_on_result(void *arg, int nd, st_wire_rx_t *rx) {
 static int s_fallback(st_remote_moe_t *r, const st_route_t *rt, int n, const char *why) {
     if (n == 0) return 0;
     if (!r->o.fallback)
-        return st_fail(ST_EIO, "layer %d: %d expert pairs have no node to run on (%s) and fallback is off",
-                       rt->layer, n, why);
+        return st_fail(ST_EIO, "layer %d: %d expert pairs have no node to run on (%s) and fallback is off", rt->layer,
+                       n, why);
     st_expert_set_t set = st_model_expert_set(r->ctx, rt->layer);
-    int rc = st_experts_eval_converted(r->ctx, &set, n, r->fb_tok, r->fb_exp, r->conv, r->row, rt->n_tok,
-                                       r->fb_y);
+    int rc = st_experts_eval_converted(r->ctx, &set, n, r->fb_tok, r->fb_exp, r->conv, r->row, rt->n_tok, r->fb_y);
     if (rc < 0) return rc;
     for (int i = 0; i < n; i++)
         memcpy(r->y + (size_t)r->fb_pair[i] * r->E, r->fb_y + (size_t)i * r->E, (size_t)r->E * sizeof(float));
@@ -621,8 +619,11 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
             for (int j = 0; j < r->nd_rows[nd]; j++)
                 memcpy(fd + (size_t)j * r->row, r->conv + (size_t)rows[j] * r->row, r->row);
             st_wire_msg_t msg = {.type = ST_MSG_EXPERT_COMPUTE};
-            msg.compute = (st_wire_compute_t){(uint32_t)rt->layer, (uint32_t)r->nd_rows[nd],
-                                              st_type_traits(r->gate_type)->vec_dot_type, (uint32_t)r->nd_n[nd], tok,
+            msg.compute = (st_wire_compute_t){(uint32_t)rt->layer,
+                                              (uint32_t)r->nd_rows[nd],
+                                              st_type_traits(r->gate_type)->vec_dot_type,
+                                              (uint32_t)r->nd_n[nd],
+                                              tok,
                                               r->nd_exp + (size_t)nd * P};
             if (st_cluster_send_zmsg(r->cl, nd, &msg, &frame, true) < 0) {
                 r->failed[nd] = true;
@@ -641,6 +642,7 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
         for (int i = 0; i < n_fb; i++) r->pair_done[r->fb_pair[i]] = 1;
 
         result_ctx_t x = {r, rt};
+        st_ctx_park(r->ctx); /* our workers sleep while we wait: the nodes may share our CPUs */
         double t_wait = st_cluster_now_ms();
         rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
         const double waited = st_cluster_now_ms() - t_wait;
@@ -655,14 +657,16 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
         for (int nd = 0; nd < r->N; nd++) {
             if (!r->nd_n[nd]) continue;
             const bool ok = !r->rids[nd] && !r->failed[nd];
-            if (ok) r->tot.remote_pairs += (uint64_t)r->nd_n[nd];
+            if (ok)
+                r->tot.remote_pairs += (uint64_t)r->nd_n[nd];
             else {
                 char why[160];
                 if (r->rids[nd] && !st_cluster_is_up(r->cl, nd))
                     snprintf(why, sizeof why, "connection lost during layer %d", rt->layer);
                 else if (r->rids[nd])
                     snprintf(why, sizeof why, "no answer to layer %d within %d ms", rt->layer, r->o.timeout_ms);
-                else snprintf(why, sizeof why, "no usable answer for layer %d", rt->layer);
+                else
+                    snprintf(why, sizeof why, "no usable answer for layer %d", rt->layer);
                 st_cluster_set_down(r->cl, nd, why);
             }
             for (int i = 0; i < r->nd_n[nd]; i++) {
@@ -714,24 +718,27 @@ const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r) { return r-
 void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
     const st_remote_totals_t *t = &r->tot;
     const double T = t->decode_tokens ? (double)t->decode_tokens : 1.0;
-    fprintf(f, "cluster: %d of %d nodes up; prefill %llu steps (%llu tokens), decode %llu tokens; %llu pairs on "
-               "nodes, %llu computed here (fallback), %llu re-sent to a replica\n",
+    fprintf(f,
+            "cluster: %d of %d nodes up; prefill %llu steps (%llu tokens), decode %llu tokens; %llu pairs on "
+            "nodes, %llu computed here (fallback), %llu re-sent to a replica\n",
             st_cluster_n_up(r->cl), r->N, (unsigned long long)t->prefill_steps, (unsigned long long)t->prefill_tokens,
             (unsigned long long)t->decode_tokens, (unsigned long long)t->remote_pairs,
             (unsigned long long)t->fallback_pairs, (unsigned long long)t->resent_pairs);
     for (int i = 0; i < r->N; i++) {
         const node_acc_t *d = &r->dec[i], *p = &r->pre[i];
         uint64_t look = d->hits + d->misses + p->hits + p->misses;
-        fprintf(f, "cluster: node %d %s: per decode token %.2f round trips (%.2f layers involved), %.0f B out, "
-                   "%.0f B in, node compute %.3f ms; prefill %llu round trips, %llu B out, %llu B in; expert cache "
-                   "hits %.1f%% of %llu\n",
+        fprintf(f,
+                "cluster: node %d %s: per decode token %.2f round trips (%.2f layers involved), %.0f B out, "
+                "%.0f B in, node compute %.3f ms; prefill %llu round trips, %llu B out, %llu B in; expert cache "
+                "hits %.1f%% of %llu\n",
                 i, st_cluster_url(r->cl, i), d->rt / T, d->involved / T, d->bytes_out / T, d->bytes_in / T,
                 d->us / T / 1e3, (unsigned long long)p->rt, (unsigned long long)p->bytes_out,
                 (unsigned long long)p->bytes_in, look ? 100.0 * (double)(d->hits + p->hits) / (double)look : 0.0,
                 (unsigned long long)look);
     }
-    fprintf(f, "cluster: decode: %.2f round trips per token for %.2f involved (layer, node) pairs, at most %d round "
-               "trip per layer per node; %.0f B per token (%.0f out, %.0f in); waiting for nodes %.2f ms per token\n",
+    fprintf(f,
+            "cluster: decode: %.2f round trips per token for %.2f involved (layer, node) pairs, at most %d round "
+            "trip per layer per node; %.0f B per token (%.0f out, %.0f in); waiting for nodes %.2f ms per token\n",
             t->rt_decode / T, t->involved_decode / T, t->max_rt_per_layer_node,
             (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
             t->wait_ms_decode / T);

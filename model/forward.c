@@ -6,9 +6,9 @@
  *
  * Numerics follow llama.cpp's CPU backend where it matters for matching its
  * logits: activations are converted to the weight type's vec_dot format
- * (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), RMSNorm sums in double, q and the attention
- * probabilities are rounded to F16 when the KV cache is F16 (ggml converts
- * them for its F16 matmuls), expert outputs are summed in routing order.
+ * (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), RMSNorm sums in double, q and the
+ * attention probabilities are rounded to F16 when the KV cache is F16 (ggml converts them for its F16 matmuls), expert
+ * outputs are summed in routing order.
  */
 #include "forward.h"
 
@@ -107,7 +107,8 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->up = s_alloc(B * K * cfg->n_ff_exp, sizeof(float), &ok);
     c->zq = s_alloc(B * K, c->xq_row, &ok);
     c->ybuf = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
-    c->scratch_n = s_max(s_max((size_t)p.n_ctx, (size_t)cfg->head_dim), s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
+    c->scratch_n =
+        s_max(s_max((size_t)p.n_ctx, (size_t)cfg->head_dim), s_max((size_t)cfg->n_embd, (size_t)cfg->n_ff_exp));
     c->scratch = s_alloc((size_t)p.n_threads * c->scratch_n, sizeof(float), &ok);
     if (!ok) {
         st_ctx_destroy(&c);
@@ -121,8 +122,8 @@ void st_ctx_destroy(st_ctx_t **cp) {
     if (!cp || !*cp) return;
     st_ctx_t *c = *cp;
     st_pool_destroy(&c->pool);
-    float *bufs[] = {c->x, c->xn, c->q, c->kx, c->vx, c->attn, c->proj, c->moe_out, c->router,
-                     c->wts, c->gate, c->up, c->ybuf, c->scratch, c->yout};
+    float *bufs[] = {c->x,      c->xn,  c->q,    c->kx, c->vx,   c->attn,    c->proj, c->moe_out,
+                     c->router, c->wts, c->gate, c->up, c->ybuf, c->scratch, c->yout};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(c->ids);
     free(c->xq);
@@ -145,9 +146,13 @@ const st_model_t *st_ctx_model(const st_ctx_t *c) { return c->m; }
 const st_forward_stats_t *st_ctx_stats(const st_ctx_t *c) { return &c->stats; }
 
 void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b) {
-    if (b) c->moe = *b;
-    else memset(&c->moe, 0, sizeof c->moe);
+    if (b)
+        c->moe = *b;
+    else
+        memset(&c->moe, 0, sizeof c->moe);
 }
+
+void st_ctx_park(st_ctx_t *c) { st_pool_park(c->pool); }
 
 /* ---- building blocks ---------------------------------------------------- */
 
@@ -173,6 +178,8 @@ void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int
     for (int t = 0; t < n_tok; t++) c->k->from_float[vt](n, x + (size_t)t * n, (uint8_t *)dst + (size_t)t * row);
 }
 
+#define LINEAR_MAX_PARTS 256
+
 typedef struct {
     const st_kernels_t *k;
     const st_weight_t *w;
@@ -182,25 +189,27 @@ typedef struct {
     int n_tok;
     float *y;
     size_t y_stride;
+    int bounds[LINEAR_MAX_PARTS + 1]; /* parts in 8-row groups (the matmuls' unit) */
 } linear_job_t;
 
-static void s_linear_worker(void *arg, int ith, int nth) {
+static void s_linear_part(void *arg, int part, int ith) {
+    (void)ith;
     const linear_job_t *j = arg;
-    int r0, r1;
-    st_split_range((int)j->w->n_rows, ith, nth, &r0, &r1);
-    if (r0 < r1)
-        st_matmul(j->k, j->w->type, st_weight_row(j->w, j->e, 0), (int)j->w->n_cols, r0, r1, j->x, j->x_stride,
-                  j->n_tok, j->y, j->y_stride);
+    const int n = (int)j->w->n_rows, r0 = 8 * j->bounds[part];
+    const int r1 = 8 * j->bounds[part + 1] < n ? 8 * j->bounds[part + 1] : n;
+    st_matmul(j->k, j->w->type, st_weight_row(j->w, j->e, 0), (int)j->w->n_cols, r0, r1, j->x, j->x_stride, j->n_tok,
+              j->y, j->y_stride);
 }
 
-/* y[t] = W_e · x[t] for n_tok rows of x (n_cols floats each, contiguous);
- * y rows are y_stride floats apart. */
-/* The matmul of st_linear on rows already converted into c->xq. */
+/* The matmul of st_linear on rows already converted into c->xq; y rows are
+ * y_stride floats apart. Results do not depend on the split (see st_matmul). */
 static void s_linear_converted(st_ctx_t *c, const st_weight_t *w, int64_t e, int n_tok, float *y, size_t y_stride) {
-    linear_job_t j = {c->k, w, e, c->xq, c->xq_row, n_tok, y, y_stride};
-    st_pool_run(c->pool, s_linear_worker, &j);
+    linear_job_t j = {c->k, w, e, c->xq, c->xq_row, n_tok, y, y_stride, {0}};
+    const int n = st_split_guided(((int)w->n_rows + 7) / 8, st_pool_size(c->pool), 8, j.bounds, LINEAR_MAX_PARTS);
+    st_pool_for(c->pool, n, s_linear_part, &j);
 }
 
+/* y[t] = W_e · x[t] for n_tok rows of x (n_cols floats each, contiguous). */
 void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride) {
     st_convert_rows(c, w->type, x, (size_t)w->n_cols, n_tok, (int)w->n_cols, c->xq);
     s_linear_converted(c, w, e, n_tok, y, y_stride);
@@ -247,11 +256,13 @@ typedef struct {
     int n_tok; /* token t belongs to cache c->tok_kv[t] at position c->tok_pos[t] */
 } attn_job_t;
 
-/* Attention for (token, head) pairs split across threads: scores over the
- * allowed past positions, softmax, weighted sum of values. With an F16 cache,
+/* Attention for one (token, head) item: scores over the allowed past
+ * positions, softmax, weighted sum of values. Items are taken last token
+ * first: causal rows grow with the position, and the longest ones should not
+ * be left for the end of the job. With an F16 cache,
  * q is rounded to F16 and dotted with the F16 keys, and the probabilities are
  * rounded to F16 before weighting the values: what ggml's F16 matmuls do. */
-static void s_attn_worker(void *arg, int ith, int nth) {
+static void s_attn_item(void *arg, int item, int ith) {
     const attn_job_t *j = arg;
     const st_ctx_t *c = j->c;
     const st_config_t *cfg = &c->m->cfg;
@@ -265,44 +276,50 @@ static void s_attn_worker(void *arg, int ith, int nth) {
     float *scores = c->scratch + (size_t)ith * c->scratch_n;
     float vrow[1024];
     uint8_t qh[1024 * 4];
-    /* (token, head) items dealt round-robin: causal rows grow with t, so contiguous
-     * shares would give the last thread the longest rows */
-    for (int item = ith; item < j->n_tok * H; item += nth) {
-        const int t = item / H, h = item % H, g = h / group;
-        const st_kv_layer_t *L = &c->tok_kv[t]->layers[j->layer];
-        const int pos = c->tok_pos[t];
-        const int first = cfg->is_swa[j->layer] && pos - cfg->n_swa + 1 > 0 ? pos - cfg->n_swa + 1 : 0;
-        c->k->from_float[kt](D, c->q + (size_t)t * H * D + (size_t)h * D, qh);
-        const uint8_t *kbase = (const uint8_t *)L->k + (size_t)g * D * esz;
-        const uint8_t *vbase = (const uint8_t *)L->v + (size_t)g * D * esz;
-        float mx = -INFINITY;
-        for (int p = first; p <= pos; p++) {
-            float s;
-            dot(D, &s, kbase + (size_t)(p % L->cap) * row_bytes, qh);
-            s *= scale;
-            scores[p - first] = s;
-            if (s > mx) mx = s;
-        }
-        const int n = pos - first + 1;
-        double sum = 0.0;
-        for (int i = 0; i < n; i++) {
-            const float e = expf(scores[i] - mx);
-            scores[i] = e;
-            sum += (double)e;
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int i = 0; i < n; i++) {
-            scores[i] *= inv;
-            if (f16) scores[i] = st_fp16_to_fp32(st_fp32_to_fp16(scores[i]));
-        }
-        float *o = c->attn + (size_t)t * H * D + (size_t)h * D;
-        for (int i = 0; i < D; i++) o[i] = 0.0f;
-        for (int p = first; p <= pos; p++) {
-            const float a = scores[p - first];
-            to_float(D, vbase + (size_t)(p % L->cap) * row_bytes, vrow);
-            for (int i = 0; i < D; i++) o[i] += a * vrow[i];
-        }
+    const int it = j->n_tok * H - 1 - item, t = it / H, h = it % H, g = h / group;
+    const st_kv_layer_t *L = &c->tok_kv[t]->layers[j->layer];
+    const int pos = c->tok_pos[t];
+    const int first = cfg->is_swa[j->layer] && pos - cfg->n_swa + 1 > 0 ? pos - cfg->n_swa + 1 : 0;
+    c->k->from_float[kt](D, c->q + (size_t)t * H * D + (size_t)h * D, qh);
+    const uint8_t *kbase = (const uint8_t *)L->k + (size_t)g * D * esz;
+    const uint8_t *vbase = (const uint8_t *)L->v + (size_t)g * D * esz;
+    float mx = -INFINITY;
+    for (int p = first; p <= pos; p++) {
+        float s;
+        dot(D, &s, kbase + (size_t)(p % L->cap) * row_bytes, qh);
+        s *= scale;
+        scores[p - first] = s;
+        if (s > mx) mx = s;
     }
+    const int n = pos - first + 1;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        const float e = expf(scores[i] - mx);
+        scores[i] = e;
+        sum += (double)e;
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) scores[i] *= inv;
+    if (f16) /* through fp16 and back, a stretch at a time (the kernels round as st_fp32_to_fp16) */
+        for (int i = 0; i < n; i += (int)(sizeof qh / 2)) {
+            const int m = n - i < (int)(sizeof qh / 2) ? n - i : (int)(sizeof qh / 2);
+            c->k->from_float[ST_TYPE_F16](m, scores + i, qh);
+            c->k->to_float[ST_TYPE_F16](m, qh, scores + i);
+        }
+    /* o = sum of a_p * v_p, in a local accumulator (no aliasing with vrow) and
+     * 8 lanes at a time so that the compiler vectorizes it; same float steps
+     * (multiply, then add, position by position) as a plain loop */
+    float acc[1024];
+    for (int i = 0; i < D; i++) acc[i] = 0.0f;
+    for (int p = first; p <= pos; p++) {
+        const float a = scores[p - first];
+        to_float(D, vbase + (size_t)(p % L->cap) * row_bytes, vrow);
+        int i = 0;
+        for (; i + 8 <= D; i += 8)
+            for (int k = 0; k < 8; k++) acc[i + k] += a * vrow[i + k];
+        for (; i < D; i++) acc[i] += a * vrow[i];
+    }
+    memcpy(c->attn + (size_t)t * H * D + (size_t)h * D, acc, (size_t)D * sizeof(float));
 }
 
 /* Attention block of one layer for n_tok tokens: c->x -> c->x (residual added). */
@@ -317,10 +334,14 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
         s_rmsnorm(c->x + (size_t)t * E, (const float *)L->attn_norm.data, E, cfg->rms_eps, c->xn + (size_t)t * E);
     /* q, k and v read the same normed rows: convert them once when the formats agree */
     st_linear(c, &L->wq, 0, c->xn, n_tok, c->q, nq);
-    if (s_same_input_format(L->wq.type, L->wk.type)) s_linear_converted(c, &L->wk, 0, n_tok, c->kx, nkv);
-    else st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
-    if (s_same_input_format(L->wq.type, L->wv.type)) s_linear_converted(c, &L->wv, 0, n_tok, c->vx, nkv);
-    else st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
+    if (s_same_input_format(L->wq.type, L->wk.type))
+        s_linear_converted(c, &L->wk, 0, n_tok, c->kx, nkv);
+    else
+        st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
+    if (s_same_input_format(L->wq.type, L->wv.type))
+        s_linear_converted(c, &L->wv, 0, n_tok, c->vx, nkv);
+    else
+        st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
 
     const float base = cfg->is_swa[il] ? cfg->rope_base_swa : cfg->rope_base;
     for (int t = 0; t < n_tok; t++) {
@@ -339,7 +360,7 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
     }
 
     attn_job_t j = {c, il, n_tok};
-    st_pool_run(c->pool, s_attn_worker, &j);
+    st_pool_for(c->pool, n_tok * cfg->n_head, s_attn_item, &j);
 
     st_linear(c, &L->wo, 0, c->attn, n_tok, c->proj, (size_t)E);
     for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->proj[i];
@@ -403,8 +424,10 @@ int st_decode(st_ctx_t *c, st_kv_t *kv, const int32_t *tokens, int n_tok, float 
         int n = n_tok - done < c->p.n_batch ? n_tok - done : c->p.n_batch;
         bool last = done + n == n_tok;
         float *out = NULL;
-        if (logits && all_logits) out = logits + (size_t)done * cfg->n_vocab;
-        else if (logits && last) out = logits;
+        if (logits && all_logits)
+            out = logits + (size_t)done * cfg->n_vocab;
+        else if (logits && last)
+            out = logits;
         for (int t = 0; t < n; t++) {
             c->tok_kv[t] = kv;
             c->tok_pos[t] = kv->pos + t;

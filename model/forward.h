@@ -60,6 +60,10 @@ const st_ctx_params_t *st_ctx_params(const st_ctx_t *c);
 const st_model_t *st_ctx_model(const st_ctx_t *c);
 /* Replaces the local expert computation (NULL restores it). */
 void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b);
+/* The caller is about to block (waiting for nodes, say): the context's worker
+ * threads sleep now rather than spin, leaving the CPU to whoever it waits for.
+ * The next parallel step starts without them and they join when awake. */
+void st_ctx_park(st_ctx_t *c);
 const st_forward_stats_t *st_ctx_stats(const st_ctx_t *c);
 
 /* A KV cache for one sequence of up to n_ctx tokens (NULL on failure). */

@@ -62,7 +62,10 @@ void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {
 
 st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
     const st_layer_t *L = &c->m->layers[il];
-    st_expert_set_t s = {L->gate_exps.type, L->up_exps.type, L->down_exps.type, L->down_transposed,
+    st_expert_set_t s = {L->gate_exps.type,
+                         L->up_exps.type,
+                         L->down_exps.type,
+                         L->down_transposed,
                          (const void *const *)c->exp_ptrs + (size_t)il * 3 * c->m->cfg.n_expert,
                          (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 1) * c->m->cfg.n_expert,
                          (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 2) * c->m->cfg.n_expert};
@@ -73,14 +76,19 @@ st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
  * ROW_CHUNK rounded to whole quant blocks for a transposed down). */
 #define ROW_CHUNK 64
 
+#define EXPERT_MAX_PARTS 256
+
 typedef struct {
     st_ctx_t *c;
     const st_expert_set_t *set;
     int phase; /* 0: gate+up, 1: down */
     int n_rows;
-    int chunk; /* granule bound: 32-row granules, or this many for a transposed down */
-    bool z_in_threads; /* phase 0 also forms z = relu(gate) * up and converts it for down */
-    _Atomic uint64_t active; /* phase 0 with z_in_threads: neurons with z != 0 */
+    int gran;                         /* rows per granule: 32, or whole quant blocks of a transposed down */
+    int ng;                           /* granules per expert */
+    bool z_in_threads;                /* phase 0 also forms z = relu(gate) * up and converts it for down */
+    _Atomic uint64_t active;          /* phase 0 with z_in_threads: neurons with z != 0 */
+    const int *act;                   /* the experts with pairs, in id order */
+    int bounds[EXPERT_MAX_PARTS + 1]; /* parts of the granules of all of them, end to end */
 } expert_job_t;
 
 /* z = relu(gate) * up for neurons [r0, r1) of the np pairs from p0 (kept in
@@ -104,72 +112,78 @@ static uint64_t s_form_z(st_ctx_t *c, const st_expert_set_t *set, int p0, int np
     return active;
 }
 
-static void s_expert_worker(void *arg, int ith, int nth) {
-    const expert_job_t *j = arg;
+/* Rows [r0, r1) of expert e (its pairs from p0) in the job's phase. */
+static void s_expert_rows(const expert_job_t *j, int e, int r0, int r1, int ith) {
     st_ctx_t *c = j->c;
     const st_expert_set_t *set = j->set;
     const st_config_t *cfg = &c->m->cfg;
     const int F = cfg->n_ff_exp, E = cfg->n_embd;
-    for (int e = 0; e < cfg->n_expert; e++) {
-        /* each thread one contiguous share of every active expert's rows, in
-         * 32-row granules (whole quant blocks for a transposed down): long
-         * streams for the prefetchers instead of 64-row units dealt in turn */
-        const int p0 = c->exp_start[e], np = c->exp_start[e + 1] - p0;
-        if (np == 0) continue;
-        const int gran = j->phase == 1 && set->down_transposed ? j->chunk /* whole K-quant blocks too */
-                         : j->chunk >= 32 ? 32 : j->chunk;
-        const int ng = (j->n_rows + gran - 1) / gran;
-        int g0, g1;
-        st_split_range(ng, ith, nth, &g0, &g1);
-        const int r0 = g0 * gran, r1 = g1 * gran < j->n_rows ? g1 * gran : j->n_rows;
-        if (r0 >= r1) continue;
-        const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
-        if (j->phase == 0) {
-            /* ReGLU: up row r only matters where relu(gate_r) > 0 for some pair;
-             * skipping the others is exact (their z is 0 whatever up gives) */
-            float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
-            st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, gate, (size_t)F);
-            /* the active rows, listed for one call (the thread's scratch is free in this phase) */
-            int32_t *list = (int32_t *)(c->scratch + (size_t)ith * c->scratch_n);
-            int n_list = 0;
-            for (int r = r0; r < r1; r++) {
-                bool need = false;
-                for (int p = 0; p < np && !need; p++) need = gate[(size_t)p * F + r] > 0.0f;
-                if (need) list[n_list++] = r;
-            }
-            st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
-            if (j->z_in_threads)
-                atomic_fetch_add_explicit(&((expert_job_t *)j)->active,
-                                          s_form_z(c, set, p0, np, r0, r1, !set->down_transposed), memory_order_relaxed);
-        } else if (!set->down_transposed) {
-            const uint8_t *zq = c->zq + (size_t)p0 * c->xq_row;
-            st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row, np, c->ybuf + (size_t)p0 * E,
-                      (size_t)E);
-        } else {
-            /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
-            const st_type_traits_t *tr = st_type_traits(set->down_type);
-            const size_t row_bytes = st_row_size(set->down_type, E);
-            float *tmp = c->scratch + (size_t)ith * c->scratch_n;
-            const int n = r1 - r0; /* r0 is a multiple of the block size */
-            for (int p = p0; p < p0 + np; p++) {
-                float *y = c->ybuf + (size_t)p * E;
-                const float *z = c->gate + (size_t)p * F; /* z kept in gate for this layout */
-                for (int i = r0; i < r1; i++) y[i] = 0.0f;
-                for (int nj = 0; nj < F; nj++) {
-                    if (z[nj] == 0.0f) continue;
-                    const uint8_t *row = (const uint8_t *)set->down[e] + (size_t)nj * row_bytes;
-                    c->k->to_float[set->down_type](n, row + (size_t)(r0 / tr->blck) * tr->size, tmp);
-                    for (int i = r0; i < r1; i++) y[i] += z[nj] * tmp[i - r0];
-                }
+    const int p0 = c->exp_start[e], np = c->exp_start[e + 1] - p0;
+    const uint8_t *x = c->xq + (size_t)p0 * c->xq_row;
+    if (j->phase == 0) {
+        /* ReGLU: up row r only matters where relu(gate_r) > 0 for some pair;
+         * skipping the others is exact (their z is 0 whatever up gives) */
+        float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
+        st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, gate, (size_t)F);
+        /* the active rows, listed for one call (the thread's scratch is free in this phase) */
+        int32_t *list = (int32_t *)(c->scratch + (size_t)ith * c->scratch_n);
+        int n_list = 0;
+        for (int r = r0; r < r1; r++) {
+            bool need = false;
+            for (int p = 0; p < np && !need; p++) need = gate[(size_t)p * F + r] > 0.0f;
+            if (need) list[n_list++] = r;
+        }
+        st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
+        if (j->z_in_threads)
+            atomic_fetch_add_explicit(&((expert_job_t *)j)->active,
+                                      s_form_z(c, set, p0, np, r0, r1, !set->down_transposed), memory_order_relaxed);
+    } else if (!set->down_transposed) {
+        const uint8_t *zq = c->zq + (size_t)p0 * c->xq_row;
+        st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row, np, c->ybuf + (size_t)p0 * E,
+                  (size_t)E);
+    } else {
+        /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
+        const st_type_traits_t *tr = st_type_traits(set->down_type);
+        const size_t row_bytes = st_row_size(set->down_type, E);
+        float *tmp = c->scratch + (size_t)ith * c->scratch_n;
+        const int n = r1 - r0; /* r0 is a multiple of the block size */
+        for (int p = p0; p < p0 + np; p++) {
+            float *y = c->ybuf + (size_t)p * E;
+            const float *z = c->gate + (size_t)p * F; /* z kept in gate for this layout */
+            for (int i = r0; i < r1; i++) y[i] = 0.0f;
+            for (int nj = 0; nj < F; nj++) {
+                if (z[nj] == 0.0f) continue;
+                const uint8_t *row = (const uint8_t *)set->down[e] + (size_t)nj * row_bytes;
+                c->k->to_float[set->down_type](n, row + (size_t)(r0 / tr->blck) * tr->size, tmp);
+                for (int i = r0; i < r1; i++) y[i] += z[nj] * tmp[i - r0];
             }
         }
     }
 }
 
+/* One part of the job: a run of granules over the active experts' rows laid
+ * end to end (long runs first, for the prefetchers; see st_split_guided). */
+static void s_expert_part(void *arg, int part, int ith) {
+    const expert_job_t *j = arg;
+    for (int g = j->bounds[part]; g < j->bounds[part + 1];) {
+        const int a = g / j->ng, g1 = (a + 1) * j->ng < j->bounds[part + 1] ? (a + 1) * j->ng : j->bounds[part + 1];
+        const int r0 = (g - a * j->ng) * j->gran, r1 = (g1 - a * j->ng) * j->gran;
+        s_expert_rows(j, j->act[a], r0, r1 < j->n_rows ? r1 : j->n_rows, ith);
+        g = g1;
+    }
+}
+
+/* Runs one phase over the active experts' rows on the pool. */
+static void s_expert_phase(st_ctx_t *c, expert_job_t *j, int n_act) {
+    j->ng = (j->n_rows + j->gran - 1) / j->gran;
+    const int n = st_split_guided(n_act * j->ng, st_pool_size(c->pool), 2, j->bounds, EXPERT_MAX_PARTS);
+    st_pool_for(c->pool, n, s_expert_part, j);
+}
+
 /* Shared by both entry points: m (floats) or xq (rows already converted to the
  * gate's vec_dot format, xq_stride bytes apart) is the input. */
-static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok,
-                          const int32_t *ids, const float *m, const uint8_t *xq, size_t xq_stride, int n_tok, float *y) {
+static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
+                          const float *m, const uint8_t *xq, size_t xq_stride, int n_tok, float *y) {
     const st_config_t *cfg = &c->m->cfg;
     if (st_type_traits(set->gate_type)->vec_dot_type != st_type_traits(set->up_type)->vec_dot_type)
         return st_fail(ST_EUNSUP, "expert gate (%s) and up (%s) need different activation formats",
@@ -197,29 +211,41 @@ static int s_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, 
     /* gate and up for every pair */
     const size_t in_row = st_row_size(st_type_traits(set->gate_type)->vec_dot_type, E);
     for (int p = 0; p < n_pairs; p++) {
-        if (m) st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
-        else memcpy(c->xq + (size_t)p * c->xq_row, xq + (size_t)c->pair_tok[p] * xq_stride, in_row);
+        if (m)
+            st_convert_rows(c, set->gate_type, m + (size_t)c->pair_tok[p] * E, 0, 1, E, c->xq + (size_t)p * c->xq_row);
+        else
+            memcpy(c->xq + (size_t)p * c->xq_row, xq + (size_t)c->pair_tok[p] * xq_stride, in_row);
     }
     /* z = relu(gate) * up, converted for down: by each thread for its own
      * 32-neuron granules when down's activation blocks fit in one (Q8_0, F16),
      * else here after the gate and up rows are all done */
+    int n_act = 0;
+    for (int e = 0; e < X; e++)
+        if (c->exp_start[e + 1] > c->exp_start[e]) c->exp_fill[n_act++] = e; /* exp_fill is free again */
     const int zblck = st_type_traits(st_type_traits(set->down_type)->vec_dot_type)->blck;
-    expert_job_t j = {c, set, 0, F, ROW_CHUNK, 32 % zblck == 0 && F % zblck == 0, 0};
-    st_pool_run(c->pool, s_expert_worker, &j);
+    expert_job_t j = {.c = c,
+                      .set = set,
+                      .phase = 0,
+                      .n_rows = F,
+                      .gran = 32,
+                      .z_in_threads = 32 % zblck == 0 && F % zblck == 0,
+                      .act = c->exp_fill};
+    s_expert_phase(c, &j, n_act);
     uint64_t active = atomic_load(&j.active);
     if (!j.z_in_threads)
         for (int e = 0; e < X; e++)
-            active += s_form_z(c, set, c->exp_start[e], c->exp_start[e + 1] - c->exp_start[e], 0, F,
-                               !set->down_transposed);
-    int chunk = ROW_CHUNK;
+            active +=
+                s_form_z(c, set, c->exp_start[e], c->exp_start[e + 1] - c->exp_start[e], 0, F, !set->down_transposed);
+    int gran = 32;
     if (set->down_transposed) { /* columns of a transposed row: whole blocks per unit */
         const int blck = st_type_traits(set->down_type)->blck;
-        chunk = (ROW_CHUNK + blck - 1) / blck * blck;
+        gran = (ROW_CHUNK + blck - 1) / blck * blck;
     }
-    expert_job_t jd = {c, set, 1, E, chunk, false, 0};
-    st_pool_run(c->pool, s_expert_worker, &jd);
+    expert_job_t jd = {.c = c, .set = set, .phase = 1, .n_rows = E, .gran = gran, .act = c->exp_fill};
+    s_expert_phase(c, &jd, n_act);
 
-    for (int i = 0; i < n_pairs; i++) memcpy(y + (size_t)i * E, c->ybuf + (size_t)c->pair_of[i] * E, (size_t)E * sizeof(float));
+    for (int i = 0; i < n_pairs; i++)
+        memcpy(y + (size_t)i * E, c->ybuf + (size_t)c->pair_of[i] * E, (size_t)E * sizeof(float));
     c->stats.expert_calls += (uint64_t)n_pairs;
     c->stats.neurons += (uint64_t)n_pairs * F;
     c->stats.neurons_active += active;

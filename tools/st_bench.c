@@ -209,17 +209,19 @@ static uint64_t s_decode_bytes(const st_model_t *m) {
  * compiles to plain vector loads without any ISA flag */
 typedef uint64_t v2u64 __attribute__((vector_size(16)));
 
+#define BW_PARTS 64 /* parts of the buffer claimed by the threads */
+
 typedef struct {
     const v2u64 *buf;
     int n; /* cache lines (4 vectors each) */
-    uint64_t sink[64];
+    uint64_t sink[BW_PARTS];
 } bw_job_t;
 
-/* Each thread reads its contiguous slice, 2 cache lines per step, 8 independent accumulators. */
-static void s_bw_worker(void *arg, int ith, int nth) {
+/* Part `part` of the buffer, 2 cache lines per step, 8 independent accumulators. */
+static void s_bw_part(void *arg, int part, int ith) {
     bw_job_t *j = arg;
     int lo, hi;
-    st_split_range(j->n / 2, ith, nth, &lo, &hi);
+    st_split_range(j->n / 2, part, BW_PARTS, &lo, &hi);
     v2u64 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
     for (const v2u64 *p = j->buf + 8 * (size_t)lo, *e = j->buf + 8 * (size_t)hi; p < e; p += 8) {
         a0 ^= p[0];
@@ -232,7 +234,8 @@ static void s_bw_worker(void *arg, int ith, int nth) {
         a7 ^= p[7];
     }
     v2u64 a = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
-    j->sink[ith % 64] = a[0] ^ a[1];
+    (void)ith;
+    j->sink[part] = a[0] ^ a[1];
 }
 
 /* Best of 8 passes over a BW_BUFFER buffer with the pool's threads, bytes/s; 0 on failure. */
@@ -244,7 +247,7 @@ static double s_measure_bandwidth(st_pool_t *pool) {
     double best = 0.0;
     for (int pass = 0; pass < 8; pass++) {
         double t0 = s_now();
-        st_pool_run(pool, s_bw_worker, &j);
+        st_pool_for(pool, BW_PARTS, s_bw_part, &j);
         double dt = s_now() - t0;
         if (dt > 0 && BW_BUFFER / dt > best) best = BW_BUFFER / dt;
     }
@@ -303,7 +306,9 @@ static void s_stats(test_result_t *r) {
 }
 
 /* Tokens one run of the test decodes. */
-static int s_test_tokens(const test_result_t *r) { return r->n_prompt ? r->n_prompt : r->n_gen * (r->n_seq > 1 ? r->n_seq : 1); }
+static int s_test_tokens(const test_result_t *r) {
+    return r->n_prompt ? r->n_prompt : r->n_gen * (r->n_seq > 1 ? r->n_seq : 1);
+}
 
 static uint64_t s_rng = 0x853c49e6748fea9bull;
 static int32_t s_random_token(int n_vocab) {
@@ -372,8 +377,7 @@ static void s_print_markdown(const args_t *a, const st_model_t *m, const char *k
     printf("| --- | ---: | ---: | --- | ---: | ---: | ---: |\n");
     for (int i = 0; i < n_res; i++)
         printf("| %s | %.2f GiB | %ld | %s | %s | %.2f ± %.2f | %.2f |\n", desc, file_size / 1073741824.0, a->threads,
-               kname, res[i].name, res[i].mean, res[i].sd,
-               1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
+               kname, res[i].name, res[i].mean, res[i].sd, 1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
     printf("\n");
     printf("load: %.1f ms; peak RSS: %.1f MiB (%.3fx the %.1f MiB file)\n", load_ms, rss / 1048576.0,
            (double)rss / (double)file_size, file_size / 1048576.0);
@@ -408,11 +412,11 @@ static void s_print_json(const args_t *a, const char *kname, uint64_t file_size,
         cJSON_AddNumberToObject(t, "n_seq", res[i].n_seq > 1 ? res[i].n_seq : 1);
         cJSON_AddNumberToObject(t, "avg_ts", res[i].mean);
         cJSON_AddNumberToObject(t, "stddev_ts", res[i].sd);
-        cJSON_AddNumberToObject(t, "cpu_ms_per_token",
-                                1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
+        cJSON_AddNumberToObject(t, "cpu_ms_per_token", 1e3 * res[i].cpu_s / (res[i].n * s_test_tokens(&res[i])));
         cJSON *s = cJSON_AddArrayToObject(t, "samples_ts");
         for (int k = 0; k < res[i].n; k++) cJSON_AddItemToArray(s, cJSON_CreateNumber(res[i].ts[k]));
-        if (res[i].n_gen > 0 && res[i].n_seq <= 1 && bw > 0) cJSON_AddNumberToObject(t, "bandwidth_fraction", res[i].mean * dec_bytes / bw);
+        if (res[i].n_gen > 0 && res[i].n_seq <= 1 && bw > 0)
+            cJSON_AddNumberToObject(t, "bandwidth_fraction", res[i].mean * dec_bytes / bw);
         cJSON_AddItemToArray(tests, t);
     }
     char *txt = cJSON_Print(o);
@@ -489,7 +493,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n_res; i++) {
             test_result_t *r = &res[i];
             const double c0 = s_cpu_now();
-            double dt = r->n_prompt ? s_run_pp(c, kv, r->n_prompt, toks, logits)
+            double dt = r->n_prompt    ? s_run_pp(c, kv, r->n_prompt, toks, logits)
                         : r->n_seq > 1 ? s_run_tg_batch(c, kvs, r->n_seq, r->n_gen, logits)
                                        : s_run_tg(c, kv, r->n_gen, logits);
             r->cpu_s += s_cpu_now() - c0;

@@ -8,7 +8,8 @@
  * of 4 nibble pairs per row per lane), so that for one block:
  *   - lane j of every vector belongs to row j: the 8 block sums come out of
  *     one madd in row order, with no horizontal reduction;
- *   - the unpacked nibbles are reused by up to 4 tokens;
+ *   - the unpacked nibbles are reused by up to 8 tokens (the int16 sums of
+ *     8 tokens fit the 16 registers; the float sums may go to the stack);
  *   - the -8 offset of Q4_0 is applied once per block and token, as
  *     8 * sum(y) subtracted from the integer block sum (sum(y) precomputed
  *     per token and block, shared by all rows).
@@ -38,14 +39,14 @@
 static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4], const st_block_q8_0 *const *xt,
                                                                int b, int NT, __m256i *si) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    __m256i s16[4];
-#pragma GCC unroll 4
+    __m256i s16[TOK_CHUNK];
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) s16[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int k = 0; k < 4; k++) {
         const __m256i lo = _mm256_and_si256(g[k], m4);                       /* elements 4k..4k+3 */
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4); /* elements 16+4k.. */
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *y = xt[t][b].qs;
             s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(s_i32(y + 4 * k))));
@@ -54,7 +55,7 @@ static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4
             __asm__("" : "+x"(s16[t]));
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) si[t] = _mm256_madd_epi16(s16[t], _mm256_set1_epi16(1));
 }
 

@@ -20,13 +20,13 @@
 static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4], const st_block_q8_0 *const *xt,
                                                                int b, int NT, __m256i *si) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int t = 0; t < NT; t++) si[t] = _mm256_setzero_si256();
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int k = 0; k < 4; k++) {
         const __m256i lo = _mm256_and_si256(g[k], m4);                       /* elements 4k..4k+3 */
         const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(g[k], 4), m4); /* elements 16+4k.. */
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *y = xt[t][b].qs;
             si[t] = _mm256_dpbusd_epi32(si[t], lo, _mm256_set1_epi32(s_i32(y + 4 * k)));
