@@ -179,34 +179,59 @@ void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int
 }
 
 #define LINEAR_MAX_PARTS 256
+#define LINEAR_MAX_OUTS 3
+
+/* One matrix of a linear job: y[t] = W_e · x[t], y rows y_stride floats apart. */
+typedef struct {
+    const st_weight_t *w;
+    int64_t e;
+    float *y;
+    size_t y_stride;
+} linear_out_t;
 
 typedef struct {
     const st_kernels_t *k;
-    const st_weight_t *w;
-    int64_t e;
     const uint8_t *x;
     size_t x_stride;
     int n_tok;
-    float *y;
-    size_t y_stride;
-    int bounds[LINEAR_MAX_PARTS + 1]; /* parts in 8-row groups (the matmuls' unit) */
+    int n_out;
+    linear_out_t out[LINEAR_MAX_OUTS];
+    int first[LINEAR_MAX_OUTS + 1];   /* first 8-row group (the matmuls' unit) of each matrix, end to end */
+    int bounds[LINEAR_MAX_PARTS + 1]; /* parts of those groups */
 } linear_job_t;
 
 static void s_linear_part(void *arg, int part, int ith) {
     (void)ith;
     const linear_job_t *j = arg;
-    const int n = (int)j->w->n_rows, r0 = 8 * j->bounds[part];
-    const int r1 = 8 * j->bounds[part + 1] < n ? 8 * j->bounds[part + 1] : n;
-    st_matmul(j->k, j->w->type, st_weight_row(j->w, j->e, 0), (int)j->w->n_cols, r0, r1, j->x, j->x_stride, j->n_tok,
-              j->y, j->y_stride);
+    for (int o = 0; o < j->n_out; o++) {
+        const int g0 = j->bounds[part] > j->first[o] ? j->bounds[part] : j->first[o];
+        const int g1 = j->bounds[part + 1] < j->first[o + 1] ? j->bounds[part + 1] : j->first[o + 1];
+        if (g0 >= g1) continue;
+        const linear_out_t *u = &j->out[o];
+        const int n = (int)u->w->n_rows, r0 = 8 * (g0 - j->first[o]);
+        const int r1 = 8 * (g1 - j->first[o]) < n ? 8 * (g1 - j->first[o]) : n;
+        st_matmul(j->k, u->w->type, st_weight_row(u->w, u->e, 0), (int)u->w->n_cols, r0, r1, j->x, j->x_stride,
+                  j->n_tok, u->y, u->y_stride);
+    }
 }
 
-/* The matmul of st_linear on rows already converted into c->xq; y rows are
- * y_stride floats apart. Results do not depend on the split (see st_matmul). */
-static void s_linear_converted(st_ctx_t *c, const st_weight_t *w, int64_t e, int n_tok, float *y, size_t y_stride) {
-    linear_job_t j = {c->k, w, e, c->xq, c->xq_row, n_tok, y, y_stride, {0}};
-    const int n = st_split_guided(((int)w->n_rows + 7) / 8, st_pool_size(c->pool), 8, j.bounds, LINEAR_MAX_PARTS);
+/* The matmuls of n_out matrices that read the same rows, already converted
+ * into c->xq, as one job: one barrier instead of n_out, and the prefetchers
+ * run from one matrix into the next. Results do not depend on the split (see
+ * st_matmul). */
+static void s_linear_converted_n(st_ctx_t *c, int n_out, const linear_out_t *out, int n_tok) {
+    linear_job_t j = {.k = c->k, .x = c->xq, .x_stride = c->xq_row, .n_tok = n_tok, .n_out = n_out};
+    for (int o = 0; o < n_out; o++) {
+        j.out[o] = out[o];
+        j.first[o + 1] = j.first[o] + ((int)out[o].w->n_rows + 7) / 8;
+    }
+    const int n = st_split_guided(j.first[n_out], st_pool_size(c->pool), 8, j.bounds, LINEAR_MAX_PARTS);
     st_pool_for(c->pool, n, s_linear_part, &j);
+}
+
+static void s_linear_converted(st_ctx_t *c, const st_weight_t *w, int64_t e, int n_tok, float *y, size_t y_stride) {
+    const linear_out_t out = {w, e, y, y_stride};
+    s_linear_converted_n(c, 1, &out, n_tok);
 }
 
 /* y[t] = W_e · x[t] for n_tok rows of x (n_cols floats each, contiguous). */
@@ -332,16 +357,16 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
 
     for (int t = 0; t < n_tok; t++)
         s_rmsnorm(c->x + (size_t)t * E, (const float *)L->attn_norm.data, E, cfg->rms_eps, c->xn + (size_t)t * E);
-    /* q, k and v read the same normed rows: convert them once when the formats agree */
-    st_linear(c, &L->wq, 0, c->xn, n_tok, c->q, nq);
-    if (s_same_input_format(L->wq.type, L->wk.type))
-        s_linear_converted(c, &L->wk, 0, n_tok, c->kx, nkv);
-    else
+    /* q, k and v read the same normed rows: converted once, one job, when the formats agree */
+    if (s_same_input_format(L->wq.type, L->wk.type) && s_same_input_format(L->wq.type, L->wv.type)) {
+        const linear_out_t qkv[3] = {{&L->wq, 0, c->q, nq}, {&L->wk, 0, c->kx, nkv}, {&L->wv, 0, c->vx, nkv}};
+        st_convert_rows(c, L->wq.type, c->xn, (size_t)E, n_tok, E, c->xq);
+        s_linear_converted_n(c, 3, qkv, n_tok);
+    } else {
+        st_linear(c, &L->wq, 0, c->xn, n_tok, c->q, nq);
         st_linear(c, &L->wk, 0, c->xn, n_tok, c->kx, nkv);
-    if (s_same_input_format(L->wq.type, L->wv.type))
-        s_linear_converted(c, &L->wv, 0, n_tok, c->vx, nkv);
-    else
         st_linear(c, &L->wv, 0, c->xn, n_tok, c->vx, nkv);
+    }
 
     const float base = cfg->is_swa[il] ? cfg->rope_base_swa : cfg->rope_base;
     for (int t = 0; t < n_tok; t++) {
