@@ -18,8 +18,8 @@
 #include "st_log.h"
 
 #define CLUSTER_HB_MS 1000  /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
-#define REJOIN_PROBE_MS 500  /* a node that went down is asked for its INVENTORY after this... */
-#define REJOIN_MAX_MS 8000   /* ...doubled each time it goes down again, up to this */
+#define REJOIN_PROBE_MS 500 /* a node that went down is asked for its INVENTORY after this... */
+#define REJOIN_MAX_MS 8000  /* ...doubled each time it goes down again, up to this */
 
 /* Rejoin of a node that went down after setup: HELLO (the probe), then its
  * ASSIGN again; a node whose store still holds its share is back with no
@@ -38,12 +38,12 @@ typedef struct {
     /* its share, kept from st_cluster_assign for a rejoin */
     uint32_t n_experts, n_pinned;
     st_wire_ref_t *experts, *pinned;
-    int rj;                  /* RJ_* */
-    uint64_t rj_rid;         /* the rejoin request waited for */
-    double rj_deadline;      /* of that request */
-    double rj_next;          /* next probe */
-    int n_down;              /* times marked down (backoff) */
-    uint32_t rj_n_missing;   /* RJ_PUSH: what the node asked for */
+    int rj;                /* RJ_* */
+    uint64_t rj_rid;       /* the rejoin request waited for */
+    double rj_deadline;    /* of that request */
+    double rj_next;        /* next probe */
+    int n_down;            /* times marked down (backoff) */
+    uint32_t rj_n_missing; /* RJ_PUSH: what the node asked for */
     st_wire_ref_t *rj_missing;
 } node_t;
 
@@ -184,8 +184,10 @@ static int s_send(st_cluster_t *c, node_t *nd, st_wire_msg_t *m, const void *fra
     int rc = st_wire_send(nd->sock, NULL, 0, m, frame, frame_len, ZMQ_DONTWAIT);
     if (rc < 0) return rc;
     nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
-    if (request) nd->stats.requests++;
-    else nd->stats.oneway++;
+    if (request)
+        nd->stats.requests++;
+    else
+        nd->stats.oneway++;
     return 0;
 }
 
@@ -206,8 +208,10 @@ int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t 
     int rc = st_wire_send_zmsg(nd->sock, NULL, 0, m, frame, ZMQ_DONTWAIT);
     if (rc < 0) return rc;
     nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
-    if (request) nd->stats.requests++;
-    else nd->stats.oneway++;
+    if (request)
+        nd->stats.requests++;
+    else
+        nd->stats.oneway++;
     return 0;
 }
 
@@ -366,8 +370,10 @@ static int s_hello_from(st_cluster_t *c, int first) {
         st_wire_msg_t m = {.type = ST_MSG_HELLO};
         snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
         m.hello.shape = c->shape;
-        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "HELLO could not be sent");
-        else rids[i] = m.request_id;
+        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0)
+            st_cluster_set_down(c, i, "HELLO could not be sent");
+        else
+            rids[i] = m.request_id;
     }
     const int wait_ms = c->o.timeout_ms > FIRST_CONTACT_MIN_MS ? c->o.timeout_ms : FIRST_CONTACT_MIN_MS;
     int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + wait_ms, s_on_inventory, c);
@@ -438,7 +444,6 @@ static bool s_missing_ok(const st_wire_assign_ack_t *ack, const st_wire_ref_t *e
     return true;
 }
 
-
 typedef struct {
     st_cluster_t *c;
     st_cluster_assign_t *a;
@@ -504,8 +509,10 @@ int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
         m.assign.experts = a[i].experts;
         m.assign.n_pinned = a[i].n_pinned;
         m.assign.pinned = a[i].pinned;
-        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0) st_cluster_set_down(c, i, "ASSIGN could not be sent");
-        else rids[i] = m.request_id;
+        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0)
+            st_cluster_set_down(c, i, "ASSIGN could not be sent");
+        else
+            rids[i] = m.request_id;
     }
     assign_ctx_t x = {c, a, 0};
     int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + c->o.timeout_ms, s_on_assign_ack, &x);
@@ -631,8 +638,8 @@ int st_cluster_maintain(st_cluster_t *c) {
         }
         st_cluster_assign_t *a = calloc((size_t)c->n, sizeof *a);
         if (!a) return st_fail(ST_ENOMEM, "no memory");
-        a[i] = (st_cluster_assign_t){nd->n_experts, nd->n_pinned, nd->experts, nd->pinned, nd->rj_n_missing,
-                                     nd->rj_missing};
+        a[i] = (st_cluster_assign_t){nd->n_experts, nd->n_pinned,     nd->experts,
+                                     nd->pinned,    nd->rj_n_missing, nd->rj_missing};
         st_log(ST_LOG_INFO, "node %d (%s) rejoins without %u of its experts: pushing them", i, nd->addr.url,
                nd->rj_n_missing);
         nd->up = true; /* for the push only; it marks the node down again if it fails */
@@ -649,6 +656,17 @@ int st_cluster_maintain(st_cluster_t *c) {
     return back;
 }
 
+static int s_idle_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
+    (void)arg;
+    if (rx->msg.type != ST_MSG_HEARTBEAT) c->nodes[node].stats.stale++; /* nothing is waited for */
+    return 0;
+}
+
+int st_cluster_idle(st_cluster_t *c) {
+    int rc = s_poll(c, 0, s_idle_msg, NULL);
+    return rc < 0 ? rc : st_cluster_maintain(c);
+}
+
 uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes) {
     if (bytes) *bytes = c->rejoin_bytes;
     return c->rejoins;
@@ -656,8 +674,8 @@ uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes) {
 
 /* ---- shard push ----------------------------------------------------------- */
 
-#define PUSH_WINDOW 4   /* chunks in flight per node */
-#define PUSH_RETRIES 3  /* restarts of one expert */
+#define PUSH_WINDOW 4  /* chunks in flight per node */
+#define PUSH_RETRIES 3 /* restarts of one expert */
 
 typedef struct {
     uint64_t rid;
@@ -667,13 +685,13 @@ typedef struct {
 } inflight_t;
 
 typedef struct {
-    uint32_t k;        /* next expert to send */
-    uint64_t offset;   /* next offset in it */
+    uint32_t k;      /* next expert to send */
+    uint64_t offset; /* next offset in it */
     inflight_t fl[PUSH_WINDOW];
     int n_fl;
     int retries;
     double last_progress;
-    uint32_t done;     /* experts completed */
+    uint32_t done; /* experts completed */
 } push_node_t;
 
 typedef struct {
@@ -719,14 +737,16 @@ static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg
     if (rx->msg.type == ST_MSG_ERROR) {
         c->nodes[node].stats.errors++;
         s_push_restart(c, p, node, fl.k, rx->msg.error.message);
-    } else if (rx->msg.type != ST_MSG_SHARD_ACK || !ack->ok || ack->layer != ref->layer ||
-               ack->expert != ref->expert || ack->offset != fl.offset) {
+    } else if (rx->msg.type != ST_MSG_SHARD_ACK || !ack->ok || ack->layer != ref->layer || ack->expert != ref->expert ||
+               ack->offset != fl.offset) {
         s_push_restart(c, p, node, fl.k, "chunk refused");
     } else {
         p->bytes_done += fl.len;
         if (fl.offset + fl.len == st_wire_expert_bytes(p->shape, ref->layer)) {
-            if (!ack->complete) s_push_restart(c, p, node, fl.k, "expert not verified after its last chunk");
-            else pn->done++, p->experts_done++;
+            if (!ack->complete)
+                s_push_restart(c, p, node, fl.k, "expert not verified after its last chunk");
+            else
+                pn->done++, p->experts_done++;
         }
     }
     return 0;
@@ -734,8 +754,8 @@ static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg
 
 static void s_progress(const push_t *p, uint32_t total_experts, uint64_t total_bytes, double t0, bool final) {
     double s = (st_cluster_now_ms() - t0) / 1e3;
-    fprintf(stderr, "\rpushing shards: %u/%u experts, %.1f/%.1f MiB, %.1f MiB/s%s", p->experts_done,
-            total_experts, (double)p->bytes_done / (1 << 20), (double)total_bytes / (1 << 20),
+    fprintf(stderr, "\rpushing shards: %u/%u experts, %.1f/%.1f MiB, %.1f MiB/s%s", p->experts_done, total_experts,
+            (double)p->bytes_done / (1 << 20), (double)total_bytes / (1 << 20),
             s > 0 ? (double)p->bytes_done / (1 << 20) / s : 0.0, final ? "\n" : "   ");
     fflush(stderr);
 }

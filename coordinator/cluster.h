@@ -141,6 +141,10 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
  * between steps; it returns how many nodes came back that way, or a
  * negative ST_E* code. */
 int st_cluster_maintain(st_cluster_t *c);
+/* For a caller with no request in flight (a server between requests): takes
+ * in what the nodes sent (connection losses, the rejoin exchanges, probes
+ * that are due) without waiting, then st_cluster_maintain. Returns as that. */
+int st_cluster_idle(st_cluster_t *c);
 /* Nodes that came back so far, and the shard bytes pushed to them (*bytes, may be NULL). */
 uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes);
 

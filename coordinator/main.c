@@ -38,48 +38,68 @@ typedef struct {
     double pin_fraction;
 } coord_args_t;
 
-enum { OPT_NODES = ST_CLI_OPT_EXTRA, OPT_CLUSTER, OPT_KEY, OPT_INSECURE, OPT_REPL, OPT_TIMEOUT, OPT_PUSH_TIMEOUT,
-       OPT_NO_FALLBACK, OPT_NO_PREFETCH, OPT_STATE_DIR, OPT_PIN, OPT_ID, OPT_HTTP, OPT_QUIET_PUSH };
+enum {
+    OPT_NODES = ST_CLI_OPT_EXTRA,
+    OPT_CLUSTER,
+    OPT_KEY,
+    OPT_INSECURE,
+    OPT_REPL,
+    OPT_TIMEOUT,
+    OPT_PUSH_TIMEOUT,
+    OPT_NO_FALLBACK,
+    OPT_NO_PREFETCH,
+    OPT_STATE_DIR,
+    OPT_PIN,
+    OPT_ID,
+    OPT_HTTP,
+    OPT_QUIET_PUSH
+};
 
-static const struct option s_opts[] = {
-    {"nodes", required_argument, 0, OPT_NODES},         {"cluster", required_argument, 0, OPT_CLUSTER},
-    {"key", required_argument, 0, OPT_KEY},             {"insecure", no_argument, 0, OPT_INSECURE},
-    {"replication", required_argument, 0, OPT_REPL},    {"timeout-ms", required_argument, 0, OPT_TIMEOUT},
-    {"push-timeout-ms", required_argument, 0, OPT_PUSH_TIMEOUT},
-    {"no-fallback", no_argument, 0, OPT_NO_FALLBACK},   {"no-prefetch", no_argument, 0, OPT_NO_PREFETCH},
-    {"state-dir", required_argument, 0, OPT_STATE_DIR}, {"pin-fraction", required_argument, 0, OPT_PIN},
-    {"id", required_argument, 0, OPT_ID},               {"http", required_argument, 0, OPT_HTTP},
-    {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},     {0, 0, 0, 0}};
+static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
+                                       {"cluster", required_argument, 0, OPT_CLUSTER},
+                                       {"key", required_argument, 0, OPT_KEY},
+                                       {"insecure", no_argument, 0, OPT_INSECURE},
+                                       {"replication", required_argument, 0, OPT_REPL},
+                                       {"timeout-ms", required_argument, 0, OPT_TIMEOUT},
+                                       {"push-timeout-ms", required_argument, 0, OPT_PUSH_TIMEOUT},
+                                       {"no-fallback", no_argument, 0, OPT_NO_FALLBACK},
+                                       {"no-prefetch", no_argument, 0, OPT_NO_PREFETCH},
+                                       {"state-dir", required_argument, 0, OPT_STATE_DIR},
+                                       {"pin-fraction", required_argument, 0, OPT_PIN},
+                                       {"id", required_argument, 0, OPT_ID},
+                                       {"http", required_argument, 0, OPT_HTTP},
+                                       {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},
+                                       {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
-    fprintf(f,
-            "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
-            "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
-            "\n"
-            "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
-            "st-run prints for the same flags.\n"
-            "\n"
-            "cluster\n"
-            "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
-            "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
-            "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
-            "                         starting with '#' are comments. Re-read on SIGHUP: nodes added to it join\n"
-            "                         (between two steps), and only the experts they take over move\n"
-            "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
-            "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
-            "                         .pub in their --allow file)\n"
-            "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
-            "      --timeout-ms N     deadline of each expert round trip and of HELLO/ASSIGN (default 10000)\n"
-            "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
-            "      --no-fallback      fail when a node is down instead of computing its experts here\n"
-            "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
-            "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
-            "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
-            "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
-            "      --quiet-push       no shard push progress line\n"
-            "      --stats            also: per decode token round trips, bytes and node compute per node\n"
-            "\n"
-            "generation (as st-run)\n");
+    fprintf(
+        f, "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
+           "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
+           "\n"
+           "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
+           "st-run prints for the same flags.\n"
+           "\n"
+           "cluster\n"
+           "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
+           "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
+           "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
+           "                         starting with '#' are comments. Re-read on SIGHUP: nodes added to it join\n"
+           "                         (between two steps), and only the experts they take over move\n"
+           "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
+           "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
+           "                         .pub in their --allow file)\n"
+           "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
+           "      --timeout-ms N     deadline of each expert round trip and of HELLO/ASSIGN (default 10000)\n"
+           "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
+           "      --no-fallback      fail when a node is down instead of computing its experts here\n"
+           "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
+           "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
+           "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
+           "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
+           "      --quiet-push       no shard push progress line\n"
+           "      --stats            also: per decode token round trips, bytes and node compute per node\n"
+           "\n"
+           "generation (as st-run)\n");
     st_cli_usage_options(f);
     st_cli_usage_tail(f);
 }
@@ -97,15 +117,22 @@ static int s_handle(void *arg, int opt, const char *v) {
     case OPT_CLUSTER: c->cluster_file = v; break;
     case OPT_KEY: c->key_file = v; break;
     case OPT_INSECURE: c->insecure = true; break;
-    case OPT_REPL: if (!st_parse_int(v, 1, 64, &c->replication)) return s_bad("--replication", v); break;
-    case OPT_TIMEOUT: if (!st_parse_int(v, 1, 86400000, &c->timeout_ms)) return s_bad("--timeout-ms", v); break;
+    case OPT_REPL:
+        if (!st_parse_int(v, 1, 64, &c->replication)) return s_bad("--replication", v);
+        break;
+    case OPT_TIMEOUT:
+        if (!st_parse_int(v, 1, 86400000, &c->timeout_ms)) return s_bad("--timeout-ms", v);
+        break;
     case OPT_PUSH_TIMEOUT:
         if (!st_parse_int(v, 1, 86400000, &c->push_timeout_ms)) return s_bad("--push-timeout-ms", v);
         break;
     case OPT_NO_FALLBACK: c->no_fallback = true; break;
     case OPT_NO_PREFETCH: c->no_prefetch = true; break;
     case OPT_STATE_DIR: c->state_dir = v; break;
-    case OPT_PIN: if (!st_parse_float(v, 0, 1, &d)) return s_bad("--pin-fraction", v); c->pin_fraction = d; break;
+    case OPT_PIN:
+        if (!st_parse_float(v, 0, 1, &d)) return s_bad("--pin-fraction", v);
+        c->pin_fraction = d;
+        break;
     case OPT_ID: c->id = v; break;
     case OPT_QUIET_PUSH: c->quiet_push = true; break;
     case OPT_HTTP:
@@ -312,8 +339,12 @@ static int s_place(coord_t *c, st_placement_t **out, bool join) {
     uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
     for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
     if (rc == 0 && up > 0) {
-        st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = (int)ca->replication, .profile = prof,
-                                .pin_fraction = ca->pin_fraction, .layer_bytes = layer_bytes};
+        st_place_params_t pp = {.n_layer = L,
+                                .n_expert = X,
+                                .replication = (int)ca->replication,
+                                .profile = prof,
+                                .pin_fraction = ca->pin_fraction,
+                                .layer_bytes = layer_bytes};
         if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
     } else if (rc == 0) { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
         st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
@@ -394,7 +425,7 @@ static int s_setup(coord_t *c) {
         st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
     } else if (!ca->key_file) {
         fprintf(stderr, PROG ": encrypted transport needs --key FILE and each node's public key in --cluster FILE;\n"
-                        "  pass --insecure to talk plain TCP on a network you trust\n");
+                             "  pass --insecure to talk plain TCP on a network you trust\n");
         return 2;
     } else if (s_load_key(ca->key_file, o.secret_key, o.public_key) < 0) {
         return 1;
@@ -501,6 +532,13 @@ static void s_between_steps(void *arg) {
     s_join(c);
 }
 
+/* The HTTP server between requests: joins on SIGHUP, rejoins, lost nodes. */
+static void s_idle(void *arg) {
+    coord_t *c = arg;
+    s_between_steps(c);
+    if (c->cl) st_cluster_idle(c->cl);
+}
+
 static int s_on_ctx(void *arg, st_ctx_t *ctx) {
     coord_t *c = arg;
     st_remote_opts_t o = {
@@ -534,7 +572,7 @@ int main(int argc, char **argv) {
     coord_t c = {.ca = &ca, .a = &a};
     if (ca.nodes && !ca.insecure) {
         fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
-                        "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
+                             "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
         return 2;
     }
     c.addrs = s_node_list(&ca, &c.n_nodes);
@@ -560,6 +598,8 @@ int main(int argc, char **argv) {
     if (a.http && !a.prompt && !a.prompt_file && !a.tokens) { /* serve the HTTP API (server/) */
         st_cluster_view_t *view = st_cluster_view_new(&c.cl, &c.pl, &c.rm);
         st_server_view_t sv = st_cluster_view_server(view);
+        sv.idle = s_idle;
+        sv.idle_arg = &c;
         status = view ? st_server_main(PROG, &a, c.m, &hooks, &sv) : 1;
         st_cluster_view_destroy(&view);
     } else

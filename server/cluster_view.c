@@ -115,8 +115,7 @@ static void s_nodes(void *arg, cJSON *nodes) {
     }
 }
 
-st_cluster_view_t *st_cluster_view_new(st_cluster_t *const *cl, st_placement_t *const *pl,
-                                       st_remote_moe_t *const *rm) {
+st_cluster_view_t *st_cluster_view_new(st_cluster_t *const *cl, st_placement_t *const *pl, st_remote_moe_t *const *rm) {
     st_cluster_view_t *v = calloc(1, sizeof *v);
     if (!v) return NULL;
     v->cl = cl;
@@ -136,6 +135,6 @@ void st_cluster_view_destroy(st_cluster_view_t **vp) {
 }
 
 st_server_view_t st_cluster_view_server(st_cluster_view_t *v) {
-    st_server_view_t s = {v, s_nodes, s_attach};
+    st_server_view_t s = {v, s_nodes, s_attach, NULL, NULL};
     return s;
 }

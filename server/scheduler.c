@@ -148,8 +148,10 @@ static void s_finish(st_sched_t *s, st_req_t *r, const char *why) {
     r->done = true;
     r->finish = why;
     s_flush(r);
-    if (!strcmp(why, "error")) s->st.requests_failed++;
-    else s->st.requests_done++;
+    if (!strcmp(why, "error"))
+        s->st.requests_failed++;
+    else
+        s->st.requests_done++;
     pthread_cond_broadcast(&r->cv);
 }
 
@@ -305,12 +307,13 @@ static void *s_thread(void *arg) {
         }
         if (s->n_active == 0) {
             pthread_mutex_unlock(&s->mu);
+            if (s->view.idle) s->view.idle(s->view.idle_arg);
             s_view_refresh(s, &last_view);
             pthread_mutex_lock(&s->mu);
             if (s->stop || s->q_head) continue;
-            struct timespec ts;
+            struct timespec ts; /* a new request signals cv: the wait only paces the idle work */
             clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 500000000L;
+            ts.tv_nsec += s->view.idle ? 100000000L : 500000000L;
             if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
             pthread_cond_timedwait(&s->cv, &s->mu, &ts);
             continue;
@@ -335,10 +338,14 @@ static void *s_thread(void *arg) {
         for (int j = 0; j < rows; j++) {
             st_req_t *r = s->batch[j];
             float *lg = s->logits + (size_t)j * V;
-            if (rc < 0) s_finish(s, r, "error");
-            else if (r->cancelled) continue;
-            else if (r->n_generated == 0) s_prefilled(s, r, lg);
-            else s_emit(s, r, st_sampler_sample(r->smp, lg));
+            if (rc < 0)
+                s_finish(s, r, "error");
+            else if (r->cancelled)
+                continue;
+            else if (r->n_generated == 0)
+                s_prefilled(s, r, lg);
+            else
+                s_emit(s, r, st_sampler_sample(r->smp, lg));
         }
         if (rc < 0) {
             st_log(ST_LOG_WARN, "a step of %d tokens failed: %s", n, st_strerror(rc));
@@ -444,8 +451,10 @@ st_req_t *st_sched_submit(st_sched_t *s, st_job_t *job, int *err) {
         *err = ST_ERANGE;
         return NULL;
     }
-    if (s->q_tail) s->q_tail->next = r;
-    else s->q_head = r;
+    if (s->q_tail)
+        s->q_tail->next = r;
+    else
+        s->q_head = r;
     s->q_tail = r;
     s->n_queued++;
     pthread_cond_broadcast(&s->cv);

@@ -27,6 +27,11 @@ typedef struct {
     void (*nodes)(void *arg, cJSON *nodes);
     /* Called once the context exists and the hooks' on_ctx ran (may be NULL). */
     void (*attach)(void *arg, st_ctx_t *c);
+    /* Called on the scheduler thread about ten times a second while no
+     * sequence runs (may be NULL): a cluster notices nodes that leave, come
+     * back or join without waiting for the next request. */
+    void (*idle)(void *idle_arg);
+    void *idle_arg;
 } st_server_view_t;
 
 /* Serves a->http until SIGINT or SIGTERM: creates the context through hooks

@@ -112,8 +112,8 @@ static int s_stop(server_t *s) {
 }
 
 static void s_start_single(server_t *s, const char *extra1, const char *extra2) {
-    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http", "127.0.0.1:0", "-t", "1",
-                    (char *)extra1, (char *)extra2, NULL};
+    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http",       "127.0.0.1:0",
+                    "-t",          "1",  (char *)extra1,   (char *)extra2, NULL};
     s_start(s, argv, 20000);
 }
 
@@ -137,10 +137,10 @@ static resp_t s_http(int port, const char *method, const char *path, const char 
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     char head[512];
-    int hl = snprintf(head, sizeof head,
-                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
-                      method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "",
-                      body ? body_len : 0);
+    int hl = snprintf(
+        head, sizeof head,
+        "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
+        method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "", body ? body_len : 0);
     cr_assert_eq(write(fd, head, (size_t)hl), hl);
     for (size_t off = 0; body && off < body_len;) {
         ssize_t n = write(fd, body + off, body_len - off);
@@ -250,8 +250,9 @@ static char *s_st_run_text_with(const char *prompt, bool chat, int n, const char
     int fd = mkstemp(path);
     cr_assert_geq(fd, 0);
     close(fd);
-    snprintf(cmd, sizeof cmd, "timeout 60 '%s/st-run' -m '%s' -p '%s' %s --temp 0 -n %d -t 1 %s --json > '%s' 2>/dev/null",
-             BIN, s_tiny(), prompt, chat ? "--chat" : "", n, extra, path);
+    snprintf(cmd, sizeof cmd,
+             "timeout 60 '%s/st-run' -m '%s' -p '%s' %s --temp 0 -n %d -t 1 %s --json > '%s' 2>/dev/null", BIN,
+             s_tiny(), prompt, chat ? "--chat" : "", n, extra, path);
     cr_assert_eq(system(cmd), 0, "st-run failed");
     cJSON *o = st_test_read_json(path);
     unlink(path);
@@ -313,7 +314,8 @@ Test(http, completions_models_and_unknown_routes, .timeout = 120) {
     char *want = s_st_run_text("Once upon a time", false, 8);
     server_t s;
     s_start_single(&s, NULL, NULL);
-    resp_t r = s_post(s.port, "/v1/completions", "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"max_tokens\":8}");
+    resp_t r =
+        s_post(s.port, "/v1/completions", "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"max_tokens\":8}");
     cr_assert_eq(r.status, 200, "%s", r.body);
     cJSON *o = cJSON_Parse(r.body);
     cJSON *c = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0);
@@ -456,8 +458,8 @@ Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 
 
 Test(http, full_queue_answers_429, .timeout = 120) {
     server_t s;
-    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http", "127.0.0.1:0", "-t", "1", "--parallel", "1",
-                    "--queue", "0", NULL};
+    char *argv[] = {BIN "/st-run", "-m", (char *)s_tiny(), "--http", "127.0.0.1:0", "-t", "1",
+                    "--parallel",  "1",  "--queue",        "0",      NULL};
     s_start(&s, argv, 20000);
     /* a long stream holds the only sequence; its first bytes show it runs */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -543,8 +545,21 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     char dir[] = "/tmp/st-test-http-lc-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     setenv("ST_BIN", BIN, 1);
-    char *argv[] = {ST_SOURCE_DIR "/deploy/local-cluster", "-m", (char *)s_tiny(), "-n", "2", "--mem", "256M",
-                    "--http", "127.0.0.1:0", "--", "-t", "1", "--state-dir", dir, NULL};
+    char *argv[] = {ST_SOURCE_DIR "/deploy/local-cluster",
+                    "-m",
+                    (char *)s_tiny(),
+                    "-n",
+                    "2",
+                    "--mem",
+                    "256M",
+                    "--http",
+                    "127.0.0.1:0",
+                    "--",
+                    "-t",
+                    "1",
+                    "--state-dir",
+                    dir,
+                    NULL};
     server_t s;
     s_start(&s, argv, 60000);
     const char *fin;
@@ -591,8 +606,10 @@ static void *s_churn_user(void *arg) {
         const char *fin;
         char *t = s_chat_text(r, false, &fin);
         free(r.body);
-        if (!first) first = strdup(t);
-        else if (strcmp(t, first) && !u->wrong++) u->first_wrong = strdup(t);
+        if (!first)
+            first = strdup(t);
+        else if (strcmp(t, first) && !u->wrong++)
+            u->first_wrong = strdup(t);
         free(t);
         u->done++;
     }
@@ -636,14 +653,14 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
         snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
         snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
         const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
-                              "-t", "1", "--insecure", NULL};
+                              "-t",           "1",        "--insecure",        NULL};
         cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
         fprintf(cf, "%s\n", nodes[i].url);
     }
     fclose(cf);
-    char *argv[] = {BIN "/st-coordinator", "-m", (char *)s_tiny(), "--cluster", cluster, "--insecure", "--replication",
-                    "2", "--timeout-ms", "1000", "--state-dir", dir, "--quiet-push", "--http", "127.0.0.1:0",
-                    "-t", "1", NULL};
+    char *argv[] = {BIN "/st-coordinator", "-m",     (char *)s_tiny(), "--cluster", cluster,       "--insecure",
+                    "--replication",       "2",      "--timeout-ms",   "1000",      "--state-dir", dir,
+                    "--quiet-push",        "--http", "127.0.0.1:0",    "-t",        "1",           NULL};
     server_t s;
     s_start(&s, argv, 60000);
     const char *fin;
@@ -665,8 +682,8 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
         cr_assert_eq(s_wait_nodes_up(s.port, 2, 20000), 2, "node %d never shown down", k);
         for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
         cr_assert_geq(u.done, before + 3, "requests stalled with node %d down", k);
-        const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem", "256M", "--store", stores[k],
-                               "-t", "1", "--insecure", NULL};
+        const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem",      "256M", "--store",
+                               stores[k],      "-t",       "1", "--insecure", NULL};
         cr_assert_eq(st_test_node_start(&nodes[k], nargv, logs[k], 10000), 0);
         cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
     }
@@ -674,7 +691,7 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     snprintf(stores[3], sizeof stores[3], "%s/store-3", dir);
     snprintf(logs[3], sizeof logs[3], "%s/node-3.log", dir);
     const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[3],
-                           "-t", "1", "--insecure", NULL};
+                           "-t",           "1",        "--insecure",        NULL};
     cr_assert_eq(st_test_node_start(&nodes[3], jargv, logs[3], 10000), 0);
     cf = fopen(cluster, "a");
     cr_assert_not_null(cf);
@@ -717,6 +734,82 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     free(got);
     s_stop(&s);
     for (int i = 0; i < 4; i++) st_test_node_stop(&nodes[i], SIGTERM);
+    st_test_system("rm -rf '%s'", dir);
+    free(want);
+}
+
+/* An idle st-coordinator --http (no request in flight) still follows its
+ * nodes: a killed node shows down in /health, comes back up when restarted
+ * on its store, and a node added to the cluster file joins on SIGHUP, all
+ * without a request to drive it; then the answers are still st-run's. */
+Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
+    if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
+    char *want = s_st_run_text(PROMPT, true, N_PREDICT);
+    char dir[] = "/tmp/st-test-http-idle-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    st_test_node_t nodes[3];
+    char stores[3][300], logs[3][300], cluster[300];
+    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
+    for (int i = 0; i < 3; i++) {
+        snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
+        snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
+    }
+    FILE *cf = fopen(cluster, "w");
+    cr_assert_not_null(cf);
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
+                              "-t",           "1",        "--insecure",        NULL};
+        cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
+        fprintf(cf, "%s\n", nodes[i].url);
+    }
+    fclose(cf);
+    char *argv[] = {BIN "/st-coordinator",
+                    "-m",
+                    (char *)s_tiny(),
+                    "--cluster",
+                    cluster,
+                    "--insecure",
+                    "--timeout-ms",
+                    "1000",
+                    "--state-dir",
+                    dir,
+                    "--quiet-push",
+                    "--http",
+                    "127.0.0.1:0",
+                    "-t",
+                    "1",
+                    NULL};
+    server_t s;
+    s_start(&s, argv, 60000);
+    cr_assert_eq(s_wait_nodes_up(s.port, 2, 10000), 2);
+
+    char url[128];
+    snprintf(url, sizeof url, "%s", nodes[1].url);
+    st_test_node_stop(&nodes[1], SIGKILL);
+    cr_assert_eq(s_wait_nodes_up(s.port, 1, 10000), 1, "an idle server did not notice node 1 leave");
+    const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem",      "256M", "--store",
+                           stores[1],      "-t",       "1", "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&nodes[1], nargv, logs[1], 10000), 0);
+    cr_assert_eq(s_wait_nodes_up(s.port, 2, 15000), 2, "node 1 did not rejoin an idle server (log %s)", s.log);
+
+    const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[2],
+                           "-t",           "1",        "--insecure",        NULL};
+    cr_assert_eq(st_test_node_start(&nodes[2], jargv, logs[2], 10000), 0);
+    cf = fopen(cluster, "a");
+    cr_assert_not_null(cf);
+    fprintf(cf, "%s\n", nodes[2].url);
+    fclose(cf);
+    kill(s.pid, SIGHUP);
+    cr_assert_eq(s_wait_nodes_up(s.port, 3, 15000), 3, "node 2 did not join an idle server (log %s)", s.log);
+
+    const char *fin;
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
+    char *got = s_chat_text(r, false, &fin);
+    free(r.body);
+    cr_assert_str_eq(got, want, "the answer after the rejoin and the join differs from st-run's");
+    free(got);
+    s_stop(&s);
+    for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
     st_test_system("rm -rf '%s'", dir);
     free(want);
 }
