@@ -16,12 +16,17 @@ static inline int32x4_t s_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 }
 
 #include "int_dot.h"
+#include "kquants_dot.h"
 
 void st_vec_dot_q4_0_q8_0_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q8(n, w, true, x); }
 
 void st_vec_dot_q8_0_q8_0_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q8(n, w, false, x); }
 
 void st_vec_dot_q6_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q6_k(n, w, x); }
+
+void st_vec_dot_q4_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q45_k(n, w, false, x); }
+
+void st_vec_dot_q5_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q45_k(n, w, true, x); }
 
 void st_matmul_q4_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {

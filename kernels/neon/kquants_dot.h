@@ -1,0 +1,94 @@
+/* kquants_dot.h: Q2_K, Q3_K, Q4_K and Q5_K x Q8_K dot products for both Arm
+ * tables, written once over s_dot16 as int_dot.h is (the includer defines it
+ * first; layouts in kernels/ref/kquants_ref.c).
+ *
+ * Each super-block is unpacked 16 quants at a time into signed bytes (Q2_K
+ * 0..3, Q3_K -4..3, Q4_K 0..15, Q5_K 0..31), multiplied with the activations
+ * by s_dot16 and weighted by the group's scale with one multiply-accumulate
+ * per vector; the minimums of Q2_K/Q4_K/Q5_K are sum_g min_g * bsums_g from
+ * Q8_K's sums of 16 activations. So a super-block is one exact int32 (and
+ * one for its minimums), scaled once in float as ggml's NEON kernels do; only
+ * lane totals are used, so neon and neon-dotprod give the same bits. Against
+ * the reference only the float order differs (it keeps 8 float lanes).
+ *
+ * Bounds: a group's s_dot16 lanes hold at most 32 * 31 * 128 (Q5_K) or
+ * 16 * 4 * 128 (Q3_K) in size, times a scale of at most 63 (32 for Q3_K), and
+ * a super-block adds 8 or 16 such groups: below 2^27, far from int32's end.
+ */
+#ifndef ST_KQUANTS_DOT_H
+#define ST_KQUANTS_DOT_H
+
+#include "int_dot.h"
+
+/* The 6-bit scales (sc) and minimums (mn) of a Q4_K / Q5_K super-block: bytes
+ * 0..3 hold scales 0..3 and their top bits those of scales 4..7, bytes 4..7
+ * the same for the minimums, and bytes 8..11 the low 4 bits of scales 4..7
+ * (low nibbles) and of minimums 4..7 (high nibbles). Four at a time in a u32. */
+static inline void s_scale_min_k4(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t a[3], s[2], m[2];
+    memcpy(a, q, sizeof a);
+    s[0] = a[0] & 0x3f3f3f3fu;
+    m[0] = a[1] & 0x3f3f3f3fu;
+    s[1] = (a[2] & 0x0f0f0f0fu) | ((a[0] >> 6) & 0x03030303u) << 4;
+    m[1] = ((a[2] >> 4) & 0x0f0f0f0fu) | ((a[1] >> 6) & 0x03030303u) << 4;
+    memcpy(sc, s, sizeof s);
+    memcpy(mn, m, sizeof m);
+}
+
+/* Q4_K (q5 false) or Q5_K x Q8_K. Group g = 2j + i of 32 quants is the low
+ * (i = 0) or high nibbles of qs[32j..32j+31], plus for Q5_K bit 2j + i of
+ * qh[0..31] as bit 4: qh is shifted right by 2 per j so the bits to take are
+ * always bits 0 and 1. */
+static inline __attribute__((always_inline)) float s_vec_dot_q45_k(int n, const void *vw, bool q5, const void *vx) {
+    assert(n % ST_QK_K == 0);
+    const size_t bs = q5 ? sizeof(st_block_q5_k) : sizeof(st_block_q4_k);
+    const uint8_t *w = vw;
+    const st_block_q8_k *x = vx;
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1), two = vdupq_n_u8(2);
+    float sum = 0.0f;
+    for (int b = 0; b < n / ST_QK_K; b++, w += bs) {
+        /* both layouts start with d, dmin, scales[12]; Q5_K's qh comes before qs */
+        const uint8_t *qs = w + (q5 ? offsetof(st_block_q5_k, qs) : offsetof(st_block_q4_k, qs));
+        uint8_t sc[8], mn[8];
+        s_scale_min_k4(w + 4, sc, mn);
+        const int16x8_t bsums = vpaddq_s16(vld1q_s16(x[b].bsums), vld1q_s16(x[b].bsums + 8)); /* per 32 */
+        const int16x8_t mins = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+        const int32_t imins =
+            vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mins), vget_low_s16(bsums)), mins, bsums));
+
+        uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+        if (q5) {
+            h0 = vld1q_u8(w + offsetof(st_block_q5_k, qh));
+            h1 = vld1q_u8(w + offsetof(st_block_q5_k, qh) + 16);
+        }
+        const int8_t *y = x[b].qs;
+        int32x4_t acc = vdupq_n_s32(0);
+#pragma GCC unroll 4
+        for (int j = 0; j < 4; j++, qs += 32, y += 64) {
+            const uint8x16_t v0 = vld1q_u8(qs), v1 = vld1q_u8(qs + 16);
+            uint8x16_t lo0 = vandq_u8(v0, m4), lo1 = vandq_u8(v1, m4);
+            uint8x16_t hi0 = vshrq_n_u8(v0, 4), hi1 = vshrq_n_u8(v1, 4);
+            if (q5) {
+                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(h0, one), 4));
+                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(h1, one), 4));
+                hi0 = vorrq_u8(hi0, vshlq_n_u8(vandq_u8(h0, two), 3));
+                hi1 = vorrq_u8(hi1, vshlq_n_u8(vandq_u8(h1, two), 3));
+                h0 = vshrq_n_u8(h0, 2);
+                h1 = vshrq_n_u8(h1, 2);
+            }
+            const int32x4_t plo = s_dot16(s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(lo0), vld1q_s8(y)),
+                                          vreinterpretq_s8_u8(lo1), vld1q_s8(y + 16));
+            const int32x4_t phi = s_dot16(s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(hi0), vld1q_s8(y + 32)),
+                                          vreinterpretq_s8_u8(hi1), vld1q_s8(y + 48));
+            acc = vmlaq_n_s32(acc, plo, sc[2 * j]);
+            acc = vmlaq_n_s32(acc, phi, sc[2 * j + 1]);
+        }
+        uint16_t d, dmin;
+        memcpy(&d, w, 2);
+        memcpy(&dmin, w + 2, 2);
+        sum += x[b].d * s_h2f(d) * (float)vaddvq_s32(acc) - x[b].d * s_h2f(dmin) * (float)imins;
+    }
+    return sum;
+}
+
+#endif
