@@ -24,6 +24,10 @@ void st_vec_dot_q8_0_q8_0_neon(int n, float *s, const void *w, const void *x) { 
 
 void st_vec_dot_q6_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q6_k(n, w, x); }
 
+void st_vec_dot_q2_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q23_k(n, w, false, x); }
+
+void st_vec_dot_q3_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q23_k(n, w, true, x); }
+
 void st_vec_dot_q4_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q45_k(n, w, false, x); }
 
 void st_vec_dot_q5_k_q8_k_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q45_k(n, w, true, x); }

@@ -31,6 +31,8 @@ void st_to_float_q8_0_neon(int n, const void *x, float *y);
 void st_vec_dot_q4_0_q8_0_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q8_0_q8_0_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q6_k_q8_k_neon(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q2_k_q8_k_neon(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q3_k_q8_k_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q4_k_q8_k_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q5_k_q8_k_neon(int n, float *s, const void *w, const void *x);
 void st_matmul_q4_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
@@ -41,6 +43,8 @@ void st_matmul_q8_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int 
 void st_vec_dot_q4_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q8_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q6_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q2_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x);
+void st_vec_dot_q3_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q4_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q5_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_matmul_q4_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,

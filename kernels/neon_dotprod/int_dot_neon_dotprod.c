@@ -30,6 +30,14 @@ void st_vec_dot_q8_0_q8_0_neon_dotprod(int n, float *s, const void *w, const voi
 
 void st_vec_dot_q6_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q6_k(n, w, x); }
 
+void st_vec_dot_q2_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x) {
+    *s = s_vec_dot_q23_k(n, w, false, x);
+}
+
+void st_vec_dot_q3_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x) {
+    *s = s_vec_dot_q23_k(n, w, true, x);
+}
+
 void st_vec_dot_q4_k_q8_k_neon_dotprod(int n, float *s, const void *w, const void *x) {
     *s = s_vec_dot_q45_k(n, w, false, x);
 }
