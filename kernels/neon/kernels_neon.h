@@ -25,6 +25,9 @@ void st_from_float_q8_0_neon(int n, const float *x, void *y);
 void st_from_float_q8_k_neon(int n, const float *x, void *y);
 void st_to_float_q4_0_neon(int n, const void *x, float *y);
 void st_to_float_q8_0_neon(int n, const void *x, float *y);
+void st_to_float_q4_k_neon(int n, const void *x, float *y);
+void st_to_float_q5_k_neon(int n, const void *x, float *y);
+void st_to_float_q6_k_neon(int n, const void *x, float *y);
 
 /* integer dot products: neon/int_dot_neon.c and neon_dotprod/int_dot_neon_dotprod.c,
  * both from neon/int_dot.h, neon/kquants_dot.h and neon/legacy_dot.h */

@@ -21,31 +21,12 @@
 
 #include "int_dot.h"
 
-/* The 6-bit scales (sc) and minimums (mn) of a Q4_K / Q5_K super-block: bytes
- * 0..3 hold scales 0..3 and their top bits those of scales 4..7, bytes 4..7
- * the same for the minimums, and bytes 8..11 the low 4 bits of scales 4..7
- * (low nibbles) and of minimums 4..7 (high nibbles). Four at a time in a u32. */
-static inline void s_scale_min_k4(const uint8_t *q, uint8_t sc[8], uint8_t mn[8]) {
-    uint32_t a[3], s[2], m[2];
-    memcpy(a, q, sizeof a);
-    s[0] = a[0] & 0x3f3f3f3fu;
-    m[0] = a[1] & 0x3f3f3f3fu;
-    s[1] = (a[2] & 0x0f0f0f0fu) | ((a[0] >> 6) & 0x03030303u) << 4;
-    m[1] = ((a[2] >> 4) & 0x0f0f0f0fu) | ((a[1] >> 6) & 0x03030303u) << 4;
-    memcpy(sc, s, sizeof s);
-    memcpy(mn, m, sizeof m);
-}
-
-/* Q4_K (q5 false) or Q5_K x Q8_K. Group g = 2j + i of 32 quants is the low
- * (i = 0) or high nibbles of qs[32j..32j+31], plus for Q5_K bit 2j + i of
- * qh[0..31] as bit 4: qh is shifted right by 2 per j so the bits to take are
- * always bits 0 and 1. */
+/* Q4_K (q5 false) or Q5_K x Q8_K: group g of 32 quants against y[32g..]. */
 static inline __attribute__((always_inline)) float s_vec_dot_q45_k(int n, const void *vw, bool q5, const void *vx) {
     assert(n % ST_QK_K == 0);
     const size_t bs = q5 ? sizeof(st_block_q5_k) : sizeof(st_block_q4_k);
     const uint8_t *w = vw;
     const st_block_q8_k *x = vx;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f), one = vdupq_n_u8(1), two = vdupq_n_u8(2);
     float sum = 0.0f;
     for (int b = 0; b < n / ST_QK_K; b++, w += bs) {
         /* both layouts start with d, dmin, scales[12]; Q5_K's qh comes before qs */
@@ -57,30 +38,19 @@ static inline __attribute__((always_inline)) float s_vec_dot_q45_k(int n, const 
         const int32_t imins =
             vaddvq_s32(vmlal_high_s16(vmull_s16(vget_low_s16(mins), vget_low_s16(bsums)), mins, bsums));
 
-        uint8x16_t h0 = vdupq_n_u8(0), h1 = vdupq_n_u8(0);
+        uint8x16_t h[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};
         if (q5) {
-            h0 = vld1q_u8(w + offsetof(st_block_q5_k, qh));
-            h1 = vld1q_u8(w + offsetof(st_block_q5_k, qh) + 16);
+            h[0] = vld1q_u8(w + offsetof(st_block_q5_k, qh));
+            h[1] = vld1q_u8(w + offsetof(st_block_q5_k, qh) + 16);
         }
         const int8_t *y = x[b].qs;
         int32x4_t acc = vdupq_n_s32(0);
 #pragma GCC unroll 4
         for (int j = 0; j < 4; j++, qs += 32, y += 64) {
-            const uint8x16_t v0 = vld1q_u8(qs), v1 = vld1q_u8(qs + 16);
-            uint8x16_t lo0 = vandq_u8(v0, m4), lo1 = vandq_u8(v1, m4);
-            uint8x16_t hi0 = vshrq_n_u8(v0, 4), hi1 = vshrq_n_u8(v1, 4);
-            if (q5) {
-                lo0 = vorrq_u8(lo0, vshlq_n_u8(vandq_u8(h0, one), 4));
-                lo1 = vorrq_u8(lo1, vshlq_n_u8(vandq_u8(h1, one), 4));
-                hi0 = vorrq_u8(hi0, vshlq_n_u8(vandq_u8(h0, two), 3));
-                hi1 = vorrq_u8(hi1, vshlq_n_u8(vandq_u8(h1, two), 3));
-                h0 = vshrq_n_u8(h0, 2);
-                h1 = vshrq_n_u8(h1, 2);
-            }
-            const int32x4_t plo = s_dot16(s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(lo0), vld1q_s8(y)),
-                                          vreinterpretq_s8_u8(lo1), vld1q_s8(y + 16));
-            const int32x4_t phi = s_dot16(s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(hi0), vld1q_s8(y + 32)),
-                                          vreinterpretq_s8_u8(hi1), vld1q_s8(y + 48));
+            int8x16_t q[4];
+            s_unpack_q45_k(qs, q5, h, q);
+            const int32x4_t plo = s_dot16(s_dot16(vdupq_n_s32(0), q[0], vld1q_s8(y)), q[1], vld1q_s8(y + 16));
+            const int32x4_t phi = s_dot16(s_dot16(vdupq_n_s32(0), q[2], vld1q_s8(y + 32)), q[3], vld1q_s8(y + 48));
             acc = vmlaq_n_s32(acc, plo, sc[2 * j]);
             acc = vmlaq_n_s32(acc, phi, sc[2 * j + 1]);
         }
@@ -90,19 +60,6 @@ static inline __attribute__((always_inline)) float s_vec_dot_q45_k(int n, const 
         sum += x[b].d * s_h2f(d) * (float)vaddvq_s32(acc) - x[b].d * s_h2f(dmin) * (float)imins;
     }
     return sum;
-}
-
-/* The 16 signed scales (-32..31) of a Q3_K super-block: low 4 bits in the
- * nibbles of bytes 0..7 (scales 0..7 low, 8..15 high), top 2 bits in bytes
- * 8..11 (scale g: bits 2(g/4).. of byte 8 + g % 4), stored + 32. */
-static inline void s_scales_q3_k(const uint8_t *q, int8_t sc[16]) {
-    uint32_t a[3], u[4];
-    memcpy(a, q, sizeof a);
-    u[0] = (a[0] & 0x0f0f0f0fu) | (a[2] & 0x03030303u) << 4;
-    u[1] = (a[1] & 0x0f0f0f0fu) | ((a[2] >> 2) & 0x03030303u) << 4;
-    u[2] = ((a[0] >> 4) & 0x0f0f0f0fu) | ((a[2] >> 4) & 0x03030303u) << 4;
-    u[3] = ((a[1] >> 4) & 0x0f0f0f0fu) | ((a[2] >> 6) & 0x03030303u) << 4;
-    vst1q_s8(sc, vsubq_s8(vreinterpretq_s8_u32(vld1q_u32(u)), vdupq_n_s8(32)));
 }
 
 /* Q2_K (q3 false) or Q3_K x Q8_K. The 32 bytes qs[32h..] hold chunks k = 0..3
