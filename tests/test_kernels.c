@@ -843,16 +843,16 @@ Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(
 Test(kernels, neon_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon")); }
 Test(kernels, neon_dotprod_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon-dotprod")); }
 
-/* The two Arm tables give the same bits: their integer kernels differ only in
- * how exact int32 lane totals are grouped (neon/int_dot.h), and they share
- * the rest. So a cluster of Pi 4 and Pi 5 nodes computes one answer. */
+/* The two Arm tables give the same bits, for every weight type: their integer
+ * kernels differ only in how exact int32 lane totals are grouped (neon/int_dot.h
+ * and the headers beside it), and they share the rest. So a cluster of Pi 4
+ * and Pi 5 nodes computes one answer. */
 Test(kernels, neon_and_neon_dotprod_agree_bit_for_bit) {
     const st_kernels_t *a = need("neon"), *b = need("neon-dotprod");
-    const st_type_t types[] = {ST_TYPE_Q4_0, ST_TYPE_Q8_0, ST_TYPE_Q6_K};
     enum { ROWS = 13, TOK = 6 };
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        const st_type_t t = types[ti];
-        const int n_in = st_type_traits(t)->blck == 32 ? 65 * 32 : 5 * 256;
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        const int n_in = st_type_traits(t)->blck == ST_QK_K ? 5 * 256 : 65 * 32;
         const size_t wrow = st_row_size(t, n_in), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in);
         uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
         static float ya[TOK * ROWS], yb[TOK * ROWS];

@@ -116,11 +116,12 @@ static void fill_row(st_type_t t, uint8_t *row, int n) {
     }
 }
 
-static const st_kernels_t *s_tables[3];
+/* every table built into this binary that the CPU can run, ref first */
+static const st_kernels_t *s_tables[5];
 static int s_n_tables(void) {
-    const char *names[] = {"ref", "avx2", "avx512"};
+    const char *names[] = {"ref", "avx2", "avx512", "neon", "neon-dotprod"};
     int k = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 5; i++)
         if (st_kernels_by_name(names[i])) s_tables[k++] = st_kernels_by_name(names[i]);
     return k;
 }

@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "kunpack.h"
 #include "st_kernels.h"
 
 /* ---- small helpers ---- */
@@ -122,7 +123,6 @@ static inline float s_vec_dot_q6_k(int n, const void *vw, const void *vx) {
     assert(n % ST_QK_K == 0);
     const st_block_q6_k *w = vw;
     const st_block_q8_k *x = vx;
-    const uint8x16_t m4 = vdupq_n_u8(0x0f), m30 = vdupq_n_u8(0x30);
     float sum = 0.0f;
     for (int b = 0; b < n / ST_QK_K; b++) {
         const int8x16_t sc = vld1q_s8(w[b].scales);
@@ -137,21 +137,11 @@ static inline float s_vec_dot_q6_k(int n, const void *vw, const void *vx) {
         const int8_t *y = x[b].qs, *scale = w[b].scales;
         int32x4_t acc = vdupq_n_s32(0);
         for (int half = 0; half < 2; half++, ql += 64, qh += 32, y += 128, scale += 8) {
-            const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-            const uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 16), l2 = vld1q_u8(ql + 32), l3 = vld1q_u8(ql + 48);
-            uint8x16_t q[8]; /* q[g]: elements 16g..16g+15 of the half (layout in quant_ref.c) */
-            q[0] = vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(h0, 4), m30));
-            q[1] = vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(h1, 4), m30));
-            q[2] = vorrq_u8(vandq_u8(l2, m4), vandq_u8(vshlq_n_u8(h0, 2), m30));
-            q[3] = vorrq_u8(vandq_u8(l3, m4), vandq_u8(vshlq_n_u8(h1, 2), m30));
-            q[4] = vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(h0, m30));
-            q[5] = vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(h1, m30));
-            q[6] = vorrq_u8(vshrq_n_u8(l2, 4), vandq_u8(vshrq_n_u8(h0, 2), m30));
-            q[7] = vorrq_u8(vshrq_n_u8(l3, 4), vandq_u8(vshrq_n_u8(h1, 2), m30));
+            int8x16_t q[8];
+            s_unpack_q6_k(ql, qh, q);
 #pragma GCC unroll 8
             for (int g = 0; g < 8; g++)
-                acc = vmlaq_n_s32(acc, s_dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(q[g]), vld1q_s8(y + 16 * g)),
-                                  scale[g]);
+                acc = vmlaq_n_s32(acc, s_dot16(vdupq_n_s32(0), q[g], vld1q_s8(y + 16 * g)), scale[g]);
         }
         const int32_t isum = vaddvq_s32(acc) - 32 * vaddvq_s32(mins);
         sum += s_h2f(w[b].d) * x[b].d * (float)isum;

@@ -1,5 +1,5 @@
 /* quant_neon: activation quantization (Q8_0, Q8_K) and dequantization (Q4_0,
- * Q8_0) with ARMv8-A ASIMD; both Arm tables use them.
+ * Q8_0, Q4_K, Q5_K, Q6_K) with ARMv8-A ASIMD; both Arm tables use them.
  *
  * Every function gives the same bits as its reference (the tests compare
  * with memcmp): the same float operations per element, the same choice of
@@ -10,6 +10,7 @@
  * x86 or Arm, quantizes an activation row to the same bytes.
  */
 #include "kernels_neon.h"
+#include "kunpack.h"
 
 #include <arm_neon.h>
 #include <assert.h>
@@ -112,4 +113,64 @@ void st_to_float_q8_0_neon(int n, const void *vx, float *y) {
     const st_block_q8_0 *x = vx;
     for (int b = 0; b < n / ST_QK8_0; b++, y += ST_QK8_0)
         s_store_scaled(vld1q_s8(x[b].qs), vld1q_s8(x[b].qs + 16), s_h2f(x[b].d), y);
+}
+
+/* 16 quants -> floats: float(q) * dl - ml, the reference's two roundings
+ * (-ffp-contract=off keeps them two) */
+static inline void s_store16(int8x16_t q, float dl, float ml, float *y) {
+    const int16x8_t lo = vmovl_s8(vget_low_s8(q)), hi = vmovl_high_s8(q);
+    const int32x4_t v[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_high_s16(lo), vmovl_s16(vget_low_s16(hi)),
+                            vmovl_high_s16(hi)};
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) vst1q_f32(y + 4 * k, vsubq_f32(vmulq_n_f32(vcvtq_f32_s32(v[k]), dl), vdupq_n_f32(ml)));
+}
+
+/* Q4_K (q5 false) or Q5_K: group g of 32 is d * scale_g * q - dmin * min_g */
+static inline __attribute__((always_inline)) void s_to_float_q45_k(int n, const void *vx, bool q5, float *y) {
+    assert(n % ST_QK_K == 0);
+    const size_t bs = q5 ? sizeof(st_block_q5_k) : sizeof(st_block_q4_k);
+    const uint8_t *x = vx;
+    for (int b = 0; b < n / ST_QK_K; b++, x += bs) {
+        uint16_t d16, dmin16;
+        memcpy(&d16, x, 2);
+        memcpy(&dmin16, x + 2, 2);
+        const float d = s_h2f(d16), dmin = s_h2f(dmin16);
+        uint8_t sc[8], mn[8];
+        s_scale_min_k4(x + 4, sc, mn);
+        uint8x16_t h[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};
+        if (q5) {
+            h[0] = vld1q_u8(x + offsetof(st_block_q5_k, qh));
+            h[1] = vld1q_u8(x + offsetof(st_block_q5_k, qh) + 16);
+        }
+        const uint8_t *qs = x + (q5 ? offsetof(st_block_q5_k, qs) : offsetof(st_block_q4_k, qs));
+        for (int j = 0; j < 4; j++, qs += 32, y += 64) {
+            int8x16_t q[4];
+            s_unpack_q45_k(qs, q5, h, q);
+            for (int k = 0; k < 4; k++) {
+                const int g = 2 * j + k / 2;
+                s_store16(q[k], d * (float)sc[g], dmin * (float)mn[g], y + 16 * k);
+            }
+        }
+    }
+}
+
+void st_to_float_q4_k_neon(int n, const void *x, float *y) { s_to_float_q45_k(n, x, false, y); }
+
+void st_to_float_q5_k_neon(int n, const void *x, float *y) { s_to_float_q45_k(n, x, true, y); }
+
+/* Q6_K: element e is d * scales[e / 16] * (q - 32); the product of the two
+ * scales first, as the reference. No minimum: subtracting 0 leaves every
+ * float as it is, -0 included. */
+void st_to_float_q6_k_neon(int n, const void *vx, float *y) {
+    assert(n % ST_QK_K == 0);
+    const st_block_q6_k *x = vx;
+    for (int b = 0; b < n / ST_QK_K; b++) {
+        const float d = s_h2f(x[b].d);
+        for (int half = 0; half < 2; half++, y += 128) {
+            int8x16_t q[8];
+            s_unpack_q6_k(x[b].ql + 64 * half, x[b].qh + 32 * half, q);
+            for (int g = 0; g < 8; g++)
+                s_store16(vsubq_s8(q[g], vdupq_n_s8(32)), d * (float)x[b].scales[8 * half + g], 0.0f, y + 16 * g);
+        }
+    }
 }

@@ -13,14 +13,13 @@ const st_kernels_t st_kernels_neon = {
             [ST_TYPE_Q4_0] = st_vec_dot_q4_0_q8_0_neon,
             [ST_TYPE_Q8_0] = st_vec_dot_q8_0_q8_0_neon,
             [ST_TYPE_Q6_K] = st_vec_dot_q6_k_q8_k_neon,
-            /* no ASIMD kernels yet: the reference ones */
-            [ST_TYPE_Q4_1] = st_vec_dot_q4_1_q8_1_ref,
-            [ST_TYPE_Q5_0] = st_vec_dot_q5_0_q8_0_ref,
-            [ST_TYPE_Q5_1] = st_vec_dot_q5_1_q8_1_ref,
-            [ST_TYPE_Q2_K] = st_vec_dot_q2_k_q8_k_ref,
-            [ST_TYPE_Q3_K] = st_vec_dot_q3_k_q8_k_ref,
-            [ST_TYPE_Q4_K] = st_vec_dot_q4_k_q8_k_ref,
-            [ST_TYPE_Q5_K] = st_vec_dot_q5_k_q8_k_ref,
+            [ST_TYPE_Q4_1] = st_vec_dot_q4_1_q8_1_neon,
+            [ST_TYPE_Q5_0] = st_vec_dot_q5_0_q8_0_neon,
+            [ST_TYPE_Q5_1] = st_vec_dot_q5_1_q8_1_neon,
+            [ST_TYPE_Q2_K] = st_vec_dot_q2_k_q8_k_neon,
+            [ST_TYPE_Q3_K] = st_vec_dot_q3_k_q8_k_neon,
+            [ST_TYPE_Q4_K] = st_vec_dot_q4_k_q8_k_neon,
+            [ST_TYPE_Q5_K] = st_vec_dot_q5_k_q8_k_neon,
         },
     .from_float =
         {
@@ -39,7 +38,7 @@ const st_kernels_t st_kernels_neon = {
             [ST_TYPE_BF16] = st_to_float_bf16_neon,
             [ST_TYPE_Q4_0] = st_to_float_q4_0_neon,
             [ST_TYPE_Q8_0] = st_to_float_q8_0_neon,
-            [ST_TYPE_Q6_K] = st_to_float_q6_k_ref,
+            [ST_TYPE_Q6_K] = st_to_float_q6_k_neon,
             [ST_TYPE_Q8_K] = st_to_float_q8_k_ref,
             [ST_TYPE_Q8_1] = st_to_float_q8_1_ref,
             [ST_TYPE_Q4_1] = st_to_float_q4_1_ref,
@@ -47,8 +46,8 @@ const st_kernels_t st_kernels_neon = {
             [ST_TYPE_Q5_1] = st_to_float_q5_1_ref,
             [ST_TYPE_Q2_K] = st_to_float_q2_k_ref,
             [ST_TYPE_Q3_K] = st_to_float_q3_k_ref,
-            [ST_TYPE_Q4_K] = st_to_float_q4_k_ref,
-            [ST_TYPE_Q5_K] = st_to_float_q5_k_ref,
+            [ST_TYPE_Q4_K] = st_to_float_q4_k_neon,
+            [ST_TYPE_Q5_K] = st_to_float_q5_k_neon,
         },
     .matmul =
         {
