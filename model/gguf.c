@@ -1,5 +1,5 @@
 /* gguf: validating reader of GGUF v2/v3 files, used in place through a
- * read-only mmap.
+ * read-only mmap (or a resident copy, st_gguf_open_resident).
  *
  * The whole header is parsed and checked once, at open: after that the
  * accessors only index tables built here, so nothing downstream has to be
@@ -16,7 +16,9 @@
  */
 #include "gguf.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -44,7 +46,8 @@ typedef struct {
 struct st_gguf {
     const uint8_t *base;
     size_t size;
-    void *map; /* NULL for caller buffers */
+    void *map;       /* what to unmap (NULL for caller buffers) */
+    size_t map_size; /* its length */
     char *path;
     uint32_t version;
     size_t alignment;
@@ -61,8 +64,8 @@ struct st_gguf {
 
 /* Bytes of one scalar of each value type; 0 for string and array. */
 static const uint8_t s_vsize[ST_GGUF_VTYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
-static const char *const s_vname[ST_GGUF_VTYPE_COUNT] = {
-    "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"};
+static const char *const s_vname[ST_GGUF_VTYPE_COUNT] = {"u8",   "i8",     "u16",   "i16", "u32", "i32", "f32",
+                                                         "bool", "string", "array", "u64", "i64", "f64"};
 
 static const char *s_type_name(uint32_t t) { return t < ST_GGUF_VTYPE_COUNT ? s_vname[t] : "?"; }
 
@@ -169,15 +172,16 @@ static const char *s_show(st_str_t s, char *buf, size_t cap) {
 static bool s_parse_string_array(s_cur_t *c, s_kv_t *kv, const char *key) {
     /* every element takes at least its 8-byte length */
     if (kv->n > s_left(c) / 8)
-        return s_fail(c, "key '%s': string array of %llu elements does not fit in the %zu bytes left",
-                      key, (unsigned long long)kv->n, s_left(c));
+        return s_fail(c, "key '%s': string array of %llu elements does not fit in the %zu bytes left", key,
+                      (unsigned long long)kv->n, s_left(c));
     kv->str_off = malloc((size_t)(kv->n ? kv->n : 1) * sizeof *kv->str_off);
     if (!kv->str_off) return s_fail(c, "key '%s': out of memory for %llu strings", key, (unsigned long long)kv->n);
     for (uint64_t i = 0; i < kv->n; i++) {
         st_str_t s;
         kv->str_off[i] = c->pos;
         if (!s_str(c, &s)) {
-            if (s_left(c) < 8) return s_fail(c, "key '%s': element %llu: truncated string length", key, (unsigned long long)i);
+            if (s_left(c) < 8)
+                return s_fail(c, "key '%s': element %llu: truncated string length", key, (unsigned long long)i);
             return s_fail(c, "key '%s': element %llu: string of %llu bytes at offset %zu past end of file (%zu bytes)",
                           key, (unsigned long long)i, (unsigned long long)s.len, c->pos, c->size);
         }
@@ -226,15 +230,14 @@ static bool s_parse_kv(s_cur_t *c, s_kv_t *kv, uint64_t idx) {
     if (kv->elem_type == ST_GGUF_BOOL)
         for (uint64_t i = 0; i < kv->n; i++)
             if (c->b[c->pos + i] > 1)
-                return s_fail(c, "key '%s': element %llu: bool value %u is not 0 or 1", key,
-                              (unsigned long long)i, c->b[c->pos + i]);
+                return s_fail(c, "key '%s': element %llu: bool value %u is not 0 or 1", key, (unsigned long long)i,
+                              c->b[c->pos + i]);
     c->pos += (size_t)kv->n * es;
     return true;
 }
 
 /* Byte size of a tensor, or false on overflow / bad shape (message in why). */
-static bool s_tensor_nbytes(const st_gguf_tensor_t *t, const st_type_traits_t *tr, size_t *out, char *why,
-                            size_t cap) {
+static bool s_tensor_nbytes(const st_gguf_tensor_t *t, const st_type_traits_t *tr, size_t *out, char *why, size_t cap) {
     if (tr->blck <= 0 || tr->size == 0) {
         snprintf(why, cap, "type %s has no block layout", st_type_name(t->type));
         return false;
@@ -344,8 +347,7 @@ static bool s_index_tensors(s_cur_t *c, st_gguf_t *g) {
         const char *name = g->tensors[i].name;
         size_t h = (size_t)s_hash(name, strlen(name)) & mask;
         for (; g->t_hash[h]; h = (h + 1) & mask)
-            if (!strcmp(g->tensors[g->t_hash[h] - 1].name, name))
-                return s_fail(c, "duplicate tensor name '%s'", name);
+            if (!strcmp(g->tensors[g->t_hash[h] - 1].name, name)) return s_fail(c, "duplicate tensor name '%s'", name);
         g->t_hash[h] = i + 1;
     }
     return true;
@@ -391,8 +393,7 @@ static bool s_place_tensors(s_cur_t *c, st_gguf_t *g) {
         if (span[i - 1].end > span[i].begin) {
             s_fail(c, "tensors '%s' [%llu,%llu) and '%s' [%llu,%llu) overlap", g->tensors[span[i - 1].idx].name,
                    (unsigned long long)span[i - 1].begin, (unsigned long long)span[i - 1].end,
-                   g->tensors[span[i].idx].name, (unsigned long long)span[i].begin,
-                   (unsigned long long)span[i].end);
+                   g->tensors[span[i].idx].name, (unsigned long long)span[i].begin, (unsigned long long)span[i].end);
             free(span);
             return false;
         }
@@ -431,8 +432,7 @@ static bool s_parse(s_cur_t *c, st_gguf_t *g) {
     g->alignment = S_DEFAULT_ALIGNMENT;
     const s_kv_t *al = s_find(g, "general.alignment", strlen("general.alignment"));
     if (al) {
-        if (al->type != ST_GGUF_UINT32)
-            return s_fail(c, "general.alignment is %s, not u32", s_type_name(al->type));
+        if (al->type != ST_GGUF_UINT32) return s_fail(c, "general.alignment is %s, not u32", s_type_name(al->type));
         uint32_t a = s_le32(al->val);
         if (a == 0 || (a & (a - 1))) return s_fail(c, "general.alignment %u is not a power of two", a);
         g->alignment = a;
@@ -473,28 +473,36 @@ static st_gguf_t *s_open(const uint8_t *buf, size_t len, const char *path) {
     return g;
 }
 
-st_gguf_t *st_gguf_open(const char *path) {
+/* Opens path for reading: a regular file of a usable size. -1 (logged) if not. */
+static int s_open_file(const char *path, size_t *size) {
     if (!path) {
         st_fail(ST_EINVAL, "NULL path");
-        return NULL;
+        return -1;
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         st_fail(ST_EIO, "%s: cannot open: %m", path);
-        return NULL;
+        return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         st_fail(ST_EIO, "%s: not a regular file", path);
         close(fd);
-        return NULL;
+        return -1;
     }
-    if (st.st_size == 0 || (uint64_t)st.st_size > SIZE_MAX) {
+    if (st.st_size == 0 || (uint64_t)st.st_size > SIZE_MAX - (4u << 20)) {
         st_fail(ST_EFORMAT, "%s: file size %lld is not usable for a GGUF", path, (long long)st.st_size);
         close(fd);
-        return NULL;
+        return -1;
     }
-    size_t size = (size_t)st.st_size;
+    *size = (size_t)st.st_size;
+    return fd;
+}
+
+st_gguf_t *st_gguf_open(const char *path) {
+    size_t size;
+    int fd = s_open_file(path, &size);
+    if (fd < 0) return NULL;
     void *map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (map == MAP_FAILED) {
@@ -507,6 +515,45 @@ st_gguf_t *st_gguf_open(const char *path) {
         return NULL;
     }
     g->map = map;
+    g->map_size = size;
+    return g;
+}
+
+#define S_HUGE_PAGE ((size_t)2 << 20)
+
+st_gguf_t *st_gguf_open_resident(const char *path) {
+    size_t size;
+    int fd = s_open_file(path, &size);
+    if (fd < 0) return NULL;
+    /* 2 MiB-aligned, so that every 2 MiB of the file can sit in one huge page */
+    const size_t map_size = (size + S_HUGE_PAGE - 1) / S_HUGE_PAGE * S_HUGE_PAGE + S_HUGE_PAGE;
+    uint8_t *raw = mmap(NULL, map_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED) {
+        st_fail(ST_ENOMEM, "%s: no memory for %zu bytes: %m", path, size);
+        close(fd);
+        return NULL;
+    }
+    uint8_t *buf = (uint8_t *)(((uintptr_t)raw + S_HUGE_PAGE - 1) & ~(uintptr_t)(S_HUGE_PAGE - 1));
+    madvise(buf, size, MADV_HUGEPAGE); /* a hint: 4 KiB pages still work */
+    for (size_t off = 0; off < size;) {
+        const size_t want = size - off < ((size_t)64 << 20) ? size - off : ((size_t)64 << 20);
+        const ssize_t n = pread(fd, buf + off, want, (off_t)off);
+        if (n <= 0) {
+            st_fail(ST_EIO, "%s: read failed at byte %zu: %s", path, off, n < 0 ? strerror(errno) : "end of file");
+            close(fd);
+            munmap(raw, map_size);
+            return NULL;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    st_gguf_t *g = s_open(buf, size, path);
+    if (!g) {
+        munmap(raw, map_size);
+        return NULL;
+    }
+    g->map = raw;
+    g->map_size = map_size;
     return g;
 }
 
@@ -528,7 +575,7 @@ void st_gguf_destroy(st_gguf_t **gp) {
     free(g->kv_hash);
     free(g->t_hash);
     free(g->path);
-    if (g->map) munmap(g->map, g->size);
+    if (g->map) munmap(g->map, g->map_size);
     free(g);
     *gp = NULL;
 }
@@ -632,8 +679,7 @@ int st_gguf_get_str(const st_gguf_t *g, const char *key, st_str_t *out) {
     return 1;
 }
 
-int st_gguf_get_arr(const st_gguf_t *g, const char *key, st_gguf_vtype_t *elem_type, uint64_t *n,
-                    const void **data) {
+int st_gguf_get_arr(const st_gguf_t *g, const char *key, st_gguf_vtype_t *elem_type, uint64_t *n, const void **data) {
     const s_kv_t *kv = s_get(g, key);
     if (!kv) return 0;
     if (kv->type != ST_GGUF_ARRAY) return s_bad_type(key, kv, "an array");

@@ -61,6 +61,12 @@ typedef struct st_gguf st_gguf_t;
 
 /* Opens and validates path. NULL (after logging why) on any problem. */
 st_gguf_t *st_gguf_open(const char *path);
+/* The same, but the whole file is read into anonymous memory (2 MiB pages
+ * where the kernel gives them) instead of mapped: for a process that keeps
+ * every weight in RAM and streams them all per token, where 4 KiB pages of a
+ * file mapping cost a TLB miss every 4 KiB. One copy in the process; the
+ * file's page cache stays reclaimable. */
+st_gguf_t *st_gguf_open_resident(const char *path);
 /* Same checks on a buffer the caller owns and keeps alive (tests, fuzzing). */
 st_gguf_t *st_gguf_open_memory(const void *buf, size_t len);
 /* Unmaps and frees; sets *g = NULL; safe on NULL. */

@@ -280,13 +280,15 @@ fail:
     return NULL;
 }
 
-st_model_t *st_model_load(const char *path) {
-    st_gguf_t *g = st_gguf_open(path);
+static st_model_t *s_load(const char *path, st_gguf_t *g) {
     if (!g) return NULL;
     st_model_t *m = st_model_from_gguf(&g);
     if (!m) st_log(ST_LOG_ERROR, "%s: not a usable SmallThinker model", path);
     return m;
 }
+
+st_model_t *st_model_load(const char *path) { return s_load(path, st_gguf_open(path)); }
+st_model_t *st_model_load_resident(const char *path) { return s_load(path, st_gguf_open_resident(path)); }
 
 void st_model_destroy(st_model_t **mp) {
     if (!mp || !*mp) return;

@@ -83,6 +83,9 @@ typedef struct st_model {
 /* Loads path (validated GGUF, architecture smallthinker). NULL after logging
  * a clear reason. */
 st_model_t *st_model_load(const char *path);
+/* The same from a resident copy of the file (st_gguf_open_resident): for a
+ * process that keeps every weight in RAM (no expert cache). */
+st_model_t *st_model_load_resident(const char *path);
 /* The same from an already-open GGUF; takes ownership of *g (sets it NULL). */
 st_model_t *st_model_from_gguf(st_gguf_t **g);
 void st_model_destroy(st_model_t **m);

@@ -8,6 +8,7 @@
  * exact-size heap copy, so that ASan catches any read past the end.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,7 +185,8 @@ static buf_t rich_file(uint32_t version, uint32_t alignment) {
         uint8_t *d = malloc(n);
         for (size_t j = 0; j < n; j++) d[j] = (uint8_t)(i * 31 + j);
         /* odd chunk sizes: the writer must not care */
-        for (size_t off = 0; off < n; off += 7) cr_assert_eq(st_gguf_writer_write(w, d + off, n - off < 7 ? n - off : 7), 0);
+        for (size_t off = 0; off < n; off += 7)
+            cr_assert_eq(st_gguf_writer_write(w, d + off, n - off < 7 ? n - off : 7), 0);
         free(d);
     }
     uint64_t total = 0;
@@ -329,7 +331,28 @@ Test(gguf, opens_files_by_path) {
     check_rich(g, 3, 32);
     cr_assert_str_eq(st_gguf_path(g), path);
     cr_assert_eq(st_gguf_file_size(g), b.len);
+    /* the resident copy reads the same, tensor bytes included, from 2 MiB-aligned memory */
+    st_gguf_t *r = st_gguf_open_resident(path);
+    cr_assert_not_null(r);
+    check_rich(r, 3, 32);
+    cr_assert_str_eq(st_gguf_path(r), path);
+    cr_assert_eq(st_gguf_file_size(r), b.len);
+    cr_assert_eq(st_gguf_n_tensors(r), st_gguf_n_tensors(g));
+    for (int64_t i = 0; i < st_gguf_n_tensors(g); i++) {
+        const st_gguf_tensor_t *a = st_gguf_tensor(g, i), *c = st_gguf_tensor(r, i);
+        cr_assert_eq(a->nbytes, c->nbytes);
+        cr_assert_neq(a->data, c->data);
+        cr_assert_eq(memcmp(a->data, c->data, a->nbytes), 0, "tensor %lld differs in the resident copy", (long long)i);
+    }
+    st_gguf_destroy(&r);
     st_gguf_destroy(&g);
+    /* a truncated file is refused either way */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, b.p, b.len / 2), (ssize_t)(b.len / 2));
+    close(fd);
+    cr_assert_null(st_gguf_open(path));
+    cr_assert_null(st_gguf_open_resident(path));
     unlink(path);
     free(b.p);
 }
@@ -341,6 +364,10 @@ Test(gguf, open_fails_on_missing_empty_and_directory) {
     int fd = mkstemp(path);
     close(fd);
     cr_assert_null(st_gguf_open(path));
+    cr_assert_null(st_gguf_open_resident(path));
+    cr_assert_null(st_gguf_open_resident("/tmp"));
+    cr_assert_null(st_gguf_open_resident("/nonexistent/x.gguf"));
+    cr_assert_null(st_gguf_open_resident(NULL));
     unlink(path);
     cr_assert_null(st_gguf_open_memory(NULL, 0));
 }
@@ -419,8 +446,10 @@ Test(gguf, every_truncation_fails_cleanly) {
     for (size_t len = 0; len < b.len; len++) {
         uint8_t *copy;
         g = open_copy(b.p, len, NULL, &copy);
-        if (len < data_end) cr_assert_null(g, "prefix of %zu of %zu bytes opened", len, b.len);
-        else cr_assert_not_null(g, "prefix of %zu bytes (all tensor data present) refused", len);
+        if (len < data_end)
+            cr_assert_null(g, "prefix of %zu of %zu bytes opened", len, b.len);
+        else
+            cr_assert_not_null(g, "prefix of %zu bytes (all tensor data present) refused", len);
         st_gguf_destroy(&g);
         free(copy);
     }
@@ -452,8 +481,10 @@ static unsigned walk(const st_gguf_t *g) {
             for (uint64_t j = 0; j < s.len; j++) sum += (uint8_t)s.data[j];
         if (t == ST_GGUF_ARRAY && st_gguf_get_arr(g, k, &et, &n, &data) == 1)
             for (uint64_t j = 0; j < n; j++) {
-                if (et == ST_GGUF_STRING && st_gguf_arr_str(g, k, j, &s) == 1 && s.len) sum += (uint8_t)s.data[s.len - 1];
-                else if (st_gguf_arr_int(g, k, j, &v) == 1) sum += (unsigned)v;
+                if (et == ST_GGUF_STRING && st_gguf_arr_str(g, k, j, &s) == 1 && s.len)
+                    sum += (uint8_t)s.data[s.len - 1];
+                else if (st_gguf_arr_int(g, k, j, &v) == 1)
+                    sum += (unsigned)v;
             }
     }
     for (int64_t i = 0; i < st_gguf_n_tensors(g); i++) {
@@ -482,8 +513,9 @@ Test(gguf, byte_flip_fuzz_never_crashes) {
             size_t pos = xorshift(&seed) % header_len;
             uint32_t r = xorshift(&seed);
             /* mostly small deltas and bit flips: they keep lengths plausible and reach deeper */
-            m[pos] = (r & 3) == 0 ? (uint8_t)(r >> 8) : (r & 3) == 1 ? m[pos] ^ (uint8_t)(1u << ((r >> 8) & 7))
-                                                                     : (uint8_t)(m[pos] + ((r >> 8) & 1 ? 1 : -1));
+            m[pos] = (r & 3) == 0   ? (uint8_t)(r >> 8)
+                     : (r & 3) == 1 ? m[pos] ^ (uint8_t)(1u << ((r >> 8) & 7))
+                                    : (uint8_t)(m[pos] + ((r >> 8) & 1 ? 1 : -1));
         }
         g = st_gguf_open_memory(m, b.len); /* m is exactly b.len bytes */
         if (g) {
@@ -530,7 +562,8 @@ Test(gguf, refuses_bad_versions) {
 }
 
 Test(gguf, refuses_huge_counts) {
-    uint64_t counts[][2] = {{UINT64_MAX, 1}, {1, UINT64_MAX}, {1ull << 40, 1}, {1, 1ull << 40}, {1ull << 62, 1ull << 62}};
+    uint64_t counts[][2] = {
+        {UINT64_MAX, 1}, {1, UINT64_MAX}, {1ull << 40, 1}, {1, 1ull << 40}, {1ull << 62, 1ull << 62}};
     for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
         buf_t b = one_tensor_file(3, 8);
         for (int k = 0; k < 8; k++) {

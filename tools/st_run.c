@@ -28,7 +28,8 @@ int main(int argc, char **argv) {
     int rc = st_cli_parse("st-run", argc, argv, &a, &extra);
     if (rc) return rc;
 
-    st_model_t *m = st_model_load(a.model);
+    /* every weight in RAM: a resident copy (huge pages); under --mem the file stays mapped */
+    st_model_t *m = a.mem ? st_model_load(a.model) : st_model_load_resident(a.model);
     if (!m) return 1;
     char desc[512];
     st_model_describe(m, desc, sizeof desc);
