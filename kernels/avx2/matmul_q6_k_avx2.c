@@ -2,7 +2,7 @@
  * up to 4 tokens per pass over the row.
  *
  * Q4_K_M files keep the output head, half of attn_v and of the experts' down
- * matrices in Q6_K. As in matmul_q4_k_avx2.c, a super-block of one row is
+ * matrices in Q6_K. As in matmul_q45_k_avx2.c, a super-block of one row is
  * unpacked once (6-bit quants rebuilt from ql/qh, 32 at a time, and the
  * scales picked for each 32) and used by every token of the pass. Per (row,
  * token) the integer sums are exact and the float steps are those of
