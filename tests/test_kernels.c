@@ -197,11 +197,11 @@ Test(kernels, traits_of_supported_types) {
         size_t size;
         st_type_t vdt;
     } want[] = {
-        {ST_TYPE_F32, "F32", 1, 4, ST_TYPE_F32},       {ST_TYPE_F16, "F16", 1, 2, ST_TYPE_F16},
-        {ST_TYPE_BF16, "BF16", 1, 2, ST_TYPE_BF16},    {ST_TYPE_Q4_0, "Q4_0", 32, 18, ST_TYPE_Q8_0},
-        {ST_TYPE_Q8_0, "Q8_0", 32, 34, ST_TYPE_Q8_0},  {ST_TYPE_Q6_K, "Q6_K", 256, 210, ST_TYPE_Q8_K},
-        {ST_TYPE_Q4_1, "Q4_1", 32, 20, ST_TYPE_Q8_1},  {ST_TYPE_Q5_0, "Q5_0", 32, 22, ST_TYPE_Q8_0},
-        {ST_TYPE_Q5_1, "Q5_1", 32, 24, ST_TYPE_Q8_1},  {ST_TYPE_Q2_K, "Q2_K", 256, 84, ST_TYPE_Q8_K},
+        {ST_TYPE_F32, "F32", 1, 4, ST_TYPE_F32},        {ST_TYPE_F16, "F16", 1, 2, ST_TYPE_F16},
+        {ST_TYPE_BF16, "BF16", 1, 2, ST_TYPE_BF16},     {ST_TYPE_Q4_0, "Q4_0", 32, 18, ST_TYPE_Q8_0},
+        {ST_TYPE_Q8_0, "Q8_0", 32, 34, ST_TYPE_Q8_0},   {ST_TYPE_Q6_K, "Q6_K", 256, 210, ST_TYPE_Q8_K},
+        {ST_TYPE_Q4_1, "Q4_1", 32, 20, ST_TYPE_Q8_1},   {ST_TYPE_Q5_0, "Q5_0", 32, 22, ST_TYPE_Q8_0},
+        {ST_TYPE_Q5_1, "Q5_1", 32, 24, ST_TYPE_Q8_1},   {ST_TYPE_Q2_K, "Q2_K", 256, 84, ST_TYPE_Q8_K},
         {ST_TYPE_Q3_K, "Q3_K", 256, 110, ST_TYPE_Q8_K}, {ST_TYPE_Q4_K, "Q4_K", 256, 144, ST_TYPE_Q8_K},
         {ST_TYPE_Q5_K, "Q5_K", 256, 176, ST_TYPE_Q8_K},
     };
@@ -223,11 +223,10 @@ Test(kernels, traits_of_known_unsupported_types) {
         int id;
         int blck;
         size_t size;
-    } want[] = {{9, 32, 36},   {15, 256, 292}, {16, 256, 66},
-                {17, 256, 74},  {18, 256, 98},  {19, 256, 50},  {20, 32, 18},   {21, 256, 110},
-                {22, 256, 82},  {23, 256, 136}, {24, 1, 1},     {25, 1, 2},     {26, 1, 4},
-                {27, 1, 8},     {28, 1, 8},     {29, 256, 56},  {34, 256, 54},  {35, 256, 66},
-                {39, 32, 17}};
+    } want[] = {{9, 32, 36},   {15, 256, 292}, {16, 256, 66},  {17, 256, 74}, {18, 256, 98},
+                {19, 256, 50}, {20, 32, 18},   {21, 256, 110}, {22, 256, 82}, {23, 256, 136},
+                {24, 1, 1},    {25, 1, 2},     {26, 1, 4},     {27, 1, 8},    {28, 1, 8},
+                {29, 256, 56}, {34, 256, 54},  {35, 256, 66},  {39, 32, 17}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         const st_type_traits_t *tr = st_type_traits(want[i].id);
         cr_assert_not_null(tr, "id %d", want[i].id);
@@ -288,20 +287,30 @@ Test(kernels, fp16_known_values) {
         float f;
         uint16_t h;
     } v[] = {
-        {0.0f, 0x0000},          {-0.0f, 0x8000},         {1.0f, 0x3c00},
-        {-2.0f, 0xc000},         {65504.0f, 0x7bff},      {65519.99f, 0x7bff},
-        {65520.0f, 0x7c00},      {1e10f, 0x7c00},         {-INFINITY, 0xfc00},
-        {0x1p-24f, 0x0001},      {0x1p-25f, 0x0000},      /* tie: rounds to even (0) */
-        {0x1.8p-25f, 0x0001},    {0x1.8p-24f, 0x0002},    /* tie 1.5 -> 2 */
-        {0x1p-14f, 0x0400},      {0x1.ff8p-15f, 0x03ff},  /* largest subnormal */
-        {0x1.ffcp-15f, 0x0400},  /* largest subnormal + half a step: tie, even -> min normal */
+        {0.0f, 0x0000},
+        {-0.0f, 0x8000},
+        {1.0f, 0x3c00},
+        {-2.0f, 0xc000},
+        {65504.0f, 0x7bff},
+        {65519.99f, 0x7bff},
+        {65520.0f, 0x7c00},
+        {1e10f, 0x7c00},
+        {-INFINITY, 0xfc00},
+        {0x1p-24f, 0x0001},
+        {0x1p-25f, 0x0000}, /* tie: rounds to even (0) */
+        {0x1.8p-25f, 0x0001},
+        {0x1.8p-24f, 0x0002}, /* tie 1.5 -> 2 */
+        {0x1p-14f, 0x0400},
+        {0x1.ff8p-15f, 0x03ff},    /* largest subnormal */
+        {0x1.ffcp-15f, 0x0400},    /* largest subnormal + half a step: tie, even -> min normal */
         {1.0f + 0x1p-11f, 0x3c00}, /* tie: even */
         {1.0f + 0x3p-11f, 0x3c02}, /* tie: even, upward */
-        {0.1f, 0x2e66},          {0x1p-26f, 0x0000},
+        {0.1f, 0x2e66},
+        {0x1p-26f, 0x0000},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
-        cr_assert_eq(st_fp32_to_fp16(v[i].f), v[i].h, "%a -> %04x, want %04x", (double)v[i].f,
-                     st_fp32_to_fp16(v[i].f), v[i].h);
+        cr_assert_eq(st_fp32_to_fp16(v[i].f), v[i].h, "%a -> %04x, want %04x", (double)v[i].f, st_fp32_to_fp16(v[i].f),
+                     v[i].h);
     }
     cr_assert_eq(st_fp16_to_fp32(0x0001), 0x1p-24f);
     cr_assert_eq(st_fp16_to_fp32(0x03ff), 0x1.ff8p-15f);
@@ -398,8 +407,8 @@ Test(kernels, q4_0_quantize_known_block) {
     for (int j = 0; j < 32; j++) x[j] = (float)(j - 16);
     st_block_q4_0 b;
     st_quantize_row_q4_0_ref(32, x, &b);
-    cr_assert_eq(b.d, 0x4000); /* fp16 2.0 */
-    cr_assert_eq(b.qs[0], 0x80); /* x[0] = -16 -> q 0, x[16] = 0 -> q 8 */
+    cr_assert_eq(b.d, 0x4000);    /* fp16 2.0 */
+    cr_assert_eq(b.qs[0], 0x80);  /* x[0] = -16 -> q 0, x[16] = 0 -> q 8 */
     cr_assert_eq(b.qs[15], 0xf8); /* x[15] = -1 -> q 8, x[31] = 15 -> q 15 */
     st_kernels_ref.to_float[ST_TYPE_Q4_0](32, &b, y);
     for (int j = 0; j < 32; j++) {
@@ -566,7 +575,8 @@ static void check_extremes_match_ref(const st_kernels_t *k) {
         st_kernels_ref.vec_dot[ST_TYPE_Q6_K](8 * 256, &want, w6, xk);
         k->vec_dot[ST_TYPE_Q6_K](8 * 256, &got, w6, xk);
         /* lane sums reach 2^24 here, past exact float integers: allow the order to matter */
-        cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want), "q6_K pattern %d: %g vs %g", pattern, (double)got, (double)want);
+        cr_assert(fabsf(got - want) <= 1e-6f * fabsf(want), "q6_K pattern %d: %g vs %g", pattern, (double)got,
+                  (double)want);
     }
 }
 
@@ -574,7 +584,8 @@ static void check_extremes_match_ref(const st_kernels_t *k) {
 static void check_from_float_matches_ref(const st_kernels_t *k) {
     static float x[9 * 256 + 8];
     static uint8_t want[16384], got[16384];
-    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16, ST_TYPE_BF16, ST_TYPE_Q8_0, ST_TYPE_Q8_1, ST_TYPE_Q8_K, ST_TYPE_Q4_0};
+    const st_type_t types[] = {ST_TYPE_F32,  ST_TYPE_F16,  ST_TYPE_BF16, ST_TYPE_Q8_0,
+                               ST_TYPE_Q8_1, ST_TYPE_Q8_K, ST_TYPE_Q4_0};
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const st_type_t t = types[ti];
         const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
@@ -583,9 +594,11 @@ static void check_from_float_matches_ref(const st_kernels_t *k) {
             fill_floats(x, n);
             const bool ties = (n / step) % 2; /* every 32 values peak at 127: scale 1, x.5 are ties */
             for (int i = 0; i < n; i++) {
-                if (ties) x[i] = i % 32 == 0 ? 127.0f : (float)(int)(x[i] * 100) + 0.5f;
-                else if (i % 5 == 0) x[i] = (float)(int)(x[i] * 100) + 0.5f; /* exact halves */
-                if (i / 32 % 7 == 3) x[i] = 0.0f;                            /* whole zero blocks */
+                if (ties)
+                    x[i] = i % 32 == 0 ? 127.0f : (float)(int)(x[i] * 100) + 0.5f;
+                else if (i % 5 == 0)
+                    x[i] = (float)(int)(x[i] * 100) + 0.5f; /* exact halves */
+                if (i / 32 % 7 == 3) x[i] = 0.0f;           /* whole zero blocks */
             }
             memset(want, 0xaa, sizeof want);
             memset(got, 0xaa, sizeof got);
@@ -688,7 +701,7 @@ static void check_matmul_rows_matches_ref(const st_kernels_t *k, st_type_t t, in
     int n_list = 0;
     for (int r = 0; r < n_rows; r++)
         if (rng_u32() % 3) list[n_list++] = r; /* about 2/3 of the rows */
-    for (int i = n_list - 1; i > 0; i--) {      /* shuffled: any order is allowed */
+    for (int i = n_list - 1; i > 0; i--) {     /* shuffled: any order is allowed */
         const int j = (int)(rng_u32() % (uint32_t)(i + 1));
         const int32_t tmp = list[i];
         list[i] = list[j];
@@ -760,7 +773,8 @@ static void check_matmul_split_invariant(const st_kernels_t *k) {
         cr_assert(memcmp(whole, split, sizeof whole) == 0, "%s %s: rows split differently", k->name, st_type_name(t));
 
         memset(split, 0, sizeof split);
-        for (int i = 0; i < TOK; i++) st_matmul(k, t, w, N_IN, 0, ROWS, x + i * x_stride, x_stride, 1, split + i * ROWS, ROWS);
+        for (int i = 0; i < TOK; i++)
+            st_matmul(k, t, w, N_IN, 0, ROWS, x + i * x_stride, x_stride, 1, split + i * ROWS, ROWS);
         cr_assert(memcmp(whole, split, sizeof whole) == 0, "%s %s: one token at a time", k->name, st_type_name(t));
 
         int32_t list[ROWS];
@@ -813,8 +827,8 @@ static void check_matmul_extremes(const st_kernels_t *k) {
         for (int i = 0; i < TOK * ROWS; i++) {
             float want;
             st_kernels_ref.vec_dot[ST_TYPE_Q4_0](NB * 32, &want, w + (i % ROWS) * NB, x + (i / ROWS) * NB);
-            cr_assert_eq(y[i], want, "%s pattern %d, row %d token %d: %g vs %g", k->name, pattern, i % ROWS,
-                         i / ROWS, (double)y[i], (double)want);
+            cr_assert_eq(y[i], want, "%s pattern %d, row %d token %d: %g vs %g", k->name, pattern, i % ROWS, i / ROWS,
+                         (double)y[i], (double)want);
         }
     }
     static st_block_q8_0 w8[ROWS * NB];
@@ -842,6 +856,47 @@ Test(kernels, avx2_matmul_extremes_match_ref_exactly) { check_matmul_extremes(ne
 Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("avx512")); }
 Test(kernels, neon_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon")); }
 Test(kernels, neon_dotprod_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon-dotprod")); }
+
+/* The K-quant matmuls give each (row, token) the bits of their own table's
+ * dot product (they unpack a row once for several tokens but keep the dot
+ * product's integer sums and float steps), so a file's rows can go through
+ * either path: listed or consecutive rows, any token count. */
+static void check_kquant_matmul_is_the_dot_product(const st_kernels_t *k) {
+    static const st_type_t types[] = {ST_TYPE_Q2_K, ST_TYPE_Q3_K, ST_TYPE_Q4_K, ST_TYPE_Q5_K, ST_TYPE_Q6_K};
+    enum { N_IN = 3 * 256, ROWS = 11, TOK = 9 };
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const st_type_t t = types[ti];
+        if (!k->matmul[t]) continue; /* st_matmul runs the dot product itself */
+        const size_t wrow = st_row_size(t, N_IN), x_stride = st_row_size(ST_TYPE_Q8_K, N_IN);
+        uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
+        float y[TOK * ROWS];
+        rng_seed(71 + t);
+        for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
+        for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
+        for (int nt = 1; nt <= TOK; nt++) {
+            const int32_t list[] = {7, 2, 10, 0, 5};
+            st_matmul(k, t, w, N_IN, 1, ROWS, x, x_stride, nt, y, ROWS);
+            st_matmul_rows(k, t, w, N_IN, list, 5, x, x_stride, nt, y, ROWS); /* rows 0 2 5 7 10 again */
+            for (int i = 0; i < nt; i++)
+                for (int r = 0; r < ROWS; r++) {
+                    float want;
+                    k->vec_dot[t](N_IN, &want, w + r * wrow, x + i * x_stride);
+                    cr_assert(memcmp(&want, &y[i * ROWS + r], sizeof want) == 0,
+                              "%s %s row %d token %d of %d: matmul %.9g, dot product %.9g", k->name, st_type_name(t), r,
+                              i, nt, (double)y[i * ROWS + r], (double)want);
+                }
+        }
+        free(w);
+        free(x);
+    }
+}
+
+Test(kernels, avx2_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("avx2")); }
+Test(kernels, avx512_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("avx512")); }
+Test(kernels, neon_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("neon")); }
+Test(kernels, neon_dotprod_kquant_matmul_is_the_dot_product) {
+    check_kquant_matmul_is_the_dot_product(need("neon-dotprod"));
+}
 
 /* The two Arm tables give the same bits, for every weight type: their integer
  * kernels differ only in how exact int32 lane totals are grouped (neon/int_dot.h
