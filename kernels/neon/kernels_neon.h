@@ -47,6 +47,8 @@ void st_matmul_q8_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int 
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q4_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q6_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 void st_vec_dot_q4_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q8_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x);
@@ -63,6 +65,8 @@ void st_matmul_q4_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *ro
 void st_matmul_q8_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q4_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q6_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 #endif
