@@ -1,5 +1,6 @@
 /* int_dot.h: the integer kernels of both Arm tables (Q4_0 x Q8_0, Q8_0 x Q8_0,
- * Q6_K x Q8_K dot products; Q4_0 and Q8_0 matmuls), written once over
+ * Q6_K x Q8_K dot products; Q4_0 and Q8_0 matmuls, and the 4-row matmul
+ * driver that kquants_matmul.h uses too), written once over
  *     static inline int32x4_t s_dot16(int32x4_t acc, int8x16_t a, int8x16_t b);
  * which the includer defines before including this file: acc plus the 16
  * products a[i] * b[i], spread over the 4 lanes in any way (sdot puts bytes
@@ -165,8 +166,7 @@ static inline float s_vec_dot_q6_k(int n, const void *vw, const void *vx) {
 #define ST_NEON_NT 4 /* tokens per unpack of the weights */
 
 static inline __attribute__((always_inline)) void s_group(const uint8_t *const *w, const uint8_t *const *pf, int nb,
-                                                          bool q4, const st_block_q8_0 *const *xt, int NT,
-                                                          float32x4_t *acc) {
+                                                          bool q4, const uint8_t *const *xt, int NT, float32x4_t *acc) {
     const size_t bs = q4 ? sizeof(st_block_q4_0) : sizeof(st_block_q8_0);
     /* (-O2 does not unroll these small loops by itself; unrolled, the arrays live in registers) */
 #pragma GCC unroll 4
@@ -183,19 +183,26 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
         const float32x4_t dw = s_scales4(w[0] + off, w[1] + off, w[2] + off, w[3] + off);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
-            const int8x16_t xl = vld1q_s8(xt[t][b].qs), xh = vld1q_s8(xt[t][b].qs + 16);
+            const st_block_q8_0 *x = (const st_block_q8_0 *)xt[t] + b;
+            const int8x16_t xl = vld1q_s8(x->qs), xh = vld1q_s8(x->qs + 16);
             int32x4_t p[ST_NEON_NR];
 #pragma GCC unroll 4
             for (int j = 0; j < ST_NEON_NR; j++) p[j] = s_dot16(s_dot16(vdupq_n_s32(0), lo[j], xl), hi[j], xh);
             const float32x4_t s = vcvtq_f32_s32(s_totals4(p[0], p[1], p[2], p[3]));
-            acc[t] = vfmaq_f32(acc[t], s, vmulq_n_f32(dw, s_h2f(xt[t][b].d)));
+            acc[t] = vfmaq_f32(acc[t], s, vmulq_n_f32(dw, s_h2f(x->d)));
         }
     }
 }
 
-/* one function per (weight type, token count): the loops above unroll, acc stays in registers */
+/* A group kernel: rows w[0..3] (their first blocks; pf: the next group's
+ * rows to prefetch, or NULL) against the rows xt[t] of NT tokens, nb blocks;
+ * acc[t] lane j = row j, token t. One function per (weight type, token
+ * count): the loops unroll and acc stays in registers. */
+typedef void (*s_group_fn)(const uint8_t *const *w, const uint8_t *const *pf, int nb, const uint8_t *const *xt,
+                           float32x4_t *acc);
+
 #define ST_NEON_GROUP(NAME, Q4, NT)                                                                                    \
-    static void NAME(const uint8_t *const *w, const uint8_t *const *pf, int nb, const st_block_q8_0 *const *xt,        \
+    static void NAME(const uint8_t *const *w, const uint8_t *const *pf, int nb, const uint8_t *const *xt,              \
                      float32x4_t *acc) {                                                                               \
         s_group(w, pf, nb, Q4, xt, NT, acc);                                                                           \
     }
@@ -208,20 +215,19 @@ ST_NEON_GROUP(s_group_q8_2, false, 2)
 ST_NEON_GROUP(s_group_q8_3, false, 3)
 ST_NEON_GROUP(s_group_q8_4, false, 4)
 
-typedef void (*s_group_fn)(const uint8_t *const *, const uint8_t *const *, int, const st_block_q8_0 *const *,
-                           float32x4_t *);
 static const s_group_fn s_group_fns[2][ST_NEON_NT] = {{s_group_q8_1, s_group_q8_2, s_group_q8_3, s_group_q8_4},
                                                       {s_group_q4_1, s_group_q4_2, s_group_q4_3, s_group_q4_4}};
 
 /* Row i of the work: rows[r0 + i] when listed, else r0 + i. */
 static inline int s_row(const int32_t *rows, int r0, int i) { return rows ? rows[r0 + i] : r0 + i; }
 
-/* st_matmul_fn for Q4_0 (q4) or Q8_0 weights */
-static void s_matmul_q8(bool q4, int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
-                        size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(n_in % ST_QK8_0 == 0);
-    const int nb = n_in / ST_QK8_0, n = r1 - r0;
-    const size_t row_bytes = (size_t)nb * (q4 ? sizeof(st_block_q4_0) : sizeof(st_block_q8_0));
+/* The st_matmul_fn over group kernels: groups of 4 rows (a last group of 1..3
+ * repeats its last row in the spare lanes), tokens in chunks of up to 4 that
+ * go to fns[chunk size - 1]. Rows are row_bytes apart, nb blocks each. */
+static void s_matmul_groups(const s_group_fn fns[ST_NEON_NT], size_t row_bytes, int nb, const void *vw,
+                            const int32_t *rows, int r0, int r1, const void *vx, size_t x_stride, int n_tok, float *y,
+                            size_t y_stride) {
+    const int n = r1 - r0;
     const uint8_t *w = vw, *x = vx;
     for (int i = 0; i < n; i += ST_NEON_NR) {
         const int nr = n - i < ST_NEON_NR ? n - i : ST_NEON_NR;
@@ -236,10 +242,10 @@ static void s_matmul_q8(bool q4, int n_in, const void *vw, const int32_t *rows, 
             }
         for (int t0 = 0; t0 < n_tok; t0 += ST_NEON_NT) {
             const int nt = n_tok - t0 < ST_NEON_NT ? n_tok - t0 : ST_NEON_NT;
-            const st_block_q8_0 *xt[ST_NEON_NT];
-            for (int t = 0; t < nt; t++) xt[t] = (const st_block_q8_0 *)(x + (size_t)(t0 + t) * x_stride);
+            const uint8_t *xt[ST_NEON_NT];
+            for (int t = 0; t < nt; t++) xt[t] = x + (size_t)(t0 + t) * x_stride;
             float32x4_t acc[ST_NEON_NT];
-            s_group_fns[q4][nt - 1](wr, prefetch && t0 == 0 ? pf : NULL, nb, xt, acc);
+            fns[nt - 1](wr, prefetch && t0 == 0 ? pf : NULL, nb, xt, acc);
             for (int t = 0; t < nt; t++) {
                 float *yt = y + (size_t)(t0 + t) * y_stride;
                 if (!rows && nr == ST_NEON_NR) {
@@ -252,6 +258,15 @@ static void s_matmul_q8(bool q4, int n_in, const void *vw, const int32_t *rows, 
             }
         }
     }
+}
+
+/* st_matmul_fn for Q4_0 (q4) or Q8_0 weights */
+static void s_matmul_q8(bool q4, int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                        size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    assert(n_in % ST_QK8_0 == 0);
+    const int nb = n_in / ST_QK8_0;
+    const size_t row_bytes = (size_t)nb * (q4 ? sizeof(st_block_q4_0) : sizeof(st_block_q8_0));
+    s_matmul_groups(s_group_fns[q4], row_bytes, nb, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
 
 #endif

@@ -1,6 +1,6 @@
-/* int_dot_neon: the integer kernels of int_dot.h, kquants_dot.h and legacy_dot.h
- * with plain ARMv8-A ASIMD (every 64-bit Arm core: Raspberry Pi 4's Cortex-A72
- * has no sdot).
+/* int_dot_neon: the integer kernels of int_dot.h, kquants_dot.h,
+ * kquants_matmul.h and legacy_dot.h with plain ARMv8-A ASIMD (every 64-bit
+ * Arm core: Raspberry Pi 4's Cortex-A72 has no sdot).
  *
  * s_dot16 multiplies the two halves with vmull_s8 (exact int16 products: at
  * most 128 * 128 = 16384) and adds neighbouring products into int32 lanes
@@ -18,6 +18,7 @@ static inline int32x4_t s_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 
 #include "int_dot.h"
 #include "kquants_dot.h"
+#include "kquants_matmul.h"
 #include "legacy_dot.h"
 
 void st_vec_dot_q4_0_q8_0_neon(int n, float *s, const void *w, const void *x) { *s = s_vec_dot_q8(n, w, true, x); }
@@ -54,4 +55,14 @@ void st_matmul_q4_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int 
 void st_matmul_q8_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     s_matmul_q8(false, n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q4_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q4_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q6_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q6_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }

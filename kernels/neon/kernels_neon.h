@@ -30,7 +30,7 @@ void st_to_float_q5_k_neon(int n, const void *x, float *y);
 void st_to_float_q6_k_neon(int n, const void *x, float *y);
 
 /* integer dot products: neon/int_dot_neon.c and neon_dotprod/int_dot_neon_dotprod.c,
- * both from neon/int_dot.h, neon/kquants_dot.h and neon/legacy_dot.h */
+ * both from neon/int_dot.h, neon/kquants_dot.h, neon/kquants_matmul.h and neon/legacy_dot.h */
 void st_vec_dot_q4_0_q8_0_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q8_0_q8_0_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q6_k_q8_k_neon(int n, float *s, const void *w, const void *x);
@@ -44,6 +44,10 @@ void st_vec_dot_q5_k_q8_k_neon(int n, float *s, const void *w, const void *x);
 void st_matmul_q4_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q8_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q4_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q6_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 void st_vec_dot_q4_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x);
@@ -59,6 +63,10 @@ void st_vec_dot_q5_k_q8_k_neon_dotprod(int n, float *s, const void *w, const voi
 void st_matmul_q4_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q8_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q4_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q6_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 #endif

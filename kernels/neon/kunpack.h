@@ -63,24 +63,28 @@ static inline __attribute__((always_inline)) void s_unpack_q45_k(const uint8_t *
     for (int k = 0; k < 4; k++) q[k] = vreinterpretq_s8_u8(u[k]);
 }
 
-/* Half a Q6_K super-block (ql: 64 bytes, qh: 32) as 6-bit quants 0..63 in
- * bytes: q[g] holds its elements 16g..16g+15, all of scale g of the half. */
-static inline __attribute__((always_inline)) void s_unpack_q6_k(const uint8_t *ql, const uint8_t *qh, int8x16_t q[8]) {
+/* Elements 32k..32k+31 (k = 0..3, a constant) of half a Q6_K super-block (ql:
+ * 64 bytes, qh: 32) as 6-bit quants 0..63 in bytes, q[0] and q[1] 16 each:
+ * low 4 bits from the low (k < 2) or high nibbles of ql[32(k % 2)..], top 2
+ * bits from bits 2k, 2k + 1 of qh[0..31]. A pair of groups of one scale each:
+ * the matmul unpacks 4 rows a pair at a time. */
+static inline __attribute__((always_inline)) void s_unpack_q6_k_pair(const uint8_t *ql, const uint8_t *qh, int k,
+                                                                     int8x16_t q[2]) {
     const uint8x16_t m4 = vdupq_n_u8(0x0f), m30 = vdupq_n_u8(0x30);
-    const uint8x16_t h0 = vld1q_u8(qh), h1 = vld1q_u8(qh + 16);
-    const uint8x16_t l0 = vld1q_u8(ql), l1 = vld1q_u8(ql + 16), l2 = vld1q_u8(ql + 32), l3 = vld1q_u8(ql + 48);
-    const uint8x16_t u[8] = {
-        vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(h0, 4), m30)),
-        vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(h1, 4), m30)),
-        vorrq_u8(vandq_u8(l2, m4), vandq_u8(vshlq_n_u8(h0, 2), m30)),
-        vorrq_u8(vandq_u8(l3, m4), vandq_u8(vshlq_n_u8(h1, 2), m30)),
-        vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(h0, m30)),
-        vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(h1, m30)),
-        vorrq_u8(vshrq_n_u8(l2, 4), vandq_u8(vshrq_n_u8(h0, 2), m30)),
-        vorrq_u8(vshrq_n_u8(l3, 4), vandq_u8(vshrq_n_u8(h1, 2), m30)),
-    };
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) q[g] = vreinterpretq_s8_u8(u[g]);
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) {
+        const uint8x16_t l = vld1q_u8(ql + 32 * (k % 2) + 16 * i), h = vld1q_u8(qh + 16 * i);
+        const uint8x16_t lo = k < 2 ? vandq_u8(l, m4) : vshrq_n_u8(l, 4);
+        const uint8x16_t hi = k == 0 ? vshlq_n_u8(h, 4) : k == 1 ? vshlq_n_u8(h, 2) : k == 2 ? h : vshrq_n_u8(h, 2);
+        q[i] = vreinterpretq_s8_u8(vorrq_u8(lo, vandq_u8(hi, m30)));
+    }
+}
+
+/* Half a Q6_K super-block as 6-bit quants 0..63 in bytes: q[g] holds its
+ * elements 16g..16g+15, all of scale g of the half. */
+static inline __attribute__((always_inline)) void s_unpack_q6_k(const uint8_t *ql, const uint8_t *qh, int8x16_t q[8]) {
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) s_unpack_q6_k_pair(ql, qh, k, q + 2 * k);
 }
 
 #endif

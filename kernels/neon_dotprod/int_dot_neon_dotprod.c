@@ -1,6 +1,6 @@
-/* int_dot_neon_dotprod: the integer kernels of int_dot.h, kquants_dot.h and
- * legacy_dot.h with the ARMv8.2 dot-product extension (Raspberry Pi 5's
- * Cortex-A76, most cores since).
+/* int_dot_neon_dotprod: the integer kernels of int_dot.h, kquants_dot.h,
+ * kquants_matmul.h and legacy_dot.h with the ARMv8.2 dot-product extension
+ * (Raspberry Pi 5's Cortex-A76, most cores since).
  *
  * s_dot16 is one sdot: lane k of acc gets the 4 products of bytes 4k..4k+3,
  * exactly, in place of the two vmull + two vpadal of the plain table. This
@@ -20,6 +20,7 @@ static inline int32x4_t s_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) { retur
 
 #include "../neon/int_dot.h"
 #include "../neon/kquants_dot.h"
+#include "../neon/kquants_matmul.h"
 #include "../neon/legacy_dot.h"
 
 void st_vec_dot_q4_0_q8_0_neon_dotprod(int n, float *s, const void *w, const void *x) {
@@ -68,4 +69,14 @@ void st_matmul_q4_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *ro
 void st_matmul_q8_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride) {
     s_matmul_q8(false, n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q4_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q4_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q6_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q6_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
