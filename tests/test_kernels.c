@@ -857,47 +857,6 @@ Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(
 Test(kernels, neon_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon")); }
 Test(kernels, neon_dotprod_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon-dotprod")); }
 
-/* The K-quant matmuls give each (row, token) the bits of their own table's
- * dot product (they unpack a row once for several tokens but keep the dot
- * product's integer sums and float steps), so a file's rows can go through
- * either path: listed or consecutive rows, any token count. */
-static void check_kquant_matmul_is_the_dot_product(const st_kernels_t *k) {
-    static const st_type_t types[] = {ST_TYPE_Q2_K, ST_TYPE_Q3_K, ST_TYPE_Q4_K, ST_TYPE_Q5_K, ST_TYPE_Q6_K};
-    enum { N_IN = 3 * 256, ROWS = 11, TOK = 9 };
-    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-        const st_type_t t = types[ti];
-        if (!k->matmul[t]) continue; /* st_matmul runs the dot product itself */
-        const size_t wrow = st_row_size(t, N_IN), x_stride = st_row_size(ST_TYPE_Q8_K, N_IN);
-        uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
-        float y[TOK * ROWS];
-        rng_seed(71 + t);
-        for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
-        for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
-        for (int nt = 1; nt <= TOK; nt++) {
-            const int32_t list[] = {7, 2, 10, 0, 5};
-            st_matmul(k, t, w, N_IN, 1, ROWS, x, x_stride, nt, y, ROWS);
-            st_matmul_rows(k, t, w, N_IN, list, 5, x, x_stride, nt, y, ROWS); /* rows 0 2 5 7 10 again */
-            for (int i = 0; i < nt; i++)
-                for (int r = 0; r < ROWS; r++) {
-                    float want;
-                    k->vec_dot[t](N_IN, &want, w + r * wrow, x + i * x_stride);
-                    cr_assert(memcmp(&want, &y[i * ROWS + r], sizeof want) == 0,
-                              "%s %s row %d token %d of %d: matmul %.9g, dot product %.9g", k->name, st_type_name(t), r,
-                              i, nt, (double)y[i * ROWS + r], (double)want);
-                }
-        }
-        free(w);
-        free(x);
-    }
-}
-
-Test(kernels, avx2_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("avx2")); }
-Test(kernels, avx512_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("avx512")); }
-Test(kernels, neon_kquant_matmul_is_the_dot_product) { check_kquant_matmul_is_the_dot_product(need("neon")); }
-Test(kernels, neon_dotprod_kquant_matmul_is_the_dot_product) {
-    check_kquant_matmul_is_the_dot_product(need("neon-dotprod"));
-}
-
 /* The two Arm tables give the same bits, for every weight type: their integer
  * kernels differ only in how exact int32 lane totals are grouped (neon/int_dot.h
  * and the headers beside it), and they share the rest. So a cluster of Pi 4
