@@ -61,7 +61,7 @@ typedef enum {
 #define ST_QK_K 256
 
 typedef struct {
-    uint16_t d;              /* fp16 scale */
+    uint16_t d;               /* fp16 scale */
     uint8_t qs[ST_QK4_0 / 2]; /* element j: low nibble of qs[j]; j+16: high nibble; value (q-8)*d */
 } st_block_q4_0;
 _Static_assert(sizeof(st_block_q4_0) == 18, "GGUF Q4_0 layout");
@@ -127,7 +127,7 @@ typedef struct {
 _Static_assert(sizeof(st_block_q4_k) == 144, "GGUF Q4_K layout");
 
 typedef struct {
-    uint16_t d;              /* as Q4_K */
+    uint16_t d; /* as Q4_K */
     uint16_t dmin;
     uint8_t scales[12];
     uint8_t qh[ST_QK_K / 8]; /* 5th bit of each quant */
@@ -144,18 +144,18 @@ typedef struct {
 _Static_assert(sizeof(st_block_q6_k) == 210, "GGUF Q6_K layout");
 
 typedef struct {
-    float d;                      /* scale */
-    int8_t qs[ST_QK_K];           /* quants */
-    int16_t bsums[ST_QK_K / 16];  /* sums of groups of 16 quants */
+    float d;                     /* scale */
+    int8_t qs[ST_QK_K];          /* quants */
+    int16_t bsums[ST_QK_K / 16]; /* sums of groups of 16 quants */
 } st_block_q8_k;
 _Static_assert(sizeof(st_block_q8_k) == 292, "ggml Q8_K layout");
 
 typedef struct {
-    const char *name;         /* "Q4_0"; NULL when the id is unknown */
-    int blck;                 /* elements per block */
-    size_t size;              /* bytes per block */
-    st_type_t vec_dot_type;   /* activation format for dot products with this weight type */
-    bool supported;           /* kernels exist for it as a weight type */
+    const char *name;       /* "Q4_0"; NULL when the id is unknown */
+    int blck;               /* elements per block */
+    size_t size;            /* bytes per block */
+    st_type_t vec_dot_type; /* activation format for dot products with this weight type */
+    bool supported;         /* kernels exist for it as a weight type */
 } st_type_traits_t;
 
 /* Traits of a ggml type id, or NULL for an id we do not know at all. */
@@ -177,6 +177,10 @@ typedef void (*st_vec_dot_fn)(int n, float *s, const void *w, const void *x);
 typedef void (*st_from_float_fn)(int n, const float *x, void *y);
 /* Convert a row of n elements of the table's type back to floats. */
 typedef void (*st_to_float_fn)(int n, const void *x, float *y);
+/* y[0..n) += a * x[0..n), x a row of the table's type (F32, F16: a KV cache):
+ * attention's weighted sum of values. Each element is multiplied, then added
+ * (two roundings, no FMA), so every table gives the same bits. */
+typedef void (*st_axpy_fn)(int n, float a, const void *x, float *y);
 /* st_matmul() / st_matmul_rows() for one weight type (arguments as there, w =
  * row 0; rows NULL: rows r0..r1-1, else rows[r0..r1)): several rows and tokens
  * per step, so weights are unpacked once for many products. Results agree
@@ -185,11 +189,12 @@ typedef void (*st_matmul_fn)(int n_in, const void *w, const int32_t *rows, int r
                              size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 typedef struct {
-    const char *name;                        /* "ref", "avx2", ... */
-    st_vec_dot_fn vec_dot[ST_TYPE_COUNT];    /* by weight type */
+    const char *name;                           /* "ref", "avx2", ... */
+    st_vec_dot_fn vec_dot[ST_TYPE_COUNT];       /* by weight type */
     st_from_float_fn from_float[ST_TYPE_COUNT]; /* by target type: F32, F16, BF16, Q8_0, Q8_1, Q8_K, (Q4_0) */
-    st_to_float_fn to_float[ST_TYPE_COUNT];  /* by stored type */
-    st_matmul_fn matmul[ST_TYPE_COUNT];      /* by weight type; NULL: rows x tokens of vec_dot */
+    st_to_float_fn to_float[ST_TYPE_COUNT];     /* by stored type */
+    st_matmul_fn matmul[ST_TYPE_COUNT];         /* by weight type; NULL: rows x tokens of vec_dot */
+    st_axpy_fn axpy[ST_TYPE_COUNT];             /* by stored type: F32, F16 */
 } st_kernels_t;
 
 extern const st_kernels_t st_kernels_ref;
@@ -222,14 +227,14 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
  * y: floats, row t starts at y + t * y_stride (y_stride counted in floats, not bytes),
  *    and y[t * y_stride + r] receives row r: only columns [r0, r1) are written, so
  *    threads given disjoint row ranges can share y. */
-void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1,
-               const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1, const void *x,
+               size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 /* The same for the n_rows rows listed in rows (any order, each in range, no
  * repeats): y[t * y_stride + rows[i]] = dot(W row rows[i], x row t); nothing
  * else of y is written. For sparse products, e.g. the up rows of the neurons
  * that ReGLU keeps: listed rows cost about what consecutive ones do. */
-void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows,
-                    int n_rows, const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows, int n_rows,
+                    const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 #endif

@@ -296,10 +296,8 @@ static void s_attn_item(void *arg, int item, int ith) {
     const bool f16 = kt == ST_TYPE_F16;
     const size_t esz = f16 ? 2 : 4, row_bytes = (size_t)cfg->n_head_kv * D * esz;
     const st_vec_dot_fn dot = c->k->vec_dot[kt];
-    const st_to_float_fn to_float = c->k->to_float[kt];
     const float scale = 1.0f / sqrtf((float)D);
     float *scores = c->scratch + (size_t)ith * c->scratch_n;
-    float vrow[1024];
     uint8_t qh[1024 * 4];
     const int it = j->n_tok * H - 1 - item, t = it / H, h = it % H, g = h / group;
     const st_kv_layer_t *L = &c->tok_kv[t]->layers[j->layer];
@@ -331,19 +329,11 @@ static void s_attn_item(void *arg, int item, int ith) {
             c->k->from_float[ST_TYPE_F16](m, scores + i, qh);
             c->k->to_float[ST_TYPE_F16](m, qh, scores + i);
         }
-    /* o = sum of a_p * v_p, in a local accumulator (no aliasing with vrow) and
-     * 8 lanes at a time so that the compiler vectorizes it; same float steps
-     * (multiply, then add, position by position) as a plain loop */
+    /* o = sum of a_p * v_p, position by position (the kernel multiplies, then adds) */
     float acc[1024];
     for (int i = 0; i < D; i++) acc[i] = 0.0f;
-    for (int p = first; p <= pos; p++) {
-        const float a = scores[p - first];
-        to_float(D, vbase + (size_t)(p % L->cap) * row_bytes, vrow);
-        int i = 0;
-        for (; i + 8 <= D; i += 8)
-            for (int k = 0; k < 8; k++) acc[i + k] += a * vrow[i + k];
-        for (; i < D; i++) acc[i] += a * vrow[i];
-    }
+    for (int p = first; p <= pos; p++)
+        c->k->axpy[kt](D, scores[p - first], vbase + (size_t)(p % L->cap) * row_bytes, acc);
     memcpy(c->attn + (size_t)t * H * D + (size_t)h * D, acc, (size_t)D * sizeof(float));
 }
 

@@ -274,10 +274,45 @@ Test(kernels, every_table_is_complete_for_supported_types) {
             cr_assert_not_null(k->from_float[tr->vec_dot_type], "%s from_float %s", k->name, tr->name);
         }
         cr_assert_not_null(k->from_float[ST_TYPE_Q4_0]);
+        cr_assert(k->axpy[ST_TYPE_F32] && k->axpy[ST_TYPE_F16], "%s axpy", k->name);
     }
     cr_assert_not_null(st_kernels_select());
     cr_assert_null(st_kernels_by_name("no-such-isa"));
     cr_assert_null(st_kernels_by_name(NULL));
+}
+
+/* axpy (attention's sum of values) is the same multiply-then-add in every
+ * table, element by element: the bits of the reference, any length. */
+Test(kernels, axpy_gives_the_reference_bits_in_every_table) {
+    const char *names[] = {"avx2", "avx512", "neon", "neon-dotprod"};
+    enum { N = 77 };
+    float x32[N], y0[N], want[N], got[N];
+    uint16_t x16[N];
+    rng_seed(901);
+    fill_floats(x32, N);
+    fill_floats(y0, N);
+    for (int i = 0; i < N; i++) x16[i] = st_fp32_to_fp16(x32[i]);
+    const st_type_t types[] = {ST_TYPE_F32, ST_TYPE_F16};
+    const void *xs[] = {x32, x16};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const st_kernels_t *k = st_kernels_by_name(names[i]);
+        if (!k) continue;
+        for (int ti = 0; ti < 2; ti++)
+            for (int n = 0; n <= N; n += n < 20 ? 1 : 19) {
+                memcpy(want, y0, sizeof want);
+                memcpy(got, y0, sizeof got);
+                st_kernels_ref.axpy[types[ti]](n, 0.37f, xs[ti], want);
+                k->axpy[types[ti]](n, 0.37f, xs[ti], got);
+                cr_assert(memcmp(want, got, sizeof want) == 0, "%s axpy %s n=%d", k->name, st_type_name(types[ti]), n);
+            }
+    }
+    /* and the reference is y + a * x, rounded after each */
+    memcpy(got, y0, sizeof got);
+    st_kernels_ref.axpy[ST_TYPE_F16](N, -1.5f, x16, got);
+    for (int i = 0; i < N; i++) {
+        const float p = -1.5f * st_fp16_to_fp32(x16[i]);
+        cr_assert_eq(got[i], y0[i] + p);
+    }
 }
 
 /* ---- fp16 / bf16 ---- */

@@ -33,6 +33,8 @@ void st_from_float_q8_0_avx2(int n, const float *x, void *y);
 void st_from_float_q8_k_avx2(int n, const float *x, void *y);
 
 void st_to_float_f16_avx2(int n, const void *x, float *y);
+void st_axpy_f32_avx2(int n, float a, const void *x, float *y);
+void st_axpy_f16_avx2(int n, float a, const void *x, float *y);
 void st_to_float_bf16_avx2(int n, const void *x, float *y);
 void st_to_float_q4_0_avx2(int n, const void *x, float *y);
 void st_to_float_q8_0_avx2(int n, const void *x, float *y);

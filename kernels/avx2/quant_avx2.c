@@ -41,8 +41,8 @@ void st_from_float_q8_0_avx2(int n, const float *x, void *vy) {
     for (int b = 0; b < n / ST_QK8_0; b++, x += ST_QK8_0) {
         __m256 v[4];
         for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
-        const float amax = s_hmax(_mm256_max_ps(_mm256_max_ps(s_abs(v[0]), s_abs(v[1])),
-                                                _mm256_max_ps(s_abs(v[2]), s_abs(v[3]))));
+        const float amax =
+            s_hmax(_mm256_max_ps(_mm256_max_ps(s_abs(v[0]), s_abs(v[1])), _mm256_max_ps(s_abs(v[2]), s_abs(v[3]))));
         const float d = amax / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = (uint16_t)_cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
@@ -73,7 +73,8 @@ void st_from_float_q8_k_avx2(int n, const float *x, void *vy) {
         /* the reference keeps the first element of largest magnitude, with its sign */
         float max = 0.0f;
         for (int k = 0; k < ST_QK_K; k += 8) {
-            const int hit = _mm256_movemask_ps(_mm256_cmp_ps(s_abs(_mm256_loadu_ps(x + k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
+            const int hit =
+                _mm256_movemask_ps(_mm256_cmp_ps(s_abs(_mm256_loadu_ps(x + k)), _mm256_set1_ps(amax), _CMP_EQ_OQ));
             if (hit) {
                 max = x[k + __builtin_ctz((unsigned)hit)];
                 break;
@@ -108,6 +109,26 @@ void st_to_float_f16_avx2(int n, const void *vx, float *y) {
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
     for (; i < n; i++) y[i] = st_fp16_to_fp32(x[i]);
+}
+
+void st_axpy_f32_avx2(int n, float a, const void *vx, float *y) {
+    const float *x = vx;
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, _mm256_loadu_ps(x + i))));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void st_axpy_f16_avx2(int n, float a, const void *vx, float *y) {
+    const uint16_t *x = vx;
+    const __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i)));
+        _mm256_storeu_ps(y + i, _mm256_add_ps(_mm256_loadu_ps(y + i), _mm256_mul_ps(va, v)));
+    }
+    for (; i < n; i++) y[i] += a * st_fp16_to_fp32(x[i]);
 }
 
 void st_to_float_bf16_avx2(int n, const void *vx, float *y) {

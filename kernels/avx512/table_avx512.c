@@ -56,4 +56,9 @@ const st_kernels_t st_kernels_avx512 = {
             [ST_TYPE_Q5_K] = st_matmul_q5_k_q8_k_avx2,
             [ST_TYPE_Q6_K] = st_matmul_q6_k_q8_k_avx2,
         },
+    .axpy =
+        {
+            [ST_TYPE_F32] = st_axpy_f32_avx2,
+            [ST_TYPE_F16] = st_axpy_f16_avx2,
+        },
 };

@@ -74,6 +74,24 @@ void st_to_float_f16_neon(int n, const void *vx, float *y) {
     for (; i < n; i++) y[i] = st_fp16_to_fp32(x[i]);
 }
 
+void st_axpy_f32_neon(int n, float a, const void *vx, float *y) {
+    const float *x = vx;
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vaddq_f32(vld1q_f32(y + i), vmulq_n_f32(vld1q_f32(x + i), a)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+void st_axpy_f16_neon(int n, float a, const void *vx, float *y) {
+    const uint16_t *x = vx;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(x + i));
+        vst1q_f32(y + i, vaddq_f32(vld1q_f32(y + i), vmulq_n_f32(vcvt_f32_f16(vget_low_f16(h)), a)));
+        vst1q_f32(y + i + 4, vaddq_f32(vld1q_f32(y + i + 4), vmulq_n_f32(vcvt_high_f32_f16(h), a)));
+    }
+    for (; i < n; i++) y[i] += a * st_fp16_to_fp32(x[i]);
+}
+
 void st_to_float_bf16_neon(int n, const void *vx, float *y) {
     const uint16_t *x = vx;
     int i = 0;

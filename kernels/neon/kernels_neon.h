@@ -18,6 +18,8 @@ void st_vec_dot_f16_f16_neon(int n, float *s, const void *w, const void *x);
 void st_vec_dot_bf16_bf16_neon(int n, float *s, const void *w, const void *x);
 void st_from_float_f16_neon(int n, const float *x, void *y);
 void st_to_float_f16_neon(int n, const void *x, float *y);
+void st_axpy_f32_neon(int n, float a, const void *x, float *y);
+void st_axpy_f16_neon(int n, float a, const void *x, float *y);
 void st_to_float_bf16_neon(int n, const void *x, float *y);
 
 /* activation quantization, dequantization (neon/quant_neon.c), shared by both tables */

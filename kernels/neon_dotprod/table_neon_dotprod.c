@@ -57,4 +57,9 @@ const st_kernels_t st_kernels_neon_dotprod = {
             [ST_TYPE_Q4_K] = st_matmul_q4_k_q8_k_neon_dotprod,
             [ST_TYPE_Q6_K] = st_matmul_q6_k_q8_k_neon_dotprod,
         },
+    .axpy =
+        {
+            [ST_TYPE_F32] = st_axpy_f32_neon,
+            [ST_TYPE_F16] = st_axpy_f16_neon,
+        },
 };

@@ -101,6 +101,16 @@ void st_to_float_f16_ref(int n, const void *x, float *y) {
     for (int i = 0; i < n; i++) y[i] = st_fp16_to_fp32(h[i]);
 }
 
+void st_axpy_f32_ref(int n, float a, const void *vx, float *y) {
+    const float *x = vx;
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+void st_axpy_f16_ref(int n, float a, const void *vx, float *y) {
+    const uint16_t *x = vx;
+    for (int i = 0; i < n; i++) y[i] += a * st_fp16_to_fp32(x[i]);
+}
+
 void st_to_float_bf16_ref(int n, const void *x, float *y) {
     const uint16_t *h = x;
     for (int i = 0; i < n; i++) y[i] = st_bf16_to_fp32(h[i]);

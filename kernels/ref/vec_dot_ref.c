@@ -134,4 +134,9 @@ const st_kernels_t st_kernels_ref = {
             [ST_TYPE_Q4_K] = st_to_float_q4_k_ref,
             [ST_TYPE_Q5_K] = st_to_float_q5_k_ref,
         },
+    .axpy =
+        {
+            [ST_TYPE_F32] = st_axpy_f32_ref,
+            [ST_TYPE_F16] = st_axpy_f16_ref,
+        },
 };
