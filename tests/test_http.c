@@ -633,6 +633,26 @@ static int s_wait_nodes_up(int port, int want, int ms) {
     return up;
 }
 
+/* Node i of a test cluster in dir (--insecure, store and log under dir):
+ * started on url (NULL: a free port; a restart passes its old URL), and its
+ * URL appended to dir/cluster unless it is a restart. */
+static void s_cluster_node(st_test_node_t *nd, const char *dir, int i, const char *url) {
+    char store[300], log[300], cluster[300];
+    snprintf(store, sizeof store, "%s/store-%d", dir, i);
+    snprintf(log, sizeof log, "%s/node-%d.log", dir, i);
+    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
+    char listen[128];
+    snprintf(listen, sizeof listen, "%s", url ? url : "tcp://127.0.0.1:*"); /* nd->url is rewritten by the start */
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
+                          store,          "-t",       "1",    "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(nd, argv, log, 10000), 0, "node %d did not start (log %s)", i, log);
+    if (url) return;
+    FILE *cf = fopen(cluster, "a"); /* "URL" per line: no keys with --insecure */
+    cr_assert_not_null(cf);
+    fprintf(cf, "%s\n", nd->url);
+    fclose(cf);
+}
+
 /* st-coordinator --http over three nodes (replication 2) answers every chat
  * request with st-run's text while nodes are killed and restarted under a
  * steady stream of requests: a killed node is marked down and its pairs go
@@ -645,19 +665,9 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     char dir[] = "/tmp/st-test-http-churn-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     st_test_node_t nodes[4];
-    char stores[4][300], logs[4][300], cluster[300];
+    char cluster[300];
     snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    FILE *cf = fopen(cluster, "w"); /* "URL" per line: no keys with --insecure */
-    cr_assert_not_null(cf);
-    for (int i = 0; i < 3; i++) {
-        snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
-        snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
-        const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
-                              "-t",           "1",        "--insecure",        NULL};
-        cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
-        fprintf(cf, "%s\n", nodes[i].url);
-    }
-    fclose(cf);
+    for (int i = 0; i < 3; i++) s_cluster_node(&nodes[i], dir, i, NULL);
     char *argv[] = {BIN "/st-coordinator", "-m",     (char *)s_tiny(), "--cluster", cluster,       "--insecure",
                     "--replication",       "2",      "--timeout-ms",   "1000",      "--state-dir", dir,
                     "--quiet-push",        "--http", "127.0.0.1:0",    "-t",        "1",           NULL};
@@ -682,21 +692,10 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
         cr_assert_eq(s_wait_nodes_up(s.port, 2, 20000), 2, "node %d never shown down", k);
         for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
         cr_assert_geq(u.done, before + 3, "requests stalled with node %d down", k);
-        const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem",      "256M", "--store",
-                               stores[k],      "-t",       "1", "--insecure", NULL};
-        cr_assert_eq(st_test_node_start(&nodes[k], nargv, logs[k], 10000), 0);
+        s_cluster_node(&nodes[k], dir, k, url);
         cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
     }
-    /* a fourth node joins */
-    snprintf(stores[3], sizeof stores[3], "%s/store-3", dir);
-    snprintf(logs[3], sizeof logs[3], "%s/node-3.log", dir);
-    const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[3],
-                           "-t",           "1",        "--insecure",        NULL};
-    cr_assert_eq(st_test_node_start(&nodes[3], jargv, logs[3], 10000), 0);
-    cf = fopen(cluster, "a");
-    cr_assert_not_null(cf);
-    fprintf(cf, "%s\n", nodes[3].url);
-    fclose(cf);
+    s_cluster_node(&nodes[3], dir, 3, NULL); /* a fourth node joins */
     int before = u.done;
     kill(s.pid, SIGHUP);
     cr_assert_eq(s_wait_nodes_up(s.port, 4, 20000), 4, "node 3 did not join (log %s)", s.log);
@@ -748,21 +747,9 @@ Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
     char dir[] = "/tmp/st-test-http-idle-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     st_test_node_t nodes[3];
-    char stores[3][300], logs[3][300], cluster[300];
+    char cluster[300];
     snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    for (int i = 0; i < 3; i++) {
-        snprintf(stores[i], sizeof stores[i], "%s/store-%d", dir, i);
-        snprintf(logs[i], sizeof logs[i], "%s/node-%d.log", dir, i);
-    }
-    FILE *cf = fopen(cluster, "w");
-    cr_assert_not_null(cf);
-    for (int i = 0; i < 2; i++) {
-        const char *argv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[i],
-                              "-t",           "1",        "--insecure",        NULL};
-        cr_assert_eq(st_test_node_start(&nodes[i], argv, logs[i], 10000), 0);
-        fprintf(cf, "%s\n", nodes[i].url);
-    }
-    fclose(cf);
+    for (int i = 0; i < 2; i++) s_cluster_node(&nodes[i], dir, i, NULL);
     char *argv[] = {BIN "/st-coordinator",
                     "-m",
                     (char *)s_tiny(),
@@ -787,18 +774,10 @@ Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
     snprintf(url, sizeof url, "%s", nodes[1].url);
     st_test_node_stop(&nodes[1], SIGKILL);
     cr_assert_eq(s_wait_nodes_up(s.port, 1, 10000), 1, "an idle server did not notice node 1 leave");
-    const char *nargv[] = {BIN "/st-node", "--listen", url, "--mem",      "256M", "--store",
-                           stores[1],      "-t",       "1", "--insecure", NULL};
-    cr_assert_eq(st_test_node_start(&nodes[1], nargv, logs[1], 10000), 0);
+    s_cluster_node(&nodes[1], dir, 1, url);
     cr_assert_eq(s_wait_nodes_up(s.port, 2, 15000), 2, "node 1 did not rejoin an idle server (log %s)", s.log);
 
-    const char *jargv[] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "256M", "--store", stores[2],
-                           "-t",           "1",        "--insecure",        NULL};
-    cr_assert_eq(st_test_node_start(&nodes[2], jargv, logs[2], 10000), 0);
-    cf = fopen(cluster, "a");
-    cr_assert_not_null(cf);
-    fprintf(cf, "%s\n", nodes[2].url);
-    fclose(cf);
+    s_cluster_node(&nodes[2], dir, 2, NULL);
     kill(s.pid, SIGHUP);
     cr_assert_eq(s_wait_nodes_up(s.port, 3, 15000), 3, "node 2 did not join an idle server (log %s)", s.log);
 
