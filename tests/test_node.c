@@ -648,8 +648,9 @@ Test(node, small_memory_budget_is_respected) {
     /* under the wrapper, its status is the node's except that it sometimes
      * reports 143 for a node that stopped cleanly (its wait is interrupted by
      * a TERM it receives; seen about 1 run in 8 under load, cause not found):
-     * the other tests check the node's own clean exit without a wrapper */
-    if (limit && stop_st == 143) cr_log_warn("with-mem-limit reported 143 for the stopped node");
+     * the other tests check the node's own clean exit without a wrapper.
+     * Logged as info: Criterion's runner exits 1 after any cr_log_warn. */
+    if (limit && stop_st == 143) cr_log_info("with-mem-limit reported 143 for the stopped node");
     else cr_assert_eq(stop_st, 0, "st-node (under with-mem-limit: %d) exited with %d", limit, stop_st);
     if (limit) {
         cJSON *j = st_test_read_json(report);
