@@ -86,6 +86,7 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->pair_of = s_alloc(B * K, sizeof(int), &ok);
     c->exp_start = s_alloc((size_t)cfg->n_expert + 1, sizeof(int), &ok);
     c->exp_fill = s_alloc((size_t)cfg->n_expert, sizeof(int), &ok);
+    c->part_bounds = s_alloc(ST_MAX_PARTS + 1, sizeof(int), &ok);
     c->tok_kv = s_alloc(B, sizeof(st_kv_t *), &ok);
     c->tok_pos = s_alloc(B, sizeof(int), &ok);
     c->out_rows = s_alloc(B, sizeof(int32_t), &ok);
@@ -132,6 +133,7 @@ void st_ctx_destroy(st_ctx_t **cp) {
     free(c->pair_of);
     free(c->exp_start);
     free(c->exp_fill);
+    free(c->part_bounds);
     free(c->tok_kv);
     free(c->tok_pos);
     free(c->out_rows);
@@ -178,7 +180,6 @@ void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int
     for (int t = 0; t < n_tok; t++) c->k->from_float[vt](n, x + (size_t)t * n, (uint8_t *)dst + (size_t)t * row);
 }
 
-#define LINEAR_MAX_PARTS 256
 #define LINEAR_MAX_OUTS 3
 
 /* One matrix of a linear job: y[t] = W_e · x[t], y rows y_stride floats apart. */
@@ -196,8 +197,8 @@ typedef struct {
     int n_tok;
     int n_out;
     linear_out_t out[LINEAR_MAX_OUTS];
-    int first[LINEAR_MAX_OUTS + 1];   /* first 8-row group (the matmuls' unit) of each matrix, end to end */
-    int bounds[LINEAR_MAX_PARTS + 1]; /* parts of those groups */
+    int first[LINEAR_MAX_OUTS + 1]; /* first 8-row group (the matmuls' unit) of each matrix, end to end */
+    const int *bounds;              /* parts of those groups */
 } linear_job_t;
 
 static void s_linear_part(void *arg, int part, int ith) {
@@ -220,12 +221,13 @@ static void s_linear_part(void *arg, int part, int ith) {
  * run from one matrix into the next. Results do not depend on the split (see
  * st_matmul). */
 static void s_linear_converted_n(st_ctx_t *c, int n_out, const linear_out_t *out, int n_tok) {
-    linear_job_t j = {.k = c->k, .x = c->xq, .x_stride = c->xq_row, .n_tok = n_tok, .n_out = n_out};
+    linear_job_t j = {
+        .k = c->k, .x = c->xq, .x_stride = c->xq_row, .n_tok = n_tok, .n_out = n_out, .bounds = c->part_bounds};
     for (int o = 0; o < n_out; o++) {
         j.out[o] = out[o];
         j.first[o + 1] = j.first[o] + ((int)out[o].w->n_rows + 7) / 8;
     }
-    const int n = st_split_guided(j.first[n_out], st_pool_size(c->pool), 8, j.bounds, LINEAR_MAX_PARTS);
+    const int n = st_split_guided(j.first[n_out], st_pool_size(c->pool), 8, c->part_bounds, ST_MAX_PARTS);
     st_pool_for(c->pool, n, s_linear_part, &j);
 }
 

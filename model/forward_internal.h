@@ -6,7 +6,7 @@
 #include "threadpool.h"
 
 typedef struct {
-    int cap;    /* slots: n_ctx, or the SWA ring size */
+    int cap;     /* slots: n_ctx, or the SWA ring size */
     void *k, *v; /* cap x row elements of the cache type */
 } st_kv_layer_t;
 
@@ -19,6 +19,10 @@ struct st_kv {
     st_kv_layer_t *layers;
 };
 
+/* Parts of one pool job at most (see st_split_guided): the context's
+ * part_bounds holds ST_MAX_PARTS + 1 entries, used by one job at a time. */
+#define ST_MAX_PARTS 256
+
 struct st_ctx {
     const st_model_t *m;
     st_ctx_params_t p;
@@ -26,14 +30,15 @@ struct st_ctx {
     st_pool_t *pool;
     st_moe_backend_t moe; /* compute == NULL: local */
     st_forward_stats_t stats;
+    int *part_bounds; /* the current job's parts (ST_MAX_PARTS + 1) */
 
     /* activations, n_batch rows each */
-    float *x;      /* residual stream, n_embd */
-    float *xn;     /* normed input of a matmul, max(n_embd, q width) */
-    float *q;      /* n_head*head_dim */
+    float *x;       /* residual stream, n_embd */
+    float *xn;      /* normed input of a matmul, max(n_embd, q width) */
+    float *q;       /* n_head*head_dim */
     float *kx, *vx; /* n_head_kv*head_dim */
-    float *attn;   /* n_head*head_dim */
-    float *proj;   /* n_embd */
+    float *attn;    /* n_head*head_dim */
+    float *proj;    /* n_embd */
     float *moe_out; /* n_embd */
     float *router;  /* n_expert */
     int32_t *ids;   /* n_expert_used */
@@ -42,22 +47,22 @@ struct st_ctx {
     size_t xq_row;  /* bytes of one converted row (max over formats and widths) */
 
     /* experts, n_batch*k (token, expert) pairs */
-    int *pair_tok;     /* token of each pair, pairs grouped by expert */
-    int *pair_of;      /* for (t, j): index of its pair */
-    int *exp_start;    /* n_expert+1: pairs of expert e are [exp_start[e], exp_start[e+1]) */
-    int *exp_fill;     /* n_expert: next free pair slot of each expert while grouping */
-    int32_t *pair_tokidx; /* token of pair i in routing order (t*k + j -> t) */
-    float *yout;       /* pairs x n_embd: expert outputs in routing order */
+    int *pair_tok;         /* token of each pair, pairs grouped by expert */
+    int *pair_of;          /* for (t, j): index of its pair */
+    int *exp_start;        /* n_expert+1: pairs of expert e are [exp_start[e], exp_start[e+1]) */
+    int *exp_fill;         /* n_expert: next free pair slot of each expert while grouping */
+    int32_t *pair_tokidx;  /* token of pair i in routing order (t*k + j -> t) */
+    float *yout;           /* pairs x n_embd: expert outputs in routing order */
     const void **exp_ptrs; /* n_layer x 3 x n_expert: gate, up, down matrix of each expert (loaded model) */
-    float *gate, *up;  /* pairs x n_ff_exp */
-    uint8_t *zq;       /* pairs x xq_row: relu(gate) * up converted for down */
-    float *ybuf;       /* pairs x n_embd */
+    float *gate, *up;      /* pairs x n_ff_exp */
+    uint8_t *zq;           /* pairs x xq_row: relu(gate) * up converted for down */
+    float *ybuf;           /* pairs x n_embd */
 
     st_kv_t **tok_kv;  /* n_batch: cache of each token of the current chunk */
     int *tok_pos;      /* n_batch: its position */
     int32_t *out_rows; /* n_batch: tokens of the chunk whose logits are wanted */
 
-    float *scratch;    /* per thread: max(n_ctx, n_embd) floats */
+    float *scratch; /* per thread: max(n_ctx, n_embd) floats */
     size_t scratch_n;
 };
 

@@ -501,6 +501,19 @@ static int s_open_file(const char *path, size_t *size) {
     return fd;
 }
 
+/* The GGUF parsed from [base, base + size) inside a mapping this reader now
+ * owns (map, map_size), or NULL (logged) with the mapping released. */
+static st_gguf_t *s_open_owned(const uint8_t *base, size_t size, const char *path, void *map, size_t map_size) {
+    st_gguf_t *g = s_open(base, size, path);
+    if (!g) {
+        munmap(map, map_size);
+        return NULL;
+    }
+    g->map = map;
+    g->map_size = map_size;
+    return g;
+}
+
 st_gguf_t *st_gguf_open(const char *path) {
     size_t size;
     int fd = s_open_file(path, &size);
@@ -511,14 +524,7 @@ st_gguf_t *st_gguf_open(const char *path) {
         st_fail(ST_EIO, "%s: mmap of %zu bytes failed: %m", path, size);
         return NULL;
     }
-    st_gguf_t *g = s_open(map, size, path);
-    if (!g) {
-        munmap(map, size);
-        return NULL;
-    }
-    g->map = map;
-    g->map_size = size;
-    return g;
+    return s_open_owned(map, size, path, map, size);
 }
 
 #define S_HUGE_PAGE ((size_t)2 << 20)
@@ -581,14 +587,7 @@ st_gguf_t *st_gguf_open_resident(const char *path) {
         return NULL;
     }
     close(fd);
-    st_gguf_t *g = s_open(buf, size, path);
-    if (!g) {
-        munmap(raw, map_size);
-        return NULL;
-    }
-    g->map = raw;
-    g->map_size = map_size;
-    return g;
+    return s_open_owned(buf, size, path, raw, map_size);
 }
 
 st_gguf_t *st_gguf_open_memory(const void *buf, size_t len) {

@@ -76,19 +76,17 @@ st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
  * ROW_CHUNK rounded to whole quant blocks for a transposed down). */
 #define ROW_CHUNK 64
 
-#define EXPERT_MAX_PARTS 256
-
 typedef struct {
     st_ctx_t *c;
     const st_expert_set_t *set;
     int phase; /* 0: gate+up, 1: down */
     int n_rows;
-    int gran;                         /* rows per granule: 32, or whole quant blocks of a transposed down */
-    int ng;                           /* granules per expert */
-    bool z_in_threads;                /* phase 0 also forms z = relu(gate) * up and converts it for down */
-    _Atomic uint64_t active;          /* phase 0 with z_in_threads: neurons with z != 0 */
-    const int *act;                   /* the experts with pairs, in id order */
-    int bounds[EXPERT_MAX_PARTS + 1]; /* parts of the granules of all of them, end to end */
+    int gran;                /* rows per granule: 32, or whole quant blocks of a transposed down */
+    int ng;                  /* granules per expert */
+    bool z_in_threads;       /* phase 0 also forms z = relu(gate) * up and converts it for down */
+    _Atomic uint64_t active; /* phase 0 with z_in_threads: neurons with z != 0 */
+    const int *act;          /* the experts with pairs, in id order */
+    const int *bounds;       /* parts of the granules of all of them, end to end */
 } expert_job_t;
 
 /* z = relu(gate) * up for neurons [r0, r1) of the np pairs from p0 (kept in
@@ -176,7 +174,8 @@ static void s_expert_part(void *arg, int part, int ith) {
 /* Runs one phase over the active experts' rows on the pool. */
 static void s_expert_phase(st_ctx_t *c, expert_job_t *j, int n_act) {
     j->ng = (j->n_rows + j->gran - 1) / j->gran;
-    const int n = st_split_guided(n_act * j->ng, st_pool_size(c->pool), 2, j->bounds, EXPERT_MAX_PARTS);
+    const int n = st_split_guided(n_act * j->ng, st_pool_size(c->pool), 2, c->part_bounds, ST_MAX_PARTS);
+    j->bounds = c->part_bounds;
     st_pool_for(c->pool, n, s_expert_part, j);
 }
 
