@@ -1,6 +1,6 @@
 /* simd_avx2: small AVX2 helpers shared by the kernels/avx2 files (compiled
- * with their flags): the horizontal sum, and the row-by-row driver of the
- * K-quant matmuls. */
+ * with their flags): the horizontal sum, and the drivers of the K-quant
+ * matmuls (row by row, or 8 rows per step with row j in lane j). */
 #ifndef ST_SIMD_AVX2_H
 #define ST_SIMD_AVX2_H
 
@@ -42,6 +42,77 @@ static inline __attribute__((always_inline)) void st_kq_matmul_avx2(st_kq_row_fn
             float out[ST_KQ_TOK_CHUNK];
             row(w + (size_t)r * row_bytes, nb, xt, nt, out);
             for (int t = 0; t < nt; t++) y[(size_t)(t0 + t) * y_stride + r] = out[t];
+        }
+    }
+}
+
+/* ---- 8 rows per step, row j in lane j ----
+ * A one-row K-quant dot product spends most of each super-block on the
+ * weights' side (scale unpacking, one multiply per 16 or 32 products to apply
+ * the sub-block scales, a horizontal sum per row) and is compute-bound at one
+ * token: a third of the memory bandwidth. Kernels of this kind read 8 rows at
+ * once, transposed on the fly so that lane j of every vector belongs to row j
+ * (as the Q4_0 matmul does): scales are applied 8 rows per multiply, and no
+ * horizontal sums remain. Their dot products use the same float steps per
+ * super-block (the exact integer sums, then FMAs), so each (row, token) gets
+ * the bits of the table's vec_dot whatever the grouping. */
+
+enum { ST_KQ8_TOK_CHUNK = 4 }; /* tokens sharing one unpack of a group's super-blocks */
+
+/* Rows p[0..7] (super-blocks of the type) against nt <= ST_KQ8_TOK_CHUNK
+ * tokens (x[t]: token t's first block): out[t] lane j = row j's result. */
+typedef void (*st_kq8_group_fn)(const uint8_t *const *p, int nb, const st_block_q8_k *const *x, int nt,
+                                __m256 *out);
+
+/* 16 bytes at offset off of the 8 rows, as 4 vectors: g[k] lane j = bytes
+ * 4k..4k+3 of row j (rows j and j+4 in the two 128-bit halves, then a 4x4
+ * transpose of dwords per half). */
+static inline __attribute__((always_inline)) void st_kq8_transpose16(const uint8_t *const *p, size_t off,
+                                                                       __m256i g[4]) {
+    const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)(p[4] + off), (const __m128i *)(p[0] + off));
+    const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(p[5] + off), (const __m128i *)(p[1] + off));
+    const __m256i a2 = _mm256_loadu2_m128i((const __m128i *)(p[6] + off), (const __m128i *)(p[2] + off));
+    const __m256i a3 = _mm256_loadu2_m128i((const __m128i *)(p[7] + off), (const __m128i *)(p[3] + off));
+    const __m256i t0 = _mm256_unpacklo_epi32(a0, a1), t1 = _mm256_unpackhi_epi32(a0, a1);
+    const __m256i t2 = _mm256_unpacklo_epi32(a2, a3), t3 = _mm256_unpackhi_epi32(a2, a3);
+    g[0] = _mm256_unpacklo_epi64(t0, t2);
+    g[1] = _mm256_unpackhi_epi64(t0, t2);
+    g[2] = _mm256_unpacklo_epi64(t1, t3);
+    g[3] = _mm256_unpackhi_epi64(t1, t3);
+}
+
+/* The st_matmul_fn of a K-quant whose groups of 8 rows go through group():
+ * consecutive or listed rows; the last 1..7 rows form a group padded with
+ * copies of the last one (lanes are independent, so a row's bits do not
+ * depend on its group). */
+static inline __attribute__((always_inline)) void st_kq8_matmul_avx2(st_kq8_group_fn group, size_t block_bytes,
+                                                                      int n_in, const void *vw, const int32_t *rows,
+                                                                      int r0, int r1, const void *vx, size_t x_stride,
+                                                                      int n_tok, float *y, size_t y_stride) {
+    assert(n_in % ST_QK_K == 0);
+    const int nb = n_in / ST_QK_K;
+    const size_t row_bytes = (size_t)nb * block_bytes;
+    const uint8_t *w = vw, *x = vx;
+    for (int i = r0; i < r1; i += 8) {
+        const int n = r1 - i < 8 ? r1 - i : 8;
+        int r[8];
+        const uint8_t *p[8];
+        for (int j = 0; j < 8; j++) {
+            r[j] = rows ? rows[i + (j < n ? j : n - 1)] : i + (j < n ? j : n - 1);
+            p[j] = w + (size_t)r[j] * row_bytes;
+        }
+        for (int t0 = 0; t0 < n_tok; t0 += ST_KQ8_TOK_CHUNK) {
+            const int nt = n_tok - t0 < ST_KQ8_TOK_CHUNK ? n_tok - t0 : ST_KQ8_TOK_CHUNK;
+            const st_block_q8_k *xt[ST_KQ8_TOK_CHUNK];
+            for (int t = 0; t < nt; t++) xt[t] = (const st_block_q8_k *)(x + (size_t)(t0 + t) * x_stride);
+            __m256 out[ST_KQ8_TOK_CHUNK];
+            group(p, nb, xt, nt, out);
+            for (int t = 0; t < nt; t++) {
+                float o[8];
+                _mm256_storeu_ps(o, out[t]);
+                float *yt = y + (size_t)(t0 + t) * y_stride;
+                for (int j = 0; j < n; j++) yt[r[j]] = o[j];
+            }
         }
     }
 }
