@@ -7,18 +7,19 @@
  * scales with madd, so each super-block's sum is an exact int32 as in the
  * reference. Q3_K's -4 (high bit clear) is a second maddubs of 4 with the
  * same activations; the minimums of Q2_K/Q4_K/Q5_K are sum_g min_g * bsums_g
- * from Q8_K's precomputed sums of 16 activations. The integer sums are scaled
- * by d_w * d_x into 8 float lanes with FMA.
+ * from Q8_K's precomputed sums of 16 activations.
  *
- * For Q2_K, Q3_K and Q5_K the int32 lanes and the float steps are those of
- * ggml's AVX2 kernels (Q2_K: minimums into the lanes first; Q5_K: minimum
- * terms in a scalar), which llama.cpp runs for these weights on AVX2 machines
- * (it repacks only Q4_0 and Q4_K there): the same bits, not only the same
- * value up to rounding. On the random test models any rounding difference is
+ * For Q2_K and Q3_K the int32 lanes and the float steps (d_w * d_x times the
+ * integer sums, into 8 float lanes with FMA) are those of ggml's AVX2
+ * kernels (Q2_K: minimums into the lanes first), which llama.cpp runs for
+ * these weights on AVX2 machines: the same bits, not only the same value up
+ * to rounding. On the random test models any rounding difference is
  * amplified by the 8-bit activations of the next layer, so bit-equal kernels
- * keep the logits equal much longer (tests/test_model_oracle.c). Q4_K keeps
- * its minimum term in a scalar too. Against the reference, only the float
- * rounding order differs.
+ * keep the logits equal much longer (tests/test_model_oracle.c). Q4_K and
+ * Q5_K take the float steps of their 8-row matmul (matmul_q45_k_avx2.c),
+ * which has no lanes within a row: the exact integer sums of a super-block,
+ * then one FMA for the scales and one for the minimums. Against the
+ * reference, only the float rounding order differs.
  */
 #include "kernels_avx2.h"
 #include "simd_avx2.h"
@@ -114,6 +115,11 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     *s = st_hsum_avx2(acc);
 }
 
+/* a * b + c rounded once, as the lanes' _mm256_fmadd_ps (not left to -ffp-contract) */
+static inline float s_fma(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K super-block, as bytes 0-7 and 8-15. */
 static inline __m128i s_scale_min_k4(const uint8_t *q) {
     uint32_t u[4];
@@ -131,8 +137,7 @@ static inline __m128i s_scale_min_k4(const uint8_t *q) {
 static inline __attribute__((always_inline)) float s_dot_q45k(int n, const uint8_t *base, size_t stride, size_t qs_off,
                                                               ptrdiff_t qh_off, const st_block_q8_k *x) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    __m256 acc = _mm256_setzero_ps();
-    float summ = 0.0f;
+    float acc = 0.0f, accm = 0.0f;
     for (int b = 0; b < n / ST_QK_K; b++) {
         const uint8_t *blk = base + (size_t)b * stride;
         uint16_t d16, dmin16;
@@ -166,11 +171,12 @@ static inline __attribute__((always_inline)) float s_dot_q45k(int n, const uint8
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(pl, _mm256_set1_epi16(sc[2 * j])));
             sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(ph, _mm256_set1_epi16(sc[2 * j + 1])));
         }
+        /* the float steps of matmul_q45_k_avx2.c's lanes: exact sums, then one FMA each */
         const float d = _cvtsh_ss(d16) * x[b].d, dmin = _cvtsh_ss(dmin16) * x[b].d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
-        summ -= dmin * (float)summs;
+        acc = s_fma(d, (float)s_hsum_i32(sumi), acc);
+        accm = s_fma(dmin, (float)summs, accm);
     }
-    return st_hsum_avx2(acc) + summ;
+    return acc - accm;
 }
 
 void st_vec_dot_q4_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) {
