@@ -62,6 +62,11 @@ void st_matmul_q4_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int 
     s_matmul_q4_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
 
+void st_matmul_q5_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q5_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
 void st_matmul_q6_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     s_matmul_q6_k(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);

@@ -49,6 +49,8 @@ void st_matmul_q8_0_q8_0_neon(int n_in, const void *w, const int32_t *rows, int 
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q4_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q5_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                              size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q6_k_q8_k_neon(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 
@@ -67,6 +69,8 @@ void st_matmul_q4_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *ro
 void st_matmul_q8_0_q8_0_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q4_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                      size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q5_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q6_k_q8_k_neon_dotprod(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                       size_t x_stride, int n_tok, float *y, size_t y_stride);
