@@ -66,7 +66,7 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
     for (int t = 0; t < NT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const size_t off = (size_t)b * stride;
-        st_kq8_prefetch(pn, b, stride);
+        st_kq8_prefetch(pn, b, nb, stride);
         __m256i h[4]; /* h[0]: (d, dmin); h[1..3]: the 12 scale bytes */
         st_kq8_transpose16(p, off, h);
         const __m256i dd = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(h[0], pick_d), 0xD8);

@@ -132,7 +132,10 @@ void st_vec_dot_q8_0_q8_0_avx2(int n, float *s, const void *vw, const void *vx) 
 /* Q6_K x Q8_K. The 6-bit quants q are rebuilt unsigned (0..63) 32 at a time;
  * sum_g scale_g sum (q - 32) y = sum_g scale_g (q . y) - 32 sum_g scale_g bsums_g,
  * so the -32 offset costs one madd per super-block thanks to Q8_K's bsums.
- * maddubs(q, y) pairs stay within int16 (2 * 63 * 128). */
+ * maddubs(q, y) pairs stay within int16 (2 * 63 * 128). Float steps: per
+ * super-block one exact int32 sum, then acc = fma(d_w * d_x, sum, acc) in a
+ * scalar from 0, those of the 8-row matmul (matmul_q6_k_avx2.c), which gives
+ * each row this function's bits. */
 void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) {
     assert(n % ST_QK_K == 0);
     const st_block_q6_k *w = vw;
@@ -142,7 +145,7 @@ void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     __m128i pick[8];
     for (int c = 0; c < 8; c++)
         pick[c] = _mm_set_epi64x(0x0101010101010101ll * (2 * c + 1), 0x0101010101010101ll * (2 * c));
-    __m256 acc = _mm256_setzero_ps();
+    __m128 acc = _mm_setzero_ps();
     for (int b = 0; b < n / ST_QK_K; b++) {
         const float d = _cvtsh_ss(w[b].d) * x[b].d;
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
@@ -170,7 +173,10 @@ void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
             }
         }
         sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(offset, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        __m128i r = _mm_add_epi32(_mm256_castsi256_si128(sumi), _mm256_extracti128_si256(sumi, 1));
+        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
+        r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+        acc = _mm_fmadd_ss(_mm_set_ss(d), _mm_cvtepi32_ps(r), acc);
     }
-    *s = st_hsum_avx2(acc);
+    *s = _mm_cvtss_f32(acc);
 }
