@@ -49,8 +49,8 @@ static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *y = xt[t][b].qs;
-            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(s_i32(y + 4 * k))));
-            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(s_i32(y + 16 + 4 * k))));
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(st_load_i32(y + 4 * k))));
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(st_load_i32(y + 16 + 4 * k))));
             /* keeps the sums in order: reassociated, they need more registers than AVX2 has */
             __asm__("" : "+x"(s16[t]));
         }

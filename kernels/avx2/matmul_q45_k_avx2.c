@@ -28,13 +28,6 @@
 #include <stddef.h>
 #include <string.h>
 
-/* 4 quants of a Q8_K block, for a broadcast */
-static inline int32_t s_i32(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* Bit `bit` of each byte of v moved to bit 4, other bits cleared (16-bit
  * shifts: the bits that cross between bytes land outside bit 4). */
 static inline __attribute__((always_inline)) __m256i s_bit_to_4(__m256i v, int bit) {
@@ -118,8 +111,8 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
 #pragma GCC unroll 4
                 for (int t = 0; t < NT; t++) {
                     const int8_t *y = x[t][b].qs + 64 * j + 4 * k;
-                    s_lo[t] = _mm256_add_epi16(s_lo[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(s_i32(y))));
-                    s_hi[t] = _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(s_i32(y + 32))));
+                    s_lo[t] = _mm256_add_epi16(s_lo[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(st_load_i32(y))));
+                    s_hi[t] = _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(st_load_i32(y + 32))));
                 }
                 if ((k + 1) % flush == 0) {
 #pragma GCC unroll 4

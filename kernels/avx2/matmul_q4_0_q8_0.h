@@ -18,6 +18,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "simd_avx2.h"
 #include "st_kernels.h"
 
 #define TOK_CHUNK 8 /* tokens sharing one unpack of the weights (8 against 4: 14% faster at 8 tokens) */
@@ -52,34 +53,20 @@ static inline __attribute__((always_inline)) const uint8_t *s_at(const rows8_t *
     return listed ? r->p[j] : r->base + (size_t)j * r->stride;
 }
 
-/* Unaligned little loads (memcpy: one mov, and no undefined behaviour) */
-static inline uint16_t s_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-/* 4 quants of a Q8_0 block, for vpbroadcastd */
-static inline int32_t s_i32(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* The ISA's step (see the top): integer sums of block b for NT tokens. */
 static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4], const st_block_q8_0 *const *xt,
                                                                int b, int NT, __m256i *si);
 
 /* fp16 scales of the 8 rows' block at byte offset off, as 8 floats in row order */
 static inline __attribute__((always_inline)) __m256 s_scales8(const rows8_t *r, bool listed, size_t off) {
-    __m128i h = _mm_cvtsi32_si128(s_u16(s_at(r, listed, 0) + off));
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 1) + off), 1);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 2) + off), 2);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 3) + off), 3);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 4) + off), 4);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 5) + off), 5);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 6) + off), 6);
-    h = _mm_insert_epi16(h, s_u16(s_at(r, listed, 7) + off), 7);
+    __m128i h = _mm_cvtsi32_si128(st_load_u16(s_at(r, listed, 0) + off));
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 1) + off), 1);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 2) + off), 2);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 3) + off), 3);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 4) + off), 4);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 5) + off), 5);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 6) + off), 6);
+    h = _mm_insert_epi16(h, st_load_u16(s_at(r, listed, 7) + off), 7);
     return _mm256_cvtph_ps(h);
 }
 
@@ -170,7 +157,7 @@ static void s_row1(const uint8_t *wr, int nb, const st_block_q8_0 *const *xt, co
         const uint8_t *blk = wr + (size_t)b * sizeof(st_block_q4_0);
         const __m128i qs = _mm_loadu_si128((const __m128i *)(blk + 2));
         const __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), m4); /* elements 0..31 */
-        const float dw = _cvtsh_ss(s_u16(blk));
+        const float dw = _cvtsh_ss(st_load_u16(blk));
         for (int t = 0; t < ntp; t++) {
             const __m256i yv = _mm256_loadu_si256((const __m256i *)xt[t][b].qs);
             const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, yv), ones); /* pairs within +-3840 */

@@ -37,18 +37,6 @@ static inline __m256i s_mask(int i0, int i1) {
                              m + 0x0c000c00);
 }
 
-static inline int32_t s_i32(const void *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint16_t s_u16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 static inline __attribute__((always_inline)) void s_group(const uint8_t *const *p0, const uint8_t *const *pn, int nb,
                                                           const st_block_q8_k *const *x, const int NT, __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
@@ -103,22 +91,22 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
                         const int8_t *y = x[t][b].qs + 128 * h + o + 4 * kk;
 #pragma GCC unroll 16
                         for (int s = 0; s < 4; s++) {
-                            const __m256i p0 = _mm256_maddubs_epi16(q[s][0], _mm256_set1_epi32(s_i32(y + 32 * s)));
-                            const __m256i p1 = _mm256_maddubs_epi16(q[s][1], _mm256_set1_epi32(s_i32(y + 32 * s + 4)));
+                            const __m256i p0 = _mm256_maddubs_epi16(q[s][0], _mm256_set1_epi32(st_load_i32(y + 32 * s)));
+                            const __m256i p1 = _mm256_maddubs_epi16(q[s][1], _mm256_set1_epi32(st_load_i32(y + 32 * s + 4)));
                             isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_add_epi16(p0, p1), sc[s]));
                         }
                     }
                 }
             }
         }
-        __m128i d16 = _mm_cvtsi32_si128(s_u16(p[0] + D));
-        d16 = _mm_insert_epi16(d16, s_u16(p[1] + D), 1);
-        d16 = _mm_insert_epi16(d16, s_u16(p[2] + D), 2);
-        d16 = _mm_insert_epi16(d16, s_u16(p[3] + D), 3);
-        d16 = _mm_insert_epi16(d16, s_u16(p[4] + D), 4);
-        d16 = _mm_insert_epi16(d16, s_u16(p[5] + D), 5);
-        d16 = _mm_insert_epi16(d16, s_u16(p[6] + D), 6);
-        d16 = _mm_insert_epi16(d16, s_u16(p[7] + D), 7);
+        __m128i d16 = _mm_cvtsi32_si128(st_load_u16(p[0] + D));
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[1] + D), 1);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[2] + D), 2);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[3] + D), 3);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[4] + D), 4);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[5] + D), 5);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[6] + D), 6);
+        d16 = _mm_insert_epi16(d16, st_load_u16(p[7] + D), 7);
         const __m256 dw = _mm256_cvtph_ps(d16);
         /* sc32[m] lane j = 32 * (scale 2m, scale 2m + 1) of row j, for the offsets */
         __m256i sc32[8];
@@ -132,7 +120,7 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
 #pragma GCC unroll 16
             for (int m = 0; m < 8; m++)
                 ofs =
-                    _mm256_add_epi32(ofs, _mm256_madd_epi16(sc32[m], _mm256_set1_epi32(s_i32(&x[t][b].bsums[2 * m]))));
+                    _mm256_add_epi32(ofs, _mm256_madd_epi16(sc32[m], _mm256_set1_epi32(st_load_i32(&x[t][b].bsums[2 * m]))));
             const __m256i s = _mm256_sub_epi32(isum[t], ofs);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), _mm256_cvtepi32_ps(s), acc[t]);
         }

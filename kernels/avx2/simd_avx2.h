@@ -6,8 +6,23 @@
 
 #include <assert.h>
 #include <immintrin.h>
+#include <string.h>
 
 #include "st_kernels.h"
+
+/* Unaligned little loads (memcpy: one mov, and no undefined behaviour), e.g.
+ * 4 quants of an activation block for a broadcast, or an fp16 scale */
+static inline int32_t st_load_i32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline uint16_t st_load_u16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
 
 /* Sum of the 8 lanes, in the order every AVX2 dot product here uses. */
 static inline float st_hsum_avx2(__m256 v) {

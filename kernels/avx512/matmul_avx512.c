@@ -29,8 +29,8 @@ static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) {
             const int8_t *y = xt[t][b].qs;
-            si[t] = _mm256_dpbusd_epi32(si[t], lo, _mm256_set1_epi32(s_i32(y + 4 * k)));
-            si[t] = _mm256_dpbusd_epi32(si[t], hi, _mm256_set1_epi32(s_i32(y + 16 + 4 * k)));
+            si[t] = _mm256_dpbusd_epi32(si[t], lo, _mm256_set1_epi32(st_load_i32(y + 4 * k)));
+            si[t] = _mm256_dpbusd_epi32(si[t], hi, _mm256_set1_epi32(st_load_i32(y + 16 + 4 * k)));
         }
     }
 }
