@@ -370,7 +370,7 @@ Test(kernels_quant, q8_1_quantize_follows_ggml_rules) {
     }
 }
 
-/* The Q4_K, Q5_K and Q6_K matmuls give each (row, token) the bits of the same
+/* The Q3_K, Q4_K, Q5_K and Q6_K matmuls give each (row, token) the bits of the same
  * table's dot product, whatever the token count (chunks of 4 and leftovers)
  * or row list: rows 1..10 in one call (the Arm kernels: groups of 4 rows and
  * a last group of 2), then 5 listed rows (a group of 4 and one of 1), row 0
@@ -413,6 +413,7 @@ static void s_matmul_is_the_dot_product(st_type_t t) {
     }
 }
 
+Test(kernels_quant, q3_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q3_K); }
 Test(kernels_quant, q4_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q4_K); }
 Test(kernels_quant, q5_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q5_K); }
 Test(kernels_quant, q6_k_matmul_is_the_dot_product_bit_for_bit) { s_matmul_is_the_dot_product(ST_TYPE_Q6_K); }

@@ -9,17 +9,14 @@
  * same activations; the minimums of Q2_K/Q4_K/Q5_K are sum_g min_g * bsums_g
  * from Q8_K's precomputed sums of 16 activations.
  *
- * For Q2_K and Q3_K the int32 lanes and the float steps (d_w * d_x times the
- * integer sums, into 8 float lanes with FMA) are those of ggml's AVX2
- * kernels (Q2_K: minimums into the lanes first), which llama.cpp runs for
- * these weights on AVX2 machines: the same bits, not only the same value up
- * to rounding. On the random test models any rounding difference is
- * amplified by the 8-bit activations of the next layer, so bit-equal kernels
- * keep the logits equal much longer (tests/test_model_oracle.c). Q4_K and
- * Q5_K take the float steps of their 8-row matmul (matmul_q45_k_avx2.c),
- * which has no lanes within a row: the exact integer sums of a super-block,
- * then one FMA for the scales and one for the minimums. Against the
- * reference, only the float rounding order differs.
+ * For Q2_K the int32 lanes and the float steps (d_w * d_x times the integer
+ * sums, into 8 float lanes with FMA) are those of ggml's AVX2 kernel, which
+ * llama.cpp runs for these weights on AVX2 machines: the same bits, not only
+ * the same value up to rounding. Q3_K, Q4_K and Q5_K take the float steps of
+ * their 8-row matmuls (matmul_q3_k_avx2.c, matmul_q45_k_avx2.c), which have
+ * no lanes within a row: the exact integer sums of a super-block, then one
+ * FMA (two for Q4_K/Q5_K: scales and minimums). Against the reference, only
+ * the float rounding order differs.
  */
 #include "kernels_avx2.h"
 #include "simd_avx2.h"
@@ -34,6 +31,11 @@ static inline int s_hsum_i32(__m256i v) {
     r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
     r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
     return _mm_cvtsi128_si32(r);
+}
+
+/* a * b + c rounded once, as the lanes' _mm256_fmadd_ps (not left to -ffp-contract) */
+static inline float s_fma(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
 }
 
 /* For 16 int8 group scales sc8: chunk c of 32 quants covers groups 2c and 2c+1;
@@ -91,7 +93,7 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     const st_block_q3_k *w = vw;
     const st_block_q8_k *x = vx;
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    __m256 acc = _mm256_setzero_ps();
+    float acc = 0.0f;
     for (int b = 0; b < n / ST_QK_K; b++) {
         const __m128i sc8 = s_scales_q3k(w[b].scales);
         const __m256i hm = _mm256_loadu_si256((const __m256i *)w[b].hmask);
@@ -110,14 +112,10 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
                 sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s_pick_scales(sc8, c)));
             }
         }
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(x[b].d * _cvtsh_ss(w[b].d)), _mm256_cvtepi32_ps(sumi), acc);
+        /* the float steps of matmul_q3_k_avx2.c's lanes: the exact sum, then one FMA */
+        acc = s_fma(x[b].d * _cvtsh_ss(w[b].d), (float)s_hsum_i32(sumi), acc);
     }
-    *s = st_hsum_avx2(acc);
-}
-
-/* a * b + c rounded once, as the lanes' _mm256_fmadd_ps (not left to -ffp-contract) */
-static inline float s_fma(float a, float b, float c) {
-    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+    *s = acc;
 }
 
 /* The 8 scales and 8 minimums of a Q4_K/Q5_K super-block, as bytes 0-7 and 8-15. */

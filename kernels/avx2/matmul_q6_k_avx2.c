@@ -30,13 +30,6 @@
 
 enum { QH = offsetof(st_block_q6_k, qh), SC = offsetof(st_block_q6_k, scales), D = offsetof(st_block_q6_k, d) };
 
-/* pshufb mask: in each dword p of a 128-bit half, bytes (-, 4p + i0, -, 4p + i1) (- = zero) */
-static inline __m256i s_mask(int i0, int i1) {
-    const int m = 0x80 | i0 << 8 | 0x80 << 16 | i1 << 24;
-    return _mm256_setr_epi32(m, m + 0x04000400, m + 0x08000800, m + 0x0c000c00, m, m + 0x04000400, m + 0x08000800,
-                             m + 0x0c000c00);
-}
-
 static inline __attribute__((always_inline)) void s_group(const uint8_t *const *p0, const uint8_t *const *pn, int nb,
                                                           const st_block_q8_k *const *x, const int NT, __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
@@ -68,7 +61,7 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
 #pragma GCC unroll 16
                 for (int s = 0; s < 4; s++) {
                     const int i = (2 * s + o / 16) % 4;
-                    sc[s] = _mm256_srai_epi16(_mm256_shuffle_epi8(s8[2 * h + s / 2], s_mask(i, i)), 8);
+                    sc[s] = st_kq8_scale_pair(s8[2 * h + s / 2], i, i, 8);
                 }
 #pragma GCC unroll 16
                 for (int kk = 0; kk < 4; kk += 2) {
@@ -112,7 +105,7 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
         __m256i sc32[8];
 #pragma GCC unroll 16
         for (int m = 0; m < 8; m++)
-            sc32[m] = _mm256_srai_epi16(_mm256_shuffle_epi8(s8[m / 2], s_mask(2 * (m % 2), 2 * (m % 2) + 1)), 3);
+            sc32[m] = st_kq8_scale_pair(s8[m / 2], 2 * (m % 2), 2 * (m % 2) + 1, 3);
 #pragma GCC unroll 16
         for (int t = 0; t < NT; t++) {
             /* the -32 offset of the quants: 32 * sum_g scale_g bsums_g */

@@ -88,6 +88,17 @@ static inline __attribute__((always_inline)) void st_kq8_transpose16(const uint8
     g[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
+/* Lane j of v holds 4 bytes of row j; the result's lane j is (byte i0, byte
+ * i1) of it as two signed int16, times 2^(8 - shift): a madd operand that
+ * applies row j's signed 8-bit scales (pshufb puts each byte in the high half
+ * of a word, the arithmetic shift brings it down with its sign). */
+static inline __attribute__((always_inline)) __m256i st_kq8_scale_pair(__m256i v, int i0, int i1, int shift) {
+    const int m = 0x80 | i0 << 8 | 0x80 << 16 | i1 << 24;
+    const __m256i sel = _mm256_setr_epi32(m, m + 0x04000400, m + 0x08000800, m + 0x0c000c00, m, m + 0x04000400,
+                                          m + 0x08000800, m + 0x0c000c00);
+    return _mm256_srai_epi16(_mm256_shuffle_epi8(v, sel), shift);
+}
+
 /* The st_matmul_fn of a K-quant whose groups of 8 rows go through group():
  * consecutive or listed rows; the last 1..7 rows form a group padded with
  * copies of the last one (lanes are independent, so a row's bits do not

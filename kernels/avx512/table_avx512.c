@@ -52,6 +52,7 @@ const st_kernels_t st_kernels_avx512 = {
     .matmul =
         {
             [ST_TYPE_Q4_0] = st_matmul_q4_0_q8_0_avx512,
+            [ST_TYPE_Q3_K] = st_matmul_q3_k_q8_k_avx2,
             [ST_TYPE_Q4_K] = st_matmul_q4_k_q8_k_avx2,
             [ST_TYPE_Q5_K] = st_matmul_q5_k_q8_k_avx2,
             [ST_TYPE_Q6_K] = st_matmul_q6_k_q8_k_avx2,
