@@ -25,6 +25,14 @@ void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, 
         for (int t = 0; t < n_tok; t++) dot(n_in, y + (size_t)t * y_stride + r, wrow, xs + (size_t)t * x_stride);
 }
 
+void st_matmul_packed(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1, const void *x,
+                      size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    assert(k->matmul_packed[wtype] && r0 >= 0 && r0 <= r1 && n_tok >= 0);
+    assert(r0 % k->pack_rows[wtype] == 0 && r1 % k->pack_rows[wtype] == 0);
+    if (r0 == r1 || n_tok == 0) return;
+    k->matmul_packed[wtype](n_in, w, NULL, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
 void st_matmul_rows(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, const int32_t *rows, int n_rows,
                     const void *x, size_t x_stride, int n_tok, float *y, size_t y_stride) {
     assert(n_rows >= 0 && n_tok >= 0 && (rows || n_rows == 0));

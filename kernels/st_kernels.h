@@ -188,6 +188,9 @@ typedef void (*st_axpy_fn)(int n, float a, const void *x, float *y);
 typedef void (*st_matmul_fn)(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                              size_t x_stride, int n_tok, float *y, size_t y_stride);
 
+/* Callers cut packed matrices at multiples of this many rows. */
+#define ST_PACK_MAX_ROWS 16
+
 typedef struct {
     const char *name;                           /* "ref", "avx2", ... */
     st_vec_dot_fn vec_dot[ST_TYPE_COUNT];       /* by weight type */
@@ -195,6 +198,12 @@ typedef struct {
     st_to_float_fn to_float[ST_TYPE_COUNT];     /* by stored type */
     st_matmul_fn matmul[ST_TYPE_COUNT];         /* by weight type; NULL: rows x tokens of vec_dot */
     st_axpy_fn axpy[ST_TYPE_COUNT];             /* by stored type: F32, F16 */
+    /* Packed weights (st_pack): rows interleaved pack_rows[t] at a time (0: the
+     * table does not pack type t), so the matmul reads them without
+     * transposing; matmul_packed takes consecutive rows only (rows NULL), r0
+     * and r1 multiples of pack_rows[t], and gives matmul's bits. */
+    int pack_rows[ST_TYPE_COUNT]; /* each divides ST_PACK_MAX_ROWS */
+    st_matmul_fn matmul_packed[ST_TYPE_COUNT];
 } st_kernels_t;
 
 extern const st_kernels_t st_kernels_ref;
@@ -221,6 +230,15 @@ const st_kernels_t *st_kernels_by_name(const char *name);
 void st_quantize_row_q4_0_ref(int n, const float *x, st_block_q4_0 *y);
 void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
 
+/* Rearranges a matrix of n_rows rows of n_in elements of type t, in place,
+ * into table k's packed layout (see st_kernels_t.pack_rows): each group of R
+ * = pack_rows[t] consecutive rows keeps its bytes, interleaved block by block
+ * (Q4_0: the R fp16 scales, then four chunks of 4R bytes, chunk c holding
+ * bytes 4c..4c+3 of each row's 16 nibble bytes, row after row). False, with
+ * nothing changed, when k does not pack t, n_rows is not a multiple of R or
+ * memory for one group is lacking. */
+bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w);
+
 /* y[t][r] = dot(W row r, x row t) for rows r in [r0, r1) and tokens t in [0, n_tok).
  * w: first row of W (weight type wtype, rows of n_in elements, contiguous);
  * x: n_tok activation rows already converted to the vec_dot_type, x_stride bytes apart;
@@ -229,6 +247,11 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
  *    threads given disjoint row ranges can share y. */
 void st_matmul(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1, const void *x,
                size_t x_stride, int n_tok, float *y, size_t y_stride);
+
+/* st_matmul on a matrix packed for table k (st_pack): the same bits; r0
+ * and r1 are multiples of k->pack_rows[wtype]. */
+void st_matmul_packed(const st_kernels_t *k, st_type_t wtype, const void *w, int n_in, int r0, int r1, const void *x,
+                      size_t x_stride, int n_tok, float *y, size_t y_stride);
 
 /* The same for the n_rows rows listed in rows (any order, each in range, no
  * repeats): y[t * y_stride + rows[i]] = dot(W row rows[i], x row t); nothing

@@ -374,8 +374,13 @@ static int s_compute(void *arg, const st_route_t *r, const float *m, float *out)
             np++;
         }
         const st_layer_t *Ly = &ec->m->layers[r->layer];
-        st_expert_set_t set = {
-            Ly->gate_exps.type, Ly->up_exps.type, Ly->down_exps.type, Ly->down_transposed, ec->gate, ec->up, ec->down};
+        st_expert_set_t set = {.gate_type = Ly->gate_exps.type,
+                               .up_type = Ly->up_exps.type,
+                               .down_type = Ly->down_exps.type,
+                               .down_transposed = Ly->down_transposed,
+                               .gate = ec->gate,
+                               .up = ec->up,
+                               .down = ec->down}; /* the cache holds the file's layout */
         int rc = st_experts_eval(ec->c, &set, np, ec->ptok, ec->pids, m, r->n_tok, ec->ysub);
         if (rc < 0) return rc;
         for (int i = 0; i < np; i++)

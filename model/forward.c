@@ -63,7 +63,7 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     const st_config_t *cfg = &m->cfg;
     c->m = m;
     c->p = p;
-    c->k = st_kernels_select();
+    c->k = m->kernels ? m->kernels : st_kernels_select(); /* packed weights need their table */
     c->pool = st_pool_new(p.n_threads);
     bool ok = c->pool != NULL;
     size_t B = (size_t)p.n_batch, K = (size_t)cfg->n_expert_used;
@@ -181,6 +181,7 @@ void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int
 }
 
 #define LINEAR_MAX_OUTS 3
+#define UNIT ST_PACK_MAX_ROWS /* rows: linear jobs are cut at its multiples, whole groups of any packed layout */
 
 /* One matrix of a linear job: y[t] = W_e · x[t], y rows y_stride floats apart. */
 typedef struct {
@@ -197,8 +198,8 @@ typedef struct {
     int n_tok;
     int n_out;
     linear_out_t out[LINEAR_MAX_OUTS];
-    int first[LINEAR_MAX_OUTS + 1]; /* first 8-row group (the matmuls' unit) of each matrix, end to end */
-    const int *bounds;              /* parts of those groups */
+    int first[LINEAR_MAX_OUTS + 1]; /* first 16-row unit of each matrix, end to end (whole packed groups) */
+    const int *bounds;              /* parts of those units */
 } linear_job_t;
 
 static void s_linear_part(void *arg, int part, int ith) {
@@ -209,10 +210,11 @@ static void s_linear_part(void *arg, int part, int ith) {
         const int g1 = j->bounds[part + 1] < j->first[o + 1] ? j->bounds[part + 1] : j->first[o + 1];
         if (g0 >= g1) continue;
         const linear_out_t *u = &j->out[o];
-        const int n = (int)u->w->n_rows, r0 = 8 * (g0 - j->first[o]);
-        const int r1 = 8 * (g1 - j->first[o]) < n ? 8 * (g1 - j->first[o]) : n;
-        st_matmul(j->k, u->w->type, st_weight_row(u->w, u->e, 0), (int)u->w->n_cols, r0, r1, j->x, j->x_stride,
-                  j->n_tok, u->y, u->y_stride);
+        const int n = (int)u->w->n_rows, r0 = UNIT * (g0 - j->first[o]);
+        const int r1 = UNIT * (g1 - j->first[o]) < n ? UNIT * (g1 - j->first[o]) : n;
+        (u->w->pack_rows ? st_matmul_packed : st_matmul)(j->k, u->w->type, st_weight_row(u->w, u->e, 0),
+                                                         (int)u->w->n_cols, r0, r1, j->x, j->x_stride, j->n_tok, u->y,
+                                                         u->y_stride);
     }
 }
 
@@ -225,9 +227,9 @@ static void s_linear_converted_n(st_ctx_t *c, int n_out, const linear_out_t *out
         .k = c->k, .x = c->xq, .x_stride = c->xq_row, .n_tok = n_tok, .n_out = n_out, .bounds = c->part_bounds};
     for (int o = 0; o < n_out; o++) {
         j.out[o] = out[o];
-        j.first[o + 1] = j.first[o] + ((int)out[o].w->n_rows + 7) / 8;
+        j.first[o + 1] = j.first[o] + ((int)out[o].w->n_rows + UNIT - 1) / UNIT;
     }
-    const int n = st_split_guided(j.first[n_out], st_pool_size(c->pool), 8, c->part_bounds, ST_MAX_PARTS);
+    const int n = st_split_guided(j.first[n_out], st_pool_size(c->pool), 64 / UNIT, c->part_bounds, ST_MAX_PARTS);
     st_pool_for(c->pool, n, s_linear_part, &j);
 }
 

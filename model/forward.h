@@ -106,6 +106,7 @@ typedef struct {
     const void *const *gate;
     const void *const *up;
     const void *const *down;
+    bool gate_packed, up_packed, down_packed; /* packed for the context's kernels (st_pack); else the file's layout */
 } st_expert_set_t;
 
 /* The expert set of layer il of a loaded model. */

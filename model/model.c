@@ -133,14 +133,15 @@ static int s_bind(const st_gguf_t *g, const char *name, int64_t ne0, int64_t ne1
         return st_fail(ST_EFORMAT, "tensor %s has shape [%lld,%lld,%lld,%lld], expected [%lld,%lld,%lld]", name,
                        (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                        (long long)ne0, (long long)ne1, (long long)ne2);
-    w->type = (st_type_t)t->type;
-    w->data = t->data;
-    w->n_cols = ne0;
-    w->n_rows = ne1;
-    w->n_mat = ne2;
-    w->row_bytes = st_row_size(w->type, ne0);
-    w->mat_bytes = w->row_bytes * (size_t)ne1;
-    w->name = t->name;
+    const size_t row_bytes = st_row_size((st_type_t)t->type, ne0);
+    *w = (st_weight_t){.type = (st_type_t)t->type,
+                       .data = t->data,
+                       .n_cols = ne0,
+                       .n_rows = ne1,
+                       .n_mat = ne2,
+                       .row_bytes = row_bytes,
+                       .mat_bytes = row_bytes * (size_t)ne1,
+                       .name = t->name}; /* the file's layout: pack_rows 0 */
     return 0;
 }
 
@@ -288,7 +289,15 @@ static st_model_t *s_load(const char *path, st_gguf_t *g) {
 }
 
 st_model_t *st_model_load(const char *path) { return s_load(path, st_gguf_open(path)); }
-st_model_t *st_model_load_resident(const char *path) { return s_load(path, st_gguf_open_resident(path)); }
+st_model_t *st_model_load_resident(const char *path) {
+    st_model_t *m = s_load(path, st_gguf_open_resident(path));
+    const char *pack = getenv("ST_PACK"); /* ST_PACK=0 keeps the file's layout (to compare) */
+    if (m && !(pack && strcmp(pack, "0") == 0) && st_model_pack(m, st_kernels_select()) < 0) {
+        st_log(ST_LOG_ERROR, "%s: cannot pack the weights", path);
+        st_model_destroy(&m);
+    }
+    return m;
+}
 
 void st_model_destroy(st_model_t **mp) {
     if (!mp || !*mp) return;

@@ -54,6 +54,7 @@ typedef struct {
     size_t row_bytes;
     size_t mat_bytes;
     const char *name;
+    int pack_rows; /* 0: the file's layout; else packed for the model's kernels (st_pack) */
 } st_weight_t;
 
 typedef struct {
@@ -78,14 +79,20 @@ typedef struct st_model {
     st_layer_t *layers;
     void **owned;       /* buffers the loader allocated (de-transposed weights) */
     int n_owned;
+    const st_kernels_t *kernels; /* the table the weights are packed for (st_model_pack), or NULL */
 } st_model_t;
 
 /* Loads path (validated GGUF, architecture smallthinker). NULL after logging
  * a clear reason. */
 st_model_t *st_model_load(const char *path);
 /* The same from a resident copy of the file (st_gguf_open_resident): for a
- * process that keeps every weight in RAM (no expert cache). */
+ * process that keeps every weight in RAM (no expert cache). The matrices are
+ * packed for this CPU's kernels (st_model_pack) unless ST_PACK=0. */
 st_model_t *st_model_load_resident(const char *path);
+/* Packs the matrices that only matmuls read (attention, output head,
+ * experts) for kernel table k, in place (st_pack), and makes k the table of
+ * every context on m. The weights must be writable: a resident copy. */
+int st_model_pack(st_model_t *m, const st_kernels_t *k);
 /* The same from an already-open GGUF; takes ownership of *g (sets it NULL). */
 st_model_t *st_model_from_gguf(st_gguf_t **g);
 void st_model_destroy(st_model_t **m);

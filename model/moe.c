@@ -62,19 +62,24 @@ void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {
 
 st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {
     const st_layer_t *L = &c->m->layers[il];
-    st_expert_set_t s = {L->gate_exps.type,
-                         L->up_exps.type,
-                         L->down_exps.type,
-                         L->down_transposed,
-                         (const void *const *)c->exp_ptrs + (size_t)il * 3 * c->m->cfg.n_expert,
-                         (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 1) * c->m->cfg.n_expert,
-                         (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 2) * c->m->cfg.n_expert};
+    const size_t X = (size_t)c->m->cfg.n_expert;
+    st_expert_set_t s = {.gate_type = L->gate_exps.type,
+                         .up_type = L->up_exps.type,
+                         .down_type = L->down_exps.type,
+                         .down_transposed = L->down_transposed,
+                         .gate = (const void *const *)c->exp_ptrs + (size_t)il * 3 * X,
+                         .up = (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 1) * X,
+                         .down = (const void *const *)c->exp_ptrs + ((size_t)il * 3 + 2) * X,
+                         .gate_packed = L->gate_exps.pack_rows > 0,
+                         .up_packed = L->up_exps.pack_rows > 0,
+                         .down_packed = L->down_exps.pack_rows > 0};
     return s;
 }
 
 /* Rows of an expert matrix are shared between threads in granules (32 rows, or
  * ROW_CHUNK rounded to whole quant blocks for a transposed down). */
 #define ROW_CHUNK 64
+_Static_assert(32 % ST_PACK_MAX_ROWS == 0, "granules of 32 rows are whole packed groups");
 
 typedef struct {
     st_ctx_t *c;
@@ -110,6 +115,14 @@ static uint64_t s_form_z(st_ctx_t *c, const st_expert_set_t *set, int p0, int np
     return active;
 }
 
+/* Whether relu(gate) > 0 for a neuron of [r0, r1) in any of np pairs (gate rows F apart). */
+static bool s_any_active(const float *gate, int F, int np, int r0, int r1) {
+    for (int p = 0; p < np; p++)
+        for (int r = r0; r < r1; r++)
+            if (gate[(size_t)p * F + r] > 0.0f) return true;
+    return false;
+}
+
 /* Rows [r0, r1) of expert e (its pairs from p0) in the job's phase. */
 static void s_expert_rows(const expert_job_t *j, int e, int r0, int r1, int ith) {
     st_ctx_t *c = j->c;
@@ -122,23 +135,31 @@ static void s_expert_rows(const expert_job_t *j, int e, int r0, int r1, int ith)
         /* ReGLU: up row r only matters where relu(gate_r) > 0 for some pair;
          * skipping the others is exact (their z is 0 whatever up gives) */
         float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
-        st_matmul(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row, np, gate, (size_t)F);
-        /* the active rows, listed for one call (the thread's scratch is free in this phase) */
-        int32_t *list = (int32_t *)(c->scratch + (size_t)ith * c->scratch_n);
-        int n_list = 0;
-        for (int r = r0; r < r1; r++) {
-            bool need = false;
-            for (int p = 0; p < np && !need; p++) need = gate[(size_t)p * F + r] > 0.0f;
-            if (need) list[n_list++] = r;
+        (set->gate_packed ? st_matmul_packed : st_matmul)(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row,
+                                                           np, gate, (size_t)F);
+        if (set->up_packed) { /* whole groups: the runs of groups with an active row */
+            const int R = c->k->pack_rows[set->up_type];
+            for (int g0 = r0; g0 < r1;) {
+                int g1 = g0;
+                while (g1 < r1 && s_any_active(gate, F, np, g1, g1 + R)) g1 += R;
+                if (g1 > g0)
+                    st_matmul_packed(c->k, set->up_type, set->up[e], E, g0, g1, x, c->xq_row, np, up, (size_t)F);
+                g0 = g1 > g0 ? g1 : g0 + R;
+            }
+        } else { /* the active rows, listed for one call (the thread's scratch is free in this phase) */
+            int32_t *list = (int32_t *)(c->scratch + (size_t)ith * c->scratch_n);
+            int n_list = 0;
+            for (int r = r0; r < r1; r++)
+                if (s_any_active(gate, F, np, r, r + 1)) list[n_list++] = r;
+            st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
         }
-        st_matmul_rows(c->k, set->up_type, set->up[e], E, list, n_list, x, c->xq_row, np, up, (size_t)F);
         if (j->z_in_threads)
             atomic_fetch_add_explicit(&((expert_job_t *)j)->active,
                                       s_form_z(c, set, p0, np, r0, r1, !set->down_transposed), memory_order_relaxed);
     } else if (!set->down_transposed) {
         const uint8_t *zq = c->zq + (size_t)p0 * c->xq_row;
-        st_matmul(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row, np, c->ybuf + (size_t)p0 * E,
-                  (size_t)E);
+        (set->down_packed ? st_matmul_packed : st_matmul)(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row,
+                                                           np, c->ybuf + (size_t)p0 * E, (size_t)E);
     } else {
         /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
         const st_type_traits_t *tr = st_type_traits(set->down_type);

@@ -441,9 +441,13 @@ static int s_on_prefetch(st_node_t *n, st_wire_rx_t *rx) {
 static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t *xq, size_t stride, float *y,
                         const uint32_t *experts, uint32_t nb) {
     const uint32_t l = c->layer; /* checked against the shape */
-    const st_expert_set_t set = {(st_type_t)n->shape.gate_type[l], (st_type_t)n->shape.up_type[l],
-                                 (st_type_t)n->shape.down_type[l], n->shape.down_transposed,
-                                 n->gate, n->up, n->down};
+    const st_expert_set_t set = {.gate_type = (st_type_t)n->shape.gate_type[l],
+                                 .up_type = (st_type_t)n->shape.up_type[l],
+                                 .down_type = (st_type_t)n->shape.down_type[l],
+                                 .down_transposed = n->shape.down_transposed,
+                                 .gate = n->gate,
+                                 .up = n->up,
+                                 .down = n->down}; /* shards in the file's layout */
     const size_t E = n->shape.n_embd;
     const uint32_t max = (uint32_t)n->max_pairs;
     uint32_t m = 0;

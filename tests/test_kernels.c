@@ -892,6 +892,68 @@ Test(kernels, avx512_matmul_extremes_match_ref_exactly) { check_matmul_extremes(
 Test(kernels, neon_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon")); }
 Test(kernels, neon_dotprod_matmul_extremes_match_ref_exactly) { check_matmul_extremes(need("neon-dotprod")); }
 
+/* A table's packed matmul gives the bits of its plain matmul for every (row,
+ * token): widths of 1, 3 and 65 blocks (two passes), 1..9 and 67 tokens,
+ * the rows in one call and in group-aligned pieces; st_pack refuses a row
+ * count that is not whole groups and leaves such a matrix as it was. So a
+ * process on packed weights computes what a node on the file's layout does. */
+static void check_packed_matmul_is_matmul(const st_kernels_t *k) {
+    int n_packed = 0;
+    for (int ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        const st_type_t t = s_weight_types[ti];
+        const int R = k->pack_rows[t];
+        if (R == 0) continue;
+        n_packed++;
+        cr_assert_not_null(k->matmul_packed[t], "%s %s: pack_rows without a packed matmul", k->name, st_type_name(t));
+        const int blck = st_type_traits(t)->blck, rows = 3 * R;
+        const int n_ins[] = {blck, 3 * blck, 65 * blck};
+        static const int toks[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 67};
+        for (size_t ni = 0; ni < sizeof n_ins / sizeof n_ins[0]; ni++) {
+            const int n_in = n_ins[ni];
+            const size_t wrow = st_row_size(t, n_in), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in);
+            uint8_t *w = malloc(rows * wrow), *packed = malloc(rows * wrow), *x = malloc(67 * x_stride);
+            float *plain_y = malloc(67 * rows * sizeof(float)), *packed_y = malloc(67 * rows * sizeof(float));
+            rng_seed(900 + 13 * t + n_in);
+            for (int r = 0; r < rows; r++) fill_weights(t, w + r * wrow, n_in);
+            for (int i = 0; i < 67; i++) fill_activations(t, x + i * x_stride, n_in);
+            memcpy(packed, w, rows * wrow);
+            cr_assert(!st_pack(k, t, n_in, rows - 1, packed), "%s: packed %d rows, not whole groups", k->name, rows - 1);
+            cr_assert(memcmp(packed, w, rows * wrow) == 0, "%s: a refused pack changed the matrix", k->name);
+            cr_assert(st_pack(k, t, n_in, rows, packed), "%s %s: pack refused", k->name, st_type_name(t));
+            cr_assert(memcmp(packed, w, rows * wrow) != 0, "%s %s: pack changed nothing", k->name, st_type_name(t));
+            for (size_t nt = 0; nt < sizeof toks / sizeof toks[0]; nt++) {
+                const int n_tok = toks[nt];
+                st_matmul(k, t, w, n_in, 0, rows, x, x_stride, n_tok, plain_y, rows);
+                memset(packed_y, 0xff, (size_t)n_tok * rows * sizeof(float));
+                k->matmul_packed[t](n_in, packed, NULL, 0, R, x, x_stride, n_tok, packed_y, rows);
+                k->matmul_packed[t](n_in, packed, NULL, R, rows, x, x_stride, n_tok, packed_y, rows);
+                for (int i = 0; i < n_tok * rows; i++)
+                    cr_assert_eq(f2u(packed_y[i]), f2u(plain_y[i]), "%s %s n_in=%d %d tokens: row %d token %d: %.9g vs %.9g",
+                                 k->name, st_type_name(t), n_in, n_tok, i % rows, i / rows, (double)packed_y[i],
+                                 (double)plain_y[i]);
+            }
+            free(w);
+            free(packed);
+            free(x);
+            free(plain_y);
+            free(packed_y);
+        }
+    }
+    cr_log_info("%s: %d packed types", k->name, n_packed);
+}
+
+Test(kernels, ref_packs_nothing) {
+    for (int t = 0; t < ST_TYPE_COUNT; t++) cr_assert_eq(st_kernels_ref.pack_rows[t], 0);
+    uint8_t w[18 * 16] = {0};
+    cr_assert(!st_pack(&st_kernels_ref, ST_TYPE_Q4_0, 32, 16, w));
+}
+Test(kernels, avx2_packed_matmul_is_matmul_bit_for_bit) { check_packed_matmul_is_matmul(need("avx2")); }
+Test(kernels, avx512_packed_matmul_is_matmul_bit_for_bit) {
+    const st_kernels_t *k = need("avx512");
+    cr_assert_gt(k->pack_rows[ST_TYPE_Q4_0], 0, "avx512 packs Q4_0");
+    check_packed_matmul_is_matmul(k);
+}
+
 /* The two Arm tables give the same bits, for every weight type: their integer
  * kernels differ only in how exact int32 lane totals are grouped (neon/int_dot.h
  * and the headers beside it), and they share the rest. So a cluster of Pi 4

@@ -468,3 +468,68 @@ Test(forward, batched_sequences_equal_separate_decoding) {
     st_ctx_destroy(&c);
     st_model_destroy(&m);
 }
+
+/* Logits of a 21-token prompt in one batch, then 4 single-token steps. */
+static float *s_run_logits(st_model_t *m, int *n_rows) {
+    const int V = m->cfg.n_vocab, n = 21, steps = 4;
+    int32_t toks[25];
+    for (int i = 0; i < n + steps; i++) toks[i] = (i * 7919 + 13) % 151000;
+    float *out = malloc((size_t)(n + steps) * V * sizeof(float));
+    st_ctx_t *c = s_ctx(m, 64, 32);
+    st_kv_t *kv = st_kv_new(c, 64);
+    cr_assert_eq(st_decode(c, kv, toks, n, out, true), 0);
+    for (int t = 0; t < steps; t++) cr_assert_eq(st_decode(c, kv, &toks[n + t], 1, out + (size_t)(n + t) * V, false), 0);
+    st_kv_destroy(&kv);
+    st_ctx_destroy(&c);
+    *n_rows = n + steps;
+    return out;
+}
+
+/* Every table that packs Q4_0: a resident model packed for it (st_model_pack)
+ * decodes to the bits of the file's layout with the same table, prompt batch
+ * and single tokens; attention, experts and the head (vocabulary padded to
+ * whole groups, or left unpacked when it is not) all take the packed path. */
+static void s_packed_equals_plain(const char *const *args, bool head_packed) {
+    char path[1024];
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    static const char *const names[] = {"avx2", "avx512", "neon", "neon-dotprod"};
+    int n_tables = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const st_kernels_t *k = st_kernels_by_name(names[i]);
+        if (!k || k->pack_rows[ST_TYPE_Q4_0] == 0) continue;
+        n_tables++;
+        st_model_t *plain = st_model_load(path);
+        st_gguf_t *g = st_gguf_open_resident(path);
+        st_model_t *packed = st_model_from_gguf(&g);
+        cr_assert(plain && packed);
+        plain->kernels = k; /* same table, file layout */
+        cr_assert_eq(st_model_pack(packed, k), 0);
+        const st_layer_t *L = &packed->layers[1];
+        cr_assert(L->wq.pack_rows && L->wk.pack_rows && L->wo.pack_rows && L->gate_exps.pack_rows &&
+                      L->up_exps.pack_rows && L->down_exps.pack_rows,
+                  "%s: attention and experts packed", k->name);
+        cr_assert_eq(packed->output.pack_rows > 0, head_packed, "%s: head packed %d", k->name, packed->output.pack_rows);
+        cr_assert_eq(packed->tok_embd.pack_rows, 0, "the embedding table is read by rows");
+        cr_assert_eq(plain->layers[1].wq.pack_rows, 0);
+        int n_a, n_b;
+        float *a = s_run_logits(plain, &n_a), *b = s_run_logits(packed, &n_b);
+        cr_assert(memcmp(a, b, (size_t)n_a * plain->cfg.n_vocab * sizeof(float)) == 0,
+                  "%s: packed weights give other logits", k->name);
+        free(a);
+        free(b);
+        st_model_destroy(&plain);
+        st_model_destroy(&packed);
+    }
+    if (n_tables == 0) cr_skip_test("no kernel table of this build and CPU packs Q4_0");
+}
+
+Test(model, packed_weights_decode_bit_for_bit_as_the_file_layout) {
+    s_packed_equals_plain(SYNTH("--type", "q4_0", "--vocab-size", "151680"), true);
+}
+Test(model, packed_weights_with_an_unpacked_head) {
+    s_packed_equals_plain(SYNTH("--type", "q4_0", "--seed", "3"), false); /* 151669 rows: not whole groups */
+}
+Test(model, packed_weights_with_fused_qkv_and_tied_head) {
+    /* q, k and v are row ranges of one tensor, each packed on its own; the tied head is the embedding table */
+    s_packed_equals_plain(SYNTH("--type", "q4_0", "--fused-qkv", "--tied", "--seed", "4"), false);
+}

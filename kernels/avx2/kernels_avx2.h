@@ -19,6 +19,9 @@ void st_vec_dot_q3_k_q8_k_avx2(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q4_k_q8_k_avx2(int n, float *s, const void *w, const void *x);
 void st_vec_dot_q5_k_q8_k_avx2(int n, float *s, const void *w, const void *x);
 
+/* Q4_0 packed 8 rows per group (st_pack): consecutive rows only. */
+void st_matmul_q4_0x8_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q6_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q3_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,

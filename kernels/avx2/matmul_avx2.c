@@ -63,3 +63,8 @@ void st_matmul_q4_0_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int 
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     s_matmul_q4_0_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
+
+void st_matmul_q4_0x8_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    s_matmul_q4_0x8_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}

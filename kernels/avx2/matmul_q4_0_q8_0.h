@@ -41,6 +41,19 @@ static inline int32_t s_sum8(const st_block_q8_0 *x) {
     return 8 * _mm_cvtsi128_si32(s);
 }
 
+/* Tokens [tp, tp + ntp), blocks [b0, b0 + nb) of a pass: xt[t] = token tp + t's
+ * block b0, and its tables. */
+static inline void s_tok_tables(const uint8_t *x, size_t x_stride, int tp, int ntp, int b0, int nb,
+                                const st_block_q8_0 **xt, tok_tables_t *tt) {
+    for (int t = 0; t < ntp; t++) {
+        xt[t] = (const st_block_q8_0 *)(x + (size_t)(tp + t) * x_stride) + b0;
+        for (int b = 0; b < nb; b++) {
+            tt->dx[t][b] = _cvtsh_ss(xt[t][b].d);
+            tt->sy8[t][b] = s_sum8(&xt[t][b]);
+        }
+    }
+}
+
 /* The 8 rows of a group: consecutive rows (base + j * stride) or listed ones
  * (p[j]); which one is a constant in each specialisation below. */
 typedef struct {
@@ -188,13 +201,7 @@ static void s_matmul_q4_0_q8_0(int n_in, const void *vw, const int32_t *rows, in
         const bool first = b0 == 0;
         for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
             const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
-            for (int t = 0; t < ntp; t++) {
-                xt[t] = (const st_block_q8_0 *)(x + (size_t)(tp + t) * x_stride) + b0;
-                for (int b = 0; b < nb; b++) {
-                    tt.dx[t][b] = _cvtsh_ss(xt[t][b].d);
-                    tt.sy8[t][b] = s_sum8(&xt[t][b]);
-                }
-            }
+            s_tok_tables(x, x_stride, tp, ntp, b0, nb, xt, &tt);
             const uint8_t *p[16]; /* listed: this group's rows, then the next group's */
             int i = 0;
             if (rows)
@@ -255,6 +262,93 @@ static void s_matmul_q4_0_q8_0(int n_in, const void *vw, const int32_t *rows, in
                             float *yr = yt + s_row(rows, r0, i + j);
                             *yr = first ? out[j] : *yr + out[j];
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- packed Q4_0, 8 rows per group (st_pack) -------------------------------
+ *
+ * Block b of a group of 8 rows is 144 bytes: the 8 fp16 scales, then four
+ * chunks of 32 bytes, lane j of chunk k = bytes 4k..4k+3 of row j: the g[k]
+ * of s_rows8, loaded as they are, and the scales with one load. The steps
+ * per (row, token) are s_rows8's, so the bits are the plain kernel's. The
+ * stream is prefetched PACK_AHEAD bytes ahead, further than the hardware
+ * prefetchers reach on their own (about 9 KiB keeps DRAM busy on Zen). */
+#define PACK_AHEAD 9216
+
+static inline __attribute__((always_inline)) void s_rows8_packed(const uint8_t *p, bool pf, int nb,
+                                                                 const st_block_q8_0 *const *xt,
+                                                                 const float (*dx)[BLK_PASS],
+                                                                 const int32_t (*sy8)[BLK_PASS], int NT, __m256 *acc) {
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 8 * sizeof(st_block_q4_0)) {
+        if (pf) {
+            _mm_prefetch((const char *)p + PACK_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PACK_AHEAD + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PACK_AHEAD + 128, _MM_HINT_T0);
+        }
+        __m256i g[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) g[k] = _mm256_loadu_si256((const __m256i *)(p + 16 + 32 * k));
+        __m256i si[TOK_CHUNK];
+        s_block_sums(g, xt, b, NT, si);
+        const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const __m256i s = _mm256_sub_epi32(si[t], _mm256_set1_epi32(sy8[t][b]));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(dx[t][b])), acc[t]);
+        }
+    }
+}
+
+#define ROWS8P(NT)                                                                                                     \
+    static void s_rows8p_##NT(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,                       \
+                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], __m256 *acc) {                \
+        s_rows8_packed(p, pf, nb, xt, dx, sy8, NT, acc);                                                               \
+    }
+ROWS8P(1)
+ROWS8P(2)
+ROWS8P(3)
+ROWS8P(4)
+ROWS8P(5)
+ROWS8P(6)
+ROWS8P(7)
+ROWS8P(8)
+
+typedef void (*rows8p_fn)(const uint8_t *, bool, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
+                          const int32_t (*)[BLK_PASS], __m256 *);
+static const rows8p_fn s_rows8p_fns[TOK_CHUNK] = {s_rows8p_1, s_rows8p_2, s_rows8p_3, s_rows8p_4,
+                                                  s_rows8p_5, s_rows8p_6, s_rows8p_7, s_rows8p_8};
+
+__attribute__((unused)) /* the AVX-512 table packs 16 rows (matmul_avx512.c) */
+static void s_matmul_q4_0x8_q8_0(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    assert(!rows && n_in % ST_QK4_0 == 0 && r0 % 8 == 0 && r1 % 8 == 0);
+    (void)rows;
+    const int nb_all = n_in / ST_QK4_0;
+    const size_t group_bytes = 8 * (size_t)nb_all * sizeof(st_block_q4_0);
+    const uint8_t *w = vw;
+    tok_tables_t tt;
+    const st_block_q8_0 *xt[TOK_PASS];
+    for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
+        const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
+        const bool first = b0 == 0;
+        for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
+            const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
+            s_tok_tables(vx, x_stride, tp, ntp, b0, nb, xt, &tt);
+            for (int r = r0; r < r1; r += 8) {
+                const uint8_t *p = w + (size_t)(r / 8) * group_bytes + (size_t)b0 * 8 * sizeof(st_block_q4_0);
+                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
+                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
+                    __m256 acc[TOK_CHUNK];
+                    s_rows8p_fns[nt - 1](p, t0 == 0, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
+                    for (int t = 0; t < nt; t++) {
+                        float *yr = y + (size_t)(tp + t0 + t) * y_stride + r;
+                        _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));
                     }
                 }
             }

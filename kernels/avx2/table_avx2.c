@@ -61,4 +61,6 @@ const st_kernels_t st_kernels_avx2 = {
             [ST_TYPE_F32] = st_axpy_f32_avx2,
             [ST_TYPE_F16] = st_axpy_f16_avx2,
         },
+    .pack_rows = {[ST_TYPE_Q4_0] = 8},
+    .matmul_packed = {[ST_TYPE_Q4_0] = st_matmul_q4_0x8_q8_0_avx2},
 };

@@ -35,6 +35,103 @@ static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4
     }
 }
 
+/* ---- packed Q4_0, 16 rows per group (st_pack) ------------------------------
+ *
+ * Block b of a group of 16 rows is 288 bytes: the 16 fp16 scales, then four
+ * chunks of 64 bytes, lane j of chunk c = bytes 4c..4c+3 of row j. One
+ * 512-bit load is one chunk of all 16 rows: no transpose and no scale
+ * gathering, which cost the plain kernel more than its products (one thread,
+ * 1536-wide rows in L2: 28 GB/s of weights plain, 66-100 GB/s packed), so a
+ * token's matmul can run at the memory's speed. Each (row, token) takes the
+ * plain kernel's steps: the same exact int32 block sums, acc = fma(sum - 8 *
+ * sum(y), d_w * d_x, acc) block after block from 0 in each pass of BLK_PASS
+ * blocks, the passes added in order; so the bits are the plain kernel's.
+ * The stream is prefetched PACK_AHEAD bytes ahead, as the 8-row kernel's. */
+
+static inline __attribute__((always_inline)) void s_rows16(const uint8_t *p, bool pf, int nb,
+                                                           const st_block_q8_0 *const *xt, const float (*dx)[BLK_PASS],
+                                                           const int32_t (*sy8)[BLK_PASS], int NT, __m512 *acc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 8
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++, p += 16 * sizeof(st_block_q4_0)) {
+        if (pf)
+#pragma GCC unroll 5
+            for (int o = 0; o < 320; o += 64) _mm_prefetch((const char *)p + PACK_AHEAD + o, _MM_HINT_T0);
+        __m512i si[TOK_CHUNK];
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) si[t] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+            const __m512i g = _mm512_loadu_si512((const void *)(p + 32 + 64 * k));
+            const __m512i lo = _mm512_and_si512(g, m4);                       /* elements 4k..4k+3 */
+            const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(g, 4), m4); /* elements 16+4k.. */
+#pragma GCC unroll 8
+            for (int t = 0; t < NT; t++) {
+                const int8_t *y = xt[t][b].qs;
+                si[t] = _mm512_dpbusd_epi32(si[t], lo, _mm512_set1_epi32(st_load_i32(y + 4 * k)));
+                si[t] = _mm512_dpbusd_epi32(si[t], hi, _mm512_set1_epi32(st_load_i32(y + 16 + 4 * k)));
+            }
+        }
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#pragma GCC unroll 8
+        for (int t = 0; t < NT; t++) {
+            const __m512i s = _mm512_sub_epi32(si[t], _mm512_set1_epi32(sy8[t][b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(dw, _mm512_set1_ps(dx[t][b])), acc[t]);
+        }
+    }
+}
+
+#define ROWS16(NT)                                                                                                     \
+    static void s_rows16_##NT(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,                       \
+                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], __m512 *acc) {                \
+        s_rows16(p, pf, nb, xt, dx, sy8, NT, acc);                                                                     \
+    }
+ROWS16(1)
+ROWS16(2)
+ROWS16(3)
+ROWS16(4)
+ROWS16(5)
+ROWS16(6)
+ROWS16(7)
+ROWS16(8)
+
+typedef void (*rows16_fn)(const uint8_t *, bool, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
+                          const int32_t (*)[BLK_PASS], __m512 *);
+static const rows16_fn s_rows16_fns[TOK_CHUNK] = {s_rows16_1, s_rows16_2, s_rows16_3, s_rows16_4,
+                                                  s_rows16_5, s_rows16_6, s_rows16_7, s_rows16_8};
+
+void st_matmul_q4_0x16_q8_0_avx512(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+                                   size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    assert(!rows && n_in % ST_QK4_0 == 0 && r0 % 16 == 0 && r1 % 16 == 0);
+    (void)rows;
+    const int nb_all = n_in / ST_QK4_0;
+    const size_t group_bytes = 16 * (size_t)nb_all * sizeof(st_block_q4_0);
+    const uint8_t *w = vw;
+    tok_tables_t tt;
+    const st_block_q8_0 *xt[TOK_PASS];
+    for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
+        const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
+        const bool first = b0 == 0;
+        for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
+            const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
+            s_tok_tables(vx, x_stride, tp, ntp, b0, nb, xt, &tt);
+            for (int r = r0; r < r1; r += 16) {
+                const uint8_t *p = w + (size_t)(r / 16) * group_bytes + (size_t)b0 * 16 * sizeof(st_block_q4_0);
+                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
+                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
+                    __m512 acc[TOK_CHUNK];
+                    s_rows16_fns[nt - 1](p, t0 == 0, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
+                    for (int t = 0; t < nt; t++) {
+                        float *yr = y + (size_t)(tp + t0 + t) * y_stride + r;
+                        _mm512_storeu_ps(yr, first ? acc[t] : _mm512_add_ps(acc[t], _mm512_loadu_ps(yr)));
+                    }
+                }
+            }
+        }
+    }
+}
+
 void st_matmul_q4_0_q8_0_avx512(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
     s_matmul_q4_0_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);

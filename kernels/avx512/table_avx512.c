@@ -1,5 +1,6 @@
 /* table_avx512: the AVX-512 dispatch table (F, VL, BW, VNNI, on top of AVX2,
- * FMA and F16C). Only the Q4_0 matmul has its own kernel so far; every other
+ * FMA and F16C). Only the Q4_0 matmuls (plain and packed) have their own
+ * kernels so far; every other
  * entry is the AVX2 one, so the table is complete. */
 #include "kernels_avx512.h"
 
@@ -62,4 +63,6 @@ const st_kernels_t st_kernels_avx512 = {
             [ST_TYPE_F32] = st_axpy_f32_avx2,
             [ST_TYPE_F16] = st_axpy_f16_avx2,
         },
+    .pack_rows = {[ST_TYPE_Q4_0] = 16},
+    .matmul_packed = {[ST_TYPE_Q4_0] = st_matmul_q4_0x16_q8_0_avx512},
 };

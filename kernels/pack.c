@@ -1,0 +1,43 @@
+/* pack: a weight matrix rearranged in place into a table's packed layout.
+ *
+ * A matmul that computes R rows at once wants, for each block position, the
+ * R rows' scales side by side and their quants interleaved a few bytes at a
+ * time, so that one vector load gives "bytes 4c..4c+3 of every row". On the
+ * file's layout it builds that with loads and shuffles on every pass; packed
+ * once at load, the weights are read as they are stored. Each group of R
+ * rows keeps its R * row-size bytes, so the packed matrix replaces the plain
+ * one: one copy of the weights, never two.
+ */
+#include "st_kernels.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Q4_0, R rows: block b of the group at b * 18R: R scales (2R bytes), then
+ * chunks c = 0..3 of 4R bytes, row j's bytes 4c..4c+3 at 4j within chunk c. */
+static void s_pack_group_q4_0(int R, int nb, const uint8_t *src, size_t row_bytes, uint8_t *dst) {
+    for (int b = 0; b < nb; b++) {
+        uint8_t *o = dst + (size_t)b * sizeof(st_block_q4_0) * R;
+        for (int j = 0; j < R; j++) {
+            const st_block_q4_0 *blk = (const st_block_q4_0 *)(src + (size_t)j * row_bytes) + b;
+            memcpy(o + 2 * j, &blk->d, 2);
+            for (int c = 0; c < 4; c++) memcpy(o + 2 * R + 4 * R * c + 4 * j, blk->qs + 4 * c, 4);
+        }
+    }
+}
+
+bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w) {
+    if (t != ST_TYPE_Q4_0) return false; /* the only packed layout so far */
+    const int R = k->pack_rows[t];
+    if (R <= 0 || !k->matmul_packed[t] || n_rows % R != 0 || n_in % ST_QK4_0 != 0) return false;
+    const size_t row_bytes = st_row_size(t, n_in), group_bytes = row_bytes * (size_t)R;
+    uint8_t *tmp = malloc(group_bytes);
+    if (!tmp) return false;
+    for (int64_t g = 0; g < n_rows / R; g++) {
+        uint8_t *grp = (uint8_t *)w + (size_t)g * group_bytes;
+        memcpy(tmp, grp, group_bytes);
+        s_pack_group_q4_0(R, n_in / ST_QK4_0, tmp, row_bytes, grp);
+    }
+    free(tmp);
+    return true;
+}
