@@ -26,10 +26,16 @@ static void s_pack_group_q4_0(int R, int nb, const uint8_t *src, size_t row_byte
     }
 }
 
-bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w) {
+bool st_packable(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows) {
     if (t != ST_TYPE_Q4_0) return false; /* the only packed layout so far */
     const int R = k->pack_rows[t];
-    if (R <= 0 || !k->matmul_packed[t] || n_rows % R != 0 || n_in % ST_QK4_0 != 0) return false;
+    return R > 0 && ST_PACK_MAX_ROWS % R == 0 && k->matmul_packed[t] && n_rows % R == 0 && n_in > 0 &&
+           n_in % ST_QK4_0 == 0;
+}
+
+bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w) {
+    if (!st_packable(k, t, n_in, n_rows)) return false;
+    const int R = k->pack_rows[t];
     const size_t row_bytes = st_row_size(t, n_in), group_bytes = row_bytes * (size_t)R;
     uint8_t *tmp = malloc(group_bytes);
     if (!tmp) return false;

@@ -291,8 +291,7 @@ static st_model_t *s_load(const char *path, st_gguf_t *g) {
 st_model_t *st_model_load(const char *path) { return s_load(path, st_gguf_open(path)); }
 st_model_t *st_model_load_resident(const char *path) {
     st_model_t *m = s_load(path, st_gguf_open_resident(path));
-    const char *pack = getenv("ST_PACK"); /* ST_PACK=0 keeps the file's layout (to compare) */
-    if (m && !(pack && strcmp(pack, "0") == 0) && st_model_pack(m, st_kernels_select()) < 0) {
+    if (m && st_model_pack(m, st_kernels_select(), true) < 0) {
         st_log(ST_LOG_ERROR, "%s: cannot pack the weights", path);
         st_model_destroy(&m);
     }

@@ -86,13 +86,16 @@ typedef struct st_model {
  * a clear reason. */
 st_model_t *st_model_load(const char *path);
 /* The same from a resident copy of the file (st_gguf_open_resident): for a
- * process that keeps every weight in RAM (no expert cache). The matrices are
- * packed for this CPU's kernels (st_model_pack) unless ST_PACK=0. */
+ * process that keeps every weight in RAM (no expert cache). Its matrices are
+ * packed for this CPU's kernels (st_model_pack). */
 st_model_t *st_model_load_resident(const char *path);
-/* Packs the matrices that only matmuls read (attention, output head,
- * experts) for kernel table k, in place (st_pack), and makes k the table of
- * every context on m. The weights must be writable: a resident copy. */
-int st_model_pack(st_model_t *m, const st_kernels_t *k);
+/* Packs the matrices that only matmuls read (attention, output head, and
+ * the experts when `experts`) for kernel table k, in place (st_pack), and
+ * makes k the table of every context on m. On a file mapping (st_model_load)
+ * the packed matrices' pages become private copies; pack the experts only
+ * in a resident copy, where nothing else reads them as the file has them.
+ * ST_PACK=0 in the environment leaves every matrix as it is. */
+int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts);
 /* The same from an already-open GGUF; takes ownership of *g (sets it NULL). */
 st_model_t *st_model_from_gguf(st_gguf_t **g);
 void st_model_destroy(st_model_t **m);

@@ -1,18 +1,24 @@
-/* model_pack: a resident model's matrices rearranged for the kernel table
- * (st_pack), in place, once at load.
+/* model_pack: a model's matrices rearranged for the kernel table (st_pack),
+ * in place, once at load.
  *
  * Only matrices that nothing reads row by row are packed: attention's q, k,
  * v and output projections, the output head unless it is the embedding
- * table (tied), and the experts' gate, up and down (down only in the file's
- * standard layout). A matrix the table cannot pack (type, rows not whole
+ * table (tied), and, in a resident copy, the experts' gate, up and down
+ * (down only in the file's standard layout). A coordinator packs only the
+ * dense ones, in its private file mapping: their pages become its own
+ * (copy-on-write) while the experts it pushes to nodes stay the file's. A matrix the table cannot pack (type, rows not whole
  * groups) stays as it is, pack_rows 0; the forward pass reads each matrix in
  * its own layout, with the same bits either way. Matrices are packed by a
  * few threads, each claiming the next one. */
 #include "model.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "st_log.h"
 
@@ -41,31 +47,51 @@ static void *s_pack_worker(void *arg) {
     return NULL;
 }
 
-/* The weights nothing reads row by row (at most 7 per layer + 1). */
-static int s_matmul_weights(st_model_t *m, st_weight_t **out) {
+/* The weights nothing reads row by row (at most 7 per layer + 1); the experts' only with `experts`. */
+static int s_matmul_weights(st_model_t *m, bool experts, st_weight_t **out) {
     int n = 0;
     for (int il = 0; il < m->cfg.n_layer; il++) {
         st_layer_t *L = &m->layers[il];
         st_weight_t *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate_exps, &L->up_exps};
-        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++) out[n++] = ws[i];
-        if (!L->down_transposed) out[n++] = &L->down_exps;
+        for (size_t i = 0; i < (experts ? 6u : 4u); i++) out[n++] = ws[i];
+        if (experts && !L->down_transposed) out[n++] = &L->down_exps;
     }
     if (m->output.data != m->tok_embd.data) out[n++] = &m->output;
     return n;
 }
 
 static bool s_packable(const st_kernels_t *k, const st_weight_t *w) {
-    const int R = k->pack_rows[w->type];
-    return w->data && R > 0 && ST_PACK_MAX_ROWS % R == 0 && w->n_rows % R == 0 && w->n_cols <= INT32_MAX;
+    return w->data && w->n_cols <= INT32_MAX && st_packable(k, w->type, (int)w->n_cols, w->n_rows);
 }
 
-int st_model_pack(st_model_t *m, const st_kernels_t *k) {
+/* Makes w's bytes writable: a no-op on a resident copy; on a private file
+ * mapping, the pages become copy-on-write (the file is never written). */
+static int s_writable(const st_weight_t *w) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = (uintptr_t)w->data & ~(page - 1);
+    const uintptr_t b = ((uintptr_t)w->data + (size_t)w->n_mat * w->mat_bytes + page - 1) & ~(page - 1);
+    if (mprotect((void *)a, b - a, PROT_READ | PROT_WRITE) != 0)
+        return st_fail(ST_EIO, "%s: cannot make its pages writable: %s", w->name, strerror(errno));
+    return 0;
+}
+
+int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
     m->kernels = k;
+    const char *env = getenv("ST_PACK"); /* ST_PACK=0 keeps the file's layout (to compare) */
+    if (env && strcmp(env, "0") == 0) return 0;
     st_weight_t **ws = calloc((size_t)m->cfg.n_layer * 7 + 1, sizeof *ws);
     if (!ws) return st_fail(ST_ENOMEM, "no memory to list the matrices to pack");
-    const int n_w = s_matmul_weights(m, ws);
+    const int n_w = s_matmul_weights(m, experts, ws);
     int n = 0;
-    for (int i = 0; i < n_w; i++) n += s_packable(k, ws[i]) ? (int)ws[i]->n_mat : 0;
+    for (int i = 0; i < n_w; i++) {
+        if (!s_packable(k, ws[i])) continue;
+        const int rc = s_writable(ws[i]);
+        if (rc < 0) {
+            free(ws);
+            return rc;
+        }
+        n += (int)ws[i]->n_mat;
+    }
     pack_job_t j = {.k = k, .items = calloc((size_t)n + 1, sizeof *j.items), .n = n};
     if (!j.items) {
         free(ws);
@@ -87,6 +113,6 @@ int st_model_pack(st_model_t *m, const st_kernels_t *k) {
     for (int i = 0; i < n_w; i++)
         if (s_packable(k, ws[i])) ws[i]->pack_rows = k->pack_rows[ws[i]->type];
     free(ws);
-    st_log(ST_LOG_DEBUG, "packed %d matrices for the %s kernels", n, k->name);
+    st_log(ST_LOG_INFO, "packed %d matrices for the %s kernels", n, k->name);
     return 0;
 }

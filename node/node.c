@@ -180,6 +180,26 @@ static int s_use_model(st_node_t *n, const st_wire_shape_t *s) {
     return 0;
 }
 
+/* Matrix i (gate, up, down) of layer l: type, input width and rows, as the kernels see it. */
+static void s_matrix_dims(const st_node_t *n, uint32_t l, int i, st_type_t *t, int *n_in, int *rows) {
+    const st_wire_shape_t *s = &n->shape;
+    const int E = (int)s->n_embd, F = (int)s->n_ff_exp;
+    const uint8_t types[3] = {s->gate_type[l], s->up_type[l], s->down_type[l]};
+    *t = (st_type_t)types[i];
+    *n_in = i < 2 || s->down_transposed ? E : F;
+    *rows = i < 2 || s->down_transposed ? F : E;
+}
+
+/* Whether the kernels read matrix i of layer l packed (st_pack): the table
+ * packs its type and shape, and the store's layout is the standard one. */
+static bool s_packed(const st_node_t *n, uint32_t l, int i) {
+    if (i == 2 && n->shape.down_transposed) return false; /* read row by row */
+    st_type_t t;
+    int n_in, rows;
+    s_matrix_dims(n, l, i, &t, &n_in, &rows);
+    return st_packable(n->shell.kernels, t, n_in, rows);
+}
+
 /* Context, buffers and cache for the current shape, all charged to --mem. */
 static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     const st_wire_shape_t *s = &n->shape;
@@ -203,6 +223,7 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     p.n_batch = batch;
     p.n_threads = n->o.threads > 0 ? n->o.threads : st_cpu_count();
     p.kv_type = ST_TYPE_F32;
+    n->shell.kernels = st_kernels_select(); /* the context's, and the one cached experts are packed for */
     n->ctx = st_ctx_new(&n->shell, &p);
     if (!n->ctx) {
         snprintf(why, cap, "cannot create the compute context");
@@ -248,10 +269,13 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         snprintf(why, cap, "cannot set up the expert cache");
         return ST_ENOMEM;
     }
+    uint32_t n_packed = 0; /* layers whose experts the kernels read packed */
+    for (uint32_t l = 0; l < s->n_layer; l++) n_packed += s_packed(n, l, 0) || s_packed(n, l, 1) || s_packed(n, l, 2);
     st_log(ST_LOG_INFO, "model %u layers x %u experts, up to %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
-           "room for %llu experts in RAM",
+           "room for %llu experts in RAM; %s kernels, experts of %u layers packed for them in RAM",
            s->n_layer, s->n_expert, (unsigned long long)st_wire_max_expert_bytes(s), (unsigned long long)fixed,
-           (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one));
+           (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one),
+           n->shell.kernels->name, n_packed);
     return 0;
 }
 
@@ -269,7 +293,20 @@ static void s_enqueue(st_node_t *n, uint32_t key) {
     n->queue[(n->q_head + n->q_len++) % n->q_cap] = key;
 }
 
-/* Cached data of an expert, read from the store when needed; held. */
+/* An expert record just read from the store, packed where the kernels read it packed. */
+static int s_pack_record(const st_node_t *n, uint32_t l, uint8_t *p) {
+    uint64_t sizes[3];
+    st_wire_matrix_bytes(&n->shape, l, sizes);
+    for (int i = 0; i < 3; p += sizes[i], i++) {
+        st_type_t t;
+        int n_in, rows;
+        s_matrix_dims(n, l, i, &t, &n_in, &rows);
+        if (s_packed(n, l, i) && !st_pack(n->shell.kernels, t, n_in, rows, p)) return ST_ENOMEM;
+    }
+    return 0;
+}
+
+/* Cached data of an expert, read from the store when needed (and packed); held. */
 static const uint8_t *s_acquire(st_node_t *n, uint32_t key, int *rc, bool *hit) {
     uint8_t *p = st_lru_get(n->lru, key);
     *hit = p != NULL;
@@ -280,6 +317,7 @@ static const uint8_t *s_acquire(st_node_t *n, uint32_t key, int *rc, bool *hit) 
         return NULL;
     }
     *rc = st_store_read(n->store, key / n->shape.n_expert, key % n->shape.n_expert, p);
+    if (!*rc) *rc = s_pack_record(n, key / n->shape.n_expert, p);
     if (*rc) {
         st_lru_remove(n->lru, key);
         return NULL;
@@ -447,7 +485,10 @@ static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t 
                                  .down_transposed = n->shape.down_transposed,
                                  .gate = n->gate,
                                  .up = n->up,
-                                 .down = n->down}; /* shards in the file's layout */
+                                 .down = n->down,
+                                 .gate_packed = s_packed(n, l, 0),
+                                 .up_packed = s_packed(n, l, 1),
+                                 .down_packed = s_packed(n, l, 2)};
     const size_t E = n->shape.n_embd;
     const uint32_t max = (uint32_t)n->max_pairs;
     uint32_t m = 0;

@@ -503,7 +503,7 @@ static void s_packed_equals_plain(const char *const *args, bool head_packed) {
         st_model_t *packed = st_model_from_gguf(&g);
         cr_assert(plain && packed);
         plain->kernels = k; /* same table, file layout */
-        cr_assert_eq(st_model_pack(packed, k), 0);
+        cr_assert_eq(st_model_pack(packed, k, true), 0);
         const st_layer_t *L = &packed->layers[1];
         cr_assert(L->wq.pack_rows && L->wk.pack_rows && L->wo.pack_rows && L->gate_exps.pack_rows &&
                       L->up_exps.pack_rows && L->down_exps.pack_rows,
