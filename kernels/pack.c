@@ -28,6 +28,8 @@ static void s_pack_group_q4_0(int R, int nb, const uint8_t *src, size_t row_byte
 
 bool st_packable(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows) {
     if (t != ST_TYPE_Q4_0) return false; /* the only packed layout so far */
+    const char *env = getenv("ST_PACK"); /* ST_PACK=0: nothing is packed (to compare) */
+    if (env && strcmp(env, "0") == 0) return false;
     const int R = k->pack_rows[t];
     return R > 0 && ST_PACK_MAX_ROWS % R == 0 && k->matmul_packed[t] && n_rows % R == 0 && n_in > 0 &&
            n_in % ST_QK4_0 == 0;

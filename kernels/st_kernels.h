@@ -238,7 +238,8 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
  * nothing changed, when k does not pack t, n_rows is not a multiple of R or
  * memory for one group is lacking. */
 bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w);
-/* Whether st_pack would pack such a matrix (memory aside). */
+/* Whether st_pack would pack such a matrix (memory aside); never with
+ * ST_PACK=0 in the environment, so every process keeps the file's layout. */
 bool st_packable(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows);
 
 /* y[t][r] = dot(W row r, x row t) for rows r in [r0, r1) and tokens t in [0, n_tok).

@@ -94,7 +94,7 @@ st_model_t *st_model_load_resident(const char *path);
  * makes k the table of every context on m. On a file mapping (st_model_load)
  * the packed matrices' pages become private copies; pack the experts only
  * in a resident copy, where nothing else reads them as the file has them.
- * ST_PACK=0 in the environment leaves every matrix as it is. */
+ * With ST_PACK=0 in the environment nothing is packed (st_packable). */
 int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts);
 /* The same from an already-open GGUF; takes ownership of *g (sets it NULL). */
 st_model_t *st_model_from_gguf(st_gguf_t **g);

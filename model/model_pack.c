@@ -77,8 +77,6 @@ static int s_writable(const st_weight_t *w) {
 
 int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
     m->kernels = k;
-    const char *env = getenv("ST_PACK"); /* ST_PACK=0 keeps the file's layout (to compare) */
-    if (env && strcmp(env, "0") == 0) return 0;
     st_weight_t **ws = calloc((size_t)m->cfg.n_layer * 7 + 1, sizeof *ws);
     if (!ws) return st_fail(ST_ENOMEM, "no memory to list the matrices to pack");
     const int n_w = s_matmul_weights(m, experts, ws);
