@@ -26,13 +26,31 @@ static void s_pack_group_q4_0(int R, int nb, const uint8_t *src, size_t row_byte
     }
 }
 
+/* K-quants, R rows (the 8-row windows of kernels/avx2/simd_avx2.h): block b
+ * of the group at b * size * R; the 16 bytes at offset o of the R rows'
+ * blocks at R * o, as 4 vectors of 4R bytes (bytes o + 4c.. of row j at
+ * R * o + 4R * c + 4j); the rows' last size % 16 bytes one row after the
+ * other at R * (size - size % 16). */
+static void s_pack_group_kq(int R, int nb, size_t size, const uint8_t *src, size_t row_bytes, uint8_t *dst) {
+    const size_t whole = size / 16 * 16, rest = size - whole;
+    for (int b = 0; b < nb; b++) {
+        uint8_t *o = dst + (size_t)b * size * R;
+        for (int j = 0; j < R; j++) {
+            const uint8_t *blk = src + (size_t)j * row_bytes + (size_t)b * size;
+            for (size_t w = 0; w < whole; w += 16)
+                for (int c = 0; c < 4; c++) memcpy(o + R * w + 4 * R * c + 4 * j, blk + w + 4 * c, 4);
+            memcpy(o + R * whole + rest * j, blk + whole, rest);
+        }
+    }
+}
+
 bool st_packable(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows) {
-    if (t != ST_TYPE_Q4_0) return false; /* the only packed layout so far */
+    if (t != ST_TYPE_Q4_0 && t != ST_TYPE_Q4_K && t != ST_TYPE_Q5_K && t != ST_TYPE_Q6_K) return false;
     const char *env = getenv("ST_PACK"); /* ST_PACK=0: nothing is packed (to compare) */
     if (env && strcmp(env, "0") == 0) return false;
     const int R = k->pack_rows[t];
     return R > 0 && ST_PACK_MAX_ROWS % R == 0 && k->matmul_packed[t] && n_rows % R == 0 && n_in > 0 &&
-           n_in % ST_QK4_0 == 0;
+           n_in % st_type_traits(t)->blck == 0;
 }
 
 bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w) {
@@ -44,7 +62,10 @@ bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void 
     for (int64_t g = 0; g < n_rows / R; g++) {
         uint8_t *grp = (uint8_t *)w + (size_t)g * group_bytes;
         memcpy(tmp, grp, group_bytes);
-        s_pack_group_q4_0(R, n_in / ST_QK4_0, tmp, row_bytes, grp);
+        if (t == ST_TYPE_Q4_0)
+            s_pack_group_q4_0(R, n_in / ST_QK4_0, tmp, row_bytes, grp);
+        else
+            s_pack_group_kq(R, n_in / ST_QK_K, st_type_traits(t)->size, tmp, row_bytes, grp);
     }
     free(tmp);
     return true;

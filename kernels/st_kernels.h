@@ -234,9 +234,10 @@ void st_quantize_row_q8_0_ref(int n, const float *x, st_block_q8_0 *y);
  * into table k's packed layout (see st_kernels_t.pack_rows): each group of R
  * = pack_rows[t] consecutive rows keeps its bytes, interleaved block by block
  * (Q4_0: the R fp16 scales, then four chunks of 4R bytes, chunk c holding
- * bytes 4c..4c+3 of each row's 16 nibble bytes, row after row). False, with
- * nothing changed, when k does not pack t, n_rows is not a multiple of R or
- * memory for one group is lacking. */
+ * bytes 4c..4c+3 of each row's 16 nibble bytes, row after row; Q4_K, Q5_K,
+ * Q6_K: every 16 bytes of the R rows' super-blocks as 4 such chunks, see
+ * pack.c). False, with nothing changed, when k does not pack t, n_rows is not
+ * a multiple of R or memory for one group is lacking. */
 bool st_pack(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows, void *w);
 /* Whether st_pack would pack such a matrix (memory aside); never with
  * ST_PACK=0 in the environment, so every process keeps the file's layout. */

@@ -489,14 +489,16 @@ static float *s_run_logits(st_model_t *m, int *n_rows) {
  * decodes to the bits of the file's layout with the same table, prompt batch
  * and single tokens; attention, experts and the head (vocabulary padded to
  * whole groups, or left unpacked when it is not) all take the packed path. */
-static void s_packed_equals_plain(const char *const *args, bool head_packed) {
-    char path[1024];
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+static void s_packed_equals_plain(const char *path, bool head_packed) {
     static const char *const names[] = {"avx2", "avx512", "neon", "neon-dotprod"};
     int n_tables = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         const st_kernels_t *k = st_kernels_by_name(names[i]);
-        if (!k || k->pack_rows[ST_TYPE_Q4_0] == 0) continue;
+        st_model_t *probe = st_model_load(path);
+        cr_assert_not_null(probe);
+        const bool packs = k && k->pack_rows[probe->layers[1].wq.type] && k->pack_rows[probe->layers[1].gate_exps.type];
+        st_model_destroy(&probe);
+        if (!packs) continue;
         n_tables++;
         st_model_t *plain = st_model_load(path);
         st_gguf_t *g = st_gguf_open_resident(path);
@@ -505,9 +507,11 @@ static void s_packed_equals_plain(const char *const *args, bool head_packed) {
         plain->kernels = k; /* same table, file layout */
         cr_assert_eq(st_model_pack(packed, k, true), 0);
         const st_layer_t *L = &packed->layers[1];
-        cr_assert(L->wq.pack_rows && L->wk.pack_rows && L->wo.pack_rows && L->gate_exps.pack_rows &&
-                      L->up_exps.pack_rows && L->down_exps.pack_rows,
-                  "%s: attention and experts packed", k->name);
+        const st_weight_t *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate_exps, &L->up_exps, &L->down_exps};
+        for (size_t w = 0; w < sizeof ws / sizeof ws[0]; w++) /* every matmul weight the table can pack */
+            cr_assert_eq(ws[w]->pack_rows > 0, st_packable(k, ws[w]->type, (int)ws[w]->n_cols, ws[w]->n_rows),
+                         "%s: %s (%s) packed %d", k->name, ws[w]->name, st_type_name(ws[w]->type), ws[w]->pack_rows);
+        cr_assert(L->wq.pack_rows && L->gate_exps.pack_rows && L->down_exps.pack_rows, "%s: nothing packed", k->name);
         cr_assert_eq(packed->output.pack_rows > 0, head_packed, "%s: head packed %d", k->name, packed->output.pack_rows);
         cr_assert_eq(packed->tok_embd.pack_rows, 0, "the embedding table is read by rows");
         cr_assert_eq(plain->layers[1].wq.pack_rows, 0);
@@ -520,16 +524,31 @@ static void s_packed_equals_plain(const char *const *args, bool head_packed) {
         st_model_destroy(&plain);
         st_model_destroy(&packed);
     }
-    if (n_tables == 0) cr_skip_test("no kernel table of this build and CPU packs Q4_0");
+    if (n_tables == 0) cr_skip_test("no kernel table of this build and CPU packs these weights");
+}
+
+static void s_packed_synth(const char *const *args, bool head_packed) {
+    char path[1024];
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    s_packed_equals_plain(path, head_packed);
 }
 
 Test(model, packed_weights_decode_bit_for_bit_as_the_file_layout) {
-    s_packed_equals_plain(SYNTH("--type", "q4_0", "--vocab-size", "151680"), true);
+    s_packed_synth(SYNTH("--type", "q4_0", "--vocab-size", "151680"), true);
 }
 Test(model, packed_weights_with_an_unpacked_head) {
-    s_packed_equals_plain(SYNTH("--type", "q4_0", "--seed", "3"), false); /* 151669 rows: not whole groups */
+    s_packed_synth(SYNTH("--type", "q4_0", "--seed", "3"), false); /* 151669 rows: not whole groups */
 }
 Test(model, packed_weights_with_fused_qkv_and_tied_head) {
     /* q, k and v are row ranges of one tensor, each packed on its own; the tied head is the embedding table */
-    s_packed_equals_plain(SYNTH("--type", "q4_0", "--fused-qkv", "--tied", "--seed", "4"), false);
+    s_packed_synth(SYNTH("--type", "q4_0", "--fused-qkv", "--tied", "--seed", "4"), false);
+}
+Test(model, packed_k_quant_mix_decodes_bit_for_bit) {
+    /* llama-quantize's Q4_K_M: Q4_K, Q6_K for half of attn_v and ffn_down and for the head (8-row groups) */
+    char path[1024];
+    if (!st_test_quantized_model(SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--vocab-size",
+                                       "151680", "--seed", "5"),
+                                 "Q4_K_M", path, sizeof path))
+        cr_skip_test("llama-quantize not available");
+    s_packed_equals_plain(path, true);
 }

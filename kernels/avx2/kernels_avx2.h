@@ -22,6 +22,13 @@ void st_vec_dot_q5_k_q8_k_avx2(int n, float *s, const void *w, const void *x);
 /* Q4_0 packed 8 rows per group (st_pack): consecutive rows only. */
 void st_matmul_q4_0x8_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                 size_t x_stride, int n_tok, float *y, size_t y_stride);
+/* Q4_K, Q5_K and Q6_K packed 8 rows per group (st_pack, simd_avx2.h): consecutive rows only. */
+void st_matmul_q4_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q5_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride);
+void st_matmul_q6_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q6_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride);
 void st_matmul_q3_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,

@@ -20,6 +20,8 @@
  * accm = fma(dmin_w * d_x, msum, accm), result acc - accm. So each (row,
  * token) gets the dot product's bits, whatever the group or the row list.
  * Q5_K adds the fifth bit of each quant from qh, transposed the same way.
+ * On packed weights (st_pack) the pieces are loaded already transposed
+ * (st_kq8_load16), with the same results.
  */
 #include "kernels_avx2.h"
 #include "simd_avx2.h"
@@ -46,9 +48,9 @@ static inline __attribute__((always_inline)) __m256i s_pair16(__m256i v, int a, 
 }
 
 static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *const *p, const uint8_t *const *pn,
-                                                               int nb, size_t stride,
-                                                               size_t qs_off, ptrdiff_t qh_off,
-                                                               const st_block_q8_k *const *x, int NT, __m256 *out) {
+                                                               int nb, size_t stride, size_t qs_off, ptrdiff_t qh_off,
+                                                               bool packed, const st_block_q8_k *const *x, int NT,
+                                                               __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m30 = _mm256_set1_epi8(0x30);
     /* (d, dmin) fp16 pairs of 4 rows per half -> 4 d then 4 dmin per half */
     const __m256i pick_d = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
@@ -59,9 +61,12 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
     for (int t = 0; t < NT; t++) acc[t] = accm[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const size_t off = (size_t)b * stride;
-        st_kq8_prefetch(pn, b, nb, stride);
+        if (!packed)
+            st_kq8_prefetch(pn, b, nb, stride);
+        else if (pn)
+            st_kq8_prefetch_packed(p[0], b, stride);
         __m256i h[4]; /* h[0]: (d, dmin); h[1..3]: the 12 scale bytes */
-        st_kq8_transpose16(p, off, h);
+        st_kq8_load16(p, packed, off, h);
         const __m256i dd = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(h[0], pick_d), 0xD8);
         const __m256 dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dd));
         const __m256 dminw = _mm256_cvtph_ps(_mm256_extracti128_si256(dd, 1));
@@ -73,8 +78,8 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
                                             _mm256_and_si256(_mm256_srli_epi16(h[2], 2), m30));
         __m256i qh[8];
         if (qh_off >= 0) {
-            st_kq8_transpose16(p, off + (size_t)qh_off, qh);
-            st_kq8_transpose16(p, off + (size_t)qh_off + 16, qh + 4);
+            st_kq8_load16(p, packed, off + (size_t)qh_off, qh);
+            st_kq8_load16(p, packed, off + (size_t)qh_off + 16, qh + 4);
         }
         __m256i isum[ST_KQ8_TOK_CHUNK], msum[ST_KQ8_TOK_CHUNK];
 #pragma GCC unroll 4
@@ -96,8 +101,8 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
             const __m256i sl = s_pair16(j < 2 ? sc03 : sc47, 2 * j % 4, 2 * j % 4);
             const __m256i sh = s_pair16(j < 2 ? sc03 : sc47, 2 * j % 4 + 1, 2 * j % 4 + 1);
             __m256i g[8];
-            st_kq8_transpose16(p, off + qs_off + 32 * (size_t)j, g);
-            st_kq8_transpose16(p, off + qs_off + 32 * (size_t)j + 16, g + 4);
+            st_kq8_load16(p, packed, off + qs_off + 32 * (size_t)j, g);
+            st_kq8_load16(p, packed, off + qs_off + 32 * (size_t)j + 16, g + 4);
             __m256i s_lo[ST_KQ8_TOK_CHUNK], s_hi[ST_KQ8_TOK_CHUNK];
 #pragma GCC unroll 4
             for (int t = 0; t < NT; t++) s_lo[t] = s_hi[t] = _mm256_setzero_si256();
@@ -135,32 +140,51 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
     for (int t = 0; t < NT; t++) out[t] = _mm256_sub_ps(acc[t], accm[t]);
 }
 
-/* One function per token count, so the sums stay in registers. */
-#define GROUP(NAME, T, QH, NT)                                                                                         \
+/* One function per token count (and layout), so the sums stay in registers. */
+#define GROUP(NAME, T, QH, PACKED, NT)                                                                                 \
     static void NAME(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x, int nt,   \
                      __m256 *out) {                                                                                    \
         (void)nt;                                                                                                      \
-        s_group_q45k(p, pn, nb, sizeof(T), offsetof(T, qs), QH, x, NT, out);                                           \
+        s_group_q45k(p, pn, nb, sizeof(T), offsetof(T, qs), QH, PACKED, x, NT, out);                                   \
     }
-GROUP(s_q4k_1, st_block_q4_k, -1, 1)
-GROUP(s_q4k_2, st_block_q4_k, -1, 2)
-GROUP(s_q4k_3, st_block_q4_k, -1, 3)
-GROUP(s_q4k_4, st_block_q4_k, -1, 4)
-GROUP(s_q5k_1, st_block_q5_k, (ptrdiff_t)offsetof(st_block_q5_k, qh), 1)
-GROUP(s_q5k_2, st_block_q5_k, (ptrdiff_t)offsetof(st_block_q5_k, qh), 2)
-GROUP(s_q5k_3, st_block_q5_k, (ptrdiff_t)offsetof(st_block_q5_k, qh), 3)
-GROUP(s_q5k_4, st_block_q5_k, (ptrdiff_t)offsetof(st_block_q5_k, qh), 4)
+#define QH5 (ptrdiff_t)offsetof(st_block_q5_k, qh)
+GROUP(s_q4k_1, st_block_q4_k, -1, false, 1)
+GROUP(s_q4k_2, st_block_q4_k, -1, false, 2)
+GROUP(s_q4k_3, st_block_q4_k, -1, false, 3)
+GROUP(s_q4k_4, st_block_q4_k, -1, false, 4)
+GROUP(s_q5k_1, st_block_q5_k, QH5, false, 1)
+GROUP(s_q5k_2, st_block_q5_k, QH5, false, 2)
+GROUP(s_q5k_3, st_block_q5_k, QH5, false, 3)
+GROUP(s_q5k_4, st_block_q5_k, QH5, false, 4)
+GROUP(s_q4kp_1, st_block_q4_k, -1, true, 1)
+GROUP(s_q4kp_2, st_block_q4_k, -1, true, 2)
+GROUP(s_q4kp_3, st_block_q4_k, -1, true, 3)
+GROUP(s_q4kp_4, st_block_q4_k, -1, true, 4)
+GROUP(s_q5kp_1, st_block_q5_k, QH5, true, 1)
+GROUP(s_q5kp_2, st_block_q5_k, QH5, true, 2)
+GROUP(s_q5kp_3, st_block_q5_k, QH5, true, 3)
+GROUP(s_q5kp_4, st_block_q5_k, QH5, true, 4)
+
+static const st_kq8_group_fn s_q4k[2][ST_KQ8_TOK_CHUNK] = {{s_q4k_1, s_q4k_2, s_q4k_3, s_q4k_4},
+                                                          {s_q4kp_1, s_q4kp_2, s_q4kp_3, s_q4kp_4}};
+static const st_kq8_group_fn s_q5k[2][ST_KQ8_TOK_CHUNK] = {{s_q5k_1, s_q5k_2, s_q5k_3, s_q5k_4},
+                                                          {s_q5kp_1, s_q5kp_2, s_q5kp_3, s_q5kp_4}};
 
 static void s_group_q4k(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
                         int nt, __m256 *out) {
-    static const st_kq8_group_fn fns[ST_KQ8_TOK_CHUNK] = {s_q4k_1, s_q4k_2, s_q4k_3, s_q4k_4};
-    fns[nt - 1](p, pn, nb, x, nt, out);
+    s_q4k[0][nt - 1](p, pn, nb, x, nt, out);
 }
-
+static void s_group_q4k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
+                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+    s_q4k[1][nt - 1](p, pn, nb, x, nt, out);
+}
 static void s_group_q5k(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
                         int nt, __m256 *out) {
-    static const st_kq8_group_fn fns[ST_KQ8_TOK_CHUNK] = {s_q5k_1, s_q5k_2, s_q5k_3, s_q5k_4};
-    fns[nt - 1](p, pn, nb, x, nt, out);
+    s_q5k[0][nt - 1](p, pn, nb, x, nt, out);
+}
+static void s_group_q5k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
+                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+    s_q5k[1][nt - 1](p, pn, nb, x, nt, out);
 }
 
 void st_matmul_q4_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
@@ -171,4 +195,16 @@ void st_matmul_q4_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int 
 void st_matmul_q5_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     st_kq8_matmul_avx2(s_group_q5k, sizeof(st_block_q5_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q4_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    st_kq8_matmul_packed_avx2(s_group_q4k_packed, sizeof(st_block_q4_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y,
+                              y_stride);
+}
+
+void st_matmul_q5_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    st_kq8_matmul_packed_avx2(s_group_q5k_packed, sizeof(st_block_q5_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y,
+                              y_stride);
 }

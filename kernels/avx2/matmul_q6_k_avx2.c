@@ -14,7 +14,8 @@
  * the transposed scales. The -32 offset of the quants is 32 * sum_g sc_g *
  * bsums_g (Q8_K's sums of 16 activations): 8 madds per token with pairs of
  * scales times 32. The next group's rows are prefetched step by step
- * (st_kq8_prefetch).
+ * (st_kq8_prefetch). On packed weights (st_pack) the pieces are loaded
+ * already transposed and the 8 d side by side, with the same results.
  *
  * Per (row, token) each super-block's sum is the exact int32 of the reference,
  * and the float steps are those of st_vec_dot_q6_k_q8_k_avx2 (acc = fma(d_w *
@@ -31,7 +32,8 @@
 enum { QH = offsetof(st_block_q6_k, qh), SC = offsetof(st_block_q6_k, scales), D = offsetof(st_block_q6_k, d) };
 
 static inline __attribute__((always_inline)) void s_group(const uint8_t *const *p0, const uint8_t *const *pn, int nb,
-                                                          const st_block_q8_k *const *x, const int NT, __m256 *out) {
+                                                          bool packed, const st_block_q8_k *const *x, const int NT,
+                                                          __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
     __m256 acc[ST_KQ8_TOK_CHUNK];
     const uint8_t *p[8]; /* the rows' current super-blocks */
@@ -40,9 +42,12 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
 #pragma GCC unroll 16
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        st_kq8_prefetch(pn, b, nb, sizeof(st_block_q6_k));
+        if (!packed)
+            st_kq8_prefetch(pn, b, nb, sizeof(st_block_q6_k));
+        else if (pn)
+            st_kq8_prefetch_packed(p[0], 0, sizeof(st_block_q6_k)); /* p[0] walks: step b is at its start */
         __m256i s8[4];
-        st_kq8_transpose16(p, SC, s8);
+        st_kq8_load16(p, packed, SC, s8);
         __m256i isum[ST_KQ8_TOK_CHUNK];
 #pragma GCC unroll 16
         for (int t = 0; t < NT; t++) isum[t] = _mm256_setzero_si256();
@@ -52,9 +57,9 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
             for (int o = 0; o < 32; o += 16) {
                 /* lane j: ql[l..l+3], ql[l+32..], qh[l..] of half h, l = o + 4k */
                 __m256i a[4], c[4], e[4];
-                st_kq8_transpose16(p, 64 * h + o, a);
-                st_kq8_transpose16(p, 64 * h + 32 + o, c);
-                st_kq8_transpose16(p, QH + 32 * h + o, e);
+                st_kq8_load16(p, packed, 64 * h + o, a);
+                st_kq8_load16(p, packed, 64 * h + 32 + o, c);
+                st_kq8_load16(p, packed, QH + 32 * h + o, e);
                 /* sc[s] lane j = (c, c) as int16, c the scale of sub-block 8h + 2s + o/16 of row j
                  * (pshufb puts c in the high byte of both words, srai sign-extends) */
                 __m256i sc[4];
@@ -92,14 +97,19 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
                 }
             }
         }
-        __m128i d16 = _mm_cvtsi32_si128(st_load_u16(p[0] + D));
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[1] + D), 1);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[2] + D), 2);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[3] + D), 3);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[4] + D), 4);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[5] + D), 5);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[6] + D), 6);
-        d16 = _mm_insert_epi16(d16, st_load_u16(p[7] + D), 7);
+        __m128i d16;
+        if (packed) { /* the 8 rows' d, side by side after the transposed pieces */
+            d16 = _mm_loadu_si128((const __m128i *)(p[0] + 8 * D));
+        } else {
+            d16 = _mm_cvtsi32_si128(st_load_u16(p[0] + D));
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[1] + D), 1);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[2] + D), 2);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[3] + D), 3);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[4] + D), 4);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[5] + D), 5);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[6] + D), 6);
+            d16 = _mm_insert_epi16(d16, st_load_u16(p[7] + D), 7);
+        }
         const __m256 dw = _mm256_cvtph_ps(d16);
         /* sc32[m] lane j = 32 * (scale 2m, scale 2m + 1) of row j, for the offsets */
         __m256i sc32[8];
@@ -117,8 +127,12 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
             const __m256i s = _mm256_sub_epi32(isum[t], ofs);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), _mm256_cvtepi32_ps(s), acc[t]);
         }
+        if (packed) {
+            p[0] += 8 * sizeof(st_block_q6_k);
+        } else {
 #pragma GCC unroll 8
-        for (int j = 0; j < 8; j++) p[j] += sizeof(st_block_q6_k);
+            for (int j = 0; j < 8; j++) p[j] += sizeof(st_block_q6_k);
+        }
     }
 #pragma GCC unroll 16
     for (int t = 0; t < NT; t++) out[t] = acc[t];
@@ -127,14 +141,30 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
 static void s_group_q6k(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
                         int nt, __m256 *out) {
     switch (nt) {
-    case 1: s_group(p, pn, nb, x, 1, out); break;
-    case 2: s_group(p, pn, nb, x, 2, out); break;
-    case 3: s_group(p, pn, nb, x, 3, out); break;
-    default: s_group(p, pn, nb, x, 4, out); break;
+    case 1: s_group(p, pn, nb, false, x, 1, out); break;
+    case 2: s_group(p, pn, nb, false, x, 2, out); break;
+    case 3: s_group(p, pn, nb, false, x, 3, out); break;
+    default: s_group(p, pn, nb, false, x, 4, out); break;
+    }
+}
+
+static void s_group_q6k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
+                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+    switch (nt) {
+    case 1: s_group(p, pn, nb, true, x, 1, out); break;
+    case 2: s_group(p, pn, nb, true, x, 2, out); break;
+    case 3: s_group(p, pn, nb, true, x, 3, out); break;
+    default: s_group(p, pn, nb, true, x, 4, out); break;
     }
 }
 
 void st_matmul_q6_k_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                               size_t x_stride, int n_tok, float *y, size_t y_stride) {
     st_kq8_matmul_avx2(s_group_q6k, sizeof(st_block_q6_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+}
+
+void st_matmul_q6_k_x8_q8_k_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
+                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
+    st_kq8_matmul_packed_avx2(s_group_q6k_packed, sizeof(st_block_q6_k), n_in, w, rows, r0, r1, x, x_stride, n_tok, y,
+                              y_stride);
 }

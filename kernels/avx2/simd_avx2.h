@@ -88,6 +88,35 @@ static inline __attribute__((always_inline)) void st_kq8_transpose16(const uint8
     g[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
+/* Packed K-quant weights (st_pack, 8 rows per group): super-block b of a
+ * group is 8 * block_bytes bytes at 8 * b * block_bytes from the group's
+ * start, and the 16 bytes at offset o of its 8 rows are stored at 8 * o as
+ * st_kq8_transpose16's 4 vectors; the rows' last block_bytes % 16 bytes (Q6_K's
+ * d) follow one row after the other. A group function given packed = true
+ * takes p[0] = the packed group (or its current super-block, as it walks)
+ * instead of 8 row pointers, and loads what it would have transposed. */
+static inline __attribute__((always_inline)) void st_kq8_load16(const uint8_t *const *p, bool packed, size_t off,
+                                                                  __m256i g[4]) {
+    if (!packed) {
+        st_kq8_transpose16(p, off, g);
+        return;
+    }
+    const uint8_t *q = p[0] + 8 * off;
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) g[k] = _mm256_loadu_si256((const __m256i *)(q + 32 * k));
+}
+
+/* Bytes ahead of the packed stream that are prefetched (non-temporally: read
+ * once per token), as the packed Q4_0 kernel does. */
+#define ST_KQ8_PACK_AHEAD 9216
+
+/* Step b's 8 * block_bytes of a packed group, ST_KQ8_PACK_AHEAD bytes ahead. */
+static inline __attribute__((always_inline)) void st_kq8_prefetch_packed(const uint8_t *group, int b,
+                                                                           size_t block_bytes) {
+    const uint8_t *f = group + 8 * block_bytes * (size_t)b + ST_KQ8_PACK_AHEAD;
+    for (size_t o = 0; o < 8 * block_bytes; o += 64) _mm_prefetch((const char *)f + o, _MM_HINT_NTA);
+}
+
 /* Lane j of v holds 4 bytes of row j; the result's lane j is (byte i0, byte
  * i1) of it as two signed int16, times 2^(8 - shift): a madd operand that
  * applies row j's signed 8-bit scales (pshufb puts each byte in the high half
@@ -137,6 +166,31 @@ static inline __attribute__((always_inline)) void st_kq8_matmul_avx2(st_kq8_grou
                 float *yt = y + (size_t)(t0 + t) * y_stride;
                 for (int j = 0; j < n; j++) yt[r[j]] = o[j];
             }
+        }
+    }
+}
+
+/* The st_matmul_fn of a packed K-quant (consecutive whole groups of 8 rows):
+ * group() gets p[0] = the packed group, and pn non-NULL on the first pass
+ * over it (the one that prefetches). Same bits as st_kq8_matmul_avx2. */
+static inline __attribute__((always_inline)) void st_kq8_matmul_packed_avx2(st_kq8_group_fn group, size_t block_bytes,
+                                                                             int n_in, const void *vw,
+                                                                             const int32_t *rows, int r0, int r1,
+                                                                             const void *vx, size_t x_stride,
+                                                                             int n_tok, float *y, size_t y_stride) {
+    assert(!rows && n_in % ST_QK_K == 0 && r0 % 8 == 0 && r1 % 8 == 0);
+    (void)rows;
+    const size_t row_bytes = (size_t)(n_in / ST_QK_K) * block_bytes;
+    const uint8_t *w = vw, *x = vx;
+    for (int i = r0; i < r1; i += 8) {
+        const uint8_t *p[8] = {w + (size_t)i * row_bytes};
+        for (int t0 = 0; t0 < n_tok; t0 += ST_KQ8_TOK_CHUNK) {
+            const int nt = n_tok - t0 < ST_KQ8_TOK_CHUNK ? n_tok - t0 : ST_KQ8_TOK_CHUNK;
+            const st_block_q8_k *xt[ST_KQ8_TOK_CHUNK];
+            for (int t = 0; t < nt; t++) xt[t] = (const st_block_q8_k *)(x + (size_t)(t0 + t) * x_stride);
+            __m256 out[ST_KQ8_TOK_CHUNK];
+            group(p, t0 == 0 ? p : NULL, n_in / ST_QK_K, xt, nt, out);
+            for (int t = 0; t < nt; t++) _mm256_storeu_ps(y + (size_t)(t0 + t) * y_stride + i, out[t]);
         }
     }
 }

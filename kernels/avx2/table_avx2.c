@@ -61,6 +61,9 @@ const st_kernels_t st_kernels_avx2 = {
             [ST_TYPE_F32] = st_axpy_f32_avx2,
             [ST_TYPE_F16] = st_axpy_f16_avx2,
         },
-    .pack_rows = {[ST_TYPE_Q4_0] = 8},
-    .matmul_packed = {[ST_TYPE_Q4_0] = st_matmul_q4_0x8_q8_0_avx2},
+    .pack_rows = {[ST_TYPE_Q4_0] = 8, [ST_TYPE_Q4_K] = 8, [ST_TYPE_Q5_K] = 8, [ST_TYPE_Q6_K] = 8},
+    .matmul_packed = {[ST_TYPE_Q4_0] = st_matmul_q4_0x8_q8_0_avx2,
+                      [ST_TYPE_Q4_K] = st_matmul_q4_k_x8_q8_k_avx2,
+                      [ST_TYPE_Q5_K] = st_matmul_q5_k_x8_q8_k_avx2,
+                      [ST_TYPE_Q6_K] = st_matmul_q6_k_x8_q8_k_avx2},
 };
