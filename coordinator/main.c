@@ -583,10 +583,9 @@ int main(int argc, char **argv) {
         sigaction(SIGHUP, &sa, NULL);
     }
 
-    c.m = st_model_load(a.model);
-    /* attention and the head run here: packed for the kernels (private pages); the experts stay as
-     * the file has them, to be pushed to the nodes and, for a fallback, computed in that layout */
-    if (c.m && st_model_pack(c.m, st_kernels_select(), false) < 0) st_model_destroy(&c.m);
+    /* attention and the head run here, packed for the kernels; the experts stay as the file has
+     * them, to be pushed to the nodes and, for a fallback, computed in that layout */
+    c.m = st_model_load_streaming(a.model);
     if (!c.m) {
         free(c.addrs);
         return 1;

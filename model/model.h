@@ -89,6 +89,11 @@ st_model_t *st_model_load(const char *path);
  * process that keeps every weight in RAM (no expert cache). Its matrices are
  * packed for this CPU's kernels (st_model_pack). */
 st_model_t *st_model_load_resident(const char *path);
+/* The same mapped, for a coordinator (its experts run on nodes): the dense
+ * matrices (attention, output head) packed (st_model_pack) in private pages,
+ * the experts left as the file has them. Not for a process under a memory
+ * budget (--mem): the private copies cannot be reclaimed as file pages can. */
+st_model_t *st_model_load_streaming(const char *path);
 /* Packs the matrices that only matmuls read (attention, output head, and
  * the experts when `experts`) for kernel table k, in place (st_pack), and
  * makes k the table of every context on m. On a file mapping (st_model_load)

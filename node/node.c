@@ -77,6 +77,8 @@ struct st_node {
     uint32_t *queue;            /* keys to load when idle (ring) */
     uint32_t q_head, q_len, q_cap;
     uint64_t fixed; /* bytes charged to --mem besides the cached experts */
+    bool pack;      /* cached experts are packed for the kernels: only when every assigned one fits in
+                     * --mem, so that packing (about 10 GB/s) is paid once, not again at every miss */
 
     /* counters */
     uint64_t requests, errors;
@@ -190,10 +192,11 @@ static void s_matrix_dims(const st_node_t *n, uint32_t l, int i, st_type_t *t, i
     *rows = i < 2 || s->down_transposed ? F : E;
 }
 
-/* Whether the kernels read matrix i of layer l packed (st_pack): the table
- * packs its type and shape, and the store's layout is the standard one. */
+/* Whether the kernels read matrix i of layer l packed (st_pack): the node
+ * packs (n->pack), the table packs its type and shape, and the store's
+ * layout is the standard one. */
 static bool s_packed(const st_node_t *n, uint32_t l, int i) {
-    if (i == 2 && n->shape.down_transposed) return false; /* read row by row */
+    if (!n->pack || (i == 2 && n->shape.down_transposed)) return false; /* a transposed down is read by rows */
     st_type_t t;
     int n_in, rows;
     s_matrix_dims(n, l, i, &t, &n_in, &rows);
@@ -269,13 +272,11 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         snprintf(why, cap, "cannot set up the expert cache");
         return ST_ENOMEM;
     }
-    uint32_t n_packed = 0; /* layers whose experts the kernels read packed */
-    for (uint32_t l = 0; l < s->n_layer; l++) n_packed += s_packed(n, l, 0) || s_packed(n, l, 1) || s_packed(n, l, 2);
     st_log(ST_LOG_INFO, "model %u layers x %u experts, up to %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
-           "room for %llu experts in RAM; %s kernels, experts of %u layers packed for them in RAM",
+           "room for %llu experts in RAM; %s kernels",
            s->n_layer, s->n_expert, (unsigned long long)st_wire_max_expert_bytes(s), (unsigned long long)fixed,
            (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one),
-           n->shell.kernels->name, n_packed);
+           n->shell.kernels->name);
     return 0;
 }
 
@@ -398,6 +399,9 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     if (n_pin < n_pin_asked)
         st_log(ST_LOG_WARN, "only %llu of %u pinned experts fit in --mem; the rest are cached as usual",
                (unsigned long long)n_pin, n_pin_asked);
+    /* packed only when every expert stays in RAM; a change of layout empties the cache */
+    const bool pack = a->n_experts <= room, relayout = pack != n->pack;
+    n->pack = pack;
     /* drop cached experts that are no longer ours (or have another hash now); re-pin the rest */
     st_wire_ref_t *missing = malloc((size_t)(a->n_experts ? a->n_experts : 1) * sizeof *missing);
     if (!missing) return s_reply_error(n, rx, ST_ENOMEM, "no memory for the missing list");
@@ -405,7 +409,7 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     n->q_len = 0;
     for (uint32_t k = 0; k < n->n_keys; k++) {
         if (st_lru_contains(n->lru, k)) {
-            if (!s_present(n, k)) st_lru_remove(n->lru, k);
+            if (relayout || !s_present(n, k)) st_lru_remove(n->lru, k);
             else st_lru_pin(n->lru, k, (n->flags[k] & PINNED) != 0);
         }
         if (!(n->flags[k] & ASSIGNED)) continue;
@@ -416,7 +420,11 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
         }
         n_pinned += (n->flags[k] & PINNED) != 0;
     }
-    st_log(ST_LOG_INFO, "ASSIGN: %u experts (%u pinned), %u missing", a->n_experts, n_pinned, n_missing);
+    uint32_t n_packed = 0; /* layers whose experts the kernels read packed */
+    for (uint32_t l = 0; l < n->shape.n_layer; l++) n_packed += s_packed(n, l, 0) || s_packed(n, l, 1) || s_packed(n, l, 2);
+    st_log(ST_LOG_INFO, "ASSIGN: %u experts (%u pinned), %u missing; room for %llu in RAM, %s: %u of %u layers packed",
+           a->n_experts, n_pinned, n_missing, (unsigned long long)room,
+           pack ? "all fit" : "not all fit (the file's layout)", n_packed, n->shape.n_layer);
     st_wire_msg_t m = {.type = ST_MSG_ASSIGN_ACK};
     m.assign_ack.n_missing = n_missing;
     m.assign_ack.missing = missing;

@@ -221,9 +221,8 @@ static uint32_t s_do_hello(client_t *c, model_t *md) {
     return n;
 }
 
-/* ASSIGN every expert of the model, pinning the first n_pin; returns how many are missing. */
-static uint32_t s_do_assign(client_t *c, model_t *md, uint32_t n_pin) {
-    const uint32_t n = md->shape.n_layer * md->shape.n_expert;
+/* ASSIGN the first n experts (layer by layer), pinning the first n_pin; returns how many are missing. */
+static uint32_t s_do_assign_first(client_t *c, model_t *md, uint32_t n, uint32_t n_pin) {
     st_wire_ref_t *refs = calloc(n, sizeof *refs);
     for (uint32_t k = 0; k < n; k++) {
         refs[k] = (st_wire_ref_t){.layer = k / md->shape.n_expert, .expert = k % md->shape.n_expert, .has_hash = true};
@@ -238,6 +237,11 @@ static uint32_t s_do_assign(client_t *c, model_t *md, uint32_t n_pin) {
     st_wire_rx_clear(&rx);
     free(refs);
     return missing;
+}
+
+/* ASSIGN every expert of the model, pinning the first n_pin; returns how many are missing. */
+static uint32_t s_do_assign(client_t *c, model_t *md, uint32_t n_pin) {
+    return s_do_assign_first(c, md, md->shape.n_layer * md->shape.n_expert, n_pin);
 }
 
 /* Pushes one expert in chunks; returns the bytes sent. */
@@ -384,6 +388,38 @@ Test(node, serves_experts_bit_identical_to_one_process) {
     cr_assert_gt(rx.msg.heartbeat.mem_used, 0);
     cr_assert_lt(rx.msg.heartbeat.mem_used, 256u << 20);
     st_wire_rx_clear(&rx);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0, "st-node did not exit cleanly");
+    s_free_model(&md);
+}
+
+/* Experts are kept packed for the kernels only while all the assigned ones
+ * fit in --mem (else every miss would pay the packing again): an assignment
+ * that outgrows the budget switches the node to the file's layout and
+ * empties its cache, and the results stay bit for bit one process's. */
+Test(node, layout_follows_whether_the_assignment_fits) {
+    model_t md = {0};
+    /* Q4_0 experts of 442 KB (packable), 16 layers x 8: 56 MB in all, one layer 3.5 MB */
+    s_load_model(&md, SYNTH("--type", "q4_0", "--hidden", "512", "--expert-ffn", "512", "--layers", "16", "--heads",
+                            "4", "--kv-heads", "2"));
+#ifdef __SANITIZE_ADDRESS__
+    node_proc_t p = s_start(g_store, "72M", NULL); /* ASan's own memory is part of the fixed share */
+#else
+    node_proc_t p = s_start(g_store, "48M", NULL);
+#endif
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    s_do_hello(&c, &md);
+    const uint32_t X = md.shape.n_expert, n_all = md.shape.n_layer * X;
+    cr_assert_eq(s_do_assign_first(&c, &md, X, 0), X); /* layer 0 only: fits, packed */
+    for (uint32_t e = 0; e < X; e++) s_push_expert(&c, &md, 0, e, ST_WIRE_MAX_CHUNK);
+    s_check_compute(&c, &md, 0, 5, true, 41);
+    s_check_compute(&c, &md, 0, 1, false, 42);
+    cr_assert_eq(s_do_assign(&c, &md, 0), n_all - X); /* everything: does not fit, the file's layout */
+    s_check_compute(&c, &md, 0, 5, true, 43);
+    s_check_compute(&c, &md, 0, 1, false, 44);
+    cr_assert_eq(s_do_assign_first(&c, &md, X, 0), 0); /* back to one layer: packed again */
+    s_check_compute(&c, &md, 0, 5, true, 45);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0, "st-node did not exit cleanly");
     s_free_model(&md);
