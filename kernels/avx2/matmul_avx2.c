@@ -64,7 +64,30 @@ void st_matmul_q4_0_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int 
     s_matmul_q4_0_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
 
+/* Packed, 8 rows per group: one function per token count, so acc stays in registers. */
+#define ROWS8P(NT)                                                                                                     \
+    static void s_rows8p_##NT(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,                       \
+                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], float *y, size_t y_stride,    \
+                              bool first) {                                                                            \
+        __m256 acc[NT];                                                                                                \
+        s_rows8_packed(p, pf, nb, xt, dx, sy8, NT, acc);                                                               \
+        for (int t = 0; t < NT; t++) {                                                                                 \
+            float *yr = y + (size_t)t * y_stride;                                                                      \
+            _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));                        \
+        }                                                                                                              \
+    }
+ROWS8P(1)
+ROWS8P(2)
+ROWS8P(3)
+ROWS8P(4)
+ROWS8P(5)
+ROWS8P(6)
+ROWS8P(7)
+ROWS8P(8)
+static const packed_rows_fn s_rows8p_fns[TOK_CHUNK] = {s_rows8p_1, s_rows8p_2, s_rows8p_3, s_rows8p_4,
+                                                       s_rows8p_5, s_rows8p_6, s_rows8p_7, s_rows8p_8};
+
 void st_matmul_q4_0x8_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    s_matmul_q4_0x8_q8_0(n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
+    s_matmul_q4_0_packed(8, s_rows8p_fns, n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }

@@ -308,51 +308,37 @@ static inline __attribute__((always_inline)) void s_rows8_packed(const uint8_t *
     }
 }
 
-#define ROWS8P(NT)                                                                                                     \
-    static void s_rows8p_##NT(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,                       \
-                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], __m256 *acc) {                \
-        s_rows8_packed(p, pf, nb, xt, dx, sy8, NT, acc);                                                               \
-    }
-ROWS8P(1)
-ROWS8P(2)
-ROWS8P(3)
-ROWS8P(4)
-ROWS8P(5)
-ROWS8P(6)
-ROWS8P(7)
-ROWS8P(8)
+/* One pass of a packed group's R rows (lane j = row j) against NT tokens,
+ * written to y[t * y_stride + j]: stored on the first pass over the blocks,
+ * added to it on the later ones (first = false); pf: prefetch the stream. Each
+ * ISA file makes one per token count from its s_rows8_packed or s_rows16. */
+typedef void (*packed_rows_fn)(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,
+                               const float (*dx)[BLK_PASS], const int32_t (*sy8)[BLK_PASS], float *y, size_t y_stride,
+                               bool first);
 
-typedef void (*rows8p_fn)(const uint8_t *, bool, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
-                          const int32_t (*)[BLK_PASS], __m256 *);
-static const rows8p_fn s_rows8p_fns[TOK_CHUNK] = {s_rows8p_1, s_rows8p_2, s_rows8p_3, s_rows8p_4,
-                                                  s_rows8p_5, s_rows8p_6, s_rows8p_7, s_rows8p_8};
-
-__attribute__((unused)) /* the AVX-512 table packs 16 rows (matmul_avx512.c) */
-static void s_matmul_q4_0x8_q8_0(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
-                                 size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(!rows && n_in % ST_QK4_0 == 0 && r0 % 8 == 0 && r1 % 8 == 0);
+/* The matmul on Q4_0 packed R rows per group (st_pack): consecutive whole
+ * groups only; rows_fns[nt - 1] computes nt tokens. */
+static inline void s_matmul_q4_0_packed(int R, const packed_rows_fn *rows_fns, int n_in, const void *vw,
+                                        const int32_t *rows, int r0, int r1, const void *vx, size_t x_stride,
+                                        int n_tok, float *y, size_t y_stride) {
+    assert(!rows && n_in % ST_QK4_0 == 0 && r0 % R == 0 && r1 % R == 0);
     (void)rows;
     const int nb_all = n_in / ST_QK4_0;
-    const size_t group_bytes = 8 * (size_t)nb_all * sizeof(st_block_q4_0);
+    const size_t group_bytes = (size_t)R * nb_all * sizeof(st_block_q4_0);
     const uint8_t *w = vw;
     tok_tables_t tt;
     const st_block_q8_0 *xt[TOK_PASS];
     for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
         const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
-        const bool first = b0 == 0;
         for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
             const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
             s_tok_tables(vx, x_stride, tp, ntp, b0, nb, xt, &tt);
-            for (int r = r0; r < r1; r += 8) {
-                const uint8_t *p = w + (size_t)(r / 8) * group_bytes + (size_t)b0 * 8 * sizeof(st_block_q4_0);
+            for (int r = r0; r < r1; r += R) {
+                const uint8_t *p = w + (size_t)(r / R) * group_bytes + (size_t)b0 * R * sizeof(st_block_q4_0);
                 for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
                     const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
-                    __m256 acc[TOK_CHUNK];
-                    s_rows8p_fns[nt - 1](p, t0 == 0, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
-                    for (int t = 0; t < nt; t++) {
-                        float *yr = y + (size_t)(tp + t0 + t) * y_stride + r;
-                        _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));
-                    }
+                    rows_fns[nt - 1](p, t0 == 0, nb, xt + t0, tt.dx + t0, tt.sy8 + t0,
+                                     y + (size_t)(tp + t0) * y_stride + r, y_stride, b0 == 0);
                 }
             }
         }

@@ -82,10 +82,17 @@ static inline __attribute__((always_inline)) void s_rows16(const uint8_t *p, boo
     }
 }
 
+/* One function per token count, so acc stays in registers. */
 #define ROWS16(NT)                                                                                                     \
     static void s_rows16_##NT(const uint8_t *p, bool pf, int nb, const st_block_q8_0 *const *xt,                       \
-                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], __m512 *acc) {                \
+                              const float(*dx)[BLK_PASS], const int32_t(*sy8)[BLK_PASS], float *y, size_t y_stride,    \
+                              bool first) {                                                                            \
+        __m512 acc[NT];                                                                                                \
         s_rows16(p, pf, nb, xt, dx, sy8, NT, acc);                                                                     \
+        for (int t = 0; t < NT; t++) {                                                                                 \
+            float *yr = y + (size_t)t * y_stride;                                                                      \
+            _mm512_storeu_ps(yr, first ? acc[t] : _mm512_add_ps(acc[t], _mm512_loadu_ps(yr)));                        \
+        }                                                                                                              \
     }
 ROWS16(1)
 ROWS16(2)
@@ -95,41 +102,12 @@ ROWS16(5)
 ROWS16(6)
 ROWS16(7)
 ROWS16(8)
+static const packed_rows_fn s_rows16_fns[TOK_CHUNK] = {s_rows16_1, s_rows16_2, s_rows16_3, s_rows16_4,
+                                                       s_rows16_5, s_rows16_6, s_rows16_7, s_rows16_8};
 
-typedef void (*rows16_fn)(const uint8_t *, bool, int, const st_block_q8_0 *const *, const float (*)[BLK_PASS],
-                          const int32_t (*)[BLK_PASS], __m512 *);
-static const rows16_fn s_rows16_fns[TOK_CHUNK] = {s_rows16_1, s_rows16_2, s_rows16_3, s_rows16_4,
-                                                  s_rows16_5, s_rows16_6, s_rows16_7, s_rows16_8};
-
-void st_matmul_q4_0x16_q8_0_avx512(int n_in, const void *vw, const int32_t *rows, int r0, int r1, const void *vx,
+void st_matmul_q4_0x16_q8_0_avx512(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
                                    size_t x_stride, int n_tok, float *y, size_t y_stride) {
-    assert(!rows && n_in % ST_QK4_0 == 0 && r0 % 16 == 0 && r1 % 16 == 0);
-    (void)rows;
-    const int nb_all = n_in / ST_QK4_0;
-    const size_t group_bytes = 16 * (size_t)nb_all * sizeof(st_block_q4_0);
-    const uint8_t *w = vw;
-    tok_tables_t tt;
-    const st_block_q8_0 *xt[TOK_PASS];
-    for (int b0 = 0; b0 < nb_all; b0 += BLK_PASS) {
-        const int nb = nb_all - b0 < BLK_PASS ? nb_all - b0 : BLK_PASS;
-        const bool first = b0 == 0;
-        for (int tp = 0; tp < n_tok; tp += TOK_PASS) {
-            const int ntp = n_tok - tp < TOK_PASS ? n_tok - tp : TOK_PASS;
-            s_tok_tables(vx, x_stride, tp, ntp, b0, nb, xt, &tt);
-            for (int r = r0; r < r1; r += 16) {
-                const uint8_t *p = w + (size_t)(r / 16) * group_bytes + (size_t)b0 * 16 * sizeof(st_block_q4_0);
-                for (int t0 = 0; t0 < ntp; t0 += TOK_CHUNK) {
-                    const int nt = ntp - t0 < TOK_CHUNK ? ntp - t0 : TOK_CHUNK;
-                    __m512 acc[TOK_CHUNK];
-                    s_rows16_fns[nt - 1](p, t0 == 0, nb, xt + t0, tt.dx + t0, tt.sy8 + t0, acc);
-                    for (int t = 0; t < nt; t++) {
-                        float *yr = y + (size_t)(tp + t0 + t) * y_stride + r;
-                        _mm512_storeu_ps(yr, first ? acc[t] : _mm512_add_ps(acc[t], _mm512_loadu_ps(yr)));
-                    }
-                }
-            }
-        }
-    }
+    s_matmul_q4_0_packed(16, s_rows16_fns, n_in, w, rows, r0, r1, x, x_stride, n_tok, y, y_stride);
 }
 
 void st_matmul_q4_0_q8_0_avx512(int n_in, const void *w, const int32_t *rows, int r0, int r1, const void *x,
