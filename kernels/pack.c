@@ -10,6 +10,7 @@
  */
 #include "st_kernels.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,10 +45,22 @@ static void s_pack_group_kq(int R, int nb, size_t size, const uint8_t *src, size
     }
 }
 
+/* ST_PACK=0 in the environment: nothing is packed (to compare). Read once,
+ * as st_kernels_select reads ST_KERNELS: a node asks at every request. */
+static bool s_pack_off(void) {
+    static atomic_int off = -1;
+    int v = atomic_load_explicit(&off, memory_order_relaxed);
+    if (v < 0) {
+        const char *env = getenv("ST_PACK");
+        v = env && strcmp(env, "0") == 0;
+        atomic_store_explicit(&off, v, memory_order_relaxed);
+    }
+    return v;
+}
+
 bool st_packable(const st_kernels_t *k, st_type_t t, int n_in, int64_t n_rows) {
     if (t != ST_TYPE_Q4_0 && t != ST_TYPE_Q4_K && t != ST_TYPE_Q5_K && t != ST_TYPE_Q6_K) return false;
-    const char *env = getenv("ST_PACK"); /* ST_PACK=0: nothing is packed (to compare) */
-    if (env && strcmp(env, "0") == 0) return false;
+    if (s_pack_off()) return false;
     const int R = k->pack_rows[t];
     return R > 0 && ST_PACK_MAX_ROWS % R == 0 && k->matmul_packed[t] && n_rows % R == 0 && n_in > 0 &&
            n_in % st_type_traits(t)->blck == 0;

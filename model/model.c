@@ -289,22 +289,18 @@ static st_model_t *s_load(const char *path, st_gguf_t *g) {
 }
 
 st_model_t *st_model_load(const char *path) { return s_load(path, st_gguf_open(path)); }
-st_model_t *st_model_load_streaming(const char *path) {
-    st_model_t *m = st_model_load(path);
-    if (m && st_model_pack(m, st_kernels_select(), false) < 0) {
-        st_log(ST_LOG_ERROR, "%s: cannot pack the dense weights", path);
+/* m packed for this CPU's kernels (its experts too, or not), or NULL (logged). */
+static st_model_t *s_packed(const char *path, st_model_t *m, bool experts) {
+    if (m && st_model_pack(m, st_kernels_select(), experts) < 0) {
+        st_log(ST_LOG_ERROR, "%s: cannot pack the weights", path);
         st_model_destroy(&m);
     }
     return m;
 }
 
+st_model_t *st_model_load_streaming(const char *path) { return s_packed(path, st_model_load(path), false); }
 st_model_t *st_model_load_resident(const char *path) {
-    st_model_t *m = s_load(path, st_gguf_open_resident(path));
-    if (m && st_model_pack(m, st_kernels_select(), true) < 0) {
-        st_log(ST_LOG_ERROR, "%s: cannot pack the weights", path);
-        st_model_destroy(&m);
-    }
-    return m;
+    return s_packed(path, s_load(path, st_gguf_open_resident(path)), true);
 }
 
 void st_model_destroy(st_model_t **mp) {

@@ -6,10 +6,11 @@
  * table (tied), and, in a resident copy, the experts' gate, up and down
  * (down only in the file's standard layout). A coordinator packs only the
  * dense ones, in its private file mapping: their pages become its own
- * (copy-on-write) while the experts it pushes to nodes stay the file's. A matrix the table cannot pack (type, rows not whole
- * groups) stays as it is, pack_rows 0; the forward pass reads each matrix in
- * its own layout, with the same bits either way. Matrices are packed by a
- * few threads, each claiming the next one. */
+ * (copy-on-write) while the experts it pushes to nodes stay the file's. A
+ * matrix the table cannot pack (type, rows not whole groups) stays as it
+ * is, pack_rows 0; the forward pass reads each matrix in its own layout,
+ * with the same bits either way. Matrices are packed by a few threads, each
+ * claiming the next one. */
 #include "model.h"
 
 #include <errno.h>
@@ -47,21 +48,23 @@ static void *s_pack_worker(void *arg) {
     return NULL;
 }
 
-/* The weights nothing reads row by row (at most 7 per layer + 1); the experts' only with `experts`. */
-static int s_matmul_weights(st_model_t *m, bool experts, st_weight_t **out) {
+static bool s_packable(const st_kernels_t *k, const st_weight_t *w) {
+    return w->data && w->n_cols <= INT32_MAX && st_packable(k, w->type, (int)w->n_cols, w->n_rows);
+}
+
+/* The weights that nothing reads row by row and k packs (at most 7 per
+ * layer + 1); the experts' only with `experts`. */
+static int s_packable_weights(const st_kernels_t *k, st_model_t *m, bool experts, st_weight_t **out) {
     int n = 0;
     for (int il = 0; il < m->cfg.n_layer; il++) {
         st_layer_t *L = &m->layers[il];
-        st_weight_t *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate_exps, &L->up_exps};
-        for (size_t i = 0; i < (experts ? 6u : 4u); i++) out[n++] = ws[i];
-        if (experts && !L->down_transposed) out[n++] = &L->down_exps;
+        st_weight_t *ws[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate_exps, &L->up_exps, &L->down_exps};
+        const size_t n_ws = !experts ? 4 : L->down_transposed ? 6 : 7;
+        for (size_t i = 0; i < n_ws; i++)
+            if (s_packable(k, ws[i])) out[n++] = ws[i];
     }
-    if (m->output.data != m->tok_embd.data) out[n++] = &m->output;
+    if (m->output.data != m->tok_embd.data && s_packable(k, &m->output)) out[n++] = &m->output;
     return n;
-}
-
-static bool s_packable(const st_kernels_t *k, const st_weight_t *w) {
-    return w->data && w->n_cols <= INT32_MAX && st_packable(k, w->type, (int)w->n_cols, w->n_rows);
 }
 
 /* Makes w's bytes writable: a no-op on a resident copy; on a private file
@@ -79,10 +82,9 @@ int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
     m->kernels = k;
     st_weight_t **ws = calloc((size_t)m->cfg.n_layer * 7 + 1, sizeof *ws);
     if (!ws) return st_fail(ST_ENOMEM, "no memory to list the matrices to pack");
-    const int n_w = s_matmul_weights(m, experts, ws);
+    const int n_w = s_packable_weights(k, m, experts, ws);
     int n = 0;
     for (int i = 0; i < n_w; i++) {
-        if (!s_packable(k, ws[i])) continue;
         const int rc = s_writable(ws[i]);
         if (rc < 0) {
             free(ws);
@@ -96,7 +98,7 @@ int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
         return st_fail(ST_ENOMEM, "no memory to list %d matrices to pack", n);
     }
     for (int i = 0, at = 0; i < n_w; i++)
-        for (int64_t e = 0; s_packable(k, ws[i]) && e < ws[i]->n_mat; e++) j.items[at++] = (pack_item_t){ws[i], e};
+        for (int64_t e = 0; e < ws[i]->n_mat; e++) j.items[at++] = (pack_item_t){ws[i], e};
     pthread_t th[PACK_THREADS - 1];
     int started = 0;
     for (; started < PACK_THREADS - 1 && started < n - 1; started++)
@@ -108,8 +110,7 @@ int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
         free(ws);
         return st_fail(ST_ENOMEM, "no memory to pack %d of %d matrices", atomic_load(&j.n_failed), n);
     }
-    for (int i = 0; i < n_w; i++)
-        if (s_packable(k, ws[i])) ws[i]->pack_rows = k->pack_rows[ws[i]->type];
+    for (int i = 0; i < n_w; i++) ws[i]->pack_rows = k->pack_rows[ws[i]->type];
     free(ws);
     st_log(ST_LOG_INFO, "packed %d matrices for the %s kernels", n, k->name);
     return 0;
