@@ -72,7 +72,8 @@ int main(int argc, char **argv) {
             x = s_pass(nth, 0);
             half = x < half ? x : half;
         }
-        printf("%ld-byte pieces, %d thread(s): all %.1f ms (%.1f GB/s); a random %.0f%% of them %.1f ms = %.0f%% of the time\n",
+        printf("%ld-byte pieces, %d thread(s): all %.1f ms (%.1f GB/s); a random %.0f%% of them %.1f ms = %.0f%% of "
+               "the time\n",
                piece, nth, 1e3 * all, SIZE / all / 1e9, 100.0 * kept / n_pieces, 1e3 * half, 100 * half / all);
     }
     return 0;

@@ -24,7 +24,7 @@ typedef struct {
     long max_tokens;
     cJSON *history; /* [{role, content}] */
     /* the current answer */
-    char *sse;      /* SSE bytes not yet split into events */
+    char *sse; /* SSE bytes not yet split into events */
     size_t sse_len;
     char *answer;
     size_t answer_len;
@@ -44,19 +44,18 @@ static double s_now(void) {
 }
 
 static void s_usage(FILE *f) {
-    fprintf(f,
-            "usage: st-chat [--url URL] [--api-key KEY] [options]\n"
-            "\n"
-            "Chats with a SmallThinker coordinator (st-coordinator --http) or st-run --http.\n"
-            "\n"
-            "      --url URL          the server (default http://127.0.0.1:8080)\n"
-            "      --api-key KEY      bearer token (default: $ST_API_KEY, else none)\n"
-            "      --system TEXT      system message (default: none; /system changes it)\n"
-            "      --temp T           temperature (default: the server's)\n"
-            "      --max-tokens N     longest answer (default 512)\n"
-            "  -h, --help             this help\n"
-            "\n"
-            "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n");
+    fprintf(f, "usage: st-chat [--url URL] [--api-key KEY] [options]\n"
+               "\n"
+               "Chats with a SmallThinker coordinator (st-coordinator --http) or st-run --http.\n"
+               "\n"
+               "      --url URL          the server (default http://127.0.0.1:8080)\n"
+               "      --api-key KEY      bearer token (default: $ST_API_KEY, else none)\n"
+               "      --system TEXT      system message (default: none; /system changes it)\n"
+               "      --temp T           temperature (default: the server's)\n"
+               "      --max-tokens N     longest answer (default 512)\n"
+               "  -h, --help             this help\n"
+               "\n"
+               "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n");
 }
 
 static size_t s_buf_cb(char *p, size_t sz, size_t n, void *arg) {
@@ -113,8 +112,10 @@ static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     char *end;
     while ((end = strstr(c->sse, "\n\n"))) {
         *end = '\0';
-        if (!strncmp(c->sse, "data: ", 6)) s_event(c, c->sse + 6);
-        else if (c->sse[0] == '{') s_event(c, c->sse); /* an error body, not SSE */
+        if (!strncmp(c->sse, "data: ", 6))
+            s_event(c, c->sse + 6);
+        else if (c->sse[0] == '{')
+            s_event(c, c->sse); /* an error body, not SSE */
         size_t used = (size_t)(end + 2 - c->sse);
         memmove(c->sse, end + 2, c->sse_len - used + 1);
         c->sse_len -= used;
@@ -148,8 +149,9 @@ static long s_request(chat_t *c, const char *path, const char *body, curl_write_
     if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     } else {
-        fprintf(stderr, "\nst-chat: cannot reach the coordinator at %s: %s\n"
-                        "  is st-coordinator (or st-run) running with --http on that address, and the network up?\n",
+        fprintf(stderr,
+                "\nst-chat: cannot reach the coordinator at %s: %s\n"
+                "  is st-coordinator (or st-run) running with --http on that address, and the network up?\n",
                 c->url, *err ? err : curl_easy_strerror(rc));
     }
     curl_slist_free_all(hdr);
@@ -212,18 +214,20 @@ static void s_stats(chat_t *c) {
     cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
     if (o) {
         printf("server: %s (%s), model %s, %.1f tok/s, %d active, %d queued, %d/%d nodes up\n",
-               cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")), cJSON_GetStringValue(cJSON_GetObjectItem(o, "mode")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(o, "model")), cJSON_GetObjectItem(o, "tokens_per_s")->valuedouble,
-               cJSON_GetObjectItem(o, "active")->valueint, cJSON_GetObjectItem(o, "queued")->valueint,
-               cJSON_GetObjectItem(o, "nodes_up")->valueint, cJSON_GetArraySize(cJSON_GetObjectItem(o, "nodes")));
+               cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")),
+               cJSON_GetStringValue(cJSON_GetObjectItem(o, "mode")),
+               cJSON_GetStringValue(cJSON_GetObjectItem(o, "model")),
+               cJSON_GetObjectItem(o, "tokens_per_s")->valuedouble, cJSON_GetObjectItem(o, "active")->valueint,
+               cJSON_GetObjectItem(o, "queued")->valueint, cJSON_GetObjectItem(o, "nodes_up")->valueint,
+               cJSON_GetArraySize(cJSON_GetObjectItem(o, "nodes")));
         const cJSON *n;
-        cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes"))
-            printf("  %s %s: %s, %d experts, cache hits %.0f%%, round trip %.2f ms\n",
-                   cJSON_GetStringValue(cJSON_GetObjectItem(n, "id")), cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")),
-                   cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN",
-                   cJSON_GetObjectItem(n, "experts") ? cJSON_GetObjectItem(n, "experts")->valueint : 0,
-                   cJSON_GetObjectItem(n, "hit_rate") ? 100 * cJSON_GetObjectItem(n, "hit_rate")->valuedouble : 0.0,
-                   cJSON_GetObjectItem(n, "rtt_ms") ? cJSON_GetObjectItem(n, "rtt_ms")->valuedouble : 0.0);
+        cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes")) printf(
+            "  %s %s: %s, %d experts, cache hits %.0f%%, round trip %.2f ms\n",
+            cJSON_GetStringValue(cJSON_GetObjectItem(n, "id")), cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")),
+            cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN",
+            cJSON_GetObjectItem(n, "experts") ? cJSON_GetObjectItem(n, "experts")->valueint : 0,
+            cJSON_GetObjectItem(n, "hit_rate") ? 100 * cJSON_GetObjectItem(n, "hit_rate")->valuedouble : 0.0,
+            cJSON_GetObjectItem(n, "rtt_ms") ? cJSON_GetObjectItem(n, "rtt_ms")->valuedouble : 0.0);
         cJSON_Delete(o);
     } else if (st > 0) {
         printf("server: /health answered HTTP %ld\n", st);
@@ -233,9 +237,12 @@ static void s_stats(chat_t *c) {
 
 int main(int argc, char **argv) {
     chat_t c = {.url = "http://127.0.0.1:8080", .api_key = getenv("ST_API_KEY"), .temp = -1, .max_tokens = 512};
-    static const struct option opts[] = {{"url", required_argument, 0, 'u'},     {"api-key", required_argument, 0, 'k'},
-                                         {"system", required_argument, 0, 's'},  {"temp", required_argument, 0, 'T'},
-                                         {"max-tokens", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+    static const struct option opts[] = {{"url", required_argument, 0, 'u'},
+                                         {"api-key", required_argument, 0, 'k'},
+                                         {"system", required_argument, 0, 's'},
+                                         {"temp", required_argument, 0, 'T'},
+                                         {"max-tokens", required_argument, 0, 'n'},
+                                         {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     int o;
     char *end;
@@ -265,14 +272,17 @@ int main(int argc, char **argv) {
     char *body = NULL;
     long st = s_request(&c, "/v1/models", NULL, s_buf_cb, &body);
     if (st != 200) {
-        if (st == 401) fprintf(stderr, "st-chat: %s wants an API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
-        else if (st > 0) fprintf(stderr, "st-chat: %s answered HTTP %ld to /v1/models: is it an st-coordinator?\n", c.url, st);
+        if (st == 401)
+            fprintf(stderr, "st-chat: %s wants an API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
+        else if (st > 0)
+            fprintf(stderr, "st-chat: %s answered HTTP %ld to /v1/models: is it an st-coordinator?\n", c.url, st);
         free(body);
         curl_global_cleanup();
         return 1;
     }
     cJSON *models = cJSON_Parse(body);
-    const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(models, "data"), 0), "id"));
+    const char *name =
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(models, "data"), 0), "id"));
     printf("st-chat: connected to %s (model %s). /help lists the commands.\n", c.url, name ? name : "?");
     cJSON_Delete(models);
     free(body);

@@ -13,9 +13,12 @@ static void s_init_level(void) {
     const char *env = getenv("ST_LOG");
     s_level = ST_LOG_INFO;
     if (!env) return;
-    if (!strcmp(env, "error")) s_level = ST_LOG_ERROR;
-    else if (!strcmp(env, "warn")) s_level = ST_LOG_WARN;
-    else if (!strcmp(env, "debug")) s_level = ST_LOG_DEBUG;
+    if (!strcmp(env, "error"))
+        s_level = ST_LOG_ERROR;
+    else if (!strcmp(env, "warn"))
+        s_level = ST_LOG_WARN;
+    else if (!strcmp(env, "debug"))
+        s_level = ST_LOG_DEBUG;
 }
 
 void st_log_set_level(st_log_level_t level) { s_level = (int)level; }

@@ -28,8 +28,7 @@ typedef enum { ST_LOG_ERROR, ST_LOG_WARN, ST_LOG_INFO, ST_LOG_DEBUG } st_log_lev
 void st_log_set_level(st_log_level_t level);
 st_log_level_t st_log_get_level(void);
 
-void st_log_at(st_log_level_t level, const char *func, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+void st_log_at(st_log_level_t level, const char *func, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 #define st_log(level, ...) st_log_at((level), __func__, __VA_ARGS__)
 
 /* Logs an error line prefixed with the calling function's name and returns code. */

@@ -28,22 +28,22 @@ typedef struct {
 } st_node_addr_t;
 
 typedef struct {
-    bool insecure;                        /* plain TCP: no keys at all */
-    char public_key[ST_Z85_KEY_LEN + 1];  /* the coordinator's CURVE key pair (when !insecure) */
+    bool insecure;                       /* plain TCP: no keys at all */
+    char public_key[ST_Z85_KEY_LEN + 1]; /* the coordinator's CURVE key pair (when !insecure) */
     char secret_key[ST_Z85_KEY_LEN + 1];
-    int timeout_ms;                       /* default deadline of a reply (HELLO, ASSIGN) */
-    int64_t max_frame;                    /* largest frame accepted from a node (ZMQ_MAXMSGSIZE) */
-    const char *id;                       /* coordinator id sent in HELLO */
+    int timeout_ms;    /* default deadline of a reply (HELLO, ASSIGN) */
+    int64_t max_frame; /* largest frame accepted from a node (ZMQ_MAXMSGSIZE) */
+    const char *id;    /* coordinator id sent in HELLO */
 } st_cluster_opts_t;
 
 typedef struct {
-    uint64_t requests;  /* messages that expect a reply (round trips) */
-    uint64_t oneway;    /* messages that do not (prefetch) */
-    uint64_t replies;   /* matching replies received */
+    uint64_t requests; /* messages that expect a reply (round trips) */
+    uint64_t oneway;   /* messages that do not (prefetch) */
+    uint64_t replies;  /* matching replies received */
     uint64_t bytes_out, bytes_in;
-    uint64_t timeouts;  /* requests abandoned at their deadline */
-    uint64_t errors;    /* ERROR replies */
-    uint64_t stale;     /* replies to no pending request, dropped */
+    uint64_t timeouts; /* requests abandoned at their deadline */
+    uint64_t errors;   /* ERROR replies */
+    uint64_t stale;    /* replies to no pending request, dropped */
 } st_node_stats_t;
 
 typedef struct st_cluster st_cluster_t;

@@ -19,11 +19,11 @@ struct st_placement {
     uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer */
     uint64_t max_bytes;    /* the largest of them */
     uint64_t *node_bytes;  /* bytes of the experts per node */
-    int *owners;      /* [(l * X + e) * R + r], -1 = none */
-    uint8_t *pinned;  /* same indexing */
-    int *n_owners;    /* [l * X + e] */
-    int *node_count;  /* experts per node */
-    int dropped;      /* replicas that fit nowhere */
+    int *owners;           /* [(l * X + e) * R + r], -1 = none */
+    uint8_t *pinned;       /* same indexing */
+    int *n_owners;         /* [l * X + e] */
+    int *node_count;       /* experts per node */
+    int dropped;           /* replicas that fit nowhere */
 };
 
 static size_t s_slot(const st_placement_t *pl, int l, int e) { return (size_t)l * pl->n_expert + e; }
@@ -268,10 +268,11 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
         cap_sum += cap[i];
     }
     if (cap_sum < total) {
-        st_fail(ST_ENOMEM, "the nodes can store %lld of the %lld experts (%.1f MiB, counted in experts of the "
-                "largest layer, of %.2f MiB; all experts: %.1f MiB): add nodes or memory", (long long)cap_sum,
-                (long long)total, (double)cap_sum * pl->max_bytes / (1 << 20), (double)pl->max_bytes / (1 << 20),
-                (double)all_bytes / (1 << 20));
+        st_fail(ST_ENOMEM,
+                "the nodes can store %lld of the %lld experts (%.1f MiB, counted in experts of the "
+                "largest layer, of %.2f MiB; all experts: %.1f MiB): add nodes or memory",
+                (long long)cap_sum, (long long)total, (double)cap_sum * pl->max_bytes / (1 << 20),
+                (double)pl->max_bytes / (1 << 20), (double)all_bytes / (1 << 20));
         goto fail;
     }
     s_shares(N, w, cap, total, Q);

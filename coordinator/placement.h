@@ -38,10 +38,10 @@ typedef struct {
 typedef struct {
     int n_layer;
     int n_expert;
-    uint64_t expert_bytes;  /* gate + up + down bytes of one expert, when layer_bytes is NULL */
-    int replication;        /* copies wanted per expert, >= 1 (capped at the node count) */
-    const double *profile;  /* n_layer * n_expert routing frequencies, or NULL */
-    double pin_fraction;    /* of a node's budget for pinned hot experts (needs a profile) */
+    uint64_t expert_bytes;       /* gate + up + down bytes of one expert, when layer_bytes is NULL */
+    int replication;             /* copies wanted per expert, >= 1 (capped at the node count) */
+    const double *profile;       /* n_layer * n_expert routing frequencies, or NULL */
+    double pin_fraction;         /* of a node's budget for pinned hot experts (needs a profile) */
     const uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer (llama-quantize's mixes
                                   * vary types by layer), or NULL: expert_bytes for all. Store and RAM
                                   * capacities count in the largest layer's experts, loads in exact bytes. */

@@ -59,10 +59,10 @@ void st_expert_hashes_save(st_expert_hashes_t *h);
 /* ---- the backend ------------------------------------------------------------ */
 
 typedef struct {
-    int timeout_ms;  /* deadline of one EXPERT_COMPUTE round trip */
-    bool fallback;   /* compute the pairs of a node that is down here (else: fail) */
-    bool prefetch;   /* send EXPERT_PREFETCH after routing */
-    bool stats;      /* one line per decode token on stderr */
+    int timeout_ms; /* deadline of one EXPERT_COMPUTE round trip */
+    bool fallback;  /* compute the pairs of a node that is down here (else: fail) */
+    bool prefetch;  /* send EXPERT_PREFETCH after routing */
+    bool stats;     /* one line per decode token on stderr */
     /* called between steps (a batch through all layers) on the generating
      * thread, or NULL: where the caller may add nodes and switch placements */
     void (*between_steps)(void *arg);
@@ -96,12 +96,12 @@ typedef struct {
     uint64_t involved_decode;  /* (token, layer, node) triples with pairs on the node */
     int max_rt_per_layer_node; /* most round trips one node got in one layer */
     uint64_t bytes_out_decode, bytes_in_decode;
-    uint64_t fallback_pairs;   /* pairs computed by the coordinator */
-    uint64_t resent_pairs;     /* pairs re-sent to a replica after their node failed */
+    uint64_t fallback_pairs; /* pairs computed by the coordinator */
+    uint64_t resent_pairs;   /* pairs re-sent to a replica after their node failed */
     uint64_t remote_pairs;
-    double wait_ms_decode;     /* wall time spent waiting for node results during decode */
-    double max_wait_ms;        /* longest single wait for node results (bounded by timeout_ms) */
-    uint64_t waits;            /* waits for node results (one per round of a layer) */
+    double wait_ms_decode; /* wall time spent waiting for node results during decode */
+    double max_wait_ms;    /* longest single wait for node results (bounded by timeout_ms) */
+    uint64_t waits;        /* waits for node results (one per round of a layer) */
 } st_remote_totals_t;
 const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 

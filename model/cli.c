@@ -48,32 +48,66 @@ void st_cli_usage_options(FILE *f) {
 }
 
 void st_cli_usage_tail(FILE *f) {
-    fprintf(f,
-            "  -v, --verbose          more log output\n"
-            "  -h, --help             this help\n");
+    fprintf(f, "  -v, --verbose          more log output\n"
+               "  -h, --help             this help\n");
 }
 
-enum { OPT_TOKENS = 256, OPT_CHAT, OPT_SYSTEM, OPT_TEMP, OPT_TOPK, OPT_TOPP, OPT_MINP, OPT_REPEAT, OPT_PRESENCE, OPT_FREQUENCY, OPT_SEED,
-       OPT_CTX, OPT_BATCH, OPT_KV, OPT_JSON, OPT_LOGITS, OPT_NOSPECIAL, OPT_STATS, OPT_HTTP, OPT_API_KEY,
-       OPT_PARALLEL, OPT_QUEUE, OPT_MEM };
+enum {
+    OPT_TOKENS = 256,
+    OPT_CHAT,
+    OPT_SYSTEM,
+    OPT_TEMP,
+    OPT_TOPK,
+    OPT_TOPP,
+    OPT_MINP,
+    OPT_REPEAT,
+    OPT_PRESENCE,
+    OPT_FREQUENCY,
+    OPT_SEED,
+    OPT_CTX,
+    OPT_BATCH,
+    OPT_KV,
+    OPT_JSON,
+    OPT_LOGITS,
+    OPT_NOSPECIAL,
+    OPT_STATS,
+    OPT_HTTP,
+    OPT_API_KEY,
+    OPT_PARALLEL,
+    OPT_QUEUE,
+    OPT_MEM
+};
 
-static const struct option s_opts[] = {
-    {"model", required_argument, 0, 'm'},   {"prompt", required_argument, 0, 'p'},
-    {"file", required_argument, 0, 'f'},    {"tokens", required_argument, 0, OPT_TOKENS},
-    {"chat", no_argument, 0, OPT_CHAT},     {"system", required_argument, 0, OPT_SYSTEM},
-    {"n-predict", required_argument, 0, 'n'}, {"temp", required_argument, 0, OPT_TEMP},
-    {"top-k", required_argument, 0, OPT_TOPK}, {"top-p", required_argument, 0, OPT_TOPP},
-    {"min-p", required_argument, 0, OPT_MINP}, {"repeat-penalty", required_argument, 0, OPT_REPEAT},
-    {"presence-penalty", required_argument, 0, OPT_PRESENCE}, {"frequency-penalty", required_argument, 0, OPT_FREQUENCY},
-    {"seed", required_argument, 0, OPT_SEED}, {"threads", required_argument, 0, 't'},
-    {"ctx", required_argument, 0, OPT_CTX}, {"batch", required_argument, 0, OPT_BATCH},
-    {"kv-type", required_argument, 0, OPT_KV}, {"json", no_argument, 0, OPT_JSON},
-    {"logits-out", required_argument, 0, OPT_LOGITS}, {"no-special", no_argument, 0, OPT_NOSPECIAL},
-    {"stats", no_argument, 0, OPT_STATS},   {"http", required_argument, 0, OPT_HTTP},
-    {"api-key", required_argument, 0, OPT_API_KEY}, {"parallel", required_argument, 0, OPT_PARALLEL},
-    {"queue", required_argument, 0, OPT_QUEUE}, {"mem", required_argument, 0, OPT_MEM},
-    {"verbose", no_argument, 0, 'v'},
-    {"help", no_argument, 0, 'h'}};
+static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
+                                       {"prompt", required_argument, 0, 'p'},
+                                       {"file", required_argument, 0, 'f'},
+                                       {"tokens", required_argument, 0, OPT_TOKENS},
+                                       {"chat", no_argument, 0, OPT_CHAT},
+                                       {"system", required_argument, 0, OPT_SYSTEM},
+                                       {"n-predict", required_argument, 0, 'n'},
+                                       {"temp", required_argument, 0, OPT_TEMP},
+                                       {"top-k", required_argument, 0, OPT_TOPK},
+                                       {"top-p", required_argument, 0, OPT_TOPP},
+                                       {"min-p", required_argument, 0, OPT_MINP},
+                                       {"repeat-penalty", required_argument, 0, OPT_REPEAT},
+                                       {"presence-penalty", required_argument, 0, OPT_PRESENCE},
+                                       {"frequency-penalty", required_argument, 0, OPT_FREQUENCY},
+                                       {"seed", required_argument, 0, OPT_SEED},
+                                       {"threads", required_argument, 0, 't'},
+                                       {"ctx", required_argument, 0, OPT_CTX},
+                                       {"batch", required_argument, 0, OPT_BATCH},
+                                       {"kv-type", required_argument, 0, OPT_KV},
+                                       {"json", no_argument, 0, OPT_JSON},
+                                       {"logits-out", required_argument, 0, OPT_LOGITS},
+                                       {"no-special", no_argument, 0, OPT_NOSPECIAL},
+                                       {"stats", no_argument, 0, OPT_STATS},
+                                       {"http", required_argument, 0, OPT_HTTP},
+                                       {"api-key", required_argument, 0, OPT_API_KEY},
+                                       {"parallel", required_argument, 0, OPT_PARALLEL},
+                                       {"queue", required_argument, 0, OPT_QUEUE},
+                                       {"mem", required_argument, 0, OPT_MEM},
+                                       {"verbose", no_argument, 0, 'v'},
+                                       {"help", no_argument, 0, 'h'}};
 #define N_OPTS (sizeof s_opts / sizeof s_opts[0])
 
 static int s_bad(const char *prog, const char *flag, const char *val) {
@@ -112,22 +146,73 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_TOKENS: a->tokens = optarg; break;
         case OPT_CHAT: a->chat = true; break;
         case OPT_SYSTEM: a->system = optarg; break;
-        case 'n': if (!st_parse_int(optarg, 0, 1 << 24, &a->n_predict)) rc = s_bad(prog, "-n", optarg); break;
-        case OPT_TEMP: if (!st_parse_float(optarg, 0, 100, &d)) rc = s_bad(prog, "--temp", optarg); else a->sp.temp = (float)d; break;
-        case OPT_TOPK: if (!st_parse_int(optarg, 0, 1 << 24, &l)) rc = s_bad(prog, "--top-k", optarg); else a->sp.top_k = (int)l; break;
-        case OPT_TOPP: if (!st_parse_float(optarg, 1e-6, 1, &d)) rc = s_bad(prog, "--top-p", optarg); else a->sp.top_p = (float)d; break;
-        case OPT_MINP: if (!st_parse_float(optarg, 0, 1, &d)) rc = s_bad(prog, "--min-p", optarg); else a->sp.min_p = (float)d; break;
-        case OPT_REPEAT: if (!st_parse_float(optarg, 1e-3, 100, &d)) rc = s_bad(prog, "--repeat-penalty", optarg); else a->sp.repeat_penalty = (float)d; break;
-        case OPT_PRESENCE: if (!st_parse_float(optarg, -2, 2, &d)) rc = s_bad(prog, "--presence-penalty", optarg); else a->sp.presence_penalty = (float)d; break;
-        case OPT_FREQUENCY: if (!st_parse_float(optarg, -2, 2, &d)) rc = s_bad(prog, "--frequency-penalty", optarg); else a->sp.frequency_penalty = (float)d; break;
-        case OPT_SEED: if (!st_parse_int(optarg, 0, 0x7fffffffffffffffL, &l)) rc = s_bad(prog, "--seed", optarg); else a->sp.seed = (uint64_t)l; break;
-        case 't': if (!st_parse_int(optarg, 1, 1024, &a->threads)) rc = s_bad(prog, "-t", optarg); break;
-        case OPT_CTX: if (!st_parse_int(optarg, 1, 1 << 24, &a->ctx)) rc = s_bad(prog, "--ctx", optarg); break;
-        case OPT_BATCH: if (!st_parse_int(optarg, 1, 4096, &a->batch)) rc = s_bad(prog, "--batch", optarg); break;
+        case 'n':
+            if (!st_parse_int(optarg, 0, 1 << 24, &a->n_predict)) rc = s_bad(prog, "-n", optarg);
+            break;
+        case OPT_TEMP:
+            if (!st_parse_float(optarg, 0, 100, &d))
+                rc = s_bad(prog, "--temp", optarg);
+            else
+                a->sp.temp = (float)d;
+            break;
+        case OPT_TOPK:
+            if (!st_parse_int(optarg, 0, 1 << 24, &l))
+                rc = s_bad(prog, "--top-k", optarg);
+            else
+                a->sp.top_k = (int)l;
+            break;
+        case OPT_TOPP:
+            if (!st_parse_float(optarg, 1e-6, 1, &d))
+                rc = s_bad(prog, "--top-p", optarg);
+            else
+                a->sp.top_p = (float)d;
+            break;
+        case OPT_MINP:
+            if (!st_parse_float(optarg, 0, 1, &d))
+                rc = s_bad(prog, "--min-p", optarg);
+            else
+                a->sp.min_p = (float)d;
+            break;
+        case OPT_REPEAT:
+            if (!st_parse_float(optarg, 1e-3, 100, &d))
+                rc = s_bad(prog, "--repeat-penalty", optarg);
+            else
+                a->sp.repeat_penalty = (float)d;
+            break;
+        case OPT_PRESENCE:
+            if (!st_parse_float(optarg, -2, 2, &d))
+                rc = s_bad(prog, "--presence-penalty", optarg);
+            else
+                a->sp.presence_penalty = (float)d;
+            break;
+        case OPT_FREQUENCY:
+            if (!st_parse_float(optarg, -2, 2, &d))
+                rc = s_bad(prog, "--frequency-penalty", optarg);
+            else
+                a->sp.frequency_penalty = (float)d;
+            break;
+        case OPT_SEED:
+            if (!st_parse_int(optarg, 0, 0x7fffffffffffffffL, &l))
+                rc = s_bad(prog, "--seed", optarg);
+            else
+                a->sp.seed = (uint64_t)l;
+            break;
+        case 't':
+            if (!st_parse_int(optarg, 1, 1024, &a->threads)) rc = s_bad(prog, "-t", optarg);
+            break;
+        case OPT_CTX:
+            if (!st_parse_int(optarg, 1, 1 << 24, &a->ctx)) rc = s_bad(prog, "--ctx", optarg);
+            break;
+        case OPT_BATCH:
+            if (!st_parse_int(optarg, 1, 4096, &a->batch)) rc = s_bad(prog, "--batch", optarg);
+            break;
         case OPT_KV:
-            if (!strcmp(optarg, "f16")) a->kv_type = ST_TYPE_F16;
-            else if (!strcmp(optarg, "f32")) a->kv_type = ST_TYPE_F32;
-            else rc = s_bad(prog, "--kv-type", optarg);
+            if (!strcmp(optarg, "f16"))
+                a->kv_type = ST_TYPE_F16;
+            else if (!strcmp(optarg, "f32"))
+                a->kv_type = ST_TYPE_F32;
+            else
+                rc = s_bad(prog, "--kv-type", optarg);
             break;
         case OPT_JSON: a->json = true; break;
         case OPT_LOGITS: a->logits_out = optarg; break;
@@ -135,9 +220,15 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_STATS: a->stats = true; break;
         case OPT_HTTP: a->http = optarg; break;
         case OPT_API_KEY: a->api_key = optarg; break;
-        case OPT_PARALLEL: if (!st_parse_int(optarg, 1, 256, &a->parallel)) rc = s_bad(prog, "--parallel", optarg); break;
-        case OPT_QUEUE: if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg); break;
-        case OPT_MEM: if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg); break;
+        case OPT_PARALLEL:
+            if (!st_parse_int(optarg, 1, 256, &a->parallel)) rc = s_bad(prog, "--parallel", optarg);
+            break;
+        case OPT_QUEUE:
+            if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg);
+            break;
+        case OPT_MEM:
+            if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg);
+            break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h':
             free(opts);
@@ -305,8 +396,7 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
     long need = n_prompt + a->n_predict;
     cp.n_ctx = (int)(a->ctx ? a->ctx : (need > 0 ? need : 1));
     if (need > cp.n_ctx) {
-        fprintf(stderr, "%s: prompt (%d) + n-predict (%ld) exceeds --ctx %d\n", prog, n_prompt, a->n_predict,
-                cp.n_ctx);
+        fprintf(stderr, "%s: prompt (%d) + n-predict (%ld) exceeds --ctx %d\n", prog, n_prompt, a->n_predict, cp.n_ctx);
         goto out;
     }
     if (h && h->on_params && (status = h->on_params(h->arg, &cp)) != 0) goto out;

@@ -42,8 +42,8 @@ typedef struct {
 
 /* Parses argv into a (defaults first). prog names the program in messages;
  * extra may be NULL (st-run). With --http no prompt is needed (a->http set,
- * a->n_predict stays -1 unless -n is given: the API's default max_tokens). --help prints usage and exits 0. Returns 0, or
- * 2 after printing why the command line is wrong. */
+ * a->n_predict stays -1 unless -n is given: the API's default max_tokens). --help prints usage and exits 0. Returns 0,
+ * or 2 after printing why the command line is wrong. */
 int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, const st_cli_extra_t *extra);
 
 /* The shared option lines of --help (from -m to --stats, then the --http

@@ -16,9 +16,9 @@
 #include "model.h"
 
 typedef struct {
-    int n_ctx;        /* positions a KV cache holds (default: model's n_ctx_train, capped at 4096) */
-    int n_batch;      /* tokens per internal step (default 64) */
-    int n_threads;    /* default: all CPUs */
+    int n_ctx;         /* positions a KV cache holds (default: model's n_ctx_train, capped at 4096) */
+    int n_batch;       /* tokens per internal step (default 64) */
+    int n_threads;     /* default: all CPUs */
     st_type_t kv_type; /* ST_TYPE_F16 (default, as llama.cpp) or ST_TYPE_F32 */
 } st_ctx_params_t;
 
@@ -47,9 +47,9 @@ typedef struct {
 } st_moe_backend_t;
 
 typedef struct {
-    uint64_t tokens;        /* tokens processed */
-    uint64_t expert_calls;  /* (token, expert) pairs computed locally */
-    uint64_t neurons;       /* expert neurons evaluated (gate rows) */
+    uint64_t tokens;         /* tokens processed */
+    uint64_t expert_calls;   /* (token, expert) pairs computed locally */
+    uint64_t neurons;        /* expert neurons evaluated (gate rows) */
     uint64_t neurons_active; /* of those, with relu(gate) > 0 */
 } st_forward_stats_t;
 

@@ -16,10 +16,10 @@ typedef bool (*st_token_cb)(void *arg, int32_t token, const char *piece, int pie
 
 typedef struct {
     int n_prompt;
-    int n_generated;     /* including a final end-of-generation token */
-    bool stopped_eog;    /* ended on an end-of-generation token */
-    double prompt_ms;    /* prefill wall time */
-    double generate_ms;  /* decode wall time */
+    int n_generated;    /* including a final end-of-generation token */
+    bool stopped_eog;   /* ended on an end-of-generation token */
+    double prompt_ms;   /* prefill wall time */
+    double generate_ms; /* decode wall time */
 } st_generate_result_t;
 
 /* Runs prompt[0..n_prompt) through the model (appending to kv), then samples

@@ -54,7 +54,7 @@ typedef struct {
     int type;                     /* ggml type id (st_type_t when known) */
     uint64_t file_offset;         /* absolute offset of the data in the file */
     size_t nbytes;
-    const void *data;             /* inside the mapping */
+    const void *data; /* inside the mapping */
 } st_gguf_tensor_t;
 
 typedef struct st_gguf st_gguf_t;
@@ -89,8 +89,7 @@ int st_gguf_get_str(const st_gguf_t *g, const char *key, st_str_t *out);
 /* Arrays: element type and count. For numeric arrays *data points at the
  * packed little-endian elements (maybe unaligned); for string arrays it is NULL
  * and elements come from st_gguf_arr_str. */
-int st_gguf_get_arr(const st_gguf_t *g, const char *key, st_gguf_vtype_t *elem_type, uint64_t *n,
-                    const void **data);
+int st_gguf_get_arr(const st_gguf_t *g, const char *key, st_gguf_vtype_t *elem_type, uint64_t *n, const void **data);
 /* Element i of a string array key (O(1): offsets are indexed at open). 1/0/negative as above;
  * ST_ERANGE when i is out of range. */
 int st_gguf_arr_str(const st_gguf_t *g, const char *key, uint64_t i, st_str_t *out);

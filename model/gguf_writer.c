@@ -30,10 +30,10 @@ typedef struct {
 struct st_gguf_writer {
     uint32_t version;
     uint32_t alignment;
-    s_buf_t kv;         /* serialized key/value pairs */
-    s_buf_t ti;         /* serialized tensor infos */
+    s_buf_t kv; /* serialized key/value pairs */
+    s_buf_t ti; /* serialized tensor infos */
     uint64_t n_kv;
-    char **keys;        /* for duplicate checks */
+    char **keys; /* for duplicate checks */
     size_t keys_cap;
     s_tensor_t *tensors;
     size_t n_tensors, tensors_cap;
@@ -165,21 +165,15 @@ int st_gguf_writer_add_u8(st_gguf_writer_t *w, const char *k, uint8_t v) { retur
 int st_gguf_writer_add_i8(st_gguf_writer_t *w, const char *k, int8_t v) {
     return s_scalar(w, k, ST_GGUF_INT8, (uint8_t)v);
 }
-int st_gguf_writer_add_u16(st_gguf_writer_t *w, const char *k, uint16_t v) {
-    return s_scalar(w, k, ST_GGUF_UINT16, v);
-}
+int st_gguf_writer_add_u16(st_gguf_writer_t *w, const char *k, uint16_t v) { return s_scalar(w, k, ST_GGUF_UINT16, v); }
 int st_gguf_writer_add_i16(st_gguf_writer_t *w, const char *k, int16_t v) {
     return s_scalar(w, k, ST_GGUF_INT16, (uint16_t)v);
 }
-int st_gguf_writer_add_u32(st_gguf_writer_t *w, const char *k, uint32_t v) {
-    return s_scalar(w, k, ST_GGUF_UINT32, v);
-}
+int st_gguf_writer_add_u32(st_gguf_writer_t *w, const char *k, uint32_t v) { return s_scalar(w, k, ST_GGUF_UINT32, v); }
 int st_gguf_writer_add_i32(st_gguf_writer_t *w, const char *k, int32_t v) {
     return s_scalar(w, k, ST_GGUF_INT32, (uint32_t)v);
 }
-int st_gguf_writer_add_u64(st_gguf_writer_t *w, const char *k, uint64_t v) {
-    return s_scalar(w, k, ST_GGUF_UINT64, v);
-}
+int st_gguf_writer_add_u64(st_gguf_writer_t *w, const char *k, uint64_t v) { return s_scalar(w, k, ST_GGUF_UINT64, v); }
 int st_gguf_writer_add_i64(st_gguf_writer_t *w, const char *k, int64_t v) {
     return s_scalar(w, k, ST_GGUF_INT64, (uint64_t)v);
 }
@@ -232,8 +226,16 @@ int st_gguf_writer_add_arr(st_gguf_writer_t *w, const char *key, st_gguf_vtype_t
         uint64_t v = 0;
         switch (es) {
         case 1: v = p[0]; break;
-        case 2: { uint16_t x; memcpy(&x, p, 2); v = x; } break;
-        case 4: { uint32_t x; memcpy(&x, p, 4); v = x; } break;
+        case 2: {
+            uint16_t x;
+            memcpy(&x, p, 2);
+            v = x;
+        } break;
+        case 4: {
+            uint32_t x;
+            memcpy(&x, p, 4);
+            v = x;
+        } break;
         default: memcpy(&v, p, 8); break;
         }
         if (elem_type == ST_GGUF_BOOL) v = v != 0;
@@ -289,8 +291,7 @@ int st_gguf_writer_copy_kv(st_gguf_writer_t *w, const char *key, const st_gguf_t
 
 /* ---- tensors */
 
-int st_gguf_writer_add_tensor(st_gguf_writer_t *w, const char *name, uint32_t n_dims, const int64_t *ne,
-                              int type) {
+int st_gguf_writer_add_tensor(st_gguf_writer_t *w, const char *name, uint32_t n_dims, const int64_t *ne, int type) {
     if (w->failed || w->begun) return st_fail(ST_EINVAL, "tensor added after the header was written or an error");
     size_t len = name ? strlen(name) : 0;
     if (len == 0 || len >= ST_GGUF_MAX_NAME) return st_fail(ST_EINVAL, "bad tensor name '%s'", name ? name : "");
@@ -445,7 +446,9 @@ int st_gguf_writer_finish(st_gguf_writer_t *w, uint64_t *total) {
         if (fclose(w->f) && !rc) rc = st_fail(ST_EIO, "close failed: %m");
         w->f = NULL;
     }
-    if (rc) w->failed = true;
-    else if (total) *total = w->total;
+    if (rc)
+        w->failed = true;
+    else if (total)
+        *total = w->total;
     return rc;
 }

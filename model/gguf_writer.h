@@ -47,15 +47,14 @@ int st_gguf_writer_add_strn(st_gguf_writer_t *w, const char *key, const char *v,
 int st_gguf_writer_add_arr(st_gguf_writer_t *w, const char *key, st_gguf_vtype_t elem_type, const void *data,
                            uint64_t n);
 /* String array: n strings; lens may be NULL (then each is NUL-terminated). */
-int st_gguf_writer_add_arr_str(st_gguf_writer_t *w, const char *key, const char *const *strs,
-                               const size_t *lens, uint64_t n);
+int st_gguf_writer_add_arr_str(st_gguf_writer_t *w, const char *key, const char *const *strs, const size_t *lens,
+                               uint64_t n);
 /* Copies key src_key of g (any type, arrays included) under the name key. 0, or ST_EINVAL when absent. */
 int st_gguf_writer_copy_kv(st_gguf_writer_t *w, const char *key, const st_gguf_t *g, const char *src_key);
 
 /* Describes the next tensor (data written later, in this order). ne[0] must be a
  * multiple of the type's block size. Returns 0; ST_EINVAL on a bad name, shape or type. */
-int st_gguf_writer_add_tensor(st_gguf_writer_t *w, const char *name, uint32_t n_dims, const int64_t *ne,
-                              int type);
+int st_gguf_writer_add_tensor(st_gguf_writer_t *w, const char *name, uint32_t n_dims, const int64_t *ne, int type);
 /* Bytes of tensor i as described (0 if i is out of range). */
 size_t st_gguf_writer_tensor_nbytes(const st_gguf_writer_t *w, size_t i);
 

@@ -43,8 +43,7 @@ static int s_layer_pattern(const st_gguf_t *g, st_config_t *c) {
     }
     c->n_swa = 0;
     if (rc == 0 || window == 0) return 0;
-    if (window != 4096)
-        st_log(ST_LOG_WARN, "attention.sliding_window = %d; using 4096 as llama.cpp does", window);
+    if (window != 4096) st_log(ST_LOG_WARN, "attention.sliding_window = %d; using 4096 as llama.cpp does", window);
     c->n_swa = 4096;
 
     const char *pkey = ARCH ".attention.sliding_window_pattern";
@@ -54,10 +53,12 @@ static int s_layer_pattern(const st_gguf_t *g, st_config_t *c) {
     uint32_t period = 4;
     if (st_gguf_kv_type(g, pkey) == ST_GGUF_ARRAY) { /* one bool per layer */
         if (st_gguf_get_arr(g, pkey, &et, &n, &data) != 1) return ST_EFORMAT;
-        if (n != (uint64_t)c->n_layer) return st_fail(ST_EFORMAT, "%s has %llu entries for %d layers", pkey, (unsigned long long)n, c->n_layer);
+        if (n != (uint64_t)c->n_layer)
+            return st_fail(ST_EFORMAT, "%s has %llu entries for %d layers", pkey, (unsigned long long)n, c->n_layer);
         for (int il = 0; il < c->n_layer; il++) {
             int64_t v;
-            if (st_gguf_arr_int(g, pkey, (uint64_t)il, &v) != 1) return st_fail(ST_EFORMAT, "%s: bad element %d", pkey, il);
+            if (st_gguf_arr_int(g, pkey, (uint64_t)il, &v) != 1)
+                return st_fail(ST_EFORMAT, "%s: bad element %d", pkey, il);
             c->is_swa[il] = v != 0;
         }
     } else {
@@ -86,7 +87,8 @@ static int s_read_config(const st_gguf_t *g, st_config_t *c) {
     if ((rc = s_key_u32(g, "context_length", &c->n_ctx_train, false)) < 0) return rc;
     c->n_head_kv = c->n_head;
     if ((rc = s_key_u32(g, "attention.head_count_kv", &c->n_head_kv, false)) < 0) return rc;
-    if (c->n_layer < 1 || c->n_layer > ST_MAX_LAYERS) return st_fail(ST_EUNSUP, "block_count %d not in 1..%d", c->n_layer, ST_MAX_LAYERS);
+    if (c->n_layer < 1 || c->n_layer > ST_MAX_LAYERS)
+        return st_fail(ST_EUNSUP, "block_count %d not in 1..%d", c->n_layer, ST_MAX_LAYERS);
     if (c->n_embd < 1 || c->n_head < 1 || c->n_head_kv < 1 || c->n_head % c->n_head_kv)
         return st_fail(ST_EFORMAT, "bad shape: n_embd %d, heads %d, kv heads %d", c->n_embd, c->n_head, c->n_head_kv);
     c->head_dim = c->n_embd / c->n_head;
@@ -95,7 +97,8 @@ static int s_read_config(const st_gguf_t *g, st_config_t *c) {
     if ((rc = s_key_u32(g, "attention.value_length", &vlen, false)) < 0) return rc;
     if ((rc = s_key_u32(g, "rope.dimension_count", &n_rot, false)) < 0) return rc;
     if (c->head_dim < 2 || c->head_dim > 1024 || c->head_dim % 2 || vlen != c->head_dim || n_rot != c->head_dim)
-        return st_fail(ST_EUNSUP, "head dims key %d / value %d / rope %d: only equal even sizes are supported", c->head_dim, vlen, n_rot);
+        return st_fail(ST_EUNSUP, "head dims key %d / value %d / rope %d: only equal even sizes are supported",
+                       c->head_dim, vlen, n_rot);
     if ((rc = s_key_u32(g, "expert_count", &c->n_expert, true)) < 0) return rc;
     if ((rc = s_key_u32(g, "expert_used_count", &c->n_expert_used, true)) < 0) return rc;
     if (c->n_expert < 1 || c->n_expert_used < 1 || c->n_expert_used > c->n_expert)
@@ -185,7 +188,8 @@ static int s_bind_down(st_model_t *m, const char *name, st_layer_t *L) {
     for (int64_t e = 0; e < E; e++)
         for (int64_t j = 0; j < F; j++)
             for (int64_t i = 0; i < D; i++)
-                memcpy(dst + ((size_t)(e * D * F + i * F + j)) * esz, w->data + ((size_t)(e * F * D + j * D + i)) * esz, esz);
+                memcpy(dst + ((size_t)(e * D * F + i * F + j)) * esz, w->data + ((size_t)(e * F * D + j * D + i)) * esz,
+                       esz);
     w->data = dst;
     w->n_cols = F;
     w->n_rows = D;
@@ -221,7 +225,8 @@ static int s_bind_layer(st_model_t *m, int il) {
     if ((rc = s_bind(g, NAME("attn_output.weight"), nq, c->n_embd, 1, &L->wo)) < 0) return rc;
     if ((rc = s_bind_f32(g, NAME("ffn_norm.weight"), c->n_embd, &L->ffn_norm)) < 0) return rc;
     if ((rc = s_bind(g, NAME("ffn_gate_inp.weight"), c->n_embd, c->n_expert, 1, &L->router)) < 0) return rc;
-    if ((rc = s_bind(g, NAME("ffn_gate_exps.weight"), c->n_embd, c->n_ff_exp, c->n_expert, &L->gate_exps)) < 0) return rc;
+    if ((rc = s_bind(g, NAME("ffn_gate_exps.weight"), c->n_embd, c->n_ff_exp, c->n_expert, &L->gate_exps)) < 0)
+        return rc;
     if ((rc = s_bind(g, NAME("ffn_up_exps.weight"), c->n_embd, c->n_ff_exp, c->n_expert, &L->up_exps)) < 0) return rc;
     /* gate and up read one conversion of the input (llama-quantize gives them one type) */
     if (st_type_traits(L->gate_exps.type)->vec_dot_type != st_type_traits(L->up_exps.type)->vec_dot_type)

@@ -28,18 +28,18 @@ typedef struct {
     int n_layer;
     int n_head;
     int n_head_kv;
-    int head_dim;       /* attention.key_length (== value_length) */
+    int head_dim; /* attention.key_length (== value_length) */
     int n_expert;
     int n_expert_used;
-    int n_ff_exp;       /* rows of each expert's gate/up */
+    int n_ff_exp; /* rows of each expert's gate/up */
     int n_ctx_train;
     float rope_base;
     float rope_base_swa;
     float rms_eps;
     float expert_weights_scale; /* 0: none */
     st_gating_t gating;
-    int n_swa;                  /* 0: no sliding window; else window size (llama.cpp forces 4096) */
-    bool is_swa[ST_MAX_LAYERS]; /* layer uses the sliding window */
+    int n_swa;                    /* 0: no sliding window; else window size (llama.cpp forces 4096) */
+    bool is_swa[ST_MAX_LAYERS];   /* layer uses the sliding window */
     bool use_rope[ST_MAX_LAYERS]; /* false: NoPE layer */
 } st_config_t;
 
@@ -77,7 +77,7 @@ typedef struct st_model {
     st_weight_t output_norm;
     st_weight_t output; /* output.weight, or token_embd when tied */
     st_layer_t *layers;
-    void **owned;       /* buffers the loader allocated (de-transposed weights) */
+    void **owned; /* buffers the loader allocated (de-transposed weights) */
     int n_owned;
     const st_kernels_t *kernels; /* the table the weights are packed for (st_model_pack), or NULL */
 } st_model_t;

@@ -136,7 +136,7 @@ static void s_expert_rows(const expert_job_t *j, int e, int r0, int r1, int ith)
          * skipping the others is exact (their z is 0 whatever up gives) */
         float *gate = c->gate + (size_t)p0 * F, *up = c->up + (size_t)p0 * F;
         (set->gate_packed ? st_matmul_packed : st_matmul)(c->k, set->gate_type, set->gate[e], E, r0, r1, x, c->xq_row,
-                                                           np, gate, (size_t)F);
+                                                          np, gate, (size_t)F);
         if (set->up_packed) { /* whole groups: the runs of groups with an active row */
             const int R = c->k->pack_rows[set->up_type];
             for (int g0 = r0; g0 < r1;) {
@@ -159,7 +159,7 @@ static void s_expert_rows(const expert_job_t *j, int e, int r0, int r1, int ith)
     } else if (!set->down_transposed) {
         const uint8_t *zq = c->zq + (size_t)p0 * c->xq_row;
         (set->down_packed ? st_matmul_packed : st_matmul)(c->k, set->down_type, set->down[e], F, r0, r1, zq, c->xq_row,
-                                                           np, c->ybuf + (size_t)p0 * E, (size_t)E);
+                                                          np, c->ybuf + (size_t)p0 * E, (size_t)E);
     } else {
         /* transposed quantized down: y[r0..r1) = sum_j z_j * row_j[r0..r1) */
         const st_type_traits_t *tr = st_type_traits(set->down_type);

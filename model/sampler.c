@@ -26,8 +26,13 @@ struct st_sampler {
 };
 
 st_sampler_params_t st_sampler_default_params(void) {
-    st_sampler_params_t p = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f,
-                             .repeat_last_n = 64, .seed = 0xC0FFEE};
+    st_sampler_params_t p = {.temp = 0.8f,
+                             .top_k = 40,
+                             .top_p = 0.95f,
+                             .min_p = 0.05f,
+                             .repeat_penalty = 1.0f,
+                             .repeat_last_n = 64,
+                             .seed = 0xC0FFEE};
     return p;
 }
 

@@ -7,14 +7,14 @@
 #include <stdint.h>
 
 typedef struct {
-    float temp;           /* <= 0: greedy (argmax) */
-    int top_k;            /* <= 0: off */
-    float top_p;          /* >= 1: off */
-    float min_p;          /* <= 0: off */
-    float repeat_penalty;   /* 1: off */
-    float presence_penalty; /* 0: off; subtracted once from each id seen in the window */
+    float temp;              /* <= 0: greedy (argmax) */
+    int top_k;               /* <= 0: off */
+    float top_p;             /* >= 1: off */
+    float min_p;             /* <= 0: off */
+    float repeat_penalty;    /* 1: off */
+    float presence_penalty;  /* 0: off; subtracted once from each id seen in the window */
     float frequency_penalty; /* 0: off; subtracted once per occurrence in the window */
-    int repeat_last_n;      /* tokens looked back for the penalties */
+    int repeat_last_n;       /* tokens looked back for the penalties */
     uint64_t seed;
 } st_sampler_params_t;
 

@@ -242,25 +242,47 @@ typedef struct {
 } s_ids_t;
 
 /* Texts llama.cpp recognizes when the GGUF does not name the id. */
-static const char *const s_eot_texts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                                          "<|end_of_text|>", "<EOT>", "_<EOT>", "[EOT]", "<｜end▁of▁sentence｜>",
-                                          "<end_of_utterance>", NULL};
+static const char *const s_eot_texts[] = {
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>",         "<|endoftext|>",      "<|end_of_text|>",
+    "<EOT>",      "_<EOT>",     "[EOT]",   "<｜end▁of▁sentence｜>", "<end_of_utterance>", NULL};
 static const char *const s_eom_texts[] = {"<|eom_id|>", NULL};
-static const char *const s_fim_pre_texts[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>",
-                                              "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>", NULL};
-static const char *const s_fim_suf_texts[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>",
-                                              "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>", NULL};
-static const char *const s_fim_mid_texts[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>",
-                                              "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>", NULL};
+static const char *const s_fim_pre_texts[] = {"<|fim_prefix|>",  "<fim-prefix>", "<fim_prefix>",
+                                              "<｜fim▁begin｜>", "<PRE>",        "▁<PRE>",
+                                              "<|code_prefix|>", "<|prefix|>",   NULL};
+static const char *const s_fim_suf_texts[] = {"<|fim_suffix|>",  "<fim-suffix>", "<fim_suffix>",
+                                              "<｜fim▁hole｜>",  "<SUF>",        "▁<SUF>",
+                                              "<|code_suffix|>", "<|suffix|>",   NULL};
+static const char *const s_fim_mid_texts[] = {"<|fim_middle|>",  "<fim-middle>", "<fim_middle>",
+                                              "<｜fim▁end｜>",   "<MID>",        "▁<MID>",
+                                              "<|code_middle|>", "<|middle|>",   NULL};
 static const char *const s_fim_pad_texts[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", NULL};
-static const char *const s_fim_rep_texts[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
-                                              NULL};
+static const char *const s_fim_rep_texts[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>",
+                                              "<REPO>",       "<reponame>",    NULL};
 static const char *const s_fim_sep_texts[] = {"<|file_sep|>", NULL};
 /* Tokens that end generation wherever they are (they also become CONTROL). */
-static const char *const s_eog_texts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[", NULL};
+static const char *const s_eog_texts[] = {"<|eot_id|>",
+                                          "<|im_end|>",
+                                          "<|end|>",
+                                          "<|return|>",
+                                          "<|call|>",
+                                          "<|flush|>",
+                                          "<|calls|>",
+                                          "<end_of_turn>",
+                                          "<|endoftext|>",
+                                          "</s>",
+                                          "<|eom_id|>",
+                                          "<EOT>",
+                                          "_<EOT>",
+                                          "[EOT]",
+                                          "[EOS]",
+                                          "<|end_of_text|>",
+                                          "<end_of_utterance>",
+                                          "<eos>",
+                                          "<turn|>",
+                                          "<|tool_response>",
+                                          "<｜end▁of▁sentence｜>",
+                                          "[e~[",
+                                          NULL};
 
 /* Reads an id key; out-of-range values keep the default (llama.cpp warns the same way). */
 static int s_get_id(const st_tokenizer_t *t, const st_gguf_t *g, const char *key, int32_t *id) {
@@ -463,8 +485,8 @@ st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g) {
         st_tokenizer_destroy(&t);
         return NULL;
     }
-    st_log(ST_LOG_DEBUG, "%d tokens, %d merges, %d special, %d end-of-generation", t->n_vocab, t->n_merge,
-           t->n_special, t->n_eog);
+    st_log(ST_LOG_DEBUG, "%d tokens, %d merges, %d special, %d end-of-generation", t->n_vocab, t->n_merge, t->n_special,
+           t->n_eog);
     return t;
 }
 

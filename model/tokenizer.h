@@ -36,8 +36,7 @@ int32_t st_tokenizer_eos(const st_tokenizer_t *t);
  * returns the total number of tokens (call again with a larger buffer when it
  * exceeds cap), or a negative ST_E* code. No BOS is added unless the GGUF's
  * tokenizer.ggml.add_bos_token is true. */
-int st_tokenize(const st_tokenizer_t *t, const char *text, size_t len, bool parse_special, int32_t *ids,
-                int cap);
+int st_tokenize(const st_tokenizer_t *t, const char *text, size_t len, bool parse_special, int32_t *ids, int cap);
 
 /* The bytes token id stands for. Control tokens give their text only when
  * render_special. Writes at most cap bytes (no NUL) and returns the full

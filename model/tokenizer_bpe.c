@@ -29,7 +29,7 @@
     "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
 /* \p{L} plus the letters of Unicode 15.0 and 15.1 */
 #define S_L                                                                                                            \
-    "\\p{L}\\x{1123F}\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}"   \
+    "\\p{L}\\x{1123F}\\x{11240}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}"    \
     "\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{2B739}"                    \
     "\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
 /* \p{N} plus the numbers of Unicode 15.0 */
@@ -241,8 +241,7 @@ static int s_bpe_word(const st_tokenizer_t *t, st_tok_scratch_t *s, const uint8_
 
 /* ---------------------------------------------------------------- fragment */
 
-int st_tok_bpe_fragment(const st_tokenizer_t *t, st_tok_scratch_t *s, const char *text, size_t len,
-                        st_tok_out_t *out) {
+int st_tok_bpe_fragment(const st_tokenizer_t *t, st_tok_scratch_t *s, const char *text, size_t len, st_tok_out_t *out) {
     if (len > (SIZE_MAX - 16) / 3 || len > (size_t)PCRE2_SIZE_MAX / 4) return st_fail(ST_ERANGE, "text of %zu B", len);
     S_RESERVE(s->norm, s->norm_cap, 3 * len); /* an invalid byte becomes 3 (U+FFFD) */
     int rc;
@@ -293,7 +292,8 @@ int st_tok_bpe_fragment(const st_tokenizer_t *t, st_tok_scratch_t *s, const char
         }
         if (ws > pos && (rc = s_bpe_word(t, s, (const uint8_t *)s->norm + pos, ws - pos, out)) < 0) return rc;
         if (we == ws && ws < n) /* cannot happen with this regex; never loop forever */
-            for (we = ws + 1; we < n && ((uint8_t)subject[we] & 0xC0) == 0x80; we++) {}
+            for (we = ws + 1; we < n && ((uint8_t)subject[we] & 0xC0) == 0x80; we++) {
+            }
         if (we > ws && (rc = s_bpe_word(t, s, (const uint8_t *)s->norm + ws, we - ws, out)) < 0) return rc;
         pos = we;
     }

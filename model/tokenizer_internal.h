@@ -22,7 +22,7 @@ enum {
 };
 
 typedef struct {
-    uint32_t off;  /* text in t->arena, NUL-terminated there */
+    uint32_t off; /* text in t->arena, NUL-terminated there */
     uint32_t len;
     uint16_t attr; /* ST_TOK_* */
 } st_tok_entry_t;
@@ -31,7 +31,7 @@ typedef struct {
     uint32_t off;   /* "left right" in t->arena */
     uint32_t len_a; /* bytes of left; right starts at off + len_a + 1 */
     uint32_t len_b;
-} st_tok_merge_t;   /* rank = index in t->merge */
+} st_tok_merge_t; /* rank = index in t->merge */
 
 /* Open-addressing slot: the key's hash beside the index it maps to (-1: empty),
  * so probing compares hashes without touching the entries. */
@@ -154,7 +154,6 @@ void st_tok_scratch_destroy(st_tok_scratch_t **s);
 
 /* Tokenizes one fragment of plain text (no special tokens in it): UTF-8
  * decoding as llama.cpp, qwen2 regex split, byte encoding, BPE. 0 or ST_E*. */
-int st_tok_bpe_fragment(const st_tokenizer_t *t, st_tok_scratch_t *s, const char *text, size_t len,
-                        st_tok_out_t *out);
+int st_tok_bpe_fragment(const st_tokenizer_t *t, st_tok_scratch_t *s, const char *text, size_t len, st_tok_out_t *out);
 
 #endif

@@ -97,10 +97,14 @@ static entry_t *s_find(const st_lru_t *l, uint64_t key) {
 }
 
 static void s_unlink(st_lru_t *l, entry_t *e) {
-    if (e->prev) e->prev->next = e->next;
-    else l->head = e->next;
-    if (e->next) e->next->prev = e->prev;
-    else l->tail = e->prev;
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        l->head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        l->tail = e->prev;
     e->prev = e->next = NULL;
 }
 

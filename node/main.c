@@ -64,20 +64,26 @@ int main(int argc, char **argv) {
             o.insecure = true;
             continue;
         }
-        static const char *with_value[] = {"--listen", "--store", "--id", "--mem", "-t", "--threads", "--batch",
-                                           "--key", "--allow"};
+        static const char *with_value[] = {"--listen",  "--store", "--id",  "--mem",  "-t",
+                                           "--threads", "--batch", "--key", "--allow"};
         bool known = false;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++) known |= !strcmp(a, with_value[j]);
         if (!known) return s_bad("unknown option %s", a);
         if (!v) return s_bad("%s needs a value", a);
         i++;
-        if (!strcmp(a, "--listen")) o.listen = v;
-        else if (!strcmp(a, "--store")) o.store_dir = v;
-        else if (!strcmp(a, "--id")) o.id = v;
-        else if (!strcmp(a, "--key")) key_file = v;
-        else if (!strcmp(a, "--allow")) allow_file = v;
+        if (!strcmp(a, "--listen"))
+            o.listen = v;
+        else if (!strcmp(a, "--store"))
+            o.store_dir = v;
+        else if (!strcmp(a, "--id"))
+            o.id = v;
+        else if (!strcmp(a, "--key"))
+            key_file = v;
+        else if (!strcmp(a, "--allow"))
+            allow_file = v;
         else if (!strcmp(a, "--mem")) {
-            if (!st_parse_size(v, &o.mem) || o.mem < (16u << 20)) return s_bad("--mem %s: want a size of 16M or more", v);
+            if (!st_parse_size(v, &o.mem) || o.mem < (16u << 20))
+                return s_bad("--mem %s: want a size of 16M or more", v);
             have_mem = true;
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!st_parse_int(v, 1, 256, &x)) return s_bad("-t %s: want 1..256 threads", v);
@@ -92,13 +98,16 @@ int main(int argc, char **argv) {
     static uint8_t allow[ST_CURVE_MAX_ALLOW][ST_CURVE_KEY_BYTES];
     if (o.insecure) {
         if (allow_file || key_file) return s_bad("%s", "--insecure takes no --key or --allow (plain TCP has no keys)");
-        st_log(ST_LOG_WARN, "--insecure: traffic is neither encrypted nor authenticated; anyone who can reach %s "
-               "can use this node", o.listen);
+        st_log(ST_LOG_WARN,
+               "--insecure: traffic is neither encrypted nor authenticated; anyone who can reach %s "
+               "can use this node",
+               o.listen);
     } else {
         if (!allow_file)
-            return s_bad("%s", "refusing to start without --allow FILE (the coordinator public keys to accept, one\n"
-                               "         Z85 key per line, e.g. its st-keygen NAME.pub); pass --insecure to serve plain\n"
-                               "         TCP to anyone on a network you trust");
+            return s_bad("%s",
+                         "refusing to start without --allow FILE (the coordinator public keys to accept, one\n"
+                         "         Z85 key per line, e.g. its st-keygen NAME.pub); pass --insecure to serve plain\n"
+                         "         TCP to anyone on a network you trust");
         int n_allow = st_curve_load_allow(allow_file, allow, ST_CURVE_MAX_ALLOW);
         if (n_allow < 0) return 1;
         o.allow = (const uint8_t(*)[32])allow;
@@ -108,7 +117,7 @@ int main(int argc, char **argv) {
             if (snprintf(path, sizeof path, "%s/node.key", o.store_dir) >= (int)sizeof path - 4)
                 return s_bad("%s", "--store path too long");
             if (access(path, F_OK) != 0) {
-                mkdir(o.store_dir, 0700); /* the store would make it anyway */
+                mkdir(o.store_dir, 0700);      /* the store would make it anyway */
                 path[strlen(path) - 4] = '\0'; /* DIR/node */
                 if (st_curve_keygen(path, pub) < 0) return 1;
                 st_log(ST_LOG_INFO, "made a new node key pair: %s.key (secret) and %s.pub", path, path);

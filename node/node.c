@@ -36,11 +36,11 @@
 #include "wire.h"
 #include "zap.h"
 
-#define NODE_HWM 2                 /* messages queued per peer and direction */
-#define NODE_POLL_MS 200           /* longest wait before the stop flag is looked at */
-#define NODE_HB_MS 1000           /* ZMTP heartbeat interval (dead peer after 3) */
-#define NODE_SEND_MS 2000          /* longest wait for a peer to take a reply (then it is dropped) */
-#define NODE_SLACK (4u << 20)      /* stacks, libc and zmq bookkeeping not measured otherwise */
+#define NODE_HWM 2            /* messages queued per peer and direction */
+#define NODE_POLL_MS 200      /* longest wait before the stop flag is looked at */
+#define NODE_HB_MS 1000       /* ZMTP heartbeat interval (dead peer after 3) */
+#define NODE_SEND_MS 2000     /* longest wait for a peer to take a reply (then it is dropped) */
+#define NODE_SLACK (4u << 20) /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
 
 struct st_node {
@@ -48,7 +48,7 @@ struct st_node {
     char id[ST_WIRE_MAX_ID + 1];
     char endpoint[256];
     void *zctx, *sock;
-    st_zap_t *zap; /* CURVE: the ZAP handler thread (NULL when --insecure) */
+    st_zap_t *zap;     /* CURVE: the ZAP handler thread (NULL when --insecure) */
     uint64_t base_rss; /* resident bytes after start-up, before any model */
 
     /* the model: shape and store (from HELLO or ASSIGN) */
@@ -64,17 +64,17 @@ struct st_node {
     st_model_t shell; /* cfg only: the context needs shapes, never weights */
     st_ctx_t *ctx;
     st_lru_t *lru;
-    int max_pairs;              /* pairs per st_experts_eval_converted call */
-    uint32_t max_req_pairs;     /* pairs of one request */
+    int max_pairs;                   /* pairs per st_experts_eval_converted call */
+    uint32_t max_req_pairs;          /* pairs of one request */
     const void **gate, **up, **down; /* n_expert pointers each: the current batch */
-    float *ybuf;                /* max_pairs x n_embd */
-    int32_t *sub_tok, *sub_exp; /* max_pairs */
-    uint32_t *sub_idx;          /* max_req_pairs */
-    uint32_t *distinct;         /* n_expert */
-    uint32_t *mark;             /* n_expert: stamp of the request that saw it */
-    uint8_t *in_batch;          /* n_expert */
+    float *ybuf;                     /* max_pairs x n_embd */
+    int32_t *sub_tok, *sub_exp;      /* max_pairs */
+    uint32_t *sub_idx;               /* max_req_pairs */
+    uint32_t *distinct;              /* n_expert */
+    uint32_t *mark;                  /* n_expert: stamp of the request that saw it */
+    uint8_t *in_batch;               /* n_expert */
     uint32_t stamp;
-    uint32_t *queue;            /* keys to load when idle (ring) */
+    uint32_t *queue; /* keys to load when idle (ring) */
     uint32_t q_head, q_len, q_cap;
     uint64_t fixed; /* bytes charged to --mem besides the cached experts */
     bool pack;      /* cached experts are packed for the kernels: only when every assigned one fits in
@@ -125,8 +125,7 @@ static void s_log_bad(st_node_t *n, const char *fmt, ...) {
 
 static int s_reply_error(st_node_t *n, const st_wire_rx_t *rx, int code, const char *why) {
     n->errors++;
-    s_log_bad(n, "refused %s #%llu: %s", st_wire_type_name(rx->msg.type), (unsigned long long)rx->msg.request_id,
-              why);
+    s_log_bad(n, "refused %s #%llu: %s", st_wire_type_name(rx->msg.type), (unsigned long long)rx->msg.request_id, why);
     return st_wire_send_error(n->sock, rx->peer, rx->peer_len, rx->msg.request_id, code, "%s", why);
 }
 
@@ -262,7 +261,8 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
                            (uint64_t)p.n_threads * NODE_THREAD_SLACK;
     const uint64_t one = st_lru_entry_cost(st_store_record_bytes(n->store));
     if (fixed + one > n->o.mem) {
-        snprintf(why, cap, "--mem %llu B is too small for this model: the node needs %llu B plus %llu B per cached expert",
+        snprintf(why, cap,
+                 "--mem %llu B is too small for this model: the node needs %llu B plus %llu B per cached expert",
                  (unsigned long long)n->o.mem, (unsigned long long)fixed, (unsigned long long)one);
         return ST_ENOMEM;
     }
@@ -272,7 +272,8 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         snprintf(why, cap, "cannot set up the expert cache");
         return ST_ENOMEM;
     }
-    st_log(ST_LOG_INFO, "model %u layers x %u experts, up to %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
+    st_log(ST_LOG_INFO,
+           "model %u layers x %u experts, up to %llu B per expert: %llu B fixed (%llu B process, %llu B compute), "
            "room for %llu experts in RAM; %s kernels",
            s->n_layer, s->n_expert, (unsigned long long)st_wire_max_expert_bytes(s), (unsigned long long)fixed,
            (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one),
@@ -280,7 +281,9 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     return 0;
 }
 
-static uint32_t s_key(const st_node_t *n, uint32_t layer, uint32_t expert) { return layer * n->shape.n_expert + expert; }
+static uint32_t s_key(const st_node_t *n, uint32_t layer, uint32_t expert) {
+    return layer * n->shape.n_expert + expert;
+}
 
 /* assigned and in the store with the assigned hash */
 static bool s_present(const st_node_t *n, uint32_t key) {
@@ -409,8 +412,10 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     n->q_len = 0;
     for (uint32_t k = 0; k < n->n_keys; k++) {
         if (st_lru_contains(n->lru, k)) {
-            if (relayout || !s_present(n, k)) st_lru_remove(n->lru, k);
-            else st_lru_pin(n->lru, k, (n->flags[k] & PINNED) != 0);
+            if (relayout || !s_present(n, k))
+                st_lru_remove(n->lru, k);
+            else
+                st_lru_pin(n->lru, k, (n->flags[k] & PINNED) != 0);
         }
         if (!(n->flags[k] & ASSIGNED)) continue;
         if (!s_present(n, k)) {
@@ -421,7 +426,8 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
         n_pinned += (n->flags[k] & PINNED) != 0;
     }
     uint32_t n_packed = 0; /* layers whose experts the kernels read packed */
-    for (uint32_t l = 0; l < n->shape.n_layer; l++) n_packed += s_packed(n, l, 0) || s_packed(n, l, 1) || s_packed(n, l, 2);
+    for (uint32_t l = 0; l < n->shape.n_layer; l++)
+        n_packed += s_packed(n, l, 0) || s_packed(n, l, 1) || s_packed(n, l, 2);
     st_log(ST_LOG_INFO, "ASSIGN: %u experts (%u pinned), %u missing; room for %llu in RAM, %s: %u of %u layers packed",
            a->n_experts, n_pinned, n_missing, (unsigned long long)room,
            pack ? "all fit" : "not all fit (the file's layout)", n_packed, n->shape.n_layer);
@@ -461,8 +467,8 @@ static int s_on_shard(st_node_t *n, st_wire_rx_t *rx) {
         if (n->flags[k] & PINNED) s_enqueue(n, k);
     }
     st_wire_msg_t m = {.type = ST_MSG_SHARD_ACK};
-    m.shard_ack = (st_wire_shard_ack_t){.layer = p->layer, .expert = p->expert, .offset = p->offset,
-                                        .ok = rc == 0, .complete = complete};
+    m.shard_ack = (st_wire_shard_ack_t){
+        .layer = p->layer, .expert = p->expert, .offset = p->offset, .ok = rc == 0, .complete = complete};
     return s_reply(n, rx, &m);
 }
 
@@ -527,8 +533,8 @@ static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t 
             n->sub_tok[k] = c->pair_token[n->sub_idx[i0 + k]];
             n->sub_exp[k] = c->pair_expert[n->sub_idx[i0 + k]];
         }
-        int rc = st_experts_eval_converted(n->ctx, &set, (int)cnt, n->sub_tok, n->sub_exp, xq, stride,
-                                           (int)c->n_tokens, n->ybuf);
+        int rc = st_experts_eval_converted(n->ctx, &set, (int)cnt, n->sub_tok, n->sub_exp, xq, stride, (int)c->n_tokens,
+                                           n->ybuf);
         if (rc) return rc;
         for (uint32_t k = 0; k < cnt; k++)
             memcpy(y + (size_t)n->sub_idx[i0 + k] * E, n->ybuf + (size_t)k * E, E * sizeof(float));
@@ -585,8 +591,9 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
             if (!p) {
                 if (arc == ST_ENOMEM && i > first) break; /* compute what we hold first */
                 rc = arc;
-                snprintf(why, sizeof why, arc == ST_ENOMEM ? "expert %u.%u does not fit in --mem" :
-                                                             "expert %u.%u could not be read from the store",
+                snprintf(why, sizeof why,
+                         arc == ST_ENOMEM ? "expert %u.%u does not fit in --mem"
+                                          : "expert %u.%u could not be read from the store",
                          c->layer, e);
                 break;
             }
@@ -613,8 +620,8 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
         return s_reply_error(n, rx, rc, why);
     }
     st_wire_msg_t m = {.type = ST_MSG_EXPERT_RESULT, .request_id = rx->msg.request_id};
-    m.result = (st_wire_result_t){.n_pairs = c->n_pairs, .compute_us = s_now_us() - t0, .cache_hits = hits,
-                                  .cache_misses = misses};
+    m.result = (st_wire_result_t){
+        .n_pairs = c->n_pairs, .compute_us = s_now_us() - t0, .cache_hits = hits, .cache_misses = misses};
     st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
            c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
@@ -668,8 +675,10 @@ st_node_t *st_node_new(st_node_opts_t *o) {
     n->o = *o;
     sodium_memzero(n->o.secret_key, sizeof n->o.secret_key); /* the socket keeps its own copy */
     n->o.allow = NULL;
-    if (o->id && *o->id) snprintf(n->id, sizeof n->id, "%s", o->id);
-    else if (gethostname(n->id, sizeof n->id - 1)) snprintf(n->id, sizeof n->id, "st-node");
+    if (o->id && *o->id)
+        snprintf(n->id, sizeof n->id, "%s", o->id);
+    else if (gethostname(n->id, sizeof n->id - 1))
+        snprintf(n->id, sizeof n->id, "st-node");
     n->zctx = zmq_ctx_new();
     n->sock = n->zctx ? zmq_socket(n->zctx, ZMQ_ROUTER) : NULL;
     if (!n->sock) {
@@ -741,8 +750,10 @@ int st_node_run(st_node_t *n, volatile sig_atomic_t *stop) {
             if (zmq_errno() == EINTR) continue;
             return st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
         }
-        if (r > 0 && (it.revents & ZMQ_POLLIN)) s_handle_one(n);
-        else if (n->q_len) s_load_one(n);
+        if (r > 0 && (it.revents & ZMQ_POLLIN))
+            s_handle_one(n);
+        else if (n->q_len)
+            s_load_one(n);
     }
     st_log(ST_LOG_INFO, "stopping: %llu requests served, %llu refused, %llu connections refused",
            (unsigned long long)n->requests, (unsigned long long)n->errors,

@@ -31,7 +31,7 @@ typedef struct {
     bool insecure;         /* plain TCP: no encryption, anyone may connect */
     /* CURVE (when !insecure): the node's key pair and the coordinator keys it
      * accepts (binary); a ZAP handler refuses every other key and logs it */
-    char secret_key[41];   /* Z85; wiped by st_node_new */
+    char secret_key[41]; /* Z85; wiped by st_node_new */
     const uint8_t (*allow)[32];
     int n_allow;
 } st_node_opts_t;

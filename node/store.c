@@ -55,9 +55,9 @@ struct st_store {
     int fd, fd_direct; /* fd_direct: O_DIRECT reads, or -1 */
     size_t rec;
     uint32_t n_keys, n_slots;
-    int32_t *slot_of;                   /* per key: record, or -1 */
+    int32_t *slot_of;                    /* per key: record, or -1 */
     uint8_t (*hash)[ST_WIRE_HASH_BYTES]; /* per key */
-    uint8_t *slot_busy;                 /* per record: held or being written */
+    uint8_t *slot_busy;                  /* per record: held or being written */
     int count;
     inflight_t inflight[ST_STORE_MAX_INFLIGHT];
     void *stage; /* one aligned record, for verification at open */
@@ -428,14 +428,15 @@ int st_store_put(st_store_t *s, uint32_t layer, uint32_t expert, const uint8_t w
     /* 2. find or start the expert's transfer */
     inflight_t *f = NULL, *free_f = NULL;
     for (int i = 0; i < ST_STORE_MAX_INFLIGHT; i++) {
-        if (s->inflight[i].used && s->inflight[i].key == key) f = &s->inflight[i];
-        else if (!s->inflight[i].used && !free_f) free_f = &s->inflight[i];
+        if (s->inflight[i].used && s->inflight[i].key == key)
+            f = &s->inflight[i];
+        else if (!s->inflight[i].used && !free_f)
+            free_f = &s->inflight[i];
     }
     if (offset == 0) {
         if (!f) {
             int slot = s_free_slot(s);
-            if (!free_f || slot < 0)
-                return st_fail(ST_ENOMEM, "%d experts already in transfer", ST_STORE_MAX_INFLIGHT);
+            if (!free_f || slot < 0) return st_fail(ST_ENOMEM, "%d experts already in transfer", ST_STORE_MAX_INFLIGHT);
             f = free_f;
             f->used = true;
             f->key = key;
@@ -499,8 +500,7 @@ int st_store_read(st_store_t *s, uint32_t layer, uint32_t expert, void *buf) {
     uint32_t key;
     if (!s_key(s, layer, expert, &key) || s->slot_of[key] < 0)
         return st_fail(ST_ERANGE, "expert %u.%u is not in the store", layer, expert);
-    if (s_read_record(s, key, buf))
-        return st_fail(ST_EIO, "read of expert %u.%u: %s", layer, expert, strerror(errno));
+    if (s_read_record(s, key, buf)) return st_fail(ST_EIO, "read of expert %u.%u: %s", layer, expert, strerror(errno));
     if (!s_record_ok(s, key, buf)) {
         s_forget(s, key);
         s_write_index(s);

@@ -62,8 +62,10 @@ static void s_on_zap(st_zap_t *z) {
             break;
         }
         more = zmq_msg_more(&m);
-        if (n < ZAP_MAX_FRAMES) f[n++] = m;
-        else zmq_msg_close(&m);
+        if (n < ZAP_MAX_FRAMES)
+            f[n++] = m;
+        else
+            zmq_msg_close(&m);
     }
     if (n < 6) { /* not a ZAP request libzmq would send: a REP must still answer */
         for (int i = 0; i < n; i++) zmq_msg_close(&f[i]);
@@ -87,8 +89,7 @@ static void s_on_zap(st_zap_t *z) {
         if (s_log_ok(z)) {
             char key[41] = "(none)";
             if (curve) zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
-            st_log(ST_LOG_WARN, "refused a connection from %s: %s key %s is not on the allow list", address, mech,
-                   key);
+            st_log(ST_LOG_WARN, "refused a connection from %s: %s key %s is not on the allow list", address, mech, key);
         }
     }
     const char *code = ok ? "200" : "400", *text = ok ? "OK" : "key not allowed";
@@ -123,7 +124,7 @@ static void s_on_event(st_zap_t *z) {
         if (s_log_ok(z))
             st_log(ST_LOG_WARN, "refused a connection on %s: handshake failed (%s, code 0x%x)", ep,
                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "plain text or another security mechanism"
-                                                                         : "not a CURVE client of this node's key",
+                                                                       : "not a CURVE client of this node's key",
                    (unsigned)value);
     } else if (event == ZMQ_EVENT_DISCONNECTED) {
         st_log(ST_LOG_DEBUG, "a peer disconnected from %s", ep);
@@ -156,8 +157,8 @@ st_zap_t *st_zap_new(void *zctx, void *sock, const uint8_t (*allow)[32], int n_a
         goto fail;
     }
     snprintf(z->mon_ep, sizeof z->mon_ep, "inproc://st-node-monitor-%p", (void *)z);
-    const int events = ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
-                       ZMQ_EVENT_DISCONNECTED;
+    const int events =
+        ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_DISCONNECTED;
     if (zmq_socket_monitor(sock, z->mon_ep, events)) {
         st_fail(ST_EIO, "socket monitor: %s", zmq_strerror(zmq_errno()));
         goto fail;

@@ -99,9 +99,12 @@ int st_curve_load_allow(const char *path, uint8_t (*keys)[ST_CURVE_KEY_BYTES], i
         }
         memcpy(key, p, len);
         key[len] = '\0';
-        if (n >= cap) rc = st_fail(ST_ERANGE, "%s: more than %d keys", path, cap);
-        else if (!zmq_z85_decode(keys[n], key)) rc = st_fail(ST_EFORMAT, "%s:%d: not a Z85 public key", path, lineno);
-        else n++;
+        if (n >= cap)
+            rc = st_fail(ST_ERANGE, "%s: more than %d keys", path, cap);
+        else if (!zmq_z85_decode(keys[n], key))
+            rc = st_fail(ST_EFORMAT, "%s:%d: not a Z85 public key", path, lineno);
+        else
+            n++;
     }
     fclose(f);
     if (rc) return rc;

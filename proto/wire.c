@@ -36,26 +36,20 @@ static int s_why(char *why, size_t cap, const char *fmt, ...) {
 }
 
 const char *st_wire_type_name(int type) {
-    static const char *names[ST_MSG_COUNT] = {"NONE",      "HELLO",           "INVENTORY",      "ASSIGN",
-                                              "ASSIGN_ACK", "SHARD_PUT",      "SHARD_ACK",      "EXPERT_PREFETCH",
-                                              "EXPERT_COMPUTE", "EXPERT_RESULT", "HEARTBEAT",   "ERROR"};
+    static const char *names[ST_MSG_COUNT] = {"NONE",           "HELLO",         "INVENTORY", "ASSIGN",
+                                              "ASSIGN_ACK",     "SHARD_PUT",     "SHARD_ACK", "EXPERT_PREFETCH",
+                                              "EXPERT_COMPUTE", "EXPERT_RESULT", "HEARTBEAT", "ERROR"};
     return type >= 0 && type < ST_MSG_COUNT ? names[type] : "?";
 }
 
 /* body case of each message type */
 static const St__Envelope__BodyCase s_case_of[ST_MSG_COUNT] = {
-    [ST_MSG_NONE] = ST__ENVELOPE__BODY__NOT_SET,
-    [ST_MSG_HELLO] = ST__ENVELOPE__BODY_HELLO,
-    [ST_MSG_INVENTORY] = ST__ENVELOPE__BODY_INVENTORY,
-    [ST_MSG_ASSIGN] = ST__ENVELOPE__BODY_ASSIGN,
-    [ST_MSG_ASSIGN_ACK] = ST__ENVELOPE__BODY_ASSIGN_ACK,
-    [ST_MSG_SHARD_PUT] = ST__ENVELOPE__BODY_SHARD_PUT,
-    [ST_MSG_SHARD_ACK] = ST__ENVELOPE__BODY_SHARD_ACK,
-    [ST_MSG_EXPERT_PREFETCH] = ST__ENVELOPE__BODY_PREFETCH,
-    [ST_MSG_EXPERT_COMPUTE] = ST__ENVELOPE__BODY_COMPUTE,
-    [ST_MSG_EXPERT_RESULT] = ST__ENVELOPE__BODY_RESULT,
-    [ST_MSG_HEARTBEAT] = ST__ENVELOPE__BODY_HEARTBEAT,
-    [ST_MSG_ERROR] = ST__ENVELOPE__BODY_ERROR,
+    [ST_MSG_NONE] = ST__ENVELOPE__BODY__NOT_SET,          [ST_MSG_HELLO] = ST__ENVELOPE__BODY_HELLO,
+    [ST_MSG_INVENTORY] = ST__ENVELOPE__BODY_INVENTORY,    [ST_MSG_ASSIGN] = ST__ENVELOPE__BODY_ASSIGN,
+    [ST_MSG_ASSIGN_ACK] = ST__ENVELOPE__BODY_ASSIGN_ACK,  [ST_MSG_SHARD_PUT] = ST__ENVELOPE__BODY_SHARD_PUT,
+    [ST_MSG_SHARD_ACK] = ST__ENVELOPE__BODY_SHARD_ACK,    [ST_MSG_EXPERT_PREFETCH] = ST__ENVELOPE__BODY_PREFETCH,
+    [ST_MSG_EXPERT_COMPUTE] = ST__ENVELOPE__BODY_COMPUTE, [ST_MSG_EXPERT_RESULT] = ST__ENVELOPE__BODY_RESULT,
+    [ST_MSG_HEARTBEAT] = ST__ENVELOPE__BODY_HEARTBEAT,    [ST_MSG_ERROR] = ST__ENVELOPE__BODY_ERROR,
 };
 
 void st_wire_hash(const void *data, size_t len, uint8_t out[ST_WIRE_HASH_BYTES]) {
@@ -81,7 +75,7 @@ typedef struct {
         St__Heartbeat heartbeat;
         St__Error error;
     } b;
-    void *block; /* ExpertRef structs and pointer arrays */
+    void *block;                           /* ExpertRef structs and pointer arrays */
     uint32_t types[3][ST_WIRE_MAX_LAYERS]; /* the shape's per-layer type ids, widened */
 } pb_build_t;
 
@@ -170,8 +164,8 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->shape = &pb->shape;
         p->n_experts = m->assign.n_experts;
         p->n_pinned = m->assign.n_pinned;
-        rc = s_refs_to_pb(pb, m->assign.experts, m->assign.n_experts, &p->experts, m->assign.pinned,
-                          m->assign.n_pinned, &p->pinned);
+        rc = s_refs_to_pb(pb, m->assign.experts, m->assign.n_experts, &p->experts, m->assign.pinned, m->assign.n_pinned,
+                          &p->pinned);
         e->assign = p;
         break;
     }
@@ -221,7 +215,8 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         St__ExpertCompute *p = &pb->b.compute;
         st__expert_compute__init(p);
         const st_wire_compute_t *c = &m->compute;
-        if (c->n_pairs > ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED || (c->n_pairs && (!c->pair_token || !c->pair_expert)))
+        if (c->n_pairs > ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED ||
+            (c->n_pairs && (!c->pair_token || !c->pair_expert)))
             return ST_EINVAL;
         p->layer = c->layer;
         p->n_tokens = c->n_tokens;
@@ -502,7 +497,8 @@ int st_wire_decode(const uint8_t *buf, size_t len, st_wire_msg_t *m, char *why, 
     memset(m, 0, sizeof *m);
     if (why && why_cap) why[0] = '\0';
     if (len == 0) return s_why(why, why_cap, "empty envelope");
-    if (len > ST_WIRE_MAX_ENVELOPE) return s_why(why, why_cap, "envelope of %zu B (at most %u)", len, ST_WIRE_MAX_ENVELOPE);
+    if (len > ST_WIRE_MAX_ENVELOPE)
+        return s_why(why, why_cap, "envelope of %zu B (at most %u)", len, ST_WIRE_MAX_ENVELOPE);
     St__Envelope *e = st__envelope__unpack(NULL, len, buf);
     if (!e) return s_why(why, why_cap, "envelope of %zu B does not parse", len);
     if ((int)e->type > ST_MSG_NONE && (int)e->type < ST_MSG_COUNT) m->type = (st_msg_type_t)e->type;
@@ -654,8 +650,8 @@ static int s_check_refs(const st_wire_ref_t *r, uint32_t n, const st_wire_shape_
 }
 
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t cap) {
-    const bool has_frame = m->type == ST_MSG_SHARD_PUT || m->type == ST_MSG_EXPERT_COMPUTE ||
-                           m->type == ST_MSG_EXPERT_RESULT;
+    const bool has_frame =
+        m->type == ST_MSG_SHARD_PUT || m->type == ST_MSG_EXPERT_COMPUTE || m->type == ST_MSG_EXPERT_RESULT;
     if (!has_frame && frame_len) return s_why(why, cap, "%s with a %zu B frame", st_wire_type_name(m->type), frame_len);
     if (m->type == ST_MSG_HELLO || m->type == ST_MSG_ASSIGN) {
         const st_wire_shape_t *own = m->type == ST_MSG_HELLO ? &m->hello.shape : &m->assign.shape;
@@ -695,7 +691,8 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
     case ST_MSG_EXPERT_PREFETCH:
         if (m->prefetch.layer >= s->n_layer) return s_why(why, cap, "prefetch of layer %u", m->prefetch.layer);
         for (uint32_t i = 0; i < m->prefetch.n_experts; i++)
-            if (m->prefetch.experts[i] >= s->n_expert) return s_why(why, cap, "prefetch of expert %u", m->prefetch.experts[i]);
+            if (m->prefetch.experts[i] >= s->n_expert)
+                return s_why(why, cap, "prefetch of expert %u", m->prefetch.experts[i]);
         return 0;
     case ST_MSG_EXPERT_COMPUTE: {
         const st_wire_compute_t *c = &m->compute;
@@ -717,7 +714,8 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
     }
     case ST_MSG_EXPERT_RESULT: {
         uint64_t max = (uint64_t)st_wire_max_tokens(s) * s->n_expert_used;
-        if (m->result.n_pairs < 1 || m->result.n_pairs > max) return s_why(why, cap, "result of %u pairs", m->result.n_pairs);
+        if (m->result.n_pairs < 1 || m->result.n_pairs > max)
+            return s_why(why, cap, "result of %u pairs", m->result.n_pairs);
         size_t want = (size_t)m->result.n_pairs * s->n_embd * sizeof(float);
         if (frame_len != want) return s_why(why, cap, "result frame of %zu B (want %zu)", frame_len, want);
         return 0;

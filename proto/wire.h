@@ -44,19 +44,19 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#define ST_WIRE_VERSION 2 /* 2: expert types per layer */
-#define ST_WIRE_HASH_BYTES 32          /* BLAKE2b-256 */
+#define ST_WIRE_VERSION 2               /* 2: expert types per layer */
+#define ST_WIRE_HASH_BYTES 32           /* BLAKE2b-256 */
 #define ST_WIRE_MAX_ENVELOPE (1u << 20) /* bytes of one Envelope frame */
-#define ST_WIRE_MAX_FRAME (4u << 20)   /* bytes of one raw frame a node accepts */
-#define ST_WIRE_MAX_CHUNK (1u << 20)   /* bytes of one SHARD_PUT chunk */
-#define ST_WIRE_MAX_TOKENS 512         /* tokens of one EXPERT_COMPUTE */
+#define ST_WIRE_MAX_FRAME (4u << 20)    /* bytes of one raw frame a node accepts */
+#define ST_WIRE_MAX_CHUNK (1u << 20)    /* bytes of one SHARD_PUT chunk */
+#define ST_WIRE_MAX_TOKENS 512          /* tokens of one EXPERT_COMPUTE */
 #define ST_WIRE_MAX_LAYERS 512
-#define ST_WIRE_MAX_EXPERTS 1024       /* n_expert */
-#define ST_WIRE_MAX_EXPERT_USED 64     /* n_expert_used */
-#define ST_WIRE_MAX_EMBD 65536         /* n_embd, n_ff_exp */
-#define ST_WIRE_MAX_REFS 65536         /* entries of one expert list */
-#define ST_WIRE_MAX_ID 64              /* bytes of a node or coordinator id */
-#define ST_WIRE_MAX_ERRMSG 256         /* bytes of an error message */
+#define ST_WIRE_MAX_EXPERTS 1024   /* n_expert */
+#define ST_WIRE_MAX_EXPERT_USED 64 /* n_expert_used */
+#define ST_WIRE_MAX_EMBD 65536     /* n_embd, n_ff_exp */
+#define ST_WIRE_MAX_REFS 65536     /* entries of one expert list */
+#define ST_WIRE_MAX_ID 64          /* bytes of a node or coordinator id */
+#define ST_WIRE_MAX_ERRMSG 256     /* bytes of an error message */
 
 typedef enum {
     ST_MSG_NONE = 0,

@@ -136,12 +136,13 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
         goto out;
     }
     const cJSON *x;
-#define FIELD_NUM(name, lo, hi, integer, dst)                                                                \
-    switch (s_num(o, name, lo, hi, integer, &v)) {                                                           \
-    case 0: dst; break;                                                                                      \
-    case -1: status = BAD("'%s' must be %s in [%g, %g]", name, integer ? "an integer" : "a number", (double)(lo), \
-                          (double)(hi));                                                                     \
-        goto out;                                                                                            \
+#define FIELD_NUM(name, lo, hi, integer, dst)                                                                          \
+    switch (s_num(o, name, lo, hi, integer, &v)) {                                                                     \
+    case 0: dst; break;                                                                                                \
+    case -1:                                                                                                           \
+        status =                                                                                                       \
+            BAD("'%s' must be %s in [%g, %g]", name, integer ? "an integer" : "a number", (double)(lo), (double)(hi)); \
+        goto out;                                                                                                      \
     }
     int max_tokens = api->default_max_tokens;
     FIELD_NUM("max_tokens", 1, 1 << 24, true, max_tokens = (int)v);
@@ -176,8 +177,10 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     }
     if ((x = cJSON_GetObjectItemCaseSensitive(o, "stop")) && !cJSON_IsNull(x)) {
         const cJSON *one = x, *e;
-        if (cJSON_IsArray(x) && cJSON_GetArraySize(x) > ST_SERVER_MAX_STOP) one = NULL;
-        else if (cJSON_IsArray(x)) cJSON_ArrayForEach(e, x) if (!cJSON_IsString(e)) one = NULL;
+        if (cJSON_IsArray(x) && cJSON_GetArraySize(x) > ST_SERVER_MAX_STOP)
+            one = NULL;
+        else if (cJSON_IsArray(x))
+            cJSON_ArrayForEach(e, x) if (!cJSON_IsString(e)) one = NULL;
         if (!one || !(cJSON_IsString(x) || cJSON_IsArray(x))) {
             status = BAD("'stop' must be a string or an array of at most %d strings", ST_SERVER_MAX_STOP);
             goto out;
@@ -229,8 +232,7 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     out->job.n_prompt = n;
     if (max_tokens <= 0) max_tokens = api->n_ctx - n;
     if (n + max_tokens > api->n_ctx) {
-        status = BAD("prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens", n, max_tokens,
-                     api->n_ctx);
+        status = BAD("prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens", n, max_tokens, api->n_ctx);
         goto out;
     }
     out->job.max_tokens = max_tokens;
@@ -257,8 +259,9 @@ static cJSON *s_usage(const st_req_out_t *o) {
 }
 
 static const char *s_finish(const st_req_out_t *o) {
-    return o->finish && !strcmp(o->finish, "length") ? "length" : o->finish && !strcmp(o->finish, "stop") ? "stop"
-                                                                                                        : "error";
+    return o->finish && !strcmp(o->finish, "length") ? "length"
+           : o->finish && !strcmp(o->finish, "stop") ? "stop"
+                                                     : "error";
 }
 
 static cJSON *s_head(const st_api_t *api, const st_api_req_t *r, const char *id, bool chunk) {

@@ -21,8 +21,7 @@ typedef struct st_cluster_view st_cluster_view_t;
 
 /* The coordinator's objects by address: they are created later (setup runs
  * in the server's on_params hook), so the view reads them when it is asked. */
-st_cluster_view_t *st_cluster_view_new(st_cluster_t *const *cl, st_placement_t *const *pl,
-                                       st_remote_moe_t *const *rm);
+st_cluster_view_t *st_cluster_view_new(st_cluster_t *const *cl, st_placement_t *const *pl, st_remote_moe_t *const *rm);
 void st_cluster_view_destroy(st_cluster_view_t **v);
 /* The st_server_view_t to pass to st_server_main (v must outlive the server). */
 st_server_view_t st_cluster_view_server(st_cluster_view_t *v);

@@ -87,8 +87,7 @@ bool st_http_is_loopback(const char *host) {
     return false;
 }
 
-static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body,
-                              const char *type) {
+static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body, const char *type) {
     if (!body) {
         code = 500;
         body = strdup("{\"error\":{\"message\":\"no memory\",\"type\":\"server_error\",\"code\":null}}");
@@ -226,8 +225,8 @@ static enum MHD_Result s_generate(st_http_t *h, struct MHD_Connection *con, st_a
         st->req = req;
         st->ar = ar;
         memcpy(st->id, id, sizeof id);
-        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, s_stream_read, st,
-                                                                   s_stream_free);
+        struct MHD_Response *r =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, s_stream_read, st, s_stream_free);
         if (!r) {
             s_stream_free(st);
             return MHD_NO;
@@ -322,8 +321,11 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
         const char *url;
         bool post;
         int what;
-    } routes[] = {{"/v1/chat/completions", true, 0}, {"/v1/completions", true, 1}, {"/v1/models", false, 2},
-                  {"/health", false, 3},            {"/metrics", false, 4}};
+    } routes[] = {{"/v1/chat/completions", true, 0},
+                  {"/v1/completions", true, 1},
+                  {"/v1/models", false, 2},
+                  {"/health", false, 3},
+                  {"/metrics", false, 4}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].url)) continue;
         if (post != routes[i].post && !(strcmp(method, "HEAD") == 0 && !routes[i].post))
@@ -402,10 +404,10 @@ st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s,
     }
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, s_handler, h, MHD_OPTION_SOCK_ADDR,
-                            (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300, MHD_OPTION_NOTIFY_COMPLETED, s_completed,
-                            h, MHD_OPTION_END);
+    h->d =
+        MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, s_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                         MHD_OPTION_NOTIFY_COMPLETED, s_completed, h, MHD_OPTION_END);
     if (!h->d) {
         st_fail(ST_EIO, "cannot serve HTTP on %s:%d (in use?)", host, port);
         free(h);

@@ -82,7 +82,8 @@ char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
     out_t o = {0};
     s_family(&o, "st_http_requests_total", "counter", "HTTP requests answered, by status class");
     static const char *cls[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-    for (int i = 0; i < 5; i++) s_put(&o, "st_http_requests_total{code=\"%s\"} %llu\n", cls[i], (unsigned long long)http[i]);
+    for (int i = 0; i < 5; i++)
+        s_put(&o, "st_http_requests_total{code=\"%s\"} %llu\n", cls[i], (unsigned long long)http[i]);
     s_family(&o, "st_requests_total", "counter", "generation requests by outcome");
     s_put(&o, "st_requests_total{outcome=\"done\"} %llu\n", (unsigned long long)st.requests_done);
     s_put(&o, "st_requests_total{outcome=\"failed\"} %llu\n", (unsigned long long)st.requests_failed);
@@ -133,8 +134,8 @@ char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
             if (!head) s_family(&o, s_node_series[k].metric, s_node_series[k].type, s_node_series[k].help);
             head = true;
             double x = cJSON_IsBool(v) ? cJSON_IsTrue(v) : v->valuedouble;
-            s_put(&o, "%s{node=\"%s\"} %.17g\n", s_node_series[k].metric,
-                  cJSON_IsString(url) ? url->valuestring : "?", x);
+            s_put(&o, "%s{node=\"%s\"} %.17g\n", s_node_series[k].metric, cJSON_IsString(url) ? url->valuestring : "?",
+                  x);
         }
     }
     cJSON_Delete(nodes);

@@ -21,7 +21,8 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
         return 2;
     }
     if (!st_http_is_loopback(host) && (!a->api_key || !*a->api_key)) {
-        fprintf(stderr, "%s: --http %s is not a loopback address: give --api-key KEY (clients send it as a bearer token)\n",
+        fprintf(stderr,
+                "%s: --http %s is not a loopback address: give --api-key KEY (clients send it as a bearer token)\n",
                 prog, a->http);
         return 2;
     }
@@ -47,8 +48,11 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
 
     if (view && view->attach) view->attach(view->arg, c);
     const char *base = strrchr(a->model, '/');
-    st_api_t api = {.m = m, .model_name = base ? base + 1 : a->model, .sp = a->sp,
-                    .default_max_tokens = a->n_predict > 0 ? (int)a->n_predict : 0, .n_ctx = cp.n_ctx};
+    st_api_t api = {.m = m,
+                    .model_name = base ? base + 1 : a->model,
+                    .sp = a->sp,
+                    .default_max_tokens = a->n_predict > 0 ? (int)a->n_predict : 0,
+                    .n_ctx = cp.n_ctx};
 
     /* signals go to sigwait below, in no thread a handler */
     sigset_t set;

@@ -43,15 +43,14 @@ static int s_run(char *out, size_t cap, const char *fmt, ...) {
 
 static void s_assert_ids(cJSON *arr, const int *want, int n, const char *what) {
     cr_assert_eq(cJSON_GetArraySize(arr), n, "%s: %d ids, want %d", what, cJSON_GetArraySize(arr), n);
-    for (int i = 0; i < n; i++)
-        cr_assert_eq((int)cJSON_GetArrayItem(arr, i)->valuedouble, want[i], "%s[%d]", what, i);
+    for (int i = 0; i < n; i++) cr_assert_eq((int)cJSON_GetArrayItem(arr, i)->valuedouble, want[i], "%s[%d]", what, i);
 }
 
 Test(cli, help_exits_zero_and_lists_the_interface) {
     static char out[16384];
     cr_assert_eq(s_run(out, sizeof out, "%s%s --help", st_test_run_prefix(), ST_RUN), 0);
-    const char *flags[] = {"-m", "-p", "-n", "--chat", "--temp", "--top-k", "--top-p", "--seed", "-t", "--json",
-                           "--tokens", "--logits-out", "--kv-type", "--ctx", "--help"};
+    const char *flags[] = {"-m", "-p",     "-n",       "--chat",       "--temp",    "--top-k", "--top-p", "--seed",
+                           "-t", "--json", "--tokens", "--logits-out", "--kv-type", "--ctx",   "--help"};
     for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
         cr_expect(strstr(out, flags[i]), "--help does not mention %s", flags[i]);
 }

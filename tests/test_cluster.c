@@ -54,10 +54,9 @@ static void s_node_start(cluster_t *c, int i, const char *listen) {
     node_t *nd = &c->nodes[i];
     char log[600];
     snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem", "256M", "--store", nd->store,
-                          "-t", "1", "--insecure", NULL};
-    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited before listening (log: %s)", i,
-                 log);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
+                          nd->store,      "-t",       "1",    "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited before listening (log: %s)", i, log);
 }
 
 TestSuite(cluster, .fini = st_test_kill_all);
@@ -117,8 +116,8 @@ static run_t s_run(const char *dir, const char *tag, const char *model, const ch
                                   "--quiet-push -n %d --logits-out '%s' %s %s > '%s' 2> '%s'",
                                   BIN, model, nodes, dir, N_PREDICT, lg, flags, extra, out, err);
     else
-        r.status = st_test_system("timeout 120 '%s/st-run' -m '%s' -n %d --logits-out '%s' %s %s > '%s' 2> '%s'",
-                                  BIN, model, N_PREDICT, lg, flags, extra, out, err);
+        r.status = st_test_system("timeout 120 '%s/st-run' -m '%s' -n %d --logits-out '%s' %s %s > '%s' 2> '%s'", BIN,
+                                  model, N_PREDICT, lg, flags, extra, out, err);
     r.out = st_test_read_file(out, NULL);
     r.err = st_test_read_file(err, NULL);
     r.logits = st_test_read_file(lg, &r.logits_len);
@@ -224,8 +223,8 @@ Test(cluster, swa_8_layers_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
  * llama-quantize is absent). llama-quantize's Q4_K_S on 4 layers: Q4_K experts
  * in every layer. */
 Test(cluster, q4_k_s_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
-    const char *synth[] = {"--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--seed", "3",
-                           NULL};
+    const char *synth[] = {"--type", "f32",    "--hidden", "256", "--expert-ffn", "256", "--experts",
+                           "16",     "--seed", "3",        NULL};
     static char model[1200];
     if (!st_test_quantized_model(synth, "Q4_K_S", model, sizeof model)) cr_skip_test("llama-quantize not available");
     s_matrix_model(model);
@@ -260,12 +259,14 @@ static int s_down_type_count(const char *model) {
  * gate and up Q3_K). The cluster carries types per layer; tokens and logits
  * match st-run's. */
 static void s_mix_matrix(const char *type, const char *layers) {
-    const char *synth[] = {"--type", "f32", "--layers", layers, "--hidden", "256", "--expert-ffn", "256", "--experts",
-                           "16", "--seed", "5", NULL};
+    const char *synth[] = {"--type", "f32",       "--layers", layers,   "--hidden", "256", "--expert-ffn",
+                           "256",    "--experts", "16",       "--seed", "5",        NULL};
     static char model[1200];
     if (!st_test_quantized_model(synth, type, model, sizeof model)) cr_skip_test("llama-quantize not available");
-    cr_assert_geq(s_down_type_count(model), 2, "%s: every layer's ffn_down has one type: the test "
-                  "would not test per-layer types", type);
+    cr_assert_geq(s_down_type_count(model), 2,
+                  "%s: every layer's ffn_down has one type: the test "
+                  "would not test per-layer types",
+                  type);
     s_matrix_model(model);
 }
 

@@ -130,13 +130,13 @@ Test(expert_cache, q8_0_powerinfer_transposed_down) {
 }
 /* K-quant experts (Q4_K gate/up, Q6_K down on some layers; Q8_K activations)
  * and Q4_1 ones (Q8_1 activations) through the cache. */
-#define KQ SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--experts-used", "4", \
-                 "--layers", "3", "--seed", "5")
+#define KQ                                                                                                             \
+    SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--experts-used", "4",         \
+          "--layers", "3", "--seed", "5")
 Test(expert_cache, q4_k_m_bit_identical_with_evictions) { s_check_identical_quantized(KQ, "Q4_K_M", 2, 2); }
 Test(expert_cache, q4_1_bit_identical_with_evictions) {
-    s_check_identical_quantized(SYNTH("--type", "f32", "--experts", "16", "--experts-used", "4", "--layers", "3",
-                                      "--seed", "6"),
-                                "Q4_1", 3, 1);
+    s_check_identical_quantized(
+        SYNTH("--type", "f32", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "6"), "Q4_1", 3, 1);
 }
 
 Test(expert_cache, f32_odd_shapes) {

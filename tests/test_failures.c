@@ -59,8 +59,8 @@ static void s_node_start(int i, const char *listen) {
     char log[300], allow[300];
     snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
     snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem", "256M", "--store", nd->store,
-                          "-t", "1", "--allow", allow, NULL};
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",   "256M", "--store",
+                          nd->store,      "-t",       "1",    "--allow", allow,  NULL};
     cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited (log %s)", i, log);
 }
 
@@ -86,8 +86,8 @@ static void s_cluster(void) {
 
 static const char *s_model(void) {
     static char path[1024];
-    const char *args[] = {"--type", "q4_0", "--hidden", "512", "--layers", "8", "--experts", "16", "--experts-used",
-                          "4", "--expert-ffn", "512", "--seed", "5", NULL};
+    const char *args[] = {"--type",         "q4_0", "--hidden",     "512", "--layers", "8", "--experts", "16",
+                          "--experts-used", "4",    "--expert-ffn", "512", "--seed",   "5", NULL};
     cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
     return path;
 }
@@ -118,10 +118,11 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
     snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
     snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
-             "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-             BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, g_n_predict, out, err);
+    snprintf(
+        cmd, sizeof cmd,
+        "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
+        "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
+        BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, g_n_predict, out, err);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};

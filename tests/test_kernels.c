@@ -917,7 +917,8 @@ static void check_packed_matmul_is_matmul(const st_kernels_t *k) {
             for (int r = 0; r < rows; r++) fill_weights(t, w + r * wrow, n_in);
             for (int i = 0; i < 67; i++) fill_activations(t, x + i * x_stride, n_in);
             memcpy(packed, w, rows * wrow);
-            cr_assert(!st_pack(k, t, n_in, rows - 1, packed), "%s: packed %d rows, not whole groups", k->name, rows - 1);
+            cr_assert(!st_pack(k, t, n_in, rows - 1, packed), "%s: packed %d rows, not whole groups", k->name,
+                      rows - 1);
             cr_assert(memcmp(packed, w, rows * wrow) == 0, "%s: a refused pack changed the matrix", k->name);
             cr_assert(st_pack(k, t, n_in, rows, packed), "%s %s: pack refused", k->name, st_type_name(t));
             cr_assert(memcmp(packed, w, rows * wrow) != 0, "%s %s: pack changed nothing", k->name, st_type_name(t));
@@ -928,9 +929,9 @@ static void check_packed_matmul_is_matmul(const st_kernels_t *k) {
                 k->matmul_packed[t](n_in, packed, NULL, 0, R, x, x_stride, n_tok, packed_y, rows);
                 k->matmul_packed[t](n_in, packed, NULL, R, rows, x, x_stride, n_tok, packed_y, rows);
                 for (int i = 0; i < n_tok * rows; i++)
-                    cr_assert_eq(f2u(packed_y[i]), f2u(plain_y[i]), "%s %s n_in=%d %d tokens: row %d token %d: %.9g vs %.9g",
-                                 k->name, st_type_name(t), n_in, n_tok, i % rows, i / rows, (double)packed_y[i],
-                                 (double)plain_y[i]);
+                    cr_assert_eq(f2u(packed_y[i]), f2u(plain_y[i]),
+                                 "%s %s n_in=%d %d tokens: row %d token %d: %.9g vs %.9g", k->name, st_type_name(t),
+                                 n_in, n_tok, i % rows, i / rows, (double)packed_y[i], (double)plain_y[i]);
             }
             free(w);
             free(packed);

@@ -115,7 +115,7 @@ Test(lru, fixed_charges_evict_and_refund) {
     const uint64_t before = st_lru_used(l);
     cr_assert_eq(st_lru_charge(l, (int64_t)st_lru_entry_cost(KB)), 0); /* pushes the oldest out */
     cr_assert(!st_lru_contains(l, 0));
-    cr_assert_eq(st_lru_used(l), before); /* one entry out, the same bytes charged */
+    cr_assert_eq(st_lru_used(l), before);                                 /* one entry out, the same bytes charged */
     cr_assert_eq(st_lru_charge(l, (int64_t)st_lru_budget(l)), ST_ENOMEM); /* can never fit */
     cr_assert_eq(st_lru_charge(l, -(int64_t)st_lru_entry_cost(KB)), 0);
     s_put(l, 7, false);

@@ -99,7 +99,8 @@ Test(model, powerinfer_file_gives_identical_logits) {
     /* same weights written by PowerInfer's converter: transposed down (F32: transposed
      * back exactly at load), no gating key (sigmoid assumed), extra lm_head_profiler */
     st_model_t *a = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid"));
-    st_model_t *b = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid", "--powerinfer"));
+    st_model_t *b =
+        s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid", "--powerinfer"));
     cr_assert_eq(b->cfg.gating, ST_GATING_SIGMOID);
     cr_assert_not_null(st_gguf_find_tensor(b->gguf, "lm_head_profiler"));
     const int V = a->cfg.n_vocab;
@@ -478,7 +479,8 @@ static float *s_run_logits(st_model_t *m, int *n_rows) {
     st_ctx_t *c = s_ctx(m, 64, 32);
     st_kv_t *kv = st_kv_new(c, 64);
     cr_assert_eq(st_decode(c, kv, toks, n, out, true), 0);
-    for (int t = 0; t < steps; t++) cr_assert_eq(st_decode(c, kv, &toks[n + t], 1, out + (size_t)(n + t) * V, false), 0);
+    for (int t = 0; t < steps; t++)
+        cr_assert_eq(st_decode(c, kv, &toks[n + t], 1, out + (size_t)(n + t) * V, false), 0);
     st_kv_destroy(&kv);
     st_ctx_destroy(&c);
     *n_rows = n + steps;
@@ -512,7 +514,8 @@ static void s_packed_equals_plain(const char *path, bool head_packed) {
             cr_assert_eq(ws[w]->pack_rows > 0, st_packable(k, ws[w]->type, (int)ws[w]->n_cols, ws[w]->n_rows),
                          "%s: %s (%s) packed %d", k->name, ws[w]->name, st_type_name(ws[w]->type), ws[w]->pack_rows);
         cr_assert(L->wq.pack_rows && L->gate_exps.pack_rows && L->down_exps.pack_rows, "%s: nothing packed", k->name);
-        cr_assert_eq(packed->output.pack_rows > 0, head_packed, "%s: head packed %d", k->name, packed->output.pack_rows);
+        cr_assert_eq(packed->output.pack_rows > 0, head_packed, "%s: head packed %d", k->name,
+                     packed->output.pack_rows);
         cr_assert_eq(packed->tok_embd.pack_rows, 0, "the embedding table is read by rows");
         cr_assert_eq(plain->layers[1].wq.pack_rows, 0);
         int n_a, n_b;
@@ -546,9 +549,9 @@ Test(model, packed_weights_with_fused_qkv_and_tied_head) {
 Test(model, packed_k_quant_mix_decodes_bit_for_bit) {
     /* llama-quantize's Q4_K_M: Q4_K, Q6_K for half of attn_v and ffn_down and for the head (8-row groups) */
     char path[1024];
-    if (!st_test_quantized_model(SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--vocab-size",
-                                       "151680", "--seed", "5"),
-                                 "Q4_K_M", path, sizeof path))
+    if (!st_test_quantized_model(
+            SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--vocab-size", "151680", "--seed", "5"),
+            "Q4_K_M", path, sizeof path))
         cr_skip_test("llama-quantize not available");
     s_packed_equals_plain(path, true);
 }

@@ -156,7 +156,8 @@ static void s_run_case(const char *name) {
         }
     }
     cr_assert_eq(checked, n_rows, "checked %d of %d rows", checked, n_rows);
-    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, llama.cpp own spread %.2e)", name, n_rows, worst, worst_tol, fa);
+    cr_log_info("%s: %d rows, worst |d| %.2e (tol %.2e, llama.cpp own spread %.2e)", name, n_rows, worst, worst_tol,
+                fa);
 
     /* greedy decoding from the prompt: same tokens as llama.cpp (models up to 8
      * layers). A difference is accepted only at a near-tie of llama.cpp's own
@@ -181,10 +182,11 @@ static void s_run_case(const char *name) {
             cJSON *top = cJSON_GetArrayItem(row, 1);
             double gap = cJSON_GetArrayItem(top, 1)->valuedouble - cJSON_GetArrayItem(top, 3)->valuedouble;
             double tol = fmax(2.0 * fa, 1e-3);
-            cr_expect(gap <= tol, "%s greedy step %d: %d vs llama.cpp %d, and llama.cpp's top-2 gap %.4f is no near-tie",
-                      name, same, out[same], gen[same], gap);
-            cr_log_info("%s: greedy identical for %d of %d steps; step %d is a near-tie (gap %.4f)", name, same,
-                        n_gen, same, gap);
+            cr_expect(gap <= tol,
+                      "%s greedy step %d: %d vs llama.cpp %d, and llama.cpp's top-2 gap %.4f is no near-tie", name,
+                      same, out[same], gen[same], gap);
+            cr_log_info("%s: greedy identical for %d of %d steps; step %d is a near-tie (gap %.4f)", name, same, n_gen,
+                        same, gap);
         }
         free(out);
         st_sampler_destroy(&smp);
@@ -199,7 +201,7 @@ static void s_run_case(const char *name) {
     cJSON_Delete(g);
 }
 
-#define ORACLE_CASE(id, name) \
+#define ORACLE_CASE(id, name)                                                                                          \
     Test(model_oracle, id, .timeout = 600) { s_run_case(name); }
 
 ORACLE_CASE(tiny_f32, "tiny-f32")

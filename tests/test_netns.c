@@ -295,7 +295,8 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     cr_assert_not_null(strstr(part.err, "3 of 3 nodes up;"), "%s", part.err);
     cr_assert_gt(st_test_last_rt(part.err, 1), 0, "node 1 is not used after it rejoined");
     for (const char *l = part.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
-        if (!strncmp(l, "warn:", 5) || !strncmp(l, "cluster: ", 9) || strstr(l, "rejoin")) cr_log_info("%.*s", (int)strcspn(l, "\n"), l);
+        if (!strncmp(l, "warn:", 5) || !strncmp(l, "cluster: ", 9) || strstr(l, "rejoin"))
+            cr_log_info("%.*s", (int)strcspn(l, "\n"), l);
     unsigned long long waits_part = 0;
     const double wait_part = s_max_wait(part.err, &waits_part);
 

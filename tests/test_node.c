@@ -40,10 +40,11 @@ static node_proc_t s_start(const char *store, const char *mem, const char *repor
     snprintf(bin, sizeof bin, "%s/st-node", ST_BINARY_DIR);
     char tool[1024];
     snprintf(tool, sizeof tool, "%s/../shared/tools/with-mem-limit", ST_SOURCE_DIR);
-    const char *argv_plain[] = {bin, "--listen", "tcp://127.0.0.1:*", "--mem", mem, "--store", store,
-                                "-t", "2", "--insecure", "--id", "test-node", NULL};
-    const char *argv_limit[] = {tool, mem, "--report", report, "--", bin, "--listen", "tcp://127.0.0.1:*", "--mem",
-                                mem, "--store", store, "-t", "2", "--insecure", "--id", "test-node", NULL};
+    const char *argv_plain[] = {bin,  "--listen", "tcp://127.0.0.1:*", "--mem", mem,         "--store", store,
+                                "-t", "2",        "--insecure",        "--id",  "test-node", NULL};
+    const char *argv_limit[] = {tool,        mem, "--report", report, "--", bin, "--listen",   "tcp://127.0.0.1:*",
+                                "--mem",     mem, "--store",  store,  "-t", "2", "--insecure", "--id",
+                                "test-node", NULL};
     cr_assert_eq(st_test_node_start(&p.p, report ? argv_limit : argv_plain, NULL, DEADLINE_MS), 0,
                  "st-node exited before listening");
     p.wrapped = report != NULL;
@@ -229,7 +230,8 @@ static uint32_t s_do_assign_first(client_t *c, model_t *md, uint32_t n, uint32_t
         memcpy(refs[k].hash, md->hash[k], 32);
     }
     st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
-    m.assign = (st_wire_assign_t){.shape = md->shape, .n_experts = n, .experts = refs, .n_pinned = n_pin, .pinned = refs};
+    m.assign =
+        (st_wire_assign_t){.shape = md->shape, .n_experts = n, .experts = refs, .n_pinned = n_pin, .pinned = refs};
     st_wire_rx_t rx;
     s_call(c, &m, NULL, 0, &rx);
     cr_assert_eq(rx.msg.type, ST_MSG_ASSIGN_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
@@ -291,7 +293,7 @@ static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer,
             tok[t * k + j] = t;
             int e;
             bool dup;
-            do { /* distinct experts per token, as the router picks them */
+            do {                                        /* distinct experts per token, as the router picks them */
                 e = all ? (t * k + j) % X : rand() % X; /* all: the tokens cover every expert */
                 dup = false;
                 for (int i = 0; i < j; i++) dup |= ids[t * k + i] == e;
@@ -307,9 +309,12 @@ static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer,
     uint8_t *act = malloc((size_t)n_tok * row);
     st_convert_activations(md->ctx, (st_type_t)md->shape.gate_type[layer], x, n_tok, E, act);
     st_wire_msg_t m = {.type = ST_MSG_EXPERT_COMPUTE};
-    m.compute = (st_wire_compute_t){.layer = layer, .n_tokens = (uint32_t)n_tok,
+    m.compute = (st_wire_compute_t){.layer = layer,
+                                    .n_tokens = (uint32_t)n_tok,
                                     .act_type = (uint32_t)st_wire_act_type(&md->shape, layer),
-                                    .n_pairs = (uint32_t)n_pairs, .pair_token = tok, .pair_expert = ids};
+                                    .n_pairs = (uint32_t)n_pairs,
+                                    .pair_token = tok,
+                                    .pair_expert = ids};
     st_wire_rx_t rx;
     const uint64_t out0 = c->bytes_out, in0 = c->bytes_in;
     const double t0 = s_now();
@@ -341,7 +346,8 @@ static void setup(void) {
     cr_assert_not_null(mkdtemp(g_store));
 }
 static void teardown(void) {
-    st_test_kill_all(); /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL */
+    st_test_kill_all(); /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL
+                         */
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_store);
     if (system(cmd)) cr_log_info("could not remove %s", g_store);
@@ -362,8 +368,7 @@ Test(node, serves_experts_bit_identical_to_one_process) {
     const uint64_t pushed0 = c.bytes_out;
     s_push_all(&c, &md, 1000);
     cr_log_info("pushed %u experts of %llu B: %llu B on the wire", n_all,
-                (unsigned long long)st_wire_expert_bytes(&md.shape, 0),
-                (unsigned long long)(c.bytes_out - pushed0));
+                (unsigned long long)st_wire_expert_bytes(&md.shape, 0), (unsigned long long)(c.bytes_out - pushed0));
     cr_assert_eq(s_do_assign(&c, &md, 4), 0); /* nothing missing now */
 
     /* decode-sized requests on every layer, then prefill-sized ones (chunked inside the node) */
@@ -374,8 +379,8 @@ Test(node, serves_experts_bit_identical_to_one_process) {
                 md.shape.n_expert_used, (unsigned long long)d.compute_us, d.seconds * 1e6, d.bytes_out, d.bytes_in);
     s_check_compute(&c, &md, 2, 7, false, 300);
     compute_stats_t pf = s_check_compute(&c, &md, 3, 300, false, 301);
-    cr_log_info("prefill (300 tokens): node compute %llu us, %zu B out, %zu B back",
-                (unsigned long long)pf.compute_us, pf.bytes_out, pf.bytes_in);
+    cr_log_info("prefill (300 tokens): node compute %llu us, %zu B out, %zu B back", (unsigned long long)pf.compute_us,
+                pf.bytes_out, pf.bytes_in);
     s_check_compute(&c, &md, 0, 64, true, 302); /* every expert of the layer */
 
     /* a heartbeat reports the node's memory */
@@ -400,7 +405,8 @@ Test(node, serves_experts_bit_identical_to_one_process) {
 Test(node, layout_follows_whether_the_assignment_fits) {
     /* the node charges its own RSS to --mem: under qemu-user that is the emulator's too */
     if (*st_test_run_prefix()) cr_skip_test("under an emulator: its memory would count as the node's");
-    if (!st_kernels_select()->pack_rows[ST_TYPE_Q4_0]) cr_skip_test("the %s kernels do not pack", st_kernels_select()->name);
+    if (!st_kernels_select()->pack_rows[ST_TYPE_Q4_0])
+        cr_skip_test("the %s kernels do not pack", st_kernels_select()->name);
     model_t md = {0};
     /* Q4_0 experts of 442 KB (packable), 32 layers x 8: 113 MB in all, one layer 3.5 MB; the node's
      * fixed share is 45-70 MB (ASan's own memory included), so one layer fits in 96M and all do not */
@@ -458,8 +464,8 @@ Test(node, bad_messages_get_errors_and_the_node_keeps_serving) {
     const size_t row = st_wire_act_row_bytes(&md.shape, 0);
     uint8_t *act = calloc(4, row);
     st_wire_msg_t cm = {.type = ST_MSG_EXPERT_COMPUTE};
-    cm.compute = (st_wire_compute_t){.layer = 0, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2,
-                                     .pair_token = tok, .pair_expert = ids};
+    cm.compute = (st_wire_compute_t){
+        .layer = 0, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2, .pair_token = tok, .pair_expert = ids};
     s_expect_error(&c, &cm, act, row, "compute before ASSIGN");
 
     s_do_hello(&c, &md);
@@ -571,7 +577,8 @@ Test(node, pipelined_requests_all_get_replies) {
     }
     for (uint64_t i = 0; i < N; i++) {
         st_wire_rx_t rx;
-        cr_assert_eq(st_wire_recv(c.sock, false, &rx, NULL, 0), 0, "reply %llu of %d missing", (unsigned long long)i, N);
+        cr_assert_eq(st_wire_recv(c.sock, false, &rx, NULL, 0), 0, "reply %llu of %d missing", (unsigned long long)i,
+                     N);
         cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
         cr_assert_eq(rx.msg.request_id, 1000 + i); /* in order */
         cr_assert_eq(rx.msg.heartbeat.seq, i);
@@ -593,8 +600,8 @@ Test(node, pipelined_requests_all_get_replies) {
             const uint8_t *b = s_expert(&md, (int)(k / md.shape.n_expert), (int)(k % md.shape.n_expert));
             const size_t n = EB - off < chunk ? (size_t)(EB - off) : chunk;
             st_wire_msg_t m = {.type = ST_MSG_SHARD_PUT, .request_id = 5000 + sent};
-            m.shard_put = (st_wire_shard_put_t){.layer = k / md.shape.n_expert, .expert = k % md.shape.n_expert,
-                                                .offset = off, .total = EB};
+            m.shard_put = (st_wire_shard_put_t){
+                .layer = k / md.shape.n_expert, .expert = k % md.shape.n_expert, .offset = off, .total = EB};
             st_wire_hash(b + off, n, m.shard_put.chunk_hash);
             cr_assert_eq(st_wire_send(c.sock, NULL, 0, &m, b + off, n, 0), 0);
             sent++;
@@ -648,8 +655,8 @@ Test(node, small_memory_budget_is_respected) {
     /* the node charges its own RSS to --mem: under qemu-user (cross builds) that is the emulator's too */
     if (*st_test_run_prefix()) cr_skip_test("under an emulator: its memory would count as the node's");
     model_t md = {0};
-    s_load_model(&md, SYNTH("--type", "f32", "--hidden", "512", "--expert-ffn", "512", "--layers", "2", "--heads",
-                            "4", "--kv-heads", "2", "--embd-type", "q4_0", "--tied"));
+    s_load_model(&md, SYNTH("--type", "f32", "--hidden", "512", "--expert-ffn", "512", "--layers", "2", "--heads", "4",
+                            "--kv-heads", "2", "--embd-type", "q4_0", "--tied"));
     char tool[1024], report[300];
     snprintf(tool, sizeof tool, "%s/../shared/tools/with-mem-limit", ST_SOURCE_DIR);
     snprintf(report, sizeof report, "%s/mem.json", g_store);
@@ -660,8 +667,8 @@ Test(node, small_memory_budget_is_respected) {
     const bool limit = access(tool, X_OK) == 0 && st_test_system("'%s' 64M -- true 2>/dev/null", tool) == 0;
 #endif
     if (!limit) cr_log_info("with-mem-limit unavailable or sanitized build: peak memory not measured");
-    /* ASan's own memory counts in the node's RSS (17-25 MB of the fixed part,
-     * varying by run): a larger budget there, still room for few experts */
+        /* ASan's own memory counts in the node's RSS (17-25 MB of the fixed part,
+         * varying by run): a larger budget there, still room for few experts */
 #ifdef __SANITIZE_ADDRESS__
     const char *mem = "64M";
 #else
@@ -692,8 +699,10 @@ Test(node, small_memory_budget_is_respected) {
      * a TERM it receives; seen about 1 run in 8 under load, cause not found):
      * the other tests check the node's own clean exit without a wrapper.
      * Logged as info: Criterion's runner exits 1 after any cr_log_warn. */
-    if (limit && stop_st == 143) cr_log_info("with-mem-limit reported 143 for the stopped node");
-    else cr_assert_eq(stop_st, 0, "st-node (under with-mem-limit: %d) exited with %d", limit, stop_st);
+    if (limit && stop_st == 143)
+        cr_log_info("with-mem-limit reported 143 for the stopped node");
+    else
+        cr_assert_eq(stop_st, 0, "st-node (under with-mem-limit: %d) exited with %d", limit, stop_st);
     if (limit) {
         cJSON *j = st_test_read_json(report);
         cr_assert_not_null(j);
@@ -733,11 +742,12 @@ Test(node, bench_4b_shaped) {
         rt += st.seconds, comp += (double)st.compute_us;
     }
     cr_log_info("4b-shaped decode (1 token x top-%u on one node): node compute %.0f us, round trip %.0f us, "
-                "%zu B out, %zu B back", md.shape.n_expert_used, comp / reps, rt / reps * 1e6, st.bytes_out,
-                st.bytes_in);
+                "%zu B out, %zu B back",
+                md.shape.n_expert_used, comp / reps, rt / reps * 1e6, st.bytes_out, st.bytes_in);
     st = s_check_compute(&c, &md, 0, 128, false, 99);
-    cr_log_info("4b-shaped prefill (128 tokens x top-%u): node compute %llu us, round trip %.0f us, %zu B out, %zu B back",
-                md.shape.n_expert_used, (unsigned long long)st.compute_us, st.seconds * 1e6, st.bytes_out, st.bytes_in);
+    cr_log_info(
+        "4b-shaped prefill (128 tokens x top-%u): node compute %llu us, round trip %.0f us, %zu B out, %zu B back",
+        md.shape.n_expert_used, (unsigned long long)st.compute_us, st.seconds * 1e6, st.bytes_out, st.bytes_in);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0);
     s_free_model(&md);

@@ -88,8 +88,11 @@ Test(placement, shares_follow_budgets_and_respect_them) {
 
 Test(placement, five_nodes_of_different_sizes) {
     const int L = 32, X = 32;
-    st_place_node_t nodes[5] = {{.mem_budget = 1536 * MiB}, {.mem_budget = 1024 * MiB}, {.mem_budget = 512 * MiB},
-                                {.mem_budget = 1024 * MiB}, {.mem_budget = 2048 * MiB}};
+    st_place_node_t nodes[5] = {{.mem_budget = 1536 * MiB},
+                                {.mem_budget = 1024 * MiB},
+                                {.mem_budget = 512 * MiB},
+                                {.mem_budget = 1024 * MiB},
+                                {.mem_budget = 2048 * MiB}};
     st_place_params_t p = s_params(L, X, 1);
     st_placement_t *pl = st_placement_new(&p, nodes, 5);
     cr_assert_not_null(pl);
@@ -230,7 +233,8 @@ Test(placement, a_new_node_takes_experts_only_from_the_others) {
     for (int i = 0; i < 3; i++) nodes[i].held = h[i];
     st_placement_t *again = st_placement_new(&p, nodes, 3);
     for (int l = 0; l < L; l++)
-        for (int e = 0; e < X; e++) cr_assert_eq(st_placement_owner(again, l, e, 0), st_placement_owner(after, l, e, 0));
+        for (int e = 0; e < X; e++)
+            cr_assert_eq(st_placement_owner(again, l, e, 0), st_placement_owner(after, l, e, 0));
     for (int i = 0; i < 3; i++) free(h[i]);
     free(h0);
     free(h2);
@@ -253,7 +257,8 @@ Test(placement, a_node_back_after_its_experts_were_copied_elsewhere_moves_nothin
     st_placement_t *back = st_placement_new(&p, nodes, 2);
     for (int l = 0; l < L; l++)
         for (int e = 0; e < X; e++)
-            if (h1[l * X + e]) cr_assert_eq(st_placement_owner(back, l, e, 0), 1, "layer %d expert %d left node 1", l, e);
+            if (h1[l * X + e])
+                cr_assert_eq(st_placement_owner(back, l, e, 0), 1, "layer %d expert %d left node 1", l, e);
     cr_assert_eq(st_placement_node_experts(back, 1), L * X / 2);
     free(h1);
     free(all);

@@ -68,7 +68,7 @@ static bool s_node_start(node_t *nd, const char *store, const char *const *extra
     memset(nd, 0, sizeof *nd);
     snprintf(nd->log, sizeof nd->log, "%s/node.log", g_dir);
     const char *argv[32] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "64M", "--store", store,
-                            "-t", "1"};
+                            "-t",           "1"};
     int n = 9;
     for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
     *status = st_test_node_start(&nd->p, argv, nd->log, DEADLINE_MS);
@@ -360,11 +360,15 @@ Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
 
 Test(security, coordinator_wants_keys_unless_insecure) {
     char cmd[600];
-    snprintf(cmd, sizeof cmd, "'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x 2>&1 | "
-             "grep -q 'insecure'", BIN);
+    snprintf(cmd, sizeof cmd,
+             "'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x 2>&1 | "
+             "grep -q 'insecure'",
+             BIN);
     cr_assert_eq(st_test_system("%s", cmd), 0, "--nodes without --insecure is not refused with a reason");
     cr_assert_neq(st_test_system("'%s/st-coordinator' -m /nonexistent.gguf --nodes tcp://127.0.0.1:1 -p x "
-                                 "> /dev/null 2>&1", BIN), 0);
+                                 "> /dev/null 2>&1",
+                                 BIN),
+                  0);
 }
 
 /* ---- soak: hostile traffic against a live node ---- */
@@ -472,8 +476,8 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     for (size_t i = 0; i + 34 <= act_len; i += 34) act[i] = 0x00, act[i + 1] = 0x2c;
     static int32_t tok[3] = {0, 1, 2}, exp1[3] = {1, 1, 1};
     st_wire_msg_t req = {.type = ST_MSG_EXPERT_COMPUTE};
-    req.compute = (st_wire_compute_t){.layer = 0, .n_tokens = 3, .act_type = ST_TYPE_Q8_0, .n_pairs = 3,
-                                      .pair_token = tok, .pair_expert = exp1};
+    req.compute = (st_wire_compute_t){
+        .layer = 0, .n_tokens = 3, .act_type = ST_TYPE_Q8_0, .n_pairs = 3, .pair_token = tok, .pair_expert = exp1};
     m = req;
     cr_assert(s_call(&c, &m, act, act_len, &rx, DEADLINE_MS));
     cr_assert_eq(rx.msg.type, ST_MSG_EXPERT_RESULT, "%s", rx.msg.error.message);

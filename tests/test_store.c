@@ -218,7 +218,7 @@ Test(store, tampered_data_file_is_detected) {
     struct stat s;
     cr_assert_eq(stat(path, &s), 0);
     cr_assert_eq((uint64_t)s.st_size, 2 * ((EB(&sh) + 4095) / 4096 * 4096)); /* two 4096-aligned records */
-    s_flip_byte(path, 100); /* inside record 0 */
+    s_flip_byte(path, 100);                                                  /* inside record 0 */
     st = st_store_open(g_dir, &sh);
     cr_assert_eq(st_store_count(st), 1); /* the damaged expert is dropped at open */
     cr_assert_null(st_store_hash(st, 0, 0));

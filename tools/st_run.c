@@ -13,11 +13,10 @@
 #endif
 
 static void s_usage(FILE *f) {
-    fprintf(f,
-            "usage: st-run -m MODEL (-p TEXT | -f FILE | --tokens IDS) [options]\n"
-            "\n"
-            "Runs a SmallThinker GGUF model in one process and streams the generated text.\n"
-            "\n");
+    fprintf(f, "usage: st-run -m MODEL (-p TEXT | -f FILE | --tokens IDS) [options]\n"
+               "\n"
+               "Runs a SmallThinker GGUF model in one process and streams the generated text.\n"
+               "\n");
     st_cli_usage_options(f);
     st_cli_usage_tail(f);
 }

@@ -55,11 +55,44 @@ static const char CHATML_TEMPLATE[] =
 /* ------------------------------------------------------------------ options */
 
 typedef enum {
-    O_OUT, O_PRESET, O_HIDDEN, O_LAYERS, O_HEADS, O_KV_HEADS, O_HEAD_DIM, O_EXPERTS, O_EXPERTS_USED,
-    O_EXPERT_FFN, O_VOCAB_SIZE, O_CTX, O_ROPE_BASE, O_ROPE_BASE_SWA, O_RMS_EPS, O_GATING,
-    O_EXPERT_WEIGHTS_SCALE, O_SLIDING_WINDOW, O_SWA_PATTERN, O_SWA_LAYERS, O_TIED, O_FUSED_QKV, O_TYPE,
-    O_EMBD_TYPE, O_OUTPUT_TYPE, O_ROUTER_TYPE, O_ROUTER_HOT, O_SEED, O_INIT_SCALE, O_PREQUANT, O_NAME,
-    O_CHAT_TEMPLATE, O_QUIET, O_HELP, O_NO_SIDECAR, O_TOKENIZER_JSON, O_VOCAB_FROM, O_POWERINFER,
+    O_OUT,
+    O_PRESET,
+    O_HIDDEN,
+    O_LAYERS,
+    O_HEADS,
+    O_KV_HEADS,
+    O_HEAD_DIM,
+    O_EXPERTS,
+    O_EXPERTS_USED,
+    O_EXPERT_FFN,
+    O_VOCAB_SIZE,
+    O_CTX,
+    O_ROPE_BASE,
+    O_ROPE_BASE_SWA,
+    O_RMS_EPS,
+    O_GATING,
+    O_EXPERT_WEIGHTS_SCALE,
+    O_SLIDING_WINDOW,
+    O_SWA_PATTERN,
+    O_SWA_LAYERS,
+    O_TIED,
+    O_FUSED_QKV,
+    O_TYPE,
+    O_EMBD_TYPE,
+    O_OUTPUT_TYPE,
+    O_ROUTER_TYPE,
+    O_ROUTER_HOT,
+    O_SEED,
+    O_INIT_SCALE,
+    O_PREQUANT,
+    O_NAME,
+    O_CHAT_TEMPLATE,
+    O_QUIET,
+    O_HELP,
+    O_NO_SIDECAR,
+    O_TOKENIZER_JSON,
+    O_VOCAB_FROM,
+    O_POWERINFER,
     O_COUNT
 } opt_id_t;
 
@@ -67,19 +100,43 @@ static const struct {
     const char *name;
     bool boolean;
 } s_opts[O_COUNT] = {
-    [O_OUT] = {"out", 0}, [O_PRESET] = {"preset", 0}, [O_HIDDEN] = {"hidden", 0}, [O_LAYERS] = {"layers", 0},
-    [O_HEADS] = {"heads", 0}, [O_KV_HEADS] = {"kv-heads", 0}, [O_HEAD_DIM] = {"head-dim", 0},
-    [O_EXPERTS] = {"experts", 0}, [O_EXPERTS_USED] = {"experts-used", 0}, [O_EXPERT_FFN] = {"expert-ffn", 0},
-    [O_VOCAB_SIZE] = {"vocab-size", 0}, [O_CTX] = {"ctx", 0}, [O_ROPE_BASE] = {"rope-base", 0},
-    [O_ROPE_BASE_SWA] = {"rope-base-swa", 0}, [O_RMS_EPS] = {"rms-eps", 0}, [O_GATING] = {"gating", 0},
-    [O_EXPERT_WEIGHTS_SCALE] = {"expert-weights-scale", 0}, [O_SLIDING_WINDOW] = {"sliding-window", 0},
-    [O_SWA_PATTERN] = {"swa-pattern", 0}, [O_SWA_LAYERS] = {"swa-layers", 0}, [O_TIED] = {"tied", 1},
-    [O_FUSED_QKV] = {"fused-qkv", 1}, [O_TYPE] = {"type", 0}, [O_EMBD_TYPE] = {"embd-type", 0},
-    [O_OUTPUT_TYPE] = {"output-type", 0}, [O_ROUTER_TYPE] = {"router-type", 0},
-    [O_ROUTER_HOT] = {"router-hot", 0}, [O_SEED] = {"seed", 0}, [O_INIT_SCALE] = {"init-scale", 0},
-    [O_PREQUANT] = {"prequant", 0}, [O_NAME] = {"name", 0}, [O_CHAT_TEMPLATE] = {"chat-template", 0},
-    [O_QUIET] = {"quiet", 1}, [O_HELP] = {"help", 1}, [O_NO_SIDECAR] = {"no-sidecar", 1},
-    [O_TOKENIZER_JSON] = {"tokenizer-json", 0}, [O_VOCAB_FROM] = {"vocab-from", 0},
+    [O_OUT] = {"out", 0},
+    [O_PRESET] = {"preset", 0},
+    [O_HIDDEN] = {"hidden", 0},
+    [O_LAYERS] = {"layers", 0},
+    [O_HEADS] = {"heads", 0},
+    [O_KV_HEADS] = {"kv-heads", 0},
+    [O_HEAD_DIM] = {"head-dim", 0},
+    [O_EXPERTS] = {"experts", 0},
+    [O_EXPERTS_USED] = {"experts-used", 0},
+    [O_EXPERT_FFN] = {"expert-ffn", 0},
+    [O_VOCAB_SIZE] = {"vocab-size", 0},
+    [O_CTX] = {"ctx", 0},
+    [O_ROPE_BASE] = {"rope-base", 0},
+    [O_ROPE_BASE_SWA] = {"rope-base-swa", 0},
+    [O_RMS_EPS] = {"rms-eps", 0},
+    [O_GATING] = {"gating", 0},
+    [O_EXPERT_WEIGHTS_SCALE] = {"expert-weights-scale", 0},
+    [O_SLIDING_WINDOW] = {"sliding-window", 0},
+    [O_SWA_PATTERN] = {"swa-pattern", 0},
+    [O_SWA_LAYERS] = {"swa-layers", 0},
+    [O_TIED] = {"tied", 1},
+    [O_FUSED_QKV] = {"fused-qkv", 1},
+    [O_TYPE] = {"type", 0},
+    [O_EMBD_TYPE] = {"embd-type", 0},
+    [O_OUTPUT_TYPE] = {"output-type", 0},
+    [O_ROUTER_TYPE] = {"router-type", 0},
+    [O_ROUTER_HOT] = {"router-hot", 0},
+    [O_SEED] = {"seed", 0},
+    [O_INIT_SCALE] = {"init-scale", 0},
+    [O_PREQUANT] = {"prequant", 0},
+    [O_NAME] = {"name", 0},
+    [O_CHAT_TEMPLATE] = {"chat-template", 0},
+    [O_QUIET] = {"quiet", 1},
+    [O_HELP] = {"help", 1},
+    [O_NO_SIDECAR] = {"no-sidecar", 1},
+    [O_TOKENIZER_JSON] = {"tokenizer-json", 0},
+    [O_VOCAB_FROM] = {"vocab-from", 0},
     [O_POWERINFER] = {"powerinfer", 1},
 };
 
@@ -88,18 +145,17 @@ typedef struct {
     opt_id_t id;
     const char *value;
 } preset_kv_t;
-static const preset_kv_t s_tiny[] = {{O_HIDDEN, "64"},      {O_LAYERS, "4"},       {O_HEADS, "4"},
-                                     {O_KV_HEADS, "2"},     {O_EXPERTS, "8"},      {O_EXPERTS_USED, "2"},
-                                     {O_EXPERT_FFN, "64"},  {O_CTX, "4096"},       {O_COUNT, NULL}};
-static const preset_kv_t s_4b[] = {{O_HIDDEN, "1536"},     {O_LAYERS, "32"},        {O_HEADS, "12"},
-                                   {O_KV_HEADS, "2"},      {O_HEAD_DIM, "128"},     {O_EXPERTS, "32"},
-                                   {O_EXPERTS_USED, "4"},  {O_EXPERT_FFN, "768"},   {O_CTX, "32768"},
-                                   {O_VOCAB_SIZE, "151936"}, {O_ROPE_BASE, "1500000"}, {O_GATING, "sigmoid"},
-                                   {O_COUNT, NULL}};
-static const preset_kv_t s_21b[] = {{O_HIDDEN, "2560"},     {O_LAYERS, "52"},        {O_HEADS, "28"},
-                                    {O_KV_HEADS, "4"},      {O_HEAD_DIM, "128"},     {O_EXPERTS, "64"},
-                                    {O_EXPERTS_USED, "6"},  {O_EXPERT_FFN, "768"},   {O_CTX, "16384"},
-                                    {O_VOCAB_SIZE, "151936"}, {O_ROPE_BASE, "1500000"}, {O_GATING, "softmax"},
+static const preset_kv_t s_tiny[] = {{O_HIDDEN, "64"},     {O_LAYERS, "4"},  {O_HEADS, "4"},
+                                     {O_KV_HEADS, "2"},    {O_EXPERTS, "8"}, {O_EXPERTS_USED, "2"},
+                                     {O_EXPERT_FFN, "64"}, {O_CTX, "4096"},  {O_COUNT, NULL}};
+static const preset_kv_t s_4b[] = {
+    {O_HIDDEN, "1536"},       {O_LAYERS, "32"},      {O_HEADS, "12"},       {O_KV_HEADS, "2"}, {O_HEAD_DIM, "128"},
+    {O_EXPERTS, "32"},        {O_EXPERTS_USED, "4"}, {O_EXPERT_FFN, "768"}, {O_CTX, "32768"},  {O_VOCAB_SIZE, "151936"},
+    {O_ROPE_BASE, "1500000"}, {O_GATING, "sigmoid"}, {O_COUNT, NULL}};
+static const preset_kv_t s_21b[] = {{O_HIDDEN, "2560"},         {O_LAYERS, "52"},         {O_HEADS, "28"},
+                                    {O_KV_HEADS, "4"},          {O_HEAD_DIM, "128"},      {O_EXPERTS, "64"},
+                                    {O_EXPERTS_USED, "6"},      {O_EXPERT_FFN, "768"},    {O_CTX, "16384"},
+                                    {O_VOCAB_SIZE, "151936"},   {O_ROPE_BASE, "1500000"}, {O_GATING, "softmax"},
                                     {O_SLIDING_WINDOW, "4096"}, {O_COUNT, NULL}};
 
 static const char HELP[] =
@@ -225,15 +281,15 @@ static double s_js_number(const char *s) {
     memcpy(buf, s, n);
     buf[n] = 0;
     if (n == 0) return 0;
-    if (buf[0] == '0' && (buf[1] == 'x' || buf[1] == 'X' || buf[1] == 'o' || buf[1] == 'O' || buf[1] == 'b' ||
-                          buf[1] == 'B')) {
+    if (buf[0] == '0' &&
+        (buf[1] == 'x' || buf[1] == 'X' || buf[1] == 'o' || buf[1] == 'O' || buf[1] == 'b' || buf[1] == 'B')) {
         int base = tolower((unsigned char)buf[1]) == 'x' ? 16 : tolower((unsigned char)buf[1]) == 'o' ? 8 : 2;
         if (!buf[2]) return NAN;
         double v = 0;
         for (const char *p = buf + 2; *p; p++) {
-            int d = isdigit((unsigned char)*p) ? *p - '0'
+            int d = isdigit((unsigned char)*p)   ? *p - '0'
                     : isalpha((unsigned char)*p) ? tolower((unsigned char)*p) - 'a' + 10
-                                                  : 99;
+                                                 : 99;
             if (d >= base) return NAN;
             v = v * base + d;
         }
@@ -341,9 +397,9 @@ static void s_fill_uniform(rng_t *r, float *dst, size_t n, double hw, double cen
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
 
 typedef struct {
-    uint32_t n;           /* tokens (after padding) */
+    uint32_t n; /* tokens (after padding) */
     uint32_t n_native;
-    const char **tokens;  /* n strings */
+    const char **tokens; /* n strings */
     size_t *token_len;
     int32_t *types;
     uint64_t n_merges;
@@ -404,7 +460,8 @@ static bool s_file_exists(const char *path) {
 /* The tokenizer.json to use, in the documented search order (malloc'd), or NULL. */
 static char *s_find_tokenizer_json(const args_t *a) {
     if (a->v[O_TOKENIZER_JSON]) {
-        if (!s_file_exists(a->v[O_TOKENIZER_JSON])) s_die("--tokenizer-json %s: %s", a->v[O_TOKENIZER_JSON], strerror(errno));
+        if (!s_file_exists(a->v[O_TOKENIZER_JSON]))
+            s_die("--tokenizer-json %s: %s", a->v[O_TOKENIZER_JSON], strerror(errno));
         return strdup(a->v[O_TOKENIZER_JSON]);
     }
     const char *env = getenv("ST_QWEN_TOKENIZER_JSON");
@@ -561,8 +618,8 @@ static void s_vocab_from_gguf(vocab_t *v, const char *path, uint32_t vocab_size)
     uint64_t n, nt;
     const void *types;
     if (st_gguf_get_arr(v->src, "tokenizer.ggml.tokens", &et, &n, NULL) != 1 || et != ST_GGUF_STRING ||
-        st_gguf_get_arr(v->src, "tokenizer.ggml.token_type", &et, &nt, &types) != 1 || et != ST_GGUF_INT32 ||
-        nt != n || n == 0 || n > 16777216)
+        st_gguf_get_arr(v->src, "tokenizer.ggml.token_type", &et, &nt, &types) != 1 || et != ST_GGUF_INT32 || nt != n ||
+        n == 0 || n > 16777216)
         s_die("--vocab-from %s: no usable tokenizer.ggml.tokens / token_type arrays", path);
     const char **txt = calloc(n, sizeof *txt);
     size_t *tlen = calloc(n, sizeof *tlen);
@@ -649,9 +706,11 @@ static int s_role_type(const cfg_t *c, role_t r) {
 }
 
 static int s_role_pq(const cfg_t *c, role_t r) {
-    int t = r == ROLE_MAIN ? c->pq_main : r == ROLE_EMBD ? c->pq_embd : r == ROLE_OUTPUT ? c->pq_output
-                                                                    : r == ROLE_ROUTER  ? c->pq_router
-                                                                                        : -1;
+    int t = r == ROLE_MAIN     ? c->pq_main
+            : r == ROLE_EMBD   ? c->pq_embd
+            : r == ROLE_OUTPUT ? c->pq_output
+            : r == ROLE_ROUTER ? c->pq_router
+                               : -1;
     return t == ST_TYPE_Q4_0 || t == ST_TYPE_Q8_0 ? t : -1;
 }
 
@@ -700,10 +759,14 @@ static void s_config(const args_t *a, cfg_t *c) {
     if (c->n_head_kv == 0 || c->n_head % c->n_head_kv) s_die("heads must be a multiple of kv-heads");
     if (c->n_expert_used < 1 || c->n_expert_used > c->n_expert) s_die("need 1 <= experts-used <= experts");
     if (c->head_dim % 2) s_die("head dim must be even (RoPE)");
-    if (!strcmp(gating, "softmax")) c->gating = 1;
-    else if (!strcmp(gating, "sigmoid")) c->gating = 2;
-    else s_die("--gating must be softmax or sigmoid");
-    if (a->v[O_EXPERT_WEIGHTS_SCALE]) c->has_ews = true, c->expert_weights_scale = s_num(a, O_EXPERT_WEIGHTS_SCALE, false, 0);
+    if (!strcmp(gating, "softmax"))
+        c->gating = 1;
+    else if (!strcmp(gating, "sigmoid"))
+        c->gating = 2;
+    else
+        s_die("--gating must be softmax or sigmoid");
+    if (a->v[O_EXPERT_WEIGHTS_SCALE])
+        c->has_ews = true, c->expert_weights_scale = s_num(a, O_EXPERT_WEIGHTS_SCALE, false, 0);
     if (a->v[O_ROPE_BASE_SWA]) c->has_rope_swa = true, c->rope_freq_base_swa = s_num(a, O_ROPE_BASE_SWA, false, 0);
     c->sliding_window = s_int(a, O_SLIDING_WINDOW, true, 0);
     if (a->v[O_SWA_PATTERN] && a->v[O_SWA_LAYERS]) s_die("give only one of --swa-pattern / --swa-layers");
@@ -761,7 +824,7 @@ typedef struct {
     int n_seg;                         /* row-concatenated segments, each its own stream */
     char streams[3][ST_GGUF_MAX_NAME]; /* stream name of each segment */
     uint64_t seg_rows[3];
-    const bool *hot;     /* router rows to scale (n_expert entries) or NULL */
+    const bool *hot; /* router rows to scale (n_expert entries) or NULL */
     double hot_scale;
     bool transpose_down; /* --powerinfer ffn_down_exps */
 } tensor_t;
@@ -877,8 +940,8 @@ static void s_plan(plan_t *p, const cfg_t *c, uint32_t n_vocab, bool ***hot_sets
         s_add(p, c, NAME("ffn_up_exps.weight"), 3, (int64_t[]){E, F, X}, ROLE_MAIN, 1 / sqrt((double)E), 0);
         if (c->powerinfer) {
             /* same values as {F, E, X}, stored transposed: row j of expert e is neuron j's output column */
-            tensor_t *t = s_add(p, c, NAME("ffn_down_exps.weight"), 3, (int64_t[]){E, F, X}, ROLE_MAIN,
-                                1 / sqrt((double)F), 0);
+            tensor_t *t =
+                s_add(p, c, NAME("ffn_down_exps.weight"), 3, (int64_t[]){E, F, X}, ROLE_MAIN, 1 / sqrt((double)F), 0);
             t->transpose_down = true;
         } else {
             s_add(p, c, NAME("ffn_down_exps.weight"), 3, (int64_t[]){F, E, X}, ROLE_MAIN, 1 / sqrt((double)F), 0);
@@ -1020,9 +1083,9 @@ static double s_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-#define CHECK(call)                                                                                          \
-    do {                                                                                                     \
-        if ((call) != 0) s_die("writing the header failed (see above)");                                     \
+#define CHECK(call)                                                                                                    \
+    do {                                                                                                               \
+        if ((call) != 0) s_die("writing the header failed (see above)");                                               \
     } while (0)
 
 static void s_write_keys(st_gguf_writer_t *w, const args_t *a, const cfg_t *c, const vocab_t *v) {
@@ -1030,12 +1093,16 @@ static void s_write_keys(st_gguf_writer_t *w, const args_t *a, const cfg_t *c, c
 #define K(s) (snprintf(key, sizeof key, ARCH ".%s", s), key)
     CHECK(st_gguf_writer_add_str(w, "general.architecture", ARCH));
     CHECK(st_gguf_writer_add_str(w, "general.type", "model"));
-    if (a->v[O_NAME]) snprintf(name, sizeof name, "%s", a->v[O_NAME]);
+    if (a->v[O_NAME])
+        snprintf(name, sizeof name, "%s", a->v[O_NAME]);
     else
-        snprintf(name, sizeof name, "SmallThinker synthetic %ux%u e%uk%u seed%u", c->n_embd, c->n_layer,
-                 c->n_expert, c->n_expert_used, c->seed);
+        snprintf(name, sizeof name, "SmallThinker synthetic %ux%u e%uk%u seed%u", c->n_embd, c->n_layer, c->n_expert,
+                 c->n_expert_used, c->seed);
     CHECK(st_gguf_writer_add_str(w, "general.name", a->v[O_NAME] ? a->v[O_NAME] : name));
-    uint32_t ftype = c->type_main == ST_TYPE_F32 ? 0 : c->type_main == ST_TYPE_F16 ? 1 : c->type_main == ST_TYPE_Q4_0 ? 2 : 7;
+    uint32_t ftype = c->type_main == ST_TYPE_F32    ? 0
+                     : c->type_main == ST_TYPE_F16  ? 1
+                     : c->type_main == ST_TYPE_Q4_0 ? 2
+                                                    : 7;
     CHECK(st_gguf_writer_add_u32(w, "general.file_type", ftype));
     if (c->type_main == ST_TYPE_Q4_0 || c->type_main == ST_TYPE_Q8_0)
         CHECK(st_gguf_writer_add_u32(w, "general.quantization_version", 2));
@@ -1055,7 +1122,8 @@ static void s_write_keys(st_gguf_writer_t *w, const args_t *a, const cfg_t *c, c
     CHECK(st_gguf_writer_add_u32(w, K("expert_used_count"), c->n_expert_used));
     CHECK(st_gguf_writer_add_u32(w, K("expert_feed_forward_length"), c->n_ff_exp));
     /* the PowerInfer converter writes the key only for softmax routers */
-    if (!(c->powerinfer && c->gating == 2)) CHECK(st_gguf_writer_add_u32(w, K("expert_gating_func"), (uint32_t)c->gating));
+    if (!(c->powerinfer && c->gating == 2))
+        CHECK(st_gguf_writer_add_u32(w, K("expert_gating_func"), (uint32_t)c->gating));
     if (c->has_ews) CHECK(st_gguf_writer_add_f32(w, K("expert_weights_scale"), (float)c->expert_weights_scale));
     if (c->sliding_window > 0) {
         CHECK(st_gguf_writer_add_u32(w, K("attention.sliding_window"), c->sliding_window));
@@ -1177,9 +1245,10 @@ int main(int argc, char **argv) {
         if (!c.quiet && (nbytes > (64u << 20) || i + 1 == plan.n)) {
             char shape[96];
             int k = snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
-            for (uint32_t d = 1; d < t->n_dims; d++) k += snprintf(shape + k, sizeof shape - (size_t)k, ",%lld", (long long)t->ne[d]);
-            fprintf(stderr, "  %s %s [%s]  %.0f MiB  %.1f s\n", t->name, st_type_name(t->type), shape,
-                    done / 1048576.0, s_now() - t0);
+            for (uint32_t d = 1; d < t->n_dims; d++)
+                k += snprintf(shape + k, sizeof shape - (size_t)k, ",%lld", (long long)t->ne[d]);
+            fprintf(stderr, "  %s %s [%s]  %.0f MiB  %.1f s\n", t->name, st_type_name(t->type), shape, done / 1048576.0,
+                    s_now() - t0);
         }
     }
     uint64_t total = 0;

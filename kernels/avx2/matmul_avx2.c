@@ -73,7 +73,7 @@ void st_matmul_q4_0_q8_0_avx2(int n_in, const void *w, const int32_t *rows, int 
         s_rows8_packed(p, pf, nb, xt, dx, sy8, NT, acc);                                                               \
         for (int t = 0; t < NT; t++) {                                                                                 \
             float *yr = y + (size_t)t * y_stride;                                                                      \
-            _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));                        \
+            _mm256_storeu_ps(yr, first ? acc[t] : _mm256_add_ps(acc[t], _mm256_loadu_ps(yr)));                         \
         }                                                                                                              \
     }
 ROWS8P(1)

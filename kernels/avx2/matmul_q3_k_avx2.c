@@ -77,8 +77,9 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
             __m256i ofs = _mm256_setzero_si256();
 #pragma GCC unroll 8
             for (int m = 0; m < 8; m++)
-                ofs = _mm256_add_epi32(ofs, _mm256_madd_epi16(st_kq8_scale_pair(sc[m / 2], 2 * (m % 2), 2 * (m % 2) + 1, 6),
-                                                              _mm256_set1_epi32(st_load_i32(&x[t][b].bsums[2 * m]))));
+                ofs = _mm256_add_epi32(ofs,
+                                       _mm256_madd_epi16(st_kq8_scale_pair(sc[m / 2], 2 * (m % 2), 2 * (m % 2) + 1, 6),
+                                                         _mm256_set1_epi32(st_load_i32(&x[t][b].bsums[2 * m]))));
             isum[t] = _mm256_sub_epi32(_mm256_setzero_si256(), ofs);
         }
 #pragma GCC unroll 2
@@ -103,7 +104,8 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
 #pragma GCC unroll 4
                         for (int t = 0; t < NT; t++) {
                             const int8_t *y = x[t][b].qs + 128 * h + 32 * k + 4 * g;
-                            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(u, _mm256_set1_epi32(st_load_i32(y))));
+                            s16[t] =
+                                _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(u, _mm256_set1_epi32(st_load_i32(y))));
                         }
                     }
 #pragma GCC unroll 4

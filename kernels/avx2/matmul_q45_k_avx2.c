@@ -53,7 +53,8 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
                                                                __m256 *out) {
     const __m256i m4 = _mm256_set1_epi8(0x0f), m6 = _mm256_set1_epi8(0x3f), m30 = _mm256_set1_epi8(0x30);
     /* (d, dmin) fp16 pairs of 4 rows per half -> 4 d then 4 dmin per half */
-    const __m256i pick_d = _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
+    const __m256i pick_d =
+        _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15));
     /* Q5_K: bytes of a 32-element group may reach 4 * 7936 in int16, Q4_K 8 * 3840 */
     const int flush = qh_off >= 0 ? 4 : 8;
     __m256 acc[ST_KQ8_TOK_CHUNK], accm[ST_KQ8_TOK_CHUNK];
@@ -117,7 +118,8 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
                 for (int t = 0; t < NT; t++) {
                     const int8_t *y = x[t][b].qs + 64 * j + 4 * k;
                     s_lo[t] = _mm256_add_epi16(s_lo[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(st_load_i32(y))));
-                    s_hi[t] = _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(st_load_i32(y + 32))));
+                    s_hi[t] =
+                        _mm256_add_epi16(s_hi[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(st_load_i32(y + 32))));
                 }
                 if ((k + 1) % flush == 0) {
 #pragma GCC unroll 4
@@ -142,12 +144,12 @@ static inline __attribute__((always_inline)) void s_group_q45k(const uint8_t *co
 
 /* One function per token count (and layout), so the sums stay in registers. */
 #define GROUP(NAME, T, QH, PACKED, NT)                                                                                 \
-    static void NAME(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x, int nt,   \
+    static void NAME(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x, int nt, \
                      __m256 *out) {                                                                                    \
         (void)nt;                                                                                                      \
         s_group_q45k(p, pn, nb, sizeof(T), offsetof(T, qs), QH, PACKED, x, NT, out);                                   \
     }
-#define QH5 (ptrdiff_t)offsetof(st_block_q5_k, qh)
+#define QH5 (ptrdiff_t) offsetof(st_block_q5_k, qh)
 GROUP(s_q4k_1, st_block_q4_k, -1, false, 1)
 GROUP(s_q4k_2, st_block_q4_k, -1, false, 2)
 GROUP(s_q4k_3, st_block_q4_k, -1, false, 3)
@@ -166,24 +168,24 @@ GROUP(s_q5kp_3, st_block_q5_k, QH5, true, 3)
 GROUP(s_q5kp_4, st_block_q5_k, QH5, true, 4)
 
 static const st_kq8_group_fn s_q4k[2][ST_KQ8_TOK_CHUNK] = {{s_q4k_1, s_q4k_2, s_q4k_3, s_q4k_4},
-                                                          {s_q4kp_1, s_q4kp_2, s_q4kp_3, s_q4kp_4}};
+                                                           {s_q4kp_1, s_q4kp_2, s_q4kp_3, s_q4kp_4}};
 static const st_kq8_group_fn s_q5k[2][ST_KQ8_TOK_CHUNK] = {{s_q5k_1, s_q5k_2, s_q5k_3, s_q5k_4},
-                                                          {s_q5kp_1, s_q5kp_2, s_q5kp_3, s_q5kp_4}};
+                                                           {s_q5kp_1, s_q5kp_2, s_q5kp_3, s_q5kp_4}};
 
 static void s_group_q4k(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
                         int nt, __m256 *out) {
     s_q4k[0][nt - 1](p, pn, nb, x, nt, out);
 }
-static void s_group_q4k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
-                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+static void s_group_q4k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
+                               int nt, __m256 *out) {
     s_q4k[1][nt - 1](p, pn, nb, x, nt, out);
 }
 static void s_group_q5k(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
                         int nt, __m256 *out) {
     s_q5k[0][nt - 1](p, pn, nb, x, nt, out);
 }
-static void s_group_q5k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
-                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+static void s_group_q5k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
+                               int nt, __m256 *out) {
     s_q5k[1][nt - 1](p, pn, nb, x, nt, out);
 }
 

@@ -319,8 +319,8 @@ typedef void (*packed_rows_fn)(const uint8_t *p, bool pf, int nb, const st_block
 /* The matmul on Q4_0 packed R rows per group (st_pack): consecutive whole
  * groups only; rows_fns[nt - 1] computes nt tokens. */
 static inline void s_matmul_q4_0_packed(int R, const packed_rows_fn *rows_fns, int n_in, const void *vw,
-                                        const int32_t *rows, int r0, int r1, const void *vx, size_t x_stride,
-                                        int n_tok, float *y, size_t y_stride) {
+                                        const int32_t *rows, int r0, int r1, const void *vx, size_t x_stride, int n_tok,
+                                        float *y, size_t y_stride) {
     assert(!rows && n_in % ST_QK4_0 == 0 && r0 % R == 0 && r1 % R == 0);
     (void)rows;
     const int nb_all = n_in / ST_QK4_0;

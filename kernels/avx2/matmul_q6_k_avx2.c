@@ -89,8 +89,10 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
                         const int8_t *y = x[t][b].qs + 128 * h + o + 4 * kk;
 #pragma GCC unroll 16
                         for (int s = 0; s < 4; s++) {
-                            const __m256i p0 = _mm256_maddubs_epi16(q[s][0], _mm256_set1_epi32(st_load_i32(y + 32 * s)));
-                            const __m256i p1 = _mm256_maddubs_epi16(q[s][1], _mm256_set1_epi32(st_load_i32(y + 32 * s + 4)));
+                            const __m256i p0 =
+                                _mm256_maddubs_epi16(q[s][0], _mm256_set1_epi32(st_load_i32(y + 32 * s)));
+                            const __m256i p1 =
+                                _mm256_maddubs_epi16(q[s][1], _mm256_set1_epi32(st_load_i32(y + 32 * s + 4)));
                             isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(_mm256_add_epi16(p0, p1), sc[s]));
                         }
                     }
@@ -114,16 +116,15 @@ static inline __attribute__((always_inline)) void s_group(const uint8_t *const *
         /* sc32[m] lane j = 32 * (scale 2m, scale 2m + 1) of row j, for the offsets */
         __m256i sc32[8];
 #pragma GCC unroll 16
-        for (int m = 0; m < 8; m++)
-            sc32[m] = st_kq8_scale_pair(s8[m / 2], 2 * (m % 2), 2 * (m % 2) + 1, 3);
+        for (int m = 0; m < 8; m++) sc32[m] = st_kq8_scale_pair(s8[m / 2], 2 * (m % 2), 2 * (m % 2) + 1, 3);
 #pragma GCC unroll 16
         for (int t = 0; t < NT; t++) {
             /* the -32 offset of the quants: 32 * sum_g scale_g bsums_g */
             __m256i ofs = _mm256_setzero_si256();
 #pragma GCC unroll 16
             for (int m = 0; m < 8; m++)
-                ofs =
-                    _mm256_add_epi32(ofs, _mm256_madd_epi16(sc32[m], _mm256_set1_epi32(st_load_i32(&x[t][b].bsums[2 * m]))));
+                ofs = _mm256_add_epi32(
+                    ofs, _mm256_madd_epi16(sc32[m], _mm256_set1_epi32(st_load_i32(&x[t][b].bsums[2 * m]))));
             const __m256i s = _mm256_sub_epi32(isum[t], ofs);
             acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), _mm256_cvtepi32_ps(s), acc[t]);
         }
@@ -148,8 +149,8 @@ static void s_group_q6k(const uint8_t *const *p, const uint8_t *const *pn, int n
     }
 }
 
-static void s_group_q6k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb,
-                               const st_block_q8_k *const *x, int nt, __m256 *out) {
+static void s_group_q6k_packed(const uint8_t *const *p, const uint8_t *const *pn, int nb, const st_block_q8_k *const *x,
+                               int nt, __m256 *out) {
     switch (nt) {
     case 1: s_group(p, pn, nb, true, x, 1, out); break;
     case 2: s_group(p, pn, nb, true, x, 2, out); break;

@@ -44,7 +44,7 @@ static inline float st_hsum_avx2(__m256 v) {
  * the bits of the table's vec_dot whatever the grouping. */
 
 enum { ST_KQ8_TOK_CHUNK = 4 };
- /* tokens sharing one unpack of a group's super-blocks */
+/* tokens sharing one unpack of a group's super-blocks */
 
 /* Rows p[0..7] (super-blocks of the type) against nt <= ST_KQ8_TOK_CHUNK
  * tokens (x[t]: token t's first block): out[t] lane j = row j's result.
@@ -59,7 +59,7 @@ typedef void (*st_kq8_group_fn)(const uint8_t *const *p, const uint8_t *const *p
  * at 14 GB/s that way, 11 with 8 per-row streams and 7 without; listed rows
  * get block b of each row. */
 static inline __attribute__((always_inline)) void st_kq8_prefetch(const uint8_t *const *pn, int b, int nb,
-                                                                    size_t block_bytes) {
+                                                                  size_t block_bytes) {
     if (!pn) return;
     if (pn[7] == pn[0] + 7 * (size_t)nb * block_bytes) {
         const uint8_t *f = pn[0] + 8 * block_bytes * (size_t)b;
@@ -75,7 +75,7 @@ static inline __attribute__((always_inline)) void st_kq8_prefetch(const uint8_t 
  * 4k..4k+3 of row j (rows j and j+4 in the two 128-bit halves, then a 4x4
  * transpose of dwords per half). */
 static inline __attribute__((always_inline)) void st_kq8_transpose16(const uint8_t *const *p, size_t off,
-                                                                       __m256i g[4]) {
+                                                                     __m256i g[4]) {
     const __m256i a0 = _mm256_loadu2_m128i((const __m128i *)(p[4] + off), (const __m128i *)(p[0] + off));
     const __m256i a1 = _mm256_loadu2_m128i((const __m128i *)(p[5] + off), (const __m128i *)(p[1] + off));
     const __m256i a2 = _mm256_loadu2_m128i((const __m128i *)(p[6] + off), (const __m128i *)(p[2] + off));
@@ -96,7 +96,7 @@ static inline __attribute__((always_inline)) void st_kq8_transpose16(const uint8
  * takes p[0] = the packed group (or its current super-block, as it walks)
  * instead of 8 row pointers, and loads what it would have transposed. */
 static inline __attribute__((always_inline)) void st_kq8_load16(const uint8_t *const *p, bool packed, size_t off,
-                                                                  __m256i g[4]) {
+                                                                __m256i g[4]) {
     if (!packed) {
         st_kq8_transpose16(p, off, g);
         return;
@@ -112,7 +112,7 @@ static inline __attribute__((always_inline)) void st_kq8_load16(const uint8_t *c
 
 /* Step b's 8 * block_bytes of a packed group, ST_KQ8_PACK_AHEAD bytes ahead. */
 static inline __attribute__((always_inline)) void st_kq8_prefetch_packed(const uint8_t *group, int b,
-                                                                           size_t block_bytes) {
+                                                                         size_t block_bytes) {
     const uint8_t *f = group + 8 * block_bytes * (size_t)b + ST_KQ8_PACK_AHEAD;
     for (size_t o = 0; o < 8 * block_bytes; o += 64) _mm_prefetch((const char *)f + o, _MM_HINT_NTA);
 }
@@ -133,9 +133,9 @@ static inline __attribute__((always_inline)) __m256i st_kq8_scale_pair(__m256i v
  * copies of the last one (lanes are independent, so a row's bits do not
  * depend on its group). */
 static inline __attribute__((always_inline)) void st_kq8_matmul_avx2(st_kq8_group_fn group, size_t block_bytes,
-                                                                      int n_in, const void *vw, const int32_t *rows,
-                                                                      int r0, int r1, const void *vx, size_t x_stride,
-                                                                      int n_tok, float *y, size_t y_stride) {
+                                                                     int n_in, const void *vw, const int32_t *rows,
+                                                                     int r0, int r1, const void *vx, size_t x_stride,
+                                                                     int n_tok, float *y, size_t y_stride) {
     assert(n_in % ST_QK_K == 0);
     const int nb = n_in / ST_QK_K;
     const size_t row_bytes = (size_t)nb * block_bytes;
@@ -173,11 +173,9 @@ static inline __attribute__((always_inline)) void st_kq8_matmul_avx2(st_kq8_grou
 /* The st_matmul_fn of a packed K-quant (consecutive whole groups of 8 rows):
  * group() gets p[0] = the packed group, and pn non-NULL on the first pass
  * over it (the one that prefetches). Same bits as st_kq8_matmul_avx2. */
-static inline __attribute__((always_inline)) void st_kq8_matmul_packed_avx2(st_kq8_group_fn group, size_t block_bytes,
-                                                                             int n_in, const void *vw,
-                                                                             const int32_t *rows, int r0, int r1,
-                                                                             const void *vx, size_t x_stride,
-                                                                             int n_tok, float *y, size_t y_stride) {
+static inline __attribute__((always_inline)) void
+st_kq8_matmul_packed_avx2(st_kq8_group_fn group, size_t block_bytes, int n_in, const void *vw, const int32_t *rows,
+                          int r0, int r1, const void *vx, size_t x_stride, int n_tok, float *y, size_t y_stride) {
     assert(!rows && n_in % ST_QK_K == 0 && r0 % 8 == 0 && r1 % 8 == 0);
     (void)rows;
     const size_t row_bytes = (size_t)(n_in / ST_QK_K) * block_bytes;

@@ -149,8 +149,8 @@ void st_vec_dot_q6_k_q8_k_avx2(int n, float *s, const void *vw, const void *vx) 
     for (int b = 0; b < n / ST_QK_K; b++) {
         const float d = _cvtsh_ss(w[b].d) * x[b].d;
         const __m128i sc8 = _mm_loadu_si128((const __m128i *)w[b].scales);
-        const __m256i offset = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8),
-                                                 _mm256_loadu_si256((const __m256i *)x[b].bsums));
+        const __m256i offset =
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), _mm256_loadu_si256((const __m256i *)x[b].bsums));
         const uint8_t *ql = w[b].ql, *qh = w[b].qh;
         const int8_t *y = x[b].qs;
         __m256i sumi = _mm256_setzero_si256();

@@ -91,7 +91,7 @@ static inline __attribute__((always_inline)) void s_rows16(const uint8_t *p, boo
         s_rows16(p, pf, nb, xt, dx, sy8, NT, acc);                                                                     \
         for (int t = 0; t < NT; t++) {                                                                                 \
             float *yr = y + (size_t)t * y_stride;                                                                      \
-            _mm512_storeu_ps(yr, first ? acc[t] : _mm512_add_ps(acc[t], _mm512_loadu_ps(yr)));                        \
+            _mm512_storeu_ps(yr, first ? acc[t] : _mm512_add_ps(acc[t], _mm512_loadu_ps(yr)));                         \
         }                                                                                                              \
     }
 ROWS16(1)

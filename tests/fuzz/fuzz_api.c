@@ -89,7 +89,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     /* what the server would send back for it */
     st_req_out_t done = {.text = NULL, .done = true, .finish = "stop", .n_prompt = j->n_prompt, .n_generated = 1};
     s_check_json(st_api_response(&api, &req, "cmpl-fuzz", "ok", &done), 0);
-    s_check_json(st_api_chunk(&api, &req, "cmpl-fuzz", "ok", true, NULL), 6);       /* "data: " */
+    s_check_json(st_api_chunk(&api, &req, "cmpl-fuzz", "ok", true, NULL), 6); /* "data: " */
     s_check_json(st_api_chunk(&api, &req, "cmpl-fuzz", NULL, false, &done), 6);
     st_api_req_free(&req);
     return 0;

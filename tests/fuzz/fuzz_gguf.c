@@ -61,7 +61,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!t) continue;
         sink += t->file_offset + t->nbytes;
         if (t->nbytes) sink += ((const uint8_t *)t->data)[t->nbytes - 1]; /* data must be inside the input */
-        if (st_gguf_find_tensor(g, t->name) == NULL) abort(); /* every listed tensor is found by name */
+        if (st_gguf_find_tensor(g, t->name) == NULL) abort();             /* every listed tensor is found by name */
     }
     st_tokenizer_t *tok = st_tokenizer_from_gguf(g);
     if (tok) {

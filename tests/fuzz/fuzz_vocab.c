@@ -35,11 +35,12 @@ static void s_cleanup(void) {
 st_tokenizer_t *st_fuzz_vocab(void) {
     if (g_tok) return g_tok;
     static char bytes[256][3];
-    static const char *const extra[] = {"he", "ll", "hell", "hello", "Ġw", "Ġwor", "Ġworld", "12", "123",
-                                        "<|im_start|>", "<|im_end|>", "<|endoftext|>", NULL};
+    static const char *const extra[] = {"he",     "ll", "hell", "hello",        "Ġw",         "Ġwor",
+                                        "Ġworld", "12", "123",  "<|im_start|>", "<|im_end|>", "<|endoftext|>",
+                                        NULL};
     static const int32_t extra_type[] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3};
-    static const char *const merges[] = {"h e", "l l", "he ll", "hell o", "Ġ w", "Ġw o", "Ġwo r", "Ġwor l",
-                                         "Ġworl d", "1 2", "12 3", "o r", "r l", "Ġwor ld", NULL};
+    static const char *const merges[] = {"h e",     "l l", "he ll", "hell o", "Ġ w", "Ġw o",    "Ġwo r", "Ġwor l",
+                                         "Ġworl d", "1 2", "12 3",  "o r",    "r l", "Ġwor ld", NULL};
     const char *toks[512];
     int32_t types[512];
     int n = 0;
@@ -74,4 +75,3 @@ st_tokenizer_t *st_fuzz_vocab(void) {
     }
     return g_tok;
 }
-
