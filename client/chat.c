@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "version.h"
+
 typedef struct {
     const char *url, *api_key;
     char *system;
@@ -53,6 +55,7 @@ static void s_usage(FILE *f) {
                "      --system TEXT      system message (default: none; /system changes it)\n"
                "      --temp T           temperature (default: the server's)\n"
                "      --max-tokens N     longest answer (default 512)\n"
+               "      --version          print the version and exit\n"
                "  -h, --help             this help\n"
                "\n"
                "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n");
@@ -235,17 +238,21 @@ static void s_stats(chat_t *c) {
     free(body);
 }
 
+static int s_bad(const char *flag, const char *val) {
+    fprintf(stderr, "st-chat: invalid value '%s' for %s (see --help)\n", val, flag);
+    return 2;
+}
+
 int main(int argc, char **argv) {
     chat_t c = {.url = "http://127.0.0.1:8080", .api_key = getenv("ST_API_KEY"), .temp = -1, .max_tokens = 512};
-    static const struct option opts[] = {{"url", required_argument, 0, 'u'},
-                                         {"api-key", required_argument, 0, 'k'},
-                                         {"system", required_argument, 0, 's'},
-                                         {"temp", required_argument, 0, 'T'},
-                                         {"max-tokens", required_argument, 0, 'n'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"url", required_argument, 0, 'u'},        {"api-key", required_argument, 0, 'k'},
+        {"system", required_argument, 0, 's'},     {"temp", required_argument, 0, 'T'},
+        {"max-tokens", required_argument, 0, 'n'}, {"help", no_argument, 0, 'h'},
+        {"version", no_argument, 0, 'V'},          {0, 0, 0, 0}};
     int o;
     char *end;
+    opterr = 0; /* our own messages, in the style of the other programs */
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'u': c.url = optarg; break;
@@ -253,14 +260,17 @@ int main(int argc, char **argv) {
         case 's': c.system = strdup(optarg); break;
         case 'T':
             c.temp = strtod(optarg, &end);
-            if (*end || c.temp < 0 || c.temp > 100) return fprintf(stderr, "st-chat: bad --temp %s\n", optarg), 2;
+            if (*end || end == optarg || c.temp < 0 || c.temp > 100) return s_bad("--temp", optarg);
             break;
         case 'n':
             c.max_tokens = strtol(optarg, &end, 10);
-            if (*end || c.max_tokens < 1) return fprintf(stderr, "st-chat: bad --max-tokens %s\n", optarg), 2;
+            if (*end || end == optarg || c.max_tokens < 1) return s_bad("--max-tokens", optarg);
             break;
         case 'h': s_usage(stdout); return 0;
-        default: s_usage(stderr); return 2;
+        case 'V': st_version_print("st-chat"); return 0;
+        default:
+            fprintf(stderr, "st-chat: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
         }
     }
     if (optind < argc) return fprintf(stderr, "st-chat: unexpected argument '%s' (see --help)\n", argv[optind]), 2;

@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "st_log.h"
 #include "threadpool.h"
+#include "version.h"
 
 void st_cli_usage_options(FILE *f) {
     fprintf(f,
@@ -49,6 +50,7 @@ void st_cli_usage_options(FILE *f) {
 
 void st_cli_usage_tail(FILE *f) {
     fprintf(f, "  -v, --verbose          more log output\n"
+               "      --version          print the version and exit\n"
                "  -h, --help             this help\n");
 }
 
@@ -75,7 +77,8 @@ enum {
     OPT_API_KEY,
     OPT_PARALLEL,
     OPT_QUEUE,
-    OPT_MEM
+    OPT_MEM,
+    OPT_VERSION
 };
 
 static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
@@ -107,6 +110,7 @@ static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
                                        {"queue", required_argument, 0, OPT_QUEUE},
                                        {"mem", required_argument, 0, OPT_MEM},
                                        {"verbose", no_argument, 0, 'v'},
+                                       {"version", no_argument, 0, OPT_VERSION},
                                        {"help", no_argument, 0, 'h'}};
 #define N_OPTS (sizeof s_opts / sizeof s_opts[0])
 
@@ -230,6 +234,10 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
             if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg);
             break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
+        case OPT_VERSION:
+            free(opts);
+            st_version_print(prog);
+            exit(0);
         case 'h':
             free(opts);
             if (x && x->usage) {

@@ -11,6 +11,7 @@
 #include "parse.h"
 #include "st_log.h"
 #include "threadpool.h"
+#include "version.h"
 
 static volatile sig_atomic_t g_stop;
 
@@ -38,6 +39,7 @@ static void s_usage(FILE *f) {
             "  --allow FILE   coordinator public keys this node accepts, one Z85 key per line (from\n"
             "                 st-keygen's NAME.pub); every other client is refused and logged\n"
             "  --insecure     plain TCP, no encryption or authentication (logs a warning)\n"
+            "  --version      print the version and exit\n"
             "  -h, --help     this help\n",
             st_cpu_count());
 }
@@ -59,6 +61,9 @@ int main(int argc, char **argv) {
         long x;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             s_usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--version")) {
+            st_version_print("st-node");
             return 0;
         } else if (!strcmp(a, "--insecure")) {
             o.insecure = true;

@@ -13,6 +13,7 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "testutil.h"
 
@@ -134,4 +135,44 @@ Test(cli, logits_out_has_one_row_per_prompt_position) {
     /* --logits-out defaults to -n 0: nothing generated on stdout */
     cr_assert_str_eq(out, "");
     remove(file);
+}
+
+/* --version of every installed program: exactly one line "PROG RELEASE (git REV)" with the
+ * release CMake's project(VERSION) sets and, in a git checkout, a revision that names a
+ * commit of this repository; exit status 0, nothing on stderr. */
+Test(cli, version_is_one_line_for_every_program) {
+    const char *progs[] = {"st-run", "st-bench", "st-synth", "st-keygen", "st-node", "st-coordinator", "st-chat"};
+    char err_path[64];
+    snprintf(err_path, sizeof err_path, "/tmp/st-cli-version-%d.err", (int)getpid());
+    bool in_git = st_test_system("git -C '%s' rev-parse --git-dir >/dev/null 2>&1", ST_SOURCE_DIR) == 0;
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", ST_BINARY_DIR, progs[i]);
+        struct stat sb;
+        if (stat(path, &sb) != 0) { /* st-coordinator/st-node need libzmq, st-chat libcurl + libedit */
+            cr_log_warn("%s not built: skipped", progs[i]);
+            continue;
+        }
+        static char out[4096];
+        cr_assert_eq(s_run(out, sizeof out, "%s%s --version 2>%s", st_test_run_prefix(), path, err_path), 0,
+                     "%s --version: exit status", progs[i]);
+        size_t err_len = 0;
+        char *err = st_test_read_file(err_path, &err_len);
+        cr_expect_eq(err_len, 0, "%s --version wrote to stderr: %s", progs[i], err ? err : "");
+        free(err);
+        char *nl = strchr(out, '\n');
+        cr_assert(nl && nl[1] == '\0', "%s --version: want exactly one line, got '%s'", progs[i], out);
+        char want[256];
+        snprintf(want, sizeof want, "%s %s", progs[i], ST_TEST_PROJECT_VERSION);
+        cr_assert(!strncmp(out, want, strlen(want)), "%s --version: '%s' does not start with '%s'", progs[i], out,
+                  want);
+        const char *rest = out + strlen(want);
+        if (!in_git) continue;
+        char rev[64];
+        cr_assert_eq(sscanf(rest, " (git %63[0-9a-f])\n", rev), 1, "%s --version: no git revision in '%s'", progs[i],
+                     out);
+        cr_assert_eq(st_test_system("git -C '%s' cat-file -e '%s^{commit}' 2>/dev/null", ST_SOURCE_DIR, rev), 0,
+                     "%s --version: %s is not a commit of this repository", progs[i], rev);
+    }
+    remove(err_path);
 }

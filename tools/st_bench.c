@@ -33,6 +33,7 @@
 #include "parse.h"
 #include "st_log.h"
 #include "threadpool.h"
+#include "version.h"
 
 #define MAX_REPS 100
 #define BW_BUFFER (256u << 20) /* 256 MiB: 8x a 32 MiB L3; small enough for a 1 GiB budget */
@@ -55,6 +56,7 @@ static void s_usage(FILE *f) {
             "      --mem SIZE     whole-process memory budget (e.g. 1G): experts read from storage into a cache\n"
             "      --json         print one JSON object instead of a markdown table\n"
             "  -v, --verbose      more log output\n"
+            "      --version      print the version and exit\n"
             "  -h, --help         this help\n",
             st_cpu_count());
 }
@@ -67,7 +69,7 @@ typedef struct {
     uint64_t mem; /* --mem: 0 = off */
 } args_t;
 
-enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW };
+enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW, OPT_VERSION };
 
 static int s_bad(const char *flag, const char *val) {
     fprintf(stderr, "st-bench: invalid value '%s' for %s (see --help)\n", val, flag);
@@ -86,6 +88,7 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"mem", required_argument, 0, OPT_MEM},
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"verbose", no_argument, 0, 'v'},
+                                         {"version", no_argument, 0, OPT_VERSION},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     a->n_prompt = 64;
@@ -128,6 +131,7 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
         case OPT_JSON: a->json = true; break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h': s_usage(stdout); exit(0);
+        case OPT_VERSION: st_version_print("st-bench"); exit(0);
         default:
             fprintf(stderr, "st-bench: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return 2;

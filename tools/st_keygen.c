@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "curve.h"
+#include "version.h"
 
 int main(int argc, char **argv) {
     if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
@@ -13,7 +14,12 @@ int main(int argc, char **argv) {
                "Prints the public key. Give NAME.pub to the other side: a node's goes into the\n"
                "coordinator's --cluster file, the coordinator's into each node's --allow file.\n"
                "\n"
+               "  --version    print the version and exit\n"
                "  -h, --help   this help\n");
+        return 0;
+    }
+    if (argc == 2 && !strcmp(argv[1], "--version")) {
+        st_version_print("st-keygen");
         return 0;
     }
     if (argc != 2 || argv[1][0] == '-' || !argv[1][0]) {

@@ -35,6 +35,7 @@
 #include "gguf_writer.h"
 #include "st_kernels.h"
 #include "st_log.h"
+#include "version.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "st-synth writes host-order floats and blocks: little-endian hosts only"
@@ -93,6 +94,7 @@ typedef enum {
     O_TOKENIZER_JSON,
     O_VOCAB_FROM,
     O_POWERINFER,
+    O_VERSION,
     O_COUNT
 } opt_id_t;
 
@@ -138,6 +140,7 @@ static const struct {
     [O_TOKENIZER_JSON] = {"tokenizer-json", 0},
     [O_VOCAB_FROM] = {"vocab-from", 0},
     [O_POWERINFER] = {"powerinfer", 1},
+    [O_VERSION] = {"version", 1},
 };
 
 /* Presets as the oracle's PRESETS table (values as their JS numbers print). */
@@ -219,6 +222,7 @@ static const char HELP[] =
     "                            an extra Q4_0 lm_head_profiler tensor (default: off)\n"
     "  --no-sidecar              accepted for compatibility with the oracle (no sidecar is written)\n"
     "  --quiet                   no progress lines on stderr (default: off)\n"
+    "  --version                 print the version and exit\n"
     "  --help, -h                this text\n";
 
 typedef struct {
@@ -1184,6 +1188,10 @@ int main(int argc, char **argv) {
     s_parse_args(argc, argv, &a);
     if (a.v[O_HELP]) {
         fputs(HELP, stdout);
+        return 0;
+    }
+    if (a.v[O_VERSION]) {
+        st_version_print("st-synth");
         return 0;
     }
     if (!a.v[O_OUT]) {
