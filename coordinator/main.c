@@ -1,5 +1,5 @@
 /* st-coordinator: runs a SmallThinker model with its experts on st-node
- * processes. Same one-shot flags and output as st-run (model/cli.c), so the
+ * processes. Same one-shot flags and output as st-run (cli/cli.c), so the
  * two can be compared byte for byte; the experts go through remote_moe.
  *
  * Start-up: load the model (mmap; expert bytes are read only to hash, push

@@ -1,7 +1,7 @@
 /* st-run: the whole model in one process. Tokenizes a prompt (optionally as
  * a ChatML chat turn), runs it, streams the generated text to stdout; or
  * prints JSON, or writes teacher-forced logits for every prompt position.
- * The command line and the run live in model/cli.c, shared with
+ * The command line and the run live in cli/cli.c, shared with
  * st-coordinator so that both take the same flags and print the same output. */
 #include <stdio.h>
 
