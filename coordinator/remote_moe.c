@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "moe.h"
 #include "st_log.h"
 #include "threadpool.h"
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "forward_internal.h"
+#include "moe.h"
 #include "st_log.h"
 
 #define ALIGN 4096u

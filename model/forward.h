@@ -5,7 +5,8 @@
  * pool, the kernels and scratch buffers sized once from the model and
  * n_batch (the hot path never allocates). st_kv_t is one sequence's KV cache:
  * full for global layers, a ring for sliding-window layers. The MoE step goes
- * through st_moe_fn so that experts can be computed elsewhere (the cluster).
+ * through st_moe_backend_t so that experts can be computed elsewhere (the
+ * cluster); the expert computation itself is in moe.h.
  */
 #ifndef ST_FORWARD_H
 #define ST_FORWARD_H
@@ -94,43 +95,8 @@ int st_decode_batch(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int
 int st_decode_mixed(st_ctx_t *c, st_kv_t *const *kvs, const int32_t *tokens, int n_tok, const bool *want,
                     float *logits);
 
-/* The local expert computation (what st_moe_backend_t replaces). */
-int st_moe_local(st_ctx_t *c, const st_route_t *r, const float *m, float *out);
-
-/* Where one layer's expert matrices are: one pointer per expert (NULL when
- * not held). gate/up: n_ff_exp rows of n_embd; down: n_embd rows of n_ff_exp,
- * or n_ff_exp rows of n_embd when down_transposed (PowerInfer layout). */
-typedef struct {
-    st_type_t gate_type, up_type, down_type;
-    bool down_transposed;
-    const void *const *gate;
-    const void *const *up;
-    const void *const *down;
-    bool gate_packed, up_packed, down_packed; /* packed for the context's kernels (st_pack); else the file's layout */
-} st_expert_set_t;
-
-/* The expert set of layer il of a loaded model. */
-st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il);
-
-/* Evaluates n_pairs (token, expert) pairs: y[i] = expert_{ids[i]}(m[tok[i]])
- * (unweighted, n_embd floats each). m: n_tok x n_embd. At most n_batch *
- * n_expert_used pairs. Used locally and by st-node. The context's model may
- * be a shell holding only cfg (a node has no GGUF). */
-int st_experts_eval(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok, const int32_t *ids,
-                    const float *m, int n_tok, float *y);
-
-/* The same with the activations already converted to the gate weight's
- * vec_dot format (st_type_traits(set->gate_type)->vec_dot_type), n_tok rows
- * xq_stride bytes apart: what a node receives on the wire. */
-int st_experts_eval_converted(st_ctx_t *c, const st_expert_set_t *set, int n_pairs, const int32_t *tok,
-                              const int32_t *ids, const void *xq, size_t xq_stride, int n_tok, float *y);
-
 /* Converts n_tok rows of n_embd floats to the vec_dot format of weight type wt
  * (what st_experts_eval_converted takes); rows of st_row_size(vec_dot_type, n) bytes. */
 void st_convert_activations(const st_ctx_t *c, st_type_t wt, const float *x, int n_tok, int n, void *dst);
-
-/* out[t] = sum_j w_tj * y[t*k + j], summed in routing order j = 0..k-1
- * exactly as st_moe_local does (so a cluster gets bit-identical results). */
-void st_moe_combine(const st_route_t *r, int n_embd, const float *y, float *out);
 
 #endif

@@ -72,4 +72,9 @@ void st_convert_rows(const st_ctx_t *c, st_type_t wt, const float *x, size_t x_s
 /* y[t] = W_e . x[t] for n_tok contiguous rows of x; y rows y_stride floats apart. Uses c->xq. */
 void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride);
 
+/* Routing (moe.c): picks the experts of n_tok tokens from c->router
+ * (n_tok x n_expert logits; top-k, sigmoid or softmax weights renormalised over
+ * the k) into c->ids / c->wts and describes them in *r. */
+void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r);
+
 #endif

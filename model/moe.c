@@ -16,6 +16,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "forward_internal.h"
 #include "st_log.h"
 
 void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {

@@ -30,6 +30,7 @@
 
 #include "forward.h"
 #include "lru.h"
+#include "moe.h"
 #include "st_log.h"
 #include "store.h"
 #include "threadpool.h"

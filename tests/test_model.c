@@ -12,6 +12,7 @@
 #include "forward.h"
 #include "gguf_writer.h"
 #include "model.h"
+#include "moe.h"
 #include "testutil.h"
 
 #define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})

@@ -18,6 +18,7 @@
 
 #include "forward.h"
 #include "model.h"
+#include "moe.h"
 #include "st_log.h"
 #include "testutil.h"
 #include "wire.h"
