@@ -3,9 +3,13 @@
  * st-run has always printed. */
 #include "cli.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <errno.h>
+#include <netdb.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "expert_cache.h"
 #include "parse.h"
@@ -117,6 +121,37 @@ static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
 static int s_bad(const char *prog, const char *flag, const char *val) {
     fprintf(stderr, "%s: invalid value '%s' for %s (see --help)\n", prog, val, flag);
     return 2;
+}
+
+/* --http HOST:PORT as the server will bind it (server/http.c): the syntax, the name resolves, and
+ * an address other than loopback comes with --api-key. Here, so that a typo is reported before a
+ * model of many GB loads. 0 or 2 after saying why. */
+static int s_check_http(const char *prog, const st_cli_args_t *a) {
+    char host[256], numeric[INET6_ADDRSTRLEN] = "";
+    int port;
+    if (!st_parse_hostport(a->http, host, sizeof host, &port)) {
+        fprintf(stderr, "%s: bad --http address '%s': want HOST:PORT, e.g. 127.0.0.1:8080 or 0.0.0.0:8080\n", prog,
+                a->http);
+        return 2;
+    }
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
+    int gai = getaddrinfo(host, NULL, &hints, &ai);
+    if (gai != 0 || !ai) {
+        fprintf(stderr, "%s: --http %s: cannot resolve '%s': %s\n", prog, a->http, host, gai_strerror(gai));
+        return 2;
+    }
+    const void *addr = ai->ai_family == AF_INET6 ? (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr
+                                                 : (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr;
+    inet_ntop(ai->ai_family, addr, numeric, sizeof numeric);
+    freeaddrinfo(ai);
+    if (!st_is_loopback_host(numeric) && (!a->api_key || !*a->api_key)) {
+        fprintf(stderr,
+                "%s: --http %s is reachable from other machines: give --api-key KEY (clients send it as a bearer "
+                "token), or bind 127.0.0.1\n",
+                prog, a->http);
+        return 2;
+    }
+    return 0;
 }
 
 int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, const st_cli_extra_t *x) {
@@ -264,6 +299,11 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
     }
     if (!a->model) {
         fprintf(stderr, "%s: -m MODEL is required (see --help)\n", prog);
+        return 2;
+    }
+    if (a->http && s_check_http(prog, a)) return 2;
+    if (a->prompt_file && access(a->prompt_file, R_OK) != 0) {
+        fprintf(stderr, "%s: cannot read the prompt file %s: %s\n", prog, a->prompt_file, strerror(errno));
         return 2;
     }
     if (a->http && !a->prompt && !a->prompt_file && !a->tokens) return 0; /* serve */

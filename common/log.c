@@ -1,7 +1,12 @@
 /* Logging to stderr. Level from st_log_set_level() or the ST_LOG environment
- * variable; one fprintf per line so lines from threads do not interleave. */
+ * variable; one fprintf per line so lines from threads do not interleave.
+ * A line reads "st-node: error: cannot listen on ...": the program first (the
+ * processes of a cluster share terminals and journals), then the level; the
+ * function that logged it only at debug level (-v), where it helps a developer
+ * and would only puzzle a user. */
 #include "st_log.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +36,9 @@ st_log_level_t st_log_get_level(void) {
 static void s_vlog(st_log_level_t level, const char *func, const char *fmt, va_list ap) {
     static const char *names[] = {"error", "warn", "info", "debug"};
     char line[1024];
-    int n = snprintf(line, sizeof line, "%s: %s: ", names[level], func);
+    int n = s_level >= ST_LOG_DEBUG
+                ? snprintf(line, sizeof line, "%s: %s: %s: ", program_invocation_short_name, names[level], func)
+                : snprintf(line, sizeof line, "%s: %s: ", program_invocation_short_name, names[level]);
     if (n < 0 || (size_t)n >= sizeof line) n = 0;
     vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
     fprintf(stderr, "%s\n", line);

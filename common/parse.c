@@ -1,6 +1,7 @@
-/* Strict number parsing for command-line flags. */
+/* Strict parsing of command-line values: numbers, sizes, HOST:PORT. */
 #include "parse.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -77,4 +78,38 @@ fail:
     free(v);
     free(copy);
     return NULL;
+}
+
+bool st_parse_hostport(const char *s, char *host, size_t cap, int *port) {
+    if (!s || !*s || cap == 0) return false;
+    const char *h = s, *colon;
+    size_t hl;
+    if (strspn(s, "0123456789") == strlen(s)) { /* a port alone: loopback */
+        h = "127.0.0.1", hl = strlen(h), colon = s - 1;
+    } else if (s[0] == '[') { /* [v6]:port */
+        const char *end = strchr(s, ']');
+        if (!end || end[1] != ':') return false;
+        h = s + 1, hl = (size_t)(end - h), colon = end + 1;
+    } else {
+        colon = strchr(s, ':');
+        if (!colon || strchr(colon + 1, ':')) return false; /* no port, or a bare v6 address */
+        hl = (size_t)(colon - s);
+        if (hl == 0) h = "127.0.0.1", hl = strlen(h);
+    }
+    if (hl == 0 || hl >= cap) return false;
+    long p;
+    if (strspn(colon + 1, "0123456789") != strlen(colon + 1) || !st_parse_int(colon + 1, 0, 65535, &p)) return false;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (int)p;
+    return true;
+}
+
+bool st_is_loopback_host(const char *host) {
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (!strcmp(host, "localhost")) return true;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
+    return false;
 }

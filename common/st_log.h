@@ -1,8 +1,12 @@
 /* st_log: one-line logging to stderr and the project's error codes.
  *
- * Every fallible function returns 0 or a negative ST_E* code and logs one line
- * that starts with the function name; st_fail() does both in one statement:
+ * Every fallible function returns 0 or a negative ST_E* code and logs one
+ * line; st_fail() does both in one statement:
  *     return st_fail(ST_EFORMAT, "tensor %s: bad offset", name);
+ * A line is "PROGRAM: LEVEL: message", with the calling function's name after
+ * the level at debug level (-v, ST_LOG=debug). Write messages a user can act
+ * on ("cannot open GGUF file X: No such file or directory"); the program name
+ * and the level come first by themselves.
  */
 #ifndef ST_LOG_H
 #define ST_LOG_H

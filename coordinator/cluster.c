@@ -379,8 +379,12 @@ static int s_hello_from(st_cluster_t *c, int first) {
     int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + wait_ms, s_on_inventory, c);
     for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++) {
         if (!rids[i]) continue;
-        char why[128];
-        snprintf(why, sizeof why, "no answer to HELLO within %d ms (not running, wrong address or key?)", wait_ms);
+        char why[256], first_contact[128] = "";
+        if (wait_ms > c->o.timeout_ms) /* --timeout-ms 2000 must not look ignored */
+            snprintf(first_contact, sizeof first_contact, "; a first contact waits %d ms, not --timeout-ms %d", wait_ms,
+                     c->o.timeout_ms);
+        snprintf(why, sizeof why, "no answer to HELLO within %d ms (not running, wrong address or key?%s)", wait_ms,
+                 first_contact);
         st_cluster_set_down(c, i, why);
     }
     free(rids);

@@ -10,6 +10,7 @@
  * MODEL.st-hashes (expert hashes, so the model is hashed once) and
  * MODEL.st-profile (routing counts, so the next placement pins hot experts).
  */
+#include <errno.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -89,7 +90,8 @@ static void s_usage(FILE *f) {
            "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
            "                         .pub in their --allow file)\n"
            "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
-           "      --timeout-ms N     deadline of each expert round trip and of HELLO/ASSIGN (default 10000)\n"
+           "      --timeout-ms N     deadline of each expert round trip and of ASSIGN (default 10000); the first\n"
+           "                         HELLO to a node waits at least 5000 ms (TCP connect and CURVE handshake)\n"
            "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
            "      --no-fallback      fail when a node is down instead of computing its experts here\n"
            "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
@@ -155,11 +157,16 @@ static int s_add_node(st_node_addr_t **v, int *n, const char *url, size_t url_le
                 ST_Z85_KEY_LEN);
         return -1;
     }
+    const bool bare = !memmem(url, url_len, "://", 3); /* HOST:PORT, as st-node --listen takes it */
+    if (bare && url_len + 6 >= sizeof((*v)->url)) {
+        fprintf(stderr, PROG ": bad node address '%.*s'\n", (int)url_len, url);
+        return -1;
+    }
     st_node_addr_t *nv = realloc(*v, (size_t)(*n + 1) * sizeof *nv);
     if (!nv) return -1;
     *v = nv;
     memset(&nv[*n], 0, sizeof nv[*n]);
-    memcpy(nv[*n].url, url, url_len);
+    snprintf(nv[*n].url, sizeof nv[*n].url, "%s%.*s", bare ? "tcp://" : "", (int)url_len, url);
     memcpy(nv[*n].server_key, key, key_len);
     (*n)++;
     return 0;
@@ -178,7 +185,7 @@ static st_node_addr_t *s_node_list(const coord_args_t *ca, int *n) {
     if (ca->cluster_file) {
         FILE *f = fopen(ca->cluster_file, "r");
         if (!f) {
-            fprintf(stderr, PROG ": cannot read the cluster file %s\n", ca->cluster_file);
+            fprintf(stderr, PROG ": cannot read the cluster file %s: %s\n", ca->cluster_file, strerror(errno));
             goto fail;
         }
         char line[1024];
@@ -423,10 +430,6 @@ static int s_setup(coord_t *c) {
     o.max_frame = (int64_t)st_wire_max_result_frame(&c->shape) + 4096;
     if (ca->insecure) {
         st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
-    } else if (!ca->key_file) {
-        fprintf(stderr, PROG ": encrypted transport needs --key FILE and each node's public key in --cluster FILE;\n"
-                             "  pass --insecure to talk plain TCP on a network you trust\n");
-        return 2;
     } else if (s_load_key(ca->key_file, o.secret_key, o.public_key) < 0) {
         return 1;
     }
@@ -559,6 +562,35 @@ static void s_on_stats(void *arg, st_ctx_t *ctx, const st_generate_result_t *res
     st_remote_moe_print_stats(c->rm, stderr);
 }
 
+/* What can be checked before the model loads (minutes for 12 GB on a Pi): the key, each node's
+ * public key, the state directory. 0, or 2 after saying what is wrong. */
+static int s_check_args(const coord_args_t *ca, const st_node_addr_t *nodes, int n) {
+    if (!ca->insecure) {
+        if (!ca->key_file) {
+            fprintf(stderr,
+                    PROG ": encrypted transport needs --key FILE and each node's public key in --cluster FILE;\n"
+                         "  pass --insecure to talk plain TCP on a network you trust\n");
+            return 2;
+        }
+        if (access(ca->key_file, R_OK) != 0) { /* loaded (and its mode checked) when the nodes are contacted */
+            fprintf(stderr, PROG ": cannot read the key file %s: %s\n", ca->key_file, strerror(errno));
+            return 2;
+        }
+        for (int i = 0; i < n; i++)
+            if (!nodes[i].server_key[0]) {
+                fprintf(stderr, PROG ": node %s has no public key in %s (lines 'URL NODE_PUBLIC_KEY')\n", nodes[i].url,
+                        ca->cluster_file);
+                return 2;
+            }
+    }
+    if (ca->state_dir && access(ca->state_dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, PROG ": --state-dir %s: %s (it must be a directory this user can write)\n", ca->state_dir,
+                strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     coord_args_t ca = {.replication = 1, .timeout_ms = 10000, .push_timeout_ms = 60000, .pin_fraction = 0.5};
     st_cli_args_t a;
@@ -577,6 +609,10 @@ int main(int argc, char **argv) {
     }
     c.addrs = s_node_list(&ca, &c.n_nodes);
     if (!c.addrs) return 2;
+    if ((rc = s_check_args(&ca, c.addrs, c.n_nodes)) != 0) {
+        free(c.addrs);
+        return rc;
+    }
     if (ca.cluster_file) { /* SIGHUP: new nodes in the cluster file join (between steps) */
         struct sigaction sa = {.sa_handler = s_on_hup, .sa_flags = SA_RESTART};
         sigemptyset(&sa.sa_mask);

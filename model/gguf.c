@@ -483,12 +483,12 @@ static int s_open_file(const char *path, size_t *size) {
     }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_fail(ST_EIO, "%s: cannot open: %m", path);
+        st_fail(ST_EIO, "cannot open GGUF file %s: %m", path);
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        st_fail(ST_EIO, "%s: not a regular file", path);
+        st_fail(ST_EIO, "GGUF file %s is not a regular file", path);
         close(fd);
         return -1;
     }

@@ -1,4 +1,7 @@
 /* st-node: serves a share of a SmallThinker model's experts to a coordinator. */
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,7 +30,8 @@ static void s_usage(FILE *f) {
             "Serves experts of a SmallThinker model to st-coordinator over ZeroMQ.\n"
             "\n"
             "  --listen URL   endpoint to bind (default tcp://*:5555); tcp://127.0.0.1:* picks a\n"
-            "                 free port. The bound endpoint is printed on stdout.\n"
+            "                 free port, and HOST:PORT means tcp://HOST:PORT. The bound endpoint is\n"
+            "                 printed on stdout, and the addresses of this machine's interfaces it serves on.\n"
             "  --mem SIZE     RAM the node may use, all included: 512M, 1.5G... (required)\n"
             "  --store DIR    expert store on disk, kept across restarts (required)\n"
             "  -t N           compute threads (default: all %d CPUs)\n"
@@ -44,6 +48,23 @@ static void s_usage(FILE *f) {
             st_cpu_count());
 }
 
+/* On a wildcard endpoint (tcp://0.0.0.0:PORT), logs the address of each interface, what a
+ * coordinator's cluster file would name: "tcp://192.168.1.23:5555 (eth0)". */
+static void s_log_interfaces(const char *endpoint) {
+    const char *port = strrchr(endpoint, ':');
+    if (!port || (strncmp(endpoint, "tcp://0.0.0.0:", 14) && strncmp(endpoint, "tcp://[::]:", 11))) return;
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) != 0) return;
+    for (const struct ifaddrs *i = ifs; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)i->ifa_addr)->sin_addr, ip, sizeof ip);
+        st_log(ST_LOG_INFO, "serving on tcp://%s%s (%s%s)", ip, port, i->ifa_name,
+               (i->ifa_flags & IFF_LOOPBACK) ? ", this machine only" : "");
+    }
+    freeifaddrs(ifs);
+}
+
 static int s_bad(const char *fmt, const char *arg) {
     fprintf(stderr, "st-node: ");
     fprintf(stderr, fmt, arg);
@@ -55,6 +76,7 @@ int main(int argc, char **argv) {
     st_node_opts_t o = {.listen = "tcp://*:5555"};
     const char *key_file = NULL, *allow_file = NULL;
     bool have_mem = false;
+    char listen[512];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -76,9 +98,16 @@ int main(int argc, char **argv) {
         if (!known) return s_bad("unknown option %s", a);
         if (!v) return s_bad("%s needs a value", a);
         i++;
-        if (!strcmp(a, "--listen"))
+        if (!strcmp(a, "--listen")) {
+            if (!strstr(v, "://")) { /* HOST:PORT, as --http takes it: ZeroMQ wants the transport */
+                if (snprintf(listen, sizeof listen, "tcp://%s", v) >= (int)sizeof listen)
+                    return s_bad("--listen %s: too long", v);
+                v = listen;
+            } else if (strncmp(v, "tcp://", 6)) {
+                return s_bad("--listen %s: want tcp://HOST:PORT (or HOST:PORT)", v);
+            }
             o.listen = v;
-        else if (!strcmp(a, "--store"))
+        } else if (!strcmp(a, "--store"))
             o.store_dir = v;
         else if (!strcmp(a, "--id"))
             o.id = v;
@@ -148,6 +177,7 @@ int main(int argc, char **argv) {
     if (!n) return 1;
     printf("listening on %s\n", st_node_endpoint(n));
     fflush(stdout);
+    s_log_interfaces(st_node_endpoint(n));
     st_log(ST_LOG_INFO, "node %s: --mem %llu B, store %s, %d threads", o.id ? o.id : "(host name)",
            (unsigned long long)o.mem, o.store_dir, o.threads > 0 ? o.threads : st_cpu_count());
     int rc = st_node_run(n, &g_stop);

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "parse.h"
 #include "server_internal.h"
 #include "st_log.h"
 
@@ -44,48 +45,6 @@ typedef struct {
     size_t len, cap;
     bool too_big;
 } conn_t;
-
-int st_http_parse_hostport(const char *s, char *host, size_t cap, int *port) {
-    const char *colon = NULL, *h = s;
-    size_t hl;
-    if (s[0] == '[') { /* [v6]:port */
-        const char *end = strchr(s, ']');
-        if (!end) return ST_EINVAL;
-        h = s + 1;
-        hl = (size_t)(end - h);
-        colon = end[1] == ':' ? end + 1 : NULL;
-        if (end[1] && !colon) return ST_EINVAL;
-    } else if (strspn(s, "0123456789") == strlen(s) && *s) { /* just a port */
-        h = "127.0.0.1";
-        hl = strlen(h);
-        colon = s - 1;
-    } else {
-        colon = strrchr(s, ':');
-        hl = colon ? (size_t)(colon - s) : strlen(s);
-        if (colon && strchr(s, ':') != colon) return ST_EINVAL; /* bare v6 needs brackets */
-    }
-    if (hl == 0) h = "127.0.0.1", hl = strlen(h);
-    if (hl >= cap) return ST_EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    *port = 8080;
-    if (colon) {
-        char *end;
-        long p = strtol(colon + 1, &end, 10);
-        if (*end || end == colon + 1 || p < 0 || p > 65535) return ST_EINVAL;
-        *port = (int)p;
-    }
-    return 0;
-}
-
-bool st_http_is_loopback(const char *host) {
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (!strcmp(host, "localhost")) return true;
-    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, host, &a6) == 1) return IN6_IS_ADDR_LOOPBACK(&a6);
-    return false;
-}
 
 static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body, const char *type) {
     if (!body) {
@@ -366,7 +325,7 @@ static void s_completed(void *cls, struct MHD_Connection *con, void **con_cls, e
 st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s, const st_api_t *api) {
     char host[256];
     int port;
-    if (st_http_parse_hostport(hostport, host, sizeof host, &port) < 0) {
+    if (!st_parse_hostport(hostport, host, sizeof host, &port)) {
         st_fail(ST_EINVAL, "bad --http address '%s' (want HOST:PORT)", hostport);
         return NULL;
     }
@@ -387,7 +346,7 @@ st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s,
         ((struct sockaddr_in *)&sa)->sin_port = htons((uint16_t)port);
         inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, numeric, sizeof numeric);
     }
-    if (!st_http_is_loopback(numeric) && (!api_key || !*api_key)) {
+    if (!st_is_loopback_host(numeric) && (!api_key || !*api_key)) {
         st_fail(ST_EINVAL, "%s is not a loopback address: serving it needs --api-key KEY", host);
         return NULL;
     }

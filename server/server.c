@@ -14,18 +14,7 @@
 
 int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m, const st_cli_hooks_t *hooks,
                    const st_server_view_t *view) {
-    char host[256];
-    int port;
-    if (st_http_parse_hostport(a->http, host, sizeof host, &port) < 0) {
-        fprintf(stderr, "%s: bad --http address '%s' (want HOST:PORT, e.g. 127.0.0.1:8080)\n", prog, a->http);
-        return 2;
-    }
-    if (!st_http_is_loopback(host) && (!a->api_key || !*a->api_key)) {
-        fprintf(stderr,
-                "%s: --http %s is not a loopback address: give --api-key KEY (clients send it as a bearer token)\n",
-                prog, a->http);
-        return 2;
-    }
+    /* --http and --api-key were checked with the other flags, before the model loaded (cli.c) */
     if (!m->tok) {
         fprintf(stderr, "%s: the model has no tokenizer: nothing to serve\n", prog);
         return 1;

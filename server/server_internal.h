@@ -132,11 +132,6 @@ void st_http_destroy(st_http_t **h);
 /* "http://HOST:PORT" as bound (port resolved). */
 const char *st_http_url(const st_http_t *h);
 
-/* Splits "HOST:PORT" / "[V6]:PORT" / "PORT" / "HOST"; 0 or ST_EINVAL. */
-int st_http_parse_hostport(const char *s, char *host, size_t host_cap, int *port);
-/* True for 127.0.0.0/8, ::1 and "localhost". */
-bool st_http_is_loopback(const char *host);
-
 /* The embedded web chat page (generated from webui/index.html). */
 extern const unsigned char st_webui_html[];
 extern const size_t st_webui_html_len;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -175,4 +176,115 @@ Test(cli, version_is_one_line_for_every_program) {
                      "%s --version: %s is not a commit of this repository", progs[i], rev);
     }
     remove(err_path);
+}
+
+/* ---- arguments are checked before the model loads ---------------------------------------------
+ * The model path below does not exist: a check that waited for the load would report the model
+ * instead (and on a Pi, after minutes of reading 12 GB). */
+
+#define NO_MODEL "/nonexistent/model.gguf"
+
+/* Runs a command (2>&1 in it: its messages too) into out; its exit status. */
+#define S_RUN_ERR(out, ...) s_run(out, sizeof out, __VA_ARGS__)
+
+Test(cli, bad_http_address_is_named_before_the_model_loads) {
+    static char out[4096];
+    const char *progs[] = {ST_BINARY_DIR "/st-run", ST_BINARY_DIR "/st-coordinator --nodes 127.0.0.1:9 --insecure"};
+    for (size_t i = 0; i < sizeof progs / sizeof progs[0]; i++) {
+        if (i == 1 && access(ST_BINARY_DIR "/st-coordinator", X_OK) != 0) continue;
+        cr_assert_eq(S_RUN_ERR(out, "%s%s -m " NO_MODEL " --http localhost8080 2>&1", st_test_run_prefix(), progs[i]),
+                     2, "%s: %s", progs[i], out);
+        cr_assert(strstr(out, "bad --http address 'localhost8080'") && strstr(out, "HOST:PORT"), "%s: %s", progs[i],
+                  out);
+        cr_assert(!strstr(out, "loopback") && !strstr(out, NO_MODEL), "%s: %s", progs[i], out);
+        /* a LAN address without a key: refused before the load, and the way out is named */
+        cr_assert_eq(S_RUN_ERR(out, "%s%s -m " NO_MODEL " --http 0.0.0.0:8080 2>&1", st_test_run_prefix(), progs[i]), 2,
+                     "%s: %s", progs[i], out);
+        cr_assert(strstr(out, "--api-key") && !strstr(out, NO_MODEL), "%s: %s", progs[i], out);
+        cr_assert_eq(S_RUN_ERR(out, "%s%s -m " NO_MODEL " --http 127.0.0.1:99999 2>&1", st_test_run_prefix(), progs[i]),
+                     2, "%s: %s", progs[i], out);
+        cr_assert(strstr(out, "bad --http address") && !strstr(out, NO_MODEL), "%s: %s", progs[i], out);
+    }
+    /* a good address goes on to the load, which names the file */
+    cr_assert_eq(S_RUN_ERR(out, "%s%s -m " NO_MODEL " --http 127.0.0.1:0 2>&1", st_test_run_prefix(), ST_RUN), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "cannot open GGUF file " NO_MODEL ": No such file or directory"), "%s", out);
+}
+
+Test(cli, user_facing_errors_name_no_internal_function) {
+    static char out[4096];
+    cr_assert_eq(S_RUN_ERR(out, "%s%s -m " NO_MODEL " -p hi 2>&1", st_test_run_prefix(), ST_RUN), 1);
+    cr_assert_str_eq(out, "st-run: error: cannot open GGUF file " NO_MODEL ": No such file or directory\n");
+    /* -v adds the function, for developers */
+    cr_assert_eq(S_RUN_ERR(out, "%s%s -v -m " NO_MODEL " -p hi 2>&1", st_test_run_prefix(), ST_RUN), 1);
+    cr_assert(strstr(out, "st-run: error: s_open_file: cannot open GGUF file"), "%s", out);
+    /* st-chat speaks like the others, not getopt */
+    if (access(ST_BINARY_DIR "/st-chat", X_OK) == 0) {
+        cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-chat --bogus 2>&1", st_test_run_prefix()), 2);
+        cr_assert_str_eq(out, "st-chat: unknown or incomplete option '--bogus' (see --help)\n");
+        cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-chat --temp hot 2>&1", st_test_run_prefix()), 2);
+        cr_assert_str_eq(out, "st-chat: invalid value 'hot' for --temp (see --help)\n");
+    }
+}
+
+Test(cli, coordinator_checks_key_and_state_dir_before_the_model_loads) {
+    if (access(ST_BINARY_DIR "/st-coordinator", X_OK) != 0) cr_skip_test("no st-coordinator in this build");
+    static char out[4096];
+    char cluster[64];
+    snprintf(cluster, sizeof cluster, "/tmp/st-cli-cluster-%d", (int)getpid());
+    FILE *f = fopen(cluster, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "127.0.0.1:9 %s\n", "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"); /* a Z85 key, unused */
+    fclose(f);
+    const char *coord = ST_BINARY_DIR "/st-coordinator -m " NO_MODEL " -p hi";
+    cr_assert_eq(
+        S_RUN_ERR(out, "%s%s --cluster %s --key /nonexistent/c.key 2>&1", st_test_run_prefix(), coord, cluster), 2,
+        "%s", out);
+    cr_assert(strstr(out, "cannot read the key file /nonexistent/c.key: No such file or directory"), "%s", out);
+    cr_assert(!strstr(out, NO_MODEL), "the model was opened first: %s", out);
+    cr_assert_eq(S_RUN_ERR(out, "%s%s --cluster %s 2>&1", st_test_run_prefix(), coord, cluster), 2, "%s", out);
+    cr_assert(strstr(out, "--key FILE"), "%s", out);
+    cr_assert_eq(S_RUN_ERR(out, "%s%s --nodes 127.0.0.1:9 --insecure --state-dir /nonexistent/state 2>&1",
+                           st_test_run_prefix(), coord),
+                 2, "%s", out);
+    cr_assert(strstr(out, "--state-dir /nonexistent/state") && !strstr(out, NO_MODEL), "%s", out);
+    cr_assert_eq(S_RUN_ERR(out, "%s%s --cluster /nonexistent/cluster --key x 2>&1", st_test_run_prefix(), coord), 2);
+    cr_assert(strstr(out, "cannot read the cluster file /nonexistent/cluster: No such file"), "%s", out);
+    remove(cluster);
+}
+
+/* st-node --listen HOST:PORT means tcp://HOST:PORT (as --http takes HOST:PORT); other
+ * transports are refused with the form it wants. */
+Test(cli, node_listen_takes_host_port_without_tcp) {
+    if (access(ST_BINARY_DIR "/st-node", X_OK) != 0) cr_skip_test("no st-node in this build");
+    char store[64];
+    snprintf(store, sizeof store, "/tmp/st-cli-store-%d", (int)getpid());
+    const char *argv[] = {
+        ST_BINARY_DIR "/st-node", "--listen", "127.0.0.1:0", "--mem", "64M", "--store", store, "--insecure", NULL};
+    st_test_node_t nd;
+    cr_assert_eq(st_test_node_start(&nd, argv, "/dev/null", 20000), 0, "st-node did not start");
+    cr_assert(!strncmp(nd.url, "tcp://127.0.0.1:", 16) && atoi(nd.url + 16) > 0, "listening on '%s'", nd.url);
+    st_test_node_stop(&nd, SIGTERM);
+    static char out[4096];
+    cr_assert_eq(S_RUN_ERR(out,
+                           "%s" ST_BINARY_DIR "/st-node --listen ipc:///tmp/x --mem 64M --store %s --insecure 2>&1",
+                           st_test_run_prefix(), store),
+                 2);
+    cr_assert(strstr(out, "--listen ipc:///tmp/x: want tcp://HOST:PORT"), "%s", out);
+    st_test_system("rm -rf '%s'", store);
+}
+
+/* --timeout-ms shorter than the first contact's minimum: the HELLO message says what was
+ * waited and that it is not --timeout-ms (it looked ignored). Nobody listens on the port. */
+Test(cli, hello_timeout_message_names_the_wait_really_used, .timeout = 120) {
+    if (access(ST_BINARY_DIR "/st-coordinator", X_OK) != 0) cr_skip_test("no st-coordinator in this build");
+    static char out[8192];
+    int rc = S_RUN_ERR(out,
+                       "%s" ST_BINARY_DIR "/st-coordinator -m '%s' --nodes 127.0.0.1:9 --insecure "
+                       "--timeout-ms 2000 --no-fallback -p hi -n 1 2>&1",
+                       st_test_run_prefix(), s_tiny());
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert(strstr(out, "no answer to HELLO within 5000 ms") &&
+                  strstr(out, "a first contact waits 5000 ms, not --timeout-ms 2000"),
+              "%s", out);
 }
