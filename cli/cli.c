@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "expert_cache.h"
+#include "file.h"
 #include "parse.h"
 #include "st_log.h"
 #include "threadpool.h"
@@ -315,28 +316,6 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
     return 0;
 }
 
-static char *s_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 4096 > cap) {
-            cap = cap ? cap * 2 : 65536;
-            char *b = realloc(buf, cap + 1);
-            if (!b) break;
-            buf = b;
-        }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
-        if (r == 0) break;
-    }
-    fclose(f);
-    if (buf) buf[n] = '\0';
-    *len = n;
-    return buf;
-}
-
 static bool s_stream_cb(void *arg, int32_t token, const char *piece, int len) {
     (void)arg;
     (void)token;
@@ -385,7 +364,7 @@ static int32_t *s_prompt_tokens(const char *prog, const st_cli_args_t *a, const 
     size_t len = 0;
     char *text = NULL;
     if (a->prompt_file) {
-        text = s_read_file(a->prompt_file, &len);
+        text = st_file_read(a->prompt_file, 0, &len);
         if (!text) {
             fprintf(stderr, "%s: cannot read %s\n", prog, a->prompt_file);
             return NULL;

@@ -15,8 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "version.h"
 
 typedef struct {
@@ -38,12 +38,6 @@ typedef struct {
     int turns, tokens;
     double gen_s;
 } chat_t;
-
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: st-chat [--url URL] [--api-key KEY] [options]\n"
@@ -86,8 +80,8 @@ static void s_event(chat_t *c, const char *data) {
             c->answer = a;
             c->answer_len += n;
         }
-        if (!c->n_chunks++) c->t_first = s_now();
-        c->t_last = s_now();
+        if (!c->n_chunks++) c->t_first = st_now_s();
+        c->t_last = st_now_s();
         fputs(content->valuestring, stdout);
         fflush(stdout);
     }
@@ -188,7 +182,7 @@ static void s_turn(chat_t *c, const char *line) {
     c->n_chunks = 0;
     c->finish[0] = '\0';
     c->completion_tokens = 0;
-    double t0 = s_now();
+    double t0 = st_now_s();
     long st = s_request(c, "/v1/chat/completions", body, s_sse_cb, c);
     free(body);
     if (st == 200) {
@@ -202,7 +196,7 @@ static void s_turn(chat_t *c, const char *line) {
         cJSON_AddItemToArray(c->history, a);
         c->turns++;
         c->tokens += c->completion_tokens;
-        c->gen_s += s_now() - t0;
+        c->gen_s += st_now_s() - t0;
     } else {
         if (st > 0) fprintf(stderr, "st-chat: the server answered HTTP %ld (see above)\n", st);
         cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1); /* not answered: forget it */

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "st_log.h"
@@ -62,12 +61,6 @@ struct st_cluster {
     int push_timeout_ms;
     uint64_t rejoins, rejoin_bytes;
 };
-
-double st_cluster_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int s_open_socket(st_cluster_t *c, node_t *nd) {
     nd->sock = zmq_socket(c->zctx, ZMQ_DEALER);
@@ -166,7 +159,7 @@ static void s_rejoin_later(node_t *nd) {
     int shift = nd->n_down > 1 ? nd->n_down - 1 : 0;
     double wait = shift >= 5 ? REJOIN_MAX_MS : REJOIN_PROBE_MS * (double)(1 << shift);
     nd->rj = RJ_IDLE;
-    nd->rj_next = st_cluster_now_ms() + (wait < REJOIN_MAX_MS ? wait : REJOIN_MAX_MS);
+    nd->rj_next = st_now_ms() + (wait < REJOIN_MAX_MS ? wait : REJOIN_MAX_MS);
 }
 
 void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
@@ -313,7 +306,7 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
     gather_t g = {rids, 0, fn, arg};
     for (int i = 0; i < c->n; i++) g.pending += rids[i] != 0;
     while (g.pending > 0) {
-        double left = deadline_ms - st_cluster_now_ms();
+        double left = deadline_ms - st_now_ms();
         if (left <= 0) break;
         int rc = s_poll(c, (int)(left + 0.999), s_gather_msg, &g);
         if (rc < 0) return rc;
@@ -376,7 +369,7 @@ static int s_hello_from(st_cluster_t *c, int first) {
             rids[i] = m.request_id;
     }
     const int wait_ms = c->o.timeout_ms > FIRST_CONTACT_MIN_MS ? c->o.timeout_ms : FIRST_CONTACT_MIN_MS;
-    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + wait_ms, s_on_inventory, c);
+    int rc = st_cluster_gather(c, rids, st_now_ms() + wait_ms, s_on_inventory, c);
     for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++) {
         if (!rids[i]) continue;
         char why[256], first_contact[128] = "";
@@ -519,7 +512,7 @@ int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
             rids[i] = m.request_id;
     }
     assign_ctx_t x = {c, a, 0};
-    int rc = st_cluster_gather(c, rids, st_cluster_now_ms() + c->o.timeout_ms, s_on_assign_ack, &x);
+    int rc = st_cluster_gather(c, rids, st_now_ms() + c->o.timeout_ms, s_on_assign_ack, &x);
     for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++)
         if (rids[i]) st_cluster_set_down(c, i, "no answer to ASSIGN");
     free(rids);
@@ -556,7 +549,7 @@ static void s_rejoined(st_cluster_t *c, int i, int64_t pushed) {
 /* Probes the nodes that went down (a HELLO each, when due); abandons rejoin
  * requests past their deadline. */
 static void s_rejoin_tick(st_cluster_t *c) {
-    const double now = st_cluster_now_ms();
+    const double now = st_now_ms();
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
         if (nd->up || nd->n_experts == 0 || !c->has_shape) continue; /* nothing to rejoin for */
@@ -608,7 +601,7 @@ static void s_rejoin_msg(st_cluster_t *c, int i, st_wire_rx_t *rx) {
         }
         nd->rj = RJ_ASSIGN;
         nd->rj_rid = m.request_id;
-        nd->rj_deadline = st_cluster_now_ms() + c->o.timeout_ms;
+        nd->rj_deadline = st_now_ms() + c->o.timeout_ms;
         return;
     }
     const st_wire_assign_ack_t *ack = &rx->msg.assign_ack;
@@ -735,7 +728,7 @@ static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg
     memmove(&pn->fl[f], &pn->fl[f + 1], (size_t)(pn->n_fl - f - 1) * sizeof *pn->fl);
     pn->n_fl--;
     c->nodes[node].stats.replies++;
-    pn->last_progress = st_cluster_now_ms();
+    pn->last_progress = st_now_ms();
     const st_wire_shard_ack_t *ack = &rx->msg.shard_ack;
     const st_wire_ref_t *ref = &p->a[node].missing[fl.k];
     if (rx->msg.type == ST_MSG_ERROR) {
@@ -757,7 +750,7 @@ static int s_on_shard_ack(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg
 }
 
 static void s_progress(const push_t *p, uint32_t total_experts, uint64_t total_bytes, double t0, bool final) {
-    double s = (st_cluster_now_ms() - t0) / 1e3;
+    double s = (st_now_ms() - t0) / 1e3;
     fprintf(stderr, "\rpushing shards: %u/%u experts, %.1f/%.1f MiB, %.1f MiB/s%s", p->experts_done, total_experts,
             (double)p->bytes_done / (1 << 20), (double)total_bytes / (1 << 20),
             s > 0 ? (double)p->bytes_done / (1 << 20) / s : 0.0, final ? "\n" : "   ");
@@ -799,7 +792,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
         return 0;
     }
     const bool tty = isatty(2);
-    const double t0 = st_cluster_now_ms();
+    const double t0 = st_now_ms();
     double last_print = 0;
     for (int i = 0; i < c->n; i++) p.pn[i].last_progress = t0;
     int rc = 0;
@@ -822,7 +815,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
                     st_cluster_set_down(c, i, "shard chunk could not be sent");
                     break;
                 }
-                if (pn->n_fl == 0) pn->last_progress = st_cluster_now_ms();
+                if (pn->n_fl == 0) pn->last_progress = st_now_ms();
                 pn->fl[pn->n_fl++] = (inflight_t){m.request_id, pn->k, pn->offset, (uint32_t)len};
                 pn->offset += len;
                 if (pn->offset == EB) pn->k++, pn->offset = 0;
@@ -830,7 +823,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
             if (!c->nodes[i].up) continue;
             if (pn->n_fl > 0) {
                 busy = true;
-                if (st_cluster_now_ms() - pn->last_progress > ack_timeout_ms) {
+                if (st_now_ms() - pn->last_progress > ack_timeout_ms) {
                     char why[128];
                     snprintf(why, sizeof why, "no shard acknowledgement within %d ms", ack_timeout_ms);
                     st_cluster_set_down(c, i, why);
@@ -843,7 +836,7 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
             rc = r;
             goto out;
         }
-        double now = st_cluster_now_ms();
+        double now = st_now_ms();
         if (!quiet && tty && now - last_print > 200) {
             s_progress(&p, total_experts, total_bytes, t0, false);
             last_print = now;

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "clock.h"
 #include "wire.h"
 
 #define ST_Z85_KEY_LEN 40
@@ -78,14 +79,11 @@ int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t 
 typedef int (*st_cluster_reply_fn)(void *arg, int node, st_wire_rx_t *rx);
 
 /* Waits for the replies to rids[node] (0: nothing awaited from that node)
- * until each arrived or deadline_ms (CLOCK_MONOTONIC, see st_cluster_now_ms)
+ * until each arrived or deadline_ms (st_now_ms, clock.h)
  * passed; an ERROR reply also answers its request. rids[node] is zeroed as
  * its reply arrives. Returns 0 when all arrived, ST_ETIMEOUT when some did not
  * (their rids stay set; counted as timeouts), or fn's negative code. */
 int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg);
-
-/* Monotonic clock in milliseconds. */
-double st_cluster_now_ms(void);
 
 /* HELLO to every node, then waits up to opts.timeout_ms (at least 5 s: a
  * first contact includes connecting) for each INVENTORY.

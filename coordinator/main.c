@@ -508,7 +508,7 @@ static void s_join(coord_t *c) {
         free(all);
         return;
     }
-    const double t0 = st_cluster_now_ms();
+    const double t0 = st_now_ms();
     int up = st_cluster_add(c->cl, all, n_add);
     free(all);
     if (up < 0) {
@@ -525,7 +525,7 @@ static void s_join(coord_t *c) {
     st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
     c->pl = pl;
     c->n_nodes = st_cluster_n_nodes(c->cl);
-    st_log(ST_LOG_INFO, "SIGHUP: %d node(s) joined in %.0f ms", up, st_cluster_now_ms() - t0);
+    st_log(ST_LOG_INFO, "SIGHUP: %d node(s) joined in %.0f ms", up, st_now_ms() - t0);
 }
 
 static void s_between_steps(void *arg) {

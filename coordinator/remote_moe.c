@@ -218,7 +218,7 @@ int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_thre
     for (size_t s = 0; s < h->n; s++)
         if (!h->known[s] && (!want || want[s])) todo[n++] = (uint32_t)s;
     if (n > 0) {
-        double t0 = st_cluster_now_ms();
+        double t0 = st_now_ms();
         st_pool_t *pool = st_pool_new(n_threads < 1 ? 1 : n_threads);
         if (!pool) {
             free(todo);
@@ -230,7 +230,7 @@ int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_thre
         for (int i = 0; i < n; i++) h->known[todo[i]] = 1;
         h->dirty = true;
         st_log(ST_LOG_INFO, "hashed %d experts (%.1f MiB) in %.0f ms", n,
-               (double)n * st_wire_max_expert_bytes(&h->shape) / (1 << 20), st_cluster_now_ms() - t0);
+               (double)n * st_wire_max_expert_bytes(&h->shape) / (1 << 20), st_now_ms() - t0);
     }
     free(todo);
     return n;
@@ -644,9 +644,9 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
 
         result_ctx_t x = {r, rt};
         st_ctx_park(r->ctx); /* our workers sleep while we wait: the nodes may share our CPUs */
-        double t_wait = st_cluster_now_ms();
+        double t_wait = st_now_ms();
         rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
-        const double waited = st_cluster_now_ms() - t_wait;
+        const double waited = st_now_ms() - t_wait;
         if (r->step_decode) r->tot.wait_ms_decode += waited;
         if (waited > r->tot.max_wait_ms) r->tot.max_wait_ms = waited;
         r->tot.waits++;

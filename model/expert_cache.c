@@ -23,11 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "forward_internal.h"
 #include "moe.h"
+#include "proc_mem.h"
 #include "st_log.h"
 
 #define ALIGN 4096u
@@ -93,12 +94,6 @@ struct st_expert_cache {
     st_expert_cache_stats_t st;
 };
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static const st_weight_t *s_weight(const st_model_t *m, int il, int kind) {
     const st_layer_t *Ly = &m->layers[il];
     return kind == 0 ? &Ly->gate_exps : kind == 1 ? &Ly->up_exps : &Ly->down_exps;
@@ -145,23 +140,14 @@ uint64_t st_expert_cache_slot_bytes(const st_ctx_t *c) {
     return span[0] + span[1] + span[2];
 }
 
-static uint64_t s_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    return (uint64_t)kb * 1024;
-}
-
 static bool s_is_expert_tensor(const st_gguf_tensor_t *t) { return strstr(t->name, "_exps") != NULL; }
 
 uint64_t st_expert_cache_reserve(const st_ctx_t *c, uint64_t mem_total) {
     const st_model_t *m = st_ctx_model(c);
     const st_config_t *cfg = &m->cfg;
     const st_ctx_params_t *p = st_ctx_params(c);
-    uint64_t r = s_rss();
+    uint64_t r;
+    st_proc_memory(&r, NULL);
     /* dense tensors: all of them will be faulted in (counted twice if already resident: fine) */
     const bool tied = m->output.data == m->tok_embd.data;
     for (int64_t i = 0; m->gguf && i < st_gguf_n_tensors(m->gguf); i++) {
@@ -221,7 +207,7 @@ static void *s_io_main(void *arg) {
         job_t j = ec->q[ec->q_head];
         ec->q_head = (ec->q_head + 1) % ec->q_cap;
         ec->q_len--;
-        if (ec->in_flight++ == 0) ec->busy_t0 = s_now();
+        if (ec->in_flight++ == 0) ec->busy_t0 = st_now_s();
         slot_t *s = &ec->slots[j.slot];
         const slot_t copy = *s; /* key and buffer stay put while loading */
         pthread_mutex_unlock(&ec->mu);
@@ -231,7 +217,7 @@ static void *s_io_main(void *arg) {
         int rc = s_read(ec, &copy, j.kind, &mat, &nread);
 
         pthread_mutex_lock(&ec->mu);
-        if (--ec->in_flight == 0) ec->st.read_busy_s += s_now() - ec->busy_t0;
+        if (--ec->in_flight == 0) ec->st.read_busy_s += st_now_s() - ec->busy_t0;
         ec->st.reads++;
         ec->st.bytes_read += nread;
         s->mat[j.kind] = mat;
@@ -339,7 +325,7 @@ static int s_compute(void *arg, const st_route_t *r, const float *m, float *out)
     while (n_done < n_uniq) {
         for (int e = 0; e < X; e++) ec->gate[e] = ec->up[e] = ec->down[e] = NULL;
         bool any = false;
-        const double t0 = s_now();
+        const double t0 = st_now_s();
         pthread_mutex_lock(&ec->mu);
         for (;;) {
             for (int i = 0; i < n_uniq; i++) {
@@ -361,7 +347,7 @@ static int s_compute(void *arg, const st_route_t *r, const float *m, float *out)
             if (any) break;
             pthread_cond_wait(&ec->done_cv, &ec->mu);
         }
-        ec->st.wait_s += s_now() - t0;
+        ec->st.wait_s += st_now_s() - t0;
         pthread_mutex_unlock(&ec->mu);
 
         /* the pairs of the experts just ready, all pairs of each expert together */

@@ -4,15 +4,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "st_log.h"
-
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
                 float *prompt_logits, int32_t *out_tokens, st_token_cb cb, void *cb_arg, st_generate_result_t *res) {
@@ -24,7 +18,7 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
     float *logits = malloc((size_t)V * sizeof(float));
     if (!logits) return st_fail(ST_ENOMEM, "no memory for logits");
     int rc = 0;
-    double t0 = s_now_ms();
+    double t0 = st_now_ms();
     if (prompt_logits) {
         rc = st_decode(c, kv, prompt, n_prompt, prompt_logits, true);
         if (rc == 0) memcpy(logits, prompt_logits + (size_t)(n_prompt - 1) * V, (size_t)V * sizeof(float));
@@ -32,7 +26,7 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
         rc = st_decode(c, kv, prompt, n_prompt, logits, false);
     }
     for (int i = 0; i < n_prompt; i++) st_sampler_accept(smp, prompt[i]);
-    double t1 = s_now_ms();
+    double t1 = st_now_ms();
     res->prompt_ms = t1 - t0;
     char piece[256];
     for (int i = 0; rc == 0 && i < n_predict; i++) {
@@ -55,7 +49,7 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
         if (i + 1 == n_predict) break;
         rc = st_decode(c, kv, &tok, 1, logits, false);
     }
-    res->generate_ms = s_now_ms() - t1;
+    res->generate_ms = st_now_ms() - t1;
     free(logits);
     return rc;
 }

@@ -28,9 +28,11 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "clock.h"
 #include "forward.h"
 #include "lru.h"
 #include "moe.h"
+#include "proc_mem.h"
 #include "st_log.h"
 #include "store.h"
 #include "threadpool.h"
@@ -88,22 +90,6 @@ struct st_node {
 };
 
 enum { ASSIGNED = 1, PINNED = 2 };
-
-static uint64_t s_now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
-static uint64_t s_rss(void) {
-    FILE *f = fopen("/proc/self/statm", "r");
-    unsigned long long size = 0, res = 0;
-    if (f) {
-        if (fscanf(f, "%llu %llu", &size, &res) != 2) res = 0;
-        fclose(f);
-    }
-    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
-}
 
 static uint64_t s_heap_bytes(void) {
     struct mallinfo2 mi = mallinfo2();
@@ -550,7 +536,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     const uint8_t *xq = st_wire_rx_frame(rx, &len);
     if (!n->assigned) return s_reply_error(n, rx, ST_EPROTO, "EXPERT_COMPUTE before ASSIGN");
     if (st_wire_check(&rx->msg, &n->shape, len, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
-    const uint64_t t0 = s_now_us();
+    const uint64_t t0 = st_now_us();
     const st_wire_compute_t *c = &rx->msg.compute;
     const uint32_t X = n->shape.n_expert;
     /* distinct experts, in order of first use; all must be ours and stored */
@@ -622,7 +608,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     }
     st_wire_msg_t m = {.type = ST_MSG_EXPERT_RESULT, .request_id = rx->msg.request_id};
     m.result = (st_wire_result_t){
-        .n_pairs = c->n_pairs, .compute_us = s_now_us() - t0, .cache_hits = hits, .cache_misses = misses};
+        .n_pairs = c->n_pairs, .compute_us = st_now_us() - t0, .cache_hits = hits, .cache_misses = misses};
     st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
            c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
@@ -631,7 +617,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
 static int s_on_heartbeat(st_node_t *n, st_wire_rx_t *rx) {
     st_wire_msg_t m = {.type = ST_MSG_HEARTBEAT};
     m.heartbeat.seq = rx->msg.heartbeat.seq;
-    m.heartbeat.mem_used = s_rss();
+    st_proc_memory(&m.heartbeat.mem_used, NULL);
     return s_reply(n, rx, &m);
 }
 
@@ -723,7 +709,7 @@ st_node_t *st_node_new(st_node_opts_t *o) {
     }
     size_t len = sizeof n->endpoint;
     zmq_getsockopt(n->sock, ZMQ_LAST_ENDPOINT, n->endpoint, &len);
-    n->base_rss = s_rss();
+    st_proc_memory(&n->base_rss, NULL);
     return n;
 fail:
     st_node_destroy(&n);

@@ -2,10 +2,10 @@
  * cluster_view.h). Runs on the scheduler thread, the one that owns the
  * cluster's sockets, so reading the counters needs no lock. */
 #include "cluster_view.h"
+#include "clock.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct st_cluster_view {
     st_cluster_t *const *cl;
@@ -18,12 +18,6 @@ struct st_cluster_view {
     uint8_t *seen;
 };
 
-static double s_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static int s_prefetch(void *arg, const st_route_t *r) {
     st_cluster_view_t *v = arg;
     return v->inner.prefetch ? v->inner.prefetch(v->inner.arg, r) : 0;
@@ -31,9 +25,9 @@ static int s_prefetch(void *arg, const st_route_t *r) {
 
 static int s_compute(void *arg, const st_route_t *r, const float *m, float *out) {
     st_cluster_view_t *v = arg;
-    double t0 = s_ms();
+    double t0 = st_now_ms();
     int rc = v->inner.compute(v->inner.arg, r, m, out);
-    double dt = s_ms() - t0;
+    double dt = st_now_ms() - t0;
     const st_placement_t *pl = *v->pl;
     if (!pl || !v->seen) return rc;
     memset(v->seen, 0, (size_t)v->n);

@@ -22,8 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "parse.h"
 #include "server_internal.h"
 #include "st_log.h"
@@ -296,10 +296,8 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
         case 1: return s_generate(h, con, ST_API_COMPLETION, cc);
         case 2: return s_send(h, con, 200, st_api_models(h->api), "application/json");
         case 3: {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            double now = ts.tv_sec + ts.tv_nsec / 1e9;
-            return s_send(h, con, 200, st_metrics_health(h->s, h->api->model_name, now - h->t0), "application/json");
+            return s_send(h, con, 200, st_metrics_health(h->s, h->api->model_name, st_now_s() - h->t0),
+                          "application/json");
         }
         default: {
             uint64_t counts[5];
@@ -354,9 +352,7 @@ st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s,
     if (!h) return NULL;
     h->s = s;
     h->api = api;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    h->t0 = ts.tv_sec + ts.tv_nsec / 1e9;
+    h->t0 = st_now_s();
     if (api_key && *api_key) {
         h->has_key = true;
         crypto_generichash(h->key_hash, sizeof h->key_hash, (const uint8_t *)api_key, strlen(api_key), NULL, 0);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proc_mem.h"
 #include "server_internal.h"
 
 typedef struct {
@@ -40,19 +41,6 @@ __attribute__((format(printf, 2, 3))) static void s_put(out_t *o, const char *fm
 
 static void s_family(out_t *o, const char *name, const char *type, const char *help) {
     s_put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
-
-void st_metrics_memory(uint64_t *rss, uint64_t *peak) {
-    *rss = *peak = 0;
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return;
-    char line[256];
-    unsigned long long kb;
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %llu kB", &kb) == 1) *rss = kb * 1024;
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) *peak = kb * 1024;
-    }
-    fclose(f);
 }
 
 /* node object field -> metric */
@@ -115,7 +103,7 @@ char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
     s_put(&o, "st_time_to_first_token_seconds_sum %.6f\n", st.ttft_sum_s);
     s_put(&o, "st_time_to_first_token_seconds_count %llu\n", (unsigned long long)st.ttft_count);
     uint64_t rss, peak;
-    st_metrics_memory(&rss, &peak);
+    st_proc_memory(&rss, &peak);
     s_family(&o, "st_process_resident_memory_bytes", "gauge", "resident memory of this process");
     s_put(&o, "st_process_resident_memory_bytes %llu\n", (unsigned long long)rss);
     s_family(&o, "st_process_peak_resident_memory_bytes", "gauge", "peak resident memory of this process");
@@ -165,7 +153,7 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) 
     cJSON_AddNumberToObject(o, "generated_tokens", (double)st.generated_tokens);
     cJSON_AddNumberToObject(o, "ttft_avg_s", st.ttft_count ? st.ttft_sum_s / st.ttft_count : 0);
     uint64_t rss, peak;
-    st_metrics_memory(&rss, &peak);
+    st_proc_memory(&rss, &peak);
     cJSON_AddNumberToObject(o, "rss_bytes", (double)rss);
     cJSON_AddNumberToObject(o, "nodes_up", n_up);
     cJSON_AddItemToObject(o, "nodes", nodes);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "server_internal.h"
 #include "st_log.h"
 #include "tokenizer.h"
@@ -97,12 +98,6 @@ struct st_sched {
     float *logits;
 };
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static void s_job_free(st_job_t *j) {
     free(j->prompt);
     j->prompt = NULL;
@@ -162,7 +157,7 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
     r->tok = tok;
     r->n_generated++;
     s->st.generated_tokens++;
-    int64_t sec = (int64_t)s_now();
+    int64_t sec = (int64_t)st_now_s();
     int b = (int)(sec % 10);
     if (s->rate_sec[b] != sec) s->rate_sec[b] = sec, s->rate_tok[b] = 0;
     s->rate_tok[b]++;
@@ -214,7 +209,7 @@ static bool s_admit(st_sched_t *s, st_req_t *r) {
 static void s_prefilled(st_sched_t *s, st_req_t *r, float *logits) {
     for (int i = 0; i < r->job.n_prompt; i++) st_sampler_accept(r->smp, r->job.prompt[i]);
     s->st.prompt_tokens += (uint64_t)r->job.n_prompt;
-    double ttft = s_now() - r->t_submit;
+    double ttft = st_now_s() - r->t_submit;
     s->st.ttft_sum_s += ttft;
     s->st.ttft_count++;
     for (int b = 0; b < 8; b++)
@@ -254,7 +249,7 @@ static int s_plan_step(st_sched_t *s, int *n_rows) {
 }
 
 static void s_view_refresh(st_sched_t *s, double *last) {
-    double now = s_now();
+    double now = st_now_s();
     if (now - *last < 1.0) return;
     *last = now;
     cJSON *a = cJSON_CreateArray();
@@ -440,7 +435,7 @@ st_req_t *st_sched_submit(st_sched_t *s, st_job_t *job, int *err) {
     for (int i = 0; i < r->job.n_stop; i++)
         if (strlen(r->job.stop[i]) > r->max_stop) r->max_stop = strlen(r->job.stop[i]);
     r->refs = 2;
-    r->t_submit = s_now();
+    r->t_submit = st_now_s();
     pthread_cond_init(&r->cv, NULL);
     pthread_mutex_lock(&s->mu);
     if (s->stop || s->n_queued >= s->queue_max + (s->parallel - s->n_active)) {
@@ -504,7 +499,7 @@ void st_sched_stats(st_sched_t *s, st_sched_stats_t *o) {
     o->parallel = s->parallel;
     o->queue_max = s->queue_max;
     o->n_ctx = s->n_ctx;
-    int64_t now = (int64_t)s_now();
+    int64_t now = (int64_t)st_now_s();
     uint64_t sum = 0;
     for (int b = 0; b < 10; b++)
         if (now - s->rate_sec[b] < 10 && now != s->rate_sec[b]) sum += s->rate_tok[b];

@@ -118,8 +118,6 @@ char *st_api_models(const st_api_t *api);
 char *st_metrics_text(st_sched_t *s, const uint64_t *http_status_counts);
 /* The /health JSON (malloc'd). */
 char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s);
-/* Resident and peak resident memory of this process, bytes (0 when unknown). */
-void st_metrics_memory(uint64_t *rss, uint64_t *peak);
 
 /* ---- HTTP --------------------------------------------------------------------- */
 

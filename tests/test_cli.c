@@ -158,7 +158,7 @@ Test(cli, version_is_one_line_for_every_program) {
         cr_assert_eq(s_run(out, sizeof out, "%s%s --version 2>%s", st_test_run_prefix(), path, err_path), 0,
                      "%s --version: exit status", progs[i]);
         size_t err_len = 0;
-        char *err = st_test_read_file(err_path, &err_len);
+        char *err = st_file_read(err_path, 0, &err_len);
         cr_expect_eq(err_len, 0, "%s --version wrote to stderr: %s", progs[i], err ? err : "");
         free(err);
         char *nl = strchr(out, '\n');

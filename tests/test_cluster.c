@@ -118,9 +118,9 @@ static run_t s_run(const char *dir, const char *tag, const char *model, const ch
     else
         r.status = st_test_system("timeout 120 '%s/st-run' -m '%s' -n %d --logits-out '%s' %s %s > '%s' 2> '%s'", BIN,
                                   model, N_PREDICT, lg, flags, extra, out, err);
-    r.out = st_test_read_file(out, NULL);
-    r.err = st_test_read_file(err, NULL);
-    r.logits = st_test_read_file(lg, &r.logits_len);
+    r.out = st_file_read(out, 0, NULL);
+    r.err = st_file_read(err, 0, NULL);
+    r.logits = st_file_read(lg, 0, &r.logits_len);
     cr_assert_not_null(r.out);
     cr_assert_not_null(r.err);
     return r;
@@ -396,10 +396,10 @@ static void s_failing_node(bool answer_error) {
     const char *p = strstr(r.err, " pairs on nodes, ");
     cr_assert(p && sscanf(p, " pairs on nodes, %llu computed here", &here) == 1 && here > 0, "%s", r.err);
     /* without fallback: a clear error naming it, within the deadline */
-    double t0 = st_test_now_ms();
+    double t0 = st_now_ms();
     run_t n = s_run(c.dir, "nofb", model, nodes, "--timeout-ms 300 --no-fallback");
     cr_assert_neq(n.status, 0);
-    cr_assert_lt(st_test_now_ms() - t0, 30000);
+    cr_assert_lt(st_now_ms() - t0, 30000);
     cr_assert_not_null(strstr(n.err, f.url), "the failing node is not named:\n%s", n.err);
     s_run_free(&ref);
     s_run_free(&r);
@@ -435,7 +435,7 @@ Test(cluster, local_cluster_script_answers_like_st_run, .timeout = 120) {
                             BIN, ST_SOURCE_DIR, model, N_PREDICT, dir, dir, dir);
     char path[600];
     snprintf(path, sizeof path, "%s/lc.out", dir);
-    char *out = st_test_read_file(path, NULL);
+    char *out = st_file_read(path, 0, NULL);
     cr_assert_eq(rc, 0);
     cr_assert_str_eq(out, ref.out);
     free(out);

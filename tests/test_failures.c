@@ -76,7 +76,7 @@ static void s_cluster(void) {
         s_node_start(i, "tcp://127.0.0.1:*");
         char pubp[400];
         snprintf(pubp, sizeof pubp, "%s/node.pub", g_nodes[i].store);
-        char *pub = st_test_read_file(pubp, NULL);
+        char *pub = st_file_read(pubp, 0, NULL);
         cr_assert_not_null(pub);
         fprintf(f, "%s %s", g_nodes[i].p.url, pub);
         free(pub);
@@ -99,7 +99,7 @@ static char *s_reference(const char *model) {
     cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
                                 BIN, model, PROMPT, g_n_predict, out),
                  0);
-    return st_test_read_file(out, NULL);
+    return st_file_read(out, 0, NULL);
 }
 
 typedef struct {
@@ -126,16 +126,16 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};
-    const double deadline = st_test_now_ms() + DEADLINE_MS;
+    const double deadline = st_now_ms() + DEADLINE_MS;
     bool done = kill_node < 0;
     int st = 0;
     while (!done) { /* watch for decode token 8 */
-        char *e = st_test_read_file(err, NULL);
+        char *e = st_file_read(err, 0, NULL);
         bool seen = e && strstr(e, "stats: token 8:");
         free(e);
         if (seen) {
             kill(pid, SIGSTOP);
-            e = st_test_read_file(err, NULL);
+            e = st_file_read(err, 0, NULL);
             char last[32];
             snprintf(last, sizeof last, "stats: token %d:", g_n_predict - 1);
             r.killed_mid = e && !strstr(e, last);
@@ -165,15 +165,15 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
             pid = 0;
             break;
         }
-        cr_assert_lt(st_test_now_ms(), deadline, "the coordinator did not reach decode token 8");
+        cr_assert_lt(st_now_ms(), deadline, "the coordinator did not reach decode token 8");
         poll(NULL, 0, 1); /* polling a file for a line, bounded by the deadline */
     }
-    if (pid > 0 && (st = st_test_wait(pid, (int)(deadline - st_test_now_ms()))) < 0) {
+    if (pid > 0 && (st = st_test_wait(pid, (int)(deadline - st_now_ms()))) < 0) {
         st_test_stop(pid, SIGKILL, 5000);
         cr_assert_fail("%s: the coordinator hung", tag);
     }
-    r.out = st_test_read_file(out, NULL);
-    r.err = st_test_read_file(err, NULL);
+    r.out = st_file_read(out, 0, NULL);
+    r.err = st_file_read(err, 0, NULL);
     cr_assert_not_null(r.out);
     cr_assert_not_null(r.err);
     cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
@@ -208,9 +208,9 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     cr_assert_eq(s_count(a.err, "fallback"), 0);
 
     /* node 1 killed at decode token 8, replication 2: its pairs go to the replicas */
-    double t0 = st_test_now_ms();
+    double t0 = st_now_ms();
     run_t b = s_run(model, "kill-r2", 2, 1);
-    cr_log_info("replication 2 with a node killed: %.0f ms", st_test_now_ms() - t0);
+    cr_log_info("replication 2 with a node killed: %.0f ms", st_now_ms() - t0);
     cr_assert(b.killed_mid, "the generation was over before the node was killed");
     cr_assert_str_eq(b.out, ref, "tokens changed after kill -9 with replication 2:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "is down"), "the dead node was not marked down:\n%s", b.err);
@@ -248,10 +248,10 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
     cr_assert_str_eq(a.out, ref);
 
-    double t0 = st_test_now_ms();
+    double t0 = st_now_ms();
     run_t b = s_run_ex(model, "restart", 2, 1, RESTART);
     const char *gen = strstr(b.err, "generated ");
-    cr_log_info("node 1 killed and restarted mid-run: %.0f ms (%.*s)", st_test_now_ms() - t0,
+    cr_log_info("node 1 killed and restarted mid-run: %.0f ms (%.*s)", st_now_ms() - t0,
                 gen ? (int)strcspn(gen, "\n") : 0, gen ? gen : "");
     cr_assert(b.killed_mid, "the generation was over before the node was killed");
     cr_assert_str_eq(b.out, ref, "tokens changed:\n%s", b.err);

@@ -26,17 +26,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "testutil.h"
 
 #define BIN ST_BINARY_DIR
 #define PROMPT "Tell me about foxes"
 #define N_PREDICT 12
-
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static const char *s_tiny(void) {
     static char path[1024];
@@ -75,11 +70,11 @@ static void s_start(server_t *s, char *const argv[], int deadline_ms) {
     s->pid = pid;
     char buf[512] = "";
     size_t len = 0;
-    double deadline = s_now_ms() + deadline_ms;
+    double deadline = st_now_ms() + deadline_ms;
     char *line;
     while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
         struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
+        int left = (int)(deadline - st_now_ms());
         cr_assert_gt(left, 0, "no 'serving on' line within %d ms (log %s)", deadline_ms, s->log);
         cr_assert_geq(poll(&p, 1, left), 0);
         if (!(p.revents & (POLLIN | POLLHUP))) continue;
@@ -97,7 +92,7 @@ static int s_stop(server_t *s) {
     kill(-s->pid, SIGTERM);
     kill(s->pid, SIGTERM);
     int st = -1;
-    for (double t0 = s_now_ms(); s_now_ms() - t0 < 10000;) {
+    for (double t0 = st_now_ms(); st_now_ms() - t0 < 10000;) {
         if (waitpid(s->pid, &st, WNOHANG) == s->pid) break;
         struct timespec ts = {0, 20000000};
         nanosleep(&ts, NULL); /* polling the exit with a deadline */
@@ -149,10 +144,10 @@ static resp_t s_http(int port, const char *method, const char *path, const char 
     }
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
-    double deadline = s_now_ms() + 60000;
+    double deadline = st_now_ms() + 60000;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
-        int left = (int)(deadline - s_now_ms());
+        int left = (int)(deadline - st_now_ms());
         cr_assert_gt(left, 0, "no complete answer to %s %s within 60 s", method, path);
         if (poll(&p, 1, left) <= 0) continue;
         if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
@@ -407,9 +402,9 @@ typedef struct {
 
 static void *s_user(void *arg) {
     user_t *u = arg;
-    double t0 = s_now_ms();
+    double t0 = st_now_ms();
     resp_t r = s_post(u->port, "/v1/chat/completions", s_body(PROMPT, u->max_tokens, true));
-    u->ms = s_now_ms() - t0;
+    u->ms = st_now_ms() - t0;
     const char *fin;
     u->text = s_chat_text(r, true, &fin);
     u->finish = fin;
@@ -427,13 +422,13 @@ Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 
     cr_assert_str_eq(one.text, want);
     user_t u[8];
     pthread_t th[8];
-    double t0 = s_now_ms();
+    double t0 = st_now_ms();
     for (int i = 0; i < 8; i++) {
         u[i] = (user_t){s.port, n_tok, NULL, NULL, 0};
         cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
     }
     for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
-    double all_ms = s_now_ms() - t0;
+    double all_ms = st_now_ms() - t0;
     for (int i = 0; i < 8; i++) {
         cr_assert_str_eq(u[i].text, want, "user %d", i);
         free(u[i].text);
@@ -473,9 +468,9 @@ Test(http, full_queue_answers_429, .timeout = 120) {
     cr_assert_eq(write(fd, req, (size_t)n), n);
     char buf[4096];
     size_t got = 0;
-    for (double dl = s_now_ms() + 20000; !memmem(buf, got, "content\":\"", 10) || got < 600;) {
+    for (double dl = st_now_ms() + 20000; !memmem(buf, got, "content\":\"", 10) || got < 600;) {
         struct pollfd p = {fd, POLLIN, 0};
-        cr_assert_lt(s_now_ms(), dl, "the first stream did not start");
+        cr_assert_lt(st_now_ms(), dl, "the first stream did not start");
         if (poll(&p, 1, 1000) <= 0) continue;
         ssize_t k = read(fd, buf + got, sizeof buf - got);
         cr_assert_gt(k, 0);
@@ -485,7 +480,7 @@ Test(http, full_queue_answers_429, .timeout = 120) {
     s_assert_error(s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false)), 429, "queue full");
     close(fd); /* the client leaves: its sequence is cancelled */
     resp_t r = {0};
-    for (double dl = s_now_ms() + 30000; s_now_ms() < dl;) { /* the slot comes free */
+    for (double dl = st_now_ms() + 30000; st_now_ms() < dl;) { /* the slot comes free */
         r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, 4, false));
         if (r.status == 200) break;
         free(r.body);
@@ -569,7 +564,7 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     free(got);
     free(r.body);
     cJSON *o = NULL;
-    for (double dl = s_now_ms() + 10000; s_now_ms() < dl;) { /* the view refreshes once a second */
+    for (double dl = st_now_ms() + 10000; st_now_ms() < dl;) { /* the view refreshes once a second */
         r = s_http(s.port, "GET", "/health", NULL, NULL, 0);
         o = cJSON_Parse(r.body);
         free(r.body);
@@ -621,7 +616,7 @@ static void *s_churn_user(void *arg) {
  * second; rejoins happen while requests run), within ms; the last value. */
 static int s_wait_nodes_up(int port, int want, int ms) {
     int up = -1;
-    for (double dl = s_now_ms() + ms; s_now_ms() < dl;) {
+    for (double dl = st_now_ms() + ms; st_now_ms() < dl;) {
         resp_t r = s_http(port, "GET", "/health", NULL, NULL, 0);
         cJSON *o = cJSON_Parse(r.body);
         free(r.body);
@@ -683,14 +678,14 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     churn_t u = {.port = s.port};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, s_churn_user, &u), 0);
-    double t0 = s_now_ms();
+    double t0 = st_now_ms();
     for (int k = 1; k <= 2; k++) { /* node 1, then node 2: killed, then restarted on its store */
         char url[128];
         snprintf(url, sizeof url, "%s", nodes[k].url);
         int before = u.done;
         st_test_node_stop(&nodes[k], SIGKILL);
         cr_assert_eq(s_wait_nodes_up(s.port, 2, 20000), 2, "node %d never shown down", k);
-        for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
+        for (double dl = st_now_ms() + 20000; u.done < before + 3 && st_now_ms() < dl;) poll(NULL, 0, 20);
         cr_assert_geq(u.done, before + 3, "requests stalled with node %d down", k);
         s_cluster_node(&nodes[k], dir, k, url);
         cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
@@ -699,14 +694,14 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     int before = u.done;
     kill(s.pid, SIGHUP);
     cr_assert_eq(s_wait_nodes_up(s.port, 4, 20000), 4, "node 3 did not join (log %s)", s.log);
-    for (double dl = s_now_ms() + 20000; u.done < before + 3 && s_now_ms() < dl;) poll(NULL, 0, 20);
+    for (double dl = st_now_ms() + 20000; u.done < before + 3 && st_now_ms() < dl;) poll(NULL, 0, 20);
     cr_assert_geq(u.done, before + 3, "requests stalled after the join");
     u.stop = 1;
     pthread_join(th, NULL);
     cr_log_info("%d requests answered while nodes 1 and 2 went and came back and node 3 joined (%.0f ms)", u.done,
-                s_now_ms() - t0);
+                st_now_ms() - t0);
     cr_assert_eq(u.wrong, 0, "%d answers differ, e.g. %s", u.wrong, u.first_wrong ? u.first_wrong : "");
-    char *log = st_test_read_file(s.log, NULL);
+    char *log = st_file_read(s.log, 0, NULL);
     cr_assert(log && strstr(log, " rejoined: "), "no rejoin in the coordinator's log");
     int rejoins = 0;
     for (const char *l = strstr(log, " rejoined: "); l; l = strstr(l + 1, " rejoined: "), rejoins++) {

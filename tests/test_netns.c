@@ -213,30 +213,30 @@ static run_t s_run(const char *model, const char *tag, int partition) {
              g_ip, g_ns_c, BIN, model, g_dir, g_dir, g_dir, TIMEOUT_MS, PROMPT, N_PREDICT, out, err);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     run_t r = {0};
-    const double t0 = st_test_now_ms();
+    const double t0 = st_now_ms();
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     int st = -1;
     if (partition >= 0) {
         cr_assert(st_test_file_has(err, "stats: token 8:", RUN_DEADLINE_MS), "%s: decode token 8 never came", tag);
         s_partition(partition, true);
-        r.partition_at = st_test_now_ms() - t0;
+        r.partition_at = st_now_ms() - t0;
         /* the partition lasts PARTITION_MS unless the run ends first */
         st = st_test_wait(pid, PARTITION_MS);
         s_partition(partition, false);
-        r.heal_at = st_test_now_ms() - t0;
+        r.heal_at = st_now_ms() - t0;
         r.rejoin_ms = -1;
-        if (st < 0 && st_test_file_has(err, " rejoined: ", (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms())))
-            r.rejoin_ms = st_test_now_ms() - t0 - r.heal_at;
+        if (st < 0 && st_test_file_has(err, " rejoined: ", (int)(t0 + RUN_DEADLINE_MS - st_now_ms())))
+            r.rejoin_ms = st_now_ms() - t0 - r.heal_at;
     }
-    if (st < 0) st = st_test_wait(pid, (int)(t0 + RUN_DEADLINE_MS - st_test_now_ms()));
+    if (st < 0) st = st_test_wait(pid, (int)(t0 + RUN_DEADLINE_MS - st_now_ms()));
     if (st < 0) {
         st_test_stop(pid, SIGKILL, 5000);
         cr_assert_fail("%s: the coordinator hung (no exit within %d ms)", tag, RUN_DEADLINE_MS);
     }
-    r.ms = st_test_now_ms() - t0;
+    r.ms = st_now_ms() - t0;
     r.status = st;
-    r.out = st_test_read_file(out, NULL);
-    r.err = st_test_read_file(err, NULL);
+    r.out = st_file_read(out, 0, NULL);
+    r.err = st_file_read(err, 0, NULL);
     cr_assert_not_null(r.out);
     cr_assert_not_null(r.err);
     cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
@@ -263,13 +263,13 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
                                 BIN, model, PROMPT, N_PREDICT, ref_path),
                  0);
-    char *ref = st_test_read_file(ref_path, NULL);
+    char *ref = st_file_read(ref_path, 0, NULL);
     cr_assert_not_null(ref);
 
-    double t = st_test_now_ms();
+    double t = st_now_ms();
     s_topology();
     s_cluster();
-    const double t_setup = st_test_now_ms() - t;
+    const double t_setup = st_now_ms() - t;
 
     /* shards pushed over the delayed but otherwise clean links */
     run_t push = s_run(model, "push", -1);

@@ -25,7 +25,7 @@
 
 #define DEADLINE_MS 20000
 
-static double s_now(void) { return st_test_now_ms() / 1e3; }
+static double s_now(void) { return st_now_ms() / 1e3; }
 
 /* ---- the node process ---- */
 
@@ -60,7 +60,7 @@ static int s_stop(node_proc_t *p) {
     if (p->wrapped) {
         char path[64];
         snprintf(path, sizeof path, "/proc/%d/task/%d/children", (int)p->p.pid, (int)p->p.pid);
-        char *kids = st_test_read_file(path, NULL);
+        char *kids = st_file_read(path, 0, NULL);
         int child = kids ? atoi(kids) : 0;
         free(kids);
         if (child > 0) {

@@ -39,13 +39,13 @@ TestSuite(security, .init = setup, .fini = teardown, .timeout = 120);
 
 /* Whole file as a string ("" when missing). */
 static char *s_slurp(const char *path) {
-    char *s = st_test_read_file(path, NULL);
+    char *s = st_file_read(path, 0, NULL);
     return s ? s : strdup("");
 }
 
 /* One Z85 key from a key file, checked to be exactly one line of 40 characters. */
 static void s_read_key(const char *path, char out[41]) {
-    char *s = st_test_read_file(path, NULL);
+    char *s = st_file_read(path, 0, NULL);
     cr_assert_not_null(s, "%s missing", path);
     cr_assert_eq(strlen(s), 41, "%s: want one 40-character key and a newline, got %zu bytes", path, strlen(s));
     cr_assert_eq(s[40], '\n');
@@ -493,7 +493,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     for (int i = 0; i < 4; i++) cr_assert_eq(st_wire_encode(&valid[i], enc[i], sizeof enc[i], &enc_len[i]), 0);
     uint8_t *big = calloc(1, ST_WIRE_MAX_FRAME + 1);
     uint64_t rss_warm = 0;
-    const double t0 = st_test_now_ms();
+    const double t0 = st_now_ms();
     int replies = 0;
     for (int i = 0; i < N; i++) {
         if (i == N / 10) rss_warm = s_rss_kb(nd.p.pid);
@@ -550,7 +550,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
         replies += s_drain(&c, kind == 5 && flen > ST_WIRE_MAX_FRAME ? 50 : 20);
         if (i % 1000 == 999) s_session(&c, refs), s_check_compute(&c, &req, act, act_len, want, want_len);
     }
-    const double ms = st_test_now_ms() - t0;
+    const double ms = st_now_ms() - t0;
     s_session(&c, refs);
     s_check_compute(&c, &req, act, act_len, want, want_len);
     const uint64_t rss_end = s_rss_kb(nd.p.pid);

@@ -40,21 +40,6 @@ static int run(const char *fmt, ...) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *buf = malloc((size_t)n + 1);
-    cr_assert_not_null(buf);
-    cr_assert_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    if (len) *len = (size_t)n;
-    return buf;
-}
-
 typedef struct {
     char dir[64];
 } tmp_t;
@@ -176,7 +161,8 @@ Test(synth, help_lists_every_option) {
     tmp_t t;
     tmp_init(&t);
     cr_assert_eq(run("%s'%s' --help > '%s'", st_test_run_prefix(), SYNTH, tmp_path(&t, "help.txt")), 0);
-    char *help = read_all(tmp_path(&t, "help.txt"), NULL);
+    char *help = st_file_read(tmp_path(&t, "help.txt"), 0, NULL);
+    cr_assert_not_null(help);
     static const char *opts[] = {"--out",
                                  "--preset",
                                  "--hidden",
@@ -253,7 +239,8 @@ Test(synth, bad_options_fail_with_a_message) {
         int rc = run("%s'%s' --vocab-from '%s' --out '%s' %s 2> '%s'", st_test_run_prefix(), SYNTH, vocab,
                      tmp_path(&t, "x.gguf"), cases[i].args, err);
         cr_assert_neq(rc, 0, "%s: exit 0", cases[i].args);
-        char *msg = read_all(err, NULL);
+        char *msg = st_file_read(err, 0, NULL);
+        cr_assert_not_null(msg);
         cr_assert_not_null(strstr(msg, cases[i].needle), "%s: message '%s' lacks '%s'", cases[i].args, msg,
                            cases[i].needle);
         free(msg);
@@ -266,7 +253,8 @@ Test(synth, bad_options_fail_with_a_message) {
     cr_assert_neq(run("env -u ST_QWEN_TOKENIZER_JSON HOME=/nonexistent %s'%s' --out '%s' 2> '%s'", st_test_run_prefix(),
                       SYNTH, tmp_path(&t, "x.gguf"), err),
                   0);
-    char *msg = read_all(err, NULL);
+    char *msg = st_file_read(err, 0, NULL);
+    cr_assert_not_null(msg);
     cr_assert_not_null(strstr(msg, "tokenizer-qwen3"), "'%s'", msg);
     cr_assert_not_null(strstr(msg, "--tokenizer-json"), "'%s'", msg);
     free(msg);
@@ -678,7 +666,8 @@ static void same_as_oracle(const char *args) {
                      st_test_run_prefix(), SYNTH, od, b, args),
                  0, "st-synth: %s", args);
     size_t la, lb;
-    char *x = read_all(a, &la), *y = read_all(b, &lb);
+    char *x = st_file_read(a, 0, &la), *y = st_file_read(b, 0, &lb);
+    cr_assert(x && y, "cannot read %s or %s", a, b);
     size_t i = 0;
     while (i < la && i < lb && x[i] == y[i]) i++;
     if (i < la || i < lb) {

@@ -27,10 +27,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "expert_cache.h"
 #include "forward.h"
 #include "model.h"
 #include "parse.h"
+#include "proc_mem.h"
 #include "st_log.h"
 #include "threadpool.h"
 #include "version.h"
@@ -156,12 +158,6 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     return 0;
 }
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* CPU seconds used by the whole process: with -t 1 on a busy machine, a steadier
  * measure of the work per token than wall time. */
 static double s_cpu_now(void) {
@@ -172,17 +168,11 @@ static double s_cpu_now(void) {
 
 /* Peak resident set in bytes: VmHWM, or ru_maxrss when /proc is absent. */
 static uint64_t s_peak_rss(void) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    unsigned long long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "VmHWM: %llu kB", &kb) == 1) break;
-    if (f) fclose(f);
-    if (kb == 0) {
-        struct rusage ru;
-        if (getrusage(RUSAGE_SELF, &ru) == 0) kb = (unsigned long long)ru.ru_maxrss;
-    }
-    return (uint64_t)kb * 1024;
+    uint64_t peak;
+    st_proc_memory(NULL, &peak);
+    struct rusage ru;
+    if (peak == 0 && getrusage(RUSAGE_SELF, &ru) == 0) peak = (uint64_t)ru.ru_maxrss * 1024;
+    return peak;
 }
 
 /* ---- bytes of weights a decode step reads -------------------------------- */
@@ -252,9 +242,9 @@ static double s_measure_bandwidth(st_pool_t *pool) {
     bw_job_t j = {.buf = buf, .n = (int)(BW_BUFFER / 64)};
     double best = 0.0;
     for (int pass = 0; pass < 8; pass++) {
-        double t0 = s_now();
+        double t0 = st_now_s();
         st_pool_for(pool, BW_PARTS, s_bw_part, &j);
-        double dt = s_now() - t0;
+        double dt = st_now_s() - t0;
         if (dt > 0 && BW_BUFFER / dt > best) best = BW_BUFFER / dt;
     }
     free(buf);
@@ -342,21 +332,21 @@ static double s_run_pp(st_ctx_t *c, st_kv_t *kv, int n_prompt, int32_t *toks, fl
     const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
     for (int i = 0; i < n_prompt; i++) toks[i] = s_random_token(n_vocab);
     st_kv_clear(kv);
-    double t0 = s_now();
+    double t0 = st_now_s();
     int rc = st_decode(c, kv, toks, n_prompt, logits, false);
-    return rc < 0 ? -1.0 : s_now() - t0;
+    return rc < 0 ? -1.0 : st_now_s() - t0;
 }
 
 /* One tg run: n_gen single-token steps into an empty cache; seconds or < 0. */
 static double s_run_tg(st_ctx_t *c, st_kv_t *kv, int n_gen, float *logits) {
     const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
     st_kv_clear(kv);
-    double t0 = s_now();
+    double t0 = st_now_s();
     for (int i = 0; i < n_gen; i++) {
         int32_t tok = s_random_token(n_vocab);
         if (st_decode(c, kv, &tok, 1, logits, false) < 0) return -1.0;
     }
-    return s_now() - t0;
+    return st_now_s() - t0;
 }
 
 /* One batched tg run: n_seq sequences, n_gen steps of one token each, all
@@ -365,12 +355,12 @@ static double s_run_tg_batch(st_ctx_t *c, st_kv_t **kvs, int n_seq, int n_gen, f
     const int n_vocab = st_ctx_model(c)->cfg.n_vocab;
     int32_t toks[256];
     for (int s = 0; s < n_seq; s++) st_kv_clear(kvs[s]);
-    double t0 = s_now();
+    double t0 = st_now_s();
     for (int i = 0; i < n_gen; i++) {
         for (int s = 0; s < n_seq; s++) toks[s] = s_random_token(n_vocab);
         if (st_decode_batch(c, kvs, toks, n_seq, logits) < 0) return -1.0;
     }
-    return s_now() - t0;
+    return st_now_s() - t0;
 }
 
 static void s_print_markdown(const args_t *a, const st_model_t *m, const char *kname, uint64_t file_size,
@@ -439,9 +429,9 @@ int main(int argc, char **argv) {
     /* bandwidth first, while the model is not resident, in a child process */
     const double bw = a.no_bw ? 0.0 : s_bandwidth((int)a.threads);
 
-    double t0 = s_now();
+    double t0 = st_now_s();
     st_model_t *m = a.mem ? st_model_load(a.model) : st_model_load_resident(a.model); /* as st-run */
-    double load_ms = 1e3 * (s_now() - t0);
+    double load_ms = 1e3 * (st_now_s() - t0);
     if (!m) return 1;
     const uint64_t file_size = st_gguf_file_size(m->gguf);
 

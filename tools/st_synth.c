@@ -29,8 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
+#include "clock.h"
+#include "file.h"
 #include "gguf.h"
 #include "gguf_writer.h"
 #include "st_kernels.h"
@@ -417,33 +418,6 @@ typedef struct {
     size_t n_owned;
 } vocab_t;
 
-static char *s_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n + 65536 + 1 > cap) {
-            cap = (n + 65536 + 1) * 2;
-            char *p = realloc(buf, cap);
-            if (!p) s_die("out of memory reading %s", path);
-            buf = p;
-        }
-        size_t k = fread(buf + n, 1, cap - n - 1, f);
-        n += k;
-        if (k == 0) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return NULL;
-    }
-    buf[n] = 0;
-    if (len) *len = n;
-    return buf;
-}
-
 static char *s_own(vocab_t *v, char *s) {
     if (!s) s_die("out of memory");
     if ((v->n_owned & (v->n_owned - 1)) == 0) { /* grow at powers of two */
@@ -526,7 +500,7 @@ static void s_pad_tokens(vocab_t *v, uint32_t vocab_size, const char **text, siz
 /* lib/qwen3-vocab.mjs: vocab ids, then added tokens over them; CONTROL when special or <|...|>. */
 static void s_vocab_from_json(vocab_t *v, const char *path, uint32_t vocab_size) {
     size_t len;
-    char *text = s_read_file(path, &len);
+    char *text = st_file_read(path, 0, &len);
     if (!text) s_die("cannot read %s: %s", path, strerror(errno));
     v->json = cJSON_ParseWithLength(text, len);
     free(text);
@@ -669,7 +643,7 @@ static char *s_qwen3_template(const char *tokenizer_json) {
     int dir = slash ? (int)(slash - tokenizer_json) : 1;
     snprintf(path, sizeof path, "%.*s/tokenizer_config.json", dir, slash ? tokenizer_json : ".");
     size_t len;
-    char *text = s_read_file(path, &len);
+    char *text = st_file_read(path, 0, &len);
     if (!text) s_die("cannot read %s: %s", path, strerror(errno));
     cJSON *j = cJSON_ParseWithLength(text, len);
     free(text);
@@ -1081,12 +1055,6 @@ static void s_write_tensor(st_gguf_writer_t *w, const cfg_t *c, const tensor_t *
 
 /* ------------------------------------------------------------------ main */
 
-static double s_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 #define CHECK(call)                                                                                                    \
     do {                                                                                                               \
         if ((call) != 0) s_die("writing the header failed (see above)");                                               \
@@ -1241,7 +1209,7 @@ int main(int argc, char **argv) {
         if (!c.quiet) fprintf(stderr, "warning: %s\n", plan.warnings[i]);
 
     const char *out = a.v[O_OUT];
-    double t0 = s_now();
+    double t0 = st_now_s();
     if (st_gguf_writer_begin(w, out)) s_die("cannot write %s", out);
     scratch_t s = {0};
     uint64_t done = 0;
@@ -1256,7 +1224,7 @@ int main(int argc, char **argv) {
             for (uint32_t d = 1; d < t->n_dims; d++)
                 k += snprintf(shape + k, sizeof shape - (size_t)k, ",%lld", (long long)t->ne[d]);
             fprintf(stderr, "  %s %s [%s]  %.0f MiB  %.1f s\n", t->name, st_type_name(t->type), shape, done / 1048576.0,
-                    s_now() - t0);
+                    st_now_s() - t0);
         }
     }
     uint64_t total = 0;
@@ -1264,7 +1232,7 @@ int main(int argc, char **argv) {
     st_gguf_writer_destroy(&w);
     if (!c.quiet)
         fprintf(stderr, "wrote %s: %.1f MiB, %zu tensors, vocab %u, %.1f s\n", out, total / 1048576.0, plan.n, v.n,
-                s_now() - t0);
+                st_now_s() - t0);
 
     free(s.vals);
     free(s.tmp);

@@ -29,8 +29,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "clock.h"
 
 #define RING_BYTES (1u << 20) /* bytes held per direction */
 #define RING_CHUNKS 1024      /* reads held per direction */
@@ -38,7 +39,7 @@
 
 typedef struct {
     uint32_t len;
-    double due; /* ms, CLOCK_MONOTONIC */
+    double due; /* ms, st_now_ms */
 } chunk_t;
 
 typedef struct {
@@ -59,12 +60,6 @@ typedef struct {
 
 static volatile sig_atomic_t s_stop;
 static void s_on_signal(int sig) { (void)sig, s_stop = 1; }
-
-static double s_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static int s_usage(void) {
     fprintf(stderr, "usage: st-delay-proxy --listen HOST:PORT --to HOST:PORT --delay MS\n"
@@ -197,7 +192,7 @@ int main(int argc, char **argv) {
     struct pollfd pf[1 + 2 * MAX_CONNS];
     unsigned long long n_conns = 0;
     while (!s_stop) {
-        const double now = s_now_ms();
+        const double now = st_now_ms();
         double next = now + 1000;
         int np = 0;
         pf[np++] = (struct pollfd){lfd, POLLIN, 0};
@@ -226,7 +221,7 @@ int main(int argc, char **argv) {
             perror("st-delay-proxy: poll");
             return 1;
         }
-        const double t = s_now_ms();
+        const double t = st_now_ms();
         if (r > 0 && (pf[0].revents & POLLIN)) { /* new clients */
             for (;;) {
                 int cfd = accept(lfd, NULL, NULL);

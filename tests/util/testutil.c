@@ -14,7 +14,6 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 const char *st_test_model_dir(void) {
@@ -88,27 +87,8 @@ const char *st_test_model(const char *const *args, char *path, size_t cap) {
     return path;
 }
 
-char *st_test_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        if (len) *len = (size_t)n;
-    }
-    return buf;
-}
-
 cJSON *st_test_read_json(const char *path) {
-    char *s = st_test_read_file(path, NULL);
+    char *s = st_file_read(path, 0, NULL);
     cJSON *j = s ? cJSON_Parse(s) : NULL;
     free(s);
     return j;
@@ -122,12 +102,6 @@ static pid_t s_children[MAX_CHILDREN]; /* spawned and not reaped yet (0: free sl
 static void s_forget(pid_t pid) {
     for (int i = 0; i < MAX_CHILDREN; i++)
         if (s_children[i] == pid) s_children[i] = 0;
-}
-
-double st_test_now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
 pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int death_sig) {
@@ -161,7 +135,7 @@ pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int d
 }
 
 int st_test_wait(pid_t pid, int ms) {
-    const double deadline = st_test_now_ms() + ms;
+    const double deadline = st_now_ms() + ms;
     for (;;) {
         int st;
         pid_t r = waitpid(pid, &st, WNOHANG);
@@ -173,7 +147,7 @@ int st_test_wait(pid_t pid, int ms) {
             s_forget(pid);
             return -1;
         }
-        if (st_test_now_ms() > deadline) return -1;
+        if (st_now_ms() > deadline) return -1;
         poll(NULL, 0, 5); /* polling an exit status, bounded by the deadline */
     }
 }
@@ -204,11 +178,11 @@ int st_test_node_start(st_test_node_t *nd, const char *const *argv, const char *
     nd->pid = st_test_spawn(argv, &nd->out, log, SIGTERM); /* SIGTERM: a wrapper passes it on */
     char buf[2048] = "";
     size_t len = 0;
-    const double deadline = st_test_now_ms() + ms;
+    const double deadline = st_now_ms() + ms;
     const char *at;
     while (!(at = strstr(buf, "listening on ")) || !strchr(at, '\n')) {
         struct pollfd p = {nd->out, POLLIN, 0};
-        int left = (int)(deadline - st_test_now_ms());
+        int left = (int)(deadline - st_now_ms());
         cr_assert_gt(left, 0, "%s did not start within %d ms (log %s)", argv[0], ms, log ? log : "stderr");
         if (poll(&p, 1, left) <= 0) continue;
         ssize_t r = read(nd->out, buf + len, sizeof buf - 1 - len);
@@ -237,12 +211,12 @@ int st_test_node_stop(st_test_node_t *nd, int sig) {
 }
 
 bool st_test_file_has(const char *path, const char *text, int ms) {
-    const double deadline = st_test_now_ms() + ms;
+    const double deadline = st_now_ms() + ms;
     for (;;) {
-        char *s = st_test_read_file(path, NULL);
+        char *s = st_file_read(path, 0, NULL);
         bool found = s && strstr(s, text);
         free(s);
-        if (found || st_test_now_ms() > deadline) return found;
+        if (found || st_now_ms() > deadline) return found;
         poll(NULL, 0, 10); /* polling a file for a line, bounded by the deadline */
     }
 }

@@ -11,6 +11,9 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "clock.h"
+#include "file.h"
+
 /* Directory for generated test models: $ST_MODEL_CACHE or ~/.cache/st-models. */
 const char *st_test_model_dir(void);
 
@@ -30,8 +33,6 @@ const char *st_test_llama_quantize(void);
  * llama-quantize is absent (skip the test); asserts when a step fails. */
 bool st_test_quantized_model(const char *const *synth_args, const char *type, char *path, size_t cap);
 
-/* Whole file as a NUL-terminated malloc'd buffer (NULL if unreadable). */
-char *st_test_read_file(const char *path, size_t *len);
 /* Parsed JSON file (NULL if unreadable or malformed). */
 cJSON *st_test_read_json(const char *path);
 
@@ -44,9 +45,6 @@ const char *st_test_run_prefix(void);
 int st_test_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- processes ---------------------------------------------------------- */
-
-/* Monotonic clock in milliseconds. */
-double st_test_now_ms(void);
 
 /* Forks and execs argv (NULL-terminated, argv[0] a path). Its stdout goes to
  * a pipe whose read end is stored in *out_fd (out_fd NULL: inherited), its
