@@ -19,6 +19,7 @@ struct st_placement {
     uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer */
     uint64_t max_bytes;    /* the largest of them */
     uint64_t *node_bytes;  /* bytes of the experts per node */
+    uint64_t *node_budget; /* each node's RAM budget, to say when its share exceeds it */
     int *owners;           /* [(l * X + e) * R + r], -1 = none */
     uint8_t *pinned;       /* same indexing */
     int *n_owners;         /* [l * X + e] */
@@ -242,7 +243,9 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     pl->R = p->replication < N ? p->replication : N;
     pl->layer_bytes = malloc((size_t)L * sizeof *pl->layer_bytes);
     pl->node_bytes = calloc((size_t)N, sizeof *pl->node_bytes);
-    if (!pl->layer_bytes || !pl->node_bytes) goto fail;
+    pl->node_budget = calloc((size_t)N, sizeof *pl->node_budget);
+    if (!pl->layer_bytes || !pl->node_bytes || !pl->node_budget) goto fail;
+    for (int i = 0; i < N; i++) pl->node_budget[i] = nodes[i].mem_budget;
     uint64_t all_bytes = 0; /* of one copy of every expert */
     for (int l = 0; l < L; l++) {
         pl->layer_bytes[l] = p->layer_bytes ? p->layer_bytes[l] : p->expert_bytes;
@@ -305,6 +308,7 @@ void st_placement_destroy(st_placement_t **plp) {
     free(pl->node_count);
     free(pl->layer_bytes);
     free(pl->node_bytes);
+    free(pl->node_budget);
     free(pl);
     *plp = NULL;
 }
@@ -375,6 +379,14 @@ void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *na
                 names && names[i] ? names[i] : "", pl->node_count[i],
                 (double)st_placement_node_bytes(pl, i) / (1 << 20), lo, hi, s_pinned_count(pl, i));
     }
+    for (int i = 0; i < pl->n_nodes; i++) /* beyond its budget a node reads experts from its store per use */
+        if (pl->node_budget[i] && pl->node_bytes[i] > pl->node_budget[i])
+            st_log(ST_LOG_WARN,
+                   "node %d %s: its share, %.1f MiB of experts, exceeds its budget of %.1f MiB: %.1f MiB will be "
+                   "read from its store when used (slower); add nodes or memory to keep every expert in RAM",
+                   i, names && names[i] ? names[i] : "", (double)pl->node_bytes[i] / (1 << 20),
+                   (double)pl->node_budget[i] / (1 << 20),
+                   (double)(pl->node_bytes[i] - pl->node_budget[i]) / (1 << 20));
 }
 
 int st_placement_save_json(const st_placement_t *pl, const char *path, const char *const *names,

@@ -71,7 +71,9 @@ int st_placement_node_experts(const st_placement_t *pl, int node); /* experts (a
 uint64_t st_placement_node_bytes(const st_placement_t *pl, int node);
 int st_placement_replicas_dropped(const st_placement_t *pl);
 
-/* Human-readable summary (one line per node). names may be NULL. */
+/* Human-readable summary (one line per node); logs a warning for each node
+ * whose share exceeds its RAM budget (it will read the rest from its store).
+ * names may be NULL. */
 void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *names);
 /* Writes the placement as JSON to path (atomically: temp file + rename).
  * names and model_hash_hex may be NULL. 0 or a negative ST_E* code. */

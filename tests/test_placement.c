@@ -393,3 +393,38 @@ Test(placement, per_layer_expert_bytes) {
     p.layer_bytes = bad;
     cr_assert_null(st_placement_new(&p, nodes, N));
 }
+
+/* A node whose share exceeds its RAM budget (it streams the rest from its
+ * store) is named in a warning when the placement is printed; a node within
+ * its budget is not. 3 layers x 4 experts of 2 MiB (24 MiB) on 2 nodes: node 0
+ * can store 10 MiB (its budget: 5 experts), node 1 has 6 MiB of RAM but 32
+ * MiB of store and takes the other 7 (14 MiB). */
+Test(placement, print_warns_about_a_share_over_the_budget) {
+    st_place_node_t nodes[2] = {{.mem_budget = 10 * MiB}, {.mem_budget = 10 * MiB, .store_cap = 32 * MiB}};
+    nodes[1].mem_budget = 6 * MiB;
+    st_place_params_t p = s_params(3, 4, 1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_node_bytes(pl, 1), 14 * MiB);
+    cr_assert_gt(st_placement_node_bytes(pl, 1), 6 * MiB, "node 1 must be over its budget for this test");
+    cr_assert_leq(st_placement_node_bytes(pl, 0), 10 * MiB);
+    char path[] = "/tmp/st-test-placement-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    const char *names[2] = {"tcp://a:1", "tcp://b:1"};
+    st_placement_print(pl, stdout, names);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    char buf[4096] = {0};
+    cr_assert_geq(pread(fd, buf, sizeof buf - 1, 0), 0);
+    close(fd);
+    unlink(path);
+    cr_assert_not_null(strstr(buf, "node 1 tcp://b:1: its share"), "no warning for node 1: '%s'", buf);
+    cr_assert_not_null(strstr(buf, "exceeds its budget of 6.0 MiB"), "%s", buf);
+    cr_assert_null(strstr(buf, "node 0 "), "node 0 is within its budget: '%s'", buf);
+    st_placement_destroy(&pl);
+}

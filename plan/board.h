@@ -1,0 +1,85 @@
+/* board: what the planner knows about one machine of a cluster - its RAM,
+ * memory bandwidth, matmul rates, storage, messaging and network speed.
+ *
+ * A board comes from a profile file (written by `st-bench --profile FILE` on
+ * the machine itself, or by hand) or from the built-in table of Raspberry Pi
+ * boards made from published figures (README, "The 21B on Raspberry Pis").
+ *
+ * Profile files are text, one `key = value` per line, `#` starts a comment,
+ * every number in plain SI units (bytes, bytes/s, seconds, multiply-adds/s):
+ *
+ *   name = pi5-8g                 a label
+ *   ram = 8589934592              bytes of RAM
+ *   mem = 7516192768              bytes a node gives to experts (--mem); default ram - 512 MiB
+ *   threads = 4
+ *   mem_bw = 1.0e10               streaming read bandwidth, all threads (bytes/s)
+ *   mem_bw.1 = 6.0e9              ... with 1, 2, ... threads (informational)
+ *   matmul.q4_0 = 1.7e10 5.4e10 5.4e10   multiply-adds/s at 1, 8 and 64 tokens
+ *   disk_direct = 8.0e7           reads of expert-sized blocks with O_DIRECT (bytes/s)
+ *   disk_buffered = 8.0e7         the same through the page cache
+ *   disk = 3.2e10                 bytes of storage for the expert store
+ *   rtt = 1.5e-4                  one small ZeroMQ request/reply over loopback (s)
+ *   msg_bps = 1.0e9               ZeroMQ throughput over loopback, 1 MiB messages
+ *   net_bps = 1.17625e8           the board's network link (bytes/s; 941 Mbit/s)
+ *
+ * Unknown keys are an error (a typo must not pass silently); missing ones
+ * take the defaults named above or, for rates, are derived (st_board_fill).
+ */
+#ifndef ST_BOARD_H
+#define ST_BOARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "st_kernels.h"
+
+#define ST_BOARD_MAX_THREADS 64
+#define ST_BOARD_N_BATCH 3 /* matmul rates at 1, 8 and 64 tokens */
+
+extern const int st_board_batch[ST_BOARD_N_BATCH]; /* {1, 8, 64} */
+
+typedef struct {
+    char name[64];
+    uint64_t ram;                                   /* bytes */
+    uint64_t mem;                                   /* a node's expert budget (bytes) */
+    int threads;                                    /* cores used */
+    double mem_bw;                                  /* bytes/s, all threads */
+    double mem_bw_t[ST_BOARD_MAX_THREADS + 1];      /* [n]: with n threads (0: not measured) */
+    double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH]; /* multiply-adds/s; 0: unknown type */
+    double disk_direct;                             /* bytes/s */
+    double disk_buffered;                           /* bytes/s */
+    uint64_t disk;                                  /* bytes of storage */
+    char disk_kind[16];                             /* "microSD", "NVMe", "measured" */
+    double rtt;                                     /* s */
+    double msg_bps;                                 /* bytes/s */
+    double net_bps;                                 /* bytes/s */
+} st_board_t;
+
+/* Fills b with the built-in board called name ("pi5-2g", "pi4-8g", ...,
+ * optionally with "+nvme" or "+ssd" for that storage instead of the
+ * microSD card). 0, or ST_EINVAL (logged, listing the known names). */
+int st_board_builtin(const char *name, st_board_t *b);
+/* Names of the built-in boards, for --help: a static string. */
+const char *st_board_builtin_names(void);
+
+/* Reads a profile file into b. 0, or a negative ST_E* code after logging the
+ * file, the line and what is wrong with it. */
+int st_board_load(const char *path, st_board_t *b);
+/* A built-in name, or else a profile file. */
+int st_board_get(const char *spec, st_board_t *b);
+/* Writes b as a profile file (the format above). 0 or a negative ST_E* code. */
+int st_board_save(const st_board_t *b, FILE *f);
+
+/* Completes a board after loading: mem from ram, matmul rates of types it
+ * lacks from its Q4_0 rates (compute) and its bandwidth (1 token), disk and
+ * network defaults. ST_EINVAL (logged) when nothing usable is left (no
+ * bandwidth, no matmul rate). */
+int st_board_fill(st_board_t *b);
+
+/* Seconds to multiply a rows x cols matrix of type t with n_tok tokens on b:
+ * the measured rates at 1, 8 and 64 tokens, the time interpolated linearly in
+ * between and growing linearly past 64. */
+double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok);
+
+#endif

@@ -1,0 +1,410 @@
+/* plan: the placement and the predicted speed of a cluster (see plan.h).
+ *
+ * Everything is arithmetic on the model's shapes and the boards' rates; the
+ * only search is the expected slowest node of a layer, computed exactly by
+ * counting: for a time T, the number of ways to pick the layer's used experts
+ * so that every node finishes by T is the coefficient of z^d in the product
+ * of the nodes' polynomials sum C(ram, h) C(disk, g) z^(h+g) over the (h, g)
+ * that finish by T. E[max] = sum over the distinct times T of T x the jump of
+ * that probability. Identical layers (the usual case) are computed once.
+ */
+#include "plan.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "st_log.h"
+
+#define MAX_THRESHOLDS 512         /* more distinct finishing times are rounded up onto this many */
+#define TCP_PAYLOAD 1448.0         /* bytes of a full TCP segment on Ethernet */
+#define NODE_PROCESS (64ull << 20) /* a node's own memory beside its --mem (code, buffers, sockets) */
+#define RTO_MIN 0.2                /* s: Linux's minimum retransmission timeout */
+
+/* ---- links --------------------------------------------------------------- */
+
+static bool s_scaled(const char *s, const char *const *units, const double *mul, int n_units, double *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || !isfinite(v) || v < 0) return false;
+    if (!*end) {
+        *out = v;
+        return true;
+    }
+    for (int i = 0; i < n_units; i++)
+        if (!strcasecmp(end, units[i])) {
+            *out = v * mul[i];
+            return true;
+        }
+    return false;
+}
+
+bool st_link_parse(const char *s, st_link_t *link) {
+    static const char *const rate_u[] = {"bit", "bps", "kbit", "kbps", "mbit", "mbps", "gbit", "gbps"};
+    static const double rate_m[] = {1, 1, 1e3, 1e3, 1e6, 1e6, 1e9, 1e9};
+    static const char *const time_u[] = {"s", "ms", "us"};
+    static const double time_m[] = {1, 1e-3, 1e-6};
+    char buf[128];
+    if (!s || strlen(s) >= sizeof buf) return false;
+    strcpy(buf, s);
+    char *parts[4] = {0};
+    int n = 0;
+    for (char *save, *t = strtok_r(buf, ":", &save); t && n < 4; t = strtok_r(NULL, ":", &save)) parts[n++] = t;
+    if (n < 2 || n > 3) return false;
+    double bits, delay, loss = 0;
+    if (!s_scaled(parts[0], rate_u, rate_m, 8, &bits) || bits < 1e3) return false;
+    if (!s_scaled(parts[1], time_u, time_m, 3, &delay) || delay > 10) return false;
+    if (n == 3) {
+        char *pct = strchr(parts[2], '%');
+        if (pct && pct[1]) return false;
+        if (pct) *pct = 0;
+        char *end;
+        loss = strtod(parts[2], &end);
+        if (end == parts[2] || *end || !isfinite(loss) || loss < 0 || loss >= 50) return false;
+        loss /= 100;
+    }
+    *link = (st_link_t){bits / 8, delay, loss};
+    return true;
+}
+
+/* ---- the model's shapes --------------------------------------------------- */
+
+static uint64_t s_bytes(const st_weight_t *w) { return w->data ? (uint64_t)w->row_bytes * (uint64_t)w->n_rows : 0; }
+
+int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm) {
+    memset(pm, 0, sizeof *pm);
+    const st_config_t *c = &m->cfg;
+    st_model_describe(m, pm->desc, sizeof pm->desc);
+    pm->n_layer = c->n_layer;
+    pm->n_expert = c->n_expert;
+    pm->n_expert_used = c->n_expert_used;
+    pm->n_embd = c->n_embd;
+    pm->n_ff = c->n_ff_exp;
+    pm->n_vocab = c->n_vocab;
+    pm->n_head_kv = c->n_head_kv;
+    pm->head_dim = c->head_dim;
+    pm->file_bytes = st_gguf_file_size(m->gguf);
+    for (int64_t i = 0; i < st_gguf_n_tensors(m->gguf); i++) {
+        const st_gguf_tensor_t *t = st_gguf_tensor(m->gguf, i);
+        if (strstr(t->name, "_exps."))
+            pm->expert_bytes += t->nbytes;
+        else if (!strcmp(t->name, "token_embd.weight"))
+            pm->embd_bytes += t->nbytes;
+        else if (strcmp(t->name, "lm_head_profiler.weight")) /* PowerInfer's extra tensor is never read */
+            pm->dense_bytes += t->nbytes;
+    }
+    if (m->output.data == m->tok_embd.data) pm->dense_bytes += pm->embd_bytes; /* tied: the head reads it all */
+    pm->head.type = m->output.type;
+    pm->head.rows = m->output.n_rows;
+    pm->head.cols = m->output.n_cols;
+    for (int l = 0; l < c->n_layer; l++) {
+        const st_layer_t *L = &m->layers[l];
+        const st_weight_t *d[5] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->router};
+        for (int k = 0; k < 5; k++) {
+            pm->dense[l][k].type = d[k]->type;
+            pm->dense[l][k].rows = d[k]->data ? d[k]->n_rows : 0;
+            pm->dense[l][k].cols = d[k]->n_cols;
+        }
+        const st_weight_t *e[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int k = 0; k < 3; k++) {
+            pm->exp[l][k].type = e[k]->type;
+            /* as computed: gate/up n_ff x n_embd, down n_embd x n_ff (PowerInfer stores it transposed) */
+            pm->exp[l][k].rows = k < 2 ? c->n_ff_exp : c->n_embd;
+            pm->exp[l][k].cols = k < 2 ? c->n_embd : c->n_ff_exp;
+            pm->layer_expert_bytes[l] += e[k]->mat_bytes ? e[k]->mat_bytes : s_bytes(e[k]) / (uint64_t)c->n_expert;
+        }
+        if (!pm->layer_expert_bytes[l]) return st_fail(ST_EUNSUP, "layer %d has no experts", l);
+    }
+    const st_type_traits_t *tr = st_type_traits(m->layers[0].gate_exps.type);
+    pm->act_bytes = tr ? st_row_size(tr->vec_dot_type, c->n_embd) : (uint64_t)c->n_embd * 4;
+    return 0;
+}
+
+/* ---- the expected slowest node ------------------------------------------- */
+
+static double s_binom(int n, int k) {
+    if (k < 0 || k > n) return 0;
+    if (k > n - k) k = n - k;
+    double r = 1;
+    for (int i = 1; i <= k; i++) r = r * (n - k + i) / i;
+    return r;
+}
+
+static double s_node_time(double compute, double read, double hide, int h, int g) {
+    return fmax(0.0, g * read - hide) + (h + g) * compute;
+}
+
+static int s_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double st_plan_expected_max(int n, const int *ram, const int *disk, const double *compute, const double *read,
+                            double hide, int d) {
+    int X = 0;
+    for (int i = 0; i < n; i++) {
+        if (ram[i] < 0 || disk[i] < 0 || compute[i] < 0 || read[i] < 0) return -1;
+        X += ram[i] + disk[i];
+    }
+    if (n < 1 || d < 0 || d > X || X > 1000) return -1; /* C(1000, 500) is still a double */
+    if (d == 0) return 0;
+    size_t nv = 0, cap = 0;
+    for (int i = 0; i < n; i++) cap += (size_t)(ram[i] + 1) * (disk[i] + 1);
+    double *vals = malloc(cap * sizeof *vals), *poly = malloc((size_t)(d + 1) * 2 * sizeof *poly);
+    if (!vals || !poly) {
+        free(vals);
+        free(poly);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        for (int h = 0; h <= ram[i] && h <= d; h++)
+            for (int g = 0; g <= disk[i] && h + g <= d; g++) vals[nv++] = s_node_time(compute[i], read[i], hide, h, g);
+    qsort(vals, nv, sizeof *vals, s_cmp_double);
+    size_t nu = 0;
+    for (size_t i = 0; i < nv; i++)
+        if (nu == 0 || vals[i] != vals[nu - 1]) vals[nu++] = vals[i];
+    size_t nt = nu < MAX_THRESHOLDS ? nu : MAX_THRESHOLDS;
+    const double total = s_binom(X, d);
+    double *q = poly + d + 1, e = 0, f_prev = 0;
+    for (size_t j = 0; j < nt; j++) {
+        /* kept thresholds: every value rounds up to the next one kept (the largest always is) */
+        const double T = vals[nt == nu ? j : ((j + 1) * nu + nt - 1) / nt - 1];
+        memset(poly, 0, (size_t)(d + 1) * sizeof *poly);
+        poly[0] = 1;
+        for (int i = 0; i < n; i++) {
+            memset(q, 0, (size_t)(d + 1) * sizeof *q);
+            for (int h = 0; h <= ram[i] && h <= d; h++)
+                for (int g = 0; g <= disk[i] && h + g <= d; g++)
+                    if (s_node_time(compute[i], read[i], hide, h, g) <= T)
+                        q[h + g] += s_binom(ram[i], h) * s_binom(disk[i], g);
+            for (int a = d; a >= 0; a--) { /* poly *= q, truncated at z^d, in place from the top */
+                double s = 0;
+                for (int b = 0; b <= a; b++) s += poly[a - b] * q[b];
+                poly[a] = s;
+            }
+        }
+        const double F = poly[d] / total;
+        e += T * (F - f_prev);
+        f_prev = F;
+    }
+    free(vals);
+    free(poly);
+    return e;
+}
+
+/* ---- one step ------------------------------------------------------------ */
+
+typedef struct {
+    const st_plan_model_t *m;
+    const st_plan_params_t *p;
+    const st_placement_t *pl;
+    const st_plan_node_t *pn;
+    int **per_layer; /* [node][layer]: experts of the layer on the node */
+} ctx_t;
+
+/* Seconds of the coordinator's dense matrices of layer l for n tokens. */
+static double s_coord_layer(const ctx_t *c, int l, double n) {
+    double t = 0;
+    for (int k = 0; k < 5; k++)
+        t += st_board_matmul_s(c->p->coord, c->m->dense[l][k].type, c->m->dense[l][k].rows, c->m->dense[l][k].cols, n);
+    return t;
+}
+
+/* Seconds of one expert of layer l with b tokens on board bd. */
+static double s_expert(const ctx_t *c, const st_board_t *bd, int l, double b) {
+    double t = 0;
+    for (int k = 0; k < 3; k++)
+        t += st_board_matmul_s(bd, c->m->exp[l][k].type, c->m->exp[l][k].rows, c->m->exp[l][k].cols, b);
+    return t;
+}
+
+/* Expected slowest node of layer l with d distinct experts used (fractional:
+ * interpolated), b tokens each; reads free when `no_reads`. */
+static double s_layer_nodes(const ctx_t *c, int l, double d, double b, double hide, bool no_reads) {
+    const int N = c->p->n_nodes;
+    int *ram = calloc((size_t)N * 2, sizeof *ram), *disk = ram + N;
+    double *cmp = calloc((size_t)N * 2, sizeof *cmp), *rd = cmp + N;
+    if (!ram || !cmp) {
+        free(ram);
+        free(cmp);
+        return 0;
+    }
+    for (int i = 0; i < N; i++) {
+        const int held = c->per_layer[i][l];
+        ram[i] = (int)floor(c->pn[i].ram_fraction * held + 0.5);
+        disk[i] = held - ram[i];
+        cmp[i] = s_expert(c, &c->p->nodes[i], l, b);
+        rd[i] = no_reads ? 0 : (double)c->m->layer_expert_bytes[l] / c->p->nodes[i].disk_direct;
+    }
+    const int lo = (int)floor(d), hi = (int)ceil(d);
+    double e = st_plan_expected_max(N, ram, disk, cmp, rd, hide, lo);
+    if (hi != lo) e += (d - lo) * (st_plan_expected_max(N, ram, disk, cmp, rd, hide, hi) - e);
+    free(ram);
+    free(cmp);
+    return e > 0 ? e : 0;
+}
+
+/* One step over the cluster with n tokens (one per user, or a prompt chunk);
+ * `head_tokens` rows of logits at the end. */
+static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens) {
+    const st_plan_model_t *m = c->m;
+    const st_plan_params_t *p = c->p;
+    const int X = m->n_expert, k = m->n_expert_used, N = p->n_nodes;
+    st_plan_step_t s = {0};
+    /* distinct experts that n tokens use, and tokens per used expert */
+    const double d = X * (1 - pow(1 - (double)k / X, n)), b = n * k / d;
+    const double rc =
+        fmin(p->link.rate > 0 ? fmin(p->link.rate, p->coord->net_bps) : p->coord->net_bps, p->coord->msg_bps);
+    double prev_key[3] = {-1, -1, -1}, prev[2] = {0, 0};
+    for (int l = 0; l < m->n_layer; l++) {
+        const double attn = s_coord_layer(c, l, n);
+        /* bytes each way: a node gets the rows of the tokens that use it, returns one row per (token, expert) */
+        double out = 0, out_max = 0, back_max = 0, packets = 0;
+        for (int i = 0; i < N; i++) {
+            const int held = c->per_layer[i][l];
+            const double use = 1 - s_binom(X - held, k) / s_binom(X, k); /* a token uses node i */
+            const double o = n * use * m->act_bytes, r = n * k * held / (double)X * m->n_embd * 4.0;
+            const double ri = p->link.rate > 0 ? fmin(p->link.rate, p->nodes[i].net_bps) : p->nodes[i].net_bps;
+            out += o;
+            out_max = fmax(out_max, o / ri);
+            back_max = fmax(back_max, r / ri);
+            packets += (o > 0) * ceil(o / TCP_PAYLOAD) + (r > 0) * ceil(r / TCP_PAYLOAD);
+        }
+        const double back = n * k * m->n_embd * 4.0;
+        const double t_out = fmax(out / rc, out_max), t_back = fmax(back / rc, back_max);
+        /* a lost segment: a tail-loss probe after 2 round trips (at least 10 ms), or the RTO */
+        const double rtt_link = 2 * p->link.delay;
+        const double penalty = fmin(RTO_MIN, fmax(2 * rtt_link, 0.010)) + rtt_link;
+        const double lost = 1 - pow(1 - p->link.loss, packets);
+        s.coord += attn;
+        s.transfer += t_out + t_back;
+        s.latency += rtt_link + p->coord->rtt + lost * penalty;
+        /* the prefetch hint leaves before attention: reads overlap it and the send */
+        const double hide = attn + t_out + p->link.delay;
+        double key[3] = {hide, d, (double)l};
+        bool same = l > 0 && key[0] == prev_key[0];
+        for (int i = 0; same && i < N; i++) same = c->per_layer[i][l] == c->per_layer[i][l - 1];
+        for (int kk = 0; same && kk < 3; kk++) same = m->exp[l][kk].type == m->exp[l - 1][kk].type;
+        if (!same) {
+            prev[0] = s_layer_nodes(c, l, d, b, hide, true);
+            prev[1] = s_layer_nodes(c, l, d, b, hide, false);
+            memcpy(prev_key, key, sizeof key);
+        }
+        s.node += prev[0];
+        s.storage += fmax(0.0, prev[1] - prev[0]);
+    }
+    s.coord += st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, head_tokens);
+    s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
+    return s;
+}
+
+static void s_add(st_plan_step_t *a, const st_plan_step_t *b) {
+    a->coord += b->coord, a->node += b->node, a->storage += b->storage, a->transfer += b->transfer;
+    a->latency += b->latency, a->total += b->total;
+}
+
+const char *st_plan_bottleneck(const st_plan_step_t *s) {
+    const double v[5] = {s->coord, s->node, s->storage, s->transfer, s->latency};
+    static const char *const names[5] = {"coordinator", "nodes", "storage", "network", "round trips"};
+    int best = 0;
+    for (int i = 1; i < 5; i++)
+        if (v[i] > v[best]) best = i;
+    return names[best];
+}
+
+/* ---- the plan ------------------------------------------------------------ */
+
+static void s_warn(st_plan_t *pl, const char *fmt, const char *a, double x, double y) {
+    if (pl->n_warnings < 4) snprintf(pl->warnings[pl->n_warnings++], sizeof pl->warnings[0], fmt, a, x, y);
+}
+
+st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
+    if (!m || !p || !p->coord || !p->nodes || p->n_nodes < 1 || p->n_nodes > 4096 || p->users < 1 || p->users > 4096 ||
+        p->prompt < 1 || p->n_batch < 1 || p->n_ctx < 1) {
+        st_fail(ST_EINVAL, "bad plan parameters");
+        return NULL;
+    }
+    const int N = p->n_nodes, L = m->n_layer, X = m->n_expert;
+    /* the coordinator keeps the dense weights, the users' KV caches and the logits */
+    const uint64_t kv = (uint64_t)p->users * p->n_ctx * L * 2ull * m->n_head_kv * m->head_dim * 2;
+    const uint64_t coord_ram = m->dense_bytes + kv + (uint64_t)p->users * m->n_vocab * 4 + (64ull << 20);
+    if (coord_ram > p->coord->ram) {
+        st_fail(ST_ENOMEM,
+                "the coordinator's board %s has %.1f GiB of RAM; it needs %.2f GiB (dense weights %.2f GiB, KV "
+                "caches of %d users x %d tokens %.2f GiB): choose a board with more RAM",
+                p->coord->name, p->coord->ram / 1073741824.0, coord_ram / 1073741824.0, m->dense_bytes / 1073741824.0,
+                p->users, p->n_ctx, kv / 1073741824.0);
+        return NULL;
+    }
+    st_plan_t *pl = calloc(1, sizeof *pl);
+    st_place_node_t *pn = calloc((size_t)N, sizeof *pn);
+    ctx_t c = {m, p, NULL, NULL, calloc((size_t)N, sizeof(int *))};
+    if (!pl || !pn || !c.per_layer || !(pl->nodes = calloc((size_t)N, sizeof *pl->nodes))) goto fail;
+    pl->n_nodes = N;
+    pl->coord_ram = coord_ram;
+    pl->node_extra = NODE_PROCESS;
+    for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL};
+    st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = m->layer_expert_bytes};
+    if (!(pl->placement = st_placement_new(&pp, pn, N))) {
+        st_log(ST_LOG_ERROR, "impossible setup: the experts (%.2f GiB) do not fit on the nodes' storage",
+               m->expert_bytes / 1073741824.0);
+        goto fail;
+    }
+    for (int i = 0; i < N; i++) {
+        st_plan_node_t *n = &pl->nodes[i];
+        if (!(c.per_layer[i] = calloc((size_t)L, sizeof(int)))) goto fail;
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owns(pl->placement, i, l, e);
+        n->experts = st_placement_node_experts(pl->placement, i);
+        n->bytes = st_placement_node_bytes(pl->placement, i);
+        n->ram = n->bytes < p->nodes[i].mem ? n->bytes : p->nodes[i].mem;
+        n->stream = n->bytes - n->ram;
+        n->ram_fraction = n->bytes ? (double)n->ram / (double)n->bytes : 1.0;
+        n->over_budget = n->bytes > p->nodes[i].mem;
+    }
+    c.pl = pl->placement;
+    c.pn = pl->nodes;
+
+    pl->decode1 = s_step(&c, 1, 1);
+    pl->decodeN = p->users > 1 ? s_step(&c, p->users, p->users) : pl->decode1;
+    for (int done = 0; done < p->prompt; done += p->n_batch) { /* logits of the last token only */
+        const int n = p->prompt - done < p->n_batch ? p->prompt - done : p->n_batch;
+        st_plan_step_t s = s_step(&c, n, done + n >= p->prompt ? 1 : 0);
+        s_add(&pl->prefill, &s);
+    }
+    pl->decode_tps_1 = 1 / pl->decode1.total;
+    pl->decode_tps_n = p->users / pl->decodeN.total;
+    pl->prefill_tps = p->prompt / pl->prefill.total;
+    pl->ttft_s = pl->prefill.total;
+    pl->bottleneck = st_plan_bottleneck(&pl->decode1);
+
+    int over = 0;
+    for (int i = 0; i < N; i++) over += pl->nodes[i].over_budget;
+    if (over)
+        s_warn(pl,
+               "%s nodes hold more experts than their budget: the rest (%.0f%% of their share) streams from storage at "
+               "%.0f MB/s",
+               over == N ? "all" : "some", 100 * (1 - pl->nodes[0].ram_fraction), p->nodes[0].disk_direct / 1e6);
+    if (coord_ram + NODE_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
+        s_warn(pl, "the coordinator (%s) needs %.2f of its %.2f GiB: little room for the OS and the page cache",
+               p->coord->name, coord_ram / 1073741824.0, p->coord->ram / 1073741824.0);
+    for (int i = 0; i < N; i++) free(c.per_layer[i]);
+    free(c.per_layer);
+    free(pn);
+    return pl;
+fail:
+    for (int i = 0; c.per_layer && i < N; i++) free(c.per_layer[i]);
+    free(c.per_layer);
+    free(pn);
+    st_plan_destroy(&pl);
+    return NULL;
+}
+
+void st_plan_destroy(st_plan_t **plp) {
+    if (!plp || !*plp) return;
+    st_placement_destroy(&(*plp)->placement);
+    free((*plp)->nodes);
+    free(*plp);
+    *plp = NULL;
+}

@@ -1,0 +1,127 @@
+/* plan: where a cluster of boards would put a model's experts and how fast it
+ * would run, predicted from the boards' profiles (board.h) and the model's
+ * shapes, without loading a weight.
+ *
+ * The placement is the coordinator's own (coordinator/placement.c) with each
+ * node's budget and disk. The speed follows the decode step the cluster runs
+ * (README, "The planner's model"), per layer and serially:
+ *
+ *   coordinator attention + router (st_board_matmul_s on its board)
+ *   -> activations to the involved nodes (bytes / link rate)
+ *   -> the slowest involved node: its experts' compute, plus reads of the
+ *      experts that are not in its RAM, less what the prefetch sent before
+ *      attention hid (expected value over uniform routing, exact: the number
+ *      of ways each node's experts can be hit, summed over the layer's
+ *      subsets of experts, not a sample)
+ *   -> results back (bytes / link rate)
+ *   + one round trip's latency (link delay both ways, messaging cost, and
+ *     the expected cost of a lost packet)
+ * then the output head on the coordinator. U users decode U tokens per step
+ * (one step's waits shared); a prompt runs in chunks of n_batch tokens, each
+ * chunk one step over the cluster.
+ */
+#ifndef ST_PLAN_H
+#define ST_PLAN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "board.h"
+#include "model.h"
+#include "placement.h"
+
+/* A network link between the coordinator and every node (a switch port each). */
+typedef struct {
+    double rate;  /* bytes/s of each port; 0: the boards' own net_bps */
+    double delay; /* one-way seconds */
+    double loss;  /* fraction of packets lost, each way */
+} st_link_t;
+
+/* Parses RATE:DELAY[:LOSS] ("1gbit:0.1ms", "100mbit:20ms:1%"); rates in
+ * bit/s with k/m/g (bit or bps) suffixes, delays in s/ms/us. false on a bad
+ * string. */
+bool st_link_parse(const char *s, st_link_t *link);
+
+/* What the planner needs of a model: shapes, types and bytes. */
+typedef struct {
+    char desc[160];
+    int n_layer, n_expert, n_expert_used, n_embd, n_ff, n_vocab, n_head_kv, head_dim;
+    uint64_t file_bytes;
+    uint64_t dense_bytes;                       /* resident on the coordinator: attention, norms, routers, head */
+    uint64_t embd_bytes;                        /* token embeddings: mapped, one row read per token */
+    uint64_t expert_bytes;                      /* all experts, one copy */
+    uint64_t layer_expert_bytes[ST_MAX_LAYERS]; /* one expert of each layer */
+    struct {
+        st_type_t type;
+        int64_t rows, cols;
+    } dense[ST_MAX_LAYERS][5], /* wq, wk, wv, wo, router */
+        exp[ST_MAX_LAYERS][3], /* gate, up, down of one expert */
+        head;
+    uint64_t act_bytes; /* one token's activation row as sent to a node */
+} st_plan_model_t;
+
+/* Reads the shapes of a loaded model (no weight is touched). 0 or ST_EUNSUP. */
+int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm);
+
+typedef struct {
+    const st_board_t *coord;
+    const st_board_t *nodes; /* n_nodes boards (mem: each node's --mem) */
+    int n_nodes;
+    st_link_t link;
+    int users;   /* concurrent users (decode batch), >= 1 */
+    int prompt;  /* prompt tokens for the time to first token */
+    int n_batch; /* prompt chunk (the coordinator's --batch; 64) */
+    int n_ctx;   /* context per user, for the coordinator's KV cache */
+} st_plan_params_t;
+
+/* One step's time by part (seconds). */
+typedef struct {
+    double coord;    /* coordinator dense compute: attention, router, head */
+    double node;     /* the slowest node's expert compute, per layer, summed */
+    double storage;  /* what its reads add on top (not hidden by the prefetch) */
+    double transfer; /* activations out and results back */
+    double latency;  /* round trips: delay both ways, messaging, lost packets */
+    double total;
+} st_plan_step_t;
+
+typedef struct {
+    int experts;     /* placed on the node, all layers */
+    uint64_t bytes;  /* of those experts: its store on disk */
+    uint64_t ram;    /* of them held in RAM (its budget at most) */
+    uint64_t stream; /* read from its store when used */
+    double ram_fraction;
+    bool over_budget;
+} st_plan_node_t;
+
+typedef struct {
+    st_placement_t *placement;
+    st_plan_node_t *nodes; /* n_nodes */
+    int n_nodes;
+    uint64_t coord_ram;                       /* dense weights + KV caches + buffers */
+    uint64_t node_extra;                      /* a node process beside its budget */
+    st_plan_step_t decode1, decodeN, prefill; /* prefill: the whole prompt */
+    double decode_tps_1, decode_tps_n, prefill_tps, ttft_s;
+    const char *bottleneck; /* name of decode1's largest part */
+    char warnings[4][256];
+    int n_warnings;
+} st_plan_t;
+
+/* Places the experts and predicts. NULL after a clear error (logged) when the
+ * setup is impossible: the experts fit on no store, the coordinator's board
+ * cannot hold the dense weights, bad parameters. */
+st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p);
+void st_plan_destroy(st_plan_t **plan);
+
+/* Expected time of the slowest of n nodes when d of the x experts of a layer
+ * are used (uniformly at random, without repeats): node i holds ram[i] experts
+ * in RAM and disk[i] on its store, an expert takes compute[i] s and a read
+ * read[i] s more, reads start `hide` s before the results are wanted. Exact
+ * (exposed for the tests); negative on bad input. */
+double st_plan_expected_max(int n, const int *ram, const int *disk, const double *compute, const double *read,
+                            double hide, int d);
+
+/* The part of a step that takes longest ("coordinator", "nodes", "storage", "network", "round trips"). */
+const char *st_plan_bottleneck(const st_plan_step_t *s);
+
+#endif

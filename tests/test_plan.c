@@ -1,0 +1,367 @@
+/* The planner: its arithmetic on small cases worked by hand (the expected
+ * numbers are derived in the comments, not taken from the code), board
+ * profiles, and st-plan as a user runs it (--json parsed, clear errors for an
+ * unknown board, a malformed cluster file and an impossible setup).
+ *
+ * st-plan reads only the model's shapes: the tests use a small synthetic
+ * model, never the 21B-shaped file. */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "board.h"
+#include "plan.h"
+#include "st_log.h"
+#include "testutil.h"
+
+#define ST_PLAN ST_BINARY_DIR "/st-plan"
+#define MS 1e-3
+
+static void setup(void) { st_log_set_level(ST_LOG_ERROR); }
+TestSuite(plan, .init = setup);
+
+static void s_near(double got, double want, double rel, const char *what) {
+    cr_assert(fabs(got - want) <= rel * fabs(want) + 1e-12, "%s: %.9g, expected %.9g", what, got, want);
+}
+
+/* ---- the expected slowest node ------------------------------------------- */
+
+Test(plan, expected_max_two_nodes_all_in_ram) {
+    /* 4 experts, 2 per node, 2 used, 1 s each. Of the C(4,2) = 6 pairs, 2 sit
+     * on one node (that node takes 2 s), 4 are split (1 s): E = (2*2 + 4*1)/6 = 4/3 */
+    int ram[2] = {2, 2}, disk[2] = {0, 0};
+    double cmp[2] = {1, 1}, rd[2] = {0, 0};
+    s_near(st_plan_expected_max(2, ram, disk, cmp, rd, 0, 2), 4.0 / 3, 1e-12, "E[max]");
+    /* all 4 used: each node computes 2: 2 s exactly; 1 used: 1 s */
+    s_near(st_plan_expected_max(2, ram, disk, cmp, rd, 0, 4), 2.0, 1e-12, "d=4");
+    s_near(st_plan_expected_max(2, ram, disk, cmp, rd, 0, 1), 1.0, 1e-12, "d=1");
+    cr_assert_eq(st_plan_expected_max(2, ram, disk, cmp, rd, 0, 0), 0.0);
+    cr_assert_lt(st_plan_expected_max(2, ram, disk, cmp, rd, 0, 5), 0.0, "more used than there are");
+}
+
+Test(plan, expected_max_with_reads_and_prefetch) {
+    /* node A: expert Ar in RAM, Ad on disk; node B: B1, B2 in RAM. compute 1 s,
+     * a read 3 s, 1 s of it hidden by the prefetch. The 6 pairs:
+     *   {Ar,Ad}: A = max(0, 3-1) + 2 = 4      {Ar,B1}, {Ar,B2}: 1
+     *   {Ad,B1}, {Ad,B2}: A = max(0, 3-1) + 1 = 3      {B1,B2}: B = 2
+     * E = (4 + 1 + 1 + 3 + 3 + 2) / 6 = 14/6 */
+    int ram[2] = {1, 2}, disk[2] = {1, 0};
+    double cmp[2] = {1, 1}, rd[2] = {3, 3};
+    s_near(st_plan_expected_max(2, ram, disk, cmp, rd, 1, 2), 14.0 / 6, 1e-12, "E[max]");
+    /* a prefetch that hides the whole read: {Ar,Ad} 2, {Ad,Bx} 1: E = (2+1+1+1+1+2)/6 = 8/6 */
+    s_near(st_plan_expected_max(2, ram, disk, cmp, rd, 5, 2), 8.0 / 6, 1e-12, "hidden reads");
+}
+
+/* ---- boards ---------------------------------------------------------------- */
+
+Test(plan, matmul_time_interpolates_the_measured_batches) {
+    st_board_t b = {.name = "t", .ram = 1ull << 30, .mem_bw = 1e9};
+    double r[3] = {1e9, 4e9, 8e9};
+    memcpy(b.matmul[ST_TYPE_Q4_0], r, sizeof r);
+    cr_assert_eq(st_board_fill(&b), 0);
+    /* 1000 x 1000 = 1e6 MACs: 1 token 1e6/1e9 = 1 ms; 8 tokens 8e6/4e9 = 2 ms;
+     * 4.5 tokens halfway: 1.5 ms; 64 tokens 64e6/8e9 = 8 ms; 128: twice that */
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 1), 1 * MS, 1e-12, "1 token");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 8), 2 * MS, 1e-12, "8 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 4.5), 1.5 * MS, 1e-12, "4.5 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 64), 8 * MS, 1e-12, "64 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 128), 16 * MS, 1e-12, "128 tokens");
+}
+
+Test(plan, rates_a_board_lacks_come_from_its_bandwidth_and_q4_0) {
+    /* Pi 5: 10 GB/s, Q4_0 at 64 tokens 53e9 MAC/s. One token streams the
+     * weights: Q4_0 holds 32 weights in 18 bytes, 10e9 * 32/18 = 17.78e9;
+     * 8 tokens: min(8 x that, 53e9) = 53e9. Q8_0 (34 bytes per 32) measured
+     * at 64 tokens: 40e9; one token 10e9 * 32/34 = 9.41e9. */
+    st_board_t b;
+    cr_assert_eq(st_board_builtin("pi5-2g", &b), 0);
+    s_near(b.matmul[ST_TYPE_Q4_0][0], 10e9 * 32 / 18, 1e-12, "q4_0 at 1");
+    s_near(b.matmul[ST_TYPE_Q4_0][1], 53e9, 1e-12, "q4_0 at 8");
+    s_near(b.matmul[ST_TYPE_Q8_0][0], 10e9 * 32 / 34, 1e-12, "q8_0 at 1");
+    s_near(b.matmul[ST_TYPE_Q8_0][2], 40e9, 1e-12, "q8_0 at 64");
+    cr_assert_eq(b.ram, 2ull << 30);
+    cr_assert_eq(b.mem, (2ull << 30) - (512ull << 20), "a 2 GB node gives 1.5 GiB to experts");
+    s_near(b.net_bps, 941e6 / 8, 1e-12, "gigabit Ethernet");
+    st_board_t nv;
+    cr_assert_eq(st_board_builtin("pi5-2g+nvme", &nv), 0);
+    cr_assert_gt(nv.disk_direct, 4 * b.disk_direct, "NVMe is several times a microSD card");
+    cr_assert_lt(st_board_builtin("pi5-3g", &b), 0);
+    cr_assert_lt(st_board_builtin("pi4-16g", &b), 0, "no 16 GB Pi 4");
+    cr_assert_lt(st_board_builtin("pi4-4g+nvme", &b), 0, "a Pi 4 has no NVMe slot");
+}
+
+Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
+    char path[] = "/tmp/st-test-plan-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    st_board_t b;
+    cr_assert_eq(st_board_builtin("pi4-4g", &b), 0);
+    b.mem_bw_t[1] = 2.5e9;
+    b.rtt = 123e-6;
+    cr_assert_eq(st_board_save(&b, f), 0);
+    fclose(f);
+    st_board_t c;
+    cr_assert_eq(st_board_load(path, &c), 0);
+    cr_assert_str_eq(c.name, "pi4-4g");
+    cr_assert_eq(c.ram, b.ram);
+    cr_assert_eq(c.mem, b.mem);
+    s_near(c.mem_bw, b.mem_bw, 1e-3, "mem_bw");
+    s_near(c.mem_bw_t[1], 2.5e9, 1e-3, "mem_bw.1");
+    s_near(c.rtt, 123e-6, 1e-3, "rtt");
+    s_near(c.matmul[ST_TYPE_Q8_0][2], b.matmul[ST_TYPE_Q8_0][2], 1e-3, "matmul");
+    s_near(c.disk_direct, b.disk_direct, 1e-3, "disk");
+
+    const char *bad[] = {"mem_bw 5e9\n",            /* no '=' */
+                         "mem_bw = fast\n",         /* not a number */
+                         "memory_bw = 5e9\n",       /* unknown key: a typo must not pass */
+                         "matmul.q4_0 = 1e9 2e9\n", /* three rates */
+                         "matmul.q9_9 = 1 2 3\n",   /* unknown type */
+                         "ram = 4G\n"};             /* no bandwidth, no rate: nothing to plan with */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = fopen(path, "w");
+        fprintf(f, "# a profile\nname = x\n%s", bad[i]);
+        if (i != 5) fprintf(f, "mem_bw = 1e10\nmatmul.q4_0 = 1e9 2e9 3e9\n");
+        fclose(f);
+        cr_assert_lt(st_board_load(path, &c), 0, "accepted: %s", bad[i]);
+    }
+    unlink(path);
+}
+
+Test(plan, link_strings) {
+    st_link_t l;
+    cr_assert(st_link_parse("100mbit:20ms:1%", &l));
+    s_near(l.rate, 12.5e6, 1e-12, "rate");
+    s_near(l.delay, 0.020, 1e-12, "delay");
+    s_near(l.loss, 0.01, 1e-12, "loss");
+    cr_assert(st_link_parse("1gbit:0.1ms", &l));
+    s_near(l.rate, 125e6, 1e-12, "1 gbit");
+    s_near(l.delay, 1e-4, 1e-12, "0.1 ms");
+    cr_assert_eq(l.loss, 0.0);
+    const char *bad[] = {
+        "", "100mbit", "fast:1ms", "100mbit:1parsec", "100mbit:1ms:1%x", "100mbit:1ms:1:2", "100mbit:1ms:60%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) cr_assert_not(st_link_parse(bad[i], &l), "%s", bad[i]);
+}
+
+/* ---- a whole plan, by hand -------------------------------------------------- */
+
+/* 2 layers, 4 experts (2 used), n_embd 1000, expert ffn 500, all Q4_0. Per
+ * layer: wq 1000x1000, wk and wv 200x1000, wo 1000x1000, router 4x1000 =
+ * 2.404e6 MACs; an expert: gate and up 500x1000, down 1000x500 = 1.5e6; head
+ * 10000 x 1000 = 1e7. A token's row to a node: 1000 bytes. */
+static void s_tiny_model(st_plan_model_t *m, uint64_t expert_bytes) {
+    memset(m, 0, sizeof *m);
+    snprintf(m->desc, sizeof m->desc, "hand-made");
+    m->n_layer = 2, m->n_expert = 4, m->n_expert_used = 2, m->n_embd = 1000, m->n_ff = 500;
+    m->n_vocab = 10000, m->n_head_kv = 1, m->head_dim = 8;
+    m->dense_bytes = 1 << 20, m->expert_bytes = 8 * expert_bytes, m->file_bytes = (1 << 20) + 8 * expert_bytes;
+    const int64_t dense[5][2] = {{1000, 1000}, {200, 1000}, {200, 1000}, {1000, 1000}, {4, 1000}};
+    for (int l = 0; l < 2; l++) {
+        m->layer_expert_bytes[l] = expert_bytes;
+        for (int k = 0; k < 5; k++)
+            m->dense[l][k].type = ST_TYPE_Q4_0, m->dense[l][k].rows = dense[k][0], m->dense[l][k].cols = dense[k][1];
+        for (int k = 0; k < 3; k++)
+            m->exp[l][k].type = ST_TYPE_Q4_0, m->exp[l][k].rows = k < 2 ? 500 : 1000,
+            m->exp[l][k].cols = k < 2 ? 1000 : 500;
+    }
+    m->head.type = ST_TYPE_Q4_0, m->head.rows = 10000, m->head.cols = 1000;
+    m->act_bytes = 1000;
+}
+
+/* 1e9 multiply-adds/s at every batch size (time linear in tokens), 1 GB/s
+ * messaging, 0.2 ms loopback round trip, 8 GiB RAM, 1 GiB disk. */
+static st_board_t s_flat_board(uint64_t mem, double disk_bps) {
+    st_board_t b = {.name = "flat", .ram = 8ull << 30, .mem = mem, .mem_bw = 1e9, .disk = 1ull << 30};
+    for (int i = 0; i < 3; i++) b.matmul[ST_TYPE_Q4_0][i] = 1e9;
+    b.disk_direct = disk_bps, b.rtt = 0.2e-3, b.msg_bps = 1e9, b.net_bps = 1e9;
+    cr_assert_eq(st_board_fill(&b), 0);
+    return b;
+}
+
+Test(plan, one_node_in_ram_by_hand) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000);
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(1ull << 30, 1e8);
+    /* link 1e6 B/s (8 Mbit/s), 0.5 ms each way */
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 2, .prompt = 3, .n_batch = 2, .n_ctx = 16};
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->nodes[0].experts, 8);
+    cr_assert_not(pl->nodes[0].over_budget);
+    /* 1 user, per layer: attention 2.404 ms; out 1000 B / 1e6 = 1 ms; the
+     * node computes both experts, 2 x 1.5 = 3 ms; back 2 rows x 4000 B / 1e6
+     * = 8 ms; round trip 2 x 0.5 + 0.2 = 1.2 ms. Head 10 ms.
+     *   coordinator 2 x 2.404 + 10 = 14.808; nodes 6; network 18; round trips 2.4;
+     *   total 41.208 ms: 24.267 tok/s */
+    s_near(pl->decode1.coord, 14.808 * MS, 1e-9, "coordinator");
+    s_near(pl->decode1.node, 6 * MS, 1e-9, "nodes");
+    cr_assert_eq(pl->decode1.storage, 0.0);
+    s_near(pl->decode1.transfer, 18 * MS, 1e-9, "transfer");
+    s_near(pl->decode1.latency, 2.4 * MS, 1e-9, "round trips");
+    s_near(pl->decode_tps_1, 1 / (41.208 * MS), 1e-9, "decode tok/s");
+    /* 2 users: the 2 tokens use 4 x (1 - (1/2)^2) = 3 experts on average,
+     * 2 x 2 / 3 tokens each: 1.5 ms x 4/3 = 2 ms each, 6 ms per layer. Per
+     * layer: attention 4.808, out 2 ms, back 16 ms, round trip 1.2: 30.008;
+     * x 2 + head 20 ms = 80.016 ms for 2 tokens: 24.995 tok/s */
+    s_near(pl->decodeN.node, 12 * MS, 1e-9, "nodes, 2 users");
+    s_near(pl->decodeN.total, 80.016 * MS, 1e-9, "step, 2 users");
+    s_near(pl->decode_tps_n, 2 / (80.016 * MS), 1e-9, "decode tok/s, 2 users");
+    /* 3 prompt tokens in chunks of 2: a 2-token step without logits (60.016
+     * ms) and a 1-token step with them (41.208 ms): 101.224 ms */
+    s_near(pl->ttft_s, 101.224 * MS, 1e-9, "time to first token");
+    s_near(pl->prefill_tps, 3 / (101.224 * MS), 1e-9, "prefill tok/s");
+    cr_assert_str_eq(pl->bottleneck, "network");
+    st_plan_destroy(&pl);
+    cr_assert_null(pl);
+    free(m);
+}
+
+Test(plan, a_node_over_its_budget_streams_by_hand) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000000); /* 1 MB experts: 8 MB on the node */
+    /* budget 4 MB: half of each layer in RAM (2 of 4), half read at 1e8 B/s: 10 ms each */
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(4000000, 1e8);
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 1, .prompt = 1, .n_batch = 1, .n_ctx = 16};
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert(pl->nodes[0].over_budget);
+    cr_assert_eq(pl->nodes[0].ram, 4000000);
+    cr_assert_eq(pl->nodes[0].stream, 4000000);
+    /* the reads start before attention: hidden 2.404 + 1 (out) + 0.5 (delay) = 3.904 ms.
+     * Pairs of the 4 experts: both in RAM (1 of 6): 3 ms; one read (4 of 6):
+     * 10 - 3.904 + 3 = 9.096; two reads (1 of 6): 20 - 3.904 + 3 = 19.096.
+     * E = (3 + 4 x 9.096 + 19.096) / 6 = 9.746667 ms per layer: compute 3, storage 6.746667 */
+    s_near(pl->decode1.node, 6 * MS, 1e-9, "compute");
+    s_near(pl->decode1.storage, 2 * 6.746667 * MS, 1e-6, "storage");
+    cr_assert_str_eq(pl->bottleneck, "network");
+    cr_assert_gt(pl->n_warnings, 0, "no warning for a node over its budget");
+    st_plan_destroy(&pl);
+    free(m);
+}
+
+Test(plan, impossible_setups_get_no_prediction) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000000);
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(1ull << 30, 1e8);
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 1, .prompt = 1, .n_batch = 1, .n_ctx = 16};
+    node.disk = 4000000; /* 8 MB of experts on a 4 MB store */
+    cr_assert_null(st_plan_new(m, &p));
+    node.disk = 1ull << 30;
+    coord.ram = 1 << 20; /* the dense weights alone are 1 MiB */
+    cr_assert_null(st_plan_new(m, &p));
+    free(m);
+}
+
+/* ---- st-plan ---------------------------------------------------------------- */
+
+static const char *s_model(void) {
+    static char path[1024];
+    const char *const args[] = {"--type",         "q4_0", "--hidden",     "256", "--layers", "4", "--experts", "16",
+                                "--experts-used", "4",    "--expert-ffn", "256", "--seed",   "3", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path));
+    return path;
+}
+
+/* Runs st-plan with args; stdout into out, stderr into err; its exit status. */
+static int s_plan(char *out, size_t cap, char *err, size_t ecap, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int s_plan(char *out, size_t cap, char *err, size_t ecap, const char *fmt, ...) {
+    char args[3000], cmd[4096], errpath[] = "/tmp/st-test-plan-err-XXXXXX";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    int fd = mkstemp(errpath);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    snprintf(cmd, sizeof cmd, "%s'%s' %s 2>'%s'", st_test_run_prefix(), ST_PLAN, args, errpath);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    char *e = st_test_read_file(errpath, NULL);
+    snprintf(err, ecap, "%s", e ? e : "");
+    free(e);
+    unlink(errpath);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+Test(plan, st_plan_json_describes_the_placement_and_the_prediction, .timeout = 120) {
+    static char out[1 << 16], err[1 << 14];
+    const char *model = s_model();
+    int st = s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:3 --coordinator pi5-4g --users 4 --json",
+                    model);
+    cr_assert_eq(st, 0, "st-plan failed:\n%s", err);
+    cJSON *o = cJSON_Parse(out);
+    cr_assert_not_null(o, "not JSON: %s", out);
+    cJSON *nodes = cJSON_GetObjectItem(o, "nodes");
+    cr_assert_eq(cJSON_GetArraySize(nodes), 3);
+    int experts = 0;
+    for (int i = 0; i < 3; i++) {
+        cJSON *n = cJSON_GetArrayItem(nodes, i);
+        cr_assert_str_eq(cJSON_GetObjectItem(n, "board")->valuestring, "pi5-2g");
+        experts += cJSON_GetObjectItem(n, "experts")->valueint;
+        cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(n, "over_budget")), "a small model fits in RAM");
+    }
+    cr_assert_eq(experts, 4 * 16, "every expert of the 4 layers x 16 placed once");
+    const double tps = cJSON_GetObjectItem(o, "predicted_decode_tps")->valuedouble;
+    const double step = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "decode_step"), "total_s")->valuedouble;
+    cr_assert_gt(tps, 0);
+    s_near(tps, 1 / step, 1e-9, "decode tok/s is one over the step");
+    const double tps4 = cJSON_GetObjectItem(o, "predicted_decode_tps_users")->valuedouble;
+    const double step4 = cJSON_GetObjectItem(cJSON_GetObjectItem(o, "decode_step_users"), "total_s")->valuedouble;
+    s_near(tps4, 4 / step4, 1e-9, "4 users share a step");
+    cr_assert_gt(tps4, tps, "4 users get more tokens per second in all than one");
+    cr_assert_gt(cJSON_GetObjectItem(o, "predicted_prefill_tps")->valuedouble, 0);
+    cr_assert_gt(cJSON_GetObjectItem(o, "predicted_ttft_s")->valuedouble, 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "coordinator"), "board")->valuestring, "pi5-4g");
+    cr_assert_not_null(cJSON_GetObjectItem(o, "bottleneck")->valuestring);
+    cr_assert_gt(cJSON_GetArraySize(cJSON_GetObjectItem(o, "would_help")), 0);
+    cJSON_Delete(o);
+}
+
+Test(plan, st_plan_errors_are_clear, .timeout = 120) {
+    static char out[1 << 16], err[1 << 14];
+    const char *model = s_model();
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "--help"), 0);
+    cr_assert_not_null(strstr(out, "--boards"));
+    /* an unknown board */
+    cr_assert_neq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi9-2g:4", model), 0);
+    cr_assert_not_null(strstr(err, "unknown board 'pi9-2g'"), "%s", err);
+    cr_assert_eq(out[0], 0, "a prediction was printed: %s", out);
+    /* a malformed cluster file: the line is named */
+    char path[] = "/tmp/st-test-plan-cluster-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "# nodes\ncoordinator pi5-8g\npi5-2g 2\npi5-4g mem=lots\n");
+    fclose(f);
+    cr_assert_neq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --cluster '%s'", model, path), 0);
+    cr_assert_not_null(strstr(err, ":4: cannot read 'mem=lots'"), "%s", err);
+    cr_assert_eq(out[0], 0);
+    /* an impossible setup: the experts fit on no store */
+    f = fopen(path, "w");
+    fprintf(f, "pi5-2g 2 disk=64K\n");
+    fclose(f);
+    cr_assert_neq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --cluster '%s'", model, path), 0);
+    cr_assert_not_null(strstr(err, "do not fit"), "%s", err);
+    cr_assert_eq(out[0], 0);
+    /* the same file made possible: a prediction */
+    f = fopen(path, "w");
+    fprintf(f, "coordinator pi4-4g\npi5-2g 2 disk=1G\n");
+    fclose(f);
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --cluster '%s'", model, path), 0, "%s", err);
+    cr_assert_not_null(strstr(out, "decode: 1 user"), "%s", out);
+    cr_assert_not_null(strstr(out, "coordinator (pi4-4g)"), "%s", out);
+    unlink(path);
+    /* bad flags */
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:4 --link fast", model), 2);
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s'", model), 2);
+    cr_assert_not_null(strstr(err, "--boards or --cluster"), "%s", err);
+}
