@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "board.h"
+#include "file.h"
 #include "plan.h"
 #include "st_log.h"
 #include "testutil.h"
@@ -285,7 +286,7 @@ static int s_plan(char *out, size_t cap, char *err, size_t ecap, const char *fmt
     size_t n = fread(out, 1, cap - 1, p);
     out[n] = 0;
     int st = pclose(p);
-    char *e = st_test_read_file(errpath, NULL);
+    char *e = st_file_read(errpath, 0, NULL);
     snprintf(err, ecap, "%s", e ? e : "");
     free(e);
     unlink(errpath);
