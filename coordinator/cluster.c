@@ -9,6 +9,7 @@
  */
 #include "cluster.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,10 +21,13 @@
 #define REJOIN_PROBE_MS 500 /* a node that went down is asked for its INVENTORY after this... */
 #define REJOIN_MAX_MS 8000  /* ...doubled each time it goes down again, up to this */
 
-/* Rejoin of a node that went down after setup: HELLO (the probe), then its
- * ASSIGN again; a node whose store still holds its share is back with no
- * shard sent; missing experts are pushed by st_cluster_maintain. */
-enum { RJ_IDLE, RJ_HELLO, RJ_ASSIGN, RJ_PUSH };
+/* A node that is down is probed: HELLO, and when it answers with its
+ * INVENTORY, either its ASSIGN again (it had a share: a rejoin; a node whose
+ * store still holds its share is back with no shard sent, missing experts
+ * are pushed by st_cluster_maintain) or, when it never had a share (it
+ * never answered, or was added later), it waits to be admitted with a
+ * placement of the caller's (RJ_JOIN, see st_cluster_admit). */
+enum { RJ_IDLE, RJ_HELLO, RJ_ASSIGN, RJ_PUSH, RJ_JOIN };
 
 typedef struct {
     st_node_addr_t addr;
@@ -42,8 +46,15 @@ typedef struct {
     double rj_deadline;    /* of that request */
     double rj_next;        /* next probe */
     int n_down;            /* times marked down (backoff) */
+    int rj_fails;          /* probes in a row that failed (backoff) */
     uint32_t rj_n_missing; /* RJ_PUSH: what the node asked for */
     st_wire_ref_t *rj_missing;
+    double rj_answered; /* RJ_JOIN: when its INVENTORY came */
+    /* ZeroMQ queues what is sent to a node it cannot reach and delivers it
+     * once connected: one HELLO waits there at most (hello_queued), and the
+     * wait for its answer starts when the handshake succeeds */
+    bool connected;
+    uint64_t hello_queued; /* request id of a HELLO sent while not connected */
 } node_t;
 
 struct st_cluster {
@@ -88,8 +99,9 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
     snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p-%d", (void *)c, c->n_mon++); /* nodes move (realloc) */
     if (zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
         zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
-        zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED) || !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) ||
-        zmq_setsockopt(nd->mon, ZMQ_LINGER, &linger, sizeof linger) || zmq_connect(nd->mon, ep))
+        zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ||
+        !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) || zmq_setsockopt(nd->mon, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_connect(nd->mon, ep))
         return st_fail(ST_EIO, "monitor for %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
     if (zmq_connect(nd->sock, nd->addr.url))
         return st_fail(ST_EINVAL, "cannot connect to %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
@@ -154,9 +166,10 @@ int st_cluster_n_up(const st_cluster_t *c) {
     return n;
 }
 
-/* When a node that went down is probed again: later each time it goes down. */
+/* When a node that is down is probed again: later each time it goes down
+ * and each time a probe fails. */
 static void s_rejoin_later(node_t *nd) {
-    int shift = nd->n_down > 1 ? nd->n_down - 1 : 0;
+    int shift = (nd->n_down > 1 ? nd->n_down - 1 : 0) + nd->rj_fails;
     double wait = shift >= 5 ? REJOIN_MAX_MS : REJOIN_PROBE_MS * (double)(1 << shift);
     nd->rj = RJ_IDLE;
     nd->rj_next = st_now_ms() + (wait < REJOIN_MAX_MS ? wait : REJOIN_MAX_MS);
@@ -188,6 +201,47 @@ int st_cluster_send(st_cluster_t *c, int node, st_wire_msg_t *m, const void *fra
     node_t *nd = &c->nodes[node];
     if (!nd->up) return st_fail(ST_EIO, "node %d (%s) is down", node, nd->addr.url);
     return s_send(c, nd, m, frame, frame_len, request);
+}
+
+/* HELLO to the node, up or not; *rid gets the request id to wait for. While
+ * the node is not connected, a HELLO already queued for it is that request:
+ * no second one queues behind it (a node down for a day would otherwise get
+ * thousands when it comes back). */
+static int s_send_hello(st_cluster_t *c, node_t *nd, uint64_t *rid) {
+    if (!nd->connected && nd->hello_queued) {
+        *rid = nd->hello_queued;
+        return 0;
+    }
+    st_wire_msg_t m = {.type = ST_MSG_HELLO};
+    snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
+    m.hello.shape = c->shape;
+    int rc = s_send(c, nd, &m, NULL, 0, true);
+    if (rc < 0) return rc;
+    if (!nd->connected) nd->hello_queued = m.request_id;
+    *rid = m.request_id;
+    return 0;
+}
+
+/* A monitor event of node i: its connection dropped, or a handshake (TCP and
+ * CURVE) succeeded, which delivers a HELLO queued while it was unreachable:
+ * the wait for its answer starts now. */
+static void s_on_monitor(st_cluster_t *c, int i, uint16_t event) {
+    node_t *nd = &c->nodes[i];
+    if (event == ZMQ_EVENT_DISCONNECTED) {
+        nd->connected = false;
+        nd->hello_queued = 0;
+        st_cluster_set_down(c, i, "connection lost");
+        if (nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN || nd->rj == RJ_JOIN) s_rejoin_later(nd);
+    } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        nd->connected = true;
+        if (!nd->up && nd->hello_queued &&
+            (nd->rj == RJ_IDLE || (nd->rj == RJ_HELLO && nd->rj_rid == nd->hello_queued))) {
+            nd->rj = RJ_HELLO;
+            nd->rj_rid = nd->hello_queued;
+            nd->rj_deadline = st_now_ms() + c->o.timeout_ms;
+        }
+        nd->hello_queued = 0;
+    }
 }
 
 int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t *frame, bool request) {
@@ -234,10 +288,7 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
             zmq_recv(c->nodes[i].mon, ep, sizeof ep, ZMQ_DONTWAIT);
             uint16_t event;
             memcpy(&event, ev, 2);
-            if (event == ZMQ_EVENT_DISCONNECTED) {
-                st_cluster_set_down(c, i, "connection lost");
-                if (c->nodes[i].rj == RJ_HELLO || c->nodes[i].rj == RJ_ASSIGN) s_rejoin_later(&c->nodes[i]);
-            }
+            s_on_monitor(c, i, event);
         }
     }
     for (int i = 0; rc > 0 && i < c->n; i++) {
@@ -354,20 +405,13 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
  * steady-state --timeout-ms for expert round trips should not cut off. */
 #define FIRST_CONTACT_MIN_MS 5000
 
-/* HELLO to nodes first.. that are up; waits for their INVENTORY. */
-static int s_hello_from(st_cluster_t *c, int first) {
+/* HELLO to the nodes that are up; waits for their INVENTORY. */
+static int s_hello_all(st_cluster_t *c) {
     uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
-    for (int i = first; i < c->n; i++) {
-        if (!c->nodes[i].up) continue;
-        st_wire_msg_t m = {.type = ST_MSG_HELLO};
-        snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
-        m.hello.shape = c->shape;
-        if (st_cluster_send(c, i, &m, NULL, 0, true) < 0)
+    for (int i = 0; i < c->n; i++)
+        if (c->nodes[i].up && s_send_hello(c, &c->nodes[i], &rids[i]) < 0)
             st_cluster_set_down(c, i, "HELLO could not be sent");
-        else
-            rids[i] = m.request_id;
-    }
     const int wait_ms = c->o.timeout_ms > FIRST_CONTACT_MIN_MS ? c->o.timeout_ms : FIRST_CONTACT_MIN_MS;
     int rc = st_cluster_gather(c, rids, st_now_ms() + wait_ms, s_on_inventory, c);
     for (int i = 0; rc == ST_ETIMEOUT && i < c->n; i++) {
@@ -388,7 +432,7 @@ static int s_hello_from(st_cluster_t *c, int first) {
 int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
     c->shape = *shape;
     c->has_shape = true;
-    return s_hello_from(c, 0);
+    return s_hello_all(c);
 }
 
 int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
@@ -401,7 +445,7 @@ int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
     for (int i = 0; i < n; i++) {
         node_t *nd = &c->nodes[c->n];
         nd->addr = nodes[i];
-        nd->up = true;
+        nd->rj_next = st_now_ms();      /* down until it answers the probe, sent at once */
         if (s_open_socket(c, nd) < 0) { /* a bad address or key: that node is left out */
             if (nd->mon) zmq_close(nd->mon);
             if (nd->sock) zmq_close(nd->sock);
@@ -411,12 +455,7 @@ int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
         }
         c->n++;
     }
-    if (c->n == first) return 0;
-    int rc = s_hello_from(c, first);
-    if (rc < 0) return rc;
-    int up = 0;
-    for (int i = first; i < c->n; i++) up += c->nodes[i].up;
-    return up;
+    return c->n - first;
 }
 
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node) {
@@ -533,6 +572,7 @@ void st_cluster_assign_free(st_cluster_assign_t *a, int n_nodes) {
 
 static void s_rejoin_fail(st_cluster_t *c, int i, const char *why) {
     st_log(ST_LOG_DEBUG, "node %d (%s): rejoin failed: %s", i, c->nodes[i].addr.url, why);
+    if (c->nodes[i].rj_fails < 16) c->nodes[i].rj_fails++;
     s_rejoin_later(&c->nodes[i]);
 }
 
@@ -540,6 +580,7 @@ static void s_rejoined(st_cluster_t *c, int i, int64_t pushed) {
     node_t *nd = &c->nodes[i];
     nd->up = true;
     nd->rj = RJ_IDLE;
+    nd->rj_fails = 0;
     c->rejoins++;
     c->rejoin_bytes += (uint64_t)(pushed > 0 ? pushed : 0);
     st_log(ST_LOG_INFO, "node %d (%s) rejoined: store verified against its %u assigned experts, %lld shard bytes sent",
@@ -552,22 +593,20 @@ static void s_rejoin_tick(st_cluster_t *c) {
     const double now = st_now_ms();
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
-        if (nd->up || nd->n_experts == 0 || !c->has_shape) continue; /* nothing to rejoin for */
+        if (nd->up || !c->has_shape) continue;
         if ((nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN) && now > nd->rj_deadline) {
             s_rejoin_fail(c, i, "no answer within the deadline");
             continue;
         }
         if (nd->rj != RJ_IDLE || now < nd->rj_next) continue;
-        st_wire_msg_t m = {.type = ST_MSG_HELLO};
-        snprintf(m.hello.coordinator_id, sizeof m.hello.coordinator_id, "%s", c->o.id ? c->o.id : "st-coordinator");
-        m.hello.shape = c->shape;
-        if (s_send(c, nd, &m, NULL, 0, true) < 0) {
+        uint64_t rid;
+        if (s_send_hello(c, nd, &rid) < 0) {
             s_rejoin_fail(c, i, "HELLO could not be queued");
             continue;
         }
         nd->rj = RJ_HELLO;
-        nd->rj_rid = m.request_id;
-        nd->rj_deadline = now + c->o.timeout_ms;
+        nd->rj_rid = rid;
+        nd->rj_deadline = nd->connected ? now + c->o.timeout_ms : INFINITY; /* see s_on_monitor */
     }
 }
 
@@ -587,6 +626,12 @@ static void s_rejoin_msg(st_cluster_t *c, int i, st_wire_rx_t *rx) {
     if (nd->rj == RJ_HELLO) {
         if (rx->msg.type != ST_MSG_INVENTORY || s_keep_inventory(nd, &rx->msg.inventory) < 0) {
             s_rejoin_fail(c, i, "no INVENTORY");
+            return;
+        }
+        if (nd->n_experts == 0) { /* nothing to rejoin with: it joins, with a placement of the caller's */
+            nd->rj = RJ_JOIN;
+            nd->rj_answered = st_now_ms();
+            st_log(ST_LOG_INFO, "node %d (%s) answered: it joins at the next placement", i, nd->addr.url);
             return;
         }
         st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
@@ -653,14 +698,40 @@ int st_cluster_maintain(st_cluster_t *c) {
     return back;
 }
 
+int st_cluster_n_joining(const st_cluster_t *c, double *first_ms) {
+    int n = 0;
+    double first = INFINITY;
+    for (int i = 0; i < c->n; i++) {
+        const node_t *nd = &c->nodes[i];
+        if (nd->up || nd->rj != RJ_JOIN) continue;
+        n++;
+        first = nd->rj_answered < first ? nd->rj_answered : first;
+    }
+    if (first_ms) *first_ms = first;
+    return n;
+}
+
+int st_cluster_admit(st_cluster_t *c) {
+    int n = 0;
+    for (int i = 0; i < c->n; i++) {
+        node_t *nd = &c->nodes[i];
+        if (nd->up || nd->rj != RJ_JOIN) continue;
+        nd->up = true;
+        nd->rj = RJ_IDLE;
+        nd->rj_fails = 0;
+        n++;
+    }
+    return n;
+}
+
 static int s_idle_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
     (void)arg;
     if (rx->msg.type != ST_MSG_HEARTBEAT) c->nodes[node].stats.stale++; /* nothing is waited for */
     return 0;
 }
 
-int st_cluster_idle(st_cluster_t *c) {
-    int rc = s_poll(c, 0, s_idle_msg, NULL);
+int st_cluster_idle(st_cluster_t *c, int wait_ms) {
+    int rc = s_poll(c, wait_ms, s_idle_msg, NULL);
     return rc < 0 ? rc : st_cluster_maintain(c);
 }
 

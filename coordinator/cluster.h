@@ -97,11 +97,10 @@ const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node)
  * borrowed until the next st_cluster_assign or st_cluster_add. */
 const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t *n);
 
-/* Adds nodes to a running cluster (after st_cluster_hello): connects, HELLOs
- * them and waits as st_cluster_hello does for their INVENTORY; they take the
- * next indices (one with a bad address or key is left out, logged). Returns
- * how many of them are up, or a negative ST_E* code.
- * Placing experts on them is the caller's (ASSIGN and push as at setup). */
+/* Adds nodes to a running cluster (after st_cluster_hello): they take the
+ * next indices (one with a bad address or key is left out, logged), down
+ * until they answer the probe that goes out at once (see st_cluster_maintain):
+ * nothing waits here. Returns how many were added, or a negative ST_E* code. */
 int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n);
 
 /* Per node: the experts to assign (each with its hash) and the pinned ones. */
@@ -129,20 +128,37 @@ typedef int (*st_shard_read_fn)(void *arg, uint32_t layer, uint32_t expert, uint
 int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_read_fn read, void *arg,
                         int ack_timeout_ms, bool quiet);
 
-/* Rejoin. A node marked down after st_cluster_assign is probed (HELLO) every
- * 500 ms at first, backing off to 8 s each time it goes down again; the
- * probes go out and their answers come in during the cluster's waits
- * (st_cluster_gather, pushes). When it answers, it gets its ASSIGN again;
- * when its store holds every assigned expert with the right hash, it is up
- * again at once with no shard sent. Experts it lacks are pushed by
- * st_cluster_maintain (with st_cluster_push's reader), which the caller runs
- * between steps; it returns how many nodes came back that way, or a
- * negative ST_E* code. */
+/* Nodes that are down are probed (HELLO) 500 ms after they went down (or at
+ * once when added), backing off to 8 s each time they go down again or a
+ * probe fails; the probes go out and their answers come in during the
+ * cluster's waits (st_cluster_gather, pushes, st_cluster_idle), so nothing
+ * ever waits for a node that is down. A node that cannot be reached is sent
+ * one HELLO, which ZeroMQ delivers when it connects; its deadline runs from
+ * the handshake.
+ *
+ * Rejoin: a node that answers and had a share (st_cluster_assign) gets its
+ * ASSIGN again; when its store holds every assigned expert with the right
+ * hash, it is up again at once with no shard sent. Experts it lacks are
+ * pushed by st_cluster_maintain (with st_cluster_push's reader), which the
+ * caller runs between steps; it returns how many nodes came back that way,
+ * or a negative ST_E* code.
+ * Join: a node that answers with no share (it never answered before, or was
+ * added) waits for the caller: st_cluster_n_joining counts it, and
+ * st_cluster_admit marks it up, for the caller's next placement (ASSIGN and
+ * push as at setup). */
 int st_cluster_maintain(st_cluster_t *c);
-/* For a caller with no request in flight (a server between requests): takes
- * in what the nodes sent (connection losses, the rejoin exchanges, probes
- * that are due) without waiting, then st_cluster_maintain. Returns as that. */
-int st_cluster_idle(st_cluster_t *c);
+/* Nodes that answered a probe with no share, waiting for st_cluster_admit;
+ * *first_ms (may be NULL) gets when the first of them answered
+ * (st_now_ms). */
+int st_cluster_n_joining(const st_cluster_t *c, double *first_ms);
+/* Marks the nodes counted by st_cluster_n_joining up (their INVENTORY is
+ * kept: st_cluster_inventory); returns how many. */
+int st_cluster_admit(st_cluster_t *c);
+/* For a caller with no request in flight (a server between requests, a
+ * coordinator waiting for its nodes): takes in what the nodes send for up to
+ * wait_ms (connection losses, the probe exchanges, probes that are due),
+ * then st_cluster_maintain. Returns as that. */
+int st_cluster_idle(st_cluster_t *c, int wait_ms);
 /* Nodes that came back so far, and the shard bytes pushed to them (*bytes, may be NULL). */
 uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes);
 

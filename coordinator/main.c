@@ -11,6 +11,7 @@
  * MODEL.st-profile (routing counts, so the next placement pins hot experts).
  */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ typedef struct {
     const char *nodes, *cluster_file, *key_file, *state_dir, *id;
     bool insecure, no_fallback, no_prefetch, quiet_push;
     long replication, timeout_ms, push_timeout_ms;
+    long min_nodes, min_nodes_timeout_s; /* 0: no minimum; no time limit */
     double pin_fraction;
 } coord_args_t;
 
@@ -53,7 +55,9 @@ enum {
     OPT_PIN,
     OPT_ID,
     OPT_HTTP,
-    OPT_QUIET_PUSH
+    OPT_QUIET_PUSH,
+    OPT_MIN_NODES,
+    OPT_MIN_NODES_TIMEOUT
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -70,6 +74,8 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"id", required_argument, 0, OPT_ID},
                                        {"http", required_argument, 0, OPT_HTTP},
                                        {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},
+                                       {"min-nodes", required_argument, 0, OPT_MIN_NODES},
+                                       {"min-nodes-timeout", required_argument, 0, OPT_MIN_NODES_TIMEOUT},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
@@ -84,8 +90,14 @@ static void s_usage(FILE *f) {
            "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
            "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
            "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
-           "                         starting with '#' are comments. Re-read on SIGHUP: nodes added to it join\n"
-           "                         (between two steps), and only the experts they take over move\n"
+           "                         starting with '#' are comments. A node that is down or not started yet is\n"
+           "                         probed (500 ms, backing off to 8 s) and joins when it answers: the experts\n"
+           "                         are placed again, keeping each where it is. Re-read on SIGHUP (systemctl\n"
+           "                         reload): nodes added to it are probed and join the same way\n"
+           "      --min-nodes N      generate (or serve: requests wait, /health says \"waiting\") only once N\n"
+           "                         nodes are up; the experts are placed once N have answered (default: at once)\n"
+           "      --min-nodes-timeout S  wait at most S seconds for --min-nodes, then go on with the nodes that are\n"
+           "                         up, the others joining when they answer (default: no limit)\n"
            "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
            "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
            "                         .pub in their --allow file)\n"
@@ -137,6 +149,12 @@ static int s_handle(void *arg, int opt, const char *v) {
         break;
     case OPT_ID: c->id = v; break;
     case OPT_QUIET_PUSH: c->quiet_push = true; break;
+    case OPT_MIN_NODES:
+        if (!st_parse_int(v, 1, 4096, &c->min_nodes)) return s_bad("--min-nodes", v);
+        break;
+    case OPT_MIN_NODES_TIMEOUT:
+        if (!st_parse_int(v, 1, 100000000, &c->min_nodes_timeout_s)) return s_bad("--min-nodes-timeout", v);
+        break;
     case OPT_HTTP:
         fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
         return 2;
@@ -280,6 +298,9 @@ typedef struct {
     st_expert_hashes_t *hashes;
     st_placement_t *pl;
     st_remote_moe_t *rm;
+    bool serving;         /* --http: the server waits for --min-nodes, not the setup */
+    bool waiting;         /* for --min-nodes */
+    double wait_until_ms; /* --min-nodes-timeout (INFINITY: none) */
 } coord_t;
 
 static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, void *dst, size_t len) {
@@ -296,7 +317,7 @@ static int s_load_key(const char *path, char secret[ST_Z85_KEY_LEN + 1], char pu
  * (and pushed): placement keeps experts where they are, so when a node joins
  * only what it takes over moves. At a join, a node that is down but has a
  * share keeps it (it rejoins later) instead of handing it to the others.
- * *out gets the placement. 0, or an exit status. */
+ * *out gets the placement (NULL when no node is up). 0, or an exit status. */
 static int s_place(coord_t *c, st_placement_t **out, bool join) {
     const coord_args_t *ca = c->ca;
     const st_model_t *m = c->m;
@@ -345,7 +366,7 @@ static int s_place(coord_t *c, st_placement_t **out, bool join) {
     }
     uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
     for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
-    if (rc == 0 && up > 0) {
+    if (rc == 0 && up > 0) { /* nobody up: no placement (NULL), every expert computed here */
         st_place_params_t pp = {.n_layer = L,
                                 .n_expert = X,
                                 .replication = (int)ca->replication,
@@ -353,10 +374,6 @@ static int s_place(coord_t *c, st_placement_t **out, bool join) {
                                 .pin_fraction = ca->pin_fraction,
                                 .layer_bytes = layer_bytes};
         if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
-    } else if (rc == 0) { /* nobody up: an empty placement over one phantom node would do, but keep it explicit */
-        st_place_node_t one = {UINT64_MAX / 2, 0, NULL};
-        st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = layer_bytes};
-        if (!(pl = st_placement_new(&pp, &one, 1))) rc = 1;
     }
     if (rc == 0 && up > 0) {
         st_placement_print(pl, stderr, names);
@@ -419,6 +436,125 @@ static int s_place(coord_t *c, st_placement_t **out, bool join) {
     return rc;
 }
 
+/* ---- nodes joining a running coordinator ---------------------------------- */
+
+static volatile sig_atomic_t s_hup; /* SIGHUP: re-read the cluster file */
+
+static void s_on_hup(int sig) {
+    (void)sig;
+    s_hup = 1;
+}
+
+/* Nodes that answer within this of the first are placed together: nodes
+ * booting together would otherwise each take a placement (and pushes) of
+ * their own. */
+#define JOIN_GRACE_MS 1000
+
+/* SIGHUP: re-reads the cluster file; nodes not seen before are added to the
+ * cluster, down until they answer their probe (nothing waits for them here;
+ * s_admit places them). */
+static void s_reread(coord_t *c) {
+    if (!c->ca->cluster_file) {
+        st_log(ST_LOG_INFO, "SIGHUP: the nodes come from --nodes: nothing to re-read (list them in --cluster FILE "
+                            "to add nodes to a running coordinator)");
+        return;
+    }
+    coord_args_t only = {.cluster_file = c->ca->cluster_file};
+    int n_all = 0;
+    st_node_addr_t *all = s_node_list(&only, &n_all);
+    if (!all) {
+        st_log(ST_LOG_WARN, "SIGHUP: the cluster file %s is unreadable or empty: nothing changes", c->ca->cluster_file);
+        return;
+    }
+    int n_add = 0;
+    for (int i = 0; i < n_all; i++) {
+        bool known = false;
+        for (int k = 0; k < st_cluster_n_nodes(c->cl) && !known; k++)
+            known = !strcmp(all[i].url, st_cluster_url(c->cl, k));
+        for (int k = 0; k < n_add && !known; k++) known = !strcmp(all[i].url, all[k].url);
+        if (!known) all[n_add++] = all[i];
+    }
+    int added = n_add ? st_cluster_add(c->cl, all, n_add) : 0;
+    free(all);
+    if (added < 0)
+        st_log(ST_LOG_WARN, "SIGHUP: the new nodes could not be added");
+    else if (n_add == 0)
+        st_log(ST_LOG_INFO, "SIGHUP: no new node in the cluster file");
+    else
+        st_log(ST_LOG_INFO, "SIGHUP: %d new node(s) in the cluster file: they join when they answer", added);
+}
+
+/* Whether the run still waits for --min-nodes (and, if so, why in why).
+ * Stops waiting for good once enough nodes are up or the time is over. */
+static bool s_waiting(coord_t *c, char *why, size_t cap) {
+    if (!c->waiting) return false;
+    const int up = st_cluster_n_up(c->cl), want = (int)c->ca->min_nodes;
+    if (up >= want) {
+        st_log(ST_LOG_INFO, "%d of %d nodes up (--min-nodes %d): going on", up, st_cluster_n_nodes(c->cl), want);
+        c->waiting = false;
+    } else if (st_now_ms() > c->wait_until_ms) {
+        st_log(ST_LOG_WARN,
+               "--min-nodes %d: only %d node(s) up after %ld s: going on with them, the others join when they answer",
+               want, up, c->ca->min_nodes_timeout_s);
+        c->waiting = false;
+    } else if (why) {
+        snprintf(why, cap, "%d of the %d nodes of --min-nodes up, %d answered", up, want,
+                 up + st_cluster_n_joining(c->cl, NULL));
+    }
+    return c->waiting;
+}
+
+/* Nodes that answered with no share (never answered before, or added): they
+ * are admitted and the experts placed again over all nodes, keeping each
+ * where it is, so only what the newcomers take over moves (the summary line
+ * says what moved where). Waits JOIN_GRACE_MS after the first answer, or,
+ * for --min-nodes, until enough have answered, so that the experts are placed
+ * once for nodes that come up together. Runs between steps, on the thread
+ * that owns the cluster. */
+static void s_admit(coord_t *c) {
+    double first;
+    const int n = st_cluster_n_joining(c->cl, &first), up = st_cluster_n_up(c->cl);
+    bool due = n > 0 && st_now_ms() - first >= JOIN_GRACE_MS;
+    if (c->waiting) /* --min-nodes: once, when enough have answered */
+        due = (n > 0 || !c->pl) && up + n >= c->ca->min_nodes;
+    else if (!c->pl && up > 0) /* --min-nodes-timeout passed: the nodes that are up */
+        due = true;
+    if (!due) return;
+    const double t0 = st_now_ms();
+    st_cluster_admit(c->cl);
+    st_log(ST_LOG_INFO, "%d node(s) joining, %d up: placing the experts again", n, up);
+    st_placement_t *pl = NULL;
+    if (s_place(c, &pl, true) != 0 || (c->rm && st_remote_moe_set_placement(c->rm, pl) < 0)) {
+        st_log(ST_LOG_WARN, "no new placement: the joining nodes get nothing");
+        st_placement_destroy(&pl);
+        return;
+    }
+    st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
+    c->pl = pl;
+    st_log(ST_LOG_INFO, "experts placed over %d node(s) in %.0f ms", st_cluster_n_up(c->cl), st_now_ms() - t0);
+}
+
+/* Between two steps (a batch through all layers), or while idle: nodes
+ * added on SIGHUP, nodes that answered and join. */
+static void s_between_steps(void *arg) {
+    coord_t *c = arg;
+    if (s_hup) {
+        s_hup = 0;
+        s_reread(c);
+    }
+    s_admit(c);
+}
+
+/* The HTTP server between requests: joins on SIGHUP, rejoins, lost nodes. */
+static void s_idle(void *arg) {
+    coord_t *c = arg;
+    if (!c->cl) return;
+    s_between_steps(c);
+    st_cluster_idle(c->cl, 0);
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
 /* Connect, HELLO, place, ASSIGN, push. 0 or an exit status. */
 static int s_setup(coord_t *c) {
     const coord_args_t *ca = c->ca;
@@ -439,12 +575,13 @@ static int s_setup(coord_t *c) {
 
     int up = st_cluster_hello(c->cl, &c->shape);
     if (up < 0) return 1;
-    if (up == 0) {
+    if (up == 0 && !ca->min_nodes) {
         if (ca->no_fallback) {
             fprintf(stderr, PROG ": no node answered (see above) and --no-fallback is set\n");
             return 1;
         }
-        st_log(ST_LOG_WARN, "no node answered: every expert is computed here, from the model file");
+        st_log(ST_LOG_WARN, "no node answered: every expert is computed here, from the model file, until nodes "
+                            "answer (they are probed)");
     }
 
     /* expert hashes: the ASSIGN carries one per expert, and held shards are checked against them */
@@ -453,13 +590,30 @@ static int s_setup(coord_t *c) {
     if (!c->hashes || st_expert_hashes_fill(c->hashes, NULL, (int)c->a->threads) < 0) return 1;
     st_expert_hashes_save(c->hashes);
 
-    int rc = s_place(c, &c->pl, false);
-    if (rc) return rc;
-    if (rc == 0 && st_cluster_n_up(c->cl) < up && ca->no_fallback) {
-        fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
-        rc = 1;
+    c->wait_until_ms = ca->min_nodes_timeout_s ? st_now_ms() + 1e3 * (double)ca->min_nodes_timeout_s : INFINITY;
+    c->waiting = up < ca->min_nodes;
+    if (c->waiting) { /* placed once enough nodes answered (s_admit), not over the first ones */
+        st_log(ST_LOG_INFO, "waiting for %ld nodes (--min-nodes): %d up; the experts are placed when they answer",
+               ca->min_nodes, up);
+    } else {
+        int rc = s_place(c, &c->pl, false);
+        if (rc) return rc;
+        if (st_cluster_n_up(c->cl) < up && ca->no_fallback) {
+            fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
+            return 1;
+        }
     }
-    return rc;
+    if (c->serving) return 0; /* the server waits, answering /health meanwhile */
+    while (s_waiting(c, NULL, 0)) {
+        s_between_steps(c);
+        if (st_cluster_idle(c->cl, 100) < 0) return 1;
+    }
+    s_admit(c); /* after --min-nodes-timeout: the nodes that are up */
+    if (st_cluster_n_up(c->cl) == 0 && ca->no_fallback) {
+        fprintf(stderr, PROG ": no node is up (see above) and --no-fallback is set\n");
+        return 1;
+    }
+    return 0;
 }
 
 static int s_on_params(void *arg, st_ctx_params_t *p) {
@@ -474,72 +628,10 @@ static int s_on_params(void *arg, st_ctx_params_t *p) {
     return 0;
 }
 
-/* ---- nodes joining a running coordinator ---------------------------------- */
-
-static volatile sig_atomic_t s_hup; /* SIGHUP: re-read the cluster file */
-
-static void s_on_hup(int sig) {
-    (void)sig;
-    s_hup = 1;
-}
-
-/* Re-reads the cluster file; nodes not seen before are connected, HELLOed
- * and placed: experts are placed again over all nodes keeping each where it
- * is, so only what the new nodes take over moves (the summary line says what
- * moved where). Runs between steps, on the generating thread. */
-static void s_join(coord_t *c) {
-    coord_args_t only = {.cluster_file = c->ca->cluster_file};
-    int n_all = 0;
-    st_node_addr_t *all = c->ca->cluster_file ? s_node_list(&only, &n_all) : NULL;
-    if (!all) {
-        st_log(ST_LOG_WARN, "SIGHUP: no cluster file to re-read (--cluster), or it is unreadable");
-        return;
-    }
-    int n_add = 0;
-    for (int i = 0; i < n_all; i++) {
-        bool known = false;
-        for (int k = 0; k < st_cluster_n_nodes(c->cl) && !known; k++)
-            known = !strcmp(all[i].url, st_cluster_url(c->cl, k));
-        for (int k = 0; k < n_add && !known; k++) known = !strcmp(all[i].url, all[k].url);
-        if (!known) all[n_add++] = all[i];
-    }
-    if (n_add == 0) {
-        st_log(ST_LOG_INFO, "SIGHUP: no new node in the cluster file");
-        free(all);
-        return;
-    }
-    const double t0 = st_now_ms();
-    int up = st_cluster_add(c->cl, all, n_add);
-    free(all);
-    if (up < 0) {
-        st_log(ST_LOG_WARN, "SIGHUP: the new nodes could not be added");
-        return;
-    }
-    st_log(ST_LOG_INFO, "SIGHUP: %d new node(s), %d up: placing the experts again", n_add, up);
-    st_placement_t *pl = NULL;
-    if (s_place(c, &pl, true) != 0 || st_remote_moe_set_placement(c->rm, pl) < 0) {
-        st_log(ST_LOG_WARN, "SIGHUP: no new placement; the new nodes get nothing");
-        st_placement_destroy(&pl);
-        return;
-    }
-    st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
-    c->pl = pl;
-    c->n_nodes = st_cluster_n_nodes(c->cl);
-    st_log(ST_LOG_INFO, "SIGHUP: %d node(s) joined in %.0f ms", up, st_now_ms() - t0);
-}
-
-static void s_between_steps(void *arg) {
+/* The server's view of --min-nodes (on the scheduler thread, like s_idle). */
+static bool s_serve_waiting(void *arg, char *why, size_t cap) {
     coord_t *c = arg;
-    if (!s_hup) return;
-    s_hup = 0;
-    s_join(c);
-}
-
-/* The HTTP server between requests: joins on SIGHUP, rejoins, lost nodes. */
-static void s_idle(void *arg) {
-    coord_t *c = arg;
-    s_between_steps(c);
-    if (c->cl) st_cluster_idle(c->cl);
+    return c->cl && s_waiting(c, why, cap);
 }
 
 static int s_on_ctx(void *arg, st_ctx_t *ctx) {
@@ -583,6 +675,11 @@ static int s_check_args(const coord_args_t *ca, const st_node_addr_t *nodes, int
                 return 2;
             }
     }
+    if (ca->min_nodes > n) {
+        fprintf(stderr, PROG ": --min-nodes %ld, but %s lists %d node(s)\n", ca->min_nodes,
+                ca->cluster_file ? "the cluster file" : "--nodes", n);
+        return 2;
+    }
     if (ca->state_dir && access(ca->state_dir, W_OK | X_OK) != 0) {
         fprintf(stderr, PROG ": --state-dir %s: %s (it must be a directory this user can write)\n", ca->state_dir,
                 strerror(errno));
@@ -613,11 +710,10 @@ int main(int argc, char **argv) {
         free(c.addrs);
         return rc;
     }
-    if (ca.cluster_file) { /* SIGHUP: new nodes in the cluster file join (between steps) */
-        struct sigaction sa = {.sa_handler = s_on_hup, .sa_flags = SA_RESTART};
-        sigemptyset(&sa.sa_mask);
-        sigaction(SIGHUP, &sa, NULL);
-    }
+    /* SIGHUP (systemctl reload): the cluster file's new nodes join (between steps); with --nodes it only logs */
+    struct sigaction sa = {.sa_handler = s_on_hup, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGHUP, &sa, NULL);
 
     /* attention and the head run here, packed for the kernels; the experts stay as the file has
      * them, to be pushed to the nodes and, for a fallback, computed in that layout */
@@ -638,6 +734,8 @@ int main(int argc, char **argv) {
         st_server_view_t sv = st_cluster_view_server(view);
         sv.idle = s_idle;
         sv.idle_arg = &c;
+        sv.waiting = s_serve_waiting;
+        c.serving = true;
         status = view ? st_server_main(PROG, &a, c.m, &hooks, &sv) : 1;
         st_cluster_view_destroy(&view);
     } else

@@ -342,18 +342,24 @@ static int s_alloc_nodes(st_remote_moe_t *r, int n) {
     return 0;
 }
 
+/* Per-node buffers for nodes added to the cluster since (st_cluster_add:
+ * down until they answer, outside the placement until they are placed). */
+static int s_follow_cluster(st_remote_moe_t *r) {
+    const int n = st_cluster_n_nodes(r->cl), old = r->N;
+    if (n <= old) return 0;
+    if (s_alloc_nodes(r, n) < 0) return ST_ENOMEM;
+    for (int i = old; i < n; i++) { /* the step's byte snapshot starts now for a new node */
+        const st_node_stats_t *ns = st_cluster_stats(r->cl, i);
+        r->step[i] = (node_acc_t){.bytes_out = ns->bytes_out, .bytes_in = ns->bytes_in};
+    }
+    return 0;
+}
+
 int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl) {
     const int n = st_cluster_n_nodes(r->cl);
-    if (st_placement_n_nodes(pl) != n || n < r->N)
+    if (st_placement_n_nodes(pl) > n)
         return st_fail(ST_EINVAL, "placement over %d nodes, cluster of %d", st_placement_n_nodes(pl), n);
-    if (n > r->N) {
-        const int old = r->N;
-        if (s_alloc_nodes(r, n) < 0) return ST_ENOMEM;
-        for (int i = old; i < n; i++) { /* the step's byte snapshot starts now for a new node */
-            const st_node_stats_t *ns = st_cluster_stats(r->cl, i);
-            r->step[i] = (node_acc_t){.bytes_out = ns->bytes_out, .bytes_in = ns->bytes_in};
-        }
-    }
+    if (s_follow_cluster(r) < 0) return ST_ENOMEM;
     r->pl = pl;
     r->assigned_layer = -1;
     return 0;
@@ -462,6 +468,7 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
         s_step_close(r);
         st_cluster_maintain(r->cl); /* nodes coming back that need experts pushed: between steps */
         if (r->o.between_steps) r->o.between_steps(r->o.arg); /* e.g. a node joins: may change pl and N */
+        if (s_follow_cluster(r) < 0) st_log(ST_LOG_WARN, "no memory to follow the nodes added to the cluster");
         r->step_open = true;
         r->step_decode = rt->n_tok == 1;
         if (r->step_decode)
@@ -479,14 +486,21 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
 
 /* -- which node computes each pair -- */
 
+/* The owner of (layer, e) that is up with the fewest pairs so far in this
+ * layer, or -1: none (or no placement yet: no node has answered). */
+static int s_best_owner(const st_remote_moe_t *r, int layer, int e) {
+    int best = -1;
+    for (int o = 0; r->pl && o < st_placement_n_owners(r->pl, layer, e); o++) {
+        int nd = st_placement_owner(r->pl, layer, e, o);
+        if (st_cluster_is_up(r->cl, nd) && (best < 0 || r->load[nd] < r->load[best])) best = nd;
+    }
+    return best;
+}
+
 static void s_assign(st_remote_moe_t *r, const st_route_t *rt) {
     memset(r->load, 0, (size_t)r->N * sizeof *r->load);
     for (int p = 0; p < rt->n_tok * rt->k; p++) {
-        int e = rt->ids[p], best = -1;
-        for (int o = 0; o < st_placement_n_owners(r->pl, rt->layer, e); o++) {
-            int nd = st_placement_owner(r->pl, rt->layer, e, o);
-            if (st_cluster_is_up(r->cl, nd) && (best < 0 || r->load[nd] < r->load[best])) best = nd;
-        }
+        int best = s_best_owner(r, rt->layer, rt->ids[p]);
         r->pair_node[p] = best;
         if (best >= 0) r->load[best]++;
     }
@@ -676,11 +690,7 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
                     r->pair_done[p] = 1;
                     continue;
                 }
-                int e = rt->ids[p], best = -1; /* another owner that is up */
-                for (int o = 0; o < st_placement_n_owners(r->pl, rt->layer, e); o++) {
-                    int other = st_placement_owner(r->pl, rt->layer, e, o);
-                    if (st_cluster_is_up(r->cl, other) && (best < 0 || r->load[other] < r->load[best])) best = other;
-                }
+                int best = s_best_owner(r, rt->layer, rt->ids[p]); /* another owner that is up */
                 r->pair_node[p] = best;
                 if (best >= 0) r->load[best]++, r->tot.resent_pairs++, again = true;
             }

@@ -72,13 +72,14 @@ typedef struct {
 typedef struct st_remote_moe st_remote_moe_t;
 
 /* The backend for ctx (whose model must be the one placed). cl and pl are
- * borrowed and must outlive it. NULL on no memory. */
+ * borrowed and must outlive it; pl may be NULL (no node placed yet: every
+ * pair is computed here, or fails without fallback). NULL on no memory. */
 st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
                                    const st_remote_opts_t *o);
 void st_remote_moe_destroy(st_remote_moe_t **r);
 /* Switches to pl (borrowed, must outlive r or the next switch), a placement
- * over every node of the cluster, which may have grown (st_cluster_add)
- * since. Call between steps (st_remote_opts_t.between_steps). 0 or a
+ * over the cluster's first nodes (the cluster may have grown, st_cluster_add,
+ * since). Call between steps (st_remote_opts_t.between_steps). 0 or a
  * negative ST_E* code. */
 int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl);
 /* The st_moe_backend_t to install with st_ctx_set_moe(). */

@@ -129,6 +129,6 @@ void st_cluster_view_destroy(st_cluster_view_t **vp) {
 }
 
 st_server_view_t st_cluster_view_server(st_cluster_view_t *v) {
-    st_server_view_t s = {v, s_nodes, s_attach, NULL, NULL};
+    st_server_view_t s = {.arg = v, .nodes = s_nodes, .attach = s_attach};
     return s;
 }

@@ -141,7 +141,13 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) 
     int n_up = 0, n = cJSON_GetArraySize(nodes);
     const cJSON *x;
     cJSON_ArrayForEach(x, nodes) n_up += cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(x, "up"));
-    cJSON_AddStringToObject(o, "status", n == 0 || n_up == n ? "ok" : n_up > 0 ? "degraded" : "fallback");
+    char why[256];
+    if (st_sched_waiting(s, why, sizeof why)) {
+        cJSON_AddStringToObject(o, "status", "waiting");
+        cJSON_AddStringToObject(o, "waiting_for", why);
+    } else {
+        cJSON_AddStringToObject(o, "status", n == 0 || n_up == n ? "ok" : n_up > 0 ? "degraded" : "fallback");
+    }
     cJSON_AddStringToObject(o, "mode", n ? "cluster" : "single");
     cJSON_AddStringToObject(o, "model", model_name);
     cJSON_AddNumberToObject(o, "uptime_s", uptime_s);

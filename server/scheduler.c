@@ -19,6 +19,7 @@
  * condition variable its HTTP thread waits on.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -86,6 +87,8 @@ struct st_sched {
     st_req_t **active; /* parallel slots, scheduler thread */
     int n_active;
     char *nodes_json;
+    bool waiting; /* st_server_view_t.waiting's last answer, and why */
+    char waiting_why[256];
     st_sched_stats_t st;
     uint64_t rate_tok[10];
     int64_t rate_sec[10];
@@ -263,6 +266,24 @@ static void s_view_refresh(st_sched_t *s, double *last) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Asks the view whether to wait before serving (not under mu). */
+static void s_check_waiting(st_sched_t *s) {
+    char why[sizeof s->waiting_why] = "";
+    bool w = s->view.waiting && s->view.waiting(s->view.idle_arg, why, sizeof why);
+    pthread_mutex_lock(&s->mu);
+    s->waiting = w;
+    memcpy(s->waiting_why, why, sizeof why);
+    pthread_mutex_unlock(&s->mu);
+}
+
+bool st_sched_waiting(st_sched_t *s, char *why, size_t cap) {
+    pthread_mutex_lock(&s->mu);
+    bool w = s->waiting;
+    snprintf(why, cap, "%s", s->waiting_why);
+    pthread_mutex_unlock(&s->mu);
+    return w;
+}
+
 /* Removes finished or cancelled sequences from the active set (under mu). */
 static void s_reap(st_sched_t *s) {
     int k = 0;
@@ -288,12 +309,13 @@ static void *s_thread(void *arg) {
     st_sched_t *s = arg;
     const size_t V = (size_t)s->m->cfg.n_vocab;
     double last_view = 0;
+    s_check_waiting(s);
     s_view_refresh(s, &last_view);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         s_reap(s);
         int first_new = s->n_active;
-        while (s->n_active < s->parallel && s->q_head) {
+        while (!s->waiting && s->n_active < s->parallel && s->q_head) {
             st_req_t *r = s->q_head;
             s->q_head = r->next;
             if (!s->q_head) s->q_tail = NULL;
@@ -303,9 +325,10 @@ static void *s_thread(void *arg) {
         if (s->n_active == 0) {
             pthread_mutex_unlock(&s->mu);
             if (s->view.idle) s->view.idle(s->view.idle_arg);
+            s_check_waiting(s);
             s_view_refresh(s, &last_view);
             pthread_mutex_lock(&s->mu);
-            if (s->stop || s->q_head) continue;
+            if (s->stop || (s->q_head && !s->waiting)) continue;
             struct timespec ts; /* a new request signals cv: the wait only paces the idle work */
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += s->view.idle ? 100000000L : 500000000L;

@@ -32,6 +32,11 @@ typedef struct {
      * back or join without waiting for the next request. */
     void (*idle)(void *idle_arg);
     void *idle_arg;
+    /* Called on the scheduler thread before it starts a request and when
+     * idle (may be NULL): true while the program is not ready to serve (a
+     * cluster waiting for --min-nodes), with the reason in why. Requests wait
+     * in the queue meanwhile, and /health says status "waiting" and why. */
+    bool (*waiting)(void *idle_arg, char *why, size_t cap);
 } st_server_view_t;
 
 /* Serves a->http until SIGINT or SIGTERM: creates the context through hooks

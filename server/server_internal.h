@@ -74,6 +74,9 @@ int st_req_wait(st_req_t *r, st_req_out_t *out, int timeout_ms);
 void st_req_release(st_req_t **r);
 
 void st_sched_stats(st_sched_t *s, st_sched_stats_t *out);
+/* Whether the scheduler waits before it serves (st_server_view_t.waiting),
+ * as of its last check, with the reason in why. */
+bool st_sched_waiting(st_sched_t *s, char *why, size_t cap);
 /* The latest cluster view as a JSON array (malloc'd text; "[]" without a view). */
 char *st_sched_nodes_json(st_sched_t *s);
 
