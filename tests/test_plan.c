@@ -366,3 +366,41 @@ Test(plan, st_plan_errors_are_clear, .timeout = 120) {
     cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s'", model), 2);
     cr_assert_not_null(strstr(err, "--boards or --cluster"), "%s", err);
 }
+
+/* st-bench --profile measures this machine into a file st-plan takes as a
+ * board. The rates depend on the machine and its load, so only what holds
+ * anywhere is checked: every figure present and positive, a matmul with 64
+ * tokens doing more multiply-adds per second than with one (it reads each
+ * weight once for all of them), a round trip under 100 ms. */
+Test(plan, st_bench_profile_is_a_board_for_st_plan, .timeout = 600) {
+    static char out[1 << 16], err[1 << 14];
+    char dir[] = "/tmp/st-test-profile-XXXXXX", prof[128];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(prof, sizeof prof, "%s/this.prof", dir);
+    cr_assert_eq(st_test_system("%s'%s/st-bench' --profile '%s' -t 1 --block 1M > /dev/null 2> '%s/log'",
+                                st_test_run_prefix(), ST_BINARY_DIR, prof, dir),
+                 0, "st-bench --profile failed");
+    st_board_t b;
+    cr_assert_eq(st_board_load(prof, &b), 0);
+    cr_assert_gt(b.ram, 0);
+    cr_assert_eq(b.threads, 1);
+    cr_assert_gt(b.mem_bw_t[1], 0);
+    for (int i = 0; i < 3; i++) cr_assert_gt(b.matmul[ST_TYPE_Q4_0][i], 0);
+    cr_assert_gt(b.matmul[ST_TYPE_Q4_0][2], b.matmul[ST_TYPE_Q4_0][0], "64 tokens: %g, 1 token: %g",
+                 b.matmul[ST_TYPE_Q4_0][2], b.matmul[ST_TYPE_Q4_0][0]);
+    cr_assert_gt(b.disk_direct, 0);
+    cr_assert_gt(b.disk_buffered, 0);
+    cr_assert(b.rtt > 0 && b.rtt < 0.1, "round trip %g s", b.rtt);
+    cr_assert_gt(b.msg_bps, 0);
+    const char *model = s_model();
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards '%s:2' --coordinator '%s' --json", model,
+                        prof, prof),
+                 0, "%s", err);
+    cJSON *o = cJSON_Parse(out);
+    cr_assert_not_null(o);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 0), "board")->valuestring,
+                     b.name);
+    cr_assert_gt(cJSON_GetObjectItem(o, "predicted_decode_tps")->valuedouble, 0);
+    cJSON_Delete(o);
+    st_test_system("rm -rf '%s'", dir);
+}

@@ -16,6 +16,7 @@
  * --mem budget).
  */
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include "clock.h"
 #include "expert_cache.h"
 #include "forward.h"
+#include "measure.h"
 #include "model.h"
 #include "parse.h"
 #include "proc_mem.h"
@@ -38,11 +40,11 @@
 #include "version.h"
 
 #define MAX_REPS 100
-#define BW_BUFFER (256u << 20) /* 256 MiB: 8x a 32 MiB L3; small enough for a 1 GiB budget */
 
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: st-bench -m MODEL [options]\n"
+            "       st-bench --profile FILE [-t N] [--disk-dir DIR] [--block SIZE]\n"
             "\n"
             "Measures prompt processing (ppP) and decode (tgN) tokens/s like llama-bench,\n"
             "plus load time, peak RSS and decode speed against the memory-bandwidth limit.\n"
@@ -57,6 +59,12 @@ static void s_usage(FILE *f) {
             "      --no-bw        skip the memory-bandwidth measurement\n"
             "      --mem SIZE     whole-process memory budget (e.g. 1G): experts read from storage into a cache\n"
             "      --json         print one JSON object instead of a markdown table\n"
+            "      --profile FILE measure this machine as a board for st-plan instead (no model needed):\n"
+            "                     memory bandwidth (1..N threads), matmul rates per weight type at 1, 8\n"
+            "                     and 64 tokens, storage reads, a ZeroMQ + CURVE round trip; writes FILE\n"
+            "      --disk-dir DIR where the node's store would be: reads of a scratch file there\n"
+            "                     (default: FILE's directory)\n"
+            "      --block SIZE   bytes per storage read: one expert (default 3317760, the 21B's Q4_0)\n"
             "  -v, --verbose      more log output\n"
             "      --version      print the version and exit\n"
             "  -h, --help         this help\n",
@@ -69,9 +77,11 @@ typedef struct {
     st_type_t kv_type;
     bool json, no_bw;
     uint64_t mem; /* --mem: 0 = off */
+    const char *profile, *disk_dir;
+    uint64_t block;
 } args_t;
 
-enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW, OPT_VERSION };
+enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW, OPT_VERSION, OPT_PROFILE, OPT_DISK_DIR, OPT_BLOCK };
 
 static int s_bad(const char *flag, const char *val) {
     fprintf(stderr, "st-bench: invalid value '%s' for %s (see --help)\n", val, flag);
@@ -91,6 +101,9 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"json", no_argument, 0, OPT_JSON},
                                          {"verbose", no_argument, 0, 'v'},
                                          {"version", no_argument, 0, OPT_VERSION},
+                                         {"profile", required_argument, 0, OPT_PROFILE},
+                                         {"disk-dir", required_argument, 0, OPT_DISK_DIR},
+                                         {"block", required_argument, 0, OPT_BLOCK},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     a->n_prompt = 64;
@@ -131,6 +144,12 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             if (!st_parse_size(optarg, &a->mem) || a->mem == 0) return s_bad("--mem", optarg);
             break;
         case OPT_JSON: a->json = true; break;
+        case OPT_PROFILE: a->profile = optarg; break;
+        case OPT_DISK_DIR: a->disk_dir = optarg; break;
+        case OPT_BLOCK: /* O_DIRECT reads whole 4 KiB pages */
+            if (!st_parse_size(optarg, &a->block) || a->block == 0 || a->block % 4096 || a->block > (256u << 20))
+                return s_bad("--block", optarg);
+            break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h': s_usage(stdout); exit(0);
         case OPT_VERSION: st_version_print("st-bench"); exit(0);
@@ -142,6 +161,15 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
     if (optind < argc) {
         fprintf(stderr, "st-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
+    }
+    if ((a->disk_dir || a->block) && !a->profile) {
+        fprintf(stderr, "st-bench: --disk-dir and --block go with --profile\n");
+        return 2;
+    }
+    if (a->profile) {
+        if (a->model) fprintf(stderr, "st-bench: --profile measures the machine; -m %s is not used\n", a->model);
+        if (a->threads > ST_BOARD_MAX_THREADS) return s_bad("-t", "(more than 64 with --profile)");
+        return 0;
     }
     if (!a->model) {
         fprintf(stderr, "st-bench: -m MODEL is required (see --help)\n");
@@ -196,90 +224,6 @@ static uint64_t s_decode_bytes(const st_model_t *m) {
              (s_matrix_bytes(&L->gate_exps) + s_matrix_bytes(&L->up_exps) + s_matrix_bytes(&L->down_exps));
     }
     return b;
-}
-
-/* ---- memory bandwidth ---------------------------------------------------- */
-
-/* 16-byte vectors: native on every 64-bit target (SSE2, NEON), so the loop
- * compiles to plain vector loads without any ISA flag */
-typedef uint64_t v2u64 __attribute__((vector_size(16)));
-
-#define BW_PARTS 64 /* parts of the buffer claimed by the threads */
-
-typedef struct {
-    const v2u64 *buf;
-    int n; /* cache lines (4 vectors each) */
-    uint64_t sink[BW_PARTS];
-} bw_job_t;
-
-/* Part `part` of the buffer, 2 cache lines per step, 8 independent accumulators. */
-static void s_bw_part(void *arg, int part, int ith) {
-    bw_job_t *j = arg;
-    int lo, hi;
-    st_split_range(j->n / 2, part, BW_PARTS, &lo, &hi);
-    v2u64 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, a4 = {0}, a5 = {0}, a6 = {0}, a7 = {0};
-    for (const v2u64 *p = j->buf + 8 * (size_t)lo, *e = j->buf + 8 * (size_t)hi; p < e; p += 8) {
-        a0 ^= p[0];
-        a1 ^= p[1];
-        a2 ^= p[2];
-        a3 ^= p[3];
-        a4 ^= p[4];
-        a5 ^= p[5];
-        a6 ^= p[6];
-        a7 ^= p[7];
-    }
-    v2u64 a = a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
-    (void)ith;
-    j->sink[part] = a[0] ^ a[1];
-}
-
-/* Best of 8 passes over a BW_BUFFER buffer with the pool's threads, bytes/s; 0 on failure. */
-static double s_measure_bandwidth(st_pool_t *pool) {
-    void *buf = NULL;
-    if (posix_memalign(&buf, (size_t)2 << 20, BW_BUFFER) != 0) return 0.0;
-    madvise(buf, BW_BUFFER, MADV_HUGEPAGE); /* as the resident weights: the best the memory gives */
-    memset(buf, 1, BW_BUFFER);              /* fault every page in before timing */
-    bw_job_t j = {.buf = buf, .n = (int)(BW_BUFFER / 64)};
-    double best = 0.0;
-    for (int pass = 0; pass < 8; pass++) {
-        double t0 = st_now_s();
-        st_pool_for(pool, BW_PARTS, s_bw_part, &j);
-        double dt = st_now_s() - t0;
-        if (dt > 0 && BW_BUFFER / dt > best) best = BW_BUFFER / dt;
-    }
-    free(buf);
-    return best;
-}
-
-/* The measurement in a child process, so that its buffer counts neither in our
- * peak RSS nor, after the child exits, against a --mem budget; in-process if
- * fork is not possible. bytes/s, 0 on failure. */
-static double s_bandwidth(int n_threads) {
-    int fd[2] = {-1, -1};
-    pid_t pid = -1;
-    if (pipe(fd) == 0 && (pid = fork()) == 0) {
-        close(fd[0]);
-        st_pool_t *pool = st_pool_new(n_threads);
-        double bw = pool ? s_measure_bandwidth(pool) : 0.0;
-        st_pool_destroy(&pool);
-        _exit(write(fd[1], &bw, sizeof bw) == (ssize_t)sizeof bw ? 0 : 1);
-    }
-    double bw = 0.0;
-    if (pid > 0) {
-        close(fd[1]);
-        if (read(fd[0], &bw, sizeof bw) != (ssize_t)sizeof bw) bw = 0.0;
-        close(fd[0]);
-        waitpid(pid, NULL, 0);
-        return bw;
-    }
-    if (pid < 0 && fd[0] >= 0) {
-        close(fd[0]);
-        close(fd[1]);
-    }
-    st_pool_t *pool = st_pool_new(n_threads);
-    bw = pool ? s_measure_bandwidth(pool) : 0.0;
-    st_pool_destroy(&pool);
-    return bw;
 }
 
 /* ---- the tests ----------------------------------------------------------- */
@@ -421,13 +365,42 @@ static void s_print_json(const args_t *a, const char *kname, uint64_t file_size,
     cJSON_Delete(o);
 }
 
+/* --profile: measures this machine (plan/measure.c) and writes the board
+ * profile atomically; also prints it. */
+static int s_profile(const args_t *a) {
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", a->profile);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *(slash == dir ? slash + 1 : slash) = 0;
+    else
+        strcpy(dir, ".");
+    st_measure_opts_t o = {.threads = (int)a->threads, .disk_dir = a->disk_dir ? a->disk_dir : dir, .block = a->block};
+    st_board_t b;
+    if (st_measure_board(&o, &b) < 0) return 1;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", a->profile, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    int rc = f ? st_board_save(&b, f) : -1;
+    if (f && fclose(f) != 0) rc = -1;
+    if (rc < 0 || rename(tmp, a->profile) != 0) {
+        fprintf(stderr, "st-bench: cannot write %s: %s\n", a->profile, strerror(errno));
+        unlink(tmp);
+        return 1;
+    }
+    st_board_save(&b, stdout);
+    fprintf(stderr, "st-bench: wrote %s (use it as a board: st-plan --boards %s:N)\n", a->profile, a->profile);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     args_t a = {0};
     int rc = s_parse_args(argc, argv, &a);
     if (rc) return rc;
+    if (a.profile) return s_profile(&a);
 
     /* bandwidth first, while the model is not resident, in a child process */
-    const double bw = a.no_bw ? 0.0 : s_bandwidth((int)a.threads);
+    const double bw = a.no_bw ? 0.0 : st_measure_bandwidth((int)a.threads);
 
     double t0 = st_now_s();
     st_model_t *m = a.mem ? st_model_load(a.model) : st_model_load_resident(a.model); /* as st-run */

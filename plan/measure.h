@@ -1,0 +1,38 @@
+/* measure: this machine as a board (board.h), for `st-bench --profile`.
+ *
+ * Each rate is measured the way the cluster uses the machine: the memory
+ * read bandwidth over a buffer far bigger than the caches (1..N threads), the
+ * matmul of every weight type on expert-shaped matrices (packed where this
+ * CPU's kernels pack, as a node holds them in RAM) with 1, 8 and 64 tokens
+ * over a working set that does not fit in the caches, reads of expert-sized
+ * blocks from a file in the store's directory (O_DIRECT, and through the page
+ * cache after dropping it), and a ZeroMQ request/reply with CURVE over
+ * loopback (the round trip of a small message, and the rate of 1 MiB ones).
+ * RAM is the machine's, or the memory cgroup's limit when lower.
+ */
+#ifndef ST_MEASURE_H
+#define ST_MEASURE_H
+
+#include <stdint.h>
+
+#include "board.h"
+
+typedef struct {
+    int threads;          /* as the node or coordinator will run (-t) */
+    const char *disk_dir; /* where the store would be: a scratch file goes there */
+    uint64_t block;       /* bytes per read: one expert (0: the 21B's 3,317,760) */
+    double seconds;       /* per matmul measurement (0: 0.15) */
+} st_measure_opts_t;
+
+/* Streaming read bandwidth with n_threads threads, bytes/s (best of 8 passes
+ * over 256 MiB, in a child process so the buffer counts in no budget); 0 on
+ * failure. */
+double st_measure_bandwidth(int n_threads);
+
+/* Measures everything above into b (name, RAM, rates; the network link is
+ * not measured: st-plan takes it from --link). 0, or a negative ST_E* code
+ * when a measurement could not run (logged); a storage or messaging failure
+ * leaves that rate 0 with a warning, which st_board_fill then defaults. */
+int st_measure_board(const st_measure_opts_t *o, st_board_t *b);
+
+#endif
