@@ -295,9 +295,13 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
         if (!(items[i].revents & ZMQ_POLLIN)) continue;
         for (;;) { /* drain this socket */
             st_wire_rx_t rx;
-            char why[160] = "";
+            char why[320] = "";
             int r = st_wire_recv(c->nodes[i].sock, false, &rx, why, sizeof why);
             if (r == ST_ETIMEOUT) break;
+            if (r == ST_EPROTO && rx.msg.version && rx.msg.version != ST_WIRE_VERSION) {
+                st_cluster_set_down(c, i, why); /* another protocol: the log names both versions */
+                continue;
+            }
             if (r < 0) {
                 c->nodes[i].stats.stale++;
                 st_log(ST_LOG_DEBUG, "node %d: bad message dropped: %s", i, why);
@@ -397,7 +401,15 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
         st_cluster_set_down(c, node, why);
         return 0;
     }
-    return s_keep_inventory(nd, &rx->msg.inventory);
+    const st_wire_inventory_t *inv = &rx->msg.inventory;
+    if (!st_wire_same_release(inv->software)) {
+        char me[ST_WIRE_MAX_SOFTWARE + 1];
+        st_log(ST_LOG_WARN,
+               "node %d (%s) runs %s and this coordinator %s: same protocol, but upgrade both to one version", node,
+               nd->addr.url, inv->software[0] ? inv->software : "a version before 0.4.0",
+               st_wire_software(me, sizeof me));
+    }
+    return s_keep_inventory(nd, inv);
 }
 
 /* A first contact waits at least this long: it includes TCP's connect (a lost

@@ -346,7 +346,14 @@ static int s_on_hello(st_node_t *n, st_wire_rx_t *rx) {
     m.inventory.threads = (uint32_t)(n->o.threads > 0 ? n->o.threads : st_cpu_count());
     m.inventory.n_held = (uint32_t)count;
     m.inventory.held = held;
-    st_log(ST_LOG_INFO, "HELLO from %s: %d experts of this model in the store", rx->msg.hello.coordinator_id, count);
+    const char *sw = rx->msg.hello.software[0] ? rx->msg.hello.software : "a version before 0.4.0";
+    st_log(ST_LOG_INFO, "HELLO from %s (%s): %d experts of this model in the store", rx->msg.hello.coordinator_id, sw,
+           count);
+    if (!st_wire_same_release(rx->msg.hello.software)) { /* the protocol matches, or decode would have refused */
+        char me[ST_WIRE_MAX_SOFTWARE + 1];
+        st_log(ST_LOG_WARN, "the coordinator runs %s and this node %s: same protocol, but upgrade both to one version",
+               sw, st_wire_software(me, sizeof me));
+    }
     rc = s_reply(n, rx, &m);
     free(held);
     return rc;

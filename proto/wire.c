@@ -21,6 +21,7 @@
 #include "st.pb-c.h"
 #include "st_kernels.h"
 #include "st_log.h"
+#include "version.h"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -33,6 +34,17 @@ static int s_why(char *why, size_t cap, const char *fmt, ...) {
         va_end(ap);
     }
     return ST_EPROTO;
+}
+
+const char *st_wire_software(char *buf, size_t cap) {
+    snprintf(buf, cap, "%s %s", program_invocation_short_name, st_version());
+    return buf;
+}
+
+bool st_wire_same_release(const char *software) {
+    const char *rel = strchr(software, ' '); /* "PROGRAM RELEASE[ (git REV)]" */
+    size_t n = strlen(st_version_release());
+    return rel && !strncmp(rel + 1, st_version_release(), n) && (rel[1 + n] == '\0' || rel[1 + n] == ' ');
 }
 
 const char *st_wire_type_name(int type) {
@@ -75,8 +87,9 @@ typedef struct {
         St__Heartbeat heartbeat;
         St__Error error;
     } b;
-    void *block;                           /* ExpertRef structs and pointer arrays */
-    uint32_t types[3][ST_WIRE_MAX_LAYERS]; /* the shape's per-layer type ids, widened */
+    char software[ST_WIRE_MAX_SOFTWARE + 1]; /* Envelope.software, when the message carries it */
+    void *block;                             /* ExpertRef structs and pointer arrays */
+    uint32_t types[3][ST_WIRE_MAX_LAYERS];   /* the shape's per-layer type ids, widened */
 } pb_build_t;
 
 static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p, uint32_t types[3][ST_WIRE_MAX_LAYERS]) {
@@ -136,6 +149,12 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
     e->type = (St__MsgType)m->type;
     e->request_id = m->request_id;
     e->body_case = s_case_of[m->type];
+    /* who sends: what a peer of another version names in its refusal (not on the hot path) */
+    const char *sw = m->type == ST_MSG_HELLO       ? m->hello.software
+                     : m->type == ST_MSG_INVENTORY ? m->inventory.software
+                                                   : "";
+    if (m->type == ST_MSG_HELLO || m->type == ST_MSG_INVENTORY || m->type == ST_MSG_ERROR)
+        e->software = sw[0] ? (char *)sw : (char *)st_wire_software(pb->software, sizeof pb->software);
     int rc = 0;
     switch (m->type) {
     case ST_MSG_HELLO:
@@ -258,8 +277,12 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
 /* ids and strings are NUL-terminated arrays inside the struct: bound them */
 static bool s_strings_ok(const st_wire_msg_t *m) {
     switch (m->type) {
-    case ST_MSG_HELLO: return memchr(m->hello.coordinator_id, 0, sizeof m->hello.coordinator_id) != NULL;
-    case ST_MSG_INVENTORY: return memchr(m->inventory.node_id, 0, sizeof m->inventory.node_id) != NULL;
+    case ST_MSG_HELLO:
+        return memchr(m->hello.coordinator_id, 0, sizeof m->hello.coordinator_id) &&
+               memchr(m->hello.software, 0, sizeof m->hello.software);
+    case ST_MSG_INVENTORY:
+        return memchr(m->inventory.node_id, 0, sizeof m->inventory.node_id) &&
+               memchr(m->inventory.software, 0, sizeof m->inventory.software);
     case ST_MSG_ERROR: return memchr(m->error.message, 0, sizeof m->error.message) != NULL;
     default: return true;
     }
@@ -386,8 +409,14 @@ static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t 
 }
 
 static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t cap) {
-    if (e->version != ST_WIRE_VERSION)
-        return s_why(why, cap, "protocol version %u (this program speaks %d)", e->version, ST_WIRE_VERSION);
+    if (e->version != ST_WIRE_VERSION) { /* name both sides: the reader of a log sees one */
+        char me[ST_WIRE_MAX_SOFTWARE + 1];
+        const char *peer = e->software && *e->software ? e->software : "a program before 0.4.0 (it names no version)";
+        return s_why(why, cap,
+                     "protocol version %u from %.*s, but this is %s, protocol version %d: run the same version "
+                     "on both sides",
+                     e->version, ST_WIRE_MAX_SOFTWARE, peer, st_wire_software(me, sizeof me), ST_WIRE_VERSION);
+    }
     if ((int)e->type <= ST_MSG_NONE || (int)e->type >= ST_MSG_COUNT)
         return s_why(why, cap, "unknown message type %d", (int)e->type);
     if (e->body_case != s_case_of[e->type])
@@ -405,11 +434,13 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
     case ST_MSG_HELLO:
         rc = s_string_from_pb(e->hello->coordinator_id, m->hello.coordinator_id, sizeof m->hello.coordinator_id,
                               "coordinator id", why, cap);
+        if (!rc) rc = s_string_from_pb(e->software, m->hello.software, sizeof m->hello.software, "software", why, cap);
         if (!rc) rc = s_shape_from_pb(e->hello->shape, &m->hello.shape, why, cap);
         break;
     case ST_MSG_INVENTORY: {
         st_wire_inventory_t *v = &m->inventory;
         rc = s_string_from_pb(e->inventory->node_id, v->node_id, sizeof v->node_id, "node id", why, cap);
+        if (!rc) rc = s_string_from_pb(e->software, v->software, sizeof v->software, "software", why, cap);
         v->mem_budget = e->inventory->mem_budget;
         v->store_free = e->inventory->store_free;
         v->threads = e->inventory->threads;
@@ -503,15 +534,18 @@ int st_wire_decode(const uint8_t *buf, size_t len, st_wire_msg_t *m, char *why, 
     if (!e) return s_why(why, why_cap, "envelope of %zu B does not parse", len);
     if ((int)e->type > ST_MSG_NONE && (int)e->type < ST_MSG_COUNT) m->type = (st_msg_type_t)e->type;
     m->request_id = e->request_id;
+    m->version = e->version;
     int rc = s_from_pb(e, m, why, why_cap);
     st__envelope__free_unpacked(e, NULL);
     if (rc) {
         free(m->owned_);
         st_msg_type_t t = m->type;
         uint64_t id = m->request_id;
+        uint32_t version = m->version;
         memset(m, 0, sizeof *m);
         m->type = t;
         m->request_id = id;
+        m->version = version;
         return ST_EPROTO;
     }
     return 0;
@@ -798,9 +832,11 @@ int st_wire_recv(void *sock, bool router, st_wire_rx_t *rx, char *why, size_t ca
     if (rc) {
         st_msg_type_t t = rx->msg.type;
         uint64_t id = rx->msg.request_id;
+        uint32_t version = rx->msg.version;
         st_wire_rx_clear(rx);
         rx->msg.type = t;
         rx->msg.request_id = id;
+        rx->msg.version = version;
         return ST_EPROTO;
     }
     return 0;

@@ -57,6 +57,7 @@
 #define ST_WIRE_MAX_REFS 65536     /* entries of one expert list */
 #define ST_WIRE_MAX_ID 64          /* bytes of a node or coordinator id */
 #define ST_WIRE_MAX_ERRMSG 256     /* bytes of an error message */
+#define ST_WIRE_MAX_SOFTWARE 96    /* bytes of a program's name and version */
 
 typedef enum {
     ST_MSG_NONE = 0,
@@ -92,11 +93,15 @@ typedef struct {
 
 typedef struct {
     char coordinator_id[ST_WIRE_MAX_ID + 1];
+    /* the sender's program and version ("st-coordinator 0.4.0 (git abc1234)"; "" from a program
+     * before 0.4.0); when sending, "" means this program (st_wire_software) */
+    char software[ST_WIRE_MAX_SOFTWARE + 1];
     st_wire_shape_t shape;
 } st_wire_hello_t;
 
 typedef struct {
     char node_id[ST_WIRE_MAX_ID + 1];
+    char software[ST_WIRE_MAX_SOFTWARE + 1]; /* as in HELLO: "st-node 0.4.0 (git abc1234)" */
     uint64_t mem_budget, store_free;
     uint32_t threads;
     uint32_t n_held;
@@ -162,6 +167,9 @@ typedef struct {
 typedef struct {
     st_msg_type_t type;
     uint64_t request_id;
+    /* decoded: the Envelope's protocol version. Other than ST_WIRE_VERSION (and not 0) only when
+     * st_wire_decode refused it for that: the why then names both sides' versions. */
+    uint32_t version;
     union {
         st_wire_hello_t hello;
         st_wire_inventory_t inventory;
@@ -177,6 +185,13 @@ typedef struct {
     };
     void *owned_; /* lists allocated by st_wire_decode (one block) */
 } st_wire_msg_t;
+
+/* This program as its messages name it: "st-node 0.4.0 (git abc1234)". */
+const char *st_wire_software(char *buf, size_t cap);
+
+/* Whether a peer's software string ("st-node 0.4.1 (git ...)") is of this program's release
+ * (0.4.0): false for another release, and for "" (a program before 0.4.0). */
+bool st_wire_same_release(const char *software);
 
 /* "HELLO", ... ("?" for an unknown type). */
 const char *st_wire_type_name(int type);

@@ -68,6 +68,8 @@ static void s_nodes(void *arg, cJSON *nodes) {
         const st_node_stats_t *ns = st_cluster_stats(cl, i);
         cJSON_AddStringToObject(o, "url", st_cluster_url(cl, i));
         cJSON_AddStringToObject(o, "id", inv ? inv->node_id : "");
+        const char *sw = inv ? strchr(inv->software, ' ') : NULL; /* "st-node 0.4.0 (git ...)" */
+        cJSON_AddStringToObject(o, "version", sw ? sw + 1 : "");  /* "": not known, or before 0.4.0 */
         cJSON_AddBoolToObject(o, "up", st_cluster_is_up(cl, i));
         cJSON_AddNumberToObject(o, "mem_budget", inv ? (double)inv->mem_budget : 0);
         cJSON_AddNumberToObject(o, "store_free", inv ? (double)inv->store_free : 0);

@@ -6,6 +6,7 @@
  * cluster's sockets. Per-node series take every numeric field of a node
  * object that this table names.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "proc_mem.h"
 #include "server_internal.h"
+#include "version.h"
 
 typedef struct {
     char *p;
@@ -41,6 +43,23 @@ __attribute__((format(printf, 2, 3))) static void s_put(out_t *o, const char *fm
 
 static void s_family(out_t *o, const char *name, const char *type, const char *help) {
     s_put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* A label value as Prometheus' text format wants it: \\, \" and \n escaped (node ids and
+ * versions come from the nodes), at most 127 bytes of it. */
+static const char *s_label(const cJSON *v, char buf[256]) {
+    const char *s = cJSON_IsString(v) ? v->valuestring : "";
+    size_t n = 0;
+    for (; *s && n < 127; s++) {
+        if (*s == '\\' || *s == '"')
+            buf[n++] = '\\', buf[n++] = *s;
+        else if (*s == '\n')
+            buf[n++] = '\\', buf[n++] = 'n';
+        else
+            buf[n++] = *s;
+    }
+    buf[n] = '\0';
+    return buf;
 }
 
 /* node object field -> metric */
@@ -109,9 +128,23 @@ char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
     s_family(&o, "st_process_peak_resident_memory_bytes", "gauge", "peak resident memory of this process");
     s_put(&o, "st_process_peak_resident_memory_bytes %llu\n", (unsigned long long)peak);
 
+    s_family(&o, "st_build_info", "gauge", "this program's version (label), always 1");
+    s_put(&o, "st_build_info{program=\"%s\",version=\"%s\"} 1\n", program_invocation_short_name, st_version());
+
     char *nj = st_sched_nodes_json(s);
     cJSON *nodes = nj ? cJSON_Parse(nj) : NULL;
     free(nj);
+    const cJSON *n;
+    bool head = false;
+    cJSON_ArrayForEach(n, nodes) { /* versions are labels: one series per node, always 1 */
+        char url[256], id[256], version[256];
+        if (!head) s_family(&o, "st_node_info", "gauge", "the node's id and version as it announced them, always 1");
+        head = true;
+        s_put(&o, "st_node_info{node=\"%s\",id=\"%s\",version=\"%s\"} 1\n",
+              s_label(cJSON_GetObjectItemCaseSensitive(n, "url"), url),
+              s_label(cJSON_GetObjectItemCaseSensitive(n, "id"), id),
+              s_label(cJSON_GetObjectItemCaseSensitive(n, "version"), version));
+    }
     for (size_t k = 0; k < sizeof s_node_series / sizeof s_node_series[0]; k++) {
         bool head = false;
         const cJSON *n;
@@ -150,6 +183,7 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) 
     }
     cJSON_AddStringToObject(o, "mode", n ? "cluster" : "single");
     cJSON_AddStringToObject(o, "model", model_name);
+    cJSON_AddStringToObject(o, "version", st_version());
     cJSON_AddNumberToObject(o, "uptime_s", uptime_s);
     cJSON_AddNumberToObject(o, "queued", st.queued);
     cJSON_AddNumberToObject(o, "active", st.active);

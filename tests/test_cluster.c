@@ -326,6 +326,8 @@ typedef struct {
     void *zctx, *sock;
     char url[128];
     bool answer_error;
+    bool foreign; /* answers HELLO in protocol version 99, as "st-node 9.9.9 (git fake)" */
+    char hello_software[ST_WIRE_MAX_SOFTWARE + 1]; /* what the coordinator's HELLO named */
     volatile int stop;
     pthread_t thread;
 } fake_node_t;
@@ -337,7 +339,15 @@ static void *s_fake_node(void *arg) {
         if (st_wire_recv(f->sock, true, &rx, NULL, 0) < 0) continue; /* RCVTIMEO: re-checks stop */
         st_wire_msg_t m = {.request_id = rx.msg.request_id};
         bool reply = true;
-        if (rx.msg.type == ST_MSG_HELLO) {
+        if (rx.msg.type == ST_MSG_HELLO && f->foreign) {
+            snprintf(f->hello_software, sizeof f->hello_software, "%s", rx.msg.hello.software);
+            uint8_t env[256];
+            size_t len = st_test_foreign_envelope(env, 99, ST_MSG_INVENTORY, (uint32_t)rx.msg.request_id % 128,
+                                                  "st-node 9.9.9 (git fake)");
+            zmq_send(f->sock, rx.peer, rx.peer_len, ZMQ_SNDMORE);
+            zmq_send(f->sock, env, len, 0);
+            reply = false;
+        } else if (rx.msg.type == ST_MSG_HELLO) {
             m.type = ST_MSG_INVENTORY;
             snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "fake");
             m.inventory.mem_budget = 256u << 20;
@@ -357,9 +367,10 @@ static void *s_fake_node(void *arg) {
     return NULL;
 }
 
-static void s_fake_start(fake_node_t *f, bool answer_error) {
+static void s_fake_start(fake_node_t *f, bool answer_error, bool foreign) {
     memset(f, 0, sizeof *f);
     f->answer_error = answer_error;
+    f->foreign = foreign;
     f->zctx = zmq_ctx_new();
     f->sock = zmq_socket(f->zctx, ZMQ_ROUTER);
     int t = 100;
@@ -384,7 +395,7 @@ static void s_failing_node(bool answer_error) {
     cluster_t c;
     s_cluster_start(&c, 1);
     fake_node_t f;
-    s_fake_start(&f, answer_error);
+    s_fake_start(&f, answer_error, false);
     char nodes[1024];
     snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
     run_t ref = s_run(c.dir, "ref", model, NULL, "");
@@ -411,6 +422,29 @@ static void s_failing_node(bool answer_error) {
 Test(cluster, silent_node_times_out_and_its_experts_are_computed_here, .timeout = 120) { s_failing_node(false); }
 
 Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
+
+/* A node of another protocol version: the coordinator's log names both sides' versions (the
+ * node's log does too: test_node another_version_is_named_on_both_sides), and its HELLO said
+ * which version it is. */
+Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
+    const char *synth[] = {"--type", "f32", NULL};
+    const char *model = s_model(synth);
+    char dir[] = "/tmp/st-test-foreign-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    fake_node_t f;
+    s_fake_start(&f, false, true);
+    run_t r = s_run(dir, "foreign", model, f.url, "--no-fallback");
+    s_fake_stop(&f);
+    cr_assert_neq(r.status, 0);
+    char want[256];
+    snprintf(want, sizeof want, "protocol version 99 from st-node 9.9.9 (git fake), but this is st-coordinator %s",
+             ST_TEST_PROJECT_VERSION);
+    cr_assert(strstr(r.err, want) && strstr(r.err, f.url), "want '%s' with the node's address in:\n%s", want, r.err);
+    snprintf(want, sizeof want, "st-coordinator %s", ST_TEST_PROJECT_VERSION);
+    cr_assert(!strncmp(f.hello_software, want, strlen(want)), "HELLO named '%s'", f.hello_software);
+    s_run_free(&r);
+    st_test_system("rm -rf '%s'", dir);
+}
 
 Test(cluster, no_node_at_all_gives_a_clear_error_quickly, .timeout = 60) {
     const char *synth[] = {"--type", "f32", NULL};

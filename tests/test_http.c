@@ -521,11 +521,14 @@ Test(http, metrics_and_health_parse, .timeout = 120) {
     r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0);
     cr_assert_not_null(strstr(r.body, "\nst_generated_tokens_total 4\n"), "%s", r.body);
     cr_assert_not_null(strstr(r.body, "st_time_to_first_token_seconds_count 1\n"));
+    cr_assert_not_null(strstr(r.body, "st_build_info{program=\"st-run\",version=\"" ST_TEST_PROJECT_VERSION));
     free(r.body);
     r = s_http(s.port, "GET", "/health", NULL, NULL, 0);
     cJSON *o = cJSON_Parse(r.body);
     cr_assert_str_eq(cJSON_GetObjectItem(o, "status")->valuestring, "ok");
     cr_assert_str_eq(cJSON_GetObjectItem(o, "mode")->valuestring, "single");
+    cr_assert(!strncmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "version")), ST_TEST_PROJECT_VERSION,
+                       strlen(ST_TEST_PROJECT_VERSION)));
     cr_assert(cJSON_IsArray(cJSON_GetObjectItem(o, "nodes")));
     cJSON_Delete(o);
     free(r.body);
@@ -576,6 +579,24 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     cr_assert_not_null(o, "no node with requests in /health");
     cr_assert_eq(cJSON_GetObjectItem(o, "nodes_up")->valueint, 2);
     cr_assert_str_eq(cJSON_GetObjectItem(o, "mode")->valuestring, "cluster");
+    /* every program's version: the coordinator's, and each node's as its INVENTORY named it */
+    const char *rel = ST_TEST_PROJECT_VERSION;
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItem(o, "version"));
+    cr_assert(v && !strncmp(v, rel, strlen(rel)), "/health version '%s'", v ? v : "(none)");
+    r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0);
+    char series[512];
+    snprintf(series, sizeof series, "st_build_info{program=\"st-coordinator\",version=\"%s", rel);
+    cr_assert(strstr(r.body, series), "no %s in /metrics", series);
+    const cJSON *n;
+    cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes")) {
+        v = cJSON_GetStringValue(cJSON_GetObjectItem(n, "version"));
+        cr_assert(v && !strncmp(v, rel, strlen(rel)), "node version '%s'", v ? v : "(none)");
+        snprintf(series, sizeof series, "st_node_info{node=\"%s\",id=\"%s\",version=\"%s\"} 1\n",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")),
+                 cJSON_GetStringValue(cJSON_GetObjectItem(n, "id")), v);
+        cr_assert(strstr(r.body, series), "no %s in /metrics:\n%s", series, r.body);
+    }
+    free(r.body);
     cJSON_Delete(o);
     s_stop(&s);
     st_test_system("rm -rf '%s'", dir);

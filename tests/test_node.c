@@ -753,3 +753,57 @@ Test(node, bench_4b_shaped) {
     cr_assert_eq(s_stop(&p), 0);
     s_free_model(&md);
 }
+
+/* A coordinator of another protocol version is refused with an ERROR that names both sides'
+ * versions, and the node's log says the same; a coordinator of the same protocol but another
+ * release is served, with a warning. The INVENTORY names the node's version. */
+Test(node, another_version_is_named_on_both_sides) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    char bin[1024], log[300];
+    snprintf(bin, sizeof bin, "%s/st-node", ST_BINARY_DIR);
+    snprintf(log, sizeof log, "%s.log", g_store);
+    const char *argv[] = {bin,  "--listen", "tcp://127.0.0.1:*", "--mem", "256M",      "--store", g_store,
+                          "-t", "1",        "--insecure",        "--id",  "test-node", NULL};
+    node_proc_t p = {0};
+    cr_assert_eq(st_test_node_start(&p.p, argv, log, DEADLINE_MS), 0);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+
+    uint8_t env[256];
+    size_t len = st_test_foreign_envelope(env, 99, ST_MSG_HELLO, 7, "st-coordinator 9.9.9 (git fake)");
+    cr_assert_eq(zmq_send(c.sock, env, len, 0), (int)len);
+    st_wire_rx_t rx;
+    char why[256];
+    cr_assert_eq(st_wire_recv(c.sock, false, &rx, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(rx.msg.type, ST_MSG_ERROR);
+    cr_assert_eq(rx.msg.request_id, 7);
+    char want_me[128];
+    snprintf(want_me, sizeof want_me, "this is st-node %s", ST_TEST_PROJECT_VERSION);
+    cr_assert(strstr(rx.msg.error.message, "protocol version 99 from st-coordinator 9.9.9 (git fake)") &&
+                  strstr(rx.msg.error.message, want_me) && strstr(rx.msg.error.message, "protocol version 2"),
+              "%s", rx.msg.error.message);
+    st_wire_rx_clear(&rx);
+    cr_assert(st_test_file_has(log, "protocol version 99 from st-coordinator 9.9.9 (git fake)", DEADLINE_MS));
+    cr_assert(st_test_file_has(log, want_me, DEADLINE_MS));
+
+    /* same protocol, another release: served, and the node warns */
+    st_wire_msg_t m = s_hello(&md);
+    strcpy(m.hello.software, "st-coordinator 9.9.9 (git fake)");
+    s_call(&c, &m, NULL, 0, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+    char want_sw[128];
+    snprintf(want_sw, sizeof want_sw, "st-node %s", ST_TEST_PROJECT_VERSION);
+    cr_assert(!strncmp(rx.msg.inventory.software, want_sw, strlen(want_sw)), "INVENTORY software '%s'",
+              rx.msg.inventory.software);
+    st_wire_rx_clear(&rx);
+    cr_assert(st_test_file_has(log, "the coordinator runs st-coordinator 9.9.9 (git fake) and this node st-node",
+                               DEADLINE_MS));
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    if (getenv("ST_TEST_KEEP_LOG"))
+        cr_log_info("node log: %s", log);
+    else
+        remove(log);
+    s_free_model(&md);
+}

@@ -276,3 +276,14 @@ bool st_test_quantized_model(const char *const *args, const char *type, char *pa
     }
     return true;
 }
+
+size_t st_test_foreign_envelope(uint8_t *buf, uint32_t version, uint32_t type, uint32_t rid, const char *software) {
+    size_t n = 0, len = strlen(software);
+    cr_assert(version < 128 && type < 128 && rid < 128 && len < 128);
+    buf[n++] = 0x08, buf[n++] = (uint8_t)version; /* field 1, varint */
+    buf[n++] = 0x10, buf[n++] = (uint8_t)type;    /* field 2, varint */
+    buf[n++] = 0x18, buf[n++] = (uint8_t)rid;     /* field 3, varint */
+    buf[n++] = 0x22, buf[n++] = (uint8_t)len;     /* field 4, length-delimited */
+    memcpy(buf + n, software, len);
+    return n + len;
+}

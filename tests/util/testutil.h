@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "clock.h"
@@ -87,5 +88,10 @@ long st_test_pushed(const char *err);
 unsigned long long st_test_rejoins(const char *err, unsigned long long *bytes);
 /* Round trips of node k in the last decode token's --stats line (asserts). */
 unsigned long long st_test_last_rt(const char *err, int k);
+
+/* An st.proto Envelope written out by hand, so that its protocol version can be one this build
+ * does not speak: fields 1 version, 2 type, 3 request id, 4 software, each value below 128 (one
+ * byte varints), no body (a reader checks the version first). Its length in buf (>= 136 B). */
+size_t st_test_foreign_envelope(uint8_t *buf, uint32_t version, uint32_t type, uint32_t rid, const char *software);
 
 #endif
