@@ -1,65 +1,147 @@
 #!/usr/bin/env bash
 # install-pi.sh: sets up one Raspberry Pi (Raspberry Pi OS / Debian, aarch64)
 # as an expert node or as the coordinator: apt packages, build, install the
-# programs, a user `st`, CURVE keys in /etc/st, the systemd unit.
+# programs, a user `st`, CURVE keys in /etc/st, the systemd unit. Run it again
+# (after a `git pull`) to upgrade: the settings in /etc/default/st-* are kept,
+# options given on the command line replace theirs, and the running services
+# are restarted on the new programs, the node before the coordinator.
 #
-#   sudo deploy/install-pi.sh node [--mem 1G]          # on each node board
+#   sudo deploy/install-pi.sh node [--mem 1.5G] [--listen tcp://*:5555]
 #   sudo deploy/install-pi.sh coordinator --model FILE [--http 0.0.0.0:8080]
 #
 # Keys: each node prints its public key; put "tcp://HOST:5555 KEY" lines in
 # the coordinator's /etc/st/cluster. The coordinator prints its public key;
-# put it into each node's /etc/st/allow. Then `systemctl restart` both sides.
+# put it into each node's /etc/st/allow. Then start both sides.
 set -euo pipefail
 die() { echo "install-pi: $*" >&2; exit 2; }
+usage() {
+  cat <<'EOF'
+usage: sudo deploy/install-pi.sh node [--mem SIZE] [--listen URL]
+       sudo deploy/install-pi.sh coordinator --model FILE [--http HOST:PORT]
+
+Installs (or upgrades) st-node or st-coordinator as a systemd service.
+  --mem SIZE       node: RAM the node may use (first install: 1G; kept on upgrade)
+  --listen URL     node: endpoint to bind (first install: tcp://*:5555; kept on upgrade)
+  --model FILE     coordinator: the GGUF, readable by user st outside /home (required
+                   on the first install; kept on upgrade)
+  --http HOST:PORT coordinator: where the API listens (first install: 0.0.0.0:8080)
+Settings live in /etc/default/st-node and /etc/default/st-coordinator.
+EOF
+}
 ROLE=${1:-}; shift || true
-MEM=1G MODEL="" HTTP=0.0.0.0:8080
+MEM="" MODEL="" HTTP="" LISTEN=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --mem) MEM=$2; shift 2 ;;
-    --model) MODEL=$2; shift 2 ;;
-    --http) HTTP=$2; shift 2 ;;
-    *) die "unknown option $1" ;;
+    --mem|--model|--http|--listen) [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in --mem) MEM=$2 ;; --model) MODEL=$2 ;; --http) HTTP=$2 ;; --listen) LISTEN=$2 ;; esac
+      shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) die "unknown option $1 (see --help)" ;;
   esac
 done
-[ "$ROLE" = node ] || [ "$ROLE" = coordinator ] || die "usage: install-pi.sh node|coordinator [options]"
+case "$ROLE" in node|coordinator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; exit 2 ;; esac
+[ "$ROLE" = node ] || [ -z "$MEM$LISTEN" ] || die "--mem and --listen are node options"
+[ "$ROLE" = coordinator ] || [ -z "$MODEL$HTTP" ] || die "--model and --http are coordinator options"
 [ "$(id -u)" = 0 ] || die "run as root (sudo)"
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  build-essential cmake ninja-build pkg-config libpcre2-dev libcjson-dev libzmq3-dev libsodium-dev \
-  libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libedit-dev libcurl4-openssl-dev
-cmake -S "$SRC" -B "$SRC/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_TESTS=OFF
-ninja -C "$SRC/build/release" st-node st-coordinator st-run st-keygen st-chat
-install -m 0755 "$SRC"/build/release/{st-node,st-coordinator,st-run,st-keygen,st-chat} /usr/local/bin/
+# KEY's value in the settings file FILE ("" when absent)
+get_setting() { if [ -f "$1" ]; then sed -n "s/^$2=//p" "$1" | tail -n 1; fi; }
+# sets KEY=VALUE in FILE, keeping its other lines
+set_setting() {
+  local file=$1 key=$2 value=$3
+  touch "$file"
+  grep -v "^$key=" "$file" > "$file.tmp" || true
+  printf '%s=%s\n' "$key" "$value" >> "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+
+# The model must be readable by the service: the unit runs as user st with
+# ProtectHome=yes, so /home, /root and /run/user do not exist for it.
+check_model() {
+  local model=$1
+  case "$model" in
+    /*) ;;
+    *) die "--model $model: give an absolute path" ;;
+  esac
+  case "$model" in
+    /home/*|/root/*|/run/user/*)
+      die "--model $model: the service cannot see /home, /root or /run/user (ProtectHome=yes in
+  st-coordinator.service); move the file: sudo mv '$model' /var/lib/st/models/ && sudo chown st: /var/lib/st/models/$(basename "$model")" ;;
+  esac
+  [ -f "$model" ] || die "--model $model: no such file"
+  runuser -u st -- test -r "$model" ||
+    die "--model $model: user st cannot read it (sudo chown st: '$model', and check the directories above it)"
+}
 
 id st >/dev/null 2>&1 || useradd -r -m -d /var/lib/st -s /usr/sbin/nologin st
 install -d -o st -g st -m 0750 /etc/st /var/lib/st /var/lib/st/store /var/lib/st/state /var/lib/st/models
+if [ "$ROLE" = coordinator ]; then # before minutes of building: the model is where the service sees it
+  [ -n "$MODEL" ] || MODEL=$(get_setting /etc/default/st-coordinator ST_MODEL)
+  [ -n "$MODEL" ] || die "coordinator: --model FILE (the GGUF) is required"
+  check_model "$MODEL"
+fi
+
+echo "install-pi: installing packages (apt, needs the network) and building; a few minutes on a Pi" >&2
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  build-essential cmake ninja-build pkg-config git libpcre2-dev libcjson-dev libzmq3-dev libsodium-dev \
+  libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libedit-dev libcurl4-openssl-dev
+cmake -S "$SRC" -B "$SRC/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_TESTS=OFF >/dev/null
+ninja -C "$SRC/build/release" st-node st-coordinator st-run st-keygen st-chat
+install -m 0755 "$SRC"/build/release/{st-node,st-coordinator,st-run,st-keygen,st-chat} /usr/local/bin/
+echo "install-pi: installed $(/usr/local/bin/st-node --version | cut -d' ' -f2-) in /usr/local/bin" >&2
+
 if [ "$ROLE" = node ]; then
+  conf=/etc/default/st-node
   [ -f /etc/st/node.key ] || (cd /etc/st && st-keygen node >/dev/null)
   touch /etc/st/allow
   chown st:st /etc/st/node.key /etc/st/node.pub /etc/st/allow
-  echo "ST_NODE_MEM=$MEM" > /etc/default/st-node
+  [ -n "$MEM" ] || MEM=$(get_setting $conf ST_NODE_MEM)
+  [ -n "$LISTEN" ] || LISTEN=$(get_setting $conf ST_NODE_LISTEN)
+  set_setting $conf ST_NODE_MEM "${MEM:-1G}"
+  set_setting $conf ST_NODE_LISTEN "${LISTEN:-tcp://*:5555}"
   install -m 0644 "$SRC/deploy/systemd/st-node.service" /etc/systemd/system/
   systemctl daemon-reload
   systemctl enable st-node
-  echo "node public key (for the coordinator's /etc/st/cluster: tcp://$(hostname -I | cut -d' ' -f1):5555 KEY):"
-  cat /etc/st/node.pub
-  echo "next: add the coordinator's public key to /etc/st/allow, then: systemctl start st-node"
+  # the address the default route leaves from: what the coordinator reaches
+  ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+  [ -n "$ip" ] || ip=$(hostname -I | cut -d' ' -f1)
+  port=$(get_setting $conf ST_NODE_LISTEN); port=${port##*:}
+  echo "settings ($conf): $(tr '\n' ' ' < $conf)"
+  echo "this node's line for the coordinator's /etc/st/cluster:"
+  echo "tcp://$ip:$port $(cat /etc/st/node.pub)"
+  if [ ! -s /etc/st/allow ]; then
+    echo "next: put the coordinator's public key into /etc/st/allow, then: sudo systemctl start st-node"
+  fi
 else
-  [ -n "$MODEL" ] || die "coordinator: --model FILE (the GGUF) is required"
+  conf=/etc/default/st-coordinator
+  [ -n "$HTTP" ] || HTTP=$(get_setting $conf ST_HTTP)
   [ -f /etc/st/coordinator.key ] || (cd /etc/st && st-keygen coordinator >/dev/null)
   touch /etc/st/cluster
   chown st:st /etc/st/coordinator.key /etc/st/coordinator.pub /etc/st/cluster
-  KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
-  [ -f /etc/default/st-coordinator ] || printf 'ST_MODEL=%s\nST_HTTP=%s\nST_API_KEY=%s\n' "$MODEL" "$HTTP" "$KEY" \
-    > /etc/default/st-coordinator
-  chmod 0600 /etc/default/st-coordinator
+  KEY=$(get_setting $conf ST_API_KEY)
+  [ -n "$KEY" ] || KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
+  set_setting $conf ST_MODEL "$MODEL"
+  set_setting $conf ST_HTTP "${HTTP:-0.0.0.0:8080}"
+  set_setting $conf ST_API_KEY "$KEY"
+  chmod 0600 $conf
   install -m 0644 "$SRC/deploy/systemd/st-coordinator.service" /etc/systemd/system/
   systemctl daemon-reload
   systemctl enable st-coordinator
   echo "coordinator public key (into each node's /etc/st/allow):"
   cat /etc/st/coordinator.pub
-  echo "next: one line per node in /etc/st/cluster ('tcp://HOST:5555 NODE_KEY'), then: systemctl start st-coordinator"
-  echo "API key: see ST_API_KEY in /etc/default/st-coordinator (st-chat --url http://THIS_HOST:8080 --api-key KEY)"
+  echo "settings: $conf (ST_MODEL=$MODEL, ST_HTTP=${HTTP:-0.0.0.0:8080}; the API key is ST_API_KEY there)"
+  grep -q '^[^#]' /etc/st/cluster ||
+    echo "next: one line per node in /etc/st/cluster ('tcp://HOST:5555 NODE_KEY'), then: sudo systemctl start st-coordinator"
 fi
+
+# An upgrade: restart what runs on this board on the new programs, the node first (a
+# coordinator on the same board then finds it serving at its HELLO).
+for unit in st-node st-coordinator; do
+  if systemctl is-active --quiet "$unit"; then
+    echo "install-pi: restarting $unit on the new version" >&2
+    systemctl restart "$unit"
+  fi
+done
+echo "logs: journalctl -u st-$ROLE -f"
