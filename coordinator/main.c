@@ -699,6 +699,17 @@ int main(int argc, char **argv) {
         return 1;
     }
     coord_t c = {.ca = &ca, .a = &a};
+    if (a.mem) { /* st-run's flag: said before the load, not after */
+        fprintf(stderr, PROG ": --mem is st-run's (experts read from storage in one process); here the nodes hold\n"
+                             "  the experts: give each st-node its --mem\n");
+        return 2;
+    }
+#ifndef ST_HAVE_SERVER
+    if (a.http && !a.prompt && !a.prompt_file && !a.tokens) {
+        fprintf(stderr, PROG ": this build has no HTTP server (install libmicrohttpd-dev and rebuild)\n");
+        return 2;
+    }
+#endif
     if (ca.nodes && !ca.insecure) {
         fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
                              "  --key FILE, or add --insecure for plain TCP on a network you trust\n");

@@ -248,6 +248,9 @@ Test(cli, coordinator_checks_key_and_state_dir_before_the_model_loads) {
                            st_test_run_prefix(), coord),
                  2, "%s", out);
     cr_assert(strstr(out, "--state-dir /nonexistent/state") && !strstr(out, NO_MODEL), "%s", out);
+    cr_assert_eq(S_RUN_ERR(out, "%s%s --nodes 127.0.0.1:9 --insecure --mem 1G 2>&1", st_test_run_prefix(), coord), 2,
+                 "%s", out);
+    cr_assert(strstr(out, "--mem is st-run's") && !strstr(out, NO_MODEL), "%s", out);
     cr_assert_eq(S_RUN_ERR(out, "%s%s --cluster /nonexistent/cluster --key x 2>&1", st_test_run_prefix(), coord), 2);
     cr_assert(strstr(out, "cannot read the cluster file /nonexistent/cluster: No such file"), "%s", out);
     remove(cluster);

@@ -26,6 +26,12 @@ int main(int argc, char **argv) {
     const st_cli_extra_t extra = {.usage = s_usage};
     int rc = st_cli_parse("st-run", argc, argv, &a, &extra);
     if (rc) return rc;
+#ifndef ST_HAVE_SERVER
+    if (a.http && !a.prompt && !a.prompt_file && !a.tokens) { /* said before a long load, not after */
+        fprintf(stderr, "st-run: this build has no HTTP server (install libmicrohttpd-dev and rebuild)\n");
+        return 2;
+    }
+#endif
 
     /* every weight in RAM: a resident copy (huge pages); under --mem the file stays mapped */
     st_model_t *m = a.mem ? st_model_load(a.model) : st_model_load_resident(a.model);
