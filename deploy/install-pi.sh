@@ -44,6 +44,10 @@ case "$ROLE" in node|coordinator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; e
 [ "$ROLE" = coordinator ] || [ -z "$MODEL$HTTP" ] || die "--model and --http are coordinator options"
 [ "$(id -u)" = 0 ] || die "run as root (sudo)"
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+# where things go; ST_INSTALL_ROOT and ST_INSTALL_BUILD exist for tests/test_install_pi.sh
+R=${ST_INSTALL_ROOT:-}
+KEYS=$R/etc/st DEFAULTS=$R/etc/default UNITS=$R/etc/systemd/system BIN=$R/usr/local/bin STATE=$R/var/lib/st
+BUILD=${ST_INSTALL_BUILD:-$SRC/build/release}
 
 # KEY's value in the settings file FILE ("" when absent)
 get_setting() { if [ -f "$1" ]; then sed -n "s/^$2=//p" "$1" | tail -n 1; fi; }
@@ -75,9 +79,10 @@ check_model() {
 }
 
 id st >/dev/null 2>&1 || useradd -r -m -d /var/lib/st -s /usr/sbin/nologin st
-install -d -o st -g st -m 0750 /etc/st /var/lib/st /var/lib/st/store /var/lib/st/state /var/lib/st/models
+install -d -o st -g st -m 0750 "$KEYS" "$STATE" "$STATE/store" "$STATE/state" "$STATE/models"
+install -d "$DEFAULTS" "$UNITS"
 if [ "$ROLE" = coordinator ]; then # before minutes of building: the model is where the service sees it
-  [ -n "$MODEL" ] || MODEL=$(get_setting /etc/default/st-coordinator ST_MODEL)
+  [ -n "$MODEL" ] || MODEL=$(get_setting "$DEFAULTS/st-coordinator" ST_MODEL)
   [ -n "$MODEL" ] || die "coordinator: --model FILE (the GGUF) is required"
   check_model "$MODEL"
 fi
@@ -87,52 +92,53 @@ apt-get update -qq
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git libpcre2-dev libcjson-dev libzmq3-dev libsodium-dev \
   libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libedit-dev libcurl4-openssl-dev
-cmake -S "$SRC" -B "$SRC/build/release" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_TESTS=OFF >/dev/null
-ninja -C "$SRC/build/release" st-node st-coordinator st-run st-keygen st-chat
-install -m 0755 "$SRC"/build/release/{st-node,st-coordinator,st-run,st-keygen,st-chat} /usr/local/bin/
-echo "install-pi: installed $(/usr/local/bin/st-node --version | cut -d' ' -f2-) in /usr/local/bin" >&2
+cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_TESTS=OFF >/dev/null
+ninja -C "$BUILD" st-node st-coordinator st-run st-keygen st-chat
+install -d "$BIN"
+install -m 0755 "$BUILD"/{st-node,st-coordinator,st-run,st-keygen,st-chat} "$BIN/"
+echo "install-pi: installed $("$BIN/st-node" --version | cut -d' ' -f2-) in /usr/local/bin" >&2
 
 if [ "$ROLE" = node ]; then
-  conf=/etc/default/st-node
-  [ -f /etc/st/node.key ] || (cd /etc/st && st-keygen node >/dev/null)
-  touch /etc/st/allow
-  chown st:st /etc/st/node.key /etc/st/node.pub /etc/st/allow
-  [ -n "$MEM" ] || MEM=$(get_setting $conf ST_NODE_MEM)
-  [ -n "$LISTEN" ] || LISTEN=$(get_setting $conf ST_NODE_LISTEN)
-  set_setting $conf ST_NODE_MEM "${MEM:-1G}"
-  set_setting $conf ST_NODE_LISTEN "${LISTEN:-tcp://*:5555}"
-  install -m 0644 "$SRC/deploy/systemd/st-node.service" /etc/systemd/system/
+  conf=$DEFAULTS/st-node
+  [ -f "$KEYS/node.key" ] || (cd "$KEYS" && "$BIN/st-keygen" node >/dev/null)
+  touch "$KEYS/allow"
+  chown st:st "$KEYS/node.key" "$KEYS/node.pub" "$KEYS/allow"
+  [ -n "$MEM" ] || MEM=$(get_setting "$conf" ST_NODE_MEM)
+  [ -n "$LISTEN" ] || LISTEN=$(get_setting "$conf" ST_NODE_LISTEN)
+  set_setting "$conf" ST_NODE_MEM "${MEM:-1G}"
+  set_setting "$conf" ST_NODE_LISTEN "${LISTEN:-tcp://*:5555}"
+  install -D -m 0644 "$SRC/deploy/systemd/st-node.service" "$UNITS/st-node.service"
   systemctl daemon-reload
   systemctl enable st-node
   # the address the default route leaves from: what the coordinator reaches
   ip=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
   [ -n "$ip" ] || ip=$(hostname -I | cut -d' ' -f1)
-  port=$(get_setting $conf ST_NODE_LISTEN); port=${port##*:}
-  echo "settings ($conf): $(tr '\n' ' ' < $conf)"
+  port=$(get_setting "$conf" ST_NODE_LISTEN); port=${port##*:}
+  echo "settings ($conf): $(tr '\n' ' ' < "$conf")"
   echo "this node's line for the coordinator's /etc/st/cluster:"
-  echo "tcp://$ip:$port $(cat /etc/st/node.pub)"
-  if [ ! -s /etc/st/allow ]; then
+  echo "tcp://$ip:$port $(cat "$KEYS/node.pub")"
+  if [ ! -s "$KEYS/allow" ]; then
     echo "next: put the coordinator's public key into /etc/st/allow, then: sudo systemctl start st-node"
   fi
 else
-  conf=/etc/default/st-coordinator
-  [ -n "$HTTP" ] || HTTP=$(get_setting $conf ST_HTTP)
-  [ -f /etc/st/coordinator.key ] || (cd /etc/st && st-keygen coordinator >/dev/null)
-  touch /etc/st/cluster
-  chown st:st /etc/st/coordinator.key /etc/st/coordinator.pub /etc/st/cluster
-  KEY=$(get_setting $conf ST_API_KEY)
+  conf=$DEFAULTS/st-coordinator
+  [ -n "$HTTP" ] || HTTP=$(get_setting "$conf" ST_HTTP)
+  [ -f "$KEYS/coordinator.key" ] || (cd "$KEYS" && "$BIN/st-keygen" coordinator >/dev/null)
+  touch "$KEYS/cluster"
+  chown st:st "$KEYS/coordinator.key" "$KEYS/coordinator.pub" "$KEYS/cluster"
+  KEY=$(get_setting "$conf" ST_API_KEY)
   [ -n "$KEY" ] || KEY=$(head -c 24 /dev/urandom | base64 | tr -d '/+=')
-  set_setting $conf ST_MODEL "$MODEL"
-  set_setting $conf ST_HTTP "${HTTP:-0.0.0.0:8080}"
-  set_setting $conf ST_API_KEY "$KEY"
-  chmod 0600 $conf
-  install -m 0644 "$SRC/deploy/systemd/st-coordinator.service" /etc/systemd/system/
+  set_setting "$conf" ST_MODEL "$MODEL"
+  set_setting "$conf" ST_HTTP "${HTTP:-0.0.0.0:8080}"
+  set_setting "$conf" ST_API_KEY "$KEY"
+  chmod 0600 "$conf"
+  install -D -m 0644 "$SRC/deploy/systemd/st-coordinator.service" "$UNITS/st-coordinator.service"
   systemctl daemon-reload
   systemctl enable st-coordinator
   echo "coordinator public key (into each node's /etc/st/allow):"
-  cat /etc/st/coordinator.pub
+  cat "$KEYS/coordinator.pub"
   echo "settings: $conf (ST_MODEL=$MODEL, ST_HTTP=${HTTP:-0.0.0.0:8080}; the API key is ST_API_KEY there)"
-  grep -q '^[^#]' /etc/st/cluster ||
+  grep -q '^[^#]' "$KEYS/cluster" ||
     echo "next: one line per node in /etc/st/cluster ('tcp://HOST:5555 NODE_KEY'), then: sudo systemctl start st-coordinator"
 fi
 
