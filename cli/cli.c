@@ -49,7 +49,9 @@ void st_cli_usage_options(FILE *f) {
             "                         (e.g. 127.0.0.1:8080; a non-loopback address needs --api-key)\n"
             "      --api-key KEY      bearer token the HTTP API requires (default: none, loopback only)\n"
             "      --parallel N       --http: sequences decoded together (default 8)\n"
-            "      --queue N          --http: requests waiting for a free sequence at most (default 64)\n",
+            "      --queue N          --http: requests waiting for a free sequence at most (default 64)\n"
+            "      --kv-budget SIZE   --http: memory for the KV caches of finished sequences, reused by prompts\n"
+            "                         that start the same way (next turns of a conversation); 0 = off (default 512M)\n",
             st_cpu_count());
 }
 
@@ -82,6 +84,7 @@ enum {
     OPT_API_KEY,
     OPT_PARALLEL,
     OPT_QUEUE,
+    OPT_KV_BUDGET,
     OPT_MEM,
     OPT_VERSION
 };
@@ -113,6 +116,7 @@ static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
                                        {"api-key", required_argument, 0, OPT_API_KEY},
                                        {"parallel", required_argument, 0, OPT_PARALLEL},
                                        {"queue", required_argument, 0, OPT_QUEUE},
+                                       {"kv-budget", required_argument, 0, OPT_KV_BUDGET},
                                        {"mem", required_argument, 0, OPT_MEM},
                                        {"verbose", no_argument, 0, 'v'},
                                        {"version", no_argument, 0, OPT_VERSION},
@@ -174,6 +178,7 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
     a->sp.seed = 42;
     a->parallel = 8;
     a->queue = 64;
+    a->kv_budget = (uint64_t)512 << 20;
     double d;
     long l;
     int c, rc = 0;
@@ -265,6 +270,9 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
             break;
         case OPT_QUEUE:
             if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg);
+            break;
+        case OPT_KV_BUDGET:
+            if (!st_parse_size(optarg, &a->kv_budget)) rc = s_bad(prog, "--kv-budget", optarg);
             break;
         case OPT_MEM:
             if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg);

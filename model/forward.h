@@ -73,6 +73,23 @@ void st_kv_destroy(st_kv_t **kv);
 int st_kv_pos(const st_kv_t *kv); /* tokens stored so far = next position */
 int st_kv_capacity(const st_kv_t *kv);
 void st_kv_clear(st_kv_t *kv);
+/* Bytes of K and V rows the cache holds (its capacity, not only what is stored). */
+size_t st_kv_bytes(const st_kv_t *kv);
+/* Whether the first n stored positions can be continued from position n
+ * exactly as after a fresh prefill of them: always for global layers; for a
+ * sliding-window ring, when no position that the window of position n looks
+ * back to has been overwritten by a later one (the cache went at most
+ * n_batch + 1 positions past n, or never wrapped). */
+bool st_kv_prefix_usable(const st_kv_t *kv, int n);
+/* dst (same context) gets the first n positions of src and continues from
+ * position n as src truncated to n would; dst's capacity may differ from src's.
+ * 0, or ST_EINVAL when the shapes differ, n > st_kv_pos(src) or
+ * st_kv_capacity(dst), or the prefix is not usable (dst unchanged then). */
+int st_kv_copy_prefix(st_kv_t *dst, const st_kv_t *src, int n);
+/* Gives back the room past the stored positions: the capacity becomes
+ * st_kv_pos(kv) (at least 1), every stored position stays readable (a source
+ * for st_kv_copy_prefix); nothing more can be appended. */
+void st_kv_shrink(st_kv_t *kv);
 
 /* Runs n_tok tokens at positions kv_pos.. and appends them to the cache.
  * logits: NULL, or n_vocab floats for the last token, or n_tok x n_vocab

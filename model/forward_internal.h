@@ -14,6 +14,7 @@ struct st_kv {
     int n_ctx;
     int pos;
     int n_layer;
+    int n_swa; /* the model's window: what a ring layer's next position looks back to */
     st_type_t type;
     size_t row; /* elements per slot: n_head_kv * head_dim */
     st_kv_layer_t *layers;

@@ -125,6 +125,7 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     memset(out, 0, sizeof *out);
     out->kind = kind;
     out->job.sp = api->sp;
+    out->job.cache_prompt = true;
     *err = NULL;
     cJSON *o = cJSON_ParseWithLength(body, blen);
     if (!o) return BAD("the body is not valid JSON");
@@ -162,6 +163,13 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
             goto out;
         }
         out->stream = cJSON_IsTrue(x);
+    }
+    if ((x = cJSON_GetObjectItemCaseSensitive(o, "cache_prompt")) && !cJSON_IsNull(x)) {
+        if (!cJSON_IsBool(x)) {
+            status = BAD("'cache_prompt' must be a boolean");
+            goto out;
+        }
+        out->job.cache_prompt = cJSON_IsTrue(x);
     }
     if ((x = cJSON_GetObjectItemCaseSensitive(o, "stream_options")) && !cJSON_IsNull(x)) {
         const cJSON *u = cJSON_GetObjectItemCaseSensitive(x, "include_usage");
@@ -255,6 +263,8 @@ static cJSON *s_usage(const st_req_out_t *o) {
     cJSON_AddNumberToObject(u, "prompt_tokens", o->n_prompt);
     cJSON_AddNumberToObject(u, "completion_tokens", o->n_generated);
     cJSON_AddNumberToObject(u, "total_tokens", o->n_prompt + o->n_generated);
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    if (d) cJSON_AddNumberToObject(d, "cached_tokens", o->n_cached);
     return u;
 }
 

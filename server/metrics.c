@@ -104,8 +104,24 @@ char *st_metrics_text(st_sched_t *s, const uint64_t *http) {
     s_put(&o, "st_sequences_active %d\n", st.active);
     s_family(&o, "st_sequences_max", "gauge", "sequences decoded together at most (--parallel)");
     s_put(&o, "st_sequences_max %d\n", st.parallel);
-    s_family(&o, "st_prompt_tokens_total", "counter", "prompt tokens prefilled");
+    s_family(&o, "st_prompt_tokens_total", "counter",
+             "prompt tokens prefilled (not those taken from the prompt cache)");
     s_put(&o, "st_prompt_tokens_total %llu\n", (unsigned long long)st.prompt_tokens);
+    const st_pcache_stats_t *pc = &st.cache;
+    s_family(&o, "st_prompt_cache_lookups_total", "counter",
+             "new sequences that reused a cached prompt prefix (hit) or none (miss)");
+    s_put(&o, "st_prompt_cache_lookups_total{result=\"hit\"} %llu\n", (unsigned long long)pc->hits);
+    s_put(&o, "st_prompt_cache_lookups_total{result=\"miss\"} %llu\n", (unsigned long long)pc->misses);
+    s_family(&o, "st_prompt_cache_tokens_total", "counter", "prompt tokens taken from the prompt cache, not prefilled");
+    s_put(&o, "st_prompt_cache_tokens_total %llu\n", (unsigned long long)pc->cached_tokens);
+    s_family(&o, "st_prompt_cache_evictions_total", "counter", "cached sequences dropped to stay within --kv-budget");
+    s_put(&o, "st_prompt_cache_evictions_total %llu\n", (unsigned long long)pc->evictions);
+    s_family(&o, "st_prompt_cache_entries", "gauge", "finished sequences whose KV cache is kept");
+    s_put(&o, "st_prompt_cache_entries %d\n", pc->entries);
+    s_family(&o, "st_prompt_cache_bytes", "gauge", "bytes of KV cache kept for prompt reuse");
+    s_put(&o, "st_prompt_cache_bytes %llu\n", (unsigned long long)pc->bytes);
+    s_family(&o, "st_prompt_cache_budget_bytes", "gauge", "the prompt cache's limit (--kv-budget)");
+    s_put(&o, "st_prompt_cache_budget_bytes %llu\n", (unsigned long long)pc->budget);
     s_family(&o, "st_generated_tokens_total", "counter", "tokens generated");
     s_put(&o, "st_generated_tokens_total %llu\n", (unsigned long long)st.generated_tokens);
     s_family(&o, "st_tokens_per_second", "gauge", "tokens generated per second over the last 10 s");
@@ -191,6 +207,15 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) 
     cJSON_AddNumberToObject(o, "n_ctx", st.n_ctx);
     cJSON_AddNumberToObject(o, "tokens_per_s", st.tokens_per_s);
     cJSON_AddNumberToObject(o, "generated_tokens", (double)st.generated_tokens);
+    cJSON *pc = cJSON_AddObjectToObject(o, "prompt_cache");
+    if (pc) {
+        cJSON_AddNumberToObject(pc, "hits", (double)st.cache.hits);
+        cJSON_AddNumberToObject(pc, "misses", (double)st.cache.misses);
+        cJSON_AddNumberToObject(pc, "cached_tokens", (double)st.cache.cached_tokens);
+        cJSON_AddNumberToObject(pc, "entries", st.cache.entries);
+        cJSON_AddNumberToObject(pc, "bytes", (double)st.cache.bytes);
+        cJSON_AddNumberToObject(pc, "budget", (double)st.cache.budget);
+    }
     cJSON_AddNumberToObject(o, "ttft_avg_s", st.ttft_count ? st.ttft_sum_s / st.ttft_count : 0);
     uint64_t rss, peak;
     st_proc_memory(&rss, &peak);

@@ -15,6 +15,11 @@
  * the whole text, and with stop strings the last (longest stop - 1) bytes
  * wait until it is clear that no stop string starts there.
  *
+ * A new sequence starts from the prompt cache (prompt_cache.c): the longest
+ * prefix of its prompt that a finished sequence left is copied, and only the
+ * rest is prefilled; a sequence that ends (cancelled included: a stopped
+ * answer is kept by the client too) leaves its tokens and cache there.
+ *
  * One mutex guards the queue and every request's output; each request has a
  * condition variable its HTTP thread waits on.
  */
@@ -67,8 +72,10 @@ struct st_req {
     /* scheduler thread only */
     st_kv_t *kv;
     st_sampler_t *smp;
-    int32_t tok; /* sampled, printed, not yet decoded */
-    int n_fed;   /* prompt tokens decoded so far (prefill done at n_prompt) */
+    int32_t tok;  /* sampled, printed, not yet decoded */
+    int n_fed;    /* prompt tokens decoded so far (prefill done at n_prompt) */
+    int n_cached; /* of those, taken from the prompt cache (under mu once admitted) */
+    int32_t *seq; /* the prompt, then each sampled token: what kv holds, for the prompt cache */
     double t_submit;
 };
 
@@ -77,6 +84,7 @@ struct st_sched {
     const st_model_t *m;
     int parallel, queue_max, n_ctx;
     st_server_view_t view;
+    st_pcache_t *pc; /* scheduler thread; its stats are copied into st under mu */
     pthread_t th;
     bool started;
     pthread_mutex_t mu;
@@ -114,6 +122,7 @@ static void s_unref(st_req_t *r) {
     s_job_free(&r->job);
     free(r->raw.p);
     free(r->out.p);
+    free(r->seq);
     st_kv_destroy(&r->kv);
     st_sampler_destroy(&r->smp);
     pthread_cond_destroy(&r->cv);
@@ -158,6 +167,7 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
     const st_tokenizer_t *tk = s->m->tok;
     st_sampler_accept(r->smp, tok);
     r->tok = tok;
+    r->seq[r->job.n_prompt + r->n_generated] = tok;
     r->n_generated++;
     s->st.generated_tokens++;
     int64_t sec = (int64_t)st_now_s();
@@ -195,12 +205,22 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
     if (r->out.len) pthread_cond_broadcast(&r->cv);
 }
 
-/* A new sequence's cache and sampler; false when it cannot start (ended). */
+/* A new sequence's cache (its prompt's cached prefix in it) and sampler;
+ * false when it cannot start (ended). */
 static bool s_admit(st_sched_t *s, st_req_t *r) {
-    r->kv = st_kv_new(s->c, r->job.n_prompt + r->job.max_tokens);
+    const int n_ctx = r->job.n_prompt + r->job.max_tokens;
+    int n_cached = 0;
+    r->seq = malloc((size_t)n_ctx * sizeof *r->seq);
+    if (r->seq) memcpy(r->seq, r->job.prompt, (size_t)r->job.n_prompt * sizeof *r->seq);
+    r->kv = r->job.cache_prompt ? st_pcache_take(s->pc, r->job.prompt, r->job.n_prompt, n_ctx, &n_cached)
+                                : st_kv_new(s->c, n_ctx);
     r->smp = st_sampler_new(&r->job.sp, s->m->cfg.n_vocab);
-    r->n_fed = 0;
-    if (r->kv && r->smp) return true;
+    r->n_fed = n_cached;
+    pthread_mutex_lock(&s->mu);
+    r->n_cached = n_cached;
+    st_pcache_stats(s->pc, &s->st.cache);
+    pthread_mutex_unlock(&s->mu);
+    if (r->kv && r->smp && r->seq) return true;
     pthread_mutex_lock(&s->mu);
     st_log(ST_LOG_WARN, "no memory for a sequence of %d tokens", r->job.n_prompt + r->job.max_tokens);
     s_finish(s, r, "error");
@@ -211,7 +231,7 @@ static bool s_admit(st_sched_t *s, st_req_t *r) {
 /* The prompt is in the cache: its first token from logits (under mu). */
 static void s_prefilled(st_sched_t *s, st_req_t *r, float *logits) {
     for (int i = 0; i < r->job.n_prompt; i++) st_sampler_accept(r->smp, r->job.prompt[i]);
-    s->st.prompt_tokens += (uint64_t)r->job.n_prompt;
+    s->st.prompt_tokens += (uint64_t)(r->job.n_prompt - r->n_cached);
     double ttft = st_now_s() - r->t_submit;
     s->st.ttft_sum_s += ttft;
     s->st.ttft_count++;
@@ -295,6 +315,10 @@ static void s_reap(st_sched_t *s) {
             r->finish = "cancelled";
         }
         if (r->done) {
+            if (r->kv && r->job.cache_prompt && strcmp(r->finish, "error")) { /* its cache matches its tokens */
+                st_pcache_keep(s->pc, r->seq, &r->kv);
+                st_pcache_stats(s->pc, &s->st.cache);
+            }
             st_kv_destroy(&r->kv);
             st_sampler_destroy(&r->smp);
             s_unref(r);
@@ -388,9 +412,15 @@ static void *s_thread(void *arg) {
     return NULL;
 }
 
-st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, const st_server_view_t *view) {
+st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, size_t kv_budget,
+                         const st_server_view_t *view) {
     st_sched_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
+    if (!(s->pc = st_pcache_new(c, kv_budget))) {
+        free(s);
+        return NULL;
+    }
+    st_pcache_stats(s->pc, &s->st.cache);
     s->c = c;
     s->m = st_ctx_model(c);
     int nb = st_ctx_params(c)->n_batch;
@@ -439,6 +469,7 @@ void st_sched_destroy(st_sched_t **sp) {
     free(s->want);
     free(s->logits);
     free(s->nodes_json);
+    st_pcache_destroy(&s->pc);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -498,6 +529,7 @@ int st_req_wait(st_req_t *r, st_req_out_t *o, int timeout_ms) {
     o->finish = r->finish;
     o->n_prompt = r->job.n_prompt;
     o->n_generated = r->n_generated;
+    o->n_cached = r->n_cached;
     pthread_mutex_unlock(&s->mu);
     return o->text ? (o->len || o->done ? 0 : rc) : ST_ENOMEM;
 }

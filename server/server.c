@@ -52,7 +52,7 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
     signal(SIGPIPE, SIG_IGN);
 
     status = 1;
-    st_sched_t *s = st_sched_new(c, (int)a->parallel, (int)a->queue, cp.n_ctx, view);
+    st_sched_t *s = st_sched_new(c, (int)a->parallel, (int)a->queue, cp.n_ctx, (size_t)a->kv_budget, view);
     st_http_t *h = s ? st_http_new(a->http, a->api_key, s, &api) : NULL;
     if (h) {
         st_log(ST_LOG_INFO, "%d sequences of up to %d tokens decoded together, %ld requests may wait",

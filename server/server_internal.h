@@ -1,5 +1,6 @@
 /* server_internal: the parts of the server library and what they share.
  *   scheduler.c  queue + continuous batching (st_sched_*, st_req_*)
+ *   prompt_cache.c  finished sequences' KV caches, reused by later prompts (prompt_cache.h)
  *   api.c        OpenAI request parsing and response formatting (st_api_*)
  *   metrics.c    Prometheus text and the /health JSON (st_metrics_*)
  *   http.c       libmicrohttpd daemon, routing, auth, body limit (st_http_*)
@@ -14,6 +15,7 @@
 
 #include "forward.h"
 #include "model.h"
+#include "prompt_cache.h"
 #include "sampler.h"
 #include "server.h"
 
@@ -33,6 +35,7 @@ typedef struct {
     st_sampler_params_t sp;
     int n_stop;
     char *stop[ST_SERVER_MAX_STOP]; /* taken by st_sched_submit */
+    bool cache_prompt;              /* start from (and leave) a cached prefix of the prompt */
 } st_job_t;
 
 typedef struct {
@@ -42,13 +45,16 @@ typedef struct {
     uint64_t ttft_count;
     uint64_t ttft_bucket[8]; /* cumulative counts per st_sched_ttft_bounds */
     double tokens_per_s;     /* generated tokens over the last 10 s */
+    st_pcache_stats_t cache; /* the prompt cache */
     int queued, active, parallel, queue_max, n_ctx;
 } st_sched_stats_t;
 extern const double st_sched_ttft_bounds[8];
 
-/* The scheduler thread on c (borrowed, used only by that thread from now on).
- * view may be NULL. NULL on failure. */
-st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, const st_server_view_t *view);
+/* The scheduler thread on c (borrowed, used only by that thread from now on),
+ * with a prompt cache of kv_budget bytes (0: none). view may be NULL. NULL on
+ * failure. */
+st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, size_t kv_budget,
+                         const st_server_view_t *view);
 /* Stops the thread: running and queued requests end with finish_reason
  * "error", new ones are refused. Requests stay readable until released. */
 void st_sched_stop(st_sched_t *s);
@@ -64,6 +70,7 @@ typedef struct {
     bool done;
     const char *finish; /* "stop", "length", "error" when done */
     int n_prompt, n_generated;
+    int n_cached; /* prompt tokens taken from the prompt cache */
 } st_req_out_t;
 
 /* Waits up to timeout_ms for new text or the end; 0, or ST_ETIMEOUT with out
