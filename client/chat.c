@@ -6,11 +6,18 @@
  * with libedit (editing, history). Commands: /system TEXT, /reset, /stats,
  * /help, /quit. A coordinator that cannot be reached is named with the
  * reason and what to check, never a bare error code.
+ *
+ * Ctrl-C while an answer streams stops it (the transfer is aborted, so the
+ * server cancels the sequence) and keeps what came so far in the
+ * conversation; Ctrl-C at the prompt asks for a second one, which leaves.
+ * The handler only counts (no SA_RESTART, so readline returns NULL and
+ * curl's progress callback sees the count).
  */
 #include <curl/curl.h>
 #include <editline/readline.h>
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,12 +39,19 @@ typedef struct {
     size_t answer_len;
     int n_chunks;
     char finish[32];
-    int completion_tokens, prompt_tokens;
+    int completion_tokens, prompt_tokens, cached_tokens;
     double t_first, t_last;
     /* totals for /stats */
     int turns, tokens;
     double gen_s;
 } chat_t;
+
+static volatile sig_atomic_t s_interrupts; /* Ctrl-C presses not yet handled */
+
+static void s_on_sigint(int sig) {
+    (void)sig;
+    s_interrupts++;
+}
 
 static void s_usage(FILE *f) {
     fprintf(f, "usage: st-chat [--url URL] [--api-key KEY] [options]\n"
@@ -52,7 +66,8 @@ static void s_usage(FILE *f) {
                "      --version          print the version and exit\n"
                "  -h, --help             this help\n"
                "\n"
-               "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n");
+               "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n"
+               "Ctrl-C stops an answer (what came so far stays in the conversation); twice at the prompt, leaves\n");
 }
 
 static size_t s_buf_cb(char *p, size_t sz, size_t n, void *arg) {
@@ -89,17 +104,27 @@ static void s_event(chat_t *c, const char *data) {
     if (cJSON_IsString(f)) snprintf(c->finish, sizeof c->finish, "%s", f->valuestring);
     cJSON *u = cJSON_GetObjectItem(o, "usage");
     if (cJSON_IsObject(u)) {
-        c->completion_tokens = cJSON_GetObjectItem(u, "completion_tokens")->valueint;
-        c->prompt_tokens = cJSON_GetObjectItem(u, "prompt_tokens")->valueint;
+        const cJSON *ct = cJSON_GetObjectItem(u, "completion_tokens"), *pt = cJSON_GetObjectItem(u, "prompt_tokens");
+        const cJSON *cached = cJSON_GetObjectItem(cJSON_GetObjectItem(u, "prompt_tokens_details"), "cached_tokens");
+        if (cJSON_IsNumber(ct)) c->completion_tokens = ct->valueint;
+        if (cJSON_IsNumber(pt)) c->prompt_tokens = pt->valueint;
+        if (cJSON_IsNumber(cached)) c->cached_tokens = cached->valueint;
     }
     cJSON *e = cJSON_GetObjectItem(o, "error");
     if (e) fprintf(stderr, "\nst-chat: the server says: %s\n", cJSON_GetStringValue(cJSON_GetObjectItem(e, "message")));
     cJSON_Delete(o);
 }
 
+/* Ctrl-C: abort the transfer (curl's progress callback, also called while waiting). */
+static int s_progress_cb(void *arg, curl_off_t a, curl_off_t b, curl_off_t d, curl_off_t e) {
+    (void)arg, (void)a, (void)b, (void)d, (void)e;
+    return s_interrupts > 0;
+}
+
 static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     chat_t *c = arg;
     size_t add = sz * n;
+    if (s_interrupts) return 0; /* stop now, not after this chunk is printed */
     char *b = realloc(c->sse, c->sse_len + add + 1);
     if (!b) return 0;
     memcpy(b + c->sse_len, p, add);
@@ -141,9 +166,13 @@ static long s_request(chat_t *c, const char *path, const char *body, curl_write_
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_progress_cb);
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     CURLcode rc = curl_easy_perform(h);
     long status = -1;
-    if (rc == CURLE_OK) {
+    if (s_interrupts && (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_WRITE_ERROR)) {
+        status = 0; /* stopped by Ctrl-C: the caller says so */
+    } else if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     } else {
         fprintf(stderr,
@@ -181,15 +210,26 @@ static void s_turn(chat_t *c, const char *line) {
     c->sse_len = 0;
     c->n_chunks = 0;
     c->finish[0] = '\0';
-    c->completion_tokens = 0;
+    c->completion_tokens = c->prompt_tokens = c->cached_tokens = 0;
     double t0 = st_now_s();
+    s_interrupts = 0;
     long st = s_request(c, "/v1/chat/completions", body, s_sse_cb, c);
     free(body);
-    if (st == 200) {
+    if (st == 0 && !c->answer_len) {
+        printf("\n[stopped before the answer began; that message is dropped, the conversation before it kept]\n");
+        cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1);
+    } else if (st == 0 || st == 200) {
         double dt = c->t_last > c->t_first ? c->t_last - c->t_first : 0;
-        printf("\n[%d tokens, %.1f tok/s, first token after %.2f s%s%s]\n", c->completion_tokens,
-               dt > 0 && c->completion_tokens > 1 ? (c->completion_tokens - 1) / dt : 0.0,
-               c->n_chunks ? c->t_first - t0 : 0.0, c->finish[0] ? ", " : "", c->finish);
+        if (st == 0) {
+            printf("\n[stopped after %d chunks; the answer so far stays in the conversation]\n", c->n_chunks);
+        } else {
+            char cached[64] = "";
+            if (c->cached_tokens > 0)
+                snprintf(cached, sizeof cached, ", %d of %d prompt tokens cached", c->cached_tokens, c->prompt_tokens);
+            printf("\n[%d tokens, %.1f tok/s, first token after %.2f s%s%s%s]\n", c->completion_tokens,
+                   dt > 0 && c->completion_tokens > 1 ? (c->completion_tokens - 1) / dt : 0.0,
+                   c->n_chunks ? c->t_first - t0 : 0.0, cached, c->finish[0] ? ", " : "", c->finish);
+        }
         cJSON *a = cJSON_CreateObject();
         cJSON_AddStringToObject(a, "role", "assistant");
         cJSON_AddStringToObject(a, "content", c->answer ? c->answer : "");
@@ -292,8 +332,23 @@ int main(int argc, char **argv) {
     free(body);
     c.history = cJSON_CreateArray();
     using_history();
-    char *line;
-    while ((line = readline("> "))) {
+    struct sigaction sa = {.sa_handler = s_on_sigint}; /* no SA_RESTART: readline returns on Ctrl-C */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    bool armed = false; /* the last thing the user did was a Ctrl-C: one more at the prompt leaves */
+    for (;;) {
+        s_interrupts = 0;
+        char *line = readline("> ");
+        if (!line && s_interrupts && !armed) {
+            printf("\n(Ctrl-C again to leave, or /quit)\n");
+            armed = true;
+            continue;
+        }
+        if (!line) { /* a second Ctrl-C, or end of input */
+            printf("\n");
+            break;
+        }
+        armed = false;
         char *t = line + strspn(line, " \t");
         if (*t) add_history(t);
         if (!*t) {
@@ -318,6 +373,7 @@ int main(int argc, char **argv) {
             printf("unknown command %s (/help lists them)\n", t);
         } else {
             s_turn(&c, t);
+            armed = s_interrupts > 0;
         }
         free(line);
     }

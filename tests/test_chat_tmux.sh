@@ -68,5 +68,61 @@ for _ in $(seq 200); do  # st-chat gone: the pane runs the `sleep` after it
   sleep 0.05
 done
 [ "$cmd" = sleep ] || fail "st-chat did not quit (pane runs $cmd)"
-echo "st-chat in tmux: connect, streamed answer, /stats, /system, /reset, history, /quit, unreachable message"
+
+# Ctrl-C while the answer streams stops it and keeps the conversation (the
+# server's prompt cache then serves the stopped answer to the next turn);
+# Ctrl-C at the prompt asks for a second one, which leaves.
+metric() { curl -s "$URL/metrics" | sed -n "s/^$1 //p"; }
+gen0=$(metric st_generated_tokens_total)
+tmux kill-session -t "$SESSION" 2>/dev/null
+tmux new-session -d -s "$SESSION" -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 3000; sleep 30"
+wait_for "st-chat: connected to $URL"
+tmux send-keys -t "$SESSION" "Tell me a very long story" Enter
+for _ in $(seq 400); do  # streaming: a few tokens out, far from the 3000
+  [ "$(metric st_generated_tokens_total)" -ge $((gen0 + 5)) ] 2>/dev/null && break
+  sleep 0.05
+done
+[ "$(metric st_generated_tokens_total)" -ge $((gen0 + 5)) ] || fail "the answer did not start within 20 s"
+tmux send-keys -t "$SESSION" C-c
+wait_for "the answer so far stays in the conversation"
+for _ in $(seq 200); do  # the server saw the client go and cancelled the sequence
+  [ "$(curl -s "$URL/metrics" | sed -n 's/^st_requests_total{outcome="cancelled"} //p')" = 1 ] && break
+  sleep 0.05
+done
+[ "$(curl -s "$URL/metrics" | sed -n 's/^st_requests_total{outcome="cancelled"} //p')" = 1 ] ||
+  fail "the server did not cancel the stopped answer"
+tmux send-keys -t "$SESSION" "/stats" Enter
+wait_for "2 messages in the conversation"
+# the next turn resends the stopped answer: the server's prompt cache holds it
+gen1=$(metric st_generated_tokens_total)
+tmux send-keys -t "$SESSION" "Go on" Enter
+for _ in $(seq 400); do
+  [ "$(metric st_generated_tokens_total)" -ge $((gen1 + 2)) ] 2>/dev/null && break
+  sleep 0.05
+done
+tmux send-keys -t "$SESSION" C-c
+wait_for "the answer so far stays in the conversation" 2
+cached=$(metric st_prompt_cache_tokens_total)
+[ "${cached:-0}" -ge 10 ] || fail "the next turn reused $cached cached tokens of the stopped answer"
+tmux send-keys -t "$SESSION" "/stats" Enter
+wait_for "4 messages in the conversation"
+tmux send-keys -t "$SESSION" "/system" Enter  # a line in between: the next Ctrl-C only asks
+wait_for "(system message cleared)"
+tmux send-keys -t "$SESSION" "/reset" Enter
+wait_for "(conversation cleared)"
+tmux send-keys -t "$SESSION" C-c
+wait_for "(Ctrl-C again to leave, or /quit)"
+tmux send-keys -t "$SESSION" "/stats" Enter  # still there after one
+wait_for "0 messages in the conversation"
+tmux send-keys -t "$SESSION" C-c
+wait_for "(Ctrl-C again to leave, or /quit)" 2
+tmux send-keys -t "$SESSION" C-c
+for _ in $(seq 200); do
+  cmd=$(tmux display-message -p -t "$SESSION" '#{pane_current_command}')
+  [ "$cmd" = sleep ] && break
+  sleep 0.05
+done
+[ "$cmd" = sleep ] || fail "a second Ctrl-C at the prompt did not leave (pane runs $cmd)"
+echo "st-chat in tmux: connect, streamed answer, /stats, /system, /reset, history, /quit, unreachable message,"
+echo "  Ctrl-C stops an answer and keeps it, twice at the prompt leaves"
 exit 0
