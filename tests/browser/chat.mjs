@@ -1,7 +1,10 @@
-// The web chat as a person uses it: open the page, type a message, watch the
-// answer stream in (the text grows over several frames), see the cluster
-// view draw one box per node, then a second turn (multi-turn history) that
-// the stop button cuts short. A screenshot is kept as the test's artifact.
+// The web chat as a person uses it: open the page, read the first screen
+// (model, context, nodes, how to start), type a message, watch the answer
+// stream in (the text grows over several frames), see the cluster view draw
+// one box per node, then a second turn (multi-turn history) that the stop
+// button cuts short; reload the page: the conversation is still there (kept
+// in localStorage), and a third turn continues it. A screenshot is kept as
+// the test's artifact.
 import { createRequire } from "node:module";
 import assert from "node:assert/strict";
 
@@ -16,8 +19,17 @@ try {
   await page.goto(process.env.ST_URL + "/");
   // the cluster view: one box per node, all up
   await page.waitForSelector("#cluster g.node.up");
+  const nNodes = Number(process.env.ST_HTTP_NODES || 2);
   const boxes = await page.locator("#cluster g.node").count();
-  assert.equal(boxes, Number(process.env.ST_HTTP_NODES || 2), "node boxes in the cluster view");
+  assert.equal(boxes, nNodes, "node boxes in the cluster view");
+  // the first screen says what is served, from /v1/models and /health
+  const models = await (await fetch(process.env.ST_URL + "/v1/models")).json();
+  assert.equal(await page.isVisible("#welcome"), true, "the first screen is shown");
+  await page.waitForFunction((id) => document.querySelector("#w-model").textContent === id, models.data[0].id);
+  assert.match(await page.textContent("#w-ctx"), new RegExp("^" + models.data[0].context_length + " tokens"));
+  await page.waitForFunction((n) => document.querySelector("#w-nodes").textContent.includes(`${n} nodes (${n} up)`), nNodes);
+  assert.match(await page.textContent("#welcome"), /Enter.*sends/);
+  await page.screenshot({ path: process.env.ST_SHOT.replace(/\.png$/, "-first.png") });
 
   await page.fill("#max_tokens", "40");
   await page.fill("#temp", "0");
@@ -49,6 +61,34 @@ try {
   await page.waitForSelector(".msg.assistant:nth-of-type(4).done");
   assert.equal(await page.locator(".msg.user").count(), 2);
   assert.equal(await page.isEnabled("#send"), true, "send enabled after stop");
+  assert.equal(await page.isVisible("#welcome"), false, "no first screen in a conversation");
+
+  // a reload keeps the conversation, the stopped answer included
+  const texts = () => page.$$eval("#log .msg", (ms) => ms.map((m) => m.className.split(" ")[1] + ":" + m.textContent));
+  const before = await texts();
+  assert.equal(before.length, 4);
+  assert.ok(before[3].length > "assistant:".length, "the stopped answer has text");
+  await page.reload();
+  await page.waitForSelector("#log .msg.assistant.done");
+  assert.deepEqual(await texts(), before, "the conversation after a reload");
+  assert.equal(await page.inputValue("#max_tokens"), "3000", "settings kept too");
+  assert.equal(await page.locator("#chats li").count(), 1);
+  // ... and goes on: the third turn sends all of it
+  await page.fill("#max_tokens", "5");
+  await page.fill("#input", "Thanks.");
+  await page.press("#input", "Enter");
+  await page.waitForSelector(".msg.assistant:nth-of-type(6).done");
+  assert.equal(await page.locator(".msg.user").count(), 3);
+  // a new chat shows the first screen; the old one stays in the list and comes back
+  await page.click("#reset");
+  assert.equal(await page.isVisible("#welcome"), true);
+  assert.equal(await page.locator("#log .msg").count(), 0);
+  await page.reload();
+  await page.waitForSelector("#chats li");
+  await page.click("#chats li:not(.cur) span");
+  await page.waitForSelector(".msg.assistant:nth-of-type(6).done");
+  assert.deepEqual((await texts()).slice(0, 4), before);
+  await page.fill("#max_tokens", "40");
   await page.waitForTimeout(1600); // one more cluster refresh with the new counters
   await page.screenshot({ path: process.env.ST_SHOT });
   console.log(`browser: screenshot ${process.env.ST_SHOT}`);
