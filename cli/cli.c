@@ -454,8 +454,9 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
                 goto out;
             }
         }
-        rc = st_generate(c, kv, smp, prompt, n_prompt, (int)a->n_predict, plogits, gen,
-                         a->json ? s_collect_cb : s_stream_cb, a->json ? (void *)&text : NULL, &res);
+        const st_generate_cb_t cb = {a->json ? s_collect_cb : s_stream_cb, a->json ? (void *)&text : NULL,
+                                     h ? h->between_steps : NULL, h ? h->arg : NULL};
+        rc = st_generate(c, kv, smp, prompt, n_prompt, (int)a->n_predict, plogits, gen, &cb, &res);
         if (rc < 0) {
             fprintf(stderr, "%s: generation failed: %s\n", prog, st_strerror(rc));
             goto out;

@@ -62,6 +62,8 @@ typedef struct {
     int (*on_ctx)(void *arg, st_ctx_t *c);
     /* After generation, with --stats: extra statistics lines on stderr. */
     void (*on_stats)(void *arg, st_ctx_t *c, const st_generate_result_t *res);
+    /* Before each pass through the model (st_generate_cb_t.between_steps). */
+    void (*between_steps)(void *arg);
 } st_cli_hooks_t;
 
 /* Runs the one-shot flow on a loaded model: tokenize the prompt, generate

@@ -534,10 +534,12 @@ static void s_admit(coord_t *c) {
     st_log(ST_LOG_INFO, "experts placed over %d node(s) in %.0f ms", st_cluster_n_up(c->cl), st_now_ms() - t0);
 }
 
-/* Between two steps (a batch through all layers), or while idle: nodes
- * added on SIGHUP, nodes that answered and join. */
+/* Between two steps (a batch through all layers), or while idle: nodes that
+ * come back and need experts pushed, nodes added on SIGHUP, nodes that
+ * answered and join. */
 static void s_between_steps(void *arg) {
     coord_t *c = arg;
+    st_cluster_maintain(c->cl);
     if (s_hup) {
         s_hup = 0;
         s_reread(c);
@@ -636,8 +638,7 @@ static bool s_serve_waiting(void *arg, char *why, size_t cap) {
 
 static int s_on_ctx(void *arg, st_ctx_t *ctx) {
     coord_t *c = arg;
-    st_remote_opts_t o = {
-        (int)c->ca->timeout_ms, !c->ca->no_fallback, !c->ca->no_prefetch, c->a->stats, s_between_steps, c};
+    st_remote_opts_t o = {(int)c->ca->timeout_ms, !c->ca->no_fallback, !c->ca->no_prefetch, c->a->stats};
     c->rm = st_remote_moe_new(ctx, c->cl, c->pl, &o);
     if (!c->rm) return 1;
     st_moe_backend_t b = st_remote_moe_backend(c->rm);
@@ -737,7 +738,7 @@ int main(int argc, char **argv) {
     st_model_describe(c.m, desc, sizeof desc);
     st_log(ST_LOG_INFO, "%s", desc);
 
-    const st_cli_hooks_t hooks = {&c, s_on_params, s_on_ctx, s_on_stats};
+    const st_cli_hooks_t hooks = {&c, s_on_params, s_on_ctx, s_on_stats, s_between_steps};
     int status;
 #ifdef ST_HAVE_SERVER
     if (a.http && !a.prompt && !a.prompt_file && !a.tokens) { /* serve the HTTP API (server/) */
@@ -745,6 +746,7 @@ int main(int argc, char **argv) {
         st_server_view_t sv = st_cluster_view_server(view);
         sv.idle = s_idle;
         sv.idle_arg = &c;
+        sv.between_steps = s_between_steps;
         sv.waiting = s_serve_waiting;
         c.serving = true;
         status = view ? st_server_main(PROG, &a, c.m, &hooks, &sv) : 1;

@@ -466,8 +466,6 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
     if (rt->layer == r->cur_layer) return;
     if (rt->layer <= r->cur_layer || !r->step_open) { /* a new batch through the layers */
         s_step_close(r);
-        st_cluster_maintain(r->cl); /* nodes coming back that need experts pushed: between steps */
-        if (r->o.between_steps) r->o.between_steps(r->o.arg); /* e.g. a node joins: may change pl and N */
         if (s_follow_cluster(r) < 0) st_log(ST_LOG_WARN, "no memory to follow the nodes added to the cluster");
         r->step_open = true;
         r->step_decode = rt->n_tok == 1;

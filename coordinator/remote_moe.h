@@ -63,10 +63,6 @@ typedef struct {
     bool fallback;  /* compute the pairs of a node that is down here (else: fail) */
     bool prefetch;  /* send EXPERT_PREFETCH after routing */
     bool stats;     /* one line per decode token on stderr */
-    /* called between steps (a batch through all layers) on the generating
-     * thread, or NULL: where the caller may add nodes and switch placements */
-    void (*between_steps)(void *arg);
-    void *arg;
 } st_remote_opts_t;
 
 typedef struct st_remote_moe st_remote_moe_t;
@@ -79,8 +75,8 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
 void st_remote_moe_destroy(st_remote_moe_t **r);
 /* Switches to pl (borrowed, must outlive r or the next switch), a placement
  * over the cluster's first nodes (the cluster may have grown, st_cluster_add,
- * since). Call between steps (st_remote_opts_t.between_steps). 0 or a
- * negative ST_E* code. */
+ * since). Call between steps (st_generate_cb_t.between_steps, the server's
+ * st_server_view_t.between_steps). 0 or a negative ST_E* code. */
 int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl);
 /* The st_moe_backend_t to install with st_ctx_set_moe(). */
 st_moe_backend_t st_remote_moe_backend(st_remote_moe_t *r);

@@ -9,7 +9,9 @@
 #include "st_log.h"
 
 int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
-                float *prompt_logits, int32_t *out_tokens, st_token_cb cb, void *cb_arg, st_generate_result_t *res) {
+                float *prompt_logits, int32_t *out_tokens, const st_generate_cb_t *cb, st_generate_result_t *res) {
+    const st_generate_cb_t none = {0};
+    if (!cb) cb = &none;
     const st_model_t *m = st_ctx_model(c);
     const int V = m->cfg.n_vocab;
     memset(res, 0, sizeof *res);
@@ -19,6 +21,7 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
     if (!logits) return st_fail(ST_ENOMEM, "no memory for logits");
     int rc = 0;
     double t0 = st_now_ms();
+    if (cb->between_steps) cb->between_steps(cb->between_steps_arg);
     if (prompt_logits) {
         rc = st_decode(c, kv, prompt, n_prompt, prompt_logits, true);
         if (rc == 0) memcpy(logits, prompt_logits + (size_t)(n_prompt - 1) * V, (size_t)V * sizeof(float));
@@ -45,8 +48,9 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
             res->stopped_eog = true;
             break;
         }
-        if (cb && !cb(cb_arg, tok, piece, n)) break;
+        if (cb->token && !cb->token(cb->token_arg, tok, piece, n)) break;
         if (i + 1 == n_predict) break;
+        if (cb->between_steps) cb->between_steps(cb->between_steps_arg);
         rc = st_decode(c, kv, &tok, 1, logits, false);
     }
     res->generate_ms = st_now_ms() - t1;

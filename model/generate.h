@@ -22,12 +22,22 @@ typedef struct {
     double generate_ms; /* decode wall time */
 } st_generate_result_t;
 
+/* What st_generate calls back (any may be NULL): token for each generated
+ * token, and between_steps before each pass through the model (the prompt,
+ * then each token): where a cluster takes in nodes that join or come back. */
+typedef struct {
+    st_token_cb token;
+    void *token_arg;
+    void (*between_steps)(void *arg);
+    void *between_steps_arg;
+} st_generate_cb_t;
+
 /* Runs prompt[0..n_prompt) through the model (appending to kv), then samples
  * up to n_predict tokens; generated ids go to out_tokens (capacity n_predict)
  * when not NULL. prompt_logits, when not NULL, receives n_prompt x n_vocab
- * teacher-forced logits. Returns 0 or a negative ST_E* code. */
+ * teacher-forced logits. cb may be NULL. Returns 0 or a negative ST_E* code. */
 int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
-                float *prompt_logits, int32_t *out_tokens, st_token_cb cb, void *cb_arg, st_generate_result_t *res);
+                float *prompt_logits, int32_t *out_tokens, const st_generate_cb_t *cb, st_generate_result_t *res);
 
 /* Wraps a user message (and an optional system message) in ChatML with the
  * assistant generation prompt. Returns a malloc'd string or NULL. */

@@ -371,6 +371,7 @@ static void *s_thread(void *arg) {
         int n_running = 0;
         for (int j = 0; j < rows; j++) n_running += s->batch[j]->n_generated > 0;
         pthread_mutex_unlock(&s->mu);
+        if (n && s->view.between_steps) s->view.between_steps(s->view.idle_arg);
         int rc = n ? st_decode_mixed(s->c, s->kvs, s->toks, n, s->want, s->logits) : 0;
         pthread_mutex_lock(&s->mu);
         if (n_running) {

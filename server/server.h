@@ -32,6 +32,10 @@ typedef struct {
      * back or join without waiting for the next request. */
     void (*idle)(void *idle_arg);
     void *idle_arg;
+    /* Called on the scheduler thread before each step (one pass of the
+     * running sequences through the model; may be NULL): where a cluster
+     * takes in nodes that join or come back while requests run. */
+    void (*between_steps)(void *idle_arg);
     /* Called on the scheduler thread before it starts a request and when
      * idle (may be NULL): true while the program is not ready to serve (a
      * cluster waiting for --min-nodes), with the reason in why. Requests wait

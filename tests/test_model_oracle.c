@@ -169,7 +169,7 @@ static void s_run_case(const char *name) {
         st_sampler_t *smp = st_sampler_new(&sp, V);
         int32_t *out = calloc((size_t)n_gen, sizeof *out);
         st_generate_result_t res;
-        cr_assert_eq(st_generate(c, kv, smp, prompt, n_prompt, n_gen, NULL, out, NULL, NULL, &res), 0);
+        cr_assert_eq(st_generate(c, kv, smp, prompt, n_prompt, n_gen, NULL, out, NULL, &res), 0);
         cr_expect_eq(res.n_generated, n_gen);
         int same = 0;
         while (same < res.n_generated && out[same] == gen[same]) same++;
