@@ -326,7 +326,8 @@ typedef struct {
     void *zctx, *sock;
     char url[128];
     bool answer_error;
-    bool foreign; /* answers HELLO in protocol version 99, as "st-node 9.9.9 (git fake)" */
+    bool foreign;         /* answers HELLO in protocol version 99, as "st-node 9.9.9 (git fake)" */
+    const char *software; /* its INVENTORY's, when not NULL (same protocol) */
     char hello_software[ST_WIRE_MAX_SOFTWARE + 1]; /* what the coordinator's HELLO named */
     volatile int stop;
     pthread_t thread;
@@ -350,6 +351,7 @@ static void *s_fake_node(void *arg) {
         } else if (rx.msg.type == ST_MSG_HELLO) {
             m.type = ST_MSG_INVENTORY;
             snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "fake");
+            if (f->software) snprintf(m.inventory.software, sizeof m.inventory.software, "%s", f->software);
             m.inventory.mem_budget = 256u << 20;
             m.inventory.store_free = 1u << 30;
             m.inventory.threads = 1;
@@ -367,10 +369,11 @@ static void *s_fake_node(void *arg) {
     return NULL;
 }
 
-static void s_fake_start(fake_node_t *f, bool answer_error, bool foreign) {
+static void s_fake_start(fake_node_t *f, bool answer_error, bool foreign, const char *software) {
     memset(f, 0, sizeof *f);
     f->answer_error = answer_error;
     f->foreign = foreign;
+    f->software = software;
     f->zctx = zmq_ctx_new();
     f->sock = zmq_socket(f->zctx, ZMQ_ROUTER);
     int t = 100;
@@ -395,7 +398,7 @@ static void s_failing_node(bool answer_error) {
     cluster_t c;
     s_cluster_start(&c, 1);
     fake_node_t f;
-    s_fake_start(&f, answer_error, false);
+    s_fake_start(&f, answer_error, false, NULL);
     char nodes[1024];
     snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
     run_t ref = s_run(c.dir, "ref", model, NULL, "");
@@ -432,7 +435,7 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     char dir[] = "/tmp/st-test-foreign-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
     fake_node_t f;
-    s_fake_start(&f, false, true);
+    s_fake_start(&f, false, true, NULL);
     run_t r = s_run(dir, "foreign", model, f.url, "--no-fallback");
     s_fake_stop(&f);
     cr_assert_neq(r.status, 0);
@@ -442,6 +445,26 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     cr_assert(strstr(r.err, want) && strstr(r.err, f.url), "want '%s' with the node's address in:\n%s", want, r.err);
     snprintf(want, sizeof want, "st-coordinator %s", ST_TEST_PROJECT_VERSION);
     cr_assert(!strncmp(f.hello_software, want, strlen(want)), "HELLO named '%s'", f.hello_software);
+    s_run_free(&r);
+    st_test_system("rm -rf '%s'", dir);
+}
+
+/* The same protocol, another release: served (here the node answers ERROR to every request, so
+ * the coordinator computes its experts), and the coordinator's log warns, naming both. */
+Test(cluster, node_of_another_release_is_served_with_a_warning, .timeout = 60) {
+    const char *synth[] = {"--type", "f32", NULL};
+    const char *model = s_model(synth);
+    char dir[] = "/tmp/st-test-release-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    fake_node_t f;
+    s_fake_start(&f, true, false, "st-node 9.9.9 (git fake)");
+    run_t r = s_run(dir, "release", model, f.url, "");
+    s_fake_stop(&f);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    char want[256];
+    snprintf(want, sizeof want, "runs st-node 9.9.9 (git fake) and this coordinator st-coordinator %s",
+             ST_TEST_PROJECT_VERSION);
+    cr_assert(strstr(r.err, want), "want '%s' in:\n%s", want, r.err);
     s_run_free(&r);
     st_test_system("rm -rf '%s'", dir);
 }

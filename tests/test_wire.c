@@ -2,6 +2,7 @@
  * every malformed field is refused, requests are checked against the model's
  * shape, and the socket helpers keep a stream in sync after bad messages. */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -759,4 +760,76 @@ Test(wire, frames_over_maxmsgsize_are_never_delivered) {
     st_wire_rx_t rx;
     cr_assert_eq(st_wire_recv(p.router, true, &rx, NULL, 0), ST_ETIMEOUT);
     s_pair_close(&p);
+}
+
+/* ---- who sent it: Envelope.software ------------------------------------------------------- */
+
+/* HELLO and INVENTORY name their sender: this program by default ("PROG 0.4.0 (git ...)"),
+ * or what the caller sets; a name longer than ST_WIRE_MAX_SOFTWARE is refused. */
+Test(wire, hello_and_inventory_name_their_sender) {
+    uint8_t buf[4096];
+    char why[256], want[64];
+    snprintf(want, sizeof want, "%s %s", program_invocation_short_name, ST_TEST_PROJECT_VERSION);
+    for (int t = ST_MSG_HELLO; t <= ST_MSG_INVENTORY; t++) {
+        st_wire_msg_t m = s_example((st_msg_type_t)t), d;
+        char *sw = t == ST_MSG_HELLO ? d.hello.software : d.inventory.software;
+        size_t len = s_encode(&m, buf, sizeof buf);
+        cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), 0, "%s", why);
+        cr_assert(!strncmp(sw, want, strlen(want)), "%s names '%s'", st_wire_type_name(t), sw);
+        st_wire_msg_clear(&d);
+        strcpy(t == ST_MSG_HELLO ? m.hello.software : m.inventory.software, "st-node 1.2.3 (git abc)");
+        len = s_encode(&m, buf, sizeof buf);
+        cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), 0, "%s", why);
+        cr_assert_str_eq(sw, "st-node 1.2.3 (git abc)");
+        st_wire_msg_clear(&d);
+    }
+    /* a name of 97 bytes, appended to an encoded HELLO (protobuf takes fields in any order) */
+    st_wire_msg_t m = s_example(ST_MSG_HELLO);
+    size_t len = s_encode(&m, buf, sizeof buf);
+    char name[ST_WIRE_MAX_SOFTWARE + 2];
+    memset(name, 'v', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    buf[len++] = 0x22, buf[len++] = (uint8_t)strlen(name);
+    memcpy(buf + len, name, strlen(name));
+    len += strlen(name);
+    cr_assert_eq(s_decode_raw(buf, len, why), ST_EPROTO);
+    cr_assert(strstr(why, "software of 97 B"), "%s", why);
+}
+
+/* Another protocol version: refused, and the reason names the sender's program, version and
+ * protocol and this program's, whatever the message type. */
+Test(wire, another_protocol_version_names_both_sides) {
+    static pb_t sw;
+    uint8_t buf[512];
+    char why[256], want[128];
+    st_wire_msg_t d;
+    size_t len = pb_envelope(buf, 3, ST_MSG_INVENTORY, 0, NULL);
+    const char *name = "st-node 0.5.0 (git new)";
+    sw.n = 0;
+    pb_bytes(&sw, 4, name, strlen(name));
+    memcpy(buf + len, sw.b, sw.n);
+    cr_assert_eq(st_wire_decode(buf, len + sw.n, &d, why, sizeof why), ST_EPROTO);
+    snprintf(want, sizeof want, "protocol version 3 from st-node 0.5.0 (git new), but this is %s %s",
+             program_invocation_short_name, ST_TEST_PROJECT_VERSION);
+    cr_assert(strstr(why, want) && strstr(why, "protocol version 2:"), "%s", why);
+    cr_assert_eq(d.version, 3);
+    cr_assert_eq(d.request_id, 42);
+    /* a program before 0.4.0 names nothing */
+    len = pb_envelope(buf, 1, ST_MSG_ERROR, 0, NULL);
+    cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "protocol version 1 from a program before 0.4.0"), "%s", why);
+}
+
+Test(wire, same_release_compares_the_release_word) {
+    char v[64];
+    snprintf(v, sizeof v, "st-node %s (git abc1234)", ST_TEST_PROJECT_VERSION);
+    cr_assert(st_wire_same_release(v));
+    snprintf(v, sizeof v, "st-node %s", ST_TEST_PROJECT_VERSION);
+    cr_assert(st_wire_same_release(v));
+    snprintf(v, sizeof v, "st-node %s1", ST_TEST_PROJECT_VERSION); /* 0.4.01 is another release */
+    cr_assert_not(st_wire_same_release(v));
+    cr_assert_not(st_wire_same_release("st-node 9.9.9 (git abc1234)"));
+    cr_assert_not(st_wire_same_release(""));
+    cr_assert_not(st_wire_same_release("st-node"));
+    cr_assert_not(st_wire_same_release(ST_TEST_PROJECT_VERSION)); /* no program name */
 }

@@ -36,6 +36,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (st_wire_decode(data, size, &m, why, sizeof why) != 0) return 0;
     (void)st_wire_check(&m, &g_shape, frame_len, why, sizeof why);
     (void)st_wire_check(&m, NULL, frame_len, why, sizeof why);
+    if (m.type == ST_MSG_HELLO) (void)st_wire_same_release(m.hello.software);
+    if (m.type == ST_MSG_INVENTORY) (void)st_wire_same_release(m.inventory.software);
     if (m.type == ST_MSG_HELLO || m.type == ST_MSG_ASSIGN) {
         const st_wire_shape_t *s = m.type == ST_MSG_HELLO ? &m.hello.shape : &m.assign.shape;
         if (st_wire_check_shape(s, why, sizeof why) == 0) {
