@@ -257,6 +257,15 @@ static void s_stats(chat_t *c) {
                cJSON_GetObjectItem(o, "tokens_per_s")->valuedouble, cJSON_GetObjectItem(o, "active")->valueint,
                cJSON_GetObjectItem(o, "queued")->valueint, cJSON_GetObjectItem(o, "nodes_up")->valueint,
                cJSON_GetArraySize(cJSON_GetObjectItem(o, "nodes")));
+        const cJSON *pc = cJSON_GetObjectItem(o, "prompt_cache");
+        if (cJSON_IsObject(pc))
+            printf("prompt cache: %.0f hits, %.0f misses, %.0f prompt tokens reused; %.0f entries, %.1f of %.1f MiB\n",
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "hits")),
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "misses")),
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "cached_tokens")),
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "entries")),
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "bytes")) / 1048576.0,
+                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "budget")) / 1048576.0);
         const cJSON *n;
         cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes")) printf(
             "  %s %s: %s, %d experts, cache hits %.0f%%, round trip %.2f ms\n",

@@ -106,6 +106,7 @@ cached=$(metric st_prompt_cache_tokens_total)
 [ "${cached:-0}" -ge 10 ] || fail "the next turn reused $cached cached tokens of the stopped answer"
 tmux send-keys -t "$SESSION" "/stats" Enter
 wait_for "4 messages in the conversation"
+wait_for "prompt cache: 2 hits, 1 misses"  # "Hello there" missed; the two stopped turns hit
 tmux send-keys -t "$SESSION" "/system" Enter  # a line in between: the next Ctrl-C only asks
 wait_for "(system message cleared)"
 tmux send-keys -t "$SESSION" "/reset" Enter
