@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "alloc.h"
+
 #define SPIN_ITERS 4096  /* pause-polls before yielding the CPU (~10-50 us) */
 #define YIELD_ITERS 2000 /* sched_yield-polls before a worker sleeps (~ms when others want the CPU) */
 
@@ -95,7 +97,7 @@ static void *s_worker(void *p) {
 
 st_pool_t *st_pool_new(int n_threads) {
     if (n_threads < 1) return NULL;
-    st_pool_t *pool = calloc(1, sizeof *pool);
+    st_pool_t *pool = st_calloc(1, sizeof *pool);
     if (!pool) return NULL;
     pool->n = n_threads;
     pthread_mutex_init(&pool->mu, NULL);
@@ -108,10 +110,10 @@ st_pool_t *st_pool_new(int n_threads) {
     atomic_init(&pool->parked, false);
     atomic_init(&pool->stop, false);
     if (n_threads > 1) {
-        pool->threads = calloc((size_t)n_threads - 1, sizeof *pool->threads);
+        pool->threads = st_calloc((size_t)n_threads - 1, sizeof *pool->threads);
         if (!pool->threads) goto fail;
         for (int i = 1; i < n_threads; i++) {
-            worker_arg_t *wa = malloc(sizeof *wa);
+            worker_arg_t *wa = st_malloc(sizeof *wa);
             if (!wa) goto fail_started;
             wa->pool = pool;
             wa->ith = i;

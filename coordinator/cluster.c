@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "st_log.h"
 
 #define CLUSTER_HB_MS 1000  /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
@@ -113,13 +114,13 @@ st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_
         st_fail(ST_EINVAL, "%d nodes (1..4096)", n_nodes);
         return NULL;
     }
-    st_cluster_t *c = calloc(1, sizeof *c);
+    st_cluster_t *c = st_calloc(1, sizeof *c);
     if (!c) return NULL;
     c->o = *o;
     if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
     c->n = n_nodes;
     c->next_rid = 1;
-    c->nodes = calloc((size_t)n_nodes, sizeof *c->nodes);
+    c->nodes = st_calloc((size_t)n_nodes, sizeof *c->nodes);
     c->zctx = zmq_ctx_new();
     if (!c->nodes || !c->zctx) {
         st_fail(ST_ENOMEM, "no memory for %d node connections", n_nodes);
@@ -272,7 +273,7 @@ static void s_rejoin_msg(st_cluster_t *c, int node, st_wire_rx_t *rx);
 static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
     s_rejoin_tick(c);
     zmq_pollitem_t stack_items[128], *items = stack_items;
-    if (c->n > 64 && !(items = malloc((size_t)c->n * 2 * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
+    if (c->n > 64 && !(items = st_malloc((size_t)c->n * 2 * sizeof *items))) return st_fail(ST_ENOMEM, "no memory");
     for (int i = 0; i < c->n; i++) {
         items[i] = (zmq_pollitem_t){.socket = c->nodes[i].sock, .events = ZMQ_POLLIN};
         items[c->n + i] = (zmq_pollitem_t){.socket = c->nodes[i].mon, .events = ZMQ_POLLIN};
@@ -383,7 +384,7 @@ static int s_keep_inventory(node_t *nd, const st_wire_inventory_t *inv) {
     nd->inv.held = NULL;
     nd->has_inventory = false;
     if (inv->n_held) {
-        nd->inv.held = malloc(inv->n_held * sizeof *inv->held);
+        nd->inv.held = st_malloc(inv->n_held * sizeof *inv->held);
         if (!nd->inv.held) return st_fail(ST_ENOMEM, "no memory for an inventory");
         memcpy(nd->inv.held, inv->held, inv->n_held * sizeof *inv->held);
     }
@@ -419,7 +420,7 @@ static int s_on_inventory(void *arg, int node, st_wire_rx_t *rx) {
 
 /* HELLO to the nodes that are up; waits for their INVENTORY. */
 static int s_hello_all(st_cluster_t *c) {
-    uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
+    uint64_t *rids = st_calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
     for (int i = 0; i < c->n; i++)
         if (c->nodes[i].up && s_send_hello(c, &c->nodes[i], &rids[i]) < 0)
@@ -449,7 +450,7 @@ int st_cluster_hello(st_cluster_t *c, const st_wire_shape_t *shape) {
 
 int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
     if (n < 1 || c->n + n > 4096 || !c->has_shape) return st_fail(ST_EINVAL, "cannot add %d nodes", n);
-    node_t *nv = realloc(c->nodes, (size_t)(c->n + n) * sizeof *nv);
+    node_t *nv = st_realloc(c->nodes, (size_t)(c->n + n) * sizeof *nv);
     if (!nv) return st_fail(ST_ENOMEM, "no memory for %d more nodes", n);
     c->nodes = nv;
     memset(nv + c->n, 0, (size_t)n * sizeof *nv);
@@ -518,7 +519,7 @@ static int s_on_assign_ack(void *arg, int node, st_wire_rx_t *rx) {
     a->missing = NULL;
     a->n_missing = ack->n_missing;
     if (ack->n_missing) {
-        a->missing = malloc(ack->n_missing * sizeof *a->missing);
+        a->missing = st_malloc(ack->n_missing * sizeof *a->missing);
         if (!a->missing) return st_fail(ST_ENOMEM, "no memory");
         memcpy(a->missing, ack->missing, ack->n_missing * sizeof *a->missing);
     }
@@ -530,8 +531,8 @@ static int s_on_assign_ack(void *arg, int node, st_wire_rx_t *rx) {
 static int s_keep_share(node_t *nd, const st_cluster_assign_t *a) {
     free(nd->experts);
     free(nd->pinned);
-    nd->experts = malloc(((size_t)a->n_experts + 1) * sizeof *nd->experts);
-    nd->pinned = malloc(((size_t)a->n_pinned + 1) * sizeof *nd->pinned);
+    nd->experts = st_malloc(((size_t)a->n_experts + 1) * sizeof *nd->experts);
+    nd->pinned = st_malloc(((size_t)a->n_pinned + 1) * sizeof *nd->pinned);
     nd->n_experts = nd->n_pinned = 0;
     if (!nd->experts || !nd->pinned) return st_fail(ST_ENOMEM, "no memory");
     memcpy(nd->experts, a->experts, a->n_experts * sizeof *nd->experts);
@@ -542,7 +543,7 @@ static int s_keep_share(node_t *nd, const st_cluster_assign_t *a) {
 }
 
 int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
-    uint64_t *rids = calloc((size_t)c->n, sizeof *rids);
+    uint64_t *rids = st_calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
     for (int i = 0; i < c->n; i++)
         if (s_keep_share(&c->nodes[i], &a[i]) < 0) {
@@ -671,7 +672,7 @@ static void s_rejoin_msg(st_cluster_t *c, int i, st_wire_rx_t *rx) {
         return;
     }
     free(nd->rj_missing);
-    nd->rj_missing = malloc(ack->n_missing * sizeof *nd->rj_missing);
+    nd->rj_missing = st_malloc(ack->n_missing * sizeof *nd->rj_missing);
     if (!nd->rj_missing) {
         s_rejoin_fail(c, i, "no memory");
         return;
@@ -690,7 +691,7 @@ int st_cluster_maintain(st_cluster_t *c) {
             s_rejoin_fail(c, i, "no shard reader to push its missing experts");
             continue;
         }
-        st_cluster_assign_t *a = calloc((size_t)c->n, sizeof *a);
+        st_cluster_assign_t *a = st_calloc((size_t)c->n, sizeof *a);
         if (!a) return st_fail(ST_ENOMEM, "no memory");
         a[i] = (st_cluster_assign_t){nd->n_experts, nd->n_pinned,     nd->experts,
                                      nd->pinned,    nd->rj_n_missing, nd->rj_missing};
@@ -846,8 +847,8 @@ int64_t st_cluster_push(st_cluster_t *c, const st_cluster_assign_t *a, st_shard_
     c->read = read; /* kept for the pushes of a rejoin */
     c->read_arg = arg;
     c->push_timeout_ms = ack_timeout_ms;
-    push_t p = {a, calloc((size_t)c->n, sizeof *p.pn), 0, 0, &c->shape};
-    uint8_t *buf = malloc(ST_WIRE_MAX_CHUNK);
+    push_t p = {a, st_calloc((size_t)c->n, sizeof *p.pn), 0, 0, &c->shape};
+    uint8_t *buf = st_malloc(ST_WIRE_MAX_CHUNK);
     if (!p.pn || !buf) {
         free(p.pn);
         free(buf);

@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "moe.h"
 #include "st_log.h"
 #include "threadpool.h"
@@ -75,7 +76,7 @@ int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *s) {
     crypto_generichash_update(&st, num, 8);
     int fd = open(path, O_RDONLY);
     if (fd < 0) return st_fail(ST_EIO, "cannot open %s", path);
-    uint8_t *buf = malloc(1 << 20);
+    uint8_t *buf = st_malloc(1 << 20);
     if (!buf) {
         close(fd);
         return st_fail(ST_ENOMEM, "no memory");
@@ -161,14 +162,14 @@ static void s_hashes_load(st_expert_hashes_t *h) {
 }
 
 st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shape_t *shape, const char *cache_path) {
-    st_expert_hashes_t *h = calloc(1, sizeof *h);
+    st_expert_hashes_t *h = st_calloc(1, sizeof *h);
     if (!h) return NULL;
     h->m = m;
     h->shape = *shape;
     h->n = (size_t)shape->n_layer * shape->n_expert;
-    h->known = calloc(h->n, 1);
-    h->hash = calloc(h->n, 32);
-    h->path = cache_path ? strdup(cache_path) : NULL;
+    h->known = st_calloc(h->n, 1);
+    h->hash = st_calloc(h->n, 32);
+    h->path = cache_path ? st_strdup(cache_path) : NULL;
     if (!h->known || !h->hash || (cache_path && !h->path)) {
         st_expert_hashes_destroy(&h);
         return NULL;
@@ -212,7 +213,7 @@ static void s_hash_expert(void *arg, int i, int ith) {
 }
 
 int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_threads) {
-    uint32_t *todo = malloc(h->n * sizeof *todo);
+    uint32_t *todo = st_malloc(h->n * sizeof *todo);
     if (!todo) return st_fail(ST_ENOMEM, "no memory");
     int n = 0;
     for (size_t s = 0; s < h->n; s++)
@@ -315,7 +316,7 @@ static int s_alloc_nodes(st_remote_moe_t *r, int n) {
     bool ok = true;
 #define GROW(p, per)                                                                                                   \
     do {                                                                                                               \
-        void *np_ = ok ? realloc((p), (N * (per) + 1) * sizeof *(p)) : NULL;                                           \
+        void *np_ = ok ? st_realloc((p), (N * (per) + 1) * sizeof *(p)) : NULL;                                        \
         if (!np_) {                                                                                                    \
             ok = false;                                                                                                \
             break;                                                                                                     \
@@ -367,7 +368,7 @@ int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl) {
 
 st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
                                    const st_remote_opts_t *o) {
-    st_remote_moe_t *r = calloc(1, sizeof *r);
+    st_remote_moe_t *r = st_calloc(1, sizeof *r);
     if (!r) return NULL;
     const st_model_t *m = st_ctx_model(ctx);
     r->ctx = ctx;
@@ -393,7 +394,7 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
     const int N = r->N;
     r->N = 0;
     bool ok = s_alloc_nodes(r, N) == 0;
-#define ALLOC(p, n) ok = ok && ((p) = calloc((size_t)(n) + 1, sizeof *(p))) != NULL
+#define ALLOC(p, n) ok = ok && ((p) = st_calloc((size_t)(n) + 1, sizeof *(p))) != NULL
     ALLOC(r->pair_node, P);
     ALLOC(r->pair_done, P);
     ALLOC(r->tok_local, (size_t)r->B);

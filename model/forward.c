@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "forward_internal.h"
 #include "moe.h"
 #include "st_log.h"
@@ -26,7 +27,7 @@ st_ctx_params_t st_ctx_default_params(void) {
 }
 
 static void *s_alloc(size_t n, size_t size, bool *ok) {
-    void *p = calloc(n ? n : 1, size);
+    void *p = st_calloc(n ? n : 1, size);
     if (!p) *ok = false;
     return p;
 }
@@ -58,8 +59,11 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
         st_fail(ST_EINVAL, "KV cache type must be F16 or F32");
         return NULL;
     }
-    st_ctx_t *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
+    st_ctx_t *c = st_calloc(1, sizeof *c);
+    if (!c) {
+        st_fail(ST_ENOMEM, "no memory for a context");
+        return NULL;
+    }
     const st_config_t *cfg = &m->cfg;
     c->m = m;
     c->p = p;

@@ -30,6 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "st_log.h"
 
 #define S_DEFAULT_ALIGNMENT 32
@@ -153,7 +154,7 @@ static bool s_grow(void **arr, size_t *cap, size_t n, size_t el) {
     if (n < *cap) return true;
     size_t ncap = *cap ? *cap * 2 : 16;
     if (ncap > SIZE_MAX / el) return false;
-    void *p = realloc(*arr, ncap * el);
+    void *p = st_realloc(*arr, ncap * el);
     if (!p) return false;
     *arr = p;
     *cap = ncap;
@@ -176,7 +177,7 @@ static bool s_parse_string_array(s_cur_t *c, s_kv_t *kv, const char *key) {
     if (kv->n > s_left(c) / 8)
         return s_fail(c, "key '%s': string array of %llu elements does not fit in the %zu bytes left", key,
                       (unsigned long long)kv->n, s_left(c));
-    kv->str_off = malloc((size_t)(kv->n ? kv->n : 1) * sizeof *kv->str_off);
+    kv->str_off = st_malloc((size_t)(kv->n ? kv->n : 1) * sizeof *kv->str_off);
     if (!kv->str_off) return s_fail(c, "key '%s': out of memory for %llu strings", key, (unsigned long long)kv->n);
     for (uint64_t i = 0; i < kv->n; i++) {
         st_str_t s;
@@ -322,7 +323,7 @@ static s_kv_t *s_find(const st_gguf_t *g, const char *key, size_t len) {
 
 static bool s_index_keys(s_cur_t *c, st_gguf_t *g) {
     g->kv_hash_cap = s_hash_cap(g->n_kv);
-    g->kv_hash = calloc(g->kv_hash_cap, sizeof *g->kv_hash);
+    g->kv_hash = st_calloc(g->kv_hash_cap, sizeof *g->kv_hash);
     if (!g->kv_hash) return s_fail(c, "out of memory for %zu keys", g->n_kv);
     size_t mask = g->kv_hash_cap - 1;
     for (size_t i = 0; i < g->n_kv; i++) {
@@ -342,7 +343,7 @@ static bool s_index_keys(s_cur_t *c, st_gguf_t *g) {
 
 static bool s_index_tensors(s_cur_t *c, st_gguf_t *g) {
     g->t_hash_cap = s_hash_cap(g->n_tensors);
-    g->t_hash = calloc(g->t_hash_cap, sizeof *g->t_hash);
+    g->t_hash = st_calloc(g->t_hash_cap, sizeof *g->t_hash);
     if (!g->t_hash) return s_fail(c, "out of memory for %zu tensors", g->n_tensors);
     size_t mask = g->t_hash_cap - 1;
     for (size_t i = 0; i < g->n_tensors; i++) {
@@ -386,7 +387,7 @@ static bool s_place_tensors(s_cur_t *c, st_gguf_t *g) {
         t->file_offset = rel + g->data_offset;
         t->data = g->base + t->file_offset;
     }
-    s_span_t *span = malloc(g->n_tensors * sizeof *span);
+    s_span_t *span = st_malloc(g->n_tensors * sizeof *span);
     if (!span) return s_fail(c, "out of memory");
     for (size_t i = 0; i < g->n_tensors; i++)
         span[i] = (s_span_t){g->tensors[i].file_offset, g->tensors[i].file_offset + g->tensors[i].nbytes, i};
@@ -456,8 +457,8 @@ static bool s_parse(s_cur_t *c, st_gguf_t *g) {
 }
 
 static st_gguf_t *s_open(const uint8_t *buf, size_t len, const char *path) {
-    st_gguf_t *g = calloc(1, sizeof *g);
-    char *p = strdup(path ? path : "");
+    st_gguf_t *g = st_calloc(1, sizeof *g);
+    char *p = st_strdup(path ? path : "");
     if (!g || !p) {
         free(g);
         free(p);

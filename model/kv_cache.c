@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "forward_internal.h"
 #include "st_log.h"
 
@@ -19,21 +20,24 @@ st_kv_t *st_kv_new(const st_ctx_t *c, int n_ctx) {
         st_fail(ST_EINVAL, "n_ctx %d not in 1..%d (the context's limit)", n_ctx, c->p.n_ctx);
         return NULL;
     }
-    st_kv_t *kv = calloc(1, sizeof *kv);
-    if (!kv) return NULL;
+    st_kv_t *kv = st_calloc(1, sizeof *kv);
+    if (!kv) {
+        st_fail(ST_ENOMEM, "no memory for a KV cache of %d positions", n_ctx);
+        return NULL;
+    }
     kv->n_ctx = n_ctx;
     kv->n_swa = cfg->n_swa;
     kv->type = c->p.kv_type;
     kv->row = (size_t)cfg->n_head_kv * cfg->head_dim;
     size_t esz = kv->type == ST_TYPE_F32 ? 4 : 2;
-    kv->layers = calloc((size_t)cfg->n_layer, sizeof *kv->layers);
+    kv->layers = st_calloc((size_t)cfg->n_layer, sizeof *kv->layers);
     if (!kv->layers) goto fail;
     for (int il = 0; il < cfg->n_layer; il++) {
         int cap = n_ctx;
         if (cfg->is_swa[il] && cfg->n_swa + c->p.n_batch < cap) cap = cfg->n_swa + c->p.n_batch;
         kv->layers[il].cap = cap;
-        kv->layers[il].k = malloc((size_t)cap * kv->row * esz);
-        kv->layers[il].v = malloc((size_t)cap * kv->row * esz);
+        kv->layers[il].k = st_malloc((size_t)cap * kv->row * esz);
+        kv->layers[il].v = st_malloc((size_t)cap * kv->row * esz);
         if (!kv->layers[il].k || !kv->layers[il].v) goto fail;
     }
     kv->n_layer = cfg->n_layer;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "st_log.h"
 
 #define ARCH "smallthinker"
@@ -156,10 +157,10 @@ static int s_bind_f32(const st_gguf_t *g, const char *name, int64_t n, st_weight
 }
 
 static void *s_own(st_model_t *m, size_t bytes) {
-    void **grown = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
+    void **grown = st_realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *grown);
     if (!grown) return NULL;
     m->owned = grown;
-    void *p = malloc(bytes);
+    void *p = st_malloc(bytes);
     if (p) m->owned[m->n_owned++] = p;
     return p;
 }
@@ -238,7 +239,7 @@ static int s_bind_layer(st_model_t *m, int il) {
 }
 
 st_model_t *st_model_from_gguf(st_gguf_t **gp) {
-    st_model_t *m = calloc(1, sizeof *m);
+    st_model_t *m = st_calloc(1, sizeof *m);
     if (!m) {
         st_gguf_destroy(gp);
         return NULL;
@@ -273,12 +274,14 @@ st_model_t *st_model_from_gguf(st_gguf_t **gp) {
     } else {
         m->output = m->tok_embd; /* tied */
     }
-    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    m->layers = st_calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) goto fail;
     for (int il = 0; il < c->n_layer; il++)
         if (s_bind_layer(m, il) < 0) goto fail;
 
-    m->tok = st_tokenizer_from_gguf(m->gguf);
+    int rc = 0;
+    m->tok = st_tokenizer_from_gguf(m->gguf, &rc);
+    if (rc == ST_ENOMEM) goto fail; /* the file has one: running without it would change what a prompt means */
     if (!m->tok) st_log(ST_LOG_WARN, "no usable tokenizer in the file: token ids only");
     return m;
 fail:

@@ -21,6 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "st_log.h"
 
 #define PACK_THREADS 4
@@ -80,7 +81,7 @@ static int s_writable(const st_weight_t *w) {
 
 int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
     m->kernels = k;
-    st_weight_t **ws = calloc((size_t)m->cfg.n_layer * 7 + 1, sizeof *ws);
+    st_weight_t **ws = st_calloc((size_t)m->cfg.n_layer * 7 + 1, sizeof *ws);
     if (!ws) return st_fail(ST_ENOMEM, "no memory to list the matrices to pack");
     const int n_w = s_packable_weights(k, m, experts, ws);
     int n = 0;
@@ -92,7 +93,7 @@ int st_model_pack(st_model_t *m, const st_kernels_t *k, bool experts) {
         }
         n += (int)ws[i]->n_mat;
     }
-    pack_job_t j = {.k = k, .items = calloc((size_t)n + 1, sizeof *j.items), .n = n};
+    pack_job_t j = {.k = k, .items = st_calloc((size_t)n + 1, sizeof *j.items), .n = n};
     if (!j.items) {
         free(ws);
         return st_fail(ST_ENOMEM, "no memory to list %d matrices to pack", n);

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "st_log.h"
 #include "tokenizer_internal.h"
 
@@ -55,7 +56,7 @@ static int s_arena_add(st_tokenizer_t *t, const char *s, size_t len, uint32_t *o
     if (t->arena_len + len + 1 > t->arena_cap) {
         size_t cap = t->arena_cap ? t->arena_cap : (size_t)1 << 20;
         while (cap < t->arena_len + len + 1) cap *= 2;
-        char *p = realloc(t->arena, cap);
+        char *p = st_realloc(t->arena, cap);
         if (!p) return st_fail(ST_ENOMEM, "tokenizer arena of %zu B", cap);
         t->arena = p;
         t->arena_cap = cap;
@@ -72,7 +73,7 @@ static int s_table_new(size_t n, st_tok_slot_t **slot, uint32_t *mask) {
     size_t cap = 16;
     while (cap < 2 * n) cap *= 2;
     if (cap > (size_t)1 << 31) return st_fail(ST_ERANGE, "hash table for %zu entries", n);
-    *slot = malloc(cap * sizeof **slot);
+    *slot = st_malloc(cap * sizeof **slot);
     if (!*slot) return st_fail(ST_ENOMEM, "hash table of %zu slots", cap);
     for (size_t i = 0; i < cap; i++) (*slot)[i] = (st_tok_slot_t){0, -1};
     *mask = (uint32_t)(cap - 1);
@@ -159,7 +160,7 @@ static int s_load_tokens(st_tokenizer_t *t, const st_gguf_t *g) {
     if (rc == 1 && !types) return st_fail(ST_EFORMAT, "%s: no data", S_KEY_TYPES);
 
     t->n_vocab = (int32_t)n;
-    t->tok = calloc(n, sizeof *t->tok);
+    t->tok = st_calloc(n, sizeof *t->tok);
     if (!t->tok) return st_fail(ST_ENOMEM, "%llu tokens", (unsigned long long)n);
     if ((rc = s_table_new(n, &t->tok_slot, &t->tok_mask)) < 0) return rc;
 
@@ -201,7 +202,7 @@ static int s_load_merges(st_tokenizer_t *t, const st_gguf_t *g) {
     if (et != ST_GGUF_STRING) return st_fail(ST_EFORMAT, "%s: elements of type %d, not strings", S_KEY_MERGES, et);
     if (n > INT32_MAX) return st_fail(ST_EFORMAT, "%s: %llu merges", S_KEY_MERGES, (unsigned long long)n);
 
-    t->merge = calloc(n ? n : 1, sizeof *t->merge);
+    t->merge = st_calloc(n ? n : 1, sizeof *t->merge);
     if (!t->merge) return st_fail(ST_ENOMEM, "%llu merges", (unsigned long long)n);
     if ((rc = s_table_new(n, &t->merge_slot, &t->merge_mask)) < 0) return rc;
 
@@ -318,7 +319,7 @@ static int s_eog_add(st_tokenizer_t *t, int32_t id) {
     if (id < 0) return 0;
     for (int32_t i = 0; i < t->n_eog; i++)
         if (t->eog[i] == id) return 0;
-    int32_t *p = realloc(t->eog, (size_t)(t->n_eog + 1) * sizeof *p);
+    int32_t *p = st_realloc(t->eog, (size_t)(t->n_eog + 1) * sizeof *p);
     if (!p) return st_fail(ST_ENOMEM, "eog list");
     t->eog = p;
     t->eog[t->n_eog++] = id;
@@ -408,8 +409,8 @@ static int s_build_special(st_tokenizer_t *t) {
     int32_t n = 0;
     for (int32_t i = 0; i < t->n_vocab; i++)
         if (t->tok[i].attr & (ST_TOK_CONTROL | ST_TOK_USER_DEFINED | ST_TOK_UNKNOWN)) n++;
-    s_special_key_t *keys = malloc((size_t)(n ? n : 1) * sizeof *keys);
-    t->special = malloc((size_t)(n ? n : 1) * sizeof *t->special);
+    s_special_key_t *keys = st_malloc((size_t)(n ? n : 1) * sizeof *keys);
+    t->special = st_malloc((size_t)(n ? n : 1) * sizeof *t->special);
     if (!keys || !t->special) {
         free(keys);
         return st_fail(ST_ENOMEM, "%d special tokens", n);
@@ -443,34 +444,41 @@ static int s_cpt_to_byte(uint32_t cpt) {
     return -1;
 }
 
-st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g) {
+/* The tokenizer, or NULL after logging; *err gets the code (see tokenizer.h). */
+static st_tokenizer_t *s_from_gguf(const st_gguf_t *g, int *err) {
     if (!g) {
-        st_fail(ST_EINVAL, "no GGUF");
+        *err = st_fail(ST_EINVAL, "no GGUF");
         return NULL;
     }
     st_str_t model, pre;
     int rc = st_gguf_get_str(g, "tokenizer.ggml.model", &model);
-    if (rc == 0) st_fail(ST_EFORMAT, "no tokenizer.ggml.model");
-    if (rc <= 0) return NULL;
+    if (rc == 0) rc = st_fail(ST_EFORMAT, "no tokenizer.ggml.model");
+    if (rc < 0) {
+        *err = rc;
+        return NULL;
+    }
     if (!st_str_eq(model, "gpt2")) {
-        st_fail(ST_EUNSUP, "tokenizer.ggml.model \"%.*s\": only \"gpt2\" (byte-level BPE) is supported",
-                (int)(model.len < 64 ? model.len : 64), model.data);
+        *err = st_fail(ST_EUNSUP, "tokenizer.ggml.model \"%.*s\": only \"gpt2\" (byte-level BPE) is supported",
+                       (int)(model.len < 64 ? model.len : 64), model.data);
         return NULL;
     }
     rc = st_gguf_get_str(g, "tokenizer.ggml.pre", &pre);
-    if (rc == 0) st_fail(ST_EUNSUP, "no tokenizer.ggml.pre: only the \"qwen2\" pre-tokenizer is supported");
-    if (rc <= 0) return NULL;
+    if (rc == 0) rc = st_fail(ST_EUNSUP, "no tokenizer.ggml.pre: only the \"qwen2\" pre-tokenizer is supported");
+    if (rc < 0) {
+        *err = rc;
+        return NULL;
+    }
     /* the names llama.cpp maps to LLAMA_VOCAB_PRE_TYPE_QWEN2 */
     if (!st_str_eq(pre, "qwen2") && !st_str_eq(pre, "deepseek-r1-qwen") && !st_str_eq(pre, "kormo") &&
         !st_str_eq(pre, "f2llmv2")) {
-        st_fail(ST_EUNSUP, "tokenizer.ggml.pre \"%.*s\": only \"qwen2\" is supported",
-                (int)(pre.len < 64 ? pre.len : 64), pre.data);
+        *err = st_fail(ST_EUNSUP, "tokenizer.ggml.pre \"%.*s\": only \"qwen2\" is supported",
+                       (int)(pre.len < 64 ? pre.len : 64), pre.data);
         return NULL;
     }
 
-    st_tokenizer_t *t = calloc(1, sizeof *t);
+    st_tokenizer_t *t = st_calloc(1, sizeof *t);
     if (!t) {
-        st_fail(ST_ENOMEM, "tokenizer");
+        *err = st_fail(ST_ENOMEM, "tokenizer");
         return NULL;
     }
     t->bos_id = t->eos_id = -1;
@@ -480,13 +488,21 @@ st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g) {
         memcpy(t->byte_enc[b], u, 2);
         t->byte_enc_len[b] = (uint8_t)n;
     }
-    if (s_load_tokens(t, g) < 0 || s_load_merges(t, g) < 0 || s_load_special(t, g) < 0 || s_build_special(t) < 0 ||
-        st_pretok_new(t) < 0) {
+    if ((rc = s_load_tokens(t, g)) < 0 || (rc = s_load_merges(t, g)) < 0 || (rc = s_load_special(t, g)) < 0 ||
+        (rc = s_build_special(t)) < 0 || (rc = st_pretok_new(t)) < 0) {
         st_tokenizer_destroy(&t);
+        *err = rc;
         return NULL;
     }
     st_log(ST_LOG_DEBUG, "%d tokens, %d merges, %d special, %d end-of-generation", t->n_vocab, t->n_merge, t->n_special,
            t->n_eog);
+    return t;
+}
+
+st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g, int *err) {
+    int rc = 0;
+    st_tokenizer_t *t = s_from_gguf(g, &rc);
+    if (err) *err = t ? 0 : rc;
     return t;
 }
 
@@ -605,7 +621,7 @@ typedef struct {
 static int s_frag_push(s_frags_t *f, size_t off, size_t len, int32_t id) {
     if (f->n == f->cap) {
         size_t cap = f->cap ? 2 * f->cap : 16;
-        s_frag_t *p = realloc(f->v, cap * sizeof *p);
+        s_frag_t *p = st_realloc(f->v, cap * sizeof *p);
         if (!p) return st_fail(ST_ENOMEM, "%zu fragments", cap);
         f->v = p;
         f->cap = cap;

@@ -18,10 +18,12 @@
 
 typedef struct st_tokenizer st_tokenizer_t;
 
-/* NULL (logged) when the GGUF lacks a usable gpt2/qwen2 vocabulary. Copies
- * what it needs: g may be closed afterwards. The tokenizer is read-only once
- * built, so any number of threads may use it at once. */
-st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g);
+/* NULL (logged) when the GGUF lacks a usable gpt2/qwen2 vocabulary; *err
+ * (may be NULL) gets why: a negative ST_E* code (ST_ENOMEM when memory ran
+ * out, which the model loader does not take for a missing tokenizer), 0 on
+ * success. Copies what it needs: g may be closed afterwards. The tokenizer is
+ * read-only once built, so any number of threads may use it at once. */
+st_tokenizer_t *st_tokenizer_from_gguf(const st_gguf_t *g, int *err);
 /* Frees *t and sets it to NULL; safe on NULL. */
 void st_tokenizer_destroy(st_tokenizer_t **t);
 

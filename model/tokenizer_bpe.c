@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "st_log.h"
 #include "tokenizer_internal.h"
 
@@ -64,7 +65,7 @@ int st_pretok_new(st_tokenizer_t *t) {
     pcre2_config(PCRE2_CONFIG_UNICODE_VERSION, uver);
     /* a PCRE2 on Unicode 16+ knows letters llama.cpp's 15.1 tables do not: rare scripts may split differently */
     st_log(ST_LOG_DEBUG, "PCRE2 %s (Unicode %s)", jit == 0 ? "JIT" : "interpreter", uver);
-    t->pre = malloc(sizeof *t->pre);
+    t->pre = st_malloc(sizeof *t->pre);
     if (!t->pre) {
         pcre2_code_free(re);
         return st_fail(ST_ENOMEM, "pre-tokenizer");
@@ -105,7 +106,7 @@ struct st_tok_scratch {
 };
 
 st_tok_scratch_t *st_tok_scratch_new(const st_tokenizer_t *t) {
-    st_tok_scratch_t *s = calloc(1, sizeof *s);
+    st_tok_scratch_t *s = st_calloc(1, sizeof *s);
     if (!s) {
         st_fail(ST_ENOMEM, "scratch");
         return NULL;
@@ -138,7 +139,7 @@ static void *s_grow(void *p, size_t *cap, size_t need, size_t el) {
     if (p && need <= *cap) return p;
     size_t c = *cap > 64 ? *cap : 64;
     while (c < need) c *= 2;
-    void *q = c <= SIZE_MAX / el ? realloc(p, c * el) : NULL;
+    void *q = c <= SIZE_MAX / el ? st_realloc(p, c * el) : NULL;
     if (!q) {
         st_fail(ST_ENOMEM, "%zu elements of %zu B", need, el);
         return NULL;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "st.pb-c.h"
 #include "st_kernels.h"
 #include "st_log.h"
@@ -120,7 +121,7 @@ static int s_refs_to_pb(pb_build_t *pb, const st_wire_ref_t *a, uint32_t na, St_
                         const st_wire_ref_t *b, uint32_t nb, St__ExpertRef ***pbb) {
     if (na > ST_WIRE_MAX_REFS || nb > ST_WIRE_MAX_REFS || (na && !a) || (nb && !b)) return ST_EINVAL;
     size_t n = (size_t)na + nb;
-    pb->block = malloc((n ? n : 1) * (sizeof(St__ExpertRef) + sizeof(St__ExpertRef *)));
+    pb->block = st_malloc((n ? n : 1) * (sizeof(St__ExpertRef) + sizeof(St__ExpertRef *)));
     if (!pb->block) return ST_ENOMEM;
     St__ExpertRef **ptrs = pb->block;
     St__ExpertRef *refs = (St__ExpertRef *)(ptrs + n);
@@ -425,7 +426,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
     if (s_list_bytes(e, &bytes, why, cap)) return ST_EPROTO;
     uint8_t *block = NULL;
     if (bytes) {
-        block = malloc(bytes);
+        block = st_malloc(bytes);
         if (!block) return s_why(why, cap, "no memory for %zu B of lists", bytes);
     }
     m->owned_ = block;

@@ -70,7 +70,7 @@ static st_tokenizer_t *s_real(void) {
     if (!path) cr_skip_test("no test model: build st-synth or install the oracle (shared/oracle/setup)");
     s_gguf = st_gguf_open(path);
     cr_assert_not_null(s_gguf, "cannot open %s", path);
-    s_tok = st_tokenizer_from_gguf(s_gguf);
+    s_tok = st_tokenizer_from_gguf(s_gguf, NULL);
     cr_assert_not_null(s_tok);
     return s_tok;
 }
@@ -404,7 +404,7 @@ Test(tokenizer, cost_is_linear_in_the_text, .fini = s_teardown) {
     st_gguf_t *g = st_gguf_open(path);
     cr_assert_not_null(g);
     double t0 = s_cpu_ms();
-    st_tokenizer_t *t = st_tokenizer_from_gguf(g);
+    st_tokenizer_t *t = st_tokenizer_from_gguf(g, NULL);
     cr_assert_not_null(t);
     cr_log_info("CPU time to build the tokenizer: %.1f ms", s_cpu_ms() - t0);
 
@@ -546,7 +546,7 @@ static st_tokenizer_t *s_mini(const s_vocab_t *v) {
     st_gguf_writer_destroy(&w);
     s_mem_gguf = st_gguf_open_memory(s_mem, s_mem_len);
     cr_assert_not_null(s_mem_gguf);
-    s_tok = st_tokenizer_from_gguf(s_mem_gguf);
+    s_tok = st_tokenizer_from_gguf(s_mem_gguf, NULL);
     return s_tok;
 }
 
@@ -686,6 +686,6 @@ Test(tokenizer_mini, missing_token_array_is_refused, .fini = s_mem_teardown) {
     st_gguf_writer_destroy(&w);
     s_mem_gguf = st_gguf_open_memory(s_mem, s_mem_len);
     cr_assert_not_null(s_mem_gguf);
-    cr_assert_null(st_tokenizer_from_gguf(s_mem_gguf));
-    cr_assert_null(st_tokenizer_from_gguf(NULL));
+    cr_assert_null(st_tokenizer_from_gguf(s_mem_gguf, NULL));
+    cr_assert_null(st_tokenizer_from_gguf(NULL, NULL));
 }

@@ -63,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t->nbytes) sink += ((const uint8_t *)t->data)[t->nbytes - 1]; /* data must be inside the input */
         if (st_gguf_find_tensor(g, t->name) == NULL) abort();             /* every listed tensor is found by name */
     }
-    st_tokenizer_t *tok = st_tokenizer_from_gguf(g);
+    st_tokenizer_t *tok = st_tokenizer_from_gguf(g, NULL);
     if (tok) {
         int32_t ids[64];
         sink += (uint64_t)st_tokenize(tok, "Hello, world! 123", 17, true, ids, 64);

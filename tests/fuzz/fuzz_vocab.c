@@ -68,7 +68,7 @@ st_tokenizer_t *st_fuzz_vocab(void) {
     st_gguf_writer_destroy(&w);
     g_gguf = st_gguf_open_memory(g_mem, g_mem_len);
     atexit(s_cleanup);
-    g_tok = g_gguf ? st_tokenizer_from_gguf(g_gguf) : NULL;
+    g_tok = g_gguf ? st_tokenizer_from_gguf(g_gguf, NULL) : NULL;
     if (!g_tok) {
         fprintf(stderr, "fuzz_vocab: vocabulary refused\n");
         abort();
