@@ -494,7 +494,59 @@ static unsigned walk(const st_gguf_t *g) {
     return sum;
 }
 
-Test(gguf, byte_flip_fuzz_never_crashes) {
+/* What st_gguf_open promises about any file it accepts (gguf.h), checked
+ * from the outside on an accepted mutant of the len bytes at m. */
+static void check_accepted(const st_gguf_t *g, const uint8_t *m, size_t len, int it) {
+    const uint32_t version = st_gguf_version(g);
+    cr_assert(version == 2 || version == 3, "mutant %d: version %u accepted", it, version);
+    const size_t align = st_gguf_alignment(g);
+    cr_assert(align > 0 && (align & (align - 1)) == 0, "mutant %d: alignment %zu", it, align);
+    for (int64_t i = 0; i < st_gguf_n_kv(g); i++) {
+        st_str_t key;
+        st_gguf_vtype_t t;
+        cr_assert(st_gguf_kv_at(g, i, &key, &t));
+        cr_assert(t < ST_GGUF_VTYPE_COUNT, "mutant %d: key %lld of type %d", it, (long long)i, (int)t);
+        const uint8_t *k = (const uint8_t *)key.data;
+        cr_assert(k >= m && key.len <= len && (size_t)(k - m) <= len - key.len, "mutant %d: key %lld outside the file",
+                  it, (long long)i);
+    }
+    const int64_t n = st_gguf_n_tensors(g);
+    const st_gguf_tensor_t **by_offset = malloc(((size_t)n + 1) * sizeof *by_offset);
+    cr_assert_not_null(by_offset);
+    for (int64_t i = 0; i < n; i++) {
+        const st_gguf_tensor_t *t = st_gguf_tensor(g, i);
+        cr_assert_lt(strnlen(t->name, ST_GGUF_MAX_NAME), ST_GGUF_MAX_NAME, "mutant %d", it);
+        cr_assert_eq(st_gguf_find_tensor(g, t->name), t, "mutant %d: tensor name '%s' not unique", it, t->name);
+        cr_assert(t->n_dims >= 1 && t->n_dims <= ST_GGUF_MAX_DIMS, "mutant %d: %u dims", it, t->n_dims);
+        int64_t count = 1;
+        for (uint32_t d = 0; d < ST_GGUF_MAX_DIMS; d++) {
+            cr_assert_geq(t->ne[d], 1, "mutant %d: %s dim %u = %lld", it, t->name, d, (long long)t->ne[d]);
+            if (d >= t->n_dims) cr_assert_eq(t->ne[d], 1, "mutant %d: unused dim %u", it, d);
+            cr_assert_leq(t->ne[d], INT64_MAX / count, "mutant %d: %s element count overflows", it, t->name);
+            count *= t->ne[d];
+        }
+        cr_assert_eq(t->file_offset % align, 0, "mutant %d: %s at %llu, alignment %zu", it, t->name,
+                     (unsigned long long)t->file_offset, align);
+        cr_assert(t->file_offset <= len && t->nbytes <= len - t->file_offset, "mutant %d: %s outside the file", it,
+                  t->name);
+        cr_assert_eq((const uint8_t *)t->data, m + t->file_offset, "mutant %d", it);
+        const st_type_traits_t *tr = st_type_traits(t->type);
+        cr_assert_not_null(tr, "mutant %d: %s of unknown type id %d accepted", it, t->name, t->type);
+        if (tr->blck > 0 && t->ne[0] % tr->blck == 0)
+            cr_assert_eq(t->nbytes, st_row_size(t->type, t->ne[0]) * (size_t)(count / t->ne[0]), "mutant %d: %s nbytes",
+                         it, t->name);
+        by_offset[i] = t;
+    }
+    for (int64_t i = 0; i < n; i++) /* no two overlap: each ends before any later one starts */
+        for (int64_t j = 0; j < n; j++)
+            if (i != j && by_offset[i]->file_offset <= by_offset[j]->file_offset && by_offset[i]->nbytes)
+                cr_assert_leq(by_offset[i]->file_offset + by_offset[i]->nbytes, by_offset[j]->file_offset,
+                              "mutant %d: %s and %s overlap", it, by_offset[i]->name, by_offset[j]->name);
+    free(by_offset);
+    walk(g);
+}
+
+Test(gguf, byte_flip_fuzz_accepts_only_valid_files) {
     buf_t b = rich_file(3, 0);
     uint32_t seed = 12345;
     st_gguf_t *g = expect_ok(&b);
@@ -520,7 +572,7 @@ Test(gguf, byte_flip_fuzz_never_crashes) {
         g = st_gguf_open_memory(m, b.len); /* m is exactly b.len bytes */
         if (g) {
             accepted++;
-            walk(g);
+            check_accepted(g, m, b.len, it);
             st_gguf_destroy(&g);
         }
     }
@@ -528,8 +580,69 @@ Test(gguf, byte_flip_fuzz_never_crashes) {
     dup2(saved, 2);
     close(saved);
     fclose(null);
-    cr_log_info("byte-flip fuzz: %d of 4000 mutants accepted", accepted);
+    cr_log_info("byte-flip fuzz: %d of 4000 mutants accepted, each valid", accepted);
+    /* flips in string bytes and unused padding pass: a fuzz that accepted none
+     * would not have reached the checks above */
+    cr_assert_gt(accepted, 0);
+    cr_assert_lt(accepted, 4000);
     free(m);
+    free(b.p);
+}
+
+/* Offset of tensor name's info (its u64 name length) in the header of b. */
+static size_t tensor_info_at(const buf_t *b, const char *name) {
+    const size_t n = strlen(name);
+    for (size_t i = 24; i + 8 + n <= b->len; i++) {
+        uint64_t l;
+        memcpy(&l, b->p + i, 8);
+        if (l == n && !memcmp(b->p + i + 8, name, n)) return i;
+    }
+    cr_assert_fail("no tensor info for %s", name);
+    return 0;
+}
+
+/* One change to a field the reader checks, each of which must be refused:
+ * the file, the field's offset, its width and the value written there. */
+static void expect_refused(const buf_t *b, size_t at, int width, uint64_t value, const char *what) {
+    uint8_t *m = malloc(b->len);
+    cr_assert_not_null(m);
+    memcpy(m, b->p, b->len);
+    for (int i = 0; i < width; i++) m[at + (size_t)i] = (uint8_t)(value >> (8 * i));
+    char *log = NULL;
+    st_gguf_t *g = open_logged(m, b->len, &log);
+    cr_assert_null(g, "accepted with %s", what);
+    cr_assert(log && *log, "refused without an error line: %s", what);
+    free(log);
+    free(m);
+}
+
+Test(gguf, flips_in_checked_fields_are_refused) {
+    buf_t b = rich_file(3, 0);
+    st_gguf_t *g = expect_ok(&b);
+    const st_gguf_tensor_t *t_b = st_gguf_find_tensor(g, "b.weight");
+    const uint64_t b_off = t_b->file_offset - st_gguf_tensor(g, 0)->file_offset; /* relative, as stored */
+    st_gguf_destroy(&g);
+    /* magic, version (4 bytes each), then the tensor and key counts (8 bytes each) */
+    expect_refused(&b, 0, 1, 'X', "magic");
+    expect_refused(&b, 4, 4, 1, "version 1");
+    expect_refused(&b, 4, 4, 4, "version 4");
+    expect_refused(&b, 8, 8, 5, "one tensor more than listed");
+    expect_refused(&b, 8, 8, UINT64_MAX, "2^64-1 tensors");
+    expect_refused(&b, 16, 8, UINT64_MAX / 2, "2^63 keys");
+    /* tensor info of b.weight: name (u64 length, bytes), n_dims (u32), ne (u64 each), type (u32), offset (u64) */
+    const size_t info = tensor_info_at(&b, "b.weight"), dims = info + 8 + strlen("b.weight");
+    const size_t ne0 = dims + 4, type = ne0 + 2 * 8, off = type + 4;
+    expect_refused(&b, dims, 4, 0, "0 dims");
+    expect_refused(&b, dims, 4, 5, "5 dims");
+    expect_refused(&b, ne0, 8, 0, "a dim of 0");
+    expect_refused(&b, ne0, 8, (uint64_t)1 << 62, "2^62 elements per row");
+    expect_refused(&b, ne0, 8, 63, "a Q8_0 row that is not whole blocks");
+    expect_refused(&b, type, 4, 1000, "type id 1000");
+    expect_refused(&b, off, 8, b_off + 1, "an unaligned offset");
+    expect_refused(&b, off, 8, b_off + b.len, "data past the end");
+    expect_refused(&b, off, 8, 0, "data overlapping a.weight");
+    expect_refused(&b, info + 8, 1, 'a', "a second tensor named a.weight");
+    expect_refused(&b, info, 8, 200, "a name longer than the header allows");
     free(b.p);
 }
 

@@ -1,0 +1,262 @@
+/* common/: strict value parsing (parse.c), the whole-file reader, the
+ * monotonic clock, the process memory reader and the allocation fault seam.
+ * Expected values are worked out by hand from the documented behaviour. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "alloc.h"
+#include "clock.h"
+#include "file.h"
+#include "parse.h"
+#include "proc_mem.h"
+
+/* ---- parse.c ---------------------------------------------------------------- */
+
+Test(parse, int_whole_string_in_range) {
+    long v = 0;
+    cr_assert(st_parse_int("42", 0, 100, &v));
+    cr_assert_eq(v, 42);
+    cr_assert(st_parse_int("-7", -10, 10, &v));
+    cr_assert_eq(v, -7);
+    cr_assert(st_parse_int("100", 0, 100, &v), "the upper bound is inclusive");
+    cr_assert_eq(v, 100);
+    v = 5;
+    cr_assert_not(st_parse_int("101", 0, 100, &v));
+    cr_assert_not(st_parse_int("-1", 0, 100, &v));
+    cr_assert_not(st_parse_int("", 0, 100, &v));
+    cr_assert_not(st_parse_int(NULL, 0, 100, &v));
+    cr_assert_not(st_parse_int("12abc", 0, 100, &v), "trailing junk");
+    cr_assert_not(st_parse_int("12 ", 0, 100, &v), "trailing space");
+    cr_assert_not(st_parse_int("1.5", 0, 100, &v));
+    cr_assert_not(st_parse_int("99999999999999999999", LONG_MIN, LONG_MAX, &v), "overflow (ERANGE)");
+    cr_assert_eq(v, 5, "a refused value leaves *out alone");
+}
+
+Test(parse, float_finite_in_range) {
+    double v = 0;
+    cr_assert(st_parse_float("0.25", 0, 1, &v));
+    cr_assert_eq(v, 0.25);
+    cr_assert(st_parse_float("1e-2", 0, 1, &v));
+    cr_assert_eq(v, 0.01);
+    cr_assert_not(st_parse_float("1.5", 0, 1, &v));
+    cr_assert_not(st_parse_float("nan", -1e9, 1e9, &v));
+    cr_assert_not(st_parse_float("inf", -1e9, 1e9, &v));
+    cr_assert_not(st_parse_float("0.5x", 0, 1, &v));
+    cr_assert_not(st_parse_float("", 0, 1, &v));
+    cr_assert_not(st_parse_float("1e999", 0, 1e300, &v), "overflow");
+}
+
+Test(parse, size_units) {
+    uint64_t v = 0;
+    cr_assert(st_parse_size("4096", &v));
+    cr_assert_eq(v, 4096);
+    cr_assert(st_parse_size("1K", &v));
+    cr_assert_eq(v, 1024);
+    cr_assert(st_parse_size("512M", &v));
+    cr_assert_eq(v, 512ull << 20);
+    cr_assert(st_parse_size("1.5GiB", &v));
+    cr_assert_eq(v, 3ull << 29); /* 1.5 * 2^30 */
+    cr_assert(st_parse_size("2g", &v));
+    cr_assert_eq(v, 2ull << 30);
+    cr_assert(st_parse_size("1TB", &v));
+    cr_assert_eq(v, 1ull << 40);
+    cr_assert(st_parse_size("0", &v));
+    cr_assert_eq(v, 0);
+    cr_assert_not(st_parse_size("-1M", &v));
+    cr_assert_not(st_parse_size("1X", &v));
+    cr_assert_not(st_parse_size("1Mx", &v));
+    cr_assert_not(st_parse_size("M", &v));
+    cr_assert_not(st_parse_size("", &v));
+    cr_assert_not(st_parse_size("20000000T", &v), "beyond 64 bits");
+}
+
+Test(parse, int_list) {
+    int n = 0;
+    int32_t *v = st_parse_int_list("1,2, 30", 0, 100, &n);
+    cr_assert_not_null(v);
+    cr_assert_eq(n, 3);
+    cr_assert_eq(v[0], 1);
+    cr_assert_eq(v[1], 2);
+    cr_assert_eq(v[2], 30);
+    free(v);
+    v = st_parse_int_list("7", 0, 100, &n);
+    cr_assert_not_null(v);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(v[0], 7);
+    free(v);
+    cr_assert_null(st_parse_int_list("1,,2", 0, 100, &n), "empty element");
+    cr_assert_null(st_parse_int_list("1,2,", 0, 100, &n), "trailing comma");
+    cr_assert_null(st_parse_int_list(",1", 0, 100, &n), "leading comma");
+    cr_assert_null(st_parse_int_list("1,101", 0, 100, &n), "out of range");
+    cr_assert_null(st_parse_int_list("1;2", 0, 100, &n));
+    cr_assert_null(st_parse_int_list("", 0, 100, &n));
+}
+
+Test(parse, hostport) {
+    char host[64];
+    int port = 0;
+    cr_assert(st_parse_hostport("example.org:8080", host, sizeof host, &port));
+    cr_assert_str_eq(host, "example.org");
+    cr_assert_eq(port, 8080);
+    cr_assert(st_parse_hostport("8080", host, sizeof host, &port), "a port alone");
+    cr_assert_str_eq(host, "127.0.0.1");
+    cr_assert_eq(port, 8080);
+    cr_assert(st_parse_hostport(":9", host, sizeof host, &port));
+    cr_assert_str_eq(host, "127.0.0.1");
+    cr_assert_eq(port, 9);
+    cr_assert(st_parse_hostport("[::1]:443", host, sizeof host, &port));
+    cr_assert_str_eq(host, "::1");
+    cr_assert_eq(port, 443);
+    cr_assert(st_parse_hostport("0.0.0.0:0", host, sizeof host, &port));
+    cr_assert_eq(port, 0);
+    cr_assert_not(st_parse_hostport("host:", host, sizeof host, &port), "no port");
+    cr_assert_not(st_parse_hostport("host", host, sizeof host, &port), "no colon");
+    cr_assert_not(st_parse_hostport("host:65536", host, sizeof host, &port));
+    cr_assert_not(st_parse_hostport("host:-1", host, sizeof host, &port));
+    cr_assert_not(st_parse_hostport("host:80x", host, sizeof host, &port));
+    cr_assert_not(st_parse_hostport("::1:80", host, sizeof host, &port), "a bare v6 address");
+    cr_assert_not(st_parse_hostport("[::1]80", host, sizeof host, &port));
+    cr_assert_not(st_parse_hostport("averyveryverylonghostname:80", host, 8, &port), "longer than the buffer");
+}
+
+Test(parse, loopback_hosts) {
+    cr_assert(st_is_loopback_host("127.0.0.1"));
+    cr_assert(st_is_loopback_host("127.255.0.3"));
+    cr_assert(st_is_loopback_host("localhost"));
+    cr_assert(st_is_loopback_host("::1"));
+    cr_assert_not(st_is_loopback_host("0.0.0.0"));
+    cr_assert_not(st_is_loopback_host("128.0.0.1"));
+    cr_assert_not(st_is_loopback_host("::"));
+    cr_assert_not(st_is_loopback_host("example.org"));
+}
+
+/* ---- file.c ----------------------------------------------------------------- */
+
+/* Writes n bytes (i * 7 + 3 mod 256: zeros included) to a temp file. */
+static void s_write(char *path, size_t cap, size_t n) {
+    snprintf(path, cap, "/tmp/st-test-common-XXXXXX");
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "wb");
+    cr_assert_not_null(f);
+    for (size_t i = 0; i < n; i++) fputc((int)((i * 7 + 3) & 0xFF), f);
+    cr_assert_eq(fclose(f), 0);
+}
+
+Test(file, whole_file_at_buffer_boundaries) {
+    /* the reader grows its buffer from 64 KiB: sizes around each doubling */
+    const size_t sizes[] = {0, 1, 65534, 65535, 65536, 65537, 131071, 131072, 300000};
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        char path[64];
+        s_write(path, sizeof path, sizes[k]);
+        size_t len = 12345;
+        char *s = st_file_read(path, 0, &len);
+        cr_assert_not_null(s, "%zu bytes", sizes[k]);
+        cr_assert_eq(len, sizes[k]);
+        for (size_t i = 0; i < len; i++)
+            cr_assert_eq((unsigned char)s[i], (i * 7 + 3) & 0xFF, "byte %zu of %zu", i, len);
+        cr_assert_eq(s[len], '\0');
+        free(s);
+        unlink(path);
+    }
+}
+
+Test(file, limit_missing_and_proc) {
+    char path[64];
+    s_write(path, sizeof path, 1000);
+    size_t len = 0;
+    char *s = st_file_read(path, 1000, &len);
+    cr_assert_not_null(s, "exactly the limit");
+    cr_assert_eq(len, 1000);
+    free(s);
+    errno = 0;
+    cr_assert_null(st_file_read(path, 999, &len));
+    cr_assert_eq(errno, EFBIG);
+    unlink(path);
+    errno = 0;
+    cr_assert_null(st_file_read(path, 0, &len));
+    cr_assert_eq(errno, ENOENT);
+    /* stat says 0 bytes for /proc files: read until EOF all the same */
+    s = st_file_read("/proc/self/status", 0, &len);
+    cr_assert_not_null(s);
+    cr_assert_gt(len, 0);
+    cr_assert_not_null(strstr(s, "VmRSS:"));
+    cr_assert_eq(strlen(s), len);
+    free(s);
+}
+
+/* ---- clock.c, proc_mem.c ---------------------------------------------------- */
+
+Test(clock, monotonic_units_agree) {
+    const double s0 = st_now_s(), ms0 = st_now_ms();
+    const uint64_t us0 = st_now_us();
+    cr_assert_lt(ms0 - s0 * 1e3, 50.0, "the same clock in ms and s");
+    cr_assert_geq(ms0 - s0 * 1e3, 0.0);
+    cr_assert_geq((double)us0 + 1.0, ms0 * 1e3, "read later, never earlier (whole us)");
+    struct timespec ts = {0, 20 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    /* no upper bound: the machine may be busy */
+    cr_assert_geq(st_now_ms() - ms0, 20.0);
+    cr_assert_geq(st_now_us() - us0, 20000u);
+    cr_assert_geq(st_now_s() - s0, 0.020);
+}
+
+Test(proc_mem, rss_follows_touched_memory) {
+    uint64_t rss0 = 0, peak0 = 0;
+    st_proc_memory(&rss0, &peak0);
+    cr_assert_gt(rss0, 0);
+    cr_assert_geq(peak0, rss0);
+    const size_t n = 64u << 20;
+    char *p = malloc(n);
+    cr_assert_not_null(p);
+    memset(p, 1, n);
+    uint64_t rss1 = 0, peak1 = 0;
+    st_proc_memory(&rss1, NULL);
+    st_proc_memory(NULL, &peak1);
+    cr_assert_geq(rss1, rss0 + (48u << 20), "64 MiB touched: %llu -> %llu", (unsigned long long)rss0,
+                  (unsigned long long)rss1);
+    cr_assert_geq(peak1, rss1);
+    free(p);
+}
+
+/* ---- alloc.c ---------------------------------------------------------------- */
+
+Test(alloc, fails_the_nth_call_once_or_from_then_on) {
+    void *a, *b, *c;
+    st_alloc_fail_at(2, 0);
+    a = st_malloc(16);
+    b = st_calloc(4, 4);
+    c = st_realloc(NULL, 16);
+    cr_assert_not_null(a);
+    cr_assert_null(b, "the 2nd allocation fails");
+    cr_assert_not_null(c, "not sticky: the 3rd succeeds");
+    cr_assert_eq(st_alloc_count(), 3);
+    cr_assert_eq(st_alloc_failed(), 1);
+    free(a);
+    free(c);
+
+    st_alloc_fail_at(1, 1);
+    cr_assert_null(st_strdup("x"));
+    cr_assert_null(st_malloc(1));
+    void *keep = malloc(8);
+    cr_assert_null(st_realloc(keep, 64), "a failed realloc leaves the block");
+    free(keep);
+    cr_assert_eq(st_alloc_count(), 3);
+    cr_assert_eq(st_alloc_failed(), 3);
+
+    st_alloc_fail_at(0, 0);
+    a = st_malloc(8);
+    cr_assert_not_null(a, "disarmed");
+    free(a);
+    cr_assert_eq(st_alloc_count(), 3, "disarmed: nothing counted, the last counts kept");
+    char *d = st_strdup("abc");
+    cr_assert_str_eq(d, "abc");
+    free(d);
+}
