@@ -118,10 +118,10 @@ void st_kv_shrink(st_kv_t *kv) {
         st_kv_layer_t *L = &kv->layers[il];
         if (L->cap <= n) continue; /* full, or a ring that wrapped: its slots stay where they are */
         /* fewer positions than slots: position p sits in slot p, in the smaller buffer too */
-        void *k = realloc(L->k, (size_t)n * kv->row * esz);
+        void *k = st_realloc(L->k, (size_t)n * kv->row * esz);
         if (!k) continue;
         L->k = k;
-        void *v = realloc(L->v, (size_t)n * kv->row * esz);
+        void *v = st_realloc(L->v, (size_t)n * kv->row * esz);
         if (v) L->v = v; /* else v keeps its larger buffer */
         L->cap = n;
     }
