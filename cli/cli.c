@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chatml.h"
 #include "expert_cache.h"
 #include "file.h"
 #include "parse.h"
@@ -24,7 +25,8 @@ void st_cli_usage_options(FILE *f) {
             "  -p, --prompt TEXT      prompt text (special tokens like <|im_start|> are parsed)\n"
             "  -f, --file FILE        read the prompt text from FILE\n"
             "      --tokens IDS       comma-separated prompt token ids instead of text\n"
-            "      --chat             wrap the prompt as a ChatML user turn + assistant prompt\n"
+            "      --chat             wrap the prompt as a ChatML user turn + assistant prompt (the message\n"
+            "                         is tokenized as text: special tokens only from the template)\n"
             "      --system TEXT      system message for --chat (default: none)\n"
             "  -n, --n-predict N      tokens to generate (default 128; 0 with --logits-out)\n"
             "      --temp T           temperature, 0 = greedy (default 0.6)\n"
@@ -41,7 +43,7 @@ void st_cli_usage_options(FILE *f) {
             "      --kv-type f16|f32  KV cache type (default f16)\n"
             "      --json             print {\"prompt_tokens\",\"generated_tokens\",\"text\"} instead of streaming\n"
             "      --logits-out FILE  write float32 LE logits [n_prompt x n_vocab], one row per prompt position\n"
-            "      --no-special       do not parse special-token text in the prompt\n"
+            "      --no-special       do not parse special-token text in the prompt (without --chat)\n"
             "      --stats            print timings and expert statistics to stderr\n"
             "      --mem SIZE         memory budget of the whole process (e.g. 1G): dense weights mapped,\n"
             "                         experts read from storage into an LRU/LFU cache that fits the rest\n"
@@ -381,16 +383,14 @@ static int32_t *s_prompt_tokens(const char *prog, const st_cli_args_t *a, const 
         text = strdup(a->prompt);
         len = strlen(text);
     }
-    if (a->chat) {
-        char *wrapped = st_chatml_prompt(a->system, text);
-        free(text);
-        text = wrapped;
-        len = text ? strlen(text) : 0;
-    }
     if (!text) return NULL;
-    int n = st_tokenize(m->tok, text, len, !a->no_special, NULL, 0);
+    /* --chat: the messages are text, as the HTTP API tokenizes them (special tokens come from the template) */
+    st_chat_msg_t msgs[2] = {{"system", a->system, a->system ? strlen(a->system) : 0}, {"user", text, len}};
+    int n = a->chat ? st_chatml_tokenize(m->tok, msgs + !a->system, 1 + !!a->system, NULL, 0)
+                    : st_tokenize(m->tok, text, len, !a->no_special, NULL, 0);
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof *ids) : NULL;
-    if (ids && st_tokenize(m->tok, text, len, !a->no_special, ids, n) != n) {
+    if (ids && (a->chat ? st_chatml_tokenize(m->tok, msgs + !a->system, 1 + !!a->system, ids, n)
+                        : st_tokenize(m->tok, text, len, !a->no_special, ids, n)) != n) {
         free(ids);
         ids = NULL;
     }

@@ -58,16 +58,6 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
     return rc;
 }
 
-char *st_chatml_prompt(const char *system, const char *user) {
-    size_t n = strlen(user) + (system ? strlen(system) : 0) + 128;
-    char *s = malloc(n);
-    if (!s) return NULL;
-    int len = 0;
-    if (system) len = snprintf(s, n, "<|im_start|>system\n%s<|im_end|>\n", system);
-    snprintf(s + len, n - (size_t)len, "<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", user);
-    return s;
-}
-
 int st_utf8_seq_len(const unsigned char *s, size_t avail) {
     unsigned char c = s[0];
     int n;

@@ -39,10 +39,6 @@ typedef struct {
 int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
                 float *prompt_logits, int32_t *out_tokens, const st_generate_cb_t *cb, st_generate_result_t *res);
 
-/* Wraps a user message (and an optional system message) in ChatML with the
- * assistant generation prompt. Returns a malloc'd string or NULL. */
-char *st_chatml_prompt(const char *system, const char *user);
-
 /* UTF-8 at s[0..avail): length of the valid sequence starting there (1..4),
  * 0 if invalid, -1 if the bytes so far could still become a valid one. */
 int st_utf8_seq_len(const unsigned char *s, size_t avail);

@@ -3,9 +3,12 @@
  * A body is parsed with cJSON; each known field must have its type and range
  * or the request fails with 400 and an OpenAI-style error object naming the
  * field (unknown fields are ignored, as OpenAI's own server does for
- * compatible clients). A chat becomes a ChatML prompt: one user message
- * exactly as `st-run --chat -p TEXT` wraps it (st_chatml_prompt), several
- * messages as ChatML turns of all of them, then the assistant prompt.
+ * compatible clients). A chat becomes the token ids of its ChatML turns and
+ * the assistant prompt (st_chatml_tokenize, as `st-run --chat -p TEXT` does
+ * for one user message), the contents tokenized as text so that a message
+ * cannot open a turn of its own; a /v1/completions prompt is raw text with
+ * special tokens parsed. A U+0000 in any string is refused (400) rather than
+ * cut where cJSON's C strings end.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -14,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chatml.h"
 #include "generate.h"
 #include "server_internal.h"
 #include "st_log.h"
@@ -65,59 +69,56 @@ static int s_content(const cJSON *c, char **out) {
     return 0;
 }
 
-static char *s_chat_prompt(const cJSON *msgs, char **err, int *status) {
+static void s_msgs_free(st_chat_msg_t *m, int n) {
+    for (int i = 0; i < n; i++) free((char *)m[i].content);
+    free(m);
+}
+
+/* The messages, checked (roles known, "developer" taken as "system");
+ * contents are malloc'd. NULL with *status and *err set. */
+static st_chat_msg_t *s_chat_messages(const cJSON *msgs, int *n_out, char **err, int *status) {
     int n = cJSON_GetArraySize(msgs);
     if (!cJSON_IsArray(msgs) || n < 1) return *status = BAD("'messages' must be a non-empty array"), NULL;
-    size_t cap = 64, len = 0;
-    char *s = malloc(cap);
+    st_chat_msg_t *m = calloc((size_t)n, sizeof *m);
+    if (!m) return NULL;
     const cJSON *msg;
     int i = 0;
-    char *single = NULL;
     cJSON_ArrayForEach(msg, msgs) {
         const cJSON *role = cJSON_GetObjectItemCaseSensitive(msg, "role");
         char *text = NULL;
         if (!cJSON_IsObject(msg) || !cJSON_IsString(role) ||
             s_content(cJSON_GetObjectItemCaseSensitive(msg, "content"), &text) < 0) {
-            free(s);
+            s_msgs_free(m, i);
             *status = BAD("messages[%d] needs a string 'role' and a string (or text parts) 'content'", i);
             return NULL;
         }
-        const char *r = role->valuestring;
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant") && strcmp(r, "developer")) {
-            free(s);
+        static const char *const roles[] = {"system", "user", "assistant", "developer"};
+        int k = 0;
+        while (k < 4 && strcmp(role->valuestring, roles[k])) k++;
+        if (k == 4) {
+            s_msgs_free(m, i);
             free(text);
-            *status = BAD("messages[%d].role '%.40s' is not system, developer, user or assistant", i, r);
+            *status =
+                BAD("messages[%d].role '%.40s' is not system, developer, user or assistant", i, role->valuestring);
             return NULL;
         }
-        if (!strcmp(r, "developer")) r = "system";
-        if (n == 1 && !strcmp(r, "user")) single = strdup(text);
-        size_t need = len + strlen(r) + strlen(text) + 64;
-        if (need > cap) {
-            char *ns = realloc(s, need * 2);
-            if (!ns) {
-                free(text);
-                break;
-            }
-            s = ns;
-            cap = need * 2;
-        }
-        len += (size_t)snprintf(s + len, cap - len, "<|im_start|>%s\n%s<|im_end|>\n", r, text);
-        free(text);
-        i++;
+        m[i++] = (st_chat_msg_t){roles[k == 3 ? 0 : k], text, strlen(text)};
     }
-    if (single) { /* exactly what st-run --chat -p TEXT runs */
-        free(s);
-        s = st_chatml_prompt(NULL, single);
-        free(single);
-        return s;
+    *n_out = n;
+    return m;
+}
+
+/* True when a JSON string in body holds U+0000, raw or as the escape \u0000:
+ * cJSON's strings end there, so the text after it (or a role "user\u0000x")
+ * would be cut silently. Outside strings a backslash is not valid JSON. */
+static bool s_has_nul(const char *body, size_t len) {
+    if (memchr(body, '\0', len)) return true;
+    for (const char *p = body, *end = body + len; (p = memmem(p, (size_t)(end - p), "u0000", 5)); p += 5) {
+        size_t bs = 0; /* an odd run of backslashes before the u makes it an escape */
+        while (p - bs > body && p[-1 - (ptrdiff_t)bs] == '\\') bs++;
+        if (bs % 2) return true;
     }
-    char *ns = realloc(s, len + 32);
-    if (!ns) {
-        free(s);
-        return NULL;
-    }
-    strcpy(ns + len, "<|im_start|>assistant\n");
-    return ns;
+    return false;
 }
 
 int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size_t blen, st_api_req_t *out,
@@ -127,10 +128,12 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     out->job.sp = api->sp;
     out->job.cache_prompt = true;
     *err = NULL;
+    if (s_has_nul(body, blen)) return BAD("a string in the body holds U+0000 (NUL), which is not accepted");
     cJSON *o = cJSON_ParseWithLength(body, blen);
     if (!o) return BAD("the body is not valid JSON");
-    int status = 0;
+    int status = 0, n = 0, n_msgs = 0;
     char *text = NULL;
+    st_chat_msg_t *msgs = NULL;
     double v;
     if (!cJSON_IsObject(o)) {
         status = BAD("the body must be a JSON object");
@@ -205,8 +208,8 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
         }
     }
     if (kind == ST_API_CHAT) {
-        text = s_chat_prompt(cJSON_GetObjectItemCaseSensitive(o, "messages"), err, &status);
-        if (!text) {
+        msgs = s_chat_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), &n_msgs, err, &status);
+        if (!msgs) {
             if (!status) status = 500, *err = st_api_error("server_error", "no memory");
             goto out;
         }
@@ -218,24 +221,37 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
             goto out;
         }
         text = strdup(x->valuestring);
+        if (!text) {
+            status = 500, *err = st_api_error("server_error", "no memory");
+            goto out;
+        }
     }
     if (!api->m->tok) {
         status = 400, *err = st_api_error("invalid_request_error", "the model has no tokenizer");
         goto out;
     }
-    int n = st_tokenize(api->m->tok, text, strlen(text), true, NULL, 0);
-    if (n < 1) {
-        status = BAD("the prompt is empty");
-        goto out;
-    }
-    if (n >= api->n_ctx) {
-        status = BAD("the prompt has %d tokens; the context holds %d", n, api->n_ctx);
-        goto out;
-    }
-    out->job.prompt = malloc((size_t)n * sizeof(int32_t));
-    if (!out->job.prompt || st_tokenize(api->m->tok, text, strlen(text), true, out->job.prompt, n) != n) {
-        status = 500, *err = st_api_error("server_error", "tokenization failed");
-        goto out;
+    /* a raw prompt may hold special tokens; chat contents are text (special tokens only from the template) */
+    for (int pass = 0; pass < 2; pass++) {
+        int32_t *ids = pass ? out->job.prompt : NULL;
+        int got = msgs ? st_chatml_tokenize(api->m->tok, msgs, n_msgs, ids, n)
+                       : st_tokenize(api->m->tok, text, strlen(text), true, ids, n);
+        if (pass == 0) n = got;
+        if (got < 0 || (pass && got != n)) {
+            status = 500, *err = st_api_error("server_error", "tokenization failed");
+            goto out;
+        }
+        if (pass == 0 && n < 1) {
+            status = BAD("the prompt is empty");
+            goto out;
+        }
+        if (pass == 0 && n >= api->n_ctx) {
+            status = BAD("the prompt has %d tokens; the context holds %d", n, api->n_ctx);
+            goto out;
+        }
+        if (pass == 0 && !(out->job.prompt = malloc((size_t)n * sizeof(int32_t)))) {
+            status = 500, *err = st_api_error("server_error", "no memory");
+            goto out;
+        }
     }
     out->job.n_prompt = n;
     if (max_tokens <= 0) max_tokens = api->n_ctx - n;
@@ -246,6 +262,7 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     out->job.max_tokens = max_tokens;
 out:
     free(text);
+    if (msgs) s_msgs_free(msgs, n_msgs);
     cJSON_Delete(o);
     if (status) st_api_req_free(out);
     return status;

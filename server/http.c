@@ -15,13 +15,16 @@
  * notices a client that left), and `data: [DONE]`.
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "clock.h"
 #include "parse.h"
@@ -46,7 +49,10 @@ typedef struct {
     bool too_big;
 } conn_t;
 
-static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body, const char *type) {
+/* Answers code with body (taken; NULL: 500 "no memory"); allow, when not
+ * NULL, is the Allow header of a 405. */
+static enum MHD_Result s_send_allow(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body,
+                                    const char *type, const char *allow) {
     if (!body) {
         code = 500;
         body = strdup("{\"error\":{\"message\":\"no memory\",\"type\":\"server_error\",\"code\":null}}");
@@ -61,10 +67,21 @@ static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned
     MHD_add_response_header(r, "Content-Type", type);
     MHD_add_response_header(r, "Cache-Control", "no-store");
     if (code == 401) MHD_add_response_header(r, "WWW-Authenticate", "Bearer");
+    if (allow) MHD_add_response_header(r, "Allow", allow);
     enum MHD_Result rc = MHD_queue_response(con, code, r);
     MHD_destroy_response(r);
     if (code >= 100 && code < 600) h->status[code / 100 - 1]++;
     return rc;
+}
+
+static enum MHD_Result s_send(st_http_t *h, struct MHD_Connection *con, unsigned code, char *body, const char *type) {
+    return s_send_allow(h, con, code, body, type, NULL);
+}
+
+/* 405 naming the methods the route takes. */
+static enum MHD_Result s_not_allowed(st_http_t *h, struct MHD_Connection *con, const char *allow) {
+    return s_send_allow(h, con, 405, st_api_error("invalid_request_error", "method not allowed here: use %s", allow),
+                        "application/json", allow);
 }
 
 static enum MHD_Result s_error(st_http_t *h, struct MHD_Connection *con, unsigned code, const char *type,
@@ -156,6 +173,19 @@ static void s_stream_free(void *cls) {
 
 /* ---- generation requests ------------------------------------------------------- */
 
+/* True when the peer of fd has closed or reset the connection (what is still
+ * unread stays queued: the peek takes nothing). A client that shuts down
+ * only its sending side counts as gone, as in llama.cpp's server. */
+static bool s_client_gone(int fd) {
+    if (fd < 0) return false;
+    struct pollfd p = {fd, POLLIN | POLLRDHUP, 0};
+    if (poll(&p, 1, 0) <= 0) return false;
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) return true;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static enum MHD_Result s_generate(st_http_t *h, struct MHD_Connection *con, st_api_kind_t kind, conn_t *cc) {
     st_api_req_t ar;
     char *err = NULL;
@@ -198,13 +228,24 @@ static enum MHD_Result s_generate(st_http_t *h, struct MHD_Connection *con, st_a
         h->status[1]++;
         return rc;
     }
-    /* whole answer: wait here (this connection's own thread) */
+    /* whole answer: wait here (this connection's own thread), and cancel it
+     * when the client hangs up (nothing reads the answer) */
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? ci->connect_fd : -1;
     char *text = NULL;
     size_t len = 0;
     st_req_out_t o = {0};
+    double checked = st_now_s();
     for (;;) {
-        int rc = st_req_wait(req, &o, 1000);
+        int rc = st_req_wait(req, &o, 250);
         if (rc == ST_ENOMEM) break;
+        if (!o.done && st_now_s() - checked >= 0.2 && (checked = st_now_s(), s_client_gone(fd))) {
+            free(o.text);
+            st_req_release(&req); /* cancels it */
+            free(text);
+            st_api_req_free(&ar);
+            return MHD_NO; /* closes the connection */
+        }
         char *t = realloc(text, len + o.len + 1);
         if (!t) {
             free(o.text);
@@ -233,7 +274,7 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
     (void)version;
     st_http_t *h = cls;
     conn_t *cc = *con_cls;
-    bool post = !strcmp(method, "POST");
+    bool post = !strcmp(method, "POST"), get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (!cc) { /* first call: headers only */
         cc = calloc(1, sizeof *cc);
         if (!cc) return MHD_NO;
@@ -266,8 +307,7 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
     if (cc->too_big) return s_error(h, con, 413, "invalid_request_error", "the request body is too large");
 
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
-        if (strcmp(method, "GET") && strcmp(method, "HEAD"))
-            return s_error(h, con, 405, "invalid_request_error", "use GET");
+        if (strcmp(method, "GET") && strcmp(method, "HEAD")) return s_not_allowed(h, con, "GET, HEAD");
         struct MHD_Response *r =
             MHD_create_response_from_buffer(st_webui_html_len, (void *)st_webui_html, MHD_RESPMEM_PERSISTENT);
         MHD_add_response_header(r, "Content-Type", "text/html; charset=utf-8");
@@ -287,8 +327,7 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
                   {"/metrics", false, 4}};
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].url)) continue;
-        if (post != routes[i].post && !(strcmp(method, "HEAD") == 0 && !routes[i].post))
-            return s_error(h, con, 405, "invalid_request_error", routes[i].post ? "use POST" : "use GET");
+        if (routes[i].post ? !post : !get) return s_not_allowed(h, con, routes[i].post ? "POST" : "GET, HEAD");
         if (!s_authorized(h, con))
             return s_error(h, con, 401, "authentication_error", "missing or wrong API key (Authorization: Bearer KEY)");
         switch (routes[i].what) {
