@@ -53,7 +53,12 @@ void st_cli_usage_options(FILE *f) {
             "      --parallel N       --http: sequences decoded together (default 8)\n"
             "      --queue N          --http: requests waiting for a free sequence at most (default 64)\n"
             "      --kv-budget SIZE   --http: memory for the KV caches of finished sequences, reused by prompts\n"
-            "                         that start the same way (next turns of a conversation); 0 = off (default 512M)\n",
+            "                         that start the same way (next turns of a conversation); 0 = off (default 512M)\n"
+            "      --http-max-conn N  --http: connections at once (default 512)\n"
+            "      --http-max-conn-per-ip N  --http: connections at once from one address (default 32)\n"
+            "      --http-header-timeout S  --http: seconds a client has to send its request line and headers,\n"
+            "                         from connecting or from the previous answer (default 10)\n"
+            "      --http-body-timeout S  --http: seconds to send the body after the headers (default 30)\n",
             st_cpu_count());
 }
 
@@ -87,6 +92,10 @@ enum {
     OPT_PARALLEL,
     OPT_QUEUE,
     OPT_KV_BUDGET,
+    OPT_HTTP_MAX_CONN,
+    OPT_HTTP_MAX_CONN_IP,
+    OPT_HTTP_HEADER_TIMEOUT,
+    OPT_HTTP_BODY_TIMEOUT,
     OPT_MEM,
     OPT_VERSION
 };
@@ -119,6 +128,10 @@ static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
                                        {"parallel", required_argument, 0, OPT_PARALLEL},
                                        {"queue", required_argument, 0, OPT_QUEUE},
                                        {"kv-budget", required_argument, 0, OPT_KV_BUDGET},
+                                       {"http-max-conn", required_argument, 0, OPT_HTTP_MAX_CONN},
+                                       {"http-max-conn-per-ip", required_argument, 0, OPT_HTTP_MAX_CONN_IP},
+                                       {"http-header-timeout", required_argument, 0, OPT_HTTP_HEADER_TIMEOUT},
+                                       {"http-body-timeout", required_argument, 0, OPT_HTTP_BODY_TIMEOUT},
                                        {"mem", required_argument, 0, OPT_MEM},
                                        {"verbose", no_argument, 0, 'v'},
                                        {"version", no_argument, 0, OPT_VERSION},
@@ -181,6 +194,10 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
     a->parallel = 8;
     a->queue = 64;
     a->kv_budget = (uint64_t)512 << 20;
+    a->http_max_conn = 512;
+    a->http_max_conn_per_ip = 32;
+    a->http_header_timeout = 10;
+    a->http_body_timeout = 30;
     double d;
     long l;
     int c, rc = 0;
@@ -275,6 +292,20 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
             break;
         case OPT_KV_BUDGET:
             if (!st_parse_size(optarg, &a->kv_budget)) rc = s_bad(prog, "--kv-budget", optarg);
+            break;
+        case OPT_HTTP_MAX_CONN:
+            if (!st_parse_int(optarg, 1, 100000, &a->http_max_conn)) rc = s_bad(prog, "--http-max-conn", optarg);
+            break;
+        case OPT_HTTP_MAX_CONN_IP:
+            if (!st_parse_int(optarg, 1, 100000, &a->http_max_conn_per_ip))
+                rc = s_bad(prog, "--http-max-conn-per-ip", optarg);
+            break;
+        case OPT_HTTP_HEADER_TIMEOUT:
+            if (!st_parse_int(optarg, 1, 3600, &a->http_header_timeout))
+                rc = s_bad(prog, "--http-header-timeout", optarg);
+            break;
+        case OPT_HTTP_BODY_TIMEOUT:
+            if (!st_parse_int(optarg, 1, 3600, &a->http_body_timeout)) rc = s_bad(prog, "--http-body-timeout", optarg);
             break;
         case OPT_MEM:
             if (!st_parse_size(optarg, &a->mem) || a->mem == 0) rc = s_bad(prog, "--mem", optarg);

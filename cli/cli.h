@@ -25,7 +25,8 @@ typedef struct {
     long n_predict, threads, ctx, batch;
     long parallel, queue; /* --http: sequences decoded together, requests waiting at most */
     uint64_t kv_budget;   /* --http: bytes of finished sequences' KV kept for prompt reuse (0: off) */
-    uint64_t mem;         /* --mem SIZE: whole-process budget, experts read from storage (0: off) */
+    long http_max_conn, http_max_conn_per_ip, http_header_timeout, http_body_timeout; /* --http: limits */
+    uint64_t mem; /* --mem SIZE: whole-process budget, experts read from storage (0: off) */
     st_type_t kv_type;
     st_sampler_params_t sp;
 } st_cli_args_t;

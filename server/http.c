@@ -9,6 +9,13 @@
  * then sodium_memcmp, so neither length nor content leaks). Without a key
  * only loopback addresses may be bound.
  *
+ * Connections are bounded in total and per client address; a request line
+ * and headers must arrive within header_timeout seconds of the connection
+ * (or of the previous answer on a kept-alive one), the body within
+ * body_timeout seconds of the headers, or a watchdog thread shuts the
+ * connection down: a client that sends a byte every few seconds, or nothing,
+ * cannot hold a connection for long, so idle ones cannot starve the others.
+ *
  * A streamed answer is a libmicrohttpd content callback that blocks (this is
  * its own connection thread) until the scheduler has new text, and sends
  * `data: {chunk}` events, a comment line every 2 s of silence (which also
@@ -19,7 +26,9 @@
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,8 +40,27 @@
 #include "server_internal.h"
 #include "st_log.h"
 
+/* What a connection is doing, for the watchdog: its fd stays open (and
+ * this record alive) until libmicrohttpd reports the connection closed, which
+ * it does before closing the fd. */
+typedef enum { S_HEAD, S_BODY, S_ANSWER } phase_t;
+
+typedef struct watch {
+    int fd;
+    phase_t phase;
+    double since; /* start of the phase */
+    bool shut;
+    struct watch *prev, *next;
+} watch_t;
+
 struct st_http {
     struct MHD_Daemon *d;
+    st_http_limits_t lim;
+    pthread_mutex_t wmu;
+    pthread_cond_t wcv;
+    watch_t *watched;
+    bool wstop, wstarted;
+    pthread_t wth;
     st_sched_t *s;
     const st_api_t *api;
     bool has_key;
@@ -171,6 +199,90 @@ static void s_stream_free(void *cls) {
     free(st);
 }
 
+/* libmicrohttpd's messages (a client that left mid-request, the connection
+ * limit reached...) are routine under hostile clients: debug level. */
+static void s_mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    if (st_log_get_level() < ST_LOG_DEBUG) return;
+    char msg[256];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    msg[strcspn(msg, "\n")] = '\0';
+    st_log(ST_LOG_DEBUG, "%s", msg);
+}
+
+/* ---- deadlines for reading a request ------------------------------------------- */
+
+static void s_notify_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                                enum MHD_ConnectionNotificationCode toe) {
+    st_http_t *h = cls;
+    watch_t *w = *socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci || !(w = calloc(1, sizeof *w))) return; /* not watched: MHD's idle timeout still applies */
+        w->fd = ci->connect_fd;
+        w->phase = S_HEAD;
+        w->since = st_now_s();
+        pthread_mutex_lock(&h->wmu);
+        w->next = h->watched;
+        if (h->watched) h->watched->prev = w;
+        h->watched = w;
+        pthread_mutex_unlock(&h->wmu);
+        *socket_context = w;
+    } else if (w) {
+        pthread_mutex_lock(&h->wmu);
+        if (w->prev)
+            w->prev->next = w->next;
+        else
+            h->watched = w->next;
+        if (w->next) w->next->prev = w->prev;
+        pthread_mutex_unlock(&h->wmu);
+        free(w);
+        *socket_context = NULL;
+    }
+}
+
+/* The connection's request moves on to phase (its deadline counts from now). */
+static void s_phase(st_http_t *h, struct MHD_Connection *con, phase_t phase) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    watch_t *w = ci ? ci->socket_context : NULL;
+    if (!w) return;
+    pthread_mutex_lock(&h->wmu);
+    w->phase = phase;
+    w->since = st_now_s();
+    pthread_mutex_unlock(&h->wmu);
+}
+
+/* The watchdog: a connection still sending its request line and headers
+ * after header_timeout s, or its body after body_timeout s, is shut down
+ * (its thread then reads EOF and libmicrohttpd closes it). MHD's own timeout
+ * is one of inactivity, which a byte now and then resets; an answer being
+ * sent (a stream) has no deadline. */
+static void *s_watchdog(void *arg) {
+    st_http_t *h = arg;
+    pthread_mutex_lock(&h->wmu);
+    while (!h->wstop) {
+        double now = st_now_s();
+        int shut = 0;
+        for (watch_t *w = h->watched; w; w = w->next) {
+            double limit = w->phase == S_HEAD   ? (double)h->lim.header_timeout
+                           : w->phase == S_BODY ? (double)h->lim.body_timeout
+                                                : -1;
+            if (limit < 0 || w->shut || now - w->since < limit) continue;
+            shutdown(w->fd, SHUT_RDWR);
+            w->shut = true;
+            shut++;
+        }
+        if (shut) st_log(ST_LOG_DEBUG, "closed %d connections past their request deadline", shut);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 250000000L; /* deadlines are whole seconds: a quarter second is precise enough */
+        if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&h->wcv, &h->wmu, &ts);
+    }
+    pthread_mutex_unlock(&h->wmu);
+    return NULL;
+}
+
 /* ---- generation requests ------------------------------------------------------- */
 
 /* True when the peer of fd has closed or reset the connection (what is still
@@ -279,9 +391,11 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
         cc = calloc(1, sizeof *cc);
         if (!cc) return MHD_NO;
         *con_cls = cc;
+        s_phase(h, con, S_BODY);
         const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, "Content-Length");
         if (cl && strtoull(cl, NULL, 10) > ST_SERVER_MAX_BODY) {
             cc->too_big = true;
+            s_phase(h, con, S_ANSWER);
             return s_error(h, con, 413, "invalid_request_error", "the request body is too large");
         }
         return MHD_YES;
@@ -304,6 +418,7 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
         *upload_size = 0;
         return MHD_YES;
     }
+    s_phase(h, con, S_ANSWER); /* the request is in: no deadline while it is answered */
     if (cc->too_big) return s_error(h, con, 413, "invalid_request_error", "the request body is too large");
 
     if (!strcmp(url, "/") || !strcmp(url, "/index.html")) {
@@ -349,9 +464,8 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
 }
 
 static void s_completed(void *cls, struct MHD_Connection *con, void **con_cls, enum MHD_RequestTerminationCode t) {
-    (void)cls;
-    (void)con;
     (void)t;
+    s_phase(cls, con, S_HEAD); /* kept alive: the next request has the header deadline */
     conn_t *cc = *con_cls;
     if (!cc) return;
     free(cc->body);
@@ -359,7 +473,8 @@ static void s_completed(void *cls, struct MHD_Connection *con, void **con_cls, e
     *con_cls = NULL;
 }
 
-st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s, const st_api_t *api) {
+st_http_t *st_http_new(const char *hostport, const char *api_key, const st_http_limits_t *lim, st_sched_t *s,
+                       const st_api_t *api) {
     char host[256];
     int port;
     if (!st_parse_hostport(hostport, host, sizeof host, &port)) {
@@ -391,6 +506,15 @@ st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s,
     if (!h) return NULL;
     h->s = s;
     h->api = api;
+    h->lim = *lim;
+    pthread_mutex_init(&h->wmu, NULL);
+    pthread_cond_init(&h->wcv, NULL);
+    if (pthread_create(&h->wth, NULL, s_watchdog, h) != 0) {
+        st_fail(ST_ENOMEM, "no watchdog thread");
+        st_http_destroy(&h);
+        return NULL;
+    }
+    h->wstarted = true;
     h->t0 = st_now_s();
     if (api_key && *api_key) {
         h->has_key = true;
@@ -400,11 +524,13 @@ st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s,
     if (v6) flags |= MHD_USE_IPv6;
     h->d =
         MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, s_handler, h, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
-                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
-                         MHD_OPTION_NOTIFY_COMPLETED, s_completed, h, MHD_OPTION_END);
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)lim->max_conn, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                         (unsigned)lim->max_conn_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+                         MHD_OPTION_NOTIFY_COMPLETED, s_completed, h, MHD_OPTION_NOTIFY_CONNECTION, s_notify_connection,
+                         h, MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, h, MHD_OPTION_END);
     if (!h->d) {
         st_fail(ST_EIO, "cannot serve HTTP on %s:%d (in use?)", host, port);
-        free(h);
+        st_http_destroy(&h);
         return NULL;
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
@@ -417,6 +543,15 @@ void st_http_destroy(st_http_t **hp) {
     st_http_t *h = *hp;
     if (!h) return;
     if (h->d) MHD_stop_daemon(h->d);
+    if (h->wstarted) {
+        pthread_mutex_lock(&h->wmu);
+        h->wstop = true;
+        pthread_cond_signal(&h->wcv);
+        pthread_mutex_unlock(&h->wmu);
+        pthread_join(h->wth, NULL);
+    }
+    pthread_cond_destroy(&h->wcv);
+    pthread_mutex_destroy(&h->wmu);
     sodium_memzero(h->key_hash, sizeof h->key_hash);
     free(h);
     *hp = NULL;

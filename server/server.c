@@ -53,7 +53,8 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
 
     status = 1;
     st_sched_t *s = st_sched_new(c, (int)a->parallel, (int)a->queue, cp.n_ctx, (size_t)a->kv_budget, view);
-    st_http_t *h = s ? st_http_new(a->http, a->api_key, s, &api) : NULL;
+    st_http_limits_t lim = {a->http_max_conn, a->http_max_conn_per_ip, a->http_header_timeout, a->http_body_timeout};
+    st_http_t *h = s ? st_http_new(a->http, a->api_key, &lim, s, &api) : NULL;
     if (h) {
         st_log(ST_LOG_INFO, "%d sequences of up to %d tokens decoded together, %ld requests may wait",
                st_ctx_params(c)->n_batch < a->parallel ? st_ctx_params(c)->n_batch : (int)a->parallel, cp.n_ctx,

@@ -133,9 +133,15 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s);
 
 typedef struct st_http st_http_t;
 
+typedef struct {
+    long max_conn, max_conn_per_ip;    /* connections at once: in all, from one address */
+    long header_timeout, body_timeout; /* seconds to send the request line + headers, then the body */
+} st_http_limits_t;
+
 /* Binds host:port (port 0: any free port) and serves. NULL on failure (logged).
  * api_key may be NULL (then a non-loopback address is refused). */
-st_http_t *st_http_new(const char *hostport, const char *api_key, st_sched_t *s, const st_api_t *api);
+st_http_t *st_http_new(const char *hostport, const char *api_key, const st_http_limits_t *lim, st_sched_t *s,
+                       const st_api_t *api);
 void st_http_destroy(st_http_t **h);
 /* "http://HOST:PORT" as bound (port resolved). */
 const char *st_http_url(const st_http_t *h);

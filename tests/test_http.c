@@ -12,11 +12,13 @@
  */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -547,21 +549,21 @@ Test(http, abandoned_whole_answer_requests_are_cancelled, .timeout = 120) {
     s_start(&s, argv, 20000);
     const int n_users = 16, max_tokens = 4000;
     for (int i = 0; i < n_users; i++) s_post_and_hang_up(s.port, s_body(PROMPT, max_tokens, false));
-    double cancelled = 0, t0 = s_now_ms();
+    double cancelled = 0, t0 = st_now_ms();
     while ((cancelled = s_metric(s.port, "st_requests_total{outcome=\"cancelled\"}")) < n_users &&
-           s_now_ms() - t0 < 30000)
+           st_now_ms() - t0 < 30000)
         poll(NULL, 0, 100); /* polling /metrics with a deadline */
     double generated = s_metric(s.port, "st_generated_tokens_total");
     cr_assert_eq(cancelled, n_users, "%.0f of %d abandoned requests cancelled in 30 s (%.0f tokens generated)",
                  cancelled, n_users, generated);
     cr_assert_lt(generated, n_users * max_tokens / 4, "%.0f tokens generated for nobody", generated);
-    cr_log_info("16 abandoned requests cancelled after %.0f ms, %.0f tokens generated", s_now_ms() - t0, generated);
-    double t1 = s_now_ms();
+    cr_log_info("16 abandoned requests cancelled after %.0f ms, %.0f tokens generated", st_now_ms() - t0, generated);
+    double t1 = st_now_ms();
     const char *fin;
     resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
     free(s_chat_text(r, false, &fin));
     free(r.body);
-    cr_log_info("the next request took %.0f ms", s_now_ms() - t1);
+    cr_log_info("the next request took %.0f ms", st_now_ms() - t1);
     cr_assert_eq(s_stop(&s), 0);
 }
 
@@ -979,4 +981,301 @@ Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
     for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
     st_test_system("rm -rf '%s'", dir);
     free(want);
+}
+
+/* ---- hostile clients: idle and slow connections -------------------------------- */
+
+/* A TCP connection to the server on 127.0.0.1:port from address from (e.g.
+ * "127.0.0.2"); -1 when it cannot connect within 2 s. */
+static int s_connect_from(const char *from, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    if (fd < 0) return -1;
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    inet_pton(AF_INET, from, &me.sin_addr);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int err = 0;
+    socklen_t el = sizeof err;
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (bind(fd, (struct sockaddr *)&me, sizeof me) != 0 ||
+        (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS) || poll(&p, 1, 2000) != 1 ||
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Holds n connections from 127.0.0.2: the first half send nothing, the others
+ * a request line and then one header byte a second. A connection the server
+ * closes is opened again a second later, as an attacker would. */
+typedef struct {
+    int port, n;
+    volatile int stop, pause; /* pause: hold nothing for now */
+    int held_max, opened, closed_by_server;
+} attacker_t;
+
+static void *s_attacker(void *arg) {
+    attacker_t *a = arg;
+    int fd[256];
+    double retry[256], next_byte = 0;
+    for (int i = 0; i < a->n; i++) fd[i] = -1, retry[i] = 0;
+    while (!a->stop) {
+        double now = st_now_ms();
+        int held = 0;
+        bool tick = now >= next_byte;
+        if (tick) next_byte = now + 1000;
+        for (int i = 0; i < a->n; i++) {
+            if (a->pause) {
+                if (fd[i] >= 0) close(fd[i]);
+                fd[i] = -1;
+                continue;
+            }
+            if (fd[i] < 0 && now >= retry[i]) {
+                fd[i] = s_connect_from("127.0.0.2", a->port);
+                if (fd[i] < 0) {
+                    retry[i] = now + 1000;
+                    continue;
+                }
+                a->opened++;
+                if (i % 2) (void)!write(fd[i], "POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", 45);
+            }
+            if (fd[i] < 0) continue;
+            char c;
+            ssize_t k = recv(fd[i], &c, 1, MSG_DONTWAIT | MSG_PEEK);
+            bool gone = k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+            if (!gone && tick && i % 2) gone = send(fd[i], "a", 1, MSG_NOSIGNAL) != 1;
+            if (gone || k > 0) { /* closed, or answered (an error page): either way the server let go */
+                close(fd[i]);
+                fd[i] = -1;
+                retry[i] = now + 1000;
+                a->closed_by_server++;
+                continue;
+            }
+            held++;
+        }
+        if (held > a->held_max) a->held_max = held;
+        poll(NULL, 0, 50);
+    }
+    for (int i = 0; i < a->n; i++)
+        if (fd[i] >= 0) close(fd[i]);
+    return NULL;
+}
+
+/* One streamed chat request from 127.0.0.1: milliseconds from connecting to
+ * the first content delta, or -1 when it fails or takes over 15 s in all. */
+static double s_ttft_once(int port) {
+    double t0 = st_now_ms(), ttft = -1;
+    int fd = s_connect_from("127.0.0.1", port);
+    if (fd < 0) return -1;
+    /* a prompt of about 300 tokens, so that the answer's own work, not the
+     * machine's other load, makes most of the time (not s_body: its buffer is shared) */
+    char body[4096], req[4400], buf[8192] = "";
+    static atomic_int serial; /* each prompt starts its own way: nothing for the prompt cache to reuse */
+    int bl = snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"%d. ",
+                      atomic_fetch_add(&serial, 1));
+    for (int i = 0; i < 60; i++) bl += snprintf(body + bl, sizeof body - (size_t)bl, "%s. ", PROMPT);
+    snprintf(body + bl, sizeof body - (size_t)bl, "\"}],\"temperature\":0,\"max_tokens\":8,\"stream\":true}");
+    int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    size_t got = 0;
+    bool done = false;
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) goto out;
+    while (st_now_ms() - t0 < 15000) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 100) <= 0) continue;
+        ssize_t k = read(fd, buf + got, sizeof buf - 1 - got);
+        if (k <= 0) break;
+        got += (size_t)k;
+        buf[got] = '\0';
+        for (const char *c = buf; ttft < 0 && (c = strstr(c, "\"content\":\"")); c += 11)
+            if (c[11] != '"') ttft = st_now_ms() - t0; /* not the role chunk's "" */
+        if (strstr(buf, "data: [DONE]")) done = true;
+        if (got > sizeof buf / 2) { /* keep the tail: the markers are short */
+            memmove(buf, buf + got - 64, 64);
+            got = 64;
+        }
+    }
+out:
+    close(fd);
+    if (!done || ttft < 0)
+        cr_log_warn("a user's request failed after %.0f ms (%s): %.200s", st_now_ms() - t0,
+                    done ? "no content" : "no [DONE]", buf);
+    return done ? ttft : -1;
+}
+
+typedef struct {
+    int port, rounds;
+    double ttft[16];
+} tuser_t;
+
+static void *s_ttft_user(void *arg) {
+    tuser_t *u = arg;
+    for (int r = 0; r < u->rounds; r++) u->ttft[r] = s_ttft_once(u->port);
+    return NULL;
+}
+
+static int s_cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* 8 users, each doing rounds requests one after the other; their TTFTs (ms,
+ * 1e9 for a failed request) are appended to all[*n]; returns the failures. */
+static int s_ttft_round(int port, int rounds, double *all, int *n) {
+    tuser_t u[8];
+    pthread_t th[8];
+    for (int i = 0; i < 8; i++) {
+        u[i] = (tuser_t){.port = port, .rounds = rounds};
+        cr_assert_eq(pthread_create(&th[i], NULL, s_ttft_user, &u[i]), 0);
+    }
+    int failed = 0;
+    for (int i = 0; i < 8; i++) {
+        pthread_join(th[i], NULL);
+        for (int r = 0; r < rounds; r++) {
+            failed += u[i].ttft[r] < 0;
+            all[(*n)++] = u[i].ttft[r] < 0 ? 1e9 : u[i].ttft[r];
+        }
+    }
+    return failed;
+}
+
+static double s_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, s_cmp_double);
+    return v[n / 2];
+}
+
+/* While 200 idle or slow connections from 127.0.0.2 are held open (and
+ * reopened when the server lets go), 8 users on 127.0.0.1 get every answer,
+ * with a median time to first token within 2x of the same 8 users' on the
+ * unloaded server. The two are measured in turns (unloaded, attacked, four
+ * times, 2 requests per user each time) so that the other load on the
+ * machine weighs on both alike. Before the per-address limit and the header
+ * deadline, the 64 connections the server took were all the attacker's and
+ * the users' requests failed. */
+Test(http, idle_and_slow_connections_do_not_starve_users, .timeout = 240) {
+    if (s_connect_from("127.0.0.2", 9) < 0 && errno == EADDRNOTAVAIL) cr_skip_test("127.0.0.2 is not local here");
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    enum { TURNS = 4, ROUNDS = 2, PER_TURN = 8 * ROUNDS };
+    double warm[8], base[TURNS * PER_TURN], loaded[TURNS * PER_TURN];
+    int n_warm = 0, n_base = 0, n_loaded = 0, failed_base = 0, failed = 0;
+    s_ttft_round(s.port, 1, warm, &n_warm); /* warm-up: the first requests fault the weights in */
+    attacker_t a = {.port = s.port, .n = 200, .pause = 1};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, s_attacker, &a), 0);
+    for (int turn = 0; turn < TURNS; turn++) {
+        failed_base += s_ttft_round(s.port, ROUNDS, base, &n_base);
+        int opened = a.opened;
+        a.pause = 0;
+        for (double dl = st_now_ms() + 10000; a.opened < opened + 200 && st_now_ms() < dl;) poll(NULL, 0, 50);
+        poll(NULL, 0, 1500); /* the held ones have sent a few slow bytes */
+        failed += s_ttft_round(s.port, ROUNDS, loaded, &n_loaded);
+        double tb[PER_TURN], tl[PER_TURN];
+        memcpy(tb, base + n_base - PER_TURN, sizeof tb);
+        memcpy(tl, loaded + n_loaded - PER_TURN, sizeof tl);
+        cr_log_info("turn %d: median TTFT %.1f ms unloaded, %.1f ms attacked", turn, s_median(tb, PER_TURN),
+                    s_median(tl, PER_TURN));
+        a.pause = 1;
+        poll(NULL, 0, 500); /* the attacker lets go */
+    }
+    a.stop = 1;
+    pthread_join(th, NULL);
+    double mb = s_median(base, n_base), ml = s_median(loaded, n_loaded);
+    cr_log_info("TTFT median: %.1f ms unloaded, %.1f ms with the attacker (%d connections opened, at most %d held at "
+                "once, %d closed by the server); %d of %d requests failed",
+                mb, ml, a.opened, a.held_max, a.closed_by_server, failed, n_loaded);
+    cr_assert_eq(failed_base, 0, "%d requests failed on the unloaded server", failed_base);
+    cr_assert_geq(a.opened, 200 * TURNS, "the attacker opened only %d connections", a.opened);
+    cr_assert_eq(failed, 0, "%d of %d user requests failed under the attack", failed, n_loaded);
+    cr_assert_leq(ml, 2 * mb, "median TTFT %.1f ms under the attack, %.1f ms without", ml, mb);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
+/* Reads fd until the server closes it, sending one more byte a second
+ * (slow != NULL); ms until the close, or -1 if still open after limit_ms. */
+static double s_closed_after(int fd, const char *slow, int limit_ms, int *sent) {
+    double t0 = st_now_ms();
+    *sent = 0;
+    double next = t0 + 1000;
+    while (st_now_ms() - t0 < limit_ms) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, 50) > 0) {
+            char buf[512];
+            ssize_t k = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (k == 0 || (k < 0 && errno != EAGAIN)) return st_now_ms() - t0;
+        }
+        if (slow && st_now_ms() >= next) {
+            if (send(fd, slow, 1, MSG_NOSIGNAL) != 1) return st_now_ms() - t0;
+            ++*sent;
+            next += 1000;
+        }
+    }
+    return -1;
+}
+
+/* Slowloris: a request line and headers sent one byte a second, a body one
+ * byte a second, and a connection that sends nothing are each closed at
+ * their deadline (--http-header-timeout 3, --http-body-timeout 3), while a
+ * stream read slowly for longer than both deadlines together still ends with
+ * data: [DONE]. */
+Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 120) {
+    server_t s;
+    char *argv[] = {BIN "/st-run", "-m",   (char *)s_tiny(),        "--http", "127.0.0.1:0",         "-t", "1",
+                    "--ctx",       "4096", "--http-header-timeout", "3",      "--http-body-timeout", "3",  NULL};
+    s_start(&s, argv, 20000);
+    int sent;
+    int fd = s_connect_from("127.0.0.1", s.port);
+    cr_assert_geq(fd, 0);
+    const char *line = "POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ";
+    cr_assert_eq(send(fd, line, strlen(line), MSG_NOSIGNAL), (ssize_t)strlen(line));
+    double ms = s_closed_after(fd, "a", 15000, &sent);
+    close(fd);
+    cr_log_info("slow headers: closed after %.0f ms, %d bytes sent one a second", ms, sent);
+    cr_assert(ms >= 2500 && ms <= 8000, "a byte a second of headers: closed after %.0f ms (deadline 3 s)", ms);
+
+    fd = s_connect_from("127.0.0.1", s.port);
+    const char *head = "POST /v1/completions HTTP/1.1\r\nContent-Length: 1000\r\n\r\n{";
+    cr_assert_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+    ms = s_closed_after(fd, " ", 15000, &sent);
+    close(fd);
+    cr_log_info("slow body: closed after %.0f ms", ms);
+    cr_assert(ms >= 2500 && ms <= 8000, "a byte a second of body: closed after %.0f ms (deadline 3 s)", ms);
+
+    fd = s_connect_from("127.0.0.1", s.port);
+    ms = s_closed_after(fd, NULL, 15000, &sent);
+    close(fd);
+    cr_assert(ms >= 2500 && ms <= 8000, "an idle connection: closed after %.0f ms (deadline 3 s)", ms);
+
+    /* a stream read slowly (about 20 KB/s here) through a small receive buffer */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rcv = 8192;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s.port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    const char *body = s_body(PROMPT, 1000, true);
+    char req[1400];
+    int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    double t0 = st_now_ms();
+    size_t total = 0;
+    char buf[4096], tail[32] = "";
+    for (;;) {
+        ssize_t k = read(fd, buf, sizeof buf);
+        if (k <= 0) break;
+        total += (size_t)k;
+        size_t keep = (size_t)k < sizeof tail - 1 ? (size_t)k : sizeof tail - 1;
+        memcpy(tail, buf + k - keep, keep);
+        tail[keep] = '\0';
+        poll(NULL, 0, 50); /* the slow reader */
+        cr_assert_lt(st_now_ms() - t0, 100000, "the slow stream did not end");
+    }
+    close(fd);
+    ms = st_now_ms() - t0;
+    cr_log_info("a slowly read stream: %zu bytes over %.0f ms", total, ms);
+    cr_assert_gt(ms, 6500, "the stream did not outlast both deadlines (%.0f ms): the check proves nothing", ms);
+    cr_assert_not_null(strstr(tail, "data: [DONE]"), "the slow stream was cut after %zu bytes, %.0f ms", total, ms);
+    cr_assert_eq(s_stop(&s), 0);
 }
