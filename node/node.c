@@ -41,7 +41,8 @@
 
 #define NODE_HWM 2            /* messages queued per peer and direction */
 #define NODE_POLL_MS 200      /* longest wait before the stop flag is looked at */
-#define NODE_HB_MS 1000       /* ZMTP heartbeat interval (dead peer after 3) */
+#define NODE_KEEPALIVE_S 3    /* idle seconds before TCP keepalive probes (dead peer after 3 more) */
+#define NODE_MAXRT_MS 30000   /* sent data unacknowledged this long: the peer is gone */
 #define NODE_SEND_MS 2000     /* longest wait for a peer to take a reply (then it is dropped) */
 #define NODE_SLACK (4u << 20) /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
@@ -689,11 +690,19 @@ st_node_t *st_node_new(st_node_opts_t *o) {
         st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
-    /* ZMTP heartbeats, answered by libzmq's I/O thread even while we compute: a
-     * coordinator that vanishes without closing its connection is dropped */
-    const int hb_ivl = NODE_HB_MS, hb_timeout = 3 * NODE_HB_MS;
-    if (zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
-        zmq_setsockopt(n->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout)) {
+    /* A coordinator that vanishes without closing its connection is dropped by
+     * TCP keepalive (idle), or when sent data stay unacknowledged. Not by ZMTP
+     * heartbeats: libzmq 4.3.4 writes a PING from its timer to a connection it
+     * keeps broken (reset while its input was stopped by a full queue, until we
+     * read from that queue again), and aborts on `!_io_error` -- a peer that
+     * floods the node and hangs up could crash it (issue 12). The coordinator's
+     * own heartbeats still get their PONGs. */
+    const int ka = 1, ka_idle = NODE_KEEPALIVE_S, ka_intvl = 1, ka_cnt = 3, maxrt = NODE_MAXRT_MS;
+    if (zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE, &ka, sizeof ka) ||
+        zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE_IDLE, &ka_idle, sizeof ka_idle) ||
+        zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE_INTVL, &ka_intvl, sizeof ka_intvl) ||
+        zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE_CNT, &ka_cnt, sizeof ka_cnt) ||
+        zmq_setsockopt(n->sock, ZMQ_TCP_MAXRT, &maxrt, sizeof maxrt)) {
         st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
