@@ -3,8 +3,11 @@
  * Each rate is measured the way the cluster uses the machine: the memory
  * read bandwidth over a buffer far bigger than the caches (1..N threads), the
  * matmul of every weight type on expert-shaped matrices (packed where this
- * CPU's kernels pack, as a node holds them in RAM) with 1, 8 and 64 tokens
- * over a working set that does not fit in the caches, reads of expert-sized
+ * CPU's kernels pack, as a node holds them in RAM) with 1, 8 and 64 tokens,
+ * one call at a time with a pause after each as a node computes an expert
+ * between waits (the median call: on a board emulated by a CPU quota a short
+ * burst runs at full speed, as it does between waits), cycling over a
+ * working set that does not fit in the caches, reads of expert-sized
  * blocks from a file in the store's directory (O_DIRECT, and through the page
  * cache after dropping it), and a ZeroMQ request/reply with CURVE over
  * loopback (the round trip of a small message, and the rate of 1 MiB ones).
