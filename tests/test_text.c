@@ -1,7 +1,8 @@
 /* Text helpers: UTF-8 validation and repair for output (generate.h), the
  * tokenizer's llama.cpp-compatible UTF-8 decoder and encoder
- * (tokenizer_internal.h), and the ChatML prompt builder. Expected bytes are
- * written out by hand from the UTF-8 and ChatML definitions. */
+ * (tokenizer_internal.h). Expected bytes are written out by hand from the
+ * UTF-8 definition. (ChatML is tokenized by st_chatml_tokenize, checked in
+ * test_tokenizer against hand-written ChatML strings.) */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -99,35 +100,4 @@ Test(utf8, tokenizer_encoder_at_each_length_boundary) {
         cr_assert_eq(st_tok_utf8_next(u, want, &i), cases[k].cpt, "U+%04X round trip", cases[k].cpt);
         cr_assert_eq(i, want);
     }
-}
-
-Test(chatml, user_turn_with_and_without_system) {
-    char *s = st_chatml_prompt(NULL, "Hi!");
-    cr_assert_str_eq(s, "<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
-    free(s);
-    s = st_chatml_prompt("Be brief.", "What is 2+2?");
-    cr_assert_str_eq(s, "<|im_start|>system\nBe brief.<|im_end|>\n"
-                        "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
-                        "<|im_start|>assistant\n");
-    free(s);
-    s = st_chatml_prompt("", "");
-    cr_assert_str_eq(s, "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_end|>\n<|im_start|>assistant\n");
-    free(s);
-}
-
-Test(chatml, long_messages_are_not_cut) {
-    const size_t n = 100000;
-    char *user = malloc(n + 1), *sys = malloc(n + 1);
-    cr_assert(user && sys);
-    memset(user, 'u', n);
-    memset(sys, 's', n);
-    user[n] = sys[n] = '\0';
-    char *s = st_chatml_prompt(sys, user);
-    cr_assert_not_null(s);
-    /* 19 + n + 11 (system turn) + 17 + n + 11 (user turn) + 22 (assistant prompt) */
-    cr_assert_eq(strlen(s), 2 * n + 80);
-    cr_assert_str_eq(s + strlen(s) - 33, "<|im_end|>\n<|im_start|>assistant\n");
-    free(s);
-    free(user);
-    free(sys);
 }
