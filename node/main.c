@@ -36,6 +36,9 @@ static void s_usage(FILE *f) {
             "  --store DIR    expert store on disk, kept across restarts (required)\n"
             "  -t N           compute threads (default: all %d CPUs)\n"
             "  --batch N      tokens per internal compute step (default 64)\n"
+            "  --max-models N model stores kept in DIR (default 8): a model's store is made at its\n"
+            "                 first ASSIGN, after removing the least recently used ones that hold no\n"
+            "                 expert; an ASSIGN that would need more is refused\n"
             "  --id NAME      node id reported to the coordinator (default: host name)\n"
             "  --key FILE     the node's CURVE secret key (default DIR/node.key, made on first start\n"
             "                 with DIR/node.pub; the public key is printed, for the coordinator's\n"
@@ -91,8 +94,8 @@ int main(int argc, char **argv) {
             o.insecure = true;
             continue;
         }
-        static const char *with_value[] = {"--listen",  "--store", "--id",  "--mem",  "-t",
-                                           "--threads", "--batch", "--key", "--allow"};
+        static const char *with_value[] = {"--listen",  "--store", "--id",  "--mem",   "-t",
+                                           "--threads", "--batch", "--key", "--allow", "--max-models"};
         bool known = false;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++) known |= !strcmp(a, with_value[j]);
         if (!known) return s_bad("unknown option %s", a);
@@ -122,6 +125,9 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) {
             if (!st_parse_int(v, 1, 256, &x)) return s_bad("-t %s: want 1..256 threads", v);
             o.threads = (int)x;
+        } else if (!strcmp(a, "--max-models")) {
+            if (!st_parse_int(v, 1, 1000, &x)) return s_bad("--max-models %s: want 1..1000 models", v);
+            o.max_models = (int)x;
         } else if (!strcmp(a, "--batch")) {
             if (!st_parse_int(v, 1, 4096, &x)) return s_bad("--batch %s: want 1..4096 tokens", v);
             o.batch = (int)x;

@@ -24,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -44,6 +46,7 @@
 #define NODE_KEEPALIVE_S 3    /* idle seconds before TCP keepalive probes (dead peer after 3 more) */
 #define NODE_MAXRT_MS 30000   /* sent data unacknowledged this long: the peer is gone */
 #define NODE_SEND_MS 2000     /* longest wait for a peer to take a reply (then it is dropped) */
+#define NODE_MAX_MODELS 8     /* model stores kept under --store by default */
 #define NODE_SLACK (4u << 20) /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
 
@@ -151,10 +154,21 @@ static bool s_same_model(const st_node_t *n, const st_wire_shape_t *s) {
     return n->have_shape && st_wire_shape_eq(&n->shape, s);
 }
 
-/* Opens the store of shape's model (closing another model's). */
-static int s_use_model(st_node_t *n, const st_wire_shape_t *s) {
+/* Opens the store of shape's model (closing another model's); a new model's
+ * directory is made only when the number of model stores allows it. */
+static int s_use_model(st_node_t *n, const st_wire_shape_t *s, char *why, size_t cap) {
     if (s_same_model(n, s)) return 0;
+    if (!st_store_exists(n->o.store_dir, s)) {
+        const int max = n->o.max_models > 0 ? n->o.max_models : NODE_MAX_MODELS;
+        int rc = st_store_make_room(n->o.store_dir, max, n->have_shape ? n->shape.model_hash : NULL);
+        if (rc) {
+            snprintf(why, cap, "this node keeps the stores of at most %d models and cannot drop one for a new model",
+                     max);
+            return rc;
+        }
+    }
     s_teardown_model(n);
+    snprintf(why, cap, "cannot open the store for this model");
     n->store = st_store_open(n->o.store_dir, s);
     if (!n->store) return ST_EIO;
     n->shape = *s;
@@ -334,16 +348,22 @@ static int s_on_hello(st_node_t *n, st_wire_rx_t *rx) {
     char why[256];
     const st_wire_shape_t *s = &rx->msg.hello.shape;
     if (st_wire_check(&rx->msg, NULL, 0, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
-    int rc = s_use_model(n, s);
-    if (rc) return s_reply_error(n, rx, rc, "cannot open the store for this model");
-    const int count = st_store_count(n->store);
+    /* a model this node has never stored: nothing held, and nothing made on disk (its
+     * directory waits for an ASSIGN) nor closed (the current model stays served) */
+    const bool known = s_same_model(n, s) || st_store_exists(n->o.store_dir, s);
+    int rc = known ? s_use_model(n, s, why, sizeof why) : 0;
+    if (rc) return s_reply_error(n, rx, rc, why);
+    const int count = known ? st_store_count(n->store) : 0;
     st_wire_ref_t *held = malloc((size_t)(count ? count : 1) * sizeof *held);
     if (!held) return s_reply_error(n, rx, ST_ENOMEM, "no memory for the inventory");
-    st_store_list(n->store, held, count);
+    if (known) st_store_list(n->store, held, count);
+    struct statvfs v;
     st_wire_msg_t m = {.type = ST_MSG_INVENTORY};
     snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "%s", n->id);
     m.inventory.mem_budget = n->o.mem;
-    m.inventory.store_free = st_store_free_bytes(n->store);
+    m.inventory.store_free = known                              ? st_store_free_bytes(n->store)
+                             : statvfs(n->o.store_dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize
+                                                                : 0;
     m.inventory.threads = (uint32_t)(n->o.threads > 0 ? n->o.threads : st_cpu_count());
     m.inventory.n_held = (uint32_t)count;
     m.inventory.held = held;
@@ -364,8 +384,8 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     char why[512];
     const st_wire_assign_t *a = &rx->msg.assign;
     if (st_wire_check(&rx->msg, NULL, 0, why, sizeof why)) return s_reply_error(n, rx, ST_EPROTO, why);
-    int rc = s_use_model(n, &a->shape);
-    if (rc) return s_reply_error(n, rx, rc, "cannot open the store for this model");
+    int rc = s_use_model(n, &a->shape, why, sizeof why);
+    if (rc) return s_reply_error(n, rx, rc, why);
     if (!n->assigned) {
         rc = s_setup_compute(n, why, sizeof why);
         if (rc) {
@@ -663,6 +683,10 @@ st_node_t *st_node_new(st_node_opts_t *o) {
     }
     if (!o->insecure && (o->n_allow < 1 || strlen(o->secret_key) != 40)) {
         st_fail(ST_EINVAL, "CURVE needs the node's secret key and at least one allowed coordinator key");
+        return NULL;
+    }
+    if (mkdir(o->store_dir, 0700) && errno != EEXIST) {
+        st_fail(ST_EIO, "--store %s: %s", o->store_dir, strerror(errno));
         return NULL;
     }
     st_node_t *n = calloc(1, sizeof *n);

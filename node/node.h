@@ -28,6 +28,7 @@ typedef struct {
     int threads;           /* -t: compute threads (0: all CPUs) */
     int batch;             /* tokens per internal compute step (0: 64) */
     const char *id;        /* node id (NULL: host name) */
+    int max_models;        /* --max-models: model stores kept under store_dir (0: 8) */
     bool insecure;         /* plain TCP: no encryption, anyone may connect */
     /* CURVE (when !insecure): the node's key pair and the coordinator keys it
      * accepts (binary); a ZAP handler refuses every other key and logs it */

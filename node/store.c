@@ -20,9 +20,14 @@
  * cache, then the index is rewritten. Reads use O_DIRECT where the file
  * system allows it, else a normal read followed by POSIX_FADV_DONTNEED, so
  * store traffic does not count against the node's memory.
+ *
+ * Model directories are named by the model hash in hex; their modification
+ * time says when they were last used (set at every open, and by every index
+ * rename), which orders them for st_store_make_room.
  */
 #include "store.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -130,6 +135,14 @@ static void s_types_hash(const st_wire_shape_t *h, uint8_t out[ST_WIRE_HASH_BYTE
 
 static void s_index_path(const st_store_t *s, char *out, size_t cap, const char *name) {
     snprintf(out, cap, "%s/%s", s->dir, name);
+}
+
+/* DIR/<model hash in hex> into out */
+static int s_model_dir(const char *dir, const uint8_t hash[ST_WIRE_HASH_BYTES], char *out, size_t cap) {
+    char hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, hash, ST_WIRE_HASH_BYTES);
+    if ((size_t)snprintf(out, cap, "%s/%s", dir, hex) >= cap) return st_fail(ST_EINVAL, "store path too long");
+    return 0;
 }
 
 /* ---- index ---- */
@@ -312,13 +325,8 @@ st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape) {
         goto fail;
     }
     for (uint32_t k = 0; k < s->n_keys; k++) s->slot_of[k] = -1;
-    char hex[2 * ST_WIRE_HASH_BYTES + 1];
-    sodium_bin2hex(hex, sizeof hex, shape->model_hash, ST_WIRE_HASH_BYTES);
-    if ((size_t)snprintf(s->dir, sizeof s->dir, "%s/%s", dir, hex) >= sizeof s->dir) {
-        st_fail(ST_EINVAL, "store path too long");
-        goto fail;
-    }
-    if (s_mkdir(dir) || s_mkdir(s->dir)) goto fail;
+    if (s_model_dir(dir, shape->model_hash, s->dir, sizeof s->dir) || s_mkdir(dir) || s_mkdir(s->dir)) goto fail;
+    utimensat(AT_FDCWD, s->dir, NULL, 0); /* used now (the order of st_store_make_room) */
     char path[PATH_MAX + 16];
     s_index_path(s, path, sizeof path, "experts.dat");
     s->fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -358,6 +366,124 @@ void st_store_close(st_store_t **sp) {
     free(s->stage);
     free(s);
     *sp = NULL;
+}
+
+bool st_store_exists(const char *dir, const st_wire_shape_t *shape) {
+    char path[PATH_MAX];
+    struct stat st;
+    return !s_model_dir(dir, shape->model_hash, path, sizeof path) && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* ---- the model directories under a store root ---- */
+
+typedef struct {
+    char name[2 * ST_WIRE_HASH_BYTES + 1];
+    struct timespec used;
+    bool empty; /* no expert listed by a valid index */
+} model_dir_t;
+
+static bool s_is_model_name(const char *name) {
+    size_t i = 0;
+    for (; name[i]; i++)
+        if (!((name[i] >= '0' && name[i] <= '9') || (name[i] >= 'a' && name[i] <= 'f'))) return false;
+    return i == 2 * ST_WIRE_HASH_BYTES;
+}
+
+/* Experts a model directory's index lists: 0 without a valid index (opening
+ * that store would start empty too). Checks the size, magic and checksum only. */
+static uint32_t s_index_count(const char *mdir) {
+    char path[PATH_MAX + 128];
+    snprintf(path, sizeof path, "%s/index", mdir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 0;
+    struct stat st;
+    uint32_t count = 0;
+    uint8_t *buf = NULL;
+    const size_t min = ST_STORE_HDR + ST_WIRE_HASH_BYTES;
+    if (fstat(fd, &st) || st.st_size < (off_t)min || st.st_size > (off_t)(64u << 20)) goto out;
+    const size_t n = (size_t)st.st_size;
+    uint8_t sum[ST_WIRE_HASH_BYTES];
+    if (!(buf = malloc(n)) || s_pread_all(fd, buf, n, 0) != (ssize_t)n) goto out;
+    crypto_generichash(sum, sizeof sum, buf, n - ST_WIRE_HASH_BYTES, NULL, 0);
+    if (sodium_memcmp(sum, buf + n - ST_WIRE_HASH_BYTES, sizeof sum) || memcmp(buf, "STSTORE2", 8)) goto out;
+    const uint8_t *p = buf + ST_STORE_HDR - 4;
+    count = s_get32(&p);
+    if (n != min + (size_t)count * ST_STORE_ENTRY) count = 0;
+out:
+    free(buf);
+    close(fd);
+    return count;
+}
+
+/* Removes a model directory and the files a store makes in it; 0 or -1 (logged). */
+static int s_remove_model_dir(const char *dir, const char *name) {
+    static const char *const files[] = {"index", "index.tmp", "experts.dat"};
+    char path[PATH_MAX + 96];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s/%s", dir, name, files[i]);
+        if (unlink(path) && errno != ENOENT) goto fail;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (!rmdir(path)) return 0;
+fail:
+    st_log(ST_LOG_WARN, "cannot remove %s: %s", path, strerror(errno));
+    return -1;
+}
+
+static int s_by_use(const void *a, const void *b) {
+    const model_dir_t *x = a, *y = b;
+    if (x->used.tv_sec != y->used.tv_sec) return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+    if (x->used.tv_nsec != y->used.tv_nsec) return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+int st_store_make_room(const char *dir, int max_models, const uint8_t *keep) {
+    if (max_models < 1) return st_fail(ST_EINVAL, "at most %d models", max_models);
+    char keep_hex[2 * ST_WIRE_HASH_BYTES + 1] = "";
+    if (keep) sodium_bin2hex(keep_hex, sizeof keep_hex, keep, ST_WIRE_HASH_BYTES);
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : st_fail(ST_EIO, "%s: %s", dir, strerror(errno));
+    model_dir_t *v = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    const struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[PATH_MAX + 96];
+        struct stat st;
+        if (!s_is_model_name(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (lstat(path, &st) || !S_ISDIR(st.st_mode)) continue;
+        if (n == cap) {
+            model_dir_t *w = realloc(v, (cap = cap ? 2 * cap : 16) * sizeof *v);
+            if (!w) {
+                rc = st_fail(ST_ENOMEM, "list of model directories");
+                break;
+            }
+            v = w;
+        }
+        memcpy(v[n].name, e->d_name, sizeof v[n].name);
+        v[n].used = st.st_mtim;
+        v[n].empty = s_index_count(path) == 0;
+        n++;
+    }
+    closedir(d);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    qsort(v, n, sizeof *v, s_by_use); /* least recently used first */
+    size_t have = n;
+    for (size_t i = 0; i < n && have >= (size_t)max_models; i++) {
+        if (!v[i].empty || !strcmp(v[i].name, keep_hex) || s_remove_model_dir(dir, v[i].name)) continue;
+        have--;
+        st_log(ST_LOG_INFO, "removed the empty store of model %.16s... (least recently used) to keep at most %d models",
+               v[i].name, max_models);
+    }
+    free(v);
+    if (have >= (size_t)max_models)
+        return st_fail(ST_ERANGE, "%s holds %zu model stores with experts or in use, the most kept (%d)", dir, have,
+                       max_models);
+    return 0;
 }
 
 const st_wire_shape_t *st_store_shape(const st_store_t *s) { return &s->shape; }

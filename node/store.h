@@ -8,6 +8,10 @@
  * after each expert completes, and only after the expert's data are synced:
  * a crash leaves the old index or the new one, never a half-written one.
  *
+ * A directory is made only for a model the node is assigned, and their
+ * number is bounded (st_store_make_room): a peer that names many models
+ * cannot fill the disk with empty stores.
+ *
  * Nothing on disk is trusted: the index is checked field by field and by its
  * own hash, every record is re-hashed when the store is opened and again on
  * every read; a record that does not match is dropped.
@@ -24,9 +28,19 @@
 typedef struct st_store st_store_t;
 
 /* Opens (creating when needed) the store of shape's model under dir and
- * verifies every record the index lists. NULL on failure (logged). */
+ * verifies every record the index lists; marks it as just used. NULL on
+ * failure (logged). */
 st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape);
 void st_store_close(st_store_t **s);
+
+/* Whether dir already holds a store (a directory) for shape's model. */
+bool st_store_exists(const char *dir, const st_wire_shape_t *shape);
+/* Makes room under dir for one more model's store: while dir holds
+ * max_models model directories or more, removes the least recently used one
+ * that holds no expert (logged), never keep's (a model hash, or NULL). 0;
+ * ST_ERANGE when the rest all hold experts (the empty ones are removed all
+ * the same); ST_EIO. */
+int st_store_make_room(const char *dir, int max_models, const uint8_t *keep);
 
 const st_wire_shape_t *st_store_shape(const st_store_t *s);
 /* Bytes of one record: the largest layer's expert bytes rounded up to 4096

@@ -976,3 +976,105 @@ static void s_hostile_tries(bool curve) {
 
 Test(node, peer_that_floods_and_vanishes_cannot_kill_it) { s_hostile_tries(false); }
 Test(node, curve_peer_that_floods_and_vanishes_cannot_kill_it) { s_hostile_tries(true); }
+
+/* Number of model stores (directories named by a 64-digit hex hash) under dir. */
+static int s_model_dirs(const char *dir) {
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "find '%s' -mindepth 1 -maxdepth 1 -type d -regextype egrep -regex '.*/[0-9a-f]{64}'",
+             dir);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    int n = 0;
+    char line[512];
+    while (fgets(line, sizeof line, f)) n++;
+    pclose(f);
+    return n;
+}
+
+/* ASSIGN of every expert of md's shape under another model hash; the reply's type. */
+static int s_assign_as(client_t *c, model_t *md, const uint8_t hash[32], char err[ST_WIRE_MAX_ERRMSG + 1]) {
+    const uint32_t n = md->shape.n_layer * md->shape.n_expert;
+    st_wire_ref_t *refs = calloc(n, sizeof *refs);
+    for (uint32_t k = 0; k < n; k++) {
+        refs[k] = (st_wire_ref_t){.layer = k / md->shape.n_expert, .expert = k % md->shape.n_expert, .has_hash = true};
+        memcpy(refs[k].hash, md->hash[k], 32);
+    }
+    st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
+    m.assign = (st_wire_assign_t){.shape = md->shape, .n_experts = n, .experts = refs};
+    memcpy(m.assign.shape.model_hash, hash, 32);
+    st_wire_rx_t rx;
+    s_call(c, &m, NULL, 0, &rx);
+    const int type = rx.msg.type;
+    memcpy(err, type == ST_MSG_ERROR ? rx.msg.error.message : "", type == ST_MSG_ERROR ? ST_WIRE_MAX_ERRMSG + 1 : 1);
+    st_wire_rx_clear(&rx);
+    free(refs);
+    return type;
+}
+
+/* Issue 12: 200 HELLOs with random model hashes left 200 empty store
+ * directories. A model's directory is now made at its first ASSIGN only, a
+ * HELLO for an unknown model leaves the model being served alone, and
+ * --max-models bounds the stores kept: the least recently used empty one is
+ * removed (logged), and an ASSIGN that would need more than that is refused. */
+Test(node, store_directories_only_for_assigned_models_and_bounded) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    char bin[1024], log[300];
+    snprintf(bin, sizeof bin, "%s/st-node", ST_BINARY_DIR);
+    snprintf(log, sizeof log, "%s.log", g_store); /* beside the store: not a model directory */
+    const char *argv[] = {bin,  "--listen", "tcp://127.0.0.1:*", "--mem", "256M",      "--store",      g_store,
+                          "-t", "2",        "--insecure",        "--id",  "test-node", "--max-models", "3",
+                          NULL};
+    node_proc_t p = {0};
+    cr_assert_eq(st_test_node_start(&p.p, argv, log, DEADLINE_MS), 0);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    cr_assert_eq(s_do_hello(&c, &md), 0);
+    cr_assert_eq(s_model_dirs(g_store), 0, "a HELLO made a store directory");
+    s_do_assign(&c, &md, 0);
+    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    cr_assert_eq(s_model_dirs(g_store), 1);
+
+    /* 200 HELLOs naming random models: nothing held, nothing made, the model still served */
+    srand(12);
+    for (int i = 0; i < 200; i++) {
+        st_wire_msg_t m = s_hello(&md);
+        for (int j = 0; j < 32; j++) m.hello.shape.model_hash[j] = (uint8_t)rand();
+        st_wire_rx_t rx;
+        s_call(&c, &m, NULL, 0, &rx);
+        cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+        cr_assert_eq(rx.msg.inventory.n_held, 0);
+        cr_assert_gt(rx.msg.inventory.store_free, 0);
+        st_wire_rx_clear(&rx);
+    }
+    cr_assert_eq(s_model_dirs(g_store), 1, "HELLOs for unknown models made store directories");
+    s_check_compute(&c, &md, 1, 3, false, 1);
+
+    /* ASSIGNs of new models: directories made, at most 3 kept */
+    uint8_t r[4][32];
+    for (int i = 0; i < 4; i++) memset(r[i], 0xa0 + i, 32);
+    char err[ST_WIRE_MAX_ERRMSG + 1];
+    cr_assert_eq(s_assign_as(&c, &md, r[0], err), ST_MSG_ASSIGN_ACK, "%s", err);
+    cr_assert_eq(s_assign_as(&c, &md, r[1], err), ST_MSG_ASSIGN_ACK, "%s", err);
+    cr_assert_eq(s_model_dirs(g_store), 3);
+    /* a fourth: the least recently used empty one (r[0]) goes; r[1] is the current model */
+    cr_assert_eq(s_assign_as(&c, &md, r[2], err), ST_MSG_ASSIGN_ACK, "%s", err);
+    cr_assert_eq(s_model_dirs(g_store), 3);
+    cr_assert(st_test_file_has(log, "removed the empty store of model a0a0a0a0", DEADLINE_MS));
+    cr_assert_not(st_test_file_has(log, "removed the empty store of model a1a1a1a1", 0));
+    /* with an expert in each of the three stores, a new model is refused */
+    s_push_expert(&c, &md, 0, 0, ST_WIRE_MAX_CHUNK); /* into r[2]'s store */
+    cr_assert_eq(s_assign_as(&c, &md, r[1], err), ST_MSG_ASSIGN_ACK, "%s", err);
+    s_push_expert(&c, &md, 0, 0, ST_WIRE_MAX_CHUNK); /* into r[1]'s */
+    cr_assert_eq(s_assign_as(&c, &md, r[3], err), ST_MSG_ERROR);
+    cr_assert(strstr(err, "at most 3 models"), "%s", err);
+    cr_assert_eq(s_model_dirs(g_store), 3);
+    /* the node goes on: the real model's store was kept whole */
+    cr_assert_eq(s_do_hello(&c, &md), md.shape.n_layer * md.shape.n_expert);
+    cr_assert_eq(s_do_assign(&c, &md, 0), 0);
+    s_check_compute(&c, &md, 2, 4, false, 2);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    remove(log);
+    s_free_model(&md);
+}

@@ -329,3 +329,73 @@ Test(store, per_layer_expert_sizes) {
     st_store_close(&st);
     free(buf), free(b0), free(b1);
 }
+
+/* Model directories are made for a model only when its store is opened, and
+ * st_store_make_room bounds how many are kept: the least recently used that
+ * hold no expert go first, ones with experts (a valid index listing some) and
+ * the one to keep never do, and anything that is not a model's store stays. */
+Test(store, model_directories_are_bounded) {
+    st_wire_shape_t sh[6];
+    for (int i = 0; i < 6; i++) {
+        sh[i] = s_shape();
+        sh[i].model_hash[0] = (uint8_t)i;
+        cr_assert_not(st_store_exists(g_dir, &sh[i]));
+    }
+    uint8_t h[32];
+    uint8_t *b = s_expert_bytes(&sh[0], 7, h);
+    char path[512];
+    for (int i = 0; i < 5; i++) {
+        st_store_t *st = st_store_open(g_dir, &sh[i]);
+        cr_assert_not_null(st);
+        bool complete = false;
+        if (i == 1 || i == 3) cr_assert_eq(s_push(st, 0, 1, b, h, ST_WIRE_MAX_CHUNK, &complete), 0);
+        st_store_close(&st);
+        cr_assert(st_store_exists(g_dir, &sh[i]));
+    }
+    cr_assert_not(st_store_exists(g_dir, &sh[5]));
+    /* last used in the order 0, 1, 2, 3, 4 (set here: opening them took less than a tick) */
+    char hex[65];
+    for (int i = 0; i < 5; i++) {
+        for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", sh[i].model_hash[j]);
+        snprintf(path, sizeof path, "%s/%s", g_dir, hex);
+        const struct timespec t[2] = {{.tv_sec = 1000000 + i}, {.tv_sec = 1000000 + i}};
+        cr_assert_eq(utimensat(AT_FDCWD, path, t, 0), 0);
+    }
+    /* not model stores: left alone */
+    snprintf(path, sizeof path, "%s/node.key", g_dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/%064d", g_dir, 0); /* a model's name, but a file */
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fclose(f);
+
+    /* 5 stores, at most 4: the two oldest empty ones (0 and 2) go, 1 and 3 hold experts */
+    cr_assert_eq(st_store_make_room(g_dir, 4, NULL), 0);
+    const bool after1[5] = {false, true, false, true, true};
+    for (int i = 0; i < 5; i++) cr_assert_eq(st_store_exists(g_dir, &sh[i]), after1[i], "model %d", i);
+    /* at most 3: only 4 is empty, and it is the one to keep */
+    cr_assert_eq(st_store_make_room(g_dir, 3, sh[4].model_hash), ST_ERANGE);
+    cr_assert(st_store_exists(g_dir, &sh[4]));
+    cr_assert_eq(st_store_make_room(g_dir, 3, NULL), 0);
+    cr_assert_not(st_store_exists(g_dir, &sh[4]));
+    /* at most 2 with 2 stores that hold experts: refused, both kept */
+    cr_assert_eq(st_store_make_room(g_dir, 2, NULL), ST_ERANGE);
+    cr_assert(st_store_exists(g_dir, &sh[1]) && st_store_exists(g_dir, &sh[3]));
+    /* a damaged index lists nothing (the store would start empty): that one may go */
+    for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", sh[3].model_hash[j]);
+    snprintf(path, sizeof path, "%s/%s/index", g_dir, hex);
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, "X", 1, 20), 1);
+    close(fd);
+    cr_assert_eq(st_store_make_room(g_dir, 2, NULL), 0);
+    cr_assert_not(st_store_exists(g_dir, &sh[3]));
+    cr_assert(st_store_exists(g_dir, &sh[1]));
+    snprintf(path, sizeof path, "%s/node.key", g_dir);
+    cr_assert_eq(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/%064d", g_dir, 0);
+    cr_assert_eq(access(path, F_OK), 0);
+    free(b);
+}
