@@ -54,6 +54,8 @@ void st_cli_usage_options(FILE *f) {
             "      --queue N          --http: requests waiting for a free sequence at most (default 64)\n"
             "      --kv-budget SIZE   --http: memory for the KV caches of finished sequences, reused by prompts\n"
             "                         that start the same way (next turns of a conversation); 0 = off (default 512M)\n"
+            "      --drop-old-turns   --http: a conversation too long for the context loses its oldest turns\n"
+            "                         (default: it is refused with 400 and the numbers)\n"
             "      --http-max-conn N  --http: connections at once (default 512)\n"
             "      --http-max-conn-per-ip N  --http: connections at once from one address (default 32)\n"
             "      --http-header-timeout S  --http: seconds a client has to send its request line and headers,\n"
@@ -92,6 +94,7 @@ enum {
     OPT_PARALLEL,
     OPT_QUEUE,
     OPT_KV_BUDGET,
+    OPT_DROP_TURNS,
     OPT_HTTP_MAX_CONN,
     OPT_HTTP_MAX_CONN_IP,
     OPT_HTTP_HEADER_TIMEOUT,
@@ -128,6 +131,7 @@ static const struct option s_opts[] = {{"model", required_argument, 0, 'm'},
                                        {"parallel", required_argument, 0, OPT_PARALLEL},
                                        {"queue", required_argument, 0, OPT_QUEUE},
                                        {"kv-budget", required_argument, 0, OPT_KV_BUDGET},
+                                       {"drop-old-turns", no_argument, 0, OPT_DROP_TURNS},
                                        {"http-max-conn", required_argument, 0, OPT_HTTP_MAX_CONN},
                                        {"http-max-conn-per-ip", required_argument, 0, OPT_HTTP_MAX_CONN_IP},
                                        {"http-header-timeout", required_argument, 0, OPT_HTTP_HEADER_TIMEOUT},
@@ -290,6 +294,7 @@ int st_cli_parse(const char *prog, int argc, char **argv, st_cli_args_t *a, cons
         case OPT_QUEUE:
             if (!st_parse_int(optarg, 0, 1 << 16, &a->queue)) rc = s_bad(prog, "--queue", optarg);
             break;
+        case OPT_DROP_TURNS: a->drop_old_turns = true; break;
         case OPT_KV_BUDGET:
             if (!st_parse_size(optarg, &a->kv_budget)) rc = s_bad(prog, "--kv-budget", optarg);
             break;

@@ -25,6 +25,7 @@ typedef struct {
     long n_predict, threads, ctx, batch;
     long parallel, queue; /* --http: sequences decoded together, requests waiting at most */
     uint64_t kv_budget;   /* --http: bytes of finished sequences' KV kept for prompt reuse (0: off) */
+    bool drop_old_turns;  /* --http: cut a chat too long for the context to its newest turns (else 400) */
     long http_max_conn, http_max_conn_per_ip, http_header_timeout, http_body_timeout; /* --http: limits */
     uint64_t mem; /* --mem SIZE: whole-process budget, experts read from storage (0: off) */
     st_type_t kv_type;

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chat_fit.h"
 #include "chatml.h"
 #include "generate.h"
 #include "server_internal.h"
@@ -230,10 +231,32 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
         status = 400, *err = st_api_error("invalid_request_error", "the model has no tokenizer");
         goto out;
     }
+    int n_use = n_msgs; /* messages in the prompt: --drop-old-turns may leave the oldest out */
+    if (msgs && api->drop_old_turns) {
+        int room = max_tokens > 0 ? max_tokens : api->n_ctx / 4; /* no max_tokens: a quarter for the answer */
+        int nt = 0, rc = st_chat_fit(api->m->tok, msgs, n_msgs, room, api->n_ctx, &n_use, &nt);
+        if (rc == ST_ERANGE) {
+            status =
+                BAD("the conversation's last turn (with the system messages) has %d tokens; with %d for the answer "
+                    "it does not fit the context of %d tokens",
+                    nt, room, api->n_ctx);
+            goto out;
+        }
+        if (rc < 0) {
+            status = 500, *err = st_api_error("server_error", "tokenization failed");
+            goto out;
+        }
+        if (n_use < n_msgs)
+            st_log(ST_LOG_INFO, "--drop-old-turns: the oldest %d of %d messages left out (%d prompt tokens)",
+                   n_msgs - n_use, n_msgs, nt);
+    }
+    const char *hint = msgs && !api->drop_old_turns ? " (a server started with --drop-old-turns leaves out the oldest "
+                                                      "turns instead)"
+                                                    : "";
     /* a raw prompt may hold special tokens; chat contents are text (special tokens only from the template) */
     for (int pass = 0; pass < 2; pass++) {
         int32_t *ids = pass ? out->job.prompt : NULL;
-        int got = msgs ? st_chatml_tokenize(api->m->tok, msgs, n_msgs, ids, n)
+        int got = msgs ? st_chatml_tokenize(api->m->tok, msgs, n_use, ids, n)
                        : st_tokenize(api->m->tok, text, strlen(text), true, ids, n);
         if (pass == 0) n = got;
         if (got < 0 || (pass && got != n)) {
@@ -245,7 +268,7 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
             goto out;
         }
         if (pass == 0 && n >= api->n_ctx) {
-            status = BAD("the prompt has %d tokens; the context holds %d", n, api->n_ctx);
+            status = BAD("the prompt has %d tokens; the context holds %d%s", n, api->n_ctx, hint);
             goto out;
         }
         if (pass == 0 && !(out->job.prompt = malloc((size_t)n * sizeof(int32_t)))) {
@@ -256,7 +279,8 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
     out->job.n_prompt = n;
     if (max_tokens <= 0) max_tokens = api->n_ctx - n;
     if (n + max_tokens > api->n_ctx) {
-        status = BAD("prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens", n, max_tokens, api->n_ctx);
+        status = BAD("prompt (%d tokens) + max_tokens (%d) exceed the context of %d tokens%s", n, max_tokens,
+                     api->n_ctx, hint);
         goto out;
     }
     out->job.max_tokens = max_tokens;

@@ -41,6 +41,7 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
                     .model_name = base ? base + 1 : a->model,
                     .sp = a->sp,
                     .default_max_tokens = a->n_predict > 0 ? (int)a->n_predict : 0,
+                    .drop_old_turns = a->drop_old_turns,
                     .n_ctx = cp.n_ctx};
 
     /* signals go to sigwait below, in no thread a handler */

@@ -102,6 +102,7 @@ typedef struct {
     const char *model_name;
     st_sampler_params_t sp; /* defaults for fields a request leaves out */
     int default_max_tokens; /* <= 0: what the context leaves */
+    bool drop_old_turns;    /* a chat too long for n_ctx loses its oldest turns (else 400) */
     int n_ctx;              /* per sequence */
 } st_api_t;
 
