@@ -2,8 +2,8 @@
  *
  * Each line is a user message; the answer streams in as it is generated
  * (SSE through libcurl's write callback), and the whole conversation is sent
- * each turn (the server keeps no state between requests). Lines are read
- * with libedit (editing, history). Commands: /system TEXT, /reset, /stats,
+ * each turn (the server's prompt cache spares prefilling what it has seen).
+ * Lines are read with libedit (editing, history). Commands: /system TEXT, /reset, /stats,
  * /help, /quit. A coordinator that cannot be reached is named with the
  * reason and what to check, never a bare error code.
  *
