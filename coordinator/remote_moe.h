@@ -1,6 +1,5 @@
 /* remote_moe: the MoE step of the forward pass run on the cluster
- * (an st_moe_backend_t), and the model as the cluster sees it: the experts'
- * shape, the model hash, each expert's BLAKE2b hash and bytes.
+ * (an st_moe_backend_t; the experts' identity is experts.h's).
  *
  * Per layer: prefetch() (right after routing, before attention) picks the
  * node that computes each (token, expert) pair and tells each node which of
@@ -25,38 +24,6 @@
 #include "forward.h"
 #include "model.h"
 #include "placement.h"
-
-/* ---- the model's experts ---------------------------------------------------- */
-
-/* The experts' shape of a loaded model, model_hash included: BLAKE2b-256 over
- * a version tag, the file size, the GGUF header (metadata + tensor infos, all
- * bytes before the data section) and the first and last 4 KiB of every
- * expert tensor. That reads a few MB, not the whole file, and identifies the
- * model (copies of the file keep their identity); the shards themselves are
- * checked with real per-expert hashes. 0 or a negative ST_E* code (ST_EUNSUP
- * when the layers' expert types differ). */
-int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *shape);
-
-/* Copies len bytes at offset of expert (layer, e)'s gate|up|down bytes. */
-int st_remote_expert_read(const st_model_t *m, uint32_t layer, uint32_t e, uint64_t offset, void *dst, size_t len);
-
-typedef struct st_expert_hashes st_expert_hashes_t;
-
-/* Per-expert BLAKE2b-256 hashes, loaded from cache_path when that file
- * matches the model (same model hash, size and mtime), else computed on
- * demand. cache_path may be NULL (no cache). NULL on no memory. */
-st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shape_t *shape, const char *cache_path);
-void st_expert_hashes_destroy(st_expert_hashes_t **h);
-/* Computes the hashes of the flagged experts (n_layer x n_expert flags; NULL:
- * all) not yet known, with n_threads threads. Returns how many were computed. */
-int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_threads);
-/* The hash of (layer, e), or NULL when not computed yet. */
-const uint8_t *st_expert_hash(const st_expert_hashes_t *h, int layer, int e);
-/* Writes the cache file if new hashes were computed (atomically; a failure
- * only warns: the cache is an optimisation). */
-void st_expert_hashes_save(st_expert_hashes_t *h);
-
-/* ---- the backend ------------------------------------------------------------ */
 
 typedef struct {
     int timeout_ms; /* deadline of one EXPERT_COMPUTE round trip */
@@ -106,10 +73,13 @@ const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r);
 
 /* One node's totals over closed steps (prefill and decode): round trips,
- * node compute time, expert cache hits and misses it reported (the HTTP
- * server's cluster view and /metrics). Zeros for a bad node index. */
+ * node compute time, expert cache hits and misses it reported, and the
+ * summed round-trip time of its requests (sending an EXPERT_COMPUTE to its
+ * result: network and compute; the HTTP server's cluster view and /metrics).
+ * Zeros for a bad node index. */
 typedef struct {
     uint64_t round_trips, compute_us, cache_hits, cache_misses;
+    double rtt_ms;
 } st_remote_node_totals_t;
 st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node);
 

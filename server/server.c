@@ -35,7 +35,6 @@ int st_server_main(const char *prog, const st_cli_args_t *a, const st_model_t *m
         return status;
     }
 
-    if (view && view->attach) view->attach(view->arg, c);
     const char *base = strrchr(a->model, '/');
     st_api_t api = {.m = m,
                     .model_name = base ? base + 1 : a->model,

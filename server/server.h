@@ -25,8 +25,6 @@ typedef struct {
      * node to nodes (see README "Serving": url, up, mem_budget, experts, ...).
      * May be NULL (single process). */
     void (*nodes)(void *arg, cJSON *nodes);
-    /* Called once the context exists and the hooks' on_ctx ran (may be NULL). */
-    void (*attach)(void *arg, st_ctx_t *c);
     /* Called on the scheduler thread about ten times a second while no
      * sequence runs (may be NULL): a cluster notices nodes that leave, come
      * back or join without waiting for the next request. */

@@ -1,0 +1,505 @@
+/* setup: the coordinator's cluster as steps (see setup.h). */
+#include "setup.h"
+
+#include <errno.h>
+#include <math.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "curve.h"
+#include "st_log.h"
+
+#define PROG "st-coordinator"
+
+/* Nodes that answer within this of the first are placed together: nodes
+ * booting together would otherwise each take a placement (and pushes) of
+ * their own. */
+#define JOIN_GRACE_MS 1000
+
+struct st_coord {
+    st_coord_opts_t o;
+    const st_model_t *m;
+    st_wire_shape_t shape;
+    st_node_addr_t *addrs; /* the nodes given at the start */
+    int n_addrs;
+    st_cluster_t *cl;
+    st_expert_hashes_t *hashes;
+    st_placement_t *pl; /* NULL: no node placed yet */
+    st_remote_moe_t *rm;
+    bool waiting;         /* for --min-nodes */
+    double wait_until_ms; /* --min-nodes-timeout (INFINITY: none) */
+};
+
+/* ---- node list ------------------------------------------------------------ */
+
+static int s_add_node(st_node_addr_t **v, int *n, const char *url, size_t url_len, const char *key, size_t key_len) {
+    if (url_len == 0 || url_len >= sizeof((*v)->url)) {
+        fprintf(stderr, PROG ": bad node address '%.*s'\n", (int)url_len, url);
+        return -1;
+    }
+    if (key_len && key_len != ST_Z85_KEY_LEN) {
+        fprintf(stderr, PROG ": node %.*s: the public key must be %d Z85 characters\n", (int)url_len, url,
+                ST_Z85_KEY_LEN);
+        return -1;
+    }
+    const bool bare = !memmem(url, url_len, "://", 3); /* HOST:PORT, as st-node --listen takes it */
+    if (bare && url_len + 6 >= sizeof((*v)->url)) {
+        fprintf(stderr, PROG ": bad node address '%.*s'\n", (int)url_len, url);
+        return -1;
+    }
+    st_node_addr_t *nv = realloc(*v, (size_t)(*n + 1) * sizeof *nv);
+    if (!nv) return -1;
+    *v = nv;
+    memset(&nv[*n], 0, sizeof nv[*n]);
+    snprintf(nv[*n].url, sizeof nv[*n].url, "%s%.*s", bare ? "tcp://" : "", (int)url_len, url);
+    memcpy(nv[*n].server_key, key, key_len);
+    (*n)++;
+    return 0;
+}
+
+st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, int *n) {
+    st_node_addr_t *v = NULL;
+    *n = 0;
+    if (nodes) {
+        for (const char *p = nodes; *p;) {
+            size_t len = strcspn(p, ",");
+            if (len && s_add_node(&v, n, p, len, "", 0) < 0) goto fail;
+            p += len + (p[len] == ',');
+        }
+    }
+    if (cluster_file) {
+        FILE *f = fopen(cluster_file, "r");
+        if (!f) {
+            fprintf(stderr, PROG ": cannot read the cluster file %s: %s\n", cluster_file, strerror(errno));
+            goto fail;
+        }
+        char line[1024];
+        while (fgets(line, sizeof line, f)) {
+            line[strcspn(line, "\r\n")] = '\0';
+            const char *url = line + strspn(line, " \t");
+            if (*url == '#') continue; /* only a whole line: '#' is also a Z85 character, so keys may hold it */
+            size_t ul = strcspn(url, " \t");
+            const char *key = url + ul + strspn(url + ul, " \t");
+            size_t kl = strcspn(key, " \t");
+            if (ul && s_add_node(&v, n, url, ul, key, kl) < 0) {
+                fclose(f);
+                goto fail;
+            }
+        }
+        fclose(f);
+    }
+    if (*n == 0) {
+        fprintf(stderr, PROG ": no nodes: give --nodes URL,... or --cluster FILE\n");
+        goto fail;
+    }
+    return v;
+fail:
+    free(v);
+    return NULL;
+}
+
+/* ---- state files beside the model ----------------------------------------- */
+
+/* path of the state file MODEL+suffix, in state_dir or beside the model */
+static void s_state_path(const st_coord_t *c, const char *suffix, char *out, size_t cap) {
+    const char *model = c->o.model_path;
+    if (!c->o.state_dir) {
+        snprintf(out, cap, "%s%s", model, suffix);
+        return;
+    }
+    const char *base = strrchr(model, '/');
+    snprintf(out, cap, "%s/%s%s", c->o.state_dir, base ? base + 1 : model, suffix);
+}
+
+/* Routing profile: "st-profile 1 L X" then L lines of X counts. */
+static uint64_t *s_profile_load(const char *path, int L, int X) {
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    int v, l, x;
+    uint64_t *c = NULL;
+    if (fscanf(f, "st-profile %d %d %d", &v, &l, &x) == 3 && v == 1 && l == L && x == X &&
+        (c = calloc((size_t)L * X, sizeof *c))) {
+        for (size_t i = 0; i < (size_t)L * X; i++) {
+            unsigned long long u;
+            if (fscanf(f, "%llu", &u) != 1) {
+                free(c);
+                c = NULL;
+                break;
+            }
+            c[i] = u;
+        }
+    }
+    fclose(f);
+    return c;
+}
+
+static void s_profile_save(const char *path, const uint64_t *add, int L, int X) {
+    uint64_t *c = s_profile_load(path, L, X);
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+    FILE *f = fopen(tmp, "w");
+    bool ok = f != NULL;
+    if (f) {
+        fprintf(f, "st-profile 1 %d %d\n", L, X);
+        for (int l = 0; l < L; l++)
+            for (int e = 0; e < X; e++)
+                fprintf(f, "%llu%c", (unsigned long long)(add[l * X + e] + (c ? c[l * X + e] : 0)),
+                        e + 1 == X ? '\n' : ' ');
+        ok = fclose(f) == 0;
+    }
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        st_log(ST_LOG_WARN, "cannot write the routing profile %s", path);
+    }
+    free(c);
+}
+
+/* ---- placement ------------------------------------------------------------ */
+
+static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, void *dst, size_t len) {
+    return st_remote_expert_read(((st_coord_t *)arg)->m, layer, e, off, dst, len);
+}
+
+/* Places the experts over the nodes and sends each node up its ASSIGN, then
+ * pushes what it lacks. A node "holds" an expert when its INVENTORY showed
+ * it with the right hash, or when it is in the share it was last assigned
+ * (and pushed): placement keeps experts where they are, so when a node joins
+ * only what it takes over moves. At a join, a node that is down but has a
+ * share keeps it (it rejoins later) instead of handing it to the others.
+ * *out gets the placement (NULL when no node is up). 0, or an exit status. */
+static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
+    const st_coord_opts_t *ca = &c->o;
+    const st_model_t *m = c->m;
+    const int L = m->cfg.n_layer, X = m->cfg.n_expert, N = st_cluster_n_nodes(c->cl);
+    const int up = st_cluster_n_up(c->cl);
+    char path[4096], hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, c->shape.model_hash, ST_WIRE_HASH_BYTES);
+    st_place_node_t *pn = calloc((size_t)N, sizeof *pn);
+    uint8_t *held = calloc((size_t)N * L * X, 1);
+    double *prof = NULL;
+    s_state_path(c, ".st-profile", path, sizeof path);
+    uint64_t *counts = s_profile_load(path, L, X);
+    if (counts && (prof = calloc((size_t)L * X, sizeof *prof)))
+        for (size_t i = 0; i < (size_t)L * X; i++) prof[i] = (double)counts[i];
+    free(counts);
+    const char **names = calloc((size_t)N, sizeof *names);
+    st_cluster_assign_t *as = calloc((size_t)N, sizeof *as);
+    uint32_t *before = calloc((size_t)N, sizeof *before); /* experts of each node's previous share */
+    st_placement_t *pl = NULL;
+    int rc = pn && held && names && as && before ? 0 : 1;
+    uint64_t held_total = 0;
+    for (int i = 0; rc == 0 && i < N; i++) {
+        names[i] = st_cluster_url(c->cl, i);
+        const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
+        const st_wire_ref_t *share = st_cluster_share(c->cl, i, &before[i]);
+        if ((!st_cluster_is_up(c->cl, i) && !(join && before[i])) || !inv) continue; /* budget 0: gets nothing */
+        uint8_t *h = held + (size_t)i * L * X;
+        for (uint32_t k = 0; k < inv->n_held; k++) {
+            const st_wire_ref_t *r = &inv->held[k];
+            const uint8_t *want = st_expert_hash(c->hashes, (int)r->layer, (int)r->expert);
+            if (r->layer < (uint32_t)L && r->expert < (uint32_t)X && r->has_hash && want &&
+                !memcmp(want, r->hash, ST_WIRE_HASH_BYTES))
+                h[r->layer * X + r->expert] = 1;
+        }
+        for (uint32_t k = 0; k < before[i]; k++)
+            if (share[k].layer < (uint32_t)L && share[k].expert < (uint32_t)X)
+                h[share[k].layer * X + share[k].expert] = 1;
+        uint64_t n_held = 0;
+        for (int s = 0; s < L * X; s++) n_held += h[s];
+        held_total += n_held;
+        /* a store record fits the largest layer's expert */
+        pn[i] = (st_place_node_t){inv->mem_budget, n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free, h};
+        st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
+               inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
+               (unsigned long long)n_held);
+    }
+    uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
+    for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
+    if (rc == 0 && up > 0) { /* nobody up: no placement (NULL), every expert computed here */
+        st_place_params_t pp = {.n_layer = L,
+                                .n_expert = X,
+                                .replication = (int)ca->replication,
+                                .profile = prof,
+                                .pin_fraction = ca->pin_fraction,
+                                .layer_bytes = layer_bytes};
+        if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
+    }
+    if (rc == 0 && up > 0) {
+        st_placement_print(pl, stderr, names);
+        s_state_path(c, ".placement.json", path, sizeof path);
+        if (st_placement_save_json(pl, path, names, hex) < 0)
+            st_log(ST_LOG_WARN, "placement not saved");
+        else
+            st_log(ST_LOG_INFO, "placement saved to %s", path);
+    }
+
+    /* ASSIGN and push */
+    if (rc == 0 && up > 0) {
+        for (int i = 0; i < N; i++) {
+            int n = st_placement_node_experts(pl, i);
+            as[i].experts = calloc((size_t)n + 1, sizeof *as[i].experts);
+            as[i].pinned = calloc((size_t)n + 1, sizeof *as[i].pinned);
+            if (!as[i].experts || !as[i].pinned) {
+                rc = 1;
+                break;
+            }
+            for (int l = 0; l < L; l++)
+                for (int e = 0; e < X; e++) {
+                    if (!st_placement_owns(pl, i, l, e)) continue;
+                    st_wire_ref_t r = {(uint32_t)l, (uint32_t)e, true, {0}};
+                    memcpy(r.hash, st_expert_hash(c->hashes, l, e), ST_WIRE_HASH_BYTES);
+                    as[i].experts[as[i].n_experts++] = r;
+                    if (st_placement_pinned(pl, i, l, e)) as[i].pinned[as[i].n_pinned++] = r;
+                }
+        }
+        if (rc == 0) {
+            st_cluster_assign(c->cl, as);
+            uint32_t missing = 0;
+            for (int i = 0; i < N; i++)
+                if (st_cluster_is_up(c->cl, i)) missing += as[i].n_missing;
+            int64_t pushed = st_cluster_push(c->cl, as, s_read_shard, c, (int)ca->push_timeout_ms, ca->quiet_push);
+            if (pushed < 0)
+                rc = 1;
+            else if (!join)
+                fprintf(stderr, "cluster: %d of %d nodes up, %llu experts already held, %u pushed (%lld shard bytes)\n",
+                        st_cluster_n_up(c->cl), N, (unsigned long long)held_total, missing, (long long)pushed);
+            else { /* what moved: per node, experts before -> after and how many it was sent */
+                fprintf(stderr, "cluster: join: %d of %d nodes up, %u experts pushed (%lld shard bytes);",
+                        st_cluster_n_up(c->cl), N, missing, (long long)pushed);
+                for (int i = 0; i < N; i++)
+                    fprintf(stderr, " node %d %u -> %u experts, %u pushed;", i, before[i], as[i].n_experts,
+                            st_cluster_is_up(c->cl, i) ? as[i].n_missing : 0);
+                fprintf(stderr, "\n");
+            }
+        }
+    }
+    st_cluster_assign_free(as, N);
+    free(as);
+    free(pn);
+    free(held);
+    free(prof);
+    free(names);
+    free(before);
+    if (rc) st_placement_destroy(&pl);
+    *out = pl;
+    return rc;
+}
+
+/* ---- setup ------------------------------------------------------------------ */
+
+st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st_node_addr_t *nodes, int n_nodes) {
+    st_coord_t *c = calloc(1, sizeof *c);
+    if (!c || !(c->addrs = malloc((size_t)n_nodes * sizeof *c->addrs))) {
+        free(c);
+        st_fail(ST_ENOMEM, "no memory");
+        return NULL;
+    }
+    c->o = *o;
+    c->m = m;
+    memcpy(c->addrs, nodes, (size_t)n_nodes * sizeof *nodes);
+    c->n_addrs = n_nodes;
+    if (st_remote_model_shape(m, &c->shape) < 0) st_coord_destroy(&c);
+    return c;
+}
+
+void st_coord_destroy(st_coord_t **cp) {
+    st_coord_t *c = *cp;
+    if (!c) return;
+    st_remote_moe_destroy(&c->rm);
+    st_placement_destroy(&c->pl);
+    st_expert_hashes_destroy(&c->hashes);
+    st_cluster_destroy(&c->cl);
+    free(c->addrs);
+    free(c);
+    *cp = NULL;
+}
+
+int st_coord_setup(st_coord_t *c) {
+    const st_coord_opts_t *o = &c->o;
+    char path[4096];
+    st_cluster_opts_t co = {.insecure = o->insecure, .timeout_ms = (int)o->timeout_ms, .id = o->id};
+    co.max_frame = (int64_t)st_wire_max_result_frame(&c->shape) + 4096;
+    if (o->insecure)
+        st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
+    else if (st_curve_load_secret(o->key_file, co.secret_key, co.public_key) < 0)
+        return 1;
+    c->cl = st_cluster_new(c->addrs, c->n_addrs, &co);
+    sodium_memzero(co.secret_key, sizeof co.secret_key);
+    if (!c->cl) return 1;
+
+    int up = st_cluster_hello(c->cl, &c->shape);
+    if (up < 0) return 1;
+    if (up == 0 && !o->min_nodes) {
+        if (o->no_fallback) {
+            fprintf(stderr, PROG ": no node answered (see above) and --no-fallback is set\n");
+            return 1;
+        }
+        st_log(ST_LOG_WARN, "no node answered: every expert is computed here, from the model file, until nodes "
+                            "answer (they are probed)");
+    }
+
+    /* expert hashes: the ASSIGN carries one per expert, and held shards are checked against them */
+    s_state_path(c, ".st-hashes", path, sizeof path);
+    c->hashes = st_expert_hashes_new(c->m, &c->shape, path);
+    if (!c->hashes || st_expert_hashes_fill(c->hashes, NULL, (int)o->threads) < 0) return 1;
+    st_expert_hashes_save(c->hashes);
+
+    c->wait_until_ms = o->min_nodes_timeout_s ? st_now_ms() + 1e3 * (double)o->min_nodes_timeout_s : INFINITY;
+    c->waiting = up < o->min_nodes;
+    if (c->waiting) { /* placed once enough nodes answered (st_coord_join), not over the first ones */
+        st_log(ST_LOG_INFO, "waiting for %ld nodes (--min-nodes): %d up; the experts are placed when they answer",
+               o->min_nodes, up);
+        return 0;
+    }
+    int rc = s_place(c, &c->pl, false);
+    if (rc) return rc;
+    if (st_cluster_n_up(c->cl) < up && o->no_fallback) {
+        fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
+        return 1;
+    }
+    return 0;
+}
+
+bool st_coord_waiting(st_coord_t *c, char *why, size_t cap) {
+    if (!c->waiting || !c->cl) return false;
+    const int up = st_cluster_n_up(c->cl), want = (int)c->o.min_nodes;
+    if (up >= want) {
+        st_log(ST_LOG_INFO, "%d of %d nodes up (--min-nodes %d): going on", up, st_cluster_n_nodes(c->cl), want);
+        c->waiting = false;
+    } else if (st_now_ms() > c->wait_until_ms) {
+        st_log(ST_LOG_WARN,
+               "--min-nodes %d: only %d node(s) up after %ld s: going on with them, the others join when they answer",
+               want, up, c->o.min_nodes_timeout_s);
+        c->waiting = false;
+    } else if (why) {
+        snprintf(why, cap, "%d of the %d nodes of --min-nodes up, %d answered", up, want,
+                 up + st_cluster_n_joining(c->cl, NULL));
+    }
+    return c->waiting;
+}
+
+int st_coord_wait(st_coord_t *c) {
+    while (st_coord_waiting(c, NULL, 0)) {
+        st_coord_between_steps(c);
+        if (st_cluster_idle(c->cl, 100) < 0) return 1;
+    }
+    st_coord_join(c); /* after --min-nodes-timeout: the nodes that are up */
+    if (st_cluster_n_up(c->cl) == 0 && c->o.no_fallback) {
+        fprintf(stderr, PROG ": no node is up (see above) and --no-fallback is set\n");
+        return 1;
+    }
+    return 0;
+}
+
+int st_coord_max_batch(const st_coord_t *c, int n_batch) {
+    uint32_t max_tok = st_wire_max_tokens(&c->shape); /* one EXPERT_COMPUTE per node per layer and batch */
+    if ((uint32_t)n_batch <= max_tok) return n_batch;
+    st_log(ST_LOG_INFO, "--batch %d capped at %u tokens (the largest expert request)", n_batch, max_tok);
+    return (int)max_tok;
+}
+
+int st_coord_attach(st_coord_t *c, st_ctx_t *ctx) {
+    st_remote_opts_t ro = {(int)c->o.timeout_ms, !c->o.no_fallback, !c->o.no_prefetch, c->o.stats};
+    st_remote_moe_destroy(&c->rm);
+    c->rm = st_remote_moe_new(ctx, c->cl, c->pl, &ro);
+    if (!c->rm) return ST_ENOMEM;
+    st_moe_backend_t b = st_remote_moe_backend(c->rm);
+    st_ctx_set_moe(ctx, &b);
+    return 0;
+}
+
+/* ---- between steps: nodes that come back, join, are added --------------------- */
+
+void st_coord_between_steps(st_coord_t *c) {
+    if (!c->cl) return;
+    st_cluster_maintain(c->cl);
+    st_coord_join(c);
+}
+
+void st_coord_idle(st_coord_t *c) {
+    if (!c->cl) return;
+    st_coord_between_steps(c);
+    st_cluster_idle(c->cl, 0);
+}
+
+int st_coord_join(st_coord_t *c) {
+    if (!c->cl) return 0;
+    double first;
+    const int n = st_cluster_n_joining(c->cl, &first), up = st_cluster_n_up(c->cl);
+    bool due = n > 0 && st_now_ms() - first >= JOIN_GRACE_MS;
+    if (c->waiting) /* --min-nodes: once, when enough have answered */
+        due = (n > 0 || !c->pl) && up + n >= c->o.min_nodes;
+    else if (!c->pl && up > 0) /* --min-nodes-timeout passed: the nodes that are up */
+        due = true;
+    if (!due) return 0;
+    const double t0 = st_now_ms();
+    st_cluster_admit(c->cl);
+    st_log(ST_LOG_INFO, "%d node(s) joining, %d up: placing the experts again", n, up);
+    st_placement_t *pl = NULL;
+    if (s_place(c, &pl, true) != 0 || (c->rm && st_remote_moe_set_placement(c->rm, pl) < 0)) {
+        st_log(ST_LOG_WARN, "no new placement: the joining nodes get nothing");
+        st_placement_destroy(&pl);
+        return 0;
+    }
+    st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
+    c->pl = pl;
+    st_log(ST_LOG_INFO, "experts placed over %d node(s) in %.0f ms", st_cluster_n_up(c->cl), st_now_ms() - t0);
+    return n;
+}
+
+int st_coord_reread(st_coord_t *c) {
+    const char *file = c->o.cluster_file;
+    if (!file) {
+        st_log(ST_LOG_INFO, "SIGHUP: the nodes come from --nodes: nothing to re-read (list them in --cluster FILE "
+                            "to add nodes to a running coordinator)");
+        return 0;
+    }
+    if (!c->cl) return 0;
+    int n_all = 0;
+    st_node_addr_t *all = st_coord_node_list(NULL, file, &n_all);
+    if (!all) {
+        st_log(ST_LOG_WARN, "SIGHUP: the cluster file %s is unreadable or empty: nothing changes", file);
+        return 0;
+    }
+    int n_add = 0;
+    for (int i = 0; i < n_all; i++) {
+        bool known = false;
+        for (int k = 0; k < st_cluster_n_nodes(c->cl) && !known; k++)
+            known = !strcmp(all[i].url, st_cluster_url(c->cl, k));
+        for (int k = 0; k < n_add && !known; k++) known = !strcmp(all[i].url, all[k].url);
+        if (!known) all[n_add++] = all[i];
+    }
+    int added = n_add ? st_cluster_add(c->cl, all, n_add) : 0;
+    free(all);
+    if (added < 0)
+        st_log(ST_LOG_WARN, "SIGHUP: the new nodes could not be added");
+    else if (n_add == 0)
+        st_log(ST_LOG_INFO, "SIGHUP: no new node in the cluster file");
+    else
+        st_log(ST_LOG_INFO, "SIGHUP: %d new node(s) in the cluster file: they join when they answer", added);
+    return added > 0 ? added : 0;
+}
+
+/* ---- the end of a run -------------------------------------------------------- */
+
+void st_coord_print_stats(st_coord_t *c, FILE *f) {
+    if (!c->rm) return;
+    st_remote_moe_finish(c->rm);
+    st_remote_moe_print_stats(c->rm, f);
+}
+
+void st_coord_save(st_coord_t *c) {
+    if (!c->rm) return;
+    char path[4096];
+    st_remote_moe_finish(c->rm);
+    s_state_path(c, ".st-profile", path, sizeof path);
+    s_profile_save(path, st_remote_moe_route_counts(c->rm), c->m->cfg.n_layer, c->m->cfg.n_expert);
+}
+
+const st_cluster_t *st_coord_cluster(const st_coord_t *c) { return c->cl; }
+const st_placement_t *st_coord_placement(const st_coord_t *c) { return c->pl; }
+const st_remote_moe_t *st_coord_remote(const st_coord_t *c) { return c->rm; }

@@ -1,0 +1,146 @@
+/* The coordinator's setup steps (coordinator/setup.c) driven without
+ * st-coordinator's main: st_coord_setup against real st-node processes
+ * (plain TCP on 127.0.0.1), then the between-steps work as a generation
+ * loop or an idle server calls it. Placement counts are checked against the
+ * model's n_layer x n_expert experts, and what moves at a join against what
+ * each node held before. */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "setup.h"
+#include "st_log.h"
+#include "testutil.h"
+
+#define BIN ST_BINARY_DIR
+
+static char g_dir[64];
+static st_test_node_t g_nodes[2];
+
+static void setup(void) {
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-setup-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void teardown(void) {
+    st_test_kill_all();
+    st_test_system("rm -rf '%s'", g_dir);
+}
+
+TestSuite(setup, .init = setup, .fini = teardown, .timeout = 120);
+
+static st_model_t *s_model(void) {
+    static char path[1024];
+    const char *args[] = {"--type", "f32", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    st_model_t *m = st_model_load_streaming(path);
+    cr_assert_not_null(m);
+    return m;
+}
+
+static void s_node_start(int i, const char *listen) {
+    char log[300], store[300];
+    snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
+    snprintf(store, sizeof store, "%s/store-%d", g_dir, i);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
+                          store,          "-t",       "1",    "--insecure", NULL};
+    cr_assert_eq(st_test_node_start(&g_nodes[i], argv, log, 10000), 0, "node %d exited (log %s)", i, log);
+}
+
+static int s_experts(const st_coord_t *c, int node) {
+    const st_placement_t *pl = st_coord_placement(c);
+    return pl && node < st_placement_n_nodes(pl) ? st_placement_node_experts(pl, node) : 0;
+}
+
+/* Node 0 answers at setup and is given every expert; node 1, listed but not
+ * running, is in no placement. Started later, it is probed, answers and
+ * joins while the loop calls st_coord_idle: it takes a share that node 0
+ * gives up, and nothing else moves. */
+Test(setup, a_node_that_answers_late_joins_and_takes_a_share) {
+    st_model_t *m = s_model();
+    const int total = m->cfg.n_layer * m->cfg.n_expert;
+    s_node_start(0, "tcp://127.0.0.1:*");
+    s_node_start(1, "tcp://127.0.0.1:*");
+    char url1[128];
+    snprintf(url1, sizeof url1, "%s", g_nodes[1].url);
+    st_test_node_stop(&g_nodes[1], SIGTERM); /* its address is known; it is down */
+
+    st_node_addr_t addrs[2] = {0};
+    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_nodes[0].url);
+    snprintf(addrs[1].url, sizeof addrs[1].url, "%s", url1);
+    st_coord_opts_t o = {.insecure = true,
+                         .state_dir = g_dir,
+                         .model_path = "setup-test.gguf",
+                         .quiet_push = true,
+                         .replication = 1,
+                         .timeout_ms = 1000,
+                         .push_timeout_ms = 10000,
+                         .threads = 1,
+                         .pin_fraction = 0.5};
+    st_coord_t *c = st_coord_new(m, &o, addrs, 2);
+    cr_assert_not_null(c);
+    cr_assert_eq(st_coord_setup(c), 0);
+    const st_cluster_t *cl = st_coord_cluster(c);
+    cr_assert(st_cluster_is_up(cl, 0));
+    cr_assert(!st_cluster_is_up(cl, 1));
+    cr_assert_eq(s_experts(c, 0), total, "node 0 should hold all %d experts", total);
+    cr_assert_eq(s_experts(c, 1), 0);
+    cr_assert(!st_coord_waiting(c, NULL, 0), "no --min-nodes: nothing to wait for");
+
+    s_node_start(1, url1);
+    const double dl = st_now_ms() + 15000;
+    while (!(st_cluster_is_up(cl, 1) && s_experts(c, 1) > 0)) {
+        cr_assert_lt(st_now_ms(), dl, "node 1 did not join within 15 s");
+        st_coord_idle(c);
+        poll(NULL, 0, 20); /* the idle server's pace, bounded by the deadline */
+    }
+    const int e0 = s_experts(c, 0), e1 = s_experts(c, 1);
+    cr_log_info("after the join: node 0 %d experts, node 1 %d", e0, e1);
+    cr_assert_eq(e0 + e1, total, "each expert once (replication 1)");
+    cr_assert_gt(e1, total / 4, "node 1 (same budget) should take about half, took %d of %d", e1, total);
+    for (int l = 0; l < m->cfg.n_layer; l++) /* one owner each: nothing was copied instead of moved */
+        for (int e = 0; e < m->cfg.n_expert; e++) cr_assert_eq(st_placement_n_owners(st_coord_placement(c), l, e), 1);
+    st_coord_destroy(&c);
+    st_model_destroy(&m);
+}
+
+/* --min-nodes 2 with one node up: st_coord_setup places nothing yet and
+ * st_coord_waiting says why; the time limit ends the wait, and st_coord_wait
+ * then places the experts on the node that is up. */
+Test(setup, min_nodes_defers_the_placement_until_the_time_limit) {
+    st_model_t *m = s_model();
+    s_node_start(0, "tcp://127.0.0.1:*");
+    st_node_addr_t addrs[2] = {0};
+    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_nodes[0].url);
+    snprintf(addrs[1].url, sizeof addrs[1].url, "tcp://127.0.0.1:9"); /* nothing listens */
+    st_coord_opts_t o = {.insecure = true,
+                         .state_dir = g_dir,
+                         .model_path = "setup-test.gguf",
+                         .quiet_push = true,
+                         .replication = 1,
+                         .timeout_ms = 1000,
+                         .push_timeout_ms = 10000,
+                         .threads = 1,
+                         .min_nodes = 2,
+                         .min_nodes_timeout_s = 1,
+                         .pin_fraction = 0.5};
+    st_coord_t *c = st_coord_new(m, &o, addrs, 2);
+    cr_assert_not_null(c);
+    cr_assert_eq(st_coord_setup(c), 0);
+    cr_assert_null(st_coord_placement(c), "placed before --min-nodes were up");
+    char why[200] = "";
+    cr_assert(st_coord_waiting(c, why, sizeof why));
+    cr_assert_str_eq(why, "1 of the 2 nodes of --min-nodes up, 1 answered");
+    const double t0 = st_now_ms();
+    cr_assert_eq(st_coord_wait(c), 0);
+    cr_assert_geq(st_now_ms() - t0, 500, "the wait ended before its time limit");
+    cr_assert(!st_coord_waiting(c, NULL, 0));
+    cr_assert_eq(s_experts(c, 0), m->cfg.n_layer * m->cfg.n_expert, "the node up was not given the experts");
+    st_coord_destroy(&c);
+    st_model_destroy(&m);
+}
