@@ -23,6 +23,7 @@ struct st_sampler {
     int32_t *count;  /* per id, occurrences in the ring: zero outside st_sampler_sample */
     int n_recent, recent_head;
     uint64_t rng[2];
+    st_sampler_constraint_t con;
 };
 
 st_sampler_params_t st_sampler_default_params(void) {
@@ -138,23 +139,42 @@ static int32_t s_argmax(const float *x, int n) {
     return 0; /* all NaN or -inf */
 }
 
-int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
+void st_sampler_constrain(st_sampler_t *s, const st_sampler_constraint_t *c) {
+    s->con = c ? *c : (st_sampler_constraint_t){0};
+}
+
+/* Penalties over the window, as llama.cpp's penalties sampler: repetition
+ * divides a positive logit (multiplies a negative one), then
+ * logit -= count * frequency + (count > 0) * presence; once per distinct id. */
+static void s_penalize(st_sampler_t *s, float *logits) {
     const int V = s->n_vocab;
-    /* penalties over the window, as llama.cpp's penalties sampler: repetition
-     * divides a positive logit (multiplies a negative one), then
-     * logit -= count * frequency + (count > 0) * presence; once per distinct id */
-    if (s->p.repeat_penalty != 1.0f || s->p.presence_penalty != 0.0f || s->p.frequency_penalty != 0.0f) {
-        for (int i = 0; i < s->n_recent; i++)
-            if (s->recent[i] >= 0 && s->recent[i] < V) s->count[s->recent[i]]++;
-        for (int i = 0; i < s->n_recent; i++) {
-            const int32_t id = s->recent[i];
-            if (id < 0 || id >= V || s->count[id] == 0) continue; /* out of range, or done */
-            float l = logits[id];
-            if (s->p.repeat_penalty != 1.0f) l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
-            logits[id] = l - ((float)s->count[id] * s->p.frequency_penalty + s->p.presence_penalty);
-            s->count[id] = 0;
-        }
+    if (s->p.repeat_penalty == 1.0f && s->p.presence_penalty == 0.0f && s->p.frequency_penalty == 0.0f) return;
+    for (int i = 0; i < s->n_recent; i++)
+        if (s->recent[i] >= 0 && s->recent[i] < V) s->count[s->recent[i]]++;
+    for (int i = 0; i < s->n_recent; i++) {
+        const int32_t id = s->recent[i];
+        if (id < 0 || id >= V || s->count[id] == 0) continue; /* out of range, or done */
+        float l = logits[id];
+        if (s->p.repeat_penalty != 1.0f) l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
+        logits[id] = l - ((float)s->count[id] * s->p.frequency_penalty + s->p.presence_penalty);
+        s->count[id] = 0;
     }
+}
+
+static int32_t s_draw(st_sampler_t *s, float *logits);
+
+int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
+    s_penalize(s, logits);
+    if (!s->con.mask) return s_draw(s, logits);
+    int n_best = s->p.temp <= 0.0f ? 1 : s->p.top_k > 0 ? s->p.top_k : 0;
+    if (s->con.mask(s->con.arg, logits, s->n_vocab, n_best) < 0) return -1;
+    int32_t tok = s_draw(s, logits);
+    return s->con.accept(s->con.arg, tok) < 0 ? -1 : tok;
+}
+
+/* Greedy, or top-k -> top-p -> min-p -> temperature -> draw. */
+static int32_t s_draw(st_sampler_t *s, float *logits) {
+    const int V = s->n_vocab;
     if (s->p.temp <= 0.0f) return s_argmax(logits, V);
     cand_t *c = s->cand;
     int n = s_top_k(c, logits, V, s->p.top_k);
@@ -183,5 +203,6 @@ int32_t st_sampler_sample(st_sampler_t *s, float *logits) {
         acc += c[i].p;
         if (r < acc) return c[i].id;
     }
+    while (n > 1 && c[n - 1].p == 0.0) n--; /* rounding: the last one with a chance (never a masked one) */
     return c[n - 1].id;
 }

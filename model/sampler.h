@@ -28,7 +28,20 @@ void st_sampler_destroy(st_sampler_t **s);
 
 /* Records a token of the context (prompt or generated) for the penalty. */
 void st_sampler_accept(st_sampler_t *s, int32_t token);
-/* Picks a token; logits may be modified (penalties). */
+/* Picks a token; logits may be modified (penalties, constraint). -1 when the
+ * constraint fails (no token allowed, or it refused the one drawn). */
 int32_t st_sampler_sample(st_sampler_t *s, float *logits);
+
+/* An optional limit on what may come next (a grammar: vocab_mask.h). mask
+ * runs after the penalties and sets forbidden logits to -INFINITY, at least
+ * among the n_best best allowed tokens (1 when greedy, top_k, 0 for all);
+ * accept is told the token drawn. Both return 0 or a negative ST_E* code. */
+typedef struct {
+    int (*mask)(void *arg, float *logits, int n_vocab, int n_best);
+    int (*accept)(void *arg, int32_t token);
+    void *arg;
+} st_sampler_constraint_t;
+/* Sets (or with NULL removes) the constraint; arg is borrowed. */
+void st_sampler_constrain(st_sampler_t *s, const st_sampler_constraint_t *c);
 
 #endif

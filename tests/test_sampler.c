@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "sampler.h"
+#include "st_log.h"
 
 #define V 8
 
@@ -153,5 +154,58 @@ Test(sampler, penalties_combine_with_repetition) {
     cr_assert_eq(st_sampler_sample(s, l), 3);
     cr_assert_float_eq(l[3], 3.0f, 1e-6);
     cr_assert_float_eq(l[4], -1.0f, 1e-6);
+    st_sampler_destroy(&s);
+}
+
+/* A constraint that allows even ids only, and records what it is told. */
+typedef struct {
+    int n_best, accepted, masks;
+    int32_t last;
+} evens_t;
+
+static int s_evens_mask(void *arg, float *logits, int n_vocab, int n_best) {
+    evens_t *e = arg;
+    e->n_best = n_best;
+    e->masks++;
+    for (int i = 1; i < n_vocab; i += 2) logits[i] = -INFINITY;
+    return 0;
+}
+
+static int s_evens_accept(void *arg, int32_t tok) {
+    evens_t *e = arg;
+    e->accepted++;
+    e->last = tok;
+    return tok % 2 ? ST_EINVAL : 0;
+}
+
+static int s_refuse_all(void *arg, float *logits, int n_vocab, int n_best) {
+    (void)arg, (void)logits, (void)n_vocab, (void)n_best;
+    return ST_ERANGE;
+}
+
+Test(sampler, constraint_masks_before_the_draw_and_hears_the_token) {
+    float logits[V] = {0.1f, 5.0f, 0.3f, 4.0f, 0.2f, 3.0f, -9.0f, -9.0f}; /* odd ids lead; best even: 2 */
+    evens_t e = {0};
+    st_sampler_t *s = s_new(0.0f, 0, 1.0f, 0.0f, 1.0f, 1);
+    st_sampler_constrain(s, &(st_sampler_constraint_t){s_evens_mask, s_evens_accept, &e});
+    cr_assert_eq(st_sampler_sample(s, logits), 2);
+    cr_assert_eq(e.n_best, 1); /* greedy needs the best allowed token only */
+    cr_assert_eq(e.accepted, 1);
+    cr_assert_eq(e.last, 2);
+    st_sampler_destroy(&s);
+    s = s_new(1.0f, 2, 1.0f, 0.0f, 1.0f, 7);
+    st_sampler_constrain(s, &(st_sampler_constraint_t){s_evens_mask, s_evens_accept, &e});
+    for (int i = 0; i < 200; i++) {
+        float l[V] = {0.1f, 5.0f, 0.3f, 4.0f, 0.2f, 3.0f, -9.0f, -9.0f};
+        int32_t t = st_sampler_sample(s, l);
+        cr_assert(t == 2 || t == 4, "token %d: top-2 of the even ids are 2 and 4", t);
+    }
+    cr_assert_eq(e.n_best, 2);
+    st_sampler_constrain(s, &(st_sampler_constraint_t){s_refuse_all, s_evens_accept, &e});
+    cr_assert_eq(st_sampler_sample(s, logits), -1);
+    st_sampler_constrain(s, NULL);
+    float l[V] = {0.1f, 5.0f, 0.3f, 4.0f, 0.2f, 3.0f, -9.0f, -9.0f};
+    int32_t t = st_sampler_sample(s, l);
+    cr_assert(t >= 0 && t < V);
     st_sampler_destroy(&s);
 }
