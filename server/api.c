@@ -208,8 +208,15 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
             out->job.stop[out->job.n_stop++] = strdup(e->valuestring);
         }
     }
+    if ((status = st_structured_parse(o, kind, out, err))) goto out;
     if (kind == ST_API_CHAT) {
-        msgs = s_chat_messages(cJSON_GetObjectItemCaseSensitive(o, "messages"), &n_msgs, err, &status);
+        const cJSON *mj = cJSON_GetObjectItemCaseSensitive(o, "messages");
+        if (out->tools != ST_TOOLS_NONE || st_tools_in_messages(mj)) /* Qwen3's tool format */
+            msgs =
+                st_tools_messages(mj, out->tools != ST_TOOLS_NONE ? cJSON_GetObjectItemCaseSensitive(o, "tools") : NULL,
+                                  &n_msgs, err, &status);
+        else
+            msgs = s_chat_messages(mj, &n_msgs, err, &status);
         if (!msgs) {
             if (!status) status = 500, *err = st_api_error("server_error", "no memory");
             goto out;
@@ -283,6 +290,12 @@ int st_api_parse(const st_api_t *api, st_api_kind_t kind, const char *body, size
                      api->n_ctx, hint);
         goto out;
     }
+    if (out->job.grammar && max_tokens < st_grammar_min_length(out->job.grammar)) {
+        status = BAD("max_tokens (%d) is below the %d bytes of the shortest answer the format allows (a token may "
+                     "be one byte)",
+                     max_tokens, st_grammar_min_length(out->job.grammar));
+        goto out;
+    }
     out->job.max_tokens = max_tokens;
 out:
     free(text);
@@ -297,6 +310,9 @@ void st_api_req_free(st_api_req_t *r) {
     r->job.prompt = NULL;
     for (int i = 0; i < r->job.n_stop; i++) free(r->job.stop[i]);
     r->job.n_stop = 0;
+    st_grammar_destroy(&r->job.grammar);
+    free(r->held.p);
+    r->held = (st_textbuf_t){0};
 }
 
 static cJSON *s_usage(const st_req_out_t *o) {
@@ -332,23 +348,32 @@ char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(ch, c);
     cJSON_AddNumberToObject(c, "index", 0);
+    const char *finish = s_finish(f);
     if (r->kind == ST_API_CHAT) {
         cJSON *msg = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddStringToObject(msg, "content", text);
+        char *content = NULL;
+        cJSON *calls = st_tools_answer(r, text, id, &content);
+        if (content)
+            cJSON_AddStringToObject(msg, "content", content);
+        else
+            cJSON_AddNullToObject(msg, "content");
+        if (calls) cJSON_AddItemToObject(msg, "tool_calls", calls), finish = "tool_calls";
+        free(content);
     } else {
         cJSON_AddStringToObject(c, "text", text);
         cJSON_AddNullToObject(c, "logprobs");
     }
-    cJSON_AddStringToObject(c, "finish_reason", s_finish(f));
+    cJSON_AddStringToObject(c, "finish_reason", finish);
     cJSON_AddItemToObject(o, "usage", s_usage(f));
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
 }
 
-char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
-                   const st_req_out_t *f) {
+/* One SSE event: a delta (role, text or tool calls), or the closing chunk when f is set. */
+static char *s_event(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
+                     cJSON *calls, const st_req_out_t *f, const char *finish) {
     cJSON *o = s_head(api, r, id, true);
     cJSON *ch = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
     cJSON_AddItemToArray(ch, c);
@@ -357,12 +382,13 @@ char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, c
         cJSON *d = cJSON_AddObjectToObject(c, "delta");
         if (role) cJSON_AddStringToObject(d, "role", "assistant");
         if (text) cJSON_AddStringToObject(d, "content", text);
+        if (calls) cJSON_AddItemReferenceToObject(d, "tool_calls", calls);
     } else {
         cJSON_AddStringToObject(c, "text", text ? text : "");
         cJSON_AddNullToObject(c, "logprobs");
     }
     if (f) {
-        cJSON_AddStringToObject(c, "finish_reason", s_finish(f));
+        cJSON_AddStringToObject(c, "finish_reason", finish ? finish : s_finish(f));
         cJSON_AddItemToObject(o, "usage", s_usage(f));
     } else {
         cJSON_AddNullToObject(c, "finish_reason");
@@ -375,6 +401,38 @@ char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, c
     if (s) snprintf(s, n, "data: %s\n\n", j);
     free(j);
     return s;
+}
+
+char *st_api_chunk(const st_api_t *api, st_api_req_t *r, const char *id, const char *text, bool role,
+                   const st_req_out_t *f) {
+    if (r->kind != ST_API_CHAT || r->tools == ST_TOOLS_NONE || (role && !f))
+        return s_event(api, r, id, text, role, NULL, f, NULL);
+    if (!f) { /* text that may be (part of) a tool call is held back */
+        char *t = st_tools_stream_text(r, text ? text : "", text ? strlen(text) : 0);
+        char *e = t && t[0] ? s_event(api, r, id, t, false, NULL, NULL, NULL) : t ? strdup("") : NULL;
+        free(t);
+        return e;
+    }
+    char *content = NULL;
+    cJSON *calls = st_tools_stream_end(r, id, &content);
+    int i = 0;
+    for (cJSON *c = calls ? calls->child : NULL; c; c = c->next) cJSON_AddNumberToObject(c, "index", i++);
+    char *a = content ? s_event(api, r, id, content, false, NULL, NULL, NULL) : NULL;
+    char *b = calls ? s_event(api, r, id, NULL, false, calls, NULL, NULL) : NULL;
+    char *c = s_event(api, r, id, NULL, false, NULL, f, calls ? "tool_calls" : NULL);
+    size_t la = a ? strlen(a) : 0, lb = b ? strlen(b) : 0, lc = c ? strlen(c) : 0;
+    char *all = c ? malloc(la + lb + lc + 1) : NULL;
+    if (all) {
+        memcpy(all, a ? a : "", la);
+        memcpy(all + la, b ? b : "", lb);
+        memcpy(all + la + lb, c, lc + 1);
+    }
+    free(a);
+    free(b);
+    free(c);
+    free(content);
+    cJSON_Delete(calls);
+    return all;
 }
 
 char *st_api_models(const st_api_t *api) {

@@ -33,6 +33,7 @@
 #include "server_internal.h"
 #include "st_log.h"
 #include "tokenizer.h"
+#include "vocab_mask.h"
 
 const double st_sched_ttft_bounds[8] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 
@@ -72,10 +73,11 @@ struct st_req {
     /* scheduler thread only */
     st_kv_t *kv;
     st_sampler_t *smp;
-    int32_t tok;  /* sampled, printed, not yet decoded */
-    int n_fed;    /* prompt tokens decoded so far (prefill done at n_prompt) */
-    int n_cached; /* of those, taken from the prompt cache (under mu once admitted) */
-    int32_t *seq; /* the prompt, then each sampled token: what kv holds, for the prompt cache */
+    st_gmask_t *gm; /* the job's grammar over the vocabulary, or NULL */
+    int32_t tok;    /* sampled, printed, not yet decoded */
+    int n_fed;      /* prompt tokens decoded so far (prefill done at n_prompt) */
+    int n_cached;   /* of those, taken from the prompt cache (under mu once admitted) */
+    int32_t *seq;   /* the prompt, then each sampled token: what kv holds, for the prompt cache */
     double t_submit;
 };
 
@@ -84,7 +86,8 @@ struct st_sched {
     const st_model_t *m;
     int parallel, queue_max, n_ctx;
     st_server_view_t view;
-    st_pcache_t *pc; /* scheduler thread; its stats are copied into st under mu */
+    st_pcache_t *pc;   /* scheduler thread; its stats are copied into st under mu */
+    st_vocab_t *vocab; /* the tokens' bytes for grammars, made at the first one (scheduler thread) */
     pthread_t th;
     bool started;
     pthread_mutex_t mu;
@@ -114,6 +117,7 @@ static void s_job_free(st_job_t *j) {
     j->prompt = NULL;
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     j->n_stop = 0;
+    st_grammar_destroy(&j->grammar);
 }
 
 /* Drops one reference (under mu); frees at zero. */
@@ -125,6 +129,7 @@ static void s_unref(st_req_t *r) {
     free(r->seq);
     st_kv_destroy(&r->kv);
     st_sampler_destroy(&r->smp);
+    st_gmask_destroy(&r->gm);
     pthread_cond_destroy(&r->cv);
     free(r);
 }
@@ -165,6 +170,10 @@ static void s_finish(st_sched_t *s, st_req_t *r, const char *why) {
 /* A sampled token (under mu), as st_generate treats it. */
 static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
     const st_tokenizer_t *tk = s->m->tok;
+    if (tok < 0) { /* the grammar allowed nothing (logged) */
+        s_finish(s, r, "error");
+        return;
+    }
     st_sampler_accept(r->smp, tok);
     r->tok = tok;
     r->seq[r->job.n_prompt + r->n_generated] = tok;
@@ -197,6 +206,10 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
             return;
         }
     }
+    if (r->gm && st_gmask_finished(r->gm)) { /* the format is complete: nothing may follow */
+        s_finish(s, r, "stop");
+        return;
+    }
     if (r->n_generated >= r->job.max_tokens) {
         s_finish(s, r, "length");
         return;
@@ -220,7 +233,14 @@ static bool s_admit(st_sched_t *s, st_req_t *r) {
     r->n_cached = n_cached;
     st_pcache_stats(s->pc, &s->st.cache);
     pthread_mutex_unlock(&s->mu);
-    if (r->kv && r->smp && r->seq) return true;
+    if (r->job.grammar && r->smp && s->m->tok) {
+        if (!s->vocab && (s->vocab = st_vocab_new(s->m->tok)) && !st_vocab_has_all_bytes(s->vocab))
+            st_log(ST_LOG_WARN, "the vocabulary lacks single-byte tokens: a format may not close within max_tokens");
+        r->gm = s->vocab ? st_gmask_new(r->job.grammar, s->vocab, r->job.max_tokens) : NULL;
+        st_sampler_constraint_t con = st_gmask_constraint(r->gm);
+        if (r->gm) st_sampler_constrain(r->smp, &con);
+    }
+    if (r->kv && r->smp && r->seq && (r->gm || !r->job.grammar)) return true;
     pthread_mutex_lock(&s->mu);
     st_log(ST_LOG_WARN, "no memory for a sequence of %d tokens", r->job.n_prompt + r->job.max_tokens);
     s_finish(s, r, "error");
@@ -321,6 +341,7 @@ static void s_reap(st_sched_t *s) {
             }
             st_kv_destroy(&r->kv);
             st_sampler_destroy(&r->smp);
+            st_gmask_destroy(&r->gm);
             s_unref(r);
         } else {
             s->active[k++] = r;
@@ -471,6 +492,7 @@ void st_sched_destroy(st_sched_t **sp) {
     free(s->logits);
     free(s->nodes_json);
     st_pcache_destroy(&s->pc);
+    st_vocab_destroy(&s->vocab);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

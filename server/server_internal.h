@@ -2,6 +2,7 @@
  *   scheduler.c  queue + continuous batching (st_sched_*, st_req_*)
  *   prompt_cache.c  finished sequences' KV caches, reused by later prompts (prompt_cache.h)
  *   api.c        OpenAI request parsing and response formatting (st_api_*)
+ *   structured.c response_format, tools and tool_choice; tool calls read back (st_structured_*, st_tools_*)
  *   metrics.c    Prometheus text and the /health JSON (st_metrics_*)
  *   http.c       libmicrohttpd daemon, routing, auth, body limit (st_http_*)
  */
@@ -13,7 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "chatml.h"
 #include "forward.h"
+#include "grammar.h"
 #include "model.h"
 #include "prompt_cache.h"
 #include "sampler.h"
@@ -36,6 +39,7 @@ typedef struct {
     int n_stop;
     char *stop[ST_SERVER_MAX_STOP]; /* taken by st_sched_submit */
     bool cache_prompt;              /* start from (and leave) a cached prefix of the prompt */
+    st_grammar_t *grammar;          /* what the answer must follow (NULL: free text); taken by st_sched_submit */
 } st_job_t;
 
 typedef struct {
@@ -91,10 +95,21 @@ char *st_sched_nodes_json(st_sched_t *s);
 
 typedef enum { ST_API_CHAT, ST_API_COMPLETION } st_api_kind_t;
 
+typedef enum { ST_TOOLS_NONE, ST_TOOLS_AUTO, ST_TOOLS_FORCED } st_tools_mode_t;
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} st_textbuf_t;
+
 typedef struct {
     st_api_kind_t kind;
     bool stream, include_usage;
     st_job_t job;
+    st_tools_mode_t tools; /* tool calls: none, the model's choice, or one required */
+    st_textbuf_t held;     /* streaming with tools: text held back (it is, or may start, a call) */
+    bool in_call;
 } st_api_req_t;
 
 typedef struct {
@@ -117,10 +132,36 @@ char *st_api_error(const char *type, const char *fmt, ...) __attribute__((format
 char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text,
                       const st_req_out_t *o);
 /* One SSE event "data: {...}\n\n" (malloc'd): a text delta, or with finish
- * set the closing chunk (and usage). role: first chat chunk. */
-char *st_api_chunk(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
+ * set the closing chunk (and usage). role: first chat chunk. With tools, text
+ * that is (or may be) a tool call is held back in r and goes out at the end
+ * as a delta.tool_calls chunk (the result may then be "" or two events). */
+char *st_api_chunk(const st_api_t *api, st_api_req_t *r, const char *id, const char *text, bool role,
                    const st_req_out_t *finish);
 char *st_api_models(const st_api_t *api);
+
+/* ---- structured answers: response_format, tools (structured.c) ----------------- */
+
+/* Reads response_format, tools and tool_choice of body: out->job.grammar
+ * (what the answer must follow) and out->tools. 0, or 400 with *err_json. */
+int st_structured_parse(const cJSON *body, st_api_kind_t kind, st_api_req_t *out, char **err_json);
+/* Some message is a tool result or carries tool calls. */
+bool st_tools_in_messages(const cJSON *msgs);
+/* The chat's turns in Qwen3's tool format (for st_chatml_tokenize): tools
+ * (NULL: none) in the system turn, assistant tool_calls as <tool_call>
+ * blocks, a run of tool results as <tool_response> blocks in one user turn.
+ * *n_out turns, contents malloc'd (st_tools_messages_free). NULL with
+ * *status and *err_json on a bad message. */
+st_chat_msg_t *st_tools_messages(const cJSON *msgs, const cJSON *tools, int *n_out, char **err_json, int *status);
+void st_tools_messages_free(st_chat_msg_t *m, int n);
+/* The tool calls of a whole answer as an OpenAI tool_calls array (NULL: none;
+ * ids from the response id), *content the text outside them (NULL when empty). */
+cJSON *st_tools_answer(const st_api_req_t *r, const char *text, const char *id, char **content);
+/* Streaming with tools: takes new text, returns what may go out as content
+ * now (malloc'd, may be ""; NULL on no memory) and holds back the rest. */
+char *st_tools_stream_text(st_api_req_t *r, const char *text, size_t len);
+/* At the end of a stream: the held-back calls (NULL: none, then *content is
+ * the held text, or NULL when there is none). */
+cJSON *st_tools_stream_end(st_api_req_t *r, const char *id, char **content);
 
 /* ---- metrics ------------------------------------------------------------------ */
 

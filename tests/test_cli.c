@@ -142,8 +142,7 @@ Test(cli, logits_out_has_one_row_per_prompt_position) {
  * release CMake's project(VERSION) sets and, in a git checkout, a revision that names a
  * commit of this repository; exit status 0, nothing on stderr. */
 Test(cli, version_is_one_line_for_every_program) {
-    const char *progs[] = {"st-run",  "st-bench",       "st-synth", "st-keygen",
-                           "st-node", "st-coordinator", "st-chat",  "st-plan"};
+    const char *progs[] = {"st-run", "st-bench", "st-synth", "st-keygen", "st-node", "st-coordinator", "st-chat"};
     char err_path[64];
     snprintf(err_path, sizeof err_path, "/tmp/st-cli-version-%d.err", (int)getpid());
     bool in_git = st_test_system("git -C '%s' rev-parse --git-dir >/dev/null 2>&1", ST_SOURCE_DIR) == 0;

@@ -20,7 +20,6 @@
 #include "parse.h"
 #include "plan.h"
 #include "st_log.h"
-#include "version.h"
 
 #define MAX_NODES 1024
 #define GIB 1073741824.0
@@ -48,7 +47,6 @@ static void s_usage(FILE *f) {
             "      --batch N           prompt tokens per step, as the coordinator's --batch (default 64)\n"
             "      --ctx N             context per user, for the coordinator's KV caches (default 1024)\n"
             "      --json              one JSON object instead of the report\n"
-            "      --version           print the version and exit\n"
             "  -h, --help              this help\n"
             "\n"
             "BOARD: a built-in board, %s,\n"
@@ -74,8 +72,7 @@ enum {
     OPT_PROMPT,
     OPT_BATCH,
     OPT_CTX,
-    OPT_JSON,
-    OPT_VERSION
+    OPT_JSON
 };
 
 static int s_bad(const char *flag, const char *val) {
@@ -84,14 +81,19 @@ static int s_bad(const char *flag, const char *val) {
 }
 
 static int s_parse_args(int argc, char **argv, args_t *a) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},         {"cluster", required_argument, 0, OPT_CLUSTER},
-        {"boards", required_argument, 0, OPT_BOARDS}, {"coordinator", required_argument, 0, OPT_COORD},
-        {"mem", required_argument, 0, OPT_MEM},       {"link", required_argument, 0, OPT_LINK},
-        {"users", required_argument, 0, OPT_USERS},   {"prompt", required_argument, 0, OPT_PROMPT},
-        {"batch", required_argument, 0, OPT_BATCH},   {"ctx", required_argument, 0, OPT_CTX},
-        {"json", no_argument, 0, OPT_JSON},           {"help", no_argument, 0, 'h'},
-        {"version", no_argument, 0, OPT_VERSION},     {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"cluster", required_argument, 0, OPT_CLUSTER},
+                                         {"boards", required_argument, 0, OPT_BOARDS},
+                                         {"coordinator", required_argument, 0, OPT_COORD},
+                                         {"mem", required_argument, 0, OPT_MEM},
+                                         {"link", required_argument, 0, OPT_LINK},
+                                         {"users", required_argument, 0, OPT_USERS},
+                                         {"prompt", required_argument, 0, OPT_PROMPT},
+                                         {"batch", required_argument, 0, OPT_BATCH},
+                                         {"ctx", required_argument, 0, OPT_CTX},
+                                         {"json", no_argument, 0, OPT_JSON},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     *a = (args_t){.users = 8, .prompt = 128, .batch = 64, .ctx = 1024};
     int c;
     opterr = 0;
@@ -122,7 +124,6 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             break;
         case OPT_JSON: a->json = true; break;
         case 'h': s_usage(stdout); exit(0);
-        case OPT_VERSION: st_version_print("st-plan"); exit(0);
         default:
             fprintf(stderr, "st-plan: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
             return 2;
