@@ -127,12 +127,13 @@ int st_board_fill(st_board_t *b) {
     return 0;
 }
 
-double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok) {
+double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok, bool streamed) {
     if (n_tok <= 0 || rows <= 0 || cols <= 0) return 0.0;
     const double *r = (unsigned)t < ST_TYPE_COUNT && b->matmul[t][0] > 0 ? b->matmul[t] : b->matmul[ST_TYPE_Q4_0];
     const double macs = (double)rows * (double)cols;
     double ts[ST_BOARD_N_BATCH]; /* seconds of one call at each measured batch */
     for (int i = 0; i < ST_BOARD_N_BATCH; i++) ts[i] = macs * st_board_batch[i] / r[i];
+    if (streamed && (unsigned)t < ST_TYPE_COUNT && b->stream[t] > 0) ts[0] = macs / b->stream[t];
     if (n_tok <= 1) return ts[0] * n_tok;
     for (int i = 1; i < ST_BOARD_N_BATCH; i++)
         if (n_tok <= st_board_batch[i]) {
@@ -177,6 +178,10 @@ static bool s_set(st_board_t *b, const char *key, char *val) {
         if (!st_parse_int(key + 7, 1, ST_BOARD_MAX_THREADS, &n) || !s_num(val, &d)) return false;
         b->mem_bw_t[n] = d;
         return true;
+    }
+    if (!strncmp(key, "stream.", 7)) {
+        int t = s_type_by_name(key + 7);
+        return t >= 0 && s_num(val, &b->stream[t]) && b->stream[t] > 0;
     }
     if (!strncmp(key, "matmul.", 7)) {
         int t = s_type_by_name(key + 7);
@@ -253,6 +258,8 @@ int st_board_save(const st_board_t *b, FILE *f) {
         if (b->matmul[t][0] > 0)
             fprintf(f, "matmul.%s = %.4g %.4g %.4g\n", st_type_name(t), b->matmul[t][0], b->matmul[t][1],
                     b->matmul[t][2]);
+    for (int t = 0; t < ST_TYPE_COUNT; t++)
+        if (b->stream[t] > 0) fprintf(f, "stream.%s = %.4g\n", st_type_name(t), b->stream[t]);
     fprintf(f, "disk_direct = %.4g\ndisk_buffered = %.4g\ndisk = %llu\ndisk_kind = %s\n", b->disk_direct,
             b->disk_buffered, (unsigned long long)b->disk, b->disk_kind);
     fprintf(f, "rtt = %.4g\nmsg_bps = %.4g\nnet_bps = %.4g\n", b->rtt, b->msg_bps, b->net_bps);

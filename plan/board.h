@@ -14,11 +14,15 @@
  *   threads = 4
  *   mem_bw = 1.0e10               streaming read bandwidth, all threads (bytes/s)
  *   mem_bw.1 = 6.0e9              ... with 1, 2, ... threads (informational)
- *   matmul.q4_0 = 1.7e10 5.4e10 5.4e10   multiply-adds/s at 1, 8 and 64 tokens
+ *   matmul.q4_0 = 1.7e10 5.4e10 5.4e10   multiply-adds/s at 1, 8 and 64 tokens, one
+ *                                 call at a time (a node's expert between waits)
+ *   stream.q4_0 = 1.7e10          the same at 1 token, back to back over 256 MiB
+ *                                 (the coordinator's dense weights, streamed)
  *   disk_direct = 8.0e7           reads of expert-sized blocks with O_DIRECT (bytes/s)
  *   disk_buffered = 8.0e7         the same through the page cache
  *   disk = 3.2e10                 bytes of storage for the expert store
- *   rtt = 1.5e-4                  one small ZeroMQ request/reply over loopback (s)
+ *   rtt = 1.5e-4                  one small ZeroMQ request/reply over loopback after
+ *                                 both ends slept, as a layer's round trip finds them (s)
  *   msg_bps = 1.0e9               ZeroMQ throughput over loopback, 1 MiB messages
  *   net_bps = 1.17625e8           the board's network link (bytes/s; 941 Mbit/s)
  *
@@ -46,7 +50,9 @@ typedef struct {
     int threads;                                    /* cores used */
     double mem_bw;                                  /* bytes/s, all threads */
     double mem_bw_t[ST_BOARD_MAX_THREADS + 1];      /* [n]: with n threads (0: not measured) */
-    double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH]; /* multiply-adds/s; 0: unknown type */
+    double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH]; /* multiply-adds/s, one call at a time; 0: unknown type */
+    double stream[ST_TYPE_COUNT];                   /* multiply-adds/s at 1 token, matrices back to back over more than
+                                                     * the caches (the coordinator's dense work); 0: matmul[t][0] */
     double disk_direct;                             /* bytes/s */
     double disk_buffered;                           /* bytes/s */
     uint64_t disk;                                  /* bytes of storage */
@@ -79,7 +85,8 @@ int st_board_fill(st_board_t *b);
 
 /* Seconds to multiply a rows x cols matrix of type t with n_tok tokens on b:
  * the measured rates at 1, 8 and 64 tokens, the time interpolated linearly in
- * between and growing linearly past 64. */
-double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok);
+ * between and growing linearly past 64. `streamed`: one of many matrices
+ * read back to back (the coordinator's), whose 1-token rate is stream[t]. */
+double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok, bool streamed);
 
 #endif

@@ -10,7 +10,9 @@
  * working set that does not fit in the caches, reads of expert-sized
  * blocks from a file in the store's directory (O_DIRECT, and through the page
  * cache after dropping it), and a ZeroMQ request/reply with CURVE over
- * loopback (the round trip of a small message, and the rate of 1 MiB ones).
+ * loopback (the round trip of a small message after both ends slept, and the
+ * rate of 1 MiB ones). The 1-token rate is also measured streamed: matrices
+ * back to back over 256 MiB, as the coordinator reads its dense weights.
  * RAM is the machine's, or the memory cgroup's limit when lower.
  */
 #ifndef ST_MEASURE_H

@@ -207,7 +207,8 @@ typedef struct {
 static double s_coord_layer(const ctx_t *c, int l, double n) {
     double t = 0;
     for (int k = 0; k < 5; k++)
-        t += st_board_matmul_s(c->p->coord, c->m->dense[l][k].type, c->m->dense[l][k].rows, c->m->dense[l][k].cols, n);
+        t += st_board_matmul_s(c->p->coord, c->m->dense[l][k].type, c->m->dense[l][k].rows, c->m->dense[l][k].cols, n,
+                               true);
     return t;
 }
 
@@ -215,7 +216,7 @@ static double s_coord_layer(const ctx_t *c, int l, double n) {
 static double s_expert(const ctx_t *c, const st_board_t *bd, int l, double b) {
     double t = 0;
     for (int k = 0; k < 3; k++)
-        t += st_board_matmul_s(bd, c->m->exp[l][k].type, c->m->exp[l][k].rows, c->m->exp[l][k].cols, b);
+        t += st_board_matmul_s(bd, c->m->exp[l][k].type, c->m->exp[l][k].rows, c->m->exp[l][k].cols, b, false);
     return t;
 }
 
@@ -294,7 +295,7 @@ static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens) {
         s.node += prev[0];
         s.storage += fmax(0.0, prev[1] - prev[0]);
     }
-    s.coord += st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, head_tokens);
+    s.coord += st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, head_tokens, true);
     s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
     return s;
 }

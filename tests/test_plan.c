@@ -67,11 +67,18 @@ Test(plan, matmul_time_interpolates_the_measured_batches) {
     cr_assert_eq(st_board_fill(&b), 0);
     /* 1000 x 1000 = 1e6 MACs: 1 token 1e6/1e9 = 1 ms; 8 tokens 8e6/4e9 = 2 ms;
      * 4.5 tokens halfway: 1.5 ms; 64 tokens 64e6/8e9 = 8 ms; 128: twice that */
-    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 1), 1 * MS, 1e-12, "1 token");
-    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 8), 2 * MS, 1e-12, "8 tokens");
-    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 4.5), 1.5 * MS, 1e-12, "4.5 tokens");
-    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 64), 8 * MS, 1e-12, "64 tokens");
-    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 128), 16 * MS, 1e-12, "128 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 1, false), 1 * MS, 1e-12, "1 token");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 8, false), 2 * MS, 1e-12, "8 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 4.5, false), 1.5 * MS, 1e-12, "4.5 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 64, false), 8 * MS, 1e-12, "64 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 128, false), 16 * MS, 1e-12, "128 tokens");
+    /* streamed at 0.5e9 at 1 token: 2 ms; 4.5 tokens halfway to 8's 2 ms: 2 ms; no stream rate: as one call */
+    b.stream[ST_TYPE_Q4_0] = 0.5e9;
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 1, true), 2 * MS, 1e-12, "streamed, 1 token");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 4.5, true), 2 * MS, 1e-12, "streamed, 4.5 tokens");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q4_0, 1000, 1000, 1, false), 1 * MS, 1e-12, "one call");
+    s_near(st_board_matmul_s(&b, ST_TYPE_Q8_0, 1000, 1000, 1, true),
+           st_board_matmul_s(&b, ST_TYPE_Q8_0, 1000, 1000, 1, false), 1e-12, "Q8_0: no stream rate");
 }
 
 Test(plan, rates_a_board_lacks_come_from_its_bandwidth_and_q4_0) {
@@ -105,6 +112,7 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     cr_assert_eq(st_board_builtin("pi4-4g", &b), 0);
     b.mem_bw_t[1] = 2.5e9;
     b.rtt = 123e-6;
+    b.stream[ST_TYPE_Q4_0] = 7e9;
     cr_assert_eq(st_board_save(&b, f), 0);
     fclose(f);
     st_board_t c;
@@ -115,6 +123,7 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     s_near(c.mem_bw, b.mem_bw, 1e-3, "mem_bw");
     s_near(c.mem_bw_t[1], 2.5e9, 1e-3, "mem_bw.1");
     s_near(c.rtt, 123e-6, 1e-3, "rtt");
+    s_near(c.stream[ST_TYPE_Q4_0], 7e9, 1e-3, "stream");
     s_near(c.matmul[ST_TYPE_Q8_0][2], b.matmul[ST_TYPE_Q8_0][2], 1e-3, "matmul");
     s_near(c.disk_direct, b.disk_direct, 1e-3, "disk");
 
