@@ -471,7 +471,7 @@ int st_store_make_room(const char *dir, int max_models, const uint8_t *keep) {
         free(v);
         return rc;
     }
-    qsort(v, n, sizeof *v, s_by_use); /* least recently used first */
+    if (n > 1) qsort(v, n, sizeof *v, s_by_use); /* least recently used first (qsort of NULL is UB, even for 0) */
     size_t have = n;
     for (size_t i = 0; i < n && have >= (size_t)max_models; i++) {
         if (!v[i].empty || !strcmp(v[i].name, keep_hex) || s_remove_model_dir(dir, v[i].name)) continue;
