@@ -4,6 +4,9 @@
  * floating point is in the proportional shares and the profile order, and
  * ties are broken by node index rotated by layer, so the result is the same
  * on every run and every machine.
+ *
+ * Dimension letters (model.h): E n_embd, F n_ff_exp, X n_expert, K
+ * n_expert_used, L n_layer, B n_batch, N nodes, V n_vocab, D head_dim, H n_head.
  */
 #include "placement.h"
 

@@ -13,6 +13,9 @@
  * MADV_RANDOM so that faulting a dense page or an embedding row does not read
  * megabytes of experts around it, and MADV_WILLNEED on the dense tensors
  * (exact ranges) so they still come in with large reads.
+ *
+ * Dimension letters (model.h): E n_embd, F n_ff_exp, X n_expert, K
+ * n_expert_used, L n_layer, B n_batch, N nodes, V n_vocab, D head_dim, H n_head.
  */
 #include "expert_cache.h"
 

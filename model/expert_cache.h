@@ -1,4 +1,4 @@
-/* expert_cache: memory-budgeted experts (spec §6.3-6.4, `--mem SIZE`).
+/* expert_cache: memory-budgeted experts (`--mem SIZE`; the README's numbers).
  *
  * The dense weights stay in the GGUF mapping; the expert matrices are never
  * touched through it. They are read from the file (O_DIRECT, 4096-aligned

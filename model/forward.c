@@ -1,4 +1,4 @@
-/* The SmallThinker forward pass (spec §3), one batch of tokens of one
+/* The SmallThinker forward pass, one batch of tokens of one
  * sequence at a time. Read st_decode() top to bottom: embedding, then per
  * layer the router on the raw input, attention (RMSNorm, q/k/v, RoPE or NoPE,
  * global or sliding-window causal attention, output projection, residual),
@@ -9,6 +9,9 @@
  * (Q8_0 for Q4_0/Q5_0/Q8_0 weights, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants), RMSNorm sums in double, q and the
  * attention probabilities are rounded to F16 when the KV cache is F16 (ggml converts them for its F16 matmuls), expert
  * outputs are summed in routing order.
+ *
+ * Dimension letters (model.h): E n_embd, F n_ff_exp, X n_expert, K
+ * n_expert_used, L n_layer, B n_batch, N nodes, V n_vocab, D head_dim, H n_head.
  */
 #include "forward.h"
 

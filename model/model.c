@@ -1,5 +1,5 @@
 /* Model loading: configuration from GGUF metadata (llama.cpp's rules and
- * defaults, spec §2.3 and §4) and weight views bound to the mapping, every
+ * defaults) and weight views bound to the mapping, every
  * shape and type checked against the configuration. */
 #include "model.h"
 
@@ -33,7 +33,7 @@ static int s_key_f32(const st_gguf_t *g, const char *key, float *out, bool requi
     return rc;
 }
 
-/* Per-layer SWA / RoPE pattern, as llama.cpp derives it (spec §2.3). */
+/* Per-layer SWA / RoPE pattern, as llama.cpp derives it. */
 static int s_layer_pattern(const st_gguf_t *g, st_config_t *c) {
     int window = 0;
     int rc = s_key_u32(g, "attention.sliding_window", &window, false);
@@ -116,7 +116,7 @@ static int s_read_config(const st_gguf_t *g, st_config_t *c) {
     int gating = 0;
     if ((rc = s_key_u32(g, "expert_gating_func", &gating, false)) < 0) return rc;
     if (rc == 0) {
-        /* PowerInfer's converter omits the key for sigmoid models (spec §4.6). */
+        /* PowerInfer's converter omits the key for sigmoid models (model.h). */
         st_log(ST_LOG_WARN, "no " ARCH ".expert_gating_func key: assuming sigmoid (PowerInfer file)");
         gating = ST_GATING_SIGMOID;
     }

@@ -2,7 +2,7 @@
  * metadata only, with llama.cpp's defaults) and views of its weights inside
  * the mapping.
  *
- * Accepts files from llama.cpp's converter and from PowerInfer's (spec §4.6):
+ * Accepts files from llama.cpp's converter and from PowerInfer's:
  * ffn_down_exps stored transposed, no gating key, an extra lm_head_profiler
  * tensor. Weights are used in place; the only copies made are the
  * de-transposed down matrices of float-typed PowerInfer files.
@@ -22,6 +22,9 @@
 
 typedef enum { ST_GATING_SOFTMAX = 1, ST_GATING_SIGMOID = 2 } st_gating_t;
 
+/* The shapes. In the code, one letter each: E n_embd, F n_ff_exp, X n_expert,
+ * K n_expert_used, L n_layer, V n_vocab, D head_dim, H n_head; also B n_batch
+ * (tokens per step) and N the nodes of a cluster. */
 typedef struct {
     int n_vocab;
     int n_embd;

@@ -9,6 +9,9 @@
  * is streamed once per batch: gate and up rows for all of an expert's
  * tokens, z = relu(gate) * up, then down. Outputs are weighted and summed per
  * token in routing order, as ggml adds its expert views (st_moe_combine).
+ *
+ * Dimension letters (model.h): E n_embd, F n_ff_exp, X n_expert, K
+ * n_expert_used, L n_layer, B n_batch, N nodes, V n_vocab, D head_dim, H n_head.
  */
 #include "moe.h"
 

@@ -13,6 +13,9 @@
  * in batches of experts that fit; every pair's output depends only on its own
  * activation row and expert, so batching and chunking to the context's
  * n_batch never change a bit of the result.
+ *
+ * Dimension letters (model.h): E n_embd, F n_ff_exp, X n_expert, K
+ * n_expert_used, L n_layer, B n_batch, N nodes, V n_vocab, D head_dim, H n_head.
  */
 #include "node.h"
 

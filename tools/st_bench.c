@@ -4,7 +4,8 @@
  * pp<P>: P random tokens decoded as one batch into an empty cache (tok/s).
  * tg<N>: N single-token steps into an empty cache, logits every step (tok/s).
  * tg<N>x<S> (--seqs S): S sequences decoded together, N steps of one token
- *   each (st_decode_batch, as the server batches users); aggregate tok/s.
+ *   each (st_decode_batch: the server's steps once no prompt is being
+ *   prefilled); aggregate tok/s.
  * Both are repeated -r times after one warm-up of each (which also faults the
  * mapped weights in), and reported as mean +- sample sd of the per-run t/s, as
  * llama-bench does. Also reported: model load time, peak RSS (VmHWM), and how

@@ -2,7 +2,8 @@
  * in lane j, st_kq8_matmul_avx2) and up to 4 tokens per pass over them.
  *
  * Q3_K_M files are mostly Q3_K. Row by row the dot product is compute-bound
- * (about 5 GB/s of weights per thread): per 32 quants it rebuilds them, runs
+ * (far below memory speed per thread: bench/README.md, "Kernel measurements"):
+ * per 32 quants it rebuilds them, runs
  * two maddubs (the -4 of a clear high bit is a second product) and picks a
  * scale pair. Here the pieces of 8 rows are transposed (st_kq8_transpose16:
  * lane j = 4 consecutive bytes of row j), and each quant is rebuilt unsigned,

@@ -5,9 +5,10 @@
  * once per token, so at one token this kernel must keep up with memory. The
  * one-row dot product cannot: per super-block it unpacks 12 bytes of 6-bit
  * scales and minimums in scalar code, applies each sub-block scale with a
- * multiply of its own and ends each row with a horizontal sum (7.8 GB/s of
- * weights per thread). Here the 8 rows of a group are transposed on the fly
- * (st_kq8_transpose16: lane j = 4 consecutive bytes of row j), so that
+ * multiply of its own and ends each row with a horizontal sum (below memory
+ * speed per thread: bench/README.md, "Kernel measurements"). Here the 8 rows
+ * of a group are transposed on the fly (st_kq8_transpose16: lane j = 4
+ * consecutive bytes of row j), so that
  *   - the 6-bit scales and minimums of 8 rows are unpacked by a few vector
  *     ops, and spread into per-sub-block vectors (lane j = row j's scale) by
  *     one shuffle each;

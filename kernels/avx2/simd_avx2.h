@@ -55,9 +55,9 @@ typedef void (*st_kq8_group_fn)(const uint8_t *const *p, const uint8_t *const *p
 /* Step b of 8 (the next group's rows pn, when not NULL) towards L1 while
  * this group does its step b: 8 rows read in step are more streams than the
  * hardware prefetchers follow well from DRAM. Consecutive rows (st_matmul)
- * are one range, prefetched in order: a one-token Q6_K matmul of 48 MiB ran
- * at 14 GB/s that way, 11 with 8 per-row streams and 7 without; listed rows
- * get block b of each row. */
+ * are one range, prefetched in order, which measured faster than 8 per-row
+ * streams or none (bench/README.md, "Kernel measurements"); listed rows get
+ * block b of each row. */
 static inline __attribute__((always_inline)) void st_kq8_prefetch(const uint8_t *const *pn, int b, int nb,
                                                                   size_t block_bytes) {
     if (!pn) return;

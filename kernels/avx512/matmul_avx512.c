@@ -40,9 +40,9 @@ static inline __attribute__((always_inline)) void s_block_sums(const __m256i g[4
  * Block b of a group of 16 rows is 288 bytes: the 16 fp16 scales, then four
  * chunks of 64 bytes, lane j of chunk c = bytes 4c..4c+3 of row j. One
  * 512-bit load is one chunk of all 16 rows: no transpose and no scale
- * gathering, which cost the plain kernel more than its products (one thread,
- * 1536-wide rows in L2: 22-27 GB/s of weights plain, 63-67 GB/s packed), so a
- * token's matmul can run at the memory's speed. Each (row, token) takes the
+ * gathering, which cost the plain kernel more than its products (about 2.5x
+ * slower on rows in L2: bench/README.md, "Kernel measurements"), so a token's
+ * matmul can run at the memory's speed. Each (row, token) takes the
  * plain kernel's steps: the same exact int32 block sums, acc = fma(sum - 8 *
  * sum(y), d_w * d_x, acc) block after block from 0 in each pass of BLK_PASS
  * blocks, the passes added in order; so the bits are the plain kernel's.
