@@ -12,6 +12,7 @@
 #include "curve.h"
 #include "node.h"
 #include "parse.h"
+#include "restart.h"
 #include "st_log.h"
 #include "threadpool.h"
 #include "version.h"
@@ -47,7 +48,10 @@ static void s_usage(FILE *f) {
             "                 st-keygen's NAME.pub); every other client is refused and logged\n"
             "  --insecure     plain TCP, no encryption or authentication (logs a warning)\n"
             "  --version      print the version and exit\n"
-            "  -h, --help     this help\n",
+            "  -h, --help     this help\n"
+            "\n"
+            "If it aborts (libzmq 4.3.4 can, on what a peer sends), st-node executes itself again:\n"
+            "the same pid and address, the store verified again, \"restarted after an abort\" logged.\n",
             st_cpu_count());
 }
 
@@ -76,6 +80,7 @@ static int s_bad(const char *fmt, const char *arg) {
 }
 
 int main(int argc, char **argv) {
+    const int restarts = st_restart_count(); /* first: it also unblocks the signals an abort left blocked */
     st_node_opts_t o = {.listen = "tcp://*:5555"};
     const char *key_file = NULL, *allow_file = NULL;
     bool have_mem = false;
@@ -181,6 +186,10 @@ int main(int argc, char **argv) {
 
     st_node_t *n = st_node_new(&o);
     if (!n) return 1;
+    st_restart_arm(argc, argv, st_node_endpoint(n)); /* on failure (logged) an abort ends the process */
+    if (restarts)
+        st_log(ST_LOG_WARN, "restarted after an abort (restart %d of this process): the store is verified again",
+               restarts);
     printf("listening on %s\n", st_node_endpoint(n));
     fflush(stdout);
     s_log_interfaces(st_node_endpoint(n));

@@ -723,7 +723,9 @@ st_node_t *st_node_new(st_node_opts_t *o) {
      * keeps broken (reset while its input was stopped by a full queue, until we
      * read from that queue again), and aborts on `!_io_error` -- a peer that
      * floods the node and hangs up could crash it (issue 12). The coordinator's
-     * own heartbeats still get their PONGs. */
+     * own heartbeats still get their PONGs -- and a PING that a peer places
+     * behind such a request is answered the same way whatever the options, so
+     * st-node also executes itself again when it aborts (restart.h). */
     const int ka = 1, ka_idle = NODE_KEEPALIVE_S, ka_intvl = 1, ka_cnt = 3, maxrt = NODE_MAXRT_MS;
     if (zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE, &ka, sizeof ka) ||
         zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE_IDLE, &ka_idle, sizeof ka_idle) ||
