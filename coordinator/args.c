@@ -1,0 +1,202 @@
+/* args: st-coordinator's command line (see args.h). */
+#include "args.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "parse.h"
+
+#define PROG "st-coordinator"
+
+enum {
+    OPT_NODES = ST_CLI_OPT_EXTRA,
+    OPT_CLUSTER,
+    OPT_KEY,
+    OPT_INSECURE,
+    OPT_REPL,
+    OPT_TIMEOUT,
+    OPT_PUSH_TIMEOUT,
+    OPT_NO_FALLBACK,
+    OPT_NO_PREFETCH,
+    OPT_STATE_DIR,
+    OPT_PIN,
+    OPT_ID,
+    OPT_HTTP,
+    OPT_QUIET_PUSH,
+    OPT_MIN_NODES,
+    OPT_MIN_NODES_TIMEOUT
+};
+
+static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
+                                       {"cluster", required_argument, 0, OPT_CLUSTER},
+                                       {"key", required_argument, 0, OPT_KEY},
+                                       {"insecure", no_argument, 0, OPT_INSECURE},
+                                       {"replication", required_argument, 0, OPT_REPL},
+                                       {"timeout-ms", required_argument, 0, OPT_TIMEOUT},
+                                       {"push-timeout-ms", required_argument, 0, OPT_PUSH_TIMEOUT},
+                                       {"no-fallback", no_argument, 0, OPT_NO_FALLBACK},
+                                       {"no-prefetch", no_argument, 0, OPT_NO_PREFETCH},
+                                       {"state-dir", required_argument, 0, OPT_STATE_DIR},
+                                       {"pin-fraction", required_argument, 0, OPT_PIN},
+                                       {"id", required_argument, 0, OPT_ID},
+                                       {"http", required_argument, 0, OPT_HTTP},
+                                       {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},
+                                       {"min-nodes", required_argument, 0, OPT_MIN_NODES},
+                                       {"min-nodes-timeout", required_argument, 0, OPT_MIN_NODES_TIMEOUT},
+                                       {0, 0, 0, 0}};
+
+static void s_usage(FILE *f) {
+    fprintf(
+        f, "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
+           "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
+           "\n"
+           "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
+           "st-run prints for the same flags.\n"
+           "\n"
+           "cluster\n"
+           "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
+           "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
+           "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
+           "                         starting with '#' are comments. A node that is down or not started yet is\n"
+           "                         probed (500 ms, backing off to 8 s) and joins when it answers: the experts\n"
+           "                         are placed again, keeping each where it is. Re-read on SIGHUP (systemctl\n"
+           "                         reload): nodes added to it are probed and join the same way\n"
+           "      --min-nodes N      generate (or serve: requests wait, /health says \"waiting\") only once N\n"
+           "                         nodes are up; the experts are placed once N have answered (default: at once)\n"
+           "      --min-nodes-timeout S  wait at most S seconds for --min-nodes, then go on with the nodes that are\n"
+           "                         up, the others joining when they answer (default: no limit)\n"
+           "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
+           "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
+           "                         .pub in their --allow file)\n"
+           "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
+           "      --timeout-ms N     deadline of each expert round trip and of ASSIGN (default 10000); the first\n"
+           "                         HELLO to a node waits at least 5000 ms (TCP connect and CURVE handshake)\n"
+           "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
+           "      --no-fallback      fail when a node is down instead of computing its experts here\n"
+           "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
+           "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
+           "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
+           "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
+           "      --quiet-push       no shard push progress line\n"
+           "      --stats            also: per decode token round trips, bytes and node compute per node\n"
+           "\n"
+           "generation (as st-run)\n");
+    st_cli_usage_options(f);
+    st_cli_usage_tail(f);
+}
+
+static int s_bad(const char *flag, const char *val) {
+    fprintf(stderr, PROG ": invalid value '%s' for %s (see --help)\n", val, flag);
+    return 2;
+}
+
+static int s_handle(void *arg, int opt, const char *v) {
+    st_coord_opts_t *c = arg;
+    double d;
+    switch (opt) {
+    case OPT_NODES: c->nodes = v; break;
+    case OPT_CLUSTER: c->cluster_file = v; break;
+    case OPT_KEY: c->key_file = v; break;
+    case OPT_INSECURE: c->insecure = true; break;
+    case OPT_REPL:
+        if (!st_parse_int(v, 1, 64, &c->replication)) return s_bad("--replication", v);
+        break;
+    case OPT_TIMEOUT:
+        if (!st_parse_int(v, 1, 86400000, &c->timeout_ms)) return s_bad("--timeout-ms", v);
+        break;
+    case OPT_PUSH_TIMEOUT:
+        if (!st_parse_int(v, 1, 86400000, &c->push_timeout_ms)) return s_bad("--push-timeout-ms", v);
+        break;
+    case OPT_NO_FALLBACK: c->no_fallback = true; break;
+    case OPT_NO_PREFETCH: c->no_prefetch = true; break;
+    case OPT_STATE_DIR: c->state_dir = v; break;
+    case OPT_PIN:
+        if (!st_parse_float(v, 0, 1, &d)) return s_bad("--pin-fraction", v);
+        c->pin_fraction = d;
+        break;
+    case OPT_ID: c->id = v; break;
+    case OPT_QUIET_PUSH: c->quiet_push = true; break;
+    case OPT_MIN_NODES:
+        if (!st_parse_int(v, 1, 4096, &c->min_nodes)) return s_bad("--min-nodes", v);
+        break;
+    case OPT_MIN_NODES_TIMEOUT:
+        if (!st_parse_int(v, 1, 100000000, &c->min_nodes_timeout_s)) return s_bad("--min-nodes-timeout", v);
+        break;
+    case OPT_HTTP:
+        fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
+        return 2;
+    default: return 2;
+    }
+    return 0;
+}
+
+/* What can be checked before the model loads (minutes for 12 GB on a Pi): the key, each node's
+ * public key, --min-nodes, the state directory, st-run's flags. 0, or 2 after saying what is wrong. */
+static int s_check(const st_coord_opts_t *ca, const st_cli_args_t *a, const st_node_addr_t *nodes, int n) {
+    if (a->mem) { /* st-run's flag: said before the load, not after */
+        fprintf(stderr, PROG ": --mem is st-run's (experts read from storage in one process); here the nodes hold\n"
+                             "  the experts: give each st-node its --mem\n");
+        return 2;
+    }
+#ifndef ST_HAVE_SERVER
+    if (a->http && !a->prompt && !a->prompt_file && !a->tokens) {
+        fprintf(stderr, PROG ": this build has no HTTP server (install libmicrohttpd-dev and rebuild)\n");
+        return 2;
+    }
+#endif
+    if (!ca->insecure) {
+        if (!ca->key_file) {
+            fprintf(stderr,
+                    PROG ": encrypted transport needs --key FILE and each node's public key in --cluster FILE;\n"
+                         "  pass --insecure to talk plain TCP on a network you trust\n");
+            return 2;
+        }
+        if (access(ca->key_file, R_OK) != 0) { /* loaded (and its mode checked) when the nodes are contacted */
+            fprintf(stderr, PROG ": cannot read the key file %s: %s\n", ca->key_file, strerror(errno));
+            return 2;
+        }
+        for (int i = 0; i < n; i++)
+            if (!nodes[i].server_key[0]) {
+                fprintf(stderr, PROG ": node %s has no public key in %s (lines 'URL NODE_PUBLIC_KEY')\n", nodes[i].url,
+                        ca->cluster_file);
+                return 2;
+            }
+    }
+    if (ca->min_nodes > n) {
+        fprintf(stderr, PROG ": --min-nodes %ld, but %s lists %d node(s)\n", ca->min_nodes,
+                ca->cluster_file ? "the cluster file" : "--nodes", n);
+        return 2;
+    }
+    if (ca->state_dir && access(ca->state_dir, W_OK | X_OK) != 0) {
+        fprintf(stderr, PROG ": --state-dir %s: %s (it must be a directory this user can write)\n", ca->state_dir,
+                strerror(errno));
+        return 2;
+    }
+    return 0;
+}
+
+int st_coord_args(int argc, char **argv, st_coord_opts_t *o, st_cli_args_t *a, st_node_addr_t **nodes, int *n_nodes) {
+    *o = (st_coord_opts_t){.replication = 1, .timeout_ms = 10000, .push_timeout_ms = 60000, .pin_fraction = 0.5};
+    *nodes = NULL;
+    *n_nodes = 0;
+    const st_cli_extra_t extra = {s_opts, s_handle, o, s_usage};
+    int status = st_cli_parse(PROG, argc, argv, a, &extra);
+    if (status) return status;
+    o->model_path = a->model;
+    o->threads = a->threads;
+    o->stats = a->stats;
+    if (o->nodes && !o->insecure) {
+        fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
+                             "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
+        return 2;
+    }
+    if (!(*nodes = st_coord_node_list(o->nodes, o->cluster_file, n_nodes))) return 2;
+    if ((status = s_check(o, a, *nodes, *n_nodes)) != 0) {
+        free(*nodes);
+        *nodes = NULL;
+    }
+    return status;
+}
