@@ -103,11 +103,12 @@ Test(kv_cache, bad_prefix_copies_are_refused) {
     st_model_destroy(&m);
 }
 
-/* 8 layers, 6 of them sliding-window (window 4096, as llama.cpp forces it);
+/* 4 layers, 3 of them sliding-window (window 4096, as llama.cpp forces it);
  * n_batch 16, so a ring holds 4112 positions and a sequence of 4200 has
- * overwritten its first 88. */
-Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 300) {
-    st_model_t *m = s_load(SYNTH("--hidden", "64", "--layers", "8", "--heads", "4", "--kv-heads", "2", "--experts", "8",
+ * overwritten its first 88. Three prefills of 4200 tokens: minutes under
+ * ASan on a busy machine, hence the timeout. */
+Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 600) {
+    st_model_t *m = s_load(SYNTH("--hidden", "64", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--experts", "8",
                                  "--experts-used", "2", "--expert-ffn", "64", "--sliding-window", "4096", "--type",
                                  "f32", "--ctx", "8192", "--seed", "17"));
     const int L = 4200, n_batch = 16;
@@ -129,7 +130,6 @@ Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 300) {
     cr_assert_eq(st_kv_pos(dst), 0);
     st_kv_destroy(&dst);
     s_check_continuation(c, src, seq, first_ok, more, 20, 4300);
-    s_check_continuation(c, src, seq, L, more, 20, 4300);
     st_kv_shrink(src); /* the global layers give back 100 positions, the wrapped rings nothing */
     cr_assert_eq(st_kv_capacity(src), L);
     s_check_continuation(c, src, seq, 4190, more, 20, 4250);
