@@ -20,7 +20,7 @@
 #define MAX_THRESHOLDS 512         /* more distinct finishing times are rounded up onto this many */
 #define TCP_PAYLOAD 1448.0         /* bytes of a full TCP segment on Ethernet */
 #define NODE_PROCESS (64ull << 20) /* a node's own memory beside its --mem (code, buffers, sockets) */
-#define RTO_MIN 0.2                /* s: Linux's minimum retransmission timeout */
+#define TLP_MIN 0.010              /* s: Linux's shortest tail-loss probe timeout */
 
 /* ---- links --------------------------------------------------------------- */
 
@@ -261,7 +261,13 @@ static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens) {
     for (int l = 0; l < m->n_layer; l++) {
         const double attn = s_coord_layer(c, l, n);
         /* bytes each way: a node gets the rows of the tokens that use it, returns one row per (token, expert) */
-        double out = 0, out_max = 0, back_max = 0, packets = 0;
+        double out = 0, out_max = 0, back_max = 0, lost = 0;
+        /* lost segments: those inside a message come again after duplicate
+         * ACKs, all of them within about one round trip (SACK); the last one
+         * of a message gets no duplicate ACKs, so a tail-loss probe goes out
+         * after max(2 round trips, 10 ms), then the round trip. Summed over
+         * the layer's messages (an upper bound: they travel in parallel) */
+        const double rtt_link = 2 * p->link.delay, pto = fmax(2 * rtt_link, TLP_MIN);
         for (int i = 0; i < N; i++) {
             const int held = c->per_layer[i][l];
             const double use = 1 - s_binom(X - held, k) / s_binom(X, k); /* a token uses node i */
@@ -270,17 +276,17 @@ static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens) {
             out += o;
             out_max = fmax(out_max, o / ri);
             back_max = fmax(back_max, r / ri);
-            packets += (o > 0) * ceil(o / TCP_PAYLOAD) + (r > 0) * ceil(r / TCP_PAYLOAD);
+            for (int dir = 0; dir < 2; dir++) {
+                const double segs = ceil((dir ? r : o) / TCP_PAYLOAD);
+                if (segs > 0)
+                    lost += (1 - pow(1 - p->link.loss, segs - 1)) * rtt_link + p->link.loss * (pto + rtt_link);
+            }
         }
         const double back = n * k * m->n_embd * 4.0;
         const double t_out = fmax(out / rc, out_max), t_back = fmax(back / rc, back_max);
-        /* a lost segment: a tail-loss probe after 2 round trips (at least 10 ms), or the RTO */
-        const double rtt_link = 2 * p->link.delay;
-        const double penalty = fmin(RTO_MIN, fmax(2 * rtt_link, 0.010)) + rtt_link;
-        const double lost = 1 - pow(1 - p->link.loss, packets);
         s.coord += attn;
         s.transfer += t_out + t_back;
-        s.latency += rtt_link + p->coord->rtt + lost * penalty;
+        s.latency += rtt_link + p->coord->rtt + lost;
         /* the prefetch hint leaves before attention: reads overlap it and the send */
         const double hide = attn + t_out + p->link.delay;
         double key[3] = {hide, d, (double)l};

@@ -15,7 +15,8 @@
  *      subsets of experts, not a sample)
  *   -> results back (bytes / link rate)
  *   + one round trip's latency (link delay both ways, messaging cost, and
- *     the expected cost of a lost packet)
+ *     the expected cost of lost segments: a round trip for one inside a
+ *     message, a tail-loss probe and a round trip for a message's last)
  * then the output head on the coordinator. U users decode U tokens per step
  * (one step's waits shared); a prompt runs in chunks of n_batch tokens, each
  * chunk one step over the cluster.

@@ -228,6 +228,15 @@ Test(plan, one_node_in_ram_by_hand) {
     cr_assert_str_eq(pl->bottleneck, "network");
     st_plan_destroy(&pl);
     cr_assert_null(pl);
+    /* 1% loss, 1 user: a round trip is 1 ms, a tail-loss probe max(2 ms, 10 ms).
+     * Out, 1000 B, one segment (its last): 0.01 x (10 + 1) = 0.11 ms; back,
+     * 8000 B, 6 segments: (1 - 0.99^5) x 1 + 0.01 x 11 = 0.0490099 + 0.11 ms;
+     * 0.2690099 ms per layer: round trips 2.4 + 0.5380198 = 2.9380198 ms */
+    p.link.loss = 0.01;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decode1.latency, 2.9380198 * MS, 1e-7, "round trips with loss");
+    st_plan_destroy(&pl);
     free(m);
 }
 
