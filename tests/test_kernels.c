@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "st_kernels.h"
 
 #if defined(__x86_64__)
@@ -21,27 +22,9 @@
 
 /* ---- test utilities ---- */
 
-static uint64_t s_rng;
-
-static void rng_seed(uint64_t seed) { s_rng = seed * 0x9E3779B97F4A7C15ull + 1; }
-
-static uint32_t rng_u32(void) { /* xorshift64* */
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return (uint32_t)((s_rng * 0x2545F4914F6CDD1Dull) >> 32);
-}
-
-static float rng_float(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
-
-static void rng_bytes(void *p, size_t n) {
-    uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) b[i] = (uint8_t)rng_u32();
-}
-
 /* Activation-like floats: mostly small, a few outliers (as hidden states have). */
 static void fill_floats(float *x, int n) {
-    for (int i = 0; i < n; i++) x[i] = rng_float(-1.0f, 1.0f) * ((rng_u32() % 16) == 0 ? 8.0f : 1.0f);
+    for (int i = 0; i < n; i++) x[i] = st_test_rng_float(-1.0f, 1.0f) * ((st_test_rng_u32() % 16) == 0 ? 8.0f : 1.0f);
 }
 
 static uint32_t f2u(float f) {
@@ -62,15 +45,15 @@ static void fill_weights(st_type_t t, void *row, int n) {
     switch (t) {
     case ST_TYPE_Q4_0: {
         st_block_q4_0 *b = row;
-        rng_bytes(b, st_row_size(t, n));
-        for (int i = 0; i < n / ST_QK4_0; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.02f, 0.02f));
+        st_test_rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK4_0; i++) b[i].d = st_fp32_to_fp16(st_test_rng_float(-0.02f, 0.02f));
         break;
     }
     case ST_TYPE_Q8_0: {
         st_block_q8_0 *b = row;
-        rng_bytes(b, st_row_size(t, n));
+        st_test_rng_bytes(b, st_row_size(t, n));
         for (int i = 0; i < n / ST_QK8_0; i++) {
-            b[i].d = st_fp32_to_fp16(rng_float(-0.01f, 0.01f));
+            b[i].d = st_fp32_to_fp16(st_test_rng_float(-0.01f, 0.01f));
             for (int j = 0; j < ST_QK8_0; j++)
                 if (b[i].qs[j] == -128) b[i].qs[j] = -127; /* quantizers never write -128 */
         }
@@ -78,8 +61,8 @@ static void fill_weights(st_type_t t, void *row, int n) {
     }
     case ST_TYPE_Q6_K: {
         st_block_q6_k *b = row;
-        rng_bytes(b, st_row_size(t, n)); /* any bits are valid quants and scales */
-        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+        st_test_rng_bytes(b, st_row_size(t, n)); /* any bits are valid quants and scales */
+        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(st_test_rng_float(-0.002f, 0.002f));
         break;
     }
     /* the other quantized formats: any bits are valid quants and scales; the
@@ -87,40 +70,42 @@ static void fill_weights(st_type_t t, void *row, int n) {
     case ST_TYPE_Q4_1:
     case ST_TYPE_Q5_1: {
         const size_t bs = st_type_traits(t)->size;
-        rng_bytes(row, st_row_size(t, n));
+        st_test_rng_bytes(row, st_row_size(t, n));
         for (int i = 0; i < n / 32; i++) {
-            uint16_t dm[2] = {st_fp32_to_fp16(rng_float(0.0f, 0.01f)), st_fp32_to_fp16(rng_float(-0.1f, 0.0f))};
+            uint16_t dm[2] = {st_fp32_to_fp16(st_test_rng_float(0.0f, 0.01f)),
+                              st_fp32_to_fp16(st_test_rng_float(-0.1f, 0.0f))};
             memcpy((uint8_t *)row + i * bs, dm, sizeof dm); /* d, m lead both blocks */
         }
         break;
     }
     case ST_TYPE_Q5_0: {
         st_block_q5_0 *b = row;
-        rng_bytes(b, st_row_size(t, n));
-        for (int i = 0; i < n / 32; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.01f, 0.01f));
+        st_test_rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / 32; i++) b[i].d = st_fp32_to_fp16(st_test_rng_float(-0.01f, 0.01f));
         break;
     }
     case ST_TYPE_Q2_K: {
         st_block_q2_k *b = row;
-        rng_bytes(b, st_row_size(t, n));
+        st_test_rng_bytes(b, st_row_size(t, n));
         for (int i = 0; i < n / ST_QK_K; i++) {
-            b[i].d = st_fp32_to_fp16(rng_float(0.0f, 0.004f));
-            b[i].dmin = st_fp32_to_fp16(rng_float(0.0f, 0.004f));
+            b[i].d = st_fp32_to_fp16(st_test_rng_float(0.0f, 0.004f));
+            b[i].dmin = st_fp32_to_fp16(st_test_rng_float(0.0f, 0.004f));
         }
         break;
     }
     case ST_TYPE_Q3_K: {
         st_block_q3_k *b = row;
-        rng_bytes(b, st_row_size(t, n));
-        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+        st_test_rng_bytes(b, st_row_size(t, n));
+        for (int i = 0; i < n / ST_QK_K; i++) b[i].d = st_fp32_to_fp16(st_test_rng_float(-0.002f, 0.002f));
         break;
     }
     case ST_TYPE_Q4_K:
     case ST_TYPE_Q5_K: {
         const size_t bs = st_type_traits(t)->size;
-        rng_bytes(row, st_row_size(t, n));
+        st_test_rng_bytes(row, st_row_size(t, n));
         for (int i = 0; i < n / ST_QK_K; i++) {
-            uint16_t dm[2] = {st_fp32_to_fp16(rng_float(0.0f, 0.0005f)), st_fp32_to_fp16(rng_float(0.0f, 0.002f))};
+            uint16_t dm[2] = {st_fp32_to_fp16(st_test_rng_float(0.0f, 0.0005f)),
+                              st_fp32_to_fp16(st_test_rng_float(0.0f, 0.002f))};
             memcpy((uint8_t *)row + i * bs, dm, sizeof dm); /* d, dmin lead both blocks */
         }
         break;
@@ -288,7 +273,7 @@ Test(kernels, axpy_gives_the_reference_bits_in_every_table) {
     enum { N = 77 };
     float x32[N], y0[N], want[N], got[N];
     uint16_t x16[N];
-    rng_seed(901);
+    st_test_rng_seed(901);
     fill_floats(x32, N);
     fill_floats(y0, N);
     for (int i = 0; i < N; i++) x16[i] = st_fp32_to_fp16(x32[i]);
@@ -408,9 +393,9 @@ Test(kernels, fp16_matches_hardware_bits) {
         float a = st_fp16_to_fp32((uint16_t)h), b = hw_fp16_to_float((uint16_t)h);
         cr_assert_eq(f2u(a), f2u(b), "%04x", h);
     }
-    rng_seed(16);
+    st_test_rng_seed(16);
     for (int i = 0; i < 2000000; i++) { /* random bit patterns: every exponent, NaNs, subnormals */
-        float f = u2f(rng_u32());
+        float f = u2f(st_test_rng_u32());
         cr_assert_eq(st_fp32_to_fp16(f), hw_fp16_from_float(f), "%08x", f2u(f));
     }
 #else
@@ -500,7 +485,7 @@ Test(kernels, q8_k_quantize_known_block) {
 }
 
 Test(kernels, quantize_error_is_within_half_a_step) {
-    rng_seed(7);
+    st_test_rng_seed(7);
     float x[1024], y[1024];
     fill_floats(x, 1024);
     st_block_q8_0 q8[32];
@@ -536,7 +521,7 @@ Test(kernels, ref_vec_dot_matches_dequantized_dot) {
         const int ns = sizes_for(t, sizes);
         for (int si = 0; si < ns; si++) {
             const int n = sizes[si];
-            rng_seed(100 * t + n);
+            st_test_rng_seed(100 * t + n);
             fill_weights(t, w, n);
             fill_activations(t, x, n);
             float got;
@@ -559,7 +544,7 @@ static void check_vec_dot_matches_ref(const st_kernels_t *k) {
         const int ns = sizes_for(t, sizes);
         for (int si = 0; si < ns; si++) {
             const int n = sizes[si];
-            rng_seed(1234 + 100 * t + n);
+            st_test_rng_seed(1234 + 100 * t + n);
             fill_weights(t, w, n);
             fill_activations(t, x, n);
             float want, got;
@@ -625,7 +610,7 @@ static void check_from_float_matches_ref(const st_kernels_t *k) {
         const st_type_t t = types[ti];
         const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
         for (int n = step; n <= 9 * 256 + 7; n += step * (blck == 32 ? 2 : 1)) {
-            rng_seed(99 + n);
+            st_test_rng_seed(99 + n);
             fill_floats(x, n);
             const bool ties = (n / step) % 2; /* every 32 values peak at 127: scale 1, x.5 are ties */
             for (int i = 0; i < n; i++) {
@@ -652,7 +637,7 @@ static void check_to_float_matches_ref(const st_kernels_t *k) {
         const st_type_t t = s_weight_types[ti];
         const int blck = st_type_traits(t)->blck, step = blck == 1 ? 7 : blck;
         for (int n = step; n <= 9 * 256; n += step) {
-            rng_seed(77 + n);
+            st_test_rng_seed(77 + n);
             fill_weights(t, row, n);
             memset(want, 0, sizeof want);
             memset(got, 0, sizeof got);
@@ -694,7 +679,7 @@ static void check_matmul_matches_ref(const st_kernels_t *k, st_type_t t, int n_i
     const size_t x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in) + 40;
     uint8_t *w = malloc((size_t)n_rows * wrow), *x = malloc((size_t)n_tok * x_stride);
     float *y = malloc((size_t)n_tok * y_stride * sizeof *y);
-    rng_seed(5 + 7 * t + n_in + n_rows + n_tok);
+    st_test_rng_seed(5 + 7 * t + n_in + n_rows + n_tok);
     for (int r = 0; r < n_rows; r++) fill_weights(t, w + r * wrow, n_in);
     for (int i = 0; i < n_tok; i++) fill_activations(t, x + i * x_stride, n_in);
     for (int i = 0; i < n_tok * y_stride; i++) y[i] = -12345.0f;
@@ -730,14 +715,14 @@ static void check_matmul_rows_matches_ref(const st_kernels_t *k, st_type_t t, in
     float *y = malloc((size_t)n_tok * y_stride * sizeof *y);
     int32_t *list = malloc((size_t)n_rows * sizeof *list);
     bool *listed = calloc((size_t)n_rows, sizeof *listed);
-    rng_seed(77 + 3 * t + n_in + n_rows + n_tok);
+    st_test_rng_seed(77 + 3 * t + n_in + n_rows + n_tok);
     for (int r = 0; r < n_rows; r++) fill_weights(t, w + r * wrow, n_in);
     for (int i = 0; i < n_tok; i++) fill_activations(t, x + i * x_stride, n_in);
     int n_list = 0;
     for (int r = 0; r < n_rows; r++)
-        if (rng_u32() % 3) list[n_list++] = r; /* about 2/3 of the rows */
-    for (int i = n_list - 1; i > 0; i--) {     /* shuffled: any order is allowed */
-        const int j = (int)(rng_u32() % (uint32_t)(i + 1));
+        if (st_test_rng_u32() % 3) list[n_list++] = r; /* about 2/3 of the rows */
+    for (int i = n_list - 1; i > 0; i--) {             /* shuffled: any order is allowed */
+        const int j = (int)(st_test_rng_u32() % (uint32_t)(i + 1));
         const int32_t tmp = list[i];
         list[i] = list[j];
         list[j] = tmp;
@@ -796,7 +781,7 @@ static void check_matmul_split_invariant(const st_kernels_t *k) {
         const size_t wrow = st_row_size(t, N_IN), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, N_IN);
         uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
         static float whole[TOK * ROWS], split[TOK * ROWS];
-        rng_seed(31 + t);
+        st_test_rng_seed(31 + t);
         for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, N_IN);
         for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, N_IN);
         st_matmul(k, t, w, N_IN, 0, ROWS, x, x_stride, TOK, whole, ROWS);
@@ -913,7 +898,7 @@ static void check_packed_matmul_is_matmul(const st_kernels_t *k) {
             const size_t wrow = st_row_size(t, n_in), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in);
             uint8_t *w = malloc(rows * wrow), *packed = malloc(rows * wrow), *x = malloc(67 * x_stride);
             float *plain_y = malloc(67 * rows * sizeof(float)), *packed_y = malloc(67 * rows * sizeof(float));
-            rng_seed(900 + 13 * t + n_in);
+            st_test_rng_seed(900 + 13 * t + n_in);
             for (int r = 0; r < rows; r++) fill_weights(t, w + r * wrow, n_in);
             for (int i = 0; i < 67; i++) fill_activations(t, x + i * x_stride, n_in);
             memcpy(packed, w, rows * wrow);
@@ -968,7 +953,7 @@ Test(kernels, neon_and_neon_dotprod_agree_bit_for_bit) {
         const size_t wrow = st_row_size(t, n_in), x_stride = st_row_size(st_type_traits(t)->vec_dot_type, n_in);
         uint8_t *w = malloc(ROWS * wrow), *x = malloc(TOK * x_stride);
         static float ya[TOK * ROWS], yb[TOK * ROWS];
-        rng_seed(404 + t);
+        st_test_rng_seed(404 + t);
         for (int r = 0; r < ROWS; r++) fill_weights(t, w + r * wrow, n_in);
         for (int i = 0; i < TOK; i++) fill_activations(t, x + i * x_stride, n_in);
         for (int r = 0; r < ROWS; r++) {

@@ -15,17 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "rng.h"
 #include "st_kernels.h"
-
-static uint64_t s_rng;
-static void rng_seed(uint64_t seed) { s_rng = seed * 0x9E3779B97F4A7C15ull + 1; }
-static uint32_t rng_u32(void) {
-    s_rng ^= s_rng >> 12;
-    s_rng ^= s_rng << 25;
-    s_rng ^= s_rng >> 27;
-    return (uint32_t)((s_rng * 0x2545F4914F6CDD1Dull) >> 32);
-}
-static float rng_float(float lo, float hi) { return lo + (hi - lo) * (float)(rng_u32() >> 8) / 16777216.0f; }
 
 static const st_type_t s_types[] = {ST_TYPE_Q4_1, ST_TYPE_Q5_0, ST_TYPE_Q5_1, ST_TYPE_Q2_K,
                                     ST_TYPE_Q3_K, ST_TYPE_Q4_K, ST_TYPE_Q5_K};
@@ -100,10 +91,11 @@ static double decode(st_type_t t, const uint8_t *b, int e, double *mag) {
 /* A random row with fp16 scales of the sizes llama-quantize writes. */
 static void fill_row(st_type_t t, uint8_t *row, int n) {
     const st_type_traits_t *tr = st_type_traits(t);
-    for (size_t i = 0; i < st_row_size(t, n); i++) row[i] = (uint8_t)rng_u32();
+    for (size_t i = 0; i < st_row_size(t, n); i++) row[i] = (uint8_t)st_test_rng_u32();
     for (int b = 0; b < n / tr->blck; b++) {
         uint8_t *p = row + (size_t)b * tr->size;
-        uint16_t a = st_fp32_to_fp16(rng_float(-0.01f, 0.01f)), m = st_fp32_to_fp16(rng_float(-0.05f, 0.05f));
+        uint16_t a = st_fp32_to_fp16(st_test_rng_float(-0.01f, 0.01f)),
+                 m = st_fp32_to_fp16(st_test_rng_float(-0.05f, 0.05f));
         switch (t) {
         case ST_TYPE_Q2_K:
             memcpy(p + 80, &a, 2);
@@ -135,7 +127,7 @@ Test(kernels_quant, every_table_dequantizes_like_the_format_says) {
         const st_type_traits_t *tr = st_type_traits(t);
         for (int nb = 1; nb <= 9 * 256 / tr->blck && nb <= 9; nb += 2) {
             const int n = nb * tr->blck;
-            rng_seed(11 * t + nb);
+            st_test_rng_seed(11 * t + nb);
             fill_row(t, row, n);
             for (int k = 0; k < nt; k++) {
                 cr_assert_not_null(s_tables[k]->to_float[t], "%s to_float %s", s_tables[k]->name, tr->name);
@@ -154,7 +146,7 @@ Test(kernels_quant, every_table_dequantizes_like_the_format_says) {
 
 /* Activations: mostly small, a few outliers; one all-zero block in five. */
 static void fill_acts(float *x, int n) {
-    for (int i = 0; i < n; i++) x[i] = rng_float(-1.0f, 1.0f) * ((rng_u32() % 16) == 0 ? 8.0f : 1.0f);
+    for (int i = 0; i < n; i++) x[i] = st_test_rng_float(-1.0f, 1.0f) * ((st_test_rng_u32() % 16) == 0 ? 8.0f : 1.0f);
     for (int i = 0; i < n; i++)
         if ((i / 32) % 5 == 2) x[i] = 0.0f;
 }
@@ -201,7 +193,7 @@ Test(kernels_quant, every_table_dot_matches_a_double_dot) {
         for (int nb = 1; nb <= 33; nb += (tr->blck == 32 ? 4 : 1)) { /* up to 33 blocks of 32, 9 super-blocks */
             if (tr->blck == 256 && nb > 9) break;
             const int n = nb * tr->blck;
-            rng_seed(1000 * t + nb);
+            st_test_rng_seed(1000 * t + nb);
             fill_row(t, w, n);
             fill_acts(x, n);
             st_kernels_ref.from_float[tr->vec_dot_type](n, x, xq);
@@ -227,7 +219,7 @@ Test(kernels_quant, zero_weights_or_zero_activations_give_zero) {
         const st_type_t t = s_types[ti];
         const int n = 4 * 256;
         const st_type_t vt = st_type_traits(t)->vec_dot_type;
-        rng_seed(5 + t);
+        st_test_rng_seed(5 + t);
         memset(w, 0, sizeof w); /* all scales and minimums zero */
         memset(x, 0, sizeof x);
         st_kernels_ref.from_float[vt](n, x, xq);
@@ -342,7 +334,7 @@ Test(kernels_quant, q8_1_quantize_zero_block) {
 Test(kernels_quant, q8_1_quantize_follows_ggml_rules) {
     static float x[64 * 32];
     static st_block_q8_1 b[64];
-    rng_seed(81);
+    st_test_rng_seed(81);
     fill_acts(x, 64 * 32);
     for (int i = 0; i < 64 * 32; i += 7) x[i] = (float)(int)(x[i] * 100) + 0.5f; /* halves */
     st_kernels_ref.from_float[ST_TYPE_Q8_1](64 * 32, x, b);
@@ -381,12 +373,12 @@ static void s_matmul_is_the_dot_product(st_type_t t) {
     static float x[TOK * NB * 256], y[TOK * ROWS];
     const int n = NB * 256, nt = s_n_tables();
     const size_t wr = st_row_size(t, n), xr = st_row_size(ST_TYPE_Q8_K, n);
-    rng_seed(444 + t);
+    st_test_rng_seed(444 + t);
     for (int r = 0; r < ROWS; r++) {
         if (t == ST_TYPE_Q6_K) { /* random bits, small fp16 d (last 2 bytes of each block) */
-            for (size_t i = 0; i < wr; i++) w[r * wr + i] = (uint8_t)rng_u32();
+            for (size_t i = 0; i < wr; i++) w[r * wr + i] = (uint8_t)st_test_rng_u32();
             for (int b = 0; b < NB; b++) {
-                const uint16_t d = st_fp32_to_fp16(rng_float(-0.002f, 0.002f));
+                const uint16_t d = st_fp32_to_fp16(st_test_rng_float(-0.002f, 0.002f));
                 memcpy(w + r * wr + (size_t)b * 210 + 208, &d, 2);
             }
         } else {
