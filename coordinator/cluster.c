@@ -115,7 +115,10 @@ st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_
         return NULL;
     }
     st_cluster_t *c = st_calloc(1, sizeof *c);
-    if (!c) return NULL;
+    if (!c) {
+        st_fail(ST_ENOMEM, "no memory for %d node connections", n_nodes);
+        return NULL;
+    }
     c->o = *o;
     if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
     c->n = n_nodes;

@@ -152,7 +152,10 @@ static void s_hashes_load(st_expert_hashes_t *h) {
 
 st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shape_t *shape, const char *cache_path) {
     st_expert_hashes_t *h = st_calloc(1, sizeof *h);
-    if (!h) return NULL;
+    if (!h) {
+        st_fail(ST_ENOMEM, "no memory for the expert hashes");
+        return NULL;
+    }
     h->m = m;
     h->shape = *shape;
     h->n = (size_t)shape->n_layer * shape->n_expert;
@@ -160,6 +163,7 @@ st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shap
     h->hash = st_calloc(h->n, 32);
     h->path = cache_path ? st_strdup(cache_path) : NULL;
     if (!h->known || !h->hash || (cache_path && !h->path)) {
+        st_fail(ST_ENOMEM, "no memory for %zu expert hashes", h->n);
         st_expert_hashes_destroy(&h);
         return NULL;
     }

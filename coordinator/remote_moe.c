@@ -119,7 +119,10 @@ int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl) {
 st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_placement_t *pl,
                                    const st_remote_opts_t *o) {
     st_remote_moe_t *r = st_calloc(1, sizeof *r);
-    if (!r) return NULL;
+    if (!r) {
+        st_fail(ST_ENOMEM, "no memory for the remote MoE backend");
+        return NULL;
+    }
     const st_model_t *m = st_ctx_model(ctx);
     r->ctx = ctx;
     r->m = m;

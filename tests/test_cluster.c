@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "harness.h"
 #include "st_kernels.h"
 #include "testutil.h"
 #include "wire.h"
@@ -37,93 +38,31 @@
 #define PROMPT "The quick brown fox jumps over the lazy dog"
 #define N_PREDICT 12
 
-typedef struct {
-    st_test_node_t p;
-    char store[512];
-} node_t;
-
-typedef struct {
-    char dir[256]; /* temp dir: stores, logs, outputs */
-    node_t nodes[MAX_NODES];
-    int n;
-} cluster_t;
-
-/* Starts st-node on its store (listen: "tcp://127.0.0.1:*" or a fixed URL);
- * waits (deadline 10 s) for the "listening on URL" line. */
-static void s_node_start(cluster_t *c, int i, const char *listen) {
-    node_t *nd = &c->nodes[i];
-    char log[600];
-    snprintf(log, sizeof log, "%s/node-%d.log", c->dir, i);
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
-                          nd->store,      "-t",       "1",    "--insecure", NULL};
-    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited before listening (log: %s)", i, log);
-}
+typedef st_test_cluster_t cluster_t;
+typedef st_test_run_t run_t;
 
 TestSuite(cluster, .fini = st_test_kill_all);
 
-static void s_node_stop(cluster_t *c, int i, int sig) { st_test_node_stop(&c->nodes[i].p, sig); }
-
-static void s_cluster_start(cluster_t *c, int n) {
-    memset(c, 0, sizeof *c);
-    snprintf(c->dir, sizeof c->dir, "/tmp/st-test-cluster-XXXXXX");
-    cr_assert_not_null(mkdtemp(c->dir));
-    c->n = n;
-    for (int i = 0; i < n; i++) {
-        snprintf(c->nodes[i].store, sizeof c->nodes[i].store, "%s/store-%d", c->dir, i);
-        cr_assert_eq(mkdir(c->nodes[i].store, 0755), 0);
-        s_node_start(c, i, "tcp://127.0.0.1:*");
-    }
-}
-
-static void s_cluster_stop(cluster_t *c) {
-    for (int i = 0; i < c->n; i++) s_node_stop(c, i, SIGTERM);
-    st_test_system("rm -rf '%s'", c->dir);
-}
-
-static void s_node_list(const cluster_t *c, char *out, size_t cap) {
-    size_t used = 0;
-    out[0] = '\0';
-    for (int i = 0; i < c->n; i++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", c->nodes[i].p.url);
-}
-
-/* A run's outputs: stdout (JSON), stderr, logits. */
-typedef struct {
-    int status;
-    char *out, *err, *logits;
-    size_t logits_len;
-} run_t;
-
-static void s_run_free(run_t *r) {
-    free(r->out);
-    free(r->err);
-    free(r->logits);
-    memset(r, 0, sizeof *r);
-}
+/* Restarts node i on its store, listening on listen (its old URL). */
+static void s_node_start(cluster_t *c, int i, const char *listen) { st_test_cluster_node_start(c, i, listen, NULL); }
+static void s_node_stop(cluster_t *c, int i, int sig) { st_test_cluster_node_stop(c, i, sig); }
+static void s_cluster_start(cluster_t *c, int n) { st_test_cluster_start(c, "cluster", false, n); }
+static void s_cluster_stop(cluster_t *c) { st_test_cluster_destroy(c); }
+static void s_node_list(const cluster_t *c, char *out, size_t cap) { st_test_cluster_urls(c, out, cap); }
+static void s_run_free(run_t *r) { st_test_run_free(r); }
 
 /* Runs st-run (nodes NULL) or st-coordinator on the model with the test's
  * one-shot flags plus extra; a 120 s timeout keeps a hang from hanging the test. */
 static run_t s_run(const char *dir, const char *tag, const char *model, const char *nodes, const char *extra) {
-    char out[600], err[600], lg[600];
-    snprintf(out, sizeof out, "%s/%s.out", dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", dir, tag);
-    snprintf(lg, sizeof lg, "%s/%s.logits", dir, tag);
-    unlink(lg);
-    run_t r = {0};
+    char args[4096];
     const char *flags = "-p '" PROMPT "' --temp 0 --json -t 1";
     if (nodes)
-        r.status = st_test_system("timeout 120 '%s/st-coordinator' -m '%s' --nodes %s --insecure --state-dir '%s' "
-                                  "--quiet-push -n %d --logits-out '%s' %s %s > '%s' 2> '%s'",
-                                  BIN, model, nodes, dir, N_PREDICT, lg, flags, extra, out, err);
+        snprintf(args, sizeof args,
+                 "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push -n %d --logits-out @LOGITS %s %s", model,
+                 nodes, dir, N_PREDICT, flags, extra);
     else
-        r.status = st_test_system("timeout 120 '%s/st-run' -m '%s' -n %d --logits-out '%s' %s %s > '%s' 2> '%s'", BIN,
-                                  model, N_PREDICT, lg, flags, extra, out, err);
-    r.out = st_file_read(out, 0, NULL);
-    r.err = st_file_read(err, 0, NULL);
-    r.logits = st_file_read(lg, 0, &r.logits_len);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    return r;
+        snprintf(args, sizeof args, "-m '%s' -n %d --logits-out @LOGITS %s %s", model, N_PREDICT, flags, extra);
+    return st_test_run(dir, tag, NULL, nodes ? "st-coordinator" : "st-run", args, 120);
 }
 
 static const char *s_model(const char *const *args) {

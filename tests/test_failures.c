@@ -18,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "st_log.h"
 #include "testutil.h"
 
@@ -32,56 +33,28 @@ static int g_n_predict = N_PREDICT;
 #define PROMPT "The quick brown fox jumps over the lazy dog"
 #define DEADLINE_MS 120000 /* per coordinator run: a hang guard, far above a run's time */
 
-typedef struct {
-    st_test_node_t p;
-    char store[300];
-} node_t;
-
-static char g_dir[64];
-static node_t g_nodes[N_NODES + 1]; /* + one that joins */
+static st_test_cluster_t g_c; /* N_NODES nodes, and one that joins; CURVE keys */
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-failures-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    st_test_cluster_init(&g_c, "failures", true);
 }
 
 static void teardown(void) {
     st_test_kill_all();
-    st_test_system("rm -rf '%s'", g_dir);
+    st_test_cluster_destroy(&g_c);
 }
 
 TestSuite(failures, .init = setup, .fini = teardown, .timeout = 240);
 
 /* Starts node i (CURVE, allowing DIR/coord.pub) on listen; waits for its URL. */
-static void s_node_start(int i, const char *listen) {
-    node_t *nd = &g_nodes[i];
-    char log[300], allow[300];
-    snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
-    snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",   "256M", "--store",
-                          nd->store,      "-t",       "1",    "--allow", allow,  NULL};
-    cr_assert_eq(st_test_node_start(&nd->p, argv, log, 10000), 0, "node %d exited (log %s)", i, log);
-}
+static void s_node_start(int i, const char *listen) { st_test_cluster_node_start(&g_c, i, listen, NULL); }
 
-/* Keys, three nodes, and the cluster file "URL NODE_PUBLIC_KEY". */
+/* Three nodes, and the cluster file "URL NODE_PUBLIC_KEY". */
 static void s_cluster(void) {
-    cr_assert_eq(st_test_system("'%s/st-keygen' '%s/coord' > /dev/null 2>&1", BIN, g_dir), 0);
-    char path[400];
-    snprintf(path, sizeof path, "%s/cluster", g_dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < N_NODES; i++) {
-        snprintf(g_nodes[i].store, sizeof g_nodes[i].store, "%s/store-%d", g_dir, i);
-        s_node_start(i, "tcp://127.0.0.1:*");
-        char pubp[400];
-        snprintf(pubp, sizeof pubp, "%s/node.pub", g_nodes[i].store);
-        char *pub = st_file_read(pubp, 0, NULL);
-        cr_assert_not_null(pub);
-        fprintf(f, "%s %s", g_nodes[i].p.url, pub);
-        free(pub);
-    }
-    fclose(f);
+    for (int i = 0; i < N_NODES; i++) s_node_start(i, "tcp://127.0.0.1:*");
+    char flags[600];
+    st_test_cluster_flags(&g_c, flags, sizeof flags);
 }
 
 static const char *s_model(void) {
@@ -95,7 +68,7 @@ static const char *s_model(void) {
 /* st-run's output (the reference) for the test's prompt. */
 static char *s_reference(const char *model) {
     char out[300];
-    snprintf(out, sizeof out, "%s/ref.out", g_dir);
+    snprintf(out, sizeof out, "%s/ref.out", g_c.dir);
     cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
                                 BIN, model, PROMPT, g_n_predict, out),
                  0);
@@ -116,14 +89,14 @@ typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART, JOIN, ABORT } after_kill_t;
  * which it executes itself again. */
 static run_t s_run_ex(const char *model, const char *tag, int replication, int kill_node, after_kill_t after) {
     char out[300], err[300];
-    snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
+    snprintf(out, sizeof out, "%s/%s.out", g_c.dir, tag);
+    snprintf(err, sizeof err, "%s/%s.err", g_c.dir, tag);
     char cmd[2048];
     snprintf(
         cmd, sizeof cmd,
         "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
         "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-        BIN, model, g_dir, g_dir, replication, g_dir, PROMPT, g_n_predict, out, err);
+        BIN, model, g_c.dir, g_c.dir, replication, g_c.dir, PROMPT, g_n_predict, out, err);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     run_t r = {0};
@@ -142,27 +115,28 @@ static run_t s_run_ex(const char *model, const char *tag, int replication, int k
             r.killed_mid = e && !strstr(e, last);
             free(e);
             char url[128];
-            snprintf(url, sizeof url, "%s", g_nodes[kill_node].p.url);
+            snprintf(url, sizeof url, "%s", g_c.nodes[kill_node].p.url);
             if (after == JOIN) {
                 char path[400];
-                snprintf(path, sizeof path, "%s/cluster", g_dir);
+                snprintf(path, sizeof path, "%s/cluster", g_c.dir);
                 FILE *f = fopen(path, "a");
                 cr_assert_not_null(f);
-                fprintf(f, "tcp://no-such-host:notaport %s\n", g_nodes[kill_node].p.pub); /* left out, logged */
-                fprintf(f, "%s %s\n", url, g_nodes[kill_node].p.pub);
+                fprintf(f, "tcp://no-such-host:notaport %s\n", g_c.nodes[kill_node].p.pub); /* left out, logged */
+                fprintf(f, "%s %s\n", url, g_c.nodes[kill_node].p.pub);
                 fclose(f);
                 kill(pid, SIGHUP);
                 kill(pid, SIGCONT);
                 break;
             }
             if (after == ABORT) {
-                kill(g_nodes[kill_node].p.pid, SIGABRT);
+                kill(g_c.nodes[kill_node].p.pid, SIGABRT);
                 kill(pid, SIGCONT);
                 break;
             }
-            st_test_node_stop(&g_nodes[kill_node].p, SIGKILL);
+            st_test_node_stop(&g_c.nodes[kill_node].p, SIGKILL);
             if (after == WIPE_AND_RESTART) /* its experts gone; its key (node.key) kept */
-                st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +", g_nodes[kill_node].store);
+                st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +",
+                               g_c.nodes[kill_node].store);
             if (after != STAY_DEAD) s_node_start(kill_node, url);
             kill(pid, SIGCONT);
             break;
@@ -224,7 +198,7 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];
-    snprintf(url, sizeof url, "%s", g_nodes[1].p.url);
+    snprintf(url, sizeof url, "%s", g_c.nodes[1].p.url);
     s_node_start(1, url);
     run_t c = s_run(model, "restarted", 2, -1);
     cr_assert_str_eq(c.out, ref);
@@ -291,7 +265,7 @@ Test(failures, node_that_aborts_restarts_itself_and_rejoins) {
     s_cluster();
     run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
     cr_assert_str_eq(a.out, ref);
-    const pid_t pid = g_nodes[1].p.pid;
+    const pid_t pid = g_c.nodes[1].p.pid;
     run_t b = s_run_ex(model, "abort", 2, 1, ABORT);
     cr_assert(b.killed_mid, "the generation was over before the node aborted");
     cr_assert_str_eq(b.out, ref, "tokens changed:\n%s", b.err);
@@ -301,7 +275,7 @@ Test(failures, node_that_aborts_restarts_itself_and_rejoins) {
     cr_assert_eq(bytes, 0, "shards were sent to a node whose store was intact:\n%s", b.err);
     cr_assert_gt(st_test_last_rt(b.err, 1), 0, "node 1 does not serve after its restart:\n%s", b.err);
     char log[300];
-    snprintf(log, sizeof log, "%s/node-1.log", g_dir);
+    snprintf(log, sizeof log, "%s/node-1.log", g_c.dir);
     cr_assert(st_test_file_has(log, "restarted after an abort (restart 1 of this process)", 10000), "no restart in %s",
               log);
     cr_assert_lt(st_test_wait(pid, 0), 0, "node 1 exited instead of restarting");
@@ -320,9 +294,8 @@ Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
     s_cluster();
     run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
     cr_assert_str_eq(a.out, ref);
-    snprintf(g_nodes[N_NODES].store, sizeof g_nodes[N_NODES].store, "%s/store-%d", g_dir, N_NODES);
     s_node_start(N_NODES, "tcp://127.0.0.1:*");
-    cr_assert_eq(strlen(g_nodes[N_NODES].p.pub), 40);
+    cr_assert_eq(strlen(g_c.nodes[N_NODES].p.pub), 40);
 
     run_t b = s_run_ex(model, "join", 2, N_NODES, JOIN);
     cr_assert(b.killed_mid, "the generation was over before the node joined");
