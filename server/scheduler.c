@@ -460,6 +460,11 @@ st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, si
     s->want = calloc((size_t)nb, sizeof *s->want);
     s->logits = malloc((size_t)s->parallel * s->m->cfg.n_vocab * sizeof(float));
     s->nodes_json = strdup("[]");
+    /* The first picture of the nodes is taken here, before /health can be
+     * asked (this thread still owns the context): "[]" would read as a
+     * single process, status "ok", until the scheduler's first refresh. */
+    double never = -1e300;
+    if (s->nodes_json) s_view_refresh(s, &never);
     if (!s->active || !s->kvs || !s->batch || !s->toks || !s->want || !s->logits || !s->nodes_json ||
         pthread_create(&s->th, NULL, s_thread, s) != 0) {
         st_sched_destroy(&s);
