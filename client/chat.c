@@ -243,6 +243,18 @@ static void s_turn(chat_t *c, const char *line) {
     }
 }
 
+/* A field of the server's /health, or a stand-in when it is missing or of
+ * another type: the client must not trust the server's JSON. */
+static double s_num(const cJSON *o, const char *key) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsNumber(x) ? x->valuedouble : 0.0;
+}
+
+static const char *s_str(const cJSON *o, const char *key) {
+    const char *v = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(o, key));
+    return v ? v : "?";
+}
+
 static void s_stats(chat_t *c) {
     char *body = NULL;
     long st = s_request(c, "/health", NULL, s_buf_cb, &body);
@@ -250,30 +262,21 @@ static void s_stats(chat_t *c) {
            c->tokens, c->gen_s > 0 ? c->tokens / c->gen_s : 0.0, cJSON_GetArraySize(c->history));
     cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
     if (o) {
-        printf("server: %s (%s), model %s, %.1f tok/s, %d active, %d queued, %d/%d nodes up\n",
-               cJSON_GetStringValue(cJSON_GetObjectItem(o, "status")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(o, "mode")),
-               cJSON_GetStringValue(cJSON_GetObjectItem(o, "model")),
-               cJSON_GetObjectItem(o, "tokens_per_s")->valuedouble, cJSON_GetObjectItem(o, "active")->valueint,
-               cJSON_GetObjectItem(o, "queued")->valueint, cJSON_GetObjectItem(o, "nodes_up")->valueint,
-               cJSON_GetArraySize(cJSON_GetObjectItem(o, "nodes")));
-        const cJSON *pc = cJSON_GetObjectItem(o, "prompt_cache");
+        const cJSON *nodes = cJSON_GetObjectItemCaseSensitive(o, "nodes");
+        printf("server: %s (%s), model %s, %.1f tok/s, %.0f active, %.0f queued, %.0f/%d nodes up\n",
+               s_str(o, "status"), s_str(o, "mode"), s_str(o, "model"), s_num(o, "tokens_per_s"), s_num(o, "active"),
+               s_num(o, "queued"), s_num(o, "nodes_up"), cJSON_IsArray(nodes) ? cJSON_GetArraySize(nodes) : 0);
+        const cJSON *pc = cJSON_GetObjectItemCaseSensitive(o, "prompt_cache");
         if (cJSON_IsObject(pc))
             printf("prompt cache: %.0f hits, %.0f misses, %.0f prompt tokens reused; %.0f entries, %.1f of %.1f MiB\n",
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "hits")),
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "misses")),
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "cached_tokens")),
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "entries")),
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "bytes")) / 1048576.0,
-                   cJSON_GetNumberValue(cJSON_GetObjectItem(pc, "budget")) / 1048576.0);
+                   s_num(pc, "hits"), s_num(pc, "misses"), s_num(pc, "cached_tokens"), s_num(pc, "entries"),
+                   s_num(pc, "bytes") / 1048576.0, s_num(pc, "budget") / 1048576.0);
         const cJSON *n;
-        cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes")) printf(
-            "  %s %s: %s, %d experts, cache hits %.0f%%, round trip %.2f ms\n",
-            cJSON_GetStringValue(cJSON_GetObjectItem(n, "id")), cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")),
-            cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN",
-            cJSON_GetObjectItem(n, "experts") ? cJSON_GetObjectItem(n, "experts")->valueint : 0,
-            cJSON_GetObjectItem(n, "hit_rate") ? 100 * cJSON_GetObjectItem(n, "hit_rate")->valuedouble : 0.0,
-            cJSON_GetObjectItem(n, "rtt_ms") ? cJSON_GetObjectItem(n, "rtt_ms")->valuedouble : 0.0);
+        if (cJSON_IsArray(nodes))
+            cJSON_ArrayForEach(n, nodes)
+                printf("  %s %s: %s, %.0f experts, cache hits %.0f%%, round trip %.2f ms\n", s_str(n, "id"),
+                       s_str(n, "url"), cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN", s_num(n, "experts"),
+                       100 * s_num(n, "hit_rate"), s_num(n, "rtt_ms"));
         cJSON_Delete(o);
     } else if (st > 0) {
         printf("server: /health answered HTTP %ld\n", st);

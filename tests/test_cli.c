@@ -6,12 +6,15 @@
  *   -> prompt_tokens [151644,872,198,6023,1052,151645,198,151644,77091,198]
  *      generated_tokens [151571,83683,29083,82747], text "𝖖 inconvenient (# moderators"
  */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -290,4 +293,64 @@ Test(cli, hello_timeout_message_names_the_wait_really_used, .timeout = 120) {
     cr_assert(strstr(out, "no answer to HELLO within 5000 ms") &&
                   strstr(out, "a first contact waits 5000 ms, not --timeout-ms 2000"),
               "%s", out);
+}
+
+/* ---- st-chat against a server whose /health is not what it expects ---------- */
+
+typedef struct {
+    int fd;
+    const char *body;
+} fake_server_t;
+
+/* Answers every connection with 200 and body (HTTP/1.0, then close), until the
+ * listening socket is shut down. */
+static void *s_fake_serve(void *arg) {
+    fake_server_t *f = arg;
+    for (;;) {
+        int c = accept(f->fd, NULL, NULL);
+        if (c < 0) return NULL;
+        char req[4096];
+        ssize_t n = recv(c, req, sizeof req, 0); /* one read: the client's requests are small */
+        (void)n;
+        char head[256];
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                          strlen(f->body));
+        if (send(c, head, (size_t)hl, MSG_NOSIGNAL) == hl) send(c, f->body, strlen(f->body), MSG_NOSIGNAL);
+        close(c);
+    }
+}
+
+/* st-chat's /stats reads the server's /health: fields missing or of another
+ * type (a server of another version, or a hostile one) are shown as "?" or 0,
+ * never dereferenced (it crashed with SIGSEGV on {"status":7}). */
+Test(cli, chat_stats_survive_a_health_of_another_shape, .timeout = 60) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/st-chat", ST_BINARY_DIR);
+    struct stat sb;
+    if (stat(path, &sb) != 0) cr_skip_test("st-chat is not built here");
+    const char *bodies[] = {
+        "{}",
+        "{\"status\":7,\"mode\":[],\"tokens_per_s\":\"fast\",\"nodes\":{}}",
+        "{\"status\":\"ok\",\"nodes\":[{\"up\":true,\"experts\":\"x\",\"id\":3},7,null],\"prompt_cache\":{\"hits\":[]}"
+        "}",
+        "[1,2,3]",
+    };
+    for (size_t i = 0; i < sizeof bodies / sizeof *bodies; i++) {
+        fake_server_t f = {.fd = socket(AF_INET, SOCK_STREAM, 0), .body = bodies[i]};
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t sl = sizeof sa;
+        cr_assert(f.fd >= 0 && bind(f.fd, (struct sockaddr *)&sa, sizeof sa) == 0 && listen(f.fd, 8) == 0);
+        cr_assert_eq(getsockname(f.fd, (struct sockaddr *)&sa, &sl), 0);
+        pthread_t th;
+        cr_assert_eq(pthread_create(&th, NULL, s_fake_serve, &f), 0);
+        char out[8192];
+        int st = s_run(out, sizeof out, "printf '/stats\\n/quit\\n' | %s --url http://127.0.0.1:%d 2>&1", path,
+                       ntohs(sa.sin_port));
+        shutdown(f.fd, SHUT_RDWR);
+        pthread_join(th, NULL);
+        close(f.fd);
+        cr_assert_eq(st, 0, "body %s: st-chat exited %d:\n%s", bodies[i], st, out);
+        cr_assert(strstr(out, "this session:"), "body %s: no /stats output:\n%s", bodies[i], out);
+    }
 }
