@@ -13,6 +13,7 @@ typedef struct {
     int32_t id;
     uint32_t off;
     uint16_t len, lcp; /* bytes, and bytes shared with the token before in sorted order */
+    int32_t next[2];   /* the first token after this one that does not share its first 1 (2) bytes */
 } vtok_t;
 
 struct st_vocab {
@@ -21,6 +22,8 @@ struct st_vocab {
     uint32_t *off; /* by id */
     uint16_t *len; /* by id; 0: never allowed */
     bool *eog;     /* by id */
+    int32_t *eog_ids;
+    int n_eog;
     vtok_t *sorted;
     int n_sorted, max_len;
     bool all_bytes;
@@ -43,12 +46,14 @@ st_vocab_t *st_vocab_new(const st_tokenizer_t *tok) {
     v->len = calloc((size_t)n, sizeof *v->len);
     v->eog = calloc((size_t)n, sizeof *v->eog);
     v->sorted = calloc((size_t)n, sizeof *v->sorted);
+    v->eog_ids = calloc((size_t)n, sizeof *v->eog_ids);
     size_t cap = (size_t)n * 8 + 1024, used = 0;
     v->bytes = malloc(cap);
-    if (!v->off || !v->len || !v->eog || !v->sorted || !v->bytes) goto fail;
+    if (!v->off || !v->len || !v->eog || !v->sorted || !v->eog_ids || !v->bytes) goto fail;
     bool single[256] = {0};
     for (int id = 0; id < n; id++) {
         v->eog[id] = st_token_is_eog(tok, id);
+        if (v->eog[id]) v->eog_ids[v->n_eog++] = id;
         if (used + ST_VOCAB_MAX_PIECE + 1 > cap) {
             char *p = realloc(v->bytes, cap * 2);
             if (!p) goto fail;
@@ -72,6 +77,9 @@ st_vocab_t *st_vocab_new(const st_tokenizer_t *tok) {
         while (k < m && v->bytes[a->off + k] == v->bytes[b->off + k]) k++;
         v->sorted[i].lcp = (uint16_t)k;
     }
+    for (int i = v->n_sorted - 1; i >= 0; i--) /* the tokens that share a prefix follow each other */
+        for (int d = 0; d < 2; d++)
+            v->sorted[i].next[d] = i + 1 < v->n_sorted && v->sorted[i + 1].lcp > d ? v->sorted[i + 1].next[d] : i + 1;
     v->all_bytes = true;
     for (int b = 0; b < 256; b++) v->all_bytes &= single[b];
     return v;
@@ -87,6 +95,7 @@ void st_vocab_destroy(st_vocab_t **vp) {
     free(v->off);
     free(v->len);
     free(v->eog);
+    free(v->eog_ids);
     free(v->sorted);
     free(v);
     *vp = NULL;
@@ -184,13 +193,12 @@ static void s_walk(st_gmask_t *m) {
     m->st.full_walks++;
     memset(m->ok, 0, (size_t)v->n_vocab);
     bool complete = st_gstate_complete(&m->cur, m->g);
-    for (int id = 0; id < v->n_vocab; id++)
-        if (v->eog[id]) m->ok[id] = complete;
+    for (int i = 0; i < v->n_eog; i++) m->ok[v->eog_ids[i]] = complete;
     st_gstate_copy(&m->walk[0], &m->cur);
     int good = 0; /* walk[0..good] hold the states after the first bytes of the token before */
     for (int i = 0; i < v->n_sorted; i++) {
         const vtok_t *t = &v->sorted[i];
-        if (t->lcp > good) continue; /* it starts with the prefix the grammar refused */
+        if (t->lcp > good) continue; /* it starts with the prefix the grammar refused (deeper than 2 bytes) */
         const unsigned char *p = (const unsigned char *)v->bytes + t->off;
         int d = t->lcp;
         for (; d < t->len; d++) {
@@ -201,12 +209,49 @@ static void s_walk(st_gmask_t *m) {
         m->st.tokens_checked++;
         good = d;
         if (d == t->len && s_fits(m, &m->walk[d])) m->ok[t->id] = 1;
+        if (d < t->len && d < 2) i = t->next[d] - 1; /* refused at byte d: so is every token that shares it */
     }
+}
+
+/* First index of the largest logit (eight running maxima: vector max instructions). */
+static int s_argmax(const float *x, int n) {
+    float m8[8];
+    for (int j = 0; j < 8; j++) m8[j] = -INFINITY;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) m8[j] = x[i + j] > m8[j] ? x[i + j] : m8[j];
+    float mx = -INFINITY;
+    for (int j = 0; j < 8; j++) mx = m8[j] > mx ? m8[j] : mx;
+    for (; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (i = 0; i < n; i++)
+        if (x[i] == mx) return i;
+    return 0;
+}
+
+/* Greedy: the best token is usually allowed; a few tries cost less than
+ * sorting out the best 64. When they fail, few tokens fit: the walk is cheap. */
+static bool s_greedy(st_gmask_t *m, float *logits, int n_vocab) {
+    int32_t tried[4];
+    float saved[4];
+    int n = 0, found = -1;
+    for (; n < 4 && found < 0; n++) {
+        tried[n] = s_argmax(logits, n_vocab);
+        saved[n] = logits[tried[n]];
+        if (s_token_ok(m, tried[n])) found = tried[n];
+        logits[tried[n]] = -INFINITY;
+    }
+    for (int i = n - 1; i >= 0; i--) logits[tried[i]] = saved[i];
+    if (found < 0) return false;
+    float keep = logits[found];
+    for (int i = 0; i < n_vocab; i++) logits[i] = -INFINITY;
+    logits[found] = keep;
+    return true;
 }
 
 int st_gmask_apply(st_gmask_t *m, float *logits, int n_vocab, int n_best) {
     m->st.applies++;
-    if (n_best > 0) { /* the best tokens first: usually enough of them are allowed */
+    if (n_best == 1 && s_greedy(m, logits, n_vocab)) return 0;
+    if (n_best > 1) { /* the best tokens first: usually enough of them are allowed */
         int k = n_best * 4 > 64 ? n_best * 4 : 64;
         int n = s_best(m, logits, n_vocab, k), found = 0;
         for (int i = 0; i < n && found < n_best; i++)
