@@ -29,12 +29,10 @@ struct st_vocab {
     bool all_bytes;
 };
 
-static const st_vocab_t *s_sort_vocab; /* qsort has no context argument; st_vocab_new is not reentrant */
-
-static int s_cmp(const void *a, const void *b) {
+static int s_cmp(const void *a, const void *b, void *bytes) {
     const vtok_t *x = a, *y = b;
     int n = x->len < y->len ? x->len : y->len;
-    int c = memcmp(s_sort_vocab->bytes + x->off, s_sort_vocab->bytes + y->off, (size_t)n);
+    int c = memcmp((const char *)bytes + x->off, (const char *)bytes + y->off, (size_t)n);
     return c ? c : x->len - y->len;
 }
 
@@ -69,8 +67,7 @@ st_vocab_t *st_vocab_new(const st_tokenizer_t *tok) {
         used += (size_t)len;
         if (len > v->max_len) v->max_len = len;
     }
-    s_sort_vocab = v;
-    qsort(v->sorted, (size_t)v->n_sorted, sizeof *v->sorted, s_cmp);
+    qsort_r(v->sorted, (size_t)v->n_sorted, sizeof *v->sorted, s_cmp, v->bytes);
     for (int i = 1; i < v->n_sorted; i++) {
         const vtok_t *a = &v->sorted[i - 1], *b = &v->sorted[i];
         int k = 0, m = a->len < b->len ? a->len : b->len;

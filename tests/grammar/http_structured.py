@@ -73,8 +73,8 @@ def start():
     return p, line.split("serving on ")[1].strip().rstrip("/")
 
 
-def post(url, body):
-    req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
+def post(url, body, path="/v1/chat/completions"):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
@@ -135,6 +135,16 @@ def main():
             value = json.loads(text)
             assert isinstance(value, dict) and finish == "stop", f"json_object: {text!r} {finish}"
             print(f"ok json_object seed {seed}: {text[:80]!r}")
+        # /v1/completions takes response_format too
+        for seed in range(1, 3):
+            status, text = post(url, {"prompt": "A record:", "max_tokens": 80, "temperature": 1.5, "seed": seed,
+                                      "response_format": {"type": "json_schema",
+                                                          "json_schema": {"schema": SCHEMAS["optional"]}}},
+                                path="/v1/completions")
+            c = json.loads(text)["choices"][0]
+            jsonschema.validate(json.loads(c["text"]), SCHEMAS["optional"])
+            assert c["finish_reason"] == "stop", c
+            print(f"ok completions seed {seed}: {c['text']!r}")
         # refused schemas name the keyword; the server goes on
         bad = [
             ({"type": "string", "pattern": "^a+$"}, "'pattern' is not supported"),
