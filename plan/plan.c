@@ -386,13 +386,17 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     pl->ttft_s = pl->prefill.total;
     pl->bottleneck = st_plan_bottleneck(&pl->decode1);
 
-    int over = 0;
-    for (int i = 0; i < N; i++) over += pl->nodes[i].over_budget;
+    int over = 0, worst = 0; /* the node that streams the largest part of its share */
+    for (int i = 0; i < N; i++) {
+        over += pl->nodes[i].over_budget;
+        if (pl->nodes[i].ram_fraction < pl->nodes[worst].ram_fraction) worst = i;
+    }
     if (over)
         s_warn(pl,
-               "%s nodes hold more experts than their budget: the rest (%.0f%% of their share) streams from storage at "
-               "%.0f MB/s",
-               over == N ? "all" : "some", 100 * (1 - pl->nodes[0].ram_fraction), p->nodes[0].disk_direct / 1e6);
+               "%s nodes hold more experts than their budget: up to %.0f%% of a node's share streams from its "
+               "storage at %.0f MB/s",
+               over == N ? "all" : "some", 100 * (1 - pl->nodes[worst].ram_fraction),
+               p->nodes[worst].disk_direct / 1e6);
     if (coord_ram + NODE_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
         s_warn(pl, "the coordinator (%s) needs %.2f of its %.2f GiB: little room for the OS and the page cache",
                p->coord->name, coord_ram / 1073741824.0, p->coord->ram / 1073741824.0);
