@@ -387,9 +387,9 @@ Test(plan, st_plan_errors_are_clear, .timeout = 120) {
 
 /* st-bench --profile measures this machine into a file st-plan takes as a
  * board. The rates depend on the machine and its load, so only what holds
- * anywhere is checked: every figure present and positive, a matmul with 64
- * tokens doing more multiply-adds per second than with one (it reads each
- * weight once for all of them), a round trip under 100 ms. */
+ * anywhere, loaded or not, is checked: every figure present and positive
+ * (no ratio between rates: on a busy machine a 64-token call is preempted
+ * where a 1-token call is not), a round trip under a second. */
 Test(plan, st_bench_profile_is_a_board_for_st_plan, .timeout = 600) {
     static char out[1 << 16], err[1 << 14];
     char dir[] = "/tmp/st-test-profile-XXXXXX", prof[128];
@@ -404,11 +404,10 @@ Test(plan, st_bench_profile_is_a_board_for_st_plan, .timeout = 600) {
     cr_assert_eq(b.threads, 1);
     cr_assert_gt(b.mem_bw_t[1], 0);
     for (int i = 0; i < 3; i++) cr_assert_gt(b.matmul[ST_TYPE_Q4_0][i], 0);
-    cr_assert_gt(b.matmul[ST_TYPE_Q4_0][2], b.matmul[ST_TYPE_Q4_0][0], "64 tokens: %g, 1 token: %g",
-                 b.matmul[ST_TYPE_Q4_0][2], b.matmul[ST_TYPE_Q4_0][0]);
+    cr_assert_gt(b.stream[ST_TYPE_Q4_0], 0);
     cr_assert_gt(b.disk_direct, 0);
     cr_assert_gt(b.disk_buffered, 0);
-    cr_assert(b.rtt > 0 && b.rtt < 0.1, "round trip %g s", b.rtt);
+    cr_assert(b.rtt > 0 && b.rtt < 1, "round trip %g s", b.rtt);
     cr_assert_gt(b.msg_bps, 0);
     const char *model = s_model();
     cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards '%s:2' --coordinator '%s' --json", model,
