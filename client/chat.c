@@ -200,6 +200,8 @@ static void s_turn(chat_t *c, const char *line) {
     const cJSON *m;
     cJSON_ArrayForEach(m, c->history) cJSON_AddItemToArray(msgs, cJSON_Duplicate(m, true));
     cJSON_AddBoolToObject(req, "stream", true);
+    /* the token counts of the turn's summary line come in the stream's usage chunk */
+    cJSON_AddBoolToObject(cJSON_AddObjectToObject(req, "stream_options"), "include_usage", true);
     cJSON_AddNumberToObject(req, "max_tokens", (double)c->max_tokens);
     if (c->temp >= 0) cJSON_AddNumberToObject(req, "temperature", c->temp);
     char *body = cJSON_PrintUnformatted(req);

@@ -371,6 +371,18 @@ char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id
     return s;
 }
 
+/* "data: {o}\n\n" (malloc'd); o is freed. */
+static char *s_sse(cJSON *o) {
+    char *j = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!j) return NULL;
+    size_t n = strlen(j) + 16;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "data: %s\n\n", j);
+    free(j);
+    return s;
+}
+
 /* One SSE event: a delta (role, text or tool calls), or the closing chunk when f is set. */
 static char *s_event(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text, bool role,
                      cJSON *calls, const st_req_out_t *f, const char *finish) {
@@ -387,26 +399,26 @@ static char *s_event(const st_api_t *api, const st_api_req_t *r, const char *id,
         cJSON_AddStringToObject(c, "text", text ? text : "");
         cJSON_AddNullToObject(c, "logprobs");
     }
-    if (f) {
+    if (f)
         cJSON_AddStringToObject(c, "finish_reason", finish ? finish : s_finish(f));
-        cJSON_AddItemToObject(o, "usage", s_usage(f));
-    } else {
+    else
         cJSON_AddNullToObject(c, "finish_reason");
-    }
-    char *j = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (!j) return NULL;
-    size_t n = strlen(j) + 16;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "data: %s\n\n", j);
-    free(j);
-    return s;
+    if (r->include_usage) cJSON_AddNullToObject(o, "usage"); /* as OpenAI: null until the usage chunk */
+    return s_sse(o);
+}
+
+/* stream_options.include_usage: the chunk after the closing one, no choices, the usage. */
+static char *s_usage_event(const st_api_t *api, const st_api_req_t *r, const char *id, const st_req_out_t *f) {
+    cJSON *o = s_head(api, r, id, true);
+    cJSON_AddArrayToObject(o, "choices");
+    cJSON_AddItemToObject(o, "usage", s_usage(f));
+    return s_sse(o);
 }
 
 char *st_api_chunk(const st_api_t *api, st_api_req_t *r, const char *id, const char *text, bool role,
                    const st_req_out_t *f) {
-    if (r->kind != ST_API_CHAT || r->tools == ST_TOOLS_NONE || (role && !f))
-        return s_event(api, r, id, text, role, NULL, f, NULL);
+    bool tools = r->kind == ST_API_CHAT && r->tools != ST_TOOLS_NONE;
+    if (!f && (!tools || role)) return s_event(api, r, id, text, role, NULL, NULL, NULL);
     if (!f) { /* text that may be (part of) a tool call is held back */
         char *t = st_tools_stream_text(r, text ? text : "", text ? strlen(text) : 0);
         char *e = t && t[0] ? s_event(api, r, id, t, false, NULL, NULL, NULL) : t ? strdup("") : NULL;
@@ -414,22 +426,22 @@ char *st_api_chunk(const st_api_t *api, st_api_req_t *r, const char *id, const c
         return e;
     }
     char *content = NULL;
-    cJSON *calls = st_tools_stream_end(r, id, &content);
+    cJSON *calls = tools ? st_tools_stream_end(r, id, &content) : NULL;
     int i = 0;
     for (cJSON *c = calls ? calls->child : NULL; c; c = c->next) cJSON_AddNumberToObject(c, "index", i++);
-    char *a = content ? s_event(api, r, id, content, false, NULL, NULL, NULL) : NULL;
-    char *b = calls ? s_event(api, r, id, NULL, false, calls, NULL, NULL) : NULL;
-    char *c = s_event(api, r, id, NULL, false, NULL, f, calls ? "tool_calls" : NULL);
-    size_t la = a ? strlen(a) : 0, lb = b ? strlen(b) : 0, lc = c ? strlen(c) : 0;
-    char *all = c ? malloc(la + lb + lc + 1) : NULL;
+    char *ev[4] = {content ? s_event(api, r, id, content, false, NULL, NULL, NULL) : NULL,
+                   calls ? s_event(api, r, id, NULL, false, calls, NULL, NULL) : NULL,
+                   s_event(api, r, id, text, role, NULL, f, calls ? "tool_calls" : NULL),
+                   r->include_usage ? s_usage_event(api, r, id, f) : NULL};
+    size_t len[4], total = 0;
+    for (int k = 0; k < 4; k++) total += len[k] = ev[k] ? strlen(ev[k]) : 0;
+    char *all = ev[2] && (ev[3] || !r->include_usage) ? malloc(total + 1) : NULL;
     if (all) {
-        memcpy(all, a ? a : "", la);
-        memcpy(all + la, b ? b : "", lb);
-        memcpy(all + la + lb, c, lc + 1);
+        total = 0;
+        for (int k = 0; k < 4; k++) memcpy(all + total, ev[k] ? ev[k] : "", len[k]), total += len[k];
+        all[total] = '\0';
     }
-    free(a);
-    free(b);
-    free(c);
+    for (int k = 0; k < 4; k++) free(ev[k]);
     free(content);
     cJSON_Delete(calls);
     return all;

@@ -132,7 +132,9 @@ char *st_api_error(const char *type, const char *fmt, ...) __attribute__((format
 char *st_api_response(const st_api_t *api, const st_api_req_t *r, const char *id, const char *text,
                       const st_req_out_t *o);
 /* One SSE event "data: {...}\n\n" (malloc'd): a text delta, or with finish
- * set the closing chunk (and usage). role: first chat chunk. With tools, text
+ * set the closing chunk, then with include_usage a chunk with "choices": []
+ * and the usage (the others then carry "usage": null; without it none has
+ * usage). role: first chat chunk. With tools, text
  * that is (or may be) a tool call is held back in r and goes out at the end
  * as a delta.tool_calls chunk (the result may then be "" or two events). */
 char *st_api_chunk(const st_api_t *api, st_api_req_t *r, const char *id, const char *text, bool role,

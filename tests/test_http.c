@@ -317,6 +317,111 @@ Test(http, chat_at_temp_0_is_st_run_text_whole_and_streamed, .timeout = 120) {
     free(want);
 }
 
+/* The usage a stream carries, asserting OpenAI's form: with include_usage
+ * every chunk has "usage": null but one more before [DONE] with "choices": []
+ * and the usage (returned, to cJSON_Delete); without it no chunk has usage
+ * (NULL returned). */
+static cJSON *s_stream_usage(resp_t r, bool include_usage, const char *object) {
+    cr_assert_eq(r.status, 200, "status %d: %s", r.status, r.body);
+    cJSON *usage = NULL;
+    bool done = false;
+    int n_chunks = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == ':') continue;
+        cr_assert(!strncmp(line, "data: ", 6) && !done, "unexpected line: %s", line);
+        if (!strcmp(line + 6, "[DONE]")) {
+            done = true;
+            continue;
+        }
+        cr_assert_null(usage, "a chunk after the usage chunk: %s", line);
+        cJSON *o = cJSON_Parse(line + 6);
+        cr_assert_not_null(o, "bad chunk %s", line);
+        cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(o, "object")), object);
+        n_chunks++;
+        cJSON *u = cJSON_GetObjectItem(o, "usage"), *ch = cJSON_GetObjectItem(o, "choices");
+        if (!include_usage) {
+            cr_assert_null(u, "usage without include_usage: %s", line);
+        } else if (cJSON_IsObject(u)) {
+            cr_assert(cJSON_IsArray(ch) && cJSON_GetArraySize(ch) == 0, "the usage chunk has choices: %s", line);
+            usage = cJSON_DetachItemFromObject(o, "usage");
+        } else {
+            cr_assert(cJSON_IsNull(u), "a chunk without \"usage\": null: %s", line);
+            cr_assert_eq(cJSON_GetArraySize(ch), 1, "%s", line);
+        }
+        cJSON_Delete(o);
+    }
+    cr_assert(done, "the stream did not end with data: [DONE]");
+    cr_assert_gt(n_chunks, 1);
+    if (include_usage) cr_assert_not_null(usage, "include_usage but no usage chunk");
+    return usage;
+}
+
+static void s_assert_usage(const cJSON *u, int prompt, int completion, int cached) {
+    cr_assert_eq(cJSON_GetObjectItem(u, "prompt_tokens")->valueint, prompt);
+    cr_assert_eq(cJSON_GetObjectItem(u, "completion_tokens")->valueint, completion);
+    cr_assert_eq(cJSON_GetObjectItem(u, "total_tokens")->valueint, prompt + completion);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(u, "prompt_tokens_details"), "cached_tokens");
+    cr_assert(cJSON_IsNumber(c), "no prompt_tokens_details.cached_tokens");
+    cr_assert_eq(c->valueint, cached);
+}
+
+/* Streams carry usage only when stream_options.include_usage asks, in a
+ * last chunk of their own; the counts are st-run's prompt tokens, max_tokens
+ * (the answer stops at the length), and the prompt cache's reuse of a
+ * repeated prompt (all of it but the last token, which is fed again). */
+Test(http, stream_usage_comes_in_its_own_chunk_when_asked, .timeout = 120) {
+    cJSON *ref = s_st_run_json("-p '" PROMPT "' --chat --temp 0 -n 1");
+    int n_chat = cJSON_GetArraySize(cJSON_GetObjectItem(ref, "prompt_tokens"));
+    cJSON_Delete(ref);
+    ref = s_st_run_json("-p 'Once upon a time' --temp 0 -n 1");
+    int n_text = cJSON_GetArraySize(cJSON_GetObjectItem(ref, "prompt_tokens"));
+    cJSON_Delete(ref);
+    server_t s;
+    s_start_single(&s, NULL, NULL);
+    char body[1024];
+    for (int round = 0; round < 2; round++) { /* the second time, the prompt is cached */
+        snprintf(body, sizeof body,
+                 "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,\"max_tokens\":%d,"
+                 "\"stream\":true,\"stream_options\":{\"include_usage\":true}}",
+                 PROMPT, N_PREDICT);
+        resp_t r = s_post(s.port, "/v1/chat/completions", body);
+        cJSON *u = s_stream_usage(r, true, "chat.completion.chunk");
+        s_assert_usage(u, n_chat, N_PREDICT, round ? n_chat - 1 : 0);
+        cJSON_Delete(u);
+        free(r.body);
+    }
+    resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, true));
+    cr_assert_null(s_stream_usage(r, false, "chat.completion.chunk"));
+    free(r.body);
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":2,\"stream\":true,"
+             "\"stream_options\":{\"include_usage\":false}}",
+             PROMPT);
+    r = s_post(s.port, "/v1/chat/completions", body);
+    cr_assert_null(s_stream_usage(r, false, "chat.completion.chunk"));
+    free(r.body);
+    const char *text = "{\"prompt\":\"Once upon a time\",\"temperature\":0,\"max_tokens\":5,\"stream\":true%s}";
+    snprintf(body, sizeof body, text, ",\"stream_options\":{\"include_usage\":true},\"cache_prompt\":false");
+    r = s_post(s.port, "/v1/completions", body);
+    cJSON *u = s_stream_usage(r, true, "text_completion");
+    s_assert_usage(u, n_text, 5, 0);
+    cJSON_Delete(u);
+    free(r.body);
+    snprintf(body, sizeof body, text, "");
+    r = s_post(s.port, "/v1/completions", body);
+    cr_assert_null(s_stream_usage(r, false, "text_completion"));
+    free(r.body);
+    /* whole answers keep their usage */
+    r = s_post(s.port, "/v1/completions", "{\"prompt\":\"Once upon a time\",\"max_tokens\":3,\"cache_prompt\":false}");
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    cJSON *o = cJSON_Parse(r.body);
+    s_assert_usage(cJSON_GetObjectItem(o, "usage"), n_text, 3, 0);
+    cJSON_Delete(o);
+    free(r.body);
+    cr_assert_eq(s_stop(&s), 0);
+}
+
 Test(http, completions_models_and_unknown_routes, .timeout = 120) {
     char *want = s_st_run_text("Once upon a time", false, 8);
     server_t s;
@@ -366,6 +471,9 @@ Test(http, bad_requests_get_4xx_json_and_the_server_goes_on, .timeout = 120) {
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "5 stops"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_p\":7}", "top_p out of range"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"seed\":\"x\"}", "seed a string"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":true}", "stream_options a bool"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"stream_options\":{\"include_usage\":1}}",
+         "include_usage a number"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         s_assert_error(s_post(s.port, "/v1/chat/completions", bad[i].body), 400, bad[i].what);
