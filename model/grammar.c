@@ -328,6 +328,9 @@ void st_gstate_copy(st_gstate_t *dst, const st_gstate_t *src) {
     memcpy(dst->f, src->f, (size_t)src->depth * sizeof src->f[0]);
 }
 
+/* A node's keys (NULL for an object without properties: no offset on a NULL array). */
+static const g_key_t *s_keys(const st_grammar_t *g, const g_node_t *nd) { return g->keys ? g->keys + nd->first : NULL; }
+
 /* Object: the properties that may come next from index a: the optional ones
  * up to and including the first required one (the order is the schema's). */
 static uint64_t s_obj_cands(const st_grammar_t *g, const g_node_t *nd, int a) {
@@ -358,7 +361,7 @@ static uint64_t s_narrow(const g_key_t *k, uint64_t cand, int pos, unsigned char
 }
 
 static int s_step_object(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, const g_node_t *nd, unsigned char c) {
-    const g_key_t *k = g->keys + nd->first;
+    const g_key_t *k = s_keys(g, nd);
     switch (f->phase) {
     case O_OPEN:
         if (c != '{') return R_REJECT;
@@ -571,7 +574,7 @@ static int s_step(st_gstate_t *s, const st_grammar_t *g, unsigned char c) {
         f->a++;
         return s_push(s, g, g->kids[nd->first + f->a - 1]) ? R_PUSHED : R_REJECT;
     case G_ALT: {
-        const g_key_t *k = g->keys + nd->first;
+        const g_key_t *k = s_keys(g, nd);
         uint64_t m = s_narrow(k, f->cand, f->c, c);
         if (!m) return R_REJECT;
         f->cand = m;
@@ -638,7 +641,7 @@ bool st_gstate_complete(const st_gstate_t *s, const st_grammar_t *g) {
 bool st_gstate_finished(const st_gstate_t *s) { return s->depth == 0 && s->ended; }
 
 static int s_min_key(const st_grammar_t *g, const g_node_t *nd, uint64_t cand, int pos) {
-    const g_key_t *k = g->keys + nd->first;
+    const g_key_t *k = s_keys(g, nd);
     int best = -1;
     for (uint64_t m = cand; m; m &= m - 1) {
         int j = __builtin_ctzll(m);
@@ -652,7 +655,7 @@ static int s_frame_min(const st_grammar_t *g, const st_gframe_t *f) {
     const g_node_t *nd = &g->nodes[f->node];
     switch (nd->kind) {
     case G_OBJECT: {
-        const g_key_t *k = g->keys + nd->first;
+        const g_key_t *k = s_keys(g, nd);
         switch (f->phase) {
         case O_OPEN: return nd->minlen;
         case O_FIRST: return nd->minlen - 1;
@@ -705,7 +708,7 @@ static int s_frame_min(const st_grammar_t *g, const st_gframe_t *f) {
         return sum;
     }
     case G_ALT: {
-        const g_key_t *k = g->keys + nd->first;
+        const g_key_t *k = s_keys(g, nd);
         int best = -1;
         for (uint64_t m = f->cand; m; m &= m - 1) {
             int j = __builtin_ctzll(m), v = k[j].len - f->c + g->nodes[k[j].node].minlen;
