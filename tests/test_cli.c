@@ -345,8 +345,8 @@ Test(cli, chat_stats_survive_a_health_of_another_shape, .timeout = 60) {
         pthread_t th;
         cr_assert_eq(pthread_create(&th, NULL, s_fake_serve, &f), 0);
         char out[8192];
-        int st = s_run(out, sizeof out, "printf '/stats\\n/quit\\n' | %s --url http://127.0.0.1:%d 2>&1", path,
-                       ntohs(sa.sin_port));
+        int st = s_run(out, sizeof out, "printf '/stats\\n/quit\\n' | %s'%s' --url http://127.0.0.1:%d 2>&1",
+                       st_test_run_prefix(), path, ntohs(sa.sin_port)); /* the prefix: qemu when cross-built */
         shutdown(f.fd, SHUT_RDWR);
         pthread_join(th, NULL);
         close(f.fd);
