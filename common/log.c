@@ -73,6 +73,7 @@ const char *st_strerror(int code) {
     case ST_EPROTO: return "protocol error";
     case ST_ETIMEOUT: return "timed out";
     case ST_ERANGE: return "out of range";
+    case ST_EAUTH: return "authentication failed";
     default: return "unknown error";
     }
 }

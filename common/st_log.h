@@ -23,6 +23,7 @@ enum {
     ST_EPROTO = -6,   /* malformed network message */
     ST_ETIMEOUT = -7, /* a deadline passed */
     ST_ERANGE = -8,   /* value outside the model's shapes or our limits */
+    ST_EAUTH = -9,    /* a peer failed to prove what it claims (a wrong pairing code, a bad MAC) */
 };
 
 typedef enum { ST_LOG_ERROR, ST_LOG_WARN, ST_LOG_INFO, ST_LOG_DEBUG } st_log_level_t;
