@@ -479,7 +479,7 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
     if (!c || !kv || !smp || !gen) goto out;
     if (h && h->on_ctx && (status = h->on_ctx(h->arg, c)) != 0) goto out;
     status = 1;
-    if (a->mem && !(ec = st_expert_cache_install(prog, c, a->mem))) goto out;
+    if (a->mem && !(ec = st_cli_mem_install(prog, c, a->mem))) goto out;
 
     st_generate_result_t res = {0};
     if (n_prompt > 0 && (a->n_predict > 0 || a->logits_out)) {
@@ -528,7 +528,7 @@ int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, co
         if (fs->neurons)
             fprintf(stderr, "experts: %llu calls, %.1f%% of expert neurons inactive after relu(gate)\n",
                     (unsigned long long)fs->expert_calls, 100.0 * (1.0 - (double)fs->neurons_active / fs->neurons));
-        if (ec) st_expert_cache_print_stats(ec, stderr);
+        if (ec) st_cli_mem_print_stats(ec, stderr);
         if (h && h->on_stats) h->on_stats(h->arg, c, &res);
     }
     status = 0;

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "expert_cache.h"
 #include "forward.h"
 #include "generate.h"
 #include "model.h"
@@ -72,5 +73,12 @@ typedef struct {
  * (streaming to stdout, or --json), write --logits-out, print --stats.
  * hooks may be NULL. Returns the process exit status (0 or 1). */
 int st_cli_run(const char *prog, const st_cli_args_t *a, const st_model_t *m, const st_cli_hooks_t *hooks);
+
+/* --mem (cli/mem.c): installs the memory-budgeted expert cache on c under the
+ * whole-process budget mem_total (st_expert_cache_install); NULL after
+ * printing why to stderr (prog names the program). The caller owns the cache. */
+st_expert_cache_t *st_cli_mem_install(const char *prog, st_ctx_t *c, uint64_t mem_total);
+/* The cache's statistics line on f: slots, hit rate, bytes per token, read bandwidth. */
+void st_cli_mem_print_stats(st_expert_cache_t *ec, FILE *f);
 
 #endif

@@ -556,43 +556,25 @@ void st_expert_cache_stats(st_expert_cache_t *ec, st_expert_cache_stats_t *s) {
     pthread_mutex_unlock(&ec->mu);
 }
 
-void st_expert_cache_print_stats(st_expert_cache_t *ec, FILE *f) {
-    st_expert_cache_stats_t s;
-    st_expert_cache_stats(ec, &s);
-    fprintf(f,
-            "expert cache: %d slots (%.1f MiB of a %.1f MiB budget, %s); hit rate %.1f%% (%llu of %llu); "
-            "%.1f MiB read per token (%llu tokens); reads %.1f MiB at %.0f MB/s while busy, waited %.2f s\n",
-            s.n_slots, s.resident_bytes / 1048576.0, s.cache_bytes / 1048576.0, s.direct ? "O_DIRECT" : "buffered",
-            s.lookups ? 100.0 * s.hits / s.lookups : 0.0, (unsigned long long)s.hits, (unsigned long long)s.lookups,
-            s.tokens ? s.bytes_read / 1048576.0 / s.tokens : 0.0, (unsigned long long)s.tokens,
-            s.bytes_read / 1048576.0, s.read_busy_s > 0 ? s.bytes_read / s.read_busy_s / 1e6 : 0.0, s.wait_s);
-}
-
-st_expert_cache_t *st_expert_cache_install(const char *prog, st_ctx_t *c, uint64_t mem_total) {
-    const uint64_t slot = st_expert_cache_slot_bytes(c);
-    if (slot == 0) {
-        fprintf(stderr, "%s: --mem needs a model whose experts are read from its GGUF file as stored\n", prog);
-        return NULL;
-    }
+void st_expert_cache_budget(const st_ctx_t *c, uint64_t mem_total, st_expert_cache_budget_t *b) {
     const st_config_t *cfg = &st_ctx_model(c)->cfg;
     const int n_batch = st_ctx_params(c)->n_batch;
-    const int need = cfg->n_expert < n_batch * cfg->n_expert_used ? cfg->n_expert : n_batch * cfg->n_expert_used;
-    const uint64_t reserve = st_expert_cache_reserve(c, mem_total);
-    const uint64_t min_total = reserve + (uint64_t)need * slot;
-    if (mem_total < min_total) {
-        fprintf(stderr,
-                "%s: --mem %.0f MiB is too small for this model: dense weights, KV cache and the process need "
-                "about %.0f MiB, and the expert cache at least %d experts of %.2f MiB: use --mem %.0fM or more\n",
-                prog, mem_total / 1048576.0, reserve / 1048576.0, need, slot / 1048576.0, min_total / 1048576.0 + 1);
-        return NULL;
-    }
-    st_expert_cache_params_t p = {.cache_bytes = mem_total - reserve};
+    b->slot_bytes = st_expert_cache_slot_bytes(c);
+    b->reserve = st_expert_cache_reserve(c, mem_total);
+    b->min_slots = cfg->n_expert < n_batch * cfg->n_expert_used ? cfg->n_expert : n_batch * cfg->n_expert_used;
+    b->min_total = b->reserve + (uint64_t)b->min_slots * b->slot_bytes;
+}
+
+int st_expert_cache_install(st_ctx_t *c, uint64_t mem_total, st_expert_cache_budget_t *b, st_expert_cache_t **out) {
+    *out = NULL;
+    st_expert_cache_budget(c, mem_total, b);
+    if (b->slot_bytes == 0) return ST_EUNSUP;
+    if (mem_total < b->min_total) return ST_ERANGE;
+    st_expert_cache_params_t p = {.cache_bytes = mem_total - b->reserve};
     st_expert_cache_t *ec = st_expert_cache_new(c, &p);
-    if (!ec) {
-        fprintf(stderr, "%s: cannot set up the memory-budgeted expert cache (see the log above)\n", prog);
-        return NULL;
-    }
-    st_moe_backend_t b = st_expert_cache_backend(ec);
-    st_ctx_set_moe(c, &b);
-    return ec;
+    if (!ec) return ST_EIO;
+    st_moe_backend_t be = st_expert_cache_backend(ec);
+    st_ctx_set_moe(c, &be);
+    *out = ec;
+    return 0;
 }

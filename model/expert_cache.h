@@ -20,7 +20,6 @@
 #define ST_EXPERT_CACHE_H
 
 #include <stdint.h>
-#include <stdio.h>
 
 #include "forward.h"
 
@@ -73,13 +72,22 @@ st_moe_backend_t st_expert_cache_backend(st_expert_cache_t *ec);
 /* A consistent copy of the counters. */
 void st_expert_cache_stats(st_expert_cache_t *ec, st_expert_cache_stats_t *s);
 
-/* One or two lines on f: hit rate, bytes per token, read bandwidth. */
-void st_expert_cache_print_stats(st_expert_cache_t *ec, FILE *f);
+/* What a whole-process budget mem_total leaves for the slots of c's model. */
+typedef struct {
+    uint64_t slot_bytes; /* one slot (st_expert_cache_slot_bytes); 0: experts not readable from the file */
+    uint64_t reserve;    /* the rest of the process (st_expert_cache_reserve) */
+    int min_slots;       /* experts one layer step needs: min(n_expert, n_batch * n_expert_used) */
+    uint64_t min_total;  /* reserve + min_slots * slot_bytes: the smallest budget that works */
+} st_expert_cache_budget_t;
 
-/* For `--mem SIZE`: computes the slot budget from the whole-process budget
- * mem_total, creates the cache and installs it on c. NULL after printing why
- * (prog names the program) when the budget is too small or the model cannot
- * be served this way. */
-st_expert_cache_t *st_expert_cache_install(const char *prog, st_ctx_t *c, uint64_t mem_total);
+/* Fills b for c's model under mem_total. */
+void st_expert_cache_budget(const st_ctx_t *c, uint64_t mem_total, st_expert_cache_budget_t *b);
+
+/* For `--mem SIZE`: fills b, creates a cache with the slot budget mem_total -
+ * b->reserve and installs it on c (*out owns it). Returns 0; ST_EUNSUP when
+ * the experts cannot be read from the file (b->slot_bytes 0) and ST_ERANGE
+ * when mem_total < b->min_total, both without logging so the program can say
+ * why with b's figures; ST_EIO when st_expert_cache_new failed (it logged why). */
+int st_expert_cache_install(st_ctx_t *c, uint64_t mem_total, st_expert_cache_budget_t *b, st_expert_cache_t **out);
 
 #endif

@@ -9,11 +9,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "expert_cache.h"
 #include "forward.h"
 #include "model.h"
+#include "st_log.h"
 #include "testutil.h"
 
 #define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
@@ -166,9 +169,30 @@ Test(expert_cache, too_small_budgets_refused, .init = cr_redirect_stderr) {
     p.cache_bytes = 0;
     cr_assert_null(st_expert_cache_new(c, &p));
     cr_assert_null(st_expert_cache_new(c, NULL));
-    /* a whole-process budget below what the dense part needs */
-    cr_assert_null(st_expert_cache_install("st-test", c, 1 << 20));
-    cr_assert_null(st_expert_cache_install("st-test", c, 0));
+    /* a whole-process budget below what the dense part needs: refused with the figures, nothing printed */
+    st_expert_cache_budget_t b;
+    st_expert_cache_t *ec = NULL;
+    FILE *quiet = tmpfile(); /* stderr goes here while the library refuses */
+    cr_assert_not_null(quiet);
+    fflush(stderr);
+    const int err_fd = fileno(stderr), saved = dup(err_fd); /* Criterion's redirection: not always fd 2 */
+    cr_assert(saved >= 0 && dup2(fileno(quiet), err_fd) == err_fd);
+    cr_assert_eq(st_expert_cache_install(c, 1 << 20, &b, &ec), ST_ERANGE);
+    cr_assert_null(ec);
+    cr_assert_eq(b.slot_bytes, slot);
+    cr_assert_eq(b.min_slots, 8);
+    cr_assert_eq(b.min_total, b.reserve + 8 * slot);
+    cr_assert_gt(b.min_total, 1 << 20);
+    cr_assert_eq(st_expert_cache_install(c, 0, &b, &ec), ST_ERANGE);
+    fflush(stderr);
+    cr_assert(dup2(saved, err_fd) == err_fd);
+    close(saved);
+    struct stat qs;
+    cr_assert_eq(fstat(fileno(quiet), &qs), 0);
+    cr_assert_eq(qs.st_size, 0, "st_expert_cache_install printed");
+    fclose(quiet);
+    /* the programs say why (cli/mem.c) */
+    cr_assert_null(st_cli_mem_install("st-test", c, 1 << 20));
     char log[8192];
     s_log(log, sizeof log);
     cr_assert(strstr(log, "one layer step needs 8"), "log: %s", log);
@@ -176,11 +200,22 @@ Test(expert_cache, too_small_budgets_refused, .init = cr_redirect_stderr) {
     cr_assert(strstr(log, "use --mem"), "log: %s", log);
     /* a generous one works, and the reserve plus the slots fit in it */
     const uint64_t total = 512ull << 20;
-    st_expert_cache_t *ec = st_expert_cache_install("st-test", c, total);
+    cr_assert_eq(st_expert_cache_install(c, total, &b, &ec), 0);
     cr_assert_not_null(ec);
     st_expert_cache_stats_t s;
     st_expert_cache_stats(ec, &s);
     cr_assert_leq(s.cache_bytes + st_expert_cache_reserve(c, total), total + (64u << 20)); /* RSS moved a little */
+    /* the statistics line the programs print, from those counters */
+    char line[512], want[64];
+    FILE *f = tmpfile();
+    cr_assert_not_null(f);
+    st_cli_mem_print_stats(ec, f);
+    rewind(f);
+    cr_assert_not_null(fgets(line, sizeof line, f));
+    fclose(f);
+    snprintf(want, sizeof want, "expert cache: %d slots (", s.n_slots);
+    cr_assert_eq(strncmp(line, want, strlen(want)), 0, "%s", line);
+    cr_assert(strstr(line, "hit rate 0.0% (0 of 0)"), "%s", line);
     st_ctx_set_moe(c, NULL);
     st_expert_cache_destroy(&ec);
     st_ctx_destroy(&c);
@@ -194,7 +229,11 @@ Test(expert_cache, converted_weights_refused, .init = cr_redirect_stderr) {
     cr_assert_eq(st_expert_cache_slot_bytes(c), 0);
     st_expert_cache_params_t p = {.cache_bytes = 1ull << 30};
     cr_assert_null(st_expert_cache_new(c, &p));
-    cr_assert_null(st_expert_cache_install("st-test", c, 1ull << 30));
+    st_expert_cache_budget_t b;
+    st_expert_cache_t *ec = NULL;
+    cr_assert_eq(st_expert_cache_install(c, 1ull << 30, &b, &ec), ST_EUNSUP);
+    cr_assert_null(ec);
+    cr_assert_null(st_cli_mem_install("st-test", c, 1ull << 30));
     char log[8192];
     s_log(log, sizeof log);
     cr_assert(strstr(log, "not stored in its GGUF file"), "log: %s", log);

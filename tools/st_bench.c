@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "clock.h"
 #include "expert_cache.h"
 #include "forward.h"
@@ -430,7 +431,7 @@ int main(int argc, char **argv) {
         if (!(kvs[s] = st_kv_new(c, (int)a.n_gen + 1))) goto out;
     /* --mem: experts come from storage through a bounded cache; touching them
      * through the mapping would fill the page cache */
-    if (a.mem && !(ec = st_expert_cache_install("st-bench", c, a.mem))) goto out;
+    if (a.mem && !(ec = st_cli_mem_install("st-bench", c, a.mem))) goto out;
 
     /* warm-up: faults the mapped weights in and wakes the threads */
     if (!ec) st_log(ST_LOG_DEBUG, "weights touched (%u)", s_touch_weights(m));
@@ -483,7 +484,7 @@ int main(int argc, char **argv) {
         s_print_json(&a, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
     else
         s_print_markdown(&a, m, kname, file_size, res, n_res, load_ms, rss, dec_bytes, bw);
-    if (ec) st_expert_cache_print_stats(ec, a.json ? stderr : stdout);
+    if (ec) st_cli_mem_print_stats(ec, a.json ? stderr : stdout);
     status = 0;
 out:
     if (c) st_ctx_set_moe(c, NULL);
