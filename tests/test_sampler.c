@@ -209,3 +209,104 @@ Test(sampler, constraint_masks_before_the_draw_and_hears_the_token) {
     cr_assert(t >= 0 && t < V);
     st_sampler_destroy(&s);
 }
+
+/* ---- without top-k: the same tokens as sorting the whole vocabulary ---- */
+
+typedef struct {
+    int32_t id;
+    float logit;
+    float p;
+} ref_cand_t;
+
+static int s_ref_cmp(const void *a, const void *b) {
+    const ref_cand_t *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id;
+}
+
+static uint64_t s_ref_splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The sampler as documented, written plainly: the whole vocabulary sorted (logit
+ * descending, ties to the lower id), top-p on probabilities relative to the best,
+ * min-p, temperature, one xoroshiro128+ draw (state from splitmix64 of the seed). */
+typedef struct {
+    uint64_t rng[2];
+    ref_cand_t *c;
+} ref_sampler_t;
+
+static int32_t s_ref_sample(ref_sampler_t *r, const float *logits, int n_vocab, float temp, float top_p, float min_p) {
+    ref_cand_t *c = r->c;
+    for (int i = 0; i < n_vocab; i++) c[i] = (ref_cand_t){i, logits[i], 0.0f};
+    qsort(c, (size_t)n_vocab, sizeof *c, s_ref_cmp);
+    int n = n_vocab;
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (c[i].p = expf(c[i].logit - c[0].logit));
+    double acc = 0.0;
+    for (int i = 0; top_p < 1.0f && i < n; i++)
+        if ((acc += c[i].p / sum) >= top_p) n = i + 1;
+    int keep = 1;
+    while (min_p > 0.0f && keep < n && c[keep].p >= min_p * c[0].p) keep++;
+    if (min_p > 0.0f) n = keep;
+    sum = 0.0;
+    for (int i = 0; i < n; i++) sum += (c[i].p = expf((c[i].logit - c[0].logit) / temp));
+    uint64_t s0 = r->rng[0], s1 = r->rng[1], x = s0 + s1;
+    s1 ^= s0;
+    r->rng[0] = ((s0 << 24) | (s0 >> 40)) ^ s1 ^ (s1 << 16);
+    r->rng[1] = (s1 << 37) | (s1 >> 27);
+    const double u = (double)(x >> 11) * (1.0 / 9007199254740992.0) * sum;
+    acc = 0.0;
+    for (int i = 0; i < n; i++)
+        if (u < (acc += c[i].p)) return c[i].id;
+    while (n > 1 && c[n - 1].p == 0.0f) n--;
+    return c[n - 1].id;
+}
+
+Test(sampler, no_top_k_draws_the_tokens_of_a_full_sort) {
+    const int NV = 151936, N_DRAWS = 3;
+    float *logits = malloc((size_t)NV * sizeof *logits), *copy = malloc((size_t)NV * sizeof *copy);
+    ref_sampler_t ref = {.c = malloc((size_t)NV * sizeof *ref.c)};
+    cr_assert(logits && copy && ref.c);
+    /* top_p / min_p: both, top-p alone (wide and narrow), min-p alone, neither (the full sort) */
+    const float cuts[][2] = {{0.95f, 0.05f}, {0.9f, 0.0f}, {0.3f, 0.0f}, {1.0f, 0.05f}, {1.0f, 0.0f}};
+    const float temps[] = {0.7f, 1.3f};
+    int n_diff_tokens = 0, last = -1;
+    for (int shape = 0; shape < 4; shape++)
+        for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++)
+            for (size_t t = 0; t < sizeof temps / sizeof temps[0]; t++) {
+                const uint64_t seed = 1000 + (uint64_t)shape * 100 + k * 10 + t;
+                st_sampler_params_t p = st_sampler_default_params();
+                p.temp = temps[t], p.top_k = 0, p.top_p = cuts[k][0], p.min_p = cuts[k][1], p.seed = seed;
+                st_sampler_t *s = st_sampler_new(&p, NV);
+                cr_assert_not_null(s);
+                uint64_t x = seed;
+                ref.rng[0] = s_ref_splitmix(&x);
+                ref.rng[1] = s_ref_splitmix(&x);
+                uint64_t g = seed * 7919;
+                for (int d = 0; d < N_DRAWS; d++) {
+                    for (int i = 0; i < NV; i++) {
+                        g = g * 6364136223846793005ull + 1442695040888963407ull;
+                        const float u = (float)(g >> 40) / 16777216.0f; /* [0, 1) */
+                        switch (shape) {
+                        case 0: logits[i] = 16.0f * u; break;                 /* flat: a wide nucleus */
+                        case 1: logits[i] = 30.0f * u * u * u * u; break;     /* peaked: a few tokens lead */
+                        case 2: logits[i] = floorf(8.0f * u) * 0.5f; break;   /* ties: the lower id first */
+                        default: logits[i] = u < 0.9f ? -INFINITY : 4.0f * u; /* mostly masked */
+                        }
+                    }
+                    memcpy(copy, logits, (size_t)NV * sizeof *copy);
+                    const int32_t want = s_ref_sample(&ref, copy, NV, p.temp, p.top_p, p.min_p);
+                    const int32_t got = st_sampler_sample(s, logits);
+                    cr_assert_eq(got, want, "shape %d, top_p %.2f, min_p %.2f, temp %.1f, draw %d: %d, full sort %d",
+                                 shape, p.top_p, p.min_p, p.temp, d, got, want);
+                    n_diff_tokens += got != last, last = got;
+                }
+                st_sampler_destroy(&s);
+            }
+    cr_assert_gt(n_diff_tokens, 60, "the draws hardly vary: a weak comparison");
+    free(logits), free(copy), free(ref.c);
+}
