@@ -33,6 +33,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "machine.h"
 #include "clock.h"
 #include "forward.h"
 #include "lru.h"
@@ -648,7 +649,21 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
 static int s_on_heartbeat(st_node_t *n, st_wire_rx_t *rx) {
     st_wire_msg_t m = {.type = ST_MSG_HEARTBEAT};
     m.heartbeat.seq = rx->msg.heartbeat.seq;
-    st_proc_memory(&m.heartbeat.mem_used, NULL);
+    st_machine_t b;
+    st_machine_read("", &b);
+    m.heartbeat.board = (st_wire_board_t){.rss = b.rss,
+                                          .rss_file = b.rss_file,
+                                          .has_cgroup = b.has_cgroup,
+                                          .cgroup_mem = b.cgroup_mem,
+                                          .cgroup_file = b.cgroup_file,
+                                          .cgroup_max = b.cgroup_max,
+                                          .has_temp = b.has_temp,
+                                          .temp_mc = b.temp_mc,
+                                          .has_throttled = b.has_throttled,
+                                          .throttled = b.throttled};
+    if (n->lru && n->store)
+        m.heartbeat.board.cache_bytes =
+            (uint64_t)st_lru_count(n->lru) * st_lru_entry_cost(st_store_record_bytes(n->store));
     return s_reply(n, rx, &m);
 }
 

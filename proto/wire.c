@@ -93,6 +93,36 @@ typedef struct {
     uint32_t types[3][ST_WIRE_MAX_LAYERS];   /* the shape's per-layer type ids, widened */
 } pb_build_t;
 
+/* A HEARTBEAT's board readings, both ways: plain numbers, nothing to check
+ * (a figure is shown, never used to size or index anything). */
+static void s_board_to_pb(const st_wire_board_t *b, St__Heartbeat *p) {
+    p->mem_used = b->rss;
+    p->rss_file = b->rss_file;
+    p->cache_bytes = b->cache_bytes;
+    p->has_cgroup = b->has_cgroup;
+    p->cgroup_mem = b->cgroup_mem;
+    p->cgroup_file = b->cgroup_file;
+    p->cgroup_max = b->cgroup_max;
+    p->has_temp = b->has_temp;
+    p->temp_mc = b->temp_mc;
+    p->has_throttled = b->has_throttled;
+    p->throttled = b->throttled;
+}
+
+static void s_board_from_pb(const St__Heartbeat *p, st_wire_board_t *b) {
+    *b = (st_wire_board_t){.rss = p->mem_used,
+                           .rss_file = p->rss_file,
+                           .cache_bytes = p->cache_bytes,
+                           .has_cgroup = p->has_cgroup,
+                           .cgroup_mem = p->cgroup_mem,
+                           .cgroup_file = p->cgroup_file,
+                           .cgroup_max = p->cgroup_max,
+                           .has_temp = p->has_temp,
+                           .temp_mc = p->temp_mc,
+                           .has_throttled = p->has_throttled,
+                           .throttled = p->throttled};
+}
+
 static void s_shape_to_pb(const st_wire_shape_t *s, St__ModelShape *p, uint32_t types[3][ST_WIRE_MAX_LAYERS]) {
     st__model_shape__init(p);
     p->model_hash.len = ST_WIRE_HASH_BYTES;
@@ -261,7 +291,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
     case ST_MSG_HEARTBEAT:
         st__heartbeat__init(&pb->b.heartbeat);
         pb->b.heartbeat.seq = m->heartbeat.seq;
-        pb->b.heartbeat.mem_used = m->heartbeat.mem_used;
+        s_board_to_pb(&m->heartbeat.board, &pb->b.heartbeat);
         e->heartbeat = &pb->b.heartbeat;
         break;
     case ST_MSG_ERROR:
@@ -514,7 +544,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         break;
     case ST_MSG_HEARTBEAT:
         m->heartbeat.seq = e->heartbeat->seq;
-        m->heartbeat.mem_used = e->heartbeat->mem_used;
+        s_board_from_pb(e->heartbeat, &m->heartbeat.board);
         break;
     case ST_MSG_ERROR:
         m->error.code = e->error->code;

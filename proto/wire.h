@@ -152,8 +152,21 @@ typedef struct {
     uint32_t cache_hits, cache_misses;
 } st_wire_result_t;
 
+/* The board's state a node reports (common/board.h reads it). */
 typedef struct {
-    uint64_t seq, mem_used;
+    uint64_t rss, rss_file; /* VmRSS and its RssFile part */
+    uint64_t cache_bytes;   /* experts in the node's RAM cache */
+    bool has_cgroup;        /* alone in its memory cgroup: cgroup_* are its own */
+    uint64_t cgroup_mem, cgroup_file, cgroup_max;
+    bool has_temp;
+    int32_t temp_mc; /* CPU temperature, millidegrees C */
+    bool has_throttled;
+    uint32_t throttled; /* Raspberry Pi get_throttled bits */
+} st_wire_board_t;
+
+typedef struct {
+    uint64_t seq;
+    st_wire_board_t board; /* a node's answer; zero in a coordinator's request */
 } st_wire_heartbeat_t;
 
 typedef struct {

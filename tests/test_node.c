@@ -395,8 +395,10 @@ Test(node, serves_experts_bit_identical_to_one_process) {
     s_call(&c, &hb, NULL, 0, &rx);
     cr_assert_eq(rx.msg.type, ST_MSG_HEARTBEAT);
     cr_assert_eq(rx.msg.heartbeat.seq, 9);
-    cr_assert_gt(rx.msg.heartbeat.mem_used, 0);
-    cr_assert_lt(rx.msg.heartbeat.mem_used, 256u << 20);
+    cr_assert_gt(rx.msg.heartbeat.board.rss, 0);
+    cr_assert_lt(rx.msg.heartbeat.board.rss, 256u << 20);
+    cr_assert_gt(rx.msg.heartbeat.board.cache_bytes, 0, "the experts just computed are in its cache");
+    cr_assert_leq(rx.msg.heartbeat.board.cache_bytes, 256u << 20, "within --mem");
     st_wire_rx_clear(&rx);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0, "st-node did not exit cleanly");
@@ -692,9 +694,9 @@ Test(node, small_memory_budget_is_respected) {
     st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT};
     st_wire_rx_t rx;
     s_call(&c, &hb, NULL, 0, &rx);
-    cr_log_info("node RSS %llu B under --mem %s", (unsigned long long)rx.msg.heartbeat.mem_used, mem);
+    cr_log_info("node RSS %llu B under --mem %s", (unsigned long long)rx.msg.heartbeat.board.rss, mem);
 #ifndef __SANITIZE_ADDRESS__
-    cr_assert_lt(rx.msg.heartbeat.mem_used, 48u << 20);
+    cr_assert_lt(rx.msg.heartbeat.board.rss, 48u << 20);
 #endif
     st_wire_rx_clear(&rx);
     s_client_close(&c);

@@ -83,7 +83,20 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
     case ST_MSG_EXPERT_RESULT:
         m.result = (st_wire_result_t){.n_pairs = 4, .compute_us = 1234567, .cache_hits = 3, .cache_misses = 1};
         break;
-    case ST_MSG_HEARTBEAT: m.heartbeat = (st_wire_heartbeat_t){.seq = 77, .mem_used = 1ull << 33}; break;
+    case ST_MSG_HEARTBEAT: /* a node's answer: every reading, a negative temperature too */
+        m.heartbeat.seq = 77;
+        m.heartbeat.board = (st_wire_board_t){.rss = 1ull << 33,
+                                              .rss_file = 5ull << 20,
+                                              .cache_bytes = 3ull << 30,
+                                              .has_cgroup = true,
+                                              .cgroup_mem = (1ull << 33) + 12345,
+                                              .cgroup_file = 777ull << 20,
+                                              .cgroup_max = 2ull << 30,
+                                              .has_temp = true,
+                                              .temp_mc = -5250,
+                                              .has_throttled = true,
+                                              .throttled = 0x50005};
+        break;
     case ST_MSG_ERROR:
         m.error.code = ST_EPROTO;
         strcpy(m.error.message, "bad header: layer 9 of 4");
@@ -156,7 +169,16 @@ static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
         cr_assert_arr_eq(a->compute.pair_expert, b->compute.pair_expert, a->compute.n_pairs * sizeof(int32_t));
         break;
     case ST_MSG_EXPERT_RESULT: cr_assert_arr_eq(&a->result, &b->result, sizeof a->result); break;
-    case ST_MSG_HEARTBEAT: cr_assert_arr_eq(&a->heartbeat, &b->heartbeat, sizeof a->heartbeat); break;
+    case ST_MSG_HEARTBEAT: {
+        const st_wire_board_t *x = &a->heartbeat.board, *y = &b->heartbeat.board;
+        cr_assert_eq(a->heartbeat.seq, b->heartbeat.seq);
+        cr_assert(x->rss == y->rss && x->rss_file == y->rss_file && x->cache_bytes == y->cache_bytes);
+        cr_assert(x->has_cgroup == y->has_cgroup && x->cgroup_mem == y->cgroup_mem &&
+                  x->cgroup_file == y->cgroup_file && x->cgroup_max == y->cgroup_max);
+        cr_assert(x->has_temp == y->has_temp && x->temp_mc == y->temp_mc);
+        cr_assert(x->has_throttled == y->has_throttled && x->throttled == y->throttled);
+        break;
+    }
     case ST_MSG_ERROR:
         cr_assert_eq(a->error.code, b->error.code);
         cr_assert_str_eq(a->error.message, b->error.message);
