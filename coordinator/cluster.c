@@ -56,6 +56,10 @@ typedef struct {
      * wait for its answer starts when the handshake succeeds */
     bool connected;
     uint64_t hello_queued; /* request id of a HELLO sent while not connected */
+    /* the board as its last HEARTBEAT answer said (st_cluster_ask_board) */
+    bool has_board;
+    st_wire_board_t board;
+    double board_ms, board_asked_ms; /* when it came, when it was last asked for */
 } node_t;
 
 struct st_cluster {
@@ -183,6 +187,7 @@ void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
     node_t *nd = &c->nodes[node];
     if (!nd->up) return;
     nd->up = false;
+    nd->has_board = false; /* what it said before going down is stale */
     nd->n_down++;
     s_rejoin_later(nd);
     st_log(ST_LOG_WARN, "node %d (%s) is down: %s", node, nd->addr.url, why);
@@ -273,6 +278,14 @@ typedef int (*s_msg_fn)(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg);
 static void s_rejoin_tick(st_cluster_t *c);
 static void s_rejoin_msg(st_cluster_t *c, int node, st_wire_rx_t *rx);
 
+/* A node's HEARTBEAT answer (only a node that is up has a board to show). */
+static void s_keep_board(node_t *nd, const st_wire_heartbeat_t *hb) {
+    if (!nd->up) return;
+    nd->board = hb->board;
+    nd->has_board = true;
+    nd->board_ms = st_now_ms();
+}
+
 static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
     s_rejoin_tick(c);
     zmq_pollitem_t stack_items[128], *items = stack_items;
@@ -310,6 +323,11 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
                 c->nodes[i].stats.stale++;
                 st_log(ST_LOG_DEBUG, "node %d: bad message dropped: %s", i, why);
                 if (r != ST_EPROTO) break;
+                continue;
+            }
+            if (rx.msg.type == ST_MSG_HEARTBEAT) { /* a board answer: kept, not counted as expert traffic */
+                s_keep_board(&c->nodes[i], &rx.msg.heartbeat);
+                st_wire_rx_clear(&rx);
                 continue;
             }
             size_t flen;
@@ -749,6 +767,28 @@ static int s_idle_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
 int st_cluster_idle(st_cluster_t *c, int wait_ms) {
     int rc = s_poll(c, wait_ms, s_idle_msg, NULL);
     return rc < 0 ? rc : st_cluster_maintain(c);
+}
+
+int st_cluster_ask_board(st_cluster_t *c, int every_ms) {
+    const double now = st_now_ms();
+    int asked = 0;
+    for (int i = 0; i < c->n; i++) {
+        node_t *nd = &c->nodes[i];
+        if (!nd->up || now - nd->board_asked_ms < every_ms) continue;
+        st_wire_msg_t m = {.type = ST_MSG_HEARTBEAT, .request_id = c->next_rid++};
+        m.heartbeat.seq = m.request_id;
+        nd->board_asked_ms = now;
+        /* outside the byte counters: the per-token figures count expert traffic only */
+        if (st_wire_send(nd->sock, NULL, 0, &m, NULL, 0, ZMQ_DONTWAIT) == 0) asked++;
+    }
+    return asked;
+}
+
+const st_wire_board_t *st_cluster_board(const st_cluster_t *c, int node, double *age_ms) {
+    const node_t *nd = &c->nodes[node];
+    if (!nd->up || !nd->has_board) return NULL;
+    if (age_ms) *age_ms = st_now_ms() - nd->board_ms;
+    return &nd->board;
 }
 
 uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes) {

@@ -159,6 +159,15 @@ int st_cluster_admit(st_cluster_t *c);
  * wait_ms (connection losses, the probe exchanges, probes that are due),
  * then st_cluster_maintain. Returns as that. */
 int st_cluster_idle(st_cluster_t *c, int wait_ms);
+/* Asks every node that is up and was not asked within every_ms how its
+ * board is doing (a HEARTBEAT; the answer comes in during the cluster's
+ * waits, outside the byte counters). Returns how many were asked. */
+int st_cluster_ask_board(st_cluster_t *c, int every_ms);
+/* The node's last board answer (borrowed, live), with its age in *age_ms
+ * (may be NULL); NULL while it is down or has not answered since it came up:
+ * a down node's figures are stale. */
+const st_wire_board_t *st_cluster_board(const st_cluster_t *c, int node, double *age_ms);
+
 /* Nodes that came back so far, and the shard bytes pushed to them (*bytes, may be NULL). */
 uint64_t st_cluster_rejoins(const st_cluster_t *c, uint64_t *bytes);
 

@@ -1,6 +1,8 @@
 /* cluster_view: the coordinator's cluster as JSON for the server (see
  * cluster_view.h). Runs on the scheduler thread, the one that owns the
- * cluster's sockets, so reading the counters needs no lock. */
+ * cluster's sockets, so reading the counters needs no lock. A node that is
+ * down shows its counters (history) but no board, hit rate or round trip:
+ * those would be stale. */
 #include "cluster_view.h"
 
 #include <stdlib.h>
@@ -9,6 +11,39 @@
 struct st_cluster_view {
     const st_coord_t *c;
 };
+
+/* The node's real memory next to its budget: its cgroup's charge (RSS and
+ * page cache) when it is alone in one, else its RSS; and the board's
+ * temperature and throttling where it reports them (absent: no field). */
+static void s_board(cJSON *o, const st_wire_board_t *b, double age_ms) {
+    cJSON_AddNumberToObject(o, "mem_used", (double)(b->has_cgroup ? b->cgroup_mem : b->rss));
+    cJSON_AddNumberToObject(o, "rss", (double)b->rss);
+    cJSON_AddNumberToObject(o, "rss_file", (double)b->rss_file);
+    cJSON_AddNumberToObject(o, "expert_cache_bytes", (double)b->cache_bytes);
+    if (b->has_cgroup) {
+        cJSON_AddNumberToObject(o, "page_cache", (double)b->cgroup_file);
+        cJSON_AddNumberToObject(o, "cgroup_mem", (double)b->cgroup_mem);
+        if (b->cgroup_max) cJSON_AddNumberToObject(o, "cgroup_max", (double)b->cgroup_max);
+    }
+    if (b->has_temp) cJSON_AddNumberToObject(o, "temp_c", b->temp_mc / 1e3);
+    if (b->has_throttled) cJSON_AddNumberToObject(o, "throttled", b->throttled);
+    cJSON_AddNumberToObject(o, "board_age_ms", age_ms);
+}
+
+/* Experts of node i that no owner that is up serves: the coordinator computes them. */
+static int s_computed_here(const st_placement_t *pl, const st_cluster_t *cl, int i) {
+    const int L = st_placement_n_layer(pl), X = st_placement_n_expert(pl);
+    int n = 0;
+    for (int l = 0; l < L; l++)
+        for (int e = 0; e < X; e++) {
+            if (!st_placement_owns(pl, i, l, e)) continue;
+            bool served = false;
+            for (int r = 0; r < st_placement_n_owners(pl, l, e) && !served; r++)
+                served = st_cluster_is_up(cl, st_placement_owner(pl, l, e, r));
+            n += !served;
+        }
+    return n;
+}
 
 static void s_nodes(void *arg, cJSON *nodes) {
     st_cluster_view_t *v = arg;
@@ -45,7 +80,11 @@ static void s_nodes(void *arg, cJSON *nodes) {
             }
             cJSON_AddNumberToObject(o, "pinned", pinned);
             cJSON_AddNumberToObject(o, "n_expert", X);
+            cJSON_AddNumberToObject(o, "computed_here", s_computed_here(pl, cl, i));
         }
+        double age_ms = 0;
+        const st_wire_board_t *b = st_cluster_board(cl, i, &age_ms);
+        if (b) s_board(o, b, age_ms);
         if (ns) {
             cJSON_AddNumberToObject(o, "requests", (double)ns->requests);
             cJSON_AddNumberToObject(o, "bytes_out", (double)ns->bytes_out);
@@ -53,7 +92,7 @@ static void s_nodes(void *arg, cJSON *nodes) {
             cJSON_AddNumberToObject(o, "timeouts", (double)ns->timeouts);
             cJSON_AddNumberToObject(o, "errors", (double)ns->errors);
         }
-        if (rm) {
+        if (rm && st_cluster_is_up(cl, i)) { /* a down node's rates are stale: not shown */
             st_remote_node_totals_t t = st_remote_moe_node_totals(rm, i);
             uint64_t look = t.cache_hits + t.cache_misses;
             cJSON_AddNumberToObject(o, "cache_hits", (double)t.cache_hits);

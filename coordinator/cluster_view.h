@@ -1,9 +1,12 @@
 /* cluster_view: what st-coordinator shows of its cluster through the HTTP
  * server (/health, /metrics, the web chat's picture): per node its address,
- * whether it is up, RAM budget, the experts placed on it (per layer), round
- * trips, bytes, timeouts, node compute time, expert cache hits and the mean
- * round trip of its expert requests (remote_moe measures each node's own,
- * from sending its EXPERT_COMPUTE to its result).
+ * whether it is up, RAM budget and the memory it really uses (its HEARTBEAT
+ * answers: RSS, its cgroup's charge and page cache), CPU temperature and
+ * throttling where the board reports them, the experts placed on it (per
+ * layer) and how many of them the coordinator computes while it is down,
+ * round trips, bytes, timeouts, node compute time, expert cache hits and the
+ * mean round trip of its expert requests (remote_moe measures each node's
+ * own, from sending its EXPERT_COMPUTE to its result).
  */
 #ifndef ST_CLUSTER_VIEW_H
 #define ST_CLUSTER_VIEW_H

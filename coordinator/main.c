@@ -61,10 +61,18 @@ static void s_on_stats(void *arg, st_ctx_t *ctx, const st_generate_result_t *res
 }
 
 #ifdef ST_HAVE_SERVER
-/* The server with no request: as between steps, and what the nodes sent. */
+/* The server with no request: as between steps, and what the nodes sent;
+ * the nodes' boards for the view. */
 static void s_idle(void *arg) {
     s_sighup(arg);
+    st_coord_ask_board(arg);
     st_coord_idle(arg);
+}
+
+/* The server between two steps: as one-shot, and the nodes' boards for the view. */
+static void s_serve_between_steps(void *arg) {
+    s_between_steps(arg);
+    st_coord_ask_board(arg);
 }
 
 static bool s_waiting(void *arg, char *why, size_t cap) { return st_coord_waiting(arg, why, cap); }
@@ -76,7 +84,7 @@ static int s_serve(st_coord_t *c, const st_cli_args_t *a, const st_model_t *m, c
     st_server_view_t sv = st_cluster_view_server(view);
     sv.idle = s_idle;
     sv.idle_arg = c;
-    sv.between_steps = s_between_steps;
+    sv.between_steps = s_serve_between_steps;
     sv.waiting = s_waiting;
     int status = st_server_main(PROG, a, m, hooks, &sv);
     st_cluster_view_destroy(&view);

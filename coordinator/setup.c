@@ -20,6 +20,10 @@
  * their own. */
 #define JOIN_GRACE_MS 1000
 
+/* How often the HTTP view asks each node for its board: the view refreshes
+ * once a second, and memory and temperature change more slowly. */
+#define BOARD_EVERY_MS 2000
+
 struct st_coord {
     st_coord_opts_t o;
     const st_model_t *m;
@@ -424,6 +428,10 @@ void st_coord_idle(st_coord_t *c) {
     if (!c->cl) return;
     st_coord_between_steps(c);
     st_cluster_idle(c->cl, 0);
+}
+
+void st_coord_ask_board(st_coord_t *c) {
+    if (c->cl) st_cluster_ask_board(c->cl, BOARD_EVERY_MS);
 }
 
 int st_coord_join(st_coord_t *c) {

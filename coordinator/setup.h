@@ -81,6 +81,10 @@ void st_coord_between_steps(st_coord_t *c);
 /* With no request in flight (a server between requests): st_coord_between_steps,
  * then takes in what the nodes sent (st_cluster_idle). */
 void st_coord_idle(st_coord_t *c);
+/* Asks the nodes how their boards are doing (memory, temperature), at most
+ * every two seconds each, for the HTTP view; the answers come in during the
+ * cluster's waits (st_cluster_board). */
+void st_coord_ask_board(st_coord_t *c);
 /* Nodes that answered with no share (never answered before, or added) are
  * admitted and the experts placed again over all nodes, keeping each where it
  * is, so only what the newcomers take over moves. Waits a second after the

@@ -854,7 +854,11 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
         o = cJSON_Parse(r.body);
         free(r.body);
         cJSON *n0 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 0);
-        if (cJSON_GetObjectItem(n0, "requests") && cJSON_GetObjectItem(n0, "requests")->valuedouble > 0) break;
+        cJSON *n1 = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "nodes"), 1);
+        /* and both nodes' memory, from their heartbeat answers (asked every 2 s) */
+        if (cJSON_GetObjectItem(n0, "requests") && cJSON_GetObjectItem(n0, "requests")->valuedouble > 0 &&
+            cJSON_GetObjectItem(n0, "mem_used") && cJSON_GetObjectItem(n1, "mem_used"))
+            break;
         cJSON_Delete(o);
         o = NULL;
     }
@@ -871,6 +875,17 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     cr_assert(strstr(r.body, series), "no %s in /metrics", series);
     const cJSON *n;
     cJSON_ArrayForEach(n, cJSON_GetObjectItem(o, "nodes")) {
+        /* real memory: a node's RSS holds at least the experts its cache holds, and stays under --mem 256M
+         * (the node charges its RSS to its budget); no cgroup of its own here, so no page cache figure */
+        double rss = cJSON_GetNumberValue(cJSON_GetObjectItem(n, "rss"));
+        double cached = cJSON_GetNumberValue(cJSON_GetObjectItem(n, "expert_cache_bytes"));
+        cr_assert(rss > 0 && rss > cached && rss < 256 << 20, "node rss %.0f, expert cache %.0f", rss, cached);
+        cr_assert_eq(cJSON_GetNumberValue(cJSON_GetObjectItem(n, "mem_used")), rss);
+        cr_assert_null(cJSON_GetObjectItem(n, "page_cache"));
+        /* /metrics comes after /health: the value may have moved since, the series must be there */
+        snprintf(series, sizeof series, "st_node_memory_used_bytes{node=\"%s\"} ",
+                 cJSON_GetStringValue(cJSON_GetObjectItem(n, "url")));
+        cr_assert(strstr(r.body, series), "no %s in /metrics", series);
         v = cJSON_GetStringValue(cJSON_GetObjectItem(n, "version"));
         cr_assert(v && !strncmp(v, rel, strlen(rel)), "node version '%s'", v ? v : "(none)");
         snprintf(series, sizeof series, "st_node_info{node=\"%s\",id=\"%s\",version=\"%s\"} 1\n",
