@@ -7,19 +7,7 @@
 set -uo pipefail
 BUILD=${1:?build dir}
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-ST_NPM_DIR=${ST_NPM_HTTP_DIR:-$HOME/.cache/st-cluster/npm-http}
-export ST_NPM_DIR
-
-command -v node >/dev/null && command -v npm >/dev/null || { echo "skip: node/npm not installed"; exit 77; }
-mkdir -p "$ST_NPM_DIR"
-if ! cmp -s "$SRC/tests/package.json" "$ST_NPM_DIR/package.json" || [ ! -d "$ST_NPM_DIR/node_modules/openai" ] ||
-   [ ! -d "$ST_NPM_DIR/node_modules/playwright-core" ]; then
-  cp "$SRC/tests/package.json" "$ST_NPM_DIR/package.json"
-  if ! (cd "$ST_NPM_DIR" && timeout 300 npm install --no-audit --no-fund --loglevel=error --ignore-scripts >/dev/null 2>&1); then
-    echo "skip: npm install of tests/package.json failed (registry unreachable?)"
-    exit 77
-  fi
-fi
+. "$SRC/tests/util/npm-env.sh"
 
 # the model: the tiny synthetic one the C tests use (st-synth --type f32)
 ST_MODEL=${ST_MODEL_CACHE:-$HOME/.cache/st-models}/http-tiny-f32.gguf
