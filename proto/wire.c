@@ -49,20 +49,24 @@ bool st_wire_same_release(const char *software) {
 }
 
 const char *st_wire_type_name(int type) {
-    static const char *names[ST_MSG_COUNT] = {"NONE",           "HELLO",         "INVENTORY", "ASSIGN",
-                                              "ASSIGN_ACK",     "SHARD_PUT",     "SHARD_ACK", "EXPERT_PREFETCH",
-                                              "EXPERT_COMPUTE", "EXPERT_RESULT", "HEARTBEAT", "ERROR"};
+    static const char *names[ST_MSG_COUNT] = {
+        "NONE",        "HELLO",           "INVENTORY",      "ASSIGN",        "ASSIGN_ACK", "SHARD_PUT",
+        "SHARD_ACK",   "EXPERT_PREFETCH", "EXPERT_COMPUTE", "EXPERT_RESULT", "HEARTBEAT",  "ERROR",
+        "HEAD_ASSIGN", "HEAD_PUT",        "HEAD_ACK",       "HEAD_COMPUTE",  "HEAD_RESULT"};
     return type >= 0 && type < ST_MSG_COUNT ? names[type] : "?";
 }
 
 /* body case of each message type */
 static const St__Envelope__BodyCase s_case_of[ST_MSG_COUNT] = {
-    [ST_MSG_NONE] = ST__ENVELOPE__BODY__NOT_SET,          [ST_MSG_HELLO] = ST__ENVELOPE__BODY_HELLO,
-    [ST_MSG_INVENTORY] = ST__ENVELOPE__BODY_INVENTORY,    [ST_MSG_ASSIGN] = ST__ENVELOPE__BODY_ASSIGN,
-    [ST_MSG_ASSIGN_ACK] = ST__ENVELOPE__BODY_ASSIGN_ACK,  [ST_MSG_SHARD_PUT] = ST__ENVELOPE__BODY_SHARD_PUT,
-    [ST_MSG_SHARD_ACK] = ST__ENVELOPE__BODY_SHARD_ACK,    [ST_MSG_EXPERT_PREFETCH] = ST__ENVELOPE__BODY_PREFETCH,
-    [ST_MSG_EXPERT_COMPUTE] = ST__ENVELOPE__BODY_COMPUTE, [ST_MSG_EXPERT_RESULT] = ST__ENVELOPE__BODY_RESULT,
-    [ST_MSG_HEARTBEAT] = ST__ENVELOPE__BODY_HEARTBEAT,    [ST_MSG_ERROR] = ST__ENVELOPE__BODY_ERROR,
+    [ST_MSG_NONE] = ST__ENVELOPE__BODY__NOT_SET,           [ST_MSG_HELLO] = ST__ENVELOPE__BODY_HELLO,
+    [ST_MSG_INVENTORY] = ST__ENVELOPE__BODY_INVENTORY,     [ST_MSG_ASSIGN] = ST__ENVELOPE__BODY_ASSIGN,
+    [ST_MSG_ASSIGN_ACK] = ST__ENVELOPE__BODY_ASSIGN_ACK,   [ST_MSG_SHARD_PUT] = ST__ENVELOPE__BODY_SHARD_PUT,
+    [ST_MSG_SHARD_ACK] = ST__ENVELOPE__BODY_SHARD_ACK,     [ST_MSG_EXPERT_PREFETCH] = ST__ENVELOPE__BODY_PREFETCH,
+    [ST_MSG_EXPERT_COMPUTE] = ST__ENVELOPE__BODY_COMPUTE,  [ST_MSG_EXPERT_RESULT] = ST__ENVELOPE__BODY_RESULT,
+    [ST_MSG_HEARTBEAT] = ST__ENVELOPE__BODY_HEARTBEAT,     [ST_MSG_ERROR] = ST__ENVELOPE__BODY_ERROR,
+    [ST_MSG_HEAD_ASSIGN] = ST__ENVELOPE__BODY_HEAD_ASSIGN, [ST_MSG_HEAD_PUT] = ST__ENVELOPE__BODY_HEAD_PUT,
+    [ST_MSG_HEAD_ACK] = ST__ENVELOPE__BODY_HEAD_ACK,       [ST_MSG_HEAD_COMPUTE] = ST__ENVELOPE__BODY_HEAD_COMPUTE,
+    [ST_MSG_HEAD_RESULT] = ST__ENVELOPE__BODY_HEAD_RESULT,
 };
 
 void st_wire_hash(const void *data, size_t len, uint8_t out[ST_WIRE_HASH_BYTES]) {
@@ -87,6 +91,11 @@ typedef struct {
         St__ExpertResult result;
         St__Heartbeat heartbeat;
         St__Error error;
+        St__HeadAssign head_assign;
+        St__HeadPut head_put;
+        St__HeadAck head_ack;
+        St__HeadCompute head_compute;
+        St__HeadResult head_result;
     } b;
     char software[ST_WIRE_MAX_SOFTWARE + 1]; /* Envelope.software, when the message carries it */
     void *block;                             /* ExpertRef structs and pointer arrays */
@@ -300,6 +309,78 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         pb->b.error.message = (char *)m->error.message;
         e->error = &pb->b.error;
         break;
+    case ST_MSG_HEAD_ASSIGN: {
+        St__HeadAssign *p = &pb->b.head_assign;
+        st__head_assign__init(p);
+        p->n_vocab = m->head_assign.n_vocab;
+        p->type = m->head_assign.type;
+        p->lo = m->head_assign.lo;
+        p->hi = m->head_assign.hi;
+        p->hash.len = ST_WIRE_HASH_BYTES;
+        p->hash.data = (uint8_t *)m->head_assign.hash;
+        e->head_assign = p;
+        break;
+    }
+    case ST_MSG_HEAD_PUT: {
+        St__HeadPut *p = &pb->b.head_put;
+        st__head_put__init(p);
+        p->offset = m->head_put.offset;
+        p->total = m->head_put.total;
+        p->chunk_hash.len = ST_WIRE_HASH_BYTES;
+        p->chunk_hash.data = (uint8_t *)m->head_put.chunk_hash;
+        e->head_put = p;
+        break;
+    }
+    case ST_MSG_HEAD_ACK: {
+        St__HeadAck *p = &pb->b.head_ack;
+        st__head_ack__init(p);
+        p->offset = m->head_ack.offset;
+        p->ok = m->head_ack.ok;
+        p->complete = m->head_ack.complete;
+        e->head_ack = p;
+        break;
+    }
+    case ST_MSG_HEAD_COMPUTE: {
+        St__HeadCompute *p = &pb->b.head_compute;
+        st__head_compute__init(p);
+        const st_wire_head_compute_t *c = &m->head_compute;
+        const size_t ns = c->full ? 0 : c->n_seq, np = c->full ? 0 : c->n_pen;
+        if (c->n_seq > ST_WIRE_MAX_HEAD_SEQ || np > ST_WIRE_MAX_REFS ||
+            (ns && (!c->temp || !c->repeat_penalty || !c->presence_penalty || !c->frequency_penalty || !c->pen_n)) ||
+            (np && (!c->pen_id || !c->pen_count)))
+            return ST_EINVAL;
+        p->n_seq = c->n_seq;
+        p->full = c->full;
+        p->n_cand = c->n_cand;
+        p->n_temp = p->n_repeat_penalty = p->n_presence_penalty = p->n_frequency_penalty = p->n_pen_n = ns;
+        p->temp = c->temp;
+        p->repeat_penalty = c->repeat_penalty;
+        p->presence_penalty = c->presence_penalty;
+        p->frequency_penalty = c->frequency_penalty;
+        p->pen_n = c->pen_n;
+        p->n_pen_id = p->n_pen_count = np;
+        p->pen_id = c->pen_id;
+        p->pen_count = c->pen_count;
+        e->head_compute = p;
+        break;
+    }
+    case ST_MSG_HEAD_RESULT: {
+        St__HeadResult *p = &pb->b.head_result;
+        st__head_result__init(p);
+        const st_wire_head_result_t *r = &m->head_result;
+        const size_t ns = r->full ? 0 : r->n_seq;
+        if (r->n_seq > ST_WIRE_MAX_HEAD_SEQ || (ns && (!r->max || !r->sum || !r->sum_temp))) return ST_EINVAL;
+        p->n_seq = r->n_seq;
+        p->full = r->full;
+        p->n_cand = r->n_cand;
+        p->n_max = p->n_sum = p->n_sum_temp = ns;
+        p->max = r->max;
+        p->sum = r->sum;
+        p->sum_temp = r->sum_temp;
+        p->compute_us = r->compute_us;
+        e->head_result = p;
+        break;
+    }
     default: return ST_EINVAL;
     }
     return rc;
@@ -409,6 +490,31 @@ static int s_refs_from_pb(St__ExpertRef *const *p, size_t n, st_wire_ref_t *out,
 static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t cap) {
     size_t refs = 0, ints = 0;
     switch (e->body_case) {
+    case ST__ENVELOPE__BODY_HEAD_COMPUTE: {
+        const St__HeadCompute *c = e->head_compute;
+        const size_t ns = c->full ? 0 : c->n_seq;
+        if (c->n_seq < 1 || c->n_seq > ST_WIRE_MAX_HEAD_SEQ)
+            return s_why(why, cap, "head compute of %u sequences (1..%d)", c->n_seq, ST_WIRE_MAX_HEAD_SEQ);
+        if (c->n_temp != ns || c->n_repeat_penalty != ns || c->n_presence_penalty != ns ||
+            c->n_frequency_penalty != ns || c->n_pen_n != ns)
+            return s_why(why, cap, "head compute lists of %zu/%zu/%zu/%zu/%zu entries for %zu sequences", c->n_temp,
+                         c->n_repeat_penalty, c->n_presence_penalty, c->n_frequency_penalty, c->n_pen_n, ns);
+        if (c->n_pen_id != c->n_pen_count || c->n_pen_id > ST_WIRE_MAX_REFS || (c->full && c->n_pen_id))
+            return s_why(why, cap, "%zu penalty ids and %zu counts", c->n_pen_id, c->n_pen_count);
+        *bytes = ns * (4 * sizeof(float) + sizeof(uint32_t)) + 2 * c->n_pen_id * sizeof(uint32_t);
+        return 0;
+    }
+    case ST__ENVELOPE__BODY_HEAD_RESULT: {
+        const St__HeadResult *r = e->head_result;
+        const size_t ns = r->full ? 0 : r->n_seq;
+        if (r->n_seq < 1 || r->n_seq > ST_WIRE_MAX_HEAD_SEQ)
+            return s_why(why, cap, "head result of %u sequences (1..%d)", r->n_seq, ST_WIRE_MAX_HEAD_SEQ);
+        if (r->n_max != ns || r->n_sum != ns || r->n_sum_temp != ns)
+            return s_why(why, cap, "head result lists of %zu/%zu/%zu entries for %zu sequences", r->n_max, r->n_sum,
+                         r->n_sum_temp, ns);
+        *bytes = ns * (2 * sizeof(double) + sizeof(float)); /* doubles first: aligned */
+        return 0;
+    }
     case ST__ENVELOPE__BODY_INVENTORY: refs = e->inventory->n_held; break;
     case ST__ENVELOPE__BODY_ASSIGN:
         if (e->assign->n_experts > ST_WIRE_MAX_REFS || e->assign->n_pinned > ST_WIRE_MAX_REFS)
@@ -550,6 +656,69 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         m->error.code = e->error->code;
         rc = s_string_from_pb(e->error->message, m->error.message, sizeof m->error.message, "error message", why, cap);
         break;
+    case ST_MSG_HEAD_ASSIGN: {
+        st_wire_head_assign_t *a = &m->head_assign;
+        a->n_vocab = e->head_assign->n_vocab;
+        a->type = e->head_assign->type;
+        a->lo = e->head_assign->lo;
+        a->hi = e->head_assign->hi;
+        rc = s_hash_from_pb(&e->head_assign->hash, a->hash, "head hash", why, cap);
+        break;
+    }
+    case ST_MSG_HEAD_PUT:
+        m->head_put.offset = e->head_put->offset;
+        m->head_put.total = e->head_put->total;
+        rc = s_hash_from_pb(&e->head_put->chunk_hash, m->head_put.chunk_hash, "chunk hash", why, cap);
+        break;
+    case ST_MSG_HEAD_ACK:
+        m->head_ack.offset = e->head_ack->offset;
+        m->head_ack.ok = e->head_ack->ok;
+        m->head_ack.complete = e->head_ack->complete;
+        break;
+    case ST_MSG_HEAD_COMPUTE: {
+        const St__HeadCompute *p = e->head_compute;
+        st_wire_head_compute_t *c = &m->head_compute;
+        c->n_seq = p->n_seq;
+        c->n_cand = p->n_cand;
+        c->full = p->full;
+        const size_t ns = p->n_temp; /* checked: n_seq, or 0 when full */
+        c->n_pen = (uint32_t)p->n_pen_id;
+        if (!block) break;
+        float *f = (float *)block;
+        c->temp = f, c->repeat_penalty = f + ns, c->presence_penalty = f + 2 * ns, c->frequency_penalty = f + 3 * ns;
+        c->pen_n = (uint32_t *)(f + 4 * ns);
+        c->pen_id = c->pen_n + ns;
+        c->pen_count = c->pen_id + c->n_pen;
+        if (ns) {
+            memcpy(c->temp, p->temp, ns * sizeof(float));
+            memcpy(c->repeat_penalty, p->repeat_penalty, ns * sizeof(float));
+            memcpy(c->presence_penalty, p->presence_penalty, ns * sizeof(float));
+            memcpy(c->frequency_penalty, p->frequency_penalty, ns * sizeof(float));
+            memcpy(c->pen_n, p->pen_n, ns * sizeof(uint32_t));
+        }
+        if (c->n_pen) {
+            memcpy(c->pen_id, p->pen_id, c->n_pen * sizeof(uint32_t));
+            memcpy(c->pen_count, p->pen_count, c->n_pen * sizeof(uint32_t));
+        }
+        break;
+    }
+    case ST_MSG_HEAD_RESULT: {
+        const St__HeadResult *p = e->head_result;
+        st_wire_head_result_t *r = &m->head_result;
+        r->n_seq = p->n_seq;
+        r->n_cand = p->n_cand;
+        r->full = p->full;
+        r->compute_us = p->compute_us;
+        const size_t ns = p->n_max;
+        if (!block) break;
+        r->sum = (double *)block;
+        r->sum_temp = r->sum + ns;
+        r->max = (float *)(r->sum_temp + ns);
+        memcpy(r->sum, p->sum, ns * sizeof(double));
+        memcpy(r->sum_temp, p->sum_temp, ns * sizeof(double));
+        memcpy(r->max, p->max, ns * sizeof(float));
+        break;
+    }
     default: rc = s_why(why, cap, "unknown message type");
     }
     return rc;
@@ -715,6 +884,9 @@ static int s_check_refs(const st_wire_ref_t *r, uint32_t n, const st_wire_shape_
 }
 
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t cap) {
+    if (m->type == ST_MSG_HEAD_ASSIGN || m->type == ST_MSG_HEAD_PUT || m->type == ST_MSG_HEAD_COMPUTE ||
+        m->type == ST_MSG_HEAD_RESULT)
+        return s_why(why, cap, "%s is checked against the head's slice", st_wire_type_name(m->type));
     const bool has_frame =
         m->type == ST_MSG_SHARD_PUT || m->type == ST_MSG_EXPERT_COMPUTE || m->type == ST_MSG_EXPERT_RESULT;
     if (!has_frame && frame_len) return s_why(why, cap, "%s with a %zu B frame", st_wire_type_name(m->type), frame_len);
@@ -725,7 +897,7 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
         s = own;
     }
     if (m->type == ST_MSG_HEARTBEAT || m->type == ST_MSG_ERROR || m->type == ST_MSG_HELLO ||
-        m->type == ST_MSG_SHARD_ACK)
+        m->type == ST_MSG_SHARD_ACK || m->type == ST_MSG_HEAD_ACK)
         return 0;
     if (!s) return s_why(why, cap, "%s before the model's shape is known", st_wire_type_name(m->type));
     switch (m->type) {
@@ -787,6 +959,135 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
     }
     default: return s_why(why, cap, "unknown message type %d", (int)m->type);
     }
+}
+
+/* ---- the output head's messages ----------------------------------------- */
+
+uint64_t st_wire_head_bytes(uint32_t type, uint32_t n_embd, uint32_t lo, uint32_t hi) {
+    return hi > lo ? (uint64_t)(hi - lo) * s_row_bytes(type, n_embd) : 0;
+}
+
+static bool s_finite(float x) { return x - x == 0.0f; }
+
+int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_head_assign_t *a, size_t frame_len,
+                       char *why, size_t cap) {
+    if (m->type == ST_MSG_HEAD_ASSIGN) a = &m->head_assign;
+    if (!a) return s_why(why, cap, "%s before HEAD_ASSIGN", st_wire_type_name(m->type));
+    if (n_embd < 1 || n_embd > ST_WIRE_MAX_EMBD) return s_why(why, cap, "n_embd %u", n_embd);
+    if (a->n_vocab < 1 || a->n_vocab > ST_WIRE_MAX_VOCAB) return s_why(why, cap, "n_vocab %u", a->n_vocab);
+    if (a->lo >= a->hi || a->hi > a->n_vocab)
+        return s_why(why, cap, "head rows [%u, %u) of %u", a->lo, a->hi, a->n_vocab);
+    if (!s_type_fits(a->type, n_embd)) return s_why(why, cap, "head type %u with n_embd %u", a->type, n_embd);
+    const uint64_t total = st_wire_head_bytes(a->type, n_embd, a->lo, a->hi);
+    switch (m->type) {
+    case ST_MSG_HEAD_ASSIGN:
+        if (frame_len) return s_why(why, cap, "HEAD_ASSIGN with a %zu B frame", frame_len);
+        return 0;
+    case ST_MSG_HEAD_PUT: {
+        const st_wire_head_put_t *p = &m->head_put;
+        if (p->total != total)
+            return s_why(why, cap, "head chunk total %llu (the slice is %llu B)", (unsigned long long)p->total,
+                         (unsigned long long)total);
+        if (frame_len == 0 || frame_len > ST_WIRE_MAX_CHUNK)
+            return s_why(why, cap, "head chunk of %zu B (1..%u)", frame_len, ST_WIRE_MAX_CHUNK);
+        if (p->offset >= total || frame_len > total - p->offset)
+            return s_why(why, cap, "chunk [%llu, +%zu) outside the slice's %llu B", (unsigned long long)p->offset,
+                         frame_len, (unsigned long long)total);
+        return 0;
+    }
+    case ST_MSG_HEAD_COMPUTE: {
+        const st_wire_head_compute_t *c = &m->head_compute;
+        const uint64_t rows = a->hi - a->lo;
+        if (c->n_seq < 1 || c->n_seq > ST_WIRE_MAX_HEAD_SEQ) return s_why(why, cap, "%u sequences", c->n_seq);
+        if (!c->full && (c->n_cand < 1 || c->n_cand > ST_WIRE_MAX_HEAD_CAND))
+            return s_why(why, cap, "%u candidates (1..%d)", c->n_cand, ST_WIRE_MAX_HEAD_CAND);
+        const uint64_t reply =
+            c->full ? c->n_seq * rows * sizeof(float) : c->n_seq * (uint64_t)(c->n_cand < rows ? c->n_cand : rows) * 8u;
+        if (reply > ST_WIRE_MAX_FRAME) return s_why(why, cap, "a reply of %llu B", (unsigned long long)reply);
+        if (frame_len != (size_t)c->n_seq * n_embd * sizeof(float))
+            return s_why(why, cap, "hidden-state frame of %zu B (want %zu)", frame_len,
+                         (size_t)c->n_seq * n_embd * sizeof(float));
+        if (c->full) return 0;
+        uint64_t n_pen = 0;
+        for (uint32_t s = 0; s < c->n_seq; s++) {
+            if (!s_finite(c->temp[s]) || !s_finite(c->repeat_penalty[s]) || !(c->repeat_penalty[s] > 0.0f) ||
+                !s_finite(c->presence_penalty[s]) || !s_finite(c->frequency_penalty[s]))
+                return s_why(why, cap, "sequence %u: sampling parameters", s);
+            n_pen += c->pen_n[s];
+        }
+        if (n_pen != c->n_pen)
+            return s_why(why, cap, "%llu penalty entries listed, %u sent", (unsigned long long)n_pen, c->n_pen);
+        for (uint32_t i = 0; i < c->n_pen; i++)
+            if (c->pen_id[i] >= a->n_vocab || c->pen_count[i] < 1 || c->pen_count[i] > (1u << 20))
+                return s_why(why, cap, "penalty entry %u: id %u, count %u", i, c->pen_id[i], c->pen_count[i]);
+        return 0;
+    }
+    default: return s_why(why, cap, "%s is not a head request", st_wire_type_name(m->type));
+    }
+}
+
+static int s_check_cands(const st_wire_head_result_t *r, uint32_t s, const uint8_t *c, uint32_t k,
+                         const st_wire_head_assign_t *a, uint8_t *seen, char *why, size_t cap);
+
+int st_wire_check_head_result(const st_wire_msg_t *m, const st_wire_head_compute_t *req, const st_wire_head_assign_t *a,
+                              const uint8_t *frame, size_t frame_len, char *why, size_t cap) {
+    if (m->type != ST_MSG_HEAD_RESULT) return s_why(why, cap, "%s is not a HEAD_RESULT", st_wire_type_name(m->type));
+    const st_wire_head_result_t *r = &m->head_result;
+    const uint32_t rows = a->hi - a->lo;
+    if (r->n_seq != req->n_seq || r->full != req->full)
+        return s_why(why, cap, "head result of %u sequences (full %d) for %u (full %d)", r->n_seq, r->full, req->n_seq,
+                     req->full);
+    if (r->full) {
+        if (frame_len != (size_t)r->n_seq * rows * sizeof(float))
+            return s_why(why, cap, "head logits frame of %zu B", frame_len);
+        for (size_t i = 0; i < (size_t)r->n_seq * rows; i++) {
+            float x;
+            memcpy(&x, frame + i * 4, 4);
+            if (!s_finite(x)) return s_why(why, cap, "head logit %zu is not finite", i);
+        }
+        return 0;
+    }
+    const uint32_t k = req->n_cand < rows ? req->n_cand : rows;
+    if (r->n_cand != k) return s_why(why, cap, "%u head candidates (want %u)", r->n_cand, k);
+    if (frame_len != (size_t)r->n_seq * k * 8u) return s_why(why, cap, "head candidate frame of %zu B", frame_len);
+    uint8_t *seen = calloc((rows + 7u) / 8u, 1); /* ids of one sequence, each once */
+    if (!seen) return s_why(why, cap, "no memory to check a head result");
+    int rc = 0;
+    for (uint32_t s = 0; s < r->n_seq && !rc; s++) {
+        memset(seen, 0, (rows + 7u) / 8u);
+        rc = s_check_cands(r, s, frame + (size_t)s * k * 8u, k, a, seen, why, cap);
+    }
+    free(seen);
+    return rc;
+}
+
+/* sequence s's k candidates of a head result */
+static int s_check_cands(const st_wire_head_result_t *r, uint32_t s, const uint8_t *c, uint32_t k,
+                         const st_wire_head_assign_t *a, uint8_t *seen, char *why, size_t cap) {
+    const uint32_t rows = a->hi - a->lo;
+    uint32_t prev_id = 0;
+    float prev = 0.0f;
+    for (uint32_t i = 0; i < k; i++) {
+        uint32_t id;
+        float l;
+        memcpy(&id, c + 8u * i, 4);
+        memcpy(&l, c + 8u * i + 4, 4);
+        if (id < a->lo || id >= a->hi || !s_finite(l))
+            return s_why(why, cap, "sequence %u, candidate %u: id %u (slice [%u, %u)), logit %g", s, i, id, a->lo,
+                         a->hi, (double)l);
+        if (i > 0 && (l > prev || (l == prev && id <= prev_id)))
+            return s_why(why, cap, "sequence %u: candidates out of order at %u", s, i);
+        if (i == 0 && l != r->max[s]) return s_why(why, cap, "sequence %u: maximum is not the best candidate", s);
+        const uint32_t j = id - a->lo;
+        if (seen[j / 8] & (1u << (j % 8))) return s_why(why, cap, "sequence %u: id %u twice", s, id);
+        seen[j / 8] |= (uint8_t)(1u << (j % 8));
+        prev_id = id, prev = l;
+    }
+    const double n = rows;
+    if (!(r->sum[s] >= 1.0 && r->sum[s] <= n * (1 + 1e-6)) ||
+        !(r->sum_temp[s] >= 1.0 && r->sum_temp[s] <= n * (1 + 1e-6)))
+        return s_why(why, cap, "sequence %u: sums %g, %g for %u rows", s, r->sum[s], r->sum_temp[s], rows);
+    return 0;
 }
 
 /* ---- sockets ------------------------------------------------------------- */

@@ -51,13 +51,16 @@
 #define ST_WIRE_MAX_CHUNK (1u << 20)    /* bytes of one SHARD_PUT chunk */
 #define ST_WIRE_MAX_TOKENS 512          /* tokens of one EXPERT_COMPUTE */
 #define ST_WIRE_MAX_LAYERS 512
-#define ST_WIRE_MAX_EXPERTS 1024   /* n_expert */
-#define ST_WIRE_MAX_EXPERT_USED 64 /* n_expert_used */
-#define ST_WIRE_MAX_EMBD 65536     /* n_embd, n_ff_exp */
-#define ST_WIRE_MAX_REFS 65536     /* entries of one expert list */
-#define ST_WIRE_MAX_ID 64          /* bytes of a node or coordinator id */
-#define ST_WIRE_MAX_ERRMSG 256     /* bytes of an error message */
-#define ST_WIRE_MAX_SOFTWARE 96    /* bytes of a program's name and version */
+#define ST_WIRE_MAX_EXPERTS 1024     /* n_expert */
+#define ST_WIRE_MAX_EXPERT_USED 64   /* n_expert_used */
+#define ST_WIRE_MAX_EMBD 65536       /* n_embd, n_ff_exp */
+#define ST_WIRE_MAX_REFS 65536       /* entries of one expert list */
+#define ST_WIRE_MAX_ID 64            /* bytes of a node or coordinator id */
+#define ST_WIRE_MAX_ERRMSG 256       /* bytes of an error message */
+#define ST_WIRE_MAX_SOFTWARE 96      /* bytes of a program's name and version */
+#define ST_WIRE_MAX_VOCAB (1u << 22) /* n_vocab of a sharded output head */
+#define ST_WIRE_MAX_HEAD_SEQ 256     /* sequences of one HEAD_COMPUTE */
+#define ST_WIRE_MAX_HEAD_CAND 8192   /* candidates per sequence of one HEAD_COMPUTE */
 
 typedef enum {
     ST_MSG_NONE = 0,
@@ -72,6 +75,11 @@ typedef enum {
     ST_MSG_EXPERT_RESULT = 9,   /* node -> coordinator (frame: f32 outputs) */
     ST_MSG_HEARTBEAT = 10,      /* both ways; a node answers with its own */
     ST_MSG_ERROR = 11,          /* node -> coordinator: a request was refused */
+    ST_MSG_HEAD_ASSIGN = 12,    /* coordinator -> node: its rows [lo, hi) of the output head */
+    ST_MSG_HEAD_PUT = 13,       /* coordinator -> node: one chunk of them (frame: bytes) */
+    ST_MSG_HEAD_ACK = 14,       /* node -> coordinator: answers HEAD_ASSIGN and HEAD_PUT */
+    ST_MSG_HEAD_COMPUTE = 15,   /* coordinator -> node (frame: f32 hidden states) */
+    ST_MSG_HEAD_RESULT = 16,    /* node -> coordinator (frame: candidates or logits) */
     ST_MSG_COUNT
 } st_msg_type_t;
 
@@ -174,6 +182,51 @@ typedef struct {
     char message[ST_WIRE_MAX_ERRMSG + 1];
 } st_wire_error_t;
 
+/* The output head sharded by vocabulary: a node holds rows [lo, hi) of the
+ * n_vocab x n_embd head (the model's output.weight, in the file's type), the
+ * bytes of those rows as in the file, hashed with BLAKE2b-256. */
+typedef struct {
+    uint32_t n_vocab, type, lo, hi;
+    uint8_t hash[ST_WIRE_HASH_BYTES];
+} st_wire_head_assign_t;
+
+typedef struct {
+    uint64_t offset, total; /* total = st_wire_head_bytes() of the assigned slice */
+    uint8_t chunk_hash[ST_WIRE_HASH_BYTES];
+} st_wire_head_put_t;
+
+typedef struct {
+    uint64_t offset;
+    bool ok;       /* HEAD_PUT: chunk accepted */
+    bool complete; /* the whole slice is held and verified */
+} st_wire_head_ack_t;
+
+/* frame: n_seq x n_embd float32 LE, the hidden states after the output norm.
+ * full: the reply carries the slice's raw logits. Else, for each sequence s,
+ * the node applies the penalties (entries pen_first[s] .. + pen_n[s] of
+ * pen_id/pen_count; st_sampler_penalize_logit) and answers with the n_cand best
+ * (id, logit) pairs, the slice's maximum and the sums of exp((l - max) / t) for
+ * t = 1 and t = temp[s] (t <= 0: the sum at t = 1 again). Lists are n_seq long
+ * (empty when full); pen_id/pen_count are n_pen long. */
+typedef struct {
+    uint32_t n_seq, n_cand;
+    bool full;
+    float *temp, *repeat_penalty, *presence_penalty, *frequency_penalty;
+    uint32_t *pen_n;
+    uint32_t n_pen;
+    uint32_t *pen_id, *pen_count;
+} st_wire_head_compute_t;
+
+/* frame: full: n_seq x (hi - lo) float32; else n_seq x n_cand pairs of
+ * (uint32 id, float32 logit), best first, ties by lower id. Lists: n_seq. */
+typedef struct {
+    uint32_t n_seq, n_cand;
+    bool full;
+    float *max;
+    double *sum, *sum_temp;
+    uint64_t compute_us;
+} st_wire_head_result_t;
+
 /* One message. To send, fill type, request_id and the body of that type; list
  * pointers are the caller's. A decoded message owns its lists until
  * st_wire_msg_clear(). */
@@ -195,6 +248,11 @@ typedef struct {
         st_wire_result_t result;
         st_wire_heartbeat_t heartbeat;
         st_wire_error_t error;
+        st_wire_head_assign_t head_assign;
+        st_wire_head_put_t head_put;
+        st_wire_head_ack_t head_ack;
+        st_wire_head_compute_t head_compute;
+        st_wire_head_result_t head_result;
     };
     void *owned_; /* lists allocated by st_wire_decode (one block) */
 } st_wire_msg_t;
@@ -232,6 +290,22 @@ int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t why_cap);
  * HELLO/ASSIGN the message's own shape is checked and must equal *s when s is
  * not NULL; other types need s (ST_EPROTO without it). */
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t why_cap);
+
+/* The head messages need the head's shape and the slice, which st_wire_check
+ * does not know: checks a HEAD_ASSIGN's own fields against n_embd; a
+ * HEAD_PUT against the assigned slice a; a HEAD_COMPUTE against a (ids below
+ * n_vocab, finite parameters, the frame's size). 0 or ST_EPROTO with why. */
+int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_head_assign_t *a, size_t frame_len,
+                       char *why, size_t why_cap);
+/* Checks a HEAD_RESULT against the request it answers (req) and the slice a:
+ * counts, sizes, ids inside [lo, hi) in order (logit descending, ties by id),
+ * finite values, sums in [1, hi - lo], maxima equal to the best candidate.
+ * frame is read. 0 or ST_EPROTO with why. */
+int st_wire_check_head_result(const st_wire_msg_t *m, const st_wire_head_compute_t *req, const st_wire_head_assign_t *a,
+                              const uint8_t *frame, size_t frame_len, char *why, size_t why_cap);
+/* Bytes of rows [lo, hi) of a head of type with n_embd columns (0 when the
+ * type is unknown or n_embd not a whole number of its blocks). */
+uint64_t st_wire_head_bytes(uint32_t type, uint32_t n_embd, uint32_t lo, uint32_t hi);
 
 /* Equal model hash, sizes and per-layer types. */
 bool st_wire_shape_eq(const st_wire_shape_t *a, const st_wire_shape_t *b);

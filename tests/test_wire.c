@@ -3,6 +3,7 @@
  * shape, and the socket helpers keep a stream in sync after bad messages. */
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -29,6 +30,18 @@ static st_wire_ref_t s_ref(uint32_t layer, uint32_t expert, bool hash) {
 static st_wire_ref_t g_refs[5], g_pins[2];
 static uint32_t g_pref[3] = {1, 5, 7};
 static int32_t g_tok[4] = {0, 0, 1, 2}, g_exp[4] = {1, 3, 3, 0};
+
+/* The head: 1000 rows of n_embd 64 in Q4_0, this node holds [200, 450). */
+static float g_temp[2] = {0.8f, 0.0f}, g_rp[2] = {1.1f, 1.0f}, g_pp[2] = {0.5f, 0.0f}, g_fp[2] = {0.25f, 0.0f};
+static uint32_t g_pen_n[2] = {3, 0}, g_pen_id[3] = {5, 260, 999}, g_pen_count[3] = {1, 2, 7};
+static float g_max[2] = {3.5f, -1.25f};
+static double g_sum[2] = {17.25, 1.0}, g_sum_t[2] = {9.5, 1.0};
+
+static st_wire_head_assign_t s_head(void) {
+    st_wire_head_assign_t a = {.n_vocab = 1000, .type = ST_TYPE_Q4_0, .lo = 200, .hi = 450};
+    memset(a.hash, 0x5c, ST_WIRE_HASH_BYTES);
+    return a;
+}
 
 static st_wire_msg_t s_example(st_msg_type_t t) {
     for (int i = 0; i < 5; i++) g_refs[i] = s_ref((uint32_t)i % 4, (uint32_t)i, true);
@@ -100,6 +113,28 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
     case ST_MSG_ERROR:
         m.error.code = ST_EPROTO;
         strcpy(m.error.message, "bad header: layer 9 of 4");
+        break;
+    case ST_MSG_HEAD_ASSIGN: m.head_assign = s_head(); break;
+    case ST_MSG_HEAD_PUT:
+        m.head_put = (st_wire_head_put_t){.offset = 2048, .total = st_wire_head_bytes(ST_TYPE_Q4_0, 64, 200, 450)};
+        memset(m.head_put.chunk_hash, 0x3e, ST_WIRE_HASH_BYTES);
+        break;
+    case ST_MSG_HEAD_ACK: m.head_ack = (st_wire_head_ack_t){.offset = 4096, .ok = true, .complete = false}; break;
+    case ST_MSG_HEAD_COMPUTE:
+        m.head_compute = (st_wire_head_compute_t){.n_seq = 2,
+                                                  .n_cand = 40,
+                                                  .temp = g_temp,
+                                                  .repeat_penalty = g_rp,
+                                                  .presence_penalty = g_pp,
+                                                  .frequency_penalty = g_fp,
+                                                  .pen_n = g_pen_n,
+                                                  .n_pen = 3,
+                                                  .pen_id = g_pen_id,
+                                                  .pen_count = g_pen_count};
+        break;
+    case ST_MSG_HEAD_RESULT:
+        m.head_result = (st_wire_head_result_t){
+            .n_seq = 2, .n_cand = 3, .max = g_max, .sum = g_sum, .sum_temp = g_sum_t, .compute_us = 321};
         break;
     default: break;
     }
@@ -183,6 +218,30 @@ static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
         cr_assert_eq(a->error.code, b->error.code);
         cr_assert_str_eq(a->error.message, b->error.message);
         break;
+    case ST_MSG_HEAD_ASSIGN: cr_assert_arr_eq(&a->head_assign, &b->head_assign, sizeof a->head_assign); break;
+    case ST_MSG_HEAD_PUT: cr_assert_arr_eq(&a->head_put, &b->head_put, sizeof a->head_put); break;
+    case ST_MSG_HEAD_ACK: cr_assert_arr_eq(&a->head_ack, &b->head_ack, sizeof a->head_ack); break;
+    case ST_MSG_HEAD_COMPUTE: {
+        const st_wire_head_compute_t *x = &a->head_compute, *y = &b->head_compute;
+        cr_assert(x->n_seq == y->n_seq && x->n_cand == y->n_cand && x->full == y->full && x->n_pen == y->n_pen);
+        cr_assert_arr_eq(x->temp, y->temp, x->n_seq * sizeof(float));
+        cr_assert_arr_eq(x->repeat_penalty, y->repeat_penalty, x->n_seq * sizeof(float));
+        cr_assert_arr_eq(x->presence_penalty, y->presence_penalty, x->n_seq * sizeof(float));
+        cr_assert_arr_eq(x->frequency_penalty, y->frequency_penalty, x->n_seq * sizeof(float));
+        cr_assert_arr_eq(x->pen_n, y->pen_n, x->n_seq * sizeof(uint32_t));
+        cr_assert_arr_eq(x->pen_id, y->pen_id, x->n_pen * sizeof(uint32_t));
+        cr_assert_arr_eq(x->pen_count, y->pen_count, x->n_pen * sizeof(uint32_t));
+        break;
+    }
+    case ST_MSG_HEAD_RESULT: {
+        const st_wire_head_result_t *x = &a->head_result, *y = &b->head_result;
+        cr_assert(x->n_seq == y->n_seq && x->n_cand == y->n_cand && x->full == y->full &&
+                  x->compute_us == y->compute_us);
+        cr_assert_arr_eq(x->max, y->max, x->n_seq * sizeof(float));
+        cr_assert_arr_eq(x->sum, y->sum, x->n_seq * sizeof(double));
+        cr_assert_arr_eq(x->sum_temp, y->sum_temp, x->n_seq * sizeof(double));
+        break;
+    }
     default: cr_assert_fail("type %d", a->type);
     }
 }
@@ -854,4 +913,138 @@ Test(wire, same_release_compares_the_release_word) {
     cr_assert_not(st_wire_same_release(""));
     cr_assert_not(st_wire_same_release("st-node"));
     cr_assert_not(st_wire_same_release(ST_TEST_PROJECT_VERSION)); /* no program name */
+}
+
+/* ---- the output head's messages ---- */
+
+Test(wire, head_requests_checked_against_the_slice) {
+    const st_wire_head_assign_t a = s_head();
+    char why[256];
+    st_wire_msg_t m = s_example(ST_MSG_HEAD_ASSIGN);
+    cr_assert_eq(st_wire_check_head(&m, 64, NULL, 0, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check_head(&m, 48, NULL, 0, why, sizeof why), ST_EPROTO); /* not whole Q4_0 blocks */
+    cr_assert_eq(st_wire_check_head(&m, 64, NULL, 8, why, sizeof why), ST_EPROTO); /* no frame */
+    st_wire_msg_t b = m;
+    b.head_assign.hi = 1001;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.head_assign.lo = 450;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO); /* empty */
+    b = m, b.head_assign.type = ST_TYPE_COUNT;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    /* a chunk: inside the slice's bytes (250 rows x 36 B) */
+    m = s_example(ST_MSG_HEAD_PUT);
+    const uint64_t total = 250 * 36;
+    cr_assert_eq(m.head_put.total, total);
+    cr_assert_eq(st_wire_check_head(&m, 64, NULL, 100, why, sizeof why), ST_EPROTO); /* before HEAD_ASSIGN */
+    cr_assert_eq(st_wire_check_head(&m, 64, &a, total - 2048, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check_head(&m, 64, &a, total - 2047, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check_head(&m, 64, &a, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.head_put.total++;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 1, why, sizeof why), ST_EPROTO);
+    b = m, b.head_put.offset = UINT64_MAX;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 1, why, sizeof why), ST_EPROTO);
+    /* a compute: the frame holds n_seq rows of n_embd floats; ids below n_vocab; finite parameters */
+    m = s_example(ST_MSG_HEAD_COMPUTE);
+    cr_assert_eq(st_wire_check_head(&m, 64, &a, 2 * 64 * 4, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check_head(&m, 64, &a, 2 * 64 * 4 - 1, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), ST_EPROTO); /* not the expert check's */
+    uint32_t bad_id[3] = {5, 260, 1000}, bad_n[2] = {2, 0}, zero[3] = {1, 0, 7};
+    float nan_t[2] = {NAN, 0.0f}, neg_rp[2] = {0.0f, 1.0f};
+    b = m, b.head_compute.pen_id = bad_id;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.pen_n = bad_n;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.pen_count = zero;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.temp = nan_t;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.repeat_penalty = neg_rp;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.n_cand = 0;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.n_cand = ST_WIRE_MAX_HEAD_CAND + 1;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = (st_wire_msg_t){.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true}};
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 3 * 64 * 4, why, sizeof why), 0, "%s", why);
+}
+
+/* a candidate frame: n pairs (id, logit) */
+static void s_cands(uint8_t *f, const uint32_t *ids, const float *l, int n) {
+    for (int i = 0; i < n; i++) memcpy(f + 8 * i, &ids[i], 4), memcpy(f + 8 * i + 4, &l[i], 4);
+}
+
+Test(wire, head_results_are_checked_before_use) {
+    const st_wire_head_assign_t a = s_head();
+    char why[256];
+    st_wire_msg_t req = s_example(ST_MSG_HEAD_COMPUTE);
+    req.head_compute.n_cand = 3;
+    st_wire_msg_t m = s_example(ST_MSG_HEAD_RESULT);
+    uint8_t f[2 * 3 * 8];
+    const uint32_t ids0[3] = {210, 205, 449}, ids1[3] = {300, 301, 200};
+    const float l0[3] = {3.5f, 2.0f, 2.0f}, l1[3] = {-1.25f, -1.25f, -7.0f};
+    s_cands(f, ids0, l0, 3);
+    s_cands(f + 24, ids1, l1, 3);
+    cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, f, sizeof f, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, f, sizeof f - 8, why, sizeof why), ST_EPROTO);
+    /* every single corruption of the frame is refused: an id outside [200, 450), order, a NaN */
+    const uint32_t out_ids[3] = {199, 450, UINT32_MAX};
+    for (int i = 0; i < 3; i++) {
+        uint8_t g[sizeof f];
+        memcpy(g, f, sizeof f);
+        memcpy(g + 8 * i, &out_ids[i], 4);
+        cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, g, sizeof g, why, sizeof why), ST_EPROTO);
+    }
+    const float nan = NAN, inf = INFINITY, up = 2.5f;
+    const float *bad[3] = {&nan, &inf, &up};
+    for (int i = 0; i < 3; i++) {
+        uint8_t g[sizeof f];
+        memcpy(g, f, sizeof f);
+        memcpy(g + 8 * 2 + 4, bad[i], 4); /* the third candidate of sequence 0 */
+        cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, g, sizeof g, why, sizeof why), ST_EPROTO);
+    }
+    uint8_t g[sizeof f];
+    memcpy(g, f, sizeof f);
+    const uint32_t lower = 204;
+    memcpy(g + 16, &lower, 4); /* a tie in the wrong id order (204 after 205) */
+    cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, g, sizeof g, why, sizeof why), ST_EPROTO);
+    memcpy(g, f, sizeof f);
+    memcpy(g + 8, &ids0[0], 4); /* one id twice (210) */
+    cr_assert_eq(st_wire_check_head_result(&m, &req.head_compute, &a, g, sizeof g, why, sizeof why), ST_EPROTO);
+    /* the counts, sums and maxima */
+    st_wire_msg_t b = m;
+    b.head_result.n_cand = 2;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, sizeof f, why, sizeof why), ST_EPROTO);
+    b = m, b.head_result.n_seq = 1;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, 24, why, sizeof why), ST_EPROTO);
+    double low[2] = {0.5, 1.0}, high[2] = {251.0, 1.0}, nan_s[2] = {NAN, 1.0};
+    float wrong_max[2] = {3.0f, -1.25f};
+    b = m, b.head_result.sum = low;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, sizeof f, why, sizeof why), ST_EPROTO);
+    b = m, b.head_result.sum_temp = high;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, sizeof f, why, sizeof why), ST_EPROTO);
+    b = m, b.head_result.sum = nan_s;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, sizeof f, why, sizeof why), ST_EPROTO);
+    b = m, b.head_result.max = wrong_max;
+    cr_assert_eq(st_wire_check_head_result(&b, &req.head_compute, &a, f, sizeof f, why, sizeof why), ST_EPROTO);
+    /* full logits: n_seq x 250 finite floats */
+    st_wire_head_compute_t full = {.n_seq = 1, .full = true};
+    st_wire_msg_t r = {.type = ST_MSG_HEAD_RESULT, .head_result = {.n_seq = 1, .full = true}};
+    float lg[250] = {0};
+    cr_assert_eq(st_wire_check_head_result(&r, &full, &a, (uint8_t *)lg, sizeof lg, why, sizeof why), 0, "%s", why);
+    lg[249] = NAN;
+    cr_assert_eq(st_wire_check_head_result(&r, &full, &a, (uint8_t *)lg, sizeof lg, why, sizeof why), ST_EPROTO);
+    cr_assert_eq(st_wire_check_head_result(&r, &full, &a, (uint8_t *)lg, sizeof lg - 4, why, sizeof why), ST_EPROTO);
+}
+
+Test(wire, head_results_need_a_sequence) {
+    uint8_t buf[4096];
+    char why[256];
+    st_wire_msg_t m = s_example(ST_MSG_HEAD_RESULT), d;
+    m.head_result.n_seq = 1;
+    size_t len = s_encode(&m, buf, sizeof buf);
+    cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), 0, "%s", why); /* 1 of each */
+    st_wire_msg_clear(&d);
+    m.head_result.n_seq = 0;
+    len = s_encode(&m, buf, sizeof buf);
+    cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), ST_EPROTO);
 }
