@@ -5,7 +5,9 @@
 #include "sampler.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,11 +159,15 @@ static void s_penalize(st_sampler_t *s, float *logits) {
     for (int i = 0; i < s->n_recent; i++) {
         const int32_t id = s->recent[i];
         if (id < 0 || id >= V || s->count[id] == 0) continue; /* out of range, or done */
-        float l = logits[id];
-        if (s->p.repeat_penalty != 1.0f) l = l > 0 ? l / s->p.repeat_penalty : l * s->p.repeat_penalty;
-        logits[id] = l - ((float)s->count[id] * s->p.frequency_penalty + s->p.presence_penalty);
+        logits[id] = st_sampler_penalize_logit(logits[id], s->count[id], s->p.repeat_penalty, s->p.presence_penalty,
+                                               s->p.frequency_penalty);
         s->count[id] = 0;
     }
+}
+
+float st_sampler_penalize_logit(float l, int count, float repeat, float presence, float frequency) {
+    if (repeat != 1.0f) l = l > 0 ? l / repeat : l * repeat;
+    return l - ((float)count * frequency + presence);
 }
 
 static int32_t s_draw(st_sampler_t *s, float *logits);
@@ -260,4 +266,179 @@ static int32_t s_draw(st_sampler_t *s, float *logits) {
     }
     while (n > 1 && c[n - 1].p == 0.0) n--; /* rounding: the last one with a chance (never a masked one) */
     return c[n - 1].id;
+}
+
+/* ---- the vocabulary in parts (the output head sharded over nodes) ---- */
+
+int st_sampler_best(const float *logits, int n, int k, int32_t id0, int32_t *ids, float *vals) {
+    if (n < 1 || k < 1) return 0;
+    if (k > n) k = n;
+    cand_t *c = malloc((size_t)(k < n ? k : n) * sizeof *c);
+    if (!c) return ST_ENOMEM;
+    k = s_top_k(c, logits, n, k); /* k < n keeps k entries; k == n sorts them all */
+    for (int i = 0; i < k; i++) ids[i] = id0 + c[i].id, vals[i] = c[i].logit;
+    free(c);
+    return k;
+}
+
+int st_sampler_penalties(const st_sampler_t *s, uint32_t *ids, uint32_t *counts, int cap) {
+    if (s->p.repeat_penalty == 1.0f && s->p.presence_penalty == 0.0f && s->p.frequency_penalty == 0.0f) return 0;
+    int n = 0;
+    for (int i = 0; i < s->n_recent; i++) {
+        const int32_t id = s->recent[i];
+        if (id < 0 || id >= s->n_vocab) continue;
+        int j = 0;
+        while (j < n && ids[j] != (uint32_t)id) j++;
+        if (j < n) {
+            counts[j]++;
+        } else if (n < cap) {
+            ids[n] = (uint32_t)id, counts[n] = 1;
+            n++;
+        }
+    }
+    return n;
+}
+
+const st_sampler_params_t *st_sampler_params(const st_sampler_t *s) { return &s->p; }
+
+bool st_sampler_constrained(const st_sampler_t *s) { return s->con.mask != NULL; }
+
+/* Relative difference allowed between a sum over the whole vocabulary made
+ * from the parts' rescaled sums and st-run's: each term expf(l - max) is
+ * rounded once to float against its part's maximum instead of the overall
+ * one (2^-23 twice), plus the additions' rounding. */
+#define PARTS_SLACK 1e-6
+
+/* whether candidate a comes before b in the sampler's order */
+static bool s_before(int32_t ia, float la, int32_t ib, float lb) { return la > lb || (la == lb && ia < ib); }
+
+/* Merges the parts' sorted candidates into s->cand (at most s->n_vocab);
+ * *valid = how many of the first ones are surely the vocabulary's best
+ * (up to the earliest last candidate of a part that has more). */
+static int s_merge_parts(st_sampler_t *s, const st_sampler_part_t *parts, int n_parts, int *valid) {
+    int n = 0, pos[ST_SAMPLER_MAX_PARTS] = {0}, bound = -1; /* bound: the part whose last sent comes first */
+    for (int p = 0; p < n_parts; p++) {
+        const st_sampler_part_t *q = &parts[p];
+        if (q->complete || q->n_cand < 1) continue;
+        const st_sampler_cand_t *l = &q->cand[q->n_cand - 1],
+                                *b = bound < 0 ? NULL : &parts[bound].cand[parts[bound].n_cand - 1];
+        if (!b || s_before(l->id, l->logit, b->id, b->logit)) bound = p;
+    }
+    *valid = -1;
+    for (;;) {
+        int best = -1;
+        for (int p = 0; p < n_parts; p++) {
+            if (pos[p] >= parts[p].n_cand) continue;
+            const st_sampler_cand_t *x = &parts[p].cand[pos[p]];
+            if (best < 0 ||
+                s_before(x->id, x->logit, parts[best].cand[pos[best]].id, parts[best].cand[pos[best]].logit))
+                best = p;
+        }
+        if (best < 0 || n >= s->n_vocab) break;
+        const st_sampler_cand_t *x = &parts[best].cand[pos[best]++];
+        s->cand[n++] = (cand_t){x->id, x->logit, 0.0f};
+        if (best == bound && pos[best] == parts[best].n_cand) *valid = n;
+    }
+    if (*valid < 0) *valid = n;
+    return n;
+}
+
+int32_t st_sampler_sample_parts(st_sampler_t *s, const st_sampler_part_t *parts, int n_parts, int *need) {
+    *need = 0;
+    if (n_parts < 1 || n_parts > ST_SAMPLER_MAX_PARTS || s->con.mask) return ST_EINVAL;
+    for (int p = 0; p < n_parts; p++)
+        if (parts[p].n_cand < 1) return ST_EINVAL;
+    const int V = s->n_vocab;
+    int valid;
+    s_merge_parts(s, parts, n_parts, &valid);
+    cand_t *c = s->cand;
+    if (s->p.temp <= 0.0f) return c[0].id; /* the first of the largest: as s_argmax */
+    const uint64_t rng0 = s->rng[0], rng1 = s->rng[1];
+    int n = s->p.top_k > 0 && s->p.top_k < V ? s->p.top_k : V;
+    if (n < V && n > valid) goto more; /* top-k needs its k best */
+    /* probabilities at temperature 1 for top-p / min-p, as s_draw; without a
+     * top-k cut their sum spans the whole vocabulary: the parts' sums,
+     * rescaled to the overall maximum */
+    const float l0 = c[0].logit;
+    double sum = 0.0;
+    const int known = n < valid ? n : valid;
+    for (int i = 0; i < known; i++) sum += (c[i].p = expf(c[i].logit - l0));
+    /* rescaled sums differ from st-run's by the expf roundings of the terms:
+     * where a decision comes this close, the whole logits decide it */
+    const double slack = n > valid ? PARTS_SLACK : 0.0;
+    if (n > valid) {
+        sum = 0.0;
+        for (int p = 0; p < n_parts; p++) sum += parts[p].sum * exp((double)parts[p].max - (double)l0);
+    }
+    if (s->p.top_p < 1.0f) {
+        double acc = 0.0;
+        int i = 0;
+        for (; i < n; i++) {
+            if (i >= valid) goto more;
+            acc += c[i].p / sum;
+            if (slack > 0.0 && fabs(acc - (double)s->p.top_p) <= slack) goto whole;
+            if (acc >= s->p.top_p) {
+                n = i + 1;
+                break;
+            }
+        }
+    }
+    if (s->p.min_p > 0.0f) {
+        int keep = 1;
+        while (keep < n) {
+            if (keep >= valid) goto more;
+            if (!(c[keep].p >= s->p.min_p * c[0].p)) break;
+            keep++;
+        }
+        n = keep;
+    }
+    double tsum = 0.0;
+    if (n <= valid) {
+        for (int i = 0; i < n; i++) tsum += (c[i].p = expf((c[i].logit - l0) / s->p.temp));
+    } else { /* no cut: the whole vocabulary at temperature, from the parts' sums */
+        for (int i = 0; i < valid; i++) c[i].p = expf((c[i].logit - l0) / s->p.temp);
+        for (int p = 0; p < n_parts; p++)
+            tsum += parts[p].sum_temp * exp(((double)parts[p].max - (double)l0) / (double)s->p.temp);
+    }
+    double r = s_uniform(s) * tsum, acc = 0.0;
+    const double margin = n > valid ? PARTS_SLACK * tsum : 0.0;
+    for (int i = 0; i < n; i++) {
+        if (i >= valid) goto more;
+        if (margin > 0.0 && fabs(r - acc) <= margin) goto whole;
+        acc += c[i].p;
+        if (r < acc) {
+            if (margin > 0.0 && acc - r <= margin) goto whole;
+            return c[i].id;
+        }
+    }
+    while (n > 1 && c[n - 1].p == 0.0) n--;
+    return c[n - 1].id;
+more:
+    s->rng[0] = rng0, s->rng[1] = rng1; /* the draw is made again with more candidates */
+    for (int p = 0; p < n_parts; p++) *need = parts[p].n_cand > *need ? parts[p].n_cand : *need;
+    *need *= 2;
+    return ST_ERANGE;
+whole:
+    s->rng[0] = rng0, s->rng[1] = rng1;
+    *need = INT_MAX;
+    return ST_ERANGE;
+}
+
+int st_sampler_part_eval(float *logits, int n, int32_t id0, const st_sampler_part_pen_t *pen, float temp, int k,
+                         int32_t *ids, float *vals, float *max, double *sum, double *sum_temp) {
+    for (int i = 0; pen && i < pen->n; i++) {
+        const int64_t j = (int64_t)pen->id[i] - id0;
+        if (j >= 0 && j < n)
+            logits[j] =
+                st_sampler_penalize_logit(logits[j], (int)pen->count[i], pen->repeat, pen->presence, pen->frequency);
+    }
+    const int got = st_sampler_best(logits, n, k, id0, ids, vals);
+    if (got < 1) return got < 0 ? got : ST_EINVAL;
+    const float m = vals[0];
+    double s1 = 0.0, st = 0.0;
+    for (int i = 0; i < n; i++) s1 += expf(logits[i] - m);
+    if (temp > 0.0f)
+        for (int i = 0; i < n; i++) st += expf((logits[i] - m) / temp);
+    *max = m, *sum = s1, *sum_temp = temp > 0.0f ? st : s1;
+    return got;
 }
