@@ -21,6 +21,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -36,9 +38,11 @@
 #include "machine.h"
 #include "clock.h"
 #include "forward.h"
+#include "forward_internal.h"
 #include "lru.h"
 #include "moe.h"
 #include "proc_mem.h"
+#include "sampler.h"
 #include "st_log.h"
 #include "store.h"
 #include "threadpool.h"
@@ -90,6 +94,13 @@ struct st_node {
     uint64_t fixed; /* bytes charged to --mem besides the cached experts */
     bool pack;      /* cached experts are packed for the kernels: only when every assigned one fits in
                      * --mem, so that packing (about 10 GB/s) is paid once, not again at every miss */
+    int batch;      /* rows of one st_linear call (the context's n_batch) */
+
+    /* the output head's slice (HEAD_ASSIGN): rows [lo, hi) in the file's type */
+    bool head_assigned, head_complete;
+    st_wire_head_assign_t head;
+    uint8_t *head_rows; /* head_bytes, charged to the cache's budget */
+    uint64_t head_bytes, head_got;
 
     /* counters */
     uint64_t requests, errors;
@@ -131,7 +142,16 @@ static int s_reply(st_node_t *n, const st_wire_rx_t *rx, st_wire_msg_t *m) {
 
 /* ---- model set-up and tear-down ---- */
 
+static void s_head_drop(st_node_t *n) {
+    if (n->head_rows && n->lru) st_lru_charge(n->lru, -(int64_t)n->head_bytes);
+    free(n->head_rows);
+    n->head_rows = NULL;
+    n->head_bytes = n->head_got = 0;
+    n->head_assigned = n->head_complete = false;
+}
+
 static void s_teardown_assignment(st_node_t *n) {
+    s_head_drop(n);
     st_lru_destroy(&n->lru);
     st_ctx_destroy(&n->ctx);
     free(n->gate), free(n->up), free(n->down), free(n->ybuf), free(n->sub_tok), free(n->sub_exp), free(n->sub_idx);
@@ -238,6 +258,7 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         return ST_ENOMEM;
     }
     const int X = cfg->n_expert, E = cfg->n_embd;
+    n->batch = batch;
     n->max_pairs = batch * cfg->n_expert_used;
     n->max_req_pairs = st_wire_max_tokens(s) * s->n_expert_used;
     n->gate = calloc((size_t)X, sizeof *n->gate);
@@ -407,7 +428,7 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     /* pin in the order given (hottest first) while room for a request's
      * worth of unpinned experts (n_expert_used, at least one) remains */
     const uint64_t cost = st_lru_entry_cost(st_store_record_bytes(n->store));
-    const uint64_t room = (n->o.mem - n->fixed) / cost;
+    const uint64_t room = (n->o.mem - n->fixed - (n->head_rows ? n->head_bytes : 0)) / cost;
     const uint64_t keep = room > n->shape.n_expert_used ? n->shape.n_expert_used : 1;
     const uint64_t pin_cap = room > keep ? room - keep : 0;
     uint32_t n_pin_asked = 0;
@@ -646,6 +667,231 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
 }
 
+/* ---- the output head's slice ----
+ * One slice at a time, held in RAM (charged to --mem: the expert cache
+ * shrinks by its size) and in STORE/head-<hash>.dat, so that a restarted node
+ * needs nothing pushed again; the file is hashed again when it is loaded, and
+ * a new slice's file replaces the others. The logits come from the same
+ * st_linear as the single process's head, on rows cut from the same matrix:
+ * the same bits. */
+
+static void s_head_path(const st_node_t *n, const uint8_t hash[ST_WIRE_HASH_BYTES], char *out, size_t cap) {
+    char hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, hash, ST_WIRE_HASH_BYTES);
+    snprintf(out, cap, "%s/head-%s.dat", n->o.store_dir, hex);
+}
+
+/* the slice from its file, if there and whole and matching its hash */
+static bool s_head_load(st_node_t *n) {
+    char path[PATH_MAX];
+    s_head_path(n, n->head.hash, path, sizeof path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == n->head_bytes;
+    for (uint64_t got = 0; ok && got < n->head_bytes;) {
+        ssize_t r = read(fd, n->head_rows + got, n->head_bytes - got);
+        if (r <= 0) ok = false;
+        got += r > 0 ? (uint64_t)r : 0;
+    }
+    close(fd);
+    uint8_t h[ST_WIRE_HASH_BYTES];
+    if (ok) st_wire_hash(n->head_rows, n->head_bytes, h);
+    if (ok && memcmp(h, n->head.hash, ST_WIRE_HASH_BYTES)) {
+        st_log(ST_LOG_WARN, "%s does not match its hash: removed", path);
+        unlink(path);
+        ok = false;
+    }
+    return ok;
+}
+
+/* writes the complete slice (temp file, fsync, rename) and removes other slices' files */
+static void s_head_save(const st_node_t *n) {
+    char path[PATH_MAX], tmp[PATH_MAX + 8];
+    s_head_path(n, n->head.hash, path, sizeof path);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0;
+    for (uint64_t put = 0; ok && put < n->head_bytes;) {
+        ssize_t w = write(fd, n->head_rows + put, n->head_bytes - put);
+        if (w <= 0) ok = false;
+        put += w > 0 ? (uint64_t)w : 0;
+    }
+    if (fd >= 0 && (fsync(fd) || close(fd))) ok = false;
+    if (!ok || rename(tmp, path)) {
+        st_log(ST_LOG_WARN, "cannot keep the head slice in %s: %s (it stays in RAM)", path, strerror(errno));
+        unlink(tmp);
+        return;
+    }
+    DIR *d = opendir(n->o.store_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char other[PATH_MAX];
+        const size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "head-", 5) || len < 9 || strcmp(e->d_name + len - 4, ".dat")) continue;
+        snprintf(other, sizeof other, "%s/%s", n->o.store_dir, e->d_name);
+        if (strcmp(other, path)) unlink(other);
+    }
+    if (d) closedir(d);
+}
+
+static int s_head_ack(st_node_t *n, st_wire_rx_t *rx, uint64_t offset, bool ok) {
+    st_wire_msg_t m = {.type = ST_MSG_HEAD_ACK};
+    m.head_ack = (st_wire_head_ack_t){.offset = offset, .ok = ok, .complete = n->head_complete};
+    return s_reply(n, rx, &m);
+}
+
+static int s_on_head_assign(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    if (!n->assigned) return s_reply_error(n, rx, ST_EPROTO, "HEAD_ASSIGN before ASSIGN");
+    if (st_wire_check_head(&rx->msg, n->shape.n_embd, NULL, 0, why, sizeof why))
+        return s_reply_error(n, rx, ST_EPROTO, why);
+    const st_wire_head_assign_t *a = &rx->msg.head_assign;
+    if (n->head_assigned && !memcmp(&n->head, a, sizeof *a)) { /* the same slice again */
+        if (!n->head_complete) n->head_got = 0;
+        return s_head_ack(n, rx, 0, true);
+    }
+    s_head_drop(n);
+    const uint64_t bytes = st_wire_head_bytes(a->type, n->shape.n_embd, a->lo, a->hi);
+    if (bytes > SIZE_MAX / 2 || st_lru_charge(n->lru, (int64_t)bytes)) {
+        snprintf(why, sizeof why, "a head slice of %llu B does not fit in --mem beside the pinned experts",
+                 (unsigned long long)bytes);
+        return s_reply_error(n, rx, ST_ENOMEM, why);
+    }
+    n->head_rows = malloc(bytes);
+    if (!n->head_rows) {
+        st_lru_charge(n->lru, -(int64_t)bytes);
+        return s_reply_error(n, rx, ST_ENOMEM, "no memory for the head slice");
+    }
+    n->head = *a;
+    n->head_bytes = bytes;
+    n->head_assigned = true;
+    n->head_complete = s_head_load(n);
+    st_log(ST_LOG_INFO, "HEAD_ASSIGN: rows [%u, %u) of %u, %s, %llu B: %s", a->lo, a->hi, a->n_vocab,
+           st_type_name((int)a->type), (unsigned long long)bytes, n->head_complete ? "in the store" : "missing");
+    return s_head_ack(n, rx, 0, true);
+}
+
+static int s_on_head_put(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    size_t len;
+    const uint8_t *data = st_wire_rx_frame(rx, &len);
+    if (!n->head_assigned) return s_reply_error(n, rx, ST_EPROTO, "HEAD_PUT before HEAD_ASSIGN");
+    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &n->head, len, why, sizeof why))
+        return s_reply_error(n, rx, ST_EPROTO, why);
+    const st_wire_head_put_t *p = &rx->msg.head_put;
+    if (n->head_complete) return s_head_ack(n, rx, p->offset, true);
+    uint8_t h[ST_WIRE_HASH_BYTES];
+    st_wire_hash(data, len, h);
+    if (p->offset != 0 && p->offset != n->head_got)
+        snprintf(why, sizeof why, "chunk at %llu, expected %llu", (unsigned long long)p->offset,
+                 (unsigned long long)n->head_got);
+    else if (memcmp(h, p->chunk_hash, ST_WIRE_HASH_BYTES))
+        snprintf(why, sizeof why, "chunk at %llu does not match its hash", (unsigned long long)p->offset);
+    else
+        why[0] = '\0';
+    if (why[0]) {
+        n->errors++;
+        s_log_bad(n, "HEAD_PUT rejected: %s", why);
+        return s_head_ack(n, rx, p->offset, false);
+    }
+    memcpy(n->head_rows + p->offset, data, len);
+    n->head_got = p->offset + len;
+    if (n->head_got == n->head_bytes) {
+        st_wire_hash(n->head_rows, n->head_bytes, h);
+        if (memcmp(h, n->head.hash, ST_WIRE_HASH_BYTES)) {
+            n->head_got = 0;
+            n->errors++;
+            s_log_bad(n, "the head slice's bytes do not match its hash: discarded");
+            return s_head_ack(n, rx, p->offset, false);
+        }
+        n->head_complete = true;
+        s_head_save(n);
+    }
+    return s_head_ack(n, rx, p->offset, true);
+}
+
+/* The slice's logits for n_seq hidden states, then per sequence the whole
+ * slice (full) or its best candidates after the penalties. */
+static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
+    char why[256];
+    size_t len;
+    const uint8_t *frame = st_wire_rx_frame(rx, &len);
+    if (!n->head_complete) return s_reply_error(n, rx, ST_ERANGE, "no head slice held");
+    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &n->head, len, why, sizeof why))
+        return s_reply_error(n, rx, ST_EPROTO, why);
+    const uint64_t t0 = st_now_us();
+    const st_wire_head_compute_t *c = &rx->msg.head_compute;
+    const uint32_t E = n->shape.n_embd, rows = n->head.hi - n->head.lo, S = c->n_seq;
+    const uint32_t k = c->full ? rows : (c->n_cand < rows ? c->n_cand : rows);
+    const uint32_t chunk = S < (uint32_t)n->batch ? S : (uint32_t)n->batch;
+    const size_t tmp = ((size_t)S * E + (size_t)chunk * rows) * sizeof(float);
+    if (st_lru_charge(n->lru, (int64_t)tmp)) return s_reply_error(n, rx, ST_ENOMEM, "no room in --mem for the logits");
+    float *x = malloc((size_t)S * E * sizeof(float)), *y = malloc((size_t)chunk * rows * sizeof(float));
+    const size_t nc = c->full ? 1 : k;
+    float *mx = malloc(S * sizeof(float)), *cval = malloc(nc * sizeof(float));
+    int32_t *cid = malloc(nc * sizeof(int32_t));
+    double *sum = malloc(S * 2 * sizeof(double));
+    zmq_msg_t out;
+    const size_t out_bytes = (size_t)S * k * (c->full ? 4u : 8u);
+    int rc = !x || !y || !mx || !sum || !cid || !cval || zmq_msg_init_size(&out, out_bytes) ? ST_ENOMEM : 0;
+    if (!rc) {
+        memcpy(x, frame, (size_t)S * E * sizeof(float));
+        const st_weight_t w = {.type = (st_type_t)n->head.type,
+                               .data = n->head_rows,
+                               .n_cols = E,
+                               .n_rows = rows,
+                               .n_mat = 1,
+                               .row_bytes = (size_t)(n->head_bytes / rows),
+                               .mat_bytes = (size_t)n->head_bytes,
+                               .name = "output (slice)"};
+        uint8_t *o = zmq_msg_data(&out);
+        uint32_t pen0 = 0;
+        for (uint32_t s0 = 0; s0 < S && !rc; s0 += chunk) {
+            const uint32_t cnt = S - s0 < chunk ? S - s0 : chunk;
+            st_linear(n->ctx, &w, 0, x + (size_t)s0 * E, (int)cnt, y, rows);
+            for (uint32_t s = s0; s < s0 + cnt && !rc; s++) {
+                float *ys = y + (size_t)(s - s0) * rows;
+                if (c->full) {
+                    memcpy(o + (size_t)s * rows * 4u, ys, (size_t)rows * 4u);
+                    continue;
+                }
+                const st_sampler_part_pen_t pen = {.id = c->pen_id + pen0,
+                                                   .count = c->pen_count + pen0,
+                                                   .n = (int)c->pen_n[s],
+                                                   .repeat = c->repeat_penalty[s],
+                                                   .presence = c->presence_penalty[s],
+                                                   .frequency = c->frequency_penalty[s]};
+                pen0 += c->pen_n[s];
+                const int got = st_sampler_part_eval(ys, (int)rows, (int32_t)n->head.lo, &pen, c->temp[s], (int)k, cid,
+                                                     cval, &mx[s], &sum[s], &sum[S + s]);
+                if (got != (int)k) rc = got < 0 ? got : ST_EINVAL;
+                for (uint32_t i = 0; !rc && i < k; i++) {
+                    memcpy(o + ((size_t)s * k + i) * 8u, &cid[i], 4);
+                    memcpy(o + ((size_t)s * k + i) * 8u + 4, &cval[i], 4);
+                }
+            }
+        }
+        if (rc) zmq_msg_close(&out);
+    }
+    free(x), free(y), free(cid), free(cval);
+    st_lru_charge(n->lru, -(int64_t)tmp);
+    if (rc) {
+        free(mx), free(sum);
+        return s_reply_error(n, rx, rc, "head computation failed");
+    }
+    st_wire_msg_t m = {.type = ST_MSG_HEAD_RESULT, .request_id = rx->msg.request_id};
+    m.head_result = (st_wire_head_result_t){.n_seq = S,
+                                            .n_cand = c->full ? 0 : k,
+                                            .full = c->full,
+                                            .max = mx,
+                                            .sum = sum,
+                                            .sum_temp = sum + S,
+                                            .compute_us = st_now_us() - t0};
+    rc = st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
+    free(mx), free(sum);
+    return rc;
+}
+
 static int s_on_heartbeat(st_node_t *n, st_wire_rx_t *rx) {
     st_wire_msg_t m = {.type = ST_MSG_HEARTBEAT};
     m.heartbeat.seq = rx->msg.heartbeat.seq;
@@ -685,6 +931,9 @@ static void s_handle_one(st_node_t *n) {
     case ST_MSG_EXPERT_PREFETCH: s_on_prefetch(n, &rx); break;
     case ST_MSG_EXPERT_COMPUTE: s_on_compute(n, &rx); break;
     case ST_MSG_HEARTBEAT: s_on_heartbeat(n, &rx); break;
+    case ST_MSG_HEAD_ASSIGN: s_on_head_assign(n, &rx); break;
+    case ST_MSG_HEAD_PUT: s_on_head_put(n, &rx); break;
+    case ST_MSG_HEAD_COMPUTE: s_on_head_compute(n, &rx); break;
     default:
         snprintf(why, sizeof why, "a node does not take %s messages", st_wire_type_name(rx.msg.type));
         s_reply_error(n, &rx, ST_EPROTO, why);

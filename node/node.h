@@ -7,7 +7,10 @@
  * experts still missing; SHARD_PUT chunks fill the store; EXPERT_PREFETCH
  * queues experts to load from the store while the socket is idle;
  * EXPERT_COMPUTE evaluates (token, expert) pairs and answers with one output
- * vector per pair. Any bad request gets an ERROR and the node goes on.
+ * vector per pair. HEAD_ASSIGN gives it a slice of the output head's rows
+ * (filled by HEAD_PUT chunks, kept in the store directory), and HEAD_COMPUTE
+ * answers with that slice's logits or its best candidates after the
+ * sampler's penalties. Any bad request gets an ERROR and the node goes on.
  *
  * Memory: everything the node allocates for a model (compute context,
  * scratch, reply and receive reserves, the store's buffers) is charged to one

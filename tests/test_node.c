@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include "forward.h"
 #include "model.h"
 #include "moe.h"
+#include "sampler.h"
 #include "st_log.h"
 #include "testutil.h"
 #include "wire.h"
@@ -1273,5 +1275,187 @@ Test(node, peer_pinging_behind_a_full_queue_cannot_kill_it) {
         cr_log_info("node log: %s", log);
     else
         remove(log);
+    s_free_model(&md);
+}
+
+/* ---- the output head's slice ---- */
+
+static st_wire_rx_t s_head_call(client_t *c, st_wire_msg_t *m, const void *frame, size_t len) {
+    st_wire_rx_t rx;
+    s_call(c, m, frame, len, &rx);
+    return rx;
+}
+
+/* HEAD_ASSIGN of rows [lo, hi) of the model's output.weight; whether the node holds them already */
+static bool s_head_assign(client_t *c, const model_t *md, uint32_t lo, uint32_t hi, st_wire_head_assign_t *a) {
+    const st_weight_t *w = &md->m->output;
+    *a = (st_wire_head_assign_t){.n_vocab = (uint32_t)w->n_rows, .type = (uint32_t)w->type, .lo = lo, .hi = hi};
+    st_wire_hash(w->data + (size_t)lo * w->row_bytes, (size_t)(hi - lo) * w->row_bytes, a->hash);
+    st_wire_msg_t m = {.type = ST_MSG_HEAD_ASSIGN, .head_assign = *a};
+    st_wire_rx_t rx = s_head_call(c, &m, NULL, 0);
+    cr_assert_eq(rx.msg.type, ST_MSG_HEAD_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    bool complete = rx.msg.head_ack.complete;
+    st_wire_rx_clear(&rx);
+    return complete;
+}
+
+/* the rows [lo, hi) of W for n hidden states, as one process computes them (the whole matrix) */
+static float *s_head_reference(const model_t *md, const float *x, int n, uint32_t lo, uint32_t hi) {
+    const st_weight_t *w = &md->m->output;
+    const st_kernels_t *k = st_kernels_select();
+    const int E = (int)w->n_cols, V = (int)w->n_rows;
+    const st_type_t vt = st_type_traits(w->type)->vec_dot_type;
+    const size_t row = st_row_size(vt, E);
+    uint8_t *xq = malloc((size_t)n * row);
+    for (int t = 0; t < n; t++) k->from_float[vt](E, x + (size_t)t * E, xq + (size_t)t * row);
+    float *all = malloc((size_t)n * V * sizeof(float)), *y = malloc((size_t)n * (hi - lo) * sizeof(float));
+    st_matmul(k, w->type, w->data, E, 0, V, xq, row, n, all, (size_t)V);
+    for (int t = 0; t < n; t++) memcpy(y + (size_t)t * (hi - lo), all + (size_t)t * V + lo, (hi - lo) * sizeof(float));
+    free(xq), free(all);
+    return y;
+}
+
+/* The slice is pushed in hashed chunks (a bad chunk is refused and the push
+ * goes on), its logits are bit for bit the whole matrix's rows, the
+ * candidates are the best of them after the penalties, bad requests get
+ * errors, and a restarted node has the slice from its store. */
+Test(node, head_slice_logits_candidates_and_restart) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    const st_weight_t *w = &md.m->output;
+    const uint32_t V = (uint32_t)w->n_rows, E = md.shape.n_embd, lo = V / 3, hi = V - 5, rows = hi - lo;
+    node_proc_t p = s_start(g_store, "256M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    s_do_hello(&c, &md);
+    st_wire_msg_t m = {.type = ST_MSG_HEAD_ASSIGN};
+    m.head_assign = (st_wire_head_assign_t){.n_vocab = V, .type = (uint32_t)w->type, .lo = lo, .hi = hi};
+    s_expect_error(&c, &m, NULL, 0, "HEAD_ASSIGN before ASSIGN");
+    s_do_assign(&c, &md, 0);
+    float *x = malloc(3 * E * sizeof(float));
+    srand(5);
+    for (uint32_t i = 0; i < 3 * E; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+    st_wire_msg_t hc = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true}};
+    s_expect_error(&c, &hc, x, 3 * E * sizeof(float), "HEAD_COMPUTE before HEAD_ASSIGN");
+
+    st_wire_head_assign_t a;
+    cr_assert_not(s_head_assign(&c, &md, lo, hi, &a));
+    const uint8_t *bytes = w->data + (size_t)lo * w->row_bytes;
+    const uint64_t total = (uint64_t)rows * w->row_bytes;
+    s_expect_error(&c, &hc, x, 3 * E * sizeof(float), "HEAD_COMPUTE before the slice is whole");
+    const size_t chunk = 5000;
+    for (uint64_t off = 0; off < total; off += chunk) {
+        const size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
+        st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = off, .total = total}};
+        st_wire_hash(bytes + off, n, put.head_put.chunk_hash);
+        if (off == chunk) { /* a chunk that does not match its hash: refused, the push goes on */
+            put.head_put.chunk_hash[0] ^= 1;
+            st_wire_rx_t rx = s_head_call(&c, &put, bytes + off, n);
+            cr_assert_eq(rx.msg.type, ST_MSG_HEAD_ACK);
+            cr_assert_not(rx.msg.head_ack.ok);
+            st_wire_rx_clear(&rx);
+            put.head_put.chunk_hash[0] ^= 1;
+        }
+        st_wire_rx_t rx = s_head_call(&c, &put, bytes + off, n);
+        cr_assert_eq(rx.msg.type, ST_MSG_HEAD_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+        cr_assert(rx.msg.head_ack.ok);
+        cr_assert_eq(rx.msg.head_ack.complete, off + n == total);
+        st_wire_rx_clear(&rx);
+    }
+
+    /* whole rows: the same bits as the whole matrix */
+    float *want = s_head_reference(&md, x, 3, lo, hi);
+    st_wire_rx_t rx = s_head_call(&c, &hc, x, 3 * E * sizeof(float));
+    cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    size_t len;
+    const uint8_t *f = st_wire_rx_frame(&rx, &len);
+    char why[256];
+    cr_assert_eq(st_wire_check_head_result(&rx.msg, &hc.head_compute, &a, f, len, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(memcmp(f, want, (size_t)3 * rows * sizeof(float)), 0, "slice logits differ from one process's");
+    st_wire_rx_clear(&rx);
+
+    /* candidates after the penalties: ids in and out of the slice */
+    float temp[3] = {0.7f, 0.0f, 1.3f}, rp[3] = {1.3f, 1.0f, 1.1f}, pp[3] = {0.5f, 0.0f, 0.2f}, fp[3] = {0.2f, 0, 0};
+    uint32_t pen_n[3] = {3, 0, 1}, pen_id[4] = {lo, 0, hi - 1, lo + 7}, pen_count[4] = {2, 1, 1, 3};
+    st_wire_msg_t cc = {.type = ST_MSG_HEAD_COMPUTE};
+    cc.head_compute = (st_wire_head_compute_t){.n_seq = 3,
+                                               .n_cand = 12,
+                                               .temp = temp,
+                                               .repeat_penalty = rp,
+                                               .presence_penalty = pp,
+                                               .frequency_penalty = fp,
+                                               .pen_n = pen_n,
+                                               .n_pen = 4,
+                                               .pen_id = pen_id,
+                                               .pen_count = pen_count};
+    rx = s_head_call(&c, &cc, x, 3 * E * sizeof(float));
+    cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+    f = st_wire_rx_frame(&rx, &len);
+    cr_assert_eq(st_wire_check_head_result(&rx.msg, &cc.head_compute, &a, f, len, why, sizeof why), 0, "%s", why);
+    uint32_t pen0 = 0;
+    for (int s = 0; s < 3; s++) {
+        int32_t ids[12];
+        float vals[12], mx;
+        double sum, sum_t;
+        const st_sampler_part_pen_t pen = {pen_id + pen0, pen_count + pen0, (int)pen_n[s], rp[s], pp[s], fp[s]};
+        pen0 += pen_n[s];
+        float *ls = malloc(rows * sizeof(float)); /* penalised in place */
+        memcpy(ls, want + (size_t)s * rows, rows * sizeof(float));
+        cr_assert_eq(st_sampler_part_eval(ls, (int)rows, (int32_t)lo, &pen, temp[s], 12, ids, vals, &mx, &sum, &sum_t),
+                     12);
+        for (int i = 0; i < 12; i++) {
+            uint32_t id;
+            float l;
+            memcpy(&id, f + ((size_t)s * 12 + (size_t)i) * 8, 4);
+            memcpy(&l, f + ((size_t)s * 12 + (size_t)i) * 8 + 4, 4);
+            cr_assert(id == (uint32_t)ids[i] && l == vals[i], "sequence %d candidate %d: %u %g, want %d %g", s, i, id,
+                      (double)l, ids[i], (double)vals[i]);
+        }
+        free(ls);
+        cr_assert(rx.msg.head_result.max[s] == mx && rx.msg.head_result.sum[s] == sum &&
+                  rx.msg.head_result.sum_temp[s] == sum_t);
+    }
+    st_wire_rx_clear(&rx);
+
+    /* bad requests: errors, and the node goes on */
+    s_expect_error(&c, &hc, x, 3 * E * sizeof(float) - 4, "HEAD_COMPUTE with a short frame");
+    pen_id[0] = V;
+    s_expect_error(&c, &cc, x, 3 * E * sizeof(float), "HEAD_COMPUTE with a penalty id past the vocabulary");
+    pen_id[0] = lo;
+    st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = 0, .total = total + 1}};
+    s_expect_error(&c, &put, bytes, 100, "HEAD_PUT with another total");
+    rx = s_head_call(&c, &hc, x, 3 * E * sizeof(float));
+    cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT);
+    st_wire_rx_clear(&rx);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+
+    /* restarted: the slice comes from the store, checked against its hash */
+    p = s_start(g_store, "256M", NULL);
+    client_t c2 = {0};
+    s_connect(&c2, p.p.url);
+    s_do_hello(&c2, &md);
+    s_do_assign(&c2, &md, 0);
+    cr_assert(s_head_assign(&c2, &md, lo, hi, &a), "the restarted node lost its head slice");
+    rx = s_head_call(&c2, &hc, x, 3 * E * sizeof(float));
+    cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT);
+    f = st_wire_rx_frame(&rx, &len);
+    cr_assert_eq(memcmp(f, want, (size_t)3 * rows * sizeof(float)), 0);
+    st_wire_rx_clear(&rx);
+    /* a corrupted file is not trusted: another slice first, then this one again */
+    char path[512], hex[65];
+    sodium_bin2hex(hex, sizeof hex, a.hash, 32);
+    snprintf(path, sizeof path, "%s/head-%s.dat", g_store, hex);
+    FILE *fh = fopen(path, "r+b");
+    cr_assert_not_null(fh);
+    fseek(fh, 100, SEEK_SET);
+    fputc(0x55 ^ bytes[100], fh);
+    fclose(fh);
+    st_wire_head_assign_t b;
+    cr_assert_not(s_head_assign(&c2, &md, 0, 10, &b));
+    cr_assert_not(s_head_assign(&c2, &md, lo, hi, &a), "a corrupted slice file was used");
+    s_client_close(&c2);
+    cr_assert_eq(s_stop(&p), 0);
+    free(x), free(want);
     s_free_model(&md);
 }
