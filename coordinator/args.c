@@ -7,6 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "curve.h"
+#include "pair.h"
 #include "parse.h"
 
 #define PROG "st-coordinator"
@@ -27,7 +29,10 @@ enum {
     OPT_HTTP,
     OPT_QUIET_PUSH,
     OPT_MIN_NODES,
-    OPT_MIN_NODES_TIMEOUT
+    OPT_MIN_NODES_TIMEOUT,
+    OPT_PAIR,
+    OPT_PAIR_TTL,
+    OPT_DISCOVERY_PORT
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -46,44 +51,57 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"quiet-push", no_argument, 0, OPT_QUIET_PUSH},
                                        {"min-nodes", required_argument, 0, OPT_MIN_NODES},
                                        {"min-nodes-timeout", required_argument, 0, OPT_MIN_NODES_TIMEOUT},
+                                       {"pair", required_argument, 0, OPT_PAIR},
+                                       {"pair-ttl", required_argument, 0, OPT_PAIR_TTL},
+                                       {"discovery-port", required_argument, 0, OPT_DISCOVERY_PORT},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
     fprintf(
-        f, "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
-           "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
-           "\n"
-           "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
-           "st-run prints for the same flags.\n"
-           "\n"
-           "cluster\n"
-           "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
-           "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
-           "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
-           "                         starting with '#' are comments. A node that is down or not started yet is\n"
-           "                         probed (500 ms, backing off to 8 s) and joins when it answers: the experts\n"
-           "                         are placed again, keeping each where it is. Re-read on SIGHUP (systemctl\n"
-           "                         reload): nodes added to it are probed and join the same way\n"
-           "      --min-nodes N      generate (or serve: requests wait, /health says \"waiting\") only once N\n"
-           "                         nodes are up; the experts are placed once N have answered (default: at once)\n"
-           "      --min-nodes-timeout S  wait at most S seconds for --min-nodes, then go on with the nodes that are\n"
-           "                         up, the others joining when they answer (default: no limit)\n"
-           "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
-           "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
-           "                         .pub in their --allow file)\n"
-           "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
-           "      --timeout-ms N     deadline of each expert round trip and of ASSIGN (default 10000); the first\n"
-           "                         HELLO to a node waits at least 5000 ms (TCP connect and CURVE handshake)\n"
-           "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
-           "      --no-fallback      fail when a node is down instead of computing its experts here\n"
-           "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
-           "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
-           "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
-           "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
-           "      --quiet-push       no shard push progress line\n"
-           "      --stats            also: per decode token round trips, bytes and node compute per node\n"
-           "\n"
-           "generation (as st-run)\n");
+        f,
+        "usage: st-coordinator -m MODEL (--nodes URL,... | --cluster FILE) (--insecure | --key FILE)\n"
+        "                      (-p TEXT | -f FILE | --tokens IDS) [options]\n"
+        "\n"
+        "Runs a SmallThinker GGUF model with its experts on st-node processes; prints exactly what\n"
+        "st-run prints for the same flags.\n"
+        "\n"
+        "cluster\n"
+        "      --nodes URLS       comma-separated node endpoints (only with --insecure), e.g.\n"
+        "                         tcp://10.0.0.2:5555,tcp://10.0.0.3:5555\n"
+        "      --cluster FILE     one node per line: URL NODE_PUBLIC_KEY (Z85, the node's node.pub); lines\n"
+        "                         starting with '#' are comments. A node that is down or not started yet is\n"
+        "                         probed (500 ms, backing off to 8 s) and joins when it answers: the experts\n"
+        "                         are placed again, keeping each where it is. Re-read on SIGHUP (systemctl\n"
+        "                         reload): nodes added to it are probed and join the same way\n"
+        "      --min-nodes N      generate (or serve: requests wait, /health says \"waiting\") only once N\n"
+        "                         nodes are up; the experts are placed once N have answered (default: at once)\n"
+        "      --min-nodes-timeout S  wait at most S seconds for --min-nodes, then go on with the nodes that are\n"
+        "                         up, the others joining when they answer (default: no limit)\n"
+        "      --pair URL         let boards pair with a code: listens on URL (tcp://HOST:PORT), prints\n"
+        "                         \"pairing code: CODE\" on stderr (new at every start, valid --pair-ttl, for\n"
+        "                         10 wrong tries). A board that proves it (st-node --join --code CODE) is\n"
+        "                         written into --cluster FILE and joins; it gets this coordinator's key. Needs\n"
+        "                         --cluster and --key (both made when missing); with no node yet, waits for one\n"
+        "      --pair-ttl S       seconds a pairing code is valid, then a new one is printed (default 600)\n"
+        "      --discovery-port N UDP port answering boards that look for the coordinator (default %d;\n"
+        "                         0: none, boards then need --join tcp://HOST:PORT)\n"
+        "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
+        "      --key FILE         the coordinator's CURVE secret key file (from st-keygen; give the nodes its\n"
+        "                         .pub in their --allow file)\n"
+        "      --replication R    copies of each expert, where the nodes' RAM allows (default 1)\n"
+        "      --timeout-ms N     deadline of each expert round trip and of ASSIGN (default 10000); the first\n"
+        "                         HELLO to a node waits at least 5000 ms (TCP connect and CURVE handshake)\n"
+        "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
+        "      --no-fallback      fail when a node is down instead of computing its experts here\n"
+        "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
+        "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
+        "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
+        "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
+        "      --quiet-push       no shard push progress line\n"
+        "      --stats            also: per decode token round trips, bytes and node compute per node\n"
+        "\n"
+        "generation (as st-run)\n",
+        ST_PAKE_DISCOVERY_PORT);
     st_cli_usage_options(f);
     st_cli_usage_tail(f);
 }
@@ -125,6 +143,16 @@ static int s_handle(void *arg, int opt, const char *v) {
     case OPT_MIN_NODES_TIMEOUT:
         if (!st_parse_int(v, 1, 100000000, &c->min_nodes_timeout_s)) return s_bad("--min-nodes-timeout", v);
         break;
+    case OPT_PAIR:
+        if (strncmp(v, "tcp://", 6)) return s_bad("--pair", v);
+        c->pair_url = v;
+        break;
+    case OPT_PAIR_TTL:
+        if (!st_parse_int(v, 10, 86400 * 7, &c->pair_ttl_s)) return s_bad("--pair-ttl", v);
+        break;
+    case OPT_DISCOVERY_PORT:
+        if (!st_parse_int(v, 0, 65535, &c->discovery_port)) return s_bad("--discovery-port", v);
+        break;
     case OPT_HTTP:
         fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
         return 2;
@@ -165,7 +193,7 @@ static int s_check(const st_coord_opts_t *ca, const st_cli_args_t *a, const st_n
                 return 2;
             }
     }
-    if (ca->min_nodes > n) {
+    if (ca->min_nodes > n && !ca->pair_url) { /* with --pair, boards are still to come */
         fprintf(stderr, PROG ": --min-nodes %ld, but %s lists %d node(s)\n", ca->min_nodes,
                 ca->cluster_file ? "the cluster file" : "--nodes", n);
         return 2;
@@ -178,8 +206,53 @@ static int s_check(const st_coord_opts_t *ca, const st_cli_args_t *a, const st_n
     return 0;
 }
 
+/* --pair: checks its companions, and makes the key pair and the cluster
+ * file when missing (a first start with nothing but a code). 0, or 2. */
+static int s_pair_files(const st_coord_opts_t *o) {
+    if (o->insecure || o->nodes) {
+        fprintf(stderr,
+                PROG ": --pair gives the boards this coordinator's key: it takes --cluster FILE and --key FILE,\n"
+                     "  not --insecure or --nodes\n");
+        return 2;
+    }
+    if (!o->cluster_file || !o->key_file) {
+        fprintf(stderr, PROG ": --pair needs --cluster FILE (paired boards are written there) and --key FILE (its\n"
+                             "  public key goes to the boards); both are made when missing\n");
+        return 2;
+    }
+    if (access(o->key_file, F_OK) != 0) {
+        const size_t kl = strlen(o->key_file);
+        char base[4096];
+        if (kl < 5 || kl >= sizeof base || strcmp(o->key_file + kl - 4, ".key") != 0) {
+            fprintf(stderr, PROG ": --key %s does not exist; to make it, name it NAME.key (NAME.pub goes beside it)\n",
+                    o->key_file);
+            return 2;
+        }
+        memcpy(base, o->key_file, kl - 4);
+        base[kl - 4] = '\0';
+        char pub[ST_CURVE_Z85_LEN + 1];
+        if (st_curve_keygen(base, pub) < 0) return 2;
+        fprintf(stderr, PROG ": made the coordinator key pair %s (public key %s)\n", o->key_file, pub);
+    }
+    if (access(o->cluster_file, F_OK) != 0) {
+        FILE *f = fopen(o->cluster_file, "w");
+        if (!f ||
+            fputs("# URL NODE_PUBLIC_KEY: written by st-coordinator --pair (boards paired with a code)\n", f) < 0 ||
+            fclose(f) != 0) {
+            fprintf(stderr, PROG ": cannot make the cluster file %s: %s\n", o->cluster_file, strerror(errno));
+            return 2;
+        }
+    }
+    return 0;
+}
+
 int st_coord_args(int argc, char **argv, st_coord_opts_t *o, st_cli_args_t *a, st_node_addr_t **nodes, int *n_nodes) {
-    *o = (st_coord_opts_t){.replication = 1, .timeout_ms = 10000, .push_timeout_ms = 60000, .pin_fraction = 0.5};
+    *o = (st_coord_opts_t){.replication = 1,
+                           .timeout_ms = 10000,
+                           .push_timeout_ms = 60000,
+                           .pin_fraction = 0.5,
+                           .pair_ttl_s = 600,
+                           .discovery_port = ST_PAKE_DISCOVERY_PORT};
     *nodes = NULL;
     *n_nodes = 0;
     const st_cli_extra_t extra = {s_opts, s_handle, o, s_usage};
@@ -193,7 +266,8 @@ int st_coord_args(int argc, char **argv, st_coord_opts_t *o, st_cli_args_t *a, s
                              "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
         return 2;
     }
-    if (!(*nodes = st_coord_node_list(o->nodes, o->cluster_file, n_nodes))) return 2;
+    if (o->pair_url && (status = s_pair_files(o)) != 0) return status;
+    if (!(*nodes = st_coord_node_list(o->nodes, o->cluster_file, n_nodes, o->pair_url != NULL))) return 2;
     if ((status = s_check(o, a, *nodes, *n_nodes)) != 0) {
         free(*nodes);
         *nodes = NULL;

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "clock.h"
 #include "curve.h"
+#include "pair.h"
 #include "st_log.h"
 
 #define PROG "st-coordinator"
@@ -34,6 +36,7 @@ struct st_coord {
     st_expert_hashes_t *hashes;
     st_placement_t *pl; /* NULL: no node placed yet */
     st_remote_moe_t *rm;
+    st_pair_t *pair;      /* --pair: boards pairing (NULL: none) */
     bool waiting;         /* for --min-nodes */
     double wait_until_ms; /* --min-nodes-timeout (INFINITY: none) */
 };
@@ -65,7 +68,7 @@ static int s_add_node(st_node_addr_t **v, int *n, const char *url, size_t url_le
     return 0;
 }
 
-st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, int *n) {
+st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, int *n, bool allow_empty) {
     st_node_addr_t *v = NULL;
     *n = 0;
     if (nodes) {
@@ -96,6 +99,7 @@ st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, 
         }
         fclose(f);
     }
+    if (*n == 0 && allow_empty) return v ? v : calloc(1, sizeof *v);
     if (*n == 0) {
         fprintf(stderr, PROG ": no nodes: give --nodes URL,... or --cluster FILE\n");
         goto fail;
@@ -293,6 +297,28 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
     return rc;
 }
 
+/* ---- pairing ---------------------------------------------------------------- */
+
+/* --pair: listens for boards; with no node in the cluster file yet, waits
+ * for the first to pair (a cluster has at least one node) and reads it. */
+static int s_pair_start(st_coord_t *c, const char *public_z85) {
+    uint8_t key[ST_PAKE_KEY];
+    if (!zmq_z85_decode(key, public_z85)) return ST_EINVAL;
+    st_pair_opts_t po = {c->o.pair_url, c->o.cluster_file, (int)c->o.pair_ttl_s, 10, (int)c->o.discovery_port};
+    if (!(c->pair = st_pair_new(&po, key))) return ST_EIO;
+    if (c->n_addrs > 0) return 0;
+    st_log(ST_LOG_INFO, "no node in %s yet: waiting for the first board to pair (st-node --join %s --code CODE ...)",
+           c->o.cluster_file, st_pair_endpoint(c->pair));
+    while (st_pair_take(c->pair) == 0) usleep(100 * 1000);
+    int n = 0;
+    st_node_addr_t *v = st_coord_node_list(NULL, c->o.cluster_file, &n, false);
+    if (!v) return ST_EIO;
+    free(c->addrs);
+    c->addrs = v;
+    c->n_addrs = n;
+    return 0;
+}
+
 /* ---- setup ------------------------------------------------------------------ */
 
 st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st_node_addr_t *nodes, int n_nodes) {
@@ -313,6 +339,7 @@ st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st
 void st_coord_destroy(st_coord_t **cp) {
     st_coord_t *c = *cp;
     if (!c) return;
+    st_pair_destroy(&c->pair);
     st_remote_moe_destroy(&c->rm);
     st_placement_destroy(&c->pl);
     st_expert_hashes_destroy(&c->hashes);
@@ -331,6 +358,10 @@ int st_coord_setup(st_coord_t *c) {
         st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
     else if (st_curve_load_secret(o->key_file, co.secret_key, co.public_key) < 0)
         return 1;
+    if (o->pair_url && s_pair_start(c, co.public_key) < 0) {
+        sodium_memzero(co.secret_key, sizeof co.secret_key);
+        return 1;
+    }
     c->cl = st_cluster_new(c->addrs, c->n_addrs, &co);
     sodium_memzero(co.secret_key, sizeof co.secret_key);
     if (!c->cl) return 1;
@@ -420,6 +451,7 @@ int st_coord_attach(st_coord_t *c, st_ctx_t *ctx) {
 
 void st_coord_between_steps(st_coord_t *c) {
     if (!c->cl) return;
+    if (c->pair && st_pair_take(c->pair) > 0) st_coord_reread(c); /* boards paired: they join as on SIGHUP */
     st_cluster_maintain(c->cl);
     st_coord_join(c);
 }
@@ -468,7 +500,7 @@ int st_coord_reread(st_coord_t *c) {
     }
     if (!c->cl) return 0;
     int n_all = 0;
-    st_node_addr_t *all = st_coord_node_list(NULL, file, &n_all);
+    st_node_addr_t *all = st_coord_node_list(NULL, file, &n_all, false);
     if (!all) {
         st_log(ST_LOG_WARN, "SIGHUP: the cluster file %s is unreadable or empty: nothing changes", file);
         return 0;

@@ -38,7 +38,9 @@ typedef struct {
     const char *nodes;        /* --nodes URL,URL (insecure only), or NULL */
     const char *cluster_file; /* --cluster FILE ("URL NODE_PUBLIC_KEY" lines), re-read by st_coord_reread */
     const char *key_file, *state_dir, *id;
-    const char *model_path; /* for the state files' names */
+    const char *pair_url;            /* --pair: listen for boards pairing with a code (pair.h) */
+    long pair_ttl_s, discovery_port; /* a code's lifetime; UDP port answered (0: none) */
+    const char *model_path;          /* for the state files' names */
     bool insecure, no_fallback, no_prefetch, quiet_push, stats;
     long replication, timeout_ms, push_timeout_ms, threads;
     long min_nodes, min_nodes_timeout_s; /* 0: no minimum; no time limit */
@@ -46,8 +48,9 @@ typedef struct {
 } st_coord_opts_t;
 
 /* The nodes of --nodes and of the cluster file (malloc'd, *n of them), or
- * NULL after printing why (unreadable file, bad address or key, no node). */
-st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, int *n);
+ * NULL after printing why (unreadable file, bad address or key, no node
+ * unless allow_empty). */
+st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, int *n, bool allow_empty);
 
 typedef struct st_coord st_coord_t;
 
@@ -57,9 +60,11 @@ st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st
 /* Stops the backend (st_coord_attach's), closes the connections, frees. */
 void st_coord_destroy(st_coord_t **c);
 
-/* Connects, HELLOs every node, hashes the experts (or reads their cache),
- * places them over the nodes that answered, ASSIGNs and pushes. With
- * --min-nodes and fewer up, the placement waits for them (st_coord_join).
+/* With --pair, starts listening for boards (their lines go into the
+ * cluster file; with none there yet, waits for the first). Connects, HELLOs
+ * every node, hashes the experts (or reads their cache), places them over
+ * the nodes that answered, ASSIGNs and pushes. With --min-nodes and fewer
+ * up, the placement waits for them (st_coord_join).
  * 0, or a process exit status (1; 2 for a missing key). */
 int st_coord_setup(st_coord_t *c);
 /* Whether the run still waits for --min-nodes, with the reason in why (may be
@@ -75,8 +80,9 @@ int st_coord_max_batch(const st_coord_t *c, int n_batch);
  * 0 or a negative ST_E* code. */
 int st_coord_attach(st_coord_t *c, st_ctx_t *ctx);
 
-/* Between two steps of a generation, or while idle: pushes to nodes that come
- * back without their experts, then st_coord_join. */
+/* Between two steps of a generation, or while idle: re-reads the cluster
+ * file when boards paired, pushes to nodes that come back without their
+ * experts, then st_coord_join. */
 void st_coord_between_steps(st_coord_t *c);
 /* With no request in flight (a server between requests): st_coord_between_steps,
  * then takes in what the nodes sent (st_cluster_idle). */

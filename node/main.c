@@ -8,9 +8,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "curve.h"
+#include "join.h"
 #include "node.h"
+#include "pake.h"
 #include "parse.h"
 #include "restart.h"
 #include "st_log.h"
@@ -27,6 +30,7 @@ static void s_on_signal(int sig) {
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: st-node --listen URL --mem SIZE --store DIR [--key FILE] (--allow FILE | --insecure) [options]\n"
+            "       st-node --listen URL --mem SIZE --store DIR --join [tcp://HOST:PORT] --code CODE [options]\n"
             "\n"
             "Serves experts of a SmallThinker model to st-coordinator over ZeroMQ.\n"
             "\n"
@@ -46,13 +50,21 @@ static void s_usage(FILE *f) {
             "                 --cluster file)\n"
             "  --allow FILE   coordinator public keys this node accepts, one Z85 key per line (from\n"
             "                 st-keygen's NAME.pub); every other client is refused and logged\n"
+            "  --join [URL]   pair with the coordinator first (its st-coordinator --pair URL; without URL,\n"
+            "                 found by UDP broadcast on the LAN), proving --code CODE; the coordinator's key\n"
+            "                 goes into the allow file (default DIR/allow), this node's key and address into\n"
+            "                 its cluster file. Already paired (the allow file holds a key): no pairing again.\n"
+            "                 --listen needs a fixed port (the coordinator's cluster file names it)\n"
+            "  --code CODE    the pairing code st-coordinator printed (\"pairing code: ...\")\n"
+            "  --join-timeout S  give up pairing after S seconds (default 600)\n"
+            "  --discovery-port N  UDP port of the coordinator's discovery (default %d)\n"
             "  --insecure     plain TCP, no encryption or authentication (logs a warning)\n"
             "  --version      print the version and exit\n"
             "  -h, --help     this help\n"
             "\n"
             "If it aborts (libzmq 4.3.4 can, on what a peer sends), st-node executes itself again:\n"
             "the same pid and address, the store verified again, \"restarted after an abort\" logged.\n",
-            st_cpu_count());
+            st_cpu_count(), ST_PAKE_DISCOVERY_PORT);
 }
 
 /* On a wildcard endpoint (tcp://0.0.0.0:PORT), logs the address of each interface, what a
@@ -82,9 +94,10 @@ static int s_bad(const char *fmt, const char *arg) {
 int main(int argc, char **argv) {
     const int restarts = st_restart_count(); /* first: it also unblocks the signals an abort left blocked */
     st_node_opts_t o = {.listen = "tcp://*:5555"};
-    const char *key_file = NULL, *allow_file = NULL;
-    bool have_mem = false;
-    char listen[512];
+    const char *key_file = NULL, *allow_file = NULL, *join_url = NULL, *code = NULL;
+    bool have_mem = false, join = false;
+    long join_timeout = 600, discovery_port = ST_PAKE_DISCOVERY_PORT;
+    char listen[512], allow_path[4096];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -98,9 +111,19 @@ int main(int argc, char **argv) {
         } else if (!strcmp(a, "--insecure")) {
             o.insecure = true;
             continue;
+        } else if (!strcmp(a, "--join")) { /* its address is optional: discovered without it */
+            join = true;
+            if (v && v[0] != '-') {
+                if (strncmp(v, "tcp://", 6)) return s_bad("--join %s: want tcp://HOST:PORT (st-coordinator --pair)", v);
+                join_url = v;
+                i++;
+            }
+            continue;
         }
-        static const char *with_value[] = {"--listen",  "--store", "--id",  "--mem",   "-t",
-                                           "--threads", "--batch", "--key", "--allow", "--max-models"};
+        static const char *with_value[] = {
+            "--listen",        "--store", "--id",    "--mem",        "-t",     "--threads",
+            "--batch",         "--key",   "--allow", "--max-models", "--code", "--join-timeout",
+            "--discovery-port"};
         bool known = false;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++) known |= !strcmp(a, with_value[j]);
         if (!known) return s_bad("unknown option %s", a);
@@ -123,7 +146,13 @@ int main(int argc, char **argv) {
             key_file = v;
         else if (!strcmp(a, "--allow"))
             allow_file = v;
-        else if (!strcmp(a, "--mem")) {
+        else if (!strcmp(a, "--code"))
+            code = v;
+        else if (!strcmp(a, "--join-timeout")) {
+            if (!st_parse_int(v, 1, 86400 * 7, &join_timeout)) return s_bad("--join-timeout %s: want seconds", v);
+        } else if (!strcmp(a, "--discovery-port")) {
+            if (!st_parse_int(v, 1, 65535, &discovery_port)) return s_bad("--discovery-port %s: want 1..65535", v);
+        } else if (!strcmp(a, "--mem")) {
             if (!st_parse_size(v, &o.mem) || o.mem < (16u << 20))
                 return s_bad("--mem %s: want a size of 16M or more", v);
             have_mem = true;
@@ -140,6 +169,18 @@ int main(int argc, char **argv) {
     }
     if (!have_mem) return s_bad("%s", "--mem SIZE is required");
     if (!o.store_dir) return s_bad("%s", "--store DIR is required");
+    if (join && (o.insecure || !code)) return s_bad("%s", "--join takes --code CODE, and not --insecure");
+    if (code && !join) return s_bad("%s", "--code is for --join");
+    char norm[ST_PAKE_CODE_LEN + 1];
+    if (code && st_pake_code_normalize(code, norm) < 0)
+        return s_bad("--code %s: want the 10 characters st-coordinator printed (e.g. ABCDE-FGHJK)", code);
+    if (join && strstr(o.listen, ":*"))
+        return s_bad("--listen %s: --join needs a fixed port (the coordinator's cluster file names it)", o.listen);
+    if (!allow_file && !o.insecure) { /* DIR/allow: where pairing writes, used when it is there */
+        if (snprintf(allow_path, sizeof allow_path, "%s/allow", o.store_dir) >= (int)sizeof allow_path)
+            return s_bad("%s", "--store path too long");
+        if (join || access(allow_path, F_OK) == 0) allow_file = allow_path;
+    }
     static uint8_t allow[ST_CURVE_MAX_ALLOW][ST_CURVE_KEY_BYTES];
     if (o.insecure) {
         if (allow_file || key_file) return s_bad("%s", "--insecure takes no --key or --allow (plain TCP has no keys)");
@@ -148,15 +189,6 @@ int main(int argc, char **argv) {
                "can use this node",
                o.listen);
     } else {
-        if (!allow_file)
-            return s_bad("%s",
-                         "refusing to start without --allow FILE (the coordinator public keys to accept, one\n"
-                         "         Z85 key per line, e.g. its st-keygen NAME.pub); pass --insecure to serve plain\n"
-                         "         TCP to anyone on a network you trust");
-        int n_allow = st_curve_load_allow(allow_file, allow, ST_CURVE_MAX_ALLOW);
-        if (n_allow < 0) return 1;
-        o.allow = (const uint8_t(*)[32])allow;
-        o.n_allow = n_allow;
         char path[4096], pub[ST_CURVE_Z85_LEN + 1];
         if (!key_file) { /* DIR/node.key, made on first start like an SSH host key */
             if (snprintf(path, sizeof path, "%s/node.key", o.store_dir) >= (int)sizeof path - 4)
@@ -171,6 +203,28 @@ int main(int argc, char **argv) {
             key_file = path;
         }
         if (st_curve_load_secret(key_file, o.secret_key, pub) < 0) return 1;
+        if (join && st_join_paired(allow_file)) {
+            st_log(ST_LOG_INFO, "already paired (%s holds a coordinator key): serving; remove it to pair again",
+                   allow_file);
+        } else if (join) {
+            uint8_t node_key[32];
+            char host[65] = "";
+            zmq_z85_decode(node_key, pub);
+            if (!o.id) gethostname(host, sizeof host - 1); /* the id st-node reports anyway */
+            st_join_opts_t jo = {
+                join_url,         code, o.listen, o.id ? o.id : host, node_key, allow_file, (int)discovery_port,
+                (int)join_timeout};
+            if (st_join(&jo) < 0) return 1;
+        }
+        if (!allow_file)
+            return s_bad("%s",
+                         "refusing to start without --allow FILE (the coordinator public keys to accept, one\n"
+                         "         Z85 key per line, e.g. its st-keygen NAME.pub); pass --insecure to serve plain\n"
+                         "         TCP to anyone on a network you trust");
+        int n_allow = st_curve_load_allow(allow_file, allow, ST_CURVE_MAX_ALLOW);
+        if (n_allow < 0) return 1;
+        o.allow = (const uint8_t(*)[32])allow;
+        o.n_allow = n_allow;
         printf("node public key %s\n", pub);
         st_log(ST_LOG_INFO, "CURVE: node public key %s (%s); %d coordinator key%s allowed", pub, key_file, n_allow,
                n_allow == 1 ? "" : "s");

@@ -24,6 +24,13 @@
 #define ST_PAKE_MAX_MSG 512                                /* every message fits */
 #define ST_PAKE_ALPHABET "23456789ABCDEFGHJKMNPQRSTUVWXYZ" /* 31 symbols: no 0/O, 1/I/L */
 
+/* Discovery (UDP; it grants nothing but an address): a node broadcasts the
+ * question, a coordinator answers with its pairing port, 2 bytes
+ * little-endian, from the address the node then connects to. */
+#define ST_PAKE_DISCOVERY_PORT 5557
+#define ST_PAKE_DISCOVERY_ASK "ST-PAIR?"
+#define ST_PAKE_DISCOVERY_ANSWER "ST-PAIR!"
+
 /* Message types (the byte after the "STP1" magic). */
 enum { ST_PAKE_HELLO = 1, ST_PAKE_CHALLENGE, ST_PAKE_PROOF, ST_PAKE_WELCOME, ST_PAKE_REFUSED };
 

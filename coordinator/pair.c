@@ -1,0 +1,391 @@
+/* pair: the coordinator's side of pairing (see pair.h; the exchange itself
+ * is proto/pake.c's).
+ *
+ * The thread polls the ROUTER and the UDP socket every 200 ms at most, and
+ * between them replaces an expired code and drops exchanges older than
+ * SESSION_MS. An exchange is keyed by the ROUTER's routing id, which is new
+ * for every connection: a message replayed on another connection finds no
+ * exchange open, and every exchange takes one PROOF, right or wrong.
+ */
+#include "pair.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "clock.h"
+#include "curve.h"
+#include "st_log.h"
+
+#define POLL_MS 200
+#define MAX_SESSIONS 64    /* exchanges open at once */
+#define SESSION_MS 30000   /* an exchange not finished by then is dropped */
+#define MAX_ROUTING_ID 256 /* ZeroMQ's routing ids are 5 bytes; a peer cannot choose ours */
+#define LOG_PER_SECOND 10  /* refusals logged per second, at most */
+
+typedef struct {
+    bool used;
+    uint8_t rid[MAX_ROUTING_ID];
+    size_t rid_len;
+    st_pake_t pake;
+    uint64_t code_gen; /* the code the exchange started with */
+    double t0;
+    char peer[64];
+} s_session_t;
+
+struct st_pair {
+    st_pair_opts_t o;
+    uint8_t coord_key[ST_PAKE_KEY];
+    void *zctx, *router;
+    int udp;
+    int port; /* of the ROUTER */
+    char endpoint[256];
+    pthread_t thread;
+    bool started;
+    atomic_int stop;
+    atomic_int paired;
+    pthread_mutex_t mu; /* code, expires_ms: read by other threads (st_pair_code) */
+    char code[ST_PAKE_CODE_BUF];
+    double expires_ms;
+    uint64_t code_gen;
+    int attempts; /* wrong proofs against the current code */
+    time_t log_second;
+    int logs_this_second;
+    s_session_t sess[MAX_SESSIONS];
+};
+
+static bool s_log_ok(st_pair_t *p) {
+    time_t now = time(NULL);
+    if (now != p->log_second) p->log_second = now, p->logs_this_second = 0;
+    return p->logs_this_second++ < LOG_PER_SECOND;
+}
+
+/* A new code, printed for the user (the interface line "pairing code: CODE"). */
+static void s_new_code(st_pair_t *p, const char *why) {
+    pthread_mutex_lock(&p->mu);
+    st_pake_code_new(p->code);
+    p->expires_ms = st_now_ms() + 1e3 * p->o.ttl_s;
+    p->code_gen++;
+    p->attempts = 0;
+    char code[ST_PAKE_CODE_BUF];
+    memcpy(code, p->code, sizeof code);
+    pthread_mutex_unlock(&p->mu);
+    fprintf(stderr, "pairing code: %s\n", code);
+    st_log(ST_LOG_INFO, "pairing on %s: %s; the code is valid %d min, for up to %d wrong tries", p->endpoint, why,
+           (p->o.ttl_s + 59) / 60, p->o.max_attempts);
+}
+
+/* ---- the cluster file ------------------------------------------------------------ */
+
+/* Writes "url key # id" into the cluster file in place of any line with the
+ * same URL or key: a temporary file beside it, then rename. */
+static int s_cluster_write(const char *path, const char *url, const char *key, const char *id) {
+    char tmp[4200], line[1024];
+    if (snprintf(tmp, sizeof tmp, "%s.pair.%d", path, (int)getpid()) >= (int)sizeof tmp)
+        return st_fail(ST_EINVAL, "cluster file path too long");
+    FILE *out = fopen(tmp, "w");
+    if (!out) return st_fail(ST_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    FILE *in = fopen(path, "r");
+    while (in && fgets(line, sizeof line, in)) {
+        char u[512] = "", k[512] = "";
+        if (line[strspn(line, " \t")] != '#' && sscanf(line, "%511s %511s", u, k) >= 1 &&
+            (!strcmp(u, url) || !strcmp(k, key)))
+            continue; /* the node's old line: it paired again */
+        fputs(line, out);
+        if (!strchr(line, '\n')) fputc('\n', out);
+    }
+    if (in) fclose(in);
+    fprintf(out, "%s %s # %s, paired\n", url, key, id[0] ? id : "(no id)");
+    bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
+    ok &= fclose(out) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return st_fail(ST_EIO, "cannot write the cluster file %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+/* The URL the coordinator reaches the node at: its endpoint, with a wildcard
+ * host replaced by the address it paired from. 0, or ST_EPROTO when the
+ * endpoint is not tcp://HOST:PORT with a port number. */
+static int s_node_url(const char *endpoint, const char *peer, char *out, size_t cap) {
+    if (strncmp(endpoint, "tcp://", 6) != 0) return ST_EPROTO;
+    const char *host = endpoint + 6, *colon = strrchr(host, ':');
+    if (!colon) return ST_EPROTO;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    if (colon[1] < '0' || colon[1] > '9' || *end || errno || port < 1 || port > 65535) return ST_EPROTO;
+    const size_t hl = (size_t)(colon - host);
+    const bool any = (hl == 1 && host[0] == '*') || (hl == 7 && !strncmp(host, "0.0.0.0", 7)) ||
+                     (hl == 4 && !strncmp(host, "[::]", 4)) || hl == 0;
+    int n = any ? snprintf(out, cap, strchr(peer, ':') ? "tcp://[%s]:%ld" : "tcp://%s:%ld", peer, port)
+                : snprintf(out, cap, "tcp://%.*s:%ld", (int)hl, host, port);
+    return n > 0 && (size_t)n < cap ? 0 : ST_EPROTO;
+}
+
+/* ---- the exchange ---------------------------------------------------------------- */
+
+static s_session_t *s_find(st_pair_t *p, const uint8_t *rid, size_t len) {
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        if (p->sess[i].used && p->sess[i].rid_len == len && !memcmp(p->sess[i].rid, rid, len)) return &p->sess[i];
+    return NULL;
+}
+
+static void s_close(s_session_t *s) {
+    st_pake_wipe(&s->pake);
+    s->used = false;
+}
+
+static void s_send(st_pair_t *p, const uint8_t *rid, size_t rid_len, const uint8_t *msg, int len) {
+    if (len <= 0) return;
+    if (zmq_send(p->router, rid, rid_len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) return;
+    zmq_send(p->router, msg, (size_t)len, ZMQ_DONTWAIT);
+}
+
+static void s_refuse(st_pair_t *p, const uint8_t *rid, size_t rid_len, int reason) {
+    uint8_t m[16];
+    s_send(p, rid, rid_len, m, st_pake_refused(reason, m, sizeof m));
+}
+
+static void s_on_hello(st_pair_t *p, const uint8_t *rid, size_t rid_len, const uint8_t *msg, size_t len,
+                       const char *peer) {
+    s_session_t *s = s_find(p, rid, rid_len);
+    for (int i = 0; !s && i < MAX_SESSIONS; i++)
+        if (!p->sess[i].used) s = &p->sess[i];
+    if (!s) {
+        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: %d exchanges open: %s refused, busy", MAX_SESSIONS, peer);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
+        return;
+    }
+    char code[ST_PAKE_CODE_BUF];
+    pthread_mutex_lock(&p->mu);
+    memcpy(code, p->code, sizeof code);
+    pthread_mutex_unlock(&p->mu);
+    uint8_t out[ST_PAKE_MAX_MSG];
+    int n = st_pake_coord_challenge(&s->pake, code, msg, len, out, sizeof out);
+    sodium_memzero(code, sizeof code);
+    if (n < 0) {
+        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: malformed hello from %s: refused", peer);
+        s_close(s);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
+        return;
+    }
+    s->used = true;
+    memcpy(s->rid, rid, rid_len);
+    s->rid_len = rid_len;
+    s->code_gen = p->code_gen;
+    s->t0 = st_now_ms();
+    snprintf(s->peer, sizeof s->peer, "%s", peer);
+    s_send(p, rid, rid_len, out, n);
+}
+
+static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const uint8_t *msg, size_t len,
+                       const char *peer) {
+    s_session_t *s = s_find(p, rid, rid_len);
+    if (!s) {
+        if (s_log_ok(p))
+            st_log(ST_LOG_WARN, "pairing: a proof from %s with no exchange open (replayed?): refused", peer);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
+        return;
+    }
+    if (s->code_gen != p->code_gen) {
+        st_log(ST_LOG_WARN, "pairing: %s proved against a code that has been replaced: refused", peer);
+        s_close(s);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_EXPIRED);
+        return;
+    }
+    st_pake_node_info_t node;
+    int rc = st_pake_coord_verify(&s->pake, msg, len, &node);
+    if (rc == ST_EAUTH) {
+        p->attempts++;
+        st_log(ST_LOG_WARN,
+               "pairing refused from %s: wrong code (or a replayed or tampered message), attempt %d of %d with this "
+               "code",
+               peer, p->attempts, p->o.max_attempts);
+        s_close(s);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_WRONG);
+        if (p->attempts >= p->o.max_attempts) {
+            st_log(ST_LOG_WARN, "pairing: %d wrong tries: that code is dead", p->attempts);
+            s_new_code(p, "a new code after too many wrong tries");
+        }
+        return;
+    }
+    char url[300], key[ST_CURVE_Z85_LEN + 1];
+    if (rc < 0 || s_node_url(node.endpoint, peer, url, sizeof url) < 0) {
+        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: malformed proof from %s: refused", peer);
+        s_close(s);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
+        return;
+    }
+    zmq_z85_encode(key, node.key, ST_PAKE_KEY);
+    if (s_cluster_write(p->o.cluster_file, url, key, node.id) < 0) {
+        s_close(s);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
+        return;
+    }
+    uint8_t out[ST_PAKE_MAX_MSG];
+    s_send(p, rid, rid_len, out, st_pake_coord_welcome(&s->pake, p->coord_key, out, sizeof out));
+    s_close(s);
+    st_log(ST_LOG_INFO, "paired node %s at %s (key %s, from %s): written to %s", node.id[0] ? node.id : "(no id)", url,
+           key, peer, p->o.cluster_file);
+    atomic_fetch_add(&p->paired, 1);
+}
+
+/* One message on the ROUTER: [routing id][body], anything else is dropped. */
+static void s_on_router(st_pair_t *p) {
+    zmq_msg_t id, body;
+    zmq_msg_init(&id);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&id, p->router, ZMQ_DONTWAIT) < 0) goto done;
+    if (!zmq_msg_more(&id) || zmq_msg_recv(&body, p->router, ZMQ_DONTWAIT) < 0) goto done;
+    bool extra = zmq_msg_more(&body);
+    while (zmq_msg_more(&body)) { /* a second frame is not ours: drain it */
+        zmq_msg_close(&body);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&body, p->router, ZMQ_DONTWAIT) < 0) break;
+    }
+    const char *addr = zmq_msg_gets(&body, "Peer-Address");
+    char peer[64];
+    snprintf(peer, sizeof peer, "%s", addr ? addr : "?");
+    const uint8_t *rid = zmq_msg_data(&id), *msg = zmq_msg_data(&body);
+    const size_t rid_len = zmq_msg_size(&id), len = zmq_msg_size(&body);
+    if (rid_len == 0 || rid_len > MAX_ROUTING_ID) goto done;
+    int type = !extra && len > 5 && len <= ST_PAKE_MAX_MSG && !memcmp(msg, "STP1", 4) ? msg[4] : -1;
+    if (type == ST_PAKE_HELLO)
+        s_on_hello(p, rid, rid_len, msg, len, peer);
+    else if (type == ST_PAKE_PROOF)
+        s_on_proof(p, rid, rid_len, msg, len, peer);
+    else {
+        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: a message that is not ours from %s (%zu B): refused", peer, len);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
+    }
+done:
+    zmq_msg_close(&id);
+    zmq_msg_close(&body);
+}
+
+/* A discovery datagram: exactly the question, answered with the port. */
+static void s_on_udp(st_pair_t *p) {
+    uint8_t buf[64];
+    struct sockaddr_storage from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(p->udp, buf, sizeof buf, MSG_DONTWAIT, (struct sockaddr *)&from, &fl);
+    if (n != (ssize_t)strlen(ST_PAKE_DISCOVERY_ASK) || memcmp(buf, ST_PAKE_DISCOVERY_ASK, (size_t)n)) return;
+    uint8_t ans[16];
+    size_t k = strlen(ST_PAKE_DISCOVERY_ANSWER);
+    memcpy(ans, ST_PAKE_DISCOVERY_ANSWER, k);
+    ans[k++] = (uint8_t)(p->port & 0xff); /* little-endian */
+    ans[k++] = (uint8_t)(p->port >> 8);
+    sendto(p->udp, ans, k, MSG_DONTWAIT, (struct sockaddr *)&from, fl);
+}
+
+static void *s_thread(void *arg) {
+    st_pair_t *p = arg;
+    while (!atomic_load(&p->stop)) {
+        zmq_pollitem_t it[2] = {{p->router, 0, ZMQ_POLLIN, 0}, {NULL, p->udp, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(it, p->udp >= 0 ? 2 : 1, POLL_MS);
+        if (n < 0 && zmq_errno() != EINTR) break;
+        if (n > 0 && (it[0].revents & ZMQ_POLLIN))
+            for (int k = 0; k < 64; k++) { /* a burst, then the clock */
+                int ev = 0;
+                size_t sz = sizeof ev;
+                if (zmq_getsockopt(p->router, ZMQ_EVENTS, &ev, &sz) != 0 || !(ev & ZMQ_POLLIN)) break;
+                s_on_router(p);
+            }
+        if (n > 0 && p->udp >= 0 && (it[1].revents & ZMQ_POLLIN)) s_on_udp(p);
+        const double now = st_now_ms();
+        if (now > p->expires_ms) s_new_code(p, "the code expired: a new one");
+        for (int i = 0; i < MAX_SESSIONS; i++)
+            if (p->sess[i].used && now - p->sess[i].t0 > SESSION_MS) s_close(&p->sess[i]);
+    }
+    return NULL;
+}
+
+/* ---- life ------------------------------------------------------------------------ */
+
+static int s_udp_open(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = INADDR_ANY};
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        st_log(ST_LOG_WARN, "pairing: no discovery (UDP port %d: %s); boards need --join tcp://HOST:PORT", port,
+               strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+st_pair_t *st_pair_new(const st_pair_opts_t *o, const uint8_t coord_key[ST_PAKE_KEY]) {
+    st_pair_t *p = calloc(1, sizeof *p);
+    if (!p) {
+        st_fail(ST_ENOMEM, "no memory");
+        return NULL;
+    }
+    p->o = *o;
+    p->udp = -1;
+    memcpy(p->coord_key, coord_key, ST_PAKE_KEY);
+    pthread_mutex_init(&p->mu, NULL);
+    const int maxmsg = ST_PAKE_MAX_MSG, linger = 0;
+    size_t sz = sizeof p->endpoint;
+    if (!(p->zctx = zmq_ctx_new()) || !(p->router = zmq_socket(p->zctx, ZMQ_ROUTER)) ||
+        zmq_setsockopt(p->router, ZMQ_MAXMSGSIZE, &(int64_t){maxmsg}, sizeof(int64_t)) ||
+        zmq_setsockopt(p->router, ZMQ_LINGER, &linger, sizeof linger) || zmq_bind(p->router, o->url) != 0 ||
+        zmq_getsockopt(p->router, ZMQ_LAST_ENDPOINT, p->endpoint, &sz) != 0) {
+        st_fail(ST_EIO, "cannot listen for pairings on %s: %s", o->url, zmq_strerror(zmq_errno()));
+        st_pair_destroy(&p);
+        return NULL;
+    }
+    const char *colon = strrchr(p->endpoint, ':');
+    p->port = colon ? atoi(colon + 1) : 0;
+    if (o->discovery_port > 0) p->udp = s_udp_open(o->discovery_port);
+    s_new_code(p, p->udp >= 0 ? "boards on this LAN find it by UDP broadcast" : "boards need its address");
+    if (pthread_create(&p->thread, NULL, s_thread, p) != 0) {
+        st_fail(ST_EIO, "cannot start the pairing thread");
+        st_pair_destroy(&p);
+        return NULL;
+    }
+    p->started = true;
+    return p;
+}
+
+void st_pair_destroy(st_pair_t **pp) {
+    st_pair_t *p = *pp;
+    if (!p) return;
+    if (p->started) {
+        atomic_store(&p->stop, 1);
+        pthread_join(p->thread, NULL);
+    }
+    for (int i = 0; i < MAX_SESSIONS; i++) s_close(&p->sess[i]);
+    if (p->router) zmq_close(p->router);
+    if (p->zctx) zmq_ctx_term(p->zctx);
+    if (p->udp >= 0) close(p->udp);
+    pthread_mutex_destroy(&p->mu);
+    sodium_memzero(p->code, sizeof p->code);
+    free(p);
+    *pp = NULL;
+}
+
+int st_pair_take(st_pair_t *p) { return atomic_exchange(&p->paired, 0); }
+
+void st_pair_code(st_pair_t *p, char out[ST_PAKE_CODE_BUF], int *seconds_left) {
+    pthread_mutex_lock(&p->mu);
+    memcpy(out, p->code, ST_PAKE_CODE_BUF);
+    if (seconds_left) *seconds_left = (int)((p->expires_ms - st_now_ms()) / 1e3);
+    pthread_mutex_unlock(&p->mu);
+}
+
+const char *st_pair_endpoint(const st_pair_t *p) { return p->endpoint; }

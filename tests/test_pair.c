@@ -1,0 +1,457 @@
+/* Pairing with one code (issue 16): st-coordinator --pair and st-node --join
+ * --code, the real programs.
+ *
+ * On loopback, with a small raw client (proto/pake over a DEALER) standing
+ * in for a board: wrong codes are refused and logged with the peer's
+ * address, and after 10 the code is dead and a new one printed; a replayed
+ * PROOF (on a new connection, after the same HELLO, twice on its own
+ * exchange) and a tampered one are refused, and the same PROOF untouched is
+ * then accepted, so the refusals came from the replay or the change.
+ *
+ * In network namespaces on a bridge (needs root and ip; skipped otherwise):
+ * 8 boards started with --join --code and no address find the coordinator by
+ * UDP broadcast, pair, and serve: the tokens are st-run's. Then both sides
+ * restart with no pairing (the boards with their same command line), the
+ * tokens again st-run's; a coordinator with a key the boards never paired
+ * with is refused by every board. */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "pake.h"
+#include "st_log.h"
+#include "testutil.h"
+
+#define BIN ST_BINARY_DIR
+#define PROMPT "The quick brown fox jumps over the lazy dog"
+#define N_PREDICT 16
+#define N_BOARDS 8
+#define WAIT_MS 60000
+
+static char g_dir[64], g_ip[64];
+static bool g_ns_made;
+
+static void s_cleanup_namespaces(void) {
+    st_test_system("'%s' netns list 2>/dev/null | awk '{print $1}' | grep '^stpr-' | while read ns; do "
+                   "pid=${ns#stpr-}; pid=${pid%%%%-*}; "
+                   "if [ \"$pid\" = %d ] || ! kill -0 \"$pid\" 2>/dev/null; then '%s' netns del \"$ns\"; fi; done",
+                   g_ip, (int)getpid(), g_ip);
+}
+
+static void setup(void) {
+    cr_assert(sodium_init() >= 0);
+    st_log_set_level(ST_LOG_ERROR);
+    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-pair-XXXXXX");
+    cr_assert_not_null(mkdtemp(g_dir));
+}
+
+static void teardown(void) {
+    st_test_kill_all();
+    if (g_ns_made) s_cleanup_namespaces();
+    st_test_system("rm -rf '%s'", g_dir);
+}
+
+TestSuite(pair, .init = setup, .fini = teardown, .timeout = 300);
+
+static const char *s_model(void) {
+    static char path[1024];
+    const char *args[] = {"--type",         "q4_0", "--hidden",     "512", "--layers", "4", "--experts", "16",
+                          "--experts-used", "4",    "--expert-ffn", "512", "--seed",   "5", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    return path;
+}
+
+/* st-run's output for the prompt: the reference every cluster run must match. */
+static char *s_reference(const char *model) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/ref.out", g_dir);
+    cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
+                                BIN, model, PROMPT, N_PREDICT, path),
+                 0);
+    char *ref = st_file_read(path, 0, NULL);
+    cr_assert_not_null(ref);
+    return ref;
+}
+
+/* st-coordinator (one-shot: generates once min_nodes are up, 0: at once), in namespace
+ * ns (NULL: here), stdout and stderr to DIR/TAG.out and .err. */
+static pid_t s_coord_start(const char *ns, const char *model, const char *key, const char *extra, int min_nodes,
+                           const char *tag) {
+    char cmd[4096], pre[128] = "", min[32] = "";
+    if (ns) snprintf(pre, sizeof pre, "'%s' netns exec %s ", g_ip, ns);
+    if (min_nodes) snprintf(min, sizeof min, "--min-nodes %d", min_nodes);
+    snprintf(cmd, sizeof cmd,
+             "exec %s'%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/%s' --state-dir '%s' --quiet-push "
+             "%s -p '%s' -n %d --temp 0 --json -t 1 %s > '%s/%s.out' 2> '%s/%s.err'",
+             pre, BIN, model, g_dir, g_dir, key, g_dir, min, PROMPT, N_PREDICT, extra, g_dir, tag, g_dir, tag);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return st_test_spawn(argv, NULL, NULL, SIGKILL);
+}
+
+/* The file's text once it holds `count` lines containing needle, within ms; NULL otherwise (caller frees). */
+static char *s_wait_lines(const char *path, const char *needle, int count, int ms) {
+    const double until = st_now_ms() + ms;
+    do {
+        char *t = st_file_read(path, 0, NULL);
+        int n = 0;
+        for (const char *p = t ? strstr(t, needle) : NULL; p; p = strstr(p + 1, needle)) n++;
+        if (n >= count) return t;
+        free(t);
+        usleep(50 * 1000);
+    } while (st_now_ms() < until);
+    return NULL;
+}
+
+/* The k-th (1-based) "pairing code: CODE" of a coordinator's stderr. */
+static void s_code(const char *err, int k, char code[ST_PAKE_CODE_BUF]) {
+    char *t = s_wait_lines(err, "pairing code: ", k, WAIT_MS);
+    cr_assert_not_null(t, "no pairing code #%d in %s", k, err);
+    const char *p = t;
+    for (int i = 0; i < k; i++) p = strstr(i ? p + 1 : p, "pairing code: ");
+    cr_assert_eq(sscanf(p, "pairing code: %11s", code), 1);
+    free(t);
+}
+
+/* The endpoint of "pairing on tcp://HOST:PORT: ..." (the port "*" chose). */
+static void s_endpoint(const char *err, char *url, size_t cap) {
+    char *t = s_wait_lines(err, "pairing on ", 1, WAIT_MS);
+    cr_assert_not_null(t, "no pairing endpoint in %s", err);
+    const char *p = strstr(t, "pairing on ") + strlen("pairing on ");
+    size_t n = strcspn(p, " ");
+    cr_assert(n > 1 && n < cap);
+    snprintf(url, cap, "%.*s", (int)n - 1, p); /* without the ':' after it */
+    free(t);
+}
+
+/* ---- a raw board: the exchange by hand, each message one DEALER round trip --- */
+
+typedef struct {
+    void *ctx, *sock;
+} raw_t;
+
+static void s_raw_open(raw_t *r, const char *url) {
+    r->ctx = zmq_ctx_new();
+    r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
+    int linger = 0, tmo = 10000;
+    zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(r->sock, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
+    cr_assert_eq(zmq_connect(r->sock, url), 0);
+}
+
+static void s_raw_close(raw_t *r) {
+    zmq_close(r->sock);
+    zmq_ctx_term(r->ctx);
+}
+
+/* Sends msg, returns the answer's length (the test fails without one). */
+static int s_raw_ask(raw_t *r, const uint8_t *msg, int len, uint8_t *ans) {
+    cr_assert_eq(zmq_send(r->sock, msg, (size_t)len, 0), len);
+    int n = zmq_recv(r->sock, ans, ST_PAKE_MAX_MSG, 0);
+    cr_assert_gt(n, 0, "no answer from the coordinator");
+    return n;
+}
+
+/* The reason of a REFUSED answer, 0 when it is not one. */
+static int s_refusal(const uint8_t *m, int n) { return n == 6 && !memcmp(m, "STP1", 4) && m[4] == 5 ? m[5] : 0; }
+
+static st_pake_node_info_t s_board(int k) {
+    st_pake_node_info_t me = {0};
+    randombytes_buf(me.key, sizeof me.key);
+    snprintf(me.endpoint, sizeof me.endpoint, "tcp://127.0.0.1:%d", 20000 + k);
+    snprintf(me.id, sizeof me.id, "raw-%d", k);
+    return me;
+}
+
+/* HELLO and CHALLENGE on r with code; the PROOF for me into proof. */
+static int s_raw_proof(raw_t *r, st_pake_t *s, const char *code, const st_pake_node_info_t *me, uint8_t *hello,
+                       int *hello_len, uint8_t *proof) {
+    uint8_t ans[ST_PAKE_MAX_MSG];
+    *hello_len = st_pake_node_hello(s, code, hello, ST_PAKE_MAX_MSG);
+    cr_assert_gt(*hello_len, 0);
+    int n = s_raw_ask(r, hello, *hello_len, ans);
+    int len = st_pake_node_proof(s, ans, (size_t)n, me, proof, ST_PAKE_MAX_MSG, NULL);
+    cr_assert_gt(len, 0, "no challenge for a hello");
+    return len;
+}
+
+/* A whole exchange with code: 0 with the coordinator's key, or the refusal's reason. */
+static int s_raw_pair(const char *url, const char *code, const st_pake_node_info_t *me, uint8_t key[ST_PAKE_KEY]) {
+    raw_t r;
+    st_pake_t s;
+    uint8_t hello[ST_PAKE_MAX_MSG], proof[ST_PAKE_MAX_MSG], ans[ST_PAKE_MAX_MSG];
+    int hl;
+    s_raw_open(&r, url);
+    int pl = s_raw_proof(&r, &s, code, me, hello, &hl, proof);
+    int n = s_raw_ask(&r, proof, pl, ans), reason = 0;
+    int rc = st_pake_node_finish(&s, ans, (size_t)n, key, &reason);
+    s_raw_close(&r);
+    cr_assert(rc == 0 || reason > 0, "an answer that is neither a valid welcome nor a refusal (%d)", rc);
+    return rc == 0 ? 0 : reason;
+}
+
+/* The coordinator's public key, binary. */
+static void s_coord_pub(const char *name, uint8_t key[32]) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s.pub", g_dir, name);
+    char *z = st_file_read(path, 0, NULL);
+    cr_assert_not_null(z);
+    z[strcspn(z, "\n")] = '\0';
+    cr_assert_not_null(zmq_z85_decode(key, z));
+    free(z);
+}
+
+/* Lines of the cluster file that name a node. */
+static int s_cluster_nodes(char *key_seen, const uint8_t key[32]) {
+    char path[300], line[1024], z85[41];
+    snprintf(path, sizeof path, "%s/cluster", g_dir);
+    zmq_z85_encode(z85, key, 32);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    int n = 0;
+    *key_seen = 0;
+    while (fgets(line, sizeof line, f))
+        if (line[0] != '#' && line[0] != '\n') {
+            n++;
+            if (strstr(line, z85)) *key_seen = 1;
+        }
+    fclose(f);
+    return n;
+}
+
+Test(pair, wrong_codes_are_refused_logged_and_limited) {
+    const char *model = s_model();
+    char err[300], code[ST_PAKE_CODE_BUF], code2[ST_PAKE_CODE_BUF], url[128];
+    snprintf(err, sizeof err, "%s/coord.err", g_dir);
+    pid_t coord = s_coord_start(NULL, model, "coord.key", "--pair tcp://127.0.0.1:* --discovery-port 0", 1, "coord");
+    s_code(err, 1, code);
+    s_endpoint(err, url, sizeof url);
+    char wrong[ST_PAKE_CODE_BUF];
+    memcpy(wrong, code, sizeof wrong);
+    wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+
+    /* a real board with a wrong code: refused, says so, exits 1 */
+    char nlog[300], store[300];
+    snprintf(nlog, sizeof nlog, "%s/node.err", g_dir);
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    cr_assert_eq(st_test_system("timeout 60 '%s/st-node' --listen tcp://127.0.0.1:1 --join '%s' --code '%s' --store "
+                                "'%s' --mem 256M 2> '%s'",
+                                BIN, url, wrong, store, nlog),
+                 1);
+    cr_assert(st_test_file_has(nlog, "refused the pairing: wrong code", 0), "the board did not say why (%s)", nlog);
+    cr_assert(st_test_file_has(err, "pairing refused from 127.0.0.1: wrong code", 0), "refusal not logged (%s)", err);
+
+    /* nine more by hand: each refused and logged with its count */
+    uint8_t key[32], want[32];
+    for (int i = 2; i <= 10; i++) {
+        st_pake_node_info_t me = s_board(i);
+        cr_assert_eq(s_raw_pair(url, wrong, &me, key), ST_PAKE_R_WRONG, "wrong code #%d not refused", i);
+        char line[64];
+        snprintf(line, sizeof line, "attempt %d of 10", i);
+        cr_assert(st_test_file_has(err, line, 5000), "'%s' not logged (%s)", line, err);
+    }
+    /* the code is dead: a new one is printed, and the old one no longer pairs */
+    cr_assert(st_test_file_has(err, "that code is dead", 5000));
+    s_code(err, 2, code2);
+    cr_assert_str_neq(code, code2);
+    st_pake_node_info_t me = s_board(11);
+    cr_assert_eq(s_raw_pair(url, code, &me, key), ST_PAKE_R_WRONG, "the dead code still pairs");
+    char seen;
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 0, "a refused board is in the cluster file");
+
+    /* the new code pairs: the board gets the coordinator's key, the cluster file the board's */
+    me = s_board(12);
+    cr_assert_eq(s_raw_pair(url, code2, &me, key), 0, "the new code is refused");
+    s_coord_pub("coord", want);
+    cr_assert_arr_eq(key, want, 32, "the board got another key than coord.pub");
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 1);
+    cr_assert(seen, "the paired board's key is not in the cluster file");
+    st_test_stop(coord, SIGTERM, 5000);
+}
+
+Test(pair, replayed_and_tampered_proofs_are_refused) {
+    const char *model = s_model();
+    char err[300], code[ST_PAKE_CODE_BUF], url[128];
+    snprintf(err, sizeof err, "%s/coord.err", g_dir);
+    pid_t coord = s_coord_start(NULL, model, "coord.key", "--pair tcp://127.0.0.1:* --discovery-port 0", 1, "coord");
+    s_code(err, 1, code);
+    s_endpoint(err, url, sizeof url);
+    uint8_t hello[ST_PAKE_MAX_MSG], proof[ST_PAKE_MAX_MSG], ans[ST_PAKE_MAX_MSG], key[32];
+    int hl, n;
+    char seen;
+
+    /* exchange 1 with the right code: its PROOF is made but held back */
+    raw_t r1, r2;
+    st_pake_t s1, s2;
+    st_pake_node_info_t me = s_board(1);
+    s_raw_open(&r1, url);
+    const int pl = s_raw_proof(&r1, &s1, code, &me, hello, &hl, proof);
+
+    /* that PROOF on another connection, with no exchange open there */
+    s_raw_open(&r2, url);
+    n = s_raw_ask(&r2, proof, pl, ans);
+    cr_assert_eq(s_refusal(ans, n), ST_PAKE_R_BAD, "a proof with no exchange was not refused");
+    cr_assert(st_test_file_has(err, "with no exchange open (replayed?): refused", 5000));
+    /* ... and after the same HELLO: the coordinator's nonce and share are new */
+    n = s_raw_ask(&r2, hello, hl, ans);
+    cr_assert_eq(n, 5 + ST_PAKE_NONCE + ST_PAKE_POINT, "no challenge for a replayed hello");
+    n = s_raw_ask(&r2, proof, pl, ans);
+    cr_assert_eq(s_refusal(ans, n), ST_PAKE_R_WRONG, "a replayed proof was not refused");
+    s_raw_close(&r2);
+
+    /* a PROOF with one byte of the board's key changed, on its own exchange */
+    st_pake_node_info_t other = s_board(2);
+    uint8_t h2[ST_PAKE_MAX_MSG], p2[ST_PAKE_MAX_MSG];
+    int hl2;
+    s_raw_open(&r2, url);
+    const int pl2 = s_raw_proof(&r2, &s2, code, &other, h2, &hl2, p2);
+    p2[5 + ST_PAKE_POINT + 7] ^= 0x20;
+    n = s_raw_ask(&r2, p2, pl2, ans);
+    cr_assert_eq(s_refusal(ans, n), ST_PAKE_R_WRONG, "a tampered proof was not refused");
+    s_raw_close(&r2);
+    cr_assert(st_test_file_has(err, "attempt 2 of 10", 5000), "the refusals were not counted (%s)", err);
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 0, "a refused proof reached the cluster file");
+
+    /* the held-back PROOF on its own exchange: accepted, so the refusals above came from the replay */
+    n = s_raw_ask(&r1, proof, pl, ans);
+    cr_assert_eq(st_pake_node_finish(&s1, ans, (size_t)n, key, NULL), 0, "the original proof was refused");
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 1);
+    cr_assert(seen);
+    /* and once more on the same connection: its exchange is over */
+    n = s_raw_ask(&r1, proof, pl, ans);
+    cr_assert_eq(s_refusal(ans, n), ST_PAKE_R_BAD, "a proof taken twice");
+    s_raw_close(&r1);
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 1);
+    st_test_stop(coord, SIGTERM, 5000);
+}
+
+/* ---- network namespaces: discovery on a bridge ------------------------------------- */
+
+#define NS(ns, fmt, ...) st_test_system("'%s' netns exec %s " fmt, g_ip, ns, __VA_ARGS__)
+
+static char g_ns_c[32], g_ns_n[N_BOARDS][32];
+
+/* ns C with bridge br0 (10.78.0.1/24); board k in ns Nk at 10.78.0.(k+2) on a veth into br0. */
+static void s_bridge(void) {
+    if (geteuid() != 0) cr_skip_test("needs root (network namespaces)");
+    const char *dirs[] = {"/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"};
+    g_ip[0] = '\0';
+    for (size_t i = 0; i < 4 && !g_ip[0]; i++)
+        if (access(dirs[i], X_OK) == 0) snprintf(g_ip, sizeof g_ip, "%s", dirs[i]);
+    if (!g_ip[0]) cr_skip_test("needs `ip` (iproute2)");
+    g_ns_made = true;
+    s_cleanup_namespaces();
+    const int pid = (int)getpid();
+    snprintf(g_ns_c, sizeof g_ns_c, "stpr-%d-c", pid);
+    if (st_test_system("'%s' netns add %s 2>/dev/null", g_ip, g_ns_c) != 0)
+        cr_skip_test("cannot create a network namespace here (no CAP_NET_ADMIN?)");
+    cr_assert_eq(NS(g_ns_c,
+                    "sh -c 'ip link set lo up && ip link add br0 type bridge && "
+                    "ip addr add 10.78.0.1/24 dev br0 && ip link set br0 up'%s",
+                    ""),
+                 0);
+    for (int k = 0; k < N_BOARDS; k++) {
+        snprintf(g_ns_n[k], sizeof g_ns_n[k], "stpr-%d-n%d", pid, k);
+        cr_assert_eq(st_test_system("'%s' netns add %s", g_ip, g_ns_n[k]), 0);
+        cr_assert_eq(NS(g_ns_c,
+                        "sh -c 'ip link add vc%d type veth peer name vn%d netns %s && ip link set vc%d master br0 && "
+                        "ip link set vc%d up'",
+                        k, k, g_ns_n[k], k, k),
+                     0);
+        cr_assert_eq(NS(g_ns_n[k],
+                        "sh -c 'ip link set lo up && ip addr add 10.78.0.%d/24 dev vn%d && ip link set vn%d up'", k + 2,
+                        k, k),
+                     0);
+    }
+}
+
+/* Board k: st-node --join --code CODE with no address (discovery), in its namespace. */
+static pid_t s_board_start(int k, const char *code) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec '%s' netns exec %s '%s/st-node' --listen tcp://10.78.0.%d:5555 --join --code '%s' --store "
+             "'%s/store-%d' --mem 256M -t 1 --id board-%d > '%s/board-%d.out' 2>> '%s/board-%d.err'",
+             g_ip, g_ns_n[k], BIN, k + 2, code, g_dir, k, k, g_dir, k, g_dir, k);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    return st_test_spawn(argv, NULL, NULL, SIGKILL);
+}
+
+/* Waits for the one-shot coordinator; its output (the test fails on a hang or an error). */
+static char *s_coord_finish(pid_t pid, const char *tag) {
+    int st = st_test_wait(pid, 180000);
+    if (st < 0) st_test_stop(pid, SIGKILL, 5000);
+    char path[300];
+    snprintf(path, sizeof path, "%s/%s.err", g_dir, tag);
+    char *err = st_file_read(path, 0, NULL);
+    cr_assert_eq(st, 0, "%s: the coordinator failed (%d):\n%s", tag, st, err ? err : "");
+    free(err);
+    snprintf(path, sizeof path, "%s/%s.out", g_dir, tag);
+    char *out = st_file_read(path, 0, NULL);
+    cr_assert_not_null(out);
+    return out;
+}
+
+Test(pair, boards_discover_pair_serve_and_restart_without_pairing) {
+    const char *model = s_model();
+    char *ref = s_reference(model);
+    s_bridge();
+    char err[300], code[ST_PAKE_CODE_BUF];
+    snprintf(err, sizeof err, "%s/pair.err", g_dir);
+
+    /* the coordinator waits for 8 boards; the boards know nothing but the code */
+    pid_t coord = s_coord_start(g_ns_c, model, "coord.key", "--pair tcp://10.78.0.1:7600", N_BOARDS, "pair");
+    s_code(err, 1, code);
+    const double t0 = st_now_ms();
+    pid_t boards[N_BOARDS];
+    for (int k = 0; k < N_BOARDS; k++) boards[k] = s_board_start(k, code);
+    char *t = s_wait_lines(err, "paired node board-", N_BOARDS, WAIT_MS);
+    cr_assert_not_null(t, "not all %d boards paired:\n%s", N_BOARDS, t ? t : "");
+    const double pair_ms = st_now_ms() - t0;
+    free(t);
+    char *out = s_coord_finish(coord, "pair");
+    cr_assert_str_eq(out, ref, "the paired cluster's output differs from st-run's");
+    free(out);
+    cr_assert(st_test_file_has(err, "8 of 8 nodes up", 0), "not every board served (%s)", err);
+    for (int k = 0; k < N_BOARDS; k++) {
+        char line[64];
+        snprintf(line, sizeof line, "tcp://10.78.0.%d:5555", k + 2);
+        cr_assert(st_test_file_has(err, line, 0), "board %d not reached at its address", k);
+    }
+
+    /* restart both: the boards with the same command line (the code is stale: no pairing happens), the
+     * coordinator without --pair */
+    for (int k = 0; k < N_BOARDS; k++) st_test_stop(boards[k], SIGTERM, 10000);
+    const double t1 = st_now_ms();
+    for (int k = 0; k < N_BOARDS; k++) boards[k] = s_board_start(k, code);
+    for (int k = 0; k < N_BOARDS; k++) {
+        char log[300];
+        snprintf(log, sizeof log, "%s/board-%d.err", g_dir, k);
+        cr_assert(st_test_file_has(log, "already paired", WAIT_MS), "board %d paired again (%s)", k, log);
+    }
+    pid_t again = s_coord_start(g_ns_c, model, "coord.key", "--no-fallback", N_BOARDS, "again");
+    out = s_coord_finish(again, "again");
+    const double restart_ms = st_now_ms() - t1;
+    cr_assert_str_eq(out, ref, "after the restarts the output differs from st-run's");
+    free(out);
+
+    /* a coordinator with a key no board paired with: every board refuses it */
+    cr_assert_eq(st_test_system("'%s/st-keygen' '%s/stranger' > /dev/null 2>&1", BIN, g_dir), 0);
+    pid_t stranger = s_coord_start(g_ns_c, model, "stranger.key", "--no-fallback", 0, "stranger");
+    for (int k = 0; k < N_BOARDS; k++) {
+        char log[300];
+        snprintf(log, sizeof log, "%s/board-%d.err", g_dir, k);
+        cr_assert(st_test_file_has(log, "is not on the allow list", WAIT_MS), "board %d let a stranger in", k);
+    }
+    /* no board answered it: with --no-fallback it gives up */
+    cr_assert_eq(st_test_wait(stranger, WAIT_MS), 1, "the stranger's coordinator did not fail");
+    cr_log_info("%d boards discovered the coordinator and paired in %.0f ms (from the code printed to the last "
+                "\"paired node\" line); restarted and served again in %.0f ms",
+                N_BOARDS, pair_ms, restart_ms);
+    fprintf(stderr, "test_pair: %d boards paired in %.0f ms; restart to served output %.0f ms\n", N_BOARDS, pair_ms,
+            restart_ms);
+    free(ref);
+}
