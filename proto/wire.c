@@ -12,6 +12,7 @@
 #include "wire.h"
 
 #include <errno.h>
+#include <math.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -274,8 +275,9 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         St__ExpertCompute *p = &pb->b.compute;
         st__expert_compute__init(p);
         const st_wire_compute_t *c = &m->compute;
+        const bool weighted = c->result_format != ST_RESULT_PER_PAIR_F32;
         if (c->n_pairs > ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED ||
-            (c->n_pairs && (!c->pair_token || !c->pair_expert)))
+            (c->n_pairs && (!c->pair_token || !c->pair_expert || (weighted && !c->pair_weight))))
             return ST_EINVAL;
         p->layer = c->layer;
         p->n_tokens = c->n_tokens;
@@ -284,6 +286,9 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         /* int32 and uint32 share their representation; values are checked non-negative on decode */
         p->pair_token = (uint32_t *)c->pair_token;
         p->pair_expert = (uint32_t *)c->pair_expert;
+        p->result_format = c->result_format;
+        p->n_pair_weight = weighted ? c->n_pairs : 0;
+        p->pair_weight = weighted ? c->pair_weight : NULL;
         e->compute = p;
         break;
     }
@@ -294,6 +299,8 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->compute_us = m->result.compute_us;
         p->cache_hits = m->result.cache_hits;
         p->cache_misses = m->result.cache_misses;
+        p->result_format = m->result.result_format;
+        p->n_rows = m->result.n_rows;
         e->result = p;
         break;
     }
@@ -531,13 +538,16 @@ static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t 
         if (e->compute->n_pair_token > (size_t)ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED)
             return s_why(why, cap, "%zu pairs (at most %d)", e->compute->n_pair_token,
                          ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED);
-        ints = 2 * e->compute->n_pair_token;
+        if (e->compute->n_pair_weight && e->compute->n_pair_weight != e->compute->n_pair_token)
+            return s_why(why, cap, "%zu pair weights for %zu pairs", e->compute->n_pair_weight,
+                         e->compute->n_pair_token);
+        ints = 2 * e->compute->n_pair_token + e->compute->n_pair_weight; /* floats are ints' size */
         break;
     default: break;
     }
     if (refs > 2 * (size_t)ST_WIRE_MAX_REFS || (e->body_case != ST__ENVELOPE__BODY_ASSIGN && refs > ST_WIRE_MAX_REFS))
         return s_why(why, cap, "list of %zu experts (at most %d)", refs, ST_WIRE_MAX_REFS);
-    if (ints > 2 * (size_t)ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED)
+    if (ints > 3 * (size_t)ST_WIRE_MAX_TOKENS * ST_WIRE_MAX_EXPERT_USED)
         return s_why(why, cap, "list of %zu ids", ints);
     if (e->body_case == ST__ENVELOPE__BODY_PREFETCH && ints > ST_WIRE_MAX_EXPERTS)
         return s_why(why, cap, "prefetch of %zu experts (at most %d)", ints, ST_WIRE_MAX_EXPERTS);
@@ -640,6 +650,12 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
             c->pair_token[i] = (int32_t)e->compute->pair_token[i];
             c->pair_expert[i] = (int32_t)e->compute->pair_expert[i];
         }
+        c->result_format = e->compute->result_format;
+        c->pair_weight = NULL;
+        if (e->compute->n_pair_weight) {
+            c->pair_weight = (float *)(c->pair_expert + c->n_pairs);
+            memcpy(c->pair_weight, e->compute->pair_weight, c->n_pairs * sizeof(float));
+        }
         break;
     }
     case ST_MSG_EXPERT_RESULT:
@@ -647,6 +663,8 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         m->result.compute_us = e->result->compute_us;
         m->result.cache_hits = e->result->cache_hits;
         m->result.cache_misses = e->result->cache_misses;
+        m->result.result_format = e->result->result_format;
+        m->result.n_rows = e->result->n_rows;
         break;
     case ST_MSG_HEARTBEAT:
         m->heartbeat.seq = e->heartbeat->seq;
@@ -819,6 +837,20 @@ uint32_t st_wire_max_tokens(const st_wire_shape_t *s) {
     return n < ST_WIRE_MAX_TOKENS ? (uint32_t)n : ST_WIRE_MAX_TOKENS;
 }
 
+size_t st_wire_result_row_bytes(uint32_t format, uint32_t n_embd) {
+    switch (format) {
+    case ST_RESULT_PER_PAIR_F32:
+    case ST_RESULT_PER_TOKEN_F32: return (size_t)n_embd * 4;
+    case ST_RESULT_PER_TOKEN_F16: return 4 + (size_t)n_embd * 2;
+    default: return 0;
+    }
+}
+
+const char *st_wire_result_format_name(uint32_t format) {
+    static const char *names[ST_RESULT_FORMAT_COUNT] = {"per-pair-f32", "per-token-f32", "per-token-f16"};
+    return format < ST_RESULT_FORMAT_COUNT ? names[format] : "?";
+}
+
 uint64_t st_wire_max_result_frame(const st_wire_shape_t *s) {
     return (uint64_t)st_wire_max_tokens(s) * s->n_expert_used * s->n_embd * sizeof(float);
 }
@@ -947,13 +979,31 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
                 return s_why(why, cap, "pair %u: token %d, expert %d", i, c->pair_token[i], c->pair_expert[i]);
         size_t want = (size_t)c->n_tokens * st_wire_act_row_bytes(s, c->layer);
         if (frame_len != want) return s_why(why, cap, "activation frame of %zu B (want %zu)", frame_len, want);
+        if (c->result_format >= ST_RESULT_FORMAT_COUNT)
+            return s_why(why, cap, "unknown result format %u", c->result_format);
+        if ((c->result_format != ST_RESULT_PER_PAIR_F32) != (c->pair_weight != NULL))
+            return s_why(why, cap, "%s result %s pair weights", st_wire_result_format_name(c->result_format),
+                         c->pair_weight ? "with" : "without");
+        for (uint32_t i = 0; c->pair_weight && i < c->n_pairs; i++)
+            if (!isfinite(c->pair_weight[i])) return s_why(why, cap, "pair %u: weight not finite", i);
         return 0;
     }
     case ST_MSG_EXPERT_RESULT: {
-        uint64_t max = (uint64_t)st_wire_max_tokens(s) * s->n_expert_used;
-        if (m->result.n_pairs < 1 || m->result.n_pairs > max)
-            return s_why(why, cap, "result of %u pairs", m->result.n_pairs);
-        size_t want = (size_t)m->result.n_pairs * s->n_embd * sizeof(float);
+        const st_wire_result_t *r = &m->result;
+        const uint32_t max_rows = st_wire_max_tokens(s);
+        const uint64_t max = (uint64_t)max_rows * s->n_expert_used;
+        if (r->n_pairs < 1 || r->n_pairs > max) return s_why(why, cap, "result of %u pairs", r->n_pairs);
+        const size_t rb = st_wire_result_row_bytes(r->result_format, s->n_embd);
+        if (!rb) return s_why(why, cap, "unknown result format %u", r->result_format);
+        size_t rows = r->n_pairs;
+        if (r->result_format != ST_RESULT_PER_PAIR_F32) {
+            if (r->n_rows < 1 || r->n_rows > max_rows || r->n_pairs > (uint64_t)r->n_rows * s->n_expert_used)
+                return s_why(why, cap, "result of %u rows for %u pairs", r->n_rows, r->n_pairs);
+            rows = r->n_rows;
+        } else if (r->n_rows) {
+            return s_why(why, cap, "per-pair result with %u rows", r->n_rows);
+        }
+        size_t want = rows * rb;
         if (frame_len != want) return s_why(why, cap, "result frame of %zu B (want %zu)", frame_len, want);
         return 0;
     }

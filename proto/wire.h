@@ -35,6 +35,15 @@
  *    computes all pairs of one expert in one kernel call, in request order;
  *    so list pairs token-major (t*k + j, as st-run routes them) for the same
  *    tokens st-run computes in one step, and the outputs are bit-identical.
+ *  - Compact results: an EXPERT_COMPUTE with a PER_TOKEN result format also
+ *    carries each pair's routing weight; the EXPERT_RESULT frame is then
+ *    n_tokens rows (n_rows) of the node's partial sums, row t = sum over the
+ *    request's pairs of token t, in request order, of weight x output, in
+ *    float32 or in f16 scaled per row: a float32 power of two s, then the
+ *    n_embd halves h of value / s (s puts the row's largest value just below
+ *    2^15, so no value overflows f16 and small rows keep its 11 bits; bf16,
+ *    3 bits fewer, moved the logits 3.5x as much).
+ *    st_wire_result_row_bytes gives a row's size.
  */
 #ifndef ST_WIRE_H
 #define ST_WIRE_H
@@ -147,17 +156,29 @@ typedef struct {
     uint32_t *experts;
 } st_wire_prefetch_t;
 
+/* What an EXPERT_RESULT's frame holds (st.proto's ResultFormat). */
+typedef enum {
+    ST_RESULT_PER_PAIR_F32 = 0,  /* n_pairs x n_embd float32, unweighted (exact: st-run's bits) */
+    ST_RESULT_PER_TOKEN_F32 = 1, /* n_rows x n_embd float32 weighted partial sums */
+    ST_RESULT_PER_TOKEN_F16 = 2, /* the same in IEEE half, with a float32 scale per row */
+    ST_RESULT_FORMAT_COUNT
+} st_wire_result_format_t;
+
 typedef struct {
     uint32_t layer, n_tokens, act_type;
     uint32_t n_pairs;
-    int32_t *pair_token;  /* n_pairs, each < n_tokens */
-    int32_t *pair_expert; /* n_pairs, each < n_expert */
+    int32_t *pair_token;    /* n_pairs, each < n_tokens */
+    int32_t *pair_expert;   /* n_pairs, each < n_expert */
+    uint32_t result_format; /* st_wire_result_format_t */
+    float *pair_weight;     /* n_pairs finite weights with a PER_TOKEN format, else NULL */
 } st_wire_compute_t;
 
 typedef struct {
     uint32_t n_pairs;
     uint64_t compute_us;
     uint32_t cache_hits, cache_misses;
+    uint32_t result_format; /* st_wire_result_format_t of the frame */
+    uint32_t n_rows;        /* PER_TOKEN formats: rows of the frame (the request's n_tokens); else 0 */
 } st_wire_result_t;
 
 /* The board's state a node reports (common/board.h reads it). */
@@ -333,6 +354,12 @@ uint32_t st_wire_max_tokens(const st_wire_shape_t *s);
 /* Largest raw frame a coordinator may receive for this shape (an
  * EXPERT_RESULT of st_wire_max_tokens tokens, all experts used). */
 uint64_t st_wire_max_result_frame(const st_wire_shape_t *s);
+
+/* Bytes of one row (one pair's output, or one token's sum) of a result format's frame
+ * (0 for an unknown format). */
+size_t st_wire_result_row_bytes(uint32_t format, uint32_t n_embd);
+/* "per-pair-f32", "per-token-f16", ... ("?" for an unknown format). */
+const char *st_wire_result_format_name(uint32_t format);
 
 /* BLAKE2b-256 of len bytes (libsodium). */
 void st_wire_hash(const void *data, size_t len, uint8_t out[ST_WIRE_HASH_BYTES]);

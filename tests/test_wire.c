@@ -202,6 +202,10 @@ static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
                   a->compute.act_type == b->compute.act_type && a->compute.n_pairs == b->compute.n_pairs);
         cr_assert_arr_eq(a->compute.pair_token, b->compute.pair_token, a->compute.n_pairs * sizeof(int32_t));
         cr_assert_arr_eq(a->compute.pair_expert, b->compute.pair_expert, a->compute.n_pairs * sizeof(int32_t));
+        cr_assert_eq(a->compute.result_format, b->compute.result_format);
+        cr_assert_eq(!a->compute.pair_weight, !b->compute.pair_weight);
+        if (a->compute.pair_weight)
+            cr_assert_arr_eq(a->compute.pair_weight, b->compute.pair_weight, a->compute.n_pairs * sizeof(float));
         break;
     case ST_MSG_EXPERT_RESULT: cr_assert_arr_eq(&a->result, &b->result, sizeof a->result); break;
     case ST_MSG_HEARTBEAT: {
@@ -671,6 +675,109 @@ Test(wire, compute_checked_against_shape) {
     cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
     b = m, b.compute.pair_expert = bad_exp;
     cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+}
+
+/* Compact results: weights travel with a PER_TOKEN request, and the reply is n_rows partial sums. */
+static float g_w[4] = {0.75f, 0.25f, 1.0f, 0.5f};
+
+static st_wire_msg_t s_compact(uint32_t format) {
+    st_wire_msg_t m = s_example(ST_MSG_EXPERT_COMPUTE);
+    m.compute.result_format = format;
+    m.compute.pair_weight = g_w;
+    return m;
+}
+
+Test(wire, compact_requests_and_results_round_trip) {
+    uint8_t buf[4096];
+    char why[256];
+    for (uint32_t f = ST_RESULT_PER_TOKEN_F32; f < ST_RESULT_FORMAT_COUNT; f++) {
+        st_wire_msg_t m = s_compact(f), d;
+        cr_assert_eq(st_wire_decode(buf, s_encode(&m, buf, sizeof buf), &d, why, sizeof why), 0, "%s", why);
+        s_assert_msg_eq(&m, &d);
+        st_wire_msg_clear(&d);
+        m = s_example(ST_MSG_EXPERT_RESULT);
+        m.result.result_format = f, m.result.n_rows = 3;
+        cr_assert_eq(st_wire_decode(buf, s_encode(&m, buf, sizeof buf), &d, why, sizeof why), 0, "%s", why);
+        s_assert_msg_eq(&m, &d);
+        st_wire_msg_clear(&d);
+    }
+    st_wire_msg_t m = s_compact(ST_RESULT_PER_TOKEN_F16);
+    m.compute.pair_weight = NULL; /* a PER_TOKEN request needs its weights */
+    size_t len;
+    cr_assert_eq(st_wire_encode(&m, buf, sizeof buf, &len), ST_EINVAL);
+}
+
+Test(wire, pair_weights_must_match_the_pairs) {
+    static pb_t inner;
+    static uint8_t out[1 << 16];
+    char why[256];
+    for (int n_w = 0; n_w <= 3;
+         n_w++) { /* ExpertCompute{n_tokens 1, act Q8_0, tokens [0,0], experts [1,2], n_w weights} */
+        inner.n = 0;
+        pb_uint(&inner, 2, 1);
+        pb_uint(&inner, 3, ST_TYPE_Q8_0);
+        uint8_t two_zeros[2] = {0, 0}, ids[2] = {1, 2};
+        pb_bytes(&inner, 4, two_zeros, 2);
+        pb_bytes(&inner, 5, ids, 2);
+        pb_uint(&inner, 6, ST_RESULT_PER_TOKEN_F16);
+        const float w[3] = {0.5f, 0.25f, 0.125f};
+        if (n_w) pb_bytes(&inner, 7, w, (size_t)n_w * sizeof(float)); /* packed floats, LE */
+        int rc = s_decode_raw(out, pb_envelope(out, ST_WIRE_VERSION, ST_MSG_EXPERT_COMPUTE, 17, &inner), why);
+        cr_assert_eq(rc, n_w == 0 || n_w == 2 ? 0 : ST_EPROTO, "%d weights: %d (%s)", n_w, rc, why);
+    }
+}
+
+Test(wire, compact_compute_checked_against_shape) {
+    st_wire_shape_t s = s_shape();
+    char why[256];
+    const size_t frame = 3 * st_row_size(ST_TYPE_Q8_0, 64);
+    st_wire_msg_t m = s_compact(ST_RESULT_PER_TOKEN_F16);
+    cr_assert_eq(st_wire_check(&m, &s, frame, why, sizeof why), 0, "%s", why);
+    st_wire_msg_t b = m;
+    b.compute.pair_weight = NULL; /* decoded without weights */
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "without pair weights"), "%s", why);
+    b = m, b.compute.result_format = ST_RESULT_PER_PAIR_F32; /* weights mean nothing there */
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    b = m, b.compute.result_format = ST_RESULT_FORMAT_COUNT;
+    cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "format"), "%s", why);
+    const float bad[3] = {NAN, INFINITY, -INFINITY};
+    for (int i = 0; i < 3; i++) {
+        float w[4] = {0.75f, 0.25f, 1.0f, 0.5f};
+        w[i + 1] = bad[i];
+        b = m, b.compute.pair_weight = w;
+        cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), ST_EPROTO, "weight %g", (double)bad[i]);
+    }
+}
+
+Test(wire, compact_results_checked_against_shape) {
+    st_wire_shape_t s = s_shape();
+    char why[256];
+    st_wire_msg_t m = s_example(ST_MSG_EXPERT_RESULT); /* 4 pairs */
+    const uint32_t formats[2] = {ST_RESULT_PER_TOKEN_F32, ST_RESULT_PER_TOKEN_F16};
+    const size_t rb[2] = {64 * 4, 4 + 64 * 2}; /* f16 rows: a float32 scale, then the halves */
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(st_wire_result_row_bytes(formats[i], 64), rb[i]);
+        st_wire_msg_t b = m;
+        b.result.result_format = formats[i], b.result.n_rows = 3;
+        const size_t frame = 3 * rb[i];
+        cr_assert_eq(st_wire_check(&b, &s, frame, why, sizeof why), 0, "%s", why);
+        cr_assert_eq(st_wire_check(&b, &s, frame - 2, why, sizeof why), ST_EPROTO);
+        cr_assert_eq(st_wire_check(&b, &s, 4 * 64 * 4, why, sizeof why), ST_EPROTO); /* a per-pair frame */
+        b.result.n_rows = 0;
+        cr_assert_eq(st_wire_check(&b, &s, 0, why, sizeof why), ST_EPROTO);
+        b.result.n_rows = 1; /* 4 pairs cannot come from 1 token x top-2 */
+        cr_assert_eq(st_wire_check(&b, &s, rb[i], why, sizeof why), ST_EPROTO);
+        b.result.n_rows = st_wire_max_tokens(&s) + 1;
+        cr_assert_eq(st_wire_check(&b, &s, b.result.n_rows * rb[i], why, sizeof why), ST_EPROTO);
+    }
+    m.result.n_rows = 3; /* per pair: rows mean nothing */
+    cr_assert_eq(st_wire_check(&m, &s, 4 * 64 * 4, why, sizeof why), ST_EPROTO);
+    m.result.n_rows = 0, m.result.result_format = ST_RESULT_FORMAT_COUNT;
+    cr_assert_eq(st_wire_check(&m, &s, 4 * 64 * 4, why, sizeof why), ST_EPROTO);
+    cr_assert_str_eq(st_wire_result_format_name(ST_RESULT_PER_TOKEN_F16), "per-token-f16");
+    cr_assert_str_eq(st_wire_result_format_name(99), "?");
 }
 
 Test(wire, shard_put_checked_against_shape) {
