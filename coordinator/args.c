@@ -10,6 +10,7 @@
 #include "curve.h"
 #include "pair.h"
 #include "parse.h"
+#include "wire.h"
 
 #define PROG "st-coordinator"
 
@@ -32,7 +33,8 @@ enum {
     OPT_MIN_NODES_TIMEOUT,
     OPT_PAIR,
     OPT_PAIR_TTL,
-    OPT_DISCOVERY_PORT
+    OPT_DISCOVERY_PORT,
+    OPT_WIRE
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -54,6 +56,7 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"pair", required_argument, 0, OPT_PAIR},
                                        {"pair-ttl", required_argument, 0, OPT_PAIR_TTL},
                                        {"discovery-port", required_argument, 0, OPT_DISCOVERY_PORT},
+                                       {"wire", required_argument, 0, OPT_WIRE},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
@@ -94,6 +97,13 @@ static void s_usage(FILE *f) {
         "      --push-timeout-ms N  deadline of each shard chunk acknowledgement (default 60000)\n"
         "      --no-fallback      fail when a node is down instead of computing its experts here\n"
         "      --no-prefetch      do not send EXPERT_PREFETCH hints after routing\n"
+        "      --wire MODE        what the nodes send back (default exact):\n"
+        "                         exact      one f32 vector per (token, expert), summed here: st-run's bits\n"
+        "                         compact    one f32 partial sum per (token, node): fewer bytes back,\n"
+        "                                    other rounding (float sums in another order)\n"
+        "                         compact16  the same in f16, scaled per row: about half of compact's\n"
+        "                                    bytes back, logits within ~1e-3 of st-run's (more where\n"
+        "                                    8-bit activations or routing amplify it)\n"
         "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
         "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
         "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
@@ -153,6 +163,14 @@ static int s_handle(void *arg, int opt, const char *v) {
     case OPT_DISCOVERY_PORT:
         if (!st_parse_int(v, 0, 65535, &c->discovery_port)) return s_bad("--discovery-port", v);
         break;
+    case OPT_WIRE: {
+        static const char *modes[ST_RESULT_FORMAT_COUNT] = {"exact", "compact", "compact16"};
+        uint32_t i = 0; /* the modes in st_wire_result_format_t's order */
+        while (i < ST_RESULT_FORMAT_COUNT && strcmp(v, modes[i]) != 0) i++;
+        if (i == ST_RESULT_FORMAT_COUNT) return s_bad("--wire", v);
+        c->result_format = i;
+        break;
+    }
     case OPT_HTTP:
         fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
         return 2;

@@ -8,15 +8,31 @@
  * token and layer (against involved_nodes x n_embd x 4 B for partial sums),
  * and buy bit-identical logits: st_moe_combine() adds them in routing order,
  * which partial sums per node cannot reproduce.
+ *
+ * The compact formats (o.result_format) trade those bits for bytes: each
+ * request carries its pairs' routing weights, and a node answers one row per
+ * token, the weighted sum of its pairs (in f32 or scaled f16). The row is kept
+ * in y at the slot of the node's first pair for that token (PAIR_SUM; the
+ * node's other pairs of the token are PAIR_COVERED) and s_combine adds the
+ * slots in routing order, so the result does not depend on arrival order.
  */
 #include "remote_moe.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
 #include "moe.h"
+#include "st_kernels.h"
 #include "st_log.h"
+
+/* What y holds at a pair's slot once the pair is done. */
+typedef enum {
+    PAIR_OUTPUT = 0, /* the expert's unweighted output (exact replies, pairs computed here) */
+    PAIR_SUM,        /* a node's weighted sum over its pairs of this token */
+    PAIR_COVERED     /* nothing: the pair is in the PAIR_SUM of another slot */
+} pair_kind_t;
 
 /* Counters of one node, per step (a batch through all layers) and summed
  * over decode and prefill steps. */
@@ -32,6 +48,7 @@ typedef struct {
     /* its request of this round */
     int n;                     /* pairs */
     int32_t *tok, *exp, *pair; /* B*K: per pair, its token's row in the request, its expert, its index */
+    float *w;                  /* B*K: per pair, its routing weight (compact formats) */
     int rows;                  /* token rows */
     int32_t *row_tok;          /* B: the step's token of each row */
     bool failed;               /* no usable answer */
@@ -55,6 +72,7 @@ struct st_remote_moe {
     int assigned_layer;                 /* layer whose pair_node is valid (-1: none) */
     int *pair_node;                     /* B*K: node computing the pair, -1 = here */
     uint8_t *pair_done;                 /* B*K: output in y */
+    uint8_t *pair_kind;                 /* B*K: what y holds at the pair's slot (pair_kind_t) */
     int32_t *tok_local;                 /* B: the step's token -> row in the request being built */
     uint8_t *conv;                      /* B rows of the current layer's row bytes */
     float *y;                           /* B*K x E per-pair outputs, routing order */
@@ -94,9 +112,10 @@ static int s_follow_cluster(st_remote_moe_t *r) {
         nd->tok = st_calloc(P, sizeof *nd->tok);
         nd->exp = st_calloc(P, sizeof *nd->exp);
         nd->pair = st_calloc(P, sizeof *nd->pair);
+        nd->w = st_calloc(P, sizeof *nd->w);
         nd->row_tok = st_calloc((size_t)r->B, sizeof *nd->row_tok);
-        if (!nd->tok || !nd->exp || !nd->pair || !nd->row_tok) { /* not counted: a later call tries again */
-            free(nd->tok), free(nd->exp), free(nd->pair), free(nd->row_tok);
+        if (!nd->tok || !nd->exp || !nd->pair || !nd->w || !nd->row_tok) { /* not counted: a later call tries again */
+            free(nd->tok), free(nd->exp), free(nd->pair), free(nd->w), free(nd->row_tok);
             return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
         }
         r->rids[i] = 0;
@@ -147,6 +166,7 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
 #define ALLOC(p, n) ok = ok && ((p) = st_calloc((size_t)(n) + 1, sizeof *(p))) != NULL
     ALLOC(r->pair_node, P);
     ALLOC(r->pair_done, P);
+    ALLOC(r->pair_kind, P);
     ALLOC(r->tok_local, (size_t)r->B);
     ALLOC(r->conv, (size_t)r->B * r->act_row);
     ALLOC(r->y, P * r->E);
@@ -171,10 +191,11 @@ void st_remote_moe_destroy(st_remote_moe_t **rp) {
         free(r->nodes[i].tok);
         free(r->nodes[i].exp);
         free(r->nodes[i].pair);
+        free(r->nodes[i].w);
         free(r->nodes[i].row_tok);
     }
-    void *bufs[] = {r->nodes,  r->rids,   r->pair_node, r->pair_done, r->tok_local, r->conv,        r->y,
-                    r->fb_tok, r->fb_exp, r->fb_pair,   r->fb_y,      r->pf,        r->route_counts};
+    void *bufs[] = {r->nodes, r->rids,   r->pair_node, r->pair_done, r->pair_kind, r->tok_local, r->conv,
+                    r->y,     r->fb_tok, r->fb_exp,    r->fb_pair,   r->fb_y,      r->pf,        r->route_counts};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
     *rp = NULL;
@@ -306,6 +327,7 @@ static void s_build_requests(st_remote_moe_t *r, const st_route_t *rt) {
         }
         rnode_t *nd = &r->nodes[r->pair_node[p]];
         nd->exp[nd->n] = rt->ids[p];
+        nd->w[nd->n] = rt->w[p];
         nd->pair[nd->n++] = p;
     }
     for (int i = 0; i < r->N; i++) { /* each pair's token -> a row of the node's request */
@@ -336,7 +358,9 @@ static int s_send_round(st_remote_moe_t *r, const st_route_t *rt) {
                                           st_type_traits(r->gate_type)->vec_dot_type,
                                           (uint32_t)nd->n,
                                           nd->tok,
-                                          nd->exp};
+                                          nd->exp,
+                                          r->o.result_format,
+                                          r->o.result_format != ST_RESULT_PER_PAIR_F32 ? nd->w : NULL};
         if (st_cluster_send_zmsg(r->cl, i, &msg, &frame, true) < 0) {
             nd->failed = true;
             continue;
@@ -356,7 +380,61 @@ typedef struct {
     const st_route_t *rt;
 } result_ctx_t;
 
-/* One node's EXPERT_RESULT: its pairs' vectors into y, in routing order. */
+/* A node's compact reply (rows of format, one per row of its request): each row into y at the slot of
+ * the node's first pair of that token, its pairs marked. ST_ERANGE when a value is not finite (then no
+ * pair is marked). */
+static int s_take_sums(st_remote_moe_t *r, const rnode_t *nd, uint32_t format, const uint8_t *frame) {
+    const size_t E = (size_t)r->E;
+    /* s_build_requests numbers the rows in the order of their tokens' first pairs: row j's lead pair
+     * (where its sum goes) is the first pair naming row j once rows 0..j-1 have theirs */
+    for (int k = 0, j = 0; k < nd->n && j < nd->rows; k++) {
+        if (nd->tok[k] != j) continue;
+        float *o = r->y + (size_t)nd->pair[k] * E;
+        const uint8_t *row = frame + (size_t)j * st_wire_result_row_bytes(format, (uint32_t)E);
+        if (format == ST_RESULT_PER_TOKEN_F32) {
+            memcpy(o, row, E * sizeof(float));
+        } else { /* f16: a float32 scale, then the halves */
+            float scale;
+            memcpy(&scale, row, sizeof scale);
+            for (size_t e = 0; e < E; e++) {
+                uint16_t h;
+                memcpy(&h, row + 4 + 2 * e, 2);
+                o[e] = st_fp16_to_fp32(h) * scale;
+            }
+        }
+        for (size_t e = 0; e < E; e++)
+            if (!isfinite(o[e])) return ST_ERANGE;
+        j++;
+    }
+    for (int k = 0, j = 0; k < nd->n; k++) {
+        const bool lead = nd->tok[k] == j;
+        r->pair_kind[nd->pair[k]] = lead ? PAIR_SUM : PAIR_COVERED;
+        j += lead;
+    }
+    return 0;
+}
+
+/* out[t] = the slots of token t's pairs in routing order: outputs weighted, node sums as they are. */
+static void s_combine(const st_remote_moe_t *r, const st_route_t *rt, float *out) {
+    const int K = rt->k, E = r->E;
+    for (int t = 0; t < rt->n_tok; t++) {
+        float *o = out + (size_t)t * E;
+        bool first = true;
+        for (int j = 0; j < K; j++) {
+            const int p = t * K + j;
+            if (r->pair_kind[p] == PAIR_COVERED) continue;
+            const float w = r->pair_kind[p] == PAIR_SUM ? 1.0f : rt->w[p];
+            const float *yy = r->y + (size_t)p * E;
+            if (first)
+                for (int i = 0; i < E; i++) o[i] = yy[i] * w;
+            else
+                for (int i = 0; i < E; i++) o[i] += yy[i] * w;
+            first = false;
+        }
+    }
+}
+
+/* One node's EXPERT_RESULT: its pairs' vectors (or its per-token sums) into y. */
 static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     result_ctx_t *x = arg;
     st_remote_moe_t *r = x->r;
@@ -370,15 +448,28 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     size_t flen;
     const uint8_t *frame = st_wire_rx_frame(rx, &flen);
     const st_wire_result_t *res = &rx->msg.result;
-    const size_t row = (size_t)r->E * sizeof(float);
-    if (rx->msg.type != ST_MSG_EXPERT_RESULT || res->n_pairs != (uint32_t)nd->n || flen != (size_t)nd->n * row) {
-        st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with %s of %u pairs (%zu B), %d expected", i,
-               st_cluster_url(r->cl, i), x->rt->layer, st_wire_type_name(rx->msg.type), res->n_pairs, flen, nd->n);
+    const uint32_t want = r->o.result_format;
+    const bool compact = want != ST_RESULT_PER_PAIR_F32;
+    const bool format_ok = res->result_format == want;
+    const size_t rows = compact ? (size_t)nd->rows : (size_t)nd->n;
+    const size_t row = st_wire_result_row_bytes(want, (uint32_t)r->E);
+    if (rx->msg.type != ST_MSG_EXPERT_RESULT || !format_ok || res->n_pairs != (uint32_t)nd->n ||
+        (compact && res->n_rows != (uint32_t)nd->rows) || flen != rows * row) {
+        st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with %s of %u pairs (%s, %zu B), %d expected (%s)", i,
+               st_cluster_url(r->cl, i), x->rt->layer, st_wire_type_name(rx->msg.type), res->n_pairs,
+               st_wire_result_format_name(res->result_format), flen, nd->n, st_wire_result_format_name(want));
         nd->failed = true;
         return 0;
     }
-    for (int k = 0; k < nd->n; k++) /* frames are LE f32; so is every host we build for */
-        memcpy(r->y + (size_t)nd->pair[k] * r->E, frame + (size_t)k * row, row);
+    if (!compact) {
+        for (int k = 0; k < nd->n; k++) /* frames are LE f32; so is every host we build for */
+            memcpy(r->y + (size_t)nd->pair[k] * r->E, frame + (size_t)k * row, row);
+    } else if (s_take_sums(r, nd, res->result_format, frame) < 0) {
+        st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with sums that are not finite", i, st_cluster_url(r->cl, i),
+               x->rt->layer);
+        nd->failed = true;
+        return 0;
+    }
     nd->step.rtt_ms += st_now_ms() - nd->t_sent;
     nd->step.us += res->compute_us;
     nd->step.hits += res->cache_hits;
@@ -445,6 +536,7 @@ static int s_fallback(st_remote_moe_t *r, const st_route_t *rt, const char *why)
     for (int i = 0; i < n; i++) {
         memcpy(r->y + (size_t)r->fb_pair[i] * r->E, r->fb_y + (size_t)i * r->E, (size_t)r->E * sizeof(float));
         r->pair_done[r->fb_pair[i]] = 1;
+        r->pair_kind[r->fb_pair[i]] = PAIR_OUTPUT;
     }
     r->tot.fallback_pairs += (uint64_t)n;
     r->n_fb = 0;
@@ -472,6 +564,7 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
     st_convert_activations(r->ctx, r->gate_type, m, rt->n_tok, r->E, r->conv);
 
     memset(r->pair_done, 0, (size_t)n_pairs);
+    memset(r->pair_kind, PAIR_OUTPUT, (size_t)n_pairs);
     int rc;
     do {
         s_build_requests(r, rt);
@@ -485,7 +578,10 @@ static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out
     if ((rc = s_fallback(r, rt, "every owner failed")) < 0)
         return st_fail(rc, "layer %d: %d pairs could not be computed anywhere", rt->layer, left);
 
-    st_moe_combine(rt, r->E, r->y, out);
+    if (r->o.result_format == ST_RESULT_PER_PAIR_F32)
+        st_moe_combine(rt, r->E, r->y, out); /* st-run's sum, bit for bit */
+    else
+        s_combine(r, rt, out);
     if (rt->layer == r->L - 1) s_step_close(r); /* the batch is through */
     return 0;
 }

@@ -9,7 +9,8 @@
  * computes meanwhile the pairs no node can take (fallback, from the model
  * file), gathers the per-pair EXPERT_RESULT vectors into routing order and
  * sums them with st_moe_combine(), so the result is bit-identical to the
- * single-process path whatever the placement. A node that misses its
+ * single-process path whatever the placement (the compact result formats
+ * instead sum each node's pairs on the node: see st_remote_opts_t). A node that misses its
  * deadline or answers with an error is marked down and its pairs are
  * computed locally (fallback) or the step fails with an error naming it.
  */
@@ -30,6 +31,10 @@ typedef struct {
     bool fallback;  /* compute the pairs of a node that is down here (else: fail) */
     bool prefetch;  /* send EXPERT_PREFETCH after routing */
     bool stats;     /* one line per decode token on stderr */
+    /* what the nodes return (st_wire_result_format_t): ST_RESULT_PER_PAIR_F32 (0) is exact, one vector
+     * per (token, expert) summed here as st-run does; a PER_TOKEN format sends the routing weights and
+     * gets one partial sum per (token, node), fewer bytes but other rounding */
+    uint32_t result_format;
 } st_remote_opts_t;
 
 typedef struct st_remote_moe st_remote_moe_t;

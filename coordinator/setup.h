@@ -45,6 +45,7 @@ typedef struct {
     long replication, timeout_ms, push_timeout_ms, threads;
     long min_nodes, min_nodes_timeout_s; /* 0: no minimum; no time limit */
     double pin_fraction;
+    uint32_t result_format; /* --wire: what the nodes return (st_remote_opts_t.result_format) */
 } st_coord_opts_t;
 
 /* The nodes of --nodes and of the cluster file (malloc'd, *n of them), or

@@ -20,6 +20,7 @@
 #include "node.h"
 
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -43,6 +44,7 @@
 #include "moe.h"
 #include "proc_mem.h"
 #include "sampler.h"
+#include "st_kernels.h"
 #include "st_log.h"
 #include "store.h"
 #include "threadpool.h"
@@ -583,6 +585,48 @@ static int s_eval_batch(st_node_t *n, const st_wire_compute_t *c, const uint8_t 
     return 0;
 }
 
+/* One row of sums in f16 with its scale (wire.h): s = 2^(e-15) for a largest |value| of f x 2^e,
+ * f in [0.5, 1), so every value / s is below 2^15 (f16's largest finite value is 65504) and the
+ * largest ones keep f16's 11 significant bits. A row that is not finite keeps that scale: the
+ * coordinator refuses it. */
+static void s_row_to_f16(const float *v, size_t E, uint8_t *d) {
+    float m = 0.0f;
+    for (size_t j = 0; j < E; j++) m = fabsf(v[j]) > m || isnan(v[j]) ? fabsf(v[j]) : m;
+    int e = 0;
+    if (isfinite(m) && m > 0.0f) frexpf(m, &e);
+    const float scale = isfinite(m) ? ldexpf(1.0f, e - 15) : m;
+    memcpy(d, &scale, sizeof scale);
+    for (size_t j = 0; j < E; j++) {
+        const uint16_t h = st_fp32_to_fp16(ldexpf(v[j], 15 - e));
+        memcpy(d + 4 + 2 * j, &h, 2);
+    }
+}
+
+/* A compact reply: each token row's sum of its pairs' weighted outputs y (request order), in the
+ * request's format, into *out. 0 or ST_ENOMEM. */
+static int s_partial_sums(const st_wire_compute_t *c, size_t E, const float *y, zmq_msg_t *out) {
+    float *sum = calloc((size_t)c->n_tokens * E, sizeof *sum);
+    if (!sum) return ST_ENOMEM;
+    for (uint32_t i = 0; i < c->n_pairs; i++) {
+        float *o = sum + (size_t)c->pair_token[i] * E;
+        const float w = c->pair_weight[i], *yy = y + (size_t)i * E;
+        for (size_t j = 0; j < E; j++) o[j] += yy[j] * w;
+    }
+    const size_t n = (size_t)c->n_tokens * E, rb = st_wire_result_row_bytes(c->result_format, (uint32_t)E);
+    if (zmq_msg_init_size(out, c->n_tokens * rb)) {
+        free(sum);
+        return ST_ENOMEM;
+    }
+    uint8_t *d = zmq_msg_data(out);
+    if (c->result_format == ST_RESULT_PER_TOKEN_F32) {
+        memcpy(d, sum, n * sizeof *sum); /* frames are LE; so is every host we build for */
+    } else {
+        for (uint32_t t = 0; t < c->n_tokens; t++) s_row_to_f16(sum + t * E, E, d + t * rb);
+    }
+    free(sum);
+    return 0;
+}
+
 static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     char why[256];
     size_t len;
@@ -610,11 +654,14 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
         }
         n->distinct[nd++] = e;
     }
+    /* exact: the pairs' outputs go straight into the reply; compact: summed into it at the end */
+    const bool compact = c->result_format != ST_RESULT_PER_PAIR_F32;
     zmq_msg_t out;
-    const size_t E = n->shape.n_embd;
-    if (zmq_msg_init_size(&out, (size_t)c->n_pairs * E * sizeof(float)))
+    const size_t E = n->shape.n_embd, y_bytes = (size_t)c->n_pairs * E * sizeof(float);
+    float *y = compact ? malloc(y_bytes) : NULL;
+    if (compact ? !y : zmq_msg_init_size(&out, y_bytes) != 0)
         return s_reply_error(n, rx, ST_ENOMEM, "no memory for the result");
-    float *y = zmq_msg_data(&out);
+    if (!compact) y = zmq_msg_data(&out);
     const size_t stride = st_wire_act_row_bytes(&n->shape, c->layer);
     uint64_t sizes[3]; /* the layer's gate, up and down bytes: where each matrix starts in a record */
     st_wire_matrix_bytes(&n->shape, c->layer, sizes);
@@ -655,13 +702,20 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
             n->in_batch[e] = 0;
         }
     }
-    if (rc) {
+    if (!rc && compact && (rc = s_partial_sums(c, E, y, &out)) != 0)
+        snprintf(why, sizeof why, "no memory for the result");
+    if (compact)
+        free(y);
+    else if (rc)
         zmq_msg_close(&out);
-        return s_reply_error(n, rx, rc, why);
-    }
+    if (rc) return s_reply_error(n, rx, rc, why);
     st_wire_msg_t m = {.type = ST_MSG_EXPERT_RESULT, .request_id = rx->msg.request_id};
-    m.result = (st_wire_result_t){
-        .n_pairs = c->n_pairs, .compute_us = st_now_us() - t0, .cache_hits = hits, .cache_misses = misses};
+    m.result = (st_wire_result_t){.n_pairs = c->n_pairs,
+                                  .compute_us = st_now_us() - t0,
+                                  .cache_hits = hits,
+                                  .cache_misses = misses,
+                                  .result_format = c->result_format,
+                                  .n_rows = compact ? c->n_tokens : 0};
     st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
            c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
