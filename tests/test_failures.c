@@ -11,7 +11,6 @@
  * that the generation was not over, and lets it go on (SIGCONT). Every wait
  * has a deadline. ST_TEST_LIGHT=1 (sanitizer builds) keeps replication 2 only. */
 #include <criterion/criterion.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,75 +87,48 @@ typedef enum { STAY_DEAD, RESTART, WIPE_AND_RESTART, JOIN, ABORT } after_kill_t;
  * file and send the coordinator SIGHUP; or (ABORT) send the node SIGABRT, on
  * which it executes itself again. */
 static run_t s_run_ex(const char *model, const char *tag, int replication, int kill_node, after_kill_t after) {
-    char out[300], err[300];
-    snprintf(out, sizeof out, "%s/%s.out", g_c.dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", g_c.dir, tag);
-    char cmd[2048];
-    snprintf(
-        cmd, sizeof cmd,
-        "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d "
-        "--state-dir '%s' --quiet-push --stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-        BIN, model, g_c.dir, g_c.dir, replication, g_c.dir, PROMPT, g_n_predict, out, err);
-    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
-    pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
+    char args[2048]; /* DIR/cluster as s_cluster wrote it (a node that joins is added by hand) */
+    snprintf(args, sizeof args,
+             "-m '%s' --cluster '%s/cluster' --key '%s/coord.key' --replication %d --state-dir '%s' --quiet-push "
+             "--stats --timeout-ms 5000 -p '%s' -n %d --temp 0 --json -t 1",
+             model, g_c.dir, g_c.dir, replication, g_c.dir, PROMPT, g_n_predict);
+    st_test_bg_t bg;
+    st_test_run_start(&bg, g_c.dir, tag, NULL, "st-coordinator", args);
     run_t r = {0};
-    const double deadline = st_now_ms() + DEADLINE_MS;
-    bool done = kill_node < 0;
-    int st = 0;
-    while (!done) { /* watch for decode token 8 */
-        char *e = st_file_read(err, 0, NULL);
-        bool seen = e && strstr(e, "stats: token 8:");
+    if (kill_node >= 0 && st_test_run_wait_err(&bg, "stats: token 8:", DEADLINE_MS)) {
+        kill(bg.pid, SIGSTOP);
+        char *e = st_file_read(bg.err, 0, NULL), last[32];
+        snprintf(last, sizeof last, "stats: token %d:", g_n_predict - 1);
+        r.killed_mid = e && !strstr(e, last);
         free(e);
-        if (seen) {
-            kill(pid, SIGSTOP);
-            e = st_file_read(err, 0, NULL);
-            char last[32];
-            snprintf(last, sizeof last, "stats: token %d:", g_n_predict - 1);
-            r.killed_mid = e && !strstr(e, last);
-            free(e);
-            char url[128];
-            snprintf(url, sizeof url, "%s", g_c.nodes[kill_node].p.url);
-            if (after == JOIN) {
-                char path[400];
-                snprintf(path, sizeof path, "%s/cluster", g_c.dir);
-                FILE *f = fopen(path, "a");
-                cr_assert_not_null(f);
-                fprintf(f, "tcp://no-such-host:notaport %s\n", g_c.nodes[kill_node].p.pub); /* left out, logged */
-                fprintf(f, "%s %s\n", url, g_c.nodes[kill_node].p.pub);
-                fclose(f);
-                kill(pid, SIGHUP);
-                kill(pid, SIGCONT);
-                break;
-            }
-            if (after == ABORT) {
-                kill(g_c.nodes[kill_node].p.pid, SIGABRT);
-                kill(pid, SIGCONT);
-                break;
-            }
+        char url[128];
+        snprintf(url, sizeof url, "%s", g_c.nodes[kill_node].p.url);
+        if (after == JOIN) {
+            char path[400];
+            snprintf(path, sizeof path, "%s/cluster", g_c.dir);
+            FILE *f = fopen(path, "a");
+            cr_assert_not_null(f);
+            fprintf(f, "tcp://no-such-host:notaport %s\n", g_c.nodes[kill_node].p.pub); /* left out, logged */
+            fprintf(f, "%s %s\n", url, g_c.nodes[kill_node].p.pub);
+            fclose(f);
+            kill(bg.pid, SIGHUP);
+        } else if (after == ABORT) {
+            kill(g_c.nodes[kill_node].p.pid, SIGABRT);
+        } else {
             st_test_node_stop(&g_c.nodes[kill_node].p, SIGKILL);
             if (after == WIPE_AND_RESTART) /* its experts gone; its key (node.key) kept */
                 st_test_system("find '%s' -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +",
                                g_c.nodes[kill_node].store);
             if (after != STAY_DEAD) s_node_start(kill_node, url);
-            kill(pid, SIGCONT);
-            break;
         }
-        if ((st = st_test_wait(pid, 0)) >= 0) {
-            pid = 0;
-            break;
-        }
-        cr_assert_lt(st_now_ms(), deadline, "the coordinator did not reach decode token 8");
-        poll(NULL, 0, 1); /* polling a file for a line, bounded by the deadline */
+        kill(bg.pid, SIGCONT);
+    } else if (kill_node >= 0) {
+        cr_assert_geq(st_test_run_wait(&bg, 0), 0, "the coordinator did not reach decode token 8");
     }
-    if (pid > 0 && (st = st_test_wait(pid, (int)(deadline - st_now_ms()))) < 0) {
-        st_test_stop(pid, SIGKILL, 5000);
-        cr_assert_fail("%s: the coordinator hung", tag);
-    }
-    r.out = st_file_read(out, 0, NULL);
-    r.err = st_file_read(err, 0, NULL);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
+    st_test_run_t done = st_test_run_finish(&bg, (int)(bg.t0 + DEADLINE_MS - st_now_ms()));
+    r.out = done.out, r.err = done.err;
+    free(done.logits);
+    cr_assert_eq(done.status, 0, "%s: the coordinator failed:\n%s", tag, r.err);
     return r;
 }
 

@@ -21,15 +21,15 @@
  * shard sent) and serves again. The tokens must be st-run's; the
  * coordinator's longest wait for node results must stay within its deadline
  * (--timeout-ms) and the whole run within a bound. Needs root, ip, tc and
- * nft; skipped with the reason otherwise. */
+ * nft; skipped with the reason otherwise. Nodes and runs go through
+ * tests/util/harness, wrapped in `ip netns exec NS`. */
 #include <criterion/criterion.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
+#include "harness.h"
 #include "st_log.h"
 #include "testutil.h"
 
@@ -43,11 +43,10 @@
 #define PARTITION_MS 4000 /* node 1 cut off this long */
 #define RUN_DEADLINE_MS 120000
 
-static char g_dir[64], g_ip[64];
+static st_test_cluster_t g_c; /* N_NODES nodes, CURVE keys */
+static char g_ip[64];
 static char g_ns_c[32], g_ns_n[N_NODES][32];
 static bool g_made;
-static st_test_node_t g_nodes[N_NODES];
-static char g_proxy_url[N_NODES][160];
 
 /* Path of an administration tool, or NULL. */
 static const char *s_tool(const char *name, char *buf, size_t cap) {
@@ -72,14 +71,13 @@ static void s_cleanup_namespaces(void) {
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-netns-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    st_test_cluster_init(&g_c, "netns", true);
 }
 
 static void teardown(void) {
     st_test_kill_all();
     if (g_made) s_cleanup_namespaces();
-    st_test_system("rm -rf '%s'", g_dir);
+    st_test_cluster_destroy(&g_c);
 }
 
 TestSuite(netns, .init = setup, .fini = teardown, .timeout = 300);
@@ -126,7 +124,7 @@ static void s_topology(void) {
  * "part" chain that a partition fills with one drop rule. */
 static void s_shape(void) {
     char rules[300];
-    snprintf(rules, sizeof rules, "%s/shape.nft", g_dir);
+    snprintf(rules, sizeof rules, "%s/shape.nft", g_c.dir);
     FILE *f = fopen(rules, "w");
     cr_assert_not_null(f);
     fprintf(f, "table inet st {\n"
@@ -151,36 +149,25 @@ static void s_partition(int k, bool on) {
         cr_assert_eq(NS(g_ns_n[k], "nft flush chain inet st part%s", ""), 0);
 }
 
-/* Keys, nodes in their namespaces, a proxy per node in C, the cluster file. */
+/* Nodes in their namespaces, and a proxy per node in C that the coordinator
+ * reaches each node through. */
 static void s_cluster(void) {
-    cr_assert_eq(st_test_system("'%s/st-keygen' '%s/coord' > /dev/null 2>&1", BIN, g_dir), 0);
-    char path[300], allow[300];
-    snprintf(path, sizeof path, "%s/cluster", g_dir);
-    snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
     for (int k = 0; k < N_NODES; k++) {
-        char store[300], log[300], listen[64], to[64];
-        snprintf(store, sizeof store, "%s/store-%d", g_dir, k);
-        snprintf(log, sizeof log, "%s/node-%d.log", g_dir, k);
+        char listen[64], to[64], log[300], delay[16];
         snprintf(listen, sizeof listen, "tcp://10.77.%d.2:*", k);
-        const char *argv[] = {g_ip,   "netns",   "exec", g_ns_n[k], BIN "/st-node", "--listen",
-                              listen, "--mem",   "256M", "--store", store,          "-t",
-                              "1",    "--allow", allow,  NULL};
-        cr_assert_eq(st_test_node_start(&g_nodes[k], argv, log, 10000), 0, "node %d exited (log %s)", k, log);
-        cr_assert_eq(sscanf(g_nodes[k].url, "tcp://%63s", to), 1);
+        const char *wrap[] = {g_ip, "netns", "exec", g_ns_n[k], NULL};
+        const st_test_node_opts_t o = {.listen = listen, .wrap = wrap};
+        cr_assert_eq(st_test_cluster_node_try(&g_c, k, &o), 0, "node %d exited (log %s)", k, g_c.nodes[k].log);
+        cr_assert_eq(sscanf(g_c.nodes[k].p.url, "tcp://%63s", to), 1);
         st_test_node_t proxy; /* "listening on HOST:PORT" like a node */
-        snprintf(log, sizeof log, "%s/proxy-%d.log", g_dir, k);
-        char delay[16];
+        snprintf(log, sizeof log, "%s/proxy-%d.log", g_c.dir, k);
         snprintf(delay, sizeof delay, "%d", DELAY_MS);
         const char *pargv[] = {g_ip,       "netns",       "exec", g_ns_c, BIN "/st-delay-proxy",
                                "--listen", "127.0.0.1:0", "--to", to,     "--delay",
                                delay,      NULL};
         cr_assert_eq(st_test_node_start(&proxy, pargv, log, 10000), 0, "proxy %d exited (log %s)", k, log);
-        snprintf(g_proxy_url[k], sizeof g_proxy_url[k], "tcp://%s", proxy.url);
-        fprintf(f, "%s %s\n", g_proxy_url[k], g_nodes[k].pub);
+        snprintf(g_c.nodes[k].via, sizeof g_c.nodes[k].via, "tcp://%s", proxy.url);
     }
-    fclose(f);
 }
 
 static const char *s_model(void) {
@@ -192,8 +179,7 @@ static const char *s_model(void) {
 }
 
 typedef struct {
-    int status;
-    char *out, *err;
+    st_test_run_t r;
     double ms;
     double partition_at, heal_at; /* ms since the start, 0: none */
     double rejoin_ms;             /* from the heal to the coordinator's "rejoined" line, -1: not seen */
@@ -202,44 +188,30 @@ typedef struct {
 /* st-coordinator in namespace C; partition >= 0: cut that node off at decode
  * token 8 for PARTITION_MS, then heal it. Waits with RUN_DEADLINE_MS. */
 static run_t s_run(const char *model, const char *tag, int partition) {
-    char out[300], err[300];
-    snprintf(out, sizeof out, "%s/%s.out", g_dir, tag);
-    snprintf(err, sizeof err, "%s/%s.err", g_dir, tag);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "exec '%s' netns exec %s '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' "
-             "--replication 2 --state-dir '%s' --quiet-push --stats --timeout-ms %d -p '%s' -n %d --temp 0 --json "
-             "-t 1 > '%s' 2> '%s'",
-             g_ip, g_ns_c, BIN, model, g_dir, g_dir, g_dir, TIMEOUT_MS, PROMPT, N_PREDICT, out, err);
-    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    char flags[700], args[2048], wrap[128];
+    snprintf(args, sizeof args,
+             "-m '%s' %s --replication 2 --state-dir '%s' --quiet-push --stats --timeout-ms %d -p '%s' -n %d "
+             "--temp 0 --json -t 1",
+             model, st_test_cluster_flags(&g_c, flags, sizeof flags), g_c.dir, TIMEOUT_MS, PROMPT, N_PREDICT);
+    snprintf(wrap, sizeof wrap, "'%s' netns exec %s", g_ip, g_ns_c);
+    st_test_bg_t b;
+    st_test_run_start(&b, g_c.dir, tag, wrap, "st-coordinator", args);
     run_t r = {0};
-    const double t0 = st_now_ms();
-    pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
-    int st = -1;
     if (partition >= 0) {
-        cr_assert(st_test_file_has(err, "stats: token 8:", RUN_DEADLINE_MS), "%s: decode token 8 never came", tag);
+        cr_assert(st_test_run_wait_err(&b, "stats: token 8:", RUN_DEADLINE_MS), "%s: decode token 8 never came", tag);
         s_partition(partition, true);
-        r.partition_at = st_now_ms() - t0;
+        r.partition_at = st_now_ms() - b.t0;
         /* the partition lasts PARTITION_MS unless the run ends first */
-        st = st_test_wait(pid, PARTITION_MS);
+        const int st = st_test_run_wait(&b, PARTITION_MS);
         s_partition(partition, false);
-        r.heal_at = st_now_ms() - t0;
+        r.heal_at = st_now_ms() - b.t0;
         r.rejoin_ms = -1;
-        if (st < 0 && st_test_file_has(err, " rejoined: ", (int)(t0 + RUN_DEADLINE_MS - st_now_ms())))
-            r.rejoin_ms = st_now_ms() - t0 - r.heal_at;
+        if (st < 0 && st_test_run_wait_err(&b, " rejoined: ", (int)(b.t0 + RUN_DEADLINE_MS - st_now_ms())))
+            r.rejoin_ms = st_now_ms() - b.t0 - r.heal_at;
     }
-    if (st < 0) st = st_test_wait(pid, (int)(t0 + RUN_DEADLINE_MS - st_now_ms()));
-    if (st < 0) {
-        st_test_stop(pid, SIGKILL, 5000);
-        cr_assert_fail("%s: the coordinator hung (no exit within %d ms)", tag, RUN_DEADLINE_MS);
-    }
-    r.ms = st_now_ms() - t0;
-    r.status = st;
-    r.out = st_file_read(out, 0, NULL);
-    r.err = st_file_read(err, 0, NULL);
-    cr_assert_not_null(r.out);
-    cr_assert_not_null(r.err);
-    cr_assert_eq(st, 0, "%s: the coordinator failed:\n%s", tag, r.err);
+    r.r = st_test_run_finish(&b, (int)(b.t0 + RUN_DEADLINE_MS - st_now_ms()));
+    r.ms = st_now_ms() - b.t0;
+    cr_assert_eq(r.r.status, 0, "%s: the coordinator failed:\n%s", tag, r.r.err);
     return r;
 }
 
@@ -258,13 +230,11 @@ static double s_max_wait(const char *err, unsigned long long *waits) {
 Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     s_require();
     const char *model = s_model();
-    char ref_path[300];
-    snprintf(ref_path, sizeof ref_path, "%s/ref.out", g_dir);
-    cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, model, PROMPT, N_PREDICT, ref_path),
-                 0);
-    char *ref = st_file_read(ref_path, 0, NULL);
-    cr_assert_not_null(ref);
+    char args[1400];
+    snprintf(args, sizeof args, "-m '%s' -p '%s' -n %d --temp 0 --json -t 1", model, PROMPT, N_PREDICT);
+    st_test_run_t ref_run = st_test_run(g_c.dir, "ref", NULL, "st-run", args, 120);
+    cr_assert_eq(ref_run.status, 0, "st-run failed:\n%s", ref_run.err);
+    const char *ref = ref_run.out;
 
     double t = st_now_ms();
     s_topology();
@@ -273,32 +243,33 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
 
     /* shards pushed over the delayed but otherwise clean links */
     run_t push = s_run(model, "push", -1);
-    cr_assert_str_eq(push.out, ref, "output over the delayed links differs from st-run's");
-    cr_assert_gt(st_test_pushed(push.err), 0);
+    cr_assert_str_eq(push.r.out, ref, "output over the delayed links differs from st-run's");
+    cr_assert_gt(st_test_pushed(push.r.err), 0);
 
     s_shape();
     run_t shaped = s_run(model, "shaped", -1);
-    cr_assert_str_eq(shaped.out, ref, "output over shaped links (1%% loss) differs from st-run's:\n%s", shaped.err);
-    cr_assert_geq(st_test_pushed(shaped.err), 0, "no push summary:\n%s", shaped.err);
-    for (const char *l = shaped.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    cr_assert_str_eq(shaped.r.out, ref, "output over shaped links (1%% loss) differs from st-run's:\n%s", shaped.r.err);
+    cr_assert_geq(st_test_pushed(shaped.r.err), 0, "no push summary:\n%s", shaped.r.err);
+    for (const char *l = shaped.r.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
         if (!strncmp(l, "warn:", 5)) cr_log_info("shaped run: %.*s", (int)strcspn(l, "\n"), l);
     unsigned long long waits_shaped = 0;
-    const double wait_shaped = s_max_wait(shaped.err, &waits_shaped);
+    const double wait_shaped = s_max_wait(shaped.r.err, &waits_shaped);
 
     run_t part = s_run(model, "partition", 1);
-    cr_assert_str_eq(part.out, ref, "tokens changed by the partition:\n%s", part.err);
-    cr_assert_not_null(strstr(part.err, "is down"), "the cut-off node was never marked down:\n%s", part.err);
+    cr_assert_str_eq(part.r.out, ref, "tokens changed by the partition:\n%s", part.r.err);
+    cr_assert_not_null(strstr(part.r.err, "is down"), "the cut-off node was never marked down:\n%s", part.r.err);
     /* healed: node 1 comes back on its verified store and serves again */
     unsigned long long rejoin_bytes = 0;
-    cr_assert_geq(st_test_rejoins(part.err, &rejoin_bytes), 1, "node 1 did not rejoin after the heal:\n%s", part.err);
+    cr_assert_geq(st_test_rejoins(part.r.err, &rejoin_bytes), 1, "node 1 did not rejoin after the heal:\n%s",
+                  part.r.err);
     cr_assert_eq(rejoin_bytes, 0, "shards were sent to the node that rejoined");
-    cr_assert_not_null(strstr(part.err, "3 of 3 nodes up;"), "%s", part.err);
-    cr_assert_gt(st_test_last_rt(part.err, 1), 0, "node 1 is not used after it rejoined");
-    for (const char *l = part.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+    cr_assert_not_null(strstr(part.r.err, "3 of 3 nodes up;"), "%s", part.r.err);
+    cr_assert_gt(st_test_last_rt(part.r.err, 1), 0, "node 1 is not used after it rejoined");
+    for (const char *l = part.r.err; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
         if (!strncmp(l, "warn:", 5) || !strncmp(l, "cluster: ", 9) || strstr(l, "rejoin"))
             cr_log_info("%.*s", (int)strcspn(l, "\n"), l);
     unsigned long long waits_part = 0;
-    const double wait_part = s_max_wait(part.err, &waits_part);
+    const double wait_part = s_max_wait(part.r.err, &waits_part);
 
     cr_log_info("setup %.0f ms; push run %.0f ms; shaped run %.0f ms (longest wait %.1f ms of %llu); partition run "
                 "%.0f ms (cut at %.0f ms, healed at %.0f ms, rejoined %.0f ms after the heal; longest wait %.1f ms of "
@@ -309,5 +280,5 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     cr_assert_leq(wait_shaped, TIMEOUT_MS + 100, "a wait overran its deadline");
     cr_assert_leq(wait_part, TIMEOUT_MS + 100, "a wait overran its deadline");
     cr_assert_lt(part.ms, RUN_DEADLINE_MS);
-    free(push.out), free(push.err), free(shaped.out), free(shaped.err), free(part.out), free(part.err), free(ref);
+    st_test_run_free(&push.r), st_test_run_free(&shaped.r), st_test_run_free(&part.r), st_test_run_free(&ref_run);
 }

@@ -3,7 +3,8 @@
  * without --allow or --insecure), a client with an unknown key or in plain
  * text gets nothing and the node logs the refusal, a tampered shard chunk is
  * refused and never stored, and no secret key appears in a log or --help.
- * Every wait has a deadline (the node's "listening on" line, each reply). */
+ * The nodes run on tests/util/harness (node 0 of a cluster of one); every
+ * wait has a deadline (the node's "listening on" line, each reply). */
 #include <criterion/criterion.h>
 #include <poll.h>
 #include <signal.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "harness.h"
 #include "st_kernels.h"
 #include "st_log.h"
 #include "testutil.h"
@@ -22,17 +24,19 @@
 #define BIN ST_BINARY_DIR
 #define DEADLINE_MS 10000
 
-static char g_dir[64];
+static st_test_cluster_t g_c; /* each test makes it: keyed or not */
 
-static void setup(void) {
-    st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-security-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
-}
+static void setup(void) { st_log_set_level(ST_LOG_ERROR); }
 
 static void teardown(void) {
     st_test_kill_all();
-    st_test_system("rm -rf '%s'", g_dir);
+    st_test_cluster_destroy(&g_c);
+}
+
+/* The test's dir, and (keyed) the coordinator's keys DIR/coord.{key,pub}; nodes get --mem 64M. */
+static void s_init(bool keyed) {
+    st_test_cluster_init(&g_c, "security", keyed);
+    g_c.mem = "64M";
 }
 
 TestSuite(security, .init = setup, .fini = teardown, .timeout = 120);
@@ -54,31 +58,24 @@ static void s_read_key(const char *path, char out[41]) {
     free(s);
 }
 
-/* ---- a node process ---- */
+/* ---- the node (node 0 of the harness's cluster) ---- */
 
-typedef struct {
-    st_test_node_t p;
-    char log[256];
-} node_t;
+static st_test_cnode_t *const g_nd = &g_c.nodes[0];
 
-/* Starts st-node with extra args (NULL-terminated) on store DIR/store; waits
- * for "listening on URL" (and the public key line before it with CURVE).
- * Returns false when the node exited first (its exit status in *status). */
-static bool s_node_start(node_t *nd, const char *store, const char *const *extra, int *status) {
-    memset(nd, 0, sizeof *nd);
-    snprintf(nd->log, sizeof nd->log, "%s/node.log", g_dir);
-    const char *argv[32] = {BIN "/st-node", "--listen", "tcp://127.0.0.1:*", "--mem", "64M", "--store", store,
-                            "-t",           "1"};
-    int n = 9;
-    for (int i = 0; extra[i]; i++) argv[n++] = extra[i];
-    *status = st_test_node_start(&nd->p, argv, nd->log, DEADLINE_MS);
+/* Starts node 0 on its store with extra args (NULL-terminated, or NULL) and
+ * the cluster's --allow or --insecure (neither: no_auth); waits for "listening
+ * on URL" (and the public key line before it with CURVE). Returns false when
+ * the node exited first (its exit status in *status). */
+static bool s_node_start(const char *const *extra, bool no_auth, int *status) {
+    const st_test_node_opts_t o = {.extra = extra, .no_auth = no_auth};
+    *status = st_test_cluster_node_try(&g_c, 0, &o);
     return *status == 0;
 }
 
-static void s_node_stop(node_t *nd) { st_test_node_stop(&nd->p, SIGTERM); }
+static void s_node_stop(void) { st_test_cluster_node_stop(&g_c, 0, SIGTERM); }
 
 /* Polls the node's log for text until the deadline. */
-static bool s_log_has(const node_t *nd, const char *text, int ms) { return st_test_file_has(nd->log, text, ms); }
+static bool s_log_has(const char *text, int ms) { return st_test_file_has(g_nd->log, text, ms); }
 
 /* ---- a client ---- */
 
@@ -141,30 +138,27 @@ static st_wire_msg_t s_hello(void) {
     return m;
 }
 
-/* Starts a CURVE node that allows the key pair DIR/coord.{key,pub}. */
-static void s_curve_node(node_t *nd, char coord_pub[41], char coord_sec[41]) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "%s/coord", g_dir);
-    cr_assert_eq(st_test_system("'%s/st-keygen' '%s' > /dev/null 2>&1", BIN, cmd), 0);
-    char pub_path[300], key_path[300], store[300];
-    snprintf(pub_path, sizeof pub_path, "%s/coord.pub", g_dir);
-    snprintf(key_path, sizeof key_path, "%s/coord.key", g_dir);
-    snprintf(store, sizeof store, "%s/store", g_dir);
+/* A keyed cluster and its CURVE node, which allows the key pair DIR/coord.{key,pub}. */
+static void s_curve_node(char coord_pub[41], char coord_sec[41]) {
+    s_init(true);
+    char pub_path[300], key_path[300];
+    snprintf(pub_path, sizeof pub_path, "%s/coord.pub", g_c.dir);
+    snprintf(key_path, sizeof key_path, "%s/coord.key", g_c.dir);
     s_read_key(pub_path, coord_pub);
     s_read_key(key_path, coord_sec);
-    const char *extra[] = {"--allow", pub_path, NULL};
     int st;
-    cr_assert(s_node_start(nd, store, extra, &st), "CURVE node did not start (exit %d)", st);
-    cr_assert_eq(strlen(nd->p.pub), 40, "no public key printed");
+    cr_assert(s_node_start(NULL, false, &st), "CURVE node did not start (exit %d)", st);
+    cr_assert_eq(strlen(g_nd->p.pub), 40, "no public key printed");
 }
 
 /* ---- tests ---- */
 
 Test(security, keygen_writes_a_0600_secret_and_its_public_key) {
-    char base[200], path[300], pub[41], sec[41], derived[41];
-    snprintf(base, sizeof base, "%s/k", g_dir);
-    char cmd[700];
-    snprintf(cmd, sizeof cmd, "'%s/st-keygen' '%s' > '%s/k.stdout' 2> '%s/k.stderr'", BIN, base, g_dir, g_dir);
+    s_init(false);
+    char base[300], path[320], pub[41], sec[41], derived[41];
+    snprintf(base, sizeof base, "%s/k", g_c.dir);
+    char cmd[1000];
+    snprintf(cmd, sizeof cmd, "'%s/st-keygen' '%s' > '%s/k.stdout' 2> '%s/k.stderr'", BIN, base, g_c.dir, g_c.dir);
     cr_assert_eq(st_test_system("%s", cmd), 0);
     snprintf(path, sizeof path, "%s.key", base);
     struct stat sb;
@@ -176,9 +170,9 @@ Test(security, keygen_writes_a_0600_secret_and_its_public_key) {
     cr_assert_eq(zmq_curve_public(derived, sec), 0, "not a Z85 secret key");
     cr_assert_str_eq(derived, pub, "NAME.pub is not NAME.key's public key");
     /* the public key is printed; the secret is nowhere in the output */
-    snprintf(path, sizeof path, "%s/k.stdout", g_dir);
+    snprintf(path, sizeof path, "%s/k.stdout", g_c.dir);
     char *out = s_slurp(path);
-    snprintf(path, sizeof path, "%s/k.stderr", g_dir);
+    snprintf(path, sizeof path, "%s/k.stderr", g_c.dir);
     char *err = s_slurp(path);
     cr_assert_not_null(strstr(out, pub));
     cr_assert_null(strstr(out, sec));
@@ -193,29 +187,23 @@ Test(security, keygen_writes_a_0600_secret_and_its_public_key) {
 }
 
 Test(security, node_refuses_to_start_without_allow_or_insecure) {
-    node_t nd;
-    char store[300];
-    snprintf(store, sizeof store, "%s/store", g_dir);
-    const char *extra[] = {NULL};
+    s_init(false);
     int st = 0;
-    cr_assert_not(s_node_start(&nd, store, extra, &st), "st-node started with neither --allow nor --insecure");
+    cr_assert_not(s_node_start(NULL, true, &st), "st-node started with neither --allow nor --insecure");
     cr_assert_neq(st, 0);
-    char *log = s_slurp(nd.log);
+    char *log = s_slurp(g_nd->log);
     cr_assert_not_null(strstr(log, "--allow"), "no reason given: %s", log);
     cr_assert_not_null(strstr(log, "--insecure"), "no way out named: %s", log);
     free(log);
 }
 
 Test(security, insecure_node_warns_at_every_start) {
-    node_t nd;
-    char store[300];
-    snprintf(store, sizeof store, "%s/store", g_dir);
-    const char *extra[] = {"--insecure", NULL};
+    s_init(false); /* --insecure */
     int st;
     for (int i = 1; i <= 2; i++) {
-        cr_assert(s_node_start(&nd, store, extra, &st));
-        s_node_stop(&nd);
-        char *log = s_slurp(nd.log);
+        cr_assert(s_node_start(NULL, false, &st));
+        s_node_stop();
+        char *log = s_slurp(g_nd->log);
         int n = 0;
         for (const char *p = log; (p = strstr(p, "warn: ")) && strstr(p, "--insecure"); p++)
             n += strncmp(strstr(p, "warn: "), "warn: ", 6) == 0 && strstr(p, "--insecure") < strchr(p, '\n');
@@ -225,30 +213,25 @@ Test(security, insecure_node_warns_at_every_start) {
 }
 
 Test(security, node_key_is_made_once_and_kept) {
-    node_t nd;
-    char coord_pub[41], coord_sec[41], first[41], path[300];
-    s_curve_node(&nd, coord_pub, coord_sec);
-    snprintf(first, sizeof first, "%s", nd.p.pub);
-    snprintf(path, sizeof path, "%s/store/node.key", g_dir);
+    char coord_pub[41], coord_sec[41], first[41], path[400];
+    s_curve_node(coord_pub, coord_sec);
+    snprintf(first, sizeof first, "%s", g_nd->p.pub);
+    snprintf(path, sizeof path, "%s/node.key", g_nd->store);
     struct stat sb;
     cr_assert_eq(stat(path, &sb), 0, "DIR/node.key not made");
     cr_assert_eq(sb.st_mode & 0777, 0600);
     char sec[41], pub[41];
     s_read_key(path, sec);
-    snprintf(path, sizeof path, "%s/store/node.pub", g_dir);
+    snprintf(path, sizeof path, "%s/node.pub", g_nd->store);
     s_read_key(path, pub);
     cr_assert_str_eq(pub, first, "printed key is not DIR/node.pub");
-    s_node_stop(&nd);
-    /* second start: same key; the secret keys are in no log */
-    char allow[300], store[300];
-    snprintf(allow, sizeof allow, "%s/coord.pub", g_dir);
-    snprintf(store, sizeof store, "%s/store", g_dir);
-    const char *extra[] = {"--allow", allow, NULL};
+    s_node_stop();
+    /* second start on the same store: same key; the secret keys are in no log */
     int st;
-    cr_assert(s_node_start(&nd, store, extra, &st));
-    cr_assert_str_eq(nd.p.pub, first);
-    s_node_stop(&nd);
-    char *log = s_slurp(nd.log);
+    cr_assert(s_node_start(NULL, false, &st));
+    cr_assert_str_eq(g_nd->p.pub, first);
+    s_node_stop();
+    char *log = s_slurp(g_nd->log);
     cr_assert_null(strstr(log, sec), "the node's secret key is in its log");
     cr_assert_null(strstr(log, coord_sec));
     free(log);
@@ -256,27 +239,26 @@ Test(security, node_key_is_made_once_and_kept) {
 }
 
 Test(security, unknown_key_and_plain_text_get_nothing_and_are_logged) {
-    node_t nd;
     char coord_pub[41], coord_sec[41];
-    s_curve_node(&nd, coord_pub, coord_sec);
+    s_curve_node(coord_pub, coord_sec);
     st_wire_rx_t rx;
     /* an unknown key, right server key: refused by the ZAP handler */
     client_t bad;
-    s_client(&bad, nd.p.url, nd.p.pub, NULL, NULL);
+    s_client(&bad, g_nd->p.url, g_nd->p.pub, NULL, NULL);
     st_wire_msg_t m = s_hello();
     cr_assert_not(s_call(&bad, &m, NULL, 0, &rx, 1500), "a client with an unknown key got a reply");
-    cr_assert(s_log_has(&nd, "is not on the allow list", 3000), "no refusal in the node's log");
+    cr_assert(s_log_has("is not on the allow list", 3000), "no refusal in the node's log");
     s_client_close(&bad);
     /* plain text: the handshake fails */
     client_t plain;
-    s_client(&plain, nd.p.url, NULL, NULL, NULL);
+    s_client(&plain, g_nd->p.url, NULL, NULL, NULL);
     m = s_hello();
     cr_assert_not(s_call(&plain, &m, NULL, 0, &rx, 1500), "a plain-text client got a reply");
-    cr_assert(s_log_has(&nd, "handshake failed", 3000), "no plain-text refusal in the node's log");
+    cr_assert(s_log_has("handshake failed", 3000), "no plain-text refusal in the node's log");
     s_client_close(&plain);
     /* the allowed key works, with the node's pinned key */
     client_t good;
-    s_client(&good, nd.p.url, nd.p.pub, coord_pub, coord_sec);
+    s_client(&good, g_nd->p.url, g_nd->p.pub, coord_pub, coord_sec);
     m = s_hello();
     cr_assert(s_call(&good, &m, NULL, 0, &rx, DEADLINE_MS), "the allowed coordinator got no reply");
     cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
@@ -286,19 +268,18 @@ Test(security, unknown_key_and_plain_text_get_nothing_and_are_logged) {
     char other_pub[41], other_sec[41];
     cr_assert_eq(zmq_curve_keypair(other_pub, other_sec), 0);
     client_t wrong;
-    s_client(&wrong, nd.p.url, other_pub, coord_pub, coord_sec);
+    s_client(&wrong, g_nd->p.url, other_pub, coord_pub, coord_sec);
     m = s_hello();
     cr_assert_not(s_call(&wrong, &m, NULL, 0, &rx, 1000), "a client expecting another node key got a reply");
     s_client_close(&wrong);
-    s_node_stop(&nd);
+    s_node_stop();
 }
 
 Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
-    node_t nd;
     char coord_pub[41], coord_sec[41];
-    s_curve_node(&nd, coord_pub, coord_sec);
+    s_curve_node(coord_pub, coord_sec);
     client_t c;
-    s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
+    s_client(&c, g_nd->p.url, g_nd->p.pub, coord_pub, coord_sec);
     st_wire_rx_t rx;
     const st_wire_shape_t shape = s_shape();
     const size_t EB = (size_t)st_wire_expert_bytes(&shape, 0); /* every layer's (uniform shape) */
@@ -333,7 +314,7 @@ Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
     cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.ok, "an expert with the wrong hash was accepted");
     cr_assert(rx.msg.type == ST_MSG_ERROR || !rx.msg.shard_ack.complete);
     st_wire_rx_clear(&rx);
-    cr_assert(s_log_has(&nd, "rejected", 3000), "no log line for the refused shard");
+    cr_assert(s_log_has("rejected", 3000), "no log line for the refused shard");
     /* not stored: the node holds nothing, now and after a restart */
     m = s_hello();
     cr_assert(s_call(&c, &m, NULL, 0, &rx, DEADLINE_MS));
@@ -354,7 +335,7 @@ Test(security, tampered_shard_chunk_is_refused_and_not_stored) {
     cr_assert(rx.msg.shard_ack.ok && rx.msg.shard_ack.complete);
     st_wire_rx_clear(&rx);
     s_client_close(&c);
-    s_node_stop(&nd);
+    s_node_stop();
     free(good), free(bad);
 }
 
@@ -434,12 +415,11 @@ static void s_check_compute(client_t *c, const st_wire_msg_t *req, const uint8_t
 Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .timeout = 180) {
     const bool light = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT"));
     const int N = light ? 2000 : 10000;
-    node_t nd;
     char coord_pub[41], coord_sec[41];
-    s_curve_node(&nd, coord_pub, coord_sec);
+    s_curve_node(coord_pub, coord_sec);
     client_t c, intruder;
-    s_client(&c, nd.p.url, nd.p.pub, coord_pub, coord_sec);
-    s_client(&intruder, nd.p.url, nd.p.pub, NULL, NULL); /* unknown key */
+    s_client(&c, g_nd->p.url, g_nd->p.pub, coord_pub, coord_sec);
+    s_client(&intruder, g_nd->p.url, g_nd->p.pub, NULL, NULL); /* unknown key */
     const st_wire_shape_t shape = s_shape();
     const size_t EB = (size_t)st_wire_expert_bytes(&shape, 0); /* every layer's (uniform shape) */
     uint8_t *expert = malloc(EB);
@@ -496,7 +476,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     const double t0 = st_now_ms();
     int replies = 0;
     for (int i = 0; i < N; i++) {
-        if (i == N / 10) rss_warm = s_rss_kb(nd.p.pid);
+        if (i == N / 10) rss_warm = s_rss_kb(g_nd->p.pid);
         const int kind = rand() % 8, v = rand() % 4;
         uint8_t buf[600];
         size_t len = 0;
@@ -553,7 +533,7 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
     const double ms = st_now_ms() - t0;
     s_session(&c, refs);
     s_check_compute(&c, &req, act, act_len, want, want_len);
-    const uint64_t rss_end = s_rss_kb(nd.p.pid);
+    const uint64_t rss_end = s_rss_kb(g_nd->p.pid);
     cr_log_info("soak: %d messages in %.0f ms, %d replies; node RSS %llu kB after warm-up, %llu kB at the end", N, ms,
                 replies, (unsigned long long)rss_warm, (unsigned long long)rss_end);
 #ifndef __SANITIZE_ADDRESS__ /* ASan's quarantine holds freed memory: RSS is not the node's own */
@@ -561,9 +541,9 @@ Test(security, soak_10000_hostile_messages_node_keeps_serving_memory_flat, .time
                  (unsigned long long)rss_end);
 #endif
     cr_assert_gt(replies, N / 4, "the node answered only %d of %d messages", replies, N);
-    cr_assert(s_log_has(&nd, "is not on the allow list", 3000));
+    cr_assert(s_log_has("is not on the allow list", 3000));
     s_client_close(&intruder);
     s_client_close(&c);
-    cr_assert_eq(st_test_node_stop(&nd.p, SIGTERM), 0, "the node did not exit cleanly after the soak");
+    cr_assert_eq(st_test_cluster_node_stop(&g_c, 0, SIGTERM), 0, "the node did not exit cleanly after the soak");
     free(expert), free(act), free(want), free(big);
 }
