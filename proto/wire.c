@@ -301,6 +301,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->cache_misses = m->result.cache_misses;
         p->result_format = m->result.result_format;
         p->n_rows = m->result.n_rows;
+        p->cache_prefetched = m->result.cache_prefetched;
         e->result = p;
         break;
     }
@@ -665,6 +666,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         m->result.cache_misses = e->result->cache_misses;
         m->result.result_format = e->result->result_format;
         m->result.n_rows = e->result->n_rows;
+        m->result.cache_prefetched = e->result->cache_prefetched;
         break;
     case ST_MSG_HEARTBEAT:
         m->heartbeat.seq = e->heartbeat->seq;

@@ -173,10 +173,13 @@ typedef struct {
     float *pair_weight;     /* n_pairs finite weights with a PER_TOKEN format, else NULL */
 } st_wire_compute_t;
 
+/* Of the request's distinct experts: hits were in RAM before the request or
+ * its prefetch hint named them, prefetched were read from the store on the
+ * hint before the request came, misses were read while it waited. */
 typedef struct {
     uint32_t n_pairs;
     uint64_t compute_us;
-    uint32_t cache_hits, cache_misses;
+    uint32_t cache_hits, cache_misses, cache_prefetched;
     uint32_t result_format; /* st_wire_result_format_t of the frame */
     uint32_t n_rows;        /* PER_TOKEN formats: rows of the frame (the request's n_tokens); else 0 */
 } st_wire_result_t;

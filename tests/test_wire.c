@@ -94,7 +94,8 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
                                         .pair_expert = g_exp};
         break;
     case ST_MSG_EXPERT_RESULT:
-        m.result = (st_wire_result_t){.n_pairs = 4, .compute_us = 1234567, .cache_hits = 3, .cache_misses = 1};
+        m.result = (st_wire_result_t){
+            .n_pairs = 4, .compute_us = 1234567, .cache_hits = 3, .cache_misses = 1, .cache_prefetched = 2};
         break;
     case ST_MSG_HEARTBEAT: /* a node's answer: every reading, a negative temperature too */
         m.heartbeat.seq = 77;
