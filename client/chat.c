@@ -275,10 +275,10 @@ static void s_stats(chat_t *c) {
                    s_num(pc, "bytes") / 1048576.0, s_num(pc, "budget") / 1048576.0);
         const cJSON *n;
         if (cJSON_IsArray(nodes))
-            cJSON_ArrayForEach(n, nodes)
-                printf("  %s %s: %s, %.0f experts, cache hits %.0f%%, round trip %.2f ms\n", s_str(n, "id"),
-                       s_str(n, "url"), cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN", s_num(n, "experts"),
-                       100 * s_num(n, "hit_rate"), s_num(n, "rtt_ms"));
+            cJSON_ArrayForEach(n, nodes) printf(
+                "  %s %s: %s, %.0f experts, cache hits %.0f%%, prefetched %.0f%%, round trip %.2f ms\n", s_str(n, "id"),
+                s_str(n, "url"), cJSON_IsTrue(cJSON_GetObjectItem(n, "up")) ? "up" : "DOWN", s_num(n, "experts"),
+                100 * s_num(n, "hit_rate"), 100 * s_num(n, "prefetch_rate"), s_num(n, "rtt_ms"));
         cJSON_Delete(o);
     } else if (st > 0) {
         printf("server: /health answered HTTP %ld\n", st);

@@ -94,10 +94,12 @@ static void s_nodes(void *arg, cJSON *nodes) {
         }
         if (rm && st_cluster_is_up(cl, i)) { /* a down node's rates are stale: not shown */
             st_remote_node_totals_t t = st_remote_moe_node_totals(rm, i);
-            uint64_t look = t.cache_hits + t.cache_misses;
+            const uint64_t look = t.cache_hits + t.cache_misses + t.cache_prefetched;
             cJSON_AddNumberToObject(o, "cache_hits", (double)t.cache_hits);
             cJSON_AddNumberToObject(o, "cache_misses", (double)t.cache_misses);
+            cJSON_AddNumberToObject(o, "cache_prefetched", (double)t.cache_prefetched);
             cJSON_AddNumberToObject(o, "hit_rate", look ? (double)t.cache_hits / (double)look : 0);
+            cJSON_AddNumberToObject(o, "prefetch_rate", look ? (double)t.cache_prefetched / (double)look : 0);
             cJSON_AddNumberToObject(o, "compute_ms", t.round_trips ? t.compute_us / 1e3 / (double)t.round_trips : 0);
             cJSON_AddNumberToObject(o, "rtt_ms", t.round_trips ? t.rtt_ms / (double)t.round_trips : 0);
         }

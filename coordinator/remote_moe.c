@@ -37,7 +37,7 @@ typedef enum {
 /* Counters of one node, per step (a batch through all layers) and summed
  * over decode and prefill steps. */
 typedef struct {
-    uint64_t rt, involved, us, hits, misses, bytes_out, bytes_in, pairs;
+    uint64_t rt, involved, us, hits, misses, prefetched, bytes_out, bytes_in, pairs;
     double rtt_ms; /* its requests' round trips, sending to result */
 } node_acc_t;
 
@@ -218,6 +218,7 @@ static void s_step_close(st_remote_moe_t *r) {
         acc->us += s->us;
         acc->hits += s->hits;
         acc->misses += s->misses;
+        acc->prefetched += s->prefetched;
         acc->bytes_out += s->bytes_out;
         acc->bytes_in += s->bytes_in;
         acc->pairs += s->pairs;
@@ -228,10 +229,10 @@ static void s_step_close(st_remote_moe_t *r) {
             r->tot.bytes_out_decode += s->bytes_out;
             r->tot.bytes_in_decode += s->bytes_in;
             if (r->o.stats)
-                fprintf(stderr, " node %d rt %llu layers %llu out %llu in %llu us %llu hits %llu/%llu;", i,
-                        (unsigned long long)s->rt, (unsigned long long)s->involved, (unsigned long long)s->bytes_out,
+                fprintf(stderr, " node %d rt %llu layers %llu out %llu in %llu us %llu hits %llu/%llu prefetched %llu;",
+                        i, (unsigned long long)s->rt, (unsigned long long)s->involved, (unsigned long long)s->bytes_out,
                         (unsigned long long)s->bytes_in, (unsigned long long)s->us, (unsigned long long)s->hits,
-                        (unsigned long long)(s->hits + s->misses));
+                        (unsigned long long)(s->hits + s->misses + s->prefetched), (unsigned long long)s->prefetched);
         }
     }
     if (r->o.stats && r->step_decode) fprintf(stderr, "\n");
@@ -474,6 +475,7 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     nd->step.us += res->compute_us;
     nd->step.hits += res->cache_hits;
     nd->step.misses += res->cache_misses;
+    nd->step.prefetched += res->cache_prefetched;
     return 0;
 }
 
@@ -610,15 +612,16 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             (unsigned long long)t->fallback_pairs, (unsigned long long)t->resent_pairs);
     for (int i = 0; i < r->N; i++) {
         const node_acc_t *d = &r->nodes[i].dec, *p = &r->nodes[i].pre;
-        uint64_t look = d->hits + d->misses + p->hits + p->misses;
+        const uint64_t look = d->hits + d->misses + d->prefetched + p->hits + p->misses + p->prefetched;
+        const double pct = look ? 100.0 / (double)look : 0.0;
         fprintf(f,
                 "cluster: node %d %s: per decode token %.2f round trips (%.2f layers involved), %.0f B out, "
-                "%.0f B in, node compute %.3f ms; prefill %llu round trips, %llu B out, %llu B in; expert cache "
-                "hits %.1f%% of %llu\n",
+                "%.0f B in, node compute %.3f ms; prefill %llu round trips, %llu B out, %llu B in; of %llu expert "
+                "uses %.1f%% were in RAM, %.1f%% read ahead on the prefetch hint, %.1f%% read on demand\n",
                 i, st_cluster_url(r->cl, i), d->rt / T, d->involved / T, d->bytes_out / T, d->bytes_in / T,
                 d->us / T / 1e3, (unsigned long long)p->rt, (unsigned long long)p->bytes_out,
-                (unsigned long long)p->bytes_in, look ? 100.0 * (double)(d->hits + p->hits) / (double)look : 0.0,
-                (unsigned long long)look);
+                (unsigned long long)p->bytes_in, (unsigned long long)look, pct * (double)(d->hits + p->hits),
+                pct * (double)(d->prefetched + p->prefetched), pct * (double)(d->misses + p->misses));
     }
     fprintf(f,
             "cluster: decode: %.2f round trips per token for %.2f involved (layer, node) pairs, at most %d round "
@@ -637,7 +640,8 @@ st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int 
     st_remote_node_totals_t t = {0};
     if (node < 0 || node >= r->N) return t;
     const node_acc_t *d = &r->nodes[node].dec, *p = &r->nodes[node].pre;
-    t = (st_remote_node_totals_t){d->rt + p->rt, d->us + p->us, d->hits + p->hits, d->misses + p->misses,
-                                  d->rtt_ms + p->rtt_ms};
+    t = (st_remote_node_totals_t){
+        d->rt + p->rt,        d->us + p->us, d->hits + p->hits, d->misses + p->misses, d->prefetched + p->prefetched,
+        d->rtt_ms + p->rtt_ms};
     return t;
 }

@@ -78,12 +78,14 @@ const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r);
 
 /* One node's totals over closed steps (prefill and decode): round trips,
- * node compute time, expert cache hits and misses it reported, and the
+ * node compute time, the expert uses it reported (hits: in RAM before
+ * they were named; prefetched: read ahead on the prefetch hint; misses: read
+ * on demand), and the
  * summed round-trip time of its requests (sending an EXPERT_COMPUTE to its
  * result: network and compute; the HTTP server's cluster view and /metrics).
  * Zeros for a bad node index. */
 typedef struct {
-    uint64_t round_trips, compute_us, cache_hits, cache_misses;
+    uint64_t round_trips, compute_us, cache_hits, cache_misses, cache_prefetched;
     double rtt_ms;
 } st_remote_node_totals_t;
 st_remote_node_totals_t st_remote_moe_node_totals(const st_remote_moe_t *r, int node);

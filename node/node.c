@@ -76,7 +76,7 @@ struct st_node {
 
     /* the assignment and what computing it needs (from ASSIGN) */
     bool assigned;
-    uint8_t *flags; /* per key: ASSIGNED | PINNED */
+    uint8_t *flags; /* per key: ASSIGNED | PINNED | HINTED | PREFETCHED */
     uint8_t (*want)[ST_WIRE_HASH_BYTES];
     st_model_t shell; /* cfg only: the context needs shapes, never weights */
     st_ctx_t *ctx;
@@ -110,7 +110,9 @@ struct st_node {
     int logs_this_second;
 };
 
-enum { ASSIGNED = 1, PINNED = 2 };
+/* HINTED: queued by a prefetch hint; PREFETCHED: read on that hint and not
+ * used since (its next use is reported as prefetched, not as a hit) */
+enum { ASSIGNED = 1, PINNED = 2, HINTED = 4, PREFETCHED = 8 };
 
 static uint64_t s_heap_bytes(void) {
     struct mallinfo2 mi = mallinfo2();
@@ -321,9 +323,10 @@ static bool s_present(const st_node_t *n, uint32_t key) {
     return h && !memcmp(h, n->want[key], ST_WIRE_HASH_BYTES);
 }
 
-static void s_enqueue(st_node_t *n, uint32_t key) {
-    if (!n->queue || n->q_len >= n->q_cap) return;
+static bool s_enqueue(st_node_t *n, uint32_t key) {
+    if (!n->queue || n->q_len >= n->q_cap) return false;
     n->queue[(n->q_head + n->q_len++) % n->q_cap] = key;
+    return true;
 }
 
 /* An expert record just read from the store, packed where the kernels read it packed. */
@@ -363,10 +366,14 @@ static void s_load_one(st_node_t *n) {
     const uint32_t key = n->queue[n->q_head];
     n->q_head = (n->q_head + 1) % n->q_cap;
     n->q_len--;
+    const bool hinted = (n->flags[key] & HINTED) != 0;
+    n->flags[key] &= (uint8_t)~HINTED;
     if (!n->lru || !s_present(n, key) || st_lru_contains(n->lru, key)) return;
     int rc;
     bool hit;
-    if (s_acquire(n, key, &rc, &hit)) st_lru_release(n->lru, key);
+    if (!s_acquire(n, key, &rc, &hit)) return;
+    st_lru_release(n->lru, key);
+    if (hinted) n->flags[key] |= PREFETCHED;
 }
 
 /* ---- handlers ---- */
@@ -521,7 +528,8 @@ static int s_on_prefetch(st_node_t *n, st_wire_rx_t *rx) {
     /* one-way: experts that are not ours or not there are ignored */
     for (uint32_t i = 0; i < rx->msg.prefetch.n_experts; i++) {
         const uint32_t k = s_key(n, rx->msg.prefetch.layer, rx->msg.prefetch.experts[i]);
-        if (s_present(n, k) && !st_lru_contains(n->lru, k)) s_enqueue(n, k);
+        if (s_present(n, k) && !st_lru_contains(n->lru, k) && !(n->flags[k] & HINTED) && s_enqueue(n, k))
+            n->flags[k] |= HINTED;
     }
     return 0;
 }
@@ -665,7 +673,7 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     const size_t stride = st_wire_act_row_bytes(&n->shape, c->layer);
     uint64_t sizes[3]; /* the layer's gate, up and down bytes: where each matrix starts in a record */
     st_wire_matrix_bytes(&n->shape, c->layer, sizes);
-    uint32_t hits = 0, misses = 0, i = 0;
+    uint32_t hits = 0, misses = 0, prefetched = 0, i = 0;
     int rc = 0;
     while (i < nd && !rc) {
         /* hold as many of the remaining experts as fit, then compute their pairs */
@@ -684,7 +692,10 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
                          c->layer, e);
                 break;
             }
-            hits += hit, misses += !hit;
+            /* a read the hint started is not a hit: the expert was not in RAM before it was needed */
+            const bool pf = hit && (n->flags[k] & PREFETCHED);
+            hits += hit && !pf, prefetched += pf, misses += !hit;
+            n->flags[k] &= (uint8_t) ~(PREFETCHED | HINTED);
             n->gate[e] = p;
             n->up[e] = p + sizes[0];
             n->down[e] = p + sizes[0] + sizes[1];
@@ -714,10 +725,11 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
                                   .compute_us = st_now_us() - t0,
                                   .cache_hits = hits,
                                   .cache_misses = misses,
+                                  .cache_prefetched = prefetched,
                                   .result_format = c->result_format,
                                   .n_rows = compact ? c->n_tokens : 0};
-    st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u misses)", c->layer, c->n_tokens,
-           c->n_pairs, (unsigned long long)m.result.compute_us, hits, misses);
+    st_log(ST_LOG_DEBUG, "layer %u: %u tokens, %u pairs in %llu us (%u hits, %u prefetched, %u misses)", c->layer,
+           c->n_tokens, c->n_pairs, (unsigned long long)m.result.compute_us, hits, prefetched, misses);
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
 }
 

@@ -88,9 +88,12 @@ static const struct {
     {"bytes_in", "st_node_bytes_received_total", "counter", "bytes received from the node"},
     {"timeouts", "st_node_timeouts_total", "counter", "requests to the node that passed their deadline"},
     {"errors", "st_node_errors_total", "counter", "ERROR replies from the node"},
-    {"cache_hits", "st_node_cache_hits_total", "counter", "expert lookups served from the node's RAM cache"},
-    {"cache_misses", "st_node_cache_misses_total", "counter", "expert lookups the node loaded from its store"},
-    {"hit_rate", "st_node_cache_hit_rate", "gauge", "share of expert lookups served from RAM"},
+    {"cache_hits", "st_node_cache_hits_total", "counter", "expert uses found in RAM before they were named"},
+    {"cache_misses", "st_node_cache_misses_total", "counter", "expert uses read from the node's store on demand"},
+    {"cache_prefetched", "st_node_cache_prefetched_total", "counter",
+     "expert uses read from the node's store ahead, on the prefetch hint"},
+    {"hit_rate", "st_node_cache_hit_rate", "gauge", "share of expert uses found in RAM (not read for them)"},
+    {"prefetch_rate", "st_node_cache_prefetch_rate", "gauge", "share of expert uses read ahead on the prefetch hint"},
 };
 
 char *st_metrics_text(st_sched_t *s, const uint64_t *http) {

@@ -244,8 +244,10 @@ static bool s_all_nodes_computed(int port, int n, int ms) {
         int busy = 0;
         const cJSON *nd;
         cJSON_ArrayForEach(nd, cJSON_GetObjectItem(h, "nodes")) {
-            const cJSON *hits = cJSON_GetObjectItem(nd, "cache_hits"), *miss = cJSON_GetObjectItem(nd, "cache_misses");
-            busy += cJSON_IsNumber(hits) && cJSON_IsNumber(miss) && hits->valuedouble + miss->valuedouble > 0;
+            const cJSON *hits = cJSON_GetObjectItem(nd, "cache_hits"), *miss = cJSON_GetObjectItem(nd, "cache_misses"),
+                        *pf = cJSON_GetObjectItem(nd, "cache_prefetched");
+            busy += cJSON_IsNumber(hits) && cJSON_IsNumber(miss) && cJSON_IsNumber(pf) &&
+                    hits->valuedouble + miss->valuedouble + pf->valuedouble > 0;
         }
         cJSON_Delete(h);
         if (busy >= n) return true;

@@ -284,10 +284,14 @@ typedef struct {
     double seconds;
     uint64_t compute_us;
     size_t bytes_out, bytes_in;
-    uint32_t hits, misses;
+    uint32_t hits, misses, prefetched;
 } compute_stats_t;
 
-static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer, int n_tok, bool all, unsigned seed) {
+/* One EXPERT_COMPUTE of n_tok random rows, checked bit for bit; the pairs'
+ * experts are `given` (n_tok x k), or drawn: all (covering every expert) or
+ * at random from seed. */
+static compute_stats_t s_compute_with(client_t *c, model_t *md, uint32_t layer, int n_tok, const int32_t *given,
+                                      bool all, unsigned seed) {
     const int E = (int)md->shape.n_embd, X = (int)md->shape.n_expert;
     const int k = (int)md->shape.n_expert_used;
     const int n_pairs = n_tok * k;
@@ -300,8 +304,8 @@ static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer,
             tok[t * k + j] = t;
             int e;
             bool dup;
-            do {                                        /* distinct experts per token, as the router picks them */
-                e = all ? (t * k + j) % X : rand() % X; /* all: the tokens cover every expert */
+            do { /* distinct experts per token, as the router picks them; all: the tokens cover every expert */
+                e = given ? given[t * k + j] : all ? (t * k + j) % X : rand() % X;
                 dup = false;
                 for (int i = 0; i < j; i++) dup |= ids[t * k + i] == e;
             } while (dup);
@@ -338,11 +342,16 @@ static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer,
     st.compute_us = rx.msg.result.compute_us;
     st.hits = rx.msg.result.cache_hits;
     st.misses = rx.msg.result.cache_misses;
+    st.prefetched = rx.msg.result.cache_prefetched;
     st.bytes_out = (size_t)(c->bytes_out - out0);
     st.bytes_in = (size_t)(c->bytes_in - in0);
     st_wire_rx_clear(&rx);
     free(x), free(tok), free(ids), free(want), free(act);
     return st;
+}
+
+static compute_stats_t s_check_compute(client_t *c, model_t *md, uint32_t layer, int n_tok, bool all, unsigned seed) {
+    return s_compute_with(c, md, layer, n_tok, NULL, all, seed);
 }
 
 static char g_store[256];
@@ -456,6 +465,60 @@ Test(node, f32_experts_with_prefetch) {
     cr_assert_eq(st_wire_send(c.sock, NULL, 0, &pf, NULL, 0, 0), 0);
     s_check_compute(&c, &md, 1, 3, false, 5);
     s_check_compute(&c, &md, 0, 33, true, 6);
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    s_free_model(&md);
+}
+
+/* An expert the prefetch hint had read from the store is reported as
+ * prefetched, not as a hit: a hit is an expert that was in RAM before it was
+ * named. The test waits (with a deadline) until the node's expert cache
+ * holds the hinted experts, so a node that counted them as hits would fail. */
+Test(node, prefetched_experts_are_not_hits) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));
+    node_proc_t p = s_start(g_store, "128M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0); /* nothing pinned: no expert in RAM after the push */
+    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    const int k = (int)md.shape.n_expert_used;
+    cr_assert_leq(2 * k, (int)md.shape.n_expert);
+    int32_t hinted[64], other[64];
+    uint32_t ex[64];
+    for (int j = 0; j < k; j++) hinted[j] = j, ex[j] = (uint32_t)j, other[j] = k + j;
+    st_wire_msg_t hb = {.type = ST_MSG_HEARTBEAT};
+    st_wire_rx_t rx;
+    s_call(&c, &hb, NULL, 0, &rx);
+    const uint64_t held0 = rx.msg.heartbeat.board.cache_bytes, want = (uint64_t)k * st_wire_expert_bytes(&md.shape, 1);
+    st_wire_rx_clear(&rx);
+
+    st_wire_msg_t pf = {.type = ST_MSG_EXPERT_PREFETCH, .request_id = 778};
+    pf.prefetch = (st_wire_prefetch_t){.layer = 1, .n_experts = (uint32_t)k, .experts = ex};
+    cr_assert_eq(st_wire_send(c.sock, NULL, 0, &pf, NULL, 0, 0), 0);
+    uint64_t held = held0;
+    for (const double end = s_now() + DEADLINE_MS / 1e3; held < held0 + want && s_now() < end;) {
+        nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL); /* idle turns load the queue */
+        s_call(&c, &hb, NULL, 0, &rx);
+        held = rx.msg.heartbeat.board.cache_bytes;
+        st_wire_rx_clear(&rx);
+    }
+    cr_assert_geq(held, held0 + want, "the hinted experts were not read within %d ms (cache %llu -> %llu B)",
+                  DEADLINE_MS, (unsigned long long)held0, (unsigned long long)held);
+
+    compute_stats_t st = s_compute_with(&c, &md, 1, 1, hinted, false, 1);
+    cr_expect_eq(st.hits, 0, "%u experts read on the hint were reported as hits", st.hits);
+    cr_expect_eq(st.prefetched, (uint32_t)k);
+    cr_expect_eq(st.misses, 0);
+    st = s_compute_with(&c, &md, 1, 1, hinted, false, 2); /* now they were in RAM before being named */
+    cr_expect_eq(st.hits, (uint32_t)k);
+    cr_expect_eq(st.prefetched, 0);
+    cr_expect_eq(st.misses, 0);
+    st = s_compute_with(&c, &md, 1, 1, other, false, 3); /* never hinted nor read: read on demand */
+    cr_expect_eq(st.hits, 0);
+    cr_expect_eq(st.prefetched, 0);
+    cr_expect_eq(st.misses, (uint32_t)k);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0);
     s_free_model(&md);
