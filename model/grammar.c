@@ -360,13 +360,48 @@ static uint64_t s_narrow(const g_key_t *k, uint64_t cand, int pos, unsigned char
     return out;
 }
 
+/* One byte of a key text among the candidates f->cand of k, of which f->c
+ * bytes matched: R_REJECT, or R_TAKEN with the candidates narrowed and *key
+ * the key that c completes (texts are JSON strings: none is a prefix of
+ * another), else -1. Objects' keys and alternatives' texts both. */
+static int s_key_byte(st_gframe_t *f, const g_key_t *k, unsigned char c, int *key) {
+    *key = -1;
+    uint64_t m = s_narrow(k, f->cand, f->c, c);
+    if (!m) return R_REJECT;
+    f->cand = m;
+    f->c++;
+    int j = __builtin_ctzll(m);
+    if (!(m & (m - 1)) && k[j].len == f->c) *key = j;
+    return R_TAKEN;
+}
+
+/* A phase that takes exactly the byte want, then goes on to phase next. */
+static int s_expect(st_gframe_t *f, unsigned char c, unsigned char want, int next) {
+    if (c != want) return R_REJECT;
+    f->phase = next;
+    return R_TAKEN;
+}
+
+/* The optional space after ',' or ':': taken (phase next) when c is one. */
+static bool s_space(st_gframe_t *f, unsigned char c, int next) {
+    if (c != ' ') return false;
+    f->phase = next;
+    return true;
+}
+
+/* An object's phases after a key (either kind): ':', an optional space, then
+ * the value, a node of its own. */
+static int s_step_colon_value(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, unsigned char c, int32_t value) {
+    if (f->phase == O_COLON) return s_expect(f, c, ':', O_AFTER_COLON);
+    if (f->phase == O_AFTER_COLON && s_space(f, c, O_VAL)) return R_TAKEN;
+    f->phase = O_AFTER_VALUE;
+    return s_push(s, g, value) ? R_PUSHED : R_REJECT;
+}
+
 static int s_step_object(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, const g_node_t *nd, unsigned char c) {
     const g_key_t *k = s_keys(g, nd);
     switch (f->phase) {
-    case O_OPEN:
-        if (c != '{') return R_REJECT;
-        f->phase = O_FIRST;
-        return R_TAKEN;
+    case O_OPEN: return s_expect(f, c, '{', O_FIRST);
     case O_AFTER_VALUE:
         if (c == ',') {
             if (!s_obj_cands(g, nd, f->a)) return R_REJECT;
@@ -381,10 +416,7 @@ static int s_step_object(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, 
         /* or a quote that starts a key: */
         /* fall through */
     case O_AFTER_COMMA:
-        if (c == ' ' && f->phase == O_AFTER_COMMA) {
-            f->phase = O_KEYSTART;
-            return R_TAKEN;
-        }
+        if (f->phase == O_AFTER_COMMA && s_space(f, c, O_KEYSTART)) return R_TAKEN;
         /* fall through */
     case O_KEYSTART:
         if (c != '"' || !(f->cand = s_obj_cands(g, nd, f->a))) return R_REJECT;
@@ -392,90 +424,48 @@ static int s_step_object(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, 
         f->c = 1;
         return R_TAKEN;
     case O_KEY: {
-        uint64_t m = s_narrow(k, f->cand, f->c, c);
-        if (!m) return R_REJECT;
-        f->cand = m;
-        f->c++;
-        int j = __builtin_ctzll(m);
-        if (!(m & (m - 1)) && k[j].len == f->c) { /* keys are JSON strings: none is a prefix of another */
-            f->b = j;
-            f->a = j + 1;
-            f->phase = O_COLON;
-        }
+        int j;
+        if (s_key_byte(f, k, c, &j) == R_REJECT) return R_REJECT;
+        if (j >= 0) f->b = j, f->a = j + 1, f->phase = O_COLON;
         return R_TAKEN;
     }
-    case O_COLON:
-        if (c != ':') return R_REJECT;
-        f->phase = O_AFTER_COLON;
-        return R_TAKEN;
-    case O_AFTER_COLON:
-        if (c == ' ') {
-            f->phase = O_VAL;
-            return R_TAKEN;
-        }
-        /* fall through */
-    default: /* O_VAL */ f->phase = O_AFTER_VALUE; return s_push(s, g, k[f->b].node) ? R_PUSHED : R_REJECT;
+    default: return s_step_colon_value(s, g, f, c, k[f->b].node);
     }
 }
 
 static int s_step_object_any(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, unsigned char c) {
     const int32_t key = g->nodes[g->any].alt[G_C_STRING];
     switch (f->phase) {
-    case O_OPEN:
-        if (c != '{') return R_REJECT;
-        f->phase = O_FIRST;
-        return R_TAKEN;
+    case O_OPEN: return s_expect(f, c, '{', O_FIRST);
     case O_FIRST:
     case O_AFTER_VALUE:
         if (c == '}') return R_DONE;
         if (f->phase == O_FIRST) goto key;
-        if (c != ',') return R_REJECT;
-        f->phase = O_AFTER_COMMA;
-        return R_TAKEN;
+        return s_expect(f, c, ',', O_AFTER_COMMA);
     case O_AFTER_COMMA:
-        if (c == ' ') {
-            f->phase = O_KEYSTART;
-            return R_TAKEN;
-        }
+        if (s_space(f, c, O_KEYSTART)) return R_TAKEN;
         /* fall through */
     case O_KEYSTART:
     key:
         if (c != '"') return R_REJECT;
         f->phase = O_COLON;
-        return s_push(s, g, key) ? R_PUSHED : R_REJECT;
-    case O_COLON:
-        if (c != ':') return R_REJECT;
-        f->phase = O_AFTER_COLON;
-        return R_TAKEN;
-    case O_AFTER_COLON:
-        if (c == ' ') {
-            f->phase = O_VAL;
-            return R_TAKEN;
-        }
-        /* fall through */
-    default: f->phase = O_AFTER_VALUE; return s_push(s, g, g->any) ? R_PUSHED : R_REJECT;
+        return s_push(s, g, key) ? R_PUSHED : R_REJECT; /* the key is a string node */
+    default: return s_step_colon_value(s, g, f, c, g->any);
     }
 }
 
 static int s_step_array(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, const g_node_t *nd, unsigned char c) {
     switch (f->phase) {
-    case A_OPEN:
-        if (c != '[') return R_REJECT;
-        f->phase = A_FIRST;
-        return R_TAKEN;
+    case A_OPEN: return s_expect(f, c, '[', A_FIRST);
     case A_FIRST:
         if (c == ']') return nd->min == 0 ? R_DONE : R_REJECT;
         break;
     case A_AFTER_VALUE:
         if (c == ']') return f->a >= nd->min ? R_DONE : R_REJECT;
-        if (c != ',' || (nd->max >= 0 && f->a >= nd->max)) return R_REJECT;
-        f->phase = A_AFTER_COMMA;
-        return R_TAKEN;
+        if (nd->max >= 0 && f->a >= nd->max) return R_REJECT;
+        return s_expect(f, c, ',', A_AFTER_COMMA);
     case A_AFTER_COMMA:
-        if (c == ' ') {
-            f->phase = A_VAL;
-            return R_TAKEN;
-        }
+        if (s_space(f, c, A_VAL)) return R_TAKEN;
         break;
     default: break;
     }
@@ -487,10 +477,7 @@ static int s_step_array(st_gstate_t *s, const st_grammar_t *g, st_gframe_t *f, c
 
 static int s_step_string(st_gframe_t *f, const g_node_t *nd, unsigned char c) {
     switch (f->phase) {
-    case S_OPEN:
-        if (c != '"') return R_REJECT;
-        f->phase = S_BODY;
-        return R_TAKEN;
+    case S_OPEN: return s_expect(f, c, '"', S_BODY);
     case S_ESC:
         if (!strchr("\"\\/bfnrt", c) || c == 0) return R_REJECT;
         f->phase = S_BODY;
@@ -574,13 +561,9 @@ static int s_step(st_gstate_t *s, const st_grammar_t *g, unsigned char c) {
         f->a++;
         return s_push(s, g, g->kids[nd->first + f->a - 1]) ? R_PUSHED : R_REJECT;
     case G_ALT: {
-        const g_key_t *k = s_keys(g, nd);
-        uint64_t m = s_narrow(k, f->cand, f->c, c);
-        if (!m) return R_REJECT;
-        f->cand = m;
-        f->c++;
-        int j = __builtin_ctzll(m);
-        if (!(m & (m - 1)) && k[j].len == f->c) s_frame_init(f, g, k[j].node); /* prefix-free texts */
+        int j;
+        if (s_key_byte(f, s_keys(g, nd), c, &j) == R_REJECT) return R_REJECT;
+        if (j >= 0) s_frame_init(f, g, g->keys[nd->first + j].node); /* the text chose its node */
         return R_TAKEN;
     }
     }
@@ -640,12 +623,16 @@ bool st_gstate_complete(const st_gstate_t *s, const st_grammar_t *g) {
 
 bool st_gstate_finished(const st_gstate_t *s) { return s->depth == 0 && s->ended; }
 
+/* The fewest bytes that finish one of the candidate texts cand of nd from
+ * byte pos and its node; in an object (G_OBJECT) also the ':' after the key,
+ * the required keys after it and the closing brace. */
 static int s_min_key(const st_grammar_t *g, const g_node_t *nd, uint64_t cand, int pos) {
     const g_key_t *k = s_keys(g, nd);
     int best = -1;
     for (uint64_t m = cand; m; m &= m - 1) {
         int j = __builtin_ctzll(m);
-        int v = k[j].len - pos + 1 + g->nodes[k[j].node].minlen + s_req_len(g, nd, j + 1) + 1;
+        int v = k[j].len - pos + g->nodes[k[j].node].minlen;
+        if (nd->kind == G_OBJECT) v += 1 + s_req_len(g, nd, j + 1) + 1;
         if (best < 0 || v < best) best = v;
     }
     return best < 0 ? 0 : best;
@@ -707,15 +694,7 @@ static int s_frame_min(const st_grammar_t *g, const st_gframe_t *f) {
         for (int i = f->a; i < nd->count; i++) sum += g->nodes[g->kids[nd->first + i]].minlen;
         return sum;
     }
-    case G_ALT: {
-        const g_key_t *k = s_keys(g, nd);
-        int best = -1;
-        for (uint64_t m = f->cand; m; m &= m - 1) {
-            int j = __builtin_ctzll(m), v = k[j].len - f->c + g->nodes[k[j].node].minlen;
-            if (best < 0 || v < best) best = v;
-        }
-        return best < 0 ? 0 : best;
-    }
+    case G_ALT: return s_min_key(g, nd, f->cand, f->c);
     case G_UNION: return nd->minlen;
     }
     return 0;
