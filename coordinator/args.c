@@ -34,7 +34,8 @@ enum {
     OPT_PAIR,
     OPT_PAIR_TTL,
     OPT_DISCOVERY_PORT,
-    OPT_WIRE
+    OPT_WIRE,
+    OPT_PAIR_CODE_FILE
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -57,6 +58,7 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"pair-ttl", required_argument, 0, OPT_PAIR_TTL},
                                        {"discovery-port", required_argument, 0, OPT_DISCOVERY_PORT},
                                        {"wire", required_argument, 0, OPT_WIRE},
+                                       {"pair-code-file", required_argument, 0, OPT_PAIR_CODE_FILE},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
@@ -86,6 +88,8 @@ static void s_usage(FILE *f) {
         "                         written into --cluster FILE and joins; it gets this coordinator's key. Needs\n"
         "                         --cluster and --key (both made when missing); with no node yet, waits for one\n"
         "      --pair-ttl S       seconds a pairing code is valid, then a new one is printed (default 600)\n"
+        "      --pair-code-file FILE  also write each code there (mode 0600), for boards started by a script\n"
+        "                         on the same machine (docker-compose)\n"
         "      --discovery-port N UDP port answering boards that look for the coordinator (default %d;\n"
         "                         0: none, boards then need --join tcp://HOST:PORT)\n"
         "      --insecure         plain TCP: no encryption, no authentication (logs a warning)\n"
@@ -160,6 +164,7 @@ static int s_handle(void *arg, int opt, const char *v) {
     case OPT_PAIR_TTL:
         if (!st_parse_int(v, 10, 86400 * 7, &c->pair_ttl_s)) return s_bad("--pair-ttl", v);
         break;
+    case OPT_PAIR_CODE_FILE: c->pair_code_file = v; break;
     case OPT_DISCOVERY_PORT:
         if (!st_parse_int(v, 0, 65535, &c->discovery_port)) return s_bad("--discovery-port", v);
         break;
@@ -282,6 +287,10 @@ int st_coord_args(int argc, char **argv, st_coord_opts_t *o, st_cli_args_t *a, s
     if (o->nodes && !o->insecure) {
         fprintf(stderr, PROG ": --nodes carries no node keys: use --cluster FILE (lines 'URL NODE_PUBLIC_KEY') with\n"
                              "  --key FILE, or add --insecure for plain TCP on a network you trust\n");
+        return 2;
+    }
+    if (o->pair_code_file && !o->pair_url) {
+        fprintf(stderr, PROG ": --pair-code-file goes with --pair URL\n");
         return 2;
     }
     if (o->pair_url && (status = s_pair_files(o)) != 0) return status;

@@ -11,6 +11,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -71,6 +72,21 @@ static bool s_log_ok(st_pair_t *p) {
     return p->logs_this_second++ < LOG_PER_SECOND;
 }
 
+/* The code into the code file (0600 from the start; a temporary file, then rename). */
+static void s_code_file(const st_pair_t *p, const char *code) {
+    char tmp[4200];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%d", p->o.code_file, (int)getpid()) >= (int)sizeof tmp) return;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    char line[ST_PAKE_CODE_BUF + 1];
+    const int n = snprintf(line, sizeof line, "%s\n", code);
+    bool ok = fd >= 0 && write(fd, line, (size_t)n) == n;
+    if (fd >= 0) ok &= close(fd) == 0;
+    if (!ok || rename(tmp, p->o.code_file) != 0) {
+        unlink(tmp);
+        st_log(ST_LOG_WARN, "cannot write the pairing code to %s: %s", p->o.code_file, strerror(errno));
+    }
+}
+
 /* A new code, printed for the user (the interface line "pairing code: CODE"). */
 static void s_new_code(st_pair_t *p, const char *why) {
     pthread_mutex_lock(&p->mu);
@@ -82,6 +98,7 @@ static void s_new_code(st_pair_t *p, const char *why) {
     memcpy(code, p->code, sizeof code);
     pthread_mutex_unlock(&p->mu);
     fprintf(stderr, "pairing code: %s\n", code);
+    if (p->o.code_file) s_code_file(p, code);
     st_log(ST_LOG_INFO, "pairing on %s: %s; the code is valid %d min, for up to %d wrong tries", p->endpoint, why,
            (p->o.ttl_s + 59) / 60, p->o.max_attempts);
 }

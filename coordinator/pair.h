@@ -28,6 +28,7 @@ typedef struct {
     int ttl_s;                /* a code's lifetime */
     int max_attempts;         /* wrong proofs a code survives */
     int discovery_port;       /* UDP port answered (0: no discovery) */
+    const char *code_file;    /* each new code is also written here (mode 0600), or NULL */
 } st_pair_opts_t;
 
 typedef struct st_pair st_pair_t;

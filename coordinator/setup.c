@@ -304,7 +304,8 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
 static int s_pair_start(st_coord_t *c, const char *public_z85) {
     uint8_t key[ST_PAKE_KEY];
     if (!zmq_z85_decode(key, public_z85)) return ST_EINVAL;
-    st_pair_opts_t po = {c->o.pair_url, c->o.cluster_file, (int)c->o.pair_ttl_s, 10, (int)c->o.discovery_port};
+    st_pair_opts_t po = {c->o.pair_url,      c->o.cluster_file, (int)c->o.pair_ttl_s, 10, (int)c->o.discovery_port,
+                         c->o.pair_code_file};
     if (!(c->pair = st_pair_new(&po, key))) return ST_EIO;
     if (c->n_addrs > 0) return 0;
     st_log(ST_LOG_INFO, "no node in %s yet: waiting for the first board to pair (st-node --join %s --code CODE ...)",

@@ -40,6 +40,7 @@ typedef struct {
     const char *key_file, *state_dir, *id;
     const char *pair_url;            /* --pair: listen for boards pairing with a code (pair.h) */
     long pair_ttl_s, discovery_port; /* a code's lifetime; UDP port answered (0: none) */
+    const char *pair_code_file;      /* --pair-code-file: each code also goes there */
     const char *model_path;          /* for the state files' names */
     bool insecure, no_fallback, no_prefetch, quiet_push, stats;
     long replication, timeout_ms, push_timeout_ms, threads;

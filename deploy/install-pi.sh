@@ -6,22 +6,28 @@
 # options given on the command line replace theirs, and the running services
 # are restarted on the new programs, the node before the coordinator.
 #
-#   sudo deploy/install-pi.sh node [--mem 1.5G] [--listen tcp://*:5555]
 #   sudo deploy/install-pi.sh coordinator --model FILE [--http 0.0.0.0:8080]
+#   sudo deploy/install-pi.sh node --code CODE [--join tcp://HOST:5556] [--mem 1.5G] [--listen tcp://*:5555]
 #
-# Keys: each node prints its public key; put "tcp://HOST:5555 KEY" lines in
-# the coordinator's /etc/st/cluster. The coordinator prints its public key;
-# put it into each node's /etc/st/allow. Then start both sides.
+# Keys: the coordinator listens for pairings (st-coordinator --pair) and
+# prints a code in its log; a node installed with --code CODE finds it on the
+# LAN (or at --join's address), proves the code, and the two exchange their
+# keys (/etc/st/cluster on the coordinator, /etc/st/allow on the node). The
+# manual way still works: each node prints its "tcp://HOST:5555 KEY" line.
 set -euo pipefail
 die() { echo "install-pi: $*" >&2; exit 2; }
 usage() {
   cat <<'EOF'
-usage: sudo deploy/install-pi.sh node [--mem SIZE] [--listen URL]
-       sudo deploy/install-pi.sh coordinator --model FILE [--http HOST:PORT]
+usage: sudo deploy/install-pi.sh node [--code CODE [--join URL]] [--mem SIZE] [--listen URL]
+       sudo deploy/install-pi.sh coordinator --model FILE [--http HOST:PORT] [--pair URL]
 
 Installs (or upgrades) st-node or st-coordinator as a systemd service.
   --mem SIZE       node: RAM the node may use (first install: 1G; kept on upgrade)
   --listen URL     node: endpoint to bind (first install: tcp://*:5555; kept on upgrade)
+  --code CODE      node: pair with the coordinator by the code it printed (journalctl -u
+                   st-coordinator | grep 'pairing code'); found on the LAN by broadcast
+  --join URL       node: the coordinator's pairing address instead (tcp://HOST:5556)
+  --pair URL       coordinator: where boards pair (first install: tcp://*:5556; 'off': none)
   --model FILE     coordinator: the GGUF, readable by user st outside /home (required
                    on the first install; kept on upgrade)
   --http HOST:PORT coordinator: where the API listens (first install: 0.0.0.0:8080)
@@ -29,19 +35,21 @@ Settings live in /etc/default/st-node and /etc/default/st-coordinator.
 EOF
 }
 ROLE=${1:-}; shift || true
-MEM="" MODEL="" HTTP="" LISTEN=""
+MEM="" MODEL="" HTTP="" LISTEN="" CODE="" JOIN="" PAIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --mem|--model|--http|--listen) [ $# -ge 2 ] || die "$1 needs a value"
-      case "$1" in --mem) MEM=$2 ;; --model) MODEL=$2 ;; --http) HTTP=$2 ;; --listen) LISTEN=$2 ;; esac
+    --mem|--model|--http|--listen|--code|--join|--pair) [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in --mem) MEM=$2 ;; --model) MODEL=$2 ;; --http) HTTP=$2 ;; --listen) LISTEN=$2 ;;
+        --code) CODE=$2 ;; --join) JOIN=$2 ;; --pair) PAIR=$2 ;; esac
       shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 case "$ROLE" in node|coordinator) ;; -h|--help) usage; exit 0 ;; *) usage >&2; exit 2 ;; esac
-[ "$ROLE" = node ] || [ -z "$MEM$LISTEN" ] || die "--mem and --listen are node options"
-[ "$ROLE" = coordinator ] || [ -z "$MODEL$HTTP" ] || die "--model and --http are coordinator options"
+[ "$ROLE" = node ] || [ -z "$MEM$LISTEN$CODE$JOIN" ] || die "--mem, --listen, --code and --join are node options"
+[ "$ROLE" = coordinator ] || [ -z "$MODEL$HTTP$PAIR" ] || die "--model, --http and --pair are coordinator options"
+[ -z "$JOIN" ] || [ -n "$CODE" ] || die "--join goes with --code CODE"
 [ "$(id -u)" = 0 ] || die "run as root (sudo)"
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 # where things go; ST_INSTALL_ROOT and ST_INSTALL_BUILD exist for tests/test_install_pi.sh
@@ -107,6 +115,8 @@ if [ "$ROLE" = node ]; then
   [ -n "$LISTEN" ] || LISTEN=$(get_setting "$conf" ST_NODE_LISTEN)
   set_setting "$conf" ST_NODE_MEM "${MEM:-1G}"
   set_setting "$conf" ST_NODE_LISTEN "${LISTEN:-tcp://*:5555}"
+  # pairing: st-node --join [URL] --code CODE; once paired (a key in /etc/st/allow) it pairs no more
+  [ -z "$CODE" ] || set_setting "$conf" ST_NODE_JOIN "--join ${JOIN:+$JOIN }--code $CODE"
   install -D -m 0644 "$SRC/deploy/systemd/st-node.service" "$UNITS/st-node.service"
   systemctl daemon-reload
   systemctl enable st-node
@@ -115,11 +125,13 @@ if [ "$ROLE" = node ]; then
   [ -n "$ip" ] || ip=$(hostname -I | cut -d' ' -f1)
   port=$(get_setting "$conf" ST_NODE_LISTEN); port=${port##*:}
   echo "settings ($conf): $(tr '\n' ' ' < "$conf")"
-  echo "this node's line for the coordinator's /etc/st/cluster:"
-  echo "tcp://$ip:$port $(cat "$KEYS/node.pub")"
-  if [ ! -s "$KEYS/allow" ]; then
-    echo "next: put the coordinator's public key into /etc/st/allow, then: sudo systemctl start st-node"
+  if [ -n "$(get_setting "$conf" ST_NODE_JOIN)" ]; then
+    echo "next: sudo systemctl start st-node (it pairs with the coordinator by the code, then serves)"
+  elif [ ! -s "$KEYS/allow" ]; then
+    echo "next: sudo deploy/install-pi.sh node --code CODE (the code the coordinator printed), or by hand:"
+    echo "the coordinator's public key into /etc/st/allow, and this node's line into its /etc/st/cluster:"
   fi
+  echo "tcp://$ip:$port $(cat "$KEYS/node.pub")"
 else
   conf=$DEFAULTS/st-coordinator
   [ -n "$HTTP" ] || HTTP=$(get_setting "$conf" ST_HTTP)
@@ -131,15 +143,25 @@ else
   set_setting "$conf" ST_MODEL "$MODEL"
   set_setting "$conf" ST_HTTP "${HTTP:-0.0.0.0:8080}"
   set_setting "$conf" ST_API_KEY "$KEY"
+  # pairing: --pair URL or off; an upgrade keeps what is set (off included)
+  if [ -z "$PAIR" ] && grep -q '^ST_PAIR_ARGS=' "$conf"; then PAIR_ARGS=$(get_setting "$conf" ST_PAIR_ARGS)
+  elif [ "$PAIR" = off ]; then PAIR_ARGS=""
+  else PAIR_ARGS="--pair ${PAIR:-tcp://*:5556}"; fi
+  set_setting "$conf" ST_PAIR_ARGS "$PAIR_ARGS"
   chmod 0600 "$conf"
   install -D -m 0644 "$SRC/deploy/systemd/st-coordinator.service" "$UNITS/st-coordinator.service"
   systemctl daemon-reload
   systemctl enable st-coordinator
-  echo "coordinator public key (into each node's /etc/st/allow):"
+  echo "coordinator public key (for pairing by hand, into each node's /etc/st/allow):"
   cat "$KEYS/coordinator.pub"
   echo "settings: $conf (ST_MODEL=$MODEL, ST_HTTP=${HTTP:-0.0.0.0:8080}; the API key is ST_API_KEY there)"
-  grep -q '^[^#]' "$KEYS/cluster" ||
-    echo "next: one line per node in /etc/st/cluster ('tcp://HOST:5555 NODE_KEY'), then: sudo systemctl start st-coordinator"
+  if [ -n "$(get_setting "$conf" ST_PAIR_ARGS)" ]; then
+    echo "next: sudo systemctl start st-coordinator; its pairing code: journalctl -u st-coordinator | grep 'pairing code'"
+    echo "then on each node: sudo deploy/install-pi.sh node --code CODE"
+  else
+    grep -q '^[^#]' "$KEYS/cluster" ||
+      echo "next: one line per node in /etc/st/cluster ('tcp://HOST:5555 NODE_KEY'), then: sudo systemctl start st-coordinator"
+  fi
 fi
 
 # An upgrade: restart what runs on this board on the new programs, the node first (a

@@ -36,8 +36,8 @@ int st_join(const st_join_opts_t *o);
  * ST_ETIMEOUT / ST_EIO. */
 int st_join_discover(int port, int timeout_ms, char *url, size_t cap);
 
-/* Whether the allow file exists and holds at least one key: the node is
- * paired already. */
+/* Whether the allow file holds at least one key (a line that starts with
+ * one): the node is paired already. */
 bool st_join_paired(const char *allow_file);
 
 #endif

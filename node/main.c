@@ -56,12 +56,15 @@ static void s_usage(FILE *f) {
             "                 its cluster file. Already paired (the allow file holds a key): no pairing again.\n"
             "                 --listen needs a fixed port (the coordinator's cluster file names it)\n"
             "  --code CODE    the pairing code st-coordinator printed (\"pairing code: ...\")\n"
+            "  --advertise URL  the address the coordinator is to reach this node at, e.g. tcp://pi-3.local:5555\n"
+            "                 (default: --listen, a wildcard host replaced by the address it pairs from)\n"
             "  --join-timeout S  give up pairing after S seconds (default 600)\n"
             "  --discovery-port N  UDP port of the coordinator's discovery (default %d)\n"
             "  --insecure     plain TCP, no encryption or authentication (logs a warning)\n"
             "  --version      print the version and exit\n"
             "  -h, --help     this help\n"
             "\n"
+            "Exit status: 0 stopped, 1 failed, 2 bad options, 3 the pairing code was refused.\n"
             "If it aborts (libzmq 4.3.4 can, on what a peer sends), st-node executes itself again:\n"
             "the same pid and address, the store verified again, \"restarted after an abort\" logged.\n",
             st_cpu_count(), ST_PAKE_DISCOVERY_PORT);
@@ -94,7 +97,7 @@ static int s_bad(const char *fmt, const char *arg) {
 int main(int argc, char **argv) {
     const int restarts = st_restart_count(); /* first: it also unblocks the signals an abort left blocked */
     st_node_opts_t o = {.listen = "tcp://*:5555"};
-    const char *key_file = NULL, *allow_file = NULL, *join_url = NULL, *code = NULL;
+    const char *key_file = NULL, *allow_file = NULL, *join_url = NULL, *code = NULL, *advertise = NULL;
     bool have_mem = false, join = false;
     long join_timeout = 600, discovery_port = ST_PAKE_DISCOVERY_PORT;
     char listen[512], allow_path[4096];
@@ -120,10 +123,10 @@ int main(int argc, char **argv) {
             }
             continue;
         }
-        static const char *with_value[] = {
-            "--listen",        "--store", "--id",    "--mem",        "-t",     "--threads",
-            "--batch",         "--key",   "--allow", "--max-models", "--code", "--join-timeout",
-            "--discovery-port"};
+        static const char *with_value[] = {"--listen",    "--store",         "--id",    "--mem",
+                                           "-t",          "--threads",       "--batch", "--key",
+                                           "--allow",     "--max-models",    "--code",  "--join-timeout",
+                                           "--advertise", "--discovery-port"};
         bool known = false;
         for (size_t j = 0; j < sizeof with_value / sizeof with_value[0]; j++) known |= !strcmp(a, with_value[j]);
         if (!known) return s_bad("unknown option %s", a);
@@ -148,7 +151,11 @@ int main(int argc, char **argv) {
             allow_file = v;
         else if (!strcmp(a, "--code"))
             code = v;
-        else if (!strcmp(a, "--join-timeout")) {
+        else if (!strcmp(a, "--advertise")) {
+            if (strncmp(v, "tcp://", 6) || strlen(v) > ST_PAKE_MAX_ENDPOINT)
+                return s_bad("--advertise %s: want tcp://HOST:PORT", v);
+            advertise = v;
+        } else if (!strcmp(a, "--join-timeout")) {
             if (!st_parse_int(v, 1, 86400 * 7, &join_timeout)) return s_bad("--join-timeout %s: want seconds", v);
         } else if (!strcmp(a, "--discovery-port")) {
             if (!st_parse_int(v, 1, 65535, &discovery_port)) return s_bad("--discovery-port %s: want 1..65535", v);
@@ -170,7 +177,7 @@ int main(int argc, char **argv) {
     if (!have_mem) return s_bad("%s", "--mem SIZE is required");
     if (!o.store_dir) return s_bad("%s", "--store DIR is required");
     if (join && (o.insecure || !code)) return s_bad("%s", "--join takes --code CODE, and not --insecure");
-    if (code && !join) return s_bad("%s", "--code is for --join");
+    if ((code || advertise) && !join) return s_bad("%s", "--code and --advertise are for --join");
     char norm[ST_PAKE_CODE_LEN + 1];
     if (code && st_pake_code_normalize(code, norm) < 0)
         return s_bad("--code %s: want the 10 characters st-coordinator printed (e.g. ABCDE-FGHJK)", code);
@@ -211,10 +218,16 @@ int main(int argc, char **argv) {
             char host[65] = "";
             zmq_z85_decode(node_key, pub);
             if (!o.id) gethostname(host, sizeof host - 1); /* the id st-node reports anyway */
-            st_join_opts_t jo = {
-                join_url,         code, o.listen, o.id ? o.id : host, node_key, allow_file, (int)discovery_port,
-                (int)join_timeout};
-            if (st_join(&jo) < 0) return 1;
+            st_join_opts_t jo = {.url = join_url,
+                                 .code = code,
+                                 .endpoint = advertise ? advertise : o.listen,
+                                 .id = o.id ? o.id : host,
+                                 .node_key = node_key,
+                                 .allow_file = allow_file,
+                                 .discovery_port = (int)discovery_port,
+                                 .timeout_s = (int)join_timeout};
+            int rc = st_join(&jo);
+            if (rc < 0) return rc == ST_EAUTH ? 3 : 1; /* 3: refused, so that a service does not retry it */
         }
         if (!allow_file)
             return s_bad("%s",

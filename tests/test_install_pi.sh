@@ -60,6 +60,16 @@ run node --mem 2G --listen 'tcp://*:5600' || fail "node --mem 2G: $(cat "$T/out"
 [ "$(setting st-node ST_NODE_MEM)" = 2G ] || fail "--mem 2G gave $(setting st-node ST_NODE_MEM)"
 grep -qx "tcp://10.0.0.7:5600 PUBKEY-node" "$T/out" || fail "the line does not follow --listen: $(cat "$T/out")"
 [ "$(grep -c '^ST_NODE_MEM=' "$T/root/etc/default/st-node")" = 1 ] || fail "ST_NODE_MEM twice"
+# pairing: --code (discovery) or --join URL --code; the unit passes ST_NODE_JOIN to st-node
+[ -z "$(setting st-node ST_NODE_JOIN)" ] || fail "pairing set without --code"
+run node --code abcde-23456 || fail "node --code: $(cat "$T/out")"
+[ "$(setting st-node ST_NODE_JOIN)" = "--join --code abcde-23456" ] || fail "ST_NODE_JOIN: $(setting st-node ST_NODE_JOIN)"
+grep -q "it pairs with the coordinator" "$T/out" || fail "no pairing step told: $(cat "$T/out")"
+run node --join 'tcp://10.0.0.2:5556' --code ABCDE-23456 || fail "node --join: $(cat "$T/out")"
+[ "$(setting st-node ST_NODE_JOIN)" = "--join tcp://10.0.0.2:5556 --code ABCDE-23456" ] ||
+  fail "ST_NODE_JOIN with --join: $(setting st-node ST_NODE_JOIN)"
+run node --join 'tcp://10.0.0.2:5556' && fail "--join without --code was accepted"
+grep -q '\$ST_NODE_JOIN' "$T/root/etc/systemd/system/st-node.service" || fail "the unit does not pass ST_NODE_JOIN"
 
 # a coordinator: a model under /home is refused before anything is installed
 run coordinator --model /home/pi/model.gguf && fail "a model under /home was accepted"
@@ -73,6 +83,8 @@ run coordinator --model "$models/a.gguf" || fail "coordinator install: $(cat "$T
 key=$(setting st-coordinator ST_API_KEY)
 [ ${#key} -ge 16 ] || fail "no API key written: '$key'"
 [ "$(setting st-coordinator ST_HTTP)" = 0.0.0.0:8080 ] || fail "ST_HTTP: $(setting st-coordinator ST_HTTP)"
+[ "$(setting st-coordinator ST_PAIR_ARGS)" = '--pair tcp://*:5556' ] || fail "ST_PAIR_ARGS: $(setting st-coordinator ST_PAIR_ARGS)"
+grep -q "pairing code" "$T/out" || fail "the coordinator install does not say where the code is: $(cat "$T/out")"
 # a re-run keeps the model, a new --model replaces it; the API key stays; both services restart in order
 touch "$T/active-st-coordinator"
 run coordinator || fail "coordinator re-run: $(cat "$T/out")"
@@ -81,6 +93,11 @@ run coordinator --model "$models/b.gguf" --http 127.0.0.1:8081 || fail "new --mo
 [ "$(setting st-coordinator ST_MODEL)" = "$models/b.gguf" ] || fail "a new --model was ignored"
 [ "$(setting st-coordinator ST_HTTP)" = 127.0.0.1:8081 ] || fail "a new --http was ignored"
 [ "$(setting st-coordinator ST_API_KEY)" = "$key" ] || fail "the API key changed on a re-run"
+[ "$(setting st-coordinator ST_PAIR_ARGS)" = '--pair tcp://*:5556' ] || fail "a re-run lost ST_PAIR_ARGS"
+run coordinator --pair off || fail "--pair off: $(cat "$T/out")"
+[ -z "$(setting st-coordinator ST_PAIR_ARGS)" ] || fail "--pair off left $(setting st-coordinator ST_PAIR_ARGS)"
+run coordinator || fail "coordinator re-run after --pair off"
+[ -z "$(setting st-coordinator ST_PAIR_ARGS)" ] || fail "a re-run turned pairing back on"
 order=$(grep "^systemctl restart" "$T/calls" | tr '\n' ' ')
 [ "$order" = "systemctl restart st-node systemctl restart st-coordinator " ] || fail "restart order: $order"
-echo "install-pi: settings kept and replaced, restarts in order, /home refused before building"
+echo "install-pi: settings kept and replaced, restarts in order, /home refused before building, pairing settings"

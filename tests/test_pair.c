@@ -15,11 +15,14 @@
  * tokens again st-run's; a coordinator with a key the boards never paired
  * with is refused by every board. */
 #include <criterion/criterion.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -223,25 +226,53 @@ static int s_cluster_nodes(char *key_seen, const uint8_t key[32]) {
     return n;
 }
 
+/* A TCP port free on 127.0.0.1 right now. */
+static int s_free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* The code file holds code (and a newline), mode 0600. */
+static void s_code_file_is(const char *code) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/code", g_dir);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0, "no code file");
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    char *t = st_file_read(path, 0, NULL);
+    cr_assert_not_null(t);
+    t[strcspn(t, "\n")] = '\0';
+    cr_assert_str_eq(t, code);
+    free(t);
+}
+
 Test(pair, wrong_codes_are_refused_logged_and_limited) {
     const char *model = s_model();
     char err[300], code[ST_PAKE_CODE_BUF], code2[ST_PAKE_CODE_BUF], url[128];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
-    pid_t coord = s_coord_start(NULL, model, "coord.key", "--pair tcp://127.0.0.1:* --discovery-port 0", 1, "coord");
+    char extra[400];
+    snprintf(extra, sizeof extra, "--pair tcp://127.0.0.1:* --discovery-port 0 --pair-code-file '%s/code'", g_dir);
+    pid_t coord = s_coord_start(NULL, model, "coord.key", extra, 1, "coord");
     s_code(err, 1, code);
     s_endpoint(err, url, sizeof url);
+    s_code_file_is(code);
     char wrong[ST_PAKE_CODE_BUF];
     memcpy(wrong, code, sizeof wrong);
     wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
 
-    /* a real board with a wrong code: refused, says so, exits 1 */
+    /* a real board with a wrong code: refused, says so, exits 3 (a service does not retry it) */
     char nlog[300], store[300];
     snprintf(nlog, sizeof nlog, "%s/node.err", g_dir);
     snprintf(store, sizeof store, "%s/store", g_dir);
     cr_assert_eq(st_test_system("timeout 60 '%s/st-node' --listen tcp://127.0.0.1:1 --join '%s' --code '%s' --store "
                                 "'%s' --mem 256M 2> '%s'",
                                 BIN, url, wrong, store, nlog),
-                 1);
+                 3, "a refused code is exit status 3");
     cr_assert(st_test_file_has(nlog, "refused the pairing: wrong code", 0), "the board did not say why (%s)", nlog);
     cr_assert(st_test_file_has(err, "pairing refused from 127.0.0.1: wrong code", 0), "refusal not logged (%s)", err);
 
@@ -258,6 +289,7 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
     cr_assert(st_test_file_has(err, "that code is dead", 5000));
     s_code(err, 2, code2);
     cr_assert_str_neq(code, code2);
+    s_code_file_is(code2);
     st_pake_node_info_t me = s_board(11);
     cr_assert_eq(s_raw_pair(url, code, &me, key), ST_PAKE_R_WRONG, "the dead code still pairs");
     char seen;
@@ -270,6 +302,24 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
     cr_assert_arr_eq(key, want, 32, "the board got another key than coord.pub");
     cr_assert_eq(s_cluster_nodes(&seen, me.key), 1);
     cr_assert(seen, "the paired board's key is not in the cluster file");
+
+    /* a real board with the same code, as typed (lower case), and --advertise: the cluster file names it so */
+    const int port = s_free_port();
+    char listen[64], adv[64], store2[300], lower[ST_PAKE_CODE_BUF], cluster[300];
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+    snprintf(adv, sizeof adv, "tcp://localhost:%d", port);
+    snprintf(store2, sizeof store2, "%s/store2", g_dir);
+    snprintf(cluster, sizeof cluster, "%s/cluster", g_dir);
+    for (int i = 0; i < ST_PAKE_CODE_BUF; i++)
+        lower[i] = (char)(code2[i] >= 'A' && code2[i] <= 'Z' ? code2[i] + 32 : code2[i]);
+    const char *argv[] = {BIN "/st-node", "--listen", listen,  "--join", url,  "--code", lower, "--advertise", adv,
+                          "--store",      store2,     "--mem", "256M",   "-t", "1",      NULL};
+    st_test_node_t board;
+    cr_assert_eq(st_test_node_start(&board, argv, nlog, 30000), 0, "the board did not serve (%s)", nlog);
+    char want_line[200];
+    snprintf(want_line, sizeof want_line, "%s %s", adv, board.pub);
+    cr_assert(st_test_file_has(cluster, want_line, 5000), "no '%s' in the cluster file", want_line);
+    st_test_node_stop(&board, SIGTERM);
     st_test_stop(coord, SIGTERM, 5000);
 }
 
