@@ -2,7 +2,9 @@
  * bounded number of connections), so no HTTP parsing of our own.
  *
  * Routes: GET / (web chat), GET /v1/models, POST /v1/chat/completions,
- * POST /v1/completions, GET /health, GET /metrics. Bodies are limited to
+ * POST /v1/completions, GET /health, GET /metrics, POST /admin/ACTION
+ * (st-ctl's drain, remove, rebalance: behind the key like the others, and
+ * without a key only loopback is served). Bodies are limited to
  * ST_SERVER_MAX_BODY (413); a declared Content-Length over it is refused
  * before anything is read. With an API key every route but the page needs
  * "Authorization: Bearer KEY", compared in constant time (BLAKE2b of both,
@@ -440,6 +442,14 @@ static enum MHD_Result s_handler(void *cls, struct MHD_Connection *con, const ch
                   {"/v1/models", false, 2},
                   {"/health", false, 3},
                   {"/metrics", false, 4}};
+    if (!strncmp(url, "/admin/", 7)) { /* st-ctl: run by the scheduler between steps */
+        if (!post) return s_not_allowed(h, con, "POST");
+        if (!s_authorized(h, con))
+            return s_error(h, con, 401, "authentication_error", "missing or wrong API key (Authorization: Bearer KEY)");
+        char *reply = NULL;
+        int status = st_sched_admin(h->s, url + 7, cc->body ? cc->body : "", cc->len, &reply);
+        return s_send(h, con, status, reply, "application/json");
+    }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(url, routes[i].url)) continue;
         if (routes[i].post ? !post : !get) return s_not_allowed(h, con, routes[i].post ? "POST" : "GET, HEAD");

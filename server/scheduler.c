@@ -81,6 +81,17 @@ struct st_req {
     double t_submit;
 };
 
+/* An admin action waiting for the scheduler thread (st_sched_admin); lives
+ * on the waiting HTTP thread's stack. */
+typedef struct admin {
+    const char *action, *body;
+    size_t len;
+    int status;
+    char *reply;
+    bool done;
+    struct admin *next;
+} admin_t;
+
 struct st_sched {
     st_ctx_t *c;
     const st_model_t *m;
@@ -98,7 +109,9 @@ struct st_sched {
     st_req_t **active; /* parallel slots, scheduler thread */
     int n_active;
     char *nodes_json;
-    bool waiting; /* st_server_view_t.waiting's last answer, and why */
+    admin_t *admin;          /* actions to run between steps (under mu) */
+    pthread_cond_t admin_cv; /* one of them is done */
+    bool waiting;            /* st_server_view_t.waiting's last answer, and why */
     char waiting_why[256];
     st_sched_stats_t st;
     uint64_t rate_tok[10];
@@ -306,6 +319,53 @@ static void s_view_refresh(st_sched_t *s, double *last) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Runs the admin actions queued so far (not under mu): between two steps of
+ * the running sequences, or while idle. Whether any ran. */
+static bool s_run_admin(st_sched_t *s) {
+    pthread_mutex_lock(&s->mu);
+    admin_t *a = s->admin;
+    s->admin = NULL;
+    const int running = s->n_active;
+    pthread_mutex_unlock(&s->mu);
+    const bool any = a != NULL;
+    while (a) {
+        admin_t *next = a->next; /* a is gone once done */
+        char *reply = NULL;
+        int status = s->view.admin(s->view.idle_arg, a->action, a->body, a->len, running, &reply);
+        pthread_mutex_lock(&s->mu);
+        a->status = status;
+        a->reply = reply;
+        a->done = true;
+        pthread_cond_broadcast(&s->admin_cv);
+        pthread_mutex_unlock(&s->mu);
+        a = next;
+    }
+    return any;
+}
+
+int st_sched_admin(st_sched_t *s, const char *action, const char *body, size_t len, char **reply) {
+    *reply = NULL;
+    if (!s->view.admin) {
+        *reply = st_api_error("invalid_request_error", "no cluster here: nothing to steer");
+        return 404;
+    }
+    admin_t a = {.action = action, .body = body, .len = len};
+    pthread_mutex_lock(&s->mu);
+    if (s->stop) {
+        pthread_mutex_unlock(&s->mu);
+        *reply = st_api_error("server_error", "the server is stopping");
+        return 503;
+    }
+    admin_t **tail = &s->admin;
+    while (*tail) tail = &(*tail)->next;
+    *tail = &a;
+    pthread_cond_signal(&s->cv); /* wakes an idle scheduler */
+    while (!a.done) pthread_cond_wait(&s->admin_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    *reply = a.reply;
+    return a.status;
+}
+
 /* Asks the view whether to wait before serving (not under mu). */
 static void s_check_waiting(st_sched_t *s) {
     char why[sizeof s->waiting_why] = "";
@@ -370,10 +430,11 @@ static void *s_thread(void *arg) {
         if (s->n_active == 0) {
             pthread_mutex_unlock(&s->mu);
             if (s->view.idle) s->view.idle(s->view.idle_arg);
+            if (s_run_admin(s)) last_view = -1e300; /* st-ctl reads what it did at once */
             s_check_waiting(s);
             s_view_refresh(s, &last_view);
             pthread_mutex_lock(&s->mu);
-            if (s->stop || (s->q_head && !s->waiting)) continue;
+            if (s->stop || (s->q_head && !s->waiting) || s->admin) continue;
             struct timespec ts; /* a new request signals cv: the wait only paces the idle work */
             clock_gettime(CLOCK_REALTIME, &ts);
             ts.tv_nsec += s->view.idle ? 100000000L : 500000000L;
@@ -393,6 +454,7 @@ static void *s_thread(void *arg) {
         for (int j = 0; j < rows; j++) n_running += s->batch[j]->n_generated > 0;
         pthread_mutex_unlock(&s->mu);
         if (n && s->view.between_steps) s->view.between_steps(s->view.idle_arg);
+        if (n && s_run_admin(s)) last_view = -1e300;
         int rc = n ? st_decode_mixed(s->c, s->kvs, s->toks, n, s->want, s->logits) : 0;
         pthread_mutex_lock(&s->mu);
         if (n_running) {
@@ -420,7 +482,15 @@ static void *s_thread(void *arg) {
         s_view_refresh(s, &last_view);
         pthread_mutex_lock(&s->mu);
     }
-    /* shutting down: end everything */
+    /* shutting down: end everything, and refuse the admin actions still queued */
+    for (admin_t *a = s->admin, *nx; a; a = nx) {
+        nx = a->next;
+        a->status = 503;
+        a->reply = st_api_error("server_error", "the server is stopping");
+        a->done = true;
+    }
+    s->admin = NULL;
+    pthread_cond_broadcast(&s->admin_cv);
     for (int i = 0; i < s->n_active; i++) s_finish(s, s->active[i], "error");
     s_reap(s);
     for (st_req_t *r = s->q_head, *nx; r; r = nx) {
@@ -452,6 +522,7 @@ st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, si
     if (view) s->view = *view;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    pthread_cond_init(&s->admin_cv, NULL);
     s->active = calloc((size_t)s->parallel, sizeof *s->active);
     s->n_batch = nb;
     s->kvs = calloc((size_t)nb, sizeof *s->kvs);
@@ -499,6 +570,7 @@ void st_sched_destroy(st_sched_t **sp) {
     st_pcache_destroy(&s->pc);
     st_vocab_destroy(&s->vocab);
     pthread_cond_destroy(&s->cv);
+    pthread_cond_destroy(&s->admin_cv);
     pthread_mutex_destroy(&s->mu);
     free(s);
     *sp = NULL;

@@ -40,6 +40,12 @@ typedef struct {
      * cluster waiting for --min-nodes), with the reason in why. Requests wait
      * in the queue meanwhile, and /health says status "waiting" and why. */
     bool (*waiting)(void *idle_arg, char *why, size_t cap);
+    /* Called on the scheduler thread between two steps (or while idle) for
+     * POST /admin/ACTION (st-ctl: "drain", "remove", "rebalance"; may be
+     * NULL: no such routes): body is the request's JSON, running the
+     * sequences in progress (the action happens between two of their steps).
+     * Returns an HTTP status with a malloc'd JSON answer in *reply. */
+    int (*admin)(void *idle_arg, const char *action, const char *body, size_t len, int running, char **reply);
 } st_server_view_t;
 
 /* Serves a->http until SIGINT or SIGTERM: creates the context through hooks

@@ -90,6 +90,11 @@ void st_sched_stats(st_sched_t *s, st_sched_stats_t *out);
 bool st_sched_waiting(st_sched_t *s, char *why, size_t cap);
 /* The latest cluster view as a JSON array (malloc'd text; "[]" without a view). */
 char *st_sched_nodes_json(st_sched_t *s);
+/* An admin action (POST /admin/ACTION) for the view, run on the scheduler
+ * thread at its next point between steps; waits for it. Returns an HTTP
+ * status and a malloc'd JSON answer in *reply (404 without an admin view,
+ * 503 when the scheduler stops first). */
+int st_sched_admin(st_sched_t *s, const char *action, const char *body, size_t len, char **reply);
 
 /* ---- API -------------------------------------------------------------------- */
 
