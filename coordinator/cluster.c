@@ -57,6 +57,7 @@ typedef struct {
     bool connected;
     uint64_t hello_queued; /* request id of a HELLO sent while not connected */
     /* the board as its last HEARTBEAT answer said (st_cluster_ask_board) */
+    bool removed; /* st_cluster_remove: disconnected for good */
     bool has_board;
     st_wire_board_t board;
     double board_ms, board_asked_ms; /* when it came, when it was last asked for */
@@ -236,6 +237,7 @@ static int s_send_hello(st_cluster_t *c, node_t *nd, uint64_t *rid) {
  * the wait for its answer starts now. */
 static void s_on_monitor(st_cluster_t *c, int i, uint16_t event) {
     node_t *nd = &c->nodes[i];
+    if (nd->removed) return;
     if (event == ZMQ_EVENT_DISCONNECTED) {
         nd->connected = false;
         nd->hello_queued = 0;
@@ -567,12 +569,12 @@ int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a) {
     uint64_t *rids = st_calloc((size_t)c->n, sizeof *rids);
     if (!rids) return st_fail(ST_ENOMEM, "no memory");
     for (int i = 0; i < c->n; i++)
-        if (s_keep_share(&c->nodes[i], &a[i]) < 0) {
+        if (!a[i].keep && s_keep_share(&c->nodes[i], &a[i]) < 0) {
             free(rids);
             return ST_ENOMEM;
         }
     for (int i = 0; i < c->n; i++) {
-        if (!c->nodes[i].up) continue;
+        if (!c->nodes[i].up || a[i].keep) continue;
         st_wire_msg_t m = {.type = ST_MSG_ASSIGN};
         m.assign.shape = c->shape;
         m.assign.n_experts = a[i].n_experts;
@@ -627,7 +629,7 @@ static void s_rejoin_tick(st_cluster_t *c) {
     const double now = st_now_ms();
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
-        if (nd->up || !c->has_shape) continue;
+        if (nd->up || nd->removed || !c->has_shape) continue;
         if ((nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN) && now > nd->rj_deadline) {
             s_rejoin_fail(c, i, "no answer within the deadline");
             continue;
@@ -714,8 +716,12 @@ int st_cluster_maintain(st_cluster_t *c) {
         }
         st_cluster_assign_t *a = st_calloc((size_t)c->n, sizeof *a);
         if (!a) return st_fail(ST_ENOMEM, "no memory");
-        a[i] = (st_cluster_assign_t){nd->n_experts, nd->n_pinned,     nd->experts,
-                                     nd->pinned,    nd->rj_n_missing, nd->rj_missing};
+        a[i] = (st_cluster_assign_t){.n_experts = nd->n_experts,
+                                     .n_pinned = nd->n_pinned,
+                                     .experts = nd->experts,
+                                     .pinned = nd->pinned,
+                                     .n_missing = nd->rj_n_missing,
+                                     .missing = nd->rj_missing};
         st_log(ST_LOG_INFO, "node %d (%s) rejoins without %u of its experts: pushing them", i, nd->addr.url,
                nd->rj_n_missing);
         nd->up = true; /* for the push only; it marks the node down again if it fails */
@@ -768,6 +774,20 @@ int st_cluster_idle(st_cluster_t *c, int wait_ms) {
     int rc = s_poll(c, wait_ms, s_idle_msg, NULL);
     return rc < 0 ? rc : st_cluster_maintain(c);
 }
+
+void st_cluster_remove(st_cluster_t *c, int node) {
+    node_t *nd = &c->nodes[node];
+    if (nd->removed) return;
+    nd->removed = true;
+    nd->up = false;
+    nd->has_board = false;
+    nd->rj = RJ_IDLE;
+    nd->hello_queued = 0;
+    zmq_disconnect(nd->sock, nd->addr.url); /* the socket stays, silent: the poll set keeps its shape */
+    st_log(ST_LOG_INFO, "node %d (%s) removed from the cluster", node, nd->addr.url);
+}
+
+bool st_cluster_is_removed(const st_cluster_t *c, int node) { return c->nodes[node].removed; }
 
 int st_cluster_ask_board(st_cluster_t *c, int every_ms) {
     const double now = st_now_ms();

@@ -109,10 +109,13 @@ typedef struct {
     st_wire_ref_t *experts, *pinned;
     uint32_t n_missing;     /* filled by st_cluster_assign: what the node asks for */
     st_wire_ref_t *missing; /* malloc'd; free with st_cluster_assign_free */
+    bool keep;              /* not sent this time: the node keeps its share (a drain tells it last) */
 } st_cluster_assign_t;
 
-/* ASSIGN to every node up (all at once), waits for each ASSIGN_ACK. A node
- * that fails is marked down. Returns the number of nodes that acknowledged. */
+/* ASSIGN to every node up (all at once) but those marked keep, waits for
+ * each ASSIGN_ACK; the share of every node not marked keep, up or not, is
+ * kept for its rejoin. A node that fails is marked down. Returns the number
+ * of nodes that acknowledged. */
 int st_cluster_assign(st_cluster_t *c, st_cluster_assign_t *a);
 void st_cluster_assign_free(st_cluster_assign_t *a, int n_nodes);
 
@@ -159,6 +162,11 @@ int st_cluster_admit(st_cluster_t *c);
  * wait_ms (connection losses, the probe exchanges, probes that are due),
  * then st_cluster_maintain. Returns as that. */
 int st_cluster_idle(st_cluster_t *c, int wait_ms);
+/* Takes a node out of the cluster for good (st-ctl remove): disconnected,
+ * down, never probed again; its index stays (indices never move). */
+void st_cluster_remove(st_cluster_t *c, int node);
+bool st_cluster_is_removed(const st_cluster_t *c, int node);
+
 /* Asks every node that is up and was not asked within every_ms how its
  * board is doing (a HEARTBEAT; the answer comes in during the cluster's
  * waits, outside the byte counters). Returns how many were asked. */

@@ -54,7 +54,9 @@ static void s_nodes(void *arg, cJSON *nodes) {
     int n = st_cluster_n_nodes(cl);
     int L = pl ? st_placement_n_layer(pl) : 0, X = pl ? st_placement_n_expert(pl) : 0;
     for (int i = 0; i < n; i++) {
+        if (st_cluster_is_removed(cl, i)) continue; /* st-ctl remove: gone */
         cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "index", i); /* how st-ctl names it */
         const st_wire_inventory_t *inv = st_cluster_inventory(cl, i);
         const st_node_stats_t *ns = st_cluster_stats(cl, i);
         cJSON_AddStringToObject(o, "url", st_cluster_url(cl, i));
@@ -62,6 +64,9 @@ static void s_nodes(void *arg, cJSON *nodes) {
         const char *sw = inv ? strchr(inv->software, ' ') : NULL; /* "st-node 0.4.0 (git ...)" */
         cJSON_AddStringToObject(o, "version", sw ? sw + 1 : "");  /* "": not known, or before 0.4.0 */
         cJSON_AddBoolToObject(o, "up", st_cluster_is_up(cl, i));
+        const bool drained = st_coord_drained(v->c, i);
+        cJSON_AddBoolToObject(o, "drained", drained);
+        cJSON_AddStringToObject(o, "state", drained ? "drained" : st_cluster_is_up(cl, i) ? "up" : "down");
         cJSON_AddNumberToObject(o, "mem_budget", inv ? (double)inv->mem_budget : 0);
         cJSON_AddNumberToObject(o, "store_free", inv ? (double)inv->store_free : 0);
         cJSON_AddNumberToObject(o, "threads", inv ? inv->threads : 0);

@@ -20,6 +20,7 @@
 #include "st_log.h"
 #ifdef ST_HAVE_SERVER
 #include "cluster_view.h"
+#include "steer.h"
 #endif
 
 #define PROG "st-coordinator"
@@ -86,6 +87,7 @@ static int s_serve(st_coord_t *c, const st_cli_args_t *a, const st_model_t *m, c
     sv.idle_arg = c;
     sv.between_steps = s_serve_between_steps;
     sv.waiting = s_waiting;
+    sv.admin = st_steer_admin; /* st-ctl: drain, remove, rebalance, between steps */
     int status = st_server_main(PROG, a, m, hooks, &sv);
     st_cluster_view_destroy(&view);
     return status;

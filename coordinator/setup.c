@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <sodium.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,8 @@ struct st_coord {
     st_pair_t *pair;      /* --pair: boards pairing (NULL: none) */
     bool waiting;         /* for --min-nodes */
     double wait_until_ms; /* --min-nodes-timeout (INFINITY: none) */
+    uint8_t *drained;     /* per node index (n_drained of them): st_coord_drain took it out of placement */
+    int n_drained;
 };
 
 /* ---- node list ------------------------------------------------------------ */
@@ -172,18 +175,34 @@ static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, voi
     return st_remote_expert_read(((st_coord_t *)arg)->m, layer, e, off, dst, len);
 }
 
+/* Whether node i was taken out of placement (drained or removed): it gets no share. */
+static bool s_left(const st_coord_t *c, int i) {
+    return (i < c->n_drained && c->drained[i]) || st_cluster_is_removed(c->cl, i);
+}
+
+/* How s_place places: at setup, a join, or an st-ctl action. */
+typedef struct {
+    const char *what;  /* NULL at setup, else "join", "drain"...: the label of the summary line */
+    bool keep_down;    /* a node that is down keeps its share (it rejoins later) */
+    bool live_profile; /* this run's routing counts join the saved profile (rebalance) */
+    int defer;         /* node whose ASSIGN goes out only after the others have their experts, or -1 */
+} place_how_t;
+
 /* Places the experts over the nodes and sends each node up its ASSIGN, then
  * pushes what it lacks. A node "holds" an expert when its INVENTORY showed
  * it with the right hash, or when it is in the share it was last assigned
  * (and pushed): placement keeps experts where they are, so when a node joins
- * only what it takes over moves. At a join, a node that is down but has a
- * share keeps it (it rejoins later) instead of handing it to the others.
- * *out gets the placement (NULL when no node is up). 0, or an exit status. */
-static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
+ * only what it takes over moves. With keep_down (a join), a node that is
+ * down but has a share keeps it (it rejoins later) instead of handing it to
+ * the others. A drained or removed node gets nothing; a drained node is told
+ * last (defer), once the others hold its experts, so a failed push leaves it
+ * its share. *out gets the placement (NULL when no node is up), chg (may be
+ * NULL) what moved. 0, or an exit status. */
+static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, st_coord_change_t *chg) {
+    const bool join = how->what != NULL;
     const st_coord_opts_t *ca = &c->o;
     const st_model_t *m = c->m;
     const int L = m->cfg.n_layer, X = m->cfg.n_expert, N = st_cluster_n_nodes(c->cl);
-    const int up = st_cluster_n_up(c->cl);
     char path[4096], hex[2 * ST_WIRE_HASH_BYTES + 1];
     sodium_bin2hex(hex, sizeof hex, c->shape.model_hash, ST_WIRE_HASH_BYTES);
     st_place_node_t *pn = calloc((size_t)N, sizeof *pn);
@@ -197,14 +216,21 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
     const char **names = calloc((size_t)N, sizeof *names);
     st_cluster_assign_t *as = calloc((size_t)N, sizeof *as);
     uint32_t *before = calloc((size_t)N, sizeof *before); /* experts of each node's previous share */
+    if (how->live_profile && c->rm && (prof || (prof = calloc((size_t)L * X, sizeof *prof)))) {
+        const uint64_t *live = st_remote_moe_route_counts(c->rm);
+        for (size_t i = 0; i < (size_t)L * X; i++) prof[i] += (double)live[i];
+    }
     st_placement_t *pl = NULL;
     int rc = pn && held && names && as && before ? 0 : 1;
     uint64_t held_total = 0;
+    int n_in = 0; /* nodes up that take a share */
     for (int i = 0; rc == 0 && i < N; i++) {
         names[i] = st_cluster_url(c->cl, i);
         const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
         const st_wire_ref_t *share = st_cluster_share(c->cl, i, &before[i]);
-        if ((!st_cluster_is_up(c->cl, i) && !(join && before[i])) || !inv) continue; /* budget 0: gets nothing */
+        if (s_left(c, i) || (!st_cluster_is_up(c->cl, i) && !(how->keep_down && before[i])) || !inv)
+            continue; /* budget 0: gets nothing */
+        n_in += st_cluster_is_up(c->cl, i);
         uint8_t *h = held + (size_t)i * L * X;
         for (uint32_t k = 0; k < inv->n_held; k++) {
             const st_wire_ref_t *r = &inv->held[k];
@@ -227,7 +253,7 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
     }
     uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
     for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
-    if (rc == 0 && up > 0) { /* nobody up: no placement (NULL), every expert computed here */
+    if (rc == 0 && n_in > 0) { /* nobody up: no placement (NULL), every expert computed here */
         st_place_params_t pp = {.n_layer = L,
                                 .n_expert = X,
                                 .replication = (int)ca->replication,
@@ -236,7 +262,7 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
                                 .layer_bytes = layer_bytes};
         if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
     }
-    if (rc == 0 && up > 0) {
+    if (rc == 0 && n_in > 0) {
         st_placement_print(pl, stderr, names);
         s_state_path(c, ".placement.json", path, sizeof path);
         if (st_placement_save_json(pl, path, names, hex) < 0)
@@ -246,7 +272,7 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
     }
 
     /* ASSIGN and push */
-    if (rc == 0 && up > 0) {
+    if (rc == 0 && n_in > 0) {
         for (int i = 0; i < N; i++) {
             int n = st_placement_node_experts(pl, i);
             as[i].experts = calloc((size_t)n + 1, sizeof *as[i].experts);
@@ -265,18 +291,27 @@ static int s_place(st_coord_t *c, st_placement_t **out, bool join) {
                 }
         }
         if (rc == 0) {
+            if (how->defer >= 0) as[how->defer].keep = true;
             st_cluster_assign(c->cl, as);
             uint32_t missing = 0;
             for (int i = 0; i < N; i++)
                 if (st_cluster_is_up(c->cl, i)) missing += as[i].n_missing;
             int64_t pushed = st_cluster_push(c->cl, as, s_read_shard, c, (int)ca->push_timeout_ms, ca->quiet_push);
+            if (pushed >= 0 && how->defer >= 0) { /* the others hold its experts now: the drained node last */
+                for (int i = 0; i < N; i++) as[i].keep = i != how->defer;
+                st_cluster_assign(c->cl, as);
+            }
+            if (chg) {
+                chg->experts_pushed = missing;
+                chg->bytes_pushed = pushed > 0 ? pushed : 0;
+            }
             if (pushed < 0)
                 rc = 1;
             else if (!join)
                 fprintf(stderr, "cluster: %d of %d nodes up, %llu experts already held, %u pushed (%lld shard bytes)\n",
                         st_cluster_n_up(c->cl), N, (unsigned long long)held_total, missing, (long long)pushed);
             else { /* what moved: per node, experts before -> after and how many it was sent */
-                fprintf(stderr, "cluster: join: %d of %d nodes up, %u experts pushed (%lld shard bytes);",
+                fprintf(stderr, "cluster: %s: %d of %d nodes up, %u experts pushed (%lld shard bytes);", how->what,
                         st_cluster_n_up(c->cl), N, missing, (long long)pushed);
                 for (int i = 0; i < N; i++)
                     fprintf(stderr, " node %d %u -> %u experts, %u pushed;", i, before[i], as[i].n_experts,
@@ -346,6 +381,7 @@ void st_coord_destroy(st_coord_t **cp) {
     st_expert_hashes_destroy(&c->hashes);
     st_cluster_destroy(&c->cl);
     free(c->addrs);
+    free(c->drained);
     free(c);
     *cp = NULL;
 }
@@ -391,7 +427,8 @@ int st_coord_setup(st_coord_t *c) {
                o->min_nodes, up);
         return 0;
     }
-    int rc = s_place(c, &c->pl, false);
+    const place_how_t how = {.defer = -1};
+    int rc = s_place(c, &c->pl, &how, NULL);
     if (rc) return rc;
     if (st_cluster_n_up(c->cl) < up && o->no_fallback) {
         fprintf(stderr, PROG ": a node failed during setup (see above) and --no-fallback is set\n");
@@ -481,7 +518,8 @@ int st_coord_join(st_coord_t *c) {
     st_cluster_admit(c->cl);
     st_log(ST_LOG_INFO, "%d node(s) joining, %d up: placing the experts again", n, up);
     st_placement_t *pl = NULL;
-    if (s_place(c, &pl, true) != 0 || (c->rm && st_remote_moe_set_placement(c->rm, pl) < 0)) {
+    const place_how_t how = {.what = "join", .keep_down = true, .defer = -1};
+    if (s_place(c, &pl, &how, NULL) != 0 || (c->rm && st_remote_moe_set_placement(c->rm, pl) < 0)) {
         st_log(ST_LOG_WARN, "no new placement: the joining nodes get nothing");
         st_placement_destroy(&pl);
         return 0;
@@ -523,6 +561,127 @@ int st_coord_reread(st_coord_t *c) {
     else
         st_log(ST_LOG_INFO, "SIGHUP: %d new node(s) in the cluster file: they join when they answer", added);
     return added > 0 ? added : 0;
+}
+
+/* ---- steering (st-ctl): drain, remove, rebalance, between steps -------------- */
+
+__attribute__((format(printf, 3, 4))) static int s_refuse(st_coord_change_t *chg, int code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(chg->message, sizeof chg->message, fmt, ap);
+    va_end(ap);
+    st_log(ST_LOG_WARN, "%s", chg->message);
+    return code;
+}
+
+/* Places again as how says and switches the generation to the result. */
+static int s_replace(st_coord_t *c, const place_how_t *how, st_coord_change_t *chg) {
+    const double t0 = st_now_ms();
+    st_placement_t *pl = NULL;
+    if (s_place(c, &pl, how, chg) != 0 || !pl || (c->rm && st_remote_moe_set_placement(c->rm, pl) < 0)) {
+        st_placement_destroy(&pl);
+        return s_refuse(chg, ST_EIO, "%s: no new placement (see the coordinator's log)", how->what);
+    }
+    st_placement_destroy(&c->pl); /* the HTTP view reads it on this thread too (scheduler): not in use */
+    c->pl = pl;
+    chg->ms = st_now_ms() - t0;
+    chg->nodes_up = st_cluster_n_up(c->cl);
+    return 0;
+}
+
+/* Nodes up that take a share, other than node. */
+static int s_serving(const st_coord_t *c, int node) {
+    int n = 0;
+    for (int i = 0; i < st_cluster_n_nodes(c->cl); i++) n += i != node && st_cluster_is_up(c->cl, i) && !s_left(c, i);
+    return n;
+}
+
+static int s_check_node(const st_coord_t *c, int node, st_coord_change_t *chg) {
+    if (!c->cl || node < 0 || node >= st_cluster_n_nodes(c->cl))
+        return s_refuse(chg, ST_EINVAL, "there is no node %d", node);
+    if (st_cluster_is_removed(c->cl, node))
+        return s_refuse(chg, ST_EINVAL, "node %d (%s) was removed", node, st_cluster_url(c->cl, node));
+    if (!c->pl) return s_refuse(chg, ST_EINVAL, "no experts are placed yet (waiting for --min-nodes?)");
+    return 0;
+}
+
+bool st_coord_drained(const st_coord_t *c, int node) { return node < c->n_drained && c->drained[node]; }
+
+int st_coord_drain(st_coord_t *c, int node, st_coord_change_t *chg) {
+    memset(chg, 0, sizeof *chg);
+    int rc = s_check_node(c, node, chg);
+    if (rc) return rc;
+    const char *url = st_cluster_url(c->cl, node);
+    if (st_coord_drained(c, node)) {
+        snprintf(chg->message, sizeof chg->message, "node %d (%s) is drained already", node, url);
+        return 0;
+    }
+    if (s_serving(c, node) == 0)
+        return s_refuse(chg, ST_EINVAL,
+                        "node %d (%s) is the only node up that serves experts: draining it would leave them all to "
+                        "the coordinator (add a node first)",
+                        node, url);
+    if (node >= c->n_drained) {
+        uint8_t *d = realloc(c->drained, (size_t)st_cluster_n_nodes(c->cl));
+        if (!d) return s_refuse(chg, ST_ENOMEM, "no memory");
+        memset(d + c->n_drained, 0, (size_t)(st_cluster_n_nodes(c->cl) - c->n_drained));
+        c->drained = d;
+        c->n_drained = st_cluster_n_nodes(c->cl);
+    }
+    const int before = st_placement_node_experts(c->pl, node);
+    c->drained[node] = 1;
+    st_log(ST_LOG_INFO, "draining node %d (%s): its %d experts move to the other nodes", node, url, before);
+    const place_how_t how = {.what = "drain", .keep_down = true, .defer = node};
+    if ((rc = s_replace(c, &how, chg)) != 0) {
+        c->drained[node] = 0;
+        return rc;
+    }
+    chg->experts_moved = before;
+    snprintf(chg->message, sizeof chg->message,
+             "node %d (%s) drained: its %d experts moved to %d other node(s), %u pushed (%lld shard bytes) in %.0f ms",
+             node, url, before, s_serving(c, node), chg->experts_pushed, (long long)chg->bytes_pushed, chg->ms);
+    st_log(ST_LOG_INFO, "%s", chg->message);
+    return 0;
+}
+
+int st_coord_remove(st_coord_t *c, int node, st_coord_change_t *chg) {
+    memset(chg, 0, sizeof *chg);
+    int rc = s_check_node(c, node, chg);
+    if (rc) return rc;
+    const char *url = st_cluster_url(c->cl, node);
+    const int held = st_placement_node_experts(c->pl, node);
+    if (st_cluster_is_up(c->cl, node) && !st_coord_drained(c, node))
+        return s_refuse(chg, ST_EINVAL, "node %d (%s) is up and serves %d experts: drain it first", node, url, held);
+    st_cluster_remove(c->cl, node);
+    if (held > 0) { /* down with a share: the others take it */
+        const place_how_t how = {.what = "remove", .keep_down = true, .defer = -1};
+        if ((rc = s_replace(c, &how, chg)) != 0) return rc;
+        chg->experts_moved = held;
+    }
+    snprintf(chg->message, sizeof chg->message,
+             "node %d (%s) removed%s%s; take it out of the cluster file too, or it is back at the next start", node,
+             url, held ? ": its experts moved to the nodes up" : "", held ? "" : " (it held no experts)");
+    st_log(ST_LOG_INFO, "%s", chg->message);
+    return 0;
+}
+
+int st_coord_rebalance(st_coord_t *c, st_coord_change_t *chg) {
+    memset(chg, 0, sizeof *chg);
+    if (!c->cl || !c->pl) return s_refuse(chg, ST_EINVAL, "no experts are placed yet (waiting for --min-nodes?)");
+    if (s_serving(c, -1) == 0) return s_refuse(chg, ST_EINVAL, "no node is up to place the experts on");
+    int down_experts = 0; /* what the coordinator computes now: the shares of nodes that are down */
+    for (int i = 0; i < st_cluster_n_nodes(c->cl) && i < st_placement_n_nodes(c->pl); i++)
+        if (!st_cluster_is_up(c->cl, i)) down_experts += st_placement_node_experts(c->pl, i);
+    const place_how_t how = {.what = "rebalance", .live_profile = true, .defer = -1};
+    int rc = s_replace(c, &how, chg);
+    if (rc) return rc;
+    chg->experts_moved = down_experts;
+    snprintf(chg->message, sizeof chg->message,
+             "rebalanced over %d node(s) up: %d experts of nodes that are down moved to them, %u pushed (%lld shard "
+             "bytes) in %.0f ms",
+             s_serving(c, -1), down_experts, chg->experts_pushed, (long long)chg->bytes_pushed, chg->ms);
+    st_log(ST_LOG_INFO, "%s", chg->message);
+    return 0;
 }
 
 /* ---- the end of a run -------------------------------------------------------- */

@@ -11,6 +11,8 @@
  *                     the HTTP scheduler) before each step: pushes to nodes
  *                     that come back, nodes that answered join
  *                     (st_coord_join); st_coord_reread on SIGHUP
+ *   st_coord_drain, st_coord_remove, st_coord_rebalance   st-ctl's actions,
+ *                     between steps (the HTTP scheduler runs them there)
  *   st_coord_save     the routing profile, for the next placement
  *
  * Next to the model (or in state_dir) it keeps MODEL.placement.json (the
@@ -103,6 +105,34 @@ int st_coord_join(st_coord_t *c);
  * until they answer their probe; nothing waits for them. Returns how many
  * were added (0 with --nodes: logged). */
 int st_coord_reread(st_coord_t *c);
+
+/* What an st-ctl action did (st_coord_drain...), for its answer. */
+typedef struct {
+    int experts_moved;       /* experts whose node changed */
+    uint32_t experts_pushed; /* of them, sent to a node that did not hold them */
+    int64_t bytes_pushed;
+    int nodes_up;
+    double ms;
+    char message[400]; /* one line for people: what happened, or why not */
+} st_coord_change_t;
+
+/* Drains node (st-ctl drain): places the experts again without it, ASSIGNs
+ * and pushes to the others, then switches the generation to that placement
+ * and sends the node an empty ASSIGN; it stays connected, out of placement
+ * (rebalance and joins give it nothing). Call between steps: the tokens do
+ * not change (every placement gives the same bits). Refused (a negative
+ * ST_E* code, why in chg->message) for an unknown or removed node, before any
+ * placement, or when no other node up would serve. */
+int st_coord_drain(st_coord_t *c, int node, st_coord_change_t *chg);
+bool st_coord_drained(const st_coord_t *c, int node);
+/* Removes node for good (st-ctl remove): refused while it is up and not
+ * drained; a node that is down with a share has it placed on the others. */
+int st_coord_remove(st_coord_t *c, int node, st_coord_change_t *chg);
+/* Places the experts again over the nodes up (st-ctl rebalance), keeping
+ * them where they are while shares allow: the shares of nodes that are down
+ * go to the others (the coordinator stops computing them), and this run's
+ * routing counts join the profile that pins hot experts. Between steps. */
+int st_coord_rebalance(st_coord_t *c, st_coord_change_t *chg);
 
 /* --stats: the remote backend's summary on f. */
 void st_coord_print_stats(st_coord_t *c, FILE *f);
