@@ -101,9 +101,9 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   build-essential cmake ninja-build pkg-config git libpcre2-dev libcjson-dev libzmq3-dev libsodium-dev \
   libprotobuf-c-dev protobuf-c-compiler libmicrohttpd-dev libedit-dev libcurl4-openssl-dev
 cmake -S "$SRC" -B "$BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DST_TESTS=OFF >/dev/null
-ninja -C "$BUILD" st-node st-coordinator st-run st-keygen st-chat
+ninja -C "$BUILD" st-node st-coordinator st-run st-keygen st-chat st-ctl
 install -d "$BIN"
-install -m 0755 "$BUILD"/{st-node,st-coordinator,st-run,st-keygen,st-chat} "$BIN/"
+install -m 0755 "$BUILD"/{st-node,st-coordinator,st-run,st-keygen,st-chat,st-ctl} "$BIN/"
 echo "install-pi: installed $("$BIN/st-node" --version | cut -d' ' -f2-) in /usr/local/bin" >&2
 
 if [ "$ROLE" = node ]; then

@@ -145,7 +145,8 @@ Test(cli, logits_out_has_one_row_per_prompt_position) {
  * release CMake's project(VERSION) sets and, in a git checkout, a revision that names a
  * commit of this repository; exit status 0, nothing on stderr. */
 Test(cli, version_is_one_line_for_every_program) {
-    const char *progs[] = {"st-run", "st-bench", "st-synth", "st-keygen", "st-node", "st-coordinator", "st-chat"};
+    const char *progs[] = {"st-run",  "st-bench",       "st-synth", "st-keygen",
+                           "st-node", "st-coordinator", "st-chat",  "st-ctl"};
     char err_path[64];
     snprintf(err_path, sizeof err_path, "/tmp/st-cli-version-%d.err", (int)getpid());
     bool in_git = st_test_system("git -C '%s' rev-parse --git-dir >/dev/null 2>&1", ST_SOURCE_DIR) == 0;
@@ -227,6 +228,14 @@ Test(cli, user_facing_errors_name_no_internal_function) {
         cr_assert_str_eq(out, "st-chat: unknown or incomplete option '--bogus' (see --help)\n");
         cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-chat --temp hot 2>&1", st_test_run_prefix()), 2);
         cr_assert_str_eq(out, "st-chat: invalid value 'hot' for --temp (see --help)\n");
+    }
+    if (access(ST_BINARY_DIR "/st-ctl", X_OK) == 0) { /* st-ctl too; a wrong command or a missing NODE is usage */
+        cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl --bogus 2>&1", st_test_run_prefix()), 2);
+        cr_assert_str_eq(out, "st-ctl: unknown or incomplete option '--bogus' (see --help)\n");
+        cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl drian 1 2>&1", st_test_run_prefix()), 2);
+        cr_assert_str_eq(out, "st-ctl: unknown command 'drian' (status, drain, remove, rebalance; see --help)\n");
+        cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl drain 2>&1", st_test_run_prefix()), 2);
+        cr_assert_str_eq(out, "st-ctl: drain needs a NODE: its index, address or id as 'st-ctl status' shows\n");
     }
 }
 

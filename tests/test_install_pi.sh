@@ -21,7 +21,7 @@ stub apt-get 'echo "apt-get $*" >> "$T/calls"'
 stub cmake 'echo "cmake $*" >> "$T/calls"'
 # the programs the build makes: --version like ours; st-keygen writes NAME.key and NAME.pub
 stub ninja 'echo "ninja $*" >> "$T/calls"
-for p in st-node st-coordinator st-run st-chat; do
+for p in st-node st-coordinator st-run st-chat st-ctl; do
   printf "#!/bin/sh\necho \"$p 9.8.7 (git test)\"\n" > "$T/build/$p"; chmod +x "$T/build/$p"
 done
 printf "#!/bin/sh\necho secret > \"\$1.key\"; echo \"PUBKEY-\$1\" > \"\$1.pub\"\n" > "$T/build/st-keygen"

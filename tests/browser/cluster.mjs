@@ -1,7 +1,7 @@
 // The web page's cluster view with 16 nodes, in headless Chromium: the page
 // (server/webui/index.html, as the server embeds it) is served with a /health
 // made up here (no model, no cluster: this checks layout), 16 nodes of which
-// 3 are down. Checked geometrically from the SVG: every node has a box and a
+// 3 are down and one is drained. Checked geometrically from the SVG: every node has a box and a
 // line; no line crosses any box (only its own end may touch one, on the
 // edge); no two boxes overlap; every text stays inside its box; a node that
 // is down shows no memory bar or hit rate, and says how many of its experts
@@ -25,6 +25,7 @@ const nodes = [...Array(N).keys()].map((i) => {
     Object.assign(n, { mem_used: budget * 0.97, rss: budget * 0.6, rss_file: 1 << 20, expert_cache_bytes: budget / 2,
                        page_cache: 1023 << 20, cgroup_mem: budget * 0.97, temp_c: 84.6, throttled: 0x50005,
                        board_age_ms: 900, cache_hits: 10, cache_misses: 1, hit_rate: 0.9999, compute_ms: 1.5, rtt_ms: 123.45 });
+  if (i === 5) Object.assign(n, { drained: true, state: "drained", experts: 0, expert_bytes: 0, layers: Array(L).fill(0) });
   return n;
 });
 const health = { status: "degraded", mode: "cluster", model: "SmallThinker-21B-A3B-Q4_K_M.gguf", version: "0.4.0",
@@ -113,6 +114,7 @@ try {
       assert.match(all, new RegExp(`used ${i % 3 === 0 ? "1.9 GiB of 2.0 GiB" : "993 MiB of 1.0 GiB"}`), all);
       assert.match(all, /of it page cache 1.0 GiB \| 85 °C · throttled 0x50005/, all);
       assert.match(all, /hit 100% · rtt 123.45 ms/, all);
+      if (i === 5) assert.match(all, /^\(drained\) pi5-rack-05.* 0 experts/, `a drained node says so: ${all}`);
     }
   }
   console.log(`cluster view: ${N} nodes, ${geo.lines.length} lines x ${geo.boxes.length} boxes (${checks} pairs): no crossing`);

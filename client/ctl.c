@@ -1,0 +1,258 @@
+/* st-ctl: sees and steers a running cluster through its coordinator's HTTP
+ * server (st-coordinator --http), as st-chat talks to it: the same --url and
+ * --api-key, no keys of the cluster itself.
+ *
+ *   st-ctl [status]     every node from /health: state, version, the memory
+ *                       it really uses against its budget, page cache, CPU
+ *                       temperature and throttling (absent: "-", never 0),
+ *                       experts held, hit rate, round trip
+ *   st-ctl drain NODE   its experts move to the others first, then it leaves
+ *                       the placement (POST /admin/drain)
+ *   st-ctl remove NODE  a drained or down node leaves the cluster
+ *   st-ctl rebalance    places the experts again over the nodes up
+ *
+ * The coordinator runs an action between two steps of the generations in
+ * progress, so their tokens do not change. A separate program rather than
+ * an st-coordinator subcommand: it needs only libcurl and cJSON, runs on any
+ * machine that reaches the HTTP port, and is built beside st-chat.
+ */
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+typedef struct {
+    const char *url, *api_key;
+    bool json;
+} ctl_t;
+
+static void s_usage(FILE *f) {
+    fprintf(f, "usage: st-ctl [--url URL] [--api-key KEY] [--json] [COMMAND]\n"
+               "\n"
+               "Sees and steers a SmallThinker cluster through its coordinator (st-coordinator --http).\n"
+               "\n"
+               "commands:\n"
+               "  status             every node: state, version, memory used / budget, page cache,\n"
+               "                     CPU temperature, throttling, experts, hit rate, round trip (default)\n"
+               "  drain NODE         move the node's experts to the others, then take it out of placement\n"
+               "  remove NODE        take a drained (or down) node out of the cluster\n"
+               "  rebalance          place the experts again over the nodes up (a down node's share moves)\n"
+               "NODE is a node's index (#), address or id as status shows them. Actions run between two\n"
+               "steps of the generations in progress: their tokens do not change.\n"
+               "\n"
+               "options:\n"
+               "      --url URL      the coordinator's HTTP server (default http://127.0.0.1:8080)\n"
+               "      --api-key KEY  its API key (default: $ST_API_KEY); a server off loopback needs one\n"
+               "      --json         print the server's JSON answer instead of a table\n"
+               "  -h, --help         this help\n"
+               "      --version      print the version\n"
+               "exit status: 0 done, 1 refused or unreachable, 2 bad usage\n");
+}
+
+static size_t s_buf_cb(char *p, size_t size, size_t n, void *arg) {
+    char **buf = arg;
+    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
+    char *b = realloc(*buf, old + add + 1);
+    if (!b) return 0;
+    memcpy(b + old, p, add);
+    b[old + add] = '\0';
+    *buf = b;
+    return add;
+}
+
+/* GET (body NULL) or POST path; the answer in *out (malloc'd). The HTTP
+ * status, or -1 after saying why the server could not be reached. */
+static long s_request(const ctl_t *c, const char *path, const char *body, char **out) {
+    CURL *h = curl_easy_init();
+    if (!h) return -1;
+    char url[1024], auth[600], err[CURL_ERROR_SIZE] = "";
+    snprintf(url, sizeof url, "%s%s", c->url, path);
+    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+    if (c->api_key) {
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
+        hdr = curl_slist_append(hdr, auth);
+    }
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_buf_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L); /* an action itself may take minutes (pushes): no timeout */
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
+    long status = -1;
+    CURLcode rc = curl_easy_perform(h);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    else
+        fprintf(stderr,
+                "st-ctl: cannot reach the coordinator at %s: %s\n"
+                "  is st-coordinator running with --http on that address (--url), and the network up?\n",
+                c->url, *err ? err : curl_easy_strerror(rc));
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    return status;
+}
+
+/* ---- status ------------------------------------------------------------------ */
+
+static const cJSON *s_get(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
+static bool s_has(const cJSON *o, const char *k) { return cJSON_IsNumber(s_get(o, k)); }
+static double s_num(const cJSON *o, const char *k) { return s_has(o, k) ? s_get(o, k)->valuedouble : 0; }
+static const char *s_str(const cJSON *o, const char *k, const char *dflt) {
+    const char *s = cJSON_GetStringValue(s_get(o, k));
+    return s && *s ? s : dflt;
+}
+
+/* bytes as "123.4M" / "1.9G" into buf, or "-" when absent */
+static const char *s_size(const cJSON *o, const char *k, char *buf, size_t cap) {
+    if (!s_has(o, k)) return "-";
+    double b = s_num(o, k);
+    if (b >= 1000.0 * (1 << 20))
+        snprintf(buf, cap, "%.2fG", b / (1 << 30));
+    else
+        snprintf(buf, cap, "%.1fM", b / (1 << 20));
+    return buf;
+}
+
+static int s_status(const ctl_t *c, const char *body) {
+    cJSON *h = cJSON_Parse(body);
+    const cJSON *nodes = s_get(h, "nodes");
+    if (!cJSON_IsObject(h) || !cJSON_IsArray(nodes)) {
+        fprintf(stderr, "st-ctl: %s/health is not the coordinator's JSON\n", c->url);
+        cJSON_Delete(h);
+        return 1;
+    }
+    const int n = cJSON_GetArraySize(nodes);
+    printf("%s: %s, %s, st-coordinator %s, %d node(s), %d up, %.1f tok/s, %d running, %d queued\n", c->url,
+           s_str(h, "status", "?"), s_str(h, "model", "?"), s_str(h, "version", "?"), n, (int)s_num(h, "nodes_up"),
+           s_num(h, "tokens_per_s"), (int)s_num(h, "active"), (int)s_num(h, "queued"));
+    const char *waiting = s_str(h, "waiting_for", NULL);
+    if (waiting) printf("waiting for %s\n", waiting);
+    if (n == 0) {
+        printf("a single process (st-run --http): no nodes to show\n");
+        cJSON_Delete(h);
+        return 0;
+    }
+    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %6s %9s %7s %6s %8s\n", "#", "address", "id", "state", "version",
+           "used", "budget", "p.cache", "temp", "throttled", "experts", "hit", "rtt ms");
+    const cJSON *x;
+    int computed_here = 0;
+    cJSON_ArrayForEach(x, nodes) {
+        char used[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", rtt[16] = "-", ver[24];
+        const bool up = cJSON_IsTrue(s_get(x, "up"));
+        if (s_has(x, "temp_c")) snprintf(temp, sizeof temp, "%.1fC", s_num(x, "temp_c"));
+        if (s_has(x, "throttled")) snprintf(thr, sizeof thr, "0x%x", (unsigned)s_num(x, "throttled"));
+        if (up && s_has(x, "hit_rate") && s_num(x, "cache_hits") + s_num(x, "cache_misses") > 0)
+            snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
+        if (up && s_has(x, "rtt_ms") && s_num(x, "rtt_ms") > 0) snprintf(rtt, sizeof rtt, "%.2f", s_num(x, "rtt_ms"));
+        snprintf(ver, sizeof ver, "%s", s_str(x, "version", "?")); /* "0.4.0 (git abc1234)" */
+        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %6s %9s %7d %6s %8s\n", (int)s_num(x, "index"),
+               s_str(x, "url", "?"), s_str(x, "id", "-"), s_str(x, "state", up ? "up" : "down"), ver,
+               s_size(x, "mem_used", used, sizeof used), s_size(x, "mem_budget", budget, sizeof budget),
+               s_size(x, "page_cache", pc, sizeof pc), temp, thr, (int)s_num(x, "experts"), hit, rtt);
+        computed_here += (int)s_num(x, "computed_here");
+    }
+    printf("used: the node's memory cgroup (RSS + page cache) when it has one of its own, else its RSS;"
+           " '-': not reported%s\n",
+           n > (int)s_num(h, "nodes_up") ? " (a node that is down shows none of its stale figures)" : "");
+    if (computed_here) printf("the coordinator computes %d experts of nodes that are down\n", computed_here);
+    cJSON_Delete(h);
+    return 0;
+}
+
+/* ---- actions ------------------------------------------------------------------ */
+
+static int s_action(const ctl_t *c, const char *action, const char *node) {
+    cJSON *req = cJSON_CreateObject();
+    if (node) cJSON_AddStringToObject(req, "node", node);
+    char *body = cJSON_PrintUnformatted(req), *out = NULL, path[64];
+    cJSON_Delete(req);
+    snprintf(path, sizeof path, "/admin/%s", action);
+    long st = s_request(c, path, body ? body : "{}", &out);
+    free(body);
+    int rc = st == 200 ? 0 : 1;
+    cJSON *o = out ? cJSON_Parse(out) : NULL;
+    const char *msg = s_str(o, "message", NULL);
+    if (!msg) msg = s_str(s_get(o, "error"), "message", NULL);
+    if (st < 0) {
+        /* said already */
+    } else if (c->json && out) {
+        printf("%s\n", out);
+    } else if (st == 200) {
+        printf("%s\n", msg ? msg : "done");
+        int running = (int)s_num(o, "running");
+        if (running)
+            printf("done between two steps of the %d generation(s) in progress: their tokens do not change\n", running);
+    } else if (st == 401) {
+        fprintf(stderr, "st-ctl: %s wants the API key: pass --api-key KEY (or set ST_API_KEY)\n", c->url);
+    } else if (st == 404 && !msg) {
+        fprintf(stderr, "st-ctl: %s has no /admin routes: is it an st-coordinator of this version?\n", c->url);
+    } else {
+        fprintf(stderr, "st-ctl: %s refused: %s\n", action, msg ? msg : "(no reason given)");
+    }
+    cJSON_Delete(o);
+    free(out);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    ctl_t c = {.url = "http://127.0.0.1:8080", .api_key = getenv("ST_API_KEY")};
+    static const struct option opts[] = {{"url", required_argument, 0, 'u'}, {"api-key", required_argument, 0, 'k'},
+                                         {"json", no_argument, 0, 'j'},      {"help", no_argument, 0, 'h'},
+                                         {"version", no_argument, 0, 'V'},   {0, 0, 0, 0}};
+    int o;
+    opterr = 0; /* our own messages, in the style of the other programs */
+    while ((o = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'u': c.url = optarg; break;
+        case 'k': c.api_key = optarg; break;
+        case 'j': c.json = true; break;
+        case 'h': s_usage(stdout); return 0;
+        case 'V': st_version_print("st-ctl"); return 0;
+        default:
+            fprintf(stderr, "st-ctl: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
+            return 2;
+        }
+    }
+    if (c.api_key && !*c.api_key) c.api_key = NULL; /* ST_API_KEY= */
+    const char *cmd = optind < argc ? argv[optind++] : "status", *node = NULL;
+    const bool needs_node = !strcmp(cmd, "drain") || !strcmp(cmd, "remove");
+    if (!needs_node && strcmp(cmd, "status") && strcmp(cmd, "rebalance"))
+        return fprintf(stderr, "st-ctl: unknown command '%s' (status, drain, remove, rebalance; see --help)\n", cmd), 2;
+    if (needs_node && optind >= argc)
+        return fprintf(stderr, "st-ctl: %s needs a NODE: its index, address or id as 'st-ctl status' shows\n", cmd), 2;
+    if (needs_node) node = argv[optind++];
+    if (optind < argc) return fprintf(stderr, "st-ctl: unexpected argument '%s' (see --help)\n", argv[optind]), 2;
+    char *url = strdup(c.url);
+    if (!url) return 1;
+    for (size_t ul = strlen(url); ul && url[ul - 1] == '/';) url[--ul] = '\0'; /* "http://h:8080/" works too */
+    c.url = url;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc;
+    if (!strcmp(cmd, "status")) {
+        char *body = NULL;
+        long st = s_request(&c, "/health", NULL, &body);
+        if (st == 200)
+            rc = c.json ? (printf("%s\n", body), 0) : s_status(&c, body);
+        else {
+            if (st == 401)
+                fprintf(stderr, "st-ctl: %s wants the API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
+            else if (st > 0)
+                fprintf(stderr, "st-ctl: %s answered HTTP %ld to /health: is it an st-coordinator?\n", c.url, st);
+            rc = 1;
+        }
+        free(body);
+    } else {
+        rc = s_action(&c, cmd, node);
+    }
+    curl_global_cleanup();
+    free(url);
+    return rc;
+}

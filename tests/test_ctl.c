@@ -1,0 +1,318 @@
+/* st-ctl against a real st-coordinator --http (with an API key) over three
+ * st-node processes (CURVE, as deployed), on the tiny synthetic model.
+ *
+ * A node is drained while a 200-token completion runs: st-ctl says it moved
+ * the node's experts between two steps of that one generation, and the text
+ * is exactly st-run's (the reference: one process, no cluster). Afterwards
+ * the drained node holds no expert and gets no request, and the answers are
+ * still st-run's. st-ctl's table shows every node with its state and real
+ * memory; a node that is killed shows no stale figure and the experts the
+ * coordinator computes for it; rebalance gives them to the node up (the
+ * coordinator computes none), and remove takes the drained node out. Refusals:
+ * no API key, a node that still serves, an unknown node or action, a body
+ * that is not JSON.
+ */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define PROMPT "Tell me about foxes"
+#define KEY "ctl-test-key"
+
+TestSuite(ctl, .fini = st_test_kill_all);
+
+static const char *s_tiny(void) {
+    static char path[1024];
+    const char *args[] = {"--type", "f32", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path));
+    return path;
+}
+
+/* ---- HTTP through curl(1): the coordinator is a separate process anyway ----------- */
+
+typedef struct {
+    const char *dir;
+    char url[128];
+} coord_t;
+
+/* The body curl got for METHOD url+path (with the key unless no_key), and
+ * the HTTP status in *status. malloc'd. */
+static char *s_http(const coord_t *c, const char *path, const char *body, bool no_key, int *status) {
+    static int seq;
+    char out[400], code[400];
+    snprintf(out, sizeof out, "%s/http-%d.out", c->dir, seq);
+    snprintf(code, sizeof code, "%s/http-%d.code", c->dir, seq++);
+    FILE *b = NULL;
+    char bodyf[400] = "";
+    if (body) {
+        snprintf(bodyf, sizeof bodyf, "%s/http-%d.body", c->dir, seq);
+        b = fopen(bodyf, "w");
+        cr_assert_not_null(b);
+        fputs(body, b);
+        fclose(b);
+    }
+    int rc = st_test_system("curl -s -m 120 %s%s%s %s%s%s -o '%s' -w '%%{http_code}' '%s%s' > '%s'",
+                            no_key ? "" : "-H 'Authorization: Bearer ", no_key ? "" : KEY, no_key ? "" : "'",
+                            body ? "-H 'Content-Type: application/json' --data-binary @'" : "", body ? bodyf : "",
+                            body ? "'" : "", out, c->url, path, code);
+    cr_assert_eq(rc, 0, "curl %s%s failed", c->url, path);
+    char *s = st_file_read(code, 0, NULL);
+    *status = s ? atoi(s) : -1;
+    free(s);
+    char *r = st_file_read(out, 0, NULL);
+    return r ? r : strdup("");
+}
+
+static cJSON *s_health(const coord_t *c) {
+    int st;
+    char *b = s_http(c, "/health", NULL, false, &st);
+    cr_assert_eq(st, 200, "/health: %d %s", st, b);
+    cJSON *o = cJSON_Parse(b);
+    free(b);
+    cr_assert_not_null(o);
+    return o;
+}
+
+static const cJSON *s_node(const cJSON *h, int index) {
+    const cJSON *n;
+    cJSON_ArrayForEach(n, cJSON_GetObjectItem(h, "nodes")) if (cJSON_GetNumberValue(cJSON_GetObjectItem(n, "index")) ==
+                                                               index) return n;
+    return NULL;
+}
+
+static double s_num(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    cr_assert(cJSON_IsNumber(v), "no number '%s'", k);
+    return v->valuedouble;
+}
+
+/* A completion at temperature 0, its text. */
+static char *s_complete(const coord_t *c, int n) {
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0}", PROMPT, n);
+    int st;
+    char *b = s_http(c, "/v1/completions", body, false, &st);
+    cr_assert_eq(st, 200, "completion: %d %s", st, b);
+    cJSON *o = cJSON_Parse(b);
+    const char *t =
+        cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "text"));
+    cr_assert_not_null(t, "no text in %s", b);
+    char *r = strdup(t);
+    cJSON_Delete(o);
+    free(b);
+    return r;
+}
+
+/* st-run's text for the same prompt: the reference. */
+static char *s_reference(const char *dir, int n) {
+    char args[1024];
+    snprintf(args, sizeof args, "-m '%s' -p '%s' --temp 0 -n %d -t 1 --json", s_tiny(), PROMPT, n);
+    st_test_run_t r = st_test_run(dir, "ref", NULL, "st-run", args, 300);
+    cr_assert_eq(r.status, 0, "st-run: %s", r.err);
+    cJSON *o = cJSON_Parse(r.out);
+    char *t = strdup(cJSON_GetStringValue(cJSON_GetObjectItem(o, "text")));
+    cJSON_Delete(o);
+    st_test_run_free(&r);
+    return t;
+}
+
+static st_test_run_t s_ctl(const coord_t *c, const char *tag, const char *args) {
+    char a[512];
+    snprintf(a, sizeof a, "--url %s %s", c->url, args);
+    return st_test_run(c->dir, tag, NULL, "st-ctl", a, 300);
+}
+
+typedef struct {
+    const coord_t *c;
+    int n;
+    char *text;
+} gen_t;
+
+static void *s_gen(void *arg) {
+    gen_t *g = arg;
+    g->text = s_complete(g->c, g->n);
+    return NULL;
+}
+
+Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
+    st_test_cluster_t cl;
+    st_test_cluster_start(&cl, "ctl", true, 3);
+    coord_t c = {.dir = cl.dir};
+    const int N_LONG = 200, N_SHORT = 24;
+    char *want_long = s_reference(cl.dir, N_LONG), *want_short = s_reference(cl.dir, N_SHORT);
+
+    /* the coordinator, serving with an API key */
+    char flags[2048], cmd[4096], log[300];
+    st_test_cluster_flags(&cl, flags, sizeof flags);
+    snprintf(log, sizeof log, "%s/coord.log", cl.dir);
+    snprintf(cmd, sizeof cmd,
+             "exec '%s/st-coordinator' -m '%s' %s --http 127.0.0.1:0 --api-key " KEY " -t 1 --state-dir '%s'",
+             ST_BINARY_DIR, s_tiny(), flags, cl.dir);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    int out;
+    pid_t pid = st_test_spawn(argv, &out, log, SIGTERM);
+    char buf[512] = "";
+    size_t len = 0;
+    for (double dl = st_now_ms() + 120000; !strstr(buf, "/\n");) {
+        struct pollfd p = {out, POLLIN, 0};
+        cr_assert_lt(st_now_ms(), dl, "the coordinator did not serve within 120 s (log %s)", log);
+        if (poll(&p, 1, 200) <= 0) continue;
+        ssize_t n = read(out, buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(n, 0, "the coordinator exited (log %s)", log);
+        buf[len += (size_t)n] = '\0';
+    }
+    const char *u = strstr(buf, "serving on http://");
+    cr_assert_not_null(u, "%s", buf);
+    snprintf(c.url, sizeof c.url, "%.*s", (int)strcspn(u + 11, "\n") - 1, u + 11); /* without the last '/' */
+
+    /* refused without the key; bad requests get their 4xx */
+    st_test_run_t r = st_test_run(cl.dir, "nokey", "ST_API_KEY=", "st-ctl", "--url http://127.0.0.1:1 status", 30);
+    cr_assert_eq(r.status, 1, "an unreachable server");
+    cr_assert(strstr(r.err, "cannot reach the coordinator"), "%s", r.err);
+    st_test_run_free(&r);
+    char a[512];
+    snprintf(a, sizeof a, "--url %s drain 1", c.url);
+    r = st_test_run(cl.dir, "nokey", "ST_API_KEY=", "st-ctl", a, 30);
+    cr_assert_eq(r.status, 1);
+    cr_assert(strstr(r.err, "wants the API key"), "%s", r.err);
+    st_test_run_free(&r);
+    int st;
+    char *b = s_http(&c, "/admin/drain", "{\"node\":1}", true, &st);
+    cr_assert_eq(st, 401, "admin without the key: %d %s", st, b);
+    free(b);
+    b = s_http(&c, "/admin/explode", "{}", false, &st);
+    cr_assert_eq(st, 404, "%d %s", st, b);
+    free(b);
+    b = s_http(&c, "/admin/drain", "{\"node\":", false, &st);
+    cr_assert_eq(st, 400, "%d %s", st, b);
+    free(b);
+    b = s_http(&c, "/admin/drain", "{\"node\":\"no-such-node\"}", false, &st);
+    cr_assert_eq(st, 400, "%d %s", st, b);
+    cr_assert(strstr(b, "no node is called 'no-such-node'"), "%s", b);
+    free(b);
+    r = s_ctl(&c, "remove0", "--api-key " KEY " remove 0");
+    cr_assert_eq(r.status, 1, "removing a node that serves");
+    cr_assert(strstr(r.err, "drain it first"), "%s", r.err);
+    st_test_run_free(&r);
+
+    cJSON *h = s_health(&c);
+    const int total =
+        (int)(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 1), "experts") + s_num(s_node(h, 2), "experts"));
+    const int held1 = (int)s_num(s_node(h, 1), "experts");
+    cr_assert_gt(held1, 0);
+    cJSON_Delete(h);
+
+    /* drain node 1 while a long completion runs: it is mid-run once tokens come out */
+    gen_t g = {&c, N_LONG, NULL};
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, s_gen, &g), 0);
+    for (double dl = st_now_ms() + 120000;;) {
+        h = s_health(&c);
+        bool going = s_num(h, "generated_tokens") > 0 && s_num(h, "active") > 0;
+        cJSON_Delete(h);
+        if (going) break;
+        cr_assert_lt(st_now_ms(), dl, "the completion did not start within 120 s");
+        poll(NULL, 0, 20); /* polling /health with a deadline */
+    }
+    r = s_ctl(&c, "drain", "--api-key " KEY " drain 1");
+    cr_log_info("st-ctl drain 1:\n%s", r.out);
+    cr_assert_eq(r.status, 0, "drain: %s%s", r.out, r.err);
+    char moved[128];
+    snprintf(moved, sizeof moved, "drained: its %d experts moved to 2 other node(s)", held1);
+    cr_assert(strstr(r.out, moved), "%s", r.out);
+    cr_assert(strstr(r.out, "between two steps of the 1 generation(s) in progress"),
+              "the drain must happen during the run: %s", r.out);
+    st_test_run_free(&r);
+    pthread_join(th, NULL);
+    cr_assert_str_eq(g.text, want_long, "the text of the run the drain happened in");
+    free(g.text);
+
+    /* drained: no expert, no request, the same tokens */
+    h = s_health(&c);
+    const cJSON *n1 = s_node(h, 1);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(n1, "state")), "drained");
+    cr_assert_eq(s_num(n1, "experts"), 0);
+    cr_assert_eq(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 2), "experts"), total);
+    const double req1 = s_num(n1, "requests");
+    cJSON_Delete(h);
+    char *t = s_complete(&c, N_SHORT);
+    cr_assert_str_eq(t, want_short);
+    free(t);
+    h = s_health(&c);
+    cr_assert_eq(s_num(s_node(h, 1), "requests"), req1, "a drained node gets no request");
+    cJSON_Delete(h);
+
+    /* the table: every node, its state and real memory (its RSS here: no cgroup of its own) */
+    r = s_ctl(&c, "status", "--api-key " KEY);
+    cr_log_info("st-ctl:\n%s", r.out);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "3 node(s), 3 up"), "%s", r.out);
+    cr_assert(strstr(r.out, "#   address"), "%s", r.out);
+    for (int i = 0; i < 3; i++) {
+        char *line = strstr(r.out, cl.nodes[i].p.url), url[128], id[64], state[16];
+        cr_assert_not_null(line, "node %d missing:\n%s", i, r.out);
+        cr_assert_eq(sscanf(line, "%127s %63s %15s", url, id, state), 3);
+        cr_assert_str_eq(state, i == 1 ? "drained" : "up", "node %d: %.100s", i, line);
+        cr_assert(strstr(line, "M   256.0M"), "node %d's memory used / budget: %.140s", i, line);
+    }
+    st_test_run_free(&r);
+
+    /* a node that dies: no stale figures, the coordinator computes its experts; rebalance moves them */
+    st_test_cluster_node_stop(&cl, 2, SIGKILL);
+    double here = 0;
+    for (double dl = st_now_ms() + 30000;;) {
+        h = s_health(&c);
+        const cJSON *n2 = s_node(h, 2);
+        if (!cJSON_IsTrue(cJSON_GetObjectItem(n2, "up"))) {
+            cr_assert_null(cJSON_GetObjectItem(n2, "mem_used"), "a down node's memory is stale");
+            cr_assert_null(cJSON_GetObjectItem(n2, "hit_rate"));
+            cr_assert_null(cJSON_GetObjectItem(n2, "rtt_ms"));
+            here = s_num(n2, "computed_here");
+            cr_assert_eq(here, s_num(n2, "experts"), "no replica: the coordinator computes all of them");
+            cJSON_Delete(h);
+            break;
+        }
+        cJSON_Delete(h);
+        cr_assert_lt(st_now_ms(), dl, "node 2 not seen down within 30 s");
+        poll(NULL, 0, 50); /* polling /health with a deadline */
+    }
+    r = s_ctl(&c, "status-down", "--api-key " KEY);
+    char computes[128];
+    snprintf(computes, sizeof computes, "the coordinator computes %.0f experts of nodes that are down", here);
+    cr_assert(strstr(r.out, computes), "%s", r.out);
+    st_test_run_free(&r);
+    r = s_ctl(&c, "rebalance", "--api-key " KEY " rebalance");
+    cr_log_info("st-ctl rebalance:\n%s", r.out);
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    st_test_run_free(&r);
+    h = s_health(&c);
+    cr_assert_eq(s_num(s_node(h, 0), "experts"), total, "node 0 serves every expert");
+    cr_assert_eq(s_num(s_node(h, 2), "computed_here"), 0);
+    cJSON_Delete(h);
+    t = s_complete(&c, N_SHORT);
+    cr_assert_str_eq(t, want_short);
+    free(t);
+
+    /* remove the drained node: gone from the view */
+    r = s_ctl(&c, "remove", "--api-key " KEY " remove 1");
+    cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "removed"), "%s", r.out);
+    st_test_run_free(&r);
+    h = s_health(&c);
+    cr_assert_null(s_node(h, 1), "a removed node is not shown");
+    cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(h, "nodes")), 2);
+    cJSON_Delete(h);
+
+    cr_assert_eq(st_test_stop(pid, SIGTERM, 10000), 0, "the coordinator's exit (log %s)", log);
+    close(out);
+    free(want_long);
+    free(want_short);
+    st_test_cluster_destroy(&cl);
+}
