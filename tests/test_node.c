@@ -763,6 +763,15 @@ Test(node, small_memory_budget_is_respected) {
 #ifndef __SANITIZE_ADDRESS__
     cr_assert_lt(rx.msg.heartbeat.board.rss, 48u << 20);
 #endif
+    if (limit) { /* alone in with-mem-limit's cgroup: the node reports that cgroup's figures */
+        const st_wire_board_t *b = &rx.msg.heartbeat.board;
+        cr_log_info("node cgroup: %llu B charged, %llu B of it page cache, limit %llu B",
+                    (unsigned long long)b->cgroup_mem, (unsigned long long)b->cgroup_file,
+                    (unsigned long long)b->cgroup_max);
+        cr_assert(b->has_cgroup, "a node alone in a memory cgroup reports it");
+        cr_assert_eq(b->cgroup_max, 48u << 20, "the limit with-mem-limit set (--mem %s)", mem);
+        cr_assert(b->cgroup_mem > 0 && b->cgroup_mem < 48u << 20 && b->cgroup_file <= b->cgroup_mem);
+    }
     st_wire_rx_clear(&rx);
     s_client_close(&c);
     int stop_st = s_stop(&p);
