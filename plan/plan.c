@@ -98,6 +98,7 @@ int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm) {
     pm->head.type = m->output.type;
     pm->head.rows = m->output.n_rows;
     pm->head.cols = m->output.n_cols;
+    pm->head_bytes = s_bytes(&m->output);
     for (int l = 0; l < c->n_layer; l++) {
         const st_layer_t *L = &m->layers[l];
         const st_weight_t *d[5] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->router};
@@ -246,69 +247,143 @@ static double s_layer_nodes(const ctx_t *c, int l, double d, double b, double hi
     return e > 0 ? e : 0;
 }
 
-/* One step over the cluster with n tokens (one per user, or a prompt chunk);
- * `head_tokens` rows of logits at the end. */
-static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens) {
+/* Expected cost of lost segments of one message of `bytes` (see s_layer). */
+static double s_lost(const st_link_t *link, double bytes) {
+    const double segs = ceil(bytes / TCP_PAYLOAD), rtt = 2 * link->delay, pto = fmax(2 * rtt, TLP_MIN);
+    return segs > 0 ? (1 - pow(1 - link->loss, segs - 1)) * rtt + link->loss * (pto + rtt) : 0;
+}
+
+/* The rate of node i's port and the coordinator's. */
+static double s_node_rate(const st_plan_params_t *p, int i) {
+    return p->link.rate > 0 ? fmin(p->link.rate, p->nodes[i].net_bps) : p->nodes[i].net_bps;
+}
+static double s_coord_rate(const st_plan_params_t *p) {
+    return fmin(p->link.rate > 0 ? fmin(p->link.rate, p->coord->net_bps) : p->coord->net_bps, p->coord->msg_bps);
+}
+
+/* The slowest-node values of the last layer computed, reused while layers are alike. */
+typedef struct {
+    double key[2], val[2];
+    int layer;
+} layer_cache_t;
+
+/* Layer l of a step with n tokens: coordinator, slowest node, storage,
+ * transfer and latency (no overlap, no head). */
+static st_plan_step_t s_layer(const ctx_t *c, int l, double n, layer_cache_t *lc) {
     const st_plan_model_t *m = c->m;
     const st_plan_params_t *p = c->p;
     const int X = m->n_expert, k = m->n_expert_used, N = p->n_nodes;
     st_plan_step_t s = {0};
     /* distinct experts that n tokens use, and tokens per used expert */
     const double d = X * (1 - pow(1 - (double)k / X, n)), b = n * k / d;
-    const double rc =
-        fmin(p->link.rate > 0 ? fmin(p->link.rate, p->coord->net_bps) : p->coord->net_bps, p->coord->msg_bps);
-    double prev_key[3] = {-1, -1, -1}, prev[2] = {0, 0};
-    for (int l = 0; l < m->n_layer; l++) {
-        const double attn = s_coord_layer(c, l, n);
-        /* bytes each way: a node gets the rows of the tokens that use it, returns one row per (token, expert) */
-        double out = 0, out_max = 0, back_max = 0, lost = 0;
+    const double rc = s_coord_rate(p), E = m->n_embd;
+    const double attn = s_coord_layer(c, l, n);
+    /* bytes each way: a node gets the rows of the tokens that use it (and
+     * with compact results each pair's weight), returns one row per (token,
+     * expert), or per token that uses it when compact */
+    double out = 0, back = 0, out_max = 0, back_max = 0, lost = 0;
+    for (int i = 0; i < N; i++) {
+        const int held = c->per_layer[i][l];
+        const double use = 1 - s_binom(X - held, k) / s_binom(X, k); /* a token uses node i */
+        const double pairs = n * k * held / (double)X;
+        const double o = n * use * m->act_bytes + (p->wire != ST_PLAN_WIRE_EXACT ? pairs * 4 : 0);
+        const double r = p->wire == ST_PLAN_WIRE_EXACT     ? pairs * E * 4
+                         : p->wire == ST_PLAN_WIRE_COMPACT ? n * use * E * 4
+                                                           : n * use * (E * 2 + 4);
+        out += o, back += r;
+        out_max = fmax(out_max, o / s_node_rate(p, i));
+        back_max = fmax(back_max, r / s_node_rate(p, i));
         /* lost segments: those inside a message come again after duplicate
          * ACKs, all of them within about one round trip (SACK); the last one
          * of a message gets no duplicate ACKs, so a tail-loss probe goes out
          * after max(2 round trips, 10 ms), then the round trip. Summed over
          * the layer's messages (an upper bound: they travel in parallel) */
-        const double rtt_link = 2 * p->link.delay, pto = fmax(2 * rtt_link, TLP_MIN);
-        for (int i = 0; i < N; i++) {
-            const int held = c->per_layer[i][l];
-            const double use = 1 - s_binom(X - held, k) / s_binom(X, k); /* a token uses node i */
-            const double o = n * use * m->act_bytes, r = n * k * held / (double)X * m->n_embd * 4.0;
-            const double ri = p->link.rate > 0 ? fmin(p->link.rate, p->nodes[i].net_bps) : p->nodes[i].net_bps;
-            out += o;
-            out_max = fmax(out_max, o / ri);
-            back_max = fmax(back_max, r / ri);
-            for (int dir = 0; dir < 2; dir++) {
-                const double segs = ceil((dir ? r : o) / TCP_PAYLOAD);
-                if (segs > 0)
-                    lost += (1 - pow(1 - p->link.loss, segs - 1)) * rtt_link + p->link.loss * (pto + rtt_link);
-            }
-        }
-        const double back = n * k * m->n_embd * 4.0;
-        const double t_out = fmax(out / rc, out_max), t_back = fmax(back / rc, back_max);
-        s.coord += attn;
-        s.transfer += t_out + t_back;
-        s.latency += rtt_link + p->coord->rtt + lost;
-        /* the prefetch hint leaves before attention: reads overlap it and the send */
-        const double hide = attn + t_out + p->link.delay;
-        double key[3] = {hide, d, (double)l};
-        bool same = l > 0 && key[0] == prev_key[0];
-        for (int i = 0; same && i < N; i++) same = c->per_layer[i][l] == c->per_layer[i][l - 1];
-        for (int kk = 0; same && kk < 3; kk++) same = m->exp[l][kk].type == m->exp[l - 1][kk].type;
-        if (!same) {
-            prev[0] = s_layer_nodes(c, l, d, b, hide, true);
-            prev[1] = s_layer_nodes(c, l, d, b, hide, false);
-            memcpy(prev_key, key, sizeof key);
-        }
-        s.node += prev[0];
-        s.storage += fmax(0.0, prev[1] - prev[0]);
+        lost += s_lost(&p->link, o) + s_lost(&p->link, r);
     }
-    s.coord += st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, head_tokens, true);
+    const double t_out = fmax(out / rc, out_max);
+    s.coord = attn;
+    s.transfer = t_out + fmax(back / rc, back_max);
+    s.latency = 2 * p->link.delay + p->coord->rtt + lost;
+    /* the prefetch hint leaves before attention: reads overlap it and the send */
+    const double hide = attn + t_out + p->link.delay;
+    bool same = lc->layer >= 0 && lc->key[0] == hide && lc->key[1] == d;
+    for (int i = 0; same && i < N; i++) same = c->per_layer[i][l] == c->per_layer[i][lc->layer];
+    for (int kk = 0; same && kk < 3; kk++) same = m->exp[l][kk].type == m->exp[lc->layer][kk].type;
+    if (!same) {
+        lc->val[0] = s_layer_nodes(c, l, d, b, hide, true);
+        lc->val[1] = s_layer_nodes(c, l, d, b, hide, false);
+        lc->key[0] = hide, lc->key[1] = d, lc->layer = l;
+    }
+    s.node = lc->val[0];
+    s.storage = fmax(0.0, lc->val[1] - lc->val[0]);
     s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
+    return s;
+}
+
+/* The output head for n rows of logits: on the coordinator, or a round trip
+ * to every node for its slice's logits (f32) when sharded. */
+static st_plan_step_t s_head(const ctx_t *c, double n) {
+    const st_plan_model_t *m = c->m;
+    const st_plan_params_t *p = c->p;
+    st_plan_step_t s = {0};
+    if (n <= 0) return s;
+    if (!p->head_sharded) {
+        s.coord = st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, n, true);
+    } else {
+        const int N = p->n_nodes;
+        const double rows = ceil((double)m->head.rows / N), out = n * m->n_embd * 4.0, back = n * rows * 4;
+        double slow = 0, out_max = 0, back_max = 0, lost = 0;
+        for (int i = 0; i < N; i++) {
+            slow = fmax(slow, st_board_matmul_s(&p->nodes[i], m->head.type, (int64_t)rows, m->head.cols, n, true));
+            out_max = fmax(out_max, out / s_node_rate(p, i));
+            back_max = fmax(back_max, back / s_node_rate(p, i));
+            lost += s_lost(&p->link, out) + s_lost(&p->link, back);
+        }
+        s.node = slow;
+        s.transfer = fmax(N * out / s_coord_rate(p), out_max) + fmax(N * back / s_coord_rate(p), back_max);
+        s.latency = 2 * p->link.delay + p->coord->rtt + lost;
+    }
+    s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
+    return s;
+}
+
+static void s_add(st_plan_step_t *a, const st_plan_step_t *b);
+
+/* One step over the cluster with n tokens (one per user, or a prompt chunk);
+ * `head_tokens` rows of logits at the end. With overlap (and n >= 2) each
+ * layer runs two micro-batches of n/2: the coordinator's work of one hides
+ * the other's wait (see plan.h). */
+static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens, bool overlap) {
+    st_plan_step_t s = {0};
+    layer_cache_t lc[2] = {{.layer = -1}, {.layer = -1}};
+    overlap = overlap && n >= 2;
+    for (int l = 0; l < c->m->n_layer; l++) {
+        if (!overlap) {
+            st_plan_step_t a = s_layer(c, l, n, &lc[0]);
+            s_add(&s, &a);
+            continue;
+        }
+        const double na = ceil(n / 2), nb = n - na;
+        st_plan_step_t a = s_layer(c, l, na, &lc[0]), b = s_layer(c, l, nb, &lc[1]);
+        const double wait_a = a.total - a.coord, wait_b = b.total - b.coord;
+        /* each resource serves both halves (the coordinator's CPU, the wire, the nodes), and each
+         * half waits for its own results before its next layer */
+        const double layer =
+            fmax(fmax(fmax(a.coord + b.coord, a.transfer + b.transfer), a.node + a.storage + b.node + b.storage),
+                 fmax(a.total, b.total));
+        s_add(&s, &a);
+        s_add(&s, &b);
+        s.overlap += a.coord + b.coord + wait_a + wait_b - layer;
+    }
+    st_plan_step_t h = s_head(c, head_tokens);
+    s_add(&s, &h);
+    s.total = s.coord + s.node + s.storage + s.transfer + s.latency - s.overlap;
     return s;
 }
 
 static void s_add(st_plan_step_t *a, const st_plan_step_t *b) {
     a->coord += b->coord, a->node += b->node, a->storage += b->storage, a->transfer += b->transfer;
-    a->latency += b->latency, a->total += b->total;
+    a->latency += b->latency, a->overlap += b->overlap, a->total += b->total;
 }
 
 const char *st_plan_bottleneck(const st_plan_step_t *s) {
@@ -335,13 +410,17 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     const int N = p->n_nodes, L = m->n_layer, X = m->n_expert;
     /* the coordinator keeps the dense weights, the users' KV caches and the logits */
     const uint64_t kv = (uint64_t)p->users * p->n_ctx * L * 2ull * m->n_head_kv * m->head_dim * 2;
-    const uint64_t coord_ram = m->dense_bytes + kv + (uint64_t)p->users * m->n_vocab * 4 + (64ull << 20);
+    /* a sharded head leaves the coordinator (tied embeddings: one row read per token); each node's
+     * slice is charged to its --mem, so fewer experts stay in its RAM */
+    const uint64_t cut = p->head_sharded ? m->head_bytes : 0, dense = m->dense_bytes > cut ? m->dense_bytes - cut : 0;
+    const uint64_t slice = p->head_sharded ? (m->head_bytes + (uint64_t)N - 1) / (uint64_t)N : 0;
+    const uint64_t coord_ram = dense + kv + (uint64_t)p->users * m->n_vocab * 4 + (64ull << 20);
     if (coord_ram > p->coord->ram) {
         st_fail(ST_ENOMEM,
                 "the coordinator's board %s has %.1f GiB of RAM; it needs %.2f GiB (dense weights %.2f GiB, KV "
                 "caches of %d users x %d tokens %.2f GiB): choose a board with more RAM",
-                p->coord->name, p->coord->ram / 1073741824.0, coord_ram / 1073741824.0, m->dense_bytes / 1073741824.0,
-                p->users, p->n_ctx, kv / 1073741824.0);
+                p->coord->name, p->coord->ram / 1073741824.0, coord_ram / 1073741824.0, dense / 1073741824.0, p->users,
+                p->n_ctx, kv / 1073741824.0);
         return NULL;
     }
     st_plan_t *pl = calloc(1, sizeof *pl);
@@ -351,7 +430,15 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     pl->n_nodes = N;
     pl->coord_ram = coord_ram;
     pl->node_extra = NODE_PROCESS;
-    for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL};
+    pl->head_slice = slice;
+    for (int i = 0; i < N; i++) {
+        if (p->nodes[i].mem <= slice) {
+            st_log(ST_LOG_ERROR, "impossible setup: node %d's --mem (%.2f GiB) cannot hold its head slice (%.2f GiB)",
+                   i, p->nodes[i].mem / 1073741824.0, slice / 1073741824.0);
+            goto fail;
+        }
+        pn[i] = (st_place_node_t){p->nodes[i].mem - slice, p->nodes[i].disk, NULL};
+    }
     st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = m->layer_expert_bytes};
     if (!(pl->placement = st_placement_new(&pp, pn, N))) {
         st_log(ST_LOG_ERROR, "impossible setup: the experts (%.2f GiB) do not fit on the nodes' storage",
@@ -365,19 +452,19 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
             for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owns(pl->placement, i, l, e);
         n->experts = st_placement_node_experts(pl->placement, i);
         n->bytes = st_placement_node_bytes(pl->placement, i);
-        n->ram = n->bytes < p->nodes[i].mem ? n->bytes : p->nodes[i].mem;
+        n->ram = n->bytes < pn[i].mem_budget ? n->bytes : pn[i].mem_budget;
         n->stream = n->bytes - n->ram;
         n->ram_fraction = n->bytes ? (double)n->ram / (double)n->bytes : 1.0;
-        n->over_budget = n->bytes > p->nodes[i].mem;
+        n->over_budget = n->bytes > pn[i].mem_budget;
     }
     c.pl = pl->placement;
     c.pn = pl->nodes;
 
-    pl->decode1 = s_step(&c, 1, 1);
-    pl->decodeN = p->users > 1 ? s_step(&c, p->users, p->users) : pl->decode1;
+    pl->decode1 = s_step(&c, 1, 1, false);
+    pl->decodeN = p->users > 1 ? s_step(&c, p->users, p->users, p->overlap) : pl->decode1;
     for (int done = 0; done < p->prompt; done += p->n_batch) { /* logits of the last token only */
         const int n = p->prompt - done < p->n_batch ? p->prompt - done : p->n_batch;
-        st_plan_step_t s = s_step(&c, n, done + n >= p->prompt ? 1 : 0);
+        st_plan_step_t s = s_step(&c, n, done + n >= p->prompt ? 1 : 0, false);
         s_add(&pl->prefill, &s);
     }
     pl->decode_tps_1 = 1 / pl->decode1.total;

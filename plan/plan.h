@@ -20,6 +20,18 @@
  * then the output head on the coordinator. U users decode U tokens per step
  * (one step's waits shared); a prompt runs in chunks of n_batch tokens, each
  * chunk one step over the cluster.
+ *
+ * Issue 18's options change three things. A head sharded over the nodes
+ * (equal slices of the vocabulary, charged to each node's --mem) leaves the
+ * coordinator and costs one more round trip per step: the hidden state out
+ * to every node, the slowest slice's matmul, its logits back. Compact results
+ * return one row per (token, node) instead of one per (token, expert): f32,
+ * or f16 with a 4-byte scale, and send each pair's routing weight out.
+ * Overlap cuts a decode step of U >= 2 users into two micro-batches: while
+ * one is out at the nodes the coordinator computes the other's attention, so
+ * a layer takes the largest of: the coordinator's work on both, the transfer
+ * of both, the nodes' compute (and reads) of both, either half's own
+ * coordinator work and wait; instead of their sum.
  */
 #ifndef ST_PLAN_H
 #define ST_PLAN_H
@@ -59,21 +71,32 @@ typedef struct {
     } dense[ST_MAX_LAYERS][5], /* wq, wk, wv, wo, router */
         exp[ST_MAX_LAYERS][3], /* gate, up, down of one expert */
         head;
-    uint64_t act_bytes; /* one token's activation row as sent to a node */
+    uint64_t act_bytes;  /* one token's activation row as sent to a node */
+    uint64_t head_bytes; /* the output head (output.weight, or the tied embeddings) */
 } st_plan_model_t;
 
 /* Reads the shapes of a loaded model (no weight is touched). 0 or ST_EUNSUP. */
 int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm);
+
+/* What the nodes return per layer (st-coordinator --wire). */
+typedef enum {
+    ST_PLAN_WIRE_EXACT,    /* one f32 row per (token, expert) */
+    ST_PLAN_WIRE_COMPACT,  /* one f32 row per (token, node) */
+    ST_PLAN_WIRE_COMPACT16 /* one f16 row and a f32 scale per (token, node) */
+} st_plan_wire_t;
 
 typedef struct {
     const st_board_t *coord;
     const st_board_t *nodes; /* n_nodes boards (mem: each node's --mem) */
     int n_nodes;
     st_link_t link;
-    int users;   /* concurrent users (decode batch), >= 1 */
-    int prompt;  /* prompt tokens for the time to first token */
-    int n_batch; /* prompt chunk (the coordinator's --batch; 64) */
-    int n_ctx;   /* context per user, for the coordinator's KV cache */
+    int users;           /* concurrent users (decode batch), >= 1 */
+    int prompt;          /* prompt tokens for the time to first token */
+    int n_batch;         /* prompt chunk (the coordinator's --batch; 64) */
+    int n_ctx;           /* context per user, for the coordinator's KV cache */
+    bool head_sharded;   /* the output head in equal vocabulary slices on the nodes */
+    st_plan_wire_t wire; /* the nodes' results */
+    bool overlap;        /* decode of >= 2 users in two overlapped micro-batches */
 } st_plan_params_t;
 
 /* One step's time by part (seconds). */
@@ -83,7 +106,8 @@ typedef struct {
     double storage;  /* what its reads add on top (not hidden by the prefetch) */
     double transfer; /* activations out and results back */
     double latency;  /* round trips: delay both ways, messaging, lost packets */
-    double total;
+    double overlap;  /* of the parts above, the time hidden by overlapped micro-batches */
+    double total;    /* the parts less overlap */
 } st_plan_step_t;
 
 typedef struct {
@@ -101,6 +125,7 @@ typedef struct {
     int n_nodes;
     uint64_t coord_ram;                       /* dense weights + KV caches + buffers */
     uint64_t node_extra;                      /* a node process beside its budget */
+    uint64_t head_slice;                      /* each node's slice of a sharded head (in its --mem) */
     st_plan_step_t decode1, decodeN, prefill; /* prefill: the whole prompt */
     double decode_tps_1, decode_tps_n, prefill_tps, ttft_s;
     const char *bottleneck; /* name of decode1's largest part */

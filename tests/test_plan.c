@@ -263,6 +263,71 @@ Test(plan, a_node_over_its_budget_streams_by_hand) {
     free(m);
 }
 
+/* Issue 18's options on the one-node case above (1 user: 41.208 ms; per
+ * layer attention 2.404, out 1 ms, node 3 ms, back 8 ms, round trip 1.2 ms;
+ * head 10 ms on the coordinator). */
+Test(plan, head_wire_and_overlap_options_by_hand) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000);
+    m->head_bytes = 10000 * 1000 / 32 * 18; /* Q4_0: 18 bytes per 32 weights, 5.625 MB */
+    m->dense_bytes += m->head_bytes;
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(1ull << 30, 1e8);
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 2, .prompt = 1, .n_batch = 1, .n_ctx = 16};
+    st_plan_t *local = st_plan_new(m, &p);
+    cr_assert_not_null(local);
+
+    /* Sharded head, one node: its slice is the whole head, 5.625 MB of its --mem and none of the
+     * coordinator's. The head is one more round trip: 1000 f32 out (4000 B, 4 ms), 1e7 MACs on
+     * the node (10 ms), 10000 f32 logits back (40000 B, 40 ms), 1.2 ms.
+     *   coordinator 4.808; nodes 6 + 10 = 16; network 18 + 44 = 62; round trips 3.6: 86.408 ms */
+    p.head_sharded = true;
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->head_slice, 5625000);
+    cr_assert_eq(local->coord_ram - pl->coord_ram, 5625000, "the coordinator still holds the head");
+    s_near(pl->decode1.coord, 4.808 * MS, 1e-9, "coordinator, head sharded");
+    s_near(pl->decode1.node, 16 * MS, 1e-9, "nodes, head sharded");
+    s_near(pl->decode1.transfer, 62 * MS, 1e-9, "transfer, head sharded");
+    s_near(pl->decode1.latency, 3.6 * MS, 1e-9, "round trips, head sharded");
+    s_near(pl->decode1.total, 86.408 * MS, 1e-9, "step, head sharded");
+    st_plan_destroy(&pl);
+    p.head_sharded = false;
+
+    /* Compact results: the node holds all 4 experts, so every token uses it: out 1000 B of row
+     * + 2 pairs x 4 B of weights = 1008 B (1.008 ms); back one 4000 B row (4 ms) instead of
+     * two. Transfer 2 x 5.008 = 10.016 ms: 14.808 + 6 + 10.016 + 2.4 = 33.224 ms.
+     * compact16: back 1000 x 2 + 4 = 2004 B (2.004 ms): 2 x 3.012 = 6.024: 29.232 ms */
+    p.wire = ST_PLAN_WIRE_COMPACT;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decode1.transfer, 10.016 * MS, 1e-9, "transfer, compact");
+    s_near(pl->decode1.total, 33.224 * MS, 1e-9, "step, compact");
+    st_plan_destroy(&pl);
+    p.wire = ST_PLAN_WIRE_COMPACT16;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decode1.total, 29.232 * MS, 1e-9, "step, compact16");
+    st_plan_destroy(&pl);
+    p.wire = ST_PLAN_WIRE_EXACT;
+
+    /* Overlap, 2 users: two micro-batches of 1 token, each a 1-user layer (coordinator 2.404,
+     * node 3, transfer 9, round trip 1.2: 15.604 ms). A layer takes the largest of: the
+     * coordinator on both 4.808, the wire 18, the node 6, one half's own 15.604: 18 ms, of
+     * 31.208 of parts (13.208 hidden). Two layers and the head for 2 tokens (20 ms): 56 ms,
+     * against 80.016 without overlap; one user is not split (41.208). */
+    p.overlap = true;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decodeN.total, 56 * MS, 1e-9, "step, 2 users overlapped");
+    s_near(pl->decodeN.overlap, 2 * 13.208 * MS, 1e-9, "hidden by overlap");
+    s_near(pl->decode_tps_n, 2 / (56 * MS), 1e-9, "decode tok/s, 2 users overlapped");
+    s_near(pl->decode1.total, 41.208 * MS, 1e-9, "1 user, overlap on");
+    cr_assert_eq(pl->decode1.overlap, 0.0);
+    st_plan_destroy(&pl);
+    st_plan_destroy(&local);
+    free(m);
+}
+
 Test(plan, impossible_setups_get_no_prediction) {
     st_plan_model_t *m = calloc(1, sizeof *m);
     s_tiny_model(m, 1000000);
@@ -383,6 +448,17 @@ Test(plan, st_plan_errors_are_clear, .timeout = 120) {
     cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:4 --link fast", model), 2);
     cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s'", model), 2);
     cr_assert_not_null(strstr(err, "--boards or --cluster"), "%s", err);
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:4 --wire f8", model), 2);
+    cr_assert_not_null(strstr(err, "invalid value 'f8' for --wire"), "%s", err);
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:4 --head nodes", model), 2);
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards pi5-2g:4 --overlap yes", model), 2);
+    /* the options named in the report */
+    cr_assert_eq(s_plan(out, sizeof out, err, sizeof err,
+                        "-m '%s' --boards pi5-2g:4 --head sharded --wire compact16 --overlap on", model),
+                 0, "%s", err);
+    cr_assert_not_null(strstr(out, "options: head sharded over the nodes, results compact16, micro-batches overlapped"),
+                       "%s", out);
+    cr_assert_not_null(strstr(out, "hidden by overlap"), "%s", out);
 }
 
 /* st-bench --profile measures this machine into a file st-plan takes as a

@@ -46,6 +46,13 @@ static void s_usage(FILE *f) {
             "      --prompt N          prompt tokens for the time to first token (default 128)\n"
             "      --batch N           prompt tokens per step, as the coordinator's --batch (default 64)\n"
             "      --ctx N             context per user, for the coordinator's KV caches (default 1024)\n"
+            "      --head local|sharded  the output head on the coordinator (default), or cut in equal\n"
+            "                          vocabulary slices over the nodes, each charged to the node's --mem\n"
+            "                          and answering its slice's logits (one more round trip per step)\n"
+            "      --wire exact|compact|compact16  what nodes return per layer, as st-coordinator --wire:\n"
+            "                          one f32 row per (token, expert) (default), or one per (token, node),\n"
+            "                          f32 or f16\n"
+            "      --overlap on|off    decode of 2 or more users in two overlapped micro-batches (default off)\n"
             "      --json              one JSON object instead of the report\n"
             "  -h, --help              this help\n"
             "\n"
@@ -60,6 +67,8 @@ typedef struct {
     st_link_t link;
     bool have_link, json;
     long users, prompt, batch, ctx;
+    bool head_sharded, overlap;
+    st_plan_wire_t wire;
 } args_t;
 
 enum {
@@ -72,7 +81,10 @@ enum {
     OPT_PROMPT,
     OPT_BATCH,
     OPT_CTX,
-    OPT_JSON
+    OPT_JSON,
+    OPT_HEAD,
+    OPT_WIRE,
+    OPT_OVERLAP
 };
 
 static int s_bad(const char *flag, const char *val) {
@@ -92,6 +104,9 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"batch", required_argument, 0, OPT_BATCH},
                                          {"ctx", required_argument, 0, OPT_CTX},
                                          {"json", no_argument, 0, OPT_JSON},
+                                         {"head", required_argument, 0, OPT_HEAD},
+                                         {"wire", required_argument, 0, OPT_WIRE},
+                                         {"overlap", required_argument, 0, OPT_OVERLAP},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *a = (args_t){.users = 8, .prompt = 128, .batch = 64, .ctx = 1024};
@@ -123,6 +138,24 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             if (!st_parse_int(optarg, 1, 1 << 20, &a->ctx)) return s_bad("--ctx", optarg);
             break;
         case OPT_JSON: a->json = true; break;
+        case OPT_HEAD:
+            if (strcmp(optarg, "local") && strcmp(optarg, "sharded")) return s_bad("--head", optarg);
+            a->head_sharded = !strcmp(optarg, "sharded");
+            break;
+        case OPT_WIRE:
+            if (!strcmp(optarg, "exact"))
+                a->wire = ST_PLAN_WIRE_EXACT;
+            else if (!strcmp(optarg, "compact"))
+                a->wire = ST_PLAN_WIRE_COMPACT;
+            else if (!strcmp(optarg, "compact16"))
+                a->wire = ST_PLAN_WIRE_COMPACT16;
+            else
+                return s_bad("--wire", optarg);
+            break;
+        case OPT_OVERLAP:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) return s_bad("--overlap", optarg);
+            a->overlap = !strcmp(optarg, "on");
+            break;
         case 'h': s_usage(stdout); exit(0);
         default:
             fprintf(stderr, "st-plan: unknown or incomplete option '%s' (see --help)\n", argv[optind - 1]);
@@ -329,6 +362,10 @@ static int s_variants(const st_plan_model_t *m, const st_plan_params_t *p, varia
 
 /* ---- output -------------------------------------------------------------- */
 
+static const char *s_wire_name(st_plan_wire_t w) {
+    return w == ST_PLAN_WIRE_COMPACT16 ? "compact16" : w == ST_PLAN_WIRE_COMPACT ? "compact" : "exact";
+}
+
 static void s_print_step_row(const char *name, double a, double b) {
     printf("  %-30s %9.1f %9.1f\n", name, 1e3 * a, 1e3 * b);
 }
@@ -343,6 +380,9 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
     printf("cluster: coordinator %s, %d node%s; link %.0f Mbit/s per port, %.2f ms each way, %.2f%% loss\n",
            p->coord->name, p->n_nodes, p->n_nodes == 1 ? "" : "s",
            8e-6 * (p->link.rate > 0 ? p->link.rate : p->coord->net_bps), 1e3 * p->link.delay, 100 * p->link.loss);
+    printf("options: head %s, results %s, micro-batches %s\n",
+           p->head_sharded ? "sharded over the nodes" : "on the coordinator", s_wire_name(p->wire),
+           p->overlap ? "overlapped" : "not overlapped");
     const char **names = calloc((size_t)p->n_nodes, sizeof *names);
     for (int i = 0; names && i < p->n_nodes; i++) names[i] = p->nodes[i].name;
     st_placement_print(pl->placement, stdout, names);
@@ -350,14 +390,17 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
     printf("memory and disk per role:\n");
     printf("  coordinator (%s): %.2f GiB of RAM (dense weights %.2f GiB, KV caches for %d users x %d tokens, "
            "logits); disk: the model file, %.2f GiB\n",
-           p->coord->name, pl->coord_ram / GIB, m->dense_bytes / GIB, p->users, p->n_ctx, m->file_bytes / GIB);
+           p->coord->name, pl->coord_ram / GIB,
+           (m->dense_bytes - (p->head_sharded && m->dense_bytes > m->head_bytes ? m->head_bytes : 0)) / GIB, p->users,
+           p->n_ctx, m->file_bytes / GIB);
     for (int i = 0; i < p->n_nodes; i++) {
         const st_plan_node_t *n = &pl->nodes[i];
         printf("  node %d (%s): --mem %.2f GiB: %d experts, %.2f GiB in RAM, %.2f GiB streamed from %s; RAM "
                "%.2f GiB with the process; disk %.2f GiB%s\n",
                i, p->nodes[i].name, p->nodes[i].mem / GIB, n->experts, n->ram / GIB, n->stream / GIB,
-               p->nodes[i].disk_kind, (n->ram + pl->node_extra) / GIB, n->bytes / GIB,
+               p->nodes[i].disk_kind, (n->ram + pl->head_slice + pl->node_extra) / GIB, n->bytes / GIB,
                n->over_budget ? " (over its budget)" : "");
+        if (pl->head_slice) printf("    and its head slice, %.2f GiB of its --mem\n", pl->head_slice / GIB);
     }
     for (int i = 0; i < pl->n_warnings; i++) printf("warning: %s\n", pl->warnings[i]);
     printf("predicted:\n");
@@ -371,6 +414,7 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
     s_print_step_row("storage reads (not hidden)", pl->decode1.storage, pl->decodeN.storage);
     s_print_step_row("network transfer", pl->decode1.transfer, pl->decodeN.transfer);
     s_print_step_row("round trips", pl->decode1.latency, pl->decodeN.latency);
+    if (p->overlap) s_print_step_row("hidden by overlap", 0.0 - pl->decode1.overlap, 0.0 - pl->decodeN.overlap);
     s_print_step_row("total", pl->decode1.total, pl->decodeN.total);
     printf("  bottleneck: %s\n", pl->bottleneck);
     if (nv > 0) {
@@ -391,6 +435,7 @@ static cJSON *s_step_json(const st_plan_step_t *s) {
     cJSON_AddNumberToObject(o, "storage_s", s->storage);
     cJSON_AddNumberToObject(o, "transfer_s", s->transfer);
     cJSON_AddNumberToObject(o, "round_trips_s", s->latency);
+    cJSON_AddNumberToObject(o, "overlap_s", s->overlap);
     cJSON_AddNumberToObject(o, "total_s", s->total);
     return o;
 }
@@ -421,6 +466,10 @@ static void s_print_json(const st_plan_model_t *m, const st_plan_params_t *p, co
         cJSON_AddItemToArray(ns, j);
     }
     cJSON_AddNumberToObject(o, "users", p->users);
+    cJSON_AddStringToObject(o, "head", p->head_sharded ? "sharded" : "local");
+    cJSON_AddStringToObject(o, "wire", s_wire_name(p->wire));
+    cJSON_AddBoolToObject(o, "overlap", p->overlap);
+    cJSON_AddNumberToObject(o, "head_slice_bytes", (double)pl->head_slice);
     cJSON_AddNumberToObject(o, "prompt_tokens", p->prompt);
     cJSON_AddNumberToObject(o, "predicted_ttft_s", pl->ttft_s);
     cJSON_AddNumberToObject(o, "predicted_prefill_tps", pl->prefill_tps);
@@ -468,7 +517,10 @@ int main(int argc, char **argv) {
                           .users = (int)a.users,
                           .prompt = (int)a.prompt,
                           .n_batch = (int)a.batch,
-                          .n_ctx = (int)a.ctx};
+                          .n_ctx = (int)a.ctx,
+                          .head_sharded = a.head_sharded,
+                          .wire = a.wire,
+                          .overlap = a.overlap};
     if (rc == 0 && !(pl = st_plan_new(pm, &p))) {
         fprintf(stderr, "st-plan: no prediction for this setup (see above)\n");
         rc = 1;
