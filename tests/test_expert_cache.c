@@ -19,20 +19,6 @@
 #include "st_log.h"
 #include "testutil.h"
 
-#define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static st_model_t *s_load_path(const char *path) {
-    st_model_t *m = st_model_load(path);
-    cr_assert_not_null(m, "cannot load %s", path);
-    return m;
-}
-
-static st_model_t *s_load(const char *const *args) {
-    char path[1024];
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    return s_load_path(path);
-}
-
 #define N_PROMPT 11
 #define N_GEN 6
 
@@ -58,20 +44,10 @@ static float *s_run(st_ctx_t *c) {
     return lg;
 }
 
-static st_ctx_t *s_ctx(const st_model_t *m, int n_batch) {
-    st_ctx_params_t p = st_ctx_default_params();
-    p.n_threads = 2;
-    p.n_batch = n_batch;
-    p.n_ctx = N_PROMPT + N_GEN + 1;
-    st_ctx_t *c = st_ctx_new(m, &p);
-    cr_assert_not_null(c);
-    return c;
-}
-
 /* Normal path vs a cache of `extra` slots more than one layer step needs. */
 static void s_check_identical_model(st_model_t *m, int n_batch, int extra, bool no_direct, bool no_prefetch) {
     const st_config_t *cfg = &m->cfg;
-    st_ctx_t *c = s_ctx(m, n_batch);
+    st_ctx_t *c = st_test_ctx(m, N_PROMPT + N_GEN + 1, n_batch);
     float *want = s_run(c);
 
     const uint64_t slot = st_expert_cache_slot_bytes(c);
@@ -112,43 +88,45 @@ static void s_check_identical_model(st_model_t *m, int n_batch, int extra, bool 
 }
 
 static void s_check_identical(const char *const *args, int n_batch, int extra, bool no_direct, bool no_prefetch) {
-    s_check_identical_model(s_load(args), n_batch, extra, no_direct, no_prefetch);
+    s_check_identical_model(st_test_load(args), n_batch, extra, no_direct, no_prefetch);
 }
 
 /* The model of args requantized by llama-quantize (skipped where it is absent). */
 static void s_check_identical_quantized(const char *const *args, const char *type, int n_batch, int extra) {
     char path[1200];
     if (!st_test_quantized_model(args, type, path, sizeof path)) cr_skip_test("llama-quantize not available");
-    s_check_identical_model(s_load_path(path), n_batch, extra, false, false);
+    s_check_identical_model(st_test_load_path(path), n_batch, extra, false, false);
 }
 
-#define Q4 SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "5")
+#define Q4 ST_SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "5")
 
 Test(expert_cache, q4_0_bit_identical_with_evictions) { s_check_identical(Q4, 1, 2, false, false); }
 Test(expert_cache, q4_0_batched_prompt) { s_check_identical(Q4, 4, 3, false, false); }
 Test(expert_cache, buffered_reads_without_prefetch) { s_check_identical(Q4, 2, 1, true, true); }
 Test(expert_cache, q8_0_powerinfer_transposed_down) {
-    s_check_identical(SYNTH("--type", "q8_0", "--powerinfer", "--gating", "sigmoid", "--seed", "3"), 3, 1, false,
+    s_check_identical(ST_SYNTH("--type", "q8_0", "--powerinfer", "--gating", "sigmoid", "--seed", "3"), 3, 1, false,
                       false);
 }
 /* K-quant experts (Q4_K gate/up, Q6_K down on some layers; Q8_K activations)
  * and Q4_1 ones (Q8_1 activations) through the cache. */
 #define KQ                                                                                                             \
-    SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--experts-used", "4",         \
-          "--layers", "3", "--seed", "5")
+    ST_SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--experts", "16", "--experts-used", "4",      \
+             "--layers", "3", "--seed", "5")
 Test(expert_cache, q4_k_m_bit_identical_with_evictions) { s_check_identical_quantized(KQ, "Q4_K_M", 2, 2); }
 Test(expert_cache, q4_1_bit_identical_with_evictions) {
     s_check_identical_quantized(
-        SYNTH("--type", "f32", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "6"), "Q4_1", 3, 1);
+        ST_SYNTH("--type", "f32", "--experts", "16", "--experts-used", "4", "--layers", "3", "--seed", "6"), "Q4_1", 3,
+        1);
 }
 
 Test(expert_cache, f32_odd_shapes) {
-    s_check_identical(SYNTH("--type", "f32", "--hidden", "96", "--expert-ffn", "40", "--experts", "6", "--seed", "9"),
-                      1, 1, false, false);
+    s_check_identical(
+        ST_SYNTH("--type", "f32", "--hidden", "96", "--expert-ffn", "40", "--experts", "6", "--seed", "9"), 1, 1, false,
+        false);
 }
 Test(expert_cache, skewed_router) {
-    s_check_identical(SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "2", "--router-hot", "0.25:4"), 2, 4,
-                      false, false);
+    s_check_identical(ST_SYNTH("--type", "q4_0", "--experts", "16", "--experts-used", "2", "--router-hot", "0.25:4"), 2,
+                      4, false, false);
 }
 
 /* Reads the redirected stderr. */
@@ -160,8 +138,8 @@ static void s_log(char *buf, size_t cap) {
 }
 
 Test(expert_cache, too_small_budgets_refused, .init = cr_redirect_stderr) {
-    st_model_t *m = s_load(Q4);
-    st_ctx_t *c = s_ctx(m, 2);
+    st_model_t *m = st_test_load(Q4);
+    st_ctx_t *c = st_test_ctx(m, N_PROMPT + N_GEN + 1, 2);
     const uint64_t slot = st_expert_cache_slot_bytes(c);
     /* 8 experts needed (2 tokens x top-4), 7 fit */
     st_expert_cache_params_t p = {.cache_bytes = 7 * slot + slot - 1};
@@ -224,8 +202,8 @@ Test(expert_cache, too_small_budgets_refused, .init = cr_redirect_stderr) {
 
 Test(expert_cache, converted_weights_refused, .init = cr_redirect_stderr) {
     /* float PowerInfer files get de-transposed copies of down: not in the file as used */
-    st_model_t *m = s_load(SYNTH("--type", "f32", "--powerinfer"));
-    st_ctx_t *c = s_ctx(m, 1);
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32", "--powerinfer"));
+    st_ctx_t *c = st_test_ctx(m, N_PROMPT + N_GEN + 1, 1);
     cr_assert_eq(st_expert_cache_slot_bytes(c), 0);
     st_expert_cache_params_t p = {.cache_bytes = 1ull << 30};
     cr_assert_null(st_expert_cache_new(c, &p));

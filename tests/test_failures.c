@@ -65,14 +65,7 @@ static const char *s_model(void) {
 }
 
 /* st-run's output (the reference) for the test's prompt. */
-static char *s_reference(const char *model) {
-    char out[300];
-    snprintf(out, sizeof out, "%s/ref.out", g_c.dir);
-    cr_assert_eq(st_test_system("timeout 120 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, model, PROMPT, g_n_predict, out),
-                 0);
-    return st_file_read(out, 0, NULL);
-}
+static char *s_reference(const char *model) { return st_test_reference(g_c.dir, model, PROMPT, g_n_predict); }
 
 typedef struct {
     char *out, *err;
@@ -136,6 +129,20 @@ static run_t s_run(const char *model, const char *tag, int replication, int kill
     return s_run_ex(model, tag, replication, kill_node, STAY_DEAD);
 }
 
+/* The start of the tests that act mid-run: N_PREDICT_LONG tokens (fewer
+ * under sanitizers), the reference, three nodes, and a first run that fills
+ * their stores. Returns the reference; the model in *model. */
+static char *s_filled_cluster(const char **model) {
+    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
+    *model = s_model();
+    char *ref = s_reference(*model);
+    s_cluster();
+    run_t a = s_run(*model, "fill", 2, -1);
+    cr_assert_str_eq(a.out, ref);
+    free(a.out), free(a.err);
+    return ref;
+}
+
 static unsigned long long s_count(const char *err, const char *fmt) {
     const char *p = strstr(err, "cluster: ") ? strstr(err, " pairs on nodes, ") : NULL;
     unsigned long long remote = 0, fb = 0, resent = 0;
@@ -150,7 +157,6 @@ static unsigned long long s_count(const char *err, const char *fmt) {
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     const char *model = s_model();
     char *ref = s_reference(model);
-    cr_assert_not_null(ref);
     s_cluster();
     const bool light = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT"));
 
@@ -184,7 +190,7 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
         cr_assert_gt(s_count(d.err, "fallback"), 0, "nothing computed by the coordinator:\n%s", d.err);
         free(d.out), free(d.err);
     }
-    free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+    free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
 }
 
 /* A node killed mid-generation and restarted while the coordinator still
@@ -192,13 +198,8 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
  * on an emptied store with its experts pushed again; it serves the last
  * tokens, and the tokens are st-run's. */
 Test(failures, node_restarted_mid_generation_rejoins_the_run) {
-    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
-    const char *model = s_model();
-    char *ref = s_reference(model);
-    cr_assert_not_null(ref);
-    s_cluster();
-    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
-    cr_assert_str_eq(a.out, ref);
+    const char *model;
+    char *ref = s_filled_cluster(&model);
 
     double t0 = st_now_ms();
     run_t b = s_run_ex(model, "restart", 2, 1, RESTART);
@@ -221,7 +222,7 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     cr_assert_gt(bytes, 0, "nothing pushed to a node whose store was emptied:\n%s", c.err);
     cr_assert_gt(st_test_last_rt(c.err, 2), 0, "node 2 does not serve after its rejoin:\n%s", c.err);
     cr_log_info("node 2 rejoined on an empty store: %llu shard bytes pushed to it during the run", bytes);
-    free(a.out), free(a.err), free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
+    free(b.out), free(b.err), free(c.out), free(c.err), free(ref);
 }
 
 /* A node that aborts mid-generation (libzmq 4.3.4 can, on what a peer sends:
@@ -230,13 +231,8 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
  * and come back in the same run, sends it nothing, and the tokens are
  * st-run's; the node's log says it restarted. */
 Test(failures, node_that_aborts_restarts_itself_and_rejoins) {
-    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
-    const char *model = s_model();
-    char *ref = s_reference(model);
-    cr_assert_not_null(ref);
-    s_cluster();
-    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
-    cr_assert_str_eq(a.out, ref);
+    const char *model;
+    char *ref = s_filled_cluster(&model);
     const pid_t pid = g_c.nodes[1].p.pid;
     run_t b = s_run_ex(model, "abort", 2, 1, ABORT);
     cr_assert(b.killed_mid, "the generation was over before the node aborted");
@@ -251,7 +247,7 @@ Test(failures, node_that_aborts_restarts_itself_and_rejoins) {
     cr_assert(st_test_file_has(log, "restarted after an abort (restart 1 of this process)", 10000), "no restart in %s",
               log);
     cr_assert_lt(st_test_wait(pid, 0), 0, "node 1 exited instead of restarting");
-    free(a.out), free(a.err), free(b.out), free(b.err), free(ref);
+    free(b.out), free(b.err), free(ref);
 }
 
 /* A node added to the cluster file while the coordinator generates joins
@@ -259,13 +255,8 @@ Test(failures, node_that_aborts_restarts_itself_and_rejoins) {
  * other nodes are sent nothing and keep a subset of what they had); it
  * serves the last tokens, and the tokens are st-run's. */
 Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
-    g_n_predict = getenv("ST_TEST_LIGHT") && atoi(getenv("ST_TEST_LIGHT")) ? N_PREDICT_LONG_LIGHT : N_PREDICT_LONG;
-    const char *model = s_model();
-    char *ref = s_reference(model);
-    cr_assert_not_null(ref);
-    s_cluster();
-    run_t a = s_run(model, "fill", 2, -1); /* fills the stores */
-    cr_assert_str_eq(a.out, ref);
+    const char *model;
+    char *ref = s_filled_cluster(&model);
     s_node_start(N_NODES, "tcp://127.0.0.1:*");
     cr_assert_eq(strlen(g_c.nodes[N_NODES].p.pub), 40);
 
@@ -296,5 +287,5 @@ Test(failures, node_joining_mid_generation_takes_a_share_and_only_that_moves) {
     cr_assert_eq(given_up, (long)after[N_NODES], "experts moved between the old nodes too");
     cr_assert_not_null(strstr(b.err, "4 of 4 nodes up;"), "%s", b.err);
     cr_assert_gt(st_test_last_rt(b.err, N_NODES), 0, "the new node does not serve after joining");
-    free(a.out), free(a.err), free(b.out), free(b.err), free(ref);
+    free(b.out), free(b.err), free(ref);
 }

@@ -21,14 +21,12 @@
 #include "harness.h"
 #include "testutil.h"
 
-#define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
-
 /* Runs the walk over mode on a tiny Q4_0 model (packed by the resident and
  * streaming loaders); asserts it passed and failed at least min_alloc
  * allocations with a reported error. */
 static void s_walk(const char *mode, long min_alloc) {
     char model[1024];
-    cr_assert_not_null(st_test_model(SYNTH("--type", "q4_0"), model, sizeof model), "st-synth failed");
+    cr_assert_not_null(st_test_model(ST_SYNTH("--type", "q4_0"), model, sizeof model), "st-synth failed");
     char out[256], err[256];
     snprintf(out, sizeof out, "/tmp/st-faults-%s-%d.out", mode, (int)getpid());
     snprintf(err, sizeof err, "/tmp/st-faults-%s-%d.err", mode, (int)getpid());
@@ -81,7 +79,7 @@ static long s_alloc_count(const char *err) {
 Test(faults, remote_backend, .timeout = 900) {
     if (*st_test_run_prefix()) cr_skip_test("under an emulator: 160 coordinator runs would take an hour");
     char model[1024];
-    cr_assert_not_null(st_test_model(SYNTH("--type", "q4_0"), model, sizeof model), "st-synth failed");
+    cr_assert_not_null(st_test_model(ST_SYNTH("--type", "q4_0"), model, sizeof model), "st-synth failed");
     st_test_cluster_t c;
     st_test_cluster_start(&c, "faults", false, 1);
     char nodes[512], args[2048], env[64];

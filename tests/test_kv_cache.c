@@ -12,26 +12,6 @@
 #include "st_log.h"
 #include "testutil.h"
 
-#define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static st_model_t *s_load(const char *const *args) {
-    char path[1024];
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    st_model_t *m = st_model_load(path);
-    cr_assert_not_null(m, "cannot load %s", path);
-    return m;
-}
-
-static st_ctx_t *s_ctx(const st_model_t *m, int n_ctx, int n_batch) {
-    st_ctx_params_t p = st_ctx_default_params();
-    p.n_ctx = n_ctx;
-    p.n_batch = n_batch;
-    p.n_threads = 2;
-    st_ctx_t *c = st_ctx_new(m, &p);
-    cr_assert_not_null(c);
-    return c;
-}
-
 static void s_tokens(int32_t *t, int n, int seed) {
     for (int i = 0; i < n; i++) t[i] = (int32_t)(((int64_t)(i + seed) * 7919 + 13 * seed) % 151000);
 }
@@ -60,8 +40,9 @@ static void s_check_continuation(st_ctx_t *c, const st_kv_t *src, const int32_t 
 }
 
 Test(kv_cache, copied_prefix_continues_as_a_fresh_prefill) {
-    st_model_t *m = s_load(SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "5"));
-    st_ctx_t *c = s_ctx(m, 64, 16);
+    st_model_t *m =
+        st_test_load(ST_SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "5"));
+    st_ctx_t *c = st_test_ctx(m, 64, 16);
     int32_t seq[40], more[13];
     s_tokens(seq, 40, 1);
     s_tokens(more, 13, 2);
@@ -86,8 +67,8 @@ Test(kv_cache, copied_prefix_continues_as_a_fresh_prefill) {
 }
 
 Test(kv_cache, bad_prefix_copies_are_refused) {
-    st_model_t *m = s_load(SYNTH("--type", "f32"));
-    st_ctx_t *c = s_ctx(m, 32, 8);
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32"));
+    st_ctx_t *c = st_test_ctx(m, 32, 8);
     int32_t seq[10];
     s_tokens(seq, 10, 3);
     st_kv_t *src = st_kv_new(c, 32), *dst = st_kv_new(c, 8);
@@ -108,11 +89,11 @@ Test(kv_cache, bad_prefix_copies_are_refused) {
  * overwritten its first 88. Three prefills of 4200 tokens: minutes under
  * ASan on a busy machine, hence the timeout. */
 Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 600) {
-    st_model_t *m = s_load(SYNTH("--hidden", "64", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--experts", "8",
-                                 "--experts-used", "2", "--expert-ffn", "64", "--sliding-window", "4096", "--type",
-                                 "f32", "--ctx", "8192", "--seed", "17"));
+    st_model_t *m = st_test_load(ST_SYNTH(
+        "--hidden", "64", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--experts", "8", "--experts-used", "2",
+        "--expert-ffn", "64", "--sliding-window", "4096", "--type", "f32", "--ctx", "8192", "--seed", "17"));
     const int L = 4200, n_batch = 16;
-    st_ctx_t *c = s_ctx(m, 4300, n_batch);
+    st_ctx_t *c = st_test_ctx(m, 4300, n_batch);
     int32_t *seq = malloc(L * sizeof *seq), more[20];
     s_tokens(seq, L, 4);
     s_tokens(more, 20, 5);
@@ -142,10 +123,10 @@ Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 600) {
 
 /* A ring that never wrapped keeps every position: any prefix can be reused. */
 Test(kv_cache, ring_that_did_not_wrap_rewinds_anywhere, .timeout = 120) {
-    st_model_t *m = s_load(SYNTH("--hidden", "64", "--layers", "8", "--heads", "4", "--kv-heads", "2", "--experts", "8",
-                                 "--experts-used", "2", "--expert-ffn", "64", "--sliding-window", "4096", "--type",
-                                 "f32", "--ctx", "8192", "--seed", "17"));
-    st_ctx_t *c = s_ctx(m, 4300, 16);
+    st_model_t *m = st_test_load(ST_SYNTH(
+        "--hidden", "64", "--layers", "8", "--heads", "4", "--kv-heads", "2", "--experts", "8", "--experts-used", "2",
+        "--expert-ffn", "64", "--sliding-window", "4096", "--type", "f32", "--ctx", "8192", "--seed", "17"));
+    st_ctx_t *c = st_test_ctx(m, 4300, 16);
     int32_t seq[300], more[10];
     s_tokens(seq, 300, 6);
     s_tokens(more, 10, 7);

@@ -15,18 +15,8 @@
 #include "moe.h"
 #include "testutil.h"
 
-#define SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
-
-static st_model_t *s_load(const char *const *args) {
-    char path[1024];
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    st_model_t *m = st_model_load(path);
-    cr_assert_not_null(m, "cannot load %s", path);
-    return m;
-}
-
 Test(model, tiny_config_from_metadata) {
-    st_model_t *m = s_load(SYNTH("--type", "f32"));
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32"));
     const st_config_t *c = &m->cfg;
     cr_assert_eq(c->n_layer, 4);
     cr_assert_eq(c->n_embd, 64);
@@ -49,8 +39,8 @@ Test(model, tiny_config_from_metadata) {
 }
 
 Test(model, head_dim_from_key_length_and_tied_output) {
-    st_model_t *m = s_load(SYNTH("--hidden", "64", "--heads", "2", "--kv-heads", "1", "--head-dim", "48", "--tied",
-                                 "--gating", "sigmoid"));
+    st_model_t *m = st_test_load(ST_SYNTH("--hidden", "64", "--heads", "2", "--kv-heads", "1", "--head-dim", "48",
+                                          "--tied", "--gating", "sigmoid"));
     cr_assert_eq(m->cfg.head_dim, 48); /* not n_embd / n_head = 32 */
     cr_assert_eq(m->cfg.gating, ST_GATING_SIGMOID);
     cr_assert_eq(m->output.data, m->tok_embd.data, "tied: token_embd is the output head");
@@ -58,7 +48,7 @@ Test(model, head_dim_from_key_length_and_tied_output) {
 }
 
 Test(model, swa_pattern_default_period_4_with_nope_layers) {
-    st_model_t *m = s_load(SYNTH("--layers", "8", "--sliding-window", "4096"));
+    st_model_t *m = st_test_load(ST_SYNTH("--layers", "8", "--sliding-window", "4096"));
     cr_assert_eq(m->cfg.n_swa, 4096);
     for (int il = 0; il < 8; il++) {
         cr_assert_eq(m->cfg.is_swa[il], il % 4 != 0, "layer %d", il);
@@ -69,7 +59,7 @@ Test(model, swa_pattern_default_period_4_with_nope_layers) {
 
 Test(model, swa_with_exactly_4_layers_keeps_rope_everywhere) {
     /* llama.cpp: n_no_rope_layer_step (4) == n_layer means RoPE on every layer */
-    st_model_t *m = s_load(SYNTH("--layers", "4", "--sliding-window", "4096"));
+    st_model_t *m = st_test_load(ST_SYNTH("--layers", "4", "--sliding-window", "4096"));
     for (int il = 0; il < 4; il++) {
         cr_assert_eq(m->cfg.is_swa[il], il % 4 != 0);
         cr_assert(m->cfg.use_rope[il]);
@@ -78,16 +68,16 @@ Test(model, swa_with_exactly_4_layers_keeps_rope_everywhere) {
 }
 
 Test(model, swa_window_value_is_forced_to_4096) {
-    st_model_t *m = s_load(SYNTH("--layers", "8", "--sliding-window", "128"));
+    st_model_t *m = st_test_load(ST_SYNTH("--layers", "8", "--sliding-window", "128"));
     cr_assert_eq(m->cfg.n_swa, 4096);
     st_model_destroy(&m);
 }
 
 Test(model, swa_pattern_key_and_per_layer_array) {
-    st_model_t *m = s_load(SYNTH("--layers", "8", "--sliding-window", "4096", "--swa-pattern", "2"));
+    st_model_t *m = st_test_load(ST_SYNTH("--layers", "8", "--sliding-window", "4096", "--swa-pattern", "2"));
     for (int il = 0; il < 8; il++) cr_assert_eq(m->cfg.is_swa[il], il % 2 != 0, "layer %d", il);
     st_model_destroy(&m);
-    m = s_load(SYNTH("--layers", "8", "--sliding-window", "4096", "--swa-layers", "0,1,1,0,1,1,0,1"));
+    m = st_test_load(ST_SYNTH("--layers", "8", "--sliding-window", "4096", "--swa-layers", "0,1,1,0,1,1,0,1"));
     const bool want[8] = {0, 1, 1, 0, 1, 1, 0, 1};
     for (int il = 0; il < 8; il++) {
         cr_assert_eq(m->cfg.is_swa[il], want[il], "layer %d", il);
@@ -99,9 +89,9 @@ Test(model, swa_pattern_key_and_per_layer_array) {
 Test(model, powerinfer_file_gives_identical_logits) {
     /* same weights written by PowerInfer's converter: transposed down (F32: transposed
      * back exactly at load), no gating key (sigmoid assumed), extra lm_head_profiler */
-    st_model_t *a = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid"));
-    st_model_t *b =
-        s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid", "--powerinfer"));
+    st_model_t *a = st_test_load(ST_SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid"));
+    st_model_t *b = st_test_load(
+        ST_SYNTH("--type", "f32", "--hidden", "96", "--heads", "4", "--gating", "sigmoid", "--powerinfer"));
     cr_assert_eq(b->cfg.gating, ST_GATING_SIGMOID);
     cr_assert_not_null(st_gguf_find_tensor(b->gguf, "lm_head_profiler"));
     const int V = a->cfg.n_vocab;
@@ -154,7 +144,7 @@ Test(model, powerinfer_quantized_transposed_down_is_as_close_as_quantization_noi
     const char *const f32[] = {"--type", "f32", "--hidden", "96", "--heads", "4", "--seed", "4", NULL};
     const char *const q8[] = {"--type", "q8_0", "--hidden", "96", "--heads", "4", "--seed", "4", NULL};
     const char *const q8p[] = {"--type", "q8_0", "--hidden", "96", "--heads", "4", "--seed", "4", "--powerinfer", NULL};
-    st_model_t *m[3] = {s_load(f32), s_load(q8), s_load(q8p)};
+    st_model_t *m[3] = {st_test_load(f32), st_test_load(q8), st_test_load(q8p)};
     cr_assert(m[2]->layers[0].down_transposed && !m[1]->layers[0].down_transposed);
     float *l[3];
     for (int i = 0; i < 3; i++) l[i] = s_logits(m[i]);
@@ -171,7 +161,7 @@ Test(model, powerinfer_quantized_transposed_down_is_as_close_as_quantization_noi
 Test(model, transposed_down_axpy_path_matches_dot_path) {
     /* the axpy path (down stored neuron-major) against the dot path on the same F32
      * weights, at the level of one expert evaluation */
-    st_model_t *m = s_load(SYNTH("--type", "f32", "--hidden", "96", "--heads", "4"));
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32", "--hidden", "96", "--heads", "4"));
     const st_config_t *cfg = &m->cfg;
     const int E = cfg->n_embd, F = cfg->n_ff_exp, X = cfg->n_expert;
     st_ctx_params_t p = st_ctx_default_params();
@@ -262,7 +252,7 @@ static void s_rewrite(const char *src, const char *dst, const edit_t *ed) {
 /* Loads an edited copy of the tiny model; asserts it is refused with want in the log. */
 static void s_expect_refused(const edit_t *ed, const char *want) {
     char src[1024], dst[1100];
-    cr_assert_not_null(st_test_model(SYNTH("--type", "q8_0"), src, sizeof src));
+    cr_assert_not_null(st_test_model(ST_SYNTH("--type", "q8_0"), src, sizeof src));
     snprintf(dst, sizeof dst, "%s/edited-%d.gguf", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
     s_rewrite(src, dst, ed);
     cr_redirect_stderr();
@@ -310,23 +300,13 @@ Test(model, norm_weights_must_be_f32) {
 
 /* ---- forward-pass invariants ---------------------------------------------- */
 
-static st_ctx_t *s_ctx(const st_model_t *m, int n_ctx, int n_batch) {
-    st_ctx_params_t p = st_ctx_default_params();
-    p.n_ctx = n_ctx;
-    p.n_batch = n_batch;
-    p.n_threads = 2;
-    st_ctx_t *c = st_ctx_new(m, &p);
-    cr_assert_not_null(c);
-    return c;
-}
-
 Test(forward, batch_equals_one_token_at_a_time) {
-    st_model_t *m = s_load(SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096"));
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096"));
     const int n = 40, V = m->cfg.n_vocab;
     int32_t toks[40];
     for (int i = 0; i < n; i++) toks[i] = (i * 7919 + 13) % 151000;
     float *a = malloc((size_t)n * V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
-    st_ctx_t *c = s_ctx(m, 64, 16); /* batches of 16: 3 chunks */
+    st_ctx_t *c = st_test_ctx(m, 64, 16); /* batches of 16: 3 chunks */
     st_kv_t *kv = st_kv_new(c, 64);
     cr_assert_eq(st_decode(c, kv, toks, n, a, true), 0);
     cr_assert_eq(st_kv_pos(kv), n);
@@ -346,8 +326,8 @@ Test(forward, batch_equals_one_token_at_a_time) {
 }
 
 Test(forward, bad_token_and_full_context_are_refused_without_side_effects) {
-    st_model_t *m = s_load(SYNTH("--type", "f32"));
-    st_ctx_t *c = s_ctx(m, 8, 4);
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32"));
+    st_ctx_t *c = st_test_ctx(m, 8, 4);
     st_kv_t *kv = st_kv_new(c, 8);
     int32_t good[3] = {1, 2, 3}, bad[2] = {5, 999999};
     cr_assert_eq(st_decode(c, kv, good, 3, NULL, false), 0);
@@ -363,7 +343,7 @@ Test(forward, bad_token_and_full_context_are_refused_without_side_effects) {
 }
 
 Test(forward, kv_f32_and_f16_agree_closely) {
-    st_model_t *m = s_load(SYNTH("--type", "f32", "--seed", "21"));
+    st_model_t *m = st_test_load(ST_SYNTH("--type", "f32", "--seed", "21"));
     const int V = m->cfg.n_vocab;
     int32_t toks[12] = {785, 3974, 13876, 38835, 34208, 916, 279, 15678, 5562, 13, 100, 200};
     float *l16 = malloc((size_t)V * sizeof(float)), *l32 = malloc((size_t)V * sizeof(float));
@@ -390,9 +370,10 @@ Test(forward, kv_f32_and_f16_agree_closely) {
 Test(forward, mixed_prefill_and_decode_equal_separate_decoding) {
     /* one pass with: sequence 0's next token, sequence 1's whole prompt and
      * sequence 2's prompt cut in two passes; logits only where asked */
-    st_model_t *m = s_load(SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "2"));
+    st_model_t *m =
+        st_test_load(ST_SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "2"));
     const int V = m->cfg.n_vocab;
-    st_ctx_t *c = s_ctx(m, 32, 16);
+    st_ctx_t *c = st_test_ctx(m, 32, 16);
     st_kv_t *kv[3], *solo = st_kv_new(c, 32);
     for (int i = 0; i < 3; i++) kv[i] = st_kv_new(c, 32);
     const int32_t p0[3] = {785, 3974, 13876}, next0 = 38835;
@@ -438,9 +419,10 @@ Test(forward, mixed_prefill_and_decode_equal_separate_decoding) {
 Test(forward, batched_sequences_equal_separate_decoding) {
     /* three users at different positions, one decode step together (continuous
      * batching) vs each alone: same logits */
-    st_model_t *m = s_load(SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "2"));
+    st_model_t *m =
+        st_test_load(ST_SYNTH("--type", "q4_0", "--layers", "8", "--sliding-window", "4096", "--seed", "2"));
     const int V = m->cfg.n_vocab;
-    st_ctx_t *c = s_ctx(m, 32, 16);
+    st_ctx_t *c = st_test_ctx(m, 32, 16);
     st_kv_t *kv[3], *solo = st_kv_new(c, 32);
     const int32_t prompts[3][5] = {{785, 3974, 13876, 0, 0}, {100, 200, 300, 400, 500}, {9707, 0, 0, 0, 0}};
     const int plen[3] = {3, 5, 1};
@@ -477,7 +459,7 @@ static float *s_run_logits(st_model_t *m, int *n_rows) {
     int32_t toks[25];
     for (int i = 0; i < n + steps; i++) toks[i] = (i * 7919 + 13) % 151000;
     float *out = malloc((size_t)(n + steps) * V * sizeof(float));
-    st_ctx_t *c = s_ctx(m, 64, 32);
+    st_ctx_t *c = st_test_ctx(m, 64, 32);
     st_kv_t *kv = st_kv_new(c, 64);
     cr_assert_eq(st_decode(c, kv, toks, n, out, true), 0);
     for (int t = 0; t < steps; t++)
@@ -538,21 +520,21 @@ static void s_packed_synth(const char *const *args, bool head_packed) {
 }
 
 Test(model, packed_weights_decode_bit_for_bit_as_the_file_layout) {
-    s_packed_synth(SYNTH("--type", "q4_0", "--vocab-size", "151680"), true);
+    s_packed_synth(ST_SYNTH("--type", "q4_0", "--vocab-size", "151680"), true);
 }
 Test(model, packed_weights_with_an_unpacked_head) {
-    s_packed_synth(SYNTH("--type", "q4_0", "--seed", "3"), false); /* 151669 rows: not whole groups */
+    s_packed_synth(ST_SYNTH("--type", "q4_0", "--seed", "3"), false); /* 151669 rows: not whole groups */
 }
 Test(model, packed_weights_with_fused_qkv_and_tied_head) {
     /* q, k and v are row ranges of one tensor, each packed on its own; the tied head is the embedding table */
-    s_packed_synth(SYNTH("--type", "q4_0", "--fused-qkv", "--tied", "--seed", "4"), false);
+    s_packed_synth(ST_SYNTH("--type", "q4_0", "--fused-qkv", "--tied", "--seed", "4"), false);
 }
 Test(model, packed_k_quant_mix_decodes_bit_for_bit) {
     /* llama-quantize's Q4_K_M: Q4_K, Q6_K for half of attn_v and ffn_down and for the head (8-row groups) */
     char path[1024];
-    if (!st_test_quantized_model(
-            SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--vocab-size", "151680", "--seed", "5"),
-            "Q4_K_M", path, sizeof path))
+    if (!st_test_quantized_model(ST_SYNTH("--type", "f32", "--hidden", "256", "--expert-ffn", "256", "--vocab-size",
+                                          "151680", "--seed", "5"),
+                                 "Q4_K_M", path, sizeof path))
         cr_skip_test("llama-quantize not available");
     s_packed_equals_plain(path, true);
 }

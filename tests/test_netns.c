@@ -230,11 +230,7 @@ static double s_max_wait(const char *err, unsigned long long *waits) {
 Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     s_require();
     const char *model = s_model();
-    char args[1400];
-    snprintf(args, sizeof args, "-m '%s' -p '%s' -n %d --temp 0 --json -t 1", model, PROMPT, N_PREDICT);
-    st_test_run_t ref_run = st_test_run(g_c.dir, "ref", NULL, "st-run", args, 120);
-    cr_assert_eq(ref_run.status, 0, "st-run failed:\n%s", ref_run.err);
-    const char *ref = ref_run.out;
+    char *ref = st_test_reference(g_c.dir, model, PROMPT, N_PREDICT);
 
     double t = st_now_ms();
     s_topology();
@@ -280,5 +276,5 @@ Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     cr_assert_leq(wait_shaped, TIMEOUT_MS + 100, "a wait overran its deadline");
     cr_assert_leq(wait_part, TIMEOUT_MS + 100, "a wait overran its deadline");
     cr_assert_lt(part.ms, RUN_DEADLINE_MS);
-    st_test_run_free(&push.r), st_test_run_free(&shaped.r), st_test_run_free(&part.r), st_test_run_free(&ref_run);
+    st_test_run_free(&push.r), st_test_run_free(&shaped.r), st_test_run_free(&part.r), free(ref);
 }

@@ -1,6 +1,6 @@
 /* The coordinator's setup steps (coordinator/setup.c) driven without
  * st-coordinator's main: st_coord_setup against real st-node processes
- * (plain TCP on 127.0.0.1), then the between-steps work as a generation
+ * (plain TCP on 127.0.0.1, tests/util/harness), then the between-steps work as a generation
  * loop or an idle server calls it. Placement counts are checked against the
  * model's n_layer x n_expert experts, and what moves at a join against what
  * each node held before. */
@@ -12,24 +12,21 @@
 #include <string.h>
 
 #include "clock.h"
+#include "harness.h"
 #include "setup.h"
 #include "st_log.h"
 #include "testutil.h"
 
-#define BIN ST_BINARY_DIR
-
-static char g_dir[64];
-static st_test_node_t g_nodes[2];
+static st_test_cluster_t g_c; /* two --insecure nodes at most */
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-setup-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    st_test_cluster_init(&g_c, "setup", false);
 }
 
 static void teardown(void) {
     st_test_kill_all();
-    st_test_system("rm -rf '%s'", g_dir);
+    st_test_cluster_destroy(&g_c);
 }
 
 TestSuite(setup, .init = setup, .fini = teardown, .timeout = 120);
@@ -43,13 +40,20 @@ static st_model_t *s_model(void) {
     return m;
 }
 
-static void s_node_start(int i, const char *listen) {
-    char log[300], store[300];
-    snprintf(log, sizeof log, "%s/node-%d.log", g_dir, i);
-    snprintf(store, sizeof store, "%s/store-%d", g_dir, i);
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
-                          store,          "-t",       "1",    "--insecure", NULL};
-    cr_assert_eq(st_test_node_start(&g_nodes[i], argv, log, 10000), 0, "node %d exited (log %s)", i, log);
+static void s_node_start(int i, const char *listen) { st_test_cluster_node_start(&g_c, i, listen, NULL); }
+
+/* The tests' coordinator options: plain TCP, replication 1, one thread,
+ * quiet pushes, 1 s expert deadline; state in the test's dir. */
+static st_coord_opts_t s_opts(void) {
+    return (st_coord_opts_t){.insecure = true,
+                             .state_dir = g_c.dir,
+                             .model_path = "setup-test.gguf",
+                             .quiet_push = true,
+                             .replication = 1,
+                             .timeout_ms = 1000,
+                             .push_timeout_ms = 10000,
+                             .threads = 1,
+                             .pin_fraction = 0.5};
 }
 
 static int s_experts(const st_coord_t *c, int node) {
@@ -67,21 +71,13 @@ Test(setup, a_node_that_answers_late_joins_and_takes_a_share) {
     s_node_start(0, "tcp://127.0.0.1:*");
     s_node_start(1, "tcp://127.0.0.1:*");
     char url1[128];
-    snprintf(url1, sizeof url1, "%s", g_nodes[1].url);
-    st_test_node_stop(&g_nodes[1], SIGTERM); /* its address is known; it is down */
+    snprintf(url1, sizeof url1, "%s", g_c.nodes[1].p.url);
+    st_test_cluster_node_stop(&g_c, 1, SIGTERM); /* its address is known; it is down */
 
     st_node_addr_t addrs[2] = {0};
-    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_nodes[0].url);
+    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_c.nodes[0].p.url);
     snprintf(addrs[1].url, sizeof addrs[1].url, "%s", url1);
-    st_coord_opts_t o = {.insecure = true,
-                         .state_dir = g_dir,
-                         .model_path = "setup-test.gguf",
-                         .quiet_push = true,
-                         .replication = 1,
-                         .timeout_ms = 1000,
-                         .push_timeout_ms = 10000,
-                         .threads = 1,
-                         .pin_fraction = 0.5};
+    st_coord_opts_t o = s_opts();
     st_coord_t *c = st_coord_new(m, &o, addrs, 2);
     cr_assert_not_null(c);
     cr_assert_eq(st_coord_setup(c), 0);
@@ -116,19 +112,11 @@ Test(setup, min_nodes_defers_the_placement_until_the_time_limit) {
     st_model_t *m = s_model();
     s_node_start(0, "tcp://127.0.0.1:*");
     st_node_addr_t addrs[2] = {0};
-    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_nodes[0].url);
+    snprintf(addrs[0].url, sizeof addrs[0].url, "%s", g_c.nodes[0].p.url);
     snprintf(addrs[1].url, sizeof addrs[1].url, "tcp://127.0.0.1:9"); /* nothing listens */
-    st_coord_opts_t o = {.insecure = true,
-                         .state_dir = g_dir,
-                         .model_path = "setup-test.gguf",
-                         .quiet_push = true,
-                         .replication = 1,
-                         .timeout_ms = 1000,
-                         .push_timeout_ms = 10000,
-                         .threads = 1,
-                         .min_nodes = 2,
-                         .min_nodes_timeout_s = 1,
-                         .pin_fraction = 0.5};
+    st_coord_opts_t o = s_opts();
+    o.min_nodes = 2;
+    o.min_nodes_timeout_s = 1;
     st_coord_t *c = st_coord_new(m, &o, addrs, 2);
     cr_assert_not_null(c);
     cr_assert_eq(st_coord_setup(c), 0);

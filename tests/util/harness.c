@@ -150,6 +150,17 @@ st_test_run_t st_test_run(const char *dir, const char *tag, const char *env, con
     return r;
 }
 
+char *st_test_reference(const char *dir, const char *model, const char *prompt, int n) {
+    char args[2048];
+    snprintf(args, sizeof args, "-m '%s' -p '%s' -n %d --temp 0 --json -t 1", model, prompt, n);
+    st_test_run_t r = st_test_run(dir, "ref", NULL, "st-run", args, 120);
+    cr_assert_eq(r.status, 0, "st-run (the reference) failed:\n%s", r.err);
+    char *out = r.out;
+    r.out = NULL;
+    st_test_run_free(&r);
+    return out;
+}
+
 void st_test_run_start(st_test_bg_t *b, const char *dir, const char *tag, const char *wrap, const char *prog,
                        const char *args) {
     memset(b, 0, sizeof *b);

@@ -80,6 +80,11 @@ st_test_run_t st_test_run(const char *dir, const char *tag, const char *env, con
                           int timeout_s);
 void st_test_run_free(st_test_run_t *r);
 
+/* st-run's greedy output (-p PROMPT -n N --temp 0 --json -t 1) for model:
+ * the reference a cluster's output must equal (the test fails when st-run
+ * does). The caller frees it. */
+char *st_test_reference(const char *dir, const char *model, const char *prompt, int n);
+
 /* A program run in the background, for a test that acts while it runs. */
 typedef struct {
     pid_t pid;    /* 0 once reaped */

@@ -87,6 +87,28 @@ const char *st_test_model(const char *const *args, char *path, size_t cap) {
     return path;
 }
 
+st_model_t *st_test_load_path(const char *path) {
+    st_model_t *m = st_model_load(path);
+    cr_assert_not_null(m, "cannot load %s", path);
+    return m;
+}
+
+st_model_t *st_test_load(const char *const *args) {
+    char path[1024];
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    return st_test_load_path(path);
+}
+
+st_ctx_t *st_test_ctx(const st_model_t *m, int n_ctx, int n_batch) {
+    st_ctx_params_t p = st_ctx_default_params();
+    p.n_ctx = n_ctx;
+    p.n_batch = n_batch;
+    p.n_threads = 2;
+    st_ctx_t *c = st_ctx_new(m, &p);
+    cr_assert_not_null(c, "no context of %d positions, batch %d", n_ctx, n_batch);
+    return c;
+}
+
 cJSON *st_test_read_json(const char *path) {
     char *s = st_file_read(path, 0, NULL);
     cJSON *j = s ? cJSON_Parse(s) : NULL;

@@ -14,6 +14,8 @@
 
 #include "clock.h"
 #include "file.h"
+#include "forward.h"
+#include "model.h"
 
 /* Directory for generated test models: $ST_MODEL_CACHE or ~/.cache/st-models. */
 const char *st_test_model_dir(void);
@@ -23,6 +25,18 @@ const char *st_test_model_dir(void);
  * from the arguments. Returns a static buffer per call (copy it), or NULL when
  * st-synth failed (the reason is printed). */
 const char *st_test_model(const char *const *synth_args, char *path, size_t cap);
+
+/* st-synth arguments in place, NULL-terminated: ST_SYNTH("--type", "q4_0"). */
+#define ST_SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+/* The model `st-synth ARGS...` makes (st_test_model), loaded; fails the test
+ * when it cannot be made or loaded. The caller destroys it. */
+st_model_t *st_test_load(const char *const *synth_args);
+/* The model file at path, loaded; fails the test when it cannot be. */
+st_model_t *st_test_load_path(const char *path);
+/* A context on m: n_ctx positions, batches of n_batch, 2 threads, the other
+ * parameters st_ctx_default_params's; fails the test when it cannot be made. */
+st_ctx_t *st_test_ctx(const st_model_t *m, int n_ctx, int n_batch);
 
 /* llama-quantize from the oracle's tools ($LLAMA_BIN, else
  * ~/.cache/st-oracle/llama.cpp/build/bin), or NULL where it is absent (users
