@@ -112,6 +112,11 @@ static void s_nodes(void *arg, cJSON *nodes) {
     }
 }
 
+/* --pair's code for /health and the web page (any thread: st_pair_code locks). */
+static bool s_pairing(void *arg, char *code, size_t cap, int *seconds_left) {
+    return st_coord_pairing(((st_cluster_view_t *)arg)->c, code, cap, seconds_left);
+}
+
 st_cluster_view_t *st_cluster_view_new(const st_coord_t *c) {
     st_cluster_view_t *v = calloc(1, sizeof *v);
     if (!v) return NULL;
@@ -125,6 +130,6 @@ void st_cluster_view_destroy(st_cluster_view_t **vp) {
 }
 
 st_server_view_t st_cluster_view_server(st_cluster_view_t *v) {
-    st_server_view_t s = {.arg = v, .nodes = s_nodes};
+    st_server_view_t s = {.arg = v, .nodes = s_nodes, .pairing = s_pairing};
     return s;
 }

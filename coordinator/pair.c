@@ -398,7 +398,8 @@ void st_pair_destroy(st_pair_t **pp) {
 
 int st_pair_take(st_pair_t *p) { return atomic_exchange(&p->paired, 0); }
 
-void st_pair_code(st_pair_t *p, char out[ST_PAKE_CODE_BUF], int *seconds_left) {
+void st_pair_code(const st_pair_t *cp, char out[ST_PAKE_CODE_BUF], int *seconds_left) {
+    st_pair_t *p = (st_pair_t *)cp; /* the lock only */
     pthread_mutex_lock(&p->mu);
     memcpy(out, p->code, ST_PAKE_CODE_BUF);
     if (seconds_left) *seconds_left = (int)((p->expires_ms - st_now_ms()) / 1e3);

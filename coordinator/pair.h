@@ -43,7 +43,7 @@ void st_pair_destroy(st_pair_t **p);
 /* Nodes paired since the last call (the cluster file has them). */
 int st_pair_take(st_pair_t *p);
 /* The current code ("ABCDE-FGHJK") and its remaining seconds (may be NULL). */
-void st_pair_code(st_pair_t *p, char out[ST_PAKE_CODE_BUF], int *seconds_left);
+void st_pair_code(const st_pair_t *p, char out[ST_PAKE_CODE_BUF], int *seconds_left);
 /* The endpoint bound (with the port chosen for "*"). */
 const char *st_pair_endpoint(const st_pair_t *p);
 

@@ -703,3 +703,11 @@ void st_coord_save(st_coord_t *c) {
 const st_cluster_t *st_coord_cluster(const st_coord_t *c) { return c->cl; }
 const st_placement_t *st_coord_placement(const st_coord_t *c) { return c->pl; }
 const st_remote_moe_t *st_coord_remote(const st_coord_t *c) { return c->rm; }
+
+bool st_coord_pairing(const st_coord_t *c, char *code, size_t cap, int *seconds_left) {
+    char buf[ST_PAKE_CODE_BUF];
+    if (!c->pair || cap < sizeof buf) return false;
+    st_pair_code(c->pair, buf, seconds_left);
+    memcpy(code, buf, sizeof buf);
+    return true;
+}

@@ -144,5 +144,8 @@ void st_coord_save(st_coord_t *c);
 const st_cluster_t *st_coord_cluster(const st_coord_t *c);
 const st_placement_t *st_coord_placement(const st_coord_t *c);
 const st_remote_moe_t *st_coord_remote(const st_coord_t *c);
+/* With --pair: the current code and its seconds left, true; false without.
+ * Any thread (the code is behind a lock). */
+bool st_coord_pairing(const st_coord_t *c, char *code, size_t cap, int *seconds_left);
 
 #endif

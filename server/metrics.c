@@ -234,6 +234,15 @@ char *st_metrics_health(st_sched_t *s, const char *model_name, double uptime_s) 
     st_proc_memory(&rss, &peak);
     cJSON_AddNumberToObject(o, "rss_bytes", (double)rss);
     cJSON_AddNumberToObject(o, "nodes_up", n_up);
+    char code[32];
+    int left = 0;
+    if (st_sched_pairing(s, code, sizeof code, &left)) { /* behind the API key, like the rest of /health */
+        cJSON *pr = cJSON_AddObjectToObject(o, "pairing");
+        if (pr) {
+            cJSON_AddStringToObject(pr, "code", code);
+            cJSON_AddNumberToObject(pr, "expires_in_s", left);
+        }
+    }
     cJSON_AddItemToObject(o, "nodes", nodes);
     char *j = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);

@@ -662,6 +662,10 @@ void st_sched_stats(st_sched_t *s, st_sched_stats_t *o) {
     pthread_mutex_unlock(&s->mu);
 }
 
+bool st_sched_pairing(st_sched_t *s, char *code, size_t cap, int *seconds_left) {
+    return s->view.pairing && s->view.pairing(s->view.arg, code, cap, seconds_left);
+}
+
 char *st_sched_nodes_json(st_sched_t *s) {
     pthread_mutex_lock(&s->mu);
     char *j = strdup(s->nodes_json ? s->nodes_json : "[]");

@@ -46,6 +46,10 @@ typedef struct {
      * sequences in progress (the action happens between two of their steps).
      * Returns an HTTP status with a malloc'd JSON answer in *reply. */
     int (*admin)(void *idle_arg, const char *action, const char *body, size_t len, int running, char **reply);
+    /* Called from the HTTP threads for /health (may be NULL; must be
+     * thread-safe): the pairing code boards can join with now and its
+     * seconds left, false when there is none (st-coordinator --pair). */
+    bool (*pairing)(void *arg, char *code, size_t cap, int *seconds_left);
 } st_server_view_t;
 
 /* Serves a->http until SIGINT or SIGTERM: creates the context through hooks

@@ -95,6 +95,8 @@ char *st_sched_nodes_json(st_sched_t *s);
  * status and a malloc'd JSON answer in *reply (404 without an admin view,
  * 503 when the scheduler stops first). */
 int st_sched_admin(st_sched_t *s, const char *action, const char *body, size_t len, char **reply);
+/* The view's pairing code (st_server_view_t.pairing), false when none. */
+bool st_sched_pairing(st_sched_t *s, char *code, size_t cap, int *seconds_left);
 
 /* ---- API -------------------------------------------------------------------- */
 
