@@ -546,7 +546,7 @@ void st_expert_cache_destroy(st_expert_cache_t **pec) {
 }
 
 st_moe_backend_t st_expert_cache_backend(st_expert_cache_t *ec) {
-    return (st_moe_backend_t){ec, s_prefetch, s_compute};
+    return (st_moe_backend_t){.arg = ec, .prefetch = s_prefetch, .compute = s_compute};
 }
 
 void st_expert_cache_stats(st_expert_cache_t *ec, st_expert_cache_stats_t *s) {

@@ -392,6 +392,66 @@ static void s_attention(st_ctx_t *c, int il, int n_tok) {
     for (size_t i = 0; i < (size_t)n_tok * E; i++) c->x[i] += c->proj[i];
 }
 
+/* Moves the per-token buffers by dt rows: a micro-batch starting at row t0 is
+ * shifted by t0, runs the layer code unchanged on rows 0..n, and is shifted
+ * back by -t0. Rows are independent in every step it runs (norms, matmuls,
+ * attention of distinct sequences, routing), so its tokens get the numbers
+ * they get in the whole batch. */
+static void s_shift_rows(st_ctx_t *c, ptrdiff_t dt) {
+    const st_config_t *cfg = &c->m->cfg;
+    const ptrdiff_t E = cfg->n_embd, nq = (ptrdiff_t)cfg->n_head * cfg->head_dim,
+                    nkv = (ptrdiff_t)cfg->n_head_kv * cfg->head_dim, K = cfg->n_expert_used;
+    c->x += dt * E, c->xn += dt * E, c->proj += dt * E, c->moe_out += dt * E;
+    c->q += dt * nq, c->attn += dt * nq, c->kx += dt * nkv, c->vx += dt * nkv;
+    c->router += dt * cfg->n_expert, c->ids += dt * K, c->wts += dt * K;
+    c->tok_kv += dt, c->tok_pos += dt;
+}
+
+/* Whether the chunk can run as two overlapped micro-batches: the backend can
+ * (begin/end), and its tokens are of distinct sequences (a decode step), so
+ * neither micro-batch's attention needs the other's keys of the same layer. */
+static bool s_can_overlap(const st_ctx_t *c, int n_tok) {
+    if (!c->moe.begin || !c->moe.end || n_tok < 2) return false;
+    for (int i = 0; i < n_tok; i++)
+        for (int j = 0; j < i; j++)
+            if (c->tok_kv[i] == c->tok_kv[j]) return false;
+    return true;
+}
+
+/* The layers for two micro-batches (rows [0, h) and [h, n_tok)) in a
+ * ping-pong: per layer, micro-batch s takes its previous layer's expert
+ * results, then routes, runs attention and sends its experts' work; the
+ * other's attention runs while the backend computes. */
+static int s_layers_overlapped(st_ctx_t *c, int n_tok) {
+    const st_config_t *cfg = &c->m->cfg;
+    const int E = cfg->n_embd, h = n_tok / 2;
+    const int t0[2] = {0, h}, n[2] = {h, n_tok - h};
+    st_route_t route[2];
+    int rc = 0;
+    for (int il = 0; il <= cfg->n_layer && rc == 0; il++)
+        for (int s = 0; s < 2 && rc == 0; s++) {
+            s_shift_rows(c, t0[s]);
+            if (il > 0 && (rc = c->moe.end(c->moe.arg, &route[s], c->moe_out)) == 0)
+                for (size_t i = 0; i < (size_t)n[s] * E; i++) c->x[i] += c->moe_out[i];
+            if (il < cfg->n_layer && rc == 0) {
+                const st_layer_t *L = &c->m->layers[il];
+                st_linear(c, &L->router, 0, c->x, n[s], c->router, (size_t)cfg->n_expert);
+                st_moe_route(c, il, n[s], &route[s]);
+                route[s].slot = s;
+                if (c->moe.prefetch) rc = c->moe.prefetch(c->moe.arg, &route[s]);
+                if (rc == 0) {
+                    s_attention(c, il, n[s]);
+                    for (int t = 0; t < n[s]; t++)
+                        s_rmsnorm(c->x + (size_t)t * E, (const float *)L->ffn_norm.data, E, cfg->rms_eps,
+                                  c->xn + (size_t)t * E);
+                    rc = c->moe.begin(c->moe.arg, &route[s], c->xn);
+                }
+            }
+            s_shift_rows(c, -t0[s]);
+        }
+    return rc;
+}
+
 /* One chunk of at most n_batch tokens; token t goes to cache c->tok_kv[t] at
  * position c->tok_pos[t] (one sequence's prompt, one token of several, or a
  * mix). logits: NULL, or one row per token listed in c->out_rows[0..n_out). */
@@ -404,7 +464,12 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
     for (int t = 0; t < n_tok; t++)
         c->k->to_float[m->tok_embd.type](E, st_weight_row(&m->tok_embd, 0, tokens[t]), c->x + (size_t)t * E);
 
-    for (int il = 0; il < cfg->n_layer; il++) {
+    const bool overlap = s_can_overlap(c, n_tok);
+    if (overlap) {
+        int rc = s_layers_overlapped(c, n_tok);
+        if (rc < 0) return rc;
+    }
+    for (int il = 0; !overlap && il < cfg->n_layer; il++) {
         const st_layer_t *L = &m->layers[il];
         /* router on the raw layer input, before attention */
         st_linear(c, &L->router, 0, c->x, n_tok, c->router, (size_t)cfg->n_expert);

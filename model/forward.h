@@ -36,15 +36,26 @@ typedef struct {
     int k;
     const int32_t *ids;
     const float *w;
+    int slot; /* the micro-batch (0 or 1) of an overlapped step (st_moe_backend_t.begin); else 0 */
 } st_route_t;
 
 /* MoE hook. prefetch() is called right after routing, before attention (may
  * be NULL); compute() must write out[t*n_embd..] = sum_j w_tj * expert_j(m_t)
- * for every token, m being the ffn_norm-ed activations (n_tok x n_embd). */
+ * for every token, m being the ffn_norm-ed activations (n_tok x n_embd).
+ *
+ * Overlap (optional: both or neither). A backend whose experts run elsewhere
+ * (the cluster) may split compute() in two: begin() sends the work of r
+ * (m may be reused once it returns), end() waits for it and writes out. A
+ * decode step of several sequences then runs as two micro-batches, r->slot 0
+ * and 1, in a ping-pong: while one's experts run elsewhere, the other's
+ * attention runs here. Per slot the calls keep their order (prefetch, begin,
+ * end, layer by layer), and the two slots' calls interleave. */
 typedef struct {
     void *arg;
     int (*prefetch)(void *arg, const st_route_t *r);
     int (*compute)(void *arg, const st_route_t *r, const float *m, float *out);
+    int (*begin)(void *arg, const st_route_t *r, const float *m);
+    int (*end)(void *arg, const st_route_t *r, float *out);
 } st_moe_backend_t;
 
 typedef struct {

@@ -62,6 +62,7 @@ void st_moe_route(st_ctx_t *c, int layer, int n_tok, st_route_t *r) {
     r->k = K;
     r->ids = c->ids;
     r->w = c->wts;
+    r->slot = 0;
 }
 
 st_expert_set_t st_model_expert_set(const st_ctx_t *c, int il) {

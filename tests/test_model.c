@@ -538,3 +538,74 @@ Test(model, packed_k_quant_mix_decodes_bit_for_bit) {
         cr_skip_test("llama-quantize not available");
     s_packed_equals_plain(path, true);
 }
+
+/* A backend with begin/end (what the cluster's remote MoE offers): begin keeps the route and the
+ * activations, end computes them here. It checks the ping-pong: each slot begins and ends its
+ * layers in order, and while slot 0 waits for layer l, slot 1 has begun layer l. */
+typedef struct {
+    st_ctx_t *c;
+    float *m[2];
+    int begun[2], ended[2]; /* last layer begun / ended per slot (-1: none) */
+    int begins, overlapped; /* begin calls; ends of slot 0 that found slot 1 in flight on the same layer */
+    bool order_ok;
+} pingpong_t;
+
+static int s_pp_compute(void *arg, const st_route_t *r, const float *m, float *out) {
+    pingpong_t *p = arg;
+    return st_moe_local(p->c, r, m, out);
+}
+
+static int s_pp_begin(void *arg, const st_route_t *r, const float *m) {
+    pingpong_t *p = arg;
+    const int E = st_ctx_model(p->c)->cfg.n_embd;
+    p->order_ok &=
+        (r->slot == 0 || r->slot == 1) && p->begun[r->slot] == p->ended[r->slot] && r->layer == p->begun[r->slot] + 1;
+    p->begun[r->slot] = r->layer;
+    memcpy(p->m[r->slot], m, (size_t)r->n_tok * E * sizeof(float)); /* m may be reused once begin returns */
+    p->begins++;
+    return 0;
+}
+
+static int s_pp_end(void *arg, const st_route_t *r, float *out) {
+    pingpong_t *p = arg;
+    p->order_ok &= p->begun[r->slot] == r->layer && p->ended[r->slot] == r->layer - 1;
+    p->overlapped += r->slot == 0 && p->begun[1] == r->layer && p->ended[1] < r->layer;
+    p->ended[r->slot] = r->layer;
+    return st_moe_local(p->c, r, p->m[r->slot], out);
+}
+
+Test(forward, overlapped_micro_batches_give_the_batch_s_logits) {
+    /* five users at different positions, one decode step: in one batch, then as two micro-batches
+     * in a ping-pong through a begin/end backend; every logit the same */
+    st_model_t *m = st_test_load(
+        ST_SYNTH("--type", "q4_0", "--layers", "8", "--experts", "16", "--experts-used", "4", "--seed", "9"));
+    const int V = m->cfg.n_vocab, L = m->cfg.n_layer, E = m->cfg.n_embd, S = 5;
+    st_ctx_t *c = st_test_ctx(m, 32, 16);
+    st_kv_t *kv[5];
+    const int32_t next[5] = {38835, 600, 11, 9707, 42};
+    float *want = malloc((size_t)S * V * sizeof(float)), *got = malloc((size_t)S * V * sizeof(float));
+    pingpong_t p = {.c = c, .begun = {-1, -1}, .ended = {-1, -1}, .order_ok = true};
+    p.m[0] = malloc((size_t)16 * E * sizeof(float));
+    p.m[1] = malloc((size_t)16 * E * sizeof(float));
+    for (int pass = 0; pass < 2; pass++) {
+        const st_moe_backend_t b = {
+            .arg = &p, .compute = s_pp_compute, .begin = pass ? s_pp_begin : NULL, .end = pass ? s_pp_end : NULL};
+        st_ctx_set_moe(c, &b);
+        for (int i = 0; i < S; i++) {
+            const int32_t prompt[4] = {785 + i, 3974, 13876, 100 * i};
+            if (pass == 0) kv[i] = st_kv_new(c, 32);
+            st_kv_clear(kv[i]);
+            cr_assert_eq(st_decode(c, kv[i], prompt, 1 + i % 4, NULL, false), 0); /* alone: no overlap */
+        }
+        cr_assert_eq(p.begins, 0, "a single sequence's prompt went through begin()");
+        cr_assert_eq(st_decode_batch(c, kv, next, S, pass ? got : want), 0);
+    }
+    cr_assert(p.order_ok, "begin/end out of order");
+    cr_assert_eq(p.begins, 2 * L, "%d begin() calls for 2 micro-batches x %d layers", p.begins, L);
+    cr_assert_eq(p.overlapped, L, "slot 1 was in flight during %d of slot 0's %d waits", p.overlapped, L);
+    cr_assert_eq(memcmp(got, want, (size_t)S * V * sizeof(float)), 0, "overlapped logits differ from the batch's");
+    for (int i = 0; i < S; i++) st_kv_destroy(&kv[i]);
+    free(want), free(got), free(p.m[0]), free(p.m[1]);
+    st_ctx_destroy(&c);
+    st_model_destroy(&m);
+}
