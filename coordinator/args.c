@@ -35,7 +35,8 @@ enum {
     OPT_PAIR_TTL,
     OPT_DISCOVERY_PORT,
     OPT_WIRE,
-    OPT_PAIR_CODE_FILE
+    OPT_PAIR_CODE_FILE,
+    OPT_OVERLAP
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -59,6 +60,7 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"discovery-port", required_argument, 0, OPT_DISCOVERY_PORT},
                                        {"wire", required_argument, 0, OPT_WIRE},
                                        {"pair-code-file", required_argument, 0, OPT_PAIR_CODE_FILE},
+                                       {"overlap", required_argument, 0, OPT_OVERLAP},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
@@ -108,6 +110,9 @@ static void s_usage(FILE *f) {
         "                         compact16  the same in f16, scaled per row: about half of compact's\n"
         "                                    bytes back, logits within ~1e-3 of st-run's (more where\n"
         "                                    8-bit activations or routing amplify it)\n"
+        "      --overlap on|off   --http: a decode step of several users runs as two micro-batches, the\n"
+        "                         attention of one here while the nodes compute the other's experts\n"
+        "                         (default on; the same tokens either way)\n"
         "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
         "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
         "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
@@ -176,6 +181,10 @@ static int s_handle(void *arg, int opt, const char *v) {
         c->result_format = i;
         break;
     }
+    case OPT_OVERLAP:
+        if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0) return s_bad("--overlap", v);
+        c->no_overlap = !strcmp(v, "off");
+        break;
     case OPT_HTTP:
         fprintf(stderr, PROG ": the HTTP API (--http) is not built yet; use the one-shot flags (-p ...)\n");
         return 2;

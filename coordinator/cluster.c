@@ -365,11 +365,20 @@ typedef struct {
     int pending;
     st_cluster_reply_fn fn;
     void *arg;
+    uint64_t *other; /* replies taken in passing (st_cluster_gather_also) */
+    st_cluster_reply_fn other_fn;
+    void *other_arg;
 } gather_t;
 
 static int s_gather_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) {
     gather_t *g = arg;
     node_t *nd = &c->nodes[node];
+    if (g->other && g->other[node] && rx->msg.request_id == g->other[node]) {
+        g->other[node] = 0;
+        nd->stats.replies++;
+        if (rx->msg.type == ST_MSG_ERROR) nd->stats.errors++;
+        return g->other_fn ? g->other_fn(g->other_arg, node, rx) : 0;
+    }
     if (!g->rids[node] || rx->msg.request_id != g->rids[node]) {
         if (rx->msg.type != ST_MSG_HEARTBEAT) nd->stats.stale++;
         return 0;
@@ -382,7 +391,12 @@ static int s_gather_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) 
 }
 
 int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg) {
-    gather_t g = {rids, 0, fn, arg};
+    return st_cluster_gather_also(c, rids, deadline_ms, fn, arg, NULL, NULL, NULL);
+}
+
+int st_cluster_gather_also(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg,
+                           uint64_t *other, st_cluster_reply_fn other_fn, void *other_arg) {
+    gather_t g = {rids, 0, fn, arg, other, other_fn, other_arg};
     for (int i = 0; i < c->n; i++) g.pending += rids[i] != 0;
     while (g.pending > 0) {
         double left = deadline_ms - st_now_ms();

@@ -84,6 +84,11 @@ typedef int (*st_cluster_reply_fn)(void *arg, int node, st_wire_rx_t *rx);
  * its reply arrives. Returns 0 when all arrived, ST_ETIMEOUT when some did not
  * (their rids stay set; counted as timeouts), or fn's negative code. */
 int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg);
+/* The same, and meanwhile the replies to other[node] (requests of another
+ * round still in flight, not waited for) go to other_fn and zero other[node]
+ * instead of being dropped as stale. */
+int st_cluster_gather_also(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg,
+                           uint64_t *other, st_cluster_reply_fn other_fn, void *other_arg);
 
 /* HELLO to every node, then waits up to opts.timeout_ms (at least 5 s: a
  * first contact includes connecting) for each INVENTORY.

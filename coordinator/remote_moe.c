@@ -43,9 +43,13 @@ typedef struct {
 
 /* One node as the backend sees it. */
 typedef struct {
-    int load;     /* pairs given to it in this layer (the least-loaded owner gets the next) */
-    int rt_layer; /* requests sent to it in this layer */
-    /* its request of this round */
+    int rt_layer;              /* requests sent to it in this layer */
+    node_acc_t step, dec, pre; /* this step's (bytes: a snapshot at its start), decode's, prefill's */
+} rnode_t;
+
+/* One node's request of a slot's round. */
+typedef struct {
+    int load;                  /* pairs given to it in this layer (the least-loaded owner gets the next) */
     int n;                     /* pairs */
     int32_t *tok, *exp, *pair; /* B*K: per pair, its token's row in the request, its expert, its index */
     float *w;                  /* B*K: per pair, its routing weight (compact formats) */
@@ -53,8 +57,25 @@ typedef struct {
     int32_t *row_tok;          /* B: the step's token of each row */
     bool failed;               /* no usable answer */
     double t_sent;
-    node_acc_t step, dec, pre; /* this step's (bytes: a snapshot at its start), decode's, prefill's */
-} rnode_t;
+} req_t;
+
+/* The work of one batch (or micro-batch: two are in flight with overlap) in one layer. */
+typedef struct {
+    int B;                              /* tokens it can hold */
+    req_t *req;                         /* N */
+    uint64_t *rids;                     /* N: the request awaited from each node (st_cluster_gather's form) */
+    int assigned_layer;                 /* layer whose pair_node is valid (-1: none) */
+    bool in_flight;                     /* begun, not ended */
+    st_type_t gate_type;                /* of the layer being computed */
+    size_t row;                         /* its activation row: bytes of one token in its gate's vec_dot format */
+    int *pair_node;                     /* B*K: node computing the pair, -1 = here */
+    uint8_t *pair_done;                 /* B*K: output in y */
+    uint8_t *pair_kind;                 /* B*K: what y holds at the pair's slot (pair_kind_t) */
+    uint8_t *conv;                      /* B rows of the current layer's row bytes */
+    float *y;                           /* B*K x E per-pair outputs, routing order */
+    int n_fb;                           /* pairs computed here: */
+    int32_t *fb_tok, *fb_exp, *fb_pair; /* B*K */
+} slot_t;
 
 struct st_remote_moe {
     st_ctx_t *ctx;
@@ -63,23 +84,14 @@ struct st_remote_moe {
     const st_placement_t *pl; /* NULL: nobody placed yet, every pair is computed here */
     st_remote_opts_t o;
     int N, E, K, X, L, B;
-    size_t act_row;      /* largest activation row over the layers (conv's stride) */
-    st_type_t gate_type; /* of the layer being computed */
-    size_t row;          /* its activation row: bytes of one token in its gate's vec_dot format */
+    size_t act_row; /* largest activation row over the layers (conv's stride) */
 
-    rnode_t *nodes;                     /* N */
-    uint64_t *rids;                     /* N: the request awaited from each node (st_cluster_gather's form) */
-    int assigned_layer;                 /* layer whose pair_node is valid (-1: none) */
-    int *pair_node;                     /* B*K: node computing the pair, -1 = here */
-    uint8_t *pair_done;                 /* B*K: output in y */
-    uint8_t *pair_kind;                 /* B*K: what y holds at the pair's slot (pair_kind_t) */
-    int32_t *tok_local;                 /* B: the step's token -> row in the request being built */
-    uint8_t *conv;                      /* B rows of the current layer's row bytes */
-    float *y;                           /* B*K x E per-pair outputs, routing order */
-    int n_fb;                           /* pairs computed here: */
-    int32_t *fb_tok, *fb_exp, *fb_pair; /* B*K */
-    float *fb_y;
-    uint32_t *pf; /* X: experts of one prefetch message */
+    rnode_t *nodes;       /* N */
+    slot_t slots[2];      /* [1] only with o.overlap: the second micro-batch */
+    st_route_t routes[2]; /* each slot's route, while it is in flight */
+    int32_t *tok_local;   /* B: the step's token -> row in the request being built */
+    float *fb_y;          /* B*K x E: pairs computed here */
+    uint32_t *pf;         /* X: experts of one prefetch message */
 
     /* statistics */
     int cur_layer;
@@ -101,24 +113,39 @@ static int s_follow_cluster(st_remote_moe_t *r) {
     const int n = st_cluster_n_nodes(r->cl);
     if (n <= r->N) return 0;
     rnode_t *nv = st_realloc(r->nodes, (size_t)n * sizeof *nv);
-    uint64_t *rv = nv ? st_realloc(r->rids, (size_t)n * sizeof *rv) : NULL;
-    if (nv) r->nodes = nv;
-    if (!rv) return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
-    r->rids = rv;
-    const size_t P = (size_t)r->B * r->K;
+    if (!nv) return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
+    r->nodes = nv;
+    for (int k = 0; k < 2; k++) {
+        slot_t *s = &r->slots[k];
+        if (!s->B) continue;
+        req_t *qv = st_realloc(s->req, (size_t)n * sizeof *qv);
+        if (qv) s->req = qv;
+        uint64_t *rv = qv ? st_realloc(s->rids, (size_t)n * sizeof *rv) : NULL;
+        if (!rv) return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
+        s->rids = rv;
+    }
     for (int i = r->N; i < n; i++) {
-        rnode_t *nd = &r->nodes[i];
-        memset(nd, 0, sizeof *nd);
-        nd->tok = st_calloc(P, sizeof *nd->tok);
-        nd->exp = st_calloc(P, sizeof *nd->exp);
-        nd->pair = st_calloc(P, sizeof *nd->pair);
-        nd->w = st_calloc(P, sizeof *nd->w);
-        nd->row_tok = st_calloc((size_t)r->B, sizeof *nd->row_tok);
-        if (!nd->tok || !nd->exp || !nd->pair || !nd->w || !nd->row_tok) { /* not counted: a later call tries again */
-            free(nd->tok), free(nd->exp), free(nd->pair), free(nd->w), free(nd->row_tok);
-            return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
+        for (int k = 0; k < 2; k++) {
+            slot_t *s = &r->slots[k];
+            if (!s->B) continue;
+            const size_t P = (size_t)s->B * r->K;
+            req_t *q = &s->req[i];
+            memset(q, 0, sizeof *q);
+            q->tok = st_calloc(P, sizeof *q->tok);
+            q->exp = st_calloc(P, sizeof *q->exp);
+            q->pair = st_calloc(P, sizeof *q->pair);
+            q->w = st_calloc(P, sizeof *q->w);
+            q->row_tok = st_calloc((size_t)s->B, sizeof *q->row_tok);
+            if (!q->tok || !q->exp || !q->pair || !q->w || !q->row_tok) { /* not counted: a later call tries again */
+                for (int j = 0; j <= k; j++) {
+                    req_t *f = &r->slots[j].req[i];
+                    if (r->slots[j].B) free(f->tok), free(f->exp), free(f->pair), free(f->w), free(f->row_tok);
+                }
+                return st_fail(ST_ENOMEM, "no memory for the buffers of %d nodes", n);
+            }
+            s->rids[i] = 0;
         }
-        r->rids[i] = 0;
+        memset(&r->nodes[i], 0, sizeof r->nodes[i]);
         s_step_start(r, i);
         r->N = i + 1;
     }
@@ -131,7 +158,7 @@ int st_remote_moe_set_placement(st_remote_moe_t *r, const st_placement_t *pl) {
         return st_fail(ST_EINVAL, "placement over %d nodes, cluster of %d", st_placement_n_nodes(pl), n);
     if (s_follow_cluster(r) < 0) return ST_ENOMEM;
     r->pl = pl;
-    r->assigned_layer = -1;
+    r->slots[0].assigned_layer = r->slots[1].assigned_layer = -1;
     return 0;
 }
 
@@ -159,20 +186,27 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
         size_t row = st_row_size(st_type_traits(m->layers[il].gate_exps.type)->vec_dot_type, r->E);
         r->act_row = row > r->act_row ? row : r->act_row;
     }
-    r->assigned_layer = -1;
     r->cur_layer = -1;
     const size_t P = (size_t)r->B * r->K;
-    bool ok = s_follow_cluster(r) == 0;
+    bool ok = true;
 #define ALLOC(p, n) ok = ok && ((p) = st_calloc((size_t)(n) + 1, sizeof *(p))) != NULL
-    ALLOC(r->pair_node, P);
-    ALLOC(r->pair_done, P);
-    ALLOC(r->pair_kind, P);
+    /* the second micro-batch holds the larger half of a batch (s_layers_overlapped's split) */
+    for (int k = 0; k < (r->o.overlap ? 2 : 1); k++) {
+        slot_t *s = &r->slots[k];
+        s->B = k ? r->B - r->B / 2 : r->B;
+        s->assigned_layer = -1;
+        const size_t Ps = (size_t)s->B * r->K;
+        ALLOC(s->pair_node, Ps);
+        ALLOC(s->pair_done, Ps);
+        ALLOC(s->pair_kind, Ps);
+        ALLOC(s->conv, (size_t)s->B * r->act_row);
+        ALLOC(s->y, Ps * r->E);
+        ALLOC(s->fb_tok, Ps);
+        ALLOC(s->fb_exp, Ps);
+        ALLOC(s->fb_pair, Ps);
+    }
+    ok = ok && s_follow_cluster(r) == 0;
     ALLOC(r->tok_local, (size_t)r->B);
-    ALLOC(r->conv, (size_t)r->B * r->act_row);
-    ALLOC(r->y, P * r->E);
-    ALLOC(r->fb_tok, P);
-    ALLOC(r->fb_exp, P);
-    ALLOC(r->fb_pair, P);
     ALLOC(r->fb_y, P * r->E);
     ALLOC(r->pf, (size_t)r->X);
     ALLOC(r->route_counts, (size_t)r->L * r->X);
@@ -187,15 +221,17 @@ st_remote_moe_t *st_remote_moe_new(st_ctx_t *ctx, st_cluster_t *cl, const st_pla
 void st_remote_moe_destroy(st_remote_moe_t **rp) {
     if (!rp || !*rp) return;
     st_remote_moe_t *r = *rp;
-    for (int i = 0; i < r->N; i++) {
-        free(r->nodes[i].tok);
-        free(r->nodes[i].exp);
-        free(r->nodes[i].pair);
-        free(r->nodes[i].w);
-        free(r->nodes[i].row_tok);
+    for (int k = 0; k < 2; k++) {
+        slot_t *s = &r->slots[k];
+        for (int i = 0; s->req && i < r->N; i++) {
+            req_t *q = &s->req[i];
+            free(q->tok), free(q->exp), free(q->pair), free(q->w), free(q->row_tok);
+        }
+        void *bufs[] = {s->req,  s->rids, s->pair_node, s->pair_done, s->pair_kind,
+                        s->conv, s->y,    s->fb_tok,    s->fb_exp,    s->fb_pair};
+        for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     }
-    void *bufs[] = {r->nodes, r->rids,   r->pair_node, r->pair_done, r->pair_kind, r->tok_local, r->conv,
-                    r->y,     r->fb_tok, r->fb_exp,    r->fb_pair,   r->fb_y,      r->pf,        r->route_counts};
+    void *bufs[] = {r->nodes, r->tok_local, r->fb_y, r->pf, r->route_counts};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(r);
     *rp = NULL;
@@ -258,38 +294,50 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
 
 /* -- which node computes each pair -- */
 
-/* The owner of (layer, e) that is up with the fewest pairs so far in this
- * layer, or -1: none (or no placement yet: no node has answered). */
-static int s_best_owner(const st_remote_moe_t *r, int layer, int e) {
+/* The owner of (layer, e) that is up with the fewest of s's pairs so far in
+ * this layer, or -1: none (or no placement yet: no node has answered). */
+static int s_best_owner(const st_remote_moe_t *r, const slot_t *s, int layer, int e) {
     int best = -1;
     for (int o = 0; r->pl && o < st_placement_n_owners(r->pl, layer, e); o++) {
         int nd = st_placement_owner(r->pl, layer, e, o);
-        if (nd < r->N && st_cluster_is_up(r->cl, nd) && (best < 0 || r->nodes[nd].load < r->nodes[best].load))
-            best = nd;
+        if (nd < r->N && st_cluster_is_up(r->cl, nd) && (best < 0 || s->req[nd].load < s->req[best].load)) best = nd;
     }
     return best;
 }
 
-static void s_assign(st_remote_moe_t *r, const st_route_t *rt) {
-    for (int i = 0; i < r->N; i++) r->nodes[i].load = 0;
+static void s_assign(st_remote_moe_t *r, slot_t *s, const st_route_t *rt) {
+    for (int i = 0; i < r->N; i++) s->req[i].load = 0;
     for (int p = 0; p < rt->n_tok * rt->k; p++) {
-        int best = s_best_owner(r, rt->layer, rt->ids[p]);
-        r->pair_node[p] = best;
-        if (best >= 0) r->nodes[best].load++;
+        int best = s_best_owner(r, s, rt->layer, rt->ids[p]);
+        s->pair_node[p] = best;
+        if (best >= 0) s->req[best].load++;
     }
-    r->assigned_layer = rt->layer;
+    s->assigned_layer = rt->layer;
+}
+
+/* The slot of rt's micro-batch, or NULL (after st_fail) when it cannot hold rt. */
+static slot_t *s_slot(st_remote_moe_t *r, const st_route_t *rt) {
+    slot_t *s = rt->slot == 0 || rt->slot == 1 ? &r->slots[rt->slot] : NULL;
+    if (!s || !s->B || rt->n_tok > s->B || rt->k != r->K) {
+        st_fail(ST_EINVAL, "route of %d tokens x %d experts for micro-batch %d (%d x %d)", rt->n_tok, rt->k, rt->slot,
+                s ? s->B : 0, r->K);
+        return NULL;
+    }
+    return s;
 }
 
 static int s_prefetch(void *arg, const st_route_t *rt) {
     st_remote_moe_t *r = arg;
+    slot_t *s = s_slot(r, rt);
+    if (!s) return ST_EINVAL;
     s_layer_begin(r, rt);
-    s_assign(r, rt);
+    s_assign(r, s, rt);
     if (!r->o.prefetch) return 0;
     for (int nd = 0; nd < r->N; nd++) {
-        if (!r->nodes[nd].load) continue;
+        if (!s->req[nd].load) continue;
         uint32_t n = 0;
         for (int p = 0; p < rt->n_tok * rt->k; p++) {
-            if (r->pair_node[p] != nd) continue;
+            if (s->pair_node[p] != nd) continue;
             bool dup = false;
             for (uint32_t i = 0; i < n && !dup; i++) dup = r->pf[i] == (uint32_t)rt->ids[p];
             if (!dup) r->pf[n++] = (uint32_t)rt->ids[p];
@@ -304,73 +352,74 @@ static int s_prefetch(void *arg, const st_route_t *rt) {
 /* -- the steps of compute -- */
 
 /* Queues pair p to be computed here. */
-static void s_to_fallback(st_remote_moe_t *r, const st_route_t *rt, int p) {
-    r->fb_tok[r->n_fb] = p / rt->k;
-    r->fb_exp[r->n_fb] = rt->ids[p];
-    r->fb_pair[r->n_fb++] = p;
+static void s_to_fallback(slot_t *s, const st_route_t *rt, int p) {
+    s->fb_tok[s->n_fb] = p / rt->k;
+    s->fb_exp[s->n_fb] = rt->ids[p];
+    s->fb_pair[s->n_fb++] = p;
 }
 
 /* Groups the pairs not done yet by their node (each node's request: its
  * pairs and the rows of their tokens); those with no node go to fallback. */
-static void s_build_requests(st_remote_moe_t *r, const st_route_t *rt) {
+static void s_build_requests(st_remote_moe_t *r, slot_t *s, const st_route_t *rt) {
     const int n_pairs = rt->n_tok * rt->k;
-    r->n_fb = 0;
+    s->n_fb = 0;
     for (int i = 0; i < r->N; i++) {
-        r->rids[i] = 0;
-        r->nodes[i].n = r->nodes[i].rows = 0;
-        r->nodes[i].failed = false;
+        s->rids[i] = 0;
+        s->req[i].n = s->req[i].rows = 0;
+        s->req[i].failed = false;
     }
     for (int p = 0; p < n_pairs; p++) {
-        if (r->pair_done[p]) continue;
-        if (r->pair_node[p] < 0) {
-            s_to_fallback(r, rt, p);
+        if (s->pair_done[p]) continue;
+        if (s->pair_node[p] < 0) {
+            s_to_fallback(s, rt, p);
             continue;
         }
-        rnode_t *nd = &r->nodes[r->pair_node[p]];
-        nd->exp[nd->n] = rt->ids[p];
-        nd->w[nd->n] = rt->w[p];
-        nd->pair[nd->n++] = p;
+        req_t *q = &s->req[s->pair_node[p]];
+        q->exp[q->n] = rt->ids[p];
+        q->w[q->n] = rt->w[p];
+        q->pair[q->n++] = p;
     }
     for (int i = 0; i < r->N; i++) { /* each pair's token -> a row of the node's request */
-        rnode_t *nd = &r->nodes[i];
-        for (int t = 0; nd->n && t < rt->n_tok; t++) r->tok_local[t] = -1;
-        for (int k = 0; k < nd->n; k++) {
-            int t = nd->pair[k] / rt->k;
-            if (r->tok_local[t] < 0) r->tok_local[t] = nd->rows++, nd->row_tok[r->tok_local[t]] = t;
-            nd->tok[k] = r->tok_local[t];
+        req_t *q = &s->req[i];
+        for (int t = 0; q->n && t < rt->n_tok; t++) r->tok_local[t] = -1;
+        for (int k = 0; k < q->n; k++) {
+            int t = q->pair[k] / rt->k;
+            if (r->tok_local[t] < 0) r->tok_local[t] = q->rows++, q->row_tok[r->tok_local[t]] = t;
+            q->tok[k] = r->tok_local[t];
         }
     }
 }
 
 /* Sends each involved node one EXPERT_COMPUTE: its pairs and its token rows
  * of the converted activations. A node the send fails for is marked failed. */
-static int s_send_round(st_remote_moe_t *r, const st_route_t *rt) {
+static int s_send_round(st_remote_moe_t *r, slot_t *s, const st_route_t *rt) {
     for (int i = 0; i < r->N; i++) {
+        req_t *q = &s->req[i];
         rnode_t *nd = &r->nodes[i];
-        if (!nd->n) continue;
+        if (!q->n) continue;
         zmq_msg_t frame;
-        if (zmq_msg_init_size(&frame, (size_t)nd->rows * r->row)) return st_fail(ST_ENOMEM, "no memory");
+        if (zmq_msg_init_size(&frame, (size_t)q->rows * s->row)) return st_fail(ST_ENOMEM, "no memory");
         uint8_t *fd = zmq_msg_data(&frame);
-        for (int j = 0; j < nd->rows; j++)
-            memcpy(fd + (size_t)j * r->row, r->conv + (size_t)nd->row_tok[j] * r->row, r->row);
+        for (int j = 0; j < q->rows; j++)
+            memcpy(fd + (size_t)j * s->row, s->conv + (size_t)q->row_tok[j] * s->row, s->row);
         st_wire_msg_t msg = {.type = ST_MSG_EXPERT_COMPUTE};
         msg.compute = (st_wire_compute_t){(uint32_t)rt->layer,
-                                          (uint32_t)nd->rows,
-                                          st_type_traits(r->gate_type)->vec_dot_type,
-                                          (uint32_t)nd->n,
-                                          nd->tok,
-                                          nd->exp,
+                                          (uint32_t)q->rows,
+                                          st_type_traits(s->gate_type)->vec_dot_type,
+                                          (uint32_t)q->n,
+                                          q->tok,
+                                          q->exp,
                                           r->o.result_format,
-                                          r->o.result_format != ST_RESULT_PER_PAIR_F32 ? nd->w : NULL};
+                                          r->o.result_format != ST_RESULT_PER_PAIR_F32 ? q->w : NULL};
         if (st_cluster_send_zmsg(r->cl, i, &msg, &frame, true) < 0) {
-            nd->failed = true;
+            q->failed = true;
             continue;
         }
-        r->rids[i] = msg.request_id;
-        nd->t_sent = st_now_ms();
+        s->rids[i] = msg.request_id;
+        q->t_sent = st_now_ms();
         nd->step.rt++;
         nd->step.involved++;
-        nd->step.pairs += (uint64_t)nd->n;
+        nd->step.pairs += (uint64_t)q->n;
         if (++nd->rt_layer > r->tot.max_rt_per_layer_node) r->tot.max_rt_per_layer_node = nd->rt_layer;
     }
     return 0;
@@ -378,19 +427,20 @@ static int s_send_round(st_remote_moe_t *r, const st_route_t *rt) {
 
 typedef struct {
     st_remote_moe_t *r;
+    slot_t *s;
     const st_route_t *rt;
 } result_ctx_t;
 
 /* A node's compact reply (rows of format, one per row of its request): each row into y at the slot of
  * the node's first pair of that token, its pairs marked. ST_ERANGE when a value is not finite (then no
  * pair is marked). */
-static int s_take_sums(st_remote_moe_t *r, const rnode_t *nd, uint32_t format, const uint8_t *frame) {
+static int s_take_sums(st_remote_moe_t *r, slot_t *s, const req_t *q, uint32_t format, const uint8_t *frame) {
     const size_t E = (size_t)r->E;
     /* s_build_requests numbers the rows in the order of their tokens' first pairs: row j's lead pair
      * (where its sum goes) is the first pair naming row j once rows 0..j-1 have theirs */
-    for (int k = 0, j = 0; k < nd->n && j < nd->rows; k++) {
-        if (nd->tok[k] != j) continue;
-        float *o = r->y + (size_t)nd->pair[k] * E;
+    for (int k = 0, j = 0; k < q->n && j < q->rows; k++) {
+        if (q->tok[k] != j) continue;
+        float *o = s->y + (size_t)q->pair[k] * E;
         const uint8_t *row = frame + (size_t)j * st_wire_result_row_bytes(format, (uint32_t)E);
         if (format == ST_RESULT_PER_TOKEN_F32) {
             memcpy(o, row, E * sizeof(float));
@@ -407,25 +457,25 @@ static int s_take_sums(st_remote_moe_t *r, const rnode_t *nd, uint32_t format, c
             if (!isfinite(o[e])) return ST_ERANGE;
         j++;
     }
-    for (int k = 0, j = 0; k < nd->n; k++) {
-        const bool lead = nd->tok[k] == j;
-        r->pair_kind[nd->pair[k]] = lead ? PAIR_SUM : PAIR_COVERED;
+    for (int k = 0, j = 0; k < q->n; k++) {
+        const bool lead = q->tok[k] == j;
+        s->pair_kind[q->pair[k]] = lead ? PAIR_SUM : PAIR_COVERED;
         j += lead;
     }
     return 0;
 }
 
 /* out[t] = the slots of token t's pairs in routing order: outputs weighted, node sums as they are. */
-static void s_combine(const st_remote_moe_t *r, const st_route_t *rt, float *out) {
+static void s_combine(const st_remote_moe_t *r, const slot_t *s, const st_route_t *rt, float *out) {
     const int K = rt->k, E = r->E;
     for (int t = 0; t < rt->n_tok; t++) {
         float *o = out + (size_t)t * E;
         bool first = true;
         for (int j = 0; j < K; j++) {
             const int p = t * K + j;
-            if (r->pair_kind[p] == PAIR_COVERED) continue;
-            const float w = r->pair_kind[p] == PAIR_SUM ? 1.0f : rt->w[p];
-            const float *yy = r->y + (size_t)p * E;
+            if (s->pair_kind[p] == PAIR_COVERED) continue;
+            const float w = s->pair_kind[p] == PAIR_SUM ? 1.0f : rt->w[p];
+            const float *yy = s->y + (size_t)p * E;
             if (first)
                 for (int i = 0; i < E; i++) o[i] = yy[i] * w;
             else
@@ -439,11 +489,12 @@ static void s_combine(const st_remote_moe_t *r, const st_route_t *rt, float *out
 static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     result_ctx_t *x = arg;
     st_remote_moe_t *r = x->r;
+    req_t *q = &x->s->req[i];
     rnode_t *nd = &r->nodes[i];
     if (rx->msg.type == ST_MSG_ERROR) {
         st_log(ST_LOG_WARN, "node %d (%s) refused layer %d: %s", i, st_cluster_url(r->cl, i), x->rt->layer,
                rx->msg.error.message);
-        nd->failed = true;
+        q->failed = true;
         return 0;
     }
     size_t flen;
@@ -452,26 +503,26 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     const uint32_t want = r->o.result_format;
     const bool compact = want != ST_RESULT_PER_PAIR_F32;
     const bool format_ok = res->result_format == want;
-    const size_t rows = compact ? (size_t)nd->rows : (size_t)nd->n;
+    const size_t rows = compact ? (size_t)q->rows : (size_t)q->n;
     const size_t row = st_wire_result_row_bytes(want, (uint32_t)r->E);
-    if (rx->msg.type != ST_MSG_EXPERT_RESULT || !format_ok || res->n_pairs != (uint32_t)nd->n ||
-        (compact && res->n_rows != (uint32_t)nd->rows) || flen != rows * row) {
+    if (rx->msg.type != ST_MSG_EXPERT_RESULT || !format_ok || res->n_pairs != (uint32_t)q->n ||
+        (compact && res->n_rows != (uint32_t)q->rows) || flen != rows * row) {
         st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with %s of %u pairs (%s, %zu B), %d expected (%s)", i,
                st_cluster_url(r->cl, i), x->rt->layer, st_wire_type_name(rx->msg.type), res->n_pairs,
-               st_wire_result_format_name(res->result_format), flen, nd->n, st_wire_result_format_name(want));
-        nd->failed = true;
+               st_wire_result_format_name(res->result_format), flen, q->n, st_wire_result_format_name(want));
+        q->failed = true;
         return 0;
     }
     if (!compact) {
-        for (int k = 0; k < nd->n; k++) /* frames are LE f32; so is every host we build for */
-            memcpy(r->y + (size_t)nd->pair[k] * r->E, frame + (size_t)k * row, row);
-    } else if (s_take_sums(r, nd, res->result_format, frame) < 0) {
+        for (int k = 0; k < q->n; k++) /* frames are LE f32; so is every host we build for */
+            memcpy(x->s->y + (size_t)q->pair[k] * r->E, frame + (size_t)k * row, row);
+    } else if (s_take_sums(r, x->s, q, res->result_format, frame) < 0) {
         st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with sums that are not finite", i, st_cluster_url(r->cl, i),
                x->rt->layer);
-        nd->failed = true;
+        q->failed = true;
         return 0;
     }
-    nd->step.rtt_ms += st_now_ms() - nd->t_sent;
+    nd->step.rtt_ms += st_now_ms() - q->t_sent;
     nd->step.us += res->compute_us;
     nd->step.hits += res->cache_hits;
     nd->step.misses += res->cache_misses;
@@ -479,13 +530,17 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     return 0;
 }
 
-/* Waits for the round's results until the deadline, our workers asleep
- * (the nodes may share our CPUs). */
-static int s_gather_round(st_remote_moe_t *r, const st_route_t *rt) {
-    result_ctx_t x = {r, rt};
+/* Waits for the round's results of s until the deadline, our workers asleep
+ * (the nodes may share our CPUs). The other slot's results that come
+ * meanwhile (overlap: its round is in flight) are taken too. */
+static int s_gather_round(st_remote_moe_t *r, slot_t *s, const st_route_t *rt) {
+    result_ctx_t x = {r, s, rt};
+    slot_t *o = &r->slots[s == &r->slots[0]];
+    result_ctx_t ox = {r, o, &r->routes[o == &r->slots[1]]};
     st_ctx_park(r->ctx);
     const double t_wait = st_now_ms();
-    int rc = st_cluster_gather(r->cl, r->rids, t_wait + r->o.timeout_ms, s_on_result, &x);
+    int rc = st_cluster_gather_also(r->cl, s->rids, t_wait + r->o.timeout_ms, s_on_result, &x,
+                                    o->in_flight ? o->rids : NULL, s_on_result, &ox);
     const double waited = st_now_ms() - t_wait;
     if (r->step_decode) r->tot.wait_ms_decode += waited;
     if (waited > r->tot.max_wait_ms) r->tot.max_wait_ms = waited;
@@ -497,99 +552,127 @@ static int s_gather_round(st_remote_moe_t *r, const st_route_t *rt) {
  * missed the deadline, lost its connection or answered wrongly is marked
  * down and its pairs go to another owner that is up (a replica). Returns
  * whether another round is needed. */
-static bool s_reassign_failed(st_remote_moe_t *r, const st_route_t *rt) {
+static bool s_reassign_failed(st_remote_moe_t *r, slot_t *s, const st_route_t *rt) {
     bool again = false;
     for (int i = 0; i < r->N; i++) {
-        rnode_t *nd = &r->nodes[i];
-        if (!nd->n) continue;
-        const bool ok = !r->rids[i] && !nd->failed;
+        req_t *q = &s->req[i];
+        if (!q->n) continue;
+        const bool ok = !s->rids[i] && !q->failed;
         if (ok) {
-            r->tot.remote_pairs += (uint64_t)nd->n;
-            for (int k = 0; k < nd->n; k++) r->pair_done[nd->pair[k]] = 1;
+            r->tot.remote_pairs += (uint64_t)q->n;
+            for (int k = 0; k < q->n; k++) s->pair_done[q->pair[k]] = 1;
             continue;
         }
         char why[160];
-        if (r->rids[i] && !st_cluster_is_up(r->cl, i))
+        if (s->rids[i] && !st_cluster_is_up(r->cl, i))
             snprintf(why, sizeof why, "connection lost during layer %d", rt->layer);
-        else if (r->rids[i])
+        else if (s->rids[i])
             snprintf(why, sizeof why, "no answer to layer %d within %d ms", rt->layer, r->o.timeout_ms);
         else
             snprintf(why, sizeof why, "no usable answer for layer %d", rt->layer);
         st_cluster_set_down(r->cl, i, why);
-        for (int k = 0; k < nd->n; k++) {
-            const int p = nd->pair[k], best = s_best_owner(r, rt->layer, rt->ids[p]);
-            r->pair_node[p] = best;
-            if (best >= 0) r->nodes[best].load++, r->tot.resent_pairs++, again = true;
+        for (int k = 0; k < q->n; k++) {
+            const int p = q->pair[k], best = s_best_owner(r, s, rt->layer, rt->ids[p]);
+            s->pair_node[p] = best;
+            if (best >= 0) s->req[best].load++, r->tot.resent_pairs++, again = true;
         }
     }
     return again;
 }
 
-/* Computes the fallback pairs here, from the model file. */
-static int s_fallback(st_remote_moe_t *r, const st_route_t *rt, const char *why) {
-    const int n = r->n_fb;
+/* Computes the fallback pairs of s here, from the model file. */
+static int s_fallback(st_remote_moe_t *r, slot_t *s, const st_route_t *rt, const char *why) {
+    const int n = s->n_fb;
     if (n == 0) return 0;
     if (!r->o.fallback)
         return st_fail(ST_EIO, "layer %d: %d expert pairs have no node to run on (%s) and fallback is off", rt->layer,
                        n, why);
     st_expert_set_t set = st_model_expert_set(r->ctx, rt->layer);
-    int rc = st_experts_eval_converted(r->ctx, &set, n, r->fb_tok, r->fb_exp, r->conv, r->row, rt->n_tok, r->fb_y);
+    int rc = st_experts_eval_converted(r->ctx, &set, n, s->fb_tok, s->fb_exp, s->conv, s->row, rt->n_tok, r->fb_y);
     if (rc < 0) return rc;
     for (int i = 0; i < n; i++) {
-        memcpy(r->y + (size_t)r->fb_pair[i] * r->E, r->fb_y + (size_t)i * r->E, (size_t)r->E * sizeof(float));
-        r->pair_done[r->fb_pair[i]] = 1;
-        r->pair_kind[r->fb_pair[i]] = PAIR_OUTPUT;
+        memcpy(s->y + (size_t)s->fb_pair[i] * r->E, r->fb_y + (size_t)i * r->E, (size_t)r->E * sizeof(float));
+        s->pair_done[s->fb_pair[i]] = 1;
+        s->pair_kind[s->fb_pair[i]] = PAIR_OUTPUT;
     }
     r->tot.fallback_pairs += (uint64_t)n;
-    r->n_fb = 0;
+    s->n_fb = 0;
     return 0;
 }
 
-/* The MoE step of one layer: rounds of requests to the nodes (one per
- * involved node; the pairs of a node that fails go to a replica in the next
- * round), the pairs no node can take computed here meanwhile, and what every
- * owner failed computed here at the end. Each pair's output is the same
- * whoever computes it, so the combined result never changes. */
-static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out) {
+/* The first half of a layer's MoE step for rt's slot: the activations in
+ * this layer's gate format, converted once for every node, the first round
+ * of requests sent, and the pairs no node can take computed here meanwhile. */
+static int s_begin(void *arg, const st_route_t *rt, const float *m) {
     st_remote_moe_t *r = arg;
+    slot_t *s = s_slot(r, rt);
+    if (!s) return ST_EINVAL;
     const int n_pairs = rt->n_tok * rt->k;
-    if (rt->n_tok > r->B || rt->k != r->K)
-        return st_fail(ST_EINVAL, "route of %d tokens x %d experts (batch %d x %d)", rt->n_tok, rt->k, r->B, r->K);
     s_layer_begin(r, rt);
-    if (r->assigned_layer != rt->layer) s_assign(r, rt);
-    r->assigned_layer = -1;
+    if (s->assigned_layer != rt->layer) s_assign(r, s, rt);
+    s->assigned_layer = -1;
     for (int p = 0; p < n_pairs; p++) r->route_counts[(size_t)rt->layer * r->X + rt->ids[p]]++;
 
-    /* activations in this layer's gate format, converted once for every node */
-    r->gate_type = r->m->layers[rt->layer].gate_exps.type;
-    r->row = st_row_size(st_type_traits(r->gate_type)->vec_dot_type, r->E);
-    st_convert_activations(r->ctx, r->gate_type, m, rt->n_tok, r->E, r->conv);
+    s->gate_type = r->m->layers[rt->layer].gate_exps.type;
+    s->row = st_row_size(st_type_traits(s->gate_type)->vec_dot_type, r->E);
+    st_convert_activations(r->ctx, s->gate_type, m, rt->n_tok, r->E, s->conv);
 
-    memset(r->pair_done, 0, (size_t)n_pairs);
-    memset(r->pair_kind, PAIR_OUTPUT, (size_t)n_pairs);
-    int rc;
-    do {
-        s_build_requests(r, rt);
-        if ((rc = s_send_round(r, rt)) < 0) return rc;
-        if ((rc = s_fallback(r, rt, "no owner up")) < 0) return rc; /* while the nodes work */
-        if ((rc = s_gather_round(r, rt)) < 0) return rc;
-    } while (s_reassign_failed(r, rt));
+    memset(s->pair_done, 0, (size_t)n_pairs);
+    memset(s->pair_kind, PAIR_OUTPUT, (size_t)n_pairs);
+    r->routes[rt->slot] = *rt;
+    s->in_flight = true;
+    if (rt->slot == 1 && rt->layer == 0 && r->tot.overlapped_steps++ == 0)
+        st_log(ST_LOG_INFO, "decode steps of several sequences run as two overlapped micro-batches (--overlap off: "
+                            "one batch)");
+    s_build_requests(r, s, rt);
+    int rc = s_send_round(r, s, rt);
+    if (rc == 0) rc = s_fallback(r, s, rt, "no owner up"); /* while the nodes work */
+    if (rc < 0) s->in_flight = false;
+    return rc;
+}
+
+/* The second half: the results gathered, the pairs of a node that fails sent
+ * to a replica in another round, what every owner failed computed here at the
+ * end, and the sum into out. Each pair's output is the same whoever computes
+ * it, so in exact mode the result never changes. */
+static int s_end(void *arg, const st_route_t *rt, float *out) {
+    st_remote_moe_t *r = arg;
+    slot_t *s = s_slot(r, rt);
+    if (!s) return ST_EINVAL;
+    if (!s->in_flight) return st_fail(ST_EINVAL, "micro-batch %d: nothing begun", rt->slot);
+    const int n_pairs = rt->n_tok * rt->k;
+    int rc = s_gather_round(r, s, rt);
+    while (rc == 0 && s_reassign_failed(r, s, rt)) {
+        s_build_requests(r, s, rt);
+        if ((rc = s_send_round(r, s, rt)) < 0) break;
+        if ((rc = s_fallback(r, s, rt, "no owner up")) < 0) break;
+        rc = s_gather_round(r, s, rt);
+    }
+    s->in_flight = false;
+    if (rc < 0) return rc;
     for (int p = 0; p < n_pairs; p++) /* left: pairs whose every owner failed in the last round */
-        if (!r->pair_done[p]) s_to_fallback(r, rt, p);
-    const int left = r->n_fb;
-    if ((rc = s_fallback(r, rt, "every owner failed")) < 0)
+        if (!s->pair_done[p]) s_to_fallback(s, rt, p);
+    const int left = s->n_fb;
+    if ((rc = s_fallback(r, s, rt, "every owner failed")) < 0)
         return st_fail(rc, "layer %d: %d pairs could not be computed anywhere", rt->layer, left);
 
     if (r->o.result_format == ST_RESULT_PER_PAIR_F32)
-        st_moe_combine(rt, r->E, r->y, out); /* st-run's sum, bit for bit */
+        st_moe_combine(rt, r->E, s->y, out); /* st-run's sum, bit for bit */
     else
-        s_combine(r, rt, out);
-    if (rt->layer == r->L - 1) s_step_close(r); /* the batch is through */
+        s_combine(r, s, rt, out);
+    if (rt->layer == r->L - 1 && !r->slots[!rt->slot].in_flight) s_step_close(r); /* the batch is through */
     return 0;
 }
 
+/* The whole MoE step of one layer, without overlap. */
+static int s_compute(void *arg, const st_route_t *rt, const float *m, float *out) {
+    int rc = s_begin(arg, rt, m);
+    return rc < 0 ? rc : s_end(arg, rt, out);
+}
+
 st_moe_backend_t st_remote_moe_backend(st_remote_moe_t *r) {
-    st_moe_backend_t b = {r, s_prefetch, s_compute};
+    st_moe_backend_t b = {.arg = r, .prefetch = s_prefetch, .compute = s_compute};
+    if (r->o.overlap) b.begin = s_begin, b.end = s_end;
     return b;
 }
 
@@ -629,8 +712,10 @@ void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {
             t->rt_decode / T, t->involved_decode / T, t->max_rt_per_layer_node,
             (t->bytes_out_decode + t->bytes_in_decode) / T, t->bytes_out_decode / T, t->bytes_in_decode / T,
             t->wait_ms_decode / T);
-    fprintf(f, "cluster: longest wait for node results %.1f ms of %llu waits (deadline %d ms)\n", t->max_wait_ms,
-            (unsigned long long)t->waits, r->o.timeout_ms);
+    fprintf(f,
+            "cluster: longest wait for node results %.1f ms of %llu waits (deadline %d ms); %llu steps ran as two "
+            "overlapped micro-batches\n",
+            t->max_wait_ms, (unsigned long long)t->waits, r->o.timeout_ms, (unsigned long long)t->overlapped_steps);
     uint64_t rejoin_bytes = 0, rejoins = st_cluster_rejoins(r->cl, &rejoin_bytes);
     fprintf(f, "cluster: %llu rejoins of nodes that were down (%llu shard bytes sent to them)\n",
             (unsigned long long)rejoins, (unsigned long long)rejoin_bytes);

@@ -35,6 +35,9 @@ typedef struct {
      * per (token, expert) summed here as st-run does; a PER_TOKEN format sends the routing weights and
      * gets one partial sum per (token, node), fewer bytes but other rounding */
     uint32_t result_format;
+    /* a decode step of several sequences as two micro-batches in a ping-pong: one's attention runs
+     * here while the nodes compute the other's experts (st_moe_backend_t.begin/end) */
+    bool overlap;
 } st_remote_opts_t;
 
 typedef struct st_remote_moe st_remote_moe_t;
@@ -68,9 +71,10 @@ typedef struct {
     uint64_t fallback_pairs; /* pairs computed by the coordinator */
     uint64_t resent_pairs;   /* pairs re-sent to a replica after their node failed */
     uint64_t remote_pairs;
-    double wait_ms_decode; /* wall time spent waiting for node results during decode */
-    double max_wait_ms;    /* longest single wait for node results (bounded by timeout_ms) */
-    uint64_t waits;        /* waits for node results (one per round of a layer) */
+    double wait_ms_decode;     /* wall time spent waiting for node results during decode */
+    double max_wait_ms;        /* longest single wait for node results (bounded by timeout_ms) */
+    uint64_t waits;            /* waits for node results (one per round of a layer) */
+    uint64_t overlapped_steps; /* steps run as two micro-batches (--overlap) */
 } st_remote_totals_t;
 const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 

@@ -1412,3 +1412,65 @@ Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 240
     cr_assert_not_null(strstr(tail, "data: [DONE]"), "the slow stream was cut after %zu bytes, %.0f ms", total, ms);
     cr_assert_eq(s_stop(&s), 0);
 }
+
+/* st-coordinator --http on three nodes: eight concurrent streams decode in steps of several
+ * sequences, which run as two micro-batches in a ping-pong (--overlap on, the default: one's
+ * attention here while the nodes compute the other's experts) or as one batch (--overlap off).
+ * Every stream gets st-run's text either way. */
+Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) {
+    const int n_tok = 32;
+    char *want = s_st_run_text(PROMPT, true, n_tok);
+    char dir[] = "/tmp/st-test-http-overlap-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    st_test_node_t nodes[3];
+    char cluster[300];
+    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
+    for (int i = 0; i < 3; i++) s_cluster_node(&nodes[i], dir, i, NULL);
+    for (int pass = 0; pass < 2; pass++) {
+        char *argv[] = {BIN "/st-coordinator",
+                        "-m",
+                        (char *)s_tiny(),
+                        "--cluster",
+                        cluster,
+                        "--insecure",
+                        "--state-dir",
+                        dir,
+                        "--quiet-push",
+                        "--http",
+                        "127.0.0.1:0",
+                        "-t",
+                        "1",
+                        "--overlap",
+                        pass ? "off" : "on",
+                        NULL};
+        server_t s;
+        s_start(&s, argv, 60000);
+        user_t u[8];
+        pthread_t th[8];
+        for (int i = 0; i < 8; i++) {
+            u[i] = (user_t){s.port, n_tok, NULL, NULL, 0};
+            cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
+        }
+        for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
+        for (int i = 0; i < 8; i++) {
+            cr_assert_str_eq(u[i].text, want, "--overlap %s, user %d", pass ? "off" : "on", i);
+            free(u[i].text);
+        }
+        resp_t r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0); /* steps of several sequences were run */
+        const char *steps = strstr(r.body, "\nst_batch_steps_total "),
+                   *seqs = strstr(r.body, "\nst_batch_sequences_total ");
+        cr_assert(steps && seqs, "%s", r.body);
+        cr_assert_gt(atof(seqs + 26) / atof(steps + 22), 1.5, "--overlap %s: batches of one sequence",
+                     pass ? "off" : "on");
+        free(r.body);
+        char *log = st_file_read(s.log, 0, NULL);
+        cr_assert_not_null(log);
+        cr_assert_eq(strstr(log, "run as two overlapped micro-batches") != NULL, pass == 0,
+                     "--overlap %s, the coordinator's log:\n%s", pass ? "off" : "on", log);
+        free(log);
+        cr_assert_eq(s_stop(&s), 0);
+    }
+    for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
+    st_test_system("rm -rf '%s'", dir);
+    free(want);
+}
