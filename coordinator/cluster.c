@@ -508,6 +508,26 @@ int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n) {
     return c->n - first;
 }
 
+int st_cluster_rekey(st_cluster_t *c, int node, const char *key) {
+    node_t *nd = &c->nodes[node];
+    if (c->o.insecure || nd->removed || strlen(key) != ST_Z85_KEY_LEN)
+        return st_fail(ST_EINVAL, "no new key for node %s", nd->addr.url);
+    if (!strcmp(key, nd->addr.server_key)) return 0;
+    st_cluster_set_down(c, node, "it paired again, with a new key");
+    /* the same socket (the poll set keeps its shape), connected again: the key applies to the new connection */
+    zmq_disconnect(nd->sock, nd->addr.url);
+    memcpy(nd->addr.server_key, key, ST_Z85_KEY_LEN + 1);
+    nd->connected = false;
+    nd->hello_queued = 0;
+    nd->rj = RJ_IDLE;
+    nd->rj_next = st_now_ms(); /* probed at once */
+    if (zmq_setsockopt(nd->sock, ZMQ_CURVE_SERVERKEY, key, ST_Z85_KEY_LEN) || zmq_connect(nd->sock, nd->addr.url))
+        return st_fail(ST_EIO, "node %s: cannot reconnect with its new key: %s", nd->addr.url,
+                       zmq_strerror(zmq_errno()));
+    st_log(ST_LOG_INFO, "node %d (%s) has a new key: reconnecting", node, nd->addr.url);
+    return 1;
+}
+
 const st_wire_inventory_t *st_cluster_inventory(const st_cluster_t *c, int node) {
     return c->nodes[node].has_inventory ? &c->nodes[node].inv : NULL;
 }

@@ -108,6 +108,13 @@ const st_wire_ref_t *st_cluster_share(const st_cluster_t *c, int node, uint32_t 
  * nothing waits here. Returns how many were added, or a negative ST_E* code. */
 int st_cluster_add(st_cluster_t *c, const st_node_addr_t *nodes, int n);
 
+/* Gives node a new CURVE public key (Z85: it paired again, e.g. on a wiped
+ * store): it is reconnected with that key and is down until it answers its
+ * probe, then rejoins (its share is pushed where its store lacks it). 0 when
+ * the key is the one it has (nothing done), 1 when changed, or a negative
+ * ST_E* code. */
+int st_cluster_rekey(st_cluster_t *c, int node, const char *server_key);
+
 /* Per node: the experts to assign (each with its hash) and the pinned ones. */
 typedef struct {
     uint32_t n_experts, n_pinned;

@@ -38,7 +38,7 @@ static void s_on_hup(int sig) {
 static void s_sighup(st_coord_t *c) {
     if (!s_hup) return;
     s_hup = 0;
-    st_coord_reread(c);
+    st_coord_reread(c, "SIGHUP");
 }
 
 /* Before each step of a generation (st_generate, the HTTP scheduler): the

@@ -490,7 +490,7 @@ int st_coord_attach(st_coord_t *c, st_ctx_t *ctx) {
 
 void st_coord_between_steps(st_coord_t *c) {
     if (!c->cl) return;
-    if (c->pair && st_pair_take(c->pair) > 0) st_coord_reread(c); /* boards paired: they join as on SIGHUP */
+    if (c->pair && st_pair_take(c->pair) > 0) st_coord_reread(c, "pairing"); /* they join as on SIGHUP */
     st_cluster_maintain(c->cl);
     st_coord_join(c);
 }
@@ -531,36 +531,40 @@ int st_coord_join(st_coord_t *c) {
     return n;
 }
 
-int st_coord_reread(st_coord_t *c) {
+int st_coord_reread(st_coord_t *c, const char *why) {
     const char *file = c->o.cluster_file;
     if (!file) {
-        st_log(ST_LOG_INFO, "SIGHUP: the nodes come from --nodes: nothing to re-read (list them in --cluster FILE "
-                            "to add nodes to a running coordinator)");
+        st_log(ST_LOG_INFO,
+               "%s: the nodes come from --nodes: nothing to re-read (list them in --cluster FILE "
+               "to add nodes to a running coordinator)",
+               why);
         return 0;
     }
     if (!c->cl) return 0;
     int n_all = 0;
     st_node_addr_t *all = st_coord_node_list(NULL, file, &n_all, false);
     if (!all) {
-        st_log(ST_LOG_WARN, "SIGHUP: the cluster file %s is unreadable or empty: nothing changes", file);
+        st_log(ST_LOG_WARN, "%s: the cluster file %s is unreadable or empty: nothing changes", why, file);
         return 0;
     }
     int n_add = 0;
     for (int i = 0; i < n_all; i++) {
         bool known = false;
         for (int k = 0; k < st_cluster_n_nodes(c->cl) && !known; k++)
-            known = !strcmp(all[i].url, st_cluster_url(c->cl, k));
+            if ((known = !strcmp(all[i].url, st_cluster_url(c->cl, k))) && !c->o.insecure && all[i].server_key[0] &&
+                !st_cluster_is_removed(c->cl, k))
+                st_cluster_rekey(c->cl, k, all[i].server_key); /* a node that paired again: its new key */
         for (int k = 0; k < n_add && !known; k++) known = !strcmp(all[i].url, all[k].url);
         if (!known) all[n_add++] = all[i];
     }
     int added = n_add ? st_cluster_add(c->cl, all, n_add) : 0;
     free(all);
     if (added < 0)
-        st_log(ST_LOG_WARN, "SIGHUP: the new nodes could not be added");
+        st_log(ST_LOG_WARN, "%s: the new nodes could not be added", why);
     else if (n_add == 0)
-        st_log(ST_LOG_INFO, "SIGHUP: no new node in the cluster file");
+        st_log(ST_LOG_INFO, "%s: no new node in the cluster file", why);
     else
-        st_log(ST_LOG_INFO, "SIGHUP: %d new node(s) in the cluster file: they join when they answer", added);
+        st_log(ST_LOG_INFO, "%s: %d new node(s) in the cluster file: they join when they answer", why, added);
     return added > 0 ? added : 0;
 }
 

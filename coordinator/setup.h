@@ -102,10 +102,12 @@ void st_coord_ask_board(st_coord_t *c);
  * first answer, or, for --min-nodes, until enough have answered, so that
  * nodes coming up together are placed once. Returns how many joined. */
 int st_coord_join(st_coord_t *c);
-/* Re-reads the cluster file (SIGHUP): nodes not seen before are added, down
- * until they answer their probe; nothing waits for them. Returns how many
- * were added (0 with --nodes: logged). */
-int st_coord_reread(st_coord_t *c);
+/* Re-reads the cluster file (SIGHUP, or a board paired; why names it in the
+ * log): nodes not seen before are added, down until they answer their probe;
+ * nothing waits for them. A known node whose key changed (it paired again) is
+ * reconnected with its new key (st_cluster_rekey). Returns how many were
+ * added (0 with --nodes: logged). */
+int st_coord_reread(st_coord_t *c, const char *why);
 
 /* What an st-ctl action did (st_coord_drain...), for its answer. */
 typedef struct {

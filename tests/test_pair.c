@@ -427,6 +427,60 @@ Test(pair, health_shows_the_pairing_code) {
     st_test_stop(coord, SIGTERM, 10000);
 }
 
+/* A board wiped (new store, new key) pairs again at the same address: the
+ * running coordinator replaces its line and key and the board rejoins, its
+ * share pushed again. */
+Test(pair, a_board_that_pairs_again_with_a_new_key_rejoins) {
+    const char *model = s_model();
+    char err[300], code[ST_PAKE_CODE_BUF], url[128], out[300], cmd[2048];
+    snprintf(err, sizeof err, "%s/coord.err", g_dir);
+    snprintf(out, sizeof out, "%s/coord.out", g_dir);
+    const int http = s_free_port(), port = s_free_port();
+    snprintf(cmd, sizeof cmd,
+             "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --state-dir '%s' "
+             "--quiet-push -t 1 --pair tcp://127.0.0.1:* --discovery-port 0 --http 127.0.0.1:%d > '%s' 2> '%s'",
+             BIN, model, g_dir, g_dir, g_dir, http, out, err);
+    const char *cargv[] = {"/bin/sh", "-c", cmd, NULL};
+    pid_t coord = st_test_spawn(cargv, NULL, NULL, SIGTERM);
+    s_code(err, 1, code);
+    s_endpoint(err, url, sizeof url);
+    char listen[64], store[300], nlog[300], cluster[300], line[200];
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    snprintf(nlog, sizeof nlog, "%s/node.err", g_dir);
+    snprintf(cluster, sizeof cluster, "%s/cluster", g_dir);
+    const char *argv[] = {BIN "/st-node", "--listen", listen,  "--join", url,  "--code", code,
+                          "--store",      store,      "--mem", "256M",   "-t", "1",      NULL};
+    st_test_node_t board;
+    cr_assert_eq(st_test_node_start(&board, argv, nlog, 30000), 0, "the board did not serve (%s)", nlog);
+    cr_assert(st_test_file_has(out, "serving on", WAIT_MS), "the server did not start (%s)", err);
+    cr_assert(st_test_file_has(err, "1 of 1 nodes up", WAIT_MS), "the board was not placed (%s)", err);
+    char old_key[41];
+    memcpy(old_key, board.pub, sizeof old_key);
+
+    /* wiped: a new store, so a new key and no allow file; the same command line pairs again */
+    st_test_node_stop(&board, SIGTERM);
+    cr_assert_eq(st_test_system("rm -rf '%s'", store), 0);
+    cr_assert_eq(st_test_node_start(&board, argv, nlog, 30000), 0, "the wiped board did not serve (%s)", nlog);
+    cr_assert_str_neq(board.pub, old_key, "a wiped store kept its key");
+    cr_assert(st_test_file_has(err, "has a new key: reconnecting", WAIT_MS), "the new key was not taken (%s)", err);
+    cr_assert(st_test_file_has(err, "rejoined: store verified", WAIT_MS), "the board did not rejoin (%s)", err);
+    char *log = st_file_read(err, 0, NULL);
+    const char *rj = strstr(log, "rejoined: store verified");
+    long long sent = -1;
+    cr_assert_eq(sscanf(strstr(rj, "experts, ") + 9, "%lld shard bytes sent", &sent), 1);
+    cr_assert_gt(sent, 0, "nothing pushed to the wiped board");
+    free(log);
+    /* one line for that address, with the new key */
+    snprintf(line, sizeof line, "%s %s", listen, board.pub);
+    cr_assert(st_test_file_has(cluster, line, 0), "the cluster file does not have '%s'", line);
+    char *cf = st_file_read(cluster, 0, NULL);
+    cr_assert_null(strstr(cf, old_key), "the old key is still in the cluster file");
+    free(cf);
+    st_test_node_stop(&board, SIGTERM);
+    st_test_stop(coord, SIGTERM, 10000);
+}
+
 /* ---- network namespaces: discovery on a bridge ------------------------------------- */
 
 #define NS(ns, fmt, ...) st_test_system("'%s' netns exec %s " fmt, g_ip, ns, __VA_ARGS__)
