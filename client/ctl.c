@@ -8,6 +8,7 @@
  *                       experts held, hit rate, round trip
  *   st-ctl drain NODE   its experts move to the others first, then it leaves
  *                       the placement (POST /admin/drain)
+ *   st-ctl undrain NODE a drained node takes a share again
  *   st-ctl remove NODE  a drained or down node leaves the cluster
  *   st-ctl rebalance    places the experts again over the nodes up
  *
@@ -33,7 +34,7 @@ typedef struct {
 } ctl_t;
 
 static void s_usage(FILE *f) {
-    fprintf(f, "usage: st-ctl [--url URL] [--api-key KEY] [--json] [COMMAND]\n"
+    fprintf(f, "usage: st-ctl [--url URL] [--api-key KEY] [--json] [COMMAND [NODE]]\n"
                "\n"
                "Sees and steers a SmallThinker cluster through its coordinator (st-coordinator --http).\n"
                "\n"
@@ -41,6 +42,7 @@ static void s_usage(FILE *f) {
                "  status             every node: state, version, memory used / budget, page cache,\n"
                "                     CPU temperature, throttling, experts, hit rate, round trip (default)\n"
                "  drain NODE         move the node's experts to the others, then take it out of placement\n"
+               "  undrain NODE       put a drained node back in placement: it takes a share again\n"
                "  remove NODE        take a drained (or down) node out of the cluster\n"
                "  rebalance          place the experts again over the nodes up (a down node's share moves)\n"
                "NODE is a node's index (#), address or id as status shows them. Actions run between two\n"
@@ -223,9 +225,11 @@ int main(int argc, char **argv) {
     }
     if (c.api_key && !*c.api_key) c.api_key = NULL; /* ST_API_KEY= */
     const char *cmd = optind < argc ? argv[optind++] : "status", *node = NULL;
-    const bool needs_node = !strcmp(cmd, "drain") || !strcmp(cmd, "remove");
+    const bool needs_node = !strcmp(cmd, "drain") || !strcmp(cmd, "undrain") || !strcmp(cmd, "remove");
     if (!needs_node && strcmp(cmd, "status") && strcmp(cmd, "rebalance"))
-        return fprintf(stderr, "st-ctl: unknown command '%s' (status, drain, remove, rebalance; see --help)\n", cmd), 2;
+        return fprintf(stderr, "st-ctl: unknown command '%s' (status, drain, undrain, remove, rebalance; see --help)\n",
+                       cmd),
+               2;
     if (needs_node && optind >= argc)
         return fprintf(stderr, "st-ctl: %s needs a NODE: its index, address or id as 'st-ctl status' shows\n", cmd), 2;
     if (needs_node) node = argv[optind++];

@@ -40,7 +40,11 @@ struct st_coord {
     st_pair_t *pair;      /* --pair: boards pairing (NULL: none) */
     bool waiting;         /* for --min-nodes */
     double wait_until_ms; /* --min-nodes-timeout (INFINITY: none) */
-    uint8_t *drained;     /* per node index (n_drained of them): st_coord_drain took it out of placement */
+    struct drained {      /* per node index (n_drained of them) */
+        bool on;          /* st_coord_drain took it out of placement */
+        uint32_t n_kept;  /* its share then: still in its store, so an undrain need not send it again */
+        st_wire_ref_t *kept;
+    } * drained;
     int n_drained;
 };
 
@@ -177,7 +181,7 @@ static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, voi
 
 /* Whether node i was taken out of placement (drained or removed): it gets no share. */
 static bool s_left(const st_coord_t *c, int i) {
-    return (i < c->n_drained && c->drained[i]) || st_cluster_is_removed(c->cl, i);
+    return (i < c->n_drained && c->drained[i].on) || st_cluster_is_removed(c->cl, i);
 }
 
 /* How s_place places: at setup, a join, or an st-ctl action. */
@@ -242,6 +246,8 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
         for (uint32_t k = 0; k < before[i]; k++)
             if (share[k].layer < (uint32_t)L && share[k].expert < (uint32_t)X)
                 h[share[k].layer * X + share[k].expert] = 1;
+        for (uint32_t k = 0; i < c->n_drained && k < c->drained[i].n_kept; k++) /* an undrained node's old share */
+            h[c->drained[i].kept[k].layer * X + c->drained[i].kept[k].expert] = 1;
         uint64_t n_held = 0;
         for (int s = 0; s < L * X; s++) n_held += h[s];
         held_total += n_held;
@@ -381,6 +387,7 @@ void st_coord_destroy(st_coord_t **cp) {
     st_expert_hashes_destroy(&c->hashes);
     st_cluster_destroy(&c->cl);
     free(c->addrs);
+    for (int i = 0; i < c->n_drained; i++) free(c->drained[i].kept);
     free(c->drained);
     free(c);
     *cp = NULL;
@@ -610,7 +617,7 @@ static int s_check_node(const st_coord_t *c, int node, st_coord_change_t *chg) {
     return 0;
 }
 
-bool st_coord_drained(const st_coord_t *c, int node) { return node < c->n_drained && c->drained[node]; }
+bool st_coord_drained(const st_coord_t *c, int node) { return node < c->n_drained && c->drained[node].on; }
 
 int st_coord_drain(st_coord_t *c, int node, st_coord_change_t *chg) {
     memset(chg, 0, sizeof *chg);
@@ -627,24 +634,59 @@ int st_coord_drain(st_coord_t *c, int node, st_coord_change_t *chg) {
                         "the coordinator (add a node first)",
                         node, url);
     if (node >= c->n_drained) {
-        uint8_t *d = realloc(c->drained, (size_t)st_cluster_n_nodes(c->cl));
+        const int n = st_cluster_n_nodes(c->cl);
+        struct drained *d = realloc(c->drained, (size_t)n * sizeof *d);
         if (!d) return s_refuse(chg, ST_ENOMEM, "no memory");
-        memset(d + c->n_drained, 0, (size_t)(st_cluster_n_nodes(c->cl) - c->n_drained));
+        memset(d + c->n_drained, 0, (size_t)(n - c->n_drained) * sizeof *d);
         c->drained = d;
-        c->n_drained = st_cluster_n_nodes(c->cl);
+        c->n_drained = n;
     }
+    struct drained *dn = &c->drained[node];
     const int before = st_placement_node_experts(c->pl, node);
-    c->drained[node] = 1;
+    uint32_t n_share;
+    const st_wire_ref_t *share = st_cluster_share(c->cl, node, &n_share);
+    free(dn->kept);
+    dn->n_kept = 0;
+    if (n_share && (dn->kept = malloc(n_share * sizeof *dn->kept))) {
+        memcpy(dn->kept, share, n_share * sizeof *dn->kept);
+        dn->n_kept = n_share;
+    }
+    dn->on = true;
     st_log(ST_LOG_INFO, "draining node %d (%s): its %d experts move to the other nodes", node, url, before);
     const place_how_t how = {.what = "drain", .keep_down = true, .defer = node};
     if ((rc = s_replace(c, &how, chg)) != 0) {
-        c->drained[node] = 0;
+        dn->on = false;
         return rc;
     }
     chg->experts_moved = before;
     snprintf(chg->message, sizeof chg->message,
              "node %d (%s) drained: its %d experts moved to %d other node(s), %u pushed (%lld shard bytes) in %.0f ms",
              node, url, before, s_serving(c, node), chg->experts_pushed, (long long)chg->bytes_pushed, chg->ms);
+    st_log(ST_LOG_INFO, "%s", chg->message);
+    return 0;
+}
+
+int st_coord_undrain(st_coord_t *c, int node, st_coord_change_t *chg) {
+    memset(chg, 0, sizeof *chg);
+    int rc = s_check_node(c, node, chg);
+    if (rc) return rc;
+    const char *url = st_cluster_url(c->cl, node);
+    if (!st_coord_drained(c, node)) return s_refuse(chg, ST_EINVAL, "node %d (%s) is not drained", node, url);
+    struct drained *dn = &c->drained[node];
+    dn->on = false;
+    const place_how_t how = {.what = "undrain", .keep_down = true, .defer = -1};
+    if ((rc = s_replace(c, &how, chg)) != 0) {
+        dn->on = true;
+        return rc;
+    }
+    free(dn->kept); /* its share is the cluster's record again */
+    dn->kept = NULL;
+    dn->n_kept = 0;
+    chg->experts_moved = st_placement_node_experts(c->pl, node);
+    snprintf(chg->message, sizeof chg->message,
+             "node %d (%s) is back in placement%s: it takes %d experts, %u pushed (%lld shard bytes) in %.0f ms", node,
+             url, st_cluster_is_up(c->cl, node) ? "" : " (down: it serves them once it rejoins)", chg->experts_moved,
+             chg->experts_pushed, (long long)chg->bytes_pushed, chg->ms);
     st_log(ST_LOG_INFO, "%s", chg->message);
     return 0;
 }

@@ -11,7 +11,8 @@
  *                     the HTTP scheduler) before each step: pushes to nodes
  *                     that come back, nodes that answered join
  *                     (st_coord_join); st_coord_reread on SIGHUP
- *   st_coord_drain, st_coord_remove, st_coord_rebalance   st-ctl's actions,
+ *   st_coord_drain, st_coord_undrain, st_coord_remove, st_coord_rebalance
+ *                     st-ctl's actions,
  *                     between steps (the HTTP scheduler runs them there)
  *   st_coord_save     the routing profile, for the next placement
  *
@@ -128,6 +129,11 @@ typedef struct {
  * placement, or when no other node up would serve. */
 int st_coord_drain(st_coord_t *c, int node, st_coord_change_t *chg);
 bool st_coord_drained(const st_coord_t *c, int node);
+/* Puts a drained node back in placement (st-ctl undrain): the experts are
+ * placed again over it and the others, keeping them where they are while
+ * shares allow, so it takes back a share (what its store still holds is
+ * not sent again). Refused for a node that is not drained. */
+int st_coord_undrain(st_coord_t *c, int node, st_coord_change_t *chg);
 /* Removes node for good (st-ctl remove): refused while it is up and not
  * drained; a node that is down with a share has it placed on the others. */
 int st_coord_remove(st_coord_t *c, int node, st_coord_change_t *chg);

@@ -58,11 +58,11 @@ static int s_node(const st_cluster_t *cl, const cJSON *v, char *why, size_t cap)
 int st_steer_admin(void *coord, const char *action, const char *body, size_t len, int running, char **reply) {
     st_coord_t *c = coord;
     const st_cluster_t *cl = st_coord_cluster(c);
-    const bool drain = !strcmp(action, "drain"), remove = !strcmp(action, "remove"),
-               rebalance = !strcmp(action, "rebalance");
-    if (!drain && !remove && !rebalance) {
+    const bool drain = !strcmp(action, "drain"), undrain = !strcmp(action, "undrain"),
+               remove = !strcmp(action, "remove"), rebalance = !strcmp(action, "rebalance");
+    if (!drain && !undrain && !remove && !rebalance) {
         char msg[128];
-        snprintf(msg, sizeof msg, "no admin action '%.60s' (drain, remove, rebalance)", action);
+        snprintf(msg, sizeof msg, "no admin action '%.60s' (drain, undrain, remove, rebalance)", action);
         *reply = s_error(msg);
         return 404;
     }
@@ -85,9 +85,10 @@ int st_steer_admin(void *coord, const char *action, const char *body, size_t len
     }
     cJSON_Delete(req);
     st_coord_change_t chg;
-    int rc = drain    ? st_coord_drain(c, node, &chg)
-             : remove ? st_coord_remove(c, node, &chg)
-                      : st_coord_rebalance(c, &chg);
+    int rc = drain     ? st_coord_drain(c, node, &chg)
+             : undrain ? st_coord_undrain(c, node, &chg)
+             : remove  ? st_coord_remove(c, node, &chg)
+                       : st_coord_rebalance(c, &chg);
     if (rc < 0) {
         *reply = s_error(chg.message);
         return 409;

@@ -1,8 +1,9 @@
 /* steer: st-ctl's actions as the HTTP server hands them over (POST
- * /admin/drain and /admin/remove with {"node": NODE}, /admin/rebalance):
+ * /admin/drain, /admin/undrain and /admin/remove with {"node": NODE},
+ * /admin/rebalance):
  * the node, named by its index, URL or id as /health shows them, resolved;
- * the action run (st_coord_drain, st_coord_remove, st_coord_rebalance in
- * setup.c); what it did as JSON. Runs on the scheduler thread, between two
+ * the action run (st_coord_drain, st_coord_undrain, st_coord_remove,
+ * st_coord_rebalance in setup.c); what it did as JSON. Runs on the scheduler thread, between two
  * steps of the sequences running, so the tokens do not change.
  */
 #ifndef ST_STEER_H

@@ -233,7 +233,8 @@ Test(cli, user_facing_errors_name_no_internal_function) {
         cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl --bogus 2>&1", st_test_run_prefix()), 2);
         cr_assert_str_eq(out, "st-ctl: unknown or incomplete option '--bogus' (see --help)\n");
         cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl drian 1 2>&1", st_test_run_prefix()), 2);
-        cr_assert_str_eq(out, "st-ctl: unknown command 'drian' (status, drain, remove, rebalance; see --help)\n");
+        cr_assert_str_eq(out,
+                         "st-ctl: unknown command 'drian' (status, drain, undrain, remove, rebalance; see --help)\n");
         cr_assert_eq(S_RUN_ERR(out, "%s" ST_BINARY_DIR "/st-ctl drain 2>&1", st_test_run_prefix()), 2);
         cr_assert_str_eq(out, "st-ctl: drain needs a NODE: its index, address or id as 'st-ctl status' shows\n");
     }

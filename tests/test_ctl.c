@@ -6,9 +6,11 @@
  * is exactly st-run's (the reference: one process, no cluster). Afterwards
  * the drained node holds no expert and gets no request, and the answers are
  * still st-run's. st-ctl's table shows every node with its state and real
- * memory; a node that is killed shows no stale figure and the experts the
- * coordinator computes for it; rebalance gives them to the node up (the
- * coordinator computes none), and remove takes the drained node out. Refusals:
+ * memory; undrained, it takes its share back with nothing sent (its store
+ * kept it) and serves again. A node that is killed shows no stale figure,
+ * and the experts the coordinator computes for it; rebalance gives them to
+ * the node up (the coordinator computes none), and remove takes the drained
+ * node (drained again, named by its address) out. Refusals:
  * no API key, a node that still serves, an unknown node or action, a body
  * that is not JSON.
  */
@@ -262,6 +264,31 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
         cr_assert_str_eq(state, i == 1 ? "drained" : "up", "node %d: %.100s", i, line);
         cr_assert(strstr(line, "M   256.0M"), "node %d's memory used / budget: %.140s", i, line);
     }
+    st_test_run_free(&r);
+
+    /* undrain: node 1 takes a share again and serves, the answers still st-run's; then drained again */
+    r = s_ctl(&c, "undrain", "--api-key " KEY " undrain 1");
+    cr_log_info("st-ctl undrain 1:\n%s", r.out);
+    cr_assert_eq(r.status, 0, "undrain: %s%s", r.out, r.err);
+    cr_assert(strstr(r.out, "is back in placement: it takes"), "%s", r.out);
+    cr_assert(strstr(r.out, ", 0 pushed (0 shard bytes)"), "its store still holds its old share: %s", r.out);
+    st_test_run_free(&r);
+    h = s_health(&c);
+    cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(s_node(h, 1), "state")), "up");
+    cr_assert_gt(s_num(s_node(h, 1), "experts"), 0);
+    cr_assert_eq(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 1), "experts") + s_num(s_node(h, 2), "experts"),
+                 total);
+    cJSON_Delete(h);
+    t = s_complete(&c, N_SHORT);
+    cr_assert_str_eq(t, want_short);
+    free(t);
+    h = s_health(&c);
+    cr_assert_gt(s_num(s_node(h, 1), "requests"), req1, "an undrained node serves again");
+    cJSON_Delete(h);
+    char again[256]; /* by its address this time, without tcp:// as st-node --listen takes it */
+    snprintf(again, sizeof again, "--api-key " KEY " drain %.120s", cl.nodes[1].p.url + strlen("tcp://"));
+    r = s_ctl(&c, "drain-again", again);
+    cr_assert_eq(r.status, 0, "drain by address: %s%s", r.out, r.err);
     st_test_run_free(&r);
 
     /* a node that dies: no stale figures, the coordinator computes its experts; rebalance moves them */
