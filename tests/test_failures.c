@@ -52,8 +52,8 @@ static void s_node_start(int i, const char *listen) { st_test_cluster_node_start
 /* Three nodes, and the cluster file "URL NODE_PUBLIC_KEY". */
 static void s_cluster(void) {
     for (int i = 0; i < N_NODES; i++) s_node_start(i, "tcp://127.0.0.1:*");
-    char flags[600];
-    st_test_cluster_flags(&g_c, flags, sizeof flags);
+    char path[300];
+    st_test_cluster_write(&g_c, path, sizeof path);
 }
 
 static const char *s_model(void) {

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "harness.h"
 #include "testutil.h"
 #include "tokenizer.h"
 
@@ -946,24 +947,22 @@ static int s_wait_nodes_up(int port, int want, int ms) {
     return up;
 }
 
-/* Node i of a test cluster in dir (--insecure, store and log under dir):
- * started on url (NULL: a free port; a restart passes its old URL), and its
- * URL appended to dir/cluster unless it is a restart. */
-static void s_cluster_node(st_test_node_t *nd, const char *dir, int i, const char *url) {
-    char store[300], log[300], cluster[300];
-    snprintf(store, sizeof store, "%s/store-%d", dir, i);
-    snprintf(log, sizeof log, "%s/node-%d.log", dir, i);
-    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    char listen[128];
-    snprintf(listen, sizeof listen, "%s", url ? url : "tcp://127.0.0.1:*"); /* nd->url is rewritten by the start */
-    const char *argv[] = {BIN "/st-node", "--listen", listen, "--mem",      "256M", "--store",
-                          store,          "-t",       "1",    "--insecure", NULL};
-    cr_assert_eq(st_test_node_start(nd, argv, log, 10000), 0, "node %d did not start (log %s)", i, log);
-    if (url) return;
-    FILE *cf = fopen(cluster, "a"); /* "URL" per line: no keys with --insecure */
-    cr_assert_not_null(cf);
-    fprintf(cf, "%s\n", nd->url);
-    fclose(cf);
+/* st-coordinator --http on the tiny model over c's nodes (--insecure, the
+ * cluster file DIR/cluster written for them), with extra flags
+ * (NULL-terminated, or NULL), started in s. */
+static void s_cluster_server(server_t *s, st_test_cluster_t *c, const char *const *extra) {
+    char cluster[300];
+    st_test_cluster_write(c, cluster, sizeof cluster);
+    char *argv[32] = {
+        BIN "/st-coordinator", "-m",     (char *)s_tiny(), "--cluster", cluster, "--insecure", "--state-dir", c->dir,
+        "--quiet-push",        "--http", "127.0.0.1:0",    "-t",        "1"};
+    int n = 13;
+    for (int i = 0; extra && extra[i]; i++) {
+        cr_assert_lt(n, 31, "too many flags");
+        argv[n++] = (char *)extra[i];
+    }
+    argv[n] = NULL;
+    s_start(s, argv, 60000);
 }
 
 /* st-coordinator --http over three nodes (replication 2) answers every chat
@@ -975,17 +974,10 @@ static void s_cluster_node(st_test_node_t *nd, const char *dir, int i, const cha
 Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
     char *want = s_st_run_text(PROMPT, true, N_PREDICT);
-    char dir[] = "/tmp/st-test-http-churn-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    st_test_node_t nodes[4];
-    char cluster[300];
-    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    for (int i = 0; i < 3; i++) s_cluster_node(&nodes[i], dir, i, NULL);
-    char *argv[] = {BIN "/st-coordinator", "-m",     (char *)s_tiny(), "--cluster", cluster,       "--insecure",
-                    "--replication",       "2",      "--timeout-ms",   "1000",      "--state-dir", dir,
-                    "--quiet-push",        "--http", "127.0.0.1:0",    "-t",        "1",           NULL};
+    st_test_cluster_t c;
+    st_test_cluster_start(&c, "http-churn", false, 3);
     server_t s;
-    s_start(&s, argv, 60000);
+    s_cluster_server(&s, &c, (const char *const[]){"--replication", "2", "--timeout-ms", "1000", NULL});
     const char *fin;
     resp_t r = s_post(s.port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
     char *got = s_chat_text(r, false, &fin);
@@ -999,16 +991,18 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     double t0 = st_now_ms();
     for (int k = 1; k <= 2; k++) { /* node 1, then node 2: killed, then restarted on its store */
         char url[128];
-        snprintf(url, sizeof url, "%s", nodes[k].url);
+        snprintf(url, sizeof url, "%s", c.nodes[k].p.url);
         int before = u.done;
-        st_test_node_stop(&nodes[k], SIGKILL);
+        st_test_cluster_node_stop(&c, k, SIGKILL);
         cr_assert_eq(s_wait_nodes_up(s.port, 2, 20000), 2, "node %d never shown down", k);
         for (double dl = st_now_ms() + 20000; u.done < before + 3 && st_now_ms() < dl;) poll(NULL, 0, 20);
         cr_assert_geq(u.done, before + 3, "requests stalled with node %d down", k);
-        s_cluster_node(&nodes[k], dir, k, url);
+        st_test_cluster_node_start(&c, k, url, NULL); /* on its store and port */
         cr_assert_eq(s_wait_nodes_up(s.port, 3, 20000), 3, "node %d did not rejoin (log %s)", k, s.log);
     }
-    s_cluster_node(&nodes[3], dir, 3, NULL); /* a fourth node joins */
+    st_test_cluster_node_start(&c, 3, NULL, NULL); /* a fourth node joins */
+    char cluster[300];
+    st_test_cluster_write(&c, cluster, sizeof cluster);
     int before = u.done;
     kill(s.pid, SIGHUP);
     cr_assert_eq(s_wait_nodes_up(s.port, 4, 20000), 4, "node 3 did not join (log %s)", s.log);
@@ -1045,8 +1039,7 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
     cr_assert_str_eq(got, want);
     free(got);
     s_stop(&s);
-    for (int i = 0; i < 4; i++) st_test_node_stop(&nodes[i], SIGTERM);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_cluster_destroy(&c);
     free(want);
 }
 
@@ -1057,40 +1050,22 @@ Test(http, cluster_keeps_serving_while_nodes_come_and_go, .timeout = 240) {
 Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
     if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
     char *want = s_st_run_text(PROMPT, true, N_PREDICT);
-    char dir[] = "/tmp/st-test-http-idle-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    st_test_node_t nodes[3];
-    char cluster[300];
-    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    for (int i = 0; i < 2; i++) s_cluster_node(&nodes[i], dir, i, NULL);
-    char *argv[] = {BIN "/st-coordinator",
-                    "-m",
-                    (char *)s_tiny(),
-                    "--cluster",
-                    cluster,
-                    "--insecure",
-                    "--timeout-ms",
-                    "1000",
-                    "--state-dir",
-                    dir,
-                    "--quiet-push",
-                    "--http",
-                    "127.0.0.1:0",
-                    "-t",
-                    "1",
-                    NULL};
+    st_test_cluster_t c;
+    st_test_cluster_start(&c, "http-idle", false, 2);
     server_t s;
-    s_start(&s, argv, 60000);
+    s_cluster_server(&s, &c, (const char *const[]){"--timeout-ms", "1000", NULL});
     cr_assert_eq(s_wait_nodes_up(s.port, 2, 10000), 2);
 
     char url[128];
-    snprintf(url, sizeof url, "%s", nodes[1].url);
-    st_test_node_stop(&nodes[1], SIGKILL);
+    snprintf(url, sizeof url, "%s", c.nodes[1].p.url);
+    st_test_cluster_node_stop(&c, 1, SIGKILL);
     cr_assert_eq(s_wait_nodes_up(s.port, 1, 10000), 1, "an idle server did not notice node 1 leave");
-    s_cluster_node(&nodes[1], dir, 1, url);
+    st_test_cluster_node_start(&c, 1, url, NULL);
     cr_assert_eq(s_wait_nodes_up(s.port, 2, 15000), 2, "node 1 did not rejoin an idle server (log %s)", s.log);
 
-    s_cluster_node(&nodes[2], dir, 2, NULL);
+    st_test_cluster_node_start(&c, 2, NULL, NULL);
+    char cluster[300];
+    st_test_cluster_write(&c, cluster, sizeof cluster);
     kill(s.pid, SIGHUP);
     cr_assert_eq(s_wait_nodes_up(s.port, 3, 15000), 3, "node 2 did not join an idle server (log %s)", s.log);
 
@@ -1101,8 +1076,7 @@ Test(http, idle_cluster_sees_nodes_leave_come_back_and_join, .timeout = 180) {
     cr_assert_str_eq(got, want, "the answer after the rejoin and the join differs from st-run's");
     free(got);
     s_stop(&s);
-    for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_cluster_destroy(&c);
     free(want);
 }
 
@@ -1420,31 +1394,11 @@ Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 240
 Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) {
     const int n_tok = 32;
     char *want = s_st_run_text(PROMPT, true, n_tok);
-    char dir[] = "/tmp/st-test-http-overlap-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
-    st_test_node_t nodes[3];
-    char cluster[300];
-    snprintf(cluster, sizeof cluster, "%s/cluster", dir);
-    for (int i = 0; i < 3; i++) s_cluster_node(&nodes[i], dir, i, NULL);
+    st_test_cluster_t c;
+    st_test_cluster_start(&c, "http-overlap", false, 3);
     for (int pass = 0; pass < 2; pass++) {
-        char *argv[] = {BIN "/st-coordinator",
-                        "-m",
-                        (char *)s_tiny(),
-                        "--cluster",
-                        cluster,
-                        "--insecure",
-                        "--state-dir",
-                        dir,
-                        "--quiet-push",
-                        "--http",
-                        "127.0.0.1:0",
-                        "-t",
-                        "1",
-                        "--overlap",
-                        pass ? "off" : "on",
-                        NULL};
         server_t s;
-        s_start(&s, argv, 60000);
+        s_cluster_server(&s, &c, (const char *const[]){"--overlap", pass ? "off" : "on", NULL});
         user_t u[8];
         pthread_t th[8];
         for (int i = 0; i < 8; i++) {
@@ -1470,7 +1424,6 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
         free(log);
         cr_assert_eq(s_stop(&s), 0);
     }
-    for (int i = 0; i < 3; i++) st_test_node_stop(&nodes[i], SIGTERM);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_cluster_destroy(&c);
     free(want);
 }

@@ -81,6 +81,18 @@ void st_test_cluster_urls(const st_test_cluster_t *c, char *out, size_t cap) {
         used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? "," : "", s_url(&c->nodes[i]));
 }
 
+const char *st_test_cluster_write(st_test_cluster_t *c, char *path, size_t cap) {
+    snprintf(path, cap, "%s/cluster", c->dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f, "cannot write %s", path);
+    for (int i = 0; i < c->n; i++) {
+        cr_assert(!c->keyed || c->nodes[i].p.pub[0], "node %d announced no public key", i);
+        fprintf(f, "%s%s%s\n", s_url(&c->nodes[i]), c->keyed ? " " : "", c->keyed ? c->nodes[i].p.pub : "");
+    }
+    cr_assert_eq(fclose(f), 0);
+    return path;
+}
+
 const char *st_test_cluster_flags(st_test_cluster_t *c, char *out, size_t cap) {
     if (!c->keyed) {
         char urls[ST_TEST_MAX_NODES * 130];
@@ -89,15 +101,7 @@ const char *st_test_cluster_flags(st_test_cluster_t *c, char *out, size_t cap) {
         return out;
     }
     char path[300];
-    snprintf(path, sizeof path, "%s/cluster", c->dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    for (int i = 0; i < c->n; i++) {
-        cr_assert(c->nodes[i].p.pub[0], "node %d announced no public key", i);
-        fprintf(f, "%s %s\n", s_url(&c->nodes[i]), c->nodes[i].p.pub);
-    }
-    cr_assert_eq(fclose(f), 0);
-    snprintf(out, cap, "--cluster '%s' --key '%s/coord.key'", path, c->dir);
+    snprintf(out, cap, "--cluster '%s' --key '%s/coord.key'", st_test_cluster_write(c, path, sizeof path), c->dir);
     return out;
 }
 

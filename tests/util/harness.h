@@ -56,6 +56,11 @@ int st_test_cluster_node_stop(st_test_cluster_t *c, int i, int sig);
 void st_test_cluster_start(st_test_cluster_t *c, const char *tag, bool keyed, int n);
 /* The nodes' URLs, comma-separated, into out. */
 void st_test_cluster_urls(const st_test_cluster_t *c, char *out, size_t cap);
+/* Writes DIR/cluster, the file st-coordinator --cluster reads, for nodes
+ * 0..n-1: "URL" lines, or (keyed) "URL NODE_PUBLIC_KEY"; a node's via URL
+ * stands for its own. Written again after a node starts, it adds that node
+ * (st-coordinator reads it again on SIGHUP). Returns path (DIR/cluster). */
+const char *st_test_cluster_write(st_test_cluster_t *c, char *path, size_t cap);
 /* The st-coordinator flags that reach the nodes: "--nodes URLS --insecure",
  * or (keyed) "--cluster DIR/cluster --key DIR/coord.key" after writing
  * DIR/cluster ("URL NODE_PUBLIC_KEY" lines). A node's via URL, when set,
