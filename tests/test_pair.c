@@ -575,7 +575,7 @@ Test(pair, boards_discover_pair_serve_and_restart_without_pairing) {
     }
 
     /* restart both: the boards with the same command line (the code is stale: no pairing happens), the
-     * coordinator without --pair */
+     * coordinator with --pair again (a new code), as its service would */
     for (int k = 0; k < N_BOARDS; k++) st_test_stop(boards[k], SIGTERM, 10000);
     const double t1 = st_now_ms();
     for (int k = 0; k < N_BOARDS; k++) boards[k] = s_board_start(k, code);
@@ -584,11 +584,17 @@ Test(pair, boards_discover_pair_serve_and_restart_without_pairing) {
         snprintf(log, sizeof log, "%s/board-%d.err", g_dir, k);
         cr_assert(st_test_file_has(log, "already paired", WAIT_MS), "board %d paired again (%s)", k, log);
     }
-    pid_t again = s_coord_start(g_ns_c, model, "coord.key", "--no-fallback", N_BOARDS, "again");
+    pid_t again = s_coord_start(g_ns_c, model, "coord.key", "--no-fallback --pair tcp://10.78.0.1:7600", N_BOARDS,
+                                "again"); /* as a service restarts it: still pairing, with a new code */
     out = s_coord_finish(again, "again");
     const double restart_ms = st_now_ms() - t1;
     cr_assert_str_eq(out, ref, "after the restarts the output differs from st-run's");
     free(out);
+    char again_err[300], code2[ST_PAKE_CODE_BUF];
+    snprintf(again_err, sizeof again_err, "%s/again.err", g_dir);
+    s_code(again_err, 1, code2);
+    cr_assert_str_neq(code, code2, "the code did not change at the restart");
+    cr_assert(!st_test_file_has(again_err, "paired node", 0), "a board paired again after the restart");
 
     /* a coordinator with a key no board paired with: every board refuses it */
     cr_assert_eq(st_test_system("'%s/st-keygen' '%s/stranger' > /dev/null 2>&1", BIN, g_dir), 0);
