@@ -67,6 +67,7 @@ static const struct {
     const char *field, *metric, *type, *help;
 } s_node_series[] = {
     {"up", "st_node_up", "gauge", "1 while the node answers, 0 once it was marked down"},
+    {"drained", "st_node_drained", "gauge", "1 while the node is drained out of placement (st-ctl drain)"},
     {"mem_budget", "st_node_memory_budget_bytes", "gauge", "RAM budget the node announced (--mem)"},
     {"mem_used", "st_node_memory_used_bytes", "gauge",
      "memory the node really uses: its cgroup's charge (RSS and page cache) when alone in one, else its RSS"},

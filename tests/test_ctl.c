@@ -244,6 +244,11 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cr_assert_eq(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 2), "experts"), total);
     const double req1 = s_num(n1, "requests");
     cJSON_Delete(h);
+    int mst;
+    char *metrics = s_http(&c, "/metrics", NULL, false, &mst), series[256];
+    snprintf(series, sizeof series, "st_node_drained{node=\"%s\"} 1\n", cl.nodes[1].p.url);
+    cr_assert(mst == 200 && strstr(metrics, series), "no %s in /metrics", series);
+    free(metrics);
     char *t = s_complete(&c, N_SHORT);
     cr_assert_str_eq(t, want_short);
     free(t);
