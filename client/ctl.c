@@ -142,12 +142,13 @@ static int s_status(const ctl_t *c, const char *body) {
         cJSON_Delete(h);
         return 0;
     }
-    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %6s %9s %7s %6s %8s\n", "#", "address", "id", "state", "version",
-           "used", "budget", "p.cache", "temp", "throttled", "experts", "hit", "rtt ms");
+    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %6s %8s\n", "#", "address", "id", "state",
+           "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "hit", "rtt ms");
     const cJSON *x;
     int computed_here = 0;
     cJSON_ArrayForEach(x, nodes) {
-        char used[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", rtt[16] = "-", ver[24];
+        char used[32], rss[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", rtt[16] = "-",
+                                                    ver[24];
         const bool up = cJSON_IsTrue(s_get(x, "up"));
         if (s_has(x, "temp_c")) snprintf(temp, sizeof temp, "%.1fC", s_num(x, "temp_c"));
         if (s_has(x, "throttled")) snprintf(thr, sizeof thr, "0x%x", (unsigned)s_num(x, "throttled"));
@@ -155,10 +156,11 @@ static int s_status(const ctl_t *c, const char *body) {
             snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
         if (up && s_has(x, "rtt_ms") && s_num(x, "rtt_ms") > 0) snprintf(rtt, sizeof rtt, "%.2f", s_num(x, "rtt_ms"));
         snprintf(ver, sizeof ver, "%s", s_str(x, "version", "?")); /* "0.4.0 (git abc1234)" */
-        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %6s %9s %7d %6s %8s\n", (int)s_num(x, "index"),
+        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %6s %8s\n", (int)s_num(x, "index"),
                s_str(x, "url", "?"), s_str(x, "id", "-"), s_str(x, "state", up ? "up" : "down"), ver,
-               s_size(x, "mem_used", used, sizeof used), s_size(x, "mem_budget", budget, sizeof budget),
-               s_size(x, "page_cache", pc, sizeof pc), temp, thr, (int)s_num(x, "experts"), hit, rtt);
+               s_size(x, "mem_used", used, sizeof used), s_size(x, "rss", rss, sizeof rss),
+               s_size(x, "page_cache", pc, sizeof pc), s_size(x, "mem_budget", budget, sizeof budget), temp, thr,
+               (int)s_num(x, "experts"), hit, rtt);
         computed_here += (int)s_num(x, "computed_here");
     }
     printf("used: the node's memory cgroup (RSS + page cache) when it has one of its own, else its RSS;"
