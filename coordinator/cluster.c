@@ -194,16 +194,21 @@ void st_cluster_set_down(st_cluster_t *c, int node, const char *why) {
     st_log(ST_LOG_WARN, "node %d (%s) is down: %s", node, nd->addr.url, why);
 }
 
-/* Sends to the node whether up or not (the rejoin exchanges). */
-static int s_send(st_cluster_t *c, node_t *nd, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
-    m->request_id = c->next_rid++;
-    int rc = st_wire_send(nd->sock, NULL, 0, m, frame, frame_len, ZMQ_DONTWAIT);
-    if (rc < 0) return rc;
+/* Counts a message sent to the node: a request (a reply will come) or one-way. */
+static void s_count_sent(node_t *nd, const st_wire_msg_t *m, size_t frame_len, bool request) {
     nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
     if (request)
         nd->stats.requests++;
     else
         nd->stats.oneway++;
+}
+
+/* Sends to the node whether up or not (the rejoin exchanges). */
+static int s_send(st_cluster_t *c, node_t *nd, st_wire_msg_t *m, const void *frame, size_t frame_len, bool request) {
+    m->request_id = c->next_rid++;
+    int rc = st_wire_send(nd->sock, NULL, 0, m, frame, frame_len, ZMQ_DONTWAIT);
+    if (rc < 0) return rc;
+    s_count_sent(nd, m, frame_len, request);
     return 0;
 }
 
@@ -265,11 +270,7 @@ int st_cluster_send_zmsg(st_cluster_t *c, int node, st_wire_msg_t *m, zmq_msg_t 
     size_t frame_len = zmq_msg_size(frame);
     int rc = st_wire_send_zmsg(nd->sock, NULL, 0, m, frame, ZMQ_DONTWAIT);
     if (rc < 0) return rc;
-    nd->stats.bytes_out += st_wire_encoded_size(m) + frame_len;
-    if (request)
-        nd->stats.requests++;
-    else
-        nd->stats.oneway++;
+    s_count_sent(nd, m, frame_len, request);
     return 0;
 }
 

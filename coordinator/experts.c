@@ -130,17 +130,24 @@ struct st_expert_hashes {
     bool dirty;
 };
 
+#define HASH_HEAD_BYTES (8 + 32 + 8 * 3 + 8)
+
+/* The hash file's header for this model file: magic, model hash, file size,
+ * mtime (s, ns), expert count. A file whose header differs is stale. */
+static void s_hashes_head(const st_expert_hashes_t *h, uint8_t head[HASH_HEAD_BYTES]) {
+    memcpy(head, HASH_MAGIC, 8);
+    memcpy(head + 8, h->shape.model_hash, 32);
+    s_u64le(st_gguf_file_size(h->m->gguf), head + 40);
+    s_u64le((uint64_t)h->mtime_s, head + 48);
+    s_u64le((uint64_t)h->mtime_ns, head + 56);
+    s_u64le(h->n, head + 64);
+}
+
 static void s_hashes_load(st_expert_hashes_t *h) {
     FILE *f = h->path ? fopen(h->path, "rb") : NULL;
     if (!f) return;
-    uint8_t head[8 + 32 + 8 * 3 + 8];
-    uint8_t want[sizeof head];
-    memcpy(want, HASH_MAGIC, 8);
-    memcpy(want + 8, h->shape.model_hash, 32);
-    s_u64le(st_gguf_file_size(h->m->gguf), want + 40);
-    s_u64le((uint64_t)h->mtime_s, want + 48);
-    s_u64le((uint64_t)h->mtime_ns, want + 56);
-    s_u64le(h->n, want + 64);
+    uint8_t head[HASH_HEAD_BYTES], want[HASH_HEAD_BYTES];
+    s_hashes_head(h, want);
     bool ok = fread(head, 1, sizeof head, f) == sizeof head && memcmp(head, want, sizeof head) == 0 &&
               fread(h->known, 1, h->n, f) == h->n && fread(h->hash, 32, h->n, f) == h->n;
     fclose(f);
@@ -240,13 +247,8 @@ void st_expert_hashes_save(st_expert_hashes_t *h) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", h->path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
-    uint8_t head[8 + 32 + 8 * 3 + 8];
-    memcpy(head, HASH_MAGIC, 8);
-    memcpy(head + 8, h->shape.model_hash, 32);
-    s_u64le(st_gguf_file_size(h->m->gguf), head + 40);
-    s_u64le((uint64_t)h->mtime_s, head + 48);
-    s_u64le((uint64_t)h->mtime_ns, head + 56);
-    s_u64le(h->n, head + 64);
+    uint8_t head[HASH_HEAD_BYTES];
+    s_hashes_head(h, head);
     bool ok = f && fwrite(head, 1, sizeof head, f) == sizeof head && fwrite(h->known, 1, h->n, f) == h->n &&
               fwrite(h->hash, 32, h->n, f) == h->n;
     if (f) ok = fclose(f) == 0 && ok;
