@@ -484,7 +484,7 @@ int st_coord_max_batch(const st_coord_t *c, int n_batch) {
 
 int st_coord_attach(st_coord_t *c, st_ctx_t *ctx) {
     st_remote_opts_t ro = {(int)c->o.timeout_ms, !c->o.no_fallback,  !c->o.no_prefetch,
-                           c->o.stats,           c->o.result_format, !c->o.no_overlap};
+                           c->o.stats,           c->o.result_format, c->o.overlap};
     st_remote_moe_destroy(&c->rm);
     c->rm = st_remote_moe_new(ctx, c->cl, c->pl, &ro);
     if (!c->rm) return ST_ENOMEM;

@@ -50,7 +50,7 @@ typedef struct {
     long min_nodes, min_nodes_timeout_s; /* 0: no minimum; no time limit */
     double pin_fraction;
     uint32_t result_format; /* --wire: what the nodes return (st_remote_opts_t.result_format) */
-    bool no_overlap;        /* --overlap off: decode steps of several sequences in one batch */
+    bool overlap;           /* --overlap on: decode steps of several sequences as two micro-batches */
 } st_coord_opts_t;
 
 /* The nodes of --nodes and of the cluster file (malloc'd, *n of them), or

@@ -1388,8 +1388,8 @@ Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 240
 }
 
 /* st-coordinator --http on three nodes: eight concurrent streams decode in steps of several
- * sequences, which run as two micro-batches in a ping-pong (--overlap on, the default: one's
- * attention here while the nodes compute the other's experts) or as one batch (--overlap off).
+ * sequences, which run as two micro-batches in a ping-pong (--overlap on: one's attention here
+ * while the nodes compute the other's experts) or as one batch (--overlap off, the default).
  * Every stream gets st-run's text either way. */
 Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) {
     const int n_tok = 32;
