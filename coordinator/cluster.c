@@ -115,8 +115,8 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
 }
 
 st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_cluster_opts_t *o) {
-    if (n_nodes < 1 || n_nodes > 4096) {
-        st_fail(ST_EINVAL, "%d nodes (1..4096)", n_nodes);
+    if (n_nodes < 0 || n_nodes > 4096) {
+        st_fail(ST_EINVAL, "%d nodes (0..4096)", n_nodes);
         return NULL;
     }
     st_cluster_t *c = st_calloc(1, sizeof *c);
@@ -128,7 +128,7 @@ st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_
     if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
     c->n = n_nodes;
     c->next_rid = 1;
-    c->nodes = st_calloc((size_t)n_nodes, sizeof *c->nodes);
+    c->nodes = st_calloc((size_t)n_nodes + 1, sizeof *c->nodes); /* + 1: no zero-size allocation when empty */
     c->zctx = zmq_ctx_new();
     if (!c->nodes || !c->zctx) {
         st_fail(ST_ENOMEM, "no memory for %d node connections", n_nodes);

@@ -50,7 +50,8 @@ typedef struct {
 typedef struct st_cluster st_cluster_t;
 
 /* Opens one DEALER per node and connects (ZeroMQ connects in the background:
- * nothing waits here). NULL (logged) on a bad address or key. */
+ * nothing waits here). n_nodes may be 0 (--pair: boards are added as they
+ * pair, st_cluster_add). NULL (logged) on a bad address or key. */
 st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_cluster_opts_t *o);
 void st_cluster_destroy(st_cluster_t **c);
 

@@ -340,8 +340,9 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
 
 /* ---- pairing ---------------------------------------------------------------- */
 
-/* --pair: listens for boards; with no node in the cluster file yet, waits
- * for the first to pair (a cluster has at least one node) and reads it. */
+/* --pair: listens for boards. With no node in the cluster file yet, the
+ * cluster starts empty and the run waits for the first board (--min-nodes
+ * 1 unless given): a server answers /health meanwhile, with the code. */
 static int s_pair_start(st_coord_t *c, const char *public_z85) {
     uint8_t key[ST_PAKE_KEY];
     if (!zmq_z85_decode(key, public_z85)) return ST_EINVAL;
@@ -349,15 +350,9 @@ static int s_pair_start(st_coord_t *c, const char *public_z85) {
                          c->o.pair_code_file};
     if (!(c->pair = st_pair_new(&po, key))) return ST_EIO;
     if (c->n_addrs > 0) return 0;
-    st_log(ST_LOG_INFO, "no node in %s yet: waiting for the first board to pair (st-node --join %s --code CODE ...)",
-           c->o.cluster_file, st_pair_endpoint(c->pair));
-    while (st_pair_take(c->pair) == 0) usleep(100 * 1000);
-    int n = 0;
-    st_node_addr_t *v = st_coord_node_list(NULL, c->o.cluster_file, &n, false);
-    if (!v) return ST_EIO;
-    free(c->addrs);
-    c->addrs = v;
-    c->n_addrs = n;
+    if (c->o.min_nodes < 1) c->o.min_nodes = 1;
+    st_log(ST_LOG_INFO, "no node in %s yet: waiting for %ld board(s) to pair (st-node --join %s --code CODE ...)",
+           c->o.cluster_file, c->o.min_nodes, st_pair_endpoint(c->pair));
     return 0;
 }
 
@@ -365,7 +360,7 @@ static int s_pair_start(st_coord_t *c, const char *public_z85) {
 
 st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st_node_addr_t *nodes, int n_nodes) {
     st_coord_t *c = calloc(1, sizeof *c);
-    if (!c || !(c->addrs = malloc((size_t)n_nodes * sizeof *c->addrs))) {
+    if (!c || !(c->addrs = malloc((size_t)(n_nodes + 1) * sizeof *c->addrs))) { /* + 1: --pair may start empty */
         free(c);
         st_fail(ST_ENOMEM, "no memory");
         return NULL;

@@ -67,7 +67,8 @@ st_coord_t *st_coord_new(const st_model_t *m, const st_coord_opts_t *o, const st
 void st_coord_destroy(st_coord_t **c);
 
 /* With --pair, starts listening for boards (their lines go into the
- * cluster file; with none there yet, waits for the first). Connects, HELLOs
+ * cluster file; with none there yet, the cluster starts empty and
+ * --min-nodes is at least 1). Connects, HELLOs
  * every node, hashes the experts (or reads their cache), places them over
  * the nodes that answered, ASSIGNs and pushes. With --min-nodes and fewer
  * up, the placement waits for them (st_coord_join).

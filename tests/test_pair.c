@@ -379,26 +379,49 @@ Test(pair, replayed_and_tampered_proofs_are_refused) {
     st_test_stop(coord, SIGTERM, 5000);
 }
 
-/* The web page's data: /health (behind the API key) carries the code; the
- * HTTP server starts once the first board paired. */
-Test(pair, health_shows_the_pairing_code) {
+/* GET /health with the key into DIR/health.json, parsed (the caller deletes it). */
+static cJSON *s_health(int http) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/health.json", g_dir);
+    cr_assert_eq(
+        st_test_system("curl -sf -H 'Authorization: Bearer k3y' http://127.0.0.1:%d/health > '%s'", http, path), 0);
+    cJSON *h = st_test_read_json(path);
+    cr_assert_not_null(h);
+    return h;
+}
+
+/* The web page's data: with no board yet the coordinator serves at once,
+ * /health (behind the API key) says it waits and carries the code; a board
+ * pairs with it and the cluster is ready. */
+Test(pair, health_shows_the_pairing_code_and_waits_for_a_board) {
     const char *model = s_model();
-    char err[300], code[ST_PAKE_CODE_BUF], url[128], extra[300], out[300];
+    char err[300], code[ST_PAKE_CODE_BUF], url[128], out[300], cmd[2048];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     snprintf(out, sizeof out, "%s/coord.out", g_dir);
     const int http = s_free_port(), port = s_free_port();
-    snprintf(extra, sizeof extra, "--pair tcp://127.0.0.1:* --discovery-port 0 --http 127.0.0.1:%d --api-key k3y",
-             http);
-    /* the one-shot flags are ignored with --http and no prompt: s_coord_start passes -p, so start it here */
-    char cmd[2048];
     snprintf(cmd, sizeof cmd,
              "exec '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' --state-dir '%s' "
-             "--quiet-push -t 1 %s > '%s' 2> '%s'",
-             BIN, model, g_dir, g_dir, g_dir, extra, out, err);
+             "--quiet-push -t 1 --pair tcp://127.0.0.1:* --discovery-port 0 --http 127.0.0.1:%d --api-key k3y "
+             "> '%s' 2> '%s'",
+             BIN, model, g_dir, g_dir, g_dir, http, out, err);
     const char *cargv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t coord = st_test_spawn(cargv, NULL, NULL, SIGTERM);
     s_code(err, 1, code);
     s_endpoint(err, url, sizeof url);
+    cr_assert(st_test_file_has(out, "serving on", WAIT_MS), "the server did not start with no board (%s)", err);
+    cJSON *h = s_health(http);
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(h, "pairing");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(pr, "code");
+    const cJSON *left = cJSON_GetObjectItemCaseSensitive(pr, "expires_in_s");
+    const cJSON *status = cJSON_GetObjectItemCaseSensitive(h, "status");
+    cr_assert(cJSON_IsString(c), "no pairing code in /health");
+    cr_assert_str_eq(c->valuestring, code);
+    cr_assert(cJSON_IsNumber(left) && left->valuedouble > 500 && left->valuedouble <= 600, "expires_in_s");
+    cr_assert(cJSON_IsString(status) && !strcmp(status->valuestring, "waiting"), "not waiting for a board");
+    cJSON_Delete(h);
+    cr_assert_neq(st_test_system("curl -sf http://127.0.0.1:%d/health > /dev/null", http), 0, "served without the key");
+
+    /* a board pairs: the cluster is ready */
     char listen[64], store[300], nlog[300];
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
     snprintf(store, sizeof store, "%s/store", g_dir);
@@ -407,22 +430,17 @@ Test(pair, health_shows_the_pairing_code) {
                           "--store",      store,      "--mem", "256M",   "-t", "1",      NULL};
     st_test_node_t board;
     cr_assert_eq(st_test_node_start(&board, argv, nlog, 30000), 0, "the board did not serve (%s)", nlog);
-    cr_assert(st_test_file_has(out, "serving on", WAIT_MS), "the server did not start (%s)", err);
-    char health[300];
-    snprintf(health, sizeof health, "%s/health.json", g_dir);
-    cr_assert_eq(
-        st_test_system("curl -sf -H 'Authorization: Bearer k3y' http://127.0.0.1:%d/health > '%s'", http, health), 0);
-    cJSON *h = st_test_read_json(health);
-    cr_assert_not_null(h);
-    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(h, "pairing");
-    const cJSON *c = cJSON_GetObjectItemCaseSensitive(pr, "code");
-    const cJSON *left = cJSON_GetObjectItemCaseSensitive(pr, "expires_in_s");
-    cr_assert(cJSON_IsString(c), "no pairing code in /health");
-    cr_assert_str_eq(c->valuestring, code);
-    cr_assert(cJSON_IsNumber(left) && left->valuedouble > 500 && left->valuedouble <= 600, "expires_in_s");
-    cJSON_Delete(h);
-    /* and not without the key */
-    cr_assert_neq(st_test_system("curl -sf http://127.0.0.1:%d/health > /dev/null", http), 0);
+    cr_assert(st_test_file_has(err, "1 of 1 nodes up", WAIT_MS), "the board was not placed (%s)", err);
+    const double until = st_now_ms() + WAIT_MS;
+    bool ok = false;
+    while (!ok && st_now_ms() < until) { /* the scheduler's view is refreshed about once a second */
+        h = s_health(http);
+        status = cJSON_GetObjectItemCaseSensitive(h, "status");
+        ok = cJSON_IsString(status) && !strcmp(status->valuestring, "ok");
+        cJSON_Delete(h);
+        if (!ok) usleep(200 * 1000);
+    }
+    cr_assert(ok, "/health never said ok with the board up");
     st_test_node_stop(&board, SIGTERM);
     st_test_stop(coord, SIGTERM, 10000);
 }
