@@ -41,7 +41,7 @@ static void s_sighup(st_coord_t *c) {
     st_coord_reread(c, "SIGHUP");
 }
 
-/* Before each step of a generation (st_generate, the HTTP scheduler): the
+/* Before each step of a generation (st_gen_step, one-shot or HTTP): the
  * cluster file after SIGHUP, then nodes that come back or join. */
 static void s_between_steps(void *arg) {
     s_sighup(arg);

@@ -7,8 +7,8 @@
  *                     what it lacks
  *   st_coord_wait     (one-shot) until --min-nodes are up
  *   st_coord_attach   the remote MoE backend on the generation's context
- *   st_coord_between_steps   called by the generation loop (st_generate,
- *                     the HTTP scheduler) before each step: pushes to nodes
+ *   st_coord_between_steps   called by the generation loop (st_gen_step,
+ *                     one-shot or HTTP) before each step: pushes to nodes
  *                     that come back, nodes that answered join
  *                     (st_coord_join); st_coord_reread on SIGHUP
  *   st_coord_drain, st_coord_undrain, st_coord_remove, st_coord_rebalance

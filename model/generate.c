@@ -1,4 +1,5 @@
-/* The generation loop and ChatML prompt building (see generate.h). */
+/* The generation loop (see generate.h): st_gen_step, st_generate on top of
+ * it for one sequence, and the UTF-8 helpers for its text. */
 #include "generate.h"
 
 #include <stdio.h>
@@ -8,54 +9,196 @@
 #include "clock.h"
 #include "st_log.h"
 
+struct st_gen {
+    st_ctx_t *c;
+    const st_model_t *m;
+    int n_batch, n_rows;
+    /* the pass: n_tok tokens, each with its cache and whether its logits row is wanted */
+    int n_tok;
+    st_kv_t **kvs;
+    int32_t *toks;
+    bool *want;
+    /* the wanted rows, in token order: their sequence and prompt position (-1: a generated token) */
+    int n_out;
+    st_gen_seq_t **row_seq;
+    int *row_pos;
+    float *logits; /* n_rows x n_vocab */
+};
+
+st_gen_t *st_gen_new(st_ctx_t *c, int n_rows) {
+    st_gen_t *g = calloc(1, sizeof *g);
+    if (!g) {
+        st_fail(ST_ENOMEM, "no memory for the generation loop");
+        return NULL;
+    }
+    g->c = c;
+    g->m = st_ctx_model(c);
+    g->n_batch = st_ctx_params(c)->n_batch;
+    g->n_rows = n_rows < 1 ? 1 : n_rows;
+    g->kvs = calloc((size_t)g->n_batch, sizeof *g->kvs);
+    g->toks = calloc((size_t)g->n_batch, sizeof *g->toks);
+    g->want = calloc((size_t)g->n_batch, sizeof *g->want);
+    g->row_seq = calloc((size_t)g->n_rows, sizeof *g->row_seq);
+    g->row_pos = calloc((size_t)g->n_rows, sizeof *g->row_pos);
+    g->logits = malloc((size_t)g->n_rows * g->m->cfg.n_vocab * sizeof(float));
+    if (!g->kvs || !g->toks || !g->want || !g->row_seq || !g->row_pos || !g->logits) {
+        st_fail(ST_ENOMEM, "no memory for %d rows of logits", g->n_rows);
+        st_gen_destroy(&g);
+    }
+    return g;
+}
+
+void st_gen_destroy(st_gen_t **gp) {
+    st_gen_t *g = *gp;
+    if (!g) return;
+    free(g->kvs);
+    free(g->toks);
+    free(g->want);
+    free(g->row_seq);
+    free(g->row_pos);
+    free(g->logits);
+    free(g);
+    *gp = NULL;
+}
+
+/* Appends a token of q at prompt position pos (-1: its last sampled token). */
+static void s_add(st_gen_t *g, st_gen_seq_t *q, int32_t tok, int pos, bool want) {
+    g->kvs[g->n_tok] = q->kv;
+    g->toks[g->n_tok] = tok;
+    g->want[g->n_tok++] = want;
+    if (!want) return;
+    g->row_seq[g->n_out] = q;
+    g->row_pos[g->n_out++] = pos;
+}
+
+/* Fills the pass: a token of each running sequence, then prompt tokens of
+ * those still prefilling, while the batch and the logits rows last. */
+static void s_plan(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs) {
+    g->n_tok = g->n_out = 0;
+    for (int i = 0; i < n_seqs && g->n_tok < g->n_batch && g->n_out < g->n_rows; i++) {
+        st_gen_seq_t *q = seqs[i];
+        if (q->end == ST_GEN_RUNNING && q->n_generated > 0) s_add(g, q, q->last, -1, true);
+    }
+    for (int i = 0; i < n_seqs && g->n_tok < g->n_batch; i++) {
+        st_gen_seq_t *q = seqs[i];
+        if (q->end != ST_GEN_RUNNING || q->n_fed >= q->n_prompt) continue;
+        int take = q->n_prompt - q->n_fed, room = g->n_rows - g->n_out;
+        if (take > g->n_batch - g->n_tok) take = g->n_batch - g->n_tok;
+        if (q->prompt_logits && take > room) take = room;
+        if (!q->prompt_logits && q->n_fed + take == q->n_prompt && room == 0) take--; /* its last needs a row */
+        for (int k = 0; k < take; k++) {
+            int pos = q->n_fed + k;
+            s_add(g, q, q->prompt[pos], pos, q->prompt_logits || pos == q->n_prompt - 1);
+        }
+        q->n_fed += take; /* by the time anyone reads it, the pass has run */
+    }
+}
+
+/* The sequence's next token from its logits row (which the sampler may
+ * change): the one place a token is drawn, then checked for the end. */
+static void s_next(st_gen_t *g, st_gen_seq_t *q, float *logits, const st_gen_hooks_t *h) {
+    const st_tokenizer_t *tk = g->m->tok;
+    if (q->n_generated == 0) { /* the prompt is in the cache */
+        for (int i = 0; i < q->n_prompt; i++) st_sampler_accept(q->smp, q->prompt[i]);
+        if (q->n_predict < 1) {
+            q->end = ST_GEN_LENGTH;
+            return;
+        }
+    }
+    int32_t tok = st_sampler_sample(q->smp, logits);
+    if (tok < 0) { /* the constraint allowed nothing (logged) */
+        q->end = ST_GEN_ERROR;
+        return;
+    }
+    st_sampler_accept(q->smp, tok);
+    q->last = tok;
+    if (q->out) q->out[q->n_generated] = tok;
+    q->n_generated++;
+    bool eog = tk && st_token_is_eog(tk, tok);
+    char piece[256];
+    int n = 0;
+    if (tk && !eog) {
+        n = st_token_to_piece(tk, tok, false, piece, (int)sizeof piece);
+        if (n < 0) n = 0;
+        if (n > (int)sizeof piece) n = (int)sizeof piece; /* longest Qwen token is far shorter */
+    }
+    if (eog)
+        q->end = ST_GEN_EOG;
+    else if (q->n_generated >= q->n_predict)
+        q->end = ST_GEN_LENGTH;
+    if (h && h->token && !h->token(h->arg, q, tok, piece, n) && q->end != ST_GEN_EOG) q->end = ST_GEN_STOP;
+}
+
+int st_gen_step(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs, const st_gen_hooks_t *h) {
+    for (int i = 0; i < n_seqs; i++) {
+        st_gen_seq_t *q = seqs[i];
+        if (q->end == ST_GEN_RUNNING && q->n_generated == 0 && q->n_fed >= q->n_prompt) {
+            st_log(ST_LOG_WARN, "a sequence with no prompt left to prefill (%d of %d)", q->n_fed, q->n_prompt);
+            q->end = ST_GEN_ERROR;
+        }
+    }
+    s_plan(g, seqs, n_seqs);
+    if (g->n_tok == 0) return 0;
+    if (h && h->between_steps) h->between_steps(h->arg);
+    int rc = st_decode_mixed(g->c, g->kvs, g->toks, g->n_tok, g->want, g->logits);
+    if (rc < 0) { /* their caches no longer match their tokens */
+        for (int i = 0; i < n_seqs; i++)
+            if (seqs[i]->end == ST_GEN_RUNNING && seqs[i]->n_fed > 0) seqs[i]->end = ST_GEN_ERROR;
+        return rc;
+    }
+    const size_t V = (size_t)g->m->cfg.n_vocab;
+    for (int r = 0; r < g->n_out; r++) {
+        st_gen_seq_t *q = g->row_seq[r];
+        float *lg = g->logits + (size_t)r * V;
+        int pos = g->row_pos[r];
+        if (pos >= 0 && q->prompt_logits) memcpy(q->prompt_logits + (size_t)pos * V, lg, V * sizeof(float));
+        if (pos < 0 || pos == q->n_prompt - 1) s_next(g, q, lg, h);
+    }
+    return g->n_tok;
+}
+
+static void s_between_steps(void *arg) {
+    const st_generate_cb_t *cb = arg;
+    if (cb->between_steps) cb->between_steps(cb->between_steps_arg);
+}
+
+static bool s_token(void *arg, st_gen_seq_t *q, int32_t tok, const char *piece, int len) {
+    const st_generate_cb_t *cb = arg;
+    return q->end == ST_GEN_EOG || !cb->token || cb->token(cb->token_arg, tok, piece, len);
+}
+
 int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prompt, int n_prompt, int n_predict,
                 float *prompt_logits, int32_t *out_tokens, const st_generate_cb_t *cb, st_generate_result_t *res) {
     const st_generate_cb_t none = {0};
-    if (!cb) cb = &none;
-    const st_model_t *m = st_ctx_model(c);
-    const int V = m->cfg.n_vocab;
     memset(res, 0, sizeof *res);
     res->n_prompt = n_prompt;
     if (n_prompt < 1) return st_fail(ST_EINVAL, "empty prompt");
-    float *logits = malloc((size_t)V * sizeof(float));
-    if (!logits) return st_fail(ST_ENOMEM, "no memory for logits");
+    st_gen_t *g = st_gen_new(c, prompt_logits ? st_ctx_params(c)->n_batch : 1);
+    if (!g) return ST_ENOMEM;
+    st_gen_seq_t q = {.kv = kv,
+                      .smp = smp,
+                      .prompt = prompt,
+                      .n_prompt = n_prompt,
+                      .n_predict = n_predict,
+                      .prompt_logits = prompt_logits,
+                      .out = out_tokens};
+    st_gen_seq_t *seqs[1] = {&q};
+    const st_gen_hooks_t hooks = {s_between_steps, s_token, (void *)(cb ? cb : &none)};
     int rc = 0;
-    double t0 = st_now_ms();
-    if (cb->between_steps) cb->between_steps(cb->between_steps_arg);
-    if (prompt_logits) {
-        rc = st_decode(c, kv, prompt, n_prompt, prompt_logits, true);
-        if (rc == 0) memcpy(logits, prompt_logits + (size_t)(n_prompt - 1) * V, (size_t)V * sizeof(float));
-    } else {
-        rc = st_decode(c, kv, prompt, n_prompt, logits, false);
+    double t0 = st_now_ms(), t1 = 0;
+    while (rc >= 0 && q.end == ST_GEN_RUNNING) {
+        rc = st_gen_step(g, seqs, 1, &hooks);
+        if (!t1 && q.n_fed == n_prompt) t1 = st_now_ms();
     }
-    for (int i = 0; i < n_prompt; i++) st_sampler_accept(smp, prompt[i]);
-    double t1 = st_now_ms();
+    double t2 = st_now_ms();
+    if (!t1) t1 = t2;
     res->prompt_ms = t1 - t0;
-    char piece[256];
-    for (int i = 0; rc == 0 && i < n_predict; i++) {
-        int32_t tok = st_sampler_sample(smp, logits);
-        st_sampler_accept(smp, tok);
-        if (out_tokens) out_tokens[i] = tok;
-        res->n_generated++;
-        bool eog = m->tok && st_token_is_eog(m->tok, tok);
-        int n = 0;
-        if (m->tok && !eog) {
-            n = st_token_to_piece(m->tok, tok, false, piece, (int)sizeof piece);
-            if (n < 0) n = 0;
-            if (n > (int)sizeof piece) n = (int)sizeof piece; /* longest Qwen token is far shorter */
-        }
-        if (eog) {
-            res->stopped_eog = true;
-            break;
-        }
-        if (cb->token && !cb->token(cb->token_arg, tok, piece, n)) break;
-        if (i + 1 == n_predict) break;
-        if (cb->between_steps) cb->between_steps(cb->between_steps_arg);
-        rc = st_decode(c, kv, &tok, 1, logits, false);
-    }
-    res->generate_ms = st_now_ms() - t1;
-    free(logits);
-    return rc;
+    res->generate_ms = t2 - t1;
+    res->n_generated = q.n_generated;
+    res->stopped_eog = q.end == ST_GEN_EOG;
+    st_gen_destroy(&g);
+    if (rc >= 0 && q.end == ST_GEN_ERROR) rc = st_fail(ST_EINVAL, "the sampler allowed no token");
+    return rc < 0 ? rc : 0;
 }
 
 int st_utf8_seq_len(const unsigned char *s, size_t avail) {
