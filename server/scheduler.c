@@ -1,15 +1,16 @@
 /* scheduler: continuous batching. Requests wait in a FIFO queue (bounded);
  * one thread takes up to `parallel` of them at a time, each with its own KV
- * cache. Every step is one st_decode_mixed pass over the weights: one token
+ * cache. Every step is one st_gen_step, one pass over the weights: one token
  * for each running sequence, then prompt tokens of the new ones up to the
  * batch size (a long prompt is prefilled over several steps while the others
  * go on), so eight users share each pass instead of waiting for each other,
  * and in a cluster each round trip to the nodes serves all of them.
  *
- * Each sequence is generated exactly as st_generate does it (the sampler
- * sees the prompt, then each sampled token; an end-of-generation token ends
- * it unprinted; max_tokens ends it with "length"), so a greedy answer is the
- * one st-run prints. The text goes out as valid UTF-8: a token that ends in
+ * The step itself (which tokens go into the pass, the pass, sampling, the
+ * end of each sequence) is st_gen_step (model/generate.c), the loop st-run
+ * runs too, so a greedy answer is the one st-run prints. Here are what the
+ * HTTP API adds: the queue, the prompt cache, stop strings, grammars, the
+ * text out. The text goes out as valid UTF-8: a token that ends in
  * the middle of a character is held back until the character is complete,
  * invalid bytes become U+FFFD exactly where st_utf8_sanitize puts them over
  * the whole text, and with stop strings the last (longest stop - 1) bytes
@@ -30,6 +31,7 @@
 #include <time.h>
 
 #include "clock.h"
+#include "generate.h"
 #include "server_internal.h"
 #include "st_log.h"
 #include "tokenizer.h"
@@ -70,14 +72,11 @@ struct st_req {
     const char *finish;
     int n_generated;
     st_req_t *next; /* queue */
+    int n_cached;   /* prompt tokens taken from the prompt cache (under mu once admitted) */
     /* scheduler thread only */
-    st_kv_t *kv;
-    st_sampler_t *smp;
-    st_gmask_t *gm; /* the job's grammar over the vocabulary, or NULL */
-    int32_t tok;    /* sampled, printed, not yet decoded */
-    int n_fed;      /* prompt tokens decoded so far (prefill done at n_prompt) */
-    int n_cached;   /* of those, taken from the prompt cache (under mu once admitted) */
-    int32_t *seq;   /* the prompt, then each sampled token: what kv holds, for the prompt cache */
+    st_gen_seq_t gen; /* the sequence: its cache, sampler, progress */
+    st_gmask_t *gm;   /* the job's grammar over the vocabulary, or NULL */
+    int32_t *seq;     /* the prompt, then each sampled token: what gen.kv holds, for the prompt cache */
     double t_submit;
 };
 
@@ -116,13 +115,10 @@ struct st_sched {
     st_sched_stats_t st;
     uint64_t rate_tok[10];
     int64_t rate_sec[10];
-    /* step buffers: n_batch tokens, and the request of each wanted logits row */
-    int n_batch;
-    st_req_t **batch;
-    st_kv_t **kvs;
-    int32_t *toks;
-    bool *want;
-    float *logits;
+    st_gen_t *gen;        /* the step */
+    st_gen_seq_t **seqs;  /* the running requests' sequences, one step's */
+    st_gen_hooks_t hooks; /* s_between_steps, s_on_token */
+    double view_at;       /* the nodes' picture's last refresh (scheduler thread) */
 };
 
 static void s_job_free(st_job_t *j) {
@@ -140,8 +136,8 @@ static void s_unref(st_req_t *r) {
     free(r->raw.p);
     free(r->out.p);
     free(r->seq);
-    st_kv_destroy(&r->kv);
-    st_sampler_destroy(&r->smp);
+    st_kv_destroy(&r->gen.kv);
+    st_sampler_destroy(&r->gen.smp);
     st_gmask_destroy(&r->gm);
     pthread_cond_destroy(&r->cv);
     free(r);
@@ -180,34 +176,32 @@ static void s_finish(st_sched_t *s, st_req_t *r, const char *why) {
     pthread_cond_broadcast(&r->cv);
 }
 
-/* A sampled token (under mu), as st_generate treats it. */
-static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
-    const st_tokenizer_t *tk = s->m->tok;
-    if (tok < 0) { /* the grammar allowed nothing (logged) */
-        s_finish(s, r, "error");
-        return;
-    }
-    st_sampler_accept(r->smp, tok);
-    r->tok = tok;
-    r->seq[r->job.n_prompt + r->n_generated] = tok;
-    r->n_generated++;
+/* The prompt is in the cache and its first token sampled (under mu). */
+static void s_prefilled(st_sched_t *s, st_req_t *r) {
+    s->st.prompt_tokens += (uint64_t)(r->job.n_prompt - r->n_cached);
+    double ttft = st_now_s() - r->t_submit;
+    s->st.ttft_sum_s += ttft;
+    s->st.ttft_count++;
+    for (int b = 0; b < 8; b++)
+        if (ttft <= st_sched_ttft_bounds[b]) s->st.ttft_bucket[b]++;
+}
+
+/* A sampled token of r (under mu); false when it ends the sequence before
+ * n_predict: a stop string, a complete format, an error. */
+static bool s_token_locked(st_sched_t *s, st_req_t *r, const st_gen_seq_t *q, const char *piece, int len) {
+    if (r->cancelled || r->done) return false;
+    if (q->n_generated == 1) s_prefilled(s, r);
+    r->n_generated = q->n_generated;
     s->st.generated_tokens++;
     int64_t sec = (int64_t)st_now_s();
     int b = (int)(sec % 10);
     if (s->rate_sec[b] != sec) s->rate_sec[b] = sec, s->rate_tok[b] = 0;
     s->rate_tok[b]++;
-    if (tk && st_token_is_eog(tk, tok)) {
-        s_finish(s, r, "stop");
-        return;
-    }
-    char piece[256];
-    int n = tk ? st_token_to_piece(tk, tok, false, piece, (int)sizeof piece) : 0;
-    if (n < 0) n = 0;
-    if (n > (int)sizeof piece) n = (int)sizeof piece;
+    if (q->end == ST_GEN_EOG) return true;
     size_t before = r->raw.len;
-    if (s_buf_add(&r->raw, piece, (size_t)n) < 0) {
+    if (s_buf_add(&r->raw, piece, (size_t)len) < 0) {
         s_finish(s, r, "error");
-        return;
+        return false;
     }
     for (int k = 0; k < r->job.n_stop; k++) { /* a stop string that ends in the new bytes */
         size_t sl = strlen(r->job.stop[k]);
@@ -215,20 +209,40 @@ static void s_emit(st_sched_t *s, st_req_t *r, int32_t tok) {
         char *hit = r->raw.len >= sl ? memmem(r->raw.p + from, r->raw.len - from, r->job.stop[k], sl) : NULL;
         if (hit) {
             r->raw.len = (size_t)(hit - r->raw.p);
-            s_finish(s, r, "stop");
-            return;
+            return false;
         }
     }
-    if (r->gm && st_gmask_finished(r->gm)) { /* the format is complete: nothing may follow */
-        s_finish(s, r, "stop");
-        return;
-    }
-    if (r->n_generated >= r->job.max_tokens) {
-        s_finish(s, r, "length");
-        return;
-    }
+    if (r->gm && st_gmask_finished(r->gm)) return false; /* the format is complete: nothing may follow */
+    if (q->end != ST_GEN_RUNNING) return true;
     s_flush(r);
     if (r->out.len) pthread_cond_broadcast(&r->cv);
+    return true;
+}
+
+/* Ends the requests whose sequence ended in this step (under mu); a
+ * cancelled one is reaped as such. */
+static void s_settle(st_sched_t *s, int n_seqs) {
+    for (int i = 0; i < n_seqs; i++) {
+        st_gen_seq_t *q = s->seqs[i];
+        st_req_t *r = q->arg;
+        if (q->end == ST_GEN_RUNNING || r->done) continue;
+        if (q->end == ST_GEN_ERROR)
+            s_finish(s, r, "error");
+        else if (!r->cancelled)
+            s_finish(s, r, q->end == ST_GEN_LENGTH ? "length" : "stop");
+    }
+}
+
+/* Each sampled token (st_gen_hooks_t.token): counted, its text added;
+ * false at a stop string or a complete format. */
+static bool s_on_token(void *arg, st_gen_seq_t *q, int32_t tok, const char *piece, int len) {
+    (void)tok;
+    st_sched_t *s = arg;
+    st_req_t *r = q->arg;
+    pthread_mutex_lock(&s->mu);
+    bool go_on = s_token_locked(s, r, q, piece, len);
+    pthread_mutex_unlock(&s->mu);
+    return go_on;
 }
 
 /* A new sequence's cache (its prompt's cached prefix in it) and sampler;
@@ -238,70 +252,33 @@ static bool s_admit(st_sched_t *s, st_req_t *r) {
     int n_cached = 0;
     r->seq = malloc((size_t)n_ctx * sizeof *r->seq);
     if (r->seq) memcpy(r->seq, r->job.prompt, (size_t)r->job.n_prompt * sizeof *r->seq);
-    r->kv = r->job.cache_prompt ? st_pcache_take(s->pc, r->job.prompt, r->job.n_prompt, n_ctx, &n_cached)
-                                : st_kv_new(s->c, n_ctx);
-    r->smp = st_sampler_new(&r->job.sp, s->m->cfg.n_vocab);
-    r->n_fed = n_cached;
+    st_kv_t *kv = r->job.cache_prompt ? st_pcache_take(s->pc, r->job.prompt, r->job.n_prompt, n_ctx, &n_cached)
+                                      : st_kv_new(s->c, n_ctx);
+    r->gen = (st_gen_seq_t){.kv = kv,
+                            .smp = st_sampler_new(&r->job.sp, s->m->cfg.n_vocab),
+                            .prompt = r->job.prompt,
+                            .n_prompt = r->job.n_prompt,
+                            .n_fed = n_cached,
+                            .n_predict = r->job.max_tokens,
+                            .out = r->seq ? r->seq + r->job.n_prompt : NULL,
+                            .arg = r};
     pthread_mutex_lock(&s->mu);
     r->n_cached = n_cached;
     st_pcache_stats(s->pc, &s->st.cache);
     pthread_mutex_unlock(&s->mu);
-    if (r->job.grammar && r->smp && s->m->tok) {
+    if (r->job.grammar && r->gen.smp && s->m->tok) {
         if (!s->vocab && (s->vocab = st_vocab_new(s->m->tok)) && !st_vocab_has_all_bytes(s->vocab))
             st_log(ST_LOG_WARN, "the vocabulary lacks single-byte tokens: a format may not close within max_tokens");
         r->gm = s->vocab ? st_gmask_new(r->job.grammar, s->vocab, r->job.max_tokens) : NULL;
         st_sampler_constraint_t con = st_gmask_constraint(r->gm);
-        if (r->gm) st_sampler_constrain(r->smp, &con);
+        if (r->gm) st_sampler_constrain(r->gen.smp, &con);
     }
-    if (r->kv && r->smp && r->seq && (r->gm || !r->job.grammar)) return true;
+    if (r->gen.kv && r->gen.smp && r->seq && (r->gm || !r->job.grammar)) return true;
     pthread_mutex_lock(&s->mu);
     st_log(ST_LOG_WARN, "no memory for a sequence of %d tokens", r->job.n_prompt + r->job.max_tokens);
     s_finish(s, r, "error");
     pthread_mutex_unlock(&s->mu);
     return false;
-}
-
-/* The prompt is in the cache: its first token from logits (under mu). */
-static void s_prefilled(st_sched_t *s, st_req_t *r, float *logits) {
-    for (int i = 0; i < r->job.n_prompt; i++) st_sampler_accept(r->smp, r->job.prompt[i]);
-    s->st.prompt_tokens += (uint64_t)(r->job.n_prompt - r->n_cached);
-    double ttft = st_now_s() - r->t_submit;
-    s->st.ttft_sum_s += ttft;
-    s->st.ttft_count++;
-    for (int b = 0; b < 8; b++)
-        if (ttft <= st_sched_ttft_bounds[b]) s->st.ttft_bucket[b]++;
-    s_emit(s, r, st_sampler_sample(r->smp, logits));
-}
-
-/* Fills the step buffers: a token for each running sequence, then prompt
- * tokens of those still prefilling, up to the batch size (scheduler thread,
- * under mu). Returns the token count; *n_rows gets the wanted logits rows,
- * whose requests are s->batch[0..n_rows). */
-static int s_plan_step(st_sched_t *s, int *n_rows) {
-    int n = 0, rows = 0;
-    for (int i = 0; i < s->n_active && n < s->n_batch; i++) {
-        st_req_t *r = s->active[i];
-        if (r->done || r->cancelled || r->n_fed < r->job.n_prompt) continue;
-        s->kvs[n] = r->kv;
-        s->toks[n] = r->tok;
-        s->want[n++] = true;
-        s->batch[rows++] = r;
-    }
-    for (int i = 0; i < s->n_active && n < s->n_batch; i++) {
-        st_req_t *r = s->active[i];
-        if (r->done || r->cancelled || r->n_fed >= r->job.n_prompt) continue;
-        int take = r->job.n_prompt - r->n_fed;
-        if (take > s->n_batch - n) take = s->n_batch - n;
-        for (int k = 0; k < take; k++) {
-            s->kvs[n] = r->kv;
-            s->toks[n] = r->job.prompt[r->n_fed + k];
-            s->want[n++] = r->n_fed + k == r->job.n_prompt - 1;
-        }
-        r->n_fed += take; /* by the time anyone reads it, the step has run */
-        if (r->n_fed == r->job.n_prompt) s->batch[rows++] = r;
-    }
-    *n_rows = rows;
-    return n;
 }
 
 static void s_view_refresh(st_sched_t *s, double *last) {
@@ -395,12 +372,12 @@ static void s_reap(st_sched_t *s) {
             r->finish = "cancelled";
         }
         if (r->done) {
-            if (r->kv && r->job.cache_prompt && strcmp(r->finish, "error")) { /* its cache matches its tokens */
-                st_pcache_keep(s->pc, r->seq, &r->kv);
+            if (r->gen.kv && r->job.cache_prompt && strcmp(r->finish, "error")) { /* its cache matches its tokens */
+                st_pcache_keep(s->pc, r->seq, &r->gen.kv);
                 st_pcache_stats(s->pc, &s->st.cache);
             }
-            st_kv_destroy(&r->kv);
-            st_sampler_destroy(&r->smp);
+            st_kv_destroy(&r->gen.kv);
+            st_sampler_destroy(&r->gen.smp);
             st_gmask_destroy(&r->gm);
             s_unref(r);
         } else {
@@ -410,12 +387,19 @@ static void s_reap(st_sched_t *s) {
     s->n_active = k;
 }
 
+/* Before each step (st_gen_hooks_t.between_steps): the view's work, then
+ * the admin actions queued meanwhile. */
+static void s_between_steps(void *arg) {
+    st_sched_t *s = arg;
+    if (s->view.between_steps) s->view.between_steps(s->view.idle_arg);
+    if (s_run_admin(s)) s->view_at = -1e300; /* st-ctl reads what it did at once */
+}
+
 static void *s_thread(void *arg) {
     st_sched_t *s = arg;
-    const size_t V = (size_t)s->m->cfg.n_vocab;
-    double last_view = 0;
+    s->view_at = 0;
     s_check_waiting(s);
-    s_view_refresh(s, &last_view);
+    s_view_refresh(s, &s->view_at);
     pthread_mutex_lock(&s->mu);
     while (!s->stop) {
         s_reap(s);
@@ -430,9 +414,9 @@ static void *s_thread(void *arg) {
         if (s->n_active == 0) {
             pthread_mutex_unlock(&s->mu);
             if (s->view.idle) s->view.idle(s->view.idle_arg);
-            if (s_run_admin(s)) last_view = -1e300; /* st-ctl reads what it did at once */
+            if (s_run_admin(s)) s->view_at = -1e300; /* st-ctl reads what it did at once */
             s_check_waiting(s);
-            s_view_refresh(s, &last_view);
+            s_view_refresh(s, &s->view_at);
             pthread_mutex_lock(&s->mu);
             if (s->stop || (s->q_head && !s->waiting) || s->admin) continue;
             struct timespec ts; /* a new request signals cv: the wait only paces the idle work */
@@ -448,38 +432,24 @@ static void *s_thread(void *arg) {
 
         pthread_mutex_lock(&s->mu);
         s_reap(s);
-        int rows = 0, n = s_plan_step(s, &rows);
-        /* a running sequence counts once per step; prompt tokens are prefill */
-        int n_running = 0;
-        for (int j = 0; j < rows; j++) n_running += s->batch[j]->n_generated > 0;
+        int n_seqs = 0, n_running = 0; /* a running sequence counts once per step; prompt tokens are prefill */
+        for (int i = 0; i < s->n_active; i++) {
+            st_req_t *r = s->active[i];
+            if (r->done || r->cancelled) continue;
+            s->seqs[n_seqs++] = &r->gen;
+            n_running += r->gen.n_generated > 0;
+        }
         pthread_mutex_unlock(&s->mu);
-        if (n && s->view.between_steps) s->view.between_steps(s->view.idle_arg);
-        if (n && s_run_admin(s)) last_view = -1e300;
-        int rc = n ? st_decode_mixed(s->c, s->kvs, s->toks, n, s->want, s->logits) : 0;
+        int rc = st_gen_step(s->gen, s->seqs, n_seqs, &s->hooks);
         pthread_mutex_lock(&s->mu);
         if (n_running) {
             s->st.batch_steps++;
             s->st.batch_seqs += (uint64_t)n_running;
         }
-        for (int j = 0; j < rows; j++) {
-            st_req_t *r = s->batch[j];
-            float *lg = s->logits + (size_t)j * V;
-            if (rc < 0)
-                s_finish(s, r, "error");
-            else if (r->cancelled)
-                continue;
-            else if (r->n_generated == 0)
-                s_prefilled(s, r, lg);
-            else
-                s_emit(s, r, st_sampler_sample(r->smp, lg));
-        }
-        if (rc < 0) {
-            st_log(ST_LOG_WARN, "a step of %d tokens failed: %s", n, st_strerror(rc));
-            for (int i = 0; i < s->n_active; i++) /* their caches no longer match their prompts */
-                if (s->active[i]->n_fed > 0 && s->active[i]->n_generated == 0) s_finish(s, s->active[i], "error");
-        }
+        if (rc < 0) st_log(ST_LOG_WARN, "a step of %d sequences failed: %s", n_seqs, st_strerror(rc));
+        s_settle(s, n_seqs);
         pthread_mutex_unlock(&s->mu);
-        s_view_refresh(s, &last_view);
+        s_view_refresh(s, &s->view_at);
         pthread_mutex_lock(&s->mu);
     }
     /* shutting down: end everything, and refuse the admin actions still queued */
@@ -524,20 +494,16 @@ st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, si
     pthread_cond_init(&s->cv, NULL);
     pthread_cond_init(&s->admin_cv, NULL);
     s->active = calloc((size_t)s->parallel, sizeof *s->active);
-    s->n_batch = nb;
-    s->kvs = calloc((size_t)nb, sizeof *s->kvs);
-    s->batch = calloc((size_t)nb, sizeof *s->batch);
-    s->toks = calloc((size_t)nb, sizeof *s->toks);
-    s->want = calloc((size_t)nb, sizeof *s->want);
-    s->logits = malloc((size_t)s->parallel * s->m->cfg.n_vocab * sizeof(float));
+    s->seqs = calloc((size_t)s->parallel, sizeof *s->seqs);
+    s->gen = st_gen_new(c, s->parallel);
+    s->hooks = (st_gen_hooks_t){s_between_steps, s_on_token, s};
     s->nodes_json = strdup("[]");
     /* The first picture of the nodes is taken here, before /health can be
      * asked (this thread still owns the context): "[]" would read as a
      * single process, status "ok", until the scheduler's first refresh. */
     double never = -1e300;
     if (s->nodes_json) s_view_refresh(s, &never);
-    if (!s->active || !s->kvs || !s->batch || !s->toks || !s->want || !s->logits || !s->nodes_json ||
-        pthread_create(&s->th, NULL, s_thread, s) != 0) {
+    if (!s->active || !s->seqs || !s->gen || !s->nodes_json || pthread_create(&s->th, NULL, s_thread, s) != 0) {
         st_sched_destroy(&s);
         return NULL;
     }
@@ -561,11 +527,8 @@ void st_sched_destroy(st_sched_t **sp) {
     if (!s) return;
     st_sched_stop(s);
     free(s->active);
-    free(s->kvs);
-    free(s->batch);
-    free(s->toks);
-    free(s->want);
-    free(s->logits);
+    free(s->seqs);
+    st_gen_destroy(&s->gen);
     free(s->nodes_json);
     st_pcache_destroy(&s->pc);
     st_vocab_destroy(&s->vocab);

@@ -3,10 +3,10 @@
  *
  * One program serves one model. Requests are queued (with a limit) and a
  * single scheduler thread decodes all running sequences together: each step
- * is one st_decode_mixed pass, one token of each running sequence and prompt
- * tokens of new ones up to the batch size (one KV cache per sequence; see
- * scheduler.c). That thread is the only one that
- * touches the context and hence the cluster's sockets; HTTP threads
+ * is one st_gen_step (model/generate.c, the loop st-run runs too), one token
+ * of each running sequence and prompt tokens of new ones up to the batch
+ * size (one KV cache per sequence; see scheduler.c). That thread is the only
+ * one that touches the context and hence the cluster's sockets; HTTP threads
  * (libmicrohttpd, one per connection) only queue requests and read their
  * output. The only difference between st-run and st-coordinator is the MoE
  * backend the hooks install and the cluster view they report.
