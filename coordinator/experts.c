@@ -18,6 +18,36 @@ static void s_u64le(uint64_t v, uint8_t out[8]) {
     for (int i = 0; i < 8; i++) out[i] = (uint8_t)(v >> (8 * i));
 }
 
+/* Experts are read through a file descriptor, not the mapping: a fault on the
+ * mapping reads the device's whole read-around window (read_ahead_kb, 8 MiB on
+ * this VM's disk) for a 4 KiB sample, and bytes read once for a hash or a push
+ * would otherwise stay in the page cache, which a memory cgroup charges to the
+ * coordinator: 10 GiB of experts through a 2 GiB limit evicted the pages it
+ * does need, again and again. */
+
+/* The file offset of p, a pointer into m's mapping. */
+static uint64_t s_file_offset(const st_model_t *m, const void *p) {
+    const st_gguf_tensor_t *t = st_gguf_tensor(m->gguf, 0);
+    return (uint64_t)((const uint8_t *)p - ((const uint8_t *)t->data - t->file_offset));
+}
+
+/* n bytes of m's mapping at p, read from fd (or copied from the mapping when fd < 0); with
+ * drop, their pages leave the page cache afterwards. */
+static int s_read_mapped(const st_model_t *m, int fd, const void *p, size_t n, void *dst, bool drop) {
+    if (fd < 0) {
+        memcpy(dst, p, n);
+        return 0;
+    }
+    const uint64_t off = s_file_offset(m, p);
+    for (size_t done = 0; done < n;) {
+        ssize_t r = pread(fd, (uint8_t *)dst + done, n - done, (off_t)(off + done));
+        if (r <= 0) return st_fail(ST_EIO, "cannot read %zu B of the model at %llu", n, (unsigned long long)off);
+        done += (size_t)r;
+    }
+    if (drop) posix_fadvise(fd, (off_t)off, (off_t)n, POSIX_FADV_DONTNEED);
+    return 0;
+}
+
 int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *s) {
     const st_config_t *cfg = &m->cfg;
     const st_layer_t *L0 = &m->layers[0];
@@ -81,23 +111,30 @@ int st_remote_model_shape(const st_model_t *m, st_wire_shape_t *s) {
         crypto_generichash_update(&st, buf, (size_t)n);
         off += (uint64_t)n;
     }
-    free(buf);
-    close(fd);
-    for (int il = 0; il < cfg->n_layer; il++) {
+    /* the samples: 4 KiB each, without readahead (through the mapping each cost 8 MiB here) */
+    posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
+    int rc = 0;
+    for (int il = 0; il < cfg->n_layer && !rc; il++) {
         const st_weight_t *ws[3] = {&m->layers[il].gate_exps, &m->layers[il].up_exps, &m->layers[il].down_exps};
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 3 && !rc; k++) {
             size_t n = ws[k]->mat_bytes * (size_t)cfg->n_expert, part = n < 4096 ? n : 4096;
-            crypto_generichash_update(&st, ws[k]->data, part);
-            crypto_generichash_update(&st, ws[k]->data + n - part, part);
+            rc = s_read_mapped(m, fd, ws[k]->data, part, buf, false);
+            if (!rc) crypto_generichash_update(&st, buf, part);
+            if (!rc) rc = s_read_mapped(m, fd, ws[k]->data + n - part, part, buf, false);
+            if (!rc) crypto_generichash_update(&st, buf, part);
         }
     }
+    free(buf);
+    close(fd);
+    if (rc) return rc;
     crypto_generichash_final(&st, s->model_hash, ST_WIRE_HASH_BYTES);
     char why[160];
     if (st_wire_check_shape(s, why, sizeof why) < 0) return st_fail(ST_EUNSUP, "the model's experts: %s", why);
     return 0;
 }
 
-int st_remote_expert_read(const st_model_t *m, uint32_t layer, uint32_t e, uint64_t offset, void *dst, size_t len) {
+static int s_expert_read(const st_model_t *m, int fd, uint32_t layer, uint32_t e, uint64_t offset, void *dst,
+                         size_t len) {
     if (layer >= (uint32_t)m->cfg.n_layer || e >= (uint32_t)m->cfg.n_expert) return ST_ERANGE;
     const st_layer_t *L = &m->layers[layer];
     const st_weight_t *ws[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
@@ -109,7 +146,8 @@ int st_remote_expert_read(const st_model_t *m, uint32_t layer, uint32_t e, uint6
             continue;
         }
         size_t n = mb - offset < len ? (size_t)(mb - offset) : len;
-        memcpy(out, (const uint8_t *)st_weight_row(ws[k], e, 0) + offset, n);
+        int rc = s_read_mapped(m, fd, (const uint8_t *)st_weight_row(ws[k], e, 0) + offset, n, out, true);
+        if (rc) return rc;
         out += n;
         len -= n;
         offset = 0;
@@ -121,6 +159,7 @@ int st_remote_expert_read(const st_model_t *m, uint32_t layer, uint32_t e, uint6
 
 struct st_expert_hashes {
     const st_model_t *m;
+    int fd; /* the model file, read outside the mapping (-1: copied from the mapping) */
     st_wire_shape_t shape;
     char *path;
     int64_t mtime_s, mtime_ns;
@@ -129,6 +168,11 @@ struct st_expert_hashes {
     uint8_t *hash;  /* n x 32 */
     bool dirty;
 };
+
+int st_expert_hashes_read(const st_expert_hashes_t *h, uint32_t layer, uint32_t e, uint64_t offset, void *dst,
+                          size_t len) {
+    return s_expert_read(h->m, h->fd, layer, e, offset, dst, len);
+}
 
 #define HASH_HEAD_BYTES (8 + 32 + 8 * 3 + 8)
 
@@ -164,6 +208,7 @@ st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shap
         return NULL;
     }
     h->m = m;
+    h->fd = *st_gguf_path(m->gguf) ? open(st_gguf_path(m->gguf), O_RDONLY | O_CLOEXEC) : -1;
     h->shape = *shape;
     h->n = (size_t)shape->n_layer * shape->n_expert;
     h->known = st_calloc(h->n, 1);
@@ -185,6 +230,7 @@ st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shap
 
 void st_expert_hashes_destroy(st_expert_hashes_t **hp) {
     if (!hp || !*hp) return;
+    if ((*hp)->fd >= 0) close((*hp)->fd);
     free((*hp)->known);
     free((*hp)->hash);
     free((*hp)->path);
@@ -196,11 +242,12 @@ typedef struct {
     st_expert_hashes_t *h;
     const uint32_t *todo;
     int n_todo;
+    uint8_t **buf; /* per thread: one matrix of an expert */
+    int rc;        /* the first read error */
 } hash_job_t;
 
 static void s_hash_expert(void *arg, int i, int ith) {
-    (void)ith;
-    const hash_job_t *j = arg;
+    hash_job_t *j = arg;
     const st_model_t *m = j->h->m;
     const int X = m->cfg.n_expert;
     const uint32_t s = j->todo[i];
@@ -208,7 +255,18 @@ static void s_hash_expert(void *arg, int i, int ith) {
     const st_weight_t *ws[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, ST_WIRE_HASH_BYTES);
-    for (int k = 0; k < 3; k++) crypto_generichash_update(&st, st_weight_row(ws[k], s % X, 0), ws[k]->mat_bytes);
+    for (int k = 0; k < 3; k++) {
+        const uint8_t *p = st_weight_row(ws[k], s % X, 0);
+        if (j->h->fd >= 0) { /* read once and dropped: the push reads it again (see s_read_mapped) */
+            int rc = s_read_mapped(m, j->h->fd, p, ws[k]->mat_bytes, j->buf[ith], true);
+            if (rc) {
+                __atomic_store_n(&j->rc, rc, __ATOMIC_RELAXED);
+                return;
+            }
+            p = j->buf[ith];
+        }
+        crypto_generichash_update(&st, p, ws[k]->mat_bytes);
+    }
     crypto_generichash_final(&st, j->h->hash + (size_t)s * 32, ST_WIRE_HASH_BYTES);
 }
 
@@ -225,9 +283,24 @@ int st_expert_hashes_fill(st_expert_hashes_t *h, const uint8_t *want, int n_thre
             free(todo);
             return st_fail(ST_ENOMEM, "no threads for hashing");
         }
-        hash_job_t j = {h, todo, n};
-        st_pool_for(pool, n, s_hash_expert, &j);
+        const int T = n_threads < 1 ? 1 : n_threads;
+        size_t most = 0;
+        for (int l = 0; l < h->m->cfg.n_layer; l++) {
+            const st_layer_t *L = &h->m->layers[l];
+            const size_t b[3] = {L->gate_exps.mat_bytes, L->up_exps.mat_bytes, L->down_exps.mat_bytes};
+            for (int k = 0; k < 3; k++) most = b[k] > most ? b[k] : most;
+        }
+        hash_job_t j = {h, todo, n, st_calloc((size_t)T, sizeof *j.buf), 0};
+        bool ok = j.buf != NULL;
+        for (int t = 0; ok && t < T; t++) ok = (j.buf[t] = st_malloc(most)) != NULL;
+        if (ok) st_pool_for(pool, n, s_hash_expert, &j);
         st_pool_destroy(&pool);
+        for (int t = 0; j.buf && t < T; t++) free(j.buf[t]);
+        free(j.buf);
+        if (!ok || j.rc) {
+            free(todo);
+            return ok ? j.rc : st_fail(ST_ENOMEM, "no memory for hashing");
+        }
         for (int i = 0; i < n; i++) h->known[todo[i]] = 1;
         h->dirty = true;
         st_log(ST_LOG_INFO, "hashed %d experts (%.1f MiB) in %.0f ms", n,

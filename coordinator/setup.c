@@ -176,7 +176,7 @@ static void s_profile_save(const char *path, const uint64_t *add, int L, int X) 
 /* ---- placement ------------------------------------------------------------ */
 
 static int s_read_shard(void *arg, uint32_t layer, uint32_t e, uint64_t off, void *dst, size_t len) {
-    return st_remote_expert_read(((st_coord_t *)arg)->m, layer, e, off, dst, len);
+    return st_expert_hashes_read(((st_coord_t *)arg)->hashes, layer, e, off, dst, len);
 }
 
 /* Whether node i was taken out of placement (drained or removed): it gets no share. */
