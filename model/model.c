@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "alloc.h"
 #include "st_log.h"
@@ -273,6 +275,13 @@ st_model_t *st_model_from_gguf(st_gguf_t **gp) {
         if (s_bind(m->gguf, "output.weight", c->n_embd, c->n_vocab, 1, &m->output) < 0) goto fail;
     } else {
         m->output = m->tok_embd; /* tied */
+    }
+    if (m->output.data != m->tok_embd.data) { /* untied: read one row per token, never streamed */
+        /* a fault on the mapping would read the disk's whole read-around window (read_ahead_kb:
+         * 8 MiB on this VM's disk) for a row of a few KiB */
+        const uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = (uintptr_t)m->tok_embd.data & ~(pg - 1);
+        const uintptr_t b = (uintptr_t)m->tok_embd.data + (uintptr_t)m->tok_embd.row_bytes * m->tok_embd.n_rows;
+        madvise((void *)a, b - a, MADV_RANDOM); /* a hint: only speed depends on it */
     }
     m->layers = st_calloc((size_t)c->n_layer, sizeof *m->layers);
     if (!m->layers) goto fail;
