@@ -281,6 +281,7 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
         s_step_close(r);
         if (s_follow_cluster(r) < 0) st_log(ST_LOG_WARN, "no memory to follow the nodes added to the cluster");
         r->step_open = true;
+        r->slots[0].in_flight = r->slots[1].in_flight = false; /* what a failed step left */
         r->step_decode = rt->n_tok == 1;
         if (r->step_decode)
             r->tot.decode_tokens++;

@@ -13,6 +13,10 @@
  * instead sum each node's pairs on the node: see st_remote_opts_t). A node that misses its
  * deadline or answers with an error is marked down and its pairs are
  * computed locally (fallback) or the step fails with an error naming it.
+ * With o.overlap, compute() is also offered in two halves, begin() (convert,
+ * send, fallback) and end() (gather, replicas, combine), for two micro-batches
+ * in flight at once (st_moe_backend_t); each has its own requests and buffers,
+ * and the results of one that arrive while the other waits are kept.
  */
 #ifndef ST_REMOTE_MOE_H
 #define ST_REMOTE_MOE_H
