@@ -195,7 +195,6 @@ int st_generate(st_ctx_t *c, st_kv_t *kv, st_sampler_t *smp, const int32_t *prom
     res->prompt_ms = t1 - t0;
     res->generate_ms = t2 - t1;
     res->n_generated = q.n_generated;
-    res->stopped_eog = q.end == ST_GEN_EOG;
     st_gen_destroy(&g);
     if (rc >= 0 && q.end == ST_GEN_ERROR) rc = st_fail(ST_EINVAL, "the sampler allowed no token");
     return rc < 0 ? rc : 0;

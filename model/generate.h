@@ -75,7 +75,6 @@ typedef bool (*st_token_cb)(void *arg, int32_t token, const char *piece, int pie
 typedef struct {
     int n_prompt;
     int n_generated;    /* including a final end-of-generation token */
-    bool stopped_eog;   /* ended on an end-of-generation token */
     double prompt_ms;   /* wall time to the first token (the prompt's passes, its sampling) */
     double generate_ms; /* wall time of the other tokens */
 } st_generate_result_t;
