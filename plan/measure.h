@@ -27,6 +27,8 @@ typedef struct {
     const char *disk_dir; /* where the store would be: a scratch file goes there */
     uint64_t block;       /* bytes per read: one expert (0: the 21B's 3,317,760) */
     double seconds;       /* per matmul measurement (0: 0.15) */
+    uint64_t types;       /* bit t: measure weight type t (0: every type; st-plan uses Q4_0's
+                             rates for a type not measured) */
 } st_measure_opts_t;
 
 /* Streaming read bandwidth with n_threads threads, bytes/s (best of 8 passes
@@ -37,7 +39,9 @@ double st_measure_bandwidth(int n_threads);
 /* Measures everything above into b (name, RAM, rates; the network link is
  * not measured: st-plan takes it from --link). 0, or a negative ST_E* code
  * when a measurement could not run (logged); a storage or messaging failure
- * leaves that rate 0 with a warning, which st_board_fill then defaults. */
+ * leaves that rate 0 with a warning, which st_board_fill then defaults; the
+ * matmul rates of types o->types leaves out stay 0 (st_board_load derives
+ * them from Q4_0's when the profile is read). */
 int st_measure_board(const st_measure_opts_t *o, st_board_t *b);
 
 #endif

@@ -471,9 +471,14 @@ Test(plan, st_bench_profile_is_a_board_for_st_plan, .timeout = 600) {
     char dir[] = "/tmp/st-test-profile-XXXXXX", prof[128];
     cr_assert_not_null(mkdtemp(dir));
     snprintf(prof, sizeof prof, "%s/this.prof", dir);
-    cr_assert_eq(st_test_system("%s'%s/st-bench' --profile '%s' -t 1 --block 1M > /dev/null 2> '%s/log'",
+    cr_assert_eq(st_test_system("%s'%s/st-bench' --profile '%s' -t 1 --block 1M --types q4_0 > /dev/null 2> '%s/log'",
                                 st_test_run_prefix(), ST_BINARY_DIR, prof, dir),
                  0, "st-bench --profile failed");
+    /* --types q4_0: only Q4_0 measured (st-plan stands it in for the rest) */
+    cr_assert_eq(st_test_system("grep -q '^matmul.Q4_0 = ' '%s' && ! grep -q '^matmul.Q6_K' '%s'", prof, prof), 0);
+    cr_assert_eq(st_test_system("%s'%s/st-bench' --profile '%s' --types q4_0,q9_9 > /dev/null 2>&1",
+                                st_test_run_prefix(), ST_BINARY_DIR, prof),
+                 2, "an unknown type is refused");
     st_board_t b;
     cr_assert_eq(st_board_load(prof, &b), 0);
     cr_assert_gt(b.ram, 0);

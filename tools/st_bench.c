@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -46,7 +47,7 @@
 static void s_usage(FILE *f) {
     fprintf(f,
             "usage: st-bench -m MODEL [options]\n"
-            "       st-bench --profile FILE [-t N] [--disk-dir DIR] [--block SIZE]\n"
+            "       st-bench --profile FILE [-t N] [--disk-dir DIR] [--block SIZE] [--types LIST]\n"
             "\n"
             "Measures prompt processing (ppP) and decode (tgN) tokens/s like llama-bench,\n"
             "plus load time, peak RSS and decode speed against the memory-bandwidth limit.\n"
@@ -67,6 +68,8 @@ static void s_usage(FILE *f) {
             "      --disk-dir DIR where the node's store would be: reads of a scratch file there\n"
             "                     (default: FILE's directory)\n"
             "      --block SIZE   bytes per storage read: one expert (default 3317760, the 21B's Q4_0)\n"
+            "      --types LIST   weight types to measure, e.g. q4_0,q6_k (default: all; st-plan uses\n"
+            "                     Q4_0's rates for a type not measured)\n"
             "  -v, --verbose      more log output\n"
             "      --version      print the version and exit\n"
             "  -h, --help         this help\n",
@@ -81,13 +84,30 @@ typedef struct {
     uint64_t mem; /* --mem: 0 = off */
     const char *profile, *disk_dir;
     uint64_t block;
+    uint64_t types; /* --types: bit t = weight type t; 0 = all */
 } args_t;
 
-enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW, OPT_VERSION, OPT_PROFILE, OPT_DISK_DIR, OPT_BLOCK };
+enum { OPT_MEM = 256, OPT_JSON, OPT_KV, OPT_NOBW, OPT_VERSION, OPT_PROFILE, OPT_DISK_DIR, OPT_BLOCK, OPT_TYPES };
 
 static int s_bad(const char *flag, const char *val) {
     fprintf(stderr, "st-bench: invalid value '%s' for %s (see --help)\n", val, flag);
     return 2;
+}
+
+/* "q4_0,Q6_K" -> one bit per weight type (names as st_type_name gives them,
+ * any case); false on an unknown or empty name. */
+static bool s_parse_types(const char *list, uint64_t *mask) {
+    char buf[256];
+    if (snprintf(buf, sizeof buf, "%s", list) >= (int)sizeof buf) return false;
+    *mask = 0;
+    char *save = NULL;
+    for (char *name = strtok_r(buf, ",", &save); name; name = strtok_r(NULL, ",", &save)) {
+        int t = 0;
+        while (t < ST_TYPE_COUNT && (!st_type_traits(t) || strcasecmp(name, st_type_name(t)) != 0)) t++;
+        if (t == ST_TYPE_COUNT) return false;
+        *mask |= 1ull << t;
+    }
+    return *mask != 0;
 }
 
 static int s_parse_args(int argc, char **argv, args_t *a) {
@@ -106,6 +126,7 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"profile", required_argument, 0, OPT_PROFILE},
                                          {"disk-dir", required_argument, 0, OPT_DISK_DIR},
                                          {"block", required_argument, 0, OPT_BLOCK},
+                                         {"types", required_argument, 0, OPT_TYPES},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     a->n_prompt = 64;
@@ -152,6 +173,9 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             if (!st_parse_size(optarg, &a->block) || a->block == 0 || a->block % 4096 || a->block > (256u << 20))
                 return s_bad("--block", optarg);
             break;
+        case OPT_TYPES:
+            if (!s_parse_types(optarg, &a->types)) return s_bad("--types", optarg);
+            break;
         case 'v': st_log_set_level(ST_LOG_DEBUG); break;
         case 'h': s_usage(stdout); exit(0);
         case OPT_VERSION: st_version_print("st-bench"); exit(0);
@@ -164,8 +188,8 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
         fprintf(stderr, "st-bench: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if ((a->disk_dir || a->block) && !a->profile) {
-        fprintf(stderr, "st-bench: --disk-dir and --block go with --profile\n");
+    if ((a->disk_dir || a->block || a->types) && !a->profile) {
+        fprintf(stderr, "st-bench: --disk-dir, --block and --types go with --profile\n");
         return 2;
     }
     if (a->profile) {
@@ -377,7 +401,8 @@ static int s_profile(const args_t *a) {
         *(slash == dir ? slash + 1 : slash) = 0;
     else
         strcpy(dir, ".");
-    st_measure_opts_t o = {.threads = (int)a->threads, .disk_dir = a->disk_dir ? a->disk_dir : dir, .block = a->block};
+    st_measure_opts_t o = {
+        .threads = (int)a->threads, .disk_dir = a->disk_dir ? a->disk_dir : dir, .block = a->block, .types = a->types};
     st_board_t b;
     if (st_measure_board(&o, &b) < 0) return 1;
     char tmp[4200];
