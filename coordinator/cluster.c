@@ -298,7 +298,8 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
         items[c->n + i] = (zmq_pollitem_t){.socket = c->nodes[i].mon, .events = ZMQ_POLLIN};
     }
     int handled = 0, rc = zmq_poll(items, 2 * c->n, timeout_ms < 0 ? 0 : timeout_ms);
-    if (rc < 0 && zmq_errno() != EINTR) rc = st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
+    /* a signal (SIGHUP: re-read the cluster file) only cuts the wait short: the caller polls again */
+    if (rc < 0) rc = zmq_errno() == EINTR ? 0 : st_fail(ST_EIO, "zmq_poll: %s", zmq_strerror(zmq_errno()));
     for (int i = 0; rc > 0 && i < c->n; i++) {
         if (!(items[c->n + i].revents & ZMQ_POLLIN)) continue;
         for (;;) { /* monitor events: [u16 event, u32 value], endpoint */
