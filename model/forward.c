@@ -161,6 +161,25 @@ void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b) {
         memset(&c->moe, 0, sizeof c->moe);
 }
 
+void st_ctx_set_head(st_ctx_t *c, const st_head_backend_t *b) {
+    if (b)
+        c->head = *b;
+    else
+        memset(&c->head, 0, sizeof c->head);
+    c->head_deferred = false;
+}
+
+void st_ctx_defer_head(st_ctx_t *c, bool on) {
+    c->head_defer = on;
+    c->head_deferred = false;
+}
+
+int32_t st_ctx_sample(st_ctx_t *c, st_sampler_t *smp, float *logits) {
+    if (!c->head_deferred) return st_sampler_sample(smp, logits);
+    c->head_deferred = false;
+    return c->head.sample(c->head.arg, smp, logits);
+}
+
 void st_ctx_park(st_ctx_t *c) { st_pool_park(c->pool); }
 
 /* ---- building blocks ---------------------------------------------------- */
@@ -249,6 +268,15 @@ static void s_linear_converted(st_ctx_t *c, const st_weight_t *w, int64_t e, int
 void st_linear(st_ctx_t *c, const st_weight_t *w, int64_t e, const float *x, int n_tok, float *y, size_t y_stride) {
     st_convert_rows(c, w->type, x, (size_t)w->n_cols, n_tok, (int)w->n_cols, c->xq);
     s_linear_converted(c, w, e, n_tok, y, y_stride);
+}
+
+void st_ctx_head_rows(st_ctx_t *c, const float *xn, int n, int r0, int r1, float *y, size_t y_stride) {
+    st_weight_t w = c->m->output; /* a view of rows [r0, r1): packed groups of 16 rows at most stay whole */
+    w.data += (size_t)r0 * w.row_bytes;
+    w.n_rows = r1 - r0;
+    w.n_mat = 1;
+    w.mat_bytes = (size_t)w.n_rows * w.row_bytes;
+    st_linear(c, &w, 0, xn, n, y + r0, y_stride);
 }
 
 static bool s_same_input_format(st_type_t a, st_type_t b) {
@@ -496,7 +524,17 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
         for (int t = 0; t < n_out; t++)
             s_rmsnorm(c->x + (size_t)c->out_rows[t] * E, (const float *)m->output_norm.data, E, cfg->rms_eps,
                       c->xn + (size_t)t * E);
-        st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
+        c->head_deferred = false;
+        if (c->head_defer && n_out == 1 && c->head.stash && c->head.sample) {
+            int rc = c->head.stash(c->head.arg, c->xn);
+            if (rc < 0) return rc;
+            c->head_deferred = true;
+        } else if (c->head.logits) {
+            int rc = c->head.logits(c->head.arg, c->xn, n_out, logits, (size_t)cfg->n_vocab);
+            if (rc < 0) return rc;
+        } else {
+            st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
+        }
     }
     for (int t = 0; t < n_tok; t++) c->tok_kv[t]->pos = c->tok_pos[t] + 1;
     c->stats.tokens += (uint64_t)n_tok;

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "sampler.h"
 
 typedef struct {
     int n_ctx;         /* positions a KV cache holds (default: model's n_ctx_train, capped at 4096) */
@@ -58,6 +59,22 @@ typedef struct {
     int (*end)(void *arg, const st_route_t *r, float *out);
 } st_moe_backend_t;
 
+/* Output head hook: logits() must write n_out rows of n_vocab logits (row t
+ * at y + t * y_stride) for the hidden states xn (n_out x n_embd, after the
+ * output norm), the bits st_linear on output.weight gives (0 or a negative
+ * ST_E* code). */
+typedef struct {
+    void *arg;
+    int (*logits)(void *arg, const float *xn, int n_out, float *y, size_t y_stride);
+    /* Optional (both or neither): with st_ctx_defer_head on, a step that
+     * wants one row of logits hands its hidden state to stash() instead, and
+     * st_ctx_sample then calls sample(), which draws st_sampler_sample's token
+     * for it without whole logits (logits: n_vocab floats of room for when
+     * it needs them). */
+    int (*stash)(void *arg, const float *xn);
+    int32_t (*sample)(void *arg, st_sampler_t *smp, float *logits);
+} st_head_backend_t;
+
 typedef struct {
     uint64_t tokens;         /* tokens processed */
     uint64_t expert_calls;   /* (token, expert) pairs computed locally */
@@ -72,6 +89,20 @@ const st_ctx_params_t *st_ctx_params(const st_ctx_t *c);
 const st_model_t *st_ctx_model(const st_ctx_t *c);
 /* Replaces the local expert computation (NULL restores it). */
 void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b);
+/* Replaces the local output head (NULL restores it). */
+void st_ctx_set_head(st_ctx_t *c, const st_head_backend_t *b);
+/* Whether steps that want one row of logits defer the head to
+ * st_ctx_sample (only with a head backend that can; off by default). */
+void st_ctx_defer_head(st_ctx_t *c, bool on);
+/* The next token from the last step's logits: st_sampler_sample(smp,
+ * logits), or the head backend's draw when that step was deferred (logits
+ * then serves as its scratch). */
+int32_t st_ctx_sample(st_ctx_t *c, st_sampler_t *smp, float *logits);
+/* Rows [r0, r1) of the output head for n hidden states xn (after the output
+ * norm) into y (row t at y + t * y_stride, columns r0..r1-1 written): the
+ * bits of the whole head's rows. r0 and r1 are multiples of 16 (or r1 =
+ * n_vocab); only those rows' pages are read. For a head backend's fallback. */
+void st_ctx_head_rows(st_ctx_t *c, const float *xn, int n, int r0, int r1, float *y, size_t y_stride);
 /* The caller is about to block (waiting for nodes, say): the context's worker
  * threads sleep now rather than spin, leaving the CPU to whoever it waits for.
  * The next parallel step starts without them and they join when awake. */

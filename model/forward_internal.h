@@ -29,7 +29,10 @@ struct st_ctx {
     st_ctx_params_t p;
     const st_kernels_t *k;
     st_pool_t *pool;
-    st_moe_backend_t moe; /* compute == NULL: local */
+    st_moe_backend_t moe;   /* compute == NULL: local */
+    st_head_backend_t head; /* logits == NULL: local */
+    bool head_defer;        /* st_ctx_defer_head */
+    bool head_deferred;     /* the last step stashed its row: st_ctx_sample asks the backend */
     st_forward_stats_t stats;
     int *part_bounds; /* the current job's parts (ST_MAX_PARTS + 1) */
 

@@ -105,8 +105,8 @@ static void s_next(st_gen_t *g, st_gen_seq_t *q, float *logits, const st_gen_hoo
             return;
         }
     }
-    int32_t tok = st_sampler_sample(q->smp, logits);
-    if (tok < 0) { /* the constraint allowed nothing (logged) */
+    int32_t tok = st_ctx_sample(g->c, q->smp, logits);
+    if (tok < 0) { /* the constraint allowed nothing, or a head backend failed (logged) */
         q->end = ST_GEN_ERROR;
         return;
     }
@@ -140,8 +140,12 @@ int st_gen_step(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs, const st_gen
     s_plan(g, seqs, n_seqs);
     if (g->n_tok == 0) return 0;
     if (h && h->between_steps) h->between_steps(h->arg);
+    /* one row wanted and nothing needing it whole: a head on the nodes draws from their candidates */
+    st_ctx_defer_head(g->c,
+                      g->n_out == 1 && !g->row_seq[0]->prompt_logits && !st_sampler_constrained(g->row_seq[0]->smp));
     int rc = st_decode_mixed(g->c, g->kvs, g->toks, g->n_tok, g->want, g->logits);
     if (rc < 0) { /* their caches no longer match their tokens */
+        st_ctx_defer_head(g->c, false);
         for (int i = 0; i < n_seqs; i++)
             if (seqs[i]->end == ST_GEN_RUNNING && seqs[i]->n_fed > 0) seqs[i]->end = ST_GEN_ERROR;
         return rc;
@@ -154,6 +158,7 @@ int st_gen_step(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs, const st_gen
         if (pos >= 0 && q->prompt_logits) memcpy(q->prompt_logits + (size_t)pos * V, lg, V * sizeof(float));
         if (pos < 0 || pos == q->n_prompt - 1) s_next(g, q, lg, h);
     }
+    st_ctx_defer_head(g->c, false);
     return g->n_tok;
 }
 

@@ -315,7 +315,11 @@ static st_model_t *s_packed(const char *path, st_model_t *m, bool experts) {
     return m;
 }
 
-st_model_t *st_model_load_streaming(const char *path) { return s_packed(path, st_model_load(path), false); }
+st_model_t *st_model_load_streaming(const char *path, bool pack_head) {
+    st_model_t *m = st_model_load(path);
+    if (m && !pack_head) m->head_mapped = true;
+    return s_packed(path, m, false);
+}
 st_model_t *st_model_load_resident(const char *path) {
     return s_packed(path, s_load(path, st_gguf_open_resident(path)), true);
 }

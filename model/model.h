@@ -83,6 +83,7 @@ typedef struct st_model {
     void **owned; /* buffers the loader allocated (de-transposed weights) */
     int n_owned;
     const st_kernels_t *kernels; /* the table the weights are packed for (st_model_pack), or NULL */
+    bool head_mapped;            /* output.weight stays as the file has it (st_model_pack skips it) */
 } st_model_t;
 
 /* Loads path (validated GGUF, architecture smallthinker). NULL after logging
@@ -95,8 +96,10 @@ st_model_t *st_model_load_resident(const char *path);
 /* The same mapped, for a coordinator (its experts run on nodes): the dense
  * matrices (attention, output head) packed (st_model_pack) in private pages,
  * the experts left as the file has them. Not for a process under a memory
- * budget (--mem): the private copies cannot be reclaimed as file pages can. */
-st_model_t *st_model_load_streaming(const char *path);
+ * budget (--mem): the private copies cannot be reclaimed as file pages can.
+ * pack_head false leaves the output head as the file has it (mapped, read
+ * only where used: a head sharded over nodes, computed here on fallback). */
+st_model_t *st_model_load_streaming(const char *path, bool pack_head);
 /* Packs the matrices that only matmuls read (attention, output head, and
  * the experts when `experts`) for kernel table k, in place (st_pack), and
  * makes k the table of every context on m. On a file mapping (st_model_load)

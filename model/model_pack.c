@@ -64,7 +64,7 @@ static int s_packable_weights(const st_kernels_t *k, st_model_t *m, bool experts
         for (size_t i = 0; i < n_ws; i++)
             if (s_packable(k, ws[i])) out[n++] = ws[i];
     }
-    if (m->output.data != m->tok_embd.data && s_packable(k, &m->output)) out[n++] = &m->output;
+    if (m->output.data != m->tok_embd.data && !m->head_mapped && s_packable(k, &m->output)) out[n++] = &m->output;
     return n;
 }
 

@@ -35,7 +35,7 @@ static st_model_t *s_model(void) {
     static char path[1024];
     const char *args[] = {"--type", "f32", NULL};
     cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    st_model_t *m = st_model_load_streaming(path);
+    st_model_t *m = st_model_load_streaming(path, true);
     cr_assert_not_null(m);
     return m;
 }

@@ -36,7 +36,7 @@ typedef enum { LOAD, RESIDENT, STREAMING, CTX } walk_t;
 static st_model_t *s_load(walk_t mode, const char *path) {
     switch (mode) {
     case RESIDENT: return st_model_load_resident(path);
-    case STREAMING: return st_model_load_streaming(path);
+    case STREAMING: return st_model_load_streaming(path, true);
     default: return st_model_load(path);
     }
 }
