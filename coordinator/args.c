@@ -36,7 +36,8 @@ enum {
     OPT_DISCOVERY_PORT,
     OPT_WIRE,
     OPT_PAIR_CODE_FILE,
-    OPT_OVERLAP
+    OPT_OVERLAP,
+    OPT_HEAD
 };
 
 static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES},
@@ -61,6 +62,7 @@ static const struct option s_opts[] = {{"nodes", required_argument, 0, OPT_NODES
                                        {"wire", required_argument, 0, OPT_WIRE},
                                        {"pair-code-file", required_argument, 0, OPT_PAIR_CODE_FILE},
                                        {"overlap", required_argument, 0, OPT_OVERLAP},
+                                       {"head", required_argument, 0, OPT_HEAD},
                                        {0, 0, 0, 0}};
 
 static void s_usage(FILE *f) {
@@ -118,6 +120,11 @@ static void s_usage(FILE *f) {
         "      --pin-fraction F   share of a node's RAM for pinned hot experts, with a profile (default 0.5)\n"
         "      --state-dir DIR    where MODEL.placement.json/.st-hashes/.st-profile go (default: beside the model)\n"
         "      --id NAME          coordinator id sent to the nodes (default st-coordinator)\n"
+        "      --head MODE        the output head (the vocabulary x n_embd matrix): 'sharded' cuts its rows over\n"
+        "                         the nodes up (each computes its slice; the rows are pushed once and kept in\n"
+        "                         their stores; a slice whose node fails is computed here); 'local' computes it\n"
+        "                         here. Default: sharded when every node's --mem is at least 4 times its\n"
+        "                         slice, else local (the choice is logged). The logits are the same bits\n"
         "      --quiet-push       no shard push progress line\n"
         "      --stats            also: per decode token round trips, bytes and node compute per node\n"
         "\n"
@@ -172,6 +179,14 @@ static int s_handle(void *arg, int opt, const char *v) {
         if (!st_parse_int(v, 10, 86400 * 7, &c->pair_ttl_s)) return s_bad("--pair-ttl", v);
         break;
     case OPT_PAIR_CODE_FILE: c->pair_code_file = v; break;
+    case OPT_HEAD:
+        if (!strcmp(v, "local"))
+            c->head = ST_HEAD_LOCAL;
+        else if (!strcmp(v, "sharded"))
+            c->head = ST_HEAD_SHARDED;
+        else
+            return s_bad("--head", v);
+        break;
     case OPT_DISCOVERY_PORT:
         if (!st_parse_int(v, 0, 65535, &c->discovery_port)) return s_bad("--discovery-port", v);
         break;

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
 
     /* load: attention and the head run here, packed for the kernels; the experts stay as the file
      * has them, to be pushed to the nodes and, for a fallback, computed in that layout */
-    st_model_t *m = st_model_load_streaming(a.model);
+    st_model_t *m = st_model_load_streaming(a.model, o.head == ST_HEAD_LOCAL); /* a sharded head stays mapped */
     st_coord_t *c = NULL;
     if (m) {
         char desc[512];

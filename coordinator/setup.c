@@ -34,6 +34,8 @@ struct st_coord {
     st_node_addr_t *addrs; /* the nodes given at the start */
     int n_addrs;
     st_cluster_t *cl;
+    st_remote_head_t *rh; /* the head sharded over the nodes (NULL: here) */
+    bool head_decided;
     st_expert_hashes_t *hashes;
     st_placement_t *pl; /* NULL: no node placed yet */
     st_remote_moe_t *rm;
@@ -192,6 +194,31 @@ typedef struct {
     int defer;         /* node whose ASSIGN goes out only after the others have their experts, or -1 */
 } place_how_t;
 
+/* --head: sharded or here, decided once at the first placement over `up` nodes. */
+static void s_head_decide(st_coord_t *c, int up) {
+    c->head_decided = true;
+    if (c->o.head == ST_HEAD_LOCAL) return;
+    const uint64_t slice = st_remote_head_slice_bytes(c->m, up);
+    bool room = true;
+    for (int i = 0; i < st_cluster_n_nodes(c->cl); i++) {
+        const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
+        if (st_cluster_is_up(c->cl, i) && inv && inv->mem_budget / 4 < slice) room = false;
+    }
+    if (c->o.head == ST_HEAD_AUTO && !room) {
+        st_log(ST_LOG_INFO, "head: computed here (--head local): a slice of %llu B is over a quarter of a node's --mem",
+               (unsigned long long)slice);
+        return;
+    }
+    if (!room)
+        st_log(ST_LOG_WARN, "head: --head sharded with slices of %llu B: some node gives most of its --mem to it",
+               (unsigned long long)slice);
+    c->rh = st_remote_head_new(c->m, c->cl, (int)c->o.timeout_ms, (int)c->o.push_timeout_ms);
+    if (!c->rh)
+        st_log(ST_LOG_WARN, "head: no memory for the sharded head: computed here");
+    else
+        st_log(ST_LOG_INFO, "head: sharded over %d nodes (slices of %llu B at most)", up, (unsigned long long)slice);
+}
+
 /* Places the experts over the nodes and sends each node up its ASSIGN, then
  * pushes what it lacks. A node "holds" an expert when its INVENTORY showed
  * it with the right hash, or when it is in the share it was last assigned
@@ -257,6 +284,13 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
                inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
                (unsigned long long)n_held);
     }
+    /* the head's slice comes out of each node's budget first */
+    bool *take_head = calloc((size_t)N + 1, sizeof *take_head); /* nodes up that take a share */
+    for (int i = 0; take_head && i < N; i++) take_head[i] = st_cluster_is_up(c->cl, i) && !s_left(c, i);
+    if (!c->head_decided && n_in > 0) s_head_decide(c, n_in);
+    const uint64_t head_b = c->rh ? st_remote_head_slice_bytes(m, n_in) : 0;
+    for (int i = 0; head_b && take_head && i < N; i++)
+        if (take_head[i]) pn[i].mem_budget = pn[i].mem_budget > head_b ? pn[i].mem_budget - head_b : 0;
     uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
     for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
     if (rc == 0 && n_in > 0) { /* nobody up: no placement (NULL), every expert computed here */
@@ -326,6 +360,10 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
             }
         }
     }
+    /* the head's slices, over the nodes up now (they hold their ASSIGN) */
+    if (rc == 0 && n_in > 0 && c->rh && (!take_head || st_remote_head_place(c->rh, take_head, ca->quiet_push) < 0))
+        rc = 1;
+    free(take_head);
     st_cluster_assign_free(as, N);
     free(as);
     free(pn);
@@ -378,6 +416,7 @@ void st_coord_destroy(st_coord_t **cp) {
     if (!c) return;
     st_pair_destroy(&c->pair);
     st_remote_moe_destroy(&c->rm);
+    st_remote_head_destroy(&c->rh);
     st_placement_destroy(&c->pl);
     st_expert_hashes_destroy(&c->hashes);
     st_cluster_destroy(&c->cl);
@@ -393,6 +432,8 @@ int st_coord_setup(st_coord_t *c) {
     char path[4096];
     st_cluster_opts_t co = {.insecure = o->insecure, .timeout_ms = (int)o->timeout_ms, .id = o->id};
     co.max_frame = (int64_t)st_wire_max_result_frame(&c->shape) + 4096;
+    if (co.max_frame < (int64_t)ST_WIRE_MAX_FRAME + 4096)
+        co.max_frame = (int64_t)ST_WIRE_MAX_FRAME + 4096; /* head results */
     if (o->insecure)
         st_log(ST_LOG_WARN, "--insecure: traffic to the nodes is neither encrypted nor authenticated");
     else if (st_curve_load_secret(o->key_file, co.secret_key, co.public_key) < 0)
@@ -485,6 +526,10 @@ int st_coord_attach(st_coord_t *c, st_ctx_t *ctx) {
     if (!c->rm) return ST_ENOMEM;
     st_moe_backend_t b = st_remote_moe_backend(c->rm);
     st_ctx_set_moe(ctx, &b);
+    if (c->rh) {
+        st_head_backend_t hb = st_remote_head_backend(c->rh, ctx);
+        st_ctx_set_head(ctx, &hb);
+    }
     return 0;
 }
 
@@ -495,6 +540,7 @@ void st_coord_between_steps(st_coord_t *c) {
     if (c->pair && st_pair_take(c->pair) > 0) st_coord_reread(c, "pairing"); /* they join as on SIGHUP */
     st_cluster_maintain(c->cl);
     st_coord_join(c);
+    if (c->rh) st_remote_head_between_steps(c->rh);
 }
 
 void st_coord_idle(st_coord_t *c) {
@@ -732,6 +778,11 @@ void st_coord_print_stats(st_coord_t *c, FILE *f) {
     if (!c->rm) return;
     st_remote_moe_finish(c->rm);
     st_remote_moe_print_stats(c->rm, f);
+    if (c->rh)
+        st_remote_head_print_stats(c->rh, f);
+    else
+        fprintf(f, "cluster: head computed here (--head local): %zu B of head weights read per hidden state\n",
+                (size_t)c->m->output.row_bytes * (size_t)c->m->cfg.n_vocab);
 }
 
 void st_coord_save(st_coord_t *c) {

@@ -34,7 +34,16 @@
 #include "model.h"
 #include "placement.h"
 #include "experts.h"
+#include "remote_head.h"
 #include "remote_moe.h"
+
+/* --head: where the output head runs. */
+typedef enum {
+    ST_HEAD_AUTO = 0, /* sharded when every node up has room for its slice (4 x its size in --mem), else local */
+    ST_HEAD_LOCAL,    /* here (today's behaviour) */
+    ST_HEAD_SHARDED,  /* by vocabulary over the nodes up (remote_head.h) */
+    ST_HEAD_COUNT
+} st_head_mode_t;
 
 /* What the command line says (st-coordinator --help). */
 typedef struct {
@@ -51,6 +60,7 @@ typedef struct {
     double pin_fraction;
     uint32_t result_format; /* --wire: what the nodes return (st_remote_opts_t.result_format) */
     bool overlap;           /* --overlap on: decode steps of several sequences as two micro-batches */
+    st_head_mode_t head;    /* --head */
 } st_coord_opts_t;
 
 /* The nodes of --nodes and of the cluster file (malloc'd, *n of them), or
@@ -83,7 +93,8 @@ int st_coord_wait(st_coord_t *c);
 
 /* The largest batch one EXPERT_COMPUTE carries: n_batch capped to it. */
 int st_coord_max_batch(const st_coord_t *c, int n_batch);
-/* Creates the remote MoE backend for ctx and installs it (st_ctx_set_moe).
+/* Creates the remote MoE backend for ctx and installs it (st_ctx_set_moe);
+ * with the head sharded, the remote head backend too (st_ctx_set_head).
  * 0 or a negative ST_E* code. */
 int st_coord_attach(st_coord_t *c, st_ctx_t *ctx);
 

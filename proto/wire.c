@@ -918,9 +918,10 @@ static int s_check_refs(const st_wire_ref_t *r, uint32_t n, const st_wire_shape_
 }
 
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t cap) {
-    if (m->type == ST_MSG_HEAD_ASSIGN || m->type == ST_MSG_HEAD_PUT || m->type == ST_MSG_HEAD_COMPUTE ||
-        m->type == ST_MSG_HEAD_RESULT)
+    if (m->type == ST_MSG_HEAD_ASSIGN || m->type == ST_MSG_HEAD_PUT || m->type == ST_MSG_HEAD_COMPUTE)
         return s_why(why, cap, "%s is checked against the head's slice", st_wire_type_name(m->type));
+    if (m->type == ST_MSG_HEAD_RESULT) /* its frame: st_wire_check_head_result, against the request */
+        return frame_len <= ST_WIRE_MAX_FRAME ? 0 : s_why(why, cap, "head result frame of %zu B", frame_len);
     const bool has_frame =
         m->type == ST_MSG_SHARD_PUT || m->type == ST_MSG_EXPERT_COMPUTE || m->type == ST_MSG_EXPERT_RESULT;
     if (!has_frame && frame_len) return s_why(why, cap, "%s with a %zu B frame", st_wire_type_name(m->type), frame_len);

@@ -316,9 +316,10 @@ int st_wire_check_shape(const st_wire_shape_t *s, char *why, size_t why_cap);
 int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame_len, char *why, size_t why_cap);
 
 /* The head messages need the head's shape and the slice, which st_wire_check
- * does not know: checks a HEAD_ASSIGN's own fields against n_embd; a
- * HEAD_PUT against the assigned slice a; a HEAD_COMPUTE against a (ids below
- * n_vocab, finite parameters, the frame's size). 0 or ST_EPROTO with why. */
+ * does not know (it refuses the requests, and passes a HEAD_RESULT whose
+ * frame fits ST_WIRE_MAX_FRAME: st_wire_check_head_result checks it): checks a HEAD_ASSIGN's own fields against n_embd;
+ * a HEAD_PUT against the assigned slice a; a HEAD_COMPUTE against a (ids below n_vocab, finite parameters, the frame's
+ * size). 0 or ST_EPROTO with why. */
 int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_head_assign_t *a, size_t frame_len,
                        char *why, size_t why_cap);
 /* Checks a HEAD_RESULT against the request it answers (req) and the slice a:

@@ -111,6 +111,21 @@ static void s_same(const run_t *want, const run_t *got, const char *what) {
     }
 }
 
+/* The --stats line of the sharded head: the nodes serving it, and the head
+ * bytes read here per hidden state (fallback). */
+static int s_head_nodes(const char *err, double *read_here) {
+    const char *p = strstr(err, "cluster: head sharded over ");
+    cr_assert_not_null(p, "the head is not sharded:\n%s", err);
+    int n = -1;
+    double wire, out, in;
+    cr_assert_eq(sscanf(p,
+                        "cluster: head sharded over %d nodes: per hidden state %lf B on the wire (%lf out, %lf in), "
+                        "%lf B of head weights read here",
+                        &n, &wire, &out, &in, read_here),
+                 5, "%.300s", p);
+    return n;
+}
+
 /* The whole matrix for one model: 1, 2, 3, 5 nodes. */
 static void s_matrix_model(const char *model) {
     char dir[] = "/tmp/st-test-ref-XXXXXX";
@@ -129,6 +144,9 @@ static void s_matrix_model(const char *model) {
         s_same(&ref, &r1, what);
         cr_assert_gt(st_test_pushed(r1.err), 0, "%s: nothing pushed to fresh stores", what);
         cr_assert_eq(s_check_round_trips(r1.err, counts[k]), N_PREDICT - 1, "%s: decode tokens in --stats", what);
+        double head_here;
+        cr_assert_eq(s_head_nodes(r1.err, &head_here), counts[k], "%s: the head is not on every node", what);
+        cr_assert_eq(head_here, 0.0, "%s: head rows computed here with every node up", what);
         snprintf(what, sizeof what, "%d node(s), second run", counts[k]);
         run_t r2 = s_run(c.dir, "run2", model, nodes, "");
         s_same(&ref, &r2, what);
@@ -167,6 +185,53 @@ Test(cluster, q4_k_s_matches_st_run_on_1_2_3_5_nodes, .timeout = 300) {
     static char model[1200];
     if (!st_test_quantized_model(synth, "Q4_K_S", model, sizeof model)) cr_skip_test("llama-quantize not available");
     s_matrix_model(model);
+}
+
+/* The output head sharded by vocabulary (issue 18): the matrices above show
+ * it on every node with the greedy tokens and all logits of st-run; here
+ * seeded sampling with top-k, top-p, min-p and the three penalties gives
+ * st-run's tokens on 1, 2, 3 and 5 nodes, and --head local (the head here)
+ * the same. Five nodes are started once; a run on k of them lists the first k. */
+Test(cluster, sharded_head_samples_like_st_run_on_1_2_3_5_nodes, .timeout = 400) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "11", NULL};
+    const char *model = s_model(synth);
+    const char *sampling = "--temp 0.9 --seed 1234 --top-k 50 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.3 "
+                           "--presence-penalty 0.4 --frequency-penalty 0.3";
+    char dir[] = "/tmp/st-test-ref-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    run_t ref = s_run(dir, "ref", model, NULL, sampling);
+    cr_assert_eq(ref.status, 0, "st-run failed:\n%s", ref.err);
+    cluster_t c;
+    s_cluster_start(&c, 5);
+    char all[1024];
+    s_node_list(&c, all, sizeof all);
+    const int counts[] = {1, 2, 3, 5};
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        char nodes[1024], extra[512], what[64], tag[16];
+        snprintf(nodes, sizeof nodes, "%s", all);
+        char *cut = nodes;
+        for (int i = 0; i < counts[k] && cut; i++) cut = strchr(cut + 1, ',');
+        if (cut) *cut = '\0'; /* the first counts[k] URLs */
+        snprintf(extra, sizeof extra, "%s --stats --head sharded", sampling);
+        snprintf(tag, sizeof tag, "s%d", counts[k]);
+        snprintf(what, sizeof what, "sampling on %d node(s)", counts[k]);
+        run_t r = s_run(c.dir, tag, model, nodes, extra);
+        s_same(&ref, &r, what);
+        double head_here;
+        cr_assert_eq(s_head_nodes(r.err, &head_here), counts[k], "%s", what);
+        cr_assert_eq(head_here, 0.0, "%s: head rows computed here", what);
+        s_run_free(&r);
+    }
+    char extra[512];
+    snprintf(extra, sizeof extra, "%s --stats --head local", sampling);
+    run_t loc = s_run(c.dir, "local", model, all, extra);
+    s_same(&ref, &loc, "--head local");
+    cr_assert_null(strstr(loc.err, "head sharded"), "--head local sharded the head:\n%s", loc.err);
+    cr_assert_not_null(strstr(loc.err, "cluster: head computed here (--head local)"), "%s", loc.err);
+    s_run_free(&loc);
+    s_cluster_stop(&c);
+    s_run_free(&ref);
+    st_test_system("rm -rf '%s'", dir);
 }
 
 /* Counts the distinct ffn_down_exps types of model's layers (printing them). */

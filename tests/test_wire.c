@@ -1056,6 +1056,10 @@ Test(wire, head_requests_checked_against_the_slice) {
     cr_assert_eq(st_wire_check_head(&m, 64, &a, 2 * 64 * 4, why, sizeof why), 0, "%s", why);
     cr_assert_eq(st_wire_check_head(&m, 64, &a, 2 * 64 * 4 - 1, why, sizeof why), ST_EPROTO);
     cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), ST_EPROTO); /* not the expert check's */
+    const st_wire_shape_t sh = s_shape();
+    st_wire_msg_t res = s_example(ST_MSG_HEAD_RESULT); /* passed on to st_wire_check_head_result */
+    cr_assert_eq(st_wire_check(&res, &sh, 48, why, sizeof why), 0, "%s", why);
+    cr_assert_eq(st_wire_check(&res, &sh, ST_WIRE_MAX_FRAME + 1, why, sizeof why), ST_EPROTO);
     uint32_t bad_id[3] = {5, 260, 1000}, bad_n[2] = {2, 0}, zero[3] = {1, 0, 7};
     float nan_t[2] = {NAN, 0.0f}, neg_rp[2] = {0.0f, 1.0f};
     b = m, b.head_compute.pen_id = bad_id;

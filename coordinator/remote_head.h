@@ -1,0 +1,74 @@
+/* remote_head: the output head sharded by vocabulary over the nodes (an
+ * st_head_backend_t).
+ *
+ * st_remote_head_place() cuts the vocabulary into one slice of rows per node
+ * up (equal, in multiples of 16 rows), sends each node its HEAD_ASSIGN and
+ * pushes the rows it lacks in hashed HEAD_PUT chunks; a node whose store
+ * already holds its slice (a restart) gets nothing pushed. The rows are the
+ * file's bytes in the file's type.
+ *
+ * Per step the backend sends every node that holds a slice one HEAD_COMPUTE
+ * with the hidden states after the output norm, checks each reply
+ * (st_wire_check_head_result) and copies the slice's logits into place. The
+ * slice of a node that is down, refuses, answers wrongly or misses its
+ * deadline is computed here from the model's own head (left mapped: only the
+ * pages of that slice are read), so the logits are the single process's bits
+ * whoever computed them. When nothing needs whole logits (st_ctx_defer_head:
+ * no --logits-out, no grammar), a draw sends the hidden state and the
+ * sampler's penalty window instead and gets each slice's best candidates
+ * with its maximum and sums, merged by st_sampler_sample_parts (st-run's
+ * token; more candidates or the whole logits are asked for when those sent
+ * do not decide it). A node that lost its slice (it restarted) gets its
+ * HEAD_ASSIGN again between steps and serves it again once it has it.
+ */
+#ifndef ST_REMOTE_HEAD_H
+#define ST_REMOTE_HEAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "cluster.h"
+#include "forward.h"
+#include "model.h"
+
+typedef struct st_remote_head st_remote_head_t;
+
+/* For model m over cluster cl (both borrowed, must outlive it); timeout_ms:
+ * deadline of one HEAD_COMPUTE (and of a HEAD_ASSIGN); push_timeout_ms: of
+ * each pushed chunk's ack. NULL on no memory. */
+st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int timeout_ms, int push_timeout_ms);
+void st_remote_head_destroy(st_remote_head_t **h);
+
+/* Bytes of the largest slice with n nodes holding one (what each node's
+ * budget gives up for it). */
+uint64_t st_remote_head_slice_bytes(const st_model_t *m, int n);
+
+/* Cuts the vocabulary over the nodes up with take[i] set (one per node of
+ * the cluster), assigns each its slice and pushes what it lacks (a progress
+ * line on stderr unless quiet). Returns how many nodes hold a slice (0: the
+ * head stays here), or a negative ST_E* code. */
+int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet);
+/* Between steps: nodes up that lost their slice are assigned it again
+ * (served again once their store has it; the rest stays computed here). */
+void st_remote_head_between_steps(st_remote_head_t *h);
+
+/* The backend to install with st_ctx_set_head(ctx, ...); ctx computes the
+ * fallback slices (it must be the context whose head is replaced). */
+st_head_backend_t st_remote_head_backend(st_remote_head_t *h, st_ctx_t *ctx);
+
+typedef struct {
+    uint64_t calls, rows;           /* logits() calls, hidden states (one per sequence and step) */
+    uint64_t bytes_out, bytes_in;   /* HEAD_COMPUTE and HEAD_RESULT, envelopes and frames */
+    uint64_t fallback_rows;         /* vocabulary rows x hidden states computed here */
+    uint64_t fallback_weight_bytes; /* head bytes read here for them */
+    uint64_t push_bytes;            /* slice bytes pushed */
+    double wait_ms;                 /* waiting for the nodes' head results */
+    uint64_t asked_again;           /* draws that needed more candidates */
+    uint64_t whole;                 /* draws that needed the whole logits */
+} st_remote_head_totals_t;
+const st_remote_head_totals_t *st_remote_head_totals(const st_remote_head_t *h);
+/* --stats: the head's share of the wire and of the weights read here. */
+void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f);
+
+#endif
