@@ -503,6 +503,7 @@ st_sched_t *st_sched_new(st_ctx_t *c, int parallel, int queue_max, int n_ctx, si
      * single process, status "ok", until the scheduler's first refresh. */
     double never = -1e300;
     if (s->nodes_json) s_view_refresh(s, &never);
+    s_check_waiting(s); /* /health says "waiting" from its first answer, not from the thread's first pass */
     if (!s->active || !s->seqs || !s->gen || !s->nodes_json || pthread_create(&s->th, NULL, s_thread, s) != 0) {
         st_sched_destroy(&s);
         return NULL;

@@ -13,13 +13,7 @@
 
 static st_model_t *s_m;
 
-static void s_setup(void) {
-    char path[1024];
-    const char *args[] = {"--type", "f32", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path));
-    s_m = st_model_load(path);
-    cr_assert_not_null(s_m);
-}
+static void s_setup(void) { s_m = st_test_load_path(st_test_tiny_model()); }
 static void s_teardown(void) { st_model_destroy(&s_m); }
 TestSuite(chat_fit, .init = s_setup, .fini = s_teardown);
 

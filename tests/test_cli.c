@@ -23,13 +23,6 @@
 
 #define ST_RUN ST_BINARY_DIR "/st-run"
 
-static const char *s_tiny(void) {
-    static char path[1024];
-    const char *const args[] = {"--type", "f32", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path));
-    return path;
-}
-
 /* Runs cmd, captures stdout into out (NUL-terminated), returns the exit status. */
 static int s_run(char *out, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int s_run(char *out, size_t cap, const char *fmt, ...) {
@@ -85,7 +78,7 @@ Test(cli, missing_or_broken_model_fails_cleanly) {
 Test(cli, json_chat_greedy_matches_llama_cpp) {
     static char out[65536];
     cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 --json -t 2 2>/dev/null",
-                       st_test_run_prefix(), ST_RUN, s_tiny()),
+                       st_test_run_prefix(), ST_RUN, st_test_tiny_model()),
                  0);
     cJSON *j = cJSON_Parse(out);
     cr_assert_not_null(j, "not JSON: %s", out);
@@ -100,7 +93,7 @@ Test(cli, json_chat_greedy_matches_llama_cpp) {
 Test(cli, streamed_text_equals_json_text) {
     static char out[65536];
     cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 4 --temp 0 -t 2 2>/dev/null",
-                       st_test_run_prefix(), ST_RUN, s_tiny()),
+                       st_test_run_prefix(), ST_RUN, st_test_tiny_model()),
                  0);
     cr_assert_str_eq(out, "𝖖 inconvenient (# moderators\n");
 }
@@ -108,7 +101,7 @@ Test(cli, streamed_text_equals_json_text) {
 Test(cli, n0_json_prints_only_the_prompt_ids) {
     static char out[65536];
     cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p 'hi there' --chat -n 0 --json 2>/dev/null",
-                       st_test_run_prefix(), ST_RUN, s_tiny()),
+                       st_test_run_prefix(), ST_RUN, st_test_tiny_model()),
                  0);
     cJSON *j = cJSON_Parse(out);
     cr_assert_not_null(j);
@@ -118,9 +111,9 @@ Test(cli, n0_json_prints_only_the_prompt_ids) {
     cr_assert_str_eq(cJSON_GetObjectItem(j, "text")->valuestring, "");
     cJSON_Delete(j);
     /* the empty prompt: no tokens, nothing to run, still valid JSON */
-    cr_assert_eq(
-        s_run(out, sizeof out, "%s%s -m '%s' -p '' -n 0 --json 2>/dev/null", st_test_run_prefix(), ST_RUN, s_tiny()),
-        0);
+    cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' -p '' -n 0 --json 2>/dev/null", st_test_run_prefix(), ST_RUN,
+                       st_test_tiny_model()),
+                 0);
     j = cJSON_Parse(out);
     cr_assert_not_null(j);
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(j, "prompt_tokens")), 0);
@@ -131,7 +124,7 @@ Test(cli, logits_out_has_one_row_per_prompt_position) {
     static char out[4096];
     const char *file = "/tmp/st-cli-logits.bin";
     cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' --tokens 785,3974,13876,38835 --logits-out %s -t 2 2>/dev/null",
-                       st_test_run_prefix(), ST_RUN, s_tiny(), file),
+                       st_test_run_prefix(), ST_RUN, st_test_tiny_model(), file),
                  0);
     struct stat sb;
     cr_assert_eq(stat(file, &sb), 0);
@@ -298,7 +291,7 @@ Test(cli, hello_timeout_message_names_the_wait_really_used, .timeout = 120) {
     int rc = S_RUN_ERR(out,
                        "%s" ST_BINARY_DIR "/st-coordinator -m '%s' --nodes 127.0.0.1:9 --insecure "
                        "--timeout-ms 2000 --no-fallback -p hi -n 1 2>&1",
-                       st_test_run_prefix(), s_tiny());
+                       st_test_run_prefix(), st_test_tiny_model());
     cr_assert_eq(rc, 1, "%s", out);
     cr_assert(strstr(out, "no answer to HELLO within 5000 ms") &&
                   strstr(out, "a first contact waits 5000 ms, not --timeout-ms 2000"),

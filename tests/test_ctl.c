@@ -30,13 +30,6 @@
 
 TestSuite(ctl, .fini = st_test_kill_all);
 
-static const char *s_tiny(void) {
-    static char path[1024];
-    const char *args[] = {"--type", "f32", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path));
-    return path;
-}
-
 /* ---- HTTP through curl(1): the coordinator is a separate process anyway ----------- */
 
 typedef struct {
@@ -115,7 +108,7 @@ static char *s_complete(const coord_t *c, int n) {
 /* st-run's text for the same prompt: the reference. */
 static char *s_reference(const char *dir, int n) {
     char args[1024];
-    snprintf(args, sizeof args, "-m '%s' -p '%s' --temp 0 -n %d -t 1 --json", s_tiny(), PROMPT, n);
+    snprintf(args, sizeof args, "-m '%s' -p '%s' --temp 0 -n %d -t 1 --json", st_test_tiny_model(), PROMPT, n);
     st_test_run_t r = st_test_run(dir, "ref", NULL, "st-run", args, 300);
     cr_assert_eq(r.status, 0, "st-run: %s", r.err);
     cJSON *o = cJSON_Parse(r.out);
@@ -156,7 +149,7 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     snprintf(log, sizeof log, "%s/coord.log", cl.dir);
     snprintf(cmd, sizeof cmd,
              "exec '%s/st-coordinator' -m '%s' %s --http 127.0.0.1:0 --api-key " KEY " -t 1 --state-dir '%s'",
-             ST_BINARY_DIR, s_tiny(), flags, cl.dir);
+             ST_BINARY_DIR, st_test_tiny_model(), flags, cl.dir);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     int out;
     pid_t pid = st_test_spawn(argv, &out, log, SIGTERM);

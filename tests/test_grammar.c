@@ -307,10 +307,7 @@ Test(grammar, random_byte_walks_end_complete_and_validate, .timeout = 60) {
 /* ---- the vocabulary ------------------------------------------------------------------ */
 
 static st_tokenizer_t *s_tokenizer(void) {
-    static char path[1024];
-    const char *args[] = {"--type", "f32", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path));
-    st_gguf_t *gg = st_gguf_open(path);
+    st_gguf_t *gg = st_gguf_open(st_test_tiny_model());
     cr_assert_not_null(gg);
     st_tokenizer_t *tok = st_tokenizer_from_gguf(gg, NULL);
     st_gguf_destroy(&gg);

@@ -52,19 +52,12 @@ static void teardown(void) {
 
 TestSuite(late_nodes, .init = setup, .fini = teardown, .timeout = 240);
 
-static const char *s_model(void) {
-    static char path[1024];
-    const char *args[] = {"--type", "f32", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    return path;
-}
-
 /* st-run's text (--json) for the prompt: the reference. */
 static char *s_reference(void) {
     char out[300];
     snprintf(out, sizeof out, "%s/ref.json", g_dir);
     cr_assert_eq(st_test_system("timeout 60 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, s_model(), PROMPT, N_PREDICT, out),
+                                BIN, st_test_tiny_model(), PROMPT, N_PREDICT, out),
                  0);
     cJSON *o = st_test_read_json(out);
     cr_assert_not_null(o);
@@ -115,8 +108,10 @@ typedef struct {
 /* Starts st-coordinator --http 127.0.0.1:0 with the given cluster flags and
  * waits up to 30 s for its "serving on" line. */
 static void s_coord_start(coord_t *c, const char *const *flags) {
-    const char *argv[40] = {BIN "/st-coordinator", "-m",       s_model(), "--state-dir", g_dir, "--quiet-push",
-                            "--timeout-ms",        TIMEOUT_MS, "--http",  "127.0.0.1:0", "-t",  "1"};
+    const char *argv[40] = {BIN "/st-coordinator", "-m",       st_test_tiny_model(),
+                            "--state-dir",         g_dir,      "--quiet-push",
+                            "--timeout-ms",        TIMEOUT_MS, "--http",
+                            "127.0.0.1:0",         "-t",       "1"};
     int n = 12;
     for (int i = 0; flags[i]; i++) argv[n++] = flags[i];
     argv[n] = NULL;
@@ -415,13 +410,13 @@ Test(late_nodes, min_nodes_timeout_goes_on_with_the_nodes_up) {
     snprintf(out, sizeof out, "%s/coord.out", g_dir);
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     cr_assert_eq(st_test_system("timeout 60 '%s/st-run' -m '%s' -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2>/dev/null",
-                                BIN, s_model(), PROMPT, N_PREDICT, ref),
+                                BIN, st_test_tiny_model(), PROMPT, N_PREDICT, ref),
                  0);
     const double t0 = st_now_ms();
     int st = st_test_system("timeout 120 '%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' "
                             "--state-dir '%s' --quiet-push --timeout-ms 1000 --min-nodes 2 --min-nodes-timeout 2 "
                             "-p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-                            BIN, s_model(), g_dir, g_dir, g_dir, PROMPT, N_PREDICT, out, err);
+                            BIN, st_test_tiny_model(), g_dir, g_dir, g_dir, PROMPT, N_PREDICT, out, err);
     const double ms = st_now_ms() - t0;
     char *e = st_file_read(err, 0, NULL), *o = st_file_read(out, 0, NULL), *r = st_file_read(ref, 0, NULL);
     cr_assert_eq(st, 0, "%s", e);
@@ -433,7 +428,7 @@ Test(late_nodes, min_nodes_timeout_goes_on_with_the_nodes_up) {
 
     st = st_test_system("'%s/st-coordinator' -m '%s' --cluster '%s/cluster' --key '%s/coord.key' "
                         "--min-nodes 3 -p hi 2> '%s'",
-                        BIN, s_model(), g_dir, g_dir, err);
+                        BIN, st_test_tiny_model(), g_dir, g_dir, err);
     e = st_file_read(err, 0, NULL);
     cr_assert_eq(st, 2, "%s", e);
     cr_assert_not_null(strstr(e, "--min-nodes 3, but the cluster file lists 2 node(s)"), "%s", e);

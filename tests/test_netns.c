@@ -170,14 +170,6 @@ static void s_cluster(void) {
     }
 }
 
-static const char *s_model(void) {
-    static char path[1024];
-    const char *args[] = {"--type",         "q4_0", "--hidden",     "512", "--layers", "4", "--experts", "16",
-                          "--experts-used", "4",    "--expert-ffn", "512", "--seed",   "5", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    return path;
-}
-
 typedef struct {
     st_test_run_t r;
     double ms;
@@ -229,7 +221,7 @@ static double s_max_wait(const char *err, unsigned long long *waits) {
 
 Test(netns, shaped_links_loss_and_a_healed_partition_keep_the_tokens) {
     s_require();
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char *ref = st_test_reference(g_c.dir, model, PROMPT, N_PREDICT);
 
     double t = st_now_ms();

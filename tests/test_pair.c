@@ -61,14 +61,6 @@ static void teardown(void) {
 
 TestSuite(pair, .init = setup, .fini = teardown, .timeout = 300);
 
-static const char *s_model(void) {
-    static char path[1024];
-    const char *args[] = {"--type",         "q4_0", "--hidden",     "512", "--layers", "4", "--experts", "16",
-                          "--experts-used", "4",    "--expert-ffn", "512", "--seed",   "5", NULL};
-    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
-    return path;
-}
-
 /* st-run's output for the prompt: the reference every cluster run must match. */
 static char *s_reference(const char *model) {
     char path[300];
@@ -252,7 +244,7 @@ static void s_code_file_is(const char *code) {
 }
 
 Test(pair, wrong_codes_are_refused_logged_and_limited) {
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char err[300], code[ST_PAKE_CODE_BUF], code2[ST_PAKE_CODE_BUF], url[128];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     char extra[400];
@@ -324,7 +316,7 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
 }
 
 Test(pair, replayed_and_tampered_proofs_are_refused) {
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char err[300], code[ST_PAKE_CODE_BUF], url[128];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     pid_t coord = s_coord_start(NULL, model, "coord.key", "--pair tcp://127.0.0.1:* --discovery-port 0", 1, "coord");
@@ -394,7 +386,7 @@ static cJSON *s_health(int http) {
  * /health (behind the API key) says it waits and carries the code; a board
  * pairs with it and the cluster is ready. */
 Test(pair, health_shows_the_pairing_code_and_waits_for_a_board) {
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char err[300], code[ST_PAKE_CODE_BUF], url[128], out[300], cmd[2048];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     snprintf(out, sizeof out, "%s/coord.out", g_dir);
@@ -449,7 +441,7 @@ Test(pair, health_shows_the_pairing_code_and_waits_for_a_board) {
  * running coordinator replaces its line and key and the board rejoins, its
  * share pushed again. */
 Test(pair, a_board_that_pairs_again_with_a_new_key_rejoins) {
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char err[300], code[ST_PAKE_CODE_BUF], url[128], out[300], cmd[2048];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     snprintf(out, sizeof out, "%s/coord.out", g_dir);
@@ -566,7 +558,7 @@ static char *s_coord_finish(pid_t pid, const char *tag) {
 }
 
 Test(pair, boards_discover_pair_serve_and_restart_without_pairing) {
-    const char *model = s_model();
+    const char *model = st_test_cluster_model();
     char *ref = s_reference(model);
     s_bridge();
     char err[300], code[ST_PAKE_CODE_BUF];

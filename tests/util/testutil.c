@@ -87,6 +87,21 @@ const char *st_test_model(const char *const *args, char *path, size_t cap) {
     return path;
 }
 
+const char *st_test_tiny_model(void) {
+    static char path[1024];
+    cr_assert_not_null(st_test_model(ST_SYNTH("--type", "f32"), path, sizeof path), "st-synth failed");
+    return path;
+}
+
+const char *st_test_cluster_model(void) {
+    static char path[1024];
+    cr_assert_not_null(st_test_model(ST_SYNTH("--type", "q4_0", "--hidden", "512", "--layers", "4", "--experts", "16",
+                                              "--experts-used", "4", "--expert-ffn", "512", "--seed", "5"),
+                                     path, sizeof path),
+                       "st-synth failed");
+    return path;
+}
+
 st_model_t *st_test_load_path(const char *path) {
     st_model_t *m = st_model_load(path);
     cr_assert_not_null(m, "cannot load %s", path);

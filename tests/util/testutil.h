@@ -29,6 +29,13 @@ const char *st_test_model(const char *const *synth_args, char *path, size_t cap)
 /* st-synth arguments in place, NULL-terminated: ST_SYNTH("--type", "q4_0"). */
 #define ST_SYNTH(...) ((const char *const[]){__VA_ARGS__, NULL})
 
+/* Paths of the two models most tests use, made on first use; each fails the
+ * test when st-synth fails. The tiny one: `st-synth --type f32` (the demo
+ * shape). The cluster one: Q4_0, 512 wide, 4 layers of 16 experts (4 used),
+ * seed 5, big enough that shares and pushes take real messages. */
+const char *st_test_tiny_model(void);
+const char *st_test_cluster_model(void);
+
 /* The model `st-synth ARGS...` makes (st_test_model), loaded; fails the test
  * when it cannot be made or loaded. The caller destroys it. */
 st_model_t *st_test_load(const char *const *synth_args);
