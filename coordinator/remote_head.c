@@ -4,6 +4,8 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "st_log.h"
 
@@ -214,6 +216,18 @@ static void s_assign(st_remote_head_t *h, const bool *want, push_ctx_t *x) {
         if (h->rids[i]) x->pushing[i] = false; /* no answer: the slice stays here */
 }
 
+/* The head's pages, read to hash and push the slices, leave this process
+ * (the file's pages stay in the page cache): its resident memory is then
+ * the head's only where a fallback reads it. Whole pages inside the matrix
+ * only: a neighbour's packed (private, written) pages must stay. */
+static void s_drop_pages(const st_remote_head_t *h, uint32_t lo, uint32_t hi) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)s_rows(h, lo) + page - 1) & ~(page - 1);
+    const uintptr_t b = (uintptr_t)s_rows(h, hi) & ~(page - 1);
+    if (h->m->head_mapped && b > a && madvise((void *)a, b - a, MADV_DONTNEED) != 0)
+        st_log(ST_LOG_DEBUG, "head pages not dropped: madvise failed");
+}
+
 int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet) {
     if (s_follow_cluster(h) < 0) return ST_ENOMEM;
     const int N = h->N;
@@ -236,10 +250,12 @@ int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet) {
             .n_vocab = V, .type = (uint32_t)h->m->output.type, .lo = s_bound(V, k, up), .hi = s_bound(V, k + 1, up)};
         k++;
         st_wire_hash(s_rows(h, nd->a.lo), (size_t)(nd->a.hi - nd->a.lo) * h->m->output.row_bytes, nd->a.hash);
+        s_drop_pages(h, nd->a.lo, nd->a.hi); /* one slice resident at a time */
         nd->has = want[i] = true;
     }
     s_assign(h, want, &x);
     int rc = s_push_rounds(h, &x, quiet);
+    s_drop_pages(h, 0, V);
     int serving = 0;
     for (int i = 0; i < N; i++) serving += h->nodes[i].serves;
     if (up)
