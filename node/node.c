@@ -890,7 +890,8 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
     const uint32_t E = n->shape.n_embd, rows = n->head.hi - n->head.lo, S = c->n_seq;
     const uint32_t k = c->full ? rows : (c->n_cand < rows ? c->n_cand : rows);
     const uint32_t chunk = S < (uint32_t)n->batch ? S : (uint32_t)n->batch;
-    const size_t tmp = ((size_t)S * E + (size_t)chunk * rows) * sizeof(float);
+    const size_t out_bytes = (size_t)S * k * (c->full ? 4u : 8u);
+    const size_t tmp = ((size_t)S * E + (size_t)chunk * rows) * sizeof(float) + out_bytes; /* with the reply */
     if (st_lru_charge(n->lru, (int64_t)tmp)) return s_reply_error(n, rx, ST_ENOMEM, "no room in --mem for the logits");
     float *x = malloc((size_t)S * E * sizeof(float)), *y = malloc((size_t)chunk * rows * sizeof(float));
     const size_t nc = c->full ? 1 : k;
@@ -898,7 +899,6 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
     int32_t *cid = malloc(nc * sizeof(int32_t));
     double *sum = malloc(S * 2 * sizeof(double));
     zmq_msg_t out;
-    const size_t out_bytes = (size_t)S * k * (c->full ? 4u : 8u);
     int rc = !x || !y || !mx || !sum || !cid || !cval || zmq_msg_init_size(&out, out_bytes) ? ST_ENOMEM : 0;
     if (!rc) {
         memcpy(x, frame, (size_t)S * E * sizeof(float));

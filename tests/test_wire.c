@@ -1160,3 +1160,48 @@ Test(wire, head_results_need_a_sequence) {
     len = s_encode(&m, buf, sizeof buf);
     cr_assert_eq(st_wire_decode(buf, len, &d, why, sizeof why), ST_EPROTO);
 }
+
+/* Random corruption of a valid head result (frame and lists): never a
+ * crash or a read past the frame (ASan), and whatever is accepted keeps
+ * the promises the coordinator relies on. */
+Test(wire, head_result_fuzz_keeps_the_invariants) {
+    const st_wire_head_assign_t a = s_head();
+    st_wire_msg_t req = s_example(ST_MSG_HEAD_COMPUTE);
+    req.head_compute.n_cand = 3;
+    const uint32_t ids0[3] = {210, 205, 449}, ids1[3] = {300, 301, 200};
+    const float l0[3] = {3.5f, 2.0f, 2.0f}, l1[3] = {-1.25f, -1.25f, -7.0f};
+    uint8_t good[48];
+    s_cands(good, ids0, l0, 3);
+    s_cands(good + 24, ids1, l1, 3);
+    srand(18);
+    int accepted = 0;
+    for (int it = 0; it < 20000; it++) {
+        st_wire_msg_t m = s_example(ST_MSG_HEAD_RESULT);
+        float mx[2];
+        double sum[2], st[2];
+        memcpy(mx, g_max, sizeof mx), memcpy(sum, g_sum, sizeof sum), memcpy(st, g_sum_t, sizeof st);
+        m.head_result.max = mx, m.head_result.sum = sum, m.head_result.sum_temp = st;
+        size_t len = sizeof good - (rand() % 8 == 0 ? (size_t)(rand() % 48) : 0);
+        uint8_t *f = malloc(len ? len : 1); /* exact size: ASan sees any read past it */
+        memcpy(f, good, len);
+        const int flips = 1 + rand() % 3;
+        for (int k = 0; k < flips && len; k++) f[rand() % len] ^= (uint8_t)(1u << (rand() % 8));
+        if (rand() % 4 == 0) ((uint8_t *)sum)[rand() % sizeof sum] ^= (uint8_t)(1u << (rand() % 8));
+        if (rand() % 4 == 0) ((uint8_t *)mx)[rand() % sizeof mx] ^= (uint8_t)(1u << (rand() % 8));
+        char why[256];
+        if (st_wire_check_head_result(&m, &req.head_compute, &a, f, len, why, sizeof why) == 0) {
+            accepted++;
+            cr_assert_eq(len, sizeof good);
+            for (int s = 0; s < 2; s++)
+                for (int i = 0; i < 3; i++) {
+                    uint32_t id;
+                    float l;
+                    memcpy(&id, f + 24 * s + 8 * i, 4), memcpy(&l, f + 24 * s + 8 * i + 4, 4);
+                    cr_assert(id >= a.lo && id < a.hi && isfinite(l));
+                }
+            cr_assert(sum[0] >= 1.0 && sum[1] >= 1.0 && isfinite(mx[0]));
+        }
+        free(f);
+    }
+    cr_log_info("%d of 20000 corrupted head results accepted (a flip that keeps every invariant)", accepted);
+}
