@@ -209,6 +209,8 @@ st_expert_hashes_t *st_expert_hashes_new(const st_model_t *m, const st_wire_shap
     }
     h->m = m;
     h->fd = *st_gguf_path(m->gguf) ? open(st_gguf_path(m->gguf), O_RDONLY | O_CLOEXEC) : -1;
+    /* reads of whole matrices and chunks: readahead past them would outlive their drop */
+    if (h->fd >= 0) posix_fadvise(h->fd, 0, 0, POSIX_FADV_RANDOM);
     h->shape = *shape;
     h->n = (size_t)shape->n_layer * shape->n_expert;
     h->known = st_calloc(h->n, 1);
