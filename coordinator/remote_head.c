@@ -9,13 +9,15 @@
 
 #include "st_log.h"
 
-#define HEAD_ALIGN 16 /* slice bounds: whole packed groups (ST_PACK_MAX_ROWS) */
+#define HEAD_ALIGN 16        /* slice bounds: whole packed groups (ST_PACK_MAX_ROWS) */
+#define HEAD_RETRY_MS 2000.0 /* a node that lost its slice is assigned it again at most this often */
 
 typedef struct {
     st_wire_head_assign_t a;
-    bool has;    /* a slice was cut for this node */
-    bool serves; /* the node holds it: HEAD_COMPUTE goes there */
-    bool failed; /* this step's answer is unusable */
+    bool has;        /* a slice was cut for this node */
+    bool serves;     /* the node holds it: HEAD_COMPUTE goes there */
+    bool failed;     /* this step's answer is unusable */
+    double retry_ms; /* lost its slice: HEAD_ASSIGN again from then on (st_now_ms) */
     /* a draw's candidates from this slice (node's, or computed here) */
     st_sampler_cand_t *cand;
     uint32_t n_cand, cap;
@@ -270,8 +272,12 @@ void st_remote_head_between_steps(st_remote_head_t *h) {
     bool *want = calloc((size_t)h->N + 1, sizeof *want);
     push_ctx_t x = {h, calloc((size_t)h->N + 1, sizeof *x.pushing), calloc((size_t)h->N + 1, sizeof *x.restart)};
     bool any = false;
-    for (int i = 0; want && i < h->N; i++)
-        any |= want[i] = h->nodes[i].has && !h->nodes[i].serves && st_cluster_is_up(h->cl, i);
+    const double now = st_now_ms();
+    for (int i = 0; want && i < h->N; i++) {
+        hnode_t *nd = &h->nodes[i];
+        any |= want[i] = nd->has && !nd->serves && st_cluster_is_up(h->cl, i) && now >= nd->retry_ms;
+        if (want[i]) nd->retry_ms = now + HEAD_RETRY_MS; /* a node without its slice is not asked every step */
+    }
     if (any && x.pushing && x.restart) s_assign(h, want, &x); /* from its store only: no push mid-generation */
     free(want), free(x.pushing), free(x.restart);
 }

@@ -230,6 +230,8 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     cr_assert_eq(bytes, 0, "shards were sent to a node whose store was intact:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "3 of 3 nodes up;"), "%s", b.err);
     cr_assert_gt(st_test_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
+    cr_assert_not_null(strstr(b.err, "cluster: head sharded over 3 nodes"),
+                       "node 1 does not serve its head slice (from its store) after its rejoin:\n%s", b.err);
 
     run_t c = s_run_ex(model, "wipe", 2, 2, WIPE_AND_RESTART);
     cr_assert(c.killed_mid, "the generation was over before the node was killed");
