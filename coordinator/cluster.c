@@ -84,7 +84,15 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
     if (!nd->sock) return st_fail(ST_EIO, "zmq_socket: %s", zmq_strerror(zmq_errno()));
     int64_t max_frame = c->o.max_frame > ST_WIRE_MAX_ENVELOPE ? c->o.max_frame : ST_WIRE_MAX_ENVELOPE;
     int zero = 0, ivl = 100, ivl_max = 1000;
+    /* No receive limit (RCVHWM 0): libzmq 4.3.4 stops reading a connection
+     * whose receive queue is full, keeps it after a reset until the queue is
+     * read, and then aborts (`!_io_error`) when its heartbeat timer or a
+     * node's PING writes to it (zeromq/libzmq#4841). A node that floods us
+     * and resets could end the coordinator; with no limit the queue is never
+     * full, so that state never arises. The messages are read at every poll;
+     * each is at most max_frame (ZMQ_MAXMSGSIZE) either way. */
     if (st_wire_socket_limits(nd->sock, max_frame, 1000) < 0 ||
+        zmq_setsockopt(nd->sock, ZMQ_RCVHWM, &zero, sizeof zero) ||
         zmq_setsockopt(nd->sock, ZMQ_RCVTIMEO, &zero, sizeof zero) ||
         zmq_setsockopt(nd->sock, ZMQ_RECONNECT_IVL, &ivl, sizeof ivl) ||
         zmq_setsockopt(nd->sock, ZMQ_RECONNECT_IVL_MAX, &ivl_max, sizeof ivl_max))
@@ -99,7 +107,8 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
             return st_fail(ST_EINVAL, "CURVE keys for node %s refused: %s", nd->addr.url, zmq_strerror(zmq_errno()));
     }
     /* a dead node is noticed without waiting for a deadline: its connection drops
-     * (at once after kill -9; after the ZMTP heartbeat timeout when the link is cut) */
+     * (at once after kill -9; after the ZMTP heartbeat timeout when the link is cut
+     * or the node hangs). The heartbeat timer cannot hit #4841 with RCVHWM 0. */
     const int hb_ivl = CLUSTER_HB_MS, hb_timeout = 3 * CLUSTER_HB_MS, linger = 0;
     char ep[64];
     snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p-%d", (void *)c, c->n_mon++); /* nodes move (realloc) */

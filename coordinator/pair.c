@@ -356,11 +356,15 @@ st_pair_t *st_pair_new(const st_pair_opts_t *o, const uint8_t coord_key[ST_PAKE_
     p->udp = -1;
     memcpy(p->coord_key, coord_key, ST_PAKE_KEY);
     pthread_mutex_init(&p->mu, NULL);
-    const int maxmsg = ST_PAKE_MAX_MSG, linger = 0;
+    /* RCVHWM 0: a full receive queue is what lets a peer that floods PINGs
+     * and resets abort libzmq 4.3.4 (`!_io_error`, zeromq/libzmq#4841; see
+     * cluster.c). This thread reads at once and messages are small. */
+    const int maxmsg = ST_PAKE_MAX_MSG, linger = 0, unlimited = 0;
     size_t sz = sizeof p->endpoint;
     if (!(p->zctx = zmq_ctx_new()) || !(p->router = zmq_socket(p->zctx, ZMQ_ROUTER)) ||
         zmq_setsockopt(p->router, ZMQ_MAXMSGSIZE, &(int64_t){maxmsg}, sizeof(int64_t)) ||
-        zmq_setsockopt(p->router, ZMQ_LINGER, &linger, sizeof linger) || zmq_bind(p->router, o->url) != 0 ||
+        zmq_setsockopt(p->router, ZMQ_LINGER, &linger, sizeof linger) ||
+        zmq_setsockopt(p->router, ZMQ_RCVHWM, &unlimited, sizeof unlimited) || zmq_bind(p->router, o->url) != 0 ||
         zmq_getsockopt(p->router, ZMQ_LAST_ENDPOINT, p->endpoint, &sz) != 0) {
         st_fail(ST_EIO, "cannot listen for pairings on %s: %s", o->url, zmq_strerror(zmq_errno()));
         st_pair_destroy(&p);

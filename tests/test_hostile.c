@@ -1,0 +1,429 @@
+/* The coordinator against hostile peers (issue 12): a node that floods it
+ * and resets the connection, and anyone on the LAN at its pairing socket.
+ *
+ * libzmq 4.3.4 aborts (`!_io_error`, src/stream_engine_base.cpp:331) when it
+ * writes on a connection that was reset while its input was stopped by a
+ * full receive queue: from the ZMTP heartbeat timer, or to answer a peer's
+ * PING decoded once the queue is read again (zeromq/libzmq#4841). The peer
+ * here speaks raw ZMTP over TCP: it sends many small messages, each followed
+ * by a PING, and resets (SO_LINGER 0) before the coordinator has read them.
+ * After each try the same coordinator process must be alive, and after all
+ * of them its answer over HTTP must equal st-run's. ST_HOSTILE_TRIES sets the
+ * tries (default 8). */
+#include <cjson/cJSON.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "st_log.h"
+#include "testutil.h"
+
+#define BIN ST_BINARY_DIR
+#define WAIT_MS 30000
+#define PROMPT "The capital of France is"
+#define N_PREDICT 8
+
+static st_test_cluster_t g_c;
+
+static void setup(void) { st_log_set_level(ST_LOG_ERROR); }
+
+static void teardown(void) {
+    st_test_kill_all();
+    st_test_cluster_destroy(&g_c);
+}
+
+TestSuite(hostile, .init = setup, .fini = teardown, .timeout = 300);
+
+static const char *s_model(void) {
+    static char path[1024];
+    const char *args[] = {"--type",         "q4_0", "--hidden",     "256", "--layers", "2",  "--experts", "8",
+                          "--experts-used", "2",    "--expert-ffn", "256", "--seed",   "12", NULL};
+    cr_assert_not_null(st_test_model(args, path, sizeof path), "st-synth failed");
+    return path;
+}
+
+static int s_tries(void) {
+    const char *env = getenv("ST_HOSTILE_TRIES");
+    return env && atoi(env) > 0 ? atoi(env) : 8;
+}
+
+/* ---- the coordinator, serving over HTTP ------------------------------------- */
+
+typedef struct {
+    pid_t pid;
+    int port;
+    char log[300]; /* its stderr */
+} coord_t;
+
+/* st-coordinator -m MODEL --http 127.0.0.1:0 FLAGS; waits for "serving on". */
+static void s_coord_start(coord_t *c, const char *flags) {
+    snprintf(c->log, sizeof c->log, "%s/coord.log", g_c.dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "exec '%s/st-coordinator' -m '%s' --state-dir '%s' --quiet-push --http 127.0.0.1:0 -t 1 %s", BIN,
+             s_model(), g_c.dir, flags);
+    if (getenv("ST_HOSTILE_DEBUG")) strncat(cmd, " -v", sizeof cmd - strlen(cmd) - 1);
+    const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
+    int out = -1;
+    c->pid = st_test_spawn(argv, &out, c->log, SIGTERM);
+    char buf[512] = "";
+    size_t len = 0;
+    const double deadline = st_now_ms() + WAIT_MS;
+    const char *line;
+    while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
+        struct pollfd p = {out, POLLIN, 0};
+        int left = (int)(deadline - st_now_ms());
+        cr_assert_gt(left, 0, "no 'serving on' line (log %s)", c->log);
+        if (poll(&p, 1, left) <= 0) continue;
+        ssize_t r = read(out, buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(r, 0, "the coordinator exited before serving (log %s)", c->log);
+        len += (size_t)r;
+        buf[len] = '\0';
+    }
+    close(out);
+    cr_assert_eq(sscanf(line, "serving on http://127.0.0.1:%d/", &c->port), 1, "said: %s", line);
+}
+
+/* The end of the coordinator's log, for a failure message (static). */
+static const char *s_log_tail(const coord_t *c) {
+    static char tail[1200];
+    size_t len = 0;
+    char *s = st_file_read(c->log, 0, &len);
+    snprintf(tail, sizeof tail, "%s", s ? s + (len > sizeof tail - 1 ? len - (sizeof tail - 1) : 0) : "");
+    free(s);
+    return tail;
+}
+
+/* Resident memory of pid in MiB (VmRSS). */
+static double s_rss_mib(pid_t pid) {
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    cr_assert_not_null(f);
+    double kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %lf", &kb) == 1) break;
+    fclose(f);
+    return kb / 1024;
+}
+
+static void s_alive(const coord_t *c, const char *after) {
+    int st = st_test_wait(c->pid, 0);
+    cr_assert_lt(st, 0, "st-coordinator exited with %d after %s; its log ends:\n%s", st, after, s_log_tail(c));
+}
+
+/* The text of a greedy completion of PROMPT over HTTP (deadline 60 s). */
+static char *s_complete(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    char body[256], req[1024];
+    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"temperature\":0,\"max_tokens\":%d}", PROMPT, N_PREDICT);
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/completions HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n\r\n%s",
+                     strlen(body), body);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    const double deadline = st_now_ms() + 60000;
+    for (;;) {
+        struct pollfd p = {fd, POLLIN, 0};
+        int left = (int)(deadline - st_now_ms());
+        cr_assert_gt(left, 0, "no answer within 60 s");
+        if (poll(&p, 1, left) <= 0) continue;
+        if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
+        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    char *b = strstr(buf, "\r\n\r\n");
+    cr_assert(b && strstr(buf, " 200 "), "not a 200 answer: %.300s", buf);
+    cJSON *o = cJSON_Parse(b + 4);
+    cr_assert_not_null(o, "not JSON: %s", b + 4);
+    cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "text");
+    cr_assert(cJSON_IsString(t), "%s", b + 4);
+    char *text = strdup(t->valuestring);
+    cJSON_Delete(o);
+    free(buf);
+    return text;
+}
+
+/* st-run's text for PROMPT: what the coordinator must answer. */
+static char *s_reference(void) {
+    char *out = st_test_reference(g_c.dir, s_model(), PROMPT, N_PREDICT);
+    cJSON *o = cJSON_Parse(out);
+    cr_assert_not_null(o, "st-run --json: %s", out);
+    char *t = strdup(cJSON_GetObjectItem(o, "text")->valuestring);
+    cJSON_Delete(o);
+    free(out);
+    return t;
+}
+
+/* ---- a raw ZMTP 3.0 peer (NULL mechanism) ----------------------------------- */
+
+static bool s_write_all(int fd, const void *p, size_t n) {
+    for (const uint8_t *b = p; n > 0;) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return false; /* EAGAIN after SO_SNDTIMEO: the peer reads no more */
+        b += w, n -= (size_t)w;
+    }
+    return true;
+}
+
+/* Appends a short ZMTP frame (flags: 0 message, 0x04 command) to buf. */
+static size_t s_frame(uint8_t *buf, uint8_t flags, const void *body, size_t n) {
+    buf[0] = flags;
+    buf[1] = (uint8_t)n;
+    memcpy(buf + 2, body, n);
+    return n + 2;
+}
+
+static bool s_read_all(int fd, void *p, size_t n) {
+    for (uint8_t *b = p; n > 0;) {
+        ssize_t r = read(fd, b, n);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return false;
+        b += r, n -= (size_t)r;
+    }
+    return true;
+}
+
+/* Reads the peer's greeting and READY command (deadline 5 s): its handshake
+ * is done once it has ours. A PING before that is a protocol error, which is
+ * not the attack. */
+static bool s_read_ready(int fd) {
+    const struct timeval tv = {.tv_sec = 5, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    uint8_t g[64], h[2], body[256];
+    return s_read_all(fd, g, sizeof g) && s_read_all(fd, h, 2) && h[0] == 0x04 && s_read_all(fd, body, h[1]) &&
+           h[1] > 6 && !memcmp(body, "\x05READY", 6);
+}
+
+/* Greeting and READY as socket type type ("ROUTER" for a node, "DEALER" for
+ * a board), the peer's READY read, then n junk messages each followed by a
+ * PING, written as long as the peer takes them (SO_SNDTIMEO 300 ms), then a
+ * reset. */
+static void s_flood_pings_reset(int fd, const char *type, int n) {
+    const struct timeval tv = {.tv_sec = 0, .tv_usec = 300000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    uint8_t g[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+    char ready[64];
+    const size_t tl = strlen(type);
+    memcpy(ready, "\x05READY\x0bSocket-Type\x00\x00\x00", 22);
+    ready[21] = (char)tl;
+    memcpy(ready + 22, type, tl);
+    uint8_t hs[128];
+    size_t hn = s_frame(hs, 0x04, ready, 22 + tl);
+    bool ok = s_write_all(fd, g, sizeof g) && s_write_all(fd, hs, hn) && s_read_ready(fd);
+    if (!ok) cr_log_warn("no handshake with the peer: %s", strerror(errno));
+    static const char ping[] = "\x04PING\x00\x00"; /* TTL 0, no context */
+    uint8_t *buf = malloc((size_t)n * 32);
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        len += s_frame(buf + len, 0, "junk!", 5);
+        len += s_frame(buf + len, 0x04, ping, sizeof ping - 1);
+    }
+    if (ok) s_write_all(fd, buf, len);
+    free(buf);
+    const struct linger rst = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+    close(fd);
+}
+
+static int s_listen(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(listen(fd, 16), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+static int s_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connect: %s", strerror(errno));
+    return fd;
+}
+
+/* ---- a hostile node ----------------------------------------------------------- */
+
+/* The cluster lists a real node and a fake one (this test, --insecure: after
+ * a CURVE handshake with a valid key, the engine is the same). Each time the
+ * coordinator connects to the fake node, it gets 20000 messages with PINGs,
+ * far beyond its receive queue, and a reset. */
+Test(hostile, node_that_floods_and_resets_cannot_abort_the_coordinator) {
+    st_test_cluster_start(&g_c, "hostile", false, 1);
+    char *want = s_reference();
+    int port, lfd = s_listen(&port);
+    char flags[1024];
+    snprintf(flags, sizeof flags, "--nodes %s,tcp://127.0.0.1:%d --insecure --timeout-ms 2000", g_c.nodes[0].p.url,
+             port);
+    coord_t c;
+    s_coord_start(&c, flags);
+    const int tries = s_tries();
+    for (int t = 0; t < tries; t++) {
+        struct pollfd p = {lfd, POLLIN, 0};
+        const double deadline = st_now_ms() + WAIT_MS;
+        char what[64];
+        snprintf(what, sizeof what, "%d hostile node resets", t);
+        while (poll(&p, 1, 100) <= 0) {
+            s_alive(&c, what);
+            cr_assert_lt(st_now_ms(), deadline,
+                         "the coordinator did not connect to the fake node again (try %d); its log ends:\n%s", t,
+                         s_log_tail(&c));
+        }
+        int fd = accept(lfd, NULL, NULL);
+        cr_assert_geq(fd, 0);
+        s_flood_pings_reset(fd, "ROUTER", 20000);
+    }
+    poll(NULL, 0, 1500); /* a ZMTP heartbeat timer (1 s) or the next read of that queue */
+    s_alive(&c, "the last reset");
+    char *got = s_complete(c.port);
+    cr_assert_str_eq(got, want, "the answer after the attack differs from st-run's");
+    s_alive(&c, "the completion");
+    close(lfd);
+    free(got), free(want);
+    cr_assert_eq(st_test_stop(c.pid, SIGTERM, 10000), 0);
+}
+
+/* ---- the pairing socket ----------------------------------------------------------- */
+
+/* The "pairing on tcp://127.0.0.1:PORT:" line's port. */
+static int s_pair_port(const coord_t *c) {
+    const double deadline = st_now_ms() + WAIT_MS;
+    for (;;) {
+        char *s = st_file_read(c->log, 0, NULL);
+        const char *p = s ? strstr(s, "pairing on tcp://127.0.0.1:") : NULL;
+        int port = 0;
+        if (p) sscanf(p, "pairing on tcp://127.0.0.1:%d", &port);
+        free(s);
+        if (port > 0) return port;
+        cr_assert_lt(st_now_ms(), deadline, "no 'pairing on' line in %s", c->log);
+        poll(NULL, 0, 50);
+    }
+}
+
+static int s_free_udp_port(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* 20000 datagrams to the discovery port: empty to 60 kB, the question with
+ * bytes after it, the question cut short, and the question itself. */
+static void s_udp_flood(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    static uint8_t buf[60000];
+    for (size_t i = 0; i < sizeof buf; i++) buf[i] = (uint8_t)(i * 37);
+    memcpy(buf, "ST-PAIR?", 8);
+    static const size_t sizes[] = {0, 1, 7, 8, 9, 64, 65, 1500, 60000};
+    for (int i = 0; i < 20000; i++) {
+        sendto(fd, buf, sizes[i % 9], 0, (struct sockaddr *)&a, sizeof a);
+        if (i % 500 == 0) poll(NULL, 0, 1); /* the loopback drops what the socket cannot hold: fine, but let some in */
+    }
+    close(fd);
+}
+
+/* Asks the discovery port as a board does ("ST-PAIR?"); the port answered
+ * ("ST-PAIR!" and 2 bytes little-endian), or -1 after 5 s. */
+static int s_discover(int port) {
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    const struct timeval tv = {.tv_sec = 5, .tv_usec = 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in a = {
+        .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    uint8_t ans[64];
+    ssize_t n = -1;
+    for (int i = 0; i < 3 && n < 0; i++) { /* the flood's datagrams may still be queued before ours */
+        cr_assert_eq(sendto(fd, "ST-PAIR?", 8, 0, (struct sockaddr *)&a, sizeof a), 8);
+        while ((n = recv(fd, ans, sizeof ans, 0)) >= 0 && (n != 10 || memcmp(ans, "ST-PAIR!", 8))) continue;
+    }
+    close(fd);
+    return n == 10 ? ans[8] | ans[9] << 8 : -1;
+}
+
+/* Anyone on the LAN can reach --pair's ROUTER without a key: floods with
+ * PINGs and resets, garbage greetings, a frame far beyond the pairing
+ * messages' size, 200 connections at once that reset together; and its
+ * UDP discovery port: a flood of datagrams of every size. */
+Test(hostile, pairing_peers_cannot_abort_the_coordinator) {
+    st_test_cluster_start(&g_c, "hostile", true, 1);
+    char *want = s_reference();
+    char flags[1024], cf[512];
+    const int udp_port = s_free_udp_port();
+    snprintf(flags, sizeof flags, "%s --pair tcp://127.0.0.1:* --discovery-port %d",
+             st_test_cluster_flags(&g_c, cf, sizeof cf) ? cf : "", udp_port);
+    coord_t c;
+    s_coord_start(&c, flags);
+    const int port = s_pair_port(&c), tries = s_tries();
+    const double rss0 = s_rss_mib(c.pid);
+    for (int t = 0; t < tries; t++) {
+        s_flood_pings_reset(s_connect(port), "DEALER", 20000);
+        poll(NULL, 0, 300); /* the pairing thread reads that queue meanwhile */
+        char what[64];
+        snprintf(what, sizeof what, "%d floods with PINGs and a reset", t + 1);
+        s_alive(&c, what);
+    }
+    /* garbage instead of a greeting, and a greeting then an 8 MB frame (the pairing messages are < 1 kB) */
+    for (int t = 0; t < tries; t++) {
+        int fd = s_connect(port);
+        uint8_t junk[4096];
+        for (size_t i = 0; i < sizeof junk; i++) junk[i] = (uint8_t)(i * 131 + (unsigned)t * 7);
+        s_write_all(fd, junk, sizeof junk);
+        close(fd);
+        fd = s_connect(port);
+        uint8_t g[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0, 'N', 'U', 'L', 'L'};
+        static const char ready[] = "\x04\x1c\x05READY\x0bSocket-Type\x00\x00\x00\x06"
+                                    "DEALER";
+        uint8_t big[9] = {0x02, 0, 0, 0, 0, 0, 0x80, 0, 0}; /* long frame, 8 MiB */
+        const struct timeval tv = {.tv_sec = 0, .tv_usec = 300000};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        if (s_write_all(fd, g, sizeof g) && s_write_all(fd, ready, sizeof ready - 1) &&
+            s_write_all(fd, big, sizeof big))
+            for (int i = 0; i < 256 && s_write_all(fd, junk, sizeof junk); i++) continue;
+        close(fd);
+    }
+    s_alive(&c, "garbage greetings and an oversized frame");
+    int fds[200];
+    for (int i = 0; i < 200; i++) fds[i] = s_connect(port);
+    for (int i = 0; i < 200; i++) s_flood_pings_reset(fds[i], "DEALER", 200);
+    poll(NULL, 0, 1500);
+    s_alive(&c, "200 connections flooding and resetting together");
+    s_udp_flood(udp_port);
+    s_alive(&c, "20000 discovery datagrams");
+    cr_assert_eq(s_discover(udp_port), port, "discovery does not answer with the pairing port after the flood");
+    const double rss1 = s_rss_mib(c.pid);
+    cr_log_info("coordinator RSS %.1f MiB before the pairing attacks, %.1f MiB after", rss0, rss1);
+    /* the queues have no limit now: what was sent must not stay (about 7 MB were sent) */
+    cr_assert_lt(rss1 - rss0, 32, "RSS grew from %.1f to %.1f MiB", rss0, rss1);
+    char *got = s_complete(c.port);
+    cr_assert_str_eq(got, want, "the answer after the attack differs from st-run's");
+    free(got), free(want);
+    cr_assert_eq(st_test_stop(c.pid, SIGTERM, 10000), 0);
+}
