@@ -332,6 +332,10 @@ typedef struct {
     bool answer_error;
     bool foreign;         /* answers HELLO in protocol version 99, as "st-node 9.9.9 (git fake)" */
     const char *software; /* its INVENTORY's, when not NULL (same protocol) */
+    bool bad_head;        /* claims a head slice, answers HEAD_COMPUTE with NaN logits / ids outside it */
+    uint64_t mem_budget;  /* its INVENTORY's (0: 256 MiB) */
+    st_wire_head_assign_t head;
+    int head_answers;                              /* bad HEAD_RESULTs sent */
     char hello_software[ST_WIRE_MAX_SOFTWARE + 1]; /* what the coordinator's HELLO named */
     volatile int stop;
     pthread_t thread;
@@ -356,11 +360,39 @@ static void *s_fake_node(void *arg) {
             m.type = ST_MSG_INVENTORY;
             snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "fake");
             if (f->software) snprintf(m.inventory.software, sizeof m.inventory.software, "%s", f->software);
-            m.inventory.mem_budget = 256u << 20;
+            m.inventory.mem_budget = f->mem_budget ? f->mem_budget : 256u << 20;
             m.inventory.store_free = 1u << 30;
             m.inventory.threads = 1;
         } else if (rx.msg.type == ST_MSG_ASSIGN) {
             m.type = ST_MSG_ASSIGN_ACK; /* "I hold them all" */
+        } else if (rx.msg.type == ST_MSG_HEAD_ASSIGN && f->bad_head) {
+            f->head = rx.msg.head_assign;
+            m.type = ST_MSG_HEAD_ACK;
+            m.head_ack.complete = true; /* "I hold it" */
+        } else if (rx.msg.type == ST_MSG_HEAD_COMPUTE && f->bad_head) {
+            const st_wire_head_compute_t *c = &rx.msg.head_compute;
+            const uint32_t rows = f->head.hi - f->head.lo, k = c->full ? 0 : (c->n_cand < rows ? c->n_cand : rows);
+            const size_t n = c->full ? (size_t)c->n_seq * rows : (size_t)c->n_seq * k * 2;
+            uint32_t *frame = malloc(n * 4 + 4);
+            float mx[ST_WIRE_MAX_HEAD_SEQ];
+            double sum[ST_WIRE_MAX_HEAD_SEQ];
+            for (size_t i = 0; i < n; i++) {
+                const float nan = NAN, one = 1.0f;
+                if (c->full)
+                    memcpy(&frame[i], &nan, 4); /* logits that are not numbers */
+                else if (i % 2 == 0)
+                    frame[i] = f->head.hi + (uint32_t)i; /* ids outside its slice */
+                else
+                    memcpy(&frame[i], &one, 4);
+            }
+            for (uint32_t q = 0; q < c->n_seq && q < ST_WIRE_MAX_HEAD_SEQ; q++) mx[q] = 1.0f, sum[q] = 1.0;
+            m.type = ST_MSG_HEAD_RESULT;
+            m.head_result = (st_wire_head_result_t){
+                .n_seq = c->n_seq, .n_cand = k, .full = c->full, .max = mx, .sum = sum, .sum_temp = sum};
+            st_wire_send(f->sock, rx.peer, rx.peer_len, &m, frame, n * 4, 0);
+            f->head_answers++;
+            free(frame);
+            reply = false;
         } else if (rx.msg.type == ST_MSG_EXPERT_COMPUTE && f->answer_error) {
             st_wire_send_error(f->sock, rx.peer, rx.peer_len, rx.msg.request_id, -5, "disk on fire");
             reply = false;
@@ -374,7 +406,10 @@ static void *s_fake_node(void *arg) {
 }
 
 static void s_fake_start(fake_node_t *f, bool answer_error, bool foreign, const char *software) {
+    const bool bad_head = f->bad_head;
+    const uint64_t budget = f->mem_budget;
     memset(f, 0, sizeof *f);
+    f->bad_head = bad_head, f->mem_budget = budget;
     f->answer_error = answer_error;
     f->foreign = foreign;
     f->software = software;
@@ -401,7 +436,7 @@ static void s_failing_node(bool answer_error) {
     const char *model = s_model(synth);
     cluster_t c;
     s_cluster_start(&c, 1);
-    fake_node_t f;
+    fake_node_t f = {0}; /* s_fake_start keeps bad_head and mem_budget */
     s_fake_start(&f, answer_error, false, NULL);
     char nodes[1024];
     snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
@@ -428,6 +463,44 @@ static void s_failing_node(bool answer_error) {
 
 Test(cluster, silent_node_times_out_and_its_experts_are_computed_here, .timeout = 120) { s_failing_node(false); }
 
+/* A node that claims its head slice and answers with NaN logits, or with
+ * candidates outside its slice: each answer is refused (named in the log)
+ * and its slice computed here; the logits and tokens are st-run's, for
+ * whole logits (--logits-out) and for draws from candidates (without). Its
+ * budget is all slice: it gets no expert, only head requests. */
+Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 1);
+    fake_node_t f = {.bad_head = true, .mem_budget = 1u << 20};
+    s_fake_start(&f, false, false, NULL);
+    char nodes[1024];
+    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
+    run_t ref = s_run(c.dir, "ref", model, NULL, "");
+    run_t r = s_run(c.dir, "bad-head", model, nodes, "--head sharded --stats");
+    s_same(&ref, &r, "a node sending bad head results (whole logits)");
+    cr_assert_not_null(strstr(r.err, "bad head result"), "the bad results were not refused:\n%s", r.err);
+    double here;
+    s_head_nodes(r.err, &here);
+    cr_assert_gt(here, 0.0, "the bad node's slice was not computed here:\n%s", r.err);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push --head sharded -n %d -p '" PROMPT
+             "' --temp 0 --json -t 1",
+             model, nodes, c.dir, N_PREDICT);
+    st_test_run_t d = st_test_run(c.dir, "bad-cands", NULL, "st-coordinator", args, 120);
+    cr_assert_eq(d.status, 0, "%s", d.err);
+    cr_assert_str_eq(d.out, ref.out, "draws from candidates changed the tokens");
+    cr_assert_not_null(strstr(d.err, "bad head candidates"), "the bad candidates were not refused:\n%s", d.err);
+    cr_assert_gt(f.head_answers, 1);
+    st_test_run_free(&d);
+    s_run_free(&ref);
+    s_run_free(&r);
+    s_fake_stop(&f);
+    s_cluster_stop(&c);
+}
+
 Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
 
 /* A node of another protocol version: the coordinator's log names both sides' versions (the
@@ -438,7 +511,7 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     const char *model = s_model(synth);
     char dir[] = "/tmp/st-test-foreign-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
-    fake_node_t f;
+    fake_node_t f = {0}; /* s_fake_start keeps bad_head and mem_budget */
     s_fake_start(&f, false, true, NULL);
     run_t r = s_run(dir, "foreign", model, f.url, "--no-fallback");
     s_fake_stop(&f);
@@ -460,7 +533,7 @@ Test(cluster, node_of_another_release_is_served_with_a_warning, .timeout = 60) {
     const char *model = s_model(synth);
     char dir[] = "/tmp/st-test-release-XXXXXX";
     cr_assert_not_null(mkdtemp(dir));
-    fake_node_t f;
+    fake_node_t f = {0}; /* s_fake_start keeps bad_head and mem_budget */
     s_fake_start(&f, true, false, "st-node 9.9.9 (git fake)");
     run_t r = s_run(dir, "release", model, f.url, "");
     s_fake_stop(&f);
