@@ -21,6 +21,7 @@
 #define CLUSTER_HB_MS 1000  /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
 #define REJOIN_PROBE_MS 500 /* a node that went down is asked for its INVENTORY after this... */
 #define REJOIN_MAX_MS 8000  /* ...doubled each time it goes down again, up to this */
+#define REDIAL_MS 1000      /* a connection libzmq dropped without retrying is dialled after this, doubled up to 8 s */
 
 /* A node that is down is probed: HELLO, and when it answers with its
  * INVENTORY, either its ASSIGN again (it had a share: a rejoin; a node whose
@@ -56,6 +57,11 @@ typedef struct {
      * wait for its answer starts when the handshake succeeds */
     bool connected;
     uint64_t hello_queued; /* request id of a HELLO sent while not connected */
+    /* libzmq dials again after a connection error, never after a protocol
+     * error (garbage from whatever answered at the address): when it drops a
+     * connection and does not retry, we dial (s_redial) */
+    double lost_ms; /* when the connection dropped with no retry announced since, or 0 */
+    int n_redials;  /* dialled by us in a row (backoff) */
     /* the board as its last HEARTBEAT answer said (st_cluster_ask_board) */
     bool removed; /* st_cluster_remove: disconnected for good */
     bool has_board;
@@ -114,7 +120,9 @@ static int s_open_socket(st_cluster_t *c, node_t *nd) {
     snprintf(ep, sizeof ep, "inproc://st-cluster-mon-%p-%d", (void *)c, c->n_mon++); /* nodes move (realloc) */
     if (zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl) ||
         zmq_setsockopt(nd->sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout) ||
-        zmq_socket_monitor(nd->sock, ep, ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) ||
+        zmq_socket_monitor(nd->sock, ep,
+                           ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_CONNECT_DELAYED |
+                               ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_CONNECTED) ||
         !(nd->mon = zmq_socket(c->zctx, ZMQ_PAIR)) || zmq_setsockopt(nd->mon, ZMQ_LINGER, &linger, sizeof linger) ||
         zmq_connect(nd->mon, ep))
         return st_fail(ST_EIO, "monitor for %s: %s", nd->addr.url, zmq_strerror(zmq_errno()));
@@ -252,13 +260,17 @@ static int s_send_hello(st_cluster_t *c, node_t *nd, uint64_t *rid) {
 static void s_on_monitor(st_cluster_t *c, int i, uint16_t event) {
     node_t *nd = &c->nodes[i];
     if (nd->removed) return;
-    if (event == ZMQ_EVENT_DISCONNECTED) {
+    if (event == ZMQ_EVENT_CONNECT_DELAYED || event == ZMQ_EVENT_CONNECT_RETRIED || event == ZMQ_EVENT_CONNECTED) {
+        nd->lost_ms = 0; /* libzmq is dialling */
+    } else if (event == ZMQ_EVENT_DISCONNECTED) {
+        nd->lost_ms = st_now_ms();
         nd->connected = false;
         nd->hello_queued = 0;
         st_cluster_set_down(c, i, "connection lost");
         if (nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN || nd->rj == RJ_JOIN) s_rejoin_later(nd);
     } else if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
         nd->connected = true;
+        nd->n_redials = 0;
         if (!nd->up && nd->hello_queued &&
             (nd->rj == RJ_IDLE || (nd->rj == RJ_HELLO && nd->rj_rid == nd->hello_queued))) {
             nd->rj = RJ_HELLO;
@@ -670,10 +682,29 @@ static void s_rejoined(st_cluster_t *c, int i, int64_t pushed) {
 
 /* Probes the nodes that went down (a HELLO each, when due); abandons rejoin
  * requests past their deadline. */
+/* A connection libzmq dropped and will not dial again (a protocol error
+ * ends its session): a new one, and a HELLO waiting for the old one's
+ * handshake is sent again. */
+static void s_redial(st_cluster_t *c, int i) {
+    node_t *nd = &c->nodes[i];
+    const int shift = nd->n_redials < 3 ? nd->n_redials : 3;
+    if (st_now_ms() - nd->lost_ms < REDIAL_MS * (double)(1 << shift)) return;
+    nd->lost_ms = 0;
+    nd->n_redials++;
+    st_log(ST_LOG_WARN, "node %d (%s): its connection broke the protocol and was dropped; connecting again", i,
+           nd->addr.url);
+    zmq_disconnect(nd->sock, nd->addr.url); /* the dead session's endpoint, if libzmq still lists it */
+    if (zmq_connect(nd->sock, nd->addr.url) != 0)
+        st_log(ST_LOG_WARN, "node %d: cannot connect to %s again: %s", i, nd->addr.url, zmq_strerror(zmq_errno()));
+    if (nd->rj == RJ_HELLO && nd->rj_rid == nd->hello_queued) s_rejoin_later(nd);
+    nd->hello_queued = 0;
+}
+
 static void s_rejoin_tick(st_cluster_t *c) {
     const double now = st_now_ms();
     for (int i = 0; i < c->n; i++) {
         node_t *nd = &c->nodes[i];
+        if (nd->lost_ms && !nd->removed) s_redial(c, i);
         if (nd->up || nd->removed || !c->has_shape) continue;
         if ((nd->rj == RJ_HELLO || nd->rj == RJ_ASSIGN) && now > nd->rj_deadline) {
             s_rejoin_fail(c, i, "no answer within the deadline");
