@@ -9,7 +9,8 @@
  * by a PING, and resets (SO_LINGER 0) before the coordinator has read them.
  * After each try the same coordinator process must be alive, and after all
  * of them its answer over HTTP must equal st-run's. ST_HOSTILE_TRIES sets the
- * tries (default 8). And a protocol error at a node's address must not cost
+ * tries (default 8). The same through CURVE: a node with a valid key behind
+ * a link that resets. And a protocol error at a node's address must not cost
  * the coordinator that node for good (libzmq does not dial again after one). */
 #include <cjson/cJSON.h>
 #include <criterion/criterion.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zmq.h>
 
 #include "harness.h"
 #include "st_log.h"
@@ -538,5 +540,118 @@ Test(hostile, pairing_peer_with_a_taken_routing_id_cannot_pile_up) {
     s_alive(&c, "a second connection with a taken routing id");
     cr_assert_lt(rss1 - rss0, 64, "RSS grew from %.1f to %.1f MiB", rss0, rss1);
     cr_assert_leq(fds1, fds0, "descriptors left open: %d before, %d after", fds0, fds1);
+    cr_assert_eq(st_test_stop(c.pid, SIGTERM, 10000), 0);
+}
+
+/* ---- a node with a valid key, behind a link that resets ------------------------- */
+
+/* Forwards what is readable from `from` to `to`; false when either side closed. */
+static bool s_pass(int from, int to, size_t *moved) {
+    uint8_t buf[65536];
+    ssize_t n = recv(from, buf, sizeof buf, MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) return false;
+    if (n > 0) {
+        if (!s_write_all(to, buf, (size_t)n)) return false;
+        if (moved) *moved += (size_t)n;
+    }
+    return true;
+}
+
+/* The node is a libzmq ROUTER with CURVE and the key the cluster file names
+ * (what a stolen key or a hostile board has), sending ZMTP PINGs every 1 ms.
+ * The coordinator reaches it through this test, which passes the bytes on
+ * until the node has flooded it with 20000 messages and the coordinator reads
+ * no more (TCP back-pressure), then resets the coordinator's side (SO_LINGER
+ * 0), as a man in the middle can. */
+Test(hostile, curve_node_that_floods_behind_a_resetting_link_cannot_abort_the_coordinator) {
+    st_test_cluster_init(&g_c, "hostile", true);
+    char pub[41], sec[41];
+    cr_assert_eq(zmq_curve_keypair(pub, sec), 0);
+    void *ctx = zmq_ctx_new(), *r = zmq_socket(ctx, ZMQ_ROUTER);
+    const int one = 1, zero = 0, hb = 1;
+    cr_assert_eq(zmq_setsockopt(r, ZMQ_CURVE_SERVER, &one, sizeof one), 0);
+    cr_assert_eq(zmq_setsockopt(r, ZMQ_CURVE_SECRETKEY, sec, 40), 0);
+    zmq_setsockopt(r, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt(r, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(r, ZMQ_HEARTBEAT_IVL, &hb, sizeof hb);
+    zmq_setsockopt(r, ZMQ_HEARTBEAT_TIMEOUT, &(int){60000}, sizeof(int)); /* the PINGs matter, not our timeout */
+    cr_assert_eq(zmq_bind(r, "tcp://127.0.0.1:*"), 0);
+    char ep[128];
+    size_t epl = sizeof ep;
+    zmq_getsockopt(r, ZMQ_LAST_ENDPOINT, ep, &epl);
+    int node_port = 0, port;
+    cr_assert_eq(sscanf(ep, "tcp://127.0.0.1:%d", &node_port), 1);
+    const int lfd = s_listen(&port);
+    char path[400], flags[1024];
+    snprintf(path, sizeof path, "%s/cluster", g_c.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "tcp://127.0.0.1:%d %s\n", port, pub);
+    fclose(f);
+    snprintf(flags, sizeof flags, "--cluster '%s' --key '%s/coord.key' --timeout-ms 2000", path, g_c.dir);
+    coord_t c;
+    s_coord_start(&c, flags);
+    const int tries = s_tries();
+    uint8_t last_id[256];
+    size_t last_id_len = 0; /* the previous connection's: its late messages are not this one's */
+    for (int t = 0; t < tries; t++) {
+        char what[64];
+        snprintf(what, sizeof what, "%d resets of a flooding CURVE node's link", t);
+        struct pollfd p = {lfd, POLLIN, 0};
+        const double deadline = st_now_ms() + WAIT_MS;
+        while (poll(&p, 1, 100) <= 0) {
+            s_alive(&c, what);
+            cr_assert_lt(st_now_ms(), deadline, "the coordinator did not connect again (try %d)", t);
+        }
+        const int cfd = accept(lfd, NULL, NULL), nfd = s_connect(node_port);
+        cr_assert_geq(cfd, 0);
+        const struct timeval tv = {.tv_sec = 0, .tv_usec = 200000}; /* a coordinator that reads no more */
+        setsockopt(cfd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        bool flooded = false, open = true;
+        size_t to_coord = 0, at_flood = 0;
+        double quiet_since = 0;
+        while (open && st_now_ms() < deadline) {
+            struct pollfd q[2] = {{cfd, POLLIN, 0}, {nfd, POLLIN, 0}};
+            poll(q, 2, 10);
+            const size_t before = to_coord;
+            open = s_pass(cfd, nfd, NULL) && s_pass(nfd, cfd, &to_coord);
+            if (!flooded) { /* the coordinator's first message (HELLO) names its routing id */
+                zmq_msg_t id, body;
+                zmq_msg_init(&id), zmq_msg_init(&body);
+                if (zmq_msg_recv(&id, r, ZMQ_DONTWAIT) >= 0 && zmq_msg_recv(&body, r, ZMQ_DONTWAIT) >= 0 &&
+                    zmq_msg_size(&id) <= sizeof last_id &&
+                    (zmq_msg_size(&id) != last_id_len || memcmp(zmq_msg_data(&id), last_id, last_id_len))) {
+                    last_id_len = zmq_msg_size(&id);
+                    memcpy(last_id, zmq_msg_data(&id), last_id_len);
+                    for (int i = 0; i < 20000; i++) { /* a pause every 50: PINGs (every 1 ms) fall in between */
+                        zmq_send(r, zmq_msg_data(&id), zmq_msg_size(&id), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+                        zmq_send(r, "junk!", 5, ZMQ_DONTWAIT);
+                        if (i % 50 == 49) poll(NULL, 0, 1);
+                    }
+                    flooded = true;
+                    at_flood = to_coord;
+                    quiet_since = st_now_ms();
+                }
+                zmq_msg_close(&id), zmq_msg_close(&body);
+            }
+            if (to_coord - before > 4096) quiet_since = st_now_ms(); /* more than PINGs */
+            /* the whole flood passed (about 40 bytes a message), or the coordinator took no more for 200 ms */
+            if (flooded && (to_coord - at_flood > 700000 || st_now_ms() - quiet_since > 200)) break;
+        }
+        const struct linger rst = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(cfd, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+        close(cfd);
+        close(nfd);
+        cr_assert(flooded, "the node never got the coordinator's HELLO (try %d)", t);
+        cr_log_info("try %d: %zu bytes passed to the coordinator after the flood began", t, to_coord - at_flood);
+    }
+    poll(NULL, 0, 1500); /* the heartbeat timer (1 s), or the next read of that queue */
+    s_alive(&c, "the last reset");
+    char *want = s_reference(), *got = s_complete(c.port);
+    cr_assert_str_eq(got, want, "the answer after the attack differs from st-run's");
+    free(got), free(want);
+    close(lfd);
+    zmq_close(r);
+    zmq_ctx_term(ctx);
     cr_assert_eq(st_test_stop(c.pid, SIGTERM, 10000), 0);
 }
