@@ -562,7 +562,9 @@ static bool s_pass(int from, int to, size_t *moved) {
  * The coordinator reaches it through this test, which passes the bytes on
  * until the node has flooded it with 20000 messages and the coordinator reads
  * no more (TCP back-pressure), then resets the coordinator's side (SO_LINGER
- * 0), as a man in the middle can. */
+ * 0), as a man in the middle can. Before that, whatever answered at the
+ * node's address sent a malformed CURVE handshake: the coordinator must dial
+ * again. */
 Test(hostile, curve_node_that_floods_behind_a_resetting_link_cannot_abort_the_coordinator) {
     st_test_cluster_init(&g_c, "hostile", true);
     char pub[41], sec[41];
@@ -591,6 +593,20 @@ Test(hostile, curve_node_that_floods_behind_a_resetting_link_cannot_abort_the_co
     snprintf(flags, sizeof flags, "--cluster '%s' --key '%s/coord.key' --timeout-ms 2000", path, g_c.dir);
     coord_t c;
     s_coord_start(&c, flags);
+    /* first a malformed CURVE handshake at that address: a greeting, then a WELCOME
+     * of the wrong size; libzmq drops that connection for good, the coordinator dials again */
+    struct pollfd p0 = {lfd, POLLIN, 0};
+    cr_assert_eq(poll(&p0, 1, WAIT_MS), 1, "the coordinator did not connect");
+    int bad = accept(lfd, NULL, NULL);
+    cr_assert_geq(bad, 0);
+    uint8_t g[64] = {0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0x7f, 3, 0, 'C', 'U', 'R', 'V', 'E',
+                     0,    0, 0, 0, 0, 0, 0, 0, 0, 0,    0, 0, 0,   0,   0,   1};
+    uint8_t welcome[2 + 40] = {0x04, 40, 7, 'W', 'E', 'L', 'C', 'O', 'M', 'E'};
+    memset(welcome + 10, 0xa5, sizeof welcome - 10);
+    s_write_all(bad, g, sizeof g);
+    s_write_all(bad, welcome, sizeof welcome);
+    poll(NULL, 0, 200); /* the coordinator reads it before the hang-up */
+    close(bad);
     const int tries = s_tries();
     uint8_t last_id[256];
     size_t last_id_len = 0; /* the previous connection's: its late messages are not this one's */
@@ -645,6 +661,7 @@ Test(hostile, curve_node_that_floods_behind_a_resetting_link_cannot_abort_the_co
         cr_assert(flooded, "the node never got the coordinator's HELLO (try %d)", t);
         cr_log_info("try %d: %zu bytes passed to the coordinator after the flood began", t, to_coord - at_flood);
     }
+    cr_assert(st_test_file_has(c.log, "broke the protocol", 0), "the malformed handshake did not end a connection");
     poll(NULL, 0, 1500); /* the heartbeat timer (1 s), or the next read of that queue */
     s_alive(&c, "the last reset");
     char *want = s_reference(), *got = s_complete(c.port);
