@@ -216,9 +216,9 @@ static run_t s_run_killing(cluster_t *c, const char *model, int kill_node, bool 
     snprintf(out, sizeof out, "%s/kill.out", c->dir);
     snprintf(err, sizeof err, "%s/kill.err", c->dir);
     snprintf(cmd, sizeof cmd,
-             "exec '%s/st-coordinator' -m '%s' --nodes %s --insecure --replication 2 --state-dir '%s' --quiet-push "
+             "exec %s'%s/st-coordinator' -m '%s' --nodes %s --insecure --replication 2 --state-dir '%s' --quiet-push "
              "--stats --timeout-ms 5000 --wire compact16 " KV " -p '%s' -n %d --temp 0 --json -t 1 > '%s' 2> '%s'",
-             BIN, model, nodes, c->dir, PROMPT, N_PREDICT, out, err);
+             st_test_run_prefix(), BIN, model, nodes, c->dir, PROMPT, N_PREDICT, out, err);
     const char *argv[] = {"/bin/sh", "-c", cmd, NULL};
     pid_t pid = st_test_spawn(argv, NULL, NULL, SIGKILL);
     const double deadline = st_now_ms() + 120000;
