@@ -89,6 +89,9 @@ Test(kv_cache, bad_prefix_copies_are_refused) {
  * overwritten its first 88. Three prefills of 4200 tokens: minutes under
  * ASan on a busy machine, hence the timeout. */
 Test(kv_cache, wrapped_ring_rewinds_only_within_its_slack, .timeout = 600) {
+    /* the ring's bookkeeping is the same C on every machine; under qemu these
+     * prefills took over 5 minutes of the aarch64 run (release, asan, ref run it) */
+    if (*st_test_run_prefix()) cr_skip_test("12600 prompt tokens under an emulator");
     st_model_t *m = st_test_load(ST_SYNTH(
         "--hidden", "64", "--layers", "4", "--heads", "4", "--kv-heads", "2", "--experts", "8", "--experts-used", "2",
         "--expert-ffn", "64", "--sliding-window", "4096", "--type", "f32", "--ctx", "8192", "--seed", "17"));
