@@ -65,23 +65,7 @@ static void s_start(server_t *s, char *const argv[], int deadline_ms) {
     }
     close(out[1]);
     s->pid = pid;
-    char buf[512] = "";
-    size_t len = 0;
-    double deadline = st_now_ms() + deadline_ms;
-    char *line;
-    while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
-        struct pollfd p = {out[0], POLLIN, 0};
-        int left = (int)(deadline - st_now_ms());
-        cr_assert_gt(left, 0, "no 'serving on' line within %d ms (log %s)", deadline_ms, s->log);
-        cr_assert_geq(poll(&p, 1, left), 0);
-        if (!(p.revents & (POLLIN | POLLHUP))) continue;
-        ssize_t n = read(out[0], buf + len, sizeof buf - 1 - len);
-        cr_assert_gt(n, 0, "the server exited before serving (log %s)", s->log);
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
-    close(out[0]);
-    cr_assert_eq(sscanf(line, "serving on http://127.0.0.1:%d/", &s->port), 1, "said: %s", line);
+    s->port = st_test_serving_port(out[0], deadline_ms, s->log);
 }
 
 /* SIGTERM to the process group; the server must exit within 10 s. */

@@ -118,22 +118,7 @@ static void s_coord_start(coord_t *c, const char *const *flags) {
     snprintf(c->log, sizeof c->log, "%s/coord.log", g_dir);
     int out = -1;
     c->pid = st_test_spawn(argv, &out, c->log, SIGTERM);
-    char buf[512] = "";
-    size_t len = 0;
-    const double deadline = st_now_ms() + 30000;
-    const char *line;
-    while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
-        struct pollfd p = {out, POLLIN, 0};
-        int left = (int)(deadline - st_now_ms());
-        cr_assert_gt(left, 0, "no 'serving on' line within 30 s (log %s)", c->log);
-        if (poll(&p, 1, left) <= 0) continue;
-        ssize_t r = read(out, buf + len, sizeof buf - 1 - len);
-        cr_assert_gt(r, 0, "the coordinator exited before serving (log %s)", c->log);
-        len += (size_t)r;
-        buf[len] = '\0';
-    }
-    close(out);
-    cr_assert_eq(sscanf(line, "serving on http://127.0.0.1:%d/", &c->port), 1, "said: %s", line);
+    c->port = st_test_serving_port(out, 30000, c->log);
 }
 
 /* One HTTP/1.0 request (the server closes after answering); the body of a

@@ -171,6 +171,28 @@ pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int d
     return pid;
 }
 
+int st_test_serving_port(int out_fd, int wait_ms, const char *log) {
+    char buf[512] = "";
+    size_t len = 0;
+    const double deadline = st_now_ms() + wait_ms;
+    const char *line;
+    while (!(line = strstr(buf, "serving on ")) || !strchr(line, '\n')) {
+        struct pollfd p = {out_fd, POLLIN, 0};
+        int left = (int)(deadline - st_now_ms());
+        cr_assert_gt(left, 0, "no 'serving on' line within %d ms (log %s)", wait_ms, log);
+        cr_assert_geq(poll(&p, 1, left), 0);
+        if (!(p.revents & (POLLIN | POLLHUP))) continue;
+        ssize_t r = read(out_fd, buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(r, 0, "the server exited before serving (log %s)", log);
+        len += (size_t)r;
+        buf[len] = '\0';
+    }
+    close(out_fd);
+    int port = 0;
+    cr_assert_eq(sscanf(line, "serving on http://127.0.0.1:%d/", &port), 1, "said: %s", line);
+    return port;
+}
+
 int st_test_wait(pid_t pid, int ms) {
     const double deadline = st_now_ms() + ms;
     for (;;) {

@@ -74,6 +74,10 @@ int st_test_system(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * the test process dies (PR_SET_PDEATHSIG) and is remembered for
  * st_test_kill_all. Returns its pid (the test fails when fork fails). */
 pid_t st_test_spawn(const char *const *argv, int *out_fd, const char *log, int death_sig);
+/* Reads a server's stdout (out_fd, closed after) until its line "serving on
+ * http://127.0.0.1:PORT/" and returns PORT; fails the test when no such line
+ * comes within wait_ms or the server exits first (log: its stderr, named). */
+int st_test_serving_port(int out_fd, int wait_ms, const char *log);
 /* Waits up to ms for pid; its status as a shell reports it (exit code, or
  * 128 + signal), or -1 when it is still running at the deadline. */
 int st_test_wait(pid_t pid, int ms);
