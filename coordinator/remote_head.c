@@ -284,25 +284,35 @@ void st_remote_head_between_steps(st_remote_head_t *h) {
 
 /* ---- the step ---- */
 
+/* Node i's reply to a head request, counted and checked (st_wire_check_head_result);
+ * false when it refused or answered wrongly: the node is marked failed. */
+static bool s_reply_ok(st_remote_head_t *h, int i, st_wire_rx_t *rx, const char *what, const uint8_t **frame,
+                       size_t *len) {
+    hnode_t *nd = &h->nodes[i];
+    *frame = st_wire_rx_frame(rx, len);
+    h->tot.bytes_in += st_wire_encoded_size(&rx->msg) + *len;
+    char why[256];
+    if (rx->msg.type == ST_MSG_ERROR) {
+        st_log(ST_LOG_WARN, "node %d (%s) refused its head slice's %s: %s", i, st_cluster_url(h->cl, i), what,
+               rx->msg.error.message);
+        nd->failed = true;
+        nd->serves = false; /* e.g. it restarted without it: assigned again between steps */
+        return false;
+    }
+    if (st_wire_check_head_result(&rx->msg, &h->req, &nd->a, *frame, *len, why, sizeof why)) {
+        st_log(ST_LOG_WARN, "node %d (%s): bad head %s: %s", i, st_cluster_url(h->cl, i), what, why);
+        nd->failed = true;
+        return false;
+    }
+    return true;
+}
+
 static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
     hnode_t *nd = &h->nodes[i];
     size_t len;
-    const uint8_t *frame = st_wire_rx_frame(rx, &len);
-    h->tot.bytes_in += st_wire_encoded_size(&rx->msg) + len;
-    char why[256];
-    if (rx->msg.type == ST_MSG_ERROR) {
-        st_log(ST_LOG_WARN, "node %d (%s) refused its head slice's logits: %s", i, st_cluster_url(h->cl, i),
-               rx->msg.error.message);
-        nd->failed = true;
-        nd->serves = false; /* e.g. it restarted without it: assigned again between steps */
-        return 0;
-    }
-    if (st_wire_check_head_result(&rx->msg, &h->req, &nd->a, frame, len, why, sizeof why)) {
-        st_log(ST_LOG_WARN, "node %d (%s): bad head result: %s", i, st_cluster_url(h->cl, i), why);
-        nd->failed = true;
-        return 0;
-    }
+    const uint8_t *frame;
+    if (!s_reply_ok(h, i, rx, "logits", &frame, &len)) return 0;
     const uint32_t rows = nd->a.hi - nd->a.lo;
     for (uint32_t s = 0; s < h->req.n_seq; s++) /* frames are LE f32; so is every host we build for */
         memcpy(h->y + (size_t)(h->s0 + s) * h->y_stride + nd->a.lo, frame + (size_t)s * rows * 4u, (size_t)rows * 4u);
@@ -398,19 +408,11 @@ static int s_on_cands(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
     hnode_t *nd = &h->nodes[i];
     size_t len;
-    const uint8_t *frame = st_wire_rx_frame(rx, &len);
-    h->tot.bytes_in += st_wire_encoded_size(&rx->msg) + len;
-    char why[256];
-    if (rx->msg.type == ST_MSG_ERROR) {
-        st_log(ST_LOG_WARN, "node %d (%s) refused its head slice's candidates: %s", i, st_cluster_url(h->cl, i),
-               rx->msg.error.message);
-        nd->failed = true;
-        nd->serves = false;
-        return 0;
-    }
-    if (st_wire_check_head_result(&rx->msg, &h->req, &nd->a, frame, len, why, sizeof why) ||
-        !s_cand_room(nd, rx->msg.head_result.n_cand)) {
-        st_log(ST_LOG_WARN, "node %d (%s): bad head candidates: %s", i, st_cluster_url(h->cl, i), why);
+    const uint8_t *frame;
+    if (!s_reply_ok(h, i, rx, "candidates", &frame, &len)) return 0;
+    if (!s_cand_room(nd, rx->msg.head_result.n_cand)) {
+        st_log(ST_LOG_WARN, "node %d (%s): no memory for its %u head candidates", i, st_cluster_url(h->cl, i),
+               (unsigned)rx->msg.head_result.n_cand);
         nd->failed = true;
         return 0;
     }

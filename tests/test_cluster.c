@@ -480,7 +480,7 @@ Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120
     run_t ref = s_run(c.dir, "ref", model, NULL, "");
     run_t r = s_run(c.dir, "bad-head", model, nodes, "--head sharded --stats");
     s_same(&ref, &r, "a node sending bad head results (whole logits)");
-    cr_assert_not_null(strstr(r.err, "bad head result"), "the bad results were not refused:\n%s", r.err);
+    cr_assert_not_null(strstr(r.err, "bad head logits"), "the bad results were not refused:\n%s", r.err);
     double here;
     s_head_nodes(r.err, &here);
     cr_assert_gt(here, 0.0, "the bad node's slice was not computed here:\n%s", r.err);
