@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body.h"
 #include "clock.h"
 #include "version.h"
 
@@ -68,17 +69,6 @@ static void s_usage(FILE *f) {
                "\n"
                "commands: /system TEXT, /reset (forget the conversation), /stats, /help, /quit\n"
                "Ctrl-C stops an answer (what came so far stays in the conversation); twice at the prompt, leaves\n");
-}
-
-static size_t s_buf_cb(char *p, size_t sz, size_t n, void *arg) {
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = sz * n;
-    char *b = realloc(*buf, old + add + 1);
-    if (!b) return 0;
-    memcpy(b + old, p, add);
-    b[old + add] = '\0';
-    *buf = b;
-    return add;
 }
 
 /* One SSE event of the answer. */
@@ -259,7 +249,7 @@ static const char *s_str(const cJSON *o, const char *key) {
 
 static void s_stats(chat_t *c) {
     char *body = NULL;
-    long st = s_request(c, "/health", NULL, s_buf_cb, &body);
+    long st = s_request(c, "/health", NULL, st_client_body_cb, &body);
     printf("this session: %d turns, %d tokens, %.1f tok/s overall; %d messages in the conversation\n", c->turns,
            c->tokens, c->gen_s > 0 ? c->tokens / c->gen_s : 0.0, cJSON_GetArraySize(c->history));
     cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
@@ -328,7 +318,7 @@ int main(int argc, char **argv) {
     c.url = url;
     curl_global_init(CURL_GLOBAL_DEFAULT);
     char *body = NULL;
-    long st = s_request(&c, "/v1/models", NULL, s_buf_cb, &body);
+    long st = s_request(&c, "/v1/models", NULL, st_client_body_cb, &body);
     if (st != 200) {
         if (st == 401)
             fprintf(stderr, "st-chat: %s wants an API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body.h"
 #include "version.h"
 
 typedef struct {
@@ -57,17 +58,6 @@ static void s_usage(FILE *f) {
                "exit status: 0 done, 1 refused or unreachable, 2 bad usage\n");
 }
 
-static size_t s_buf_cb(char *p, size_t size, size_t n, void *arg) {
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
-    char *b = realloc(*buf, old + add + 1);
-    if (!b) return 0;
-    memcpy(b + old, p, add);
-    b[old + add] = '\0';
-    *buf = b;
-    return add;
-}
-
 /* GET (body NULL) or POST path; the answer in *out (malloc'd). The HTTP
  * status, or -1 after saying why the server could not be reached. */
 static long s_request(const ctl_t *c, const char *path, const char *body, char **out) {
@@ -82,7 +72,7 @@ static long s_request(const ctl_t *c, const char *path, const char *body, char *
     }
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s_buf_cb);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, st_client_body_cb);
     curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L); /* an action itself may take minutes (pushes): no timeout */
