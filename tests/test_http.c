@@ -170,7 +170,7 @@ static void s_assert_error(resp_t r, int status, const char *what) {
  * *finish gets the finish_reason (static). Asserts the format. */
 static char *s_chat_text(resp_t r, bool stream, const char **finish) {
     cr_assert_eq(r.status, 200, "status %d: %s", r.status, r.body);
-    static char fin[32];
+    static _Thread_local char fin[32]; /* s_user threads read answers at once */
     fin[0] = '\0';
     *finish = fin;
     if (!stream) {
@@ -215,7 +215,7 @@ static char *s_chat_text(resp_t r, bool stream, const char **finish) {
 }
 
 static char *s_body(const char *text, int max_tokens, bool stream) {
-    static char b[1024];
+    static _Thread_local char b[1024]; /* s_user threads build bodies at once */
     snprintf(b, sizeof b,
              "{\"model\":\"x\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"temperature\":0,"
              "\"max_tokens\":%d,\"stream\":%s}",
@@ -659,7 +659,6 @@ Test(http, abandoned_whole_answer_requests_are_cancelled, .timeout = 120) {
 typedef struct {
     int port, max_tokens;
     char *text;
-    const char *finish;
     double ms;
 } user_t;
 
@@ -670,7 +669,6 @@ static void *s_user(void *arg) {
     u->ms = st_now_ms() - t0;
     const char *fin;
     u->text = s_chat_text(r, true, &fin);
-    u->finish = fin;
     free(r.body);
     return NULL;
 }
@@ -680,14 +678,14 @@ Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 
     char *want = s_st_run_text(PROMPT, true, n_tok);
     server_t s;
     s_start_single(&s, NULL, NULL);
-    user_t one = {s.port, n_tok, NULL, NULL, 0};
+    user_t one = {s.port, n_tok, NULL, 0};
     s_user(&one);
     cr_assert_str_eq(one.text, want);
     user_t u[8];
     pthread_t th[8];
     double t0 = st_now_ms();
     for (int i = 0; i < 8; i++) {
-        u[i] = (user_t){s.port, n_tok, NULL, NULL, 0};
+        u[i] = (user_t){s.port, n_tok, NULL, 0};
         cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
     }
     for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
@@ -1397,7 +1395,7 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
         user_t u[8];
         pthread_t th[8];
         for (int i = 0; i < 8; i++) {
-            u[i] = (user_t){s.port, n_tok, NULL, NULL, 0};
+            u[i] = (user_t){s.port, n_tok, NULL, 0};
             cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
         }
         for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
