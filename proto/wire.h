@@ -53,7 +53,10 @@
 #include <stdint.h>
 #include <zmq.h>
 
-#define ST_WIRE_VERSION 2               /* 2: expert types per layer */
+/* 2: expert types per layer; 3: the HEAD_* messages (an output head sharded by vocabulary) and
+ * compact EXPERT_RESULTs (result_format): a version-2 node would answer a compact request with
+ * one row per pair, so peers of another version are refused at HELLO, both versions named */
+#define ST_WIRE_VERSION 3
 #define ST_WIRE_HASH_BYTES 32           /* BLAKE2b-256 */
 #define ST_WIRE_MAX_ENVELOPE (1u << 20) /* bytes of one Envelope frame */
 #define ST_WIRE_MAX_FRAME (4u << 20)    /* bytes of one raw frame a node accepts */

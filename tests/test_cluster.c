@@ -330,7 +330,7 @@ typedef struct {
     void *zctx, *sock;
     char url[128];
     bool answer_error;
-    bool foreign;         /* answers HELLO in protocol version 99, as "st-node 9.9.9 (git fake)" */
+    bool foreign;         /* answers HELLO in protocol version 2, as "st-node 0.4.0 (git 29140ea)" */
     const char *software; /* its INVENTORY's, when not NULL (same protocol) */
     bool bad_head;        /* claims a head slice, answers HEAD_COMPUTE with NaN logits / ids outside it */
     uint64_t mem_budget;  /* its INVENTORY's (0: 256 MiB) */
@@ -351,8 +351,8 @@ static void *s_fake_node(void *arg) {
         if (rx.msg.type == ST_MSG_HELLO && f->foreign) {
             snprintf(f->hello_software, sizeof f->hello_software, "%s", rx.msg.hello.software);
             uint8_t env[256];
-            size_t len = st_test_foreign_envelope(env, 99, ST_MSG_INVENTORY, (uint32_t)rx.msg.request_id % 128,
-                                                  "st-node 9.9.9 (git fake)");
+            size_t len = st_test_foreign_envelope(env, 2, ST_MSG_INVENTORY, (uint32_t)rx.msg.request_id % 128,
+                                                  "st-node 0.4.0 (git 29140ea)");
             zmq_send(f->sock, rx.peer, rx.peer_len, ZMQ_SNDMORE);
             zmq_send(f->sock, env, len, 0);
             reply = false;
@@ -503,9 +503,9 @@ Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120
 
 Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
 
-/* A node of another protocol version: the coordinator's log names both sides' versions (the
- * node's log does too: test_node another_version_is_named_on_both_sides), and its HELLO said
- * which version it is. */
+/* A node of the previous protocol version (2: it would answer a compact request with one row
+ * per pair): the coordinator's log names both sides' versions (the node's log does too:
+ * test_node another_version_is_named_on_both_sides), and its HELLO said which version it is. */
 Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     const char *synth[] = {"--type", "f32", NULL};
     const char *model = s_model(synth);
@@ -517,9 +517,10 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     s_fake_stop(&f);
     cr_assert_neq(r.status, 0);
     char want[256];
-    snprintf(want, sizeof want, "protocol version 99 from st-node 9.9.9 (git fake), but this is st-coordinator %s",
+    snprintf(want, sizeof want, "protocol version 2 from st-node 0.4.0 (git 29140ea), but this is st-coordinator %s",
              ST_TEST_PROJECT_VERSION);
     cr_assert(strstr(r.err, want) && strstr(r.err, f.url), "want '%s' with the node's address in:\n%s", want, r.err);
+    cr_assert(strstr(r.err, "protocol version 3:"), "this side's version in:\n%s", r.err);
     snprintf(want, sizeof want, "st-coordinator %s", ST_TEST_PROJECT_VERSION);
     cr_assert(!strncmp(f.hello_software, want, strlen(want)), "HELLO named '%s'", f.hello_software);
     s_run_free(&r);

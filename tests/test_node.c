@@ -834,9 +834,10 @@ Test(node, bench_4b_shaped) {
     s_free_model(&md);
 }
 
-/* A coordinator of another protocol version is refused with an ERROR that names both sides'
- * versions, and the node's log says the same; a coordinator of the same protocol but another
- * release is served, with a warning. The INVENTORY names the node's version. */
+/* A coordinator of the previous protocol version (2: no head messages, no compact results; same
+ * release number) is refused with an ERROR that names both sides' versions, and the node's log
+ * says the same; a coordinator of the same protocol but another release is served, with a
+ * warning. The INVENTORY names the node's version. */
 Test(node, another_version_is_named_on_both_sides) {
     model_t md = {0};
     s_load_model(&md, SYNTH("--type", "q4_0"));
@@ -851,7 +852,7 @@ Test(node, another_version_is_named_on_both_sides) {
     s_connect(&c, p.p.url);
 
     uint8_t env[256];
-    size_t len = st_test_foreign_envelope(env, 99, ST_MSG_HELLO, 7, "st-coordinator 9.9.9 (git fake)");
+    size_t len = st_test_foreign_envelope(env, 2, ST_MSG_HELLO, 7, "st-coordinator 0.4.0 (git 29140ea)");
     cr_assert_eq(zmq_send(c.sock, env, len, 0), (int)len);
     st_wire_rx_t rx;
     char why[256];
@@ -860,11 +861,11 @@ Test(node, another_version_is_named_on_both_sides) {
     cr_assert_eq(rx.msg.request_id, 7);
     char want_me[128];
     snprintf(want_me, sizeof want_me, "this is st-node %s", ST_TEST_PROJECT_VERSION);
-    cr_assert(strstr(rx.msg.error.message, "protocol version 99 from st-coordinator 9.9.9 (git fake)") &&
-                  strstr(rx.msg.error.message, want_me) && strstr(rx.msg.error.message, "protocol version 2"),
+    cr_assert(strstr(rx.msg.error.message, "protocol version 2 from st-coordinator 0.4.0 (git 29140ea)") &&
+                  strstr(rx.msg.error.message, want_me) && strstr(rx.msg.error.message, "protocol version 3:"),
               "%s", rx.msg.error.message);
     st_wire_rx_clear(&rx);
-    cr_assert(st_test_file_has(log, "protocol version 99 from st-coordinator 9.9.9 (git fake)", DEADLINE_MS));
+    cr_assert(st_test_file_has(log, "protocol version 2 from st-coordinator 0.4.0 (git 29140ea)", DEADLINE_MS));
     cr_assert(st_test_file_has(log, want_me, DEADLINE_MS));
 
     /* same protocol, another release: served, and the node warns */

@@ -992,16 +992,26 @@ Test(wire, another_protocol_version_names_both_sides) {
     uint8_t buf[512];
     char why[256], want[128];
     st_wire_msg_t d;
-    size_t len = pb_envelope(buf, 3, ST_MSG_INVENTORY, 0, NULL);
+    size_t len = pb_envelope(buf, 4, ST_MSG_INVENTORY, 0, NULL);
     const char *name = "st-node 0.5.0 (git new)";
     sw.n = 0;
     pb_bytes(&sw, 4, name, strlen(name));
     memcpy(buf + len, sw.b, sw.n);
     cr_assert_eq(st_wire_decode(buf, len + sw.n, &d, why, sizeof why), ST_EPROTO);
-    snprintf(want, sizeof want, "protocol version 3 from st-node 0.5.0 (git new), but this is %s %s",
+    snprintf(want, sizeof want, "protocol version 4 from st-node 0.5.0 (git new), but this is %s %s",
              program_invocation_short_name, ST_TEST_PROJECT_VERSION);
-    cr_assert(strstr(why, want) && strstr(why, "protocol version 2:"), "%s", why);
-    cr_assert_eq(d.version, 3);
+    cr_assert(strstr(why, want) && strstr(why, "protocol version 3:"), "%s", why);
+    cr_assert_eq(d.version, 4);
+    /* the previous version (no head messages, no compact results), of the same release number */
+    len = pb_envelope(buf, 2, ST_MSG_INVENTORY, 0, NULL);
+    name = "st-node 0.4.0 (git 29140ea)";
+    sw.n = 0;
+    pb_bytes(&sw, 4, name, strlen(name));
+    memcpy(buf + len, sw.b, sw.n);
+    cr_assert_eq(st_wire_decode(buf, len + sw.n, &d, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "protocol version 2 from st-node 0.4.0 (git 29140ea), but this is") &&
+                  strstr(why, "protocol version 3:"),
+              "%s", why);
     cr_assert_eq(d.request_id, 42);
     /* a program before 0.4.0 names nothing */
     len = pb_envelope(buf, 1, ST_MSG_ERROR, 0, NULL);
