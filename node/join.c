@@ -130,7 +130,8 @@ static int s_allow_add(const char *path, const char *key, const char *from) {
 
 /* ---- the exchange -------------------------------------------------------------- */
 
-/* Sends msg and waits for one answer (one frame) into ans. Its length, or ST_ETIMEOUT. */
+/* Sends msg and waits for one answer (one frame) into ans. Its length (> 0), ST_ETIMEOUT, or
+ * ST_EPROTO for an empty, oversized or multi-frame answer. */
 static int s_ask(void *sock, const uint8_t *msg, int len, uint8_t *ans, size_t cap) {
     if (zmq_send(sock, msg, (size_t)len, 0) < 0) return ST_EIO;
     zmq_pollitem_t it = {sock, 0, ZMQ_POLLIN, 0};
@@ -138,8 +139,8 @@ static int s_ask(void *sock, const uint8_t *msg, int len, uint8_t *ans, size_t c
     int n = zmq_recv(sock, ans, cap, ZMQ_DONTWAIT);
     int more = 0;
     size_t sz = sizeof more;
-    if (n < 0 || (size_t)n > cap || (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more))
-        return ST_EPROTO; /* larger than any message, or more than one frame */
+    if (n <= 0 || (size_t)n > cap || (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more))
+        return ST_EPROTO; /* no message, larger than any, or more than one frame */
     return n;
 }
 
@@ -164,7 +165,10 @@ static int s_exchange(void *zctx, const st_join_opts_t *o, const char *url, uint
     if (n > 0) n = s_ask(sock, out, n, in, sizeof in);
     if (n > 0) n = st_pake_node_proof(&s, in, (size_t)n, &me, out, sizeof out, &reason);
     if (n > 0) n = s_ask(sock, out, n, in, sizeof in);
-    if (n > 0) n = st_pake_node_finish(&s, in, (size_t)n, coord_key, &reason);
+    if (n > 0)
+        n = st_pake_node_finish(&s, in, (size_t)n, coord_key, &reason);
+    else if (n == 0)
+        n = ST_EPROTO; /* only st_pake_node_finish's 0 means a key that proved the code */
     st_pake_wipe(&s);
     zmq_close(sock);
     if (n == ST_EAUTH && reason)
@@ -201,6 +205,7 @@ int st_join(const st_join_opts_t *o) {
     }
     zmq_ctx_term(zctx);
     if (rc == ST_ETIMEOUT) st_log(ST_LOG_ERROR, "pairing: no coordinator answered within %d s", o->timeout_s);
+    if (rc == ST_EPROTO) st_log(ST_LOG_ERROR, "pairing: no well-formed answer within %d s", o->timeout_s);
     if (rc) return rc;
     char z85[ST_CURVE_Z85_LEN + 1];
     zmq_z85_encode(z85, coord_key, ST_PAKE_KEY);

@@ -371,6 +371,47 @@ Test(pair, replayed_and_tampered_proofs_are_refused) {
     st_test_stop(coord, SIGTERM, 5000);
 }
 
+/* A "coordinator" that answers every HELLO with an empty message: the board must not take that
+ * as a pairing (it once did, and wrote an uninitialised key to its allow file); it retries until
+ * --join-timeout and exits 1 with no allow file. */
+Test(pair, an_empty_answer_pairs_nothing) {
+    void *ctx = zmq_ctx_new(), *router = zmq_socket(ctx, ZMQ_ROUTER);
+    int linger = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &linger, sizeof linger);
+    cr_assert_eq(zmq_bind(router, "tcp://127.0.0.1:*"), 0);
+    char url[128], listen[64], store[300], allow[320], log[300];
+    size_t sz = sizeof url;
+    cr_assert_eq(zmq_getsockopt(router, ZMQ_LAST_ENDPOINT, url, &sz), 0);
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", s_free_port());
+    snprintf(store, sizeof store, "%s/store-empty", g_dir);
+    snprintf(allow, sizeof allow, "%s/allow", store);
+    snprintf(log, sizeof log, "%s/empty.err", g_dir);
+    const char *argv[] = {BIN "/st-node", "--listen", listen, "--join", url, "--code",         "ABCDE-23456", "--store",
+                          store,          "--mem",    "64M",  "-t",     "1", "--join-timeout", "3",           NULL};
+    pid_t node = st_test_spawn(argv, NULL, log, SIGKILL);
+    int hellos = 0, st = -1;
+    for (const double until = st_now_ms() + 30000; st < 0 && st_now_ms() < until;) {
+        zmq_pollitem_t it = {router, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, 100) > 0) {
+            uint8_t id[256], body[ST_PAKE_MAX_MSG];
+            const int il = zmq_recv(router, id, sizeof id, 0), bl = zmq_recv(router, body, sizeof body, 0);
+            if (il > 0 && (size_t)il <= sizeof id && bl > 5 && body[4] == ST_PAKE_HELLO) {
+                hellos++;
+                zmq_send(router, id, (size_t)il, ZMQ_SNDMORE);
+                zmq_send(router, "", 0, 0);
+            }
+        }
+        st = st_test_wait(node, 0);
+    }
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+    if (st < 0) st_test_stop(node, SIGKILL, 5000);
+    cr_assert_gt(hellos, 0, "the board never said HELLO (%s)", log);
+    cr_assert_eq(st, 1, "the board did not give up pairing (status %d, %s)", st, log);
+    cr_assert_neq(access(allow, F_OK), 0, "an empty answer wrote %s", allow);
+    cr_assert(st_test_file_has(log, "no well-formed answer within 3 s", 0), "no reason given (%s)", log);
+}
+
 /* GET /health with the key into DIR/health.json, parsed (the caller deletes it). */
 static cJSON *s_health(int http) {
     char path[300];
