@@ -173,7 +173,8 @@ static int s_push_rounds(st_remote_head_t *h, push_ctx_t *x, bool quiet) {
             }
             const size_t len = size - next[i] < ST_WIRE_MAX_CHUNK ? (size_t)(size - next[i]) : ST_WIRE_MAX_CHUNK;
             const uint8_t *data = s_rows(h, h->nodes[i].a.lo) + next[i];
-            st_wire_msg_t m = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = next[i], .total = size}};
+            st_wire_msg_t m = {.type = ST_MSG_HEAD_PUT,
+                               .head_put = {.offset = next[i], .total = size, .lo = h->nodes[i].a.lo}};
             st_wire_hash(data, len, m.head_put.chunk_hash);
             if (st_cluster_send(h->cl, i, &m, data, len, true) < 0) {
                 x->pushing[i] = false;
@@ -248,8 +249,11 @@ int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet) {
         free(nd->cand);
         memset(nd, 0, sizeof *nd);
         if (!st_cluster_is_up(h->cl, i) || !take[i]) continue;
-        nd->a = (st_wire_head_assign_t){
-            .n_vocab = V, .type = (uint32_t)h->m->output.type, .lo = s_bound(V, k, up), .hi = s_bound(V, k + 1, up)};
+        nd->a = (st_wire_head_assign_t){.n_vocab = V,
+                                        .type = (uint32_t)h->m->output.type,
+                                        .lo = s_bound(V, k, up),
+                                        .hi = s_bound(V, k + 1, up),
+                                        .n_slots = 1};
         k++;
         st_wire_hash(s_rows(h, nd->a.lo), (size_t)(nd->a.hi - nd->a.lo) * h->m->output.row_bytes, nd->a.hash);
         s_drop_pages(h, nd->a.lo, nd->a.hi); /* one slice resident at a time */
@@ -353,6 +357,7 @@ static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_st
             nd->failed = false;
             if (!nd->has || !nd->serves || !st_cluster_is_up(h->cl, i)) continue;
             st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
+            m.head_compute.lo = nd->a.lo;
             const size_t flen = (size_t)cnt * E * sizeof(float);
             if (st_cluster_send(h->cl, i, &m, xn + (size_t)s0 * E, flen, true) < 0) {
                 nd->failed = true;
@@ -505,6 +510,7 @@ static int32_t s_sample(void *arg, st_sampler_t *smp, float *logits) {
             nd->n_cand = 0;
             if (!nd->has || !nd->serves || !st_cluster_is_up(h->cl, i)) continue;
             st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
+            m.head_compute.lo = nd->a.lo;
             if (st_cluster_send(h->cl, i, &m, h->xs, (size_t)E * sizeof(float), true) < 0) {
                 nd->failed = true;
                 continue;

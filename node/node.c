@@ -60,6 +60,14 @@
 #define NODE_SLACK (4u << 20) /* stacks, libc and zmq bookkeeping not measured otherwise */
 #define NODE_THREAD_SLACK (256u << 10)
 
+/* One slice of the output head: rows [a.lo, a.hi) in the file's type. */
+typedef struct {
+    bool assigned, complete;
+    st_wire_head_assign_t a;
+    uint8_t *rows; /* bytes, charged to the cache's budget */
+    uint64_t bytes, got;
+} head_slice_t;
+
 struct st_node {
     st_node_opts_t o;
     char id[ST_WIRE_MAX_ID + 1];
@@ -98,11 +106,8 @@ struct st_node {
                      * --mem, so that packing (about 10 GB/s) is paid once, not again at every miss */
     int batch;      /* rows of one st_linear call (the context's n_batch) */
 
-    /* the output head's slice (HEAD_ASSIGN): rows [lo, hi) in the file's type */
-    bool head_assigned, head_complete;
-    st_wire_head_assign_t head;
-    uint8_t *head_rows; /* head_bytes, charged to the cache's budget */
-    uint64_t head_bytes, head_got;
+    /* the output head's slices (HEAD_ASSIGN), one per slot: its own and replicas */
+    head_slice_t head[ST_WIRE_MAX_HEAD_SLOTS];
 
     /* counters */
     uint64_t requests, errors;
@@ -146,16 +151,21 @@ static int s_reply(st_node_t *n, const st_wire_rx_t *rx, st_wire_msg_t *m) {
 
 /* ---- model set-up and tear-down ---- */
 
-static void s_head_drop(st_node_t *n) {
-    if (n->head_rows && n->lru) st_lru_charge(n->lru, -(int64_t)n->head_bytes);
-    free(n->head_rows);
-    n->head_rows = NULL;
-    n->head_bytes = n->head_got = 0;
-    n->head_assigned = n->head_complete = false;
+static void s_head_drop(st_node_t *n, head_slice_t *hs) {
+    if (hs->rows && n->lru) st_lru_charge(n->lru, -(int64_t)hs->bytes);
+    free(hs->rows);
+    memset(hs, 0, sizeof *hs);
+}
+
+/* bytes of every head slice held in RAM */
+static uint64_t s_head_held(const st_node_t *n) {
+    uint64_t b = 0;
+    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) b += n->head[k].rows ? n->head[k].bytes : 0;
+    return b;
 }
 
 static void s_teardown_assignment(st_node_t *n) {
-    s_head_drop(n);
+    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) s_head_drop(n, &n->head[k]);
     st_lru_destroy(&n->lru);
     st_ctx_destroy(&n->ctx);
     free(n->gate), free(n->up), free(n->down), free(n->ybuf), free(n->sub_tok), free(n->sub_exp), free(n->sub_idx);
@@ -437,7 +447,7 @@ static int s_on_assign(st_node_t *n, st_wire_rx_t *rx) {
     /* pin in the order given (hottest first) while room for a request's
      * worth of unpinned experts (n_expert_used, at least one) remains */
     const uint64_t cost = st_lru_entry_cost(st_store_record_bytes(n->store));
-    const uint64_t room = (n->o.mem - n->fixed - (n->head_rows ? n->head_bytes : 0)) / cost;
+    const uint64_t used = n->fixed + s_head_held(n), room = n->o.mem > used ? (n->o.mem - used) / cost : 0;
     const uint64_t keep = room > n->shape.n_expert_used ? n->shape.n_expert_used : 1;
     const uint64_t pin_cap = room > keep ? room - keep : 0;
     uint32_t n_pin_asked = 0;
@@ -733,11 +743,12 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
     return st_wire_send_zmsg(n->sock, rx->peer, rx->peer_len, &m, &out, 0);
 }
 
-/* ---- the output head's slice ----
- * One slice at a time, held in RAM (charged to --mem: the expert cache
- * shrinks by its size) and in STORE/head-<hash>.dat, so that a restarted node
- * needs nothing pushed again; the file is hashed again when it is loaded, and
- * a new slice's file replaces the others. The logits come from the same
+/* ---- the output head's slices ----
+ * Up to ST_WIRE_MAX_HEAD_SLOTS slices (the node's own and replicas of
+ * others'), each held in RAM (charged to --mem: the expert cache shrinks by
+ * its size) and in STORE/head-<hash>.dat, so that a restarted node needs
+ * nothing pushed again; a file is hashed again when it is loaded, and files
+ * of slices no longer assigned are removed. The logits come from the same
  * st_linear as the single process's head, on rows cut from the same matrix:
  * the same bits. */
 
@@ -747,23 +758,30 @@ static void s_head_path(const st_node_t *n, const uint8_t hash[ST_WIRE_HASH_BYTE
     snprintf(out, cap, "%s/head-%s.dat", n->o.store_dir, hex);
 }
 
+/* the assigned slice whose first row is lo, or NULL */
+static head_slice_t *s_head_find(st_node_t *n, uint32_t lo) {
+    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++)
+        if (n->head[k].assigned && n->head[k].a.lo == lo) return &n->head[k];
+    return NULL;
+}
+
 /* the slice from its file, if there and whole and matching its hash */
-static bool s_head_load(st_node_t *n) {
+static bool s_head_load(st_node_t *n, head_slice_t *hs) {
     char path[PATH_MAX];
-    s_head_path(n, n->head.hash, path, sizeof path);
+    s_head_path(n, hs->a.hash, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;
     struct stat st;
-    bool ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == n->head_bytes;
-    for (uint64_t got = 0; ok && got < n->head_bytes;) {
-        ssize_t r = read(fd, n->head_rows + got, n->head_bytes - got);
+    bool ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == hs->bytes;
+    for (uint64_t got = 0; ok && got < hs->bytes;) {
+        ssize_t r = read(fd, hs->rows + got, hs->bytes - got);
         if (r <= 0) ok = false;
         got += r > 0 ? (uint64_t)r : 0;
     }
     close(fd);
     uint8_t h[ST_WIRE_HASH_BYTES];
-    if (ok) st_wire_hash(n->head_rows, n->head_bytes, h);
-    if (ok && memcmp(h, n->head.hash, ST_WIRE_HASH_BYTES)) {
+    if (ok) st_wire_hash(hs->rows, hs->bytes, h);
+    if (ok && memcmp(h, hs->a.hash, ST_WIRE_HASH_BYTES)) {
         st_log(ST_LOG_WARN, "%s does not match its hash: removed", path);
         unlink(path);
         ok = false;
@@ -771,15 +789,35 @@ static bool s_head_load(st_node_t *n) {
     return ok;
 }
 
-/* writes the complete slice (temp file, fsync, rename) and removes other slices' files */
-static void s_head_save(const st_node_t *n) {
+/* Removes the files of head slices no slot is assigned. */
+static void s_head_prune(const st_node_t *n) {
+    char keep[ST_WIRE_MAX_HEAD_SLOTS][PATH_MAX];
+    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) {
+        keep[k][0] = '\0';
+        if (n->head[k].assigned) s_head_path(n, n->head[k].a.hash, keep[k], sizeof keep[k]);
+    }
+    DIR *d = opendir(n->o.store_dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        char other[PATH_MAX];
+        const size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "head-", 5) || len < 9 || strcmp(e->d_name + len - 4, ".dat")) continue;
+        snprintf(other, sizeof other, "%s/%s", n->o.store_dir, e->d_name);
+        bool kept = false;
+        for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) kept |= !strcmp(other, keep[k]);
+        if (!kept) unlink(other);
+    }
+    if (d) closedir(d);
+}
+
+/* writes a complete slice (temp file, fsync, rename) and removes unassigned slices' files */
+static void s_head_save(const st_node_t *n, const head_slice_t *hs) {
     char path[PATH_MAX], tmp[PATH_MAX + 8];
-    s_head_path(n, n->head.hash, path, sizeof path);
+    s_head_path(n, hs->a.hash, path, sizeof path);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     bool ok = fd >= 0;
-    for (uint64_t put = 0; ok && put < n->head_bytes;) {
-        ssize_t w = write(fd, n->head_rows + put, n->head_bytes - put);
+    for (uint64_t put = 0; ok && put < hs->bytes;) {
+        ssize_t w = write(fd, hs->rows + put, hs->bytes - put);
         if (w <= 0) ok = false;
         put += w > 0 ? (uint64_t)w : 0;
     }
@@ -789,21 +827,19 @@ static void s_head_save(const st_node_t *n) {
         unlink(tmp);
         return;
     }
-    DIR *d = opendir(n->o.store_dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char other[PATH_MAX];
-        const size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "head-", 5) || len < 9 || strcmp(e->d_name + len - 4, ".dat")) continue;
-        snprintf(other, sizeof other, "%s/%s", n->o.store_dir, e->d_name);
-        if (strcmp(other, path)) unlink(other);
-    }
-    if (d) closedir(d);
+    s_head_prune(n);
 }
 
-static int s_head_ack(st_node_t *n, st_wire_rx_t *rx, uint64_t offset, bool ok) {
+static int s_head_ack(st_node_t *n, st_wire_rx_t *rx, const head_slice_t *hs, uint64_t offset, bool ok) {
     st_wire_msg_t m = {.type = ST_MSG_HEAD_ACK};
-    m.head_ack = (st_wire_head_ack_t){.offset = offset, .ok = ok, .complete = n->head_complete};
+    m.head_ack = (st_wire_head_ack_t){.offset = offset, .ok = ok, .complete = hs->complete};
     return s_reply(n, rx, &m);
+}
+
+/* the same rows of the same head (slot numbers aside) */
+static bool s_same_slice(const st_wire_head_assign_t *x, const st_wire_head_assign_t *y) {
+    return x->n_vocab == y->n_vocab && x->type == y->type && x->lo == y->lo && x->hi == y->hi &&
+           !memcmp(x->hash, y->hash, ST_WIRE_HASH_BYTES);
 }
 
 static int s_on_head_assign(st_node_t *n, st_wire_rx_t *rx) {
@@ -812,45 +848,53 @@ static int s_on_head_assign(st_node_t *n, st_wire_rx_t *rx) {
     if (st_wire_check_head(&rx->msg, n->shape.n_embd, NULL, 0, why, sizeof why))
         return s_reply_error(n, rx, ST_EPROTO, why);
     const st_wire_head_assign_t *a = &rx->msg.head_assign;
-    if (n->head_assigned && !memcmp(&n->head, a, sizeof *a)) { /* the same slice again */
-        if (!n->head_complete) n->head_got = 0;
-        return s_head_ack(n, rx, 0, true);
+    for (uint32_t k = a->n_slots; k < ST_WIRE_MAX_HEAD_SLOTS; k++) s_head_drop(n, &n->head[k]);
+    for (uint32_t k = 0; k < a->n_slots; k++) /* another slot with overlapping rows: from an older cut */
+        if (k != a->slot && n->head[k].assigned && n->head[k].a.lo < a->hi && a->lo < n->head[k].a.hi)
+            s_head_drop(n, &n->head[k]);
+    head_slice_t *hs = &n->head[a->slot];
+    if (hs->assigned && s_same_slice(&hs->a, a)) { /* the same slice again */
+        hs->a = *a;
+        if (!hs->complete) hs->got = 0;
+        return s_head_ack(n, rx, hs, 0, true);
     }
-    s_head_drop(n);
+    s_head_drop(n, hs);
     const uint64_t bytes = st_wire_head_bytes(a->type, n->shape.n_embd, a->lo, a->hi);
     if (bytes > SIZE_MAX / 2 || st_lru_charge(n->lru, (int64_t)bytes)) {
         snprintf(why, sizeof why, "a head slice of %llu B does not fit in --mem beside the pinned experts",
                  (unsigned long long)bytes);
         return s_reply_error(n, rx, ST_ENOMEM, why);
     }
-    n->head_rows = malloc(bytes);
-    if (!n->head_rows) {
+    hs->rows = malloc(bytes);
+    if (!hs->rows) {
         st_lru_charge(n->lru, -(int64_t)bytes);
         return s_reply_error(n, rx, ST_ENOMEM, "no memory for the head slice");
     }
-    n->head = *a;
-    n->head_bytes = bytes;
-    n->head_assigned = true;
-    n->head_complete = s_head_load(n);
-    st_log(ST_LOG_INFO, "HEAD_ASSIGN: rows [%u, %u) of %u, %s, %llu B: %s", a->lo, a->hi, a->n_vocab,
-           st_type_name((int)a->type), (unsigned long long)bytes, n->head_complete ? "in the store" : "missing");
-    return s_head_ack(n, rx, 0, true);
+    hs->a = *a;
+    hs->bytes = bytes;
+    hs->assigned = true;
+    hs->complete = s_head_load(n, hs); /* no pruning here: the node's other slots may come next */
+    st_log(ST_LOG_INFO, "HEAD_ASSIGN: slot %u of %u, rows [%u, %u) of %u, %s, %llu B: %s", a->slot, a->n_slots, a->lo,
+           a->hi, a->n_vocab, st_type_name((int)a->type), (unsigned long long)bytes,
+           hs->complete ? "in the store" : "missing");
+    return s_head_ack(n, rx, hs, 0, true);
 }
 
 static int s_on_head_put(st_node_t *n, st_wire_rx_t *rx) {
     char why[256];
     size_t len;
     const uint8_t *data = st_wire_rx_frame(rx, &len);
-    if (!n->head_assigned) return s_reply_error(n, rx, ST_EPROTO, "HEAD_PUT before HEAD_ASSIGN");
-    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &n->head, len, why, sizeof why))
+    head_slice_t *hs = s_head_find(n, rx->msg.head_put.lo);
+    if (!hs) return s_reply_error(n, rx, ST_EPROTO, "HEAD_PUT of a slice not assigned");
+    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &hs->a, len, why, sizeof why))
         return s_reply_error(n, rx, ST_EPROTO, why);
     const st_wire_head_put_t *p = &rx->msg.head_put;
-    if (n->head_complete) return s_head_ack(n, rx, p->offset, true);
+    if (hs->complete) return s_head_ack(n, rx, hs, p->offset, true);
     uint8_t h[ST_WIRE_HASH_BYTES];
     st_wire_hash(data, len, h);
-    if (p->offset != 0 && p->offset != n->head_got)
+    if (p->offset != 0 && p->offset != hs->got)
         snprintf(why, sizeof why, "chunk at %llu, expected %llu", (unsigned long long)p->offset,
-                 (unsigned long long)n->head_got);
+                 (unsigned long long)hs->got);
     else if (memcmp(h, p->chunk_hash, ST_WIRE_HASH_BYTES))
         snprintf(why, sizeof why, "chunk at %llu does not match its hash", (unsigned long long)p->offset);
     else
@@ -858,36 +902,37 @@ static int s_on_head_put(st_node_t *n, st_wire_rx_t *rx) {
     if (why[0]) {
         n->errors++;
         s_log_bad(n, "HEAD_PUT rejected: %s", why);
-        return s_head_ack(n, rx, p->offset, false);
+        return s_head_ack(n, rx, hs, p->offset, false);
     }
-    memcpy(n->head_rows + p->offset, data, len);
-    n->head_got = p->offset + len;
-    if (n->head_got == n->head_bytes) {
-        st_wire_hash(n->head_rows, n->head_bytes, h);
-        if (memcmp(h, n->head.hash, ST_WIRE_HASH_BYTES)) {
-            n->head_got = 0;
+    memcpy(hs->rows + p->offset, data, len);
+    hs->got = p->offset + len;
+    if (hs->got == hs->bytes) {
+        st_wire_hash(hs->rows, hs->bytes, h);
+        if (memcmp(h, hs->a.hash, ST_WIRE_HASH_BYTES)) {
+            hs->got = 0;
             n->errors++;
             s_log_bad(n, "the head slice's bytes do not match its hash: discarded");
-            return s_head_ack(n, rx, p->offset, false);
+            return s_head_ack(n, rx, hs, p->offset, false);
         }
-        n->head_complete = true;
-        s_head_save(n);
+        hs->complete = true;
+        s_head_save(n, hs);
     }
-    return s_head_ack(n, rx, p->offset, true);
+    return s_head_ack(n, rx, hs, p->offset, true);
 }
 
-/* The slice's logits for n_seq hidden states, then per sequence the whole
+/* A held slice's logits for n_seq hidden states, then per sequence the whole
  * slice (full) or its best candidates after the penalties. */
 static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
     char why[256];
     size_t len;
     const uint8_t *frame = st_wire_rx_frame(rx, &len);
-    if (!n->head_complete) return s_reply_error(n, rx, ST_ERANGE, "no head slice held");
-    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &n->head, len, why, sizeof why))
+    const head_slice_t *hs = s_head_find(n, rx->msg.head_compute.lo);
+    if (!hs || !hs->complete) return s_reply_error(n, rx, ST_ERANGE, "no head slice held");
+    if (st_wire_check_head(&rx->msg, n->shape.n_embd, &hs->a, len, why, sizeof why))
         return s_reply_error(n, rx, ST_EPROTO, why);
     const uint64_t t0 = st_now_us();
     const st_wire_head_compute_t *c = &rx->msg.head_compute;
-    const uint32_t E = n->shape.n_embd, rows = n->head.hi - n->head.lo, S = c->n_seq;
+    const uint32_t E = n->shape.n_embd, rows = hs->a.hi - hs->a.lo, S = c->n_seq;
     const uint32_t k = c->full ? rows : (c->n_cand < rows ? c->n_cand : rows);
     const uint32_t chunk = S < (uint32_t)n->batch ? S : (uint32_t)n->batch;
     const size_t out_bytes = (size_t)S * k * (c->full ? 4u : 8u);
@@ -902,13 +947,13 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
     int rc = !x || !y || !mx || !sum || !cid || !cval || zmq_msg_init_size(&out, out_bytes) ? ST_ENOMEM : 0;
     if (!rc) {
         memcpy(x, frame, (size_t)S * E * sizeof(float));
-        const st_weight_t w = {.type = (st_type_t)n->head.type,
-                               .data = n->head_rows,
+        const st_weight_t w = {.type = (st_type_t)hs->a.type,
+                               .data = hs->rows,
                                .n_cols = E,
                                .n_rows = rows,
                                .n_mat = 1,
-                               .row_bytes = (size_t)(n->head_bytes / rows),
-                               .mat_bytes = (size_t)n->head_bytes,
+                               .row_bytes = (size_t)(hs->bytes / rows),
+                               .mat_bytes = (size_t)hs->bytes,
                                .name = "output (slice)"};
         uint8_t *o = zmq_msg_data(&out);
         uint32_t pen0 = 0;
@@ -928,7 +973,7 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
                                                    .presence = c->presence_penalty[s],
                                                    .frequency = c->frequency_penalty[s]};
                 pen0 += c->pen_n[s];
-                const int got = st_sampler_part_eval(ys, (int)rows, (int32_t)n->head.lo, &pen, c->temp[s], (int)k, cid,
+                const int got = st_sampler_part_eval(ys, (int)rows, (int32_t)hs->a.lo, &pen, c->temp[s], (int)k, cid,
                                                      cval, &mx[s], &sum[s], &sum[S + s]);
                 if (got != (int)k) rc = got < 0 ? got : ST_EINVAL;
                 for (uint32_t i = 0; !rc && i < k; i++) {

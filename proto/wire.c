@@ -326,6 +326,8 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->hi = m->head_assign.hi;
         p->hash.len = ST_WIRE_HASH_BYTES;
         p->hash.data = (uint8_t *)m->head_assign.hash;
+        p->slot = m->head_assign.slot;
+        p->n_slots = m->head_assign.n_slots;
         e->head_assign = p;
         break;
     }
@@ -336,6 +338,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->total = m->head_put.total;
         p->chunk_hash.len = ST_WIRE_HASH_BYTES;
         p->chunk_hash.data = (uint8_t *)m->head_put.chunk_hash;
+        p->lo = m->head_put.lo;
         e->head_put = p;
         break;
     }
@@ -360,6 +363,7 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->n_seq = c->n_seq;
         p->full = c->full;
         p->n_cand = c->n_cand;
+        p->lo = c->lo;
         p->n_temp = p->n_repeat_penalty = p->n_presence_penalty = p->n_frequency_penalty = p->n_pen_n = ns;
         p->temp = c->temp;
         p->repeat_penalty = c->repeat_penalty;
@@ -682,12 +686,15 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         a->type = e->head_assign->type;
         a->lo = e->head_assign->lo;
         a->hi = e->head_assign->hi;
+        a->slot = e->head_assign->slot;
+        a->n_slots = e->head_assign->n_slots;
         rc = s_hash_from_pb(&e->head_assign->hash, a->hash, "head hash", why, cap);
         break;
     }
     case ST_MSG_HEAD_PUT:
         m->head_put.offset = e->head_put->offset;
         m->head_put.total = e->head_put->total;
+        m->head_put.lo = e->head_put->lo;
         rc = s_hash_from_pb(&e->head_put->chunk_hash, m->head_put.chunk_hash, "chunk hash", why, cap);
         break;
     case ST_MSG_HEAD_ACK:
@@ -700,6 +707,7 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         st_wire_head_compute_t *c = &m->head_compute;
         c->n_seq = p->n_seq;
         c->n_cand = p->n_cand;
+        c->lo = p->lo;
         c->full = p->full;
         const size_t ns = p->n_temp; /* checked: n_seq, or 0 when full */
         c->n_pen = (uint32_t)p->n_pen_id;
@@ -1031,6 +1039,8 @@ int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_he
     if (a->lo >= a->hi || a->hi > a->n_vocab)
         return s_why(why, cap, "head rows [%u, %u) of %u", a->lo, a->hi, a->n_vocab);
     if (!s_type_fits(a->type, n_embd)) return s_why(why, cap, "head type %u with n_embd %u", a->type, n_embd);
+    if (a->n_slots < 1 || a->n_slots > ST_WIRE_MAX_HEAD_SLOTS || a->slot >= a->n_slots)
+        return s_why(why, cap, "head slot %u of %u (at most %d)", a->slot, a->n_slots, ST_WIRE_MAX_HEAD_SLOTS);
     const uint64_t total = st_wire_head_bytes(a->type, n_embd, a->lo, a->hi);
     switch (m->type) {
     case ST_MSG_HEAD_ASSIGN:
@@ -1038,6 +1048,7 @@ int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_he
         return 0;
     case ST_MSG_HEAD_PUT: {
         const st_wire_head_put_t *p = &m->head_put;
+        if (p->lo != a->lo) return s_why(why, cap, "a head chunk of the slice at %u sent to %u's", p->lo, a->lo);
         if (p->total != total)
             return s_why(why, cap, "head chunk total %llu (the slice is %llu B)", (unsigned long long)p->total,
                          (unsigned long long)total);
@@ -1051,6 +1062,7 @@ int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_he
     case ST_MSG_HEAD_COMPUTE: {
         const st_wire_head_compute_t *c = &m->head_compute;
         const uint64_t rows = a->hi - a->lo;
+        if (c->lo != a->lo) return s_why(why, cap, "the head slice at %u computed with %u's", c->lo, a->lo);
         if (c->n_seq < 1 || c->n_seq > ST_WIRE_MAX_HEAD_SEQ) return s_why(why, cap, "%u sequences", c->n_seq);
         if (!c->full && (c->n_cand < 1 || c->n_cand > ST_WIRE_MAX_HEAD_CAND))
             return s_why(why, cap, "%u candidates (1..%d)", c->n_cand, ST_WIRE_MAX_HEAD_CAND);

@@ -55,7 +55,8 @@
 
 /* 2: expert types per layer; 3: the HEAD_* messages (an output head sharded by vocabulary) and
  * compact EXPERT_RESULTs (result_format): a version-2 node would answer a compact request with
- * one row per pair, so peers of another version are refused at HELLO, both versions named */
+ * one row per pair, so peers of another version are refused at HELLO, both versions named; a
+ * node holds several head slices (slots: its own and replicas), named by their first row */
 #define ST_WIRE_VERSION 3
 #define ST_WIRE_HASH_BYTES 32           /* BLAKE2b-256 */
 #define ST_WIRE_MAX_ENVELOPE (1u << 20) /* bytes of one Envelope frame */
@@ -73,6 +74,7 @@
 #define ST_WIRE_MAX_VOCAB (1u << 22) /* n_vocab of a sharded output head */
 #define ST_WIRE_MAX_HEAD_SEQ 256     /* sequences of one HEAD_COMPUTE */
 #define ST_WIRE_MAX_HEAD_CAND 8192   /* candidates per sequence of one HEAD_COMPUTE */
+#define ST_WIRE_MAX_HEAD_SLOTS 16    /* head slices one node holds (its own and replicas) */
 
 typedef enum {
     ST_MSG_NONE = 0,
@@ -209,17 +211,21 @@ typedef struct {
     char message[ST_WIRE_MAX_ERRMSG + 1];
 } st_wire_error_t;
 
-/* The output head sharded by vocabulary: a node holds rows [lo, hi) of the
+/* The output head sharded by vocabulary: a slice is rows [lo, hi) of the
  * n_vocab x n_embd head (the model's output.weight, in the file's type), the
- * bytes of those rows as in the file, hashed with BLAKE2b-256. */
+ * bytes of those rows as in the file, hashed with BLAKE2b-256. A node holds
+ * n_slots slices (its own and replicas of others'), this one in slot slot;
+ * HEAD_PUT and HEAD_COMPUTE name the slice by its lo. */
 typedef struct {
     uint32_t n_vocab, type, lo, hi;
     uint8_t hash[ST_WIRE_HASH_BYTES];
+    uint32_t slot, n_slots; /* slot < n_slots <= ST_WIRE_MAX_HEAD_SLOTS */
 } st_wire_head_assign_t;
 
 typedef struct {
     uint64_t offset, total; /* total = st_wire_head_bytes() of the assigned slice */
     uint8_t chunk_hash[ST_WIRE_HASH_BYTES];
+    uint32_t lo; /* the slice's first row */
 } st_wire_head_put_t;
 
 typedef struct {
@@ -237,6 +243,7 @@ typedef struct {
  * (empty when full); pen_id/pen_count are n_pen long. */
 typedef struct {
     uint32_t n_seq, n_cand;
+    uint32_t lo; /* the held slice to compute (its first row) */
     bool full;
     float *temp, *repeat_penalty, *presence_penalty, *frequency_penalty;
     uint32_t *pen_n;

@@ -1359,10 +1359,17 @@ static st_wire_rx_t s_head_call(client_t *c, st_wire_msg_t *m, const void *frame
     return rx;
 }
 
-/* HEAD_ASSIGN of rows [lo, hi) of the model's output.weight; whether the node holds them already */
-static bool s_head_assign(client_t *c, const model_t *md, uint32_t lo, uint32_t hi, st_wire_head_assign_t *a) {
+/* HEAD_ASSIGN of rows [lo, hi) of the model's output.weight in slot slot of
+ * n_slots; whether the node holds them already */
+static bool s_head_assign_slot(client_t *c, const model_t *md, uint32_t lo, uint32_t hi, uint32_t slot,
+                               uint32_t n_slots, st_wire_head_assign_t *a) {
     const st_weight_t *w = &md->m->output;
-    *a = (st_wire_head_assign_t){.n_vocab = (uint32_t)w->n_rows, .type = (uint32_t)w->type, .lo = lo, .hi = hi};
+    *a = (st_wire_head_assign_t){.n_vocab = (uint32_t)w->n_rows,
+                                 .type = (uint32_t)w->type,
+                                 .lo = lo,
+                                 .hi = hi,
+                                 .slot = slot,
+                                 .n_slots = n_slots};
     st_wire_hash(w->data + (size_t)lo * w->row_bytes, (size_t)(hi - lo) * w->row_bytes, a->hash);
     st_wire_msg_t m = {.type = ST_MSG_HEAD_ASSIGN, .head_assign = *a};
     st_wire_rx_t rx = s_head_call(c, &m, NULL, 0);
@@ -1370,6 +1377,26 @@ static bool s_head_assign(client_t *c, const model_t *md, uint32_t lo, uint32_t 
     bool complete = rx.msg.head_ack.complete;
     st_wire_rx_clear(&rx);
     return complete;
+}
+
+static bool s_head_assign(client_t *c, const model_t *md, uint32_t lo, uint32_t hi, st_wire_head_assign_t *a) {
+    return s_head_assign_slot(c, md, lo, hi, 0, 1, a);
+}
+
+/* Pushes rows [a->lo, a->hi) in chunks; the last ack says complete. */
+static void s_head_push(client_t *c, const model_t *md, const st_wire_head_assign_t *a) {
+    const st_weight_t *w = &md->m->output;
+    const uint8_t *bytes = w->data + (size_t)a->lo * w->row_bytes;
+    const uint64_t total = (uint64_t)(a->hi - a->lo) * w->row_bytes;
+    for (uint64_t off = 0; off < total; off += 5000) {
+        const size_t n = total - off < 5000 ? (size_t)(total - off) : 5000;
+        st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = off, .total = total, .lo = a->lo}};
+        st_wire_hash(bytes + off, n, put.head_put.chunk_hash);
+        st_wire_rx_t rx = s_head_call(c, &put, bytes + off, n);
+        cr_assert_eq(rx.msg.type, ST_MSG_HEAD_ACK, "%s: %s", st_wire_type_name(rx.msg.type), rx.msg.error.message);
+        cr_assert(rx.msg.head_ack.ok && rx.msg.head_ack.complete == (off + n == total));
+        st_wire_rx_clear(&rx);
+    }
 }
 
 /* the rows [lo, hi) of W for n hidden states, as one process computes them (the whole matrix) */
@@ -1408,7 +1435,7 @@ Test(node, head_slice_logits_candidates_and_restart) {
     float *x = malloc(3 * E * sizeof(float));
     srand(5);
     for (uint32_t i = 0; i < 3 * E; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
-    st_wire_msg_t hc = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true}};
+    st_wire_msg_t hc = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true, .lo = lo}};
     s_expect_error(&c, &hc, x, 3 * E * sizeof(float), "HEAD_COMPUTE before HEAD_ASSIGN");
 
     st_wire_head_assign_t a;
@@ -1419,7 +1446,7 @@ Test(node, head_slice_logits_candidates_and_restart) {
     const size_t chunk = 5000;
     for (uint64_t off = 0; off < total; off += chunk) {
         const size_t n = total - off < chunk ? (size_t)(total - off) : chunk;
-        st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = off, .total = total}};
+        st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = off, .total = total, .lo = lo}};
         st_wire_hash(bytes + off, n, put.head_put.chunk_hash);
         if (off == chunk) { /* a chunk that does not match its hash: refused, the push goes on */
             put.head_put.chunk_hash[0] ^= 1;
@@ -1453,6 +1480,7 @@ Test(node, head_slice_logits_candidates_and_restart) {
     st_wire_msg_t cc = {.type = ST_MSG_HEAD_COMPUTE};
     cc.head_compute = (st_wire_head_compute_t){.n_seq = 3,
                                                .n_cand = 12,
+                                               .lo = lo,
                                                .temp = temp,
                                                .repeat_penalty = rp,
                                                .presence_penalty = pp,
@@ -1495,8 +1523,13 @@ Test(node, head_slice_logits_candidates_and_restart) {
     pen_id[0] = V;
     s_expect_error(&c, &cc, x, 3 * E * sizeof(float), "HEAD_COMPUTE with a penalty id past the vocabulary");
     pen_id[0] = lo;
-    st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = 0, .total = total + 1}};
+    st_wire_msg_t put = {.type = ST_MSG_HEAD_PUT, .head_put = {.offset = 0, .total = total + 1, .lo = lo}};
     s_expect_error(&c, &put, bytes, 100, "HEAD_PUT with another total");
+    put.head_put.total = total, put.head_put.lo = lo + 1;
+    s_expect_error(&c, &put, bytes, 100, "HEAD_PUT of a slice not assigned");
+    hc.head_compute.lo = 0;
+    s_expect_error(&c, &hc, x, 3 * E * sizeof(float), "HEAD_COMPUTE of a slice not held");
+    hc.head_compute.lo = lo;
     rx = s_head_call(&c, &hc, x, 3 * E * sizeof(float));
     cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT);
     st_wire_rx_clear(&rx);
@@ -1530,5 +1563,64 @@ Test(node, head_slice_logits_candidates_and_restart) {
     s_client_close(&c2);
     cr_assert_eq(s_stop(&p), 0);
     free(x), free(want);
+    s_free_model(&md);
+}
+
+/* A node holds several slices (its own and replicas): each is pushed and
+ * computed by its first row, both stay in the store across a restart, and a
+ * HEAD_ASSIGN with fewer slots drops the others. */
+Test(node, several_head_slices_on_one_node) {
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0"));
+    const st_weight_t *w = &md.m->output;
+    const uint32_t V = (uint32_t)w->n_rows, E = md.shape.n_embd;
+    const uint32_t cut[3] = {0, V / 2 / 16 * 16, V}; /* two slices */
+    node_proc_t p = s_start(g_store, "256M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    s_do_hello(&c, &md);
+    s_do_assign(&c, &md, 0);
+    float *x = malloc(2 * E * sizeof(float));
+    srand(9);
+    for (uint32_t i = 0; i < 2 * E; i++) x[i] = (float)rand() / RAND_MAX * 2.0f - 1.0f;
+    st_wire_head_assign_t a[2];
+    for (uint32_t k = 0; k < 2; k++) {
+        cr_assert_not(s_head_assign_slot(&c, &md, cut[k], cut[k + 1], k, 2, &a[k]));
+        s_head_push(&c, &md, &a[k]);
+    }
+    for (int round = 0; round < 2; round++) { /* then after a restart, from the store */
+        for (uint32_t k = 0; k < 2; k++) {
+            float *want = s_head_reference(&md, x, 2, cut[k], cut[k + 1]);
+            st_wire_msg_t hc = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 2, .full = true, .lo = cut[k]}};
+            st_wire_rx_t rx = s_head_call(&c, &hc, x, 2 * E * sizeof(float));
+            cr_assert_eq(rx.msg.type, ST_MSG_HEAD_RESULT, "slice %u: %s", k, rx.msg.error.message);
+            size_t len;
+            const uint8_t *f = st_wire_rx_frame(&rx, &len);
+            char why[256];
+            cr_assert_eq(st_wire_check_head_result(&rx.msg, &hc.head_compute, &a[k], f, len, why, sizeof why), 0, "%s",
+                         why);
+            cr_assert_eq(memcmp(f, want, (size_t)2 * (cut[k + 1] - cut[k]) * sizeof(float)), 0, "slice %u differs", k);
+            st_wire_rx_clear(&rx);
+            free(want);
+        }
+        if (round) break;
+        s_client_close(&c);
+        cr_assert_eq(s_stop(&p), 0);
+        p = s_start(g_store, "256M", NULL);
+        c = (client_t){0};
+        s_connect(&c, p.p.url);
+        s_do_hello(&c, &md);
+        s_do_assign(&c, &md, 0);
+        for (uint32_t k = 0; k < 2; k++)
+            cr_assert(s_head_assign_slot(&c, &md, cut[k], cut[k + 1], k, 2, &a[k]), "slice %u not kept in the store",
+                      k);
+    }
+    /* one slot from now on: the slice in slot 1 is dropped */
+    cr_assert(s_head_assign_slot(&c, &md, cut[0], cut[1], 0, 1, &a[0]));
+    st_wire_msg_t hc = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 2, .full = true, .lo = cut[1]}};
+    s_expect_error(&c, &hc, x, 2 * E * sizeof(float), "HEAD_COMPUTE of a dropped slot");
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0);
+    free(x);
     s_free_model(&md);
 }

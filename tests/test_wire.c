@@ -38,7 +38,7 @@ static float g_max[2] = {3.5f, -1.25f};
 static double g_sum[2] = {17.25, 1.0}, g_sum_t[2] = {9.5, 1.0};
 
 static st_wire_head_assign_t s_head(void) {
-    st_wire_head_assign_t a = {.n_vocab = 1000, .type = ST_TYPE_Q4_0, .lo = 200, .hi = 450};
+    st_wire_head_assign_t a = {.n_vocab = 1000, .type = ST_TYPE_Q4_0, .lo = 200, .hi = 450, .slot = 1, .n_slots = 3};
     memset(a.hash, 0x5c, ST_WIRE_HASH_BYTES);
     return a;
 }
@@ -117,13 +117,15 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
         break;
     case ST_MSG_HEAD_ASSIGN: m.head_assign = s_head(); break;
     case ST_MSG_HEAD_PUT:
-        m.head_put = (st_wire_head_put_t){.offset = 2048, .total = st_wire_head_bytes(ST_TYPE_Q4_0, 64, 200, 450)};
+        m.head_put =
+            (st_wire_head_put_t){.offset = 2048, .total = st_wire_head_bytes(ST_TYPE_Q4_0, 64, 200, 450), .lo = 200};
         memset(m.head_put.chunk_hash, 0x3e, ST_WIRE_HASH_BYTES);
         break;
     case ST_MSG_HEAD_ACK: m.head_ack = (st_wire_head_ack_t){.offset = 4096, .ok = true, .complete = false}; break;
     case ST_MSG_HEAD_COMPUTE:
         m.head_compute = (st_wire_head_compute_t){.n_seq = 2,
                                                   .n_cand = 40,
+                                                  .lo = 200,
                                                   .temp = g_temp,
                                                   .repeat_penalty = g_rp,
                                                   .presence_penalty = g_pp,
@@ -228,7 +230,8 @@ static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
     case ST_MSG_HEAD_ACK: cr_assert_arr_eq(&a->head_ack, &b->head_ack, sizeof a->head_ack); break;
     case ST_MSG_HEAD_COMPUTE: {
         const st_wire_head_compute_t *x = &a->head_compute, *y = &b->head_compute;
-        cr_assert(x->n_seq == y->n_seq && x->n_cand == y->n_cand && x->full == y->full && x->n_pen == y->n_pen);
+        cr_assert(x->n_seq == y->n_seq && x->n_cand == y->n_cand && x->full == y->full && x->n_pen == y->n_pen &&
+                  x->lo == y->lo);
         cr_assert_arr_eq(x->temp, y->temp, x->n_seq * sizeof(float));
         cr_assert_arr_eq(x->repeat_penalty, y->repeat_penalty, x->n_seq * sizeof(float));
         cr_assert_arr_eq(x->presence_penalty, y->presence_penalty, x->n_seq * sizeof(float));
@@ -1049,6 +1052,15 @@ Test(wire, head_requests_checked_against_the_slice) {
     cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO); /* empty */
     b = m, b.head_assign.type = ST_TYPE_COUNT;
     cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    /* slots: slot < n_slots <= ST_WIRE_MAX_HEAD_SLOTS */
+    b = m, b.head_assign.slot = 3;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.head_assign.slot = 0, b.head_assign.n_slots = 0;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.head_assign.slot = 0, b.head_assign.n_slots = ST_WIRE_MAX_HEAD_SLOTS + 1;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), ST_EPROTO);
+    b = m, b.head_assign.slot = ST_WIRE_MAX_HEAD_SLOTS - 1, b.head_assign.n_slots = ST_WIRE_MAX_HEAD_SLOTS;
+    cr_assert_eq(st_wire_check_head(&b, 64, NULL, 0, why, sizeof why), 0, "%s", why);
     /* a chunk: inside the slice's bytes (250 rows x 36 B) */
     m = s_example(ST_MSG_HEAD_PUT);
     const uint64_t total = 250 * 36;
@@ -1060,6 +1072,8 @@ Test(wire, head_requests_checked_against_the_slice) {
     b = m, b.head_put.total++;
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 1, why, sizeof why), ST_EPROTO);
     b = m, b.head_put.offset = UINT64_MAX;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 1, why, sizeof why), ST_EPROTO);
+    b = m, b.head_put.lo = 201; /* another slice's chunk */
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 1, why, sizeof why), ST_EPROTO);
     /* a compute: the frame holds n_seq rows of n_embd floats; ids below n_vocab; finite parameters */
     m = s_example(ST_MSG_HEAD_COMPUTE);
@@ -1082,11 +1096,13 @@ Test(wire, head_requests_checked_against_the_slice) {
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.repeat_penalty = neg_rp;
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.lo = 0; /* another slice */
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.n_cand = 0;
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.n_cand = ST_WIRE_MAX_HEAD_CAND + 1;
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
-    b = (st_wire_msg_t){.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true}};
+    b = (st_wire_msg_t){.type = ST_MSG_HEAD_COMPUTE, .head_compute = {.n_seq = 3, .full = true, .lo = 200}};
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 3 * 64 * 4, why, sizeof why), 0, "%s", why);
 }
 
