@@ -282,11 +282,11 @@ static void s_layer_begin(st_remote_moe_t *r, const st_route_t *rt) {
         if (s_follow_cluster(r) < 0) st_log(ST_LOG_WARN, "no memory to follow the nodes added to the cluster");
         r->step_open = true;
         r->slots[0].in_flight = r->slots[1].in_flight = false; /* what a failed step left */
-        r->step_decode = rt->n_tok == 1;
+        r->step_decode = rt->decode;                           /* one token per sequence, however many sequences */
         if (r->step_decode)
-            r->tot.decode_tokens++;
+            r->tot.decode_tokens += (uint64_t)rt->n_step;
         else
-            r->tot.prefill_steps++, r->tot.prefill_tokens += (uint64_t)rt->n_tok;
+            r->tot.prefill_steps++, r->tot.prefill_tokens += (uint64_t)rt->n_step;
         for (int i = 0; i < r->N; i++) s_step_start(r, i);
     }
     r->cur_layer = rt->layer;

@@ -435,22 +435,26 @@ static void s_shift_rows(st_ctx_t *c, ptrdiff_t dt) {
     c->tok_kv += dt, c->tok_pos += dt;
 }
 
-/* Whether the chunk can run as two overlapped micro-batches: the backend can
- * (begin/end), and its tokens are of distinct sequences (a decode step), so
- * neither micro-batch's attention needs the other's keys of the same layer. */
-static bool s_can_overlap(const st_ctx_t *c, int n_tok) {
-    if (!c->moe.begin || !c->moe.end || n_tok < 2) return false;
+/* Whether the chunk's tokens are each of another sequence (a decode step). */
+static bool s_one_per_seq(const st_ctx_t *c, int n_tok) {
     for (int i = 0; i < n_tok; i++)
         for (int j = 0; j < i; j++)
             if (c->tok_kv[i] == c->tok_kv[j]) return false;
     return true;
 }
 
+/* Whether a decode chunk can run as two overlapped micro-batches: the backend
+ * can (begin/end); its tokens being of distinct sequences, neither
+ * micro-batch's attention needs the other's keys of the same layer. */
+static bool s_can_overlap(const st_ctx_t *c, int n_tok, bool decode) {
+    return c->moe.begin && c->moe.end && n_tok >= 2 && decode;
+}
+
 /* The layers for two micro-batches (rows [0, h) and [h, n_tok)) in a
  * ping-pong: per layer, micro-batch s takes its previous layer's expert
  * results, then routes, runs attention and sends its experts' work; the
  * other's attention runs while the backend computes. */
-static int s_layers_overlapped(st_ctx_t *c, int n_tok) {
+static int s_layers_overlapped(st_ctx_t *c, int n_tok, bool decode) {
     const st_config_t *cfg = &c->m->cfg;
     const int E = cfg->n_embd, h = n_tok / 2;
     const int t0[2] = {0, h}, n[2] = {h, n_tok - h};
@@ -466,6 +470,8 @@ static int s_layers_overlapped(st_ctx_t *c, int n_tok) {
                 st_linear(c, &L->router, 0, c->x, n[s], c->router, (size_t)cfg->n_expert);
                 st_moe_route(c, il, n[s], &route[s]);
                 route[s].slot = s;
+                route[s].n_step = n_tok;
+                route[s].decode = decode;
                 if (c->moe.prefetch) rc = c->moe.prefetch(c->moe.arg, &route[s]);
                 if (rc == 0) {
                     s_attention(c, il, n[s]);
@@ -492,9 +498,9 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
     for (int t = 0; t < n_tok; t++)
         c->k->to_float[m->tok_embd.type](E, st_weight_row(&m->tok_embd, 0, tokens[t]), c->x + (size_t)t * E);
 
-    const bool overlap = s_can_overlap(c, n_tok);
+    const bool decode = s_one_per_seq(c, n_tok), overlap = s_can_overlap(c, n_tok, decode);
     if (overlap) {
-        int rc = s_layers_overlapped(c, n_tok);
+        int rc = s_layers_overlapped(c, n_tok, decode);
         if (rc < 0) return rc;
     }
     for (int il = 0; !overlap && il < cfg->n_layer; il++) {
@@ -503,6 +509,8 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
         st_linear(c, &L->router, 0, c->x, n_tok, c->router, (size_t)cfg->n_expert);
         st_route_t route;
         st_moe_route(c, il, n_tok, &route);
+        route.n_step = n_tok;
+        route.decode = decode;
         if (c->moe.prefetch) {
             int rc = c->moe.prefetch(c->moe.arg, &route);
             if (rc < 0) return rc;

@@ -37,7 +37,9 @@ typedef struct {
     int k;
     const int32_t *ids;
     const float *w;
-    int slot; /* the micro-batch (0 or 1) of an overlapped step (st_moe_backend_t.begin); else 0 */
+    int slot;    /* the micro-batch (0 or 1) of an overlapped step (st_moe_backend_t.begin); else 0 */
+    int n_step;  /* tokens of the whole step (both micro-batches of an overlapped one) */
+    bool decode; /* each of the step's tokens is of another sequence: a decode step */
 } st_route_t;
 
 /* MoE hook. prefetch() is called right after routing, before attention (may

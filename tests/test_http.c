@@ -68,8 +68,10 @@ static void s_start(server_t *s, char *const argv[], int deadline_ms) {
     s->port = st_test_serving_port(out[0], deadline_ms, s->log);
 }
 
-/* SIGTERM to the process group; the server must exit within 10 s. */
-static int s_stop(server_t *s) {
+/* SIGTERM to the process group; the server must exit within 10 s. Its log
+ * (stderr, what it printed on the way out included) into *log when not NULL
+ * (the caller frees it). */
+static int s_stop_log(server_t *s, char **log) {
     kill(-s->pid, SIGTERM);
     kill(s->pid, SIGTERM);
     int st = -1;
@@ -83,9 +85,12 @@ static int s_stop(server_t *s) {
         waitpid(s->pid, &st, 0);
         cr_assert_fail("the server did not stop on SIGTERM within 10 s");
     }
+    if (log) *log = st_file_read(s->log, 0, NULL);
     unlink(s->log);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+static int s_stop(server_t *s) { return s_stop_log(s, NULL); }
 
 static void s_start_single(server_t *s, const char *extra1, const char *extra2) {
     char *argv[] = {
@@ -1380,10 +1385,32 @@ Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 240
     cr_assert_eq(s_stop(&s), 0);
 }
 
+/* A number after key in text, or -1. */
+static double s_after(const char *text, const char *key) {
+    const char *p = text ? strstr(text, key) : NULL;
+    return p ? atof(p + strlen(key)) : -1;
+}
+
+/* --stats of a server that ran n_users requests (prompt tokens prefilled, tokens generated and
+ * running sequences' tokens, seqs, from /metrics): decode and prefill tokens add up to the tokens
+ * fed (the prompts, and each generated token but the last), and the decode ones are at least
+ * the running sequences' tokens outside the steps with prompt tokens (at most one a user, each
+ * with at most n_users - 1 running sequences): a decode step of several users is decode. */
+static void s_assert_decode_counted(const char *log, double prompt, double generated, double seqs, int n_users) {
+    const char *line = strstr(log, " nodes up; prefill ");
+    const double dec = s_after(line, "), decode "), pre = s_after(line, " steps (");
+    cr_assert(dec >= 0 && pre >= 0, "no step statistics in:\n%s", log);
+    cr_log_info("steps: %.0f decode tokens, %.0f prefill tokens; %.0f running sequences' tokens", dec, pre, seqs);
+    cr_assert_eq(dec + pre, prompt + generated - n_users, "decode %.0f + prefill %.0f tokens, fed %.0f", dec, pre,
+                 prompt + generated - n_users);
+    cr_assert_geq(dec, seqs - (double)n_users * (n_users - 1), "decode tokens %.0f, running sequences' tokens %.0f",
+                  dec, seqs);
+}
+
 /* st-coordinator --http on three nodes: eight concurrent streams decode in steps of several
  * sequences, which run as two micro-batches in a ping-pong (--overlap on: one's attention here
  * while the nodes compute the other's experts) or as one batch (--overlap off, the default).
- * Every stream gets st-run's text either way. */
+ * Every stream gets st-run's text either way, and --stats counts those steps as decode. */
 Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) {
     const int n_tok = 32;
     char *want = s_st_run_text(PROMPT, true, n_tok);
@@ -1391,7 +1418,7 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
     st_test_cluster_start(&c, "http-overlap", false, 3);
     for (int pass = 0; pass < 2; pass++) {
         server_t s;
-        s_cluster_server(&s, &c, (const char *const[]){"--overlap", pass ? "off" : "on", NULL});
+        s_cluster_server(&s, &c, (const char *const[]){"--overlap", pass ? "off" : "on", "--stats", NULL});
         user_t u[8];
         pthread_t th[8];
         for (int i = 0; i < 8; i++) {
@@ -1410,12 +1437,16 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
         cr_assert_gt(atof(seqs + 26) / atof(steps + 22), 1.5, "--overlap %s: batches of one sequence",
                      pass ? "off" : "on");
         free(r.body);
-        char *log = st_file_read(s.log, 0, NULL);
+        const double prompt = s_metric(s.port, "st_prompt_tokens_total"),
+                     generated = s_metric(s.port, "st_generated_tokens_total"),
+                     n_seqs = s_metric(s.port, "st_batch_sequences_total");
+        char *log = NULL;
+        cr_assert_eq(s_stop_log(&s, &log), 0);
         cr_assert_not_null(log);
         cr_assert_eq(strstr(log, "run as two overlapped micro-batches") != NULL, pass == 0,
                      "--overlap %s, the coordinator's log:\n%s", pass ? "off" : "on", log);
+        s_assert_decode_counted(log, prompt, generated, n_seqs, 8);
         free(log);
-        cr_assert_eq(s_stop(&s), 0);
     }
     st_test_cluster_destroy(&c);
     free(want);
