@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "head_hashes.h"
 #include "st_log.h"
 
 #define HEAD_ALIGN 16        /* slice bounds: whole packed groups (ST_PACK_MAX_ROWS) */
@@ -29,6 +30,7 @@ struct st_remote_head {
     const st_model_t *m;
     st_cluster_t *cl;
     st_ctx_t *ctx;
+    st_head_hashes_t *hashes;
     int N, timeout_ms, push_timeout_ms;
     hnode_t *nodes;
     uint64_t *rids;
@@ -47,9 +49,14 @@ struct st_remote_head {
     int tmp_cap;
 };
 
-st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int timeout_ms, int push_timeout_ms) {
+st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int timeout_ms, int push_timeout_ms,
+                                     const uint8_t model_hash[ST_WIRE_HASH_BYTES], const char *hash_cache) {
     st_remote_head_t *h = calloc(1, sizeof *h);
     if (!h) return NULL;
+    if (!(h->hashes = st_head_hashes_new(m, model_hash, hash_cache))) {
+        free(h);
+        return NULL;
+    }
     h->m = m;
     h->cl = cl;
     h->timeout_ms = timeout_ms;
@@ -66,6 +73,7 @@ void st_remote_head_destroy(st_remote_head_t **hp) {
     st_remote_head_t *h = *hp;
     for (int i = 0; h->nodes && i < h->N; i++) free(h->nodes[i].cand);
     free(h->xs), free(h->pen_id), free(h->pen_n), free(h->tmp_id), free(h->tmp_val);
+    st_head_hashes_destroy(&h->hashes);
     free((*hp)->nodes);
     free((*hp)->rids);
     free(*hp);
@@ -255,10 +263,17 @@ int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet) {
                                         .hi = s_bound(V, k + 1, up),
                                         .n_slots = 1};
         k++;
-        st_wire_hash(s_rows(h, nd->a.lo), (size_t)(nd->a.hi - nd->a.lo) * h->m->output.row_bytes, nd->a.hash);
-        s_drop_pages(h, nd->a.lo, nd->a.hi); /* one slice resident at a time */
+        const int hr = st_head_hashes_get(h->hashes, nd->a.lo, nd->a.hi, nd->a.hash);
+        if (hr < 0) continue;                            /* not reached: the cut is inside the head */
+        if (hr > 0) s_drop_pages(h, nd->a.lo, nd->a.hi); /* read to hash it: one slice resident at a time */
         nd->has = want[i] = true;
     }
+    const uint64_t hashed = st_head_hashes_read_bytes(h->hashes) - h->tot.hashed_bytes;
+    h->tot.hashed_bytes += hashed;
+    st_head_hashes_save(h->hashes);
+    if (k)
+        st_log(ST_LOG_INFO, "head: %llu B read to hash %d slices (the rest from the cache)", (unsigned long long)hashed,
+               k);
     s_assign(h, want, &x);
     int rc = s_push_rounds(h, &x, quiet);
     s_drop_pages(h, 0, V);
@@ -571,10 +586,11 @@ void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f) {
     for (int i = 0; i < h->N; i++) serving += h->nodes[i].has && h->nodes[i].serves;
     fprintf(f,
             "cluster: head sharded over %d nodes: per hidden state %.0f B on the wire (%.0f out, %.0f in), %.0f B "
-            "of head weights read here (fallback; the whole head is %zu B); waiting %.2f ms; %llu B pushed\n",
+            "of head weights read here (fallback; the whole head is %zu B); waiting %.2f ms; %llu B pushed, %llu B "
+            "hashed\n",
             serving, (double)(t->bytes_out + t->bytes_in) / R, (double)t->bytes_out / R, (double)t->bytes_in / R,
             (double)t->fallback_weight_bytes / R, (size_t)h->m->output.row_bytes * (size_t)h->m->cfg.n_vocab,
-            t->wait_ms / R, (unsigned long long)t->push_bytes);
+            t->wait_ms / R, (unsigned long long)t->push_bytes, (unsigned long long)t->hashed_bytes);
     fprintf(f, "cluster: head draws from candidates: %llu asked again for more, %llu needed the whole logits\n",
             (unsigned long long)t->asked_again, (unsigned long long)t->whole);
 }

@@ -36,8 +36,10 @@ typedef struct st_remote_head st_remote_head_t;
 
 /* For model m over cluster cl (both borrowed, must outlive it); timeout_ms:
  * deadline of one HEAD_COMPUTE (and of a HEAD_ASSIGN); push_timeout_ms: of
- * each pushed chunk's ack. NULL on no memory. */
-st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int timeout_ms, int push_timeout_ms);
+ * each pushed chunk's ack; the slices' hashes cached in hash_cache (may be
+ * NULL; see head_hashes.h) under model_hash. NULL on no memory. */
+st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int timeout_ms, int push_timeout_ms,
+                                     const uint8_t model_hash[ST_WIRE_HASH_BYTES], const char *hash_cache);
 void st_remote_head_destroy(st_remote_head_t **h);
 
 /* Bytes of the largest slice with n nodes holding one (what each node's
@@ -63,6 +65,7 @@ typedef struct {
     uint64_t fallback_rows;         /* vocabulary rows x hidden states computed here */
     uint64_t fallback_weight_bytes; /* head bytes read here for them */
     uint64_t push_bytes;            /* slice bytes pushed */
+    uint64_t hashed_bytes;          /* head bytes read to hash slices (none when the cache had them) */
     double wait_ms;                 /* waiting for the nodes' head results */
     uint64_t asked_again;           /* draws that needed more candidates */
     uint64_t whole;                 /* draws that needed the whole logits */

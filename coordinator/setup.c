@@ -212,7 +212,9 @@ static void s_head_decide(st_coord_t *c, int up) {
     if (!room)
         st_log(ST_LOG_WARN, "head: --head sharded with slices of %llu B: some node gives most of its --mem to it",
                (unsigned long long)slice);
-    c->rh = st_remote_head_new(c->m, c->cl, (int)c->o.timeout_ms, (int)c->o.push_timeout_ms);
+    char path[4096];
+    s_state_path(c, ".st-head-hashes", path, sizeof path);
+    c->rh = st_remote_head_new(c->m, c->cl, (int)c->o.timeout_ms, (int)c->o.push_timeout_ms, c->shape.model_hash, path);
     if (!c->rh)
         st_log(ST_LOG_WARN, "head: no memory for the sharded head: computed here");
     else

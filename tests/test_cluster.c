@@ -305,6 +305,47 @@ Test(cluster, restarted_node_gets_zero_shard_bytes, .timeout = 120) {
     s_cluster_stop(&c);
 }
 
+/* The --stats head line's bytes read to hash the head's slices at start, and the whole head's bytes. */
+static unsigned long long s_head_hashed(const char *err, unsigned long long *whole) {
+    const char *p = strstr(err, "cluster: head sharded over ");
+    cr_assert_not_null(p, "the head is not sharded:\n%s", err);
+    const char *w = strstr(p, "the whole head is "), *q = strstr(p, " B pushed, ");
+    unsigned long long hashed = 0;
+    cr_assert(w && sscanf(w, "the whole head is %llu B", whole) == 1, "%.400s", p);
+    cr_assert(q && sscanf(q, " B pushed, %llu B hashed", &hashed) == 1, "%.400s", p);
+    return hashed;
+}
+
+/* The head's slice hashes are cached beside the model (here --state-dir): a
+ * second start reads nothing of the head to hash it, and a model file that
+ * changed (its mtime) is hashed again. The tokens and logits are st-run's. */
+Test(cluster, head_hashes_are_cached_across_starts, .timeout = 120) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 3);
+    char nodes[1024], copy[512];
+    s_node_list(&c, nodes, sizeof nodes);
+    snprintf(copy, sizeof copy, "%s/model.gguf", c.dir); /* its own file: the test changes its mtime */
+    st_test_system("cp '%s' '%s'", model, copy);
+    run_t ref = s_run(c.dir, "ref", copy, NULL, "");
+    cr_assert_eq(ref.status, 0, "%s", ref.err);
+    unsigned long long whole = 0;
+    run_t r1 = s_run(c.dir, "first", copy, nodes, "--stats");
+    s_same(&ref, &r1, "first start");
+    cr_assert_eq(s_head_hashed(r1.err, &whole), whole, "the first start did not hash the whole head:\n%s", r1.err);
+    cr_assert_gt(whole, 0);
+    run_t r2 = s_run(c.dir, "second", copy, nodes, "--stats");
+    s_same(&ref, &r2, "second start");
+    cr_assert_eq(s_head_hashed(r2.err, &whole), 0, "the second start hashed the head again:\n%s", r2.err);
+    st_test_system("touch -d @1000000000 '%s'", copy); /* the file changed: its cache entry is stale */
+    run_t r3 = s_run(c.dir, "changed", copy, nodes, "--stats");
+    s_same(&ref, &r3, "start after the model changed");
+    cr_assert_eq(s_head_hashed(r3.err, &whole), whole, "a changed model was not hashed again:\n%s", r3.err);
+    s_run_free(&ref), s_run_free(&r1), s_run_free(&r2), s_run_free(&r3);
+    s_cluster_stop(&c);
+}
+
 Test(cluster, node_down_at_start_is_named_and_skipped, .timeout = 120) {
     const char *synth[] = {"--type", "f32", NULL};
     const char *model = s_model(synth);
