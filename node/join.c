@@ -146,6 +146,11 @@ static int s_ask(void *sock, const uint8_t *msg, int len, uint8_t *ans, size_t c
 
 /* One exchange with the coordinator at url: 0 with its key in coord_key. */
 static int s_exchange(void *zctx, const st_join_opts_t *o, const char *url, uint8_t coord_key[ST_PAKE_KEY]) {
+    /* The default receive limit (1000) stays, unlike st-node's and the coordinator's sockets:
+     * libzmq's abort on a reset connection (zeromq/libzmq#4841, node.c) needs its stopped input
+     * restarted, which it does only once the reader has taken half the queue (500 messages); an
+     * exchange takes two, then closes the socket. No limit would only let whatever answered the
+     * discovery broadcast fill our memory. */
     void *sock = zmq_socket(zctx, ZMQ_DEALER);
     const int linger = 0;
     const int64_t maxmsg = ST_PAKE_MAX_MSG;

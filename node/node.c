@@ -51,7 +51,8 @@
 #include "wire.h"
 #include "zap.h"
 
-#define NODE_HWM 2            /* messages queued per peer and direction */
+#define NODE_HWM 2            /* replies queued per peer */
+#define NODE_RX_MSGS 4        /* messages a coordinator has in flight at most (cluster.c's PUSH_WINDOW) */
 #define NODE_POLL_MS 200      /* longest wait before the stop flag is looked at */
 #define NODE_KEEPALIVE_S 3    /* idle seconds before TCP keepalive probes (dead peer after 3 more) */
 #define NODE_MAXRT_MS 30000   /* sent data unacknowledged this long: the peer is gone */
@@ -294,9 +295,10 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     }
     const uint64_t heap = s_heap_bytes() - heap0; /* context + buffers, as malloc counts them */
 
-    /* receive: HWM messages per direction plus the one being read, each at most a max frame;
+    /* receive: what a coordinator sends ahead of our replies (the receive queue has no limit,
+     * see st_node_new), the one being read among them, each at most a max frame;
      * send: replies of at most max_req_pairs outputs, HWM queued plus one being written */
-    const uint64_t rx_reserve = (uint64_t)(NODE_HWM + 2) * (ST_WIRE_MAX_FRAME + ST_WIRE_MAX_ENVELOPE / 16);
+    const uint64_t rx_reserve = (uint64_t)NODE_RX_MSGS * (ST_WIRE_MAX_FRAME + ST_WIRE_MAX_ENVELOPE / 16);
     const uint64_t tx_reserve = (uint64_t)(NODE_HWM + 1) * n->max_req_pairs * E * sizeof(float);
     const uint64_t fixed = n->base_rss + heap + st_store_mem_bytes(n->store) + rx_reserve + tx_reserve + NODE_SLACK +
                            (uint64_t)p.n_threads * NODE_THREAD_SLACK;
@@ -1084,23 +1086,29 @@ st_node_t *st_node_new(st_node_opts_t *o) {
     }
     const int64_t max_frame = ST_WIRE_MAX_FRAME > ST_WIRE_MAX_ENVELOPE ? ST_WIRE_MAX_FRAME : ST_WIRE_MAX_ENVELOPE;
     if (st_wire_socket_limits(n->sock, max_frame, NODE_HWM)) goto fail;
-    /* a reply to a peer whose queue is full waits (NODE_SEND_MS at most) instead of
-     * being dropped silently, as a ROUTER does by default; an unknown peer is an error */
-    const int mandatory = 1, send_ms = NODE_SEND_MS;
-    if (zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) ||
+    /* No receive limit (RCVHWM 0), as the coordinator's sockets (cluster.c): libzmq 4.3.4 stops
+     * reading a connection whose receive queue is full, keeps it after a reset until the queue is
+     * read again, then answers a PING found behind the queued requests on the broken connection,
+     * and `!_io_error` aborts (zeromq/libzmq#4841, issue 12). With HWM 2 a coordinator's push (4
+     * chunks in flight) fills the queue, and a peer can fill it on purpose; with no limit it is
+     * never full, so that state never arises. The queue then holds what a peer sends before it
+     * reads our replies: a coordinator's window (NODE_RX_MSGS, reserved in the budget), each
+     * message at most max_frame; only a peer with an allowed key (or anyone with --insecure) can
+     * send more. A reply to a peer whose queue is full waits (NODE_SEND_MS at most) instead of
+     * being dropped silently, as a ROUTER does by default; an unknown peer is an error. */
+    const int mandatory = 1, send_ms = NODE_SEND_MS, unlimited = 0;
+    if (zmq_setsockopt(n->sock, ZMQ_RCVHWM, &unlimited, sizeof unlimited) ||
+        zmq_setsockopt(n->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) ||
         zmq_setsockopt(n->sock, ZMQ_SNDTIMEO, &send_ms, sizeof send_ms)) {
         st_fail(ST_EIO, "zmq_setsockopt: %s", zmq_strerror(zmq_errno()));
         goto fail;
     }
     /* A coordinator that vanishes without closing its connection is dropped by
      * TCP keepalive (idle), or when sent data stay unacknowledged. Not by ZMTP
-     * heartbeats: libzmq 4.3.4 writes a PING from its timer to a connection it
-     * keeps broken (reset while its input was stopped by a full queue, until we
-     * read from that queue again), and aborts on `!_io_error` -- a peer that
-     * floods the node and hangs up could crash it (issue 12). The coordinator's
-     * own heartbeats still get their PONGs -- and a PING that a peer places
-     * behind such a request is answered the same way whatever the options, so
-     * st-node also executes itself again when it aborts (restart.h). */
+     * heartbeats: their timer writes to a connection libzmq keeps broken, the
+     * other way to the abort above (issue 12); the coordinator's own heartbeats
+     * still get their PONGs. Should libzmq abort all the same, st-node executes
+     * itself again (restart.h). */
     const int ka = 1, ka_idle = NODE_KEEPALIVE_S, ka_intvl = 1, ka_cnt = 3, maxrt = NODE_MAXRT_MS;
     if (zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE, &ka, sizeof ka) ||
         zmq_setsockopt(n->sock, ZMQ_TCP_KEEPALIVE_IDLE, &ka_idle, sizeof ka_idle) ||

@@ -4,8 +4,9 @@
  * (issue 12): a ZMTP PING decoded on a connection that libzmq keeps after a
  * reset, while its input was stopped by a full queue, is answered on that
  * broken connection and `!_io_error` fails (src/stream_engine_base.cpp:331).
- * A peer's PINGs are answered whatever the socket options, so no setting
- * excludes it. The process then executes its own binary again from the
+ * The node's socket has no receive limit, so its queue is never full and
+ * that state does not arise (node.c); this is what is left should libzmq
+ * abort all the same. The process then executes its own binary again from the
  * SIGABRT handler (execve is async-signal-safe): the same pid, so systemd,
  * scripts and tests keep watching the same process; the same arguments,
  * except that --listen names the address actually bound, so coordinators
