@@ -308,6 +308,7 @@ const char *st_pake_reason(int reason) {
     case ST_PAKE_R_EXPIRED: return "the code expired; a new one is shown on the coordinator";
     case ST_PAKE_R_BAD: return "malformed message";
     case ST_PAKE_R_BUSY: return "too many pairings at once; try again";
+    case ST_PAKE_R_TRIES: return "too many wrong tries from this address; wait for the coordinator's next code";
     default: return "refused";
     }
 }

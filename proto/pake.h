@@ -35,7 +35,7 @@
 enum { ST_PAKE_HELLO = 1, ST_PAKE_CHALLENGE, ST_PAKE_PROOF, ST_PAKE_WELCOME, ST_PAKE_REFUSED };
 
 /* Why a coordinator refused (REFUSED's reason byte). */
-enum { ST_PAKE_R_WRONG = 1, ST_PAKE_R_EXPIRED, ST_PAKE_R_BAD, ST_PAKE_R_BUSY, ST_PAKE_R_COUNT };
+enum { ST_PAKE_R_WRONG = 1, ST_PAKE_R_EXPIRED, ST_PAKE_R_BAD, ST_PAKE_R_BUSY, ST_PAKE_R_TRIES, ST_PAKE_R_COUNT };
 
 /* What the node tells about itself in its PROOF. */
 typedef struct {
