@@ -6,6 +6,17 @@
  * SESSION_MS. An exchange is keyed by the ROUTER's routing id, which is new
  * for every connection: a message replayed on another connection finds no
  * exchange open, and every exchange takes one PROOF, right or wrong.
+ *
+ * Wrong proofs are counted per address (the Peer-Address the socket gives):
+ * one address gets max_attempts against a code, then it is refused (before
+ * any exchange) until the code changes, so one machine on the LAN cannot
+ * kill the code the user is typing into the boards. A flood from many
+ * addresses is held by the count over all of them: after max_total_attempts
+ * (1000 by default) the code is replaced. A code is 10 symbols of 31, 31^10
+ * = 8.2e14 codes, and each exchange tests one guess (the PAKE gives nothing
+ * to test offline), so a code falls in at most 1000 / 8.2e14 = 1.2e-12 of
+ * its lifetimes; since each new code is drawn afresh, a flood needs about
+ * 8.2e14 tries on average: 26000 years at 1000 exchanges a second.
  */
 #include "pair.h"
 
@@ -30,10 +41,12 @@
 #include "st_log.h"
 
 #define POLL_MS 200
-#define MAX_SESSIONS 64    /* exchanges open at once */
-#define SESSION_MS 30000   /* an exchange not finished by then is dropped */
-#define MAX_ROUTING_ID 256 /* ZeroMQ's routing ids are 5 bytes; a peer cannot choose ours */
-#define LOG_PER_SECOND 10  /* refusals logged per second, at most */
+#define MAX_SESSIONS 64     /* exchanges open at once */
+#define SESSIONS_PER_PEER 8 /* of them from one address */
+#define TOTAL_PER_PEER 100  /* default max_total_attempts: 100 addresses' worth */
+#define SESSION_MS 30000    /* an exchange not finished by then is dropped */
+#define MAX_ROUTING_ID 256  /* ZeroMQ's routing ids are 5 bytes; a peer cannot choose ours */
+#define LOG_PER_SECOND 10   /* refusals logged per second, at most */
 
 typedef struct {
     bool used;
@@ -44,6 +57,11 @@ typedef struct {
     double t0;
     char peer[64];
 } s_session_t;
+
+typedef struct {
+    char peer[64];
+    int wrong; /* wrong proofs against the current code */
+} s_sender_t;
 
 struct st_pair {
     st_pair_opts_t o;
@@ -60,7 +78,9 @@ struct st_pair {
     char code[ST_PAKE_CODE_BUF];
     double expires_ms;
     uint64_t code_gen;
-    int attempts; /* wrong proofs against the current code */
+    int attempts;        /* wrong proofs against the current code, from every address */
+    s_sender_t *senders; /* the addresses with wrong proofs against it (max_total_attempts at most) */
+    int n_senders;
     time_t log_second;
     int logs_this_second;
     s_session_t sess[MAX_SESSIONS];
@@ -94,13 +114,14 @@ static void s_new_code(st_pair_t *p, const char *why) {
     p->expires_ms = st_now_ms() + 1e3 * p->o.ttl_s;
     p->code_gen++;
     p->attempts = 0;
+    p->n_senders = 0;
     char code[ST_PAKE_CODE_BUF];
     memcpy(code, p->code, sizeof code);
     pthread_mutex_unlock(&p->mu);
     fprintf(stderr, "pairing code: %s\n", code);
     if (p->o.code_file) s_code_file(p, code);
-    st_log(ST_LOG_INFO, "pairing on %s: %s; the code is valid %d min, for up to %d wrong tries", p->endpoint, why,
-           (p->o.ttl_s + 59) / 60, p->o.max_attempts);
+    st_log(ST_LOG_INFO, "pairing on %s: %s; the code is valid %d min, for up to %d wrong tries per address (%d in all)",
+           p->endpoint, why, (p->o.ttl_s + 59) / 60, p->o.max_attempts, p->o.max_total_attempts);
 }
 
 /* ---- the cluster file ------------------------------------------------------------ */
@@ -160,6 +181,24 @@ static s_session_t *s_find(st_pair_t *p, const uint8_t *rid, size_t len) {
     return NULL;
 }
 
+/* The wrong proofs an address made against the current code (NULL: none yet, and
+ * add is false). */
+static s_sender_t *s_sender(st_pair_t *p, const char *peer, bool add) {
+    for (int i = 0; i < p->n_senders; i++)
+        if (!strcmp(p->senders[i].peer, peer)) return &p->senders[i];
+    if (!add || p->n_senders >= p->o.max_total_attempts) return NULL; /* (each entry holds one try of the total) */
+    s_sender_t *x = &p->senders[p->n_senders++];
+    snprintf(x->peer, sizeof x->peer, "%s", peer);
+    x->wrong = 0;
+    return x;
+}
+
+/* Whether peer has used up its wrong proofs against the current code. */
+static bool s_locked(st_pair_t *p, const char *peer) {
+    const s_sender_t *x = s_sender(p, peer, false);
+    return x && x->wrong >= p->o.max_attempts;
+}
+
 static void s_close(s_session_t *s) {
     st_pake_wipe(&s->pake);
     s->used = false;
@@ -176,9 +215,29 @@ static void s_refuse(st_pair_t *p, const uint8_t *rid, size_t rid_len, int reaso
     s_send(p, rid, rid_len, m, st_pake_refused(reason, m, sizeof m));
 }
 
+/* An address past its wrong proofs: refused before any exchange, until the code changes. */
+static void s_refuse_tries(st_pair_t *p, const uint8_t *rid, size_t rid_len, const char *peer) {
+    if (s_log_ok(p))
+        st_log(ST_LOG_WARN, "pairing refused from %s: %d wrong tries from there already, until the code changes", peer,
+               p->o.max_attempts);
+    s_refuse(p, rid, rid_len, ST_PAKE_R_TRIES);
+}
+
 static void s_on_hello(st_pair_t *p, const uint8_t *rid, size_t rid_len, const uint8_t *msg, size_t len,
                        const char *peer) {
+    if (s_locked(p, peer)) {
+        s_refuse_tries(p, rid, rid_len, peer);
+        return;
+    }
     s_session_t *s = s_find(p, rid, rid_len);
+    int from_peer = 0;
+    for (int i = 0; i < MAX_SESSIONS; i++)
+        from_peer += p->sess[i].used && &p->sess[i] != s && !strcmp(p->sess[i].peer, peer);
+    if (from_peer >= SESSIONS_PER_PEER) {
+        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: %d exchanges open from %s: refused, busy", from_peer, peer);
+        s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
+        return;
+    }
     for (int i = 0; !s && i < MAX_SESSIONS; i++)
         if (!p->sess[i].used) s = &p->sess[i];
     if (!s) {
@@ -223,19 +282,30 @@ static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
         s_refuse(p, rid, rid_len, ST_PAKE_R_EXPIRED);
         return;
     }
+    if (s_locked(p, peer)) { /* its tries ran out while this exchange was open: not tested */
+        s_close(s);
+        s_refuse_tries(p, rid, rid_len, peer);
+        return;
+    }
     st_pake_node_info_t node;
     int rc = st_pake_coord_verify(&s->pake, msg, len, &node);
     if (rc == ST_EAUTH) {
+        s_sender_t *x = s_sender(p, peer, true);
+        const int mine = x ? ++x->wrong : 0;
         p->attempts++;
         st_log(ST_LOG_WARN,
-               "pairing refused from %s: wrong code (or a replayed or tampered message), attempt %d of %d with this "
-               "code",
-               peer, p->attempts, p->o.max_attempts);
+               "pairing refused from %s: wrong code (or a replayed or tampered message), attempt %d of %d from there "
+               "(%d of %d in all with this code)",
+               peer, mine, p->o.max_attempts, p->attempts, p->o.max_total_attempts);
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_WRONG);
-        if (p->attempts >= p->o.max_attempts) {
-            st_log(ST_LOG_WARN, "pairing: %d wrong tries: that code is dead", p->attempts);
+        if (p->attempts >= p->o.max_total_attempts) {
+            st_log(ST_LOG_WARN, "pairing: %d wrong tries from %d address(es): that code is dead", p->attempts,
+                   p->n_senders);
             s_new_code(p, "a new code after too many wrong tries");
+        } else if (mine == p->o.max_attempts) {
+            st_log(ST_LOG_WARN, "pairing: %s is refused until the code changes; the others can still pair with it",
+                   peer);
         }
         return;
     }
@@ -353,9 +423,16 @@ st_pair_t *st_pair_new(const st_pair_opts_t *o, const uint8_t coord_key[ST_PAKE_
         return NULL;
     }
     p->o = *o;
+    if (p->o.max_attempts < 1) p->o.max_attempts = 1;
+    if (p->o.max_total_attempts < 1) p->o.max_total_attempts = TOTAL_PER_PEER * p->o.max_attempts;
     p->udp = -1;
     memcpy(p->coord_key, coord_key, ST_PAKE_KEY);
     pthread_mutex_init(&p->mu, NULL);
+    if (!(p->senders = calloc((size_t)p->o.max_total_attempts, sizeof *p->senders))) {
+        st_fail(ST_ENOMEM, "no memory");
+        st_pair_destroy(&p);
+        return NULL;
+    }
     /* RCVHWM 0: a full receive queue is what lets a peer that floods PINGs
      * and resets abort libzmq 4.3.4 (`!_io_error`, zeromq/libzmq#4841; see
      * cluster.c). This thread reads at once and messages are small. */
@@ -395,6 +472,7 @@ void st_pair_destroy(st_pair_t **pp) {
     if (p->zctx) zmq_ctx_term(p->zctx);
     if (p->udp >= 0) close(p->udp);
     pthread_mutex_destroy(&p->mu);
+    free(p->senders);
     sodium_memzero(p->code, sizeof p->code);
     free(p);
     *pp = NULL;

@@ -9,7 +9,10 @@
  *
  * The code is printed on stderr as "pairing code: CODE", new at every start,
  * and replaced by a new one (printed the same way) when it expires or after
- * max_attempts wrong proofs; each refusal is logged with the peer's address.
+ * max_total_attempts wrong proofs from all addresses. One address may make
+ * max_attempts wrong proofs against a code, then it is refused until the code
+ * changes, while the others still pair with it; each refusal is logged with
+ * the peer's address.
  * A board that proves the code has its "URL KEY" line written into the
  * cluster file (atomically: a line with the same URL or key is replaced),
  * and st_pair_take tells the coordinator's thread to re-read the file: the
@@ -26,9 +29,10 @@ typedef struct {
     const char *url;          /* where to listen, tcp://HOST:PORT */
     const char *cluster_file; /* where paired nodes go */
     int ttl_s;                /* a code's lifetime */
-    int max_attempts;         /* wrong proofs a code survives */
+    int max_attempts;         /* wrong proofs one address may make against a code */
     int discovery_port;       /* UDP port answered (0: no discovery) */
     const char *code_file;    /* each new code is also written here (mode 0600), or NULL */
+    int max_total_attempts;   /* wrong proofs of all addresses a code survives (0: 100 * max_attempts) */
 } st_pair_opts_t;
 
 typedef struct st_pair st_pair_t;

@@ -386,8 +386,12 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
 static int s_pair_start(st_coord_t *c, const char *public_z85) {
     uint8_t key[ST_PAKE_KEY];
     if (!zmq_z85_decode(key, public_z85)) return ST_EINVAL;
-    st_pair_opts_t po = {c->o.pair_url,      c->o.cluster_file, (int)c->o.pair_ttl_s, 10, (int)c->o.discovery_port,
-                         c->o.pair_code_file};
+    st_pair_opts_t po = {.url = c->o.pair_url,
+                         .cluster_file = c->o.cluster_file,
+                         .ttl_s = (int)c->o.pair_ttl_s,
+                         .max_attempts = 10,
+                         .discovery_port = (int)c->o.discovery_port,
+                         .code_file = c->o.pair_code_file}; /* max_total_attempts: pair.c's default, 1000 */
     if (!(c->pair = st_pair_new(&po, key))) return ST_EIO;
     if (c->n_addrs > 0) return 0;
     if (c->o.min_nodes < 1) c->o.min_nodes = 1;

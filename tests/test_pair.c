@@ -3,7 +3,10 @@
  *
  * On loopback, with a small raw client (proto/pake over a DEALER) standing
  * in for a board: wrong codes are refused and logged with the peer's
- * address, and after 10 the code is dead and a new one printed; a replayed
+ * address; after 10 that address is refused even with the right code, while
+ * another (127.0.0.2) still pairs with the same code; after max_total from
+ * all addresses the code is dead and a new one printed (st_pair in this
+ * process, with small limits); a replayed
  * PROOF (on a new connection, after the same HELLO, twice on its own
  * exchange) and a tampered one are refused, and the same PROOF untouched is
  * then accepted, so the refusals came from the replay or the change.
@@ -26,6 +29,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "pair.h"
 #include "pake.h"
 #include "st_log.h"
 #include "testutil.h"
@@ -129,14 +133,22 @@ typedef struct {
     void *ctx, *sock;
 } raw_t;
 
-static void s_raw_open(raw_t *r, const char *url) {
+/* A connection to url (tcp://127.0.0.1:PORT) from source address src (NULL: any). */
+static void s_raw_open_from(raw_t *r, const char *url, const char *src) {
     r->ctx = zmq_ctx_new();
     r->sock = zmq_socket(r->ctx, ZMQ_DEALER);
     int linger = 0, tmo = 10000;
     zmq_setsockopt(r->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(r->sock, ZMQ_RCVTIMEO, &tmo, sizeof tmo);
-    cr_assert_eq(zmq_connect(r->sock, url), 0);
+    char ep[300];
+    if (src)
+        snprintf(ep, sizeof ep, "tcp://%s:0;%s", src, url + strlen("tcp://")); /* libzmq's source;destination */
+    else
+        snprintf(ep, sizeof ep, "%s", url);
+    cr_assert_eq(zmq_connect(r->sock, ep), 0, "%s: %s", ep, zmq_strerror(zmq_errno()));
 }
+
+static void s_raw_open(raw_t *r, const char *url) { s_raw_open_from(r, url, NULL); }
 
 static void s_raw_close(raw_t *r) {
     zmq_close(r->sock);
@@ -174,16 +186,23 @@ static int s_raw_proof(raw_t *r, st_pake_t *s, const char *code, const st_pake_n
     return len;
 }
 
-/* A whole exchange with code: 0 with the coordinator's key, or the refusal's reason. */
-static int s_raw_pair(const char *url, const char *code, const st_pake_node_info_t *me, uint8_t key[ST_PAKE_KEY]) {
+/* A whole exchange with code from source address src (NULL: any): 0 with the
+ * coordinator's key, or the refusal's reason (of the HELLO or the PROOF). */
+static int s_raw_pair_from(const char *url, const char *src, const char *code, const st_pake_node_info_t *me,
+                           uint8_t key[ST_PAKE_KEY]) {
     raw_t r;
     st_pake_t s;
     uint8_t hello[ST_PAKE_MAX_MSG], proof[ST_PAKE_MAX_MSG], ans[ST_PAKE_MAX_MSG];
-    int hl;
-    s_raw_open(&r, url);
-    int pl = s_raw_proof(&r, &s, code, me, hello, &hl, proof);
-    int n = s_raw_ask(&r, proof, pl, ans), reason = 0;
-    int rc = st_pake_node_finish(&s, ans, (size_t)n, key, &reason);
+    s_raw_open_from(&r, url, src);
+    int hl = st_pake_node_hello(&s, code, hello, sizeof hello), reason = 0;
+    cr_assert_gt(hl, 0);
+    int n = s_raw_ask(&r, hello, hl, ans);
+    int pl = st_pake_node_proof(&s, ans, (size_t)n, me, proof, sizeof proof, &reason);
+    int rc = pl;
+    if (pl > 0) {
+        n = s_raw_ask(&r, proof, pl, ans);
+        rc = st_pake_node_finish(&s, ans, (size_t)n, key, &reason);
+    }
     s_raw_close(&r);
     cr_assert(rc == 0 || reason > 0, "an answer that is neither a valid welcome nor a refusal (%d)", rc);
     return rc == 0 ? 0 : reason;
@@ -243,9 +262,18 @@ static void s_code_file_is(const char *code) {
     free(t);
 }
 
-Test(pair, wrong_codes_are_refused_logged_and_limited) {
+/* The lines of path that contain needle. */
+static int s_count_lines(const char *path, const char *needle) {
+    char *t = st_file_read(path, 0, NULL);
+    int n = 0;
+    for (const char *p = t ? strstr(t, needle) : NULL; p; p = strstr(p + 1, needle)) n++;
+    free(t);
+    return n;
+}
+
+Test(pair, wrong_codes_are_refused_logged_and_limited_per_address) {
     const char *model = st_test_cluster_model();
-    char err[300], code[ST_PAKE_CODE_BUF], code2[ST_PAKE_CODE_BUF], url[128];
+    char err[300], code[ST_PAKE_CODE_BUF], url[128];
     snprintf(err, sizeof err, "%s/coord.err", g_dir);
     char extra[400];
     snprintf(extra, sizeof extra, "--pair tcp://127.0.0.1:* --discovery-port 0 --pair-code-file '%s/code'", g_dir);
@@ -268,34 +296,8 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
     cr_assert(st_test_file_has(nlog, "refused the pairing: wrong code", 0), "the board did not say why (%s)", nlog);
     cr_assert(st_test_file_has(err, "pairing refused from 127.0.0.1: wrong code", 0), "refusal not logged (%s)", err);
 
-    /* nine more by hand: each refused and logged with its count */
-    uint8_t key[32], want[32];
-    for (int i = 2; i <= 10; i++) {
-        st_pake_node_info_t me = s_board(i);
-        cr_assert_eq(s_raw_pair(url, wrong, &me, key), ST_PAKE_R_WRONG, "wrong code #%d not refused", i);
-        char line[64];
-        snprintf(line, sizeof line, "attempt %d of 10", i);
-        cr_assert(st_test_file_has(err, line, 5000), "'%s' not logged (%s)", line, err);
-    }
-    /* the code is dead: a new one is printed, and the old one no longer pairs */
-    cr_assert(st_test_file_has(err, "that code is dead", 5000));
-    s_code(err, 2, code2);
-    cr_assert_str_neq(code, code2);
-    s_code_file_is(code2);
-    st_pake_node_info_t me = s_board(11);
-    cr_assert_eq(s_raw_pair(url, code, &me, key), ST_PAKE_R_WRONG, "the dead code still pairs");
-    char seen;
-    cr_assert_eq(s_cluster_nodes(&seen, me.key), 0, "a refused board is in the cluster file");
-
-    /* the new code pairs: the board gets the coordinator's key, the cluster file the board's */
-    me = s_board(12);
-    cr_assert_eq(s_raw_pair(url, code2, &me, key), 0, "the new code is refused");
-    s_coord_pub("coord", want);
-    cr_assert_arr_eq(key, want, 32, "the board got another key than coord.pub");
-    cr_assert_eq(s_cluster_nodes(&seen, me.key), 1);
-    cr_assert(seen, "the paired board's key is not in the cluster file");
-
-    /* a real board with the same code, as typed (lower case), and --advertise: the cluster file names it so */
+    /* a real board from the same address with the code as typed (lower case), and --advertise: the
+     * cluster file names it so */
     const int port = s_free_port();
     char listen[64], adv[64], store2[300], lower[ST_PAKE_CODE_BUF], cluster[300];
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
@@ -303,7 +305,7 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
     snprintf(store2, sizeof store2, "%s/store2", g_dir);
     snprintf(cluster, sizeof cluster, "%s/cluster", g_dir);
     for (int i = 0; i < ST_PAKE_CODE_BUF; i++)
-        lower[i] = (char)(code2[i] >= 'A' && code2[i] <= 'Z' ? code2[i] + 32 : code2[i]);
+        lower[i] = (char)(code[i] >= 'A' && code[i] <= 'Z' ? code[i] + 32 : code[i]);
     const char *argv[] = {BIN "/st-node", "--listen", listen,  "--join", url,  "--code", lower, "--advertise", adv,
                           "--store",      store2,     "--mem", "256M",   "-t", "1",      NULL};
     st_test_node_t board;
@@ -312,7 +314,117 @@ Test(pair, wrong_codes_are_refused_logged_and_limited) {
     snprintf(want_line, sizeof want_line, "%s %s", adv, board.pub);
     cr_assert(st_test_file_has(cluster, want_line, 5000), "no '%s' in the cluster file", want_line);
     st_test_node_stop(&board, SIGTERM);
+
+    /* nine more wrong ones from 127.0.0.1 by hand: each refused and logged with its count */
+    uint8_t key[32], want[32];
+    for (int i = 2; i <= 10; i++) {
+        st_pake_node_info_t me = s_board(i);
+        cr_assert_eq(s_raw_pair_from(url, "127.0.0.1", wrong, &me, key), ST_PAKE_R_WRONG, "wrong code #%d not refused",
+                     i);
+        char line[64];
+        snprintf(line, sizeof line, "attempt %d of 10 from there", i);
+        cr_assert(st_test_file_has(err, line, 5000), "'%s' not logged (%s)", line, err);
+    }
+    /* that address is done: refused even with the right code, and nothing of it is written */
+    st_pake_node_info_t me = s_board(11);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.1", code, &me, key), ST_PAKE_R_TRIES,
+                 "an address past its tries was not refused");
+    cr_assert(st_test_file_has(err, "127.0.0.1 is refused until the code changes", 5000), "(%s)", err);
+    char seen;
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 1, "a refused board is in the cluster file");
+    cr_assert(!seen);
+
+    /* another address with the same code pairs: the code did not die of one address's tries */
+    me = s_board(12);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.2", code, &me, key), 0, "the right code from 127.0.0.2 is refused");
+    s_coord_pub("coord", want);
+    cr_assert_arr_eq(key, want, 32, "the board got another key than coord.pub");
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 2);
+    cr_assert(seen, "the paired board's key is not in the cluster file");
+    cr_assert(st_test_file_has(err, "from 127.0.0.2): written to", 5000), "(%s)", err);
+    cr_assert_eq(s_count_lines(err, "pairing code: "), 1, "a new code was printed");
+    cr_assert_eq(s_count_lines(err, "that code is dead"), 0);
+    s_code_file_is(code);
     st_test_stop(coord, SIGTERM, 5000);
+}
+
+/* st_pair in this process, with 2 wrong tries per address and 5 in all: a flood from
+ * several addresses kills the code (a new one, and only it, pairs), and one address
+ * cannot hold more than 8 of the 64 exchanges open. */
+Test(pair, a_flood_from_many_addresses_kills_the_code) {
+    char cluster[300], code_file[300], url[128];
+    snprintf(cluster, sizeof cluster, "%s/cluster", g_dir);
+    snprintf(code_file, sizeof code_file, "%s/code", g_dir);
+    st_pair_opts_t o = {.url = "tcp://127.0.0.1:*",
+                        .cluster_file = cluster,
+                        .ttl_s = 600,
+                        .max_attempts = 2,
+                        .code_file = code_file,
+                        .max_total_attempts = 5};
+    uint8_t coord_key[ST_PAKE_KEY], key[ST_PAKE_KEY];
+    randombytes_buf(coord_key, sizeof coord_key);
+    st_pair_t *p = st_pair_new(&o, coord_key);
+    cr_assert_not_null(p);
+    snprintf(url, sizeof url, "%s", st_pair_endpoint(p));
+    char code[ST_PAKE_CODE_BUF], code2[ST_PAKE_CODE_BUF], wrong[ST_PAKE_CODE_BUF];
+    st_pair_code(p, code, NULL);
+    s_code_file_is(code);
+    memcpy(wrong, code, sizeof wrong);
+    wrong[0] = wrong[0] == 'A' ? 'B' : 'A';
+
+    /* 8 exchanges open from 127.0.0.5: a 9th from there is refused, one from 127.0.0.6 is not */
+    raw_t open[9];
+    uint8_t hello[ST_PAKE_MAX_MSG], ans[ST_PAKE_MAX_MSG];
+    for (int i = 0; i < 9; i++) {
+        st_pake_t s;
+        s_raw_open_from(&open[i], url, "127.0.0.5");
+        const int hl = st_pake_node_hello(&s, code, hello, sizeof hello);
+        const int n = s_raw_ask(&open[i], hello, hl, ans);
+        if (i < 8)
+            cr_assert_eq(n, 5 + ST_PAKE_NONCE + ST_PAKE_POINT, "exchange %d from one address refused", i + 1);
+        else
+            cr_assert_eq(s_refusal(ans, n), ST_PAKE_R_BUSY, "a 9th exchange from one address was opened");
+    }
+    st_pake_node_info_t me = s_board(1);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.6", code, &me, key), 0, "another address could not pair");
+    cr_assert_arr_eq(key, coord_key, ST_PAKE_KEY);
+    for (int i = 0; i < 9; i++) s_raw_close(&open[i]);
+
+    /* 2 wrong from 127.0.0.2: then it is refused with the right code; the code lives */
+    for (int i = 0; i < 2; i++) {
+        me = s_board(10 + i);
+        cr_assert_eq(s_raw_pair_from(url, "127.0.0.2", wrong, &me, key), ST_PAKE_R_WRONG);
+    }
+    me = s_board(12);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.2", code, &me, key), ST_PAKE_R_TRIES);
+    /* 2 from 127.0.0.3 and 1 from 127.0.0.4: 5 in all, the code is dead and replaced */
+    for (int i = 0; i < 3; i++) {
+        me = s_board(20 + i);
+        st_pair_code(p, code2, NULL);
+        cr_assert_str_eq(code2, code, "the code was replaced after %d wrong tries, not 5", 2 + i);
+        cr_assert_eq(s_raw_pair_from(url, i < 2 ? "127.0.0.3" : "127.0.0.4", wrong, &me, key), ST_PAKE_R_WRONG);
+    }
+    /* (the refusal is sent before the code is replaced) */
+    for (const double until = st_now_ms() + 5000; st_pair_code(p, code2, NULL), !strcmp(code2, code);) {
+        cr_assert_lt(st_now_ms(), until, "5 wrong tries from 3 addresses did not kill the code");
+        usleep(1000);
+    }
+    cr_assert(st_test_file_has(code_file, code2, 5000), "the code file does not hold the new code");
+    s_code_file_is(code2);
+    me = s_board(30);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.4", code, &me, key), ST_PAKE_R_WRONG, "the dead code still pairs");
+    /* the new code: every address starts again, 127.0.0.2 too */
+    me = s_board(31);
+    cr_assert_eq(s_raw_pair_from(url, "127.0.0.2", code2, &me, key), 0, "the new code is refused");
+    char seen;
+    cr_assert_eq(s_cluster_nodes(&seen, me.key), 2, "the boards of the right codes, and only they");
+    cr_assert(seen);
+    int taken = 0; /* (counted after the welcome is sent) */
+    for (const double until = st_now_ms() + 5000; (taken += st_pair_take(p)) < 2; usleep(1000))
+        cr_assert_lt(st_now_ms(), until, "%d boards paired, st_pair_take says %d", 2, taken);
+    cr_assert_eq(taken, 2);
+    st_pair_destroy(&p);
+    cr_assert_null(p);
 }
 
 Test(pair, replayed_and_tampered_proofs_are_refused) {
