@@ -9,7 +9,9 @@
  *   st-ctl drain NODE   its experts move to the others first, then it leaves
  *                       the placement (POST /admin/drain)
  *   st-ctl undrain NODE a drained node takes a share again
- *   st-ctl remove NODE  a drained or down node leaves the cluster
+ *   st-ctl remove NODE  a drained or down node leaves the cluster, and the
+ *                       coordinator's cluster file (it stays out at the
+ *                       next start)
  *   st-ctl rebalance    places the experts again over the nodes up
  *
  * The coordinator runs an action between two steps of the generations in
@@ -44,7 +46,8 @@ static void s_usage(FILE *f) {
                "                     CPU temperature, throttling, experts, hit rate, round trip (default)\n"
                "  drain NODE         move the node's experts to the others, then take it out of placement\n"
                "  undrain NODE       put a drained node back in placement: it takes a share again\n"
-               "  remove NODE        take a drained (or down) node out of the cluster\n"
+               "  remove NODE        take a drained (or down) node out of the cluster and out of the\n"
+               "                     coordinator's cluster file, so it stays out at the next start\n"
                "  rebalance          place the experts again over the nodes up (a down node's share moves)\n"
                "NODE is a node's index (#), address or id as status shows them. Actions run between two\n"
                "steps of the generations in progress: their tokens do not change.\n"

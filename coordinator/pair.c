@@ -37,6 +37,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "cluster_file.h"
 #include "curve.h"
 #include "st_log.h"
 
@@ -122,36 +123,6 @@ static void s_new_code(st_pair_t *p, const char *why) {
     if (p->o.code_file) s_code_file(p, code);
     st_log(ST_LOG_INFO, "pairing on %s: %s; the code is valid %d min, for up to %d wrong tries per address (%d in all)",
            p->endpoint, why, (p->o.ttl_s + 59) / 60, p->o.max_attempts, p->o.max_total_attempts);
-}
-
-/* ---- the cluster file ------------------------------------------------------------ */
-
-/* Writes "url key # id" into the cluster file in place of any line with the
- * same URL or key: a temporary file beside it, then rename. */
-static int s_cluster_write(const char *path, const char *url, const char *key, const char *id) {
-    char tmp[4200], line[1024];
-    if (snprintf(tmp, sizeof tmp, "%s.pair.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        return st_fail(ST_EINVAL, "cluster file path too long");
-    FILE *out = fopen(tmp, "w");
-    if (!out) return st_fail(ST_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    FILE *in = fopen(path, "r");
-    while (in && fgets(line, sizeof line, in)) {
-        char u[512] = "", k[512] = "";
-        if (line[strspn(line, " \t")] != '#' && sscanf(line, "%511s %511s", u, k) >= 1 &&
-            (!strcmp(u, url) || !strcmp(k, key)))
-            continue; /* the node's old line: it paired again */
-        fputs(line, out);
-        if (!strchr(line, '\n')) fputc('\n', out);
-    }
-    if (in) fclose(in);
-    fprintf(out, "%s %s # %s, paired\n", url, key, id[0] ? id : "(no id)");
-    bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
-    ok &= fclose(out) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return st_fail(ST_EIO, "cannot write the cluster file %s: %s", path, strerror(errno));
-    }
-    return 0;
 }
 
 /* The URL the coordinator reaches the node at: its endpoint, with a wildcard
@@ -317,7 +288,9 @@ static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
         return;
     }
     zmq_z85_encode(key, node.key, ST_PAKE_KEY);
-    if (s_cluster_write(p->o.cluster_file, url, key, node.id) < 0) {
+    char comment[ST_PAKE_MAX_ID + 16];
+    snprintf(comment, sizeof comment, "%s, paired", node.id[0] ? node.id : "(no id)");
+    if (st_cluster_file_put(p->o.cluster_file, url, key, comment) < 0) {
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
         return;

@@ -12,6 +12,7 @@
 #include <zmq.h>
 
 #include "clock.h"
+#include "cluster_file.h"
 #include "curve.h"
 #include "pair.h"
 #include "st_log.h"
@@ -752,9 +753,23 @@ int st_coord_remove(st_coord_t *c, int node, st_coord_change_t *chg) {
         if ((rc = s_replace(c, &how, chg)) != 0) return rc;
         chg->experts_moved = held;
     }
-    snprintf(chg->message, sizeof chg->message,
-             "node %d (%s) removed%s%s; take it out of the cluster file too, or it is back at the next start", node,
-             url, held ? ": its experts moved to the nodes up" : "", held ? "" : " (it held no experts)");
+    char *msg = chg->message;
+    const size_t cap = sizeof chg->message;
+    size_t k = (size_t)snprintf(msg, cap, "node %d (%s) removed%s", node, url,
+                                held ? ": its experts moved to the nodes up" : " (it held no experts)");
+    if (k >= cap) k = cap - 1; /* cut short: what follows is cut */
+    /* out of the cluster file too, or it is back at the next start */
+    const char *cf = c->o.cluster_file;
+    const int dropped = cf ? st_cluster_file_drop(cf, url) : 0;
+    if (dropped > 0)
+        snprintf(msg + k, cap - k, "; taken out of the cluster file %s", cf);
+    else if (dropped < 0)
+        snprintf(msg + k, cap - k,
+                 "; the cluster file %s could not be rewritten (see the coordinator's log): take its line out by "
+                 "hand, or it is back at the next start",
+                 cf);
+    else
+        snprintf(msg + k, cap - k, "%s", cf ? "; the cluster file does not list it" : " (it came from --nodes)");
     st_log(ST_LOG_INFO, "%s", chg->message);
     return 0;
 }

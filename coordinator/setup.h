@@ -147,7 +147,10 @@ bool st_coord_drained(const st_coord_t *c, int node);
  * not sent again). Refused for a node that is not drained. */
 int st_coord_undrain(st_coord_t *c, int node, st_coord_change_t *chg);
 /* Removes node for good (st-ctl remove): refused while it is up and not
- * drained; a node that is down with a share has it placed on the others. */
+ * drained; a node that is down with a share has it placed on the others.
+ * Its lines are taken out of the cluster file, so it stays out at the next
+ * start (chg->message says whether; a file that cannot be rewritten only
+ * warns: the node is out of this run all the same). */
 int st_coord_remove(st_coord_t *c, int node, st_coord_change_t *chg);
 /* Places the experts again over the nodes up (st-ctl rebalance), keeping
  * them where they are while shares allow: the shares of nodes that are down

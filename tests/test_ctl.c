@@ -10,7 +10,9 @@
  * kept it) and serves again. A node that is killed shows no stale figure,
  * and the experts the coordinator computes for it; rebalance gives them to
  * the node up (the coordinator computes none), and remove takes the drained
- * node (drained again, named by its address) out. Refusals:
+ * node (drained again, named by its address) out, of the cluster file too
+ * (its other lines and comments kept), so a restart does not bring it
+ * back. Refusals:
  * no API key, a node that still serves, an unknown node or action, a body
  * that is not JSON.
  */
@@ -144,8 +146,16 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     char *want_long = s_reference(cl.dir, N_LONG), *want_short = s_reference(cl.dir, N_SHORT);
 
     /* the coordinator, serving with an API key */
-    char flags[2048], cmd[4096], log[300];
+    char flags[2048], cmd[4096], log[300], cluster[300];
     st_test_cluster_flags(&cl, flags, sizeof flags);
+    snprintf(cluster, sizeof cluster, "%s/cluster", cl.dir); /* with comments, as people write it */
+    char *listed = st_file_read(cluster, 0, NULL);
+    cr_assert_not_null(listed);
+    FILE *cf = fopen(cluster, "w");
+    cr_assert_not_null(cf);
+    fprintf(cf, "# the rack\n%s\n  # last line, no newline", listed);
+    cr_assert_eq(fclose(cf), 0);
+    free(listed);
     snprintf(log, sizeof log, "%s/coord.log", cl.dir);
     snprintf(cmd, sizeof cmd,
              "exec '%s/st-coordinator' -m '%s' %s --http 127.0.0.1:0 --api-key " KEY " -t 1 --state-dir '%s'",
@@ -329,11 +339,33 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cr_assert_str_eq(t, want_short);
     free(t);
 
-    /* remove the drained node: gone from the view */
+    /* remove the drained node: gone from the view and from the cluster file, the rest of it kept */
+    char *before = st_file_read(cluster, 0, NULL);
+    cr_assert_not_null(before);
     r = s_ctl(&c, "remove", "--api-key " KEY " remove 1");
+    cr_log_info("st-ctl remove 1:\n%s", r.out);
     cr_assert_eq(r.status, 0, "%s%s", r.out, r.err);
-    cr_assert(strstr(r.out, "removed"), "%s", r.out);
+    char said[1024];
+    snprintf(said, sizeof said, "node 1 (%s) removed (it held no experts); taken out of the cluster file %s",
+             cl.nodes[1].p.url, cluster);
+    cr_assert(strstr(r.out, said), "want '%s' in: %s", said, r.out);
     st_test_run_free(&r);
+    char *after = st_file_read(cluster, 0, NULL);
+    cr_assert_not_null(after);
+    char want_file[2048] = "";
+    for (const char *line = before; *line;) { /* every line of before but node 1's */
+        const size_t n = strcspn(line, "\n");
+        const bool node1 = !strncmp(line, cl.nodes[1].p.url, strlen(cl.nodes[1].p.url));
+        if (!node1)
+            snprintf(want_file + strlen(want_file), sizeof want_file - strlen(want_file), "%.*s\n", (int)n, line);
+        line += n + (line[n] == '\n');
+    }
+    cr_assert_str_eq(after, want_file, "the cluster file before:\n%s", before);
+    cr_assert(strstr(before, cl.nodes[1].p.url) && strstr(after, cl.nodes[0].p.url) &&
+              strstr(after, cl.nodes[2].p.url));
+    cr_assert(strstr(after, "# the rack\n") && strstr(after, "  # last line, no newline\n"), "%s", after);
+    free(before);
+    free(after);
     h = s_health(&c);
     cr_assert_null(s_node(h, 1), "a removed node is not shown");
     cr_assert_eq(cJSON_GetArraySize(cJSON_GetObjectItem(h, "nodes")), 2);
@@ -341,6 +373,16 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
 
     cr_assert_eq(st_test_stop(pid, SIGTERM, 10000), 0, "the coordinator's exit (log %s)", log);
     close(out);
+    /* the next start reads the cluster file: nodes 0 and 2, not the removed one */
+    snprintf(cmd, sizeof cmd,
+             "exec '%s/st-coordinator' -m '%s' %s -p '%s' -n 4 --temp 0 -t 1 --state-dir '%s' > '%s/coord2.out'",
+             ST_BINARY_DIR, st_test_tiny_model(), flags, PROMPT, cl.dir, cl.dir);
+    char log2[300];
+    snprintf(log2, sizeof log2, "%s/coord2.log", cl.dir);
+    pid = st_test_spawn(argv, NULL, log2, SIGTERM);
+    cr_assert_eq(st_test_wait(pid, 120000), 0, "the restarted coordinator (log %s)", log2);
+    cr_assert(st_test_file_has(log2, cl.nodes[0].p.url, 0), "node 0 is not in the restart's log %s", log2);
+    cr_assert(!st_test_file_has(log2, cl.nodes[1].p.url, 0), "the removed node is back after a restart (log %s)", log2);
     free(want_long);
     free(want_short);
     st_test_cluster_destroy(&cl);
