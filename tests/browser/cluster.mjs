@@ -4,8 +4,9 @@
 // 3 are down and one is drained. Checked geometrically from the SVG: every node has a box and a
 // line; no line crosses any box (only its own end may touch one, on the
 // edge); no two boxes overlap; every text stays inside its box; a node that
-// is down shows no memory bar or hit rate, and says how many of its experts
-// the coordinator computes. The screenshot is kept for the README.
+// is down shows no memory bar, hit or prefetch rate, and says how many of its
+// experts the coordinator computes; one that is up shows its hit rate and,
+// beside it, its prefetch rate. The screenshot is kept for the README.
 import { createRequire } from "node:module";
 import { readFileSync } from "node:fs";
 import assert from "node:assert/strict";
@@ -24,7 +25,8 @@ const nodes = [...Array(N).keys()].map((i) => {
   if (up)
     Object.assign(n, { mem_used: budget * 0.97, rss: budget * 0.6, rss_file: 1 << 20, expert_cache_bytes: budget / 2,
                        page_cache: 1023 << 20, cgroup_mem: budget * 0.97, temp_c: 84.6, throttled: 0x50005,
-                       board_age_ms: 900, cache_hits: 10, cache_misses: 1, hit_rate: 0.9999, compute_ms: 1.5, rtt_ms: 123.45 });
+                       board_age_ms: 900, cache_hits: 10, cache_misses: 1, cache_prefetched: 1 + i, hit_rate: 0.9999,
+                       prefetch_rate: (1 + i) / (12 + i), compute_ms: 1.5, rtt_ms: 123.45 });
   if (i === 5) Object.assign(n, { drained: true, state: "drained", experts: 0, expert_bytes: 0, layers: Array(L).fill(0) });
   return n;
 });
@@ -107,13 +109,14 @@ try {
     if (down.has(i)) {
       assert.equal(n.up, false);
       assert.equal(n.mem, 0, `node ${i} is down: no memory bar`);
-      assert.doesNotMatch(all, /hit|rtt|used|°C/, `node ${i} is down: no stale figures (${all})`);
+      assert.doesNotMatch(all, /hit|prefetch|rtt|used|°C/, `node ${i} is down: no stale figures (${all})`);
       assert.match(all, /96 computed by coordinator/);
     } else {
       assert.equal(n.mem, 1, `node ${i}: its real memory against its budget`);
       assert.match(all, new RegExp(`used ${i % 3 === 0 ? "1.9 GiB of 2.0 GiB" : "993 MiB of 1.0 GiB"}`), all);
       assert.match(all, /of it page cache 1.0 GiB \| 85 °C · throttled 0x50005/, all);
-      assert.match(all, /hit 100% · rtt 123.45 ms/, all);
+      const pre = Math.round((100 * (1 + i)) / (12 + i)); /* 8% for node 0 .. 44% for node 15 */
+      assert.match(all, new RegExp(`hit 100% · prefetched ${pre}% \\| rtt 123.45 ms`), all);
       if (i === 5) assert.match(all, /^\(drained\) pi5-rack-05.* 0 experts/, `a drained node says so: ${all}`);
     }
   }
