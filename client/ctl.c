@@ -43,8 +43,10 @@ static void s_usage(FILE *f) {
                "\n"
                "commands:\n"
                "  status             every node: state, version, memory used / budget, page cache,\n"
-               "                     CPU temperature, throttling, experts, hit rate, round trip (default)\n"
-               "  drain NODE         move the node's experts to the others, then take it out of placement\n"
+               "                     CPU temperature, throttling, experts, head slices, hit rate, round trip\n"
+               "                     (default)\n"
+               "  drain NODE         move the node's experts and head slices to the others, then take it out\n"
+               "                     of placement\n"
                "  undrain NODE       put a drained node back in placement: it takes a share again\n"
                "  remove NODE        take a drained (or down) node out of the cluster and out of the\n"
                "                     coordinator's cluster file, so it stays out at the next start\n"
@@ -135,8 +137,8 @@ static int s_status(const ctl_t *c, const char *body) {
         cJSON_Delete(h);
         return 0;
     }
-    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %6s %8s\n", "#", "address", "id", "state",
-           "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "hit", "rtt ms");
+    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %5s %6s %8s\n", "#", "address", "id", "state",
+           "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "head", "hit", "rtt ms");
     const cJSON *x;
     int computed_here = 0;
     cJSON_ArrayForEach(x, nodes) {
@@ -149,15 +151,15 @@ static int s_status(const ctl_t *c, const char *body) {
             snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
         if (up && s_has(x, "rtt_ms") && s_num(x, "rtt_ms") > 0) snprintf(rtt, sizeof rtt, "%.2f", s_num(x, "rtt_ms"));
         snprintf(ver, sizeof ver, "%s", s_str(x, "version", "?")); /* "0.4.0 (git abc1234)" */
-        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %6s %8s\n", (int)s_num(x, "index"),
+        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %5d %6s %8s\n", (int)s_num(x, "index"),
                s_str(x, "url", "?"), s_str(x, "id", "-"), s_str(x, "state", up ? "up" : "down"), ver,
                s_size(x, "mem_used", used, sizeof used), s_size(x, "rss", rss, sizeof rss),
                s_size(x, "page_cache", pc, sizeof pc), s_size(x, "mem_budget", budget, sizeof budget), temp, thr,
-               (int)s_num(x, "experts"), hit, rtt);
+               (int)s_num(x, "experts"), (int)s_num(x, "head_slices"), hit, rtt);
         computed_here += (int)s_num(x, "computed_here");
     }
     printf("used: the node's memory cgroup (RSS + page cache) when it has one of its own, else its RSS;"
-           " '-': not reported%s\n",
+           " '-': not reported; head: slices of the output head it holds%s\n",
            n > (int)s_num(h, "nodes_up") ? " (a node that is down shows none of its stale figures)" : "");
     if (computed_here) printf("the coordinator computes %d experts of nodes that are down\n", computed_here);
     cJSON_Delete(h);

@@ -86,6 +86,9 @@ static void s_nodes(void *arg, cJSON *nodes) {
             cJSON_AddNumberToObject(o, "pinned", pinned);
             cJSON_AddNumberToObject(o, "n_expert", X);
             cJSON_AddNumberToObject(o, "computed_here", s_computed_here(pl, cl, i));
+            /* slices of the output head it holds (its own and replicas of others'), 0 with --head local */
+            cJSON_AddNumberToObject(o, "head_slices", st_placement_node_head_slices(pl, i));
+            cJSON_AddNumberToObject(o, "head_bytes", (double)st_placement_node_head_bytes(pl, i));
         }
         double age_ms = 0;
         const st_wire_board_t *b = st_cluster_board(cl, i, &age_ms);

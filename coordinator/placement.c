@@ -22,15 +22,97 @@ struct st_placement {
     uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer */
     uint64_t max_bytes;    /* the largest of them */
     uint64_t *node_bytes;  /* bytes of the experts per node */
-    uint64_t *node_budget; /* each node's RAM budget, to say when its share exceeds it */
+    uint64_t *node_budget; /* each node's RAM budget for experts (less its head slices) */
     int *owners;           /* [(l * X + e) * R + r], -1 = none */
     uint8_t *pinned;       /* same indexing */
     int *n_owners;         /* [l * X + e] */
     int *node_count;       /* experts per node */
     int dropped;           /* replicas that fit nowhere */
+    /* the output head: n_head slices, slice k rows [head_bound[k], head_bound[k + 1]) */
+    int n_head, head_R; /* slices; copies of each wanted (capped at the flagged nodes) */
+    uint64_t head_row_bytes;
+    uint32_t *head_bound; /* n_head + 1 */
+    int *head_owners;     /* [k * ST_PLACE_MAX_HEAD_COPIES + r] */
+    int *head_n_owners;   /* [k] */
+    uint64_t *node_head;  /* bytes of head slices per node */
+    int *node_head_count; /* head slices per node */
+    int head_dropped;     /* replicas of slices that fit nowhere */
 };
 
 static size_t s_slot(const st_placement_t *pl, int l, int e) { return (size_t)l * pl->n_expert + e; }
+
+/* Bound i of n equal slices of V rows: multiples of ST_PLACE_HEAD_ALIGN, the last ends at V. */
+static uint32_t s_head_bound(uint32_t V, int i, int n) {
+    if (i >= n) return V;
+    uint64_t b = (uint64_t)V * (uint64_t)i / (uint64_t)n;
+    return (uint32_t)(b / ST_PLACE_HEAD_ALIGN * ST_PLACE_HEAD_ALIGN);
+}
+
+uint64_t st_placement_head_slice_bytes(uint32_t rows, uint64_t row_bytes, int n) {
+    uint32_t most = 0;
+    for (int i = 0; i < n; i++) {
+        const uint32_t r = s_head_bound(rows, i + 1, n) - s_head_bound(rows, i, n);
+        most = r > most ? r : most;
+    }
+    return (uint64_t)most * row_bytes;
+}
+
+static uint64_t s_head_bytes(const st_placement_t *pl, int k) {
+    return (uint64_t)(pl->head_bound[k + 1] - pl->head_bound[k]) * pl->head_row_bytes;
+}
+
+static void s_add_head_owner(st_placement_t *pl, int k, int node) {
+    pl->head_owners[k * ST_PLACE_MAX_HEAD_COPIES + pl->head_n_owners[k]++] = node;
+    pl->node_head[node] += s_head_bytes(pl, k);
+    pl->node_head_count[node]++;
+}
+
+static bool s_head_owns(const st_placement_t *pl, int k, int node) {
+    for (int r = 0; r < pl->head_n_owners[k]; r++)
+        if (pl->head_owners[k * ST_PLACE_MAX_HEAD_COPIES + r] == node) return true;
+    return false;
+}
+
+/* The head's first copies: slice k to the k-th node flagged head. */
+static void s_place_head(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes) {
+    int k = 0;
+    for (int i = 0; i < pl->n_nodes; i++) {
+        if (!nodes[i].head) continue;
+        pl->head_bound[k] = s_head_bound(p->head_rows, k, pl->n_head);
+        pl->head_bound[k + 1] = s_head_bound(p->head_rows, k + 1, pl->n_head);
+        s_add_head_owner(pl, k++, i);
+    }
+}
+
+/* Copies 2..head_R of each slice, after the experts' first copies and before
+ * their replicas: to a flagged node that does not hold it and whose budget
+ * has room for it beside its load; the fewest slices first, then the lowest
+ * load relative to the budget, then ring order from the primary. */
+static void s_place_head_replicas(st_placement_t *pl, const st_place_node_t *nodes) {
+    const int N = pl->n_nodes;
+    for (int r = 1; r < pl->head_R; r++)
+        for (int k = 0; k < pl->n_head; k++) {
+            const uint64_t sb = s_head_bytes(pl, k);
+            const int primary = pl->head_owners[k * ST_PLACE_MAX_HEAD_COPIES];
+            int best = -1;
+            double best_ratio = 0;
+            for (int j = 1; j < N; j++) {
+                const int i = (primary + j) % N;
+                const uint64_t load = pl->node_bytes[i] + pl->node_head[i];
+                if (!nodes[i].head || s_head_owns(pl, k, i) || pl->node_head_count[i] >= ST_PLACE_MAX_HEAD_SLICES ||
+                    load + sb > nodes[i].mem_budget)
+                    continue;
+                const double ratio = (double)(load + sb) / (double)nodes[i].mem_budget;
+                if (best < 0 || pl->node_head_count[i] < pl->node_head_count[best] ||
+                    (pl->node_head_count[i] == pl->node_head_count[best] && ratio < best_ratio))
+                    best = i, best_ratio = ratio;
+            }
+            if (best < 0)
+                pl->head_dropped++;
+            else
+                s_add_head_owner(pl, k, best);
+        }
+}
 
 /* Shares of total slots proportional to w[i], each at most cap[i] (water
  * filling: nodes whose share would exceed their cap are fixed at the cap and
@@ -181,9 +263,9 @@ static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, con
                     for (int j = 0; j < pl->n_owners[slot]; j++) owner |= pl->owners[slot * pl->R + j] == i;
                     uint64_t load = pl->node_bytes[i];
                     uint64_t store = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
-                    if (owner || load + eb > nodes[i].mem_budget || load + eb > store) continue;
+                    if (owner || load + eb > pl->node_budget[i] || load + eb > store) continue;
                     double key[3] = {s_held(nodes, i, slot) ? 0 : 1, (layer_count[i] + 1) / w[i],
-                                     (double)(load + eb) / (double)nodes[i].mem_budget};
+                                     (double)(load + eb) / (double)pl->node_budget[i]};
                     bool better = best < 0;
                     for (int q = 0; !better && q < 3; q++) {
                         if (key[q] < best_key[q]) better = true;
@@ -247,8 +329,24 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     pl->layer_bytes = malloc((size_t)L * sizeof *pl->layer_bytes);
     pl->node_bytes = calloc((size_t)N, sizeof *pl->node_bytes);
     pl->node_budget = calloc((size_t)N, sizeof *pl->node_budget);
-    if (!pl->layer_bytes || !pl->node_bytes || !pl->node_budget) goto fail;
-    for (int i = 0; i < N; i++) pl->node_budget[i] = nodes[i].mem_budget;
+    pl->node_head = calloc((size_t)N, sizeof *pl->node_head);
+    pl->node_head_count = calloc((size_t)N, sizeof *pl->node_head_count);
+    if (!pl->layer_bytes || !pl->node_bytes || !pl->node_budget || !pl->node_head || !pl->node_head_count) goto fail;
+    if (p->head_rows && p->head_row_bytes)
+        for (int i = 0; i < N; i++) pl->n_head += nodes[i].head;
+    if (pl->n_head) {
+        pl->head_row_bytes = p->head_row_bytes;
+        pl->head_R = pl->R < pl->n_head ? pl->R : pl->n_head;
+        pl->head_R = pl->head_R < ST_PLACE_MAX_HEAD_COPIES ? pl->head_R : ST_PLACE_MAX_HEAD_COPIES;
+        pl->head_bound = calloc((size_t)pl->n_head + 1, sizeof *pl->head_bound);
+        pl->head_owners = malloc((size_t)pl->n_head * ST_PLACE_MAX_HEAD_COPIES * sizeof *pl->head_owners);
+        pl->head_n_owners = calloc((size_t)pl->n_head, sizeof *pl->head_n_owners);
+        if (!pl->head_bound || !pl->head_owners || !pl->head_n_owners) goto fail;
+        s_place_head(pl, p, nodes);
+    }
+    /* the experts get what the primary slices leave */
+    for (int i = 0; i < N; i++)
+        pl->node_budget[i] = nodes[i].mem_budget > pl->node_head[i] ? nodes[i].mem_budget - pl->node_head[i] : 0;
     uint64_t all_bytes = 0; /* of one copy of every expert */
     for (int l = 0; l < L; l++) {
         pl->layer_bytes[l] = p->layer_bytes ? p->layer_bytes[l] : p->expert_bytes;
@@ -266,8 +364,8 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     int64_t cap_sum = 0;
     for (int i = 0; i < N; i++) any_budget |= nodes[i].mem_budget > 0;
     for (int i = 0; i < N; i++) {
-        w[i] = any_budget ? (double)nodes[i].mem_budget : 1.0;
-        uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
+        w[i] = any_budget ? (double)pl->node_budget[i] : 1.0;
+        uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : pl->node_budget[i];
         cap[i] = any_budget ? (int64_t)(c / pl->max_bytes) : total; /* in the largest layer's experts: safe */
         if (cap[i] > total) cap[i] = total;
         if (w[i] <= 0) w[i] = 1e-9; /* a node with no budget only takes what others cannot */
@@ -283,6 +381,9 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     }
     s_shares(N, w, cap, total, Q);
     for (int l = 0; l < L; l++) s_place_layer(pl, p, nodes, Q, l, quota, order);
+    s_place_head_replicas(pl, nodes);
+    for (int i = 0; i < N; i++) /* the experts' replicas fit beside every slice */
+        pl->node_budget[i] = nodes[i].mem_budget > pl->node_head[i] ? nodes[i].mem_budget - pl->node_head[i] : 0;
     s_place_replicas(pl, p, nodes, w, quota, order);
     s_pin(pl, p, nodes);
     free(w);
@@ -312,6 +413,11 @@ void st_placement_destroy(st_placement_t **plp) {
     free(pl->layer_bytes);
     free(pl->node_bytes);
     free(pl->node_budget);
+    free(pl->head_bound);
+    free(pl->head_owners);
+    free(pl->head_n_owners);
+    free(pl->node_head);
+    free(pl->node_head_count);
     free(pl);
     *plp = NULL;
 }
@@ -321,6 +427,31 @@ int st_placement_n_layer(const st_placement_t *pl) { return pl->n_layer; }
 int st_placement_n_expert(const st_placement_t *pl) { return pl->n_expert; }
 int st_placement_replication(const st_placement_t *pl) { return pl->R; }
 int st_placement_replicas_dropped(const st_placement_t *pl) { return pl->dropped; }
+int st_placement_head_slices(const st_placement_t *pl) { return pl->n_head; }
+int st_placement_head_replicas_dropped(const st_placement_t *pl) { return pl->head_dropped; }
+
+void st_placement_head_slice(const st_placement_t *pl, int k, uint32_t *lo, uint32_t *hi) {
+    const bool in = k >= 0 && k < pl->n_head;
+    *lo = in ? pl->head_bound[k] : 0;
+    *hi = in ? pl->head_bound[k + 1] : 0;
+}
+
+int st_placement_head_n_owners(const st_placement_t *pl, int k) {
+    return k >= 0 && k < pl->n_head ? pl->head_n_owners[k] : 0;
+}
+
+int st_placement_head_owner(const st_placement_t *pl, int k, int r) {
+    if (k < 0 || k >= pl->n_head || r < 0 || r >= pl->head_n_owners[k]) return -1;
+    return pl->head_owners[k * ST_PLACE_MAX_HEAD_COPIES + r];
+}
+
+int st_placement_node_head_slices(const st_placement_t *pl, int node) {
+    return node >= 0 && node < pl->n_nodes ? pl->node_head_count[node] : 0;
+}
+
+uint64_t st_placement_node_head_bytes(const st_placement_t *pl, int node) {
+    return node >= 0 && node < pl->n_nodes ? pl->node_head[node] : 0;
+}
 
 static bool s_in_range(const st_placement_t *pl, int l, int e) {
     return l >= 0 && l < pl->n_layer && e >= 0 && e < pl->n_expert;
@@ -369,6 +500,12 @@ void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *na
     fprintf(f, "placement: %d layers x %d experts of up to %.2f MiB on %d node%s, replication %d", pl->n_layer,
             pl->n_expert, (double)pl->max_bytes / (1 << 20), pl->n_nodes, pl->n_nodes == 1 ? "" : "s", pl->R);
     if (pl->dropped) fprintf(f, " (%d replicas did not fit in RAM)", pl->dropped);
+    if (pl->n_head)
+        fprintf(f, "; head: %d slices of up to %.2f MiB, %d copies each", pl->n_head,
+                (double)st_placement_head_slice_bytes(pl->head_bound[pl->n_head], pl->head_row_bytes, pl->n_head) /
+                    (1 << 20),
+                pl->head_R);
+    if (pl->head_dropped) fprintf(f, " (%d slice replicas did not fit in RAM)", pl->head_dropped);
     fprintf(f, "\n");
     for (int i = 0; i < pl->n_nodes; i++) {
         int lo = pl->n_expert, hi = 0;
@@ -378,9 +515,17 @@ void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *na
             lo = n < lo ? n : lo;
             hi = n > hi ? n : hi;
         }
-        fprintf(f, "  node %d %-28s %5d experts %9.1f MiB, %d-%d per layer, %d pinned\n", i,
+        fprintf(f, "  node %d %-28s %5d experts %9.1f MiB, %d-%d per layer, %d pinned", i,
                 names && names[i] ? names[i] : "", pl->node_count[i],
                 (double)st_placement_node_bytes(pl, i) / (1 << 20), lo, hi, s_pinned_count(pl, i));
+        if (pl->n_head) {
+            fprintf(f, ", head slices");
+            for (int k = 0; k < pl->n_head; k++)
+                for (int r = 0; r < pl->head_n_owners[k]; r++)
+                    if (pl->head_owners[k * ST_PLACE_MAX_HEAD_COPIES + r] == i) fprintf(f, " %d%s", k, r ? "r" : "");
+            fprintf(f, " (%.1f MiB)", (double)pl->node_head[i] / (1 << 20));
+        }
+        fprintf(f, "\n");
     }
     for (int i = 0; i < pl->n_nodes; i++) /* beyond its budget a node reads experts from its store per use */
         if (pl->node_budget[i] && pl->node_bytes[i] > pl->node_budget[i])
@@ -409,7 +554,26 @@ int st_placement_save_json(const st_placement_t *pl, const char *path, const cha
         cJSON_AddNumberToObject(n, "experts", pl->node_count[i]);
         cJSON_AddNumberToObject(n, "bytes", (double)st_placement_node_bytes(pl, i));
         cJSON_AddNumberToObject(n, "pinned", s_pinned_count(pl, i));
+        cJSON_AddNumberToObject(n, "head_slices", pl->node_head_count[i]);
+        cJSON_AddNumberToObject(n, "head_bytes", (double)pl->node_head[i]);
         cJSON_AddItemToArray(jn, n);
+    }
+    if (pl->n_head) { /* "head": {"slices": [{"lo", "hi", "nodes": [primary, replicas...]}...]} */
+        cJSON *jh = cJSON_AddObjectToObject(o, "head");
+        cJSON_AddNumberToObject(jh, "rows", pl->head_bound[pl->n_head]);
+        cJSON_AddNumberToObject(jh, "row_bytes", (double)pl->head_row_bytes);
+        cJSON_AddNumberToObject(jh, "copies", pl->head_R);
+        cJSON_AddNumberToObject(jh, "replicas_dropped", pl->head_dropped);
+        cJSON *js = cJSON_AddArrayToObject(jh, "slices");
+        for (int k = 0; k < pl->n_head; k++) {
+            cJSON *sl = cJSON_CreateObject();
+            cJSON_AddNumberToObject(sl, "lo", pl->head_bound[k]);
+            cJSON_AddNumberToObject(sl, "hi", pl->head_bound[k + 1]);
+            cJSON_AddItemToObject(
+                sl, "nodes",
+                cJSON_CreateIntArray(pl->head_owners + k * ST_PLACE_MAX_HEAD_COPIES, pl->head_n_owners[k]));
+            cJSON_AddItemToArray(js, sl);
+        }
     }
     /* layers[l][e] = [owner nodes...]; a "pinned" list of [layer, expert, node] */
     cJSON *jl = cJSON_AddArrayToObject(o, "layers");

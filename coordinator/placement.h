@@ -21,6 +21,15 @@
  *      nowhere are counted (st_placement_replicas_dropped).
  *   5. With a profile, each node pins its hottest experts up to pin_fraction
  *      of its budget.
+ *
+ * The output head (when head_rows > 0) is cut by vocabulary into one slice
+ * per node flagged `head` (equal, in multiples of 16 rows), node k of them
+ * holding slice k. Its slices count against the budgets before the experts:
+ * a node's primary slice comes out of its budget before its experts' share
+ * is weighed (1.), and replicas of slices (copies 2..R, at most
+ * ST_PLACE_MAX_HEAD_COPIES) go, before any expert's replica, to flagged nodes
+ * whose budget still has room for them after their first copies of experts:
+ * the fewest slices first, then the lowest load relative to the budget.
  */
 #ifndef ST_PLACEMENT_H
 #define ST_PLACEMENT_H
@@ -29,10 +38,16 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#define ST_PLACE_HEAD_ALIGN 16      /* head slice bounds: whole packed row groups */
+#define ST_PLACE_MAX_HEAD_COPIES 8  /* copies of one head slice */
+#define ST_PLACE_MAX_HEAD_SLICES 16 /* slices on one node (its own and replicas): the wire's slots */
+
 typedef struct {
-    uint64_t mem_budget; /* bytes of RAM the node gives to experts (0: unknown, weighs like the others) */
+    uint64_t mem_budget; /* bytes of RAM the node gives to experts and head slices (0: unknown, weighs like the
+                          * others) */
     uint64_t store_cap;  /* bytes its store can hold (held + free): the hard limit; 0: its mem_budget */
     const uint8_t *held; /* n_layer * n_expert flags: expert already in its store (NULL: none) */
+    bool head;           /* takes a slice of the output head (with head_rows > 0) */
 } st_place_node_t;
 
 typedef struct {
@@ -45,6 +60,8 @@ typedef struct {
     const uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer (llama-quantize's mixes
                                   * vary types by layer), or NULL: expert_bytes for all. Store and RAM
                                   * capacities count in the largest layer's experts, loads in exact bytes. */
+    uint32_t head_rows;          /* the output head's rows (n_vocab), cut into slices; 0: no head slices */
+    uint64_t head_row_bytes;     /* bytes of one row of it */
 } st_place_params_t;
 
 typedef struct st_placement st_placement_t;
@@ -70,6 +87,20 @@ bool st_placement_pinned(const st_placement_t *pl, int node, int layer, int expe
 int st_placement_node_experts(const st_placement_t *pl, int node); /* experts (all copies) on node */
 uint64_t st_placement_node_bytes(const st_placement_t *pl, int node);
 int st_placement_replicas_dropped(const st_placement_t *pl);
+
+/* The output head's slices: how many (0: none placed), slice k's rows
+ * [*lo, *hi), its owners (owner 0 is the primary, the others replicas;
+ * -1 when out of range), a node's slices and their bytes, and the replicas
+ * of slices that fit nowhere. */
+int st_placement_head_slices(const st_placement_t *pl);
+void st_placement_head_slice(const st_placement_t *pl, int k, uint32_t *lo, uint32_t *hi);
+int st_placement_head_n_owners(const st_placement_t *pl, int k);
+int st_placement_head_owner(const st_placement_t *pl, int k, int r);
+int st_placement_node_head_slices(const st_placement_t *pl, int node);
+uint64_t st_placement_node_head_bytes(const st_placement_t *pl, int node);
+int st_placement_head_replicas_dropped(const st_placement_t *pl);
+/* Bytes of the largest of n equal slices of a head of rows x row_bytes. */
+uint64_t st_placement_head_slice_bytes(uint32_t rows, uint64_t row_bytes, int n);
 
 /* Human-readable summary (one line per node); logs a warning for each node
  * whose share exceeds its RAM budget (it will read the rest from its store).

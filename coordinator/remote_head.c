@@ -10,20 +10,34 @@
 #include "head_hashes.h"
 #include "st_log.h"
 
-#define HEAD_ALIGN 16        /* slice bounds: whole packed groups (ST_PACK_MAX_ROWS) */
-#define HEAD_RETRY_MS 2000.0 /* a node that lost its slice is assigned it again at most this often */
+#define HEAD_RETRY_MS 2000.0 /* a node that lost a slice is assigned it again at most this often */
 
+_Static_assert(ST_PLACE_MAX_HEAD_SLICES == ST_WIRE_MAX_HEAD_SLOTS, "a node's slices are the wire's slots");
+_Static_assert(ST_PLACE_MAX_HEAD_COPIES <= 32, "tried is a bit mask of owners");
+
+/* One slice of the head: its rows and owners (placement), and this step's answer. */
 typedef struct {
-    st_wire_head_assign_t a;
-    bool has;        /* a slice was cut for this node */
-    bool serves;     /* the node holds it: HEAD_COMPUTE goes there */
-    bool failed;     /* this step's answer is unusable */
-    double retry_ms; /* lost its slice: HEAD_ASSIGN again from then on (st_now_ms) */
-    /* a draw's candidates from this slice (node's, or computed here) */
+    st_wire_head_assign_t a;                       /* rows, type, hash (slot fields: set per holder when assigned) */
+    int n_owners, owner[ST_PLACE_MAX_HEAD_COPIES]; /* nodes, primary first */
+    bool done;                                     /* this step: its logits or candidates are in */
+    uint32_t tried;                                /* this step: owners asked (bit r) */
+    bool asked;                                    /* this round: a request for it is out */
+    /* a draw's candidates from this slice (an owner's, or computed here) */
     st_sampler_cand_t *cand;
     uint32_t n_cand, cap;
     float max;
     double sum, sum_temp;
+} hslice_t;
+
+/* One node's slices: slot k holds slice slice[k]. */
+typedef struct {
+    int n_slots;
+    int slice[ST_WIRE_MAX_HEAD_SLOTS];
+    bool serves[ST_WIRE_MAX_HEAD_SLOTS];  /* it holds the slot's rows: HEAD_COMPUTE may go there */
+    bool pushing[ST_WIRE_MAX_HEAD_SLOTS]; /* placing: still to receive the slot's rows */
+    double retry_ms;                      /* lost a slot: HEAD_ASSIGN again from then on (st_now_ms) */
+    int asked;                            /* the slot of the request in flight (-1: none) */
+    bool restart;                         /* placing: a chunk was refused, the slot starts again */
 } hnode_t;
 
 struct st_remote_head {
@@ -34,6 +48,8 @@ struct st_remote_head {
     int N, timeout_ms, push_timeout_ms;
     hnode_t *nodes;
     uint64_t *rids;
+    hslice_t *slices;
+    int n_slices;
     st_remote_head_totals_t tot;
     /* the current step (the reply callback's view) */
     st_wire_head_compute_t req;
@@ -68,34 +84,27 @@ st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int 
     return h;
 }
 
+static void s_free_slices(st_remote_head_t *h) {
+    for (int k = 0; h->slices && k < h->n_slices; k++) free(h->slices[k].cand);
+    free(h->slices);
+    h->slices = NULL;
+    h->n_slices = 0;
+}
+
 void st_remote_head_destroy(st_remote_head_t **hp) {
     if (!hp || !*hp) return;
     st_remote_head_t *h = *hp;
-    for (int i = 0; h->nodes && i < h->N; i++) free(h->nodes[i].cand);
+    s_free_slices(h);
     free(h->xs), free(h->pen_id), free(h->pen_n), free(h->tmp_id), free(h->tmp_val);
     st_head_hashes_destroy(&h->hashes);
-    free((*hp)->nodes);
-    free((*hp)->rids);
-    free(*hp);
+    free(h->nodes);
+    free(h->rids);
+    free(h);
     *hp = NULL;
 }
 
-/* Bounds of slice i of n over V rows: multiples of HEAD_ALIGN, the last ends at V. */
-static uint32_t s_bound(uint32_t V, int i, int n) {
-    if (i >= n) return V;
-    uint64_t b = (uint64_t)V * (uint64_t)i / (uint64_t)n;
-    return (uint32_t)(b / HEAD_ALIGN * HEAD_ALIGN);
-}
-
 uint64_t st_remote_head_slice_bytes(const st_model_t *m, int n) {
-    if (n < 1) return 0;
-    const uint32_t V = (uint32_t)m->cfg.n_vocab;
-    uint32_t most = 0;
-    for (int i = 0; i < n; i++) {
-        const uint32_t r = s_bound(V, i + 1, n) - s_bound(V, i, n);
-        most = r > most ? r : most;
-    }
-    return (uint64_t)most * m->output.row_bytes;
+    return n < 1 ? 0 : st_placement_head_slice_bytes((uint32_t)m->cfg.n_vocab, m->output.row_bytes, n);
 }
 
 const st_remote_head_totals_t *st_remote_head_totals(const st_remote_head_t *h) { return &h->tot; }
@@ -119,87 +128,115 @@ static int s_follow_cluster(st_remote_head_t *h) {
     return 0;
 }
 
+/* The slot of node i that holds slice k, or -1. */
+static int s_slot_of(const st_remote_head_t *h, int i, int k) {
+    for (int q = 0; q < h->nodes[i].n_slots; q++)
+        if (h->nodes[i].slice[q] == k) return q;
+    return -1;
+}
+
+/* The HEAD_ASSIGN of node i's slot q. */
+static st_wire_head_assign_t s_assign_of(const st_remote_head_t *h, int i, int q) {
+    st_wire_head_assign_t a = h->slices[h->nodes[i].slice[q]].a;
+    a.slot = (uint32_t)q;
+    a.n_slots = (uint32_t)h->nodes[i].n_slots;
+    return a;
+}
+
 /* ---- placement and push ---- */
 
-typedef struct {
-    st_remote_head_t *h;
-    bool *pushing; /* per node: still to receive chunks */
-    bool *restart; /* per node: a chunk was refused, the slice starts again */
-} push_ctx_t;
-
-/* HEAD_ACK to an assign or a chunk. */
+/* HEAD_ACK to an assign or a chunk of the slot asked. */
 static int s_on_ack(void *arg, int i, st_wire_rx_t *rx) {
-    push_ctx_t *x = arg;
-    hnode_t *nd = &x->h->nodes[i];
+    st_remote_head_t *h = arg;
+    hnode_t *nd = &h->nodes[i];
+    const int q = nd->asked;
+    if (q < 0) return 0;
     if (rx->msg.type != ST_MSG_HEAD_ACK) {
-        st_log(ST_LOG_WARN, "node %d (%s) refused its head slice: %s", i, st_cluster_url(x->h->cl, i),
+        st_log(ST_LOG_WARN, "node %d (%s) refused a head slice: %s", i, st_cluster_url(h->cl, i),
                rx->msg.type == ST_MSG_ERROR ? rx->msg.error.message : st_wire_type_name(rx->msg.type));
-        x->pushing[i] = nd->serves = false;
+        nd->pushing[q] = nd->serves[q] = false;
     } else if (rx->msg.head_ack.complete) {
-        x->pushing[i] = false;
-        nd->serves = true;
+        nd->pushing[q] = false;
+        nd->serves[q] = true;
     } else if (!rx->msg.head_ack.ok) {
-        x->restart[i] = true;
+        nd->restart = true;
     }
     return 0;
 }
 
-static uint64_t s_slice_bytes(const st_remote_head_t *h, int i) {
-    const hnode_t *nd = &h->nodes[i];
-    return st_wire_head_bytes(nd->a.type, (uint32_t)h->m->cfg.n_embd, nd->a.lo, nd->a.hi);
+static uint64_t s_slice_bytes(const st_remote_head_t *h, int k) {
+    const hslice_t *sl = &h->slices[k];
+    return st_wire_head_bytes(sl->a.type, (uint32_t)h->m->cfg.n_embd, sl->a.lo, sl->a.hi);
 }
 
-/* Rounds of one chunk to every node still pushing, until each says complete
- * (or refused one chunk too often, or stopped answering: its slice stays here). */
-static int s_push_rounds(st_remote_head_t *h, push_ctx_t *x, bool quiet) {
+/* The first slot node i still has to receive, or -1. */
+static int s_pushing_slot(const hnode_t *nd) {
+    for (int q = 0; q < nd->n_slots; q++)
+        if (nd->pushing[q]) return q;
+    return -1;
+}
+
+/* Rounds of one chunk to every node still receiving a slot, until each says
+ * complete (or refused one chunk too often, or stopped answering: that slot
+ * is not served by it). A node receives its slots one after the other. */
+static int s_push_rounds(st_remote_head_t *h, bool quiet) {
     const int N = h->N;
     uint64_t *next = calloc((size_t)N + 1, sizeof *next); /* next chunk's offset per node */
-    int *tries = calloc((size_t)N + 1, sizeof *tries);
-    if (!next || !tries) {
-        free(next), free(tries);
+    int *tries = calloc((size_t)N + 1, sizeof *tries), *cur = calloc((size_t)N + 1, sizeof *cur);
+    if (!next || !tries || !cur) {
+        free(next), free(tries), free(cur);
         return ST_ENOMEM;
     }
     uint64_t total = 0, sent = 0;
-    for (int i = 0; i < N; i++)
-        if (x->pushing[i]) total += s_slice_bytes(h, i);
+    for (int i = 0; i < N; i++) {
+        cur[i] = -1;
+        for (int q = 0; q < h->nodes[i].n_slots; q++)
+            if (h->nodes[i].pushing[q]) total += s_slice_bytes(h, h->nodes[i].slice[q]);
+    }
     double last_print = st_now_ms();
     for (;;) {
         bool any = false;
         memset(h->rids, 0, (size_t)N * sizeof *h->rids);
         for (int i = 0; i < N; i++) {
-            if (!x->pushing[i] || !st_cluster_is_up(h->cl, i)) continue;
-            const uint64_t size = s_slice_bytes(h, i);
-            if (x->restart[i] || next[i] >= size) { /* refused, or all sent without "complete" */
-                x->restart[i] = false;
+            hnode_t *nd = &h->nodes[i];
+            nd->asked = -1;
+            int q = s_pushing_slot(nd);
+            if (q < 0 || !st_cluster_is_up(h->cl, i)) continue;
+            if (q != cur[i]) cur[i] = q, next[i] = 0, tries[i] = 0, nd->restart = false;
+            const int k = nd->slice[q];
+            const uint64_t size = s_slice_bytes(h, k);
+            if (nd->restart || next[i] >= size) { /* refused, or all sent without "complete" */
+                nd->restart = false;
                 next[i] = 0;
                 if (++tries[i] > 3) {
-                    st_log(ST_LOG_WARN, "node %d (%s): its head slice does not arrive whole; it stays here", i,
-                           st_cluster_url(h->cl, i));
-                    x->pushing[i] = false;
+                    st_log(ST_LOG_WARN, "node %d (%s): head slice %d does not arrive whole; it is not served there", i,
+                           st_cluster_url(h->cl, i), k);
+                    nd->pushing[q] = false;
                     continue;
                 }
             }
             const size_t len = size - next[i] < ST_WIRE_MAX_CHUNK ? (size_t)(size - next[i]) : ST_WIRE_MAX_CHUNK;
-            const uint8_t *data = s_rows(h, h->nodes[i].a.lo) + next[i];
+            const uint8_t *data = s_rows(h, h->slices[k].a.lo) + next[i];
             st_wire_msg_t m = {.type = ST_MSG_HEAD_PUT,
-                               .head_put = {.offset = next[i], .total = size, .lo = h->nodes[i].a.lo}};
+                               .head_put = {.offset = next[i], .total = size, .lo = h->slices[k].a.lo}};
             st_wire_hash(data, len, m.head_put.chunk_hash);
             if (st_cluster_send(h->cl, i, &m, data, len, true) < 0) {
-                x->pushing[i] = false;
+                nd->pushing[q] = false;
                 continue;
             }
             h->rids[i] = m.request_id;
+            nd->asked = q;
             next[i] += len;
             sent += len;
             h->tot.push_bytes += len;
             any = true;
         }
         if (!any) break;
-        int rc = st_cluster_gather(h->cl, h->rids, st_now_ms() + h->push_timeout_ms, s_on_ack, x);
+        int rc = st_cluster_gather(h->cl, h->rids, st_now_ms() + h->push_timeout_ms, s_on_ack, h);
         for (int i = 0; i < N; i++)
             if (h->rids[i]) { /* no ack in time */
                 st_cluster_set_down(h->cl, i, "no answer to a head chunk in time");
-                x->pushing[i] = false;
+                memset(h->nodes[i].pushing, 0, sizeof h->nodes[i].pushing);
             }
         if (rc < 0 && rc != ST_ETIMEOUT) break;
         if (!quiet && st_now_ms() - last_print > 1000) {
@@ -209,22 +246,37 @@ static int s_push_rounds(st_remote_head_t *h, push_ctx_t *x, bool quiet) {
         }
     }
     if (!quiet && total) fprintf(stderr, "cluster: head: %.1f MiB pushed\n", (double)sent / (1 << 20));
-    free(next), free(tries);
+    free(next), free(tries), free(cur);
     return 0;
 }
 
-/* HEAD_ASSIGN to the nodes flagged in want (their slices cut), waits for the acks. */
-static void s_assign(st_remote_head_t *h, const bool *want, push_ctx_t *x) {
-    memset(h->rids, 0, (size_t)h->N * sizeof *h->rids);
-    for (int i = 0; i < h->N; i++) {
-        x->pushing[i] = false;
-        if (!want[i] || !st_cluster_is_up(h->cl, i)) continue;
-        st_wire_msg_t m = {.type = ST_MSG_HEAD_ASSIGN, .head_assign = h->nodes[i].a};
-        if (st_cluster_send(h->cl, i, &m, NULL, 0, true) == 0) h->rids[i] = m.request_id, x->pushing[i] = true;
+/* HEAD_ASSIGN of the slots flagged in want[i * ST_WIRE_MAX_HEAD_SLOTS + q],
+ * one slot per node per round; a slot acked but not complete is flagged
+ * pushing (from_store: not pushed, it stays unserved). */
+static void s_assign(st_remote_head_t *h, const bool *want, bool from_store) {
+    for (int q = 0; q < ST_WIRE_MAX_HEAD_SLOTS; q++) {
+        bool any = false;
+        memset(h->rids, 0, (size_t)h->N * sizeof *h->rids);
+        for (int i = 0; i < h->N; i++) {
+            hnode_t *nd = &h->nodes[i];
+            nd->asked = -1;
+            if (q >= nd->n_slots || !want[i * ST_WIRE_MAX_HEAD_SLOTS + q] || !st_cluster_is_up(h->cl, i)) continue;
+            st_wire_msg_t m = {.type = ST_MSG_HEAD_ASSIGN, .head_assign = s_assign_of(h, i, q)};
+            nd->pushing[q] = nd->serves[q] = false;
+            if (st_cluster_send(h->cl, i, &m, NULL, 0, true) == 0) {
+                h->rids[i] = m.request_id;
+                nd->asked = q;
+                nd->pushing[q] = !from_store; /* until its ack says complete */
+                any = true;
+            }
+        }
+        if (!any) continue;
+        st_cluster_gather(h->cl, h->rids, st_now_ms() + h->timeout_ms, s_on_ack, h);
+        for (int i = 0; i < h->N; i++)
+            if (h->rids[i]) h->nodes[i].pushing[q] = false; /* no answer: not served there */
+        if (from_store)
+            for (int i = 0; i < h->N; i++) h->nodes[i].pushing[q] = false;
     }
-    st_cluster_gather(h->cl, h->rids, st_now_ms() + h->timeout_ms, s_on_ack, x);
-    for (int i = 0; i < h->N; i++)
-        if (h->rids[i]) x->pushing[i] = false; /* no answer: the slice stays here */
 }
 
 /* The head's pages, read to hash and push the slices, leave this process
@@ -239,114 +291,182 @@ static void s_drop_pages(const st_remote_head_t *h, uint32_t lo, uint32_t hi) {
         st_log(ST_LOG_DEBUG, "head pages not dropped: madvise failed");
 }
 
-int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet) {
+int st_remote_head_place(st_remote_head_t *h, const st_placement_t *pl, bool quiet) {
     if (s_follow_cluster(h) < 0) return ST_ENOMEM;
-    const int N = h->N;
+    const int N = h->N, S = pl ? st_placement_head_slices(pl) : 0;
     const uint32_t V = (uint32_t)h->m->cfg.n_vocab;
-    int up = 0;
-    for (int i = 0; i < N; i++) up += st_cluster_is_up(h->cl, i) && take[i];
-    bool *want = calloc((size_t)N + 1, sizeof *want);
-    push_ctx_t x = {h, calloc((size_t)N + 1, sizeof *x.pushing), calloc((size_t)N + 1, sizeof *x.restart)};
-    if (!want || !x.pushing || !x.restart) {
-        free(want), free(x.pushing), free(x.restart);
+    s_free_slices(h);
+    for (int i = 0; i < N; i++) memset(&h->nodes[i], 0, sizeof h->nodes[i]);
+    if (S < 1) return 0;
+    bool *want = calloc((size_t)N * ST_WIRE_MAX_HEAD_SLOTS + 1, sizeof *want);
+    h->slices = calloc((size_t)S, sizeof *h->slices);
+    if (!want || !h->slices) {
+        free(want);
+        s_free_slices(h);
         return ST_ENOMEM;
     }
-    int k = 0;
-    for (int i = 0; i < N; i++) {
-        hnode_t *nd = &h->nodes[i];
-        free(nd->cand);
-        memset(nd, 0, sizeof *nd);
-        if (!st_cluster_is_up(h->cl, i) || !take[i]) continue;
-        nd->a = (st_wire_head_assign_t){.n_vocab = V,
-                                        .type = (uint32_t)h->m->output.type,
-                                        .lo = s_bound(V, k, up),
-                                        .hi = s_bound(V, k + 1, up),
-                                        .n_slots = 1};
-        k++;
-        const int hr = st_head_hashes_get(h->hashes, nd->a.lo, nd->a.hi, nd->a.hash);
-        if (hr < 0) continue;                            /* not reached: the cut is inside the head */
-        if (hr > 0) s_drop_pages(h, nd->a.lo, nd->a.hi); /* read to hash it: one slice resident at a time */
-        nd->has = want[i] = true;
+    h->n_slices = S;
+    for (int k = 0; k < S; k++) {
+        hslice_t *sl = &h->slices[k];
+        sl->a = (st_wire_head_assign_t){.n_vocab = V, .type = (uint32_t)h->m->output.type};
+        st_placement_head_slice(pl, k, &sl->a.lo, &sl->a.hi);
+        const int hr = st_head_hashes_get(h->hashes, sl->a.lo, sl->a.hi, sl->a.hash);
+        if (hr < 0) { /* not reached: the placement cuts inside the head */
+            free(want);
+            s_free_slices(h);
+            return hr;
+        }
+        if (hr > 0) s_drop_pages(h, sl->a.lo, sl->a.hi); /* read to hash it: one slice resident at a time */
+        for (int r = 0; r < st_placement_head_n_owners(pl, k) && r < ST_PLACE_MAX_HEAD_COPIES; r++) {
+            const int i = st_placement_head_owner(pl, k, r);
+            if (i < 0 || i >= N || h->nodes[i].n_slots >= ST_WIRE_MAX_HEAD_SLOTS) continue;
+            sl->owner[sl->n_owners++] = i;
+            h->nodes[i].slice[h->nodes[i].n_slots++] = k;
+        }
     }
     const uint64_t hashed = st_head_hashes_read_bytes(h->hashes) - h->tot.hashed_bytes;
     h->tot.hashed_bytes += hashed;
     st_head_hashes_save(h->hashes);
-    if (k)
-        st_log(ST_LOG_INFO, "head: %llu B read to hash %d slices (the rest from the cache)", (unsigned long long)hashed,
-               k);
-    s_assign(h, want, &x);
-    int rc = s_push_rounds(h, &x, quiet);
+    st_log(ST_LOG_INFO, "head: %llu B read to hash %d slices (the rest from the cache)", (unsigned long long)hashed, S);
+    for (int i = 0; i < N; i++)
+        for (int q = 0; q < h->nodes[i].n_slots; q++) want[i * ST_WIRE_MAX_HEAD_SLOTS + q] = true;
+    s_assign(h, want, false);
+    int rc = s_push_rounds(h, quiet);
     s_drop_pages(h, 0, V);
-    int serving = 0;
-    for (int i = 0; i < N; i++) serving += h->nodes[i].serves;
-    if (up)
-        st_log(ST_LOG_INFO, "head: %d of %d slices on nodes (%llu B of %s each at most)", serving, up,
-               (unsigned long long)st_remote_head_slice_bytes(h->m, up), st_type_name(h->m->output.type));
-    free(want), free(x.pushing), free(x.restart);
-    return rc < 0 ? rc : serving;
+    int served = 0, copies = 0, held = 0;
+    for (int k = 0; k < S; k++) {
+        bool any = false;
+        for (int r = 0; r < h->slices[k].n_owners; r++) {
+            const int i = h->slices[k].owner[r], q = s_slot_of(h, i, k);
+            copies++;
+            held += q >= 0 && h->nodes[i].serves[q];
+            any |= q >= 0 && h->nodes[i].serves[q];
+        }
+        served += any;
+    }
+    st_log(ST_LOG_INFO, "head: %d of %d slices on nodes, %d of %d copies held (%llu B of %s each at most)", served, S,
+           held, copies, (unsigned long long)st_remote_head_slice_bytes(h->m, S), st_type_name(h->m->output.type));
+    free(want);
+    return rc < 0 ? rc : served;
 }
 
 void st_remote_head_between_steps(st_remote_head_t *h) {
     if (s_follow_cluster(h) < 0) return;
-    bool *want = calloc((size_t)h->N + 1, sizeof *want);
-    push_ctx_t x = {h, calloc((size_t)h->N + 1, sizeof *x.pushing), calloc((size_t)h->N + 1, sizeof *x.restart)};
+    bool *want = calloc((size_t)h->N * ST_WIRE_MAX_HEAD_SLOTS + 1, sizeof *want);
     bool any = false;
     const double now = st_now_ms();
     for (int i = 0; want && i < h->N; i++) {
         hnode_t *nd = &h->nodes[i];
-        any |= want[i] = nd->has && !nd->serves && st_cluster_is_up(h->cl, i) && now >= nd->retry_ms;
-        if (want[i]) nd->retry_ms = now + HEAD_RETRY_MS; /* a node without its slice is not asked every step */
+        if (!st_cluster_is_up(h->cl, i) || now < nd->retry_ms) continue;
+        bool lost = false;
+        for (int q = 0; q < nd->n_slots; q++) lost |= want[i * ST_WIRE_MAX_HEAD_SLOTS + q] = !nd->serves[q];
+        if (lost) nd->retry_ms = now + HEAD_RETRY_MS; /* a node without its slices is not asked every step */
+        any |= lost;
     }
-    if (any && x.pushing && x.restart) s_assign(h, want, &x); /* from its store only: no push mid-generation */
-    free(want), free(x.pushing), free(x.restart);
+    if (any) s_assign(h, want, true); /* from its store only: no push mid-generation */
+    free(want);
 }
 
 /* ---- the step ---- */
 
-/* Node i's reply to a head request, counted and checked (st_wire_check_head_result);
- * false when it refused or answered wrongly: the node is marked failed. */
-static bool s_reply_ok(st_remote_head_t *h, int i, st_wire_rx_t *rx, const char *what, const uint8_t **frame,
+/* Node i's reply to a head request for slice k, counted and checked
+ * (st_wire_check_head_result); false when it refused or answered wrongly. */
+static bool s_reply_ok(st_remote_head_t *h, int i, int k, st_wire_rx_t *rx, const char *what, const uint8_t **frame,
                        size_t *len) {
-    hnode_t *nd = &h->nodes[i];
     *frame = st_wire_rx_frame(rx, len);
     h->tot.bytes_in += st_wire_encoded_size(&rx->msg) + *len;
     char why[256];
     if (rx->msg.type == ST_MSG_ERROR) {
-        st_log(ST_LOG_WARN, "node %d (%s) refused its head slice's %s: %s", i, st_cluster_url(h->cl, i), what,
+        st_log(ST_LOG_WARN, "node %d (%s) refused head slice %d's %s: %s", i, st_cluster_url(h->cl, i), k, what,
                rx->msg.error.message);
-        nd->failed = true;
-        nd->serves = false; /* e.g. it restarted without it: assigned again between steps */
+        const int q = s_slot_of(h, i, k);
+        if (q >= 0) h->nodes[i].serves[q] = false; /* e.g. it restarted without it: assigned again between steps */
         return false;
     }
-    if (st_wire_check_head_result(&rx->msg, &h->req, &nd->a, *frame, *len, why, sizeof why)) {
-        st_log(ST_LOG_WARN, "node %d (%s): bad head %s: %s", i, st_cluster_url(h->cl, i), what, why);
-        nd->failed = true;
+    if (st_wire_check_head_result(&rx->msg, &h->req, &h->slices[k].a, *frame, *len, why, sizeof why)) {
+        st_log(ST_LOG_WARN, "node %d (%s): bad head %s for slice %d: %s", i, st_cluster_url(h->cl, i), what, k, why);
         return false;
     }
     return true;
 }
 
+/* The slice node i was asked for this round, or -1. */
+static int s_asked_slice(const st_remote_head_t *h, int i) {
+    const int q = h->nodes[i].asked;
+    return q >= 0 && q < h->nodes[i].n_slots ? h->nodes[i].slice[q] : -1;
+}
+
+/* A slice answered: by its primary, or by a replica (counted). */
+static void s_answered(st_remote_head_t *h, int i, int k) {
+    h->slices[k].done = true;
+    if (h->slices[k].owner[0] != i) h->tot.by_replica++;
+}
+
+/* Asks for every slice not done (h->req, the hidden states x of xlen bytes),
+ * each of one owner per round and each node for one slice per round: the
+ * primaries first, then for a slice whose primary is down, refused, answered
+ * wrongly or late the next live replica not asked yet, until every slice is
+ * done or no owner is left to ask. A node that misses the deadline is
+ * marked down. */
+static int s_ask_owners(st_remote_head_t *h, const float *x, size_t xlen, st_cluster_reply_fn on_reply) {
+    for (int k = 0; k < h->n_slices; k++) h->slices[k].tried = 0;
+    for (;;) {
+        bool any = false;
+        memset(h->rids, 0, (size_t)h->N * sizeof *h->rids);
+        for (int i = 0; i < h->N; i++) h->nodes[i].asked = -1;
+        for (int k = 0; k < h->n_slices; k++) h->slices[k].asked = false;
+        for (int r = 0; r < ST_PLACE_MAX_HEAD_COPIES; r++) /* copy r of every slice, then copy r + 1 */
+            for (int k = 0; k < h->n_slices; k++) {
+                hslice_t *sl = &h->slices[k];
+                if (sl->done || sl->asked || r >= sl->n_owners || (sl->tried >> r & 1u)) continue;
+                const int i = sl->owner[r], q = s_slot_of(h, i, k);
+                if (q < 0 || h->nodes[i].asked >= 0 || !h->nodes[i].serves[q] || !st_cluster_is_up(h->cl, i)) continue;
+                sl->tried |= 1u << r;
+                st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
+                m.head_compute.lo = sl->a.lo;
+                if (st_cluster_send(h->cl, i, &m, x, xlen, true) < 0) continue;
+                h->tot.bytes_out += st_wire_encoded_size(&m) + xlen;
+                h->rids[i] = m.request_id;
+                h->nodes[i].asked = q;
+                sl->asked = any = true;
+            }
+        if (!any) return 0;
+        st_ctx_park(h->ctx);
+        const double t0 = st_now_ms();
+        int rc = st_cluster_gather(h->cl, h->rids, t0 + h->timeout_ms, on_reply, h);
+        h->tot.wait_ms += st_now_ms() - t0;
+        if (rc < 0 && rc != ST_ETIMEOUT) return rc;
+        for (int i = 0; i < h->N; i++)
+            if (h->rids[i]) { /* no answer in time */
+                char why[96];
+                snprintf(why, sizeof why, "no head result within %d ms", h->timeout_ms);
+                st_cluster_set_down(h->cl, i, why);
+                memset(h->nodes[i].serves, 0, sizeof h->nodes[i].serves);
+            }
+    }
+}
+
 static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
-    hnode_t *nd = &h->nodes[i];
+    const int k = s_asked_slice(h, i);
     size_t len;
     const uint8_t *frame;
-    if (!s_reply_ok(h, i, rx, "logits", &frame, &len)) return 0;
-    const uint32_t rows = nd->a.hi - nd->a.lo;
+    if (k < 0 || !s_reply_ok(h, i, k, rx, "logits", &frame, &len)) return 0;
+    const hslice_t *sl = &h->slices[k];
+    const uint32_t rows = sl->a.hi - sl->a.lo;
     for (uint32_t s = 0; s < h->req.n_seq; s++) /* frames are LE f32; so is every host we build for */
-        memcpy(h->y + (size_t)(h->s0 + s) * h->y_stride + nd->a.lo, frame + (size_t)s * rows * 4u, (size_t)rows * 4u);
+        memcpy(h->y + (size_t)(h->s0 + s) * h->y_stride + sl->a.lo, frame + (size_t)s * rows * 4u, (size_t)rows * 4u);
+    s_answered(h, i, k);
     return 0;
 }
 
 static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_stride) {
     st_remote_head_t *h = arg;
     if (s_follow_cluster(h) < 0) return ST_ENOMEM; /* the gather reads one request id per node */
-    const int N = h->N, E = h->m->cfg.n_embd;
+    const int E = h->m->cfg.n_embd;
     h->tot.calls++;
     h->tot.rows += (uint64_t)n_out;
-    bool placed = false;
-    for (int i = 0; i < N; i++) placed |= h->nodes[i].has;
-    if (!placed) { /* no node was up to take a slice: the whole head here */
+    if (h->n_slices < 1) { /* no node was up to take a slice: the whole head here */
         st_ctx_head_rows(h->ctx, xn, n_out, 0, h->m->cfg.n_vocab, y, y_stride);
         h->tot.fallback_rows += (uint64_t)n_out * (uint64_t)h->m->cfg.n_vocab;
         h->tot.fallback_weight_bytes += (uint64_t)h->m->cfg.n_vocab * h->m->output.row_bytes;
@@ -354,8 +474,8 @@ static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_st
     }
     /* hidden states per request: the largest slice's reply must fit a frame */
     uint32_t most = 1;
-    for (int i = 0; i < N; i++) {
-        const uint32_t r = h->nodes[i].has ? h->nodes[i].a.hi - h->nodes[i].a.lo : 1;
+    for (int k = 0; k < h->n_slices; k++) {
+        const uint32_t r = h->slices[k].a.hi - h->slices[k].a.lo;
         most = r > most ? r : most;
     }
     uint32_t per = ST_WIRE_MAX_FRAME / (most * 4u);
@@ -366,42 +486,16 @@ static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_st
         const uint32_t cnt = (uint32_t)n_out - s0 < per ? (uint32_t)n_out - s0 : per;
         h->req = (st_wire_head_compute_t){.n_seq = cnt, .full = true};
         h->s0 = s0;
-        memset(h->rids, 0, (size_t)N * sizeof *h->rids);
-        for (int i = 0; i < N; i++) {
-            hnode_t *nd = &h->nodes[i];
-            nd->failed = false;
-            if (!nd->has || !nd->serves || !st_cluster_is_up(h->cl, i)) continue;
-            st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
-            m.head_compute.lo = nd->a.lo;
-            const size_t flen = (size_t)cnt * E * sizeof(float);
-            if (st_cluster_send(h->cl, i, &m, xn + (size_t)s0 * E, flen, true) < 0) {
-                nd->failed = true;
-                continue;
-            }
-            h->tot.bytes_out += st_wire_encoded_size(&m) + flen;
-            h->rids[i] = m.request_id;
-        }
-        st_ctx_park(h->ctx);
-        const double t0 = st_now_ms();
-        int rc = st_cluster_gather(h->cl, h->rids, t0 + h->timeout_ms, s_on_result, h);
-        h->tot.wait_ms += st_now_ms() - t0;
-        if (rc < 0 && rc != ST_ETIMEOUT) return rc;
-        /* every slice no node delivered: computed here */
-        for (int i = 0; i < N; i++) {
-            hnode_t *nd = &h->nodes[i];
-            if (!nd->has) continue;
-            const bool delivered = nd->serves && st_cluster_is_up(h->cl, i) && !nd->failed && !h->rids[i];
-            if (delivered) continue;
-            if (h->rids[i]) {
-                char why[96];
-                snprintf(why, sizeof why, "no head result within %d ms", h->timeout_ms);
-                st_cluster_set_down(h->cl, i, why);
-                nd->serves = false;
-            }
-            st_ctx_head_rows(h->ctx, xn + (size_t)s0 * E, (int)cnt, (int)nd->a.lo, (int)nd->a.hi,
+        for (int k = 0; k < h->n_slices; k++) h->slices[k].done = false;
+        int rc = s_ask_owners(h, xn + (size_t)s0 * E, (size_t)cnt * E * sizeof(float), s_on_result);
+        if (rc < 0) return rc;
+        for (int k = 0; k < h->n_slices; k++) { /* every slice no owner delivered: computed here */
+            const hslice_t *sl = &h->slices[k];
+            if (sl->done) continue;
+            st_ctx_head_rows(h->ctx, xn + (size_t)s0 * E, (int)cnt, (int)sl->a.lo, (int)sl->a.hi,
                              y + (size_t)s0 * y_stride, y_stride);
-            h->tot.fallback_rows += (uint64_t)cnt * (nd->a.hi - nd->a.lo);
-            h->tot.fallback_weight_bytes += (uint64_t)(nd->a.hi - nd->a.lo) * h->m->output.row_bytes;
+            h->tot.fallback_rows += (uint64_t)cnt * (sl->a.hi - sl->a.lo);
+            h->tot.fallback_weight_bytes += (uint64_t)(sl->a.hi - sl->a.lo) * h->m->output.row_bytes;
         }
     }
     return 0;
@@ -415,58 +509,59 @@ static int s_stash(void *arg, const float *xn) {
     return 0;
 }
 
-static bool s_cand_room(hnode_t *nd, uint32_t k) {
-    if (nd->cap >= k) return true;
-    st_sampler_cand_t *c = realloc(nd->cand, (size_t)k * sizeof *c);
+static bool s_cand_room(hslice_t *sl, uint32_t k) {
+    if (sl->cap >= k) return true;
+    st_sampler_cand_t *c = realloc(sl->cand, (size_t)k * sizeof *c);
     if (!c) return false;
-    nd->cand = c, nd->cap = k;
+    sl->cand = c, sl->cap = k;
     return true;
 }
 
-/* One node's candidates (checked: ids in its slice, order, finite values, sums). */
+/* One owner's candidates for the slice asked (checked: ids in the slice, order, finite values, sums). */
 static int s_on_cands(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
-    hnode_t *nd = &h->nodes[i];
+    const int k = s_asked_slice(h, i);
     size_t len;
     const uint8_t *frame;
-    if (!s_reply_ok(h, i, rx, "candidates", &frame, &len)) return 0;
-    if (!s_cand_room(nd, rx->msg.head_result.n_cand)) {
+    if (k < 0 || !s_reply_ok(h, i, k, rx, "candidates", &frame, &len)) return 0;
+    hslice_t *sl = &h->slices[k];
+    if (!s_cand_room(sl, rx->msg.head_result.n_cand)) {
         st_log(ST_LOG_WARN, "node %d (%s): no memory for its %u head candidates", i, st_cluster_url(h->cl, i),
                (unsigned)rx->msg.head_result.n_cand);
-        nd->failed = true;
         return 0;
     }
     const st_wire_head_result_t *r = &rx->msg.head_result;
-    for (uint32_t k = 0; k < r->n_cand; k++) {
-        memcpy(&nd->cand[k].id, frame + 8u * k, 4);
-        memcpy(&nd->cand[k].logit, frame + 8u * k + 4, 4);
+    for (uint32_t c = 0; c < r->n_cand; c++) {
+        memcpy(&sl->cand[c].id, frame + 8u * c, 4);
+        memcpy(&sl->cand[c].logit, frame + 8u * c + 4, 4);
     }
-    nd->n_cand = r->n_cand;
-    nd->max = r->max[0], nd->sum = r->sum[0], nd->sum_temp = r->sum_temp[0];
+    sl->n_cand = r->n_cand;
+    sl->max = r->max[0], sl->sum = r->sum[0], sl->sum_temp = r->sum_temp[0];
+    s_answered(h, i, k);
     return 0;
 }
 
-/* The slice of node i computed here: its logits into scratch, then what the node would send. */
-static int s_cands_here(st_remote_head_t *h, int i, const st_sampler_part_pen_t *pen, float temp, uint32_t k,
+/* Slice k computed here: its logits into scratch, then what an owner would send. */
+static int s_cands_here(st_remote_head_t *h, int k, const st_sampler_part_pen_t *pen, float temp, uint32_t n,
                         float *scratch) {
-    hnode_t *nd = &h->nodes[i];
-    const uint32_t rows = nd->a.hi - nd->a.lo;
-    if (k > rows) k = rows;
-    if ((int)k > h->tmp_cap) {
-        int32_t *ti = realloc(h->tmp_id, (size_t)k * sizeof *ti);
+    hslice_t *sl = &h->slices[k];
+    const uint32_t rows = sl->a.hi - sl->a.lo;
+    if (n > rows) n = rows;
+    if ((int)n > h->tmp_cap) {
+        int32_t *ti = realloc(h->tmp_id, (size_t)n * sizeof *ti);
         if (ti) h->tmp_id = ti;
-        float *tv = ti ? realloc(h->tmp_val, (size_t)k * sizeof *tv) : NULL;
+        float *tv = ti ? realloc(h->tmp_val, (size_t)n * sizeof *tv) : NULL;
         if (tv) h->tmp_val = tv;
         if (!ti || !tv) return ST_ENOMEM;
-        h->tmp_cap = (int)k;
+        h->tmp_cap = (int)n;
     }
-    if (!s_cand_room(nd, k)) return ST_ENOMEM;
-    st_ctx_head_rows(h->ctx, h->xs, 1, (int)nd->a.lo, (int)nd->a.hi, scratch, (size_t)h->m->cfg.n_vocab);
-    const int got = st_sampler_part_eval(scratch + nd->a.lo, (int)rows, (int32_t)nd->a.lo, pen, temp, (int)k, h->tmp_id,
-                                         h->tmp_val, &nd->max, &nd->sum, &nd->sum_temp);
+    if (!s_cand_room(sl, n)) return ST_ENOMEM;
+    st_ctx_head_rows(h->ctx, h->xs, 1, (int)sl->a.lo, (int)sl->a.hi, scratch, (size_t)h->m->cfg.n_vocab);
+    const int got = st_sampler_part_eval(scratch + sl->a.lo, (int)rows, (int32_t)sl->a.lo, pen, temp, (int)n, h->tmp_id,
+                                         h->tmp_val, &sl->max, &sl->sum, &sl->sum_temp);
     if (got < 1) return got < 0 ? got : ST_EIO;
-    for (int j = 0; j < got; j++) nd->cand[j] = (st_sampler_cand_t){h->tmp_id[j], h->tmp_val[j]};
-    nd->n_cand = (uint32_t)got;
+    for (int j = 0; j < got; j++) sl->cand[j] = (st_sampler_cand_t){h->tmp_id[j], h->tmp_val[j]};
+    sl->n_cand = (uint32_t)got;
     h->tot.fallback_rows += rows;
     h->tot.fallback_weight_bytes += (uint64_t)rows * h->m->output.row_bytes;
     return 0;
@@ -486,9 +581,7 @@ static int32_t s_sample(void *arg, st_sampler_t *smp, float *logits) {
     if (s_follow_cluster(h) < 0) return ST_ENOMEM;
     const st_sampler_params_t *sp = st_sampler_params(smp);
     h->tot.rows++;
-    int n_parts = 0;
-    for (int i = 0; i < h->N; i++) n_parts += h->nodes[i].has;
-    if (n_parts < 1 || n_parts > ST_SAMPLER_MAX_PARTS) return s_sample_whole(h, smp, logits);
+    if (h->n_slices < 1 || h->n_slices > ST_SAMPLER_MAX_PARTS) return s_sample_whole(h, smp, logits);
     /* the penalty window: the nodes apply it to their slices */
     if (h->pen_cap < sp->repeat_last_n + 1) {
         const int cap = sp->repeat_last_n + 1;
@@ -504,12 +597,12 @@ static int32_t s_sample(void *arg, st_sampler_t *smp, float *logits) {
         h->pen_id, h->pen_n, n_pen, sp->repeat_penalty, sp->presence_penalty, sp->frequency_penalty};
     float temp = sp->temp, rp = sp->repeat_penalty, pp = sp->presence_penalty, fp = sp->frequency_penalty;
     uint32_t pen_n = (uint32_t)n_pen;
-    uint32_t k = sp->temp <= 0.0f ? 1 : sp->top_k > 0 ? (uint32_t)sp->top_k : 64;
+    uint32_t n = sp->temp <= 0.0f ? 1 : sp->top_k > 0 ? (uint32_t)sp->top_k : 64;
     const int E = h->m->cfg.n_embd;
     for (;;) {
-        if (k > ST_WIRE_MAX_HEAD_CAND) return s_sample_whole(h, smp, logits);
+        if (n > ST_WIRE_MAX_HEAD_CAND) return s_sample_whole(h, smp, logits);
         h->req = (st_wire_head_compute_t){.n_seq = 1,
-                                          .n_cand = k,
+                                          .n_cand = n,
                                           .temp = &temp,
                                           .repeat_penalty = &rp,
                                           .presence_penalty = &pp,
@@ -518,57 +611,32 @@ static int32_t s_sample(void *arg, st_sampler_t *smp, float *logits) {
                                           .n_pen = pen_n,
                                           .pen_id = h->pen_id,
                                           .pen_count = h->pen_n};
-        memset(h->rids, 0, (size_t)h->N * sizeof *h->rids);
-        for (int i = 0; i < h->N; i++) {
-            hnode_t *nd = &h->nodes[i];
-            nd->failed = false;
-            nd->n_cand = 0;
-            if (!nd->has || !nd->serves || !st_cluster_is_up(h->cl, i)) continue;
-            st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
-            m.head_compute.lo = nd->a.lo;
-            if (st_cluster_send(h->cl, i, &m, h->xs, (size_t)E * sizeof(float), true) < 0) {
-                nd->failed = true;
-                continue;
-            }
-            h->tot.bytes_out += st_wire_encoded_size(&m) + (size_t)E * sizeof(float);
-            h->rids[i] = m.request_id;
-        }
-        st_ctx_park(h->ctx);
-        const double t0 = st_now_ms();
-        int rc = st_cluster_gather(h->cl, h->rids, t0 + h->timeout_ms, s_on_cands, h);
-        h->tot.wait_ms += st_now_ms() - t0;
-        if (rc < 0 && rc != ST_ETIMEOUT) return rc == -1 ? ST_EIO : rc;
+        for (int k = 0; k < h->n_slices; k++) h->slices[k].done = false, h->slices[k].n_cand = 0;
+        int rc = s_ask_owners(h, h->xs, (size_t)E * sizeof(float), s_on_cands);
+        if (rc < 0) return rc == -1 ? ST_EIO : rc;
         st_sampler_part_t parts[ST_SAMPLER_MAX_PARTS];
-        int np = 0;
-        for (int i = 0; i < h->N; i++) {
-            hnode_t *nd = &h->nodes[i];
-            if (!nd->has) continue;
-            const bool delivered = nd->serves && st_cluster_is_up(h->cl, i) && !nd->failed && !h->rids[i];
-            if (!delivered) {
-                if (h->rids[i]) {
-                    char why[96];
-                    snprintf(why, sizeof why, "no head result within %d ms", h->timeout_ms);
-                    st_cluster_set_down(h->cl, i, why);
-                    nd->serves = false;
-                }
-                int frc = s_cands_here(h, i, n_pen ? &pen : NULL, temp, k, logits);
+        for (int k = 0; k < h->n_slices; k++) {
+            hslice_t *sl = &h->slices[k];
+            if (!sl->done) {
+                int frc = s_cands_here(h, k, n_pen ? &pen : NULL, temp, n, logits);
                 if (frc < 0) return frc == -1 ? ST_EIO : frc;
             }
-            parts[np++] = (st_sampler_part_t){.cand = nd->cand,
-                                              .n_cand = (int)nd->n_cand,
-                                              .complete = nd->n_cand == nd->a.hi - nd->a.lo,
-                                              .max = nd->max,
-                                              .sum = nd->sum,
-                                              .sum_temp = nd->sum_temp};
+            parts[k] = (st_sampler_part_t){.cand = sl->cand,
+                                           .n_cand = (int)sl->n_cand,
+                                           .complete = sl->n_cand == sl->a.hi - sl->a.lo,
+                                           .max = sl->max,
+                                           .sum = sl->sum,
+                                           .sum_temp = sl->sum_temp};
         }
         int need = 0;
-        const int32_t tok = st_sampler_sample_parts(smp, parts, np, &need);
+        const int32_t tok = st_sampler_sample_parts(smp, parts, h->n_slices, &need);
         if (tok >= 0) return tok;
         /* past an eighth of the vocabulary the whole logits cost about as much, in one more round */
-        if (tok != ST_ERANGE || need == INT_MAX || (uint64_t)need * (uint64_t)np > (uint64_t)h->m->cfg.n_vocab / 8)
+        if (tok != ST_ERANGE || need == INT_MAX ||
+            (uint64_t)need * (uint64_t)h->n_slices > (uint64_t)h->m->cfg.n_vocab / 8)
             return s_sample_whole(h, smp, logits);
         h->tot.asked_again++;
-        k = (uint32_t)need;
+        n = (uint32_t)need;
     }
 }
 
@@ -583,7 +651,11 @@ void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f) {
     const st_remote_head_totals_t *t = &h->tot;
     const double R = t->rows ? (double)t->rows : 1.0;
     int serving = 0;
-    for (int i = 0; i < h->N; i++) serving += h->nodes[i].has && h->nodes[i].serves;
+    for (int i = 0; i < h->N; i++) {
+        bool any = false;
+        for (int q = 0; q < h->nodes[i].n_slots; q++) any |= h->nodes[i].serves[q];
+        serving += any;
+    }
     fprintf(f,
             "cluster: head sharded over %d nodes: per hidden state %.0f B on the wire (%.0f out, %.0f in), %.0f B "
             "of head weights read here (fallback; the whole head is %zu B); waiting %.2f ms; %llu B pushed, %llu B "
@@ -591,6 +663,8 @@ void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f) {
             serving, (double)(t->bytes_out + t->bytes_in) / R, (double)t->bytes_out / R, (double)t->bytes_in / R,
             (double)t->fallback_weight_bytes / R, (size_t)h->m->output.row_bytes * (size_t)h->m->cfg.n_vocab,
             t->wait_ms / R, (unsigned long long)t->push_bytes, (unsigned long long)t->hashed_bytes);
-    fprintf(f, "cluster: head draws from candidates: %llu asked again for more, %llu needed the whole logits\n",
-            (unsigned long long)t->asked_again, (unsigned long long)t->whole);
+    fprintf(f,
+            "cluster: head draws from candidates: %llu asked again for more, %llu needed the whole logits; %llu "
+            "slices answered by a replica\n",
+            (unsigned long long)t->asked_again, (unsigned long long)t->whole, (unsigned long long)t->by_replica);
 }

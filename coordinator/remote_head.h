@@ -1,25 +1,28 @@
 /* remote_head: the output head sharded by vocabulary over the nodes (an
  * st_head_backend_t).
  *
- * st_remote_head_place() cuts the vocabulary into one slice of rows per node
- * up (equal, in multiples of 16 rows), sends each node its HEAD_ASSIGN and
- * pushes the rows it lacks in hashed HEAD_PUT chunks; a node whose store
- * already holds its slice (a restart) gets nothing pushed. The rows are the
- * file's bytes in the file's type.
+ * st_remote_head_place() takes the slices of rows the placement cut
+ * (placement.c: one per node, replicas where budgets allow), sends each node
+ * a HEAD_ASSIGN per slice it holds (its slots) and pushes the rows it lacks
+ * in hashed HEAD_PUT chunks; a node whose store already holds a slice (a
+ * restart) gets nothing pushed. The rows are the file's bytes in the file's
+ * type; their hashes are cached beside the model (head_hashes.h).
  *
- * Per step the backend sends every node that holds a slice one HEAD_COMPUTE
- * with the hidden states after the output norm, checks each reply
- * (st_wire_check_head_result) and copies the slice's logits into place. The
- * slice of a node that is down, refuses, answers wrongly or misses its
- * deadline is computed here from the model's own head (left mapped: only the
- * pages of that slice are read), so the logits are the single process's bits
- * whoever computed them. When nothing needs whole logits (st_ctx_defer_head:
- * no --logits-out, no grammar), a draw sends the hidden state and the
- * sampler's penalty window instead and gets each slice's best candidates
- * with its maximum and sums, merged by st_sampler_sample_parts (st-run's
- * token; more candidates or the whole logits are asked for when those sent
- * do not decide it). A node that lost its slice (it restarted) gets its
- * HEAD_ASSIGN again between steps and serves it again once it has it.
+ * Per step the backend sends each slice's primary one HEAD_COMPUTE with the
+ * hidden states after the output norm, checks each reply
+ * (st_wire_check_head_result) and copies the slice's logits into place. A
+ * slice whose primary is down, refuses, answers wrongly or misses its
+ * deadline goes to a live replica (one more round, the same checks); only
+ * when no owner delivers it is it computed here from the model's own head
+ * (left mapped: only the pages of that slice are read), so the logits are
+ * the single process's bits whoever computed them. When nothing needs whole
+ * logits (st_ctx_defer_head: no --logits-out, no grammar), a draw sends the
+ * hidden state and the sampler's penalty window instead and gets each
+ * slice's best candidates with its maximum and sums, merged by
+ * st_sampler_sample_parts (st-run's token; more candidates or the whole
+ * logits are asked for when those sent do not decide it). A node that lost
+ * a slice (it restarted) gets its HEAD_ASSIGN again between steps and serves
+ * it again once it has it.
  */
 #ifndef ST_REMOTE_HEAD_H
 #define ST_REMOTE_HEAD_H
@@ -31,6 +34,7 @@
 #include "cluster.h"
 #include "forward.h"
 #include "model.h"
+#include "placement.h"
 
 typedef struct st_remote_head st_remote_head_t;
 
@@ -46,13 +50,15 @@ void st_remote_head_destroy(st_remote_head_t **h);
  * budget gives up for it). */
 uint64_t st_remote_head_slice_bytes(const st_model_t *m, int n);
 
-/* Cuts the vocabulary over the nodes up with take[i] set (one per node of
- * the cluster), assigns each its slice and pushes what it lacks (a progress
- * line on stderr unless quiet). Returns how many nodes hold a slice (0: the
- * head stays here), or a negative ST_E* code. */
-int st_remote_head_place(st_remote_head_t *h, const bool *take, bool quiet);
-/* Between steps: nodes up that lost their slice are assigned it again
- * (served again once their store has it; the rest stays computed here). */
+/* The head's slices as placement pl cut them (st_placement_head_*; none, or
+ * pl NULL: the head stays here): assigns each node its slices (primary and
+ * replicas, one HEAD_ASSIGN slot each) and pushes what it lacks (a progress
+ * line on stderr unless quiet). Returns how many slices some node holds,
+ * or a negative ST_E* code. */
+int st_remote_head_place(st_remote_head_t *h, const st_placement_t *pl, bool quiet);
+/* Between steps: nodes up that lost slices are assigned them again (served
+ * again once their store has them; meanwhile a replica or this process
+ * computes them). */
 void st_remote_head_between_steps(st_remote_head_t *h);
 
 /* The backend to install with st_ctx_set_head(ctx, ...); ctx computes the
@@ -69,6 +75,7 @@ typedef struct {
     double wait_ms;                 /* waiting for the nodes' head results */
     uint64_t asked_again;           /* draws that needed more candidates */
     uint64_t whole;                 /* draws that needed the whole logits */
+    uint64_t by_replica;            /* slices answered by a replica (their primary failed or is down) */
 } st_remote_head_totals_t;
 const st_remote_head_totals_t *st_remote_head_totals(const st_remote_head_t *h);
 /* --stats: the head's share of the wire and of the weights read here. */

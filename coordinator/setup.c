@@ -282,18 +282,15 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
         for (int s = 0; s < L * X; s++) n_held += h[s];
         held_total += n_held;
         /* a store record fits the largest layer's expert */
-        pn[i] = (st_place_node_t){inv->mem_budget, n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free, h};
+        pn[i] = (st_place_node_t){inv->mem_budget, n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free, h,
+                                  false};
         st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
                inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
                (unsigned long long)n_held);
     }
-    /* the head's slice comes out of each node's budget first */
-    bool *take_head = calloc((size_t)N + 1, sizeof *take_head); /* nodes up that take a share */
-    for (int i = 0; take_head && i < N; i++) take_head[i] = st_cluster_is_up(c->cl, i) && !s_left(c, i);
+    /* the head's slices go to the nodes up that take a share (placement counts them in their budgets) */
     if (!c->head_decided && n_in > 0) s_head_decide(c, n_in);
-    const uint64_t head_b = c->rh ? st_remote_head_slice_bytes(m, n_in) : 0;
-    for (int i = 0; head_b && take_head && i < N; i++)
-        if (take_head[i]) pn[i].mem_budget = pn[i].mem_budget > head_b ? pn[i].mem_budget - head_b : 0;
+    for (int i = 0; rc == 0 && c->rh && i < N; i++) pn[i].head = st_cluster_is_up(c->cl, i) && !s_left(c, i);
     uint64_t layer_bytes[ST_WIRE_MAX_LAYERS]; /* of one expert, per layer: types differ by layer */
     for (int l = 0; l < L && l < ST_WIRE_MAX_LAYERS; l++) layer_bytes[l] = st_wire_expert_bytes(&c->shape, (uint32_t)l);
     if (rc == 0 && n_in > 0) { /* nobody up: no placement (NULL), every expert computed here */
@@ -302,7 +299,9 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
                                 .replication = (int)ca->replication,
                                 .profile = prof,
                                 .pin_fraction = ca->pin_fraction,
-                                .layer_bytes = layer_bytes};
+                                .layer_bytes = layer_bytes,
+                                .head_rows = c->rh ? (uint32_t)m->cfg.n_vocab : 0,
+                                .head_row_bytes = m->output.row_bytes};
         if (!(pl = st_placement_new(&pp, pn, N))) rc = 1;
     }
     if (rc == 0 && n_in > 0) {
@@ -364,9 +363,7 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
         }
     }
     /* the head's slices, over the nodes up now (they hold their ASSIGN) */
-    if (rc == 0 && n_in > 0 && c->rh && (!take_head || st_remote_head_place(c->rh, take_head, ca->quiet_push) < 0))
-        rc = 1;
-    free(take_head);
+    if (rc == 0 && n_in > 0 && c->rh && st_remote_head_place(c->rh, pl, ca->quiet_push) < 0) rc = 1;
     st_cluster_assign_free(as, N);
     free(as);
     free(pn);

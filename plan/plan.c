@@ -437,7 +437,7 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
                    i, p->nodes[i].mem / 1073741824.0, slice / 1073741824.0);
             goto fail;
         }
-        pn[i] = (st_place_node_t){p->nodes[i].mem - slice, p->nodes[i].disk, NULL};
+        pn[i] = (st_place_node_t){p->nodes[i].mem - slice, p->nodes[i].disk, NULL, false};
     }
     st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = m->layer_expert_bytes};
     if (!(pl->placement = st_placement_new(&pp, pn, N))) {

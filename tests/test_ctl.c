@@ -245,6 +245,10 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cr_assert_str_eq(cJSON_GetStringValue(cJSON_GetObjectItem(n1, "state")), "drained");
     cr_assert_eq(s_num(n1, "experts"), 0);
     cr_assert_eq(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 2), "experts"), total);
+    /* its slices of the output head moved too: the others hold every slice */
+    cr_assert_eq(s_num(n1, "head_slices"), 0, "a drained node holds no head slice");
+    cr_assert_eq(s_num(s_node(h, 0), "head_slices") + s_num(s_node(h, 2), "head_slices"), 2,
+                 "the head is not cut over the two nodes left");
     const double req1 = s_num(n1, "requests");
     cJSON_Delete(h);
     int mst;
@@ -290,6 +294,7 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cr_assert_gt(s_num(s_node(h, 1), "experts"), 0);
     cr_assert_eq(s_num(s_node(h, 0), "experts") + s_num(s_node(h, 1), "experts") + s_num(s_node(h, 2), "experts"),
                  total);
+    cr_assert_eq(s_num(s_node(h, 1), "head_slices"), 1, "an undrained node takes a head slice again");
     cJSON_Delete(h);
     t = s_complete(&c, N_SHORT);
     cr_assert_str_eq(t, want_short);

@@ -1,9 +1,10 @@
 /* Node failures survived, with real processes on 127.0.0.1 and CURVE keys as
  * deployed: three st-node processes, st-coordinator generating 64 tokens,
  * and one node killed with SIGKILL in the middle of the generation. With
- * replication 2 its requests are re-sent to the replica of those experts,
- * with replication 1 the coordinator computes them from its own copy; the
- * tokens are those of st-run either way. The node restarted on its store
+ * replication 2 its requests (its experts' pairs and its slice of the
+ * output head) go to the replicas and the coordinator computes none of its
+ * head slice; with replication 1 the coordinator computes them from its own
+ * copy; the tokens are those of st-run either way. The node restarted on its store
  * rejoins and is sent zero shard bytes.
  *
  * "In the middle": the coordinator prints a line per decode token (--stats);
@@ -155,7 +156,7 @@ static unsigned long long s_count(const char *err, const char *fmt) {
 }
 
 /* The sharded head's --stats line: head bytes read here per hidden state
- * (the slices of nodes that failed, computed from the coordinator's copy). */
+ * (slices no node delivered, computed from the coordinator's copy). */
 static double s_head_here(const char *err) {
     const char *p = strstr(err, "cluster: head sharded over ");
     cr_assert_not_null(p, "the head is not sharded:\n%s", err);
@@ -163,6 +164,14 @@ static double s_head_here(const char *err) {
     double here = -1;
     cr_assert(p && (p = strstr(p, "), ")) && sscanf(p, "), %lf B of head weights read here", &here) == 1, "%s", err);
     return here;
+}
+
+/* The sharded head's --stats: slices answered by a replica (their primary failed). */
+static unsigned long long s_head_by_replica(const char *err) {
+    const char *p = strstr(err, "cluster: head draws from candidates: ");
+    unsigned long long n = 0;
+    cr_assert(p && (p = strstr(p, "; ")) && sscanf(p, "; %llu slices answered by a replica", &n) == 1, "%s", err);
+    return n;
 }
 
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
@@ -188,7 +197,10 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     cr_assert(s_count(b.err, "resent") > 0 || s_count(b.err, "fallback") == 0,
               "the replicas did not take the dead node's pairs:\n%s", b.err);
     cr_assert_eq(s_head_here(a.err), 0.0, "head rows computed here with every node up:\n%s", a.err);
-    cr_assert_gt(s_head_here(b.err), 0.0, "the dead node's head slice was not computed here:\n%s", b.err);
+    cr_assert_eq(s_head_by_replica(a.err), 0, "replicas answered with every node up:\n%s", a.err);
+    /* the dead node's head slice: from its replica, never computed here */
+    cr_assert_eq(s_head_here(b.err), 0.0, "the dead node's head slice was computed here:\n%s", b.err);
+    cr_assert_gt(s_head_by_replica(b.err), 0, "no replica answered for the dead node's slice:\n%s", b.err);
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];
@@ -204,6 +216,8 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
         cr_assert(d.killed_mid, "the generation was over before the node was killed");
         cr_assert_str_eq(d.out, ref, "tokens changed after kill -9 with replication 1:\n%s", d.err);
         cr_assert_gt(s_count(d.err, "fallback"), 0, "nothing computed by the coordinator:\n%s", d.err);
+        /* no replica of its head slice either: its own copy of the head takes over */
+        cr_assert_gt(s_head_here(d.err), 0.0, "the dead node's head slice was not computed here:\n%s", d.err);
         free(d.out), free(d.err);
     }
     free(b.out), free(b.err), free(c.out), free(c.err), free(ref);

@@ -428,3 +428,145 @@ Test(placement, print_warns_about_a_share_over_the_budget) {
     cr_assert_null(strstr(buf, "node 0 "), "node 0 is within its budget: '%s'", buf);
     st_placement_destroy(&pl);
 }
+
+/* ---- the output head's slices ---- */
+
+/* 960 head rows of 64 KiB (60 MiB) and 2 layers x 6 experts of 2 MiB (24 MiB) over three flagged nodes. */
+static st_place_params_t s_head_params(int R) {
+    st_place_params_t p = s_params(2, 6, R);
+    p.head_rows = 960;
+    p.head_row_bytes = 64 * 1024;
+    return p;
+}
+
+static void s_head_nodes(st_place_node_t *nodes, int n, uint64_t budget) {
+    s_nodes(nodes, n, budget);
+    for (int i = 0; i < n; i++) nodes[i].head = true;
+}
+
+/* Slice k's owners, primary first, as listed. */
+static void s_want_owners(const st_placement_t *pl, int k, const int *want, int n) {
+    cr_assert_eq(st_placement_head_n_owners(pl, k), n, "slice %d: %d owners, want %d", k,
+                 st_placement_head_n_owners(pl, k), n);
+    for (int r = 0; r < n; r++)
+        cr_assert_eq(st_placement_head_owner(pl, k, r), want[r], "slice %d copy %d: node %d, want %d", k, r,
+                     st_placement_head_owner(pl, k, r), want[r]);
+}
+
+/* Hand-worked: three slices of 320 rows (20 MiB), each node's primary taken
+ * from its budget first. Budget 40 MiB: 20 left for experts, whose first
+ * copies take 8 MiB (4 each); a replica slice would make 8 + 20 + 20 = 48 >
+ * 40: none, and the experts' replicas (8 MiB more each) fit in the 20. */
+Test(placement, head_slices_without_room_for_replicas) {
+    st_place_node_t nodes[3];
+    s_head_nodes(nodes, 3, 40 * MiB);
+    st_place_params_t p = s_head_params(2);
+    st_placement_t *pl = st_placement_new(&p, nodes, 3);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_head_slices(pl), 3);
+    const uint32_t want_lo[3] = {0, 320, 640};
+    for (int k = 0; k < 3; k++) {
+        uint32_t lo, hi;
+        st_placement_head_slice(pl, k, &lo, &hi);
+        cr_assert(lo == want_lo[k] && hi == want_lo[k] + 320, "slice %d: [%u, %u)", k, lo, hi);
+        s_want_owners(pl, k, (int[]){k}, 1);
+    }
+    cr_assert_eq(st_placement_head_replicas_dropped(pl), 3);
+    cr_assert_eq(st_placement_replicas_dropped(pl), 0);
+    s_check_owners(pl, 2);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(st_placement_node_head_slices(pl, i), 1);
+        cr_assert_eq(st_placement_node_head_bytes(pl, i), 20 * MiB);
+        cr_assert_eq(st_placement_node_bytes(pl, i), 16 * MiB, "node %d: %llu B of experts", i,
+                     (unsigned long long)st_placement_node_bytes(pl, i));
+    }
+    st_placement_destroy(&pl);
+}
+
+/* Budget 50 MiB: after the experts' first copies (8 MiB) a node has 50 - 28
+ * = 22 MiB, room for one replica slice, which goes before any expert's
+ * replica: slice 0 to node 1 (the next in ring order, all equal), slice 1 to
+ * node 2, slice 2 to node 0 (node 1 holds two already). The experts' replicas
+ * get the 2 MiB left: one each, 9 of 12 dropped. */
+Test(placement, head_replicas_before_expert_replicas_within_budgets) {
+    st_place_node_t nodes[3];
+    s_head_nodes(nodes, 3, 50 * MiB);
+    st_place_params_t p = s_head_params(2);
+    st_placement_t *pl = st_placement_new(&p, nodes, 3);
+    cr_assert_not_null(pl);
+    s_want_owners(pl, 0, (int[]){0, 1}, 2);
+    s_want_owners(pl, 1, (int[]){1, 2}, 2);
+    s_want_owners(pl, 2, (int[]){2, 0}, 2);
+    cr_assert_eq(st_placement_head_replicas_dropped(pl), 0);
+    cr_assert_eq(st_placement_replicas_dropped(pl), 9);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(st_placement_node_head_slices(pl, i), 2);
+        cr_assert_eq(st_placement_node_head_bytes(pl, i), 40 * MiB);
+        cr_assert_eq(st_placement_node_bytes(pl, i), 10 * MiB);
+        cr_assert_leq(st_placement_node_bytes(pl, i) + st_placement_node_head_bytes(pl, i), nodes[i].mem_budget);
+    }
+    st_placement_destroy(&pl);
+}
+
+/* Only flagged nodes take slices (node 2 is drained): slice k goes to the
+ * k-th flagged node; with replication 1 there are no replicas. */
+Test(placement, head_slices_only_on_flagged_nodes) {
+    st_place_node_t nodes[4];
+    s_head_nodes(nodes, 4, 512 * MiB);
+    nodes[2].head = false;
+    st_place_params_t p = s_head_params(1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 4);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_head_slices(pl), 3);
+    s_want_owners(pl, 0, (int[]){0}, 1);
+    s_want_owners(pl, 1, (int[]){1}, 1);
+    s_want_owners(pl, 2, (int[]){3}, 1);
+    cr_assert_eq(st_placement_node_head_slices(pl, 2), 0);
+    cr_assert_eq(st_placement_head_replicas_dropped(pl), 0);
+    st_placement_destroy(&pl);
+    p.head_rows = 0; /* no head: no slices, nothing taken from the budgets */
+    pl = st_placement_new(&p, nodes, 4);
+    cr_assert_eq(st_placement_head_slices(pl), 0);
+    cr_assert_eq(st_placement_head_n_owners(pl, 0), 0);
+    cr_assert_eq(st_placement_head_owner(pl, 0, 0), -1);
+    st_placement_destroy(&pl);
+}
+
+/* The slice counts against the budget before the experts are weighed: node
+ * 0 holds the whole head (60 MiB of 100), so the 12 experts are shared 40 :
+ * 100, 3.43 : 8.57, by largest remainder 3 and 9. */
+Test(placement, a_head_slice_weighs_before_the_experts) {
+    st_place_node_t nodes[2];
+    s_head_nodes(nodes, 2, 100 * MiB);
+    nodes[1].head = false;
+    st_place_params_t p = s_head_params(1);
+    st_placement_t *pl = st_placement_new(&p, nodes, 2);
+    cr_assert_not_null(pl);
+    cr_assert_eq(st_placement_head_slices(pl), 1);
+    cr_assert_eq(st_placement_node_head_bytes(pl, 0), 60 * MiB);
+    cr_assert_eq(st_placement_node_experts(pl, 0), 3);
+    cr_assert_eq(st_placement_node_experts(pl, 1), 9);
+    st_placement_destroy(&pl);
+}
+
+Test(placement, json_lists_the_head_slices_and_their_owners) {
+    st_place_node_t nodes[3];
+    s_head_nodes(nodes, 3, 50 * MiB);
+    st_place_params_t p = s_head_params(2);
+    st_placement_t *pl = st_placement_new(&p, nodes, 3);
+    char path[] = "/tmp/st-placement-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    cr_assert_eq(st_placement_save_json(pl, path, NULL, NULL), 0);
+    FILE *f = fopen(path, "r");
+    char buf[8192] = {0};
+    cr_assert_gt(fread(buf, 1, sizeof buf - 1, f), 0);
+    fclose(f);
+    unlink(path);
+    cr_assert_not_null(strstr(buf, "\"head_slices\":2,\"head_bytes\":41943040"), "%s", buf);
+    cr_assert_not_null(strstr(buf, "\"slices\":[{\"lo\":0,\"hi\":320,\"nodes\":[0,1]},{\"lo\":320,\"hi\":640,"
+                                   "\"nodes\":[1,2]},{\"lo\":640,\"hi\":960,\"nodes\":[2,0]}]"),
+                       "%s", buf);
+    st_placement_destroy(&pl);
+}
