@@ -11,10 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int s_level = -1;
+#define LEVEL_UNSET (-100) /* not -1: a level below ST_LOG_ERROR is a setting too (nothing logged) */
+static int s_level = LEVEL_UNSET;
 
 static void s_init_level(void) {
-    if (s_level >= 0) return;
+    if (s_level != LEVEL_UNSET) return;
     const char *env = getenv("ST_LOG");
     s_level = ST_LOG_INFO;
     if (!env) return;
@@ -53,7 +54,7 @@ void st_log_at(st_log_level_t level, const char *func, const char *fmt, ...) {
 }
 
 int st_fail_at(int code, const char *func, const char *fmt, ...) {
-    if (st_log_get_level() >= ST_LOG_ERROR) {
+    if ((int)st_log_get_level() >= ST_LOG_ERROR) { /* an int: the enum may be unsigned, and -1 silences */
         va_list ap;
         va_start(ap, fmt);
         s_vlog(ST_LOG_ERROR, func, fmt, ap);

@@ -2,6 +2,7 @@
  * monotonic clock, the process memory reader and the allocation fault seam.
  * Expected values are worked out by hand from the documented behaviour. */
 #include <criterion/criterion.h>
+#include <criterion/redirect.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include "file.h"
 #include "parse.h"
 #include "proc_mem.h"
+#include "st_log.h"
 
 /* ---- parse.c ---------------------------------------------------------------- */
 
@@ -259,4 +261,23 @@ Test(alloc, fails_the_nth_call_once_or_from_then_on) {
     char *d = st_strdup("abc");
     cr_assert_str_eq(d, "abc");
     free(d);
+}
+
+/* A level below ST_LOG_ERROR drops everything, st_fail's errors too (the fuzz harnesses' setting:
+ * it once meant "unset", so they logged every refusal). */
+Test(log, below_error_is_silent, .init = cr_redirect_stderr) {
+    st_log_set_level((st_log_level_t)-1);
+    st_log(ST_LOG_ERROR, "an error");
+    cr_assert_eq(st_fail(ST_EPROTO, "a refusal"), ST_EPROTO);
+    st_log_set_level(ST_LOG_ERROR);
+    st_log(ST_LOG_WARN, "a warning");
+    cr_assert_eq(st_fail(ST_EIO, "shown"), ST_EIO);
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char got[256] = "";
+    const size_t n = fread(got, 1, sizeof got - 1, f);
+    got[n] = '\0';
+    const char *line = strstr(got, ": error: shown\n"); /* after the program's name */
+    cr_assert(line && !strchr(got, '\n')[1] && strchr(got, '\n') == line + strlen(": error: shown"), "stderr: '%s'",
+              got);
 }
