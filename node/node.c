@@ -22,8 +22,6 @@
 #include <errno.h>
 #include <math.h>
 #include <limits.h>
-#include <dirent.h>
-#include <fcntl.h>
 #include <malloc.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -748,17 +746,11 @@ static int s_on_compute(st_node_t *n, st_wire_rx_t *rx) {
 /* ---- the output head's slices ----
  * Up to ST_WIRE_MAX_HEAD_SLOTS slices (the node's own and replicas of
  * others'), each held in RAM (charged to --mem: the expert cache shrinks by
- * its size) and in STORE/head-<hash>.dat, so that a restarted node needs
- * nothing pushed again; a file is hashed again when it is loaded, and files
- * of slices no longer assigned are removed. The logits come from the same
+ * its size) and in the store (st_store_head_*), so that a restarted node
+ * needs nothing pushed again; a file is hashed again when it is loaded, and
+ * files of slices no longer assigned are removed. The logits come from the same
  * st_linear as the single process's head, on rows cut from the same matrix:
  * the same bits. */
-
-static void s_head_path(const st_node_t *n, const uint8_t hash[ST_WIRE_HASH_BYTES], char *out, size_t cap) {
-    char hex[2 * ST_WIRE_HASH_BYTES + 1];
-    sodium_bin2hex(hex, sizeof hex, hash, ST_WIRE_HASH_BYTES);
-    snprintf(out, cap, "%s/head-%s.dat", n->o.store_dir, hex);
-}
 
 /* the assigned slice whose first row is lo, or NULL */
 static head_slice_t *s_head_find(st_node_t *n, uint32_t lo) {
@@ -767,69 +759,14 @@ static head_slice_t *s_head_find(st_node_t *n, uint32_t lo) {
     return NULL;
 }
 
-/* the slice from its file, if there and whole and matching its hash */
-static bool s_head_load(st_node_t *n, head_slice_t *hs) {
-    char path[PATH_MAX];
-    s_head_path(n, hs->a.hash, path, sizeof path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && (uint64_t)st.st_size == hs->bytes;
-    for (uint64_t got = 0; ok && got < hs->bytes;) {
-        ssize_t r = read(fd, hs->rows + got, hs->bytes - got);
-        if (r <= 0) ok = false;
-        got += r > 0 ? (uint64_t)r : 0;
-    }
-    close(fd);
-    uint8_t h[ST_WIRE_HASH_BYTES];
-    if (ok) st_wire_hash(hs->rows, hs->bytes, h);
-    if (ok && memcmp(h, hs->a.hash, ST_WIRE_HASH_BYTES)) {
-        st_log(ST_LOG_WARN, "%s does not match its hash: removed", path);
-        unlink(path);
-        ok = false;
-    }
-    return ok;
-}
-
-/* Removes the files of head slices no slot is assigned. */
-static void s_head_prune(const st_node_t *n) {
-    char keep[ST_WIRE_MAX_HEAD_SLOTS][PATH_MAX];
-    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) {
-        keep[k][0] = '\0';
-        if (n->head[k].assigned) s_head_path(n, n->head[k].a.hash, keep[k], sizeof keep[k]);
-    }
-    DIR *d = opendir(n->o.store_dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char other[PATH_MAX];
-        const size_t len = strlen(e->d_name);
-        if (strncmp(e->d_name, "head-", 5) || len < 9 || strcmp(e->d_name + len - 4, ".dat")) continue;
-        snprintf(other, sizeof other, "%s/%s", n->o.store_dir, e->d_name);
-        bool kept = false;
-        for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++) kept |= !strcmp(other, keep[k]);
-        if (!kept) unlink(other);
-    }
-    if (d) closedir(d);
-}
-
-/* writes a complete slice (temp file, fsync, rename) and removes unassigned slices' files */
+/* Writes a complete slice to the store, then removes the files of slices no slot is assigned. */
 static void s_head_save(const st_node_t *n, const head_slice_t *hs) {
-    char path[PATH_MAX], tmp[PATH_MAX + 8];
-    s_head_path(n, hs->a.hash, path, sizeof path);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    bool ok = fd >= 0;
-    for (uint64_t put = 0; ok && put < hs->bytes;) {
-        ssize_t w = write(fd, hs->rows + put, hs->bytes - put);
-        if (w <= 0) ok = false;
-        put += w > 0 ? (uint64_t)w : 0;
-    }
-    if (fd >= 0 && (fsync(fd) || close(fd))) ok = false;
-    if (!ok || rename(tmp, path)) {
-        st_log(ST_LOG_WARN, "cannot keep the head slice in %s: %s (it stays in RAM)", path, strerror(errno));
-        unlink(tmp);
-        return;
-    }
-    s_head_prune(n);
+    if (st_store_head_save(n->o.store_dir, hs->a.hash, hs->rows, hs->bytes) < 0) return; /* logged: kept in RAM */
+    uint8_t keep[ST_WIRE_MAX_HEAD_SLOTS][ST_WIRE_HASH_BYTES];
+    int n_keep = 0;
+    for (int k = 0; k < ST_WIRE_MAX_HEAD_SLOTS; k++)
+        if (n->head[k].assigned) memcpy(keep[n_keep++], n->head[k].a.hash, ST_WIRE_HASH_BYTES);
+    st_store_head_prune(n->o.store_dir, (const uint8_t(*)[ST_WIRE_HASH_BYTES])keep, n_keep);
 }
 
 static int s_head_ack(st_node_t *n, st_wire_rx_t *rx, const head_slice_t *hs, uint64_t offset, bool ok) {
@@ -875,7 +812,8 @@ static int s_on_head_assign(st_node_t *n, st_wire_rx_t *rx) {
     hs->a = *a;
     hs->bytes = bytes;
     hs->assigned = true;
-    hs->complete = s_head_load(n, hs); /* no pruning here: the node's other slots may come next */
+    hs->complete = st_store_head_load(n->o.store_dir, hs->a.hash, hs->rows,
+                                      hs->bytes); /* no pruning here: the node's other slots may come next */
     st_log(ST_LOG_INFO, "HEAD_ASSIGN: slot %u of %u, rows [%u, %u) of %u, %s, %llu B: %s", a->slot, a->n_slots, a->lo,
            a->hi, a->n_vocab, st_type_name((int)a->type), (unsigned long long)bytes,
            hs->complete ? "in the store" : "missing");

@@ -641,3 +641,77 @@ int st_store_remove(st_store_t *s, uint32_t layer, uint32_t expert) {
     s_forget(s, key);
     return s_write_index(s);
 }
+
+/* ---- slices of the output head ---- */
+
+static void s_head_name(const uint8_t hash[ST_WIRE_HASH_BYTES], char out[2 * ST_WIRE_HASH_BYTES + 10]) {
+    char hex[2 * ST_WIRE_HASH_BYTES + 1];
+    sodium_bin2hex(hex, sizeof hex, hash, ST_WIRE_HASH_BYTES);
+    snprintf(out, 2 * ST_WIRE_HASH_BYTES + 10, "head-%s.dat", hex);
+}
+
+bool st_store_head_load(const char *dir, const uint8_t hash[ST_WIRE_HASH_BYTES], void *buf, uint64_t bytes) {
+    char name[2 * ST_WIRE_HASH_BYTES + 10], path[PATH_MAX];
+    s_head_name(hash, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK); /* a FIFO there must not block the node */
+    if (fd < 0) return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uint64_t)st.st_size == bytes;
+    for (uint64_t got = 0; ok && got < bytes;) {
+        ssize_t r = read(fd, (uint8_t *)buf + got, bytes - got);
+        if (r <= 0) ok = false;
+        got += r > 0 ? (uint64_t)r : 0;
+    }
+    close(fd);
+    uint8_t h[ST_WIRE_HASH_BYTES];
+    if (ok) st_wire_hash(buf, bytes, h);
+    if (ok && memcmp(h, hash, ST_WIRE_HASH_BYTES)) {
+        st_log(ST_LOG_WARN, "%s does not match its hash: removed", path);
+        unlink(path);
+        ok = false;
+    }
+    return ok;
+}
+
+int st_store_head_save(const char *dir, const uint8_t hash[ST_WIRE_HASH_BYTES], const void *buf, uint64_t bytes) {
+    char name[2 * ST_WIRE_HASH_BYTES + 10], path[PATH_MAX], tmp[PATH_MAX + 8];
+    s_head_name(hash, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    bool ok = fd >= 0;
+    for (uint64_t put = 0; ok && put < bytes;) {
+        ssize_t w = write(fd, (const uint8_t *)buf + put, bytes - put);
+        if (w <= 0) ok = false;
+        put += w > 0 ? (uint64_t)w : 0;
+    }
+    if (fd >= 0) { /* closed whatever fsync says */
+        ok &= fsync(fd) == 0;
+        ok &= close(fd) == 0;
+    }
+    if (!ok || rename(tmp, path)) {
+        st_log(ST_LOG_WARN, "cannot keep the head slice in %s: %s (it stays in RAM)", path, strerror(errno));
+        unlink(tmp);
+        return ST_EIO;
+    }
+    return 0;
+}
+
+void st_store_head_prune(const char *dir, const uint8_t (*keep)[ST_WIRE_HASH_BYTES], int n_keep) {
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "head-", 5) || len < 9 || strcmp(e->d_name + len - 4, ".dat")) continue;
+        bool kept = false;
+        for (int k = 0; k < n_keep && !kept; k++) {
+            char name[2 * ST_WIRE_HASH_BYTES + 10];
+            s_head_name(keep[k], name);
+            kept = !strcmp(e->d_name, name);
+        }
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (!kept) unlink(path);
+    }
+    if (d) closedir(d);
+}

@@ -81,4 +81,18 @@ int st_store_read(st_store_t *s, uint32_t layer, uint32_t expert, void *buf);
 /* Drops a held expert from the index (its record becomes free). */
 int st_store_remove(st_store_t *s, uint32_t layer, uint32_t expert);
 
+/* ---- slices of the output head (HEAD_ASSIGN): DIR/head-<hash in hex>.dat ----
+ * A slice's bytes and nothing else: trusted only when the file's size and
+ * BLAKE2b-256 hash are what the assignment names. */
+
+/* Reads dir's file of the slice with hash into buf (bytes): true when it is
+ * a regular file of exactly bytes bytes with that hash. A file that does not
+ * match is removed (logged); an absent one is no error. */
+bool st_store_head_load(const char *dir, const uint8_t hash[ST_WIRE_HASH_BYTES], void *buf, uint64_t bytes);
+/* Writes a slice's file (a temporary file, fsync, rename). 0, or ST_EIO
+ * (logged: the node keeps the slice in RAM only). */
+int st_store_head_save(const char *dir, const uint8_t hash[ST_WIRE_HASH_BYTES], const void *buf, uint64_t bytes);
+/* Removes dir's slice files but those of the n_keep hashes in keep. */
+void st_store_head_prune(const char *dir, const uint8_t (*keep)[ST_WIRE_HASH_BYTES], int n_keep);
+
 #endif

@@ -399,3 +399,59 @@ Test(store, model_directories_are_bounded) {
     cr_assert_eq(access(path, F_OK), 0);
     free(b);
 }
+
+/* DIR/head-<hash>.dat: kept and read back; trusted only at its exact size and hash (a changed byte:
+ * refused and removed; a short or long file: refused); a FIFO in its place does not block the
+ * node; pruning keeps the files of the slices named and removes the others. */
+Test(store, head_slice_file_is_checked_on_load) {
+    enum { N = 5000 };
+    uint8_t *b = malloc(N), *got = malloc(N), h[32], h2[32];
+    for (int i = 0; i < N; i++) b[i] = (uint8_t)(i * 31 + 7);
+    st_wire_hash(b, N, h);
+    char hex[65], path[400], other[400];
+    for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", h[j]);
+    snprintf(path, sizeof path, "%s/head-%s.dat", g_dir, hex);
+
+    cr_assert_not(st_store_head_load(g_dir, h, got, N), "a slice loaded with no file");
+    cr_assert_eq(st_store_head_save(g_dir, h, b, N), 0);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_size, N);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    memset(got, 0, N);
+    cr_assert(st_store_head_load(g_dir, h, got, N));
+    cr_assert_eq(memcmp(got, b, N), 0);
+    /* the size the assignment names is not the file's: refused, the file stays (a new push replaces it) */
+    cr_assert_not(st_store_head_load(g_dir, h, got, N - 1));
+    cr_assert_eq(access(path, F_OK), 0);
+    /* one byte changed: refused and removed */
+    int fd = open(path, O_RDWR);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(pwrite(fd, "\x55", 1, 4321), 1);
+    close(fd);
+    cr_assert_not(st_store_head_load(g_dir, h, got, N), "a changed slice file was trusted");
+    cr_assert_neq(access(path, F_OK), 0, "a changed slice file was kept");
+    /* a FIFO where the file should be: refused at once, not a read that waits for a writer */
+    cr_assert_eq(mkfifo(path, 0600), 0);
+    cr_assert_not(st_store_head_load(g_dir, h, got, N));
+    cr_assert_eq(unlink(path), 0);
+
+    /* two slices' files: pruning keeps those named, removes the rest */
+    cr_assert_eq(st_store_head_save(g_dir, h, b, N), 0);
+    st_wire_hash(b, N / 2, h2);
+    for (int j = 0; j < 32; j++) snprintf(hex + 2 * j, 3, "%02x", h2[j]);
+    snprintf(other, sizeof other, "%s/head-%s.dat", g_dir, hex);
+    cr_assert_eq(st_store_head_save(g_dir, h2, b, N / 2), 0);
+    uint8_t keep[2][32];
+    memcpy(keep[0], h, 32), memcpy(keep[1], h2, 32);
+    st_store_head_prune(g_dir, (const uint8_t(*)[32])keep, 2);
+    cr_assert(access(path, F_OK) == 0 && access(other, F_OK) == 0, "a slice named was removed");
+    st_store_head_prune(g_dir, (const uint8_t(*)[32])keep + 1, 1);
+    cr_assert_neq(access(path, F_OK), 0, "the slice no longer named was kept");
+    cr_assert(st_store_head_load(g_dir, h2, got, N / 2));
+    cr_assert_eq(memcmp(got, b, N / 2), 0);
+    /* a directory it cannot write into: an error, nothing left behind */
+    snprintf(other, sizeof other, "%s/no-such-dir", g_dir);
+    cr_assert_eq(st_store_head_save(other, h, b, N), ST_EIO);
+    free(b), free(got);
+}
