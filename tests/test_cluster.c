@@ -542,6 +542,46 @@ Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120
     s_cluster_stop(&c);
 }
 
+/* The same bad node with --replication 2: its slice has a replica on the
+ * good node (whose budget has room for it), so each refused answer goes
+ * there and the coordinator computes none of the head; the logits and
+ * tokens are st-run's, for whole logits and for draws from candidates. */
+Test(cluster, hostile_head_replies_go_to_a_replica, .timeout = 120) {
+    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
+    const char *model = s_model(synth);
+    cluster_t c;
+    s_cluster_start(&c, 1);
+    fake_node_t f = {.bad_head = true, .mem_budget = 1u << 20};
+    s_fake_start(&f, false, false, NULL);
+    char nodes[1024];
+    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
+    run_t ref = s_run(c.dir, "ref", model, NULL, "");
+    run_t r = s_run(c.dir, "bad-head-r2", model, nodes, "--head sharded --replication 2 --stats");
+    s_same(&ref, &r, "a node sending bad head results, with a replica (whole logits)");
+    cr_assert_not_null(strstr(r.err, "bad head logits"), "the bad results were not refused:\n%s", r.err);
+    double here;
+    s_head_nodes(r.err, &here);
+    cr_assert_eq(here, 0.0, "head rows computed here though a replica holds the slice:\n%s", r.err);
+    cr_assert_eq(st_test_head_by_replica(r.err), N_PREDICT, "one replica answer per token:\n%s", r.err);
+    char args[2048];
+    snprintf(args, sizeof args,
+             "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push --head sharded --replication 2 --stats -n "
+             "%d -p '" PROMPT "' --temp 0 --json -t 1",
+             model, nodes, c.dir, N_PREDICT);
+    st_test_run_t d = st_test_run(c.dir, "bad-cands-r2", NULL, "st-coordinator", args, 120);
+    cr_assert_eq(d.status, 0, "%s", d.err);
+    cr_assert_str_eq(d.out, ref.out, "draws from candidates changed the tokens");
+    cr_assert_not_null(strstr(d.err, "bad head candidates"), "the bad candidates were not refused:\n%s", d.err);
+    s_head_nodes(d.err, &here);
+    cr_assert_eq(here, 0.0, "head rows computed here though a replica holds the slice:\n%s", d.err);
+    cr_assert_eq(st_test_head_by_replica(d.err), N_PREDICT, "one replica answer per token:\n%s", d.err);
+    st_test_run_free(&d);
+    s_run_free(&ref);
+    s_run_free(&r);
+    s_fake_stop(&f);
+    s_cluster_stop(&c);
+}
+
 Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
 
 /* A node of the previous protocol version (2: it would answer a compact request with one row

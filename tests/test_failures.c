@@ -166,14 +166,6 @@ static double s_head_here(const char *err) {
     return here;
 }
 
-/* The sharded head's --stats: slices answered by a replica (their primary failed). */
-static unsigned long long s_head_by_replica(const char *err) {
-    const char *p = strstr(err, "cluster: head draws from candidates: ");
-    unsigned long long n = 0;
-    cr_assert(p && (p = strstr(p, "; ")) && sscanf(p, "; %llu slices answered by a replica", &n) == 1, "%s", err);
-    return n;
-}
-
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     const char *model = s_model();
     char *ref = s_reference(model);
@@ -197,10 +189,10 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     cr_assert(s_count(b.err, "resent") > 0 || s_count(b.err, "fallback") == 0,
               "the replicas did not take the dead node's pairs:\n%s", b.err);
     cr_assert_eq(s_head_here(a.err), 0.0, "head rows computed here with every node up:\n%s", a.err);
-    cr_assert_eq(s_head_by_replica(a.err), 0, "replicas answered with every node up:\n%s", a.err);
+    cr_assert_eq(st_test_head_by_replica(a.err), 0, "replicas answered with every node up:\n%s", a.err);
     /* the dead node's head slice: from its replica, never computed here */
     cr_assert_eq(s_head_here(b.err), 0.0, "the dead node's head slice was computed here:\n%s", b.err);
-    cr_assert_gt(s_head_by_replica(b.err), 0, "no replica answered for the dead node's slice:\n%s", b.err);
+    cr_assert_gt(st_test_head_by_replica(b.err), 0, "no replica answered for the dead node's slice:\n%s", b.err);
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];

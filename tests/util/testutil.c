@@ -287,6 +287,14 @@ long st_test_pushed(const char *err) {
     return n;
 }
 
+unsigned long long st_test_head_by_replica(const char *err) {
+    const char *p = strstr(err, "cluster: head draws from candidates: ");
+    unsigned long long n = 0;
+    cr_assert(p && (p = strstr(p, "; ")) && sscanf(p, "; %llu slices answered by a replica", &n) == 1,
+              "no head replica count:\n%s", err);
+    return n;
+}
+
 unsigned long long st_test_rejoins(const char *err, unsigned long long *bytes) {
     const char *p = strstr(err, " rejoins of nodes that were down (");
     unsigned long long n = 0;

@@ -108,6 +108,9 @@ int st_test_node_stop(st_test_node_t *nd, int sig);
 bool st_test_file_has(const char *path, const char *text, int ms);
 /* N from a coordinator's "pushed (N shard bytes)" line; -1 when absent. */
 long st_test_pushed(const char *err);
+/* N of a coordinator's --stats "N slices answered by a replica" (the sharded
+ * head's slices whose primary failed; asserts the line is there). */
+unsigned long long st_test_head_by_replica(const char *err);
 /* N and B of a coordinator's "N rejoins of nodes that were down (B shard bytes
  * sent to them)" summary (asserts it is there). */
 unsigned long long st_test_rejoins(const char *err, unsigned long long *bytes);
