@@ -1075,9 +1075,11 @@ int st_wire_check_head(const st_wire_msg_t *m, uint32_t n_embd, const st_wire_he
         if (c->full) return 0;
         uint64_t n_pen = 0;
         for (uint32_t s = 0; s < c->n_seq; s++) {
-            if (!s_finite(c->temp[s]) || !s_finite(c->repeat_penalty[s]) || !(c->repeat_penalty[s] > 0.0f) ||
-                !s_finite(c->presence_penalty[s]) || !s_finite(c->frequency_penalty[s]))
-                return s_why(why, cap, "sequence %u: sampling parameters", s);
+            const float rp = c->repeat_penalty[s], pp = c->presence_penalty[s], fp = c->frequency_penalty[s];
+            if (!s_finite(c->temp[s]) || !(rp >= ST_WIRE_MIN_REPEAT_PENALTY && rp <= ST_WIRE_MAX_REPEAT_PENALTY) ||
+                !(fabsf(pp) <= ST_WIRE_MAX_PENALTY) || !(fabsf(fp) <= ST_WIRE_MAX_PENALTY))
+                return s_why(why, cap, "sequence %u: sampling parameters (temperature %g, penalties %g %g %g)", s,
+                             (double)c->temp[s], (double)rp, (double)pp, (double)fp);
             n_pen += c->pen_n[s];
         }
         if (n_pen != c->n_pen)

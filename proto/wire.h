@@ -75,6 +75,12 @@
 #define ST_WIRE_MAX_HEAD_SEQ 256     /* sequences of one HEAD_COMPUTE */
 #define ST_WIRE_MAX_HEAD_CAND 8192   /* candidates per sequence of one HEAD_COMPUTE */
 #define ST_WIRE_MAX_HEAD_SLOTS 16    /* head slices one node holds (its own and replicas) */
+/* A HEAD_COMPUTE's penalties lie in the ranges a coordinator takes (--repeat-penalty 0.001..100,
+ * --presence-penalty and --frequency-penalty -2..2, in cli/cli.c and the API's fields): beyond
+ * them a node's penalised logits could overflow to infinities its coordinator then refuses. */
+#define ST_WIRE_MIN_REPEAT_PENALTY 1e-3f
+#define ST_WIRE_MAX_REPEAT_PENALTY 100.0f
+#define ST_WIRE_MAX_PENALTY 2.0f /* |presence|, |frequency| */
 
 typedef enum {
     ST_MSG_NONE = 0,

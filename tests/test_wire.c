@@ -1096,6 +1096,19 @@ Test(wire, head_requests_checked_against_the_slice) {
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.repeat_penalty = neg_rp;
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    /* penalties within what a coordinator takes (the API's ranges), else a node's logits could
+     * overflow to infinities (fuzz_head found presence -1.6e38: its reply was refused) */
+    float rp_edge[2] = {0.001f, 100.0f}, pen_edge[2] = {-2.0f, 2.0f}, rp_far[2] = {1e-6f, 1.0f},
+          pen_far[2] = {0.0f, -2.5f}, pen_huge[2] = {-1.6e38f, 0.0f};
+    b = m, b.head_compute.repeat_penalty = rp_edge, b.head_compute.presence_penalty = pen_edge;
+    b.head_compute.frequency_penalty = pen_edge;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), 0, "%s", why);
+    b = m, b.head_compute.repeat_penalty = rp_far;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.presence_penalty = pen_huge;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
+    b = m, b.head_compute.frequency_penalty = pen_far;
+    cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.lo = 0; /* another slice */
     cr_assert_eq(st_wire_check_head(&b, 64, &a, 2 * 64 * 4, why, sizeof why), ST_EPROTO);
     b = m, b.head_compute.n_cand = 0;
