@@ -164,10 +164,13 @@ static int s_type(const uint8_t *msg, size_t len) {
     return msg[MAGIC_LEN];
 }
 
-/* A REFUSED message: its reason (1..), else 0. */
-static int s_refusal(const uint8_t *msg, size_t len) {
-    if (s_type(msg, len) != ST_PAKE_REFUSED || len != HDR + 1) return 0;
-    return msg[HDR] >= 1 && msg[HDR] < ST_PAKE_R_COUNT ? msg[HDR] : ST_PAKE_R_BAD;
+/* Whether msg is a REFUSED message; *reason (may be NULL) gets its reason (1..), else 0. */
+static bool s_refused(const uint8_t *msg, size_t len, int *reason) {
+    int r = 0;
+    if (s_type(msg, len) == ST_PAKE_REFUSED && len == HDR + 1)
+        r = msg[HDR] >= 1 && msg[HDR] < ST_PAKE_R_COUNT ? msg[HDR] : ST_PAKE_R_BAD;
+    if (reason) *reason = r;
+    return r != 0;
 }
 
 /* Printable ASCII without spaces: what an endpoint or an id may hold. */
@@ -192,12 +195,7 @@ int st_pake_node_hello(st_pake_t *s, const char *code, uint8_t *out, size_t cap)
 
 int st_pake_node_proof(st_pake_t *s, const uint8_t *msg, size_t len, const st_pake_node_info_t *me, uint8_t *out,
                        size_t cap, int *reason) {
-    if (reason) *reason = 0;
-    int r = s_refusal(msg, len);
-    if (r) {
-        if (reason) *reason = r;
-        return ST_EAUTH;
-    }
+    if (s_refused(msg, len, reason)) return ST_EAUTH;
     if (s->step != ST_PAKE_CHALLENGE || s_type(msg, len) != ST_PAKE_CHALLENGE ||
         len != HDR + ST_PAKE_NONCE + ST_PAKE_POINT)
         return ST_EPROTO;
@@ -221,12 +219,7 @@ int st_pake_node_proof(st_pake_t *s, const uint8_t *msg, size_t len, const st_pa
 }
 
 int st_pake_node_finish(st_pake_t *s, const uint8_t *msg, size_t len, uint8_t coord_key[ST_PAKE_KEY], int *reason) {
-    if (reason) *reason = 0;
-    int r = s_refusal(msg, len);
-    if (r) {
-        if (reason) *reason = r;
-        return ST_EAUTH;
-    }
+    if (s_refused(msg, len, reason)) return ST_EAUTH;
     if (s->step != ST_PAKE_WELCOME || s_type(msg, len) != ST_PAKE_WELCOME || len != HDR + ST_PAKE_KEY + ST_PAKE_MAC)
         return ST_EPROTO;
     uint8_t want[ST_PAKE_MAC];
