@@ -105,12 +105,6 @@ static void s_event(chat_t *c, const char *data) {
     cJSON_Delete(o);
 }
 
-/* Ctrl-C: abort the transfer (curl's progress callback, also called while waiting). */
-static int s_progress_cb(void *arg, curl_off_t a, curl_off_t b, curl_off_t d, curl_off_t e) {
-    (void)arg, (void)a, (void)b, (void)d, (void)e;
-    return s_interrupts > 0;
-}
-
 static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     chat_t *c = arg;
     size_t add = sz * n;
@@ -135,44 +129,17 @@ static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     return add;
 }
 
-/* A request; body NULL = GET. Returns the HTTP status, or -1 after saying
- * why the server could not be reached. */
+/* A request; body NULL = GET. Returns the HTTP status, 0 after Ctrl-C, or -1
+ * after saying why the server could not be reached. */
 static long s_request(chat_t *c, const char *path, const char *body, curl_write_callback cb, void *arg) {
-    CURL *h = curl_easy_init();
-    if (!h) return -1;
-    char url[1024], auth[600];
-    snprintf(url, sizeof url, "%s%s", c->url, path);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    if (c->api_key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        hdr = curl_slist_append(hdr, auth);
-    }
-    char err[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, cb);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, arg);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, s_progress_cb);
-    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    CURLcode rc = curl_easy_perform(h);
-    long status = -1;
-    if (s_interrupts && (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_WRITE_ERROR)) {
-        status = 0; /* stopped by Ctrl-C: the caller says so */
-    } else if (rc == CURLE_OK) {
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    } else {
-        fprintf(stderr,
-                "\nst-chat: cannot reach the coordinator at %s: %s\n"
-                "  is st-coordinator (or st-run) running with --http on that address, and the network up?\n",
-                c->url, *err ? err : curl_easy_strerror(rc));
-    }
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    return status;
+    const st_client_t cl = {
+        .prog = "st-chat",
+        .hint = "is st-coordinator (or st-run) running with --http on that address, and the network up?",
+        .mid_line = true, /* an answer may be half printed */
+        .url = c->url,
+        .api_key = c->api_key,
+        .stop = &s_interrupts};
+    return st_client_request(&cl, path, body, cb, arg);
 }
 
 static void s_turn(chat_t *c, const char *line) {

@@ -66,35 +66,12 @@ static void s_usage(FILE *f) {
 /* GET (body NULL) or POST path; the answer in *out (malloc'd). The HTTP
  * status, or -1 after saying why the server could not be reached. */
 static long s_request(const ctl_t *c, const char *path, const char *body, char **out) {
-    CURL *h = curl_easy_init();
-    if (!h) return -1;
-    char url[1024], auth[600], err[CURL_ERROR_SIZE] = "";
-    snprintf(url, sizeof url, "%s%s", c->url, path);
-    struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
-    if (c->api_key) {
-        snprintf(auth, sizeof auth, "Authorization: Bearer %s", c->api_key);
-        hdr = curl_slist_append(hdr, auth);
-    }
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, st_client_body_cb);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, 5L); /* an action itself may take minutes (pushes): no timeout */
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    if (body) curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
-    long status = -1;
-    CURLcode rc = curl_easy_perform(h);
-    if (rc == CURLE_OK)
-        curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    else
-        fprintf(stderr,
-                "st-ctl: cannot reach the coordinator at %s: %s\n"
-                "  is st-coordinator running with --http on that address (--url), and the network up?\n",
-                c->url, *err ? err : curl_easy_strerror(rc));
-    curl_slist_free_all(hdr);
-    curl_easy_cleanup(h);
-    return status;
+    const st_client_t cl = {.prog = "st-ctl",
+                            .hint =
+                                "is st-coordinator running with --http on that address (--url), and the network up?",
+                            .url = c->url,
+                            .api_key = c->api_key};
+    return st_client_request(&cl, path, body, st_client_body_cb, out);
 }
 
 /* ---- status ------------------------------------------------------------------ */
