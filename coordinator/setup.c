@@ -94,8 +94,9 @@ st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, 
             fprintf(stderr, PROG ": cannot read the cluster file %s: %s\n", cluster_file, strerror(errno));
             goto fail;
         }
-        char line[1024];
-        while (fgets(line, sizeof line, f)) {
+        char *line = NULL; /* any length: a long comment read in pieces would leave a piece as a node */
+        size_t cap = 0;
+        while (getline(&line, &cap, f) > 0) {
             line[strcspn(line, "\r\n")] = '\0';
             const char *url = line + strspn(line, " \t");
             if (*url == '#') continue; /* only a whole line: '#' is also a Z85 character, so keys may hold it */
@@ -103,10 +104,12 @@ st_node_addr_t *st_coord_node_list(const char *nodes, const char *cluster_file, 
             const char *key = url + ul + strspn(url + ul, " \t");
             size_t kl = strcspn(key, " \t");
             if (ul && s_add_node(&v, n, url, ul, key, kl) < 0) {
+                free(line);
                 fclose(f);
                 goto fail;
             }
         }
+        free(line);
         fclose(f);
     }
     if (*n == 0 && allow_empty) return v ? v : calloc(1, sizeof *v);

@@ -132,3 +132,22 @@ Test(setup, min_nodes_defers_the_placement_until_the_time_limit) {
     st_coord_destroy(&c);
     st_model_destroy(&m);
 }
+
+/* The cluster file's lines are read whole: a comment longer than any buffer is one comment, not
+ * a comment and then a "node" made of its tail (before: refused as a node with a bad key). */
+Test(setup, long_comment_lines_in_the_cluster_file) {
+    char path[300];
+    snprintf(path, sizeof path, "%s/cluster", g_c.dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("# ", f);
+    for (int i = 0; i < 1500; i++) fputc(i % 50 == 49 ? ' ' : 'x', f);
+    fputs("\n127.0.0.1:5555 0123456789abcdefghij0123456789abcdefghij # a node\n", f);
+    cr_assert_eq(fclose(f), 0);
+    int n = 0;
+    st_node_addr_t *v = st_coord_node_list(NULL, path, &n, false);
+    cr_assert_not_null(v, "the cluster file was refused");
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0].url, "tcp://127.0.0.1:5555");
+    free(v);
+}
