@@ -89,15 +89,17 @@ int st_join_discover(int port, int timeout_ms, char *url, size_t cap) {
 bool st_join_paired(const char *allow_file) {
     FILE *f = fopen(allow_file, "r"); /* absent or empty (install-pi.sh makes it empty): not paired */
     if (!f) return false;
-    char line[512], key[ST_CURVE_Z85_LEN + 1];
+    char *line = NULL, key[ST_CURVE_Z85_LEN + 1];
+    size_t cap = 0;
     bool paired = false;
-    while (!paired && fgets(line, sizeof line, f)) {
+    while (!paired && getline(&line, &cap, f) > 0) {
         const size_t n = strcspn(line, " \t\r\n");
         if (n != ST_CURVE_Z85_LEN) continue;
         memcpy(key, line, n);
         key[n] = '\0';
         paired = st_curve_valid_z85(key);
     }
+    free(line);
     fclose(f);
     return paired;
 }
@@ -105,18 +107,20 @@ bool st_join_paired(const char *allow_file) {
 /* Adds the key (Z85) to the allow file unless it is there: a copy with the
  * new line, then rename. */
 static int s_allow_add(const char *path, const char *key, const char *from) {
-    char tmp[4200], line[512];
+    char tmp[4200], *line = NULL; /* lines of any length, copied whole */
+    size_t cap = 0;
     if (snprintf(tmp, sizeof tmp, "%s.join.%d", path, (int)getpid()) >= (int)sizeof tmp)
         return st_fail(ST_EINVAL, "allow file path too long");
     FILE *out = fopen(tmp, "w");
     if (!out) return st_fail(ST_EIO, "cannot write %s: %s", tmp, strerror(errno));
     FILE *in = fopen(path, "r");
     bool have = false;
-    while (in && fgets(line, sizeof line, in)) {
+    for (ssize_t n; in && (n = getline(&line, &cap, in)) > 0;) {
         have |= !strncmp(line, key, ST_CURVE_Z85_LEN) && (line[ST_CURVE_Z85_LEN] <= ' ');
         fputs(line, out);
-        if (!strchr(line, '\n')) fputc('\n', out);
+        if (line[n - 1] != '\n') fputc('\n', out);
     }
+    free(line);
     if (in) fclose(in);
     if (!have) fprintf(out, "%s coordinator at %s, paired\n", key, from);
     bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;

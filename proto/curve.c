@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -83,9 +84,10 @@ int st_curve_load_secret(const char *path, char secret_z85[ST_CURVE_Z85_LEN + 1]
 int st_curve_load_allow(const char *path, uint8_t (*keys)[ST_CURVE_KEY_BYTES], int cap) {
     FILE *f = fopen(path, "re");
     if (!f) return st_fail(ST_EIO, "cannot read the allow list %s: %s", path, strerror(errno));
-    char line[512];
+    char *line = NULL; /* any length: a long comment read in pieces would leave a piece as a "key" */
+    size_t line_cap = 0;
     int n = 0, lineno = 0, rc = 0;
-    while (!rc && fgets(line, sizeof line, f)) {
+    while (!rc && getline(&line, &line_cap, f) > 0) {
         lineno++;
         const char *p = line + strspn(line, " \t");
         /* '#' is a Z85 character: a line is a comment when its first word is not a key */
@@ -106,6 +108,7 @@ int st_curve_load_allow(const char *path, uint8_t (*keys)[ST_CURVE_KEY_BYTES], i
         else
             n++;
     }
+    free(line);
     fclose(f);
     if (rc) return rc;
     if (n == 0) return st_fail(ST_EFORMAT, "%s lists no key: the node would accept nobody", path);

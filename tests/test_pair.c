@@ -566,15 +566,30 @@ Test(pair, health_shows_the_pairing_code_and_waits_for_a_board) {
     cJSON_Delete(h);
     cr_assert_neq(st_test_system("curl -sf http://127.0.0.1:%d/health > /dev/null", http), 0, "served without the key");
 
-    /* a board pairs: the cluster is ready */
-    char listen[64], store[300], nlog[300];
+    /* a board pairs: the cluster is ready. Its allow file holds a comment longer than any line
+     * buffer: pairing keeps it one line, and the node reads it as one (before: split in two, the
+     * second half "not a Z85 public key", and the board did not start) */
+    char listen[64], store[300], nlog[300], allow[320];
     snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
     snprintf(store, sizeof store, "%s/store", g_dir);
     snprintf(nlog, sizeof nlog, "%s/node.err", g_dir);
+    snprintf(allow, sizeof allow, "%s/allow", store);
+    cr_assert_eq(mkdir(store, 0700), 0);
+    FILE *af = fopen(allow, "w");
+    cr_assert_not_null(af);
+    fputs("# keys of the coordinators this board serves;", af);
+    for (int i = 0; i < 150; i++) fputs(" blah", af);
+    fputc('\n', af);
+    cr_assert_eq(fclose(af), 0);
     const char *argv[] = {BIN "/st-node", "--listen", listen,  "--join", url,  "--code", code,
                           "--store",      store,      "--mem", "256M",   "-t", "1",      NULL};
     st_test_node_t board;
     cr_assert_eq(st_test_node_start(&board, argv, nlog, 30000), 0, "the board did not serve (%s)", nlog);
+    char *text = st_file_read(allow, 0, NULL);
+    cr_assert_not_null(text);
+    cr_assert_eq(strcspn(text, "\n"), strlen("# keys of the coordinators this board serves;") + 150 * 5,
+                 "the comment line was cut: %s", text);
+    free(text);
     cr_assert(st_test_file_has(err, "1 of 1 nodes up", WAIT_MS), "the board was not placed (%s)", err);
     const double until = st_now_ms() + WAIT_MS;
     bool ok = false;
