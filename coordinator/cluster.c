@@ -184,7 +184,6 @@ int st_cluster_n_nodes(const st_cluster_t *c) { return c->n; }
 const char *st_cluster_url(const st_cluster_t *c, int node) { return c->nodes[node].addr.url; }
 bool st_cluster_is_up(const st_cluster_t *c, int node) { return c->nodes[node].up; }
 const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node) { return &c->nodes[node].stats; }
-const st_wire_shape_t *st_cluster_shape(const st_cluster_t *c) { return c->has_shape ? &c->shape : NULL; }
 
 int st_cluster_n_up(const st_cluster_t *c) {
     int n = 0;

@@ -64,8 +64,6 @@ int st_cluster_n_up(const st_cluster_t *c);
 void st_cluster_set_down(st_cluster_t *c, int node, const char *why);
 /* Counters since st_cluster_new (borrowed, live). */
 const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node);
-/* The shape replies are checked against (after st_cluster_hello: the HELLO's). */
-const st_wire_shape_t *st_cluster_shape(const st_cluster_t *c);
 
 /* Sends m to node: a request (expects a reply) or one-way. A fresh request id
  * is written to m->request_id. frame: raw bytes (copied) or NULL. 0, or a

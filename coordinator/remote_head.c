@@ -107,7 +107,6 @@ uint64_t st_remote_head_slice_bytes(const st_model_t *m, int n) {
     return n < 1 ? 0 : st_placement_head_slice_bytes((uint32_t)m->cfg.n_vocab, m->output.row_bytes, n);
 }
 
-const st_remote_head_totals_t *st_remote_head_totals(const st_remote_head_t *h) { return &h->tot; }
 
 static const uint8_t *s_rows(const st_remote_head_t *h, uint32_t lo) {
     return h->m->output.data + (size_t)lo * h->m->output.row_bytes;

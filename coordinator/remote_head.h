@@ -77,7 +77,6 @@ typedef struct {
     uint64_t whole;                 /* draws that needed the whole logits */
     uint64_t by_replica;            /* slices answered by a replica (their primary failed or is down) */
 } st_remote_head_totals_t;
-const st_remote_head_totals_t *st_remote_head_totals(const st_remote_head_t *h);
 /* --stats: the head's share of the wire and of the weights read here. */
 void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f);
 

@@ -682,7 +682,6 @@ void st_remote_moe_finish(st_remote_moe_t *r) {
     r->cur_layer = -1;
 }
 
-const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r) { return &r->tot; }
 const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r) { return r->route_counts; }
 
 void st_remote_moe_print_stats(const st_remote_moe_t *r, FILE *f) {

@@ -80,7 +80,6 @@ typedef struct {
     uint64_t waits;            /* waits for node results (one per round of a layer) */
     uint64_t overlapped_steps; /* steps run as two micro-batches (--overlap) */
 } st_remote_totals_t;
-const st_remote_totals_t *st_remote_moe_totals(const st_remote_moe_t *r);
 
 /* Routing counts so far: n_layer x n_expert (token, expert) selections. */
 const uint64_t *st_remote_moe_route_counts(const st_remote_moe_t *r);

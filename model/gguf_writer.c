@@ -342,7 +342,6 @@ size_t st_gguf_writer_tensor_nbytes(const st_gguf_writer_t *w, size_t i) {
     return i < w->n_tensors ? w->tensors[i].nbytes : 0;
 }
 
-size_t st_gguf_writer_current_tensor(const st_gguf_writer_t *w) { return w->cur; }
 
 /* ---- output */
 

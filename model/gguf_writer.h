@@ -64,8 +64,6 @@ int st_gguf_writer_begin(st_gguf_writer_t *w, const char *path);
 int st_gguf_writer_begin_stream(st_gguf_writer_t *w, FILE *f);
 /* Appends n bytes of tensor data; may cross tensor boundaries. ST_EINVAL past the last tensor. */
 int st_gguf_writer_write(st_gguf_writer_t *w, const void *data, size_t n);
-/* Index of the tensor that the next byte belongs to (== number of tensors when all are written). */
-size_t st_gguf_writer_current_tensor(const st_gguf_writer_t *w);
 /* Checks that every tensor's bytes were written, flushes and closes (file opened by begin()).
  * Total file size in *total if non-NULL. */
 int st_gguf_writer_finish(st_gguf_writer_t *w, uint64_t *total);
