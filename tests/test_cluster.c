@@ -41,7 +41,7 @@
 typedef st_test_cluster_t cluster_t;
 typedef st_test_run_t run_t;
 
-TestSuite(cluster, .fini = st_test_kill_all);
+TestSuite(cluster, .fini = st_test_cleanup);
 
 /* Restarts node i on its store, listening on listen (its old URL). */
 static void s_node_start(cluster_t *c, int i, const char *listen) { st_test_cluster_node_start(c, i, listen, NULL); }
@@ -128,8 +128,8 @@ static int s_head_nodes(const char *err, double *read_here) {
 
 /* The whole matrix for one model: 1, 2, 3, 5 nodes. */
 static void s_matrix_model(const char *model) {
-    char dir[] = "/tmp/st-test-ref-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "ref");
     run_t ref = s_run(dir, "ref", model, NULL, "");
     cr_assert_eq(ref.status, 0, "st-run failed:\n%s", ref.err);
     cr_assert_not_null(ref.logits);
@@ -156,7 +156,7 @@ static void s_matrix_model(const char *model) {
         s_cluster_stop(&c);
     }
     s_run_free(&ref);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 static void s_matrix(const char *const *synth) { s_matrix_model(s_model(synth)); }
@@ -197,8 +197,8 @@ Test(cluster, sharded_head_samples_like_st_run_on_1_2_3_5_nodes, .timeout = 400)
     const char *model = s_model(synth);
     const char *sampling = "--temp 0.9 --seed 1234 --top-k 50 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.3 "
                            "--presence-penalty 0.4 --frequency-penalty 0.3";
-    char dir[] = "/tmp/st-test-ref-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "ref");
     run_t ref = s_run(dir, "ref", model, NULL, sampling);
     cr_assert_eq(ref.status, 0, "st-run failed:\n%s", ref.err);
     cluster_t c;
@@ -231,7 +231,7 @@ Test(cluster, sharded_head_samples_like_st_run_on_1_2_3_5_nodes, .timeout = 400)
     s_run_free(&loc);
     s_cluster_stop(&c);
     s_run_free(&ref);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 /* Counts the distinct ffn_down_exps types of model's layers (printing them). */
@@ -590,8 +590,8 @@ Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 1
 Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     const char *synth[] = {"--type", "f32", NULL};
     const char *model = s_model(synth);
-    char dir[] = "/tmp/st-test-foreign-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "foreign");
     fake_node_t f = {0}; /* s_fake_start keeps bad_head and mem_budget */
     s_fake_start(&f, false, true, NULL);
     run_t r = s_run(dir, "foreign", model, f.url, "--no-fallback");
@@ -605,7 +605,7 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
     snprintf(want, sizeof want, "st-coordinator %s", ST_TEST_PROJECT_VERSION);
     cr_assert(!strncmp(f.hello_software, want, strlen(want)), "HELLO named '%s'", f.hello_software);
     s_run_free(&r);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 /* The same protocol, another release: served (here the node answers ERROR to every request, so
@@ -613,8 +613,8 @@ Test(cluster, node_of_another_protocol_version_is_named, .timeout = 60) {
 Test(cluster, node_of_another_release_is_served_with_a_warning, .timeout = 60) {
     const char *synth[] = {"--type", "f32", NULL};
     const char *model = s_model(synth);
-    char dir[] = "/tmp/st-test-release-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "release");
     fake_node_t f = {0}; /* s_fake_start keeps bad_head and mem_budget */
     s_fake_start(&f, true, false, "st-node 9.9.9 (git fake)");
     run_t r = s_run(dir, "release", model, f.url, "");
@@ -625,26 +625,26 @@ Test(cluster, node_of_another_release_is_served_with_a_warning, .timeout = 60) {
              ST_TEST_PROJECT_VERSION);
     cr_assert(strstr(r.err, want), "want '%s' in:\n%s", want, r.err);
     s_run_free(&r);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 Test(cluster, no_node_at_all_gives_a_clear_error_quickly, .timeout = 60) {
     const char *synth[] = {"--type", "f32", NULL};
     const char *model = s_model(synth);
-    char dir[] = "/tmp/st-test-none-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "none");
     run_t f = s_run(dir, "none", model, "tcp://127.0.0.1:1", "--timeout-ms 300 --no-fallback");
     cr_assert_neq(f.status, 0);
     cr_assert_not_null(strstr(f.err, "tcp://127.0.0.1:1"), "%s", f.err);
     s_run_free(&f);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 Test(cluster, local_cluster_script_answers_like_st_run, .timeout = 120) {
     const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
     const char *model = s_model(synth);
-    char dir[] = "/tmp/st-test-lc-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "lc");
     run_t ref = s_run(dir, "ref", model, NULL, "");
     int rc = st_test_system("ST_BIN='%s' timeout 120 '%s/deploy/local-cluster' -m '%s' -n 3 --mem 256M -- "
                             "-p '" PROMPT "' --temp 0 --json -t 1 -n %d --state-dir '%s' > '%s/lc.out' 2> '%s/lc.err'",
@@ -656,5 +656,5 @@ Test(cluster, local_cluster_script_answers_like_st_run, .timeout = 120) {
     cr_assert_str_eq(out, ref.out);
     free(out);
     s_run_free(&ref);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }

@@ -49,7 +49,7 @@
 typedef st_test_cluster_t cluster_t;
 typedef st_test_run_t run_t;
 
-TestSuite(compact, .fini = st_test_kill_all, .timeout = 300);
+TestSuite(compact, .fini = st_test_cleanup, .timeout = 300);
 
 /* f32 weights, 4 layers, 16 experts top-4 (a node gets several pairs of a token), rows of 256 */
 static const char *s_model(void) {
@@ -153,8 +153,8 @@ static int s_part_only_at_near_ties(const char *dir, const char *model, const ch
 
 Test(compact, logits_within_the_rounding_bound_and_fewer_bytes_on_1_2_3_nodes) {
     const char *model = s_model();
-    char dir[] = "/tmp/st-test-compact-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "compact");
     run_t ref = s_run(dir, "ref", model, NULL, "-p '" PROMPT "' -n 0 --logits-out @LOGITS");
     const char *modes[] = {"exact", "compact", "compact16"};
     for (int n = 1; n <= 3; n++) {
@@ -186,7 +186,7 @@ Test(compact, logits_within_the_rounding_bound_and_fewer_bytes_on_1_2_3_nodes) {
         st_test_cluster_destroy(&c);
     }
     st_test_run_free(&ref);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
 }
 
 Test(compact, greedy_tokens_part_from_st_run_only_at_near_ties) {

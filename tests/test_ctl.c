@@ -30,7 +30,7 @@
 #define PROMPT "Tell me about foxes"
 #define KEY "ctl-test-key"
 
-TestSuite(ctl, .fini = st_test_kill_all);
+TestSuite(ctl, .fini = st_test_cleanup);
 
 /* ---- HTTP through curl(1): the coordinator is a separate process anyway ----------- */
 

@@ -41,7 +41,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    st_test_kill_all();
+    st_test_cleanup();
     st_test_cluster_destroy(&g_c);
 }
 

@@ -54,6 +54,8 @@ static void s_walk(const char *mode, long min_alloc) {
 }
 
 /* st_model_load: GGUF index, hash tables, tokenizer, layer table. */
+TestSuite(faults, .fini = st_test_cleanup); /* a failed remote_backend leaves no node nor directory */
+
 Test(faults, model_load, .timeout = 600) { s_walk("load", 10); }
 
 /* st_model_load_resident: the same plus the packing of Q4_0 matrices. */

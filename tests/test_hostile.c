@@ -39,7 +39,7 @@ static st_test_cluster_t g_c;
 static void setup(void) { st_log_set_level(ST_LOG_ERROR); }
 
 static void teardown(void) {
-    st_test_kill_all();
+    st_test_cleanup();
     st_test_cluster_destroy(&g_c);
 }
 

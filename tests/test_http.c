@@ -257,6 +257,9 @@ static char *s_st_run_text(const char *prompt, bool chat, int n) { return s_st_r
 
 /* ---- tests ------------------------------------------------------------------------- */
 
+/* a failed test leaves no process nor cluster directory behind */
+TestSuite(http, .fini = st_test_cleanup);
+
 Test(http, presence_and_frequency_penalties_apply_as_in_st_run, .timeout = 120) {
     const int n = N_PREDICT; /* these penalties part from the plain answer at token 11 */
     char *plain = s_st_run_text(PROMPT, true, n);
@@ -808,8 +811,8 @@ Test(http, metrics_and_health_parse, .timeout = 120) {
 Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     if (getenv("ST_TEST_LIGHT")) cr_skip_test("ST_TEST_LIGHT");
     char *want = s_st_run_text(PROMPT, true, N_PREDICT);
-    char dir[] = "/tmp/st-test-http-lc-XXXXXX";
-    cr_assert_not_null(mkdtemp(dir));
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "http-lc");
     setenv("ST_BIN", BIN, 1);
     char *argv[] = {ST_SOURCE_DIR "/deploy/local-cluster",
                     "-m",
@@ -882,7 +885,7 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
     free(r.body);
     cJSON_Delete(o);
     s_stop(&s);
-    st_test_system("rm -rf '%s'", dir);
+    st_test_tmpdir_remove(dir);
     free(want);
 }
 

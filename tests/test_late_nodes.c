@@ -41,14 +41,10 @@ static node_t g_nodes[N_NODES + 1];
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-late-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    st_test_tmpdir(g_dir, sizeof g_dir, "late");
 }
 
-static void teardown(void) {
-    st_test_kill_all();
-    st_test_system("rm -rf '%s'", g_dir);
-}
+static void teardown(void) { st_test_cleanup(); /* and g_dir */ }
 
 TestSuite(late_nodes, .init = setup, .fini = teardown, .timeout = 240);
 

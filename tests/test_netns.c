@@ -75,7 +75,7 @@ static void setup(void) {
 }
 
 static void teardown(void) {
-    st_test_kill_all();
+    st_test_cleanup();
     if (g_made) s_cleanup_namespaces();
     st_test_cluster_destroy(&g_c);
 }

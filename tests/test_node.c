@@ -358,15 +358,10 @@ static char g_store[256];
 
 static void setup(void) {
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_store, sizeof g_store, "/tmp/st-test-node-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_store));
+    st_test_tmpdir(g_store, sizeof g_store, "node");
 }
 static void teardown(void) {
-    st_test_kill_all(); /* a failed test left its node running: SIGTERM (which with-mem-limit passes on), then SIGKILL
-                         */
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_store);
-    if (system(cmd)) cr_log_info("could not remove %s", g_store);
+    st_test_cleanup(); /* a failed test's node (SIGTERM, which with-mem-limit passes on, then SIGKILL); g_store */
 }
 TestSuite(node, .init = setup, .fini = teardown, .timeout = 300);
 

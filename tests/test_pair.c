@@ -53,14 +53,12 @@ static void s_cleanup_namespaces(void) {
 static void setup(void) {
     cr_assert(sodium_init() >= 0);
     st_log_set_level(ST_LOG_ERROR);
-    snprintf(g_dir, sizeof g_dir, "/tmp/st-test-pair-XXXXXX");
-    cr_assert_not_null(mkdtemp(g_dir));
+    st_test_tmpdir(g_dir, sizeof g_dir, "pair");
 }
 
 static void teardown(void) {
-    st_test_kill_all();
+    st_test_cleanup();
     if (g_ns_made) s_cleanup_namespaces();
-    st_test_system("rm -rf '%s'", g_dir);
 }
 
 TestSuite(pair, .init = setup, .fini = teardown, .timeout = 300);

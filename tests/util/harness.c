@@ -14,8 +14,7 @@ void st_test_cluster_init(st_test_cluster_t *c, const char *tag, bool keyed) {
     memset(c, 0, sizeof *c);
     c->keyed = keyed;
     c->mem = "256M";
-    snprintf(c->dir, sizeof c->dir, "/tmp/st-test-%s-XXXXXX", tag);
-    cr_assert_not_null(mkdtemp(c->dir), "mkdtemp %s", c->dir);
+    st_test_tmpdir(c->dir, sizeof c->dir, tag);
     if (keyed)
         cr_assert_eq(
             st_test_system("%s'%s/st-keygen' '%s/coord' > /dev/null 2>&1", st_test_run_prefix(), ST_BINARY_DIR, c->dir),
@@ -107,7 +106,7 @@ const char *st_test_cluster_flags(st_test_cluster_t *c, char *out, size_t cap) {
 
 void st_test_cluster_destroy(st_test_cluster_t *c) {
     for (int i = 0; i < c->n; i++) st_test_node_stop(&c->nodes[i].p, SIGTERM);
-    if (c->dir[0]) st_test_system("rm -rf '%s'", c->dir);
+    st_test_tmpdir_remove(c->dir);
     memset(c, 0, sizeof *c);
 }
 

@@ -24,7 +24,7 @@ typedef struct {
 } st_test_cnode_t;
 
 typedef struct {
-    char dir[256];   /* /tmp/st-test-TAG-XXXXXX: stores, logs, outputs */
+    char dir[256];   /* /tmp/st-test-TAG.pPID-XXXXXX (st_test_tmpdir): stores, logs, outputs */
     bool keyed;      /* CURVE: DIR/coord.key, nodes --allow DIR/coord.pub */
     const char *mem; /* each node's --mem (default "256M") */
     int n;           /* nodes started so far (slots 0..n-1) */

@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -229,6 +230,54 @@ void st_test_kill_all(void) {
             kill(s_children[i], SIGCONT);
             st_test_stop(s_children[i], SIGTERM, 2000);
             s_children[i] = 0;
+        }
+}
+
+/* ---- temporary directories --------------------------------------------------- */
+
+#define MAX_TMPDIRS 32
+static char s_tmpdirs[MAX_TMPDIRS][256]; /* made and not removed yet ("": free slot) */
+
+/* Removes /tmp/st-test-*.pPID-XXXXXX whose PID is no longer a process. */
+static void s_sweep_orphans(void) {
+    DIR *d = opendir("/tmp");
+    for (struct dirent *e; d && (e = readdir(d));) {
+        const char *name = e->d_name, *p = strstr(name, ".p");
+        if (strncmp(name, "st-test-", 8) != 0 || !p) continue;
+        while (strstr(p + 1, ".p")) p = strstr(p + 1, ".p"); /* the last one */
+        char *end;
+        const long pid = strtol(p + 2, &end, 10);
+        if (p[2] < '0' || p[2] > '9' || pid <= 0 || end[0] != '-' || strlen(end) != 7) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive (or not ours to ask) */
+        st_test_system("rm -rf '/tmp/%s'", name);
+    }
+    if (d) closedir(d);
+}
+
+void st_test_tmpdir(char *out, size_t cap, const char *tag) {
+    s_sweep_orphans();
+    cr_assert_lt((size_t)snprintf(out, cap, "/tmp/st-test-%s.p%d-XXXXXX", tag, (int)getpid()), cap, "%s", tag);
+    cr_assert_not_null(mkdtemp(out), "mkdtemp %s: %s", out, strerror(errno));
+    for (int i = 0; i < MAX_TMPDIRS; i++)
+        if (!s_tmpdirs[i][0]) {
+            snprintf(s_tmpdirs[i], sizeof s_tmpdirs[i], "%s", out);
+            return;
+        }
+}
+
+void st_test_tmpdir_remove(const char *dir) {
+    if (!dir || !dir[0]) return;
+    st_test_system("rm -rf '%s'", dir);
+    for (int i = 0; i < MAX_TMPDIRS; i++)
+        if (!strcmp(s_tmpdirs[i], dir)) s_tmpdirs[i][0] = '\0';
+}
+
+void st_test_cleanup(void) {
+    st_test_kill_all(); /* first: a node may still write into its store */
+    for (int i = 0; i < MAX_TMPDIRS; i++)
+        if (s_tmpdirs[i][0]) {
+            st_test_system("rm -rf '%s'", s_tmpdirs[i]);
+            s_tmpdirs[i][0] = '\0';
         }
 }
 

@@ -87,6 +87,19 @@ int st_test_stop(pid_t pid, int sig, int ms);
  * suite's .fini, so a failed test leaves nothing behind. */
 void st_test_kill_all(void);
 
+/* ---- temporary directories ----------------------------------------------- */
+
+/* Makes /tmp/st-test-TAG.pPID-XXXXXX (mkdtemp; PID: this process) into out
+ * and remembers it for st_test_cleanup; fails the test when it cannot. First
+ * removes the st-test directories of processes that are gone: a test killed
+ * at its timeout runs no .fini (its children die with it, PR_SET_PDEATHSIG). */
+void st_test_tmpdir(char *out, size_t cap, const char *tag);
+/* Removes a directory of st_test_tmpdir with everything in it, and forgets it. */
+void st_test_tmpdir_remove(const char *dir);
+/* st_test_kill_all, then removes the directories of st_test_tmpdir still
+ * there (a test that failed before removing its own): a suite's .fini. */
+void st_test_cleanup(void);
+
 /* An st-node process. */
 typedef struct {
     pid_t pid;
