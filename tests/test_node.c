@@ -277,6 +277,18 @@ static void s_push_all(client_t *c, model_t *md, size_t chunk) {
         for (uint32_t e = 0; e < md->shape.n_expert; e++) s_push_expert(c, md, l, e, chunk);
 }
 
+/* What a coordinator does with a node before computing: c connected to p
+ * (unless it is already), HELLO, every expert ASSIGNed with the first n_pin
+ * pinned, and when some are missing all of them pushed in chunks of chunk
+ * bytes. Returns how many were missing. */
+static uint32_t s_ready(client_t *c, const node_proc_t *p, model_t *md, uint32_t n_pin, size_t chunk) {
+    if (!c->sock) s_connect(c, p->p.url);
+    s_do_hello(c, md);
+    const uint32_t missing = s_do_assign(c, md, n_pin);
+    if (missing) s_push_all(c, md, chunk);
+    return missing;
+}
+
 /* One EXPERT_COMPUTE of n_tok random tokens with top-k distinct experts each
  * (random, or when all, spread so that the tokens use every expert),
  * compared bit for bit with st_experts_eval. */
@@ -449,10 +461,7 @@ Test(node, f32_experts_with_prefetch) {
     s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));
     node_proc_t p = s_start(g_store, "128M", NULL);
     client_t c = {0};
-    s_connect(&c, p.p.url);
-    s_do_hello(&c, &md);
-    s_do_assign(&c, &md, 0);
-    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    s_ready(&c, &p, &md, 0, ST_WIRE_MAX_CHUNK);
     /* one-way prefetch: no reply; the next request finds them in RAM */
     st_wire_msg_t pf = {.type = ST_MSG_EXPERT_PREFETCH, .request_id = 777};
     uint32_t ex[3] = {1, 2, 5};
@@ -474,10 +483,7 @@ Test(node, prefetched_experts_are_not_hits) {
     s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));
     node_proc_t p = s_start(g_store, "128M", NULL);
     client_t c = {0};
-    s_connect(&c, p.p.url);
-    s_do_hello(&c, &md);
-    s_do_assign(&c, &md, 0); /* nothing pinned: no expert in RAM after the push */
-    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    s_ready(&c, &p, &md, 0, ST_WIRE_MAX_CHUNK); /* nothing pinned: no expert in RAM after the push */
     const int k = (int)md.shape.n_expert_used;
     cr_assert_leq(2 * k, (int)md.shape.n_expert);
     int32_t hinted[64], other[64];
@@ -695,10 +701,7 @@ Test(node, restart_reports_its_store_and_needs_no_shards) {
     const uint32_t n_all = md.shape.n_layer * md.shape.n_expert;
     node_proc_t p = s_start(g_store, "256M", NULL);
     client_t c = {0};
-    s_connect(&c, p.p.url);
-    cr_assert_eq(s_do_hello(&c, &md), 0);
-    cr_assert_eq(s_do_assign(&c, &md, 2), n_all);
-    s_push_all(&c, &md, 2048);
+    cr_assert_eq(s_ready(&c, &p, &md, 2, 2048), n_all, "a new store holds an expert");
     s_check_compute(&c, &md, 1, 2, false, 1);
     s_client_close(&c);
     cr_assert_eq(s_stop(&p), 0);
@@ -743,10 +746,7 @@ Test(node, small_memory_budget_is_respected) {
 #endif
     node_proc_t p = s_start(g_store, mem, limit ? report : NULL);
     client_t c = {0};
-    s_connect(&c, p.p.url);
-    s_do_hello(&c, &md);
-    cr_assert_eq(s_do_assign(&c, &md, 1), md.shape.n_layer * md.shape.n_expert);
-    s_push_all(&c, &md, ST_WIRE_MAX_CHUNK);
+    cr_assert_eq(s_ready(&c, &p, &md, 1, ST_WIRE_MAX_CHUNK), md.shape.n_layer * md.shape.n_expert);
     compute_stats_t st = s_check_compute(&c, &md, 0, 40, true, 21); /* 40 tokens over all 8 experts */
     cr_log_info("all experts of a layer under --mem %s: %u from RAM, %u from the store, %llu us", mem, st.hits,
                 st.misses, (unsigned long long)st.compute_us);
@@ -951,14 +951,13 @@ static node_proc_t s_start_node(curve_t *cv, const char *log) {
     return p;
 }
 
-/* Connects c (CURVE per cv), says HELLO and ASSIGNs every expert; pushes the missing ones. */
+/* s_ready over a connection with CURVE per cv. */
 static void s_join(client_t *c, const node_proc_t *p, const curve_t *cv, model_t *md) {
     s_connect(c, p->p.url);
     s_curve_client(c->sock, cv);
     cr_assert_eq(zmq_disconnect(c->sock, p->p.url), 0); /* the keys apply to connections made after them */
     cr_assert_eq(zmq_connect(c->sock, p->p.url), 0);
-    s_do_hello(c, md);
-    if (s_do_assign(c, md, 0)) s_push_all(c, md, ST_WIRE_MAX_CHUNK);
+    s_ready(c, p, md, 0, ST_WIRE_MAX_CHUNK);
 }
 
 /* Whether the node answers a HEARTBEAT on c within the deadline; *status is
