@@ -148,8 +148,10 @@ static int s_ask(void *sock, const uint8_t *msg, int len, uint8_t *ans, size_t c
     return n;
 }
 
-/* One exchange with the coordinator at url: 0 with its key in coord_key. */
-static int s_exchange(void *zctx, const st_join_opts_t *o, const char *url, uint8_t coord_key[ST_PAKE_KEY]) {
+/* One exchange with the coordinator at url: 0 with its key in coord_key; a
+ * refusal is ST_EAUTH with its reason in *reason (0 for none). */
+static int s_exchange(void *zctx, const st_join_opts_t *o, const char *url, uint8_t coord_key[ST_PAKE_KEY],
+                      int *reason) {
     /* The default receive limit (1000) stays, unlike st-node's and the coordinator's sockets:
      * libzmq's abort on a reset connection (zeromq/libzmq#4841, node.c) needs its stopped input
      * restarted, which it does only once the reader has taken half the queue (500 messages); an
@@ -170,18 +172,21 @@ static int s_exchange(void *zctx, const st_join_opts_t *o, const char *url, uint
     snprintf(me.endpoint, sizeof me.endpoint, "%s", o->endpoint);
     snprintf(me.id, sizeof me.id, "%s", o->id ? o->id : "");
     uint8_t out[ST_PAKE_MAX_MSG], in[ST_PAKE_MAX_MSG];
-    int reason = 0, n = st_pake_node_hello(&s, o->code, out, sizeof out);
+    *reason = 0;
+    int n = st_pake_node_hello(&s, o->code, out, sizeof out);
     if (n > 0) n = s_ask(sock, out, n, in, sizeof in);
-    if (n > 0) n = st_pake_node_proof(&s, in, (size_t)n, &me, out, sizeof out, &reason);
+    if (n > 0) n = st_pake_node_proof(&s, in, (size_t)n, &me, out, sizeof out, reason);
     if (n > 0) n = s_ask(sock, out, n, in, sizeof in);
     if (n > 0)
-        n = st_pake_node_finish(&s, in, (size_t)n, coord_key, &reason);
+        n = st_pake_node_finish(&s, in, (size_t)n, coord_key, reason);
     else if (n == 0)
         n = ST_EPROTO; /* only st_pake_node_finish's 0 means a key that proved the code */
     st_pake_wipe(&s);
     zmq_close(sock);
-    if (n == ST_EAUTH && reason)
-        st_log(ST_LOG_ERROR, "the coordinator at %s refused the pairing: %s", url, st_pake_reason(reason));
+    if (n == ST_EAUTH && *reason == ST_PAKE_R_BUSY)
+        st_log(ST_LOG_INFO, "the coordinator at %s is busy with other pairings: trying again", url);
+    else if (n == ST_EAUTH && *reason)
+        st_log(ST_LOG_ERROR, "the coordinator at %s refused the pairing: %s", url, st_pake_reason(*reason));
     else if (n == ST_EAUTH)
         st_log(ST_LOG_ERROR, "the coordinator at %s failed to prove the code: its key is not trusted", url);
     else if (n == ST_EPROTO)
@@ -199,7 +204,7 @@ int st_join(const st_join_opts_t *o) {
     const double deadline = st_now_ms() + 1e3 * o->timeout_s;
     uint8_t coord_key[ST_PAKE_KEY];
     char url[300];
-    int rc = ST_ETIMEOUT;
+    int rc = ST_ETIMEOUT, reason = 0;
     for (int tries = 0; st_now_ms() < deadline; tries++) {
         if (tries) usleep(RETRY_MS * 1000);
         const int left = (int)(deadline - st_now_ms());
@@ -208,13 +213,16 @@ int st_join(const st_join_opts_t *o) {
         else if ((rc = st_join_discover(o->discovery_port, left > 0 ? left : 1, url, sizeof url)) < 0)
             break;
         st_log(ST_LOG_INFO, "pairing with the coordinator at %s", url);
-        rc = s_exchange(zctx, o, url, coord_key);
+        rc = s_exchange(zctx, o, url, coord_key, &reason);
+        if (rc == ST_EAUTH && reason == ST_PAKE_R_BUSY) continue; /* its other exchanges end within 30 s */
         if (rc == 0 || rc == ST_EAUTH || rc == ST_EINVAL) break;
         st_log(ST_LOG_INFO, "no answer from %s (%s): trying again", url, st_strerror(rc));
     }
     zmq_ctx_term(zctx);
     if (rc == ST_ETIMEOUT) st_log(ST_LOG_ERROR, "pairing: no coordinator answered within %d s", o->timeout_s);
     if (rc == ST_EPROTO) st_log(ST_LOG_ERROR, "pairing: no well-formed answer within %d s", o->timeout_s);
+    if (rc == ST_EAUTH && reason == ST_PAKE_R_BUSY)
+        st_log(ST_LOG_ERROR, "pairing: the coordinator was busy with other pairings for %d s", o->timeout_s);
     if (rc) return rc;
     char z85[ST_CURVE_Z85_LEN + 1];
     zmq_z85_encode(z85, coord_key, ST_PAKE_KEY);

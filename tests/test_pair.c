@@ -6,7 +6,8 @@
  * address; after 10 that address is refused even with the right code, while
  * another (127.0.0.2) still pairs with the same code; after max_total from
  * all addresses the code is dead and a new one printed (st_pair in this
- * process, with small limits); a replayed
+ * process, with small limits); a board refused as busy (8 exchanges open from
+ * its address) tries again and pairs once they end; a replayed
  * PROOF (on a new connection, after the same HELLO, twice on its own
  * exchange) and a tampered one are refused, and the same PROOF untouched is
  * then accepted, so the refusals came from the replay or the change.
@@ -423,6 +424,53 @@ Test(pair, a_flood_from_many_addresses_kills_the_code) {
     cr_assert_eq(taken, 2);
     st_pair_destroy(&p);
     cr_assert_null(p);
+}
+
+/* A board refused as busy (its address has 8 exchanges open, as boards behind one NAT
+ * pairing at once may) tries again, and pairs once those exchanges are over. */
+Test(pair, a_board_refused_as_busy_tries_again) {
+    const char *model = st_test_cluster_model();
+    char err[300], code[ST_PAKE_CODE_BUF], url[128], nlog[300], store[300];
+    snprintf(err, sizeof err, "%s/coord.err", g_dir);
+    snprintf(nlog, sizeof nlog, "%s/node.err", g_dir);
+    snprintf(store, sizeof store, "%s/store", g_dir);
+    pid_t coord = s_coord_start(NULL, model, "coord.key", "--pair tcp://127.0.0.1:* --discovery-port 0", 1, "coord");
+    s_code(err, 1, code);
+    s_endpoint(err, url, sizeof url);
+    raw_t r[8];
+    st_pake_t ps[8];
+    uint8_t challenge[8][ST_PAKE_MAX_MSG];
+    int cl[8];
+    for (int i = 0; i < 8; i++) {
+        uint8_t hello[ST_PAKE_MAX_MSG];
+        s_raw_open_from(&r[i], url, "127.0.0.1");
+        const int hl = st_pake_node_hello(&ps[i], code, hello, sizeof hello);
+        cl[i] = s_raw_ask(&r[i], hello, hl, challenge[i]);
+        cr_assert_eq(cl[i], 5 + ST_PAKE_NONCE + ST_PAKE_POINT, "exchange %d refused", i + 1);
+    }
+    const int port = s_free_port();
+    char listen[64];
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", port);
+    const char *argv[] = {BIN "/st-node", "--listen", listen,  "--join", url,  "--code", code,
+                          "--store",      store,      "--mem", "256M",   "-t", "1",      NULL};
+    int out; /* (its stdout: read by nobody, closed at the end) */
+    pid_t board = st_test_spawn(argv, &out, nlog, SIGTERM);
+    cr_assert(st_test_file_has(nlog, "is busy with other pairings: trying again", WAIT_MS), "(%s)", nlog);
+    cr_assert(st_test_file_has(err, "pairing: 8 exchanges open from 127.0.0.1: refused, busy", 0), "(%s)", err);
+    for (int i = 0; i < 8; i++) { /* the 8 exchanges end: each pairs */
+        uint8_t proof[ST_PAKE_MAX_MSG], ans[ST_PAKE_MAX_MSG], key[ST_PAKE_KEY];
+        st_pake_node_info_t me = s_board(40 + i);
+        const int pl = st_pake_node_proof(&ps[i], challenge[i], (size_t)cl[i], &me, proof, sizeof proof, NULL);
+        cr_assert_gt(pl, 0);
+        const int n = s_raw_ask(&r[i], proof, pl, ans);
+        cr_assert_eq(st_pake_node_finish(&ps[i], ans, (size_t)n, key, NULL), 0, "exchange %d did not pair", i + 1);
+        s_raw_close(&r[i]);
+    }
+    cr_assert(st_test_file_has(nlog, "paired with the coordinator at", WAIT_MS), "the board gave up (%s)", nlog);
+    cr_assert_lt(st_test_wait(board, 0), 0, "the board exited after pairing (%s)", nlog);
+    st_test_stop(board, SIGTERM, 5000);
+    close(out);
+    st_test_stop(coord, SIGTERM, 5000);
 }
 
 Test(pair, replayed_and_tampered_proofs_are_refused) {
