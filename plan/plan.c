@@ -21,6 +21,7 @@
 #define TCP_PAYLOAD 1448.0         /* bytes of a full TCP segment on Ethernet */
 #define NODE_PROCESS (64ull << 20) /* a node's own memory beside its --mem (code, buffers, sockets) */
 #define TLP_MIN 0.010              /* s: Linux's shortest tail-loss probe timeout */
+#define HEAD_CANDIDATES 64         /* a sampled draw's candidates per slice (remote_head.c: top-k, else 64) */
 
 /* ---- links --------------------------------------------------------------- */
 
@@ -320,28 +321,47 @@ static st_plan_step_t s_layer(const ctx_t *c, int l, double n, layer_cache_t *lc
     return s;
 }
 
-/* The output head for n rows of logits: on the coordinator, or a round trip
- * to every node for its slice's logits (f32) when sharded. */
+/* The output head for n drawn tokens: on the coordinator, or per token one
+ * round trip to every slice's primary (remote_head.c draws each sequence
+ * alone): the hidden state out (f32), the slowest primary's matmul of one
+ * row, HEAD_CANDIDATES (id, logit) pairs and the slice's maximum and two sums
+ * back. */
 static st_plan_step_t s_head(const ctx_t *c, double n) {
     const st_plan_model_t *m = c->m;
     const st_plan_params_t *p = c->p;
     st_plan_step_t s = {0};
     if (n <= 0) return s;
-    if (!p->head_sharded) {
+    const int S = st_placement_head_slices(c->pl), N = p->n_nodes;
+    if (S == 0) {
         s.coord = st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, n, true);
     } else {
-        const int N = p->n_nodes;
-        const double rows = ceil((double)m->head.rows / N), out = n * m->n_embd * 4.0, back = n * rows * 4;
-        double slow = 0, out_max = 0, back_max = 0, lost = 0;
-        for (int i = 0; i < N; i++) {
-            slow = fmax(slow, st_board_matmul_s(&p->nodes[i], m->head.type, (int64_t)rows, m->head.cols, n, true));
-            out_max = fmax(out_max, out / s_node_rate(p, i));
-            back_max = fmax(back_max, back / s_node_rate(p, i));
-            lost += s_lost(&p->link, out) + s_lost(&p->link, back);
+        const double out = m->n_embd * 4.0, back = HEAD_CANDIDATES * 8.0 + 4 + 16;
+        double *busy = calloc((size_t)N, sizeof *busy), *msgs = calloc((size_t)N, sizeof *msgs);
+        if (!busy || !msgs) {
+            free(busy);
+            free(msgs);
+            return s;
         }
-        s.node = slow;
-        s.transfer = fmax(N * out / s_coord_rate(p), out_max) + fmax(N * back / s_coord_rate(p), back_max);
-        s.latency = 2 * p->link.delay + p->coord->rtt + lost;
+        for (int k = 0; k < S; k++) {
+            const int i = st_placement_head_owner(c->pl, k, 0);
+            uint32_t lo, hi;
+            st_placement_head_slice(c->pl, k, &lo, &hi);
+            if (i < 0 || i >= N) continue;
+            busy[i] += st_board_matmul_s(&p->nodes[i], m->head.type, hi - lo, m->head.cols, 1, true);
+            msgs[i] += 1;
+            s.latency += s_lost(&p->link, out) + s_lost(&p->link, back);
+        }
+        double slow = 0, out_max = 0, back_max = 0;
+        for (int i = 0; i < N; i++) {
+            slow = fmax(slow, busy[i]);
+            out_max = fmax(out_max, msgs[i] * out / s_node_rate(p, i));
+            back_max = fmax(back_max, msgs[i] * back / s_node_rate(p, i));
+        }
+        free(busy);
+        free(msgs);
+        s.node = n * slow;
+        s.transfer = n * (fmax(S * out / s_coord_rate(p), out_max) + fmax(S * back / s_coord_rate(p), back_max));
+        s.latency = n * (2 * p->link.delay + p->coord->rtt + s.latency);
     }
     s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
     return s;
@@ -408,12 +428,22 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
         return NULL;
     }
     const int N = p->n_nodes, L = m->n_layer, X = m->n_expert;
+    const uint64_t row_bytes = m->head.rows > 0 ? m->head_bytes / (uint64_t)m->head.rows : 0;
+    /* --head auto: sharded when every node's --mem is at least 4 of its slices (setup.c's rule) */
+    bool sharded = p->head == ST_PLAN_HEAD_SHARDED;
+    if (p->head == ST_PLAN_HEAD_AUTO) {
+        const uint64_t slice = st_placement_head_slice_bytes((uint32_t)m->head.rows, row_bytes, N);
+        sharded = row_bytes > 0;
+        for (int i = 0; i < N; i++) sharded = sharded && p->nodes[i].mem / 4 >= slice;
+    }
+    if (sharded && row_bytes == 0) {
+        st_fail(ST_EINVAL, "the model's head has no rows to shard");
+        return NULL;
+    }
     /* the coordinator keeps the dense weights, the users' KV caches and the logits */
     const uint64_t kv = (uint64_t)p->users * p->n_ctx * L * 2ull * m->n_head_kv * m->head_dim * 2;
-    /* a sharded head leaves the coordinator (tied embeddings: one row read per token); each node's
-     * slice is charged to its --mem, so fewer experts stay in its RAM */
-    const uint64_t cut = p->head_sharded ? m->head_bytes : 0, dense = m->dense_bytes > cut ? m->dense_bytes - cut : 0;
-    const uint64_t slice = p->head_sharded ? (m->head_bytes + (uint64_t)N - 1) / (uint64_t)N : 0;
+    /* a sharded head leaves the coordinator (tied embeddings: one row read per token) */
+    const uint64_t cut = sharded ? m->head_bytes : 0, dense = m->dense_bytes > cut ? m->dense_bytes - cut : 0;
     const uint64_t coord_ram = dense + kv + (uint64_t)p->users * m->n_vocab * 4 + (64ull << 20);
     if (coord_ram > p->coord->ram) {
         st_fail(ST_ENOMEM,
@@ -430,16 +460,15 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     pl->n_nodes = N;
     pl->coord_ram = coord_ram;
     pl->node_extra = NODE_PROCESS;
-    pl->head_slice = slice;
-    for (int i = 0; i < N; i++) {
-        if (p->nodes[i].mem <= slice) {
-            st_log(ST_LOG_ERROR, "impossible setup: node %d's --mem (%.2f GiB) cannot hold its head slice (%.2f GiB)",
-                   i, p->nodes[i].mem / 1073741824.0, slice / 1073741824.0);
-            goto fail;
-        }
-        pn[i] = (st_place_node_t){p->nodes[i].mem - slice, p->nodes[i].disk, NULL, false};
-    }
-    st_place_params_t pp = {.n_layer = L, .n_expert = X, .replication = 1, .layer_bytes = m->layer_expert_bytes};
+    pl->head_sharded = sharded;
+    /* the coordinator's own placement: each node's slice comes out of its --mem before its experts */
+    for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL, sharded};
+    st_place_params_t pp = {.n_layer = L,
+                            .n_expert = X,
+                            .replication = p->replication > 1 ? p->replication : 1,
+                            .layer_bytes = m->layer_expert_bytes,
+                            .head_rows = sharded ? (uint32_t)m->head.rows : 0,
+                            .head_row_bytes = row_bytes};
     if (!(pl->placement = st_placement_new(&pp, pn, N))) {
         st_log(ST_LOG_ERROR, "impossible setup: the experts (%.2f GiB) do not fit on the nodes' storage",
                m->expert_bytes / 1073741824.0);
@@ -447,15 +476,24 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     }
     for (int i = 0; i < N; i++) {
         st_plan_node_t *n = &pl->nodes[i];
+        n->head_slices = st_placement_node_head_slices(pl->placement, i);
+        n->head_bytes = st_placement_node_head_bytes(pl->placement, i);
+        if (n->head_bytes >= p->nodes[i].mem) {
+            st_log(ST_LOG_ERROR, "impossible setup: node %d's --mem (%.2f GiB) cannot hold its head slice (%.2f GiB)",
+                   i, p->nodes[i].mem / 1073741824.0, n->head_bytes / 1073741824.0);
+            goto fail;
+        }
+        const uint64_t budget = p->nodes[i].mem - n->head_bytes;
+        /* a layer's compute runs on the primaries (see plan.h) */
         if (!(c.per_layer[i] = calloc((size_t)L, sizeof(int)))) goto fail;
         for (int l = 0; l < L; l++)
-            for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owns(pl->placement, i, l, e);
+            for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owner(pl->placement, l, e, 0) == i;
         n->experts = st_placement_node_experts(pl->placement, i);
         n->bytes = st_placement_node_bytes(pl->placement, i);
-        n->ram = n->bytes < pn[i].mem_budget ? n->bytes : pn[i].mem_budget;
+        n->ram = n->bytes < budget ? n->bytes : budget;
         n->stream = n->bytes - n->ram;
         n->ram_fraction = n->bytes ? (double)n->ram / (double)n->bytes : 1.0;
-        n->over_budget = n->bytes > pn[i].mem_budget;
+        n->over_budget = n->bytes > budget;
     }
     c.pl = pl->placement;
     c.pn = pl->nodes;

@@ -22,9 +22,11 @@
  * chunk one step over the cluster.
  *
  * Issue 18's options change three things. A head sharded over the nodes
- * (equal slices of the vocabulary, charged to each node's --mem) leaves the
- * coordinator and costs one more round trip per step: the hidden state out
- * to every node, the slowest slice's matmul, its logits back. Compact results
+ * (the placement's slices and their replicas, charged to the nodes' --mem as
+ * the coordinator charges them) leaves the coordinator and costs one round
+ * trip per drawn token: the hidden state out to every slice's primary, the
+ * slowest primary's matmul of one row, its best candidates back (the
+ * coordinator draws each sequence's token alone). Compact results
  * return one row per (token, node) instead of one per (token, expert): f32,
  * or f16 with a 4-byte scale, and send each pair's routing weight out.
  * Overlap cuts a decode step of U >= 2 users into two micro-batches: while
@@ -78,6 +80,13 @@ typedef struct {
 /* Reads the shapes of a loaded model (no weight is touched). 0 or ST_EUNSUP. */
 int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm);
 
+/* Where the output head runs (st-coordinator --head). */
+typedef enum {
+    ST_PLAN_HEAD_LOCAL,   /* on the coordinator */
+    ST_PLAN_HEAD_SHARDED, /* in vocabulary slices on the nodes */
+    ST_PLAN_HEAD_AUTO     /* sharded when every node's --mem is at least 4 slices, as the coordinator decides */
+} st_plan_head_t;
+
 /* What the nodes return per layer (st-coordinator --wire). */
 typedef enum {
     ST_PLAN_WIRE_EXACT,    /* one f32 row per (token, expert) */
@@ -94,7 +103,8 @@ typedef struct {
     int prompt;          /* prompt tokens for the time to first token */
     int n_batch;         /* prompt chunk (the coordinator's --batch; 64) */
     int n_ctx;           /* context per user, for the coordinator's KV cache */
-    bool head_sharded;   /* the output head in equal vocabulary slices on the nodes */
+    st_plan_head_t head; /* where the output head runs */
+    int replication;     /* copies of each expert and head slice (--replication; 0 or 1: one) */
     st_plan_wire_t wire; /* the nodes' results */
     bool overlap;        /* decode of >= 2 users in two overlapped micro-batches */
 } st_plan_params_t;
@@ -111,10 +121,12 @@ typedef struct {
 } st_plan_step_t;
 
 typedef struct {
-    int experts;     /* placed on the node, all layers */
-    uint64_t bytes;  /* of those experts: its store on disk */
-    uint64_t ram;    /* of them held in RAM (its budget at most) */
-    uint64_t stream; /* read from its store when used */
+    int experts;         /* placed on the node, all layers and copies */
+    uint64_t bytes;      /* of those experts: its store on disk beside its head slices */
+    int head_slices;     /* head slices it holds (its own and replicas) */
+    uint64_t head_bytes; /* their bytes: in its --mem before the experts, and on its disk */
+    uint64_t ram;        /* of the experts held in RAM (its --mem less its head slices at most) */
+    uint64_t stream;     /* read from its store when used */
     double ram_fraction;
     bool over_budget;
 } st_plan_node_t;
@@ -125,7 +137,7 @@ typedef struct {
     int n_nodes;
     uint64_t coord_ram;                       /* dense weights + KV caches + buffers */
     uint64_t node_extra;                      /* a node process beside its budget */
-    uint64_t head_slice;                      /* each node's slice of a sharded head (in its --mem) */
+    bool head_sharded;                        /* the head's slices are on the nodes (decided for auto) */
     st_plan_step_t decode1, decodeN, prefill; /* prefill: the whole prompt */
     double decode_tps_1, decode_tps_n, prefill_tps, ttft_s;
     const char *bottleneck; /* name of decode1's largest part */
@@ -133,8 +145,11 @@ typedef struct {
     int n_warnings;
 } st_plan_t;
 
-/* Places the experts and predicts. NULL after a clear error (logged) when the
- * setup is impossible: the experts fit on no store, the coordinator's board
+/* Places the experts (and the head's slices) as the coordinator does, and
+ * predicts. With replicas, each layer's compute is modelled on the primary
+ * copies alone (the coordinator sends a pair to its least-loaded owner up, so
+ * replicas spread a layer's pairs: a pessimistic figure for the nodes' part).
+ * NULL after a clear error (logged) when the setup is impossible: the experts fit on no store, the coordinator's board
  * cannot hold the dense weights, bad parameters. */
 st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p);
 void st_plan_destroy(st_plan_t **plan);

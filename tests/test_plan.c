@@ -269,29 +269,51 @@ Test(plan, a_node_over_its_budget_streams_by_hand) {
 Test(plan, head_wire_and_overlap_options_by_hand) {
     st_plan_model_t *m = calloc(1, sizeof *m);
     s_tiny_model(m, 1000);
-    m->head_bytes = 10000 * 1000 / 32 * 18; /* Q4_0: 18 bytes per 32 weights, 5.625 MB */
+    m->head_bytes = 10000 * 560; /* 560 B a row (the planner takes the bytes as given): 5.6 MB */
     m->dense_bytes += m->head_bytes;
     st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(1ull << 30, 1e8);
     st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 2, .prompt = 1, .n_batch = 1, .n_ctx = 16};
     st_plan_t *local = st_plan_new(m, &p);
     cr_assert_not_null(local);
 
-    /* Sharded head, one node: its slice is the whole head, 5.625 MB of its --mem and none of the
-     * coordinator's. The head is one more round trip: 1000 f32 out (4000 B, 4 ms), 1e7 MACs on
-     * the node (10 ms), 10000 f32 logits back (40000 B, 40 ms), 1.2 ms.
-     *   coordinator 4.808; nodes 6 + 10 = 16; network 18 + 44 = 62; round trips 3.6: 86.408 ms */
-    p.head_sharded = true;
+    /* Sharded head, one node: its slice is the whole head, 5.6 MB of its --mem and none of the
+     * coordinator's. The head is one more round trip per drawn token: 1000 f32 out (4000 B,
+     * 4 ms), 1e7 MACs on the node (10 ms), 64 candidates of 8 B, a 4 B maximum and two 8 B
+     * sums back (532 B, 0.532 ms), 1.2 ms.
+     *   coordinator 4.808; nodes 6 + 10 = 16; network 18 + 4.532 = 22.532; round trips 3.6:
+     *   46.94 ms. 2 users: two draws, 2 x (10 + 4.532 + 1.2) = 31.464 ms after the layers'
+     *   2 x (4.808 + 2 + 6 + 16 + 1.2) = 60.016 ms: 91.48 ms */
+    cr_assert_not(local->head_sharded);
+    p.head = ST_PLAN_HEAD_SHARDED;
     st_plan_t *pl = st_plan_new(m, &p);
     cr_assert_not_null(pl);
-    cr_assert_eq(pl->head_slice, 5625000);
-    cr_assert_eq(local->coord_ram - pl->coord_ram, 5625000, "the coordinator still holds the head");
+    cr_assert(pl->head_sharded);
+    cr_assert_eq(pl->nodes[0].head_slices, 1);
+    cr_assert_eq(pl->nodes[0].head_bytes, 5600000);
+    cr_assert_eq(local->coord_ram - pl->coord_ram, 5600000, "the coordinator still holds the head");
     s_near(pl->decode1.coord, 4.808 * MS, 1e-9, "coordinator, head sharded");
     s_near(pl->decode1.node, 16 * MS, 1e-9, "nodes, head sharded");
-    s_near(pl->decode1.transfer, 62 * MS, 1e-9, "transfer, head sharded");
+    s_near(pl->decode1.transfer, 22.532 * MS, 1e-9, "transfer, head sharded");
     s_near(pl->decode1.latency, 3.6 * MS, 1e-9, "round trips, head sharded");
-    s_near(pl->decode1.total, 86.408 * MS, 1e-9, "step, head sharded");
+    s_near(pl->decode1.total, 46.94 * MS, 1e-9, "step, head sharded");
+    s_near(pl->decodeN.total, 91.48 * MS, 1e-9, "2 users, head sharded: a round trip per draw");
     st_plan_destroy(&pl);
-    p.head_sharded = false;
+    /* auto: sharded when the node's --mem (1 GiB) is at least 4 slices (22.4 MB): yes; with
+     * --mem 20 MB, no (the coordinator's rule, setup.c) */
+    p.head = ST_PLAN_HEAD_AUTO;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert(pl->head_sharded);
+    st_plan_destroy(&pl);
+    node.mem = 20000000;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_not(pl->head_sharded);
+    cr_assert_eq(pl->nodes[0].head_bytes, 0);
+    s_near(pl->decode1.total, 41.208 * MS, 1e-9, "step, head auto -> local");
+    st_plan_destroy(&pl);
+    node.mem = 1ull << 30;
+    p.head = ST_PLAN_HEAD_LOCAL;
 
     /* Compact results: the node holds all 4 experts, so every token uses it: out 1000 B of row
      * + 2 pairs x 4 B of weights = 1008 B (1.008 ms); back one 4000 B row (4 ms) instead of
@@ -325,6 +347,76 @@ Test(plan, head_wire_and_overlap_options_by_hand) {
     cr_assert_eq(pl->decode1.overlap, 0.0);
     st_plan_destroy(&pl);
     st_plan_destroy(&local);
+    free(m);
+}
+
+/* The head's slices as placement.c cuts them, over 3 nodes: bounds at floor(10000 k / 3) rounded
+ * down to 16 rows: 0, 3328, 6656, 10000; slices of 3328, 3328 and 3344 rows (560 B each:
+ * 1863680, 1863680 and 1872640 B). */
+Test(plan, head_slices_and_replicas_as_the_coordinator_places_them) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000000); /* 1 MB experts: 8 MB in all */
+    m->head_bytes = 10000 * 560;
+    m->dense_bytes += m->head_bytes;
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), nodes[3];
+    /* --mem 4 MB: after its slice a node keeps 2136320 B (nodes 0, 1) or 2127360 B (node 2) for
+     * experts. The 8 experts are shared by those budgets: 8 x 2136320 / 6400000 = 2.67, 2.67
+     * and 2.66: 2 each, the remaining 2 to the largest remainders (nodes 0 and 1): 3, 3, 2.
+     * Node 0 holds 3 MB: 2136320 B in RAM, 863680 B streamed; node 2's 2 MB fit. */
+    for (int i = 0; i < 3; i++) nodes[i] = s_flat_board(4000000, 1e8);
+    st_plan_params_t p = {&coord,           nodes,       3,
+                          {1e6, 0.5e-3, 0}, .users = 1,  .prompt = 1,
+                          .n_batch = 1,     .n_ctx = 16, .head = ST_PLAN_HEAD_SHARDED};
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    const uint64_t slice[3] = {1863680, 1863680, 1872640}, expert_bytes[3] = {3000000, 3000000, 2000000};
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(pl->nodes[i].head_slices, 1, "node %d", i);
+        cr_assert_eq(pl->nodes[i].head_bytes, slice[i], "node %d", i);
+        cr_assert_eq(pl->nodes[i].bytes, expert_bytes[i], "node %d", i);
+    }
+    cr_assert_eq(pl->nodes[0].ram, 2136320);
+    cr_assert_eq(pl->nodes[0].stream, 863680);
+    cr_assert(pl->nodes[0].over_budget);
+    cr_assert_eq(pl->nodes[2].ram, 2000000);
+    cr_assert_not(pl->nodes[2].over_budget);
+    /* the head per token: the slowest slice, 3344 x 1000 MACs = 3.344 ms; 4000 B out to each
+     * of 3 nodes through the coordinator's port (12 ms) and 532 B back from each (1.596 ms) */
+    st_plan_params_t q = p;
+    q.head = ST_PLAN_HEAD_LOCAL;
+    st_plan_t *local = st_plan_new(m, &q);
+    cr_assert_not_null(local);
+    s_near(pl->decode1.node - local->decode1.node, 3.344 * MS, 1e-6, "the slowest slice");
+    s_near(pl->decode1.transfer - local->decode1.transfer, 13.596 * MS, 1e-6, "the head's transfer");
+    s_near(pl->decode1.latency - local->decode1.latency, 1.2 * MS, 1e-9, "one more round trip");
+    s_near(local->decode1.coord - pl->decode1.coord, 10 * MS, 1e-9, "the head off the coordinator");
+    st_plan_destroy(&local);
+    st_plan_destroy(&pl);
+
+    /* --replication 2 with room (1 GiB each): every slice gets a second copy on another node,
+     * the fewest slices first, so each node ends with 2 slices; the head's time is the
+     * primaries' (replicas answer only for a failed node) */
+    for (int i = 0; i < 3; i++) nodes[i].mem = 1ull << 30;
+    p.replication = 2;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    uint64_t all = 0;
+    int experts = 0;
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(pl->nodes[i].head_slices, 2, "node %d", i);
+        cr_assert_gt(pl->nodes[i].head_bytes, slice[i], "node %d holds a replica beside its slice", i);
+        all += pl->nodes[i].head_bytes;
+        experts += pl->nodes[i].experts;
+    }
+    cr_assert_eq(all, 2 * 5600000, "two copies of the head");
+    cr_assert_eq(experts, 16, "two copies of the 8 experts");
+    p.replication = 1;
+    q = p;
+    st_plan_t *one = st_plan_new(m, &q);
+    cr_assert_not_null(one);
+    s_near(pl->decode1.total, one->decode1.total, 1e-12, "replicas do not change the step (primaries)");
+    st_plan_destroy(&one);
+    st_plan_destroy(&pl);
     free(m);
 }
 

@@ -46,9 +46,13 @@ static void s_usage(FILE *f) {
             "      --prompt N          prompt tokens for the time to first token (default 128)\n"
             "      --batch N           prompt tokens per step, as the coordinator's --batch (default 64)\n"
             "      --ctx N             context per user, for the coordinator's KV caches (default 1024)\n"
-            "      --head local|sharded  the output head on the coordinator (default), or cut in equal\n"
-            "                          vocabulary slices over the nodes, each charged to the node's --mem\n"
-            "                          and answering its slice's logits (one more round trip per step)\n"
+            "      --head auto|local|sharded  the output head, as st-coordinator --head: on the coordinator\n"
+            "                          (local), or cut in vocabulary slices over the nodes, each charged to\n"
+            "                          its node's --mem and answering its best candidates (one more round\n"
+            "                          trip per drawn token); auto (default): sharded when every node's --mem\n"
+            "                          is at least 4 times its slice, as the coordinator decides\n"
+            "      --replication R     copies of each expert and head slice where the nodes' --mem has room,\n"
+            "                          as st-coordinator --replication (default 1)\n"
             "      --wire exact|compact|compact16  what nodes return per layer, as st-coordinator --wire:\n"
             "                          one f32 row per (token, expert) (default), or one per (token, node),\n"
             "                          f32 or f16\n"
@@ -66,8 +70,9 @@ typedef struct {
     uint64_t mem;
     st_link_t link;
     bool have_link, json;
-    long users, prompt, batch, ctx;
-    bool head_sharded, overlap;
+    long users, prompt, batch, ctx, replication;
+    st_plan_head_t head;
+    bool overlap;
     st_plan_wire_t wire;
 } args_t;
 
@@ -84,7 +89,8 @@ enum {
     OPT_JSON,
     OPT_HEAD,
     OPT_WIRE,
-    OPT_OVERLAP
+    OPT_OVERLAP,
+    OPT_REPL
 };
 
 static int s_bad(const char *flag, const char *val) {
@@ -107,9 +113,10 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
                                          {"head", required_argument, 0, OPT_HEAD},
                                          {"wire", required_argument, 0, OPT_WIRE},
                                          {"overlap", required_argument, 0, OPT_OVERLAP},
+                                         {"replication", required_argument, 0, OPT_REPL},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    *a = (args_t){.users = 8, .prompt = 128, .batch = 64, .ctx = 1024};
+    *a = (args_t){.users = 8, .prompt = 128, .batch = 64, .ctx = 1024, .replication = 1, .head = ST_PLAN_HEAD_AUTO};
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
@@ -139,8 +146,17 @@ static int s_parse_args(int argc, char **argv, args_t *a) {
             break;
         case OPT_JSON: a->json = true; break;
         case OPT_HEAD:
-            if (strcmp(optarg, "local") && strcmp(optarg, "sharded")) return s_bad("--head", optarg);
-            a->head_sharded = !strcmp(optarg, "sharded");
+            if (!strcmp(optarg, "auto"))
+                a->head = ST_PLAN_HEAD_AUTO;
+            else if (!strcmp(optarg, "local"))
+                a->head = ST_PLAN_HEAD_LOCAL;
+            else if (!strcmp(optarg, "sharded"))
+                a->head = ST_PLAN_HEAD_SHARDED;
+            else
+                return s_bad("--head", optarg);
+            break;
+        case OPT_REPL: /* st-coordinator's bounds */
+            if (!st_parse_int(optarg, 1, 64, &a->replication)) return s_bad("--replication", optarg);
             break;
         case OPT_WIRE:
             if (!strcmp(optarg, "exact"))
@@ -380,9 +396,10 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
     printf("cluster: coordinator %s, %d node%s; link %.0f Mbit/s per port, %.2f ms each way, %.2f%% loss\n",
            p->coord->name, p->n_nodes, p->n_nodes == 1 ? "" : "s",
            8e-6 * (p->link.rate > 0 ? p->link.rate : p->coord->net_bps), 1e3 * p->link.delay, 100 * p->link.loss);
-    printf("options: head %s, results %s, micro-batches %s\n",
-           p->head_sharded ? "sharded over the nodes" : "on the coordinator", s_wire_name(p->wire),
-           p->overlap ? "overlapped" : "not overlapped");
+    printf("options: head %s%s, results %s, micro-batches %s, replication %d\n",
+           pl->head_sharded ? "sharded over the nodes" : "on the coordinator",
+           p->head == ST_PLAN_HEAD_AUTO ? " (auto)" : "", s_wire_name(p->wire),
+           p->overlap ? "overlapped" : "not overlapped", st_placement_replication(pl->placement));
     const char **names = calloc((size_t)p->n_nodes, sizeof *names);
     for (int i = 0; names && i < p->n_nodes; i++) names[i] = p->nodes[i].name;
     st_placement_print(pl->placement, stdout, names);
@@ -391,16 +408,18 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
     printf("  coordinator (%s): %.2f GiB of RAM (dense weights %.2f GiB, KV caches for %d users x %d tokens, "
            "logits); disk: the model file, %.2f GiB\n",
            p->coord->name, pl->coord_ram / GIB,
-           (m->dense_bytes - (p->head_sharded && m->dense_bytes > m->head_bytes ? m->head_bytes : 0)) / GIB, p->users,
+           (m->dense_bytes - (pl->head_sharded && m->dense_bytes > m->head_bytes ? m->head_bytes : 0)) / GIB, p->users,
            p->n_ctx, m->file_bytes / GIB);
     for (int i = 0; i < p->n_nodes; i++) {
         const st_plan_node_t *n = &pl->nodes[i];
         printf("  node %d (%s): --mem %.2f GiB: %d experts, %.2f GiB in RAM, %.2f GiB streamed from %s; RAM "
                "%.2f GiB with the process; disk %.2f GiB%s\n",
                i, p->nodes[i].name, p->nodes[i].mem / GIB, n->experts, n->ram / GIB, n->stream / GIB,
-               p->nodes[i].disk_kind, (n->ram + pl->head_slice + pl->node_extra) / GIB, n->bytes / GIB,
+               p->nodes[i].disk_kind, (n->ram + n->head_bytes + pl->node_extra) / GIB, (n->bytes + n->head_bytes) / GIB,
                n->over_budget ? " (over its budget)" : "");
-        if (pl->head_slice) printf("    and its head slice, %.2f GiB of its --mem\n", pl->head_slice / GIB);
+        if (n->head_slices)
+            printf("    and %d head slice%s, %.1f MiB of its --mem (and its disk)\n", n->head_slices,
+                   n->head_slices == 1 ? "" : "s", n->head_bytes / MIB);
     }
     for (int i = 0; i < pl->n_warnings; i++) printf("warning: %s\n", pl->warnings[i]);
     printf("predicted:\n");
@@ -461,15 +480,17 @@ static void s_print_json(const st_plan_model_t *m, const st_plan_params_t *p, co
         cJSON_AddNumberToObject(j, "expert_bytes", (double)n->bytes);
         cJSON_AddNumberToObject(j, "ram_bytes", (double)n->ram);
         cJSON_AddNumberToObject(j, "stream_bytes", (double)n->stream);
-        cJSON_AddNumberToObject(j, "disk_bytes", (double)n->bytes);
+        cJSON_AddNumberToObject(j, "head_slices", n->head_slices);
+        cJSON_AddNumberToObject(j, "head_bytes", (double)n->head_bytes);
+        cJSON_AddNumberToObject(j, "disk_bytes", (double)(n->bytes + n->head_bytes));
         cJSON_AddBoolToObject(j, "over_budget", n->over_budget);
         cJSON_AddItemToArray(ns, j);
     }
     cJSON_AddNumberToObject(o, "users", p->users);
-    cJSON_AddStringToObject(o, "head", p->head_sharded ? "sharded" : "local");
+    cJSON_AddStringToObject(o, "head", pl->head_sharded ? "sharded" : "local");
+    cJSON_AddNumberToObject(o, "replication", st_placement_replication(pl->placement));
     cJSON_AddStringToObject(o, "wire", s_wire_name(p->wire));
     cJSON_AddBoolToObject(o, "overlap", p->overlap);
-    cJSON_AddNumberToObject(o, "head_slice_bytes", (double)pl->head_slice);
     cJSON_AddNumberToObject(o, "prompt_tokens", p->prompt);
     cJSON_AddNumberToObject(o, "predicted_ttft_s", pl->ttft_s);
     cJSON_AddNumberToObject(o, "predicted_prefill_tps", pl->prefill_tps);
@@ -518,7 +539,8 @@ int main(int argc, char **argv) {
                           .prompt = (int)a.prompt,
                           .n_batch = (int)a.batch,
                           .n_ctx = (int)a.ctx,
-                          .head_sharded = a.head_sharded,
+                          .head = a.head,
+                          .replication = (int)a.replication,
                           .wire = a.wire,
                           .overlap = a.overlap};
     if (rc == 0 && !(pl = st_plan_new(pm, &p))) {
