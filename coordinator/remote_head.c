@@ -22,12 +22,23 @@ typedef struct {
     bool done;                                     /* this step: its logits or candidates are in */
     uint32_t tried;                                /* this step: owners asked (bit r) */
     bool asked;                                    /* this round: a request for it is out */
-    /* a draw's candidates from this slice (an owner's, or computed here) */
+    /* a draw round's candidates from this slice (an owner's, or computed here): n_cand per
+     * sequence of the request, sequence s's at cand + s * n_cand, with its maximum and sums */
     st_sampler_cand_t *cand;
-    uint32_t n_cand, cap;
-    float max;
-    double sum, sum_temp;
+    size_t cap;
+    uint32_t n_cand, seq_cap;
+    float *max;
+    double *sum, *sum_temp;
 } hslice_t;
+
+/* One deferred draw of a step (st_head_backend_t.sample). */
+typedef struct {
+    uint32_t k;      /* candidates per slice to ask for next */
+    bool pending;    /* still to draw from candidates */
+    bool whole;      /* left to the whole logits */
+    int pen0, n_pen; /* its penalty window: entries [pen0, pen0 + n_pen) of pen_id / pen_n */
+    float temp, rp, pp, fp;
+} draw_t;
 
 /* One node's slices: slot k holds slice slice[k]. */
 typedef struct {
@@ -56,10 +67,20 @@ struct st_remote_head {
     float *y;
     size_t y_stride;
     uint32_t s0; /* first hidden state of this request */
-    /* a deferred draw (stash, sample) */
-    float *xs;                /* n_embd: the stashed hidden state */
-    uint32_t *pen_id, *pen_n; /* the penalty window, distinct ids and counts */
+    /* deferred draws (stash, sample) */
+    float *xs;                /* n_xs x n_embd: the stashed hidden states */
+    int n_xs, xs_cap;         /* (xs_cap: rows of xs, xsend, draws, the request lists) */
+    float *xsend;             /* the hidden states of one request's sequences, in its order */
+    draw_t *draws;            /* one per draw of the current call */
+    int *rq_draw;             /* the draws of the current request, in its order */
+    uint32_t *pen_id, *pen_n; /* the draws' penalty windows, distinct ids and counts, end to end */
     int pen_cap;
+    /* the current request's lists (st_wire_head_compute_t) */
+    float *rq_temp, *rq_rp, *rq_pp, *rq_fp;
+    uint32_t *rq_pen_n, *rq_pen_id, *rq_pen_count;
+    int rq_pen_cap;
+    float *wbuf; /* whole logits rows, here: slices computed here, draws that need them */
+    int wbuf_rows;
     int32_t *tmp_id; /* candidates computed here */
     float *tmp_val;
     int tmp_cap;
@@ -85,7 +106,10 @@ st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int 
 }
 
 static void s_free_slices(st_remote_head_t *h) {
-    for (int k = 0; h->slices && k < h->n_slices; k++) free(h->slices[k].cand);
+    for (int k = 0; h->slices && k < h->n_slices; k++) {
+        hslice_t *sl = &h->slices[k];
+        free(sl->cand), free(sl->max), free(sl->sum), free(sl->sum_temp);
+    }
     free(h->slices);
     h->slices = NULL;
     h->n_slices = 0;
@@ -95,7 +119,9 @@ void st_remote_head_destroy(st_remote_head_t **hp) {
     if (!hp || !*hp) return;
     st_remote_head_t *h = *hp;
     s_free_slices(h);
-    free(h->xs), free(h->pen_id), free(h->pen_n), free(h->tmp_id), free(h->tmp_val);
+    free(h->xs), free(h->xsend), free(h->draws), free(h->rq_draw), free(h->pen_id), free(h->pen_n);
+    free(h->rq_temp), free(h->rq_rp), free(h->rq_pp), free(h->rq_fp), free(h->rq_pen_n);
+    free(h->rq_pen_id), free(h->rq_pen_count), free(h->wbuf), free(h->tmp_id), free(h->tmp_val);
     st_head_hashes_destroy(&h->hashes);
     free(h->nodes);
     free(h->rids);
@@ -106,7 +132,6 @@ void st_remote_head_destroy(st_remote_head_t **hp) {
 uint64_t st_remote_head_slice_bytes(const st_model_t *m, int n) {
     return n < 1 ? 0 : st_placement_head_slice_bytes((uint32_t)m->cfg.n_vocab, m->output.row_bytes, n);
 }
-
 
 static const uint8_t *s_rows(const st_remote_head_t *h, uint32_t lo) {
     return h->m->output.data + (size_t)lo * h->m->output.row_bytes;
@@ -500,23 +525,64 @@ static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_st
     return 0;
 }
 
-/* ---- a draw from the nodes' candidates (st_ctx_defer_head) ---- */
+/* ---- draws from the nodes' candidates (st_ctx_defer_head) ---- */
 
-static int s_stash(void *arg, const float *xn) {
-    st_remote_head_t *h = arg;
-    memcpy(h->xs, xn, (size_t)h->m->cfg.n_embd * sizeof(float));
-    return 0;
-}
-
-static bool s_cand_room(hslice_t *sl, uint32_t k) {
-    if (sl->cap >= k) return true;
-    st_sampler_cand_t *c = realloc(sl->cand, (size_t)k * sizeof *c);
-    if (!c) return false;
-    sl->cand = c, sl->cap = k;
+/* Grows *p to n elements of size sz (kept when it fails). */
+static bool s_grow(void *p, size_t n, size_t sz) {
+    void *q = realloc(*(void **)p, n * sz);
+    if (!q) return false;
+    *(void **)p = q;
     return true;
 }
 
-/* One owner's candidates for the slice asked (checked: ids in the slice, order, finite values, sums). */
+/* Room for n stashed hidden states and n draws of one call. */
+static bool s_draw_room(st_remote_head_t *h, int n) {
+    if (n <= h->xs_cap) return true;
+    const size_t E = (size_t)h->m->cfg.n_embd, N = (size_t)n;
+    if (!s_grow(&h->xs, N * E, sizeof(float)) || !s_grow(&h->xsend, N * E, sizeof(float)) ||
+        !s_grow(&h->draws, N, sizeof(draw_t)) || !s_grow(&h->rq_draw, N, sizeof(int)) ||
+        !s_grow(&h->rq_temp, N, sizeof(float)) || !s_grow(&h->rq_rp, N, sizeof(float)) ||
+        !s_grow(&h->rq_pp, N, sizeof(float)) || !s_grow(&h->rq_fp, N, sizeof(float)) ||
+        !s_grow(&h->rq_pen_n, N, sizeof(uint32_t)))
+        return false;
+    h->xs_cap = n;
+    return true;
+}
+
+/* Rows of n_vocab floats for whole logits here (h->wbuf). */
+static bool s_wbuf_room(st_remote_head_t *h, int rows) {
+    if (rows <= h->wbuf_rows) return true;
+    if (!s_grow(&h->wbuf, (size_t)rows * (size_t)h->m->cfg.n_vocab, sizeof(float))) return false;
+    h->wbuf_rows = rows;
+    return true;
+}
+
+static int s_stash(void *arg, const float *xn, int n) {
+    st_remote_head_t *h = arg;
+    if (n < 1 || !s_draw_room(h, n)) return st_fail(ST_ENOMEM, "no memory to stash %d hidden states", n);
+    memcpy(h->xs, xn, (size_t)n * (size_t)h->m->cfg.n_embd * sizeof(float));
+    h->n_xs = n;
+    return 0;
+}
+
+/* Room in slice sl for n_seq sequences of k candidates. */
+static bool s_cand_room(hslice_t *sl, uint32_t n_seq, uint32_t k) {
+    const size_t want = (size_t)n_seq * k;
+    if (sl->cap < want) {
+        if (!s_grow(&sl->cand, want, sizeof *sl->cand)) return false;
+        sl->cap = want;
+    }
+    if (sl->seq_cap < n_seq) {
+        if (!s_grow(&sl->max, n_seq, sizeof *sl->max) || !s_grow(&sl->sum, n_seq, sizeof *sl->sum) ||
+            !s_grow(&sl->sum_temp, n_seq, sizeof *sl->sum_temp))
+            return false;
+        sl->seq_cap = n_seq;
+    }
+    return true;
+}
+
+/* One owner's candidates for the slice asked, every sequence's (checked: ids in the slice,
+ * order, finite values, sums). */
 static int s_on_cands(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
     const int k = s_asked_slice(h, i);
@@ -524,125 +590,209 @@ static int s_on_cands(void *arg, int i, st_wire_rx_t *rx) {
     const uint8_t *frame;
     if (k < 0 || !s_reply_ok(h, i, k, rx, "candidates", &frame, &len)) return 0;
     hslice_t *sl = &h->slices[k];
-    if (!s_cand_room(sl, rx->msg.head_result.n_cand)) {
-        st_log(ST_LOG_WARN, "node %d (%s): no memory for its %u head candidates", i, st_cluster_url(h->cl, i),
-               (unsigned)rx->msg.head_result.n_cand);
+    const st_wire_head_result_t *r = &rx->msg.head_result;
+    if (!s_cand_room(sl, r->n_seq, r->n_cand)) {
+        st_log(ST_LOG_WARN, "node %d (%s): no memory for its %u x %u head candidates", i, st_cluster_url(h->cl, i),
+               (unsigned)r->n_seq, (unsigned)r->n_cand);
         return 0;
     }
-    const st_wire_head_result_t *r = &rx->msg.head_result;
-    for (uint32_t c = 0; c < r->n_cand; c++) {
+    for (size_t c = 0; c < (size_t)r->n_seq * r->n_cand; c++) {
         memcpy(&sl->cand[c].id, frame + 8u * c, 4);
         memcpy(&sl->cand[c].logit, frame + 8u * c + 4, 4);
     }
     sl->n_cand = r->n_cand;
-    sl->max = r->max[0], sl->sum = r->sum[0], sl->sum_temp = r->sum_temp[0];
+    memcpy(sl->max, r->max, r->n_seq * sizeof *sl->max);
+    memcpy(sl->sum, r->sum, r->n_seq * sizeof *sl->sum);
+    memcpy(sl->sum_temp, r->sum_temp, r->n_seq * sizeof *sl->sum_temp);
     s_answered(h, i, k);
     return 0;
 }
 
-/* Slice k computed here: its logits into scratch, then what an owner would send. */
-static int s_cands_here(st_remote_head_t *h, int k, const st_sampler_part_pen_t *pen, float temp, uint32_t n,
-                        float *scratch) {
+/* Draw d's penalties as a slice applies them. */
+static st_sampler_part_pen_t s_pen(const st_remote_head_t *h, const draw_t *d) {
+    return (st_sampler_part_pen_t){h->pen_id + d->pen0, h->pen_n + d->pen0, d->n_pen, d->rp, d->pp, d->fp};
+}
+
+/* Slice k for the current request computed here (its logits into h->wbuf, then
+ * what an owner would send for each sequence). */
+static int s_cands_here(st_remote_head_t *h, int k, uint32_t n) {
     hslice_t *sl = &h->slices[k];
-    const uint32_t rows = sl->a.hi - sl->a.lo;
+    const uint32_t rows = sl->a.hi - sl->a.lo, S = h->req.n_seq;
+    const size_t V = (size_t)h->m->cfg.n_vocab;
     if (n > rows) n = rows;
     if ((int)n > h->tmp_cap) {
-        int32_t *ti = realloc(h->tmp_id, (size_t)n * sizeof *ti);
-        if (ti) h->tmp_id = ti;
-        float *tv = ti ? realloc(h->tmp_val, (size_t)n * sizeof *tv) : NULL;
-        if (tv) h->tmp_val = tv;
-        if (!ti || !tv) return ST_ENOMEM;
+        if (!s_grow(&h->tmp_id, n, sizeof *h->tmp_id) || !s_grow(&h->tmp_val, n, sizeof *h->tmp_val)) return ST_ENOMEM;
         h->tmp_cap = (int)n;
     }
-    if (!s_cand_room(sl, n)) return ST_ENOMEM;
-    st_ctx_head_rows(h->ctx, h->xs, 1, (int)sl->a.lo, (int)sl->a.hi, scratch, (size_t)h->m->cfg.n_vocab);
-    const int got = st_sampler_part_eval(scratch + sl->a.lo, (int)rows, (int32_t)sl->a.lo, pen, temp, (int)n, h->tmp_id,
-                                         h->tmp_val, &sl->max, &sl->sum, &sl->sum_temp);
-    if (got < 1) return got < 0 ? got : ST_EIO;
-    for (int j = 0; j < got; j++) sl->cand[j] = (st_sampler_cand_t){h->tmp_id[j], h->tmp_val[j]};
-    sl->n_cand = (uint32_t)got;
-    h->tot.fallback_rows += rows;
+    if (!s_cand_room(sl, S, n) || !s_wbuf_room(h, (int)S)) return ST_ENOMEM;
+    st_ctx_head_rows(h->ctx, h->xsend, (int)S, (int)sl->a.lo, (int)sl->a.hi, h->wbuf, V);
+    for (uint32_t s = 0; s < S; s++) {
+        const draw_t *d = &h->draws[h->rq_draw[s]];
+        const st_sampler_part_pen_t pen = s_pen(h, d);
+        const int got =
+            st_sampler_part_eval(h->wbuf + s * V + sl->a.lo, (int)rows, (int32_t)sl->a.lo, d->n_pen ? &pen : NULL,
+                                 d->temp, (int)n, h->tmp_id, h->tmp_val, &sl->max[s], &sl->sum[s], &sl->sum_temp[s]);
+        if (got != (int)n) return got < 0 ? got : ST_EIO;
+        for (uint32_t j = 0; j < n; j++) sl->cand[s * n + j] = (st_sampler_cand_t){h->tmp_id[j], h->tmp_val[j]};
+    }
+    sl->n_cand = n;
+    h->tot.fallback_rows += (uint64_t)S * rows;
     h->tot.fallback_weight_bytes += (uint64_t)rows * h->m->output.row_bytes;
     return 0;
 }
 
-/* The whole logits (a constraint, a decision that needs every candidate): gathered, then the sampler. */
-static int32_t s_sample_whole(st_remote_head_t *h, st_sampler_t *smp, float *logits) {
-    const int rc = s_logits(h, h->xs, 1, logits, (size_t)h->m->cfg.n_vocab);
-    h->tot.rows--; /* counted once, by the draw */
-    h->tot.whole++;
+/* The draws left to the whole logits: gathered in one go, then each sampler. */
+static int s_draw_whole(st_remote_head_t *h, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok) {
+    const size_t E = (size_t)h->m->cfg.n_embd, V = (size_t)h->m->cfg.n_vocab;
+    int w = 0;
+    for (int j = 0; j < n; j++)
+        if (h->draws[j].whole) memcpy(h->xsend + (size_t)w++ * E, h->xs + (size_t)idx[j] * E, E * sizeof(float));
+    if (w == 0) return 0;
+    if (!s_wbuf_room(h, w)) return st_fail(ST_ENOMEM, "no memory for %d rows of logits", w);
+    const int rc = s_logits(h, h->xsend, w, h->wbuf, V);
+    h->tot.rows -= (uint64_t)w; /* counted once, by the draw */
+    h->tot.whole += (uint64_t)w;
     if (rc < 0) return rc == -1 ? ST_EIO : rc;
-    return st_sampler_sample(smp, logits);
+    w = 0;
+    for (int j = 0; j < n; j++)
+        if (h->draws[j].whole) tok[j] = st_sampler_sample(smp[j], h->wbuf + (size_t)w++ * V);
+    return 0;
 }
 
-static int32_t s_sample(void *arg, st_sampler_t *smp, float *logits) {
-    st_remote_head_t *h = arg;
-    if (s_follow_cluster(h) < 0) return ST_ENOMEM;
-    const st_sampler_params_t *sp = st_sampler_params(smp);
-    h->tot.rows++;
-    if (h->n_slices < 1 || h->n_slices > ST_SAMPLER_MAX_PARTS) return s_sample_whole(h, smp, logits);
-    /* the penalty window: the nodes apply it to their slices */
-    if (h->pen_cap < sp->repeat_last_n + 1) {
-        const int cap = sp->repeat_last_n + 1;
-        uint32_t *a = realloc(h->pen_id, (size_t)cap * sizeof *a);
-        if (a) h->pen_id = a;
-        uint32_t *b = a ? realloc(h->pen_n, (size_t)cap * sizeof *b) : NULL;
-        if (b) h->pen_n = b;
-        if (!a || !b) return ST_ENOMEM;
-        h->pen_cap = cap;
+/* Each draw's parameters, penalty window and first candidate count. */
+static int s_draws_init(st_remote_head_t *h, st_sampler_t *const *smp, int n) {
+    int total = 0;
+    for (int j = 0; j < n; j++) total += st_sampler_params(smp[j])->repeat_last_n + 1;
+    if (h->pen_cap < total) {
+        if (!s_grow(&h->pen_id, (size_t)total, sizeof *h->pen_id) ||
+            !s_grow(&h->pen_n, (size_t)total, sizeof *h->pen_n))
+            return ST_ENOMEM;
+        h->pen_cap = total;
     }
-    const int n_pen = st_sampler_penalties(smp, h->pen_id, h->pen_n, h->pen_cap);
-    const st_sampler_part_pen_t pen = {
-        h->pen_id, h->pen_n, n_pen, sp->repeat_penalty, sp->presence_penalty, sp->frequency_penalty};
-    float temp = sp->temp, rp = sp->repeat_penalty, pp = sp->presence_penalty, fp = sp->frequency_penalty;
-    uint32_t pen_n = (uint32_t)n_pen;
-    uint32_t n = sp->temp <= 0.0f ? 1 : sp->top_k > 0 ? (uint32_t)sp->top_k : 64;
-    const int E = h->m->cfg.n_embd;
-    for (;;) {
-        if (n > ST_WIRE_MAX_HEAD_CAND) return s_sample_whole(h, smp, logits);
-        h->req = (st_wire_head_compute_t){.n_seq = 1,
-                                          .n_cand = n,
-                                          .temp = &temp,
-                                          .repeat_penalty = &rp,
-                                          .presence_penalty = &pp,
-                                          .frequency_penalty = &fp,
-                                          .pen_n = &pen_n,
-                                          .n_pen = pen_n,
-                                          .pen_id = h->pen_id,
-                                          .pen_count = h->pen_n};
-        for (int k = 0; k < h->n_slices; k++) h->slices[k].done = false, h->slices[k].n_cand = 0;
-        int rc = s_ask_owners(h, h->xs, (size_t)E * sizeof(float), s_on_cands);
-        if (rc < 0) return rc == -1 ? ST_EIO : rc;
+    if (h->rq_pen_cap < total) {
+        if (!s_grow(&h->rq_pen_id, (size_t)total, sizeof *h->rq_pen_id) ||
+            !s_grow(&h->rq_pen_count, (size_t)total, sizeof *h->rq_pen_count))
+            return ST_ENOMEM;
+        h->rq_pen_cap = total;
+    }
+    int pen0 = 0;
+    for (int j = 0; j < n; j++) {
+        const st_sampler_params_t *sp = st_sampler_params(smp[j]);
+        draw_t *d = &h->draws[j];
+        *d = (draw_t){.k = sp->temp <= 0.0f ? 1
+                           : sp->top_k > 0  ? (uint32_t)sp->top_k
+                                            : 64,
+                      .pen0 = pen0,
+                      .temp = sp->temp,
+                      .rp = sp->repeat_penalty,
+                      .pp = sp->presence_penalty,
+                      .fp = sp->frequency_penalty};
+        d->n_pen = st_sampler_penalties(smp[j], h->pen_id + pen0, h->pen_n + pen0, sp->repeat_last_n + 1);
+        pen0 += d->n_pen;
+    }
+    return 0;
+}
+
+/* One round: a HEAD_COMPUTE for the pending draws (as many as one request
+ * holds) to an owner of each slice (s_ask_owners: replicas after a failed
+ * primary), each slice no owner delivered computed here, then each of those
+ * draws from the merged candidates: drawn, asking for more next round, or
+ * left to the whole logits. */
+static int s_draw_round(st_remote_head_t *h, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok) {
+    const size_t E = (size_t)h->m->cfg.n_embd;
+    uint32_t k = 1;
+    for (int j = 0; j < n; j++)
+        if (h->draws[j].pending) k = h->draws[j].k > k ? h->draws[j].k : k;
+    /* sequences per request: the hidden states and the candidates must each fit a frame */
+    uint32_t per = ST_WIRE_MAX_FRAME / (uint32_t)(E * sizeof(float));
+    per = per < ST_WIRE_MAX_FRAME / (k * 8u) ? per : ST_WIRE_MAX_FRAME / (k * 8u);
+    per = per < 1 ? 1 : per > ST_WIRE_MAX_HEAD_SEQ ? ST_WIRE_MAX_HEAD_SEQ : per;
+    uint32_t S = 0, n_pen = 0;
+    for (int j = 0; j < n && S < per; j++) {
+        const draw_t *d = &h->draws[j];
+        if (!d->pending) continue;
+        memcpy(h->xsend + (size_t)S * E, h->xs + (size_t)idx[j] * E, E * sizeof(float));
+        h->rq_temp[S] = d->temp, h->rq_rp[S] = d->rp, h->rq_pp[S] = d->pp, h->rq_fp[S] = d->fp;
+        h->rq_pen_n[S] = (uint32_t)d->n_pen;
+        memcpy(h->rq_pen_id + n_pen, h->pen_id + d->pen0, (size_t)d->n_pen * sizeof(uint32_t));
+        memcpy(h->rq_pen_count + n_pen, h->pen_n + d->pen0, (size_t)d->n_pen * sizeof(uint32_t));
+        n_pen += (uint32_t)d->n_pen;
+        h->rq_draw[S++] = j;
+    }
+    h->req = (st_wire_head_compute_t){.n_seq = S,
+                                      .n_cand = k,
+                                      .temp = h->rq_temp,
+                                      .repeat_penalty = h->rq_rp,
+                                      .presence_penalty = h->rq_pp,
+                                      .frequency_penalty = h->rq_fp,
+                                      .pen_n = h->rq_pen_n,
+                                      .n_pen = n_pen,
+                                      .pen_id = h->rq_pen_id,
+                                      .pen_count = h->rq_pen_count};
+    for (int s = 0; s < h->n_slices; s++) h->slices[s].done = false, h->slices[s].n_cand = 0;
+    int rc = s_ask_owners(h, h->xsend, (size_t)S * E * sizeof(float), s_on_cands);
+    if (rc < 0) return rc == -1 ? ST_EIO : rc;
+    for (int s = 0; s < h->n_slices; s++)
+        if (!h->slices[s].done && (rc = s_cands_here(h, s, k)) < 0) return rc == -1 ? ST_EIO : rc;
+    for (uint32_t s = 0; s < S; s++) {
+        const int j = h->rq_draw[s];
+        draw_t *d = &h->draws[j];
         st_sampler_part_t parts[ST_SAMPLER_MAX_PARTS];
-        for (int k = 0; k < h->n_slices; k++) {
-            hslice_t *sl = &h->slices[k];
-            if (!sl->done) {
-                int frc = s_cands_here(h, k, n_pen ? &pen : NULL, temp, n, logits);
-                if (frc < 0) return frc == -1 ? ST_EIO : frc;
-            }
-            parts[k] = (st_sampler_part_t){.cand = sl->cand,
+        for (int p = 0; p < h->n_slices; p++) {
+            const hslice_t *sl = &h->slices[p];
+            parts[p] = (st_sampler_part_t){.cand = sl->cand + (size_t)s * sl->n_cand,
                                            .n_cand = (int)sl->n_cand,
                                            .complete = sl->n_cand == sl->a.hi - sl->a.lo,
-                                           .max = sl->max,
-                                           .sum = sl->sum,
-                                           .sum_temp = sl->sum_temp};
+                                           .max = sl->max[s],
+                                           .sum = sl->sum[s],
+                                           .sum_temp = sl->sum_temp[s]};
         }
         int need = 0;
-        const int32_t tok = st_sampler_sample_parts(smp, parts, h->n_slices, &need);
-        if (tok >= 0) return tok;
+        const int32_t t = st_sampler_sample_parts(smp[j], parts, h->n_slices, &need);
+        if (t >= 0) {
+            tok[j] = t;
+            d->pending = false;
+            continue;
+        }
         /* past an eighth of the vocabulary the whole logits cost about as much, in one more round */
-        if (tok != ST_ERANGE || need == INT_MAX ||
-            (uint64_t)need * (uint64_t)h->n_slices > (uint64_t)h->m->cfg.n_vocab / 8)
-            return s_sample_whole(h, smp, logits);
+        if (t != ST_ERANGE || need == INT_MAX ||
+            (uint64_t)need * (uint64_t)h->n_slices > (uint64_t)h->m->cfg.n_vocab / 8 ||
+            (uint32_t)need > ST_WIRE_MAX_HEAD_CAND) {
+            d->pending = false;
+            d->whole = true;
+            continue;
+        }
         h->tot.asked_again++;
-        n = (uint32_t)need;
+        d->k = (uint32_t)need;
     }
+    return 0;
+}
+
+static int s_sample(void *arg, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok) {
+    st_remote_head_t *h = arg;
+    if (s_follow_cluster(h) < 0 || !s_draw_room(h, n)) return ST_ENOMEM;
+    for (int j = 0; j < n; j++)
+        if (idx[j] < 0 || idx[j] >= h->n_xs) return st_fail(ST_EINVAL, "no stashed hidden state %d", idx[j]);
+    h->tot.rows += (uint64_t)n;
+    int rc = s_draws_init(h, smp, n);
+    if (rc < 0) return rc;
+    bool pending = false;
+    for (int j = 0; j < n; j++) { /* no slices, or more candidates than a request holds: the whole logits */
+        draw_t *d = &h->draws[j];
+        d->pending = h->n_slices >= 1 && h->n_slices <= ST_SAMPLER_MAX_PARTS && d->k <= ST_WIRE_MAX_HEAD_CAND;
+        d->whole = !d->pending;
+        pending |= d->pending;
+    }
+    while (pending) {
+        if ((rc = s_draw_round(h, smp, idx, n, tok)) < 0) return rc;
+        pending = false;
+        for (int j = 0; j < n; j++) pending |= h->draws[j].pending;
+    }
+    return s_draw_whole(h, smp, idx, n, tok);
 }
 
 st_head_backend_t st_remote_head_backend(st_remote_head_t *h, st_ctx_t *ctx) {
     h->ctx = ctx;
-    if (!h->xs) h->xs = malloc((size_t)h->m->cfg.n_embd * sizeof(float));
-    if (!h->xs) return (st_head_backend_t){.arg = h, .logits = s_logits}; /* whole logits only */
     return (st_head_backend_t){.arg = h, .logits = s_logits, .stash = s_stash, .sample = s_sample};
 }
 

@@ -15,12 +15,14 @@
  * deadline goes to a live replica (one more round, the same checks); only
  * when no owner delivers it is it computed here from the model's own head
  * (left mapped: only the pages of that slice are read), so the logits are
- * the single process's bits whoever computed them. When nothing needs whole
- * logits (st_ctx_defer_head: no --logits-out, no grammar), a draw sends the
- * hidden state and the sampler's penalty window instead and gets each
- * slice's best candidates with its maximum and sums, merged by
- * st_sampler_sample_parts (st-run's token; more candidates or the whole
- * logits are asked for when those sent do not decide it). A node that lost
+ * the single process's bits whoever computed them. Sequences that need no
+ * whole logits (st_ctx_defer_head: no --logits-out, no grammar) draw instead:
+ * the step's draws send their hidden states, each with its sampler's
+ * parameters and penalty window, in one HEAD_COMPUTE per slice, and get the
+ * slice's best candidates per sequence with its maximum and sums, merged by
+ * st_sampler_sample_parts (st-run's token; the draws those sent do not
+ * decide ask again for more candidates, together, or for the whole logits,
+ * together). A node that lost
  * a slice (it restarted) gets its HEAD_ASSIGN again between steps and serves
  * it again once it has it.
  */

@@ -97,6 +97,8 @@ st_ctx_t *st_ctx_new(const st_model_t *m, const st_ctx_params_t *params) {
     c->tok_kv = s_alloc(B, sizeof(st_kv_t *), &ok);
     c->tok_pos = s_alloc(B, sizeof(int), &ok);
     c->out_rows = s_alloc(B, sizeof(int32_t), &ok);
+    c->head_defer = s_alloc(B, sizeof(bool), &ok);
+    c->head_stash = s_alloc(B, sizeof(int), &ok);
     c->pair_tokidx = s_alloc(B * K, sizeof(int32_t), &ok);
     c->yout = s_alloc(B * K * cfg->n_embd, sizeof(float), &ok);
     if (m->layers) { /* a loaded model: pointers to every expert matrix, by layer */
@@ -144,6 +146,8 @@ void st_ctx_destroy(st_ctx_t **cp) {
     free(c->tok_kv);
     free(c->tok_pos);
     free(c->out_rows);
+    free(c->head_defer);
+    free(c->head_stash);
     free(c->pair_tokidx);
     free(c->exp_ptrs);
     free(c);
@@ -169,15 +173,20 @@ void st_ctx_set_head(st_ctx_t *c, const st_head_backend_t *b) {
     c->head_deferred = false;
 }
 
-void st_ctx_defer_head(st_ctx_t *c, bool on) {
-    c->head_defer = on;
+void st_ctx_defer_head(st_ctx_t *c, const bool *rows, int n) {
+    n = !rows || n < 0 ? 0 : n > c->p.n_batch ? c->p.n_batch : n;
+    if (n) memcpy(c->head_defer, rows, (size_t)n * sizeof *rows);
+    c->n_head_defer = n;
     c->head_deferred = false;
 }
 
-int32_t st_ctx_sample(st_ctx_t *c, st_sampler_t *smp, float *logits) {
-    if (!c->head_deferred) return st_sampler_sample(smp, logits);
-    c->head_deferred = false;
-    return c->head.sample(c->head.arg, smp, logits);
+int st_ctx_head_stashed(const st_ctx_t *c, int row) {
+    return c->head_deferred && row >= 0 && row < c->p.n_batch ? c->head_stash[row] : -1;
+}
+
+int st_ctx_sample_stashed(st_ctx_t *c, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok) {
+    if (!c->head_deferred) return st_fail(ST_EINVAL, "the last step stashed no hidden state");
+    return c->head.sample(c->head.arg, smp, idx, n, tok);
 }
 
 void st_ctx_park(st_ctx_t *c) { st_pool_park(c->pool); }
@@ -486,6 +495,46 @@ static int s_layers_overlapped(st_ctx_t *c, int n_tok, bool decode) {
     return rc;
 }
 
+/* The output head for the n_out normed hidden states in c->xn: rows that
+ * st_ctx_defer_head marked go to the backend's stash() (when it can draw),
+ * the others' logits to their rows of logits. */
+static int s_head(st_ctx_t *c, int n_out, float *logits) {
+    const st_model_t *m = c->m;
+    const size_t E = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.n_vocab;
+    int n_def = 0, n_whole = 0;
+    const bool can = c->head.stash && c->head.sample;
+    for (int t = 0; t < c->p.n_batch; t++)
+        c->head_stash[t] = can && t < n_out && t < c->n_head_defer && c->head_defer[t] ? n_def++ : -1;
+    c->head_deferred = false;
+    if (n_def > 0) { /* stashed rows out (moe_out is free after the layers), the others packed in xn */
+        for (int t = 0; t < n_out; t++)
+            if (c->head_stash[t] >= 0)
+                memcpy(c->moe_out + (size_t)c->head_stash[t] * E, c->xn + (size_t)t * E, E * sizeof(float));
+            else if (n_whole++ != t)
+                memmove(c->xn + (size_t)(n_whole - 1) * E, c->xn + (size_t)t * E, E * sizeof(float));
+        int rc = c->head.stash(c->head.arg, c->moe_out, n_def);
+        if (rc < 0) return rc;
+        c->head_deferred = true;
+    } else {
+        n_whole = n_out;
+    }
+    if (n_whole > 0) {
+        if (c->head.logits) {
+            int rc = c->head.logits(c->head.arg, c->xn, n_whole, logits, V);
+            if (rc < 0) return rc;
+        } else {
+            st_linear(c, &m->output, 0, c->xn, n_whole, logits, V);
+        }
+    }
+    /* packed logits rows to their places, the last first (a row only moves down) */
+    for (int t = n_out - 1, w = n_whole - 1; n_def > 0 && t >= 0 && w >= 0; t--) {
+        if (c->head_stash[t] >= 0) continue;
+        if (w != t) memmove(logits + (size_t)t * V, logits + (size_t)w * V, V * sizeof(float));
+        w--;
+    }
+    return 0;
+}
+
 /* One chunk of at most n_batch tokens; token t goes to cache c->tok_kv[t] at
  * position c->tok_pos[t] (one sequence's prompt, one token of several, or a
  * mix). logits: NULL, or one row per token listed in c->out_rows[0..n_out). */
@@ -532,17 +581,8 @@ static int s_decode_chunk(st_ctx_t *c, const int32_t *tokens, int n_tok, float *
         for (int t = 0; t < n_out; t++)
             s_rmsnorm(c->x + (size_t)c->out_rows[t] * E, (const float *)m->output_norm.data, E, cfg->rms_eps,
                       c->xn + (size_t)t * E);
-        c->head_deferred = false;
-        if (c->head_defer && n_out == 1 && c->head.stash && c->head.sample) {
-            int rc = c->head.stash(c->head.arg, c->xn);
-            if (rc < 0) return rc;
-            c->head_deferred = true;
-        } else if (c->head.logits) {
-            int rc = c->head.logits(c->head.arg, c->xn, n_out, logits, (size_t)cfg->n_vocab);
-            if (rc < 0) return rc;
-        } else {
-            st_linear(c, &m->output, 0, c->xn, n_out, logits, (size_t)cfg->n_vocab);
-        }
+        int rc = s_head(c, n_out, logits);
+        if (rc < 0) return rc;
     }
     for (int t = 0; t < n_tok; t++) c->tok_kv[t]->pos = c->tok_pos[t] + 1;
     c->stats.tokens += (uint64_t)n_tok;

@@ -68,13 +68,15 @@ typedef struct {
 typedef struct {
     void *arg;
     int (*logits)(void *arg, const float *xn, int n_out, float *y, size_t y_stride);
-    /* Optional (both or neither): with st_ctx_defer_head on, a step that
-     * wants one row of logits hands its hidden state to stash() instead, and
-     * st_ctx_sample then calls sample(), which draws st_sampler_sample's token
-     * for it without whole logits (logits: n_vocab floats of room for when
-     * it needs them). */
-    int (*stash)(void *arg, const float *xn);
-    int32_t (*sample)(void *arg, st_sampler_t *smp, float *logits);
+    /* Optional (both or neither): the output rows st_ctx_defer_head marks
+     * hand their hidden states to stash() instead (n of them, n x n_embd, in
+     * row order), and st_ctx_sample_stashed then calls sample(), which draws
+     * for stashed state idx[i] the token st_sampler_sample(smp[i], its whole
+     * logits) would draw into tok[i], for all n at once and without whole
+     * logits where it can. 0 or a negative ST_E* code (then no token is
+     * drawn). */
+    int (*stash)(void *arg, const float *xn, int n);
+    int (*sample)(void *arg, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok);
 } st_head_backend_t;
 
 typedef struct {
@@ -93,13 +95,18 @@ const st_model_t *st_ctx_model(const st_ctx_t *c);
 void st_ctx_set_moe(st_ctx_t *c, const st_moe_backend_t *b);
 /* Replaces the local output head (NULL restores it). */
 void st_ctx_set_head(st_ctx_t *c, const st_head_backend_t *b);
-/* Whether steps that want one row of logits defer the head to
- * st_ctx_sample (only with a head backend that can; off by default). */
-void st_ctx_defer_head(st_ctx_t *c, bool on);
-/* The next token from the last step's logits: st_sampler_sample(smp,
- * logits), or the head backend's draw when that step was deferred (logits
- * then serves as its scratch). */
-int32_t st_ctx_sample(st_ctx_t *c, st_sampler_t *smp, float *logits);
+/* Output rows of the next steps that need no whole logits, only a draw:
+ * row i when rows[i] (n flags, copied; NULL or 0: none, the default). With a
+ * head backend that can draw (stash, sample) their logits are not computed:
+ * see st_ctx_head_stashed. */
+void st_ctx_defer_head(st_ctx_t *c, const bool *rows, int n);
+/* Output row row of the last step: its index among the stashed hidden
+ * states, or -1 when its logits were computed. */
+int st_ctx_head_stashed(const st_ctx_t *c, int row);
+/* The head backend's draws for n stashed hidden states of the last step
+ * (st_head_backend_t.sample: tok[i] for idx[i] with smp[i]). 0 or a
+ * negative ST_E* code. */
+int st_ctx_sample_stashed(st_ctx_t *c, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok);
 /* Rows [r0, r1) of the output head for n hidden states xn (after the output
  * norm) into y (row t at y + t * y_stride, columns r0..r1-1 written): the
  * bits of the whole head's rows. r0 and r1 are multiples of 16 (or r1 =

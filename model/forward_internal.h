@@ -31,8 +31,10 @@ struct st_ctx {
     st_pool_t *pool;
     st_moe_backend_t moe;   /* compute == NULL: local */
     st_head_backend_t head; /* logits == NULL: local */
-    bool head_defer;        /* st_ctx_defer_head */
-    bool head_deferred;     /* the last step stashed its row: st_ctx_sample asks the backend */
+    bool *head_defer;       /* n_batch: output rows st_ctx_defer_head marks */
+    int n_head_defer;       /* how many of them it set (0: none) */
+    int *head_stash;        /* n_batch: per output row of the last step, its stashed index or -1 */
+    bool head_deferred;     /* the last step stashed rows: st_ctx_sample_stashed asks the backend */
     st_forward_stats_t stats;
     int *part_bounds; /* the current job's parts (ST_MAX_PARTS + 1) */
 

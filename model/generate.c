@@ -23,6 +23,14 @@ struct st_gen {
     st_gen_seq_t **row_seq;
     int *row_pos;
     float *logits; /* n_rows x n_vocab */
+    /* the draws of a step: per wanted row, whether it may leave its logits to the head backend;
+     * the rows that draw, their tokens; those drawn by the backend (sampler, stash index, draw) */
+    bool *defer;
+    int *draw_row, n_draw;
+    int32_t *tok;
+    st_sampler_t **bk_smp;
+    int *bk_idx, *bk_draw;
+    int32_t *bk_tok;
 };
 
 st_gen_t *st_gen_new(st_ctx_t *c, int n_rows) {
@@ -41,7 +49,16 @@ st_gen_t *st_gen_new(st_ctx_t *c, int n_rows) {
     g->row_seq = calloc((size_t)g->n_rows, sizeof *g->row_seq);
     g->row_pos = calloc((size_t)g->n_rows, sizeof *g->row_pos);
     g->logits = malloc((size_t)g->n_rows * g->m->cfg.n_vocab * sizeof(float));
-    if (!g->kvs || !g->toks || !g->want || !g->row_seq || !g->row_pos || !g->logits) {
+    const size_t R = (size_t)g->n_rows;
+    g->defer = calloc(R, sizeof *g->defer);
+    g->draw_row = calloc(R, sizeof *g->draw_row);
+    g->tok = calloc(R, sizeof *g->tok);
+    g->bk_smp = calloc(R, sizeof *g->bk_smp);
+    g->bk_idx = calloc(R, sizeof *g->bk_idx);
+    g->bk_draw = calloc(R, sizeof *g->bk_draw);
+    g->bk_tok = calloc(R, sizeof *g->bk_tok);
+    if (!g->kvs || !g->toks || !g->want || !g->row_seq || !g->row_pos || !g->logits || !g->defer || !g->draw_row ||
+        !g->tok || !g->bk_smp || !g->bk_idx || !g->bk_draw || !g->bk_tok) {
         st_fail(ST_ENOMEM, "no memory for %d rows of logits", g->n_rows);
         st_gen_destroy(&g);
     }
@@ -57,6 +74,8 @@ void st_gen_destroy(st_gen_t **gp) {
     free(g->row_seq);
     free(g->row_pos);
     free(g->logits);
+    free(g->defer), free(g->draw_row), free(g->tok);
+    free(g->bk_smp), free(g->bk_idx), free(g->bk_draw), free(g->bk_tok);
     free(g);
     *gp = NULL;
 }
@@ -94,19 +113,46 @@ static void s_plan(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs) {
     }
 }
 
-/* The sequence's next token from its logits row (which the sampler may
- * change): the one place a token is drawn, then checked for the end. */
-static void s_next(st_gen_t *g, st_gen_seq_t *q, float *logits, const st_gen_hooks_t *h) {
-    const st_tokenizer_t *tk = g->m->tok;
-    if (q->n_generated == 0) { /* the prompt is in the cache */
-        for (int i = 0; i < q->n_prompt; i++) st_sampler_accept(q->smp, q->prompt[i]);
-        if (q->n_predict < 1) {
-            q->end = ST_GEN_LENGTH;
-            return;
+/* Whether wanted row r draws a token (a generated token's, or a prompt's last). */
+static bool s_draws(const st_gen_t *g, int r) {
+    return g->row_pos[r] < 0 || g->row_pos[r] == g->row_seq[r]->n_prompt - 1;
+}
+
+/* Whether row r needs no whole logits: a draw without a constraint, by a
+ * sequence that wants no prompt logits (the head backend may draw it from
+ * its nodes' candidates). */
+static bool s_draw_only(const st_gen_t *g, int r) {
+    const st_gen_seq_t *q = g->row_seq[r];
+    return s_draws(g, r) && !q->prompt_logits && !st_sampler_constrained(q->smp) &&
+           (q->n_generated > 0 || q->n_predict >= 1);
+}
+
+/* The tokens of the step's draws: each row computed whole by its sampler,
+ * those the head backend stashed in one go (one round to its nodes for all
+ * of them). A failed draw leaves a negative code as its token. */
+static void s_draw(st_gen_t *g) {
+    const size_t V = (size_t)g->m->cfg.n_vocab;
+    int n_bk = 0;
+    for (int d = 0; d < g->n_draw; d++) {
+        const int r = g->draw_row[d], si = st_ctx_head_stashed(g->c, r);
+        st_sampler_t *smp = g->row_seq[r]->smp;
+        if (si < 0) {
+            g->tok[d] = st_sampler_sample(smp, g->logits + (size_t)r * V);
+        } else {
+            g->bk_smp[n_bk] = smp, g->bk_idx[n_bk] = si, g->bk_draw[n_bk++] = d;
         }
     }
-    int32_t tok = st_ctx_sample(g->c, q->smp, logits);
-    if (tok < 0) { /* the constraint allowed nothing, or a head backend failed (logged) */
+    if (n_bk == 0) return;
+    const int rc = st_ctx_sample_stashed(g->c, g->bk_smp, g->bk_idx, n_bk, g->bk_tok);
+    if (rc < 0) st_log(ST_LOG_WARN, "the head's draws for %d sequences failed: %s", n_bk, st_strerror(rc));
+    for (int j = 0; j < n_bk; j++) g->tok[g->bk_draw[j]] = rc < 0 ? rc : g->bk_tok[j];
+}
+
+/* The sequence's drawn token (negative: the constraint allowed nothing, or
+ * the head backend failed, logged), then checked for the end. */
+static void s_take(st_gen_t *g, st_gen_seq_t *q, int32_t tok, const st_gen_hooks_t *h) {
+    const st_tokenizer_t *tk = g->m->tok;
+    if (tok < 0) {
         q->end = ST_GEN_ERROR;
         return;
     }
@@ -140,25 +186,36 @@ int st_gen_step(st_gen_t *g, st_gen_seq_t *const *seqs, int n_seqs, const st_gen
     s_plan(g, seqs, n_seqs);
     if (g->n_tok == 0) return 0;
     if (h && h->between_steps) h->between_steps(h->arg);
-    /* one row wanted and nothing needing it whole: a head on the nodes draws from their candidates */
-    st_ctx_defer_head(g->c,
-                      g->n_out == 1 && !g->row_seq[0]->prompt_logits && !st_sampler_constrained(g->row_seq[0]->smp));
+    /* rows that only draw: a head on the nodes draws them from their candidates */
+    for (int r = 0; r < g->n_out; r++) g->defer[r] = s_draw_only(g, r);
+    st_ctx_defer_head(g->c, g->defer, g->n_out);
     int rc = st_decode_mixed(g->c, g->kvs, g->toks, g->n_tok, g->want, g->logits);
     if (rc < 0) { /* their caches no longer match their tokens */
-        st_ctx_defer_head(g->c, false);
+        st_ctx_defer_head(g->c, NULL, 0);
         for (int i = 0; i < n_seqs; i++)
             if (seqs[i]->end == ST_GEN_RUNNING && seqs[i]->n_fed > 0) seqs[i]->end = ST_GEN_ERROR;
         return rc;
     }
     const size_t V = (size_t)g->m->cfg.n_vocab;
+    g->n_draw = 0;
     for (int r = 0; r < g->n_out; r++) {
         st_gen_seq_t *q = g->row_seq[r];
-        float *lg = g->logits + (size_t)r * V;
-        int pos = g->row_pos[r];
-        if (pos >= 0 && q->prompt_logits) memcpy(q->prompt_logits + (size_t)pos * V, lg, V * sizeof(float));
-        if (pos < 0 || pos == q->n_prompt - 1) s_next(g, q, lg, h);
+        const int pos = g->row_pos[r];
+        if (pos >= 0 && q->prompt_logits)
+            memcpy(q->prompt_logits + (size_t)pos * V, g->logits + (size_t)r * V, V * sizeof(float));
+        if (!s_draws(g, r)) continue;
+        if (q->n_generated == 0) { /* the prompt is in the cache: the penalty window's start */
+            for (int i = 0; i < q->n_prompt; i++) st_sampler_accept(q->smp, q->prompt[i]);
+            if (q->n_predict < 1) {
+                q->end = ST_GEN_LENGTH;
+                continue;
+            }
+        }
+        g->draw_row[g->n_draw++] = r;
     }
-    st_ctx_defer_head(g->c, false);
+    s_draw(g);
+    for (int d = 0; d < g->n_draw; d++) s_take(g, g->row_seq[g->draw_row[d]], g->tok[d], h);
+    st_ctx_defer_head(g->c, NULL, 0);
     return g->n_tok;
 }
 

@@ -216,3 +216,119 @@ Test(generate, token_hook_stops_and_failed_pass_is_an_error) {
     st_ctx_destroy(&c);
     st_model_destroy(&m);
 }
+
+/* A head backend that draws like the cluster's (stash, then one sample call for every
+ * draw of a step) but computes here: st_ctx_head_rows and st_sampler_sample on whole
+ * logits, the reference's arithmetic. It counts what it was asked. */
+typedef struct {
+    st_ctx_t *c;
+    int E, V;
+    float *xs, *row;
+    int n_xs;
+    int whole_rows;                  /* rows computed whole by logits() */
+    int stashed, sample_calls, most; /* hidden states stashed; sample() calls; most draws in one */
+} fake_head_t;
+
+static int s_fake_logits(void *arg, const float *xn, int n_out, float *y, size_t y_stride) {
+    fake_head_t *f = arg;
+    st_ctx_head_rows(f->c, xn, n_out, 0, f->V, y, y_stride);
+    f->whole_rows += n_out;
+    return 0;
+}
+
+static int s_fake_stash(void *arg, const float *xn, int n) {
+    fake_head_t *f = arg;
+    cr_assert(n >= 1 && n <= 8);
+    memcpy(f->xs, xn, (size_t)n * f->E * sizeof(float));
+    f->n_xs = n;
+    f->stashed += n;
+    return 0;
+}
+
+static int s_fake_sample(void *arg, st_sampler_t *const *smp, const int *idx, int n, int32_t *tok) {
+    fake_head_t *f = arg;
+    f->sample_calls++;
+    f->most = n > f->most ? n : f->most;
+    for (int i = 0; i < n; i++) {
+        cr_assert(idx[i] >= 0 && idx[i] < f->n_xs);
+        st_ctx_head_rows(f->c, f->xs + (size_t)idx[i] * f->E, 1, 0, f->V, f->row, (size_t)f->V);
+        tok[i] = st_sampler_sample(smp[i], f->row);
+    }
+    return 0;
+}
+
+/* Four sequences stepped together: A greedy, C seeded with penalties and D from a cached
+ * prefix only draw, so their rows go to the backend's stash and are drawn in one sample()
+ * call per step; B wants its prompt's logits, so its rows are computed whole, packed
+ * between the others. Tokens and B's logits are the bits of the same run without the
+ * backend. */
+Test(generate, draw_only_rows_go_to_the_head_backend_together) {
+    st_model_t *m = s_model();
+    const int V = m->cfg.n_vocab, E = m->cfg.n_embd;
+    const int32_t pa[3] = {785, 3974, 13876}, pb[5] = {9707, 11, 22, 33, 44}, pc[4] = {100, 200, 300, 400},
+                  pd[5] = {500, 600, 700, 800, 900};
+    const int32_t *prompts[4] = {pa, pb, pc, pd};
+    const int n_prompt[4] = {3, 5, 4, 5}, n_predict[4] = {6, 3, 5, 4};
+    int32_t out[2][4][8];
+    float *blog[2];
+    fake_head_t f = {0};
+    for (int run = 0; run < 2; run++) { /* 0: no backend (the reference), 1: the fake backend */
+        st_ctx_t *c = s_ctx(m, 8);
+        if (run == 1) {
+            f = (fake_head_t){.c = c, .E = E, .V = V};
+            f.xs = malloc((size_t)8 * E * sizeof(float));
+            f.row = malloc((size_t)V * sizeof(float));
+            cr_assert(f.xs && f.row);
+            const st_head_backend_t b = {&f, s_fake_logits, s_fake_stash, s_fake_sample};
+            st_ctx_set_head(c, &b);
+        }
+        blog[run] = malloc((size_t)5 * V * sizeof(float));
+        cr_assert_not_null(blog[run]);
+        st_gen_seq_t q[4];
+        st_gen_seq_t *seqs[4];
+        for (int i = 0; i < 4; i++) {
+            st_sampler_params_t sp = st_sampler_default_params();
+            sp.temp = i == 2 ? 0.9f : 0.0f;
+            sp.seed = 1234;
+            sp.repeat_penalty = i == 2 ? 1.3f : 1.0f;
+            sp.presence_penalty = i == 2 ? 0.4f : 0.0f;
+            sp.frequency_penalty = i == 2 ? 0.3f : 0.0f;
+            q[i] = (st_gen_seq_t){.kv = st_kv_new(c, 64),
+                                  .smp = st_sampler_new(&sp, V),
+                                  .prompt = prompts[i],
+                                  .n_prompt = n_prompt[i],
+                                  .n_predict = n_predict[i],
+                                  .prompt_logits = i == 1 ? blog[run] : NULL,
+                                  .out = out[run][i]};
+            cr_assert(q[i].kv && q[i].smp);
+            seqs[i] = &q[i];
+        }
+        cr_assert_eq(st_decode(c, q[3].kv, pd, 2, NULL, false), 0);
+        q[3].n_fed = 2;
+        st_gen_t *g = st_gen_new(c, 8);
+        cr_assert_not_null(g);
+        int rc;
+        while ((rc = st_gen_step(g, seqs, 4, NULL)) > 0) {
+        }
+        cr_assert_eq(rc, 0);
+        for (int i = 0; i < 4; i++) {
+            cr_assert_eq(q[i].end, ST_GEN_LENGTH, "run %d, sequence %d ended with %d", run, i, q[i].end);
+            st_kv_destroy(&q[i].kv);
+            st_sampler_destroy(&q[i].smp);
+        }
+        st_gen_destroy(&g);
+        st_ctx_destroy(&c);
+    }
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; t < n_predict[i]; t++)
+            cr_assert_eq(out[1][i][t], out[0][i][t], "sequence %d token %d: %d, without the backend %d", i, t,
+                         out[1][i][t], out[0][i][t]);
+    cr_assert(memcmp(blog[1], blog[0], (size_t)5 * V * sizeof(float)) == 0, "B's prompt logits differ");
+    /* B's rows whole: its 5 prompt rows and its 2 decoded tokens; every draw of A, C, D stashed */
+    cr_assert_eq(f.whole_rows, 5 + 2);
+    cr_assert_eq(f.stashed, 6 + 5 + 4);
+    cr_assert_eq(f.most, 3, "A, C and D drawn in one call");
+    cr_assert_eq(f.sample_calls, 6, "one call a step: %d", f.sample_calls);
+    free(f.xs), free(f.row), free(blog[0]), free(blog[1]);
+    st_model_destroy(&m);
+}

@@ -1454,3 +1454,93 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
     st_test_cluster_destroy(&c);
     free(want);
 }
+
+/* One user of the test below: its sampling as request fields and as st-run's flags. */
+typedef struct {
+    const char *json, *flags;
+    int port, n;
+    char *text;
+} sampled_user_t;
+
+static void *s_sampled_user(void *arg) {
+    sampled_user_t *u = arg;
+    char body[1024];
+    snprintf(body, sizeof body,
+             "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,\"stream\":true,%s}", PROMPT,
+             u->n, u->json);
+    resp_t r = s_post(u->port, "/v1/chat/completions", body);
+    const char *fin;
+    u->text = s_chat_text(r, true, &fin);
+    free(r.body);
+    return NULL;
+}
+
+/* st-coordinator --http with the head sharded over three nodes: eight concurrent users, each
+ * with its own sampling (greedy, greedy with penalties, seeded top-k / top-p / min-p with the
+ * three penalties, and one without top-k over this model's flat distribution, which needs whole
+ * logits), decode in steps of several sequences. Each step asks the nodes once for every
+ * sequence's candidates, with its own parameters and penalty window, and every stream gets
+ * st-run's text for its flags. --stats then shows the head's bytes back per hidden state near
+ * the candidates' size, not 4 B per vocabulary row (only the flat user's draws bring whole
+ * rows), and those steps counted as decode: decode and prefill tokens add up to the tokens fed,
+ * and the decode ones are at least the running sequences' tokens outside the prompt steps. */
+Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling, .timeout = 300) {
+    const int n_tok = 24, n_users = 8;
+    sampled_user_t u[8] = {
+        {.json = "\"temperature\":0", .flags = "--temp 0"},
+        {.json = "\"temperature\":0,\"presence_penalty\":-2,\"frequency_penalty\":-0.5",
+         .flags = "--temp 0 --presence-penalty -2 --frequency-penalty -0.5"},
+        {.json = "\"temperature\":0.9,\"seed\":1234,\"top_k\":50,\"top_p\":0.9,\"min_p\":0.02,\"repeat_penalty\":1.3,"
+                 "\"presence_penalty\":0.4,\"frequency_penalty\":0.3",
+         .flags =
+             "--temp 0.9 --seed 1234 --top-k 50 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.3 --presence-penalty 0.4 "
+             "--frequency-penalty 0.3"},
+        {.json = "\"temperature\":0.7,\"seed\":7,\"top_k\":40,\"top_p\":1,\"min_p\":0",
+         .flags = "--temp 0.7 --seed 7 --top-k 40 --top-p 1 --min-p 0"},
+        {.json = "\"temperature\":1.2,\"seed\":42,\"top_k\":10,\"top_p\":1,\"min_p\":0.1,\"repeat_penalty\":1.1",
+         .flags = "--temp 1.2 --seed 42 --top-k 10 --top-p 1 --min-p 0.1 --repeat-penalty 1.1"},
+        {.json = "\"temperature\":0.5,\"seed\":3,\"top_k\":64,\"top_p\":0.8,\"min_p\":0,\"frequency_penalty\":0.5",
+         .flags = "--temp 0.5 --seed 3 --top-k 64 --top-p 0.8 --min-p 0 --frequency-penalty 0.5"},
+        {.json = "\"temperature\":1,\"seed\":99,\"top_k\":5,\"top_p\":1,\"min_p\":0,\"presence_penalty\":1",
+         .flags = "--temp 1 --seed 99 --top-k 5 --top-p 1 --min-p 0 --presence-penalty 1"},
+        {.json = "\"temperature\":0.9,\"seed\":5,\"top_k\":0,\"top_p\":0.9,\"min_p\":0",
+         .flags = "--temp 0.9 --seed 5 --top-k 0 --top-p 0.9 --min-p 0"},
+    };
+    char *want[8];
+    for (int i = 0; i < n_users; i++) want[i] = s_st_run_text_with(PROMPT, true, n_tok, u[i].flags);
+    st_test_cluster_t c;
+    st_test_cluster_start(&c, "http-draws", false, 3);
+    server_t s;
+    s_cluster_server(&s, &c, (const char *const[]){"--head", "sharded", "--stats", NULL});
+    pthread_t th[8];
+    for (int i = 0; i < n_users; i++) {
+        u[i].port = s.port, u[i].n = n_tok;
+        cr_assert_eq(pthread_create(&th[i], NULL, s_sampled_user, &u[i]), 0);
+    }
+    for (int i = 0; i < n_users; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n_users; i++) cr_assert_str_eq(u[i].text, want[i], "user %d (%s)", i, u[i].flags);
+    const double prompt = s_metric(s.port, "st_prompt_tokens_total"),
+                 generated = s_metric(s.port, "st_generated_tokens_total"),
+                 steps = s_metric(s.port, "st_batch_steps_total"), seqs = s_metric(s.port, "st_batch_sequences_total");
+    cr_assert_eq(generated, n_users * n_tok);
+    cr_assert_gt(seqs / steps, 1.5, "batches of one sequence: %.0f sequences in %.0f steps", seqs, steps);
+    char *log = NULL;
+    cr_assert_eq(s_stop_log(&s, &log), 0);
+    cr_assert_not_null(log);
+    /* the head: what came back per hidden state (one per generated token) */
+    const double per_in = s_after(strstr(log, "cluster: head sharded over 3 nodes"), " out, ");
+    const double whole = s_after(log, "asked again for more, ");
+    cr_assert(per_in > 0 && whole >= 0, "no head statistics in:\n%s", log);
+    cr_assert_leq(whole, n_tok, "draws that needed whole logits: %.0f, only user 7's may", whole);
+    /* the tiny model's vocabulary: whole logits bring 4 B a row; a flat draw also asked for up to 4096
+     * candidates per slice before (2 x 8 B x 8128 x 3 slices, a third of its whole logits): at most
+     * 1.5 whole rows for each of those, 16 kB of candidates for every other */
+    const double row = 4 * 151669.0;
+    cr_log_info("head: %.0f B back per hidden state, %.0f of %.0f draws with whole logits", per_in, whole, generated);
+    cr_assert_lt(per_in * generated, 1.5 * row * whole + 16384 * generated,
+                 "%.0f B back per hidden state, %.0f whole draws:\n%s", per_in, whole, log);
+    s_assert_decode_counted(log, prompt, generated, seqs, n_users);
+    free(log);
+    st_test_cluster_destroy(&c);
+    for (int i = 0; i < n_users; i++) free(want[i]), free(u[i].text);
+}
