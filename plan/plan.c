@@ -321,11 +321,11 @@ static st_plan_step_t s_layer(const ctx_t *c, int l, double n, layer_cache_t *lc
     return s;
 }
 
-/* The output head for n drawn tokens: on the coordinator, or per token one
- * round trip to every slice's primary (remote_head.c draws each sequence
- * alone): the hidden state out (f32), the slowest primary's matmul of one
- * row, HEAD_CANDIDATES (id, logit) pairs and the slice's maximum and two sums
- * back. */
+/* The output head for n drawn tokens: on the coordinator, or one round trip
+ * to every slice's primary for all n (remote_head.c draws a step's sequences
+ * together): their hidden states out (f32), the slowest primary's matmul of
+ * n rows, per sequence HEAD_CANDIDATES (id, logit) pairs and the slice's
+ * maximum and two sums back. */
 static st_plan_step_t s_head(const ctx_t *c, double n) {
     const st_plan_model_t *m = c->m;
     const st_plan_params_t *p = c->p;
@@ -335,7 +335,7 @@ static st_plan_step_t s_head(const ctx_t *c, double n) {
     if (S == 0) {
         s.coord = st_board_matmul_s(p->coord, m->head.type, m->head.rows, m->head.cols, n, true);
     } else {
-        const double out = m->n_embd * 4.0, back = HEAD_CANDIDATES * 8.0 + 4 + 16;
+        const double out = n * m->n_embd * 4.0, back = n * (HEAD_CANDIDATES * 8.0 + 4 + 16);
         double *busy = calloc((size_t)N, sizeof *busy), *msgs = calloc((size_t)N, sizeof *msgs);
         if (!busy || !msgs) {
             free(busy);
@@ -347,7 +347,7 @@ static st_plan_step_t s_head(const ctx_t *c, double n) {
             uint32_t lo, hi;
             st_placement_head_slice(c->pl, k, &lo, &hi);
             if (i < 0 || i >= N) continue;
-            busy[i] += st_board_matmul_s(&p->nodes[i], m->head.type, hi - lo, m->head.cols, 1, true);
+            busy[i] += st_board_matmul_s(&p->nodes[i], m->head.type, hi - lo, m->head.cols, n, true);
             msgs[i] += 1;
             s.latency += s_lost(&p->link, out) + s_lost(&p->link, back);
         }
@@ -359,9 +359,9 @@ static st_plan_step_t s_head(const ctx_t *c, double n) {
         }
         free(busy);
         free(msgs);
-        s.node = n * slow;
-        s.transfer = n * (fmax(S * out / s_coord_rate(p), out_max) + fmax(S * back / s_coord_rate(p), back_max));
-        s.latency = n * (2 * p->link.delay + p->coord->rtt + s.latency);
+        s.node = slow;
+        s.transfer = fmax(S * out / s_coord_rate(p), out_max) + fmax(S * back / s_coord_rate(p), back_max);
+        s.latency = 2 * p->link.delay + p->coord->rtt + s.latency;
     }
     s.total = s.coord + s.node + s.storage + s.transfer + s.latency;
     return s;

@@ -24,9 +24,9 @@
  * Issue 18's options change three things. A head sharded over the nodes
  * (the placement's slices and their replicas, charged to the nodes' --mem as
  * the coordinator charges them) leaves the coordinator and costs one round
- * trip per drawn token: the hidden state out to every slice's primary, the
- * slowest primary's matmul of one row, its best candidates back (the
- * coordinator draws each sequence's token alone). Compact results
+ * trip per step, for all its users' draws together: their hidden states out
+ * to every slice's primary, the slowest primary's matmul of those rows, its
+ * best candidates per user back. Compact results
  * return one row per (token, node) instead of one per (token, expert): f32,
  * or f16 with a 4-byte scale, and send each pair's routing weight out.
  * Overlap cuts a decode step of U >= 2 users into two micro-batches: while
