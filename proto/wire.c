@@ -546,6 +546,11 @@ static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t 
         if (e->compute->n_pair_weight && e->compute->n_pair_weight != e->compute->n_pair_token)
             return s_why(why, cap, "%zu pair weights for %zu pairs", e->compute->n_pair_weight,
                          e->compute->n_pair_token);
+        /* as st_wire_encode, which sends no compact request without them */
+        if (e->compute->result_format != ST_RESULT_PER_PAIR_F32 && e->compute->n_pair_token &&
+            !e->compute->n_pair_weight)
+            return s_why(why, cap, "%s result without pair weights",
+                         st_wire_result_format_name(e->compute->result_format));
         ints = 2 * e->compute->n_pair_token + e->compute->n_pair_weight; /* floats are ints' size */
         break;
     default: break;
