@@ -449,10 +449,19 @@ static int s_hash_from_pb(const ProtobufCBinaryData *b, uint8_t *out, const char
     return 0;
 }
 
+/* A peer's string (an id, a program's name, an error message), which the logs, /health and st-ctl
+ * print: its first cap - 1 bytes into out, control characters as '?', so that it cannot end a log
+ * line and forge the next one, or drive the terminal. */
+static void s_printable_copy(char *out, size_t cap, const char *s) {
+    size_t n = 0;
+    for (; s && s[n] && n + 1 < cap; n++) out[n] = (unsigned char)s[n] < 0x20 || s[n] == 0x7f ? '?' : s[n];
+    out[n] = '\0';
+}
+
 static int s_string_from_pb(const char *s, char *out, size_t cap, const char *what, char *why, size_t why_cap) {
     size_t n = s ? strlen(s) : 0;
     if (n >= cap) return s_why(why, why_cap, "%s of %zu B (at most %zu)", what, n, cap - 1);
-    memcpy(out, s ? s : "", n + 1);
+    s_printable_copy(out, cap, s);
     return 0;
 }
 
@@ -567,12 +576,13 @@ static int s_list_bytes(const St__Envelope *e, size_t *bytes, char *why, size_t 
 
 static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t cap) {
     if (e->version != ST_WIRE_VERSION) { /* name both sides: the reader of a log sees one */
-        char me[ST_WIRE_MAX_SOFTWARE + 1];
-        const char *peer = e->software && *e->software ? e->software : "a program before 0.4.0 (it names no version)";
+        char me[ST_WIRE_MAX_SOFTWARE + 1], sw[ST_WIRE_MAX_SOFTWARE + 1];
+        s_printable_copy(sw, sizeof sw, e->software);
+        const char *peer = sw[0] ? sw : "a program before 0.4.0 (it names no version)";
         return s_why(why, cap,
-                     "protocol version %u from %.*s, but this is %s, protocol version %d: run the same version "
+                     "protocol version %u from %s, but this is %s, protocol version %d: run the same version "
                      "on both sides",
-                     e->version, ST_WIRE_MAX_SOFTWARE, peer, st_wire_software(me, sizeof me), ST_WIRE_VERSION);
+                     e->version, peer, st_wire_software(me, sizeof me), ST_WIRE_VERSION);
     }
     if ((int)e->type <= ST_MSG_NONE || (int)e->type >= ST_MSG_COUNT)
         return s_why(why, cap, "unknown message type %d", (int)e->type);

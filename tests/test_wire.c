@@ -1023,6 +1023,36 @@ Test(wire, another_protocol_version_names_both_sides) {
     cr_assert(strstr(why, "protocol version 1 from a program before 0.4.0"), "%s", why);
 }
 
+/* A peer's strings reach logs, /health and st-ctl's table: control characters come out as '?'
+ * (a node id "a\nst-coordinator: info: ..." forged a log line), UTF-8 stays. */
+Test(wire, control_characters_of_a_peer_are_replaced) {
+    uint8_t buf[1024];
+    char why[256];
+    st_wire_msg_t m = {.type = ST_MSG_INVENTORY, .request_id = 5}, d;
+    strcpy(m.inventory.node_id, "pi\nst-coordinator: info: \x1b[2Jn\xc3\xb6"
+                                "de\x7f");
+    strcpy(m.inventory.software, "st-node\r\t0.4.0");
+    cr_assert_eq(st_wire_decode(buf, s_encode(&m, buf, sizeof buf), &d, why, sizeof why), 0, "%s", why);
+    cr_assert_str_eq(d.inventory.node_id, "pi?st-coordinator: info: ?[2Jn\xc3\xb6"
+                                          "de?");
+    cr_assert_str_eq(d.inventory.software, "st-node??0.4.0");
+    st_wire_msg_clear(&d);
+    m = (st_wire_msg_t){.type = ST_MSG_ERROR, .error = {.code = ST_EPROTO}};
+    strcpy(m.error.message, "bad\nst-node: error: forged");
+    cr_assert_eq(st_wire_decode(buf, s_encode(&m, buf, sizeof buf), &d, why, sizeof why), 0, "%s", why);
+    cr_assert_str_eq(d.error.message, "bad?st-node: error: forged");
+    st_wire_msg_clear(&d);
+    /* the software string a refusal of another protocol version names */
+    static pb_t sw;
+    size_t len = pb_envelope(buf, 4, ST_MSG_INVENTORY, 0, NULL);
+    const char *name = "st-node 9\n.0";
+    sw.n = 0;
+    pb_bytes(&sw, 4, name, strlen(name));
+    memcpy(buf + len, sw.b, sw.n);
+    cr_assert_eq(st_wire_decode(buf, len + sw.n, &d, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "from st-node 9?.0,") && !strchr(why, '\n'), "%s", why);
+}
+
 Test(wire, same_release_compares_the_release_word) {
     char v[64];
     snprintf(v, sizeof v, "st-node %s (git abc1234)", ST_TEST_PROJECT_VERSION);
