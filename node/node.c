@@ -812,8 +812,8 @@ static int s_on_head_assign(st_node_t *n, st_wire_rx_t *rx) {
     hs->a = *a;
     hs->bytes = bytes;
     hs->assigned = true;
-    hs->complete = st_store_head_load(n->o.store_dir, hs->a.hash, hs->rows,
-                                      hs->bytes); /* no pruning here: the node's other slots may come next */
+    /* no pruning here: the node's other slots may come next */
+    hs->complete = st_store_head_load(n->o.store_dir, hs->a.hash, hs->rows, hs->bytes);
     st_log(ST_LOG_INFO, "HEAD_ASSIGN: slot %u of %u, rows [%u, %u) of %u, %s, %llu B: %s", a->slot, a->n_slots, a->lo,
            a->hi, a->n_vocab, st_type_name((int)a->type), (unsigned long long)bytes,
            hs->complete ? "in the store" : "missing");
@@ -860,6 +860,28 @@ static int s_on_head_put(st_node_t *n, st_wire_rx_t *rx) {
     return s_head_ack(n, rx, hs, p->offset, true);
 }
 
+int st_node_head_cands(const st_wire_head_compute_t *c, uint32_t s, uint32_t pen0, float *y, uint32_t rows, uint32_t lo,
+                       uint32_t k, uint8_t *out, float *max, double *sum, double *sum_temp) {
+    const st_sampler_part_pen_t pen = {.id = c->pen_id + pen0,
+                                       .count = c->pen_count + pen0,
+                                       .n = (int)c->pen_n[s],
+                                       .repeat = c->repeat_penalty[s],
+                                       .presence = c->presence_penalty[s],
+                                       .frequency = c->frequency_penalty[s]};
+    int32_t *id = malloc(k * sizeof *id);
+    float *val = malloc(k * sizeof *val);
+    int got = id && val ? st_sampler_part_eval(y, (int)rows, (int32_t)lo, &pen, c->temp[s], (int)k, id, val, max, sum,
+                                               sum_temp)
+                        : ST_ENOMEM;
+    if (got >= 0 && got != (int)k) got = ST_EINVAL; /* k <= rows: cannot happen */
+    for (uint32_t i = 0; got >= 0 && i < k; i++) {
+        memcpy(out + 8u * i, &id[i], 4);
+        memcpy(out + 8u * i + 4, &val[i], 4);
+    }
+    free(id), free(val);
+    return got < 0 ? got : 0;
+}
+
 /* A held slice's logits for n_seq hidden states, then per sequence the whole
  * slice (full) or its best candidates after the penalties. */
 static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
@@ -879,12 +901,10 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
     const size_t tmp = ((size_t)S * E + (size_t)chunk * rows) * sizeof(float) + out_bytes; /* with the reply */
     if (st_lru_charge(n->lru, (int64_t)tmp)) return s_reply_error(n, rx, ST_ENOMEM, "no room in --mem for the logits");
     float *x = malloc((size_t)S * E * sizeof(float)), *y = malloc((size_t)chunk * rows * sizeof(float));
-    const size_t nc = c->full ? 1 : k;
-    float *mx = malloc(S * sizeof(float)), *cval = malloc(nc * sizeof(float));
-    int32_t *cid = malloc(nc * sizeof(int32_t));
+    float *mx = malloc(S * sizeof(float));
     double *sum = malloc(S * 2 * sizeof(double));
     zmq_msg_t out;
-    int rc = !x || !y || !mx || !sum || !cid || !cval || zmq_msg_init_size(&out, out_bytes) ? ST_ENOMEM : 0;
+    int rc = !x || !y || !mx || !sum || zmq_msg_init_size(&out, out_bytes) ? ST_ENOMEM : 0;
     if (!rc) {
         memcpy(x, frame, (size_t)S * E * sizeof(float));
         const st_weight_t w = {.type = (st_type_t)hs->a.type,
@@ -906,25 +926,14 @@ static int s_on_head_compute(st_node_t *n, st_wire_rx_t *rx) {
                     memcpy(o + (size_t)s * rows * 4u, ys, (size_t)rows * 4u);
                     continue;
                 }
-                const st_sampler_part_pen_t pen = {.id = c->pen_id + pen0,
-                                                   .count = c->pen_count + pen0,
-                                                   .n = (int)c->pen_n[s],
-                                                   .repeat = c->repeat_penalty[s],
-                                                   .presence = c->presence_penalty[s],
-                                                   .frequency = c->frequency_penalty[s]};
+                rc = st_node_head_cands(c, s, pen0, ys, rows, hs->a.lo, k, o + (size_t)s * k * 8u, &mx[s], &sum[s],
+                                        &sum[S + s]);
                 pen0 += c->pen_n[s];
-                const int got = st_sampler_part_eval(ys, (int)rows, (int32_t)hs->a.lo, &pen, c->temp[s], (int)k, cid,
-                                                     cval, &mx[s], &sum[s], &sum[S + s]);
-                if (got != (int)k) rc = got < 0 ? got : ST_EINVAL;
-                for (uint32_t i = 0; !rc && i < k; i++) {
-                    memcpy(o + ((size_t)s * k + i) * 8u, &cid[i], 4);
-                    memcpy(o + ((size_t)s * k + i) * 8u + 4, &cval[i], 4);
-                }
             }
         }
         if (rc) zmq_msg_close(&out);
     }
-    free(x), free(y), free(cid), free(cval);
+    free(x), free(y);
     st_lru_charge(n->lru, -(int64_t)tmp);
     if (rc) {
         free(mx), free(sum);

@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "wire.h"
+
 typedef struct {
     const char *listen;    /* ZeroMQ endpoint to bind; "tcp://127.0.0.1:*" picks a free port */
     uint64_t mem;          /* --mem: bytes of RAM the node may use */
@@ -52,5 +54,15 @@ const char *st_node_endpoint(const st_node_t *n);
 /* Serves until *stop becomes non-zero (checked at least every 200 ms).
  * Returns 0, or a negative ST_E* code on a fatal socket error. */
 int st_node_run(st_node_t *n, volatile sig_atomic_t *stop);
+
+/* What a node answers for sequence s of a HEAD_COMPUTE for candidates that
+ * st_wire_check_head accepted (the serve loop's, exposed for the fuzz_head
+ * target): the sequence's penalties (entries pen0 .. pen0 + pen_n[s] - 1 of
+ * the lists) and temperature applied to y, the logits of the slice's rows
+ * (ids lo, lo + 1, ...; changed in place), then its k <= rows best as
+ * (uint32 id, float32 logit) pairs at out, and its maximum and sums at max,
+ * sum and sum_temp. 0, or a negative ST_E* code. */
+int st_node_head_cands(const st_wire_head_compute_t *c, uint32_t s, uint32_t pen0, float *y, uint32_t rows, uint32_t lo,
+                       uint32_t k, uint8_t *out, float *max, double *sum, double *sum_temp);
 
 #endif
