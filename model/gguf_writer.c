@@ -342,7 +342,6 @@ size_t st_gguf_writer_tensor_nbytes(const st_gguf_writer_t *w, size_t i) {
     return i < w->n_tensors ? w->tensors[i].nbytes : 0;
 }
 
-
 /* ---- output */
 
 static int s_emit(st_gguf_writer_t *w, const void *p, size_t n) {
