@@ -22,8 +22,10 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +81,12 @@ static long s_request(const ctl_t *c, const char *path, const char *body, char *
 static const cJSON *s_get(const cJSON *o, const char *k) { return cJSON_GetObjectItemCaseSensitive(o, k); }
 static bool s_has(const cJSON *o, const char *k) { return cJSON_IsNumber(s_get(o, k)); }
 static double s_num(const cJSON *o, const char *k) { return s_has(o, k) ? s_get(o, k)->valuedouble : 0; }
+/* a count or an index, within [lo, hi]: a double outside an int's range does not convert (undefined) */
+static long long s_whole(const cJSON *o, const char *k, long long lo, long long hi) {
+    const double v = s_num(o, k);
+    return v < (double)lo ? lo : v > (double)hi ? hi : (long long)v;
+}
+static int s_int(const cJSON *o, const char *k) { return (int)s_whole(o, k, INT_MIN, INT_MAX); }
 static const char *s_str(const cJSON *o, const char *k, const char *dflt) {
     const char *s = cJSON_GetStringValue(s_get(o, k));
     return s && *s ? s : dflt;
@@ -105,8 +113,8 @@ static int s_status(const ctl_t *c, const char *body) {
     }
     const int n = cJSON_GetArraySize(nodes);
     printf("%s: %s, %s, st-coordinator %s, %d node(s), %d up, %.1f tok/s, %d running, %d queued\n", c->url,
-           s_str(h, "status", "?"), s_str(h, "model", "?"), s_str(h, "version", "?"), n, (int)s_num(h, "nodes_up"),
-           s_num(h, "tokens_per_s"), (int)s_num(h, "active"), (int)s_num(h, "queued"));
+           s_str(h, "status", "?"), s_str(h, "model", "?"), s_str(h, "version", "?"), n, s_int(h, "nodes_up"),
+           s_num(h, "tokens_per_s"), s_int(h, "active"), s_int(h, "queued"));
     const char *waiting = s_str(h, "waiting_for", NULL);
     if (waiting) printf("waiting for %s\n", waiting);
     if (n == 0) {
@@ -117,28 +125,28 @@ static int s_status(const ctl_t *c, const char *body) {
     printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %5s %6s %8s\n", "#", "address", "id", "state",
            "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "head", "hit", "rtt ms");
     const cJSON *x;
-    int computed_here = 0;
+    long long computed_here = 0;
     cJSON_ArrayForEach(x, nodes) {
         char used[32], rss[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", rtt[16] = "-",
                                                     ver[24];
         const bool up = cJSON_IsTrue(s_get(x, "up"));
         if (s_has(x, "temp_c")) snprintf(temp, sizeof temp, "%.1fC", s_num(x, "temp_c"));
-        if (s_has(x, "throttled")) snprintf(thr, sizeof thr, "0x%x", (unsigned)s_num(x, "throttled"));
+        if (s_has(x, "throttled")) snprintf(thr, sizeof thr, "0x%x", (unsigned)s_whole(x, "throttled", 0, UINT32_MAX));
         if (up && s_has(x, "hit_rate") && s_num(x, "cache_hits") + s_num(x, "cache_misses") > 0)
             snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
         if (up && s_has(x, "rtt_ms") && s_num(x, "rtt_ms") > 0) snprintf(rtt, sizeof rtt, "%.2f", s_num(x, "rtt_ms"));
         snprintf(ver, sizeof ver, "%s", s_str(x, "version", "?")); /* "0.4.0 (git abc1234)" */
-        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %5d %6s %8s\n", (int)s_num(x, "index"),
+        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %5d %6s %8s\n", s_int(x, "index"),
                s_str(x, "url", "?"), s_str(x, "id", "-"), s_str(x, "state", up ? "up" : "down"), ver,
                s_size(x, "mem_used", used, sizeof used), s_size(x, "rss", rss, sizeof rss),
                s_size(x, "page_cache", pc, sizeof pc), s_size(x, "mem_budget", budget, sizeof budget), temp, thr,
-               (int)s_num(x, "experts"), (int)s_num(x, "head_slices"), hit, rtt);
-        computed_here += (int)s_num(x, "computed_here");
+               s_int(x, "experts"), s_int(x, "head_slices"), hit, rtt);
+        computed_here += s_int(x, "computed_here");
     }
     printf("used: the node's memory cgroup (RSS + page cache) when it has one of its own, else its RSS;"
            " '-': not reported; head: slices of the output head it holds%s\n",
-           n > (int)s_num(h, "nodes_up") ? " (a node that is down shows none of its stale figures)" : "");
-    if (computed_here) printf("the coordinator computes %d experts of nodes that are down\n", computed_here);
+           n > s_int(h, "nodes_up") ? " (a node that is down shows none of its stale figures)" : "");
+    if (computed_here) printf("the coordinator computes %lld experts of nodes that are down\n", computed_here);
     cJSON_Delete(h);
     return 0;
 }
@@ -163,7 +171,7 @@ static int s_action(const ctl_t *c, const char *action, const char *node) {
         printf("%s\n", out);
     } else if (st == 200) {
         printf("%s\n", msg ? msg : "done");
-        int running = (int)s_num(o, "running");
+        int running = s_int(o, "running");
         if (running)
             printf("done between two steps of the %d generation(s) in progress: their tokens do not change\n", running);
     } else if (st == 401) {

@@ -14,7 +14,8 @@
  * (its other lines and comments kept), so a restart does not bring it
  * back. Refusals:
  * no API key, a node that still serves, an unknown node or action, a body
- * that is not JSON.
+ * that is not JSON. And st-ctl against a stand-in server whose /health has
+ * numbers no int holds.
  */
 #include <criterion/criterion.h>
 #include <poll.h>
@@ -391,4 +392,50 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     free(want_long);
     free(want_short);
     st_test_cluster_destroy(&cl);
+}
+
+/* A server whose /health has numbers out of an int's range (a stand-in: python's http.server with a
+ * file called health): st-ctl prints them clamped, and sums them without overflow. Before, the
+ * conversions were undefined: -2147483648 nodes up, "computes -2 experts". */
+Test(ctl, numbers_out_of_range_are_clamped, .timeout = 60) {
+    char dir[256], path[300], log[300];
+    st_test_tmpdir(dir, sizeof dir, "ctl-odd");
+    snprintf(path, sizeof path, "%s/health", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\"status\":\"ok\",\"nodes_up\":1e300,\"active\":-1e300,\"nodes\":["
+          "{\"index\":1e300,\"url\":\"tcp://a:1\",\"up\":true,\"throttled\":-5,\"experts\":1e20,"
+          "\"computed_here\":2147483647},"
+          "{\"index\":1,\"url\":\"tcp://b:1\",\"up\":true,\"computed_here\":2147483647}]}",
+          f);
+    cr_assert_eq(fclose(f), 0);
+    snprintf(log, sizeof log, "%s/server.err", dir);
+    const char *argv[] = {"/usr/bin/env", "python3",   "-u",          "-m", "http.server", "0",
+                          "--bind",       "127.0.0.1", "--directory", dir,  NULL};
+    int out = -1;
+    pid_t srv = st_test_spawn(argv, &out, log, SIGKILL);
+    char buf[256] = "";
+    size_t len = 0;
+    const double dl = st_now_ms() + 30000;
+    while (!strstr(buf, " (http")) { /* "Serving HTTP on 127.0.0.1 port N (http://...) ..." */
+        struct pollfd p = {out, POLLIN, 0};
+        cr_assert_lt(st_now_ms(), dl, "http.server did not start (%s)", log);
+        if (poll(&p, 1, 200) <= 0) continue;
+        ssize_t n = read(out, buf + len, sizeof buf - 1 - len);
+        cr_assert_gt(n, 0, "http.server exited (%s)", log);
+        buf[len += (size_t)n] = '\0';
+    }
+    int port = 0;
+    cr_assert_eq(sscanf(strstr(buf, "port ") + 5, "%d", &port), 1, "%s", buf);
+    char args[128];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d status", port);
+    st_test_run_t r = st_test_run(dir, "odd", "ST_API_KEY=", "st-ctl", args, 30);
+    st_test_stop(srv, SIGKILL, 5000);
+    close(out); /* only now: a server writing to a closed pipe dies of it */
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_assert(strstr(r.out, "2147483647 up, ") && strstr(r.out, "-2147483648 running"), "%s", r.out);
+    cr_assert(strstr(r.out, "2147483647 tcp://a:1"), "the index: %s", r.out);
+    cr_assert(strstr(r.out, "computes 4294967294 experts"), "the sum: %s", r.out);
+    cr_assert(strstr(r.out, " 0x0 "), "negative throttled bits: %s", r.out);
+    st_test_run_free(&r);
 }
