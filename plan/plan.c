@@ -85,6 +85,9 @@ int st_plan_model_from(const st_model_t *m, st_plan_model_t *pm) {
     pm->n_vocab = c->n_vocab;
     pm->n_head_kv = c->n_head_kv;
     pm->head_dim = c->head_dim;
+    pm->n_head = c->n_head;
+    pm->n_swa = c->n_swa;
+    for (int l = 0; l < c->n_layer && l < ST_MAX_LAYERS; l++) pm->is_swa[l] = c->is_swa[l];
     pm->file_bytes = st_gguf_file_size(m->gguf);
     for (int64_t i = 0; i < st_gguf_n_tensors(m->gguf); i++) {
         const st_gguf_tensor_t *t = st_gguf_tensor(m->gguf, i);
@@ -205,9 +208,26 @@ typedef struct {
     int **per_layer; /* [node][layer]: experts of the layer on the node */
 } ctx_t;
 
-/* Seconds of the coordinator's dense matrices of layer l for n tokens. */
-static double s_coord_layer(const ctx_t *c, int l, double n) {
-    double t = 0;
+/* Positions a batch of n tokens attends over in layer l, summed: with seq (a
+ * prompt chunk) token i sits at pos + i, else (users' tokens) each at pos;
+ * a sliding-window layer sees at most n_swa of them. */
+static double s_attn_positions(const st_plan_model_t *m, int l, double n, double pos, bool seq) {
+    const double w = m->is_swa[l] && m->n_swa > 0 ? m->n_swa : INFINITY;
+    if (!seq) return n * fmin(pos + 1, w);
+    double sum = 0;
+    for (double i = 0; i < n; i++) sum += fmin(pos + i + 1, w);
+    return sum;
+}
+
+/* Seconds of the coordinator's work on layer l for n tokens: its dense
+ * matrices, and attention over the KV cache (forward.c: per query head a dot
+ * and an axpy of head_dim per position, f16 cache) at the board's 1-token f16
+ * rate, or its bandwidth for the cache's bytes when that is slower. */
+static double s_coord_layer(const ctx_t *c, int l, double n, double pos, bool seq) {
+    const st_plan_model_t *m = c->m;
+    const double ctx = s_attn_positions(m, l, n, pos, seq);
+    const double macs = 2.0 * m->n_head * m->head_dim * ctx, bytes = 2.0 * m->n_head_kv * m->head_dim * 2 * ctx;
+    double t = fmax(macs / c->p->coord->matmul[ST_TYPE_F16][0], bytes / c->p->coord->mem_bw);
     for (int k = 0; k < 5; k++)
         t += st_board_matmul_s(c->p->coord, c->m->dense[l][k].type, c->m->dense[l][k].rows, c->m->dense[l][k].cols, n,
                                true);
@@ -270,7 +290,7 @@ typedef struct {
 
 /* Layer l of a step with n tokens: coordinator, slowest node, storage,
  * transfer and latency (no overlap, no head). */
-static st_plan_step_t s_layer(const ctx_t *c, int l, double n, layer_cache_t *lc) {
+static st_plan_step_t s_layer(const ctx_t *c, int l, double n, double pos, bool seq, layer_cache_t *lc) {
     const st_plan_model_t *m = c->m;
     const st_plan_params_t *p = c->p;
     const int X = m->n_expert, k = m->n_expert_used, N = p->n_nodes;
@@ -278,7 +298,7 @@ static st_plan_step_t s_layer(const ctx_t *c, int l, double n, layer_cache_t *lc
     /* distinct experts that n tokens use, and tokens per used expert */
     const double d = X * (1 - pow(1 - (double)k / X, n)), b = n * k / d;
     const double rc = s_coord_rate(p), E = m->n_embd;
-    const double attn = s_coord_layer(c, l, n);
+    const double attn = s_coord_layer(c, l, n, pos, seq);
     /* bytes each way: a node gets the rows of the tokens that use it (and
      * with compact results each pair's weight), returns one row per (token,
      * expert), or per token that uses it when compact */
@@ -373,18 +393,18 @@ static void s_add(st_plan_step_t *a, const st_plan_step_t *b);
  * `head_tokens` rows of logits at the end. With overlap (and n >= 2) each
  * layer runs two micro-batches of n/2: the coordinator's work of one hides
  * the other's wait (see plan.h). */
-static st_plan_step_t s_step(const ctx_t *c, double n, double head_tokens, bool overlap) {
+static st_plan_step_t s_step(const ctx_t *c, double n, double pos, bool seq, double head_tokens, bool overlap) {
     st_plan_step_t s = {0};
     layer_cache_t lc[2] = {{.layer = -1}, {.layer = -1}};
     overlap = overlap && n >= 2;
     for (int l = 0; l < c->m->n_layer; l++) {
         if (!overlap) {
-            st_plan_step_t a = s_layer(c, l, n, &lc[0]);
+            st_plan_step_t a = s_layer(c, l, n, pos, seq, &lc[0]);
             s_add(&s, &a);
             continue;
         }
         const double na = ceil(n / 2), nb = n - na;
-        st_plan_step_t a = s_layer(c, l, na, &lc[0]), b = s_layer(c, l, nb, &lc[1]);
+        st_plan_step_t a = s_layer(c, l, na, pos, seq, &lc[0]), b = s_layer(c, l, nb, pos, seq, &lc[1]);
         const double wait_a = a.total - a.coord, wait_b = b.total - b.coord;
         /* each resource serves both halves (the coordinator's CPU, the wire, the nodes), and each
          * half waits for its own results before its next layer */
@@ -498,11 +518,12 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     c.pl = pl->placement;
     c.pn = pl->nodes;
 
-    pl->decode1 = s_step(&c, 1, 1, false);
-    pl->decodeN = p->users > 1 ? s_step(&c, p->users, p->users, p->overlap) : pl->decode1;
+    /* decode: each user's token after its prompt */
+    pl->decode1 = s_step(&c, 1, p->prompt, false, 1, false);
+    pl->decodeN = p->users > 1 ? s_step(&c, p->users, p->prompt, false, p->users, p->overlap) : pl->decode1;
     for (int done = 0; done < p->prompt; done += p->n_batch) { /* logits of the last token only */
         const int n = p->prompt - done < p->n_batch ? p->prompt - done : p->n_batch;
-        st_plan_step_t s = s_step(&c, n, done + n >= p->prompt ? 1 : 0, false);
+        st_plan_step_t s = s_step(&c, n, done, true, done + n >= p->prompt ? 1 : 0, false);
         s_add(&pl->prefill, &s);
     }
     pl->decode_tps_1 = 1 / pl->decode1.total;

@@ -6,7 +6,9 @@
  * node's budget and disk. The speed follows the decode step the cluster runs
  * (README, "The planner's model"), per layer and serially:
  *
- *   coordinator attention + router (st_board_matmul_s on its board)
+ *   coordinator attention + router (st_board_matmul_s on its board), and
+ *     attention over the KV cache (a decode step's tokens after --prompt
+ *     positions; a prompt chunk's after the chunks before it)
  *   -> activations to the involved nodes (bytes / link rate)
  *   -> the slowest involved node: its experts' compute, plus reads of the
  *      experts that are not in its RAM, less what the prefetch sent before
@@ -61,7 +63,9 @@ bool st_link_parse(const char *s, st_link_t *link);
 /* What the planner needs of a model: shapes, types and bytes. */
 typedef struct {
     char desc[160];
-    int n_layer, n_expert, n_expert_used, n_embd, n_ff, n_vocab, n_head_kv, head_dim;
+    int n_layer, n_expert, n_expert_used, n_embd, n_ff, n_vocab, n_head, n_head_kv, head_dim;
+    int n_swa;                  /* sliding window of the layers flagged is_swa (0: none) */
+    bool is_swa[ST_MAX_LAYERS]; /* layer attends over the last n_swa positions only */
     uint64_t file_bytes;
     uint64_t dense_bytes;                       /* resident on the coordinator: attention, norms, routers, head */
     uint64_t embd_bytes;                        /* token embeddings: mapped, one row read per token */

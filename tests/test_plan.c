@@ -168,7 +168,7 @@ static void s_tiny_model(st_plan_model_t *m, uint64_t expert_bytes) {
     memset(m, 0, sizeof *m);
     snprintf(m->desc, sizeof m->desc, "hand-made");
     m->n_layer = 2, m->n_expert = 4, m->n_expert_used = 2, m->n_embd = 1000, m->n_ff = 500;
-    m->n_vocab = 10000, m->n_head_kv = 1, m->head_dim = 8;
+    m->n_vocab = 10000; /* no attention heads: attention over the cache has its own test */
     m->dense_bytes = 1 << 20, m->expert_bytes = 8 * expert_bytes, m->file_bytes = (1 << 20) + 8 * expert_bytes;
     const int64_t dense[5][2] = {{1000, 1000}, {200, 1000}, {200, 1000}, {1000, 1000}, {4, 1000}};
     for (int l = 0; l < 2; l++) {
@@ -419,6 +419,34 @@ Test(plan, head_slices_and_replicas_as_the_coordinator_places_them) {
     s_near(pl->decode1.total, one->decode1.total, 1e-12, "replicas do not change the step (primaries)");
     st_plan_destroy(&one);
     st_plan_destroy(&pl);
+    free(m);
+}
+
+/* Attention over the KV cache on the coordinator: 4 query heads of 100 over 1 KV head, an f16
+ * cache; the board's f16 rate at 1 token is set to 1e8 multiply-adds/s (1e9 B/s of bandwidth).
+ * A position costs a dot and an axpy of 100 per query head: 800 multiply-adds, 8 us (its 400 B
+ * of K and V take 0.4 us: the compute is slower). Layer 1 has a sliding window of 50. */
+Test(plan, attention_over_the_kv_cache_by_hand) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000);
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(1ull << 30, 1e8);
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 2, .prompt = 99, .n_batch = 64, .n_ctx = 128};
+    st_plan_t *none = st_plan_new(m, &p); /* no heads: no attention */
+    cr_assert_not_null(none);
+    m->n_head = 4, m->n_head_kv = 1, m->head_dim = 100, m->n_swa = 50, m->is_swa[1] = true;
+    coord.matmul[ST_TYPE_F16][0] = 1e8;
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    /* decode after the 99-token prompt: layer 0 attends over 100 positions (0.8 ms), layer 1
+     * over its window of 50 (0.4 ms): 1.2 ms a token; 2 users 2.4 ms */
+    s_near(pl->decode1.coord - none->decode1.coord, 1.2 * MS, 1e-9, "1 user");
+    s_near(pl->decodeN.coord - none->decodeN.coord, 2.4 * MS, 1e-9, "2 users");
+    /* the prompt in chunks of 64 and 35. Chunk 1 (positions 0..63): layer 0 sums 1..64 = 2080
+     * positions, layer 1 1..50 and 14 x 50 = 1975; chunk 2 (64..98): layer 0 sums 65..99 =
+     * 2870, layer 1 35 x 50 = 1750. 8675 positions x 8 us = 69.4 ms */
+    s_near(pl->prefill.coord - none->prefill.coord, 69.4 * MS, 1e-9, "prefill");
+    st_plan_destroy(&pl);
+    st_plan_destroy(&none);
     free(m);
 }
 
