@@ -1475,6 +1475,35 @@ static void *s_sampled_user(void *arg) {
     return NULL;
 }
 
+static const sampled_user_t s_users[8] = {
+    {.json = "\"temperature\":0", .flags = "--temp 0"},
+    {.json = "\"temperature\":0,\"presence_penalty\":-2,\"frequency_penalty\":-0.5",
+     .flags = "--temp 0 --presence-penalty -2 --frequency-penalty -0.5"},
+    {.json = "\"temperature\":0.9,\"seed\":1234,\"top_k\":50,\"top_p\":0.9,\"min_p\":0.02,\"repeat_penalty\":1.3,"
+             "\"presence_penalty\":0.4,\"frequency_penalty\":0.3",
+     .flags = "--temp 0.9 --seed 1234 --top-k 50 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.3 --presence-penalty 0.4 "
+              "--frequency-penalty 0.3"},
+    {.json = "\"temperature\":0.7,\"seed\":7,\"top_k\":40,\"top_p\":1,\"min_p\":0",
+     .flags = "--temp 0.7 --seed 7 --top-k 40 --top-p 1 --min-p 0"},
+    {.json = "\"temperature\":1.2,\"seed\":42,\"top_k\":10,\"top_p\":1,\"min_p\":0.1,\"repeat_penalty\":1.1",
+     .flags = "--temp 1.2 --seed 42 --top-k 10 --top-p 1 --min-p 0.1 --repeat-penalty 1.1"},
+    {.json = "\"temperature\":0.5,\"seed\":3,\"top_k\":64,\"top_p\":0.8,\"min_p\":0,\"frequency_penalty\":0.5",
+     .flags = "--temp 0.5 --seed 3 --top-k 64 --top-p 0.8 --min-p 0 --frequency-penalty 0.5"},
+    {.json = "\"temperature\":1,\"seed\":99,\"top_k\":5,\"top_p\":1,\"min_p\":0,\"presence_penalty\":1",
+     .flags = "--temp 1 --seed 99 --top-k 5 --top-p 1 --min-p 0 --presence-penalty 1"},
+    {.json = "\"temperature\":0.9,\"seed\":5,\"top_k\":0,\"top_p\":0.9,\"min_p\":0",
+     .flags = "--temp 0.9 --seed 5 --top-k 0 --top-p 0.9 --min-p 0"},
+};
+
+/* The first n_users of s_users in u, each with st-run's text of n tokens for its flags in want. */
+static void s_sampled_users(sampled_user_t *u, char **want, int n_users, int n) {
+    for (int i = 0; i < n_users; i++) {
+        u[i] = s_users[i];
+        u[i].n = n;
+        want[i] = s_st_run_text_with(PROMPT, true, n, u[i].flags);
+    }
+}
+
 /* st-coordinator --http with the head sharded over three nodes: eight concurrent users, each
  * with its own sampling (greedy, greedy with penalties, seeded top-k / top-p / min-p with the
  * three penalties, and one without top-k over this model's flat distribution, which needs whole
@@ -1485,36 +1514,17 @@ static void *s_sampled_user(void *arg) {
  * rows), and those steps counted as decode: decode and prefill tokens add up to the tokens fed,
  * and the decode ones are at least the running sequences' tokens outside the prompt steps. */
 Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling, .timeout = 300) {
-    const int n_tok = 24, n_users = 8;
-    sampled_user_t u[8] = {
-        {.json = "\"temperature\":0", .flags = "--temp 0"},
-        {.json = "\"temperature\":0,\"presence_penalty\":-2,\"frequency_penalty\":-0.5",
-         .flags = "--temp 0 --presence-penalty -2 --frequency-penalty -0.5"},
-        {.json = "\"temperature\":0.9,\"seed\":1234,\"top_k\":50,\"top_p\":0.9,\"min_p\":0.02,\"repeat_penalty\":1.3,"
-                 "\"presence_penalty\":0.4,\"frequency_penalty\":0.3",
-         .flags =
-             "--temp 0.9 --seed 1234 --top-k 50 --top-p 0.9 --min-p 0.02 --repeat-penalty 1.3 --presence-penalty 0.4 "
-             "--frequency-penalty 0.3"},
-        {.json = "\"temperature\":0.7,\"seed\":7,\"top_k\":40,\"top_p\":1,\"min_p\":0",
-         .flags = "--temp 0.7 --seed 7 --top-k 40 --top-p 1 --min-p 0"},
-        {.json = "\"temperature\":1.2,\"seed\":42,\"top_k\":10,\"top_p\":1,\"min_p\":0.1,\"repeat_penalty\":1.1",
-         .flags = "--temp 1.2 --seed 42 --top-k 10 --top-p 1 --min-p 0.1 --repeat-penalty 1.1"},
-        {.json = "\"temperature\":0.5,\"seed\":3,\"top_k\":64,\"top_p\":0.8,\"min_p\":0,\"frequency_penalty\":0.5",
-         .flags = "--temp 0.5 --seed 3 --top-k 64 --top-p 0.8 --min-p 0 --frequency-penalty 0.5"},
-        {.json = "\"temperature\":1,\"seed\":99,\"top_k\":5,\"top_p\":1,\"min_p\":0,\"presence_penalty\":1",
-         .flags = "--temp 1 --seed 99 --top-k 5 --top-p 1 --min-p 0 --presence-penalty 1"},
-        {.json = "\"temperature\":0.9,\"seed\":5,\"top_k\":0,\"top_p\":0.9,\"min_p\":0",
-         .flags = "--temp 0.9 --seed 5 --top-k 0 --top-p 0.9 --min-p 0"},
-    };
+    const int n_tok = 16, n_users = 8;
+    sampled_user_t u[8];
     char *want[8];
-    for (int i = 0; i < n_users; i++) want[i] = s_st_run_text_with(PROMPT, true, n_tok, u[i].flags);
+    s_sampled_users(u, want, n_users, n_tok);
     st_test_cluster_t c;
     st_test_cluster_start(&c, "http-draws", false, 3);
     server_t s;
     s_cluster_server(&s, &c, (const char *const[]){"--head", "sharded", "--stats", NULL});
     pthread_t th[8];
     for (int i = 0; i < n_users; i++) {
-        u[i].port = s.port, u[i].n = n_tok;
+        u[i].port = s.port;
         cr_assert_eq(pthread_create(&th[i], NULL, s_sampled_user, &u[i]), 0);
     }
     for (int i = 0; i < n_users; i++) pthread_join(th[i], NULL);
@@ -1540,6 +1550,48 @@ Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling,
     cr_assert_lt(per_in * generated, 1.5 * row * whole + 16384 * generated,
                  "%.0f B back per hidden state, %.0f whole draws:\n%s", per_in, whole, log);
     s_assert_decode_counted(log, prompt, generated, seqs, n_users);
+    free(log);
+    st_test_cluster_destroy(&c);
+    for (int i = 0; i < n_users; i++) free(want[i]), free(u[i].text);
+}
+
+/* The same users on three nodes (but the flat one, whose rounds of candidates and whole logits
+ * would make this slow), and one node killed (SIGKILL) while they decode: its experts and its
+ * head slice (no replica) are computed here from then on, the slice's candidates for every
+ * sequence of a step at once, and each stream still gets st-run's text. */
+Test(http, cluster_users_keep_st_run_s_text_when_a_head_slice_s_node_dies, .timeout = 300) {
+    const int n_tok = 32, n_users = 7;
+    sampled_user_t u[8];
+    char *want[8];
+    s_sampled_users(u, want, n_users, n_tok);
+    st_test_cluster_t c;
+    st_test_cluster_start(&c, "http-draws-kill", false, 3);
+    server_t s;
+    s_cluster_server(&s, &c, (const char *const[]){"--head", "sharded", "--timeout-ms", "2000", "--stats", NULL});
+    pthread_t th[8];
+    for (int i = 0; i < n_users; i++) {
+        u[i].port = s.port;
+        cr_assert_eq(pthread_create(&th[i], NULL, s_sampled_user, &u[i]), 0);
+    }
+    double generated = 0;
+    for (double dl = st_now_ms() + 60000;
+         (generated = s_metric(s.port, "st_generated_tokens_total")) < 24 && st_now_ms() < dl;)
+        poll(NULL, 0, 10); /* polling /metrics with a deadline */
+    cr_assert_geq(generated, 24, "the users did not start");
+    const double at = generated;
+    st_test_cluster_node_stop(&c, 1, SIGKILL); /* its exit status: killed */
+    for (int i = 0; i < n_users; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < n_users; i++) cr_assert_str_eq(u[i].text, want[i], "user %d (%s)", i, u[i].flags);
+    generated = s_metric(s.port, "st_generated_tokens_total");
+    cr_assert_eq(generated, n_users * n_tok);
+    char *log = NULL;
+    cr_assert_eq(s_stop_log(&s, &log), 0);
+    cr_assert_not_null(log);
+    /* the killed node's slice was computed here: head weights read here per hidden state */
+    const double here = s_after(strstr(log, "cluster: head sharded over "), " in), ");
+    cr_log_info("%.0f B of head weights read here per hidden state; node 1 died after %.0f of %d tokens", here, at,
+                n_users * n_tok);
+    cr_assert_gt(here, 0, "no head slice computed here:\n%s", log);
     free(log);
     st_test_cluster_destroy(&c);
     for (int i = 0; i < n_users; i++) free(want[i]), free(u[i].text);
