@@ -20,6 +20,7 @@
 
 #include "clock.h"
 #include "curve.h"
+#include "file.h"
 #include "pake.h"
 #include "st_log.h"
 
@@ -104,31 +105,19 @@ bool st_join_paired(const char *allow_file) {
     return paired;
 }
 
-/* Adds the key (Z85) to the allow file unless it is there: a copy with the
- * new line, then rename. */
+/* Whether line starts with the key (Z85) arg. */
+static bool s_same_key(const char *line, void *arg) {
+    return !strncmp(line, arg, ST_CURVE_Z85_LEN) && (unsigned char)line[ST_CURVE_Z85_LEN] <= ' ';
+}
+
+/* Puts the key (Z85) in the allow file, in place of a line it had already
+ * (st_file_rewrite_lines: a copy, then a rename). */
 static int s_allow_add(const char *path, const char *key, const char *from) {
-    char tmp[4200], *line = NULL; /* lines of any length, copied whole */
-    size_t cap = 0;
-    if (snprintf(tmp, sizeof tmp, "%s.join.%d", path, (int)getpid()) >= (int)sizeof tmp)
-        return st_fail(ST_EINVAL, "allow file path too long");
-    FILE *out = fopen(tmp, "w");
-    if (!out) return st_fail(ST_EIO, "cannot write %s: %s", tmp, strerror(errno));
-    FILE *in = fopen(path, "r");
-    bool have = false;
-    for (ssize_t n; in && (n = getline(&line, &cap, in)) > 0;) {
-        have |= !strncmp(line, key, ST_CURVE_Z85_LEN) && (line[ST_CURVE_Z85_LEN] <= ' ');
-        fputs(line, out);
-        if (line[n - 1] != '\n') fputc('\n', out);
-    }
-    free(line);
-    if (in) fclose(in);
-    if (!have) fprintf(out, "%s coordinator at %s, paired\n", key, from);
-    bool ok = fflush(out) == 0 && fsync(fileno(out)) == 0;
-    ok &= fclose(out) == 0;
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
+    char add[512];
+    if (snprintf(add, sizeof add, "%s coordinator at %s, paired\n", key, from) >= (int)sizeof add)
+        return st_fail(ST_EINVAL, "a line for the allow file is too long: %s", from);
+    if (st_file_rewrite_lines(path, s_same_key, (void *)key, add, NULL) < 0)
         return st_fail(ST_EIO, "cannot write the allow file %s: %s", path, strerror(errno));
-    }
     return 0;
 }
 

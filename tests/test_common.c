@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -280,4 +281,54 @@ Test(log, below_error_is_silent, .init = cr_redirect_stderr) {
     const char *line = strstr(got, ": error: shown\n"); /* after the program's name */
     cr_assert(line && !strchr(got, '\n')[1] && strchr(got, '\n') == line + strlen(": error: shown"), "stderr: '%s'",
               got);
+}
+
+static bool s_starts_with_a(const char *line, void *arg) {
+    (void)arg;
+    return line[0] == 'a';
+}
+
+/* Line files rewritten in one step (the cluster file, allow files): lines dropped by the caller's
+ * rule, long ones kept whole, a last line without '\n' ended, the file's mode kept, nothing left
+ * beside it. */
+Test(file, rewrite_lines) {
+    char dir[] = "/tmp/st-test-file-XXXXXX", path[64], cmd[96];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/f", dir);
+    int dropped = -1;
+    cr_assert_eq(st_file_rewrite_lines(path, NULL, NULL, NULL, &dropped), -1); /* missing, nothing to add */
+    cr_assert_eq(errno, ENOENT);
+    cr_assert_eq(st_file_rewrite_lines(path, NULL, NULL, "x 1\n", &dropped), 0);
+    char *t = st_file_read(path, 0, NULL);
+    cr_assert_str_eq(t, "x 1\n");
+    free(t);
+    struct stat st;
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0644);
+
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("a 1\n# ", f);
+    for (int i = 0; i < 3000; i++) fputc('c', f);
+    fputs("\nab 2\nb 3", f); /* no '\n' at the end */
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(chmod(path, 0600), 0);
+    cr_assert_eq(st_file_rewrite_lines(path, s_starts_with_a, NULL, "a 4\n", &dropped), 0);
+    cr_assert_eq(dropped, 2);
+    t = st_file_read(path, 0, NULL);
+    cr_assert(!strncmp(t, "# ccc", 5) && strlen(t) == 2 + 3000 + 1 + 4 + 4, "%.40s... (%zu B)", t, strlen(t));
+    cr_assert_str_eq(t + 3003, "b 3\na 4\n");
+    free(t);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600, "the mode was not kept");
+    /* nothing to drop or add: left alone */
+    const struct timespec before = st.st_mtim;
+    cr_assert_eq(st_file_rewrite_lines(path, NULL, NULL, NULL, &dropped), 0);
+    cr_assert_eq(dropped, 0);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert(st.st_mtim.tv_sec == before.tv_sec && st.st_mtim.tv_nsec == before.tv_nsec, "rewritten for nothing");
+    snprintf(cmd, sizeof cmd, "test $(ls -A '%s' | wc -l) -eq 1", dir); /* no temporary file left */
+    cr_assert_eq(system(cmd), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
 }
