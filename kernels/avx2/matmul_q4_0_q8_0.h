@@ -276,10 +276,11 @@ static void s_matmul_q4_0_q8_0(int n_in, const void *vw, const int32_t *rows, in
  * of s_rows8, loaded as they are, and the scales with one load. The steps
  * per (row, token) are s_rows8's, so the bits are the plain kernel's. The
  * stream is prefetched PACK_AHEAD bytes ahead, further than the hardware
- * prefetchers reach on their own (about 9 KiB keeps DRAM busy on Zen), and
- * non-temporal: weights are read once per token and should not push the
- * activations and the KV cache out of the caches (tg32 +4-8% on Zen 5 in
- * alternating runs, both tables). */
+ * prefetchers reach on their own (about 9 KiB keeps DRAM busy on Zen), into
+ * all cache levels (T0). A non-temporal hint (NTA) gained 0-12% of tg32 on
+ * Zen 5 but cost 40% on an Intel Xeon (6/167), where the lines it fetched
+ * came too late: tg32 26.7 against 44.7 t/s, pp64 209 against 294 (4B Q4_0,
+ * bench/README.md). */
 #define PACK_AHEAD 9216
 
 static inline __attribute__((always_inline)) void s_rows8_packed(const uint8_t *p, bool pf, int nb,
@@ -290,9 +291,9 @@ static inline __attribute__((always_inline)) void s_rows8_packed(const uint8_t *
     for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++, p += 8 * sizeof(st_block_q4_0)) {
         if (pf) {
-            _mm_prefetch((const char *)p + PACK_AHEAD, _MM_HINT_NTA);
-            _mm_prefetch((const char *)p + PACK_AHEAD + 64, _MM_HINT_NTA);
-            _mm_prefetch((const char *)p + PACK_AHEAD + 128, _MM_HINT_NTA);
+            _mm_prefetch((const char *)p + PACK_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PACK_AHEAD + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + PACK_AHEAD + 128, _MM_HINT_T0);
         }
         __m256i g[4];
 #pragma GCC unroll 4

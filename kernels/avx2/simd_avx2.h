@@ -106,15 +106,15 @@ static inline __attribute__((always_inline)) void st_kq8_load16(const uint8_t *c
     for (int k = 0; k < 4; k++) g[k] = _mm256_loadu_si256((const __m256i *)(q + 32 * k));
 }
 
-/* Bytes ahead of the packed stream that are prefetched (non-temporally: read
- * once per token), as the packed Q4_0 kernel does. */
+/* Bytes ahead of the packed stream that are prefetched, with the packed Q4_0
+ * kernel's hint and distance (matmul_q4_0_q8_0.h says why). */
 #define ST_KQ8_PACK_AHEAD 9216
 
 /* Step b's 8 * block_bytes of a packed group, ST_KQ8_PACK_AHEAD bytes ahead. */
 static inline __attribute__((always_inline)) void st_kq8_prefetch_packed(const uint8_t *group, int b,
                                                                          size_t block_bytes) {
     const uint8_t *f = group + 8 * block_bytes * (size_t)b + ST_KQ8_PACK_AHEAD;
-    for (size_t o = 0; o < 8 * block_bytes; o += 64) _mm_prefetch((const char *)f + o, _MM_HINT_NTA);
+    for (size_t o = 0; o < 8 * block_bytes; o += 64) _mm_prefetch((const char *)f + o, _MM_HINT_T0);
 }
 
 /* Lane j of v holds 4 bytes of row j; the result's lane j is (byte i0, byte

@@ -57,7 +57,7 @@ static inline __attribute__((always_inline)) void s_rows16(const uint8_t *p, boo
     for (int b = 0; b < nb; b++, p += 16 * sizeof(st_block_q4_0)) {
         if (pf)
 #pragma GCC unroll 5
-            for (int o = 0; o < 320; o += 64) _mm_prefetch((const char *)p + PACK_AHEAD + o, _MM_HINT_NTA);
+            for (int o = 0; o < 320; o += 64) _mm_prefetch((const char *)p + PACK_AHEAD + o, _MM_HINT_T0);
         __m512i si[TOK_CHUNK];
 #pragma GCC unroll 8
         for (int t = 0; t < NT; t++) si[t] = _mm512_setzero_si512();
