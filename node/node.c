@@ -39,6 +39,7 @@
 #include "forward.h"
 #include "forward_internal.h"
 #include "lru.h"
+#include "node_mem.h"
 #include "moe.h"
 #include "proc_mem.h"
 #include "sampler.h"
@@ -49,15 +50,11 @@
 #include "wire.h"
 #include "zap.h"
 
-#define NODE_HWM 2            /* replies queued per peer */
-#define NODE_RX_MSGS 4        /* messages a coordinator has in flight at most (cluster.c's PUSH_WINDOW) */
-#define NODE_POLL_MS 200      /* longest wait before the stop flag is looked at */
-#define NODE_KEEPALIVE_S 3    /* idle seconds before TCP keepalive probes (dead peer after 3 more) */
-#define NODE_MAXRT_MS 30000   /* sent data unacknowledged this long: the peer is gone */
-#define NODE_SEND_MS 2000     /* longest wait for a peer to take a reply (then it is dropped) */
-#define NODE_MAX_MODELS 8     /* model stores kept under --store by default */
-#define NODE_SLACK (4u << 20) /* stacks, libc and zmq bookkeeping not measured otherwise */
-#define NODE_THREAD_SLACK (256u << 10)
+#define NODE_POLL_MS 200    /* longest wait before the stop flag is looked at */
+#define NODE_KEEPALIVE_S 3  /* idle seconds before TCP keepalive probes (dead peer after 3 more) */
+#define NODE_MAXRT_MS 30000 /* sent data unacknowledged this long: the peer is gone */
+#define NODE_SEND_MS 2000   /* longest wait for a peer to take a reply (then it is dropped) */
+#define NODE_MAX_MODELS 8   /* model stores kept under --store by default */
 
 /* One slice of the output head: rows [a.lo, a.hi) in the file's type. */
 typedef struct {
@@ -295,11 +292,13 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
 
     /* receive: what a coordinator sends ahead of our replies (the receive queue has no limit,
      * see st_node_new), the one being read among them, each at most a max frame;
-     * send: replies of at most max_req_pairs outputs, HWM queued plus one being written */
-    const uint64_t rx_reserve = (uint64_t)NODE_RX_MSGS * (ST_WIRE_MAX_FRAME + ST_WIRE_MAX_ENVELOPE / 16);
-    const uint64_t tx_reserve = (uint64_t)(NODE_HWM + 1) * n->max_req_pairs * E * sizeof(float);
-    const uint64_t fixed = n->base_rss + heap + st_store_mem_bytes(n->store) + rx_reserve + tx_reserve + NODE_SLACK +
-                           (uint64_t)p.n_threads * NODE_THREAD_SLACK;
+     * send: replies of at most max_req_pairs outputs, HWM queued plus one being written
+     * (node_mem.c: st-plan charges the same, with a bound for base_rss + heap) */
+    const uint64_t fixed = n->base_rss + heap + st_store_mem_bytes(n->store) +
+                           st_node_reserve_bytes(st_wire_max_tokens(s), s->n_expert_used, s->n_embd, p.n_threads);
+    if (n->base_rss + heap > ST_NODE_RUNTIME_BYTES)
+        st_log(ST_LOG_WARN, "process and compute take %llu B, more than the %llu B st-plan assumes",
+               (unsigned long long)(n->base_rss + heap), (unsigned long long)ST_NODE_RUNTIME_BYTES);
     const uint64_t one = st_lru_entry_cost(st_store_record_bytes(n->store));
     if (fixed + one > n->o.mem) {
         snprintf(why, cap,
@@ -1032,14 +1031,14 @@ st_node_t *st_node_new(st_node_opts_t *o) {
         goto fail;
     }
     const int64_t max_frame = ST_WIRE_MAX_FRAME > ST_WIRE_MAX_ENVELOPE ? ST_WIRE_MAX_FRAME : ST_WIRE_MAX_ENVELOPE;
-    if (st_wire_socket_limits(n->sock, max_frame, NODE_HWM)) goto fail;
+    if (st_wire_socket_limits(n->sock, max_frame, ST_NODE_HWM)) goto fail;
     /* No receive limit (RCVHWM 0), as the coordinator's sockets (cluster.c): libzmq 4.3.4 stops
      * reading a connection whose receive queue is full, keeps it after a reset until the queue is
      * read again, then answers a PING found behind the queued requests on the broken connection,
      * and `!_io_error` aborts (zeromq/libzmq#4841, issue 12). With HWM 2 a coordinator's push (4
      * chunks in flight) fills the queue, and a peer can fill it on purpose; with no limit it is
      * never full, so that state never arises. The queue then holds what a peer sends before it
-     * reads our replies: a coordinator's window (NODE_RX_MSGS, reserved in the budget), each
+     * reads our replies: a coordinator's window (ST_NODE_RX_MSGS, reserved in the budget), each
      * message at most max_frame; only a peer with an allowed key (or anyone with --insecure) can
      * send more. A reply to a peer whose queue is full waits (NODE_SEND_MS at most) instead of
      * being dropped silently, as a ROUTER does by default; an unknown peer is an error. */

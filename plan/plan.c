@@ -15,13 +15,15 @@
 #include <string.h>
 #include <strings.h>
 
+#include "node_mem.h"
 #include "st_log.h"
+#include "wire.h"
 
-#define MAX_THRESHOLDS 512         /* more distinct finishing times are rounded up onto this many */
-#define TCP_PAYLOAD 1448.0         /* bytes of a full TCP segment on Ethernet */
-#define NODE_PROCESS (64ull << 20) /* a node's own memory beside its --mem (code, buffers, sockets) */
-#define TLP_MIN 0.010              /* s: Linux's shortest tail-loss probe timeout */
-#define HEAD_CANDIDATES 64         /* a sampled draw's candidates per slice (remote_head.c: top-k, else 64) */
+#define MAX_THRESHOLDS 512          /* more distinct finishing times are rounded up onto this many */
+#define TCP_PAYLOAD 1448.0          /* bytes of a full TCP segment on Ethernet */
+#define COORD_PROCESS (64ull << 20) /* the coordinator's own memory beside its weights and caches */
+#define TLP_MIN 0.010               /* s: Linux's shortest tail-loss probe timeout */
+#define HEAD_CANDIDATES 64          /* a sampled draw's candidates per slice (remote_head.c: top-k, else 64) */
 
 /* ---- links --------------------------------------------------------------- */
 
@@ -464,7 +466,7 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     const uint64_t kv = (uint64_t)p->users * p->n_ctx * L * 2ull * m->n_head_kv * m->head_dim * 2;
     /* a sharded head leaves the coordinator (tied embeddings: one row read per token) */
     const uint64_t cut = sharded ? m->head_bytes : 0, dense = m->dense_bytes > cut ? m->dense_bytes - cut : 0;
-    const uint64_t coord_ram = dense + kv + (uint64_t)p->users * m->n_vocab * 4 + (64ull << 20);
+    const uint64_t coord_ram = dense + kv + (uint64_t)p->users * m->n_vocab * 4 + COORD_PROCESS;
     if (coord_ram > p->coord->ram) {
         st_fail(ST_ENOMEM,
                 "the coordinator's board %s has %.1f GiB of RAM; it needs %.2f GiB (dense weights %.2f GiB, KV "
@@ -479,9 +481,14 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     if (!pl || !pn || !c.per_layer || !(pl->nodes = calloc((size_t)N, sizeof *pl->nodes))) goto fail;
     pl->n_nodes = N;
     pl->coord_ram = coord_ram;
-    pl->node_extra = NODE_PROCESS;
     pl->head_sharded = sharded;
     /* the coordinator's own placement: each node's slice comes out of its --mem before its experts */
+    uint64_t max_expert = 0; /* a node's cache entry holds the largest expert (store.c's record) */
+    for (int l = 0; l < L; l++)
+        max_expert = m->layer_expert_bytes[l] > max_expert ? m->layer_expert_bytes[l] : max_expert;
+    const uint64_t one = st_node_expert_cost(max_expert);
+    const uint64_t fit = m->act_bytes ? ST_WIRE_MAX_FRAME / m->act_bytes : ST_WIRE_MAX_TOKENS;
+    const uint32_t max_tokens = fit < ST_WIRE_MAX_TOKENS ? (uint32_t)fit : ST_WIRE_MAX_TOKENS; /* st_wire_max_tokens */
     for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL, sharded};
     st_place_params_t pp = {.n_layer = L,
                             .n_expert = X,
@@ -498,22 +505,30 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
         st_plan_node_t *n = &pl->nodes[i];
         n->head_slices = st_placement_node_head_slices(pl->placement, i);
         n->head_bytes = st_placement_node_head_bytes(pl->placement, i);
-        if (n->head_bytes >= p->nodes[i].mem) {
-            st_log(ST_LOG_ERROR, "impossible setup: node %d's --mem (%.2f GiB) cannot hold its head slice (%.2f GiB)",
-                   i, p->nodes[i].mem / 1073741824.0, n->head_bytes / 1073741824.0);
+        /* st-node's own rule (node_mem.h): its process, compute buffers, store index and message
+         * reserves come out of --mem, then its head slices, then a cache of whole experts */
+        n->fixed = st_node_fixed_bytes((uint32_t)(L * X), max_expert, max_tokens, (uint32_t)m->n_expert_used,
+                                       (uint32_t)m->n_embd, p->nodes[i].threads);
+        if (n->fixed + n->head_bytes + one > p->nodes[i].mem) {
+            st_log(ST_LOG_ERROR,
+                   "impossible setup: node %d's --mem (%.3f GiB) cannot hold its own %.3f GiB, its head slice "
+                   "(%.3f GiB) and one expert (%.3f MiB)",
+                   i, p->nodes[i].mem / 1073741824.0, n->fixed / 1073741824.0, n->head_bytes / 1073741824.0,
+                   one / 1048576.0);
             goto fail;
         }
-        const uint64_t budget = p->nodes[i].mem - n->head_bytes;
+        const uint64_t room = st_node_room(p->nodes[i].mem, n->fixed, n->head_bytes, one);
         /* a layer's compute runs on the primaries (see plan.h) */
         if (!(c.per_layer[i] = calloc((size_t)L, sizeof(int)))) goto fail;
         for (int l = 0; l < L; l++)
             for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owner(pl->placement, l, e, 0) == i;
         n->experts = st_placement_node_experts(pl->placement, i);
         n->bytes = st_placement_node_bytes(pl->placement, i);
-        n->ram = n->bytes < budget ? n->bytes : budget;
+        n->room = room;
+        n->over_budget = (uint64_t)n->experts > room;
+        n->ram = n->over_budget ? n->bytes * room / (uint64_t)n->experts : n->bytes;
         n->stream = n->bytes - n->ram;
-        n->ram_fraction = n->bytes ? (double)n->ram / (double)n->bytes : 1.0;
-        n->over_budget = n->bytes > budget;
+        n->ram_fraction = n->experts ? (n->over_budget ? (double)room / n->experts : 1.0) : 1.0;
     }
     c.pl = pl->placement;
     c.pn = pl->nodes;
@@ -543,7 +558,7 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
                "storage at %.0f MB/s",
                over == N ? "all" : "some", 100 * (1 - pl->nodes[worst].ram_fraction),
                p->nodes[worst].disk_direct / 1e6);
-    if (coord_ram + NODE_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
+    if (coord_ram + COORD_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
         s_warn(pl, "the coordinator (%s) needs %.2f of its %.2f GiB: little room for the OS and the page cache",
                p->coord->name, coord_ram / 1073741824.0, p->coord->ram / 1073741824.0);
     for (int i = 0; i < N; i++) free(c.per_layer[i]);

@@ -129,10 +129,12 @@ typedef struct {
     uint64_t bytes;      /* of those experts: its store on disk beside its head slices */
     int head_slices;     /* head slices it holds (its own and replicas) */
     uint64_t head_bytes; /* their bytes: in its --mem before the experts, and on its disk */
-    uint64_t ram;        /* of the experts held in RAM (its --mem less its head slices at most) */
+    uint64_t fixed;      /* of its --mem that st-node keeps for itself (node_mem.h) */
+    uint64_t room;       /* experts its cache holds: --mem less fixed and head bytes, over one expert's cost */
+    uint64_t ram;        /* of the experts held in RAM (room of them at most) */
     uint64_t stream;     /* read from its store when used */
     double ram_fraction;
-    bool over_budget;
+    bool over_budget; /* more experts than room: st-node streams them and keeps the file's layout (unpacked) */
 } st_plan_node_t;
 
 typedef struct {
@@ -140,7 +142,6 @@ typedef struct {
     st_plan_node_t *nodes; /* n_nodes */
     int n_nodes;
     uint64_t coord_ram;                       /* dense weights + KV caches + buffers */
-    uint64_t node_extra;                      /* a node process beside its budget */
     bool head_sharded;                        /* the head's slices are on the nodes (decided for auto) */
     st_plan_step_t decode1, decodeN, prefill; /* prefill: the whole prompt */
     double decode_tps_1, decode_tps_n, prefill_tps, ttft_s;

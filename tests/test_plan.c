@@ -240,11 +240,21 @@ Test(plan, one_node_in_ram_by_hand) {
     free(m);
 }
 
+/* What st-node keeps of its --mem for the tiny model with 1 MB experts, 1 thread (node_mem.h,
+ * worked by hand): 512 tokens a request (4 MiB frame / 1000 B rows, at most 512);
+ *   receive 4 x (4194304 + 65536) = 17039360, send 3 x 512 x 2 x 1000 x 4 = 12288000,
+ *   slack 4194304 + 262144; index 8 keys x (4 + 32) + 8 + 16 busy bytes + one record of
+ *   1003520 (1e6 rounded up to 4 KiB) = 1003832; process and compute 64 MiB = 67108864:
+ *   101896504 B. One cached expert: 1003520 + a 64-byte entry = 1003584 B. */
+#define TINY_FIXED_1MB 101896504ull
+#define TINY_ONE_1MB 1003584ull
+
 Test(plan, a_node_over_its_budget_streams_by_hand) {
     st_plan_model_t *m = calloc(1, sizeof *m);
     s_tiny_model(m, 1000000); /* 1 MB experts: 8 MB on the node */
-    /* budget 4 MB: half of each layer in RAM (2 of 4), half read at 1e8 B/s: 10 ms each */
-    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(4000000, 1e8);
+    /* room for 4 experts after the node's own bytes: half of each layer in RAM (2 of 4), half
+     * read at 1e8 B/s: 10 ms each */
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(TINY_FIXED_1MB + 4 * TINY_ONE_1MB, 1e8);
     st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 1, .prompt = 1, .n_batch = 1, .n_ctx = 16};
     st_plan_t *pl = st_plan_new(m, &p);
     cr_assert_not_null(pl);
@@ -300,14 +310,15 @@ Test(plan, head_wire_and_overlap_options_by_hand) {
     s_near(pl->decode1.total, 46.94 * MS, 1e-9, "step, head sharded");
     s_near(pl->decodeN.total, 90.28 * MS, 1e-9, "2 users, head sharded: one round for both draws");
     st_plan_destroy(&pl);
-    /* auto: sharded when the node's --mem (1 GiB) is at least 4 slices (22.4 MB): yes; with
-     * --mem 20 MB, no (the coordinator's rule, setup.c) */
+    /* auto: sharded when the node's --mem (1 GiB) is at least 4 slices (22.4 MB): yes; with a
+     * head of 5600 B rows (56 MB) and --mem 200 MB, no (the coordinator's rule, setup.c) */
     p.head = ST_PLAN_HEAD_AUTO;
     pl = st_plan_new(m, &p);
     cr_assert_not_null(pl);
     cr_assert(pl->head_sharded);
     st_plan_destroy(&pl);
-    node.mem = 20000000;
+    node.mem = 200000000;
+    m->head_bytes = 10000 * 5600;
     pl = st_plan_new(m, &p);
     cr_assert_not_null(pl);
     cr_assert_not(pl->head_sharded);
@@ -315,6 +326,7 @@ Test(plan, head_wire_and_overlap_options_by_hand) {
     s_near(pl->decode1.total, 41.208 * MS, 1e-9, "step, head auto -> local");
     st_plan_destroy(&pl);
     node.mem = 1ull << 30;
+    m->head_bytes = 10000 * 560;
     p.head = ST_PLAN_HEAD_LOCAL;
 
     /* Compact results: the node holds all 4 experts, so every token uses it: out 1000 B of row
@@ -361,11 +373,12 @@ Test(plan, head_slices_and_replicas_as_the_coordinator_places_them) {
     m->head_bytes = 10000 * 560;
     m->dense_bytes += m->head_bytes;
     st_board_t coord = s_flat_board(1ull << 30, 1e8), nodes[3];
-    /* --mem 4 MB: after its slice a node keeps 2136320 B (nodes 0, 1) or 2127360 B (node 2) for
-     * experts. The 8 experts are shared by those budgets: 8 x 2136320 / 6400000 = 2.67, 2.67
-     * and 2.66: 2 each, the remaining 2 to the largest remainders (nodes 0 and 1): 3, 3, 2.
-     * Node 0 holds 3 MB: 2136320 B in RAM, 863680 B streamed; node 2's 2 MB fit. */
-    for (int i = 0; i < 3; i++) nodes[i] = s_flat_board(4000000, 1e8);
+    /* --mem 4 MB beside the node's own bytes: after its slice a node keeps 2136320 B (nodes 0,
+     * 1) or 2127360 B (node 2) for experts. The placement shares the 8 experts by --mem less the
+     * slice, nearly equal: 2.67, 2.67 and 2.66: 2 each, the remaining 2 to the largest
+     * remainders (nodes 0 and 1): 3, 3, 2. Room for 2136320 / 1003584 = 2 experts (2127360 /
+     * 1003584: 2 on node 2): node 0 holds 2 of its 3 MB in RAM and streams 1 MB; node 2's fit. */
+    for (int i = 0; i < 3; i++) nodes[i] = s_flat_board(TINY_FIXED_1MB + 4000000, 1e8);
     st_plan_params_t p = {&coord,           nodes,       3,
                           {1e6, 0.5e-3, 0}, .users = 1,  .prompt = 1,
                           .n_batch = 1,     .n_ctx = 16, .head = ST_PLAN_HEAD_SHARDED};
@@ -377,8 +390,9 @@ Test(plan, head_slices_and_replicas_as_the_coordinator_places_them) {
         cr_assert_eq(pl->nodes[i].head_bytes, slice[i], "node %d", i);
         cr_assert_eq(pl->nodes[i].bytes, expert_bytes[i], "node %d", i);
     }
-    cr_assert_eq(pl->nodes[0].ram, 2136320);
-    cr_assert_eq(pl->nodes[0].stream, 863680);
+    cr_assert_eq(pl->nodes[0].room, 2);
+    cr_assert_eq(pl->nodes[0].ram, 2000000);
+    cr_assert_eq(pl->nodes[0].stream, 1000000);
     cr_assert(pl->nodes[0].over_budget);
     cr_assert_eq(pl->nodes[2].ram, 2000000);
     cr_assert_not(pl->nodes[2].over_budget);
@@ -418,6 +432,64 @@ Test(plan, head_slices_and_replicas_as_the_coordinator_places_them) {
     cr_assert_not_null(one);
     s_near(pl->decode1.total, one->decode1.total, 1e-12, "replicas do not change the step (primaries)");
     st_plan_destroy(&one);
+    st_plan_destroy(&pl);
+    free(m);
+}
+
+/* The 21B cut to 8 layers on 2 nodes of --mem 1 GiB (bench/plan-check's case): 64 experts of
+ * 3317760 B a layer (top 6), n_embd 2560, Q8_0 activation rows of 2720 B, a head of 151936
+ * rows of 1440 B sharded in 2 slices of 75968 rows (109393920 B), 1 thread. By hand
+ * (node_mem.h): 512 tokens a request (4194304 / 2720 = 1542, at most 512);
+ *   receive 4 x (4194304 + 65536) = 17039360; send 3 x 512 x 6 x 2560 x 4 = 94371840;
+ *   slack 4194304 + 262144; index 512 x 36 + 512 + 16 + 3317760 (810 pages) = 3336720;
+ *   process and compute 67108864: 186313232 B fixed. One expert 3317760 + 64 = 3317824 B.
+ *   Room: (1073741824 - 186313232 - 109393920) / 3317824 = 234.5: 234 of the 256 each node
+ *   holds (32 a layer). 234 x 3317760 = 776355840 B in RAM, 22 x 3317760 = 72990720 B read on
+ *   demand (st-node logged room for 242 with its measured 39.4 MB instead of 64 MiB). The
+ *   old rule (--mem less the head slice, 964347904 B, against 849346560 B) said all fit. */
+Test(plan, node_fixed_bytes_and_head_slice_leave_room_for_fewer_experts) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 3317760);
+    m->n_layer = 8, m->n_expert = 64, m->n_expert_used = 6, m->n_embd = 2560, m->n_ff = 768;
+    m->n_vocab = 151936, m->act_bytes = 2720;
+    for (int l = 0; l < 8; l++) {
+        m->layer_expert_bytes[l] = 3317760;
+        for (int k = 0; k < 3; k++)
+            m->exp[l][k].type = ST_TYPE_Q4_0, m->exp[l][k].rows = k < 2 ? 768 : 2560,
+            m->exp[l][k].cols = k < 2 ? 2560 : 768;
+    }
+    m->expert_bytes = 512ull * 3317760;
+    m->head.rows = 151936, m->head.cols = 2560, m->head_bytes = 151936ull * 1440;
+    st_board_t coord = s_flat_board(1ull << 30, 1e8),
+               nodes[2] = {s_flat_board(1ull << 30, 1e8), s_flat_board(1ull << 30, 1e8)};
+    st_plan_params_t p = {&coord,           nodes,       2,
+                          {125e6, 1e-4, 0}, .users = 1,  .prompt = 1,
+                          .n_batch = 1,     .n_ctx = 16, .head = ST_PLAN_HEAD_SHARDED};
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    for (int i = 0; i < 2; i++) {
+        const st_plan_node_t *n = &pl->nodes[i];
+        cr_assert_eq(n->head_bytes, 109393920, "node %d", i);
+        cr_assert_eq(n->experts, 256, "node %d", i);
+        cr_assert_eq(n->fixed, 186313232, "node %d", i);
+        cr_assert_eq(n->room, 234, "node %d", i);
+        cr_assert(n->over_budget, "node %d", i);
+        cr_assert_eq(n->ram, 776355840, "node %d", i);
+        cr_assert_eq(n->stream, 72990720, "node %d", i);
+        s_near(n->ram_fraction, 234.0 / 256, 1e-12, "node's share in RAM");
+    }
+    cr_assert_gt(pl->decode1.storage, 0, "the experts not in RAM are read when used");
+    cr_assert_eq(pl->n_warnings, 1);
+    cr_assert(strstr(pl->warnings[0], "all nodes hold more experts than their budget: up to 9%"), "%s",
+              pl->warnings[0]);
+    st_plan_destroy(&pl);
+    /* --mem that cannot hold the node's own bytes, its slice and one expert: no plan */
+    nodes[0].mem = nodes[1].mem = 186313232 + 109393920 + 3317824 - 1;
+    cr_assert_null(st_plan_new(m, &p));
+    nodes[0].mem = nodes[1].mem = 186313232 + 109393920 + 3317824;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->nodes[0].room, 1);
     st_plan_destroy(&pl);
     free(m);
 }

@@ -413,10 +413,11 @@ static void s_print(const st_plan_model_t *m, const st_plan_params_t *p, const s
            p->n_ctx, m->file_bytes / GIB);
     for (int i = 0; i < p->n_nodes; i++) {
         const st_plan_node_t *n = &pl->nodes[i];
-        printf("  node %d (%s): --mem %.2f GiB: %d experts, %.2f GiB in RAM, %.2f GiB streamed from %s; RAM "
-               "%.2f GiB with the process; disk %.2f GiB%s\n",
-               i, p->nodes[i].name, p->nodes[i].mem / GIB, n->experts, n->ram / GIB, n->stream / GIB,
-               p->nodes[i].disk_kind, (n->ram + n->head_bytes + pl->node_extra) / GIB, (n->bytes + n->head_bytes) / GIB,
+        printf("  node %d (%s): --mem %.2f GiB, %.2f GiB of it the node's own: %d experts, room for %llu, %.2f GiB "
+               "in RAM, %.2f GiB streamed from %s%s; disk %.2f GiB%s\n",
+               i, p->nodes[i].name, p->nodes[i].mem / GIB, n->fixed / GIB, n->experts, (unsigned long long)n->room,
+               n->ram / GIB, n->stream / GIB, p->nodes[i].disk_kind,
+               n->over_budget ? " (the file's layout, unpacked)" : "", (n->bytes + n->head_bytes) / GIB,
                n->over_budget ? " (over its budget)" : "");
         if (n->head_slices)
             printf("    and %d head slice%s, %.1f MiB of its --mem (and its disk)\n", n->head_slices,
@@ -481,6 +482,8 @@ static void s_print_json(const st_plan_model_t *m, const st_plan_params_t *p, co
         cJSON_AddNumberToObject(j, "expert_bytes", (double)n->bytes);
         cJSON_AddNumberToObject(j, "ram_bytes", (double)n->ram);
         cJSON_AddNumberToObject(j, "stream_bytes", (double)n->stream);
+        cJSON_AddNumberToObject(j, "fixed_bytes", (double)n->fixed);
+        cJSON_AddNumberToObject(j, "room", (double)n->room);
         cJSON_AddNumberToObject(j, "head_slices", n->head_slices);
         cJSON_AddNumberToObject(j, "head_bytes", (double)n->head_bytes);
         cJSON_AddNumberToObject(j, "disk_bytes", (double)(n->bytes + n->head_bytes));
