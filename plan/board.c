@@ -21,7 +21,7 @@ const int st_board_batch[ST_BOARD_N_BATCH] = {1, 8, 64};
 
 #define MiB (1024.0 * 1024.0)
 #define GiB (1024.0 * MiB)
-#define NODE_RESERVE (512 * 1024 * 1024ull) /* the OS and st-node's own share */
+#define NODE_RESERVE (512 * 1024 * 1024ull) /* the OS and its page cache (st-node keeps its own bytes inside --mem) */
 
 typedef struct {
     const char *family; /* "pi5" */
@@ -127,13 +127,14 @@ int st_board_fill(st_board_t *b) {
     return 0;
 }
 
-double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok, bool streamed) {
+/* Seconds of a rows x cols matmul with n_tok tokens at rates r (1, 8, 64 tokens), the
+ * 1-token call at `stream` when that is > 0. */
+static double s_matmul_s(const double *r, double stream, int64_t rows, int64_t cols, double n_tok) {
     if (n_tok <= 0 || rows <= 0 || cols <= 0) return 0.0;
-    const double *r = (unsigned)t < ST_TYPE_COUNT && b->matmul[t][0] > 0 ? b->matmul[t] : b->matmul[ST_TYPE_Q4_0];
     const double macs = (double)rows * (double)cols;
     double ts[ST_BOARD_N_BATCH]; /* seconds of one call at each measured batch */
     for (int i = 0; i < ST_BOARD_N_BATCH; i++) ts[i] = macs * st_board_batch[i] / r[i];
-    if (streamed && (unsigned)t < ST_TYPE_COUNT && b->stream[t] > 0) ts[0] = macs / b->stream[t];
+    if (stream > 0) ts[0] = macs / stream;
     if (n_tok <= 1) return ts[0] * n_tok;
     for (int i = 1; i < ST_BOARD_N_BATCH; i++)
         if (n_tok <= st_board_batch[i]) {
@@ -141,6 +142,17 @@ double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t
             return ts[i - 1] + f * (ts[i] - ts[i - 1]);
         }
     return ts[ST_BOARD_N_BATCH - 1] * n_tok / st_board_batch[ST_BOARD_N_BATCH - 1];
+}
+
+double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok, bool streamed) {
+    const bool known = (unsigned)t < ST_TYPE_COUNT;
+    const double *r = known && b->matmul[t][0] > 0 ? b->matmul[t] : b->matmul[ST_TYPE_Q4_0];
+    return s_matmul_s(r, streamed && known ? b->stream[t] : 0, rows, cols, n_tok);
+}
+
+double st_board_matmul_unpacked_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok) {
+    if ((unsigned)t < ST_TYPE_COUNT && b->unpacked[t][0] > 0) return s_matmul_s(b->unpacked[t], 0, rows, cols, n_tok);
+    return st_board_matmul_s(b, t, rows, cols, n_tok, false);
 }
 
 /* ---- profile files ------------------------------------------------------- */
@@ -183,12 +195,14 @@ static bool s_set(st_board_t *b, const char *key, char *val) {
         int t = s_type_by_name(key + 7);
         return t >= 0 && s_num(val, &b->stream[t]) && b->stream[t] > 0;
     }
-    if (!strncmp(key, "matmul.", 7)) {
-        int t = s_type_by_name(key + 7);
+    const bool unpacked = !strncmp(key, "unpacked.", 9);
+    if (unpacked || !strncmp(key, "matmul.", 7)) {
+        int t = s_type_by_name(key + (unpacked ? 9 : 7));
         if (t < 0) return false;
+        double *r = unpacked ? b->unpacked[t] : b->matmul[t];
         char *save = NULL, *tok = strtok_r(val, " \t", &save);
         for (int i = 0; i < ST_BOARD_N_BATCH; i++, tok = strtok_r(NULL, " \t", &save))
-            if (!tok || !s_num(tok, &b->matmul[t][i]) || b->matmul[t][i] <= 0) return false;
+            if (!tok || !s_num(tok, &r[i]) || r[i] <= 0) return false;
         return tok == NULL;
     }
     struct {
@@ -258,6 +272,11 @@ int st_board_save(const st_board_t *b, FILE *f) {
         if (b->matmul[t][0] > 0)
             fprintf(f, "matmul.%s = %.4g %.4g %.4g\n", st_type_name(t), b->matmul[t][0], b->matmul[t][1],
                     b->matmul[t][2]);
+    fprintf(f, "# unpacked.TYPE = the same in the file's layout (types the kernels pack)\n");
+    for (int t = 0; t < ST_TYPE_COUNT; t++)
+        if (b->unpacked[t][0] > 0)
+            fprintf(f, "unpacked.%s = %.4g %.4g %.4g\n", st_type_name(t), b->unpacked[t][0], b->unpacked[t][1],
+                    b->unpacked[t][2]);
     for (int t = 0; t < ST_TYPE_COUNT; t++)
         if (b->stream[t] > 0) fprintf(f, "stream.%s = %.4g\n", st_type_name(t), b->stream[t]);
     fprintf(f, "disk_direct = %.4g\ndisk_buffered = %.4g\ndisk = %llu\ndisk_kind = %s\n", b->disk_direct,

@@ -16,6 +16,8 @@
  *   mem_bw.1 = 6.0e9              ... with 1, 2, ... threads (informational)
  *   matmul.q4_0 = 1.7e10 5.4e10 5.4e10   multiply-adds/s at 1, 8 and 64 tokens, one
  *                                 call at a time (a node's expert between waits)
+ *   unpacked.q4_0 = 1.2e10 3.1e10 3.3e10   the same in the file's layout: a node that cannot
+ *                                 hold all its experts does not repack them (default: matmul.*)
  *   stream.q4_0 = 1.7e10          the same at 1 token, back to back over 256 MiB
  *                                 (the coordinator's dense weights, streamed)
  *   disk_direct = 8.0e7           reads of expert-sized blocks with O_DIRECT (bytes/s)
@@ -45,21 +47,23 @@ extern const int st_board_batch[ST_BOARD_N_BATCH]; /* {1, 8, 64} */
 
 typedef struct {
     char name[64];
-    uint64_t ram;                                   /* bytes */
-    uint64_t mem;                                   /* a node's expert budget (bytes) */
-    int threads;                                    /* cores used */
-    double mem_bw;                                  /* bytes/s, all threads */
-    double mem_bw_t[ST_BOARD_MAX_THREADS + 1];      /* [n]: with n threads (0: not measured) */
-    double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH]; /* multiply-adds/s, one call at a time; 0: unknown type */
-    double stream[ST_TYPE_COUNT];                   /* multiply-adds/s at 1 token, matrices back to back over more than
-                                                     * the caches (the coordinator's dense work); 0: matmul[t][0] */
-    double disk_direct;                             /* bytes/s */
-    double disk_buffered;                           /* bytes/s */
-    uint64_t disk;                                  /* bytes of storage */
-    char disk_kind[16];                             /* "microSD", "NVMe", "measured" */
-    double rtt;                                     /* s */
-    double msg_bps;                                 /* bytes/s */
-    double net_bps;                                 /* bytes/s */
+    uint64_t ram;                                     /* bytes */
+    uint64_t mem;                                     /* a node's expert budget (bytes) */
+    int threads;                                      /* cores used */
+    double mem_bw;                                    /* bytes/s, all threads */
+    double mem_bw_t[ST_BOARD_MAX_THREADS + 1];        /* [n]: with n threads (0: not measured) */
+    double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH];   /* multiply-adds/s, one call at a time; 0: unknown type */
+    double unpacked[ST_TYPE_COUNT][ST_BOARD_N_BATCH]; /* the same with the weights in the file's layout; 0: as
+                                                       * matmul (types the kernels never pack) */
+    double stream[ST_TYPE_COUNT]; /* multiply-adds/s at 1 token, matrices back to back over more than
+                                   * the caches (the coordinator's dense work); 0: matmul[t][0] */
+    double disk_direct;           /* bytes/s */
+    double disk_buffered;         /* bytes/s */
+    uint64_t disk;                /* bytes of storage */
+    char disk_kind[16];           /* "microSD", "NVMe", "measured" */
+    double rtt;                   /* s */
+    double msg_bps;               /* bytes/s */
+    double net_bps;               /* bytes/s */
 } st_board_t;
 
 /* Fills b with the built-in board called name ("pi5-2g", "pi4-8g", ...,
@@ -88,5 +92,7 @@ int st_board_fill(st_board_t *b);
  * between and growing linearly past 64. `streamed`: one of many matrices
  * read back to back (the coordinator's), whose 1-token rate is stream[t]. */
 double st_board_matmul_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok, bool streamed);
+/* The same, one call, with the weights in the file's layout (unpacked rates where the board has them). */
+double st_board_matmul_unpacked_s(const st_board_t *b, st_type_t t, int64_t rows, int64_t cols, double n_tok);
 
 #endif

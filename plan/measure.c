@@ -144,41 +144,13 @@ static void s_mm_part(void *arg, int part, int ith) {
         st_matmul(j->k, j->t, j->w, MM_COLS, r0, r1, j->x, j->x_row, j->n_tok, j->y, MM_ROWS);
 }
 
-/* Multiply-adds/s of type t with 1, 8 and 64 tokens into r, one call at a
- * time; and *stream at 1 token back to back over STREAM_SET (0 when that
- * much memory is not there). false when the kernels cannot multiply t or
- * memory is short. */
-static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, double seconds, double r[3],
-                           double *stream) {
-    const st_type_traits_t *tr = st_type_traits(t), *vt = tr ? st_type_traits(tr->vec_dot_type) : NULL;
-    if (!tr || !tr->name || !tr->supported || !vt || !k->vec_dot[t] || !k->from_float[tr->vec_dot_type] ||
-        MM_COLS % tr->blck || MM_COLS % vt->blck)
-        return false;
-    const size_t mat = (size_t)MM_ROWS * st_row_size(t, MM_COLS);
-    size_t n_mat = MM_SET / mat + 1;
-    if (n_mat < 4) n_mat = 4;
-    const size_t x_row = st_row_size(tr->vec_dot_type, MM_COLS);
-    uint8_t *w = NULL;
-    float *xf = malloc((size_t)64 * MM_COLS * sizeof *xf), *y = malloc((size_t)64 * MM_ROWS * sizeof *y);
-    void *x = malloc(64 * x_row);
-    bool ok = xf && y && x && posix_memalign((void **)&w, 64, n_mat * mat) == 0;
-    if (!ok) goto out;
-    /* bytes 0x20..0x3f: every fp16/bf16/f32 scale or weight is a normal number below 2 */
-    uint64_t s = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < n_mat * mat; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        w[i] = (uint8_t)(0x20 + (s & 0x1f));
-    }
-    const bool packed = st_packable(k, t, MM_COLS, MM_ROWS);
-    for (size_t m = 0; packed && m < n_mat; m++) st_pack(k, t, MM_COLS, MM_ROWS, w + m * mat);
-    for (int i = 0; i < 64 * MM_COLS; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        xf[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2 - 1);
-    }
-    for (int i = 0; i < 64; i++)
-        k->from_float[tr->vec_dot_type](MM_COLS, xf + (size_t)i * MM_COLS, (uint8_t *)x + (size_t)i * x_row);
+/* Multiply-adds/s of n_mat matrices of `mat` bytes at w with 1, 8 and 64 tokens into r,
+ * one call at a time, packed or in the file's layout. */
+static void s_call_rates(const mm_job_t *proto, st_pool_t *pool, const uint8_t *w, size_t n_mat, size_t mat,
+                         double seconds, double r[3]) {
     for (int b = 0; b < ST_BOARD_N_BATCH; b++) {
-        mm_job_t j = {k, t, NULL, packed, x, x_row, st_board_batch[b], y};
+        mm_job_t j = *proto;
+        j.n_tok = st_board_batch[b];
         for (size_t m = 0; m < n_mat; m++) { /* warm-up: one pass */
             j.w = w + m * mat;
             st_pool_for(pool, MM_PARTS, s_mm_part, &j);
@@ -199,6 +171,46 @@ static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, 
         qsort(times, (size_t)n, sizeof times[0], s_cmp);
         r[b] = (double)MM_ROWS * MM_COLS * st_board_batch[b] / times[n / 2];
     }
+}
+
+/* Multiply-adds/s of type t with 1, 8 and 64 tokens into r, one call at a
+ * time, as the kernels read it (packed where they pack it); where they pack
+ * it, the same in the file's layout into unpacked (else left 0); and
+ * *stream at 1 token back to back over STREAM_SET (0 when that much memory
+ * is not there). false when the kernels cannot multiply t or memory is
+ * short. */
+static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, double seconds, double r[3],
+                           double unpacked[3], double *stream) {
+    const st_type_traits_t *tr = st_type_traits(t), *vt = tr ? st_type_traits(tr->vec_dot_type) : NULL;
+    if (!tr || !tr->name || !tr->supported || !vt || !k->vec_dot[t] || !k->from_float[tr->vec_dot_type] ||
+        MM_COLS % tr->blck || MM_COLS % vt->blck)
+        return false;
+    const size_t mat = (size_t)MM_ROWS * st_row_size(t, MM_COLS);
+    size_t n_mat = MM_SET / mat + 1;
+    if (n_mat < 4) n_mat = 4;
+    const size_t x_row = st_row_size(tr->vec_dot_type, MM_COLS);
+    uint8_t *w = NULL;
+    float *xf = malloc((size_t)64 * MM_COLS * sizeof *xf), *y = malloc((size_t)64 * MM_ROWS * sizeof *y);
+    void *x = malloc(64 * x_row);
+    bool ok = xf && y && x && posix_memalign((void **)&w, 64, n_mat * mat) == 0;
+    if (!ok) goto out;
+    /* bytes 0x20..0x3f: every fp16/bf16/f32 scale or weight is a normal number below 2 */
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < n_mat * mat; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        w[i] = (uint8_t)(0x20 + (s & 0x1f));
+    }
+    for (int i = 0; i < 64 * MM_COLS; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        xf[i] = (float)((double)(s >> 11) / 9007199254740992.0 * 2 - 1);
+    }
+    for (int i = 0; i < 64; i++)
+        k->from_float[tr->vec_dot_type](MM_COLS, xf + (size_t)i * MM_COLS, (uint8_t *)x + (size_t)i * x_row);
+    const bool packed = st_packable(k, t, MM_COLS, MM_ROWS);
+    /* a node that cannot hold all its experts computes them in the file's layout */
+    if (packed) s_call_rates(&(mm_job_t){k, t, NULL, false, x, x_row, 1, y}, pool, w, n_mat, mat, seconds, unpacked);
+    for (size_t m = 0; packed && m < n_mat; m++) st_pack(k, t, MM_COLS, MM_ROWS, w + m * mat);
+    s_call_rates(&(mm_job_t){k, t, NULL, packed, x, x_row, 1, y}, pool, w, n_mat, mat, seconds, r);
     /* streamed: as many matrices as STREAM_SET holds, back to back, twice */
     *stream = 0;
     const size_t n_stream = STREAM_SET / mat + 1;
@@ -426,10 +438,12 @@ int st_measure_board(const st_measure_opts_t *o, st_board_t *b) {
     const double secs = o->seconds > 0 ? o->seconds : 0.15;
     for (int t = 0; t < ST_TYPE_COUNT; t++)
         if ((!o->types || (o->types >> t & 1)) &&
-            s_matmul_rates(k, pool, (st_type_t)t, secs, b->matmul[t], &b->stream[t]))
-            st_log(ST_LOG_INFO, "matmul %s: %.2f, %.2f, %.2f G multiply-adds/s at 1, 8, 64 tokens; streamed %.2f",
+            s_matmul_rates(k, pool, (st_type_t)t, secs, b->matmul[t], b->unpacked[t], &b->stream[t]))
+            st_log(ST_LOG_INFO,
+                   "matmul %s: %.2f, %.2f, %.2f G multiply-adds/s at 1, 8, 64 tokens; unpacked %.2f, %.2f, %.2f; "
+                   "streamed %.2f",
                    st_type_name(t), b->matmul[t][0] / 1e9, b->matmul[t][1] / 1e9, b->matmul[t][2] / 1e9,
-                   b->stream[t] / 1e9);
+                   b->unpacked[t][0] / 1e9, b->unpacked[t][1] / 1e9, b->unpacked[t][2] / 1e9, b->stream[t] / 1e9);
     st_pool_destroy(&pool);
     s_measure_disk(o->disk_dir ? o->disk_dir : ".", o->block ? o->block : EXPERT_21B, b);
     st_log(ST_LOG_INFO, "storage, %.2f MiB blocks: %.0f MB/s direct, %.0f MB/s buffered (cache dropped)",

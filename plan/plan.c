@@ -236,11 +236,16 @@ static double s_coord_layer(const ctx_t *c, int l, double n, double pos, bool se
     return t;
 }
 
-/* Seconds of one expert of layer l with b tokens on board bd. */
-static double s_expert(const ctx_t *c, const st_board_t *bd, int l, double b) {
+/* Seconds of one expert of layer l with b tokens on board bd; `unpacked`: in the file's
+ * layout, as a node computes its experts when they do not all fit in its RAM. */
+static double s_expert(const ctx_t *c, const st_board_t *bd, int l, double b, bool unpacked) {
     double t = 0;
-    for (int k = 0; k < 3; k++)
-        t += st_board_matmul_s(bd, c->m->exp[l][k].type, c->m->exp[l][k].rows, c->m->exp[l][k].cols, b, false);
+    for (int k = 0; k < 3; k++) {
+        const st_type_t ty = c->m->exp[l][k].type;
+        const int64_t rows = c->m->exp[l][k].rows, cols = c->m->exp[l][k].cols;
+        t += unpacked ? st_board_matmul_unpacked_s(bd, ty, rows, cols, b)
+                      : st_board_matmul_s(bd, ty, rows, cols, b, false);
+    }
     return t;
 }
 
@@ -259,7 +264,7 @@ static double s_layer_nodes(const ctx_t *c, int l, double d, double b, double hi
         const int held = c->per_layer[i][l];
         ram[i] = (int)floor(c->pn[i].ram_fraction * held + 0.5);
         disk[i] = held - ram[i];
-        cmp[i] = s_expert(c, &c->p->nodes[i], l, b);
+        cmp[i] = s_expert(c, &c->p->nodes[i], l, b, c->pn[i].over_budget);
         rd[i] = no_reads ? 0 : (double)c->m->layer_expert_bytes[l] / c->p->nodes[i].disk_direct;
     }
     const int lo = (int)floor(d), hi = (int)ceil(d);

@@ -113,6 +113,7 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     b.mem_bw_t[1] = 2.5e9;
     b.rtt = 123e-6;
     b.stream[ST_TYPE_Q4_0] = 7e9;
+    b.unpacked[ST_TYPE_Q4_0][0] = 1e9, b.unpacked[ST_TYPE_Q4_0][1] = 2e9, b.unpacked[ST_TYPE_Q4_0][2] = 3e9;
     cr_assert_eq(st_board_save(&b, f), 0);
     fclose(f);
     st_board_t c;
@@ -124,6 +125,8 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     s_near(c.mem_bw_t[1], 2.5e9, 1e-3, "mem_bw.1");
     s_near(c.rtt, 123e-6, 1e-3, "rtt");
     s_near(c.stream[ST_TYPE_Q4_0], 7e9, 1e-3, "stream");
+    s_near(c.unpacked[ST_TYPE_Q4_0][2], 3e9, 1e-3, "unpacked");
+    cr_assert_eq(c.unpacked[ST_TYPE_Q8_0][0], 0.0, "no unpacked rate: none written");
     s_near(c.matmul[ST_TYPE_Q8_0][2], b.matmul[ST_TYPE_Q8_0][2], 1e-3, "matmul");
     s_near(c.disk_direct, b.disk_direct, 1e-3, "disk");
 
@@ -211,6 +214,7 @@ Test(plan, one_node_in_ram_by_hand) {
     s_near(pl->decode1.coord, 14.808 * MS, 1e-9, "coordinator");
     s_near(pl->decode1.node, 6 * MS, 1e-9, "nodes");
     cr_assert_eq(pl->decode1.storage, 0.0);
+    cr_assert_eq(node.unpacked[ST_TYPE_Q4_0][0], 0.0, "(the unpacked rates, set below, do not apply here)");
     s_near(pl->decode1.transfer, 18 * MS, 1e-9, "transfer");
     s_near(pl->decode1.latency, 2.4 * MS, 1e-9, "round trips");
     s_near(pl->decode_tps_1, 1 / (41.208 * MS), 1e-9, "decode tok/s");
@@ -236,6 +240,13 @@ Test(plan, one_node_in_ram_by_hand) {
     pl = st_plan_new(m, &p);
     cr_assert_not_null(pl);
     s_near(pl->decode1.latency, 2.9380198 * MS, 1e-7, "round trips with loss");
+    st_plan_destroy(&pl);
+    /* the node holds all its experts: it packs them, and its unpacked rates change nothing */
+    for (int i = 0; i < 3; i++) node.unpacked[ST_TYPE_Q4_0][i] = 0.5e9;
+    p.link.loss = 0;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decode1.node, 6 * MS, 1e-9, "nodes, packed");
     st_plan_destroy(&pl);
     free(m);
 }
@@ -268,6 +279,13 @@ Test(plan, a_node_over_its_budget_streams_by_hand) {
     s_near(pl->decode1.node, 6 * MS, 1e-9, "compute");
     s_near(pl->decode1.storage, 2 * 6.746667 * MS, 1e-6, "storage");
     cr_assert_str_eq(pl->bottleneck, "network");
+    st_plan_destroy(&pl);
+    /* not all its experts fit: the node keeps the file's layout, computed at its unpacked rates
+     * (0.5e9 at every batch): 3 ms an expert, 6 ms a layer for the two used, 12 ms in all */
+    for (int i = 0; i < 3; i++) node.unpacked[ST_TYPE_Q4_0][i] = 0.5e9;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    s_near(pl->decode1.node, 12 * MS, 1e-9, "compute, unpacked");
     cr_assert_gt(pl->n_warnings, 0, "no warning for a node over its budget");
     st_plan_destroy(&pl);
     free(m);
