@@ -1160,11 +1160,12 @@ Test(node, store_directories_only_for_assigned_models_and_bounded) {
 /* ---- a peer that speaks ZMTP itself ---- */
 
 /* Writes all of buf to fd (a blocking socket); false when the node dropped
- * the connection (then the attack stops there). */
+ * the connection (then the attack stops there). MSG_NOSIGNAL: a write after
+ * the node's reset must fail with EPIPE, not kill the test with SIGPIPE. */
 static bool s_write_all(int fd, const void *buf, size_t n) {
     const uint8_t *p = buf;
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) return false;
         p += w, n -= (size_t)w;
