@@ -505,13 +505,16 @@ static void s_failing_node(bool answer_error) {
 Test(cluster, silent_node_times_out_and_its_experts_are_computed_here, .timeout = 120) { s_failing_node(false); }
 
 /* A node that claims its head slice and answers with NaN logits, or with
- * candidates outside its slice: each answer is refused (named in the log)
- * and its slice computed here; the logits and tokens are st-run's, for
- * whole logits (--logits-out) and for draws from candidates (without). Its
- * budget is all slice: it gets no expert, only head requests. */
-Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120) {
+ * candidates outside its slice: each answer is refused (named in the log);
+ * the logits and tokens are st-run's, for whole logits (--logits-out) and for
+ * draws from candidates (without). Its budget is all slice: it gets no
+ * expert, only head requests. Without replicas its slice is computed here;
+ * with --replication 2 the good node (whose budget has room) holds a replica,
+ * so each refused answer goes there and the coordinator computes none. */
+static void s_hostile_head(bool replica) {
     const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
     const char *model = s_model(synth);
+    const char *opts = replica ? "--head sharded --replication 2 --stats" : "--head sharded --stats";
     cluster_t c;
     s_cluster_start(&c, 1);
     fake_node_t f = {.bad_head = true, .mem_budget = 1u << 20};
@@ -519,22 +522,30 @@ Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120
     char nodes[1024];
     snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
     run_t ref = s_run(c.dir, "ref", model, NULL, "");
-    run_t r = s_run(c.dir, "bad-head", model, nodes, "--head sharded --stats");
+    run_t r = s_run(c.dir, replica ? "bad-head-r2" : "bad-head", model, nodes, opts);
     s_same(&ref, &r, "a node sending bad head results (whole logits)");
     cr_assert_not_null(strstr(r.err, "bad head logits"), "the bad results were not refused:\n%s", r.err);
-    double here;
-    s_head_nodes(r.err, &here);
-    cr_assert_gt(here, 0.0, "the bad node's slice was not computed here:\n%s", r.err);
     char args[2048];
     snprintf(args, sizeof args,
-             "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push --head sharded -n %d -p '" PROMPT
+             "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push %s -n %d -p '" PROMPT
              "' --temp 0 --json -t 1",
-             model, nodes, c.dir, N_PREDICT);
-    st_test_run_t d = st_test_run(c.dir, "bad-cands", NULL, "st-coordinator", args, 120);
+             model, nodes, c.dir, opts, N_PREDICT);
+    st_test_run_t d = st_test_run(c.dir, replica ? "bad-cands-r2" : "bad-cands", NULL, "st-coordinator", args, 120);
     cr_assert_eq(d.status, 0, "%s", d.err);
     cr_assert_str_eq(d.out, ref.out, "draws from candidates changed the tokens");
     cr_assert_not_null(strstr(d.err, "bad head candidates"), "the bad candidates were not refused:\n%s", d.err);
     cr_assert_gt(f.head_answers, 1);
+    const char *logs[] = {r.err, d.err};
+    for (int i = 0; i < 2; i++) {
+        double here;
+        s_head_nodes(logs[i], &here);
+        if (replica) {
+            cr_assert_eq(here, 0.0, "head rows computed here though a replica holds the slice:\n%s", logs[i]);
+            cr_assert_eq(st_test_head_by_replica(logs[i]), N_PREDICT, "one replica answer per token:\n%s", logs[i]);
+        } else if (i == 0) {
+            cr_assert_gt(here, 0.0, "the bad node's slice was not computed here:\n%s", logs[i]);
+        }
+    }
     st_test_run_free(&d);
     s_run_free(&ref);
     s_run_free(&r);
@@ -542,45 +553,9 @@ Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120
     s_cluster_stop(&c);
 }
 
-/* The same bad node with --replication 2: its slice has a replica on the
- * good node (whose budget has room for it), so each refused answer goes
- * there and the coordinator computes none of the head; the logits and
- * tokens are st-run's, for whole logits and for draws from candidates. */
-Test(cluster, hostile_head_replies_go_to_a_replica, .timeout = 120) {
-    const char *synth[] = {"--type", "q4_0", "--seed", "3", NULL};
-    const char *model = s_model(synth);
-    cluster_t c;
-    s_cluster_start(&c, 1);
-    fake_node_t f = {.bad_head = true, .mem_budget = 1u << 20};
-    s_fake_start(&f, false, false, NULL);
-    char nodes[1024];
-    snprintf(nodes, sizeof nodes, "%s,%s", c.nodes[0].p.url, f.url);
-    run_t ref = s_run(c.dir, "ref", model, NULL, "");
-    run_t r = s_run(c.dir, "bad-head-r2", model, nodes, "--head sharded --replication 2 --stats");
-    s_same(&ref, &r, "a node sending bad head results, with a replica (whole logits)");
-    cr_assert_not_null(strstr(r.err, "bad head logits"), "the bad results were not refused:\n%s", r.err);
-    double here;
-    s_head_nodes(r.err, &here);
-    cr_assert_eq(here, 0.0, "head rows computed here though a replica holds the slice:\n%s", r.err);
-    cr_assert_eq(st_test_head_by_replica(r.err), N_PREDICT, "one replica answer per token:\n%s", r.err);
-    char args[2048];
-    snprintf(args, sizeof args,
-             "-m '%s' --nodes %s --insecure --state-dir '%s' --quiet-push --head sharded --replication 2 --stats -n "
-             "%d -p '" PROMPT "' --temp 0 --json -t 1",
-             model, nodes, c.dir, N_PREDICT);
-    st_test_run_t d = st_test_run(c.dir, "bad-cands-r2", NULL, "st-coordinator", args, 120);
-    cr_assert_eq(d.status, 0, "%s", d.err);
-    cr_assert_str_eq(d.out, ref.out, "draws from candidates changed the tokens");
-    cr_assert_not_null(strstr(d.err, "bad head candidates"), "the bad candidates were not refused:\n%s", d.err);
-    s_head_nodes(d.err, &here);
-    cr_assert_eq(here, 0.0, "head rows computed here though a replica holds the slice:\n%s", d.err);
-    cr_assert_eq(st_test_head_by_replica(d.err), N_PREDICT, "one replica answer per token:\n%s", d.err);
-    st_test_run_free(&d);
-    s_run_free(&ref);
-    s_run_free(&r);
-    s_fake_stop(&f);
-    s_cluster_stop(&c);
-}
+Test(cluster, hostile_head_replies_are_refused_and_computed_here, .timeout = 120) { s_hostile_head(false); }
+
+Test(cluster, hostile_head_replies_go_to_a_replica, .timeout = 120) { s_hostile_head(true); }
 
 Test(cluster, node_answering_errors_is_replaced_by_the_coordinator, .timeout = 120) { s_failing_node(true); }
 
