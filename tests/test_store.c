@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include "st_kernels.h"
+#include "lru.h"
+#include "node_mem.h"
 #include "st_log.h"
 #include "store.h"
 #include "wire.h"
@@ -118,6 +120,29 @@ Test(store, write_verify_read_and_restart) {
     st_store_close(&st2);
     st_store_close(&st);
     free(buf), free(b1), free(b2);
+}
+
+/* st-plan counts a node's store index and cached experts with node_mem.c's
+ * copies of the store's and the cache's arithmetic: they must agree with
+ * what the node charges, but for the store struct itself (its directory
+ * path and in-flight slots: the same bytes for any shape, within the
+ * planner's runtime bound), so two shapes leave the same difference. */
+Test(store, the_planner_counts_the_index_and_an_expert_as_the_node_does) {
+    int64_t diff[2];
+    for (int i = 0; i < 2; i++) {
+        st_wire_shape_t sh = s_shape();
+        if (i) sh.n_expert = 32, sh.n_embd = 128;
+        const uint64_t eb = st_wire_max_expert_bytes(&sh); /* as st-plan passes it */
+        st_store_t *st = st_store_open(g_dir, &sh);
+        cr_assert_not_null(st);
+        diff[i] = (int64_t)st_store_mem_bytes(st) - (int64_t)st_node_index_bytes(sh.n_layer * sh.n_expert, eb);
+        cr_assert(diff[i] >= 0 && diff[i] < 65536, "store %zu B, planner %lld B less", st_store_mem_bytes(st),
+                  (long long)diff[i]);
+        cr_assert_eq(st_node_expert_cost(eb), st_lru_entry_cost(st_store_record_bytes(st)));
+        st_store_close(&st);
+    }
+    cr_assert_eq(diff[0], diff[1], "the planner's index grows unlike the store's: %lld, %lld B apart",
+                 (long long)diff[0], (long long)diff[1]);
 }
 
 Test(store, corrupt_chunk_is_rejected_before_writing) {
