@@ -11,10 +11,14 @@ command -v tmux >/dev/null || { echo "skip: tmux not installed"; exit 77; }
 MODEL=${ST_MODEL_CACHE:-$HOME/.cache/st-models}/http-tiny-f32.gguf
 [ -f "$MODEL" ] || "$BUILD/st-synth" --type f32 --out "$MODEL" >/dev/null 2>&1 || { echo "st-synth failed"; exit 1; }
 TMP=$(mktemp -d /tmp/st-chat-tmux.XXXXXX)
-SESSION=st-chat-test-$$
+# A tmux server of our own: killing the default server's last session makes
+# it exit, and a new-session racing that exit fails ("server exited
+# unexpectedly"), as it did in CI. Ours lives until cleanup.
+tmux() { command tmux -S "$TMP/tmux.sock" "$@"; }
+SESSION=st-chat-test-1
 SPID=""
 cleanup() {
-  tmux kill-session -t "$SESSION" 2>/dev/null
+  tmux kill-server 2>/dev/null
   [ -n "$SPID" ] && kill -TERM "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
   rm -rf "$TMP"
 }
@@ -47,7 +51,8 @@ wait_for() {
   fail "'$want' (x$n) did not appear"
 }
 
-tmux new-session -d -s "$SESSION" -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 8; sleep 30"
+tmux new-session -d -s "$SESSION" -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 8; sleep 30" ||
+  fail "tmux new-session"
 wait_for "st-chat: connected to $URL"
 tmux send-keys -t "$SESSION" "Hello there" Enter
 wait_for "[8 tokens"
@@ -84,8 +89,11 @@ wait_answer() {
   done
   fail "no answer text to '$1' within 60 s"
 }
+# the new session starts before the old one goes, so the server never empties
+tmux new-session -d -s st-chat-test-2 -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 3000; sleep 30" ||
+  fail "tmux new-session"
 tmux kill-session -t "$SESSION" 2>/dev/null
-tmux new-session -d -s "$SESSION" -x 160 -y 50 "$BUILD/st-chat --url $URL --temp 0 --max-tokens 3000; sleep 30"
+SESSION=st-chat-test-2
 wait_for "st-chat: connected to $URL"
 tmux send-keys -t "$SESSION" "Tell me a very long story" Enter
 wait_answer "Tell me a very long story"  # streaming, far from the 3000 tokens
