@@ -155,6 +155,36 @@ double st_board_matmul_unpacked_s(const st_board_t *b, st_type_t t, int64_t rows
     return st_board_matmul_s(b, t, rows, cols, n_tok, false);
 }
 
+/* v into the worst spread so far (what names it) and the count of busy ones. */
+#define S_SPREAD(v, ...)                                                                                               \
+    do {                                                                                                               \
+        busy += (v) > ST_BOARD_BUSY_SPREAD;                                                                            \
+        if ((v) > worst) worst = (v), snprintf(what, what_size, __VA_ARGS__);                                          \
+    } while (0)
+
+double st_board_worst_spread(const st_board_t *b, char *what, size_t what_size, int *n_busy) {
+    double worst = 0;
+    int busy = 0;
+    char none[1];
+    if (!what || !what_size) what = none, what_size = sizeof none;
+    what[0] = 0;
+    for (int n = 1; n <= ST_BOARD_MAX_THREADS; n++)
+        S_SPREAD(b->spread.mem_bw_t[n], "memory bandwidth with %d thread%s", n, n == 1 ? "" : "s");
+    for (int t = 0; t < ST_TYPE_COUNT; t++) {
+        for (int i = 0; i < ST_BOARD_N_BATCH; i++) {
+            S_SPREAD(b->spread.matmul[t][i], "matmul.%s at %d token%s", st_type_name(t), st_board_batch[i],
+                     i ? "s" : "");
+            S_SPREAD(b->spread.unpacked[t][i], "unpacked.%s at %d token%s", st_type_name(t), st_board_batch[i],
+                     i ? "s" : "");
+        }
+        S_SPREAD(b->spread.stream[t], "stream.%s", st_type_name(t));
+    }
+    S_SPREAD(b->spread.rtt, "the round trip");
+    S_SPREAD(b->spread.msg_bps, "1 MiB messages");
+    if (n_busy) *n_busy = busy;
+    return worst;
+}
+
 /* ---- profile files ------------------------------------------------------- */
 
 static int s_type_by_name(const char *s) {
@@ -166,6 +196,29 @@ static int s_type_by_name(const char *s) {
 }
 
 static bool s_num(const char *v, double *out) { return st_parse_float(v, 0, 1e30, out); }
+
+/* Up to n numbers >= lo in val, separated by blanks: exactly n of them. */
+static bool s_nums(char *val, double *r, int n, double lo) {
+    char *save = NULL, *tok = strtok_r(val, " \t", &save);
+    for (int i = 0; i < n; i++, tok = strtok_r(NULL, " \t", &save))
+        if (!tok || !st_parse_float(tok, lo, 1e30, &r[i]) || r[i] <= 0) return false;
+    return tok == NULL;
+}
+
+/* `spread.KEY = ...` (KEY after the prefix): one spread >= 1 per rate of KEY. */
+static bool s_set_spread(st_board_t *b, const char *key, char *val) {
+    long n;
+    if (!strcmp(key, "rtt")) return s_nums(val, &b->spread.rtt, 1, 1);
+    if (!strcmp(key, "msg_bps")) return s_nums(val, &b->spread.msg_bps, 1, 1);
+    if (!strncmp(key, "mem_bw.", 7))
+        return st_parse_int(key + 7, 1, ST_BOARD_MAX_THREADS, &n) && s_nums(val, &b->spread.mem_bw_t[n], 1, 1);
+    const int t = s_type_by_name(strchr(key, '.') ? strchr(key, '.') + 1 : "");
+    if (t < 0) return false;
+    if (!strncmp(key, "stream.", 7)) return s_nums(val, &b->spread.stream[t], 1, 1);
+    if (!strncmp(key, "matmul.", 7)) return s_nums(val, b->spread.matmul[t], ST_BOARD_N_BATCH, 1);
+    if (!strncmp(key, "unpacked.", 9)) return s_nums(val, b->spread.unpacked[t], ST_BOARD_N_BATCH, 1);
+    return false;
+}
 
 /* One `key = value` line; false when the key is unknown or the value bad. */
 static bool s_set(st_board_t *b, const char *key, char *val) {
@@ -199,12 +252,9 @@ static bool s_set(st_board_t *b, const char *key, char *val) {
     if (unpacked || !strncmp(key, "matmul.", 7)) {
         int t = s_type_by_name(key + (unpacked ? 9 : 7));
         if (t < 0) return false;
-        double *r = unpacked ? b->unpacked[t] : b->matmul[t];
-        char *save = NULL, *tok = strtok_r(val, " \t", &save);
-        for (int i = 0; i < ST_BOARD_N_BATCH; i++, tok = strtok_r(NULL, " \t", &save))
-            if (!tok || !s_num(tok, &r[i]) || r[i] <= 0) return false;
-        return tok == NULL;
+        return s_nums(val, unpacked ? b->unpacked[t] : b->matmul[t], ST_BOARD_N_BATCH, 0);
     }
+    if (!strncmp(key, "spread.", 7)) return s_set_spread(b, key + 7, val);
     struct {
         const char *key;
         double *v;
@@ -282,5 +332,19 @@ int st_board_save(const st_board_t *b, FILE *f) {
     fprintf(f, "disk_direct = %.4g\ndisk_buffered = %.4g\ndisk = %llu\ndisk_kind = %s\n", b->disk_direct,
             b->disk_buffered, (unsigned long long)b->disk, b->disk_kind);
     fprintf(f, "rtt = %.4g\nmsg_bps = %.4g\nnet_bps = %.4g\n", b->rtt, b->msg_bps, b->net_bps);
+    char what[64];
+    if (st_board_worst_spread(b, what, sizeof what, NULL) <= 0) goto done;
+    fprintf(f, "# spread.RATE = slowest over fastest of the timed blocks behind RATE (each rate is its fastest)\n");
+    for (int t = 1; t <= ST_BOARD_MAX_THREADS; t++)
+        if (b->spread.mem_bw_t[t] > 0) fprintf(f, "spread.mem_bw.%d = %.3f\n", t, b->spread.mem_bw_t[t]);
+    for (int t = 0; t < ST_TYPE_COUNT; t++) {
+        const double *m = b->spread.matmul[t], *u = b->spread.unpacked[t];
+        if (m[0] > 0) fprintf(f, "spread.matmul.%s = %.3f %.3f %.3f\n", st_type_name(t), m[0], m[1], m[2]);
+        if (u[0] > 0) fprintf(f, "spread.unpacked.%s = %.3f %.3f %.3f\n", st_type_name(t), u[0], u[1], u[2]);
+        if (b->spread.stream[t] > 0) fprintf(f, "spread.stream.%s = %.3f\n", st_type_name(t), b->spread.stream[t]);
+    }
+    if (b->spread.rtt > 0) fprintf(f, "spread.rtt = %.3f\n", b->spread.rtt);
+    if (b->spread.msg_bps > 0) fprintf(f, "spread.msg_bps = %.3f\n", b->spread.msg_bps);
+done:
     return ferror(f) ? st_fail(ST_EIO, "cannot write the profile") : 0;
 }

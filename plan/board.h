@@ -27,6 +27,11 @@
  *                                 both ends slept, as a layer's round trip finds them (s)
  *   msg_bps = 1.0e9               ZeroMQ throughput over loopback, 1 MiB messages
  *   net_bps = 1.17625e8           the board's network link (bytes/s; 941 Mbit/s)
+ *   spread.matmul.q4_0 = 1.02 1.05 1.4   slowest over fastest of the timed blocks behind
+ *                                 each rate (optional, >= 1): also spread.unpacked.TYPE,
+ *                                 spread.stream.TYPE, spread.mem_bw.N, spread.rtt,
+ *                                 spread.msg_bps. Each rate is its fastest block; a large
+ *                                 spread says the machine was busy while it was measured
  *
  * Unknown keys are an error (a typo must not pass silently); missing ones
  * take the defaults named above or, for rates, are derived (st_board_fill).
@@ -42,6 +47,9 @@
 
 #define ST_BOARD_MAX_THREADS 64
 #define ST_BOARD_N_BATCH 3 /* matmul rates at 1, 8 and 64 tokens */
+/* A rate whose timed blocks spread more than this (slowest over fastest) was
+ * measured on a busy machine: st-bench --profile and st-plan warn. */
+#define ST_BOARD_BUSY_SPREAD 1.5
 
 extern const int st_board_batch[ST_BOARD_N_BATCH]; /* {1, 8, 64} */
 
@@ -64,6 +72,14 @@ typedef struct {
     double rtt;                   /* s */
     double msg_bps;               /* bytes/s */
     double net_bps;               /* bytes/s */
+    struct {                      /* slowest over fastest timed block of each rate above (0: not recorded) */
+        double mem_bw_t[ST_BOARD_MAX_THREADS + 1];
+        double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH];
+        double unpacked[ST_TYPE_COUNT][ST_BOARD_N_BATCH];
+        double stream[ST_TYPE_COUNT];
+        double rtt;
+        double msg_bps;
+    } spread;
 } st_board_t;
 
 /* Fills b with the built-in board called name ("pi5-2g", "pi4-8g", ...,
@@ -86,6 +102,12 @@ int st_board_save(const st_board_t *b, FILE *f);
  * network defaults. ST_EINVAL (logged) when nothing usable is left (no
  * bandwidth, no matmul rate). */
 int st_board_fill(st_board_t *b);
+
+/* The largest spread recorded in b (0 when none is: a built-in board, an
+ * older profile), the rate it belongs to written into what ("matmul.Q4_0 at
+ * 64 tokens"), and into *n_busy (if not NULL) how many rates spread more than
+ * ST_BOARD_BUSY_SPREAD. */
+double st_board_worst_spread(const st_board_t *b, char *what, size_t what_size, int *n_busy);
 
 /* Seconds to multiply a rows x cols matrix of type t with n_tok tokens on b:
  * the measured rates at 1, 8 and 64 tokens, the time interpolated linearly in

@@ -25,10 +25,59 @@
 #define MM_SET (64u << 20)      /* matrices cycled through: past the caches */
 #define STREAM_SET (256u << 20) /* the coordinator's dense weights stream from memory */
 #define RTT_PAUSE_NS 2000000    /* before each timed round trip */
-#define MM_CALLS 64             /* timed calls per type and batch */
+#define RTT_BLOCK 50            /* round trips per timed block */
+#define MSG_BLOCK 16            /* 1 MiB messages per timed block */
+#define MM_BLOCK 8              /* timed calls per block of a type and batch */
 #define MM_PAUSE_NS 4000000     /* after each call: longer than a CPU quota period at 1/4 CPU */
 #define DISK_FILE (128u << 20)  /* scratch file for the storage reads */
 #define EXPERT_21B 3317760ull   /* bytes of one 21B Q4_0 expert: 3 x 1,105,920 */
+
+/* ---- timed blocks -------------------------------------------------------- */
+
+/* A rate is the fastest of several timed blocks, not one timing or the median
+ * of all: a vCPU descheduled or a core taken by another process makes some
+ * blocks slow, never one fast. Blocks are taken until the fastest two agree
+ * within BLOCKS_AGREE (at least `min`, at most BLOCKS_MAX); the slowest over
+ * the fastest is kept as the rate's spread, which tells a busy machine. */
+#define BLOCKS_MAX 15
+#define BLOCKS_AGREE 1.10
+
+typedef struct {
+    double t[BLOCKS_MAX]; /* seconds of each block */
+    int n, min;
+} blocks_t;
+
+static void s_blocks_add(blocks_t *b, double t) {
+    if (b->n < BLOCKS_MAX) b->t[b->n++] = t > 1e-9 ? t : 1e-9; /* every block counts: the loops end */
+}
+
+static double s_blocks_best(const blocks_t *b) {
+    double best = 0;
+    for (int i = 0; i < b->n; i++) best = i == 0 || b->t[i] < best ? b->t[i] : best;
+    return best;
+}
+
+/* Slowest over fastest; 0 with no block. */
+static double s_blocks_spread(const blocks_t *b) {
+    double worst = 0;
+    for (int i = 0; i < b->n; i++) worst = b->t[i] > worst ? b->t[i] : worst;
+    return b->n ? worst / s_blocks_best(b) : 0;
+}
+
+static bool s_blocks_done(const blocks_t *b) {
+    if (b->n >= BLOCKS_MAX) return true;
+    if (b->n < b->min || b->n < 2) return false;
+    double best = s_blocks_best(b), second = 0;
+    bool skipped = false;
+    for (int i = 0; i < b->n; i++) {
+        if (b->t[i] == best && !skipped) {
+            skipped = true;
+            continue;
+        }
+        second = second == 0 || b->t[i] < second ? b->t[i] : second;
+    }
+    return second <= best * BLOCKS_AGREE;
+}
 
 /* ---- memory bandwidth ---------------------------------------------------- */
 
@@ -65,53 +114,56 @@ static void s_bw_part(void *arg, int part, int ith) {
     j->sink[part] = a[0] ^ a[1];
 }
 
-/* Best of 8 passes over a BW_BUFFER buffer with the pool's threads, bytes/s; 0 on failure. */
-static double s_measure_bandwidth(st_pool_t *pool) {
+/* Fastest of 8 or more passes over a BW_BUFFER buffer with the pool's threads (timed
+ * blocks), bytes/s, and their spread into *spread; 0 on failure. */
+static double s_measure_bandwidth(st_pool_t *pool, double *spread) {
     void *buf = NULL;
     if (posix_memalign(&buf, (size_t)2 << 20, BW_BUFFER) != 0) return 0.0;
     madvise(buf, BW_BUFFER, MADV_HUGEPAGE); /* as the resident weights: the best the memory gives */
     memset(buf, 1, BW_BUFFER);              /* fault every page in before timing */
     bw_job_t j = {.buf = buf, .n = (int)(BW_BUFFER / 64)};
-    double best = 0.0;
-    for (int pass = 0; pass < 8; pass++) {
-        double t0 = st_now_s();
+    blocks_t bl = {.min = 8};
+    while (!s_blocks_done(&bl)) {
+        const double t0 = st_now_s();
         st_pool_for(pool, BW_PARTS, s_bw_part, &j);
-        double dt = st_now_s() - t0;
-        if (dt > 0 && BW_BUFFER / dt > best) best = BW_BUFFER / dt;
+        s_blocks_add(&bl, st_now_s() - t0);
     }
     free(buf);
-    return best;
+    *spread = s_blocks_spread(&bl);
+    return bl.n ? BW_BUFFER / s_blocks_best(&bl) : 0.0;
 }
 
 /* The measurement in a child process, so that its buffer counts neither in our
  * peak RSS nor, after the child exits, against a --mem budget; in-process if
  * fork is not possible. bytes/s, 0 on failure. */
-double st_measure_bandwidth(int n_threads) {
+double st_measure_bandwidth(int n_threads, double *spread) {
     int fd[2] = {-1, -1};
     pid_t pid = -1;
+    double dummy, r[2] = {0, 0}; /* bytes/s, spread */
+    if (!spread) spread = &dummy;
     if (pipe(fd) == 0 && (pid = fork()) == 0) {
         close(fd[0]);
         st_pool_t *pool = st_pool_new(n_threads);
-        double bw = pool ? s_measure_bandwidth(pool) : 0.0;
+        r[0] = pool ? s_measure_bandwidth(pool, &r[1]) : 0.0;
         st_pool_destroy(&pool);
-        _exit(write(fd[1], &bw, sizeof bw) == (ssize_t)sizeof bw ? 0 : 1);
+        _exit(write(fd[1], r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
     }
-    double bw = 0.0;
     if (pid > 0) {
         close(fd[1]);
-        if (read(fd[0], &bw, sizeof bw) != (ssize_t)sizeof bw) bw = 0.0;
+        if (read(fd[0], r, sizeof r) != (ssize_t)sizeof r) r[0] = r[1] = 0.0;
         close(fd[0]);
         waitpid(pid, NULL, 0);
-        return bw;
+        *spread = r[1];
+        return r[0];
     }
     if (pid < 0 && fd[0] >= 0) {
         close(fd[0]);
         close(fd[1]);
     }
     st_pool_t *pool = st_pool_new(n_threads);
-    bw = pool ? s_measure_bandwidth(pool) : 0.0;
+    r[0] = pool ? s_measure_bandwidth(pool, spread) : 0.0;
     st_pool_destroy(&pool);
-    return bw;
+    return r[0];
 }
 
 /* ---- matmul -------------------------------------------------------------- */
@@ -145,42 +197,57 @@ static void s_mm_part(void *arg, int part, int ith) {
 }
 
 /* Multiply-adds/s of n_mat matrices of `mat` bytes at w with 1, 8 and 64 tokens into r,
- * one call at a time, packed or in the file's layout. */
+ * one call at a time, packed or in the file's layout, and their spreads. */
 static void s_call_rates(const mm_job_t *proto, st_pool_t *pool, const uint8_t *w, size_t n_mat, size_t mat,
-                         double seconds, double r[3]) {
+                         double r[3], double spread[3]) {
+    blocks_t bl[ST_BOARD_N_BATCH];
+    size_t next = 0; /* the next matrix: every call reads one the caches do not hold */
     for (int b = 0; b < ST_BOARD_N_BATCH; b++) {
+        bl[b] = (blocks_t){.min = 5};
         mm_job_t j = *proto;
         j.n_tok = st_board_batch[b];
         for (size_t m = 0; m < n_mat; m++) { /* warm-up: one pass */
             j.w = w + m * mat;
             st_pool_for(pool, MM_PARTS, s_mm_part, &j);
         }
-        /* one call at a time with a pause after it, as a node computes an expert
-         * between waits: the median call (a CPU quota lets a short burst run
-         * at full speed, so a busy loop would measure the quota, not the board) */
-        double times[MM_CALLS];
-        int n = 0;
-        for (const double t_end = st_now_s() + seconds; n < MM_CALLS && (n < 5 || st_now_s() < t_end); n++) {
-            j.w = w + ((size_t)n % n_mat) * mat;
-            const double t0 = st_now_s();
-            st_pool_for(pool, MM_PARTS, s_mm_part, &j);
-            times[n] = st_now_s() - t0;
-            st_pool_park(pool);
-            nanosleep(&(struct timespec){0, MM_PAUSE_NS}, NULL);
+    }
+    /* one call at a time with a pause after it, as a node computes an expert
+     * between waits; a block's time is its median call (a CPU quota lets a
+     * short burst run at full speed, so a busy loop would measure the quota,
+     * not the board). The batches take turns, so that each rate's blocks
+     * spread over the whole measurement. */
+    for (bool more = true; more;) {
+        more = false;
+        for (int b = 0; b < ST_BOARD_N_BATCH; b++) {
+            if (s_blocks_done(&bl[b])) continue;
+            more = true;
+            mm_job_t j = *proto;
+            j.n_tok = st_board_batch[b];
+            double times[MM_BLOCK];
+            for (int n = 0; n < MM_BLOCK; n++) {
+                j.w = w + (next++ % n_mat) * mat;
+                const double t0 = st_now_s();
+                st_pool_for(pool, MM_PARTS, s_mm_part, &j);
+                times[n] = st_now_s() - t0;
+                st_pool_park(pool);
+                nanosleep(&(struct timespec){0, MM_PAUSE_NS}, NULL);
+            }
+            qsort(times, MM_BLOCK, sizeof times[0], s_cmp);
+            s_blocks_add(&bl[b], times[MM_BLOCK / 2]);
         }
-        qsort(times, (size_t)n, sizeof times[0], s_cmp);
-        r[b] = (double)MM_ROWS * MM_COLS * st_board_batch[b] / times[n / 2];
+    }
+    for (int b = 0; b < ST_BOARD_N_BATCH; b++) {
+        r[b] = (double)MM_ROWS * MM_COLS * st_board_batch[b] / s_blocks_best(&bl[b]);
+        spread[b] = s_blocks_spread(&bl[b]);
     }
 }
 
-/* Multiply-adds/s of type t with 1, 8 and 64 tokens into r, one call at a
+/* Multiply-adds/s of type t into b: with 1, 8 and 64 tokens, one call at a
  * time, as the kernels read it (packed where they pack it); where they pack
- * it, the same in the file's layout into unpacked (else left 0); and
- * *stream at 1 token back to back over STREAM_SET (0 when that much memory
- * is not there). false when the kernels cannot multiply t or memory is
- * short. */
-static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, double seconds, double r[3],
-                           double unpacked[3], double *stream) {
+ * it, the same in the file's layout (else left 0); and at 1 token back to
+ * back over STREAM_SET (0 when that much memory is not there); each with its
+ * spread. false when the kernels cannot multiply t or memory is short. */
+static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, st_board_t *b) {
     const st_type_traits_t *tr = st_type_traits(t), *vt = tr ? st_type_traits(tr->vec_dot_type) : NULL;
     if (!tr || !tr->name || !tr->supported || !vt || !k->vec_dot[t] || !k->from_float[tr->vec_dot_type] ||
         MM_COLS % tr->blck || MM_COLS % vt->blck)
@@ -208,28 +275,30 @@ static bool s_matmul_rates(const st_kernels_t *k, st_pool_t *pool, st_type_t t, 
         k->from_float[tr->vec_dot_type](MM_COLS, xf + (size_t)i * MM_COLS, (uint8_t *)x + (size_t)i * x_row);
     const bool packed = st_packable(k, t, MM_COLS, MM_ROWS);
     /* a node that cannot hold all its experts computes them in the file's layout */
-    if (packed) s_call_rates(&(mm_job_t){k, t, NULL, false, x, x_row, 1, y}, pool, w, n_mat, mat, seconds, unpacked);
+    if (packed)
+        s_call_rates(&(mm_job_t){k, t, NULL, false, x, x_row, 1, y}, pool, w, n_mat, mat, b->unpacked[t],
+                     b->spread.unpacked[t]);
     for (size_t m = 0; packed && m < n_mat; m++) st_pack(k, t, MM_COLS, MM_ROWS, w + m * mat);
-    s_call_rates(&(mm_job_t){k, t, NULL, packed, x, x_row, 1, y}, pool, w, n_mat, mat, seconds, r);
-    /* streamed: as many matrices as STREAM_SET holds, back to back, twice */
-    *stream = 0;
+    s_call_rates(&(mm_job_t){k, t, NULL, packed, x, x_row, 1, y}, pool, w, n_mat, mat, b->matmul[t],
+                 b->spread.matmul[t]);
+    /* streamed: as many matrices as STREAM_SET holds, back to back, in timed passes */
     const size_t n_stream = STREAM_SET / mat + 1;
     uint8_t *ws = NULL;
     if (posix_memalign((void **)&ws, 2 << 20, n_stream * mat) == 0) {
         madvise(ws, n_stream * mat, MADV_HUGEPAGE); /* as the coordinator's packed matrices */
         for (size_t m = 0; m < n_stream; m++) memcpy(ws + m * mat, w + (m % n_mat) * mat, mat);
         mm_job_t j = {k, t, NULL, packed, x, x_row, 1, y};
-        double best = 0;
-        for (int pass = 0; pass < 2; pass++) {
+        blocks_t bl = {.min = 4};
+        while (!s_blocks_done(&bl)) {
             const double t0 = st_now_s();
             for (size_t m = 0; m < n_stream; m++) {
                 j.w = ws + m * mat;
                 st_pool_for(pool, MM_PARTS, s_mm_part, &j);
             }
-            const double rate = (double)n_stream * MM_ROWS * MM_COLS / (st_now_s() - t0);
-            best = rate > best ? rate : best;
+            s_blocks_add(&bl, st_now_s() - t0);
         }
-        *stream = best;
+        b->stream[t] = (double)n_stream * MM_ROWS * MM_COLS / s_blocks_best(&bl);
+        b->spread.stream[t] = s_blocks_spread(&bl);
         free(ws);
     }
 out:
@@ -359,25 +428,36 @@ static void s_measure_zmq(st_board_t *b) {
     if (pthread_create(&th, NULL, s_echo, &e) != 0) goto out;
     started = true;
     memset(big, 0x33, 1 << 20);
-    enum { N_SMALL = 300, N_WARM = 100, N_BIG = 64 };
-    static double rtt[N_SMALL];
     char small[256] = {1};
-    for (int i = 0; i < N_WARM + N_SMALL; i++) {
-        /* both ends asleep first, as between a node's layers */
-        if (i >= N_WARM) nanosleep(&(struct timespec){0, RTT_PAUSE_NS}, NULL);
-        const double t0 = st_now_s();
+    for (int i = 0; i < 100; i++) /* warm-up */
         if (zmq_send(cli, small, sizeof small, 0) < 0 || zmq_recv(cli, small, sizeof small, 0) < 0) {
             st_log(ST_LOG_WARN, "messaging not measured: no echo (%s)", zmq_strerror(zmq_errno()));
             goto out;
         }
-        if (i >= N_WARM) rtt[i - N_WARM] = st_now_s() - t0;
+    /* a block's round trip is its median one, each after both ends slept, as between a node's layers */
+    blocks_t bl = {.min = 5};
+    while (!s_blocks_done(&bl)) {
+        double rtt[RTT_BLOCK];
+        for (int i = 0; i < RTT_BLOCK; i++) {
+            nanosleep(&(struct timespec){0, RTT_PAUSE_NS}, NULL);
+            const double t0 = st_now_s();
+            if (zmq_send(cli, small, sizeof small, 0) < 0 || zmq_recv(cli, small, sizeof small, 0) < 0) goto out;
+            rtt[i] = st_now_s() - t0;
+        }
+        qsort(rtt, RTT_BLOCK, sizeof rtt[0], s_cmp);
+        s_blocks_add(&bl, rtt[RTT_BLOCK / 2]);
     }
-    qsort(rtt, N_SMALL, sizeof rtt[0], s_cmp);
-    b->rtt = rtt[N_SMALL / 2];
-    const double t0 = st_now_s();
-    for (int i = 0; i < N_BIG; i++)
-        if (zmq_send(cli, big, 1 << 20, 0) < 0 || zmq_recv(cli, big, 1 << 20, 0) < 0) goto out;
-    b->msg_bps = 2.0 * N_BIG * (1 << 20) / (st_now_s() - t0);
+    b->rtt = s_blocks_best(&bl);
+    b->spread.rtt = s_blocks_spread(&bl);
+    bl = (blocks_t){.min = 5};
+    while (!s_blocks_done(&bl)) {
+        const double t0 = st_now_s();
+        for (int i = 0; i < MSG_BLOCK; i++)
+            if (zmq_send(cli, big, 1 << 20, 0) < 0 || zmq_recv(cli, big, 1 << 20, 0) < 0) goto out;
+        s_blocks_add(&bl, st_now_s() - t0);
+    }
+    b->msg_bps = 2.0 * MSG_BLOCK * (1 << 20) / s_blocks_best(&bl);
+    b->spread.msg_bps = s_blocks_spread(&bl);
 out:
     if (started) {
         zmq_send(cli, "", 0, 0);
@@ -429,16 +509,14 @@ int st_measure_board(const st_measure_opts_t *o, st_board_t *b) {
     b->ram = s_ram();
     b->threads = T;
     for (int t = 1; t <= T; t++) {
-        b->mem_bw_t[t] = st_measure_bandwidth(t);
+        b->mem_bw_t[t] = st_measure_bandwidth(t, &b->spread.mem_bw_t[t]);
         st_log(ST_LOG_INFO, "memory bandwidth, %d thread%s: %.2f GB/s", t, t == 1 ? "" : "s", b->mem_bw_t[t] / 1e9);
         if (b->mem_bw_t[t] > b->mem_bw) b->mem_bw = b->mem_bw_t[t];
     }
     st_pool_t *pool = st_pool_new(T);
     if (!pool) return st_fail(ST_ENOMEM, "no thread pool");
-    const double secs = o->seconds > 0 ? o->seconds : 0.15;
     for (int t = 0; t < ST_TYPE_COUNT; t++)
-        if ((!o->types || (o->types >> t & 1)) &&
-            s_matmul_rates(k, pool, (st_type_t)t, secs, b->matmul[t], b->unpacked[t], &b->stream[t]))
+        if ((!o->types || (o->types >> t & 1)) && s_matmul_rates(k, pool, (st_type_t)t, b))
             st_log(ST_LOG_INFO,
                    "matmul %s: %.2f, %.2f, %.2f G multiply-adds/s at 1, 8, 64 tokens; unpacked %.2f, %.2f, %.2f; "
                    "streamed %.2f",
@@ -459,5 +537,14 @@ int st_measure_board(const st_measure_opts_t *o, st_board_t *b) {
     for (int t = 0; t < ST_TYPE_COUNT; t++)
         if (o->types && !(o->types >> t & 1)) memset(filled.matmul[t], 0, sizeof filled.matmul[t]);
     *b = filled;
+    char what[64];
+    int busy = 0;
+    const double worst = st_board_worst_spread(b, what, sizeof what, &busy);
+    if (busy)
+        st_log(ST_LOG_WARN,
+               "the machine was busy: %d rate%s spread more than %.1fx between their timed blocks (worst: %s, "
+               "%.2fx). Each rate is its fastest block, but a quieter machine may measure faster: profile "
+               "again when nothing else runs",
+               busy, busy == 1 ? "" : "s", ST_BOARD_BUSY_SPREAD, what, worst);
     return 0;
 }

@@ -566,6 +566,21 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     if (coord_ram + COORD_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
         s_warn(pl, "the coordinator (%s) needs %.2f of its %.2f GiB: little room for the OS and the page cache",
                p->coord->name, coord_ram / 1073741824.0, p->coord->ram / 1073741824.0);
+    /* a profile taken on a busy machine: its rates, and so this plan, may be low */
+    for (int i = -1; i < N; i++) {
+        const st_board_t *b = i < 0 ? p->coord : &p->nodes[i];
+        char what[64], role[32] = "the coordinator's board";
+        const double spread = st_board_worst_spread(b, what, sizeof what, NULL);
+        bool seen = false; /* one warning for the nodes of one profile */
+        for (int j = 0; i > 0 && j < i && !seen; j++)
+            seen = !strcmp(p->nodes[j].name, b->name) && st_board_worst_spread(&p->nodes[j], NULL, 0, NULL) == spread;
+        if (i >= 0) snprintf(role, sizeof role, "node %d's board", i);
+        if (!seen && spread > ST_BOARD_BUSY_SPREAD && pl->n_warnings < 4)
+            snprintf(pl->warnings[pl->n_warnings++], sizeof pl->warnings[0],
+                     "%s %.40s was profiled on a busy machine (%.40s: its timed blocks spread %.2fx): its "
+                     "rates, and so this plan, may be low; profile it again when nothing else runs",
+                     role, b->name, what, spread);
+    }
     for (int i = 0; i < N; i++) free(c.per_layer[i]);
     free(c.per_layer);
     free(pn);

@@ -146,6 +146,70 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     unlink(path);
 }
 
+/* The spread keys (slowest over fastest timed block of a rate) are optional:
+ * a profile written before them loads as before, with no spread; written ones
+ * come back; a spread below 1 or of the wrong arity is refused. */
+Test(plan, profile_spread_keys_are_optional) {
+    char path[] = "/tmp/st-test-plan-XXXXXX";
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    FILE *f = fdopen(fd, "w");
+    /* an older profile, as st-bench wrote them before the spreads */
+    fprintf(f, "name = old\nram = 4294967296\nthreads = 1\nmem_bw = 1e10\nmem_bw.1 = 1e10\n"
+               "matmul.Q4_0 = 1e10 5e10 8e10\nunpacked.Q4_0 = 9e9 4e10 6e10\nstream.Q4_0 = 9e9\n"
+               "disk_direct = 1e9\ndisk_buffered = 5e8\nrtt = 5e-5\nmsg_bps = 2e8\n");
+    fclose(f);
+    st_board_t b;
+    cr_assert_eq(st_board_load(path, &b), 0);
+    char what[64] = "x";
+    int busy = -1;
+    cr_assert_eq(st_board_worst_spread(&b, what, sizeof what, &busy), 0.0, "no spread recorded");
+    cr_assert_str_eq(what, "");
+    cr_assert_eq(busy, 0);
+
+    /* every spread key, written and read back */
+    b.spread.mem_bw_t[1] = 1.25, b.spread.stream[ST_TYPE_Q4_0] = 1.5, b.spread.rtt = 1.125;
+    b.spread.msg_bps = 3.5; /* the worst: 1 MiB messages */
+    b.spread.matmul[ST_TYPE_Q4_0][0] = 1.01, b.spread.matmul[ST_TYPE_Q4_0][1] = 1.02;
+    b.spread.matmul[ST_TYPE_Q4_0][2] = 2.25;
+    b.spread.unpacked[ST_TYPE_Q4_0][0] = 1.03, b.spread.unpacked[ST_TYPE_Q4_0][1] = 1.04;
+    b.spread.unpacked[ST_TYPE_Q4_0][2] = 1.75;
+    f = fopen(path, "w");
+    cr_assert_eq(st_board_save(&b, f), 0);
+    fclose(f);
+    st_board_t c;
+    cr_assert_eq(st_board_load(path, &c), 0);
+    s_near(c.spread.mem_bw_t[1], 1.25, 1e-3, "spread.mem_bw.1");
+    s_near(c.spread.stream[ST_TYPE_Q4_0], 1.5, 1e-3, "spread.stream");
+    s_near(c.spread.rtt, 1.125, 1e-3, "spread.rtt");
+    s_near(c.spread.msg_bps, 3.5, 1e-3, "spread.msg_bps");
+    s_near(c.spread.matmul[ST_TYPE_Q4_0][2], 2.25, 1e-3, "spread.matmul");
+    s_near(c.spread.unpacked[ST_TYPE_Q4_0][1], 1.04, 1e-3, "spread.unpacked");
+    cr_assert_eq(c.spread.matmul[ST_TYPE_Q8_0][0], 0.0, "no spread for a type not measured");
+    /* above 1.5: msg 3.5, matmul@64 2.25, unpacked@64 1.75 (stream's 1.5 is not above) */
+    cr_assert_eq(st_board_worst_spread(&c, what, sizeof what, &busy), c.spread.msg_bps);
+    cr_assert_str_eq(what, "1 MiB messages");
+    cr_assert_eq(busy, 3);
+    c.spread.msg_bps = 1;
+    s_near(st_board_worst_spread(&c, what, sizeof what, NULL), 2.25, 1e-3, "next worst");
+    cr_assert_str_eq(what, "matmul.Q4_0 at 64 tokens");
+
+    const char *bad[] = {"spread.rtt = 0.5\n",             /* faster than the fastest: not a spread */
+                         "spread.rtt = 1 2\n",             /* one rate, one spread */
+                         "spread.matmul.q4_0 = 1.1 1.2\n", /* three rates */
+                         "spread.stream.q9_9 = 1.1\n",     /* unknown type */
+                         "spread.mem_bw.0 = 1.1\n",        /* no such thread count */
+                         "spread.mem_bw = 1.1\n",          /* which thread count? */
+                         "spread.disk_direct = 1.1\n"};    /* not recorded for storage */
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = fopen(path, "w");
+        fprintf(f, "name = x\nmem_bw = 1e10\nmatmul.q4_0 = 1e9 2e9 3e9\n%s", bad[i]);
+        fclose(f);
+        cr_assert_lt(st_board_load(path, &c), 0, "accepted: %s", bad[i]);
+    }
+    unlink(path);
+}
+
 Test(plan, link_strings) {
     st_link_t l;
     cr_assert(st_link_parse("100mbit:20ms:1%", &l));
@@ -260,6 +324,45 @@ Test(plan, one_node_in_ram_by_hand) {
 #define TINY_FIXED_1MB 101896504ull
 #define TINY_ONE_1MB 1003584ull
 
+/* A board whose profile says the machine was busy (a spread above
+ * ST_BOARD_BUSY_SPREAD) gets a warning in the plan, once per profile; the
+ * spread changes no prediction. */
+Test(plan, busy_profile_warns) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000);
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), nodes[2] = {s_flat_board(1ull << 30, 1e8), nodes[0]};
+    st_plan_params_t p = {&coord, nodes, 2, {1e6, 0.5e-3, 0}, .users = 1, .prompt = 3, .n_batch = 2, .n_ctx = 16};
+    st_plan_t *quiet = st_plan_new(m, &p);
+    cr_assert_not_null(quiet);
+    cr_assert_eq(quiet->n_warnings, 0);
+    /* 1.5x is not above the threshold; 1.6x at one token is */
+    for (int i = 0; i < 2; i++) nodes[i].spread.rtt = 1.5, nodes[i].spread.matmul[ST_TYPE_Q4_0][0] = 1.6;
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->n_warnings, 1, "one warning for two nodes of one profile: %d", pl->n_warnings);
+    cr_assert_not_null(strstr(pl->warnings[0], "node 0's board flat was profiled on a busy machine (matmul.Q4_0 at 1 "
+                                               "token: its timed blocks spread 1.60x)"),
+                       "%s", pl->warnings[0]);
+    cr_assert_eq(pl->decode_tps_1, quiet->decode_tps_1, "the spread changes no prediction");
+    cr_assert_eq(pl->prefill_tps, quiet->prefill_tps);
+    st_plan_destroy(&pl);
+    /* the coordinator's too */
+    coord.spread.stream[ST_TYPE_F16] = 4;
+    pl = st_plan_new(m, &p);
+    cr_assert_eq(pl->n_warnings, 2);
+    cr_assert_not_null(strstr(pl->warnings[0], "the coordinator's board flat was profiled on a busy machine "
+                                               "(stream.F16: its timed blocks spread 4.00x)"),
+                       "%s", pl->warnings[0]);
+    st_plan_destroy(&pl);
+    /* nodes of different profiles each warn */
+    nodes[1].spread.matmul[ST_TYPE_Q4_0][0] = 1.7;
+    pl = st_plan_new(m, &p);
+    cr_assert_eq(pl->n_warnings, 3);
+    cr_assert_not_null(strstr(pl->warnings[2], "node 1's board flat"), "%s", pl->warnings[2]);
+    st_plan_destroy(&pl);
+    st_plan_destroy(&quiet);
+    free(m);
+}
 Test(plan, a_node_over_its_budget_streams_by_hand) {
     st_plan_model_t *m = calloc(1, sizeof *m);
     s_tiny_model(m, 1000000); /* 1 MB experts: 8 MB on the node */
@@ -622,6 +725,55 @@ Test(plan, st_plan_json_describes_the_placement_and_the_prediction, .timeout = 1
     cJSON_Delete(o);
 }
 
+/* st-plan reads the same prediction from a profile with or without spreads,
+ * and a busy one adds its warning to the text and the JSON, nothing else. */
+Test(plan, st_plan_with_spread_keys_predicts_as_before, .timeout = 120) {
+    static char old[1 << 15], quiet[1 << 15], busy[1 << 15], err[1 << 14];
+    char dir[] = "/tmp/st-test-plan-spread-XXXXXX", prof[128];
+    cr_assert_not_null(mkdtemp(dir));
+    snprintf(prof, sizeof prof, "%s/b.prof", dir);
+    const char *base = "name = vm-1t\nram = 4294967296\nthreads = 1\nmem_bw = 5.6e9\nmem_bw.1 = 5.6e9\n"
+                       "matmul.F32 = 2.5e9 1e10 8.3e9\nmatmul.F16 = 4.5e9 1.4e10 1e10\n"
+                       "matmul.Q4_0 = 1.27e10 7.9e10 1.36e11\nunpacked.Q4_0 = 1.2e10 6.3e10 9.1e10\n"
+                       "stream.F32 = 1.3e9\nstream.F16 = 2.9e9\nstream.Q4_0 = 8.1e9\n"
+                       "disk_direct = 1.7e9\ndisk_buffered = 9.4e8\nrtt = 5.5e-5\nmsg_bps = 1.5e8\n";
+    const char *const spreads[3] = {"", "spread.matmul.Q4_0 = 1.05 1.04 1.03\nspread.rtt = 1.2\n",
+                                    "spread.matmul.Q4_0 = 1.05 2.5 1.03\nspread.rtt = 1.2\n"};
+    char *const outs[3] = {old, quiet, busy};
+    const char *model = s_model();
+    for (int json = 0; json < 2; json++)
+        for (int i = 0; i < 3; i++) {
+            FILE *f = fopen(prof, "w");
+            fprintf(f, "%s%s", base, spreads[i]);
+            fclose(f);
+            cr_assert_eq(s_plan(outs[i], sizeof old, err, sizeof err, "-m '%s' --boards '%s:2' --coordinator '%s'%s",
+                                model, prof, prof, json ? " --json" : ""),
+                         0, "%s", err);
+            /* no warning but the busy one */
+            cr_assert_eq(strstr(outs[i], "busy machine") != NULL, i == 2, "%s", outs[i]);
+        }
+    cr_assert_str_eq(old, quiet, "quiet spreads change nothing");
+    cJSON *o = cJSON_Parse(old), *b = cJSON_Parse(busy);
+    cr_assert(o && b);
+    const char *keys[] = {"predicted_decode_tps", "predicted_prefill_tps", "predicted_ttft_s"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        cr_assert_not_null(cJSON_GetObjectItem(o, keys[k]), "%s", keys[k]);
+        cr_assert_eq(cJSON_GetObjectItem(o, keys[k])->valuedouble, cJSON_GetObjectItem(b, keys[k])->valuedouble, "%s",
+                     keys[k]);
+    }
+    cJSON *w = cJSON_GetObjectItem(b, "warnings");
+    /* the coordinator's board and the nodes' are the same profile: one warning each */
+    const int n = cJSON_GetArraySize(w);
+    cr_assert_eq(n, cJSON_GetArraySize(cJSON_GetObjectItem(o, "warnings")) + 2);
+    cr_assert_not_null(strstr(cJSON_GetArrayItem(w, n - 2)->valuestring,
+                              "the coordinator's board vm-1t was profiled on a busy machine (matmul.Q4_0 at 8 tokens: "
+                              "its timed blocks spread 2.50x)"));
+    cr_assert_not_null(strstr(cJSON_GetArrayItem(w, n - 1)->valuestring, "node 0's board vm-1t was profiled"));
+    cJSON_Delete(o);
+    cJSON_Delete(b);
+    st_test_system("rm -rf '%s'", dir);
+}
+
 Test(plan, st_plan_errors_are_clear, .timeout = 120) {
     static char out[1 << 16], err[1 << 14];
     const char *model = s_model();
@@ -702,6 +854,12 @@ Test(plan, st_bench_profile_is_a_board_for_st_plan, .timeout = 600) {
     cr_assert_gt(b.disk_buffered, 0);
     cr_assert(b.rtt > 0 && b.rtt < 1, "round trip %g s", b.rtt);
     cr_assert_gt(b.msg_bps, 0);
+    /* every rate but storage records its spread, >= 1 by definition (the board's load, not checked) */
+    for (int i = 0; i < 3; i++) cr_assert_geq(b.spread.matmul[ST_TYPE_Q4_0][i], 1.0);
+    cr_assert_geq(b.spread.mem_bw_t[1], 1.0);
+    cr_assert_geq(b.spread.stream[ST_TYPE_Q4_0], 1.0);
+    cr_assert_geq(b.spread.rtt, 1.0);
+    cr_assert_geq(b.spread.msg_bps, 1.0);
     const char *model = s_model();
     cr_assert_eq(s_plan(out, sizeof out, err, sizeof err, "-m '%s' --boards '%s:2' --coordinator '%s' --json", model,
                         prof, prof),

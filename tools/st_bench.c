@@ -64,7 +64,9 @@ static void s_usage(FILE *f) {
             "      --json         print one JSON object instead of a markdown table\n"
             "      --profile FILE measure this machine as a board for st-plan instead (no model needed):\n"
             "                     memory bandwidth (1..N threads), matmul rates per weight type at 1, 8\n"
-            "                     and 64 tokens, storage reads, a ZeroMQ + CURVE round trip; writes FILE\n"
+            "                     and 64 tokens, storage reads, a ZeroMQ + CURVE round trip; writes FILE.\n"
+            "                     Each rate is the fastest of timed blocks; their spread is kept and a\n"
+            "                     large one (a busy machine) warned of\n"
             "      --disk-dir DIR where the node's store would be: reads of a scratch file there\n"
             "                     (default: FILE's directory)\n"
             "      --block SIZE   bytes per storage read: one expert (default 3317760, the 21B's Q4_0)\n"
@@ -427,7 +429,7 @@ int main(int argc, char **argv) {
     if (a.profile) return s_profile(&a);
 
     /* bandwidth first, while the model is not resident, in a child process */
-    const double bw = a.no_bw ? 0.0 : st_measure_bandwidth((int)a.threads);
+    const double bw = a.no_bw ? 0.0 : st_measure_bandwidth((int)a.threads, NULL);
 
     double t0 = st_now_s();
     st_model_t *m = a.mem ? st_model_load(a.model) : st_model_load_resident(a.model); /* as st-run */
