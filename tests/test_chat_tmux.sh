@@ -8,8 +8,7 @@ set -uo pipefail
 BUILD=${1:?build dir}
 command -v tmux >/dev/null || { echo "skip: tmux not installed"; exit 77; }
 [ -x "$BUILD/st-chat" ] || { echo "skip: st-chat not built (libcurl/libedit missing)"; exit 77; }
-MODEL=${ST_MODEL_CACHE:-$HOME/.cache/st-models}/http-tiny-f32.gguf
-[ -f "$MODEL" ] || "$BUILD/st-synth" --type f32 --out "$MODEL" >/dev/null 2>&1 || { echo "st-synth failed"; exit 1; }
+MODEL=$("$(dirname "$0")/util/tiny-model" "$BUILD") || exit 1
 TMP=$(mktemp -d /tmp/st-chat-tmux.XXXXXX)
 # A tmux server of our own: killing the default server's last session makes
 # it exit, and a new-session racing that exit fails ("server exited

@@ -25,7 +25,7 @@ except ImportError:
     sys.exit(77)
 
 BUILD = sys.argv[1]
-MODEL = os.path.join(os.environ.get("ST_MODEL_CACHE", os.path.expanduser("~/.cache/st-models")), "http-tiny-f32.gguf")
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 SCHEMAS = {
     "person": {
@@ -57,11 +57,10 @@ SCHEMAS = {
 
 
 def start():
-    if not os.path.exists(MODEL):
-        os.makedirs(os.path.dirname(MODEL), exist_ok=True)
-        subprocess.run([os.path.join(BUILD, "st-synth"), "--type", "f32", "--out", MODEL], check=True,
-                       stdout=subprocess.DEVNULL)
-    p = subprocess.Popen([os.path.join(BUILD, "st-run"), "-m", MODEL, "--http", "127.0.0.1:0", "-t", "1"],
+    # made (once, renamed into place: other tests read it at the same time) by the shared script
+    model = subprocess.run([os.path.join(HERE, "..", "util", "tiny-model"), BUILD], check=True,
+                           stdout=subprocess.PIPE, text=True).stdout.strip()
+    p = subprocess.Popen([os.path.join(BUILD, "st-run"), "-m", model, "--http", "127.0.0.1:0", "-t", "1"],
                          stdout=subprocess.PIPE, stderr=open(f"/tmp/st-http-structured-{os.getpid()}.log", "w"),
                          text=True)
     deadline = time.time() + 60

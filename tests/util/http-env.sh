@@ -10,9 +10,7 @@ SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 . "$SRC/tests/util/npm-env.sh"
 
 # the model: the tiny synthetic one the C tests use (st-synth --type f32)
-ST_MODEL=${ST_MODEL_CACHE:-$HOME/.cache/st-models}/http-tiny-f32.gguf
-[ -f "$ST_MODEL" ] || { mkdir -p "$(dirname "$ST_MODEL")" && "$BUILD/st-synth" --type f32 --out "$ST_MODEL" >/dev/null 2>&1; } ||
-  { echo "st-synth failed"; exit 1; }
+ST_MODEL=$("$SRC/tests/util/tiny-model" "$BUILD") || exit 1
 
 HTTP_TMP=$(mktemp -d /tmp/st-http-env.XXXXXX)
 ST_BIN=$BUILD setsid "$SRC/deploy/local-cluster" -m "$ST_MODEL" -n "${ST_HTTP_NODES:-2}" --mem 256M \
