@@ -26,6 +26,7 @@ except ImportError:
 
 BUILD = sys.argv[1]
 HERE = os.path.dirname(os.path.abspath(__file__))
+LOG = f"/tmp/st-http-structured-{os.getpid()}.log"  # the server's stderr, shown on a failure, then removed
 
 SCHEMAS = {
     "person": {
@@ -60,15 +61,19 @@ def start():
     # made (once, renamed into place: other tests read it at the same time) by the shared script
     model = subprocess.run([os.path.join(HERE, "..", "util", "tiny-model"), BUILD], check=True,
                            stdout=subprocess.PIPE, text=True).stdout.strip()
-    p = subprocess.Popen([os.path.join(BUILD, "st-run"), "-m", model, "--http", "127.0.0.1:0", "-t", "1"],
-                         stdout=subprocess.PIPE, stderr=open(f"/tmp/st-http-structured-{os.getpid()}.log", "w"),
-                         text=True)
+    with open(LOG, "w") as log:
+        p = subprocess.Popen([os.path.join(BUILD, "st-run"), "-m", model, "--http", "127.0.0.1:0", "-t", "1"],
+                             stdout=subprocess.PIPE, stderr=log, text=True)
     deadline = time.time() + 60
     line = ""
     while "serving on" not in line:
         line = p.stdout.readline()
         if not line and (p.poll() is not None or time.time() > deadline):
-            sys.exit("st-run --http did not start")
+            p.kill()
+            with open(LOG) as log:
+                print("st-run --http did not start; its log:\n" + log.read()[-3000:])
+            os.unlink(LOG)
+            sys.exit(1)
     return p, line.split("serving on ")[1].strip().rstrip("/")
 
 
@@ -183,6 +188,10 @@ def main():
     finally:
         p.terminate()
         p.wait(10)
+        with open(LOG) as log:
+            if failures or sys.exc_info()[0]:
+                print("the server's log ends:\n" + log.read()[-3000:])
+        os.unlink(LOG)
     print(f"{checked} schema answers checked, {failures} failures")
     sys.exit(1 if failures else 0)
 
