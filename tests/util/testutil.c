@@ -1,6 +1,7 @@
 /* Test helpers (see testutil.h). */
 #include "testutil.h"
 
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -281,9 +283,33 @@ void st_test_cleanup(void) {
         }
 }
 
+int st_test_port_hold(void) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one), 0);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof a), 0, "bind: %s", strerror(errno));
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    return ntohs(a.sin_port); /* fd stays open (and bound) until the process exits */
+}
+
 int st_test_node_start(st_test_node_t *nd, const char *const *argv, const char *log, int ms) {
     memset(nd, 0, sizeof *nd);
-    nd->pid = st_test_spawn(argv, &nd->out, log, SIGTERM); /* SIGTERM: a wrapper passes it on */
+    /* a wildcard loopback port becomes a held one (see testutil.h) */
+    const char *args[64];
+    char listen[64];
+    int n = 0;
+    for (; argv[n]; n++) {
+        cr_assert_lt(n, 63, "too many arguments");
+        args[n] = argv[n];
+        if (n > 0 && !strcmp(argv[n - 1], "--listen") && !strcmp(argv[n], "tcp://127.0.0.1:*")) {
+            snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", st_test_port_hold());
+            args[n] = listen;
+        }
+    }
+    args[n] = NULL;
+    nd->pid = st_test_spawn(args, &nd->out, log, SIGTERM); /* SIGTERM: a wrapper passes it on */
     char buf[2048] = "";
     size_t len = 0;
     const double deadline = st_now_ms() + ms;

@@ -100,6 +100,13 @@ void st_test_tmpdir_remove(const char *dir);
  * there (a test that failed before removing its own): a suite's .fini. */
 void st_test_cleanup(void);
 
+/* A TCP port on 127.0.0.1 reserved for the rest of this process: a socket bound there with
+ * SO_REUSEADDR, never listening, kept open. The kernel hands it to no bind to port 0 and no
+ * outgoing connection on the machine (ctest runs suites side by side), while a program's own bind
+ * and listen there (libzmq and libmicrohttpd set SO_REUSEADDR) succeed beside it, again after a
+ * restart. A port found free and closed again could be taken by anyone before it is bound. */
+int st_test_port_hold(void);
+
 /* An st-node process. */
 typedef struct {
     pid_t pid;
@@ -111,7 +118,9 @@ typedef struct {
 /* Starts argv (st-node, or a wrapper running it) with stderr appended to
  * log and waits up to ms for its "listening on URL" line. 0 when listening;
  * the node's exit status (> 0) when it exited first. A node still silent at
- * the deadline fails the test. */
+ * the deadline fails the test. "--listen tcp://127.0.0.1:*" in argv becomes
+ * a port of st_test_port_hold, so that the node can be started again on its
+ * URL (a restart, a reboot) however long it was gone. */
 int st_test_node_start(st_test_node_t *nd, const char *const *argv, const char *log, int ms);
 /* Sends sig and waits (10 s, then SIGKILL); returns its exit status as
  * st_test_wait. Nothing to do (0) when it is not running. */
