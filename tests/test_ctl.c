@@ -21,6 +21,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,14 +44,15 @@ typedef struct {
 /* The body curl got for METHOD url+path (with the key unless no_key), and
  * the HTTP status in *status. malloc'd. */
 static char *s_http(const coord_t *c, const char *path, const char *body, bool no_key, int *status) {
-    static int seq;
+    static atomic_int seq; /* s_gen's thread asks too, while this one polls /health: names of its own */
+    const int k = atomic_fetch_add(&seq, 1);
     char out[400], code[400];
-    snprintf(out, sizeof out, "%s/http-%d.out", c->dir, seq);
-    snprintf(code, sizeof code, "%s/http-%d.code", c->dir, seq++);
+    snprintf(out, sizeof out, "%s/http-%d.out", c->dir, k);
+    snprintf(code, sizeof code, "%s/http-%d.code", c->dir, k);
     FILE *b = NULL;
     char bodyf[400] = "";
     if (body) {
-        snprintf(bodyf, sizeof bodyf, "%s/http-%d.body", c->dir, seq);
+        snprintf(bodyf, sizeof bodyf, "%s/http-%d.body", c->dir, k);
         b = fopen(bodyf, "w");
         cr_assert_not_null(b);
         fputs(body, b);
