@@ -67,11 +67,14 @@ Test(cli, missing_or_broken_model_fails_cleanly) {
     int rc = s_run(out, sizeof out, "%s%s -m /nonexistent/model.gguf -p hi 2>&1", st_test_run_prefix(), ST_RUN);
     cr_assert(rc != 0 && rc != -1, "exit %d", rc);
     cr_assert(strstr(out, "/nonexistent/model.gguf"), "message names the file: %s", out);
-    FILE *f = fopen("/tmp/st-cli-broken.gguf", "wb");
+    char broken[64]; /* this process's own: another build's test_cli may run at the same time */
+    snprintf(broken, sizeof broken, "/tmp/st-cli-broken-%d.gguf", (int)getpid());
+    FILE *f = fopen(broken, "wb");
+    cr_assert_not_null(f);
     fputs("GGUF this is not a model", f);
     fclose(f);
-    rc = s_run(out, sizeof out, "%s%s -m /tmp/st-cli-broken.gguf -p hi 2>&1", st_test_run_prefix(), ST_RUN);
-    remove("/tmp/st-cli-broken.gguf");
+    rc = s_run(out, sizeof out, "%s%s -m %s -p hi 2>&1", st_test_run_prefix(), ST_RUN, broken);
+    remove(broken);
     cr_assert(rc != 0 && rc != -1, "exit %d", rc);
 }
 
@@ -122,7 +125,8 @@ Test(cli, n0_json_prints_only_the_prompt_ids) {
 
 Test(cli, logits_out_has_one_row_per_prompt_position) {
     static char out[4096];
-    const char *file = "/tmp/st-cli-logits.bin";
+    char file[64]; /* this process's own: another build's test_cli may run at the same time */
+    snprintf(file, sizeof file, "/tmp/st-cli-logits-%d.bin", (int)getpid());
     cr_assert_eq(s_run(out, sizeof out, "%s%s -m '%s' --tokens 785,3974,13876,38835 --logits-out %s -t 2 2>/dev/null",
                        st_test_run_prefix(), ST_RUN, st_test_tiny_model(), file),
                  0);

@@ -411,8 +411,10 @@ bool st_test_quantized_model(const char *const *args, const char *type, char *pa
     }
     snprintf(path, cap, "%s.%s.gguf", base, type);
     if (access(path, R_OK) == 0) return true;
-    if (st_test_system("'%s' '%s' '%s.tmp' %s > /dev/null 2>&1 && mv '%s.tmp' '%s'", lq, base, path, type, path,
-                       path)) {
+    /* written under a name of this process (the tests of a suite run in parallel, each may make it) and
+     * renamed into place, as st_test_model does */
+    if (st_test_system("'%s' '%s' '%s.tmp.%d' %s > /dev/null 2>&1 && mv -f '%s.tmp.%d' '%s'", lq, base, path,
+                       (int)getpid(), type, path, (int)getpid(), path)) {
         fprintf(stderr, "llama-quantize %s failed for %s\n", type, base);
         abort();
     }
