@@ -45,18 +45,29 @@ uint64_t st_lru_entry_cost(size_t bytes) {
     return (uint64_t)((bytes + pg - 1) / pg * pg) + sizeof(entry_t);
 }
 
-st_lru_t *st_lru_new(uint64_t budget) {
+/* Buckets for max_entries: at most two entries a bucket before s_grow. */
+static size_t s_buckets_for(uint32_t max_entries) {
+    size_t n = 256;
+    while (2 * n < max_entries) n *= 2;
+    return n;
+}
+
+uint64_t st_lru_own_bytes(uint32_t max_entries) {
+    return sizeof(st_lru_t) + s_buckets_for(max_entries) * sizeof(entry_t *);
+}
+
+st_lru_t *st_lru_new(uint64_t budget, uint32_t max_entries) {
     st_lru_t *l = calloc(1, sizeof *l);
     if (!l) return NULL;
     l->budget = budget;
-    l->n_buckets = 256;
+    l->n_buckets = s_buckets_for(max_entries);
     l->buckets = calloc(l->n_buckets, sizeof *l->buckets);
     if (!l->buckets) {
         free(l);
         return NULL;
     }
     /* the cache's own bookkeeping is charged like everything else */
-    l->used = sizeof *l + l->n_buckets * sizeof *l->buckets;
+    l->used = st_lru_own_bytes(max_entries);
     if (l->used > budget) {
         st_fail(ST_ENOMEM, "budget of %llu B cannot hold an empty cache", (unsigned long long)budget);
         st_lru_destroy(&l);

@@ -22,8 +22,12 @@ typedef struct {
     uint64_t hits, misses, evictions;
 } st_lru_stats_t;
 
-/* An empty cache that may use budget bytes. NULL on failure. */
-st_lru_t *st_lru_new(uint64_t budget);
+/* An empty cache that may use budget bytes, its own bookkeeping included:
+ * st_lru_own_bytes(max_entries) are charged at once (the struct and a hash
+ * table sized for max_entries entries, 0: 512; more grow it, charged then).
+ * NULL on failure. */
+st_lru_t *st_lru_new(uint64_t budget, uint32_t max_entries);
+uint64_t st_lru_own_bytes(uint32_t max_entries);
 /* Frees every entry; sets *l = NULL. Safe on NULL. */
 void st_lru_destroy(st_lru_t **l);
 

@@ -98,9 +98,13 @@ struct st_node {
     uint32_t *queue; /* keys to load when idle (ring) */
     uint32_t q_head, q_len, q_cap;
     uint64_t fixed; /* bytes charged to --mem besides the cached experts */
-    bool pack;      /* cached experts are packed for the kernels: only when every assigned one fits in
-                     * --mem, so that packing (about 10 GB/s) is paid once, not again at every miss */
-    int batch;      /* rows of one st_linear call (the context's n_batch) */
+    /* the fixed bytes the last INVENTORY announced (room = --mem less them) and for which model:
+     * the node then charges no less, so it holds what the coordinator placed on that room */
+    uint64_t told_fixed;
+    uint8_t told_model[ST_WIRE_HASH_BYTES];
+    bool pack; /* cached experts are packed for the kernels: only when every assigned one fits in
+                * --mem, so that packing (about 10 GB/s) is paid once, not again at every miss */
+    int batch; /* rows of one st_linear call (the context's n_batch) */
 
     /* the output head's slices (HEAD_ASSIGN), one per slot: its own and replicas */
     head_slice_t head[ST_WIRE_MAX_HEAD_SLOTS];
@@ -119,6 +123,8 @@ static uint64_t s_heap_bytes(void) {
     struct mallinfo2 mi = mallinfo2();
     return (uint64_t)mi.uordblks + (uint64_t)mi.hblkhd;
 }
+
+static int s_threads(const st_node_t *n) { return n->o.threads > 0 ? n->o.threads : st_cpu_count(); }
 
 /* Bad input is logged, at most 10 lines a second: a hostile peer cannot flood the log. */
 static void s_log_bad(st_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -238,9 +244,8 @@ static bool s_packed(const st_node_t *n, uint32_t l, int i) {
     return st_packable(n->shell.kernels, t, n_in, rows);
 }
 
-/* Context, buffers and cache for the current shape, all charged to --mem. */
-static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
-    const st_wire_shape_t *s = &n->shape;
+/* Context and compute buffers for shape s; *heap: their bytes, as malloc counts them. */
+static int s_build_compute(st_node_t *n, const st_wire_shape_t *s, uint64_t *heap, char *why, size_t cap) {
     /* one call must hold every pair of one expert: up to a request's tokens */
     const int k_used = (int)s->n_expert_used, max_tok = (int)st_wire_max_tokens(s);
     int batch = n->o.batch > 0 ? n->o.batch : 64;
@@ -259,7 +264,7 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     st_ctx_params_t p = st_ctx_default_params();
     p.n_ctx = 1; /* no attention here: keeps the per-thread scratch small */
     p.n_batch = batch;
-    p.n_threads = n->o.threads > 0 ? n->o.threads : st_cpu_count();
+    p.n_threads = s_threads(n);
     p.kv_type = ST_TYPE_F32;
     n->shell.kernels = st_kernels_select(); /* the context's, and the one cached experts are packed for */
     n->ctx = st_ctx_new(&n->shell, &p);
@@ -281,24 +286,45 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
     n->distinct = malloc((size_t)X * sizeof(uint32_t));
     n->mark = calloc((size_t)X, sizeof(uint32_t));
     n->in_batch = calloc((size_t)X, 1);
-    n->q_cap = n->n_keys;
+    n->q_cap = s->n_layer * s->n_expert;
     n->queue = malloc((size_t)n->q_cap * sizeof(uint32_t));
     if (!n->gate || !n->up || !n->down || !n->ybuf || !n->sub_tok || !n->sub_exp || !n->sub_idx || !n->distinct ||
         !n->mark || !n->in_batch || !n->queue) {
         snprintf(why, cap, "no memory for compute buffers");
         return ST_ENOMEM;
     }
-    const uint64_t heap = s_heap_bytes() - heap0; /* context + buffers, as malloc counts them */
+    *heap = s_heap_bytes() - heap0;
+    return 0;
+}
 
-    /* receive: what a coordinator sends ahead of our replies (the receive queue has no limit,
-     * see st_node_new), the one being read among them, each at most a max frame;
-     * send: replies of at most max_req_pairs outputs, HWM queued plus one being written
-     * (node_mem.c: st-plan charges the same, with a bound for base_rss + heap) */
-    const uint64_t fixed = n->base_rss + heap + st_store_mem_bytes(n->store) +
-                           st_node_reserve_bytes(st_wire_max_tokens(s), s->n_expert_used, s->n_embd, p.n_threads);
+/* Bytes of --mem the node keeps for itself with shape s's model, its process and compute taking
+ * `runtime`: those, the store's index, the cache's own table and the message reserves (the
+ * planner's bound for runtime holds the table's few KiB). Receive: what a coordinator sends
+ * ahead of our replies (the receive queue has no limit, see st_node_new), the one being read
+ * among them, each at most a max frame; send: replies of at most a request's outputs, HWM queued
+ * plus one being written (node_mem.c: st-plan charges the same, with a bound for runtime). */
+static uint64_t s_fixed_bytes(const st_node_t *n, const st_wire_shape_t *s, uint64_t runtime) {
+    return runtime + st_store_mem_bytes_for(s) + st_lru_own_bytes(s->n_layer * s->n_expert) +
+           st_node_reserve_bytes(st_wire_max_tokens(s), s->n_expert_used, s->n_embd, s_threads(n));
+}
+
+/* Context, buffers and cache for the current shape, all charged to --mem. */
+static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
+    const st_wire_shape_t *s = &n->shape;
+    uint64_t heap;
+    int rc = s_build_compute(n, s, &heap, why, cap);
+    if (rc) return rc;
+    uint64_t fixed = s_fixed_bytes(n, s, n->base_rss + heap);
     if (n->base_rss + heap > ST_NODE_RUNTIME_BYTES)
         st_log(ST_LOG_WARN, "process and compute take %llu B, more than the %llu B st-plan assumes",
                (unsigned long long)(n->base_rss + heap), (unsigned long long)ST_NODE_RUNTIME_BYTES);
+    if (!memcmp(n->told_model, s->model_hash, ST_WIRE_HASH_BYTES) && n->told_fixed) {
+        if (fixed > n->told_fixed) /* malloc's count moved since HELLO: less room than the placement counted */
+            st_log(ST_LOG_WARN, "the node keeps %llu B for itself, %llu B more than its INVENTORY said",
+                   (unsigned long long)fixed, (unsigned long long)(fixed - n->told_fixed));
+        else
+            fixed = n->told_fixed;
+    }
     const uint64_t one = st_lru_entry_cost(st_store_record_bytes(n->store));
     if (fixed + one > n->o.mem) {
         snprintf(why, cap,
@@ -307,8 +333,8 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
         return ST_ENOMEM;
     }
     n->fixed = fixed;
-    n->lru = st_lru_new(n->o.mem);
-    if (!n->lru || st_lru_charge(n->lru, (int64_t)fixed)) {
+    n->lru = st_lru_new(n->o.mem, n->n_keys); /* charges its own table, part of fixed */
+    if (!n->lru || st_lru_charge(n->lru, (int64_t)(fixed - st_lru_own_bytes(n->n_keys)))) {
         snprintf(why, cap, "cannot set up the expert cache");
         return ST_ENOMEM;
     }
@@ -319,6 +345,27 @@ static int s_setup_compute(st_node_t *n, char *why, size_t cap) {
            (unsigned long long)n->base_rss, (unsigned long long)heap, (unsigned long long)((n->o.mem - fixed) / one),
            n->shell.kernels->name);
     return 0;
+}
+
+/* What INVENTORY tells of shape s's model: the bytes of --mem left for cached experts and head
+ * slices, and one cached expert's cost. The node's own bytes are the ones it charges when it
+ * serves that model: measured when it does; else, when it serves none, measured by building
+ * the compute context (and freeing it); else (another model's cache fills --mem) st-plan's
+ * bound for the process and compute. The node charges no less when the ASSIGN comes. */
+static void s_room(st_node_t *n, const st_wire_shape_t *s, uint64_t *room, uint64_t *cost) {
+    uint64_t fixed = 0, heap;
+    char why[128];
+    if (n->assigned && s_same_model(n, s))
+        fixed = n->fixed;
+    else if (!n->assigned && !s_build_compute(n, s, &heap, why, sizeof why))
+        fixed = s_fixed_bytes(n, s, n->base_rss + heap);
+    else
+        fixed = s_fixed_bytes(n, s, ST_NODE_RUNTIME_BYTES);
+    if (!n->assigned) s_teardown_assignment(n); /* the context built to measure it */
+    n->told_fixed = fixed;
+    memcpy(n->told_model, s->model_hash, ST_WIRE_HASH_BYTES);
+    *cost = st_lru_entry_cost(st_store_record_bytes_for(s));
+    *room = n->o.mem > fixed ? n->o.mem - fixed : 0;
 }
 
 static uint32_t s_key(const st_node_t *n, uint32_t layer, uint32_t expert) {
@@ -404,15 +451,18 @@ static int s_on_hello(st_node_t *n, st_wire_rx_t *rx) {
     st_wire_msg_t m = {.type = ST_MSG_INVENTORY};
     snprintf(m.inventory.node_id, sizeof m.inventory.node_id, "%s", n->id);
     m.inventory.mem_budget = n->o.mem;
+    s_room(n, s, &m.inventory.room, &m.inventory.expert_cost);
     m.inventory.store_free = known                              ? st_store_free_bytes(n->store)
                              : statvfs(n->o.store_dir, &v) == 0 ? (uint64_t)v.f_bavail * v.f_frsize
                                                                 : 0;
-    m.inventory.threads = (uint32_t)(n->o.threads > 0 ? n->o.threads : st_cpu_count());
+    m.inventory.threads = (uint32_t)s_threads(n);
     m.inventory.n_held = (uint32_t)count;
     m.inventory.held = held;
     const char *sw = rx->msg.hello.software[0] ? rx->msg.hello.software : "a version before 0.4.0";
-    st_log(ST_LOG_INFO, "HELLO from %s (%s): %d experts of this model in the store", rx->msg.hello.coordinator_id, sw,
-           count);
+    st_log(ST_LOG_INFO,
+           "HELLO from %s (%s): %d experts of this model in the store; %llu B of --mem for them (%llu B each)",
+           rx->msg.hello.coordinator_id, sw, count, (unsigned long long)m.inventory.room,
+           (unsigned long long)m.inventory.expert_cost);
     if (!st_wire_same_release(rx->msg.hello.software)) { /* the protocol matches, or decode would have refused */
         char me[ST_WIRE_MAX_SOFTWARE + 1];
         st_log(ST_LOG_WARN, "the coordinator runs %s and this node %s: same protocol, but upgrade both to one version",

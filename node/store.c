@@ -313,7 +313,7 @@ st_store_t *st_store_open(const char *dir, const st_wire_shape_t *shape) {
     if (!s) return NULL;
     s->fd = s->fd_direct = -1;
     s->shape = *shape;
-    s->rec = (size_t)((st_wire_max_expert_bytes(shape) + ST_STORE_ALIGN - 1) / ST_STORE_ALIGN * ST_STORE_ALIGN);
+    s->rec = st_store_record_bytes_for(shape);
     s->n_keys = shape->n_layer * shape->n_expert;
     s->n_slots = s->n_keys + ST_STORE_MAX_INFLIGHT;
     s->slot_of = malloc(s->n_keys * sizeof *s->slot_of);
@@ -488,8 +488,16 @@ int st_store_make_room(const char *dir, int max_models, const uint8_t *keep) {
 
 const st_wire_shape_t *st_store_shape(const st_store_t *s) { return &s->shape; }
 size_t st_store_record_bytes(const st_store_t *s) { return s->rec; }
-size_t st_store_mem_bytes(const st_store_t *s) {
-    return sizeof *s + s->n_keys * (sizeof *s->slot_of + sizeof *s->hash) + s->n_slots + s->rec;
+size_t st_store_mem_bytes(const st_store_t *s) { return st_store_mem_bytes_for(&s->shape); }
+
+size_t st_store_record_bytes_for(const st_wire_shape_t *shape) {
+    return (size_t)((st_wire_max_expert_bytes(shape) + ST_STORE_ALIGN - 1) / ST_STORE_ALIGN * ST_STORE_ALIGN);
+}
+
+size_t st_store_mem_bytes_for(const st_wire_shape_t *shape) { /* as st_store_open sizes them */
+    const size_t n_keys = (size_t)shape->n_layer * shape->n_expert;
+    return sizeof(st_store_t) + n_keys * (sizeof(int32_t) + ST_WIRE_HASH_BYTES) + n_keys + ST_STORE_MAX_INFLIGHT +
+           st_store_record_bytes_for(shape);
 }
 
 uint64_t st_store_free_bytes(const st_store_t *s) {

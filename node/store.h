@@ -48,6 +48,10 @@ const st_wire_shape_t *st_store_shape(const st_store_t *s);
 size_t st_store_record_bytes(const st_store_t *s);
 /* Memory the store itself uses (index, staging buffer), for budgeting. */
 size_t st_store_mem_bytes(const st_store_t *s);
+/* The same two figures for a store of shape, before one is open (st-node's
+ * INVENTORY for a model it has not stored yet). */
+size_t st_store_record_bytes_for(const st_wire_shape_t *shape);
+size_t st_store_mem_bytes_for(const st_wire_shape_t *shape);
 /* Free bytes in the file system holding the store. */
 uint64_t st_store_free_bytes(const st_store_t *s);
 

@@ -491,7 +491,7 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     uint64_t max_expert = 0; /* a node's cache entry holds the largest expert (store.c's record) */
     for (int l = 0; l < L; l++)
         max_expert = m->layer_expert_bytes[l] > max_expert ? m->layer_expert_bytes[l] : max_expert;
-    const uint64_t one = st_node_expert_cost(max_expert);
+    const uint64_t one = st_node_expert_cost(max_expert, 0);
     const uint64_t fit = m->act_bytes ? ST_WIRE_MAX_FRAME / m->act_bytes : ST_WIRE_MAX_TOKENS;
     const uint32_t max_tokens = fit < ST_WIRE_MAX_TOKENS ? (uint32_t)fit : ST_WIRE_MAX_TOKENS; /* st_wire_max_tokens */
     for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL, sharded};

@@ -5,7 +5,7 @@
 
 #define STORE_ALIGN 4096   /* store.c's ST_STORE_ALIGN: records are whole blocks */
 #define STORE_INFLIGHT 16  /* store.c's ST_STORE_MAX_INFLIGHT: slots beyond the keys */
-#define PAGE 4096          /* lru.c maps each entry in whole pages */
+#define PAGE 4096          /* lru.c maps each entry in whole pages: 4 KiB unless told */
 #define LRU_ENTRY_BYTES 64 /* sizeof lru.c's entry_t on 64-bit */
 
 uint64_t st_node_reserve_bytes(uint32_t max_tokens, uint32_t n_expert_used, uint32_t n_embd, int threads) {
@@ -22,8 +22,8 @@ uint64_t st_node_index_bytes(uint32_t n_keys, uint64_t expert_bytes) {
            s_round(expert_bytes, STORE_ALIGN);
 }
 
-uint64_t st_node_expert_cost(uint64_t expert_bytes) {
-    return s_round(s_round(expert_bytes, STORE_ALIGN), PAGE) + LRU_ENTRY_BYTES;
+uint64_t st_node_expert_cost(uint64_t expert_bytes, uint64_t page_size) {
+    return s_round(s_round(expert_bytes, STORE_ALIGN), page_size ? page_size : PAGE) + LRU_ENTRY_BYTES;
 }
 
 uint64_t st_node_fixed_bytes(uint32_t n_keys, uint64_t expert_bytes, uint32_t max_tokens, uint32_t n_expert_used,

@@ -31,9 +31,10 @@ uint64_t st_node_reserve_bytes(uint32_t max_tokens, uint32_t n_expert_used, uint
 uint64_t st_node_index_bytes(uint32_t n_keys, uint64_t expert_bytes);
 
 /* Bytes one cached expert of at most expert_bytes costs (a store record,
- * rounded up to pages, and the cache's entry): lru.c's st_lru_entry_cost of
- * the store's record, for 4 KiB pages. */
-uint64_t st_node_expert_cost(uint64_t expert_bytes);
+ * rounded up to pages of page_size bytes, and the cache's entry): lru.c's
+ * st_lru_entry_cost of the store's record on a kernel of that page size
+ * (st-node: sysconf; st-plan: the board's page_size; 0 means 4096). */
+uint64_t st_node_expert_cost(uint64_t expert_bytes, uint64_t page_size);
 
 /* The planner's fixed bytes of a node: ST_NODE_RUNTIME_BYTES, the index and
  * the reserves. */

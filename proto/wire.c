@@ -211,6 +211,8 @@ static int s_build(const st_wire_msg_t *m, pb_build_t *pb) {
         p->node_id = (char *)m->inventory.node_id;
         p->mem_budget = m->inventory.mem_budget;
         p->store_free = m->inventory.store_free;
+        p->room = m->inventory.room;
+        p->expert_cost = m->inventory.expert_cost;
         p->threads = m->inventory.threads;
         p->n_held = m->inventory.n_held;
         rc = s_refs_to_pb(pb, m->inventory.held, m->inventory.n_held, &p->held, NULL, 0, NULL);
@@ -610,6 +612,8 @@ static int s_from_pb(const St__Envelope *e, st_wire_msg_t *m, char *why, size_t 
         if (!rc) rc = s_string_from_pb(e->software, v->software, sizeof v->software, "software", why, cap);
         v->mem_budget = e->inventory->mem_budget;
         v->store_free = e->inventory->store_free;
+        v->room = e->inventory->room;
+        v->expert_cost = e->inventory->expert_cost;
         v->threads = e->inventory->threads;
         v->n_held = (uint32_t)e->inventory->n_held;
         v->held = (st_wire_ref_t *)block;
@@ -959,7 +963,15 @@ int st_wire_check(const st_wire_msg_t *m, const st_wire_shape_t *s, size_t frame
         return 0;
     if (!s) return s_why(why, cap, "%s before the model's shape is known", st_wire_type_name(m->type));
     switch (m->type) {
-    case ST_MSG_INVENTORY: return s_check_refs(m->inventory.held, m->inventory.n_held, s, "held", why, cap);
+    case ST_MSG_INVENTORY: {
+        const st_wire_inventory_t *v = &m->inventory;
+        if ((v->room && !v->expert_cost) || v->room > v->mem_budget ||
+            (v->expert_cost && v->expert_cost < st_wire_max_expert_bytes(s)))
+            return s_why(why, cap, "room of %llu B for experts of %llu B each with --mem of %llu B",
+                         (unsigned long long)v->room, (unsigned long long)v->expert_cost,
+                         (unsigned long long)v->mem_budget);
+        return s_check_refs(v->held, v->n_held, s, "held", why, cap);
+    }
     case ST_MSG_ASSIGN_ACK: return s_check_refs(m->assign_ack.missing, m->assign_ack.n_missing, s, "missing", why, cap);
     case ST_MSG_ASSIGN: {
         const st_wire_assign_t *a = &m->assign;

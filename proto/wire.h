@@ -131,6 +131,8 @@ typedef struct {
     char node_id[ST_WIRE_MAX_ID + 1];
     char software[ST_WIRE_MAX_SOFTWARE + 1]; /* as in HELLO: "st-node 0.4.0 (git abc1234)" */
     uint64_t mem_budget, store_free;
+    uint64_t room;        /* of mem_budget, for the HELLO model's experts and head slices (0: not told) */
+    uint64_t expert_cost; /* bytes of room one cached expert of that model takes (0: not told) */
     uint32_t threads;
     uint32_t n_held;
     st_wire_ref_t *held; /* experts of the HELLO's model in the store, verified, with hashes */

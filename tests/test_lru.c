@@ -14,10 +14,10 @@ TestSuite(lru, .init = setup);
 
 /* a cache with room for exactly n one-page entries after its own bookkeeping */
 static st_lru_t *s_cache_for(int n) {
-    st_lru_t *probe = st_lru_new(1 << 20);
+    st_lru_t *probe = st_lru_new(1 << 20, 0);
     uint64_t own = st_lru_used(probe);
     st_lru_destroy(&probe);
-    return st_lru_new(own + (uint64_t)n * st_lru_entry_cost(KB));
+    return st_lru_new(own + (uint64_t)n * st_lru_entry_cost(KB), 0);
 }
 
 static void s_put(st_lru_t *l, uint64_t key, bool pinned) {
@@ -82,7 +82,7 @@ Test(lru, held_entries_are_not_evicted) {
 
 Test(lru, budget_is_never_exceeded) {
     const uint64_t budget = 1 << 20;
-    st_lru_t *l = st_lru_new(budget);
+    st_lru_t *l = st_lru_new(budget, 0);
     srand(7);
     int held = 0;
     uint64_t held_key = 0;
@@ -124,13 +124,28 @@ Test(lru, fixed_charges_evict_and_refund) {
 }
 
 Test(lru, many_entries_rehash) {
-    st_lru_t *l = st_lru_new(64ull << 20);
+    st_lru_t *l = st_lru_new(64ull << 20, 0);
     for (uint64_t k = 0; k < 3000; k++) s_put(l, k * 64 + 3, false);
     for (uint64_t k = 0; k < 3000; k++) cr_assert(st_lru_contains(l, k * 64 + 3), "key %llu", (unsigned long long)k);
     cr_assert_null(st_lru_insert(l, 3, KB, false)); /* duplicate */
     st_lru_remove(l, 3);
     cr_assert(!st_lru_contains(l, 3));
     cr_assert_eq(st_lru_count(l), 2999);
-    cr_assert_null(st_lru_new(16)); /* too small for its own bookkeeping */
+    cr_assert_null(st_lru_new(16, 0)); /* too small for its own bookkeeping */
+    st_lru_destroy(&l);
+}
+
+/* A cache made for max_entries charges its whole table at once: a budget of its own bytes and
+ * exactly 1200 entries holds 1200 (256 buckets would grow at 513 and 1025, charging 2048 and
+ * 4096 B more then and evicting for them). 256 buckets by default: 2048 B of table. */
+Test(lru, a_cache_sized_for_its_entries_holds_them_all) {
+    cr_assert_eq(st_lru_own_bytes(1200) - st_lru_own_bytes(0), (1024 - 256) * sizeof(void *));
+    cr_assert_eq(st_lru_own_bytes(512), st_lru_own_bytes(0));
+    st_lru_t *l = st_lru_new(st_lru_own_bytes(1200) + 1200 * st_lru_entry_cost(KB), 1200);
+    cr_assert_not_null(l);
+    cr_assert_eq(st_lru_used(l), st_lru_own_bytes(1200));
+    for (uint64_t k = 0; k < 1200; k++) s_put(l, k, false);
+    cr_assert_eq(st_lru_count(l), 1200);
+    cr_assert_eq(st_lru_stats(l).evictions, 0);
     st_lru_destroy(&l);
 }

@@ -456,6 +456,62 @@ Test(node, layout_follows_whether_the_assignment_fits) {
     s_free_model(&md);
 }
 
+/* INVENTORY tells the room a coordinator places on: --mem less what the node keeps for itself,
+ * and one cached expert's cost. The layout test's model: Q4_0 experts of 3 x 512 x 512 weights,
+ * 3 x 147456 = 442368 B (108 blocks of 4 KiB: no padding), costing 442368 rounded up to whole
+ * pages + a 64-byte entry (442432 B on 4 KiB pages). The node's own bytes are at least its store
+ * index (256 keys x 37 + 16 + a record) and its message reserves (4 x 4.06 MiB in, 3 replies of
+ * 512 tokens x 2 experts x 512 floats out = 6 MiB, 4.5 MiB of slack): over 27 MiB. Given exactly
+ * room / cost experts, the node holds them all: a second pass over them reads nothing from its
+ * store. One more and it cannot: it keeps the file's layout and a pass misses in its cache. */
+Test(node, an_assignment_of_exactly_its_room_stays_in_ram) {
+    if (*st_test_run_prefix()) cr_skip_test("under an emulator: its memory would count as the node's");
+    model_t md = {0};
+    s_load_model(&md, SYNTH("--type", "q4_0", "--hidden", "512", "--expert-ffn", "512", "--layers", "32", "--heads",
+                            "4", "--kv-heads", "2"));
+    cr_assert_eq(st_wire_max_expert_bytes(&md.shape), 442368);
+    node_proc_t p = s_start(g_store, "96M", NULL);
+    client_t c = {0};
+    s_connect(&c, p.p.url);
+    st_wire_msg_t m = s_hello(&md);
+    st_wire_rx_t rx;
+    s_call(&c, &m, NULL, 0, &rx);
+    cr_assert_eq(rx.msg.type, ST_MSG_INVENTORY);
+    const uint64_t room = rx.msg.inventory.room, cost = rx.msg.inventory.expert_cost;
+    st_wire_rx_clear(&rx);
+    const uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    cr_assert_eq(cost, (442368 + page - 1) / page * page + 64, "cost %llu B", (unsigned long long)cost);
+    cr_assert_lt(room, (96u << 20) - (27u << 20), "room %llu B of --mem 96M", (unsigned long long)room);
+    const uint32_t X = md.shape.n_expert, fit = (uint32_t)(room / cost);
+    cr_log_info("room %llu B: %u experts of %llu B", (unsigned long long)room, fit, (unsigned long long)cost);
+    cr_assert(fit >= 2 * X && fit + 1 < md.shape.n_layer * X, "the test needs a room of 2 to 31 layers: %u", fit);
+    for (int more = 0; more < 2; more++) {
+        const uint32_t n = fit + (uint32_t)more;
+        const uint32_t missing = s_do_assign_first(&c, &md, n, 0);
+        for (uint32_t k = n - missing; k < n; k++) s_push_expert(&c, &md, k / X, k % X, ST_WIRE_MAX_CHUNK);
+        /* one pair a request, as a coordinator sends a node the pairs it owns (s_compute_with
+         * draws k per token: 1 here) */
+        const uint32_t k_used = md.shape.n_expert_used;
+        md.shape.n_expert_used = 1;
+        uint32_t misses = 0; /* of the second pass over every expert assigned, in order */
+        for (int pass = 0; pass < 2; pass++)
+            for (uint32_t k = 0; k < n; k++) {
+                const int32_t e = (int32_t)(k % X);
+                compute_stats_t st = s_compute_with(&c, &md, k / X, 1, &e, false, 50 + k);
+                if (pass) misses += st.misses;
+            }
+        md.shape.n_expert_used = k_used;
+        cr_log_info("%u experts assigned (room for %u): %u misses in the second pass", n, fit, misses);
+        if (more)
+            cr_assert_gt(misses, 0, "one expert over the room, and nothing is read from the store");
+        else
+            cr_assert_eq(misses, 0, "%u experts, exactly the room the node told: %u read from its store", n, misses);
+    }
+    s_client_close(&c);
+    cr_assert_eq(s_stop(&p), 0, "st-node did not exit cleanly");
+    s_free_model(&md);
+}
+
 Test(node, f32_experts_with_prefetch) {
     model_t md = {0};
     s_load_model(&md, SYNTH("--type", "f32", "--layers", "2"));

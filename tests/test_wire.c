@@ -57,6 +57,8 @@ static st_wire_msg_t s_example(st_msg_type_t t) {
         strcpy(m.inventory.node_id, "node-a");
         m.inventory.mem_budget = 1536ull << 20;
         m.inventory.store_free = 1ull << 40;
+        m.inventory.room = 1400ull << 20;
+        m.inventory.expert_cost = 4096 + 64;
         m.inventory.threads = 4;
         m.inventory.n_held = 5;
         m.inventory.held = g_refs;
@@ -176,6 +178,7 @@ static void s_assert_msg_eq(const st_wire_msg_t *a, const st_wire_msg_t *b) {
         cr_assert_str_eq(a->inventory.node_id, b->inventory.node_id);
         cr_assert(a->inventory.mem_budget == b->inventory.mem_budget &&
                   a->inventory.store_free == b->inventory.store_free && a->inventory.threads == b->inventory.threads);
+        cr_assert(a->inventory.room == b->inventory.room && a->inventory.expert_cost == b->inventory.expert_cost);
         cr_assert_eq(a->inventory.n_held, b->inventory.n_held);
         s_assert_refs_eq(a->inventory.held, b->inventory.held, a->inventory.n_held);
         break;
@@ -827,6 +830,25 @@ Test(wire, other_types_checked_against_shape) {
     cr_assert_eq(st_wire_check(&m, &s, 4 * 64 * 4 - 4, why, sizeof why), ST_EPROTO);
     m = s_example(ST_MSG_HEARTBEAT);
     cr_assert_eq(st_wire_check(&m, NULL, 0, why, sizeof why), 0, "%s", why);
+    /* an INVENTORY's room: inside --mem, for experts of at least their bytes (3 matrices of
+     * 64 x 32 Q4_0: 3 x 1152 = 3456 B); none told (0, 0) is a node before these fields */
+    m = s_example(ST_MSG_INVENTORY);
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
+    m.inventory.room = m.inventory.expert_cost = 0;
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
+    m = s_example(ST_MSG_INVENTORY);
+    m.inventory.room = m.inventory.mem_budget + 1;
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    cr_assert(strstr(why, "room of"), "%s", why);
+    m = s_example(ST_MSG_INVENTORY);
+    m.inventory.expert_cost = 3455;
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    m.inventory.expert_cost = 3456;
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
+    m.inventory.expert_cost = 0; /* room without a cost */
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), ST_EPROTO);
+    m.inventory.room = 0, m.inventory.expert_cost = 3456; /* no room at all (--mem below its own bytes) */
+    cr_assert_eq(st_wire_check(&m, &s, 0, why, sizeof why), 0, "%s", why);
 }
 
 Test(wire, hash_is_blake2b_256) {
