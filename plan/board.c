@@ -162,7 +162,7 @@ double st_board_matmul_unpacked_s(const st_board_t *b, st_type_t t, int64_t rows
         if ((v) > worst) worst = (v), snprintf(what, what_size, __VA_ARGS__);                                          \
     } while (0)
 
-double st_board_worst_spread(const st_board_t *b, char *what, size_t what_size, int *n_busy) {
+double st_board_worst_spread(const st_board_t *b, uint64_t types, char *what, size_t what_size, int *n_busy) {
     double worst = 0;
     int busy = 0;
     char none[1];
@@ -171,6 +171,7 @@ double st_board_worst_spread(const st_board_t *b, char *what, size_t what_size, 
     for (int n = 1; n <= ST_BOARD_MAX_THREADS; n++)
         S_SPREAD(b->spread.mem_bw_t[n], "memory bandwidth with %d thread%s", n, n == 1 ? "" : "s");
     for (int t = 0; t < ST_TYPE_COUNT; t++) {
+        if (types && !(types >> t & 1)) continue;
         for (int i = 0; i < ST_BOARD_N_BATCH; i++) {
             S_SPREAD(b->spread.matmul[t][i], "matmul.%s at %d token%s", st_type_name(t), st_board_batch[i],
                      i ? "s" : "");
@@ -333,7 +334,7 @@ int st_board_save(const st_board_t *b, FILE *f) {
             b->disk_buffered, (unsigned long long)b->disk, b->disk_kind);
     fprintf(f, "rtt = %.4g\nmsg_bps = %.4g\nnet_bps = %.4g\n", b->rtt, b->msg_bps, b->net_bps);
     char what[64];
-    if (st_board_worst_spread(b, what, sizeof what, NULL) <= 0) goto done;
+    if (st_board_worst_spread(b, 0, what, sizeof what, NULL) <= 0) goto done;
     fprintf(f, "# spread.RATE = slowest over fastest of the timed blocks behind RATE (each rate is its fastest)\n");
     for (int t = 1; t <= ST_BOARD_MAX_THREADS; t++)
         if (b->spread.mem_bw_t[t] > 0) fprintf(f, "spread.mem_bw.%d = %.3f\n", t, b->spread.mem_bw_t[t]);

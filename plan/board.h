@@ -104,10 +104,12 @@ int st_board_save(const st_board_t *b, FILE *f);
 int st_board_fill(st_board_t *b);
 
 /* The largest spread recorded in b (0 when none is: a built-in board, an
- * older profile), the rate it belongs to written into what ("matmul.Q4_0 at
- * 64 tokens"), and into *n_busy (if not NULL) how many rates spread more than
+ * older profile) among its memory bandwidth, messaging and the matmul rates
+ * of the weight types in `types` (bit t: type t; 0: every type), the rate it
+ * belongs to written into what ("matmul.Q4_0 at 64 tokens"), and into
+ * *n_busy (if not NULL) how many of those rates spread more than
  * ST_BOARD_BUSY_SPREAD. */
-double st_board_worst_spread(const st_board_t *b, char *what, size_t what_size, int *n_busy);
+double st_board_worst_spread(const st_board_t *b, uint64_t types, char *what, size_t what_size, int *n_busy);
 
 /* Seconds to multiply a rows x cols matrix of type t with n_tok tokens on b:
  * the measured rates at 1, 8 and 64 tokens, the time interpolated linearly in

@@ -539,7 +539,7 @@ int st_measure_board(const st_measure_opts_t *o, st_board_t *b) {
     *b = filled;
     char what[64];
     int busy = 0;
-    const double worst = st_board_worst_spread(b, what, sizeof what, &busy);
+    const double worst = st_board_worst_spread(b, o->types, what, sizeof what, &busy);
     if (busy)
         st_log(ST_LOG_WARN,
                "the machine was busy: %d rate%s spread more than %.1fx between their timed blocks (worst: %s, "

@@ -444,6 +444,8 @@ const char *st_plan_bottleneck(const st_plan_step_t *s) {
 
 /* ---- the plan ------------------------------------------------------------ */
 
+static uint64_t s_type_bit(st_type_t t) { return (unsigned)t < 64 ? 1ull << t : 0; }
+
 static void s_warn(st_plan_t *pl, const char *fmt, const char *a, double x, double y) {
     if (pl->n_warnings < 4) snprintf(pl->warnings[pl->n_warnings++], sizeof pl->warnings[0], fmt, a, x, y);
 }
@@ -566,14 +568,22 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     if (coord_ram + COORD_PROCESS > p->coord->ram - (p->coord->ram > (1ull << 30) ? (512ull << 20) : 0))
         s_warn(pl, "the coordinator (%s) needs %.2f of its %.2f GiB: little room for the OS and the page cache",
                p->coord->name, coord_ram / 1073741824.0, p->coord->ram / 1073741824.0);
-    /* a profile taken on a busy machine: its rates, and so this plan, may be low */
+    /* a profile taken on a busy machine: its rates, and so this plan, may be low
+     * (the rates of the model's weight types, and F16's for attention over the cache) */
+    uint64_t types = m->n_head_kv > 0 ? s_type_bit(ST_TYPE_F16) : 0;
+    for (int l = 0; l < L; l++) {
+        for (int k = 0; k < 5; k++) types |= m->dense[l][k].rows > 0 ? s_type_bit(m->dense[l][k].type) : 0;
+        for (int k = 0; k < 3; k++) types |= s_type_bit(m->exp[l][k].type);
+    }
+    types |= s_type_bit(m->head.type);
     for (int i = -1; i < N; i++) {
         const st_board_t *b = i < 0 ? p->coord : &p->nodes[i];
         char what[64], role[32] = "the coordinator's board";
-        const double spread = st_board_worst_spread(b, what, sizeof what, NULL);
+        const double spread = st_board_worst_spread(b, types, what, sizeof what, NULL);
         bool seen = false; /* one warning for the nodes of one profile */
         for (int j = 0; i > 0 && j < i && !seen; j++)
-            seen = !strcmp(p->nodes[j].name, b->name) && st_board_worst_spread(&p->nodes[j], NULL, 0, NULL) == spread;
+            seen = !strcmp(p->nodes[j].name, b->name) &&
+                   st_board_worst_spread(&p->nodes[j], types, NULL, 0, NULL) == spread;
         if (i >= 0) snprintf(role, sizeof role, "node %d's board", i);
         if (!seen && spread > ST_BOARD_BUSY_SPREAD && pl->n_warnings < 4)
             snprintf(pl->warnings[pl->n_warnings++], sizeof pl->warnings[0],

@@ -163,7 +163,7 @@ Test(plan, profile_spread_keys_are_optional) {
     cr_assert_eq(st_board_load(path, &b), 0);
     char what[64] = "x";
     int busy = -1;
-    cr_assert_eq(st_board_worst_spread(&b, what, sizeof what, &busy), 0.0, "no spread recorded");
+    cr_assert_eq(st_board_worst_spread(&b, 0, what, sizeof what, &busy), 0.0, "no spread recorded");
     cr_assert_str_eq(what, "");
     cr_assert_eq(busy, 0);
 
@@ -187,12 +187,16 @@ Test(plan, profile_spread_keys_are_optional) {
     s_near(c.spread.unpacked[ST_TYPE_Q4_0][1], 1.04, 1e-3, "spread.unpacked");
     cr_assert_eq(c.spread.matmul[ST_TYPE_Q8_0][0], 0.0, "no spread for a type not measured");
     /* above 1.5: msg 3.5, matmul@64 2.25, unpacked@64 1.75 (stream's 1.5 is not above) */
-    cr_assert_eq(st_board_worst_spread(&c, what, sizeof what, &busy), c.spread.msg_bps);
+    cr_assert_eq(st_board_worst_spread(&c, 0, what, sizeof what, &busy), c.spread.msg_bps);
     cr_assert_str_eq(what, "1 MiB messages");
     cr_assert_eq(busy, 3);
     c.spread.msg_bps = 1;
-    s_near(st_board_worst_spread(&c, what, sizeof what, NULL), 2.25, 1e-3, "next worst");
+    s_near(st_board_worst_spread(&c, 0, what, sizeof what, NULL), 2.25, 1e-3, "next worst");
     cr_assert_str_eq(what, "matmul.Q4_0 at 64 tokens");
+    /* only the types asked for: without Q4_0, mem_bw.1's 1.25 is the worst */
+    s_near(st_board_worst_spread(&c, 1ull << ST_TYPE_Q8_0, what, sizeof what, &busy), 1.25, 1e-3, "Q8_0 only");
+    cr_assert_str_eq(what, "memory bandwidth with 1 thread");
+    cr_assert_eq(busy, 0);
 
     const char *bad[] = {"spread.rtt = 0.5\n",             /* faster than the fastest: not a spread */
                          "spread.rtt = 1 2\n",             /* one rate, one spread */
@@ -346,12 +350,16 @@ Test(plan, busy_profile_warns) {
     cr_assert_eq(pl->decode_tps_1, quiet->decode_tps_1, "the spread changes no prediction");
     cr_assert_eq(pl->prefill_tps, quiet->prefill_tps);
     st_plan_destroy(&pl);
-    /* the coordinator's too */
-    coord.spread.stream[ST_TYPE_F16] = 4;
+    /* the coordinator's too, for a type the model uses (all Q4_0, no attention heads: no F16) */
+    coord.spread.stream[ST_TYPE_F16] = 5;
+    pl = st_plan_new(m, &p);
+    cr_assert_eq(pl->n_warnings, 1, "F16 is not used");
+    st_plan_destroy(&pl);
+    coord.spread.stream[ST_TYPE_Q4_0] = 4;
     pl = st_plan_new(m, &p);
     cr_assert_eq(pl->n_warnings, 2);
     cr_assert_not_null(strstr(pl->warnings[0], "the coordinator's board flat was profiled on a busy machine "
-                                               "(stream.F16: its timed blocks spread 4.00x)"),
+                                               "(stream.Q4_0: its timed blocks spread 4.00x)"),
                        "%s", pl->warnings[0]);
     st_plan_destroy(&pl);
     /* nodes of different profiles each warn */
