@@ -383,8 +383,8 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
 }
 
 typedef struct {
-    uint64_t *rids;
-    int pending;
+    uint64_t *rids; /* depth per node: rids[node * depth + d] */
+    int depth, pending;
     st_cluster_reply_fn fn;
     void *arg;
     uint64_t *other; /* replies taken in passing (st_cluster_gather_also) */
@@ -401,15 +401,36 @@ static int s_gather_msg(st_cluster_t *c, int node, st_wire_rx_t *rx, void *arg) 
         if (rx->msg.type == ST_MSG_ERROR) nd->stats.errors++;
         return g->other_fn ? g->other_fn(g->other_arg, node, rx) : 0;
     }
-    if (!g->rids[node] || rx->msg.request_id != g->rids[node]) {
+    uint64_t *mine = g->rids + (size_t)node * (size_t)g->depth;
+    int d = 0;
+    while (d < g->depth && !(mine[d] && rx->msg.request_id == mine[d])) d++;
+    if (d == g->depth) {
         if (rx->msg.type != ST_MSG_HEARTBEAT) nd->stats.stale++;
         return 0;
     }
-    g->rids[node] = 0;
+    mine[d] = 0;
     g->pending--;
     nd->stats.replies++;
     if (rx->msg.type == ST_MSG_ERROR) nd->stats.errors++;
     return g->fn ? g->fn(g->arg, node, rx) : 0;
+}
+
+static int s_gather(st_cluster_t *c, gather_t *g, double deadline_ms) {
+    const size_t D = (size_t)g->depth;
+    for (size_t j = 0; j < (size_t)c->n * D; j++) g->pending += g->rids[j] != 0;
+    while (g->pending > 0) {
+        double left = deadline_ms - st_now_ms();
+        if (left <= 0) break;
+        int rc = s_poll(c, (int)(left + 0.999), s_gather_msg, g);
+        if (rc < 0) return rc;
+        int alive = 0; /* a node whose connection dropped will not answer: stop waiting for it */
+        for (size_t j = 0; j < (size_t)c->n * D; j++) alive += g->rids[j] && c->nodes[j / D].up;
+        if (alive == 0) break;
+    }
+    if (g->pending == 0) return 0;
+    for (size_t j = 0; j < (size_t)c->n * D; j++)
+        if (g->rids[j]) c->nodes[j / D].stats.timeouts++;
+    return ST_ETIMEOUT;
 }
 
 int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg) {
@@ -418,21 +439,15 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
 
 int st_cluster_gather_also(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg,
                            uint64_t *other, st_cluster_reply_fn other_fn, void *other_arg) {
-    gather_t g = {rids, 0, fn, arg, other, other_fn, other_arg};
-    for (int i = 0; i < c->n; i++) g.pending += rids[i] != 0;
-    while (g.pending > 0) {
-        double left = deadline_ms - st_now_ms();
-        if (left <= 0) break;
-        int rc = s_poll(c, (int)(left + 0.999), s_gather_msg, &g);
-        if (rc < 0) return rc;
-        int alive = 0; /* a node whose connection dropped will not answer: stop waiting for it */
-        for (int i = 0; i < c->n; i++) alive += rids[i] && c->nodes[i].up;
-        if (alive == 0) break;
-    }
-    if (g.pending == 0) return 0;
-    for (int i = 0; i < c->n; i++)
-        if (rids[i]) c->nodes[i].stats.timeouts++;
-    return ST_ETIMEOUT;
+    gather_t g = {rids, 1, 0, fn, arg, other, other_fn, other_arg};
+    return s_gather(c, &g, deadline_ms);
+}
+
+int st_cluster_gather_many(st_cluster_t *c, uint64_t *rids, int depth, double deadline_ms, st_cluster_reply_fn fn,
+                           void *arg) {
+    if (depth < 1) return st_fail(ST_EINVAL, "depth %d", depth);
+    gather_t g = {rids, depth, 0, fn, arg, NULL, NULL, NULL};
+    return s_gather(c, &g, deadline_ms);
 }
 
 /* ---- HELLO -> INVENTORY ------------------------------------------------- */

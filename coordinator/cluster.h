@@ -88,6 +88,11 @@ int st_cluster_gather(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cl
  * instead of being dropped as stale. */
 int st_cluster_gather_also(st_cluster_t *c, uint64_t *rids, double deadline_ms, st_cluster_reply_fn fn, void *arg,
                            uint64_t *other, st_cluster_reply_fn other_fn, void *other_arg);
+/* The same with up to depth requests in flight per node: rids[node * depth
+ * + d], 0 where nothing is awaited (the callback tells them apart by
+ * rx->msg.request_id). */
+int st_cluster_gather_many(st_cluster_t *c, uint64_t *rids, int depth, double deadline_ms, st_cluster_reply_fn fn,
+                           void *arg);
 
 /* HELLO to every node, then waits up to opts.timeout_ms (at least 5 s: a
  * first contact includes connecting) for each INVENTORY.
