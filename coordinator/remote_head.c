@@ -22,6 +22,8 @@ typedef struct {
     bool done;                                     /* this step: its logits or candidates are in */
     uint32_t tried;                                /* this step: owners asked (bit r) */
     bool asked;                                    /* this round: a request for it is out */
+    int asked_node;                                /* this round: to that node, */
+    uint64_t rid;                                  /* with that request id */
     /* a draw round's candidates from this slice (an owner's, or computed here): n_cand per
      * sequence of the request, sequence s's at cand + s * n_cand, with its maximum and sums */
     st_sampler_cand_t *cand;
@@ -47,7 +49,8 @@ typedef struct {
     bool serves[ST_WIRE_MAX_HEAD_SLOTS];  /* it holds the slot's rows: HEAD_COMPUTE may go there */
     bool pushing[ST_WIRE_MAX_HEAD_SLOTS]; /* placing: still to receive the slot's rows */
     double retry_ms;                      /* lost a slot: HEAD_ASSIGN again from then on (st_now_ms) */
-    int asked;                            /* the slot of the request in flight (-1: none) */
+    int asked;                            /* placing: the slot of the request in flight (-1: none) */
+    int n_asked;                          /* this round of a step: its HEAD_COMPUTEs in flight */
     bool restart;                         /* placing: a chunk was refused, the slot starts again */
 } hnode_t;
 
@@ -58,10 +61,13 @@ struct st_remote_head {
     st_head_hashes_t *hashes;
     int N, timeout_ms, push_timeout_ms;
     hnode_t *nodes;
-    uint64_t *rids;
+    uint64_t *rids;  /* N: one request per node (assign, push) */
+    uint64_t *crids; /* N x ST_WIRE_MAX_HEAD_SLOTS: a step's HEAD_COMPUTEs, one per slice asked of a node */
     hslice_t *slices;
     int n_slices;
     st_remote_head_totals_t tot;
+    uint64_t last_retried_step; /* the last step (tot.steps) that needed a second round */
+    bool sampling;              /* in s_sample: its whole logits are part of its step */
     /* the current step (the reply callback's view) */
     st_wire_head_compute_t req;
     float *y;
@@ -101,7 +107,8 @@ st_remote_head_t *st_remote_head_new(const st_model_t *m, st_cluster_t *cl, int 
     h->N = st_cluster_n_nodes(cl);
     h->nodes = calloc((size_t)h->N + 1, sizeof *h->nodes);
     h->rids = calloc((size_t)h->N + 1, sizeof *h->rids);
-    if (!h->nodes || !h->rids) st_remote_head_destroy(&h);
+    h->crids = calloc(((size_t)h->N + 1) * ST_WIRE_MAX_HEAD_SLOTS, sizeof *h->crids);
+    if (!h->nodes || !h->rids || !h->crids) st_remote_head_destroy(&h);
     return h;
 }
 
@@ -125,6 +132,7 @@ void st_remote_head_destroy(st_remote_head_t **hp) {
     st_head_hashes_destroy(&h->hashes);
     free(h->nodes);
     free(h->rids);
+    free(h->crids);
     free(h);
     *hp = NULL;
 }
@@ -145,7 +153,9 @@ static int s_follow_cluster(st_remote_head_t *h) {
     if (nv) h->nodes = nv;
     uint64_t *rv = nv ? realloc(h->rids, ((size_t)n + 1) * sizeof *rv) : NULL;
     if (rv) h->rids = rv;
-    if (!nv || !rv) return ST_ENOMEM;
+    uint64_t *cv = rv ? realloc(h->crids, ((size_t)n + 1) * ST_WIRE_MAX_HEAD_SLOTS * sizeof *cv) : NULL;
+    if (cv) h->crids = cv;
+    if (!nv || !rv || !cv) return ST_ENOMEM;
     memset(h->nodes + h->N, 0, ((size_t)(n - h->N) + 1) * sizeof *nv);
     memset(h->rids + h->N, 0, ((size_t)(n - h->N) + 1) * sizeof *rv);
     h->N = n;
@@ -394,30 +404,39 @@ void st_remote_head_between_steps(st_remote_head_t *h) {
 /* ---- the step ---- */
 
 /* Node i's reply to a head request for slice k, counted and checked
- * (st_wire_check_head_result); false when it refused or answered wrongly. */
+ * (st_wire_check_head_result); false when it refused or answered wrongly:
+ * then its slot is not asked again until a HEAD_ASSIGN between steps, at
+ * once after a refusal (it may have restarted without the slice), at most
+ * every HEAD_RETRY_MS after a bad answer, so meanwhile its replica is asked
+ * in the first round. */
 static bool s_reply_ok(st_remote_head_t *h, int i, int k, st_wire_rx_t *rx, const char *what, const uint8_t **frame,
                        size_t *len) {
     *frame = st_wire_rx_frame(rx, len);
     h->tot.bytes_in += st_wire_encoded_size(&rx->msg) + *len;
     char why[256];
+    const int q = s_slot_of(h, i, k);
     if (rx->msg.type == ST_MSG_ERROR) {
         st_log(ST_LOG_WARN, "node %d (%s) refused head slice %d's %s: %s", i, st_cluster_url(h->cl, i), k, what,
                rx->msg.error.message);
-        const int q = s_slot_of(h, i, k);
-        if (q >= 0) h->nodes[i].serves[q] = false; /* e.g. it restarted without it: assigned again between steps */
+        if (q >= 0) h->nodes[i].serves[q] = false;
         return false;
     }
     if (st_wire_check_head_result(&rx->msg, &h->req, &h->slices[k].a, *frame, *len, why, sizeof why)) {
         st_log(ST_LOG_WARN, "node %d (%s): bad head %s for slice %d: %s", i, st_cluster_url(h->cl, i), what, k, why);
+        if (q >= 0) h->nodes[i].serves[q] = false;
+        h->nodes[i].retry_ms = st_now_ms() + HEAD_RETRY_MS;
         return false;
     }
     return true;
 }
 
-/* The slice node i was asked for this round, or -1. */
-static int s_asked_slice(const st_remote_head_t *h, int i) {
-    const int q = h->nodes[i].asked;
-    return q >= 0 && q < h->nodes[i].n_slots ? h->nodes[i].slice[q] : -1;
+/* The slice whose request rx answers (node i's, this round), or -1. */
+static int s_asked_slice(const st_remote_head_t *h, int i, const st_wire_rx_t *rx) {
+    for (int k = 0; k < h->n_slices; k++) {
+        const hslice_t *sl = &h->slices[k];
+        if (sl->asked && sl->asked_node == i && sl->rid == rx->msg.request_id) return k;
+    }
+    return -1;
 }
 
 /* A slice answered: by its primary, or by a replica (counted). */
@@ -426,53 +445,83 @@ static void s_answered(st_remote_head_t *h, int i, int k) {
     if (h->slices[k].owner[0] != i) h->tot.by_replica++;
 }
 
-/* Asks for every slice not done (h->req, the hidden states x of xlen bytes),
- * each of one owner per round and each node for one slice per round: the
- * primaries first, then for a slice whose primary is down, refused, answered
- * wrongly or late the next live replica not asked yet, until every slice is
- * done or no owner is left to ask. A node that misses the deadline is
- * marked down. */
+/* The copy of slice k to ask next: r of an owner that is up, serves it, was
+ * not asked for it this step and has room for one more request this round;
+ * the primary when it qualifies, else the replica with the fewest requests
+ * this round (as experts go to their least loaded owner); -1: none. */
+static int s_pick_owner(const st_remote_head_t *h, int k, bool primary_only) {
+    const hslice_t *sl = &h->slices[k];
+    int best = -1;
+    for (int r = 0; r < sl->n_owners && r < (primary_only ? 1 : ST_PLACE_MAX_HEAD_COPIES); r++) {
+        const int i = sl->owner[r], q = s_slot_of(h, i, k);
+        if ((sl->tried >> r & 1u) || q < 0 || !h->nodes[i].serves[q] || !st_cluster_is_up(h->cl, i) ||
+            h->nodes[i].n_asked >= ST_WIRE_MAX_HEAD_SLOTS)
+            continue;
+        if (r == 0) return 0;
+        if (best < 0 || h->nodes[i].n_asked < h->nodes[sl->owner[best]].n_asked) best = r;
+    }
+    return best;
+}
+
+/* Asks for every slice not done (h->req, the hidden states x of xlen bytes)
+ * in rounds, each slice of one owner per round: the primaries that serve it
+ * first, and in the same round a live replica for each slice whose primary
+ * is known down (marked down by the cluster, late or failed earlier, not
+ * serving it); a node may be asked for several slices at once. A slice
+ * whose owner refuses, answers wrongly or late goes to the next owner not
+ * asked yet in another round, until every slice is done or no owner is left
+ * to ask. A node that misses the deadline is marked down. */
 static int s_ask_owners(st_remote_head_t *h, const float *x, size_t xlen, st_cluster_reply_fn on_reply) {
+    const size_t D = ST_WIRE_MAX_HEAD_SLOTS;
     for (int k = 0; k < h->n_slices; k++) h->slices[k].tried = 0;
-    for (;;) {
+    h->tot.asks++;
+    for (int round = 0;; round++) {
         bool any = false;
-        memset(h->rids, 0, (size_t)h->N * sizeof *h->rids);
-        for (int i = 0; i < h->N; i++) h->nodes[i].asked = -1;
+        memset(h->crids, 0, (size_t)h->N * D * sizeof *h->crids);
+        for (int i = 0; i < h->N; i++) h->nodes[i].n_asked = 0;
         for (int k = 0; k < h->n_slices; k++) h->slices[k].asked = false;
-        for (int r = 0; r < ST_PLACE_MAX_HEAD_COPIES; r++) /* copy r of every slice, then copy r + 1 */
+        for (int pass = 0; pass < 2; pass++) /* the primaries first: each node's own slice before a replica's */
             for (int k = 0; k < h->n_slices; k++) {
                 hslice_t *sl = &h->slices[k];
-                if (sl->done || sl->asked || r >= sl->n_owners || (sl->tried >> r & 1u)) continue;
-                const int i = sl->owner[r], q = s_slot_of(h, i, k);
-                if (q < 0 || h->nodes[i].asked >= 0 || !h->nodes[i].serves[q] || !st_cluster_is_up(h->cl, i)) continue;
-                sl->tried |= 1u << r;
-                st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
-                m.head_compute.lo = sl->a.lo;
-                if (st_cluster_send(h->cl, i, &m, x, xlen, true) < 0) continue;
-                h->tot.bytes_out += st_wire_encoded_size(&m) + xlen;
-                h->rids[i] = m.request_id;
-                h->nodes[i].asked = q;
-                sl->asked = any = true;
+                for (int r; !sl->done && !sl->asked && (r = s_pick_owner(h, k, pass == 0)) >= 0;) {
+                    sl->tried |= 1u << r;
+                    const int i = sl->owner[r];
+                    st_wire_msg_t m = {.type = ST_MSG_HEAD_COMPUTE, .head_compute = h->req};
+                    m.head_compute.lo = sl->a.lo;
+                    if (st_cluster_send(h->cl, i, &m, x, xlen, true) < 0) continue; /* the next owner */
+                    h->tot.bytes_out += st_wire_encoded_size(&m) + xlen;
+                    h->crids[(size_t)i * D + (size_t)h->nodes[i].n_asked++] = m.request_id;
+                    sl->asked_node = i;
+                    sl->rid = m.request_id;
+                    sl->asked = any = true;
+                }
             }
         if (!any) return 0;
+        h->tot.rounds++;
+        if (round == 1) { /* a second round: some owner failed this step */
+            h->tot.retried_steps += h->last_retried_step != h->tot.steps;
+            h->last_retried_step = h->tot.steps;
+        }
         st_ctx_park(h->ctx);
         const double t0 = st_now_ms();
-        int rc = st_cluster_gather(h->cl, h->rids, t0 + h->timeout_ms, on_reply, h);
+        int rc = st_cluster_gather_many(h->cl, h->crids, (int)D, t0 + h->timeout_ms, on_reply, h);
         h->tot.wait_ms += st_now_ms() - t0;
         if (rc < 0 && rc != ST_ETIMEOUT) return rc;
-        for (int i = 0; i < h->N; i++)
-            if (h->rids[i]) { /* no answer in time */
-                char why[96];
-                snprintf(why, sizeof why, "no head result within %d ms", h->timeout_ms);
-                st_cluster_set_down(h->cl, i, why);
-                memset(h->nodes[i].serves, 0, sizeof h->nodes[i].serves);
-            }
+        for (int i = 0; i < h->N; i++) {
+            bool late = false;
+            for (size_t d = 0; d < D; d++) late |= h->crids[(size_t)i * D + d] != 0;
+            if (!late) continue;
+            char why[96];
+            snprintf(why, sizeof why, "no head result within %d ms", h->timeout_ms);
+            st_cluster_set_down(h->cl, i, why);
+            memset(h->nodes[i].serves, 0, sizeof h->nodes[i].serves);
+        }
     }
 }
 
 static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
-    const int k = s_asked_slice(h, i);
+    const int k = s_asked_slice(h, i, rx);
     size_t len;
     const uint8_t *frame;
     if (k < 0 || !s_reply_ok(h, i, k, rx, "logits", &frame, &len)) return 0;
@@ -489,6 +538,7 @@ static int s_logits(void *arg, const float *xn, int n_out, float *y, size_t y_st
     if (s_follow_cluster(h) < 0) return ST_ENOMEM; /* the gather reads one request id per node */
     const int E = h->m->cfg.n_embd;
     h->tot.calls++;
+    h->tot.steps += !h->sampling;
     h->tot.rows += (uint64_t)n_out;
     if (h->n_slices < 1) { /* no node was up to take a slice: the whole head here */
         st_ctx_head_rows(h->ctx, xn, n_out, 0, h->m->cfg.n_vocab, y, y_stride);
@@ -585,7 +635,7 @@ static bool s_cand_room(hslice_t *sl, uint32_t n_seq, uint32_t k) {
  * order, finite values, sums). */
 static int s_on_cands(void *arg, int i, st_wire_rx_t *rx) {
     st_remote_head_t *h = arg;
-    const int k = s_asked_slice(h, i);
+    const int k = s_asked_slice(h, i, rx);
     size_t len;
     const uint8_t *frame;
     if (k < 0 || !s_reply_ok(h, i, k, rx, "candidates", &frame, &len)) return 0;
@@ -774,6 +824,7 @@ static int s_sample(void *arg, st_sampler_t *const *smp, const int *idx, int n, 
     for (int j = 0; j < n; j++)
         if (idx[j] < 0 || idx[j] >= h->n_xs) return st_fail(ST_EINVAL, "no stashed hidden state %d", idx[j]);
     h->tot.rows += (uint64_t)n;
+    h->tot.steps++;
     int rc = s_draws_init(h, smp, n);
     if (rc < 0) return rc;
     bool pending = false;
@@ -788,7 +839,10 @@ static int s_sample(void *arg, st_sampler_t *const *smp, const int *idx, int n, 
         pending = false;
         for (int j = 0; j < n; j++) pending |= h->draws[j].pending;
     }
-    return s_draw_whole(h, smp, idx, n, tok);
+    h->sampling = true;
+    rc = s_draw_whole(h, smp, idx, n, tok);
+    h->sampling = false;
+    return rc;
 }
 
 st_head_backend_t st_remote_head_backend(st_remote_head_t *h, st_ctx_t *ctx) {
@@ -816,4 +870,10 @@ void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f) {
             "cluster: head draws from candidates: %llu asked again for more, %llu needed the whole logits; %llu "
             "slices answered by a replica\n",
             (unsigned long long)t->asked_again, (unsigned long long)t->whole, (unsigned long long)t->by_replica);
+    fprintf(f,
+            "cluster: head round trips: %.2f per step (%llu steps, %llu rounds in %llu requests); %llu steps asked a "
+            "replica in a second round (the last: step %llu)\n",
+            t->steps ? (double)t->rounds / (double)t->steps : 0.0, (unsigned long long)t->steps,
+            (unsigned long long)t->rounds, (unsigned long long)t->asks, (unsigned long long)t->retried_steps,
+            (unsigned long long)h->last_retried_step);
 }

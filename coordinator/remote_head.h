@@ -11,8 +11,11 @@
  * Per step the backend sends each slice's primary one HEAD_COMPUTE with the
  * hidden states after the output norm, checks each reply
  * (st_wire_check_head_result) and copies the slice's logits into place. A
- * slice whose primary is down, refuses, answers wrongly or misses its
- * deadline goes to a live replica (one more round, the same checks); only
+ * slice whose primary is known down (marked down, or it failed a step: not
+ * asked again until a HEAD_ASSIGN between steps finds it serving) goes to a
+ * live replica in the same round, a node being asked for several slices at
+ * once; one whose owner refuses, answers wrongly or misses its deadline
+ * goes to the next replica in one more round (the same checks); only
  * when no owner delivers it is it computed here from the model's own head
  * (left mapped: only the pages of that slice are read), so the logits are
  * the single process's bits whoever computed them. Sequences that need no
@@ -78,6 +81,9 @@ typedef struct {
     uint64_t asked_again;           /* draws that needed more candidates */
     uint64_t whole;                 /* draws that needed the whole logits */
     uint64_t by_replica;            /* slices answered by a replica (their primary failed or is down) */
+    uint64_t steps;                 /* steps (one token per sequence): logits() and sample() calls */
+    uint64_t asks, rounds;          /* requests for every slice, and their rounds (HEAD_COMPUTEs out, replies in) */
+    uint64_t retried_steps;         /* steps with a request that needed a second round (an owner failed in it) */
 } st_remote_head_totals_t;
 /* --stats: the head's share of the wire and of the weights read here. */
 void st_remote_head_print_stats(const st_remote_head_t *h, FILE *f);

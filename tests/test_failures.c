@@ -166,6 +166,24 @@ static double s_head_here(const char *err) {
     return here;
 }
 
+/* The sharded head's round trips (--stats): steps, rounds, and the steps
+ * that needed a second round (an owner failed in them). */
+typedef struct {
+    unsigned long long steps, rounds, asks, retried, last;
+} head_rounds_t;
+
+static head_rounds_t s_head_rounds(const char *err) {
+    head_rounds_t r = {0};
+    const char *p = strstr(err, "cluster: head round trips: ");
+    double per;
+    cr_assert(p && sscanf(p,
+                          "cluster: head round trips: %lf per step (%llu steps, %llu rounds in %llu requests); %llu "
+                          "steps asked a replica in a second round (the last: step %llu)",
+                          &per, &r.steps, &r.rounds, &r.asks, &r.retried, &r.last) == 6,
+              "no head round trips:\n%s", err);
+    return r;
+}
+
 Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     const char *model = s_model();
     char *ref = s_reference(model);
@@ -193,6 +211,16 @@ Test(failures, kill_9_mid_generation_keeps_the_tokens) {
     /* the dead node's head slice: from its replica, never computed here */
     cr_assert_eq(s_head_here(b.err), 0.0, "the dead node's head slice was computed here:\n%s", b.err);
     cr_assert_gt(st_test_head_by_replica(b.err), 0, "no replica answered for the dead node's slice:\n%s", b.err);
+    /* one round per step with every node up; with one dead, its replica is asked in the first round once
+     * the node is known down: a second round at most in the step it died in (and the next, when its
+     * connection's end came in between), never in the ~55 after */
+    const head_rounds_t ra = s_head_rounds(a.err), rb = s_head_rounds(b.err);
+    cr_assert_geq(ra.steps, N_PREDICT, "%s", a.err);
+    cr_assert_eq(ra.rounds, ra.steps, "more than one head round a step with every node up:\n%s", a.err);
+    cr_assert_geq(rb.steps, N_PREDICT, "%s", b.err);
+    cr_assert_leq(rb.retried, 2, "the dead node's slice went to its replica in a second round in %llu steps:\n%s",
+                  rb.retried, b.err);
+    cr_assert_leq(rb.rounds, rb.steps + 2, "%s", b.err);
 
     /* the node restarts on its store and port: rejoins with zero shard bytes */
     char url[128];
@@ -238,6 +266,10 @@ Test(failures, node_restarted_mid_generation_rejoins_the_run) {
     cr_assert_gt(st_test_last_rt(b.err, 1), 0, "node 1 does not serve after its rejoin:\n%s", b.err);
     cr_assert_not_null(strstr(b.err, "cluster: head sharded over 3 nodes"),
                        "node 1 does not serve its head slice (from its store) after its rejoin:\n%s", b.err);
+    /* and is asked for it again: its replica answered for some of the steps after the kill only */
+    const head_rounds_t hr = s_head_rounds(b.err);
+    cr_assert_lt(st_test_head_by_replica(b.err) + 10, hr.steps, "node 1's slice stayed with its replica:\n%s", b.err);
+    cr_assert_leq(hr.retried, 2, "%s", b.err);
 
     run_t c = s_run_ex(model, "wipe", 2, 2, WIPE_AND_RESTART);
     cr_assert(c.killed_mid, "the generation was over before the node was killed");
