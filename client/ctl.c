@@ -5,7 +5,7 @@
  *   st-ctl [status]     every node from /health: state, version, the memory
  *                       it really uses against its budget, page cache, CPU
  *                       temperature and throttling (absent: "-", never 0),
- *                       experts held, hit rate, round trip
+ *                       experts held, hit and prefetch rates, round trip
  *   st-ctl drain NODE   its experts move to the others first, then it leaves
  *                       the placement (POST /admin/drain)
  *   st-ctl undrain NODE a drained node takes a share again
@@ -45,7 +45,8 @@ static void s_usage(FILE *f) {
                "\n"
                "commands:\n"
                "  status             every node: state, version, memory used / budget, page cache,\n"
-               "                     CPU temperature, throttling, experts, head slices, hit rate, round trip\n"
+               "                     CPU temperature, throttling, experts, head slices, hit and prefetch\n"
+               "                     rates, round trip\n"
                "                     (default)\n"
                "  drain NODE         move the node's experts and head slices to the others, then take it out\n"
                "                     of placement\n"
@@ -122,25 +123,29 @@ static int s_status(const ctl_t *c, const char *body) {
         cJSON_Delete(h);
         return 0;
     }
-    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %5s %6s %8s\n", "#", "address", "id", "state",
-           "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "head", "hit", "rtt ms");
+    printf("%-3s %-22s %-16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7s %5s %6s %8s %8s\n", "#", "address", "id", "state",
+           "version", "used", "rss", "p.cache", "budget", "temp", "throttled", "experts", "head", "hit", "prefetch",
+           "rtt ms");
     const cJSON *x;
     long long computed_here = 0;
     cJSON_ArrayForEach(x, nodes) {
-        char used[32], rss[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", rtt[16] = "-",
-                                                    ver[24];
+        char used[32], rss[32], budget[32], pc[32], temp[16] = "-", thr[16] = "-", hit[16] = "-", pre[16] = "-",
+                                                    rtt[16] = "-", ver[24];
         const bool up = cJSON_IsTrue(s_get(x, "up"));
         if (s_has(x, "temp_c")) snprintf(temp, sizeof temp, "%.1fC", s_num(x, "temp_c"));
         if (s_has(x, "throttled")) snprintf(thr, sizeof thr, "0x%x", (unsigned)s_whole(x, "throttled", 0, UINT32_MAX));
-        if (up && s_has(x, "hit_rate") && s_num(x, "cache_hits") + s_num(x, "cache_misses") > 0)
-            snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
+        /* of the experts asked for: in RAM already (hit), or read ahead on the coordinator's hint (prefetch) */
+        const bool asked = s_num(x, "cache_hits") + s_num(x, "cache_misses") + s_num(x, "cache_prefetched") > 0;
+        if (up && asked && s_has(x, "hit_rate")) snprintf(hit, sizeof hit, "%.0f%%", 100 * s_num(x, "hit_rate"));
+        if (up && asked && s_has(x, "prefetch_rate"))
+            snprintf(pre, sizeof pre, "%.0f%%", 100 * s_num(x, "prefetch_rate"));
         if (up && s_has(x, "rtt_ms") && s_num(x, "rtt_ms") > 0) snprintf(rtt, sizeof rtt, "%.2f", s_num(x, "rtt_ms"));
         snprintf(ver, sizeof ver, "%s", s_str(x, "version", "?")); /* "0.4.0 (git abc1234)" */
-        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %5d %6s %8s\n", s_int(x, "index"),
+        printf("%-3d %-22s %-16.16s %-8s %-20s %8s %8s %8s %8s %6s %9s %7d %5d %6s %8s %8s\n", s_int(x, "index"),
                s_str(x, "url", "?"), s_str(x, "id", "-"), s_str(x, "state", up ? "up" : "down"), ver,
                s_size(x, "mem_used", used, sizeof used), s_size(x, "rss", rss, sizeof rss),
                s_size(x, "page_cache", pc, sizeof pc), s_size(x, "mem_budget", budget, sizeof budget), temp, thr,
-               s_int(x, "experts"), s_int(x, "head_slices"), hit, rtt);
+               s_int(x, "experts"), s_int(x, "head_slices"), hit, pre, rtt);
         computed_here += s_int(x, "computed_here");
     }
     printf("used: the node's memory cgroup (RSS + page cache) when it has one of its own, else its RSS;"

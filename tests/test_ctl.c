@@ -266,8 +266,24 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cr_assert_eq(s_num(s_node(h, 1), "requests"), req1, "a drained node gets no request");
     cJSON_Delete(h);
 
-    /* the table: every node, its state and real memory (its RSS here: no cgroup of its own) */
-    r = s_ctl(&c, "status", "--api-key " KEY);
+    /* the table: every node, its state and real memory (its RSS here: no cgroup of its own), its hit and
+     * prefetch rates as /health has them just before and after (the last results of the completion may
+     * still come in: until both agree) */
+    for (double dl = st_now_ms() + 30000;;) {
+        cJSON *before = s_health(&c);
+        r = s_ctl(&c, "status", "--api-key " KEY);
+        h = s_health(&c);
+        bool same = true;
+        for (int i = 0; i < 3; i++)
+            same &= s_num(s_node(before, i), "cache_hits") == s_num(s_node(h, i), "cache_hits") &&
+                    s_num(s_node(before, i), "cache_misses") == s_num(s_node(h, i), "cache_misses") &&
+                    s_num(s_node(before, i), "cache_prefetched") == s_num(s_node(h, i), "cache_prefetched");
+        cJSON_Delete(before);
+        if (same) break;
+        cr_assert_lt(st_now_ms(), dl, "the nodes' cache figures did not settle within 30 s");
+        cJSON_Delete(h);
+        st_test_run_free(&r);
+    }
     cr_log_info("st-ctl:\n%s", r.out);
     cr_assert_eq(r.status, 0, "%s", r.err);
     cr_assert(strstr(r.out, "3 node(s), 3 up"), "%s", r.out);
@@ -277,12 +293,25 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
         cr_assert_not_null(line, "node %d missing:\n%s", i, r.out);
         cr_assert_eq(sscanf(line, "%127s %63s %15s", url, id, state), 3);
         cr_assert_str_eq(state, i == 1 ? "drained" : "up", "node %d: %.100s", i, line);
-        char used[16], rss[16], pc[16], budget[16]; /* the columns after the version's "(git REV)" */
-        cr_assert_eq(sscanf(strchr(line, ')') + 1, "%15s %15s %15s %15s", used, rss, pc, budget), 4, "%.160s", line);
+        char used[16], rss[16], pc[16], budget[16], temp[16], thr[16], hit[16], pre[16];
+        int experts, head; /* the columns after the version's "(git REV)" */
+        cr_assert_eq(sscanf(strchr(line, ')') + 1, "%15s %15s %15s %15s %15s %15s %d %d %15s %15s", used, rss, pc,
+                            budget, temp, thr, &experts, &head, hit, pre),
+                     10, "%.200s", line);
         cr_assert(used[0] != '-' && !strcmp(used, rss), "node %d: used = RSS without a cgroup: %.160s", i, line);
         cr_assert_str_eq(pc, "-", "no page cache figure without a cgroup of its own");
         cr_assert_str_eq(budget, "256.0M");
+        const cJSON *nh = s_node(h, i);
+        cr_assert_eq(experts, (int)s_num(nh, "experts"), "%.200s", line);
+        char want_hit[16] = "-", want_pre[16] = "-"; /* "-": nothing asked of it yet */
+        if (s_num(nh, "cache_hits") + s_num(nh, "cache_misses") + s_num(nh, "cache_prefetched") > 0) {
+            snprintf(want_hit, sizeof want_hit, "%.0f%%", 100 * s_num(nh, "hit_rate"));
+            snprintf(want_pre, sizeof want_pre, "%.0f%%", 100 * s_num(nh, "prefetch_rate"));
+        }
+        cr_assert_str_eq(hit, want_hit, "node %d's hit rate, want %s: %.200s", i, want_hit, line);
+        cr_assert_str_eq(pre, want_pre, "node %d's prefetch rate: %.200s", i, line);
     }
+    cJSON_Delete(h);
     st_test_run_free(&r);
 
     /* undrain: node 1 takes a share again and serves, the answers still st-run's; then drained again */
@@ -396,39 +425,50 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     st_test_cluster_destroy(&cl);
 }
 
-/* A server whose /health has numbers out of an int's range (a stand-in: python's http.server with a
- * file called health): st-ctl prints them clamped, and sums them without overflow. Before, the
- * conversions were undefined: -2147483648 nodes up, "computes -2 experts". */
-Test(ctl, numbers_out_of_range_are_clamped, .timeout = 60) {
-    char dir[256], path[300], log[300];
-    st_test_tmpdir(dir, sizeof dir, "ctl-odd");
+/* A stand-in server (python's http.server over a directory holding a file called health) answering
+ * /health with json: its port; *pid and *out to stop it with (st_test_stop, then close(out)). */
+static int s_stand_in(const char *dir, const char *json, pid_t *pid, int *out) {
+    char path[300], log[300];
     snprintf(path, sizeof path, "%s/health", dir);
     FILE *f = fopen(path, "w");
     cr_assert_not_null(f);
-    fputs("{\"status\":\"ok\",\"nodes_up\":1e300,\"active\":-1e300,\"nodes\":["
-          "{\"index\":1e300,\"url\":\"tcp://a:1\",\"up\":true,\"throttled\":-5,\"experts\":1e20,"
-          "\"computed_here\":2147483647},"
-          "{\"index\":1,\"url\":\"tcp://b:1\",\"up\":true,\"computed_here\":2147483647}]}",
-          f);
+    fputs(json, f);
     cr_assert_eq(fclose(f), 0);
     snprintf(log, sizeof log, "%s/server.err", dir);
     const char *argv[] = {"/usr/bin/env", "python3",   "-u",          "-m", "http.server", "0",
                           "--bind",       "127.0.0.1", "--directory", dir,  NULL};
-    int out = -1;
-    pid_t srv = st_test_spawn(argv, &out, log, SIGKILL);
+    *out = -1;
+    *pid = st_test_spawn(argv, out, log, SIGKILL);
     char buf[256] = "";
     size_t len = 0;
     const double dl = st_now_ms() + 30000;
     while (!strstr(buf, " (http")) { /* "Serving HTTP on 127.0.0.1 port N (http://...) ..." */
-        struct pollfd p = {out, POLLIN, 0};
+        struct pollfd p = {*out, POLLIN, 0};
         cr_assert_lt(st_now_ms(), dl, "http.server did not start (%s)", log);
         if (poll(&p, 1, 200) <= 0) continue;
-        ssize_t n = read(out, buf + len, sizeof buf - 1 - len);
+        ssize_t n = read(*out, buf + len, sizeof buf - 1 - len);
         cr_assert_gt(n, 0, "http.server exited (%s)", log);
         buf[len += (size_t)n] = '\0';
     }
     int port = 0;
     cr_assert_eq(sscanf(strstr(buf, "port ") + 5, "%d", &port), 1, "%s", buf);
+    return port;
+}
+
+/* A server whose /health has numbers out of an int's range (a stand-in): st-ctl prints them
+ * clamped, and sums them without overflow. Before, the conversions were undefined: -2147483648
+ * nodes up, "computes -2 experts". */
+Test(ctl, numbers_out_of_range_are_clamped, .timeout = 60) {
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "ctl-odd");
+    pid_t srv;
+    int out;
+    const int port = s_stand_in(dir,
+                                "{\"status\":\"ok\",\"nodes_up\":1e300,\"active\":-1e300,\"nodes\":["
+                                "{\"index\":1e300,\"url\":\"tcp://a:1\",\"up\":true,\"throttled\":-5,\"experts\":1e20,"
+                                "\"computed_here\":2147483647},"
+                                "{\"index\":1,\"url\":\"tcp://b:1\",\"up\":true,\"computed_here\":2147483647}]}",
+                                &srv, &out);
     char args[128];
     snprintf(args, sizeof args, "--url http://127.0.0.1:%d status", port);
     st_test_run_t r = st_test_run(dir, "odd", "ST_API_KEY=", "st-ctl", args, 30);
@@ -439,5 +479,74 @@ Test(ctl, numbers_out_of_range_are_clamped, .timeout = 60) {
     cr_assert(strstr(r.out, "2147483647 tcp://a:1"), "the index: %s", r.out);
     cr_assert(strstr(r.out, "computes 4294967294 experts"), "the sum: %s", r.out);
     cr_assert(strstr(r.out, " 0x0 "), "negative throttled bits: %s", r.out);
+    st_test_run_free(&r);
+}
+
+/* The prefetch column beside the hit rate, as the web view shows them (a stand-in /health, as
+ * tests/browser/cluster.mjs makes it): node i up has hit rate 0.9999 and prefetch rate
+ * (1 + i) / (12 + i), 8% for node 0 to 50% for node 10, each written out here by hand; a node
+ * that is down shows neither, one that was asked for nothing yet shows "-" for both. */
+Test(ctl, status_shows_each_nodes_prefetch_rate, .timeout = 60) {
+    char dir[256];
+    st_test_tmpdir(dir, sizeof dir, "ctl-prefetch");
+    cJSON *h = cJSON_CreateObject(), *nodes = cJSON_AddArrayToObject(h, "nodes");
+    cJSON_AddStringToObject(h, "status", "degraded");
+    const int N = 13; /* 11 up and asked, node 11 down (stale rates in its JSON), node 12 up but never asked */
+    for (int i = 0; i < N; i++) {
+        cJSON *n = cJSON_CreateObject();
+        char url[32];
+        snprintf(url, sizeof url, "tcp://10.0.0.%d:7000", i + 1);
+        cJSON_AddNumberToObject(n, "index", i);
+        cJSON_AddStringToObject(n, "url", url);
+        cJSON_AddBoolToObject(n, "up", i != 11);
+        cJSON_AddNumberToObject(n, "experts", 3);
+        if (i < 12) {
+            cJSON_AddNumberToObject(n, "cache_hits", 10);
+            cJSON_AddNumberToObject(n, "cache_misses", 1);
+            cJSON_AddNumberToObject(n, "cache_prefetched", 1 + i);
+            cJSON_AddNumberToObject(n, "hit_rate", 0.9999);
+            cJSON_AddNumberToObject(n, "prefetch_rate", (1.0 + i) / (12.0 + i));
+            cJSON_AddNumberToObject(n, "rtt_ms", 1.25);
+        } else {
+            cJSON_AddNumberToObject(n, "cache_hits", 0);
+            cJSON_AddNumberToObject(n, "cache_misses", 0);
+            cJSON_AddNumberToObject(n, "cache_prefetched", 0);
+            cJSON_AddNumberToObject(n, "hit_rate", 0);
+            cJSON_AddNumberToObject(n, "prefetch_rate", 0);
+        }
+        cJSON_AddItemToArray(nodes, n);
+    }
+    char *json = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    pid_t srv;
+    int out;
+    const int port = s_stand_in(dir, json, &srv, &out);
+    free(json);
+    char args[128];
+    snprintf(args, sizeof args, "--url http://127.0.0.1:%d status", port);
+    st_test_run_t r = st_test_run(dir, "prefetch", "ST_API_KEY=", "st-ctl", args, 30);
+    st_test_stop(srv, SIGKILL, 5000);
+    close(out);
+    cr_assert_eq(r.status, 0, "%s", r.err);
+    cr_log_info("st-ctl:\n%s", r.out);
+    const char *header = strstr(r.out, "#   address");
+    cr_assert(header && strstr(header, " hit prefetch   rtt ms\n"), "no prefetch column after hit: %s", r.out);
+    /* round((1 + i) / (12 + i) * 100) by hand: 1/12, 2/13, ..., 11/22 */
+    static const char *want[] = {"8%", "15%", "21%", "27%", "31%", "35%", "39%", "42%", "45%", "48%", "50%"};
+    for (int i = 0; i < N; i++) {
+        char url[32], line_want[96];
+        snprintf(url, sizeof url, "tcp://10.0.0.%d:7000", i + 1);
+        const char *line = strstr(r.out, url);
+        cr_assert_not_null(line, "node %d missing: %s", i, r.out);
+        const char *experts = strstr(line, " 3 ");
+        cr_assert_not_null(experts, "%.200s", line);
+        char head[16], hit[16], pre[16], rtt[16];
+        cr_assert_eq(sscanf(experts, " 3 %15s %15s %15s %15s", head, hit, pre, rtt), 4, "%.200s", line);
+        snprintf(line_want, sizeof line_want, "%s %s %s", i < 11 ? "100%" : "-", i < 11 ? want[i] : "-",
+                 i < 11 ? "1.25" : "-");
+        char got[64];
+        snprintf(got, sizeof got, "%s %s %s", hit, pre, rtt);
+        cr_assert_str_eq(got, line_want, "node %d: hit, prefetch, rtt in %.200s", i, line);
+    }
     st_test_run_free(&r);
 }
