@@ -36,10 +36,17 @@ long st_client_request(const st_client_t *c, const char *path, const char *body,
     }
     CURLcode rc = curl_easy_perform(h);
     long status = -1;
+    const st_client_body_t *gathered = write == st_client_body_cb ? arg : NULL;
     if (c->stop && *c->stop && (rc == CURLE_ABORTED_BY_CALLBACK || rc == CURLE_WRITE_ERROR)) {
         status = 0; /* stopped by Ctrl-C: the caller says so */
     } else if (rc == CURLE_OK) {
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    } else if (rc == CURLE_WRITE_ERROR && gathered && gathered->too_big) {
+        st_client_too_big(c, path, "the answer");
+    } else if (rc == CURLE_WRITE_ERROR && gathered && gathered->no_mem) {
+        fprintf(stderr, "%s%s: out of memory for the answer of %s\n", c->mid_line ? "\n" : "", c->prog, url);
+    } else if (rc == CURLE_WRITE_ERROR) {
+        status = -2; /* the caller's write callback refused: the caller says why */
     } else {
         fprintf(stderr, "%s%s: cannot reach the coordinator at %s: %s\n  %s\n", c->mid_line ? "\n" : "", c->prog,
                 c->url, *err ? err : curl_easy_strerror(rc), c->hint);
@@ -49,13 +56,34 @@ long st_client_request(const st_client_t *c, const char *path, const char *body,
     return status;
 }
 
+void st_client_too_big(const st_client_t *c, const char *path, const char *what) {
+    fprintf(stderr,
+            "%s%s: %s of %s%s passed %zu MiB, more than any answer of an st-coordinator: refused (a broken or hostile "
+            "server?)\n",
+            c->mid_line ? "\n" : "", c->prog, what, c->url, path, ST_CLIENT_MAX_BODY >> 20);
+}
+
 size_t st_client_body_cb(char *p, size_t size, size_t n, void *arg) {
-    char **buf = arg;
-    size_t old = *buf ? strlen(*buf) : 0, add = size * n;
-    char *b = realloc(*buf, old + add + 1);
-    if (!b) return 0;
-    memcpy(b + old, p, add);
-    b[old + add] = '\0';
-    *buf = b;
+    st_client_body_t *b = arg;
+    const size_t add = size * n; /* libcurl: size is 1, n at most CURL_MAX_WRITE_SIZE */
+    if (add > ST_CLIENT_MAX_BODY - b->len) {
+        b->too_big = true;
+        return 0;
+    }
+    if (b->len + add + 1 > b->cap) { /* doubled: an answer of n bytes is copied O(n) times, not O(n^2) */
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + add + 1) cap *= 2;
+        if (cap > ST_CLIENT_MAX_BODY + 1) cap = ST_CLIENT_MAX_BODY + 1;
+        char *d = realloc(b->data, cap);
+        if (!d) {
+            b->no_mem = true;
+            return 0;
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, add);
+    b->len += add;
+    b->data[b->len] = '\0';
     return add;
 }

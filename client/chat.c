@@ -12,6 +12,10 @@
  * conversation; Ctrl-C at the prompt asks for a second one, which leaves.
  * The handler only counts (no SA_RESTART, so readline returns NULL and
  * curl's progress callback sees the count).
+ *
+ * What the server sends is bounded (body.h): an SSE event, or the text of an
+ * answer, longer than ST_CLIENT_MAX_BODY ends st-chat with a message naming
+ * the URL and the limit: such a server is broken or hostile.
  */
 #include <curl/curl.h>
 #include <editline/readline.h>
@@ -34,10 +38,11 @@ typedef struct {
     long max_tokens;
     cJSON *history; /* [{role, content}] */
     /* the current answer */
-    char *sse; /* SSE bytes not yet split into events */
-    size_t sse_len;
+    char *sse;                         /* SSE bytes not yet split into events */
+    size_t sse_len, sse_cap, sse_seen; /* seen: bytes already searched for the end of an event */
+    const char *too_big;               /* what passed ST_CLIENT_MAX_BODY ("one SSE event"), or NULL */
     char *answer;
-    size_t answer_len;
+    size_t answer_len, answer_cap;
     int n_chunks;
     char finish[32];
     int completion_tokens, prompt_tokens, cached_tokens;
@@ -79,10 +84,19 @@ static void s_event(chat_t *c, const char *data) {
     cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content");
     if (cJSON_IsString(content) && *content->valuestring) {
         size_t n = strlen(content->valuestring);
-        char *a = realloc(c->answer, c->answer_len + n + 1);
-        if (a) {
-            memcpy(a + c->answer_len, content->valuestring, n + 1);
-            c->answer = a;
+        if (n > ST_CLIENT_MAX_BODY - c->answer_len) { /* endless events are as bad as an endless one */
+            c->too_big = "the answer's text";
+            cJSON_Delete(o);
+            return;
+        }
+        if (c->answer_len + n + 1 > c->answer_cap) { /* doubled: no copy of the whole answer per token */
+            size_t cap = c->answer_cap ? c->answer_cap : 1024;
+            while (cap < c->answer_len + n + 1) cap *= 2;
+            char *a = realloc(c->answer, cap);
+            if (a) c->answer = a, c->answer_cap = cap;
+        }
+        if (c->answer_len + n + 1 <= c->answer_cap) {
+            memcpy(c->answer + c->answer_len, content->valuestring, n + 1);
             c->answer_len += n;
         }
         if (!c->n_chunks++) c->t_first = st_now_s();
@@ -108,15 +122,28 @@ static void s_event(chat_t *c, const char *data) {
 static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     chat_t *c = arg;
     size_t add = sz * n;
-    if (s_interrupts) return 0; /* stop now, not after this chunk is printed */
-    char *b = realloc(c->sse, c->sse_len + add + 1);
-    if (!b) return 0;
-    memcpy(b + c->sse_len, p, add);
-    c->sse = b;
+    if (s_interrupts) return 0;                  /* stop now, not after this chunk is printed */
+    if (add > ST_CLIENT_MAX_BODY - c->sse_len) { /* one event that never ends */
+        c->too_big = "one SSE event";
+        return 0;
+    }
+    if (c->sse_len + add + 1 > c->sse_cap) {
+        size_t cap = c->sse_cap ? c->sse_cap : 4096;
+        while (cap < c->sse_len + add + 1) cap *= 2;
+        char *b = realloc(c->sse, cap);
+        if (!b) {
+            c->too_big = "one SSE event (out of memory)";
+            return 0;
+        }
+        c->sse = b;
+        c->sse_cap = cap;
+    }
+    memcpy(c->sse + c->sse_len, p, add);
     c->sse_len += add;
     c->sse[c->sse_len] = '\0';
     char *end;
-    while ((end = strstr(c->sse, "\n\n"))) {
+    /* from where the last search stopped: a long event is searched once, not once per chunk */
+    while ((end = strstr(c->sse + c->sse_seen, "\n\n"))) {
         *end = '\0';
         if (!strncmp(c->sse, "data: ", 6))
             s_event(c, c->sse + 6);
@@ -125,24 +152,34 @@ static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
         size_t used = (size_t)(end + 2 - c->sse);
         memmove(c->sse, end + 2, c->sse_len - used + 1);
         c->sse_len -= used;
+        c->sse_seen = 0;
+        if (c->too_big) return 0;
     }
+    c->sse_seen = c->sse_len ? c->sse_len - 1 : 0; /* a "\n" at the end may start the "\n\n" */
     return add;
 }
 
-/* A request; body NULL = GET. Returns the HTTP status, 0 after Ctrl-C, or -1
- * after saying why the server could not be reached. */
+static st_client_t s_client(const chat_t *c) {
+    return (st_client_t){.prog = "st-chat",
+                         .hint =
+                             "is st-coordinator (or st-run) running with --http on that address, and the network up?",
+                         .mid_line = true, /* an answer may be half printed */
+                         .url = c->url,
+                         .api_key = c->api_key,
+                         .stop = &s_interrupts};
+}
+
+/* A request; body NULL = GET. Returns the HTTP status, 0 after Ctrl-C, -1
+ * after saying why the server could not be reached or its answer was
+ * refused, or -2 when cb refused it (c->too_big says what). */
 static long s_request(chat_t *c, const char *path, const char *body, curl_write_callback cb, void *arg) {
-    const st_client_t cl = {
-        .prog = "st-chat",
-        .hint = "is st-coordinator (or st-run) running with --http on that address, and the network up?",
-        .mid_line = true, /* an answer may be half printed */
-        .url = c->url,
-        .api_key = c->api_key,
-        .stop = &s_interrupts};
+    const st_client_t cl = s_client(c);
     return st_client_request(&cl, path, body, cb, arg);
 }
 
-static void s_turn(chat_t *c, const char *line) {
+/* One turn: the user's line, the answer streamed. false when the server's
+ * answer was refused (said on stderr): st-chat then leaves. */
+static bool s_turn(chat_t *c, const char *line) {
     cJSON *msg = cJSON_CreateObject();
     cJSON_AddStringToObject(msg, "role", "user");
     cJSON_AddStringToObject(msg, "content", line);
@@ -165,8 +202,9 @@ static void s_turn(chat_t *c, const char *line) {
     cJSON_Delete(req);
     free(c->answer);
     c->answer = NULL;
-    c->answer_len = 0;
-    c->sse_len = 0;
+    c->answer_len = c->answer_cap = 0;
+    c->sse_len = c->sse_seen = 0;
+    c->too_big = NULL;
     c->n_chunks = 0;
     c->finish[0] = '\0';
     c->completion_tokens = c->prompt_tokens = c->cached_tokens = 0;
@@ -174,6 +212,11 @@ static void s_turn(chat_t *c, const char *line) {
     s_interrupts = 0;
     long st = s_request(c, "/v1/chat/completions", body, s_sse_cb, c);
     free(body);
+    if (c->too_big && st < 0) { /* the answer so far is dropped with it: it is not the server's answer */
+        const st_client_t cl = s_client(c);
+        st_client_too_big(&cl, "/v1/chat/completions", c->too_big);
+        return false;
+    }
     if (st == 0 && !c->answer_len) {
         printf("\n[stopped before the answer began; that message is dropped, the conversation before it kept]\n");
         cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1);
@@ -200,6 +243,7 @@ static void s_turn(chat_t *c, const char *line) {
         if (st > 0) fprintf(stderr, "st-chat: the server answered HTTP %ld (see above)\n", st);
         cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1); /* not answered: forget it */
     }
+    return true;
 }
 
 /* A field of the server's /health, or a stand-in when it is missing or of
@@ -215,8 +259,9 @@ static const char *s_str(const cJSON *o, const char *key) {
 }
 
 static void s_stats(chat_t *c) {
-    char *body = NULL;
-    long st = s_request(c, "/health", NULL, st_client_body_cb, &body);
+    st_client_body_t ans = {0};
+    long st = s_request(c, "/health", NULL, st_client_body_cb, &ans);
+    char *body = ans.data;
     printf("this session: %d turns, %d tokens, %.1f tok/s overall; %d messages in the conversation\n", c->turns,
            c->tokens, c->gen_s > 0 ? c->tokens / c->gen_s : 0.0, cJSON_GetArraySize(c->history));
     cJSON *o = st == 200 && body ? cJSON_Parse(body) : NULL;
@@ -284,8 +329,9 @@ int main(int argc, char **argv) {
     while (ul && url[ul - 1] == '/') url[--ul] = '\0'; /* "http://h:8080/" works too */
     c.url = url;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    char *body = NULL;
-    long st = s_request(&c, "/v1/models", NULL, st_client_body_cb, &body);
+    st_client_body_t ans = {0};
+    long st = s_request(&c, "/v1/models", NULL, st_client_body_cb, &ans);
+    char *body = ans.data;
     if (st != 200) {
         if (st == 401)
             fprintf(stderr, "st-chat: %s wants an API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
@@ -307,6 +353,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     bool armed = false; /* the last thing the user did was a Ctrl-C: one more at the prompt leaves */
+    int rc = 0;
     for (;;) {
         s_interrupts = 0;
         char *line = readline("> ");
@@ -343,7 +390,11 @@ int main(int argc, char **argv) {
         } else if (t[0] == '/') {
             printf("unknown command %s (/help lists them)\n", t);
         } else {
-            s_turn(&c, t);
+            if (!s_turn(&c, t)) {
+                rc = 1;
+                free(line);
+                break;
+            }
             armed = s_interrupts > 0;
         }
         free(line);
@@ -354,5 +405,5 @@ int main(int argc, char **argv) {
     free(c.system);
     free(url);
     curl_global_cleanup();
-    return 0;
+    return rc;
 }

@@ -66,9 +66,10 @@ static void s_usage(FILE *f) {
                "exit status: 0 done, 1 refused or unreachable, 2 bad usage\n");
 }
 
-/* GET (body NULL) or POST path; the answer in *out (malloc'd). The HTTP
- * status, or -1 after saying why the server could not be reached. */
-static long s_request(const ctl_t *c, const char *path, const char *body, char **out) {
+/* GET (body NULL) or POST path; the answer in *out (its data malloc'd). The
+ * HTTP status, or -1 after saying why the server could not be reached or its
+ * answer was refused. */
+static long s_request(const ctl_t *c, const char *path, const char *body, st_client_body_t *out) {
     const st_client_t cl = {.prog = "st-ctl",
                             .hint =
                                 "is st-coordinator running with --http on that address (--url), and the network up?",
@@ -161,10 +162,12 @@ static int s_status(const ctl_t *c, const char *body) {
 static int s_action(const ctl_t *c, const char *action, const char *node) {
     cJSON *req = cJSON_CreateObject();
     if (node) cJSON_AddStringToObject(req, "node", node);
-    char *body = cJSON_PrintUnformatted(req), *out = NULL, path[64];
+    char *body = cJSON_PrintUnformatted(req), path[64];
     cJSON_Delete(req);
     snprintf(path, sizeof path, "/admin/%s", action);
-    long st = s_request(c, path, body ? body : "{}", &out);
+    st_client_body_t ans = {0};
+    long st = s_request(c, path, body ? body : "{}", &ans);
+    char *out = ans.data;
     free(body);
     int rc = st == 200 ? 0 : 1;
     cJSON *o = out ? cJSON_Parse(out) : NULL;
@@ -228,10 +231,11 @@ int main(int argc, char **argv) {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc;
     if (!strcmp(cmd, "status")) {
-        char *body = NULL;
-        long st = s_request(&c, "/health", NULL, &body);
+        st_client_body_t ans = {0};
+        long st = s_request(&c, "/health", NULL, &ans);
+        char *body = ans.data;
         if (st == 200)
-            rc = c.json ? (printf("%s\n", body), 0) : s_status(&c, body);
+            rc = c.json ? (printf("%s\n", body ? body : ""), 0) : s_status(&c, body ? body : "");
         else {
             if (st == 401)
                 fprintf(stderr, "st-ctl: %s wants the API key: pass --api-key KEY (or set ST_API_KEY)\n", c.url);
