@@ -17,6 +17,14 @@
  * to test offline), so a code falls in at most 1000 / 8.2e14 = 1.2e-12 of
  * its lifetimes; since each new code is drawn afresh, a flood needs about
  * 8.2e14 tries on average: 26000 years at 1000 exchanges a second.
+ *
+ * Refusals are logged through three limiters (common/log_limit.h), keyed by
+ * the address: wrong codes, tries of an address out of wrong tries, and
+ * the other refusals (busy, malformed, replayed). Each address gets its
+ * first lines, then one summary per interval ("pairing: 523 more wrong tries
+ * from 10.0.0.7 in the last 60 s"). Not again at each new code: a flood
+ * from many addresses replaces the code every max_total_attempts tries,
+ * and would get everyone's first lines again each time.
  */
 #include "pair.h"
 
@@ -32,13 +40,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
 #include "clock.h"
 #include "cluster_file.h"
 #include "curve.h"
+#include "log_limit.h"
 #include "st_log.h"
 
 #define POLL_MS 200
@@ -47,7 +55,6 @@
 #define TOTAL_PER_PEER 100  /* default max_total_attempts: 100 addresses' worth */
 #define SESSION_MS 30000    /* an exchange not finished by then is dropped */
 #define MAX_ROUTING_ID 256  /* ZeroMQ's routing ids are 5 bytes; a peer cannot choose ours */
-#define LOG_PER_SECOND 10   /* refusals logged per second, at most */
 
 typedef struct {
     bool used;
@@ -82,16 +89,14 @@ struct st_pair {
     int attempts;        /* wrong proofs against the current code, from every address */
     s_sender_t *senders; /* the addresses with wrong proofs against it (max_total_attempts at most) */
     int n_senders;
-    time_t log_second;
-    int logs_this_second;
+    st_log_limit_t *log_wrong;  /* wrong codes, per address */
+    st_log_limit_t *log_locked; /* tries of an address out of wrong tries, per address */
+    st_log_limit_t *log_other;  /* busy, malformed, replayed, per address */
     s_session_t sess[MAX_SESSIONS];
 };
 
-static bool s_log_ok(st_pair_t *p) {
-    time_t now = time(NULL);
-    if (now != p->log_second) p->log_second = now, p->logs_this_second = 0;
-    return p->logs_this_second++ < LOG_PER_SECOND;
-}
+/* Whether to log a refusal of peer's, or only count it (see the top). */
+static bool s_log_ok(st_log_limit_t *l, const char *peer) { return st_log_limit_ok(l, peer, st_now_ms()); }
 
 /* The code into the code file (0600 from the start; a temporary file, then rename). */
 static void s_code_file(const st_pair_t *p, const char *code) {
@@ -188,7 +193,7 @@ static void s_refuse(st_pair_t *p, const uint8_t *rid, size_t rid_len, int reaso
 
 /* An address past its wrong proofs: refused before any exchange, until the code changes. */
 static void s_refuse_tries(st_pair_t *p, const uint8_t *rid, size_t rid_len, const char *peer) {
-    if (s_log_ok(p))
+    if (s_log_ok(p->log_locked, peer))
         st_log(ST_LOG_WARN, "pairing refused from %s: %d wrong tries from there already, until the code changes", peer,
                p->o.max_attempts);
     s_refuse(p, rid, rid_len, ST_PAKE_R_TRIES);
@@ -205,14 +210,16 @@ static void s_on_hello(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
     for (int i = 0; i < MAX_SESSIONS; i++)
         from_peer += p->sess[i].used && &p->sess[i] != s && !strcmp(p->sess[i].peer, peer);
     if (from_peer >= SESSIONS_PER_PEER) {
-        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: %d exchanges open from %s: refused, busy", from_peer, peer);
+        if (s_log_ok(p->log_other, peer))
+            st_log(ST_LOG_WARN, "pairing: %d exchanges open from %s: refused, busy", from_peer, peer);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
         return;
     }
     for (int i = 0; !s && i < MAX_SESSIONS; i++)
         if (!p->sess[i].used) s = &p->sess[i];
     if (!s) {
-        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: %d exchanges open: %s refused, busy", MAX_SESSIONS, peer);
+        if (s_log_ok(p->log_other, peer))
+            st_log(ST_LOG_WARN, "pairing: %d exchanges open: %s refused, busy", MAX_SESSIONS, peer);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BUSY);
         return;
     }
@@ -224,7 +231,7 @@ static void s_on_hello(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
     int n = st_pake_coord_challenge(&s->pake, code, msg, len, out, sizeof out);
     sodium_memzero(code, sizeof code);
     if (n < 0) {
-        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: malformed hello from %s: refused", peer);
+        if (s_log_ok(p->log_other, peer)) st_log(ST_LOG_WARN, "pairing: malformed hello from %s: refused", peer);
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
         return;
@@ -242,13 +249,14 @@ static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
                        const char *peer) {
     s_session_t *s = s_find(p, rid, rid_len);
     if (!s) {
-        if (s_log_ok(p))
+        if (s_log_ok(p->log_other, peer))
             st_log(ST_LOG_WARN, "pairing: a proof from %s with no exchange open (replayed?): refused", peer);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
         return;
     }
     if (s->code_gen != p->code_gen) {
-        st_log(ST_LOG_WARN, "pairing: %s proved against a code that has been replaced: refused", peer);
+        if (s_log_ok(p->log_other, peer))
+            st_log(ST_LOG_WARN, "pairing: %s proved against a code that has been replaced: refused", peer);
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_EXPIRED);
         return;
@@ -264,17 +272,18 @@ static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
         s_sender_t *x = s_sender(p, peer, true);
         const int mine = x ? ++x->wrong : 0;
         p->attempts++;
-        st_log(ST_LOG_WARN,
-               "pairing refused from %s: wrong code (or a replayed or tampered message), attempt %d of %d from there "
-               "(%d of %d in all with this code)",
-               peer, mine, p->o.max_attempts, p->attempts, p->o.max_total_attempts);
+        if (s_log_ok(p->log_wrong, peer))
+            st_log(ST_LOG_WARN,
+                   "pairing refused from %s: wrong code (or a replayed or tampered message), attempt %d of %d from "
+                   "there (%d of %d in all with this code)",
+                   peer, mine, p->o.max_attempts, p->attempts, p->o.max_total_attempts);
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_WRONG);
         if (p->attempts >= p->o.max_total_attempts) {
             st_log(ST_LOG_WARN, "pairing: %d wrong tries from %d address(es): that code is dead", p->attempts,
                    p->n_senders);
             s_new_code(p, "a new code after too many wrong tries");
-        } else if (mine == p->o.max_attempts) {
+        } else if (mine == p->o.max_attempts && s_log_ok(p->log_locked, peer)) { /* its first "out of tries" line */
             st_log(ST_LOG_WARN, "pairing: %s is refused until the code changes; the others can still pair with it",
                    peer);
         }
@@ -282,7 +291,7 @@ static void s_on_proof(st_pair_t *p, const uint8_t *rid, size_t rid_len, const u
     }
     char url[300], key[ST_CURVE_Z85_LEN + 1];
     if (rc < 0 || s_node_url(node.endpoint, peer, url, sizeof url) < 0) {
-        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: malformed proof from %s: refused", peer);
+        if (s_log_ok(p->log_other, peer)) st_log(ST_LOG_WARN, "pairing: malformed proof from %s: refused", peer);
         s_close(s);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
         return;
@@ -328,7 +337,8 @@ static void s_on_router(st_pair_t *p) {
     else if (type == ST_PAKE_PROOF)
         s_on_proof(p, rid, rid_len, msg, len, peer);
     else {
-        if (s_log_ok(p)) st_log(ST_LOG_WARN, "pairing: a message that is not ours from %s (%zu B): refused", peer, len);
+        if (s_log_ok(p->log_other, peer))
+            st_log(ST_LOG_WARN, "pairing: a message that is not ours from %s (%zu B): refused", peer, len);
         s_refuse(p, rid, rid_len, ST_PAKE_R_BAD);
     }
 done:
@@ -366,6 +376,9 @@ static void *s_thread(void *arg) {
             }
         if (n > 0 && p->udp >= 0 && (it[1].revents & ZMQ_POLLIN)) s_on_udp(p);
         const double now = st_now_ms();
+        st_log_limit_tick(p->log_wrong, now); /* a flood that stopped is summed up now, not at its next try */
+        st_log_limit_tick(p->log_locked, now);
+        st_log_limit_tick(p->log_other, now);
         if (now > p->expires_ms) s_new_code(p, "the code expired: a new one");
         for (int i = 0; i < MAX_SESSIONS; i++)
             if (p->sess[i].used && now - p->sess[i].t0 > SESSION_MS) s_close(&p->sess[i]);
@@ -401,7 +414,15 @@ st_pair_t *st_pair_new(const st_pair_opts_t *o, const uint8_t coord_key[ST_PAKE_
     p->udp = -1;
     memcpy(p->coord_key, coord_key, ST_PAKE_KEY);
     pthread_mutex_init(&p->mu, NULL);
-    if (!(p->senders = calloc((size_t)p->o.max_total_attempts, sizeof *p->senders))) {
+    const double every = p->o.log_interval_ms > 0 ? p->o.log_interval_ms : 60000;
+    p->log_wrong =
+        st_log_limit_new(&(st_log_limit_opts_t){.prefix = "pairing", .what = "wrong tries", .interval_ms = every});
+    p->log_locked = st_log_limit_new(&(st_log_limit_opts_t){
+        .prefix = "pairing", .what = "tries refused (out of wrong tries)", .interval_ms = every});
+    p->log_other = st_log_limit_new(&(st_log_limit_opts_t){
+        .prefix = "pairing", .what = "refused messages (busy, malformed or replayed)", .interval_ms = every});
+    if (!p->log_wrong || !p->log_locked || !p->log_other ||
+        !(p->senders = calloc((size_t)p->o.max_total_attempts, sizeof *p->senders))) {
         st_fail(ST_ENOMEM, "no memory");
         st_pair_destroy(&p);
         return NULL;
@@ -446,6 +467,9 @@ void st_pair_destroy(st_pair_t **pp) {
     if (p->udp >= 0) close(p->udp);
     pthread_mutex_destroy(&p->mu);
     free(p->senders);
+    st_log_limit_destroy(&p->log_wrong); /* the counts still held are summed up */
+    st_log_limit_destroy(&p->log_locked);
+    st_log_limit_destroy(&p->log_other);
     sodium_memzero(p->code, sizeof p->code);
     free(p);
     *pp = NULL;

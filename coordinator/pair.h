@@ -11,8 +11,10 @@
  * and replaced by a new one (printed the same way) when it expires or after
  * max_total_attempts wrong proofs from all addresses. One address may make
  * max_attempts wrong proofs against a code, then it is refused until the code
- * changes, while the others still pair with it; each refusal is logged with
- * the peer's address.
+ * changes, while the others still pair with it. Refusals are logged with
+ * the peer's address: the first 3 of each kind per address, then one line
+ * per address and interval with the count ("pairing: 523 more wrong tries
+ * from 10.0.0.7 in the last 60 s").
  * A board that proves the code has its "URL KEY" line written into the
  * cluster file (atomically: a line with the same URL or key is replaced),
  * and st_pair_take tells the coordinator's thread to re-read the file: the
@@ -33,6 +35,7 @@ typedef struct {
     int discovery_port;       /* UDP port answered (0: no discovery) */
     const char *code_file;    /* each new code is also written here (mode 0600), or NULL */
     int max_total_attempts;   /* wrong proofs of all addresses a code survives (0: 100 * max_attempts) */
+    double log_interval_ms;   /* refusals past an address's first lines: one summary this often (0: 60 s) */
 } st_pair_opts_t;
 
 typedef struct st_pair st_pair_t;

@@ -1,5 +1,6 @@
 /* common/: strict value parsing (parse.c), the whole-file reader, the
- * monotonic clock, the process memory reader and the allocation fault seam.
+ * monotonic clock, the process memory reader, the allocation fault seam and
+ * the log limiter.
  * Expected values are worked out by hand from the documented behaviour. */
 #include <criterion/criterion.h>
 #include <criterion/redirect.h>
@@ -16,6 +17,7 @@
 #include "alloc.h"
 #include "clock.h"
 #include "file.h"
+#include "log_limit.h"
 #include "parse.h"
 #include "proc_mem.h"
 #include "st_log.h"
@@ -334,4 +336,126 @@ Test(file, rewrite_lines) {
     cr_assert_eq(system(cmd), 0);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* ---- log_limit.c ------------------------------------------------------------- */
+
+/* The redirected stderr so far: what came since the last call appended to buf (first "": the
+ * redirected stream is read once). */
+static const char *s_stderr(char *buf, size_t cap) {
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    const size_t len = strlen(buf), n = fread(buf + len, 1, cap - 1 - len, f);
+    buf[len + n] = '\0';
+    return buf;
+}
+
+static int s_lines(const char *text) {
+    int n = 0;
+    for (const char *p = text; (p = strchr(p, '\n')); p++) n++;
+    return n;
+}
+
+/* One address: its first 3 lines, then counted; the summary once the interval since the first
+ * counted event has passed (not a millisecond before), with the count; a key quiet for an interval
+ * starts again with its first lines. The times are the test's own clock. */
+Test(log_limit, first_lines_then_one_summary_per_interval, .init = cr_redirect_stderr) {
+    st_log_set_level(ST_LOG_WARN);
+    st_log_limit_t *l = st_log_limit_new(&(st_log_limit_opts_t){.prefix = "pairing", .what = "wrong tries"});
+    cr_assert_not_null(l);
+    int passed = 0;
+    for (int i = 0; i < 526; i++) passed += st_log_limit_ok(l, "10.0.0.7", i * 100.0); /* 0 .. 52.5 s */
+    cr_assert_eq(passed, 3, "the first 3 lines, and only they");
+    char out[4096] = "";
+    cr_assert_str_eq(s_stderr(out, sizeof out), "", "no summary before its interval");
+    st_log_limit_tick(l, 60299.9); /* the first counted event was the 4th, at 300 ms */
+    cr_assert_str_eq(s_stderr(out, sizeof out), "");
+    st_log_limit_tick(l, 60300);
+    cr_assert(strstr(s_stderr(out, sizeof out), "warn: pairing: 523 more wrong tries from 10.0.0.7 in the last 60 s\n"),
+              "%s", out);
+    cr_assert_eq(s_lines(out), 1, "%s", out);
+    st_log_limit_tick(l, 70000);
+    cr_assert_eq(s_lines(s_stderr(out, sizeof out)), 1, "nothing counted since: no more summaries");
+    /* still known at 70 s (its last event was at 52.5 s): counted, summed up at the next reset */
+    cr_assert_not(st_log_limit_ok(l, "10.0.0.7", 70000));
+    cr_assert_not(st_log_limit_ok(l, "10.0.0.7", 71000));
+    /* quiet from 71 s: forgotten at 131 s (the summary due at 130 s comes first), then 3 lines again */
+    st_log_limit_tick(l, 130000);
+    cr_assert(strstr(s_stderr(out, sizeof out), "pairing: 2 more wrong tries from 10.0.0.7 in the last 60 s\n"), "%s",
+              out);
+    cr_assert_not(st_log_limit_ok(l, "10.0.0.7", 130999), "not quiet for a whole interval yet");
+    st_log_limit_tick(l, 190999); /* its summary, and then it is forgotten: quiet for an interval */
+    cr_assert(strstr(s_stderr(out, sizeof out), "pairing: 1 more wrong tries from 10.0.0.7 in the last 60 s\n"), "%s",
+              out);
+    for (int i = 0; i < 3; i++) cr_assert(st_log_limit_ok(l, "10.0.0.7", 200000 + i), "a fresh start: line %d", i);
+    cr_assert_not(st_log_limit_ok(l, "10.0.0.7", 200003));
+    st_log_limit_destroy(&l); /* the one counted event is summed up */
+    cr_assert_null(l);
+    cr_assert(strstr(s_stderr(out, sizeof out), "pairing: 1 more wrong tries from 10.0.0.7 in the last 0 s\n"), "%s",
+              out);
+    cr_assert_eq(s_lines(out), 4, "%s", out);
+    /* no prefix and no key: the summary names neither */
+    l = st_log_limit_new(&(st_log_limit_opts_t){.what = "refused requests", .first = 1});
+    cr_assert(st_log_limit_ok(l, NULL, 0));
+    cr_assert_not(st_log_limit_ok(l, NULL, 1));
+    st_log_limit_tick(l, 60001);
+    cr_assert(strstr(s_stderr(out, sizeof out), "warn: 1 more refused requests in the last 60 s\n"), "%s", out);
+    st_log_limit_destroy(&l);
+    cr_assert(st_log_limit_ok(NULL, "x", 0), "no limiter: every line");
+}
+
+/* Two keys told apart: the third and later addresses share "other addresses", which gets its own
+ * first line; the counts add up per entry. */
+Test(log_limit, past_max_keys_addresses_share_one_entry, .init = cr_redirect_stderr) {
+    st_log_set_level(ST_LOG_WARN);
+    st_log_limit_t *l = st_log_limit_new(
+        &(st_log_limit_opts_t){.prefix = "st-node", .what = "refused keys", .first = 1, .max_keys = 2});
+    const char *addr[] = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"};
+    int passed = 0;
+    for (int round = 0; round < 10; round++)
+        for (int a = 0; a < 5; a++) passed += st_log_limit_ok(l, addr[a], round * 10.0 + a);
+    cr_assert_eq(passed, 3, "10.0.0.1, 10.0.0.2 and the first of the others");
+    st_log_limit_destroy(&l); /* what is counted is summed up */
+    char out[4096] = "";
+    s_stderr(out, sizeof out);
+    cr_assert(strstr(out, "st-node: 9 more refused keys from 10.0.0.1 in the last 0 s\n"), "%s", out);
+    cr_assert(strstr(out, "st-node: 9 more refused keys from 10.0.0.2 in the last 0 s\n"), "%s", out);
+    cr_assert(strstr(out, "st-node: 29 more refused keys from other addresses in the last 0 s\n"), "%s", out);
+    cr_assert_eq(s_lines(out), 3, "%s", out);
+}
+
+/* A flood: a million events from 1000 addresses over 10 minutes of the test's clock, a tick each
+ * second. The lines stay few (64 keys * 3 first lines + 3 for the others, then at most 65
+ * summaries a minute: under 1000 in all), and every event is either a line let through or in a
+ * summary's count. */
+Test(log_limit, a_flood_stays_bounded_and_every_event_is_counted, .init = cr_redirect_stderr) {
+    st_log_set_level(ST_LOG_WARN);
+    st_log_limit_t *l = st_log_limit_new(&(st_log_limit_opts_t){.prefix = "pairing", .what = "refusals"});
+    const int N = 1000000, ADDRS = 1000;
+    unsigned long long passed = 0;
+    double now = 0;
+    for (int i = 0; i < N; i++) {
+        char a[32];
+        snprintf(a, sizeof a, "10.0.%d.%d", (i % ADDRS) / 256, (i % ADDRS) % 256);
+        now = i * 0.6; /* 600 s in all */
+        passed += st_log_limit_ok(l, a, now);
+        if (i % 1667 == 0) st_log_limit_tick(l, now);
+    }
+    st_log_limit_destroy(&l);
+    fflush(stderr);
+    FILE *f = cr_get_redirected_stderr();
+    char line[512];
+    unsigned long long counted = 0;
+    int lines = 0;
+    while (fgets(line, sizeof line, f)) {
+        lines++;
+        const char *p = strstr(line, "pairing: ");
+        unsigned long long n;
+        cr_assert(p && sscanf(p, "pairing: %llu more refusals from", &n) == 1, "not a summary: %s", line);
+        counted += n;
+    }
+    cr_log_info("%d events: %llu lines let through, %d summary lines", N, passed, lines);
+    cr_assert_lt(lines, 1000, "%d lines for %d events", lines, N);
+    cr_assert_eq(passed, 64 * 3 + 3, "lines let through");
+    cr_assert_eq(passed + counted, (unsigned long long)N, "%llu let through + %llu in summaries", passed, counted);
 }
