@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "clock.h"
+#include "log_limit.h"
 #include "st_log.h"
 
 #define CLUSTER_HB_MS 1000  /* ZMTP heartbeat interval; a silent connection is dropped after 3 */
@@ -83,6 +85,7 @@ struct st_cluster {
     void *read_arg;
     int push_timeout_ms;
     uint64_t rejoins, rejoin_bytes;
+    st_log_limit_t *log_refused; /* messages of a node refused: its first lines, then counts (NULL: all) */
 };
 
 static int s_open_socket(st_cluster_t *c, node_t *nd) {
@@ -145,6 +148,7 @@ st_cluster_t *st_cluster_new(const st_node_addr_t *nodes, int n_nodes, const st_
     if (c->o.timeout_ms <= 0) c->o.timeout_ms = 10000;
     c->n = n_nodes;
     c->next_rid = 1;
+    c->log_refused = st_log_limit_new(&(st_log_limit_opts_t){.what = "refused messages"});
     c->nodes = st_calloc((size_t)n_nodes + 1, sizeof *c->nodes); /* + 1: no zero-size allocation when empty */
     c->zctx = zmq_ctx_new();
     if (!c->nodes || !c->zctx) {
@@ -175,6 +179,7 @@ void st_cluster_destroy(st_cluster_t **cp) {
         free(c->nodes[i].rj_missing);
     }
     if (c->zctx) zmq_ctx_term(c->zctx);
+    st_log_limit_destroy(&c->log_refused); /* the counts still held are summed up */
     free(c->nodes);
     free(c);
     *cp = NULL;
@@ -183,6 +188,9 @@ void st_cluster_destroy(st_cluster_t **cp) {
 int st_cluster_n_nodes(const st_cluster_t *c) { return c->n; }
 const char *st_cluster_url(const st_cluster_t *c, int node) { return c->nodes[node].addr.url; }
 bool st_cluster_is_up(const st_cluster_t *c, int node) { return c->nodes[node].up; }
+bool st_cluster_log_ok(st_cluster_t *c, int node) {
+    return st_log_limit_ok(c->log_refused, c->nodes[node].addr.url, st_now_ms());
+}
 const st_node_stats_t *st_cluster_stats(const st_cluster_t *c, int node) { return &c->nodes[node].stats; }
 
 int st_cluster_n_up(const st_cluster_t *c) {
@@ -359,8 +367,9 @@ static int s_poll(st_cluster_t *c, int timeout_ms, s_msg_fn on_msg, void *arg) {
             c->nodes[i].stats.bytes_in += st_wire_encoded_size(&rx.msg) + flen;
             if (c->has_shape && st_wire_check(&rx.msg, &c->shape, flen, why, sizeof why) < 0) {
                 c->nodes[i].stats.stale++;
-                st_log(ST_LOG_WARN, "node %d (%s): %s refused: %s", i, c->nodes[i].addr.url,
-                       st_wire_type_name(rx.msg.type), why);
+                if (st_cluster_log_ok(c, i))
+                    st_log(ST_LOG_WARN, "node %d (%s): %s refused: %s", i, c->nodes[i].addr.url,
+                           st_wire_type_name(rx.msg.type), why);
                 st_wire_rx_clear(&rx);
                 continue;
             }

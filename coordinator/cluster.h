@@ -58,6 +58,10 @@ void st_cluster_destroy(st_cluster_t **c);
 int st_cluster_n_nodes(const st_cluster_t *c);
 const char *st_cluster_url(const st_cluster_t *c, int node);
 bool st_cluster_is_up(const st_cluster_t *c, int node);
+/* Whether to log one more refusal or bad answer of node (a line per message
+ * would let a broken node flood the log): its first 3, then only counted,
+ * with one line a minute "N more refused messages from URL" (log_limit.h). */
+bool st_cluster_log_ok(st_cluster_t *c, int node);
 int st_cluster_n_up(const st_cluster_t *c);
 /* Marks a node down (logs a warning with why, once); nothing but its rejoin
  * exchanges (see st_cluster_maintain) is sent to it afterwards. */

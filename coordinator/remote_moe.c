@@ -493,8 +493,9 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     req_t *q = &x->s->req[i];
     rnode_t *nd = &r->nodes[i];
     if (rx->msg.type == ST_MSG_ERROR) {
-        st_log(ST_LOG_WARN, "node %d (%s) refused layer %d: %s", i, st_cluster_url(r->cl, i), x->rt->layer,
-               rx->msg.error.message);
+        if (st_cluster_log_ok(r->cl, i))
+            st_log(ST_LOG_WARN, "node %d (%s) refused layer %d: %s", i, st_cluster_url(r->cl, i), x->rt->layer,
+                   rx->msg.error.message);
         q->failed = true;
         return 0;
     }
@@ -508,9 +509,10 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
     const size_t row = st_wire_result_row_bytes(want, (uint32_t)r->E);
     if (rx->msg.type != ST_MSG_EXPERT_RESULT || !format_ok || res->n_pairs != (uint32_t)q->n ||
         (compact && res->n_rows != (uint32_t)q->rows) || flen != rows * row) {
-        st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with %s of %u pairs (%s, %zu B), %d expected (%s)", i,
-               st_cluster_url(r->cl, i), x->rt->layer, st_wire_type_name(rx->msg.type), res->n_pairs,
-               st_wire_result_format_name(res->result_format), flen, q->n, st_wire_result_format_name(want));
+        if (st_cluster_log_ok(r->cl, i))
+            st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with %s of %u pairs (%s, %zu B), %d expected (%s)", i,
+                   st_cluster_url(r->cl, i), x->rt->layer, st_wire_type_name(rx->msg.type), res->n_pairs,
+                   st_wire_result_format_name(res->result_format), flen, q->n, st_wire_result_format_name(want));
         q->failed = true;
         return 0;
     }
@@ -518,8 +520,9 @@ static int s_on_result(void *arg, int i, st_wire_rx_t *rx) {
         for (int k = 0; k < q->n; k++) /* frames are LE f32; so is every host we build for */
             memcpy(x->s->y + (size_t)q->pair[k] * r->E, frame + (size_t)k * row, row);
     } else if (s_take_sums(r, x->s, q, res->result_format, frame) < 0) {
-        st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with sums that are not finite", i, st_cluster_url(r->cl, i),
-               x->rt->layer);
+        if (st_cluster_log_ok(r->cl, i))
+            st_log(ST_LOG_WARN, "node %d (%s) answered layer %d with sums that are not finite", i,
+                   st_cluster_url(r->cl, i), x->rt->layer);
         q->failed = true;
         return 0;
     }

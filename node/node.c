@@ -30,7 +30,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -38,6 +37,7 @@
 #include "clock.h"
 #include "forward.h"
 #include "forward_internal.h"
+#include "log_limit.h"
 #include "lru.h"
 #include "node_mem.h"
 #include "moe.h"
@@ -111,8 +111,7 @@ struct st_node {
 
     /* counters */
     uint64_t requests, errors;
-    time_t log_second;
-    int logs_this_second;
+    st_log_limit_t *log_bad; /* refusals: the first lines, then counts (common/log_limit.h) */
 };
 
 /* HINTED: queued by a prefetch hint; PREFETCHED: read on that hint and not
@@ -126,12 +125,11 @@ static uint64_t s_heap_bytes(void) {
 
 static int s_threads(const st_node_t *n) { return n->o.threads > 0 ? n->o.threads : st_cpu_count(); }
 
-/* Bad input is logged, at most 10 lines a second: a hostile peer cannot flood the log. */
+/* Bad input is logged, its first lines, then one line a minute with the count: a hostile or
+ * broken peer cannot flood the log. */
 static void s_log_bad(st_node_t *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void s_log_bad(st_node_t *n, const char *fmt, ...) {
-    time_t now = time(NULL);
-    if (now != n->log_second) n->log_second = now, n->logs_this_second = 0;
-    if (n->logs_this_second++ >= 10) return;
+    if (!st_log_limit_ok(n->log_bad, NULL, st_now_ms())) return;
     char line[512];
     va_list ap;
     va_start(ap, fmt);
@@ -1074,6 +1072,7 @@ st_node_t *st_node_new(st_node_opts_t *o) {
         snprintf(n->id, sizeof n->id, "%s", o->id);
     else if (gethostname(n->id, sizeof n->id - 1))
         snprintf(n->id, sizeof n->id, "st-node");
+    if (!(n->log_bad = st_log_limit_new(&(st_log_limit_opts_t){.what = "refused requests"}))) goto fail;
     n->zctx = zmq_ctx_new();
     n->sock = n->zctx ? zmq_socket(n->zctx, ZMQ_ROUTER) : NULL;
     if (!n->sock) {
@@ -1147,6 +1146,7 @@ void st_node_destroy(st_node_t **np) {
     st_zap_destroy(&n->zap);
     if (n->sock) zmq_close(n->sock);
     if (n->zctx) zmq_ctx_term(n->zctx);
+    st_log_limit_destroy(&n->log_bad); /* the counts still held are summed up */
     free(n);
     *np = NULL;
 }
@@ -1165,6 +1165,8 @@ int st_node_run(st_node_t *n, volatile sig_atomic_t *stop) {
             s_handle_one(n);
         else if (n->q_len)
             s_load_one(n);
+        else
+            st_log_limit_tick(n->log_bad, st_now_ms()); /* idle: a flood that stopped is summed up */
     }
     st_log(ST_LOG_INFO, "stopping: %llu requests served, %llu refused, %llu connections refused",
            (unsigned long long)n->requests, (unsigned long long)n->errors,

@@ -4,7 +4,8 @@
  * libzmq asks about each CURVE client after the key exchange (frames:
  * version, request id, domain, address, identity, mechanism, public key), and
  * a PAIR connected to the node socket's monitor. It polls both with a 200 ms
- * timeout and looks at its stop flag in between.
+ * timeout and looks at its stop flag in between, and then writes the log
+ * limiters' summaries that are due.
  */
 #include "zap.h"
 
@@ -15,9 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <zmq.h>
 
+#include "clock.h"
+#include "log_limit.h"
 #include "st_log.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
@@ -33,15 +35,9 @@ struct st_zap {
     atomic_int stop;
     atomic_uint_fast64_t refused;
     char mon_ep[64];
-    time_t log_second;
-    int logs_this_second;
+    st_log_limit_t *log_keys;       /* keys not allowed, per address */
+    st_log_limit_t *log_handshakes; /* failed handshakes (the monitor names no address) */
 };
-
-static bool s_log_ok(st_zap_t *z) {
-    time_t now = time(NULL);
-    if (now != z->log_second) z->log_second = now, z->logs_this_second = 0;
-    return z->logs_this_second++ < 10;
-}
 
 static bool s_allowed(const st_zap_t *z, const uint8_t *key) {
     bool ok = false;
@@ -86,7 +82,7 @@ static void s_on_zap(st_zap_t *z) {
     const bool ok = curve && s_allowed(z, zmq_msg_data(&f[6]));
     if (!ok) {
         atomic_fetch_add(&z->refused, 1);
-        if (s_log_ok(z)) {
+        if (st_log_limit_ok(z->log_keys, address, st_now_ms())) {
             char key[41] = "(none)";
             if (curve) zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
             st_log(ST_LOG_WARN, "refused a connection from %s: %s key %s is not on the allow list", address, mech, key);
@@ -121,7 +117,7 @@ static void s_on_event(st_zap_t *z) {
     memcpy(&value, ev + 2, 4);
     if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
         atomic_fetch_add(&z->refused, 1);
-        if (s_log_ok(z))
+        if (st_log_limit_ok(z->log_handshakes, NULL, st_now_ms()))
             st_log(ST_LOG_WARN, "refused a connection on %s: handshake failed (%s, code 0x%x)", ep,
                    value == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH ? "plain text or another security mechanism"
                                                                        : "not a CURVE client of this node's key",
@@ -136,6 +132,8 @@ static void *s_thread(void *arg) {
     while (!atomic_load(&z->stop)) {
         zmq_pollitem_t it[2] = {{.socket = z->rep, .events = ZMQ_POLLIN}, {.socket = z->mon, .events = ZMQ_POLLIN}};
         int r = zmq_poll(it, 2, ZAP_POLL_MS);
+        st_log_limit_tick(z->log_keys, st_now_ms()); /* a flood that stopped is summed up now */
+        st_log_limit_tick(z->log_handshakes, st_now_ms());
         if (r <= 0) continue;
         if (it[0].revents & ZMQ_POLLIN) s_on_zap(z);
         if (it[1].revents & ZMQ_POLLIN) s_on_event(z);
@@ -150,6 +148,9 @@ st_zap_t *st_zap_new(void *zctx, void *sock, const uint8_t (*allow)[32], int n_a
     if (!z->allow) goto fail;
     if (n_allow > 0) memcpy(z->allow, allow, (size_t)n_allow * sizeof *z->allow);
     z->n_allow = n_allow;
+    z->log_keys = st_log_limit_new(&(st_log_limit_opts_t){.what = "connections refused (key not allowed)"});
+    z->log_handshakes = st_log_limit_new(&(st_log_limit_opts_t){.what = "connections refused (handshake failed)"});
+    if (!z->log_keys || !z->log_handshakes) goto fail;
     const int linger = 0;
     z->rep = zmq_socket(zctx, ZMQ_REP);
     if (!z->rep || zmq_setsockopt(z->rep, ZMQ_LINGER, &linger, sizeof linger) || zmq_bind(z->rep, ZAP_ENDPOINT)) {
@@ -188,6 +189,8 @@ void st_zap_destroy(st_zap_t **zp) {
     }
     if (z->mon) zmq_close(z->mon);
     if (z->rep) zmq_close(z->rep);
+    st_log_limit_destroy(&z->log_keys); /* the counts still held are summed up */
+    st_log_limit_destroy(&z->log_handshakes);
     free(z->allow);
     free(z);
     *zp = NULL;

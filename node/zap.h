@@ -3,8 +3,9 @@
  * public key is on the allow list is let in, any other is refused and
  * logged. The same thread watches the node socket's monitor and logs the
  * handshakes that fail before ZAP is asked (plain-text clients, wrong server
- * key, garbage), so every refused connection leaves a line in the log. Log
- * lines are limited to 10 a second. No secret passes through here.
+ * key, garbage), so every refused connection is in the log: the first 3 of
+ * each address as lines, the rest counted, one line a minute
+ * (common/log_limit.h). No secret passes through here.
  */
 #ifndef ST_ZAP_H
 #define ST_ZAP_H
