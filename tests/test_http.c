@@ -632,7 +632,7 @@ static void s_post_and_hang_up(int port, const char *body) {
     char req[2048];
     int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(body), body);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
+    cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n); /* a server gone: a failure, not SIGPIPE */
     close(fd);
 }
 
@@ -736,7 +736,7 @@ Test(http, full_queue_answers_429, .timeout = 120) {
     char req[1400];
     int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(body), body);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
+    cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n); /* a server gone: a failure, not SIGPIPE */
     char buf[4096];
     size_t got = 0;
     for (double dl = st_now_ms() + 20000; !memmem(buf, got, "content\":\"", 10) || got < 600;) {
@@ -1133,7 +1133,7 @@ static void *s_attacker(void *arg) {
                     continue;
                 }
                 a->opened++;
-                if (i % 2) (void)!write(fd[i], "POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", 45);
+                if (i % 2) (void)!send(fd[i], "POST /v1/chat/completions HTTP/1.1\r\nX-Slow: ", 45, MSG_NOSIGNAL);
             }
             if (fd[i] < 0) continue;
             char c;
@@ -1361,7 +1361,7 @@ Test(http, slow_requests_meet_their_deadlines_and_streams_do_not, .timeout = 240
     char req[1400];
     int n = snprintf(req, sizeof req, "POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(body), body);
-    cr_assert_eq(write(fd, req, (size_t)n), n);
+    cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n); /* a server gone: a failure, not SIGPIPE */
     double t0 = st_now_ms();
     size_t total = 0;
     char buf[4096], tail[32] = "";
