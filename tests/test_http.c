@@ -18,6 +18,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,35 +109,53 @@ typedef struct {
     char head[2048]; /* status line and headers */
 } resp_t;
 
+/* A request that got no complete HTTP answer: status -1, the reason in body. */
+static resp_t s_no_answer(int fd, char *buf, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static resp_t s_no_answer(int fd, char *buf, const char *fmt, ...) {
+    resp_t r = {.status = -1, .body = malloc(512)};
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r.body, 512, fmt, ap);
+    va_end(ap);
+    r.len = strlen(r.body);
+    if (fd >= 0) close(fd);
+    free(buf);
+    return r;
+}
+
 /* Sends one request (HTTP/1.0: the server closes after the answer) and reads
- * the whole answer, deadline 60 s. auth may be NULL. */
-static resp_t s_http(int port, const char *method, const char *path, const char *auth, const char *body,
-                     size_t body_len) {
+ * the whole answer within ms. auth may be NULL. It asserts nothing, so that
+ * the users' threads can call it (an assertion fails a test only from the
+ * test's own thread; from another it crashed the process): no complete HTTP
+ * answer gives status -1 and the reason in body. */
+static resp_t s_request(int port, const char *method, const char *path, const char *auth, const char *body,
+                        size_t body_len, int ms) {
     resp_t r = {0};
-    signal(SIGPIPE, SIG_IGN); /* a server that refuses a body early closes the socket */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
+    if (fd < 0) return s_no_answer(fd, NULL, "socket: %s", strerror(errno));
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        return s_no_answer(fd, NULL, "%s %s: connect: %s", method, path, strerror(errno));
     char head[512];
     int hl = snprintf(
         head, sizeof head,
         "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n%s%s%sContent-Length: %zu\r\n\r\n",
         method, path, auth ? "Authorization: Bearer " : "", auth ? auth : "", auth ? "\r\n" : "", body ? body_len : 0);
-    cr_assert_eq(write(fd, head, (size_t)hl), hl);
+    if (send(fd, head, (size_t)hl, MSG_NOSIGNAL) != hl)
+        return s_no_answer(fd, NULL, "%s %s: sending the request: %s", method, path, strerror(errno));
     for (size_t off = 0; body && off < body_len;) {
-        ssize_t n = write(fd, body + off, body_len - off);
+        ssize_t n = send(fd, body + off, body_len - off, MSG_NOSIGNAL);
         if (n <= 0) break; /* the server may refuse early (413) and close */
         off += (size_t)n;
     }
     size_t cap = 65536, len = 0;
     char *buf = malloc(cap);
-    double deadline = st_now_ms() + 60000;
+    double deadline = st_now_ms() + ms;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
         int left = (int)(deadline - st_now_ms());
-        cr_assert_gt(left, 0, "no complete answer to %s %s within 60 s", method, path);
+        if (left <= 0) return s_no_answer(fd, buf, "no complete answer to %s %s within %d s", method, path, ms / 1000);
         if (poll(&p, 1, left) <= 0) continue;
         if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
         ssize_t n = read(fd, buf + len, cap - len - 1);
@@ -145,15 +164,23 @@ static resp_t s_http(int port, const char *method, const char *path, const char 
     }
     close(fd);
     buf[len] = '\0';
-    cr_assert_eq(sscanf(buf, "HTTP/1.%*d %d", &r.status), 1, "not HTTP: %.100s", buf);
     char *b = strstr(buf, "\r\n\r\n");
-    cr_assert_not_null(b);
+    if (sscanf(buf, "HTTP/1.%*d %d", &r.status) != 1 || !b)
+        return s_no_answer(-1, buf, "%s %s: not HTTP: %.100s", method, path, buf);
     snprintf(r.head, sizeof r.head, "%.*s", (int)(b - buf), buf);
     b += 4;
     r.len = len - (size_t)(b - buf);
     r.body = malloc(r.len + 1);
     memcpy(r.body, b, r.len + 1);
     free(buf);
+    return r;
+}
+
+/* s_request with a deadline of 60 s, from the test's own thread: no answer fails the test. */
+static resp_t s_http(int port, const char *method, const char *path, const char *auth, const char *body,
+                     size_t body_len) {
+    resp_t r = s_request(port, method, path, auth, body, body_len, 60000);
+    cr_assert_neq(r.status, -1, "%s", r.body);
     return r;
 }
 
@@ -664,43 +691,60 @@ Test(http, abandoned_whole_answer_requests_are_cancelled, .timeout = 120) {
     cr_assert_eq(s_stop(&s), 0);
 }
 
+/* A concurrent user's request may wait for the other users' answers: a deadline for a hang, not
+ * for a slow machine (eight users' 16 tokens on three nodes took 34 s under ASan+UBSan on a quiet
+ * machine, over 60 s on a loaded one). The tests that use it allow for it in their .timeout. */
+#define S_USER_MS 180000
+
+/* The text of a user's streamed answer, from the test's thread: fails the test on no answer. */
+static char *s_user_text(resp_t *r, const char *who) {
+    cr_assert_neq(r->status, -1, "%s: %s", who, r->body);
+    const char *fin;
+    char *t = s_chat_text(*r, true, &fin);
+    free(r->body);
+    r->body = NULL;
+    return t;
+}
+
 typedef struct {
     int port, max_tokens;
-    char *text;
+    resp_t r; /* the answer (the thread asserts nothing: s_user_text after the join) */
     double ms;
 } user_t;
 
 static void *s_user(void *arg) {
     user_t *u = arg;
     double t0 = st_now_ms();
-    resp_t r = s_post(u->port, "/v1/chat/completions", s_body(PROMPT, u->max_tokens, true));
+    const char *body = s_body(PROMPT, u->max_tokens, true);
+    u->r = s_request(u->port, "POST", "/v1/chat/completions", NULL, body, strlen(body), S_USER_MS);
     u->ms = st_now_ms() - t0;
-    const char *fin;
-    u->text = s_chat_text(r, true, &fin);
-    free(r.body);
     return NULL;
 }
 
-Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 180) {
+Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 300) {
     const int n_tok = 48;
     char *want = s_st_run_text(PROMPT, true, n_tok);
     server_t s;
     s_start_single(&s, NULL, NULL);
-    user_t one = {s.port, n_tok, NULL, 0};
+    user_t one = {.port = s.port, .max_tokens = n_tok};
     s_user(&one);
-    cr_assert_str_eq(one.text, want);
+    char *one_text = s_user_text(&one.r, "one user");
+    cr_assert_str_eq(one_text, want);
     user_t u[8];
     pthread_t th[8];
     double t0 = st_now_ms();
     for (int i = 0; i < 8; i++) {
-        u[i] = (user_t){s.port, n_tok, NULL, 0};
+        u[i] = (user_t){.port = s.port, .max_tokens = n_tok};
         cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
     }
     for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
     double all_ms = st_now_ms() - t0;
     for (int i = 0; i < 8; i++) {
-        cr_assert_str_eq(u[i].text, want, "user %d", i);
-        free(u[i].text);
+        char who[16];
+        snprintf(who, sizeof who, "user %d", i);
+        char *text = s_user_text(&u[i].r, who);
+        cr_assert_str_eq(text, want, "user %d", i);
+        free(text);
     }
     fprintf(stderr, "http bench (tiny model, 1 thread): 1 user %.0f tok/s, 8 users %.0f tok/s aggregate\n",
             n_tok * 1e3 / one.ms, 8 * n_tok * 1e3 / all_ms);
@@ -715,7 +759,7 @@ Test(http, eight_concurrent_streams_all_complete_with_the_same_text, .timeout = 
     seqs = atof(p + 26);
     cr_assert_gt(seqs / steps, 1.5, "mean batch %.2f sequences", seqs / steps);
     free(r.body);
-    free(one.text);
+    free(one_text);
     free(want);
     cr_assert_eq(s_stop(&s), 0);
 }
@@ -893,27 +937,39 @@ Test(http, local_cluster_serves_the_same_text, .timeout = 180) {
 
 typedef struct {
     int port;
-    volatile int stop;
-    int done, wrong;
+    atomic_int stop, done;
+    int wrong;
     char *first_wrong;
 } churn_t;
 
-/* Chat requests back to back until told to stop; counts those whose text
- * differs from the first answer's (which the main thread checks). */
+/* The content of a whole (not streamed) chat answer, or NULL (asserts nothing). */
+static char *s_content(const resp_t *r) {
+    cJSON *o = r->status == 200 ? cJSON_Parse(r->body) : NULL;
+    const char *c = cJSON_GetStringValue(cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "message"), "content"));
+    char *t = c ? strdup(c) : NULL;
+    cJSON_Delete(o);
+    return t;
+}
+
+/* Chat requests back to back until told to stop; counts those that got no
+ * answer or a text other than the first answer's (which the main thread
+ * checks), and keeps the first of them. Asserts nothing: a thread's
+ * assertion would not fail the test, it would crash it. */
 static void *s_churn_user(void *arg) {
     churn_t *u = arg;
     char *first = NULL;
-    while (!u->stop) {
-        resp_t r = s_post(u->port, "/v1/chat/completions", s_body(PROMPT, N_PREDICT, false));
-        const char *fin;
-        char *t = s_chat_text(r, false, &fin);
-        free(r.body);
-        if (!first)
+    while (!atomic_load(&u->stop)) {
+        const char *body = s_body(PROMPT, N_PREDICT, false);
+        resp_t r = s_request(u->port, "POST", "/v1/chat/completions", NULL, body, strlen(body), 60000);
+        char *t = s_content(&r);
+        if (t && !first)
             first = strdup(t);
-        else if (strcmp(t, first) && !u->wrong++)
-            u->first_wrong = strdup(t);
+        else if ((!t || strcmp(t, first)) && !u->wrong++)
+            u->first_wrong = t ? strdup(t) : strdup(r.body ? r.body : "");
         free(t);
-        u->done++;
+        free(r.body);
+        atomic_fetch_add(&u->done, 1);
     }
     free(first);
     return NULL;
@@ -1414,7 +1470,7 @@ static void s_assert_decode_counted(const char *log, double prompt, double gener
  * sequences, which run as two micro-batches in a ping-pong (--overlap on: one's attention here
  * while the nodes compute the other's experts) or as one batch (--overlap off, the default).
  * Every stream gets st-run's text either way, and --stats counts those steps as decode. */
-Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) {
+Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 480) {
     const int n_tok = 32;
     char *want = s_st_run_text(PROMPT, true, n_tok);
     st_test_cluster_t c;
@@ -1425,13 +1481,16 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
         user_t u[8];
         pthread_t th[8];
         for (int i = 0; i < 8; i++) {
-            u[i] = (user_t){s.port, n_tok, NULL, 0};
+            u[i] = (user_t){.port = s.port, .max_tokens = n_tok};
             cr_assert_eq(pthread_create(&th[i], NULL, s_user, &u[i]), 0);
         }
         for (int i = 0; i < 8; i++) pthread_join(th[i], NULL);
         for (int i = 0; i < 8; i++) {
-            cr_assert_str_eq(u[i].text, want, "--overlap %s, user %d", pass ? "off" : "on", i);
-            free(u[i].text);
+            char who[40];
+            snprintf(who, sizeof who, "--overlap %s, user %d", pass ? "off" : "on", i);
+            char *text = s_user_text(&u[i].r, who);
+            cr_assert_str_eq(text, want, "%s", who);
+            free(text);
         }
         resp_t r = s_http(s.port, "GET", "/metrics", NULL, NULL, 0); /* steps of several sequences were run */
         const char *steps = strstr(r.body, "\nst_batch_steps_total "),
@@ -1459,7 +1518,7 @@ Test(http, cluster_overlapped_micro_batches_keep_st_run_s_text, .timeout = 240) 
 typedef struct {
     const char *json, *flags;
     int port, n;
-    char *text;
+    resp_t r; /* the answer (the thread asserts nothing: s_user_text after the join) */
 } sampled_user_t;
 
 static void *s_sampled_user(void *arg) {
@@ -1468,11 +1527,19 @@ static void *s_sampled_user(void *arg) {
     snprintf(body, sizeof body,
              "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,\"stream\":true,%s}", PROMPT,
              u->n, u->json);
-    resp_t r = s_post(u->port, "/v1/chat/completions", body);
-    const char *fin;
-    u->text = s_chat_text(r, true, &fin);
-    free(r.body);
+    u->r = s_request(u->port, "POST", "/v1/chat/completions", NULL, body, strlen(body), S_USER_MS);
     return NULL;
+}
+
+/* Each sampled user's text is want's (asserting, from the test's thread). */
+static void s_sampled_texts_are(sampled_user_t *u, char **want, int n_users) {
+    for (int i = 0; i < n_users; i++) {
+        char who[200];
+        snprintf(who, sizeof who, "user %d (%s)", i, u[i].flags);
+        char *text = s_user_text(&u[i].r, who);
+        cr_assert_str_eq(text, want[i], "%s", who);
+        free(text);
+    }
 }
 
 static const sampled_user_t s_users[8] = {
@@ -1513,7 +1580,7 @@ static void s_sampled_users(sampled_user_t *u, char **want, int n_users, int n) 
  * the candidates' size, not 4 B per vocabulary row (only the flat user's draws bring whole
  * rows), and those steps counted as decode: decode and prefill tokens add up to the tokens fed,
  * and the decode ones are at least the running sequences' tokens outside the prompt steps. */
-Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling, .timeout = 300) {
+Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling, .timeout = 360) {
     const int n_tok = 16, n_users = 8;
     sampled_user_t u[8];
     char *want[8];
@@ -1528,7 +1595,7 @@ Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling,
         cr_assert_eq(pthread_create(&th[i], NULL, s_sampled_user, &u[i]), 0);
     }
     for (int i = 0; i < n_users; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < n_users; i++) cr_assert_str_eq(u[i].text, want[i], "user %d (%s)", i, u[i].flags);
+    s_sampled_texts_are(u, want, n_users);
     const double prompt = s_metric(s.port, "st_prompt_tokens_total"),
                  generated = s_metric(s.port, "st_generated_tokens_total"),
                  steps = s_metric(s.port, "st_batch_steps_total"), seqs = s_metric(s.port, "st_batch_sequences_total");
@@ -1552,14 +1619,14 @@ Test(http, cluster_users_draw_from_the_nodes_candidates_with_their_own_sampling,
     s_assert_decode_counted(log, prompt, generated, seqs, n_users);
     free(log);
     st_test_cluster_destroy(&c);
-    for (int i = 0; i < n_users; i++) free(want[i]), free(u[i].text);
+    for (int i = 0; i < n_users; i++) free(want[i]);
 }
 
 /* The same users on three nodes (but the flat one, whose rounds of candidates and whole logits
  * would make this slow), and one node killed (SIGKILL) while they decode: its experts and its
  * head slice (no replica) are computed here from then on, the slice's candidates for every
  * sequence of a step at once, and each stream still gets st-run's text. */
-Test(http, cluster_users_keep_st_run_s_text_when_a_head_slice_s_node_dies, .timeout = 300) {
+Test(http, cluster_users_keep_st_run_s_text_when_a_head_slice_s_node_dies, .timeout = 360) {
     const int n_tok = 32, n_users = 7;
     sampled_user_t u[8];
     char *want[8];
@@ -1581,7 +1648,7 @@ Test(http, cluster_users_keep_st_run_s_text_when_a_head_slice_s_node_dies, .time
     const double at = generated;
     st_test_cluster_node_stop(&c, 1, SIGKILL); /* its exit status: killed */
     for (int i = 0; i < n_users; i++) pthread_join(th[i], NULL);
-    for (int i = 0; i < n_users; i++) cr_assert_str_eq(u[i].text, want[i], "user %d (%s)", i, u[i].flags);
+    s_sampled_texts_are(u, want, n_users);
     generated = s_metric(s.port, "st_generated_tokens_total");
     cr_assert_eq(generated, n_users * n_tok);
     char *log = NULL;
@@ -1594,5 +1661,5 @@ Test(http, cluster_users_keep_st_run_s_text_when_a_head_slice_s_node_dies, .time
     cr_assert_gt(here, 0, "no head slice computed here:\n%s", log);
     free(log);
     st_test_cluster_destroy(&c);
-    for (int i = 0; i < n_users; i++) free(want[i]), free(u[i].text);
+    for (int i = 0; i < n_users; i++) free(want[i]);
 }
