@@ -22,7 +22,8 @@ struct st_placement {
     uint64_t *layer_bytes; /* n_layer: bytes of one expert of each layer */
     uint64_t max_bytes;    /* the largest of them */
     uint64_t *node_bytes;  /* bytes of the experts per node */
-    uint64_t *node_budget; /* each node's RAM budget for experts (less its head slices) */
+    uint64_t *node_cost;   /* bytes of its budget one expert takes on each node */
+    uint64_t *node_room;   /* experts each node holds in RAM beside its head slices */
     int *owners;           /* [(l * X + e) * R + r], -1 = none */
     uint8_t *pinned;       /* same indexing */
     int *n_owners;         /* [l * X + e] */
@@ -73,6 +74,16 @@ static bool s_head_owns(const st_placement_t *pl, int k, int node) {
     return false;
 }
 
+/* Node i's room in bytes (before its head slices) and in experts beside them. */
+static uint64_t s_room_bytes(const st_place_node_t *nodes, int i) {
+    return nodes[i].expert_cost ? nodes[i].room : nodes[i].mem_budget;
+}
+
+static void s_set_room(st_placement_t *pl, const st_place_node_t *nodes, int i) {
+    const uint64_t room = s_room_bytes(nodes, i);
+    pl->node_room[i] = (room > pl->node_head[i] ? room - pl->node_head[i] : 0) / pl->node_cost[i];
+}
+
 /* The head's first copies: slice k to the k-th node flagged head. */
 static void s_place_head(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes) {
     int k = 0;
@@ -98,11 +109,11 @@ static void s_place_head_replicas(st_placement_t *pl, const st_place_node_t *nod
             double best_ratio = 0;
             for (int j = 1; j < N; j++) {
                 const int i = (primary + j) % N;
-                const uint64_t load = pl->node_bytes[i] + pl->node_head[i];
+                const uint64_t load = (uint64_t)pl->node_count[i] * pl->node_cost[i] + pl->node_head[i];
                 if (!nodes[i].head || s_head_owns(pl, k, i) || pl->node_head_count[i] >= ST_PLACE_MAX_HEAD_SLICES ||
-                    load + sb > nodes[i].mem_budget)
+                    load + sb > s_room_bytes(nodes, i))
                     continue;
-                const double ratio = (double)(load + sb) / (double)nodes[i].mem_budget;
+                const double ratio = (double)(load + sb) / (double)s_room_bytes(nodes, i);
                 if (best < 0 || pl->node_head_count[i] < pl->node_head_count[best] ||
                     (pl->node_head_count[i] == pl->node_head_count[best] && ratio < best_ratio))
                     best = i, best_ratio = ratio;
@@ -261,11 +272,11 @@ static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, con
                     int i = (k + l + r) % N;
                     bool owner = false;
                     for (int j = 0; j < pl->n_owners[slot]; j++) owner |= pl->owners[slot * pl->R + j] == i;
-                    uint64_t load = pl->node_bytes[i];
+                    const uint64_t load = pl->node_bytes[i], count = (uint64_t)pl->node_count[i];
                     uint64_t store = nodes[i].store_cap ? nodes[i].store_cap : nodes[i].mem_budget;
-                    if (owner || load + eb > pl->node_budget[i] || load + eb > store) continue;
+                    if (owner || count + 1 > pl->node_room[i] || load + eb > store) continue;
                     double key[3] = {s_held(nodes, i, slot) ? 0 : 1, (layer_count[i] + 1) / w[i],
-                                     (double)(load + eb) / (double)pl->node_budget[i]};
+                                     (double)(count + 1) / (double)pl->node_room[i]};
                     bool better = best < 0;
                     for (int q = 0; !better && q < 3; q++) {
                         if (key[q] < best_key[q]) better = true;
@@ -284,24 +295,23 @@ static void s_place_replicas(st_placement_t *pl, const st_place_params_t *p, con
     }
 }
 
-/* Each node pins its hottest experts (profile > 0) up to pin_fraction of its budget. */
-static void s_pin(st_placement_t *pl, const st_place_params_t *p, const st_place_node_t *nodes) {
+/* Each node pins its hottest experts (profile > 0) up to pin_fraction of its room. */
+static void s_pin(st_placement_t *pl, const st_place_params_t *p) {
     if (!p->profile || p->pin_fraction <= 0) return;
     const size_t S = (size_t)pl->n_layer * pl->n_expert;
     for (int i = 0; i < pl->n_nodes; i++) {
-        uint64_t room = (uint64_t)((double)nodes[i].mem_budget * (p->pin_fraction > 1 ? 1 : p->pin_fraction));
+        const uint64_t room = (uint64_t)((double)pl->node_room[i] * (p->pin_fraction > 1 ? 1 : p->pin_fraction));
         for (uint64_t used = 0;;) {
             size_t best = S; /* hottest unpinned expert the node owns that still fits */
             int best_r = 0;
             for (size_t s = 0; s < S; s++)
                 for (int r = 0; r < pl->n_owners[s]; r++)
                     if (pl->owners[s * pl->R + r] == i && !pl->pinned[s * pl->R + r] && p->profile[s] > 0 &&
-                        used + pl->layer_bytes[s / (size_t)pl->n_expert] <= room &&
-                        (best == S || p->profile[s] > p->profile[best]))
+                        used + 1 <= room && (best == S || p->profile[s] > p->profile[best]))
                         best = s, best_r = r;
             if (best == S) break;
             pl->pinned[best * pl->R + best_r] = 1;
-            used += pl->layer_bytes[best / (size_t)pl->n_expert];
+            used++;
         }
     }
 }
@@ -319,19 +329,23 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     const int64_t total = (int64_t)L * X;
     st_placement_t *pl = calloc(1, sizeof *pl);
     double *w = calloc((size_t)N, sizeof *w);
-    int64_t *cap = calloc((size_t)N, sizeof *cap), *Q = calloc((size_t)N, sizeof *Q);
+    int64_t *cap = calloc((size_t)N, sizeof *cap), *Q = calloc((size_t)N, sizeof *Q),
+            *ram = calloc((size_t)N, sizeof *ram);
     int *quota = calloc((size_t)N, sizeof *quota), *order = calloc((size_t)X, sizeof *order);
-    if (!pl || !w || !cap || !Q || !quota || !order) goto fail;
+    if (!pl || !w || !cap || !Q || !ram || !quota || !order) goto fail;
     pl->n_nodes = N;
     pl->n_layer = L;
     pl->n_expert = X;
     pl->R = p->replication < N ? p->replication : N;
     pl->layer_bytes = malloc((size_t)L * sizeof *pl->layer_bytes);
     pl->node_bytes = calloc((size_t)N, sizeof *pl->node_bytes);
-    pl->node_budget = calloc((size_t)N, sizeof *pl->node_budget);
+    pl->node_cost = calloc((size_t)N, sizeof *pl->node_cost);
+    pl->node_room = calloc((size_t)N, sizeof *pl->node_room);
     pl->node_head = calloc((size_t)N, sizeof *pl->node_head);
     pl->node_head_count = calloc((size_t)N, sizeof *pl->node_head_count);
-    if (!pl->layer_bytes || !pl->node_bytes || !pl->node_budget || !pl->node_head || !pl->node_head_count) goto fail;
+    if (!pl->layer_bytes || !pl->node_bytes || !pl->node_cost || !pl->node_room || !pl->node_head ||
+        !pl->node_head_count)
+        goto fail;
     if (p->head_rows && p->head_row_bytes)
         for (int i = 0; i < N; i++) pl->n_head += nodes[i].head;
     if (pl->n_head) {
@@ -344,14 +358,17 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
         if (!pl->head_bound || !pl->head_owners || !pl->head_n_owners) goto fail;
         s_place_head(pl, p, nodes);
     }
-    /* the experts get what the primary slices leave */
-    for (int i = 0; i < N; i++)
-        pl->node_budget[i] = nodes[i].mem_budget > pl->node_head[i] ? nodes[i].mem_budget - pl->node_head[i] : 0;
     uint64_t all_bytes = 0; /* of one copy of every expert */
     for (int l = 0; l < L; l++) {
         pl->layer_bytes[l] = p->layer_bytes ? p->layer_bytes[l] : p->expert_bytes;
         pl->max_bytes = pl->layer_bytes[l] > pl->max_bytes ? pl->layer_bytes[l] : pl->max_bytes;
         all_bytes += pl->layer_bytes[l] * (uint64_t)X;
+    }
+    /* the experts get what the primary slices leave, in whole experts of the node's cost
+     * (a node's cache entry holds the largest layer's expert) */
+    for (int i = 0; i < N; i++) {
+        pl->node_cost[i] = nodes[i].expert_cost > pl->max_bytes ? nodes[i].expert_cost : pl->max_bytes;
+        s_set_room(pl, nodes, i);
     }
     pl->owners = malloc((size_t)total * pl->R * sizeof *pl->owners);
     pl->pinned = calloc((size_t)total * pl->R, 1);
@@ -361,15 +378,18 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
     for (size_t i = 0; i < (size_t)total * pl->R; i++) pl->owners[i] = -1;
 
     bool any_budget = false;
-    int64_t cap_sum = 0;
+    int64_t cap_sum = 0, ram_sum = 0;
     for (int i = 0; i < N; i++) any_budget |= nodes[i].mem_budget > 0;
     for (int i = 0; i < N; i++) {
-        w[i] = any_budget ? (double)pl->node_budget[i] : 1.0;
-        uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : pl->node_budget[i];
+        const uint64_t budget = nodes[i].mem_budget > pl->node_head[i] ? nodes[i].mem_budget - pl->node_head[i] : 0;
+        w[i] = any_budget ? (double)budget : 1.0;
+        uint64_t c = nodes[i].store_cap ? nodes[i].store_cap : budget;
         cap[i] = any_budget ? (int64_t)(c / pl->max_bytes) : total; /* in the largest layer's experts: safe */
         if (cap[i] > total) cap[i] = total;
         if (w[i] <= 0) w[i] = 1e-9; /* a node with no budget only takes what others cannot */
         cap_sum += cap[i];
+        ram[i] = any_budget ? (pl->node_room[i] < (uint64_t)cap[i] ? (int64_t)pl->node_room[i] : cap[i]) : cap[i];
+        ram_sum += ram[i];
     }
     if (cap_sum < total) {
         st_fail(ST_ENOMEM,
@@ -379,15 +399,21 @@ st_placement_t *st_placement_new(const st_place_params_t *p, const st_place_node
                 (double)pl->max_bytes / (1 << 20), (double)all_bytes / (1 << 20));
         goto fail;
     }
-    s_shares(N, w, cap, total, Q);
+    if (ram_sum >= total) { /* every expert in RAM: shares by --mem, none over its room */
+        s_shares(N, w, ram, total, Q);
+    } else { /* each node's room filled, the rest by --mem up to the stores */
+        for (int i = 0; i < N; i++) cap[i] -= ram[i];
+        s_shares(N, w, cap, total - ram_sum, Q);
+        for (int i = 0; i < N; i++) Q[i] += ram[i];
+    }
     for (int l = 0; l < L; l++) s_place_layer(pl, p, nodes, Q, l, quota, order);
     s_place_head_replicas(pl, nodes);
-    for (int i = 0; i < N; i++) /* the experts' replicas fit beside every slice */
-        pl->node_budget[i] = nodes[i].mem_budget > pl->node_head[i] ? nodes[i].mem_budget - pl->node_head[i] : 0;
+    for (int i = 0; i < N; i++) s_set_room(pl, nodes, i); /* the experts' replicas fit beside every slice */
     s_place_replicas(pl, p, nodes, w, quota, order);
-    s_pin(pl, p, nodes);
+    s_pin(pl, p);
     free(w);
     free(cap);
+    free(ram);
     free(Q);
     free(quota);
     free(order);
@@ -396,6 +422,7 @@ fail:
     if (pl && !pl->owners) st_fail(ST_ENOMEM, "no memory for the placement");
     free(w);
     free(cap);
+    free(ram);
     free(Q);
     free(quota);
     free(order);
@@ -412,7 +439,8 @@ void st_placement_destroy(st_placement_t **plp) {
     free(pl->node_count);
     free(pl->layer_bytes);
     free(pl->node_bytes);
-    free(pl->node_budget);
+    free(pl->node_cost);
+    free(pl->node_room);
     free(pl->head_bound);
     free(pl->head_owners);
     free(pl->head_n_owners);
@@ -489,6 +517,10 @@ uint64_t st_placement_node_bytes(const st_placement_t *pl, int node) {
     return node >= 0 && node < pl->n_nodes ? pl->node_bytes[node] : 0;
 }
 
+uint64_t st_placement_node_room(const st_placement_t *pl, int node) {
+    return node >= 0 && node < pl->n_nodes ? pl->node_room[node] : 0;
+}
+
 static int s_pinned_count(const st_placement_t *pl, int node) {
     int n = 0;
     for (size_t s = 0; s < (size_t)pl->n_layer * pl->n_expert; s++)
@@ -527,14 +559,16 @@ void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *na
         }
         fprintf(f, "\n");
     }
-    for (int i = 0; i < pl->n_nodes; i++) /* beyond its budget a node reads experts from its store per use */
-        if (pl->node_budget[i] && pl->node_bytes[i] > pl->node_budget[i])
+    for (int i = 0; i < pl->n_nodes; i++) /* beyond its room a node reads experts from its store per use */
+        if (pl->node_room[i] && (uint64_t)pl->node_count[i] > pl->node_room[i])
             st_log(ST_LOG_WARN,
-                   "node %d %s: its share, %.1f MiB of experts, exceeds its budget of %.1f MiB: %.1f MiB will be "
-                   "read from its store when used (slower); add nodes or memory to keep every expert in RAM",
-                   i, names && names[i] ? names[i] : "", (double)pl->node_bytes[i] / (1 << 20),
-                   (double)pl->node_budget[i] / (1 << 20),
-                   (double)(pl->node_bytes[i] - pl->node_budget[i]) / (1 << 20));
+                   "node %d %s: its share, %d experts (%.1f MiB), exceeds its room for %llu in RAM (%.1f MiB at "
+                   "%.2f MiB each, beside %.1f MiB of head slices): %llu will be read from its store when used "
+                   "(slower); add nodes or memory to keep every expert in RAM",
+                   i, names && names[i] ? names[i] : "", pl->node_count[i], (double)pl->node_bytes[i] / (1 << 20),
+                   (unsigned long long)pl->node_room[i], (double)(pl->node_room[i] * pl->node_cost[i]) / (1 << 20),
+                   (double)pl->node_cost[i] / (1 << 20), (double)pl->node_head[i] / (1 << 20),
+                   (unsigned long long)((uint64_t)pl->node_count[i] - pl->node_room[i]));
 }
 
 int st_placement_save_json(const st_placement_t *pl, const char *path, const char *const *names,

@@ -4,10 +4,20 @@
  * the model's shapes, the replication factor and an optional routing profile),
  * so a restarted coordinator or node gets the same answer and nothing moves.
  *
+ *   0. A node's room: the experts its `room` (what st-node has for cached
+ *      experts and head slices once its own bytes are out of its --mem) holds
+ *      beside its head slices, each costing expert_cost (a store record in
+ *      whole pages and the cache's entry, as st-node charges it).
  *   1. First copies: every node gets a share of the n_layer x n_expert experts
- *      proportional to its RAM budget (largest remainder), never more than it
- *      can store (its store capacity, or its budget when it reports none).
- *      Beyond RAM, a node serves experts from its store (slower, but placed).
+ *      proportional to its RAM budget (--mem, less its head slice; largest
+ *      remainder), never more than its room when all experts fit in the
+ *      nodes' rooms, never more than it can store (its store capacity, or
+ *      its budget when it reports none). When they do not all fit, each node
+ *      first gets its room's worth and the rest is shared by budget: beyond
+ *      RAM a node serves experts from its store (slower, but placed). The
+ *      budget, not the room, weighs the shares: it is what the user set, the
+ *      same at every start, where the room moves with what the node measures
+ *      of itself (a restart must not move experts).
  *   2. Per layer: each node gets floor(share / n_layer) experts of every
  *      layer, the remainders going to the largest cumulative deficits, so
  *      each layer's experts sit on all nodes and a token's k experts run in
@@ -17,10 +27,10 @@
  *      the others are dealt hottest first (profile order) to the node with the
  *      most quota left, so hot experts of a layer land on different nodes.
  *   4. Replicas (copies 2..R) go only where RAM allows: a node never gets a
- *      replica that would take its load over its budget. Replicas that fit
- *      nowhere are counted (st_placement_replicas_dropped).
+ *      replica that would take it over its room. Replicas that fit nowhere
+ *      are counted (st_placement_replicas_dropped).
  *   5. With a profile, each node pins its hottest experts up to pin_fraction
- *      of its budget.
+ *      of its room.
  *
  * The output head (when head_rows > 0) is cut by vocabulary into one slice
  * per node flagged `head` (equal, in multiples of 16 rows), node k of them
@@ -43,11 +53,16 @@
 #define ST_PLACE_MAX_HEAD_SLICES 16 /* slices on one node (its own and replicas): the wire's slots */
 
 typedef struct {
-    uint64_t mem_budget; /* bytes of RAM the node gives to experts and head slices (0: unknown, weighs like the
-                          * others) */
-    uint64_t store_cap;  /* bytes its store can hold (held + free): the hard limit; 0: its mem_budget */
-    const uint8_t *held; /* n_layer * n_expert flags: expert already in its store (NULL: none) */
-    bool head;           /* takes a slice of the output head (with head_rows > 0) */
+    uint64_t mem_budget;  /* bytes of RAM the node was given (--mem): weighs its share (0: unknown, weighs like
+                           * the others) */
+    uint64_t room;        /* of them, bytes for cached experts and head slices (INVENTORY's room, or st-plan's
+                           * --mem less st-node's own bytes), when expert_cost is set */
+    uint64_t expert_cost; /* bytes of room one cached expert takes (INVENTORY's expert_cost, st_node_expert_cost;
+                           * at least the largest layer's expert bytes); 0: the room is mem_budget and an expert
+                           * its largest layer's bytes */
+    uint64_t store_cap;   /* bytes its store can hold (held + free): the hard limit; 0: its mem_budget */
+    const uint8_t *held;  /* n_layer * n_expert flags: expert already in its store (NULL: none) */
+    bool head;            /* takes a slice of the output head (with head_rows > 0) */
 } st_place_node_t;
 
 typedef struct {
@@ -86,6 +101,8 @@ bool st_placement_pinned(const st_placement_t *pl, int node, int layer, int expe
 
 int st_placement_node_experts(const st_placement_t *pl, int node); /* experts (all copies) on node */
 uint64_t st_placement_node_bytes(const st_placement_t *pl, int node);
+/* Experts node holds in RAM: its room less its head slices, over its expert cost. */
+uint64_t st_placement_node_room(const st_placement_t *pl, int node);
 int st_placement_replicas_dropped(const st_placement_t *pl);
 
 /* The output head's slices: how many (0: none placed), slice k's rows
@@ -103,7 +120,7 @@ int st_placement_head_replicas_dropped(const st_placement_t *pl);
 uint64_t st_placement_head_slice_bytes(uint32_t rows, uint64_t row_bytes, int n);
 
 /* Human-readable summary (one line per node); logs a warning for each node
- * whose share exceeds its RAM budget (it will read the rest from its store).
+ * whose share exceeds its room (it will read the rest from its store).
  * names may be NULL. */
 void st_placement_print(const st_placement_t *pl, FILE *f, const char *const *names);
 /* Writes the placement as JSON to path (atomically: temp file + rename).

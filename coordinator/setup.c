@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "cluster_file.h"
 #include "curve.h"
+#include "node_mem.h"
 #include "pair.h"
 #include "st_log.h"
 
@@ -198,6 +199,22 @@ typedef struct {
     int defer;         /* node whose ASSIGN goes out only after the others have their experts, or -1 */
 } place_how_t;
 
+/* What a node has for cached experts and head slices, and what one expert costs of it: its
+ * INVENTORY's; from a node before those fields, st-plan's rule (node_mem.h) on its --mem. */
+static void s_node_room(const st_coord_t *c, const st_wire_inventory_t *inv, uint64_t *room, uint64_t *cost) {
+    if (inv->expert_cost) {
+        *room = inv->room;
+        *cost = inv->expert_cost;
+        return;
+    }
+    const st_wire_shape_t *s = &c->shape;
+    const uint64_t eb = st_wire_max_expert_bytes(s);
+    const uint64_t fixed = st_node_fixed_bytes(s->n_layer * s->n_expert, eb, st_wire_max_tokens(s), s->n_expert_used,
+                                               s->n_embd, (int)inv->threads);
+    *room = inv->mem_budget > fixed ? inv->mem_budget - fixed : 0;
+    *cost = st_node_expert_cost(eb, 0);
+}
+
 /* --head: sharded or here, decided once at the first placement over `up` nodes. */
 static void s_head_decide(st_coord_t *c, int up) {
     c->head_decided = true;
@@ -206,15 +223,17 @@ static void s_head_decide(st_coord_t *c, int up) {
     bool room = true;
     for (int i = 0; i < st_cluster_n_nodes(c->cl); i++) {
         const st_wire_inventory_t *inv = st_cluster_inventory(c->cl, i);
-        if (st_cluster_is_up(c->cl, i) && inv && inv->mem_budget / 4 < slice) room = false;
+        uint64_t node_room = 0, cost;
+        if (inv) s_node_room(c, inv, &node_room, &cost);
+        if (st_cluster_is_up(c->cl, i) && inv && node_room / 4 < slice) room = false;
     }
     if (c->o.head == ST_HEAD_AUTO && !room) {
-        st_log(ST_LOG_INFO, "head: computed here (--head local): a slice of %llu B is over a quarter of a node's --mem",
+        st_log(ST_LOG_INFO, "head: computed here (--head local): a slice of %llu B is over a quarter of a node's room",
                (unsigned long long)slice);
         return;
     }
     if (!room)
-        st_log(ST_LOG_WARN, "head: --head sharded with slices of %llu B: some node gives most of its --mem to it",
+        st_log(ST_LOG_WARN, "head: --head sharded with slices of %llu B: some node gives most of its room to it",
                (unsigned long long)slice);
     char path[4096];
     s_state_path(c, ".st-head-hashes", path, sizeof path);
@@ -284,12 +303,20 @@ static int s_place(st_coord_t *c, st_placement_t **out, const place_how_t *how, 
         uint64_t n_held = 0;
         for (int s = 0; s < L * X; s++) n_held += h[s];
         held_total += n_held;
+        uint64_t room, cost;
+        s_node_room(c, inv, &room, &cost);
         /* a store record fits the largest layer's expert */
-        pn[i] = (st_place_node_t){inv->mem_budget, n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free, h,
-                                  false};
-        st_log(ST_LOG_INFO, "node %d %s (%s): budget %.1f MiB, store free %.1f MiB, holds %llu experts", i, names[i],
-               inv->node_id, (double)inv->mem_budget / (1 << 20), (double)inv->store_free / (1 << 20),
-               (unsigned long long)n_held);
+        pn[i] = (st_place_node_t){.mem_budget = inv->mem_budget,
+                                  .room = room,
+                                  .expert_cost = cost,
+                                  .store_cap = n_held * st_wire_max_expert_bytes(&c->shape) + inv->store_free,
+                                  .held = h};
+        st_log(ST_LOG_INFO,
+               "node %d %s (%s): --mem %.1f MiB, %.1f MiB of it for experts (%.3f MiB each)%s, store free %.1f MiB, "
+               "holds %llu experts",
+               i, names[i], inv->node_id, (double)inv->mem_budget / (1 << 20), (double)room / (1 << 20),
+               (double)cost / (1 << 20), inv->expert_cost ? "" : " by st-plan's rule",
+               (double)inv->store_free / (1 << 20), (unsigned long long)n_held);
     }
     /* the head's slices go to the nodes up that take a share (placement counts them in their budgets) */
     if (!c->head_decided && n_in > 0) s_head_decide(c, n_in);

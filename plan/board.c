@@ -32,6 +32,7 @@ typedef struct {
     const char *fast_name;   /* "nvme" */
     double rtt, msg_bps;
     int gbs[4];
+    uint64_t page_size; /* Raspberry Pi OS's kernel for the board */
 } family_t;
 
 /* Pi 5: ~10 GB/s effective in decode (11.4 GB/s measured sustained per node by
@@ -42,10 +43,13 @@ typedef struct {
  * assumed to get 4.5; TinyLlama Q8_0 prompt at 10 tok/s; microSD ~44 MB/s
  * (hdparm, the bus limit); a USB 3 SSD assumed at 300 MB/s. ZeroMQ + CURVE
  * round trip and message rate on a Pi: assumptions (st-bench --profile on the
- * board measures them). */
+ * board measures them). Pages: the Pi 5's firmware loads kernel_2712.img by
+ * default, built with 16 KiB pages (raspberrypi/documentation, config_txt
+ * boot.adoc; rpi-image-gen's pi5 layer: "the 2712 kernel which has a 16kB
+ * page size"); the Pi 4 runs kernel8.img, 4 KiB pages. */
 static const family_t s_families[] = {
-    {"pi5", 10e9, 53e9, 40e9, 80e6, 416e6, "nvme", 200e-6, 1e9, {2, 4, 8, 16}},
-    {"pi4", 4.5e9, 11e9, 11e9, 44e6, 300e6, "ssd", 400e-6, 0.5e9, {2, 4, 8, 0}},
+    {"pi5", 10e9, 53e9, 40e9, 80e6, 416e6, "nvme", 200e-6, 1e9, {2, 4, 8, 16}, 16384},
+    {"pi4", 4.5e9, 11e9, 11e9, 44e6, 300e6, "ssd", 400e-6, 0.5e9, {2, 4, 8, 0}, 4096},
 };
 
 const char *st_board_builtin_names(void) {
@@ -73,6 +77,7 @@ int st_board_builtin(const char *name, st_board_t *b) {
         snprintf(b->name, sizeof b->name, "%s", name);
         b->ram = (uint64_t)gb << 30;
         b->threads = 4;
+        b->page_size = F->page_size;
         b->mem_bw = F->mem_bw;
         b->matmul[ST_TYPE_Q4_0][2] = F->q4_0_mac;
         b->matmul[ST_TYPE_Q8_0][2] = F->q8_0_mac;
@@ -97,6 +102,7 @@ static double s_elems_per_byte(st_type_t t) {
 int st_board_fill(st_board_t *b) {
     if (!b->name[0]) snprintf(b->name, sizeof b->name, "board");
     if (b->threads < 1) b->threads = 1;
+    if (!b->page_size) b->page_size = 4096;
     if (!b->mem && b->ram > NODE_RESERVE) b->mem = b->ram - NODE_RESERVE;
     if (b->mem_bw <= 0) /* best of the per-thread measurements */
         for (int t = 1; t <= ST_BOARD_MAX_THREADS; t++) b->mem_bw = fmax(b->mem_bw, b->mem_bw_t[t]);
@@ -233,6 +239,12 @@ static bool s_set(st_board_t *b, const char *key, char *val) {
         *(!strcmp(key, "ram") ? &b->ram : !strcmp(key, "mem") ? &b->mem : &b->disk) = v;
         return true;
     }
+    if (!strcmp(key, "page_size")) { /* a power of two, 4 KiB to 64 KiB (arm64's choices) */
+        long n;
+        if (!st_parse_int(val, 4096, 65536, &n) || (n & (n - 1))) return false;
+        b->page_size = (uint64_t)n;
+        return true;
+    }
     if (!strcmp(key, "threads")) {
         long n;
         if (!st_parse_int(val, 1, ST_BOARD_MAX_THREADS, &n)) return false;
@@ -313,8 +325,8 @@ int st_board_get(const char *spec, st_board_t *b) {
 
 int st_board_save(const st_board_t *b, FILE *f) {
     fprintf(f, "# board profile (st-bench --profile); plain SI units: bytes, bytes/s, seconds, multiply-adds/s\n");
-    fprintf(f, "name = %s\nram = %llu\nmem = %llu\nthreads = %d\n", b->name, (unsigned long long)b->ram,
-            (unsigned long long)b->mem, b->threads);
+    fprintf(f, "name = %s\nram = %llu\nmem = %llu\nthreads = %d\npage_size = %llu\n", b->name,
+            (unsigned long long)b->ram, (unsigned long long)b->mem, b->threads, (unsigned long long)b->page_size);
     fprintf(f, "mem_bw = %.4g\n", b->mem_bw);
     for (int t = 1; t <= ST_BOARD_MAX_THREADS; t++)
         if (b->mem_bw_t[t] > 0) fprintf(f, "mem_bw.%d = %.4g\n", t, b->mem_bw_t[t]);

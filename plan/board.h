@@ -12,6 +12,8 @@
  *   ram = 8589934592              bytes of RAM
  *   mem = 7516192768              bytes a node gives to experts (--mem); default ram - 512 MiB
  *   threads = 4
+ *   page_size = 16384             the kernel's page size (st-node's cache maps each expert
+ *                                 in whole pages); default 4096
  *   mem_bw = 1.0e10               streaming read bandwidth, all threads (bytes/s)
  *   mem_bw.1 = 6.0e9              ... with 1, 2, ... threads (informational)
  *   matmul.q4_0 = 1.7e10 5.4e10 5.4e10   multiply-adds/s at 1, 8 and 64 tokens, one
@@ -58,6 +60,7 @@ typedef struct {
     uint64_t ram;                                     /* bytes */
     uint64_t mem;                                     /* a node's expert budget (bytes) */
     int threads;                                      /* cores used */
+    uint64_t page_size;                               /* the kernel's page size in bytes (4096 unless told) */
     double mem_bw;                                    /* bytes/s, all threads */
     double mem_bw_t[ST_BOARD_MAX_THREADS + 1];        /* [n]: with n threads (0: not measured) */
     double matmul[ST_TYPE_COUNT][ST_BOARD_N_BATCH];   /* multiply-adds/s, one call at a time; 0: unknown type */

@@ -508,6 +508,8 @@ int st_measure_board(const st_measure_opts_t *o, st_board_t *b) {
     snprintf(b->name, sizeof b->name, "%s-%dt-%s", host, T, k->name);
     b->ram = s_ram();
     b->threads = T;
+    const long page = sysconf(_SC_PAGESIZE); /* st-node's cache maps experts in these */
+    b->page_size = page > 0 ? (uint64_t)page : 4096;
     for (int t = 1; t <= T; t++) {
         b->mem_bw_t[t] = st_measure_bandwidth(t, &b->spread.mem_bw_t[t]);
         st_log(ST_LOG_INFO, "memory bandwidth, %d thread%s: %.2f GB/s", t, t == 1 ? "" : "s", b->mem_bw_t[t] / 1e9);

@@ -458,14 +458,34 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     }
     const int N = p->n_nodes, L = m->n_layer, X = m->n_expert;
     const uint64_t row_bytes = m->head.rows > 0 ? m->head_bytes / (uint64_t)m->head.rows : 0;
-    /* --head auto: sharded when every node's --mem is at least 4 of its slices (setup.c's rule) */
+    /* st-node's own rule (node_mem.h): its process, compute buffers, store index and message
+     * reserves come out of --mem; the rest, its room, holds its head slices and a cache of whole
+     * experts, each a store record in whole pages of the board's kernel */
+    uint64_t max_expert = 0; /* a node's cache entry holds the largest expert (store.c's record) */
+    for (int l = 0; l < L; l++)
+        max_expert = m->layer_expert_bytes[l] > max_expert ? m->layer_expert_bytes[l] : max_expert;
+    const uint64_t fit = m->act_bytes ? ST_WIRE_MAX_FRAME / m->act_bytes : ST_WIRE_MAX_TOKENS;
+    const uint32_t max_tokens = fit < ST_WIRE_MAX_TOKENS ? (uint32_t)fit : ST_WIRE_MAX_TOKENS; /* st_wire_max_tokens */
+    uint64_t *fixed = calloc((size_t)N, sizeof *fixed), *room = calloc((size_t)N, sizeof *room);
+    if (!fixed || !room) {
+        free(fixed), free(room);
+        st_fail(ST_ENOMEM, "no memory");
+        return NULL;
+    }
+    for (int i = 0; i < N; i++) {
+        fixed[i] = st_node_fixed_bytes((uint32_t)(L * X), max_expert, max_tokens, (uint32_t)m->n_expert_used,
+                                       (uint32_t)m->n_embd, p->nodes[i].threads);
+        room[i] = p->nodes[i].mem > fixed[i] ? p->nodes[i].mem - fixed[i] : 0;
+    }
+    /* --head auto: sharded when every node's room is at least 4 of its slices (setup.c's rule) */
     bool sharded = p->head == ST_PLAN_HEAD_SHARDED;
     if (p->head == ST_PLAN_HEAD_AUTO) {
         const uint64_t slice = st_placement_head_slice_bytes((uint32_t)m->head.rows, row_bytes, N);
         sharded = row_bytes > 0;
-        for (int i = 0; i < N; i++) sharded = sharded && p->nodes[i].mem / 4 >= slice;
+        for (int i = 0; i < N; i++) sharded = sharded && room[i] / 4 >= slice;
     }
     if (sharded && row_bytes == 0) {
+        free(fixed), free(room);
         st_fail(ST_EINVAL, "the model's head has no rows to shard");
         return NULL;
     }
@@ -475,6 +495,7 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     const uint64_t cut = sharded ? m->head_bytes : 0, dense = m->dense_bytes > cut ? m->dense_bytes - cut : 0;
     const uint64_t coord_ram = dense + kv + (uint64_t)p->users * m->n_vocab * 4 + COORD_PROCESS;
     if (coord_ram > p->coord->ram) {
+        free(fixed), free(room);
         st_fail(ST_ENOMEM,
                 "the coordinator's board %s has %.1f GiB of RAM; it needs %.2f GiB (dense weights %.2f GiB, KV "
                 "caches of %d users x %d tokens %.2f GiB): choose a board with more RAM",
@@ -489,14 +510,13 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     pl->n_nodes = N;
     pl->coord_ram = coord_ram;
     pl->head_sharded = sharded;
-    /* the coordinator's own placement: each node's slice comes out of its --mem before its experts */
-    uint64_t max_expert = 0; /* a node's cache entry holds the largest expert (store.c's record) */
-    for (int l = 0; l < L; l++)
-        max_expert = m->layer_expert_bytes[l] > max_expert ? m->layer_expert_bytes[l] : max_expert;
-    const uint64_t one = st_node_expert_cost(max_expert, 0);
-    const uint64_t fit = m->act_bytes ? ST_WIRE_MAX_FRAME / m->act_bytes : ST_WIRE_MAX_TOKENS;
-    const uint32_t max_tokens = fit < ST_WIRE_MAX_TOKENS ? (uint32_t)fit : ST_WIRE_MAX_TOKENS; /* st_wire_max_tokens */
-    for (int i = 0; i < N; i++) pn[i] = (st_place_node_t){p->nodes[i].mem, p->nodes[i].disk, NULL, sharded};
+    /* the coordinator's own placement over the same room and expert cost as st-node reports them */
+    for (int i = 0; i < N; i++)
+        pn[i] = (st_place_node_t){.mem_budget = p->nodes[i].mem,
+                                  .room = room[i],
+                                  .expert_cost = st_node_expert_cost(max_expert, p->nodes[i].page_size),
+                                  .store_cap = p->nodes[i].disk,
+                                  .head = sharded};
     st_place_params_t pp = {.n_layer = L,
                             .n_expert = X,
                             .replication = p->replication > 1 ? p->replication : 1,
@@ -512,10 +532,8 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
         st_plan_node_t *n = &pl->nodes[i];
         n->head_slices = st_placement_node_head_slices(pl->placement, i);
         n->head_bytes = st_placement_node_head_bytes(pl->placement, i);
-        /* st-node's own rule (node_mem.h): its process, compute buffers, store index and message
-         * reserves come out of --mem, then its head slices, then a cache of whole experts */
-        n->fixed = st_node_fixed_bytes((uint32_t)(L * X), max_expert, max_tokens, (uint32_t)m->n_expert_used,
-                                       (uint32_t)m->n_embd, p->nodes[i].threads);
+        n->fixed = fixed[i];
+        const uint64_t one = st_node_expert_cost(max_expert, p->nodes[i].page_size);
         if (n->fixed + n->head_bytes + one > p->nodes[i].mem) {
             st_log(ST_LOG_ERROR,
                    "impossible setup: node %d's --mem (%.3f GiB) cannot hold its own %.3f GiB, its head slice "
@@ -524,18 +542,18 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
                    one / 1048576.0);
             goto fail;
         }
-        const uint64_t room = st_node_room(p->nodes[i].mem, n->fixed, n->head_bytes, one);
+        const uint64_t node_room = st_placement_node_room(pl->placement, i); /* (--mem - fixed - head) / one */
         /* a layer's compute runs on the primaries (see plan.h) */
         if (!(c.per_layer[i] = calloc((size_t)L, sizeof(int)))) goto fail;
         for (int l = 0; l < L; l++)
             for (int e = 0; e < X; e++) c.per_layer[i][l] += st_placement_owner(pl->placement, l, e, 0) == i;
         n->experts = st_placement_node_experts(pl->placement, i);
         n->bytes = st_placement_node_bytes(pl->placement, i);
-        n->room = room;
-        n->over_budget = (uint64_t)n->experts > room;
-        n->ram = n->over_budget ? n->bytes * room / (uint64_t)n->experts : n->bytes;
+        n->room = node_room;
+        n->over_budget = (uint64_t)n->experts > node_room;
+        n->ram = n->over_budget ? n->bytes * node_room / (uint64_t)n->experts : n->bytes;
         n->stream = n->bytes - n->ram;
-        n->ram_fraction = n->experts ? (n->over_budget ? (double)room / n->experts : 1.0) : 1.0;
+        n->ram_fraction = n->experts ? (n->over_budget ? (double)node_room / n->experts : 1.0) : 1.0;
     }
     c.pl = pl->placement;
     c.pn = pl->nodes;
@@ -594,11 +612,13 @@ st_plan_t *st_plan_new(const st_plan_model_t *m, const st_plan_params_t *p) {
     for (int i = 0; i < N; i++) free(c.per_layer[i]);
     free(c.per_layer);
     free(pn);
+    free(fixed), free(room);
     return pl;
 fail:
     for (int i = 0; c.per_layer && i < N; i++) free(c.per_layer[i]);
     free(c.per_layer);
     free(pn);
+    free(fixed), free(room);
     st_plan_destroy(&pl);
     return NULL;
 }

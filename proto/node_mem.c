@@ -31,8 +31,3 @@ uint64_t st_node_fixed_bytes(uint32_t n_keys, uint64_t expert_bytes, uint32_t ma
     return ST_NODE_RUNTIME_BYTES + st_node_index_bytes(n_keys, expert_bytes) +
            st_node_reserve_bytes(max_tokens, n_expert_used, n_embd, threads);
 }
-
-uint64_t st_node_room(uint64_t mem, uint64_t fixed, uint64_t head, uint64_t one) {
-    if (one == 0 || fixed + head >= mem) return 0;
-    return (mem - fixed - head) / one;
-}

@@ -41,8 +41,9 @@ uint64_t st_node_expert_cost(uint64_t expert_bytes, uint64_t page_size);
 uint64_t st_node_fixed_bytes(uint32_t n_keys, uint64_t expert_bytes, uint32_t max_tokens, uint32_t n_expert_used,
                              uint32_t n_embd, int threads);
 
-/* Experts a node of --mem `mem` holds in RAM after `fixed` and `head` bytes
- * (its head slices), each costing `one`: 0 when nothing is left. */
-uint64_t st_node_room(uint64_t mem, uint64_t fixed, uint64_t head, uint64_t one);
+/* A node's room, the bytes it has for cached experts and head slices, is
+ * --mem less its fixed bytes; st-node reports it in INVENTORY, st-plan
+ * computes it with st_node_fixed_bytes, and placement.c counts the experts
+ * it holds beside its head slices at st_node_expert_cost each. */
 
 #endif

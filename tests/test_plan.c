@@ -94,6 +94,7 @@ Test(plan, rates_a_board_lacks_come_from_its_bandwidth_and_q4_0) {
     s_near(b.matmul[ST_TYPE_Q8_0][2], 40e9, 1e-12, "q8_0 at 64");
     cr_assert_eq(b.ram, 2ull << 30);
     cr_assert_eq(b.mem, (2ull << 30) - (512ull << 20), "a 2 GB node gives 1.5 GiB to experts");
+    cr_assert_eq(b.page_size, 16384, "Raspberry Pi OS's Pi 5 kernel (kernel_2712) has 16 KiB pages");
     s_near(b.net_bps, 941e6 / 8, 1e-12, "gigabit Ethernet");
     st_board_t nv;
     cr_assert_eq(st_board_builtin("pi5-2g+nvme", &nv), 0);
@@ -110,6 +111,8 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     FILE *f = fdopen(fd, "w");
     st_board_t b;
     cr_assert_eq(st_board_builtin("pi4-4g", &b), 0);
+    cr_assert_eq(b.page_size, 4096, "a Pi 4 runs kernel8.img: 4 KiB pages");
+    b.page_size = 65536;
     b.mem_bw_t[1] = 2.5e9;
     b.rtt = 123e-6;
     b.stream[ST_TYPE_Q4_0] = 7e9;
@@ -121,6 +124,7 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
     cr_assert_str_eq(c.name, "pi4-4g");
     cr_assert_eq(c.ram, b.ram);
     cr_assert_eq(c.mem, b.mem);
+    cr_assert_eq(c.page_size, 65536);
     s_near(c.mem_bw, b.mem_bw, 1e-3, "mem_bw");
     s_near(c.mem_bw_t[1], 2.5e9, 1e-3, "mem_bw.1");
     s_near(c.rtt, 123e-6, 1e-3, "rtt");
@@ -135,13 +139,23 @@ Test(plan, profile_files_round_trip_and_refuse_bad_lines) {
                          "memory_bw = 5e9\n",       /* unknown key: a typo must not pass */
                          "matmul.q4_0 = 1e9 2e9\n", /* three rates */
                          "matmul.q9_9 = 1 2 3\n",   /* unknown type */
+                         "page_size = 12288\n",     /* not a power of two */
+                         "page_size = 2048\n",      /* below 4 KiB */
                          "ram = 4G\n"};             /* no bandwidth, no rate: nothing to plan with */
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         f = fopen(path, "w");
         fprintf(f, "# a profile\nname = x\n%s", bad[i]);
-        if (i != 5) fprintf(f, "mem_bw = 1e10\nmatmul.q4_0 = 1e9 2e9 3e9\n");
+        if (strncmp(bad[i], "ram", 3)) fprintf(f, "mem_bw = 1e10\nmatmul.q4_0 = 1e9 2e9 3e9\n");
         fclose(f);
         cr_assert_lt(st_board_load(path, &c), 0, "accepted: %s", bad[i]);
+    }
+    /* the page size: 16 KiB when told, 4 KiB when the file has none */
+    for (int told = 0; told < 2; told++) {
+        f = fopen(path, "w");
+        fprintf(f, "name = x\nmem_bw = 1e10\nmatmul.q4_0 = 1e9 2e9 3e9\n%s", told ? "page_size = 16384\n" : "");
+        fclose(f);
+        cr_assert_eq(st_board_load(path, &c), 0);
+        cr_assert_eq(c.page_size, told ? 16384 : 4096);
     }
     unlink(path);
 }
@@ -398,6 +412,34 @@ Test(plan, a_node_over_its_budget_streams_by_hand) {
     cr_assert_not_null(pl);
     s_near(pl->decode1.node, 12 * MS, 1e-9, "compute, unpacked");
     cr_assert_gt(pl->n_warnings, 0, "no warning for a node over its budget");
+    st_plan_destroy(&pl);
+    free(m);
+}
+
+/* The board's page size sets an expert's cost: the tiny model's 1 MB experts are records of
+ * 1003520 B (245 blocks of 4 KiB); on 16 KiB pages 62 pages, 1015808 B, + 64 = 1015872 B. A
+ * node whose --mem holds its own bytes and 8 experts at 4 KiB pages (8 x 1003584 B):
+ *   4 KiB: room 8, all 8 in RAM; 16 KiB: 8028672 / 1015872 = 7.90: 7 in RAM, 1 MB streamed. */
+Test(plan, a_16k_page_kernel_holds_fewer_experts_by_hand) {
+    st_plan_model_t *m = calloc(1, sizeof *m);
+    s_tiny_model(m, 1000000);
+    st_board_t coord = s_flat_board(1ull << 30, 1e8), node = s_flat_board(TINY_FIXED_1MB + 8 * TINY_ONE_1MB, 1e8);
+    st_plan_params_t p = {&coord, &node, 1, {1e6, 0.5e-3, 0}, .users = 1, .prompt = 1, .n_batch = 1, .n_ctx = 16};
+    cr_assert_eq(node.page_size, 4096, "a board without page_size: 4 KiB");
+    st_plan_t *pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->nodes[0].fixed, TINY_FIXED_1MB);
+    cr_assert_eq(pl->nodes[0].room, 8);
+    cr_assert_not(pl->nodes[0].over_budget);
+    cr_assert_eq(pl->nodes[0].stream, 0);
+    st_plan_destroy(&pl);
+    node.page_size = 16384;
+    pl = st_plan_new(m, &p);
+    cr_assert_not_null(pl);
+    cr_assert_eq(pl->nodes[0].room, 7);
+    cr_assert(pl->nodes[0].over_budget);
+    cr_assert_eq(pl->nodes[0].ram, 7000000);
+    cr_assert_eq(pl->nodes[0].stream, 1000000);
     st_plan_destroy(&pl);
     free(m);
 }
