@@ -13,9 +13,11 @@
  * the cluster file lists those URLs and keys. Every wait has a deadline. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,50 +119,70 @@ static void s_coord_start(coord_t *c, const char *const *flags) {
     c->port = st_test_serving_port(out, 30000, c->log);
 }
 
-/* One HTTP/1.0 request (the server closes after answering); the body of a
- * 200 answer (malloc'd), asserting the status. Deadline 60 s. */
-static char *s_http(int port, const char *method, const char *path, const char *body) {
+/* One HTTP/1.0 request (the server closes after answering) within 60 s: the body of a 200
+ * answer (malloc'd), or NULL and why in err. It asserts nothing, so that a thread can call it
+ * (an assertion fails a test only from the test's own thread; from another it crashes it). */
+static char *s_request(int port, const char *method, const char *path, const char *body, char *err, size_t cap) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    cr_assert_geq(fd, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        snprintf(err, cap, "%s %s: connect: %s", method, path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\n\r\n%s",
                      method, path, body ? strlen(body) : 0, body ? body : "");
-    cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n); /* a server gone: a failure, not SIGPIPE */
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
+    if (send(fd, req, (size_t)n, MSG_NOSIGNAL) != n) { /* a server gone: a failure, not SIGPIPE */
+        snprintf(err, cap, "%s %s: sending the request: %s", method, path, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    size_t len = 0, buf_cap = 1 << 16;
+    char *buf = malloc(buf_cap);
     const double deadline = st_now_ms() + 60000;
     for (;;) {
         struct pollfd p = {fd, POLLIN, 0};
         int left = (int)(deadline - st_now_ms());
-        cr_assert_gt(left, 0, "no answer to %s %s within 60 s", method, path);
+        if (left <= 0) {
+            snprintf(err, cap, "no answer to %s %s within 60 s", method, path);
+            close(fd);
+            free(buf);
+            return NULL;
+        }
         if (poll(&p, 1, left) <= 0) continue;
-        if (len + 4096 > cap) buf = realloc(buf, cap *= 2);
-        ssize_t r = read(fd, buf + len, cap - len - 1);
+        if (len + 4096 > buf_cap) buf = realloc(buf, buf_cap *= 2);
+        ssize_t r = read(fd, buf + len, buf_cap - len - 1);
         if (r <= 0) break;
         len += (size_t)r;
     }
     close(fd);
     buf[len] = '\0';
     int status = 0;
-    cr_assert_eq(sscanf(buf, "HTTP/1.%*d %d", &status), 1, "not HTTP: %.100s", buf);
-    cr_assert_eq(status, 200, "%s %s: %s", method, path, buf);
     char *b = strstr(buf, "\r\n\r\n");
-    cr_assert_not_null(b);
+    if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1 || status != 200 || !b) {
+        snprintf(err, cap, "%s %s: %.300s", method, path, buf);
+        free(buf);
+        return NULL;
+    }
     char *out = strdup(b + 4);
     free(buf);
     return out;
 }
 
-/* The text of a greedy completion of PROMPT. */
-static char *s_complete(int port) {
-    char body[256];
-    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"temperature\":0,\"max_tokens\":%d}", PROMPT, N_PREDICT);
-    char *r = s_http(port, "POST", "/v1/completions", body);
+/* s_request from the test's own thread: the body of a 200 answer, or the test fails. */
+static char *s_http(int port, const char *method, const char *path, const char *body) {
+    char err[400];
+    char *out = s_request(port, method, path, body, err, sizeof err);
+    cr_assert_not_null(out, "%s", err);
+    return out;
+}
+
+/* The text of a completion's answer r (freed), asserting its form. */
+static char *s_completion_text(char *r) {
     cJSON *o = cJSON_Parse(r);
     cr_assert_not_null(o, "not JSON: %s", r);
     cJSON *t = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "choices"), 0), "text");
@@ -169,6 +191,18 @@ static char *s_complete(int port) {
     cJSON_Delete(o);
     free(r);
     return text;
+}
+
+/* The request of a greedy completion of PROMPT. */
+static const char *s_completion_body(char *body, size_t cap) {
+    snprintf(body, cap, "{\"prompt\":\"%s\",\"temperature\":0,\"max_tokens\":%d}", PROMPT, N_PREDICT);
+    return body;
+}
+
+/* The text of a greedy completion of PROMPT. */
+static char *s_complete(int port) {
+    char body[256];
+    return s_completion_text(s_http(port, "POST", "/v1/completions", s_completion_body(body, sizeof body)));
 }
 
 static cJSON *s_health(int port) {
@@ -318,14 +352,16 @@ Test(late_nodes, nodes_started_after_the_coordinator_join_and_serve) {
 
 typedef struct {
     int port;
-    char *text;
-    volatile bool done;
+    char *answer, err[400]; /* the thread asserts nothing: checked after the join */
+    atomic_bool done;
 } bg_req_t;
 
 static void *s_bg_complete(void *arg) {
     bg_req_t *b = arg;
-    b->text = s_complete(b->port);
-    b->done = true;
+    char body[256];
+    b->answer =
+        s_request(b->port, "POST", "/v1/completions", s_completion_body(body, sizeof body), b->err, sizeof b->err);
+    atomic_store(&b->done, true);
     return NULL;
 }
 
@@ -364,12 +400,14 @@ Test(late_nodes, min_nodes_makes_requests_wait_and_health_says_why) {
         cr_assert_lt(st_now_ms(), dl, "node 0's answer or the queued request not shown in /health");
         poll(NULL, 0, 50); /* polling /health with a deadline */
     }
-    cr_assert(!b.done, "a request was served before --min-nodes were up");
+    cr_assert(!atomic_load(&b.done), "a request was served before --min-nodes were up");
     s_node_start(1, g_nodes[1].url);
     s_wait_health(c.port, "ok", -1, 15000);
     pthread_join(th, NULL);
-    cr_assert_str_eq(b.text, want, "the answer after the wait differs from st-run's");
-    free(b.text);
+    cr_assert_not_null(b.answer, "the request that waited: %s", b.err);
+    char *text = s_completion_text(b.answer);
+    cr_assert_str_eq(text, want, "the answer after the wait differs from st-run's");
+    free(text);
     char *log = st_file_read(c.log, 0, NULL);
     cr_assert_not_null(log);
     const char *j = strstr(log, "cluster: join: 2 of 2 nodes up");
