@@ -42,8 +42,10 @@ typedef struct {
 } coord_t;
 
 /* The body curl got for METHOD url+path (with the key unless no_key), and
- * the HTTP status in *status. malloc'd. */
-static char *s_http(const coord_t *c, const char *path, const char *body, bool no_key, int *status) {
+ * the HTTP status in *status. malloc'd; NULL when curl failed. It asserts
+ * nothing, so that s_gen's thread can call it (an assertion fails a test
+ * only from the test's own thread; from another it crashes the process). */
+static char *s_curl(const coord_t *c, const char *path, const char *body, bool no_key, int *status) {
     static atomic_int seq; /* s_gen's thread asks too, while this one polls /health: names of its own */
     const int k = atomic_fetch_add(&seq, 1);
     char out[400], code[400];
@@ -54,20 +56,25 @@ static char *s_http(const coord_t *c, const char *path, const char *body, bool n
     if (body) {
         snprintf(bodyf, sizeof bodyf, "%s/http-%d.body", c->dir, k);
         b = fopen(bodyf, "w");
-        cr_assert_not_null(b);
-        fputs(body, b);
-        fclose(b);
+        if (!b || fputs(body, b) < 0 || fclose(b) != 0) return NULL;
     }
     int rc = st_test_system("curl -s -m 120 %s%s%s %s%s%s -o '%s' -w '%%{http_code}' '%s%s' > '%s'",
                             no_key ? "" : "-H 'Authorization: Bearer ", no_key ? "" : KEY, no_key ? "" : "'",
                             body ? "-H 'Content-Type: application/json' --data-binary @'" : "", body ? bodyf : "",
                             body ? "'" : "", out, c->url, path, code);
-    cr_assert_eq(rc, 0, "curl %s%s failed", c->url, path);
+    if (rc != 0) return NULL;
     char *s = st_file_read(code, 0, NULL);
     *status = s ? atoi(s) : -1;
     free(s);
     char *r = st_file_read(out, 0, NULL);
     return r ? r : strdup("");
+}
+
+/* s_curl from the test's own thread: curl failing fails the test. */
+static char *s_http(const coord_t *c, const char *path, const char *body, bool no_key, int *status) {
+    char *r = s_curl(c, path, body, no_key, status);
+    cr_assert_not_null(r, "curl %s%s failed", c->url, path);
+    return r;
 }
 
 static cJSON *s_health(const coord_t *c) {
@@ -93,12 +100,14 @@ static double s_num(const cJSON *o, const char *k) {
     return v->valuedouble;
 }
 
-/* A completion at temperature 0, its text. */
-static char *s_complete(const coord_t *c, int n) {
-    char body[256];
-    snprintf(body, sizeof body, "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0}", PROMPT, n);
-    int st;
-    char *b = s_http(c, "/v1/completions", body, false, &st);
+/* The request of a completion of n tokens at temperature 0. */
+static const char *s_completion_body(char *body, size_t cap, int n) {
+    snprintf(body, cap, "{\"prompt\":\"%s\",\"max_tokens\":%d,\"temperature\":0}", PROMPT, n);
+    return body;
+}
+
+/* The text of a completion's answer b (status st; freed), asserting its form. */
+static char *s_completion_text(char *b, int st) {
     cr_assert_eq(st, 200, "completion: %d %s", st, b);
     cJSON *o = cJSON_Parse(b);
     const char *t =
@@ -108,6 +117,14 @@ static char *s_complete(const coord_t *c, int n) {
     cJSON_Delete(o);
     free(b);
     return r;
+}
+
+/* A completion at temperature 0, its text. */
+static char *s_complete(const coord_t *c, int n) {
+    char body[256];
+    int st;
+    char *b = s_http(c, "/v1/completions", s_completion_body(body, sizeof body, n), false, &st);
+    return s_completion_text(b, st);
 }
 
 /* st-run's text for the same prompt: the reference. */
@@ -131,13 +148,14 @@ static st_test_run_t s_ctl(const coord_t *c, const char *tag, const char *args) 
 
 typedef struct {
     const coord_t *c;
-    int n;
-    char *text;
+    int n, status;
+    char *answer; /* NULL: curl failed (the thread asserts nothing: checked after the join) */
 } gen_t;
 
 static void *s_gen(void *arg) {
     gen_t *g = arg;
-    g->text = s_complete(g->c, g->n);
+    char body[256];
+    g->answer = s_curl(g->c, "/v1/completions", s_completion_body(body, sizeof body, g->n), false, &g->status);
     return NULL;
 }
 
@@ -218,7 +236,7 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
     cJSON_Delete(h);
 
     /* drain node 1 while a long completion runs: it is mid-run once tokens come out */
-    gen_t g = {&c, N_LONG, NULL};
+    gen_t g = {.c = &c, .n = N_LONG};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, s_gen, &g), 0);
     for (double dl = st_now_ms() + 120000;;) {
@@ -239,8 +257,10 @@ Test(ctl, drain_remove_rebalance_keep_the_tokens, .timeout = 600) {
               "the drain must happen during the run: %s", r.out);
     st_test_run_free(&r);
     pthread_join(th, NULL);
-    cr_assert_str_eq(g.text, want_long, "the text of the run the drain happened in");
-    free(g.text);
+    cr_assert_not_null(g.answer, "curl failed for the completion the drain happened in");
+    char *long_text = s_completion_text(g.answer, g.status);
+    cr_assert_str_eq(long_text, want_long, "the text of the run the drain happened in");
+    free(long_text);
 
     /* drained: no expert, no request, the same tokens */
     h = s_health(&c);
