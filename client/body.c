@@ -63,27 +63,30 @@ void st_client_too_big(const st_client_t *c, const char *path, const char *what)
             c->mid_line ? "\n" : "", c->prog, what, c->url, path, ST_CLIENT_MAX_BODY >> 20);
 }
 
-size_t st_client_body_cb(char *p, size_t size, size_t n, void *arg) {
-    st_client_body_t *b = arg;
-    const size_t add = size * n; /* libcurl: size is 1, n at most CURL_MAX_WRITE_SIZE */
-    if (add > ST_CLIENT_MAX_BODY - b->len) {
+int st_client_body_add(st_client_body_t *b, const char *p, size_t n) {
+    if (n > ST_CLIENT_MAX_BODY - b->len) {
         b->too_big = true;
-        return 0;
+        return -1;
     }
-    if (b->len + add + 1 > b->cap) { /* doubled: an answer of n bytes is copied O(n) times, not O(n^2) */
+    if (b->len + n + 1 > b->cap) { /* doubled: an answer of n bytes is copied O(n) times, not O(n^2) */
         size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + add + 1) cap *= 2;
+        while (cap < b->len + n + 1) cap *= 2;
         if (cap > ST_CLIENT_MAX_BODY + 1) cap = ST_CLIENT_MAX_BODY + 1;
         char *d = realloc(b->data, cap);
         if (!d) {
             b->no_mem = true;
-            return 0;
+            return -1;
         }
         b->data = d;
         b->cap = cap;
     }
-    memcpy(b->data + b->len, p, add);
-    b->len += add;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
     b->data[b->len] = '\0';
-    return add;
+    return 0;
+}
+
+size_t st_client_body_cb(char *p, size_t size, size_t n, void *arg) {
+    const size_t add = size * n; /* libcurl: size is 1, n at most CURL_MAX_WRITE_SIZE */
+    return st_client_body_add(arg, p, add) ? 0 : add;
 }

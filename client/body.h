@@ -45,9 +45,13 @@ typedef struct {
  * another write callback returned short: its caller says why. */
 long st_client_request(const st_client_t *c, const char *path, const char *body, curl_write_callback write, void *arg);
 
-/* CURLOPT_WRITEFUNCTION for an st_client_body_t *arg: appends the n * size
- * bytes at p; returns short (libcurl then stops) and sets too_big past
- * ST_CLIENT_MAX_BODY, or no_mem when memory runs out. */
+/* Appends the n bytes at p to b (kept NUL-terminated, grown by doubling):
+ * 0, or -1 with nothing added and too_big set past ST_CLIENT_MAX_BODY, or
+ * no_mem set when memory runs out. */
+int st_client_body_add(st_client_body_t *b, const char *p, size_t n);
+
+/* CURLOPT_WRITEFUNCTION for an st_client_body_t *arg: st_client_body_add of
+ * the n * size bytes at p; returns short (libcurl then stops) when refused. */
 size_t st_client_body_cb(char *p, size_t size, size_t n, void *arg);
 
 /* Says on stderr that what ("the answer", "one SSE event"...) of c->url +

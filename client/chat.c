@@ -38,11 +38,10 @@ typedef struct {
     long max_tokens;
     cJSON *history; /* [{role, content}] */
     /* the current answer */
-    char *sse;                         /* SSE bytes not yet split into events */
-    size_t sse_len, sse_cap, sse_seen; /* seen: bytes already searched for the end of an event */
-    const char *too_big;               /* what passed ST_CLIENT_MAX_BODY ("one SSE event"), or NULL */
-    char *answer;
-    size_t answer_len, answer_cap;
+    st_client_body_t sse; /* SSE bytes not yet split into events */
+    size_t sse_seen;      /* bytes of sse already searched for the end of an event */
+    const char *too_big;  /* what passed ST_CLIENT_MAX_BODY ("one SSE event"), or NULL */
+    st_client_body_t answer;
     int n_chunks;
     char finish[32];
     int completion_tokens, prompt_tokens, cached_tokens;
@@ -84,20 +83,11 @@ static void s_event(chat_t *c, const char *data) {
     cJSON *content = cJSON_GetObjectItem(cJSON_GetObjectItem(ch, "delta"), "content");
     if (cJSON_IsString(content) && *content->valuestring) {
         size_t n = strlen(content->valuestring);
-        if (n > ST_CLIENT_MAX_BODY - c->answer_len) { /* endless events are as bad as an endless one */
+        /* endless events are as bad as an endless one; out of memory, the text is still shown */
+        if (st_client_body_add(&c->answer, content->valuestring, n) && c->answer.too_big) {
             c->too_big = "the answer's text";
             cJSON_Delete(o);
             return;
-        }
-        if (c->answer_len + n + 1 > c->answer_cap) { /* doubled: no copy of the whole answer per token */
-            size_t cap = c->answer_cap ? c->answer_cap : 1024;
-            while (cap < c->answer_len + n + 1) cap *= 2;
-            char *a = realloc(c->answer, cap);
-            if (a) c->answer = a, c->answer_cap = cap;
-        }
-        if (c->answer_len + n + 1 <= c->answer_cap) {
-            memcpy(c->answer + c->answer_len, content->valuestring, n + 1);
-            c->answer_len += n;
         }
         if (!c->n_chunks++) c->t_first = st_now_s();
         c->t_last = st_now_s();
@@ -122,40 +112,26 @@ static void s_event(chat_t *c, const char *data) {
 static size_t s_sse_cb(char *p, size_t sz, size_t n, void *arg) {
     chat_t *c = arg;
     size_t add = sz * n;
-    if (s_interrupts) return 0;                  /* stop now, not after this chunk is printed */
-    if (add > ST_CLIENT_MAX_BODY - c->sse_len) { /* one event that never ends */
-        c->too_big = "one SSE event";
+    if (s_interrupts) return 0;                /* stop now, not after this chunk is printed */
+    if (st_client_body_add(&c->sse, p, add)) { /* one event that never ends */
+        c->too_big = c->sse.too_big ? "one SSE event" : "one SSE event (out of memory)";
         return 0;
     }
-    if (c->sse_len + add + 1 > c->sse_cap) {
-        size_t cap = c->sse_cap ? c->sse_cap : 4096;
-        while (cap < c->sse_len + add + 1) cap *= 2;
-        char *b = realloc(c->sse, cap);
-        if (!b) {
-            c->too_big = "one SSE event (out of memory)";
-            return 0;
-        }
-        c->sse = b;
-        c->sse_cap = cap;
-    }
-    memcpy(c->sse + c->sse_len, p, add);
-    c->sse_len += add;
-    c->sse[c->sse_len] = '\0';
     char *end;
     /* from where the last search stopped: a long event is searched once, not once per chunk */
-    while ((end = strstr(c->sse + c->sse_seen, "\n\n"))) {
+    while ((end = strstr(c->sse.data + c->sse_seen, "\n\n"))) {
         *end = '\0';
-        if (!strncmp(c->sse, "data: ", 6))
-            s_event(c, c->sse + 6);
-        else if (c->sse[0] == '{')
-            s_event(c, c->sse); /* an error body, not SSE */
-        size_t used = (size_t)(end + 2 - c->sse);
-        memmove(c->sse, end + 2, c->sse_len - used + 1);
-        c->sse_len -= used;
+        if (!strncmp(c->sse.data, "data: ", 6))
+            s_event(c, c->sse.data + 6);
+        else if (c->sse.data[0] == '{')
+            s_event(c, c->sse.data); /* an error body, not SSE */
+        size_t used = (size_t)(end + 2 - c->sse.data);
+        memmove(c->sse.data, end + 2, c->sse.len - used + 1);
+        c->sse.len -= used;
         c->sse_seen = 0;
         if (c->too_big) return 0;
     }
-    c->sse_seen = c->sse_len ? c->sse_len - 1 : 0; /* a "\n" at the end may start the "\n\n" */
+    c->sse_seen = c->sse.len ? c->sse.len - 1 : 0; /* a "\n" at the end may start the "\n\n" */
     return add;
 }
 
@@ -200,10 +176,9 @@ static bool s_turn(chat_t *c, const char *line) {
     if (c->temp >= 0) cJSON_AddNumberToObject(req, "temperature", c->temp);
     char *body = cJSON_PrintUnformatted(req);
     cJSON_Delete(req);
-    free(c->answer);
-    c->answer = NULL;
-    c->answer_len = c->answer_cap = 0;
-    c->sse_len = c->sse_seen = 0;
+    free(c->answer.data);
+    c->answer = (st_client_body_t){0};
+    c->sse.len = c->sse_seen = 0;
     c->too_big = NULL;
     c->n_chunks = 0;
     c->finish[0] = '\0';
@@ -217,7 +192,7 @@ static bool s_turn(chat_t *c, const char *line) {
         st_client_too_big(&cl, "/v1/chat/completions", c->too_big);
         return false;
     }
-    if (st == 0 && !c->answer_len) {
+    if (st == 0 && !c->answer.len) {
         printf("\n[stopped before the answer began; that message is dropped, the conversation before it kept]\n");
         cJSON_DeleteItemFromArray(c->history, cJSON_GetArraySize(c->history) - 1);
     } else if (st == 0 || st == 200) {
@@ -234,7 +209,7 @@ static bool s_turn(chat_t *c, const char *line) {
         }
         cJSON *a = cJSON_CreateObject();
         cJSON_AddStringToObject(a, "role", "assistant");
-        cJSON_AddStringToObject(a, "content", c->answer ? c->answer : "");
+        cJSON_AddStringToObject(a, "content", c->answer.data ? c->answer.data : "");
         cJSON_AddItemToArray(c->history, a);
         c->turns++;
         c->tokens += c->completion_tokens;
@@ -400,8 +375,8 @@ int main(int argc, char **argv) {
         free(line);
     }
     cJSON_Delete(c.history);
-    free(c.answer);
-    free(c.sse);
+    free(c.answer.data);
+    free(c.sse.data);
     free(c.system);
     free(url);
     curl_global_cleanup();
