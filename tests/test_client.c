@@ -260,52 +260,32 @@ static void s_refused(const char *prog, const run_t *r, const server_t *s, const
     cr_assert_lt(r->rss_kib, bound, "%s held %ld KiB: more than %ld KiB", prog, r->rss_kib, bound);
 }
 
-Test(client, ctl_refuses_an_endless_health) {
-    const long base = s_baseline_kib("st-ctl");
+/* prog against a server giving answer at path: it stops with the message about what, in bounded memory. */
+static void s_refuses(const char *prog, answer_t answer, const char *path, const char *what) {
+    const long base = s_baseline_kib(prog);
     server_t s;
-    s_server_start(&s, ANSWER_ENDLESS, "/health", 0);
+    s_server_start(&s, answer, path, 0);
     char url[64];
     snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
-    const char *args[] = {"--url", url, "status", NULL};
-    run_t r = s_run("st-ctl", args, "");
+    const bool ctl = !strcmp(prog, "st-ctl");
+    const char *args[] = {"--url", url, ctl ? "status" : NULL, NULL};
+    run_t r = s_run(prog, args, ctl ? "" : "hello\n/quit\n");
     s_server_stop(&s);
-    s_refused("st-ctl", &r, &s, "the answer", base);
+    s_refused(prog, &r, &s, what, base);
 }
 
+Test(client, ctl_refuses_an_endless_health) { s_refuses("st-ctl", ANSWER_ENDLESS, "/health", "the answer"); }
+
 Test(client, chat_refuses_an_endless_models_answer) {
-    const long base = s_baseline_kib("st-chat");
-    server_t s;
-    s_server_start(&s, ANSWER_ENDLESS, "/v1/models", 0);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
-    const char *args[] = {"--url", url, NULL};
-    run_t r = s_run("st-chat", args, "hello\n/quit\n");
-    s_server_stop(&s);
-    s_refused("st-chat", &r, &s, "the answer", base);
+    s_refuses("st-chat", ANSWER_ENDLESS, "/v1/models", "the answer");
 }
 
 Test(client, chat_refuses_an_endless_sse_line) {
-    const long base = s_baseline_kib("st-chat");
-    server_t s;
-    s_server_start(&s, ANSWER_ENDLESS_LINE, "/v1/chat/completions", 0);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
-    const char *args[] = {"--url", url, NULL};
-    run_t r = s_run("st-chat", args, "hello\n/quit\n");
-    s_server_stop(&s);
-    s_refused("st-chat", &r, &s, "one SSE event", base);
+    s_refuses("st-chat", ANSWER_ENDLESS_LINE, "/v1/chat/completions", "one SSE event");
 }
 
 Test(client, chat_refuses_endless_events_of_text) {
-    const long base = s_baseline_kib("st-chat");
-    server_t s;
-    s_server_start(&s, ANSWER_ENDLESS_EVENTS, "/v1/chat/completions", 0);
-    char url[64];
-    snprintf(url, sizeof url, "http://127.0.0.1:%d", s.port);
-    const char *args[] = {"--url", url, NULL};
-    run_t r = s_run("st-chat", args, "hello\n/quit\n");
-    s_server_stop(&s);
-    s_refused("st-chat", &r, &s, "the answer's text", base);
+    s_refuses("st-chat", ANSWER_ENDLESS_EVENTS, "/v1/chat/completions", "the answer's text");
 }
 
 /* The edge: exactly the limit is an answer (st-ctl reads it: no node, "a single process"), one
